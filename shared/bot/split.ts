@@ -1,0 +1,27 @@
+// Splits an answer into WhatsApp text messages of at most 4096 characters, at paragraph, line,
+// sentence or word boundaries when possible, never inside a surrogate pair.
+
+export const WHATSAPP_TEXT_LIMIT = 4096;
+
+export function splitMessage(text: string, limit = WHATSAPP_TEXT_LIMIT): string[] {
+  const parts: string[] = [];
+  let rest = text.trim();
+  while ([...rest].length > limit) {
+    const chars = [...rest];
+    const window = chars.slice(0, limit).join('');
+    const cut =
+      lastBreak(window, /\n\s*\n/g) ?? lastBreak(window, /\n/g) ?? lastBreak(window, /[.!?…]\s/g) ?? lastBreak(window, /\s/g);
+    const head = cut && cut > limit / 2 ? window.slice(0, cut) : window;
+    parts.push(head.trim());
+    rest = rest.slice(head.length).trim();
+  }
+  if (rest) parts.push(rest);
+  return parts;
+}
+
+/** Index just after the last match of `pattern` in `text`, or null. */
+function lastBreak(text: string, pattern: RegExp): number | null {
+  let index: number | null = null;
+  for (const match of text.matchAll(pattern)) index = match.index + match[0].length;
+  return index;
+}

@@ -1,0 +1,193 @@
+// Every setting of the app (CONTRACT.md, "Settings"), parsed once from the environment with zod.
+// Bad or missing values fail early with one message naming each variable, never its value.
+import { z } from 'zod';
+import { AppError, ErrorCode } from './errors';
+
+export const DEFAULT_SYSTEM_PROMPT =
+  'You are a helpful assistant answering people on WhatsApp on behalf of a business. ' +
+  'Answer briefly and clearly in the language of the user, in plain text suitable for a chat ' +
+  '(no tables, little formatting). If you do not know something, say so.';
+
+const keyVaultReference = /^@Microsoft\.KeyVault\(/i;
+
+/** Empty strings and unresolved Key Vault references count as missing. */
+const present = (value: unknown): unknown =>
+  typeof value === 'string' && (value.trim() === '' || keyVaultReference.test(value.trim()))
+    ? undefined
+    : value;
+
+const str = () => z.preprocess(present, z.string().min(1));
+const optStr = () => z.preprocess(present, z.string().min(1).optional());
+const url = () =>
+  z.preprocess(
+    present,
+    z
+      .string()
+      .url()
+      .refine((v) => /^https?:\/\//i.test(v), 'must be an http(s) URL')
+      .transform((v) => v.replace(/\/+$/, '')),
+  );
+const int = (min: number, max: number) => z.preprocess(present, z.coerce.number().int().min(min).max(max));
+
+/** The schema of the environment. Its keys are the app settings that infra/ provisions. */
+export const EnvSchema = z
+  .object({
+    MONGODB_URI: optStr(),
+    MONGODB_DATABASE: z.preprocess(
+      present,
+      z
+        .string()
+        .regex(/^[A-Za-z0-9_-]{1,63}$/, 'must be 1-63 letters, digits, _ or -')
+        .default('whatsapp_chatbot'),
+    ),
+    WHATSAPP_VERIFY_TOKEN: str(),
+    WHATSAPP_APP_SECRET: str(),
+    WHATSAPP_ACCESS_TOKEN: optStr(),
+    WHATSAPP_GRAPH_URL: url().default('https://graph.facebook.com'),
+    WHATSAPP_API_VERSION: z.preprocess(
+      present,
+      z
+        .string()
+        .regex(/^v\d+\.\d+$/, 'must look like v25.0')
+        .default('v25.0'),
+    ),
+    AI_ENDPOINT: url().optional(),
+    AI_API_KEY: optStr(),
+    AI_MODEL: optStr(),
+    AI_SYSTEM_PROMPT: optStr(),
+    AI_HISTORY_LIMIT: int(0, 100).default(10),
+    AI_TIMEOUT_MS: int(100, 600_000).default(20_000),
+    AI_MAX_PER_MINUTE: int(1, 1000).default(10),
+    MANAGE_API_TOKEN: z.preprocess(
+      present,
+      z.string().min(16, 'must be at least 16 characters').optional(),
+    ),
+    RETENTION_DAYS: int(1, 36_500).optional(),
+    PORT: int(1, 65_535).default(7071),
+  })
+  .superRefine((env, ctx) => {
+    if (env.AI_ENDPOINT && !env.AI_MODEL) {
+      ctx.addIssue({ code: 'custom', path: ['AI_MODEL'], message: 'is required when AI_ENDPOINT is set' });
+    }
+  });
+
+/** Names of every setting the schema reads (used by the infra drift test and the docs). */
+export const SETTING_NAMES = Object.keys(EnvSchema.shape) as (keyof z.input<
+  typeof EnvSchema
+>)[];
+
+export interface AiConfig {
+  readonly endpoint: string;
+  readonly apiKey: string | undefined;
+  readonly model: string;
+  readonly systemPrompt: string;
+  readonly historyLimit: number;
+  readonly timeoutMs: number;
+  readonly maxPerMinute: number;
+}
+
+export interface Config {
+  readonly mongodb: { readonly uri: string | undefined; readonly database: string };
+  readonly whatsapp: {
+    readonly verifyToken: string;
+    readonly appSecret: string;
+    /** Unset: replies are recorded as `not_sent` (dry run) instead of being sent. */
+    readonly accessToken: string | undefined;
+    readonly graphUrl: string;
+    readonly apiVersion: string;
+  };
+  readonly ai: AiConfig | undefined;
+  readonly manageApiToken: string | undefined;
+  readonly retentionDays: number | undefined;
+  readonly port: number;
+}
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+/** Parses an environment; throws AppError(CONFIG) naming every bad variable. Pure: no process.env. */
+export function loadConfig(env: Env): Config {
+  const parsed = EnvSchema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const name = String(issue.path[0] ?? 'environment');
+      const missing = env[name] === undefined || present(env[name]) === undefined;
+      return `${name} ${missing && issue.code !== 'custom' ? 'is missing' : issue.message}`;
+    });
+    throw new AppError(ErrorCode.CONFIG, `Invalid configuration: ${[...new Set(problems)].join('; ')}`);
+  }
+  const e = parsed.data;
+  const config: Config = {
+    mongodb: { uri: e.MONGODB_URI, database: e.MONGODB_DATABASE },
+    whatsapp: {
+      verifyToken: e.WHATSAPP_VERIFY_TOKEN,
+      appSecret: e.WHATSAPP_APP_SECRET,
+      accessToken: e.WHATSAPP_ACCESS_TOKEN,
+      graphUrl: e.WHATSAPP_GRAPH_URL,
+      apiVersion: e.WHATSAPP_API_VERSION,
+    },
+    ai:
+      e.AI_ENDPOINT && e.AI_MODEL
+        ? {
+            endpoint: e.AI_ENDPOINT,
+            apiKey: e.AI_API_KEY,
+            model: e.AI_MODEL,
+            systemPrompt: e.AI_SYSTEM_PROMPT ?? DEFAULT_SYSTEM_PROMPT,
+            historyLimit: e.AI_HISTORY_LIMIT,
+            timeoutMs: e.AI_TIMEOUT_MS,
+            maxPerMinute: e.AI_MAX_PER_MINUTE,
+          }
+        : undefined,
+    manageApiToken: e.MANAGE_API_TOKEN,
+    retentionDays: e.RETENTION_DAYS,
+    port: e.PORT,
+  };
+  return deepFreeze(config);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** True inside an Azure Functions host in Azure (not a local `func start`). */
+export function runningInAzure(env: Env = process.env): boolean {
+  return Boolean(env['WEBSITE_INSTANCE_ID'] && env['WEBSITE_SITE_NAME']);
+}
+
+let cached: Config | undefined;
+/** The process configuration, parsed once from process.env. In Azure a Graph token is required. */
+export function getConfig(): Config {
+  if (!cached) {
+    const config = loadConfig(process.env);
+    if (runningInAzure() && !config.whatsapp.accessToken) {
+      throw new AppError(ErrorCode.CONFIG, 'Invalid configuration: WHATSAPP_ACCESS_TOKEN is missing');
+    }
+    if (runningInAzure() && !config.mongodb.uri) {
+      throw new AppError(ErrorCode.CONFIG, 'Invalid configuration: MONGODB_URI is missing');
+    }
+    cached = config;
+  }
+  return cached;
+}
+
+/** The package version, reported by /api/health. */
+export function appVersion(): string {
+  return process.env['npm_package_version'] ?? readPackageVersion();
+}
+
+function readPackageVersion(): string {
+  // From shared/ when run with tsx, from dist/shared/ when compiled.
+  for (const candidate of ['../package.json', '../../package.json']) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const pkg = require(candidate) as { name?: string; version?: string };
+      if (pkg.name === 'whatsapp-cosmos-bot' && pkg.version) return pkg.version;
+    } catch {
+      // try the next location
+    }
+  }
+  return '0.0.0';
+}

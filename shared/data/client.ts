@@ -1,0 +1,96 @@
+// The MongoDB client lifecycle and the error boundary of the data module: one client per process,
+// created lazily and reused across invocations, with the options Cosmos DB for MongoDB (RU) needs.
+import { MongoClient, MongoServerError, type Db } from 'mongodb';
+import { AppError, ErrorCode } from '../errors';
+
+export const CLIENT_OPTIONS = {
+  // Fail fast when the database is unreachable: the webhook answers 5xx and Meta delivers again.
+  serverSelectionTimeoutMS: 5_000,
+  connectTimeoutMS: 5_000,
+  // Cosmos DB closes idle connections after a while; recycle ours first.
+  maxIdleTimeMS: 120_000,
+  // Cosmos DB for MongoDB (RU) does not support retryable writes.
+  retryWrites: false,
+  maxPoolSize: 20,
+  appName: 'whatsapp-cosmos-bot',
+} as const;
+
+const clients = new Map<string, Promise<MongoClient>>();
+
+/** The process-wide client for a connection string, connected on first use. */
+export function sharedClient(uri: string): Promise<MongoClient> {
+  let client = clients.get(uri);
+  if (!client) {
+    client = new MongoClient(uri, CLIENT_OPTIONS).connect().catch((error: unknown) => {
+      clients.delete(uri);
+      throw translateError(error);
+    });
+    clients.set(uri, client);
+  }
+  return client;
+}
+
+export async function sharedDb(uri: string, database: string): Promise<Db> {
+  return (await sharedClient(uri)).db(database);
+}
+
+/** Closes every client this process opened (tests, scripts, the dev server on shutdown). */
+export async function closeAllClients(): Promise<void> {
+  const all = [...clients.values()];
+  clients.clear();
+  await Promise.allSettled(all.map(async (c) => (await c).close()));
+}
+
+const THROTTLED = 16500;
+const DUPLICATE_KEY = 11000;
+const MAX_THROTTLE_RETRIES = 5;
+const MAX_RETRY_AFTER_MS = 5_000;
+
+export function isDuplicateKey(error: unknown): boolean {
+  return error instanceof MongoServerError && error.code === DUPLICATE_KEY;
+}
+
+function isThrottled(error: unknown): boolean {
+  return (
+    error instanceof MongoServerError &&
+    (error.code === THROTTLED || /TooManyRequests|Request rate is large/i.test(error.message))
+  );
+}
+
+/** Cosmos DB says how long to wait: "RetryAfterMs=123" in the message (or errorLabels/ details). */
+export function retryAfterMs(error: unknown, attempt: number): number {
+  const text = error instanceof Error ? error.message : '';
+  const match = /RetryAfterMs=(\d+)/i.exec(text);
+  const advised = match ? Number(match[1]) : 100 * 2 ** attempt;
+  return Math.min(MAX_RETRY_AFTER_MS, advised) + Math.floor(Math.random() * 20);
+}
+
+function isUnavailable(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  return /MongoServerSelectionError|MongoNetworkError|MongoNetworkTimeoutError|MongoTopologyClosedError|MongoNotConnectedError|PoolClearedError/.test(
+    error.name,
+  );
+}
+
+/** Maps driver errors to application errors; duplicate keys stay as they are for callers to handle. */
+export function translateError(error: unknown): unknown {
+  if (error instanceof AppError) return error;
+  if (isThrottled(error)) return new AppError(ErrorCode.THROTTLED, 'database throttled the request', { cause: error });
+  if (isUnavailable(error)) return new AppError(ErrorCode.UNAVAILABLE, 'database unreachable', { cause: error });
+  return error;
+}
+
+/** Runs one database operation, retrying Cosmos throttling (16500) after the advised delay, up to a bound. */
+export async function withRetry<T>(operation: () => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await operation();
+    } catch (error) {
+      if (isThrottled(error) && attempt < MAX_THROTTLE_RETRIES) {
+        await new Promise((resolve) => setTimeout(resolve, retryAfterMs(error, attempt)));
+        continue;
+      }
+      throw translateError(error);
+    }
+  }
+}

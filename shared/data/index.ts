@@ -1,0 +1,58 @@
+// The data module: the only code that talks to the database. Everything above it speaks in the
+// domain types of ./types.
+import type { Db } from 'mongodb';
+import { sharedDb, withRetry } from './client';
+import { COLLECTIONS, ensureIndexes } from './indexes';
+import { EventsRepository, type EventDoc } from './events';
+import { MessagesRepository, type MessageDoc } from './messages';
+import { StatsRepository, type StatsDoc } from './stats';
+import { UsersRepository, type UserDoc } from './users';
+
+export * from './types';
+export { closeAllClients } from './client';
+export { COLLECTIONS, INDEXES, ensureIndexes, type IndexDefinition, type IndexReport } from './indexes';
+export { STATUS_RANK } from './messages';
+export { fold, queryTerms, words } from './terms';
+
+export interface DataStore {
+  readonly users: UsersRepository;
+  readonly messages: MessagesRepository;
+  readonly stats: StatsRepository;
+  readonly events: EventsRepository;
+  /** Round trip to the server (health check). */
+  ping(): Promise<void>;
+  /** Drops the whole database (tests and scripts only). */
+  dropDatabase(): Promise<void>;
+  /** The database handle, for the other repositories of this module. */
+  readonly db: Db;
+}
+
+export function createDataStore(db: Db): DataStore {
+  const stats = new StatsRepository(db.collection<StatsDoc>(COLLECTIONS.stats));
+  const users = new UsersRepository(db.collection<UserDoc>(COLLECTIONS.users), stats);
+  const messages = new MessagesRepository(db.collection<MessageDoc>(COLLECTIONS.messages), users, stats);
+  const events = new EventsRepository(db.collection<EventDoc>(COLLECTIONS.events));
+  return {
+    users,
+    messages,
+    stats,
+    events,
+    db,
+    ping: async () => {
+      await withRetry(() => db.command({ ping: 1 }));
+    },
+    dropDatabase: async () => {
+      await db.dropDatabase();
+    },
+  };
+}
+
+/**
+ * Opens the data store on the process-wide client and makes sure the indexes exist (created where
+ * the app may, verified where infra/ owns them).
+ */
+export async function openDataStore(uri: string, database: string): Promise<DataStore> {
+  const db = await sharedDb(uri, database);
+  await ensureIndexes(db, 'create');
+  return createDataStore(db);
+}

@@ -1,0 +1,75 @@
+// Counters kept with $inc: one totals document and one document per UTC day, so reading the
+// stats costs O(days), never a scan.
+import type { Collection } from 'mongodb';
+import type { DailyStats } from './types';
+import { withRetry } from './client';
+
+export interface StatsDoc {
+  _id: string;
+  date?: string;
+  inbound?: number;
+  outbound?: number;
+  failed?: number;
+  newUsers?: number;
+  aiRequests?: number;
+  aiTokens?: number;
+}
+
+export interface CounterDelta {
+  inbound?: number;
+  outbound?: number;
+  failed?: number;
+  newUsers?: number;
+  aiRequests?: number;
+  aiTokens?: number;
+}
+
+export const TOTALS_ID = 'totals';
+export const dayKey = (at: Date): string => at.toISOString().slice(0, 10);
+export const dayId = (date: string): string => `day:${date}`;
+
+export class StatsRepository {
+  constructor(private readonly stats: Collection<StatsDoc>) {}
+
+  /** Adds to the running totals and to the UTC day of `at` (daily series counts inbound, outbound, new users). */
+  async bump(delta: CounterDelta, at: Date): Promise<void> {
+    const inc = Object.fromEntries(Object.entries(delta).filter(([, v]) => v !== undefined && v !== 0)) as Record<
+      string,
+      number
+    >;
+    if (Object.keys(inc).length === 0) return;
+    await withRetry(() => this.stats.updateOne({ _id: TOTALS_ID }, { $inc: inc }, { upsert: true }));
+    const daily: Record<string, number> = {};
+    for (const key of ['inbound', 'outbound', 'newUsers'] as const) if (inc[key]) daily[key] = inc[key];
+    if (Object.keys(daily).length) {
+      const date = dayKey(at);
+      await withRetry(() =>
+        this.stats.updateOne({ _id: dayId(date) }, { $inc: daily, $setOnInsert: { date } }, { upsert: true }),
+      );
+    }
+  }
+
+  async totals(): Promise<Required<Omit<StatsDoc, '_id' | 'date'>>> {
+    const doc = await withRetry(() => this.stats.findOne({ _id: TOTALS_ID }));
+    return {
+      inbound: doc?.inbound ?? 0,
+      outbound: doc?.outbound ?? 0,
+      failed: doc?.failed ?? 0,
+      newUsers: doc?.newUsers ?? 0,
+      aiRequests: doc?.aiRequests ?? 0,
+      aiTokens: doc?.aiTokens ?? 0,
+    };
+  }
+
+  /** The last `days` UTC days including today's, oldest first, zeros for quiet days. */
+  async daily(now: Date, days = 30): Promise<DailyStats[]> {
+    const dates: string[] = [];
+    for (let i = days - 1; i >= 0; i--) dates.push(dayKey(new Date(now.getTime() - i * 86_400_000)));
+    const docs = await withRetry(() => this.stats.find({ _id: { $in: dates.map(dayId) } }).toArray());
+    const byId = new Map(docs.map((d) => [d._id, d]));
+    return dates.map((date) => {
+      const d = byId.get(dayId(date));
+      return { date, inbound: d?.inbound ?? 0, outbound: d?.outbound ?? 0, newUsers: d?.newUsers ?? 0 };
+    });
+  }
+}

@@ -1,0 +1,51 @@
+// The composition root: builds {config, data, graph} once per process, lazily, and hands them
+// down. Tests build the same graph against a test database and loopback stubs.
+import { getConfig, type Config } from './config';
+import { openDataStore, type DataStore } from './data';
+import { setPseudonymKey } from './log';
+import { createGraphClient, dryRunGraphClient, type GraphClient, type RetryPolicy } from './whatsapp/graph';
+
+export interface Services {
+  readonly config: Config;
+  readonly data: DataStore;
+  readonly graph: GraphClient;
+  readonly now: () => Date;
+}
+
+export interface BuildOptions {
+  /** An already opened data store (tests). */
+  readonly data?: DataStore;
+  readonly graphRetry?: RetryPolicy;
+  readonly now?: () => Date;
+}
+
+export async function buildServices(config: Config, options: BuildOptions = {}): Promise<Services> {
+  setPseudonymKey(config.whatsapp.appSecret);
+  const uri = config.mongodb.uri;
+  if (!options.data && !uri) throw new Error('MONGODB_URI is not set');
+  const data = options.data ?? (await openDataStore(uri as string, config.mongodb.database));
+  const graph = config.whatsapp.accessToken
+    ? createGraphClient({
+        baseUrl: config.whatsapp.graphUrl,
+        apiVersion: config.whatsapp.apiVersion,
+        accessToken: config.whatsapp.accessToken,
+        ...(options.graphRetry ? { retry: options.graphRetry } : {}),
+      })
+    : dryRunGraphClient;
+  return { config, data, graph, now: options.now ?? (() => new Date()) };
+}
+
+let services: Promise<Services> | undefined;
+
+/** The services of this process, built on first use; a failed build is retried on the next call. */
+export function getServices(): Promise<Services> {
+  if (!services) {
+    services = Promise.resolve()
+      .then(() => buildServices(getConfig()))
+      .catch((error: unknown) => {
+        services = undefined;
+        throw error;
+      });
+  }
+  return services;
+}

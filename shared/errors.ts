@@ -1,0 +1,55 @@
+// The closed set of application error codes and their HTTP status, mapped in one place at the edge.
+
+export const ErrorCode = {
+  BAD_SIGNATURE: 'BAD_SIGNATURE',
+  PAYLOAD_TOO_LARGE: 'PAYLOAD_TOO_LARGE',
+  INVALID_INPUT: 'INVALID_INPUT',
+  UNAUTHORIZED: 'UNAUTHORIZED',
+  FORBIDDEN: 'FORBIDDEN',
+  NOT_FOUND: 'NOT_FOUND',
+  THROTTLED: 'THROTTLED',
+  UNAVAILABLE: 'UNAVAILABLE',
+  UPSTREAM_FAILED: 'UPSTREAM_FAILED',
+  CONFIG: 'CONFIG',
+  INTERNAL: 'INTERNAL',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export const httpStatusOf: Record<ErrorCode, number> = {
+  BAD_SIGNATURE: 401,
+  PAYLOAD_TOO_LARGE: 413,
+  INVALID_INPUT: 400,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  THROTTLED: 503,
+  UNAVAILABLE: 503,
+  UPSTREAM_FAILED: 502,
+  CONFIG: 500,
+  INTERNAL: 500,
+};
+
+export class AppError extends Error {
+  override readonly name = 'AppError';
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** Normalises any throwable into an Error (like @azure/core-util's ensureErrorType). */
+export function ensureError(value: unknown): Error {
+  if (value instanceof Error) return value;
+  try {
+    return new Error(typeof value === 'string' ? value : JSON.stringify(value));
+  } catch {
+    return new Error(String(value));
+  }
+}
+
+export function isAppError(value: unknown, code?: ErrorCode): value is AppError {
+  return value instanceof AppError && (code === undefined || value.code === code);
+}

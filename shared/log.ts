@@ -1,0 +1,55 @@
+// A small structured logger. Callers log ids, types, lengths and durations; never bodies, names,
+// numbers, tokens or prompts. Phone numbers go through `pseudonym` (a keyed hash) first.
+import { createHmac } from 'node:crypto';
+
+export type LogFields = Record<string, string | number | boolean | null | undefined>;
+
+export interface Logger {
+  info(message: string, fields?: LogFields): void;
+  warn(message: string, fields?: LogFields): void;
+  error(message: string, fields?: LogFields): void;
+}
+
+export interface LogSink {
+  log(...args: unknown[]): void;
+  warn(...args: unknown[]): void;
+  error(...args: unknown[]): void;
+}
+
+function render(message: string, fields?: LogFields): string {
+  if (!fields) return message;
+  const parts = Object.entries(fields)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${k}=${String(v)}`);
+  return parts.length ? `${message} ${parts.join(' ')}` : message;
+}
+
+/** A logger on top of an InvocationContext (or anything with log/warn/error). */
+export function createLogger(sink: LogSink): Logger {
+  return {
+    info: (m, f) => sink.log(render(m, f)),
+    warn: (m, f) => sink.warn(render(m, f)),
+    error: (m, f) => sink.error(render(m, f)),
+  };
+}
+
+export const silentLogger: Logger = { info: () => {}, warn: () => {}, error: () => {} };
+
+let pseudonymKey = 'whatsapp-bot';
+/** Sets the key of `pseudonym`; the composition root passes a secret so hashes cannot be reversed by brute force. */
+export function setPseudonymKey(key: string): void {
+  pseudonymKey = key;
+}
+
+/** A short keyed hash of a phone number or user id, stable within a deployment, safe for logs. */
+export function pseudonym(value: string | null | undefined): string {
+  if (!value) return '-';
+  return 'p_' + createHmac('sha256', pseudonymKey).update(value).digest('hex').slice(0, 12);
+}
+
+/** The message of an error with anything that looks like a phone number or bearer token removed. */
+export function scrub(text: string): string {
+  return text
+    .replace(/Bearer\s+[A-Za-z0-9._~+/=-]+/gi, 'Bearer ***')
+    .replace(/\+?\d[\d\s-]{6,}\d/g, '***');
+}

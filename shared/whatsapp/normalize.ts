@@ -1,0 +1,88 @@
+// Turns a validated inbound message into what the bot stores and answers: its type, a short text
+// (the text, caption, chosen title or a description such as "[location] Fake Cafe") and what kind
+// of treatment it gets (CONTRACT.md, "What the bot does with each notification").
+import type { InboundMessage } from './schemas';
+
+/**
+ * - `answer`: stored, marked read, one answer (AI or built-in; commands decided later)
+ * - `unreadable`: stored, marked read, one short polite "cannot read that" answer
+ * - `reaction`: stored, linked to the message reacted to, not read, no answer
+ * - `welcome`: first contact (request_welcome): the welcome text once per user, nothing stored
+ * - `system`: applied to the user (e.g. number changed), no answer
+ */
+export type Treatment = 'answer' | 'unreadable' | 'reaction' | 'welcome' | 'system';
+
+export interface NormalizedMessage {
+  readonly type: string;
+  readonly text: string;
+  readonly treatment: Treatment;
+  readonly relatedId: string | null;
+}
+
+const join = (...parts: (string | undefined | null)[]): string =>
+  parts.filter((p): p is string => Boolean(p && p.trim())).join(' ').trim();
+
+const label = (kind: string, detail?: string | null): string => join(`[${kind}]`, detail);
+
+export function normalize(message: InboundMessage): NormalizedMessage {
+  const answer = (text: string): NormalizedMessage => ({ type: message.type, text, treatment: 'answer', relatedId: null });
+  switch (message.type) {
+    case 'text':
+      return answer(message.text.body);
+    case 'image':
+      return answer(message.image.caption ? label('image', message.image.caption) : '[image]');
+    case 'video':
+      return answer(message.video.caption ? label('video', message.video.caption) : '[video]');
+    case 'audio':
+      return answer(message.audio.voice ? '[voice message]' : '[audio]');
+    case 'document':
+      return answer(label('document', join(message.document.filename, message.document.caption)));
+    case 'sticker':
+      return answer('[sticker]');
+    case 'location': {
+      const { name, address, latitude, longitude } = message.location;
+      return answer(label('location', join(name, address) || `${latitude}, ${longitude}`));
+    }
+    case 'contacts':
+      return answer(
+        label(
+          'contact',
+          message.contacts
+            .map((c) => c.name?.formatted_name ?? join(c.name?.first_name, c.name?.last_name))
+            .filter(Boolean)
+            .join(', '),
+        ),
+      );
+    case 'interactive': {
+      const i = message.interactive;
+      if (i.type === 'button_reply') return answer(i.button_reply.title);
+      if (i.type === 'list_reply') return answer(i.list_reply.title);
+      return answer(label('flow', i.nfm_reply.name ?? i.nfm_reply.body));
+    }
+    case 'button':
+      return answer(message.button.text);
+    case 'order': {
+      const count = message.order.product_items.length;
+      return answer(label('order', join(`${count} item${count === 1 ? '' : 's'}`, message.order.text)));
+    }
+    case 'reaction':
+      return {
+        type: 'reaction',
+        text: message.reaction.emoji ? label('reaction', message.reaction.emoji) : '[reaction removed]',
+        treatment: 'reaction',
+        relatedId: message.reaction.message_id,
+      };
+    case 'system':
+      return { type: 'system', text: message.system.body ?? '[system]', treatment: 'system', relatedId: null };
+    case 'request_welcome':
+      return { type: 'request_welcome', text: '', treatment: 'welcome', relatedId: null };
+    case 'unsupported':
+    case 'unknown':
+      return { type: message.type, text: `[${message.type}]`, treatment: 'unreadable', relatedId: null };
+  }
+}
+
+/** A message whose body did not match its type: stored as its type (or `unknown`), answered politely. */
+export function normalizeUnreadable(type: string): NormalizedMessage {
+  return { type, text: `[${type}]`, treatment: 'unreadable', relatedId: null };
+}

@@ -1,0 +1,226 @@
+// zod schemas of what Meta sends to the webhook (WhatsApp Cloud API, `messages` field): the
+// envelope, every documented inbound message type, statuses and errors. Unknown extra fields are
+// kept (Meta adds fields over time); a message whose body does not match its type is handled by
+// the caller as `unknown`.
+import { z } from 'zod';
+
+const obj = z.looseObject;
+const str = z.string();
+const optStr = z.string().optional();
+/** Unix seconds, sent as a string (tolerate a number). */
+const timestamp = z.union([z.string().regex(/^\d{1,12}$/), z.number().int().nonnegative()]).transform(Number);
+
+export const GraphErrorSchema = obj({
+  code: z.number().int(),
+  title: optStr,
+  message: optStr,
+  error_data: obj({ details: optStr }).optional(),
+  href: optStr,
+});
+export type GraphErrorPayload = z.infer<typeof GraphErrorSchema>;
+
+export const MetadataSchema = obj({ display_phone_number: optStr, phone_number_id: str });
+
+export const ContactSchema = obj({
+  wa_id: optStr,
+  /** Business-scoped user id (BSUID), e.g. "US.13491208655302741918". */
+  user_id: optStr,
+  parent_user_id: optStr,
+  profile: obj({ name: optStr, username: optStr }).optional(),
+});
+
+const MediaSchema = obj({
+  id: optStr,
+  mime_type: optStr,
+  sha256: optStr,
+  caption: optStr,
+  url: optStr,
+});
+
+export const ContextSchema = obj({
+  from: optStr,
+  id: optStr,
+  forwarded: z.boolean().optional(),
+  frequently_forwarded: z.boolean().optional(),
+  referred_product: obj({ catalog_id: optStr, product_retailer_id: optStr }).optional(),
+});
+
+export const ReferralSchema = obj({
+  source_url: optStr,
+  source_id: optStr,
+  source_type: optStr,
+  headline: optStr,
+  body: optStr,
+  media_type: optStr,
+  ctwa_clid: optStr,
+});
+
+const base = {
+  id: str.min(1),
+  from: optStr,
+  from_user_id: optStr,
+  timestamp,
+  context: ContextSchema.optional(),
+  referral: ReferralSchema.optional(),
+  errors: z.array(GraphErrorSchema).optional(),
+};
+
+export const TextMessageSchema = obj({ ...base, type: z.literal('text'), text: obj({ body: str }) });
+export const ImageMessageSchema = obj({ ...base, type: z.literal('image'), image: MediaSchema });
+export const AudioMessageSchema = obj({
+  ...base,
+  type: z.literal('audio'),
+  audio: MediaSchema.extend({ voice: z.boolean().optional() }),
+});
+export const VideoMessageSchema = obj({ ...base, type: z.literal('video'), video: MediaSchema });
+export const DocumentMessageSchema = obj({
+  ...base,
+  type: z.literal('document'),
+  document: MediaSchema.extend({ filename: optStr }),
+});
+export const StickerMessageSchema = obj({
+  ...base,
+  type: z.literal('sticker'),
+  sticker: MediaSchema.extend({ animated: z.boolean().optional() }),
+});
+export const LocationMessageSchema = obj({
+  ...base,
+  type: z.literal('location'),
+  location: obj({
+    latitude: z.number(),
+    longitude: z.number(),
+    name: optStr,
+    address: optStr,
+    url: optStr,
+  }),
+});
+const SharedContactSchema = obj({
+  name: obj({ formatted_name: optStr, first_name: optStr, last_name: optStr }).optional(),
+  phones: z.array(obj({ phone: optStr, wa_id: optStr, type: optStr })).optional(),
+  emails: z.array(obj({ email: optStr })).optional(),
+  org: obj({ company: optStr }).optional(),
+  vcard: optStr,
+});
+export const ContactsMessageSchema = obj({
+  ...base,
+  type: z.literal('contacts'),
+  contacts: z.array(SharedContactSchema).min(1),
+});
+export const InteractiveMessageSchema = obj({
+  ...base,
+  type: z.literal('interactive'),
+  interactive: z.discriminatedUnion('type', [
+    obj({ type: z.literal('button_reply'), button_reply: obj({ id: str, title: str }) }),
+    obj({ type: z.literal('list_reply'), list_reply: obj({ id: str, title: str, description: optStr }) }),
+    obj({ type: z.literal('nfm_reply'), nfm_reply: obj({ name: optStr, body: optStr, response_json: str }) }),
+  ]),
+});
+export const ButtonMessageSchema = obj({
+  ...base,
+  type: z.literal('button'),
+  button: obj({ text: str, payload: optStr }),
+});
+export const ReactionMessageSchema = obj({
+  ...base,
+  type: z.literal('reaction'),
+  /** An empty or missing emoji means the reaction was removed. */
+  reaction: obj({ message_id: str, emoji: optStr }),
+});
+export const OrderMessageSchema = obj({
+  ...base,
+  type: z.literal('order'),
+  order: obj({
+    catalog_id: optStr,
+    text: optStr,
+    product_items: z
+      .array(
+        obj({
+          product_retailer_id: optStr,
+          quantity: z.union([z.number(), z.string()]).optional(),
+          item_price: z.union([z.number(), z.string()]).optional(),
+          currency: optStr,
+        }),
+      )
+      .default([]),
+  }),
+});
+export const SystemMessageSchema = obj({
+  ...base,
+  type: z.literal('system'),
+  system: obj({
+    body: optStr,
+    type: optStr,
+    wa_id: optStr,
+    new_wa_id: optStr,
+    identity: optStr,
+    customer: optStr,
+    user_id: optStr,
+  }),
+});
+export const RequestWelcomeMessageSchema = obj({ ...base, type: z.literal('request_welcome') });
+export const UnsupportedMessageSchema = obj({
+  ...base,
+  type: z.enum(['unsupported', 'unknown']),
+  unsupported: obj({ type: optStr }).optional(),
+});
+
+/** Every documented inbound message, discriminated on `type`. */
+export const InboundMessageSchema = z.discriminatedUnion('type', [
+  TextMessageSchema,
+  ImageMessageSchema,
+  AudioMessageSchema,
+  VideoMessageSchema,
+  DocumentMessageSchema,
+  StickerMessageSchema,
+  LocationMessageSchema,
+  ContactsMessageSchema,
+  InteractiveMessageSchema,
+  ButtonMessageSchema,
+  ReactionMessageSchema,
+  OrderMessageSchema,
+  SystemMessageSchema,
+  RequestWelcomeMessageSchema,
+  UnsupportedMessageSchema,
+]);
+export type InboundMessage = z.infer<typeof InboundMessageSchema>;
+
+/** The least a message needs to be stored (as `unknown`) when its body does not match its type. */
+export const MessageBaseSchema = obj({ ...base, type: str.min(1).default('unknown') });
+export type MessageBase = z.infer<typeof MessageBaseSchema>;
+
+export const StatusSchema = obj({
+  id: str.min(1),
+  status: z.enum(['sent', 'delivered', 'read', 'failed', 'deleted', 'warning', 'played']).or(str),
+  timestamp,
+  recipient_id: optStr,
+  recipient_user_id: optStr,
+  biz_opaque_callback_data: optStr,
+  conversation: obj({
+    id: optStr,
+    expiration_timestamp: z.union([str, z.number()]).optional(),
+    origin: obj({ type: optStr }).optional(),
+  }).optional(),
+  pricing: obj({
+    billable: z.boolean().optional(),
+    pricing_model: optStr,
+    category: optStr,
+    type: optStr,
+  }).optional(),
+  errors: z.array(GraphErrorSchema).optional(),
+});
+export type Status = z.infer<typeof StatusSchema>;
+
+/** `value` of a `messages` change; the arrays stay unknown so each item is checked on its own. */
+export const MessagesValueSchema = obj({
+  messaging_product: optStr,
+  metadata: MetadataSchema,
+  contacts: z.array(z.unknown()).optional(),
+  messages: z.array(z.unknown()).optional(),
+  statuses: z.array(z.unknown()).optional(),
+  errors: z.array(z.unknown()).optional(),
+});
+export type MessagesValue = z.infer<typeof MessagesValueSchema>;
+
+export const ChangeSchema = obj({ field: str, value: z.unknown() });
+export const EntrySchema = obj({ id: optStr, time: z.number().optional(), changes: z.array(z.unknown()).default([]) });
+export const NotificationSchema = obj({ object: str, entry: z.array(z.unknown()) });

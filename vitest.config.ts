@@ -1,0 +1,13 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    // Starts (and on first run installs) the database server once for the whole run.
+    globalSetup: ['test/helpers/global-setup.ts'],
+    testTimeout: 30_000,
+    // Generous for the first run, which may build FerretDB (about a minute).
+    hookTimeout: 180_000,
+    pool: 'forks',
+  },
+});
