@@ -3,12 +3,15 @@
 import { getConfig, type Config } from './config';
 import { openDataStore, type DataStore } from './data';
 import { setPseudonymKey } from './log';
+import type { AiResponder } from './bot/answer';
 import { createGraphClient, dryRunGraphClient, type GraphClient, type RetryPolicy } from './whatsapp/graph';
 
 export interface Services {
   readonly config: Config;
   readonly data: DataStore;
   readonly graph: GraphClient;
+  /** Set when AI_ENDPOINT is configured; otherwise the built-in answers are used. */
+  readonly ai: AiResponder | null;
   readonly now: () => Date;
 }
 
@@ -17,6 +20,7 @@ export interface BuildOptions {
   readonly data?: DataStore;
   readonly graphRetry?: RetryPolicy;
   readonly now?: () => Date;
+  readonly ai?: AiResponder | null;
 }
 
 export async function buildServices(config: Config, options: BuildOptions = {}): Promise<Services> {
@@ -32,7 +36,7 @@ export async function buildServices(config: Config, options: BuildOptions = {}):
         ...(options.graphRetry ? { retry: options.graphRetry } : {}),
       })
     : dryRunGraphClient;
-  return { config, data, graph, now: options.now ?? (() => new Date()) };
+  return { config, data, graph, ai: options.ai ?? null, now: options.now ?? (() => new Date()) };
 }
 
 let services: Promise<Services> | undefined;
@@ -49,3 +53,17 @@ export function getServices(): Promise<Services> {
   }
   return services;
 }
+
+/** What a function needs: the configuration (cheap, synchronous) and the services (may connect). */
+export interface Runtime {
+  config(): Config;
+  services(): Promise<Services>;
+}
+
+export const defaultRuntime: Runtime = { config: getConfig, services: getServices };
+
+/** A runtime around already built services (tests, the dev server). */
+export const runtimeOf = (services: Services): Runtime => ({
+  config: () => services.config,
+  services: () => Promise.resolve(services),
+});

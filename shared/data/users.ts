@@ -149,6 +149,11 @@ export class UsersRepository {
     return result.modifiedCount === 1;
   }
 
+  /** Undoes `claimWelcome` when the welcome could not be sent (it will be tried again). */
+  async releaseWelcome(userId: string): Promise<void> {
+    await withRetry(() => this.users.updateOne({ _id: userId }, { $set: { welcomeSentAt: null } }));
+  }
+
   async resetContext(userId: string, at: Date): Promise<void> {
     await withRetry(() => this.users.updateOne({ _id: userId }, { $max: { contextResetAt: at } }));
   }

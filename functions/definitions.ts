@@ -1,0 +1,14 @@
+// The one list of the app's functions: registered with the Functions host by ./index.ts and
+// served by the local dev server (scripts/dev-server.ts).
+import type { FunctionDefinition } from './definition-types';
+import { healthDefinition } from './health';
+import { replyDefinition, replyPoisonDefinition } from './reply';
+import { webhookReceiveDefinition, webhookVerifyDefinition } from './webhook';
+
+export const definitions: readonly FunctionDefinition[] = [
+  webhookVerifyDefinition,
+  webhookReceiveDefinition,
+  healthDefinition,
+  replyDefinition,
+  replyPoisonDefinition,
+];

@@ -1,0 +1,23 @@
+// Helpers shared by the HTTP functions: the logger of an invocation and the one table that maps
+// errors to responses (AppError codes → status; anything else → a generic 500, details logged).
+import type { HttpResponseInit, InvocationContext } from '@azure/functions';
+import { AppError, ensureError, ErrorCode, httpStatusOf } from '../shared/errors';
+import { createLogger, scrub, type Logger } from '../shared/log';
+
+export const loggerOf = (context: InvocationContext): Logger => createLogger(context);
+
+export function json(status: number, body: unknown, headers: Record<string, string> = {}): HttpResponseInit {
+  return { status, jsonBody: body, headers: { 'Cache-Control': 'no-store', ...headers } };
+}
+
+export function errorResponse(error: unknown, context: InvocationContext): HttpResponseInit {
+  if (error instanceof AppError) {
+    const status = httpStatusOf[error.code];
+    if (status >= 500) loggerOf(context).error('request failed', { code: error.code, error: scrub(error.message) });
+    const message = status >= 500 && error.code !== ErrorCode.UNAVAILABLE ? 'internal error' : error.message;
+    return json(status, { error: { code: error.code, message } });
+  }
+  const e = ensureError(error);
+  loggerOf(context).error('unexpected error', { name: e.name, error: scrub(e.message) });
+  return json(500, { error: { code: ErrorCode.INTERNAL, message: 'internal error' } });
+}

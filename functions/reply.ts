@@ -1,0 +1,48 @@
+// Queue triggers of the reply path: `reply-jobs` answers one user's pending messages in order;
+// `reply-jobs-poison` (a job that failed every attempt) marks its message `failed` with the reason.
+import type { InvocationContext } from '@azure/functions';
+import { parseReplyJob, REPLY_POISON_QUEUE, REPLY_QUEUE } from '../shared/bot/jobs';
+import { handlePoisonJob, processReplyJob } from '../shared/bot/reply';
+import { defaultRuntime, type Runtime } from '../shared/deps';
+import type { QueueDefinition } from './definition-types';
+import { loggerOf } from './http';
+
+export function replyWorker(runtime: Runtime = defaultRuntime) {
+  return async (item: unknown, context: InvocationContext): Promise<void> => {
+    const log = loggerOf(context);
+    const job = parseReplyJob(item);
+    if (!job) {
+      // Retrying cannot make it valid: drop it (it never came from our webhook).
+      log.error('invalid reply job dropped');
+      return;
+    }
+    await processReplyJob(await runtime.services(), job, log);
+  };
+}
+
+export function poisonWorker(runtime: Runtime = defaultRuntime) {
+  return async (item: unknown, context: InvocationContext): Promise<void> => {
+    const log = loggerOf(context);
+    const job = parseReplyJob(item);
+    if (!job) {
+      log.error('invalid poison job dropped');
+      return;
+    }
+    const attempts = Number(context.triggerMetadata?.['dequeueCount'] ?? 0);
+    await handlePoisonJob(await runtime.services(), job, `reply failed after ${attempts || 'repeated'} attempts`, log);
+  };
+}
+
+export const replyDefinition: QueueDefinition = {
+  kind: 'queue',
+  name: 'reply',
+  queueName: REPLY_QUEUE,
+  handler: replyWorker(),
+};
+
+export const replyPoisonDefinition: QueueDefinition = {
+  kind: 'queue',
+  name: 'replyPoison',
+  queueName: REPLY_POISON_QUEUE,
+  handler: poisonWorker(),
+};

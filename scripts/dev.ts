@@ -1,0 +1,63 @@
+// `npm run dev`: the app on http://127.0.0.1:$PORT/api/... without Azure Functions Core Tools.
+// Uses MONGODB_URI, else the embedded database kept under .data/. With no settings at all it
+// generates development secrets and records replies as `not_sent` (dry run).
+import { randomBytes } from 'node:crypto';
+import { definitions } from '../functions/definitions';
+import { loadConfig } from '../shared/config';
+import { closeAllClients } from '../shared/data';
+import { getServices } from '../shared/deps';
+import { publishDevServer, resolveDatabase, unpublishDevServer } from './lib/database';
+import { startDevServer } from './dev-server';
+
+const say = (line: string) => process.stdout.write(`${line}\n`);
+
+async function main(): Promise<void> {
+  const generated: string[] = [];
+  for (const name of ['WHATSAPP_VERIFY_TOKEN', 'WHATSAPP_APP_SECRET'] as const) {
+    if (!process.env[name]?.trim()) {
+      process.env[name] = randomBytes(18).toString('base64url');
+      generated.push(name);
+    }
+  }
+  const database = await resolveDatabase({ purpose: 'dev', log: say });
+  process.env['MONGODB_URI'] = database.uri;
+  const config = loadConfig(process.env);
+
+  let server: Awaited<ReturnType<typeof startDevServer>> | undefined;
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    say(`${signal} received, stopping`);
+    const force = setTimeout(() => process.exit(1), 9_000);
+    force.unref();
+    await server?.stop().catch(() => undefined);
+    await closeAllClients();
+    await unpublishDevServer().catch(() => undefined);
+    await database.stop().catch(() => undefined);
+    say('stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+
+  await getServices(); // connect and ensure indexes before accepting requests
+  server = await startDevServer({ definitions, port: config.port });
+  await publishDevServer(database);
+
+  if (generated.length) {
+    say('development secrets generated for this run (development only):');
+    for (const name of generated) say(`  ${name}=${process.env[name] ?? ''}`);
+  }
+  if (!config.whatsapp.accessToken) say('WHATSAPP_ACCESS_TOKEN is not set: replies are recorded as not_sent (dry run)');
+  say(`AI: ${config.ai ? `${config.ai.model} at ${new URL(config.ai.endpoint).host}` : 'not configured (built-in answers)'}`);
+  for (const definition of definitions) {
+    if (definition.kind === 'http') say(`  ${definition.methods.join(',').padEnd(12)} ${server.url}/api/${definition.route}`);
+  }
+  say(`ready on ${server.url}`);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`npm run dev failed: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+});
