@@ -188,6 +188,18 @@ var mongoCollections = [
     ]
   }
   {
+    name: 'locks'
+    indexes: [
+      {
+        key: {
+          keys: [
+            '_id'
+          ]
+        }
+      }
+    ]
+  }
+  {
     name: 'tokens'
     indexes: [
       {

@@ -7,18 +7,23 @@ import { EventsRepository, type EventDoc } from './events';
 import { MessagesRepository, type MessageDoc } from './messages';
 import { StatsRepository, type StatsDoc } from './stats';
 import { UsersRepository, type UserDoc } from './users';
+import { LocksRepository, type LockDoc } from './locks';
+import { ManageQueries, TokensRepository, type TokenDoc } from './manage-queries';
 
 export * from './types';
 export { closeAllClients } from './client';
 export { COLLECTIONS, INDEXES, ensureIndexes, type IndexDefinition, type IndexReport } from './indexes';
 export { STATUS_RANK } from './messages';
 export { fold, queryTerms, words } from './terms';
+export { AUDIT_KIND, type ApiToken, type EraseReport, type Position, type Slice, type UserExport } from './manage-queries';
 
 export interface DataStore {
   readonly users: UsersRepository;
   readonly messages: MessagesRepository;
   readonly stats: StatsRepository;
   readonly events: EventsRepository;
+  readonly tokens: TokensRepository;
+  readonly manage: ManageQueries;
   /** Round trip to the server (health check). */
   ping(): Promise<void>;
   /** Drops the whole database (tests and scripts only). */
@@ -29,14 +34,24 @@ export interface DataStore {
 
 export function createDataStore(db: Db): DataStore {
   const stats = new StatsRepository(db.collection<StatsDoc>(COLLECTIONS.stats));
-  const users = new UsersRepository(db.collection<UserDoc>(COLLECTIONS.users), stats);
-  const messages = new MessagesRepository(db.collection<MessageDoc>(COLLECTIONS.messages), users, stats);
+  const locks = new LocksRepository(db.collection<LockDoc>(COLLECTIONS.locks));
+  const users = new UsersRepository(db.collection<UserDoc>(COLLECTIONS.users), stats, locks);
+  const messages = new MessagesRepository(db.collection<MessageDoc>(COLLECTIONS.messages), users, stats, locks);
   const events = new EventsRepository(db.collection<EventDoc>(COLLECTIONS.events));
+  const tokens = new TokensRepository(db.collection<TokenDoc>(COLLECTIONS.tokens));
+  const manage = new ManageQueries(
+    db.collection<UserDoc>(COLLECTIONS.users),
+    db.collection<MessageDoc>(COLLECTIONS.messages),
+    db.collection<EventDoc>(COLLECTIONS.events),
+    stats,
+  );
   return {
     users,
     messages,
     stats,
     events,
+    tokens,
+    manage,
     db,
     ping: async () => {
       await withRetry(() => db.command({ ping: 1 }));
@@ -56,3 +71,5 @@ export async function openDataStore(uri: string, database: string): Promise<Data
   await ensureIndexes(db, 'create');
   return createDataStore(db);
 }
+export * from './maintenance';
+export * from './retention';

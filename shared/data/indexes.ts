@@ -8,6 +8,8 @@ export const COLLECTIONS = {
   users: 'users',
   messages: 'messages',
   stats: 'stats',
+  /** Claims decided by a unique `_id` insert: atomic on every server (FerretDB v1 conditional updates are not). */
+  locks: 'locks',
   tokens: 'tokens',
   events: 'events',
 } as const;
@@ -40,6 +42,7 @@ export const INDEXES: Readonly<Record<CollectionName, readonly IndexDefinition[]
     { name: 'createdAt', keys: { createdAt: 1 } },
   ],
   stats: [],
+  locks: [],
   tokens: [{ name: 'hash', keys: { hash: 1 }, unique: true }],
   events: [
     { name: 'userId_createdAt', keys: { userId: 1, createdAt: 1 } },

@@ -18,6 +18,7 @@ import { isDuplicateKey, withRetry } from './client';
 import { prefixTerms } from './terms';
 import type { StatsRepository } from './stats';
 import type { UsersRepository } from './users';
+import type { LocksRepository } from './locks';
 
 export interface MessageDoc {
   _id: string;
@@ -78,6 +79,7 @@ export class MessagesRepository {
     readonly messages: Collection<MessageDoc>,
     private readonly users: UsersRepository,
     private readonly stats: StatsRepository,
+    private readonly locks: LocksRepository,
   ) {}
 
   async getMessage(id: string): Promise<Message | null> {
@@ -138,18 +140,23 @@ export class MessagesRepository {
    * `sending` with a new lease. Null when it is taken, answered, or not answerable.
    */
   async claimReply(id: string, leaseMs: number): Promise<Message | null> {
+    const doc = await withRetry(() => this.messages.findOne({ _id: id }));
     const now = new Date();
-    const doc = await withRetry(() =>
+    if (!doc) return null;
+    const claimable =
+      doc.replyState === 'pending' || (doc.replyState === 'sending' && (doc.leaseUntil ?? new Date(0)) < now);
+    if (!claimable) return null;
+    // Attempts are numbered; exactly one worker wins the claim of the next one.
+    const attempt = (doc.replyAttempts ?? 0) + 1;
+    if (!(await this.locks.claim(`reply:${id}:${attempt}`))) return null;
+    const updated = await withRetry(() =>
       this.messages.findOneAndUpdate(
-        {
-          _id: id,
-          $or: [{ replyState: 'pending' }, { replyState: 'sending', leaseUntil: { $lt: now } }],
-        },
-        { $set: { replyState: 'sending', leaseUntil: new Date(now.getTime() + leaseMs) }, $inc: { replyAttempts: 1 } },
+        { _id: id },
+        { $set: { replyState: 'sending', leaseUntil: new Date(now.getTime() + leaseMs), replyAttempts: attempt } },
         { returnDocument: 'after' },
       ),
     );
-    return doc ? toMessage(doc) : null;
+    return updated ? toMessage(updated) : null;
   }
 
   async replyAttempts(id: string): Promise<number> {
@@ -271,6 +278,13 @@ export class MessagesRepository {
         .toArray(),
     );
     return docs.map(toMessage).reverse();
+  }
+
+  /** How many outbound notices with this text a user got since a time (the AI rate-limit notice). */
+  async countNoticesSince(userId: string, since: Date, text: string): Promise<number> {
+    return withRetry(() =>
+      this.messages.countDocuments({ userId, createdAt: { $gte: since }, direction: 'outbound', role: 'notice', text }),
+    );
   }
 
   /** How many AI answers a user got since a time (the per-minute limit). */

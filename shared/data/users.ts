@@ -6,6 +6,7 @@ import type { Identity, User } from './types';
 import { isDuplicateKey, withRetry } from './client';
 import { prefixTerms } from './terms';
 import type { StatsRepository } from './stats';
+import type { LocksRepository } from './locks';
 
 export interface UserDoc {
   _id: string;
@@ -23,7 +24,8 @@ export interface UserDoc {
   /** Prefixes of the number and of the name's words, for `q` search. */
   searchKeys: string[];
   previousWaIds?: string[];
-  replyLock?: { owner: string; until: Date } | null;
+  /** The per-user reply lock; `generation` numbers its claims in `locks`. */
+  replyLock?: { owner: string | null; until: Date; generation: number } | null;
 }
 
 export const toUser = (d: UserDoc): User => ({
@@ -61,6 +63,7 @@ export class UsersRepository {
   constructor(
     readonly users: Collection<UserDoc>,
     private readonly stats: StatsRepository,
+    private readonly locks: LocksRepository,
   ) {}
 
   async getUser(id: string): Promise<User | null> {
@@ -143,15 +146,15 @@ export class UsersRepository {
 
   /** Marks the welcome as sent; true only the first time (the welcome goes out once per user). */
   async claimWelcome(userId: string, at: Date): Promise<boolean> {
-    const result = await withRetry(() =>
-      this.users.updateOne({ _id: userId, welcomeSentAt: null }, { $set: { welcomeSentAt: at } }),
-    );
-    return result.modifiedCount === 1;
+    if (!(await this.locks.claim(`welcome:${userId}`))) return false;
+    await withRetry(() => this.users.updateOne({ _id: userId }, { $set: { welcomeSentAt: at } }));
+    return true;
   }
 
   /** Undoes `claimWelcome` when the welcome could not be sent (it will be tried again). */
   async releaseWelcome(userId: string): Promise<void> {
     await withRetry(() => this.users.updateOne({ _id: userId }, { $set: { welcomeSentAt: null } }));
+    await this.locks.release(`welcome:${userId}`);
   }
 
   async resetContext(userId: string, at: Date): Promise<void> {
@@ -173,24 +176,30 @@ export class UsersRepository {
     );
   }
 
-  /** Takes the per-user reply lock (answers of one user go out in order, one at a time). */
+  /**
+   * Takes (or extends) the per-user reply lock, so one user's answers go out in order, one at a
+   * time. A free or expired lock is taken by claiming its next generation in `locks`.
+   */
   async acquireReplyLock(userId: string, owner: string, leaseMs: number): Promise<boolean> {
+    const doc = await withRetry(() => this.users.findOne({ _id: userId }, { projection: { replyLock: 1 } }));
+    if (!doc) return false;
+    const lock = doc.replyLock ?? null;
     const now = new Date();
-    const result = await withRetry(() =>
-      this.users.updateOne(
-        {
-          _id: userId,
-          $or: [{ replyLock: null }, { 'replyLock.until': { $lt: now } }, { 'replyLock.owner': owner }],
-        },
-        { $set: { replyLock: { owner, until: new Date(now.getTime() + leaseMs) } } },
-      ),
-    );
-    return result.matchedCount === 1;
+    const until = new Date(now.getTime() + leaseMs);
+    if (lock?.owner === owner) {
+      await withRetry(() => this.users.updateOne({ _id: userId, 'replyLock.owner': owner }, { $set: { 'replyLock.until': until } }));
+      return true;
+    }
+    if (lock?.owner && lock.until > now) return false;
+    const generation = (lock?.generation ?? 0) + 1;
+    if (!(await this.locks.claim(`reply-lock:${userId}:${generation}`))) return false;
+    await withRetry(() => this.users.updateOne({ _id: userId }, { $set: { replyLock: { owner, until, generation } } }));
+    return true;
   }
 
   async releaseReplyLock(userId: string, owner: string): Promise<void> {
     await withRetry(() =>
-      this.users.updateOne({ _id: userId, 'replyLock.owner': owner }, { $set: { replyLock: null } }),
+      this.users.updateOne({ _id: userId, 'replyLock.owner': owner }, { $set: { 'replyLock.owner': null } }),
     );
   }
 }

@@ -1,0 +1,111 @@
+// The app wired for a test: a fresh database, a Graph stub, services built like production, and
+// the real function handlers called with HttpRequest/InvocationContext, capturing logs and jobs.
+import { HttpRequest, InvocationContext, type HttpResponseInit } from '@azure/functions';
+import { loadConfig, type Env } from '../../shared/config';
+import { createDataStore } from '../../shared/data';
+import { buildServices, runtimeOf, type Services } from '../../shared/deps';
+import type { ReplyJob } from '../../shared/bot/jobs';
+import { receiveWebhook, replyQueueOutput, verifyWebhook } from '../../functions/webhook';
+import { poisonWorker, replyWorker } from '../../functions/reply';
+import { startGraphStub, type GraphStub } from './graph-stub';
+import { testDatabase, type TestDatabase } from './db';
+import { signed } from './meta';
+import { signBody } from '../../shared/whatsapp/signature';
+
+export const APP_SECRET = 'test-app-secret-0123456789';
+export const VERIFY_TOKEN = 'test-verify-token';
+export const ACCESS_TOKEN = 'EAAtest-access-token-SECRET';
+
+export interface TestApp {
+  services: Services;
+  graph: GraphStub;
+  database: TestDatabase;
+  logs: string[];
+  /** Jobs the webhook queued and not run yet, in order. */
+  queued: ReplyJob[];
+  context(name?: string): InvocationContext;
+  post(payload: unknown, options?: { signature?: string | null; raw?: string; escapeUnicode?: boolean }): Promise<{ status: number; body: string; jobs: ReplyJob[] }>;
+  verify(query: Record<string, string>): Promise<{ status: number; body: string }>;
+  runJob(job: ReplyJob): Promise<void>;
+  runPoison(job: ReplyJob): Promise<void>;
+  /** Runs (and removes) every queued job, in order. */
+  drain(): Promise<void>;
+  close(): Promise<void>;
+}
+
+async function bodyText(response: HttpResponseInit): Promise<string> {
+  if (response.jsonBody !== undefined) return JSON.stringify(response.jsonBody);
+  return typeof response.body === 'string' ? response.body : '';
+}
+
+export async function startTestApp(env: Env = {}): Promise<TestApp> {
+  const database = await testDatabase('app');
+  const graph = await startGraphStub();
+  const config = loadConfig({
+    WHATSAPP_VERIFY_TOKEN: VERIFY_TOKEN,
+    WHATSAPP_APP_SECRET: APP_SECRET,
+    WHATSAPP_ACCESS_TOKEN: ACCESS_TOKEN,
+    WHATSAPP_GRAPH_URL: graph.url,
+    MONGODB_URI: database.uri,
+    MONGODB_DATABASE: database.dbName,
+    ...env,
+  });
+  const data = createDataStore(database.db);
+  const { ensureIndexes } = await import('../../shared/data');
+  await ensureIndexes(database.db);
+  const services = await buildServices(config, { data, graphRetry: { attempts: 4, baseDelayMs: 5, maxDelayMs: 20 } });
+  const runtime = runtimeOf(services);
+  const logs: string[] = [];
+  const queued: ReplyJob[] = [];
+  const context = (name = 'test') =>
+    new InvocationContext({
+      functionName: name,
+      logHandler: (level, ...args) => logs.push(`${level} ${args.map(String).join(' ')}`),
+    });
+  const receive = receiveWebhook(runtime);
+  const verifyHandler = verifyWebhook(runtime);
+  const worker = replyWorker(runtime);
+  const poison = poisonWorker(runtime);
+
+  const app: TestApp = {
+    services,
+    graph,
+    database,
+    logs,
+    queued,
+    context,
+    async post(payload, options = {}) {
+      const { body, signature } =
+        options.raw !== undefined
+          ? { body: options.raw, signature: signBody(options.raw, APP_SECRET) }
+          : signed(payload, APP_SECRET, options.escapeUnicode ?? true);
+      const header = options.signature === undefined ? signature : options.signature;
+      const request = new HttpRequest({
+        method: 'POST',
+        url: 'http://localhost/api/webhook',
+        headers: { 'content-type': 'application/json', ...(header === null ? {} : { 'x-hub-signature-256': header }) },
+        body: { string: body },
+      });
+      const ctx = context('webhookReceive');
+      const response = await receive(request, ctx);
+      const jobs = (ctx.extraOutputs.get(replyQueueOutput) as ReplyJob[] | undefined) ?? [];
+      queued.push(...jobs);
+      return { status: response.status ?? 200, body: await bodyText(response), jobs };
+    },
+    async verify(query) {
+      const request = new HttpRequest({ method: 'GET', url: 'http://localhost/api/webhook', query });
+      const response = await verifyHandler(request, context('webhookVerify'));
+      return { status: response.status ?? 200, body: await bodyText(response) };
+    },
+    runJob: (job) => worker(JSON.parse(JSON.stringify(job)), context('reply')),
+    runPoison: (job) => poison(JSON.parse(JSON.stringify(job)), context('replyPoison')),
+    async drain() {
+      for (let job = queued.shift(); job; job = queued.shift()) await app.runJob(job);
+    },
+    async close() {
+      await graph.close();
+      await database.drop();
+    },
+  };
+  return app;
+}

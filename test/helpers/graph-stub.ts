@@ -1,0 +1,72 @@
+// A loopback HTTP server standing in for the Graph API: records every request and answers from a
+// script of responses (default: success with a fresh wamid).
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface RecordedRequest {
+  method: string;
+  path: string;
+  headers: http.IncomingHttpHeaders;
+  body: Record<string, unknown>;
+}
+
+export interface StubResponse {
+  status: number;
+  body: unknown;
+  headers?: Record<string, string>;
+}
+
+export interface GraphStub {
+  url: string;
+  requests: RecordedRequest[];
+  /** Responses used in order for POST .../messages sends (not read receipts); then success. */
+  sendResponses: StubResponse[];
+  sends(): RecordedRequest[];
+  receipts(): RecordedRequest[];
+  /** Milliseconds to wait before answering a send. */
+  delayMs: number;
+  close(): Promise<void>;
+}
+
+export async function startGraphStub(): Promise<GraphStub> {
+  let n = 0;
+  const stub: GraphStub = {
+    url: '',
+    requests: [],
+    sendResponses: [],
+    delayMs: 0,
+    sends: () => stub.requests.filter((r) => r.body['type'] !== undefined && r.body['status'] === undefined),
+    receipts: () => stub.requests.filter((r) => r.body['status'] === 'read'),
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      const body = (text ? JSON.parse(text) : {}) as Record<string, unknown>;
+      stub.requests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body });
+      const isSend = body['status'] === undefined;
+      const scripted = isSend ? stub.sendResponses.shift() : undefined;
+      const response: StubResponse = scripted ?? {
+        status: 200,
+        body: isSend
+          ? { messaging_product: 'whatsapp', contacts: [{ input: body['to'], wa_id: body['to'] }], messages: [{ id: `wamid.out.${++n}.${Date.now()}` }] }
+          : { success: true },
+      };
+      setTimeout(
+        () => {
+          res.writeHead(response.status, { 'Content-Type': 'application/json', ...(response.headers ?? {}) });
+          res.end(JSON.stringify(response.body));
+        },
+        isSend ? stub.delayMs : 0,
+      );
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  stub.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return stub;
+}
