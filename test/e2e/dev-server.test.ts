@@ -1,0 +1,124 @@
+// `npm run dev` over HTTP, as Meta, the Graph API and an operator see it.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startGraphStub, type GraphStub } from '../helpers/graph-stub';
+import { startDev, waitFor, type DevProcess } from '../helpers/dev-process';
+import { testDatabase, type TestDatabase } from '../helpers/db';
+import { notification, signed, status, textNotification, value } from '../helpers/meta';
+import { signBody } from '../../shared/whatsapp/signature';
+
+const SECRET = 'e2e-app-secret';
+const TOKEN = 'EAA-e2e-token-DO-NOT-LOG';
+
+describe('npm run dev with settings', () => {
+  let graph: GraphStub;
+  let dev: DevProcess;
+  let database: TestDatabase;
+
+  beforeAll(async () => {
+    graph = await startGraphStub();
+    database = await testDatabase('e2e');
+    dev = await startDev({
+      MONGODB_URI: database.uri,
+      MONGODB_DATABASE: database.dbName,
+      WHATSAPP_VERIFY_TOKEN: 'e2e-verify',
+      WHATSAPP_APP_SECRET: SECRET,
+      WHATSAPP_ACCESS_TOKEN: TOKEN,
+      WHATSAPP_GRAPH_URL: graph.url,
+      WHATSAPP_API_VERSION: 'v25.0',
+    });
+  }, 120_000);
+
+  afterAll(async () => {
+    await dev?.stop();
+    await graph?.close();
+    await database?.drop();
+  });
+
+  const post = async (payload: unknown, secret = SECRET) => {
+    const { body, signature } = signed(payload, secret);
+    return fetch(`${dev.url}/api/webhook`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-hub-signature-256': signature },
+      body,
+    });
+  };
+
+  it('verifies the webhook and reports health', async () => {
+    const ok = await fetch(`${dev.url}/api/webhook?hub.mode=subscribe&hub.verify_token=e2e-verify&hub.challenge=12345`);
+    expect(ok.status).toBe(200);
+    expect(await ok.text()).toBe('12345');
+    expect((await fetch(`${dev.url}/api/webhook?hub.mode=subscribe&hub.verify_token=no&hub.challenge=1`)).status).toBe(403);
+    const health = await fetch(`${dev.url}/api/health`);
+    expect(health.status).toBe(200);
+    expect(await health.json()).toMatchObject({ status: 'ok', database: 'ok' });
+  });
+
+  it('answers a message exactly once, even when Meta delivers it three times', async () => {
+    const phone = '447700900123';
+    const { message, payload } = textNotification(phone, 'hello from the e2e test', 'Renée');
+    const responses = await Promise.all([post(payload), post(payload), post(payload)]);
+    expect(responses.map((r) => r.status)).toEqual([200, 200, 200]);
+    const send = await waitFor(async () => graph.sends().find((s) => s.body['to'] === phone));
+    expect(send.path).toBe(`/v25.0/106540352242922/messages`);
+    expect(send.headers.authorization).toBe(`Bearer ${TOKEN}`);
+    await waitFor(async () => (await database.db.collection('messages').findOne({ _id: message.id as never }))?.['replyState'] === 'sent');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(graph.sends().filter((s) => s.body['to'] === phone)).toHaveLength(1);
+
+    const wamid = String(
+      (await database.db.collection('messages').findOne({ relatedId: message.id, direction: 'outbound' }))?._id,
+    );
+    expect((await post(notification(value({ statuses: [status(wamid, 'delivered', phone)] })))).status).toBe(200);
+    expect((await database.db.collection('messages').findOne({ _id: wamid as never }))?.['status']).toBe('delivered');
+  });
+
+  it('rejects bad requests in the contract order', async () => {
+    const { payload } = textNotification('447700900999', 'bad');
+    expect((await post(payload, 'wrong-secret')).status).toBe(401);
+    const unsigned = await fetch(`${dev.url}/api/webhook`, { method: 'POST', body: JSON.stringify(payload) });
+    expect(unsigned.status).toBe(401);
+    const big = 'x'.repeat(3 * 1024 * 1024 + 1);
+    expect((await fetch(`${dev.url}/api/webhook`, { method: 'POST', body: big })).status).toBe(413);
+    const raw = '{"object":';
+    const bad = await fetch(`${dev.url}/api/webhook`, { method: 'POST', headers: { 'x-hub-signature-256': signBody(raw, SECRET) }, body: raw });
+    expect(bad.status).toBe(400);
+    expect(await database.db.collection('users').countDocuments({ waId: '447700900999' })).toBe(0);
+  });
+
+  it('stops cleanly on SIGTERM and logs no numbers, texts or tokens', async () => {
+    const { code, ms } = await dev.stop();
+    expect(code).toBe(0);
+    expect(ms).toBeLessThan(10_000);
+    const output = dev.output();
+    expect(output).toContain('ready');
+    expect(output).not.toContain('447700900123');
+    expect(output).not.toContain('hello from the e2e test');
+    expect(output).not.toContain(TOKEN);
+  });
+});
+
+describe('npm run dev with no settings', () => {
+  it('generates development secrets and records replies as not_sent', async () => {
+    const database = await testDatabase('e2e_nosettings');
+    const dev = await startDev({ MONGODB_URI: database.uri, MONGODB_DATABASE: database.dbName });
+    try {
+      const secret = /WHATSAPP_APP_SECRET=(\S+)/.exec(dev.output())?.[1];
+      const verify = /WHATSAPP_VERIFY_TOKEN=(\S+)/.exec(dev.output())?.[1];
+      expect(secret).toBeTruthy();
+      const check = await fetch(`${dev.url}/api/webhook?hub.mode=subscribe&hub.verify_token=${verify}&hub.challenge=ok`);
+      expect(await check.text()).toBe('ok');
+      const { message, payload } = textNotification('447700900555', 'dry run please');
+      const { body, signature } = signed(payload, secret as string);
+      const res = await fetch(`${dev.url}/api/webhook`, { method: 'POST', headers: { 'x-hub-signature-256': signature }, body });
+      expect(res.status).toBe(200);
+      const reply = await waitFor(() =>
+        database.db.collection('messages').findOne({ relatedId: message.id, direction: 'outbound' }),
+      );
+      expect(reply['status']).toBe('not_sent');
+    } finally {
+      const { code } = await dev.stop();
+      expect(code).toBe(0);
+      await database.drop();
+    }
+  }, 120_000);
+});
