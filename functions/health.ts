@@ -11,7 +11,9 @@ export function healthCheck(runtime: Runtime = defaultRuntime) {
       await (await runtime.services()).data.ping();
       return json(200, { status: 'ok', database: 'ok', version: appVersion() });
     } catch (error) {
-      loggerOf(context).error('health check failed', { error: error instanceof Error ? error.name : 'unknown' });
+      loggerOf(context).error('health check failed', {
+        error: error instanceof Error ? error.name : 'unknown',
+      });
       return json(503, { status: 'error', database: 'unreachable' });
     }
   };

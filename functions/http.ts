@@ -13,7 +13,8 @@ export function json(status: number, body: unknown, headers: Record<string, stri
 export function errorResponse(error: unknown, context: InvocationContext): HttpResponseInit {
   if (error instanceof AppError) {
     const status = httpStatusOf[error.code];
-    if (status >= 500) loggerOf(context).error('request failed', { code: error.code, error: scrub(error.message) });
+    if (status >= 500)
+      loggerOf(context).error('request failed', { code: error.code, error: scrub(error.message) });
     const message = status >= 500 && error.code !== ErrorCode.UNAVAILABLE ? 'internal error' : error.message;
     return json(status, { error: { code: error.code, message } });
   }

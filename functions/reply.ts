@@ -29,7 +29,12 @@ export function poisonWorker(runtime: Runtime = defaultRuntime) {
       return;
     }
     const attempts = Number(context.triggerMetadata?.['dequeueCount'] ?? 0);
-    await handlePoisonJob(await runtime.services(), job, `reply failed after ${attempts || 'repeated'} attempts`, log);
+    await handlePoisonJob(
+      await runtime.services(),
+      job,
+      `reply failed after ${attempts || 'repeated'} attempts`,
+      log,
+    );
   };
 }
 

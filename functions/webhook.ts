@@ -13,7 +13,10 @@ import { errorResponse, loggerOf } from './http';
 
 export const MAX_BODY_BYTES = 3 * 1024 * 1024;
 
-export const replyQueueOutput = output.storageQueue({ queueName: REPLY_QUEUE, connection: 'AzureWebJobsStorage' });
+export const replyQueueOutput = output.storageQueue({
+  queueName: REPLY_QUEUE,
+  connection: 'AzureWebJobsStorage',
+});
 
 const text = (status: number, body = ''): HttpResponseInit => ({
   status,
@@ -33,7 +36,12 @@ export function verifyWebhook(runtime: Runtime = defaultRuntime) {
       const mode = request.query.get('hub.mode');
       const token = request.query.get('hub.verify_token');
       const challenge = request.query.get('hub.challenge');
-      if (mode === 'subscribe' && token !== null && challenge !== null && sameSecret(token, runtime.config().whatsapp.verifyToken)) {
+      if (
+        mode === 'subscribe' &&
+        token !== null &&
+        challenge !== null &&
+        sameSecret(token, runtime.config().whatsapp.verifyToken)
+      ) {
         return text(200, challenge);
       }
       loggerOf(context).warn('webhook verification refused', { mode: mode ?? '-' });
@@ -52,7 +60,13 @@ export function receiveWebhook(runtime: Runtime = defaultRuntime) {
       if (declared > MAX_BODY_BYTES) throw new AppError(ErrorCode.PAYLOAD_TOO_LARGE, 'body too large');
       const body = Buffer.from(await request.arrayBuffer());
       if (body.length > MAX_BODY_BYTES) throw new AppError(ErrorCode.PAYLOAD_TOO_LARGE, 'body too large');
-      if (!verifySignature(body, request.headers.get('x-hub-signature-256'), runtime.config().whatsapp.appSecret)) {
+      if (
+        !verifySignature(
+          body,
+          request.headers.get('x-hub-signature-256'),
+          runtime.config().whatsapp.appSecret,
+        )
+      ) {
         throw new AppError(ErrorCode.BAD_SIGNATURE, 'missing or invalid X-Hub-Signature-256');
       }
       let payload: unknown;
@@ -67,7 +81,11 @@ export function receiveWebhook(runtime: Runtime = defaultRuntime) {
       log.info('webhook processed', { bytes: body.length, jobs: jobs.length, ...summary });
       return text(200, 'OK');
     } catch (error) {
-      if (error instanceof AppError && error.code !== ErrorCode.UNAVAILABLE && error.code !== ErrorCode.THROTTLED) {
+      if (
+        error instanceof AppError &&
+        error.code !== ErrorCode.UNAVAILABLE &&
+        error.code !== ErrorCode.THROTTLED
+      ) {
         log.warn('webhook rejected', { code: error.code });
       }
       return errorResponse(error, context);

@@ -1,7 +1,7 @@
 // The local host of `npm run dev` (Azure Functions Core Tools cannot be installed everywhere):
 // serves the HTTP definitions on 127.0.0.1 under /api with the real HttpRequest/InvocationContext
 // types, and runs queued jobs in-process with the host's retry and poison-queue behaviour.
-import { HttpRequest, HttpResponse, InvocationContext, type HttpResponseInit } from '@azure/functions';
+import { HttpRequest, HttpResponse, InvocationContext } from '@azure/functions';
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -50,7 +50,8 @@ function compileRoute(definition: HttpDefinition): CompiledRoute {
 }
 
 export async function startDevServer(options: DevServerOptions): Promise<DevServer> {
-  const log = options.log ?? ((level, name, message) => process.stderr.write(`[${level}] ${name}: ${message}\n`));
+  const log =
+    options.log ?? ((level, name, message) => process.stderr.write(`[${level}] ${name}: ${message}\n`));
   const routes = options.definitions.filter((d): d is HttpDefinition => d.kind === 'http').map(compileRoute);
   const queues = new Map(
     options.definitions.filter((d): d is QueueDefinition => d.kind === 'queue').map((d) => [d.queueName, d]),
@@ -61,7 +62,10 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   let stopping = false;
   const timers = new Set<NodeJS.Timeout>();
 
-  const context = (functionName: string, extra: Partial<ConstructorParameters<typeof InvocationContext>[0]> = {}) =>
+  const context = (
+    functionName: string,
+    extra: Partial<ConstructorParameters<typeof InvocationContext>[0]> = {},
+  ) =>
     new InvocationContext({
       invocationId: randomUUID(),
       functionName,
@@ -93,7 +97,11 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
         .catch((error: unknown) => {
           const name = error instanceof Error ? error.name : 'error';
           if (dequeueCount >= MAX_DEQUEUE_COUNT) {
-            log('warning', queue.name, `attempt ${dequeueCount} failed (${name}); moved to ${queueName}-poison`);
+            log(
+              'warning',
+              queue.name,
+              `attempt ${dequeueCount} failed (${name}); moved to ${queueName}-poison`,
+            );
             enqueue(`${queueName}-poison`, payload, 1);
           } else if (!stopping) {
             log('warning', queue.name, `attempt ${dequeueCount} failed (${name}); will retry`);
@@ -122,7 +130,11 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     const found = matches.find((m) => m.route.definition.methods.includes(method as never));
     if (!found || !found.match) {
       res.writeHead(matches.length ? 405 : 404, { 'Content-Type': 'application/json' });
-      res.end(JSON.stringify({ error: { code: matches.length ? 'METHOD_NOT_ALLOWED' : 'NOT_FOUND', message: 'no such route' } }));
+      res.end(
+        JSON.stringify({
+          error: { code: matches.length ? 'METHOD_NOT_ALLOWED' : 'NOT_FOUND', message: 'no such route' },
+        }),
+      );
       return;
     }
     const chunks: Buffer[] = [];
@@ -154,7 +166,10 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
       ...(body.length ? { body: { bytes: body } } : {}),
     });
     const ctx = context(definition.name, {
-      options: { trigger: { type: 'httpTrigger', name: 'request' }, extraOutputs: definition.queueOutputs ?? [] },
+      options: {
+        trigger: { type: 'httpTrigger', name: 'request' },
+        extraOutputs: definition.queueOutputs ?? [],
+      },
     });
     const result = await definition.handler(request, ctx);
     for (const queueOutput of definition.queueOutputs ?? []) {
@@ -163,7 +178,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
       const queueName = String(queueOutput['queueName']);
       for (const item of Array.isArray(items) ? items : [items]) enqueue(queueName, item);
     }
-    const response = result instanceof HttpResponse ? result : new HttpResponse((result ?? {}) as HttpResponseInit);
+    const response = result instanceof HttpResponse ? result : new HttpResponse(result ?? {});
     const out = Buffer.from(await response.arrayBuffer());
     const outHeaders: Record<string, string> = {};
     response.headers.forEach((value, key) => {

@@ -23,7 +23,7 @@ async function main(): Promise<void> {
   process.env['MONGODB_URI'] = database.uri;
   const config = loadConfig(process.env);
 
-  let server: Awaited<ReturnType<typeof startDevServer>> | undefined;
+  let server: Awaited<ReturnType<typeof startDevServer>> | undefined = undefined;
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) return;
@@ -49,10 +49,14 @@ async function main(): Promise<void> {
     say('development secrets generated for this run (development only):');
     for (const name of generated) say(`  ${name}=${process.env[name] ?? ''}`);
   }
-  if (!config.whatsapp.accessToken) say('WHATSAPP_ACCESS_TOKEN is not set: replies are recorded as not_sent (dry run)');
-  say(`AI: ${config.ai ? `${config.ai.model} at ${new URL(config.ai.endpoint).host}` : 'not configured (built-in answers)'}`);
+  if (!config.whatsapp.accessToken)
+    say('WHATSAPP_ACCESS_TOKEN is not set: replies are recorded as not_sent (dry run)');
+  say(
+    `AI: ${config.ai ? `${config.ai.model} at ${new URL(config.ai.endpoint).host}` : 'not configured (built-in answers)'}`,
+  );
   for (const definition of definitions) {
-    if (definition.kind === 'http') say(`  ${definition.methods.join(',').padEnd(12)} ${server.url}/api/${definition.route}`);
+    if (definition.kind === 'http')
+      say(`  ${definition.methods.join(',').padEnd(12)} ${server.url}/api/${definition.route}`);
   }
   say(`ready on ${server.url}`);
 }

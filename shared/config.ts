@@ -58,10 +58,7 @@ export const EnvSchema = z
     AI_HISTORY_LIMIT: int(0, 100).default(10),
     AI_TIMEOUT_MS: int(100, 600_000).default(20_000),
     AI_MAX_PER_MINUTE: int(1, 1000).default(10),
-    MANAGE_API_TOKEN: z.preprocess(
-      present,
-      z.string().min(16, 'must be at least 16 characters').optional(),
-    ),
+    MANAGE_API_TOKEN: z.preprocess(present, z.string().min(16, 'must be at least 16 characters').optional()),
     RETENTION_DAYS: int(1, 36_500).optional(),
     PORT: int(1, 65_535).default(7071),
   })
@@ -72,9 +69,7 @@ export const EnvSchema = z
   });
 
 /** Names of every setting the schema reads (used by the infra drift test and the docs). */
-export const SETTING_NAMES = Object.keys(EnvSchema.shape) as (keyof z.input<
-  typeof EnvSchema
->)[];
+export const SETTING_NAMES = Object.keys(EnvSchema.shape) as (keyof z.input<typeof EnvSchema>)[];
 
 export interface AiConfig {
   readonly endpoint: string;

@@ -49,7 +49,5 @@ export function pseudonym(value: string | null | undefined): string {
 
 /** The message of an error with anything that looks like a phone number or bearer token removed. */
 export function scrub(text: string): string {
-  return text
-    .replace(/Bearer\s+[A-Za-z0-9._~+/=-]+/gi, 'Bearer ***')
-    .replace(/\+?\d[\d\s-]{6,}\d/g, '***');
+  return text.replace(/Bearer\s+[A-Za-z0-9._~+/=-]+/gi, 'Bearer ***').replace(/\+?\d[\d\s-]{6,}\d/g, '***');
 }

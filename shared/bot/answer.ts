@@ -4,7 +4,14 @@ import type { Services } from '../deps';
 import type { AiUsage, Message, MessageError, MessageRole, User } from '../data';
 import type { Logger } from '../log';
 import { parseCommand } from './commands';
-import { DEFAULT_ANSWER, HELP_TEXT, RESET_ANSWER, START_ANSWER, STOP_ANSWER, UNREADABLE_ANSWER } from './texts';
+import {
+  DEFAULT_ANSWER,
+  HELP_TEXT,
+  RESET_ANSWER,
+  START_ANSWER,
+  STOP_ANSWER,
+  UNREADABLE_ANSWER,
+} from './texts';
 
 export interface Reply {
   readonly text: string;
@@ -22,7 +29,10 @@ export interface AiResponder {
   answer(input: { user: User; message: Message; log: Logger }): Promise<Reply | null>;
 }
 
-const fixed = (text: string, role: MessageRole): Plan => ({ kind: 'fixed', reply: { text, role, ai: null, failure: null } });
+const fixed = (text: string, role: MessageRole): Plan => ({
+  kind: 'fixed',
+  reply: { text, role, ai: null, failure: null },
+});
 
 /** Decides, and applies the command's effect (opt-out, opt-in, reset) before its confirmation goes out. */
 export async function planAnswer(services: Services, user: User, message: Message): Promise<Plan> {

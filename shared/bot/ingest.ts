@@ -21,7 +21,7 @@ import {
 } from '../whatsapp/schemas';
 import { parseCommand } from './commands';
 import type { ReplyJob } from './jobs';
-import { z } from 'zod';
+import type { z } from 'zod';
 
 export interface IngestSummary {
   messages: number;
@@ -43,12 +43,25 @@ const digits = (value: string | undefined | null): string | null => {
 };
 
 const keyOf = (kind: string, payload: unknown): string =>
-  `${kind}:${createHash('sha256').update(JSON.stringify(payload) ?? '').digest('hex').slice(0, 32)}`;
+  `${kind}:${createHash('sha256')
+    .update(JSON.stringify(payload) ?? '')
+    .digest('hex')
+    .slice(0, 32)}`;
 
 export const toMessageError = (e: GraphErrorPayload | undefined): MessageError | null =>
-  e ? { code: e.code, title: e.title ?? e.message ?? 'error', ...(e.error_data?.details ? { detail: e.error_data.details } : {}) } : null;
+  e
+    ? {
+        code: e.code,
+        title: e.title ?? e.message ?? 'error',
+        ...(e.error_data?.details ? { detail: e.error_data.details } : {}),
+      }
+    : null;
 
-export async function ingestNotification(services: Services, payload: unknown, log: Logger): Promise<IngestResult> {
+export async function ingestNotification(
+  services: Services,
+  payload: unknown,
+  log: Logger,
+): Promise<IngestResult> {
   const { data } = services;
   const summary: IngestSummary = { messages: 0, duplicates: 0, statuses: 0, archived: 0 };
   const jobs = new Map<string, ReplyJob>();
@@ -61,7 +74,11 @@ export async function ingestNotification(services: Services, payload: unknown, l
 
   const notification = NotificationSchema.safeParse(payload);
   if (!notification.success || notification.data.object !== 'whatsapp_business_account') {
-    await archive('unhandled_notification', notification.success ? 'unknown object' : 'malformed envelope', payload);
+    await archive(
+      'unhandled_notification',
+      notification.success ? 'unknown object' : 'malformed envelope',
+      payload,
+    );
     return { jobs: [], summary };
   }
 
@@ -74,7 +91,11 @@ export async function ingestNotification(services: Services, payload: unknown, l
     for (const rawChange of entry.data.changes) {
       const change = ChangeSchema.safeParse(rawChange);
       if (!change.success || change.data.field !== 'messages') {
-        await archive('unhandled_change', change.success ? `field ${change.data.field}` : 'malformed change', rawChange);
+        await archive(
+          'unhandled_change',
+          change.success ? `field ${change.data.field}` : 'malformed change',
+          rawChange,
+        );
         continue;
       }
       const value = MessagesValueSchema.safeParse(change.data.value);
@@ -114,10 +135,12 @@ export async function ingestNotification(services: Services, payload: unknown, l
         error: toMessageError(s.errors?.[0]),
       });
       summary.statuses++;
-      if (s.status === 'failed') log.warn('outbound message failed', { status: s.status, code: s.errors?.[0]?.code, result });
+      if (s.status === 'failed')
+        log.warn('outbound message failed', { status: s.status, code: s.errors?.[0]?.code, result });
     }
 
-    if (value.errors?.length) await archive('errors', 'webhook errors', { phoneNumberId, errors: value.errors });
+    if (value.errors?.length)
+      await archive('errors', 'webhook errors', { phoneNumberId, errors: value.errors });
   }
 
   async function ingestMessage(raw: unknown, phoneNumberId: string, contacts: Contact[]): Promise<void> {
@@ -127,7 +150,9 @@ export async function ingestNotification(services: Services, payload: unknown, l
       await archive('unhandled_message', 'message without id or timestamp', raw);
       return;
     }
-    const normalized: NormalizedMessage = parsed.success ? normalize(parsed.data) : normalizeUnreadable(base.type);
+    const normalized: NormalizedMessage = parsed.success
+      ? normalize(parsed.data)
+      : normalizeUnreadable(base.type);
 
     const waId = digits(base.from);
     const bsuid = base.from_user_id ?? null;
@@ -149,13 +174,20 @@ export async function ingestNotification(services: Services, payload: unknown, l
     if (normalized.treatment === 'system') {
       if (parsed.success && parsed.data.type === 'system') {
         const newWaId = digits(parsed.data.system.wa_id ?? parsed.data.system.new_wa_id);
-        if (parsed.data.system.type === 'user_changed_number' && newWaId) await data.users.changeNumber(user.id, newWaId);
+        if (parsed.data.system.type === 'user_changed_number' && newWaId)
+          await data.users.changeNumber(user.id, newWaId);
       }
       await archive('system', 'system message applied to the user', raw, user.id);
       return;
     }
     if (normalized.treatment === 'welcome') {
-      if (!user.welcomeSentAt) jobs.set(`welcome:${user.id}`, { kind: 'welcome', userId: user.id, phoneNumberId, requestId: base.id });
+      if (!user.welcomeSentAt)
+        jobs.set(`welcome:${user.id}`, {
+          kind: 'welcome',
+          userId: user.id,
+          phoneNumberId,
+          requestId: base.id,
+        });
       return;
     }
 

@@ -133,7 +133,12 @@ async function answer(services: Services, message: Message, log: Logger): Promis
     }
   }
   await data.messages.finishReply(message.id, 'sent', reply.failure);
-  log.info('reply sent', { id: message.id, user: pseudonym(user.id), parts: parts.length, dryRun: graph.dryRun });
+  log.info('reply sent', {
+    id: message.id,
+    user: pseudonym(user.id),
+    parts: parts.length,
+    dryRun: graph.dryRun,
+  });
 }
 
 /** Read receipt (and typing indicator before an AI answer); a failure here never blocks the answer. */
@@ -148,7 +153,11 @@ async function markRead(services: Services, message: Message, typing: boolean, l
   }
 }
 
-async function sendWelcome(services: Services, job: Extract<ReplyJob, { kind: 'welcome' }>, log: Logger): Promise<void> {
+async function sendWelcome(
+  services: Services,
+  job: Extract<ReplyJob, { kind: 'welcome' }>,
+  log: Logger,
+): Promise<void> {
   const { data, graph } = services;
   const user = await data.users.getUser(job.userId);
   if (!user || user.optedOut) return;
@@ -182,7 +191,12 @@ async function sendWelcome(services: Services, job: Extract<ReplyJob, { kind: 'w
 }
 
 /** The poison queue: a job that failed every attempt. Its message is marked `failed`, never left `sending`. */
-export async function handlePoisonJob(services: Services, job: ReplyJob, reason: string, log: Logger): Promise<void> {
+export async function handlePoisonJob(
+  services: Services,
+  job: ReplyJob,
+  reason: string,
+  log: Logger,
+): Promise<void> {
   if (job.kind !== 'message') return;
   await services.data.messages.finishReply(job.messageId, 'failed', { code: null, title: reason });
   log.warn('reply job poisoned', { id: job.messageId });

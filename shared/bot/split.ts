@@ -10,7 +10,10 @@ export function splitMessage(text: string, limit = WHATSAPP_TEXT_LIMIT): string[
     const chars = [...rest];
     const window = chars.slice(0, limit).join('');
     const cut =
-      lastBreak(window, /\n\s*\n/g) ?? lastBreak(window, /\n/g) ?? lastBreak(window, /[.!?…]\s/g) ?? lastBreak(window, /\s/g);
+      lastBreak(window, /\n\s*\n/g) ??
+      lastBreak(window, /\n/g) ??
+      lastBreak(window, /[.!?…]\s/g) ??
+      lastBreak(window, /\s/g);
     const head = cut && cut > limit / 2 ? window.slice(0, cut) : window;
     parts.push(head.trim());
     rest = rest.slice(head.length).trim();

@@ -16,15 +16,17 @@ export const WELCOME_TEXT = HELP_TEXT;
 export const DEFAULT_ANSWER =
   'Thanks for your message! I have received it. Send "help" to see what I can do.';
 
-export const UNREADABLE_ANSWER =
-  "Sorry, I can't read this kind of message yet. Could you send it as text?";
+export const UNREADABLE_ANSWER = "Sorry, I can't read this kind of message yet. Could you send it as text?";
 
 export const RESET_ANSWER = "Done: I've forgotten our earlier conversation. What can I do for you?";
 
-export const STOP_ANSWER = 'You will no longer receive messages from me. Send "start" at any time to opt back in.';
+export const STOP_ANSWER =
+  'You will no longer receive messages from me. Send "start" at any time to opt back in.';
 
-export const START_ANSWER = 'Welcome back! You will receive my answers again. Send "help" to see what I can do.';
+export const START_ANSWER =
+  'Welcome back! You will receive my answers again. Send "help" to see what I can do.';
 
 export const AI_APOLOGY = "Sorry, I couldn't answer that just now. Please try again in a moment.";
 
-export const RATE_LIMIT_NOTICE = "You're sending messages faster than I can answer. Please wait a minute and try again.";
+export const RATE_LIMIT_NOTICE =
+  "You're sending messages faster than I can answer. Please wait a minute and try again.";

@@ -75,8 +75,10 @@ function isUnavailable(error: unknown): boolean {
 /** Maps driver errors to application errors; duplicate keys stay as they are for callers to handle. */
 export function translateError(error: unknown): unknown {
   if (error instanceof AppError) return error;
-  if (isThrottled(error)) return new AppError(ErrorCode.THROTTLED, 'database throttled the request', { cause: error });
-  if (isUnavailable(error)) return new AppError(ErrorCode.UNAVAILABLE, 'database unreachable', { cause: error });
+  if (isThrottled(error))
+    return new AppError(ErrorCode.THROTTLED, 'database throttled the request', { cause: error });
+  if (isUnavailable(error))
+    return new AppError(ErrorCode.UNAVAILABLE, 'database unreachable', { cause: error });
   return error;
 }
 

@@ -29,7 +29,13 @@ export class EventsRepository {
    * Archives a payload. `key` makes it idempotent (a redelivered notification is archived once);
    * without one a random id is used.
    */
-  async archive(input: { kind: string; reason: string; payload: unknown; userId?: string | null; key?: string }): Promise<string> {
+  async archive(input: {
+    kind: string;
+    reason: string;
+    payload: unknown;
+    userId?: string | null;
+    key?: string;
+  }): Promise<string> {
     const id = input.key ?? randomUUID();
     await withRetry(() =>
       this.events.updateOne(

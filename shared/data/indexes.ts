@@ -66,18 +66,22 @@ const sameKeys = (a: Record<string, unknown>, b: Record<string, unknown>): boole
  */
 export async function ensureIndexes(db: Db, mode: 'create' | 'verify' = 'create'): Promise<IndexReport> {
   const report: IndexReport = { created: [], present: [], missing: [] };
-  const existing = new Set((await withRetry(() => db.listCollections({}, { nameOnly: true }).toArray())).map((c) => c.name));
+  const existing = new Set(
+    (await withRetry(() => db.listCollections({}, { nameOnly: true }).toArray())).map((c) => c.name),
+  );
   for (const [collection, indexes] of Object.entries(INDEXES)) {
     if (mode === 'create' && !existing.has(collection)) {
       // Another process may create it first, or infra/ owns collections: the checks below decide.
       await withRetry(() => db.createCollection(collection)).catch(() => undefined);
     }
     // listIndexes fails on a collection that does not exist: then nothing is present.
-    const current = await withRetry(() => db.collection(collection).listIndexes().toArray()).catch(() => []);
+    const current: { key: Record<string, unknown>; unique?: boolean }[] = await withRetry(() =>
+      db.collection(collection).listIndexes().toArray(),
+    ).catch(() => []);
     for (const index of indexes) {
       const label = `${collection}.${index.name}`;
-      const found = current.find((i) => sameKeys(i['key'] as Record<string, unknown>, index.keys));
-      if (found && Boolean(found['unique']) === Boolean(index.unique)) {
+      const found = current.find((i) => sameKeys(i.key, index.keys));
+      if (found && Boolean(found.unique) === Boolean(index.unique)) {
         report.present.push(label);
         continue;
       }

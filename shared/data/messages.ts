@@ -152,7 +152,13 @@ export class MessagesRepository {
     const updated = await withRetry(() =>
       this.messages.findOneAndUpdate(
         { _id: id },
-        { $set: { replyState: 'sending', leaseUntil: new Date(now.getTime() + leaseMs), replyAttempts: attempt } },
+        {
+          $set: {
+            replyState: 'sending',
+            leaseUntil: new Date(now.getTime() + leaseMs),
+            replyAttempts: attempt,
+          },
+        },
         { returnDocument: 'after' },
       ),
     );
@@ -160,12 +166,18 @@ export class MessagesRepository {
   }
 
   async replyAttempts(id: string): Promise<number> {
-    const doc = await withRetry(() => this.messages.findOne({ _id: id }, { projection: { replyAttempts: 1 } }));
+    const doc = await withRetry(() =>
+      this.messages.findOne({ _id: id }, { projection: { replyAttempts: 1 } }),
+    );
     return doc?.replyAttempts ?? 0;
   }
 
   /** Ends the reply of an inbound message. `failed` carries the reason. */
-  async finishReply(id: string, state: 'sent' | 'failed' | 'none', error: MessageError | null = null): Promise<void> {
+  async finishReply(
+    id: string,
+    state: 'sent' | 'failed' | 'none',
+    error: MessageError | null = null,
+  ): Promise<void> {
     await withRetry(() =>
       this.messages.updateOne(
         { _id: id, replyState: { $in: ['pending', 'sending'] } },
@@ -253,7 +265,9 @@ export class MessagesRepository {
       if (!isDuplicateKey(error)) throw error;
       // The message exists (perhaps inserted by a concurrent status a moment ago): move it forward
       // only if it is behind; otherwise this status is stale.
-      before = await withRetry(() => this.messages.findOneAndUpdate(filter, change, { returnDocument: 'before' }));
+      before = await withRetry(() =>
+        this.messages.findOneAndUpdate(filter, change, { returnDocument: 'before' }),
+      );
       if (!before) return 'stale';
     }
     if (update.status === 'failed' && before?.direction === 'outbound') {
@@ -266,7 +280,13 @@ export class MessagesRepository {
    * The conversation before a message, for AI context: the last `limit` conversation messages of
    * the user after `since` (the last reset) and before `before`, oldest first. One indexed query.
    */
-  async conversationBefore(userId: string, before: Date, beforeId: string, since: Date | null, limit: number): Promise<Message[]> {
+  async conversationBefore(
+    userId: string,
+    before: Date,
+    beforeId: string,
+    since: Date | null,
+    limit: number,
+  ): Promise<Message[]> {
     if (limit <= 0) return [];
     const createdAt: Record<string, Date> = { $lte: before };
     if (since) createdAt['$gt'] = since;
@@ -283,14 +303,25 @@ export class MessagesRepository {
   /** How many outbound notices with this text a user got since a time (the AI rate-limit notice). */
   async countNoticesSince(userId: string, since: Date, text: string): Promise<number> {
     return withRetry(() =>
-      this.messages.countDocuments({ userId, createdAt: { $gte: since }, direction: 'outbound', role: 'notice', text }),
+      this.messages.countDocuments({
+        userId,
+        createdAt: { $gte: since },
+        direction: 'outbound',
+        role: 'notice',
+        text,
+      }),
     );
   }
 
   /** How many AI answers a user got since a time (the per-minute limit). */
   async countAiAnswersSince(userId: string, since: Date): Promise<number> {
     return withRetry(() =>
-      this.messages.countDocuments({ userId, createdAt: { $gte: since }, direction: 'outbound', ai: { $ne: null } }),
+      this.messages.countDocuments({
+        userId,
+        createdAt: { $gte: since },
+        direction: 'outbound',
+        ai: { $ne: null },
+      }),
     );
   }
 }

@@ -33,10 +33,9 @@ export class StatsRepository {
 
   /** Adds to the running totals and to the UTC day of `at` (daily series counts inbound, outbound, new users). */
   async bump(delta: CounterDelta, at: Date): Promise<void> {
-    const inc = Object.fromEntries(Object.entries(delta).filter(([, v]) => v !== undefined && v !== 0)) as Record<
-      string,
-      number
-    >;
+    const inc = Object.fromEntries(
+      Object.entries(delta).filter(([, v]) => v !== undefined && v !== 0),
+    ) as Record<string, number>;
     if (Object.keys(inc).length === 0) return;
     await withRetry(() => this.stats.updateOne({ _id: TOTALS_ID }, { $inc: inc }, { upsert: true }));
     const daily: Record<string, number> = {};

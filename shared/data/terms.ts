@@ -6,7 +6,10 @@ const MAX_TERMS = 400;
 
 /** Lower case, accents removed: "Café" → "cafe". */
 export function fold(text: string): string {
-  return text.normalize('NFKD').replace(/\p{M}+/gu, '').toLowerCase();
+  return text
+    .normalize('NFKD')
+    .replace(/\p{M}+/gu, '')
+    .toLowerCase();
 }
 
 /** The words of a text, folded. */

@@ -129,7 +129,10 @@ export class UsersRepository {
   /** Updates the conversation summary for a newly stored message (never twice for one message). */
   async noteMessage(userId: string, message: { id: string; text: string; createdAt: Date }): Promise<void> {
     await withRetry(() =>
-      this.users.updateOne({ _id: userId }, { $inc: { messageCount: 1 }, $max: { lastMessageAt: message.createdAt } }),
+      this.users.updateOne(
+        { _id: userId },
+        { $inc: { messageCount: 1 }, $max: { lastMessageAt: message.createdAt } },
+      ),
     );
     // The preview follows the latest message; an older message arriving late does not replace it.
     await withRetry(() =>
@@ -187,13 +190,20 @@ export class UsersRepository {
     const now = new Date();
     const until = new Date(now.getTime() + leaseMs);
     if (lock?.owner === owner) {
-      await withRetry(() => this.users.updateOne({ _id: userId, 'replyLock.owner': owner }, { $set: { 'replyLock.until': until } }));
+      await withRetry(() =>
+        this.users.updateOne(
+          { _id: userId, 'replyLock.owner': owner },
+          { $set: { 'replyLock.until': until } },
+        ),
+      );
       return true;
     }
     if (lock?.owner && lock.until > now) return false;
     const generation = (lock?.generation ?? 0) + 1;
     if (!(await this.locks.claim(`reply-lock:${userId}:${generation}`))) return false;
-    await withRetry(() => this.users.updateOne({ _id: userId }, { $set: { replyLock: { owner, until, generation } } }));
+    await withRetry(() =>
+      this.users.updateOne({ _id: userId }, { $set: { replyLock: { owner, until, generation } } }),
+    );
     return true;
   }
 

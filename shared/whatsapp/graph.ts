@@ -119,11 +119,13 @@ export function createGraphClient(options: GraphOptions): GraphClient {
         const payload = (response.data ?? {}) as GraphErrorBody;
         const code = typeof payload.error?.code === 'number' ? payload.error.code : null;
         const retryable =
-          (response.status === 429 || response.status >= 500 || (code !== null && RETRYABLE_CODES.has(code))) &&
+          (response.status === 429 ||
+            response.status >= 500 ||
+            (code !== null && RETRYABLE_CODES.has(code))) &&
           !(code !== null && PERMANENT_CODES.has(code));
         const title = (payload.error?.error_user_title ?? payload.error?.message ?? '').slice(0, 200);
         error = new GraphError('POST', host, response.status, code, title, !retryable);
-        const header = response.headers['retry-after'];
+        const header: unknown = response.headers['retry-after'];
         retryAfter = typeof header === 'string' ? header : undefined;
       } catch (cause) {
         // Network error or timeout: drop axios' error (its config carries the token).

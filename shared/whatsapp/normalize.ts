@@ -20,12 +20,20 @@ export interface NormalizedMessage {
 }
 
 const join = (...parts: (string | undefined | null)[]): string =>
-  parts.filter((p): p is string => Boolean(p && p.trim())).join(' ').trim();
+  parts
+    .filter((p): p is string => Boolean(p && p.trim()))
+    .join(' ')
+    .trim();
 
 const label = (kind: string, detail?: string | null): string => join(`[${kind}]`, detail);
 
 export function normalize(message: InboundMessage): NormalizedMessage {
-  const answer = (text: string): NormalizedMessage => ({ type: message.type, text, treatment: 'answer', relatedId: null });
+  const answer = (text: string): NormalizedMessage => ({
+    type: message.type,
+    text,
+    treatment: 'answer',
+    relatedId: null,
+  });
   switch (message.type) {
     case 'text':
       return answer(message.text.body);
@@ -73,7 +81,12 @@ export function normalize(message: InboundMessage): NormalizedMessage {
         relatedId: message.reaction.message_id,
       };
     case 'system':
-      return { type: 'system', text: message.system.body ?? '[system]', treatment: 'system', relatedId: null };
+      return {
+        type: 'system',
+        text: message.system.body ?? '[system]',
+        treatment: 'system',
+        relatedId: null,
+      };
     case 'request_welcome':
       return { type: 'request_welcome', text: '', treatment: 'welcome', relatedId: null };
     case 'unsupported':

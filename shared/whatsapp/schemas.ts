@@ -222,5 +222,9 @@ export const MessagesValueSchema = obj({
 export type MessagesValue = z.infer<typeof MessagesValueSchema>;
 
 export const ChangeSchema = obj({ field: str, value: z.unknown() });
-export const EntrySchema = obj({ id: optStr, time: z.number().optional(), changes: z.array(z.unknown()).default([]) });
+export const EntrySchema = obj({
+  id: optStr,
+  time: z.number().optional(),
+  changes: z.array(z.unknown()).default([]),
+});
 export const NotificationSchema = obj({ object: str, entry: z.array(z.unknown()) });

@@ -44,10 +44,14 @@ describe('npm run dev with settings', () => {
   };
 
   it('verifies the webhook and reports health', async () => {
-    const ok = await fetch(`${dev.url}/api/webhook?hub.mode=subscribe&hub.verify_token=e2e-verify&hub.challenge=12345`);
+    const ok = await fetch(
+      `${dev.url}/api/webhook?hub.mode=subscribe&hub.verify_token=e2e-verify&hub.challenge=12345`,
+    );
     expect(ok.status).toBe(200);
     expect(await ok.text()).toBe('12345');
-    expect((await fetch(`${dev.url}/api/webhook?hub.mode=subscribe&hub.verify_token=no&hub.challenge=1`)).status).toBe(403);
+    expect(
+      (await fetch(`${dev.url}/api/webhook?hub.mode=subscribe&hub.verify_token=no&hub.challenge=1`)).status,
+    ).toBe(403);
     const health = await fetch(`${dev.url}/api/health`);
     expect(health.status).toBe(200);
     expect(await health.json()).toMatchObject({ status: 'ok', database: 'ok' });
@@ -61,15 +65,24 @@ describe('npm run dev with settings', () => {
     const send = await waitFor(async () => graph.sends().find((s) => s.body['to'] === phone));
     expect(send.path).toBe(`/v25.0/106540352242922/messages`);
     expect(send.headers.authorization).toBe(`Bearer ${TOKEN}`);
-    await waitFor(async () => (await database.db.collection('messages').findOne({ _id: message.id as never }))?.['replyState'] === 'sent');
+    await waitFor(
+      async () =>
+        (await database.db.collection('messages').findOne({ _id: message.id as never }))?.['replyState'] ===
+        'sent',
+    );
     await new Promise((r) => setTimeout(r, 500));
     expect(graph.sends().filter((s) => s.body['to'] === phone)).toHaveLength(1);
 
     const wamid = String(
-      (await database.db.collection('messages').findOne({ relatedId: message.id, direction: 'outbound' }))?._id,
+      (await database.db.collection('messages').findOne({ relatedId: message.id, direction: 'outbound' }))
+        ?._id,
     );
-    expect((await post(notification(value({ statuses: [status(wamid, 'delivered', phone)] })))).status).toBe(200);
-    expect((await database.db.collection('messages').findOne({ _id: wamid as never }))?.['status']).toBe('delivered');
+    expect((await post(notification(value({ statuses: [status(wamid, 'delivered', phone)] })))).status).toBe(
+      200,
+    );
+    expect((await database.db.collection('messages').findOne({ _id: wamid as never }))?.['status']).toBe(
+      'delivered',
+    );
   });
 
   it('rejects bad requests in the contract order', async () => {
@@ -80,7 +93,11 @@ describe('npm run dev with settings', () => {
     const big = 'x'.repeat(3 * 1024 * 1024 + 1);
     expect((await fetch(`${dev.url}/api/webhook`, { method: 'POST', body: big })).status).toBe(413);
     const raw = '{"object":';
-    const bad = await fetch(`${dev.url}/api/webhook`, { method: 'POST', headers: { 'x-hub-signature-256': signBody(raw, SECRET) }, body: raw });
+    const bad = await fetch(`${dev.url}/api/webhook`, {
+      method: 'POST',
+      headers: { 'x-hub-signature-256': signBody(raw, SECRET) },
+      body: raw,
+    });
     expect(bad.status).toBe(400);
     expect(await database.db.collection('users').countDocuments({ waId: '447700900999' })).toBe(0);
   });
@@ -105,11 +122,17 @@ describe('npm run dev with no settings', () => {
       const secret = /WHATSAPP_APP_SECRET=(\S+)/.exec(dev.output())?.[1];
       const verify = /WHATSAPP_VERIFY_TOKEN=(\S+)/.exec(dev.output())?.[1];
       expect(secret).toBeTruthy();
-      const check = await fetch(`${dev.url}/api/webhook?hub.mode=subscribe&hub.verify_token=${verify}&hub.challenge=ok`);
+      const check = await fetch(
+        `${dev.url}/api/webhook?hub.mode=subscribe&hub.verify_token=${verify}&hub.challenge=ok`,
+      );
       expect(await check.text()).toBe('ok');
       const { message, payload } = textNotification('447700900555', 'dry run please');
       const { body, signature } = signed(payload, secret as string);
-      const res = await fetch(`${dev.url}/api/webhook`, { method: 'POST', headers: { 'x-hub-signature-256': signature }, body });
+      const res = await fetch(`${dev.url}/api/webhook`, {
+        method: 'POST',
+        headers: { 'x-hub-signature-256': signature },
+        body,
+      });
       expect(res.status).toBe(200);
       const reply = await waitFor(() =>
         database.db.collection('messages').findOne({ relatedId: message.id, direction: 'outbound' }),

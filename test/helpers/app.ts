@@ -24,7 +24,10 @@ export interface TestApp {
   /** Jobs the webhook queued and not run yet, in order. */
   queued: ReplyJob[];
   context(name?: string): InvocationContext;
-  post(payload: unknown, options?: { signature?: string | null; raw?: string; escapeUnicode?: boolean }): Promise<{ status: number; body: string; jobs: ReplyJob[] }>;
+  post(
+    payload: unknown,
+    options?: { signature?: string | null; raw?: string; escapeUnicode?: boolean },
+  ): Promise<{ status: number; body: string; jobs: ReplyJob[] }>;
   verify(query: Record<string, string>): Promise<{ status: number; body: string }>;
   runJob(job: ReplyJob): Promise<void>;
   runPoison(job: ReplyJob): Promise<void>;
@@ -53,7 +56,10 @@ export async function startTestApp(env: Env = {}): Promise<TestApp> {
   const data = createDataStore(database.db);
   const { ensureIndexes } = await import('../../shared/data');
   await ensureIndexes(database.db);
-  const services = await buildServices(config, { data, graphRetry: { attempts: 4, baseDelayMs: 5, maxDelayMs: 20 } });
+  const services = await buildServices(config, {
+    data,
+    graphRetry: { attempts: 4, baseDelayMs: 5, maxDelayMs: 20 },
+  });
   const runtime = runtimeOf(services);
   const logs: string[] = [];
   const queued: ReplyJob[] = [];
@@ -83,7 +89,10 @@ export async function startTestApp(env: Env = {}): Promise<TestApp> {
       const request = new HttpRequest({
         method: 'POST',
         url: 'http://localhost/api/webhook',
-        headers: { 'content-type': 'application/json', ...(header === null ? {} : { 'x-hub-signature-256': header }) },
+        headers: {
+          'content-type': 'application/json',
+          ...(header === null ? {} : { 'x-hub-signature-256': header }),
+        },
         body: { string: body },
       });
       const ctx = context('webhookReceive');

@@ -54,7 +54,11 @@ export async function startGraphStub(): Promise<GraphStub> {
       const response: StubResponse = scripted ?? {
         status: 200,
         body: isSend
-          ? { messaging_product: 'whatsapp', contacts: [{ input: body['to'], wa_id: body['to'] }], messages: [{ id: `wamid.out.${++n}.${Date.now()}` }] }
+          ? {
+              messaging_product: 'whatsapp',
+              contacts: [{ input: body['to'], wa_id: body['to'] }],
+              messages: [{ id: `wamid.out.${++n}.${Date.now()}` }],
+            }
           : { success: true },
       };
       setTimeout(

@@ -17,7 +17,12 @@ export interface ContactInit {
 }
 
 /** One `messages` change value with contacts, messages and statuses. */
-export function value(init: { contacts?: ContactInit[]; messages?: unknown[]; statuses?: unknown[]; errors?: unknown[] }) {
+export function value(init: {
+  contacts?: ContactInit[];
+  messages?: unknown[];
+  statuses?: unknown[];
+  errors?: unknown[];
+}) {
   return {
     messaging_product: 'whatsapp',
     metadata: { display_phone_number: '15550783881', phone_number_id: PHONE_NUMBER_ID },
@@ -66,7 +71,11 @@ export function status(id: string, status: string, recipient: string, extra: Rec
 }
 
 /** Serialises like Meta does (non-ASCII escaped as \uXXXX) and signs. */
-export function signed(payload: unknown, secret: string, escapeUnicode = true): { body: string; signature: string } {
+export function signed(
+  payload: unknown,
+  secret: string,
+  escapeUnicode = true,
+): { body: string; signature: string } {
   const json = JSON.stringify(payload);
   const body = escapeUnicode
     ? json.replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)

@@ -3,7 +3,16 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { HttpRequest } from '@azure/functions';
 import { ACCESS_TOKEN, startTestApp, VERIFY_TOKEN, type TestApp } from '../helpers/app';
-import { notification, PHONE_NUMBER_ID, status, textMessage, textNotification, value, wamid, nowSeconds } from '../helpers/meta';
+import {
+  notification,
+  PHONE_NUMBER_ID,
+  status,
+  textMessage,
+  textNotification,
+  value,
+  wamid,
+  nowSeconds,
+} from '../helpers/meta';
 import { loadConfig } from '../../shared/config';
 import { buildServices, runtimeOf } from '../../shared/deps';
 import { createDataStore } from '../../shared/data';
@@ -11,7 +20,13 @@ import { receiveWebhook } from '../../functions/webhook';
 import { MongoClient } from 'mongodb';
 import { InvocationContext } from '@azure/functions';
 import { signBody } from '../../shared/whatsapp/signature';
-import { DEFAULT_ANSWER, HELP_TEXT, START_ANSWER, STOP_ANSWER, UNREADABLE_ANSWER } from '../../shared/bot/texts';
+import {
+  DEFAULT_ANSWER,
+  HELP_TEXT,
+  START_ANSWER,
+  STOP_ANSWER,
+  UNREADABLE_ANSWER,
+} from '../../shared/bot/texts';
 
 let app: TestApp;
 let phoneSeq = 0;
@@ -33,16 +48,35 @@ afterEach(() => {
 
 const messages = () => app.database.db.collection('messages');
 const users = () => app.database.db.collection('users');
-const totals = async () => ((await app.database.db.collection('stats').findOne({ _id: 'totals' as never })) ?? {}) as Record<string, number>;
+const totals = async () =>
+  ((await app.database.db.collection('stats').findOne({ _id: 'totals' as never })) ?? {}) as Record<
+    string,
+    number
+  >;
 
 describe('GET /api/webhook (verification)', () => {
   it('echoes the challenge when mode and token match', async () => {
-    const res = await app.verify({ 'hub.mode': 'subscribe', 'hub.verify_token': VERIFY_TOKEN, 'hub.challenge': '1158201444' });
+    const res = await app.verify({
+      'hub.mode': 'subscribe',
+      'hub.verify_token': VERIFY_TOKEN,
+      'hub.challenge': '1158201444',
+    });
     expect(res).toEqual({ status: 200, body: '1158201444' });
   });
   it('refuses a wrong token or mode', async () => {
-    expect((await app.verify({ 'hub.mode': 'subscribe', 'hub.verify_token': 'nope', 'hub.challenge': 'x' })).status).toBe(403);
-    expect((await app.verify({ 'hub.mode': 'unsubscribe', 'hub.verify_token': VERIFY_TOKEN, 'hub.challenge': 'x' })).status).toBe(403);
+    expect(
+      (await app.verify({ 'hub.mode': 'subscribe', 'hub.verify_token': 'nope', 'hub.challenge': 'x' }))
+        .status,
+    ).toBe(403);
+    expect(
+      (
+        await app.verify({
+          'hub.mode': 'unsubscribe',
+          'hub.verify_token': VERIFY_TOKEN,
+          'hub.challenge': 'x',
+        })
+      ).status,
+    ).toBe(403);
     expect((await app.verify({})).status).toBe(403);
   });
 });
@@ -58,7 +92,13 @@ describe('POST /api/webhook', () => {
     await app.drain();
 
     const stored = await messages().findOne({ _id: message.id as never });
-    expect(stored).toMatchObject({ direction: 'inbound', type: 'text', text: 'secret words about Café', replyState: 'sent', status: 'read' });
+    expect(stored).toMatchObject({
+      direction: 'inbound',
+      type: 'text',
+      text: 'secret words about Café',
+      replyState: 'sent',
+      status: 'read',
+    });
     const user = await users().findOne({ waId: phone });
     expect(user).toMatchObject({ name: 'Zoë Ångström', messageCount: 2, optedOut: false });
     expect(user?._id).not.toContain(phone);
@@ -67,7 +107,12 @@ describe('POST /api/webhook', () => {
     expect(sends).toHaveLength(1);
     expect(sends[0]?.path).toBe(`/v25.0/${PHONE_NUMBER_ID}/messages`);
     expect(sends[0]?.headers.authorization).toBe(`Bearer ${ACCESS_TOKEN}`);
-    expect(sends[0]?.body).toMatchObject({ messaging_product: 'whatsapp', to: phone, type: 'text', text: { body: DEFAULT_ANSWER } });
+    expect(sends[0]?.body).toMatchObject({
+      messaging_product: 'whatsapp',
+      to: phone,
+      type: 'text',
+      text: { body: DEFAULT_ANSWER },
+    });
     expect(app.graph.receipts().some((r) => r.body['message_id'] === message.id)).toBe(true);
 
     const outbound = await messages().find({ relatedId: message.id, direction: 'outbound' }).toArray();
@@ -122,12 +167,18 @@ describe('POST /api/webhook', () => {
     const payload = {
       object: 'whatsapp_business_account',
       entry: [
-        { id: '1', changes: [{ field: 'messages', value: value({ contacts: [{ waId: a }], messages: [m1, m2] }) }] },
+        {
+          id: '1',
+          changes: [{ field: 'messages', value: value({ contacts: [{ waId: a }], messages: [m1, m2] }) }],
+        },
         {
           id: '2',
           changes: [
             { field: 'messages', value: value({ contacts: [{ waId: b }], messages: [m3] }) },
-            { field: 'messages', value: value({ statuses: [status('wamid.unknown-batch', 'delivered', b)] }) },
+            {
+              field: 'messages',
+              value: value({ statuses: [status('wamid.unknown-batch', 'delivered', b)] }),
+            },
           ],
         },
       ],
@@ -136,8 +187,12 @@ describe('POST /api/webhook', () => {
     expect(res.status).toBe(200);
     expect(res.jobs).toHaveLength(3);
     await app.drain();
-    expect(await messages().countDocuments({ _id: { $in: [m1.id, m2.id, m3.id] } as never, replyState: 'sent' })).toBe(3);
-    expect(await messages().findOne({ _id: 'wamid.unknown-batch' as never })).toMatchObject({ status: 'delivered' });
+    expect(
+      await messages().countDocuments({ _id: { $in: [m1.id, m2.id, m3.id] } as never, replyState: 'sent' }),
+    ).toBe(3);
+    expect(await messages().findOne({ _id: 'wamid.unknown-batch' as never })).toMatchObject({
+      status: 'delivered',
+    });
   });
 
   it('answers one user in the order the messages were sent', async () => {
@@ -151,7 +206,10 @@ describe('POST /api/webhook', () => {
     const before = app.graph.sends().length;
     const jobs = app.queued.splice(0);
     for (const job of jobs.reverse()) await app.runJob(job);
-    const texts = app.graph.sends().slice(before).map((s) => (s.body['text'] as { body: string }).body);
+    const texts = app.graph
+      .sends()
+      .slice(before)
+      .map((s) => (s.body['text'] as { body: string }).body);
     expect(texts).toEqual([HELP_TEXT, DEFAULT_ANSWER]);
   });
 
@@ -160,7 +218,10 @@ describe('POST /api/webhook', () => {
     const { payload } = textNotification(phone, 'status please');
     await app.post(payload);
     await app.drain();
-    const out = await messages().findOne({ direction: 'outbound', userId: (await users().findOne({ waId: phone }))?._id });
+    const out = await messages().findOne({
+      direction: 'outbound',
+      userId: (await users().findOne({ waId: phone }))?._id,
+    });
     const id = String(out?._id);
     await app.post(notification(value({ statuses: [status(id, 'read', phone)] })));
     await app.post(notification(value({ statuses: [status(id, 'delivered', phone)] })));
@@ -187,13 +248,27 @@ describe('POST /api/webhook', () => {
       error: null,
       ai: null,
     });
-    expect(await messages().findOne({ _id: early as never })).toMatchObject({ status: 'delivered', text: 'late' });
+    expect(await messages().findOne({ _id: early as never })).toMatchObject({
+      status: 'delivered',
+      text: 'late',
+    });
 
     // failed is terminal, and counted once.
     const failedBefore = (await totals())['failed'] ?? 0;
-    await app.post(notification(value({ statuses: [status(id, 'failed', phone, { errors: [{ code: 131047, title: 'Re-engagement message' }] })] })));
+    await app.post(
+      notification(
+        value({
+          statuses: [
+            status(id, 'failed', phone, { errors: [{ code: 131047, title: 'Re-engagement message' }] }),
+          ],
+        }),
+      ),
+    );
     await app.post(notification(value({ statuses: [status(id, 'read', phone)] })));
-    expect(await messages().findOne({ _id: id as never })).toMatchObject({ status: 'failed', error: { code: 131047 } });
+    expect(await messages().findOne({ _id: id as never })).toMatchObject({
+      status: 'failed',
+      error: { code: 131047 },
+    });
     expect((await totals())['failed']).toBe(failedBefore + 1);
   });
 
@@ -204,9 +279,17 @@ describe('POST /api/webhook', () => {
       await app.post(textNotification(phone, text).payload);
       await app.drain();
     }
-    const texts = app.graph.sends().slice(before).map((s) => (s.body['text'] as { body: string }).body);
+    const texts = app.graph
+      .sends()
+      .slice(before)
+      .map((s) => (s.body['text'] as { body: string }).body);
     expect(texts).toEqual([STOP_ANSWER, START_ANSWER]);
-    expect(await messages().countDocuments({ userId: (await users().findOne({ waId: phone }))?._id, direction: 'inbound' })).toBe(3);
+    expect(
+      await messages().countDocuments({
+        userId: (await users().findOne({ waId: phone }))?._id,
+        direction: 'inbound',
+      }),
+    ).toBe(3);
     expect((await users().findOne({ waId: phone }))?.optedOut).toBe(false);
   });
 
@@ -228,7 +311,10 @@ describe('POST /api/webhook', () => {
     const { message, payload } = textNotification(phone, 'expired lease');
     const res = await app.post(payload);
     app.queued.length = 0;
-    await messages().updateOne({ _id: message.id as never }, { $set: { replyState: 'sending', leaseUntil: new Date(Date.now() - 1000) } });
+    await messages().updateOne(
+      { _id: message.id as never },
+      { $set: { replyState: 'sending', leaseUntil: new Date(Date.now() - 1000) } },
+    );
     const before = app.graph.sends().length;
     await app.runJob(res.jobs[0]!);
     expect(app.graph.sends().length - before).toBe(1);
@@ -243,7 +329,11 @@ describe('POST /api/webhook', () => {
     expect((await app.post(payload, { signature: 'sha256=' + '0'.repeat(64) })).status).toBe(401);
     expect((await app.post(payload, { signature: 'garbage' })).status).toBe(401);
     expect((await app.post(null, { raw: '{not json' })).status).toBe(400);
-    const big = JSON.stringify({ object: 'whatsapp_business_account', entry: [], pad: 'x'.repeat(3 * 1024 * 1024) });
+    const big = JSON.stringify({
+      object: 'whatsapp_business_account',
+      entry: [],
+      pad: 'x'.repeat(3 * 1024 * 1024),
+    });
     expect((await app.post(null, { raw: big })).status).toBe(413);
     expect((await app.post(null, { raw: big, signature: null })).status).toBe(413);
     expect(await messages().countDocuments()).toBe(countBefore);
@@ -261,30 +351,46 @@ describe('POST /api/webhook', () => {
 
   it('retries Graph 503 and sends exactly one reply', async () => {
     const { message, payload } = textNotification(newPhone(), 'flaky graph');
-    app.graph.sendResponses.push({ status: 503, body: { error: { code: 2, message: 'Service temporarily unavailable' } } });
+    app.graph.sendResponses.push({
+      status: 503,
+      body: { error: { code: 2, message: 'Service temporarily unavailable' } },
+    });
     const before = app.graph.sends().length;
     await app.post(payload);
     await app.drain();
     expect(app.graph.sends().length - before).toBe(2);
-    expect(await messages().countDocuments({ relatedId: message.id, direction: 'outbound', status: 'sent' })).toBe(1);
+    expect(
+      await messages().countDocuments({ relatedId: message.id, direction: 'outbound', status: 'sent' }),
+    ).toBe(1);
   });
 
   it('never retries a permanent Graph error and records it', async () => {
     const { message, payload } = textNotification(newPhone(), 'permanent');
-    app.graph.sendResponses.push({ status: 400, body: { error: { code: 131047, message: 'Re-engagement message' } } });
+    app.graph.sendResponses.push({
+      status: 400,
+      body: { error: { code: 131047, message: 'Re-engagement message' } },
+    });
     const before = app.graph.sends().length;
     await app.post(payload);
     await app.drain();
     expect(app.graph.sends().length - before).toBe(1);
-    expect(await messages().findOne({ _id: message.id as never })).toMatchObject({ replyState: 'failed', error: { code: 131047 } });
-    expect(await messages().findOne({ relatedId: message.id, direction: 'outbound' })).toMatchObject({ status: 'failed' });
+    expect(await messages().findOne({ _id: message.id as never })).toMatchObject({
+      replyState: 'failed',
+      error: { code: 131047 },
+    });
+    expect(await messages().findOne({ relatedId: message.id, direction: 'outbound' })).toMatchObject({
+      status: 'failed',
+    });
   });
 
   it('archives shapes it cannot understand and answers 200', async () => {
     const eventsBefore = await app.database.db.collection('events').countDocuments();
     const shapes = [
       { object: 'page', entry: [{ id: '1', changes: [] }] },
-      { object: 'whatsapp_business_account', entry: [{ id: '1', changes: [{ field: 'account_update', value: { event: 'VERIFIED_ACCOUNT' } }] }] },
+      {
+        object: 'whatsapp_business_account',
+        entry: [{ id: '1', changes: [{ field: 'account_update', value: { event: 'VERIFIED_ACCOUNT' } }] }],
+      },
       notification(value({ errors: [{ code: 131051, title: 'Unsupported message type' }] })),
       { object: 'whatsapp_business_account', entry: 'nope' },
       [1, 2, 3],
@@ -299,26 +405,57 @@ describe('POST /api/webhook', () => {
   it('answers unreadable kinds politely, ignores reactions, welcomes once, works with a BSUID only', async () => {
     const phone = newPhone();
     const before = app.graph.sends().length;
-    const odd = { from: phone, id: wamid(), timestamp: nowSeconds(), type: 'unsupported', errors: [{ code: 131051, title: 'Message type unknown' }] };
+    const odd = {
+      from: phone,
+      id: wamid(),
+      timestamp: nowSeconds(),
+      type: 'unsupported',
+      errors: [{ code: 131051, title: 'Message type unknown' }],
+    };
     const broken = { from: phone, id: wamid(), timestamp: nowSeconds(), type: 'image' }; // body missing
-    const reaction = { from: phone, id: wamid(), timestamp: nowSeconds(), type: 'reaction', reaction: { message_id: odd.id, emoji: '👍' } };
+    const reaction = {
+      from: phone,
+      id: wamid(),
+      timestamp: nowSeconds(),
+      type: 'reaction',
+      reaction: { message_id: odd.id, emoji: '👍' },
+    };
     await app.post(notification(value({ contacts: [{ waId: phone }], messages: [odd, broken, reaction] })));
     await app.drain();
-    const texts = app.graph.sends().slice(before).map((s) => (s.body['text'] as { body: string }).body);
+    const texts = app.graph
+      .sends()
+      .slice(before)
+      .map((s) => (s.body['text'] as { body: string }).body);
     expect(texts).toEqual([UNREADABLE_ANSWER, UNREADABLE_ANSWER]);
     expect(await messages().findOne({ _id: broken.id as never })).toMatchObject({ type: 'image' });
-    expect(await messages().findOne({ _id: reaction.id as never })).toMatchObject({ type: 'reaction', relatedId: odd.id, status: 'received' });
+    expect(await messages().findOne({ _id: reaction.id as never })).toMatchObject({
+      type: 'reaction',
+      relatedId: odd.id,
+      status: 'received',
+    });
     expect(app.graph.receipts().some((r) => r.body['message_id'] === reaction.id)).toBe(false);
 
     const welcome = { from: phone, id: wamid(), timestamp: nowSeconds(), type: 'request_welcome' };
     const w1 = await app.post(notification(value({ contacts: [{ waId: phone }], messages: [welcome] })));
     await app.drain();
     await app.runJob(w1.jobs[0]!);
-    expect(app.graph.sends().filter((s) => s.body['to'] === phone && (s.body['text'] as { body: string }).body === HELP_TEXT)).toHaveLength(1);
+    expect(
+      app.graph
+        .sends()
+        .filter((s) => s.body['to'] === phone && (s.body['text'] as { body: string }).body === HELP_TEXT),
+    ).toHaveLength(1);
 
     const bsuid = 'US.13491208655302741918';
-    const bsuidMessage = { from_user_id: bsuid, id: wamid(), timestamp: nowSeconds(), type: 'text', text: { body: 'hi from a username' } };
-    await app.post(notification(value({ contacts: [{ bsuid, name: 'Username User' }], messages: [bsuidMessage] })));
+    const bsuidMessage = {
+      from_user_id: bsuid,
+      id: wamid(),
+      timestamp: nowSeconds(),
+      type: 'text',
+      text: { body: 'hi from a username' },
+    };
+    await app.post(
+      notification(value({ contacts: [{ bsuid, name: 'Username User' }], messages: [bsuidMessage] })),
+    );
     await app.drain();
     const last = app.graph.sends().at(-1);
     expect(last?.body).toMatchObject({ recipient: bsuid });
@@ -338,7 +475,11 @@ describe('POST /api/webhook', () => {
 
   it('answers 5xx when the database is unreachable', async () => {
     const client = new MongoClient('mongodb://127.0.0.1:9/', { serverSelectionTimeoutMS: 300 });
-    const config = loadConfig({ WHATSAPP_VERIFY_TOKEN: VERIFY_TOKEN, WHATSAPP_APP_SECRET: 'down-secret', MONGODB_URI: 'mongodb://127.0.0.1:9/' });
+    const config = loadConfig({
+      WHATSAPP_VERIFY_TOKEN: VERIFY_TOKEN,
+      WHATSAPP_APP_SECRET: 'down-secret',
+      MONGODB_URI: 'mongodb://127.0.0.1:9/',
+    });
     const services = await buildServices(config, { data: createDataStore(client.db('x')) });
     const { payload } = textNotification(newPhone(), 'db down');
     const body = JSON.stringify(payload);
