@@ -1,9 +1,10 @@
-// The composition root: builds {config, data, graph} once per process, lazily, and hands them
+// The composition root: builds {config, data, graph, ai} once per process, lazily, and hands them
 // down. Tests build the same graph against a test database and loopback stubs.
 import { getConfig, type Config } from './config';
 import { openDataStore, type DataStore } from './data';
 import { setPseudonymKey } from './log';
 import type { AiResponder } from './bot/answer';
+import { createAiResponder } from './bot/ai-answer';
 import { createGraphClient, dryRunGraphClient, type GraphClient, type RetryPolicy } from './whatsapp/graph';
 
 export interface Services {
@@ -36,7 +37,14 @@ export async function buildServices(config: Config, options: BuildOptions = {}):
         ...(options.graphRetry ? { retry: options.graphRetry } : {}),
       })
     : dryRunGraphClient;
-  return { config, data, graph, ai: options.ai ?? null, now: options.now ?? (() => new Date()) };
+  const now = options.now ?? (() => new Date());
+  const ai =
+    options.ai !== undefined
+      ? options.ai
+      : config.ai
+        ? createAiResponder({ config: config.ai, data, now })
+        : null;
+  return { config, data, graph, ai, now };
 }
 
 let services: Promise<Services> | undefined;

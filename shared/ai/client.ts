@@ -1,0 +1,209 @@
+// The chat-completions client (axios) for OpenAI-compatible endpoints, Azure OpenAI's /openai/v1
+// included. Auth: a key (`api-key` to Azure hosts, Bearer elsewhere), else Microsoft Entra ID for
+// Azure hosts (@azure/identity, loaded only then), else none. One retry on 429, 5xx, network
+// errors and timeouts. Its errors keep method, host and status, never keys, tokens or prompts.
+import axios, { type AxiosInstance } from 'axios';
+import { z } from 'zod';
+import type { AiConfig } from '../config';
+import { AppError, ErrorCode } from '../errors';
+
+export interface ChatMessage {
+  readonly role: 'system' | 'user' | 'assistant';
+  readonly content: string;
+}
+
+export const AiProvider = { azureOpenAi: 'azure-openai', openAiCompatible: 'openai-compatible' } as const;
+export type AiProvider = (typeof AiProvider)[keyof typeof AiProvider];
+
+export interface Completion {
+  readonly text: string;
+  readonly provider: AiProvider;
+  readonly model: string;
+  readonly promptTokens: number;
+  readonly completionTokens: number;
+  readonly totalTokens: number;
+  readonly latencyMs: number;
+}
+
+export interface AiClient {
+  readonly provider: AiProvider;
+  complete(messages: readonly ChatMessage[]): Promise<Completion>;
+}
+
+/** What @azure/identity's credentials offer (and what tests may pass instead). */
+export interface TokenSource {
+  getToken(scope: string): Promise<{ token: string; expiresOnTimestamp: number } | null>;
+}
+
+export interface AiClientOptions {
+  /** Treat the endpoint as Azure whatever its host (tests point an "Azure" endpoint at 127.0.0.1). */
+  readonly azure?: boolean;
+  /** The Entra ID credential; default DefaultAzureCredential (managed identity in Azure, developer sign-in locally). */
+  readonly credential?: TokenSource;
+  /** Pause before the one retry. */
+  readonly retryDelayMs?: number;
+}
+
+export const ENTRA_SCOPE = 'https://cognitiveservices.azure.com/.default';
+/** A cached Entra ID token is renewed this long before it expires. */
+export const TOKEN_REFRESH_MARGIN_MS = 5 * 60_000;
+const AZURE_HOST = /\.(openai\.azure\.com|cognitiveservices\.azure\.com|services\.ai\.azure\.com)$/i;
+
+export const isAzureHost = (endpoint: string): boolean => AZURE_HOST.test(new URL(endpoint).hostname);
+
+export class AiError extends AppError {
+  constructor(
+    readonly host: string,
+    /** HTTP status, or null for a network error or timeout. */
+    readonly status: number | null,
+    /** `http`, `timeout`, `network`, `auth` or `bad_response`. */
+    readonly reason: 'http' | 'timeout' | 'network' | 'auth' | 'bad_response',
+    readonly retryable: boolean,
+    detail = '',
+  ) {
+    super(
+      ErrorCode.UPSTREAM_FAILED,
+      `AI POST ${host} failed: ${status ?? reason}${detail ? ` ${detail}` : ''}`.trim(),
+    );
+  }
+}
+
+const ResponseSchema = z.object({
+  model: z.string().optional(),
+  choices: z
+    .array(z.object({ message: z.object({ content: z.string().nullish() }).passthrough() }).passthrough())
+    .min(1),
+  usage: z
+    .object({
+      prompt_tokens: z.number().optional(),
+      completion_tokens: z.number().optional(),
+      total_tokens: z.number().optional(),
+    })
+    .passthrough()
+    .nullish(),
+});
+
+const ErrorBodySchema = z
+  .object({ error: z.object({ code: z.unknown().optional() }).passthrough() })
+  .passthrough();
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Lazily created DefaultAzureCredential; it reads AZURE_CLIENT_ID (user-assigned identity) itself. */
+async function defaultCredential(): Promise<TokenSource> {
+  const { DefaultAzureCredential } = await import('@azure/identity');
+  return new DefaultAzureCredential();
+}
+
+export function createAiClient(config: AiConfig, options: AiClientOptions = {}): AiClient {
+  const url = new URL(config.endpoint);
+  const host = url.host;
+  const azure = options.azure ?? isAzureHost(config.endpoint);
+  const provider: AiProvider = azure ? AiProvider.azureOpenAi : AiProvider.openAiCompatible;
+  const retryDelayMs = options.retryDelayMs ?? 500;
+  const http: AxiosInstance = axios.create({
+    timeout: config.timeoutMs,
+    headers: { 'Content-Type': 'application/json' },
+    validateStatus: () => true,
+    // Never follow redirects with a key or token attached.
+    maxRedirects: 0,
+  });
+
+  const keyHeaders: Record<string, string> | null = config.apiKey
+    ? azure
+      ? { 'api-key': config.apiKey }
+      : { Authorization: `Bearer ${config.apiKey}` }
+    : null;
+  const entra = !config.apiKey && azure;
+
+  let credential: Promise<TokenSource> | undefined;
+  let cached: { token: string; expiresOnTimestamp: number } | undefined;
+  let pending: Promise<string> | undefined;
+
+  async function entraToken(): Promise<string> {
+    if (cached && Date.now() < cached.expiresOnTimestamp - TOKEN_REFRESH_MARGIN_MS) return cached.token;
+    // One request at a time: concurrent callers share it.
+    pending ??= (async () => {
+      try {
+        credential ??= options.credential ? Promise.resolve(options.credential) : defaultCredential();
+        const source = await credential;
+        const token = await source.getToken(ENTRA_SCOPE);
+        if (!token) throw new AiError(host, null, 'auth', false, 'no Entra ID token');
+        cached = { token: token.token, expiresOnTimestamp: token.expiresOnTimestamp };
+        return token.token;
+      } catch (cause) {
+        // A failed credential (or import) is built afresh next time.
+        credential = undefined;
+        if (cause instanceof AiError) throw cause;
+        // The credential's message may name tenants or endpoints but never a token; keep it short.
+        const name = cause instanceof Error ? cause.name : 'error';
+        throw new AiError(host, null, 'auth', false, `Entra ID: ${name}`);
+      } finally {
+        pending = undefined;
+      }
+    })();
+    return pending;
+  }
+
+  async function headers(): Promise<Record<string, string>> {
+    if (keyHeaders) return keyHeaders;
+    if (entra) return { Authorization: `Bearer ${await entraToken()}` };
+    return {};
+  }
+
+  async function attempt(body: unknown): Promise<unknown> {
+    let response;
+    try {
+      response = await http.post<unknown>(`${config.endpoint}/chat/completions`, body, {
+        headers: await headers(),
+        // `timeout` is an idle timeout in Node; the signal bounds the whole call.
+        signal: AbortSignal.timeout(config.timeoutMs),
+      });
+    } catch (cause) {
+      if (cause instanceof AiError) throw cause;
+      // Drop axios' error: its config carries the key or token.
+      const code = axios.isAxiosError(cause) ? cause.code : undefined;
+      const timedOut = code === 'ECONNABORTED' || code === 'ETIMEDOUT' || code === 'ERR_CANCELED';
+      throw new AiError(host, null, timedOut ? 'timeout' : 'network', true, timedOut ? '' : (code ?? ''));
+    }
+    if (response.status >= 200 && response.status < 300) return response.data;
+    const parsed = ErrorBodySchema.safeParse(response.data);
+    const code =
+      parsed.success && typeof parsed.data.error.code === 'string' ? parsed.data.error.code.slice(0, 60) : '';
+    if (response.status === 401 || response.status === 403) cached = undefined;
+    throw new AiError(host, response.status, 'http', response.status === 429 || response.status >= 500, code);
+  }
+
+  return {
+    provider,
+    async complete(messages) {
+      const body = { model: config.model, messages };
+      const started = Date.now();
+      let result: unknown;
+      try {
+        result = await attempt(body);
+      } catch (error) {
+        if (!(error instanceof AiError) || !error.retryable) throw error;
+        await sleep(retryDelayMs);
+        result = await attempt(body);
+      }
+      const parsed = ResponseSchema.safeParse(result);
+      const text = parsed.success ? (parsed.data.choices[0]?.message.content ?? '').trim() : '';
+      if (!parsed.success || !text)
+        throw new AiError(host, 200, 'bad_response', false, 'no answer in the response');
+      const usage = parsed.data.usage;
+      const promptTokens = usage?.prompt_tokens ?? 0;
+      const completionTokens = usage?.completion_tokens ?? 0;
+      return {
+        text,
+        provider,
+        model: parsed.data.model || config.model,
+        promptTokens,
+        completionTokens,
+        totalTokens: usage?.total_tokens ?? promptTokens + completionTokens,
+        // Latency of the whole call, the retry included.
+        latencyMs: Date.now() - started,
+      };
+    },
+  };
+}

@@ -1,0 +1,365 @@
+// AI answers through the real reply path: webhook payloads are ingested into a real database, the
+// reply worker answers them against a loopback chat-completions stub and a loopback Graph stub.
+// Checks the context (system prompt, order, limit, reset boundary, commands and notices left out,
+// non-text descriptions), model name, retry, apology on 5xx and timeout, per-minute limit, the
+// typing indicator and token accounting; and that logs carry no text.
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../shared/config';
+import { createDataStore, type DataStore, type Message } from '../../shared/data';
+import { buildServices, type Services } from '../../shared/deps';
+import { ingestNotification } from '../../shared/bot/ingest';
+import { processReplyJob } from '../../shared/bot/reply';
+import { AI_APOLOGY, RATE_LIMIT_NOTICE, RESET_ANSWER } from '../../shared/bot/texts';
+import { createLogger, type Logger } from '../../shared/log';
+import { testDatabase, type TestDatabase } from '../helpers/db';
+
+interface Recorded {
+  url: string;
+  headers: IncomingHttpHeaders;
+  body: Record<string, unknown>;
+}
+
+type Responder = (req: Recorded, index: number) => { status: number; body: unknown; delayMs?: number };
+
+interface Stub {
+  url: string;
+  requests: Recorded[];
+  respond: Responder;
+  server: Server;
+}
+
+async function startStub(respond: Responder): Promise<Stub> {
+  const stub = { url: '', requests: [] as Recorded[], respond } as Stub;
+  stub.server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      const text = Buffer.concat(chunks).toString('utf8');
+      const recorded = {
+        url: req.url ?? '',
+        headers: req.headers,
+        body: (text ? JSON.parse(text) : {}) as Record<string, unknown>,
+      };
+      stub.requests.push(recorded);
+      const answer = stub.respond(recorded, stub.requests.length - 1);
+      const send = () => {
+        if (res.destroyed) return;
+        res.writeHead(answer.status, { 'Content-Type': 'application/json' });
+        res.end(JSON.stringify(answer.body));
+      };
+      if (answer.delayMs) setTimeout(send, answer.delayMs);
+      else send();
+    });
+  });
+  await new Promise<void>((resolve) => stub.server.listen(0, '127.0.0.1', resolve));
+  stub.url = `http://127.0.0.1:${(stub.server.address() as AddressInfo).port}`;
+  return stub;
+}
+
+const closeStub = (stub: Stub) =>
+  new Promise<void>((resolve) => {
+    stub.server.closeAllConnections();
+    stub.server.close(() => resolve());
+  });
+
+const MODEL = 'my-gpt-deployment';
+const SYSTEM_PROMPT = 'You are the test assistant. Answer briefly.';
+const PHONE_NUMBER_ID = '106540352242922';
+
+let tdb: TestDatabase;
+let data: DataStore;
+let ai: Stub;
+let graph: Stub;
+let logs: string[] = [];
+const log: Logger = createLogger({
+  log: (...a: unknown[]) => logs.push(a.join(' ')),
+  warn: (...a: unknown[]) => logs.push(a.join(' ')),
+  error: (...a: unknown[]) => logs.push(a.join(' ')),
+});
+
+/** The AI stub's default: "answer N" with usage 10 + 5 tokens. */
+const answerN = (_req: Recorded, index: number) => ({
+  status: 200,
+  body: {
+    model: MODEL,
+    choices: [
+      { index: 0, message: { role: 'assistant', content: `answer ${index + 1}` }, finish_reason: 'stop' },
+    ],
+    usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 },
+  },
+});
+
+beforeAll(async () => {
+  tdb = await testDatabase('ai-answers');
+  data = createDataStore(tdb.db);
+  ai = await startStub(answerN);
+  let wamid = 0;
+  graph = await startStub((req) =>
+    req.body['status'] === 'read'
+      ? { status: 200, body: { success: true } }
+      : { status: 200, body: { messages: [{ id: `wamid.out.${++wamid}` }] } },
+  );
+});
+
+afterAll(async () => {
+  await closeStub(ai);
+  await closeStub(graph);
+  await tdb.drop();
+});
+
+beforeEach(() => {
+  ai.requests = [];
+  ai.respond = answerN;
+  graph.requests = [];
+  logs = [];
+});
+
+let inboundSeq = 0;
+
+/** A user's conversation driven through ingest and the reply worker, with a controlled clock. */
+class Chat {
+  private clock = Date.now() - 10 * 60_000;
+  services!: Services;
+  constructor(
+    readonly waId: string,
+    private readonly settings: Record<string, string> = {},
+    private readonly stepMs = 10_000,
+  ) {}
+
+  async init(): Promise<this> {
+    const config = loadConfig({
+      WHATSAPP_VERIFY_TOKEN: 'verify-token-0123456789',
+      WHATSAPP_APP_SECRET: 'app-secret-0123456789',
+      WHATSAPP_ACCESS_TOKEN: 'EAAG-test-token-0123456789',
+      WHATSAPP_GRAPH_URL: graph.url,
+      AI_ENDPOINT: `${ai.url}/v1`,
+      AI_MODEL: MODEL,
+      AI_SYSTEM_PROMPT: SYSTEM_PROMPT,
+      AI_TIMEOUT_MS: '2000',
+      ...this.settings,
+    });
+    // No `ai` option: buildServices must build the real responder from AI_ENDPOINT.
+    this.services = await buildServices(config, {
+      data,
+      graphRetry: { attempts: 1, baseDelayMs: 1, maxDelayMs: 1 },
+      now: () => new Date(this.clock),
+    });
+    return this;
+  }
+
+  /** Sends one inbound message (a WhatsApp message object without from/id/timestamp) and runs its reply jobs. */
+  async send(message: Record<string, unknown>): Promise<string> {
+    this.clock += this.stepMs;
+    // Message ids must not contain the number (the log check below looks for it).
+    const id = `wamid.in.${++inboundSeq}`;
+    const payload = {
+      object: 'whatsapp_business_account',
+      entry: [
+        {
+          id: 'WABA',
+          changes: [
+            {
+              field: 'messages',
+              value: {
+                messaging_product: 'whatsapp',
+                metadata: { display_phone_number: '15550000000', phone_number_id: PHONE_NUMBER_ID },
+                contacts: [{ profile: { name: 'Test User' }, wa_id: this.waId }],
+                messages: [
+                  { from: this.waId, id, timestamp: String(Math.floor(this.clock / 1000)), ...message },
+                ],
+              },
+            },
+          ],
+        },
+      ],
+    };
+    const { jobs } = await ingestNotification(this.services, payload, log);
+    // The answer goes out a moment after the message arrived.
+    this.clock += 1_000;
+    for (const job of jobs) await processReplyJob(this.services, job, log);
+    return id;
+  }
+
+  say(text: string): Promise<string> {
+    return this.send({ type: 'text', text: { body: text } });
+  }
+}
+
+const lastRequestMessages = () =>
+  ai.requests[ai.requests.length - 1]?.body['messages'] as { role: string; content: string }[];
+
+async function outboundFor(inboundId: string): Promise<Message[]> {
+  const docs = await tdb.db
+    .collection<{ _id: string }>('messages')
+    .find({ relatedId: inboundId, direction: 'outbound' })
+    .toArray();
+  return Promise.all(docs.map(async (d) => (await data.messages.getMessage(d._id))!));
+}
+
+const sentTexts = () =>
+  graph.requests
+    .filter((r) => r.body['type'] === 'text')
+    .map((r) => (r.body['text'] as { body: string }).body);
+
+describe('AI answers', () => {
+  it('sends the system prompt, the last AI_HISTORY_LIMIT conversation messages oldest first, then the new message, to the configured model', async () => {
+    const chat = await new Chat('15550000001', { AI_HISTORY_LIMIT: '3' }).init();
+    for (const text of ['one', 'two', 'three', 'four', 'five']) await chat.say(text);
+    expect(ai.requests).toHaveLength(5);
+    await chat.say('six');
+    const request = ai.requests[5]!;
+    expect(request.url).toBe('/v1/chat/completions');
+    expect(request.body['model']).toBe(MODEL);
+    expect(request.body['messages']).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'assistant', content: 'answer 4' },
+      { role: 'user', content: 'five' },
+      { role: 'assistant', content: 'answer 5' },
+      { role: 'user', content: 'six' },
+    ]);
+    // The second request saw the first exchange.
+    expect(ai.requests[1]!.body['messages']).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'user', content: 'one' },
+      { role: 'assistant', content: 'answer 1' },
+      { role: 'user', content: 'two' },
+    ]);
+    expect(sentTexts()).toEqual(['answer 1', 'answer 2', 'answer 3', 'answer 4', 'answer 5', 'answer 6']);
+    // Read receipt with the typing indicator before each AI answer.
+    const reads = graph.requests.filter((r) => r.body['status'] === 'read');
+    expect(reads).toHaveLength(6);
+    expect(reads[0]!.body['typing_indicator']).toEqual({ type: 'text' });
+  });
+
+  it('leaves out everything before the last reset, and commands and their answers', async () => {
+    const chat = await new Chat('15550000002').init();
+    await chat.say('my name is Ana');
+    await chat.say('Reset!');
+    await chat.say('help');
+    expect(ai.requests).toHaveLength(1);
+    expect(sentTexts()[1]).toBe(RESET_ANSWER);
+    await chat.say('what is my name?');
+    expect(lastRequestMessages()).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'user', content: 'what is my name?' },
+    ]);
+    await chat.say('ok');
+    expect(lastRequestMessages()).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'user', content: 'what is my name?' },
+      { role: 'assistant', content: 'answer 2' },
+      { role: 'user', content: 'ok' },
+    ]);
+  });
+
+  it('describes non-text messages in words', async () => {
+    const chat = await new Chat('15550000003').init();
+    await chat.send({
+      type: 'image',
+      image: { id: 'media-1', mime_type: 'image/jpeg', sha256: 'x', caption: 'my new bike' },
+    });
+    await chat.send({
+      type: 'location',
+      location: { latitude: 38.7, longitude: -9.1, name: 'Fake Cafe', address: '1 Main St' },
+    });
+    await chat.send({
+      type: 'interactive',
+      interactive: { type: 'button_reply', button_reply: { id: 'b1', title: 'Yes please' } },
+    });
+    const messages = lastRequestMessages();
+    expect(messages[1]).toEqual({
+      role: 'user',
+      content: '(The user sent an image with the caption: my new bike)',
+    });
+    expect(messages[3]).toEqual({
+      role: 'user',
+      content: '(The user shared a location: Fake Cafe 1 Main St)',
+    });
+    expect(messages[5]).toEqual({ role: 'user', content: '(The user chose: Yes please)' });
+  });
+
+  it('retries once after a 500 and answers once', async () => {
+    ai.respond = (req, index) =>
+      index === 0 ? { status: 500, body: { error: { message: 'busy' } } } : answerN(req, 0);
+    const chat = await new Chat('15550000004').init();
+    const id = await chat.say('hello');
+    expect(ai.requests).toHaveLength(2);
+    expect(sentTexts()).toEqual(['answer 1']);
+    const [out] = await outboundFor(id);
+    expect(out?.role).toBe('conversation');
+    expect((await data.messages.getMessage(id))?.error).toBeNull();
+  });
+
+  it('sends one apology and records the failure when the model fails twice, and leaves the apology out of later context', async () => {
+    ai.respond = () => ({ status: 503, body: { error: { message: 'down' } } });
+    const chat = await new Chat('15550000005').init();
+    const id = await chat.say('hello');
+    expect(ai.requests).toHaveLength(2);
+    expect(sentTexts()).toEqual([AI_APOLOGY]);
+    const inbound = await data.messages.getMessage(id);
+    expect(inbound?.replyState).toBe('sent');
+    expect(inbound?.error).toMatchObject({ code: 503 });
+    const outs = await outboundFor(id);
+    expect(outs).toHaveLength(1);
+    expect(outs[0]).toMatchObject({ role: 'notice', ai: null });
+
+    ai.respond = answerN;
+    ai.requests = [];
+    await chat.say('again');
+    expect(lastRequestMessages()).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'user', content: 'hello' },
+      { role: 'user', content: 'again' },
+    ]);
+  });
+
+  it('sends one apology when the model times out (after one retry)', async () => {
+    ai.respond = (req) => ({ ...answerN(req, 0), delayMs: 1_000 });
+    const chat = await new Chat('15550000006', { AI_TIMEOUT_MS: '200' }).init();
+    const id = await chat.say('hello');
+    expect(ai.requests).toHaveLength(2);
+    expect(sentTexts()).toEqual([AI_APOLOGY]);
+    expect((await data.messages.getMessage(id))?.error).toMatchObject({ code: 'timeout' });
+  });
+
+  it('answers AI_MAX_PER_MINUTE messages a minute, then one notice, then silence', async () => {
+    const chat = await new Chat('15550000007', { AI_MAX_PER_MINUTE: '2' }, 2_000).init();
+    const ids = [];
+    for (const text of ['a', 'b', 'c', 'd', 'e']) ids.push(await chat.say(text));
+    expect(ai.requests).toHaveLength(2);
+    expect(sentTexts()).toEqual(['answer 1', 'answer 2', RATE_LIMIT_NOTICE]);
+    const last = await data.messages.getMessage(ids[4]!);
+    expect(last?.replyState).toBe('none');
+  });
+
+  it('records usage on the answer and counts AI requests and tokens in the stats', async () => {
+    const before = await data.stats.totals();
+    const chat = await new Chat('15550000008').init();
+    const id = await chat.say('count me');
+    const [out] = await outboundFor(id);
+    expect(out?.ai).toMatchObject({
+      provider: 'openai-compatible',
+      model: MODEL,
+      promptTokens: 10,
+      completionTokens: 5,
+      totalTokens: 15,
+    });
+    expect(out?.ai?.latencyMs).toBeGreaterThanOrEqual(0);
+    const after = await data.stats.totals();
+    expect(after.aiRequests - before.aiRequests).toBe(1);
+    expect(after.aiTokens - before.aiTokens).toBe(15);
+  });
+
+  it('logs no message text, prompt, answer or number', async () => {
+    const chat = await new Chat('15550000009').init();
+    await chat.say('secret words here');
+    const text = logs.join('\n');
+    expect(text).toContain('ai answered');
+    expect(text).not.toContain('secret words');
+    expect(text).not.toContain(SYSTEM_PROMPT);
+    expect(text).not.toContain('answer 1');
+    expect(text).not.toContain('15550000009');
+  });
+});

@@ -1,0 +1,275 @@
+// The chat-completions client against loopback stubs (real HTTP): auth headers for Azure and other
+// hosts, Microsoft Entra ID through a managed-identity token endpoint (App Service protocol),
+// token caching, one retry on 5xx/timeout, no retry on 4xx, and the parsed usage.
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { AiConfig } from '../../shared/config';
+import { AiError, createAiClient, isAzureHost } from '../../shared/ai/client';
+
+interface Recorded {
+  method: string;
+  url: string;
+  headers: IncomingHttpHeaders;
+  body: string;
+}
+
+type Responder = (req: Recorded) => { status: number; body: unknown; delayMs?: number };
+
+interface Stub {
+  url: string;
+  requests: Recorded[];
+  respond: Responder;
+  close(): Promise<void>;
+}
+
+async function startStub(respond: Responder): Promise<Stub> {
+  const stub: Stub = { url: '', requests: [], respond, close: () => Promise.resolve() };
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      const recorded = {
+        method: req.method ?? '',
+        url: req.url ?? '',
+        headers: req.headers,
+        body: Buffer.concat(chunks).toString('utf8'),
+      };
+      stub.requests.push(recorded);
+      const answer = stub.respond(recorded);
+      const send = () => {
+        if (res.destroyed) return;
+        res.writeHead(answer.status, { 'Content-Type': 'application/json' });
+        res.end(JSON.stringify(answer.body));
+      };
+      if (answer.delayMs) setTimeout(send, answer.delayMs);
+      else send();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  stub.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  stub.close = () =>
+    new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    });
+  return stub;
+}
+
+const completion = (content: string) => ({
+  status: 200,
+  body: {
+    id: 'chatcmpl-1',
+    model: 'gpt-4o-mini-2024-07-18',
+    choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop' }],
+    usage: { prompt_tokens: 12, completion_tokens: 5, total_tokens: 17 },
+  },
+});
+
+const aiConfig = (endpoint: string, extra: Partial<AiConfig> = {}): AiConfig => ({
+  endpoint,
+  apiKey: undefined,
+  model: 'my-deployment',
+  systemPrompt: 'system',
+  historyLimit: 10,
+  timeoutMs: 2_000,
+  maxPerMinute: 10,
+  ...extra,
+});
+
+const API_KEY = 'sk-test-key-0123456789';
+const ask = [{ role: 'user' as const, content: 'hello' }];
+
+let ai: Stub;
+beforeAll(async () => {
+  ai = await startStub(() => completion('hi there'));
+});
+afterAll(async () => {
+  await ai.close();
+});
+beforeEach(() => {
+  ai.requests = [];
+  ai.respond = () => completion('hi there');
+});
+
+describe('Azure host recognition', () => {
+  it('recognises the Azure OpenAI / AI Foundry hosts only', () => {
+    expect(isAzureHost('https://res.openai.azure.com/openai/v1')).toBe(true);
+    expect(isAzureHost('https://res.cognitiveservices.azure.com/openai/v1')).toBe(true);
+    expect(isAzureHost('https://res.services.ai.azure.com/openai/v1')).toBe(true);
+    expect(isAzureHost('https://api.openai.com/v1')).toBe(false);
+    expect(isAzureHost('https://openai.azure.com.evil.example/v1')).toBe(false);
+    expect(isAzureHost('http://127.0.0.1:8080/v1')).toBe(false);
+  });
+});
+
+describe('chat completions', () => {
+  it('posts {model, messages} to {endpoint}/chat/completions with a Bearer key and parses the answer and usage', async () => {
+    const client = createAiClient(aiConfig(`${ai.url}/v1`, { apiKey: API_KEY }));
+    const result = await client.complete(ask);
+    expect(ai.requests).toHaveLength(1);
+    const [request] = ai.requests;
+    expect(request?.method).toBe('POST');
+    expect(request?.url).toBe('/v1/chat/completions');
+    expect(request?.headers['authorization']).toBe(`Bearer ${API_KEY}`);
+    expect(request?.headers['api-key']).toBeUndefined();
+    expect(JSON.parse(request?.body ?? '{}')).toEqual({ model: 'my-deployment', messages: ask });
+    expect(result).toMatchObject({
+      text: 'hi there',
+      provider: 'openai-compatible',
+      model: 'gpt-4o-mini-2024-07-18',
+      promptTokens: 12,
+      completionTokens: 5,
+      totalTokens: 17,
+    });
+    expect(result.latencyMs).toBeGreaterThanOrEqual(0);
+  });
+
+  it('sends the key as api-key to an Azure endpoint', async () => {
+    const client = createAiClient(aiConfig(`${ai.url}/openai/v1`, { apiKey: API_KEY }), { azure: true });
+    const result = await client.complete(ask);
+    expect(ai.requests[0]?.headers['api-key']).toBe(API_KEY);
+    expect(ai.requests[0]?.headers['authorization']).toBeUndefined();
+    expect(result.provider).toBe('azure-openai');
+  });
+
+  it('sends no auth to a non-Azure endpoint without a key, and falls back to the configured model name', async () => {
+    ai.respond = () => ({ status: 200, body: { choices: [{ message: { content: 'ok' } }] } });
+    const client = createAiClient(aiConfig(ai.url));
+    const result = await client.complete(ask);
+    expect(ai.requests[0]?.headers['authorization']).toBeUndefined();
+    expect(ai.requests[0]?.headers['api-key']).toBeUndefined();
+    expect(result).toMatchObject({ text: 'ok', model: 'my-deployment', totalTokens: 0 });
+  });
+
+  it('retries once after a 500, then succeeds', async () => {
+    let n = 0;
+    ai.respond = () =>
+      n++ === 0 ? { status: 500, body: { error: { message: 'boom' } } } : completion('second time');
+    const client = createAiClient(aiConfig(ai.url, { apiKey: API_KEY }), { retryDelayMs: 10 });
+    await expect(client.complete(ask)).resolves.toMatchObject({ text: 'second time' });
+    expect(ai.requests).toHaveLength(2);
+  });
+
+  it('gives up after one retry of a 429 and keeps no key in the error', async () => {
+    ai.respond = () => ({ status: 429, body: { error: { code: 'rate_limit', message: 'slow down' } } });
+    const client = createAiClient(aiConfig(ai.url, { apiKey: API_KEY }), { retryDelayMs: 10 });
+    const error = await client.complete(ask).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(AiError);
+    expect((error as AiError).status).toBe(429);
+    expect(ai.requests).toHaveLength(2);
+    expect(JSON.stringify(error) + String(error) + ((error as Error).stack ?? '')).not.toContain(API_KEY);
+  });
+
+  it('does not retry a 400', async () => {
+    ai.respond = () => ({ status: 400, body: { error: { code: 'content_filter' } } });
+    const client = createAiClient(aiConfig(ai.url), { retryDelayMs: 10 });
+    await expect(client.complete(ask)).rejects.toMatchObject({ status: 400, retryable: false });
+    expect(ai.requests).toHaveLength(1);
+  });
+
+  it('times out after timeoutMs, retries once, then fails with reason timeout', async () => {
+    ai.respond = () => ({ ...completion('late'), delayMs: 1_500 });
+    const client = createAiClient(aiConfig(ai.url, { timeoutMs: 200 }), { retryDelayMs: 10 });
+    const started = Date.now();
+    await expect(client.complete(ask)).rejects.toMatchObject({ reason: 'timeout', status: null });
+    expect(Date.now() - started).toBeLessThan(1_400);
+    expect(ai.requests).toHaveLength(2);
+  });
+
+  it('treats a response without an answer as a failure', async () => {
+    ai.respond = () => ({ status: 200, body: { choices: [] } });
+    const client = createAiClient(aiConfig(ai.url));
+    await expect(client.complete(ask)).rejects.toMatchObject({ reason: 'bad_response' });
+  });
+});
+
+describe('Microsoft Entra ID (managed identity, App Service protocol)', () => {
+  const IDENTITY_HEADER = 'identity-header-secret-0123';
+  const ACCESS_TOKEN = 'entra-access-token-abcdef';
+  let identity: Stub;
+  const saved: Record<string, string | undefined> = {};
+  const names = [
+    'IDENTITY_ENDPOINT',
+    'IDENTITY_HEADER',
+    'MSI_ENDPOINT',
+    'MSI_SECRET',
+    'IDENTITY_SERVER_THUMBPRINT',
+    'IMDS_ENDPOINT',
+    'AZURE_CLIENT_ID',
+    'AZURE_TENANT_ID',
+    'AZURE_CLIENT_SECRET',
+    'AZURE_FEDERATED_TOKEN_FILE',
+  ];
+
+  beforeAll(async () => {
+    identity = await startStub(() => ({
+      status: 200,
+      body: {
+        access_token: ACCESS_TOKEN,
+        expires_on: String(Math.floor(Date.now() / 1000) + 3600),
+        resource: 'https://cognitiveservices.azure.com',
+        token_type: 'Bearer',
+      },
+    }));
+    for (const name of names) {
+      saved[name] = process.env[name];
+      delete process.env[name];
+    }
+    process.env['IDENTITY_ENDPOINT'] = `${identity.url}/msi/token`;
+    process.env['IDENTITY_HEADER'] = IDENTITY_HEADER;
+  });
+
+  afterAll(async () => {
+    for (const name of names) {
+      if (saved[name] === undefined) delete process.env[name];
+      else process.env[name] = saved[name];
+    }
+    await identity.close();
+  });
+
+  afterEach(() => {
+    identity.requests = [];
+  });
+
+  it('gets a token from the managed identity endpoint once, caches it, and sends it as Bearer', async () => {
+    const client = createAiClient(aiConfig(`${ai.url}/openai/v1`), { azure: true });
+    await client.complete(ask);
+    await client.complete(ask);
+    expect(identity.requests).toHaveLength(1);
+    const tokenRequest = identity.requests[0];
+    expect(tokenRequest?.headers['x-identity-header']).toBe(IDENTITY_HEADER);
+    expect(decodeURIComponent(tokenRequest?.url ?? '')).toContain(
+      'resource=https://cognitiveservices.azure.com',
+    );
+    expect(ai.requests).toHaveLength(2);
+    for (const request of ai.requests) {
+      expect(request.headers['authorization']).toBe(`Bearer ${ACCESS_TOKEN}`);
+      expect(request.headers['api-key']).toBeUndefined();
+    }
+  });
+
+  it('renews a token that is about to expire (within 5 minutes)', async () => {
+    let calls = 0;
+    const client = createAiClient(aiConfig(`${ai.url}/openai/v1`), {
+      azure: true,
+      credential: {
+        getToken: () => {
+          calls++;
+          return Promise.resolve({ token: `t${calls}`, expiresOnTimestamp: Date.now() + 4 * 60_000 });
+        },
+      },
+    });
+    await client.complete(ask);
+    await client.complete(ask);
+    expect(calls).toBe(2);
+    expect(ai.requests.map((r) => r.headers['authorization'])).toEqual(['Bearer t1', 'Bearer t2']);
+  });
+
+  it('prefers a key over Entra ID', async () => {
+    const client = createAiClient(aiConfig(`${ai.url}/openai/v1`, { apiKey: API_KEY }), { azure: true });
+    await client.complete(ask);
+    expect(identity.requests).toHaveLength(0);
+    expect(ai.requests[0]?.headers['api-key']).toBe(API_KEY);
+  });
+});

@@ -1,0 +1,64 @@
+// How messages become chat turns: non-text messages described in words, the parts of one long
+// answer joined into one assistant turn.
+import { describe, expect, it } from 'vitest';
+import type { Message } from '../../shared/data';
+import { describeForModel, toTurns } from '../../shared/bot/ai-answer';
+
+const msg = (over: Partial<Message>): Message => ({
+  id: 'm',
+  userId: 'u',
+  waMessageId: null,
+  direction: 'inbound',
+  type: 'text',
+  text: '',
+  status: 'received',
+  createdAt: new Date(0),
+  role: 'conversation',
+  phoneNumberId: null,
+  replyState: 'sent',
+  error: null,
+  ai: null,
+  relatedId: null,
+  ...over,
+});
+
+describe('describeForModel', () => {
+  it.each([
+    ['text', 'hello [world]', 'hello [world]'],
+    ['image', '[image] my bike', '(The user sent an image with the caption: my bike)'],
+    ['image', '[image]', '(The user sent an image without a caption.)'],
+    ['audio', '[voice message]', '(The user sent a voice message, which you cannot listen to.)'],
+    ['document', '[document] invoice.pdf', '(The user sent a document: invoice.pdf)'],
+    ['sticker', '[sticker]', '(The user sent a sticker.)'],
+    ['location', '[location] Fake Cafe 1 Main St', '(The user shared a location: Fake Cafe 1 Main St)'],
+    ['contacts', '[contact] Ana Silva', '(The user shared a contact: Ana Silva)'],
+    ['order', '[order] 2 items', '(The user placed an order: 2 items)'],
+    ['interactive', 'Tuesday', '(The user chose: Tuesday)'],
+    ['interactive', '[flow] booking', '(The user submitted a form: booking)'],
+    ['button', 'Stop promotions', '(The user tapped the button: Stop promotions)'],
+  ])('%s %j', (type, text, expected) => {
+    expect(describeForModel({ type, text, direction: 'inbound' })).toBe(expected);
+  });
+
+  it('keeps outbound text as it is', () => {
+    expect(describeForModel({ type: 'text', text: '[image] x', direction: 'outbound' })).toBe('[image] x');
+  });
+});
+
+describe('toTurns', () => {
+  it('maps inbound to user and outbound to assistant, joining the parts of one answer', () => {
+    const turns = toTurns([
+      msg({ id: 'a', text: 'question' }),
+      msg({ id: 'b', direction: 'outbound', text: 'part 1', relatedId: 'a' }),
+      msg({ id: 'c', direction: 'outbound', text: 'part 2', relatedId: 'a' }),
+      msg({ id: 'd', text: 'next' }),
+      msg({ id: 'e', direction: 'outbound', text: 'reply', relatedId: 'd' }),
+    ]);
+    expect(turns).toEqual([
+      { role: 'user', content: 'question' },
+      { role: 'assistant', content: 'part 1\npart 2' },
+      { role: 'user', content: 'next' },
+      { role: 'assistant', content: 'reply' },
+    ]);
+  });
+});
