@@ -160,6 +160,15 @@ var mongoCollections = [
       {
         key: {
           keys: [
+            'userId'
+            'seqAt'
+            '_id'
+          ]
+        }
+      }
+      {
+        key: {
+          keys: [
             'terms'
             'createdAt'
             '_id'

@@ -43,7 +43,7 @@ export async function planAnswer(services: Services, user: User, message: Messag
     case 'help':
       return fixed(HELP_TEXT, 'command');
     case 'reset':
-      await services.data.users.resetContext(user.id, message.createdAt);
+      await services.data.users.resetContext(user.id, message.seqAt);
       return fixed(RESET_ANSWER, 'command');
     case 'stop':
       await services.data.users.setOptedOut(user.id, true);

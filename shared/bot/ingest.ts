@@ -204,6 +204,7 @@ export async function ingestNotification(
       type: normalized.type,
       text: normalized.text,
       createdAt: at,
+      receivedAt: services.now(),
       phoneNumberId,
       role,
       replyState,

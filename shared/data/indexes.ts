@@ -36,6 +36,8 @@ export const INDEXES: Readonly<Record<CollectionName, readonly IndexDefinition[]
   messages: [
     // a conversation (newest first for the API, oldest first for replies and AI history)
     { name: 'userId_createdAt_id', keys: { userId: 1, createdAt: 1, _id: 1 } },
+    // AI history: a user's conversation in the order of our clock (seqAt)
+    { name: 'userId_seqAt_id', keys: { userId: 1, seqAt: 1, _id: 1 } },
     // message search by stored word prefixes, newest first
     { name: 'terms_createdAt_id', keys: { terms: 1, createdAt: 1, _id: 1 } },
     // retention

@@ -34,6 +34,12 @@ export interface MessageDoc {
   statusTimes?: Partial<Record<MessageStatus, Date>>;
   createdAt?: Date;
   receivedAt?: Date;
+  /**
+   * Order of the conversation on our clock: when an inbound message was stored, when an outbound
+   * one was sent. Meta's timestamps (whole seconds, the sender's clock) cannot order a message
+   * against our answers.
+   */
+  seqAt?: Date;
   role?: MessageRole;
   phoneNumberId?: string | null;
   terms?: string[];
@@ -66,6 +72,7 @@ export const toMessage = (d: MessageDoc): Message => ({
   text: d.text ?? '',
   status: d.status,
   createdAt: d.createdAt ?? d.statusTimes?.sent ?? new Date(0),
+  seqAt: d.seqAt ?? d.createdAt ?? new Date(0),
   role: d.role ?? 'conversation',
   phoneNumberId: d.phoneNumberId ?? null,
   replyState: d.replyState ?? null,
@@ -92,6 +99,7 @@ export class MessagesRepository {
    * counters; a redelivery answers `duplicate` and changes nothing.
    */
   async recordInbound(record: InboundRecord): Promise<'inserted' | 'duplicate'> {
+    const { receivedAt } = record;
     const doc: MessageDoc = {
       _id: record.id,
       userId: record.userId,
@@ -102,7 +110,8 @@ export class MessagesRepository {
       status: 'received',
       statusRank: 0,
       createdAt: record.createdAt,
-      receivedAt: new Date(),
+      receivedAt,
+      seqAt: receivedAt,
       role: record.role,
       phoneNumberId: record.phoneNumberId,
       terms: prefixTerms(record.text),
@@ -208,6 +217,7 @@ export class MessagesRepository {
       type: record.type,
       text: record.text,
       createdAt: record.createdAt,
+      seqAt: record.createdAt,
       role: record.role,
       phoneNumberId: record.phoneNumberId,
       terms: prefixTerms(record.text),
@@ -288,12 +298,12 @@ export class MessagesRepository {
     limit: number,
   ): Promise<Message[]> {
     if (limit <= 0) return [];
-    const createdAt: Record<string, Date> = { $lte: before };
-    if (since) createdAt['$gt'] = since;
+    const seqAt: Record<string, Date> = { $lte: before };
+    if (since) seqAt['$gt'] = since;
     const docs = await withRetry(() =>
       this.messages
-        .find({ userId, createdAt, role: 'conversation', _id: { $ne: beforeId } })
-        .sort({ userId: -1, createdAt: -1, _id: -1 })
+        .find({ userId, seqAt, role: 'conversation', _id: { $ne: beforeId } })
+        .sort({ userId: -1, seqAt: -1, _id: -1 })
         .limit(limit)
         .toArray(),
     );

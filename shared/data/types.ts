@@ -55,6 +55,8 @@ export interface Message {
   readonly text: string;
   readonly status: MessageStatus;
   readonly createdAt: Date;
+  /** Conversation order on our clock (stored inbound / sent outbound); AI history and resets use it. */
+  readonly seqAt: Date;
   readonly role: MessageRole;
   /** The business number (Graph `phone_number_id`) the conversation runs through. */
   readonly phoneNumberId: string | null;
@@ -72,6 +74,8 @@ export interface InboundRecord {
   readonly type: string;
   readonly text: string;
   readonly createdAt: Date;
+  /** When we stored it (our clock): its place in the conversation against our answers. */
+  readonly receivedAt: Date;
   readonly phoneNumberId: string;
   readonly role: MessageRole;
   readonly replyState: ReplyState;

@@ -145,3 +145,86 @@ describe('npm run dev with no settings', () => {
     }
   }, 120_000);
 });
+
+describe('npm run dev with an AI endpoint', () => {
+  it('sends the system prompt, history in order, the model, honours reset, and falls back on failure', async () => {
+    const http = await import('node:http');
+    const calls: { body: { model: string; messages: { role: string; content: string }[] } }[] = [];
+    let fail = false;
+    const ai = http.createServer((req, res) => {
+      let text = '';
+      req.on('data', (c: Buffer) => (text += c.toString()));
+      req.on('end', () => {
+        calls.push({ body: JSON.parse(text) });
+        if (fail) {
+          res.writeHead(500).end('{}');
+          return;
+        }
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end(
+          JSON.stringify({
+            model: 'stub-model',
+            choices: [{ message: { role: 'assistant', content: `answer ${calls.length}` } }],
+            usage: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 },
+          }),
+        );
+      });
+    });
+    await new Promise<void>((r) => ai.listen(0, '127.0.0.1', () => r()));
+    const aiUrl = `http://127.0.0.1:${(ai.address() as import('node:net').AddressInfo).port}/v1`;
+    const graph = await startGraphStub();
+    const database = await testDatabase('e2e_ai');
+    const dev = await startDev({
+      MONGODB_URI: database.uri,
+      MONGODB_DATABASE: database.dbName,
+      WHATSAPP_VERIFY_TOKEN: 'v',
+      WHATSAPP_APP_SECRET: SECRET,
+      WHATSAPP_ACCESS_TOKEN: TOKEN,
+      WHATSAPP_GRAPH_URL: graph.url,
+      AI_ENDPOINT: aiUrl,
+      AI_MODEL: 'my-deployment',
+      AI_SYSTEM_PROMPT: 'You are the e2e bot.',
+      AI_HISTORY_LIMIT: '2',
+    });
+    const phone = '447700900777';
+    const say = async (text: string) => {
+      const sendsBefore = graph.sends().length;
+      const { body, signature } = signed(textNotification(phone, text).payload, SECRET);
+      expect(
+        (
+          await fetch(`${dev.url}/api/webhook`, {
+            method: 'POST',
+            headers: { 'x-hub-signature-256': signature },
+            body,
+          })
+        ).status,
+      ).toBe(200);
+      await waitFor(async () => graph.sends().length > sendsBefore);
+      return (graph.sends().at(-1)?.body['text'] as { body: string }).body;
+    };
+    try {
+      expect(await say('one')).toBe('answer 1');
+      expect(await say('two')).toBe('answer 2');
+      expect(await say('three')).toBe('answer 3');
+      const third = calls[2]!.body;
+      expect(third.model).toBe('my-deployment');
+      expect(third.messages[0]).toEqual({ role: 'system', content: 'You are the e2e bot.' });
+      expect(third.messages.slice(1).map((m) => [m.role, m.content])).toEqual([
+        ['user', 'two'],
+        ['assistant', 'answer 2'],
+        ['user', 'three'],
+      ]);
+      await say('reset');
+      expect(await say('four')).toBe('answer 4');
+      expect(calls[3]!.body.messages.slice(1).map((m) => m.content)).toEqual(['four']);
+      fail = true;
+      const apology = await say('five');
+      expect(apology).toMatch(/sorry/i);
+    } finally {
+      await dev.stop();
+      await graph.close();
+      ai.close();
+      await database.drop();
+    }
+  }, 120_000);
+});

@@ -13,6 +13,7 @@ const msg = (over: Partial<Message>): Message => ({
   text: '',
   status: 'received',
   createdAt: new Date(0),
+  seqAt: new Date(0),
   role: 'conversation',
   phoneNumberId: null,
   replyState: 'sent',
