@@ -3,6 +3,7 @@
 import type { FunctionDefinition } from './definition-types';
 import { healthDefinition } from './health';
 import { replyDefinition, replyPoisonDefinition } from './reply';
+import { retentionDefinition } from './retention';
 import { webhookReceiveDefinition, webhookVerifyDefinition } from './webhook';
 
 export const definitions: readonly FunctionDefinition[] = [
@@ -11,4 +12,5 @@ export const definitions: readonly FunctionDefinition[] = [
   healthDefinition,
   replyDefinition,
   replyPoisonDefinition,
+  retentionDefinition,
 ];

@@ -6,9 +6,10 @@ export const WHATSAPP_TEXT_LIMIT = 4096;
 export function splitMessage(text: string, limit = WHATSAPP_TEXT_LIMIT): string[] {
   const parts: string[] = [];
   let rest = text.trim();
-  while ([...rest].length > limit) {
-    const chars = [...rest];
-    const window = chars.slice(0, limit).join('');
+  // Counted in UTF-16 units (the stricter reading of "characters"); a pair is never cut.
+  while (rest.length > limit) {
+    let window = rest.slice(0, limit);
+    if (/[\uD800-\uDBFF]$/.test(window)) window = window.slice(0, -1);
     const cut =
       lastBreak(window, /\n\s*\n/g) ??
       lastBreak(window, /\n/g) ??

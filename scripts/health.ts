@@ -1,0 +1,152 @@
+// npm run health [-- --repair]: checks the database (reachable, indexes, user summaries against the
+// stored messages, counters not below what is stored) and the configuration; --repair rebuilds
+// summaries, and counters where no retention has run, and prints what changed.
+import {
+  checkCounters,
+  checkSummaries,
+  countStored,
+  ensureIndexes,
+  readTotals,
+  repairCounters,
+  repairSummaries,
+  type DataStore,
+} from '../shared/data';
+import { loadConfig } from '../shared/config';
+import { AppError } from '../shared/errors';
+import { parseCli, printSummary, progress, runMain, withDataStore, type Env, type Io } from './lib/cli';
+
+export const HELP = `
+Usage: npm run health [-- --repair]
+
+Checks that the database is reachable, every index is present, every user's summary
+(messageCount, lastMessageAt, last message) agrees with the stored messages, the counters are not
+below what is stored, and the configuration (environment) is valid.
+
+  --repair      rebuild wrong summaries; rebuild the counters from the documents when no retention
+                has run (after one, counters below what is stored are raised to it)
+  -h, --help    this help
+
+Exit code: 0 when healthy (after repair), 1 when problems remain.
+`;
+
+/** Examples of a problem list: the first few, then how many more. */
+function sample(io: Io, lines: readonly string[], max = 10): void {
+  for (const line of lines.slice(0, max)) io.out(`  - ${line}`);
+  if (lines.length > max) io.out(`  … and ${lines.length - max} more`);
+}
+
+async function checkData(
+  store: DataStore,
+  repair: boolean,
+  io: Io,
+): Promise<{ problems: number; rows: [string, string | number][] }> {
+  let problems = 0;
+  const rows: [string, string | number][] = [];
+  const total =
+    (await store.db.collection('users').estimatedDocumentCount()) +
+    (await store.db.collection('messages').estimatedDocumentCount());
+  const bar = progress(io, 'reading', total);
+  let counts = await countStored(store, (done) => bar.update(done));
+  bar.done();
+  rows.push(['users', counts.users], ['messages', counts.inbound + counts.outbound]);
+
+  let summaries = await checkSummaries(store, counts);
+  if (summaries.length) {
+    io.out(
+      `users whose summary disagrees with the stored messages: ${new Set(summaries.map((p) => p.userId)).size}`,
+    );
+    sample(
+      io,
+      summaries.map((p) => `${p.userId}: ${p.problem}`),
+    );
+    if (repair) {
+      const changed = await repairSummaries(
+        store,
+        counts,
+        summaries.map((p) => p.userId),
+      );
+      io.out(`repaired: ${changed} user summaries rebuilt`);
+      rows.push(['summaries repaired', changed]);
+      summaries = await checkSummaries(store, counts);
+    }
+  }
+  rows.push(['summary problems', summaries.length]);
+  problems += summaries.length;
+
+  let counters = await checkCounters(store, counts);
+  const totals = await readTotals(store);
+  const retentionRuns = totals?.retentionRuns ?? 0;
+  rows.push(['retention runs', retentionRuns]);
+  if (counters.length) {
+    io.out(`counters below what is stored: ${counters.length}`);
+    sample(
+      io,
+      counters.map((c) => `${c.counter}: ${c.value} < ${c.stored} stored`),
+    );
+  }
+  if (repair && (counters.length || retentionRuns === 0)) {
+    // Without retention the counters are exactly the stored documents: rebuild them all.
+    const changes = await repairCounters(store, counts);
+    if (changes.length) {
+      io.out(
+        `repaired counters (${retentionRuns === 0 ? 'rebuilt from the documents' : 'raised to what is stored'}):`,
+      );
+      sample(io, changes, 50);
+    }
+    rows.push(['counters repaired', changes.length]);
+    counts = await countStored(store);
+    counters = await checkCounters(store, counts);
+  }
+  rows.push(['counter problems', counters.length]);
+  problems += counters.length;
+  return { problems, rows };
+}
+
+export async function main(argv: readonly string[], env: Env, io: Io): Promise<number> {
+  const { values } = parseCli(argv, { repair: { type: 'boolean' } });
+  const repair = Boolean(values['repair']);
+  let problems = 0;
+  const rows: [string, string | number][] = [];
+
+  // Configuration: the names of bad settings only, never their values.
+  try {
+    loadConfig(env);
+    rows.push(['configuration', 'ok']);
+  } catch (error) {
+    if (!(error instanceof AppError)) throw error;
+    io.out(`configuration: ${error.message}`);
+    rows.push(['configuration', 'invalid']);
+    problems++;
+  }
+
+  problems += await withDataStore(env, io, async (store) => {
+    let found = 0;
+    try {
+      await store.ping();
+      rows.push(['database', 'reachable']);
+    } catch (error) {
+      io.out(`database: unreachable (${error instanceof Error ? error.message : String(error)})`);
+      rows.push(['database', 'unreachable']);
+      return 1;
+    }
+    try {
+      const report = await ensureIndexes(store.db, repair ? 'create' : 'verify');
+      rows.push(['indexes', report.created.length ? `ok (${report.created.length} created)` : 'ok']);
+      for (const name of report.created) io.out(`created index ${name}`);
+    } catch (error) {
+      if (!(error instanceof AppError)) throw error;
+      io.out(`indexes: ${error.message}`);
+      rows.push(['indexes', 'missing']);
+      found++;
+    }
+    const data = await checkData(store, repair, io);
+    rows.push(...data.rows);
+    return found + data.problems;
+  });
+
+  rows.push(['problems', problems]);
+  printSummary(io, problems ? 'health: problems found' : 'health: ok', rows);
+  return problems ? 1 : 0;
+}
+
+if (require.main === module) runMain(main, HELP);

@@ -1,0 +1,190 @@
+// Shared helpers of the operator scripts: arguments and --help, a progress bar on stderr, the
+// summary, exit codes, and opening the database the way `npm run dev` finds it.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { closeAllClients, connectDatabase, createDataStore, type DataStore } from '../../shared/data';
+import { AppError } from '../../shared/errors';
+import { resolveDatabase } from './database';
+
+/** Where a script writes: results on stdout, diagnostics and progress on stderr. */
+export interface Io {
+  out(line: string): void;
+  err(line: string): void;
+  /** Whether stderr is a terminal (a redrawn progress bar) or not (periodic percentage lines). */
+  readonly tty: boolean;
+}
+
+export const processIo: Io = {
+  out: (line) => process.stdout.write(`${line}\n`),
+  err: (line) => process.stderr.write(`${line}\n`),
+  tty: Boolean(process.stderr.isTTY),
+};
+
+/** An expected failure: its message is printed without a stack trace and the exit code is 1. */
+export class ScriptError extends Error {
+  override readonly name = 'ScriptError';
+}
+
+/** Bad arguments: printed with a pointer to --help, exit code 2. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+export type Env = NodeJS.ProcessEnv;
+export type Main = (argv: readonly string[], env: Env, io: Io) => Promise<number>;
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+/** Parses arguments (adding --help); unknown options are a UsageError. */
+export function parseCli<O extends Options>(
+  argv: readonly string[],
+  options: O,
+  opts: { positionals?: number } = {},
+) {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      options: { ...options, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: (opts.positionals ?? 0) > 0,
+      strict: true,
+    });
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+  if (parsed.positionals.length > (opts.positionals ?? 0)) {
+    throw new UsageError(`unexpected argument: ${parsed.positionals[opts.positionals ?? 0] ?? ''}`);
+  }
+  return parsed;
+}
+
+/** A positive integer option, or the default. */
+export function intOption(value: unknown, name: string, fallback: number, min = 1): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (typeof value !== 'string' || !/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min) {
+    throw new UsageError(`--${name} must be an integer of at least ${min}`);
+  }
+  return n;
+}
+
+export interface Progress {
+  /** Sets the amount done so far. */
+  update(done: number): void;
+  /** Ends the bar (prints the final state). */
+  done(): void;
+}
+
+/**
+ * A progress bar on stderr: redrawn in place on a terminal; elsewhere (CI, logs) a line at every
+ * 10 % so output stays readable.
+ */
+export function progress(io: Io, label: string, total: number): Progress {
+  let current = 0;
+  let lastDecile = -1;
+  let lastDraw = 0;
+  let finished = false;
+  const draw = (final: boolean) => {
+    const ratio = total > 0 ? Math.min(1, current / total) : 1;
+    const pct = Math.floor(ratio * 100);
+    if (io.tty) {
+      const now = Date.now();
+      if (!final && now - lastDraw < 100) return;
+      lastDraw = now;
+      const width = 30;
+      const filled = Math.round(ratio * width);
+      process.stderr.write(
+        `\r${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${pct}% ${current}/${total}${final ? '\n' : ''}`,
+      );
+    } else {
+      const decile = Math.floor(pct / 10);
+      if (decile === lastDecile && !final) return;
+      if (final && decile === lastDecile) return;
+      lastDecile = decile;
+      io.err(`${label}: ${pct}% (${current}/${total})`);
+    }
+  };
+  return {
+    update(done) {
+      current = done;
+      draw(false);
+    },
+    done() {
+      if (finished) return;
+      finished = true;
+      draw(true);
+    },
+  };
+}
+
+/** Prints a titled summary table on stdout: one `name: value` line per row, aligned. */
+export function printSummary(
+  io: Io,
+  title: string,
+  rows: readonly (readonly [string, string | number])[],
+): void {
+  const width = Math.max(0, ...rows.map(([k]) => k.length));
+  io.out(title);
+  for (const [key, value] of rows) io.out(`  ${`${key}:`.padEnd(width + 1)} ${value}`);
+}
+
+export const seconds = (startedMs: number): string => `${((Date.now() - startedMs) / 1000).toFixed(2)} s`;
+
+const DATABASE_NAME = /^[A-Za-z0-9_-]{1,63}$/;
+
+/**
+ * Opens the data store (same resolution as `npm run dev`; MONGODB_DATABASE, default
+ * whatsapp_chatbot), runs `work`, then closes the client and any server it started.
+ */
+export async function withDataStore<T>(env: Env, io: Io, work: (store: DataStore) => Promise<T>): Promise<T> {
+  const name = env['MONGODB_DATABASE']?.trim() || 'whatsapp_chatbot';
+  if (!DATABASE_NAME.test(name))
+    throw new ScriptError('MONGODB_DATABASE must be 1-63 letters, digits, _ or -');
+  const server = await resolveDatabase({ purpose: 'script', env, log: (line) => io.err(line) });
+  try {
+    const db = await connectDatabase(server.uri, name);
+    return await work(createDataStore(db));
+  } finally {
+    await closeAllClients();
+    await server.stop();
+  }
+}
+
+/** Runs a script's main as the process: exit code, and clear messages for expected failures. */
+export function runMain(main: Main, help: string): void {
+  const argv = process.argv.slice(2);
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(`${help.trim()}\n`);
+    return;
+  }
+  main(argv, process.env, processIo).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (error: unknown) => {
+      process.exitCode = reportError(processIo, error);
+    },
+  );
+}
+
+/** Prints an error; returns the exit code. Expected failures print their message only. */
+export function reportError(io: Io, error: unknown): number {
+  if (error instanceof UsageError) {
+    io.err(`error: ${error.message} (see --help)`);
+    return 2;
+  }
+  if (error instanceof ScriptError || error instanceof AppError) {
+    io.err(`error: ${error.message}`);
+    return 1;
+  }
+  io.err(`error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+  return 1;
+}
+
+/** Wraps a main so that thrown errors become an exit code (for tests calling it directly). */
+export async function runToExitCode(main: Main, argv: readonly string[], env: Env, io: Io): Promise<number> {
+  try {
+    return await main(argv, env, io);
+  } catch (error) {
+    return reportError(io, error);
+  }
+}

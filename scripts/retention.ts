@@ -1,0 +1,80 @@
+// npm run retention [-- --days N] [--dry-run]: deletes messages older than RETENTION_DAYS (or
+// --days) in batches, oldest first, keeping the users' summaries right. Running totals stay.
+import { countMessagesOlderThan, deleteMessagesOlderThan, retentionCutoff } from '../shared/data';
+import {
+  intOption,
+  parseCli,
+  printSummary,
+  progress,
+  runMain,
+  ScriptError,
+  seconds,
+  withDataStore,
+  type Env,
+  type Io,
+} from './lib/cli';
+
+export const HELP = `
+Usage: npm run retention [-- --days N] [--dry-run] [--batch-size N]
+
+Deletes messages older than N days (default: the RETENTION_DAYS setting), in batches, oldest
+first, and updates each user's message count and last message. Running totals (stats) stay.
+Without --days and without RETENTION_DAYS it does nothing.
+
+  --days N          keep the last N days (overrides RETENTION_DAYS)
+  --dry-run         count what would be deleted; delete nothing
+  --batch-size N    messages per batch (default 500)
+  -h, --help        this help
+
+Exit code: 0 on success, 1 on failure.
+`;
+
+export async function main(argv: readonly string[], env: Env, io: Io): Promise<number> {
+  const { values } = parseCli(argv, {
+    days: { type: 'string' },
+    'dry-run': { type: 'boolean' },
+    'batch-size': { type: 'string' },
+  });
+  const batchSize = intOption(values['batch-size'], 'batch-size', 500);
+  let days: number | undefined;
+  if (values['days'] !== undefined) days = intOption(values['days'], 'days', 0);
+  else if (env['RETENTION_DAYS']?.trim()) {
+    const raw = env['RETENTION_DAYS'].trim();
+    if (!/^\d+$/.test(raw) || Number(raw) < 1)
+      throw new ScriptError('RETENTION_DAYS must be a whole number of days (at least 1)');
+    days = Number(raw);
+  }
+  if (days === undefined) {
+    io.out('retention: RETENTION_DAYS is not set and no --days given; nothing deleted');
+    return 0;
+  }
+  const keepDays = days;
+  const started = Date.now();
+  const cutoff = retentionCutoff(keepDays, new Date());
+  return withDataStore(env, io, async (store) => {
+    const candidates = await countMessagesOlderThan(store, cutoff);
+    if (values['dry-run']) {
+      printSummary(io, 'retention (dry run: nothing deleted)', [
+        ['keep days', keepDays],
+        ['cutoff', cutoff.toISOString()],
+        ['messages to delete', candidates],
+        ['time', seconds(started)],
+      ]);
+      return 0;
+    }
+    const bar = progress(io, 'deleting', candidates);
+    const result = await deleteMessagesOlderThan(store, cutoff, batchSize, (deleted) => bar.update(deleted));
+    bar.done();
+    printSummary(io, 'retention done', [
+      ['keep days', keepDays],
+      ['cutoff', cutoff.toISOString()],
+      ['messages deleted', result.deleted],
+      ['batches', result.batches],
+      ['users whose last message changed', result.usersUpdated],
+      ['time', seconds(started)],
+    ]);
+    return 0;
+  });
+}
+
+if (require.main === module) runMain(main, HELP);

@@ -1,0 +1,163 @@
+// npm run seed, indexes, backup and restore against the real test database.
+import { execFile } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runToExitCode } from '../../scripts/lib/cli';
+import { main as backup } from '../../scripts/backup';
+import { main as indexes } from '../../scripts/indexes';
+import { main as restore } from '../../scripts/restore';
+import { main as seed } from '../../scripts/seed';
+import { testDatabase, type TestDatabase } from '../helpers/db';
+import { captureIo } from '../fixtures/scripts';
+
+let t: TestDatabase;
+let dir: string;
+const env = () => ({ MONGODB_URI: t.uri, MONGODB_DATABASE: t.dbName });
+
+async function snapshot() {
+  const out: Record<string, unknown[]> = {};
+  for (const name of ['users', 'messages', 'stats', 'events', 'tokens']) {
+    out[name] = await t.db.collection(name).find({}).sort({ _id: 1 }).toArray();
+  }
+  return out;
+}
+
+beforeAll(async () => {
+  t = await testDatabase('scripts-backup');
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), 'backup-'));
+});
+
+afterAll(async () => {
+  await t?.drop();
+  if (dir) await fs.rm(dir, { recursive: true, force: true });
+});
+
+describe('npm run indexes', () => {
+  it('creates the indexes, then verifies them', async () => {
+    const first = captureIo();
+    expect(await runToExitCode(indexes, [], env(), first)).toBe(0);
+    expect(first.stdout.join('\n')).toMatch(/created {2}messages\.userId_createdAt_id/);
+    const second = captureIo();
+    expect(await runToExitCode(indexes, ['--verify'], env(), second)).toBe(0);
+    expect(second.stdout.join('\n')).toMatch(/created:\s+0/);
+    expect(second.stdout.join('\n')).toMatch(/missing:\s+0/);
+  });
+
+  it('rejects unknown options', async () => {
+    const io = captureIo();
+    expect(await runToExitCode(indexes, ['--bogus'], env(), io)).toBe(2);
+    expect(io.text()).toMatch(/Unknown option '--bogus'.*see --help/);
+  });
+});
+
+describe('npm run seed', () => {
+  it('produces the requested counts with consistent summaries and counters', async () => {
+    const io = captureIo();
+    expect(await runToExitCode(seed, ['--users', '5', '--messages', '31'], env(), io)).toBe(0);
+    expect(await t.db.collection('users').countDocuments()).toBe(5);
+    expect(await t.db.collection('messages').countDocuments()).toBe(31);
+    const users = await t.db.collection('users').find({}).toArray();
+    expect(users.reduce((n, u) => n + (u['messageCount'] as number), 0)).toBe(31);
+    const totals = await t.db.collection('stats').findOne({ _id: 'totals' as never });
+    expect(totals).toMatchObject({ newUsers: 5 });
+    expect((totals?.['inbound'] as number) + (totals?.['outbound'] as number)).toBe(31);
+    const oldest = await t.db.collection('messages').find({}).sort({ createdAt: 1 }).limit(1).toArray();
+    expect(Date.now() - (oldest[0]?.['createdAt'] as Date).getTime()).toBeLessThanOrEqual(30 * 86_400_000);
+    // Nothing seeded waits for an answer.
+    expect(
+      await t.db.collection('messages').countDocuments({ replyState: { $in: ['pending', 'sending'] } }),
+    ).toBe(0);
+  });
+});
+
+describe('npm run backup / restore', () => {
+  it('round-trips every collection exactly, and restoring twice changes nothing', async () => {
+    await t.db.collection('events').insertOne({
+      _id: 'evt-1' as never,
+      kind: 'unparsed',
+      reason: 'test',
+      createdAt: new Date(),
+      userId: null,
+      payload: { a: [1, 2.5, 'x'], n: null },
+    });
+    await t.db.collection('tokens').insertOne({
+      _id: 'tok-1' as never,
+      name: 'ops',
+      hash: 'abc',
+      createdAt: new Date(),
+      expiresAt: null,
+      revokedAt: null,
+    });
+    const before = await snapshot();
+    const file = path.join(dir, 'nested', 'b.jsonl.gz');
+    const io = captureIo();
+    expect(await runToExitCode(backup, ['--out', file], env(), io)).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(/messages:\s+31/);
+
+    await t.db.dropDatabase();
+    expect(await t.db.collection('users').countDocuments()).toBe(0);
+
+    const r1 = captureIo();
+    expect(await runToExitCode(restore, [file], env(), r1)).toBe(0);
+    expect(r1.stdout.join('\n')).toMatch(/documents:\s+\d+/);
+    expect(await snapshot()).toEqual(before);
+
+    const r2 = captureIo();
+    expect(await runToExitCode(restore, [file, '--batch-size', '7'], env(), r2)).toBe(0);
+    expect(await snapshot()).toEqual(before);
+    const names = (await t.db.collection('messages').listIndexes().toArray()).map((i) => i['name']);
+    expect(names).toContain('userId_createdAt_id');
+  });
+
+  it('refuses an incompatible version or format with a clear message', async () => {
+    const v2 = path.join(dir, 'v2.jsonl.gz');
+    await fs.writeFile(v2, gzipSync('{"format":"whatsapp-bot-backup","version":2,"collections":{}}\n'));
+    const io = captureIo();
+    expect(await runToExitCode(restore, [v2], env(), io)).toBe(1);
+    expect(io.text()).toMatch(/backup format version 2; this version restores only version 1/);
+
+    const other = path.join(dir, 'other.jsonl.gz');
+    await fs.writeFile(other, gzipSync('{"hello":"world"}\n'));
+    const io2 = captureIo();
+    expect(await runToExitCode(restore, [other], env(), io2)).toBe(1);
+    expect(io2.text()).toMatch(/is not a backup of this bot/);
+
+    const plain = path.join(dir, 'plain.txt');
+    await fs.writeFile(plain, 'not gzip');
+    const io3 = captureIo();
+    expect(await runToExitCode(restore, [plain], env(), io3)).toBe(1);
+    expect(io3.text()).toMatch(/not a gzip backup file/);
+
+    const io4 = captureIo();
+    expect(await runToExitCode(restore, [path.join(dir, 'missing.gz')], env(), io4)).toBe(1);
+    expect(io4.text()).toMatch(/cannot read missing\.gz: no such file/);
+  });
+});
+
+describe('as processes (npm run <script>)', () => {
+  const tsx = path.join(process.cwd(), 'node_modules', '.bin', 'tsx');
+  const run = promisify(execFile);
+
+  it('--help prints the usage and exits 0', async () => {
+    const { stdout } = await run(tsx, ['scripts/migrate.ts', '--help'], {
+      env: { ...process.env, ...env() },
+    });
+    expect(stdout).toMatch(/Usage: npm run migrate -- <legacy.db> \[--dry-run\]/);
+  }, 60_000);
+
+  it('a missing legacy file exits 1 with a clear message and no stack trace', async () => {
+    const error = await run(tsx, ['scripts/migrate.ts', path.join(dir, 'nope.db')], {
+      env: { ...process.env, ...env() },
+    }).then(
+      () => null,
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(error?.code).toBe(1);
+    expect(error?.stderr).toMatch(/error: cannot read the legacy database nope\.db: no such file/);
+    expect(error?.stderr).not.toMatch(/\n\s+at /);
+  }, 60_000);
+});

@@ -1,0 +1,220 @@
+// npm run health (--repair) and npm run retention (and its timer function) against the real test
+// database.
+import { InvocationContext } from '@azure/functions';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../shared/config';
+import { createDataStore, ensureIndexes, userIdFor, type DataStore } from '../../shared/data';
+import { buildServices, runtimeOf } from '../../shared/deps';
+import { retentionDefinition, retentionTimer, RETENTION_SCHEDULE } from '../../functions/retention';
+import { runToExitCode } from '../../scripts/lib/cli';
+import { main as health } from '../../scripts/health';
+import { main as retention } from '../../scripts/retention';
+import { testDatabase, type TestDatabase } from '../helpers/db';
+import { captureIo } from '../fixtures/scripts';
+
+let t: TestDatabase;
+let store: DataStore;
+const SETTINGS = {
+  WHATSAPP_VERIFY_TOKEN: 'verify-token-for-tests',
+  WHATSAPP_APP_SECRET: 'app-secret-for-tests',
+};
+const env = (extra: Record<string, string> = {}) => ({
+  MONGODB_URI: t.uri,
+  MONGODB_DATABASE: t.dbName,
+  ...SETTINGS,
+  ...extra,
+});
+const DAY = 86_400_000;
+const now = Date.now();
+const ago = (days: number) => new Date(now - days * DAY);
+
+async function addUser(waId: string, at: Date): Promise<string> {
+  return (await store.users.upsertFromContact({ waId, bsuid: null, name: 'Test' }, at)).user.id;
+}
+
+async function addInbound(userId: string, id: string, at: Date, text = `in ${id}`) {
+  await store.messages.recordInbound({
+    id,
+    userId,
+    type: 'text',
+    text,
+    createdAt: at,
+    receivedAt: at,
+    phoneNumberId: 'p1',
+    role: 'conversation',
+    replyState: 'none',
+    relatedId: null,
+    raw: {},
+  });
+}
+
+async function addOutbound(userId: string, id: string, at: Date, status: 'sent' | 'failed' = 'sent') {
+  await store.messages.recordOutbound({
+    id,
+    waMessageId: id,
+    userId,
+    type: 'text',
+    text: `out ${id}`,
+    status,
+    createdAt: at,
+    role: 'conversation',
+    phoneNumberId: 'p1',
+    relatedId: 'x',
+    error: null,
+    ai: null,
+  });
+}
+
+let A: string;
+let B: string;
+
+beforeAll(async () => {
+  t = await testDatabase('scripts-health');
+  store = createDataStore(t.db);
+  await ensureIndexes(t.db, 'create');
+  A = await addUser('15550009001', ago(40));
+  B = await addUser('15550009002', ago(50));
+  await addInbound(A, 'wamid.a1', ago(40));
+  await addOutbound(A, 'wamid.a2', ago(35));
+  await addInbound(A, 'wamid.a3', ago(1), 'recent question');
+  await addInbound(B, 'wamid.b1', ago(50));
+  await addOutbound(B, 'wamid.b2', ago(45), 'failed');
+});
+
+afterAll(async () => {
+  await t?.drop();
+});
+
+describe('npm run health', () => {
+  it('is ok on consistent data', async () => {
+    const io = captureIo();
+    expect(await runToExitCode(health, [], env(), io)).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(/health: ok/);
+  });
+
+  it('reports invalid configuration by name, never by value', async () => {
+    const io = captureIo();
+    const code = await runToExitCode(
+      health,
+      [],
+      { MONGODB_URI: t.uri, MONGODB_DATABASE: t.dbName, WHATSAPP_VERIFY_TOKEN: 'secret-value-123' },
+      io,
+    );
+    expect(code).toBe(1);
+    expect(io.text()).toMatch(/WHATSAPP_APP_SECRET is missing/);
+    expect(io.text()).not.toMatch(/secret-value-123/);
+  });
+
+  it('finds a broken summary and a low counter; --repair fixes them and says what changed', async () => {
+    await t.db
+      .collection('users')
+      .updateOne(
+        { _id: A as never },
+        { $set: { messageCount: 7, lastMessageId: 'wamid.a1', lastMessagePreview: 'wrong' } },
+      );
+    await t.db.collection('stats').updateOne({ _id: 'totals' as never }, { $set: { inbound: 1 } });
+    const io = captureIo();
+    expect(await runToExitCode(health, [], env(), io)).toBe(1);
+    const report = io.stdout.join('\n');
+    expect(report).toMatch(/users whose summary disagrees with the stored messages: 1/);
+    expect(report).toMatch(/messageCount 7, stored 3/);
+    expect(report).toMatch(/inbound: 1 < 3 stored/);
+    expect(report).not.toMatch(/15550009001/);
+
+    const fix = captureIo();
+    expect(await runToExitCode(health, ['--repair'], env(), fix)).toBe(0);
+    expect(fix.stdout.join('\n')).toMatch(/repaired: 1 user summaries rebuilt/);
+    expect(fix.stdout.join('\n')).toMatch(/totals\.inbound: 1 → 3/);
+    expect(await store.users.getUser(A)).toMatchObject({
+      messageCount: 3,
+      lastMessageId: 'wamid.a3',
+      lastMessagePreview: 'recent question',
+    });
+    expect(await store.stats.totals()).toMatchObject({ inbound: 3, outbound: 2, failed: 1, newUsers: 2 });
+
+    const again = captureIo();
+    expect(await runToExitCode(health, [], env(), again)).toBe(0);
+  });
+
+  it('finds a missing index', async () => {
+    await t.db.collection('messages').dropIndex('createdAt');
+    const io = captureIo();
+    expect(await runToExitCode(health, [], env(), io)).toBe(1);
+    expect(io.stdout.join('\n')).toMatch(/missing database indexes: messages\.createdAt/);
+    const fix = captureIo();
+    expect(await runToExitCode(health, ['--repair'], env(), fix)).toBe(0);
+    expect(fix.stdout.join('\n')).toMatch(/created index messages\.createdAt/);
+  });
+});
+
+describe('npm run retention', () => {
+  it('does nothing without RETENTION_DAYS or --days', async () => {
+    const io = captureIo();
+    expect(await runToExitCode(retention, [], env(), io)).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(/nothing deleted/);
+    expect(await t.db.collection('messages').countDocuments()).toBe(5);
+  });
+
+  it('--dry-run counts and deletes nothing', async () => {
+    const io = captureIo();
+    expect(await runToExitCode(retention, ['--dry-run'], env({ RETENTION_DAYS: '30' }), io)).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(/messages to delete:\s+4/);
+    expect(await t.db.collection('messages').countDocuments()).toBe(5);
+  });
+
+  it('deletes old messages in batches, adjusts summaries, keeps the totals', async () => {
+    const totals = await store.stats.totals();
+    const io = captureIo();
+    expect(await runToExitCode(retention, ['--batch-size', '1'], env({ RETENTION_DAYS: '30' }), io)).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(/messages deleted:\s+4/);
+    expect(io.stdout.join('\n')).toMatch(/batches:\s+4/);
+    expect((await t.db.collection('messages').find({}).toArray()).map((m) => m['_id'])).toEqual(['wamid.a3']);
+    const a = await store.users.getUser(A);
+    expect(a).toMatchObject({
+      messageCount: 1,
+      lastMessageId: 'wamid.a3',
+      lastMessagePreview: 'recent question',
+    });
+    const b = await store.users.getUser(B);
+    expect(b).toMatchObject({ messageCount: 0, lastMessageId: null, lastMessagePreview: null });
+    expect(b?.lastMessageAt?.toISOString()).toBe(ago(45).toISOString());
+    expect(await store.stats.totals()).toEqual(totals);
+    const doc = await t.db.collection('stats').findOne({ _id: 'totals' as never });
+    expect(doc?.['retentionRuns']).toBe(1);
+
+    // Health stays ok, and a repair after retention does not lower the running totals.
+    const h = captureIo();
+    expect(await runToExitCode(health, ['--repair'], env(), h)).toBe(0);
+    expect(await store.stats.totals()).toEqual(totals);
+  });
+
+  it('runs as a timer function that does nothing unless RETENTION_DAYS is set', async () => {
+    expect(retentionDefinition).toMatchObject({
+      kind: 'timer',
+      name: 'retention',
+      schedule: RETENTION_SCHEDULE,
+    });
+    const B3 = userIdFor({ waId: '15550009002', bsuid: null });
+    expect(B3).toBe(B);
+    await addInbound(B, 'wamid.b3', ago(90));
+    const timer = {
+      isPastDue: false,
+      schedule: { adjustForDST: false },
+      scheduleStatus: { last: '', next: '', lastUpdated: '' },
+    };
+    const logs: string[] = [];
+    const context = () =>
+      new InvocationContext({ logHandler: (_level, ...args) => logs.push(args.join(' ')) });
+
+    const off = await buildServices(loadConfig(SETTINGS), { data: store });
+    await retentionTimer(runtimeOf(off))(timer, context());
+    expect(await t.db.collection('messages').countDocuments({ _id: 'wamid.b3' as never })).toBe(1);
+    expect(logs.join('\n')).toMatch(/retention skipped/);
+
+    const on = await buildServices(loadConfig({ ...SETTINGS, RETENTION_DAYS: '30' }), { data: store });
+    await retentionTimer(runtimeOf(on))(timer, context());
+    expect(await t.db.collection('messages').countDocuments({ _id: 'wamid.b3' as never })).toBe(0);
+    expect(await store.users.getUser(B)).toMatchObject({ messageCount: 0 });
+    expect(logs.join('\n')).toMatch(/retention done.*deleted=1/);
+  });
+});

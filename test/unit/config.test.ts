@@ -1,0 +1,188 @@
+// loadConfig: defaults from CONTRACT.md "Settings"; bad or missing settings fail with one message
+// naming each variable and what is wrong, never its value.
+import { describe, expect, it } from 'vitest';
+import { DEFAULT_SYSTEM_PROMPT, loadConfig, type Env } from '../../shared/config';
+import { AppError, ErrorCode } from '../../shared/errors';
+
+const REQUIRED = { WHATSAPP_VERIFY_TOKEN: 'verify-token-4b1c9e', WHATSAPP_APP_SECRET: 'app-secret-8f2d71aa' };
+
+/** The error loadConfig throws for `env` (fails the test when it does not throw). */
+function configError(env: Env): AppError {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    expect(error).toBeInstanceOf(AppError);
+    const appError = error as AppError;
+    expect(appError.code).toBe(ErrorCode.CONFIG);
+    return appError;
+  }
+  throw new Error('loadConfig did not throw');
+}
+
+function expectNoValues(message: string, env: Env): void {
+  for (const value of Object.values(env)) {
+    if (value && value.length >= 3) expect(message).not.toContain(value);
+  }
+}
+
+describe('loadConfig', () => {
+  it('applies the documented defaults', () => {
+    const config = loadConfig(REQUIRED);
+    expect(config.mongodb).toEqual({ uri: undefined, database: 'whatsapp_chatbot' });
+    expect(config.whatsapp).toEqual({
+      verifyToken: REQUIRED.WHATSAPP_VERIFY_TOKEN,
+      appSecret: REQUIRED.WHATSAPP_APP_SECRET,
+      accessToken: undefined,
+      graphUrl: 'https://graph.facebook.com',
+      apiVersion: 'v25.0',
+    });
+    expect(config.ai).toBeUndefined();
+    expect(config.manageApiToken).toBeUndefined();
+    expect(config.retentionDays).toBeUndefined();
+    expect(config.port).toBe(7071);
+  });
+
+  it('applies the AI defaults when AI_ENDPOINT and AI_MODEL are set', () => {
+    const config = loadConfig({
+      ...REQUIRED,
+      AI_ENDPOINT: 'https://api.example.com/v1',
+      AI_MODEL: 'gpt-4o-mini',
+    });
+    expect(config.ai).toEqual({
+      endpoint: 'https://api.example.com/v1',
+      apiKey: undefined,
+      model: 'gpt-4o-mini',
+      systemPrompt: DEFAULT_SYSTEM_PROMPT,
+      historyLimit: 10,
+      timeoutMs: 20_000,
+      maxPerMinute: 10,
+    });
+  });
+
+  it('reads explicit values and numbers', () => {
+    const config = loadConfig({
+      ...REQUIRED,
+      MONGODB_URI: 'mongodb://127.0.0.1:27017',
+      MONGODB_DATABASE: 'bot_test',
+      WHATSAPP_ACCESS_TOKEN: 'EAAGm0PX4ZCpsBAtoken',
+      WHATSAPP_GRAPH_URL: 'http://127.0.0.1:9999/',
+      WHATSAPP_API_VERSION: 'v23.0',
+      AI_ENDPOINT: 'https://res.openai.azure.com/openai/v1',
+      AI_MODEL: 'gpt-4o',
+      AI_HISTORY_LIMIT: '0',
+      AI_TIMEOUT_MS: '5000',
+      AI_MAX_PER_MINUTE: '3',
+      RETENTION_DAYS: '30',
+      PORT: '8080',
+    });
+    expect(config.mongodb).toEqual({ uri: 'mongodb://127.0.0.1:27017', database: 'bot_test' });
+    expect(config.whatsapp.graphUrl).toBe('http://127.0.0.1:9999');
+    expect(config.whatsapp.apiVersion).toBe('v23.0');
+    expect(config.ai?.historyLimit).toBe(0);
+    expect(config.ai?.timeoutMs).toBe(5000);
+    expect(config.ai?.maxPerMinute).toBe(3);
+    expect(config.retentionDays).toBe(30);
+    expect(config.port).toBe(8080);
+  });
+
+  it('trims the trailing slash of AI_ENDPOINT', () => {
+    const config = loadConfig({
+      ...REQUIRED,
+      AI_ENDPOINT: 'https://res.openai.azure.com/openai/v1/',
+      AI_MODEL: 'm',
+    });
+    expect(config.ai?.endpoint).toBe('https://res.openai.azure.com/openai/v1');
+    const many = loadConfig({ ...REQUIRED, AI_ENDPOINT: 'https://api.example.com/v1///', AI_MODEL: 'm' });
+    expect(many.ai?.endpoint).toBe('https://api.example.com/v1');
+  });
+
+  it('returns a frozen config', () => {
+    const config = loadConfig(REQUIRED);
+    expect(Object.isFrozen(config)).toBe(true);
+    expect(Object.isFrozen(config.whatsapp)).toBe(true);
+  });
+
+  it('names every missing required variable in one message', () => {
+    const error = configError({});
+    expect(error.message).toContain('WHATSAPP_VERIFY_TOKEN is missing');
+    expect(error.message).toContain('WHATSAPP_APP_SECRET is missing');
+  });
+
+  it('does not echo any provided secret value', () => {
+    const env = {
+      WHATSAPP_ACCESS_TOKEN: 'EAAGsecretAccessToken123',
+      AI_API_KEY: 'sk-secret-ai-key-987',
+      MANAGE_API_TOKEN: 'tooShortTok',
+      MONGODB_URI: 'mongodb://admin:hunter2pass@db.example.com',
+      WHATSAPP_VERIFY_TOKEN: '   ',
+    };
+    const error = configError(env);
+    expect(error.message).toContain('WHATSAPP_VERIFY_TOKEN is missing');
+    expect(error.message).toContain('WHATSAPP_APP_SECRET is missing');
+    expect(error.message).toContain('MANAGE_API_TOKEN');
+    expectNoValues(error.message, env);
+    expect(JSON.stringify({ message: error.message })).not.toMatch(
+      /hunter2|sk-secret|EAAGsecret|tooShortTok/,
+    );
+  });
+
+  it('treats an unresolved Key Vault reference as missing, without echoing it', () => {
+    const reference = '@Microsoft.KeyVault(SecretUri=https://kv-bot.vault.azure.net/secrets/app-secret/)';
+    const env = { WHATSAPP_VERIFY_TOKEN: 'verify', WHATSAPP_APP_SECRET: reference };
+    const error = configError(env);
+    expect(error.message).toContain('WHATSAPP_APP_SECRET is missing');
+    expect(error.message).not.toContain('vault.azure.net');
+    expect(error.message).not.toContain('WHATSAPP_VERIFY_TOKEN');
+
+    const lower = configError({
+      ...env,
+      WHATSAPP_APP_SECRET: ' @microsoft.keyvault(VaultName=kv;SecretName=s) ',
+    });
+    expect(lower.message).toContain('WHATSAPP_APP_SECRET is missing');
+  });
+
+  it('treats an unresolved Key Vault reference in an optional setting as unset', () => {
+    const config = loadConfig({
+      ...REQUIRED,
+      WHATSAPP_ACCESS_TOKEN: '@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/token/)',
+    });
+    expect(config.whatsapp.accessToken).toBeUndefined();
+  });
+
+  it('requires AI_MODEL with AI_ENDPOINT', () => {
+    const error = configError({ ...REQUIRED, AI_ENDPOINT: 'https://api.example.com/v1' });
+    expect(error.message).toContain('AI_MODEL');
+    expect(error.message).toContain('AI_ENDPOINT');
+    expect(error.message).not.toContain('api.example.com');
+  });
+
+  it.each([
+    ['AI_TIMEOUT_MS', '12abc34'],
+    ['AI_HISTORY_LIMIT', '4321'],
+    ['AI_MAX_PER_MINUTE', '-7777'],
+    ['PORT', '987654'],
+    ['RETENTION_DAYS', '2.5e9'],
+  ])('names %s for a bad number without echoing %s', (name, value) => {
+    const error = configError({
+      ...REQUIRED,
+      AI_ENDPOINT: 'https://api.example.com/v1',
+      AI_MODEL: 'm',
+      [name]: value,
+    });
+    expect(error.message).toContain(name);
+    expect(error.message).not.toContain(value);
+    expect(error.message).not.toContain(`${name} is missing`);
+  });
+
+  it('names a bad URL or version without echoing it', () => {
+    const env = {
+      ...REQUIRED,
+      WHATSAPP_GRAPH_URL: 'ftp://graph.internal.example',
+      WHATSAPP_API_VERSION: 'latest25',
+    };
+    const error = configError(env);
+    expect(error.message).toContain('WHATSAPP_GRAPH_URL');
+    expect(error.message).toContain('WHATSAPP_API_VERSION');
+    expectNoValues(error.message, env);
+  });
+});

@@ -1,0 +1,193 @@
+// Reply policy pure parts: commands, splitting long answers, status ordering and queue job parsing.
+import { describe, expect, it } from 'vitest';
+import { parseCommand } from '../../shared/bot/commands';
+import { splitMessage, WHATSAPP_TEXT_LIMIT } from '../../shared/bot/split';
+import { parseReplyJob } from '../../shared/bot/jobs';
+import { STATUS_RANK } from '../../shared/data/messages';
+
+describe('parseCommand', () => {
+  it.each([
+    [' HELP! ', 'help'],
+    ['help', 'help'],
+    ['Stop.', 'stop'],
+    ['STOP', 'stop'],
+    ['start?', 'start'],
+    ['Start!!!', 'start'],
+    ['reset', 'reset'],
+    ['\tReset …\n', 'reset'],
+  ] as const)('%j → %s', (input, expected) => {
+    expect(parseCommand(input)).toBe(expected);
+  });
+
+  it.each(['help me', 'stopp', 'please stop', 'st op', '', '   ', '!', 'restart', 'helpful'])(
+    '%j → null',
+    (input) => {
+      expect(parseCommand(input)).toBeNull();
+    },
+  );
+});
+
+const codePoints = (s: string) => [...s].length;
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+const words = (s: string) => s.split(/\s+/).filter(Boolean);
+
+function prose(count: number, seed = 1): string {
+  const vocabulary = [
+    'alpha',
+    'beta',
+    'gamma',
+    'delta',
+    'epsilon',
+    'zeta',
+    'eta',
+    'theta',
+    'iota',
+    'kappa',
+    'lambda',
+  ];
+  const out: string[] = [];
+  let x = seed;
+  for (let i = 0; i < count; i++) {
+    x = (x * 1103515245 + 12345) % 2 ** 31;
+    let word = vocabulary[x % vocabulary.length] ?? 'mu';
+    if (i % 13 === 12) word += '.';
+    out.push(word);
+  }
+  return out.join(' ');
+}
+
+describe('splitMessage', () => {
+  it('leaves short text unchanged (one part)', () => {
+    expect(splitMessage('Hello! How can I help you today?')).toEqual(['Hello! How can I help you today?']);
+    const exactly = 'x'.repeat(WHATSAPP_TEXT_LIMIT);
+    expect(splitMessage(exactly)).toEqual([exactly]);
+  });
+
+  it('returns nothing for blank text', () => {
+    expect(splitMessage('   \n ')).toEqual([]);
+  });
+
+  it('splits long prose into parts of at most 4096 characters that join back to the same words', () => {
+    const text = prose(3000);
+    expect(text.length).toBeGreaterThan(3 * WHATSAPP_TEXT_LIMIT);
+    const parts = splitMessage(text);
+    expect(parts.length).toBeGreaterThan(3);
+    for (const part of parts) {
+      expect(part.length).toBeLessThanOrEqual(WHATSAPP_TEXT_LIMIT);
+      expect(part).toBe(part.trim());
+      expect(part).not.toBe('');
+    }
+    expect(words(parts.join(' '))).toEqual(words(text));
+  });
+
+  it('prefers a paragraph break over a line or sentence break', () => {
+    const first = prose(450, 2); // ~2.5k chars
+    const second = prose(300, 3) + '.\n' + prose(300, 4); // line break and sentences past the limit
+    const third = prose(300, 5);
+    const text = `${first}\n\n${second}\n\n${third}`;
+    const parts = splitMessage(text);
+    expect(first.length).toBeGreaterThan(WHATSAPP_TEXT_LIMIT / 2);
+    expect(first.length).toBeLessThan(WHATSAPP_TEXT_LIMIT);
+    expect(first.length + 2 + second.length).toBeGreaterThan(WHATSAPP_TEXT_LIMIT);
+    expect(parts[0]).toBe(first);
+    for (const part of parts) expect(part.length).toBeLessThanOrEqual(WHATSAPP_TEXT_LIMIT);
+    expect(words(parts.join('\n\n'))).toEqual(words(text));
+  });
+
+  it('falls back to a sentence break, then a space', () => {
+    const sentence = 'This is a fairly ordinary sentence that keeps going on. ';
+    const text = sentence.repeat(200).trim();
+    const parts = splitMessage(text);
+    for (const part of parts.slice(0, -1)) expect(part.endsWith('.')).toBe(true);
+    expect(words(parts.join(' '))).toEqual(words(text));
+  });
+
+  it('never splits a surrogate pair, even in text without any break', () => {
+    const text = 'a'.repeat(WHATSAPP_TEXT_LIMIT - 1) + '\u{1F600}'.repeat(20);
+    const parts = splitMessage(text);
+    expect(parts.length).toBe(2);
+    for (const part of parts) {
+      expect(LONE_SURROGATE.test(part)).toBe(false);
+      expect(codePoints(part)).toBeLessThanOrEqual(WHATSAPP_TEXT_LIMIT);
+    }
+    expect(parts.join('')).toBe(text);
+  });
+
+  // NOTE for the lead: splitMessage measures the limit in code points, so an emoji-heavy part can be
+  // up to 8192 UTF-16 units (e.g. 5000 x U+1F600 gives a first part of .length 8192). Whether Graph's
+  // "4096 characters" counts code points or UTF-16 units is not asserted here.
+  it('never splits a surrogate pair in emoji-heavy prose', () => {
+    const text = Array.from({ length: 3000 }, (_, i) => (i % 3 === 0 ? '\u{1F44D}\u{1F3FD}' : 'ok')).join(
+      ' ',
+    );
+    const parts = splitMessage(text);
+    expect(parts.length).toBeGreaterThan(1);
+    for (const part of parts) {
+      expect(LONE_SURROGATE.test(part)).toBe(false);
+      expect(codePoints(part)).toBeLessThanOrEqual(WHATSAPP_TEXT_LIMIT);
+    }
+    expect(words(parts.join(' '))).toEqual(words(text));
+  });
+
+  it('hard-cuts one very long word into full-size parts', () => {
+    const text = 'y'.repeat(WHATSAPP_TEXT_LIMIT * 2 + 10);
+    const parts = splitMessage(text);
+    expect(parts.map((p) => p.length)).toEqual([WHATSAPP_TEXT_LIMIT, WHATSAPP_TEXT_LIMIT, 10]);
+    expect(parts.join('')).toBe(text);
+  });
+});
+
+describe('STATUS_RANK', () => {
+  it('orders sent < delivered < read < failed', () => {
+    expect(STATUS_RANK.sent).toBeLessThan(STATUS_RANK.delivered);
+    expect(STATUS_RANK.delivered).toBeLessThan(STATUS_RANK.read);
+    expect(STATUS_RANK.read).toBeLessThan(STATUS_RANK.failed);
+  });
+
+  it('ranks pending and not_sent no higher than sent', () => {
+    expect(STATUS_RANK.pending).toBeLessThanOrEqual(STATUS_RANK.sent);
+    expect(STATUS_RANK.not_sent).toBeLessThanOrEqual(STATUS_RANK.sent);
+  });
+});
+
+describe('parseReplyJob', () => {
+  const message = { kind: 'message', userId: 'u_1', messageId: 'm_1' } as const;
+  const welcome = {
+    kind: 'welcome',
+    userId: 'u_2',
+    phoneNumberId: '106540352242922',
+    requestId: 'wamid.X',
+  } as const;
+
+  it('accepts a parsed object', () => {
+    expect(parseReplyJob(message)).toEqual(message);
+    expect(parseReplyJob(welcome)).toEqual(welcome);
+  });
+
+  it('accepts a JSON string', () => {
+    expect(parseReplyJob(JSON.stringify(message))).toEqual(message);
+    expect(parseReplyJob(`  ${JSON.stringify(welcome)}\n`)).toEqual(welcome);
+  });
+
+  it('accepts base64 of JSON', () => {
+    expect(parseReplyJob(Buffer.from(JSON.stringify(message)).toString('base64'))).toEqual(message);
+    expect(parseReplyJob(Buffer.from(JSON.stringify(welcome)).toString('base64'))).toEqual(welcome);
+  });
+
+  it.each([
+    ['not json', 'not json at all'],
+    ['broken JSON', '{"kind":"message",'],
+    ['base64 of garbage', Buffer.from('garbage!').toString('base64')],
+    ['empty string', ''],
+    ['null', null],
+    ['undefined', undefined],
+    ['a number', 42],
+    ['an array', [message]],
+    ['unknown kind', { kind: 'other', userId: 'u', messageId: 'm' }],
+    ['missing messageId', { kind: 'message', userId: 'u' }],
+    ['empty userId', { kind: 'message', userId: '', messageId: 'm' }],
+    ['welcome without phoneNumberId', { kind: 'welcome', userId: 'u', requestId: 'r' }],
+  ])('rejects %s', (_name, item) => {
+    expect(parseReplyJob(item)).toBeNull();
+  });
+});
