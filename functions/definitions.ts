@@ -2,6 +2,8 @@
 // served by the local dev server (scripts/dev-server.ts).
 import type { FunctionDefinition } from './definition-types';
 import { healthDefinition } from './health';
+import { manageDefinitions } from './manage';
+import { openApiDefinition } from './openapi';
 import { replyDefinition, replyPoisonDefinition } from './reply';
 import { retentionDefinition } from './retention';
 import { webhookReceiveDefinition, webhookVerifyDefinition } from './webhook';
@@ -10,6 +12,8 @@ export const definitions: readonly FunctionDefinition[] = [
   webhookVerifyDefinition,
   webhookReceiveDefinition,
   healthDefinition,
+  ...manageDefinitions,
+  openApiDefinition,
   replyDefinition,
   replyPoisonDefinition,
   retentionDefinition,

@@ -49,7 +49,10 @@ export const EnvSchema = z
       z
         .string()
         .regex(/^v\d+\.\d+$/, 'must look like v25.0')
-        .refine((v) => Number(v.slice(1).split('.')[0]) > 20, 'names an expired Graph API version (v20 and older)')
+        .refine(
+          (v) => Number(v.slice(1).split('.')[0]) > 20,
+          'names an expired Graph API version (v20 and older)',
+        )
         .default('v25.0'),
     ),
     AI_ENDPOINT: url().optional(),

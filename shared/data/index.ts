@@ -15,7 +15,14 @@ export { closeAllClients } from './client';
 export { COLLECTIONS, INDEXES, ensureIndexes, type IndexDefinition, type IndexReport } from './indexes';
 export { STATUS_RANK } from './messages';
 export { fold, queryTerms, words } from './terms';
-export { AUDIT_KIND, type ApiToken, type EraseReport, type Position, type Slice, type UserExport } from './manage-queries';
+export {
+  AUDIT_KIND,
+  type ApiToken,
+  type EraseReport,
+  type Position,
+  type Slice,
+  type UserExport,
+} from './manage-queries';
 
 export interface DataStore {
   readonly users: UsersRepository;
@@ -36,7 +43,12 @@ export function createDataStore(db: Db): DataStore {
   const stats = new StatsRepository(db.collection<StatsDoc>(COLLECTIONS.stats));
   const locks = new LocksRepository(db.collection<LockDoc>(COLLECTIONS.locks));
   const users = new UsersRepository(db.collection<UserDoc>(COLLECTIONS.users), stats, locks);
-  const messages = new MessagesRepository(db.collection<MessageDoc>(COLLECTIONS.messages), users, stats, locks);
+  const messages = new MessagesRepository(
+    db.collection<MessageDoc>(COLLECTIONS.messages),
+    users,
+    stats,
+    locks,
+  );
   const events = new EventsRepository(db.collection<EventDoc>(COLLECTIONS.events));
   const tokens = new TokensRepository(db.collection<TokenDoc>(COLLECTIONS.tokens));
   const manage = new ManageQueries(

@@ -1,4 +1,6 @@
 // `npm run dev` over HTTP, as Meta, the Graph API and an operator see it.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGraphStub, type GraphStub } from '../helpers/graph-stub';
 import { startDev, waitFor, type DevProcess } from '../helpers/dev-process';
@@ -148,7 +150,6 @@ describe('npm run dev with no settings', () => {
 
 describe('npm run dev with an AI endpoint', () => {
   it('sends the system prompt, history in order, the model, honours reset, and falls back on failure', async () => {
-    const http = await import('node:http');
     const calls: { body: { model: string; messages: { role: string; content: string }[] } }[] = [];
     let fail = false;
     const ai = http.createServer((req, res) => {
@@ -171,7 +172,7 @@ describe('npm run dev with an AI endpoint', () => {
       });
     });
     await new Promise<void>((r) => ai.listen(0, '127.0.0.1', () => r()));
-    const aiUrl = `http://127.0.0.1:${(ai.address() as import('node:net').AddressInfo).port}/v1`;
+    const aiUrl = `http://127.0.0.1:${(ai.address() as AddressInfo).port}/v1`;
     const graph = await startGraphStub();
     const database = await testDatabase('e2e_ai');
     const dev = await startDev({

@@ -94,7 +94,7 @@ function asObject(value: BicepValue | undefined, what: string): BicepObject {
   if (value === null || typeof value !== 'object' || Array.isArray(value) || 'expression' in value) {
     throw new Error(`${what} is not an object literal`);
   }
-  return value as BicepObject;
+  return value;
 }
 
 function asArray(value: BicepValue | undefined, what: string): BicepValue[] {

@@ -1,0 +1,59 @@
+// `npm run token -- create --name N [--expires-days D]` / `list` / `revoke ID`: management API tokens.
+import { createToken, formatToken } from '../shared/manage/tokens';
+import { intOption, parseCli, runMain, ScriptError, UsageError, withDataStore, type Main } from './lib/cli';
+
+const HELP = `
+Usage:
+  npm run token -- create --name NAME [--expires-days DAYS]
+  npm run token -- list
+  npm run token -- revoke ID
+
+Manages the bearer tokens of the management API (/api/manage). \`create\` prints the token on a
+line of its own, once: only its SHA-256 hash is stored. \`list\` prints one line per token: id,
+name, dates and state (active, expired, revoked), never the token. \`revoke\` makes a token answer
+403 from then on.
+
+Database: MONGODB_URI, else the running \`npm run dev\` server or the embedded database;
+MONGODB_DATABASE, default whatsapp_chatbot.
+Exit code: 0 on success, 1 on failure (unknown id, database error), 2 on bad arguments.
+`;
+
+export const main: Main = async (argv, env, io) => {
+  const [command, ...rest] = argv;
+  if (command === 'create') {
+    const { values } = parseCli(rest, { name: { type: 'string' }, 'expires-days': { type: 'string' } });
+    const name = values.name?.trim();
+    if (!name) throw new UsageError('--name is required');
+    if (name.length > 100) throw new UsageError('--name must be at most 100 characters');
+    const expiresDays =
+      values['expires-days'] === undefined ? null : intOption(values['expires-days'], 'expires-days', 0);
+    const { token, record } = await withDataStore(env, io, (data) =>
+      createToken(data, { name, expiresDays, now: new Date() }),
+    );
+    io.err(`created token ${record.id} (${record.name}); it is shown once, on the next line:`);
+    io.out(token);
+    return 0;
+  }
+  if (command === 'list') {
+    parseCli(rest, {});
+    const now = new Date();
+    const tokens = await withDataStore(env, io, (data) => data.tokens.list());
+    for (const t of tokens) io.out(formatToken(t, now));
+    if (!tokens.length) io.err('no tokens');
+    return 0;
+  }
+  if (command === 'revoke') {
+    const { positionals } = parseCli(rest, {}, { positionals: 1 });
+    const id = positionals[0];
+    if (!id) throw new UsageError('revoke needs a token id (see `list`)');
+    const found = await withDataStore(env, io, (data) => data.tokens.revoke(id, new Date()));
+    if (!found) throw new ScriptError(`no token with id ${id}`);
+    io.out(`revoked ${id}`);
+    return 0;
+  }
+  throw new UsageError(
+    command ? `unknown command: ${command}` : 'a command is required: create, list or revoke',
+  );
+};
+
+if (require.main === module) runMain(main, HELP);

@@ -1,0 +1,147 @@
+// Services on a fresh test database and seeding helpers for the management API tests.
+import { HttpRequest, InvocationContext, type HttpResponseInit } from '@azure/functions';
+import { loadConfig } from '../../shared/config';
+import { createDataStore, ensureIndexes, type DataStore } from '../../shared/data';
+import { buildServices, type Services } from '../../shared/deps';
+import { manageHandlers } from '../../functions/manage';
+import { testDatabase, type TestDatabase } from './db';
+
+export const BOOTSTRAP = 'bootstrap-token-for-tests-0123456789';
+
+export interface ManageFixture {
+  readonly db: TestDatabase;
+  readonly data: DataStore;
+  readonly services: Services;
+  readonly handlers: ReturnType<typeof manageHandlers>;
+  readonly logs: string[];
+  close(): Promise<void>;
+}
+
+export async function manageFixture(
+  name: string,
+  data?: (db: TestDatabase) => DataStore,
+): Promise<ManageFixture> {
+  const db = await testDatabase(name);
+  await ensureIndexes(db.db, 'create');
+  const store = data ? data(db) : createDataStore(db.db);
+  const config = loadConfig({
+    WHATSAPP_VERIFY_TOKEN: 'verify-token',
+    WHATSAPP_APP_SECRET: 'app-secret',
+    MANAGE_API_TOKEN: BOOTSTRAP,
+  });
+  const services = await buildServices(config, { data: store });
+  return {
+    db,
+    data: store,
+    services,
+    handlers: manageHandlers(() => Promise.resolve(services)),
+    logs,
+    close: () => db.drop(),
+  };
+}
+
+const logs: string[] = [];
+
+export function context(): InvocationContext {
+  return new InvocationContext({
+    functionName: 'manage-test',
+    logHandler: (_level, ...args) => logs.push(args.map(String).join(' ')),
+  });
+}
+
+export interface Call {
+  token?: string | null;
+  query?: Record<string, string>;
+  params?: Record<string, string>;
+  method?: string;
+  path?: string;
+}
+
+export async function call(
+  handler: (req: HttpRequest, ctx: InvocationContext) => Promise<HttpResponseInit>,
+  options: Call = {},
+): Promise<{ status: number; body: unknown; headers: Record<string, string> }> {
+  const token = options.token === undefined ? BOOTSTRAP : options.token;
+  const url = new URL(`http://localhost/api/${options.path ?? 'manage/x'}`);
+  for (const [k, v] of Object.entries(options.query ?? {})) url.searchParams.set(k, v);
+  const request = new HttpRequest({
+    method: options.method ?? 'GET',
+    url: url.toString(),
+    headers: token === null ? {} : { authorization: `Bearer ${token}` },
+    params: options.params ?? {},
+  });
+  const response = await handler(request, context());
+  const headers = Object.fromEntries(
+    new Headers(response.headers as Record<string, string> | undefined).entries(),
+  );
+  return { status: response.status ?? 200, body: response.jsonBody ?? response.body ?? null, headers };
+}
+
+let seq = 0;
+
+/** A user with `count` alternating inbound/outbound text messages, one minute apart from `start`. */
+export async function seedUser(
+  data: DataStore,
+  input: {
+    waId: string;
+    name: string | null;
+    start: Date;
+    texts: string[];
+    failedLast?: boolean;
+    ai?: boolean;
+  },
+): Promise<{ userId: string; messageIds: string[] }> {
+  const { user } = await data.users.upsertFromContact(
+    { waId: input.waId, bsuid: null, name: input.name },
+    input.start,
+  );
+  const ids: string[] = [];
+  let lastInbound = '';
+  for (const [i, text] of input.texts.entries()) {
+    const createdAt = new Date(input.start.getTime() + i * 60_000);
+    const id = `wamid.${input.waId}.${++seq}`;
+    ids.push(id);
+    if (i % 2 === 0) {
+      lastInbound = id;
+      await data.messages.recordInbound({
+        id,
+        userId: user.id,
+        type: 'text',
+        text,
+        createdAt,
+        receivedAt: createdAt,
+        phoneNumberId: 'PN1',
+        role: 'conversation',
+        replyState: 'none',
+        relatedId: null,
+        raw: { text: { body: text } },
+      });
+    } else {
+      const last = i === input.texts.length - 1;
+      await data.messages.recordOutbound({
+        id,
+        waMessageId: id,
+        userId: user.id,
+        type: 'text',
+        text,
+        status: last && input.failedLast ? 'failed' : 'sent',
+        createdAt,
+        role: 'conversation',
+        phoneNumberId: 'PN1',
+        relatedId: lastInbound,
+        error: null,
+        ai: input.ai
+          ? {
+              provider: 'test',
+              model: 'm',
+              promptTokens: 7,
+              completionTokens: 3,
+              totalTokens: 10,
+              latencyMs: 5,
+            }
+          : null,
+      });
+    }
+  }
+  return { userId: user.id, messageIds: ids };
+}

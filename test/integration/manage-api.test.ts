@@ -1,0 +1,336 @@
+// The management API against a real database: auth rules, pagination, search, export, erase, errors.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashToken } from '../../shared/manage/auth';
+import { createToken } from '../../shared/manage/tokens';
+import { openApiHandler } from '../../functions/openapi';
+import { BOOTSTRAP, call, manageFixture, seedUser, type ManageFixture } from '../helpers/manage-fixture';
+
+interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+}
+interface U {
+  id: string;
+  waId: string | null;
+  name: string | null;
+  lastMessageAt: string;
+  messageCount: number;
+}
+interface M {
+  id: string;
+  userId: string;
+  text: string;
+  direction: string;
+  createdAt: string;
+  status: string;
+}
+interface S {
+  users: { total: number; optedOut: number; active24h: number };
+  messages: { total: number; inbound: number; outbound: number; failed: number };
+  ai: { requests: number; tokens: number };
+  daily: { date: string; inbound: number; outbound: number; newUsers: number }[];
+}
+
+let f: ManageFixture;
+const now = Date.now();
+const hoursAgo = (h: number) => new Date(now - h * 3_600_000);
+let ana: { userId: string; messageIds: string[] };
+let bob: { userId: string; messageIds: string[] };
+
+beforeAll(async () => {
+  f = await manageFixture('manage_api');
+  ana = await seedUser(f.data, {
+    waId: '34600111222',
+    name: 'Ana Café',
+    start: hoursAgo(2),
+    texts: ['Hola, un café por favor', 'Claro', 'Gracias <script>alert(1)</script>', 'De nada'],
+    ai: true,
+  });
+  bob = await seedUser(f.data, {
+    waId: '4915100000',
+    name: 'Bob Builder',
+    start: hoursAgo(50),
+    texts: ['Can we fix it?', 'Yes we can', 'Great'],
+    failedLast: false,
+  });
+  // Users whose last activity ties, to check the id tie-break.
+  const tie = hoursAgo(100);
+  for (let i = 0; i < 5; i++)
+    await seedUser(f.data, { waId: `1555000000${i}`, name: `Tie ${i}`, start: tie, texts: ['same time'] });
+  // A status for a message never stored leaves a placeholder that must not appear anywhere.
+  await f.data.messages.applyStatus({
+    waMessageId: 'wamid.orphan',
+    status: 'delivered',
+    at: new Date(),
+    recipient: null,
+    error: null,
+  });
+});
+
+afterAll(async () => {
+  await f?.close();
+});
+
+describe('authentication', () => {
+  it('answers 401 without a token or with an unknown one', async () => {
+    const missing = await call(f.handlers.stats, { token: null });
+    expect(missing.status).toBe(401);
+    expect(missing.body).toEqual({ error: { code: 'UNAUTHORIZED', message: expect.any(String) } });
+    expect((await call(f.handlers.stats, { token: 'nope-nope-nope' })).status).toBe(401);
+  });
+
+  it('accepts MANAGE_API_TOKEN and created tokens, recording their last use', async () => {
+    expect((await call(f.handlers.stats, { token: BOOTSTRAP })).status).toBe(200);
+    const { token, record } = await createToken(f.data, { name: 'ops', expiresDays: 30, now: new Date() });
+    expect((await f.data.tokens.findByHash(hashToken(token)))?.id).toBe(record.id);
+    expect((await call(f.handlers.stats, { token })).status).toBe(200);
+    const [stored] = (await f.data.tokens.list()).filter((t) => t.id === record.id);
+    expect(stored?.lastUsedAt).toBeInstanceOf(Date);
+    const raw = await f.db.db.collection('tokens').findOne({ _id: record.id as never });
+    expect(JSON.stringify(raw)).not.toContain(token);
+  });
+
+  it('answers 403 for revoked and expired tokens', async () => {
+    const revoked = await createToken(f.data, { name: 'old', expiresDays: null, now: new Date() });
+    expect(await f.data.tokens.revoke(revoked.record.id, new Date())).toBe(true);
+    const r = await call(f.handlers.stats, { token: revoked.token });
+    expect(r.status).toBe(403);
+    expect(r.body).toMatchObject({ error: { code: 'FORBIDDEN' } });
+    const expired = await createToken(f.data, {
+      name: 'short',
+      expiresDays: 1,
+      now: new Date(now - 2 * 86_400_000),
+    });
+    expect((await call(f.handlers.stats, { token: expired.token })).status).toBe(403);
+    expect(await f.data.tokens.revoke('no-such-id', new Date())).toBe(false);
+  });
+});
+
+describe('queries', () => {
+  it('lists users newest activity first with ties broken by id, through cursors', async () => {
+    const seen: U[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const r = await call(f.handlers.users, { query: { limit: '2', ...(cursor ? { cursor } : {}) } });
+      expect(r.status).toBe(200);
+      const page = r.body as Page<U>;
+      expect(page.items.length).toBeLessThanOrEqual(2);
+      seen.push(...page.items);
+      cursor = page.nextCursor;
+      pages++;
+    } while (cursor && pages < 10);
+    expect(seen).toHaveLength(7);
+    expect(new Set(seen.map((u) => u.id)).size).toBe(7);
+    const sorted = [...seen].sort((a, b) =>
+      a.lastMessageAt === b.lastMessageAt
+        ? a.id < b.id
+          ? 1
+          : -1
+        : a.lastMessageAt < b.lastMessageAt
+          ? 1
+          : -1,
+    );
+    expect(seen.map((u) => u.id)).toEqual(sorted.map((u) => u.id));
+    expect(seen[0]).toMatchObject({ id: ana.userId, waId: '34600111222', name: 'Ana Café', messageCount: 4 });
+    expect(Object.keys(seen[0] ?? {}).sort()).toEqual(
+      [
+        'bsuid',
+        'createdAt',
+        'id',
+        'lastMessageAt',
+        'lastMessagePreview',
+        'messageCount',
+        'name',
+        'optedOut',
+        'waId',
+      ].sort(),
+    );
+  });
+
+  it('finds users by the start of a number or of a name word', async () => {
+    const q = async (value: string) =>
+      ((await call(f.handlers.users, { query: { q: value } })).body as Page<U>).items.map((u) => u.id);
+    expect(await q('cafe')).toEqual([ana.userId]);
+    expect(await q('BUI')).toEqual([bob.userId]);
+    expect(await q('49151')).toEqual([bob.userId]);
+    expect(await q('+3460')).toEqual([ana.userId]);
+    expect(await q('tie')).toHaveLength(5);
+    expect(await q('zzz')).toEqual([]);
+    const first = (await call(f.handlers.users, { query: { q: 'tie', limit: '3' } })).body as Page<U>;
+    expect(first.items).toHaveLength(3);
+    const rest = (
+      await call(f.handlers.users, { query: { q: 'tie', limit: '3', cursor: first.nextCursor ?? '' } })
+    ).body as Page<U>;
+    expect(rest.items).toHaveLength(2);
+    expect(rest.nextCursor).toBeNull();
+  });
+
+  it('returns one user, or 404', async () => {
+    expect((await call(f.handlers.user, { params: { id: bob.userId } })).body).toMatchObject({
+      id: bob.userId,
+      name: 'Bob Builder',
+    });
+    const missing = await call(f.handlers.user, { params: { id: 'nobody' } });
+    expect(missing.status).toBe(404);
+    expect(missing.body).toMatchObject({ error: { code: 'NOT_FOUND' } });
+  });
+
+  it("pages a user's messages newest first", async () => {
+    const first = (await call(f.handlers.userMessages, { params: { id: ana.userId }, query: { limit: '3' } }))
+      .body as Page<M>;
+    expect(first.items.map((m) => m.id)).toEqual([...ana.messageIds].reverse().slice(0, 3));
+    expect(first.items[0]).toMatchObject({ direction: 'outbound', status: 'sent', text: 'De nada' });
+    expect(Object.keys(first.items[0] ?? {}).sort()).toEqual(
+      ['createdAt', 'direction', 'id', 'status', 'text', 'type', 'userId', 'waMessageId'].sort(),
+    );
+    const second = (
+      await call(f.handlers.userMessages, {
+        params: { id: ana.userId },
+        query: { limit: '3', cursor: first.nextCursor ?? '' },
+      })
+    ).body as Page<M>;
+    expect(second.items.map((m) => m.id)).toEqual([ana.messageIds[0]]);
+    expect(second.nextCursor).toBeNull();
+    expect((await call(f.handlers.userMessages, { params: { id: 'nobody' } })).status).toBe(404);
+  });
+
+  it('lists the latest chats with their last message', async () => {
+    const r = (await call(f.handlers.chats, { query: { limit: '2' } })).body as {
+      items: { user: U; lastMessage: M }[];
+    };
+    expect(r.items.map((c) => c.user.id)).toEqual([ana.userId, bob.userId]);
+    expect(r.items[0]?.lastMessage.text).toBe('De nada');
+    expect(r.items[1]?.lastMessage.text).toBe('Great');
+  });
+
+  it('searches word prefixes ignoring case and accents, newest first, never placeholders', async () => {
+    const s = async (q: string, limit = '50') =>
+      (await call(f.handlers.messages, { query: { q, limit } })).body as Page<M>;
+    expect((await s('cafe')).items.map((m) => m.text)).toEqual(['Hola, un café por favor']);
+    expect((await s('CAF hol')).items).toHaveLength(1);
+    expect((await s('script')).items.map((m) => m.text)).toEqual(['Gracias <script>alert(1)</script>']);
+    expect((await s('fix can')).items.map((m) => m.text)).toEqual(['Can we fix it?']);
+    const same = await s('same', '2');
+    expect(same.items).toHaveLength(2);
+    const more = (
+      await call(f.handlers.messages, { query: { q: 'same', limit: '2', cursor: same.nextCursor ?? '' } })
+    ).body as Page<M>;
+    expect(more.items).toHaveLength(2);
+    const ids = [...same.items, ...more.items].map((m) => m.id);
+    expect(new Set(ids).size).toBe(4);
+    expect(ids).not.toContain('wamid.orphan');
+  });
+
+  it('answers 400 naming the bad parameter', async () => {
+    for (const limit of ['0', '201', 'abc', '1.5']) {
+      const r = await call(f.handlers.users, { query: { limit } });
+      expect(r.status).toBe(400);
+      expect(r.body).toMatchObject({
+        error: { code: 'INVALID_INPUT', message: expect.stringContaining('limit') },
+      });
+    }
+    const cursor = await call(f.handlers.users, { query: { cursor: 'garbage' } });
+    expect(cursor.status).toBe(400);
+    expect((cursor.body as { error: { message: string } }).error.message).toContain('cursor');
+    const q = await call(f.handlers.messages, {});
+    expect(q.status).toBe(400);
+    expect((q.body as { error: { message: string } }).error.message).toContain('"q"');
+    expect((await call(f.handlers.messages, { query: { q: '!!' } })).status).toBe(400);
+  });
+});
+
+describe('stats, export and erase', () => {
+  it('reports counters, users and a 30-day series', async () => {
+    const s = (await call(f.handlers.stats)).body as S;
+    expect(s.users).toEqual({ total: 7, optedOut: 0, active24h: 1 });
+    expect(s.messages).toEqual({ total: 12, inbound: 9, outbound: 3, failed: 0 });
+    expect(s.messages.inbound + s.messages.outbound).toBe(s.messages.total);
+    expect(s.ai).toEqual({ requests: 2, tokens: 20 });
+    expect(s.daily).toHaveLength(30);
+    expect(s.daily[29]?.date).toBe(new Date().toISOString().slice(0, 10));
+    const sum = s.daily.reduce((n, d) => n + d.inbound + d.outbound, 0);
+    expect(sum).toBe(12);
+  });
+
+  it('exports a user with messages oldest first and records the audit entry', async () => {
+    const r = await call(f.handlers.userExport, { params: { id: ana.userId } });
+    expect(r.status).toBe(200);
+    const body = r.body as { user: U; messages: M[]; events: unknown[] };
+    expect(body.user.id).toBe(ana.userId);
+    expect(body.messages.map((m) => m.id)).toEqual(ana.messageIds);
+    expect(Array.isArray(body.events)).toBe(true);
+    const trail = await f.data.manage.auditTrail();
+    expect(trail.some((e) => e.reason === 'export' && e.userId === ana.userId)).toBe(true);
+    expect(trail.find((e) => e.reason === 'export')?.payload).toMatchObject({
+      tokenName: 'MANAGE_API_TOKEN',
+      action: 'export',
+    });
+    expect((await call(f.handlers.userExport, { params: { id: 'nobody' } })).status).toBe(404);
+  });
+
+  it('erases a user, their messages and events, and lowers the counters', async () => {
+    await f.data.events.archive({ kind: 'dead-letter', reason: 'test', payload: {}, userId: ana.userId });
+    const { token } = await createToken(f.data, { name: 'eraser', expiresDays: null, now: new Date() });
+    const before = (await call(f.handlers.stats)).body as S;
+    const r = await call(f.handlers.user, { method: 'DELETE', params: { id: ana.userId }, token });
+    expect(r.status).toBe(204);
+    expect((await call(f.handlers.user, { params: { id: ana.userId } })).status).toBe(404);
+    expect((await call(f.handlers.user, { method: 'DELETE', params: { id: ana.userId } })).status).toBe(404);
+    expect(await f.db.db.collection('messages').countDocuments({ userId: ana.userId })).toBe(0);
+    expect(
+      await f.db.db.collection('events').countDocuments({ userId: ana.userId, kind: { $ne: 'audit' } }),
+    ).toBe(0);
+    const after = (await call(f.handlers.stats)).body as S;
+    expect(after.users.total).toBe(before.users.total - 1);
+    expect(after.messages).toEqual({ total: 8, inbound: 7, outbound: 1, failed: 0 });
+    expect(after.ai).toEqual({ requests: 0, tokens: 0 });
+    const today = after.daily.reduce((n, d) => n + d.inbound + d.outbound, 0);
+    expect(today).toBe(8);
+    expect((await call(f.handlers.messages, { query: { q: 'cafe' } })).body).toEqual({
+      items: [],
+      nextCursor: null,
+    });
+    const trail = await f.data.manage.auditTrail();
+    expect(trail.find((e) => e.reason === 'erase')?.payload).toMatchObject({
+      tokenName: 'eraser',
+      userId: ana.userId,
+    });
+  });
+
+  it('never logs tokens, numbers or message text', () => {
+    const all = f.logs.join('\n');
+    expect(all).not.toContain(BOOTSTRAP);
+    expect(all).not.toContain('34600111222');
+    expect(all).not.toContain('café');
+  });
+});
+
+describe('openapi', () => {
+  it('describes every management route from the zod schemas', async () => {
+    const r = await openApiHandler();
+    const doc = r.jsonBody as {
+      openapi: string;
+      paths: Record<string, Record<string, unknown>>;
+      components: { schemas: Record<string, unknown> };
+    };
+    expect(doc.openapi).toMatch(/^3\./);
+    expect(Object.keys(doc.paths).sort()).toEqual(
+      [
+        '/manage/chats',
+        '/manage/messages',
+        '/manage/stats',
+        '/manage/users',
+        '/manage/users/{id}',
+        '/manage/users/{id}/export',
+        '/manage/users/{id}/messages',
+      ].sort(),
+    );
+    expect(Object.keys(doc.paths['/manage/users/{id}'] ?? {}).sort()).toEqual(['delete', 'get']);
+    expect(doc.components.schemas).toHaveProperty('User');
+    expect(doc.components.schemas).toHaveProperty('Message');
+    expect(doc.components.schemas).toHaveProperty('Stats');
+    const users = doc.paths['/manage/users']?.['get'] as { parameters: { name: string; in: string }[] };
+    expect(users.parameters.map((p) => p.name).sort()).toEqual(['cursor', 'limit', 'q']);
+  });
+});

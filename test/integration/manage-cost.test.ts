@@ -1,0 +1,183 @@
+// Cost of the management pages on 100,000+ messages: one bounded, index-backed query per page,
+// whatever the size of the collections (command monitoring on any server; explain on a real mongod).
+import { MongoClient, type CommandStartedEvent, type Document } from 'mongodb';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createDataStore } from '../../shared/data';
+import { call, manageFixture, type ManageFixture } from '../helpers/manage-fixture';
+
+const MESSAGES = 100_000;
+const USERS = 2_000;
+const HEAVY = 'u-heavy';
+const PAGE = 50;
+
+let f: ManageFixture;
+let client: MongoClient;
+const commands: CommandStartedEvent[] = [];
+
+beforeAll(async () => {
+  f = await manageFixture('manage_cost', (db) => {
+    client = new MongoClient(db.uri, { monitorCommands: true });
+    client.on('commandStarted', (event) => commands.push(event));
+    return createDataStore(client.db(db.dbName));
+  });
+  const base = Date.UTC(2026, 0, 1);
+  const users = f.data.users.users;
+  const messages = f.data.messages.messages;
+  const userDocs = Array.from({ length: USERS }, (_, i) => {
+    const id = i === 0 ? HEAVY : `u-${String(i).padStart(5, '0')}`;
+    return {
+      _id: id,
+      waId: `1555${String(i).padStart(7, '0')}`,
+      bsuid: null,
+      name: `User ${i}`,
+      createdAt: new Date(base),
+      lastMessageAt: new Date(base + (i % 500) * 60_000),
+      lastMessagePreview: 'hi',
+      lastMessageId: null,
+      messageCount: 0,
+      optedOut: false,
+      welcomeSentAt: null,
+      contextResetAt: null,
+      searchKeys: ['user'],
+    };
+  });
+  await users.insertMany(userDocs, { ordered: false });
+  const batch = 10_000;
+  for (let start = 0; start < MESSAGES; start += batch) {
+    const docs = Array.from({ length: batch }, (_, j) => {
+      const n = start + j;
+      // Half the messages belong to one heavy user, the rest are spread over everyone.
+      const userId = n % 2 === 0 ? HEAVY : (userDocs[n % USERS]?._id ?? HEAVY);
+      return {
+        _id: `wamid.cost.${n}`,
+        userId,
+        waMessageId: `wamid.cost.${n}`,
+        direction: 'inbound' as const,
+        type: 'text',
+        text: `message ${n}`,
+        status: 'received' as const,
+        statusRank: 0,
+        createdAt: new Date(base + Math.floor(n / 3) * 1_000),
+        role: 'conversation' as const,
+        terms: ['m', 'me', 'mes', 'message'],
+      };
+    });
+    await messages.insertMany(docs, { ordered: false });
+  }
+}, 600_000);
+
+afterAll(async () => {
+  await client?.close();
+  await f?.close();
+}, 120_000);
+
+const finds = (collection: string) =>
+  commands.filter((c) => c.commandName === 'find' && c.command['find'] === collection);
+
+async function isFerret(): Promise<boolean> {
+  const info = await f.data.db.admin().command({ buildInfo: 1 });
+  return 'ferretdbVersion' in info || JSON.stringify(info).toLowerCase().includes('ferretdb');
+}
+
+function hasIndex(indexes: Document[], keys: Record<string, 1>): boolean {
+  return indexes.some((i) => JSON.stringify(i['key']) === JSON.stringify(keys));
+}
+
+it('seeds at least 100,000 messages', async () => {
+  expect(await f.data.messages.messages.estimatedDocumentCount()).toBeGreaterThanOrEqual(MESSAGES);
+}, 120_000);
+
+it('a users page is one bounded find backed by {lastMessageAt, _id}', async () => {
+  commands.length = 0;
+  const r = await call(f.handlers.users, { query: { limit: String(PAGE) } });
+  expect(r.status).toBe(200);
+  const userFinds = finds('users');
+  expect(userFinds).toHaveLength(1);
+  expect(userFinds[0]?.command['limit']).toBe(PAGE + 1);
+  const sort = userFinds[0]?.command['sort'] as Map<string, number> | Record<string, number>;
+  expect(sort instanceof Map ? [...sort] : Object.entries(sort)).toEqual([
+    ['lastMessageAt', -1],
+    ['_id', -1],
+  ]);
+  expect(finds('messages')).toHaveLength(0);
+  expect(hasIndex(await f.data.users.users.listIndexes().toArray(), { lastMessageAt: 1, _id: 1 })).toBe(true);
+  // The next page is one bounded find too.
+  commands.length = 0;
+  const next = (r.body as { nextCursor: string }).nextCursor;
+  expect((await call(f.handlers.users, { query: { limit: String(PAGE), cursor: next } })).status).toBe(200);
+  expect(finds('users')).toHaveLength(1);
+  if (!(await isFerret())) {
+    const explain = await f.data.users.users
+      .find({})
+      .sort({ lastMessageAt: -1, _id: -1 })
+      .limit(PAGE + 1)
+      .explain('executionStats');
+    expect(explain['executionStats']['totalDocsExamined']).toBeLessThanOrEqual(PAGE + 1);
+  }
+}, 120_000);
+
+it('a conversation page is one bounded find backed by {userId, createdAt, _id}', async () => {
+  commands.length = 0;
+  const r = await call(f.handlers.userMessages, { params: { id: HEAVY }, query: { limit: String(PAGE) } });
+  expect(r.status).toBe(200);
+  expect((r.body as { items: unknown[] }).items).toHaveLength(PAGE);
+  const messageFinds = finds('messages');
+  expect(messageFinds).toHaveLength(1);
+  expect(messageFinds[0]?.command['limit']).toBe(PAGE + 1);
+  expect(messageFinds[0]?.command['filter']).toEqual({ userId: HEAVY });
+  // The existence check of the user is a lookup by _id.
+  expect(finds('users').map((c) => c.command['limit'])).toEqual([1]);
+  expect(
+    hasIndex(await f.data.messages.messages.listIndexes().toArray(), { userId: 1, createdAt: 1, _id: 1 }),
+  ).toBe(true);
+  if (!(await isFerret())) {
+    const explain = await f.data.messages.messages
+      .find({ userId: HEAVY })
+      .sort({ userId: -1, createdAt: -1, _id: -1 })
+      .limit(PAGE + 1)
+      .explain('executionStats');
+    expect(explain['executionStats']['totalDocsExamined']).toBeLessThanOrEqual(PAGE + 1);
+    // With a cursor (ties on createdAt) still bounded by the page size.
+    commands.length = 0;
+    const next = (r.body as { nextCursor: string }).nextCursor;
+    await call(f.handlers.userMessages, {
+      params: { id: HEAVY },
+      query: { limit: String(PAGE), cursor: next },
+    });
+    const filter = finds('messages')[0]?.command['filter'] as Document;
+    const second = await f.data.messages.messages
+      .find(filter)
+      .sort({ userId: -1, createdAt: -1, _id: -1 })
+      .limit(PAGE + 1)
+      .explain('executionStats');
+    expect(second['executionStats']['totalDocsExamined']).toBeLessThanOrEqual(PAGE + 2);
+  }
+}, 120_000);
+
+it('a search page is one bounded find backed by {terms, createdAt, _id}', async () => {
+  commands.length = 0;
+  const r = await call(f.handlers.messages, { query: { q: 'message', limit: String(PAGE) } });
+  expect(r.status).toBe(200);
+  const messageFinds = finds('messages');
+  expect(messageFinds).toHaveLength(1);
+  expect(messageFinds[0]?.command['limit']).toBe(PAGE + 1);
+  expect(
+    hasIndex(await f.data.messages.messages.listIndexes().toArray(), { terms: 1, createdAt: 1, _id: 1 }),
+  ).toBe(true);
+  if (!(await isFerret())) {
+    const explain = await f.data.messages.messages
+      .find({ terms: 'message' })
+      .sort({ createdAt: -1, _id: -1 })
+      .limit(PAGE + 1)
+      .explain('executionStats');
+    expect(explain['executionStats']['totalDocsExamined']).toBeLessThanOrEqual(PAGE + 1);
+  }
+}, 120_000);
+
+it('reports the server kind it measured on', async () => {
+  const ferret = await isFerret();
+  process.stderr.write(
+    `manage-cost: measured on ${ferret ? 'FerretDB (command monitoring only)' : 'mongod (explain too)'}\n`,
+  );
+  expect(typeof ferret).toBe('boolean');
+}, 120_000);

@@ -1,0 +1,140 @@
+// Pure parts of the management API: cursors, query validation, bearer parsing, token states, the
+// dashboard assets (no inline code, no markup from data) and the OpenAPI document.
+import { Script } from 'node:vm';
+import { describe, expect, it } from 'vitest';
+import { isAppError } from '../../shared/errors';
+import { bearerToken, hashToken, newToken, tokenState } from '../../shared/manage/auth';
+import { decodeCursor, encodeCursor } from '../../shared/manage/cursor';
+import { DASHBOARD_CSP, DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS } from '../../shared/manage/dashboard';
+import { openApiDocument } from '../../shared/manage/openapi';
+import { SearchQuerySchema, UsersQuerySchema } from '../../shared/manage/schemas';
+import { parseQuery } from '../../shared/manage/service';
+import { formatToken } from '../../shared/manage/tokens';
+
+const thrown = (fn: () => unknown): unknown => {
+  try {
+    fn();
+  } catch (error) {
+    return error;
+  }
+  throw new Error('did not throw');
+};
+
+describe('cursors', () => {
+  it('round-trip an opaque position', () => {
+    const position = { t: new Date('2026-01-02T03:04:05.678Z'), id: 'u:1/2' };
+    const cursor = encodeCursor(position);
+    expect(cursor).toMatch(/^[A-Za-z0-9_-]+$/);
+    expect(decodeCursor(cursor ?? undefined)).toEqual(position);
+    expect(encodeCursor(null)).toBeNull();
+    expect(decodeCursor(undefined)).toBeNull();
+  });
+
+  it('reject anything else naming the parameter', () => {
+    for (const bad of [
+      'x',
+      Buffer.from('{"t":"no","id":"a"}').toString('base64url'),
+      Buffer.from('[]').toString('base64url'),
+    ]) {
+      const error = thrown(() => decodeCursor(bad));
+      expect(isAppError(error, 'INVALID_INPUT')).toBe(true);
+      expect((error as Error).message).toContain('"cursor"');
+    }
+  });
+});
+
+describe('query validation', () => {
+  it('defaults and bounds limit', () => {
+    expect(parseQuery(UsersQuerySchema, new URLSearchParams())).toEqual({ limit: 50 });
+    expect(parseQuery(UsersQuerySchema, new URLSearchParams('limit=200&q=%20ana%20'))).toEqual({
+      limit: 200,
+      q: 'ana',
+    });
+    for (const limit of ['0', '201', '-1', 'ten', '2.5', '']) {
+      const error = thrown(() => parseQuery(UsersQuerySchema, new URLSearchParams({ limit })));
+      expect(isAppError(error, 'INVALID_INPUT')).toBe(true);
+      expect((error as Error).message).toMatch(/"limit"/);
+    }
+  });
+
+  it('requires a word in q for search', () => {
+    expect((thrown(() => parseQuery(SearchQuerySchema, new URLSearchParams())) as Error).message).toContain(
+      '"q"',
+    );
+    expect(
+      (thrown(() => parseQuery(SearchQuerySchema, new URLSearchParams('q=...'))) as Error).message,
+    ).toContain('"q"');
+    expect(parseQuery(SearchQuerySchema, new URLSearchParams('q=caf%C3%A9')).q).toBe('café');
+  });
+});
+
+describe('tokens', () => {
+  it('parses bearer headers', () => {
+    expect(bearerToken('Bearer abc.def')).toBe('abc.def');
+    expect(bearerToken('bearer   abc')).toBe('abc');
+    expect(bearerToken('Basic abc')).toBeNull();
+    expect(bearerToken('Bearer')).toBeNull();
+    expect(bearerToken(null)).toBeNull();
+  });
+
+  it('makes random tokens stored only as SHA-256 hashes', () => {
+    const a = newToken();
+    const b = newToken();
+    expect(a.token).not.toBe(b.token);
+    expect(a.hash).toBe(hashToken(a.token));
+    expect(a.hash).toMatch(/^[0-9a-f]{64}$/);
+    expect(a.token.length).toBeGreaterThanOrEqual(40);
+  });
+
+  it('tells active, expired and revoked apart, and lists without the token', () => {
+    const now = new Date('2026-03-01T00:00:00Z');
+    const base = { id: 'abc123', name: 'ops', createdAt: new Date('2026-01-01T00:00:00Z'), lastUsedAt: null };
+    expect(tokenState({ ...base, expiresAt: null, revokedAt: null }, now)).toBe('active');
+    expect(tokenState({ ...base, expiresAt: new Date('2026-02-01T00:00:00Z'), revokedAt: null }, now)).toBe(
+      'expired',
+    );
+    expect(tokenState({ ...base, expiresAt: null, revokedAt: now }, now)).toBe('revoked');
+    const line = formatToken({ ...base, expiresAt: null, revokedAt: null }, now);
+    expect(line.split('\t').slice(0, 2)).toEqual(['abc123', 'ops']);
+    expect(line).toContain('expires=never');
+    expect(line.endsWith('active')).toBe(true);
+  });
+});
+
+describe('dashboard assets', () => {
+  it('has no inline script or style and loads its own files', () => {
+    expect(DASHBOARD_HTML).toContain('<script src="/api/manage/app.js" defer></script>');
+    expect(DASHBOARD_HTML).toContain('<link rel="stylesheet" href="/api/manage/app.css">');
+    expect(DASHBOARD_HTML).not.toMatch(/<script>(?!<)|<style|\sstyle=|\son[a-z]+=/i);
+    expect(DASHBOARD_HTML).not.toMatch(/https?:\/\//);
+    expect(DASHBOARD_CSS).not.toMatch(/@import|url\(/);
+    expect(DASHBOARD_CSP).toContain("script-src 'self'");
+    expect(DASHBOARD_CSP).toContain("default-src 'none'");
+  });
+
+  it('is valid JavaScript that never builds markup from strings', () => {
+    expect(() => new Script(DASHBOARD_JS)).not.toThrow();
+    expect(DASHBOARD_JS).not.toMatch(
+      /innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(|new Function/,
+    );
+    expect(DASHBOARD_JS).toContain('sessionStorage');
+    expect(DASHBOARD_JS).not.toContain('localStorage');
+  });
+});
+
+describe('openapi', () => {
+  it('is an OpenAPI 3 document with bearer security on every operation', () => {
+    const doc = openApiDocument() as {
+      openapi: string;
+      paths: Record<string, Record<string, { security?: unknown[]; responses: Record<string, unknown> }>>;
+      components: { securitySchemes: Record<string, unknown> };
+    };
+    expect(doc.openapi).toBe('3.0.3');
+    expect(doc.components.securitySchemes['bearer']).toEqual({ type: 'http', scheme: 'bearer' });
+    for (const operations of Object.values(doc.paths))
+      for (const op of Object.values(operations)) {
+        expect(op.security).toEqual([{ bearer: [] }]);
+        expect(op.responses).toHaveProperty('401');
+      }
+  });
+});
