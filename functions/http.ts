@@ -6,8 +6,14 @@ import { createLogger, scrub, type Logger } from '../shared/log';
 
 export const loggerOf = (context: InvocationContext): Logger => createLogger(context);
 
+export const SECURITY_HEADERS = {
+  'Cache-Control': 'no-store',
+  'X-Content-Type-Options': 'nosniff',
+  'Referrer-Policy': 'no-referrer',
+} as const;
+
 export function json(status: number, body: unknown, headers: Record<string, string> = {}): HttpResponseInit {
-  return { status, jsonBody: body, headers: { 'Cache-Control': 'no-store', ...headers } };
+  return { status, jsonBody: body, headers: { ...SECURITY_HEADERS, ...headers } };
 }
 
 export function errorResponse(error: unknown, context: InvocationContext): HttpResponseInit {
@@ -16,7 +22,9 @@ export function errorResponse(error: unknown, context: InvocationContext): HttpR
     if (status >= 500)
       loggerOf(context).error('request failed', { code: error.code, error: scrub(error.message) });
     const message = status >= 500 && error.code !== ErrorCode.UNAVAILABLE ? 'internal error' : error.message;
-    return json(status, { error: { code: error.code, message } });
+    const challenge: Record<string, string> =
+      error.code === ErrorCode.UNAUTHORIZED ? { 'WWW-Authenticate': 'Bearer' } : {};
+    return json(status, { error: { code: error.code, message } }, challenge);
   }
   const e = ensureError(error);
   loggerOf(context).error('unexpected error', { name: e.name, error: scrub(e.message) });

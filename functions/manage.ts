@@ -4,7 +4,7 @@
 // that can be named, expired, revoked and audited), the dashboard page must load without a key,
 // and a Functions key would be a second shared secret in URLs or headers that cannot be audited.
 import type { HttpRequest, HttpResponseInit, InvocationContext } from '@azure/functions';
-import { AppError, ensureError, ErrorCode, httpStatusOf, isAppError } from '../shared/errors';
+import { AppError, ErrorCode } from '../shared/errors';
 import { getServices, type Services } from '../shared/deps';
 import { createLogger } from '../shared/log';
 import { authenticate, type Caller } from '../shared/manage/auth';
@@ -17,32 +17,7 @@ import {
 } from '../shared/manage/schemas';
 import * as manage from '../shared/manage/service';
 import type { HttpDefinition } from './definition-types';
-
-const SECURITY_HEADERS = {
-  'Cache-Control': 'no-store',
-  'X-Content-Type-Options': 'nosniff',
-  'Referrer-Policy': 'no-referrer',
-} as const;
-
-export function errorResponse(error: unknown, context: InvocationContext): HttpResponseInit {
-  if (isAppError(error)) {
-    return {
-      status: httpStatusOf[error.code],
-      headers: {
-        ...SECURITY_HEADERS,
-        ...(error.code === ErrorCode.UNAUTHORIZED ? { 'WWW-Authenticate': 'Bearer' } : {}),
-      },
-      jsonBody: { error: { code: error.code, message: error.message } },
-    };
-  }
-  const e = ensureError(error);
-  createLogger(context).error('manage request failed', { error: e.name });
-  return {
-    status: 500,
-    headers: SECURITY_HEADERS,
-    jsonBody: { error: { code: ErrorCode.INTERNAL, message: 'internal error' } },
-  };
-}
+import { errorResponse, SECURITY_HEADERS } from './http';
 
 type Action = (ctx: manage.ManageContext, request: HttpRequest, caller: Caller) => Promise<unknown>;
 
