@@ -71,6 +71,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
       ['messages deleted', result.deleted],
       ['batches', result.batches],
       ['users whose last message changed', result.usersUpdated],
+      ['old reply claims removed', result.locksDeleted],
       ['time', seconds(started)],
     ]);
     return 0;

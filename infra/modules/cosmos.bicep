@@ -206,6 +206,13 @@ var mongoCollections = [
           ]
         }
       }
+      {
+        key: {
+          keys: [
+            'createdAt'
+          ]
+        }
+      }
     ]
   }
   {

@@ -44,7 +44,8 @@ export const INDEXES: Readonly<Record<CollectionName, readonly IndexDefinition[]
     { name: 'createdAt', keys: { createdAt: 1 } },
   ],
   stats: [],
-  locks: [],
+  // retention removes old claims
+  locks: [{ name: 'createdAt', keys: { createdAt: 1 } }],
   tokens: [{ name: 'hash', keys: { hash: 1 }, unique: true }],
   events: [
     { name: 'userId_createdAt', keys: { userId: 1, createdAt: 1 } },

@@ -12,6 +12,8 @@ export interface RetentionResult {
   deleted: number;
   usersUpdated: number;
   batches: number;
+  /** Claims in `locks` older than the cutoff: their messages are long answered. */
+  locksDeleted: number;
 }
 
 /** How many messages are older than the cutoff (for dry runs and progress). */
@@ -29,7 +31,7 @@ export async function deleteMessagesOlderThan(
 ): Promise<RetentionResult> {
   const messages = store.db.collection<MessageDoc>(COLLECTIONS.messages);
   const users = store.db.collection<UserDoc>(COLLECTIONS.users);
-  const result: RetentionResult = { deleted: 0, usersUpdated: 0, batches: 0 };
+  const result: RetentionResult = { deleted: 0, usersUpdated: 0, batches: 0, locksDeleted: 0 };
   const touched = new Set<string>();
   for (;;) {
     const batch = await withRetry(() =>
@@ -91,6 +93,21 @@ export async function deleteMessagesOlderThan(
       ),
     );
     result.usersUpdated++;
+  }
+  // Old claims can go: a claim is only ever contended while its message or lock is current.
+  const locks = store.db.collection<{ _id: string; createdAt: Date }>(COLLECTIONS.locks);
+  for (;;) {
+    const old = await withRetry(() =>
+      locks
+        .find({ createdAt: { $lt: cutoff } }, { projection: { _id: 1 } })
+        .sort({ createdAt: 1 })
+        .limit(batchSize)
+        .toArray(),
+    );
+    if (old.length === 0) break;
+    const removed = await withRetry(() => locks.deleteMany({ _id: { $in: old.map((l) => l._id) } }));
+    result.locksDeleted += removed.deletedCount;
+    if (old.length < batchSize) break;
   }
   // Only a run that deleted something makes the counters impossible to rebuild from documents.
   if (result.deleted > 0) {

@@ -164,8 +164,14 @@ describe('npm run retention', () => {
 
   it('deletes old messages in batches, adjusts summaries, keeps the totals', async () => {
     const totals = await store.stats.totals();
+    const locks = t.db.collection<{ _id: string; createdAt: Date }>('locks');
+    await locks.insertMany([
+      { _id: 'reply:old:1', createdAt: ago(45) },
+      { _id: 'reply:recent:1', createdAt: new Date() },
+    ]);
     const io = captureIo();
     expect(await runToExitCode(retention, ['--batch-size', '1'], env({ RETENTION_DAYS: '30' }), io)).toBe(0);
+    expect((await locks.find({}).toArray()).map((l) => l._id)).toEqual(['reply:recent:1']);
     expect(io.stdout.join('\n')).toMatch(/messages deleted:\s+4/);
     expect(io.stdout.join('\n')).toMatch(/batches:\s+4/);
     expect((await t.db.collection('messages').find({}).toArray()).map((m) => m['_id'])).toEqual(['wamid.a3']);
