@@ -96,3 +96,34 @@ export async function withRetry<T>(operation: () => Promise<T>): Promise<T> {
     }
   }
 }
+
+/**
+ * Runs the read-modify-write updates that need the server's atomicity ($inc counters, summaries,
+ * forward-only statuses). FerretDB v1 applies them without isolation (40 concurrent `$inc` of one
+ * document were seen to add 3, and concurrent upserts to fail with duplicate keys), so on FerretDB
+ * (local development and tests, one process) they run one at a time; elsewhere they run at once.
+ */
+export interface UpdateGate {
+  run<T>(operation: () => Promise<T>): Promise<T>;
+}
+
+let serialTail: Promise<unknown> = Promise.resolve();
+
+export function updateGateFor(db: Db): UpdateGate {
+  let serial: Promise<boolean> | undefined;
+  return {
+    async run(operation) {
+      serial ??= db
+        .admin()
+        .command({ buildInfo: 1 })
+        .then((info) => 'ferretdbVersion' in info)
+        .catch(() => false);
+      if (!(await serial)) return operation();
+      const result = serialTail.then(operation, operation);
+      serialTail = result.catch(() => undefined);
+      return result;
+    },
+  };
+}
+
+export const directGate: UpdateGate = { run: (operation) => operation() };

@@ -1,7 +1,7 @@
 // The data module: the only code that talks to the database. Everything above it speaks in the
 // domain types of ./types.
 import type { Db } from 'mongodb';
-import { sharedDb, withRetry } from './client';
+import { sharedDb, updateGateFor, withRetry } from './client';
 import { COLLECTIONS, ensureIndexes } from './indexes';
 import { EventsRepository, type EventDoc } from './events';
 import { MessagesRepository, type MessageDoc } from './messages';
@@ -40,14 +40,16 @@ export interface DataStore {
 }
 
 export function createDataStore(db: Db): DataStore {
-  const stats = new StatsRepository(db.collection<StatsDoc>(COLLECTIONS.stats));
+  const gate = updateGateFor(db);
+  const stats = new StatsRepository(db.collection<StatsDoc>(COLLECTIONS.stats), gate);
   const locks = new LocksRepository(db.collection<LockDoc>(COLLECTIONS.locks));
-  const users = new UsersRepository(db.collection<UserDoc>(COLLECTIONS.users), stats, locks);
+  const users = new UsersRepository(db.collection<UserDoc>(COLLECTIONS.users), stats, locks, gate);
   const messages = new MessagesRepository(
     db.collection<MessageDoc>(COLLECTIONS.messages),
     users,
     stats,
     locks,
+    gate,
   );
   const events = new EventsRepository(db.collection<EventDoc>(COLLECTIONS.events));
   const tokens = new TokensRepository(db.collection<TokenDoc>(COLLECTIONS.tokens));

@@ -14,7 +14,7 @@ import type {
   ReplyState,
   StatusUpdate,
 } from './types';
-import { isDuplicateKey, withRetry } from './client';
+import { directGate, isDuplicateKey, withRetry, type UpdateGate } from './client';
 import { prefixTerms } from './terms';
 import type { StatsRepository } from './stats';
 import type { UsersRepository } from './users';
@@ -87,6 +87,7 @@ export class MessagesRepository {
     private readonly users: UsersRepository,
     private readonly stats: StatsRepository,
     private readonly locks: LocksRepository,
+    private readonly gate: UpdateGate = directGate,
   ) {}
 
   async getMessage(id: string): Promise<Message | null> {
@@ -255,6 +256,12 @@ export class MessagesRepository {
    * arrival. A status for a message not stored yet leaves a placeholder that the message joins.
    */
   async applyStatus(update: StatusUpdate): Promise<'applied' | 'stale'> {
+    const result = await this.gate.run(() => this.moveStatus(update));
+    if (result === 'failed') await this.stats.bump({ failed: 1 }, update.at);
+    return result === 'stale' ? 'stale' : 'applied';
+  }
+
+  private async moveStatus(update: StatusUpdate): Promise<'applied' | 'stale' | 'failed'> {
     const rank = STATUS_RANK[update.status];
     const filter: Filter<MessageDoc> = { _id: update.waMessageId, statusRank: { $lt: rank } };
     const change = {
@@ -280,10 +287,7 @@ export class MessagesRepository {
       );
       if (!before) return 'stale';
     }
-    if (update.status === 'failed' && before?.direction === 'outbound') {
-      await this.stats.bump({ failed: 1 }, update.at);
-    }
-    return 'applied';
+    return update.status === 'failed' && before?.direction === 'outbound' ? 'failed' : 'applied';
   }
 
   /**

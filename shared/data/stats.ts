@@ -2,7 +2,7 @@
 // stats costs O(days), never a scan.
 import type { Collection } from 'mongodb';
 import type { DailyStats } from './types';
-import { withRetry } from './client';
+import { directGate, withRetry, type UpdateGate } from './client';
 
 export interface StatsDoc {
   _id: string;
@@ -29,10 +29,17 @@ export const dayKey = (at: Date): string => at.toISOString().slice(0, 10);
 export const dayId = (date: string): string => `day:${date}`;
 
 export class StatsRepository {
-  constructor(private readonly stats: Collection<StatsDoc>) {}
+  constructor(
+    private readonly stats: Collection<StatsDoc>,
+    private readonly gate: UpdateGate = directGate,
+  ) {}
 
   /** Adds to the running totals and to the UTC day of `at` (daily series counts inbound, outbound, new users). */
   async bump(delta: CounterDelta, at: Date): Promise<void> {
+    await this.gate.run(() => this.apply(delta, at));
+  }
+
+  private async apply(delta: CounterDelta, at: Date): Promise<void> {
     const inc = Object.fromEntries(
       Object.entries(delta).filter(([, v]) => v !== undefined && v !== 0),
     ) as Record<string, number>;

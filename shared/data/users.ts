@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import type { Collection } from 'mongodb';
 import type { Identity, User } from './types';
-import { isDuplicateKey, withRetry } from './client';
+import { directGate, isDuplicateKey, withRetry, type UpdateGate } from './client';
 import { prefixTerms } from './terms';
 import type { StatsRepository } from './stats';
 import type { LocksRepository } from './locks';
@@ -64,6 +64,7 @@ export class UsersRepository {
     readonly users: Collection<UserDoc>,
     private readonly stats: StatsRepository,
     private readonly locks: LocksRepository,
+    private readonly gate: UpdateGate = directGate,
   ) {}
 
   async getUser(id: string): Promise<User | null> {
@@ -128,6 +129,13 @@ export class UsersRepository {
 
   /** Updates the conversation summary for a newly stored message (never twice for one message). */
   async noteMessage(userId: string, message: { id: string; text: string; createdAt: Date }): Promise<void> {
+    await this.gate.run(() => this.applyNote(userId, message));
+  }
+
+  private async applyNote(
+    userId: string,
+    message: { id: string; text: string; createdAt: Date },
+  ): Promise<void> {
     await withRetry(() =>
       this.users.updateOne(
         { _id: userId },

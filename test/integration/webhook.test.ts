@@ -159,6 +159,23 @@ describe('POST /api/webhook', () => {
     app.queued.length = 0;
   });
 
+  it('counts concurrent messages of many users exactly', async () => {
+    const before = await totals();
+    const phone = newPhone();
+    const others = Array.from({ length: 12 }, () => newPhone());
+    const payloads = [
+      ...others.map((p) => textNotification(p, 'many users').payload),
+      ...Array.from({ length: 8 }, () => textNotification(phone, 'one user, many messages').payload),
+    ];
+    const results = await Promise.all(payloads.map((p) => app.post(p)));
+    expect(results.map((r) => r.status)).toEqual(payloads.map(() => 200));
+    app.queued.length = 0;
+    const after = await totals();
+    expect(after['inbound']).toBe((before['inbound'] ?? 0) + 20);
+    expect(after['newUsers']).toBe((before['newUsers'] ?? 0) + 13);
+    expect((await users().findOne({ waId: phone }))?.['messageCount']).toBe(8);
+  });
+
   it('handles every entry, change, message and status of a batch', async () => {
     const [a, b] = [newPhone(), newPhone()];
     const m1 = textMessage(a, 'first');
