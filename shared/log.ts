@@ -33,8 +33,6 @@ export function createLogger(sink: LogSink): Logger {
   };
 }
 
-export const silentLogger: Logger = { info: () => {}, warn: () => {}, error: () => {} };
-
 let pseudonymKey = 'whatsapp-bot';
 /** Sets the key of `pseudonym`; the composition root passes a secret so hashes cannot be reversed by brute force. */
 export function setPseudonymKey(key: string): void {

@@ -54,11 +54,4 @@ export class EventsRepository {
     );
     return id;
   }
-
-  async listByKind(kind: string, limit = 100): Promise<ArchivedEvent[]> {
-    const docs = await withRetry(() =>
-      this.events.find({ kind }).sort({ kind: 1, createdAt: 1 }).limit(limit).toArray(),
-    );
-    return docs.map(toEvent);
-  }
 }

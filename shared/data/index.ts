@@ -11,7 +11,8 @@ import { LocksRepository, type LockDoc } from './locks';
 import { ManageQueries, TokensRepository, type TokenDoc } from './manage-queries';
 
 export * from './types';
-export { closeAllClients } from './client';
+// The database on the process-wide client, without creating indexes (the health script checks them).
+export { closeAllClients, sharedDb } from './client';
 export { COLLECTIONS, INDEXES, ensureIndexes, type IndexDefinition, type IndexReport } from './indexes';
 export { STATUS_RANK } from './messages';
 export { fold, queryTerms, words } from './terms';

@@ -10,7 +10,7 @@ import {
   type Document,
   type WriteError,
 } from 'mongodb';
-import { isDuplicateKey, sharedDb, withRetry } from './client';
+import { isDuplicateKey, withRetry } from './client';
 import { COLLECTIONS, type CollectionName } from './indexes';
 import { STATUS_RANK, type MessageDoc } from './messages';
 import { dayId, dayKey, TOTALS_ID, type StatsDoc } from './stats';
@@ -23,11 +23,6 @@ export { userIdFor } from './users';
 /** Anything holding the database handle (a DataStore). */
 export interface HasDb {
   readonly db: Db;
-}
-
-/** The database on the process-wide client, without creating indexes (health checks them). */
-export function connectDatabase(uri: string, database: string): Promise<Db> {
-  return sharedDb(uri, database);
 }
 
 const users = (s: HasDb): Collection<UserDoc> => s.db.collection<UserDoc>(COLLECTIONS.users);

@@ -175,13 +175,6 @@ export class MessagesRepository {
     return updated ? toMessage(updated) : null;
   }
 
-  async replyAttempts(id: string): Promise<number> {
-    const doc = await withRetry(() =>
-      this.messages.findOne({ _id: id }, { projection: { replyAttempts: 1 } }),
-    );
-    return doc?.replyAttempts ?? 0;
-  }
-
   /** Ends the reply of an inbound message. `failed` carries the reason. */
   async finishReply(
     id: string,
