@@ -1,6 +1,6 @@
 // The MongoDB client lifecycle and the error boundary of the data module: one client per process,
 // created lazily and reused across invocations, with the options Cosmos DB for MongoDB (RU) needs.
-import { MongoClient, MongoServerError, type Db } from 'mongodb';
+import { MongoClient, MongoServerError, type CommandStartedEvent, type Db } from 'mongodb';
 import { AppError, ErrorCode } from '../errors';
 
 export const CLIENT_OPTIONS = {
@@ -17,11 +17,46 @@ export const CLIENT_OPTIONS = {
 
 const clients = new Map<string, Promise<MongoClient>>();
 
+/** What a command observer sees: one command the driver sent (round trips are counted with it). */
+export interface ObservedCommand {
+  readonly commandName: string;
+  readonly databaseName: string;
+  readonly command: Readonly<Record<string, unknown>>;
+}
+export type CommandObserver = (command: ObservedCommand) => void;
+
+const observers = new Set<CommandObserver>();
+
+/**
+ * Registers an observer of every command sent by clients created from now on (the bench counts
+ * round trips, the test suite checks Cosmos DB's rules). Returns the function that removes it.
+ */
+export function observeCommands(observer: CommandObserver): () => void {
+  observers.add(observer);
+  return () => observers.delete(observer);
+}
+
+/** Sends a client's commands to the observers; for clients made outside this module (tests). */
+export function watchClient(client: MongoClient): MongoClient {
+  client.on('commandStarted', (event: CommandStartedEvent) => {
+    const observed: ObservedCommand = {
+      commandName: event.commandName,
+      databaseName: event.databaseName,
+      command: event.command,
+    };
+    for (const observer of observers) observer(observed);
+  });
+  return client;
+}
+
 /** The process-wide client for a connection string, connected on first use. */
 export function sharedClient(uri: string): Promise<MongoClient> {
   let client = clients.get(uri);
   if (!client) {
-    client = new MongoClient(uri, CLIENT_OPTIONS).connect().catch((error: unknown) => {
+    const monitored = observers.size > 0;
+    const created = new MongoClient(uri, { ...CLIENT_OPTIONS, monitorCommands: monitored });
+    if (monitored) watchClient(created);
+    client = created.connect().catch((error: unknown) => {
       clients.delete(uri);
       throw translateError(error);
     });

@@ -12,7 +12,7 @@ import { ManageQueries, TokensRepository, type TokenDoc } from './manage-queries
 
 export * from './types';
 // The database on the process-wide client, without creating indexes (the health script checks them).
-export { closeAllClients, sharedDb } from './client';
+export { closeAllClients, observeCommands, sharedDb, watchClient, type ObservedCommand } from './client';
 export { COLLECTIONS, INDEXES, ensureIndexes, type IndexDefinition, type IndexReport } from './indexes';
 export { STATUS_RANK } from './messages';
 export { fold, queryTerms, words } from './terms';
