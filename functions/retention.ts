@@ -1,6 +1,6 @@
 // Timer: deletes messages older than RETENTION_DAYS once a day. Does nothing when it is unset.
 import type { InvocationContext, Timer } from '@azure/functions';
-import { deleteMessagesOlderThan, retentionCutoff } from '../shared/data';
+import { retentionCutoff } from '../shared/data';
 import { defaultRuntime, type Runtime } from '../shared/deps';
 import type { TimerDefinition } from './definition-types';
 import { loggerOf } from './http';
@@ -21,7 +21,7 @@ export function retentionTimer(runtime: Runtime = defaultRuntime) {
     const services = await runtime.services();
     const started = Date.now();
     const cutoff = retentionCutoff(days, services.now());
-    const result = await deleteMessagesOlderThan(services.data, cutoff, BATCH_SIZE);
+    const result = await services.data.retention.deleteOlderThan(cutoff, BATCH_SIZE);
     log.info('retention done', {
       days,
       deleted: result.deleted,

@@ -9,8 +9,6 @@ import {
   BACKUP_COLLECTIONS,
   BACKUP_FORMAT,
   BACKUP_VERSION,
-  countCollections,
-  readCollection,
   toEjsonLine,
   type BackupHeader,
   type DataStore,
@@ -42,7 +40,7 @@ Exit code: 0 on success, 1 on failure. The file holds personal data: keep it saf
 async function* lines(store: DataStore, header: BackupHeader, onDoc: () => void): AsyncGenerator<string> {
   yield `${toEjsonLine(header)}\n`;
   for (const c of BACKUP_COLLECTIONS) {
-    for await (const d of readCollection(store, c)) {
+    for await (const d of store.maintenance.readCollection(c)) {
       onDoc();
       yield `${toEjsonLine({ c, d })}\n`;
     }
@@ -58,7 +56,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
     path.join('.data', 'backups', `backup-${createdAt.toISOString().replace(/[:.]/g, '-')}.jsonl.gz`);
   await fs.mkdir(path.dirname(path.resolve(out)), { recursive: true });
   const counts = await withDataStore(env, io, async (store) => {
-    const collections = await countCollections(store);
+    const collections = await store.maintenance.countCollections();
     const header: BackupHeader = { format: BACKUP_FORMAT, version: BACKUP_VERSION, createdAt, collections };
     const total = Object.values(collections).reduce((a, b) => a + b, 0);
     const bar = progress(io, 'backing up', total);

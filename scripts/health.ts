@@ -1,16 +1,7 @@
 // npm run health [-- --repair]: checks the database (reachable, indexes, user summaries against the
 // stored messages, counters not below what is stored) and the configuration; --repair rebuilds
 // summaries, and counters where no retention has run, and prints what changed.
-import {
-  checkCounters,
-  checkSummaries,
-  countStored,
-  ensureIndexes,
-  readTotals,
-  repairCounters,
-  repairSummaries,
-  type DataStore,
-} from '../shared/data';
+import { type DataStore } from '../shared/data';
 import { loadConfig } from '../shared/config';
 import { AppError } from '../shared/errors';
 import { parseCli, printSummary, progress, runMain, withDataStore, type Env, type Io } from './lib/cli';
@@ -42,15 +33,13 @@ async function checkData(
 ): Promise<{ problems: number; rows: [string, string | number][] }> {
   let problems = 0;
   const rows: [string, string | number][] = [];
-  const total =
-    (await store.db.collection('users').estimatedDocumentCount()) +
-    (await store.db.collection('messages').estimatedDocumentCount());
+  const total = await store.maintenance.estimatedSize();
   const bar = progress(io, 'reading', total);
-  let counts = await countStored(store, (done) => bar.update(done));
+  let counts = await store.maintenance.countStored((done) => bar.update(done));
   bar.done();
   rows.push(['users', counts.users], ['messages', counts.inbound + counts.outbound]);
 
-  let summaries = await checkSummaries(store, counts);
+  let summaries = await store.maintenance.checkSummaries(counts);
   if (summaries.length) {
     io.out(
       `users whose summary disagrees with the stored messages: ${new Set(summaries.map((p) => p.userId)).size}`,
@@ -60,21 +49,20 @@ async function checkData(
       summaries.map((p) => `${p.userId}: ${p.problem}`),
     );
     if (repair) {
-      const changed = await repairSummaries(
-        store,
+      const changed = await store.maintenance.repairSummaries(
         counts,
         summaries.map((p) => p.userId),
       );
       io.out(`repaired: ${changed} user summaries rebuilt`);
       rows.push(['summaries repaired', changed]);
-      summaries = await checkSummaries(store, counts);
+      summaries = await store.maintenance.checkSummaries(counts);
     }
   }
   rows.push(['summary problems', summaries.length]);
   problems += summaries.length;
 
-  let counters = await checkCounters(store, counts);
-  const totals = await readTotals(store);
+  let counters = await store.maintenance.checkCounters(counts);
+  const totals = await store.maintenance.readTotals();
   const retentionRuns = totals?.retentionRuns ?? 0;
   rows.push(['retention runs', retentionRuns]);
   if (counters.length) {
@@ -86,7 +74,7 @@ async function checkData(
   }
   if (repair && (counters.length || retentionRuns === 0)) {
     // Without retention the counters are exactly the stored documents: rebuild them all.
-    const changes = await repairCounters(store, counts);
+    const changes = await store.maintenance.repairCounters(counts);
     if (changes.length) {
       io.out(
         `repaired counters (${retentionRuns === 0 ? 'rebuilt from the documents' : 'raised to what is stored'}):`,
@@ -94,8 +82,8 @@ async function checkData(
       sample(io, changes, 50);
     }
     rows.push(['counters repaired', changes.length]);
-    counts = await countStored(store);
-    counters = await checkCounters(store, counts);
+    counts = await store.maintenance.countStored();
+    counters = await store.maintenance.checkCounters(counts);
   }
   rows.push(['counter problems', counters.length]);
   problems += counters.length;
@@ -130,7 +118,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
       return 1;
     }
     try {
-      const report = await ensureIndexes(store.db, repair ? 'create' : 'verify');
+      const report = await store.ensureIndexes(repair ? 'create' : 'verify');
       rows.push(['indexes', report.created.length ? `ok (${report.created.length} created)` : 'ok']);
       for (const name of report.created) io.out(`created index ${name}`);
     } catch (error) {

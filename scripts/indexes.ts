@@ -1,6 +1,6 @@
 // npm run indexes [-- --verify]: creates every index of the data module (or only checks them) and
 // prints what it did.
-import { ensureIndexes, type IndexReport } from '../shared/data';
+import type { IndexReport } from '../shared/data';
 import { AppError } from '../shared/errors';
 import { parseCli, printSummary, runMain, withDataStore, type Env, type Io } from './lib/cli';
 
@@ -22,7 +22,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   return withDataStore(env, io, async (store) => {
     let report: IndexReport;
     try {
-      report = await ensureIndexes(store.db, mode);
+      report = await store.ensureIndexes(mode);
     } catch (error) {
       if (error instanceof AppError) {
         io.err(`error: ${error.message}`);

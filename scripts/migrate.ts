@@ -4,14 +4,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import initSqlJs, { type Database, type SqlValue } from 'sql.js';
-import {
-  importMessages,
-  importUsers,
-  userIdFor,
-  type ImportedMessage,
-  type ImportedUser,
-} from '../shared/data';
-import { ensureIndexes } from '../shared/data';
+import { userIdFor, type ImportedMessage, type ImportedUser } from '../shared/data';
 import {
   parseCli,
   intOption,
@@ -279,7 +272,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
     return 0;
   }
   const written = await withDataStore(env, io, async (store) => {
-    await ensureIndexes(store.db, 'create');
+    await store.ensureIndexes('create');
     const total = legacy.users.length + legacy.messages.length;
     const bar = progress(io, 'migrating', total);
     let done = 0;
@@ -287,12 +280,12 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
     const messagesInserted = { inserted: 0, inbound: 0, outbound: 0 };
     for (let i = 0; i < legacy.users.length; i += batchSize) {
       const batch = legacy.users.slice(i, i + batchSize);
-      usersInserted += (await importUsers(store, batch)).inserted;
+      usersInserted += (await store.maintenance.importUsers(batch)).inserted;
       bar.update((done += batch.length));
     }
     for (let i = 0; i < legacy.messages.length; i += batchSize) {
       const batch = legacy.messages.slice(i, i + batchSize);
-      const result = await importMessages(store, batch);
+      const result = await store.maintenance.importMessages(batch);
       messagesInserted.inserted += result.inserted;
       messagesInserted.inbound += result.inbound;
       messagesInserted.outbound += result.outbound;

@@ -9,9 +9,7 @@ import {
   BACKUP_COLLECTIONS,
   BACKUP_FORMAT,
   BACKUP_VERSION,
-  ensureIndexes,
   fromEjsonLine,
-  restoreDocuments,
   type DataStore,
 } from '../shared/data';
 import {
@@ -96,7 +94,7 @@ async function restore(
   const flush = async (c: string) => {
     const docs = pending.get(c) ?? [];
     if (!docs.length) return;
-    await restoreDocuments(store, c, docs);
+    await store.maintenance.restoreDocuments(c, docs);
     restored[c] = (restored[c] ?? 0) + docs.length;
     pending.set(c, []);
     bar.update((done += docs.length));
@@ -127,7 +125,7 @@ async function restore(
   }
   for (const c of pending.keys()) await flush(c);
   bar.done();
-  await ensureIndexes(store.db, 'create');
+  await store.ensureIndexes('create');
   return { restored, done };
 }
 

@@ -1,6 +1,6 @@
 // npm run retention [-- --days N] [--dry-run]: deletes messages older than RETENTION_DAYS (or
 // --days) in batches, oldest first, keeping the users' summaries right. Running totals stay.
-import { countMessagesOlderThan, deleteMessagesOlderThan, retentionCutoff } from '../shared/data';
+import { retentionCutoff } from '../shared/data';
 import {
   intOption,
   parseCli,
@@ -52,7 +52,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   const started = Date.now();
   const cutoff = retentionCutoff(keepDays, new Date());
   return withDataStore(env, io, async (store) => {
-    const candidates = await countMessagesOlderThan(store, cutoff);
+    const candidates = await store.retention.countOlderThan(cutoff);
     if (values['dry-run']) {
       printSummary(io, 'retention (dry run: nothing deleted)', [
         ['keep days', keepDays],
@@ -63,7 +63,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
       return 0;
     }
     const bar = progress(io, 'deleting', candidates);
-    const result = await deleteMessagesOlderThan(store, cutoff, batchSize, (deleted) => bar.update(deleted));
+    const result = await store.retention.deleteOlderThan(cutoff, batchSize, (deleted) => bar.update(deleted));
     bar.done();
     printSummary(io, 'retention done', [
       ['keep days', keepDays],
@@ -71,7 +71,6 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
       ['messages deleted', result.deleted],
       ['batches', result.batches],
       ['users whose last message changed', result.usersUpdated],
-      ['old reply claims removed', result.locksDeleted],
       ['time', seconds(started)],
     ]);
     return 0;

@@ -1,7 +1,7 @@
 // npm run seed -- --users N --messages M: demo data for the dashboard, written through the
 // repositories (so summaries and counters stay consistent), spread over the last 30 days.
 import { randomBytes, randomInt } from 'node:crypto';
-import { ensureIndexes } from '../shared/data';
+import type { ImportedMessage } from '../shared/data';
 import {
   intOption,
   parseCli,
@@ -76,7 +76,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   for (const p of plan) p.times.sort((a, b) => a.getTime() - b.getTime());
 
   const result = await withDataStore(env, io, async (store) => {
-    await ensureIndexes(store.db, 'create');
+    await store.ensureIndexes('create');
     const bar = progress(io, 'seeding', userCount + messageCount);
     let done = 0;
     let usersCreated = 0;
@@ -84,46 +84,38 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
     let outbound = 0;
     for (const [u, p] of plan.entries()) {
       const first = p.times[0] ?? randomTime();
-      const { user, created } = await store.users.upsertFromContact(
-        { waId: p.waId, bsuid: null, name: p.name },
-        first,
-      );
+      const { user, created } = await store.users.resolve({ waId: p.waId, bsuid: null, name: p.name }, first);
       if (created) usersCreated++;
       bar.update(++done);
+      // The same path as the migration: summaries and counters by the data module's rules.
+      const history: ImportedMessage[] = [];
       let lastInbound = '';
       for (const [k, at] of p.times.entries()) {
         const id = `seed.${randomBytes(12).toString('hex')}`;
         if (k % 2 === 0) {
-          await store.messages.recordInbound({
+          history.push({
             id,
             userId: user.id,
-            type: 'text',
+            waMessageId: id,
+            direction: 'inbound',
             text: pick(QUESTIONS, u + k),
             createdAt: at,
-            receivedAt: at,
             phoneNumberId: 'seed',
-            role: 'conversation',
-            replyState: 'none',
-            relatedId: null,
-            raw: { seed: true },
           });
           lastInbound = id;
           inbound++;
         } else {
           const promptTokens = randomInt(40, 400);
           const completionTokens = randomInt(10, 120);
-          await store.messages.recordOutbound({
+          history.push({
             id,
-            waMessageId: id,
             userId: user.id,
-            type: 'text',
+            waMessageId: id,
+            direction: 'outbound',
             text: pick(ANSWERS, u + k - 1),
-            status: 'sent',
-            createdAt: new Date(at.getTime()),
-            role: 'conversation',
+            createdAt: at,
             phoneNumberId: 'seed',
             relatedId: lastInbound,
-            error: null,
             ai: {
               provider: 'seed',
               model: 'demo',
@@ -137,6 +129,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
         }
         bar.update(++done);
       }
+      await store.maintenance.importMessages(history);
     }
     bar.done();
     return { usersCreated, inbound, outbound };

@@ -3,8 +3,8 @@
 import { getConfig, type Config } from './config';
 import { openDataStore, type DataStore } from './data';
 import { setPseudonymKey } from './log';
-import type { AiResponder } from './bot/answer';
 import { createAiResponder } from './bot/ai-answer';
+import type { AiResponder } from './bot/ports';
 import { createGraphClient, dryRunGraphClient, type GraphClient, type RetryPolicy } from './whatsapp/graph';
 
 export interface Services {

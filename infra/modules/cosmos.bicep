@@ -110,8 +110,6 @@ var mongoCollections = [
         key: {
           keys: [
             'searchKeys'
-            'lastMessageAt'
-            '_id'
           ]
         }
       }
@@ -170,6 +168,12 @@ var mongoCollections = [
         key: {
           keys: [
             'terms'
+          ]
+        }
+      }
+      {
+        key: {
+          keys: [
             'createdAt'
             '_id'
           ]
@@ -191,25 +195,6 @@ var mongoCollections = [
         key: {
           keys: [
             '_id'
-          ]
-        }
-      }
-    ]
-  }
-  {
-    name: 'locks'
-    indexes: [
-      {
-        key: {
-          keys: [
-            '_id'
-          ]
-        }
-      }
-      {
-        key: {
-          keys: [
-            'createdAt'
           ]
         }
       }
@@ -251,6 +236,14 @@ var mongoCollections = [
         key: {
           keys: [
             'userId'
+            'createdAt'
+          ]
+        }
+      }
+      {
+        key: {
+          keys: [
+            'subject'
             'createdAt'
           ]
         }

@@ -1,7 +1,7 @@
 // Shared helpers of the operator scripts: arguments and --help, a progress bar on stderr, the
 // summary, exit codes, and opening the database the way `npm run dev` finds it.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { closeAllClients, createDataStore, sharedDb, type DataStore } from '../../shared/data';
+import { closeAllClients, openDataStore, type DataStore } from '../../shared/data';
 import { AppError } from '../../shared/errors';
 import { resolveDatabase } from './database';
 
@@ -141,8 +141,7 @@ export async function withDataStore<T>(env: Env, io: Io, work: (store: DataStore
     throw new ScriptError('MONGODB_DATABASE must be 1-63 letters, digits, _ or -');
   const server = await resolveDatabase({ purpose: 'script', env, log: (line) => io.err(line) });
   try {
-    const db = await sharedDb(server.uri, name);
-    return await work(createDataStore(db));
+    return await work(await openDataStore(server.uri, name));
   } finally {
     await closeAllClients();
     await server.stop();

@@ -2,9 +2,10 @@
 // context (system prompt, recent conversation since the last reset, the new message described in
 // words), the call, and on failure a short apology with the failure recorded.
 import type { AiConfig } from '../config';
-import type { AiUsage, DataStore, Message, MessageError, MessageRole, User } from '../data';
-import { pseudonym, type Logger } from '../log';
+import type { DataStore, Message, User } from '../data';
+import { pseudonym } from '../log';
 import { AiError, createAiClient, type AiClient, type AiClientOptions, type ChatMessage } from '../ai/client';
+import type { AiResponder, Reply } from './ports';
 import { AI_APOLOGY, RATE_LIMIT_NOTICE } from './texts';
 
 export interface AiResponderDeps {
@@ -16,26 +17,9 @@ export interface AiResponderDeps {
   readonly clientOptions?: AiClientOptions;
 }
 
-/**
- * Structurally `Reply` and `AiResponder` of ./answer, restated so that this module, built by the
- * composition root, does not import answer.ts (which imports the root's types: a cycle).
- */
-export interface AiReply {
-  readonly text: string;
-  readonly role: MessageRole;
-  readonly ai: AiUsage | null;
-  readonly failure: MessageError | null;
-}
-export interface AiAnswerer {
-  answer(input: { user: User; message: Message; log: Logger }): Promise<AiReply | null>;
-}
-
 const MINUTE_MS = 60_000;
-/**
- * Extra history rows read so that later messages still waiting for their answer (left out: they
- * come after this one) do not shorten the context.
- */
-const PENDING_SLACK = 20;
+/** Extra messages read beyond the context and the rate limit (later waiting ones, commands). */
+const SLACK = 20;
 
 const LABEL = /^\[([^\]]+)\]\s*/;
 
@@ -102,44 +86,70 @@ export function toTurns(history: readonly Message[]): ChatMessage[] {
   return turns;
 }
 
-export function createAiResponder(deps: AiResponderDeps): AiAnswerer {
+export function createAiResponder(deps: AiResponderDeps): AiResponder {
   const { config, data, now } = deps;
   const client = deps.client ?? createAiClient(config, deps.clientOptions);
+  const inContext = (user: User, message: Message) => (m: Message) =>
+    m.id !== message.id &&
+    m.role === 'conversation' &&
+    (!user.contextResetAt || m.seqAt > user.contextResetAt) &&
+    !(m.direction === 'inbound' && (m.replyState === 'pending' || m.replyState === 'sending'));
 
-  async function context(user: User, message: Message): Promise<ChatMessage[]> {
-    // Up to now (an answer to an earlier message may be stamped after this message's Meta
-    // timestamp), leaving out later messages still waiting for their answer. One indexed read.
-    const rows =
-      config.historyLimit > 0
-        ? await data.messages.conversationBefore(
-            user.id,
-            now(),
-            message.id,
-            user.contextResetAt,
-            config.historyLimit + PENDING_SLACK,
-          )
-        : [];
-    const history = rows
-      .filter(
-        (m) => !(m.direction === 'inbound' && (m.replyState === 'pending' || m.replyState === 'sending')),
-      )
-      .slice(-config.historyLimit);
+  /** The context: from the worker's read when it holds enough, else one indexed query. */
+  async function context(
+    user: User,
+    message: Message,
+    recent: readonly Message[],
+    partial: boolean,
+  ): Promise<ChatMessage[]> {
+    let history = config.historyLimit > 0 ? recent.filter(inContext(user, message)) : [];
+    if (config.historyLimit > 0 && partial && history.length < config.historyLimit) {
+      // Up to now (an answer to an earlier message may be stamped after this message's Meta
+      // timestamp), leaving out later messages still waiting for their answer.
+      const rows = await data.messages.conversationBefore(
+        user.id,
+        now(),
+        message.id,
+        user.contextResetAt,
+        config.historyLimit + SLACK,
+      );
+      history = rows.filter(inContext(user, message));
+    }
     return [
       { role: 'system', content: config.systemPrompt },
-      ...toTurns(history),
+      ...toTurns(history.slice(-config.historyLimit)),
       { role: 'user', content: describeForModel(message) },
     ];
   }
 
+  /** AI answers (and rate-limit notices) of the last minute: counted in the worker's read when it covers the minute. */
+  async function lastMinute(user: User, recent: readonly Message[], partial: boolean) {
+    const since = new Date(now().getTime() - MINUTE_MS);
+    const oldest = recent[0];
+    if (partial && (!oldest || oldest.createdAt >= since)) {
+      const [answers, notices] = await Promise.all([
+        data.messages.countOutboundSince(user.id, since, { ai: true }),
+        data.messages.countOutboundSince(user.id, since, { text: RATE_LIMIT_NOTICE }),
+      ]);
+      return { answers, notices };
+    }
+    const outbound = recent.filter((m) => m.direction === 'outbound' && m.createdAt >= since);
+    return {
+      answers: outbound.filter((m) => m.ai !== null).length,
+      notices: outbound.filter((m) => m.role === 'notice' && m.text === RATE_LIMIT_NOTICE).length,
+    };
+  }
+
   return {
-    async answer({ user, message, log }) {
-      const minuteAgo = new Date(now().getTime() - MINUTE_MS);
-      if ((await data.messages.countAiAnswersSince(user.id, minuteAgo)) >= config.maxPerMinute) {
-        const notified = (await data.messages.countNoticesSince(user.id, minuteAgo, RATE_LIMIT_NOTICE)) > 0;
+    window: Math.max(config.historyLimit, config.maxPerMinute) * 2 + SLACK,
+    async answer({ user, message, recent, recentIsPartial, log }) {
+      const minute = await lastMinute(user, recent, recentIsPartial);
+      if (minute.answers >= config.maxPerMinute) {
+        const notified = minute.notices > 0;
         log.info('ai rate limited', { id: message.id, user: pseudonym(user.id), notice: !notified });
         return notified ? null : { text: RATE_LIMIT_NOTICE, role: 'notice', ai: null, failure: null };
       }
-      const messages = await context(user, message);
+      const messages = await context(user, message, recent, recentIsPartial);
       try {
         const completion = await client.complete(messages);
         log.info('ai answered', {
@@ -150,7 +160,7 @@ export function createAiResponder(deps: AiResponderDeps): AiAnswerer {
           ms: completion.latencyMs,
           length: completion.text.length,
         });
-        const reply: AiReply = {
+        const reply: Reply = {
           text: completion.text,
           role: 'conversation',
           ai: {

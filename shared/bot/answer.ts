@@ -1,9 +1,8 @@
-// Decides the answer to one inbound message (CONTRACT.md, "What the bot does with each
+// Decides the answer to one inbound message (docs/contract.md, "What the bot does with each
 // notification"): commands, the polite "cannot read" answer, AI when configured, else built-in.
-import type { Services } from '../deps';
-import type { AiUsage, Message, MessageError, MessageRole, User } from '../data';
-import type { Logger } from '../log';
+import type { Message, MessageRole, User } from '../data';
 import { parseCommand } from './commands';
+import type { ReplyPorts, Reply } from './ports';
 import {
   DEFAULT_ANSWER,
   HELP_TEXT,
@@ -13,45 +12,39 @@ import {
   UNREADABLE_ANSWER,
 } from './texts';
 
-export interface Reply {
-  readonly text: string;
-  readonly role: MessageRole;
-  readonly ai: AiUsage | null;
-  /** Set when the answer is an apology for a failure (recorded on the inbound message). */
-  readonly failure: MessageError | null;
-}
-
 /** What the worker does with a message: nothing, a fixed text, or ask the AI (typing indicator first). */
-export type Plan = { kind: 'none' } | { kind: 'fixed'; reply: Reply } | { kind: 'ai' };
+export type Decision = { kind: 'none' } | { kind: 'fixed'; reply: Reply } | { kind: 'ai' };
 
-/** Answers with a model; null means stay silent (e.g. over the per-minute limit, already notified). */
-export interface AiResponder {
-  answer(input: { user: User; message: Message; log: Logger }): Promise<Reply | null>;
-}
-
-const fixed = (text: string, role: MessageRole): Plan => ({
+const fixed = (text: string, role: MessageRole): Decision => ({
   kind: 'fixed',
   reply: { text, role, ai: null, failure: null },
 });
 
-/** Decides, and applies the command's effect (opt-out, opt-in, reset) before its confirmation goes out. */
-export async function planAnswer(services: Services, user: User, message: Message): Promise<Plan> {
+/**
+ * Decides, and applies the command's effect (opt-out, opt-in, reset) before its confirmation goes
+ * out. Returns the user as it is after the effect (the next message of the same drain sees it).
+ */
+export async function decideAnswer(
+  ports: Pick<ReplyPorts, 'data' | 'ai'>,
+  user: User,
+  message: Message,
+): Promise<{ decision: Decision; user: User }> {
   const command = message.role === 'command' ? parseCommand(message.text) : null;
-  if (user.optedOut && command !== 'start') return { kind: 'none' };
-  if (message.role === 'notice') return fixed(UNREADABLE_ANSWER, 'notice');
+  if (user.optedOut && command !== 'start') return { decision: { kind: 'none' }, user };
+  if (message.role === 'notice') return { decision: fixed(UNREADABLE_ANSWER, 'notice'), user };
   switch (command) {
     case 'help':
-      return fixed(HELP_TEXT, 'command');
+      return { decision: fixed(HELP_TEXT, 'command'), user };
     case 'reset':
-      await services.data.users.resetContext(user.id, message.seqAt);
-      return fixed(RESET_ANSWER, 'command');
+      await ports.data.users.resetContext(user.id, message.seqAt);
+      return { decision: fixed(RESET_ANSWER, 'command'), user: { ...user, contextResetAt: message.seqAt } };
     case 'stop':
-      await services.data.users.setOptedOut(user.id, true);
-      return fixed(STOP_ANSWER, 'command');
+      await ports.data.users.setOptedOut(user.id, true);
+      return { decision: fixed(STOP_ANSWER, 'command'), user: { ...user, optedOut: true } };
     case 'start':
-      await services.data.users.setOptedOut(user.id, false);
-      return fixed(START_ANSWER, 'command');
+      await ports.data.users.setOptedOut(user.id, false);
+      return { decision: fixed(START_ANSWER, 'command'), user: { ...user, optedOut: false } };
     case null:
-      return services.ai ? { kind: 'ai' } : fixed(DEFAULT_ANSWER, 'conversation');
+      return { decision: ports.ai ? { kind: 'ai' } : fixed(DEFAULT_ANSWER, 'conversation'), user };
   }
 }

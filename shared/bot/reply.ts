@@ -1,167 +1,274 @@
-// The reply worker: answers the messages of one user, in order, exactly once each. A per-user lock
-// serialises answers; each message is claimed (`pending` → `sending` with a lease) before its
-// answer goes out, then stored under its wamid and the inbound message marked `sent` or `failed`.
+// The reply worker: answers the messages of one user, in order, exactly once each.
+//
+// A worker takes the user's reply lock (a lease on the user document, read in the same round
+// trip), reads the user's latest messages once (what waits for an answer, and the AI's context),
+// answers each waiting message, records each answer with the inbound message's new state in one
+// write, then frees the lock while recording the user's summary, and counts everything in one
+// write. A job that finds the lock taken simply ends: the holder looks again before it lets go
+// (the user's inbound count tells it whether anything arrived meanwhile), so no job waits, spins
+// or fails because another worker is busy with the same user.
+//
+// The Graph API has no idempotency key: a crash between a send that Graph accepted and the one
+// write that records it leaves the message waiting, and it is answered again once the lease ends.
+// That window is the only accepted duplicate.
 import { randomUUID } from 'node:crypto';
-import type { Services } from '../deps';
-import { AppError, ErrorCode } from '../errors';
-import type { Message, MessageError, User } from '../data';
+import { CounterDelta, type Message, type MessageError, type OutboundRecord, type User } from '../data';
 import { pseudonym, type Logger } from '../log';
 import { GraphError, type Recipient } from '../whatsapp/graph';
-import { planAnswer, type Reply } from './answer';
+import { decideAnswer } from './answer';
 import type { ReplyJob } from './jobs';
+import type { Reply, ReplyPorts } from './ports';
 import { splitMessage } from './split';
 import { WELCOME_TEXT } from './texts';
 
 /** Longer than one answer can take (AI timeout and retry, Graph retries). */
 export const LEASE_MS = 90_000;
-const DRAIN_BATCH = 10;
-const MAX_ROUNDS = 20;
-const LOCK_WAIT_MS = 30_000;
-const LOCK_POLL_MS = 200;
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Latest messages read per look without AI (what waits for an answer). */
+const WINDOW = 20;
+const MAX_LOOKS = 20;
+/** Attempts at recording an answer that Graph accepted (a database error must not resend it). */
+const RECORD_ATTEMPTS = 6;
 
 export const recipientOf = (user: User): Recipient => ({ waId: user.waId, bsuid: user.bsuid });
 
-const errorOf = (error: unknown): MessageError =>
-  error instanceof GraphError
-    ? { code: error.graphCode ?? error.status, title: error.message }
-    : { code: null, title: error instanceof Error ? error.message : 'unknown error' };
+const waiting = (m: Message): boolean =>
+  m.direction === 'inbound' && (m.replyState === 'pending' || m.replyState === 'sending');
 
-export async function processReplyJob(services: Services, job: ReplyJob, log: Logger): Promise<void> {
-  if (job.kind === 'welcome') return sendWelcome(services, job, log);
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-  const { data } = services;
+/** What one look at the user's messages found: the waiting ones and the context, oldest first. */
+interface Look {
+  recent: Message[];
+  partial: boolean;
+  waiting: Message[];
+}
+
+async function look(ports: ReplyPorts, userId: string): Promise<Look> {
+  const size = Math.max(WINDOW, ports.ai?.window ?? 0);
+  const newestFirst = await ports.data.messages.recent(userId, size);
+  const recent = [...newestFirst].reverse();
+  const partial = newestFirst.length === size;
+  let pending = recent.filter(waiting);
+  // More may wait than the window holds: ask for them (oldest first) when the oldest read waits.
+  if (partial && recent[0] && waiting(recent[0]))
+    pending = await ports.data.messages.pendingReplies(userId, size);
+  // Answered in the order they were sent (Meta's time), whatever the order of arrival.
+  pending.sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return { recent, partial, waiting: pending };
+}
+
+export async function processReplyJob(ports: ReplyPorts, job: ReplyJob, log: Logger): Promise<void> {
+  if (job.kind === 'welcome') return sendWelcome(ports, job, log);
+  const { data } = ports;
   const owner = randomUUID();
-  const deadline = Date.now() + LOCK_WAIT_MS;
-  // Another worker may be answering this user: wait for it to finish, or to answer our message.
-  while (!(await data.users.acquireReplyLock(job.userId, owner, LEASE_MS))) {
-    const message = await data.messages.getMessage(job.messageId);
-    if (!message || (message.replyState !== 'pending' && message.replyState !== 'sending')) return;
-    if (Date.now() > deadline) {
-      throw new AppError(ErrorCode.THROTTLED, 'the user is being answered by another worker; retry later');
-    }
-    await sleep(LOCK_POLL_MS);
-  }
-  let blocked = false;
-  try {
-    for (let round = 0; round < MAX_ROUNDS && !blocked; round++) {
-      const pending = await data.messages.pendingReplies(job.userId, DRAIN_BATCH);
-      if (pending.length === 0) break;
-      for (const message of pending) {
-        const claimed = await data.messages.claimReply(message.id, LEASE_MS);
-        if (!claimed) {
-          // Still leased by a worker that stopped: later messages wait for it (order is kept).
-          blocked = true;
-          break;
+  let locked = await data.users.lockForReply(job.userId, owner, LEASE_MS, ports.now());
+  if (!locked) return; // another worker answers this user and looks again before it lets go
+  for (let looks = 0; looks < MAX_LOOKS && locked; looks++) {
+    const seen: number = locked.inboundCount;
+    let user: User = locked.user;
+    const found = await look(ports, user.id);
+    const answers: OutboundRecord[] = [];
+    const counters = new CounterDelta();
+    let leaseFrom = Date.now();
+    let done = false;
+    let keepLock = false;
+    try {
+      for (const message of found.waiting) {
+        if (Date.now() - leaseFrom > LEASE_MS / 3) {
+          // A long drain: extend the lease before the next answer (never on the common path).
+          const renewed = await data.users.lockForReply(user.id, owner, LEASE_MS, ports.now());
+          if (!renewed) throw new Error('the reply lock was lost');
+          leaseFrom = Date.now();
         }
-        await answer(services, claimed, log);
-        await data.users.acquireReplyLock(job.userId, owner, LEASE_MS);
+        user = await answer(ports, user, message, found, answers, counters, log);
+      }
+      done = true;
+    } catch (error) {
+      // An answer Graph accepted that the database would not record: the lock is kept until its
+      // lease ends, so that a retry does not send it again at once.
+      keepLock = error instanceof UnrecordedSend;
+      throw error;
+    } finally {
+      if (!keepLock) {
+        // Counted even when an answer failed half-way: what was recorded stays counted.
+        const count = await data.users.releaseReplyLock(
+          user.id,
+          owner,
+          answers.map((a) => ({ id: a.id, text: a.text, createdAt: a.createdAt, direction: 'outbound' })),
+        );
+        await data.stats.apply(counters);
+        locked =
+          done && count !== null && count !== seen
+            ? await data.users.lockForReply(user.id, owner, LEASE_MS, ports.now())
+            : null;
       }
     }
-  } finally {
-    await data.users.releaseReplyLock(job.userId, owner);
-  }
-  const mine = await data.messages.getMessage(job.messageId);
-  if (mine && (mine.replyState === 'pending' || mine.replyState === 'sending')) {
-    if (blocked || mine.replyState === 'sending') {
-      throw new AppError(ErrorCode.THROTTLED, 'an earlier message is still being answered; retry later');
-    }
-    // Stored after our last look while we held the lock: answer it now.
-    return processReplyJob(services, job, log);
   }
 }
 
-/** Answers one claimed inbound message: read receipt, decision, send (maybe in parts), store. */
-async function answer(services: Services, message: Message, log: Logger): Promise<void> {
-  const { data, graph } = services;
-  const user = await data.users.getUser(message.userId);
-  if (!user) {
-    await data.messages.finishReply(message.id, 'none');
-    return;
-  }
-  const plan = await planAnswer(services, user, message);
-  await markRead(services, message, plan.kind === 'ai', log);
-  let reply: Reply | null;
-  if (plan.kind === 'none') reply = null;
-  else if (plan.kind === 'fixed') reply = plan.reply;
-  else reply = (await services.ai?.answer({ user, message, log })) ?? null;
-  if (!reply) {
-    await data.messages.finishReply(message.id, 'none');
-    return;
-  }
-  const phoneNumberId = message.phoneNumberId ?? '';
-  const parts = splitMessage(reply.text);
-  for (const [index, part] of parts.entries()) {
-    const partReply: Reply = index === 0 ? reply : { ...reply, ai: null };
-    try {
-      const sent = await graph.sendText(phoneNumberId, recipientOf(user), part);
-      await data.messages.recordOutbound({
+/** A send Graph accepted whose record could not be written. */
+export class UnrecordedSend extends Error {
+  override readonly name = 'UnrecordedSend';
+}
+
+/** Answers one waiting message: decision, read receipt, send (maybe in parts), one write to record it. */
+async function answer(
+  ports: ReplyPorts,
+  user: User,
+  message: Message,
+  found: Look,
+  answers: OutboundRecord[],
+  counters: CounterDelta,
+  log: Logger,
+): Promise<User> {
+  const { graph } = ports;
+  const decided = await decideAnswer(ports, user, message);
+  const read = await markRead(ports, message, decided.decision.kind === 'ai', log);
+  let reply: Reply | null = null;
+  if (decided.decision.kind === 'fixed') reply = decided.decision.reply;
+  else if (decided.decision.kind === 'ai' && ports.ai)
+    reply = await ports.ai.answer({
+      user: decided.user,
+      message,
+      recent: found.recent,
+      recentIsPartial: found.partial,
+      log,
+    });
+
+  const parts: OutboundRecord[] = [];
+  let failure: MessageError | null = null;
+  if (reply) {
+    const phoneNumberId = message.phoneNumberId ?? '';
+    for (const [index, text] of splitMessage(reply.text).entries()) {
+      const first = index === 0;
+      const base = {
+        userId: user.id,
+        type: 'text',
+        text,
+        role: reply.role,
+        phoneNumberId,
+        relatedId: message.id,
+        ai: first ? reply.ai : null,
+      };
+      let sent: { waMessageId: string | null };
+      try {
+        sent = await graph.sendText(phoneNumberId, recipientOf(user), text);
+      } catch (error) {
+        // Only what Graph refused is a send failure; anything else is retried by the queue.
+        if (!(error instanceof GraphError)) throw error;
+        failure = { code: error.graphCode ?? error.status, title: error.message };
+        parts.push({
+          ...base,
+          id: `out:${message.id}:${index}`,
+          waMessageId: null,
+          status: 'failed',
+          createdAt: ports.now(),
+          error: failure,
+        });
+        log.warn('reply failed', { id: message.id, user: pseudonym(user.id), code: failure.code });
+        break;
+      }
+      parts.push({
+        ...base,
         id: sent.waMessageId ?? `out:${message.id}:${index}`,
         waMessageId: sent.waMessageId,
-        userId: user.id,
-        type: 'text',
-        text: part,
         status: sent.waMessageId ? 'sent' : 'not_sent',
-        createdAt: services.now(),
-        role: partReply.role,
-        phoneNumberId,
-        relatedId: message.id,
+        createdAt: ports.now(),
         error: null,
-        ai: partReply.ai,
       });
-    } catch (error) {
-      if (error instanceof AppError && !(error instanceof GraphError)) throw error;
-      const failure = errorOf(error);
-      await data.messages.recordOutbound({
-        id: `out:${message.id}:${index}`,
-        waMessageId: null,
-        userId: user.id,
-        type: 'text',
-        text: part,
-        status: 'failed',
-        createdAt: services.now(),
-        role: partReply.role,
-        phoneNumberId,
-        relatedId: message.id,
-        error: failure,
-        ai: partReply.ai,
-      });
-      await data.messages.finishReply(message.id, 'failed', failure);
-      log.warn('reply failed', { id: message.id, user: pseudonym(user.id), code: failure.code });
-      return;
     }
   }
-  await data.messages.finishReply(message.id, 'sent', reply.failure);
-  log.info('reply sent', {
-    id: message.id,
-    user: pseudonym(user.id),
-    parts: parts.length,
-    dryRun: graph.dryRun,
+  const state = !reply ? 'none' : failure ? 'failed' : 'sent';
+  const settled = await record(ports, {
+    inbound: message,
+    parts,
+    state,
+    error: failure ?? reply?.failure ?? null,
+    read,
   });
+  if (settled.settled) counters.message({ direction: 'inbound', createdAt: message.createdAt });
+  for (const part of settled.stored) {
+    counters.message({
+      direction: 'outbound',
+      createdAt: part.createdAt,
+      failed: part.status === 'failed',
+      aiTokens: part.ai?.totalTokens ?? null,
+    });
+  }
+  if (settled.failedBefore) counters.failed(settled.failedBefore);
+  answers.push(...settled.stored);
+  // What this look knows now: the message answered, the answer sent (the next message's context).
+  const index = found.recent.findIndex((m) => m.id === message.id);
+  if (index >= 0) found.recent[index] = { ...message, replyState: state };
+  found.recent.push(
+    ...settled.stored.map((p): Message => ({
+      id: p.id,
+      userId: p.userId,
+      waMessageId: p.waMessageId,
+      direction: 'outbound',
+      type: p.type,
+      text: p.text,
+      status: p.status,
+      createdAt: p.createdAt,
+      seqAt: p.createdAt,
+      role: p.role,
+      phoneNumberId: p.phoneNumberId,
+      replyState: null,
+      error: p.error,
+      ai: p.ai,
+      relatedId: p.relatedId,
+    })),
+  );
+  if (reply && !failure)
+    log.info('reply sent', {
+      id: message.id,
+      user: pseudonym(user.id),
+      parts: parts.length,
+      dryRun: graph.dryRun,
+    });
+  return decided.user;
+}
+
+/** The one write after a send: tried again on a database error, since the send must not repeat. */
+async function record(
+  ports: ReplyPorts,
+  input: Parameters<ReplyPorts['data']['messages']['settleReply']>[0],
+) {
+  const accepted = input.parts.some((p) => p.status !== 'failed');
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await ports.data.messages.settleReply(input);
+    } catch (error) {
+      if (!accepted) throw error;
+      if (attempt >= RECORD_ATTEMPTS)
+        throw new UnrecordedSend('an accepted answer could not be recorded', { cause: error });
+      await pause(250 * 2 ** attempt);
+    }
+  }
 }
 
 /** Read receipt (and typing indicator before an AI answer); a failure here never blocks the answer. */
-async function markRead(services: Services, message: Message, typing: boolean, log: Logger): Promise<void> {
-  if (services.graph.dryRun || !message.phoneNumberId) return;
+async function markRead(ports: ReplyPorts, message: Message, typing: boolean, log: Logger): Promise<boolean> {
+  if (ports.graph.dryRun || !message.phoneNumberId) return false;
   try {
-    await services.graph.markRead(message.phoneNumberId, message.id, typing);
-    await services.data.messages.markInboundRead(message.id);
+    await ports.graph.markRead(message.phoneNumberId, message.id, typing);
+    return true;
   } catch (error) {
     if (!(error instanceof GraphError)) throw error;
     log.warn('read receipt failed', { id: message.id, code: error.graphCode ?? error.status });
+    return false;
   }
 }
 
 async function sendWelcome(
-  services: Services,
+  ports: ReplyPorts,
   job: Extract<ReplyJob, { kind: 'welcome' }>,
   log: Logger,
 ): Promise<void> {
-  const { data, graph } = services;
+  const { data, graph } = ports;
   const user = await data.users.getUser(job.userId);
   if (!user || user.optedOut) return;
-  if (!(await data.users.claimWelcome(user.id, services.now()))) return;
+  if (!(await data.users.claimWelcome(user.id, ports.now()))) return;
   let sent: { waMessageId: string | null };
   try {
     sent = await graph.sendText(job.phoneNumberId, recipientOf(user), WELCOME_TEXT);
@@ -173,31 +280,58 @@ async function sendWelcome(
     log.warn('welcome failed', { user: pseudonym(user.id) });
     return;
   }
-  await data.messages.recordOutbound({
-    id: sent.waMessageId ?? `out:${job.requestId}:0`,
+  const createdAt = ports.now();
+  const id = sent.waMessageId ?? `out:${job.requestId}:0`;
+  const result = await data.messages.recordOutbound({
+    id,
     waMessageId: sent.waMessageId,
     userId: user.id,
     type: 'text',
     text: WELCOME_TEXT,
     status: sent.waMessageId ? 'sent' : 'not_sent',
-    createdAt: services.now(),
+    createdAt,
     role: 'command',
     phoneNumberId: job.phoneNumberId,
     relatedId: job.requestId,
     error: null,
     ai: null,
   });
+  if (result === 'inserted') {
+    await data.users.noteMessages(user.id, [{ id, text: WELCOME_TEXT, createdAt, direction: 'outbound' }]);
+    await data.stats.apply(new CounterDelta().message({ direction: 'outbound', createdAt }));
+  }
   log.info('welcome sent', { user: pseudonym(user.id) });
 }
 
-/** The poison queue: a job that failed every attempt. Its message is marked `failed`, never left `sending`. */
+/**
+ * The poison queue: a job that failed every attempt. Its message is marked `failed` with the
+ * reason, unless a worker holds the user's lock right now (it is being answered).
+ */
 export async function handlePoisonJob(
-  services: Services,
+  ports: ReplyPorts,
   job: ReplyJob,
   reason: string,
   log: Logger,
 ): Promise<void> {
   if (job.kind !== 'message') return;
-  await services.data.messages.finishReply(job.messageId, 'failed', { code: null, title: reason });
-  log.warn('reply job poisoned', { id: job.messageId });
+  const owner = randomUUID();
+  const locked = await ports.data.users.lockForReply(job.userId, owner, LEASE_MS, ports.now());
+  if (!locked) {
+    log.info('poisoned reply job left to the worker answering the user', { id: job.messageId });
+    return;
+  }
+  try {
+    const message = await ports.data.messages.getMessage(job.messageId);
+    if (
+      message &&
+      (await ports.data.messages.finishReply(job.messageId, 'failed', { code: null, title: reason }))
+    ) {
+      await ports.data.stats.apply(
+        new CounterDelta().message({ direction: 'inbound', createdAt: message.createdAt }),
+      );
+      log.warn('reply job poisoned', { id: job.messageId });
+    }
+  } finally {
+    await ports.data.users.releaseReplyLock(job.userId, owner, []);
+  }
 }

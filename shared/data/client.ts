@@ -78,14 +78,13 @@ export async function closeAllClients(): Promise<void> {
 
 const THROTTLED = 16500;
 const DUPLICATE_KEY = 11000;
-const MAX_THROTTLE_RETRIES = 5;
 const MAX_RETRY_AFTER_MS = 5_000;
 
 export function isDuplicateKey(error: unknown): boolean {
   return error instanceof MongoServerError && error.code === DUPLICATE_KEY;
 }
 
-function isThrottled(error: unknown): boolean {
+export function isThrottled(error: unknown): boolean {
   return (
     error instanceof MongoServerError &&
     (error.code === THROTTLED || /TooManyRequests|Request rate is large/i.test(error.message))
@@ -116,49 +115,3 @@ export function translateError(error: unknown): unknown {
     return new AppError(ErrorCode.UNAVAILABLE, 'database unreachable', { cause: error });
   return error;
 }
-
-/** Runs one database operation, retrying Cosmos throttling (16500) after the advised delay, up to a bound. */
-export async function withRetry<T>(operation: () => Promise<T>): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await operation();
-    } catch (error) {
-      if (isThrottled(error) && attempt < MAX_THROTTLE_RETRIES) {
-        await new Promise((resolve) => setTimeout(resolve, retryAfterMs(error, attempt)));
-        continue;
-      }
-      throw translateError(error);
-    }
-  }
-}
-
-/**
- * Runs the read-modify-write updates that need the server's atomicity ($inc counters, summaries,
- * forward-only statuses). FerretDB v1 applies them without isolation (40 concurrent `$inc` of one
- * document were seen to add 3, and concurrent upserts to fail with duplicate keys), so on FerretDB
- * (local development and tests, one process) they run one at a time; elsewhere they run at once.
- */
-export interface UpdateGate {
-  run<T>(operation: () => Promise<T>): Promise<T>;
-}
-
-let serialTail: Promise<unknown> = Promise.resolve();
-
-export function updateGateFor(db: Db): UpdateGate {
-  let serial: Promise<boolean> | undefined;
-  return {
-    async run(operation) {
-      serial ??= db
-        .admin()
-        .command({ buildInfo: 1 })
-        .then((info) => 'ferretdbVersion' in info)
-        .catch(() => false);
-      if (!(await serial)) return operation();
-      const result = serialTail.then(operation, operation);
-      serialTail = result.catch(() => undefined);
-      return result;
-    },
-  };
-}
-
-export const directGate: UpdateGate = { run: (operation) => operation() };

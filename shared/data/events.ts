@@ -1,8 +1,12 @@
-// Archived payloads that could not be processed (dead letters) and the audit trail.
-import { randomUUID } from 'node:crypto';
-import type { Collection } from 'mongodb';
+// Archived payloads that could not be processed (dead letters) and the audit trail. Payloads are
+// kept as bounded JSON text (see ./bounded-json), and each archived item names whom it concerns
+// (the user, else the pseudonym of the number or business-scoped id it carries) so that erase and
+// export find it.
+import { createHash, randomUUID } from 'node:crypto';
+import { pseudonym } from '../log';
+import { boundedJson } from './bounded-json';
+import type { Gateway } from './gateway';
 import type { ArchivedEvent } from './types';
-import { withRetry } from './client';
 
 export interface EventDoc {
   _id: string;
@@ -10,48 +14,70 @@ export interface EventDoc {
   reason: string;
   createdAt: Date;
   userId: string | null;
-  payload: unknown;
+  /** Pseudonym of the identifier an archived item carries when no user is known. */
+  subject?: string | null;
+  payloadJson?: string;
+  /** True when the payload was cut (too deep or too long). */
+  truncated?: boolean;
+  /** Audit entries (and items archived before payloadJson) keep a small object. */
+  payload?: unknown;
 }
 
-export const toEvent = (d: EventDoc): ArchivedEvent => ({
-  id: d._id,
-  kind: d.kind,
-  reason: d.reason,
-  createdAt: d.createdAt,
-  userId: d.userId,
-  payload: d.payload,
-});
+/** Archived payloads are cut at this length (the whole notification is at most 3 MiB). */
+export const MAX_EVENT_JSON = 256 * 1024;
+
+/** The subject of an identifier (a phone number or business-scoped id): never the identifier itself. */
+export const subjectOf = (identifier: string): string => pseudonym(`subject:${identifier}`);
+
+export const toEvent = (d: EventDoc): ArchivedEvent => {
+  let payload: unknown = d.payload ?? null;
+  if (d.payloadJson !== undefined) {
+    try {
+      payload = d.truncated ? d.payloadJson : JSON.parse(d.payloadJson);
+    } catch {
+      payload = d.payloadJson;
+    }
+  }
+  return { id: d._id, kind: d.kind, reason: d.reason, createdAt: d.createdAt, userId: d.userId ?? null, payload };
+};
 
 export class EventsRepository {
-  constructor(private readonly events: Collection<EventDoc>) {}
+  constructor(private readonly events: Gateway<EventDoc>) {}
 
   /**
-   * Archives a payload. `key` makes it idempotent (a redelivered notification is archived once);
-   * without one a random id is used.
+   * Archives a payload once: the id derives from its kind and content, so a redelivered
+   * notification is archived once. `identifier`: the number or bsuid it carries, if any.
    */
   async archive(input: {
     kind: string;
     reason: string;
     payload: unknown;
     userId?: string | null;
-    key?: string;
+    identifier?: string | null;
+    at: Date;
   }): Promise<string> {
-    const id = input.key ?? randomUUID();
-    await withRetry(() =>
-      this.events.updateOne(
-        { _id: id },
-        {
-          $setOnInsert: {
-            kind: input.kind,
-            reason: input.reason,
-            createdAt: new Date(),
-            userId: input.userId ?? null,
-            payload: input.payload,
-          },
+    const { json, truncated } = boundedJson(input.payload, MAX_EVENT_JSON);
+    const id = `${input.kind}:${createHash('sha256').update(json).digest('hex').slice(0, 32)}`;
+    await this.events.updateOne(
+      { _id: id },
+      {
+        $setOnInsert: {
+          kind: input.kind,
+          reason: input.reason,
+          createdAt: input.at,
+          userId: input.userId ?? null,
+          subject: input.identifier ? subjectOf(input.identifier) : null,
+          payloadJson: json,
+          truncated,
         },
-        { upsert: true },
-      ),
+      },
+      { upsert: true },
     );
     return id;
+  }
+
+  /** A random-id entry (the audit trail). */
+  async append(doc: Omit<EventDoc, '_id'>): Promise<void> {
+    await this.events.insertOne({ _id: `${doc.kind}:${randomUUID()}`, ...doc });
   }
 }

@@ -1,29 +1,49 @@
-// The data module: the only code that talks to the database. Everything above it speaks in the
-// domain types of ./types.
-import type { Db } from 'mongodb';
-import { sharedDb, updateGateFor, withRetry } from './client';
-import { COLLECTIONS, ensureIndexes } from './indexes';
+// The data module: the only code that talks to the database, and the only way in. Everything
+// above it speaks in the domain types of ./types; no driver object leaves this folder.
+import type { Db, Document } from 'mongodb';
+import { adapterFor, type ServerAdapter } from './adapter';
+import { sharedDb } from './client';
+import { PersonalData } from './erase';
 import { EventsRepository, type EventDoc } from './events';
+import { execute, Gateway } from './gateway';
+import { COLLECTIONS, ensureIndexes, type IndexReport } from './indexes';
+import { Maintenance } from './maintenance';
+import { ManageQueries } from './manage-queries';
 import { MessagesRepository, type MessageDoc } from './messages';
+import { Retention } from './retention';
 import { StatsRepository, type StatsDoc } from './stats';
+import { TokensRepository, type TokenDoc } from './tokens';
 import { UsersRepository, type UserDoc } from './users';
-import { LocksRepository, type LockDoc } from './locks';
-import { ManageQueries, TokensRepository, type TokenDoc } from './manage-queries';
 
 export * from './types';
-// The database on the process-wide client, without creating indexes (the health script checks them).
-export { closeAllClients, observeCommands, sharedDb, watchClient, type ObservedCommand } from './client';
-export { COLLECTIONS, INDEXES, ensureIndexes, type IndexDefinition, type IndexReport } from './indexes';
-export { STATUS_RANK } from './messages';
+export { closeAllClients, observeCommands, watchClient, type ObservedCommand } from './client';
+export { COLLECTIONS, INDEXES, type IndexDefinition, type IndexReport } from './indexes';
+export { STATUS_RANK, MAX_TEXT } from './messages';
 export { fold, queryTerms, words } from './terms';
+export { CounterDelta, dayKey } from './stats';
+export { preview, type SummaryMessage } from './summary';
+export { boundedJson, MAX_RAW_JSON } from './bounded-json';
+export { subjectOf } from './events';
+export { MAX_WA_ID_DIGITS, userIdFor } from './users';
+export { AUDIT_KIND, type EraseReport, type UserExport } from './erase';
+export { type Position, type Slice } from './manage-queries';
+export { type ApiToken } from './tokens';
+export { retentionCutoff, type RetentionResult } from './retention';
+export type { LockedUser } from './users';
+export type { SettledReply } from './messages';
 export {
-  AUDIT_KIND,
-  type ApiToken,
-  type EraseReport,
-  type Position,
-  type Slice,
-  type UserExport,
-} from './manage-queries';
+  BACKUP_COLLECTIONS,
+  BACKUP_FORMAT,
+  BACKUP_VERSION,
+  fromEjsonLine,
+  toEjsonLine,
+  type BackupHeader,
+  type CounterProblem,
+  type ImportedMessage,
+  type ImportedUser,
+  type StoredCounts,
+  type SummaryProblem,
+} from './maintenance';
 
 export interface DataStore {
   readonly users: UsersRepository;
@@ -31,45 +51,51 @@ export interface DataStore {
   readonly stats: StatsRepository;
   readonly events: EventsRepository;
   readonly tokens: TokensRepository;
+  /** Paged lists, search and counts of the management API. */
   readonly manage: ManageQueries;
+  /** Export, erase and the audit trail. */
+  readonly personal: PersonalData;
+  /** Migration import, backup/restore, health checks and repairs. */
+  readonly maintenance: Maintenance;
+  readonly retention: Retention;
+  /** Creates the indexes (`npm run indexes`, dev and tests) or verifies them (Azure: infra/ owns them). */
+  ensureIndexes(mode?: 'create' | 'verify'): Promise<IndexReport>;
   /** Round trip to the server (health check). */
   ping(): Promise<void>;
   /** Drops the whole database (tests and scripts only). */
   dropDatabase(): Promise<void>;
-  /** The database handle, for the other repositories of this module. */
-  readonly db: Db;
 }
 
-export function createDataStore(db: Db): DataStore {
-  const gate = updateGateFor(db);
-  const stats = new StatsRepository(db.collection<StatsDoc>(COLLECTIONS.stats), gate);
-  const locks = new LocksRepository(db.collection<LockDoc>(COLLECTIONS.locks));
-  const users = new UsersRepository(db.collection<UserDoc>(COLLECTIONS.users), stats, locks, gate);
-  const messages = new MessagesRepository(
-    db.collection<MessageDoc>(COLLECTIONS.messages),
-    users,
-    stats,
-    locks,
-    gate,
-  );
-  const events = new EventsRepository(db.collection<EventDoc>(COLLECTIONS.events));
-  const tokens = new TokensRepository(db.collection<TokenDoc>(COLLECTIONS.tokens));
-  const manage = new ManageQueries(
-    db.collection<UserDoc>(COLLECTIONS.users),
-    db.collection<MessageDoc>(COLLECTIONS.messages),
-    db.collection<EventDoc>(COLLECTIONS.events),
-    stats,
+/** The data store on a database handle; `adapter` defaults to the one its server needs. */
+export function createDataStore(db: Db, adapter: ServerAdapter = adapterFor(db)): DataStore {
+  const gateway = <T extends Document & { _id: string }>(name: string) =>
+    new Gateway<T>(db.collection<T>(name), adapter);
+  const usersG = gateway<UserDoc>(COLLECTIONS.users);
+  const messagesG = gateway<MessageDoc>(COLLECTIONS.messages);
+  const statsG = gateway<StatsDoc>(COLLECTIONS.stats);
+  const eventsG = gateway<EventDoc>(COLLECTIONS.events);
+  const tokensG = gateway<TokenDoc>(COLLECTIONS.tokens);
+  const stats = new StatsRepository(statsG);
+  const users = new UsersRepository(usersG, messagesG, stats);
+  const all = new Map<string, Gateway<Document & { _id: string }>>(
+    [usersG, messagesG, statsG, eventsG, tokensG].map((g) => [
+      g.name,
+      g as unknown as Gateway<Document & { _id: string }>,
+    ]),
   );
   return {
     users,
-    messages,
+    messages: new MessagesRepository(messagesG),
     stats,
-    events,
-    tokens,
-    manage,
-    db,
+    events: new EventsRepository(eventsG),
+    tokens: new TokensRepository(tokensG),
+    manage: new ManageQueries(usersG, messagesG),
+    personal: new PersonalData(usersG, messagesG, eventsG, stats),
+    maintenance: new Maintenance(usersG, messagesG, statsG, stats, users, all),
+    retention: new Retention(messagesG, users, stats),
+    ensureIndexes: (mode = 'create') => ensureIndexes(db, mode),
     ping: async () => {
-      await withRetry(() => db.command({ ping: 1 }));
+      await execute(() => db.command({ ping: 1 }));
     },
     dropDatabase: async () => {
       await db.dropDatabase();
@@ -78,13 +104,9 @@ export function createDataStore(db: Db): DataStore {
 }
 
 /**
- * Opens the data store on the process-wide client and makes sure the indexes exist (created where
- * the app may, verified where infra/ owns them).
+ * Opens the data store on the process-wide client. Indexes are not checked here (no round trips
+ * at each cold start): infra/ and `npm run indexes` create them, `npm run health` verifies them.
  */
 export async function openDataStore(uri: string, database: string): Promise<DataStore> {
-  const db = await sharedDb(uri, database);
-  await ensureIndexes(db, 'create');
-  return createDataStore(db);
+  return createDataStore(await sharedDb(uri, database));
 }
-export * from './maintenance';
-export * from './retention';

@@ -2,14 +2,12 @@
 // `ensureIndexes` creates them where the app may and verifies them where infra/ owns them.
 import type { Db } from 'mongodb';
 import { AppError, ErrorCode } from '../errors';
-import { withRetry } from './client';
+import { execute } from './gateway';
 
 export const COLLECTIONS = {
   users: 'users',
   messages: 'messages',
   stats: 'stats',
-  /** Claims decided by a unique `_id` insert: atomic on every server (FerretDB v1 conditional updates are not). */
-  locks: 'locks',
   tokens: 'tokens',
   events: 'events',
 } as const;
@@ -27,8 +25,9 @@ export const INDEXES: Readonly<Record<CollectionName, readonly IndexDefinition[]
   users: [
     // users list: newest activity first, ties by id; active-in-24h count
     { name: 'lastMessageAt_id', keys: { lastMessageAt: 1, _id: 1 } },
-    // user search by prefix of a number or of a name word, in list order
-    { name: 'searchKeys_lastMessageAt_id', keys: { searchKeys: 1, lastMessageAt: 1, _id: 1 } },
+    // user search by prefix of a number or of a name word (an array: Cosmos DB allows no compound
+    // index over an array field, so the list order comes from lastMessageAt_id)
+    { name: 'searchKeys', keys: { searchKeys: 1 } },
     { name: 'waId', keys: { waId: 1 } },
     { name: 'bsuid', keys: { bsuid: 1 } },
     { name: 'optedOut', keys: { optedOut: 1 } },
@@ -38,17 +37,18 @@ export const INDEXES: Readonly<Record<CollectionName, readonly IndexDefinition[]
     { name: 'userId_createdAt_id', keys: { userId: 1, createdAt: 1, _id: 1 } },
     // AI history: a user's conversation in the order of our clock (seqAt)
     { name: 'userId_seqAt_id', keys: { userId: 1, seqAt: 1, _id: 1 } },
-    // message search by stored word prefixes, newest first
-    { name: 'terms_createdAt_id', keys: { terms: 1, createdAt: 1, _id: 1 } },
-    // retention
+    // message search by stored word prefixes (an array: single-field), newest first by createdAt_id
+    { name: 'terms', keys: { terms: 1 } },
+    { name: 'createdAt_id', keys: { createdAt: 1, _id: 1 } },
+    // retention (a single-field sort needs a single-field index on Cosmos DB)
     { name: 'createdAt', keys: { createdAt: 1 } },
   ],
   stats: [],
-  // retention removes old claims
-  locks: [{ name: 'createdAt', keys: { createdAt: 1 } }],
   tokens: [{ name: 'hash', keys: { hash: 1 }, unique: true }],
   events: [
     { name: 'userId_createdAt', keys: { userId: 1, createdAt: 1 } },
+    // archived items that carry a number or bsuid but no known user (erase and export find them)
+    { name: 'subject_createdAt', keys: { subject: 1, createdAt: 1 } },
     { name: 'kind_createdAt', keys: { kind: 1, createdAt: 1 } },
   ],
 };
@@ -70,15 +70,15 @@ const sameKeys = (a: Record<string, unknown>, b: Record<string, unknown>): boole
 export async function ensureIndexes(db: Db, mode: 'create' | 'verify' = 'create'): Promise<IndexReport> {
   const report: IndexReport = { created: [], present: [], missing: [] };
   const existing = new Set(
-    (await withRetry(() => db.listCollections({}, { nameOnly: true }).toArray())).map((c) => c.name),
+    (await execute(() => db.listCollections({}, { nameOnly: true }).toArray())).map((c) => c.name),
   );
   for (const [collection, indexes] of Object.entries(INDEXES)) {
     if (mode === 'create' && !existing.has(collection)) {
       // Another process may create it first, or infra/ owns collections: the checks below decide.
-      await withRetry(() => db.createCollection(collection)).catch(() => undefined);
+      await execute(() => db.createCollection(collection)).catch(() => undefined);
     }
     // listIndexes fails on a collection that does not exist: then nothing is present.
-    const current: { key: Record<string, unknown>; unique?: boolean }[] = await withRetry(() =>
+    const current: { key: Record<string, unknown>; unique?: boolean }[] = await execute(() =>
       db.collection(collection).listIndexes().toArray(),
     ).catch(() => []);
     for (const index of indexes) {
@@ -90,7 +90,7 @@ export async function ensureIndexes(db: Db, mode: 'create' | 'verify' = 'create'
       }
       if (mode === 'create') {
         try {
-          await withRetry(() =>
+          await execute(() =>
             db.collection(collection).createIndex(index.keys, {
               name: index.name,
               ...(index.unique ? { unique: true } : {}),

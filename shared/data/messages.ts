@@ -1,7 +1,10 @@
 // Messages, inbound and outbound. The `_id` is the WhatsApp message id when there is one (so a
 // redelivery cannot store a message twice), else a natural key (`out:<inbound id>:<part>`,
 // `legacy:<row>`). The reply state of an inbound message lives on it.
-import type { Collection, Filter } from 'mongodb';
+import type { AnyBulkWriteOperation, BulkWriteResult, Filter, WriteError } from 'mongodb';
+import { MongoBulkWriteError } from 'mongodb';
+import type { Gateway } from './gateway';
+import { prefixTerms } from './terms';
 import type {
   AiUsage,
   Direction,
@@ -14,11 +17,6 @@ import type {
   ReplyState,
   StatusUpdate,
 } from './types';
-import { directGate, isDuplicateKey, withRetry, type UpdateGate } from './client';
-import { prefixTerms } from './terms';
-import type { StatsRepository } from './stats';
-import type { UsersRepository } from './users';
-import type { LocksRepository } from './locks';
 
 export interface MessageDoc {
   _id: string;
@@ -32,6 +30,7 @@ export interface MessageDoc {
   /** Order of outbound statuses: they only move forward. */
   statusRank: number;
   statusTimes?: Partial<Record<MessageStatus, Date>>;
+  /** A placeholder's is the time of its first status, so that retention removes it too. */
   createdAt?: Date;
   receivedAt?: Date;
   /**
@@ -46,10 +45,13 @@ export interface MessageDoc {
   relatedId?: string | null;
   replyState?: ReplyState | null;
   leaseUntil?: Date | null;
-  replyAttempts?: number;
   error?: MessageError | null;
   ai?: AiUsage | null;
+  /** The message as Meta sent it, as bounded JSON text (see ./bounded-json). */
+  rawJson?: string;
+  /** Documents stored before rawJson kept the object itself. */
   raw?: unknown;
+  operator?: string | null;
 }
 
 /** sent < delivered < read; failed is terminal. */
@@ -62,6 +64,9 @@ export const STATUS_RANK: Record<MessageStatus, number> = {
   read: 3,
   failed: 9,
 };
+
+/** Longest text stored on a message (WhatsApp's own limit for a text is 65,536 characters). */
+export const MAX_TEXT = 65_536;
 
 export const toMessage = (d: MessageDoc): Message => ({
   id: d._id,
@@ -81,180 +86,181 @@ export const toMessage = (d: MessageDoc): Message => ({
   relatedId: d.relatedId ?? null,
 });
 
+const WAITING: ReplyState[] = ['pending', 'sending'];
+
+/** How a reply was settled: what was newly stored, for the counters. */
+export interface SettledReply {
+  /** Outbound parts stored by this call (a redelivered settle stores none). */
+  readonly stored: OutboundRecord[];
+  /** Stored parts whose status was already `failed` (a status arrived first). */
+  readonly failedBefore: number;
+  /** The inbound message left the waiting states with this call. */
+  readonly settled: boolean;
+}
+
 export class MessagesRepository {
-  constructor(
-    readonly messages: Collection<MessageDoc>,
-    private readonly users: UsersRepository,
-    private readonly stats: StatsRepository,
-    private readonly locks: LocksRepository,
-    private readonly gate: UpdateGate = directGate,
-  ) {}
+  constructor(private readonly messages: Gateway<MessageDoc>) {}
 
   async getMessage(id: string): Promise<Message | null> {
-    const doc = await withRetry(() => this.messages.findOne({ _id: id }));
+    const doc = await this.messages.findOne({ _id: id });
     return doc?.userId ? toMessage(doc) : null;
   }
 
-  /**
-   * Stores an inbound message once. Only the first insert updates the user's summary and the
-   * counters; a redelivery answers `duplicate` and changes nothing.
-   */
+  /** Stores an inbound message once: `duplicate` on a redelivery, which changes nothing. */
   async recordInbound(record: InboundRecord): Promise<'inserted' | 'duplicate'> {
-    const { receivedAt } = record;
-    const doc: MessageDoc = {
+    const text = record.text.slice(0, MAX_TEXT);
+    return this.messages.insertOne({
       _id: record.id,
       userId: record.userId,
       waMessageId: record.id,
       direction: 'inbound',
       type: record.type,
-      text: record.text,
+      text,
       status: 'received',
       statusRank: 0,
       createdAt: record.createdAt,
-      receivedAt,
-      seqAt: receivedAt,
+      receivedAt: record.receivedAt,
+      seqAt: record.receivedAt,
       role: record.role,
       phoneNumberId: record.phoneNumberId,
-      terms: prefixTerms(record.text),
+      terms: prefixTerms(text),
       relatedId: record.relatedId,
       replyState: record.replyState,
       leaseUntil: null,
-      replyAttempts: 0,
-      raw: record.raw,
-    };
-    try {
-      await withRetry(() => this.messages.insertOne(doc));
-    } catch (error) {
-      if (isDuplicateKey(error)) return 'duplicate';
-      throw error;
-    }
-    await this.users.noteMessage(record.userId, record);
-    await this.stats.bump({ inbound: 1 }, record.createdAt);
-    return 'inserted';
+      rawJson: record.rawJson,
+    });
+  }
+
+  /** A user's latest messages on our clock, newest first (reply worker: what waits, and the context). */
+  async recent(userId: string, limit: number): Promise<Message[]> {
+    const docs = await this.messages.find({ userId }, { sort: { userId: -1, seqAt: -1, _id: -1 }, limit });
+    return docs.map(toMessage);
   }
 
   /** Inbound messages of a user still waiting for an answer, oldest first. */
   async pendingReplies(userId: string, limit: number): Promise<Message[]> {
-    const docs = await withRetry(() =>
-      this.messages
-        .find({ userId, direction: 'inbound', replyState: { $in: ['pending', 'sending'] } })
-        .sort({ userId: 1, createdAt: 1, _id: 1 })
-        .limit(limit)
-        .toArray(),
+    const docs = await this.messages.find(
+      { userId, direction: 'inbound', replyState: { $in: WAITING } },
+      { sort: { userId: 1, createdAt: 1, _id: 1 }, limit },
     );
     return docs.map(toMessage);
   }
 
   /**
-   * Claims the answer to an inbound message: `pending` (or `sending` whose lease expired) →
-   * `sending` with a new lease. Null when it is taken, answered, or not answerable.
+   * Records the answer to an inbound message in one round trip: its outbound parts (joining a
+   * status placeholder that arrived first) and the inbound message's reply state (and `read`).
    */
-  async claimReply(id: string, leaseMs: number): Promise<Message | null> {
-    const doc = await withRetry(() => this.messages.findOne({ _id: id }));
-    const now = new Date();
-    if (!doc) return null;
-    const claimable =
-      doc.replyState === 'pending' || (doc.replyState === 'sending' && (doc.leaseUntil ?? new Date(0)) < now);
-    if (!claimable) return null;
-    // Attempts are numbered; exactly one worker wins the claim of the next one.
-    const attempt = (doc.replyAttempts ?? 0) + 1;
-    if (!(await this.locks.claim(`reply:${id}:${attempt}`))) return null;
-    const updated = await withRetry(() =>
-      this.messages.findOneAndUpdate(
-        { _id: id },
-        {
+  async settleReply(input: {
+    inbound: Message;
+    parts: readonly OutboundRecord[];
+    state: 'sent' | 'failed' | 'none';
+    error: MessageError | null;
+    read: boolean;
+  }): Promise<SettledReply> {
+    const ops: AnyBulkWriteOperation<MessageDoc>[] = input.parts.map((record) => ({
+      updateOne: {
+        filter: { _id: record.id, userId: { $exists: false } },
+        update: {
+          $set: outboundContent(record),
+          $setOnInsert: { status: record.status, statusRank: STATUS_RANK[record.status] },
+        },
+        upsert: true,
+      },
+    }));
+    ops.push({
+      updateOne: {
+        filter: { _id: input.inbound.id, replyState: { $in: WAITING } },
+        update: {
           $set: {
-            replyState: 'sending',
-            leaseUntil: new Date(now.getTime() + leaseMs),
-            replyAttempts: attempt,
+            replyState: input.state,
+            leaseUntil: null,
+            ...(input.error ? { error: input.error } : {}),
+            ...(input.read ? { status: 'read', statusRank: STATUS_RANK.read } : {}),
           },
         },
-        { returnDocument: 'after' },
-      ),
-    );
-    return updated ? toMessage(updated) : null;
+      },
+    });
+    let result: BulkWriteResult;
+    const duplicates = new Set<number>();
+    try {
+      result = await this.bulk(ops);
+    } catch (error) {
+      if (!(error instanceof MongoBulkWriteError)) throw error;
+      const errors: WriteError[] = ([] as WriteError[]).concat(error.writeErrors);
+      if (!errors.every((e) => e.code === 11000)) throw error;
+      for (const e of errors) duplicates.add(e.index);
+      result = error.result;
+    }
+    const upserted = new Set(Object.keys(result.upsertedIds).map(Number));
+    const stored: OutboundRecord[] = [];
+    let failedBefore = 0;
+    for (const [index, record] of input.parts.entries()) {
+      if (duplicates.has(index)) continue;
+      stored.push(record);
+      if (!upserted.has(index)) {
+        // Joined a placeholder: a `failed` status that came first counts the failure now.
+        const joined = await this.messages.findOne({ _id: record.id }, { projection: { status: 1 } });
+        if (joined?.status === 'failed' && record.status !== 'failed') failedBefore++;
+      }
+    }
+    const inboundOp = input.parts.length;
+    const settled = !duplicates.has(inboundOp) && result.modifiedCount - (stored.length - upserted.size) > 0;
+    return { stored, failedBefore, settled };
   }
 
-  /** Ends the reply of an inbound message. `failed` carries the reason. */
+  private bulk(ops: AnyBulkWriteOperation<MessageDoc>[]): Promise<BulkWriteResult> {
+    return this.messages.bulkWrite(ops, false);
+  }
+
+  /** Marks an inbound message's reply settled without an answer (poison queue: `failed`). */
   async finishReply(
     id: string,
     state: 'sent' | 'failed' | 'none',
     error: MessageError | null = null,
-  ): Promise<void> {
-    await withRetry(() =>
-      this.messages.updateOne(
-        { _id: id, replyState: { $in: ['pending', 'sending'] } },
-        { $set: { replyState: state, leaseUntil: null, ...(error ? { error } : {}) } },
-      ),
+  ): Promise<boolean> {
+    const result = await this.messages.updateOne(
+      { _id: id, replyState: { $in: WAITING } },
+      { $set: { replyState: state, leaseUntil: null, ...(error ? { error } : {}) } },
     );
-  }
-
-  /** The inbound message was marked read on WhatsApp. */
-  async markInboundRead(id: string): Promise<void> {
-    await withRetry(() =>
-      this.messages.updateOne(
-        { _id: id, direction: 'inbound', statusRank: { $lt: STATUS_RANK.read } },
-        { $set: { status: 'read', statusRank: STATUS_RANK.read } },
-      ),
-    );
+    return result.modified === 1;
   }
 
   /**
-   * Stores an answer. A status may have arrived first and left a placeholder under the same wamid:
-   * the content is added to it and its (further) status kept.
+   * Stores an outbound message on its own (a welcome, an operator's message). A status may have
+   * arrived first and left a placeholder under the same wamid: the content joins it.
    */
   async recordOutbound(record: OutboundRecord): Promise<'inserted' | 'duplicate'> {
-    const content = {
-      userId: record.userId,
-      waMessageId: record.waMessageId,
-      direction: 'outbound' as const,
-      type: record.type,
-      text: record.text,
-      createdAt: record.createdAt,
-      seqAt: record.createdAt,
-      role: record.role,
-      phoneNumberId: record.phoneNumberId,
-      terms: prefixTerms(record.text),
-      relatedId: record.relatedId,
-      error: record.error,
-      ai: record.ai,
-    };
-    const before = await withRetry(() =>
-      this.messages.findOneAndUpdate(
-        { _id: record.id, userId: { $exists: false } },
-        { $set: content, $setOnInsert: { status: record.status, statusRank: STATUS_RANK[record.status] } },
-        { upsert: true, returnDocument: 'before' },
-      ),
-    ).catch((error: unknown) => {
-      if (isDuplicateKey(error)) return 'duplicate' as const;
+    const settled = await this.settleParts([record]);
+    return settled ? 'inserted' : 'duplicate';
+  }
+
+  private async settleParts(records: OutboundRecord[]): Promise<boolean> {
+    try {
+      await this.messages.bulkWrite(
+        records.map((record) => ({
+          updateOne: {
+            filter: { _id: record.id, userId: { $exists: false } },
+            update: {
+              $set: outboundContent(record),
+              $setOnInsert: { status: record.status, statusRank: STATUS_RANK[record.status] },
+            },
+            upsert: true,
+          },
+        })),
+      );
+      return true;
+    } catch (error) {
+      if (error instanceof MongoBulkWriteError || isDuplicate(error)) return false;
       throw error;
-    });
-    if (before === 'duplicate') return 'duplicate';
-    await this.users.noteMessage(record.userId, record);
-    const failed = record.status === 'failed' || before?.status === 'failed';
-    await this.stats.bump(
-      {
-        outbound: 1,
-        failed: failed ? 1 : 0,
-        aiRequests: record.ai ? 1 : 0,
-        aiTokens: record.ai?.totalTokens ?? 0,
-      },
-      record.createdAt,
-    );
-    return 'inserted';
+    }
   }
 
   /**
    * Applies a delivery status to an outbound message, only ever forward, whatever the order of
-   * arrival. A status for a message not stored yet leaves a placeholder that the message joins.
+   * arrival, in one round trip. A status for a message not stored yet leaves a placeholder that
+   * the message joins. `failed`: an outbound message stored before ended failed.
    */
-  async applyStatus(update: StatusUpdate): Promise<'applied' | 'stale'> {
-    const result = await this.gate.run(() => this.moveStatus(update));
-    if (result === 'failed') await this.stats.bump({ failed: 1 }, update.at);
-    return result === 'stale' ? 'stale' : 'applied';
-  }
-
-  private async moveStatus(update: StatusUpdate): Promise<'applied' | 'stale' | 'failed'> {
+  async applyStatus(update: StatusUpdate): Promise<'applied' | 'stale' | 'failed'> {
     const rank = STATUS_RANK[update.status];
     const filter: Filter<MessageDoc> = { _id: update.waMessageId, statusRank: { $lt: rank } };
     const change = {
@@ -264,28 +270,26 @@ export class MessagesRepository {
         [`statusTimes.${update.status}`]: update.at,
         ...(update.error ? { error: update.error } : {}),
       },
-      $setOnInsert: { waMessageId: update.waMessageId },
+      $setOnInsert: { waMessageId: update.waMessageId, createdAt: update.at },
     };
     let before: MessageDoc | null;
     try {
-      before = await withRetry(() =>
-        this.messages.findOneAndUpdate(filter, change, { upsert: true, returnDocument: 'before' }),
-      );
+      before = await this.messages.findOneAndUpdate(filter, change, {
+        upsert: true,
+        returnDocument: 'before',
+        projection: { direction: 1 },
+      });
     } catch (error) {
-      if (!isDuplicateKey(error)) throw error;
-      // The message exists (perhaps inserted by a concurrent status a moment ago): move it forward
-      // only if it is behind; otherwise this status is stale.
-      before = await withRetry(() =>
-        this.messages.findOneAndUpdate(filter, change, { returnDocument: 'before' }),
-      );
-      if (!before) return 'stale';
+      if (!isDuplicate(error)) throw error;
+      // The message exists and is not behind this status: stale.
+      return 'stale';
     }
     return update.status === 'failed' && before?.direction === 'outbound' ? 'failed' : 'applied';
   }
 
   /**
    * The conversation before a message, for AI context: the last `limit` conversation messages of
-   * the user after `since` (the last reset) and before `before`, oldest first. One indexed query.
+   * the user after `since` (the last reset) and up to `before`, oldest first. One indexed query.
    */
   async conversationBefore(
     userId: string,
@@ -297,38 +301,48 @@ export class MessagesRepository {
     if (limit <= 0) return [];
     const seqAt: Record<string, Date> = { $lte: before };
     if (since) seqAt['$gt'] = since;
-    const docs = await withRetry(() =>
-      this.messages
-        .find({ userId, seqAt, role: 'conversation', _id: { $ne: beforeId } })
-        .sort({ userId: -1, seqAt: -1, _id: -1 })
-        .limit(limit)
-        .toArray(),
+    const docs = await this.messages.find(
+      { userId, seqAt, role: 'conversation', _id: { $ne: beforeId } },
+      { sort: { userId: -1, seqAt: -1, _id: -1 }, limit },
     );
     return docs.map(toMessage).reverse();
   }
 
-  /** How many outbound notices with this text a user got since a time (the AI rate-limit notice). */
-  async countNoticesSince(userId: string, since: Date, text: string): Promise<number> {
-    return withRetry(() =>
-      this.messages.countDocuments({
-        userId,
-        createdAt: { $gte: since },
-        direction: 'outbound',
-        role: 'notice',
-        text,
-      }),
-    );
+  /** How many outbound messages of a user since a time match (AI answers, or one notice's text). */
+  async countOutboundSince(
+    userId: string,
+    since: Date,
+    match: { ai: true } | { text: string },
+  ): Promise<number> {
+    return this.messages.count({
+      userId,
+      createdAt: { $gte: since },
+      direction: 'outbound',
+      ...('ai' in match ? { ai: { $ne: null } } : { role: 'notice', text: match.text }),
+    });
   }
+}
 
-  /** How many AI answers a user got since a time (the per-minute limit). */
-  async countAiAnswersSince(userId: string, since: Date): Promise<number> {
-    return withRetry(() =>
-      this.messages.countDocuments({
-        userId,
-        createdAt: { $gte: since },
-        direction: 'outbound',
-        ai: { $ne: null },
-      }),
-    );
-  }
+function outboundContent(record: OutboundRecord) {
+  const text = record.text.slice(0, MAX_TEXT);
+  return {
+    userId: record.userId,
+    waMessageId: record.waMessageId,
+    direction: 'outbound' as const,
+    type: record.type,
+    text,
+    createdAt: record.createdAt,
+    seqAt: record.createdAt,
+    role: record.role,
+    phoneNumberId: record.phoneNumberId,
+    terms: prefixTerms(text),
+    relatedId: record.relatedId,
+    error: record.error,
+    ai: record.ai,
+    ...(record.operator ? { operator: record.operator } : {}),
+  };
+}
+
+function isDuplicate(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === 11000;
 }

@@ -1,8 +1,9 @@
 // Counters kept with $inc: one totals document and one document per UTC day, so reading the
-// stats costs O(days), never a scan.
-import type { Collection } from 'mongodb';
+// stats costs O(days), never a scan. `counterOps` is the one rule that turns counts into writes:
+// the webhook and reply paths, erase, migration and repair all go through it.
+import type { AnyBulkWriteOperation } from 'mongodb';
+import type { Gateway } from './gateway';
 import type { DailyStats } from './types';
-import { directGate, withRetry, type UpdateGate } from './client';
 
 export interface StatsDoc {
   _id: string;
@@ -13,9 +14,14 @@ export interface StatsDoc {
   newUsers?: number;
   aiRequests?: number;
   aiTokens?: number;
+  /** Totals only: how often retention deleted messages (counters can no longer be rebuilt exactly). */
+  retentionRuns?: number;
+  lastRetentionAt?: Date;
+  lastRetentionCutoff?: Date;
 }
 
-export interface CounterDelta {
+/** Running totals. */
+export interface TotalsDelta {
   inbound?: number;
   outbound?: number;
   failed?: number;
@@ -24,39 +30,100 @@ export interface CounterDelta {
   aiTokens?: number;
 }
 
+/** What one UTC day counts (a message on the day of its createdAt, a user on the day it was created). */
+export type DayDelta = Pick<TotalsDelta, 'inbound' | 'outbound' | 'newUsers'>;
+
 export const TOTALS_ID = 'totals';
 export const dayKey = (at: Date): string => at.toISOString().slice(0, 10);
 export const dayId = (date: string): string => `day:${date}`;
 
-export class StatsRepository {
-  constructor(
-    private readonly stats: Collection<StatsDoc>,
-    private readonly gate: UpdateGate = directGate,
-  ) {}
+/** A set of counter changes: totals plus per-day counts, accumulated then written in one bulk write. */
+export class CounterDelta {
+  readonly totals: Required<TotalsDelta> = {
+    inbound: 0,
+    outbound: 0,
+    failed: 0,
+    newUsers: 0,
+    aiRequests: 0,
+    aiTokens: 0,
+  };
+  readonly days = new Map<string, Required<DayDelta>>();
 
-  /** Adds to the running totals and to the UTC day of `at` (daily series counts inbound, outbound, new users). */
-  async bump(delta: CounterDelta, at: Date): Promise<void> {
-    await this.gate.run(() => this.apply(delta, at));
-  }
-
-  private async apply(delta: CounterDelta, at: Date): Promise<void> {
-    const inc = Object.fromEntries(
-      Object.entries(delta).filter(([, v]) => v !== undefined && v !== 0),
-    ) as Record<string, number>;
-    if (Object.keys(inc).length === 0) return;
-    await withRetry(() => this.stats.updateOne({ _id: TOTALS_ID }, { $inc: inc }, { upsert: true }));
-    const daily: Record<string, number> = {};
-    for (const key of ['inbound', 'outbound', 'newUsers'] as const) if (inc[key]) daily[key] = inc[key];
-    if (Object.keys(daily).length) {
-      const date = dayKey(at);
-      await withRetry(() =>
-        this.stats.updateOne({ _id: dayId(date) }, { $inc: daily, $setOnInsert: { date } }, { upsert: true }),
-      );
+  /** A message stored (or, with sign -1, erased): counted in the totals and on its day. */
+  message(
+    m: { direction: 'inbound' | 'outbound'; createdAt: Date; failed?: boolean; aiTokens?: number | null },
+    sign = 1,
+  ): this {
+    this.totals[m.direction] += sign;
+    this.day(m.createdAt)[m.direction] += sign;
+    if (m.direction === 'outbound') {
+      if (m.failed) this.totals.failed += sign;
+      if (m.aiTokens !== undefined && m.aiTokens !== null) {
+        this.totals.aiRequests += sign;
+        this.totals.aiTokens += sign * m.aiTokens;
+      }
     }
+    return this;
   }
 
-  async totals(): Promise<Required<Omit<StatsDoc, '_id' | 'date'>>> {
-    const doc = await withRetry(() => this.stats.findOne({ _id: TOTALS_ID }));
+  user(createdAt: Date, sign = 1): this {
+    this.totals.newUsers += sign;
+    this.day(createdAt).newUsers += sign;
+    return this;
+  }
+
+  failed(sign = 1): this {
+    this.totals.failed += sign;
+    return this;
+  }
+
+  private day(at: Date): Required<DayDelta> {
+    const key = dayKey(at);
+    let d = this.days.get(key);
+    if (!d) this.days.set(key, (d = { inbound: 0, outbound: 0, newUsers: 0 }));
+    return d;
+  }
+
+  get empty(): boolean {
+    return counterOps(this).length === 0;
+  }
+}
+
+const nonZero = (values: Record<string, number>): Record<string, number> =>
+  Object.fromEntries(Object.entries(values).filter(([, v]) => v !== 0));
+
+/** The writes of a counter change: `$inc` on the totals and on each day touched. */
+export function counterOps(delta: CounterDelta): AnyBulkWriteOperation<StatsDoc>[] {
+  const ops: AnyBulkWriteOperation<StatsDoc>[] = [];
+  const totals = nonZero(delta.totals);
+  if (Object.keys(totals).length)
+    ops.push({ updateOne: { filter: { _id: TOTALS_ID }, update: { $inc: totals }, upsert: true } });
+  for (const [date, counts] of delta.days) {
+    const inc = nonZero(counts);
+    if (!Object.keys(inc).length) continue;
+    ops.push({
+      updateOne: {
+        filter: { _id: dayId(date) },
+        update: { $inc: inc, $setOnInsert: { date } },
+        upsert: true,
+      },
+    });
+  }
+  return ops;
+}
+
+export class StatsRepository {
+  constructor(private readonly stats: Gateway<StatsDoc>) {}
+
+  /** Applies a counter change in one round trip. */
+  async apply(delta: CounterDelta): Promise<void> {
+    const ops = counterOps(delta);
+    if (ops.length) await this.stats.bulkWrite(ops);
+  }
+
+  /** The running totals, zero where nothing was counted yet. */
+  async totals(): Promise<Required<TotalsDelta>> {
+    const doc = await this.stats.findOne({ _id: TOTALS_ID });
     return {
       inbound: doc?.inbound ?? 0,
       outbound: doc?.outbound ?? 0,
@@ -71,11 +138,37 @@ export class StatsRepository {
   async daily(now: Date, days = 30): Promise<DailyStats[]> {
     const dates: string[] = [];
     for (let i = days - 1; i >= 0; i--) dates.push(dayKey(new Date(now.getTime() - i * 86_400_000)));
-    const docs = await withRetry(() => this.stats.find({ _id: { $in: dates.map(dayId) } }).toArray());
+    const docs = await this.stats.find({ _id: { $in: dates.map(dayId) } });
     const byId = new Map(docs.map((d) => [d._id, d]));
     return dates.map((date) => {
       const d = byId.get(dayId(date));
       return { date, inbound: d?.inbound ?? 0, outbound: d?.outbound ?? 0, newUsers: d?.newUsers ?? 0 };
     });
+  }
+
+  /** Every day document (repair). */
+  dayDocs(): Promise<StatsDoc[]> {
+    return this.stats.find({ _id: { $regex: '^day:' } });
+  }
+
+  /** Sets counters to exact values (repair), in one bulk write. */
+  async set(totals: Record<string, number>, days: Map<string, Record<string, number>>): Promise<void> {
+    const ops: AnyBulkWriteOperation<StatsDoc>[] = [];
+    if (Object.keys(totals).length)
+      ops.push({ updateOne: { filter: { _id: TOTALS_ID }, update: { $set: totals }, upsert: true } });
+    for (const [date, set] of days)
+      ops.push({
+        updateOne: { filter: { _id: dayId(date) }, update: { $set: { ...set, date } }, upsert: true },
+      });
+    if (ops.length) await this.stats.bulkWrite(ops);
+  }
+
+  /** Retention deleted messages: counters can no longer be rebuilt exactly from the documents. */
+  async recordRetention(at: Date, cutoff: Date): Promise<void> {
+    await this.stats.updateOne(
+      { _id: TOTALS_ID },
+      { $inc: { retentionRuns: 1 }, $set: { lastRetentionAt: at, lastRetentionCutoff: cutoff } },
+      { upsert: true },
+    );
   }
 }

@@ -24,6 +24,8 @@ export interface User {
   readonly lastMessageAt: Date | null;
   readonly lastMessagePreview: string | null;
   readonly lastMessageId: string | null;
+  /** Meta's time of the latest inbound message (the 24-hour customer service window). */
+  readonly lastInboundAt: Date | null;
   readonly messageCount: number;
   readonly optedOut: boolean;
   readonly welcomeSentAt: Date | null;
@@ -80,8 +82,8 @@ export interface InboundRecord {
   readonly role: MessageRole;
   readonly replyState: ReplyState;
   readonly relatedId: string | null;
-  /** The message exactly as Meta sent it (authentic data is never lost). */
-  readonly raw: unknown;
+  /** The message as Meta sent it, as JSON text (bounded: see ./bounded-json). */
+  readonly rawJson: string;
 }
 
 /** An answer to store once it went out (or could not). */
@@ -99,6 +101,8 @@ export interface OutboundRecord {
   readonly relatedId: string;
   readonly error: MessageError | null;
   readonly ai: AiUsage | null;
+  /** An operator's message: the name of their token. */
+  readonly operator?: string | null;
 }
 
 export interface StatusUpdate {
@@ -140,6 +144,7 @@ export interface ArchivedEvent {
   readonly reason: string;
   readonly createdAt: Date;
   readonly userId: string | null;
+  /** The payload as received (parsed back from its stored JSON text; the text itself when it was cut). */
   readonly payload: unknown;
 }
 

@@ -1,12 +1,13 @@
-// Users: one document per person, with a denormalised conversation summary so lists never scan
-// messages. Found by phone number (waId), else by business-scoped user id (bsuid).
+// Users: one document per person, with the conversation summary of ./summary and the per-user
+// reply lock. A user is found by their current WhatsApp number (waId), else by their
+// business-scoped user id (bsuid); a number change moves the user to the new number.
 import { createHash } from 'node:crypto';
-import type { Collection } from 'mongodb';
-import type { Identity, User } from './types';
-import { directGate, isDuplicateKey, withRetry, type UpdateGate } from './client';
+import type { Gateway } from './gateway';
+import type { MessageDoc } from './messages';
+import { CounterDelta, type StatsRepository } from './stats';
+import { rebuiltSummary, summaryChange, type SummaryMessage } from './summary';
 import { prefixTerms } from './terms';
-import type { StatsRepository } from './stats';
-import type { LocksRepository } from './locks';
+import type { Identity, User } from './types';
 
 export interface UserDoc {
   _id: string;
@@ -18,14 +19,18 @@ export interface UserDoc {
   lastMessagePreview: string | null;
   lastMessageId: string | null;
   messageCount: number;
+  /** Meta's time of the latest inbound message (the 24-hour customer service window). */
+  lastInboundAt?: Date | null;
+  /** Inbound messages stored: a reply worker that sees it change while it holds the lock looks again. */
+  inboundCount?: number;
   optedOut: boolean;
   welcomeSentAt: Date | null;
   contextResetAt: Date | null;
   /** Prefixes of the number and of the name's words, for `q` search. */
   searchKeys: string[];
   previousWaIds?: string[];
-  /** The per-user reply lock; `generation` numbers its claims in `locks`. */
-  replyLock?: { owner: string | null; until: Date; generation: number } | null;
+  /** The per-user reply lock: one worker answers a user's messages, in order. */
+  replyLock?: { owner: string; until: Date } | null;
 }
 
 export const toUser = (d: UserDoc): User => ({
@@ -37,72 +42,95 @@ export const toUser = (d: UserDoc): User => ({
   lastMessageAt: d.lastMessageAt,
   lastMessagePreview: d.lastMessagePreview,
   lastMessageId: d.lastMessageId ?? null,
+  lastInboundAt: d.lastInboundAt ?? null,
   messageCount: d.messageCount,
   optedOut: d.optedOut,
   welcomeSentAt: d.welcomeSentAt ?? null,
   contextResetAt: d.contextResetAt ?? null,
 });
 
-/** A stable opaque id derived from the first identifier seen; never the phone number itself. */
-export function userIdFor(identity: Pick<Identity, 'waId' | 'bsuid'>): string {
+/** Longest number kept: E.164 allows 15 digits. */
+export const MAX_WA_ID_DIGITS = 20;
+const MAX_ID_ATTEMPTS = 20;
+
+/**
+ * A stable opaque id derived from an identifier; never the phone number itself. `n` > 1 when the
+ * id of a number is held by someone who moved away from it (a recycled number is a new person).
+ */
+export function userIdFor(identity: Pick<Identity, 'waId' | 'bsuid'>, n = 1): string {
   const natural = identity.waId ? `wa:${identity.waId}` : `bsuid:${identity.bsuid ?? ''}`;
-  return 'u_' + createHash('sha256').update(natural).digest('hex').slice(0, 24);
+  return (
+    'u_' +
+    createHash('sha256')
+      .update(n === 1 ? natural : `${natural}#${n}`)
+      .digest('hex')
+      .slice(0, 24)
+  );
 }
 
 export const searchKeysFor = (waId: string | null, name: string | null): string[] => {
   const keys = new Set(prefixTerms(name));
-  if (waId) for (let n = 1; n <= waId.length; n++) keys.add(waId.slice(0, n));
+  const digits = waId?.slice(0, MAX_WA_ID_DIGITS) ?? '';
+  for (let n = 1; n <= digits.length; n++) keys.add(digits.slice(0, n));
   return [...keys];
 };
 
-const PREVIEW_LENGTH = 120;
-export const preview = (text: string): string =>
-  text.length > PREVIEW_LENGTH ? `${text.slice(0, PREVIEW_LENGTH - 1)}…` : text;
+const matches = (doc: UserDoc, identity: Pick<Identity, 'waId' | 'bsuid'>): boolean =>
+  identity.waId ? doc.waId === identity.waId : doc.bsuid === identity.bsuid;
+
+export interface LockedUser {
+  readonly user: User;
+  readonly inboundCount: number;
+}
 
 export class UsersRepository {
   constructor(
-    readonly users: Collection<UserDoc>,
+    private readonly users: Gateway<UserDoc>,
+    private readonly messages: Gateway<MessageDoc>,
     private readonly stats: StatsRepository,
-    private readonly locks: LocksRepository,
-    private readonly gate: UpdateGate = directGate,
   ) {}
 
   async getUser(id: string): Promise<User | null> {
-    const doc = await withRetry(() => this.users.findOne({ _id: id }));
+    const doc = await this.users.findOne({ _id: id });
     return doc ? toUser(doc) : null;
   }
 
-  async findByIdentity(identity: Pick<Identity, 'waId' | 'bsuid'>): Promise<User | null> {
+  private async findDoc(identity: Pick<Identity, 'waId' | 'bsuid'>): Promise<UserDoc | null> {
     let doc: UserDoc | null = null;
-    if (identity.waId) doc = await withRetry(() => this.users.findOne({ waId: identity.waId }));
-    if (!doc && identity.bsuid) doc = await withRetry(() => this.users.findOne({ bsuid: identity.bsuid }));
+    if (identity.waId) doc = await this.users.findOne({ waId: identity.waId });
+    if (!doc && identity.bsuid) doc = await this.users.findOne({ bsuid: identity.bsuid });
+    return doc;
+  }
+
+  async findByIdentity(identity: Pick<Identity, 'waId' | 'bsuid'>): Promise<User | null> {
+    const doc = await this.findDoc(identity);
     return doc ? toUser(doc) : null;
   }
 
   /**
-   * Finds the user of an identity (by waId, else bsuid) and refreshes what is newly known of them,
-   * or creates them. Concurrent first contacts create one user: the id is natural, so a second
-   * insert hits the duplicate key and re-reads.
+   * The user of an identity, created when there is none (one read for a known user). Concurrent
+   * first contacts create one user: ids are derived from the identifier, so a second insert hits
+   * the duplicate key and finds the first. What is newly known (a name, a bsuid) is returned in
+   * `changes`, to be written with the next summary update.
    */
-  async upsertFromContact(identity: Identity, at: Date): Promise<{ user: User; created: boolean }> {
+  async resolve(
+    identity: Identity,
+    at: Date,
+  ): Promise<{ user: User; created: boolean; changes: Partial<UserDoc> }> {
     if (!identity.waId && !identity.bsuid) throw new Error('an identity needs a waId or a bsuid');
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const existing = await this.findByIdentity(identity);
-      if (existing) {
-        const set: Partial<UserDoc> = {};
-        if (identity.waId && existing.waId !== identity.waId && !existing.waId) set.waId = identity.waId;
-        if (identity.bsuid && existing.bsuid !== identity.bsuid) set.bsuid = identity.bsuid;
-        if (identity.name && existing.name !== identity.name) set.name = identity.name;
-        if (Object.keys(set).length === 0) return { user: existing, created: false };
-        set.searchKeys = searchKeysFor(set.waId ?? existing.waId, set.name ?? existing.name);
-        const updated = await withRetry(() =>
-          this.users.findOneAndUpdate({ _id: existing.id }, { $set: set }, { returnDocument: 'after' }),
-        );
-        if (updated) return { user: toUser(updated), created: false };
-        continue; // erased meanwhile: create it again
-      }
+    const existing = await this.findDoc(identity);
+    if (existing) {
+      const changes: Partial<UserDoc> = {};
+      if (identity.waId && !existing.waId) changes.waId = identity.waId;
+      if (identity.bsuid && existing.bsuid !== identity.bsuid) changes.bsuid = identity.bsuid;
+      if (identity.name && existing.name !== identity.name) changes.name = identity.name;
+      if (changes.waId !== undefined || changes.name !== undefined)
+        changes.searchKeys = searchKeysFor(changes.waId ?? existing.waId, changes.name ?? existing.name);
+      return { user: toUser(existing), created: false, changes };
+    }
+    for (let n = 1, attempt = 0; n <= MAX_ID_ATTEMPTS && attempt < 2 * MAX_ID_ATTEMPTS; attempt++) {
       const doc: UserDoc = {
-        _id: userIdFor(identity),
+        _id: userIdFor(identity, n),
         waId: identity.waId,
         bsuid: identity.bsuid,
         name: identity.name,
@@ -111,113 +139,169 @@ export class UsersRepository {
         lastMessagePreview: null,
         lastMessageId: null,
         messageCount: 0,
+        lastInboundAt: null,
+        inboundCount: 0,
         optedOut: false,
         welcomeSentAt: null,
         contextResetAt: null,
         searchKeys: searchKeysFor(identity.waId, identity.name),
+        replyLock: null,
       };
-      try {
-        await withRetry(() => this.users.insertOne(doc));
-        await this.stats.bump({ newUsers: 1 }, at);
-        return { user: toUser(doc), created: true };
-      } catch (error) {
-        if (!isDuplicateKey(error)) throw error;
+      if ((await this.users.insertOne(doc)) === 'inserted') {
+        await this.stats.apply(new CounterDelta().user(at));
+        return { user: toUser(doc), created: true, changes: {} };
       }
+      const holder = await this.users.findOne({ _id: doc._id });
+      if (holder && matches(holder, identity)) return { user: toUser(holder), created: false, changes: {} };
+      // The id is held by a user who moved to another number (or was erased meanwhile: retry it).
+      if (holder) n++;
     }
-    throw new Error('could not record the user after concurrent updates');
+    throw new Error('could not find a free user id');
   }
 
-  /** Updates the conversation summary for a newly stored message (never twice for one message). */
-  async noteMessage(userId: string, message: { id: string; text: string; createdAt: Date }): Promise<void> {
-    await this.gate.run(() => this.applyNote(userId, message));
-  }
-
-  private async applyNote(
+  /**
+   * Updates the summary for messages newly stored (never twice for one message), with `changes`
+   * to the user. The latest message becomes the preview unless the user already has a newer one:
+   * one round trip, two when an older message arrives late.
+   */
+  async noteMessages(
     userId: string,
-    message: { id: string; text: string; createdAt: Date },
+    messages: readonly SummaryMessage[],
+    changes: Partial<UserDoc> = {},
   ): Promise<void> {
-    await withRetry(() =>
-      this.users.updateOne(
-        { _id: userId },
-        { $inc: { messageCount: 1 }, $max: { lastMessageAt: message.createdAt } },
-      ),
+    const change = summaryChange(messages);
+    if (!change) {
+      if (Object.keys(changes).length) await this.users.updateOne({ _id: userId }, { $set: changes });
+      return;
+    }
+    const max = Object.keys(change.max).length ? { $max: change.max } : {};
+    const latest = await this.users.updateOne(
+      { _id: userId, lastMessageAt: { $lte: change.latest.lastMessageAt } },
+      { $inc: change.inc, $set: { ...changes, ...change.latest }, ...max },
     );
-    // The preview follows the latest message; an older message arriving late does not replace it.
-    await withRetry(() =>
-      this.users.updateOne(
-        { _id: userId, lastMessageAt: { $lte: message.createdAt } },
-        { $set: { lastMessagePreview: preview(message.text), lastMessageId: message.id } },
-      ),
+    if (latest.matched) return;
+    const set = Object.keys(changes).length ? { $set: changes } : {};
+    await this.users.updateOne({ _id: userId }, { $inc: change.inc, ...set, ...max });
+  }
+
+  /** Rebuilds a user's summary from what is stored (retention, erase of some, repair). */
+  async rebuildSummary(userId: string, count: number, latest: SummaryMessage | null): Promise<boolean> {
+    const doc = await this.users.findOne({ _id: userId }, { projection: { lastMessageAt: 1 } });
+    if (!doc) return false;
+    const result = await this.users.updateOne(
+      { _id: userId },
+      { $set: rebuiltSummary(count, latest, doc.lastMessageAt) },
     );
+    return result.modified > 0;
   }
 
   async setOptedOut(userId: string, optedOut: boolean): Promise<void> {
-    await withRetry(() => this.users.updateOne({ _id: userId }, { $set: { optedOut } }));
+    await this.users.updateOne({ _id: userId }, { $set: { optedOut } });
   }
 
   /** Marks the welcome as sent; true only the first time (the welcome goes out once per user). */
   async claimWelcome(userId: string, at: Date): Promise<boolean> {
-    if (!(await this.locks.claim(`welcome:${userId}`))) return false;
-    await withRetry(() => this.users.updateOne({ _id: userId }, { $set: { welcomeSentAt: at } }));
-    return true;
+    const result = await this.users.updateOne(
+      { _id: userId, welcomeSentAt: null },
+      { $set: { welcomeSentAt: at } },
+    );
+    return result.modified === 1;
   }
 
   /** Undoes `claimWelcome` when the welcome could not be sent (it will be tried again). */
   async releaseWelcome(userId: string): Promise<void> {
-    await withRetry(() => this.users.updateOne({ _id: userId }, { $set: { welcomeSentAt: null } }));
-    await this.locks.release(`welcome:${userId}`);
+    await this.users.updateOne({ _id: userId }, { $set: { welcomeSentAt: null } });
   }
 
   async resetContext(userId: string, at: Date): Promise<void> {
-    await withRetry(() => this.users.updateOne({ _id: userId }, { $max: { contextResetAt: at } }));
-  }
-
-  /** A `system` user_changed_number message: the user keeps their record under the new number. */
-  async changeNumber(userId: string, newWaId: string): Promise<void> {
-    const user = await this.getUser(userId);
-    if (!user || user.waId === newWaId) return;
-    await withRetry(() =>
-      this.users.updateOne(
-        { _id: userId },
-        {
-          $set: { waId: newWaId, searchKeys: searchKeysFor(newWaId, user.name) },
-          ...(user.waId ? { $addToSet: { previousWaIds: user.waId } } : {}),
-        },
-      ),
-    );
+    await this.users.updateOne({ _id: userId }, { $max: { contextResetAt: at } });
   }
 
   /**
-   * Takes (or extends) the per-user reply lock, so one user's answers go out in order, one at a
-   * time. A free or expired lock is taken by claiming its next generation in `locks`.
+   * A `user_changed_number` system message: the user moves to the new number, and the old number,
+   * if it writes again, is a new user. When the new number already wrote (the system message came
+   * later), that user's messages join this one and the duplicate record goes.
    */
-  async acquireReplyLock(userId: string, owner: string, leaseMs: number): Promise<boolean> {
-    const doc = await withRetry(() => this.users.findOne({ _id: userId }, { projection: { replyLock: 1 } }));
-    if (!doc) return false;
-    const lock = doc.replyLock ?? null;
-    const now = new Date();
-    const until = new Date(now.getTime() + leaseMs);
-    if (lock?.owner === owner) {
-      await withRetry(() =>
-        this.users.updateOne(
-          { _id: userId, 'replyLock.owner': owner },
-          { $set: { 'replyLock.until': until } },
-        ),
+  async changeNumber(userId: string, newWaId: string): Promise<'moved' | 'merged' | 'unchanged'> {
+    const user = await this.users.findOne({ _id: userId });
+    if (!user || user.waId === newWaId) return 'unchanged';
+    const other = await this.users.findOne({ waId: newWaId });
+    const previous = user.waId ? { $addToSet: { previousWaIds: user.waId } } : {};
+    if (!other || other._id === userId) {
+      await this.users.updateOne(
+        { _id: userId },
+        { $set: { waId: newWaId, searchKeys: searchKeysFor(newWaId, user.name) }, ...previous },
       );
-      return true;
+      return 'moved';
     }
-    if (lock?.owner && lock.until > now) return false;
-    const generation = (lock?.generation ?? 0) + 1;
-    if (!(await this.locks.claim(`reply-lock:${userId}:${generation}`))) return false;
-    await withRetry(() =>
-      this.users.updateOne({ _id: userId }, { $set: { replyLock: { owner, until, generation } } }),
+    await this.messages.updateMany({ userId: other._id }, { $set: { userId } });
+    const later = other.lastMessageAt > user.lastMessageAt ? other : user;
+    await this.users.updateOne(
+      { _id: userId },
+      {
+        $set: {
+          waId: newWaId,
+          bsuid: user.bsuid ?? other.bsuid,
+          name: other.name ?? user.name,
+          searchKeys: searchKeysFor(newWaId, other.name ?? user.name),
+          lastMessageAt: later.lastMessageAt,
+          lastMessagePreview: later.lastMessagePreview,
+          lastMessageId: later.lastMessageId,
+        },
+        $inc: { messageCount: other.messageCount, inboundCount: other.inboundCount ?? 0 },
+        $max: { lastInboundAt: other.lastInboundAt ?? new Date(0) },
+        ...previous,
+      },
     );
-    return true;
+    await this.users.deleteOne({ _id: other._id });
+    await this.stats.apply(new CounterDelta().user(other.createdAt, -1));
+    return 'merged';
   }
 
-  async releaseReplyLock(userId: string, owner: string): Promise<void> {
-    await withRetry(() =>
-      this.users.updateOne({ _id: userId, 'replyLock.owner': owner }, { $set: { 'replyLock.owner': null } }),
+  /**
+   * Takes the per-user reply lock (free, expired, or already ours) for `leaseMs`, in one round
+   * trip that also reads the user. Null when another worker holds it.
+   */
+  async lockForReply(userId: string, owner: string, leaseMs: number, now: Date): Promise<LockedUser | null> {
+    const doc = await this.users.findOneAndUpdate(
+      {
+        _id: userId,
+        $or: [{ replyLock: null }, { 'replyLock.until': { $lt: now } }, { 'replyLock.owner': owner }],
+      },
+      { $set: { replyLock: { owner, until: new Date(now.getTime() + leaseMs) } } },
+      { returnDocument: 'after' },
     );
+    return doc ? { user: toUser(doc), inboundCount: doc.inboundCount ?? 0 } : null;
+  }
+
+  /**
+   * Frees the lock and records the answers sent while holding it, in one round trip. Returns the
+   * user's inbound count (a change since the lock was taken means: look again), or null when the
+   * lock was no longer ours (the answers are then recorded on their own).
+   */
+  async releaseReplyLock(
+    userId: string,
+    owner: string,
+    answers: readonly SummaryMessage[],
+  ): Promise<number | null> {
+    const change = summaryChange(answers);
+    const doc = await this.users.findOneAndUpdate(
+      { _id: userId, 'replyLock.owner': owner },
+      change
+        ? {
+            $set: {
+              replyLock: null,
+              lastMessagePreview: change.latest.lastMessagePreview,
+              lastMessageId: change.latest.lastMessageId,
+            },
+            $max: { lastMessageAt: change.latest.lastMessageAt },
+            $inc: change.inc,
+          }
+        : { $set: { replyLock: null } },
+      { returnDocument: 'after', projection: { inboundCount: 1 } },
+    );
+    if (doc) return doc.inboundCount ?? 0;
+    if (change) await this.noteMessages(userId, answers);
+    return null;
   }
 }

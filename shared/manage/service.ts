@@ -136,9 +136,9 @@ export async function exportUser(
   caller: Caller,
   id: string,
 ): Promise<ExportJson> {
-  const found = await data.manage.exportUser(id);
+  const found = await data.personal.exportUser(id);
   if (!found) throw notFound();
-  await data.manage.audit({ tokenName: caller.name, action: 'export', userId: id, at: now });
+  await data.personal.audit({ tokenName: caller.name, action: 'export', userId: id, at: now });
   return {
     user: userJson(found.user),
     messages: found.messages.map(messageJson),
@@ -149,6 +149,6 @@ export async function exportUser(
 export async function eraseUser({ data, now }: ManageContext, caller: Caller, id: string): Promise<void> {
   // Recorded first: an erase must never happen without its audit entry.
   if (!(await data.manage.getUser(id))) throw notFound();
-  await data.manage.audit({ tokenName: caller.name, action: 'erase', userId: id, at: now });
-  if (!(await data.manage.eraseUser(id))) throw notFound();
+  await data.personal.audit({ tokenName: caller.name, action: 'erase', userId: id, at: now });
+  if (!(await data.personal.eraseUser(id))) throw notFound();
 }

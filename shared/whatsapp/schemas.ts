@@ -7,8 +7,21 @@ import { z } from 'zod';
 const obj = z.looseObject;
 const str = z.string();
 const optStr = z.string().optional();
-/** Unix seconds, sent as a string (tolerate a number). */
-const timestamp = z.union([z.string().regex(/^\d{1,12}$/), z.number().int().nonnegative()]).transform(Number);
+/** Unix seconds, sent as a string (tolerate a number). Out-of-window values are settled by the parser. */
+const timestamp = z
+  .union([z.string().regex(/^\d{1,12}$/), z.number().int().nonnegative().max(999_999_999_999)])
+  .transform(Number);
+
+// Bounds on the identifiers Meta sends: a value outside them is not authentic-looking enough to key
+// a document on, and is archived instead (docs/contract.md, "What the bot does with each notification").
+/** Message ids (wamid.…): printable ASCII. */
+export const MESSAGE_ID = /^[\x21-\x7e]{1,256}$/;
+/** A WhatsApp number as Meta writes it: digits only (E.164 has at most 15). */
+export const WA_ID = /^\d{1,20}$/;
+/** Business-scoped user ids, e.g. "US.13491208655302741918". */
+export const BSUID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** Graph object ids (phone_number_id). */
+export const GRAPH_ID = /^\d{1,32}$/;
 
 export const GraphErrorSchema = obj({
   code: z.number().int(),
@@ -19,7 +32,7 @@ export const GraphErrorSchema = obj({
 });
 export type GraphErrorPayload = z.infer<typeof GraphErrorSchema>;
 
-export const MetadataSchema = obj({ display_phone_number: optStr, phone_number_id: str });
+export const MetadataSchema = obj({ display_phone_number: optStr, phone_number_id: str.regex(GRAPH_ID) });
 
 export const ContactSchema = obj({
   wa_id: optStr,
@@ -56,7 +69,7 @@ export const ReferralSchema = obj({
 });
 
 const base = {
-  id: str.min(1),
+  id: str.regex(MESSAGE_ID),
   from: optStr,
   from_user_id: optStr,
   timestamp,
@@ -124,7 +137,7 @@ export const ReactionMessageSchema = obj({
   ...base,
   type: z.literal('reaction'),
   /** An empty or missing emoji means the reaction was removed. */
-  reaction: obj({ message_id: str, emoji: optStr }),
+  reaction: obj({ message_id: str.max(256), emoji: optStr }),
 });
 export const OrderMessageSchema = obj({
   ...base,
@@ -189,7 +202,7 @@ export const MessageBaseSchema = obj({ ...base, type: str.min(1).default('unknow
 export type MessageBase = z.infer<typeof MessageBaseSchema>;
 
 export const StatusSchema = obj({
-  id: str.min(1),
+  id: str.regex(MESSAGE_ID),
   status: z.enum(['sent', 'delivered', 'read', 'failed', 'deleted', 'warning', 'played']).or(str),
   timestamp,
   recipient_id: optStr,

@@ -54,8 +54,7 @@ export async function startTestApp(env: Env = {}): Promise<TestApp> {
     ...env,
   });
   const data = createDataStore(database.db);
-  const { ensureIndexes } = await import('../../shared/data');
-  await ensureIndexes(database.db);
+  await data.ensureIndexes('create');
   const services = await buildServices(config, {
     data,
     graphRetry: { attempts: 4, baseDelayMs: 5, maxDelayMs: 20 },

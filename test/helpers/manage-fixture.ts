@@ -1,7 +1,7 @@
 // Services on a fresh test database and seeding helpers for the management API tests.
 import { HttpRequest, InvocationContext, type HttpResponseInit } from '@azure/functions';
 import { loadConfig } from '../../shared/config';
-import { createDataStore, ensureIndexes, type DataStore } from '../../shared/data';
+import { createDataStore, type DataStore, type ImportedMessage } from '../../shared/data';
 import { buildServices, type Services } from '../../shared/deps';
 import { manageHandlers } from '../../functions/manage';
 import { testDatabase, type TestDatabase } from './db';
@@ -22,8 +22,8 @@ export async function manageFixture(
   data?: (db: TestDatabase) => DataStore,
 ): Promise<ManageFixture> {
   const db = await testDatabase(name);
-  await ensureIndexes(db.db, 'create');
   const store = data ? data(db) : createDataStore(db.db);
+  await store.ensureIndexes('create');
   const config = loadConfig({
     WHATSAPP_VERIFY_TOKEN: 'verify-token',
     WHATSAPP_APP_SECRET: 'app-secret',
@@ -91,45 +91,25 @@ export async function seedUser(
     ai?: boolean;
   },
 ): Promise<{ userId: string; messageIds: string[] }> {
-  const { user } = await data.users.upsertFromContact(
-    { waId: input.waId, bsuid: null, name: input.name },
-    input.start,
-  );
+  const { user } = await data.users.resolve({ waId: input.waId, bsuid: null, name: input.name }, input.start);
   const ids: string[] = [];
+  const history: ImportedMessage[] = [];
   let lastInbound = '';
   for (const [i, text] of input.texts.entries()) {
     const createdAt = new Date(input.start.getTime() + i * 60_000);
     const id = `wamid.${input.waId}.${++seq}`;
     ids.push(id);
+    const common = { id, userId: user.id, waMessageId: id, text, createdAt, phoneNumberId: 'PN1' };
     if (i % 2 === 0) {
       lastInbound = id;
-      await data.messages.recordInbound({
-        id,
-        userId: user.id,
-        type: 'text',
-        text,
-        createdAt,
-        receivedAt: createdAt,
-        phoneNumberId: 'PN1',
-        role: 'conversation',
-        replyState: 'none',
-        relatedId: null,
-        raw: { text: { body: text } },
-      });
+      history.push({ ...common, direction: 'inbound' });
     } else {
       const last = i === input.texts.length - 1;
-      await data.messages.recordOutbound({
-        id,
-        waMessageId: id,
-        userId: user.id,
-        type: 'text',
-        text,
+      history.push({
+        ...common,
+        direction: 'outbound',
         status: last && input.failedLast ? 'failed' : 'sent',
-        createdAt,
-        role: 'conversation',
-        phoneNumberId: 'PN1',
         relatedId: lastInbound,
-        error: null,
         ai: input.ai
           ? {
               provider: 'test',
@@ -143,5 +123,6 @@ export async function seedUser(
       });
     }
   }
+  await data.maintenance.importMessages(history);
   return { userId: user.id, messageIds: ids };
 }

@@ -260,7 +260,7 @@ describe('stats, export and erase', () => {
     expect(body.user.id).toBe(ana.userId);
     expect(body.messages.map((m) => m.id)).toEqual(ana.messageIds);
     expect(Array.isArray(body.events)).toBe(true);
-    const trail = await f.data.manage.auditTrail();
+    const trail = await f.data.personal.auditTrail();
     expect(trail.some((e) => e.reason === 'export' && e.userId === ana.userId)).toBe(true);
     expect(trail.find((e) => e.reason === 'export')?.payload).toMatchObject({
       tokenName: 'MANAGE_API_TOKEN',
@@ -270,7 +270,13 @@ describe('stats, export and erase', () => {
   });
 
   it('erases a user, their messages and events, and lowers the counters', async () => {
-    await f.data.events.archive({ kind: 'dead-letter', reason: 'test', payload: {}, userId: ana.userId });
+    await f.data.events.archive({
+      kind: 'dead-letter',
+      reason: 'test',
+      payload: {},
+      userId: ana.userId,
+      at: new Date(),
+    });
     const { token } = await createToken(f.data, { name: 'eraser', expiresDays: null, now: new Date() });
     const before = (await call(f.handlers.stats)).body as S;
     const r = await call(f.handlers.user, { method: 'DELETE', params: { id: ana.userId }, token });
@@ -291,7 +297,7 @@ describe('stats, export and erase', () => {
       items: [],
       nextCursor: null,
     });
-    const trail = await f.data.manage.auditTrail();
+    const trail = await f.data.personal.auditTrail();
     expect(trail.find((e) => e.reason === 'erase')?.payload).toMatchObject({
       tokenName: 'eraser',
       userId: ana.userId,

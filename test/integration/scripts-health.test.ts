@@ -3,7 +3,7 @@
 import { InvocationContext } from '@azure/functions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../shared/config';
-import { createDataStore, ensureIndexes, userIdFor, type DataStore } from '../../shared/data';
+import { createDataStore, userIdFor, type DataStore } from '../../shared/data';
 import { buildServices, runtimeOf } from '../../shared/deps';
 import { retentionDefinition, retentionTimer, RETENTION_SCHEDULE } from '../../functions/retention';
 import { runToExitCode } from '../../scripts/lib/cli';
@@ -29,40 +29,30 @@ const now = Date.now();
 const ago = (days: number) => new Date(now - days * DAY);
 
 async function addUser(waId: string, at: Date): Promise<string> {
-  return (await store.users.upsertFromContact({ waId, bsuid: null, name: 'Test' }, at)).user.id;
+  return (await store.users.resolve({ waId, bsuid: null, name: 'Test' }, at)).user.id;
 }
 
+/** Seeds history the way the app stores it (the data module's import: summaries and counters included). */
 async function addInbound(userId: string, id: string, at: Date, text = `in ${id}`) {
-  await store.messages.recordInbound({
-    id,
-    userId,
-    type: 'text',
-    text,
-    createdAt: at,
-    receivedAt: at,
-    phoneNumberId: 'p1',
-    role: 'conversation',
-    replyState: 'none',
-    relatedId: null,
-    raw: {},
-  });
+  await store.maintenance.importMessages([
+    { id, userId, waMessageId: id, direction: 'inbound', text, createdAt: at, phoneNumberId: 'p1' },
+  ]);
 }
 
 async function addOutbound(userId: string, id: string, at: Date, status: 'sent' | 'failed' = 'sent') {
-  await store.messages.recordOutbound({
-    id,
-    waMessageId: id,
-    userId,
-    type: 'text',
-    text: `out ${id}`,
-    status,
-    createdAt: at,
-    role: 'conversation',
-    phoneNumberId: 'p1',
-    relatedId: 'x',
-    error: null,
-    ai: null,
-  });
+  await store.maintenance.importMessages([
+    {
+      id,
+      userId,
+      waMessageId: id,
+      direction: 'outbound',
+      text: `out ${id}`,
+      createdAt: at,
+      status,
+      phoneNumberId: 'p1',
+      relatedId: 'x',
+    },
+  ]);
 }
 
 let A: string;
@@ -71,7 +61,7 @@ let B: string;
 beforeAll(async () => {
   t = await testDatabase('scripts-health');
   store = createDataStore(t.db);
-  await ensureIndexes(t.db, 'create');
+  await store.ensureIndexes('create');
   A = await addUser('15550009001', ago(40));
   B = await addUser('15550009002', ago(50));
   await addInbound(A, 'wamid.a1', ago(40));
@@ -164,17 +154,18 @@ describe('npm run retention', () => {
 
   it('deletes old messages in batches, adjusts summaries, keeps the totals', async () => {
     const totals = await store.stats.totals();
-    const locks = t.db.collection<{ _id: string; createdAt: Date }>('locks');
-    await locks.insertMany([
-      { _id: 'reply:old:1', createdAt: ago(45) },
-      { _id: 'reply:recent:1', createdAt: new Date() },
-    ]);
+    // Statuses of messages never stored leave placeholders; they carry their status time, so
+    // retention removes the old ones too (they used to stay forever).
+    await store.messages.applyStatus({ waMessageId: 'wamid.ghost-old', status: 'delivered', at: ago(45), recipient: null, error: null });
+    await store.messages.applyStatus({ waMessageId: 'wamid.ghost-new', status: 'delivered', at: new Date(), recipient: null, error: null });
     const io = captureIo();
     expect(await runToExitCode(retention, ['--batch-size', '1'], env({ RETENTION_DAYS: '30' }), io)).toBe(0);
-    expect((await locks.find({}).toArray()).map((l) => l._id)).toEqual(['reply:recent:1']);
-    expect(io.stdout.join('\n')).toMatch(/messages deleted:\s+4/);
-    expect(io.stdout.join('\n')).toMatch(/batches:\s+4/);
-    expect((await t.db.collection('messages').find({}).toArray()).map((m) => m['_id'])).toEqual(['wamid.a3']);
+    expect(io.stdout.join('\n')).toMatch(/messages deleted:\s+5/);
+    expect(io.stdout.join('\n')).toMatch(/batches:\s+5/);
+    expect((await t.db.collection('messages').find({}).sort({ _id: 1 }).toArray()).map((m) => m['_id'])).toEqual([
+      'wamid.a3',
+      'wamid.ghost-new',
+    ]);
     const a = await store.users.getUser(A);
     expect(a).toMatchObject({
       messageCount: 1,
@@ -185,8 +176,7 @@ describe('npm run retention', () => {
     expect(b).toMatchObject({ messageCount: 0, lastMessageId: null, lastMessagePreview: null });
     expect(b?.lastMessageAt?.toISOString()).toBe(ago(45).toISOString());
     expect(await store.stats.totals()).toEqual(totals);
-    const doc = await t.db.collection('stats').findOne({ _id: 'totals' as never });
-    expect(doc?.['retentionRuns']).toBe(1);
+    expect((await store.maintenance.totalsDoc())?.retentionRuns).toBe(1);
 
     // Health stays ok, and a repair after retention does not lower the running totals.
     const h = captureIo();

@@ -1,0 +1,43 @@
+// What the bot needs from the rest of the app, declared here so that nothing in shared/bot imports
+// the composition root (shared/deps.ts implements these; tests build them on a test database).
+import type { AiUsage, DataStore, Message, MessageError, MessageRole, User } from '../data';
+import type { Logger } from '../log';
+import type { GraphClient } from '../whatsapp/graph';
+
+export type Clock = () => Date;
+
+/** An answer to send. */
+export interface Reply {
+  readonly text: string;
+  readonly role: MessageRole;
+  readonly ai: AiUsage | null;
+  /** Set when the answer is an apology for a failure (recorded on the inbound message). */
+  readonly failure: MessageError | null;
+}
+
+/** Answers with a model; null means stay silent (e.g. over the per-minute limit, already notified). */
+export interface AiResponder {
+  /** How many of the user's latest messages the reply worker reads for it (context and rate limit). */
+  readonly window: number;
+  answer(input: {
+    user: User;
+    message: Message;
+    /** The user's latest messages, oldest first, as the reply worker knows them now. */
+    recent: readonly Message[];
+    /** True when `recent` may not hold everything the AI needs (older messages exist). */
+    recentIsPartial: boolean;
+    log: Logger;
+  }): Promise<Reply | null>;
+}
+
+export interface IngestPorts {
+  readonly data: Pick<DataStore, 'users' | 'messages' | 'events' | 'stats'>;
+  readonly now: Clock;
+}
+
+export interface ReplyPorts {
+  readonly data: Pick<DataStore, 'users' | 'messages' | 'stats'>;
+  readonly graph: GraphClient;
+  readonly ai: AiResponder | null;
+  readonly now: Clock;
+}

@@ -1,0 +1,245 @@
+// Meta's webhook notification turned into flat, typed events: one per inbound message, status and
+// thing to archive. All of Meta's envelope (object → entry → changes → value), its bounds and its
+// error format are known here; the bot only sees the events.
+import type { z } from 'zod';
+import { normalize, normalizeUnreadable, type NormalizedMessage } from './normalize';
+import {
+  BSUID,
+  ChangeSchema,
+  ContactSchema,
+  EntrySchema,
+  InboundMessageSchema,
+  MessageBaseSchema,
+  MessagesValueSchema,
+  NotificationSchema,
+  StatusSchema,
+  WA_ID,
+  type GraphErrorPayload,
+  type InboundMessage,
+  type MessagesValue,
+} from './schemas';
+
+/** An error as Meta reports it, in the shape the app stores. */
+export interface GraphFailure {
+  readonly code: number | string | null;
+  readonly title: string;
+  readonly detail?: string;
+}
+
+export interface SenderIdentity {
+  readonly waId: string | null;
+  readonly bsuid: string | null;
+  readonly name: string | null;
+}
+
+export interface MessageEvent {
+  readonly kind: 'message';
+  readonly phoneNumberId: string;
+  readonly sender: SenderIdentity;
+  readonly id: string;
+  /** Meta's timestamp, or when we received it if Meta's is outside the window (see `settleTime`). */
+  readonly at: Date;
+  readonly normalized: NormalizedMessage;
+  /** The validated message, when its body matched its type. */
+  readonly message: InboundMessage | null;
+  readonly raw: unknown;
+}
+
+export interface StatusEvent {
+  readonly kind: 'status';
+  readonly waMessageId: string;
+  readonly status: 'sent' | 'delivered' | 'read' | 'failed';
+  readonly at: Date;
+  readonly recipient: string | null;
+  readonly error: GraphFailure | null;
+}
+
+export interface ArchiveEvent {
+  readonly kind: 'archive';
+  readonly archiveKind: string;
+  readonly reason: string;
+  readonly payload: unknown;
+  /** The number or bsuid the item carries, if any (erase finds the item by it). */
+  readonly identifier: string | null;
+}
+
+export type WebhookEvent = MessageEvent | StatusEvent | ArchiveEvent;
+
+/** A name as WhatsApp shows it is short; control characters are dropped. */
+const MAX_NAME = 256;
+/** How far ahead of our clock Meta's timestamp may be before we use our own time instead. */
+const FUTURE_SLACK_MS = 5 * 60_000;
+
+export const toGraphFailure = (e: GraphErrorPayload | undefined): GraphFailure | null =>
+  e
+    ? {
+        code: e.code,
+        title: e.title ?? e.message ?? 'error',
+        ...(e.error_data?.details ? { detail: e.error_data.details } : {}),
+      }
+    : null;
+
+const waIdOf = (value: string | undefined | null): string | null =>
+  value !== undefined && value !== null && WA_ID.test(value) ? value : null;
+const bsuidOf = (value: string | undefined | null): string | null =>
+  value !== undefined && value !== null && BSUID.test(value) ? value : null;
+const nameOf = (value: string | undefined | null): string | null => {
+  // eslint-disable-next-line no-control-regex
+  const clean = value
+    ?.replace(/[\u0000-\u001f\u007f]/g, '')
+    .trim()
+    .slice(0, MAX_NAME);
+  return clean ? clean : null;
+};
+
+/** Meta's time, unless it lies in the future (a wrong clock would pin a user to the top forever). */
+export function settleTime(seconds: number, now: Date): Date {
+  const at = seconds * 1000;
+  return at > now.getTime() + FUTURE_SLACK_MS ? now : new Date(at);
+}
+
+type Contact = z.infer<typeof ContactSchema>;
+
+/** Every event of an authentic notification, in order; never throws on odd input. */
+export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
+  const events: WebhookEvent[] = [];
+  const archive = (archiveKind: string, reason: string, item: unknown, identifier: string | null = null) =>
+    events.push({ kind: 'archive', archiveKind, reason, payload: item, identifier });
+
+  const notification = NotificationSchema.safeParse(payload);
+  if (!notification.success || notification.data.object !== 'whatsapp_business_account') {
+    archive(
+      'unhandled_notification',
+      notification.success ? 'unknown object' : 'malformed envelope',
+      payload,
+    );
+    return events;
+  }
+  for (const rawEntry of notification.data.entry) {
+    const entry = EntrySchema.safeParse(rawEntry);
+    if (!entry.success) {
+      archive('unhandled_entry', 'malformed entry', rawEntry);
+      continue;
+    }
+    for (const rawChange of entry.data.changes) {
+      const change = ChangeSchema.safeParse(rawChange);
+      if (!change.success || change.data.field !== 'messages') {
+        archive(
+          'unhandled_change',
+          change.success ? `field ${change.data.field}` : 'malformed change',
+          rawChange,
+        );
+        continue;
+      }
+      const value = MessagesValueSchema.safeParse(change.data.value);
+      if (!value.success) {
+        archive(
+          'unhandled_change',
+          'malformed messages value',
+          rawChange,
+          firstIdentifier(change.data.value),
+        );
+        continue;
+      }
+      valueEvents(value.data);
+    }
+  }
+  return events;
+
+  function valueEvents(value: MessagesValue): void {
+    const phoneNumberId = value.metadata.phone_number_id;
+    const contacts = (value.contacts ?? [])
+      .map((c) => ContactSchema.safeParse(c))
+      .filter((c) => c.success)
+      .map((c) => c.data);
+    for (const raw of value.messages ?? []) messageEvent(raw, phoneNumberId, contacts);
+    for (const raw of value.statuses ?? []) statusEvent(raw);
+    if (value.errors?.length) {
+      archive(
+        'errors',
+        'webhook errors',
+        { phoneNumberId, errors: value.errors },
+        contactIdentifier(contacts[0]),
+      );
+    }
+  }
+
+  function messageEvent(raw: unknown, phoneNumberId: string, contacts: Contact[]): void {
+    const parsed = InboundMessageSchema.safeParse(raw);
+    const base = parsed.success ? parsed.data : MessageBaseSchema.safeParse(raw).data;
+    if (!base) {
+      archive('unhandled_message', 'message without a valid id or timestamp', raw, firstIdentifier(raw));
+      return;
+    }
+    const waId = waIdOf(base.from);
+    const bsuid = bsuidOf(base.from_user_id);
+    if ((base.from !== undefined && !waId) || (base.from_user_id !== undefined && !bsuid)) {
+      archive('unhandled_message', 'sender out of bounds', raw);
+      return;
+    }
+    const contact =
+      contacts.find((c) => (waId && c.wa_id === waId) || (bsuid && c.user_id === bsuid)) ??
+      (contacts.length === 1 ? contacts[0] : undefined);
+    const sender: SenderIdentity = {
+      waId: waId ?? waIdOf(contact?.wa_id),
+      bsuid: bsuid ?? bsuidOf(contact?.user_id),
+      name: nameOf(contact?.profile?.name),
+    };
+    if (!sender.waId && !sender.bsuid) {
+      archive('unhandled_message', 'message without sender', raw);
+      return;
+    }
+    events.push({
+      kind: 'message',
+      phoneNumberId,
+      sender,
+      id: base.id,
+      at: settleTime(base.timestamp, now),
+      normalized: parsed.success ? normalize(parsed.data) : normalizeUnreadable(boundedType(base.type)),
+      message: parsed.success ? parsed.data : null,
+      raw,
+    });
+  }
+
+  function statusEvent(raw: unknown): void {
+    const status = StatusSchema.safeParse(raw);
+    if (!status.success) {
+      archive('unhandled_status', 'malformed status', raw, firstIdentifier(raw));
+      return;
+    }
+    const s = status.data;
+    const recipient = waIdOf(s.recipient_id) ?? bsuidOf(s.recipient_user_id);
+    if (s.status !== 'sent' && s.status !== 'delivered' && s.status !== 'read' && s.status !== 'failed') {
+      archive('status', `status ${s.status.slice(0, 32)}`, raw, recipient);
+      return;
+    }
+    events.push({
+      kind: 'status',
+      waMessageId: s.id,
+      status: s.status,
+      at: settleTime(s.timestamp, now),
+      recipient,
+      error: toGraphFailure(s.errors?.[0]),
+    });
+  }
+}
+
+/** A type name to store: Meta's, when it looks like one. */
+const boundedType = (type: string): string => (/^[a-z_]{1,32}$/.test(type) ? type : 'unknown');
+
+const contactIdentifier = (c: Contact | undefined): string | null => waIdOf(c?.wa_id) ?? bsuidOf(c?.user_id);
+
+/** The sender or recipient an odd item carries, best effort (so that erase can find it). */
+function firstIdentifier(item: unknown, depth = 0): string | null {
+  if (typeof item !== 'object' || item === null || depth > 3) return null;
+  const record = item as Record<string, unknown>;
+  for (const key of ['from', 'recipient_id', 'wa_id', 'from_user_id', 'recipient_user_id', 'user_id']) {
+    const value = record[key];
+    if (typeof value === 'string' && (WA_ID.test(value) || BSUID.test(value))) return value;
+  }
+  const contacts = record['contacts'];
+  if (Array.isArray(contacts) && contacts.length) return firstIdentifier(contacts[0], depth + 1);
+  const messages = record['messages'];
+  if (Array.isArray(messages) && messages.length) return firstIdentifier(messages[0], depth + 1);
+  return null;
+}
