@@ -50,12 +50,12 @@ export async function ingestNotification(
     log.warn('webhook item archived', { kind, reason });
   };
 
-  for (const event of parseNotification(payload, ports.now())) {
+  const events = parseNotification(payload, ports.now());
+  for (const event of events) {
     try {
       if (event.kind === 'archive')
         await archive(event.archiveKind, event.reason, event.payload, event.identifier);
-      else if (event.kind === 'status') await applyStatus(event);
-      else await ingestMessage(event);
+      else if (event.kind === 'message') await ingestMessage(event);
     } catch (error) {
       if (isTransient(error)) throw error;
       const name = error instanceof Error ? error.name : 'unknown';
@@ -70,17 +70,38 @@ export async function ingestNotification(
     }
   }
 
-  async function applyStatus(s: StatusEvent): Promise<void> {
-    const result = await data.messages.applyStatus({
-      waMessageId: s.waMessageId,
-      status: s.status,
-      at: s.at,
-      recipient: s.recipient,
-      error: s.error,
-    });
-    if (result === 'failed') await data.stats.apply(new CounterDelta().failed());
-    summary.statuses++;
-    if (s.status === 'failed') log.warn('outbound message failed', { code: s.error?.code, result });
+  // Statuses go in one write; when the database refuses it, each is tried on its own.
+  const statuses = events.filter((e): e is StatusEvent => e.kind === 'status');
+  try {
+    await applyStatuses(statuses);
+  } catch (error) {
+    if (isTransient(error)) throw error;
+    for (const s of statuses) {
+      try {
+        await applyStatuses([s]);
+      } catch (single) {
+        if (isTransient(single)) throw single;
+        const name = single instanceof Error ? single.name : 'unknown';
+        await archive('unstorable', `status: ${name}`, s, s.recipient);
+      }
+    }
+  }
+
+  async function applyStatuses(list: StatusEvent[]): Promise<void> {
+    if (list.length === 0) return;
+    const result = await data.messages.applyStatuses(
+      list.map((s) => ({
+        waMessageId: s.waMessageId,
+        status: s.status,
+        at: s.at,
+        recipient: s.recipient,
+        error: s.error,
+      })),
+    );
+    if (result.failed) await data.stats.apply(new CounterDelta().failed(result.failed));
+    summary.statuses += list.length;
+    for (const s of list)
+      if (s.status === 'failed') log.warn('outbound message failed', { code: s.error?.code });
   }
 
   async function ingestMessage(m: MessageEvent): Promise<void> {

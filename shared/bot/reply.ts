@@ -53,7 +53,9 @@ async function look(ports: ReplyPorts, userId: string): Promise<Look> {
   if (partial && recent[0] && waiting(recent[0]))
     pending = await ports.data.messages.pendingReplies(userId, size);
   // Answered in the order they were sent (Meta's time), whatever the order of arrival.
-  pending.sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  pending.sort(
+    (a, b) => a.createdAt.getTime() - b.createdAt.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
+  );
   return { recent, partial, waiting: pending };
 }
 

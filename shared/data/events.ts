@@ -38,7 +38,14 @@ export const toEvent = (d: EventDoc): ArchivedEvent => {
       payload = d.payloadJson;
     }
   }
-  return { id: d._id, kind: d.kind, reason: d.reason, createdAt: d.createdAt, userId: d.userId ?? null, payload };
+  return {
+    id: d._id,
+    kind: d.kind,
+    reason: d.reason,
+    createdAt: d.createdAt,
+    userId: d.userId ?? null,
+    payload,
+  };
 };
 
 export class EventsRepository {

@@ -76,7 +76,10 @@ export class Gateway<T extends Keyed> {
     return this.collection.collectionName;
   }
 
-  private write<R>(ids: readonly (string | null)[], operation: (features: ServerFeatures) => Promise<R>): Promise<R> {
+  private write<R>(
+    ids: readonly (string | null)[],
+    operation: (features: ServerFeatures) => Promise<R>,
+  ): Promise<R> {
     return this.adapter.write(this.name, ids, (features) => execute(() => operation(features)));
   }
 

@@ -263,15 +263,7 @@ export class MessagesRepository {
   async applyStatus(update: StatusUpdate): Promise<'applied' | 'stale' | 'failed'> {
     const rank = STATUS_RANK[update.status];
     const filter: Filter<MessageDoc> = { _id: update.waMessageId, statusRank: { $lt: rank } };
-    const change = {
-      $set: {
-        status: update.status,
-        statusRank: rank,
-        [`statusTimes.${update.status}`]: update.at,
-        ...(update.error ? { error: update.error } : {}),
-      },
-      $setOnInsert: { waMessageId: update.waMessageId, createdAt: update.at },
-    };
+    const change = statusChange(update);
     let before: MessageDoc | null;
     try {
       before = await this.messages.findOneAndUpdate(filter, change, {
@@ -285,6 +277,39 @@ export class MessagesRepository {
       return 'stale';
     }
     return update.status === 'failed' && before?.direction === 'outbound' ? 'failed' : 'applied';
+  }
+
+  /**
+   * Applies many statuses in one round trip (a notification may carry hundreds). `failed` ones go
+   * one by one through `applyStatus`, which tells whether a stored outbound message ended failed.
+   */
+  async applyStatuses(
+    updates: readonly StatusUpdate[],
+  ): Promise<{ applied: number; stale: number; failed: number }> {
+    const counts = { applied: 0, stale: 0, failed: 0 };
+    const plain = updates.filter((u) => u.status !== 'failed');
+    for (const update of updates.filter((u) => u.status === 'failed'))
+      counts[await this.applyStatus(update)]++;
+    if (plain.length === 0) return counts;
+    const ops: AnyBulkWriteOperation<MessageDoc>[] = plain.map((update) => ({
+      updateOne: {
+        filter: { _id: update.waMessageId, statusRank: { $lt: STATUS_RANK[update.status] } },
+        update: statusChange(update),
+        upsert: true,
+      },
+    }));
+    try {
+      await this.messages.bulkWrite(ops, false);
+      counts.applied += plain.length;
+    } catch (error) {
+      if (!(error instanceof MongoBulkWriteError)) throw error;
+      const errors: WriteError[] = ([] as WriteError[]).concat(error.writeErrors);
+      // A duplicate key: the message exists and is not behind that status (stale).
+      if (!errors.every((e) => e.code === 11000)) throw error;
+      counts.stale += errors.length;
+      counts.applied += plain.length - errors.length;
+    }
+    return counts;
   }
 
   /**
@@ -340,6 +365,19 @@ function outboundContent(record: OutboundRecord) {
     error: record.error,
     ai: record.ai,
     ...(record.operator ? { operator: record.operator } : {}),
+  };
+}
+
+/** A status moves a message forward; a placeholder gets its wamid and the status time. */
+function statusChange(update: StatusUpdate) {
+  return {
+    $set: {
+      status: update.status,
+      statusRank: STATUS_RANK[update.status],
+      [`statusTimes.${update.status}`]: update.at,
+      ...(update.error ? { error: update.error } : {}),
+    },
+    $setOnInsert: { waMessageId: update.waMessageId, createdAt: update.at },
   };
 }
 

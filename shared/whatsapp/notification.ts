@@ -83,12 +83,10 @@ const waIdOf = (value: string | undefined | null): string | null =>
   value !== undefined && value !== null && WA_ID.test(value) ? value : null;
 const bsuidOf = (value: string | undefined | null): string | null =>
   value !== undefined && value !== null && BSUID.test(value) ? value : null;
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f]/g;
 const nameOf = (value: string | undefined | null): string | null => {
-  // eslint-disable-next-line no-control-regex
-  const clean = value
-    ?.replace(/[\u0000-\u001f\u007f]/g, '')
-    .trim()
-    .slice(0, MAX_NAME);
+  const clean = value?.replace(CONTROL, '').trim().slice(0, MAX_NAME);
   return clean ? clean : null;
 };
 

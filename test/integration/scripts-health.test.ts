@@ -156,16 +156,27 @@ describe('npm run retention', () => {
     const totals = await store.stats.totals();
     // Statuses of messages never stored leave placeholders; they carry their status time, so
     // retention removes the old ones too (they used to stay forever).
-    await store.messages.applyStatus({ waMessageId: 'wamid.ghost-old', status: 'delivered', at: ago(45), recipient: null, error: null });
-    await store.messages.applyStatus({ waMessageId: 'wamid.ghost-new', status: 'delivered', at: new Date(), recipient: null, error: null });
+    await store.messages.applyStatus({
+      waMessageId: 'wamid.ghost-old',
+      status: 'delivered',
+      at: ago(45),
+      recipient: null,
+      error: null,
+    });
+    await store.messages.applyStatus({
+      waMessageId: 'wamid.ghost-new',
+      status: 'delivered',
+      at: new Date(),
+      recipient: null,
+      error: null,
+    });
     const io = captureIo();
     expect(await runToExitCode(retention, ['--batch-size', '1'], env({ RETENTION_DAYS: '30' }), io)).toBe(0);
     expect(io.stdout.join('\n')).toMatch(/messages deleted:\s+5/);
     expect(io.stdout.join('\n')).toMatch(/batches:\s+5/);
-    expect((await t.db.collection('messages').find({}).sort({ _id: 1 }).toArray()).map((m) => m['_id'])).toEqual([
-      'wamid.a3',
-      'wamid.ghost-new',
-    ]);
+    expect(
+      (await t.db.collection('messages').find({}).sort({ _id: 1 }).toArray()).map((m) => m['_id']),
+    ).toEqual(['wamid.a3', 'wamid.ghost-new']);
     const a = await store.users.getUser(A);
     expect(a).toMatchObject({
       messageCount: 1,

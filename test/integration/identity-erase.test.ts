@@ -1,0 +1,204 @@
+// Identity across number changes (both orders of arrival, recycled numbers), erase that erases
+// everything a person left (messages, archived items found by their number, the reply lock), and
+// a burst of messages from many users answered once each, in order, with nothing marked failed.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ingestNotification } from '../../shared/bot/ingest';
+import type { ReplyJob } from '../../shared/bot/jobs';
+import { processReplyJob } from '../../shared/bot/reply';
+import { createLogger } from '../../shared/log';
+import { startTestApp, type TestApp } from '../helpers/app';
+import { notification, nowSeconds, status, textMessage, value, wamid } from '../helpers/meta';
+
+let app: TestApp;
+const logs: string[] = [];
+const log = createLogger({
+  log: (...a: unknown[]) => logs.push(a.join(' ')),
+  warn: (...a: unknown[]) => logs.push(a.join(' ')),
+  error: (...a: unknown[]) => logs.push(a.join(' ')),
+});
+let seq = 0;
+const newPhone = () => `4479${String(1_000_000 + ++seq)}`;
+
+beforeAll(async () => {
+  app = await startTestApp();
+});
+afterAll(async () => {
+  await app.close();
+});
+
+/** Ingests a notification and runs its reply jobs (all at once, as concurrent queue workers would). */
+async function deliver(payload: unknown): Promise<ReplyJob[]> {
+  const { jobs } = await ingestNotification(app.services, payload, log);
+  await Promise.all(jobs.map((job) => processReplyJob(app.services, job, log)));
+  return jobs;
+}
+
+const text = (from: string, body: string, name = 'Ana') =>
+  notification(value({ contacts: [{ waId: from, name }], messages: [textMessage(from, body)] }));
+
+function changedNumber(from: string, to: string) {
+  return notification(
+    value({
+      contacts: [{ waId: from }],
+      messages: [
+        {
+          from,
+          id: wamid(),
+          timestamp: nowSeconds(),
+          type: 'system',
+          system: {
+            body: `User ${from} changed from ${from} to ${to}`,
+            wa_id: to,
+            type: 'user_changed_number',
+          },
+        },
+      ],
+    }),
+  );
+}
+
+const repliesTo = (phone: string) => app.graph.sends().filter((s) => s.body['to'] === phone).length;
+
+describe('identity across number changes', () => {
+  it('moves the user to the new number; the old number writing again is a new user who is answered', async () => {
+    const [a, b] = [newPhone(), newPhone()];
+    await deliver(text(a, 'hello'));
+    const before = await app.services.data.users.findByIdentity({ waId: a, bsuid: null });
+    expect(before).not.toBeNull();
+    await deliver(changedNumber(a, b));
+    const moved = await app.services.data.users.findByIdentity({ waId: b, bsuid: null });
+    expect(moved?.id).toBe(before?.id);
+    expect(moved?.waId).toBe(b);
+
+    // The new number writes: the same user, answered.
+    await deliver(text(b, 'it is me, new number'));
+    expect((await app.services.data.users.findByIdentity({ waId: b, bsuid: null }))?.id).toBe(before?.id);
+    expect(repliesTo(b)).toBe(1);
+
+    // The old number, given to someone else, writes: a new user, answered (never a 500 forever).
+    const repliesBefore = repliesTo(a);
+    await deliver(text(a, 'hi, new owner of this number', 'Bo'));
+    const recycled = await app.services.data.users.findByIdentity({ waId: a, bsuid: null });
+    expect(recycled).not.toBeNull();
+    expect(recycled?.id).not.toBe(before?.id);
+    expect(repliesTo(a)).toBe(repliesBefore + 1);
+  });
+
+  it('merges the two records when the new number wrote before the change arrived', async () => {
+    const [a, b] = [newPhone(), newPhone()];
+    await deliver(text(a, 'from the old number'));
+    await deliver(text(b, 'from the new number, before the system message'));
+    const oldUser = await app.services.data.users.findByIdentity({ waId: a, bsuid: null });
+    const newUser = await app.services.data.users.findByIdentity({ waId: b, bsuid: null });
+    expect(oldUser?.id).not.toBe(newUser?.id);
+    const usersBefore = (await app.services.data.stats.totals()).newUsers;
+
+    await deliver(changedNumber(a, b));
+    const merged = await app.services.data.users.findByIdentity({ waId: b, bsuid: null });
+    expect(merged?.id).toBe(oldUser?.id);
+    expect(await app.services.data.users.getUser(newUser?.id ?? '')).toBeNull();
+    // Both conversations (two messages and two answers) are now one.
+    const page = await app.services.data.manage.listMessages({
+      userId: merged?.id ?? '',
+      limit: 50,
+      after: null,
+    });
+    expect(page.items).toHaveLength(4);
+    expect(merged?.messageCount).toBe(4);
+    expect((await app.services.data.stats.totals()).newUsers).toBe(usersBefore - 1);
+    expect(await app.services.data.users.findByIdentity({ waId: a, bsuid: null })).toBeNull();
+  });
+});
+
+describe('erase means erased', () => {
+  it('removes messages, archived items that carry the number, and the lock; the person writing later is a new user who is answered', async () => {
+    const phone = newPhone();
+    await deliver(text(phone, 'secret words about me'));
+    const user = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+    if (!user) throw new Error('user not stored');
+    // Archived items without a user: a status of an unknown kind for the number, a message
+    // without a timestamp (its full text), and a webhook `errors` item with the contact.
+    await deliver(notification(value({ statuses: [status(wamid(), 'deleted', phone)] })));
+    await deliver(
+      notification(
+        value({
+          contacts: [{ waId: phone }],
+          messages: [{ from: phone, id: wamid(), type: 'text', text: { body: 'no time' } }],
+        }),
+      ),
+    );
+    await deliver(
+      notification(
+        value({ contacts: [{ waId: phone }], errors: [{ code: 131051, title: 'Unsupported message type' }] }),
+      ),
+    );
+    const exported = await app.services.data.personal.exportUser(user.id);
+    expect(exported?.events.map((e) => e.kind).sort()).toEqual(['errors', 'status', 'unhandled_message']);
+    expect(JSON.stringify(exported?.events)).toContain('no time');
+
+    // A reply lock left by a worker that died must not outlive the erase.
+    await app.services.data.users.lockForReply(user.id, 'dead-worker', 60_000, new Date());
+    const totalsBefore = await app.services.data.stats.totals();
+    expect(await app.services.data.personal.eraseUser(user.id)).toMatchObject({ messages: 2, events: 3 });
+    const raw = app.database.db;
+    expect(await raw.collection('messages').countDocuments({ userId: user.id })).toBe(0);
+    const leftovers = await raw
+      .collection('events')
+      .find({ kind: { $ne: 'audit' } })
+      .toArray();
+    expect(JSON.stringify(leftovers)).not.toContain(phone);
+    expect(JSON.stringify(leftovers)).not.toContain('no time');
+    const totalsAfter = await app.services.data.stats.totals();
+    expect(totalsAfter.inbound).toBe(totalsBefore.inbound - 1);
+    expect(totalsAfter.outbound).toBe(totalsBefore.outbound - 1);
+    expect(totalsAfter.newUsers).toBe(totalsBefore.newUsers - 1);
+
+    const before = repliesTo(phone);
+    await deliver(text(phone, 'hello again'));
+    expect(repliesTo(phone)).toBe(before + 1);
+    const again = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+    expect(again?.messageCount).toBe(2);
+  });
+});
+
+describe('bursts', () => {
+  it('20 users × 15 quick messages: 300 replies, none failed, each user answered in order', async () => {
+    const phones = Array.from({ length: 20 }, () => newPhone());
+    const sent = new Map<string, string[]>();
+    const base = Math.floor(Date.now() / 1000) - 100;
+    const jobs: ReplyJob[] = [];
+    // Every message is its own notification, ingested concurrently; every job runs concurrently.
+    await Promise.all(
+      phones.flatMap((phone) =>
+        Array.from({ length: 15 }, async (_, i) => {
+          const body = `message ${i}`;
+          const message = { ...textMessage(phone, body), timestamp: String(base + i) };
+          sent.set(phone, [...(sent.get(phone) ?? []), message.id]);
+          const result = await ingestNotification(
+            app.services,
+            notification(value({ contacts: [{ waId: phone }], messages: [message] })),
+            log,
+          );
+          jobs.push(...result.jobs);
+        }),
+      ),
+    );
+    expect(jobs).toHaveLength(300);
+    await Promise.all(jobs.map((job) => processReplyJob(app.services, job, log)));
+    const raw = app.database.db.collection('messages');
+    for (const phone of phones) {
+      const ids = sent.get(phone) ?? [];
+      const stored = await raw.find({ _id: { $in: ids } } as Record<string, unknown>).toArray();
+      expect(stored.map((m) => m['replyState'])).toEqual(ids.map(() => 'sent'));
+      // The answers go out in the order the messages were sent.
+      const answers = await raw
+        .find({ relatedId: { $in: ids }, direction: 'outbound' } as Record<string, unknown>)
+        .sort({ seqAt: 1 })
+        .toArray();
+      expect(answers.map((a) => a['relatedId'])).toEqual(
+        [...ids].sort((x, y) => ids.indexOf(x) - ids.indexOf(y)),
+      );
+      expect(repliesTo(phone)).toBe(15);
+    }
+  }, 120_000);
+});

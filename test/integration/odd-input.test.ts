@@ -1,0 +1,216 @@
+// Authentic but odd notifications never wedge the bot: every one is ingested without an error
+// (the webhook answers 200 and archives what it cannot understand), the well-formed messages of a
+// batch are still stored and answered once, and nothing unbounded is stored. The named cases come
+// from an adversarial review; the property-based test throws generated ones at the same path.
+import fc from 'fast-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ingestNotification } from '../../shared/bot/ingest';
+import { processReplyJob } from '../../shared/bot/reply';
+import { createLogger } from '../../shared/log';
+import { startTestApp, type TestApp } from '../helpers/app';
+import { notification, nowSeconds, textMessage, value, wamid, PHONE_NUMBER_ID } from '../helpers/meta';
+
+let app: TestApp;
+const log = createLogger({ log: () => undefined, warn: () => undefined, error: () => undefined });
+let seq = 0;
+const newPhone = () => `3361${String(1_000_000 + ++seq)}`;
+/** Every stored document stays far below Cosmos DB's 2 MB. */
+const MAX_DOC_BYTES = 512 * 1024;
+
+beforeAll(async () => {
+  app = await startTestApp();
+});
+afterAll(async () => {
+  await app.close();
+});
+
+const raw = (name: string) => app.database.db.collection(name);
+
+async function largestDocument(): Promise<number> {
+  let largest = 0;
+  for (const name of ['users', 'messages', 'events', 'stats']) {
+    for (const doc of await raw(name).find({}).toArray())
+      largest = Math.max(largest, JSON.stringify(doc).length);
+  }
+  return largest;
+}
+
+/** Ingests, then answers; returns the ids of the messages that got a reply job. */
+async function deliver(payload: unknown): Promise<string[]> {
+  const { jobs } = await ingestNotification(app.services, payload, log);
+  for (const job of jobs) await processReplyJob(app.services, job, log);
+  return jobs.flatMap((j) => (j.kind === 'message' ? [j.messageId] : []));
+}
+
+/** A batch: one good text message next to an odd item; the good one must be stored and answered. */
+async function besideGood(odd: unknown): Promise<void> {
+  const from = newPhone();
+  const good = textMessage(from, 'a well-formed message');
+  const answered = await deliver(notification(value({ contacts: [{ waId: from }], messages: [odd, good] })));
+  expect(answered).toContain(good.id);
+  expect(await raw('messages').findOne({ _id: good.id } as Record<string, unknown>)).toMatchObject({
+    replyState: 'sent',
+  });
+}
+
+function deep(levels: number): unknown {
+  let v: unknown = 1;
+  for (let i = 0; i < levels; i++) v = [v];
+  return v;
+}
+
+describe('odd but authentic input', () => {
+  it.each([
+    ['a key that starts with $', { ...textMessage('33611111111', 'x'), $where: 'boom' }],
+    ['a key with a dot', { ...textMessage('33611111112', 'x'), 'a.b': 1 }],
+    ['a NUL byte in a key', { ...textMessage('33611111113', 'x'), 'bad\u0000key': 1 }],
+    ['an object as the message id', { ...textMessage('33611111114', 'x'), id: { $gt: '' } }],
+    ['a nested array', { ...textMessage('33611111115', 'x'), extra: [[[[1]]], [[2]]] }],
+    ['nesting 20,000 levels deep', { ...textMessage('33611111116', 'x'), extra: deep(20_000) }],
+    [
+      'a timestamp beyond the range of a date',
+      { ...textMessage('33611111117', 'x'), timestamp: '999999999999' },
+    ],
+    ['a sender of 10,000 digits', { ...textMessage('1'.repeat(10_000), 'x') }],
+    ['a text of 300,000 characters', textMessage('33611111118', 'y'.repeat(300_000))],
+  ])('%s: nothing fails, the other message of the batch is answered', async (_label, odd) => {
+    await besideGood(odd);
+    expect(await largestDocument()).toBeLessThan(MAX_DOC_BYTES);
+  });
+
+  it('a timestamp far in the future does not pin the user to the top of the lists', async () => {
+    const from = newPhone();
+    await deliver(
+      notification(
+        value({
+          contacts: [{ waId: from }],
+          messages: [{ ...textMessage(from, 'future'), timestamp: String(4_000_000_000) }],
+        }),
+      ),
+    );
+    const user = await app.services.data.users.findByIdentity({ waId: from, bsuid: null });
+    expect(user?.lastMessageAt?.getTime()).toBeLessThanOrEqual(Date.now());
+  });
+
+  it('a sender of 5,000 digits stores no quadratic search keys', async () => {
+    const from = '7'.repeat(5_000);
+    await deliver(
+      notification(value({ contacts: [{ waId: from }], messages: [textMessage(from, 'long number')] })),
+    );
+    expect(await raw('users').countDocuments({ waId: from })).toBe(0);
+    expect(await raw('events').countDocuments({ reason: 'sender out of bounds' })).toBeGreaterThan(0);
+  });
+
+  it('1,000 statuses for unknown messages are applied quickly, dated, and bounded', async () => {
+    const statuses = Array.from({ length: 1_000 }, () => ({
+      id: wamid(),
+      status: 'delivered',
+      timestamp: nowSeconds(),
+      recipient_id: '33600000000',
+    }));
+    const started = Date.now();
+    await deliver(notification(value({ statuses })));
+    const placeholders = await raw('messages')
+      .find({ _id: { $in: statuses.map((s) => s.id) } } as Record<string, unknown>)
+      .toArray();
+    expect(placeholders).toHaveLength(1_000);
+    // Placeholders carry the time of their status, so retention removes them too.
+    expect(placeholders.every((p) => p['createdAt'] instanceof Date)).toBe(true);
+    process.stderr.write(`odd-input: 1,000 unknown statuses in ${Date.now() - started} ms\n`);
+  }, 120_000);
+});
+
+// Odd values for a field: what a signed but surprising notification may carry.
+const oddValue = fc.oneof(
+  fc.string({ maxLength: 40 }),
+  fc.constantFrom('', '$gt', 'a.b', '\u0000', '999999999999', '-1', '1e400', 'wamid.' + 'x'.repeat(300)),
+  fc.integer(),
+  fc.double(),
+  fc.boolean(),
+  fc.constant(null),
+  fc.dictionary(fc.constantFrom('$a', 'a.b', 'x\u0000', 'id', 'type'), fc.string({ maxLength: 5 }), {
+    maxKeys: 3,
+  }),
+  fc.array(fc.oneof(fc.string({ maxLength: 5 }), fc.integer()), { maxLength: 3 }),
+);
+
+/** A message whose every field may be replaced by an odd value or dropped. */
+const oddMessage = fc
+  .record({
+    from: fc.oneof(fc.constant(undefined), oddValue, fc.constant('33699999999')),
+    id: fc.oneof(oddValue, fc.constant('odd')),
+    timestamp: fc.oneof(oddValue, fc.constant(nowSeconds())),
+    type: fc.oneof(
+      oddValue,
+      fc.constantFrom('text', 'image', 'reaction', 'system', 'location', 'unsupported'),
+    ),
+    text: fc.oneof(oddValue, fc.record({ body: oddValue })),
+    extra: oddValue,
+  })
+  .map((m) => ({ ...m, id: m.id === 'odd' ? wamid() : m.id }));
+
+const oddNotification = fc.record({
+  object: fc.oneof(fc.constant('whatsapp_business_account'), oddValue),
+  field: fc.oneof(fc.constant('messages'), oddValue),
+  phoneNumberId: fc.oneof(fc.constant(PHONE_NUMBER_ID), oddValue),
+  messages: fc.array(oddMessage, { maxLength: 4 }),
+  statuses: fc.array(
+    fc.record({
+      id: oddValue,
+      status: fc.oneof(oddValue, fc.constant('read')),
+      timestamp: oddValue,
+      recipient_id: oddValue,
+    }),
+    { maxLength: 3 },
+  ),
+  contacts: fc.oneof(
+    oddValue,
+    fc.array(fc.record({ wa_id: oddValue, profile: fc.record({ name: oddValue }) }), { maxLength: 2 }),
+  ),
+});
+
+describe('generated odd notifications (property-based)', () => {
+  it('never fail, store and answer every well-formed message once, store nothing unbounded', async () => {
+    const seed = Number(process.env['FC_SEED'] ?? Date.now() % 1_000_000);
+    process.stderr.write(`odd-input: fast-check seed ${seed} (FC_SEED=${seed} to replay)\n`);
+    await fc.assert(
+      fc.asyncProperty(oddNotification, async (n) => {
+        const from = newPhone();
+        const good = textMessage(from, 'the good one');
+        const payload = {
+          object: n.object,
+          entry: [
+            {
+              id: 'WABA',
+              changes: [
+                {
+                  field: n.field,
+                  value: {
+                    messaging_product: 'whatsapp',
+                    metadata: { phone_number_id: n.phoneNumberId },
+                    contacts: n.contacts,
+                    messages: n.messages,
+                    statuses: n.statuses,
+                  },
+                },
+                { field: 'messages', value: value({ contacts: [{ waId: from }], messages: [good] }) },
+              ],
+            },
+          ],
+        };
+        const first = await deliver(payload);
+        // A redelivery stores nothing new and answers nothing again.
+        const sendsBefore = app.graph.sends().length;
+        await deliver(payload);
+        expect(app.graph.sends().length).toBe(sendsBefore);
+        if (n.object === 'whatsapp_business_account') {
+          expect(first).toContain(good.id);
+          expect(await raw('messages').countDocuments({ _id: good.id } as Record<string, unknown>)).toBe(1);
+          expect(await raw('messages').countDocuments({ relatedId: good.id, direction: 'outbound' })).toBe(1);
+        }
+      }),
+      { numRuns: 40, seed, endOnFailure: true },
+    );
+    expect(await largestDocument()).toBeLessThan(MAX_DOC_BYTES);
+  }, 180_000);
+});
