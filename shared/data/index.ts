@@ -15,6 +15,14 @@ export * from './types';
 export { closeAllClients, observeCommands, sharedDb, watchClient, type ObservedCommand } from './client';
 export { COLLECTIONS, INDEXES, ensureIndexes, type IndexDefinition, type IndexReport } from './indexes';
 export { STATUS_RANK } from './messages';
+export {
+  DOC_BYTES_MAX,
+  DOC_SCHEMAS,
+  RETIRED_COLLECTIONS,
+  checkStoredDocument,
+  isStoredCollection,
+  type StoredCollection,
+} from './doc-schemas';
 export { fold, queryTerms, words } from './terms';
 export {
   AUDIT_KIND,
