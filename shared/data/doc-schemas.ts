@@ -29,6 +29,16 @@ const Count = z.number().int().min(0);
 const ShortText = z.string().max(SHORT_TEXT_MAX);
 const Strings = (max: number) => z.array(z.string().min(1).max(max)).max(ARRAY_MAX);
 
+/**
+ * A `T | null` field written by an upsert: FerretDB v1 drops a null from `$setOnInsert`, so it may
+ * be absent, and reads as null.
+ */
+const nullOrAbsent = <T extends z.ZodType>(schema: T) =>
+  schema
+    .nullable()
+    .optional()
+    .transform((v) => v ?? null);
+
 const DirectionSchema = z.enum(['inbound', 'outbound']);
 const MessageStatusSchema = z.enum([
   'received',
@@ -89,7 +99,7 @@ export const MessageDocSchema = z.object({
   _id: Id,
   // Absent on a status placeholder whose message has not been stored (yet).
   userId: Id.exactOptional(),
-  waMessageId: Id.nullable(),
+  waMessageId: nullOrAbsent(Id),
   direction: DirectionSchema.exactOptional(),
   type: z.string().max(64).exactOptional(),
   text: z.string().max(TEXT_MAX).exactOptional(),
@@ -108,7 +118,7 @@ export const MessageDocSchema = z.object({
   replyAttempts: Count.exactOptional(),
   error: MessageErrorSchema.nullable().exactOptional(),
   ai: AiUsageSchema.nullable().exactOptional(),
-  raw: z.unknown(),
+  raw: z.unknown().exactOptional(),
   rawJson: z.string().max(JSON_TEXT_MAX).exactOptional(),
 });
 
@@ -147,9 +157,14 @@ export const EventDocSchema = z.object({
   kind: z.string().min(1).max(128),
   reason: ShortText,
   createdAt: z.date(),
-  userId: Id.nullable(),
+  userId: nullOrAbsent(Id),
   subject: z.string().min(1).max(ID_MAX).nullable().exactOptional(),
-  payload: z.unknown(),
+  // May be absent (kept as payloadJson, or nothing to keep); absent reads as undefined, as the app
+  // reads it, hence required in the output type.
+  payload: z
+    .unknown()
+    .exactOptional()
+    .transform((p) => p),
   payloadJson: z.string().max(JSON_TEXT_MAX).exactOptional(),
 });
 
