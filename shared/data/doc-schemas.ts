@@ -229,6 +229,24 @@ export function checkStoredDocument(collection: StoredCollection, doc: unknown):
   const result = DOC_SCHEMAS[collection].safeParse(doc);
   if (result.success) return null;
   const issue = result.error.issues[0];
-  // zod's messages name the expected type or bound, not the value received.
-  return issue ? `field ${fieldPath(issue.path)}: ${issue.message}` : 'invalid';
+  return issue ? `field ${fieldPath(issue.path)}: ${describeIssue(issue)}` : 'invalid';
+}
+
+/** zod's messages for these name the expected type, option or bound, never the value received. */
+const SAFE_MESSAGES = new Set<string>([
+  'invalid_type',
+  'too_big',
+  'too_small',
+  'invalid_format',
+  'invalid_value',
+  'not_multiple_of',
+  'invalid_union',
+  'invalid_key',
+  'invalid_element',
+]);
+
+function describeIssue(issue: z.core.$ZodIssue): string {
+  // Its message lists the keys, which could be data (a number used as a key).
+  if (issue.code === 'unrecognized_keys') return `${issue.keys.length} unexpected key(s)`;
+  return SAFE_MESSAGES.has(issue.code) ? issue.message : `invalid (${issue.code})`;
 }
