@@ -197,7 +197,7 @@ describe('refusals', () => {
       expect(result.text).toMatch(field);
       expect(result.text).toMatch(/nothing was restored/);
       for (const secret of [NUMBER, NAME, TEXT, PLANTED]) expect(result.text).not.toContain(secret);
-      // Not even a collection or an index was created: the database was never written.
+      // Not even a collection or an index was created: nothing reached the database.
       expect(await collectionNames()).toEqual([]);
     },
   );
