@@ -1,10 +1,10 @@
 // `npm run token -- create --name N [--expires-days D]` / `list` / `revoke ID`: management API tokens.
-import { createToken, formatToken } from '../shared/manage/tokens';
-import { intOption, parseCli, runMain, ScriptError, UsageError, withDataStore, type Main } from './lib/cli';
+import { createToken, formatToken, isTokenExpiryDays, TOKEN_EXPIRY_DAYS } from '../shared/manage/tokens';
+import { parseCli, runMain, ScriptError, UsageError, withDataStore, type Main } from './lib/cli';
 
 const HELP = `
 Usage:
-  npm run token -- create --name NAME [--expires-days DAYS]
+  npm run token -- create --name NAME [--expires-days DAYS]   (DAYS: ${TOKEN_EXPIRY_DAYS.min} to ${TOKEN_EXPIRY_DAYS.max}; default never)
   npm run token -- list
   npm run token -- revoke ID
 
@@ -18,6 +18,18 @@ MONGODB_DATABASE, default whatsapp_chatbot.
 Exit code: 0 on success, 1 on failure (unknown id, database error), 2 on bad arguments.
 `;
 
+/** `--expires-days`: absent means never; otherwise whole days within the bound tokens.ts owns. */
+function expiryDays(value: string | undefined): number | null {
+  if (value === undefined) return null;
+  const days = /^\d{1,9}$/.test(value) ? Number(value) : NaN;
+  if (!isTokenExpiryDays(days)) {
+    throw new UsageError(
+      `--expires-days must be a whole number of days from ${TOKEN_EXPIRY_DAYS.min} to ${TOKEN_EXPIRY_DAYS.max}`,
+    );
+  }
+  return days;
+}
+
 export const main: Main = async (argv, env, io) => {
   const [command, ...rest] = argv;
   if (command === 'create') {
@@ -25,8 +37,7 @@ export const main: Main = async (argv, env, io) => {
     const name = values.name?.trim();
     if (!name) throw new UsageError('--name is required');
     if (name.length > 100) throw new UsageError('--name must be at most 100 characters');
-    const expiresDays =
-      values['expires-days'] === undefined ? null : intOption(values['expires-days'], 'expires-days', 0);
+    const expiresDays = expiryDays(values['expires-days']);
     const { token, record } = await withDataStore(env, io, (data) =>
       createToken(data, { name, expiresDays, now: new Date() }),
     );

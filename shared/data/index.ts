@@ -19,6 +19,14 @@ export * from './types';
 export { closeAllClients, observeCommands, watchClient, type ObservedCommand } from './client';
 export { COLLECTIONS, INDEXES, type IndexDefinition, type IndexReport } from './indexes';
 export { STATUS_RANK, MAX_TEXT } from './messages';
+export {
+  DOC_BYTES_MAX,
+  DOC_SCHEMAS,
+  RETIRED_COLLECTIONS,
+  checkStoredDocument,
+  isStoredCollection,
+  type StoredCollection,
+} from './doc-schemas';
 export { fold, queryTerms, words } from './terms';
 export { CounterDelta, dayKey } from './stats';
 export { preview, type SummaryMessage } from './summary';
@@ -36,6 +44,7 @@ export {
   BACKUP_FORMAT,
   BACKUP_VERSION,
   fromEjsonLine,
+  fromEjsonLineRelaxed,
   toEjsonLine,
   type BackupHeader,
   type CounterProblem,

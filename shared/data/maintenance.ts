@@ -57,6 +57,8 @@ export interface BackupHeader {
 /** Extended JSON, canonical, so dates, numbers and binaries round-trip exactly. */
 export const toEjsonLine = (value: unknown): string => BSON.EJSON.stringify(value, { relaxed: false });
 export const fromEjsonLine = (line: string): unknown => BSON.EJSON.parse(line, { relaxed: false });
+/** A line read as the document schemas check it: numbers as JavaScript numbers, dates as Date. */
+export const fromEjsonLineRelaxed = (line: string): unknown => BSON.EJSON.parse(line, { relaxed: true });
 
 export interface StoredCounts {
   users: number;

@@ -29,8 +29,8 @@ export interface UserDoc {
   /** Prefixes of the number and of the name's words, for `q` search. */
   searchKeys: string[];
   previousWaIds?: string[];
-  /** The per-user reply lock: one worker answers a user's messages, in order. */
-  replyLock?: { owner: string; until: Date } | null;
+  /** The per-user reply lock: one worker answers a user's messages, in order (no owner: free). */
+  replyLock?: { owner: string | null; until: Date } | null;
 }
 
 export const toUser = (d: UserDoc): User => ({

@@ -4,6 +4,7 @@ import { main } from '../../scripts/token';
 import { runToExitCode, type Io } from '../../scripts/lib/cli';
 import { createDataStore } from '../../shared/data';
 import { authenticate } from '../../shared/manage/auth';
+import { createToken } from '../../shared/manage/tokens';
 import { testDatabase, type TestDatabase } from '../helpers/db';
 
 let db: TestDatabase;
@@ -61,4 +62,37 @@ it('rejects bad arguments and unknown ids', async () => {
   expect((await run('create', '--name', 'x', '--expires-days', 'soon')).code).toBe(2);
   expect((await run('frobnicate')).code).toBe(2);
   expect((await run('revoke', 'nope')).code).toBe(1);
+});
+
+it('refuses an expiry outside 1..3650 days (exit 2, nothing stored) and stores the right one', async () => {
+  const data = createDataStore(db.db);
+  const before = (await data.tokens.list()).length;
+  for (const days of ['999999999', '0', '3651', '1.5', '-1', '99999999999999999999']) {
+    const refused = await run('create', '--name', `bad ${days}`, `--expires-days=${days}`);
+    expect(refused.code).toBe(2);
+    expect(refused.err.join('\n')).toMatch(/--expires-days must be a whole number of days from 1 to 3650/);
+    expect(refused.out).toEqual([]);
+  }
+  expect(await data.tokens.list()).toHaveLength(before);
+
+  const startedAt = Date.now();
+  const created = await run('create', '--name', 'ten years', '--expires-days', '3650');
+  expect(created.code).toBe(0);
+  const record = (await data.tokens.list()).find((t) => t.name === 'ten years');
+  expect(record?.expiresAt?.getTime()).toBe((record?.createdAt.getTime() ?? 0) + 3650 * 86_400_000);
+  expect(record?.createdAt.getTime()).toBeGreaterThanOrEqual(startedAt - 1000);
+});
+
+it('createToken guards the same bound', async () => {
+  const data = createDataStore(db.db);
+  const before = (await data.tokens.list()).length;
+  for (const expiresDays of [0, 3651, 999_999_999, 1.5, Number.NaN]) {
+    await expect(createToken(data, { name: 'x', expiresDays, now: new Date() })).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+    });
+  }
+  expect(await data.tokens.list()).toHaveLength(before);
+  const now = new Date('2030-01-01T00:00:00Z');
+  const { record } = await createToken(data, { name: 'one day', expiresDays: 1, now });
+  expect(record.expiresAt?.toISOString()).toBe('2030-01-02T00:00:00.000Z');
 });

@@ -11,6 +11,8 @@ import { main as backup } from '../../scripts/backup';
 import { main as indexes } from '../../scripts/indexes';
 import { main as restore } from '../../scripts/restore';
 import { main as seed } from '../../scripts/seed';
+import { createDataStore } from '../../shared/data';
+import { hashToken } from '../../shared/manage/auth';
 import { testDatabase, type TestDatabase } from '../helpers/db';
 import { captureIo } from '../fixtures/scripts';
 
@@ -62,9 +64,9 @@ describe('npm run seed', () => {
     expect(await t.db.collection('messages').countDocuments()).toBe(31);
     const users = await t.db.collection('users').find({}).toArray();
     expect(users.reduce((n, u) => n + (u['messageCount'] as number), 0)).toBe(31);
-    const totals = await t.db.collection('stats').findOne({ _id: 'totals' as never });
+    const totals = await createDataStore(t.db).maintenance.readTotals();
     expect(totals).toMatchObject({ newUsers: 5 });
-    expect((totals?.['inbound'] as number) + (totals?.['outbound'] as number)).toBe(31);
+    expect((totals?.inbound ?? 0) + (totals?.outbound ?? 0)).toBe(31);
     const oldest = await t.db.collection('messages').find({}).sort({ createdAt: 1 }).limit(1).toArray();
     expect(Date.now() - (oldest[0]?.['createdAt'] as Date).getTime()).toBeLessThanOrEqual(30 * 86_400_000);
     // Nothing seeded waits for an answer.
@@ -75,39 +77,99 @@ describe('npm run seed', () => {
 });
 
 describe('npm run backup / restore', () => {
-  it('round-trips every collection exactly, and restoring twice changes nothing', async () => {
-    await t.db.collection('events').insertOne({
-      _id: 'evt-1' as never,
+  it('round-trips every collection exactly (tokens only when asked), and restoring twice changes nothing', async () => {
+    const data = createDataStore(t.db);
+    await data.events.archive({
       kind: 'unparsed',
       reason: 'test',
-      createdAt: new Date(),
-      userId: null,
       payload: { a: [1, 2.5, 'x'], n: null },
+      at: new Date(),
     });
-    await t.db.collection('tokens').insertOne({
-      _id: 'tok-1' as never,
+    await data.tokens.create({
       name: 'ops',
-      hash: 'abc',
+      hash: hashToken('wam_ops'),
       createdAt: new Date(),
       expiresAt: null,
-      revokedAt: null,
+    });
+    // Documents as the webhook path writes them: an inbound message with its raw form, a reply
+    // lock, an answer moved forward by a status, and the placeholder of a status that came first.
+    const at = new Date();
+    const { user } = await data.users.resolve({ waId: '15550001111', bsuid: null, name: 'Ana' }, at);
+    await data.messages.recordInbound({
+      id: 'wamid.in1',
+      userId: user.id,
+      type: 'text',
+      text: 'hola',
+      createdAt: at,
+      receivedAt: at,
+      phoneNumberId: '1234',
+      role: 'conversation',
+      replyState: 'pending',
+      relatedId: null,
+      rawJson: JSON.stringify({ from: '15550001111', id: 'wamid.in1', text: { body: 'hola' }, type: 'text' }),
+    });
+    expect(await data.users.lockForReply(user.id, 'worker-1', 60_000, new Date())).not.toBeNull();
+    await data.messages.recordOutbound({
+      id: 'wamid.out1',
+      waMessageId: 'wamid.out1',
+      userId: user.id,
+      type: 'text',
+      text: '¡hola!',
+      status: 'sent',
+      createdAt: at,
+      role: 'conversation',
+      phoneNumberId: '1234',
+      relatedId: 'wamid.in1',
+      error: null,
+      ai: {
+        provider: 'test',
+        model: 'm',
+        promptTokens: 3,
+        completionTokens: 2,
+        totalTokens: 5,
+        latencyMs: 12.5,
+      },
+    });
+    await data.messages.applyStatus({
+      waMessageId: 'wamid.out1',
+      status: 'delivered',
+      at,
+      recipient: null,
+      error: null,
+    });
+    await data.messages.applyStatus({
+      waMessageId: 'wamid.unknown',
+      status: 'failed',
+      at,
+      recipient: null,
+      error: { code: 131026, title: 'Message undeliverable' },
     });
     const before = await snapshot();
+    expect(before['tokens']).toHaveLength(1);
     const file = path.join(dir, 'nested', 'b.jsonl.gz');
     const io = captureIo();
     expect(await runToExitCode(backup, ['--out', file], env(), io)).toBe(0);
-    expect(io.stdout.join('\n')).toMatch(/messages:\s+31/);
+    expect(io.stdout.join('\n')).toMatch(/messages:\s+34\n/);
 
     await t.db.dropDatabase();
     expect(await t.db.collection('users').countDocuments()).toBe(0);
 
     const r1 = captureIo();
-    expect(await runToExitCode(restore, [file], env(), r1)).toBe(0);
-    expect(r1.stdout.join('\n')).toMatch(/documents:\s+\d+/);
-    expect(await snapshot()).toEqual(before);
+    expect(await runToExitCode(restore, [file], env(), r1), r1.text()).toBe(0);
+    expect(r1.stdout.join('\n')).toMatch(/tokens skipped:\s+1 \(restore them with --include-tokens\)/);
+    expect(await snapshot()).toEqual({ ...before, tokens: [] });
 
     const r2 = captureIo();
-    expect(await runToExitCode(restore, [file, '--batch-size', '7'], env(), r2)).toBe(0);
+    expect(await runToExitCode(restore, [file, '--include-tokens'], env(), r2), r2.text()).toBe(0);
+    expect(r2.stdout.join('\n')).toMatch(/tokens:\s+1/);
+    expect(r2.stdout.join('\n')).not.toMatch(/tokens skipped/);
+    expect(await snapshot()).toEqual(before);
+
+    const r3 = captureIo();
+    expect(
+      await runToExitCode(restore, [file, '--batch-size', '7', '--include-tokens'], env(), r3),
+      r3.text(),
+    ).toBe(0);
     expect(await snapshot()).toEqual(before);
     const names = (await t.db.collection('messages').listIndexes().toArray()).map((i) => i['name']);
     expect(names).toContain('userId_createdAt_id');

@@ -1,0 +1,249 @@
+// Run-time schemas of the documents each collection stores, to check documents that come from
+// outside the app (a backup being restored) before anything is written.
+import { BSON } from 'mongodb';
+import { z } from 'zod';
+import type { EventDoc } from './events';
+import type { CollectionName } from './indexes';
+import type { TokenDoc } from './tokens';
+import type { MessageDoc } from './messages';
+import type { StatsDoc } from './stats';
+import type { UserDoc } from './users';
+
+/** Cosmos DB for MongoDB refuses documents over 2 MB (BSON size). */
+export const DOC_BYTES_MAX = 2 * 1024 * 1024;
+/** Document ids and references to them (wamids, `out:<id>:<part>`, hashes of archived items). */
+export const ID_MAX = 512;
+/** A WhatsApp number or business-scoped user id. */
+const NUMBER_MAX = 128;
+/** Names, previews, kinds, reasons, error titles. */
+const SHORT_TEXT_MAX = 1024;
+/** A message's text (WhatsApp allows 4096 characters; captions and descriptions add some). */
+const TEXT_MAX = 100_000;
+/** Archived payloads kept as JSON text (`rawJson`, `payloadJson`). */
+const JSON_TEXT_MAX = 1024 * 1024;
+/** Entries of a stored array (search keys, terms, previous numbers). */
+const ARRAY_MAX = 2000;
+
+const Id = z.string().min(1).max(ID_MAX);
+const Count = z.number().int().min(0);
+const ShortText = z.string().max(SHORT_TEXT_MAX);
+const Strings = (max: number) => z.array(z.string().min(1).max(max)).max(ARRAY_MAX);
+
+/**
+ * A `T | null` field written by an upsert: FerretDB v1 drops a null from `$setOnInsert`, so it may
+ * be absent, and reads as null.
+ */
+const nullOrAbsent = <T extends z.ZodType>(schema: T) =>
+  schema
+    .nullable()
+    .optional()
+    .transform((v) => v ?? null);
+
+const DirectionSchema = z.enum(['inbound', 'outbound']);
+const MessageStatusSchema = z.enum([
+  'received',
+  'read',
+  'pending',
+  'sent',
+  'delivered',
+  'failed',
+  'not_sent',
+]);
+const ReplyStateSchema = z.enum(['pending', 'sending', 'sent', 'failed', 'none']);
+const MessageRoleSchema = z.enum(['conversation', 'command', 'notice']);
+
+const MessageErrorSchema = z.object({
+  code: z.union([z.number(), z.string().max(SHORT_TEXT_MAX), z.null()]),
+  title: ShortText,
+  detail: z.string().max(TEXT_MAX).exactOptional(),
+});
+
+const AiUsageSchema = z.object({
+  provider: ShortText,
+  model: ShortText,
+  promptTokens: Count,
+  completionTokens: Count,
+  totalTokens: Count,
+  latencyMs: z.number().min(0),
+});
+
+export const UserDocSchema = z.object({
+  _id: Id,
+  waId: z.string().min(1).max(NUMBER_MAX).nullable(),
+  bsuid: z.string().min(1).max(NUMBER_MAX).nullable(),
+  name: ShortText.nullable(),
+  createdAt: z.date(),
+  lastMessageAt: z.date(),
+  lastMessagePreview: ShortText.nullable(),
+  lastMessageId: Id.nullable(),
+  messageCount: Count,
+  optedOut: z.boolean(),
+  welcomeSentAt: z.date().nullable(),
+  contextResetAt: z.date().nullable(),
+  searchKeys: Strings(256),
+  lastInboundAt: z.date().nullable().exactOptional(),
+  inboundCount: Count.exactOptional(),
+  previousWaIds: Strings(NUMBER_MAX).exactOptional(),
+  handoff: z.object({ since: z.date(), by: ShortText }).nullable().exactOptional(),
+  // Earlier versions kept a free lock as {owner: null, generation}.
+  replyLock: z
+    .object({ owner: ShortText.nullable(), until: z.date(), generation: Count.exactOptional() })
+    .nullable()
+    .exactOptional(),
+});
+
+export const MessageDocSchema = z.object({
+  _id: Id,
+  // Absent on a status placeholder whose message has not been stored (yet).
+  userId: Id.exactOptional(),
+  waMessageId: nullOrAbsent(Id),
+  direction: DirectionSchema.exactOptional(),
+  type: z.string().max(64).exactOptional(),
+  text: z.string().max(TEXT_MAX).exactOptional(),
+  status: MessageStatusSchema,
+  statusRank: z.number().int().min(0).max(9),
+  statusTimes: z.partialRecord(MessageStatusSchema, z.date()).exactOptional(),
+  createdAt: z.date().exactOptional(),
+  receivedAt: z.date().exactOptional(),
+  seqAt: z.date().exactOptional(),
+  role: MessageRoleSchema.exactOptional(),
+  phoneNumberId: z.string().min(1).max(NUMBER_MAX).nullable().exactOptional(),
+  terms: Strings(256).exactOptional(),
+  relatedId: Id.nullable().exactOptional(),
+  replyState: ReplyStateSchema.nullable().exactOptional(),
+  leaseUntil: z.date().nullable().exactOptional(),
+  replyAttempts: Count.exactOptional(),
+  error: MessageErrorSchema.nullable().exactOptional(),
+  ai: AiUsageSchema.nullable().exactOptional(),
+  raw: z.unknown().exactOptional(),
+  rawJson: z.string().max(JSON_TEXT_MAX).exactOptional(),
+});
+
+/** The running totals (`totals`) and one document per UTC day (`day:YYYY-MM-DD`). */
+export const StatsDocSchema = z.object({
+  _id: z.union([z.literal('totals'), z.string().regex(/^day:\d{4}-\d{2}-\d{2}$/)]),
+  date: z
+    .string()
+    .regex(/^\d{4}-\d{2}-\d{2}$/)
+    .exactOptional(),
+  // Counters are integers; erasure may take some back, so no lower bound.
+  inbound: z.number().int().exactOptional(),
+  outbound: z.number().int().exactOptional(),
+  failed: z.number().int().exactOptional(),
+  newUsers: z.number().int().exactOptional(),
+  aiRequests: z.number().int().exactOptional(),
+  aiTokens: z.number().int().exactOptional(),
+  retentionRuns: Count.exactOptional(),
+  lastRetentionAt: z.date().exactOptional(),
+  lastRetentionCutoff: z.date().exactOptional(),
+});
+
+export const TokenDocSchema = z.object({
+  _id: Id,
+  name: z.string().min(1).max(200),
+  // SHA-256 of the token, in hex: anything else could never match a presented token.
+  hash: z.string().regex(/^[0-9a-f]{64}$/),
+  createdAt: z.date(),
+  expiresAt: z.date().nullable(),
+  revokedAt: z.date().nullable(),
+  lastUsedAt: z.date().nullable(),
+});
+
+export const EventDocSchema = z.object({
+  _id: Id,
+  kind: z.string().min(1).max(128),
+  reason: ShortText,
+  createdAt: z.date(),
+  userId: nullOrAbsent(Id),
+  subject: z.string().min(1).max(ID_MAX).nullable().exactOptional(),
+  // May be absent (kept as payloadJson, or nothing to keep); absent reads as undefined, as the app
+  // reads it, hence required in the output type.
+  payload: z
+    .unknown()
+    .exactOptional()
+    .transform((p) => p),
+  payloadJson: z.string().max(JSON_TEXT_MAX).exactOptional(),
+});
+
+/** The collections whose documents a backup carries, each with its schema. */
+export const DOC_SCHEMAS = {
+  users: UserDocSchema,
+  messages: MessageDocSchema,
+  stats: StatsDocSchema,
+  tokens: TokenDocSchema,
+  events: EventDocSchema,
+} as const satisfies Record<Exclude<CollectionName, 'locks'>, z.ZodType>;
+export type StoredCollection = keyof typeof DOC_SCHEMAS;
+
+/**
+ * Collections a backup of an earlier version may hold that are no longer restored: `locks` held
+ * short-lived claims, meaningless in another database.
+ */
+export const RETIRED_COLLECTIONS: readonly string[] = ['locks'];
+
+// Compile-time: whatever a schema accepts is a document of its interface, so a restored document
+// reads like one the app wrote. Fails to compile when an interface and its schema drift apart.
+type Conforms<S extends z.ZodType, Doc> = [z.output<S>] extends [Doc] ? true : false;
+export const SCHEMAS_CONFORM = {
+  users: true,
+  messages: true,
+  stats: true,
+  tokens: true,
+  events: true,
+} as const satisfies {
+  users: Conforms<typeof UserDocSchema, UserDoc>;
+  messages: Conforms<typeof MessageDocSchema, MessageDoc>;
+  stats: Conforms<typeof StatsDocSchema, StatsDoc>;
+  tokens: Conforms<typeof TokenDocSchema, TokenDoc>;
+  events: Conforms<typeof EventDocSchema, EventDoc>;
+};
+
+export const isStoredCollection = (name: string): name is StoredCollection =>
+  Object.hasOwn(DOC_SCHEMAS, name);
+
+/** A path into a document as printed: field names and indexes, never a key that could be data. */
+const fieldPath = (path: readonly PropertyKey[]): string =>
+  path
+    .map((p) =>
+      typeof p === 'number' ? String(p) : typeof p === 'string' && /^[A-Za-z_]\w{0,63}$/.test(p) ? p : '?',
+    )
+    .join('.') || '(document)';
+
+/**
+ * What is wrong with a document of a collection, or null when it may be written. Says which field
+ * and why, never the document's content (it may hold personal data). Numbers are expected as
+ * JavaScript numbers (Extended JSON read in relaxed mode) and dates as Date.
+ */
+export function checkStoredDocument(collection: StoredCollection, doc: unknown): string | null {
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return 'not a document';
+  let size: number;
+  try {
+    size = BSON.calculateObjectSize(doc);
+  } catch {
+    return 'not serialisable as BSON';
+  }
+  if (size > DOC_BYTES_MAX) return `${size} bytes, over the ${DOC_BYTES_MAX}-byte limit of a document`;
+  const result = DOC_SCHEMAS[collection].safeParse(doc);
+  if (result.success) return null;
+  const issue = result.error.issues[0];
+  return issue ? `field ${fieldPath(issue.path)}: ${describeIssue(issue)}` : 'invalid';
+}
+
+/** zod's messages for these name the expected type, option or bound, never the value received. */
+const SAFE_MESSAGES = new Set<string>([
+  'invalid_type',
+  'too_big',
+  'too_small',
+  'invalid_format',
+  'invalid_value',
+  'not_multiple_of',
+  'invalid_union',
+  'invalid_key',
+  'invalid_element',
+]);
+
+function describeIssue(issue: z.core.$ZodIssue): string {
+  // Its message lists the keys, which could be data (a number used as a key).
+  if (issue.code === 'unrecognized_keys') return `${issue.keys.length} unexpected key(s)`;
+  return SAFE_MESSAGES.has(issue.code) ? issue.message : `invalid (${issue.code})`;
+}
