@@ -1,5 +1,6 @@
 // The Cosmos DB rule checker (test/cosmos/rules.ts): each rule catches a violating command or index
 // and lets a compliant one pass; and the app's own index definitions and client options comply.
+import path from 'node:path';
 import { describe as group, expect, it } from 'vitest';
 import { CLIENT_OPTIONS } from '../../shared/data/client';
 import { APP_ARRAY_FIELDS, APP_INDEXES } from '../cosmos/app-model';
@@ -249,7 +250,7 @@ group('failure messages', () => {
   it('tell the app’s commands from the tests’ own by the stack', () => {
     const frame = (file: string) =>
       `Error\n    at f (/x/node_modules/mongodb/lib/a.js:1:1)\n    at async g (${file}:10:5)`;
-    const root = require('node:path').resolve(__dirname, '..', '..') as string;
+    const root = path.resolve(__dirname, '..', '..');
     expect(originOf(frame(`${root}/shared/data/users.ts`))).toBe('app');
     expect(originOf(frame(`${root}/test/integration/x.test.ts`))).toBe('test');
     expect(originOf('Error\n    at process (node:internal/x:1:1)')).toBe('unknown');
