@@ -137,6 +137,40 @@ describe('two embedded databases', () => {
   });
 });
 
+describe('the embedded database on disk', () => {
+  it('keeps every acknowledged write when the server is killed with SIGKILL', async () => {
+    const binary = ferretDbBinaryPath();
+    if (!existsSync(binary)) await ensureFerretDb();
+    const dir = path.join(tmp, 'durable');
+    const log = (): void => undefined;
+    const first = await startFerretDb(binary, log, { persistentDir: dir });
+    const writes = 200;
+    const client = await new MongoClient(first.uri, { serverSelectionTimeoutMS: 5_000 }).connect();
+    try {
+      const c = client.db('durable').collection<{ _id: string; n?: number }>('c');
+      for (let i = 0; i < writes; i++) await c.insertOne({ _id: `d${i}` });
+      await c.insertOne({ _id: 'counter', n: 0 });
+      for (let i = 0; i < writes; i++) await c.updateOne({ _id: 'counter' }, { $inc: { n: 1 } });
+    } finally {
+      await client.close();
+    }
+    expect(first.pid).toBeGreaterThan(0);
+    process.kill(first.pid!, 'SIGKILL');
+    await first.stop(); // waits for the exit
+
+    const second = await startFerretDb(binary, log, { persistentDir: dir });
+    const reader = await new MongoClient(second.uri, { serverSelectionTimeoutMS: 5_000 }).connect();
+    try {
+      const c = reader.db('durable').collection<{ _id: string; n?: number }>('c');
+      expect(await c.countDocuments({ _id: { $regex: '^d' } })).toBe(writes);
+      expect((await c.findOne({ _id: 'counter' }))?.n).toBe(writes);
+    } finally {
+      await reader.close();
+      await second.stop();
+    }
+  });
+});
+
 describe('server errors forwarded to our messages', () => {
   it('lose the quoted document fragments, values and numbers FerretDB puts in them', () => {
     const json =
