@@ -109,7 +109,7 @@ const SUPPORTED_COMMANDS = new Set([
   'aggregate',
   'count',
   'distinct',
-  // sent by the driver: health ping, handshake, end of sessions
+  // sent by the driver: health ping, handshake, and endSessions on close (unacknowledged, w:0)
   'ping',
   'hello',
   'isMaster',

@@ -3,41 +3,23 @@
 // breaks a Cosmos DB rule (test/cosmos/rules.ts). Commands of the tests' own assertions are listed
 // apart from the app's.
 import { appendFileSync } from 'node:fs';
-import path from 'node:path';
 import { afterAll } from 'vitest';
 import { observeCommands } from '../../shared/data';
 import { APP_ARRAY_FIELDS, APP_INDEXES } from './app-model';
 import { isKnown } from './known-violations';
-import { CommandChecker, describe, shorten, type CheckedCommand, type Violation } from './rules';
+import { withOrigin } from './origin';
+import { CommandChecker, describe, shorten, type Violation } from './rules';
 
-const ROOT = path.resolve(__dirname, '..', '..');
 const checker = new CommandChecker(APP_INDEXES, APP_ARRAY_FIELDS);
 const LOG = process.env['COSMOS_COMMAND_LOG'];
 
-/** Who sent a command: the first frame of the (async) stack outside the driver and this folder. */
-export function originOf(stack: string | undefined): NonNullable<CheckedCommand['origin']> {
-  for (const line of (stack ?? '').split('\n').slice(1)) {
-    const file = /\(?((?:file:\/\/)?\/[^():]+):\d+:\d+\)?\s*$/.exec(line)?.[1]?.replace(/^file:\/\//, '');
-    if (!file) continue;
-    const relative = path.relative(ROOT, file).split(path.sep).join('/');
-    if (relative.startsWith('..') || relative.includes('node_modules/')) continue;
-    if (relative.startsWith('test/cosmos/') || relative === 'shared/data/client.ts') continue;
-    if (relative.startsWith('test/')) return 'test';
-    if (/^(shared|functions|scripts)\//.test(relative)) return 'app';
-  }
-  return 'unknown';
-}
-
-const stop = observeCommands((observed) => {
-  const limit = Error.stackTraceLimit;
-  Error.stackTraceLimit = 60;
-  const stack = new Error().stack;
-  Error.stackTraceLimit = limit;
-  const origin = originOf(stack);
-  // COSMOS_COMMAND_LOG=<file> appends every command with its origin (to see what a path sends).
-  if (LOG) appendFileSync(LOG, `${origin} ${shorten(observed.command, 2_000)}\n`);
-  checker.check({ ...observed, origin });
-});
+const stop = observeCommands(
+  withOrigin((observed) => {
+    // COSMOS_COMMAND_LOG=<file> appends every command with its sender (to see what a path sends).
+    if (LOG) appendFileSync(LOG, `${observed.origin} ${shorten(observed.command, 2_000)}\n`);
+    checker.check(observed);
+  }),
+);
 
 afterAll(() => {
   stop();

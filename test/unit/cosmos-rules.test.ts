@@ -5,7 +5,7 @@ import { describe as group, expect, it } from 'vitest';
 import { CLIENT_OPTIONS } from '../../shared/data/client';
 import { APP_ARRAY_FIELDS, APP_INDEXES } from '../cosmos/app-model';
 import { KNOWN_VIOLATIONS, isKnown } from '../cosmos/known-violations';
-import { originOf } from '../cosmos/setup';
+import { originOf } from '../cosmos/origin';
 import {
   CommandChecker,
   RULES,
