@@ -18,8 +18,9 @@ const READY_TIMEOUT_MS = 30_000;
  * WAL syncs at checkpoints instead of at every commit: an acknowledged write survives the end of
  * the process, even SIGKILL (it is in the OS's page cache; test/integration/embedded-database.test.ts),
  * and the file is never corrupted; only an OS crash or power loss can take back the last commits.
- * Right for a development database, and 2-5 times faster than the default FULL
- * (`npm run bench:ferretdb`); OFF is no faster here and may corrupt the file on power loss.
+ * Right for a development database: sequential inserts ran 2.5-5 times faster than with the default
+ * FULL (`npm run bench:ferretdb`); OFF was faster still in some runs but can corrupt the file on
+ * an OS crash or power loss, which a developer's database should survive.
  */
 export const SQLITE_PRAGMAS: readonly string[] = ['synchronous(NORMAL)'];
 
