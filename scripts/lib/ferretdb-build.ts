@@ -93,7 +93,9 @@ async function buildFerretDb(
   progress('checking the Go toolchain (go version)');
   const version = await go(['version']);
   if (version.code !== 0) {
-    throw new FerretDbBuildError(`Go is not installed (Go ≥ ${FERRETDB_GO_VERSION} builds FerretDB)`);
+    throw new FerretDbBuildError(
+      `Go is not installed (Go ≥ ${FERRETDB_GO_VERSION} builds FerretDB; https://go.dev/dl/)`,
+    );
   }
   check('go mod init', await go(['mod', 'init', 'ferretdb-build']));
 
