@@ -6,7 +6,8 @@ import { definitions } from '../functions/definitions';
 import { loadConfig } from '../shared/config';
 import { closeAllClients } from '../shared/data';
 import { getServices } from '../shared/deps';
-import { publishDevServer, resolveDatabase, unpublishDevServer } from './lib/database';
+import { resolveDatabase } from './lib/database';
+import { publishDevServer, unpublishDevServer } from './lib/dev-record';
 import { startDevServer } from './dev-server';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);

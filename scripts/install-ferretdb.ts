@@ -1,6 +1,6 @@
 // `npm run db:install-ferretdb`: builds the FerretDB fallback server ahead of time (e.g. in CI)
 // and prints the binary's path on stdout.
-import { ensureFerretDb } from './lib/database';
+import { ensureFerretDb } from './lib/ferretdb-build';
 
 ensureFerretDb()
   .then((binary) => process.stdout.write(`${binary}\n`))

@@ -2,6 +2,8 @@
 import { randomBytes } from 'node:crypto';
 import { MongoClient, type Db } from 'mongodb';
 import { inject } from 'vitest';
+import { watchClient } from '../../shared/data';
+import { CLIENT_OPTIONS } from '../../shared/data/client';
 
 export interface TestDatabase {
   uri: string;
@@ -21,7 +23,12 @@ export async function testDatabase(name?: string): Promise<TestDatabase> {
         .slice(0, 24)}_`
     : '';
   const dbName = `t_${label}${randomBytes(6).toString('hex')}`;
-  const client = await new MongoClient(uri, { serverSelectionTimeoutMS: 10_000 }).connect();
+  // The app's options (no retryable writes, …), and monitored: the commands of the stores made on
+  // this database, and of the tests' own reads, are checked against Cosmos DB's rules
+  // (test/cosmos/setup.ts).
+  const client = await watchClient(
+    new MongoClient(uri, { ...CLIENT_OPTIONS, serverSelectionTimeoutMS: 10_000, monitorCommands: true }),
+  ).connect();
   const db = client.db(dbName);
   let dropped = false;
   return {

@@ -5,13 +5,8 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import {
-  maskUri,
-  publishDevServer,
-  resolveDatabase,
-  unpublishDevServer,
-  type ResolvedDatabase,
-} from '../../scripts/lib/database';
+import { maskUri, resolveDatabase, type ResolvedDatabase } from '../../scripts/lib/database';
+import { publishDevServer, unpublishDevServer } from '../../scripts/lib/dev-record';
 import { testDatabase, type TestDatabase } from '../helpers/db';
 
 let dataDir: string;

@@ -1,0 +1,33 @@
+// Where the database tooling keeps its files: the repository, its .data folder, the user cache.
+import { existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export function repoRoot(): string {
+  // From scripts/lib (tsx) or dist/scripts/lib (built): the first folder with a package.json.
+  let dir = __dirname;
+  while (!existsSync(path.join(dir, 'package.json'))) {
+    const parent = path.dirname(dir);
+    if (parent === dir) return process.cwd();
+    dir = parent;
+  }
+  return dir;
+}
+
+export function defaultDataDir(): string {
+  return path.join(repoRoot(), '.data');
+}
+
+/** The user's home as `env` sees it (so a test can point it elsewhere). */
+export function homeDir(env: NodeJS.ProcessEnv): string {
+  return env['HOME'] || os.homedir();
+}
+
+export function cacheRoot(env: NodeJS.ProcessEnv): string {
+  return path.join(env['XDG_CACHE_HOME'] || path.join(homeDir(env), '.cache'), 'whatsapp-cosmos-bot');
+}
+
+export function displayPath(file: string): string {
+  const relative = path.relative(process.cwd(), file);
+  return relative && !relative.startsWith('..') && !path.isAbsolute(relative) ? relative : file;
+}

@@ -1,0 +1,20 @@
+// What the checker knows of the app without running it: its index definitions and the document
+// fields that hold arrays (shared/data/users.ts UserDoc, shared/data/messages.ts MessageDoc).
+import { INDEXES } from '../../shared/data';
+import type { IndexSpec } from './rules';
+
+export const APP_INDEXES: readonly IndexSpec[] = Object.entries(INDEXES).flatMap(([collection, list]) =>
+  list.map((index) => ({
+    collection,
+    name: index.name,
+    keys: index.keys,
+    options: index.unique ? { unique: true } : {},
+  })),
+);
+
+/** `collection.path` of every array field of the stored documents. */
+export const APP_ARRAY_FIELDS: readonly string[] = [
+  'users.searchKeys',
+  'users.previousWaIds',
+  'messages.terms',
+];

@@ -1,0 +1,638 @@
+// Cosmos DB for MongoDB (RU, server 4.2–7.0) rules as data, and a checker that applies them to the
+// commands the driver sent and to index definitions. The local test server (FerretDB or mongod)
+// accepts all of this; Cosmos DB does not, so the suite checks it here (test/cosmos/setup.ts).
+import { BSON } from 'mongodb';
+
+export interface Citation {
+  readonly title: string;
+  readonly url: string;
+  /** The section of the page the rule comes from. */
+  readonly section: string;
+}
+
+const FEATURES: Omit<Citation, 'section'> = {
+  title: 'Azure Cosmos DB for MongoDB (4.2/5.0/6.0/7.0 server version): Supported features and syntax',
+  url: 'https://learn.microsoft.com/azure/cosmos-db/mongodb/feature-support-42 (same tables in feature-support-50, -60, -70)',
+};
+const INDEXING: Omit<Citation, 'section'> = {
+  title: 'Manage indexing in Azure Cosmos DB for MongoDB',
+  url: 'https://learn.microsoft.com/azure/cosmos-db/mongodb/indexing',
+};
+
+export const RULES = {
+  'sort-compound-index': {
+    rule: 'a sort on several fields needs a compound index with exactly those paths in that order (or all reversed)',
+    cite: { ...INDEXING, section: 'Compound indexes (MongoDB server version 3.6+)' },
+  },
+  'sort-single-index': {
+    rule: 'a sort on one field needs an index on that field (_id is always indexed)',
+    cite: { ...INDEXING, section: 'Indexing for MongoDB server version 3.6 and higher; Single field' },
+  },
+  'find-and-modify-sort': {
+    rule: 'findAndModify (findOneAndUpdate …) sorts on a single field only',
+    cite: { ...FEATURES, section: 'Sort operations' },
+  },
+  'compound-index-array': {
+    rule: 'no compound index may include a field that holds an array (anywhere on its path)',
+    cite: { ...INDEXING, section: 'Compound indexes: "You can\'t create compound indexes on arrays"' },
+  },
+  'unsupported-command': {
+    rule: 'only the database commands Cosmos DB lists as supported',
+    cite: { ...FEATURES, section: 'Database commands' },
+  },
+  'unsupported-operator': {
+    rule: 'only the query, update and expression operators Cosmos DB lists as supported',
+    cite: { ...FEATURES, section: 'Operators; Aggregation pipeline (expressions)' },
+  },
+  'unsupported-stage': {
+    rule: 'only the aggregation stages supported on every server version 4.2–7.0 ($lookup without let/pipeline)',
+    cite: { ...FEATURES, section: 'Aggregation stages' },
+  },
+  'unique-index-empty-collection': {
+    rule: 'a unique index can only be created while the collection is empty',
+    cite: { ...INDEXING, section: 'Unique indexes: Limitations' },
+  },
+  'index-kind': {
+    rule: 'no sparse, text, 2d, hashed or case-insensitive indexes; partial only for unique indexes',
+    cite: { ...FEATURES, section: 'Indexes and index properties' },
+  },
+  'ttl-on-ts': {
+    rule: 'a TTL index is an index on _ts (custom TTL paths need the EnableTtlOnCustomPath capability)',
+    cite: { ...INDEXING, section: 'TTL indexes' },
+  },
+  'document-size': {
+    rule: 'a document (and so an insert, a replacement or an update) is under 2 MB',
+    cite: { ...FEATURES, section: 'Data types ("raises the size limit for your documents from 2 MB")' },
+  },
+  'retryable-writes': {
+    rule: 'no retryable writes (they need the EnableMongoRetryableWrites capability)',
+    cite: { ...FEATURES, section: 'Retryable writes' },
+  },
+  transactions: {
+    rule: 'a multi-document transaction stays within one unsharded collection',
+    cite: { ...FEATURES, section: 'Transactions' },
+  },
+} as const satisfies Record<string, { rule: string; cite: Citation }>;
+
+export type RuleId = keyof typeof RULES;
+
+export const MAX_DOCUMENT_BYTES = 2 * 1024 * 1024;
+
+// Commands listed as supported on every version 4.2–7.0, plus what the driver itself sends around
+// them (ping, sessions housekeeping); administrative commands the app never needs are left out.
+const SUPPORTED_COMMANDS = new Set([
+  'delete',
+  'find',
+  'findAndModify',
+  'getMore',
+  'insert',
+  'update',
+  'abortTransaction',
+  'commitTransaction',
+  'create',
+  'createIndexes',
+  'currentOp',
+  'drop',
+  'dropDatabase',
+  'dropIndexes',
+  'killCursors',
+  'listCollections',
+  'listDatabases',
+  'listIndexes',
+  'reIndex',
+  'buildInfo',
+  'collStats',
+  'dbStats',
+  'explain',
+  'hostInfo',
+  'whatsmyuri',
+  'aggregate',
+  'count',
+  'distinct',
+  // sent by the driver: health ping, handshake, and endSessions on close (unacknowledged, w:0)
+  'ping',
+  'hello',
+  'isMaster',
+  'ismaster',
+  'endSessions',
+]);
+
+const SUPPORTED_STAGES = new Set([
+  '$addFields',
+  '$changeStream',
+  '$count',
+  '$facet',
+  '$geoNear',
+  '$group',
+  '$limit',
+  '$lookup',
+  '$match',
+  '$merge',
+  '$out',
+  '$project',
+  '$redact',
+  '$replaceRoot',
+  '$replaceWith',
+  '$sample',
+  '$set',
+  '$skip',
+  '$sort',
+  '$sortByCount',
+  '$unset',
+  '$unwind',
+]);
+
+const QUERY_OPERATORS = [
+  '$eq',
+  '$gt',
+  '$gte',
+  '$lt',
+  '$lte',
+  '$ne',
+  '$in',
+  '$nin',
+  '$or',
+  '$and',
+  '$not',
+  '$nor',
+  '$exists',
+  '$type',
+  '$expr',
+  '$mod',
+  '$regex',
+  '$options',
+  '$all',
+  '$elemMatch',
+  '$size',
+  '$comment',
+  '$geoWithin',
+  '$geoIntersects',
+  '$near',
+  '$nearSphere',
+  '$geometry',
+  '$minDistance',
+  '$maxDistance',
+];
+const UPDATE_OPERATORS = [
+  '$inc',
+  '$mul',
+  '$rename',
+  '$setOnInsert',
+  '$set',
+  '$unset',
+  '$min',
+  '$max',
+  '$currentDate',
+  '$addToSet',
+  '$pop',
+  '$pullAll',
+  '$pull',
+  '$push',
+  '$pushAll',
+  '$each',
+  '$slice',
+  '$sort',
+  '$position',
+  '$bit',
+];
+const EXPRESSION_OPERATORS = [
+  '$and', '$not', '$or',
+  '$convert', '$toBool', '$toDate', '$toDecimal', '$toDouble', '$toInt', '$toLong', '$toObjectId', '$toString',
+  '$setEquals', '$setIntersection', '$setUnion', '$setDifference', '$setIsSubset', '$anyElementTrue', '$allElementsTrue',
+  '$cmp', '$eq', '$gt', '$gte', '$lt', '$lte', '$ne', '$in', '$nin',
+  '$abs', '$add', '$ceil', '$divide', '$exp', '$floor', '$ln', '$log', '$log10', '$mod', '$multiply', '$pow', '$round', '$sqrt', '$subtract', '$trunc',
+  '$concat', '$indexOfBytes', '$indexOfCP', '$ltrim', '$rtrim', '$trim', '$split', '$strLenBytes', '$strLenCP', '$strcasecmp', '$substr', '$substrBytes', '$substrCP', '$toLower', '$toUpper',
+  '$regexFind', '$regexFindAll', '$regexMatch',
+  '$arrayElemAt', '$arrayToObject', '$concatArrays', '$filter', '$indexOfArray', '$isArray', '$objectToArray', '$range', '$reverseArray', '$reduce', '$size', '$slice', '$zip',
+  '$map', '$let', '$literal',
+  '$dayOfYear', '$dayOfMonth', '$dayOfWeek', '$year', '$month', '$week', '$hour', '$minute', '$second', '$millisecond', '$dateToString', '$isoDayOfWeek', '$isoWeek', '$dateFromParts', '$dateToParts', '$dateFromString', '$isoWeekYear',
+  '$cond', '$ifNull', '$switch', '$type',
+  '$sum', '$avg', '$first', '$last', '$max', '$min', '$push', '$addToSet', '$stdDevPop', '$stdDevSamp',
+  '$mergeObjects',
+]; // prettier-ignore
+const SUPPORTED_OPERATORS = new Set([...QUERY_OPERATORS, ...UPDATE_OPERATORS, ...EXPRESSION_OPERATORS]);
+
+/** One command as the checker sees it (what command monitoring reports), with who sent it. */
+export interface CheckedCommand {
+  readonly commandName: string;
+  readonly databaseName: string;
+  readonly command: Readonly<Record<string, unknown>>;
+  /** `app` (shared/, functions/, scripts/) or `test` (assertions and fixtures of the tests). */
+  readonly origin?: 'app' | 'test' | 'unknown';
+}
+
+export interface IndexSpec {
+  readonly collection: string;
+  readonly name: string;
+  readonly keys: Readonly<Record<string, unknown>>;
+  readonly options?: Readonly<Record<string, unknown>>;
+}
+
+export interface Violation {
+  readonly rule: RuleId;
+  readonly collection: string;
+  /** What broke the rule, stable across runs (the allow-list matches on rule, collection, subject). */
+  readonly subject: string;
+  /** The offending command, shortened (absent for statically checked definitions). */
+  readonly command?: string;
+  readonly origin?: CheckedCommand['origin'];
+}
+
+/** The rule and its citation, for a failure message. */
+export function describe(violation: Violation): string {
+  const { rule, cite } = RULES[violation.rule];
+  return [
+    `[${violation.rule}] ${violation.collection}: ${violation.subject}`,
+    `  rule: ${rule}`,
+    `  source: ${cite.title}, ${cite.url} — ${cite.section}`,
+    ...(violation.command ? [`  command (${violation.origin ?? 'unknown'}): ${violation.command}`] : []),
+  ].join('\n');
+}
+
+/** A command as one short line: long strings and arrays cut, session fields left out. */
+export function shorten(command: Readonly<Record<string, unknown>>, max = 400): string {
+  const omitted = new Set(['lsid', '$clusterTime', '$db', 'txnNumber', 'autocommit', '$readPreference']);
+  const text = JSON.stringify(command, (key, value: unknown) => {
+    if (omitted.has(key)) return undefined;
+    if (value instanceof Map) return Object.fromEntries(value);
+    if (typeof value === 'string' && value.length > 40) return `${value.slice(0, 37)}…`;
+    if (Array.isArray(value) && value.length > 3) return [...value.slice(0, 3), `…${value.length - 3} more`];
+    return value;
+  });
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+const keysText = (keys: Readonly<Record<string, unknown>>): string =>
+  `{${Object.entries(keys)
+    .map(([k, v]) => `${k}:${String(v)}`)
+    .join(',')}}`;
+
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' &&
+  value !== null &&
+  !Array.isArray(value) &&
+  !(value instanceof Date) &&
+  Object.getPrototypeOf(value) === Object.prototype;
+
+// ---------------------------------------------------------------------------------------------
+// Index definitions
+
+/** Violations of the index rules by one definition; `arrays` are the paths known to hold arrays. */
+export function checkIndex(index: IndexSpec, arrays: ReadonlySet<string>): Violation[] {
+  const out: Violation[] = [];
+  const subject = `index ${index.name} ${keysText(index.keys)}`;
+  const add = (rule: RuleId, detail = ''): void => {
+    out.push({ rule, collection: index.collection, subject: `${subject}${detail}` });
+  };
+  const paths = Object.keys(index.keys);
+  const options = index.options ?? {};
+  if (paths.length > 1) {
+    const arrayPaths = paths.filter((p) => holdsArray(p, arrays));
+    if (arrayPaths.length) add('compound-index-array', ` (array: ${arrayPaths.join(', ')})`);
+  }
+  const kinds = Object.values(index.keys).filter((v) => v !== 1 && v !== -1);
+  if (kinds.some((k) => k !== '2dsphere')) add('index-kind', ` (kind ${kinds.map(String).join(', ')})`);
+  if (options['sparse']) add('index-kind', ' (sparse)');
+  if (options['partialFilterExpression'] && !options['unique']) add('index-kind', ' (partial, not unique)');
+  const collation = options['collation'];
+  if (isRecord(collation) && typeof collation['strength'] === 'number' && collation['strength'] < 3)
+    add('index-kind', ' (case-insensitive collation)');
+  if (options['expireAfterSeconds'] !== undefined && !(paths.length === 1 && paths[0] === '_ts'))
+    add('ttl-on-ts');
+  return out;
+}
+
+/** Whether a dotted path, or any prefix of it, is a known array path. */
+function holdsArray(path: string, arrays: ReadonlySet<string>): boolean {
+  const parts = path.split('.');
+  for (let i = 1; i <= parts.length; i++) if (arrays.has(parts.slice(0, i).join('.'))) return true;
+  return false;
+}
+
+/** Adds to `into` every path of a document (or update) whose value is an array. */
+export function collectArrayPaths(doc: unknown, into: Set<string>, prefix = ''): void {
+  if (!isRecord(doc)) return;
+  for (const [key, value] of Object.entries(doc)) {
+    if (key.startsWith('$')) {
+      // $set: {a: [..]}, $push/$addToSet: {a: ..} (the target is an array), $setOnInsert …
+      if (key === '$push' || key === '$addToSet' || key === '$pushAll') {
+        if (isRecord(value)) for (const field of Object.keys(value)) into.add(stripPositional(field));
+      } else if (key === '$set' || key === '$setOnInsert') {
+        collectArrayPaths(value, into, prefix);
+      }
+      continue;
+    }
+    const path = stripPositional(prefix ? `${prefix}.${key}` : key);
+    if (Array.isArray(value)) {
+      into.add(path);
+      for (const item of value) collectArrayPaths(item, into, path);
+    } else if (isRecord(value)) {
+      collectArrayPaths(value, into, path);
+    }
+  }
+}
+
+const stripPositional = (path: string): string =>
+  path
+    .split('.')
+    .filter((p) => !/^(\d+|\$|\$\[.*\])$/.test(p))
+    .join('.');
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+
+/**
+ * The running state of a checked command stream: indexes per collection, collections with
+ * documents, paths seen holding arrays, open transactions.
+ */
+export class CommandChecker {
+  /** Array paths by collection, from the known list and from every written document. */
+  private readonly arrays = new Map<string, Set<string>>();
+  private readonly indexes = new Map<string, IndexSpec[]>();
+  private readonly staticIndexes = new Map<string, IndexSpec[]>();
+  private readonly populated = new Set<string>();
+  private readonly transactions = new Map<string, Set<string>>();
+  private readonly found: Violation[] = [];
+
+  /**
+   * `knownIndexes`: the app's index definitions, valid in every database; `knownArrays`: paths
+   * as `collection.path` (`users.searchKeys`) that hold arrays even before a write shows it.
+   */
+  constructor(knownIndexes: readonly IndexSpec[] = [], knownArrays: Iterable<string> = []) {
+    for (const index of knownIndexes) {
+      const list = this.staticIndexes.get(index.collection) ?? [];
+      list.push(index);
+      this.staticIndexes.set(index.collection, list);
+    }
+    for (const known of knownArrays) {
+      const dot = known.indexOf('.');
+      this.arraysOf(known.slice(0, dot)).add(known.slice(dot + 1));
+    }
+  }
+
+  get violations(): readonly Violation[] {
+    return this.found;
+  }
+
+  check(cmd: CheckedCommand): void {
+    const name = cmd.commandName;
+    const body = cmd.command;
+    const collection = typeof body[name] === 'string' ? body[name] : '';
+    const key = `${cmd.databaseName}.${collection}`;
+    const report = (rule: RuleId, subject: string): void => {
+      this.found.push({
+        rule,
+        collection: collection || cmd.databaseName,
+        subject,
+        command: shorten(body),
+        origin: cmd.origin,
+      });
+    };
+
+    if (!SUPPORTED_COMMANDS.has(name)) report('unsupported-command', `command ${name}`);
+    this.checkSession(cmd, collection, report);
+
+    switch (name) {
+      case 'find':
+        this.checkOperators(body['filter'], report);
+        this.checkSort(cmd.databaseName, collection, body['sort'], report);
+        break;
+      case 'count':
+      case 'distinct':
+        this.checkOperators(body['query'], report);
+        break;
+      case 'delete':
+        for (const d of asArray(body['deletes'])) if (isRecord(d)) this.checkOperators(d['q'], report);
+        break;
+      case 'insert':
+        for (const doc of asArray(body['documents'])) {
+          this.checkSize(doc, 'inserted document', report);
+          collectArrayPaths(doc, this.arraysOf(collection));
+        }
+        if (asArray(body['documents']).length) this.populated.add(key);
+        break;
+      case 'update':
+        for (const u of asArray(body['updates'])) {
+          if (!isRecord(u)) continue;
+          this.checkOperators(u['q'], report);
+          this.checkUpdate(u['u'], collection, report);
+          if (u['upsert']) this.populated.add(key);
+        }
+        break;
+      case 'findAndModify': {
+        this.checkOperators(body['query'], report);
+        const sort = body['sort'] instanceof Map ? Object.fromEntries(body['sort']) : body['sort'];
+        if (isRecord(sort) && Object.keys(sort).length > 1)
+          report('find-and-modify-sort', `findAndModify sort ${keysText(sort)}`);
+        this.checkSort(cmd.databaseName, collection, sort, report);
+        if (body['update'] !== undefined) this.checkUpdate(body['update'], collection, report);
+        if (body['upsert']) this.populated.add(key);
+        break;
+      }
+      case 'aggregate':
+        this.checkPipeline(cmd.databaseName, collection, body['pipeline'], report);
+        break;
+      case 'createIndexes':
+        for (const spec of asArray(body['indexes'])) {
+          if (!isRecord(spec)) continue;
+          const { key: keySpec, name: indexName, ...options } = spec;
+          const keys =
+            keySpec instanceof Map ? (Object.fromEntries(keySpec) as Record<string, unknown>) : keySpec;
+          if (!isRecord(keys)) continue;
+          const index: IndexSpec = { collection, name: String(indexName), keys, options };
+          for (const v of checkIndex(index, this.arraysOf(collection))) report(v.rule, v.subject);
+          if (options['unique'] && this.populated.has(key))
+            report(
+              'unique-index-empty-collection',
+              `unique index ${index.name} ${keysText(keys)} on a collection with documents`,
+            );
+          const list = this.indexes.get(key) ?? [];
+          list.push(index);
+          this.indexes.set(key, list);
+        }
+        break;
+      case 'drop':
+        this.indexes.delete(key);
+        this.populated.delete(key);
+        break;
+      case 'dropDatabase':
+        for (const k of [...this.indexes.keys()])
+          if (k.startsWith(`${cmd.databaseName}.`)) this.indexes.delete(k);
+        for (const k of [...this.populated])
+          if (k.startsWith(`${cmd.databaseName}.`)) this.populated.delete(k);
+        break;
+    }
+  }
+
+  /** Compound indexes (static or created) over paths that turned out to hold arrays. */
+  checkIndexesAgainstArrays(): void {
+    // The app's definitions count for the collections this run wrote to (test/unit/cosmos-rules.test.ts
+    // checks them all against the known array fields).
+    const written = new Set([...this.populated].map((k) => k.slice(k.indexOf('.') + 1)));
+    const all = [
+      ...[...this.staticIndexes.values()].flat().filter((i) => written.has(i.collection)),
+      ...[...this.indexes.values()].flat(),
+    ];
+    const seen = new Set<string>();
+    for (const index of all) {
+      for (const v of checkIndex(index, this.arraysOf(index.collection))) {
+        if (v.rule !== 'compound-index-array') continue;
+        const id = `${v.collection} ${v.subject}`;
+        if (
+          seen.has(id) ||
+          this.found.some((f) => f.rule === v.rule && `${f.collection} ${f.subject}` === id)
+        )
+          continue;
+        seen.add(id);
+        this.found.push(v);
+      }
+    }
+  }
+
+  /** The paths of a collection's documents seen holding arrays (or known to). */
+  arraysOf(collection: string): Set<string> {
+    let paths = this.arrays.get(collection);
+    if (!paths) {
+      paths = new Set();
+      this.arrays.set(collection, paths);
+    }
+    return paths;
+  }
+
+  private checkSession(
+    cmd: CheckedCommand,
+    collection: string,
+    report: (rule: RuleId, subject: string) => void,
+  ): void {
+    const body = cmd.command;
+    if (body['retryWrites'] === true) report('retryable-writes', `${cmd.commandName} with retryWrites`);
+    if (body['txnNumber'] === undefined) return;
+    const session = JSON.stringify(body['lsid'] ?? null);
+    if (body['autocommit'] === undefined) {
+      // A txnNumber outside a transaction is what the driver adds to retryable writes.
+      report('retryable-writes', `${cmd.commandName} retryable (txnNumber without a transaction)`);
+      return;
+    }
+    const txn = `${session}#${String(body['txnNumber'])}`;
+    if (cmd.commandName === 'commitTransaction' || cmd.commandName === 'abortTransaction') {
+      this.transactions.delete(txn);
+      return;
+    }
+    const touched = this.transactions.get(txn) ?? new Set<string>();
+    touched.add(`${cmd.databaseName}.${collection}`);
+    this.transactions.set(txn, touched);
+    if (touched.size > 1) report('transactions', `transaction over ${[...touched].sort().join(', ')}`);
+  }
+
+  private checkSort(
+    db: string,
+    collection: string,
+    sortSpec: unknown,
+    report: (rule: RuleId, subject: string) => void,
+  ): void {
+    // The driver sends a sort as a Map (key order is the point).
+    const sort =
+      sortSpec instanceof Map ? (Object.fromEntries(sortSpec) as Record<string, unknown>) : sortSpec;
+    if (!isRecord(sort)) return;
+    const paths = Object.keys(sort);
+    if (paths.length === 0) return;
+    const indexes = [
+      ...(this.staticIndexes.get(collection) ?? []),
+      ...(this.indexes.get(`${db}.${collection}`) ?? []),
+    ];
+    if (paths.length === 1) {
+      const path = paths[0] as string;
+      if (path === '_id' || path === '_ts') return;
+      if (indexes.some((i) => Object.keys(i.keys).length === 1 && Object.keys(i.keys)[0] === path)) return;
+      report('sort-single-index', `sort ${keysText(sort)} without an index on ${path}`);
+      return;
+    }
+    const directions = paths.map((p) => Number(sort[p]));
+    const matches = indexes.some((index) => {
+      const keys = Object.entries(index.keys);
+      if (keys.length !== paths.length) return false;
+      if (!keys.every(([k], i) => k === paths[i])) return false;
+      const same = keys.every(([, v], i) => Number(v) === directions[i]);
+      const reversed = keys.every(([, v], i) => Number(v) === -(directions[i] as number));
+      return same || reversed;
+    });
+    if (!matches)
+      report('sort-compound-index', `sort ${keysText(sort)} without a compound index of exactly these paths`);
+  }
+
+  private checkPipeline(
+    db: string,
+    collection: string,
+    pipeline: unknown,
+    report: (rule: RuleId, subject: string) => void,
+  ): void {
+    // A $sort served by an index is one that sees the collection's documents: only $match before it.
+    let fromCollection = true;
+    for (const stage of asArray(pipeline)) {
+      if (!isRecord(stage)) continue;
+      const [name] = Object.keys(stage);
+      if (!name) continue;
+      const value = stage[name];
+      if (!SUPPORTED_STAGES.has(name)) report('unsupported-stage', `stage ${name}`);
+      if (name === '$lookup' && isRecord(value) && ('pipeline' in value || 'let' in value))
+        report('unsupported-stage', '$lookup with let/pipeline');
+      if (name === '$match') this.checkOperators(value, report);
+      else if (name === '$sort' && fromCollection) this.checkSort(db, collection, value, report);
+      else this.checkOperators(value, report, true);
+      if (name === '$facet' && isRecord(value))
+        for (const sub of Object.values(value)) this.checkPipeline(db, collection, sub, report);
+      if (name !== '$match' && name !== '$sort') fromCollection = false;
+    }
+  }
+
+  private checkUpdate(
+    update: unknown,
+    collection: string,
+    report: (rule: RuleId, subject: string) => void,
+  ): void {
+    if (Array.isArray(update)) {
+      // An update pipeline: its stages are aggregation stages.
+      for (const stage of update) this.checkOperators(stage, report, true);
+      this.checkSize(update, 'update pipeline', report);
+      return;
+    }
+    if (!isRecord(update)) return;
+    const isReplacement = !Object.keys(update).some((k) => k.startsWith('$'));
+    this.checkSize(update, isReplacement ? 'replacement document' : 'update', report);
+    if (!isReplacement) this.checkOperators(update, report);
+    collectArrayPaths(update, this.arraysOf(collection));
+  }
+
+  private checkSize(doc: unknown, what: string, report: (rule: RuleId, subject: string) => void): void {
+    if (!isRecord(doc) && !Array.isArray(doc)) return;
+    const bytes = BSON.calculateObjectSize(Array.isArray(doc) ? { pipeline: doc } : doc);
+    if (bytes >= MAX_DOCUMENT_BYTES) report('document-size', `${what} of ${bytes} bytes`);
+  }
+
+  /** Every `$name` key in a filter, update or expression must be a supported operator. */
+  private checkOperators(
+    value: unknown,
+    report: (rule: RuleId, subject: string) => void,
+    stages = false,
+  ): void {
+    const unsupported = new Set<string>();
+    const visit = (node: unknown): void => {
+      if (Array.isArray(node)) {
+        for (const item of node) visit(item);
+        return;
+      }
+      if (!isRecord(node)) return;
+      for (const [key, child] of Object.entries(node)) {
+        if (key.startsWith('$') && !SUPPORTED_OPERATORS.has(key) && !(stages && SUPPORTED_STAGES.has(key)))
+          unsupported.add(key);
+        visit(child);
+      }
+    };
+    visit(value);
+    if (unsupported.size) report('unsupported-operator', `operator ${[...unsupported].join(', ')}`);
+  }
+}
+
+function asArray(value: unknown): unknown[] {
+  return Array.isArray(value) ? value : [];
+}

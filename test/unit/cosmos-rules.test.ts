@@ -1,0 +1,288 @@
+// The Cosmos DB rule checker (test/cosmos/rules.ts): each rule catches a violating command or index
+// and lets a compliant one pass; and the app's own index definitions and client options comply.
+import path from 'node:path';
+import { describe as group, expect, it } from 'vitest';
+import { CLIENT_OPTIONS } from '../../shared/data/client';
+import { APP_ARRAY_FIELDS, APP_INDEXES } from '../cosmos/app-model';
+import { KNOWN_VIOLATIONS, isKnown } from '../cosmos/known-violations';
+import { originOf } from '../cosmos/origin';
+import {
+  CommandChecker,
+  RULES,
+  checkIndex,
+  describe,
+  shorten,
+  type CheckedCommand,
+  type IndexSpec,
+  type RuleId,
+} from '../cosmos/rules';
+
+const INDEXES: IndexSpec[] = [
+  { collection: 'c', name: 'a_b', keys: { a: 1, b: 1 } },
+  { collection: 'c', name: 'a', keys: { a: 1 } },
+];
+
+function rulesBrokenBy(...commands: Omit<CheckedCommand, 'databaseName'>[]): RuleId[] {
+  const checker = new CommandChecker(INDEXES, ['c.tags']);
+  for (const command of commands) checker.check({ databaseName: 'd', ...command });
+  checker.checkIndexesAgainstArrays();
+  return checker.violations.map((v) => v.rule);
+}
+
+const find = (extra: Record<string, unknown>): Omit<CheckedCommand, 'databaseName'> => ({
+  commandName: 'find',
+  command: { find: 'c', filter: {}, ...extra },
+});
+
+group('Cosmos DB rules, one by one', () => {
+  it('sort on several fields: exactly the paths of a compound index, same or all reversed', () => {
+    expect(
+      rulesBrokenBy(
+        find({
+          sort: new Map([
+            ['a', -1],
+            ['b', -1],
+          ]),
+        }),
+      ),
+    ).toEqual([]);
+    expect(rulesBrokenBy(find({ sort: { a: 1, b: 1 } }))).toEqual([]);
+    expect(rulesBrokenBy(find({ sort: { b: 1, a: 1 } }))).toEqual(['sort-compound-index']);
+    expect(rulesBrokenBy(find({ sort: { a: 1, b: -1 } }))).toEqual(['sort-compound-index']);
+    // an equality filter on a leading field does not make a longer index match
+    expect(rulesBrokenBy(find({ filter: { a: 1 }, sort: { b: 1 } }))).toEqual(['sort-single-index']);
+  });
+
+  it('sort on one field: an index on it, or _id', () => {
+    expect(rulesBrokenBy(find({ sort: { a: -1 } }), find({ sort: { _id: 1 } }))).toEqual([]);
+    expect(rulesBrokenBy(find({ sort: { b: 1 } }))).toEqual(['sort-single-index']);
+  });
+
+  it('a $sort at the start of a pipeline is held to the same rules; after $group it is not', () => {
+    const aggregate = (pipeline: unknown[]) => ({
+      commandName: 'aggregate',
+      command: { aggregate: 'c', pipeline },
+    });
+    expect(rulesBrokenBy(aggregate([{ $match: { a: 1 } }, { $sort: { b: 1 } }]))).toEqual([
+      'sort-single-index',
+    ]);
+    expect(
+      rulesBrokenBy(aggregate([{ $group: { _id: '$b', n: { $sum: 1 } } }, { $sort: { n: -1 } }])),
+    ).toEqual([]);
+  });
+
+  it('findAndModify sorts on one field at most', () => {
+    const fam = (sort: unknown) => ({
+      commandName: 'findAndModify',
+      command: { findAndModify: 'c', query: {}, sort, update: { $set: { x: 1 } } },
+    });
+    expect(rulesBrokenBy(fam({ a: 1 }))).toEqual([]);
+    expect(rulesBrokenBy(fam({ a: 1, b: 1 }))).toEqual(['find-and-modify-sort']);
+  });
+
+  it('no compound index over an array, known or seen in a written document', () => {
+    expect(
+      checkIndex({ collection: 'c', name: 'x', keys: { tags: 1, a: 1 } }, new Set(['tags'])).map(
+        (v) => v.rule,
+      ),
+    ).toEqual(['compound-index-array']);
+    expect(
+      checkIndex({ collection: 'c', name: 'x', keys: { 'p.q': 1, a: 1 } }, new Set(['p'])).map((v) => v.rule),
+    ).toEqual(['compound-index-array']);
+    // a single-field (multikey) index on an array is fine
+    expect(checkIndex({ collection: 'c', name: 'x', keys: { tags: 1 } }, new Set(['tags']))).toEqual([]);
+    const createXY = {
+      commandName: 'createIndexes',
+      command: {
+        createIndexes: 'c',
+        indexes: [
+          {
+            key: new Map([
+              ['x', 1],
+              ['y', 1],
+            ]),
+            name: 'x_y',
+          },
+        ],
+      },
+    };
+    expect(rulesBrokenBy(createXY)).toEqual([]);
+    const insertArrayY = {
+      commandName: 'insert',
+      command: { insert: 'c', documents: [{ _id: 1, y: [1, 2] }] },
+    };
+    expect(rulesBrokenBy(createXY, insertArrayY)).toEqual(['compound-index-array']);
+    const pushY = {
+      commandName: 'update',
+      command: { update: 'c', updates: [{ q: { _id: 1 }, u: { $push: { y: 3 } } }] },
+    };
+    expect(rulesBrokenBy(createXY, pushY)).toEqual(['compound-index-array']);
+  });
+
+  it('only supported commands, operators and stages', () => {
+    expect(
+      rulesBrokenBy({ commandName: 'renameCollection', command: { renameCollection: 'd.c', to: 'd.e' } }),
+    ).toEqual(['unsupported-command']);
+    expect(rulesBrokenBy(find({ filter: { $where: 'this.a > 1' } }))).toEqual(['unsupported-operator']);
+    expect(rulesBrokenBy(find({ filter: { $text: { $search: 'x' } } }))).toEqual(['unsupported-operator']);
+    expect(
+      rulesBrokenBy(find({ filter: { a: { $in: [1, 2] }, $or: [{ b: { $regex: '^x', $options: 'i' } }] } })),
+    ).toEqual([]);
+    const aggregate = (pipeline: unknown[]) => ({
+      commandName: 'aggregate',
+      command: { aggregate: 'c', pipeline },
+    });
+    expect(rulesBrokenBy(aggregate([{ $bucket: { groupBy: '$a', boundaries: [0, 1] } }]))).toEqual([
+      'unsupported-stage',
+    ]);
+    expect(
+      rulesBrokenBy(aggregate([{ $lookup: { from: 'e', let: { x: '$a' }, pipeline: [], as: 'y' } }])),
+    ).toEqual(['unsupported-stage']);
+    expect(
+      rulesBrokenBy(
+        aggregate([{ $match: { a: 1 } }, { $group: { _id: null, n: { $sum: 1 }, m: { $max: '$b' } } }]),
+      ),
+    ).toEqual([]);
+    const update = (u: unknown) => ({
+      commandName: 'update',
+      command: { update: 'c', updates: [{ q: {}, u }] },
+    });
+    expect(rulesBrokenBy(update({ $inc: { n: 1 }, $setOnInsert: { a: 1 } }))).toEqual([]);
+    expect(rulesBrokenBy(update({ $bitsAllSet: { n: 1 } }))).toEqual(['unsupported-operator']);
+  });
+
+  it('a unique index only on an empty collection', () => {
+    const unique = {
+      commandName: 'createIndexes',
+      command: { createIndexes: 'c', indexes: [{ key: { h: 1 }, name: 'h', unique: true }] },
+    };
+    const insert = { commandName: 'insert', command: { insert: 'c', documents: [{ _id: 1 }] } };
+    expect(rulesBrokenBy(unique, insert)).toEqual([]);
+    expect(rulesBrokenBy(insert, unique)).toEqual(['unique-index-empty-collection']);
+    expect(rulesBrokenBy(insert, { commandName: 'drop', command: { drop: 'c' } }, unique)).toEqual([]);
+  });
+
+  it('no sparse, partial (unless unique), text, hashed or case-insensitive indexes', () => {
+    const kinds = (keys: Record<string, unknown>, options: Record<string, unknown> = {}) =>
+      checkIndex({ collection: 'c', name: 'x', keys, options }, new Set()).map((v) => v.rule);
+    expect(kinds({ a: 1 }, { sparse: true })).toEqual(['index-kind']);
+    expect(kinds({ a: 1 }, { partialFilterExpression: { a: { $exists: true } } })).toEqual(['index-kind']);
+    expect(kinds({ a: 1 }, { partialFilterExpression: { a: { $exists: true } }, unique: true })).toEqual([]);
+    expect(kinds({ a: 'text' })).toEqual(['index-kind']);
+    expect(kinds({ a: 'hashed' })).toEqual(['index-kind']);
+    expect(kinds({ a: 1 }, { collation: { locale: 'en', strength: 2 } })).toEqual(['index-kind']);
+    expect(kinds({ location: '2dsphere' })).toEqual([]);
+  });
+
+  it('TTL only on _ts', () => {
+    const ttl = (keys: Record<string, unknown>) =>
+      checkIndex({ collection: 'c', name: 'x', keys, options: { expireAfterSeconds: 60 } }, new Set()).map(
+        (v) => v.rule,
+      );
+    expect(ttl({ createdAt: 1 })).toEqual(['ttl-on-ts']);
+    expect(ttl({ _ts: 1 })).toEqual([]);
+  });
+
+  it('documents under 2 MB, inserted, replaced or updated', () => {
+    const big = 'x'.repeat(2 * 1024 * 1024);
+    const insert = (text: string) => ({
+      commandName: 'insert',
+      command: { insert: 'c', documents: [{ _id: 1, text }] },
+    });
+    expect(rulesBrokenBy(insert('small'))).toEqual([]);
+    expect(rulesBrokenBy(insert(big))).toEqual(['document-size']);
+    const update = (u: unknown) => ({
+      commandName: 'update',
+      command: { update: 'c', updates: [{ q: { _id: 1 }, u }] },
+    });
+    expect(rulesBrokenBy(update({ _id: 1, text: big }))).toEqual(['document-size']);
+    expect(rulesBrokenBy(update({ $set: { text: big } }))).toEqual(['document-size']);
+  });
+
+  it('no retryable writes', () => {
+    const lsid = { id: 'session' };
+    expect(
+      rulesBrokenBy({
+        commandName: 'insert',
+        command: { insert: 'c', documents: [{ _id: 1 }], lsid, txnNumber: 1 },
+      }),
+    ).toEqual(['retryable-writes']);
+    expect(
+      rulesBrokenBy({ commandName: 'insert', command: { insert: 'c', documents: [{ _id: 1 }], lsid } }),
+    ).toEqual([]);
+  });
+
+  it('a transaction stays in one collection', () => {
+    const inTxn = (name: string, coll: string) => ({
+      commandName: name,
+      command: {
+        [name]: coll,
+        lsid: { id: 's' },
+        txnNumber: 7,
+        autocommit: false,
+        ...(name === 'insert' ? { documents: [{}] } : { filter: {} }),
+      },
+    });
+    expect(rulesBrokenBy(inTxn('insert', 'c'), inTxn('find', 'c'))).toEqual([]);
+    expect(rulesBrokenBy(inTxn('insert', 'c'), inTxn('insert', 'e'))).toEqual(['transactions']);
+  });
+});
+
+group('failure messages', () => {
+  it('name the rule, its documentation page and the shortened command', () => {
+    const checker = new CommandChecker(INDEXES);
+    checker.check({
+      databaseName: 'd',
+      commandName: 'find',
+      command: { find: 'c', filter: { text: 'y'.repeat(500) }, sort: { b: 1 } },
+      origin: 'app',
+    });
+    const [violation] = checker.violations;
+    expect(violation).toBeDefined();
+    const text = describe(violation!);
+    expect(text).toContain(RULES['sort-single-index'].rule);
+    expect(text).toContain('https://learn.microsoft.com/azure/cosmos-db/mongodb/indexing');
+    expect(text).toContain('command (app): {"find":"c"');
+    expect(text.length).toBeLessThan(1_000);
+    expect(shorten({ a: 'z'.repeat(1000) })).toHaveLength(`{"a":""}`.length + 38);
+  });
+
+  it('tell the app’s commands from the tests’ own by the stack', () => {
+    const frame = (file: string) =>
+      `Error\n    at f (/x/node_modules/mongodb/lib/a.js:1:1)\n    at async g (${file}:10:5)`;
+    const root = path.resolve(__dirname, '..', '..');
+    expect(originOf(frame(`${root}/shared/data/users.ts`))).toBe('app');
+    expect(originOf(frame(`${root}/test/integration/x.test.ts`))).toBe('test');
+    expect(originOf('Error\n    at process (node:internal/x:1:1)')).toBe('unknown');
+  });
+});
+
+group('the app, checked statically', () => {
+  it('every index definition follows the index rules (but for the temporary allow-list)', () => {
+    const arrays = new Map<string, Set<string>>();
+    for (const known of APP_ARRAY_FIELDS) {
+      const [collection, ...path] = known.split('.');
+      const set = arrays.get(collection!) ?? new Set<string>();
+      set.add(path.join('.'));
+      arrays.set(collection!, set);
+    }
+    const violations = APP_INDEXES.flatMap((index) =>
+      checkIndex(index, arrays.get(index.collection) ?? new Set()),
+    );
+    expect(violations.filter((v) => !isKnown(v)).map(describe)).toEqual([]);
+    // An allow-listed index violation that no longer occurs must leave the list with its fix.
+    const indexRules: RuleId[] = ['compound-index-array', 'index-kind', 'ttl-on-ts'];
+    const stale = KNOWN_VIOLATIONS.filter(
+      (k) =>
+        indexRules.includes(k.rule) &&
+        !violations.some(
+          (v) => v.rule === k.rule && v.collection === k.collection && v.subject === k.subject,
+        ),
+    );
+    expect(stale).toEqual([]);
+  });
+
+  it('the app’s client turns retryable writes off', () => {
+    expect(CLIENT_OPTIONS.retryWrites).toBe(false);
+  });
+});
