@@ -132,6 +132,14 @@ var mongoCollections = [
       {
         key: {
           keys: [
+            'handoff.since'
+            '_id'
+          ]
+        }
+      }
+      {
+        key: {
+          keys: [
             'optedOut'
           ]
         }

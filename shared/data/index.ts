@@ -9,12 +9,14 @@ import { StatsRepository, type StatsDoc } from './stats';
 import { UsersRepository, type UserDoc } from './users';
 import { LocksRepository, type LockDoc } from './locks';
 import { ManageQueries, TokensRepository, type TokenDoc } from './manage-queries';
+import { HandoffRepository } from './handoff';
 
 export * from './types';
 // The database on the process-wide client, without creating indexes (the health script checks them).
 export { closeAllClients, observeCommands, sharedDb, watchClient, type ObservedCommand } from './client';
 export { COLLECTIONS, INDEXES, ensureIndexes, type IndexDefinition, type IndexReport } from './indexes';
 export { STATUS_RANK } from './messages';
+export { activeHandoff, HANDOFF_BY_USER, type WaitingChat } from './handoff';
 export { fold, queryTerms, words } from './terms';
 export {
   AUDIT_KIND,
@@ -32,6 +34,7 @@ export interface DataStore {
   readonly events: EventsRepository;
   readonly tokens: TokensRepository;
   readonly manage: ManageQueries;
+  readonly handoff: HandoffRepository;
   /** Round trip to the server (health check). */
   ping(): Promise<void>;
   /** Drops the whole database (tests and scripts only). */
@@ -67,6 +70,10 @@ export function createDataStore(db: Db): DataStore {
     events,
     tokens,
     manage,
+    handoff: new HandoffRepository(
+      db.collection<UserDoc>(COLLECTIONS.users),
+      db.collection<MessageDoc>(COLLECTIONS.messages),
+    ),
     db,
     ping: async () => {
       await withRetry(() => db.command({ ping: 1 }));

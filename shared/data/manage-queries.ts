@@ -322,7 +322,7 @@ export class ManageQueries {
   /** Records who (a token's name) did what to which user, and when. */
   async audit(entry: {
     tokenName: string;
-    action: 'export' | 'erase';
+    action: 'export' | 'erase' | 'handoff' | 'handback' | 'send';
     userId: string;
     at: Date;
   }): Promise<void> {

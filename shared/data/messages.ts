@@ -49,6 +49,8 @@ export interface MessageDoc {
   replyAttempts?: number;
   error?: MessageError | null;
   ai?: AiUsage | null;
+  /** An operator message: the token's name. */
+  by?: string;
   raw?: unknown;
 }
 
@@ -79,6 +81,7 @@ export const toMessage = (d: MessageDoc): Message => ({
   error: d.error ?? null,
   ai: d.ai ?? null,
   relatedId: d.relatedId ?? null,
+  ...(d.by ? { by: d.by } : {}),
 });
 
 export class MessagesRepository {
@@ -218,6 +221,7 @@ export class MessagesRepository {
       relatedId: record.relatedId,
       error: record.error,
       ai: record.ai,
+      ...(record.by ? { by: record.by } : {}),
     };
     const before = await withRetry(() =>
       this.messages.findOneAndUpdate(

@@ -2,7 +2,7 @@
 // messages. Found by phone number (waId), else by business-scoped user id (bsuid).
 import { createHash } from 'node:crypto';
 import type { Collection } from 'mongodb';
-import type { Identity, User } from './types';
+import type { Handoff, Identity, User } from './types';
 import { directGate, isDuplicateKey, withRetry, type UpdateGate } from './client';
 import { prefixTerms } from './terms';
 import type { StatsRepository } from './stats';
@@ -26,6 +26,8 @@ export interface UserDoc {
   previousWaIds?: string[];
   /** The per-user reply lock; `generation` numbers its claims in `locks`. */
   replyLock?: { owner: string | null; until: Date; generation: number } | null;
+  /** Operators answer instead of the bot (./handoff). */
+  handoff?: Handoff | null;
 }
 
 export const toUser = (d: UserDoc): User => ({
@@ -41,6 +43,7 @@ export const toUser = (d: UserDoc): User => ({
   optedOut: d.optedOut,
   welcomeSentAt: d.welcomeSentAt ?? null,
   contextResetAt: d.contextResetAt ?? null,
+  handoff: d.handoff ?? null,
 });
 
 /** A stable opaque id derived from the first identifier seen; never the phone number itself. */
