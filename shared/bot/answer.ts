@@ -1,12 +1,21 @@
 // Decides the answer to one inbound message (CONTRACT.md, "What the bot does with each
 // notification"): commands, the polite "cannot read" answer, AI when configured, else built-in.
 import type { Services } from '../deps';
-import type { AiUsage, Message, MessageError, MessageRole, User } from '../data';
+import {
+  activeHandoff,
+  HANDOFF_BY_USER,
+  type AiUsage,
+  type Message,
+  type MessageError,
+  type MessageRole,
+  type User,
+} from '../data';
 import type { Logger } from '../log';
 import { parseCommand } from './commands';
 import {
   DEFAULT_ANSWER,
   HELP_TEXT,
+  HUMAN_ANSWER,
   RESET_ANSWER,
   START_ANSWER,
   STOP_ANSWER,
@@ -34,12 +43,30 @@ const fixed = (text: string, role: MessageRole): Plan => ({
   reply: { text, role, ai: null, failure: null },
 });
 
-/** Decides, and applies the command's effect (opt-out, opt-in, reset) before its confirmation goes out. */
+/**
+ * Decides, and applies the command's effect (opt-out, opt-in, reset, handoff) before its
+ * confirmation goes out. `stop` and `start` win over a handoff; otherwise a handed-over user gets
+ * no answer from the bot (operators answer); an expired handoff is ended here, when it matters.
+ */
 export async function planAnswer(services: Services, user: User, message: Message): Promise<Plan> {
   const command = message.role === 'command' ? parseCommand(message.text) : null;
   if (user.optedOut && command !== 'start') return { kind: 'none' };
+  if (command !== 'stop' && command !== 'start' && user.handoff) {
+    if (activeHandoff(user, services.now(), services.config.handoffHours)) return { kind: 'none' };
+    await services.data.handoff.expire(user.id, user.handoff);
+  }
   if (message.role === 'notice') return fixed(UNREADABLE_ANSWER, 'notice');
   switch (command) {
+    case 'human':
+    case 'agent': {
+      const taken = await services.data.handoff.take(
+        user.id,
+        HANDOFF_BY_USER,
+        services.now(),
+        services.config.handoffHours,
+      );
+      return taken?.started ? fixed(HUMAN_ANSWER, 'command') : { kind: 'none' };
+    }
     case 'help':
       return fixed(HELP_TEXT, 'command');
     case 'reset':
