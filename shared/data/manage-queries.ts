@@ -279,6 +279,7 @@ export class ManageQueries {
     let failed = 0;
     let aiRequests = 0;
     let aiTokens = 0;
+    const byModel = new Map<string, { requests: number; tokens: number }>();
     let count = 0;
     const cursor = this.messages
       .find({ userId })
@@ -300,6 +301,10 @@ export class ManageQueries {
         if (m.ai) {
           aiRequests++;
           aiTokens += m.ai.totalTokens;
+          const model = byModel.get(m.ai.model) ?? { requests: 0, tokens: 0 };
+          model.requests++;
+          model.tokens += m.ai.totalTokens;
+          byModel.set(m.ai.model, model);
         }
       }
       byDay.set(day, entry);
@@ -314,6 +319,7 @@ export class ManageQueries {
       );
     }
     await this.stats.bump({ failed: -failed, aiRequests: -aiRequests, aiTokens: -aiTokens }, new Date());
+    for (const [model, used] of byModel) await this.stats.bumpModel(model, -used.requests, -used.tokens);
     const events = await withRetry(() => this.events.deleteMany({ userId, kind: { $ne: AUDIT_KIND } }));
     await withRetry(() => this.users.deleteOne({ _id: userId }));
     return { messages: count, events: events.deletedCount };

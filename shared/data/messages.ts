@@ -245,6 +245,7 @@ export class MessagesRepository {
       },
       record.createdAt,
     );
+    if (record.ai) await this.stats.bumpModel(record.ai.model, 1, record.ai.totalTokens);
     return 'inserted';
   }
 

@@ -25,6 +25,15 @@ export interface CounterDelta {
 }
 
 export const TOTALS_ID = 'totals';
+/** One counter document per AI model: `model:<name>`. */
+const MODEL_PREFIX = 'model:';
+const MAX_MODELS = 100;
+
+export interface ModelUsage {
+  readonly model: string;
+  readonly requests: number;
+  readonly tokens: number;
+}
 export const dayKey = (at: Date): string => at.toISOString().slice(0, 10);
 export const dayId = (date: string): string => `day:${date}`;
 
@@ -65,6 +74,38 @@ export class StatsRepository {
       aiRequests: doc?.aiRequests ?? 0,
       aiTokens: doc?.aiTokens ?? 0,
     };
+  }
+
+  /** Adds AI answers and their tokens to a model's running totals (erasing a user subtracts). */
+  async bumpModel(model: string, requests: number, tokens: number): Promise<void> {
+    if (!requests && !tokens) return;
+    await this.gate.run(() =>
+      withRetry(() =>
+        this.stats.updateOne(
+          { _id: MODEL_PREFIX + model },
+          { $inc: { aiRequests: requests, aiTokens: tokens } },
+          { upsert: true },
+        ),
+      ),
+    );
+  }
+
+  /** AI usage per model since the start, most tokens first. */
+  async models(): Promise<ModelUsage[]> {
+    const docs = await withRetry(() =>
+      this.stats
+        .find({ _id: { $gte: MODEL_PREFIX, $lt: 'model;' } })
+        .limit(MAX_MODELS)
+        .toArray(),
+    );
+    return docs
+      .map((d) => ({
+        model: d._id.slice(MODEL_PREFIX.length),
+        requests: d.aiRequests ?? 0,
+        tokens: d.aiTokens ?? 0,
+      }))
+      .filter((m) => m.requests > 0 || m.tokens > 0)
+      .sort((a, b) => b.tokens - a.tokens || (a.model < b.model ? -1 : 1));
   }
 
   /** The last `days` UTC days including today's, oldest first, zeros for quiet days. */
