@@ -233,7 +233,7 @@ label { display: block; font-size: .85rem; }
 .numbers dd { margin: 0; font-size: 1.4rem; font-variant-numeric: tabular-nums; }
 figure { margin: 1rem 0 0; }
 figcaption { font-size: .8rem; color: var(--muted); }
-svg.chart { width: 100%; height: auto; display: block; font-size: 11px; }
+svg.chart { width: 100%; max-width: 60rem; height: auto; display: block; font-size: 11px; }
 svg.chart text { fill: currentColor; }
 svg.chart .axis { stroke: currentColor; stroke-width: 1; }
 svg.chart .grid { stroke: var(--border); stroke-width: 1; }

@@ -131,7 +131,7 @@ function listItem(u: User): HTMLLIElement {
   b.appendChild(el('div', who(u), 'meta'));
   b.appendChild(el('div', u.lastMessagePreview ?? '', 'preview'));
   b.appendChild(el('div', fmt(u.lastMessageAt), 'meta'));
-  b.addEventListener('click', () => openUser(u.id).catch(fail));
+  b.addEventListener('click', () => void openUser(u.id).catch(fail));
   li.appendChild(b);
   return li;
 }
@@ -426,7 +426,7 @@ async function search(q: string): Promise<void> {
     b.dataset['userId'] = m.userId;
     b.appendChild(el('div', m.text, 'text'));
     b.appendChild(el('div', `${fmt(m.createdAt)} · ${m.direction}`, 'meta'));
-    b.addEventListener('click', () => openUser(m.userId).catch(fail));
+    b.addEventListener('click', () => void openUser(m.userId).catch(fail));
     li.appendChild(b);
     list.appendChild(li);
   }

@@ -99,9 +99,20 @@ export function dailyChart(daily: Stats['daily']): SVGSVGElement {
         transform: 'rotate(-90)',
         'text-anchor': 'middle',
       },
-      'Messages (inbound ▮ blue, outbound ▮ green)',
+      'Messages',
     ),
   );
+  // Legend, top right.
+  const legend = svgEl('g', { class: 'legend' });
+  [
+    ['in', 'Inbound'],
+    ['out', 'Outbound'],
+  ].forEach(([cls, text], i) => {
+    const lx = w - m.right - 170 + i * 90;
+    legend.appendChild(svgEl('rect', { class: cls ?? '', x: lx, y: m.top, width: 10, height: 10 }));
+    legend.appendChild(svgEl('text', { x: lx + 14, y: m.top + 9 }, text));
+  });
+  svg.appendChild(legend);
   return svg;
 }
 
