@@ -2,6 +2,7 @@
 // message body's validation (400 naming the field).
 import { describe, expect, it } from 'vitest';
 import { parseCommand } from '../../shared/bot/commands';
+import { loadConfig } from '../../shared/config';
 import { HELP_TEXT } from '../../shared/bot/texts';
 import { activeHandoff } from '../../shared/data';
 import { isAppError } from '../../shared/errors';
@@ -67,5 +68,17 @@ describe('operator message body', () => {
     );
     expect(message({ text: 'hi', to: '123' })).toMatch(/"to".*unknown/);
     expect(message([])).toMatch(/"body"/);
+  });
+});
+
+describe('HANDOFF_HOURS', () => {
+  const base = { WHATSAPP_VERIFY_TOKEN: 'v', WHATSAPP_APP_SECRET: 's' };
+  it('defaults to 24 and accepts whole hours from 1 to 720', () => {
+    expect(loadConfig(base).handoffHours).toBe(24);
+    expect(loadConfig({ ...base, HANDOFF_HOURS: '48' }).handoffHours).toBe(48);
+    expect(loadConfig({ ...base, HANDOFF_HOURS: '' }).handoffHours).toBe(24);
+    for (const bad of ['0', '721', '1.5', 'soon']) {
+      expect(() => loadConfig({ ...base, HANDOFF_HOURS: bad }), bad).toThrow(/HANDOFF_HOURS/);
+    }
   });
 });
