@@ -261,7 +261,7 @@ function renderUser(u: User): void {
   const s = $('chat-state');
   s.className = u.handoff ? 'handed' : '';
   s.textContent = u.handoff
-    ? `Waiting for an operator: handed over by ${u.handoff.by} at ${fmt(u.handoff.since)}; back to the bot at ${fmt(u.handoff.expiresAt)} unless someone replies.`
+    ? `Waiting for an operator: ${u.handoff.by === 'user' ? 'the user asked for a person' : `taken by ${u.handoff.by}`} at ${fmt(u.handoff.since)}; back to the bot at ${fmt(u.handoff.expiresAt)} unless someone replies.`
     : 'The bot answers this conversation.';
   $('take').hidden = u.handoff !== null;
   $('handback').hidden = u.handoff === null;
@@ -290,6 +290,8 @@ async function openUser(id: string): Promise<void> {
   renderConversation();
   const box = $('messages-box');
   box.scrollTop = box.scrollHeight;
+  // On a phone the panes are stacked: bring the conversation into view.
+  if (window.matchMedia('(max-width: 50rem)').matches) $('chat-pane').scrollIntoView();
 }
 
 async function loadOlder(): Promise<void> {
