@@ -31,7 +31,11 @@ declare const localStorage: { length: number };
 
 const TOKEN = 'dashboard-token-for-tests-0123456789';
 const OUTPUT = path.resolve(__dirname, '../../test-output');
-const DOCS = path.resolve(__dirname, '../../docs');
+// The README's screenshots: refreshed with UPDATE_SCREENSHOTS=1, else written to test-output/ only.
+const DOCS = path.resolve(
+  __dirname,
+  process.env['UPDATE_SCREENSHOTS'] === '1' ? '../../docs' : '../../test-output',
+);
 const HOUR = 3_600_000;
 
 /** Headless Chromium from the system (one place, so a shared browser lookup can replace it). */
