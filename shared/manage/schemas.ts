@@ -151,8 +151,9 @@ export const SendBodySchema = z
   .object({
     text: z
       .string({ error: 'must be a string' })
+      .max(MAX_TEXT_LENGTH, `must be at most ${MAX_TEXT_LENGTH} characters`)
       .refine((t) => t.trim().length > 0, 'must not be empty')
-      .refine((t) => t.length <= MAX_TEXT_LENGTH, `must be at most ${MAX_TEXT_LENGTH} characters`)
+      .openapi({ description: `Free text, at most ${MAX_TEXT_LENGTH} characters (never split)` })
       .optional(),
     template: TemplateSchema.optional(),
   })
