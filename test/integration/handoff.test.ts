@@ -4,7 +4,17 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { planAnswer, type AiResponder } from '../../shared/bot/answer';
 import { DEFAULT_ANSWER, HUMAN_ANSWER, STOP_ANSWER } from '../../shared/bot/texts';
-import { AUDIT_KIND, userIdFor, type Message } from '../../shared/data';
+import { MongoClient } from 'mongodb';
+import {
+  AUDIT_KIND,
+  createDataStore,
+  INDEXES,
+  observeCommands,
+  userIdFor,
+  watchClient,
+  type Message,
+  type ObservedCommand,
+} from '../../shared/data';
 import { BOOTSTRAP_TOKEN_NAME } from '../../shared/manage/auth';
 import { manageHandlers } from '../../functions/manage';
 import { startTestApp, type TestApp } from '../helpers/app';
@@ -372,5 +382,43 @@ describe('operator messages', () => {
     expect(r.status).toBe(409);
     expect((r.body as { error: { code: string } }).error.code).toBe('OPTED_OUT');
     expect(app.graph.sends()).toEqual([]);
+  });
+});
+
+describe('Cosmos DB rules', () => {
+  it('backs every sort of the handoff queries with an index of exactly those keys', async () => {
+    const client = watchClient(new MongoClient(app.database.uri, { monitorCommands: true }));
+    await client.connect();
+    const seen: ObservedCommand[] = [];
+    const stop = observeCommands((c) => seen.push(c));
+    try {
+      const data = createDataStore(client.db(app.database.dbName));
+      const waId = newNumber();
+      await userWrites(waId, 'sorted?');
+      const id = userIdFor({ waId, bsuid: null });
+      const now = new Date();
+      await data.handoff.take(id, 'ops', now, 24);
+      const page = await data.handoff.waiting({ limit: 1, after: null, now, hours: 24 });
+      await data.handoff.waiting({ limit: 1, after: page.next, now, hours: 24 });
+      expect(await data.handoff.lastInbound(id)).toMatchObject({ phoneNumberId: PHONE_NUMBER_ID });
+      await data.stats.models();
+    } finally {
+      stop();
+      await client.close();
+    }
+    const sorts = seen.filter((c) => c.commandName === 'find' && c.command['sort']);
+    expect(sorts.length).toBeGreaterThanOrEqual(3);
+    for (const c of sorts) {
+      const collection = String(c.command['find']) as keyof typeof INDEXES;
+      const raw = c.command['sort'] as Record<string, number> | Map<string, number>;
+      const sort = raw instanceof Map ? Object.fromEntries(raw) : raw;
+      const keys = Object.keys(sort);
+      const directions = new Set(Object.values(sort));
+      expect(directions.size, JSON.stringify(sort)).toBe(1);
+      const backed = INDEXES[collection].some(
+        (index) => JSON.stringify(Object.keys(index.keys)) === JSON.stringify(keys),
+      );
+      expect(backed, `${collection} ${JSON.stringify(sort)}`).toBe(true);
+    }
   });
 });
