@@ -33,6 +33,18 @@ export default tseslint.config(
     },
   },
   {
+    // Browser modules (the dashboard): type-checked with their own tsconfig, whose DOM lib declares
+    // the browser's globals (typescript-eslint turns no-undef off for TypeScript: tsc checks names).
+    files: ['web/**/*.ts'],
+    languageOptions: {
+      parserOptions: {
+        projectService: false,
+        project: './tsconfig.web.json',
+        tsconfigRootDir: import.meta.dirname,
+      },
+    },
+  },
+  {
     files: ['functions/**/*.ts'],
     rules: {
       'no-restricted-imports': [

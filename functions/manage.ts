@@ -1,34 +1,46 @@
-// The management API and the dashboard: thin adapters from HTTP to shared/manage.
+// The management API and the dashboard: thin adapters from HTTP to shared/manage. Every API path
+// is one function, registered from the route table of shared/manage/routes.ts.
 //
 // authLevel is 'anonymous' on purpose: the API does its own bearer-token authentication (tokens
 // that can be named, expired, revoked and audited), the dashboard page must load without a key,
 // and a Functions key would be a second shared secret in URLs or headers that cannot be audited.
-import type { HttpRequest, HttpResponseInit, InvocationContext } from '@azure/functions';
+import type {
+  HttpHandler,
+  HttpMethod,
+  HttpRequest,
+  HttpResponseInit,
+  InvocationContext,
+} from '@azure/functions';
 import { AppError, ErrorCode } from '../shared/errors';
 import { getServices, type Services } from '../shared/deps';
 import { createLogger } from '../shared/log';
-import { authenticate, type Caller } from '../shared/manage/auth';
-import { DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS, DASHBOARD_CSP } from '../shared/manage/dashboard';
-import {
-  ChatsQuerySchema,
-  PageQuerySchema,
-  SearchQuerySchema,
-  UsersQuerySchema,
-} from '../shared/manage/schemas';
-import * as manage from '../shared/manage/service';
+import { authenticate } from '../shared/manage/auth';
+import { DASHBOARD_CSP, DASHBOARD_CSS, DASHBOARD_HTML, dashboardScript } from '../shared/manage/dashboard';
+import { MANAGE_ROUTES, type ManageRoute } from '../shared/manage/routes';
 import type { HttpDefinition } from './definition-types';
 import { errorResponse, SECURITY_HEADERS } from './http';
 
-type Action = (ctx: manage.ManageContext, request: HttpRequest, caller: Caller) => Promise<unknown>;
+/** A management handler (assignable to the host's HttpHandler; always async). */
+export type ManageHandler = (request: HttpRequest, context: InvocationContext) => Promise<HttpResponseInit>;
 
-function param(request: HttpRequest, name: string): string {
-  const value = request.params[name];
-  if (!value) throw new AppError(ErrorCode.INVALID_INPUT, `invalid path parameter "${name}"`);
-  return value;
+/** Largest JSON body the management API reads (a text is at most 4096 characters). */
+const MAX_BODY_BYTES = 64 * 1024;
+
+async function readJson(request: HttpRequest): Promise<unknown> {
+  const text = await request.text();
+  if (Buffer.byteLength(text, 'utf8') > MAX_BODY_BYTES) {
+    throw new AppError(ErrorCode.PAYLOAD_TOO_LARGE, 'the body is too large');
+  }
+  if (text.trim() === '') return undefined;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new AppError(ErrorCode.INVALID_INPUT, 'the body must be JSON');
+  }
 }
 
-/** Wraps an action: authenticate, run, answer JSON (or 204 for undefined), map errors. */
-function api(services: () => Promise<Services>, action: Action) {
+/** Serves one path: authenticate, pick the route by method, validate and run it, answer JSON. */
+function pathHandler(services: () => Promise<Services>, routes: readonly ManageRoute[]): ManageHandler {
   return async (request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> => {
     const started = Date.now();
     let status = 500;
@@ -40,8 +52,12 @@ function api(services: () => Promise<Services>, action: Action) {
         bootstrapToken: s.config.manageApiToken,
         now,
       });
-      const result = await action({ data: s.data, now }, request, caller);
-      status = result === undefined ? 204 : 200;
+      const route = routes.find((r) => r.method === request.method.toUpperCase());
+      if (!route) throw new AppError(ErrorCode.INVALID_INPUT, `method ${request.method} is not allowed here`);
+      const body = route.body ? await readJson(request) : undefined;
+      const ctx = { data: s.data, now, graph: s.graph, handoffHours: s.config.handoffHours };
+      const result = await route.invoke(ctx, { params: request.params, query: request.query, body }, caller);
+      status = result === undefined ? 204 : route.status;
       return result === undefined
         ? { status, headers: SECURITY_HEADERS }
         : { status, headers: SECURITY_HEADERS, jsonBody: result };
@@ -59,53 +75,44 @@ function api(services: () => Promise<Services>, action: Action) {
   };
 }
 
-function asset(body: string, contentType: string) {
-  return async (): Promise<HttpResponseInit> => ({
-    status: 200,
-    headers: {
-      'Content-Type': contentType,
-      'Content-Security-Policy': DASHBOARD_CSP,
-      'X-Frame-Options': 'DENY',
-      ...SECURITY_HEADERS,
-    },
-    body,
-  });
+const assetHeaders = (contentType: string) => ({
+  'Content-Type': contentType,
+  'Content-Security-Policy': DASHBOARD_CSP,
+  'X-Frame-Options': 'DENY',
+  ...SECURITY_HEADERS,
+});
+
+function asset(body: string, contentType: string): ManageHandler {
+  return async () => ({ status: 200, headers: assetHeaders(contentType), body });
 }
 
-/** The management handlers on the given services (tests pass their own). */
-export function manageHandlers(services: () => Promise<Services>) {
-  return {
-    stats: api(services, (ctx) => manage.getStats(ctx)),
-    users: api(services, (ctx, req) => manage.listUsers(ctx, manage.parseQuery(UsersQuerySchema, req.query))),
-    user: api(services, (ctx, req, caller) =>
-      req.method === 'DELETE'
-        ? manage.eraseUser(ctx, caller, param(req, 'id'))
-        : manage.getUser(ctx, param(req, 'id')),
-    ),
-    userMessages: api(services, (ctx, req) =>
-      manage.listUserMessages(ctx, param(req, 'id'), manage.parseQuery(PageQuerySchema, req.query)),
-    ),
-    userExport: api(services, (ctx, req, caller) => manage.exportUser(ctx, caller, param(req, 'id'))),
-    chats: api(services, (ctx, req) =>
-      manage.latestChats(ctx, manage.parseQuery(ChatsQuerySchema, req.query)),
-    ),
-    messages: api(services, (ctx, req) =>
-      manage.searchMessages(ctx, manage.parseQuery(SearchQuerySchema, req.query)),
-    ),
-    dashboard: asset(DASHBOARD_HTML, 'text/html; charset=utf-8'),
-    appJs: asset(DASHBOARD_JS, 'text/javascript; charset=utf-8'),
-    appCss: asset(DASHBOARD_CSS, 'text/css; charset=utf-8'),
-  };
+/** The dashboard's compiled modules (dist/web/dashboard/<name>.js), built by `npm run build:web`. */
+const script: ManageHandler = async (request) => {
+  const body = dashboardScript(request.params['name'] ?? '');
+  if (body === null) {
+    return {
+      status: 404,
+      headers: SECURITY_HEADERS,
+      jsonBody: { error: { code: 'NOT_FOUND', message: 'no such script' } },
+    };
+  }
+  return { status: 200, headers: assetHeaders('text/javascript; charset=utf-8'), body };
+};
+
+/** Routes grouped by path, in table order: one function each. */
+export function manageApiPaths(): { fn: string; path: string; routes: ManageRoute[] }[] {
+  const byPath = new Map<string, { fn: string; path: string; routes: ManageRoute[] }>();
+  for (const r of MANAGE_ROUTES) {
+    const group = byPath.get(r.path) ?? { fn: r.fn, path: r.path, routes: [] };
+    if (group.fn !== r.fn) throw new Error(`routes on ${r.path} must share one function name`);
+    group.routes.push(r);
+    byPath.set(r.path, group);
+  }
+  return [...byPath.values()];
 }
 
 export function manageDefinitionsFor(services: () => Promise<Services>): HttpDefinition[] {
-  const h = manageHandlers(services);
-  const def = (
-    name: string,
-    route: string,
-    methods: HttpDefinition['methods'],
-    handler: HttpDefinition['handler'],
-  ): HttpDefinition => ({
+  const def = (name: string, route: string, methods: HttpMethod[], handler: HttpHandler): HttpDefinition => ({
     kind: 'http',
     name,
     route,
@@ -114,17 +121,45 @@ export function manageDefinitionsFor(services: () => Promise<Services>): HttpDef
     handler,
   });
   return [
-    def('manageStats', 'manage/stats', ['GET'], h.stats),
-    def('manageUsers', 'manage/users', ['GET'], h.users),
-    def('manageUser', 'manage/users/{id}', ['GET', 'DELETE'], h.user),
-    def('manageUserMessages', 'manage/users/{id}/messages', ['GET'], h.userMessages),
-    def('manageUserExport', 'manage/users/{id}/export', ['GET'], h.userExport),
-    def('manageChats', 'manage/chats', ['GET'], h.chats),
-    def('manageMessages', 'manage/messages', ['GET'], h.messages),
-    def('manageAppJs', 'manage/app.js', ['GET'], h.appJs),
-    def('manageAppCss', 'manage/app.css', ['GET'], h.appCss),
-    def('manageDashboard', 'manage', ['GET'], h.dashboard),
+    ...manageApiPaths().map((p) =>
+      def(
+        p.fn,
+        p.path,
+        p.routes.map((r) => r.method),
+        pathHandler(services, p.routes),
+      ),
+    ),
+    def('manageScript', 'manage/js/{name}', ['GET'], script),
+    def('manageAppCss', 'manage/app.css', ['GET'], asset(DASHBOARD_CSS, 'text/css; charset=utf-8')),
+    def('manageDashboard', 'manage', ['GET'], asset(DASHBOARD_HTML, 'text/html; charset=utf-8')),
   ];
+}
+
+const HANDLER_NAMES = {
+  stats: 'manageStats',
+  users: 'manageUsers',
+  user: 'manageUser',
+  userMessages: 'manageUserMessages',
+  userHandoff: 'manageUserHandoff',
+  userExport: 'manageUserExport',
+  chats: 'manageChats',
+  messages: 'manageMessages',
+  dashboard: 'manageDashboard',
+  script: 'manageScript',
+  appCss: 'manageAppCss',
+} as const;
+
+/** The management handlers on the given services (tests call them directly). */
+export function manageHandlers(
+  services: () => Promise<Services>,
+): Record<keyof typeof HANDLER_NAMES, ManageHandler> {
+  const byName = new Map(manageDefinitionsFor(services).map((d) => [d.name, d.handler as ManageHandler]));
+  const entries = Object.entries(HANDLER_NAMES).map(([key, name]) => {
+    const handler = byName.get(name);
+    if (!handler) throw new Error(`no management function ${name}`);
+    return [key, handler];
+  });
+  return Object.fromEntries(entries) as Record<keyof typeof HANDLER_NAMES, ManageHandler>;
 }
 
 /** Every management route, on the process's services. */

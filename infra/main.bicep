@@ -405,6 +405,10 @@ var appSettings = [
     name: 'RETENTION_DAYS'
     value: retentionDays > 0 ? string(retentionDays) : ''
   }
+  {
+    name: 'HANDOFF_HOURS'
+    value: '24'
+  }
 ]
 
 module functionApp 'modules/function-app.bicep' = {

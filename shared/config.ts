@@ -64,6 +64,7 @@ export const EnvSchema = z
     AI_MAX_PER_MINUTE: int(1, 1000).default(10),
     MANAGE_API_TOKEN: z.preprocess(present, z.string().min(16, 'must be at least 16 characters').optional()),
     RETENTION_DAYS: int(1, 36_500).optional(),
+    HANDOFF_HOURS: z.preprocess(present, z.coerce.number().int().min(1).max(720).default(24)),
     PORT: int(1, 65_535).default(7071),
   })
   .superRefine((env, ctx) => {
@@ -98,6 +99,8 @@ export interface Config {
   readonly ai: AiConfig | undefined;
   readonly manageApiToken: string | undefined;
   readonly retentionDays: number | undefined;
+  /** A handed-over conversation returns to the bot after this many hours without an operator reply. */
+  readonly handoffHours: number;
   readonly port: number;
 }
 
@@ -138,6 +141,7 @@ export function loadConfig(env: Env): Config {
         : undefined,
     manageApiToken: e.MANAGE_API_TOKEN,
     retentionDays: e.RETENTION_DAYS,
+    handoffHours: e.HANDOFF_HOURS,
     port: e.PORT,
   };
   return deepFreeze(config);

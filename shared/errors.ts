@@ -7,6 +7,10 @@ export const ErrorCode = {
   UNAUTHORIZED: 'UNAUTHORIZED',
   FORBIDDEN: 'FORBIDDEN',
   NOT_FOUND: 'NOT_FOUND',
+  /** Free text to a user whose last message is more than 24 hours old: only a template may go. */
+  OUTSIDE_WINDOW: 'OUTSIDE_WINDOW',
+  /** The user opted out with `stop`: operators cannot message them either. */
+  OPTED_OUT: 'OPTED_OUT',
   THROTTLED: 'THROTTLED',
   UNAVAILABLE: 'UNAVAILABLE',
   UPSTREAM_FAILED: 'UPSTREAM_FAILED',
@@ -22,6 +26,8 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   UNAUTHORIZED: 401,
   FORBIDDEN: 403,
   NOT_FOUND: 404,
+  OUTSIDE_WINDOW: 409,
+  OPTED_OUT: 409,
   THROTTLED: 503,
   UNAVAILABLE: 503,
   UPSTREAM_FAILED: 502,

@@ -130,6 +130,14 @@ var mongoCollections = [
       {
         key: {
           keys: [
+            'handoff.since'
+            '_id'
+          ]
+        }
+      }
+      {
+        key: {
+          keys: [
             'optedOut'
           ]
         }

@@ -1,11 +1,12 @@
 // Decides the answer to one inbound message (docs/contract.md, "What the bot does with each
 // notification"): commands, the polite "cannot read" answer, AI when configured, else built-in.
-import type { Message, MessageRole, User } from '../data';
+import { activeHandoff, HANDOFF_BY_USER, type Message, type MessageRole, type User } from '../data';
 import { parseCommand } from './commands';
 import type { ReplyPorts, Reply } from './ports';
 import {
   DEFAULT_ANSWER,
   HELP_TEXT,
+  HUMAN_ANSWER,
   RESET_ANSWER,
   START_ANSWER,
   STOP_ANSWER,
@@ -21,18 +22,35 @@ const fixed = (text: string, role: MessageRole): Decision => ({
 });
 
 /**
- * Decides, and applies the command's effect (opt-out, opt-in, reset) before its confirmation goes
- * out. Returns the user as it is after the effect (the next message of the same drain sees it).
+ * Decides, and applies the command's effect (opt-out, opt-in, reset, handoff) before its
+ * confirmation goes out. `stop` and `start` win over a handoff; otherwise a handed-over user gets
+ * no answer from the bot (operators answer); an expired handoff is ended here, when it matters.
+ * Returns the user as it is after the effect (the next message of the same drain sees it).
  */
 export async function decideAnswer(
-  ports: Pick<ReplyPorts, 'data' | 'ai'>,
+  ports: Pick<ReplyPorts, 'data' | 'ai' | 'now' | 'config'>,
   user: User,
   message: Message,
 ): Promise<{ decision: Decision; user: User }> {
+  const none = { decision: { kind: 'none' } as const, user };
   const command = message.role === 'command' ? parseCommand(message.text) : null;
-  if (user.optedOut && command !== 'start') return { decision: { kind: 'none' }, user };
+  if (user.optedOut && command !== 'start') return none;
+  if (command !== 'stop' && command !== 'start' && user.handoff) {
+    if (activeHandoff(user, ports.now(), ports.config.handoffHours)) return none;
+    await ports.data.handoff.expire(user.id, user.handoff);
+  }
   if (message.role === 'notice') return { decision: fixed(UNREADABLE_ANSWER, 'notice'), user };
   switch (command) {
+    case 'human':
+    case 'agent': {
+      const taken = await ports.data.handoff.take(
+        user.id,
+        HANDOFF_BY_USER,
+        ports.now(),
+        ports.config.handoffHours,
+      );
+      return taken?.started ? { decision: fixed(HUMAN_ANSWER, 'command'), user: taken.user } : none;
+    }
     case 'help':
       return { decision: fixed(HELP_TEXT, 'command'), user };
     case 'reset':

@@ -1,5 +1,6 @@
 // What the bot needs from the rest of the app, declared here so that nothing in shared/bot imports
 // the composition root (shared/deps.ts implements these; tests build them on a test database).
+import type { Config } from '../config';
 import type { AiUsage, DataStore, Message, MessageError, MessageRole, User } from '../data';
 import type { Logger } from '../log';
 import type { GraphClient } from '../whatsapp/graph';
@@ -36,7 +37,8 @@ export interface IngestPorts {
 }
 
 export interface ReplyPorts {
-  readonly data: Pick<DataStore, 'users' | 'messages' | 'stats'>;
+  readonly data: Pick<DataStore, 'users' | 'messages' | 'stats' | 'handoff'>;
+  readonly config: Pick<Config, 'handoffHours'>;
   readonly graph: GraphClient;
   readonly ai: AiResponder | null;
   readonly now: Clock;

@@ -195,6 +195,7 @@ async function answer(
       createdAt: part.createdAt,
       failed: part.status === 'failed',
       aiTokens: part.ai?.totalTokens ?? null,
+      aiModel: part.ai?.model ?? null,
     });
   }
   if (settled.failedBefore) counters.failed(settled.failedBefore);
@@ -298,11 +299,7 @@ async function sendWelcome(
     error: null,
     ai: null,
   });
-  if (result === 'inserted') {
-    await data.users.noteMessages(user.id, [{ id, text: WELCOME_TEXT, createdAt, direction: 'outbound' }]);
-    await data.stats.apply(new CounterDelta().message({ direction: 'outbound', createdAt }));
-  }
-  log.info('welcome sent', { user: pseudonym(user.id) });
+  log.info('welcome sent', { user: pseudonym(user.id), result });
 }
 
 /**

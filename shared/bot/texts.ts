@@ -9,6 +9,7 @@ export const HELP_TEXT = [
   '• reset: forget our earlier conversation and start afresh',
   '• stop: stop receiving messages from me',
   '• start: receive messages again',
+  '• human (or agent): talk to a person',
 ].join('\n');
 
 export const WELCOME_TEXT = HELP_TEXT;
@@ -25,6 +26,9 @@ export const STOP_ANSWER =
 
 export const START_ANSWER =
   'Welcome back! You will receive my answers again. Send "help" to see what I can do.';
+
+export const HUMAN_ANSWER =
+  'OK, a person from our team will answer you here as soon as possible. Until then I will stay quiet.';
 
 export const AI_APOLOGY = "Sorry, I couldn't answer that just now. Please try again in a moment.";
 

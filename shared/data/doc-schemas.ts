@@ -84,7 +84,7 @@ export const UserDocSchema = z.object({
   lastInboundAt: z.date().nullable().exactOptional(),
   inboundCount: Count.exactOptional(),
   previousWaIds: Strings(NUMBER_MAX).exactOptional(),
-  handoff: z.object({ since: z.date(), by: ShortText }).nullable().exactOptional(),
+  handoff: z.object({ since: z.date(), by: ShortText, activeAt: z.date() }).nullable().exactOptional(),
   // Earlier versions kept a free lock as {owner: null, generation}.
   replyLock: z
     .object({ owner: ShortText.nullable(), until: z.date(), generation: Count.exactOptional() })

@@ -96,6 +96,7 @@ export class PersonalData {
           createdAt: m.createdAt,
           failed: m.status === 'failed',
           aiTokens: m.ai?.totalTokens ?? null,
+          aiModel: m.ai?.model ?? null,
         },
         -1,
       );

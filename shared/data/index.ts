@@ -14,11 +14,13 @@ import { Retention } from './retention';
 import { StatsRepository, type StatsDoc } from './stats';
 import { TokensRepository, type TokenDoc } from './tokens';
 import { UsersRepository, type UserDoc } from './users';
+import { HandoffRepository } from './handoff';
 
 export * from './types';
 export { closeAllClients, observeCommands, watchClient, type ObservedCommand } from './client';
 export { COLLECTIONS, INDEXES, type IndexDefinition, type IndexReport } from './indexes';
 export { STATUS_RANK, MAX_TEXT } from './messages';
+export { activeHandoff, HANDOFF_BY_USER, type WaitingChat } from './handoff';
 export {
   DOC_BYTES_MAX,
   DOC_SCHEMAS,
@@ -69,6 +71,8 @@ export interface DataStore {
   readonly retention: Retention;
   /** Creates the indexes (`npm run indexes`, dev and tests) or verifies them (Azure: infra/ owns them). */
   ensureIndexes(mode?: 'create' | 'verify'): Promise<IndexReport>;
+  /** Conversations handed to operators. */
+  readonly handoff: HandoffRepository;
   /** Round trip to the server (health check). */
   ping(): Promise<void>;
   /** Drops the whole database (tests and scripts only). */
@@ -94,7 +98,7 @@ export function createDataStore(db: Db, adapter: ServerAdapter = adapterFor(db))
   );
   return {
     users,
-    messages: new MessagesRepository(messagesG),
+    messages: new MessagesRepository(messagesG, users, stats),
     stats,
     events: new EventsRepository(eventsG),
     tokens: new TokensRepository(tokensG),
@@ -103,6 +107,7 @@ export function createDataStore(db: Db, adapter: ServerAdapter = adapterFor(db))
     maintenance: new Maintenance(usersG, messagesG, statsG, stats, users, all),
     retention: new Retention(messagesG, users, stats),
     ensureIndexes: (mode = 'create') => ensureIndexes(db, mode),
+    handoff: new HandoffRepository(usersG, messagesG),
     ping: async () => {
       await execute(() => db.command({ ping: 1 }));
     },

@@ -31,6 +31,8 @@ export const INDEXES: Readonly<Record<CollectionName, readonly IndexDefinition[]
     { name: 'waId', keys: { waId: 1 } },
     { name: 'bsuid', keys: { bsuid: 1 } },
     { name: 'optedOut', keys: { optedOut: 1 } },
+    // conversations handed to operators, the longest-waiting first
+    { name: 'handoff.since_id', keys: { 'handoff.since': 1, _id: 1 } },
   ],
   messages: [
     // a conversation (newest first for the API, oldest first for replies and AI history)

@@ -174,6 +174,7 @@ export class Maintenance {
         createdAt: m.createdAt,
         failed: m.status === 'failed',
         aiTokens: m.ai?.totalTokens ?? null,
+        aiModel: m.ai?.model ?? null,
       });
       const list = perUser.get(m.userId) ?? [];
       list.push({ id: m.id, text: m.text, createdAt: m.createdAt, direction: m.direction });

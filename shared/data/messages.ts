@@ -4,6 +4,8 @@
 import type { AnyBulkWriteOperation, BulkWriteResult, Filter, WriteError } from 'mongodb';
 import { MongoBulkWriteError } from 'mongodb';
 import type { Gateway } from './gateway';
+import { CounterDelta, type StatsRepository } from './stats';
+import type { UsersRepository } from './users';
 import { prefixTerms } from './terms';
 import type {
   AiUsage,
@@ -47,11 +49,12 @@ export interface MessageDoc {
   leaseUntil?: Date | null;
   error?: MessageError | null;
   ai?: AiUsage | null;
+  /** An operator message: the token's name. */
+  by?: string;
   /** The message as Meta sent it, as bounded JSON text (see ./bounded-json). */
   rawJson?: string;
   /** Documents stored before rawJson kept the object itself. */
   raw?: unknown;
-  operator?: string | null;
 }
 
 /** sent < delivered < read; failed is terminal. */
@@ -84,6 +87,7 @@ export const toMessage = (d: MessageDoc): Message => ({
   error: d.error ?? null,
   ai: d.ai ?? null,
   relatedId: d.relatedId ?? null,
+  ...(d.by ? { by: d.by } : {}),
 });
 
 const WAITING: ReplyState[] = ['pending', 'sending'];
@@ -99,7 +103,11 @@ export interface SettledReply {
 }
 
 export class MessagesRepository {
-  constructor(private readonly messages: Gateway<MessageDoc>) {}
+  constructor(
+    private readonly messages: Gateway<MessageDoc>,
+    private readonly users: UsersRepository,
+    private readonly stats: StatsRepository,
+  ) {}
 
   async getMessage(id: string): Promise<Message | null> {
     const doc = await this.messages.findOne({ _id: id });
@@ -230,8 +238,21 @@ export class MessagesRepository {
    * arrived first and left a placeholder under the same wamid: the content joins it.
    */
   async recordOutbound(record: OutboundRecord): Promise<'inserted' | 'duplicate'> {
-    const settled = await this.settleParts([record]);
-    return settled ? 'inserted' : 'duplicate';
+    if (!(await this.settleParts([record]))) return 'duplicate';
+    // The summary and counter rules, as for answers (./summary, ./stats).
+    await this.users.noteMessages(record.userId, [
+      { id: record.id, text: record.text, createdAt: record.createdAt, direction: 'outbound' },
+    ]);
+    await this.stats.apply(
+      new CounterDelta().message({
+        direction: 'outbound',
+        createdAt: record.createdAt,
+        failed: record.status === 'failed',
+        aiTokens: record.ai?.totalTokens ?? null,
+        aiModel: record.ai?.model ?? null,
+      }),
+    );
+    return 'inserted';
   }
 
   private async settleParts(records: OutboundRecord[]): Promise<boolean> {
@@ -364,7 +385,7 @@ function outboundContent(record: OutboundRecord) {
     relatedId: record.relatedId,
     error: record.error,
     ai: record.ai,
-    ...(record.operator ? { operator: record.operator } : {}),
+    ...(record.by ? { by: record.by } : {}),
   };
 }
 

@@ -34,6 +34,15 @@ export interface TotalsDelta {
 export type DayDelta = Pick<TotalsDelta, 'inbound' | 'outbound' | 'newUsers'>;
 
 export const TOTALS_ID = 'totals';
+/** One counter document per AI model: `model:<name>`. */
+const MODEL_PREFIX = 'model:';
+const MAX_MODELS = 100;
+
+export interface ModelUsage {
+  readonly model: string;
+  readonly requests: number;
+  readonly tokens: number;
+}
 export const dayKey = (at: Date): string => at.toISOString().slice(0, 10);
 export const dayId = (date: string): string => `day:${date}`;
 
@@ -48,10 +57,18 @@ export class CounterDelta {
     aiTokens: 0,
   };
   readonly days = new Map<string, Required<DayDelta>>();
+  /** AI answers and tokens per model (`model:<name>` documents). */
+  readonly models = new Map<string, { aiRequests: number; aiTokens: number }>();
 
   /** A message stored (or, with sign -1, erased): counted in the totals and on its day. */
   message(
-    m: { direction: 'inbound' | 'outbound'; createdAt: Date; failed?: boolean; aiTokens?: number | null },
+    m: {
+      direction: 'inbound' | 'outbound';
+      createdAt: Date;
+      failed?: boolean;
+      aiTokens?: number | null;
+      aiModel?: string | null;
+    },
     sign = 1,
   ): this {
     this.totals[m.direction] += sign;
@@ -61,6 +78,12 @@ export class CounterDelta {
       if (m.aiTokens !== undefined && m.aiTokens !== null) {
         this.totals.aiRequests += sign;
         this.totals.aiTokens += sign * m.aiTokens;
+        if (m.aiModel) {
+          const used = this.models.get(m.aiModel) ?? { aiRequests: 0, aiTokens: 0 };
+          used.aiRequests += sign;
+          used.aiTokens += sign * m.aiTokens;
+          this.models.set(m.aiModel, used);
+        }
       }
     }
     return this;
@@ -132,6 +155,19 @@ export class StatsRepository {
       aiRequests: doc?.aiRequests ?? 0,
       aiTokens: doc?.aiTokens ?? 0,
     };
+  }
+
+  /** AI usage per model since the start, most tokens first. */
+  async models(): Promise<ModelUsage[]> {
+    const docs = await this.stats.find({ _id: { $gte: MODEL_PREFIX, $lt: 'model;' } }, { limit: MAX_MODELS });
+    return docs
+      .map((d) => ({
+        model: d._id.slice(MODEL_PREFIX.length),
+        requests: d.aiRequests ?? 0,
+        tokens: d.aiTokens ?? 0,
+      }))
+      .filter((m) => m.requests > 0 || m.tokens > 0)
+      .sort((a, b) => b.tokens - a.tokens || (a.model < b.model ? -1 : 1));
   }
 
   /** The last `days` UTC days including today's, oldest first, zeros for quiet days. */

@@ -13,7 +13,15 @@ export type ReplyState = 'pending' | 'sending' | 'sent' | 'failed' | 'none';
  * What a message is to the conversation: `conversation` messages form the AI context;
  * commands, their confirmations, apologies and notices do not.
  */
-export type MessageRole = 'conversation' | 'command' | 'notice';
+export type MessageRole = 'conversation' | 'command' | 'notice' | 'operator';
+
+/** A conversation handed to operators: since when, and by whom (a token's name, or `user`). */
+export interface Handoff {
+  readonly since: Date;
+  readonly by: string;
+  /** The start or the last operator reply: the handoff ends HANDOFF_HOURS after it. */
+  readonly activeAt: Date;
+}
 
 export interface User {
   readonly id: string;
@@ -31,6 +39,8 @@ export interface User {
   readonly welcomeSentAt: Date | null;
   /** Messages before this time are not AI context (the user's last `reset`). */
   readonly contextResetAt: Date | null;
+  /** Set while operators answer this user instead of the bot (see ./handoff). */
+  readonly handoff: Handoff | null;
 }
 
 export interface MessageError {
@@ -67,6 +77,8 @@ export interface Message {
   readonly ai: AiUsage | null;
   /** Outbound: the inbound message it answers. Reaction: the message reacted to. */
   readonly relatedId: string | null;
+  /** An operator message: the name of the token that sent it. */
+  readonly by?: string;
 }
 
 /** One inbound message as the webhook understood it, ready to be recorded. */
@@ -98,11 +110,12 @@ export interface OutboundRecord {
   readonly createdAt: Date;
   readonly role: MessageRole;
   readonly phoneNumberId: string | null;
-  readonly relatedId: string;
+  /** The inbound message it answers; null for an operator's message. */
+  readonly relatedId: string | null;
   readonly error: MessageError | null;
   readonly ai: AiUsage | null;
-  /** An operator's message: the name of their token. */
-  readonly operator?: string | null;
+  /** An operator message: the token's name. */
+  readonly by?: string;
 }
 
 export interface StatusUpdate {

@@ -7,7 +7,7 @@ import type { MessageDoc } from './messages';
 import { CounterDelta, type StatsRepository } from './stats';
 import { rebuiltSummary, summaryChange, type SummaryMessage } from './summary';
 import { prefixTerms } from './terms';
-import type { Identity, User } from './types';
+import type { Handoff, Identity, User } from './types';
 
 export interface UserDoc {
   _id: string;
@@ -31,6 +31,8 @@ export interface UserDoc {
   previousWaIds?: string[];
   /** The per-user reply lock: one worker answers a user's messages, in order (no owner: free). */
   replyLock?: { owner: string | null; until: Date } | null;
+  /** Operators answer instead of the bot (./handoff). */
+  handoff?: Handoff | null;
 }
 
 export const toUser = (d: UserDoc): User => ({
@@ -47,6 +49,7 @@ export const toUser = (d: UserDoc): User => ({
   optedOut: d.optedOut,
   welcomeSentAt: d.welcomeSentAt ?? null,
   contextResetAt: d.contextResetAt ?? null,
+  handoff: d.handoff ?? null,
 });
 
 /** Longest number kept: E.164 allows 15 digits. */

@@ -39,7 +39,14 @@ export type UsersQuery = z.infer<typeof UsersQuerySchema>;
 export const PageQuerySchema = z.object({ limit: LimitSchema, cursor: CursorSchema });
 export type PageQuery = z.infer<typeof PageQuerySchema>;
 
-export const ChatsQuerySchema = z.object({ limit: LimitSchema });
+export const ChatsQuerySchema = z.object({
+  limit: LimitSchema,
+  state: z
+    .enum(['waiting'], { error: 'must be "waiting"' })
+    .optional()
+    .openapi({ description: '`waiting`: only conversations handed to operators, the longest-waiting first' }),
+  cursor: CursorSchema.openapi({ description: 'With `state=waiting`: the nextCursor of the previous page' }),
+});
 export type ChatsQuery = z.infer<typeof ChatsQuerySchema>;
 
 export const SearchQuerySchema = z.object({
@@ -72,6 +79,16 @@ export const UserSchema = z
     lastMessagePreview: z.string().nullable(),
     messageCount: z.number().int(),
     optedOut: z.boolean(),
+    handoff: z
+      .object({
+        since: IsoDate,
+        by: z
+          .string()
+          .openapi({ description: 'The name of the token that took it, or `user` (the `human` command)' }),
+        expiresAt: IsoDate.openapi({ description: 'When it ends by itself unless an operator replies' }),
+      })
+      .nullable()
+      .openapi({ description: 'Set while operators answer this user instead of the bot' }),
   })
   .openapi('User');
 export type UserJson = z.infer<typeof UserSchema>;
@@ -86,6 +103,10 @@ export const MessageSchema = z
     text: z.string(),
     status: z.enum(['received', 'read', 'pending', 'sent', 'delivered', 'failed', 'not_sent']),
     createdAt: IsoDate,
+    role: z.enum(['conversation', 'command', 'notice', 'operator']).openapi({
+      description: '`operator`: sent by an operator from the management API',
+    }),
+    by: z.string().nullable().openapi({ description: "An operator message: the token's name" }),
   })
   .openapi('Message');
 export type MessageJson = z.infer<typeof MessageSchema>;
@@ -99,8 +120,53 @@ export const MessagesPageSchema = z
   .object({ items: z.array(MessageSchema), nextCursor: NextCursor })
   .openapi('MessagesPage');
 export const ChatsSchema = z
-  .object({ items: z.array(z.object({ user: UserSchema, lastMessage: MessageSchema })) })
+  .object({
+    items: z.array(z.object({ user: UserSchema, lastMessage: MessageSchema.nullable() })),
+    nextCursor: NextCursor,
+  })
   .openapi('Chats');
+
+/** WhatsApp's limit on the body of a text message. */
+export const MAX_TEXT_LENGTH = 4096;
+
+const TemplateSchema = z
+  .object({
+    name: z
+      .string({ error: 'is required' })
+      .regex(/^[a-z0-9_]{1,512}$/, 'must be a template name (lower-case letters, digits, _)'),
+    language: z
+      .string({ error: 'is required' })
+      .regex(/^[a-z]{2,3}(_[A-Za-z]{2,4})?$/, 'must be a language code such as en or en_US'),
+    parameters: z
+      .array(z.string().min(1, 'must not be empty').max(1024, 'must be at most 1024 characters'), {
+        error: 'must be an array of strings',
+      })
+      .max(20, 'must have at most 20 items')
+      .default([]),
+  })
+  .strict()
+  .openapi('Template', { description: 'An approved template; `parameters` fill its body in order' });
+
+export const SendBodySchema = z
+  .object({
+    text: z
+      .string({ error: 'must be a string' })
+      .max(MAX_TEXT_LENGTH, `must be at most ${MAX_TEXT_LENGTH} characters`)
+      .refine((t) => t.trim().length > 0, 'must not be empty')
+      .openapi({ description: `Free text, at most ${MAX_TEXT_LENGTH} characters (never split)` })
+      .optional(),
+    template: TemplateSchema.optional(),
+  })
+  .strict()
+  .superRefine((body, ctx) => {
+    if ((body.text === undefined) === (body.template === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['text'], message: 'give either "text" or "template"' });
+    }
+  })
+  .openapi('SendMessage', {
+    description: "Free text (only within 24 hours of the user's last message) or a template",
+  });
+export type SendBody = z.infer<typeof SendBodySchema>;
 
 export const StatsSchema = z
   .object({
@@ -111,7 +177,13 @@ export const StatsSchema = z
       outbound: z.number().int(),
       failed: z.number().int(),
     }),
-    ai: z.object({ requests: z.number().int(), tokens: z.number().int() }),
+    ai: z.object({
+      requests: z.number().int(),
+      tokens: z.number().int(),
+      models: z
+        .array(z.object({ model: z.string(), requests: z.number().int(), tokens: z.number().int() }))
+        .openapi({ description: 'AI answers and tokens per model, most tokens first' }),
+    }),
     daily: z.array(
       z.object({
         date: z.string().openapi({ example: '2026-01-31' }),

@@ -1,22 +1,55 @@
 // Management operations: validate the query, run one data-module query, shape the JSON answer.
+import { randomUUID } from 'node:crypto';
 import type { z } from 'zod';
 import { AppError, ErrorCode } from '../errors';
-import type { ArchivedEvent, DataStore, Message, User } from '../data';
+import {
+  activeHandoff,
+  type ArchivedEvent,
+  type DataStore,
+  type Message,
+  type MessageError,
+  type User,
+} from '../data';
+import { GraphError, type GraphClient, type SendResult } from '../whatsapp/graph';
 import { decodeCursor, encodeCursor } from './cursor';
 import type { Caller } from './auth';
-import type { ExportJson, MessageJson, StatsJson, UserJson } from './schemas';
+import type { ExportJson, MessageJson, SendBody, StatsJson, UserJson } from './schemas';
 
-export const userJson = (u: User): UserJson => ({
-  id: u.id,
-  waId: u.waId,
-  bsuid: u.bsuid,
-  name: u.name,
-  createdAt: u.createdAt.toISOString(),
-  lastMessageAt: u.lastMessageAt ? u.lastMessageAt.toISOString() : null,
-  lastMessagePreview: u.lastMessagePreview,
-  messageCount: u.messageCount,
-  optedOut: u.optedOut,
-});
+const HOUR_MS = 3_600_000;
+/** WhatsApp allows free text only this long after the user's last message. */
+export const WINDOW_MS = 24 * HOUR_MS;
+/** Graph's code for free text outside the 24-hour window. */
+const GRAPH_REENGAGEMENT = 131047;
+
+/** What a management operation works with. */
+export interface ManageContext {
+  readonly data: DataStore;
+  readonly now: Date;
+  readonly graph: GraphClient;
+  readonly handoffHours: number;
+}
+
+export const userJson = (u: User, ctx: Pick<ManageContext, 'now' | 'handoffHours'>): UserJson => {
+  const handoff = activeHandoff(u, ctx.now, ctx.handoffHours);
+  return {
+    id: u.id,
+    waId: u.waId,
+    bsuid: u.bsuid,
+    name: u.name,
+    createdAt: u.createdAt.toISOString(),
+    lastMessageAt: u.lastMessageAt ? u.lastMessageAt.toISOString() : null,
+    lastMessagePreview: u.lastMessagePreview,
+    messageCount: u.messageCount,
+    optedOut: u.optedOut,
+    handoff: handoff
+      ? {
+          since: handoff.since.toISOString(),
+          by: handoff.by,
+          expiresAt: new Date(handoff.activeAt.getTime() + ctx.handoffHours * HOUR_MS).toISOString(),
+        }
+      : null,
+  };
+};
 
 export const messageJson = (m: Message): MessageJson => ({
   id: m.id,
@@ -27,6 +60,8 @@ export const messageJson = (m: Message): MessageJson => ({
   text: m.text,
   status: m.status,
   createdAt: m.createdAt.toISOString(),
+  role: m.role,
+  by: m.by ?? null,
 });
 
 const eventJson = (e: ArchivedEvent) => ({
@@ -53,16 +88,12 @@ export function parseQuery<S extends z.ZodType>(schema: S, query: URLSearchParam
 
 const notFound = (): AppError => new AppError(ErrorCode.NOT_FOUND, 'user not found');
 
-export interface ManageContext {
-  readonly data: DataStore;
-  readonly now: Date;
-}
-
 export async function getStats({ data, now }: ManageContext): Promise<StatsJson> {
-  const [users, totals, daily] = await Promise.all([
+  const [users, totals, daily, models] = await Promise.all([
     data.manage.countUsers(now),
     data.stats.totals(),
     data.stats.daily(now),
+    data.stats.models(),
   ]);
   return {
     users,
@@ -72,7 +103,7 @@ export async function getStats({ data, now }: ManageContext): Promise<StatsJson>
       outbound: totals.outbound,
       failed: totals.failed,
     },
-    ai: { requests: totals.aiRequests, tokens: totals.aiTokens },
+    ai: { requests: totals.aiRequests, tokens: totals.aiTokens, models },
     daily: daily.map((d) => ({
       date: d.date,
       inbound: d.inbound,
@@ -83,21 +114,21 @@ export async function getStats({ data, now }: ManageContext): Promise<StatsJson>
 }
 
 export async function listUsers(
-  { data }: ManageContext,
+  ctx: ManageContext,
   query: { limit: number; cursor?: string | undefined; q?: string | undefined },
 ): Promise<{ items: UserJson[]; nextCursor: string | null }> {
-  const page = await data.manage.listUsers({
+  const page = await ctx.data.manage.listUsers({
     limit: query.limit,
     after: decodeCursor(query.cursor),
     q: query.q ?? null,
   });
-  return { items: page.items.map(userJson), nextCursor: encodeCursor(page.next) };
+  return { items: page.items.map((u) => userJson(u, ctx)), nextCursor: encodeCursor(page.next) };
 }
 
-export async function getUser({ data }: ManageContext, id: string): Promise<UserJson> {
-  const user = await data.manage.getUser(id);
+export async function getUser(ctx: ManageContext, id: string): Promise<UserJson> {
+  const user = await ctx.data.manage.getUser(id);
   if (!user) throw notFound();
-  return userJson(user);
+  return userJson(user, ctx);
 }
 
 export async function listUserMessages(
@@ -111,12 +142,37 @@ export async function listUserMessages(
   return { items: page.items.map(messageJson), nextCursor: encodeCursor(page.next) };
 }
 
+/** The most recently active users with their last message. */
 export async function latestChats(
-  { data }: ManageContext,
+  ctx: ManageContext,
   query: { limit: number },
-): Promise<{ items: { user: UserJson; lastMessage: MessageJson }[] }> {
-  const chats = await data.manage.latestChats(query.limit);
-  return { items: chats.map((c) => ({ user: userJson(c.user), lastMessage: messageJson(c.lastMessage) })) };
+): Promise<{ items: { user: UserJson; lastMessage: MessageJson }[]; nextCursor: null }> {
+  const chats = await ctx.data.manage.latestChats(query.limit);
+  return {
+    items: chats.map((c) => ({ user: userJson(c.user, ctx), lastMessage: messageJson(c.lastMessage) })),
+    nextCursor: null,
+  };
+}
+
+/** Latest chats; with `state=waiting` only the conversations handed to operators, longest-waiting first. */
+export async function listChats(
+  ctx: ManageContext,
+  query: { limit: number; state?: 'waiting' | undefined; cursor?: string | undefined },
+): Promise<{ items: { user: UserJson; lastMessage: MessageJson | null }[]; nextCursor: string | null }> {
+  if (query.state !== 'waiting') return latestChats(ctx, query);
+  const page = await ctx.data.handoff.waiting({
+    limit: query.limit,
+    after: decodeCursor(query.cursor),
+    now: ctx.now,
+    hours: ctx.handoffHours,
+  });
+  return {
+    items: page.items.map((c) => ({
+      user: userJson(c.user, ctx),
+      lastMessage: c.lastMessage ? messageJson(c.lastMessage) : null,
+    })),
+    nextCursor: encodeCursor(page.next),
+  };
 }
 
 export async function searchMessages(
@@ -131,16 +187,13 @@ export async function searchMessages(
   return { items: page.items.map(messageJson), nextCursor: encodeCursor(page.next) };
 }
 
-export async function exportUser(
-  { data, now }: ManageContext,
-  caller: Caller,
-  id: string,
-): Promise<ExportJson> {
+export async function exportUser(ctx: ManageContext, caller: Caller, id: string): Promise<ExportJson> {
+  const { data, now } = ctx;
   const found = await data.personal.exportUser(id);
   if (!found) throw notFound();
   await data.personal.audit({ tokenName: caller.name, action: 'export', userId: id, at: now });
   return {
-    user: userJson(found.user),
+    user: userJson(found.user, ctx),
     messages: found.messages.map(messageJson),
     events: found.events.map(eventJson),
   };
@@ -151,4 +204,102 @@ export async function eraseUser({ data, now }: ManageContext, caller: Caller, id
   if (!(await data.manage.getUser(id))) throw notFound();
   await data.personal.audit({ tokenName: caller.name, action: 'erase', userId: id, at: now });
   if (!(await data.personal.eraseUser(id))) throw notFound();
+}
+
+/** An operator takes the conversation: the bot stays silent for this user (audited). */
+export async function takeHandoff(ctx: ManageContext, caller: Caller, id: string): Promise<UserJson> {
+  if (!(await ctx.data.manage.getUser(id))) throw notFound();
+  await ctx.data.personal.audit({ tokenName: caller.name, action: 'handoff', userId: id, at: ctx.now });
+  const taken = await ctx.data.handoff.take(id, caller.name, ctx.now, ctx.handoffHours);
+  if (!taken) throw notFound();
+  return userJson(taken.user, ctx);
+}
+
+/** An operator hands the conversation back to the bot (audited). */
+export async function handBack(ctx: ManageContext, caller: Caller, id: string): Promise<UserJson> {
+  if (!(await ctx.data.manage.getUser(id))) throw notFound();
+  await ctx.data.personal.audit({ tokenName: caller.name, action: 'handback', userId: id, at: ctx.now });
+  const user = await ctx.data.handoff.handBack(id);
+  if (!user) throw notFound();
+  return userJson(user, ctx);
+}
+
+const describeTemplate = (t: NonNullable<SendBody['template']>): string =>
+  `[template] ${t.name} (${t.language})${t.parameters.length ? `: ${t.parameters.join(' · ')}` : ''}`;
+
+const graphFailure = (error: GraphError): MessageError => ({
+  code: error.graphCode ?? error.status,
+  title: error.title || error.message,
+});
+
+/**
+ * An operator's message to a user through the Graph API: free text within 24 hours of the user's
+ * last message, else only a template. Sending takes the conversation (the bot must not talk over
+ * an operator) and restarts the handoff's clock. Stored with role `operator` and the token's name,
+ * whether it went out or failed; audited without its text.
+ */
+export async function sendMessage(
+  ctx: ManageContext,
+  caller: Caller,
+  id: string,
+  body: SendBody,
+): Promise<MessageJson> {
+  const { data, now, graph } = ctx;
+  const user = await data.manage.getUser(id);
+  if (!user) throw notFound();
+  if (user.optedOut) throw new AppError(ErrorCode.OPTED_OUT, 'the user opted out (stop); nothing was sent');
+  const last = await data.handoff.lastInbound(id);
+  if (!last) {
+    throw new AppError(
+      ErrorCode.OUTSIDE_WINDOW,
+      'the user has never written: there is no conversation to answer',
+    );
+  }
+  if (body.text !== undefined && now.getTime() - last.createdAt.getTime() >= WINDOW_MS) {
+    throw new AppError(
+      ErrorCode.OUTSIDE_WINDOW,
+      "the user's last message is more than 24 hours old: only a template can be sent",
+    );
+  }
+  await data.personal.audit({ tokenName: caller.name, action: 'send', userId: id, at: now });
+  await data.handoff.take(id, caller.name, now, ctx.handoffHours);
+  const phoneNumberId = last.phoneNumberId ?? '';
+  const recipient = { waId: user.waId, bsuid: user.bsuid };
+  const type = body.template ? 'template' : 'text';
+  const text = body.template ? describeTemplate(body.template) : (body.text ?? '');
+  let sent: SendResult | null = null;
+  let failure: GraphError | null = null;
+  try {
+    sent = body.template
+      ? await graph.sendTemplate(phoneNumberId, recipient, body.template)
+      : await graph.sendText(phoneNumberId, recipient, text);
+  } catch (error) {
+    if (!(error instanceof GraphError)) throw error;
+    failure = error;
+  }
+  const messageId = sent?.waMessageId ?? `op:${randomUUID()}`;
+  await data.messages.recordOutbound({
+    id: messageId,
+    waMessageId: sent?.waMessageId ?? null,
+    userId: id,
+    type,
+    text,
+    status: failure ? 'failed' : sent?.waMessageId ? 'sent' : 'not_sent',
+    createdAt: now,
+    role: 'operator',
+    phoneNumberId,
+    relatedId: null,
+    error: failure ? graphFailure(failure) : null,
+    ai: null,
+    by: caller.name,
+  });
+  if (failure) {
+    if (failure.graphCode === GRAPH_REENGAGEMENT) {
+      throw new AppError(ErrorCode.OUTSIDE_WINDOW, 'WhatsApp refused free text outside the 24-hour window');
+    }
+    throw new AppError(ErrorCode.UPSTREAM_FAILED, 'WhatsApp did not accept the message', { cause: failure });
+  }
+  const stored = await data.messages.getMessage(messageId);
+  if (!stored) throw new AppError(ErrorCode.INTERNAL, 'the sent message was not stored');
+  return messageJson(stored);
 }

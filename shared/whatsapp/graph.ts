@@ -14,9 +14,18 @@ export interface SendResult {
   readonly waMessageId: string | null;
 }
 
+/** An approved message template: its name, language code and body parameters, in order. */
+export interface TemplateMessage {
+  readonly name: string;
+  readonly language: string;
+  readonly parameters: readonly string[];
+}
+
 export interface GraphClient {
   readonly dryRun: boolean;
   sendText(phoneNumberId: string, to: Recipient, body: string): Promise<SendResult>;
+  /** Sends a template (the only kind of message allowed outside the 24-hour window). */
+  sendTemplate(phoneNumberId: string, to: Recipient, template: TemplateMessage): Promise<SendResult>;
   /** Marks an inbound message as read; with `typing`, shows the typing indicator too. */
   markRead(phoneNumberId: string, messageId: string, typing: boolean): Promise<void>;
 }
@@ -139,23 +148,40 @@ export function createGraphClient(options: GraphOptions): GraphClient {
 
   const address = (to: Recipient) => (to.waId ? { to: to.waId } : { recipient: to.bsuid });
 
+  async function send(phoneNumberId: string, to: Recipient, content: object): Promise<SendResult> {
+    const data = await post(`/${encodeURIComponent(phoneNumberId)}/messages`, {
+      messaging_product: 'whatsapp',
+      recipient_type: 'individual',
+      ...address(to),
+      ...content,
+    });
+    const messages = data['messages'];
+    const id = Array.isArray(messages) ? (messages[0] as { id?: unknown } | undefined)?.id : undefined;
+    if (typeof id !== 'string' || !id) {
+      throw new GraphError('POST', host, 200, null, 'response without a message id', true);
+    }
+    return { waMessageId: id };
+  }
+
   return {
     dryRun: false,
-    async sendText(phoneNumberId, to, text) {
-      const data = await post(`/${encodeURIComponent(phoneNumberId)}/messages`, {
-        messaging_product: 'whatsapp',
-        recipient_type: 'individual',
-        ...address(to),
-        type: 'text',
-        text: { preview_url: false, body: text },
-      });
-      const messages = data['messages'];
-      const id = Array.isArray(messages) ? (messages[0] as { id?: unknown } | undefined)?.id : undefined;
-      if (typeof id !== 'string' || !id) {
-        throw new GraphError('POST', host, 200, null, 'response without a message id', true);
-      }
-      return { waMessageId: id };
-    },
+    sendText: (phoneNumberId, to, text) =>
+      send(phoneNumberId, to, { type: 'text', text: { preview_url: false, body: text } }),
+    sendTemplate: (phoneNumberId, to, template) =>
+      send(phoneNumberId, to, {
+        type: 'template',
+        template: {
+          name: template.name,
+          language: { code: template.language },
+          ...(template.parameters.length
+            ? {
+                components: [
+                  { type: 'body', parameters: template.parameters.map((text) => ({ type: 'text', text })) },
+                ],
+              }
+            : {}),
+        },
+      }),
     async markRead(phoneNumberId, messageId, typing) {
       await post(`/${encodeURIComponent(phoneNumberId)}/messages`, {
         messaging_product: 'whatsapp',
@@ -171,5 +197,6 @@ export function createGraphClient(options: GraphOptions): GraphClient {
 export const dryRunGraphClient: GraphClient = {
   dryRun: true,
   sendText: () => Promise.resolve({ waMessageId: null }),
+  sendTemplate: () => Promise.resolve({ waMessageId: null }),
   markRead: () => Promise.resolve(),
 };

@@ -55,6 +55,8 @@ export interface Call {
   params?: Record<string, string>;
   method?: string;
   path?: string;
+  /** A JSON body (serialised), or a raw string sent as is. */
+  body?: unknown;
 }
 
 export async function call(
@@ -67,8 +69,14 @@ export async function call(
   const request = new HttpRequest({
     method: options.method ?? 'GET',
     url: url.toString(),
-    headers: token === null ? {} : { authorization: `Bearer ${token}` },
+    headers: {
+      ...(token === null ? {} : { authorization: `Bearer ${token}` }),
+      ...(options.body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
     params: options.params ?? {},
+    ...(options.body === undefined
+      ? {}
+      : { body: { string: typeof options.body === 'string' ? options.body : JSON.stringify(options.body) } }),
   });
   const response = await handler(request, context());
   const headers = Object.fromEntries(

@@ -27,7 +27,7 @@ interface M {
 interface S {
   users: { total: number; optedOut: number; active24h: number };
   messages: { total: number; inbound: number; outbound: number; failed: number };
-  ai: { requests: number; tokens: number };
+  ai: { requests: number; tokens: number; models: { model: string; requests: number; tokens: number }[] };
   daily: { date: string; inbound: number; outbound: number; newUsers: number }[];
 }
 
@@ -137,6 +137,7 @@ describe('queries', () => {
       [
         'bsuid',
         'createdAt',
+        'handoff',
         'id',
         'lastMessageAt',
         'lastMessagePreview',
@@ -182,7 +183,18 @@ describe('queries', () => {
     expect(first.items.map((m) => m.id)).toEqual([...ana.messageIds].reverse().slice(0, 3));
     expect(first.items[0]).toMatchObject({ direction: 'outbound', status: 'sent', text: 'De nada' });
     expect(Object.keys(first.items[0] ?? {}).sort()).toEqual(
-      ['createdAt', 'direction', 'id', 'status', 'text', 'type', 'userId', 'waMessageId'].sort(),
+      [
+        'by',
+        'createdAt',
+        'direction',
+        'id',
+        'role',
+        'status',
+        'text',
+        'type',
+        'userId',
+        'waMessageId',
+      ].sort(),
     );
     const second = (
       await call(f.handlers.userMessages, {
@@ -246,7 +258,7 @@ describe('stats, export and erase', () => {
     expect(s.users).toEqual({ total: 7, optedOut: 0, active24h: 1 });
     expect(s.messages).toEqual({ total: 12, inbound: 9, outbound: 3, failed: 0 });
     expect(s.messages.inbound + s.messages.outbound).toBe(s.messages.total);
-    expect(s.ai).toEqual({ requests: 2, tokens: 20 });
+    expect(s.ai).toEqual({ requests: 2, tokens: 20, models: [{ model: 'm', requests: 2, tokens: 20 }] });
     expect(s.daily).toHaveLength(30);
     expect(s.daily[29]?.date).toBe(new Date().toISOString().slice(0, 10));
     const sum = s.daily.reduce((n, d) => n + d.inbound + d.outbound, 0);
@@ -290,7 +302,7 @@ describe('stats, export and erase', () => {
     const after = (await call(f.handlers.stats)).body as S;
     expect(after.users.total).toBe(before.users.total - 1);
     expect(after.messages).toEqual({ total: 8, inbound: 7, outbound: 1, failed: 0 });
-    expect(after.ai).toEqual({ requests: 0, tokens: 0 });
+    expect(after.ai).toEqual({ requests: 0, tokens: 0, models: [] });
     const today = after.daily.reduce((n, d) => n + d.inbound + d.outbound, 0);
     expect(today).toBe(8);
     expect((await call(f.handlers.messages, { query: { q: 'cafe' } })).body).toEqual({
@@ -329,6 +341,7 @@ describe('openapi', () => {
         '/manage/users',
         '/manage/users/{id}',
         '/manage/users/{id}/export',
+        '/manage/users/{id}/handoff',
         '/manage/users/{id}/messages',
       ].sort(),
     );

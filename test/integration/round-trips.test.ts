@@ -78,7 +78,9 @@ describe.each([
     const ingest = await count.during(async () => {
       jobs = (await ingestNotification(app.services, payload, log)).jobs;
     });
-    const reply = await count.during(() => Promise.all(jobs.map((job) => processReplyJob(app.services, job, log))));
+    const reply = await count.during(() =>
+      Promise.all(jobs.map((job) => processReplyJob(app.services, job, log))),
+    );
     return { ingest, reply };
   }
 
@@ -88,7 +90,9 @@ describe.each([
     await turn(from, 'some history');
     const { ingest, reply } = await turn(from, 'how are you?');
     const all = [...ingest, ...reply];
-    process.stderr.write(`round-trips (${_label}): ingest ${ingest.length}, reply ${reply.length}: ${all.join(', ')}\n`);
+    process.stderr.write(
+      `round-trips (${_label}): ingest ${ingest.length}, reply ${reply.length}: ${all.join(', ')}\n`,
+    );
     expect(all.length, all.join('\n')).toBeLessThanOrEqual(TURN_BUDGET);
     // The answer went out and was recorded.
     expect(app.graph.sends().length).toBeGreaterThanOrEqual(3);
@@ -110,7 +114,11 @@ describe.each([
     expect(sent).toBeDefined();
     for (const state of ['sent', 'delivered', 'read']) {
       const commands = await count.during(() =>
-        ingestNotification(app.services, notification(value({ statuses: [status(outbound?.id ?? '', state, from)] })), log),
+        ingestNotification(
+          app.services,
+          notification(value({ statuses: [status(outbound?.id ?? '', state, from)] })),
+          log,
+        ),
       );
       expect(commands.length, commands.join('\n')).toBeLessThanOrEqual(STATUS_BUDGET);
     }

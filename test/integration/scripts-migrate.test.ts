@@ -6,6 +6,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDataStore, userIdFor, type DataStore } from '../../shared/data';
 import * as manage from '../../shared/manage/service';
+import { dryRunGraphClient } from '../../shared/whatsapp/graph';
 import { runToExitCode } from '../../scripts/lib/cli';
 import { main as migrate, parseLegacyDate } from '../../scripts/migrate';
 import { testDatabase, type TestDatabase } from '../helpers/db';
@@ -208,11 +209,16 @@ describe('npm run migrate', () => {
   });
 
   it('shows the migrated data correctly through the management API', async () => {
-    const ctx = { data: store, now: new Date('2024-01-03T23:00:00Z') };
+    const ctx = {
+      data: store,
+      now: new Date('2024-01-03T23:00:00Z'),
+      graph: dryRunGraphClient,
+      handoffHours: 24,
+    };
     const stats = await manage.getStats(ctx);
     expect(stats.users).toEqual({ total: 4, optedOut: 1, active24h: 3 });
     expect(stats.messages).toEqual({ total: 7, inbound: 4, outbound: 3, failed: 0 });
-    expect(stats.ai).toEqual({ requests: 0, tokens: 0 });
+    expect(stats.ai).toEqual({ requests: 0, tokens: 0, models: [] });
     expect(stats.daily).toHaveLength(30);
     expect(stats.daily.slice(-3)).toEqual([
       { date: '2024-01-01', inbound: 1, outbound: 1, newUsers: 1 },
@@ -232,6 +238,7 @@ describe('npm run migrate', () => {
       lastMessagePreview: 'later',
       messageCount: 3,
       optedOut: false,
+      handoff: null,
     });
     expect(users.items[3]).toMatchObject({ id: U2, name: null, optedOut: true, messageCount: 2 });
     expect((await manage.listUsers(ctx, { limit: 50, q: 'jose' })).items.map((u) => u.id)).toEqual([U3]);

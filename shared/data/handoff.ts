@@ -1,0 +1,145 @@
+// Human handoff: a user handed to operators gets no bot answers until an operator hands them back,
+// or until HANDOFF_HOURS pass without an operator reply (evaluated when read, never by a timer).
+import type { Filter } from 'mongodb';
+import type { Gateway } from './gateway';
+import type { Handoff, Message, User } from './types';
+import { toMessage, type MessageDoc } from './messages';
+import { toUser, type UserDoc } from './users';
+import type { Position, Slice } from './manage-queries';
+
+/** `by` of a handoff the user asked for with the `human` command. */
+export const HANDOFF_BY_USER = 'user';
+
+const HOUR_MS = 3_600_000;
+const EPOCH = new Date(0);
+
+/** The handoff in force at `now`, or null when there is none or it expired. */
+export function activeHandoff(user: Pick<User, 'handoff'>, now: Date, hours: number): Handoff | null {
+  const h = user.handoff;
+  if (!h) return null;
+  return h.activeAt.getTime() + hours * HOUR_MS > now.getTime() ? h : null;
+}
+
+export interface WaitingChat {
+  readonly user: User;
+  readonly lastMessage: Message | null;
+}
+
+export class HandoffRepository {
+  constructor(
+    private readonly users: Gateway<UserDoc>,
+    private readonly messages: Gateway<MessageDoc>,
+  ) {}
+
+  /**
+   * Hands a user to operators. A new handoff starts when none is in force; an operator taking a
+   * conversation already handed over becomes its owner and restarts its clock (the user's own
+   * request never does). Null for an unknown user.
+   */
+  async take(
+    userId: string,
+    by: string,
+    now: Date,
+    hours: number,
+  ): Promise<{ user: User; started: boolean } | null> {
+    const cutoff = new Date(now.getTime() - hours * HOUR_MS);
+    const started = await this.users.findOneAndUpdate(
+      { _id: userId, $or: [{ handoff: null }, { 'handoff.activeAt': { $lte: cutoff } }] },
+      { $set: { handoff: { since: now, by, activeAt: now } } },
+      { returnDocument: 'after' },
+    );
+    if (started) return { user: toUser(started), started: true };
+    const kept =
+      by === HANDOFF_BY_USER
+        ? await this.users.findOne({ _id: userId })
+        : await this.users.findOneAndUpdate(
+            { _id: userId, handoff: { $ne: null } },
+            { $set: { 'handoff.by': by, 'handoff.activeAt': now } },
+            { returnDocument: 'after' },
+          );
+    if (kept) return { user: toUser(kept), started: false };
+    // Handed back between the two updates: try once more from the start.
+    const retry = await this.users.findOne({ _id: userId });
+    return retry ? this.take(userId, by, now, hours) : null;
+  }
+
+  /** Ends the handoff (an operator handed back). Null for an unknown user. */
+  async handBack(userId: string): Promise<User | null> {
+    const doc = await this.users.findOneAndUpdate(
+      { _id: userId },
+      { $set: { handoff: null } },
+      { returnDocument: 'after' },
+    );
+    return doc ? toUser(doc) : null;
+  }
+
+  /** Ends an expired handoff, only if it is still the one that expired. */
+  async expire(userId: string, handoff: Handoff): Promise<void> {
+    await this.users.updateOne(
+      { _id: userId, 'handoff.since': handoff.since, 'handoff.activeAt': handoff.activeAt },
+      { $set: { handoff: null } },
+    );
+  }
+
+  /** An operator replied: the handoff's clock restarts. */
+  async noteOperatorReply(userId: string, at: Date): Promise<void> {
+    await this.users.updateOne({ _id: userId, handoff: { $ne: null } }, { $max: { 'handoff.activeAt': at } });
+  }
+
+  /**
+   * Conversations handed to operators whose handoff is in force, the longest-waiting first (by
+   * `handoff.since`, ties by id), with their last message. Sorted by the index {handoff.since, _id}.
+   */
+  async waiting(input: {
+    limit: number;
+    after: Position | null;
+    now: Date;
+    hours: number;
+  }): Promise<Slice<WaitingChat>> {
+    const cutoff = new Date(input.now.getTime() - input.hours * HOUR_MS);
+    const position = input.after;
+    const filter: Filter<UserDoc> = position
+      ? {
+          'handoff.since': { $gte: position.t },
+          $or: [{ 'handoff.since': { $gt: position.t } }, { _id: { $gt: position.id } }],
+        }
+      : { 'handoff.since': { $gt: EPOCH } };
+    filter['handoff.activeAt'] = { $gt: cutoff };
+    const docs = await this.users.find(filter, {
+      sort: { 'handoff.since': 1, _id: 1 },
+      limit: input.limit + 1,
+    });
+    const more = docs.length > input.limit;
+    const page = more ? docs.slice(0, input.limit) : docs;
+    const ids = page.map((u) => u.lastMessageId).filter((id): id is string => typeof id === 'string');
+    const messages = ids.length
+      ? await this.messages.find({ _id: { $in: ids }, userId: { $exists: true } })
+      : [];
+    const byId = new Map(messages.map((m) => [m._id, m]));
+    const items = page.map((u) => {
+      const m = u.lastMessageId ? byId.get(u.lastMessageId) : undefined;
+      return { user: toUser(u), lastMessage: m ? toMessage(m) : null };
+    });
+    const last = page[page.length - 1];
+    return {
+      items,
+      next: more && last?.handoff ? { t: last.handoff.since, id: last._id } : null,
+    };
+  }
+
+  /**
+   * The user's latest inbound message: when it was written (the 24-hour window of free text runs
+   * from it) and the business number it came through (operator messages go out through it).
+   */
+  async lastInbound(userId: string): Promise<{ createdAt: Date; phoneNumberId: string | null } | null> {
+    const [doc] = await this.messages.find(
+      { userId, direction: 'inbound' },
+      {
+        sort: { userId: -1, createdAt: -1, _id: -1 },
+        limit: 1,
+        projection: { createdAt: 1, phoneNumberId: 1 },
+      },
+    );
+    return doc?.createdAt ? { createdAt: doc.createdAt, phoneNumberId: doc.phoneNumberId ?? null } : null;
+  }
+}

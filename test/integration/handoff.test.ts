@@ -1,0 +1,422 @@
+// Human handoff end to end on the real handlers: the webhook and reply worker, the management API
+// and a loopback Graph stub. Operators take a conversation, reply (text within 24 hours, templates
+// outside), hand it back; the user's `human` command; lazy expiry; validation and audit.
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { decideAnswer } from '../../shared/bot/answer';
+import type { AiResponder } from '../../shared/bot/ports';
+import { DEFAULT_ANSWER, HUMAN_ANSWER, STOP_ANSWER } from '../../shared/bot/texts';
+import { MongoClient } from 'mongodb';
+import {
+  AUDIT_KIND,
+  createDataStore,
+  INDEXES,
+  observeCommands,
+  userIdFor,
+  watchClient,
+  type Message,
+  type ObservedCommand,
+} from '../../shared/data';
+import { BOOTSTRAP_TOKEN_NAME } from '../../shared/manage/auth';
+import { manageHandlers } from '../../functions/manage';
+import { startTestApp, type TestApp } from '../helpers/app';
+import { call } from '../helpers/manage-fixture';
+import { PHONE_NUMBER_ID, notification, status, textNotification, value } from '../helpers/meta';
+
+const TOKEN = 'manage-token-for-handoff-tests-0123';
+const HOUR = 3_600_000;
+
+let app: TestApp;
+let h: ReturnType<typeof manageHandlers>;
+let n = 0;
+
+interface UserJson {
+  id: string;
+  handoff: { since: string; by: string; expiresAt: string } | null;
+  messageCount: number;
+}
+interface MessageJson {
+  id: string;
+  userId: string;
+  waMessageId: string | null;
+  direction: string;
+  type: string;
+  text: string;
+  status: string;
+  role: string;
+  by: string | null;
+}
+
+const newNumber = () => `3460${Date.now().toString().slice(-6)}${++n}`;
+
+/** The user writes `text`; the webhook stores it and the reply worker runs. */
+async function userWrites(waId: string, text: string): Promise<void> {
+  const { payload } = textNotification(waId, text, 'Lena');
+  expect((await app.post(payload)).status).toBe(200);
+  await app.drain();
+}
+
+const sentTexts = () =>
+  app.graph.sends().map((r) => (r.body['text'] as { body?: string } | undefined)?.body ?? r.body['type']);
+
+const api = (handler: keyof typeof h, id: string, method: string, body?: unknown) =>
+  call(h[handler], { token: TOKEN, method, params: { id }, ...(body === undefined ? {} : { body }) });
+
+async function messagesOf(id: string): Promise<MessageJson[]> {
+  const r = await call(h.userMessages, { token: TOKEN, params: { id }, query: { limit: '200' } });
+  return (r.body as { items: MessageJson[] }).items;
+}
+
+beforeAll(async () => {
+  app = await startTestApp({ MANAGE_API_TOKEN: TOKEN, HANDOFF_HOURS: '2' });
+  h = manageHandlers(() => Promise.resolve(app.services));
+});
+
+afterAll(async () => {
+  await app?.close();
+});
+
+beforeEach(() => {
+  app.graph.requests.length = 0;
+  app.graph.sendResponses.length = 0;
+});
+
+describe('an operator takes over a conversation', () => {
+  it('takes, replies, keeps the bot silent, hands back, and the bot answers again', async () => {
+    const waId = newNumber();
+    const id = userIdFor({ waId, bsuid: null });
+    await userWrites(waId, 'hola');
+    expect(sentTexts()).toEqual([DEFAULT_ANSWER]);
+
+    const taken = await api('userHandoff', id, 'POST');
+    expect(taken.status).toBe(200);
+    const user = taken.body as UserJson;
+    expect(user.handoff).toMatchObject({ by: BOOTSTRAP_TOKEN_NAME });
+    expect(Date.parse(user.handoff!.expiresAt) - Date.parse(user.handoff!.since)).toBe(2 * HOUR);
+    expect(((await call(h.user, { token: TOKEN, params: { id } })).body as UserJson).handoff).not.toBeNull();
+
+    // The operator replies: it goes to Graph as text, is stored with role operator and shows at once.
+    app.graph.requests.length = 0;
+    const sent = await api('userMessages', id, 'POST', { text: 'Hi Lena, Ana from support here.' });
+    expect(sent.status).toBe(201);
+    const message = sent.body as MessageJson;
+    expect(message).toMatchObject({
+      userId: id,
+      direction: 'outbound',
+      type: 'text',
+      text: 'Hi Lena, Ana from support here.',
+      status: 'sent',
+      role: 'operator',
+      by: BOOTSTRAP_TOKEN_NAME,
+    });
+    expect(message.waMessageId).toMatch(/^wamid\.out\./);
+    const [request] = app.graph.sends();
+    expect(request?.path).toBe(`/v25.0/${PHONE_NUMBER_ID}/messages`);
+    expect(request?.body).toMatchObject({
+      to: waId,
+      type: 'text',
+      text: { body: 'Hi Lena, Ana from support here.' },
+    });
+    expect((await messagesOf(id))[0]).toEqual(message);
+
+    // Its delivery status is tracked by wamid like any answer.
+    await app.post(notification(value({ statuses: [status(message.waMessageId!, 'delivered', waId)] })));
+    expect((await messagesOf(id))[0]?.status).toBe('delivered');
+
+    // The user writes again: stored, marked read, counted, but no bot answer.
+    app.graph.requests.length = 0;
+    const before = ((await call(h.user, { token: TOKEN, params: { id } })).body as UserJson).messageCount;
+    await userWrites(waId, 'gracias, espero');
+    expect(app.graph.sends()).toEqual([]);
+    expect(app.graph.receipts()).toHaveLength(1);
+    const after = (await call(h.user, { token: TOKEN, params: { id } })).body as UserJson;
+    expect(after.messageCount).toBe(before + 1);
+    // (Meta's timestamps are whole seconds: find it by text, not by position.)
+    const latest = (await messagesOf(id)).find((m) => m.text === 'gracias, espero');
+    expect(latest).toMatchObject({ direction: 'inbound', text: 'gracias, espero', status: 'read' });
+
+    // Handed back: the bot answers the next message.
+    const back = await api('userHandoff', id, 'DELETE');
+    expect(back.status).toBe(200);
+    expect((back.body as UserJson).handoff).toBeNull();
+    await userWrites(waId, 'otra pregunta');
+    expect(sentTexts()).toEqual([DEFAULT_ANSWER]);
+
+    // Every action is audited with who, what and when, never the text.
+    const audit = await app.services.data.personal.auditTrail(1000);
+    const mine = audit.filter((e) => e.userId === id);
+    expect(mine.map((e) => e.reason)).toEqual(['handoff', 'send', 'handback']);
+    for (const e of mine) {
+      expect(e.kind).toBe(AUDIT_KIND);
+      expect(e.payload).toMatchObject({ tokenName: BOOTSTRAP_TOKEN_NAME, userId: id });
+      expect(JSON.stringify(e.payload)).not.toContain('Ana from support');
+    }
+  });
+
+  it('never calls the AI for a handed-over user, and stop/start still win', async () => {
+    const waId = newNumber();
+    await userWrites(waId, 'hello');
+    const id = userIdFor({ waId, bsuid: null });
+    await api('userHandoff', id, 'POST');
+    let aiCalls = 0;
+    const ai: AiResponder = {
+      window: 10,
+      answer: async () => {
+        aiCalls++;
+        return null;
+      },
+    };
+    const services = { ...app.services, ai };
+    const user = (await app.services.data.users.getUser(id))!;
+    const message = (await messagesOf(id))[0]!;
+    const asMessage = (await app.services.data.messages.getMessage(message.id)) as Message;
+    expect((await decideAnswer(services, user, asMessage)).decision).toEqual({ kind: 'none' });
+    expect(aiCalls).toBe(0);
+
+    app.graph.requests.length = 0;
+    await userWrites(waId, 'stop');
+    expect(sentTexts()).toEqual([STOP_ANSWER]);
+  });
+});
+
+describe('the human command', () => {
+  it('hands the conversation over with one confirmation and shows it as waiting', async () => {
+    const waId = newNumber();
+    const id = userIdFor({ waId, bsuid: null });
+    await userWrites(waId, 'Human!');
+    expect(sentTexts()).toEqual([HUMAN_ANSWER]);
+    const user = (await call(h.user, { token: TOKEN, params: { id } })).body as UserJson;
+    expect(user.handoff?.by).toBe('user');
+
+    app.graph.requests.length = 0;
+    await userWrites(waId, 'agent');
+    await userWrites(waId, 'is anyone there?');
+    expect(app.graph.sends()).toEqual([]);
+
+    const waiting = await call(h.chats, { token: TOKEN, query: { state: 'waiting' } });
+    expect(waiting.status).toBe(200);
+    const items = (waiting.body as { items: { user: UserJson; lastMessage: MessageJson }[] }).items;
+    const mine = items.find((c) => c.user.id === id);
+    // (Meta's whole-second timestamps can order the last two messages either way.)
+    expect(mine?.lastMessage.userId).toBe(id);
+    expect(items.every((c) => c.user.handoff !== null)).toBe(true);
+  });
+});
+
+describe('the waiting list', () => {
+  it('lists handed-over conversations longest-waiting first, in pages, without expired ones', async () => {
+    const { data } = app.services;
+    const now = Date.now();
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const waId = newNumber();
+      await userWrites(waId, `waiting ${i}`);
+      ids.push(userIdFor({ waId, bsuid: null }));
+    }
+    const expiredWaId = newNumber();
+    await userWrites(expiredWaId, 'long ago');
+    const expired = userIdFor({ waId: expiredWaId, bsuid: null });
+    // Handed over at known times: 90, 60 and 30 minutes ago; one 3 hours ago (HANDOFF_HOURS is 2).
+    await data.handoff.take(ids[2]!, 'ops', new Date(now - 90 * 60_000), 2);
+    await data.handoff.take(ids[0]!, 'ops', new Date(now - 60 * 60_000), 2);
+    await data.handoff.take(ids[1]!, 'ops', new Date(now - 30 * 60_000), 2);
+    await data.handoff.take(expired, 'ops', new Date(now - 3 * HOUR), 2);
+
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const r = await call(h.chats, {
+        token: TOKEN,
+        query: { state: 'waiting', limit: '2', ...(cursor ? { cursor } : {}) },
+      });
+      const page = r.body as { items: { user: UserJson }[]; nextCursor: string | null };
+      seen.push(...page.items.map((c) => c.user.id));
+      cursor = page.nextCursor;
+    } while (cursor);
+    const order = seen.filter((id) => ids.includes(id) || id === expired);
+    expect(order).toEqual([ids[2], ids[0], ids[1]]);
+
+    // Expired: the user is answered by the bot again, and the handoff is gone.
+    expect(
+      ((await call(h.user, { token: TOKEN, params: { id: expired } })).body as UserJson).handoff,
+    ).toBeNull();
+    app.graph.requests.length = 0;
+    await userWrites(expiredWaId, 'still there?');
+    expect(sentTexts()).toEqual([DEFAULT_ANSWER]);
+    expect((await data.users.getUser(expired))?.handoff).toBeNull();
+
+    // Without state the chats are the latest ones, as before.
+    const latest = await call(h.chats, { token: TOKEN, query: { limit: '1' } });
+    expect((latest.body as { items: { user: UserJson }[] }).items[0]?.user.id).toBe(expired);
+    expect((await call(h.chats, { token: TOKEN, query: { state: 'open' } })).status).toBe(400);
+  });
+});
+
+describe('operator messages', () => {
+  async function userWithOldMessage(hoursAgo: number): Promise<string> {
+    const waId = newNumber();
+    const at = new Date(Date.now() - hoursAgo * HOUR);
+    const { user } = await app.services.data.users.resolve({ waId, bsuid: null, name: 'Old' }, at);
+    const id = `wamid.old.${waId}`;
+    await app.services.data.maintenance.importMessages([
+      {
+        id,
+        userId: user.id,
+        waMessageId: id,
+        direction: 'inbound',
+        text: 'an old question',
+        createdAt: at,
+        phoneNumberId: PHONE_NUMBER_ID,
+      },
+    ]);
+    return user.id;
+  }
+
+  it('refuses free text outside the 24-hour window and sends a template instead', async () => {
+    const id = await userWithOldMessage(25);
+    const refused = await api('userMessages', id, 'POST', { text: 'are you still there?' });
+    expect(refused.status).toBe(409);
+    expect((refused.body as { error: { code: string } }).error.code).toBe('OUTSIDE_WINDOW');
+    expect(app.graph.sends()).toEqual([]);
+    expect(await messagesOf(id)).toHaveLength(1);
+
+    const sent = await api('userMessages', id, 'POST', {
+      template: { name: 'order_update', language: 'en_US', parameters: ['Lena', '#1234'] },
+    });
+    expect(sent.status).toBe(201);
+    expect(sent.body).toMatchObject({ type: 'template', role: 'operator', status: 'sent' });
+    expect((sent.body as MessageJson).text).toContain('order_update');
+    expect(app.graph.sends()[0]?.body).toMatchObject({
+      type: 'template',
+      template: {
+        name: 'order_update',
+        language: { code: 'en_US' },
+        components: [
+          {
+            type: 'body',
+            parameters: [
+              { type: 'text', text: 'Lena' },
+              { type: 'text', text: '#1234' },
+            ],
+          },
+        ],
+      },
+    });
+  });
+
+  it('allows free text within 24 hours of the last message', async () => {
+    const id = await userWithOldMessage(23);
+    const sent = await api('userMessages', id, 'POST', { text: 'Sorry for the wait!' });
+    expect(sent.status).toBe(201);
+  });
+
+  it('answers 400 naming the field, and sends, stores and audits nothing', async () => {
+    const id = await userWithOldMessage(1);
+    const auditBefore = (await app.services.data.personal.auditTrail(1000)).length;
+    const cases: [unknown, RegExp][] = [
+      [{}, /"text"/],
+      [{ text: 5 }, /"text"/],
+      [{ text: '   ' }, /"text"/],
+      [{ text: 'x'.repeat(4097) }, /"text".*4096/],
+      [{ text: 'a', template: { name: 'x', language: 'en' } }, /"text"/],
+      [{ template: { name: 'Bad Name', language: 'en' } }, /"template\.name"/],
+      [{ template: { name: 'ok', language: 'english!' } }, /"template\.language"/],
+      [{ template: { name: 'ok', language: 'en', parameters: [1] } }, /"template\.parameters\.0"/],
+      [{ text: 'hi', extra: true }, /"extra"/],
+      ['{not json', /JSON/],
+    ];
+    for (const [body, message] of cases) {
+      const r = await api('userMessages', id, 'POST', body);
+      expect(r.status, JSON.stringify(body).slice(0, 60)).toBe(400);
+      expect((r.body as { error: { code: string; message: string } }).error).toMatchObject({
+        code: 'INVALID_INPUT',
+        message: expect.stringMatching(message),
+      });
+    }
+    expect((await api('userMessages', id, 'POST', { text: 'x'.repeat(4096) })).status).toBe(201);
+    expect(app.graph.sends()).toHaveLength(1);
+    expect(await messagesOf(id)).toHaveLength(2);
+    expect((await app.services.data.personal.auditTrail(1000)).length).toBe(auditBefore + 1);
+  });
+
+  it('answers 404 for an unknown user on every handoff route', async () => {
+    for (const [handler, method, body] of [
+      ['userHandoff', 'POST', undefined],
+      ['userHandoff', 'DELETE', undefined],
+      ['userMessages', 'POST', { text: 'hi' }],
+    ] as const) {
+      const r = await api(handler, 'u_unknown', method, body);
+      expect(r.status).toBe(404);
+    }
+    expect(app.graph.sends()).toEqual([]);
+    const noToken = await call(h.userHandoff, { token: null, method: 'POST', params: { id: 'x' } });
+    expect(noToken.status).toBe(401);
+  });
+
+  it('records a message Graph refuses as failed, and maps the window error to 409', async () => {
+    const id = await userWithOldMessage(1);
+    app.graph.sendResponses.push({
+      status: 400,
+      body: { error: { code: 131026, message: 'Message undeliverable' } },
+    });
+    const failed = await api('userMessages', id, 'POST', { text: 'will fail' });
+    expect(failed.status).toBe(502);
+    const stored = (await messagesOf(id))[0];
+    expect(stored).toMatchObject({ text: 'will fail', status: 'failed', role: 'operator' });
+
+    app.graph.sendResponses.push({
+      status: 400,
+      body: { error: { code: 131047, message: 'Re-engagement message' } },
+    });
+    const outside = await api('userMessages', id, 'POST', { text: 'too late' });
+    expect(outside.status).toBe(409);
+    expect((outside.body as { error: { code: string } }).error.code).toBe('OUTSIDE_WINDOW');
+  });
+
+  it('refuses to message a user who opted out', async () => {
+    const waId = newNumber();
+    await userWrites(waId, 'stop');
+    app.graph.requests.length = 0;
+    const r = await api('userMessages', userIdFor({ waId, bsuid: null }), 'POST', { text: 'hello?' });
+    expect(r.status).toBe(409);
+    expect((r.body as { error: { code: string } }).error.code).toBe('OPTED_OUT');
+    expect(app.graph.sends()).toEqual([]);
+  });
+});
+
+describe('Cosmos DB rules', () => {
+  it('backs every sort of the handoff queries with an index of exactly those keys', async () => {
+    const client = watchClient(new MongoClient(app.database.uri, { monitorCommands: true }));
+    await client.connect();
+    const seen: ObservedCommand[] = [];
+    const stop = observeCommands((c) => seen.push(c));
+    try {
+      const data = createDataStore(client.db(app.database.dbName));
+      const waId = newNumber();
+      await userWrites(waId, 'sorted?');
+      const id = userIdFor({ waId, bsuid: null });
+      const now = new Date();
+      await data.handoff.take(id, 'ops', now, 24);
+      const page = await data.handoff.waiting({ limit: 1, after: null, now, hours: 24 });
+      await data.handoff.waiting({ limit: 1, after: page.next, now, hours: 24 });
+      expect(await data.handoff.lastInbound(id)).toMatchObject({ phoneNumberId: PHONE_NUMBER_ID });
+      await data.stats.models();
+    } finally {
+      stop();
+      await client.close();
+    }
+    const sorts = seen.filter((c) => c.commandName === 'find' && c.command['sort']);
+    expect(sorts.length).toBeGreaterThanOrEqual(3);
+    for (const c of sorts) {
+      const collection = String(c.command['find']) as keyof typeof INDEXES;
+      const raw = c.command['sort'] as Record<string, number> | Map<string, number>;
+      const sort = raw instanceof Map ? Object.fromEntries(raw) : raw;
+      const keys = Object.keys(sort);
+      const directions = new Set(Object.values(sort));
+      expect(directions.size, JSON.stringify(sort)).toBe(1);
+      const backed = INDEXES[collection].some(
+        (index) => JSON.stringify(Object.keys(index.keys)) === JSON.stringify(keys),
+      );
+      expect(backed, `${collection} ${JSON.stringify(sort)}`).toBe(true);
+    }
+  });
+});

@@ -1,0 +1,97 @@
+// The management API as the dashboard uses it: the JSON shapes it reads and one fetch wrapper that
+// adds the bearer token and turns error answers into ApiError.
+
+export interface Handoff {
+  since: string;
+  by: string;
+  expiresAt: string;
+}
+
+export interface User {
+  id: string;
+  waId: string | null;
+  bsuid: string | null;
+  name: string | null;
+  createdAt: string;
+  lastMessageAt: string | null;
+  lastMessagePreview: string | null;
+  messageCount: number;
+  optedOut: boolean;
+  handoff: Handoff | null;
+}
+
+export interface Message {
+  id: string;
+  userId: string;
+  waMessageId: string | null;
+  direction: 'inbound' | 'outbound';
+  type: string;
+  text: string;
+  status: string;
+  createdAt: string;
+  role: 'conversation' | 'command' | 'notice' | 'operator';
+  by: string | null;
+}
+
+export interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+}
+
+export interface Chat {
+  user: User;
+  lastMessage: Message | null;
+}
+
+export interface Stats {
+  users: { total: number; optedOut: number; active24h: number };
+  messages: { total: number; inbound: number; outbound: number; failed: number };
+  ai: { requests: number; tokens: number; models?: { model: string; requests: number; tokens: number }[] };
+  daily: { date: string; inbound: number; outbound: number; newUsers: number }[];
+}
+
+export interface Template {
+  name: string;
+  language: string;
+  parameters: string[];
+}
+
+const TOKEN_KEY = 'manageToken';
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export const token = (): string | null => sessionStorage.getItem(TOKEN_KEY);
+export const setToken = (value: string): void => sessionStorage.setItem(TOKEN_KEY, value);
+export const clearToken = (): void => sessionStorage.removeItem(TOKEN_KEY);
+
+interface ErrorBody {
+  error?: { code?: string; message?: string };
+}
+
+/** Calls /api/manage/<path>; resolves with the JSON answer (null for 204). */
+export async function api<T>(path: string, init: { method?: string; body?: unknown } = {}): Promise<T> {
+  const headers: Record<string, string> = { Authorization: `Bearer ${token() ?? ''}` };
+  const request: RequestInit = { method: init.method ?? 'GET', headers };
+  if (init.body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    request.body = JSON.stringify(init.body);
+  }
+  const response = await fetch(`/api/manage/${path}`, request);
+  if (response.status === 204) return null as T;
+  const body = (await response.json().catch(() => ({}))) as unknown;
+  if (!response.ok) {
+    const error = (body as ErrorBody).error;
+    throw new ApiError(response.status, error?.code ?? 'HTTP', error?.message ?? `HTTP ${response.status}`);
+  }
+  return body as T;
+}
+
+export const userPath = (id: string, rest = ''): string => `users/${encodeURIComponent(id)}${rest}`;

@@ -1,0 +1,535 @@
+// The operator's inbox: conversations on the left (waiting ones marked, search, pages), the open
+// conversation on the right (reply, template, take over, hand back, export, erase), stats on their
+// own view. New messages appear by polling the API. User text only ever goes through textContent.
+import {
+  api,
+  ApiError,
+  clearToken,
+  setToken,
+  token,
+  userPath,
+  type Chat,
+  type Message,
+  type Page,
+  type Stats,
+  type Template,
+  type User,
+} from './api.js';
+import { dailyChart, modelsChart } from './chart.js';
+
+const POLL_MS = 3000;
+const LIST_PAGE = 30;
+const MESSAGES_PAGE = 50;
+const WINDOW_MS = 24 * 3_600_000;
+
+type View = 'inbox' | 'search' | 'stats';
+
+interface State {
+  view: View;
+  filter: 'all' | 'waiting';
+  q: string;
+  listCursor: string | null;
+  listPages: number;
+  users: User[];
+  open: User | null;
+  messages: Map<string, Message>;
+  olderCursor: string | null;
+  templateMode: boolean;
+  templates: Set<string>;
+  timer: number | null;
+}
+
+const state: State = {
+  view: 'inbox',
+  filter: 'all',
+  q: '',
+  listCursor: null,
+  listPages: 1,
+  users: [],
+  open: null,
+  messages: new Map(),
+  olderCursor: null,
+  templateMode: false,
+  templates: new Set(['hello_world']),
+  timer: null,
+};
+
+function $<T extends HTMLElement = HTMLElement>(id: string): T {
+  const e = document.getElementById(id);
+  if (!e) throw new Error(`missing #${id}`);
+  return e as T;
+}
+
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  text?: string | null,
+  cls?: string,
+): HTMLElementTagNameMap[K] {
+  const e = document.createElement(tag);
+  if (text !== undefined && text !== null) e.textContent = text;
+  if (cls) e.className = cls;
+  return e;
+}
+
+const fmt = (iso: string | null): string =>
+  iso ? new Date(iso).toISOString().replace('T', ' ').slice(0, 16) + ' UTC' : '';
+
+const who = (u: User): string => (u.waId ? `+${u.waId}` : (u.bsuid ?? u.id));
+const label = (u: User): string => `${u.name ?? '(no name)'} · ${who(u)}`;
+
+function showError(message: string): void {
+  const box = $('error');
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+function fail(error: unknown): void {
+  if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
+    clearToken();
+    signedIn(false);
+    showError(error.status === 401 ? 'The token was not accepted.' : 'The token is revoked or expired.');
+    return;
+  }
+  showError(error instanceof Error ? error.message : 'Something went wrong.');
+}
+
+function signedIn(on: boolean): void {
+  $('login').hidden = on;
+  $('app').hidden = !on;
+  $('logout').hidden = !on;
+  $('nav').hidden = !on;
+  if (!on && state.timer !== null) {
+    window.clearInterval(state.timer);
+    state.timer = null;
+  }
+}
+
+// ---- views ----
+
+function showView(view: View): void {
+  state.view = view;
+  $('inbox-view').hidden = view !== 'inbox';
+  $('search-view').hidden = view !== 'search';
+  $('stats-view').hidden = view !== 'stats';
+  for (const b of document.querySelectorAll<HTMLButtonElement>('#nav button[data-view]')) {
+    b.setAttribute('aria-pressed', String(b.dataset['view'] === view));
+  }
+  if (view === 'stats') loadStats().catch(fail);
+}
+
+// ---- conversation list ----
+
+function listItem(u: User): HTMLLIElement {
+  const li = el('li', null, u.handoff ? 'waiting' : '');
+  const b = el('button');
+  b.type = 'button';
+  b.dataset['userId'] = u.id;
+  if (state.open?.id === u.id) b.setAttribute('aria-current', 'true');
+  const name = el('div', u.name ?? '(no name)', 'name');
+  if (u.handoff) name.appendChild(el('span', 'Waiting', 'badge'));
+  b.appendChild(name);
+  b.appendChild(el('div', who(u), 'meta'));
+  b.appendChild(el('div', u.lastMessagePreview ?? '', 'preview'));
+  b.appendChild(el('div', fmt(u.lastMessageAt), 'meta'));
+  b.addEventListener('click', () => void openUser(u.id).catch(fail));
+  li.appendChild(b);
+  return li;
+}
+
+function renderList(): void {
+  const list = $('chat-list');
+  list.replaceChildren(...state.users.map(listItem));
+  if (!state.users.length) {
+    list.appendChild(
+      el('li', state.filter === 'waiting' ? 'Nobody is waiting.' : 'No conversations.', 'meta'),
+    );
+  }
+  $('more').hidden = !state.listCursor;
+}
+
+async function fetchListPage(cursor: string | null): Promise<Page<User>> {
+  const c = cursor ? `&cursor=${encodeURIComponent(cursor)}` : '';
+  if (state.filter === 'waiting') {
+    const page = await api<Page<Chat>>(`chats?state=waiting&limit=${LIST_PAGE}${c}`);
+    const q = state.q.toLowerCase().replace(/^\+/, '');
+    const users = page.items
+      .map((chat) => chat.user)
+      .filter((u) => !q || (u.name ?? '').toLowerCase().includes(q) || (u.waId ?? '').startsWith(q));
+    return { items: users, nextCursor: page.nextCursor };
+  }
+  const q = state.q ? `&q=${encodeURIComponent(state.q)}` : '';
+  return api<Page<User>>(`users?limit=${LIST_PAGE}${q}${c}`);
+}
+
+/** Reloads the list from its first page (keeps as many pages as were shown). */
+async function loadList(): Promise<void> {
+  const filter = state.filter;
+  const q = state.q;
+  let page = await fetchListPage(null);
+  const users = [...page.items];
+  for (let i = 1; i < state.listPages && page.nextCursor; i++) {
+    page = await fetchListPage(page.nextCursor);
+    users.push(...page.items);
+  }
+  if (filter !== state.filter || q !== state.q) return;
+  state.users = users;
+  state.listCursor = page.nextCursor;
+  renderList();
+}
+
+async function moreList(): Promise<void> {
+  if (!state.listCursor) return;
+  const page = await fetchListPage(state.listCursor);
+  state.users.push(...page.items);
+  state.listCursor = page.nextCursor;
+  state.listPages++;
+  renderList();
+}
+
+async function loadWaitingCount(): Promise<void> {
+  const page = await api<Page<Chat>>('chats?state=waiting&limit=200');
+  const badge = $('waiting-count');
+  badge.textContent = page.items.length ? String(page.items.length) + (page.nextCursor ? '+' : '') : '';
+  badge.hidden = page.items.length === 0;
+}
+
+function setFilter(filter: 'all' | 'waiting'): void {
+  state.filter = filter;
+  state.listPages = 1;
+  $('filter-all').setAttribute('aria-pressed', String(filter === 'all'));
+  $('filter-waiting').setAttribute('aria-pressed', String(filter === 'waiting'));
+  loadList().catch(fail);
+}
+
+// ---- the open conversation ----
+
+function lastInbound(): Message | null {
+  let last: Message | null = null;
+  for (const m of state.messages.values()) {
+    if (m.direction === 'inbound' && (!last || m.createdAt > last.createdAt)) last = m;
+  }
+  return last;
+}
+
+function inWindow(): boolean {
+  const last = lastInbound();
+  return last !== null && Date.now() - Date.parse(last.createdAt) < WINDOW_MS;
+}
+
+function messageItem(m: Message): HTMLLIElement {
+  const li = el('li', null, `${m.direction} ${m.role} ${m.status}`);
+  li.dataset['id'] = m.id;
+  li.appendChild(el('div', m.text, 'text'));
+  const author = m.direction === 'inbound' ? 'user' : m.role === 'operator' ? (m.by ?? 'operator') : 'bot';
+  li.appendChild(el('div', `${fmt(m.createdAt)} · ${author} · ${m.type} · ${m.status}`, 'meta'));
+  return li;
+}
+
+function renderConversation(): void {
+  const box = $('messages-box');
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+  const sorted = [...state.messages.values()].sort((a, b) =>
+    a.createdAt === b.createdAt ? (a.id < b.id ? -1 : 1) : a.createdAt < b.createdAt ? -1 : 1,
+  );
+  $('conversation').replaceChildren(...sorted.map(messageItem));
+  $('older').hidden = !state.olderCursor;
+  if (atBottom) box.scrollTop = box.scrollHeight;
+  renderComposer();
+}
+
+function renderComposer(): void {
+  const open = inWindow();
+  const templates = state.templateMode || !open;
+  $('reply-form').hidden = templates;
+  $('template-form').hidden = !templates;
+  $('window-note').hidden = open;
+  $('use-text').hidden = !open;
+  const known = $('tpl-known');
+  known.replaceChildren(
+    ...[...state.templates].map((name) => {
+      const option = el('option');
+      option.value = name;
+      return option;
+    }),
+  );
+}
+
+function renderUser(u: User): void {
+  state.open = u;
+  $('chat-title').textContent = u.name ?? '(no name)';
+  $('chat-meta').textContent = `${who(u)} · ${u.messageCount} messages${u.optedOut ? ' · opted out' : ''}`;
+  const s = $('chat-state');
+  s.className = u.handoff ? 'handed' : '';
+  s.textContent = u.handoff
+    ? `Waiting for an operator: ${u.handoff.by === 'user' ? 'the user asked for a person' : `taken by ${u.handoff.by}`} at ${fmt(u.handoff.since)}; back to the bot at ${fmt(u.handoff.expiresAt)} unless someone replies.`
+    : 'The bot answers this conversation.';
+  $('take').hidden = u.handoff !== null;
+  $('handback').hidden = u.handoff === null;
+  for (const b of document.querySelectorAll<HTMLButtonElement>('#chat-list button[data-user-id]')) {
+    if (b.dataset['userId'] === u.id) b.setAttribute('aria-current', 'true');
+    else b.removeAttribute('aria-current');
+  }
+}
+
+async function openUser(id: string): Promise<void> {
+  showView('inbox');
+  showError('');
+  state.messages = new Map();
+  state.olderCursor = null;
+  state.templateMode = false;
+  $('chat-empty').hidden = true;
+  $('chat').hidden = false;
+  $('conversation').replaceChildren();
+  const [user, page] = await Promise.all([
+    api<User>(userPath(id)),
+    api<Page<Message>>(userPath(id, `/messages?limit=${MESSAGES_PAGE}`)),
+  ]);
+  renderUser(user);
+  for (const m of page.items) state.messages.set(m.id, m);
+  state.olderCursor = page.nextCursor;
+  renderConversation();
+  const box = $('messages-box');
+  box.scrollTop = box.scrollHeight;
+  // On a phone the panes are stacked: bring the conversation into view.
+  if (window.matchMedia('(max-width: 50rem)').matches) $('chat-pane').scrollIntoView();
+}
+
+async function loadOlder(): Promise<void> {
+  const u = state.open;
+  if (!u || !state.olderCursor) return;
+  const page = await api<Page<Message>>(
+    userPath(u.id, `/messages?limit=${MESSAGES_PAGE}&cursor=${encodeURIComponent(state.olderCursor)}`),
+  );
+  if (state.open?.id !== u.id) return;
+  for (const m of page.items) state.messages.set(m.id, m);
+  state.olderCursor = page.nextCursor;
+  const box = $('messages-box');
+  const fromBottom = box.scrollHeight - box.scrollTop;
+  renderConversation();
+  box.scrollTop = box.scrollHeight - fromBottom;
+}
+
+/** Newest messages (new ones and changed statuses) and the user's state of the open conversation. */
+async function refreshOpen(): Promise<void> {
+  const u = state.open;
+  if (!u) return;
+  const [user, page] = await Promise.all([
+    api<User>(userPath(u.id)),
+    api<Page<Message>>(userPath(u.id, `/messages?limit=${MESSAGES_PAGE}`)),
+  ]);
+  if (state.open?.id !== u.id) return;
+  renderUser(user);
+  let changed = false;
+  for (const m of page.items) {
+    const known = state.messages.get(m.id);
+    if (!known || known.status !== m.status) {
+      state.messages.set(m.id, m);
+      changed = true;
+    }
+  }
+  if (changed) renderConversation();
+  else renderComposer();
+}
+
+async function send(body: { text: string } | { template: Template }): Promise<void> {
+  const u = state.open;
+  if (!u) return;
+  try {
+    const message = await api<Message>(userPath(u.id, '/messages'), { method: 'POST', body });
+    state.messages.set(message.id, message);
+    renderConversation();
+    const box = $('messages-box');
+    box.scrollTop = box.scrollHeight;
+    showError('');
+    await Promise.all([refreshOpen(), loadList(), loadWaitingCount()]);
+  } catch (error) {
+    if (error instanceof ApiError && error.code === 'OUTSIDE_WINDOW') {
+      // The server knows better (e.g. older messages not loaded): offer the template.
+      state.templateMode = true;
+      renderComposer();
+      $('window-note').hidden = false;
+    }
+    throw error;
+  }
+}
+
+async function sendText(): Promise<void> {
+  const area = $<HTMLTextAreaElement>('reply-text');
+  const text = area.value;
+  if (!text.trim()) return;
+  await send({ text });
+  area.value = '';
+  updateCount();
+}
+
+async function sendTemplate(): Promise<void> {
+  const name = $<HTMLInputElement>('tpl-name').value.trim();
+  const language = $<HTMLInputElement>('tpl-lang').value.trim();
+  const parameters = $<HTMLTextAreaElement>('tpl-params')
+    .value.split('\n')
+    .map((p) => p.trim())
+    .filter((p) => p.length > 0);
+  await send({ template: { name, language, parameters } });
+  state.templates.add(name);
+  $<HTMLTextAreaElement>('tpl-params').value = '';
+  renderComposer();
+}
+
+async function setHandoff(take: boolean): Promise<void> {
+  const u = state.open;
+  if (!u) return;
+  const user = await api<User>(userPath(u.id, '/handoff'), { method: take ? 'POST' : 'DELETE' });
+  renderUser(user);
+  await Promise.all([loadList(), loadWaitingCount()]);
+}
+
+async function exportUser(): Promise<void> {
+  const u = state.open;
+  if (!u) return;
+  const data = await api<unknown>(userPath(u.id, '/export'));
+  const blob = new Blob([JSON.stringify(data, null, 2)], { type: 'application/json' });
+  const a = el('a');
+  a.href = URL.createObjectURL(blob);
+  a.download = `user-${u.id}.json`;
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+  window.setTimeout(() => URL.revokeObjectURL(a.href), 1000);
+}
+
+async function eraseUser(): Promise<void> {
+  const u = state.open;
+  if (!u) return;
+  if (!window.confirm(`Erase ${label(u)}, all their messages and events? This cannot be undone.`)) return;
+  await api<null>(userPath(u.id), { method: 'DELETE' });
+  state.open = null;
+  state.messages = new Map();
+  $('chat').hidden = true;
+  $('chat-empty').hidden = false;
+  // Search results may show the erased user's messages.
+  $('results').replaceChildren();
+  await Promise.all([loadList(), loadWaitingCount()]);
+}
+
+function updateCount(): void {
+  $('reply-count').textContent = `${$<HTMLTextAreaElement>('reply-text').value.length} / 4096`;
+}
+
+// ---- search and stats ----
+
+async function search(q: string): Promise<void> {
+  const page = await api<Page<Message>>(`messages?limit=50&q=${encodeURIComponent(q)}`);
+  const list = $('results');
+  list.replaceChildren();
+  for (const m of page.items) {
+    const li = el('li');
+    const b = el('button');
+    b.type = 'button';
+    b.dataset['userId'] = m.userId;
+    b.appendChild(el('div', m.text, 'text'));
+    b.appendChild(el('div', `${fmt(m.createdAt)} · ${m.direction}`, 'meta'));
+    b.addEventListener('click', () => void openUser(m.userId).catch(fail));
+    li.appendChild(b);
+    list.appendChild(li);
+  }
+  if (!page.items.length) list.appendChild(el('li', 'No messages found.', 'meta'));
+}
+
+async function loadStats(): Promise<void> {
+  const s = await api<Stats>('stats');
+  const values: Record<string, number> = {
+    'users.total': s.users.total,
+    'users.optedOut': s.users.optedOut,
+    'users.active24h': s.users.active24h,
+    'messages.total': s.messages.total,
+    'messages.inbound': s.messages.inbound,
+    'messages.outbound': s.messages.outbound,
+    'messages.failed': s.messages.failed,
+    'ai.requests': s.ai.requests,
+    'ai.tokens': s.ai.tokens,
+  };
+  for (const dd of document.querySelectorAll<HTMLElement>('[data-stat]')) {
+    dd.textContent = String(values[dd.dataset['stat'] ?? ''] ?? '–');
+  }
+  $('chart').replaceChildren(dailyChart(s.daily));
+  $('models-chart').replaceChildren(modelsChart(s.ai.models ?? []));
+}
+
+// ---- start ----
+
+async function poll(): Promise<void> {
+  if (!token() || document.hidden) return;
+  await Promise.all([loadList(), loadWaitingCount(), refreshOpen()]);
+}
+
+function start(): void {
+  signedIn(true);
+  showError('');
+  Promise.all([loadList(), loadWaitingCount()]).catch(fail);
+  if (state.timer === null) state.timer = window.setInterval(() => poll().catch(fail), POLL_MS);
+}
+
+function on(id: string, event: string, handler: (ev: Event) => Promise<void> | void): void {
+  $(id).addEventListener(event, (ev) => {
+    if (event === 'submit') ev.preventDefault();
+    Promise.resolve(handler(ev)).catch(fail);
+  });
+}
+
+function init(): void {
+  on('login-form', 'submit', () => {
+    const input = $<HTMLInputElement>('token');
+    setToken(input.value.trim());
+    input.value = '';
+    start();
+  });
+  on('logout', 'click', () => {
+    clearToken();
+    signedIn(false);
+  });
+  for (const b of document.querySelectorAll<HTMLButtonElement>('#nav button[data-view]')) {
+    b.addEventListener('click', () => showView((b.dataset['view'] ?? 'inbox') as View));
+  }
+  let typing: number | undefined;
+  on('list-q', 'input', () => {
+    window.clearTimeout(typing);
+    typing = window.setTimeout(() => {
+      state.q = $<HTMLInputElement>('list-q').value.trim();
+      state.listPages = 1;
+      loadList().catch(fail);
+    }, 250);
+  });
+  on('list-search', 'submit', async () => {
+    state.q = $<HTMLInputElement>('list-q').value.trim();
+    state.listPages = 1;
+    await loadList();
+  });
+  on('filter-all', 'click', () => setFilter('all'));
+  on('filter-waiting', 'click', () => setFilter('waiting'));
+  on('more', 'click', moreList);
+  on('older', 'click', loadOlder);
+  on('take', 'click', () => setHandoff(true));
+  on('handback', 'click', () => setHandoff(false));
+  on('export', 'click', exportUser);
+  on('erase', 'click', eraseUser);
+  on('reply-form', 'submit', sendText);
+  on('reply-text', 'input', updateCount);
+  on('reply-text', 'keydown', async (ev) => {
+    const key = ev as KeyboardEvent;
+    if (key.key === 'Enter' && (key.ctrlKey || key.metaKey)) await sendText();
+  });
+  on('template-form', 'submit', sendTemplate);
+  on('use-template', 'click', () => {
+    state.templateMode = true;
+    renderComposer();
+  });
+  on('use-text', 'click', () => {
+    state.templateMode = false;
+    renderComposer();
+  });
+  on('search-form', 'submit', () => search($<HTMLInputElement>('q').value));
+  if (token()) start();
+  else signedIn(false);
+}
+
+init();
