@@ -1,4 +1,4 @@
-// Finds the database server for the tests, `npm run dev` and the operator scripts (CONTRACT.md,
+// Finds the database server for the tests, `npm run dev` and the operator scripts (docs/contract.md,
 // "Database resolution"): MONGODB_URI, else the running dev server (scripts), else a mongod through
 // mongodb-memory-server, else FerretDB v1 on SQLite built once with `go install`.
 import { spawn, type ChildProcess } from 'node:child_process';

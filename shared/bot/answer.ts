@@ -1,4 +1,4 @@
-// Decides the answer to one inbound message (CONTRACT.md, "What the bot does with each
+// Decides the answer to one inbound message (docs/contract.md, "What the bot does with each
 // notification"): commands, the polite "cannot read" answer, AI when configured, else built-in.
 import type { Services } from '../deps';
 import type { AiUsage, Message, MessageError, MessageRole, User } from '../data';

@@ -1,5 +1,5 @@
 // Retention: deletes messages older than a cutoff in batches, oldest first, and keeps the users'
-// summaries right. Running totals stay (CONTRACT.md, "Stats"); each run is recorded on the totals
+// summaries right. Running totals stay (docs/contract.md, "Stats"); each run is recorded on the totals
 // document so that a health repair knows counters can no longer be rebuilt from the documents.
 import type { Db } from 'mongodb';
 import { withRetry } from './client';
