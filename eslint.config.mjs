@@ -33,6 +33,29 @@ export default tseslint.config(
     },
   },
   {
+    // Browser scripts: their own tsconfig (DOM lib, no Node types) and browser globals.
+    files: ['web/**/*.ts'],
+    languageOptions: {
+      parserOptions: {
+        projectService: false,
+        project: ['./tsconfig.web.json'],
+        tsconfigRootDir: import.meta.dirname,
+      },
+      globals: Object.fromEntries(
+        [
+          'window',
+          'document',
+          'fetch',
+          'localStorage',
+          'sessionStorage',
+          'location',
+          'navigator',
+          'console',
+        ].map((name) => [name, 'readonly']),
+      ),
+    },
+  },
+  {
     files: ['functions/**/*.ts'],
     rules: {
       'no-restricted-imports': [
