@@ -224,6 +224,31 @@ export function simulatorDefinitions(runtime: Runtime): HttpDefinition[] {
       await webhook.arrayBuffer();
       return json(webhook.ok ? 200 : 502, { webhookStatus: webhook.status, messageId });
     }),
+    // A Graph API stand-in: with WHATSAPP_GRAPH_URL=<this server>/api/dev/graph and any
+    // WHATSAPP_ACCESS_TOKEN, replies are "sent" (they get a wamid) without leaving the machine.
+    definition(
+      'devGraphMessages',
+      'dev/graph/{version}/{phoneNumberId}/messages',
+      ['POST'],
+      async (request) => {
+        const graphError = (status: number, message: string) =>
+          json(status, { error: { message, type: 'OAuthException', code: status === 401 ? 190 : 100 } });
+        if (!/^Bearer \S+/.test(request.headers.get('authorization') ?? ''))
+          return graphError(401, 'missing access token');
+        const body = (await readBody(request)) as Record<string, unknown> | undefined;
+        if (body?.['messaging_product'] !== 'whatsapp')
+          return graphError(400, 'messaging_product must be whatsapp');
+        if (body['status'] === 'read') return json(200, { success: true });
+        const to = typeof body['to'] === 'string' ? body['to'] : null;
+        if (typeof body['type'] !== 'string' || (!to && typeof body['recipient'] !== 'string'))
+          return graphError(400, 'a message needs a type and a recipient');
+        return json(200, {
+          messaging_product: 'whatsapp',
+          ...(to ? { contacts: [{ input: to, wa_id: to }] } : {}),
+          messages: [{ id: `wamid.SIMOUT${randomBytes(18).toString('base64url')}` }],
+        });
+      },
+    ),
     definition('devChatMessages', `${SIMULATOR_ROUTE}/messages`, ['GET'], async (request) => {
       const waId = WaIdSchema.safeParse(request.query.get('waId') ?? '');
       if (!waId.success) return invalid(`waId: ${waId.error.issues[0]?.message ?? 'invalid'}`);
