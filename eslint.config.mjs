@@ -1,4 +1,4 @@
-// Type-aware lint: floating and misused promises, type-only imports, the layering of STYLE.md.
+// Type-aware lint: floating and misused promises, type-only imports, the layering of docs/architecture.md.
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 

@@ -5,10 +5,11 @@ import { randomBytes } from 'node:crypto';
 import { definitions } from '../functions/definitions';
 import { loadConfig } from '../shared/config';
 import { closeAllClients } from '../shared/data';
-import { getServices } from '../shared/deps';
+import { defaultRuntime, getServices } from '../shared/deps';
 import { resolveDatabase } from './lib/database';
 import { publishDevServer, unpublishDevServer } from './lib/dev-record';
 import { startDevServer } from './dev-server';
+import { SIMULATOR_ROUTE, simulatorDefinitions } from './dev/simulator';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -43,7 +44,10 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void shutdown('SIGINT'));
 
   await getServices(); // connect and ensure indexes before accepting requests
-  server = await startDevServer({ definitions, port: config.port });
+  server = await startDevServer({
+    definitions: [...definitions, ...simulatorDefinitions(defaultRuntime)],
+    port: config.port,
+  });
   await publishDevServer(database);
 
   if (generated.length) {
@@ -59,6 +63,7 @@ async function main(): Promise<void> {
     if (definition.kind === 'http')
       say(`  ${definition.methods.join(',').padEnd(12)} ${server.url}/api/${definition.route}`);
   }
+  say(`chat simulator (development only): ${server.url}/api/${SIMULATOR_ROUTE}`);
   say(`ready on ${server.url}`);
 }
 

@@ -1,4 +1,4 @@
-// Every setting of the app (CONTRACT.md, "Settings"), parsed once from the environment with zod.
+// Every setting of the app (docs/contract.md, "Settings"), parsed once from the environment with zod.
 // Bad or missing values fail early with one message naming each variable, never its value.
 import { z } from 'zod';
 import { AppError, ErrorCode } from './errors';

@@ -1,6 +1,6 @@
 // Turns a validated inbound message into what the bot stores and answers: its type, a short text
 // (the text, caption, chosen title or a description such as "[location] Fake Cafe") and what kind
-// of treatment it gets (CONTRACT.md, "What the bot does with each notification").
+// of treatment it gets (docs/contract.md, "What the bot does with each notification").
 import type { InboundMessage } from './schemas';
 
 /**

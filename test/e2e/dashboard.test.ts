@@ -1,12 +1,12 @@
-// The inbox dashboard in headless Chromium (Debian's /usr/bin/chromium through playwright-core)
+// The inbox dashboard in headless Chromium (found by test/helpers/browser.ts, driven by playwright-core)
 // against the management functions on the dev server's router, the real webhook and reply worker,
 // a real database and a loopback Graph stub: an operator takes a conversation, replies, hands it
 // back; templates outside the 24-hour window; the `human` command; stats; export and erase.
 import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { manageDefinitionsFor } from '../../functions/manage';
 import { openApiDefinition } from '../../functions/openapi';
 import { startDevServer, type DevServer } from '../../scripts/dev-server';
@@ -14,6 +14,7 @@ import { DEFAULT_ANSWER, HUMAN_ANSWER } from '../../shared/bot/texts';
 import { userIdFor } from '../../shared/data';
 import { DASHBOARD_CSP } from '../../shared/manage/dashboard';
 import { startTestApp, type TestApp } from '../helpers/app';
+import { launchChromium } from '../helpers/browser';
 import { PHONE_NUMBER_ID, textNotification } from '../helpers/meta';
 
 // Browser globals as the page functions below see them (the project's tsconfig has no DOM lib).
@@ -37,12 +38,7 @@ const DOCS = path.resolve(
   process.env['UPDATE_SCREENSHOTS'] === '1' ? '../../docs' : '../../test-output',
 );
 const HOUR = 3_600_000;
-
-/** Headless Chromium from the system (one place, so a shared browser lookup can replace it). */
-async function launchChromium(): Promise<Browser> {
-  const executablePath = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
-  return chromium.launch({ executablePath, args: ['--headless', '--no-sandbox', '--disable-gpu'] });
-}
+const CHROMIUM = inject('chromiumPath');
 
 let app: TestApp;
 let server: DevServer;
@@ -80,6 +76,7 @@ async function shot(name: string): Promise<void> {
 }
 
 beforeAll(async () => {
+  if (!CHROMIUM) return; // no browser here: the tests below are skipped (test/helpers/browser.ts)
   mkdirSync(OUTPUT, { recursive: true });
   app = await startTestApp({ MANAGE_API_TOKEN: TOKEN });
   const { data } = app.services;
@@ -121,7 +118,7 @@ beforeAll(async () => {
     port: 0,
     log: () => undefined,
   });
-  browser = await launchChromium();
+  browser = await launchChromium(CHROMIUM);
   page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   page.on('console', (m) => {
     if (m.type() === 'error') consoleErrors.push(m.text());
@@ -135,7 +132,7 @@ afterAll(async () => {
   await app?.close();
 });
 
-describe('inbox dashboard', () => {
+describe.skipIf(!CHROMIUM)('inbox dashboard', () => {
   it('serves the page and its module with a strict CSP and asks for a token', async () => {
     const response = await page.goto(`${server.url}/api/manage/`);
     expect(response?.status()).toBe(200);

@@ -24,8 +24,9 @@ export async function freePort(): Promise<number> {
 
 const ROOT = path.resolve(__dirname, '../..');
 
+/** Starts the dev server on `env.PORT`, else on a free port. */
 export async function startDev(env: Record<string, string>): Promise<DevProcess> {
-  const port = await freePort();
+  const port = Number(env['PORT']) || (await freePort());
   const base: Record<string, string> = {};
   for (const key of ['PATH', 'HOME', 'XDG_CACHE_HOME', 'GOPATH', 'GOCACHE', 'TMPDIR']) {
     const v = process.env[key];

@@ -1,4 +1,4 @@
-// The database resolver (CONTRACT.md, "Database resolution"): MONGODB_URI first, the running dev
+// The database resolver (docs/contract.md, "Database resolution"): MONGODB_URI first, the running dev
 // server for scripts, and the server the global setup provides for the tests.
 import { spawnSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';

@@ -1,4 +1,4 @@
-// loadConfig: defaults from CONTRACT.md "Settings"; bad or missing settings fail with one message
+// loadConfig: defaults from docs/contract.md "Settings"; bad or missing settings fail with one message
 // naming each variable and what is wrong, never its value.
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_SYSTEM_PROMPT, loadConfig, type Env } from '../../shared/config';

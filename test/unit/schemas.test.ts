@@ -1,5 +1,5 @@
 // Every fixture under test/fixtures/meta (shaped like Meta's Cloud API webhook docs) parses with the
-// webhook schemas, and normalize gives the type, text and treatment CONTRACT.md describes.
+// webhook schemas, and normalize gives the type, text and treatment docs/contract.md describes.
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
