@@ -64,6 +64,7 @@ export const EnvSchema = z
     AI_MAX_PER_MINUTE: int(1, 1000).default(10),
     MANAGE_API_TOKEN: z.preprocess(present, z.string().min(16, 'must be at least 16 characters').optional()),
     RETENTION_DAYS: int(1, 36_500).optional(),
+    HANDOFF_HOURS: int(1, 720).default(24),
     PORT: int(1, 65_535).default(7071),
   })
   .superRefine((env, ctx) => {
@@ -98,6 +99,8 @@ export interface Config {
   readonly ai: AiConfig | undefined;
   readonly manageApiToken: string | undefined;
   readonly retentionDays: number | undefined;
+  /** Hours a conversation handed to a person stays with them before the bot answers again. */
+  readonly handoffHours: number;
   readonly port: number;
 }
 
@@ -138,6 +141,7 @@ export function loadConfig(env: Env): Config {
         : undefined,
     manageApiToken: e.MANAGE_API_TOKEN,
     retentionDays: e.RETENTION_DAYS,
+    handoffHours: e.HANDOFF_HOURS,
     port: e.PORT,
   };
   return deepFreeze(config);
