@@ -3,7 +3,7 @@
 // with host.json, a package.json whose `main` is the bundle, and the dashboard's browser scripts
 // (dist/web/) when they are built. azure.yaml deploys the folder; the zip is for
 // `az functionapp deployment source config-zip` (docs/deployment.md).
-import { build, type Metafile, type Plugin } from 'esbuild';
+import { build, type BuildOptions, type Metafile, type Plugin } from 'esbuild';
 import {
   cpSync,
   existsSync,
@@ -41,40 +41,64 @@ export const EXTERNALS: readonly string[] = [
 ];
 
 /**
- * Bundled, but initialised on first use: the import yields a stand-in that loads the module when a
- * property is read or it is called. axios sets up Node's built-in fetch (undici) as it loads, a
- * cost every cold start would pay although only sending a message needs it (shared/whatsapp/graph.ts
- * is imported by the reply path for its error class). Only a default import is possible: a named
- * import of these modules fails the build.
+ * Dependencies that only one path needs, each bundled into its own file under dist/vendor/ so that
+ * a cold start neither parses nor runs them: the AI client imports @azure/identity (with MSAL)
+ * dynamically, and only for Entra ID; axios serves the Graph and AI clients, and sets up Node's
+ * built-in fetch (undici) as it loads.
+ */
+export const VENDOR_MODULES: readonly string[] = ['axios', '@azure/identity'];
+/**
+ * Vendor modules imported statically (shared/whatsapp/graph.ts is imported by the reply path for
+ * its error class): the import yields a stand-in that loads the module when a property is read or
+ * it is called. Only a default import is possible: a named import fails the build.
  */
 export const LAZY_MODULES: readonly string[] = ['axios'];
 
-const lazyModules: Plugin = {
-  name: 'lazy-modules',
+const vendorFile = (name: string): string => `vendor/${name.replace(/^@/, '').replace(/\//g, '-')}.js`;
+
+const vendorModules: Plugin = {
+  name: 'vendor-modules',
   setup(esbuild) {
-    const filter = new RegExp(
-      `^(${LAZY_MODULES.map((name) => name.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')).join('|')})$`,
+    const names = VENDOR_MODULES.map((name) => name.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&'));
+    const filter = new RegExp(`^(${names.join('|')})$`);
+    esbuild.onResolve({ filter }, (args) =>
+      LAZY_MODULES.includes(args.path) && args.namespace !== 'lazy-module'
+        ? { path: args.path, namespace: 'lazy-module' }
+        : // Relative to the bundle (dist/index.js), which require() resolves it against.
+          { path: `./${vendorFile(args.path)}`, external: true },
     );
-    esbuild.onResolve({ filter }, (args) => ({ path: args.path, namespace: 'lazy-module' }));
-    esbuild.onLoad({ filter: /.*/, namespace: 'lazy-module' }, async (args) => {
-      const real = await esbuild.resolve(args.path, { kind: 'require-call', resolveDir: ROOT });
-      if (real.errors.length > 0) return { errors: real.errors };
-      return {
-        resolveDir: ROOT,
-        loader: 'js',
-        contents: [
-          'let loaded;',
-          `const load = () => (loaded ??= require(${JSON.stringify(real.path)}));`,
-          'export default new Proxy(function lazyModule() {}, {',
-          '  get: (_, key) => load()[key],',
-          '  has: (_, key) => key in load(),',
-          '  apply: (_, self, args) => load().apply(self, args),',
-          '});',
-        ].join('\n'),
-      };
-    });
+    esbuild.onLoad({ filter: /.*/, namespace: 'lazy-module' }, (args) => ({
+      resolveDir: ROOT,
+      loader: 'js',
+      contents: [
+        'let loaded;',
+        `const load = () => (loaded ??= require(${JSON.stringify(args.path)}));`,
+        'export default new Proxy(function lazyModule() {}, {',
+        '  get: (_, key) => load()[key],',
+        '  has: (_, key) => key in load(),',
+        '  apply: (_, self, args) => load().apply(self, args),',
+        '});',
+      ].join('\n'),
+    }));
   },
 };
+
+const common = {
+  absWorkingDir: ROOT,
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  // Whitespace and syntax only: stack traces keep their function and class names.
+  minifyWhitespace: true,
+  minifySyntax: true,
+  keepNames: true,
+  legalComments: 'none',
+  external: [...EXTERNALS],
+  metafile: true as const,
+  logLevel: 'warning',
+  define: { 'process.env.NODE_ENV': '"production"' },
+} satisfies BuildOptions;
 
 export interface PackageResult {
   /** The artifact folder (azure.yaml `dist`). */
@@ -101,26 +125,26 @@ export async function buildPackage(options: PackageOptions = {}): Promise<Packag
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
 
-  const result = await build({
-    absWorkingDir: ROOT,
+  const main = await build({
+    ...common,
     entryPoints: [path.join(ROOT, 'functions', 'index.ts')],
     outfile: path.join(dir, BUNDLE),
-    bundle: true,
-    platform: 'node',
-    format: 'cjs',
-    target: 'node20',
-    // Whitespace and syntax only: stack traces keep their function and class names.
-    minifyWhitespace: true,
-    minifySyntax: true,
-    keepNames: true,
-    legalComments: 'none',
-    external: [...EXTERNALS],
-    plugins: [lazyModules],
-    metafile: true,
-    logLevel: 'warning',
-    define: { 'process.env.NODE_ENV': '"production"' },
+    plugins: [vendorModules],
   });
-  writeFileSync(path.join(dir, 'dist', 'THIRD-PARTY-NOTICES.txt'), notices(result.metafile));
+  const metafiles = [main.metafile];
+  for (const name of VENDOR_MODULES) {
+    const vendor = await build({
+      ...common,
+      stdin: {
+        contents: `module.exports = require(${JSON.stringify(name)});`,
+        resolveDir: ROOT,
+        loader: 'js',
+      },
+      outfile: path.join(dir, path.dirname(BUNDLE), vendorFile(name)),
+    });
+    metafiles.push(vendor.metafile);
+  }
+  writeFileSync(path.join(dir, 'dist', 'THIRD-PARTY-NOTICES.txt'), notices(metafiles));
 
   cpSync(path.join(ROOT, 'host.json'), path.join(dir, 'host.json'));
   const own = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
@@ -150,25 +174,27 @@ export async function buildPackage(options: PackageOptions = {}): Promise<Packag
     dirBytes: files.reduce((sum, file) => sum + statSync(path.join(dir, file)).size, 0),
     zipBytes: statSync(zip).size,
     files,
-    externalImports: externalImports(result.metafile),
+    externalImports: externalImports(metafiles),
   };
 }
 
-function externalImports(metafile: Metafile): string[] {
+/** Modules the bundles require that the artifact does not hold (built-ins and ./vendor excepted). */
+function externalImports(metafiles: readonly Metafile[]): string[] {
   const names = new Set<string>();
-  for (const output of Object.values(metafile.outputs)) {
+  for (const output of metafiles.flatMap((metafile) => Object.values(metafile.outputs))) {
     for (const imported of output.imports) {
       const bare = imported.path.replace(/^node:/, '');
-      if (imported.external && !builtinModules.includes(bare)) names.add(imported.path);
+      if (imported.external && !builtinModules.includes(bare) && !bare.startsWith('./vendor/'))
+        names.add(imported.path);
     }
   }
   return [...names].sort();
 }
 
 /** The licences of the bundled packages, which minification strips from the code. */
-function notices(metafile: Metafile): string {
+function notices(metafiles: readonly Metafile[]): string {
   const packages = new Map<string, string>();
-  for (const input of Object.keys(metafile.inputs)) {
+  for (const input of metafiles.flatMap((metafile) => Object.keys(metafile.inputs))) {
     const match = /^(.*node_modules\/((?:@[^/]+\/)?[^/]+))\//.exec(input);
     if (!match?.[1] || !match[2] || packages.has(match[2])) continue;
     packages.set(match[2], path.join(ROOT, match[1]));

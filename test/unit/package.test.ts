@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeWorkerStub } from '../../bench/cold-start';
 import { definitions } from '../../functions/definitions';
-import { BUNDLE, EXTERNALS, buildPackage, type PackageResult } from '../../scripts/package';
+import { BUNDLE, EXTERNALS, VENDOR_MODULES, buildPackage, type PackageResult } from '../../scripts/package';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
@@ -30,7 +30,7 @@ let work: string;
 let result: PackageResult;
 let app: string;
 let registrations: Registration[];
-let loaded: { undici: boolean; fromNodeModules: string[] };
+let loaded: { undici: boolean; fromNodeModules: string[]; vendor: string[] };
 
 beforeAll(async () => {
   work = mkdtempSync(path.join(os.tmpdir(), 'package-test-'));
@@ -51,7 +51,8 @@ beforeAll(async () => {
       `require('./${BUNDLE}');` +
         "const list = process.moduleLoadList.join('\\n');" +
         'process.stdout.write(JSON.stringify({ undici: /undici/.test(list),' +
-        " fromNodeModules: Object.keys(require.cache).filter((file) => file.includes('node_modules')) }));",
+        " fromNodeModules: Object.keys(require.cache).filter((file) => file.includes('node_modules'))," +
+        " vendor: Object.keys(require.cache).filter((file) => file.includes('vendor')) }));",
     ],
     { cwd: app, encoding: 'utf8', env: { PATH: process.env['PATH'] ?? '' } },
   );
@@ -91,13 +92,30 @@ describe('npm run package', () => {
     }
   });
 
-  it('loads with nothing from node_modules but the worker module, and defers axios (fetch)', () => {
+  it('loads with nothing from node_modules but the worker module, and neither axios (fetch) nor @azure/identity', () => {
+    expect(loaded.vendor).toEqual([]);
     expect(loaded.fromNodeModules).toEqual([
       path.join(app, 'node_modules', '@azure', 'functions-core', 'index.js'),
     ]);
     expect(loaded.undici).toBe(false);
     expect(result.externalImports.every((name) => EXTERNALS.includes(name))).toBe(true);
     expect(result.externalImports).toContain('@azure/functions-core');
+  });
+
+  it('ships axios and @azure/identity as separate files that load on their own', () => {
+    const run = spawnSync(
+      process.execPath,
+      [
+        '-e',
+        "const axios = require('./dist/vendor/axios.js');" +
+          "const { DefaultAzureCredential } = require('./dist/vendor/azure-identity.js');" +
+          "process.stdout.write(typeof axios.create + ' ' + typeof DefaultAzureCredential);",
+      ],
+      { cwd: app, encoding: 'utf8', env: { PATH: process.env['PATH'] ?? '' } },
+    );
+    expect(run.stderr).toBe('');
+    expect(run.stdout).toBe('function function');
+    expect(VENDOR_MODULES).toEqual(['axios', '@azure/identity']);
   });
 
   it('holds the bundle, host.json, a manifest without dependencies, and the browser scripts', () => {
