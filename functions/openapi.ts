@@ -1,9 +1,10 @@
 // GET /api/openapi.json: the OpenAPI 3 document of the management API (public, like the dashboard page).
 import type { HttpResponseInit } from '@azure/functions';
-import { openApiDocument } from '../shared/manage/openapi';
 import type { HttpDefinition } from './definition-types';
 
 export async function openApiHandler(): Promise<HttpResponseInit> {
+  // Loaded on the first request: the generator is not worth a cold start of every other function.
+  const { openApiDocument } = await import('../shared/manage/openapi');
   return { status: 200, headers: { 'Cache-Control': 'no-cache' }, jsonBody: openApiDocument() };
 }
 

@@ -84,18 +84,26 @@ param aiMaxPerMinute int = 10
 @description('Database name (MONGODB_DATABASE).')
 param databaseName string = 'whatsapp_chatbot'
 
+@description('Hours a conversation handed to a person stays with them before the bot answers again (HANDOFF_HOURS).')
+@minValue(1)
+@maxValue(720)
+param handoffHours int = 24
+
 @description('Messages older than this many days are deleted by the retention job; 0 keeps them (RETENTION_DAYS).')
 @minValue(0)
 @maxValue(36500)
 param retentionDays int = 0
 
+@description('Serverless, or Autoscale throughput on each collection. Fixed when the account is created: capacity mode cannot be changed on an existing account.')
 @allowed([
   'Serverless'
   'Autoscale'
 ])
 param cosmosCapacityMode string = 'Serverless'
 
+@description('Autoscale maximum RU/s of each collection (Autoscale only).')
 @minValue(1000)
+@maxValue(10000)
 param cosmosAutoscaleMaxThroughput int = 1000
 
 @allowed([
@@ -129,7 +137,8 @@ param cosmosActiveKey string = 'primary'
 ])
 param functionInstanceMemoryMB int = 2048
 
-@minValue(40)
+@description('Most on-demand instances per function group; Flex Consumption accepts 1 to 1000.')
+@minValue(1)
 @maxValue(1000)
 param functionMaximumInstanceCount int = 40
 
@@ -151,17 +160,12 @@ param vnetAddressPrefix string = '10.0.0.0/16'
 param appSubnetPrefix string = '10.0.0.0/24'
 param privateEndpointSubnetPrefix string = '10.0.1.0/24'
 
+@description('NAT gateway on the app subnet: an explicit outbound path and a fixed outbound IP (about USD 33 a month plus traffic; docs/deployment.md).')
+param natGateway bool = false
+
 @minValue(30)
 @maxValue(730)
 param logRetentionInDays int = 30
-
-@minValue(1)
-@maxValue(730)
-@description('Days until the secret versions written by this deployment expire (a rotation reminder; redeploying renews it).')
-param secretExpiryDays int = 365
-
-@description('Deployment time; do not set.')
-param deploymentTime string = utcNow()
 
 // --- Names -------------------------------------------------------------------------------------------
 
@@ -182,8 +186,13 @@ var names = {
   nsg: 'nsg-${resourceToken}'
 }
 var deploymentContainerName = 'app-package-${resourceToken}'
-var replyQueue = 'reply-jobs'
-var secretExpiry = dateTimeToEpoch(dateTimeAdd(deploymentTime, 'P${secretExpiryDays}D'))
+// shared/bot/jobs.ts names the same queues (test/unit/infra-drift.test.ts).
+var queueNames = [
+  'inbound'
+  'inbound-poison'
+  'reply-jobs'
+  'reply-jobs-poison'
+]
 
 // Entra ID for the AI endpoint: no key, and the Azure OpenAI account is known.
 var aiUsesEntraId = !empty(aiEndpoint) && empty(aiApiKey) && !empty(azureOpenAiResourceId)
@@ -219,10 +228,7 @@ module storage 'modules/storage.bicep' = {
     tags: allTags
     skuName: storageSku
     deploymentContainerName: deploymentContainerName
-    queueNames: [
-      replyQueue
-      '${replyQueue}-poison'
-    ]
+    queueNames: queueNames
     principalId: identity.properties.principalId
   }
 }
@@ -235,7 +241,6 @@ module keyVault 'modules/keyvault.bicep' = {
     tags: allTags
     principalId: identity.properties.principalId
     workspaceId: monitoring.outputs.workspaceId
-    secretExpiry: secretExpiry
     whatsappAccessToken: whatsappAccessToken
     whatsappAppSecret: whatsappAppSecret
     whatsappVerifyToken: whatsappVerifyToken
@@ -257,7 +262,6 @@ module cosmos 'modules/cosmos.bicep' = {
     backupPolicy: cosmosBackupPolicy
     activeKey: cosmosActiveKey
     keyVaultName: keyVault.outputs.name
-    secretExpiry: secretExpiry
   }
 }
 
@@ -271,6 +275,7 @@ module network 'modules/network.bicep' = {
     addressPrefix: vnetAddressPrefix
     appSubnetPrefix: appSubnetPrefix
     privateEndpointSubnetPrefix: privateEndpointSubnetPrefix
+    natGateway: natGateway
     privateLinks: [
       {
         name: '${names.storage}-blob'
@@ -407,7 +412,7 @@ var appSettings = [
   }
   {
     name: 'HANDOFF_HOURS'
-    value: '24'
+    value: string(handoffHours)
   }
 ]
 
@@ -446,3 +451,7 @@ output KEY_VAULT_NAME string = keyVault.outputs.name
 output COSMOS_ACCOUNT_NAME string = cosmos.outputs.name
 output STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output MONGODB_DATABASE string = databaseName
+// Empty without the NAT gateway: the address to allow-list where the bot's outbound calls arrive.
+output OUTBOUND_IP string = network.outputs.natPublicIp
+// azure.yaml's predeploy hook waits until the app identity's storage roles are a few minutes old.
+output STORAGE_ROLES_ASSIGNED_AT string = storage.outputs.rolesAssignedOn

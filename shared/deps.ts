@@ -3,9 +3,9 @@
 import { getConfig, type Config } from './config';
 import { openDataStore, type DataStore } from './data';
 import { setPseudonymKey } from './log';
-import { createAiResponder } from './bot/ai-answer';
-import type { AiResponder } from './bot/ports';
-import { createGraphClient, dryRunGraphClient, type GraphClient, type RetryPolicy } from './whatsapp/graph';
+import type { AiResponderDeps } from './bot/ai-answer';
+import { aiWindow, type AiResponder } from './bot/ports';
+import type { GraphClient, GraphOptions, RetryPolicy } from './whatsapp/graph';
 
 export interface Services {
   readonly config: Config;
@@ -30,21 +30,54 @@ export async function buildServices(config: Config, options: BuildOptions = {}):
   if (!options.data && !uri) throw new Error('MONGODB_URI is not set');
   const data = options.data ?? (await openDataStore(uri as string, config.mongodb.database));
   const graph = config.whatsapp.accessToken
-    ? createGraphClient({
+    ? lazyGraphClient({
         baseUrl: config.whatsapp.graphUrl,
         apiVersion: config.whatsapp.apiVersion,
         accessToken: config.whatsapp.accessToken,
         ...(options.graphRetry ? { retry: options.graphRetry } : {}),
       })
-    : dryRunGraphClient;
+    : (await import('./whatsapp/graph')).dryRunGraphClient;
   const now = options.now ?? (() => new Date());
   const ai =
     options.ai !== undefined
       ? options.ai
       : config.ai
-        ? createAiResponder({ config: config.ai, data, now })
+        ? lazyAiResponder({ config: config.ai, data, now })
         : null;
   return { config, data, graph, ai, now };
+}
+
+// Cold start: the Graph client (axios) and the AI client (and @azure/identity behind it) are
+// loaded on their first call, not when the host loads the entry; most invocations need neither.
+
+/** Runs `load` once; a failed load is retried on the next call. */
+function once<T>(load: () => Promise<T>): () => Promise<T> {
+  let loaded: Promise<T> | undefined;
+  return () =>
+    (loaded ??= load().catch((error: unknown) => {
+      loaded = undefined;
+      throw error;
+    }));
+}
+
+function lazyGraphClient(options: GraphOptions): GraphClient {
+  const client = once(async () => (await import('./whatsapp/graph')).createGraphClient(options));
+  return {
+    dryRun: false,
+    sendText: async (phoneNumberId, to, body) => (await client()).sendText(phoneNumberId, to, body),
+    markRead: async (phoneNumberId, messageId, typing) =>
+      (await client()).markRead(phoneNumberId, messageId, typing),
+    sendTemplate: async (phoneNumberId, to, template) =>
+      (await client()).sendTemplate(phoneNumberId, to, template),
+  };
+}
+
+function lazyAiResponder(deps: AiResponderDeps): AiResponder {
+  const responder = once(async () => (await import('./bot/ai-answer')).createAiResponder(deps));
+  return {
+    window: aiWindow(deps.config),
+    answer: async (input) => (await responder()).answer(input),
+  };
 }
 
 let services: Promise<Services> | undefined;

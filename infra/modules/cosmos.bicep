@@ -12,15 +12,16 @@ param tags object
 @description('Database name (MONGODB_DATABASE).')
 param databaseName string
 
-@description('Serverless (pay per request) or Autoscale (provisioned throughput shared by the collections).')
+@description('Serverless (pay per request) or Autoscale (provisioned autoscale throughput on each collection).')
 @allowed([
   'Serverless'
   'Autoscale'
 ])
 param capacityMode string = 'Serverless'
 
-@description('Autoscale maximum RU/s of the database when capacityMode is Autoscale.')
+@description('Autoscale maximum RU/s of each collection when capacityMode is Autoscale (unsharded collections: at most 10000).')
 @minValue(1000)
+@maxValue(10000)
 param autoscaleMaxThroughput int = 1000
 
 @allowed([
@@ -49,9 +50,6 @@ param activeKey string = 'primary'
 @description('Key Vault that receives the connection string.')
 param keyVaultName string
 
-@description('Expiry stamped on the secret version (Unix time).')
-param secretExpiry int
-
 var serverless = capacityMode == 'Serverless'
 var provisionedCapabilities = [
   {
@@ -66,6 +64,9 @@ var serverlessCapabilities = [
     name: 'EnableServerless'
   }
 ]
+// Throughput is provisioned per collection, never on the database: a database with shared
+// throughput requires a shard key on every collection, and these collections are unsharded
+// (docs/deployment.md, "Capacity mode"). test/unit/infra-drift.test.ts holds this.
 var autoscaleOptions = {
   autoscaleSettings: {
     maxThroughput: autoscaleMaxThroughput
@@ -309,7 +310,7 @@ resource database 'Microsoft.DocumentDB/databaseAccounts/mongodbDatabases@2024-1
     resource: {
       id: databaseName
     }
-    options: serverless ? {} : autoscaleOptions
+    options: {}
   }
 }
 
@@ -322,7 +323,7 @@ resource collections 'Microsoft.DocumentDB/databaseAccounts/mongodbDatabases/col
         id: collection.name
         indexes: collection.indexes
       }
-      options: {}
+      options: serverless ? {} : autoscaleOptions
     }
   }
 ]
@@ -335,12 +336,12 @@ resource mongoUriSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   parent: keyVault
   name: 'mongodb-uri'
   properties: {
+    // #checkov:skip=CKV_AZURE_41: no expiry on purpose: rotation is a redeployment, and an expired version may be refused (SecretExpired), stopping an app nobody redeployed (docs/deployment.md).
     // [0] primary, [1] secondary read-write connection string.
     value: account.listConnectionStrings().connectionStrings[activeKey == 'primary' ? 0 : 1].connectionString
     contentType: 'text/plain'
     attributes: {
       enabled: true
-      exp: secretExpiry
     }
   }
 }

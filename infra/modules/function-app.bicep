@@ -22,7 +22,8 @@ param deploymentContainerUrl string
 ])
 param instanceMemoryMB int = 2048
 
-@minValue(40)
+@description('Most on-demand instances per function group; Flex Consumption accepts 1 to 1000.')
+@minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
@@ -72,14 +73,15 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     clientCertEnabled: false
     keyVaultReferenceIdentity: identityId
     virtualNetworkSubnetId: subnetId
+    // #checkov:skip=CKV_AZURE_78: Flex Consumption rejects siteConfig.ftpsState (FTPS not supported); FTP publishing is off through the ftp basicPublishingCredentialsPolicies below.
+    // Flex Consumption rejects some siteConfig properties (ftpsState, vnetRouteAllEnabled, alwaysOn,
+    // linuxFxVersion, ...): see test/unit/infra-drift.test.ts. With VNet integration on Flex all
+    // outbound traffic goes through the virtual network.
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       remoteDebuggingEnabled: false
-      // Key Vault references and storage go through the private endpoints in the VNet.
-      vnetRouteAllEnabled: true
       appSettings: appSettings
     }
     functionAppConfig: {

@@ -1,5 +1,7 @@
 // Key Vault (RBAC, soft delete, purge protection, private endpoint only) holding the app's secrets.
-// The app reads them through Key Vault references with its user-assigned identity.
+// The app reads them through Key Vault references with its user-assigned identity. Secrets carry
+// no expiry: the deployment parameters are their source of truth and rotating one is a
+// redeployment, while an expired version may be refused (SecretExpired) and stop the app.
 
 param name string
 param location string
@@ -10,9 +12,6 @@ param principalId string
 
 @description('Log Analytics workspace for the vault audit log.')
 param workspaceId string
-
-@description('Expiry stamped on every secret version (Unix time). A rotation reminder: Key Vault still serves expired versions.')
-param secretExpiry int
 
 @secure()
 param whatsappAccessToken string
@@ -62,11 +61,11 @@ resource whatsappAccessTokenSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01
   parent: vault
   name: 'whatsapp-access-token'
   properties: {
+    // #checkov:skip=CKV_AZURE_41: no expiry on purpose: rotation is a redeployment, and an expired version may be refused (SecretExpired), stopping an app nobody redeployed (docs/deployment.md).
     value: whatsappAccessToken
     contentType: 'text/plain'
     attributes: {
       enabled: true
-      exp: secretExpiry
     }
   }
 }
@@ -75,11 +74,11 @@ resource whatsappAppSecretSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' 
   parent: vault
   name: 'whatsapp-app-secret'
   properties: {
+    // #checkov:skip=CKV_AZURE_41: no expiry on purpose: rotation is a redeployment, and an expired version may be refused (SecretExpired), stopping an app nobody redeployed (docs/deployment.md).
     value: whatsappAppSecret
     contentType: 'text/plain'
     attributes: {
       enabled: true
-      exp: secretExpiry
     }
   }
 }
@@ -88,11 +87,11 @@ resource whatsappVerifyTokenSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01
   parent: vault
   name: 'whatsapp-verify-token'
   properties: {
+    // #checkov:skip=CKV_AZURE_41: no expiry on purpose: rotation is a redeployment, and an expired version may be refused (SecretExpired), stopping an app nobody redeployed (docs/deployment.md).
     value: whatsappVerifyToken
     contentType: 'text/plain'
     attributes: {
       enabled: true
-      exp: secretExpiry
     }
   }
 }
@@ -114,12 +113,12 @@ resource optionalSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = [
     parent: vault
     name: secret.name
     properties: {
+      // #checkov:skip=CKV_AZURE_41: no expiry on purpose: rotation is a redeployment, and an expired version may be refused (SecretExpired), stopping an app nobody redeployed (docs/deployment.md).
       value: secret.value
       contentType: 'text/plain'
       attributes: {
         enabled: true
-        exp: secretExpiry
-      }
+        }
     }
   }
 ]

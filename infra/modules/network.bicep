@@ -22,6 +22,13 @@ param privateEndpointSubnetPrefix string = '10.0.1.0/24'
 @description('Private endpoints to create: name, target resource id, sub-resource (group id) and private DNS zone.')
 param privateLinks array
 
+@description('Give the app subnet a NAT gateway (explicit outbound path and a fixed outbound IP; billed per hour and per GB).')
+param natGateway bool = false
+
+@description('NAT gateway and public IP names (used when natGateway is true).')
+param natGatewayName string = 'ng-${vnetName}'
+param natPublicIpName string = 'pip-${vnetName}'
+
 var appSubnetName = 'snet-app'
 var privateEndpointSubnetName = 'snet-private-endpoints'
 
@@ -32,6 +39,36 @@ resource nsg 'Microsoft.Network/networkSecurityGroups@2024-05-01' = {
   properties: {
     // The default rules (deny inbound from the internet, allow within the VNet) are what we want.
     securityRules: []
+  }
+}
+
+resource natPublicIp 'Microsoft.Network/publicIPAddresses@2024-05-01' = if (natGateway) {
+  name: natPublicIpName
+  location: location
+  tags: tags
+  sku: {
+    name: 'Standard'
+  }
+  properties: {
+    publicIPAllocationMethod: 'Static'
+    publicIPAddressVersion: 'IPv4'
+  }
+}
+
+resource nat 'Microsoft.Network/natGateways@2024-05-01' = if (natGateway) {
+  name: natGatewayName
+  location: location
+  tags: tags
+  sku: {
+    name: 'Standard'
+  }
+  properties: {
+    idleTimeoutInMinutes: 4
+    publicIpAddresses: [
+      {
+        id: natPublicIp.id
+      }
+    ]
   }
 }
 
@@ -53,6 +90,11 @@ resource vnet 'Microsoft.Network/virtualNetworks@2024-05-01' = {
           networkSecurityGroup: {
             id: nsg.id
           }
+          // The app reaches the Graph API and the AI endpoint through this subnet: through the NAT
+          // gateway when there is one, otherwise through Azure's default outbound access, kept on
+          // explicitly because newer API versions make new subnets private by default.
+          defaultOutboundAccess: !natGateway
+          natGateway: natGateway ? { id: nat.id } : null
           // Flex Consumption VNet integration requires this delegation.
           delegations: [
             {
@@ -146,4 +188,5 @@ resource privateDnsZoneGroups 'Microsoft.Network/privateEndpoints/privateDnsZone
 ]
 
 output vnetId string = vnet.id
+output natPublicIp string = natGateway ? natPublicIp.properties.ipAddress : ''
 output appSubnetId string = '${vnet.id}/subnets/${appSubnetName}'

@@ -1,5 +1,5 @@
 // Storage for the Functions host (AzureWebJobsStorage, identity-based), the Flex Consumption
-// deployment package, and the reply queues. Reachable only through private endpoints; no keys.
+// deployment package, and the queues. Reachable only through private endpoints; no keys.
 
 param name string
 param location string
@@ -19,7 +19,7 @@ param skuName string = 'Standard_GRS'
 @description('Blob container holding the deployment package of the Flex Consumption app.')
 param deploymentContainerName string
 
-@description('Queues to create (the reply queue and its poison queue).')
+@description('Queues to create (inbound messages, reply jobs, and their poison queues).')
 param queueNames array
 
 @description('Principal id of the app identity.')
@@ -118,6 +118,9 @@ resource roleAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
 ]
 
 output id string = storage.id
+// When the app identity's data roles were granted: azure.yaml waits before the first package upload
+// until Entra ID has had time to propagate them.
+output rolesAssignedOn string = roleAssignments[0].properties.createdOn
 output name string = storage.name
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output queueEndpoint string = storage.properties.primaryEndpoints.queue

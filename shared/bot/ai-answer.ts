@@ -5,7 +5,7 @@ import type { AiConfig } from '../config';
 import type { DataStore, Message, User } from '../data';
 import { pseudonym } from '../log';
 import { AiError, createAiClient, type AiClient, type AiClientOptions, type ChatMessage } from '../ai/client';
-import type { AiResponder, Reply } from './ports';
+import { aiWindow, type AiResponder, type Reply } from './ports';
 import { AI_APOLOGY, RATE_LIMIT_NOTICE } from './texts';
 
 export interface AiResponderDeps {
@@ -141,7 +141,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
   }
 
   return {
-    window: Math.max(config.historyLimit, config.maxPerMinute) * 2 + SLACK,
+    window: aiWindow(config),
     async answer({ user, message, recent, recentIsPartial, log }) {
       const minute = await lastMinute(user, recent, recentIsPartial);
       if (minute.answers >= config.maxPerMinute) {

@@ -3,6 +3,8 @@ import { z } from 'zod';
 
 export const REPLY_QUEUE = 'reply-jobs';
 export const REPLY_POISON_QUEUE = `${REPLY_QUEUE}-poison`;
+export const INBOUND_QUEUE = 'inbound';
+export const INBOUND_POISON_QUEUE = `${INBOUND_QUEUE}-poison`;
 
 export const ReplyJobSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('message'), userId: z.string().min(1), messageId: z.string().min(1) }),

@@ -31,6 +31,13 @@ export interface AiResponder {
   }): Promise<Reply | null>;
 }
 
+/** Extra messages the reply worker reads beyond the context and the rate limit (later waiting ones, commands). */
+const WINDOW_SLACK = 20;
+
+/** How many of a user's latest messages the reply worker reads for an AI answer. */
+export const aiWindow = (ai: { historyLimit: number; maxPerMinute: number }): number =>
+  Math.max(ai.historyLimit, ai.maxPerMinute) * 2 + WINDOW_SLACK;
+
 export interface IngestPorts {
   readonly data: Pick<DataStore, 'users' | 'messages' | 'events' | 'stats'>;
   readonly now: Clock;

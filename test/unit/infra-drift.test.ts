@@ -1,10 +1,15 @@
 // infra/ and the code must agree: the Bicep creates exactly the collections and indexes of
-// shared/data/indexes.ts, and its app settings are exactly the settings shared/config.ts reads
-// (plus the Functions platform's own). The Bicep is read with tree-sitter-bicep.
+// shared/data/indexes.ts, the queues of shared/bot/jobs.ts, and its app settings are exactly the
+// settings shared/config.ts reads (plus the Functions platform's own). And every option of
+// infra/main.bicep must be deployable: no site property Flex Consumption rejects, no shared
+// database throughput over unsharded collections, no secret that expires under a running app.
+// The Bicep is read with tree-sitter-bicep.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Language, Parser, type Node } from 'web-tree-sitter';
+import { definitions } from '../../functions/definitions';
+import { INBOUND_POISON_QUEUE, INBOUND_QUEUE, REPLY_POISON_QUEUE, REPLY_QUEUE } from '../../shared/bot/jobs';
 import { SETTING_NAMES } from '../../shared/config';
 import { COLLECTIONS, INDEXES, type CollectionName } from '../../shared/data/indexes';
 
@@ -12,6 +17,8 @@ const ROOT = path.resolve(__dirname, '..', '..');
 const MAIN_BICEP = 'infra/main.bicep';
 const COSMOS_BICEP = 'infra/modules/cosmos.bicep';
 const FUNCTION_APP_BICEP = 'infra/modules/function-app.bicep';
+const KEYVAULT_BICEP = 'infra/modules/keyvault.bicep';
+const NETWORK_BICEP = 'infra/modules/network.bicep';
 
 /** Settings only `npm run dev` reads (the local server's port); never app settings in Azure. */
 const LOCAL_ONLY_SETTINGS: readonly string[] = ['PORT'];
@@ -40,7 +47,7 @@ beforeAll(async () => {
   const wasm = path.join(ROOT, 'node_modules', 'tree-sitter-bicep', 'tree-sitter-bicep.wasm');
   const parser = new Parser();
   parser.setLanguage(await Language.load(wasm));
-  for (const file of [MAIN_BICEP, COSMOS_BICEP, FUNCTION_APP_BICEP]) {
+  for (const file of [MAIN_BICEP, COSMOS_BICEP, FUNCTION_APP_BICEP, KEYVAULT_BICEP, NETWORK_BICEP]) {
     const tree = parser.parse(readFileSync(path.join(ROOT, file), 'utf8'));
     if (!tree || tree.rootNode.hasError) throw new Error(`${file} does not parse`);
     trees.set(file, tree.rootNode);
@@ -212,5 +219,239 @@ describe('infra/ app settings match shared/config.ts', () => {
     expect(main).toMatch(/^\s*appSettings: appSettings$/m);
     expect(functionApp).toMatch(/^\s*appSettings: appSettings$/m);
     expect(functionApp.match(/appSettings:/g)).toHaveLength(1);
+  });
+});
+
+describe('infra/ queues match shared/bot/jobs.ts and the function definitions', () => {
+  const queues = (): string[] =>
+    asArray(variable(MAIN_BICEP, 'queueNames'), 'queueNames').map((name) => {
+      if (typeof name !== 'string') throw new Error('queue name is not a literal');
+      return name;
+    });
+
+  it('creates the inbound and reply queues with their poison queues, and no other', () => {
+    expect([...queues()].sort()).toEqual(
+      [INBOUND_QUEUE, INBOUND_POISON_QUEUE, REPLY_QUEUE, REPLY_POISON_QUEUE].sort(),
+    );
+    expect(readFileSync(path.join(ROOT, MAIN_BICEP), 'utf8')).toMatch(/^\s*queueNames: queueNames$/m);
+  });
+
+  it('provisions every queue a function reads or writes', () => {
+    const used = definitions.flatMap((definition) =>
+      definition.kind === 'queue'
+        ? [definition.queueName]
+        : definition.kind === 'http'
+          ? (definition.queueOutputs ?? []).map((output) => output.queueName)
+          : [],
+    );
+    expect(used.filter((name) => !queues().includes(name))).toEqual([]);
+  });
+});
+
+// --- Deployable options -------------------------------------------------------------------------
+
+/** `resource <name> ... = ...`: its type and its body (inside any `for` / `if`). */
+function resource(file: string, name: string): { type: string; body: BicepObject } {
+  const declaration = trees
+    .get(file)
+    ?.namedChildren.find(
+      (node) => node.type === 'resource_declaration' && node.namedChildren[0]?.text === name,
+    );
+  if (!declaration) throw new Error(`resource ${name} not found in ${file}`);
+  return resourceShape(declaration);
+}
+
+function resourceShape(declaration: Node): { type: string; body: BicepObject } {
+  let body: Node | undefined = declaration.namedChildren.filter(significant).at(-1);
+  while (body && body.type !== 'object') body = body.namedChildren.filter(significant).at(-1);
+  if (!body) throw new Error(`resource without a body: ${declaration.text.slice(0, 60)}`);
+  return {
+    type: String(toValue(declaration.namedChildren[1] as Node)),
+    body: asObject(toValue(body), 'body'),
+  };
+}
+
+/** Every resource of a file. */
+function resources(file: string): { type: string; body: BicepObject }[] {
+  return (trees.get(file)?.namedChildren ?? [])
+    .filter((node) => node.type === 'resource_declaration')
+    .map(resourceShape);
+}
+
+/** The decorators of `param <name>`: decorator name -> its (first) argument. */
+function decorators(file: string, name: string): Record<string, BicepValue> {
+  const nodes = trees.get(file)?.namedChildren ?? [];
+  const index = nodes.findIndex(
+    (node) => node.type === 'parameter_declaration' && node.namedChildren[0]?.text === name,
+  );
+  if (index < 0) throw new Error(`param ${name} not found in ${file}`);
+  const previous = nodes[index - 1];
+  const result: Record<string, BicepValue> = {};
+  if (previous?.type !== 'decorators') return result;
+  for (const decorator of previous.namedChildren.filter(significant)) {
+    const call = decorator.namedChildren[0];
+    const argument = call?.namedChildren[1]?.namedChildren.filter(significant)[0];
+    if (call?.namedChildren[0]) result[call.namedChildren[0].text] = argument ? toValue(argument) : null;
+  }
+  return result;
+}
+
+/**
+ * Site properties and app settings Flex Consumption rejects or ignores, from Azure's "Flex
+ * Consumption plan deprecations" (learn.microsoft.com/azure/azure-functions/functions-app-settings
+ * #flex-consumption-plan-deprecations). ARM rejects the siteConfig ones: error 51021 names
+ * `Site.SiteConfig.FtpsState` as invalid for a Flex Consumption site.
+ */
+const FLEX_REJECTED_SITE_PROPERTIES: readonly string[] = [
+  'alwaysOn',
+  'containerSize',
+  'ftpsState',
+  'isReserved',
+  'IsXenon',
+  'javaVersion',
+  'linuxFxVersion',
+  'netFrameworkVersion',
+  'powerShellVersion',
+  'functionAppScaleLimit',
+  'preWarmedInstanceCount',
+  'use32BitWorkerProcess',
+  'vnetBackupRestoreEnabled',
+  'vnetContentShareEnabled',
+  'vnetImagePullEnabled',
+  'vnetRouteAllEnabled',
+  'windowsFxVersion',
+];
+const FLEX_DEPRECATED_SETTINGS: readonly string[] = [
+  'ENABLE_ORYX_BUILD',
+  'FUNCTIONS_EXTENSION_VERSION',
+  'FUNCTIONS_WORKER_RUNTIME',
+  'FUNCTIONS_WORKER_RUNTIME_VERSION',
+  'FUNCTIONS_MAX_HTTP_CONCURRENCY',
+  'FUNCTIONS_WORKER_PROCESS_COUNT',
+  'FUNCTIONS_WORKER_DYNAMIC_CONCURRENCY_ENABLED',
+  'SCM_DO_BUILD_DURING_DEPLOYMENT',
+  'WEBSITE_CONTENTAZUREFILECONNECTIONSTRING',
+  'WEBSITE_CONTENTOVERVNET',
+  'WEBSITE_CONTENTSHARE',
+  'WEBSITE_DNS_SERVER',
+  'WEBSITE_MAX_DYNAMIC_APPLICATION_SCALE_OUT',
+  'WEBSITE_NODE_DEFAULT_VERSION',
+  'WEBSITE_RUN_FROM_PACKAGE',
+  'WEBSITE_SKIP_CONTENTSHARE_VALIDATION',
+  'WEBSITE_VNET_ROUTE_ALL',
+];
+
+/** The properties of a Flex site (its `properties` and their `siteConfig`) that Flex rejects. */
+function flexViolations(site: BicepObject): string[] {
+  const lower = FLEX_REJECTED_SITE_PROPERTIES.map((name) => name.toLowerCase());
+  const properties = asObject(site['properties'], 'site.properties');
+  const siteConfig =
+    properties['siteConfig'] === undefined ? {} : asObject(properties['siteConfig'], 'siteConfig');
+  return [
+    ...Object.keys(properties).map((key) => `properties.${key}`),
+    ...Object.keys(siteConfig).map((key) => `properties.siteConfig.${key}`),
+  ].filter((key) => lower.includes(key.split('.').at(-1)?.toLowerCase() ?? ''));
+}
+
+describe('infra/ deploys on Flex Consumption', () => {
+  it('sets no site property or siteConfig property that Flex Consumption rejects', () => {
+    const site = resource(FUNCTION_APP_BICEP, 'site');
+    expect(site.type).toMatch(/^Microsoft\.Web\/sites@/);
+    expect(flexViolations(site.body)).toEqual([]);
+  });
+
+  it('would catch ftpsState or vnetRouteAllEnabled coming back', () => {
+    const site = resource(FUNCTION_APP_BICEP, 'site').body;
+    const properties = asObject(site['properties'], 'properties');
+    const siteConfig = asObject(properties['siteConfig'], 'siteConfig');
+    const broken = {
+      ...site,
+      properties: {
+        ...properties,
+        siteConfig: { ...siteConfig, ftpsState: 'Disabled', vnetRouteAllEnabled: true },
+      },
+    };
+    expect(flexViolations(broken)).toEqual([
+      'properties.siteConfig.ftpsState',
+      'properties.siteConfig.vnetRouteAllEnabled',
+    ]);
+  });
+
+  it('sets no app setting that Flex Consumption replaced (runtime, scale, content share)', () => {
+    const names = bicepAppSettings().map((setting) => setting.name.toUpperCase());
+    expect(names.filter((name) => FLEX_DEPRECATED_SETTINGS.includes(name))).toEqual([]);
+  });
+
+  it('keeps the scale and memory options within what Flex Consumption accepts', () => {
+    for (const file of [MAIN_BICEP, FUNCTION_APP_BICEP]) {
+      const name = file === MAIN_BICEP ? 'functionMaximumInstanceCount' : 'maximumInstanceCount';
+      const limits = decorators(file, name);
+      // "the lowest maximum instance count value is 1, and the highest ... is 1000" (event-driven scaling, Limit scale-out)
+      expect(limits['minValue'], `${file} ${name}`).toBe(1);
+      expect(limits['maxValue'], `${file} ${name}`).toBe(1000);
+      const memory = decorators(file, file === MAIN_BICEP ? 'functionInstanceMemoryMB' : 'instanceMemoryMB');
+      expect(memory['allowed'], file).toEqual([512, 2048, 4096]);
+    }
+  });
+});
+
+describe('infra/ Cosmos DB options deploy', () => {
+  const shardKeyed = (): boolean =>
+    asArray(variable(COSMOS_BICEP, 'mongoCollections'), 'mongoCollections').every(
+      (entry) => asObject(entry, 'collection')['shardKey'] !== undefined,
+    );
+
+  it('never puts throughput on the database unless every collection has a shard key', () => {
+    // A database with shared throughput requires a shard key on every collection.
+    const options = asObject(resource(COSMOS_BICEP, 'database').body['properties'], 'properties')['options'];
+    if (!shardKeyed()) expect(options).toEqual({});
+  });
+
+  it('provisions Autoscale throughput on each collection instead', () => {
+    const collections = asObject(resource(COSMOS_BICEP, 'collections').body['properties'], 'properties');
+    expect(collections['options']).toEqual({ expression: 'serverless ? {} : autoscaleOptions' });
+    const autoscale = asObject(variable(COSMOS_BICEP, 'autoscaleOptions'), 'autoscaleOptions');
+    expect(autoscale).toEqual({
+      autoscaleSettings: { maxThroughput: { expression: 'autoscaleMaxThroughput' } },
+    });
+    // Unsharded collections: at most 10,000 RU/s; autoscale starts at 1,000.
+    for (const [file, name] of [
+      [MAIN_BICEP, 'cosmosAutoscaleMaxThroughput'],
+      [COSMOS_BICEP, 'autoscaleMaxThroughput'],
+    ] as const) {
+      expect(decorators(file, name), name).toMatchObject({ minValue: 1000, maxValue: 10000 });
+    }
+  });
+});
+
+describe('infra/ secrets', () => {
+  it('stores every Key Vault secret without an expiry (rotation is a redeployment)', () => {
+    const secrets = [KEYVAULT_BICEP, COSMOS_BICEP].flatMap((file) =>
+      resources(file).filter((r) => r.type.startsWith('Microsoft.KeyVault/vaults/secrets@')),
+    );
+    expect(secrets.length).toBe(5);
+    for (const secret of secrets) {
+      const attributes = asObject(
+        asObject(secret.body['properties'], 'properties')['attributes'],
+        'attributes',
+      );
+      expect(attributes, String(secret.body['name'])).toEqual({ enabled: true });
+    }
+    expect(readFileSync(path.join(ROOT, MAIN_BICEP), 'utf8')).not.toMatch(/secretExpiry|utcNow\(/);
+  });
+});
+
+describe('infra/ outbound path', () => {
+  it('offers a NAT gateway on the app subnet, off by default', () => {
+    const main = readFileSync(path.join(ROOT, MAIN_BICEP), 'utf8');
+    expect(main).toMatch(/^param natGateway bool = false$/m);
+    expect(main).toMatch(/^\s*natGateway: natGateway$/m);
+    const subnet = asArray(
+      asObject(resource(NETWORK_BICEP, 'vnet').body['properties'], 'properties')['subnets'],
+      'subnets',
+    ).map((entry) => asObject(entry, 'subnet'))[0];
+    const properties = asObject(subnet?.['properties'], 'subnet.properties');
+    expect(properties['natGateway']).toEqual({ expression: 'natGateway ? { id: nat.id } : null' });
+    expect(properties['defaultOutboundAccess']).toEqual({ expression: '!natGateway' });
   });
 });
