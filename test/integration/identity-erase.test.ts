@@ -191,10 +191,11 @@ describe('bursts', () => {
       const stored = await raw.find({ _id: { $in: ids } } as Record<string, unknown>).toArray();
       expect(stored.map((m) => m['replyState'])).toEqual(ids.map(() => 'sent'));
       // The answers go out in the order the messages were sent.
-      const answers = await raw
-        .find({ relatedId: { $in: ids }, direction: 'outbound' } as Record<string, unknown>)
-        .sort({ seqAt: 1 })
-        .toArray();
+      const answers = (
+        await raw
+          .find({ relatedId: { $in: ids }, direction: 'outbound' } as Record<string, unknown>)
+          .toArray()
+      ).sort((x, y) => (x['seqAt'] as Date).getTime() - (y['seqAt'] as Date).getTime());
       expect(answers.map((a) => a['relatedId'])).toEqual(
         [...ids].sort((x, y) => ids.indexOf(x) - ids.indexOf(y)),
       );

@@ -117,7 +117,7 @@ describe('odd but authentic input', () => {
     // Placeholders carry the time of their status, so retention removes them too.
     expect(placeholders.every((p) => p['createdAt'] instanceof Date)).toBe(true);
     process.stderr.write(`odd-input: 1,000 unknown statuses in ${Date.now() - started} ms\n`);
-  }, 120_000);
+  }, 300_000);
 });
 
 // Odd values for a field: what a signed but surprising notification may carry.
