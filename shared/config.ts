@@ -64,7 +64,7 @@ export const EnvSchema = z
     AI_MAX_PER_MINUTE: int(1, 1000).default(10),
     MANAGE_API_TOKEN: z.preprocess(present, z.string().min(16, 'must be at least 16 characters').optional()),
     RETENTION_DAYS: int(1, 36_500).optional(),
-    HANDOFF_HOURS: int(1, 720).default(24),
+    HANDOFF_HOURS: z.preprocess(present, z.coerce.number().int().min(1).max(720).default(24)),
     PORT: int(1, 65_535).default(7071),
   })
   .superRefine((env, ctx) => {

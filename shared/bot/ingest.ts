@@ -136,13 +136,14 @@ export async function ingestNotification(
           : 'conversation'
         : 'notice';
     const replyState: ReplyState = normalized.treatment === 'reaction' ? 'none' : 'pending';
+    const receivedAt = ports.now();
     const result = await data.messages.recordInbound({
       id: m.id,
       userId: user.id,
       type: normalized.type,
       text: normalized.text,
       createdAt: m.at,
-      receivedAt: ports.now(),
+      receivedAt,
       phoneNumberId: m.phoneNumberId,
       role,
       replyState,
@@ -154,7 +155,7 @@ export async function ingestNotification(
       summary.messages++;
       await data.users.noteMessages(
         user.id,
-        [{ id: m.id, text: normalized.text, createdAt: m.at, direction: 'inbound' }],
+        [{ id: m.id, text: normalized.text, at: receivedAt, direction: 'inbound' }],
         changes,
       );
       // A message that waits for an answer is counted when its answer is settled (reply worker).

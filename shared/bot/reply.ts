@@ -96,7 +96,7 @@ export async function processReplyJob(ports: ReplyPorts, job: ReplyJob, log: Log
         const count = await data.users.releaseReplyLock(
           user.id,
           owner,
-          answers.map((a) => ({ id: a.id, text: a.text, createdAt: a.createdAt, direction: 'outbound' })),
+          answers.map((a) => ({ id: a.id, text: a.text, at: a.createdAt, direction: 'outbound' })),
         );
         await data.stats.apply(counters);
         locked =

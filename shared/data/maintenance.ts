@@ -177,7 +177,7 @@ export class Maintenance {
         aiModel: m.ai?.model ?? null,
       });
       const list = perUser.get(m.userId) ?? [];
-      list.push({ id: m.id, text: m.text, createdAt: m.createdAt, direction: m.direction });
+      list.push({ id: m.id, text: m.text, at: m.seqAt ?? m.createdAt, direction: m.direction });
       perUser.set(m.userId, list);
     });
     for (const [userId, list] of perUser) await this.usersRepo.noteMessages(userId, list);
@@ -246,6 +246,7 @@ export class Maintenance {
       userId: 1,
       direction: 1,
       createdAt: 1,
+      seqAt: 1,
       status: 1,
       replyState: 1,
       'ai.totalTokens': 1,
@@ -254,12 +255,13 @@ export class Maintenance {
       if (++done % 1000 === 0) onProgress?.(done);
       if (!m.userId || !m.direction || !(m.createdAt instanceof Date)) continue; // status placeholder
       const s = counts.perUser.get(m.userId);
-      if (!s) counts.perUser.set(m.userId, { count: 1, lastAt: m.createdAt, lastId: m._id });
+      const at = m.seqAt ?? m.createdAt;
+      if (!s) counts.perUser.set(m.userId, { count: 1, lastAt: at, lastId: m._id });
       else {
         s.count++;
-        const t = m.createdAt.getTime();
+        const t = at.getTime();
         if (t > s.lastAt.getTime() || (t === s.lastAt.getTime() && m._id > s.lastId)) {
-          s.lastAt = m.createdAt;
+          s.lastAt = at;
           s.lastId = m._id;
         }
       }
@@ -301,9 +303,16 @@ export class Maintenance {
       } else if (u.lastMessageId !== s.lastId) {
         // Ties on createdAt: any message at the latest time is a correct "last message".
         const last = u.lastMessageId
-          ? await this.messages.findOne({ _id: u.lastMessageId }, { projection: { createdAt: 1, userId: 1 } })
+          ? await this.messages.findOne(
+              { _id: u.lastMessageId },
+              { projection: { createdAt: 1, seqAt: 1, userId: 1 } },
+            )
           : null;
-        if (!last || last.userId !== u._id || last.createdAt?.getTime() !== s.lastAt.getTime()) {
+        if (
+          !last ||
+          last.userId !== u._id ||
+          (last.seqAt ?? last.createdAt)?.getTime() !== s.lastAt.getTime()
+        ) {
           problems.push({ userId: u._id, problem: 'lastMessageId is not the latest stored message' });
         }
       }
@@ -326,7 +335,7 @@ export class Maintenance {
           ? {
               id: last._id,
               text: last.text ?? '',
-              createdAt: s.lastAt,
+              at: s.lastAt,
               direction: last.direction ?? 'outbound',
             }
           : null;

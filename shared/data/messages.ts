@@ -241,7 +241,7 @@ export class MessagesRepository {
     if (!(await this.settleParts([record]))) return 'duplicate';
     // The summary and counter rules, as for answers (./summary, ./stats).
     await this.users.noteMessages(record.userId, [
-      { id: record.id, text: record.text, createdAt: record.createdAt, direction: 'outbound' },
+      { id: record.id, text: record.text, at: record.createdAt, direction: 'outbound' },
     ]);
     await this.stats.apply(
       new CounterDelta().message({

@@ -54,7 +54,7 @@ export class Retention {
     for (const userId of touched) {
       const [count, latest] = await Promise.all([
         this.messages.count({ userId }),
-        this.messages.find({ userId }, { sort: { userId: -1, createdAt: -1, _id: -1 }, limit: 1 }),
+        this.messages.find({ userId }, { sort: { userId: -1, seqAt: -1, _id: -1 }, limit: 1 }),
       ]);
       const last = latest[0];
       const changed = await this.usersRepo.rebuildSummary(
@@ -64,7 +64,7 @@ export class Retention {
           ? {
               id: last._id,
               text: last.text ?? '',
-              createdAt: last.createdAt,
+              at: last.seqAt ?? last.createdAt,
               direction: last.direction ?? 'outbound',
             }
           : null,

@@ -9,10 +9,15 @@ const PREVIEW_LENGTH = 120;
 export const preview = (text: string): string =>
   text.length > PREVIEW_LENGTH ? `${text.slice(0, PREVIEW_LENGTH - 1)}…` : text;
 
+/**
+ * A message as the summary sees it. `at` is its place in the conversation on our clock (`seqAt`:
+ * when we stored an inbound message, when we sent an outbound one): Meta's whole-second timestamps
+ * cannot say whether a message came before or after one of our answers.
+ */
 export interface SummaryMessage {
   readonly id: string;
   readonly text: string;
-  readonly createdAt: Date;
+  readonly at: Date;
   readonly direction: 'inbound' | 'outbound';
 }
 
@@ -41,16 +46,16 @@ export function summaryChange(messages: readonly SummaryMessage[]): SummaryChang
   let lastInbound: Date | null = null;
   let inbound = 0;
   for (const m of messages) {
-    if (m.createdAt.getTime() >= latest.createdAt.getTime()) latest = m;
+    if (m.at.getTime() >= latest.at.getTime()) latest = m;
     if (m.direction === 'inbound') {
       inbound++;
-      if (!lastInbound || m.createdAt > lastInbound) lastInbound = m.createdAt;
+      if (!lastInbound || m.at > lastInbound) lastInbound = m.at;
     }
   }
   return {
     inc: { messageCount: messages.length, ...(inbound ? { inboundCount: inbound } : {}) },
     latest: {
-      lastMessageAt: latest.createdAt,
+      lastMessageAt: latest.at,
       lastMessagePreview: preview(latest.text),
       lastMessageId: latest.id,
     },
@@ -69,7 +74,7 @@ export function rebuiltSummary(
 ): Pick<SummaryFields, 'messageCount' | 'lastMessageAt' | 'lastMessagePreview' | 'lastMessageId'> {
   return {
     messageCount: count,
-    lastMessageAt: latest && latest.createdAt > lastActivity ? latest.createdAt : lastActivity,
+    lastMessageAt: latest && latest.at > lastActivity ? latest.at : lastActivity,
     lastMessagePreview: latest ? preview(latest.text) : null,
     lastMessageId: latest?.id ?? null,
   };
