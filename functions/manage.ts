@@ -14,7 +14,7 @@ import type {
 import { AppError, ErrorCode } from '../shared/errors';
 import { getServices, type Services } from '../shared/deps';
 import { createLogger } from '../shared/log';
-import { authenticate } from '../shared/manage/auth';
+import { authenticate, clientOf, FailureLimiter } from '../shared/manage/auth';
 import { DASHBOARD_CSP, DASHBOARD_CSS, DASHBOARD_HTML, dashboardScript } from '../shared/manage/dashboard';
 import { MANAGE_ROUTES, type ManageRoute } from '../shared/manage/routes';
 import type { HttpDefinition } from './definition-types';
@@ -40,7 +40,11 @@ async function readJson(request: HttpRequest): Promise<unknown> {
 }
 
 /** Serves one path: authenticate, pick the route by method, validate and run it, answer JSON. */
-function pathHandler(services: () => Promise<Services>, routes: readonly ManageRoute[]): ManageHandler {
+function pathHandler(
+  services: () => Promise<Services>,
+  routes: readonly ManageRoute[],
+  limiter: FailureLimiter,
+): ManageHandler {
   return async (request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> => {
     const started = Date.now();
     let status = 500;
@@ -51,6 +55,8 @@ function pathHandler(services: () => Promise<Services>, routes: readonly ManageR
         data: s.data,
         bootstrapToken: s.config.manageApiToken,
         now,
+        limiter,
+        client: clientOf(request.headers.get('x-forwarded-for')),
       });
       const route = routes.find((r) => r.method === request.method.toUpperCase());
       if (!route) throw new AppError(ErrorCode.INVALID_INPUT, `method ${request.method} is not allowed here`);
@@ -112,6 +118,8 @@ export function manageApiPaths(): { fn: string; path: string; routes: ManageRout
 }
 
 export function manageDefinitionsFor(services: () => Promise<Services>): HttpDefinition[] {
+  // Failed authentications are counted per client across every management route of this app.
+  const limiter = new FailureLimiter();
   const def = (name: string, route: string, methods: HttpMethod[], handler: HttpHandler): HttpDefinition => ({
     kind: 'http',
     name,
@@ -126,7 +134,7 @@ export function manageDefinitionsFor(services: () => Promise<Services>): HttpDef
         p.fn,
         p.path,
         p.routes.map((r) => r.method),
-        pathHandler(services, p.routes),
+        pathHandler(services, p.routes, limiter),
       ),
     ),
     def('manageScript', 'manage/js/{name}', ['GET'], script),

@@ -12,6 +12,8 @@ export const ErrorCode = {
   /** The user opted out with `stop`: operators cannot message them either. */
   OPTED_OUT: 'OPTED_OUT',
   THROTTLED: 'THROTTLED',
+  /** Too many failed management authentications from one client this minute. */
+  TOO_MANY_REQUESTS: 'TOO_MANY_REQUESTS',
   UNAVAILABLE: 'UNAVAILABLE',
   UPSTREAM_FAILED: 'UPSTREAM_FAILED',
   CONFIG: 'CONFIG',
@@ -29,6 +31,7 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   OUTSIDE_WINDOW: 409,
   OPTED_OUT: 409,
   THROTTLED: 503,
+  TOO_MANY_REQUESTS: 429,
   UNAVAILABLE: 503,
   UPSTREAM_FAILED: 502,
   CONFIG: 500,

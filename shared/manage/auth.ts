@@ -37,20 +37,85 @@ export function tokenState(token: ApiToken, now: Date): 'active' | 'revoked' | '
   return 'active';
 }
 
-/** The caller of a request; 401 without a token or with an unknown one, 403 for a revoked or expired one. */
+/** Failed authentications one client may make in a minute before the API answers 429. */
+export const MAX_FAILURES_PER_MINUTE = 100;
+const MINUTE_MS = 60_000;
+/** Clients remembered at most (each instance keeps its own; a restart forgets them). */
+const MAX_CLIENTS = 10_000;
+
+/**
+ * Counts failed authentications per client (its address) in fixed one-minute windows, in this
+ * process. Tokens are 256 random bits, so guessing is hopeless anyway: the limit keeps a guesser
+ * from costing a database read per attempt.
+ */
+export class FailureLimiter {
+  private readonly windows = new Map<string, { start: number; failures: number }>();
+
+  /** Throws TOO_MANY_REQUESTS while the client is over the limit in the current minute. */
+  check(client: string, now: Date): void {
+    const w = this.windows.get(client);
+    if (w && now.getTime() - w.start < MINUTE_MS && w.failures >= MAX_FAILURES_PER_MINUTE) {
+      throw new AppError(
+        ErrorCode.TOO_MANY_REQUESTS,
+        'too many failed authentications; try again in a minute',
+      );
+    }
+  }
+
+  fail(client: string, now: Date): void {
+    const t = now.getTime();
+    const w = this.windows.get(client);
+    if (w && t - w.start < MINUTE_MS) {
+      w.failures++;
+      return;
+    }
+    if (this.windows.size >= MAX_CLIENTS) {
+      for (const [key, old] of this.windows) if (t - old.start >= MINUTE_MS) this.windows.delete(key);
+      if (this.windows.size >= MAX_CLIENTS) this.windows.clear();
+    }
+    this.windows.set(client, { start: t, failures: 1 });
+  }
+}
+
+/** The client of a request: the first address of X-Forwarded-For (set by Azure's front end). */
+export function clientOf(forwardedFor: string | null): string {
+  return forwardedFor?.split(',')[0]?.trim().replace(/:\d+$/, '') || 'direct';
+}
+
+/**
+ * The caller of a request; 401 without a token or with an unknown one, 403 for a revoked or
+ * expired one, 429 after too many failures from the same client this minute.
+ */
 export async function authenticate(
   authorization: string | null,
-  deps: { data: DataStore; bootstrapToken: string | undefined; now: Date },
+  deps: {
+    data: Pick<DataStore, 'tokens'>;
+    bootstrapToken: string | undefined;
+    now: Date;
+    limiter?: FailureLimiter;
+    client?: string;
+  },
 ): Promise<Caller> {
-  const token = bearerToken(authorization);
-  if (!token) throw new AppError(ErrorCode.UNAUTHORIZED, 'a bearer token is required');
-  if (deps.bootstrapToken && sameSecret(token, deps.bootstrapToken)) {
-    return { name: BOOTSTRAP_TOKEN_NAME, tokenId: null };
+  const client = deps.client ?? 'direct';
+  deps.limiter?.check(client, deps.now);
+  try {
+    const token = bearerToken(authorization);
+    if (!token) throw new AppError(ErrorCode.UNAUTHORIZED, 'a bearer token is required');
+    if (deps.bootstrapToken && sameSecret(token, deps.bootstrapToken)) {
+      return { name: BOOTSTRAP_TOKEN_NAME, tokenId: null };
+    }
+    const found = await deps.data.tokens.findByHash(hashToken(token));
+    if (!found) throw new AppError(ErrorCode.UNAUTHORIZED, 'unknown token');
+    const state = tokenState(found, deps.now);
+    if (state !== 'active') throw new AppError(ErrorCode.FORBIDDEN, `token ${state}`);
+    await deps.data.tokens.touch(found.id, deps.now);
+    return { name: found.name, tokenId: found.id };
+  } catch (error) {
+    if (
+      error instanceof AppError &&
+      (error.code === ErrorCode.UNAUTHORIZED || error.code === ErrorCode.FORBIDDEN)
+    )
+      deps.limiter?.fail(client, deps.now);
+    throw error;
   }
-  const found = await deps.data.tokens.findByHash(hashToken(token));
-  if (!found) throw new AppError(ErrorCode.UNAUTHORIZED, 'unknown token');
-  const state = tokenState(found, deps.now);
-  if (state !== 'active') throw new AppError(ErrorCode.FORBIDDEN, `token ${state}`);
-  await deps.data.tokens.touch(found.id, deps.now);
-  return { name: found.name, tokenId: found.id };
 }

@@ -57,6 +57,7 @@ export interface Call {
   path?: string;
   /** A JSON body (serialised), or a raw string sent as is. */
   body?: unknown;
+  headers?: Record<string, string>;
 }
 
 export async function call(
@@ -72,6 +73,7 @@ export async function call(
     headers: {
       ...(token === null ? {} : { authorization: `Bearer ${token}` }),
       ...(options.body === undefined ? {} : { 'content-type': 'application/json' }),
+      ...options.headers,
     },
     params: options.params ?? {},
     ...(options.body === undefined

@@ -1,6 +1,6 @@
 // The management API against a real database: auth rules, pagination, search, export, erase, errors.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashToken } from '../../shared/manage/auth';
+import { MAX_FAILURES_PER_MINUTE, hashToken } from '../../shared/manage/auth';
 import { createToken } from '../../shared/manage/tokens';
 import { openApiHandler } from '../../functions/openapi';
 import { BOOTSTRAP, call, manageFixture, seedUser, type ManageFixture } from '../helpers/manage-fixture';
@@ -77,6 +77,19 @@ describe('authentication', () => {
     expect(missing.status).toBe(401);
     expect(missing.body).toEqual({ error: { code: 'UNAUTHORIZED', message: expect.any(String) } });
     expect((await call(f.handlers.stats, { token: 'nope-nope-nope' })).status).toBe(401);
+  });
+
+  it(`answers 429 to a client after ${MAX_FAILURES_PER_MINUTE} failed authentications in a minute, and only to it`, async () => {
+    const guesser = { 'x-forwarded-for': '203.0.113.7:50123' };
+    for (let i = 0; i < MAX_FAILURES_PER_MINUTE; i++) {
+      expect((await call(f.handlers.stats, { token: `guess-${i}`, headers: guesser })).status).toBe(401);
+    }
+    // Even a good token: the client is over the limit for this minute.
+    const blocked = await call(f.handlers.stats, { token: BOOTSTRAP, headers: guesser });
+    expect(blocked.status).toBe(429);
+    expect(blocked.body).toMatchObject({ error: { code: 'TOO_MANY_REQUESTS' } });
+    const other = { 'x-forwarded-for': '198.51.100.1' };
+    expect((await call(f.handlers.stats, { token: BOOTSTRAP, headers: other })).status).toBe(200);
   });
 
   it('accepts MANAGE_API_TOKEN and created tokens, recording their last use', async () => {
