@@ -136,24 +136,11 @@ export class Gateway<T extends Keyed> {
   async insertMissing(docs: readonly T[]): Promise<Set<number>> {
     const all = new Set(docs.map((_, i) => i));
     if (docs.length === 0) return all;
-    try {
-      await this.bulkWrite(
-        docs.map((document) => ({ insertOne: { document } }) as AnyBulkWriteOperation<T>),
-        false,
-      );
-      return all;
-    } catch (error) {
-      const cause = error instanceof Error && error.cause ? error.cause : error;
-      if (cause instanceof MongoBulkWriteError) {
-        const errors = ([] as WriteError[]).concat(cause.writeErrors);
-        if (errors.every((e) => e.code === 11000)) {
-          for (const e of errors) all.delete(e.index);
-          return all;
-        }
-      }
-      if (isDuplicateKey(cause) && docs.length === 1) return new Set();
-      throw error;
-    }
+    const { duplicates } = await this.bulkWriteKeyed(
+      docs.map((document) => ({ insertOne: { document } }) as AnyBulkWriteOperation<T>),
+    );
+    for (const index of duplicates) all.delete(index);
+    return all;
   }
 
   async updateOne(
@@ -184,6 +171,24 @@ export class Gateway<T extends Keyed> {
       const allowed = projection && features.findAndModifyProjection ? { projection } : {};
       return this.collection.findOneAndUpdate(filter, update, { ...rest, ...allowed }) as Promise<T | null>;
     });
+  }
+
+  /**
+   * Several writes in one round trip, unordered, where a duplicate key means "already there" (a
+   * natural `_id`): returns the driver's result and the indexes of the operations that hit one.
+   * Any other write error is thrown.
+   */
+  async bulkWriteKeyed(
+    ops: readonly AnyBulkWriteOperation<T>[],
+  ): Promise<{ result: BulkWriteResult | null; duplicates: Set<number> }> {
+    try {
+      return { result: await this.bulkWrite(ops, false), duplicates: new Set() };
+    } catch (error) {
+      if (!(error instanceof MongoBulkWriteError)) throw error;
+      const errors = ([] as WriteError[]).concat(error.writeErrors);
+      if (!errors.every((e) => e.code === 11000)) throw error;
+      return { result: error.result, duplicates: new Set(errors.map((e) => e.index)) };
+    }
   }
 
   /** Several writes to this collection in one round trip. */

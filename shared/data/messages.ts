@@ -1,8 +1,7 @@
 // Messages, inbound and outbound. The `_id` is the WhatsApp message id when there is one (so a
 // redelivery cannot store a message twice), else a natural key (`out:<inbound id>:<part>`,
 // `legacy:<row>`). The reply state of an inbound message lives on it.
-import type { AnyBulkWriteOperation, BulkWriteResult, Filter, WriteError } from 'mongodb';
-import { MongoBulkWriteError } from 'mongodb';
+import type { AnyBulkWriteOperation, Filter } from 'mongodb';
 import type { Gateway } from './gateway';
 import { CounterDelta, type StatsRepository } from './stats';
 import type { UsersRepository } from './users';
@@ -165,16 +164,7 @@ export class MessagesRepository {
     error: MessageError | null;
     read: boolean;
   }): Promise<SettledReply> {
-    const ops: AnyBulkWriteOperation<MessageDoc>[] = input.parts.map((record) => ({
-      updateOne: {
-        filter: { _id: record.id, userId: { $exists: false } },
-        update: {
-          $set: outboundContent(record),
-          $setOnInsert: { status: record.status, statusRank: STATUS_RANK[record.status] },
-        },
-        upsert: true,
-      },
-    }));
+    const ops = input.parts.map(storeOutbound);
     ops.push({
       updateOne: {
         filter: { _id: input.inbound.id, replyState: { $in: WAITING } },
@@ -188,18 +178,8 @@ export class MessagesRepository {
         },
       },
     });
-    let result: BulkWriteResult;
-    const duplicates = new Set<number>();
-    try {
-      result = await this.bulk(ops);
-    } catch (error) {
-      if (!(error instanceof MongoBulkWriteError)) throw error;
-      const errors: WriteError[] = ([] as WriteError[]).concat(error.writeErrors);
-      if (!errors.every((e) => e.code === 11000)) throw error;
-      for (const e of errors) duplicates.add(e.index);
-      result = error.result;
-    }
-    const upserted = new Set(Object.keys(result.upsertedIds).map(Number));
+    const { result, duplicates } = await this.messages.bulkWriteKeyed(ops);
+    const upserted = new Set(Object.keys(result?.upsertedIds ?? {}).map(Number));
     const stored: OutboundRecord[] = [];
     let failedBefore = 0;
     for (const [index, record] of input.parts.entries()) {
@@ -212,12 +192,9 @@ export class MessagesRepository {
       }
     }
     const inboundOp = input.parts.length;
-    const settled = !duplicates.has(inboundOp) && result.modifiedCount - (stored.length - upserted.size) > 0;
+    const settled =
+      !duplicates.has(inboundOp) && (result?.modifiedCount ?? 0) - (stored.length - upserted.size) > 0;
     return { stored, failedBefore, settled };
-  }
-
-  private bulk(ops: AnyBulkWriteOperation<MessageDoc>[]): Promise<BulkWriteResult> {
-    return this.messages.bulkWrite(ops, false);
   }
 
   /** Marks an inbound message's reply settled without an answer (poison queue: `failed`). */
@@ -256,24 +233,8 @@ export class MessagesRepository {
   }
 
   private async settleParts(records: OutboundRecord[]): Promise<boolean> {
-    try {
-      await this.messages.bulkWrite(
-        records.map((record) => ({
-          updateOne: {
-            filter: { _id: record.id, userId: { $exists: false } },
-            update: {
-              $set: outboundContent(record),
-              $setOnInsert: { status: record.status, statusRank: STATUS_RANK[record.status] },
-            },
-            upsert: true,
-          },
-        })),
-      );
-      return true;
-    } catch (error) {
-      if (error instanceof MongoBulkWriteError || isDuplicate(error)) return false;
-      throw error;
-    }
+    const { duplicates } = await this.messages.bulkWriteKeyed(records.map(storeOutbound));
+    return duplicates.size === 0;
   }
 
   /**
@@ -319,17 +280,10 @@ export class MessagesRepository {
         upsert: true,
       },
     }));
-    try {
-      await this.messages.bulkWrite(ops, false);
-      counts.applied += plain.length;
-    } catch (error) {
-      if (!(error instanceof MongoBulkWriteError)) throw error;
-      const errors: WriteError[] = ([] as WriteError[]).concat(error.writeErrors);
-      // A duplicate key: the message exists and is not behind that status (stale).
-      if (!errors.every((e) => e.code === 11000)) throw error;
-      counts.stale += errors.length;
-      counts.applied += plain.length - errors.length;
-    }
+    // A duplicate key: the message exists and is not behind that status (stale).
+    const { duplicates } = await this.messages.bulkWriteKeyed(ops);
+    counts.stale += duplicates.size;
+    counts.applied += plain.length - duplicates.size;
     return counts;
   }
 
@@ -368,6 +322,18 @@ export class MessagesRepository {
     });
   }
 }
+
+/** Stores an outbound message under its id, joining a status placeholder that came first. */
+const storeOutbound = (record: OutboundRecord): AnyBulkWriteOperation<MessageDoc> => ({
+  updateOne: {
+    filter: { _id: record.id, userId: { $exists: false } },
+    update: {
+      $set: outboundContent(record),
+      $setOnInsert: { status: record.status, statusRank: STATUS_RANK[record.status] },
+    },
+    upsert: true,
+  },
+});
 
 function outboundContent(record: OutboundRecord) {
   const text = record.text.slice(0, MAX_TEXT);
