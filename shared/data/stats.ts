@@ -132,6 +132,11 @@ export function counterOps(delta: CounterDelta): AnyBulkWriteOperation<StatsDoc>
       },
     });
   }
+  for (const [model, used] of delta.models) {
+    const inc = nonZero(used);
+    if (!Object.keys(inc).length) continue;
+    ops.push({ updateOne: { filter: { _id: MODEL_PREFIX + model }, update: { $inc: inc }, upsert: true } });
+  }
   return ops;
 }
 
