@@ -127,10 +127,7 @@ export const StatsDocSchema = z.object({
   _id: z.union([
     z.literal('totals'),
     z.string().regex(/^day:\d{4}-\d{2}-\d{2}$/),
-    z
-      .string()
-      .regex(/^model:./)
-      .max(ID_MAX),
+    z.string().regex(new RegExp(`^model:.{1,${ID_MAX - 'model:'.length}}$`, 's')),
   ]),
   date: z
     .string()
