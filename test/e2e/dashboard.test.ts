@@ -13,9 +13,11 @@ import { startDevServer, type DevServer } from '../../scripts/dev-server';
 import { DEFAULT_ANSWER, HUMAN_ANSWER } from '../../shared/bot/texts';
 import { userIdFor } from '../../shared/data';
 import { DASHBOARD_CSP } from '../../shared/manage/dashboard';
+import { ExportSchema, StatsSchema, UserSchema } from '../../shared/manage/schemas';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { launchChromium } from '../helpers/browser';
 import { PHONE_NUMBER_ID, textNotification } from '../helpers/meta';
+import { parseBody } from '../helpers/shapes';
 
 // Browser globals as the page functions below see them (the project's tsconfig has no DOM lib).
 declare const document: {
@@ -166,9 +168,7 @@ describe.skipIf(!CHROMIUM)('inbox dashboard', () => {
     await page.click('#take');
     await page.waitForSelector('#chat-state.handed');
     expect(await page.locator('#handback').isVisible()).toBe(true);
-    expect(((await api(`users/${anaId}`)).body as { handoff: { by: string } | null }).handoff?.by).toBe(
-      'MANAGE_API_TOKEN',
-    );
+    expect(parseBody(UserSchema, (await api(`users/${anaId}`)).body).handoff?.by).toBe('MANAGE_API_TOKEN');
     await page.waitForSelector(`#chat-list li.waiting button[data-user-id="${anaId}"]`);
 
     app.graph.requests.length = 0;
@@ -204,7 +204,7 @@ describe.skipIf(!CHROMIUM)('inbox dashboard', () => {
   it('hands the conversation back, and the bot answers again', async () => {
     await page.click('#handback');
     await page.waitForSelector('#take:not([hidden])');
-    expect(((await api(`users/${anaId}`)).body as { handoff: unknown }).handoff).toBeNull();
+    expect(parseBody(UserSchema, (await api(`users/${anaId}`)).body).handoff).toBeNull();
     app.graph.requests.length = 0;
     await userWrites(ANA, '¿Cuánto es?', 'Ana');
     expect(sentBodies()).toEqual([
@@ -294,17 +294,12 @@ describe.skipIf(!CHROMIUM)('inbox dashboard', () => {
       () => document.querySelector('[data-stat="users.total"]')?.textContent !== '–',
     );
     expect(await page.locator('#inbox-view').isHidden()).toBe(true);
-    const stats = (await api('stats')).body as {
-      users: Record<string, number>;
-      messages: Record<string, number>;
-      ai: { requests: number; tokens: number; models: { model: string; tokens: number }[] };
-      daily: { date: string }[];
-    };
+    const stats = parseBody(StatsSchema, (await api('stats')).body);
     const shown = await page.$$eval('[data-stat]', (els) =>
       Object.fromEntries(els.map((e) => [e.getAttribute('data-stat') ?? '', Number(e.textContent)])),
     );
     expect(shown['users.total']).toBe(3);
-    expect(shown['messages.total']).toBe(stats.messages['total']);
+    expect(shown['messages.total']).toBe(stats.messages.total);
     expect(shown['ai.tokens']).toBe(42);
     const dates = await page.$$eval('#chart svg .point', (els) =>
       els.map((e) => e.getAttribute('data-date')),
@@ -338,9 +333,9 @@ describe.skipIf(!CHROMIUM)('inbox dashboard', () => {
     expect(download.suggestedFilename()).toBe(`user-${anaId}.json`);
     const file = path.join(OUTPUT, 'dashboard-export.json');
     await download.saveAs(file);
-    const exported = JSON.parse(await readFile(file, 'utf8')) as {
-      messages: { text: string; role: string }[];
-    };
+    // The file is the API's export as is.
+    const exported = parseBody(ExportSchema, JSON.parse(await readFile(file, 'utf8')));
+    expect(exported.user.id).toBe(anaId);
     expect(exported.messages.map((m) => m.text)[0]).toBe('Hola, un café por favor');
     expect(exported.messages.filter((m) => m.role === 'operator')).toHaveLength(1);
   });

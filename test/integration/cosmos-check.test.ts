@@ -9,6 +9,7 @@ import { createDataStore } from '../../shared/data';
 import { CLIENT_OPTIONS } from '../../shared/data/client';
 import { withOrigin } from '../cosmos/origin';
 import { CommandChecker, type CheckedCommand } from '../cosmos/rules';
+import { collectionOf } from '../helpers/raw';
 
 let client: MongoClient;
 let db: Db;
@@ -73,6 +74,6 @@ it('tells the app’s commands from the test’s own', async () => {
   const store = createDataStore(db);
   seen.length = 0;
   await store.users.getUser('u_nobody');
-  await db.collection('users').findOne({ _id: 'u_nobody' as never });
+  await collectionOf(db, 'users').findOne({ _id: 'u_nobody' });
   expect(seen.filter((c) => c.commandName === 'find').map((c) => c.origin)).toEqual(['app', 'test']);
 });

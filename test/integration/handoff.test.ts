@@ -13,14 +13,22 @@ import {
   observeCommands,
   userIdFor,
   watchClient,
-  type Message,
   type ObservedCommand,
 } from '../../shared/data';
 import { BOOTSTRAP_TOKEN_NAME } from '../../shared/manage/auth';
+import {
+  ChatsSchema,
+  ErrorSchema,
+  MessageSchema,
+  MessagesPageSchema,
+  UserSchema,
+  type MessageJson,
+} from '../../shared/manage/schemas';
 import { manageHandlers } from '../../functions/manage';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { call } from '../helpers/manage-fixture';
 import { PHONE_NUMBER_ID, notification, status, textNotification, value } from '../helpers/meta';
+import { parseBody } from '../helpers/shapes';
 
 const TOKEN = 'manage-token-for-handoff-tests-0123';
 const HOUR = 3_600_000;
@@ -28,23 +36,6 @@ const HOUR = 3_600_000;
 let app: TestApp;
 let h: ReturnType<typeof manageHandlers>;
 let n = 0;
-
-interface UserJson {
-  id: string;
-  handoff: { since: string; by: string; expiresAt: string } | null;
-  messageCount: number;
-}
-interface MessageJson {
-  id: string;
-  userId: string;
-  waMessageId: string | null;
-  direction: string;
-  type: string;
-  text: string;
-  status: string;
-  role: string;
-  by: string | null;
-}
 
 const newNumber = () => `3460${Date.now().toString().slice(-6)}${++n}`;
 
@@ -63,7 +54,7 @@ const api = (handler: keyof typeof h, id: string, method: string, body?: unknown
 
 async function messagesOf(id: string): Promise<MessageJson[]> {
   const r = await call(h.userMessages, { token: TOKEN, params: { id }, query: { limit: '200' } });
-  return (r.body as { items: MessageJson[] }).items;
+  return parseBody(MessagesPageSchema, r.body).items;
 }
 
 beforeAll(async () => {
@@ -89,16 +80,18 @@ describe('an operator takes over a conversation', () => {
 
     const taken = await api('userHandoff', id, 'POST');
     expect(taken.status).toBe(200);
-    const user = taken.body as UserJson;
+    const user = parseBody(UserSchema, taken.body);
     expect(user.handoff).toMatchObject({ by: BOOTSTRAP_TOKEN_NAME });
     expect(Date.parse(user.handoff!.expiresAt) - Date.parse(user.handoff!.since)).toBe(2 * HOUR);
-    expect(((await call(h.user, { token: TOKEN, params: { id } })).body as UserJson).handoff).not.toBeNull();
+    expect(
+      parseBody(UserSchema, (await call(h.user, { token: TOKEN, params: { id } })).body).handoff,
+    ).not.toBeNull();
 
     // The operator replies: it goes to Graph as text, is stored with role operator and shows at once.
     app.graph.requests.length = 0;
     const sent = await api('userMessages', id, 'POST', { text: 'Hi Lena, Ana from support here.' });
     expect(sent.status).toBe(201);
-    const message = sent.body as MessageJson;
+    const message = parseBody(MessageSchema, sent.body);
     expect(message).toMatchObject({
       userId: id,
       direction: 'outbound',
@@ -124,11 +117,14 @@ describe('an operator takes over a conversation', () => {
 
     // The user writes again: stored, marked read, counted, but no bot answer.
     app.graph.requests.length = 0;
-    const before = ((await call(h.user, { token: TOKEN, params: { id } })).body as UserJson).messageCount;
+    const before = parseBody(
+      UserSchema,
+      (await call(h.user, { token: TOKEN, params: { id } })).body,
+    ).messageCount;
     await userWrites(waId, 'gracias, espero');
     expect(app.graph.sends()).toEqual([]);
     expect(app.graph.receipts()).toHaveLength(1);
-    const after = (await call(h.user, { token: TOKEN, params: { id } })).body as UserJson;
+    const after = parseBody(UserSchema, (await call(h.user, { token: TOKEN, params: { id } })).body);
     expect(after.messageCount).toBe(before + 1);
     // (Meta's timestamps are whole seconds: find it by text, not by position.)
     const latest = (await messagesOf(id)).find((m) => m.text === 'gracias, espero');
@@ -137,7 +133,7 @@ describe('an operator takes over a conversation', () => {
     // Handed back: the bot answers the next message.
     const back = await api('userHandoff', id, 'DELETE');
     expect(back.status).toBe(200);
-    expect((back.body as UserJson).handoff).toBeNull();
+    expect(parseBody(UserSchema, back.body).handoff).toBeNull();
     await userWrites(waId, 'otra pregunta');
     expect(sentTexts()).toEqual([DEFAULT_ANSWER]);
 
@@ -168,7 +164,7 @@ describe('an operator takes over a conversation', () => {
     const services = { ...app.services, ai };
     const user = (await app.services.data.users.getUser(id))!;
     const message = (await messagesOf(id))[0]!;
-    const asMessage = (await app.services.data.messages.getMessage(message.id)) as Message;
+    const asMessage = (await app.services.data.messages.getMessage(message.id))!;
     expect((await decideAnswer(services, user, asMessage)).decision).toEqual({ kind: 'none' });
     expect(aiCalls).toBe(0);
 
@@ -184,7 +180,7 @@ describe('the human command', () => {
     const id = userIdFor({ waId, bsuid: null });
     await userWrites(waId, 'Human!');
     expect(sentTexts()).toEqual([HUMAN_ANSWER]);
-    const user = (await call(h.user, { token: TOKEN, params: { id } })).body as UserJson;
+    const user = parseBody(UserSchema, (await call(h.user, { token: TOKEN, params: { id } })).body);
     expect(user.handoff?.by).toBe('user');
 
     app.graph.requests.length = 0;
@@ -194,10 +190,10 @@ describe('the human command', () => {
 
     const waiting = await call(h.chats, { token: TOKEN, query: { state: 'waiting' } });
     expect(waiting.status).toBe(200);
-    const items = (waiting.body as { items: { user: UserJson; lastMessage: MessageJson }[] }).items;
+    const items = parseBody(ChatsSchema, waiting.body).items;
     const mine = items.find((c) => c.user.id === id);
     // (Meta's whole-second timestamps can order the last two messages either way.)
-    expect(mine?.lastMessage.userId).toBe(id);
+    expect(mine?.lastMessage?.userId).toBe(id);
     expect(items.every((c) => c.user.handoff !== null)).toBe(true);
   });
 });
@@ -228,7 +224,7 @@ describe('the waiting list', () => {
         token: TOKEN,
         query: { state: 'waiting', limit: '2', ...(cursor ? { cursor } : {}) },
       });
-      const page = r.body as { items: { user: UserJson }[]; nextCursor: string | null };
+      const page = parseBody(ChatsSchema, r.body);
       seen.push(...page.items.map((c) => c.user.id));
       cursor = page.nextCursor;
     } while (cursor);
@@ -237,7 +233,7 @@ describe('the waiting list', () => {
 
     // Expired: the user is answered by the bot again, and the handoff is gone.
     expect(
-      ((await call(h.user, { token: TOKEN, params: { id: expired } })).body as UserJson).handoff,
+      parseBody(UserSchema, (await call(h.user, { token: TOKEN, params: { id: expired } })).body).handoff,
     ).toBeNull();
     app.graph.requests.length = 0;
     await userWrites(expiredWaId, 'still there?');
@@ -246,7 +242,7 @@ describe('the waiting list', () => {
 
     // Without state the chats are the latest ones, as before.
     const latest = await call(h.chats, { token: TOKEN, query: { limit: '1' } });
-    expect((latest.body as { items: { user: UserJson }[] }).items[0]?.user.id).toBe(expired);
+    expect(parseBody(ChatsSchema, latest.body).items[0]?.user.id).toBe(expired);
     expect((await call(h.chats, { token: TOKEN, query: { state: 'open' } })).status).toBe(400);
   });
 });
@@ -275,7 +271,7 @@ describe('operator messages', () => {
     const id = await userWithOldMessage(25);
     const refused = await api('userMessages', id, 'POST', { text: 'are you still there?' });
     expect(refused.status).toBe(409);
-    expect((refused.body as { error: { code: string } }).error.code).toBe('OUTSIDE_WINDOW');
+    expect(parseBody(ErrorSchema, refused.body).error.code).toBe('OUTSIDE_WINDOW');
     expect(app.graph.sends()).toEqual([]);
     expect(await messagesOf(id)).toHaveLength(1);
 
@@ -283,8 +279,9 @@ describe('operator messages', () => {
       template: { name: 'order_update', language: 'en_US', parameters: ['Lena', '#1234'] },
     });
     expect(sent.status).toBe(201);
-    expect(sent.body).toMatchObject({ type: 'template', role: 'operator', status: 'sent' });
-    expect((sent.body as MessageJson).text).toContain('order_update');
+    const template = parseBody(MessageSchema, sent.body);
+    expect(template).toMatchObject({ type: 'template', role: 'operator', status: 'sent' });
+    expect(template.text).toContain('order_update');
     expect(app.graph.sends()[0]?.body).toMatchObject({
       type: 'template',
       template: {
@@ -327,7 +324,7 @@ describe('operator messages', () => {
     for (const [body, message] of cases) {
       const r = await api('userMessages', id, 'POST', body);
       expect(r.status, JSON.stringify(body).slice(0, 60)).toBe(400);
-      expect((r.body as { error: { code: string; message: string } }).error).toMatchObject({
+      expect(parseBody(ErrorSchema, r.body).error).toMatchObject({
         code: 'INVALID_INPUT',
         message: expect.stringMatching(message),
       });
@@ -369,7 +366,7 @@ describe('operator messages', () => {
     });
     const outside = await api('userMessages', id, 'POST', { text: 'too late' });
     expect(outside.status).toBe(409);
-    expect((outside.body as { error: { code: string } }).error.code).toBe('OUTSIDE_WINDOW');
+    expect(parseBody(ErrorSchema, outside.body).error.code).toBe('OUTSIDE_WINDOW');
   });
 
   it('refuses to message a user who opted out', async () => {
@@ -378,7 +375,7 @@ describe('operator messages', () => {
     app.graph.requests.length = 0;
     const r = await api('userMessages', userIdFor({ waId, bsuid: null }), 'POST', { text: 'hello?' });
     expect(r.status).toBe(409);
-    expect((r.body as { error: { code: string } }).error.code).toBe('OPTED_OUT');
+    expect(parseBody(ErrorSchema, r.body).error.code).toBe('OPTED_OUT');
     expect(app.graph.sends()).toEqual([]);
   });
 });

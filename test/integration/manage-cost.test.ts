@@ -3,7 +3,10 @@
 import { MongoClient, type CommandStartedEvent, type Db, type Document } from 'mongodb';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createDataStore } from '../../shared/data';
+import { MessagesPageSchema, UsersPageSchema } from '../../shared/manage/schemas';
 import { call, manageFixture, type ManageFixture } from '../helpers/manage-fixture';
+import { collectionOf } from '../helpers/raw';
+import { parseBody } from '../helpers/shapes';
 
 const MESSAGES = 100_000;
 const USERS = 2_000;
@@ -16,10 +19,6 @@ let client: MongoClient;
 let raw: Db;
 const commands: CommandStartedEvent[] = [];
 
-interface Keyed extends Document {
-  _id: string;
-}
-
 beforeAll(async () => {
   f = await manageFixture('manage_cost', (db) => {
     client = new MongoClient(db.uri, { monitorCommands: true });
@@ -28,8 +27,9 @@ beforeAll(async () => {
     return createDataStore(raw);
   });
   const base = Date.UTC(2026, 0, 1);
-  const users = raw.collection<Keyed>('users');
-  const messages = raw.collection<Keyed>('messages');
+  // Seeded in bulk, typed as the data module's documents (a drift of those fails to compile).
+  const users = collectionOf(raw, 'users');
+  const messages = collectionOf(raw, 'messages');
   const userDocs = Array.from({ length: USERS }, (_, i) => {
     const id = i === 0 ? HEAVY : `u-${String(i).padStart(5, '0')}`;
     return {
@@ -110,6 +110,8 @@ it('a users page is one bounded find backed by {lastMessageAt, _id}', async () =
   commands.length = 0;
   const r = await call(f.handlers.users, { query: { limit: String(PAGE) } });
   expect(r.status).toBe(200);
+  const page = parseBody(UsersPageSchema, r.body);
+  expect(page.items).toHaveLength(PAGE);
   const userFinds = finds('users');
   expect(userFinds).toHaveLength(1);
   expect(userFinds[0]?.command['limit']).toBe(PAGE + 1);
@@ -123,8 +125,12 @@ it('a users page is one bounded find backed by {lastMessageAt, _id}', async () =
   const firstPage = userFinds[0];
   // The next page is one bounded find too.
   commands.length = 0;
-  const next = (r.body as { nextCursor: string }).nextCursor;
-  expect((await call(f.handlers.users, { query: { limit: String(PAGE), cursor: next } })).status).toBe(200);
+  const next = page.nextCursor ?? '';
+  const second = await call(f.handlers.users, { query: { limit: String(PAGE), cursor: next } });
+  expect(second.status).toBe(200);
+  // The next page really moved on: no user of the first page again.
+  const firstIds = new Set(page.items.map((u) => u.id));
+  expect(parseBody(UsersPageSchema, second.body).items.filter((u) => firstIds.has(u.id))).toEqual([]);
   expect(finds('users')).toHaveLength(1);
   if (!(await isFerret())) expect(await examined(firstPage)).toBeLessThanOrEqual(PAGE + 1);
 }, 120_000);
@@ -133,7 +139,9 @@ it('a conversation page is one bounded find backed by {userId, createdAt, _id}',
   commands.length = 0;
   const r = await call(f.handlers.userMessages, { params: { id: HEAVY }, query: { limit: String(PAGE) } });
   expect(r.status).toBe(200);
-  expect((r.body as { items: unknown[] }).items).toHaveLength(PAGE);
+  const page = parseBody(MessagesPageSchema, r.body);
+  expect(page.items).toHaveLength(PAGE);
+  expect(page.items.every((m) => m.userId === HEAVY)).toBe(true);
   const messageFinds = finds('messages');
   expect(messageFinds).toHaveLength(1);
   expect(messageFinds[0]?.command['limit']).toBe(PAGE + 1);
@@ -145,10 +153,9 @@ it('a conversation page is one bounded find backed by {userId, createdAt, _id}',
     expect(await examined(messageFinds[0])).toBeLessThanOrEqual(PAGE + 1);
     // With a cursor (ties on createdAt) still bounded by the page size.
     commands.length = 0;
-    const next = (r.body as { nextCursor: string }).nextCursor;
     await call(f.handlers.userMessages, {
       params: { id: HEAVY },
-      query: { limit: String(PAGE), cursor: next },
+      query: { limit: String(PAGE), cursor: page.nextCursor ?? '' },
     });
     expect(await examined(finds('messages')[0])).toBeLessThanOrEqual(PAGE + 2);
   }
@@ -158,6 +165,7 @@ it('a search page is one bounded find: terms filtered by {terms}, sorted by {cre
   commands.length = 0;
   const r = await call(f.handlers.messages, { query: { q: 'message', limit: String(PAGE) } });
   expect(r.status).toBe(200);
+  expect(parseBody(MessagesPageSchema, r.body).items).toHaveLength(PAGE);
   const messageFinds = finds('messages');
   expect(messageFinds).toHaveLength(1);
   expect(messageFinds[0]?.command['limit']).toBe(PAGE + 1);

@@ -10,6 +10,7 @@ import { runToExitCode } from '../../scripts/lib/cli';
 import { main as health } from '../../scripts/health';
 import { main as retention } from '../../scripts/retention';
 import { testDatabase, type TestDatabase } from '../helpers/db';
+import { collectionOf } from '../helpers/raw';
 import { captureIo } from '../fixtures/scripts';
 
 let t: TestDatabase;
@@ -96,13 +97,12 @@ describe('npm run health', () => {
   });
 
   it('finds a broken summary and a low counter; --repair fixes them and says what changed', async () => {
-    await t.db
-      .collection('users')
-      .updateOne(
-        { _id: A as never },
-        { $set: { messageCount: 7, lastMessageId: 'wamid.a1', lastMessagePreview: 'wrong' } },
-      );
-    await t.db.collection('stats').updateOne({ _id: 'totals' as never }, { $set: { inbound: 1 } });
+    // A state the app never writes, so only a raw write makes it.
+    await collectionOf(t.db, 'users').updateOne(
+      { _id: A },
+      { $set: { messageCount: 7, lastMessageId: 'wamid.a1', lastMessagePreview: 'wrong' } },
+    );
+    await collectionOf(t.db, 'stats').updateOne({ _id: 'totals' }, { $set: { inbound: 1 } });
     const io = captureIo();
     expect(await runToExitCode(health, [], env(), io)).toBe(1);
     const report = io.stdout.join('\n');
@@ -215,12 +215,12 @@ describe('npm run retention', () => {
 
     const off = await buildServices(loadConfig(SETTINGS), { data: store });
     await retentionTimer(runtimeOf(off))(timer, context());
-    expect(await t.db.collection('messages').countDocuments({ _id: 'wamid.b3' as never })).toBe(1);
+    expect(await store.messages.getMessage('wamid.b3')).toMatchObject({ id: 'wamid.b3' });
     expect(logs.join('\n')).toMatch(/retention skipped/);
 
     const on = await buildServices(loadConfig({ ...SETTINGS, RETENTION_DAYS: '30' }), { data: store });
     await retentionTimer(runtimeOf(on))(timer, context());
-    expect(await t.db.collection('messages').countDocuments({ _id: 'wamid.b3' as never })).toBe(0);
+    expect(await store.messages.getMessage('wamid.b3')).toBeNull();
     expect(await store.users.getUser(B)).toMatchObject({ messageCount: 0 });
     expect(logs.join('\n')).toMatch(/retention done.*deleted=1/);
   });

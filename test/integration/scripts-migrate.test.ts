@@ -10,6 +10,7 @@ import { dryRunGraphClient } from '../../shared/whatsapp/graph';
 import { runToExitCode } from '../../scripts/lib/cli';
 import { main as migrate, parseLegacyDate } from '../../scripts/migrate';
 import { testDatabase, type TestDatabase } from '../helpers/db';
+import { collectionOf } from '../helpers/raw';
 import { captureIo, LEGACY_MESSAGES, LEGACY_USERS, writeLegacyDb } from '../fixtures/scripts';
 
 let t: TestDatabase;
@@ -268,14 +269,25 @@ describe('npm run migrate', () => {
 
   it('completes an interrupted run without counting twice', async () => {
     // Lose a message and its effects as if the first run stopped before writing it.
-    await t.db.collection('messages').deleteOne({ _id: 'wamid.C1' as never });
-    await t.db.collection('users').updateOne({ _id: U3 as never }, { $inc: { messageCount: -1 } });
-    await t.db.collection('stats').updateOne({ _id: 'totals' as never }, { $inc: { inbound: -1 } });
-    await t.db.collection('stats').updateOne({ _id: 'day:2024-01-03' as never }, { $inc: { inbound: -1 } });
+    // A state the app never writes, so only raw writes make it; each must hit its document.
+    const stats = collectionOf(t.db, 'stats');
+    expect((await collectionOf(t.db, 'messages').deleteOne({ _id: 'wamid.C1' })).deletedCount).toBe(1);
+    const lowered = [
+      await collectionOf(t.db, 'users').updateOne({ _id: U3 }, { $inc: { messageCount: -1 } }),
+      await stats.updateOne({ _id: 'totals' }, { $inc: { inbound: -1 } }),
+      await stats.updateOne({ _id: 'day:2024-01-03' }, { $inc: { inbound: -1 } }),
+    ];
+    expect(lowered.map((r) => r.modifiedCount)).toEqual([1, 1, 1]);
     const io = captureIo();
     expect(await runToExitCode(migrate, [legacyFile], env(), io)).toBe(0);
     expect(io.stdout.join('\n')).toMatch(/messages inserted:\s+1/);
     expect(await store.stats.totals()).toMatchObject({ inbound: 4, outbound: 3, newUsers: 4 });
+    expect((await store.stats.daily(new Date('2024-01-03T23:00:00Z'), 1))[0]).toEqual({
+      date: '2024-01-03',
+      inbound: 2,
+      outbound: 0,
+      newUsers: 1,
+    });
     expect(await store.users.getUser(U3)).toMatchObject({ messageCount: 2, lastMessageId: 'wamid.C1' });
   });
 });

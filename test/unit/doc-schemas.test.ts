@@ -41,6 +41,18 @@ describe('documents that pass', () => {
     expect(checkStoredDocument('events', event)).toBeNull();
   });
 
+  it('the counter documents: totals, a day, a model', () => {
+    expect(checkStoredDocument('stats', { _id: 'totals', inbound: 3, aiTokens: 20 })).toBeNull();
+    expect(
+      checkStoredDocument('stats', { _id: 'day:2026-03-01', date: '2026-03-01', inbound: 1 }),
+    ).toBeNull();
+    expect(
+      checkStoredDocument('stats', { _id: 'model:gpt-4o-mini', aiRequests: 2, aiTokens: 20 }),
+    ).toBeNull();
+    expect(checkStoredDocument('stats', { _id: 'model:', aiRequests: 2 })).toMatch(/^field _id: /);
+    expect(checkStoredDocument('stats', { _id: 'day:yesterday' })).toMatch(/^field _id: /);
+  });
+
   it('the optional fields of the next version, and their absence', () => {
     expect(
       checkStoredDocument('users', {
@@ -64,9 +76,9 @@ describe('documents that pass', () => {
 
 describe('documents that are refused', () => {
   it('names the field, never the value', () => {
-    expect(checkStoredDocument('users', { ...user, handoff: { since: 'yesterday', by: 'x' } })).toMatch(
-      /^field handoff\.since: /,
-    );
+    expect(
+      checkStoredDocument('users', { ...user, handoff: { since: 'yesterday', by: 'x', activeAt: at } }),
+    ).toMatch(/^field handoff\.since: /);
     expect(checkStoredDocument('users', { ...user, previousWaIds: ['1'.repeat(200)] })).toMatch(
       /^field previousWaIds\.0: Too big/,
     );

@@ -27,7 +27,6 @@ describe('parseCommand', () => {
   );
 });
 
-const codePoints = (s: string) => [...s].length;
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 const words = (s: string) => s.split(/\s+/).filter(Boolean);
 
@@ -98,25 +97,42 @@ describe('splitMessage', () => {
     const sentence = 'This is a fairly ordinary sentence that keeps going on. ';
     const text = sentence.repeat(200).trim();
     const parts = splitMessage(text);
+    expect(parts.length).toBeGreaterThan(2);
     for (const part of parts.slice(0, -1)) expect(part.endsWith('.')).toBe(true);
     expect(words(parts.join(' '))).toEqual(words(text));
+
+    const unpunctuated = 'word '.repeat(2000).trim();
+    const cut = splitMessage(unpunctuated);
+    expect(cut.length).toBeGreaterThan(1);
+    // Cut at spaces only: joined with one space, the text comes back exactly (no word cut in two).
+    expect(cut.join(' ')).toBe(unpunctuated);
   });
 
-  it('never splits a surrogate pair, even in text without any break', () => {
+  // WhatsApp's limit is counted here in UTF-16 units (`String#length`), the stricter reading: an
+  // emoji outside the BMP is two units, so a part of emoji may hold at most 2048 of them.
+  it('keeps an emoji whose pair straddles the limit whole, in the next part', () => {
     const text = 'a'.repeat(WHATSAPP_TEXT_LIMIT - 1) + '\u{1F600}'.repeat(20);
-    const parts = splitMessage(text);
-    expect(parts.length).toBe(2);
-    for (const part of parts) {
-      expect(LONE_SURROGATE.test(part)).toBe(false);
-      expect(codePoints(part)).toBeLessThanOrEqual(WHATSAPP_TEXT_LIMIT);
-    }
-    expect(parts.join('')).toBe(text);
+    expect(splitMessage(text)).toEqual(['a'.repeat(WHATSAPP_TEXT_LIMIT - 1), '\u{1F600}'.repeat(20)]);
   });
 
-  // NOTE for the lead: splitMessage measures the limit in code points, so an emoji-heavy part can be
-  // up to 8192 UTF-16 units (e.g. 5000 x U+1F600 gives a first part of .length 8192). Whether Graph's
-  // "4096 characters" counts code points or UTF-16 units is not asserted here.
-  it('never splits a surrogate pair in emoji-heavy prose', () => {
+  it.each([0, 1, 2, 3])(
+    'cuts text of emoji only (offset %i) into full parts of at most 4096 UTF-16 units',
+    (offset) => {
+      const text = 'b'.repeat(offset) + '\u{1F600}'.repeat(5000);
+      const parts = splitMessage(text);
+      expect(parts.length).toBe(3);
+      for (const part of parts) {
+        expect(part.length).toBeLessThanOrEqual(WHATSAPP_TEXT_LIMIT);
+        expect(LONE_SURROGATE.test(part)).toBe(false);
+      }
+      // Full parts: the cut falls on the limit, or one unit before it when a pair straddles it.
+      for (const part of parts.slice(0, -1))
+        expect(part.length).toBeGreaterThanOrEqual(WHATSAPP_TEXT_LIMIT - 1);
+      expect(parts.join('')).toBe(text);
+    },
+  );
+
+  it('never splits a surrogate pair in emoji-heavy prose, and counts UTF-16 units', () => {
     const text = Array.from({ length: 3000 }, (_, i) => (i % 3 === 0 ? '\u{1F44D}\u{1F3FD}' : 'ok')).join(
       ' ',
     );
@@ -124,7 +140,7 @@ describe('splitMessage', () => {
     expect(parts.length).toBeGreaterThan(1);
     for (const part of parts) {
       expect(LONE_SURROGATE.test(part)).toBe(false);
-      expect(codePoints(part)).toBeLessThanOrEqual(WHATSAPP_TEXT_LIMIT);
+      expect(part.length).toBeLessThanOrEqual(WHATSAPP_TEXT_LIMIT);
     }
     expect(words(parts.join(' '))).toEqual(words(text));
   });

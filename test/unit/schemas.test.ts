@@ -147,10 +147,16 @@ describe('InboundMessageSchema + normalize', () => {
   });
 
   it('parses every contact of the message fixtures', () => {
+    let parsed = 0;
     for (const name of Object.keys(EXPECTED)) {
-      for (const contact of valueOf(name).contacts ?? [])
-        expect(ContactSchema.safeParse(contact).success).toBe(true);
+      for (const contact of valueOf(name).contacts ?? []) {
+        expect(ContactSchema.safeParse(contact).success, name).toBe(true);
+        parsed++;
+      }
     }
+    // Each message fixture names its sender, except a system message (Meta sends no contact).
+    expect(parsed).toBe(Object.keys(EXPECTED).length - 1);
+    expect(valueOf('system').contacts).toBeUndefined();
   });
 
   it('keeps the errors of an unsupported message', () => {
@@ -177,7 +183,10 @@ describe('StatusSchema', () => {
       expect(value.statuses).toHaveLength(1);
       const status = StatusSchema.parse(value.statuses?.[0]);
       expect(status.status).toBe(name.replace('status-', ''));
-      expect(typeof status.timestamp).toBe('number');
+      // Meta sends Unix seconds as a string: parsed to that number, not just to some number.
+      const sent = (value.statuses?.[0] as { timestamp: unknown }).timestamp;
+      expect(sent).toMatch(/^\d{10}$/);
+      expect(status.timestamp).toBe(Number(sent));
     });
   }
 

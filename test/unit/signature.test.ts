@@ -94,6 +94,6 @@ describe('verifySignature', () => {
     expect(verifySignature(ESCAPED, 'sha256=' + hex + '00', SECRET)).toBe(false);
     expect(verifySignature(ESCAPED, 'sha256=' + 'z'.repeat(64), SECRET)).toBe(false);
     // A SHA-1-length (40 hex) signature must not be compared with timingSafeEqual (it would throw).
-    expect(() => verifySignature(ESCAPED, 'sha256=' + hex.slice(0, 40), SECRET)).not.toThrow();
+    expect(verifySignature(ESCAPED, 'sha256=' + hex.slice(0, 40), SECRET)).toBe(false);
   });
 });
