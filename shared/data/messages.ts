@@ -4,7 +4,7 @@
 import type { AnyBulkWriteOperation, Filter } from 'mongodb';
 import type { Gateway } from './gateway';
 import { CounterDelta, type StatsRepository } from './stats';
-import type { UsersRepository } from './users';
+import type { SummaryMessage } from './summary';
 import { prefixTerms } from './terms';
 import type {
   AiUsage,
@@ -91,6 +91,11 @@ export const toMessage = (d: MessageDoc): Message => ({
 
 const WAITING: ReplyState[] = ['pending', 'sending'];
 
+/** Where an outbound message stored on its own updates the user's summary (UsersRepository). */
+export interface SummaryWriter {
+  noteMessages(userId: string, messages: readonly SummaryMessage[]): Promise<void>;
+}
+
 /** How a reply was settled: what was newly stored, for the counters. */
 export interface SettledReply {
   /** Outbound parts stored by this call (a redelivered settle stores none). */
@@ -104,7 +109,7 @@ export interface SettledReply {
 export class MessagesRepository {
   constructor(
     private readonly messages: Gateway<MessageDoc>,
-    private readonly users: UsersRepository,
+    private readonly users: SummaryWriter,
     private readonly stats: StatsRepository,
   ) {}
 
