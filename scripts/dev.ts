@@ -1,7 +1,9 @@
 // `npm run dev`: the app on http://127.0.0.1:$PORT/api/... without Azure Functions Core Tools.
-// Uses MONGODB_URI, else the embedded database kept under .data/. With no settings at all it
-// generates development secrets and records replies as `not_sent` (dry run).
+// Uses MONGODB_URI, else the embedded database kept under .data/; AzureWebJobsStorage, else an
+// Azurite kept under .data/azurite/ for the queues. With no settings at all it generates
+// development secrets and records replies as `not_sent` (dry run).
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 import { definitions } from '../functions/definitions';
 import { loadConfig } from '../shared/config';
 import { closeAllClients } from '../shared/data';
@@ -19,7 +21,9 @@ async function main(): Promise<void> {
       generated.push(name);
     }
   }
-  const database = await resolveDatabase({ purpose: 'dev', log: say });
+  // DEV_DATA_DIR: another folder than .data/ (the crash test runs on a temporary one).
+  const dataDir = process.env['DEV_DATA_DIR']?.trim() || undefined;
+  const database = await resolveDatabase({ purpose: 'dev', log: say, ...(dataDir ? { dataDir } : {}) });
   process.env['MONGODB_URI'] = database.uri;
   const config = loadConfig(process.env);
 
@@ -33,7 +37,7 @@ async function main(): Promise<void> {
     force.unref();
     await server?.stop().catch(() => undefined);
     await closeAllClients();
-    await unpublishDevServer().catch(() => undefined);
+    await unpublishDevServer(...(dataDir ? [dataDir] : [])).catch(() => undefined);
     await database.stop().catch(() => undefined);
     say('stopped');
     process.exit(0);
@@ -42,8 +46,18 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void shutdown('SIGINT'));
 
   await getServices(); // connect and ensure indexes before accepting requests
-  server = await startDevServer({ definitions, port: config.port });
-  await publishDevServer(database);
+  const storage = process.env['AzureWebJobsStorage']?.trim();
+  server = await startDevServer({
+    definitions,
+    port: config.port,
+    say,
+    storage: storage
+      ? { connectionString: storage }
+      : { location: path.join(dataDir ?? path.resolve(__dirname, '../.data'), 'azurite') },
+    // After a crash the sweeper finishes abandoned replies at once instead of within a minute.
+    queueOptions: { runOnStart: ['sweeper'] },
+  });
+  await publishDevServer(database, ...(dataDir ? [dataDir] : []));
 
   if (generated.length) {
     say('development secrets generated for this run (development only):');

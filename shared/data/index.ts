@@ -9,12 +9,14 @@ import { StatsRepository, type StatsDoc } from './stats';
 import { UsersRepository, type UserDoc } from './users';
 import { LocksRepository, type LockDoc } from './locks';
 import { ManageQueries, TokensRepository, type TokenDoc } from './manage-queries';
+import { SpillsRepository } from './spills';
 
 export * from './types';
 // The database on the process-wide client, without creating indexes (the health script checks them).
 export { closeAllClients, observeCommands, sharedDb, watchClient, type ObservedCommand } from './client';
 export { COLLECTIONS, INDEXES, ensureIndexes, type IndexDefinition, type IndexReport } from './indexes';
 export { STATUS_RANK } from './messages';
+export { SPILL_KIND } from './spills';
 export { fold, queryTerms, words } from './terms';
 export {
   AUDIT_KIND,
@@ -32,6 +34,8 @@ export interface DataStore {
   readonly events: EventsRepository;
   readonly tokens: TokensRepository;
   readonly manage: ManageQueries;
+  /** Webhook bodies too large for one queue message. */
+  readonly spills: SpillsRepository;
   /** Round trip to the server (health check). */
   ping(): Promise<void>;
   /** Drops the whole database (tests and scripts only). */
@@ -53,6 +57,7 @@ export function createDataStore(db: Db): DataStore {
     gate,
   );
   const events = new EventsRepository(db.collection<EventDoc>(COLLECTIONS.events));
+  const spills = new SpillsRepository(db.collection<EventDoc>(COLLECTIONS.events));
   const tokens = new TokensRepository(db.collection<TokenDoc>(COLLECTIONS.tokens));
   const manage = new ManageQueries(
     db.collection<UserDoc>(COLLECTIONS.users),
@@ -67,6 +72,7 @@ export function createDataStore(db: Db): DataStore {
     events,
     tokens,
     manage,
+    spills,
     db,
     ping: async () => {
       await withRetry(() => db.command({ ping: 1 }));

@@ -146,6 +146,33 @@ export class MessagesRepository {
   }
 
   /**
+   * Inbound messages whose answer looks abandoned (for the sweeper): `pending` and stored more
+   * than `graceMs` ago, or `sending` past their lease. Looks only at messages created in the last
+   * `windowMs`, a range of the `createdAt` index, so a sweep costs what that window holds.
+   */
+  async staleReplies(
+    now: Date,
+    limit: number,
+    { graceMs = 60_000, windowMs = 6 * 60 * 60 * 1000 }: { graceMs?: number; windowMs?: number } = {},
+  ): Promise<Message[]> {
+    const docs = await withRetry(() =>
+      this.messages
+        .find({
+          createdAt: { $gte: new Date(now.getTime() - windowMs) },
+          direction: 'inbound',
+          $or: [
+            { replyState: 'pending', receivedAt: { $lt: new Date(now.getTime() - graceMs) } },
+            { replyState: 'sending', leaseUntil: { $lt: now } },
+          ],
+        })
+        .sort({ createdAt: 1 })
+        .limit(limit)
+        .toArray(),
+    );
+    return docs.map(toMessage);
+  }
+
+  /**
    * Claims the answer to an inbound message: `pending` (or `sending` whose lease expired) →
    * `sending` with a new lease. Null when it is taken, answered, or not answerable.
    */
