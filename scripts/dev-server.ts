@@ -35,6 +35,8 @@ export interface DevServer {
   readonly url: string;
   readonly port: number;
   readonly queues: QueueHost;
+  /** The storage account's connection string (Azurite's when started here). */
+  readonly storageConnectionString: string | undefined;
   /** Resolves when every trigger queue is empty and no handler runs. */
   idle(options?: { timeoutMs?: number }): Promise<void>;
   stop(): Promise<void>;
@@ -186,6 +188,11 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     url: `http://${options.host ?? '127.0.0.1'}:${port}`,
     port,
     queues: host,
+    storageConnectionString:
+      azurite?.connectionString ??
+      (options.storage && 'connectionString' in options.storage
+        ? options.storage.connectionString
+        : undefined),
     idle: (idleOptions) => host.idle(idleOptions),
     async stop() {
       server.closeAllConnections();

@@ -10,6 +10,9 @@ import { closeAllClients } from '../shared/data';
 import { getServices } from '../shared/deps';
 import { publishDevServer, resolveDatabase, unpublishDevServer } from './lib/database';
 import { startDevServer } from './dev-server';
+import { publishAzurite, unpublishAzurite } from './lib/azurite';
+
+const DEFAULT_DATA_DIR = path.resolve(__dirname, '../.data');
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -38,6 +41,7 @@ async function main(): Promise<void> {
     await server?.stop().catch(() => undefined);
     await closeAllClients();
     await unpublishDevServer(...(dataDir ? [dataDir] : [])).catch(() => undefined);
+    await unpublishAzurite(dataDir ?? DEFAULT_DATA_DIR);
     await database.stop().catch(() => undefined);
     say('stopped');
     process.exit(0);
@@ -53,11 +57,13 @@ async function main(): Promise<void> {
     say,
     storage: storage
       ? { connectionString: storage }
-      : { location: path.join(dataDir ?? path.resolve(__dirname, '../.data'), 'azurite') },
+      : { location: path.join(dataDir ?? DEFAULT_DATA_DIR, 'azurite') },
     // After a crash the sweeper finishes abandoned replies at once instead of within a minute.
     queueOptions: { runOnStart: ['sweeper'] },
   });
   await publishDevServer(database, ...(dataDir ? [dataDir] : []));
+  if (!storage && server.storageConnectionString)
+    await publishAzurite(dataDir ?? DEFAULT_DATA_DIR, { connectionString: server.storageConnectionString });
 
   if (generated.length) {
     say('development secrets generated for this run (development only):');

@@ -99,3 +99,76 @@ export async function startAzurite(options: {
     },
   };
 }
+
+// ---------------------------------------------------------------------------------------------
+// The Azurite of a running `npm run dev`, published so operator scripts use its queues.
+
+const RECORD_FILE = 'azurite.json';
+
+export async function publishAzurite(dataDir: string, azurite: { connectionString: string }): Promise<void> {
+  const file = path.join(dataDir, RECORD_FILE);
+  const temp = `${file}.${process.pid}.tmp`;
+  await fs.mkdir(dataDir, { recursive: true });
+  await fs.writeFile(
+    temp,
+    `${JSON.stringify({ connectionString: azurite.connectionString, pid: process.pid })}\n`,
+    {
+      mode: 0o600,
+    },
+  );
+  await fs.rename(temp, file);
+}
+
+export async function unpublishAzurite(dataDir: string): Promise<void> {
+  const file = path.join(dataDir, RECORD_FILE);
+  try {
+    const record = JSON.parse(await fs.readFile(file, 'utf8')) as { pid?: number };
+    if (record.pid === process.pid) await fs.rm(file, { force: true });
+  } catch {
+    // nothing published
+  }
+}
+
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/**
+ * The storage account a script should use: AzureWebJobsStorage, else the Azurite of the running
+ * `npm run dev` on this data folder, else an Azurite started on its files (stopped by `stop`).
+ */
+export async function resolveStorage(options: {
+  env: NodeJS.ProcessEnv;
+  dataDir: string;
+  log: (line: string) => void;
+}): Promise<{ connectionString: string; description: string; stop(): Promise<void> }> {
+  const configured = options.env['AzureWebJobsStorage']?.trim();
+  if (configured)
+    return { connectionString: configured, description: 'AzureWebJobsStorage', stop: async () => {} };
+  try {
+    const record = JSON.parse(await fs.readFile(path.join(options.dataDir, RECORD_FILE), 'utf8')) as {
+      connectionString?: string;
+      pid?: number;
+    };
+    if (record.connectionString && record.pid && alive(record.pid)) {
+      return {
+        connectionString: record.connectionString,
+        description: `the Azurite of the running \`npm run dev\` (pid ${record.pid})`,
+        stop: async () => {},
+      };
+    }
+  } catch {
+    // no running dev server
+  }
+  const azurite = await startAzurite({ location: path.join(options.dataDir, 'azurite'), log: options.log });
+  return {
+    connectionString: azurite.connectionString,
+    description: 'Azurite on .data/azurite',
+    stop: () => azurite.stop(),
+  };
+}
