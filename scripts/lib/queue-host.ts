@@ -10,6 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { FunctionDefinition, QueueDefinition, TimerDefinition } from '../../functions/definition-types';
+import { scrub } from '../../shared/log';
 import { nextOccurrence, parseSchedule } from './ncrontab';
 
 export type HostLog = (level: string, functionName: string, message: string) => void;
@@ -89,7 +90,8 @@ export function invocationContext(
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const errorName = (error: unknown) => (error instanceof Error ? error.name : 'error');
+const errorName = (error: unknown) =>
+  error instanceof Error ? `${error.name}: ${scrub(error.message).slice(0, 160)}` : 'error';
 
 export async function startQueueHost(options: QueueHostOptions): Promise<QueueHost> {
   const settings: QueueSettings = { ...hostQueueSettings(), ...options.settings };
