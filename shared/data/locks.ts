@@ -23,6 +23,15 @@ export class LocksRepository {
     }
   }
 
+  /** True when `key` was claimed before `time` (a claim that old was orphaned if nobody recorded it). */
+  async claimedBefore(key: string, time: Date): Promise<boolean> {
+    return (
+      (await withRetry(() =>
+        this.locks.countDocuments({ _id: key, createdAt: { $lt: time } }, { limit: 1 }),
+      )) > 0
+    );
+  }
+
   async release(key: string): Promise<void> {
     await withRetry(() => this.locks.deleteOne({ _id: key }));
   }

@@ -184,8 +184,13 @@ export class MessagesRepository {
       doc.replyState === 'pending' || (doc.replyState === 'sending' && (doc.leaseUntil ?? new Date(0)) < now);
     if (!claimable) return null;
     // Attempts are numbered; exactly one worker wins the claim of the next one.
-    const attempt = (doc.replyAttempts ?? 0) + 1;
-    if (!(await this.locks.claim(`reply:${id}:${attempt}`))) return null;
+    let attempt = (doc.replyAttempts ?? 0) + 1;
+    while (!(await this.locks.claim(`reply:${id}:${attempt}`))) {
+      // Orphaned by a crash between the claim and the update below: skip it once a lease old.
+      const stale = new Date(now.getTime() - leaseMs);
+      if (!(await this.locks.claimedBefore(`reply:${id}:${attempt}`, stale))) return null;
+      attempt++;
+    }
     const updated = await withRetry(() =>
       this.messages.findOneAndUpdate(
         { _id: id },

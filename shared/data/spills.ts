@@ -34,7 +34,13 @@ export class SpillsRepository {
       await withRetry(() =>
         this.events.replaceOne(
           { _id: chunkId(id, part) },
-          { kind: SPILL_KIND, reason: 'webhook body larger than a queue message', createdAt: new Date(), userId: null, payload },
+          {
+            kind: SPILL_KIND,
+            reason: 'webhook body larger than a queue message',
+            createdAt: new Date(),
+            userId: null,
+            payload,
+          },
           { upsert: true },
         ),
       );

@@ -207,8 +207,14 @@ export class UsersRepository {
       return true;
     }
     if (lock?.owner && lock.until > now) return false;
-    const generation = (lock?.generation ?? 0) + 1;
-    if (!(await this.locks.claim(`reply-lock:${userId}:${generation}`))) return false;
+    let generation = (lock?.generation ?? 0) + 1;
+    while (!(await this.locks.claim(`reply-lock:${userId}:${generation}`))) {
+      // A claim older than a lease that the user never recorded was orphaned by a crash between
+      // the two writes: skip it, or no worker could ever take this user's lock again.
+      const stale = new Date(now.getTime() - leaseMs);
+      if (!(await this.locks.claimedBefore(`reply-lock:${userId}:${generation}`, stale))) return false;
+      generation++;
+    }
     await withRetry(() =>
       this.users.updateOne({ _id: userId }, { $set: { replyLock: { owner, until, generation } } }),
     );

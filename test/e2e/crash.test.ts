@@ -4,7 +4,8 @@
 // once more as Meta would. Afterwards every inbound message is stored once with exactly one
 // reply; a second Graph send is allowed only for a reply the Graph API accepted before the kill
 // whose outbound record was not written yet (the documented window), and those are counted.
-// CRASH_KILL_POINTS="40,100,160" runs several kill points (acknowledgements before the kill).
+// CRASH_KILL_POINTS="acks:60,sends:40" runs several kill points: after N acknowledgements (mid
+// delivery), or after N Graph sends (everything acknowledged, replies going out).
 import { MongoClient } from 'mongodb';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LEASE_MS } from '../../shared/bot/reply';
@@ -16,10 +17,11 @@ const SECRET = 'crash-app-secret';
 const SENDERS = 20;
 const PER_SENDER = 10;
 const CONCURRENCY = 16;
-const KILL_POINTS = (process.env['CRASH_KILL_POINTS'] ?? '90')
+const KILL_POINTS = (process.env['CRASH_KILL_POINTS'] ?? 'sends:30')
   .split(',')
-  .map((p) => Number(p.trim()))
-  .filter((p) => p > 0);
+  .map((p) => /^(acks|sends):(\d+)$/.exec(p.trim()))
+  .filter((m) => m !== null)
+  .map((m) => ({ kind: m[1] as 'acks' | 'sends', count: Number(m[2]) }));
 
 interface Notification {
   id: string;
@@ -85,9 +87,9 @@ describe('crash test', () => {
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
   });
 
-  for (const killAfter of KILL_POINTS) {
+  for (const killAt of KILL_POINTS) {
     it(
-      `loses nothing and answers once when killed after ${killAfter} acknowledgements`,
+      `loses nothing and answers once when killed after ${killAt.count} ${killAt.kind === 'acks' ? 'acknowledgements' : 'Graph sends'}`,
       async () => {
         const graph: GraphStub = await startGraphStub();
         cleanups.push(() => graph.close());
@@ -106,7 +108,12 @@ describe('crash test', () => {
           rmSync(dataDir, { recursive: true, force: true });
         });
 
-        const first = await deliver(dev.url, items, killAfter);
+        const first = await deliver(dev.url, items, killAt.kind === 'acks' ? killAt.count : Infinity);
+        if (killAt.kind === 'sends') {
+          const until = Date.now() + 60_000;
+          while (graph.sends().length < killAt.count && Date.now() < until)
+            await new Promise((r) => setTimeout(r, 5));
+        }
         await dev.kill();
         const sendsAtKill = graph.sends().length;
 
