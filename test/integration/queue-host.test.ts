@@ -134,6 +134,27 @@ describe('npm run replay-poison', () => {
   });
 });
 
+describe('local Azurite', () => {
+  it('keeps messages written shortly before it is killed', async () => {
+    const location = mkdtempSync(path.join(os.tmpdir(), 'azurite-kill-'));
+    try {
+      let local = await startAzurite({ location, log: () => {} });
+      let queue = QueueServiceClient.fromConnectionString(local.connectionString).getQueueClient('inbound');
+      await queue.createIfNotExists();
+      for (let i = 0; i < 10; i++) await queue.sendMessage(String(i));
+      await new Promise((r) => setTimeout(r, 400));
+      process.kill(local.pid, 'SIGKILL');
+      await new Promise((r) => setTimeout(r, 200));
+      local = await startAzurite({ location, log: () => {} });
+      queue = QueueServiceClient.fromConnectionString(local.connectionString).getQueueClient('inbound');
+      expect((await queue.getProperties()).approximateMessagesCount).toBe(10);
+      await local.stop();
+    } finally {
+      rmSync(location, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
 describe('NCRONTAB schedules', () => {
   it('finds the next occurrence of the sweeper and retention schedules', () => {
     const at = new Date('2026-03-01T10:15:42.500Z');
