@@ -142,7 +142,8 @@ describe('local Azurite', () => {
       let queue = QueueServiceClient.fromConnectionString(local.connectionString).getQueueClient('inbound');
       await queue.createIfNotExists();
       for (let i = 0; i < 10; i++) await queue.sendMessage(String(i));
-      await new Promise((r) => setTimeout(r, 400));
+      // Well under Azurite's own 5 s between saves of its queue metadata.
+      await new Promise((r) => setTimeout(r, 1_000));
       process.kill(local.pid, 'SIGKILL');
       await new Promise((r) => setTimeout(r, 200));
       local = await startAzurite({ location, log: () => {} });
