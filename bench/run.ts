@@ -25,6 +25,8 @@ Usage: npm run bench [-- options]
   --url URL         drive a server started elsewhere (its WHATSAPP_GRAPH_URL must be
                     http://127.0.0.1:<--graph-port>, its app secret --secret); no database figures
   --graph-port N    port of the Graph stub (default: any free port)
+  --ack-only        serve the HTTP functions only (no queue or timer functions): the cost of the
+                    acknowledgement alone
   --secret S        app secret of the server given with --url
   -h, --help        this help
 
@@ -155,6 +157,7 @@ async function main(): Promise<void> {
       url: { type: 'string' },
       'graph-port': { type: 'string' },
       secret: { type: 'string' },
+      'ack-only': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -222,7 +225,7 @@ async function main(): Promise<void> {
         await data.closeAllClients();
       });
       const server = await startDevServer({
-        definitions,
+        definitions: values['ack-only'] ? definitions.filter((d) => d.kind === 'http') : definitions,
         port: 0,
         say,
         storage: { location: path.join(dir, 'azurite') },

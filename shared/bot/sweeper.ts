@@ -16,7 +16,8 @@ export async function sweepStaleReplies(services: Services, log: Logger): Promis
   });
   const jobs = new Map<string, ReplyJob>();
   for (const message of stale) {
-    if (!jobs.has(message.userId)) jobs.set(message.userId, { kind: 'message', userId: message.userId, messageId: message.id });
+    if (!jobs.has(message.userId))
+      jobs.set(message.userId, { kind: 'message', userId: message.userId, messageId: message.id });
     log.info('stale reply re-queued', {
       id: message.id,
       user: pseudonym(message.userId),
