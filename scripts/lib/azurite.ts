@@ -2,7 +2,7 @@
 // folder of our choice, a free port, no telemetry. It stands in for the Azure Storage account
 // (AzureWebJobsStorage) that the Functions host uses for queues.
 import { spawn } from 'node:child_process';
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 
 /** Azurite's well-known development account (public, documented by Microsoft; not a secret). */
@@ -31,7 +31,12 @@ export async function startAzurite(options: {
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   await fs.mkdir(options.location, { recursive: true });
   // Azurite's queue service with faster persistence for local use (see azurite-queue.js).
-  const main = path.join(__dirname, 'azurite-queue.js');
+  // From scripts/lib (tsx) or dist/scripts/lib (built, where tsc does not copy .js files).
+  const main = [
+    path.join(__dirname, 'azurite-queue.js'),
+    path.resolve(__dirname, '../../../scripts/lib/azurite-queue.js'),
+  ].find((file) => existsSync(file));
+  if (!main) throw new Error('scripts/lib/azurite-queue.js is missing');
   // Port 0: the system picks a free one, so parallel runs never collide; Azurite prints it.
   const child = spawn(
     process.execPath,
