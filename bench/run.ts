@@ -267,6 +267,13 @@ async function main(): Promise<void> {
     say(
       `bench: ${acks.length} acknowledged in ${round(postSeconds)} s (${failedPosts} not), waiting for replies`,
     );
+    if (values['ack-only']) {
+      process.stdout.write(
+        `ack only: p50 ${round(pct(acks, 50))} / p95 ${round(pct(acks, 95))} / p99 ${round(pct(acks, 99))} ms, ` +
+          `${acks.length}/${messages} acknowledged in ${round(postSeconds)} s\n`,
+      );
+      return;
+    }
     const deadline = Date.now() + 600_000;
     while (graph.sends.length < messages && Date.now() < deadline) await sleep(20);
     const repliesDone = performance.now();
