@@ -73,9 +73,23 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   let azurite: Azurite | undefined;
   let queues = options.queues;
   if (!queues) {
-    if (!options.storage) throw new Error('startDevServer needs queues or storage');
-    const storage = options.storage;
-    if ('connectionString' in storage) {
+    if (!options.storage) {
+      // HTTP functions only (the dashboard test): no storage account is needed.
+      const needsQueues = options.definitions.some(
+        (d) => d.kind !== 'http' || (d.queueOutputs?.length ?? 0) > 0,
+      );
+      if (needsQueues) throw new Error('startDevServer needs queues or storage for these definitions');
+    }
+    const storage = options.storage ?? { none: true as const };
+    if ('none' in storage) {
+      queues = {
+        send: async (queueName) => {
+          throw new Error(`no storage account: cannot write to ${queueName}`);
+        },
+        idle: async () => undefined,
+        stop: async () => undefined,
+      };
+    } else if ('connectionString' in storage) {
       queues = await startQueueHost({
         ...options.queueOptions,
         definitions: options.definitions,
