@@ -19,6 +19,8 @@ export interface QueueDefinition {
   name: string;
   queueName: string;
   handler: (item: unknown, context: InvocationContext) => Promise<void>;
+  /** Queue outputs the handler may set through context.extraOutputs. */
+  queueOutputs?: StorageQueueOutput[];
 }
 
 export interface TimerDefinition {
@@ -26,6 +28,8 @@ export interface TimerDefinition {
   name: string;
   schedule: string;
   handler: (timer: Timer, context: InvocationContext) => Promise<void>;
+  /** Queue outputs the handler may set through context.extraOutputs. */
+  queueOutputs?: StorageQueueOutput[];
 }
 
 export type FunctionDefinition = HttpDefinition | QueueDefinition | TimerDefinition;

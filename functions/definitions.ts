@@ -2,10 +2,12 @@
 // served by the local dev server (scripts/dev-server.ts).
 import type { FunctionDefinition } from './definition-types';
 import { healthDefinition } from './health';
+import { ingestDefinition } from './ingest';
 import { manageDefinitions } from './manage';
 import { openApiDefinition } from './openapi';
 import { replyDefinition, replyPoisonDefinition } from './reply';
 import { retentionDefinition } from './retention';
+import { sweeperDefinition } from './sweeper';
 import { webhookReceiveDefinition, webhookVerifyDefinition } from './webhook';
 
 export const definitions: readonly FunctionDefinition[] = [
@@ -14,7 +16,9 @@ export const definitions: readonly FunctionDefinition[] = [
   healthDefinition,
   ...manageDefinitions,
   openApiDefinition,
+  ingestDefinition,
   replyDefinition,
   replyPoisonDefinition,
   retentionDefinition,
+  sweeperDefinition,
 ];

@@ -20,10 +20,15 @@ for (const definition of definitions) {
         queueName: definition.queueName,
         connection: 'AzureWebJobsStorage',
         handler: definition.handler,
+        ...(definition.queueOutputs ? { extraOutputs: definition.queueOutputs } : {}),
       });
       break;
     case 'timer':
-      app.timer(definition.name, { schedule: definition.schedule, handler: definition.handler });
+      app.timer(definition.name, {
+        schedule: definition.schedule,
+        handler: definition.handler,
+        ...(definition.queueOutputs ? { extraOutputs: definition.queueOutputs } : {}),
+      });
       break;
   }
 }

@@ -1,27 +1,26 @@
 // POST/GET /api/webhook: Meta's verification handshake and its signed notifications. Checked in
-// this order, nothing stored on any rejection: size (413), signature (401), JSON (400). Everything
-// authentic is stored before the 200; a storage failure answers 5xx so that Meta delivers again.
-import { output, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
-import { timingSafeEqual } from 'node:crypto';
-import { ingestNotification } from '../shared/bot/ingest';
-import { REPLY_QUEUE } from '../shared/bot/jobs';
+// this order, nothing kept on any rejection: size (413), signature (401), JSON (400). An authentic
+// body is then put, raw, on the `inbound` queue (one durable write; the ingest function stores
+// what it holds) and answered 200. A body too large for a queue message is spilled to the database
+// first and queued by reference. A failed write answers 5xx so that Meta delivers again.
+import { type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { MAX_INLINE_BYTES, type SpillReference } from '../shared/bot/jobs';
 import { defaultRuntime, type Runtime } from '../shared/deps';
 import { AppError, ErrorCode } from '../shared/errors';
 import { verifySignature } from '../shared/whatsapp/signature';
 import type { HttpDefinition } from './definition-types';
 import { errorResponse, loggerOf } from './http';
+import { inboundQueueOutput, replyQueueOutput } from './queues';
 
 export const MAX_BODY_BYTES = 3 * 1024 * 1024;
 
-export const replyQueueOutput = output.storageQueue({
-  queueName: REPLY_QUEUE,
-  connection: 'AzureWebJobsStorage',
-});
+export { inboundQueueOutput, replyQueueOutput };
 
 const text = (status: number, body = ''): HttpResponseInit => ({
   status,
   body,
-  headers: { 'Content-Type': 'text/plain; charset=utf-8' },
+  headers: { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' },
 });
 
 const sameSecret = (a: string, b: string): boolean => {
@@ -69,16 +68,22 @@ export function receiveWebhook(runtime: Runtime = defaultRuntime) {
       ) {
         throw new AppError(ErrorCode.BAD_SIGNATURE, 'missing or invalid X-Hub-Signature-256');
       }
-      let payload: unknown;
+      const raw = body.toString('utf8');
       try {
-        payload = JSON.parse(body.toString('utf8'));
+        JSON.parse(raw);
       } catch {
         throw new AppError(ErrorCode.INVALID_INPUT, 'body is not JSON');
       }
-      const services = await runtime.services();
-      const { jobs, summary } = await ingestNotification(services, payload, log);
-      if (jobs.length) context.extraOutputs.set(replyQueueOutput, jobs);
-      log.info('webhook processed', { bytes: body.length, jobs: jobs.length, ...summary });
+      if (body.length <= MAX_INLINE_BYTES) {
+        context.extraOutputs.set(inboundQueueOutput, raw);
+        log.info('webhook queued', { bytes: body.length });
+      } else {
+        const id = createHash('sha256').update(body).digest('hex');
+        await (await runtime.services()).data.spills.put(id, body);
+        const reference: SpillReference = { spill: id, bytes: body.length };
+        context.extraOutputs.set(inboundQueueOutput, reference);
+        log.info('webhook queued by reference', { bytes: body.length });
+      }
       return text(200, 'OK');
     } catch (error) {
       if (
@@ -109,5 +114,5 @@ export const webhookReceiveDefinition: HttpDefinition = {
   methods: ['POST'],
   authLevel: 'anonymous',
   handler: receiveWebhook(),
-  queueOutputs: [replyQueueOutput],
+  queueOutputs: [inboundQueueOutput],
 };

@@ -1,31 +1,47 @@
-// The local host of `npm run dev` (Azure Functions Core Tools cannot be installed everywhere):
-// serves the HTTP definitions on 127.0.0.1 under /api with the real HttpRequest/InvocationContext
-// types, and runs queued jobs in-process with the host's retry and poison-queue behaviour.
-import { HttpRequest, HttpResponse, InvocationContext } from '@azure/functions';
-import { randomUUID } from 'node:crypto';
+// The local host of `npm run dev`, the tests and the bench (Azure Functions Core Tools cannot be
+// installed everywhere): serves the HTTP definitions on 127.0.0.1 under /api with the real
+// HttpRequest/InvocationContext types, writes their queue outputs to Azure Storage queues
+// (Azurite) before answering, and runs queue and timer functions like the host
+// (scripts/lib/queue-host.ts). Any list of definitions can be served.
+import { HttpRequest, HttpResponse } from '@azure/functions';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { FunctionDefinition, HttpDefinition, QueueDefinition } from '../functions/definition-types';
+import type { FunctionDefinition, HttpDefinition } from '../functions/definition-types';
+import { startAzurite, type Azurite } from './lib/azurite';
+import {
+  invocationContext,
+  startQueueHost,
+  type HostLog,
+  type QueueHost,
+  type QueueHostOptions,
+} from './lib/queue-host';
 
 export interface DevServerOptions {
   readonly definitions: readonly FunctionDefinition[];
   readonly port: number;
   readonly host?: string;
   /** Where function logs go (default: stderr). */
-  readonly log?: (level: string, functionName: string, message: string) => void;
-  /** Delays between attempts of a failing queue job (the host's visibility timeout). */
-  readonly retryDelaysMs?: readonly number[];
+  readonly log?: HostLog;
+  /** Where progress lines go (Azurite's start; default: stderr). */
+  readonly say?: (line: string) => void;
+  /** A running queue host; else one is started on `storage`. */
+  readonly queues?: QueueHost;
+  /** The storage account: a connection string, or a folder for an Azurite started (and stopped) here. */
+  readonly storage?: { connectionString: string } | { location: string };
+  readonly queueOptions?: Partial<Omit<QueueHostOptions, 'definitions' | 'connectionString' | 'log'>>;
 }
 
 export interface DevServer {
   readonly url: string;
   readonly port: number;
-  /** Resolves when no queued job is waiting or running. */
-  idle(): Promise<void>;
+  readonly queues: QueueHost;
+  /** The storage account's connection string (Azurite's when started here). */
+  readonly storageConnectionString: string | undefined;
+  /** Resolves when every trigger queue is empty and no handler runs. */
+  idle(options?: { timeoutMs?: number }): Promise<void>;
   stop(): Promise<void>;
 }
 
-const MAX_DEQUEUE_COUNT = 5;
 const MAX_BODY = 16 * 1024 * 1024;
 
 interface CompiledRoute {
@@ -50,76 +66,53 @@ function compileRoute(definition: HttpDefinition): CompiledRoute {
 }
 
 export async function startDevServer(options: DevServerOptions): Promise<DevServer> {
-  const log =
+  const log: HostLog =
     options.log ?? ((level, name, message) => process.stderr.write(`[${level}] ${name}: ${message}\n`));
   const routes = options.definitions.filter((d): d is HttpDefinition => d.kind === 'http').map(compileRoute);
-  const queues = new Map(
-    options.definitions.filter((d): d is QueueDefinition => d.kind === 'queue').map((d) => [d.queueName, d]),
-  );
-  const retryDelays = options.retryDelaysMs ?? [1_000, 2_000, 4_000, 8_000];
-  let running = 0;
-  let waiters: (() => void)[] = [];
-  let stopping = false;
-  const timers = new Set<NodeJS.Timeout>();
-
-  const context = (
-    functionName: string,
-    extra: Partial<ConstructorParameters<typeof InvocationContext>[0]> = {},
-  ) =>
-    new InvocationContext({
-      invocationId: randomUUID(),
-      functionName,
-      logHandler: (level, ...args) => log(level, functionName, args.map(String).join(' ')),
-      ...extra,
-    });
-
-  const settle = () => {
-    if (running === 0 && timers.size === 0) {
-      const done = waiters;
-      waiters = [];
-      for (const resolve of done) resolve();
+  const ownsQueues = !options.queues;
+  let azurite: Azurite | undefined;
+  let queues = options.queues;
+  if (!queues) {
+    if (!options.storage) {
+      // HTTP functions only (the dashboard test): no storage account is needed.
+      const needsQueues = options.definitions.some(
+        (d) => d.kind !== 'http' || (d.queueOutputs?.length ?? 0) > 0,
+      );
+      if (needsQueues) throw new Error('startDevServer needs queues or storage for these definitions');
     }
-  };
-
-  function enqueue(queueName: string, item: unknown, dequeueCount = 1): void {
-    const queue = queues.get(queueName);
-    if (!queue) {
-      log('warning', 'host', `no function listens on queue ${queueName}; item dropped`);
-      return;
+    const storage = options.storage ?? { none: true as const };
+    if ('none' in storage) {
+      queues = {
+        send: async (queueName) => {
+          throw new Error(`no storage account: cannot write to ${queueName}`);
+        },
+        idle: async () => undefined,
+        stop: async () => undefined,
+      };
+    } else if ('connectionString' in storage) {
+      queues = await startQueueHost({
+        ...options.queueOptions,
+        definitions: options.definitions,
+        connectionString: storage.connectionString,
+        log,
+      });
+    } else {
+      azurite = await startAzurite({
+        location: storage.location,
+        log: (line) => (options.say ?? ((l: string) => process.stderr.write(`${l}\n`)))(line),
+      });
+      queues = await startQueueHost({
+        ...options.queueOptions,
+        definitions: options.definitions,
+        connectionString: azurite.connectionString,
+        log,
+      }).catch(async (error: unknown) => {
+        await azurite?.stop();
+        throw error;
+      });
     }
-    // The host hands queue items over as JSON, like Azure Storage queues do.
-    const payload: unknown = JSON.parse(JSON.stringify(item));
-    running++;
-    setImmediate(() => {
-      const ctx = context(queue.name, { triggerMetadata: { dequeueCount, id: randomUUID() } });
-      queue
-        .handler(payload, ctx)
-        .catch((error: unknown) => {
-          const name = error instanceof Error ? error.name : 'error';
-          if (dequeueCount >= MAX_DEQUEUE_COUNT) {
-            log(
-              'warning',
-              queue.name,
-              `attempt ${dequeueCount} failed (${name}); moved to ${queueName}-poison`,
-            );
-            enqueue(`${queueName}-poison`, payload, 1);
-          } else if (!stopping) {
-            log('warning', queue.name, `attempt ${dequeueCount} failed (${name}); will retry`);
-            const delay = retryDelays[Math.min(dequeueCount - 1, retryDelays.length - 1)] ?? 1_000;
-            const timer = setTimeout(() => {
-              timers.delete(timer);
-              enqueue(queueName, payload, dequeueCount + 1);
-              settle();
-            }, delay);
-            timers.add(timer);
-          }
-        })
-        .finally(() => {
-          running--;
-          settle();
-        });
-    });
   }
+  const host = queues;
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', `http://${req.headers.host ?? '127.0.0.1'}`);
@@ -165,18 +158,18 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
       params,
       ...(body.length ? { body: { bytes: body } } : {}),
     });
-    const ctx = context(definition.name, {
+    const ctx = invocationContext(definition.name, log, {
       options: {
         trigger: { type: 'httpTrigger', name: 'request' },
         extraOutputs: definition.queueOutputs ?? [],
       },
     });
     const result = await definition.handler(request, ctx);
+    // Output bindings are written before the response, as the host does; a failure answers 500.
     for (const queueOutput of definition.queueOutputs ?? []) {
       const items = ctx.extraOutputs.get(queueOutput);
       if (items === undefined) continue;
-      const queueName = String(queueOutput['queueName']);
-      for (const item of Array.isArray(items) ? items : [items]) enqueue(queueName, item);
+      await host.send(String(queueOutput['queueName']), Array.isArray(items) ? items : [items]);
     }
     const response = result instanceof HttpResponse ? result : new HttpResponse(result ?? {});
     const out = Buffer.from(await response.arrayBuffer());
@@ -198,31 +191,28 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host ?? '127.0.0.1', () => resolve());
+  }).catch(async (error: unknown) => {
+    if (ownsQueues) await host.stop();
+    await azurite?.stop();
+    throw error;
   });
   const port = (server.address() as AddressInfo).port;
 
   return {
     url: `http://${options.host ?? '127.0.0.1'}:${port}`,
     port,
-    idle: () =>
-      new Promise<void>((resolve) => {
-        waiters.push(resolve);
-        settle();
-      }),
+    queues: host,
+    storageConnectionString:
+      azurite?.connectionString ??
+      (options.storage && 'connectionString' in options.storage
+        ? options.storage.connectionString
+        : undefined),
+    idle: (idleOptions) => host.idle(idleOptions),
     async stop() {
-      stopping = true;
-      for (const timer of timers) clearTimeout(timer);
-      timers.clear();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      // Let running jobs finish, for a bounded time.
-      await Promise.race([
-        new Promise<void>((resolve) => {
-          waiters.push(resolve);
-          settle();
-        }),
-        new Promise((resolve) => setTimeout(resolve, 5_000)),
-      ]);
+      if (ownsQueues) await host.stop();
+      await azurite?.stop();
     },
   };
 }

@@ -1,7 +1,9 @@
 // `npm run dev`: the app on http://127.0.0.1:$PORT/api/... without Azure Functions Core Tools.
-// Uses MONGODB_URI, else the embedded database kept under .data/. With no settings at all it
-// generates development secrets and records replies as `not_sent` (dry run).
+// Uses MONGODB_URI, else the embedded database kept under .data/; AzureWebJobsStorage, else an
+// Azurite kept under .data/azurite/ for the queues. With no settings at all it generates
+// development secrets and records replies as `not_sent` (dry run).
 import { randomBytes } from 'node:crypto';
+import path from 'node:path';
 import { definitions } from '../functions/definitions';
 import { loadConfig } from '../shared/config';
 import { closeAllClients } from '../shared/data';
@@ -9,7 +11,10 @@ import { defaultRuntime, getServices } from '../shared/deps';
 import { resolveDatabase } from './lib/database';
 import { publishDevServer, unpublishDevServer } from './lib/dev-record';
 import { startDevServer } from './dev-server';
+import { publishAzurite, unpublishAzurite } from './lib/azurite';
 import { SIMULATOR_ROUTE, simulatorDefinitions } from './dev/simulator';
+
+const DEFAULT_DATA_DIR = path.resolve(__dirname, '../.data');
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -21,7 +26,9 @@ async function main(): Promise<void> {
       generated.push(name);
     }
   }
-  const database = await resolveDatabase({ purpose: 'dev', log: say });
+  // DEV_DATA_DIR: another folder than .data/ (the crash test runs on a temporary one).
+  const dataDir = process.env['DEV_DATA_DIR']?.trim() || undefined;
+  const database = await resolveDatabase({ purpose: 'dev', log: say, ...(dataDir ? { dataDir } : {}) });
   process.env['MONGODB_URI'] = database.uri;
   const config = loadConfig(process.env);
 
@@ -35,7 +42,8 @@ async function main(): Promise<void> {
     force.unref();
     await server?.stop().catch(() => undefined);
     await closeAllClients();
-    await unpublishDevServer().catch(() => undefined);
+    await unpublishDevServer(...(dataDir ? [dataDir] : [])).catch(() => undefined);
+    await unpublishAzurite(dataDir ?? DEFAULT_DATA_DIR);
     await database.stop().catch(() => undefined);
     say('stopped');
     process.exit(0);
@@ -43,12 +51,22 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
 
-  await getServices(); // connect and ensure indexes before accepting requests
+  // The local host is its own deployment: it creates the indexes (in Azure, infra/ does).
+  await (await getServices()).data.ensureIndexes('create');
+  const storage = process.env['AzureWebJobsStorage']?.trim();
   server = await startDevServer({
     definitions: [...definitions, ...simulatorDefinitions(defaultRuntime)],
     port: config.port,
+    say,
+    storage: storage
+      ? { connectionString: storage }
+      : { location: path.join(dataDir ?? DEFAULT_DATA_DIR, 'azurite') },
+    // After a crash the sweeper finishes abandoned replies at once instead of within a minute.
+    queueOptions: { runOnStart: ['sweeper'] },
   });
-  await publishDevServer(database);
+  await publishDevServer(database, ...(dataDir ? [dataDir] : []));
+  if (!storage && server.storageConnectionString)
+    await publishAzurite(dataDir ?? DEFAULT_DATA_DIR, { connectionString: server.storageConnectionString });
 
   if (generated.length) {
     say('development secrets generated for this run (development only):');

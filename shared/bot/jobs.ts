@@ -1,10 +1,25 @@
-// Reply jobs: what the webhook queues and the reply function consumes.
+// The app's queues and their items: the webhook queues each verified notification on `inbound`
+// (the raw body, or a reference to a spilled body), the ingest function queues reply jobs on
+// `reply-jobs`, which the reply function consumes.
 import { z } from 'zod';
 
-export const REPLY_QUEUE = 'reply-jobs';
-export const REPLY_POISON_QUEUE = `${REPLY_QUEUE}-poison`;
 export const INBOUND_QUEUE = 'inbound';
 export const INBOUND_POISON_QUEUE = `${INBOUND_QUEUE}-poison`;
+export const REPLY_QUEUE = 'reply-jobs';
+export const REPLY_POISON_QUEUE = `${REPLY_QUEUE}-poison`;
+
+/**
+ * The largest body queued as it is: a queue message holds 64 KiB after the host's base64
+ * encoding (host.json `messageEncoding`), which leaves 48 KiB of content.
+ */
+export const MAX_INLINE_BYTES = 48 * 1024;
+
+/** The `inbound` item of a body too large to queue: where it was spilled (its SHA-256). */
+export const SpillReferenceSchema = z.object({
+  spill: z.string().regex(/^[0-9a-f]{64}$/),
+  bytes: z.number().int().positive(),
+});
+export type SpillReference = z.infer<typeof SpillReferenceSchema>;
 
 export const ReplyJobSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('message'), userId: z.string().min(1), messageId: z.string().min(1) }),

@@ -43,6 +43,11 @@ export interface IngestPorts {
   readonly now: Clock;
 }
 
+export interface SweeperPorts {
+  readonly data: Pick<DataStore, 'messages'>;
+  readonly now: Clock;
+}
+
 export interface ReplyPorts {
   readonly data: Pick<DataStore, 'users' | 'messages' | 'stats' | 'handoff'>;
   readonly config: Pick<Config, 'handoffHours'>;

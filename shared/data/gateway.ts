@@ -196,6 +196,11 @@ export class Gateway<T extends Keyed> {
     return this.write(bulkIds(ops), () => this.collection.bulkWrite([...ops], { ordered }));
   }
 
+  /** Writes a whole document under its `_id` (inserted when absent). */
+  async replaceOne(filter: Filter<T> & { _id: string }, replacement: T): Promise<void> {
+    await this.write([filter._id], () => this.collection.replaceOne(filter, replacement, { upsert: true }));
+  }
+
   async deleteOne(filter: Filter<T>): Promise<number> {
     const result = await this.write([idOf(filter)], () => this.collection.deleteOne(filter));
     return result.deletedCount;

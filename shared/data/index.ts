@@ -11,6 +11,7 @@ import { Maintenance } from './maintenance';
 import { ManageQueries } from './manage-queries';
 import { MessagesRepository, type MessageDoc } from './messages';
 import { Retention } from './retention';
+import { SpillsRepository } from './spills';
 import { StatsRepository, type StatsDoc } from './stats';
 import { TokensRepository, type TokenDoc } from './tokens';
 import { UsersRepository, type UserDoc } from './users';
@@ -34,6 +35,7 @@ export { CounterDelta, dayKey } from './stats';
 export { preview, type SummaryMessage } from './summary';
 export { boundedJson, MAX_RAW_JSON } from './bounded-json';
 export { subjectOf } from './events';
+export { SPILL_KIND } from './spills';
 export { MAX_WA_ID_DIGITS, userIdFor } from './users';
 export { AUDIT_KIND, type EraseReport, type UserExport } from './erase';
 export { type Position, type Slice } from './manage-queries';
@@ -69,6 +71,8 @@ export interface DataStore {
   /** Migration import, backup/restore, health checks and repairs. */
   readonly maintenance: Maintenance;
   readonly retention: Retention;
+  /** Webhook bodies too large for one queue message. */
+  readonly spills: SpillsRepository;
   /** Creates the indexes (`npm run indexes`, dev and tests) or verifies them (Azure: infra/ owns them). */
   ensureIndexes(mode?: 'create' | 'verify'): Promise<IndexReport>;
   /** Conversations handed to operators. */
@@ -106,6 +110,7 @@ export function createDataStore(db: Db, adapter: ServerAdapter = adapterFor(db))
     personal: new PersonalData(usersG, messagesG, eventsG, stats),
     maintenance: new Maintenance(usersG, messagesG, statsG, stats, users, all),
     retention: new Retention(messagesG, users, stats),
+    spills: new SpillsRepository(eventsG),
     ensureIndexes: (mode = 'create') => ensureIndexes(db, mode),
     handoff: new HandoffRepository(usersG, messagesG),
     ping: async () => {

@@ -159,6 +159,28 @@ export class MessagesRepository {
   }
 
   /**
+   * Inbound messages whose answer looks abandoned (for the sweeper): still `pending` (or `sending`,
+   * kept by earlier versions) and stored more than `graceMs` ago. Looks only at messages created in
+   * the last `windowMs`, a range of the `createdAt` index, so a sweep costs what that window holds.
+   */
+  async staleReplies(
+    now: Date,
+    limit: number,
+    { graceMs = 60_000, windowMs = 6 * 60 * 60 * 1000 }: { graceMs?: number; windowMs?: number } = {},
+  ): Promise<Message[]> {
+    const docs = await this.messages.find(
+      {
+        createdAt: { $gte: new Date(now.getTime() - windowMs) },
+        direction: 'inbound',
+        replyState: { $in: WAITING },
+        receivedAt: { $lt: new Date(now.getTime() - graceMs) },
+      },
+      { sort: { createdAt: 1 }, limit, projection: { rawJson: 0, raw: 0, terms: 0 } },
+    );
+    return docs.map(toMessage);
+  }
+
+  /**
    * Records the answer to an inbound message in one round trip: its outbound parts (joining a
    * status placeholder that arrived first) and the inbound message's reply state (and `read`).
    */

@@ -82,8 +82,11 @@ describe('npm run dev with settings', () => {
     expect((await post(notification(value({ statuses: [status(wamid, 'delivered', phone)] })))).status).toBe(
       200,
     );
-    expect((await database.db.collection('messages').findOne({ _id: wamid as never }))?.['status']).toBe(
-      'delivered',
+    // Acknowledged once queued; stored by the ingest function a moment later.
+    await waitFor(
+      async () =>
+        (await database.db.collection('messages').findOne({ _id: wamid as never }))?.['status'] ===
+        'delivered',
     );
   });
 

@@ -1,11 +1,13 @@
 // The app wired for a test: a fresh database, a Graph stub, services built like production, and
 // the real function handlers called with HttpRequest/InvocationContext, capturing logs and jobs.
+// `post` runs the webhook and then, as the queue would, the ingest function on what it queued.
 import { HttpRequest, InvocationContext, type HttpResponseInit } from '@azure/functions';
 import { loadConfig, type Env } from '../../shared/config';
 import { createDataStore } from '../../shared/data';
 import { buildServices, runtimeOf, type Services } from '../../shared/deps';
 import type { ReplyJob } from '../../shared/bot/jobs';
-import { receiveWebhook, replyQueueOutput, verifyWebhook } from '../../functions/webhook';
+import { inboundQueueOutput, receiveWebhook, replyQueueOutput, verifyWebhook } from '../../functions/webhook';
+import { ingestWorker } from '../../functions/ingest';
 import { poisonWorker, replyWorker } from '../../functions/reply';
 import { startGraphStub, type GraphStub } from './graph-stub';
 import { testDatabase, type TestDatabase } from './db';
@@ -27,7 +29,9 @@ export interface TestApp {
   post(
     payload: unknown,
     options?: { signature?: string | null; raw?: string; escapeUnicode?: boolean },
-  ): Promise<{ status: number; body: string; jobs: ReplyJob[] }>;
+  ): Promise<{ status: number; body: string; jobs: ReplyJob[]; inbound: unknown }>;
+  /** Runs the ingest function on one `inbound` item; returns the reply jobs it queued. */
+  ingest(item: unknown): Promise<ReplyJob[]>;
   verify(query: Record<string, string>): Promise<{ status: number; body: string }>;
   runJob(job: ReplyJob): Promise<void>;
   runPoison(job: ReplyJob): Promise<void>;
@@ -70,6 +74,7 @@ export async function startTestApp(env: Env = {}): Promise<TestApp> {
   const receive = receiveWebhook(runtime);
   const verifyHandler = verifyWebhook(runtime);
   const worker = replyWorker(runtime);
+  const ingest = ingestWorker(runtime);
   const poison = poisonWorker(runtime);
 
   const app: TestApp = {
@@ -96,9 +101,24 @@ export async function startTestApp(env: Env = {}): Promise<TestApp> {
       });
       const ctx = context('webhookReceive');
       const response = await receive(request, ctx);
+      const inbound = ctx.extraOutputs.get(inboundQueueOutput);
+      const jobs = inbound === undefined ? [] : await app.ingest(inbound);
+      return { status: response.status ?? 200, body: await bodyText(response), jobs, inbound };
+    },
+    async ingest(item) {
+      const ctx = context('ingest');
+      // The queue hands JSON over parsed, like the host does.
+      const text = typeof item === 'string' ? item : JSON.stringify(item);
+      let parsed: unknown = text;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        // handed over as a string
+      }
+      await ingest(parsed, ctx);
       const jobs = (ctx.extraOutputs.get(replyQueueOutput) as ReplyJob[] | undefined) ?? [];
       queued.push(...jobs);
-      return { status: response.status ?? 200, body: await bodyText(response), jobs };
+      return jobs;
     },
     async verify(query) {
       const request = new HttpRequest({ method: 'GET', url: 'http://localhost/api/webhook', query });

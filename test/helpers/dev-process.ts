@@ -1,14 +1,20 @@
 // Runs `npm run dev` (scripts/dev.ts) as a child process, the way a black-box client would.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 
 export interface DevProcess {
   url: string;
   output: () => string;
   child: ChildProcess;
+  /** The data folder (DEV_DATA_DIR): Azurite's files, and the embedded database's without MONGODB_URI. */
+  dataDir: string;
   /** SIGTERM, resolves with the exit code and how long the stop took. */
   stop(): Promise<{ code: number | null; ms: number }>;
+  /** SIGKILL to the whole process group (the app, Azurite, an embedded database), as a crash. */
+  kill(): Promise<void>;
 }
 
 export async function freePort(): Promise<number> {
@@ -24,9 +30,20 @@ export async function freePort(): Promise<number> {
 
 const ROOT = path.resolve(__dirname, '../..');
 
-/** Starts the dev server on `env.PORT`, else on a free port. */
-export async function startDev(env: Record<string, string>): Promise<DevProcess> {
-  const port = Number(env['PORT']) || (await freePort());
+/**
+ * Starts `npm run dev` in its own process group. Without DEV_DATA_DIR in `env` it gets a temporary
+ * data folder, removed when it stops.
+ */
+export async function startDev(
+  env: Record<string, string>,
+  options: { port?: number } = {},
+): Promise<DevProcess> {
+  const port = options.port ?? (Number(env['PORT']) || (await freePort()));
+  const ownDir = env['DEV_DATA_DIR'] === undefined;
+  const dataDir = env['DEV_DATA_DIR'] ?? mkdtempSync(path.join(os.tmpdir(), 'wa-dev-'));
+  const cleanup = () => {
+    if (ownDir) rmSync(dataDir, { recursive: true, force: true });
+  };
   const base: Record<string, string> = {};
   for (const key of ['PATH', 'HOME', 'XDG_CACHE_HOME', 'GOPATH', 'GOCACHE', 'TMPDIR']) {
     const v = process.env[key];
@@ -34,8 +51,9 @@ export async function startDev(env: Record<string, string>): Promise<DevProcess>
   }
   const child = spawn(path.join(ROOT, 'node_modules/.bin/tsx'), ['scripts/dev.ts'], {
     cwd: ROOT,
-    env: { ...base, ...env, PORT: String(port) },
+    env: { ...base, ...env, PORT: String(port), DEV_DATA_DIR: dataDir },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
   });
   let out = '';
   child.stdout?.on('data', (c: Buffer) => (out += c.toString()));
@@ -53,19 +71,46 @@ export async function startDev(env: Record<string, string>): Promise<DevProcess>
       clearTimeout(timer);
       reject(new Error(`dev server exited ${code}:\n${out}`));
     });
+  }).catch((error: unknown) => {
+    killGroup(child);
+    cleanup();
+    throw error;
   });
   return {
     url: `http://127.0.0.1:${port}`,
     output: () => out,
     child,
+    dataDir,
     stop: () =>
       new Promise((resolve) => {
         const started = Date.now();
-        if (child.exitCode !== null) return resolve({ code: child.exitCode, ms: 0 });
-        child.once('exit', (code) => resolve({ code, ms: Date.now() - started }));
+        if (child.exitCode !== null || child.signalCode !== null) {
+          cleanup();
+          return resolve({ code: child.exitCode, ms: 0 });
+        }
+        child.once('exit', (code) => {
+          // Whatever it left behind (it should have stopped its children itself).
+          killGroup(child);
+          cleanup();
+          resolve({ code, ms: Date.now() - started });
+        });
         child.kill('SIGTERM');
       }),
+    kill: () =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        killGroup(child);
+      }),
   };
+}
+
+function killGroup(child: ChildProcess): void {
+  try {
+    if (child.pid) process.kill(-child.pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
 }
 
 export async function waitFor<T>(

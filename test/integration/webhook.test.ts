@@ -16,7 +16,11 @@ import {
 import { loadConfig } from '../../shared/config';
 import { buildServices, runtimeOf } from '../../shared/deps';
 import { createDataStore } from '../../shared/data';
-import { receiveWebhook } from '../../functions/webhook';
+import { inboundQueueOutput, receiveWebhook, replyQueueOutput, verifyWebhook } from '../../functions/webhook';
+import { ingestWorker } from '../../functions/ingest';
+import { sweeperTimer } from '../../functions/sweeper';
+import { MAX_INLINE_BYTES } from '../../shared/bot/jobs';
+import { createHash } from 'node:crypto';
 import { MongoClient } from 'mongodb';
 import { InvocationContext } from '@azure/functions';
 import { signBody } from '../../shared/whatsapp/signature';
@@ -493,7 +497,7 @@ describe('POST /api/webhook', () => {
     expect(String(stored?.error?.title)).toMatch(/reply failed/);
   });
 
-  it('answers 5xx when the database is unreachable', async () => {
+  it('acknowledges without the database, but answers 5xx when a spill cannot be written', async () => {
     const client = new MongoClient('mongodb://127.0.0.1:9/', { serverSelectionTimeoutMS: 300 });
     const config = loadConfig({
       WHATSAPP_VERIFY_TOKEN: VERIFY_TOKEN,
@@ -501,18 +505,114 @@ describe('POST /api/webhook', () => {
       MONGODB_URI: 'mongodb://127.0.0.1:9/',
     });
     const services = await buildServices(config, { data: createDataStore(client.db('x')) });
-    const { payload } = textNotification(newPhone(), 'db down');
-    const body = JSON.stringify(payload);
-    const request = new HttpRequest({
-      method: 'POST',
-      url: 'http://localhost/api/webhook',
-      headers: { 'x-hub-signature-256': signBody(body, 'down-secret') },
-      body: { string: body },
-    });
-    const ctx = new InvocationContext({ logHandler: () => {} });
-    const response = await receiveWebhook(runtimeOf(services))(request, ctx);
-    expect(response.status).toBeGreaterThanOrEqual(500);
-    expect(ctx.extraOutputs.get('reply-jobs')).toBeUndefined();
+    const post = async (payload: unknown) => {
+      const body = JSON.stringify(payload);
+      const request = new HttpRequest({
+        method: 'POST',
+        url: 'http://localhost/api/webhook',
+        headers: { 'x-hub-signature-256': signBody(body, 'down-secret') },
+        body: { string: body },
+      });
+      const ctx = new InvocationContext({ logHandler: () => {} });
+      const response = await receiveWebhook(runtimeOf(services))(request, ctx);
+      return { status: response.status ?? 200, queued: ctx.extraOutputs.get(inboundQueueOutput) };
+    };
+    const small = textNotification(newPhone(), 'db down').payload;
+    const ok = await post(small);
+    expect(ok.status).toBe(200);
+    expect(ok.queued).toBe(JSON.stringify(small));
+
+    const big = await post(largeNotification(newPhone(), 60 * 1024).payload);
+    expect(big.status).toBeGreaterThanOrEqual(500);
+    expect(big.queued).toBeUndefined();
+
+    // The ingest function fails (the host retries it, then keeps it in inbound-poison).
+    await expect(
+      ingestWorker(runtimeOf(services))(small, new InvocationContext({ logHandler: () => {} })),
+    ).rejects.toThrow();
     await client.close();
   });
+
+  it('queues the raw body as it came, and a body too large for a queue message by reference', async () => {
+    const small = textNotification(newPhone(), 'inline');
+    const raw = JSON.stringify(small.payload).replace('"inline"', '"inl\\u0069ne"');
+    const inline = await app.post(null, { raw });
+    expect(inline.inbound).toBe(raw);
+    await app.drain();
+
+    const phone = newPhone();
+    const { message, payload } = largeNotification(phone, 2.5 * 1024 * 1024);
+    const body = JSON.stringify(payload);
+    expect(Buffer.byteLength(body)).toBeGreaterThan(MAX_INLINE_BYTES);
+    const res = await app.post(payload, { escapeUnicode: false });
+    expect(res.status).toBe(200);
+    const reference = res.inbound as { spill: string; bytes: number };
+    expect(reference).toEqual({ spill: createHash('sha256').update(body).digest('hex'), bytes: body.length });
+    expect(res.jobs).toEqual([expect.objectContaining({ messageId: message.id })]);
+    expect((await messages().findOne({ _id: message.id as never }))?.['text']).toBe('long one');
+    // The spill is removed once stored; the same reference again stores nothing and queues nothing.
+    expect(await app.database.db.collection('events').countDocuments({ kind: 'inbound_spill' })).toBe(0);
+    expect(await app.ingest(reference)).toEqual([]);
+    await app.drain();
+    expect(app.graph.sends().filter((s) => s.body['to'] === phone)).toHaveLength(1);
+  });
+
+  it('says nosniff on the verification answer', async () => {
+    const request = new HttpRequest({
+      method: 'GET',
+      url: 'http://localhost/api/webhook',
+      query: { 'hub.mode': 'subscribe', 'hub.verify_token': VERIFY_TOKEN, 'hub.challenge': '<b>x</b>' },
+    });
+    const response = await verifyWebhook(runtimeOf(app.services))(request, app.context());
+    expect(new Headers(response.headers as Record<string, string>).get('x-content-type-options')).toBe(
+      'nosniff',
+    );
+  });
 });
+
+describe('sweeper', () => {
+  it('re-queues pending replies with no live job and sending ones past their lease, once per user', async () => {
+    const phone = newPhone();
+    const first = textMessage(phone, 'one');
+    const second = textMessage(phone, 'two');
+    await app.post(notification(value({ contacts: [{ waId: phone }], messages: [first, second] })));
+    const other = textNotification(newPhone(), 'leased');
+    await app.post(other.payload);
+    const fresh = textNotification(newPhone(), 'fresh');
+    await app.post(fresh.payload);
+    app.queued.length = 0; // every job lost with a crashed host
+    const old = new Date(Date.now() - 5 * 60_000);
+    await messages().updateMany(
+      { _id: { $in: [first.id, second.id] } as never },
+      { $set: { receivedAt: old } },
+    );
+    await messages().updateOne(
+      { _id: other.message.id as never },
+      { $set: { replyState: 'sending', leaseUntil: new Date(Date.now() - 1000), receivedAt: old } },
+    );
+    const ctx = app.context('sweeper');
+    await sweeperTimer(runtimeOf(app.services))({} as never, ctx);
+    const jobs = (ctx.extraOutputs.get(replyQueueOutput) as { messageId: string }[]) ?? [];
+    expect(jobs.map((j) => j.messageId).sort()).toEqual([first.id, other.message.id].sort());
+    for (const job of jobs) await app.runJob(job as never);
+    for (const id of [first.id, second.id, other.message.id])
+      expect((await messages().findOne({ _id: id as never }))?.['replyState']).toBe('sent');
+    expect((await messages().findOne({ _id: fresh.message.id as never }))?.['replyState']).toBe('pending');
+  });
+});
+
+/** A text notification padded (in an archived `errors` list) to about `bytes`. */
+function largeNotification(phone: string, bytes: number) {
+  const message = textMessage(phone, 'long one');
+  const padding = 'x'.repeat(bytes);
+  return {
+    message,
+    payload: notification(
+      value({
+        contacts: [{ waId: phone }],
+        messages: [message],
+        errors: [{ code: 131000, title: 'padding', message: padding }],
+      }),
+    ),
+  };
+}

@@ -1,0 +1,396 @@
+// `npm run bench`: drives the app the way Meta and the Graph API would and prints what it costs.
+// The local host of `npm run dev` runs in this process (same code: HTTP, Azurite queues, queue and
+// timer functions) over the embedded database (or MONGODB_URI), with a loopback Graph stub.
+// Signed POSTs at a given concurrency, then redeliveries, forgeries and delivery statuses.
+// With --url it only drives a server started elsewhere (for comparisons with older code).
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { MongoClient } from 'mongodb';
+import { startBenchGraph, type BenchGraph } from './graph-stub';
+import { notification, signed, status, textNotification, value } from '../test/helpers/meta';
+
+const HELP = `
+Usage: npm run bench [-- options]
+
+  --messages N      text notifications to send (default 300)
+  --senders N       distinct senders (default 50)
+  --concurrency N   POSTs in flight (default 16)
+  --redeliveries N  notifications delivered a second time after the run (default 30)
+  --forgeries N     POSTs with a wrong signature (default 100)
+  --statuses N      delivery statuses sent for the replies (default 100)
+  --json FILE       also write the figures to FILE
+  --url URL         drive a server started elsewhere (its WHATSAPP_GRAPH_URL must be
+                    http://127.0.0.1:<--graph-port>, its app secret --secret); no database figures
+  --graph-port N    port of the Graph stub (default: any free port)
+  --ack-only        serve the HTTP functions only (no queue or timer functions): the cost of the
+                    acknowledgement alone
+  --secret S        app secret of the server given with --url
+  -h, --help        this help
+
+Uses MONGODB_URI when set, else the embedded database (temporary files); Azurite in a temporary
+folder. Prints ack latency, replies/s, reply latency, database round trips, CPU and memory, and the
+database's own floor (sequential inserts and updates per second on the same server).
+`;
+
+interface Figures {
+  messages: number;
+  senders: number;
+  concurrency: number;
+  database: string;
+  ackMs: { p50: number; p95: number; p99: number; max: number };
+  postSeconds: number;
+  answered: number;
+  answeredOnce: number;
+  repliesPerSecond: number;
+  replyLatencyMs: { p50: number; p95: number };
+  redeliveries: { sent: number; acked: number; replies: number };
+  forgeries: { sent: number; rejected: number; replies: number };
+  roundTripsPerMessageAndReply: number | null;
+  roundTripsPerStatus: number | null;
+  cpuMsPerTurn: number;
+  peakRssMb: number;
+  floor: { insertsPerSecond: number; updatesPerSecond: number } | null;
+  repliesShareOfFloor: number | null;
+}
+
+const pct = (values: readonly number[], p: number): number => {
+  if (!values.length) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] as number;
+};
+const round = (n: number, digits = 1) => Math.round(n * 10 ** digits) / 10 ** digits;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const say = (line: string) => process.stderr.write(`${line}\n`);
+
+/** CPU time (ms) and RSS (bytes) of this process and all its descendants (the database, Azurite). */
+function processTree(): { cpuMs: number; rss: number } {
+  const ticks = 100; // USER_HZ on Linux
+  const stats = new Map<number, { ppid: number; cpu: number; rss: number }>();
+  let entries: string[] = [];
+  try {
+    entries = readdirSync('/proc').filter((e) => /^\d+$/.test(e));
+  } catch {
+    const usage = process.cpuUsage();
+    return { cpuMs: (usage.user + usage.system) / 1000, rss: process.memoryUsage().rss };
+  }
+  for (const entry of entries) {
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const ppid = Number(fields[1]);
+      const cpu = ((Number(fields[11]) + Number(fields[12])) * 1000) / ticks;
+      const rss = Number(fields[21]) * 4096;
+      stats.set(Number(entry), { ppid, cpu, rss });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  let cpuMs = 0;
+  let rss = 0;
+  for (const [pid, s] of stats) {
+    for (let p = pid, depth = 0; p > 1 && depth < 20; p = stats.get(p)?.ppid ?? 0, depth++) {
+      if (p === process.pid) {
+        cpuMs += s.cpu;
+        rss += s.rss;
+        break;
+      }
+    }
+  }
+  return { cpuMs, rss };
+}
+
+async function post(url: string, body: string, signature: string): Promise<{ status: number; ms: number }> {
+  const started = performance.now();
+  const res = await fetch(`${url}/api/webhook`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-hub-signature-256': signature },
+    body,
+  });
+  await res.arrayBuffer();
+  return { status: res.status, ms: performance.now() - started };
+}
+
+async function pool<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<void>) {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < items.length) await work(items[next++] as T);
+    }),
+  );
+}
+
+/** The database's floor: sequential single-document inserts, then updates, on a scratch collection. */
+async function databaseFloor(
+  uri: string,
+  dbName: string,
+): Promise<{ insertsPerSecond: number; updatesPerSecond: number }> {
+  const client = await new MongoClient(uri).connect();
+  try {
+    const scratch = client.db(dbName).collection<{ _id: number; n: number }>('bench_floor');
+    const n = 300;
+    let started = performance.now();
+    for (let i = 0; i < n; i++) await scratch.insertOne({ _id: i, n: 0 });
+    const inserts = n / ((performance.now() - started) / 1000);
+    started = performance.now();
+    for (let i = 0; i < n; i++) await scratch.updateOne({ _id: i }, { $set: { n: 1 } });
+    const updates = n / ((performance.now() - started) / 1000);
+    await scratch.drop();
+    return { insertsPerSecond: round(inserts, 0), updatesPerSecond: round(updates, 0) };
+  } finally {
+    await client.close();
+  }
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      messages: { type: 'string', default: '300' },
+      senders: { type: 'string', default: '50' },
+      concurrency: { type: 'string', default: '16' },
+      redeliveries: { type: 'string', default: '30' },
+      forgeries: { type: 'string', default: '100' },
+      statuses: { type: 'string', default: '100' },
+      json: { type: 'string' },
+      url: { type: 'string' },
+      'graph-port': { type: 'string' },
+      secret: { type: 'string' },
+      'ack-only': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(`${HELP.trim()}\n`);
+    return;
+  }
+  const count = (name: string, v: string | undefined) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be a whole number`);
+    return n;
+  };
+  const messages = count('messages', values.messages);
+  const senders = Math.max(1, count('senders', values.senders));
+  const concurrency = Math.max(1, count('concurrency', values.concurrency));
+  const external = values.url;
+  const secret = external ? (values.secret ?? '') : randomBytes(18).toString('base64url');
+  if (external && !secret) throw new Error('--url needs --secret');
+
+  const graph: BenchGraph = await startBenchGraph(values['graph-port'] ? Number(values['graph-port']) : 0);
+  const cleanups: (() => Promise<unknown>)[] = [async () => graph.close()];
+  let url = external ?? '';
+  let commands = 0;
+  let dbUri = '';
+  let dbName = '';
+  let description = 'external server';
+  let idle: () => Promise<void> = async () => {
+    await sleep(1_000);
+  };
+  const peak = { rss: 0 };
+  const sampler = setInterval(() => {
+    peak.rss = Math.max(peak.rss, processTree().rss);
+  }, 100);
+
+  try {
+    if (!external) {
+      // Loaded here so that --url needs none of the app.
+      const { resolveDatabase } = await import('../scripts/lib/database');
+      const data = await import('../shared/data');
+      const { getServices } = await import('../shared/deps');
+      const { definitions } = await import('../functions/definitions');
+      const { startDevServer } = await import('../scripts/dev-server');
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'wa-bench-'));
+      cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+      const database = await resolveDatabase({ purpose: 'test', log: say });
+      cleanups.push(() => database.stop());
+      description = database.description;
+      dbUri = database.uri;
+      dbName = `bench_${randomBytes(4).toString('hex')}`;
+      Object.assign(process.env, {
+        MONGODB_URI: database.uri,
+        MONGODB_DATABASE: dbName,
+        WHATSAPP_VERIFY_TOKEN: 'bench',
+        WHATSAPP_APP_SECRET: secret,
+        WHATSAPP_ACCESS_TOKEN: 'EAA-bench-token',
+        WHATSAPP_GRAPH_URL: graph.url,
+      });
+      // Registered before the data store connects: it counts every command the driver sends.
+      data.observeCommands(() => commands++);
+      await getServices();
+      cleanups.push(async () => {
+        const client = await new MongoClient(dbUri).connect();
+        await client.db(dbName).dropDatabase();
+        await client.close();
+        await data.closeAllClients();
+      });
+      const server = await startDevServer({
+        definitions: values['ack-only'] ? definitions.filter((d) => d.kind === 'http') : definitions,
+        port: 0,
+        say,
+        storage: { location: path.join(dir, 'azurite') },
+        log: (level, name, message) => {
+          if (level === 'error' || level === 'warning') say(`[${level}] ${name}: ${message}`);
+        },
+      });
+      cleanups.push(() => server.stop());
+      url = server.url;
+      idle = () => server.idle({ timeoutMs: 600_000 });
+    }
+
+    const floor = external ? null : await databaseFloor(dbUri, `${dbName}_floor`);
+
+    // The run: messages round-robin over the senders, so each sender's order is known.
+    const items = Array.from({ length: messages }, (_, i) => {
+      const from = `4477009${String(100_000 + (i % senders)).slice(1)}`;
+      const { message, payload } = textNotification(from, `bench message ${i}`);
+      return { from, id: message.id, ...signed(payload, secret) };
+    });
+    say(
+      `bench: ${messages} messages from ${senders} senders, ${concurrency} concurrent POSTs (${description})`,
+    );
+    const sentAt = new Map<string, number[]>();
+    const acks: number[] = [];
+    let failedPosts = 0;
+    const commandsBefore = commands;
+    const cpuBefore = processTree().cpuMs;
+    const started = performance.now();
+    await pool(items, concurrency, async (item) => {
+      const list = sentAt.get(item.from) ?? [];
+      list.push(performance.now());
+      sentAt.set(item.from, list);
+      const { status: code, ms } = await post(url, item.body, item.signature);
+      if (code === 200) acks.push(ms);
+      else failedPosts++;
+    });
+    const postSeconds = (performance.now() - started) / 1000;
+    say(
+      `bench: ${acks.length} acknowledged in ${round(postSeconds)} s (${failedPosts} not), waiting for replies`,
+    );
+    if (values['ack-only']) {
+      process.stdout.write(
+        `ack only: p50 ${round(pct(acks, 50))} / p95 ${round(pct(acks, 95))} / p99 ${round(pct(acks, 99))} ms, ` +
+          `${acks.length}/${messages} acknowledged in ${round(postSeconds)} s\n`,
+      );
+      return;
+    }
+    const deadline = Date.now() + 600_000;
+    while (graph.sends.length < messages && Date.now() < deadline) await sleep(20);
+    const repliesDone = performance.now();
+    await idle();
+    const replySeconds = (repliesDone - started) / 1000;
+    const turnCommands = commands - commandsBefore;
+    const cpuMs = processTree().cpuMs - cpuBefore;
+
+    // Reply latency: the k-th reply to a sender answers its k-th message (answers keep order).
+    const latencies: number[] = [];
+    const perSender = new Map<string, number>();
+    for (const send of graph.sends) {
+      const k = perSender.get(send.to) ?? 0;
+      perSender.set(send.to, k + 1);
+      const at = sentAt.get(send.to)?.[k];
+      if (at !== undefined) latencies.push(send.at - at);
+    }
+    const expected = new Map<string, number>();
+    for (const item of items) expected.set(item.from, (expected.get(item.from) ?? 0) + 1);
+    const answeredOnce = [...expected].reduce((n, [from, k]) => n + (perSender.get(from) === k ? k : 0), 0);
+    const replies = Math.min(graph.sends.length, messages);
+
+    // Redeliveries and forgeries: no reply for any of them.
+    const sendsBefore = graph.sends.length;
+    const again = items.slice(0, Number(values.redeliveries));
+    let againAcked = 0;
+    await pool(again, concurrency, async (item) => {
+      if ((await post(url, item.body, item.signature)).status === 200) againAcked++;
+    });
+    const forgeries = Array.from({ length: Number(values.forgeries) }, (_, i) =>
+      signed(textNotification(`4477008${String(100_000 + i).slice(1)}`, 'forged').payload, 'not-the-secret'),
+    );
+    let rejected = 0;
+    await pool(forgeries, concurrency, async (f) => {
+      if ((await post(url, f.body, f.signature)).status === 401) rejected++;
+    });
+    await idle();
+    await sleep(500);
+    const extraReplies = graph.sends.length - sendsBefore;
+
+    // Delivery statuses of the replies: database round trips per status.
+    const toStatus = graph.sends.slice(0, Number(values.statuses));
+    const statusCommands = commands;
+    await pool(toStatus, concurrency, async (send) => {
+      const { body, signature } = signed(
+        notification(value({ statuses: [status(send.wamid, 'delivered', send.to)] })),
+        secret,
+      );
+      await post(url, body, signature);
+    });
+    await idle();
+    const perStatus = toStatus.length ? (commands - statusCommands) / toStatus.length : null;
+
+    const figures: Figures = {
+      messages,
+      senders,
+      concurrency,
+      database: description,
+      ackMs: {
+        p50: round(pct(acks, 50)),
+        p95: round(pct(acks, 95)),
+        p99: round(pct(acks, 99)),
+        max: round(Math.max(...acks)),
+      },
+      postSeconds: round(postSeconds),
+      answered: replies,
+      answeredOnce,
+      repliesPerSecond: round(replies / replySeconds),
+      replyLatencyMs: { p50: round(pct(latencies, 50), 0), p95: round(pct(latencies, 95), 0) },
+      redeliveries: { sent: again.length, acked: againAcked, replies: extraReplies },
+      forgeries: { sent: forgeries.length, rejected, replies: 0 },
+      roundTripsPerMessageAndReply: external ? null : round(turnCommands / messages),
+      roundTripsPerStatus: external || perStatus === null ? null : round(perStatus),
+      cpuMsPerTurn: round(cpuMs / messages),
+      peakRssMb: round(peak.rss / 1024 / 1024, 0),
+      floor,
+      repliesShareOfFloor: floor
+        ? round((100 * (replies / replySeconds)) / Math.min(floor.insertsPerSecond, floor.updatesPerSecond))
+        : null,
+    };
+    print(figures);
+    if (values.json) writeFileSync(values.json, `${JSON.stringify(figures, null, 2)}\n`);
+  } finally {
+    clearInterval(sampler);
+    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+  }
+}
+
+function print(f: Figures): void {
+  const rows: [string, string][] = [
+    ['database', f.database],
+    ['messages / senders / concurrent', `${f.messages} / ${f.senders} / ${f.concurrency}`],
+    ['ack p50 / p95 / p99 / max', `${f.ackMs.p50} / ${f.ackMs.p95} / ${f.ackMs.p99} / ${f.ackMs.max} ms`],
+    ['all POSTs acknowledged in', `${f.postSeconds} s`],
+    ['answered exactly once', `${f.answeredOnce} / ${f.messages}`],
+    ['replies/s', String(f.repliesPerSecond)],
+    ['reply latency p50 / p95', `${f.replyLatencyMs.p50} / ${f.replyLatencyMs.p95} ms`],
+    [
+      'redeliveries: acked, replies',
+      `${f.redeliveries.acked}/${f.redeliveries.sent}, ${f.redeliveries.replies}`,
+    ],
+    ['forgeries: rejected, replies', `${f.forgeries.rejected}/${f.forgeries.sent}, ${f.forgeries.replies}`],
+    ['DB round trips per message+reply', String(f.roundTripsPerMessageAndReply ?? '-')],
+    ['DB round trips per status', String(f.roundTripsPerStatus ?? '-')],
+    ['CPU per turn (process tree)', `${f.cpuMsPerTurn} ms`],
+    ['peak RSS (process tree)', `${f.peakRssMb} MB`],
+    [
+      'DB floor: inserts/s, updates/s',
+      f.floor ? `${f.floor.insertsPerSecond}, ${f.floor.updatesPerSecond}` : '-',
+    ],
+    ['replies/s as share of the floor', f.repliesShareOfFloor === null ? '-' : `${f.repliesShareOfFloor} %`],
+  ];
+  const width = Math.max(...rows.map(([k]) => k.length));
+  for (const [k, v] of rows) process.stdout.write(`${k.padEnd(width)}  ${v}\n`);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+});

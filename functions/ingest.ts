@@ -1,0 +1,63 @@
+// Queue trigger on `inbound`: stores what a verified notification holds (users, messages,
+// statuses; anything not understood archived) exactly once, then queues the reply jobs. A failure
+// throws: the host retries, then moves the item to `inbound-poison`, where it is kept for
+// `npm run replay-poison`. A redelivered item stores nothing twice.
+import type { InvocationContext } from '@azure/functions';
+import { ingestNotification } from '../shared/bot/ingest';
+import { INBOUND_QUEUE, SpillReferenceSchema } from '../shared/bot/jobs';
+import { defaultRuntime, type Runtime, type Services } from '../shared/deps';
+import type { Logger } from '../shared/log';
+import type { QueueDefinition } from './definition-types';
+import { loggerOf } from './http';
+import { replyQueueOutput } from './queues';
+
+type Body = { payload: unknown; spill: string | null } | null;
+
+/** The notification an item stands for: the item itself, or the body it refers to. */
+async function resolve(services: Services, item: unknown, log: Logger): Promise<Body> {
+  let value = item;
+  if (typeof value === 'string') {
+    // The host hands JSON over parsed; a string here was not JSON (never queued by the webhook).
+    try {
+      value = JSON.parse(value);
+    } catch {
+      return { payload: value, spill: null };
+    }
+  }
+  const reference = SpillReferenceSchema.safeParse(value);
+  if (!reference.success || (value as Record<string, unknown>)['object'] !== undefined) {
+    return { payload: value, spill: null };
+  }
+  const body = await services.data.spills.take(reference.data.spill);
+  if (!body) {
+    // Spills are removed only after their content was stored: this item was already ingested.
+    log.warn('spilled notification already ingested', { bytes: reference.data.bytes });
+    return null;
+  }
+  return { payload: JSON.parse(body.toString('utf8')), spill: reference.data.spill };
+}
+
+export function ingestWorker(runtime: Runtime = defaultRuntime) {
+  return async (item: unknown, context: InvocationContext): Promise<void> => {
+    const log = loggerOf(context);
+    const services = await runtime.services();
+    const body = await resolve(services, item, log);
+    if (!body) return;
+    const { jobs, summary } = await ingestNotification(services, body.payload, log);
+    if (jobs.length) context.extraOutputs.set(replyQueueOutput, jobs);
+    if (body.spill) await services.data.spills.remove(body.spill);
+    log.info('notification ingested', {
+      jobs: jobs.length,
+      attempt: Number(context.triggerMetadata?.['dequeueCount'] ?? 1),
+      ...summary,
+    });
+  };
+}
+
+export const ingestDefinition: QueueDefinition = {
+  kind: 'queue',
+  name: 'ingest',
+  queueName: INBOUND_QUEUE,
+  handler: ingestWorker(),
+  queueOutputs: [replyQueueOutput],
+};

@@ -1,0 +1,29 @@
+// Timer (every minute): re-queues the reply of any message left `pending` with no live job or
+// `sending` past its lease, so no user waits for Meta to deliver again.
+import type { InvocationContext, Timer } from '@azure/functions';
+import { sweepStaleReplies } from '../shared/bot/sweeper';
+import { defaultRuntime, type Runtime } from '../shared/deps';
+import type { TimerDefinition } from './definition-types';
+import { loggerOf } from './http';
+import { replyQueueOutput } from './queues';
+
+export const SWEEPER_SCHEDULE = '0 * * * * *';
+
+export function sweeperTimer(runtime: Runtime = defaultRuntime) {
+  return async (_timer: Timer, context: InvocationContext): Promise<void> => {
+    const log = loggerOf(context);
+    const jobs = await sweepStaleReplies(await runtime.services(), log);
+    if (jobs.length) {
+      context.extraOutputs.set(replyQueueOutput, jobs);
+      log.info('sweep done', { requeued: jobs.length });
+    }
+  };
+}
+
+export const sweeperDefinition: TimerDefinition = {
+  kind: 'timer',
+  name: 'sweeper',
+  schedule: SWEEPER_SCHEDULE,
+  handler: sweeperTimer(),
+  queueOutputs: [replyQueueOutput],
+};

@@ -1,0 +1,337 @@
+// The queue and timer half of the local host (`npm run dev`, tests, bench): consumes Azure Storage
+// queues (Azurite) with @azure/storage-queue the way the Functions host does with host.json's
+// `extensions.queues` settings: message encoding, batch size and new-batch threshold, polling with
+// backoff, a visibility timeout between attempts, `dequeueCount` in the trigger metadata, and after
+// `maxDequeueCount` failed attempts the message moved to `<queue>-poison`. Output bindings are
+// written before the message is deleted. Timers fire on their NCRONTAB schedule.
+import { InvocationContext, type StorageQueueOutput } from '@azure/functions';
+import { QueueServiceClient, type QueueClient, type DequeuedMessageItem } from '@azure/storage-queue';
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { FunctionDefinition, QueueDefinition, TimerDefinition } from '../../functions/definition-types';
+import { scrub } from '../../shared/log';
+import { nextOccurrence, parseSchedule } from './ncrontab';
+
+export type HostLog = (level: string, functionName: string, message: string) => void;
+
+export interface QueueSettings {
+  readonly batchSize: number;
+  readonly newBatchThreshold: number;
+  readonly maxDequeueCount: number;
+  /** Delay before a failed message is visible again (host.json `visibilityTimeout`). */
+  readonly visibilityTimeoutMs: number;
+  readonly maxPollingIntervalMs: number;
+  readonly messageEncoding: 'base64' | 'none';
+}
+
+export interface QueueHostOptions {
+  readonly definitions: readonly FunctionDefinition[];
+  readonly connectionString: string;
+  /** Default: host.json's extensions.queues. */
+  readonly settings?: Partial<QueueSettings>;
+  readonly log?: HostLog;
+  /** Invisibility of a message while its handler runs, renewed at a third of it (default 30 s). */
+  readonly leaseSeconds?: number;
+  /** Timers also run once when the host starts (by function name). */
+  readonly runOnStart?: readonly string[];
+}
+
+export interface QueueHost {
+  /** Writes items to a queue as an output binding does (JSON unless a string; then encoded). */
+  send(queueName: string, items: readonly unknown[]): Promise<void>;
+  /** Resolves when every trigger queue is empty and no handler runs. */
+  idle(options?: { timeoutMs?: number }): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const timespanMs = (value: unknown, fallback: number): number => {
+  const m = typeof value === 'string' ? /^(\d+):(\d{2}):(\d{2})(?:\.(\d+))?$/.exec(value) : null;
+  if (!m) return fallback;
+  return ((Number(m[1]) * 60 + Number(m[2])) * 60 + Number(m[3])) * 1000 + Number(`0.${m[4] ?? '0'}`) * 1000;
+};
+
+/** host.json's queue settings with the Functions host's defaults. */
+export function hostQueueSettings(file = path.resolve(__dirname, '../../host.json')): QueueSettings {
+  let queues: Record<string, unknown> = {};
+  try {
+    const host = JSON.parse(readFileSync(file, 'utf8')) as {
+      extensions?: { queues?: Record<string, unknown> };
+    };
+    queues = host.extensions?.queues ?? {};
+  } catch {
+    // no host.json: the defaults below
+  }
+  const batchSize = typeof queues['batchSize'] === 'number' ? queues['batchSize'] : 16;
+  return {
+    batchSize,
+    newBatchThreshold:
+      typeof queues['newBatchThreshold'] === 'number'
+        ? queues['newBatchThreshold']
+        : Math.floor(batchSize / 2),
+    maxDequeueCount: typeof queues['maxDequeueCount'] === 'number' ? queues['maxDequeueCount'] : 5,
+    visibilityTimeoutMs: timespanMs(queues['visibilityTimeout'], 0),
+    maxPollingIntervalMs: timespanMs(queues['maxPollingInterval'], 60_000),
+    messageEncoding: queues['messageEncoding'] === 'none' ? 'none' : 'base64',
+  };
+}
+
+export function invocationContext(
+  functionName: string,
+  log: HostLog,
+  extra: Partial<ConstructorParameters<typeof InvocationContext>[0]> = {},
+): InvocationContext {
+  return new InvocationContext({
+    invocationId: randomUUID(),
+    functionName,
+    logHandler: (level, ...args) => log(level, functionName, args.map(String).join(' ')),
+    ...extra,
+  });
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const errorName = (error: unknown) =>
+  error instanceof Error ? `${error.name}: ${scrub(error.message).slice(0, 160)}` : 'error';
+
+export async function startQueueHost(options: QueueHostOptions): Promise<QueueHost> {
+  const settings: QueueSettings = { ...hostQueueSettings(), ...options.settings };
+  const log: HostLog =
+    options.log ?? ((level, name, message) => process.stderr.write(`[${level}] ${name}: ${message}\n`));
+  const leaseSeconds = options.leaseSeconds ?? 30;
+  const service = QueueServiceClient.fromConnectionString(options.connectionString);
+  const clients = new Map<string, QueueClient>();
+  const client = async (name: string): Promise<QueueClient> => {
+    let queue = clients.get(name);
+    if (!queue) {
+      queue = service.getQueueClient(name);
+      await queue.createIfNotExists();
+      clients.set(name, queue);
+    }
+    return queue;
+  };
+  const encode = (text: string) =>
+    settings.messageEncoding === 'base64' ? Buffer.from(text, 'utf8').toString('base64') : text;
+  const decode = (text: string) =>
+    settings.messageEncoding === 'base64' ? Buffer.from(text, 'base64').toString('utf8') : text;
+
+  const queueDefs = options.definitions.filter((d): d is QueueDefinition => d.kind === 'queue');
+  const timerDefs = options.definitions.filter((d): d is TimerDefinition => d.kind === 'timer');
+  let stopping = false;
+  let running = 0;
+  const wakers = new Map<string, () => void>();
+  const loops: Promise<void>[] = [];
+  const timers = new Set<NodeJS.Timeout>();
+  const inFlight = new Set<Promise<void>>();
+
+  async function send(queueName: string, items: readonly unknown[]): Promise<void> {
+    const queue = await client(queueName);
+    for (const item of items) {
+      await queue.sendMessage(encode(typeof item === 'string' ? item : JSON.stringify(item)));
+    }
+    // Like the Functions host, a queue written here is polled at once, not after the backoff.
+    wakers.get(queueName)?.();
+  }
+
+  async function handle(definition: QueueDefinition, queue: QueueClient, message: DequeuedMessageItem) {
+    let popReceipt = message.popReceipt;
+    // Keeps the message invisible while the handler runs, as the host's renewal does.
+    const renew = setInterval(
+      () => {
+        queue
+          .updateMessage(message.messageId, popReceipt, undefined, leaseSeconds)
+          .then((r) => {
+            if (r.popReceipt) popReceipt = r.popReceipt;
+          })
+          .catch(() => undefined);
+      },
+      (leaseSeconds * 1000) / 3,
+    );
+    const text = decode(message.messageText);
+    let item: unknown = text;
+    try {
+      item = JSON.parse(text);
+    } catch {
+      // not JSON: handed over as a string, like the host does
+    }
+    const outputs: StorageQueueOutput[] = definition.queueOutputs ?? [];
+    const ctx = invocationContext(definition.name, log, {
+      triggerMetadata: {
+        id: message.messageId,
+        dequeueCount: message.dequeueCount,
+        insertionTime: message.insertedOn.toISOString(),
+        expirationTime: message.expiresOn.toISOString(),
+        nextVisibleTime: message.nextVisibleOn.toISOString(),
+        popReceipt,
+      },
+      options: { trigger: { type: 'queueTrigger', name: 'queueItem' }, extraOutputs: outputs },
+    });
+    try {
+      await definition.handler(item, ctx);
+      for (const output of outputs) {
+        const value = ctx.extraOutputs.get(output);
+        if (value === undefined) continue;
+        await send(String(output['queueName']), Array.isArray(value) ? value : [value]);
+      }
+      clearInterval(renew);
+      await queue.deleteMessage(message.messageId, popReceipt);
+    } catch (error) {
+      clearInterval(renew);
+      const name = errorName(error);
+      if (message.dequeueCount >= settings.maxDequeueCount) {
+        const poison = `${definition.queueName}-poison`;
+        log(
+          'warning',
+          definition.name,
+          `attempt ${message.dequeueCount} failed (${name}); moved to ${poison}`,
+        );
+        await (await client(poison)).sendMessage(message.messageText);
+        wakers.get(poison)?.();
+        await queue.deleteMessage(message.messageId, popReceipt).catch(() => undefined);
+      } else {
+        log('warning', definition.name, `attempt ${message.dequeueCount} failed (${name}); will retry`);
+        await queue
+          .updateMessage(
+            message.messageId,
+            popReceipt,
+            undefined,
+            Math.round(settings.visibilityTimeoutMs / 1000),
+          )
+          .catch(() => undefined);
+      }
+    }
+  }
+
+  async function consume(definition: QueueDefinition): Promise<void> {
+    const queue = await client(definition.queueName);
+    const minPoll = 50;
+    let poll = minPoll;
+    let wake: (() => void) | undefined;
+    wakers.set(definition.queueName, () => wake?.());
+    let finished: (() => void) | undefined;
+    while (!stopping) {
+      if (countOf(definition) > settings.newBatchThreshold) {
+        await new Promise<void>((resolve) => (finished = resolve));
+        continue;
+      }
+      let messages: DequeuedMessageItem[] = [];
+      try {
+        messages = (
+          await queue.receiveMessages({
+            numberOfMessages: settings.batchSize,
+            visibilityTimeout: leaseSeconds,
+          })
+        ).receivedMessageItems;
+      } catch (error) {
+        if (stopping) break;
+        log('warning', definition.name, `receive failed (${errorName(error)}); retrying`);
+      }
+      if (messages.length === 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, poll);
+          wake = () => {
+            clearTimeout(timer);
+            poll = minPoll;
+            resolve();
+          };
+        });
+        wake = undefined;
+        poll = Math.min(poll * 2, settings.maxPollingIntervalMs);
+        continue;
+      }
+      poll = minPoll;
+      for (const message of messages) {
+        running++;
+        counts.set(definition.queueName, countOf(definition) + 1);
+        const task = handle(definition, queue, message)
+          .catch((error: unknown) => log('error', definition.name, `host error: ${errorName(error)}`))
+          .finally(() => {
+            running--;
+            counts.set(definition.queueName, countOf(definition) - 1);
+            inFlight.delete(task);
+            finished?.();
+            finished = undefined;
+          });
+        inFlight.add(task);
+      }
+    }
+    finished?.();
+  }
+  const counts = new Map<string, number>();
+  const countOf = (definition: QueueDefinition) => counts.get(definition.queueName) ?? 0;
+
+  function schedule(definition: TimerDefinition, runNow: boolean): void {
+    const fields = parseSchedule(definition.schedule);
+    let last = new Date();
+    const fire = (pastDue: boolean) => {
+      const next = nextOccurrence(fields, new Date());
+      const timer: Parameters<TimerDefinition['handler']>[0] = {
+        isPastDue: pastDue,
+        schedule: { adjustForDST: false },
+        scheduleStatus: {
+          last: last.toISOString(),
+          next: next.toISOString(),
+          lastUpdated: new Date().toISOString(),
+        },
+      };
+      last = new Date();
+      running++;
+      const task = definition
+        .handler(timer, invocationContext(definition.name, log))
+        .catch((error: unknown) => log('error', definition.name, `timer failed (${errorName(error)})`))
+        .finally(() => {
+          running--;
+          inFlight.delete(task);
+        });
+      inFlight.add(task);
+    };
+    const arm = () => {
+      if (stopping) return;
+      const next = nextOccurrence(fields, new Date());
+      const handle = setTimeout(
+        () => {
+          timers.delete(handle);
+          fire(false);
+          arm();
+        },
+        Math.max(0, next.getTime() - Date.now()),
+      );
+      timers.add(handle);
+    };
+    if (runNow) fire(false);
+    arm();
+  }
+
+  for (const definition of queueDefs) {
+    await client(definition.queueName);
+    loops.push(consume(definition));
+  }
+  for (const definition of timerDefs)
+    schedule(definition, options.runOnStart?.includes(definition.name) ?? false);
+
+  return {
+    send,
+    async idle({ timeoutMs = 60_000 } = {}) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        if (running === 0) {
+          let waiting = 0;
+          for (const definition of queueDefs) {
+            waiting +=
+              (await (await client(definition.queueName)).getProperties()).approximateMessagesCount ?? 0;
+          }
+          if (waiting === 0 && running === 0) return;
+        }
+        if (Date.now() > deadline) throw new Error('queues did not become idle in time');
+        await sleep(50);
+      }
+    },
+    async stop() {
+      stopping = true;
+      for (const timer of timers) clearTimeout(timer);
+      timers.clear();
+      for (const wake of wakers.values()) wake();
+      // Running handlers finish (bounded); an unfinished message becomes visible again later.
+      await Promise.race([Promise.all([...inFlight, ...loops]), sleep(5_000)]);
+    },
+  };
+}

@@ -1,0 +1,81 @@
+// npm run replay-poison [-- --queue inbound] [--dry-run]: moves the items the host set aside in
+// `<queue>-poison` (after maxDequeueCount failed attempts) back onto `<queue>`, unchanged, so they
+// are processed again once the cause is fixed. Ingest is idempotent: nothing is stored twice.
+import path from 'node:path';
+import { QueueServiceClient } from '@azure/storage-queue';
+import { INBOUND_QUEUE, REPLY_QUEUE } from '../shared/bot/jobs';
+import { resolveStorage } from './lib/azurite';
+import { parseCli, printSummary, runMain, seconds, UsageError, type Env, type Io } from './lib/cli';
+
+export const HELP = `
+Usage: npm run replay-poison [-- --queue NAME] [--dry-run]
+
+Moves every item of <NAME>-poison back onto <NAME> (default NAME: inbound; also: reply-jobs),
+unchanged, and prints how many it moved. Uses AzureWebJobsStorage, else the Azurite of the
+running \`npm run dev\`, else Azurite on .data/azurite.
+
+  --queue NAME   the queue to replay into (inbound or reply-jobs; default inbound)
+  --dry-run      count the items; move nothing
+  -h, --help     this help
+
+Exit code: 0 on success, 1 on failure, 2 on bad arguments.
+`;
+
+const QUEUES = [INBOUND_QUEUE, REPLY_QUEUE];
+const BATCH = 32;
+/** Long enough to copy a batch; an item not deleted in time simply stays in the poison queue. */
+const VISIBILITY_SECONDS = 60;
+
+export async function main(argv: readonly string[], env: Env, io: Io): Promise<number> {
+  const { values } = parseCli(argv, { queue: { type: 'string' }, 'dry-run': { type: 'boolean' } });
+  const queue = values['queue'] ?? INBOUND_QUEUE;
+  if (!QUEUES.includes(queue)) throw new UsageError(`--queue must be one of ${QUEUES.join(', ')}`);
+  const started = Date.now();
+  const dataDir = env['DEV_DATA_DIR']?.trim() || path.resolve(__dirname, '../.data');
+  const storage = await resolveStorage({ env, dataDir, log: (line) => io.err(line) });
+  try {
+    io.err(`queues: ${storage.description}`);
+    const service = QueueServiceClient.fromConnectionString(storage.connectionString);
+    const poison = service.getQueueClient(`${queue}-poison`);
+    const target = service.getQueueClient(queue);
+    if (!(await poison.exists())) {
+      printSummary(io, `replay-poison: ${queue}-poison does not exist; nothing to move`, []);
+      return 0;
+    }
+    if (values['dry-run']) {
+      const waiting = (await poison.getProperties()).approximateMessagesCount ?? 0;
+      printSummary(io, 'replay-poison (dry run: nothing moved)', [
+        ['from', `${queue}-poison`],
+        ['items', waiting],
+      ]);
+      return 0;
+    }
+    await target.createIfNotExists();
+    let moved = 0;
+    for (;;) {
+      const { receivedMessageItems } = await poison.receiveMessages({
+        numberOfMessages: BATCH,
+        visibilityTimeout: VISIBILITY_SECONDS,
+      });
+      if (receivedMessageItems.length === 0) break;
+      for (const item of receivedMessageItems) {
+        // Copied first, deleted after: a failure in between leaves a copy in both, never none.
+        await target.sendMessage(item.messageText);
+        await poison.deleteMessage(item.messageId, item.popReceipt);
+        moved++;
+      }
+      io.err(`moved ${moved}`);
+    }
+    printSummary(io, 'replay-poison done', [
+      ['from', `${queue}-poison`],
+      ['to', queue],
+      ['items moved', moved],
+      ['time', seconds(started)],
+    ]);
+    return 0;
+  } finally {
+    await storage.stop();
+  }
+}
+
+if (require.main === module) runMain(main, HELP);

@@ -1,0 +1,50 @@
+// The per-user reply lock: a job that finds another worker answering the user ends at once (no
+// waiting, no failure, no poison queue), and a lock left by a worker that died is taken again once
+// its lease ends, so the user is answered.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ingestNotification } from '../../shared/bot/ingest';
+import { LEASE_MS, processReplyJob } from '../../shared/bot/reply';
+import { createLogger } from '../../shared/log';
+import { startTestApp, type TestApp } from '../helpers/app';
+import { textNotification } from '../helpers/meta';
+
+let app: TestApp;
+const log = createLogger({ log: () => undefined, warn: () => undefined, error: () => undefined });
+
+beforeAll(async () => {
+  app = await startTestApp();
+});
+afterAll(async () => {
+  await app.close();
+});
+
+describe('reply lock', () => {
+  it('a job for a user another worker is answering ends at once and leaves the message waiting', async () => {
+    const { message, payload } = textNotification('4420700000001', 'hello');
+    const { jobs } = await ingestNotification(app.services, payload, log);
+    const job = jobs[0];
+    if (job?.kind !== 'message') throw new Error('no reply job');
+    expect(
+      await app.services.data.users.lockForReply(job.userId, 'live-worker', LEASE_MS, new Date()),
+    ).not.toBeNull();
+    const started = Date.now();
+    await processReplyJob(app.services, job, log);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect((await app.services.data.messages.getMessage(message.id))?.replyState).toBe('pending');
+    expect(app.graph.sends().filter((s) => s.body['to'] === '4420700000001')).toHaveLength(0);
+  });
+
+  it('a lock whose lease ended (its worker died) is taken again and the user answered', async () => {
+    const { message, payload } = textNotification('4420700000002', 'anyone there?');
+    const { jobs } = await ingestNotification(app.services, payload, log);
+    const job = jobs[0];
+    if (job?.kind !== 'message') throw new Error('no reply job');
+    const longAgo = new Date(Date.now() - 2 * LEASE_MS);
+    expect(
+      await app.services.data.users.lockForReply(job.userId, 'dead-worker', LEASE_MS, longAgo),
+    ).not.toBeNull();
+    await processReplyJob(app.services, job, log);
+    expect((await app.services.data.messages.getMessage(message.id))?.replyState).toBe('sent');
+    expect(app.graph.sends().filter((s) => s.body['to'] === '4420700000002')).toHaveLength(1);
+  });
+});
