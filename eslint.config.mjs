@@ -3,6 +3,37 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 const layer = (patterns, message) => ({ group: patterns, message });
+const MONGODB = { name: 'mongodb', message: 'Only shared/data imports mongodb.' };
+const QUEUE_SDK = {
+  name: '@azure/storage-queue',
+  message: 'In Azure the Functions host does the queue work through bindings; only scripts/ use the SDK.',
+};
+const ROOT = layer(
+  ['**/deps', '**/deps.ts'],
+  'Only functions/ and scripts/ reach the composition root (shared/deps.ts).',
+);
+const UPPER = layer(
+  ['**/bot/**', '**/manage/**'],
+  'Imports point down: data/whatsapp/ai never import bot/ or manage/.',
+);
+/** The layering rules of one part of shared/. */
+const shared = (files, ignores, paths, patterns = []) => ({
+  files,
+  ignores,
+  rules: {
+    'no-console': 'error',
+    'no-restricted-imports': [
+      'error',
+      {
+        paths,
+        patterns: [
+          layer(['**/functions/**', '**/scripts/**'], 'shared/ never imports functions/ or scripts/.'),
+          ...patterns,
+        ],
+      },
+    ],
+  },
+});
 
 export default tseslint.config(
   {
@@ -53,44 +84,22 @@ export default tseslint.config(
           paths: [
             { name: 'mongodb', message: 'Only shared/data imports mongodb.' },
             { name: 'axios', message: 'functions/ are thin adapters: HTTP clients live in shared/.' },
+            QUEUE_SDK,
           ],
         },
       ],
     },
   },
-  {
-    files: ['shared/**/*.ts'],
-    ignores: ['shared/data/**'],
-    rules: {
-      'no-console': 'error',
-      'no-restricted-imports': [
-        'error',
-        {
-          paths: [{ name: 'mongodb', message: 'Only shared/data imports mongodb.' }],
-          patterns: [
-            layer(['**/functions/**', '**/scripts/**'], 'shared/ never imports functions/ or scripts/.'),
-          ],
-        },
-      ],
-    },
-  },
-  {
-    files: ['shared/data/**/*.ts', 'shared/whatsapp/**/*.ts', 'shared/ai/**/*.ts'],
-    rules: {
-      'no-console': 'error',
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            layer(
-              ['**/bot/**', '**/manage/**', '**/functions/**', '**/scripts/**'],
-              'Imports point down: data/whatsapp/ai never import bot/ or manage/.',
-            ),
-          ],
-        },
-      ],
-    },
-  },
+  // shared/: the composition root (deps.ts) builds everything; nothing below it imports it.
+  shared(['shared/deps.ts'], [], [MONGODB, QUEUE_SDK]),
+  shared(
+    ['shared/bot/**/*.ts', 'shared/manage/**/*.ts', 'shared/*.ts'],
+    ['shared/deps.ts'],
+    [MONGODB, QUEUE_SDK],
+    [ROOT],
+  ),
+  shared(['shared/whatsapp/**/*.ts', 'shared/ai/**/*.ts'], [], [MONGODB, QUEUE_SDK], [ROOT, UPPER]),
+  shared(['shared/data/**/*.ts'], [], [QUEUE_SDK], [ROOT, UPPER]),
   {
     files: ['test/**/*.ts', 'scripts/**/*.ts', 'bench/**/*.ts'],
     rules: {

@@ -132,8 +132,9 @@ describe('crash test', () => {
           .collection<{ _id: string } & Record<string, unknown>>('messages');
         const ids = items.map((i) => i.id);
         // Quiet: every message stored and answered, and no send for a while. A reply caught by the
-        // kill waits for its lease (LEASE_MS) to expire before it is taken up again.
-        const deadline = Date.now() + LEASE_MS + 40_000;
+        // kill holds its user's lock until the lease (LEASE_MS) ends; the sweeper (every minute)
+        // then re-queues it.
+        const deadline = Date.now() + LEASE_MS + 60_000 + 30_000;
         let lastSends = -1;
         let stableSince = Date.now();
         for (;;) {
@@ -159,26 +160,15 @@ describe('crash test', () => {
               .filter((l) => /warn|error|poison|sweep done/i.test(l))
               .slice(-60)
               .join('\n');
-            const db = client.db('whatsapp_chatbot');
-            const claims = await db
-              .collection<{ _id: string }>('locks')
-              .find({
-                _id: { $in: states.flatMap((m) => [`reply:${String(m._id)}:1`, `reply:${String(m._id)}:2`]) },
-              })
-              .toArray();
-            const userLocks = await db
+            const userLocks = await client
+              .db('whatsapp_chatbot')
               .collection('users')
               .find({ _id: { $in: states.map((m) => m['userId']) } })
               .project({ replyLock: 1 })
               .toArray();
-            const lockClaims = await db
-              .collection<{ _id: string }>('locks')
-              .find({ _id: { $regex: '^reply-lock:' } })
-              .toArray();
             throw new Error(
               `not quiet: ${stored} stored, ${open} open, ${sends} sends\nOPEN ${JSON.stringify(states)}\n` +
-                `CLAIMS ${JSON.stringify(claims.map((c) => c._id))}\nUSERLOCKS ${JSON.stringify(userLocks)}\n` +
-                `LOCKCLAIMS ${JSON.stringify(lockClaims.map((c) => c._id))}\n${log}`,
+                `USERLOCKS ${JSON.stringify(userLocks)}\n${log}`,
             );
           }
           await new Promise((r) => setTimeout(r, 250));
