@@ -8,6 +8,9 @@ export const DEFAULT_SYSTEM_PROMPT =
   'Answer briefly and clearly in the language of the user, in plain text suitable for a chat ' +
   '(no tables, little formatting). If you do not know something, say so.';
 
+/** An environment: process.env, or a plain object in tests and scripts. */
+export type Env = Readonly<Record<string, string | undefined>>;
+
 const keyVaultReference = /^@Microsoft\.KeyVault\(/i;
 
 /** Empty strings and unresolved Key Vault references count as missing. */
@@ -27,19 +30,33 @@ const url = () =>
       .refine((v) => /^https?:\/\//i.test(v), 'must be an http(s) URL')
       .transform((v) => v.replace(/\/+$/, '')),
   );
+/** The rule for MONGODB_DATABASE, shared with the operator scripts (scripts/lib/cli.ts). */
+export const DEFAULT_DATABASE = 'whatsapp_chatbot';
+export const DatabaseNameSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]{1,63}$/, 'must be 1-63 letters, digits, _ or -');
+
+/** The database named by MONGODB_DATABASE (default whatsapp_chatbot); throws AppError(CONFIG) if invalid. */
+export function databaseName(env: Env): string {
+  const parsed = z
+    .preprocess(present, DatabaseNameSchema.default(DEFAULT_DATABASE))
+    .safeParse(env['MONGODB_DATABASE']);
+  if (!parsed.success) {
+    throw new AppError(
+      ErrorCode.CONFIG,
+      'Invalid configuration: MONGODB_DATABASE must be 1-63 letters, digits, _ or -',
+    );
+  }
+  return parsed.data;
+}
+
 const int = (min: number, max: number) => z.preprocess(present, z.coerce.number().int().min(min).max(max));
 
 /** The schema of the environment. Its keys are the app settings that infra/ provisions. */
 export const EnvSchema = z
   .object({
     MONGODB_URI: optStr(),
-    MONGODB_DATABASE: z.preprocess(
-      present,
-      z
-        .string()
-        .regex(/^[A-Za-z0-9_-]{1,63}$/, 'must be 1-63 letters, digits, _ or -')
-        .default('whatsapp_chatbot'),
-    ),
+    MONGODB_DATABASE: z.preprocess(present, DatabaseNameSchema.default(DEFAULT_DATABASE)),
     WHATSAPP_VERIFY_TOKEN: str(),
     WHATSAPP_APP_SECRET: str(),
     WHATSAPP_ACCESS_TOKEN: optStr(),
@@ -103,8 +120,6 @@ export interface Config {
   readonly handoffHours: number;
   readonly port: number;
 }
-
-export type Env = Readonly<Record<string, string | undefined>>;
 
 /** Parses an environment; throws AppError(CONFIG) naming every bad variable. Pure: no process.env. */
 export function loadConfig(env: Env): Config {

@@ -14,6 +14,7 @@
 import { randomUUID } from 'node:crypto';
 import { CounterDelta, type Message, type MessageError, type OutboundRecord, type User } from '../data';
 import { pseudonym, type Logger } from '../log';
+import { sleep } from '../time';
 import { GraphError, type Recipient } from '../whatsapp/graph';
 import { decideAnswer } from './answer';
 import type { ReplyJob } from './jobs';
@@ -33,8 +34,6 @@ export const recipientOf = (user: User): Recipient => ({ waId: user.waId, bsuid:
 
 const waiting = (m: Message): boolean =>
   m.direction === 'inbound' && (m.replyState === 'pending' || m.replyState === 'sending');
-
-const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** What one look at the user's messages found: the waiting ones and the context, oldest first. */
 interface Look {
@@ -245,7 +244,7 @@ async function record(
       if (!accepted) throw error;
       if (attempt >= RECORD_ATTEMPTS)
         throw new UnrecordedSend('an accepted answer could not be recorded', { cause: error });
-      await pause(250 * 2 ** attempt);
+      await sleep(250 * 2 ** attempt);
     }
   }
 }

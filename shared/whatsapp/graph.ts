@@ -3,6 +3,7 @@
 // errors. Its errors keep method, host, status and the Graph error code, never the token.
 import axios, { type AxiosInstance } from 'axios';
 import { AppError, ErrorCode } from '../errors';
+import { sleep } from '../time';
 
 export interface Recipient {
   readonly waId: string | null;
@@ -90,8 +91,6 @@ export interface GraphOptions {
   readonly timeoutMs?: number;
   readonly retry?: RetryPolicy;
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function backoff(policy: RetryPolicy, attempt: number, retryAfter: string | undefined): number {
   const advised = retryAfter && /^\d+$/.test(retryAfter) ? Number(retryAfter) * 1000 : 0;

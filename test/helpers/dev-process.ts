@@ -2,6 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
+import { sleep } from '../../shared/time';
 
 export interface DevProcess {
   url: string;
@@ -77,6 +78,6 @@ export async function waitFor<T>(
     const value = await probe();
     if (value) return value;
     if (Date.now() > deadline) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
   }
 }

@@ -1,7 +1,7 @@
 // loadConfig: defaults from docs/contract.md "Settings"; bad or missing settings fail with one message
 // naming each variable and what is wrong, never its value.
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_SYSTEM_PROMPT, loadConfig, type Env } from '../../shared/config';
+import { databaseName, DEFAULT_SYSTEM_PROMPT, loadConfig, type Env } from '../../shared/config';
 import { AppError, ErrorCode } from '../../shared/errors';
 
 const REQUIRED = { WHATSAPP_VERIFY_TOKEN: 'verify-token-4b1c9e', WHATSAPP_APP_SECRET: 'app-secret-8f2d71aa' };
@@ -184,5 +184,23 @@ describe('loadConfig', () => {
     expect(error.message).toContain('WHATSAPP_GRAPH_URL');
     expect(error.message).toContain('WHATSAPP_API_VERSION');
     expectNoValues(error.message, env);
+  });
+});
+
+describe('databaseName (the one rule for MONGODB_DATABASE, used by loadConfig and the scripts)', () => {
+  it('defaults to whatsapp_chatbot when unset, empty or an unresolved Key Vault reference', () => {
+    expect(databaseName({})).toBe('whatsapp_chatbot');
+    expect(databaseName({ MONGODB_DATABASE: '  ' })).toBe('whatsapp_chatbot');
+    expect(databaseName({ MONGODB_DATABASE: '@Microsoft.KeyVault(SecretUri=https://v/secrets/db)' })).toBe(
+      'whatsapp_chatbot',
+    );
+    expect(databaseName({ MONGODB_DATABASE: 'bot_test-2' })).toBe('bot_test-2');
+  });
+
+  it('refuses what loadConfig refuses, with a CONFIG error naming the variable', () => {
+    for (const bad of ['has space', 'dot.name', 'x'.repeat(64)]) {
+      expect(() => databaseName({ MONGODB_DATABASE: bad })).toThrow(/MONGODB_DATABASE must be 1-63/);
+      expect(configError({ ...REQUIRED, MONGODB_DATABASE: bad }).message).toContain('MONGODB_DATABASE');
+    }
   });
 });
