@@ -99,7 +99,7 @@ beforeAll(async () => {
   graph = await startStub((req) =>
     req.body['status'] === 'read'
       ? { status: 200, body: { success: true } }
-      : { status: 200, body: { messages: [{ id: `wamid.out.${++wamid}` }] } },
+      : { status: 200, body: { messaging_product: 'whatsapp', messages: [{ id: `wamid.out.${++wamid}` }] } },
   );
 });
 
