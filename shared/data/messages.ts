@@ -165,16 +165,7 @@ export class MessagesRepository {
     error: MessageError | null;
     read: boolean;
   }): Promise<SettledReply> {
-    const ops: AnyBulkWriteOperation<MessageDoc>[] = input.parts.map((record) => ({
-      updateOne: {
-        filter: { _id: record.id, userId: { $exists: false } },
-        update: {
-          $set: outboundContent(record),
-          $setOnInsert: { status: record.status, statusRank: STATUS_RANK[record.status] },
-        },
-        upsert: true,
-      },
-    }));
+    const ops: AnyBulkWriteOperation<MessageDoc>[] = input.parts.map(upsertOutbound);
     ops.push({
       updateOne: {
         filter: { _id: input.inbound.id, replyState: { $in: WAITING } },
@@ -257,18 +248,7 @@ export class MessagesRepository {
 
   private async settleParts(records: OutboundRecord[]): Promise<boolean> {
     try {
-      await this.messages.bulkWrite(
-        records.map((record) => ({
-          updateOne: {
-            filter: { _id: record.id, userId: { $exists: false } },
-            update: {
-              $set: outboundContent(record),
-              $setOnInsert: { status: record.status, statusRank: STATUS_RANK[record.status] },
-            },
-            upsert: true,
-          },
-        })),
-      );
+      await this.messages.bulkWrite(records.map(upsertOutbound));
       return true;
     } catch (error) {
       if (error instanceof MongoBulkWriteError || isDuplicate(error)) return false;
@@ -386,6 +366,23 @@ function outboundContent(record: OutboundRecord) {
     error: record.error,
     ai: record.ai,
     ...(record.by ? { by: record.by } : {}),
+  };
+}
+
+/**
+ * Records one outbound part; a status placeholder (a status that arrived first: no userId yet)
+ * gets the content and keeps its status.
+ */
+function upsertOutbound(record: OutboundRecord): AnyBulkWriteOperation<MessageDoc> {
+  return {
+    updateOne: {
+      filter: { _id: record.id, userId: { $exists: false } },
+      update: {
+        $set: outboundContent(record),
+        $setOnInsert: { status: record.status, statusRank: STATUS_RANK[record.status] },
+      },
+      upsert: true,
+    },
   };
 }
 
