@@ -20,15 +20,11 @@ export interface StatsDoc {
   lastRetentionCutoff?: Date;
 }
 
-/** Running totals. */
-export interface TotalsDelta {
-  inbound?: number;
-  outbound?: number;
-  failed?: number;
-  newUsers?: number;
-  aiRequests?: number;
-  aiTokens?: number;
-}
+/** Running totals: the counters of a stats document. */
+export type TotalsDelta = Pick<
+  StatsDoc,
+  'inbound' | 'outbound' | 'failed' | 'newUsers' | 'aiRequests' | 'aiTokens'
+>;
 
 /** What one UTC day counts (a message on the day of its createdAt, a user on the day it was created). */
 export type DayDelta = Pick<TotalsDelta, 'inbound' | 'outbound' | 'newUsers'>;
