@@ -21,15 +21,17 @@ const present = (value: unknown): unknown =>
 
 const str = () => z.preprocess(present, z.string().min(1));
 const optStr = () => z.preprocess(present, z.string().min(1).optional());
-const url = () =>
-  z.preprocess(
-    present,
-    z
-      .string()
-      .url()
-      .refine((v) => /^https?:\/\//i.test(v), 'must be an http(s) URL')
-      .transform((v) => v.replace(/\/+$/, '')),
-  );
+/**
+ * A setting read through `present`. Defaults and optionality belong to `schema` (inside the
+ * preprocess): outside it, an empty value would not count as missing.
+ */
+const setting = <T extends z.ZodType>(schema: T) => z.preprocess(present, schema);
+const httpUrl = () =>
+  z
+    .string()
+    .url()
+    .refine((v) => /^https?:\/\//i.test(v), 'must be an http(s) URL')
+    .transform((v) => v.replace(/\/+$/, ''));
 
 /** The rule for MONGODB_DATABASE, shared with the operator scripts (scripts/lib/cli.ts). */
 export const DEFAULT_DATABASE = 'whatsapp_chatbot';
@@ -44,9 +46,9 @@ export function databaseName(env: Env): string {
   return parseEnv(z.object({ MONGODB_DATABASE: databaseField() }), env).MONGODB_DATABASE;
 }
 
-const int = (min: number, max: number) => z.preprocess(present, z.coerce.number().int().min(min).max(max));
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
-const graphUrl = () => url().default('https://graph.facebook.com');
+const graphUrl = () => setting(httpUrl().default('https://graph.facebook.com'));
 const apiVersion = () =>
   z.preprocess(
     present,
@@ -70,17 +72,17 @@ export const EnvSchema = z
     WHATSAPP_ACCESS_TOKEN: optStr(),
     WHATSAPP_GRAPH_URL: graphUrl(),
     WHATSAPP_API_VERSION: apiVersion(),
-    AI_ENDPOINT: url().optional(),
+    AI_ENDPOINT: setting(httpUrl().optional()),
     AI_API_KEY: optStr(),
     AI_MODEL: optStr(),
     AI_SYSTEM_PROMPT: optStr(),
-    AI_HISTORY_LIMIT: int(0, 100).default(10),
-    AI_TIMEOUT_MS: int(100, 600_000).default(20_000),
-    AI_MAX_PER_MINUTE: int(1, 1000).default(10),
+    AI_HISTORY_LIMIT: setting(int(0, 100).default(10)),
+    AI_TIMEOUT_MS: setting(int(100, 600_000).default(20_000)),
+    AI_MAX_PER_MINUTE: setting(int(1, 1000).default(10)),
     MANAGE_API_TOKEN: z.preprocess(present, z.string().min(16, 'must be at least 16 characters').optional()),
-    RETENTION_DAYS: int(1, 36_500).optional(),
-    HANDOFF_HOURS: int(1, 720).default(24),
-    PORT: int(1, 65_535).default(7071),
+    RETENTION_DAYS: setting(int(1, 36_500).optional()),
+    HANDOFF_HOURS: setting(int(1, 720).default(24)),
+    PORT: setting(int(1, 65_535).default(7071)),
   })
   .superRefine((env, ctx) => {
     if (env.AI_ENDPOINT && !env.AI_MODEL) {

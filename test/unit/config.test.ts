@@ -204,3 +204,25 @@ describe('databaseName (the one rule for MONGODB_DATABASE, used by loadConfig an
     }
   });
 });
+
+describe('empty settings', () => {
+  it('count as missing for defaulted and optional settings (an App Setting left blank)', () => {
+    const config = loadConfig({
+      ...REQUIRED,
+      WHATSAPP_GRAPH_URL: '',
+      AI_ENDPOINT: ' ',
+      AI_TIMEOUT_MS: '',
+      RETENTION_DAYS: '',
+      HANDOFF_HOURS: '',
+      PORT: '',
+    });
+    expect(config.whatsapp.graphUrl).toBe('https://graph.facebook.com');
+    expect(config.ai).toBeUndefined();
+    expect(config.retentionDays).toBeUndefined();
+    expect(config.handoffHours).toBe(24);
+    expect(config.port).toBe(7071);
+    expect(
+      loadConfig({ ...REQUIRED, AI_ENDPOINT: 'https://ai.example.com', AI_MODEL: 'm', AI_TIMEOUT_MS: '' }).ai,
+    ).toMatchObject({ timeoutMs: 20_000, historyLimit: 10, maxPerMinute: 10 });
+  });
+});
