@@ -46,7 +46,7 @@ describe('documents that pass', () => {
       checkStoredDocument('users', {
         ...user,
         lastInboundAt: at,
-        handoff: { since: at, by: 'agent' },
+        handoff: { since: at, by: 'agent', activeAt: at },
         replyLock: { owner: null, until: at },
         previousWaIds: ['15550001111'],
       }),
