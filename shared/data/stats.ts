@@ -111,7 +111,7 @@ export class CounterDelta {
 const nonZero = (values: Record<string, number>): Record<string, number> =>
   Object.fromEntries(Object.entries(values).filter(([, v]) => v !== 0));
 
-/** The writes of a counter change: `$inc` on the totals and on each day touched. */
+/** The writes of a counter change: `$inc` on the totals, on each day and on each AI model touched. */
 export function counterOps(delta: CounterDelta): AnyBulkWriteOperation<StatsDoc>[] {
   const ops: AnyBulkWriteOperation<StatsDoc>[] = [];
   const totals = nonZero(delta.totals);
@@ -127,6 +127,11 @@ export function counterOps(delta: CounterDelta): AnyBulkWriteOperation<StatsDoc>
         upsert: true,
       },
     });
+  }
+  for (const [model, used] of delta.models) {
+    const inc = nonZero(used);
+    if (!Object.keys(inc).length) continue;
+    ops.push({ updateOne: { filter: { _id: MODEL_PREFIX + model }, update: { $inc: inc }, upsert: true } });
   }
   return ops;
 }
