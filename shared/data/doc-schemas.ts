@@ -119,9 +119,16 @@ export const MessageDocSchema = z.object({
   rawJson: z.string().max(JSON_TEXT_MAX).exactOptional(),
 });
 
-/** The running totals (`totals`) and one document per UTC day (`day:YYYY-MM-DD`). */
+/**
+ * The running totals (`totals`), one document per UTC day (`day:YYYY-MM-DD`) and one per AI model
+ * (`model:<name>`, its answers and tokens).
+ */
 export const StatsDocSchema = z.object({
-  _id: z.union([z.literal('totals'), z.string().regex(/^day:\d{4}-\d{2}-\d{2}$/)]),
+  _id: z.union([
+    z.literal('totals'),
+    z.string().regex(/^day:\d{4}-\d{2}-\d{2}$/),
+    z.string().regex(/^model:[^\n]{1,200}$/),
+  ]),
   date: z
     .string()
     .regex(/^\d{4}-\d{2}-\d{2}$/)

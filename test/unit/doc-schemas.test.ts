@@ -41,6 +41,18 @@ describe('documents that pass', () => {
     expect(checkStoredDocument('events', event)).toBeNull();
   });
 
+  it('the counter documents: totals, a day, an AI model', () => {
+    expect(checkStoredDocument('stats', { _id: 'totals', inbound: 3, aiTokens: 40 })).toBeNull();
+    expect(
+      checkStoredDocument('stats', { _id: 'day:2026-03-01', date: '2026-03-01', inbound: 1 }),
+    ).toBeNull();
+    expect(
+      checkStoredDocument('stats', { _id: 'model:gpt-4o-mini', aiRequests: 2, aiTokens: 40 }),
+    ).toBeNull();
+    expect(checkStoredDocument('stats', { _id: 'model:', aiRequests: 1 })).toMatch(/^field _id/);
+    expect(checkStoredDocument('stats', { _id: 'week:9', inbound: 1 })).toMatch(/^field _id/);
+  });
+
   it('the optional fields of the next version, and their absence', () => {
     expect(
       checkStoredDocument('users', {
