@@ -3,9 +3,10 @@
 // venv) must report no failed check, at least MIN_PASSED passed checks and at most MAX_SKIPPED
 // skipped ones, each skip justified in the source (`// #checkov:skip=ID: why`).
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { Language, Parser, type Node } from 'web-tree-sitter';
+import { listFiles } from './lib/paths';
 
 const ROOT = path.resolve(__dirname, '..');
 const INFRA_DIR = 'infra';
@@ -22,16 +23,9 @@ function out(line: string): void {
 
 /** Every .bicep file under dir, sorted, as paths relative to the repository root. */
 function bicepFiles(dir: string): string[] {
-  const found: string[] = [];
-  const walk = (current: string): void => {
-    for (const entry of readdirSync(current, { withFileTypes: true })) {
-      const full = path.join(current, entry.name);
-      if (entry.isDirectory()) walk(full);
-      else if (entry.isFile() && entry.name.endsWith('.bicep')) found.push(path.relative(ROOT, full));
-    }
-  };
-  walk(dir);
-  return found.sort();
+  return listFiles(dir)
+    .filter((name) => name.endsWith('.bicep'))
+    .map((name) => path.relative(ROOT, path.join(dir, name)));
 }
 
 /** ERROR and MISSING nodes of one tree, as `line:col message` (1-based). */

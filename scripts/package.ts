@@ -17,6 +17,7 @@ import {
 import { builtinModules } from 'node:module';
 import path from 'node:path';
 import { crc32, deflateRawSync } from 'node:zlib';
+import { listFiles } from './lib/paths';
 
 const ROOT = path.resolve(__dirname, '..');
 export const DEFAULT_OUT_DIR = path.join(ROOT, 'dist', 'package');
@@ -212,19 +213,6 @@ function notices(metafiles: readonly Metafile[]): string {
     sections.push(`${name}@${manifest.version ?? '?'}\n\n${text}`);
   }
   return `${sections.join(`\n\n${'-'.repeat(72)}\n\n`)}\n`;
-}
-
-function listFiles(dir: string): string[] {
-  const found: string[] = [];
-  const walk = (current: string): void => {
-    for (const entry of readdirSync(current, { withFileTypes: true })) {
-      const full = path.join(current, entry.name);
-      if (entry.isDirectory()) walk(full);
-      else if (entry.isFile()) found.push(path.relative(dir, full).split(path.sep).join('/'));
-    }
-  };
-  walk(dir);
-  return found.sort();
 }
 
 /** A plain deflate zip (no zip64: the artifact is a few MB), readable by Kudu and `unzip`. */

@@ -8,6 +8,9 @@ export const DEFAULT_SYSTEM_PROMPT =
   'Answer briefly and clearly in the language of the user, in plain text suitable for a chat ' +
   '(no tables, little formatting). If you do not know something, say so.';
 
+/** An environment: process.env, or a plain object in tests and scripts. */
+export type Env = Readonly<Record<string, string | undefined>>;
+
 const keyVaultReference = /^@Microsoft\.KeyVault\(/i;
 
 /** Empty strings and unresolved Key Vault references count as missing. */
@@ -18,54 +21,68 @@ const present = (value: unknown): unknown =>
 
 const str = () => z.preprocess(present, z.string().min(1));
 const optStr = () => z.preprocess(present, z.string().min(1).optional());
-const url = () =>
+/**
+ * A setting read through `present`. Defaults and optionality belong to `schema` (inside the
+ * preprocess): outside it, an empty value would not count as missing.
+ */
+const setting = <T extends z.ZodType>(schema: T) => z.preprocess(present, schema);
+const httpUrl = () =>
+  z
+    .string()
+    .url()
+    .refine((v) => /^https?:\/\//i.test(v), 'must be an http(s) URL')
+    .transform((v) => v.replace(/\/+$/, ''));
+
+/** The rule for MONGODB_DATABASE, shared with the operator scripts (scripts/lib/cli.ts). */
+export const DEFAULT_DATABASE = 'whatsapp_chatbot';
+export const DatabaseNameSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]{1,63}$/, 'must be 1-63 letters, digits, _ or -');
+
+const databaseField = () => z.preprocess(present, DatabaseNameSchema.default(DEFAULT_DATABASE));
+
+/** The database named by MONGODB_DATABASE (default whatsapp_chatbot); throws AppError(CONFIG) if invalid. */
+export function databaseName(env: Env): string {
+  return parseEnv(z.object({ MONGODB_DATABASE: databaseField() }), env).MONGODB_DATABASE;
+}
+
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+const graphUrl = () => setting(httpUrl().default('https://graph.facebook.com'));
+const apiVersion = () =>
   z.preprocess(
     present,
     z
       .string()
-      .url()
-      .refine((v) => /^https?:\/\//i.test(v), 'must be an http(s) URL')
-      .transform((v) => v.replace(/\/+$/, '')),
+      .regex(/^v\d+\.\d+$/, 'must look like v25.0')
+      .refine(
+        (v) => Number(v.slice(1).split('.')[0]) > 20,
+        'names an expired Graph API version (v20 and older)',
+      )
+      .default('v25.0'),
   );
-const int = (min: number, max: number) => z.preprocess(present, z.coerce.number().int().min(min).max(max));
 
 /** The schema of the environment. Its keys are the app settings that infra/ provisions. */
 export const EnvSchema = z
   .object({
     MONGODB_URI: optStr(),
-    MONGODB_DATABASE: z.preprocess(
-      present,
-      z
-        .string()
-        .regex(/^[A-Za-z0-9_-]{1,63}$/, 'must be 1-63 letters, digits, _ or -')
-        .default('whatsapp_chatbot'),
-    ),
+    MONGODB_DATABASE: databaseField(),
     WHATSAPP_VERIFY_TOKEN: str(),
     WHATSAPP_APP_SECRET: str(),
     WHATSAPP_ACCESS_TOKEN: optStr(),
-    WHATSAPP_GRAPH_URL: url().default('https://graph.facebook.com'),
-    WHATSAPP_API_VERSION: z.preprocess(
-      present,
-      z
-        .string()
-        .regex(/^v\d+\.\d+$/, 'must look like v25.0')
-        .refine(
-          (v) => Number(v.slice(1).split('.')[0]) > 20,
-          'names an expired Graph API version (v20 and older)',
-        )
-        .default('v25.0'),
-    ),
-    AI_ENDPOINT: url().optional(),
+    WHATSAPP_GRAPH_URL: graphUrl(),
+    WHATSAPP_API_VERSION: apiVersion(),
+    AI_ENDPOINT: setting(httpUrl().optional()),
     AI_API_KEY: optStr(),
     AI_MODEL: optStr(),
     AI_SYSTEM_PROMPT: optStr(),
-    AI_HISTORY_LIMIT: int(0, 100).default(10),
-    AI_TIMEOUT_MS: int(100, 600_000).default(20_000),
-    AI_MAX_PER_MINUTE: int(1, 1000).default(10),
+    AI_HISTORY_LIMIT: setting(int(0, 100).default(10)),
+    AI_TIMEOUT_MS: setting(int(100, 600_000).default(20_000)),
+    AI_MAX_PER_MINUTE: setting(int(1, 1000).default(10)),
     MANAGE_API_TOKEN: z.preprocess(present, z.string().min(16, 'must be at least 16 characters').optional()),
-    RETENTION_DAYS: int(1, 36_500).optional(),
-    HANDOFF_HOURS: z.preprocess(present, z.coerce.number().int().min(1).max(720).default(24)),
-    PORT: int(1, 65_535).default(7071),
+    RETENTION_DAYS: setting(int(1, 36_500).optional()),
+    HANDOFF_HOURS: setting(int(1, 720).default(24)),
+    PORT: setting(int(1, 65_535).default(7071)),
   })
   .superRefine((env, ctx) => {
     if (env.AI_ENDPOINT && !env.AI_MODEL) {
@@ -104,20 +121,21 @@ export interface Config {
   readonly port: number;
 }
 
-export type Env = Readonly<Record<string, string | undefined>>;
+/** Parses `env` with `schema`; throws AppError(CONFIG) naming every bad variable, never its value. */
+function parseEnv<T>(schema: z.ZodType<T>, env: Env): T {
+  const parsed = schema.safeParse(env);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((issue) => {
+    const name = String(issue.path[0] ?? 'environment');
+    const missing = env[name] === undefined || present(env[name]) === undefined;
+    return `${name} ${missing && issue.code !== 'custom' ? 'is missing' : issue.message}`;
+  });
+  throw new AppError(ErrorCode.CONFIG, `Invalid configuration: ${[...new Set(problems)].join('; ')}`);
+}
 
 /** Parses an environment; throws AppError(CONFIG) naming every bad variable. Pure: no process.env. */
 export function loadConfig(env: Env): Config {
-  const parsed = EnvSchema.safeParse(env);
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((issue) => {
-      const name = String(issue.path[0] ?? 'environment');
-      const missing = env[name] === undefined || present(env[name]) === undefined;
-      return `${name} ${missing && issue.code !== 'custom' ? 'is missing' : issue.message}`;
-    });
-    throw new AppError(ErrorCode.CONFIG, `Invalid configuration: ${[...new Set(problems)].join('; ')}`);
-  }
-  const e = parsed.data;
+  const e = parseEnv(EnvSchema, env);
   const config: Config = {
     mongodb: { uri: e.MONGODB_URI, database: e.MONGODB_DATABASE },
     whatsapp: {
@@ -145,6 +163,29 @@ export function loadConfig(env: Env): Config {
     port: e.PORT,
   };
   return deepFreeze(config);
+}
+
+const GraphSettingsSchema = z.object({
+  WHATSAPP_ACCESS_TOKEN: str(),
+  WHATSAPP_VERIFY_TOKEN: str(),
+  WHATSAPP_GRAPH_URL: graphUrl(),
+  WHATSAPP_API_VERSION: apiVersion(),
+});
+
+/**
+ * The Graph API settings alone, with the access token required (scripts/setup-whatsapp.ts): the same
+ * rules as loadConfig, without the settings such a script does not need.
+ */
+export function loadGraphSettings(
+  env: Env,
+): Readonly<Omit<Config['whatsapp'], 'appSecret' | 'accessToken'> & { accessToken: string }> {
+  const e = parseEnv(GraphSettingsSchema, env);
+  return Object.freeze({
+    accessToken: e.WHATSAPP_ACCESS_TOKEN,
+    verifyToken: e.WHATSAPP_VERIFY_TOKEN,
+    graphUrl: e.WHATSAPP_GRAPH_URL,
+    apiVersion: e.WHATSAPP_API_VERSION,
+  });
 }
 
 function deepFreeze<T>(value: T): T {

@@ -3,7 +3,7 @@
 import { getConfig, type Config } from './config';
 import { openDataStore, type DataStore } from './data';
 import { setPseudonymKey } from './log';
-import type { AiResponderDeps } from './bot/ai-answer';
+import type { AiResponderDeps } from './bot/ai-responder';
 import { aiWindow, type AiResponder } from './bot/ports';
 import type { GraphClient, GraphOptions, RetryPolicy } from './whatsapp/graph';
 
@@ -73,10 +73,10 @@ function lazyGraphClient(options: GraphOptions): GraphClient {
 }
 
 function lazyAiResponder(deps: AiResponderDeps): AiResponder {
-  const responder = once(async () => (await import('./bot/ai-answer')).createAiResponder(deps));
+  const responder = once(async () => (await import('./bot/ai-responder')).createAiResponder(deps));
   return {
     window: aiWindow(deps.config),
-    answer: async (input) => (await responder()).answer(input),
+    respond: async (input) => (await responder()).respond(input),
   };
 }
 

@@ -2,6 +2,7 @@
 // summary, exit codes, and opening the database the way `npm run dev` finds it.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { closeAllClients, openDataStore, type DataStore } from '../../shared/data';
+import { databaseName, type Env } from '../../shared/config';
 import { AppError } from '../../shared/errors';
 import { resolveDatabase } from './database';
 
@@ -29,7 +30,7 @@ export class UsageError extends Error {
   override readonly name = 'UsageError';
 }
 
-export type Env = NodeJS.ProcessEnv;
+export type { Env };
 export type Main = (argv: readonly string[], env: Env, io: Io) => Promise<number>;
 
 type Options = NonNullable<ParseArgsConfig['options']>;
@@ -129,16 +130,12 @@ export function printSummary(
 
 export const seconds = (startedMs: number): string => `${((Date.now() - startedMs) / 1000).toFixed(2)} s`;
 
-const DATABASE_NAME = /^[A-Za-z0-9_-]{1,63}$/;
-
 /**
  * Opens the data store (same resolution as `npm run dev`; MONGODB_DATABASE, default
  * whatsapp_chatbot), runs `work`, then closes the client and any server it started.
  */
 export async function withDataStore<T>(env: Env, io: Io, work: (store: DataStore) => Promise<T>): Promise<T> {
-  const name = env['MONGODB_DATABASE']?.trim() || 'whatsapp_chatbot';
-  if (!DATABASE_NAME.test(name))
-    throw new ScriptError('MONGODB_DATABASE must be 1-63 letters, digits, _ or -');
+  const name = databaseName(env);
   const server = await resolveDatabase({ purpose: 'script', env, log: (line) => io.err(line) });
   try {
     return await work(await openDataStore(server.uri, name));

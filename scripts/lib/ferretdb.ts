@@ -7,7 +7,8 @@ import type { Log, ResolvedDatabase } from './database-types';
 import { FERRETDB_VERSION } from './ferretdb-build';
 import { displayPath } from './paths';
 import { canConnect, freePort, ping } from './probe';
-import { errorMessage, sleep, tail, within } from './subprocess';
+import { sleep } from '../../shared/time';
+import { errorMessage, tail, within } from './subprocess';
 import { spawnWatched } from './watchdog';
 
 const READY_TIMEOUT_MS = 30_000;

@@ -1,7 +1,8 @@
 // A cross-process lock on a directory (mkdir is atomic), for one-time installs shared by processes.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { isAlive, sleep } from './subprocess';
+import { sleep } from '../../shared/time';
+import { isAlive } from './subprocess';
 
 const LOCK_TIMEOUT_MS = 15 * 60 * 1000;
 

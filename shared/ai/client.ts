@@ -6,6 +6,7 @@ import axios, { type AxiosInstance } from 'axios';
 import { z } from 'zod';
 import type { AiConfig } from '../config';
 import { AppError, ErrorCode } from '../errors';
+import { sleep } from '../time';
 
 export interface ChatMessage {
   readonly role: 'system' | 'user' | 'assistant';
@@ -86,8 +87,6 @@ const ResponseSchema = z.object({
 const ErrorBodySchema = z
   .object({ error: z.object({ code: z.unknown().optional() }).passthrough() })
   .passthrough();
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Lazily created DefaultAzureCredential; it reads AZURE_CLIENT_ID (user-assigned identity) itself. */
 async function defaultCredential(): Promise<TokenSource> {

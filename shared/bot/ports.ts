@@ -7,20 +7,20 @@ import type { GraphClient } from '../whatsapp/graph';
 
 export type Clock = () => Date;
 
-/** An answer to send. */
-export interface Reply {
+/** What a reply says, before it is sent: its text, its role, the AI usage behind it. */
+export interface ReplyContent {
   readonly text: string;
   readonly role: MessageRole;
   readonly ai: AiUsage | null;
-  /** Set when the answer is an apology for a failure (recorded on the inbound message). */
+  /** Set when the reply is an apology for a failure (recorded on the inbound message). */
   readonly failure: MessageError | null;
 }
 
-/** Answers with a model; null means stay silent (e.g. over the per-minute limit, already notified). */
+/** Composes a reply with a model; null means stay silent (e.g. over the per-minute limit, already notified). */
 export interface AiResponder {
   /** How many of the user's latest messages the reply worker reads for it (context and rate limit). */
   readonly window: number;
-  answer(input: {
+  respond(input: {
     user: User;
     message: Message;
     /** The user's latest messages, oldest first, as the reply worker knows them now. */
@@ -28,7 +28,7 @@ export interface AiResponder {
     /** True when `recent` may not hold everything the AI needs (older messages exist). */
     recentIsPartial: boolean;
     log: Logger;
-  }): Promise<Reply | null>;
+  }): Promise<ReplyContent | null>;
 }
 
 /** Extra messages the reply worker reads beyond the context and the rate limit (later waiting ones, commands). */

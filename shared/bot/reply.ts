@@ -14,10 +14,11 @@
 import { randomUUID } from 'node:crypto';
 import { CounterDelta, type Message, type MessageError, type OutboundRecord, type User } from '../data';
 import { pseudonym, type Logger } from '../log';
+import { sleep } from '../time';
 import { GraphError, type Recipient } from '../whatsapp/graph';
-import { decideAnswer } from './answer';
+import { decideAndApply } from './decide';
 import type { ReplyJob } from './jobs';
-import type { Reply, ReplyPorts } from './ports';
+import type { ReplyContent, ReplyPorts } from './ports';
 import { splitMessage } from './split';
 import { WELCOME_TEXT } from './texts';
 
@@ -33,8 +34,6 @@ export const recipientOf = (user: User): Recipient => ({ waId: user.waId, bsuid:
 
 const waiting = (m: Message): boolean =>
   m.direction === 'inbound' && (m.replyState === 'pending' || m.replyState === 'sending');
-
-const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** What one look at the user's messages found: the waiting ones and the context, oldest first. */
 interface Look {
@@ -69,7 +68,7 @@ export async function processReplyJob(ports: ReplyPorts, job: ReplyJob, log: Log
     const seen: number = locked.inboundCount;
     let user: User = locked.user;
     const found = await look(ports, user.id);
-    const answers: OutboundRecord[] = [];
+    const recorded: OutboundRecord[] = [];
     const counters = new CounterDelta();
     let leaseFrom = Date.now();
     let done = false;
@@ -82,7 +81,7 @@ export async function processReplyJob(ports: ReplyPorts, job: ReplyJob, log: Log
           if (!renewed) throw new Error('the reply lock was lost');
           leaseFrom = Date.now();
         }
-        user = await answer(ports, user, message, found, answers, counters, log);
+        user = await replyTo(ports, user, message, found, recorded, counters, log);
       }
       done = true;
     } catch (error) {
@@ -96,7 +95,7 @@ export async function processReplyJob(ports: ReplyPorts, job: ReplyJob, log: Log
         const count = await data.users.releaseReplyLock(
           user.id,
           owner,
-          answers.map((a) => ({ id: a.id, text: a.text, at: a.createdAt, direction: 'outbound' })),
+          recorded.map((a) => ({ id: a.id, text: a.text, at: a.createdAt, direction: 'outbound' })),
         );
         await data.stats.apply(counters);
         locked =
@@ -113,23 +112,23 @@ export class UnrecordedSend extends Error {
   override readonly name = 'UnrecordedSend';
 }
 
-/** Answers one waiting message: decision, read receipt, send (maybe in parts), one write to record it. */
-async function answer(
+/** Replies to one waiting message: decision, read receipt, send (maybe in parts), one write to record it. */
+async function replyTo(
   ports: ReplyPorts,
   user: User,
   message: Message,
   found: Look,
-  answers: OutboundRecord[],
+  recorded: OutboundRecord[],
   counters: CounterDelta,
   log: Logger,
 ): Promise<User> {
   const { graph } = ports;
-  const decided = await decideAnswer(ports, user, message);
+  const decided = await decideAndApply(ports, user, message);
   const read = await markRead(ports, message, decided.decision.kind === 'ai', log);
-  let reply: Reply | null = null;
+  let reply: ReplyContent | null = null;
   if (decided.decision.kind === 'fixed') reply = decided.decision.reply;
   else if (decided.decision.kind === 'ai' && ports.ai)
-    reply = await ports.ai.answer({
+    reply = await ports.ai.respond({
       user: decided.user,
       message,
       recent: found.recent,
@@ -199,7 +198,7 @@ async function answer(
     });
   }
   if (settled.failedBefore) counters.failed(settled.failedBefore);
-  answers.push(...settled.stored);
+  recorded.push(...settled.stored);
   // What this look knows now: the message answered, the answer sent (the next message's context).
   const index = found.recent.findIndex((m) => m.id === message.id);
   if (index >= 0) found.recent[index] = { ...message, replyState: state };
@@ -245,7 +244,7 @@ async function record(
       if (!accepted) throw error;
       if (attempt >= RECORD_ATTEMPTS)
         throw new UnrecordedSend('an accepted answer could not be recorded', { cause: error });
-      await pause(250 * 2 ** attempt);
+      await sleep(250 * 2 ** attempt);
     }
   }
 }

@@ -1,7 +1,9 @@
 // Splits an answer into WhatsApp text messages of at most 4096 characters, at paragraph, line,
 // sentence or word boundaries when possible, never inside a surrogate pair.
 
-export const WHATSAPP_TEXT_LIMIT = 4096;
+import { TEXT_BODY_LIMIT } from '../whatsapp/outbound';
+
+export const WHATSAPP_TEXT_LIMIT = TEXT_BODY_LIMIT;
 
 export function splitMessage(text: string, limit = WHATSAPP_TEXT_LIMIT): string[] {
   const parts: string[] = [];

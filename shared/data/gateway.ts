@@ -15,11 +15,10 @@ import {
   type WriteError,
 } from 'mongodb';
 import { isDuplicateKey, retryAfterMs, translateError, isThrottled } from './client';
+import { sleep } from '../time';
 import type { ServerAdapter, ServerFeatures } from './adapter';
 
 const MAX_THROTTLE_RETRIES = 5;
-
-const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Runs one database operation, retrying throttling after the advised delay, up to a bound. */
 export async function execute<T>(operation: () => Promise<T>): Promise<T> {
@@ -28,7 +27,7 @@ export async function execute<T>(operation: () => Promise<T>): Promise<T> {
       return await operation();
     } catch (error) {
       if (isThrottled(error) && attempt < MAX_THROTTLE_RETRIES) {
-        await pause(retryAfterMs(error, attempt));
+        await sleep(retryAfterMs(error, attempt));
         continue;
       }
       throw translateError(error);

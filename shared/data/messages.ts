@@ -4,57 +4,20 @@
 import type { AnyBulkWriteOperation, Filter } from 'mongodb';
 import type { Gateway } from './gateway';
 import { CounterDelta, type StatsRepository } from './stats';
+import type { MessageDoc } from './message-doc';
 import type { SummaryMessage } from './summary';
 import { prefixTerms } from './terms';
 import type {
-  AiUsage,
-  Direction,
   InboundRecord,
   Message,
   MessageError,
-  MessageRole,
   MessageStatus,
   OutboundRecord,
   ReplyState,
   StatusUpdate,
 } from './types';
 
-export interface MessageDoc {
-  _id: string;
-  /** Absent on a status placeholder whose message has not been stored (yet). */
-  userId?: string;
-  waMessageId: string | null;
-  direction?: Direction;
-  type?: string;
-  text?: string;
-  status: MessageStatus;
-  /** Order of outbound statuses: they only move forward. */
-  statusRank: number;
-  statusTimes?: Partial<Record<MessageStatus, Date>>;
-  /** A placeholder's is the time of its first status, so that retention removes it too. */
-  createdAt?: Date;
-  receivedAt?: Date;
-  /**
-   * Order of the conversation on our clock: when an inbound message was stored, when an outbound
-   * one was sent. Meta's timestamps (whole seconds, the sender's clock) cannot order a message
-   * against our answers.
-   */
-  seqAt?: Date;
-  role?: MessageRole;
-  phoneNumberId?: string | null;
-  terms?: string[];
-  relatedId?: string | null;
-  replyState?: ReplyState | null;
-  leaseUntil?: Date | null;
-  error?: MessageError | null;
-  ai?: AiUsage | null;
-  /** An operator message: the token's name. */
-  by?: string;
-  /** The message as Meta sent it, as bounded JSON text (see ./bounded-json). */
-  rawJson?: string;
-  /** Documents stored before rawJson kept the object itself. */
-  raw?: unknown;
-}
+export type { MessageDoc };
 
 /** sent < delivered < read; failed is terminal. */
 export const STATUS_RANK: Record<MessageStatus, number> = {
@@ -191,7 +154,7 @@ export class MessagesRepository {
     error: MessageError | null;
     read: boolean;
   }): Promise<SettledReply> {
-    const ops = input.parts.map(storeOutbound);
+    const ops = input.parts.map(upsertOutbound);
     ops.push({
       updateOne: {
         filter: { _id: input.inbound.id, replyState: { $in: WAITING } },
@@ -260,7 +223,7 @@ export class MessagesRepository {
   }
 
   private async settleParts(records: OutboundRecord[]): Promise<boolean> {
-    const { duplicates } = await this.messages.bulkWriteKeyed(records.map(storeOutbound));
+    const { duplicates } = await this.messages.bulkWriteKeyed(records.map(upsertOutbound));
     return duplicates.size === 0;
   }
 
@@ -350,18 +313,6 @@ export class MessagesRepository {
   }
 }
 
-/** Stores an outbound message under its id, joining a status placeholder that came first. */
-const storeOutbound = (record: OutboundRecord): AnyBulkWriteOperation<MessageDoc> => ({
-  updateOne: {
-    filter: { _id: record.id, userId: { $exists: false } },
-    update: {
-      $set: outboundContent(record),
-      $setOnInsert: { status: record.status, statusRank: STATUS_RANK[record.status] },
-    },
-    upsert: true,
-  },
-});
-
 function outboundContent(record: OutboundRecord) {
   const text = record.text.slice(0, MAX_TEXT);
   return {
@@ -379,6 +330,23 @@ function outboundContent(record: OutboundRecord) {
     error: record.error,
     ai: record.ai,
     ...(record.by ? { by: record.by } : {}),
+  };
+}
+
+/**
+ * Records one outbound part; a status placeholder (a status that arrived first: no userId yet)
+ * gets the content and keeps its status.
+ */
+function upsertOutbound(record: OutboundRecord): AnyBulkWriteOperation<MessageDoc> {
+  return {
+    updateOne: {
+      filter: { _id: record.id, userId: { $exists: false } },
+      update: {
+        $set: outboundContent(record),
+        $setOnInsert: { status: record.status, statusRank: STATUS_RANK[record.status] },
+      },
+      upsert: true,
+    },
   };
 }
 

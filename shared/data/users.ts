@@ -3,7 +3,7 @@
 // business-scoped user id (bsuid); a number change moves the user to the new number.
 import { createHash } from 'node:crypto';
 import type { Gateway } from './gateway';
-import type { MessageDoc } from './messages';
+import type { MessageDoc } from './message-doc';
 import { CounterDelta, type StatsRepository } from './stats';
 import { rebuiltSummary, summaryChange, type SummaryMessage } from './summary';
 import { prefixTerms } from './terms';

@@ -1,7 +1,8 @@
 // Bearer-token authentication of the management API: the bootstrap MANAGE_API_TOKEN (compared in
 // constant time) or a token made with `npm run token`, stored as a SHA-256 hash.
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { AppError, ErrorCode } from '../errors';
+import { sameSecret } from '../secrets';
 import type { ApiToken, DataStore } from '../data';
 
 export interface Caller {
@@ -18,11 +19,6 @@ export const hashToken = (token: string): string => createHash('sha256').update(
 export function newToken(): { token: string; hash: string } {
   const token = `wam_${randomBytes(32).toString('base64url')}`;
   return { token, hash: hashToken(token) };
-}
-
-function sameSecret(a: string, b: string): boolean {
-  // Equal-length digests, so timingSafeEqual neither throws nor leaks the length.
-  return timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest());
 }
 
 export function bearerToken(header: string | null): string | null {

@@ -2,6 +2,13 @@
 // OpenAPI document is generated from the same schemas (./openapi.ts).
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
+import {
+  TEMPLATE_LANGUAGE,
+  TEMPLATE_NAME,
+  TEMPLATE_PARAMETER_LIMIT,
+  TEMPLATE_PARAMETERS_MAX,
+  TEXT_BODY_LIMIT,
+} from '../whatsapp/outbound';
 
 extendZodWithOpenApi(z);
 
@@ -126,22 +133,28 @@ export const ChatsSchema = z
   })
   .openapi('Chats');
 
-/** WhatsApp's limit on the body of a text message. */
-export const MAX_TEXT_LENGTH = 4096;
+/** WhatsApp's limit on the body of a text message (owned by shared/whatsapp/outbound.ts). */
+export const MAX_TEXT_LENGTH = TEXT_BODY_LIMIT;
 
 const TemplateSchema = z
   .object({
     name: z
       .string({ error: 'is required' })
-      .regex(/^[a-z0-9_]{1,512}$/, 'must be a template name (lower-case letters, digits, _)'),
+      .regex(TEMPLATE_NAME, 'must be a template name (lower-case letters, digits, _)'),
     language: z
       .string({ error: 'is required' })
-      .regex(/^[a-z]{2,3}(_[A-Za-z]{2,4})?$/, 'must be a language code such as en or en_US'),
+      .regex(TEMPLATE_LANGUAGE, 'must be a language code such as en or en_US'),
     parameters: z
-      .array(z.string().min(1, 'must not be empty').max(1024, 'must be at most 1024 characters'), {
-        error: 'must be an array of strings',
-      })
-      .max(20, 'must have at most 20 items')
+      .array(
+        z
+          .string()
+          .min(1, 'must not be empty')
+          .max(TEMPLATE_PARAMETER_LIMIT, `must be at most ${TEMPLATE_PARAMETER_LIMIT} characters`),
+        {
+          error: 'must be an array of strings',
+        },
+      )
+      .max(TEMPLATE_PARAMETERS_MAX, `must have at most ${TEMPLATE_PARAMETERS_MAX} items`)
       .default([]),
   })
   .strict()

@@ -2,23 +2,16 @@
 // 429, 5xx and network errors with backoff and jitter up to a bound; never retries permanent
 // errors. Its errors keep method, host, status and the Graph error code, never the token.
 import axios, { type AxiosInstance } from 'axios';
+import { z } from 'zod';
 import { AppError, ErrorCode } from '../errors';
+import { sleep } from '../time';
+import { readReceipt, templateMessage, textMessage, type Recipient, type TemplateMessage } from './outbound';
 
-export interface Recipient {
-  readonly waId: string | null;
-  readonly bsuid: string | null;
-}
+export type { Recipient, TemplateMessage } from './outbound';
 
 export interface SendResult {
   /** The wamid Graph assigned, or null in dry run (no access token): the reply is `not_sent`. */
   readonly waMessageId: string | null;
-}
-
-/** An approved message template: its name, language code and body parameters, in order. */
-export interface TemplateMessage {
-  readonly name: string;
-  readonly language: string;
-  readonly parameters: readonly string[];
 }
 
 export interface GraphClient {
@@ -29,6 +22,44 @@ export interface GraphClient {
   /** Marks an inbound message as read; with `typing`, shows the typing indicator too. */
   markRead(phoneNumberId: string, messageId: string, typing: boolean): Promise<void>;
 }
+
+/**
+ * Meta's error format. `type` and `fbtrace_id` are optional here because not every error carries
+ * them (proxies, some 5xx); `code` and `message` are what the client acts on.
+ */
+export const GraphErrorBodySchema = z.object({
+  error: z
+    .object({
+      message: z.string(),
+      type: z.string().optional(),
+      code: z.number().int(),
+      error_subcode: z.number().int().optional(),
+      error_user_title: z.string().optional(),
+      error_user_msg: z.string().optional(),
+      error_data: z.object({ details: z.string().optional() }).passthrough().optional(),
+      fbtrace_id: z.string().optional(),
+    })
+    .passthrough(),
+});
+export type GraphErrorBody = z.infer<typeof GraphErrorBodySchema>;
+
+/** The answer to a sent message: the wamid Graph assigned it. */
+const SentMessageSchema = z
+  .object({ id: z.string().min(1), message_status: z.string().optional() })
+  .passthrough();
+export const SendResponseSchema = z.object({
+  messaging_product: z.literal('whatsapp'),
+  // A BSUID-addressed send answers with `user_id` instead of `wa_id`; neither is used here.
+  contacts: z
+    .array(z.object({ input: z.string().optional(), wa_id: z.string().optional() }).passthrough())
+    .optional(),
+  // At least one: the first carries the wamid.
+  messages: z.tuple([SentMessageSchema], SentMessageSchema),
+});
+export type SendResponse = z.infer<typeof SendResponseSchema>;
+
+/** The answer to a read receipt or a webhook subscription. */
+export const SuccessResponseSchema = z.object({ success: z.literal(true) });
 
 /** Graph error codes that will fail the same way again: never retried, recorded on the message. */
 export const PERMANENT_CODES: ReadonlySet<number> = new Set([
@@ -67,6 +98,7 @@ export class GraphError extends AppError {
     readonly graphCode: number | null,
     readonly title: string,
     readonly permanent: boolean,
+    readonly subcode: number | null = null,
   ) {
     super(
       ErrorCode.UPSTREAM_FAILED,
@@ -91,8 +123,6 @@ export interface GraphOptions {
   readonly retry?: RetryPolicy;
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 function backoff(policy: RetryPolicy, attempt: number, retryAfter: string | undefined): number {
   const advised = retryAfter && /^\d+$/.test(retryAfter) ? Number(retryAfter) * 1000 : 0;
   const exponential = policy.baseDelayMs * 2 ** attempt;
@@ -100,11 +130,17 @@ function backoff(policy: RetryPolicy, attempt: number, retryAfter: string | unde
   return Math.min(policy.maxDelayMs, Math.max(advised, jittered));
 }
 
-interface GraphErrorBody {
-  error?: { code?: number; message?: string; error_user_title?: string; error_data?: { details?: string } };
+/** What is safe to say about a schema mismatch: where, not the values. */
+function mismatch(error: z.ZodError): string {
+  const issue = error.issues[0];
+  return `unexpected response${issue ? `: ${issue.path.join('.') || 'body'} ${issue.message}` : ''}`;
 }
 
-export function createGraphClient(options: GraphOptions): GraphClient {
+/** A POST to the Graph API whose 2xx answer must match `schema`. */
+type Post = <T>(path: string, body: unknown, schema: z.ZodType<T>) => Promise<T>;
+
+/** The one transport of the Graph API: bearer token, bounded retries, errors as GraphError. */
+function graphTransport(options: GraphOptions): Post {
   const policy = options.retry ?? DEFAULT_RETRY;
   const http: AxiosInstance = axios.create({
     baseURL: `${options.baseUrl}/${options.apiVersion}`,
@@ -116,27 +152,40 @@ export function createGraphClient(options: GraphOptions): GraphClient {
   });
   const host = new URL(options.baseUrl).host;
 
-  async function post(path: string, body: unknown): Promise<Record<string, unknown>> {
+  return async function post<T>(path: string, body: unknown, schema: z.ZodType<T>): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       let error: GraphError;
       let retryAfter: string | undefined;
       try {
         const response = await http.post<unknown>(path, body);
         if (response.status >= 200 && response.status < 300) {
-          return (response.data ?? {}) as Record<string, unknown>;
+          const parsed = schema.safeParse(response.data);
+          if (parsed.success) return parsed.data;
+          // Not retried: Graph accepted the request, and a resent message would be a duplicate.
+          throw new GraphError('POST', host, response.status, null, mismatch(parsed.error), true);
         }
-        const payload = (response.data ?? {}) as GraphErrorBody;
-        const code = typeof payload.error?.code === 'number' ? payload.error.code : null;
+        const parsed = GraphErrorBodySchema.safeParse(response.data);
+        const meta = parsed.success ? parsed.data.error : null;
+        const code = meta?.code ?? null;
         const retryable =
           (response.status === 429 ||
             response.status >= 500 ||
             (code !== null && RETRYABLE_CODES.has(code))) &&
           !(code !== null && PERMANENT_CODES.has(code));
-        const title = (payload.error?.error_user_title ?? payload.error?.message ?? '').slice(0, 200);
-        error = new GraphError('POST', host, response.status, code, title, !retryable);
+        const title = (meta ? (meta.error_user_title ?? meta.message) : '').slice(0, 200);
+        error = new GraphError(
+          'POST',
+          host,
+          response.status,
+          code,
+          title,
+          !retryable,
+          meta?.error_subcode ?? null,
+        );
         const header: unknown = response.headers['retry-after'];
         retryAfter = typeof header === 'string' ? header : undefined;
       } catch (cause) {
+        if (cause instanceof GraphError) throw cause;
         // Network error or timeout: drop axios' error (its config carries the token).
         const code = axios.isAxiosError(cause) ? (cause.code ?? 'network') : 'network';
         error = new GraphError('POST', host, null, null, code, false);
@@ -144,53 +193,47 @@ export function createGraphClient(options: GraphOptions): GraphClient {
       if (error.permanent || attempt + 1 >= policy.attempts) throw error;
       await sleep(backoff(policy, attempt, retryAfter));
     }
-  }
+  };
+}
 
-  const address = (to: Recipient) => (to.waId ? { to: to.waId } : { recipient: to.bsuid });
+export function createGraphClient(options: GraphOptions): GraphClient {
+  const post = graphTransport(options);
+  const messages = (phoneNumberId: string) => `/${encodeURIComponent(phoneNumberId)}/messages`;
 
-  async function send(phoneNumberId: string, to: Recipient, content: object): Promise<SendResult> {
-    const data = await post(`/${encodeURIComponent(phoneNumberId)}/messages`, {
-      messaging_product: 'whatsapp',
-      recipient_type: 'individual',
-      ...address(to),
-      ...content,
-    });
-    const messages = data['messages'];
-    const id = Array.isArray(messages) ? (messages[0] as { id?: unknown } | undefined)?.id : undefined;
-    if (typeof id !== 'string' || !id) {
-      throw new GraphError('POST', host, 200, null, 'response without a message id', true);
-    }
-    return { waMessageId: id };
+  async function send(phoneNumberId: string, body: object): Promise<SendResult> {
+    const sent = await post(messages(phoneNumberId), body, SendResponseSchema);
+    return { waMessageId: sent.messages[0].id };
   }
 
   return {
     dryRun: false,
-    sendText: (phoneNumberId, to, text) =>
-      send(phoneNumberId, to, { type: 'text', text: { preview_url: false, body: text } }),
-    sendTemplate: (phoneNumberId, to, template) =>
-      send(phoneNumberId, to, {
-        type: 'template',
-        template: {
-          name: template.name,
-          language: { code: template.language },
-          ...(template.parameters.length
-            ? {
-                components: [
-                  { type: 'body', parameters: template.parameters.map((text) => ({ type: 'text', text })) },
-                ],
-              }
-            : {}),
-        },
-      }),
+    // The bodies are built (and checked against WhatsApp's limits) before any request.
+    sendText: async (phoneNumberId, to, text) => send(phoneNumberId, textMessage(to, text)),
+    sendTemplate: async (phoneNumberId, to, template) => send(phoneNumberId, templateMessage(to, template)),
     async markRead(phoneNumberId, messageId, typing) {
-      await post(`/${encodeURIComponent(phoneNumberId)}/messages`, {
-        messaging_product: 'whatsapp',
-        status: 'read',
-        message_id: messageId,
-        ...(typing ? { typing_indicator: { type: 'text' } } : {}),
-      });
+      await post(messages(phoneNumberId), readReceipt(messageId, typing), SuccessResponseSchema);
     },
   };
+}
+
+/**
+ * Subscribes the app that owns the token to a WhatsApp Business Account's webhooks
+ * (POST /{waba-id}/subscribed_apps); with `override`, Meta sends that account's notifications to
+ * the given callback URL (and verifies it at once with the verify token).
+ */
+export async function subscribeApp(
+  options: GraphOptions,
+  wabaId: string,
+  override?: { readonly callbackUrl: string; readonly verifyToken: string },
+): Promise<void> {
+  const post = graphTransport(options);
+  await post(
+    `/${encodeURIComponent(wabaId)}/subscribed_apps`,
+    override
+      ? { override_callback_uri: override.callbackUrl, verify_token: override.verifyToken }
+      : undefined,
+    SuccessResponseSchema,
+  );
 }
 
 /** Without an access token (local development) nothing is sent: replies are recorded `not_sent`. */

@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { sleep } from '../../shared/time';
 
 export interface DevProcess {
   url: string;
@@ -122,6 +123,6 @@ export async function waitFor<T>(
     const value = await probe();
     if (value) return value;
     if (Date.now() > deadline) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
   }
 }

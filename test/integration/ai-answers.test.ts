@@ -3,8 +3,6 @@
 // Checks the context (system prompt, order, limit, reset boundary, commands and notices left out,
 // non-text descriptions), model name, retry, apology on 5xx and timeout, per-minute limit, the
 // typing indicator and token accounting; and that logs carry no text.
-import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../shared/config';
 import { createDataStore, type DataStore, type Message } from '../../shared/data';
@@ -14,55 +12,7 @@ import { processReplyJob } from '../../shared/bot/reply';
 import { AI_APOLOGY, RATE_LIMIT_NOTICE, RESET_ANSWER } from '../../shared/bot/texts';
 import { createLogger, type Logger } from '../../shared/log';
 import { testDatabase, type TestDatabase } from '../helpers/db';
-
-interface Recorded {
-  url: string;
-  headers: IncomingHttpHeaders;
-  body: Record<string, unknown>;
-}
-
-type Responder = (req: Recorded, index: number) => { status: number; body: unknown; delayMs?: number };
-
-interface Stub {
-  url: string;
-  requests: Recorded[];
-  respond: Responder;
-  server: Server;
-}
-
-async function startStub(respond: Responder): Promise<Stub> {
-  const stub = { url: '', requests: [] as Recorded[], respond } as Stub;
-  stub.server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => {
-      const text = Buffer.concat(chunks).toString('utf8');
-      const recorded = {
-        url: req.url ?? '',
-        headers: req.headers,
-        body: (text ? JSON.parse(text) : {}) as Record<string, unknown>,
-      };
-      stub.requests.push(recorded);
-      const answer = stub.respond(recorded, stub.requests.length - 1);
-      const send = () => {
-        if (res.destroyed) return;
-        res.writeHead(answer.status, { 'Content-Type': 'application/json' });
-        res.end(JSON.stringify(answer.body));
-      };
-      if (answer.delayMs) setTimeout(send, answer.delayMs);
-      else send();
-    });
-  });
-  await new Promise<void>((resolve) => stub.server.listen(0, '127.0.0.1', resolve));
-  stub.url = `http://127.0.0.1:${(stub.server.address() as AddressInfo).port}`;
-  return stub;
-}
-
-const closeStub = (stub: Stub) =>
-  new Promise<void>((resolve) => {
-    stub.server.closeAllConnections();
-    stub.server.close(() => resolve());
-  });
+import { startHttpStub, type HttpStub, type StubRequest } from '../helpers/http-stub';
 
 const MODEL = 'my-gpt-deployment';
 const SYSTEM_PROMPT = 'You are the test assistant. Answer briefly.';
@@ -70,8 +20,8 @@ const PHONE_NUMBER_ID = '106540352242922';
 
 let tdb: TestDatabase;
 let data: DataStore;
-let ai: Stub;
-let graph: Stub;
+let ai: HttpStub;
+let graph: HttpStub;
 let logs: string[] = [];
 const log: Logger = createLogger({
   log: (...a: unknown[]) => logs.push(a.join(' ')),
@@ -80,7 +30,7 @@ const log: Logger = createLogger({
 });
 
 /** The AI stub's default: "answer N" with usage 10 + 5 tokens. */
-const answerN = (_req: Recorded, index: number) => ({
+const answerN = (_req: StubRequest, index: number) => ({
   status: 200,
   body: {
     model: MODEL,
@@ -94,18 +44,18 @@ const answerN = (_req: Recorded, index: number) => ({
 beforeAll(async () => {
   tdb = await testDatabase('ai-answers');
   data = createDataStore(tdb.db);
-  ai = await startStub(answerN);
+  ai = await startHttpStub(answerN);
   let wamid = 0;
-  graph = await startStub((req) =>
+  graph = await startHttpStub((req) =>
     req.body['status'] === 'read'
       ? { status: 200, body: { success: true } }
-      : { status: 200, body: { messages: [{ id: `wamid.out.${++wamid}` }] } },
+      : { status: 200, body: { messaging_product: 'whatsapp', messages: [{ id: `wamid.out.${++wamid}` }] } },
   );
 });
 
 afterAll(async () => {
-  await closeStub(ai);
-  await closeStub(graph);
+  await ai.close();
+  await graph.close();
   await tdb.drop();
 });
 

@@ -2,7 +2,7 @@
 // and a loopback Graph stub. Operators take a conversation, reply (text within 24 hours, templates
 // outside), hand it back; the user's `human` command; lazy expiry; validation and audit.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { decideAnswer } from '../../shared/bot/answer';
+import { decideAndApply } from '../../shared/bot/decide';
 import type { AiResponder } from '../../shared/bot/ports';
 import { DEFAULT_ANSWER, HUMAN_ANSWER, STOP_ANSWER } from '../../shared/bot/texts';
 import { MongoClient } from 'mongodb';
@@ -156,7 +156,7 @@ describe('an operator takes over a conversation', () => {
     let aiCalls = 0;
     const ai: AiResponder = {
       window: 10,
-      answer: async () => {
+      respond: async () => {
         aiCalls++;
         return null;
       },
@@ -165,7 +165,7 @@ describe('an operator takes over a conversation', () => {
     const user = (await app.services.data.users.getUser(id))!;
     const message = (await messagesOf(id))[0]!;
     const asMessage = (await app.services.data.messages.getMessage(message.id))!;
-    expect((await decideAnswer(services, user, asMessage)).decision).toEqual({ kind: 'none' });
+    expect((await decideAndApply(services, user, asMessage)).decision).toEqual({ kind: 'none' });
     expect(aiCalls).toBe(0);
 
     app.graph.requests.length = 0;

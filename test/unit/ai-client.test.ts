@@ -1,60 +1,10 @@
 // The chat-completions client against loopback stubs (real HTTP): auth headers for Azure and other
 // hosts, Microsoft Entra ID through a managed-identity token endpoint (App Service protocol),
 // token caching, one retry on 5xx/timeout, no retry on 4xx, and the parsed usage.
-import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { AiConfig } from '../../shared/config';
 import { AiError, createAiClient, isAzureHost } from '../../shared/ai/client';
-
-interface Recorded {
-  method: string;
-  url: string;
-  headers: IncomingHttpHeaders;
-  body: string;
-}
-
-type Responder = (req: Recorded) => { status: number; body: unknown; delayMs?: number };
-
-interface Stub {
-  url: string;
-  requests: Recorded[];
-  respond: Responder;
-  close(): Promise<void>;
-}
-
-async function startStub(respond: Responder): Promise<Stub> {
-  const stub: Stub = { url: '', requests: [], respond, close: () => Promise.resolve() };
-  const server: Server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => {
-      const recorded = {
-        method: req.method ?? '',
-        url: req.url ?? '',
-        headers: req.headers,
-        body: Buffer.concat(chunks).toString('utf8'),
-      };
-      stub.requests.push(recorded);
-      const answer = stub.respond(recorded);
-      const send = () => {
-        if (res.destroyed) return;
-        res.writeHead(answer.status, { 'Content-Type': 'application/json' });
-        res.end(JSON.stringify(answer.body));
-      };
-      if (answer.delayMs) setTimeout(send, answer.delayMs);
-      else send();
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  stub.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  stub.close = () =>
-    new Promise<void>((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    });
-  return stub;
-}
+import { startHttpStub, type HttpStub } from '../helpers/http-stub';
 
 const completion = (content: string) => ({
   status: 200,
@@ -80,9 +30,9 @@ const aiConfig = (endpoint: string, extra: Partial<AiConfig> = {}): AiConfig => 
 const API_KEY = 'sk-test-key-0123456789';
 const ask = [{ role: 'user' as const, content: 'hello' }];
 
-let ai: Stub;
+let ai: HttpStub;
 beforeAll(async () => {
-  ai = await startStub(() => completion('hi there'));
+  ai = await startHttpStub(() => completion('hi there'));
 });
 afterAll(async () => {
   await ai.close();
@@ -113,7 +63,7 @@ describe('chat completions', () => {
     expect(request?.url).toBe('/v1/chat/completions');
     expect(request?.headers['authorization']).toBe(`Bearer ${API_KEY}`);
     expect(request?.headers['api-key']).toBeUndefined();
-    expect(JSON.parse(request?.body ?? '{}')).toEqual({ model: 'my-deployment', messages: ask });
+    expect(JSON.parse(request?.text ?? '{}')).toEqual({ model: 'my-deployment', messages: ask });
     expect(result).toMatchObject({
       text: 'hi there',
       provider: 'openai-compatible',
@@ -187,7 +137,7 @@ describe('chat completions', () => {
 describe('Microsoft Entra ID (managed identity, App Service protocol)', () => {
   const IDENTITY_HEADER = 'identity-header-secret-0123';
   const ACCESS_TOKEN = 'entra-access-token-abcdef';
-  let identity: Stub;
+  let identity: HttpStub;
   const saved: Record<string, string | undefined> = {};
   const names = [
     'IDENTITY_ENDPOINT',
@@ -203,7 +153,7 @@ describe('Microsoft Entra ID (managed identity, App Service protocol)', () => {
   ];
 
   beforeAll(async () => {
-    identity = await startStub(() => ({
+    identity = await startHttpStub(() => ({
       status: 200,
       body: {
         access_token: ACCESS_TOKEN,

@@ -2,7 +2,7 @@
 // answer joined into one assistant turn.
 import { describe, expect, it } from 'vitest';
 import type { Message } from '../../shared/data';
-import { describeForModel, toTurns } from '../../shared/bot/ai-answer';
+import { describeForModel, toTurns } from '../../shared/bot/ai-responder';
 
 const msg = (over: Partial<Message>): Message => ({
   id: 'm',

@@ -1,7 +1,7 @@
 // loadConfig: defaults from docs/contract.md "Settings"; bad or missing settings fail with one message
 // naming each variable and what is wrong, never its value.
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_SYSTEM_PROMPT, loadConfig, type Env } from '../../shared/config';
+import { databaseName, DEFAULT_SYSTEM_PROMPT, loadConfig, type Env } from '../../shared/config';
 import { AppError, ErrorCode } from '../../shared/errors';
 
 const REQUIRED = { WHATSAPP_VERIFY_TOKEN: 'verify-token-4b1c9e', WHATSAPP_APP_SECRET: 'app-secret-8f2d71aa' };
@@ -184,5 +184,45 @@ describe('loadConfig', () => {
     expect(error.message).toContain('WHATSAPP_GRAPH_URL');
     expect(error.message).toContain('WHATSAPP_API_VERSION');
     expectNoValues(error.message, env);
+  });
+});
+
+describe('databaseName (the one rule for MONGODB_DATABASE, used by loadConfig and the scripts)', () => {
+  it('defaults to whatsapp_chatbot when unset, empty or an unresolved Key Vault reference', () => {
+    expect(databaseName({})).toBe('whatsapp_chatbot');
+    expect(databaseName({ MONGODB_DATABASE: '  ' })).toBe('whatsapp_chatbot');
+    expect(databaseName({ MONGODB_DATABASE: '@Microsoft.KeyVault(SecretUri=https://v/secrets/db)' })).toBe(
+      'whatsapp_chatbot',
+    );
+    expect(databaseName({ MONGODB_DATABASE: 'bot_test-2' })).toBe('bot_test-2');
+  });
+
+  it('refuses what loadConfig refuses, with a CONFIG error naming the variable', () => {
+    for (const bad of ['has space', 'dot.name', 'x'.repeat(64)]) {
+      expect(() => databaseName({ MONGODB_DATABASE: bad })).toThrow(/MONGODB_DATABASE must be 1-63/);
+      expect(configError({ ...REQUIRED, MONGODB_DATABASE: bad }).message).toContain('MONGODB_DATABASE');
+    }
+  });
+});
+
+describe('empty settings', () => {
+  it('count as missing for defaulted and optional settings (an App Setting left blank)', () => {
+    const config = loadConfig({
+      ...REQUIRED,
+      WHATSAPP_GRAPH_URL: '',
+      AI_ENDPOINT: ' ',
+      AI_TIMEOUT_MS: '',
+      RETENTION_DAYS: '',
+      HANDOFF_HOURS: '',
+      PORT: '',
+    });
+    expect(config.whatsapp.graphUrl).toBe('https://graph.facebook.com');
+    expect(config.ai).toBeUndefined();
+    expect(config.retentionDays).toBeUndefined();
+    expect(config.handoffHours).toBe(24);
+    expect(config.port).toBe(7071);
+    expect(
+      loadConfig({ ...REQUIRED, AI_ENDPOINT: 'https://ai.example.com', AI_MODEL: 'm', AI_TIMEOUT_MS: '' }).ai,
+    ).toMatchObject({ timeoutMs: 20_000, historyLimit: 10, maxPerMinute: 10 });
   });
 });

@@ -1,10 +1,18 @@
 // The Graph API client against a loopback node:http stub: retries 429/5xx/network errors with a
 // bounded backoff, never retries permanent Graph codes, never leaks the token in its errors, and
-// sends the documented bodies (BSUID `recipient`, read receipt with typing indicator).
+// sends the documented bodies (BSUID `recipient`, read receipt with typing indicator), parses every
+// response with the client's schemas, and refuses a body over WhatsApp's limits before any request.
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createGraphClient, GraphError, type RetryPolicy } from '../../shared/whatsapp/graph';
+import {
+  OutboundLimitError,
+  readReceipt,
+  templateMessage,
+  TEXT_BODY_LIMIT,
+  textMessage,
+} from '../../shared/whatsapp/outbound';
 
 const TOKEN = 'EAAGm0PX4ZCpsBAKtestSecretBearerToken1234567890';
 const PHONE_NUMBER_ID = '106540352242922';
@@ -280,5 +288,146 @@ describe('createGraphClient', () => {
     const error = await caught(client().sendText(PHONE_NUMBER_ID, { waId: '1', bsuid: null }, 'x'));
     expect(requests).toHaveLength(1);
     expect(error.permanent).toBe(true);
+  });
+
+  it.each([
+    ['a wamid of the wrong type', { messaging_product: 'whatsapp', messages: [{ id: 42 }] }],
+    ['no messaging_product', { messages: [{ id: WAMID }] }],
+    ['an empty object', {}],
+    ['a bare string', 'ok'],
+  ])('turns a malformed 200 (%s) into a clear, permanent GraphError after one request', async (_, body) => {
+    replies = [{ status: 200, body }];
+    const error = await caught(client().sendText(PHONE_NUMBER_ID, { waId: '1', bsuid: null }, 'x'));
+    expect(requests).toHaveLength(1);
+    expect(error.status).toBe(200);
+    expect(error.permanent).toBe(true);
+    expect(error.message).toMatch(/unexpected response/);
+    expectNoToken(error);
+  });
+
+  it('turns a malformed read-receipt answer into a GraphError', async () => {
+    replies = [{ status: 200, body: { success: 'yes' } }];
+    const error = await caught(client().markRead(PHONE_NUMBER_ID, WAMID, false));
+    expect(error.message).toMatch(/unexpected response: success/);
+  });
+
+  it("reads Meta's error format: code, subcode and the user title when given", async () => {
+    replies = [
+      {
+        status: 400,
+        body: {
+          error: {
+            message: '(#131009) Parameter value is not valid',
+            type: 'OAuthException',
+            code: 131009,
+            error_subcode: 2494010,
+            error_user_title: 'Invalid parameter',
+            error_data: { messaging_product: 'whatsapp', details: 'bad' },
+            fbtrace_id: 'AbCdEf123',
+          },
+        },
+      },
+    ];
+    const error = await caught(client().sendText(PHONE_NUMBER_ID, { waId: '1', bsuid: null }, 'x'));
+    expect(error.graphCode).toBe(131009);
+    expect(error.subcode).toBe(2494010);
+    expect(error.title).toBe('Invalid parameter');
+    expect(error.permanent).toBe(true);
+  });
+
+  it('refuses a 4097-character text before any request, and sends 4096', async () => {
+    const to = { waId: '16505551234', bsuid: null };
+    let refused: unknown;
+    try {
+      await client().sendText(PHONE_NUMBER_ID, to, 'x'.repeat(TEXT_BODY_LIMIT + 1));
+    } catch (error) {
+      refused = error;
+    }
+    expect(refused).toBeInstanceOf(OutboundLimitError);
+    expect((refused as OutboundLimitError).message).toMatch(/4097 characters.*at most 4096/);
+    expect(requests).toEqual([]);
+
+    await client().sendText(PHONE_NUMBER_ID, to, 'x'.repeat(TEXT_BODY_LIMIT));
+    expect(requests).toHaveLength(1);
+    expect(requests[0]?.body).toMatchObject({ text: { body: 'x'.repeat(TEXT_BODY_LIMIT) } });
+  });
+
+  it('refuses a template over the bounds before any request, and sends a valid one', async () => {
+    const to = { waId: '16505551234', bsuid: null };
+    const bad = [
+      { name: 'Order Update', language: 'en', parameters: [] },
+      { name: 'order_update', language: 'english', parameters: [] },
+      { name: 'order_update', language: 'en', parameters: [''] },
+      { name: 'order_update', language: 'en', parameters: ['y'.repeat(1025)] },
+      { name: 'order_update', language: 'en', parameters: Array.from({ length: 21 }, () => 'p') },
+    ];
+    for (const template of bad) {
+      await expect(client().sendTemplate(PHONE_NUMBER_ID, to, template)).rejects.toBeInstanceOf(
+        OutboundLimitError,
+      );
+    }
+    expect(requests).toEqual([]);
+
+    const result = await client().sendTemplate(PHONE_NUMBER_ID, to, {
+      name: 'order_update',
+      language: 'en_US',
+      parameters: ['Ana', '#42'],
+    });
+    expect(result.waMessageId).toBe(WAMID);
+    expect(requests[0]?.body).toEqual({
+      messaging_product: 'whatsapp',
+      recipient_type: 'individual',
+      to: '16505551234',
+      type: 'template',
+      template: {
+        name: 'order_update',
+        language: { code: 'en_US' },
+        components: [
+          {
+            type: 'body',
+            parameters: [
+              { type: 'text', text: 'Ana' },
+              { type: 'text', text: '#42' },
+            ],
+          },
+        ],
+      },
+    });
+  });
+});
+
+describe('outbound builders', () => {
+  it('build the documented bodies', () => {
+    expect(textMessage({ waId: null, bsuid: 'US.1349' }, 'Hola')).toEqual({
+      messaging_product: 'whatsapp',
+      recipient_type: 'individual',
+      recipient: 'US.1349',
+      type: 'text',
+      text: { preview_url: false, body: 'Hola' },
+    });
+    expect(
+      templateMessage({ waId: '1', bsuid: null }, { name: 'hello', language: 'en', parameters: [] }),
+    ).toEqual({
+      messaging_product: 'whatsapp',
+      recipient_type: 'individual',
+      to: '1',
+      type: 'template',
+      template: { name: 'hello', language: { code: 'en' } },
+    });
+    expect(readReceipt(WAMID, true)).toEqual({
+      messaging_product: 'whatsapp',
+      status: 'read',
+      message_id: WAMID,
+      typing_indicator: { type: 'text' },
+    });
+  });
+
+  it('count the text limit in UTF-16 units (an emoji counts 2) and refuse empty bodies and recipients', () => {
+    const to = { waId: '1', bsuid: null };
+    const emoji = '\u{1F600}';
+    expect(() => textMessage(to, emoji.repeat(TEXT_BODY_LIMIT / 2))).not.toThrow();
+    expect(() => textMessage(to, `${emoji.repeat(TEXT_BODY_LIMIT / 2)}x`)).toThrow(OutboundLimitError);
+    expect(() => textMessage(to, '  ')).toThrow(/must not be empty/);
+    expect(() => textMessage({ waId: null, bsuid: null }, 'x')).toThrow(/recipient/);
   });
 });

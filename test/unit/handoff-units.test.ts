@@ -8,15 +8,7 @@ import { activeHandoff } from '../../shared/data';
 import { isAppError } from '../../shared/errors';
 import { parseBody } from '../../shared/manage/routes';
 import { SendBodySchema } from '../../shared/manage/schemas';
-
-const thrown = (fn: () => unknown): unknown => {
-  try {
-    fn();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('did not throw');
-};
+import { thrown } from '../helpers/thrown';
 
 describe('the human command', () => {
   it('is recognised as human or agent, whole message only, and listed in help', () => {

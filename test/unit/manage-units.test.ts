@@ -12,15 +12,7 @@ import { MANAGE_ROUTES } from '../../shared/manage/routes';
 import { SearchQuerySchema, UsersQuerySchema } from '../../shared/manage/schemas';
 import { parseQuery } from '../../shared/manage/service';
 import { formatToken } from '../../shared/manage/tokens';
-
-const thrown = (fn: () => unknown): unknown => {
-  try {
-    fn();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('did not throw');
-};
+import { thrown } from '../helpers/thrown';
 
 describe('cursors', () => {
   it('round-trip an opaque position', () => {

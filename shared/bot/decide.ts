@@ -1,8 +1,9 @@
-// Decides the answer to one inbound message (docs/contract.md, "What the bot does with each
-// notification"): commands, the polite "cannot read" answer, AI when configured, else built-in.
+// Decides the reply to one inbound message and applies a command's effect (docs/contract.md, "What
+// the bot does with each notification"): commands, the polite "cannot read" reply, AI when
+// configured, else built-in.
 import { activeHandoff, HANDOFF_BY_USER, type Message, type MessageRole, type User } from '../data';
 import { parseCommand } from './commands';
-import type { ReplyPorts, Reply } from './ports';
+import type { ReplyContent, ReplyPorts } from './ports';
 import {
   DEFAULT_ANSWER,
   HELP_TEXT,
@@ -14,7 +15,7 @@ import {
 } from './texts';
 
 /** What the worker does with a message: nothing, a fixed text, or ask the AI (typing indicator first). */
-export type Decision = { kind: 'none' } | { kind: 'fixed'; reply: Reply } | { kind: 'ai' };
+export type Decision = { kind: 'none' } | { kind: 'fixed'; reply: ReplyContent } | { kind: 'ai' };
 
 const fixed = (text: string, role: MessageRole): Decision => ({
   kind: 'fixed',
@@ -27,7 +28,7 @@ const fixed = (text: string, role: MessageRole): Decision => ({
  * no answer from the bot (operators answer); an expired handoff is ended here, when it matters.
  * Returns the user as it is after the effect (the next message of the same drain sees it).
  */
-export async function decideAnswer(
+export async function decideAndApply(
   ports: Pick<ReplyPorts, 'data' | 'ai' | 'now' | 'config'>,
   user: User,
   message: Message,

@@ -1,11 +1,11 @@
-// The AI answer to one message: per-user rate limit (one notice, then silence for the minute), the
+// The AI responder: composes the reply to one message with a model: per-user rate limit (one notice, then silence for the minute), the
 // context (system prompt, recent conversation since the last reset, the new message described in
 // words), the call, and on failure a short apology with the failure recorded.
 import type { AiConfig } from '../config';
 import type { DataStore, Message, User } from '../data';
 import { pseudonym } from '../log';
 import { AiError, createAiClient, type AiClient, type AiClientOptions, type ChatMessage } from '../ai/client';
-import { aiWindow, type AiResponder, type Reply } from './ports';
+import { aiWindow, type AiResponder, type ReplyContent } from './ports';
 import { AI_APOLOGY, RATE_LIMIT_NOTICE } from './texts';
 
 export interface AiResponderDeps {
@@ -142,7 +142,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
 
   return {
     window: aiWindow(config),
-    async answer({ user, message, recent, recentIsPartial, log }) {
+    async respond({ user, message, recent, recentIsPartial, log }) {
       const minute = await lastMinute(user, recent, recentIsPartial);
       if (minute.answers >= config.maxPerMinute) {
         const notified = minute.notices > 0;
@@ -160,7 +160,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
           ms: completion.latencyMs,
           length: completion.text.length,
         });
-        const reply: Reply = {
+        const reply: ReplyContent = {
           text: completion.text,
           role: 'conversation',
           ai: {

@@ -1,0 +1,40 @@
+// The stored shape of a message (its own file so that users.ts can name it without importing
+// messages.ts, which imports users.ts).
+import type { AiUsage, Direction, MessageError, MessageRole, MessageStatus, ReplyState } from './types';
+
+export interface MessageDoc {
+  _id: string;
+  /** Absent on a status placeholder whose message has not been stored (yet). */
+  userId?: string;
+  waMessageId: string | null;
+  direction?: Direction;
+  type?: string;
+  text?: string;
+  status: MessageStatus;
+  /** Order of outbound statuses: they only move forward. */
+  statusRank: number;
+  statusTimes?: Partial<Record<MessageStatus, Date>>;
+  /** A placeholder's is the time of its first status, so that retention removes it too. */
+  createdAt?: Date;
+  receivedAt?: Date;
+  /**
+   * Order of the conversation on our clock: when an inbound message was stored, when an outbound
+   * one was sent. Meta's timestamps (whole seconds, the sender's clock) cannot order a message
+   * against our answers.
+   */
+  seqAt?: Date;
+  role?: MessageRole;
+  phoneNumberId?: string | null;
+  terms?: string[];
+  relatedId?: string | null;
+  replyState?: ReplyState | null;
+  leaseUntil?: Date | null;
+  error?: MessageError | null;
+  ai?: AiUsage | null;
+  /** An operator message: the token's name. */
+  by?: string;
+  /** The message as Meta sent it, as bounded JSON text (see ./bounded-json). */
+  rawJson?: string;
+  /** Documents stored before rawJson kept the object itself. */
+  raw?: unknown;
+}
