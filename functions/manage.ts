@@ -12,7 +12,7 @@ import type {
   InvocationContext,
 } from '@azure/functions';
 import { AppError, ErrorCode } from '../shared/errors';
-import { getServices, type Services } from '../shared/deps';
+import { defaultRuntime, type Runtime } from '../shared/deps';
 import { createLogger } from '../shared/log';
 import { authenticate, clientOf, FailureLimiter } from '../shared/manage/auth';
 import { DASHBOARD_CSP, DASHBOARD_CSS, DASHBOARD_HTML, dashboardScript } from '../shared/manage/dashboard';
@@ -41,7 +41,7 @@ async function readJson(request: HttpRequest): Promise<unknown> {
 
 /** Serves one path: authenticate, pick the route by method, validate and run it, answer JSON. */
 function pathHandler(
-  services: () => Promise<Services>,
+  runtime: Runtime,
   routes: readonly ManageRoute[],
   limiter: FailureLimiter,
 ): ManageHandler {
@@ -49,7 +49,7 @@ function pathHandler(
     const started = Date.now();
     let status = 500;
     try {
-      const s = await services();
+      const s = await runtime.services();
       const now = s.now();
       const caller = await authenticate(request.headers.get('authorization'), {
         data: s.data,
@@ -117,7 +117,7 @@ export function manageApiPaths(): { fn: string; path: string; routes: ManageRout
   return [...byPath.values()];
 }
 
-export function manageDefinitionsFor(services: () => Promise<Services>): HttpDefinition[] {
+export function manageDefinitionsFor(runtime: Runtime): HttpDefinition[] {
   // Failed authentications are counted per client across every management route of this app.
   const limiter = new FailureLimiter();
   const def = (name: string, route: string, methods: HttpMethod[], handler: HttpHandler): HttpDefinition => ({
@@ -134,7 +134,7 @@ export function manageDefinitionsFor(services: () => Promise<Services>): HttpDef
         p.fn,
         p.path,
         p.routes.map((r) => r.method),
-        pathHandler(services, p.routes, limiter),
+        pathHandler(runtime, p.routes, limiter),
       ),
     ),
     def('manageScript', 'manage/js/{name}', ['GET'], script),
@@ -158,10 +158,8 @@ const HANDLER_NAMES = {
 } as const;
 
 /** The management handlers on the given services (tests call them directly). */
-export function manageHandlers(
-  services: () => Promise<Services>,
-): Record<keyof typeof HANDLER_NAMES, ManageHandler> {
-  const byName = new Map(manageDefinitionsFor(services).map((d) => [d.name, d.handler as ManageHandler]));
+export function manageHandlers(runtime: Runtime): Record<keyof typeof HANDLER_NAMES, ManageHandler> {
+  const byName = new Map(manageDefinitionsFor(runtime).map((d) => [d.name, d.handler as ManageHandler]));
   const entries = Object.entries(HANDLER_NAMES).map(([key, name]) => {
     const handler = byName.get(name);
     if (!handler) throw new Error(`no management function ${name}`);
@@ -171,4 +169,4 @@ export function manageHandlers(
 }
 
 /** Every management route, on the process's services. */
-export const manageDefinitions: HttpDefinition[] = manageDefinitionsFor(getServices);
+export const manageDefinitions: HttpDefinition[] = manageDefinitionsFor(defaultRuntime);

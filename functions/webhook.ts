@@ -4,10 +4,11 @@
 // what it holds) and answered 200. A body too large for a queue message is spilled to the database
 // first and queued by reference. A failed write answers 5xx so that Meta delivers again.
 import { type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { MAX_INLINE_BYTES, type SpillReference } from '../shared/bot/jobs';
 import { defaultRuntime, type Runtime } from '../shared/deps';
 import { AppError, ErrorCode } from '../shared/errors';
+import { sameSecret } from '../shared/secrets';
 import { verifySignature } from '../shared/whatsapp/signature';
 import type { HttpDefinition } from './definition-types';
 import { errorResponse, loggerOf } from './http';
@@ -22,12 +23,6 @@ const text = (status: number, body = ''): HttpResponseInit => ({
   body,
   headers: { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' },
 });
-
-const sameSecret = (a: string, b: string): boolean => {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-};
 
 export function verifyWebhook(runtime: Runtime = defaultRuntime) {
   return async (request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> => {

@@ -144,9 +144,22 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     }
     const body = Buffer.concat(chunks);
     const { definition } = found.route;
-    const params = Object.fromEntries(
-      found.route.names.map((name, i) => [name, decodeURIComponent(found.match?.[i + 1] ?? '')]),
-    );
+    let params: Record<string, string>;
+    try {
+      params = Object.fromEntries(
+        found.route.names.map((name, i) => [name, decodeURIComponent(found.match?.[i + 1] ?? '')]),
+      );
+    } catch {
+      // A malformed percent-encoding (`%E0%A4%A`) is the client's mistake, never a 500.
+      res
+        .writeHead(400, { 'Content-Type': 'application/json', 'X-Content-Type-Options': 'nosniff' })
+        .end(
+          JSON.stringify({
+            error: { code: 'INVALID_INPUT', message: 'invalid percent-encoding in the path' },
+          }),
+        );
+      return;
+    }
     const headers: Record<string, string> = {};
     for (const [key, value] of Object.entries(req.headers)) {
       if (value !== undefined) headers[key] = Array.isArray(value) ? value.join(', ') : value;

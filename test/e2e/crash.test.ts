@@ -134,7 +134,7 @@ describe('crash test', () => {
         // Quiet: every message stored and answered, and no send for a while. A reply caught by the
         // kill holds its user's lock until the lease (LEASE_MS) ends; the sweeper (every minute)
         // then re-queues it.
-        const deadline = Date.now() + LEASE_MS + 60_000 + 30_000;
+        const deadline = Date.now() + LEASE_MS + 150_000;
         let lastSends = -1;
         let stableSince = Date.now();
         for (;;) {

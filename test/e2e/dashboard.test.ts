@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { runtimeOf } from '../../shared/deps';
 import { manageDefinitionsFor } from '../../functions/manage';
 import { openApiDefinition } from '../../functions/openapi';
 import { startDevServer, type DevServer } from '../../scripts/dev-server';
@@ -116,7 +117,7 @@ beforeAll(async () => {
   ]);
   await userWrites(ANA, 'Hola, un café por favor', 'Ana');
   server = await startDevServer({
-    definitions: [...manageDefinitionsFor(() => Promise.resolve(app.services)), openApiDefinition],
+    definitions: [...manageDefinitionsFor(runtimeOf(app.services)), openApiDefinition],
     port: 0,
     log: () => undefined,
   });

@@ -2,6 +2,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { collectionOf } from '../helpers/raw';
 import { startGraphStub, type GraphStub } from '../helpers/graph-stub';
 import { startDev, waitFor, type DevProcess } from '../helpers/dev-process';
 import { testDatabase, type TestDatabase } from '../helpers/db';
@@ -69,8 +70,7 @@ describe('npm run dev with settings', () => {
     expect(send.headers.authorization).toBe(`Bearer ${TOKEN}`);
     await waitFor(
       async () =>
-        (await database.db.collection('messages').findOne({ _id: message.id as never }))?.['replyState'] ===
-        'sent',
+        (await collectionOf(database.db, 'messages').findOne({ _id: message.id }))?.['replyState'] === 'sent',
     );
     await new Promise((r) => setTimeout(r, 500));
     expect(graph.sends().filter((s) => s.body['to'] === phone)).toHaveLength(1);
@@ -85,8 +85,7 @@ describe('npm run dev with settings', () => {
     // Acknowledged once queued; stored by the ingest function a moment later.
     await waitFor(
       async () =>
-        (await database.db.collection('messages').findOne({ _id: wamid as never }))?.['status'] ===
-        'delivered',
+        (await collectionOf(database.db, 'messages').findOne({ _id: wamid }))?.['status'] === 'delivered',
     );
   });
 

@@ -2,7 +2,7 @@
 import { HttpRequest, InvocationContext, type HttpResponseInit } from '@azure/functions';
 import { loadConfig } from '../../shared/config';
 import { createDataStore, type DataStore, type ImportedMessage } from '../../shared/data';
-import { buildServices, type Services } from '../../shared/deps';
+import { buildServices, runtimeOf, type Services } from '../../shared/deps';
 import { manageHandlers } from '../../functions/manage';
 import { testDatabase, type TestDatabase } from './db';
 
@@ -34,7 +34,7 @@ export async function manageFixture(
     db,
     data: store,
     services,
-    handlers: manageHandlers(() => Promise.resolve(services)),
+    handlers: manageHandlers(runtimeOf(services)),
     logs,
     close: () => db.drop(),
   };

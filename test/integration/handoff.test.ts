@@ -2,6 +2,7 @@
 // and a loopback Graph stub. Operators take a conversation, reply (text within 24 hours, templates
 // outside), hand it back; the user's `human` command; lazy expiry; validation and audit.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { runtimeOf } from '../../shared/deps';
 import { decideAndApply } from '../../shared/bot/decide';
 import type { AiResponder } from '../../shared/bot/ports';
 import { DEFAULT_ANSWER, HUMAN_ANSWER, STOP_ANSWER } from '../../shared/bot/texts';
@@ -59,7 +60,7 @@ async function messagesOf(id: string): Promise<MessageJson[]> {
 
 beforeAll(async () => {
   app = await startTestApp({ MANAGE_API_TOKEN: TOKEN, HANDOFF_HOURS: '2' });
-  h = manageHandlers(() => Promise.resolve(app.services));
+  h = manageHandlers(runtimeOf(app.services));
 });
 
 afterAll(async () => {

@@ -1,7 +1,8 @@
 // The webhook and reply path end to end through the real handlers, a real database and a
 // loopback Graph stub: exactly-once storage and replies, statuses, opt-out, rejections, healing.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { HttpRequest } from '@azure/functions';
+import { collectionOf } from '../helpers/raw';
+import { HttpRequest, type Timer } from '@azure/functions';
 import { ACCESS_TOKEN, startTestApp, VERIFY_TOKEN, type TestApp } from '../helpers/app';
 import {
   notification,
@@ -19,7 +20,7 @@ import { createDataStore } from '../../shared/data';
 import { inboundQueueOutput, receiveWebhook, replyQueueOutput, verifyWebhook } from '../../functions/webhook';
 import { ingestWorker } from '../../functions/ingest';
 import { sweeperTimer } from '../../functions/sweeper';
-import { MAX_INLINE_BYTES } from '../../shared/bot/jobs';
+import { MAX_INLINE_BYTES, type ReplyJob } from '../../shared/bot/jobs';
 import { createHash } from 'node:crypto';
 import { MongoClient } from 'mongodb';
 import { InvocationContext } from '@azure/functions';
@@ -33,6 +34,11 @@ import {
 } from '../../shared/bot/texts';
 
 let app: TestApp;
+const TIMER: Timer = {
+  isPastDue: false,
+  schedule: { adjustForDST: false },
+  scheduleStatus: { last: '', next: '', lastUpdated: '' },
+};
 let phoneSeq = 0;
 const newPhone = () => `1650555${String(1000 + ++phoneSeq).padStart(4, '0')}`;
 
@@ -50,13 +56,10 @@ afterEach(() => {
   expect(all).not.toContain('secret words');
 });
 
-const messages = () => app.database.db.collection('messages');
-const users = () => app.database.db.collection('users');
+const messages = () => collectionOf(app.database.db, 'messages');
+const users = () => collectionOf(app.database.db, 'users');
 const totals = async () =>
-  ((await app.database.db.collection('stats').findOne({ _id: 'totals' as never })) ?? {}) as Record<
-    string,
-    number
-  >;
+  ((await collectionOf(app.database.db, 'stats').findOne({ _id: 'totals' })) ?? {}) as Record<string, number>;
 
 describe('GET /api/webhook (verification)', () => {
   it('echoes the challenge when mode and token match', async () => {
@@ -95,7 +98,7 @@ describe('POST /api/webhook', () => {
     expect(res.jobs).toHaveLength(1);
     await app.drain();
 
-    const stored = await messages().findOne({ _id: message.id as never });
+    const stored = await messages().findOne({ _id: message.id });
     expect(stored).toMatchObject({
       direction: 'inbound',
       type: 'text',
@@ -143,7 +146,7 @@ describe('POST /api/webhook', () => {
     const res = await app.post(payload);
     expect(res.status).toBe(200);
     await app.drain();
-    expect(await messages().countDocuments({ _id: message.id as never })).toBe(1);
+    expect(await messages().countDocuments({ _id: message.id })).toBe(1);
     expect(app.graph.sends().length - before).toBe(1);
   });
 
@@ -156,7 +159,7 @@ describe('POST /api/webhook', () => {
     expect(results.every((r) => r.status === 200)).toBe(true);
     const jobs = results.flatMap((r) => r.jobs);
     await Promise.all(jobs.map((job) => app.runJob(job)));
-    expect(await messages().countDocuments({ _id: message.id as never })).toBe(1);
+    expect(await messages().countDocuments({ _id: message.id })).toBe(1);
     expect(await users().countDocuments({ waId: phone })).toBe(1);
     expect(app.graph.sends().length - before).toBe(1);
     expect((await totals())['inbound']).toBe(inbound + 1);
@@ -211,10 +214,10 @@ describe('POST /api/webhook', () => {
     expect(res.status).toBe(200);
     expect(res.jobs).toHaveLength(3);
     await app.drain();
-    expect(
-      await messages().countDocuments({ _id: { $in: [m1.id, m2.id, m3.id] } as never, replyState: 'sent' }),
-    ).toBe(3);
-    expect(await messages().findOne({ _id: 'wamid.unknown-batch' as never })).toMatchObject({
+    expect(await messages().countDocuments({ _id: { $in: [m1.id, m2.id, m3.id] }, replyState: 'sent' })).toBe(
+      3,
+    );
+    expect(await messages().findOne({ _id: 'wamid.unknown-batch' })).toMatchObject({
       status: 'delivered',
     });
   });
@@ -244,18 +247,18 @@ describe('POST /api/webhook', () => {
     await app.drain();
     const out = await messages().findOne({
       direction: 'outbound',
-      userId: (await users().findOne({ waId: phone }))?._id,
+      userId: (await users().findOne({ waId: phone }))?._id ?? 'missing',
     });
     const id = String(out?._id);
     await app.post(notification(value({ statuses: [status(id, 'read', phone)] })));
     await app.post(notification(value({ statuses: [status(id, 'delivered', phone)] })));
     await app.post(notification(value({ statuses: [status(id, 'sent', phone)] })));
-    expect((await messages().findOne({ _id: id as never }))?.status).toBe('read');
+    expect((await messages().findOne({ _id: id }))?.status).toBe('read');
 
     // A status for a message not stored yet waits for it, and the message keeps the further status.
     const early = 'wamid.early-status';
     await app.post(notification(value({ statuses: [status(early, 'delivered', phone)] })));
-    const placeholder = await messages().findOne({ _id: early as never });
+    const placeholder = await messages().findOne({ _id: early });
     expect(placeholder?.status).toBe('delivered');
     expect(placeholder?.userId).toBeUndefined();
     await app.services.data.messages.recordOutbound({
@@ -272,7 +275,7 @@ describe('POST /api/webhook', () => {
       error: null,
       ai: null,
     });
-    expect(await messages().findOne({ _id: early as never })).toMatchObject({
+    expect(await messages().findOne({ _id: early })).toMatchObject({
       status: 'delivered',
       text: 'late',
     });
@@ -289,7 +292,7 @@ describe('POST /api/webhook', () => {
       ),
     );
     await app.post(notification(value({ statuses: [status(id, 'read', phone)] })));
-    expect(await messages().findOne({ _id: id as never })).toMatchObject({
+    expect(await messages().findOne({ _id: id })).toMatchObject({
       status: 'failed',
       error: { code: 131047 },
     });
@@ -310,7 +313,7 @@ describe('POST /api/webhook', () => {
     expect(texts).toEqual([STOP_ANSWER, START_ANSWER]);
     expect(
       await messages().countDocuments({
-        userId: (await users().findOne({ waId: phone }))?._id,
+        userId: (await users().findOne({ waId: phone }))?._id ?? 'missing',
         direction: 'inbound',
       }),
     ).toBe(3);
@@ -322,7 +325,7 @@ describe('POST /api/webhook', () => {
     const { message, payload } = textNotification(phone, 'lost job');
     await app.post(payload);
     app.queued.length = 0; // the queue write was lost
-    expect((await messages().findOne({ _id: message.id as never }))?.replyState).toBe('pending');
+    expect((await messages().findOne({ _id: message.id }))?.replyState).toBe('pending');
     const again = await app.post(payload);
     expect(again.jobs).toEqual([expect.objectContaining({ messageId: message.id })]);
     const before = app.graph.sends().length;
@@ -336,13 +339,13 @@ describe('POST /api/webhook', () => {
     const res = await app.post(payload);
     app.queued.length = 0;
     await messages().updateOne(
-      { _id: message.id as never },
+      { _id: message.id },
       { $set: { replyState: 'sending', leaseUntil: new Date(Date.now() - 1000) } },
     );
     const before = app.graph.sends().length;
     await app.runJob(res.jobs[0]!);
     expect(app.graph.sends().length - before).toBe(1);
-    expect((await messages().findOne({ _id: message.id as never }))?.replyState).toBe('sent');
+    expect((await messages().findOne({ _id: message.id }))?.replyState).toBe('sent');
   });
 
   it('rejects oversize, unsigned, badly signed and non-JSON bodies and stores nothing', async () => {
@@ -369,7 +372,7 @@ describe('POST /api/webhook', () => {
     expect((await app.post(a.payload, { escapeUnicode: true })).status).toBe(200);
     const b = textNotification(newPhone(), 'naïve café 😀');
     expect((await app.post(b.payload, { escapeUnicode: false })).status).toBe(200);
-    expect(await messages().countDocuments({ _id: { $in: [a.message.id, b.message.id] } as never })).toBe(2);
+    expect(await messages().countDocuments({ _id: { $in: [a.message.id, b.message.id] } })).toBe(2);
     await app.drain();
   });
 
@@ -398,7 +401,7 @@ describe('POST /api/webhook', () => {
     await app.post(payload);
     await app.drain();
     expect(app.graph.sends().length - before).toBe(1);
-    expect(await messages().findOne({ _id: message.id as never })).toMatchObject({
+    expect(await messages().findOne({ _id: message.id })).toMatchObject({
       replyState: 'failed',
       error: { code: 131047 },
     });
@@ -451,8 +454,8 @@ describe('POST /api/webhook', () => {
       .slice(before)
       .map((s) => (s.body['text'] as { body: string }).body);
     expect(texts).toEqual([UNREADABLE_ANSWER, UNREADABLE_ANSWER]);
-    expect(await messages().findOne({ _id: broken.id as never })).toMatchObject({ type: 'image' });
-    expect(await messages().findOne({ _id: reaction.id as never })).toMatchObject({
+    expect(await messages().findOne({ _id: broken.id })).toMatchObject({ type: 'image' });
+    expect(await messages().findOne({ _id: reaction.id })).toMatchObject({
       type: 'reaction',
       relatedId: odd.id,
       status: 'received',
@@ -492,7 +495,7 @@ describe('POST /api/webhook', () => {
     const res = await app.post(payload);
     app.queued.length = 0;
     await app.runPoison(res.jobs[0]!);
-    const stored = await messages().findOne({ _id: message.id as never });
+    const stored = await messages().findOne({ _id: message.id });
     expect(stored?.replyState).toBe('failed');
     expect(String(stored?.error?.title)).toMatch(/reply failed/);
   });
@@ -549,7 +552,7 @@ describe('POST /api/webhook', () => {
     const reference = res.inbound as { spill: string; bytes: number };
     expect(reference).toEqual({ spill: createHash('sha256').update(body).digest('hex'), bytes: body.length });
     expect(res.jobs).toEqual([expect.objectContaining({ messageId: message.id })]);
-    expect((await messages().findOne({ _id: message.id as never }))?.['text']).toBe('long one');
+    expect((await messages().findOne({ _id: message.id }))?.['text']).toBe('long one');
     // The spill is removed once stored; the same reference again stores nothing and queues nothing.
     expect(await app.database.db.collection('events').countDocuments({ kind: 'inbound_spill' })).toBe(0);
     expect(await app.ingest(reference)).toEqual([]);
@@ -582,22 +585,21 @@ describe('sweeper', () => {
     await app.post(fresh.payload);
     app.queued.length = 0; // every job lost with a crashed host
     const old = new Date(Date.now() - 5 * 60_000);
-    await messages().updateMany(
-      { _id: { $in: [first.id, second.id] } as never },
-      { $set: { receivedAt: old } },
-    );
+    await messages().updateMany({ _id: { $in: [first.id, second.id] } }, { $set: { receivedAt: old } });
     await messages().updateOne(
-      { _id: other.message.id as never },
+      { _id: other.message.id },
       { $set: { replyState: 'sending', leaseUntil: new Date(Date.now() - 1000), receivedAt: old } },
     );
     const ctx = app.context('sweeper');
-    await sweeperTimer(runtimeOf(app.services))({} as never, ctx);
-    const jobs = (ctx.extraOutputs.get(replyQueueOutput) as { messageId: string }[]) ?? [];
-    expect(jobs.map((j) => j.messageId).sort()).toEqual([first.id, other.message.id].sort());
-    for (const job of jobs) await app.runJob(job as never);
+    await sweeperTimer(runtimeOf(app.services))(TIMER, ctx);
+    const jobs = (ctx.extraOutputs.get(replyQueueOutput) as ReplyJob[] | undefined) ?? [];
+    expect(jobs.map((j) => (j.kind === 'message' ? j.messageId : '')).sort()).toEqual(
+      [first.id, other.message.id].sort(),
+    );
+    for (const job of jobs) await app.runJob(job);
     for (const id of [first.id, second.id, other.message.id])
-      expect((await messages().findOne({ _id: id as never }))?.['replyState']).toBe('sent');
-    expect((await messages().findOne({ _id: fresh.message.id as never }))?.['replyState']).toBe('pending');
+      expect((await messages().findOne({ _id: id }))?.['replyState']).toBe('sent');
+    expect((await messages().findOne({ _id: fresh.message.id }))?.['replyState']).toBe('pending');
   });
 });
 
