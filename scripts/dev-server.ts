@@ -151,13 +151,11 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
       );
     } catch {
       // A malformed percent-encoding (`%E0%A4%A`) is the client's mistake, never a 500.
-      res
-        .writeHead(400, { 'Content-Type': 'application/json', 'X-Content-Type-Options': 'nosniff' })
-        .end(
-          JSON.stringify({
-            error: { code: 'INVALID_INPUT', message: 'invalid percent-encoding in the path' },
-          }),
-        );
+      res.writeHead(400, { 'Content-Type': 'application/json', 'X-Content-Type-Options': 'nosniff' }).end(
+        JSON.stringify({
+          error: { code: 'INVALID_INPUT', message: 'invalid percent-encoding in the path' },
+        }),
+      );
       return;
     }
     const headers: Record<string, string> = {};

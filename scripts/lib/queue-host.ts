@@ -90,6 +90,8 @@ export function invocationContext(
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** The longest delay setTimeout honours. */
+const MAX_TIMEOUT_MS = 2_147_483_647;
 const errorName = (error: unknown) =>
   error instanceof Error ? `${error.name}: ${scrub(error.message).slice(0, 160)}` : 'error';
 
@@ -275,8 +277,20 @@ export async function startQueueHost(options: QueueHostOptions): Promise<QueueHo
       };
       last = new Date();
       running++;
+      // A timer's queue outputs are written after it returns, as the host does (the sweeper's jobs).
+      const outputs: StorageQueueOutput[] = definition.queueOutputs ?? [];
+      const ctx = invocationContext(definition.name, log, {
+        options: { trigger: { type: 'timerTrigger', name: 'timer' }, extraOutputs: outputs },
+      });
       const task = definition
-        .handler(timer, invocationContext(definition.name, log))
+        .handler(timer, ctx)
+        .then(async () => {
+          for (const output of outputs) {
+            const value = ctx.extraOutputs.get(output);
+            if (value === undefined) continue;
+            await send(String(output['queueName']), Array.isArray(value) ? value : [value]);
+          }
+        })
         .catch((error: unknown) => log('error', definition.name, `timer failed (${errorName(error)})`))
         .finally(() => {
           running--;
@@ -287,13 +301,15 @@ export async function startQueueHost(options: QueueHostOptions): Promise<QueueHo
     const arm = () => {
       if (stopping) return;
       const next = nextOccurrence(fields, new Date());
+      const wait = Math.max(0, next.getTime() - Date.now());
+      // setTimeout fires at once past 2^31-1 ms (24.8 days): wait in steps for a far occurrence.
       const handle = setTimeout(
         () => {
           timers.delete(handle);
-          fire(false);
+          if (wait <= MAX_TIMEOUT_MS) fire(false);
           arm();
         },
-        Math.max(0, next.getTime() - Date.now()),
+        Math.min(wait, MAX_TIMEOUT_MS),
       );
       timers.add(handle);
     };

@@ -52,6 +52,16 @@ describe('local queue host', () => {
         results.push(item);
       },
     },
+    {
+      // Like the sweeper: a timer whose queue outputs must reach the queue.
+      kind: 'timer',
+      name: 'ticker',
+      schedule: '0 0 0 1 1 *',
+      queueOutputs: [results$],
+      handler: async (_timer, context: InvocationContext) => {
+        context.extraOutputs.set(results$, [{ done: 'tick' }]);
+      },
+    },
   ];
 
   beforeAll(async () => {
@@ -60,6 +70,7 @@ describe('local queue host', () => {
       connectionString: azurite.connectionString,
       settings: { visibilityTimeoutMs: 0, maxDequeueCount: 3 },
       log: () => {},
+      runOnStart: ['ticker'],
     });
   });
   afterAll(async () => {
@@ -70,7 +81,9 @@ describe('local queue host', () => {
     await host.send('work', [{ n: 1, text: 'héllo' }]);
     await host.idle({ timeoutMs: 20_000 });
     expect(seen).toEqual([{ item: { n: 1, text: 'héllo' }, dequeueCount: 1 }]);
-    expect(results).toEqual([{ done: 1 }]);
+    // The timer that ran at start wrote its output too (the sweeper's re-queued replies).
+    expect(results).toEqual(expect.arrayContaining([{ done: 1 }, { done: 'tick' }]));
+    expect(results).toHaveLength(2);
 
     await host.send('unwatched', ['{"a":1}']);
     const raw = QueueServiceClient.fromConnectionString(azurite.connectionString).getQueueClient('unwatched');
