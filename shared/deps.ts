@@ -2,6 +2,7 @@
 // down. Tests build the same graph against a test database and loopback stubs.
 import { getConfig, type Config } from './config';
 import { openDataStore, type DataStore } from './data';
+import { AppError, ErrorCode } from './errors';
 import { setPseudonymKey } from './log';
 import type { AiResponderDeps } from './bot/ai-responder';
 import { aiWindow, type AiResponder } from './bot/ports';
@@ -27,7 +28,7 @@ export interface BuildOptions {
 export async function buildServices(config: Config, options: BuildOptions = {}): Promise<Services> {
   setPseudonymKey(config.whatsapp.appSecret);
   const uri = config.mongodb.uri;
-  if (!options.data && !uri) throw new Error('MONGODB_URI is not set');
+  if (!options.data && !uri) throw new AppError(ErrorCode.CONFIG, 'Invalid configuration: MONGODB_URI is missing');
   const data = options.data ?? (await openDataStore(uri as string, config.mongodb.database));
   const graph = config.whatsapp.accessToken
     ? lazyGraphClient({
