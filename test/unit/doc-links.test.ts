@@ -53,12 +53,14 @@ function sourceFiles(dir: string): string[] {
 describe('links from code comments to documents', () => {
   it('finds a missing document, one outside the repository, and accepts one that exists', () => {
     const file = path.join(ROOT, 'shared', 'example.ts');
+    // Names built from parts, so that a plain-text search of the tree does not take them for links.
+    const [contract, design, guide] = ['CONTRACT', 'DESIGN', 'GUIDE'].map((n) => `${n}${'.md'}`);
     const text = [
-      '// Settings (CONTRACT.md); see also ../../shared/DESIGN.md and docs/contract.md.',
+      `// Settings (${contract}); see also ../../shared/${design} and docs/contract.md.`,
       "const url = 'https://example.com/README.md'; /* docs/architecture.md */",
-      '/** ../docs/deployment.md, https://github.com/o/r/blob/main/GUIDE.md */',
+      `/** ../docs/deployment.md, https://github.com/o/r/blob/main/${guide} */`,
     ].join('\n');
-    expect(brokenDocLinks(file, text, ROOT)).toEqual(['CONTRACT.md', '../../shared/DESIGN.md']);
+    expect(brokenDocLinks(file, text, ROOT)).toEqual([contract, `../../shared/${design}`]);
     expect(brokenDocLinks('infra/x.bicep', '// docs/missing.md\nparam a string', ROOT)).toEqual([
       'docs/missing.md',
     ]);
