@@ -123,6 +123,20 @@ async function replyTo(
   log: Logger,
 ): Promise<User> {
   const { graph } = ports;
+  // An answer already recorded for it (a crash landed between the two halves of the record
+  // write): settle the message, never send again.
+  if (found.recent.some((m) => m.direction === 'outbound' && m.relatedId === message.id)) {
+    const settled = await record(ports, {
+      inbound: message,
+      parts: [],
+      state: 'sent',
+      error: null,
+      read: false,
+    });
+    if (settled.settled) counters.message({ direction: 'inbound', createdAt: message.createdAt });
+    log.warn('reply found recorded; settled without sending', { id: message.id, user: pseudonym(user.id) });
+    return user;
+  }
   const decided = await decideAndApply(ports, user, message);
   const read = await markRead(ports, message, decided.decision.kind === 'ai', log);
   let reply: ReplyContent | null = null;

@@ -47,4 +47,31 @@ describe('reply lock', () => {
     expect((await app.services.data.messages.getMessage(message.id))?.replyState).toBe('sent');
     expect(app.graph.sends().filter((s) => s.body['to'] === '4420700000002')).toHaveLength(1);
   });
+
+  it('a message whose answer was recorded but not settled (a crash between the two) is settled without a second send', async () => {
+    const phone = '4420700000003';
+    const { message, payload } = textNotification(phone, 'half done');
+    const { jobs } = await ingestNotification(app.services, payload, log);
+    const job = jobs[0];
+    if (job?.kind !== 'message') throw new Error('no reply job');
+    // The outbound half of the record write landed, the inbound half did not.
+    await app.services.data.messages.recordOutbound({
+      id: 'wamid.already-sent',
+      waMessageId: 'wamid.already-sent',
+      userId: job.userId,
+      type: 'text',
+      text: 'the answer that went out',
+      status: 'sent',
+      createdAt: new Date(),
+      role: 'conversation',
+      phoneNumberId: message.id ? '106540352242922' : null,
+      relatedId: message.id,
+      error: null,
+      ai: null,
+    });
+    const sendsBefore = app.graph.sends().length;
+    await processReplyJob(app.services, job, log);
+    expect(app.graph.sends().length).toBe(sendsBefore);
+    expect((await app.services.data.messages.getMessage(message.id))?.replyState).toBe('sent');
+  });
 });
