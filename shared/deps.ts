@@ -28,7 +28,8 @@ export interface BuildOptions {
 export async function buildServices(config: Config, options: BuildOptions = {}): Promise<Services> {
   setPseudonymKey(config.whatsapp.appSecret);
   const uri = config.mongodb.uri;
-  if (!options.data && !uri) throw new AppError(ErrorCode.CONFIG, 'Invalid configuration: MONGODB_URI is missing');
+  if (!options.data && !uri)
+    throw new AppError(ErrorCode.CONFIG, 'Invalid configuration: MONGODB_URI is missing');
   const data = options.data ?? (await openDataStore(uri as string, config.mongodb.database));
   const graph = config.whatsapp.accessToken
     ? lazyGraphClient({
