@@ -58,11 +58,6 @@ export class ManageQueries {
     return slice(docs, input.limit, toUser, (d) => ({ t: d.lastMessageAt, id: d._id }));
   }
 
-  async getUser(id: string): Promise<User | null> {
-    const doc = await this.users.findOne({ _id: id });
-    return doc ? toUser(doc) : null;
-  }
-
   /** A user's messages, newest first, ties by id. */
   async listMessages(input: {
     userId: string;

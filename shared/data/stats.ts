@@ -106,10 +106,6 @@ export class CounterDelta {
     if (!d) this.days.set(key, (d = { inbound: 0, outbound: 0, newUsers: 0 }));
     return d;
   }
-
-  get empty(): boolean {
-    return counterOps(this).length === 0;
-  }
 }
 
 const nonZero = (values: Record<string, number>): Record<string, number> =>

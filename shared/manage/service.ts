@@ -126,7 +126,7 @@ export async function listUsers(
 }
 
 export async function getUser(ctx: ManageContext, id: string): Promise<UserJson> {
-  const user = await ctx.data.manage.getUser(id);
+  const user = await ctx.data.users.getUser(id);
   if (!user) throw notFound();
   return userJson(user, ctx);
 }
@@ -137,7 +137,7 @@ export async function listUserMessages(
   query: { limit: number; cursor?: string | undefined },
 ): Promise<{ items: MessageJson[]; nextCursor: string | null }> {
   const after = decodeCursor(query.cursor);
-  if (!(await data.manage.getUser(id))) throw notFound();
+  if (!(await data.users.getUser(id))) throw notFound();
   const page = await data.manage.listMessages({ userId: id, limit: query.limit, after });
   return { items: page.items.map(messageJson), nextCursor: encodeCursor(page.next) };
 }
@@ -201,14 +201,14 @@ export async function exportUser(ctx: ManageContext, caller: Caller, id: string)
 
 export async function eraseUser({ data, now }: ManageContext, caller: Caller, id: string): Promise<void> {
   // Recorded first: an erase must never happen without its audit entry.
-  if (!(await data.manage.getUser(id))) throw notFound();
+  if (!(await data.users.getUser(id))) throw notFound();
   await data.personal.audit({ tokenName: caller.name, action: 'erase', userId: id, at: now });
   if (!(await data.personal.eraseUser(id))) throw notFound();
 }
 
 /** An operator takes the conversation: the bot stays silent for this user (audited). */
 export async function takeHandoff(ctx: ManageContext, caller: Caller, id: string): Promise<UserJson> {
-  if (!(await ctx.data.manage.getUser(id))) throw notFound();
+  if (!(await ctx.data.users.getUser(id))) throw notFound();
   await ctx.data.personal.audit({ tokenName: caller.name, action: 'handoff', userId: id, at: ctx.now });
   const taken = await ctx.data.handoff.take(id, caller.name, ctx.now, ctx.handoffHours);
   if (!taken) throw notFound();
@@ -217,7 +217,7 @@ export async function takeHandoff(ctx: ManageContext, caller: Caller, id: string
 
 /** An operator hands the conversation back to the bot (audited). */
 export async function handBack(ctx: ManageContext, caller: Caller, id: string): Promise<UserJson> {
-  if (!(await ctx.data.manage.getUser(id))) throw notFound();
+  if (!(await ctx.data.users.getUser(id))) throw notFound();
   await ctx.data.personal.audit({ tokenName: caller.name, action: 'handback', userId: id, at: ctx.now });
   const user = await ctx.data.handoff.handBack(id);
   if (!user) throw notFound();
@@ -245,7 +245,7 @@ export async function sendMessage(
   body: SendBody,
 ): Promise<MessageJson> {
   const { data, now, graph } = ctx;
-  const user = await data.manage.getUser(id);
+  const user = await data.users.getUser(id);
   if (!user) throw notFound();
   if (user.optedOut) throw new AppError(ErrorCode.OPTED_OUT, 'the user opted out (stop); nothing was sent');
   const last = await data.handoff.lastInbound(id);

@@ -112,7 +112,7 @@ describe.skipIf(!CHROMIUM)('chat simulator, dry run (no settings)', () => {
       ['outbound', shown[1]?.text],
     ]);
     expect(stored[1]?.relatedId).toBe(stored[0]?.id);
-    const user = await chat.data.manage.getUser(userIdFor({ waId: WA_ID, bsuid: null }));
+    const user = await chat.data.users.getUser(userIdFor({ waId: WA_ID, bsuid: null }));
     expect(user).toMatchObject({ name: 'Ana Dev', waId: WA_ID, messageCount: 2 });
   });
 

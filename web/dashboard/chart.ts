@@ -25,6 +25,29 @@ function ticks(max: number, count = 4): number[] {
 }
 
 /** Messages per day: inbound and outbound stacked, dates on the x axis, counts on the y axis. */
+interface Margins {
+  readonly top: number;
+  readonly right: number;
+  readonly bottom: number;
+  readonly left: number;
+}
+
+/** The two axis lines of a chart and the label of its x axis. */
+function axes(svg: SVGSVGElement, m: Margins, w: number, h: number, xLabel: string): void {
+  svg.appendChild(svgEl('line', { class: 'axis', x1: m.left, x2: m.left, y1: m.top, y2: h - m.bottom }));
+  svg.appendChild(
+    svgEl('line', { class: 'axis', x1: m.left, x2: w - m.right, y1: h - m.bottom, y2: h - m.bottom }),
+  );
+  const plotW = w - m.left - m.right;
+  svg.appendChild(
+    svgEl(
+      'text',
+      { class: 'axis-label x', x: m.left + plotW / 2, y: h - 8, 'text-anchor': 'middle' },
+      xLabel,
+    ),
+  );
+}
+
 export function dailyChart(daily: Stats['daily']): SVGSVGElement {
   const w = 720;
   const h = 240;
@@ -78,17 +101,7 @@ export function dailyChart(daily: Stats['daily']): SVGSVGElement {
       );
     }
   });
-  svg.appendChild(svgEl('line', { class: 'axis', x1: m.left, x2: m.left, y1: m.top, y2: h - m.bottom }));
-  svg.appendChild(
-    svgEl('line', { class: 'axis', x1: m.left, x2: w - m.right, y1: h - m.bottom, y2: h - m.bottom }),
-  );
-  svg.appendChild(
-    svgEl(
-      'text',
-      { class: 'axis-label x', x: m.left + plotW / 2, y: h - 8, 'text-anchor': 'middle' },
-      'Day (UTC, month-day)',
-    ),
-  );
+  axes(svg, m, w, h, 'Day (UTC, month-day)');
   svg.appendChild(
     svgEl(
       'text',
@@ -154,17 +167,7 @@ export function modelsChart(models: NonNullable<Stats['ai']['models']>): SVGSVGE
   if (models.length === 0) {
     svg.appendChild(svgEl('text', { x: m.left + 8, y: m.top + rowH / 2 + 4 }, 'No AI answers yet'));
   }
-  svg.appendChild(svgEl('line', { class: 'axis', x1: m.left, x2: m.left, y1: m.top, y2: h - m.bottom }));
-  svg.appendChild(
-    svgEl('line', { class: 'axis', x1: m.left, x2: w - m.right, y1: h - m.bottom, y2: h - m.bottom }),
-  );
-  svg.appendChild(
-    svgEl(
-      'text',
-      { class: 'axis-label x', x: m.left + plotW / 2, y: h - 8, 'text-anchor': 'middle' },
-      'Tokens',
-    ),
-  );
+  axes(svg, m, w, h, 'Tokens');
   svg.appendChild(
     svgEl('text', { class: 'axis-label y', x: 8, y: m.top + 10, 'text-anchor': 'start' }, 'Model'),
   );
