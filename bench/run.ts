@@ -32,7 +32,8 @@ Usage: npm run bench [-- options]
 
 Uses MONGODB_URI when set, else the embedded database (temporary files); Azurite in a temporary
 folder. Prints ack latency, replies/s, reply latency, database round trips, CPU and memory, and the
-database's own floor (sequential inserts and updates per second on the same server).
+database's own floor (sequential reads, inserts and updates by key per second on the same server)
+and the replies/s it allows for the run's mix of round trips.
 `;
 
 interface Figures {
@@ -51,8 +52,12 @@ interface Figures {
   roundTripsPerMessageAndReply: number | null;
   roundTripsPerStatus: number | null;
   cpuMsPerTurn: number;
+  cpuMsPerTurnByPart: Record<Part, number>;
   peakRssMb: number;
-  floor: { insertsPerSecond: number; updatesPerSecond: number } | null;
+  floor: Floor | null;
+  /** Round trips per message+reply by kind, and the replies/s the floor allows for that mix. */
+  turnMix: Record<Kind, number> | null;
+  floorRepliesPerSecond: number | null;
   repliesShareOfFloor: number | null;
 }
 
@@ -65,16 +70,33 @@ const round = (n: number, digits = 1) => Math.round(n * 10 ** digits) / 10 ** di
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const say = (line: string) => process.stderr.write(`${line}\n`);
 
-/** CPU time (ms) and RSS (bytes) of this process and all its descendants (the database, Azurite). */
-function processTree(): { cpuMs: number; rss: number } {
+/** Which part of the process tree a process is: the app (this process), the database or Azurite. */
+type Part = 'app' | 'database' | 'queues';
+const partOf = (pid: number): Part => {
+  if (pid === process.pid) return 'app';
+  try {
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    return /azurite/i.test(cmdline) ? 'queues' : 'database';
+  } catch {
+    return 'database';
+  }
+};
+
+/**
+ * CPU time (ms) and RSS (bytes) of this process and all its descendants (the database, Azurite),
+ * with the CPU split by part.
+ */
+function processTree(): { cpuMs: number; rss: number; parts: Record<Part, number> } {
   const ticks = 100; // USER_HZ on Linux
   const stats = new Map<number, { ppid: number; cpu: number; rss: number }>();
+  const parts: Record<Part, number> = { app: 0, database: 0, queues: 0 };
   let entries: string[] = [];
   try {
     entries = readdirSync('/proc').filter((e) => /^\d+$/.test(e));
   } catch {
     const usage = process.cpuUsage();
-    return { cpuMs: (usage.user + usage.system) / 1000, rss: process.memoryUsage().rss };
+    const cpuMs = (usage.user + usage.system) / 1000;
+    return { cpuMs, rss: process.memoryUsage().rss, parts: { ...parts, app: cpuMs } };
   }
   for (const entry of entries) {
     try {
@@ -95,11 +117,12 @@ function processTree(): { cpuMs: number; rss: number } {
       if (p === process.pid) {
         cpuMs += s.cpu;
         rss += s.rss;
+        parts[partOf(pid)] += s.cpu;
         break;
       }
     }
   }
-  return { cpuMs, rss };
+  return { cpuMs, rss, parts };
 }
 
 async function post(url: string, body: string, signature: string): Promise<{ status: number; ms: number }> {
@@ -122,27 +145,49 @@ async function pool<T>(items: readonly T[], concurrency: number, work: (item: T)
   );
 }
 
-/** The database's floor: sequential single-document inserts, then updates, on a scratch collection. */
-async function databaseFloor(
-  uri: string,
-  dbName: string,
-): Promise<{ insertsPerSecond: number; updatesPerSecond: number }> {
+type Kind = 'reads' | 'inserts' | 'updates';
+type Floor = Record<`${Kind}PerSecond`, number>;
+
+/** How a command counts against the floor: a read, an insert, or a write to existing documents. */
+const kindOf = (commandName: string): Kind | undefined =>
+  commandName === 'find' || commandName === 'aggregate' || commandName === 'count'
+    ? 'reads'
+    : commandName === 'insert'
+      ? 'inserts'
+      : ['update', 'findAndModify', 'delete'].includes(commandName)
+        ? 'updates'
+        : undefined;
+
+/**
+ * The database's floor: sequential single-document inserts, reads by key and updates by key on a
+ * scratch collection, with string keys like the app's.
+ */
+async function databaseFloor(uri: string, dbName: string): Promise<Floor> {
   const client = await new MongoClient(uri).connect();
   try {
-    const scratch = client.db(dbName).collection<{ _id: number; n: number }>('bench_floor');
+    const scratch = client.db(dbName).collection<{ _id: string; n: number }>('bench_floor');
     const n = 300;
-    let started = performance.now();
-    for (let i = 0; i < n; i++) await scratch.insertOne({ _id: i, n: 0 });
-    const inserts = n / ((performance.now() - started) / 1000);
-    started = performance.now();
-    for (let i = 0; i < n; i++) await scratch.updateOne({ _id: i }, { $set: { n: 1 } });
-    const updates = n / ((performance.now() - started) / 1000);
+    const rate = async (work: (i: number) => Promise<unknown>) => {
+      const started = performance.now();
+      for (let i = 0; i < n; i++) await work(i);
+      return round(n / ((performance.now() - started) / 1000), 0);
+    };
+    const insertsPerSecond = await rate((i) => scratch.insertOne({ _id: `floor-${i}`, n: 0 }));
+    const readsPerSecond = await rate((i) => scratch.findOne({ _id: `floor-${i}` }));
+    const updatesPerSecond = await rate((i) => scratch.updateOne({ _id: `floor-${i}` }, { $set: { n: 1 } }));
     await scratch.drop();
-    return { insertsPerSecond: round(inserts, 0), updatesPerSecond: round(updates, 0) };
+    return { readsPerSecond, insertsPerSecond, updatesPerSecond };
   } finally {
     await client.close();
   }
 }
+
+/** Replies/s the floor allows when each reply costs `mix` round trips. */
+const floorReplies = (floor: Floor, mix: Record<Kind, number>): number =>
+  1 /
+  (mix.reads / floor.readsPerSecond +
+    mix.inserts / floor.insertsPerSecond +
+    mix.updates / floor.updatesPerSecond);
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -181,6 +226,7 @@ async function main(): Promise<void> {
   const cleanups: (() => Promise<unknown>)[] = [async () => graph.close()];
   let url = external ?? '';
   let commands = 0;
+  const byKind: Record<Kind, number> = { reads: 0, inserts: 0, updates: 0 };
   let dbUri = '';
   let dbName = '';
   let description = 'external server';
@@ -216,7 +262,11 @@ async function main(): Promise<void> {
         WHATSAPP_GRAPH_URL: graph.url,
       });
       // Registered before the data store connects: it counts every command the driver sends.
-      data.observeCommands(() => commands++);
+      data.observeCommands((command) => {
+        commands++;
+        const kind = kindOf(command.commandName);
+        if (kind) byKind[kind]++;
+      });
       await getServices();
       cleanups.push(async () => {
         const client = await new MongoClient(dbUri).connect();
@@ -253,7 +303,8 @@ async function main(): Promise<void> {
     const acks: number[] = [];
     let failedPosts = 0;
     const commandsBefore = commands;
-    const cpuBefore = processTree().cpuMs;
+    const kindsBefore = { ...byKind };
+    const cpuBefore = processTree();
     const started = performance.now();
     await pool(items, concurrency, async (item) => {
       const list = sentAt.get(item.from) ?? [];
@@ -268,9 +319,12 @@ async function main(): Promise<void> {
       `bench: ${acks.length} acknowledged in ${round(postSeconds)} s (${failedPosts} not), waiting for replies`,
     );
     if (values['ack-only']) {
+      const cpu = processTree();
+      const perAck = (part: Part) => round((cpu.parts[part] - cpuBefore.parts[part]) / messages, 2);
       process.stdout.write(
         `ack only: p50 ${round(pct(acks, 50))} / p95 ${round(pct(acks, 95))} / p99 ${round(pct(acks, 99))} ms, ` +
-          `${acks.length}/${messages} acknowledged in ${round(postSeconds)} s\n`,
+          `${acks.length}/${messages} acknowledged in ${round(postSeconds)} s; CPU per POST: ` +
+          `app and load ${perAck('app')} ms, queues ${perAck('queues')} ms\n`,
       );
       return;
     }
@@ -280,7 +334,14 @@ async function main(): Promise<void> {
     await idle();
     const replySeconds = (repliesDone - started) / 1000;
     const turnCommands = commands - commandsBefore;
-    const cpuMs = processTree().cpuMs - cpuBefore;
+    const turnMix: Record<Kind, number> = {
+      reads: round((byKind.reads - kindsBefore.reads) / messages, 2),
+      inserts: round((byKind.inserts - kindsBefore.inserts) / messages, 2),
+      updates: round((byKind.updates - kindsBefore.updates) / messages, 2),
+    };
+    const cpuAfter = processTree();
+    const cpuMs = cpuAfter.cpuMs - cpuBefore.cpuMs;
+    const cpuPart = (part: Part) => round((cpuAfter.parts[part] - cpuBefore.parts[part]) / messages);
 
     // Reply latency: the k-th reply to a sender answers its k-th message (answers keep order).
     const latencies: number[] = [];
@@ -348,11 +409,13 @@ async function main(): Promise<void> {
       roundTripsPerMessageAndReply: external ? null : round(turnCommands / messages),
       roundTripsPerStatus: external || perStatus === null ? null : round(perStatus),
       cpuMsPerTurn: round(cpuMs / messages),
+      cpuMsPerTurnByPart: { app: cpuPart('app'), database: cpuPart('database'), queues: cpuPart('queues') },
       peakRssMb: round(peak.rss / 1024 / 1024, 0),
       floor,
-      repliesShareOfFloor: floor
-        ? round((100 * (replies / replySeconds)) / Math.min(floor.insertsPerSecond, floor.updatesPerSecond))
-        : null,
+      turnMix: external ? null : turnMix,
+      floorRepliesPerSecond: floor && !external ? round(floorReplies(floor, turnMix)) : null,
+      repliesShareOfFloor:
+        floor && !external ? round((100 * (replies / replySeconds)) / floorReplies(floor, turnMix)) : null,
     };
     print(figures);
     if (values.json) writeFileSync(values.json, `${JSON.stringify(figures, null, 2)}\n`);
@@ -379,10 +442,22 @@ function print(f: Figures): void {
     ['DB round trips per message+reply', String(f.roundTripsPerMessageAndReply ?? '-')],
     ['DB round trips per status', String(f.roundTripsPerStatus ?? '-')],
     ['CPU per turn (process tree)', `${f.cpuMsPerTurn} ms`],
+    [
+      '  app / database / queues',
+      `${f.cpuMsPerTurnByPart.app} / ${f.cpuMsPerTurnByPart.database} / ${f.cpuMsPerTurnByPart.queues} ms`,
+    ],
     ['peak RSS (process tree)', `${f.peakRssMb} MB`],
     [
-      'DB floor: inserts/s, updates/s',
-      f.floor ? `${f.floor.insertsPerSecond}, ${f.floor.updatesPerSecond}` : '-',
+      'DB floor: reads/s, inserts/s, updates/s',
+      f.floor ? `${f.floor.readsPerSecond}, ${f.floor.insertsPerSecond}, ${f.floor.updatesPerSecond}` : '-',
+    ],
+    [
+      'round trips per reply: reads, inserts, updates',
+      f.turnMix ? `${f.turnMix.reads}, ${f.turnMix.inserts}, ${f.turnMix.updates}` : '-',
+    ],
+    [
+      'replies/s the floor allows for that mix',
+      f.floorRepliesPerSecond === null ? '-' : String(f.floorRepliesPerSecond),
     ],
     ['replies/s as share of the floor', f.repliesShareOfFloor === null ? '-' : `${f.repliesShareOfFloor} %`],
   ];

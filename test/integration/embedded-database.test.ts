@@ -14,6 +14,7 @@ import {
   ensureFerretDb,
   ferretDbBinaryPath,
 } from '../../scripts/lib/ferretdb-build';
+import { FERRETDB_EDITS } from '../../scripts/lib/ferretdb-patches';
 import { scrubServerLog } from '../../scripts/lib/watchdog';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -84,6 +85,13 @@ describe('the first build of FerretDB', () => {
     const source = path.join(tmp, 'fake-src');
     await fs.mkdir(bin, { recursive: true });
     await fs.mkdir(path.join(source, 'build', 'version'), { recursive: true });
+    // The text the build's fixes replace (ferretdb-patches.ts), so that they apply.
+    const files = new Map<string, string>();
+    for (const edit of FERRETDB_EDITS) files.set(edit.file, `${files.get(edit.file) ?? ''}${edit.find}\n`);
+    for (const [file, text] of files) {
+      await fs.mkdir(path.dirname(path.join(source, file)), { recursive: true });
+      await fs.writeFile(path.join(source, file), text);
+    }
     await fs.writeFile(
       path.join(bin, 'go'),
       [
