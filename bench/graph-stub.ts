@@ -4,6 +4,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export interface Send {
+  /** Epoch milliseconds (comparable across threads). */
   readonly at: number;
   readonly to: string;
   readonly wamid: string;
@@ -35,7 +36,7 @@ export async function startBenchGraph(port = 0): Promise<BenchGraph> {
       }
       const to = String(body['to'] ?? body['recipient'] ?? '');
       const wamid = `wamid.bench.${++n}.${Date.now()}`;
-      sends.push({ at: performance.now(), to, wamid });
+      sends.push({ at: performance.timeOrigin + performance.now(), to, wamid });
       res.end(
         JSON.stringify({
           messaging_product: 'whatsapp',

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { MongoClient } from 'mongodb';
 import { startBenchGraph, type BenchGraph } from './graph-stub';
+import { postAll } from './load';
 import { notification, signed, status, textNotification, value } from '../test/helpers/meta';
 
 const HELP = `
@@ -123,26 +124,6 @@ function processTree(): { cpuMs: number; rss: number; parts: Record<Part, number
     }
   }
   return { cpuMs, rss, parts };
-}
-
-async function post(url: string, body: string, signature: string): Promise<{ status: number; ms: number }> {
-  const started = performance.now();
-  const res = await fetch(`${url}/api/webhook`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', 'x-hub-signature-256': signature },
-    body,
-  });
-  await res.arrayBuffer();
-  return { status: res.status, ms: performance.now() - started };
-}
-
-async function pool<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<void>) {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (next < items.length) await work(items[next++] as T);
-    }),
-  );
 }
 
 type Kind = 'reads' | 'inserts' | 'updates';
@@ -267,7 +248,8 @@ async function main(): Promise<void> {
         const kind = kindOf(command.commandName);
         if (kind) byKind[kind]++;
       });
-      await getServices();
+      // As `npm run dev` does: the local host is its own deployment and creates the indexes.
+      await (await getServices()).data.ensureIndexes('create');
       cleanups.push(async () => {
         const client = await new MongoClient(dbUri).connect();
         await client.db(dbName).dropDatabase();
@@ -300,21 +282,19 @@ async function main(): Promise<void> {
       `bench: ${messages} messages from ${senders} senders, ${concurrency} concurrent POSTs (${description})`,
     );
     const sentAt = new Map<string, number[]>();
-    const acks: number[] = [];
-    let failedPosts = 0;
     const commandsBefore = commands;
     const kindsBefore = { ...byKind };
     const cpuBefore = processTree();
     const started = performance.now();
-    await pool(items, concurrency, async (item) => {
-      const list = sentAt.get(item.from) ?? [];
-      list.push(performance.now());
-      sentAt.set(item.from, list);
-      const { status: code, ms } = await post(url, item.body, item.signature);
-      if (code === 200) acks.push(ms);
-      else failedPosts++;
-    });
+    const posted = await postAll(url, items, concurrency);
     const postSeconds = (performance.now() - started) / 1000;
+    const acks = posted.filter((p) => p.status === 200).map((p) => p.ms);
+    const failedPosts = posted.length - acks.length;
+    // Each sender's messages in the order their POSTs started.
+    posted
+      .map((p, i) => ({ from: (items[i] as (typeof items)[number]).from, at: p.startedAt }))
+      .sort((a, b) => a.at - b.at)
+      .forEach(({ from, at }) => sentAt.set(from, [...(sentAt.get(from) ?? []), at]));
     say(
       `bench: ${acks.length} acknowledged in ${round(postSeconds)} s (${failedPosts} not), waiting for replies`,
     );
@@ -330,7 +310,9 @@ async function main(): Promise<void> {
     }
     const deadline = Date.now() + 600_000;
     while (graph.sends.length < messages && Date.now() < deadline) await sleep(20);
-    const repliesDone = performance.now();
+    // When the last expected reply reached the Graph stub (epoch ms, like its records).
+    const repliesDone =
+      (graph.sends[Math.min(messages, graph.sends.length) - 1]?.at ?? Date.now()) - performance.timeOrigin;
     await idle();
     const replySeconds = (repliesDone - started) / 1000;
     const turnCommands = commands - commandsBefore;
@@ -360,17 +342,11 @@ async function main(): Promise<void> {
     // Redeliveries and forgeries: no reply for any of them.
     const sendsBefore = graph.sends.length;
     const again = items.slice(0, Number(values.redeliveries));
-    let againAcked = 0;
-    await pool(again, concurrency, async (item) => {
-      if ((await post(url, item.body, item.signature)).status === 200) againAcked++;
-    });
+    const againAcked = (await postAll(url, again, concurrency)).filter((p) => p.status === 200).length;
     const forgeries = Array.from({ length: Number(values.forgeries) }, (_, i) =>
       signed(textNotification(`4477008${String(100_000 + i).slice(1)}`, 'forged').payload, 'not-the-secret'),
     );
-    let rejected = 0;
-    await pool(forgeries, concurrency, async (f) => {
-      if ((await post(url, f.body, f.signature)).status === 401) rejected++;
-    });
+    const rejected = (await postAll(url, forgeries, concurrency)).filter((p) => p.status === 401).length;
     await idle();
     await sleep(500);
     const extraReplies = graph.sends.length - sendsBefore;
@@ -378,13 +354,13 @@ async function main(): Promise<void> {
     // Delivery statuses of the replies: database round trips per status.
     const toStatus = graph.sends.slice(0, Number(values.statuses));
     const statusCommands = commands;
-    await pool(toStatus, concurrency, async (send) => {
-      const { body, signature } = signed(
-        notification(value({ statuses: [status(send.wamid, 'delivered', send.to)] })),
-        secret,
-      );
-      await post(url, body, signature);
-    });
+    await postAll(
+      url,
+      toStatus.map((send) =>
+        signed(notification(value({ statuses: [status(send.wamid, 'delivered', send.to)] })), secret),
+      ),
+      concurrency,
+    );
     await idle();
     const perStatus = toStatus.length ? (commands - statusCommands) / toStatus.length : null;
 

@@ -100,7 +100,7 @@ async function launchFerretDb(
     '--telemetry=disable',
     '--log-level=error',
     // The debug HTTP listener defaults to 127.0.0.1:8088, which parallel instances would fight over.
-    '--debug-addr=-',
+    process.env.FERRETDB_DEBUG_ADDR ? `--debug-addr=${process.env.FERRETDB_DEBUG_ADDR}` : '--debug-addr=-',
   ];
   const server = spawnWatched(binary, args);
   const { child } = server;
