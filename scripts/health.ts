@@ -37,7 +37,10 @@ async function checkData(
   const bar = progress(io, 'reading', total);
   let counts = await store.maintenance.countStored((done) => bar.update(done));
   bar.done();
-  rows.push(['users', counts.users], ['messages', counts.inbound + counts.outbound]);
+  rows.push(
+    ['users', counts.users],
+    ['messages', counts.counters.totals.inbound + counts.counters.totals.outbound],
+  );
 
   let summaries = await store.maintenance.checkSummaries(counts);
   if (summaries.length) {

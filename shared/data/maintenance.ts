@@ -6,7 +6,7 @@ import { BSON, type Document } from 'mongodb';
 import type { Gateway } from './gateway';
 import { COLLECTIONS, type CollectionName } from './indexes';
 import { STATUS_RANK, type MessageDoc } from './messages';
-import { CounterDelta, dayKey, TOTALS_ID, type StatsDoc, type StatsRepository } from './stats';
+import { CounterDelta, TOTALS_ID, type StatsDoc, type StatsRepository } from './stats';
 import type { SummaryMessage } from './summary';
 import { prefixTerms } from './terms';
 import type { AiUsage, Direction, MessageRole } from './types';
@@ -62,13 +62,11 @@ export const fromEjsonLineRelaxed = (line: string): unknown => BSON.EJSON.parse(
 
 export interface StoredCounts {
   users: number;
-  inbound: number;
-  outbound: number;
-  failed: number;
-  aiRequests: number;
-  aiTokens: number;
-  /** Per UTC day: messages by direction and users created. */
-  days: Map<string, { inbound: number; outbound: number; newUsers: number }>;
+  /**
+   * What the counters should hold, counted from the stored documents by the rule the writers use
+   * (`CounterDelta`): totals, UTC days and AI models.
+   */
+  counters: CounterDelta;
   /** Per user: how many messages and the latest (createdAt, _id). */
   perUser: Map<string, { count: number; lastAt: Date; lastId: string }>;
 }
@@ -221,25 +219,11 @@ export class Maintenance {
 
   /** One pass over users and messages (projected) counting what is stored. */
   async countStored(onProgress?: (done: number) => void): Promise<StoredCounts> {
-    const counts: StoredCounts = {
-      users: 0,
-      inbound: 0,
-      outbound: 0,
-      failed: 0,
-      aiRequests: 0,
-      aiTokens: 0,
-      days: new Map(),
-      perUser: new Map(),
-    };
-    const day = (d: string) => {
-      let v = counts.days.get(d);
-      if (!v) counts.days.set(d, (v = { inbound: 0, outbound: 0, newUsers: 0 }));
-      return v;
-    };
+    const counts: StoredCounts = { users: 0, counters: new CounterDelta(), perUser: new Map() };
     let done = 0;
     for await (const u of this.users.iterate({}, { projection: { createdAt: 1 }, batchSize: 1000 })) {
       counts.users++;
-      if (u.createdAt instanceof Date) day(dayKey(u.createdAt)).newUsers++;
+      if (u.createdAt instanceof Date) counts.counters.user(u.createdAt);
       if (++done % 1000 === 0) onProgress?.(done);
     }
     const projection = {
@@ -250,6 +234,7 @@ export class Maintenance {
       status: 1,
       replyState: 1,
       'ai.totalTokens': 1,
+      'ai.model': 1,
     };
     for await (const m of this.messages.iterate({}, { projection, batchSize: 1000 })) {
       if (++done % 1000 === 0) onProgress?.(done);
@@ -267,15 +252,13 @@ export class Maintenance {
       }
       // An inbound message is counted once its answer is settled (see the reply worker).
       if (m.direction === 'inbound' && (m.replyState === 'pending' || m.replyState === 'sending')) continue;
-      counts[m.direction]++;
-      day(dayKey(m.createdAt))[m.direction]++;
-      if (m.direction === 'outbound') {
-        if (m.status === 'failed') counts.failed++;
-        if (m.ai) {
-          counts.aiRequests++;
-          counts.aiTokens += m.ai.totalTokens ?? 0;
-        }
-      }
+      counts.counters.message({
+        direction: m.direction,
+        createdAt: m.createdAt,
+        failed: m.status === 'failed',
+        aiTokens: m.ai?.totalTokens ?? null,
+        aiModel: m.ai?.model ?? null,
+      });
     }
     onProgress?.(done);
     return counts;
@@ -352,70 +335,91 @@ export class Maintenance {
 
   /** Counters below what is stored (running totals may exceed it after retention, never go below). */
   async checkCounters(counts: StoredCounts): Promise<CounterProblem[]> {
-    const totals = await this.readTotals();
     const problems: CounterProblem[] = [];
-    const check = (counter: string, value: number | undefined, stored: number) => {
-      if ((value ?? 0) < stored) problems.push({ counter, value: value ?? 0, stored });
-    };
-    check('inbound', totals.inbound, counts.inbound);
-    check('outbound', totals.outbound, counts.outbound);
-    check('failed', totals.failed, counts.failed);
-    check('newUsers', totals.newUsers, counts.users);
-    check('aiRequests', totals.aiRequests, counts.aiRequests);
-    check('aiTokens', totals.aiTokens, counts.aiTokens);
-    const byDate = new Map((await this.stats.dayDocs()).map((d) => [d._id.slice(4), d]));
-    for (const [date, stored] of [...counts.days].sort(([a], [b]) => a.localeCompare(b))) {
-      const doc = byDate.get(date);
-      check(`${date}.inbound`, doc?.inbound, stored.inbound);
-      check(`${date}.outbound`, doc?.outbound, stored.outbound);
-      check(`${date}.newUsers`, doc?.newUsers, stored.newUsers);
+    for (const c of await this.compareCounters(counts)) {
+      if (c.value < c.stored) problems.push({ counter: c.counter, value: c.value, stored: c.stored });
     }
     return problems;
   }
 
   /**
-   * Counters from the stored documents. Without a retention run they are rebuilt exactly (totals and
-   * every day); after one, deleted messages can no longer be counted, so counters are only raised
-   * to what is stored. Returns a line per counter changed.
+   * Counters from the stored documents. Without a retention run they are rebuilt exactly (totals,
+   * every day and every AI model); after one, deleted messages can no longer be counted, so
+   * counters are only raised to what is stored. Returns a line per counter changed.
    */
   async repairCounters(counts: StoredCounts): Promise<string[]> {
-    const totals = await this.readTotals();
-    const exact = !totals.retentionRuns;
+    const exact = !(await this.readTotals()).retentionRuns;
     const changes: string[] = [];
-    const wanted: Record<string, number> = {
-      inbound: counts.inbound,
-      outbound: counts.outbound,
-      failed: counts.failed,
-      newUsers: counts.users,
-      aiRequests: counts.aiRequests,
-      aiTokens: counts.aiTokens,
-    };
-    const totalSet: Record<string, number> = {};
-    for (const [key, stored] of Object.entries(wanted)) {
+    const totals: Record<string, number> = {};
+    const days = new Map<string, Record<string, number>>();
+    const models = new Map<string, Record<string, number>>();
+    for (const c of await this.compareCounters(counts)) {
+      if (exact ? c.value === c.stored : c.value >= c.stored) continue;
+      changes.push(`${c.scope === 'totals' ? 'totals.' : ''}${c.counter}: ${c.value} → ${c.stored}`);
+      const target = c.scope === 'totals' ? totals : c.scope === 'day' ? days : models;
+      if (target instanceof Map) target.set(c.id, { ...target.get(c.id), [c.key]: c.stored });
+      else target[c.key] = c.stored;
+    }
+    await this.stats.set(totals, days, models);
+    return changes;
+  }
+
+  /** Every counter next to what the stored documents say it should be (both sides' keys). */
+  private async compareCounters(counts: StoredCounts): Promise<
+    {
+      counter: string;
+      scope: 'totals' | 'day' | 'model';
+      id: string;
+      key: string;
+      value: number;
+      stored: number;
+    }[]
+  > {
+    const wanted = counts.counters;
+    const totals = await this.readTotals();
+    const rows: Awaited<ReturnType<Maintenance['compareCounters']>> = [];
+    for (const [key, stored] of Object.entries(wanted.totals)) {
       const value = (totals as unknown as Record<string, number | undefined>)[key] ?? 0;
-      if (exact ? value !== stored : value < stored) {
-        totalSet[key] = stored;
-        changes.push(`totals.${key}: ${value} → ${stored}`);
-      }
+      rows.push({ counter: key, scope: 'totals', id: '', key, value, stored });
     }
     const byDate = new Map((await this.stats.dayDocs()).map((d) => [d._id.slice(4), d]));
-    const dates = new Set([...counts.days.keys(), ...(exact ? byDate.keys() : [])]);
-    const daySets = new Map<string, Record<string, number>>();
-    for (const date of [...dates].sort()) {
+    for (const date of [...new Set([...wanted.days.keys(), ...byDate.keys()])].sort()) {
       const doc = byDate.get(date);
-      const stored = counts.days.get(date) ?? { inbound: 0, outbound: 0, newUsers: 0 };
-      const set: Record<string, number> = {};
-      for (const key of ['inbound', 'outbound', 'newUsers'] as const) {
-        const value = doc?.[key] ?? 0;
-        if (exact ? value !== stored[key] : value < stored[key]) {
-          set[key] = stored[key];
-          changes.push(`${date}.${key}: ${value} → ${stored[key]}`);
-        }
-      }
-      if (Object.keys(set).length) daySets.set(date, set);
+      const stored = wanted.days.get(date) ?? { inbound: 0, outbound: 0, newUsers: 0 };
+      for (const key of ['inbound', 'outbound', 'newUsers'] as const)
+        rows.push({
+          counter: `${date}.${key}`,
+          scope: 'day',
+          id: date,
+          key,
+          value: doc?.[key] ?? 0,
+          stored: stored[key],
+        });
     }
-    await this.stats.set(totalSet, daySets);
-    return changes;
+    const byModel = new Map((await this.stats.modelDocs()).map((d) => [d.model, d]));
+    for (const model of [...new Set([...wanted.models.keys(), ...byModel.keys()])].sort()) {
+      const doc = byModel.get(model);
+      const stored = wanted.models.get(model) ?? { aiRequests: 0, aiTokens: 0 };
+      rows.push(
+        {
+          counter: `model ${model}.aiRequests`,
+          scope: 'model',
+          id: model,
+          key: 'aiRequests',
+          value: doc?.requests ?? 0,
+          stored: stored.aiRequests,
+        },
+        {
+          counter: `model ${model}.aiTokens`,
+          scope: 'model',
+          id: model,
+          key: 'aiTokens',
+          value: doc?.tokens ?? 0,
+          stored: stored.aiTokens,
+        },
+      );
+    }
+    return rows;
   }
 
   /** Test and repair helper: the raw totals document. */

@@ -160,13 +160,7 @@ export class StatsRepository {
 
   /** AI usage per model since the start, most tokens first. */
   async models(): Promise<ModelUsage[]> {
-    const docs = await this.stats.find({ _id: { $gte: MODEL_PREFIX, $lt: 'model;' } }, { limit: MAX_MODELS });
-    return docs
-      .map((d) => ({
-        model: d._id.slice(MODEL_PREFIX.length),
-        requests: d.aiRequests ?? 0,
-        tokens: d.aiTokens ?? 0,
-      }))
+    return (await this.modelDocs(MAX_MODELS))
       .filter((m) => m.requests > 0 || m.tokens > 0)
       .sort((a, b) => b.tokens - a.tokens || (a.model < b.model ? -1 : 1));
   }
@@ -188,8 +182,23 @@ export class StatsRepository {
     return this.stats.find({ _id: { $regex: '^day:' } });
   }
 
-  /** Sets counters to exact values (repair), in one bulk write. */
-  async set(totals: Record<string, number>, days: Map<string, Record<string, number>>): Promise<void> {
+  /** The per-model documents, zeros included (all of them for repair). */
+  async modelDocs(limit?: number): Promise<ModelUsage[]> {
+    const filter = { _id: { $gte: MODEL_PREFIX, $lt: 'model;' } };
+    const docs = await this.stats.find(filter, limit === undefined ? {} : { limit });
+    return docs.map((d) => ({
+      model: d._id.slice(MODEL_PREFIX.length),
+      requests: d.aiRequests ?? 0,
+      tokens: d.aiTokens ?? 0,
+    }));
+  }
+
+  /** Sets counters to exact values (repair): totals, days and models, in one bulk write. */
+  async set(
+    totals: Record<string, number>,
+    days: ReadonlyMap<string, Record<string, number>>,
+    models: ReadonlyMap<string, Record<string, number>> = new Map(),
+  ): Promise<void> {
     const ops: AnyBulkWriteOperation<StatsDoc>[] = [];
     if (Object.keys(totals).length)
       ops.push({ updateOne: { filter: { _id: TOTALS_ID }, update: { $set: totals }, upsert: true } });
@@ -197,6 +206,8 @@ export class StatsRepository {
       ops.push({
         updateOne: { filter: { _id: dayId(date) }, update: { $set: { ...set, date } }, upsert: true },
       });
+    for (const [model, set] of models)
+      ops.push({ updateOne: { filter: { _id: MODEL_PREFIX + model }, update: { $set: set }, upsert: true } });
     if (ops.length) await this.stats.bulkWrite(ops);
   }
 

@@ -76,6 +76,76 @@ afterAll(async () => {
   await t?.drop();
 });
 
+describe('npm run health, per-model counters', () => {
+  let db: TestDatabase;
+  let own: DataStore;
+  let ownEnv: Record<string, string>;
+  beforeAll(async () => {
+    db = await testDatabase('scripts-health-models');
+    own = createDataStore(db.db);
+    await own.ensureIndexes('create');
+    ownEnv = { MONGODB_URI: db.uri, MONGODB_DATABASE: db.dbName, ...SETTINGS };
+  });
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it('counts AI usage per model by the writers’ rule; --repair rebuilds the per-model counters', async () => {
+    const user = (await own.users.resolve({ waId: '15550009101', bsuid: null, name: 'Test' }, ago(45))).user
+      .id;
+    const usage = { provider: 'openai', promptTokens: 30, completionTokens: 12, latencyMs: 900 };
+    await own.maintenance.importMessages([
+      {
+        id: 'wamid.ai1',
+        userId: user,
+        waMessageId: 'wamid.ai1',
+        direction: 'outbound',
+        text: 'an AI answer',
+        createdAt: ago(44),
+        status: 'sent',
+        phoneNumberId: 'p1',
+        ai: { ...usage, model: 'model-a', totalTokens: 42 },
+      },
+      {
+        id: 'wamid.ai2',
+        userId: user,
+        waMessageId: 'wamid.ai2',
+        direction: 'outbound',
+        text: 'another',
+        createdAt: ago(43),
+        status: 'sent',
+        phoneNumberId: 'p1',
+        ai: { ...usage, model: 'model-b', totalTokens: 8 },
+      },
+    ]);
+    const models = () => own.stats.models();
+    expect(await models()).toEqual([
+      { model: 'model-a', requests: 1, tokens: 42 },
+      { model: 'model-b', requests: 1, tokens: 8 },
+    ]);
+    expect(await runToExitCode(health, [], ownEnv, captureIo())).toBe(0);
+
+    // Counters the app never writes: one model lost its tokens, a model never used appears.
+    const stats = collectionOf(db.db, 'stats');
+    await stats.updateOne({ _id: 'model:model-a' }, { $set: { aiTokens: 2 } });
+    await stats.insertOne({ _id: 'model:ghost', aiRequests: 5, aiTokens: 500 });
+    const io = captureIo();
+    expect(await runToExitCode(health, [], ownEnv, io)).toBe(1);
+    expect(io.stdout.join('\n')).toMatch(/model model-a\.aiTokens: 2 < 42 stored/);
+
+    const fix = captureIo();
+    expect(await runToExitCode(health, ['--repair'], ownEnv, fix)).toBe(0);
+    expect(fix.stdout.join('\n')).toMatch(/model model-a\.aiTokens: 2 → 42/);
+    expect(fix.stdout.join('\n')).toMatch(/model ghost\.aiRequests: 5 → 0/);
+    expect(await models()).toEqual([
+      { model: 'model-a', requests: 1, tokens: 42 },
+      { model: 'model-b', requests: 1, tokens: 8 },
+    ]);
+    expect(await own.stats.totals()).toMatchObject({ aiRequests: 2, aiTokens: 50, outbound: 2 });
+    expect(await runToExitCode(health, [], ownEnv, captureIo())).toBe(0);
+  });
+});
+
 describe('npm run health', () => {
   it('is ok on consistent data', async () => {
     const io = captureIo();
