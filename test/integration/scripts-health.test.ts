@@ -131,7 +131,7 @@ describe('npm run health, per-model counters', () => {
     await stats.insertOne({ _id: 'model:ghost', aiRequests: 5, aiTokens: 500 });
     const io = captureIo();
     expect(await runToExitCode(health, [], ownEnv, io)).toBe(1);
-    expect(io.stdout.join('\n')).toMatch(/model model-a\.aiTokens: 2 < 42 stored/);
+    expect(io.stdout.join('\n')).toMatch(/model-a\.aiTokens: 2 < 42 stored/);
 
     const fix = captureIo();
     expect(await runToExitCode(health, ['--repair'], ownEnv, fix)).toBe(0);
