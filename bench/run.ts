@@ -22,6 +22,8 @@ Usage: npm run bench [-- options]
   --redeliveries N  notifications delivered a second time after the run (default 30)
   --forgeries N     POSTs with a wrong signature (default 100)
   --statuses N      delivery statuses sent for the replies (default 100)
+  --warmup N        status notifications for unknown messages sent first, not measured (default 50):
+                    a running host is warm
   --json FILE       also write the figures to FILE
   --url URL         drive a server started elsewhere (its WHATSAPP_GRAPH_URL must be
                     http://127.0.0.1:<--graph-port>, its app secret --secret); no database figures
@@ -179,6 +181,7 @@ async function main(): Promise<void> {
       redeliveries: { type: 'string', default: '30' },
       forgeries: { type: 'string', default: '100' },
       statuses: { type: 'string', default: '100' },
+      warmup: { type: 'string', default: '50' },
       json: { type: 'string' },
       url: { type: 'string' },
       'graph-port': { type: 'string' },
@@ -281,6 +284,16 @@ async function main(): Promise<void> {
     say(
       `bench: ${messages} messages from ${senders} senders, ${concurrency} concurrent POSTs (${description})`,
     );
+    // Warm-up: every step of the path (HTTP, queue, ingest, database) runs before the measure, with
+    // statuses for messages that do not exist (kept apart from users and counters).
+    const warmup = Array.from({ length: count('warmup', values.warmup) }, (_, i) =>
+      signed(
+        notification(value({ statuses: [status(`wamid.warmup.${i}`, 'delivered', '4477000000')] })),
+        secret,
+      ),
+    );
+    await postAll(url, warmup, concurrency);
+    await idle();
     const sentAt = new Map<string, number[]>();
     const commandsBefore = commands;
     const kindsBefore = { ...byKind };
