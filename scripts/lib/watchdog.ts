@@ -13,12 +13,17 @@ export interface WatchedProcess {
   stderr(): string;
 }
 
-export function spawnWatched(binary: string, args: readonly string[]): WatchedProcess {
+export function spawnWatched(
+  binary: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv = process.env,
+): WatchedProcess {
   const child: ChildProcess =
     process.platform === 'win32'
-      ? spawn(binary, [...args], { stdio: ['pipe', 'ignore', 'pipe'], windowsHide: true })
+      ? spawn(binary, [...args], { stdio: ['pipe', 'ignore', 'pipe'], windowsHide: true, env })
       : spawn('/bin/sh', ['-c', WATCHDOG, 'server-watchdog', binary, ...args], {
           stdio: ['pipe', 'ignore', 'pipe'],
+          env,
         });
   let stderr = '';
   child.stderr?.setEncoding('utf8');
