@@ -1,7 +1,8 @@
 // Timer (every minute): re-queues the reply of any message left `pending` with no live job or
-// `sending` past its lease, so no user waits for Meta to deliver again.
+// `sending` past its lease, so no user waits for Meta to deliver again; and folds the failures
+// delivery statuses reported into the running `failed` counter.
 import type { InvocationContext, Timer } from '@azure/functions';
-import { sweepStaleReplies } from '../shared/bot/sweeper';
+import { foldReportedFailures, sweepStaleReplies } from '../shared/bot/sweeper';
 import { defaultRuntime, type Runtime } from '../shared/deps';
 import type { TimerDefinition } from './definition-types';
 import { loggerOf } from './http';
@@ -12,11 +13,11 @@ export const SWEEPER_SCHEDULE = '0 * * * * *';
 export function sweeperTimer(runtime: Runtime = defaultRuntime) {
   return async (_timer: Timer, context: InvocationContext): Promise<void> => {
     const log = loggerOf(context);
-    const jobs = await sweepStaleReplies(await runtime.services(), log);
-    if (jobs.length) {
-      context.extraOutputs.set(replyQueueOutput, jobs);
-      log.info('sweep done', { requeued: jobs.length });
-    }
+    const services = await runtime.services();
+    const jobs = await sweepStaleReplies(services, log);
+    if (jobs.length) context.extraOutputs.set(replyQueueOutput, jobs);
+    const failures = await foldReportedFailures(services);
+    if (jobs.length || failures) log.info('sweep done', { requeued: jobs.length, failures });
   };
 }
 

@@ -195,6 +195,13 @@ var mongoCollections = [
           ]
         }
       }
+      {
+        key: {
+          keys: [
+            'failedUncounted'
+          ]
+        }
+      }
     ]
   }
   {

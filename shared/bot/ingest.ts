@@ -89,7 +89,7 @@ export async function ingestNotification(
 
   async function applyStatuses(list: StatusEvent[]): Promise<void> {
     if (list.length === 0) return;
-    const result = await data.messages.applyStatuses(
+    await data.messages.applyStatuses(
       list.map((s) => ({
         waMessageId: s.waMessageId,
         status: s.status,
@@ -98,7 +98,6 @@ export async function ingestNotification(
         error: s.error,
       })),
     );
-    if (result.failed) await data.stats.apply(new CounterDelta().failed(result.failed));
     summary.statuses += list.length;
     for (const s of list)
       if (s.status === 'failed') log.warn('outbound message failed', { code: s.error?.code });

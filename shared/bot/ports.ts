@@ -44,7 +44,7 @@ export interface IngestPorts {
 }
 
 export interface SweeperPorts {
-  readonly data: Pick<DataStore, 'messages'>;
+  readonly data: Pick<DataStore, 'messages' | 'stats'>;
   readonly now: Clock;
 }
 

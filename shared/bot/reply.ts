@@ -211,7 +211,6 @@ async function replyTo(
       aiModel: part.ai?.model ?? null,
     });
   }
-  if (settled.failedBefore) counters.failed(settled.failedBefore);
   recorded.push(...settled.stored);
   // What this look knows now: the message answered, the answer sent (the next message's context).
   const index = found.recent.findIndex((m) => m.id === message.id);

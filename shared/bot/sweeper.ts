@@ -2,6 +2,9 @@
 // host, a worker stopped past its lease) and returns the reply jobs that finish them. A job for a
 // message still being answered costs one claim attempt that fails; nothing is answered twice. One
 // job per user is enough: a reply job answers all of its user's pending messages, in order.
+// It also folds the failures that delivery statuses reported into the running `failed` counter
+// (a status costs one write; the stats add the ones not folded yet).
+import { CounterDelta } from '../data';
 import { pseudonym, type Logger } from '../log';
 import type { ReplyJob } from './jobs';
 import type { SweeperPorts } from './ports';
@@ -25,4 +28,11 @@ export async function sweepStaleReplies(services: SweeperPorts, log: Logger): Pr
     });
   }
   return [...jobs.values()];
+}
+
+/** Moves reported failures into the running counter; returns how many. */
+export async function foldReportedFailures(services: SweeperPorts): Promise<number> {
+  const folded = await services.data.messages.foldFailures();
+  if (folded) await services.data.stats.apply(new CounterDelta().failed(folded));
+  return folded;
 }

@@ -114,6 +114,7 @@ export const MessageDocSchema = z.object({
   leaseUntil: z.date().nullable().exactOptional(),
   replyAttempts: Count.exactOptional(),
   error: MessageErrorSchema.nullable().exactOptional(),
+  failedUncounted: z.literal(true).exactOptional(),
   ai: AiUsageSchema.nullable().exactOptional(),
   raw: z.unknown().exactOptional(),
   rawJson: z.string().max(JSON_TEXT_MAX).exactOptional(),

@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { subjectOf, toEvent, type EventDoc } from './events';
 import type { Gateway } from './gateway';
+import { countedAs } from './message-doc';
 import { toMessage, type MessageDoc } from './messages';
 import { CounterDelta, type StatsRepository } from './stats';
 import type { ArchivedEvent, Message, User } from './types';
@@ -84,22 +85,12 @@ export class PersonalData {
     let count = 0;
     for await (const m of this.messages.iterate(
       { userId },
-      { projection: { direction: 1, status: 1, ai: 1, createdAt: 1, replyState: 1 } },
+      { projection: { direction: 1, status: 1, ai: 1, createdAt: 1, replyState: 1, failedUncounted: 1 } },
     )) {
       count++;
-      // An inbound message is counted once its answer is settled: one still waiting was not.
-      const waiting = m.replyState === 'pending' || m.replyState === 'sending';
-      if (!m.direction || !m.createdAt || (m.direction === 'inbound' && waiting)) continue;
-      delta.message(
-        {
-          direction: m.direction,
-          createdAt: m.createdAt,
-          failed: m.status === 'failed',
-          aiTokens: m.ai?.totalTokens ?? null,
-          aiModel: m.ai?.model ?? null,
-        },
-        -1,
-      );
+      // What the counters hold of it (nothing yet for an answer still awaited, say).
+      const counted = countedAs(m);
+      if (counted) delta.message(counted, -1);
     }
     await this.messages.deleteMany({ userId });
     let events = await this.events.deleteMany({ userId, kind: { $ne: AUDIT_KIND } });

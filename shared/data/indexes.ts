@@ -44,6 +44,8 @@ export const INDEXES: Readonly<Record<CollectionName, readonly IndexDefinition[]
     { name: 'createdAt_id', keys: { createdAt: 1, _id: 1 } },
     // retention (a single-field sort needs a single-field index on Cosmos DB)
     { name: 'createdAt', keys: { createdAt: 1 } },
+    // failures reported by statuses and not in the running counter yet (stats, the sweep)
+    { name: 'failedUncounted', keys: { failedUncounted: 1 } },
   ],
   stats: [],
   tokens: [{ name: 'hash', keys: { hash: 1 }, unique: true }],

@@ -5,6 +5,7 @@
 import { BSON, type Document } from 'mongodb';
 import type { Gateway } from './gateway';
 import { COLLECTIONS, type CollectionName } from './indexes';
+import { countedAs } from './message-doc';
 import { STATUS_RANK, type MessageDoc } from './messages';
 import { CounterDelta, TOTALS_ID, type StatsDoc, type StatsRepository } from './stats';
 import type { SummaryMessage } from './summary';
@@ -247,6 +248,7 @@ export class Maintenance {
       replyState: 1,
       'ai.totalTokens': 1,
       'ai.model': 1,
+      failedUncounted: 1,
     };
     for await (const m of this.messages.iterate({}, { projection, batchSize: 1000 })) {
       if (++done % 1000 === 0) onProgress?.(done);
@@ -262,15 +264,8 @@ export class Maintenance {
           s.lastId = m._id;
         }
       }
-      // An inbound message is counted once its answer is settled (see the reply worker).
-      if (m.direction === 'inbound' && (m.replyState === 'pending' || m.replyState === 'sending')) continue;
-      counts.counters.message({
-        direction: m.direction,
-        createdAt: m.createdAt,
-        failed: m.status === 'failed',
-        aiTokens: m.ai?.totalTokens ?? null,
-        aiModel: m.ai?.model ?? null,
-      });
+      const counted = countedAs(m);
+      if (counted) counts.counters.message(counted);
     }
     onProgress?.(done);
     return counts;

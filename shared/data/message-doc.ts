@@ -30,6 +30,11 @@ export interface MessageDoc {
   replyState?: ReplyState | null;
   leaseUntil?: Date | null;
   error?: MessageError | null;
+  /**
+   * A `failed` status set this, in the same write; the running `failed` counter takes the message
+   * in at the next sweep (`MessagesRepository.foldFailures`). Until then the stats add it.
+   */
+  failedUncounted?: true;
   ai?: AiUsage | null;
   /** An operator message: the token's name. */
   by?: string;
@@ -37,4 +42,30 @@ export interface MessageDoc {
   rawJson?: string;
   /** Documents stored before rawJson kept the object itself. */
   raw?: unknown;
+}
+
+/**
+ * How a stored message counts in the running counters (the rule of `CounterDelta.message`), or
+ * null while it does not count yet: an inbound message waiting for its answer (counted when the
+ * answer is settled), and a status placeholder. A failure a status reported counts once the sweep
+ * has folded it into the counter. Erase and the health check count stored messages with this.
+ */
+export function countedAs(
+  m: Pick<MessageDoc, 'direction' | 'createdAt' | 'status' | 'replyState' | 'ai' | 'failedUncounted'>,
+): {
+  direction: Direction;
+  createdAt: Date;
+  failed: boolean;
+  aiTokens: number | null;
+  aiModel: string | null;
+} | null {
+  if (!m.direction || !(m.createdAt instanceof Date)) return null;
+  if (m.direction === 'inbound' && (m.replyState === 'pending' || m.replyState === 'sending')) return null;
+  return {
+    direction: m.direction,
+    createdAt: m.createdAt,
+    failed: m.status === 'failed' && !m.failedUncounted,
+    aiTokens: m.ai?.totalTokens ?? null,
+    aiModel: m.ai?.model ?? null,
+  };
 }

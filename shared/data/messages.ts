@@ -63,8 +63,6 @@ export interface SummaryWriter {
 export interface SettledReply {
   /** Outbound parts stored by this call (a redelivered settle stores none). */
   readonly stored: OutboundRecord[];
-  /** Stored parts whose status was already `failed` (a status arrived first). */
-  readonly failedBefore: number;
   /** The inbound message left the waiting states with this call. */
   readonly settled: boolean;
 }
@@ -170,21 +168,13 @@ export class MessagesRepository {
     });
     const { result, duplicates } = await this.messages.bulkWriteKeyed(ops);
     const upserted = new Set(Object.keys(result?.upsertedIds ?? {}).map(Number));
-    const stored: OutboundRecord[] = [];
-    let failedBefore = 0;
-    for (const [index, record] of input.parts.entries()) {
-      if (duplicates.has(index)) continue;
-      stored.push(record);
-      if (!upserted.has(index)) {
-        // Joined a placeholder: a `failed` status that came first counts the failure now.
-        const joined = await this.messages.findOne({ _id: record.id }, { projection: { status: 1 } });
-        if (joined?.status === 'failed' && record.status !== 'failed') failedBefore++;
-      }
-    }
+    // A part that joined a placeholder whose status was `failed` keeps its failedUncounted mark:
+    // the sweep counts it, like any failure a status reported.
+    const stored = input.parts.filter((_, index) => !duplicates.has(index));
     const inboundOp = input.parts.length;
     const settled =
       !duplicates.has(inboundOp) && (result?.modifiedCount ?? 0) - (stored.length - upserted.size) > 0;
-    return { stored, failedBefore, settled };
+    return { stored, settled };
   }
 
   /** Marks an inbound message's reply settled without an answer (poison queue: `failed`). */
@@ -227,43 +217,20 @@ export class MessagesRepository {
     return duplicates.size === 0;
   }
 
-  /**
-   * Applies a delivery status to an outbound message, only ever forward, whatever the order of
-   * arrival, in one round trip. A status for a message not stored yet leaves a placeholder that
-   * the message joins. `failed`: an outbound message stored before ended failed.
-   */
-  async applyStatus(update: StatusUpdate): Promise<'applied' | 'stale' | 'failed'> {
-    const rank = STATUS_RANK[update.status];
-    const filter: Filter<MessageDoc> = { _id: update.waMessageId, statusRank: { $lt: rank } };
-    const change = statusChange(update);
-    let before: MessageDoc | null;
-    try {
-      before = await this.messages.findOneAndUpdate(filter, change, {
-        upsert: true,
-        returnDocument: 'before',
-        projection: { direction: 1 },
-      });
-    } catch (error) {
-      if (!isDuplicate(error)) throw error;
-      // The message exists and is not behind this status: stale.
-      return 'stale';
-    }
-    return update.status === 'failed' && before?.direction === 'outbound' ? 'failed' : 'applied';
+  /** Applies one delivery status (see `applyStatuses`). */
+  async applyStatus(update: StatusUpdate): Promise<'applied' | 'stale'> {
+    return (await this.applyStatuses([update])).applied ? 'applied' : 'stale';
   }
 
   /**
-   * Applies many statuses in one round trip (a notification may carry hundreds). `failed` ones go
-   * one by one through `applyStatus`, which tells whether a stored outbound message ended failed.
+   * Applies delivery statuses to outbound messages in one round trip (a notification may carry
+   * hundreds), only ever forward, whatever the order of arrival. A status for a message not stored
+   * yet leaves a placeholder that the message joins. A `failed` status also marks the message
+   * `failedUncounted` in the same write; the sweep folds it into the running counter.
    */
-  async applyStatuses(
-    updates: readonly StatusUpdate[],
-  ): Promise<{ applied: number; stale: number; failed: number }> {
-    const counts = { applied: 0, stale: 0, failed: 0 };
-    const plain = updates.filter((u) => u.status !== 'failed');
-    for (const update of updates.filter((u) => u.status === 'failed'))
-      counts[await this.applyStatus(update)]++;
-    if (plain.length === 0) return counts;
-    const ops: AnyBulkWriteOperation<MessageDoc>[] = plain.map((update) => ({
+  async applyStatuses(updates: readonly StatusUpdate[]): Promise<{ applied: number; stale: number }> {
+    if (updates.length === 0) return { applied: 0, stale: 0 };
+    const ops: AnyBulkWriteOperation<MessageDoc>[] = updates.map((update) => ({
       updateOne: {
         filter: { _id: update.waMessageId, statusRank: { $lt: STATUS_RANK[update.status] } },
         update: statusChange(update),
@@ -272,9 +239,31 @@ export class MessagesRepository {
     }));
     // A duplicate key: the message exists and is not behind that status (stale).
     const { duplicates } = await this.messages.bulkWriteKeyed(ops);
-    counts.stale += duplicates.size;
-    counts.applied += plain.length - duplicates.size;
-    return counts;
+    return { applied: updates.length - duplicates.size, stale: duplicates.size };
+  }
+
+  /** Failures reported by statuses and not in the running counter yet (the stats add them). */
+  uncountedFailures(): Promise<number> {
+    return this.messages.count(UNCOUNTED_FAILURES);
+  }
+
+  /**
+   * Takes up to `limit` reported failures out of the uncounted ones and returns how many: the
+   * caller adds them to the running counter. A crash in between loses them from the counter (the
+   * health check finds it), never counts one twice.
+   */
+  async foldFailures(limit = 500): Promise<number> {
+    const docs = await this.messages.find(UNCOUNTED_FAILURES, { projection: { _id: 1 }, limit });
+    if (docs.length === 0) return 0;
+    const { result } = await this.messages.bulkWriteKeyed(
+      docs.map((d) => ({
+        updateOne: {
+          filter: { _id: d._id, failedUncounted: true },
+          update: { $unset: { failedUncounted: '' } },
+        },
+      })),
+    );
+    return result?.modifiedCount ?? 0;
   }
 
   /**
@@ -351,6 +340,9 @@ function upsertOutbound(record: OutboundRecord): AnyBulkWriteOperation<MessageDo
 }
 
 /** A status moves a message forward; a placeholder gets its wamid and the status time. */
+/** Failures a status reported on a stored outbound message, not yet in the running counter. */
+const UNCOUNTED_FAILURES: Filter<MessageDoc> = { failedUncounted: true, direction: 'outbound' };
+
 function statusChange(update: StatusUpdate) {
   return {
     $set: {
@@ -358,11 +350,8 @@ function statusChange(update: StatusUpdate) {
       statusRank: STATUS_RANK[update.status],
       [`statusTimes.${update.status}`]: update.at,
       ...(update.error ? { error: update.error } : {}),
+      ...(update.status === 'failed' ? { failedUncounted: true as const } : {}),
     },
     $setOnInsert: { waMessageId: update.waMessageId, createdAt: update.at },
   };
-}
-
-function isDuplicate(error: unknown): boolean {
-  return typeof error === 'object' && error !== null && (error as { code?: unknown }).code === 11000;
 }

@@ -4,7 +4,7 @@
 // repair knows counters can no longer be rebuilt from the documents.
 import type { Gateway } from './gateway';
 import type { MessageDoc } from './messages';
-import type { StatsRepository } from './stats';
+import { CounterDelta, type StatsRepository } from './stats';
 import type { UsersRepository } from './users';
 
 export interface RetentionResult {
@@ -39,7 +39,11 @@ export class Retention {
       // Status placeholders (no user) carry the time of their status, so they go too.
       const batch = await this.messages.find(
         { createdAt: { $lt: cutoff } },
-        { projection: { _id: 1, userId: 1 }, sort: { createdAt: 1 }, limit: batchSize },
+        {
+          projection: { _id: 1, userId: 1, direction: 1, failedUncounted: 1 },
+          sort: { createdAt: 1 },
+          limit: batchSize,
+        },
       );
       if (batch.length === 0) break;
       result.deleted += await this.messages.deleteMany({
@@ -47,6 +51,10 @@ export class Retention {
         createdAt: { $lt: cutoff },
       });
       result.batches++;
+      // Reported failures not folded into the running counter yet: counted now, after the delete
+      // (a crash in between loses them from the counter, never counts one twice).
+      const uncounted = batch.filter((m) => m.failedUncounted && m.direction === 'outbound').length;
+      if (uncounted) await this.stats.apply(new CounterDelta().failed(uncounted));
       for (const m of batch) if (m.userId) touched.add(m.userId);
       onProgress(result.deleted);
       if (batch.length < batchSize) break;

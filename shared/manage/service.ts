@@ -89,11 +89,13 @@ export function parseQuery<S extends z.ZodType>(schema: S, query: URLSearchParam
 const notFound = (): AppError => new AppError(ErrorCode.NOT_FOUND, 'user not found');
 
 export async function getStats({ data, now }: ManageContext): Promise<StatsJson> {
-  const [users, totals, daily, models] = await Promise.all([
+  const [users, totals, daily, models, uncountedFailures] = await Promise.all([
     data.manage.countUsers(now),
     data.stats.totals(),
     data.stats.daily(now),
     data.stats.models(),
+    // Failures delivery statuses reported since the last sweep folded them into the counter.
+    data.messages.uncountedFailures(),
   ]);
   return {
     users,
@@ -101,7 +103,7 @@ export async function getStats({ data, now }: ManageContext): Promise<StatsJson>
       total: totals.inbound + totals.outbound,
       inbound: totals.inbound,
       outbound: totals.outbound,
-      failed: totals.failed,
+      failed: totals.failed + uncountedFailures,
     },
     ai: { requests: totals.aiRequests, tokens: totals.aiTokens, models },
     daily: daily.map((d) => ({

@@ -2,6 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_FAILURES_PER_MINUTE, hashToken } from '../../shared/manage/auth';
 import { createToken } from '../../shared/manage/tokens';
+import { foldReportedFailures } from '../../shared/bot/sweeper';
 import { openApiHandler } from '../../functions/openapi';
 import {
   ChatsSchema,
@@ -295,6 +296,42 @@ describe('stats, export and erase', () => {
       tokenName: 'eraser',
       userId: ana.userId,
     });
+  });
+
+  it('counts a failure a status reported at once and once, and erasing its user takes it back', async () => {
+    const failed = async () => parseBody(StatsSchema, (await call(f.handlers.stats)).body).messages.failed;
+    const before = await failed();
+    const carol = await seedUser(f.data, {
+      waId: '4915100077',
+      name: 'Carol',
+      start: hoursAgo(3),
+      texts: ['one', 'answer one', 'two', 'answer two'],
+    });
+    const [, first, , second] = carol.messageIds;
+    const report = (id: string | undefined) =>
+      f.data.messages.applyStatus({
+        waMessageId: id ?? '',
+        status: 'failed',
+        at: new Date(),
+        recipient: '4915100077',
+        error: { code: 131026, title: 'Message undeliverable' },
+      });
+    await report(first);
+    expect(await failed()).toBe(before + 1);
+    // The sweep folds it into the running counter: the figure does not move; a redelivery adds nothing.
+    expect(await foldReportedFailures({ data: f.data, now: () => new Date() })).toBe(1);
+    expect(await failed()).toBe(before + 1);
+    expect(await report(first)).toBe('stale');
+    expect(await failed()).toBe(before + 1);
+    await report(second);
+    expect(await failed()).toBe(before + 2);
+    // Erase lowers the counter by the folded failure; the other was never in it.
+    expect((await call(f.handlers.user, { method: 'DELETE', params: { id: carol.userId } })).status).toBe(
+      204,
+    );
+    expect(await failed()).toBe(before);
+    expect(await foldReportedFailures({ data: f.data, now: () => new Date() })).toBe(0);
+    expect(await failed()).toBe(before);
   });
 
   it('never logs tokens, numbers or message text', () => {

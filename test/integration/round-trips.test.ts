@@ -112,16 +112,30 @@ describe.each([
     const outbound = last.items[0];
     expect(outbound?.direction).toBe('outbound');
     expect(sent).toBeDefined();
-    for (const state of ['sent', 'delivered', 'read']) {
+    // `failed` last (it is terminal), with the error Meta sends along.
+    for (const state of ['sent', 'delivered', 'read', 'failed']) {
       const commands = await count.during(() =>
         ingestNotification(
           app.services,
-          notification(value({ statuses: [status(outbound?.id ?? '', state, from)] })),
+          notification(
+            value({
+              statuses: [
+                status(
+                  outbound?.id ?? '',
+                  state,
+                  from,
+                  state === 'failed' ? { errors: [{ code: 131026, title: 'Message undeliverable' }] } : {},
+                ),
+              ],
+            }),
+          ),
           log,
         ),
       );
       expect(commands.length, commands.join('\n')).toBeLessThanOrEqual(STATUS_BUDGET);
     }
-    expect((await app.services.data.messages.getMessage(outbound?.id ?? ''))?.status).toBe('read');
+    expect((await app.services.data.messages.getMessage(outbound?.id ?? ''))?.status).toBe('failed');
+    // Counted in the stats all the same (the sweeper folds it into the running counter).
+    expect(await app.services.data.messages.uncountedFailures()).toBe(1);
   });
 });

@@ -144,6 +144,38 @@ describe('npm run health, per-model counters', () => {
     expect(await own.stats.totals()).toMatchObject({ aiRequests: 2, aiTokens: 50, outbound: 2 });
     expect(await runToExitCode(health, [], ownEnv, captureIo())).toBe(0);
   });
+
+  it('counts a failure a status reported as the writers do, and retention keeps it counted', async () => {
+    const user = (await own.users.resolve({ waId: '15550009102', bsuid: null, name: 'Test' }, ago(60))).user
+      .id;
+    await own.maintenance.importMessages([
+      {
+        id: 'wamid.out.old',
+        userId: user,
+        waMessageId: 'wamid.out.old',
+        direction: 'outbound',
+        text: 'an old answer',
+        createdAt: ago(60),
+        status: 'sent',
+        phoneNumberId: 'p1',
+      },
+    ]);
+    const failedBefore = (await own.stats.totals()).failed;
+    await own.messages.applyStatus({
+      waMessageId: 'wamid.out.old',
+      status: 'failed',
+      at: ago(59),
+      recipient: '15550009102',
+      error: { code: 131026, title: 'Message undeliverable' },
+    });
+    // Not in the counter yet, and not counted as stored yet either: health is ok.
+    expect(await own.messages.uncountedFailures()).toBe(1);
+    expect(await runToExitCode(health, [], ownEnv, captureIo())).toBe(0);
+    // Retention deletes it before any sweep: the counter takes it in.
+    expect((await own.retention.deleteOlderThan(ago(30))).deleted).toBeGreaterThanOrEqual(1);
+    expect(await own.messages.uncountedFailures()).toBe(0);
+    expect((await own.stats.totals()).failed).toBe(failedBefore + 1);
+  });
 });
 
 describe('npm run health', () => {

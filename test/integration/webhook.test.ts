@@ -280,23 +280,35 @@ describe('POST /api/webhook', () => {
       text: 'late',
     });
 
-    // failed is terminal, and counted once.
+    // failed is terminal, and counted once: marked in the status's own write (the stats add the
+    // marked ones), then folded into the running counter by the sweeper.
     const failedBefore = (await totals())['failed'] ?? 0;
-    await app.post(
-      notification(
-        value({
-          statuses: [
-            status(id, 'failed', phone, { errors: [{ code: 131047, title: 'Re-engagement message' }] }),
-          ],
-        }),
-      ),
+    const failedStatus = notification(
+      value({
+        statuses: [
+          status(id, 'failed', phone, { errors: [{ code: 131047, title: 'Re-engagement message' }] }),
+        ],
+      }),
     );
+    await app.post(failedStatus);
     await app.post(notification(value({ statuses: [status(id, 'read', phone)] })));
     expect(await messages().findOne({ _id: id })).toMatchObject({
       status: 'failed',
       error: { code: 131047 },
+      failedUncounted: true,
     });
+    const stats = app.services.data.stats;
+    const failedShown = async () =>
+      (await stats.totals()).failed + (await app.services.data.messages.uncountedFailures());
+    expect(await failedShown()).toBe(failedBefore + 1);
+    await sweeperTimer(runtimeOf(app.services))(TIMER, app.context('sweeper'));
     expect((await totals())['failed']).toBe(failedBefore + 1);
+    expect(await messages().findOne({ _id: id })).not.toHaveProperty('failedUncounted');
+    expect(await failedShown()).toBe(failedBefore + 1);
+    // Meta delivers the failure again: nothing more is counted, before or after a sweep.
+    await app.post(failedStatus);
+    await sweeperTimer(runtimeOf(app.services))(TIMER, app.context('sweeper'));
+    expect(await failedShown()).toBe(failedBefore + 1);
   });
 
   it('honours stop and start', async () => {
