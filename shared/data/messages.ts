@@ -339,10 +339,10 @@ function upsertOutbound(record: OutboundRecord): AnyBulkWriteOperation<MessageDo
   };
 }
 
-/** A status moves a message forward; a placeholder gets its wamid and the status time. */
 /** Failures a status reported on a stored outbound message, not yet in the running counter. */
 const UNCOUNTED_FAILURES: Filter<MessageDoc> = { failedUncounted: true, direction: 'outbound' };
 
+/** A status moves a message forward; a placeholder gets its wamid and the status time. */
 function statusChange(update: StatusUpdate) {
   return {
     $set: {
