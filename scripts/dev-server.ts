@@ -100,6 +100,12 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
       azurite = await startAzurite({
         location: storage.location,
         log: (line) => (options.say ?? ((l: string) => process.stderr.write(`${l}\n`)))(line),
+        // An HTTP function's answer depends on its queue writes (the webhook's acknowledgement).
+        // What a queue function writes is safe without: its own message is deleted after, and
+        // Azurite saves its whole state at once, so a saved delete comes with the write before it.
+        durableQueues: options.definitions
+          .filter((d): d is HttpDefinition => d.kind === 'http')
+          .flatMap((d) => (d.queueOutputs ?? []).map((o) => String(o['queueName']))),
       });
       queues = await startQueueHost({
         ...options.queueOptions,

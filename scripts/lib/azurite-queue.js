@@ -1,11 +1,14 @@
 // Starts Azurite's queue service (node_modules/azurite) with local-development settings changed,
 // because `npm run dev` acknowledges a webhook once its queue message is written:
 // - writes of message bodies run 8 at a time instead of 1;
-// - the queue metadata (which messages exist) is saved every 100 ms instead of every 5 s, so a
-//   crash loses at most 100 ms of queue operations (Azure Storage itself loses none);
-// - a message body is not flushed to the disk with fdatasync: the metadata that makes it a message
-//   is saved without one, so the flush protected nothing a killed process could lose (the page
-//   cache outlives the process; only an OS crash could take back the last writes, as before);
+// - a new message in one of the queues AZURITE_DURABLE_QUEUES names (comma-separated, `*` for all)
+//   is answered only once the queue metadata that holds it is saved (LokiJS saves the whole store,
+//   and writes that come meanwhile share the next save), so a message a webhook was acknowledged
+//   for survives a killed process, as it survives in Azure Storage; the rest is saved every 100 ms
+//   instead of every 5 s;
+// - a message body is not flushed to the disk with fdatasync, nor is the metadata: what a killed
+//   process wrote is in the page cache, which outlives it (only an OS crash could take back the
+//   last writes);
 // - the metadata collections keep no sorted indices: Azurite's stores hold a few hundred messages
 //   here, which a scan reads faster than LokiJS re-sorts its indices after every delete.
 'use strict';
@@ -30,5 +33,15 @@ Loki.prototype.loadJSONObject = function (dbObject, options) {
   const result = loadJSONObject.call(this, dbObject, options);
   for (const collection of this.collections) collection.binaryIndices = {};
   return result;
+};
+const Store = require(path.join(root, 'dist/src/queue/persistence/LokiQueueMetadataStore.js')).default;
+const insertMessage = Store.prototype.insertMessage;
+const durable = (process.env.AZURITE_DURABLE_QUEUES || '*').split(',');
+Store.prototype.insertMessage = async function (...args) {
+  await insertMessage.apply(this, args);
+  if (!durable.includes('*') && !durable.includes(args[0].queueName)) return;
+  await new Promise((resolve, reject) =>
+    this.db.saveDatabase((error) => (error ? reject(error) : resolve())),
+  );
 };
 require(path.join(root, 'dist/src/queue/main.js'));

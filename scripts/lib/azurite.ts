@@ -27,6 +27,11 @@ export async function startAzurite(options: {
   /** Folder for Azurite's files (created if missing). */
   location: string;
   log?: (line: string) => void;
+  /**
+   * Queues whose new messages are saved before Azurite answers (default: all). The local host names
+   * the queues its HTTP functions write before they answer: the acknowledgement depends on them.
+   */
+  durableQueues?: readonly string[];
 }): Promise<Azurite> {
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   await fs.mkdir(options.location, { recursive: true });
@@ -52,7 +57,10 @@ export async function startAzurite(options: {
       '--skipApiVersionCheck',
       '--silent',
     ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, AZURITE_DURABLE_QUEUES: options.durableQueues?.join(',') ?? '*' },
+    },
   );
   let output = '';
   const port = await new Promise<number>((resolve, reject) => {
