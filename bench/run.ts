@@ -132,14 +132,15 @@ type Kind = 'reads' | 'inserts' | 'updates';
 type Floor = Record<`${Kind}PerSecond`, number>;
 
 /** How a command counts against the floor: a read, an insert, or a write to existing documents. */
-const kindOf = (commandName: string): Kind | undefined =>
-  commandName === 'find' || commandName === 'aggregate' || commandName === 'count'
-    ? 'reads'
-    : commandName === 'insert'
-      ? 'inserts'
-      : ['update', 'findAndModify', 'delete'].includes(commandName)
-        ? 'updates'
-        : undefined;
+const KIND_OF: Readonly<Record<string, Kind>> = {
+  find: 'reads',
+  aggregate: 'reads',
+  count: 'reads',
+  insert: 'inserts',
+  update: 'updates',
+  findAndModify: 'updates',
+  delete: 'updates',
+};
 
 /**
  * The database's floor: sequential single-document inserts, reads by key and updates by key on a
@@ -248,7 +249,7 @@ async function main(): Promise<void> {
       // Registered before the data store connects: it counts every command the driver sends.
       data.observeCommands((command) => {
         commands++;
-        const kind = kindOf(command.commandName);
+        const kind = KIND_OF[command.commandName];
         if (kind) byKind[kind]++;
       });
       // As `npm run dev` does: the local host is its own deployment and creates the indexes.
@@ -329,10 +330,11 @@ async function main(): Promise<void> {
     await idle();
     const replySeconds = (repliesDone - started) / 1000;
     const turnCommands = commands - commandsBefore;
+    const perMessage = (kind: Kind) => round((byKind[kind] - kindsBefore[kind]) / messages, 2);
     const turnMix: Record<Kind, number> = {
-      reads: round((byKind.reads - kindsBefore.reads) / messages, 2),
-      inserts: round((byKind.inserts - kindsBefore.inserts) / messages, 2),
-      updates: round((byKind.updates - kindsBefore.updates) / messages, 2),
+      reads: perMessage('reads'),
+      inserts: perMessage('inserts'),
+      updates: perMessage('updates'),
     };
     const cpuAfter = processTree();
     const cpuMs = cpuAfter.cpuMs - cpuBefore.cpuMs;

@@ -44,6 +44,10 @@ export interface MessageDoc {
   raw?: unknown;
 }
 
+/** A failure a status reported on a stored outbound message, not in the running counter yet. */
+export const isUncountedFailure = (m: Pick<MessageDoc, 'direction' | 'failedUncounted'>): boolean =>
+  m.failedUncounted === true && m.direction === 'outbound';
+
 /**
  * How a stored message counts in the running counters (the rule of `CounterDelta.message`), or
  * null while it does not count yet: an inbound message waiting for its answer (counted when the

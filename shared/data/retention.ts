@@ -3,6 +3,7 @@
 // stay (docs/contract.md, "Stats"); each run is recorded on the totals document so that a health
 // repair knows counters can no longer be rebuilt from the documents.
 import type { Gateway } from './gateway';
+import { isUncountedFailure } from './message-doc';
 import type { MessageDoc } from './messages';
 import { CounterDelta, type StatsRepository } from './stats';
 import type { UsersRepository } from './users';
@@ -53,7 +54,7 @@ export class Retention {
       result.batches++;
       // Reported failures not folded into the running counter yet: counted now, after the delete
       // (a crash in between loses them from the counter, never counts one twice).
-      const uncounted = batch.filter((m) => m.failedUncounted && m.direction === 'outbound').length;
+      const uncounted = batch.filter(isUncountedFailure).length;
       if (uncounted) await this.stats.apply(new CounterDelta().failed(uncounted));
       for (const m of batch) if (m.userId) touched.add(m.userId);
       onProgress(result.deleted);
