@@ -45,8 +45,9 @@ export interface MessageDoc {
 }
 
 /** A failure a status reported on a stored outbound message, not in the running counter yet. */
+export const UNCOUNTED_FAILURES = { failedUncounted: true, direction: 'outbound' } as const;
 export const isUncountedFailure = (m: Pick<MessageDoc, 'direction' | 'failedUncounted'>): boolean =>
-  m.failedUncounted === true && m.direction === 'outbound';
+  m.failedUncounted === UNCOUNTED_FAILURES.failedUncounted && m.direction === UNCOUNTED_FAILURES.direction;
 
 /**
  * How a stored message counts in the running counters (the rule of `CounterDelta.message`), or

@@ -1,10 +1,10 @@
 // Messages, inbound and outbound. The `_id` is the WhatsApp message id when there is one (so a
 // redelivery cannot store a message twice), else a natural key (`out:<inbound id>:<part>`,
 // `legacy:<row>`). The reply state of an inbound message lives on it.
-import type { AnyBulkWriteOperation, Filter } from 'mongodb';
+import type { AnyBulkWriteOperation } from 'mongodb';
 import type { Gateway } from './gateway';
 import { CounterDelta, type StatsRepository } from './stats';
-import type { MessageDoc } from './message-doc';
+import { UNCOUNTED_FAILURES, type MessageDoc } from './message-doc';
 import type { SummaryMessage } from './summary';
 import { prefixTerms } from './terms';
 import type {
@@ -338,9 +338,6 @@ function upsertOutbound(record: OutboundRecord): AnyBulkWriteOperation<MessageDo
     },
   };
 }
-
-/** Failures a status reported on a stored outbound message, not yet in the running counter. */
-const UNCOUNTED_FAILURES: Filter<MessageDoc> = { failedUncounted: true, direction: 'outbound' };
 
 /** A status moves a message forward; a placeholder gets its wamid and the status time. */
 function statusChange(update: StatusUpdate) {
