@@ -6,7 +6,7 @@
 // Each event stands on its own: one that the database refuses (anything but the database being
 // unreachable or throttling) is archived and the others are still stored and answered.
 import { AppError, ErrorCode } from '../errors';
-import { boundedJson, CounterDelta, type MessageRole, type ReplyState } from '../data';
+import { boundedJson, CounterDelta, ErasureInProgress, type MessageRole, type ReplyState } from '../data';
 import { pseudonym, type Logger } from '../log';
 import { parseNotification, type MessageEvent, type StatusEvent } from '../whatsapp/notification';
 import { parseCommand } from './commands';
@@ -27,7 +27,10 @@ export interface IngestResult {
 
 /** Errors that mean "try the whole notification again later", not "this item is odd". */
 const isTransient = (error: unknown): boolean =>
-  error instanceof AppError && (error.code === ErrorCode.UNAVAILABLE || error.code === ErrorCode.THROTTLED);
+  (error instanceof AppError &&
+    (error.code === ErrorCode.UNAVAILABLE || error.code === ErrorCode.THROTTLED)) ||
+  // The sender's erase is under way: once it is over, the same person writing is a new user.
+  error instanceof ErasureInProgress;
 
 export async function ingestNotification(
   ports: IngestPorts,
@@ -152,11 +155,19 @@ export async function ingestNotification(
     log.info('inbound message', { id: m.id, type: normalized.type, user: pseudonym(user.id), result });
     if (result === 'inserted') {
       summary.messages++;
-      await data.users.noteMessages(
+      const noted = await data.users.noteMessages(
         user.id,
         [{ id: m.id, text: normalized.text, at: receivedAt, direction: 'inbound' }],
         changes,
       );
+      if (!noted) {
+        // The user's erase began after they were read: the message is taken back (or the erase
+        // took it, and counted it out if it counted), and the notification is tried again.
+        const taken = await data.messages.takeBack(user.id, [m.id]);
+        if (!taken.size && replyState !== 'pending')
+          await data.stats.apply(new CounterDelta().message({ direction: 'inbound', createdAt: m.at }));
+        throw new ErasureInProgress();
+      }
       // A message that waits for an answer is counted when its answer is settled (reply worker).
       if (replyState !== 'pending')
         await data.stats.apply(new CounterDelta().message({ direction: 'inbound', createdAt: m.at }));

@@ -12,7 +12,14 @@
 // write that records it leaves the message waiting, and it is answered again once the lease ends.
 // That window is the only accepted duplicate.
 import { randomUUID } from 'node:crypto';
-import { CounterDelta, type Message, type MessageError, type OutboundRecord, type User } from '../data';
+import {
+  CounterDelta,
+  outboundCount,
+  type Message,
+  type MessageError,
+  type OutboundRecord,
+  type User,
+} from '../data';
 import { pseudonym, type Logger } from '../log';
 import { sleep } from '../time';
 import { GraphError, type Recipient } from '../whatsapp/graph';
@@ -66,6 +73,7 @@ export async function processReplyJob(ports: ReplyPorts, job: ReplyJob, log: Log
   if (!locked) return; // another worker answers this user and looks again before it lets go
   for (let looks = 0; looks < MAX_LOOKS && locked; looks++) {
     const seen: number = locked.inboundCount;
+    const generation = locked.generation;
     let user: User = locked.user;
     const found = await look(ports, user.id);
     const recorded: OutboundRecord[] = [];
@@ -97,6 +105,14 @@ export async function processReplyJob(ports: ReplyPorts, job: ReplyJob, log: Log
           owner,
           recorded.map((a) => ({ id: a.id, text: a.text, at: a.createdAt, direction: 'outbound' })),
         );
+        if (count === null && recorded.length && (await data.users.erased(user.id, generation))) {
+          // Erased while this worker answered: what the erase did not see is taken back, uncounted.
+          const taken = await data.messages.takeBack(
+            user.id,
+            recorded.map((a) => a.id),
+          );
+          for (const part of recorded) if (taken.has(part.id)) counters.message(outboundCount(part), -1);
+        }
         await data.stats.apply(counters);
         locked =
           done && count !== null && count !== seen
@@ -202,15 +218,7 @@ async function replyTo(
     read,
   });
   if (settled.settled) counters.message({ direction: 'inbound', createdAt: message.createdAt });
-  for (const part of settled.stored) {
-    counters.message({
-      direction: 'outbound',
-      createdAt: part.createdAt,
-      failed: part.status === 'failed',
-      aiTokens: part.ai?.totalTokens ?? null,
-      aiModel: part.ai?.model ?? null,
-    });
-  }
+  for (const part of settled.stored) counters.message(outboundCount(part));
   recorded.push(...settled.stored);
   // What this look knows now: the message answered, the answer sent (the next message's context).
   const index = found.recent.findIndex((m) => m.id === message.id);

@@ -90,6 +90,11 @@ export const UserDocSchema = z.object({
     .object({ owner: ShortText.nullable(), until: z.date(), generation: Count.exactOptional() })
     .nullable()
     .exactOptional(),
+  erasing: z.literal(true).exactOptional(),
+  generation: z
+    .string()
+    .regex(/^[0-9a-f]{12}$/)
+    .exactOptional(),
 });
 
 export const MessageDocSchema = z.object({

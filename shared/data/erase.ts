@@ -2,6 +2,7 @@
 // every archived item that concerns them (by user id, or by the pseudonym of a number or bsuid
 // they used). Erase also lowers the counters by what it removes; the audit trail stays.
 import { randomBytes } from 'node:crypto';
+import type { Filter } from 'mongodb';
 import { subjectOf, toEvent, type EventDoc } from './events';
 import type { Gateway } from './gateway';
 import { countedAs } from './message-doc';
@@ -14,6 +15,34 @@ export const AUDIT_KIND = 'audit';
 /** An export holds at most this many messages and archived items (the newest are left out). */
 export const MAX_EXPORT_MESSAGES = 10_000;
 export const MAX_EXPORT_EVENTS = 1_000;
+/** The owner of the reply lock an erase takes (it never ends: the user goes with it). */
+const ERASE_LOCK_OWNER = 'erase';
+const LOCK_FOREVER = new Date('9999-12-31T00:00:00Z');
+/** Messages read (then deleted) at a time. */
+const ERASE_BATCH = 1_000;
+/** What `countedAs` reads, and `stateKey`. */
+const COUNTED_FIELDS = {
+  direction: 1,
+  status: 1,
+  ai: 1,
+  createdAt: 1,
+  replyState: 1,
+  failedUncounted: 1,
+} as const;
+/** The fields of a stored message that writers change, and that decide how it is counted. */
+const stateKey = (m: MessageDoc): string =>
+  JSON.stringify([m.replyState ?? null, m.status ?? null, m.failedUncounted ?? null]);
+
+function groupBy<T>(items: readonly T[], key: (item: T) => string): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const k = key(item);
+    const group = groups.get(k);
+    if (group) group.push(item);
+    else groups.set(k, [item]);
+  }
+  return groups;
+}
 
 export interface UserExport {
   readonly user: User;
@@ -75,28 +104,62 @@ export class PersonalData {
 
   /**
    * Erases a user: messages, archived items, the user (with their reply lock), and lowers the
-   * counters by what is erased. The user goes last, so an interrupted erase can be run again.
-   * The same person writing later is a new user. Null when the user does not exist.
+   * counters by what is erased. Null when the user does not exist.
+   *
+   * Writers may be at work on the user meanwhile (a reply being sent, a message arriving), and
+   * nothing here is a transaction. So the erase first marks the user `erasing` and takes their
+   * reply lock for good: no worker starts on them, ingest tries their notifications again later,
+   * and a writer that stored something meanwhile finds out at its next write to the user and
+   * takes it back (`MessagesRepository.takeBack`). Each message is deleted only in the state it
+   * was read in, so the counters lose exactly what they held of it. The user goes last, so an
+   * interrupted erase can be run again.
    */
   async eraseUser(userId: string): Promise<EraseReport | null> {
-    const user = await this.users.findOne({ _id: userId });
+    const user = await this.users.findOneAndUpdate(
+      { _id: userId },
+      { $set: { erasing: true, replyLock: { owner: ERASE_LOCK_OWNER, until: LOCK_FOREVER } } },
+      { returnDocument: 'before' },
+    );
     if (!user) return null;
-    const delta = new CounterDelta().user(user.createdAt, -1);
+    const delta = new CounterDelta();
     let count = 0;
-    for await (const m of this.messages.iterate(
-      { userId },
-      { projection: { direction: 1, status: 1, ai: 1, createdAt: 1, replyState: 1, failedUncounted: 1 } },
-    )) {
-      count++;
-      // What the counters hold of it (nothing yet for an answer still awaited, say).
-      const counted = countedAs(m);
-      if (counted) delta.message(counted, -1);
+    for (;;) {
+      const batch = await this.messages.find({ userId }, { projection: COUNTED_FIELDS, limit: ERASE_BATCH });
+      if (batch.length === 0) break;
+      for (const docs of groupBy(batch, stateKey).values()) {
+        const ids = docs.map((m) => m._id);
+        const first = docs[0] as MessageDoc;
+        // Deleted only as read: a message whose state moved meanwhile stays for the next batch.
+        const deleted = await this.messages.deleteMany({
+          userId,
+          _id: { $in: ids },
+          replyState: first.replyState ?? null,
+          status: first.status ?? null,
+          failedUncounted: first.failedUncounted ?? null,
+        } as Filter<MessageDoc>);
+        const left =
+          deleted === docs.length
+            ? new Set<string>()
+            : new Set(
+                (await this.messages.find({ userId, _id: { $in: ids } }, { projection: { _id: 1 } })).map(
+                  (m) => m._id,
+                ),
+              );
+        for (const m of docs) {
+          if (left.has(m._id)) continue;
+          count++;
+          // What the counters hold of it (nothing yet for an answer still awaited, say).
+          const counted = countedAs(m);
+          if (counted) delta.message(counted, -1);
+        }
+      }
     }
-    await this.messages.deleteMany({ userId });
     let events = await this.events.deleteMany({ userId, kind: { $ne: AUDIT_KIND } });
     for (const subject of subjectsOf(user)) events += await this.events.deleteMany({ subject });
     await this.stats.apply(delta);
-    await this.users.deleteOne({ _id: userId });
+    // Two erases at once: the one that deletes the user counts it.
+    if (await this.users.deleteOne({ _id: userId }))
+      await this.stats.apply(new CounterDelta().user(user.createdAt, -1));
     return { messages: count, events };
   }
 

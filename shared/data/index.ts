@@ -20,7 +20,8 @@ import { HandoffRepository } from './handoff';
 export * from './types';
 export { closeAllClients, observeCommands, watchClient, type ObservedCommand } from './client';
 export { COLLECTIONS, INDEXES, type IndexDefinition, type IndexReport } from './indexes';
-export { STATUS_RANK, MAX_TEXT } from './messages';
+export { STATUS_RANK, MAX_TEXT, outboundCount } from './messages';
+export { ErasureInProgress } from './users';
 export { activeHandoff, HANDOFF_BY_USER, type WaitingChat } from './handoff';
 export {
   DOC_BYTES_MAX,

@@ -56,7 +56,8 @@ const WAITING: ReplyState[] = ['pending', 'sending'];
 
 /** Where an outbound message stored on its own updates the user's summary (UsersRepository). */
 export interface SummaryWriter {
-  noteMessages(userId: string, messages: readonly SummaryMessage[]): Promise<void>;
+  /** False when the user is gone or being erased. */
+  noteMessages(userId: string, messages: readonly SummaryMessage[]): Promise<boolean>;
 }
 
 /** How a reply was settled: what was newly stored, for the counters. */
@@ -194,22 +195,26 @@ export class MessagesRepository {
    * Stores an outbound message on its own (a welcome, an operator's message). A status may have
    * arrived first and left a placeholder under the same wamid: the content joins it.
    */
-  async recordOutbound(record: OutboundRecord): Promise<'inserted' | 'duplicate'> {
+  async recordOutbound(record: OutboundRecord): Promise<'inserted' | 'duplicate' | 'erased'> {
     if (!(await this.settleParts([record]))) return 'duplicate';
     // The summary and counter rules, as for answers (./summary, ./stats).
-    await this.users.noteMessages(record.userId, [
+    const noted = await this.users.noteMessages(record.userId, [
       { id: record.id, text: record.text, at: record.createdAt, direction: 'outbound' },
     ]);
-    await this.stats.apply(
-      new CounterDelta().message({
-        direction: 'outbound',
-        createdAt: record.createdAt,
-        failed: record.status === 'failed',
-        aiTokens: record.ai?.totalTokens ?? null,
-        aiModel: record.ai?.model ?? null,
-      }),
-    );
+    if (!noted && (await this.takeBack(record.userId, [record.id])).size) return 'erased';
+    await this.stats.apply(new CounterDelta().message(outboundCount(record)));
     return 'inserted';
+  }
+
+  /**
+   * Deletes messages a writer stored for a user whose erase went on meanwhile (./erase), and
+   * returns those it deleted: the erase did not see them, so they must not be counted. The others
+   * the erase deleted, and took out of the counters, so their writer counts them as usual.
+   */
+  async takeBack(userId: string, ids: readonly string[]): Promise<Set<string>> {
+    const deleted = new Set<string>();
+    for (const id of ids) if (await this.messages.deleteOne({ _id: id, userId })) deleted.add(id);
+    return deleted;
   }
 
   private async settleParts(records: OutboundRecord[]): Promise<boolean> {
@@ -350,5 +355,16 @@ function statusChange(update: StatusUpdate) {
       ...(update.status === 'failed' ? { failedUncounted: true as const } : {}),
     },
     $setOnInsert: { waMessageId: update.waMessageId, createdAt: update.at },
+  };
+}
+
+/** What an outbound message adds to the running counters when it is stored (./stats). */
+export function outboundCount(record: Pick<OutboundRecord, 'createdAt' | 'status' | 'ai'>) {
+  return {
+    direction: 'outbound' as const,
+    createdAt: record.createdAt,
+    failed: record.status === 'failed',
+    aiTokens: record.ai?.totalTokens ?? null,
+    aiModel: record.ai?.model ?? null,
   };
 }

@@ -1,7 +1,7 @@
 // Users: one document per person, with the conversation summary of ./summary and the per-user
 // reply lock. A user is found by their current WhatsApp number (waId), else by their
 // business-scoped user id (bsuid); a number change moves the user to the new number.
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Gateway } from './gateway';
 import type { MessageDoc } from './message-doc';
 import { CounterDelta, type StatsRepository } from './stats';
@@ -33,7 +33,28 @@ export interface UserDoc {
   replyLock?: { owner: string | null; until: Date } | null;
   /** Operators answer instead of the bot (./handoff). */
   handoff?: Handoff | null;
+  /** An erase is under way (./erase): writers leave the user alone until it is gone. */
+  erasing?: true;
+  /**
+   * Random, set when the user is created: tells a user from a new one under the same id (the
+   * same person writing after an erase). Absent on users created before it existed.
+   */
+  generation?: string;
 }
+
+/**
+ * Thrown for a person whose erase is under way: their notification is tried again later (the
+ * queue's retry), when the same person writing is a new user.
+ */
+export class ErasureInProgress extends Error {
+  override readonly name = 'ErasureInProgress';
+  constructor() {
+    super('the user is being erased; try again once the erase is over');
+  }
+}
+
+/** A user document writers may change (not being erased). */
+const LIVE = { erasing: { $ne: true } } as const;
 
 export const toUser = (d: UserDoc): User => ({
   id: d._id,
@@ -84,6 +105,8 @@ const matches = (doc: UserDoc, identity: Pick<Identity, 'waId' | 'bsuid'>): bool
 export interface LockedUser {
   readonly user: User;
   readonly inboundCount: number;
+  /** See `UserDoc.generation`. */
+  readonly generation: string | null;
 }
 
 export class UsersRepository {
@@ -122,6 +145,7 @@ export class UsersRepository {
   ): Promise<{ user: User; created: boolean; changes: Partial<UserDoc> }> {
     if (!identity.waId && !identity.bsuid) throw new Error('an identity needs a waId or a bsuid');
     const existing = await this.findDoc(identity);
+    if (existing?.erasing) throw new ErasureInProgress();
     if (existing) {
       const changes: Partial<UserDoc> = {};
       if (identity.waId && !existing.waId) changes.waId = identity.waId;
@@ -149,12 +173,14 @@ export class UsersRepository {
         contextResetAt: null,
         searchKeys: searchKeysFor(identity.waId, identity.name),
         replyLock: null,
+        generation: randomBytes(6).toString('hex'),
       };
       if ((await this.users.insertOne(doc)) === 'inserted') {
         await this.stats.apply(new CounterDelta().user(at));
         return { user: toUser(doc), created: true, changes: {} };
       }
       const holder = await this.users.findOne({ _id: doc._id });
+      if (holder?.erasing) throw new ErasureInProgress();
       if (holder && matches(holder, identity)) return { user: toUser(holder), created: false, changes: {} };
       // The id is held by a user who moved to another number (or was erased meanwhile: retry it).
       if (holder) n++;
@@ -165,26 +191,38 @@ export class UsersRepository {
   /**
    * Updates the summary for messages newly stored (never twice for one message), with `changes`
    * to the user. The latest message becomes the preview unless the user already has a newer one:
-   * one round trip, two when an older message arrives late.
+   * one round trip, two when an older message arrives late. False when the user is gone or being
+   * erased (nothing written): the caller takes back what it stored for them.
    */
   async noteMessages(
     userId: string,
     messages: readonly SummaryMessage[],
     changes: Partial<UserDoc> = {},
-  ): Promise<void> {
+  ): Promise<boolean> {
     const change = summaryChange(messages);
     if (!change) {
-      if (Object.keys(changes).length) await this.users.updateOne({ _id: userId }, { $set: changes });
-      return;
+      if (!Object.keys(changes).length) return true;
+      return (await this.users.updateOne({ _id: userId, ...LIVE }, { $set: changes })).matched > 0;
     }
     const max = Object.keys(change.max).length ? { $max: change.max } : {};
     const latest = await this.users.updateOne(
-      { _id: userId, lastMessageAt: { $lte: change.latest.lastMessageAt } },
+      { _id: userId, ...LIVE, lastMessageAt: { $lte: change.latest.lastMessageAt } },
       { $inc: change.inc, $set: { ...changes, ...change.latest }, ...max },
     );
-    if (latest.matched) return;
+    if (latest.matched) return true;
     const set = Object.keys(changes).length ? { $set: changes } : {};
-    await this.users.updateOne({ _id: userId }, { $inc: change.inc, ...set, ...max });
+    return (
+      (await this.users.updateOne({ _id: userId, ...LIVE }, { $inc: change.inc, ...set, ...max })).matched > 0
+    );
+  }
+
+  /**
+   * True when the user is gone or being erased (see ./erase), or when another generation holds
+   * the id: the same person writing after an erase is a new user.
+   */
+  async erased(userId: string, generation: string | null): Promise<boolean> {
+    const doc = await this.users.findOne({ _id: userId, ...LIVE }, { projection: { generation: 1 } });
+    return !doc || (doc.generation ?? null) !== generation;
   }
 
   /** Rebuilds a user's summary from what is stored (retention, erase of some, repair). */
@@ -274,7 +312,9 @@ export class UsersRepository {
       { $set: { replyLock: { owner, until: new Date(now.getTime() + leaseMs) } } },
       { returnDocument: 'after' },
     );
-    return doc ? { user: toUser(doc), inboundCount: doc.inboundCount ?? 0 } : null;
+    return doc
+      ? { user: toUser(doc), inboundCount: doc.inboundCount ?? 0, generation: doc.generation ?? null }
+      : null;
   }
 
   /**

@@ -203,3 +203,125 @@ describe('bursts', () => {
     }
   }, 120_000);
 });
+
+describe('erase while writers are at work', () => {
+  let own: TestApp;
+  beforeAll(async () => {
+    own = await startTestApp();
+  });
+  afterAll(async () => {
+    await own.close();
+  });
+
+  const deliverTo = async (target: TestApp, payload: unknown) => {
+    const { jobs } = await ingestNotification(target.services, payload, log);
+    await Promise.all(jobs.map((job) => processReplyJob(target.services, job, log)));
+  };
+
+  /** Counters equal what is stored, every summary matches, and no message outlives its user. */
+  async function expectConsistent(target: TestApp) {
+    const { maintenance, stats } = target.services.data;
+    const counts = await maintenance.countStored();
+    const totals: Record<string, number> = await stats.totals();
+    for (const [key, stored] of Object.entries(counts.counters.totals))
+      expect([key, totals[key]]).toEqual([key, stored]);
+    expect(await maintenance.checkSummaries(counts)).toEqual([]);
+    const raw = target.database.db;
+    const users = new Set(
+      (
+        await raw
+          .collection('users')
+          .find({}, { projection: { _id: 1 } })
+          .toArray()
+      ).map((u) => String(u._id)),
+    );
+    const owners = await raw.collection('messages').distinct('userId');
+    expect(owners.filter((id) => !users.has(String(id)))).toEqual([]);
+  }
+
+  it('an answer Graph accepts after the erase began is taken back and not counted', async () => {
+    const phone = newPhone();
+    await deliverTo(own, text(phone, 'first'));
+    const user = await own.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+    if (!user) throw new Error('user not stored');
+    const { jobs } = await ingestNotification(own.services, text(phone, 'second'), log);
+    const sendsBefore = own.graph.sends().length;
+    own.graph.delayMs = 400;
+    const answering = processReplyJob(own.services, jobs[0] as ReplyJob, log);
+    while (own.graph.sends().length === sendsBefore) await new Promise((r) => setTimeout(r, 5));
+    // Graph has the send and has not answered yet: the erase runs to its end meanwhile.
+    expect(await own.services.data.personal.eraseUser(user.id)).toMatchObject({ messages: 3 });
+    await answering;
+    own.graph.delayMs = 0;
+    expect(await own.database.db.collection('messages').countDocuments({ userId: user.id })).toBe(0);
+    expect(await own.services.data.users.getUser(user.id)).toBeNull();
+    await expectConsistent(own);
+  });
+
+  it('a notification from a person whose erase is under way is tried again, and stored for the new user once the erase is over', async () => {
+    const phone = newPhone();
+    await deliverTo(own, text(phone, 'hello'));
+    const user = await own.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+    if (!user) throw new Error('user not stored');
+    // An erase that stopped half-way (its process died): the user is marked, nothing else.
+    await own.database.db
+      .collection('users')
+      .updateOne({ _id: user.id as never }, { $set: { erasing: true } });
+    const later = text(phone, 'written during the erase');
+    await expect(ingestNotification(own.services, later, log)).rejects.toMatchObject({
+      name: 'ErasureInProgress',
+    });
+    // Nothing stored from it: the user still has their first message and its answer only.
+    expect(await own.database.db.collection('messages').countDocuments({ userId: user.id })).toBe(2);
+    // Run again, the erase finishes; the notification's retry then makes a new user, answered.
+    expect(await own.services.data.personal.eraseUser(user.id)).toMatchObject({ messages: 2 });
+    const before = own.graph.sends().filter((s) => s.body['to'] === phone).length;
+    await deliverTo(own, later);
+    expect(own.graph.sends().filter((s) => s.body['to'] === phone).length).toBe(before + 1);
+    expect((await own.services.data.users.findByIdentity({ waId: phone, bsuid: null }))?.messageCount).toBe(
+      2,
+    );
+    await expectConsistent(own);
+  });
+
+  it('erases in the middle of a burst (messages arriving, answers in flight) leave nothing behind and the counters exact', async () => {
+    for (const delayMs of [0, 30, 90, 200]) {
+      const phone = newPhone();
+      await deliverTo(own, text(phone, 'start'));
+      const user = await own.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+      if (!user) throw new Error('user not stored');
+      own.graph.delayMs = 15;
+      const retries: unknown[] = [];
+      const burst = Array.from({ length: 8 }, async (_, i) => {
+        await new Promise((r) => setTimeout(r, i * 15));
+        const payload = text(phone, `burst ${i}`);
+        try {
+          await deliverTo(own, payload);
+        } catch (error) {
+          if ((error as Error).name !== 'ErasureInProgress') throw error;
+          retries.push(payload); // the queue tries it again later
+        }
+      });
+      await new Promise((r) => setTimeout(r, delayMs));
+      await own.services.data.personal.eraseUser(user.id);
+      await Promise.all(burst);
+      own.graph.delayMs = 0;
+      for (const payload of retries) await deliverTo(own, payload);
+      // What was written after the erase belongs to a new user (under the same id): nothing of
+      // the erased one is left, and no answer is left without the message it answers.
+      const left = await own.database.db
+        .collection('messages')
+        .find({ userId: user.id })
+        .project({ direction: 1, text: 1, relatedId: 1, replyState: 1 })
+        .toArray();
+      expect(left.map((m) => m['text'])).not.toContain('start');
+      const inbound = new Set(left.filter((m) => m['direction'] === 'inbound').map((m) => String(m._id)));
+      const orphans = left.filter(
+        (m) => m['direction'] === 'outbound' && !inbound.has(String(m['relatedId'])),
+      );
+      expect(orphans).toEqual([]);
+      for (const m of left.filter((x) => x['direction'] === 'inbound')) expect(m['replyState']).toBe('sent');
+      await expectConsistent(own);
+    }
+  });
+});
