@@ -40,6 +40,7 @@ export async function ingestNotification(
   const { data } = ports;
   const summary: IngestSummary = { messages: 0, duplicates: 0, statuses: 0, archived: 0 };
   const jobs = new Map<string, ReplyJob>();
+  let lastReceivedAt = 0;
 
   const archive = async (
     kind: string,
@@ -138,7 +139,11 @@ export async function ingestNotification(
           : 'conversation'
         : 'notice';
     const replyState: ReplyState = normalized.treatment === 'reaction' ? 'none' : 'pending';
-    const receivedAt = ports.now();
+    // Strictly increasing within a notification: Meta lists its messages in the order sent, and
+    // the reply worker breaks ties on Meta's whole seconds with this time.
+    const now = ports.now();
+    const receivedAt = new Date(Math.max(now.getTime(), lastReceivedAt + 1));
+    lastReceivedAt = receivedAt.getTime();
     const result = await data.messages.recordInbound({
       id: m.id,
       userId: user.id,
@@ -161,9 +166,11 @@ export async function ingestNotification(
         changes,
       );
       if (!noted) {
-        // The user's erase began after they were read: the message is taken back (or the erase
-        // took it, and counted it out if it counted), and the notification is tried again.
-        const taken = await data.messages.takeBack(user.id, [m.id]);
+        // The user's erase began after they were read: once it is over, the message is taken back
+        // (or the erase took it, and counted it out if it counted), and the notification is tried
+        // again. An erase that outlasts the wait deletes it when it is run again.
+        const gone = await data.users.goneAfterErase(user.id);
+        const taken = gone ? await data.messages.takeBack(user.id, [m.id]) : new Set([m.id]);
         if (!taken.size && replyState !== 'pending')
           await data.stats.apply(new CounterDelta().message({ direction: 'inbound', createdAt: m.at }));
         throw new ErasureInProgress();

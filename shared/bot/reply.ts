@@ -47,22 +47,41 @@ interface Look {
   recent: Message[];
   partial: boolean;
   waiting: Message[];
+  /** More may wait than this look holds: look again once these are answered. */
+  more: boolean;
 }
 
-async function look(ports: ReplyPorts, userId: string): Promise<Look> {
+/**
+ * One read of the user's latest messages (our clock) gives the AI's context and, usually, what
+ * waits. Older ones may wait beyond it (a burst longer than the window, or a window filled by the
+ * answers just sent): they are read oldest first when the oldest read waits, when the job's own
+ * message is not among those read, or on a second look.
+ */
+async function look(ports: ReplyPorts, userId: string, hint: { messageId: string | null; again: boolean }) {
   const size = Math.max(WINDOW, ports.ai?.window ?? 0);
   const newestFirst = await ports.data.messages.recent(userId, size);
   const recent = [...newestFirst].reverse();
   const partial = newestFirst.length === size;
   let pending = recent.filter(waiting);
-  // More may wait than the window holds: ask for them (oldest first) when the oldest read waits.
-  if (partial && recent[0] && waiting(recent[0]))
+  let more = false;
+  if (
+    partial &&
+    ((recent[0] && waiting(recent[0])) ||
+      hint.again ||
+      (hint.messageId !== null && !recent.some((m) => m.id === hint.messageId)))
+  ) {
     pending = await ports.data.messages.pendingReplies(userId, size);
-  // Answered in the order they were sent (Meta's time), whatever the order of arrival.
+    more = pending.length === size;
+  }
+  // Answered in the order they were sent: Meta's time, which has whole seconds, then ours (a
+  // notification's messages are stored in the order Meta lists them).
   pending.sort(
-    (a, b) => a.createdAt.getTime() - b.createdAt.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
+    (a, b) =>
+      a.createdAt.getTime() - b.createdAt.getTime() ||
+      a.seqAt.getTime() - b.seqAt.getTime() ||
+      (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
   );
-  return { recent, partial, waiting: pending };
+  return { recent, partial, waiting: pending, more } satisfies Look;
 }
 
 export async function processReplyJob(ports: ReplyPorts, job: ReplyJob, log: Logger): Promise<void> {
@@ -75,7 +94,10 @@ export async function processReplyJob(ports: ReplyPorts, job: ReplyJob, log: Log
     const seen: number = locked.inboundCount;
     const generation = locked.generation;
     let user: User = locked.user;
-    const found = await look(ports, user.id);
+    const found = await look(ports, user.id, {
+      messageId: looks === 0 ? job.messageId : null,
+      again: looks > 0,
+    });
     const recorded: OutboundRecord[] = [];
     const counters = new CounterDelta();
     let leaseFrom = Date.now();
@@ -105,7 +127,7 @@ export async function processReplyJob(ports: ReplyPorts, job: ReplyJob, log: Log
           owner,
           recorded.map((a) => ({ id: a.id, text: a.text, at: a.createdAt, direction: 'outbound' })),
         );
-        if (count === null && recorded.length && (await data.users.erased(user.id, generation))) {
+        if (count === null && recorded.length && (await data.users.goneAfterErase(user.id, generation))) {
           // Erased while this worker answered: what the erase did not see is taken back, uncounted.
           const taken = await data.messages.takeBack(
             user.id,
@@ -115,7 +137,7 @@ export async function processReplyJob(ports: ReplyPorts, job: ReplyJob, log: Log
         }
         await data.stats.apply(counters);
         locked =
-          done && count !== null && count !== seen
+          done && count !== null && (count !== seen || found.more)
             ? await data.users.lockForReply(user.id, owner, LEASE_MS, ports.now())
             : null;
       }

@@ -58,6 +58,7 @@ const WAITING: ReplyState[] = ['pending', 'sending'];
 export interface SummaryWriter {
   /** False when the user is gone or being erased. */
   noteMessages(userId: string, messages: readonly SummaryMessage[]): Promise<boolean>;
+  goneAfterErase(userId: string): Promise<boolean>;
 }
 
 /** How a reply was settled: what was newly stored, for the counters. */
@@ -111,11 +112,15 @@ export class MessagesRepository {
     return docs.map(toMessage);
   }
 
-  /** Inbound messages of a user still waiting for an answer, oldest first. */
+  /**
+   * Inbound messages of a user still waiting for an answer, the first received first: Meta's
+   * whole-second times tie within a burst, and a notification's messages are received in the
+   * order Meta lists them.
+   */
   async pendingReplies(userId: string, limit: number): Promise<Message[]> {
     const docs = await this.messages.find(
       { userId, direction: 'inbound', replyState: { $in: WAITING } },
-      { sort: { userId: 1, createdAt: 1, _id: 1 }, limit },
+      { sort: { userId: 1, seqAt: 1, _id: 1 }, limit },
     );
     return docs.map(toMessage);
   }
@@ -201,15 +206,21 @@ export class MessagesRepository {
     const noted = await this.users.noteMessages(record.userId, [
       { id: record.id, text: record.text, at: record.createdAt, direction: 'outbound' },
     ]);
-    if (!noted && (await this.takeBack(record.userId, [record.id])).size) return 'erased';
+    if (
+      !noted &&
+      (await this.users.goneAfterErase(record.userId)) &&
+      (await this.takeBack(record.userId, [record.id])).size
+    )
+      return 'erased';
     await this.stats.apply(new CounterDelta().message(outboundCount(record)));
     return 'inserted';
   }
 
   /**
-   * Deletes messages a writer stored for a user whose erase went on meanwhile (./erase), and
-   * returns those it deleted: the erase did not see them, so they must not be counted. The others
-   * the erase deleted, and took out of the counters, so their writer counts them as usual.
+   * Deletes messages a writer stored for a user erased meanwhile (./erase; once the erase is over,
+   * see `goneAfterErase`), and returns those it deleted: the erase did not see them, so they must
+   * not be counted. The others the erase deleted, and took out of the counters, so their writer
+   * counts them as usual.
    */
   async takeBack(userId: string, ids: readonly string[]): Promise<Set<string>> {
     const deleted = new Set<string>();

@@ -2,6 +2,7 @@
 // reply lock. A user is found by their current WhatsApp number (waId), else by their
 // business-scoped user id (bsuid); a number change moves the user to the new number.
 import { createHash, randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Gateway } from './gateway';
 import type { MessageDoc } from './message-doc';
 import { CounterDelta, type StatsRepository } from './stats';
@@ -53,6 +54,8 @@ export class ErasureInProgress extends Error {
   }
 }
 
+/** How long a writer waits for an erase under way to end (`goneAfterErase`). */
+const ERASE_WAIT_MS = 30_000;
 /** A user document writers may change (not being erased). */
 const LIVE = { erasing: { $ne: true } } as const;
 
@@ -217,12 +220,23 @@ export class UsersRepository {
   }
 
   /**
-   * True when the user is gone or being erased (see ./erase), or when another generation holds
-   * the id: the same person writing after an erase is a new user.
+   * For a writer that found the user it knew erasing or gone (or, with `generation`, that lost
+   * their reply lock): waits for an erase under way to end (at most `ERASE_WAIT_MS`), then says
+   * whether that user is gone, so that the writer takes back what it stored for them. Only then:
+   * while the erase runs, it may itself find and count what the writer stored. False when the
+   * user is still there, or still being erased when the wait ends (the erase, run again, deletes
+   * what the writer stored).
    */
-  async erased(userId: string, generation: string | null): Promise<boolean> {
-    const doc = await this.users.findOne({ _id: userId, ...LIVE }, { projection: { generation: 1 } });
-    return !doc || (doc.generation ?? null) !== generation;
+  async goneAfterErase(userId: string, generation?: string | null): Promise<boolean> {
+    const deadline = Date.now() + ERASE_WAIT_MS;
+    for (let delay = 25; ; delay = Math.min(delay * 2, 1_000)) {
+      const doc = await this.users.findOne({ _id: userId }, { projection: { generation: 1, erasing: 1 } });
+      if (!doc) return true;
+      // Erasing is for good: a user who is not is the one the writer knew, or a new one.
+      if (!doc.erasing) return generation !== undefined && (doc.generation ?? null) !== generation;
+      if (Date.now() >= deadline) return false;
+      await sleep(delay);
+    }
   }
 
   /** Rebuilds a user's summary from what is stored (retention, erase of some, repair). */

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ingestNotification } from '../../shared/bot/ingest';
 import type { ReplyJob } from '../../shared/bot/jobs';
 import { processReplyJob } from '../../shared/bot/reply';
+import { HELP_TEXT, STOP_ANSWER } from '../../shared/bot/texts';
 import { createLogger } from '../../shared/log';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { notification, nowSeconds, status, textMessage, value, wamid } from '../helpers/meta';
@@ -162,6 +163,46 @@ describe('erase means erased', () => {
 });
 
 describe('bursts', () => {
+  it('one notification with 25 messages from one user (an album): every one answered once, in the order listed', async () => {
+    const phone = newPhone();
+    const at = nowSeconds();
+    // Ids in the reverse order of sending, all in one second: neither sorts like the list.
+    const messages = Array.from({ length: 25 }, (_, i) => ({
+      ...textMessage(phone, `photo ${i}`),
+      id: `wamid.album.${String(99 - i)}.${phone}`,
+      timestamp: at,
+    }));
+    const { jobs } = await ingestNotification(
+      app.services,
+      notification(value({ contacts: [{ waId: phone }], messages })),
+      log,
+    );
+    expect(jobs).toHaveLength(25);
+    // All jobs at once, as queue workers would: one takes the user's lock, the others end at once.
+    await Promise.all(jobs.map((job) => processReplyJob(app.services, job, log)));
+    const raw = app.database.db.collection('messages');
+    const ids = messages.map((m) => m.id);
+    const stored = await raw.find({ _id: { $in: ids } } as Record<string, unknown>).toArray();
+    expect(stored.map((m) => m['replyState'])).toEqual(ids.map(() => 'sent'));
+    const answers = (
+      await raw.find({ relatedId: { $in: ids }, direction: 'outbound' } as Record<string, unknown>).toArray()
+    ).sort((x, y) => (x['seqAt'] as Date).getTime() - (y['seqAt'] as Date).getTime());
+    expect(answers.map((a) => a['relatedId'])).toEqual(ids);
+    expect(repliesTo(phone)).toBe(25);
+  });
+
+  it('"help" then "stop" in the same second: help is answered before the user opts out', async () => {
+    const phone = newPhone();
+    const at = nowSeconds();
+    const help = { ...textMessage(phone, 'help'), id: `wamid.zzz.${phone}`, timestamp: at };
+    const stop = { ...textMessage(phone, 'stop'), id: `wamid.aaa.${phone}`, timestamp: at };
+    await deliver(notification(value({ contacts: [{ waId: phone }], messages: [help, stop] })));
+    const sends = app.graph.sends().filter((s) => s.body['to'] === phone);
+    expect(sends).toHaveLength(2);
+    const texts = sends.map((s) => (s.body['text'] as { body: string }).body);
+    expect(texts).toEqual([HELP_TEXT, STOP_ANSWER]);
+  });
+
   it('20 users × 15 quick messages: 300 replies, none failed, each user answered in order', async () => {
     const phones = Array.from({ length: 20 }, () => newPhone());
     const sent = new Map<string, string[]>();
