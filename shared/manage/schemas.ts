@@ -2,6 +2,7 @@
 // OpenAPI document is generated from the same schemas (./openapi.ts).
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
+import { MAX_EXPORT_EVENTS, MAX_EXPORT_MESSAGES } from '../data';
 import {
   TEMPLATE_LANGUAGE,
   TEMPLATE_NAME,
@@ -214,7 +215,18 @@ export const EventSchema = z
   .openapi('Event');
 
 export const ExportSchema = z
-  .object({ user: UserSchema, messages: z.array(MessageSchema), events: z.array(EventSchema) })
+  .object({
+    user: UserSchema,
+    messages: z
+      .array(MessageSchema)
+      .openapi({ description: `Oldest first; at most the oldest ${MAX_EXPORT_MESSAGES}` }),
+    events: z
+      .array(EventSchema)
+      .openapi({ description: `Archived items, oldest first; at most the oldest ${MAX_EXPORT_EVENTS}` }),
+    truncated: z.boolean().openapi({
+      description: 'True when the user has more messages or archived items than the export holds',
+    }),
+  })
   .openapi('UserExport');
 export type ExportJson = z.infer<typeof ExportSchema>;
 

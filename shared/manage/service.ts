@@ -198,6 +198,7 @@ export async function exportUser(ctx: ManageContext, caller: Caller, id: string)
     user: userJson(found.user, ctx),
     messages: found.messages.map(messageJson),
     events: found.events.map(eventJson),
+    truncated: found.truncated,
   };
 }
 
