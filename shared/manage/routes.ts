@@ -166,7 +166,10 @@ export const MANAGE_ROUTES: readonly ManageRoute[] = [
     responseDescription: 'The stored message (role `operator`)',
     errors: {
       404: 'Unknown user',
-      409: 'OUTSIDE_WINDOW: free text more than 24 hours after the user wrote; OPTED_OUT: the user sent stop',
+      409:
+        'OUTSIDE_WINDOW: free text more than 24 hours after the user wrote, the user never wrote, or ' +
+        'WhatsApp refused it for that reason (code 131047); OPTED_OUT: the user sent stop. ' +
+        'Nothing is stored, taken or audited',
       502: 'WhatsApp did not accept the message (stored as failed)',
     },
     run: (ctx, { id, body }, caller) => manage.sendMessage(ctx, caller, id, body),

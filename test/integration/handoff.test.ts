@@ -10,6 +10,7 @@ import { MongoClient } from 'mongodb';
 import {
   AUDIT_KIND,
   createDataStore,
+  HANDOFF_BY_USER,
   INDEXES,
   observeCommands,
   userIdFor,
@@ -22,6 +23,7 @@ import {
   ErrorSchema,
   MessageSchema,
   MessagesPageSchema,
+  StatsSchema,
   UserSchema,
   type MessageJson,
 } from '../../shared/manage/schemas';
@@ -368,6 +370,77 @@ describe('operator messages', () => {
     const outside = await api('userMessages', id, 'POST', { text: 'too late' });
     expect(outside.status).toBe(409);
     expect(parseBody(ErrorSchema, outside.body).error.code).toBe('OUTSIDE_WINDOW');
+  });
+
+  it('leaves no trace when Graph refuses for the window (131047): nothing stored, counted, taken or audited', async () => {
+    const { data } = app.services;
+    const id = await userWithOldMessage(1);
+    const stats = async () => parseBody(StatsSchema, (await call(h.stats, { token: TOKEN })).body).messages;
+    const userNow = async () =>
+      parseBody(UserSchema, (await call(h.user, { token: TOKEN, params: { id } })).body);
+    const audits = async () => (await data.personal.auditTrail(1000)).filter((e) => e.userId === id);
+    const refuse = () =>
+      app.graph.sendResponses.push({
+        status: 400,
+        body: { error: { code: 131047, message: 'Re-engagement message' } },
+      });
+    const before = { stats: await stats(), user: await userNow(), messages: await messagesOf(id) };
+    expect(before.user.handoff).toBeNull();
+
+    const unchanged = async () => {
+      expect(await messagesOf(id)).toEqual(before.messages);
+      expect(await userNow()).toEqual(before.user);
+      expect(await stats()).toEqual(before.stats);
+      expect(await audits()).toEqual([]);
+    };
+
+    refuse();
+    const text = await api('userMessages', id, 'POST', { text: 'too late' });
+    expect(text.status).toBe(409);
+    expect(parseBody(ErrorSchema, text.body).error).toMatchObject({
+      code: 'OUTSIDE_WINDOW',
+      message: expect.stringMatching(/24-hour window/),
+    });
+    await unchanged();
+
+    refuse();
+    const template = await api('userMessages', id, 'POST', {
+      template: { name: 'order_update', language: 'en' },
+    });
+    expect(template.status).toBe(409);
+    const templateError = parseBody(ErrorSchema, template.body).error;
+    expect(templateError.code).toBe('OUTSIDE_WINDOW');
+    expect(templateError.message).toMatch(/template.*re-engagement/);
+    expect(templateError.message).not.toMatch(/free text/);
+    await unchanged();
+    expect(app.graph.sends()).toHaveLength(2);
+
+    // A conversation handed over before (here by the user) stays exactly as it was.
+    const asked = await data.handoff.take(id, HANDOFF_BY_USER, new Date(Date.now() - 60_000), 2);
+    const handedOver = await userNow();
+    expect(handedOver.handoff).toMatchObject({ by: 'user', since: asked?.user.handoff?.since.toISOString() });
+    refuse();
+    expect((await api('userMessages', id, 'POST', { text: 'still too late' })).status).toBe(409);
+    expect(await userNow()).toEqual(handedOver);
+    expect(await messagesOf(id)).toEqual(before.messages);
+    expect(await stats()).toEqual(before.stats);
+    expect(await audits()).toEqual([]);
+
+    // A refusal that is Graph's failure (502) is still stored as failed, counted, taken and audited.
+    app.graph.sendResponses.push({
+      status: 400,
+      body: { error: { code: 131026, message: 'Undeliverable' } },
+    });
+    expect((await api('userMessages', id, 'POST', { text: 'will fail' })).status).toBe(502);
+    expect((await messagesOf(id))[0]).toMatchObject({ text: 'will fail', status: 'failed' });
+    const after = await stats();
+    expect(after).toMatchObject({
+      total: before.stats.total + 1,
+      outbound: before.stats.outbound + 1,
+      failed: before.stats.failed + 1,
+    });
+    expect((await userNow()).handoff).toMatchObject({ by: BOOTSTRAP_TOKEN_NAME });
+    expect((await audits()).map((e) => e.reason)).toEqual(['send']);
   });
 
   it('refuses to message a user who opted out', async () => {
