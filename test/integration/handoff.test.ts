@@ -338,6 +338,42 @@ describe('operator messages', () => {
     expect((await app.services.data.personal.auditTrail(1000)).length).toBe(auditBefore + 1);
   });
 
+  it('counts the text and template limits in characters, not UTF-16 units', async () => {
+    const id = await userWithOldMessage(1);
+    const emoji = '\u{1F600}';
+    const messageCount = async () => (await app.services.data.users.getUser(id))?.messageCount;
+    const before = await messageCount();
+    for (const [body, field] of [
+      [{ text: emoji.repeat(4097) }, 'text'],
+      [
+        { template: { name: 'order_update', language: 'en', parameters: [emoji.repeat(1025)] } },
+        'template.parameters.0',
+      ],
+    ] as const) {
+      const r = await api('userMessages', id, 'POST', body);
+      expect(r.status).toBe(400);
+      expect(parseBody(ErrorSchema, r.body).error).toMatchObject({
+        code: 'INVALID_INPUT',
+        message: expect.stringMatching(
+          new RegExp(`^invalid body field "${field}": must be at most \\d+ characters$`),
+        ),
+      });
+    }
+    expect(app.graph.sends()).toEqual([]);
+    expect(await messageCount()).toBe(before);
+
+    // 2,049 emoji are 4,098 UTF-16 units but 2,049 characters; 4,096 emoji are exactly the limit.
+    for (const text of [emoji.repeat(2049), emoji.repeat(4096)]) {
+      const sent = await api('userMessages', id, 'POST', { text });
+      expect(sent.status).toBe(201);
+      expect(parseBody(MessageSchema, sent.body).text).toBe(text);
+    }
+    const template = { name: 'order_update', language: 'en', parameters: [emoji.repeat(1024)] };
+    expect((await api('userMessages', id, 'POST', { template })).status).toBe(201);
+    expect(app.graph.sends().map((r) => r.body['type'])).toEqual(['text', 'text', 'template']);
+    expect(await messageCount()).toBe((before ?? 0) + 3);
+  });
+
   it('answers 404 for an unknown user on every handoff route', async () => {
     for (const [handler, method, body] of [
       ['userHandoff', 'POST', undefined],
