@@ -32,7 +32,7 @@ export function openApiDocument(): object {
       summary: r.summary,
       request: {
         ...(r.hasId ? { params: UserIdParamsSchema } : {}),
-        ...(r.query ? { query: r.query as z.ZodObject } : {}),
+        ...(r.query ? { query: r.query } : {}),
         ...(r.body ? { body: { content: { 'application/json': { schema: r.body } }, required: true } } : {}),
       },
       responses: {

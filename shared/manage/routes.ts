@@ -31,7 +31,7 @@ export interface RawInput {
 
 type Infer<S> = S extends z.ZodType ? z.infer<S> : undefined;
 
-interface RouteSpec<Q extends z.ZodType | undefined, B extends z.ZodType | undefined> {
+interface RouteSpec<Q extends z.ZodObject | undefined, B extends z.ZodType | undefined> {
   /** The function that serves this path (routes on one path share it). */
   readonly fn: string;
   readonly method: RouteMethod;
@@ -52,7 +52,7 @@ interface RouteSpec<Q extends z.ZodType | undefined, B extends z.ZodType | undef
   ): Promise<unknown>;
 }
 
-export interface ManageRoute extends Omit<RouteSpec<z.ZodType | undefined, z.ZodType | undefined>, 'run'> {
+export interface ManageRoute extends Omit<RouteSpec<z.ZodObject | undefined, z.ZodType | undefined>, 'run'> {
   /** True when the path has an `{id}` parameter. */
   readonly hasId: boolean;
   /** Validates the request (400 naming the bad field; nothing else happens) and runs the route. */
@@ -75,7 +75,7 @@ export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infe
   throw new AppError(ErrorCode.INVALID_INPUT, `invalid body field "${name}": ${issue?.message ?? 'invalid'}`);
 }
 
-function route<Q extends z.ZodType | undefined = undefined, B extends z.ZodType | undefined = undefined>(
+function route<Q extends z.ZodObject | undefined = undefined, B extends z.ZodType | undefined = undefined>(
   spec: RouteSpec<Q, B>,
 ): ManageRoute {
   const hasId = spec.path.includes('{id}');

@@ -16,13 +16,21 @@ extendZodWithOpenApi(z);
 export const MAX_LIMIT = 200;
 export const DEFAULT_LIMIT = 50;
 
-const LimitSchema = z.coerce
-  .number({ error: 'must be a number' })
-  .int('must be an integer')
-  .min(1, 'must be at least 1')
-  .max(MAX_LIMIT, `must be at most ${MAX_LIMIT}`)
+// Plain decimal digits only: Number() would also take 1e2, 0x10, +5 or " 5".
+const LimitSchema = z
+  .string()
+  .regex(/^[0-9]+$/, 'must be a whole number written in digits')
+  .transform(Number)
+  .pipe(z.number().min(1, 'must be at least 1').max(MAX_LIMIT, `must be at most ${MAX_LIMIT}`))
   .default(DEFAULT_LIMIT)
-  .openapi({ description: `Page size, 1–${MAX_LIMIT}`, example: DEFAULT_LIMIT });
+  .openapi({
+    type: 'integer',
+    minimum: 1,
+    maximum: MAX_LIMIT,
+    default: DEFAULT_LIMIT,
+    description: `Page size, 1–${MAX_LIMIT}`,
+    example: DEFAULT_LIMIT,
+  });
 
 const CursorSchema = z
   .string()
@@ -47,14 +55,26 @@ export type UsersQuery = z.infer<typeof UsersQuerySchema>;
 export const PageQuerySchema = z.object({ limit: LimitSchema, cursor: CursorSchema });
 export type PageQuery = z.infer<typeof PageQuerySchema>;
 
-export const ChatsQuerySchema = z.object({
-  limit: LimitSchema,
-  state: z
-    .enum(['waiting'], { error: 'must be "waiting"' })
-    .optional()
-    .openapi({ description: '`waiting`: only conversations handed to operators, the longest-waiting first' }),
-  cursor: CursorSchema.openapi({ description: 'With `state=waiting`: the nextCursor of the previous page' }),
-});
+export const ChatsQuerySchema = z
+  .object({
+    limit: LimitSchema,
+    state: z.enum(['waiting'], { error: 'must be "waiting"' }).optional().openapi({
+      description: '`waiting`: only conversations handed to operators, the longest-waiting first',
+    }),
+    cursor: CursorSchema.openapi({
+      description:
+        'Only with `state=waiting` (the latest chats are one page): the nextCursor of the previous page',
+    }),
+  })
+  .superRefine((query, ctx) => {
+    if (query.cursor !== undefined && query.state !== 'waiting') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['cursor'],
+        message: 'only with state=waiting (the latest chats are one page)',
+      });
+    }
+  });
 export type ChatsQuery = z.infer<typeof ChatsQuerySchema>;
 
 export const SearchQuerySchema = z.object({

@@ -73,10 +73,18 @@ const eventJson = (e: ArchivedEvent) => ({
   payload: e.payload,
 });
 
-/** Validates query parameters; a bad value is a 400 whose message names the parameter. */
-export function parseQuery<S extends z.ZodType>(schema: S, query: URLSearchParams): z.infer<S> {
+/**
+ * Validates query parameters; a bad value is a 400 whose message names the parameter, and so is
+ * one of the schema's parameters given twice (which one was meant is unknown). Others are ignored.
+ */
+export function parseQuery<S extends z.ZodObject>(schema: S, query: URLSearchParams): z.infer<S> {
   const raw: Record<string, string> = {};
-  for (const [key, value] of query) if (!(key in raw)) raw[key] = value;
+  for (const [key, value] of query) {
+    if (key in raw && key in schema.shape) {
+      throw new AppError(ErrorCode.INVALID_INPUT, `invalid query parameter "${key}": must be given once`);
+    }
+    raw[key] = value;
+  }
   const result = schema.safeParse(raw);
   if (result.success) return result.data;
   const issue = result.error.issues[0];

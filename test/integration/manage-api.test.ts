@@ -217,7 +217,7 @@ describe('queries', () => {
   });
 
   it('answers 400 naming the bad parameter', async () => {
-    for (const limit of ['0', '201', 'abc', '1.5']) {
+    for (const limit of ['0', '201', 'abc', '1.5', '1e2', '0x10', '+5', ' 5', '5 ', '']) {
       const r = await call(f.handlers.users, { query: { limit } });
       expect(r.status).toBe(400);
       expect(parseBody(ErrorSchema, r.body).error).toMatchObject({
@@ -232,6 +232,39 @@ describe('queries', () => {
     expect(q.status).toBe(400);
     expect(parseBody(ErrorSchema, q.body).error.message).toContain('"q"');
     expect((await call(f.handlers.messages, { query: { q: '!!' } })).status).toBe(400);
+  });
+
+  it('answers 400 naming a parameter given twice, and takes plain digits', async () => {
+    const cases: [typeof f.handlers.users, Record<string, string[]>, string][] = [
+      [f.handlers.users, { limit: ['5', '7'] }, 'limit'],
+      [f.handlers.users, { q: ['ana', 'bob'] }, 'q'],
+      [f.handlers.messages, { q: ['cafe', 'tie'] }, 'q'],
+      [f.handlers.userMessages, { limit: ['1', '1'] }, 'limit'],
+      [f.handlers.chats, { state: ['waiting', 'waiting'] }, 'state'],
+    ];
+    for (const [handler, query, name] of cases) {
+      const r = await call(handler, { query, params: { id: bob.userId } });
+      expect(r.status, JSON.stringify(query)).toBe(400);
+      expect(parseBody(ErrorSchema, r.body).error).toMatchObject({
+        code: 'INVALID_INPUT',
+        message: expect.stringContaining(`"${name}"`),
+      });
+    }
+    const digits = await call(f.handlers.users, { query: { limit: '002' } });
+    expect(parseBody(UsersPageSchema, digits.body).items).toHaveLength(2);
+  });
+
+  it('answers 400 naming cursor on the latest chats, which have no pages', async () => {
+    const r = await call(f.handlers.chats, { query: { cursor: 'abc' } });
+    expect(r.status).toBe(400);
+    expect(parseBody(ErrorSchema, r.body).error).toMatchObject({
+      code: 'INVALID_INPUT',
+      message: expect.stringContaining('"cursor"'),
+    });
+    // With state=waiting the cursor is the page's: a bad one is still named.
+    const waiting = await call(f.handlers.chats, { query: { state: 'waiting', cursor: 'abc' } });
+    expect(parseBody(ErrorSchema, waiting.body).error.message).toContain('"cursor"');
+    expect((await call(f.handlers.chats, { query: { state: 'waiting' } })).status).toBe(200);
   });
 });
 

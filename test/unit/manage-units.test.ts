@@ -44,11 +44,18 @@ describe('query validation', () => {
       limit: 200,
       q: 'ana',
     });
-    for (const limit of ['0', '201', '-1', 'ten', '2.5', '']) {
+    for (const limit of ['0', '201', '-1', 'ten', '2.5', '', '1e2', '0x10', '+5', ' 5']) {
       const error = thrown(() => parseQuery(UsersQuerySchema, new URLSearchParams({ limit })));
       expect(isAppError(error, 'INVALID_INPUT')).toBe(true);
       expect((error as Error).message).toMatch(/"limit"/);
     }
+  });
+
+  it('refuses a parameter of the schema given twice, naming it, and ignores others', () => {
+    const error = thrown(() => parseQuery(UsersQuerySchema, new URLSearchParams('limit=5&limit=7')));
+    expect(isAppError(error, 'INVALID_INPUT')).toBe(true);
+    expect((error as Error).message).toMatch(/"limit"/);
+    expect(parseQuery(UsersQuerySchema, new URLSearchParams('x=1&x=2&limit=3'))).toEqual({ limit: 3 });
   });
 
   it('requires a word in q for search', () => {
