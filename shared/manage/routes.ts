@@ -22,6 +22,9 @@ import * as manage from './service';
 
 export type RouteMethod = 'GET' | 'POST' | 'DELETE';
 
+/** Largest JSON body a route reads (a text is at most 4096 characters); over it: 413. */
+export const MAX_BODY_BYTES = 64 * 1024;
+
 /** A request as the route table sees it: path parameters, query and parsed JSON body. */
 export interface RawInput {
   readonly params: Readonly<Record<string, string | undefined>>;

@@ -4,6 +4,7 @@ import { MAX_FAILURES_PER_MINUTE, hashToken } from '../../shared/manage/auth';
 import { createToken } from '../../shared/manage/tokens';
 import { foldReportedFailures } from '../../shared/bot/sweeper';
 import { openApiHandler } from '../../functions/openapi';
+import { MAX_BODY_BYTES } from '../../shared/manage/routes';
 import {
   ChatsSchema,
   ErrorSchema,
@@ -437,6 +438,16 @@ describe('export bounds', () => {
 });
 
 describe('openapi', () => {
+  it('answers the documented 413 to a body over the bound, with the error shape', async () => {
+    const r = await call(f.handlers.userMessages, {
+      method: 'POST',
+      params: { id: bob.userId },
+      body: { text: 'x'.repeat(MAX_BODY_BYTES) },
+    });
+    expect(r.status).toBe(413);
+    expect(parseBody(ErrorSchema, r.body).error.code).toBe('PAYLOAD_TOO_LARGE');
+  });
+
   it('describes every management route from the zod schemas', async () => {
     const r = await openApiHandler();
     const doc = r.jsonBody as {
@@ -465,6 +476,9 @@ describe('openapi', () => {
       required: expect.arrayContaining(['user', 'messages', 'events', 'truncated']),
     });
     const users = doc.paths['/manage/users']?.['get'] as { parameters: { name: string; in: string }[] };
+    expect(
+      Object.keys((doc.paths['/manage/users/{id}/messages']?.['post'] as { responses: object }).responses),
+    ).toEqual(expect.arrayContaining(['413', '429']));
     expect(users.parameters.map((p) => p.name).sort()).toEqual(['cursor', 'limit', 'q']);
   });
 });

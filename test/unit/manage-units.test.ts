@@ -158,4 +158,23 @@ describe('openapi', () => {
       expect(op.responses).toHaveProperty('401');
     }
   });
+
+  it('documents 429 on every operation and 413 on those with a body, with the error shape', () => {
+    const doc = openApiDocument() as {
+      paths: Record<string, Record<string, { requestBody?: unknown; responses: Record<string, unknown> }>>;
+    };
+    const errorShape = {
+      content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+    };
+    const operations = Object.values(doc.paths).flatMap((byMethod) => Object.values(byMethod));
+    expect(operations).toHaveLength(MANAGE_ROUTES.length);
+    const withBody = operations.filter((op) => op.requestBody !== undefined);
+    expect(withBody).toHaveLength(MANAGE_ROUTES.filter((r) => r.body).length);
+    expect(withBody.length).toBeGreaterThan(0);
+    for (const op of operations) {
+      expect(op.responses['429']).toMatchObject(errorShape);
+      if (op.requestBody) expect(op.responses['413']).toMatchObject(errorShape);
+      else expect(op.responses).not.toHaveProperty('413');
+    }
+  });
 });
