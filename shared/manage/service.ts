@@ -78,14 +78,14 @@ const eventJson = (e: ArchivedEvent) => ({
  * one of the schema's parameters given twice (which one was meant is unknown). Others are ignored.
  */
 export function parseQuery<S extends z.ZodObject>(schema: S, query: URLSearchParams): z.infer<S> {
-  const raw: Record<string, string> = {};
+  const raw = new Map<string, string>();
   for (const [key, value] of query) {
-    if (key in raw && key in schema.shape) {
+    if (raw.has(key) && Object.hasOwn(schema.shape, key)) {
       throw new AppError(ErrorCode.INVALID_INPUT, `invalid query parameter "${key}": must be given once`);
     }
-    raw[key] = value;
+    if (!raw.has(key)) raw.set(key, value);
   }
-  const result = schema.safeParse(raw);
+  const result = schema.safeParse(Object.fromEntries(raw));
   if (result.success) return result.data;
   const issue = result.error.issues[0];
   const name = String(issue?.path[0] ?? 'query');

@@ -56,6 +56,8 @@ describe('query validation', () => {
     expect(isAppError(error, 'INVALID_INPUT')).toBe(true);
     expect((error as Error).message).toMatch(/"limit"/);
     expect(parseQuery(UsersQuerySchema, new URLSearchParams('x=1&x=2&limit=3'))).toEqual({ limit: 3 });
+    const inherited = 'constructor=1&constructor=2&toString=1&__proto__=1&__proto__=2';
+    expect(parseQuery(UsersQuerySchema, new URLSearchParams(inherited))).toEqual({ limit: 50 });
   });
 
   it('requires a word in q for search', () => {
