@@ -16,15 +16,12 @@ import { defaultRuntime, type Runtime } from '../shared/deps';
 import { createLogger } from '../shared/log';
 import { authenticate, clientOf, FailureLimiter } from '../shared/manage/auth';
 import { DASHBOARD_CSP, DASHBOARD_CSS, DASHBOARD_HTML, dashboardScript } from '../shared/manage/dashboard';
-import { MANAGE_ROUTES, type ManageRoute } from '../shared/manage/routes';
+import { MANAGE_ROUTES, MAX_BODY_BYTES, type ManageRoute } from '../shared/manage/routes';
 import type { HttpDefinition } from './definition-types';
 import { errorResponse, SECURITY_HEADERS } from './http';
 
 /** A management handler (assignable to the host's HttpHandler; always async). */
 export type ManageHandler = (request: HttpRequest, context: InvocationContext) => Promise<HttpResponseInit>;
-
-/** Largest JSON body the management API reads (a text is at most 4096 characters). */
-const MAX_BODY_BYTES = 64 * 1024;
 
 async function readJson(request: HttpRequest): Promise<unknown> {
   const text = await request.text();

@@ -163,16 +163,30 @@ export class PersonalData {
     return { messages: count, events };
   }
 
-  /** Records who (a token's name) did what to which user, and when; never a message's text. */
-  async audit(entry: { tokenName: string; action: string; userId: string; at: Date }): Promise<void> {
+  /**
+   * Records who (a token's name) did what to which user, and when; never a message's text.
+   * Returns the entry's id.
+   */
+  async audit(entry: { tokenName: string; action: string; userId: string; at: Date }): Promise<string> {
+    const id = `audit:${randomBytes(8).toString('hex')}`;
     await this.events.insertOne({
-      _id: `audit:${randomBytes(8).toString('hex')}`,
+      _id: id,
       kind: AUDIT_KIND,
       reason: entry.action,
       createdAt: entry.at,
       userId: entry.userId,
       payload: { tokenName: entry.tokenName, action: entry.action, userId: entry.userId, at: entry.at },
     });
+    return id;
+  }
+
+  /**
+   * Takes back an audit entry for an action that did not happen after all (an operator message
+   * WhatsApp refused with a 4xx: nothing was sent). Entries are recorded before their action, so
+   * that no action is ever unaudited; this is the only way one leaves the trail.
+   */
+  async withdrawAudit(id: string): Promise<void> {
+    await this.events.deleteOne({ _id: id, kind: AUDIT_KIND });
   }
 
   async auditTrail(limit = 100): Promise<ArchivedEvent[]> {

@@ -34,33 +34,59 @@ export class HandoffRepository {
   /**
    * Hands a user to operators. A new handoff starts when none is in force; an operator taking a
    * conversation already handed over becomes its owner and restarts its clock (the user's own
-   * request never does). Null for an unknown user.
+   * request never does). `previous`: the handoff as stored before (expired ones included), for
+   * `restore`. Null for an unknown user.
    */
   async take(
     userId: string,
     by: string,
     now: Date,
     hours: number,
-  ): Promise<{ user: User; started: boolean } | null> {
+  ): Promise<{ user: User; started: boolean; previous: Handoff | null } | null> {
     const cutoff = new Date(now.getTime() - hours * HOUR_MS);
-    const started = await this.users.findOneAndUpdate(
+    const handoff: Handoff = { since: now, by, activeAt: now };
+    // Read as it was before the change, so that a refused operator message can put it back.
+    const before = await this.users.findOneAndUpdate(
       { _id: userId, $or: [{ handoff: null }, { 'handoff.activeAt': { $lte: cutoff } }] },
-      { $set: { handoff: { since: now, by, activeAt: now } } },
-      { returnDocument: 'after' },
+      { $set: { handoff } },
+      { returnDocument: 'before' },
     );
-    if (started) return { user: toUser(started), started: true };
-    const kept =
-      by === HANDOFF_BY_USER
-        ? await this.users.findOne({ _id: userId })
-        : await this.users.findOneAndUpdate(
-            { _id: userId, handoff: { $ne: null } },
-            { $set: { 'handoff.by': by, 'handoff.activeAt': now } },
-            { returnDocument: 'after' },
-          );
-    if (kept) return { user: toUser(kept), started: false };
+    if (before)
+      return { user: toUser({ ...before, handoff }), started: true, previous: before.handoff ?? null };
+    if (by === HANDOFF_BY_USER) {
+      const kept = await this.users.findOne({ _id: userId });
+      if (kept) return { user: toUser(kept), started: false, previous: kept.handoff ?? null };
+    } else {
+      const kept = await this.users.findOneAndUpdate(
+        { _id: userId, handoff: { $ne: null } },
+        { $set: { 'handoff.by': by, 'handoff.activeAt': now } },
+        { returnDocument: 'before' },
+      );
+      if (kept?.handoff) {
+        const owned = { ...kept.handoff, by, activeAt: now };
+        return { user: toUser({ ...kept, handoff: owned }), started: false, previous: kept.handoff };
+      }
+    }
     // Handed back between the two updates: try once more from the start.
     const retry = await this.users.findOne({ _id: userId });
     return retry ? this.take(userId, by, now, hours) : null;
+  }
+
+  /**
+   * Undoes a `take` whose reason fell through (WhatsApp refused the operator's message): the
+   * handoff goes back to `previous`, only while it is still the one `take` left (`taken`), so a
+   * change made since by someone else stays.
+   */
+  async restore(userId: string, taken: Handoff, previous: Handoff | null): Promise<void> {
+    await this.users.updateOne(
+      {
+        _id: userId,
+        'handoff.since': taken.since,
+        'handoff.by': taken.by,
+        'handoff.activeAt': taken.activeAt,
+      },
+      { $set: { handoff: previous } },
+    );
   }
 
   /** Ends the handoff (an operator handed back). Null for an unknown user. */

@@ -38,7 +38,13 @@ export { boundedJson, MAX_RAW_JSON } from './bounded-json';
 export { subjectOf } from './events';
 export { SPILL_KIND } from './spills';
 export { MAX_WA_ID_DIGITS, userIdFor } from './users';
-export { AUDIT_KIND, type EraseReport, type UserExport } from './erase';
+export {
+  AUDIT_KIND,
+  MAX_EXPORT_EVENTS,
+  MAX_EXPORT_MESSAGES,
+  type EraseReport,
+  type UserExport,
+} from './erase';
 export { type Position, type Slice } from './manage-queries';
 export { type ApiToken } from './tokens';
 export { retentionCutoff, type RetentionResult } from './retention';

@@ -2,7 +2,7 @@
 // the zod schemas it validates with.
 import { OpenAPIRegistry, OpenApiGeneratorV3, type RouteConfig } from '@asteasolutions/zod-to-openapi';
 import type { z } from 'zod';
-import { MANAGE_ROUTES } from './routes';
+import { MANAGE_ROUTES, MAX_BODY_BYTES } from './routes';
 import { ErrorSchema, UserIdParamsSchema } from './schemas';
 
 const json = (schema: z.ZodType, description: string) => ({
@@ -10,10 +10,15 @@ const json = (schema: z.ZodType, description: string) => ({
   content: { 'application/json': { schema } },
 });
 
+// The answers every authenticated route can give, and those of a route with a body.
 const errors = {
   400: json(ErrorSchema, 'A query parameter or body field is invalid (the message names it)'),
   401: json(ErrorSchema, 'Missing or unknown token'),
   403: json(ErrorSchema, 'Revoked or expired token'),
+  429: json(ErrorSchema, 'TOO_MANY_REQUESTS: too many failed authentications from this client this minute'),
+};
+const bodyErrors = {
+  413: json(ErrorSchema, `PAYLOAD_TOO_LARGE: the body is over ${MAX_BODY_BYTES} bytes`),
 };
 
 let document: object | undefined;
@@ -32,7 +37,7 @@ export function openApiDocument(): object {
       summary: r.summary,
       request: {
         ...(r.hasId ? { params: UserIdParamsSchema } : {}),
-        ...(r.query ? { query: r.query as z.ZodObject } : {}),
+        ...(r.query ? { query: r.query } : {}),
         ...(r.body ? { body: { content: { 'application/json': { schema: r.body } }, required: true } } : {}),
       },
       responses: {
@@ -40,6 +45,7 @@ export function openApiDocument(): object {
           ? json(r.response, r.responseDescription)
           : { description: r.responseDescription },
         ...errors,
+        ...(r.body ? bodyErrors : {}),
         ...extra,
       },
       security: [{ bearer: [] }],

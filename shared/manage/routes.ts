@@ -22,6 +22,9 @@ import * as manage from './service';
 
 export type RouteMethod = 'GET' | 'POST' | 'DELETE';
 
+/** Largest JSON body a route reads (a text is at most 4096 characters); over it: 413. */
+export const MAX_BODY_BYTES = 64 * 1024;
+
 /** A request as the route table sees it: path parameters, query and parsed JSON body. */
 export interface RawInput {
   readonly params: Readonly<Record<string, string | undefined>>;
@@ -31,7 +34,7 @@ export interface RawInput {
 
 type Infer<S> = S extends z.ZodType ? z.infer<S> : undefined;
 
-interface RouteSpec<Q extends z.ZodType | undefined, B extends z.ZodType | undefined> {
+interface RouteSpec<Q extends z.ZodObject | undefined, B extends z.ZodType | undefined> {
   /** The function that serves this path (routes on one path share it). */
   readonly fn: string;
   readonly method: RouteMethod;
@@ -52,7 +55,7 @@ interface RouteSpec<Q extends z.ZodType | undefined, B extends z.ZodType | undef
   ): Promise<unknown>;
 }
 
-export interface ManageRoute extends Omit<RouteSpec<z.ZodType | undefined, z.ZodType | undefined>, 'run'> {
+export interface ManageRoute extends Omit<RouteSpec<z.ZodObject | undefined, z.ZodType | undefined>, 'run'> {
   /** True when the path has an `{id}` parameter. */
   readonly hasId: boolean;
   /** Validates the request (400 naming the bad field; nothing else happens) and runs the route. */
@@ -75,7 +78,7 @@ export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infe
   throw new AppError(ErrorCode.INVALID_INPUT, `invalid body field "${name}": ${issue?.message ?? 'invalid'}`);
 }
 
-function route<Q extends z.ZodType | undefined = undefined, B extends z.ZodType | undefined = undefined>(
+function route<Q extends z.ZodObject | undefined = undefined, B extends z.ZodType | undefined = undefined>(
   spec: RouteSpec<Q, B>,
 ): ManageRoute {
   const hasId = spec.path.includes('{id}');
@@ -166,7 +169,10 @@ export const MANAGE_ROUTES: readonly ManageRoute[] = [
     responseDescription: 'The stored message (role `operator`)',
     errors: {
       404: 'Unknown user',
-      409: 'OUTSIDE_WINDOW: free text more than 24 hours after the user wrote; OPTED_OUT: the user sent stop',
+      409:
+        'OUTSIDE_WINDOW: free text more than 24 hours after the user wrote, the user never wrote, or ' +
+        'WhatsApp refused it for that reason (code 131047); OPTED_OUT: the user sent stop. ' +
+        'Nothing is stored, taken or audited',
       502: 'WhatsApp did not accept the message (stored as failed)',
     },
     run: (ctx, { id, body }, caller) => manage.sendMessage(ctx, caller, id, body),

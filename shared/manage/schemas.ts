@@ -2,6 +2,7 @@
 // OpenAPI document is generated from the same schemas (./openapi.ts).
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
+import { MAX_EXPORT_EVENTS, MAX_EXPORT_MESSAGES } from '../data';
 import {
   TEMPLATE_LANGUAGE,
   TEMPLATE_NAME,
@@ -15,13 +16,21 @@ extendZodWithOpenApi(z);
 export const MAX_LIMIT = 200;
 export const DEFAULT_LIMIT = 50;
 
-const LimitSchema = z.coerce
-  .number({ error: 'must be a number' })
-  .int('must be an integer')
-  .min(1, 'must be at least 1')
-  .max(MAX_LIMIT, `must be at most ${MAX_LIMIT}`)
+// Plain decimal digits only: Number() would also take 1e2, 0x10, +5 or " 5".
+const LimitSchema = z
+  .string()
+  .regex(/^[0-9]+$/, 'must be a whole number written in digits')
+  .transform(Number)
+  .pipe(z.number().min(1, 'must be at least 1').max(MAX_LIMIT, `must be at most ${MAX_LIMIT}`))
   .default(DEFAULT_LIMIT)
-  .openapi({ description: `Page size, 1–${MAX_LIMIT}`, example: DEFAULT_LIMIT });
+  .openapi({
+    type: 'integer',
+    minimum: 1,
+    maximum: MAX_LIMIT,
+    default: DEFAULT_LIMIT,
+    description: `Page size, 1–${MAX_LIMIT}`,
+    example: DEFAULT_LIMIT,
+  });
 
 const CursorSchema = z
   .string()
@@ -46,14 +55,26 @@ export type UsersQuery = z.infer<typeof UsersQuerySchema>;
 export const PageQuerySchema = z.object({ limit: LimitSchema, cursor: CursorSchema });
 export type PageQuery = z.infer<typeof PageQuerySchema>;
 
-export const ChatsQuerySchema = z.object({
-  limit: LimitSchema,
-  state: z
-    .enum(['waiting'], { error: 'must be "waiting"' })
-    .optional()
-    .openapi({ description: '`waiting`: only conversations handed to operators, the longest-waiting first' }),
-  cursor: CursorSchema.openapi({ description: 'With `state=waiting`: the nextCursor of the previous page' }),
-});
+export const ChatsQuerySchema = z
+  .object({
+    limit: LimitSchema,
+    state: z.enum(['waiting'], { error: 'must be "waiting"' }).optional().openapi({
+      description: '`waiting`: only conversations handed to operators, the longest-waiting first',
+    }),
+    cursor: CursorSchema.openapi({
+      description:
+        'Only with `state=waiting` (the latest chats are one page): the nextCursor of the previous page',
+    }),
+  })
+  .superRefine((query, ctx) => {
+    if (query.cursor !== undefined && query.state !== 'waiting') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['cursor'],
+        message: 'only with state=waiting (the latest chats are one page)',
+      });
+    }
+  });
 export type ChatsQuery = z.infer<typeof ChatsQuerySchema>;
 
 export const SearchQuerySchema = z.object({
@@ -214,7 +235,18 @@ export const EventSchema = z
   .openapi('Event');
 
 export const ExportSchema = z
-  .object({ user: UserSchema, messages: z.array(MessageSchema), events: z.array(EventSchema) })
+  .object({
+    user: UserSchema,
+    messages: z
+      .array(MessageSchema)
+      .openapi({ description: `Oldest first; at most the oldest ${MAX_EXPORT_MESSAGES}` }),
+    events: z
+      .array(EventSchema)
+      .openapi({ description: `Archived items, oldest first; at most the oldest ${MAX_EXPORT_EVENTS}` }),
+    truncated: z.boolean().openapi({
+      description: 'True when the user has more messages or archived items than the export holds',
+    }),
+  })
   .openapi('UserExport');
 export type ExportJson = z.infer<typeof ExportSchema>;
 

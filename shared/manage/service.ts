@@ -11,6 +11,7 @@ import {
   type User,
 } from '../data';
 import { GraphError, type GraphClient, type SendResult } from '../whatsapp/graph';
+import { OutboundLimitError } from '../whatsapp/outbound';
 import { decodeCursor, encodeCursor } from './cursor';
 import type { Caller } from './auth';
 import type { ExportJson, MessageJson, SendBody, StatsJson, UserJson } from './schemas';
@@ -72,11 +73,19 @@ const eventJson = (e: ArchivedEvent) => ({
   payload: e.payload,
 });
 
-/** Validates query parameters; a bad value is a 400 whose message names the parameter. */
-export function parseQuery<S extends z.ZodType>(schema: S, query: URLSearchParams): z.infer<S> {
-  const raw: Record<string, string> = {};
-  for (const [key, value] of query) if (!(key in raw)) raw[key] = value;
-  const result = schema.safeParse(raw);
+/**
+ * Validates query parameters; a bad value is a 400 whose message names the parameter, and so is
+ * one of the schema's parameters given twice (which one was meant is unknown). Others are ignored.
+ */
+export function parseQuery<S extends z.ZodObject>(schema: S, query: URLSearchParams): z.infer<S> {
+  const raw = new Map<string, string>();
+  for (const [key, value] of query) {
+    if (raw.has(key) && Object.hasOwn(schema.shape, key)) {
+      throw new AppError(ErrorCode.INVALID_INPUT, `invalid query parameter "${key}": must be given once`);
+    }
+    if (!raw.has(key)) raw.set(key, value);
+  }
+  const result = schema.safeParse(Object.fromEntries(raw));
   if (result.success) return result.data;
   const issue = result.error.issues[0];
   const name = String(issue?.path[0] ?? 'query');
@@ -198,6 +207,7 @@ export async function exportUser(ctx: ManageContext, caller: Caller, id: string)
     user: userJson(found.user, ctx),
     messages: found.messages.map(messageJson),
     events: found.events.map(eventJson),
+    truncated: found.truncated,
   };
 }
 
@@ -229,6 +239,22 @@ export async function handBack(ctx: ManageContext, caller: Caller, id: string): 
 const describeTemplate = (t: NonNullable<SendBody['template']>): string =>
   `[template] ${t.name} (${t.language})${t.parameters.length ? `: ${t.parameters.join(' · ')}` : ''}`;
 
+/**
+ * The `4xx` answer to a send that certainly did not go out, or null: WhatsApp's limits refused it
+ * before any request, or Graph refused it for the 24-hour window (131047).
+ */
+function sendRefusal(error: unknown, body: SendBody): AppError | null {
+  if (error instanceof OutboundLimitError) return error;
+  if (!(error instanceof GraphError) || error.graphCode !== GRAPH_REENGAGEMENT) return null;
+  return new AppError(
+    ErrorCode.OUTSIDE_WINDOW,
+    body.template
+      ? 'WhatsApp refused to deliver the template until the user writes again (re-engagement required); nothing was sent'
+      : 'WhatsApp refused free text outside the 24-hour window; nothing was sent',
+    { cause: error },
+  );
+}
+
 const graphFailure = (error: GraphError): MessageError => ({
   code: error.graphCode ?? error.status,
   title: error.title || error.message,
@@ -238,7 +264,9 @@ const graphFailure = (error: GraphError): MessageError => ({
  * An operator's message to a user through the Graph API: free text within 24 hours of the user's
  * last message, else only a template. Sending takes the conversation (the bot must not talk over
  * an operator) and restarts the handoff's clock. Stored with role `operator` and the token's name,
- * whether it went out or failed; audited without its text.
+ * whether it went out or failed (502); audited without its text. A `4xx` leaves no trace: the
+ * checks come before anything is written, and a window refusal from Graph (409) undoes the take
+ * and the audit entry, which are written first so that no send is ever unaudited or talked over.
  */
 export async function sendMessage(
   ctx: ManageContext,
@@ -263,8 +291,8 @@ export async function sendMessage(
       "the user's last message is more than 24 hours old: only a template can be sent",
     );
   }
-  await data.personal.audit({ tokenName: caller.name, action: 'send', userId: id, at: now });
-  await data.handoff.take(id, caller.name, now, ctx.handoffHours);
+  const auditId = await data.personal.audit({ tokenName: caller.name, action: 'send', userId: id, at: now });
+  const taken = await data.handoff.take(id, caller.name, now, ctx.handoffHours);
   const phoneNumberId = last.phoneNumberId ?? '';
   const recipient = { waId: user.waId, bsuid: user.bsuid };
   const type = body.template ? 'template' : 'text';
@@ -276,11 +304,20 @@ export async function sendMessage(
       ? await graph.sendTemplate(phoneNumberId, recipient, body.template)
       : await graph.sendText(phoneNumberId, recipient, text);
   } catch (error) {
-    if (!(error instanceof GraphError)) throw error;
-    failure = error;
+    const refusal = sendRefusal(error, body);
+    if (!refusal) {
+      if (!(error instanceof GraphError)) throw error;
+      failure = error;
+    } else {
+      // Nothing went out: nothing is stored or counted, the conversation goes back to whoever had
+      // it, and the audit entry goes last (an interrupted undo leaves it, never an unaudited change).
+      if (taken?.user.handoff) await data.handoff.restore(id, taken.user.handoff, taken.previous);
+      await data.personal.withdrawAudit(auditId);
+      throw refusal;
+    }
   }
   const messageId = sent?.waMessageId ?? `op:${randomUUID()}`;
-  await data.messages.recordOutbound({
+  const recorded = await data.messages.recordOutbound({
     id: messageId,
     waMessageId: sent?.waMessageId ?? null,
     userId: id,
@@ -295,10 +332,9 @@ export async function sendMessage(
     ai: null,
     by: caller.name,
   });
+  // Erased by another operator meanwhile: the message went with the user.
+  if (recorded === 'erased') throw notFound();
   if (failure) {
-    if (failure.graphCode === GRAPH_REENGAGEMENT) {
-      throw new AppError(ErrorCode.OUTSIDE_WINDOW, 'WhatsApp refused free text outside the 24-hour window');
-    }
     throw new AppError(ErrorCode.UPSTREAM_FAILED, 'WhatsApp did not accept the message', { cause: failure });
   }
   const stored = await data.messages.getMessage(messageId);

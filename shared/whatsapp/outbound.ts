@@ -3,13 +3,13 @@
 // (splitting a long answer is the bot's decision, shared/bot/split.ts).
 import { AppError, ErrorCode } from '../errors';
 
-/** WhatsApp's limit on a text message body, counted in UTF-16 units (the stricter reading). */
+/** WhatsApp's limit on a text message body, in characters (Unicode code points, see `characters`). */
 export const TEXT_BODY_LIMIT = 4096;
 /** Template names: lower-case letters, digits and underscores, at most 512. */
 export const TEMPLATE_NAME = /^[a-z0-9_]{1,512}$/;
 /** Template language codes such as `en` or `en_US`. */
 export const TEMPLATE_LANGUAGE = /^[a-z]{2,3}(_[A-Za-z]{2,4})?$/;
-/** The longest text of one template body parameter. */
+/** The longest text of one template body parameter, in characters. */
 export const TEMPLATE_PARAMETER_LIMIT = 1024;
 /** The most body parameters a template send carries. */
 export const TEMPLATE_PARAMETERS_MAX = 20;
@@ -26,6 +26,9 @@ export interface TemplateMessage {
   readonly language: string;
   readonly parameters: readonly string[];
 }
+
+/** How many characters a text has for WhatsApp's limits: Unicode code points (an emoji is one). */
+export const characters = (text: string): number => Array.from(text).length;
 
 /** A message that breaks one of WhatsApp's limits; refused before any request. */
 export class OutboundLimitError extends AppError {
@@ -89,10 +92,11 @@ const envelope = (to: Recipient): Envelope => ({
 /** A text message; its body must be 1 to 4096 characters. */
 export function textMessage(to: Recipient, body: string): TextMessageBody {
   if (body.trim() === '') throw new OutboundLimitError('text body', 'must not be empty');
-  if (body.length > TEXT_BODY_LIMIT) {
+  const length = characters(body);
+  if (length > TEXT_BODY_LIMIT) {
     throw new OutboundLimitError(
       'text body',
-      `is ${body.length} characters; WhatsApp allows at most ${TEXT_BODY_LIMIT}`,
+      `is ${length} characters; WhatsApp allows at most ${TEXT_BODY_LIMIT}`,
     );
   }
   return { ...envelope(to), type: 'text', text: { preview_url: false, body } };
@@ -110,7 +114,7 @@ export function templateMessage(to: Recipient, template: TemplateMessage): Templ
     throw new OutboundLimitError('template parameters', `must be at most ${TEMPLATE_PARAMETERS_MAX}`);
   }
   for (const [index, text] of template.parameters.entries()) {
-    if (text === '' || text.length > TEMPLATE_PARAMETER_LIMIT) {
+    if (text === '' || characters(text) > TEMPLATE_PARAMETER_LIMIT) {
       throw new OutboundLimitError(
         `template parameter ${index + 1}`,
         `must be 1-${TEMPLATE_PARAMETER_LIMIT} characters`,

@@ -51,7 +51,8 @@ export function context(): InvocationContext {
 
 export interface Call {
   token?: string | null;
-  query?: Record<string, string>;
+  /** Query parameters; an array gives the parameter once per value. */
+  query?: Record<string, string | readonly string[]>;
   params?: Record<string, string>;
   method?: string;
   path?: string;
@@ -66,7 +67,8 @@ export async function call(
 ): Promise<{ status: number; body: unknown; headers: Record<string, string> }> {
   const token = options.token === undefined ? BOOTSTRAP : options.token;
   const url = new URL(`http://localhost/api/${options.path ?? 'manage/x'}`);
-  for (const [k, v] of Object.entries(options.query ?? {})) url.searchParams.set(k, v);
+  for (const [k, v] of Object.entries(options.query ?? {}))
+    for (const one of typeof v === 'string' ? [v] : v) url.searchParams.append(k, one);
   const request = new HttpRequest({
     method: options.method ?? 'GET',
     url: url.toString(),

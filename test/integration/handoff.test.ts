@@ -10,6 +10,7 @@ import { MongoClient } from 'mongodb';
 import {
   AUDIT_KIND,
   createDataStore,
+  HANDOFF_BY_USER,
   INDEXES,
   observeCommands,
   userIdFor,
@@ -22,6 +23,7 @@ import {
   ErrorSchema,
   MessageSchema,
   MessagesPageSchema,
+  StatsSchema,
   UserSchema,
   type MessageJson,
 } from '../../shared/manage/schemas';
@@ -336,6 +338,42 @@ describe('operator messages', () => {
     expect((await app.services.data.personal.auditTrail(1000)).length).toBe(auditBefore + 1);
   });
 
+  it('counts the text and template limits in characters, not UTF-16 units', async () => {
+    const id = await userWithOldMessage(1);
+    const emoji = '\u{1F600}';
+    const messageCount = async () => (await app.services.data.users.getUser(id))?.messageCount;
+    const before = await messageCount();
+    for (const [body, field] of [
+      [{ text: emoji.repeat(4097) }, 'text'],
+      [
+        { template: { name: 'order_update', language: 'en', parameters: [emoji.repeat(1025)] } },
+        'template.parameters.0',
+      ],
+    ] as const) {
+      const r = await api('userMessages', id, 'POST', body);
+      expect(r.status).toBe(400);
+      expect(parseBody(ErrorSchema, r.body).error).toMatchObject({
+        code: 'INVALID_INPUT',
+        message: expect.stringMatching(
+          new RegExp(`^invalid body field "${field}": must be at most \\d+ characters$`),
+        ),
+      });
+    }
+    expect(app.graph.sends()).toEqual([]);
+    expect(await messageCount()).toBe(before);
+
+    // 2,049 emoji are 4,098 UTF-16 units but 2,049 characters; 4,096 emoji are exactly the limit.
+    for (const text of [emoji.repeat(2049), emoji.repeat(4096)]) {
+      const sent = await api('userMessages', id, 'POST', { text });
+      expect(sent.status).toBe(201);
+      expect(parseBody(MessageSchema, sent.body).text).toBe(text);
+    }
+    const template = { name: 'order_update', language: 'en', parameters: [emoji.repeat(1024)] };
+    expect((await api('userMessages', id, 'POST', { template })).status).toBe(201);
+    expect(app.graph.sends().map((r) => r.body['type'])).toEqual(['text', 'text', 'template']);
+    expect(await messageCount()).toBe((before ?? 0) + 3);
+  });
+
   it('answers 404 for an unknown user on every handoff route', async () => {
     for (const [handler, method, body] of [
       ['userHandoff', 'POST', undefined],
@@ -368,6 +406,77 @@ describe('operator messages', () => {
     const outside = await api('userMessages', id, 'POST', { text: 'too late' });
     expect(outside.status).toBe(409);
     expect(parseBody(ErrorSchema, outside.body).error.code).toBe('OUTSIDE_WINDOW');
+  });
+
+  it('leaves no trace when Graph refuses for the window (131047): nothing stored, counted, taken or audited', async () => {
+    const { data } = app.services;
+    const id = await userWithOldMessage(1);
+    const stats = async () => parseBody(StatsSchema, (await call(h.stats, { token: TOKEN })).body).messages;
+    const userNow = async () =>
+      parseBody(UserSchema, (await call(h.user, { token: TOKEN, params: { id } })).body);
+    const audits = async () => (await data.personal.auditTrail(1000)).filter((e) => e.userId === id);
+    const refuse = () =>
+      app.graph.sendResponses.push({
+        status: 400,
+        body: { error: { code: 131047, message: 'Re-engagement message' } },
+      });
+    const before = { stats: await stats(), user: await userNow(), messages: await messagesOf(id) };
+    expect(before.user.handoff).toBeNull();
+
+    const unchanged = async () => {
+      expect(await messagesOf(id)).toEqual(before.messages);
+      expect(await userNow()).toEqual(before.user);
+      expect(await stats()).toEqual(before.stats);
+      expect(await audits()).toEqual([]);
+    };
+
+    refuse();
+    const text = await api('userMessages', id, 'POST', { text: 'too late' });
+    expect(text.status).toBe(409);
+    expect(parseBody(ErrorSchema, text.body).error).toMatchObject({
+      code: 'OUTSIDE_WINDOW',
+      message: expect.stringMatching(/24-hour window/),
+    });
+    await unchanged();
+
+    refuse();
+    const template = await api('userMessages', id, 'POST', {
+      template: { name: 'order_update', language: 'en' },
+    });
+    expect(template.status).toBe(409);
+    const templateError = parseBody(ErrorSchema, template.body).error;
+    expect(templateError.code).toBe('OUTSIDE_WINDOW');
+    expect(templateError.message).toMatch(/template.*re-engagement/);
+    expect(templateError.message).not.toMatch(/free text/);
+    await unchanged();
+    expect(app.graph.sends()).toHaveLength(2);
+
+    // A conversation handed over before (here by the user) stays exactly as it was.
+    const asked = await data.handoff.take(id, HANDOFF_BY_USER, new Date(Date.now() - 60_000), 2);
+    const handedOver = await userNow();
+    expect(handedOver.handoff).toMatchObject({ by: 'user', since: asked?.user.handoff?.since.toISOString() });
+    refuse();
+    expect((await api('userMessages', id, 'POST', { text: 'still too late' })).status).toBe(409);
+    expect(await userNow()).toEqual(handedOver);
+    expect(await messagesOf(id)).toEqual(before.messages);
+    expect(await stats()).toEqual(before.stats);
+    expect(await audits()).toEqual([]);
+
+    // A refusal that is Graph's failure (502) is still stored as failed, counted, taken and audited.
+    app.graph.sendResponses.push({
+      status: 400,
+      body: { error: { code: 131026, message: 'Undeliverable' } },
+    });
+    expect((await api('userMessages', id, 'POST', { text: 'will fail' })).status).toBe(502);
+    expect((await messagesOf(id))[0]).toMatchObject({ text: 'will fail', status: 'failed' });
+    const after = await stats();
+    expect(after).toMatchObject({
+      total: before.stats.total + 1,
+      outbound: before.stats.outbound + 1,
+      failed: before.stats.failed + 1,
+    });
+    expect((await userNow()).handoff).toMatchObject({ by: BOOTSTRAP_TOKEN_NAME });
+    expect((await audits()).map((e) => e.reason)).toEqual(['send']);
   });
 
   it('refuses to message a user who opted out', async () => {

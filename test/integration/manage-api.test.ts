@@ -4,6 +4,7 @@ import { MAX_FAILURES_PER_MINUTE, hashToken } from '../../shared/manage/auth';
 import { createToken } from '../../shared/manage/tokens';
 import { foldReportedFailures } from '../../shared/bot/sweeper';
 import { openApiHandler } from '../../functions/openapi';
+import { MAX_BODY_BYTES } from '../../shared/manage/routes';
 import {
   ChatsSchema,
   ErrorSchema,
@@ -14,6 +15,7 @@ import {
   UsersPageSchema,
   type UserJson,
 } from '../../shared/manage/schemas';
+import { MAX_EXPORT_EVENTS, MAX_EXPORT_MESSAGES, type ImportedMessage } from '../../shared/data';
 import { BOOTSTRAP, call, manageFixture, seedUser, type ManageFixture } from '../helpers/manage-fixture';
 import { collectionOf } from '../helpers/raw';
 import { parseBody } from '../helpers/shapes';
@@ -216,7 +218,7 @@ describe('queries', () => {
   });
 
   it('answers 400 naming the bad parameter', async () => {
-    for (const limit of ['0', '201', 'abc', '1.5']) {
+    for (const limit of ['0', '201', 'abc', '1.5', '1e2', '0x10', '+5', ' 5', '5 ', '']) {
       const r = await call(f.handlers.users, { query: { limit } });
       expect(r.status).toBe(400);
       expect(parseBody(ErrorSchema, r.body).error).toMatchObject({
@@ -231,6 +233,39 @@ describe('queries', () => {
     expect(q.status).toBe(400);
     expect(parseBody(ErrorSchema, q.body).error.message).toContain('"q"');
     expect((await call(f.handlers.messages, { query: { q: '!!' } })).status).toBe(400);
+  });
+
+  it('answers 400 naming a parameter given twice, and takes plain digits', async () => {
+    const cases: [typeof f.handlers.users, Record<string, string[]>, string][] = [
+      [f.handlers.users, { limit: ['5', '7'] }, 'limit'],
+      [f.handlers.users, { q: ['ana', 'bob'] }, 'q'],
+      [f.handlers.messages, { q: ['cafe', 'tie'] }, 'q'],
+      [f.handlers.userMessages, { limit: ['1', '1'] }, 'limit'],
+      [f.handlers.chats, { state: ['waiting', 'waiting'] }, 'state'],
+    ];
+    for (const [handler, query, name] of cases) {
+      const r = await call(handler, { query, params: { id: bob.userId } });
+      expect(r.status, JSON.stringify(query)).toBe(400);
+      expect(parseBody(ErrorSchema, r.body).error).toMatchObject({
+        code: 'INVALID_INPUT',
+        message: expect.stringContaining(`"${name}"`),
+      });
+    }
+    const digits = await call(f.handlers.users, { query: { limit: '002' } });
+    expect(parseBody(UsersPageSchema, digits.body).items).toHaveLength(2);
+  });
+
+  it('answers 400 naming cursor on the latest chats, which have no pages', async () => {
+    const r = await call(f.handlers.chats, { query: { cursor: 'abc' } });
+    expect(r.status).toBe(400);
+    expect(parseBody(ErrorSchema, r.body).error).toMatchObject({
+      code: 'INVALID_INPUT',
+      message: expect.stringContaining('"cursor"'),
+    });
+    // With state=waiting the cursor is the page's: a bad one is still named.
+    const waiting = await call(f.handlers.chats, { query: { state: 'waiting', cursor: 'abc' } });
+    expect(parseBody(ErrorSchema, waiting.body).error.message).toContain('"cursor"');
+    expect((await call(f.handlers.chats, { query: { state: 'waiting' } })).status).toBe(200);
   });
 });
 
@@ -254,6 +289,7 @@ describe('stats, export and erase', () => {
     expect(body.user.id).toBe(ana.userId);
     expect(body.messages.map((m) => m.id)).toEqual(ana.messageIds);
     expect(body.events).toEqual([]);
+    expect(body.truncated).toBe(false);
     const trail = await f.data.personal.auditTrail();
     expect(trail.some((e) => e.reason === 'export' && e.userId === ana.userId)).toBe(true);
     expect(trail.find((e) => e.reason === 'export')?.payload).toMatchObject({
@@ -342,7 +378,76 @@ describe('stats, export and erase', () => {
   });
 });
 
+describe('export bounds', () => {
+  const exported = async (id: string) => {
+    const r = await call(f.handlers.userExport, { params: { id } });
+    expect(r.status).toBe(200);
+    return parseBody(ExportSchema, r.body);
+  };
+
+  it(`says truncated exactly when a user has more than ${MAX_EXPORT_MESSAGES} messages, keeping the oldest`, async () => {
+    const start = hoursAgo(24 * 30);
+    const { user } = await f.data.users.resolve({ waId: '4915100088', bsuid: null, name: 'Dora' }, start);
+    const message = (i: number): ImportedMessage => {
+      const id = `wamid.dora.${String(i).padStart(6, '0')}`;
+      const createdAt = new Date(start.getTime() + i * 1000);
+      return { id, userId: user.id, waMessageId: id, direction: 'inbound', text: `m${i}`, createdAt };
+    };
+    await f.data.maintenance.importMessages(
+      Array.from({ length: MAX_EXPORT_MESSAGES }, (_, i) => message(i)),
+    );
+    const full = await exported(user.id);
+    expect(full.messages).toHaveLength(MAX_EXPORT_MESSAGES);
+    expect(full.truncated).toBe(false);
+
+    await f.data.maintenance.importMessages([message(MAX_EXPORT_MESSAGES)]);
+    const cut = await exported(user.id);
+    expect(cut.truncated).toBe(true);
+    expect(cut.messages).toHaveLength(MAX_EXPORT_MESSAGES);
+    expect(cut.messages[0]?.id).toBe(message(0).id);
+    expect(cut.messages.at(-1)?.id).toBe(message(MAX_EXPORT_MESSAGES - 1).id);
+  }, 120_000);
+
+  it(`says truncated exactly when more than ${MAX_EXPORT_EVENTS} archived items concern a user`, async () => {
+    const eve = await seedUser(f.data, {
+      waId: '4915100099',
+      name: 'Eve',
+      start: hoursAgo(5),
+      texts: ['hi'],
+    });
+    const archive = (i: number, by: 'user' | 'number') =>
+      f.data.events.archive({
+        kind: 'dead-letter',
+        reason: 'test',
+        payload: { i },
+        at: new Date(now - 3_600_000 + i),
+        ...(by === 'user' ? { userId: eve.userId } : { identifier: '4915100099' }),
+      });
+    // Half found by the user, half by the pseudonym of the number the items carry.
+    for (let i = 0; i < MAX_EXPORT_EVENTS; i++) await archive(i, i % 2 ? 'user' : 'number');
+    const full = await exported(eve.userId);
+    expect(full.events).toHaveLength(MAX_EXPORT_EVENTS);
+    expect(full.truncated).toBe(false);
+
+    await archive(MAX_EXPORT_EVENTS, 'number');
+    const cut = await exported(eve.userId);
+    expect(cut.events).toHaveLength(MAX_EXPORT_EVENTS);
+    expect(cut.truncated).toBe(true);
+    expect(cut.messages).toHaveLength(1);
+  }, 60_000);
+});
+
 describe('openapi', () => {
+  it('answers the documented 413 to a body over the bound, with the error shape', async () => {
+    const r = await call(f.handlers.userMessages, {
+      method: 'POST',
+      params: { id: bob.userId },
+      body: { text: 'x'.repeat(MAX_BODY_BYTES) },
+    });
+    expect(r.status).toBe(413);
+    expect(parseBody(ErrorSchema, r.body).error.code).toBe('PAYLOAD_TOO_LARGE');
+  });
+
   it('describes every management route from the zod schemas', async () => {
     const r = await openApiHandler();
     const doc = r.jsonBody as {
@@ -367,7 +472,13 @@ describe('openapi', () => {
     expect(doc.components.schemas).toHaveProperty('User');
     expect(doc.components.schemas).toHaveProperty('Message');
     expect(doc.components.schemas).toHaveProperty('Stats');
+    expect(doc.components.schemas['UserExport']).toMatchObject({
+      required: expect.arrayContaining(['user', 'messages', 'events', 'truncated']),
+    });
     const users = doc.paths['/manage/users']?.['get'] as { parameters: { name: string; in: string }[] };
+    expect(
+      Object.keys((doc.paths['/manage/users/{id}/messages']?.['post'] as { responses: object }).responses),
+    ).toEqual(expect.arrayContaining(['413', '429']));
     expect(users.parameters.map((p) => p.name).sort()).toEqual(['cursor', 'limit', 'q']);
   });
 });

@@ -7,8 +7,10 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createGraphClient, GraphError, type RetryPolicy } from '../../shared/whatsapp/graph';
 import {
+  characters,
   OutboundLimitError,
   readReceipt,
+  TEMPLATE_PARAMETER_LIMIT,
   templateMessage,
   TEXT_BODY_LIMIT,
   textMessage,
@@ -422,11 +424,17 @@ describe('outbound builders', () => {
     });
   });
 
-  it('count the text limit in UTF-16 units (an emoji counts 2) and refuse empty bodies and recipients', () => {
+  it('count the limits in characters (code points: an emoji counts 1) and refuse empty bodies and recipients', () => {
     const to = { waId: '1', bsuid: null };
     const emoji = '\u{1F600}';
-    expect(() => textMessage(to, emoji.repeat(TEXT_BODY_LIMIT / 2))).not.toThrow();
-    expect(() => textMessage(to, `${emoji.repeat(TEXT_BODY_LIMIT / 2)}x`)).toThrow(OutboundLimitError);
+    expect(characters(emoji.repeat(3))).toBe(3);
+    expect(() => textMessage(to, emoji.repeat(TEXT_BODY_LIMIT))).not.toThrow();
+    expect(() => textMessage(to, `${emoji.repeat(TEXT_BODY_LIMIT)}x`)).toThrow(/is 4097 characters/);
+    const template = (parameter: string) => ({ name: 'hello', language: 'en', parameters: [parameter] });
+    expect(() => templateMessage(to, template(emoji.repeat(TEMPLATE_PARAMETER_LIMIT)))).not.toThrow();
+    expect(() => templateMessage(to, template(emoji.repeat(TEMPLATE_PARAMETER_LIMIT + 1)))).toThrow(
+      OutboundLimitError,
+    );
     expect(() => textMessage(to, '  ')).toThrow(/must not be empty/);
     expect(() => textMessage({ waId: null, bsuid: null }, 'x')).toThrow(/recipient/);
   });

@@ -44,11 +44,20 @@ describe('query validation', () => {
       limit: 200,
       q: 'ana',
     });
-    for (const limit of ['0', '201', '-1', 'ten', '2.5', '']) {
+    for (const limit of ['0', '201', '-1', 'ten', '2.5', '', '1e2', '0x10', '+5', ' 5']) {
       const error = thrown(() => parseQuery(UsersQuerySchema, new URLSearchParams({ limit })));
       expect(isAppError(error, 'INVALID_INPUT')).toBe(true);
       expect((error as Error).message).toMatch(/"limit"/);
     }
+  });
+
+  it('refuses a parameter of the schema given twice, naming it, and ignores others', () => {
+    const error = thrown(() => parseQuery(UsersQuerySchema, new URLSearchParams('limit=5&limit=7')));
+    expect(isAppError(error, 'INVALID_INPUT')).toBe(true);
+    expect((error as Error).message).toMatch(/"limit"/);
+    expect(parseQuery(UsersQuerySchema, new URLSearchParams('x=1&x=2&limit=3'))).toEqual({ limit: 3 });
+    const inherited = 'constructor=1&constructor=2&toString=1&__proto__=1&__proto__=2';
+    expect(parseQuery(UsersQuerySchema, new URLSearchParams(inherited))).toEqual({ limit: 50 });
   });
 
   it('requires a word in q for search', () => {
@@ -149,6 +158,25 @@ describe('openapi', () => {
     for (const op of operations) {
       expect(op.security).toEqual([{ bearer: [] }]);
       expect(op.responses).toHaveProperty('401');
+    }
+  });
+
+  it('documents 429 on every operation and 413 on those with a body, with the error shape', () => {
+    const doc = openApiDocument() as {
+      paths: Record<string, Record<string, { requestBody?: unknown; responses: Record<string, unknown> }>>;
+    };
+    const errorShape = {
+      content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+    };
+    const operations = Object.values(doc.paths).flatMap((byMethod) => Object.values(byMethod));
+    expect(operations).toHaveLength(MANAGE_ROUTES.length);
+    const withBody = operations.filter((op) => op.requestBody !== undefined);
+    expect(withBody).toHaveLength(MANAGE_ROUTES.filter((r) => r.body).length);
+    expect(withBody.length).toBeGreaterThan(0);
+    for (const op of operations) {
+      expect(op.responses['429']).toMatchObject(errorShape);
+      if (op.requestBody) expect(op.responses['413']).toMatchObject(errorShape);
+      else expect(op.responses).not.toHaveProperty('413');
     }
   });
 });
