@@ -14,6 +14,12 @@ const errors = {
   400: json(ErrorSchema, 'A query parameter or body field is invalid (the message names it)'),
   401: json(ErrorSchema, 'Missing or unknown token'),
   403: json(ErrorSchema, 'Revoked or expired token'),
+  429: {
+    ...json(ErrorSchema, 'More than 10 failed authentications from this client this minute'),
+    headers: {
+      'Retry-After': { description: 'Seconds until the minute ends', schema: { type: 'integer' as const } },
+    },
+  },
 };
 
 let document: object | undefined;

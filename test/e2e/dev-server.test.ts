@@ -106,6 +106,20 @@ describe('npm run dev with settings', () => {
     expect(await database.db.collection('users').countDocuments({ waId: '447700900999' })).toBe(0);
   });
 
+  it('counts failed authentications by the address the local host saw, whatever X-Forwarded-For says', async () => {
+    // Like Azure's front end, the local host appends the peer address (127.0.0.1 here) to the
+    // header, so varying what the caller writes gains nothing.
+    const stats = (token: string, forwardedFor: string) =>
+      fetch(`${dev.url}/api/manage/stats`, {
+        headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': forwardedFor },
+      });
+    for (let i = 0; i < 10; i++) expect((await stats(`guess-${i}`, `203.0.113.${i}`)).status).toBe(401);
+    const blocked = await stats('guess-10', '203.0.113.99, 198.51.100.1');
+    expect(blocked.status).toBe(429);
+    expect(Number(blocked.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect(Number(blocked.headers.get('retry-after'))).toBeLessThanOrEqual(60);
+  });
+
   it('stops cleanly on SIGTERM and logs no numbers, texts or tokens', async () => {
     const { code, ms } = await dev.stop();
     expect(code).toBe(0);
