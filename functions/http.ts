@@ -22,9 +22,11 @@ export function errorResponse(error: unknown, context: InvocationContext): HttpR
     if (status >= 500)
       loggerOf(context).error('request failed', { code: error.code, error: scrub(error.message) });
     const message = status >= 500 && error.code !== ErrorCode.UNAVAILABLE ? 'internal error' : error.message;
-    const challenge: Record<string, string> =
-      error.code === ErrorCode.UNAUTHORIZED ? { 'WWW-Authenticate': 'Bearer' } : {};
-    return json(status, { error: { code: error.code, message } }, challenge);
+    const headers: Record<string, string> = {
+      ...(error.code === ErrorCode.UNAUTHORIZED ? { 'WWW-Authenticate': 'Bearer' } : {}),
+      ...(error.retryAfterSeconds === undefined ? {} : { 'Retry-After': String(error.retryAfterSeconds) }),
+    };
+    return json(status, { error: { code: error.code, message } }, headers);
   }
   const e = ensureError(error);
   loggerOf(context).error('unexpected error', { name: e.name, error: scrub(e.message) });

@@ -65,6 +65,14 @@ function compileRoute(definition: HttpDefinition): CompiledRoute {
   return { definition, pattern: new RegExp(`^/api/${source}/?$`, 'i'), names };
 }
 
+/** The socket's address and port as Azure writes them in X-Forwarded-For (`ip:port`, `[ipv6]:port`). */
+function peerAddress(req: http.IncomingMessage): string | null {
+  const { remoteAddress, remotePort } = req.socket;
+  if (!remoteAddress) return null;
+  const port = remotePort === undefined ? '' : `:${remotePort}`;
+  return remoteAddress.includes(':') ? `[${remoteAddress}]${port}` : `${remoteAddress}${port}`;
+}
+
 export async function startDevServer(options: DevServerOptions): Promise<DevServer> {
   const log: HostLog =
     options.log ?? ((level, name, message) => process.stderr.write(`[${level}] ${name}: ${message}\n`));
@@ -167,6 +175,12 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     const headers: Record<string, string> = {};
     for (const [key, value] of Object.entries(req.headers)) {
       if (value !== undefined) headers[key] = Array.isArray(value) ? value.join(', ') : value;
+    }
+    // As Azure's front end does: the address it saw goes after whatever X-Forwarded-For the caller sent.
+    const peer = peerAddress(req);
+    if (peer) {
+      const sent = headers['x-forwarded-for']?.trim();
+      headers['x-forwarded-for'] = sent ? `${sent}, ${peer}` : peer;
     }
     const request = new HttpRequest({
       method,

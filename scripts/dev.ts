@@ -1,7 +1,13 @@
 // `npm run dev`: the app on http://127.0.0.1:$PORT/api/... without Azure Functions Core Tools.
-// Uses MONGODB_URI, else the embedded database kept under .data/; AzureWebJobsStorage, else an
-// Azurite kept under .data/azurite/ for the queues. With no settings at all it generates
-// development secrets and records replies as `not_sent` (dry run).
+// Builds the browser scripts, then uses MONGODB_URI, else the embedded database kept under .data/;
+// AzureWebJobsStorage, else an Azurite kept under .data/azurite/ for the queues. With no settings at
+// all it generates development secrets and records replies as `not_sent` (dry run).
+//
+// It runs as `node --import tsx scripts/dev.ts`, one process under the shell npm runs scripts in,
+// and stops on SIGTERM/SIGINT or when that shell has gone: npm forwards a signal only to the shell,
+// which does not pass it on (sh dies of it, as dash does not `exec` a lone command; on Windows
+// npm's kill ends cmd.exe alone).
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { definitions } from '../functions/definitions';
@@ -10,15 +16,72 @@ import { closeAllClients } from '../shared/data';
 import { defaultRuntime, getServices } from '../shared/deps';
 import { resolveDatabase } from './lib/database';
 import { publishDevServer, unpublishDevServer } from './lib/dev-record';
-import { startDevServer } from './dev-server';
+import { startDevServer, type DevServer } from './dev-server';
 import { publishAzurite, unpublishAzurite } from './lib/azurite';
+import { watchParent } from './lib/subprocess';
 import { SIMULATOR_ROUTE, simulatorDefinitions } from './dev/simulator';
 
-const DEFAULT_DATA_DIR = path.resolve(__dirname, '../.data');
+const ROOT = path.resolve(__dirname, '..');
+const DEFAULT_DATA_DIR = path.join(ROOT, '.data');
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
+/**
+ * Builds the browser scripts (web/ → dist/web/) as `npm run build:web` does, with the project's own
+ * TypeScript on this Node; tsc prints its errors, and `built` rejects when it fails.
+ */
+function buildWeb(): { child: ChildProcess; built: Promise<void> } {
+  const args = [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.web.json'];
+  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: 'inherit', windowsHide: true });
+  const built = new Promise<void>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code, signal) => {
+      if (code === 0) return resolve();
+      const how = signal ? `was stopped by ${signal}` : `exited with ${code}; its errors are above`;
+      reject(new Error(`the browser scripts did not build (tsc -p tsconfig.web.json ${how})`));
+    });
+  });
+  return { child, built };
+}
+
 async function main(): Promise<void> {
+  let stopping = false;
+  let building: ChildProcess | undefined;
+  let database: Awaited<ReturnType<typeof resolveDatabase>> | undefined = undefined;
+  let server: Promise<DevServer> | undefined = undefined;
+  // DEV_DATA_DIR: another folder than .data/ (the crash test runs on a temporary one).
+  const dataDir = process.env['DEV_DATA_DIR']?.trim() || undefined;
+  const shutdown = async (reason: string) => {
+    if (stopping) return;
+    stopping = true;
+    say(`${reason}, stopping`);
+    const force = setTimeout(() => process.exit(1), 9_000);
+    force.unref();
+    building?.kill();
+    // A server still starting (Azurite with it) is stopped once up, within the 9 s above.
+    await (await server?.catch(() => undefined))?.stop().catch(() => undefined);
+    await closeAllClients();
+    await unpublishDevServer(...(dataDir ? [dataDir] : [])).catch(() => undefined);
+    await unpublishAzurite(dataDir ?? DEFAULT_DATA_DIR);
+    await database?.stop().catch(() => undefined);
+    say('stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM received'));
+  process.on('SIGINT', () => void shutdown('SIGINT received'));
+  watchParent(() => void shutdown('its parent process has gone'));
+
+  // The test helpers set DEV_SKIP_WEB_BUILD: their global setup has built the scripts already.
+  if (process.env['DEV_SKIP_WEB_BUILD'] !== '1') {
+    const build = buildWeb();
+    building = build.child;
+    // Stopped by a signal meanwhile: shutdown has killed tsc and ends the process.
+    await build.built.catch((error: unknown) => {
+      if (!stopping) throw error;
+    });
+    building = undefined;
+  }
+  if (stopping) return;
   const generated: string[] = [];
   for (const name of ['WHATSAPP_VERIFY_TOKEN', 'WHATSAPP_APP_SECRET'] as const) {
     if (!process.env[name]?.trim()) {
@@ -26,35 +89,17 @@ async function main(): Promise<void> {
       generated.push(name);
     }
   }
-  // DEV_DATA_DIR: another folder than .data/ (the crash test runs on a temporary one).
-  const dataDir = process.env['DEV_DATA_DIR']?.trim() || undefined;
-  const database = await resolveDatabase({ purpose: 'dev', log: say, ...(dataDir ? { dataDir } : {}) });
-  process.env['MONGODB_URI'] = database.uri;
+  const db = await resolveDatabase({ purpose: 'dev', log: say, ...(dataDir ? { dataDir } : {}) });
+  database = db;
+  process.env['MONGODB_URI'] = db.uri;
   const config = loadConfig(process.env);
-
-  let server: Awaited<ReturnType<typeof startDevServer>> | undefined = undefined;
-  let stopping = false;
-  const shutdown = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    say(`${signal} received, stopping`);
-    const force = setTimeout(() => process.exit(1), 9_000);
-    force.unref();
-    await server?.stop().catch(() => undefined);
-    await closeAllClients();
-    await unpublishDevServer(...(dataDir ? [dataDir] : [])).catch(() => undefined);
-    await unpublishAzurite(dataDir ?? DEFAULT_DATA_DIR);
-    await database.stop().catch(() => undefined);
-    say('stopped');
-    process.exit(0);
-  };
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
-  process.on('SIGINT', () => void shutdown('SIGINT'));
 
   // The local host is its own deployment: it creates the indexes (in Azure, infra/ does).
   await (await getServices()).data.ensureIndexes('create');
   const storage = process.env['AzureWebJobsStorage']?.trim();
-  server = await startDevServer({
+  // A signal during the start: shutdown is under way and stops what is up.
+  if (stopping) return;
+  server = startDevServer({
     definitions: [...definitions, ...simulatorDefinitions(defaultRuntime)],
     port: config.port,
     say,
@@ -64,9 +109,10 @@ async function main(): Promise<void> {
     // After a crash the sweeper finishes abandoned replies at once instead of within a minute.
     queueOptions: { runOnStart: ['sweeper'] },
   });
-  await publishDevServer(database, ...(dataDir ? [dataDir] : []));
-  if (!storage && server.storageConnectionString)
-    await publishAzurite(dataDir ?? DEFAULT_DATA_DIR, { connectionString: server.storageConnectionString });
+  const running = await server;
+  await publishDevServer(db, ...(dataDir ? [dataDir] : []));
+  if (!storage && running.storageConnectionString)
+    await publishAzurite(dataDir ?? DEFAULT_DATA_DIR, { connectionString: running.storageConnectionString });
 
   if (generated.length) {
     say('development secrets generated for this run (development only):');
@@ -79,10 +125,10 @@ async function main(): Promise<void> {
   );
   for (const definition of definitions) {
     if (definition.kind === 'http')
-      say(`  ${definition.methods.join(',').padEnd(12)} ${server.url}/api/${definition.route}`);
+      say(`  ${definition.methods.join(',').padEnd(12)} ${running.url}/api/${definition.route}`);
   }
-  say(`chat simulator (development only): ${server.url}/api/${SIMULATOR_ROUTE}`);
-  say(`ready on ${server.url}`);
+  say(`chat simulator (development only): ${running.url}/api/${SIMULATOR_ROUTE}`);
+  say(`ready on ${running.url}`);
 }
 
 main().catch((error: unknown) => {

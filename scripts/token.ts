@@ -1,5 +1,13 @@
 // `npm run token -- create --name N [--expires-days D]` / `list` / `revoke ID`: management API tokens.
-import { createToken, formatToken, isTokenExpiryDays, TOKEN_EXPIRY_DAYS } from '../shared/manage/tokens';
+import {
+  createToken,
+  formatToken,
+  isTokenExpiryDays,
+  RESERVED_TOKEN_NAMES,
+  TOKEN_EXPIRY_DAYS,
+  TOKEN_NAME_MAX,
+  tokenNameProblem,
+} from '../shared/manage/tokens';
 import { parseCli, runMain, ScriptError, UsageError, withDataStore, type Main } from './lib/cli';
 
 const HELP = `
@@ -9,7 +17,9 @@ Usage:
   npm run token -- revoke ID
 
 Manages the bearer tokens of the management API (/api/manage). \`create\` prints the token on a
-line of its own, once: only its SHA-256 hash is stored. \`list\` prints one line per token: id,
+line of its own, once: only its SHA-256 hash is stored. NAME (recorded as \`by\` and in the audit
+trail): 1 to ${TOKEN_NAME_MAX} characters, no control characters, no leading or trailing whitespace,
+not ${RESERVED_TOKEN_NAMES.join(' or ')} (in any case). \`list\` prints one line per token: id,
 name, dates and state (active, expired, revoked), never the token. \`revoke\` makes a token answer
 403 from then on.
 
@@ -34,9 +44,10 @@ export const main: Main = async (argv, env, io) => {
   const [command, ...rest] = argv;
   if (command === 'create') {
     const { values } = parseCli(rest, { name: { type: 'string' }, 'expires-days': { type: 'string' } });
-    const name = values.name?.trim();
-    if (!name) throw new UsageError('--name is required');
-    if (name.length > 100) throw new UsageError('--name must be at most 100 characters');
+    const name = values.name;
+    if (name === undefined) throw new UsageError('--name is required');
+    const nameProblem = tokenNameProblem(name);
+    if (nameProblem) throw new UsageError(`--name: ${nameProblem}`);
     const expiresDays = expiryDays(values['expires-days']);
     const { token, record } = await withDataStore(env, io, (data) =>
       createToken(data, { name, expiresDays, now: new Date() }),

@@ -40,12 +40,15 @@ export const httpStatusOf: Record<ErrorCode, number> = {
 
 export class AppError extends Error {
   override readonly name = 'AppError';
+  /** Seconds after which a retry may succeed (the `Retry-After` header of a 429 or 503). */
+  readonly retryAfterSeconds: number | undefined;
   constructor(
     readonly code: ErrorCode,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; retryAfterSeconds?: number },
   ) {
     super(message, options);
+    this.retryAfterSeconds = options?.retryAfterSeconds;
   }
 }
 

@@ -52,6 +52,20 @@ export function isAlive(pid: number): boolean {
   }
 }
 
+/**
+ * Calls `onExit` once when the process that started this one has gone: its parent changed (POSIX
+ * hands an orphan to init or a subreaper) or no longer exists (Windows keeps the old pid).
+ */
+export function watchParent(onExit: () => void, intervalMs = 250): void {
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid === parent && isAlive(parent)) return;
+    clearInterval(timer);
+    onExit();
+  }, intervalMs);
+  timer.unref();
+}
+
 /** Whether `promise` settles within `ms`. */
 export async function within(promise: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;

@@ -34,7 +34,7 @@ export function tokenState(token: ApiToken, now: Date): 'active' | 'revoked' | '
 }
 
 /** Failed authentications one client may make in a minute before the API answers 429. */
-export const MAX_FAILURES_PER_MINUTE = 100;
+export const MAX_FAILURES_PER_MINUTE = 10;
 const MINUTE_MS = 60_000;
 /** Clients remembered at most (each instance keeps its own; a restart forgets them). */
 const MAX_CLIENTS = 10_000;
@@ -47,13 +47,18 @@ const MAX_CLIENTS = 10_000;
 export class FailureLimiter {
   private readonly windows = new Map<string, { start: number; failures: number }>();
 
-  /** Throws TOO_MANY_REQUESTS while the client is over the limit in the current minute. */
+  /**
+   * Throws TOO_MANY_REQUESTS while the client is over the limit in the current minute, with the
+   * seconds until the minute ends (the answer's Retry-After).
+   */
   check(client: string, now: Date): void {
     const w = this.windows.get(client);
-    if (w && now.getTime() - w.start < MINUTE_MS && w.failures >= MAX_FAILURES_PER_MINUTE) {
+    const left = w ? w.start + MINUTE_MS - now.getTime() : 0;
+    if (w && left > 0 && w.failures >= MAX_FAILURES_PER_MINUTE) {
       throw new AppError(
         ErrorCode.TOO_MANY_REQUESTS,
         'too many failed authentications; try again in a minute',
+        { retryAfterSeconds: Math.ceil(left / 1000) },
       );
     }
   }
@@ -73,9 +78,19 @@ export class FailureLimiter {
   }
 }
 
-/** The client of a request: the first address of X-Forwarded-For (set by Azure's front end). */
+/**
+ * The client of a request, as the limiter counts it: the LAST address of X-Forwarded-For, without
+ * its port. The caller controls everything before it; the platform's front end (Azure App Service /
+ * Functions, and the local host of `npm run dev` likewise) appends the address it saw, so the last
+ * entry is the one a caller cannot choose. Handlers get no socket address from the Functions host:
+ * without the header every request is one client, 'direct'.
+ */
 export function clientOf(forwardedFor: string | null): string {
-  return forwardedFor?.split(',')[0]?.trim().replace(/:\d+$/, '') || 'direct';
+  const last = forwardedFor?.split(',').at(-1)?.trim() ?? '';
+  // `[v6]:port` or `[v6]`; `v4:port` (one colon); anything else (a bare IPv6 address) as it is.
+  const bracketed = /^\[([^\]]*)\](?::\d*)?$/.exec(last);
+  const address = bracketed ? bracketed[1] : last.split(':').length === 2 ? last.replace(/:\d*$/, '') : last;
+  return address?.toLowerCase() || 'direct';
 }
 
 /**

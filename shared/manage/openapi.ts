@@ -15,7 +15,15 @@ const errors = {
   400: json(ErrorSchema, 'A query parameter or body field is invalid (the message names it)'),
   401: json(ErrorSchema, 'Missing or unknown token'),
   403: json(ErrorSchema, 'Revoked or expired token'),
-  429: json(ErrorSchema, 'TOO_MANY_REQUESTS: too many failed authentications from this client this minute'),
+  429: {
+    ...json(
+      ErrorSchema,
+      'TOO_MANY_REQUESTS: more than 10 failed authentications from this client this minute',
+    ),
+    headers: {
+      'Retry-After': { description: 'Seconds until the minute ends', schema: { type: 'integer' as const } },
+    },
+  },
 };
 const bodyErrors = {
   413: json(ErrorSchema, `PAYLOAD_TOO_LARGE: the body is over ${MAX_BODY_BYTES} bytes`),

@@ -1,8 +1,8 @@
 // Management API tokens: made, listed and revoked by `npm run token`; the plain token is returned
 // once at creation and only its SHA-256 hash is stored.
-import type { ApiToken, DataStore } from '../data';
+import { HANDOFF_BY_USER, type ApiToken, type DataStore } from '../data';
 import { AppError, ErrorCode } from '../errors';
-import { newToken, tokenState } from './auth';
+import { BOOTSTRAP_TOKEN_NAME, newToken, tokenState } from './auth';
 
 const DAY_MS = 86_400_000;
 
@@ -12,10 +12,35 @@ export const TOKEN_EXPIRY_DAYS = { min: 1, max: 3650 } as const;
 export const isTokenExpiryDays = (days: number): boolean =>
   Number.isSafeInteger(days) && days >= TOKEN_EXPIRY_DAYS.min && days <= TOKEN_EXPIRY_DAYS.max;
 
+/** Longest token name, in characters. */
+export const TOKEN_NAME_MAX = 100;
+
+/**
+ * Names no token may have, in any case: a handoff's `by` and the audit trail already use them for
+ * the user (the `human` command) and for MANAGE_API_TOKEN, and a token so named would pass for them
+ * (the handoff code treats `by: "user"` as the user's own request).
+ */
+export const RESERVED_TOKEN_NAMES: readonly string[] = [HANDOFF_BY_USER, BOOTSTRAP_TOKEN_NAME];
+
+/** Why a token name is refused (never quoting it), or null when it is fine. */
+export function tokenNameProblem(name: string): string | null {
+  if (name.length === 0) return 'the name must not be empty';
+  if (name.length > TOKEN_NAME_MAX) return `the name must be at most ${TOKEN_NAME_MAX} characters`;
+  // Control characters (tab, newline...) and line separators would break `list`'s one line per token.
+  if (/[\p{Cc}\u2028\u2029]/u.test(name))
+    return 'the name must not contain control characters or line breaks';
+  if (name.trim() !== name) return 'the name must not start or end with whitespace';
+  const reserved = RESERVED_TOKEN_NAMES.find((r) => r.toLowerCase() === name.toLowerCase());
+  if (reserved) return `the name "${reserved}" is reserved (it stands for the user or for MANAGE_API_TOKEN)`;
+  return null;
+}
+
 export async function createToken(
   data: DataStore,
   input: { name: string; expiresDays: number | null; now: Date },
 ): Promise<{ token: string; record: ApiToken }> {
+  const nameProblem = tokenNameProblem(input.name);
+  if (nameProblem) throw new AppError(ErrorCode.INVALID_INPUT, nameProblem);
   if (input.expiresDays !== null && !isTokenExpiryDays(input.expiresDays)) {
     throw new AppError(
       ErrorCode.INVALID_INPUT,

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collectionOf } from '../helpers/raw';
 import { startGraphStub, type GraphStub } from '../helpers/graph-stub';
-import { startDev, waitFor, type DevProcess } from '../helpers/dev-process';
+import { descendants, startDev, stillRunning, waitFor, type DevProcess } from '../helpers/dev-process';
 import { testDatabase, type TestDatabase } from '../helpers/db';
 import { notification, signed, status, textNotification, value } from '../helpers/meta';
 import { signBody } from '../../shared/whatsapp/signature';
@@ -104,6 +104,20 @@ describe('npm run dev with settings', () => {
     });
     expect(bad.status).toBe(400);
     expect(await database.db.collection('users').countDocuments({ waId: '447700900999' })).toBe(0);
+  });
+
+  it('counts failed authentications by the address the local host saw, whatever X-Forwarded-For says', async () => {
+    // Like Azure's front end, the local host appends the peer address (127.0.0.1 here) to the
+    // header, so varying what the caller writes gains nothing.
+    const stats = (token: string, forwardedFor: string) =>
+      fetch(`${dev.url}/api/manage/stats`, {
+        headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': forwardedFor },
+      });
+    for (let i = 0; i < 10; i++) expect((await stats(`guess-${i}`, `203.0.113.${i}`)).status).toBe(401);
+    const blocked = await stats('guess-10', '203.0.113.99, 198.51.100.1');
+    expect(blocked.status).toBe(429);
+    expect(Number(blocked.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect(Number(blocked.headers.get('retry-after'))).toBeLessThanOrEqual(60);
   });
 
   it('stops cleanly on SIGTERM and logs no numbers, texts or tokens', async () => {
@@ -228,6 +242,37 @@ describe('npm run dev with an AI endpoint', () => {
       await graph.close();
       ai.close();
       await database.drop();
+    }
+  }, 120_000);
+});
+
+describe('npm run dev started with npm', () => {
+  it('stops within 10 s, with all it started, when only the npm process gets SIGTERM', async () => {
+    // No MONGODB_URI: the embedded database and Azurite are started too.
+    const dev = await startDev({}, { npm: true });
+    try {
+      const npmPid = dev.child.pid as number;
+      const started = descendants(npmPid);
+      // npm's shell, the app, the embedded database, Azurite (and whatever helps them).
+      expect(started.length, started.join('\n')).toBeGreaterThanOrEqual(4);
+      expect((await fetch(`${dev.url}/api/health`)).status).toBe(200);
+      const answers = () =>
+        fetch(`${dev.url}/api/health`, { signal: AbortSignal.timeout(1_000) }).then(
+          () => true,
+          () => false,
+        );
+      const signalled = Date.now();
+      process.kill(npmPid, 'SIGTERM'); // npm alone, not its process group
+      const gone = async () => !(await answers()) && stillRunning(started).length === 0;
+      await waitFor(gone, 10_000).catch(() => undefined);
+      expect({ answering: await answers(), running: stillRunning(started) }).toEqual({
+        answering: false,
+        running: [],
+      });
+      expect(Date.now() - signalled).toBeLessThan(10_000);
+      expect(dev.output()).toContain('stopped');
+    } finally {
+      await dev.stop();
     }
   }, 120_000);
 });

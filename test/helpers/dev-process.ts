@@ -1,5 +1,5 @@
 // Runs `npm run dev` (scripts/dev.ts) as a child process, the way a black-box client would.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -31,13 +31,20 @@ export async function freePort(): Promise<number> {
 
 const ROOT = path.resolve(__dirname, '../..');
 
+/** npm as the user runs it: the npm-cli.js running these tests (`npm test`, `npx`), else `npm`. */
+function npmCommand(): [string, string[]] {
+  const cli = process.env['npm_execpath'];
+  return cli && /npm-cli\.[cm]?js$/.test(cli) ? [process.execPath, [cli]] : ['npm', []];
+}
+
 /**
  * Starts `npm run dev` in its own process group. Without DEV_DATA_DIR in `env` it gets a temporary
- * data folder, removed when it stops.
+ * data folder, removed when it stops. By default it runs scripts/dev.ts directly, without the web
+ * build (the run's global setup did it); `npm: true` runs `npm run dev` itself, build included.
  */
 export async function startDev(
   env: Record<string, string>,
-  options: { port?: number } = {},
+  options: { port?: number; npm?: boolean } = {},
 ): Promise<DevProcess> {
   const port = options.port ?? (Number(env['PORT']) || (await freePort()));
   const ownDir = env['DEV_DATA_DIR'] === undefined;
@@ -50,9 +57,20 @@ export async function startDev(
     const v = process.env[key];
     if (v !== undefined) base[key] = v;
   }
-  const child = spawn(path.join(ROOT, 'node_modules/.bin/tsx'), ['scripts/dev.ts'], {
+  const [command, args] = options.npm
+    ? [npmCommand()[0], [...npmCommand()[1], 'run', 'dev']]
+    : [path.join(ROOT, 'node_modules/.bin/tsx'), ['scripts/dev.ts']];
+  const child = spawn(command, args, {
     cwd: ROOT,
-    env: { ...base, ...env, PORT: String(port), DEV_DATA_DIR: dataDir },
+    env: {
+      ...base,
+      // The suite's setup built the browser scripts; building them again here would rewrite
+      // files that other test files may be reading at that moment.
+      DEV_SKIP_WEB_BUILD: '1',
+      ...env,
+      PORT: String(port),
+      DEV_DATA_DIR: dataDir,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
@@ -86,6 +104,7 @@ export async function startDev(
       new Promise((resolve) => {
         const started = Date.now();
         if (child.exitCode !== null || child.signalCode !== null) {
+          killGroup(child);
           cleanup();
           return resolve({ code: child.exitCode, ms: 0 });
         }
@@ -104,6 +123,32 @@ export async function startDev(
         killGroup(child);
       }),
   };
+}
+
+/** The processes running now (POSIX `ps`; a zombie has ended): pid, parent pid, command. */
+function processTable(): { pid: number; ppid: number; command: string }[] {
+  return execFileSync('ps', ['-A', '-o', 'pid=,ppid=,stat=,args='], { encoding: 'utf8' })
+    .split('\n')
+    .map((line) => /^\s*(\d+)\s+(\d+)\s+(\S+)\s+(.*)$/.exec(line))
+    .filter((m): m is RegExpExecArray => m !== null && !m[3]?.startsWith('Z'))
+    .map((m) => ({ pid: Number(m[1]), ppid: Number(m[2]), command: m[4] ?? '' }));
+}
+
+/** Every process below `pid`, as `pid command` lines. */
+export function descendants(pid: number): string[] {
+  const table = processTable();
+  const found: { pid: number; command: string }[] = [];
+  for (let i = -1; i < found.length; i++) {
+    const parent = i < 0 ? pid : found[i]?.pid;
+    for (const p of table) if (p.ppid === parent) found.push(p);
+  }
+  return found.map((p) => `${p.pid} ${p.command}`);
+}
+
+/** Those of `processes` (from `descendants`) still running. */
+export function stillRunning(processes: readonly string[]): string[] {
+  const running = new Set(processTable().map((p) => p.pid));
+  return processes.filter((p) => running.has(Number(p.split(' ')[0])));
 }
 
 function killGroup(child: ChildProcess): void {

@@ -68,17 +68,43 @@ describe('authentication', () => {
     expect((await call(f.handlers.stats, { token: 'nope-nope-nope' })).status).toBe(401);
   });
 
-  it(`answers 429 to a client after ${MAX_FAILURES_PER_MINUTE} failed authentications in a minute, and only to it`, async () => {
+  // The contract's figure, written out: the test must fail if the constant drifts from it.
+  const LIMIT = 10;
+
+  it('answers 429 with Retry-After to a client after 10 failed authentications in a minute, and only to it', async () => {
+    expect(MAX_FAILURES_PER_MINUTE).toBe(LIMIT);
     const guesser = { 'x-forwarded-for': '203.0.113.7:50123' };
-    for (let i = 0; i < MAX_FAILURES_PER_MINUTE; i++) {
+    for (let i = 0; i < LIMIT; i++) {
       expect((await call(f.handlers.stats, { token: `guess-${i}`, headers: guesser })).status).toBe(401);
     }
     // Even a good token: the client is over the limit for this minute.
     const blocked = await call(f.handlers.stats, { token: BOOTSTRAP, headers: guesser });
     expect(blocked.status).toBe(429);
     expect(blocked.body).toMatchObject({ error: { code: 'TOO_MANY_REQUESTS' } });
+    // Seconds until the minute that began with the first failure ends.
+    const retryAfter = Number(blocked.headers['retry-after']);
+    expect(Number.isInteger(retryAfter)).toBe(true);
+    expect(retryAfter).toBeGreaterThanOrEqual(1);
+    expect(retryAfter).toBeLessThanOrEqual(60);
+    // Another port of the same address is the same client.
+    const samePlace = { 'x-forwarded-for': '203.0.113.7:50999' };
+    expect((await call(f.handlers.stats, { token: BOOTSTRAP, headers: samePlace })).status).toBe(429);
     const other = { 'x-forwarded-for': '198.51.100.1' };
     expect((await call(f.handlers.stats, { token: BOOTSTRAP, headers: other })).status).toBe(200);
+  });
+
+  it('counts the address the front end appended: a caller can neither dodge the limit nor lock out another', async () => {
+    // The caller writes what it likes before the entry Azure's front end appends (the last one).
+    const victim = '192.0.2.44';
+    for (let i = 0; i < LIMIT; i++) {
+      const headers = { 'x-forwarded-for': `${victim}, 10.0.${i}.1, 198.51.100.200:${40_000 + i}` };
+      expect((await call(f.handlers.stats, { token: `spoof-${i}`, headers })).status).toBe(401);
+    }
+    const fresh = { 'x-forwarded-for': `203.0.113.250, 198.51.100.200:41000` };
+    expect((await call(f.handlers.stats, { token: BOOTSTRAP, headers: fresh })).status).toBe(429);
+    // The address named first by the guesser is not blocked when it calls for itself.
+    const own = { 'x-forwarded-for': `${victim}:51234` };
+    expect((await call(f.handlers.stats, { token: BOOTSTRAP, headers: own })).status).toBe(200);
   });
 
   it('accepts MANAGE_API_TOKEN and created tokens, recording their last use', async () => {

@@ -96,3 +96,38 @@ it('createToken guards the same bound', async () => {
   const { record } = await createToken(data, { name: 'one day', expiresDays: 1, now });
   expect(record.expiresAt?.toISOString()).toBe('2030-01-02T00:00:00.000Z');
 });
+
+it('refuses reserved names, control characters, outer whitespace and empty names (exit 2, nothing stored)', async () => {
+  const data = createDataStore(db.db);
+  const before = await data.tokens.list();
+  const refused: [string, RegExp][] = [
+    // `by: "user"` is a handoff the user asked for; MANAGE_API_TOKEN is the bootstrap token's name.
+    ['user', /--name: the name "user" is reserved/],
+    ['User', /--name: the name "user" is reserved/],
+    ['MANAGE_API_TOKEN', /--name: the name "MANAGE_API_TOKEN" is reserved/],
+    ['manage_api_token', /--name: the name "MANAGE_API_TOKEN" is reserved/],
+    ['ops\nabc123\tforged\tactive', /--name: the name must not contain control characters/],
+    ['tab\there', /--name: the name must not contain control characters/],
+    ['bell\u0007', /--name: the name must not contain control characters/],
+    ['line\u2028separator', /--name: the name must not contain control characters or line breaks/],
+    [' ops', /--name: the name must not start or end with whitespace/],
+    ['ops ', /--name: the name must not start or end with whitespace/],
+    ['user ', /--name: the name must not start or end with whitespace/],
+    ['', /--name: the name must not be empty/],
+    ['x'.repeat(101), /--name: the name must be at most 100 characters/],
+  ];
+  for (const [name, message] of refused) {
+    const result = await run('create', `--name=${name}`);
+    expect(result.code, JSON.stringify(name)).toBe(2);
+    expect(result.err.join('\n')).toMatch(message);
+    expect(result.out).toEqual([]);
+    await expect(createToken(data, { name, expiresDays: null, now: new Date() })).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+    });
+  }
+  expect(await data.tokens.list()).toEqual(before);
+  // Near misses are ordinary names.
+  for (const name of ['users', 'user bot', 'x'.repeat(100), 'Café ops']) {
+    expect((await run('create', '--name', name)).code).toBe(0);
+  }
+});

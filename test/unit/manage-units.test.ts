@@ -4,7 +4,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isAppError } from '../../shared/errors';
-import { bearerToken, hashToken, newToken, tokenState } from '../../shared/manage/auth';
+import { bearerToken, clientOf, hashToken, newToken, tokenState } from '../../shared/manage/auth';
 import { decodeCursor, encodeCursor } from '../../shared/manage/cursor';
 import { DASHBOARD_CSP, DASHBOARD_CSS, DASHBOARD_HTML, dashboardScript } from '../../shared/manage/dashboard';
 import { openApiDocument } from '../../shared/manage/openapi';
@@ -78,6 +78,21 @@ describe('tokens', () => {
     expect(bearerToken('Basic abc')).toBeNull();
     expect(bearerToken('Bearer')).toBeNull();
     expect(bearerToken(null)).toBeNull();
+  });
+
+  it('takes the client from the last X-Forwarded-For entry, without its port', () => {
+    // The last entry is the one Azure's front end appended; the caller wrote the ones before it.
+    expect(clientOf('198.51.100.7, 203.0.113.9:50123')).toBe('203.0.113.9');
+    expect(clientOf('203.0.113.9')).toBe('203.0.113.9');
+    expect(clientOf('1.1.1.1,2.2.2.2')).toBe('2.2.2.2');
+    expect(clientOf('spoofed, [2001:DB8::1]:443')).toBe('2001:db8::1');
+    expect(clientOf('[2001:db8::1]')).toBe('2001:db8::1');
+    // A bare IPv6 address keeps its last group (it is not a port).
+    expect(clientOf('2001:db8::1')).toBe('2001:db8::1');
+    expect(clientOf('2001:db8::2')).not.toBe(clientOf('2001:db8::1'));
+    expect(clientOf(null)).toBe('direct');
+    expect(clientOf('')).toBe('direct');
+    expect(clientOf('198.51.100.7, ')).toBe('direct');
   });
 
   it('makes random tokens stored only as SHA-256 hashes', () => {
@@ -158,6 +173,9 @@ describe('openapi', () => {
     for (const op of operations) {
       expect(op.security).toEqual([{ bearer: [] }]);
       expect(op.responses).toHaveProperty('401');
+      expect(op.responses['429']).toMatchObject({
+        headers: { 'Retry-After': { schema: { type: 'integer' } } },
+      });
     }
   });
 
