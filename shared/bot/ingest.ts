@@ -166,13 +166,13 @@ export async function ingestNotification(
         changes,
       );
       if (!noted) {
-        // The user's erase began after they were read: once it is over, the message is taken back
-        // (or the erase took it, and counted it out if it counted), and the notification is tried
-        // again. An erase that outlasts the wait deletes it when it is run again.
-        const gone = await data.users.goneAfterErase(user.id);
-        const taken = gone ? await data.messages.takeBack(user.id, [m.id]) : new Set([m.id]);
-        if (!taken.size && replyState !== 'pending')
+        // The user's erase began after they were read. Counted like any message stored, then,
+        // once the erase is over, taken back (taken out of the counters by whoever deletes it),
+        // and the notification is tried again. An erase that outlasts the wait, run again,
+        // deletes it itself.
+        if (replyState !== 'pending')
           await data.stats.apply(new CounterDelta().message({ direction: 'inbound', createdAt: m.at }));
+        if (await data.users.goneAfterErase(user.id)) await data.messages.takeBack(user.id, [m.id]);
         throw new ErasureInProgress();
       }
       // A message that waits for an answer is counted when its answer is settled (reply worker).

@@ -126,15 +126,15 @@ export async function processReplyJob(ports: ReplyPorts, job: ReplyJob, log: Log
           user.id,
           owner,
           recorded.map((a) => ({ id: a.id, text: a.text, at: a.createdAt, direction: 'outbound' })),
+          generation,
         );
-        if (count === null && recorded.length && (await data.users.goneAfterErase(user.id, generation))) {
-          // Erased while this worker answered: what the erase did not see is taken back, uncounted.
-          const taken = await data.messages.takeBack(
+        // Erased while this worker answered: what the erase did not see is taken back (and taken
+        // out of the counters, like what the erase deleted).
+        if (count === null && recorded.length && (await data.users.goneAfterErase(user.id, generation)))
+          await data.messages.takeBack(
             user.id,
             recorded.map((a) => a.id),
           );
-          for (const part of recorded) if (taken.has(part.id)) counters.message(outboundCount(part), -1);
-        }
         await data.stats.apply(counters);
         locked =
           done && count !== null && (count !== seen || found.more)

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import type { Filter } from 'mongodb';
 import { subjectOf, toEvent, type EventDoc } from './events';
 import type { Gateway } from './gateway';
-import { countedAs } from './message-doc';
+import { COUNTED_FIELDS, countedAs } from './message-doc';
 import { toMessage, type MessageDoc } from './messages';
 import { CounterDelta, type StatsRepository } from './stats';
 import type { ArchivedEvent, Message, User } from './types';
@@ -20,15 +20,6 @@ const ERASE_LOCK_OWNER = 'erase';
 const LOCK_FOREVER = new Date('9999-12-31T00:00:00Z');
 /** Messages read (then deleted) at a time. */
 const ERASE_BATCH = 1_000;
-/** What `countedAs` reads, and `stateKey`. */
-const COUNTED_FIELDS = {
-  direction: 1,
-  status: 1,
-  ai: 1,
-  createdAt: 1,
-  replyState: 1,
-  failedUncounted: 1,
-} as const;
 /** The fields of a stored message that writers change, and that decide how it is counted. */
 const stateKey = (m: MessageDoc): string =>
   JSON.stringify([m.replyState ?? null, m.status ?? null, m.failedUncounted ?? null]);

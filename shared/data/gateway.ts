@@ -200,6 +200,14 @@ export class Gateway<T extends Keyed> {
     await this.write([filter._id], () => this.collection.replaceOne(filter, replacement, { upsert: true }));
   }
 
+  /** Deletes one document and returns it as it was (with `projection`), or null. */
+  findOneAndDelete(filter: Filter<T>, options: { projection?: Document } = {}): Promise<T | null> {
+    return this.write([idOf(filter)], (features) => {
+      const allowed = options.projection && features.findAndModifyProjection ? options : {};
+      return this.collection.findOneAndDelete(filter, allowed) as Promise<T | null>;
+    });
+  }
+
   async deleteOne(filter: Filter<T>): Promise<number> {
     const result = await this.write([idOf(filter)], () => this.collection.deleteOne(filter));
     return result.deletedCount;

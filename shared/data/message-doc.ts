@@ -49,6 +49,16 @@ export const UNCOUNTED_FAILURES = { failedUncounted: true, direction: 'outbound'
 export const isUncountedFailure = (m: Pick<MessageDoc, 'direction' | 'failedUncounted'>): boolean =>
   m.failedUncounted === UNCOUNTED_FAILURES.failedUncounted && m.direction === UNCOUNTED_FAILURES.direction;
 
+/** The fields `countedAs` reads (a projection). */
+export const COUNTED_FIELDS = {
+  direction: 1,
+  status: 1,
+  ai: 1,
+  createdAt: 1,
+  replyState: 1,
+  failedUncounted: 1,
+} as const;
+
 /**
  * How a stored message counts in the running counters (the rule of `CounterDelta.message`), or
  * null while it does not count yet: an inbound message waiting for its answer (counted when the

@@ -4,7 +4,7 @@
 import type { AnyBulkWriteOperation } from 'mongodb';
 import type { Gateway } from './gateway';
 import { CounterDelta, type StatsRepository } from './stats';
-import { UNCOUNTED_FAILURES, type MessageDoc } from './message-doc';
+import { COUNTED_FIELDS, countedAs, UNCOUNTED_FAILURES, type MessageDoc } from './message-doc';
 import type { SummaryMessage } from './summary';
 import { prefixTerms } from './terms';
 import type {
@@ -206,25 +206,33 @@ export class MessagesRepository {
     const noted = await this.users.noteMessages(record.userId, [
       { id: record.id, text: record.text, at: record.createdAt, direction: 'outbound' },
     ]);
+    await this.stats.apply(new CounterDelta().message(outboundCount(record)));
     if (
       !noted &&
       (await this.users.goneAfterErase(record.userId)) &&
       (await this.takeBack(record.userId, [record.id])).size
     )
       return 'erased';
-    await this.stats.apply(new CounterDelta().message(outboundCount(record)));
     return 'inserted';
   }
 
   /**
-   * Deletes messages a writer stored for a user erased meanwhile (./erase; once the erase is over,
-   * see `goneAfterErase`), and returns those it deleted: the erase did not see them, so they must
-   * not be counted. The others the erase deleted, and took out of the counters, so their writer
-   * counts them as usual.
+   * Deletes messages a writer stored for a user erased meanwhile (./erase), once the erase is
+   * over (see `goneAfterErase`), and returns those it deleted. Like the erase, it takes out of the
+   * counters what they hold of each message as it deletes it (`countedAs`), so its writer counts
+   * what it stored as usual, whoever deletes it.
    */
   async takeBack(userId: string, ids: readonly string[]): Promise<Set<string>> {
     const deleted = new Set<string>();
-    for (const id of ids) if (await this.messages.deleteOne({ _id: id, userId })) deleted.add(id);
+    const delta = new CounterDelta();
+    for (const id of ids) {
+      const doc = await this.messages.findOneAndDelete({ _id: id, userId }, { projection: COUNTED_FIELDS });
+      if (!doc) continue;
+      deleted.add(id);
+      const counted = countedAs(doc);
+      if (counted) delta.message(counted, -1);
+    }
+    if (deleted.size) await this.stats.apply(delta);
     return deleted;
   }
 

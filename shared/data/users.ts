@@ -201,21 +201,25 @@ export class UsersRepository {
     userId: string,
     messages: readonly SummaryMessage[],
     changes: Partial<UserDoc> = {},
+    generation?: string | null,
   ): Promise<boolean> {
+    // With `generation`, only that user: not a new one under the same id (after an erase).
+    const live =
+      generation === undefined ? LIVE : { ...LIVE, generation: generation ?? { $exists: false as const } };
     const change = summaryChange(messages);
     if (!change) {
       if (!Object.keys(changes).length) return true;
-      return (await this.users.updateOne({ _id: userId, ...LIVE }, { $set: changes })).matched > 0;
+      return (await this.users.updateOne({ _id: userId, ...live }, { $set: changes })).matched > 0;
     }
     const max = Object.keys(change.max).length ? { $max: change.max } : {};
     const latest = await this.users.updateOne(
-      { _id: userId, ...LIVE, lastMessageAt: { $lte: change.latest.lastMessageAt } },
+      { _id: userId, ...live, lastMessageAt: { $lte: change.latest.lastMessageAt } },
       { $inc: change.inc, $set: { ...changes, ...change.latest }, ...max },
     );
     if (latest.matched) return true;
     const set = Object.keys(changes).length ? { $set: changes } : {};
     return (
-      (await this.users.updateOne({ _id: userId, ...LIVE }, { $inc: change.inc, ...set, ...max })).matched > 0
+      (await this.users.updateOne({ _id: userId, ...live }, { $inc: change.inc, ...set, ...max })).matched > 0
     );
   }
 
@@ -340,6 +344,7 @@ export class UsersRepository {
     userId: string,
     owner: string,
     answers: readonly SummaryMessage[],
+    generation?: string | null,
   ): Promise<number | null> {
     const change = summaryChange(answers);
     const doc = await this.users.findOneAndUpdate(
@@ -358,7 +363,7 @@ export class UsersRepository {
       { returnDocument: 'after', projection: { inboundCount: 1 } },
     );
     if (doc) return doc.inboundCount ?? 0;
-    if (change) await this.noteMessages(userId, answers);
+    if (change) await this.noteMessages(userId, answers, {}, generation);
     return null;
   }
 }
