@@ -10,13 +10,14 @@ import {
   EntrySchema,
   InboundMessageSchema,
   MessageBaseSchema,
-  MessagesValueSchema,
   NotificationSchema,
   StatusSchema,
+  VALUE_PARTS,
+  ValueHeadSchema,
+  ValuePartSchema,
   WA_ID,
   type GraphErrorPayload,
   type InboundMessage,
-  type MessagesValue,
 } from './schemas';
 
 /** An error as Meta reports it, in the shape the app stores. */
@@ -129,8 +130,9 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
         );
         continue;
       }
-      const value = MessagesValueSchema.safeParse(change.data.value);
-      if (!value.success) {
+      // Without its business number nothing of a value can be answered: the whole change is odd.
+      const head = ValueHeadSchema.safeParse(change.data.value);
+      if (!head.success) {
         archive(
           'unhandled_change',
           'malformed messages value',
@@ -139,24 +141,41 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
         );
         continue;
       }
-      valueEvents(value.data);
+      valueEvents(head.data.metadata.phone_number_id, head.data);
     }
   }
   return events;
 
-  function valueEvents(value: MessagesValue): void {
-    const phoneNumberId = value.metadata.phone_number_id;
-    const contacts = (value.contacts ?? [])
-      .map((c) => ContactSchema.safeParse(c))
-      .filter((c) => c.success)
-      .map((c) => c.data);
-    for (const raw of value.messages ?? []) messageEvent(raw, phoneNumberId, contacts);
-    for (const raw of value.statuses ?? []) statusEvent(raw);
-    if (value.errors?.length) {
+  /** Each part of a value on its own: an odd part is archived whole, the others still count. */
+  function valueEvents(phoneNumberId: string, value: Record<string, unknown>): void {
+    const parts = { contacts: [], messages: [], statuses: [], errors: [] } as Record<
+      (typeof VALUE_PARTS)[number],
+      unknown[]
+    >;
+    for (const name of VALUE_PARTS) {
+      const part = ValuePartSchema.safeParse(value[name]);
+      if (part.success) parts[name] = part.data ?? [];
+      else
+        archive(
+          'unhandled_value',
+          `malformed ${name}`,
+          { phoneNumberId, [name]: value[name] },
+          firstIdentifier(value[name]),
+        );
+    }
+    const contacts: Contact[] = [];
+    for (const raw of parts.contacts) {
+      const contact = ContactSchema.safeParse(raw);
+      if (contact.success) contacts.push(contact.data);
+      else archive('unhandled_contact', 'malformed contact', raw, firstIdentifier(raw));
+    }
+    for (const raw of parts.messages) messageEvent(raw, phoneNumberId, contacts);
+    for (const raw of parts.statuses) statusEvent(raw);
+    if (parts.errors.length) {
       archive(
         'errors',
         'webhook errors',
-        { phoneNumberId, errors: value.errors },
+        { phoneNumberId, errors: parts.errors },
         contactIdentifier(contacts[0]),
       );
     }
