@@ -194,9 +194,11 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
       archive('unhandled_message', 'sender out of bounds', raw);
       return;
     }
+    // A contact is the sender's only when its number or bsuid is the message's; a message that
+    // names no sender takes the one contact of its notification.
     const contact =
       contacts.find((c) => (waId && c.wa_id === waId) || (bsuid && c.user_id === bsuid)) ??
-      (contacts.length === 1 ? contacts[0] : undefined);
+      (!waId && !bsuid && contacts.length === 1 ? contacts[0] : undefined);
     const sender: SenderIdentity = {
       waId: waId ?? waIdOf(contact?.wa_id),
       bsuid: bsuid ?? bsuidOf(contact?.user_id),

@@ -144,6 +144,44 @@ describe('odd but authentic input', () => {
     });
   });
 
+  it('a contact for another number gives the sender neither its name nor its identity', async () => {
+    const [from, other] = [newPhone(), newPhone()];
+    const good = textMessage(from, 'which contact is mine?');
+    expect(
+      await deliver(
+        notification(value({ contacts: [{ waId: other, name: 'Wrong Person' }], messages: [good] })),
+      ),
+    ).toEqual([good.id]);
+    const user = await app.services.data.users.findByIdentity({ waId: from, bsuid: null });
+    expect(user?.name).toBeNull();
+
+    const next = newPhone();
+    const bsuid = `US.${next}`;
+    await deliver(
+      notification(
+        value({ contacts: [{ bsuid, name: 'Someone Else' }], messages: [textMessage(next, 'hi')] }),
+      ),
+    );
+    const second = await app.services.data.users.findByIdentity({ waId: next, bsuid: null });
+    expect(second).toMatchObject({ name: null, bsuid: null });
+    // The contact that does name the sender still gives its name.
+    const third = newPhone();
+    await deliver(
+      notification(
+        value({
+          contacts: [
+            { waId: other, name: 'Wrong Person' },
+            { waId: third, name: 'Right Person' },
+          ],
+          messages: [textMessage(third, 'hello')],
+        }),
+      ),
+    );
+    expect((await app.services.data.users.findByIdentity({ waId: third, bsuid: null }))?.name).toBe(
+      'Right Person',
+    );
+  });
+
   it('a timestamp far in the future does not pin the user to the top of the lists', async () => {
     const from = newPhone();
     await deliver(
