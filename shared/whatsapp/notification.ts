@@ -185,13 +185,18 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
     const parsed = InboundMessageSchema.safeParse(raw);
     const base = parsed.success ? parsed.data : MessageBaseSchema.safeParse(raw).data;
     if (!base) {
-      archive('unhandled_message', 'message without a valid id or timestamp', raw, firstIdentifier(raw));
+      archive(
+        'unhandled_message',
+        'message without a valid id or timestamp',
+        raw,
+        messageIdentifier(raw, contacts),
+      );
       return;
     }
     const waId = waIdOf(base.from);
     const bsuid = bsuidOf(base.from_user_id);
     if ((base.from !== undefined && !waId) || (base.from_user_id !== undefined && !bsuid)) {
-      archive('unhandled_message', 'sender out of bounds', raw);
+      archive('unhandled_message', 'sender out of bounds', raw, messageIdentifier(raw, contacts));
       return;
     }
     // A contact is the sender's only when its number or bsuid is the message's; a message that
@@ -205,7 +210,7 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
       name: nameOf(contact?.profile?.name),
     };
     if (!sender.waId && !sender.bsuid) {
-      archive('unhandled_message', 'message without sender', raw);
+      archive('unhandled_message', 'message without sender', raw, messageIdentifier(raw, contacts));
       return;
     }
     events.push({
@@ -227,7 +232,7 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
       return;
     }
     const s = status.data;
-    const recipient = waIdOf(s.recipient_id) ?? bsuidOf(s.recipient_user_id);
+    const recipient = numberIn(s.recipient_id) ?? bsuidOf(s.recipient_user_id);
     if (s.status !== 'sent' && s.status !== 'delivered' && s.status !== 'read' && s.status !== 'failed') {
       archive('status', `status ${s.status.slice(0, 32)}`, raw, recipient);
       return;
@@ -248,13 +253,41 @@ const boundedType = (type: string): string => (/^[a-z_]{1,32}$/.test(type) ? typ
 
 const contactIdentifier = (c: Contact | undefined): string | null => waIdOf(c?.wa_id) ?? bsuidOf(c?.user_id);
 
+/** Whom an archived message concerns: the sender it names, else the one contact of its notification. */
+const messageIdentifier = (raw: unknown, contacts: Contact[]): string | null =>
+  firstIdentifier(raw) ?? (contacts.length === 1 ? contactIdentifier(contacts[0]) : null);
+
+/**
+ * A number as an odd item may write it, when it is recognisably one: spaces, dashes and a leading
+ * '+' dropped, a JSON number read as its digits; null unless the result is within a number's bounds.
+ */
+function numberIn(value: unknown): string | null {
+  const digits =
+    typeof value === 'number'
+      ? Number.isSafeInteger(value) && value >= 0
+        ? String(value)
+        : ''
+      : typeof value === 'string'
+        ? value.replace(/[\s-]/g, '').replace(/^\+/, '')
+        : '';
+  return WA_ID.test(digits) ? digits : null;
+}
+
+const NUMBER_KEYS = ['from', 'recipient_id', 'wa_id'];
+const BSUID_KEYS = ['from_user_id', 'recipient_user_id', 'user_id'];
+
 /** The sender or recipient an odd item carries, best effort (so that erase can find it). */
 function firstIdentifier(item: unknown, depth = 0): string | null {
   if (typeof item !== 'object' || item === null || depth > 3) return null;
   const record = item as Record<string, unknown>;
-  for (const key of ['from', 'recipient_id', 'wa_id', 'from_user_id', 'recipient_user_id', 'user_id']) {
+  for (const key of NUMBER_KEYS) {
+    const identifier = numberIn(record[key]);
+    if (identifier) return identifier;
+  }
+  for (const key of BSUID_KEYS) {
     const value = record[key];
-    if (typeof value === 'string' && (WA_ID.test(value) || BSUID.test(value))) return value;
+    const identifier = typeof value === 'string' ? bsuidOf(value) : null;
+    if (identifier) return identifier;
   }
   const contacts = record['contacts'];
   if (Array.isArray(contacts) && contacts.length) return firstIdentifier(contacts[0], depth + 1);
