@@ -1,5 +1,6 @@
 // A small structured logger. Callers log ids, types, lengths and durations; never bodies, names,
-// numbers, tokens or prompts. Phone numbers go through `pseudonym` (a keyed hash) first.
+// numbers, tokens or prompts. Phone numbers go through `pseudonym` (a keyed hash) first; message
+// ids (wamids, which hold the sender's number) are replaced by theirs here, on every line.
 import { createHmac } from 'node:crypto';
 
 export type LogFields = Record<string, string | number | boolean | null | undefined>;
@@ -16,12 +17,20 @@ export interface LogSink {
   error(...args: unknown[]): void;
 }
 
+/**
+ * A WhatsApp message id: base64 after `wamid.` that holds the sender's number, so never logged in
+ * clear. Also found inside other ids (`out:<wamid>:<part>`) and error texts.
+ */
+const WAMID = /wamid\.[A-Za-z0-9+/=_-]*/gi;
+
+/** Every wamid replaced by its pseudonym (the same id always gives the same one, so lines still correlate). */
+const hideWamids = (text: string): string => text.replace(WAMID, (id) => pseudonym(id));
+
 function render(message: string, fields?: LogFields): string {
-  if (!fields) return message;
-  const parts = Object.entries(fields)
+  const parts = Object.entries(fields ?? {})
     .filter(([, v]) => v !== undefined)
     .map(([k, v]) => `${k}=${String(v)}`);
-  return parts.length ? `${message} ${parts.join(' ')}` : message;
+  return hideWamids(parts.length ? `${message} ${parts.join(' ')}` : message);
 }
 
 /** A logger on top of an InvocationContext (or anything with log/warn/error). */

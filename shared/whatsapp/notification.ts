@@ -10,13 +10,14 @@ import {
   EntrySchema,
   InboundMessageSchema,
   MessageBaseSchema,
-  MessagesValueSchema,
   NotificationSchema,
   StatusSchema,
+  VALUE_PARTS,
+  ValueHeadSchema,
+  ValuePartSchema,
   WA_ID,
   type GraphErrorPayload,
   type InboundMessage,
-  type MessagesValue,
 } from './schemas';
 
 /** An error as Meta reports it, in the shape the app stores. */
@@ -129,8 +130,9 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
         );
         continue;
       }
-      const value = MessagesValueSchema.safeParse(change.data.value);
-      if (!value.success) {
+      // Without its business number nothing of a value can be answered: the whole change is odd.
+      const head = ValueHeadSchema.safeParse(change.data.value);
+      if (!head.success) {
         archive(
           'unhandled_change',
           'malformed messages value',
@@ -139,24 +141,41 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
         );
         continue;
       }
-      valueEvents(value.data);
+      valueEvents(head.data.metadata.phone_number_id, head.data);
     }
   }
   return events;
 
-  function valueEvents(value: MessagesValue): void {
-    const phoneNumberId = value.metadata.phone_number_id;
-    const contacts = (value.contacts ?? [])
-      .map((c) => ContactSchema.safeParse(c))
-      .filter((c) => c.success)
-      .map((c) => c.data);
-    for (const raw of value.messages ?? []) messageEvent(raw, phoneNumberId, contacts);
-    for (const raw of value.statuses ?? []) statusEvent(raw);
-    if (value.errors?.length) {
+  /** Each part of a value on its own: an odd part is archived whole, the others still count. */
+  function valueEvents(phoneNumberId: string, value: Record<string, unknown>): void {
+    const parts = { contacts: [], messages: [], statuses: [], errors: [] } as Record<
+      (typeof VALUE_PARTS)[number],
+      unknown[]
+    >;
+    for (const name of VALUE_PARTS) {
+      const part = ValuePartSchema.safeParse(value[name]);
+      if (part.success) parts[name] = part.data ?? [];
+      else
+        archive(
+          'unhandled_value',
+          `malformed ${name}`,
+          { phoneNumberId, [name]: value[name] },
+          firstIdentifier(value[name]),
+        );
+    }
+    const contacts: Contact[] = [];
+    for (const raw of parts.contacts) {
+      const contact = ContactSchema.safeParse(raw);
+      if (contact.success) contacts.push(contact.data);
+      else archive('unhandled_contact', 'malformed contact', raw, firstIdentifier(raw));
+    }
+    for (const raw of parts.messages) messageEvent(raw, phoneNumberId, contacts);
+    for (const raw of parts.statuses) statusEvent(raw);
+    if (parts.errors.length) {
       archive(
         'errors',
         'webhook errors',
-        { phoneNumberId, errors: value.errors },
+        { phoneNumberId, errors: parts.errors },
         contactIdentifier(contacts[0]),
       );
     }
@@ -166,25 +185,32 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
     const parsed = InboundMessageSchema.safeParse(raw);
     const base = parsed.success ? parsed.data : MessageBaseSchema.safeParse(raw).data;
     if (!base) {
-      archive('unhandled_message', 'message without a valid id or timestamp', raw, firstIdentifier(raw));
+      archive(
+        'unhandled_message',
+        'message without a valid id or timestamp',
+        raw,
+        messageIdentifier(raw, contacts),
+      );
       return;
     }
     const waId = waIdOf(base.from);
     const bsuid = bsuidOf(base.from_user_id);
     if ((base.from !== undefined && !waId) || (base.from_user_id !== undefined && !bsuid)) {
-      archive('unhandled_message', 'sender out of bounds', raw);
+      archive('unhandled_message', 'sender out of bounds', raw, messageIdentifier(raw, contacts));
       return;
     }
+    // A contact is the sender's only when its number or bsuid is the message's; a message that
+    // names no sender takes the one contact of its notification.
     const contact =
       contacts.find((c) => (waId && c.wa_id === waId) || (bsuid && c.user_id === bsuid)) ??
-      (contacts.length === 1 ? contacts[0] : undefined);
+      (!waId && !bsuid && contacts.length === 1 ? contacts[0] : undefined);
     const sender: SenderIdentity = {
       waId: waId ?? waIdOf(contact?.wa_id),
       bsuid: bsuid ?? bsuidOf(contact?.user_id),
       name: nameOf(contact?.profile?.name),
     };
     if (!sender.waId && !sender.bsuid) {
-      archive('unhandled_message', 'message without sender', raw);
+      archive('unhandled_message', 'message without sender', raw, messageIdentifier(raw, contacts));
       return;
     }
     events.push({
@@ -206,7 +232,7 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
       return;
     }
     const s = status.data;
-    const recipient = waIdOf(s.recipient_id) ?? bsuidOf(s.recipient_user_id);
+    const recipient = numberIn(s.recipient_id) ?? bsuidOf(s.recipient_user_id);
     if (s.status !== 'sent' && s.status !== 'delivered' && s.status !== 'read' && s.status !== 'failed') {
       archive('status', `status ${s.status.slice(0, 32)}`, raw, recipient);
       return;
@@ -227,13 +253,41 @@ const boundedType = (type: string): string => (/^[a-z_]{1,32}$/.test(type) ? typ
 
 const contactIdentifier = (c: Contact | undefined): string | null => waIdOf(c?.wa_id) ?? bsuidOf(c?.user_id);
 
+/** Whom an archived message concerns: the sender it names, else the one contact of its notification. */
+const messageIdentifier = (raw: unknown, contacts: Contact[]): string | null =>
+  firstIdentifier(raw) ?? (contacts.length === 1 ? contactIdentifier(contacts[0]) : null);
+
+/**
+ * A number as an odd item may write it, when it is recognisably one: spaces, dashes and a leading
+ * '+' dropped, a JSON number read as its digits; null unless the result is within a number's bounds.
+ */
+function numberIn(value: unknown): string | null {
+  const digits =
+    typeof value === 'number'
+      ? Number.isSafeInteger(value) && value >= 0
+        ? String(value)
+        : ''
+      : typeof value === 'string'
+        ? value.replace(/[\s-]/g, '').replace(/^\+/, '')
+        : '';
+  return WA_ID.test(digits) ? digits : null;
+}
+
+const NUMBER_KEYS = ['from', 'recipient_id', 'wa_id'];
+const BSUID_KEYS = ['from_user_id', 'recipient_user_id', 'user_id'];
+
 /** The sender or recipient an odd item carries, best effort (so that erase can find it). */
 function firstIdentifier(item: unknown, depth = 0): string | null {
   if (typeof item !== 'object' || item === null || depth > 3) return null;
   const record = item as Record<string, unknown>;
-  for (const key of ['from', 'recipient_id', 'wa_id', 'from_user_id', 'recipient_user_id', 'user_id']) {
+  for (const key of NUMBER_KEYS) {
+    const identifier = numberIn(record[key]);
+    if (identifier) return identifier;
+  }
+  for (const key of BSUID_KEYS) {
     const value = record[key];
-    if (typeof value === 'string' && (WA_ID.test(value) || BSUID.test(value))) return value;
+    const identifier = typeof value === 'string' ? bsuidOf(value) : null;
+    if (identifier) return identifier;
   }
   const contacts = record['contacts'];
   if (Array.isArray(contacts) && contacts.length) return firstIdentifier(contacts[0], depth + 1);

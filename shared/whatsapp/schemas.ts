@@ -223,14 +223,20 @@ export const StatusSchema = obj({
 });
 export type Status = z.infer<typeof StatusSchema>;
 
-/** `value` of a `messages` change; the arrays stay unknown so each item is checked on its own. */
-export const MessagesValueSchema = obj({
-  messaging_product: optStr,
-  metadata: MetadataSchema,
-  contacts: z.array(z.unknown()).optional(),
-  messages: z.array(z.unknown()).optional(),
-  statuses: z.array(z.unknown()).optional(),
-  errors: z.array(z.unknown()).optional(),
+/** What a `messages` change value needs before any of its parts can be used: the business number. */
+export const ValueHeadSchema = obj({ messaging_product: optStr, metadata: MetadataSchema });
+
+/** The parts of a `messages` value; the parser checks each on its own, so one odd part never hides the others. */
+export const VALUE_PARTS = ['contacts', 'messages', 'statuses', 'errors'] as const;
+/** A part is an array whose items stay unknown, so each item is checked on its own too. */
+export const ValuePartSchema = z.array(z.unknown()).optional();
+
+/** A well-formed `value` of a `messages` change. */
+export const MessagesValueSchema = ValueHeadSchema.extend({
+  contacts: ValuePartSchema,
+  messages: ValuePartSchema,
+  statuses: ValuePartSchema,
+  errors: ValuePartSchema,
 });
 export type MessagesValue = z.infer<typeof MessagesValueSchema>;
 

@@ -162,6 +162,58 @@ describe('erase means erased', () => {
   });
 });
 
+describe('archived items that write the number oddly', () => {
+  it('are exported and erased with the user: a "+" sender, a numeric recipient, a sender only its contact names', async () => {
+    const phone = newPhone();
+    await deliver(text(phone, 'hello'));
+    const user = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+    if (!user) throw new Error('user not stored');
+    // A sender written with a plus sign and spaces (out of bounds, so archived), its contact valid.
+    await deliver(
+      notification(
+        value({
+          contacts: [{ waId: phone }],
+          messages: [textMessage(`+${phone.slice(0, 2)} ${phone.slice(2)}`, 'plus sign words')],
+        }),
+      ),
+    );
+    // A status whose recipient is a JSON number (malformed, so archived).
+    await deliver(
+      notification(
+        value({
+          statuses: [
+            { id: wamid(), status: 'delivered', timestamp: nowSeconds(), recipient_id: Number(phone) },
+          ],
+        }),
+      ),
+    );
+    // A sender that is no number at all: the one contact of the notification names the person.
+    await deliver(
+      notification(
+        value({ contacts: [{ waId: phone }], messages: [textMessage('tel:unknown', 'odd sender words')] }),
+      ),
+    );
+    const exported = await app.services.data.personal.exportUser(user.id);
+    expect(exported?.events.map((e) => `${e.kind}/${e.reason}`).sort()).toEqual([
+      'unhandled_message/sender out of bounds',
+      'unhandled_message/sender out of bounds',
+      'unhandled_status/malformed status',
+    ]);
+    expect(JSON.stringify(exported?.events)).toContain('plus sign words');
+    expect(JSON.stringify(exported?.events)).toContain('odd sender words');
+
+    expect(await app.services.data.personal.eraseUser(user.id)).toMatchObject({ events: 3 });
+    const leftovers = await app.database.db
+      .collection('events')
+      .find({ kind: { $ne: 'audit' } })
+      .toArray();
+    const left = JSON.stringify(leftovers);
+    expect(left).not.toContain(phone.slice(2));
+    expect(left).not.toContain('plus sign words');
+    expect(left).not.toContain('odd sender words');
+  });
+});
+
 describe('bursts', () => {
   it('one notification with 25 messages from one user (an album): every one answered once, in the order listed', async () => {
     const phone = newPhone();

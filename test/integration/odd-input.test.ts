@@ -6,6 +6,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ingestNotification } from '../../shared/bot/ingest';
 import { processReplyJob } from '../../shared/bot/reply';
+import { subjectOf } from '../../shared/data';
 import { createLogger } from '../../shared/log';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { notification, nowSeconds, textMessage, value, wamid, PHONE_NUMBER_ID } from '../helpers/meta';
@@ -76,6 +77,109 @@ describe('odd but authentic input', () => {
   ])('%s: nothing fails, the other message of the batch is answered', async (_label, odd) => {
     await besideGood(odd);
     expect(await largestDocument()).toBeLessThan(MAX_DOC_BYTES);
+  });
+
+  it.each([
+    ['contacts', 'x'],
+    ['contacts', { wa_id: '33600000001', profile: { name: 'Not a list' } }],
+    ['statuses', { id: 'wamid.odd', status: 'read', timestamp: '1', recipient_id: '33600000002' }],
+    ['errors', { code: 131000, title: 'Something went wrong' }],
+  ])(
+    'a value whose %s part is not a list: the message next to it is stored and answered once, the part archived whole',
+    async (part, odd) => {
+      const from = newPhone();
+      const good = textMessage(from, 'a well-formed message');
+      const payload = notification({
+        ...value({ contacts: [{ waId: from }], messages: [good] }),
+        [part]: odd,
+      });
+      expect(await deliver(payload)).toEqual([good.id]);
+      expect(await deliver(payload)).toEqual([]);
+      expect(await raw('messages').countDocuments({ _id: good.id } as Record<string, unknown>)).toBe(1);
+      expect(await raw('messages').countDocuments({ relatedId: good.id, direction: 'outbound' })).toBe(1);
+      const events = await raw('events')
+        .find({ kind: 'unhandled_value', reason: `malformed ${part}` })
+        .toArray();
+      expect(events.map((e) => JSON.parse(String(e['payloadJson'])) as unknown)).toContainEqual({
+        phoneNumberId: PHONE_NUMBER_ID,
+        [part]: odd,
+      });
+    },
+  );
+
+  it('odd items of the contacts list are archived; the sender still gets the name of their own contact', async () => {
+    const from = newPhone();
+    const good = textMessage(from, 'my contact is the last one');
+    const contacts = [null, 5, { wa_id: 5 }, { wa_id: from, profile: { name: 'Right Person' } }];
+    expect(await deliver(notification({ ...value({ messages: [good] }), contacts }))).toEqual([good.id]);
+    const user = await app.services.data.users.findByIdentity({ waId: from, bsuid: null });
+    expect(user?.name).toBe('Right Person');
+    const archived = await raw('events')
+      .find({ kind: 'unhandled_contact', reason: 'malformed contact' })
+      .toArray();
+    expect(archived.map((e) => e['payloadJson'])).toEqual(
+      expect.arrayContaining(['null', '5', '{"wa_id":5}']),
+    );
+  });
+
+  it('a value whose messages part is not a list: its statuses are still applied, the part archived', async () => {
+    const from = newPhone();
+    const statusId = wamid();
+    const payload = notification({
+      ...value({
+        statuses: [{ id: statusId, status: 'delivered', timestamp: nowSeconds(), recipient_id: from }],
+      }),
+      messages: textMessage(from, 'one message, not a list of them'),
+    });
+    expect(await deliver(payload)).toEqual([]);
+    expect(await raw('messages').findOne({ _id: statusId } as Record<string, unknown>)).toMatchObject({
+      status: 'delivered',
+    });
+    expect(
+      await raw('events').countDocuments({ kind: 'unhandled_value', reason: 'malformed messages' }),
+    ).toBeGreaterThan(0);
+    // The number is found in the odd part, so erase and export find it.
+    expect(await raw('events').findOne({ reason: 'malformed messages' })).toMatchObject({
+      subject: subjectOf(from),
+    });
+  });
+
+  it('a contact for another number gives the sender neither its name nor its identity', async () => {
+    const [from, other] = [newPhone(), newPhone()];
+    const good = textMessage(from, 'which contact is mine?');
+    expect(
+      await deliver(
+        notification(value({ contacts: [{ waId: other, name: 'Wrong Person' }], messages: [good] })),
+      ),
+    ).toEqual([good.id]);
+    const user = await app.services.data.users.findByIdentity({ waId: from, bsuid: null });
+    expect(user?.name).toBeNull();
+
+    const next = newPhone();
+    const bsuid = `US.${next}`;
+    await deliver(
+      notification(
+        value({ contacts: [{ bsuid, name: 'Someone Else' }], messages: [textMessage(next, 'hi')] }),
+      ),
+    );
+    const second = await app.services.data.users.findByIdentity({ waId: next, bsuid: null });
+    expect(second).toMatchObject({ name: null, bsuid: null });
+    // The contact that does name the sender still gives its name.
+    const third = newPhone();
+    await deliver(
+      notification(
+        value({
+          contacts: [
+            { waId: other, name: 'Wrong Person' },
+            { waId: third, name: 'Right Person' },
+          ],
+          messages: [textMessage(third, 'hello')],
+        }),
+      ),
+    );
+    expect((await app.services.data.users.findByIdentity({ waId: third, bsuid: null }))?.name).toBe(
+      'Right Person',
+    );
   });
 
   it('a timestamp far in the future does not pin the user to the top of the lists', async () => {

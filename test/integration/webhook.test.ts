@@ -49,9 +49,10 @@ afterAll(async () => {
   await app.close();
 });
 afterEach(() => {
-  // Logs never carry a phone number, a token or a message text.
+  // Logs never carry a phone number (nor a message id, which holds one), a token or a message text.
   const all = app.logs.join('\n');
   expect(all).not.toMatch(/1650555\d{4}/);
+  expect(all).not.toMatch(/wamid\./i);
   expect(all).not.toContain(ACCESS_TOKEN);
   expect(all).not.toContain('secret words');
 });
@@ -582,6 +583,29 @@ describe('POST /api/webhook', () => {
     expect(new Headers(response.headers as Record<string, string>).get('x-content-type-options')).toBe(
       'nosniff',
     );
+  });
+});
+
+describe('logs', () => {
+  it('never print a message id in clear (a wamid holds the sender number), yet its lines correlate', async () => {
+    // A wamid as Meta sends it: base64 after `wamid.` that decodes to bytes holding 16503879439.
+    const id = 'wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=';
+    expect(Buffer.from(id.slice('wamid.'.length), 'base64').toString('latin1')).toContain('16503879439');
+    const phone = newPhone();
+    const start = app.logs.length;
+    const res = await app.post(
+      notification(value({ contacts: [{ waId: phone }], messages: [textMessage(phone, 'hi', { id })] })),
+    );
+    expect(res.jobs).toHaveLength(1);
+    await app.drain();
+    const lines = app.logs.slice(start);
+    const all = lines.join('\n');
+    expect(all).not.toContain(id.slice('wamid.'.length, 30));
+    expect(all).not.toContain('MTY1MDM4Nzk0Mzk'); // the number as it sits, base64-encoded, in the id
+    expect(all).not.toContain('16503879439');
+    const idIn = (text: string) => lines.find((l) => l.includes(text))?.match(/ id=(\S+)/)?.[1];
+    expect(idIn('inbound message')).toMatch(/^p_[0-9a-f]{12}$/);
+    expect(idIn('reply sent')).toBe(idIn('inbound message'));
   });
 });
 
