@@ -2,7 +2,7 @@
 // the data module reads as "already there" or "stale") stops nothing, every error is reported with
 // its operation's index, and the counts cover the operations that ran. Checked on the suite's own
 // server (the embedded FerretDB has a fix for this in its build: scripts/lib/ferretdb-patches.ts),
-// then through the repositories that rely on it.
+// then through the repositories that rely on it. Also: statuses leave inbound messages alone.
 import { MongoBulkWriteError, type AnyBulkWriteOperation, type Collection } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -171,5 +171,33 @@ describe('the repositories', () => {
     expect(settled.settled).toBe(true);
     expect(await store.messages.getMessage(message.id)).toMatchObject({ replyState: 'sent', status: 'read' });
     for (const part of parts) expect(await store.messages.getMessage(part.id)).not.toBeNull();
+  });
+
+  it('leaves inbound messages alone: a status describes an outbound message', async () => {
+    const message = await inbound(key('wamid.in'), 'none');
+    for (const s of ['sent', 'delivered', 'read', 'failed'] as const)
+      expect(await store.messages.applyStatus(status(message.id, s))).toBe('stale');
+    const after = await messages().findOne({ _id: message.id });
+    expect(after).toMatchObject({ status: 'received', statusRank: 0 });
+    expect(after).not.toHaveProperty('failedUncounted');
+    expect(after).not.toHaveProperty('statusTimes');
+
+    // Among other statuses, in one write: the others still apply.
+    const y = key('wamid.Y');
+    await store.messages.recordOutbound(outbound(y));
+    expect(await store.messages.applyStatuses([status(message.id, 'failed'), status(y, 'read')])).toEqual({
+      applied: 1,
+      stale: 1,
+    });
+    expect((await messages().findOne({ _id: message.id }))?.status).toBe('received');
+    expect((await messages().findOne({ _id: y }))?.status).toBe('read');
+
+    // A status for a message not stored yet still leaves a placeholder (that the message joins:
+    // webhook.test.ts), with nothing of the filter in it.
+    const early = key('wamid.early');
+    expect(await store.messages.applyStatus(status(early, 'delivered'))).toBe('applied');
+    const placeholder = await messages().findOne({ _id: early });
+    expect(placeholder).toMatchObject({ status: 'delivered', waMessageId: early });
+    expect(placeholder).not.toHaveProperty('direction');
   });
 });
