@@ -1,6 +1,6 @@
 // FerretDB v1 (SQLite backend), built once from the Go module proxy into the user cache, with the
-// steps and the elapsed time shown (the first run takes about a minute). Its SQLite backend gets two
-// fixes to how it finds rows (ferretdb-patches.ts).
+// steps and the elapsed time shown (the first run takes about a minute), with the fixes of
+// ferretdb-patches.ts (how it finds rows; unordered bulk updates as MongoDB runs them).
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { defaultLog, type Log } from './database-types';
@@ -116,7 +116,7 @@ async function buildFerretDb(
     await fs.cp(dir.stdout.trim(), source, { recursive: true });
     await makeWritable(source);
     await fs.writeFile(path.join(source, 'build', 'version', 'version.txt'), `${FERRETDB_VERSION}\n`);
-    // Lookups by key that use the indexes (see ferretdb-patches.ts).
+    // Lookups by key that use the indexes, and MongoDB's unordered updates (see ferretdb-patches.ts).
     await applyFerretDbPatches(source);
     check('go mod edit', await go(['mod', 'edit', `-replace=${FERRETDB_MODULE}=./src`], extraEnv));
     progress(`3/4 compiling: go install ${FERRETDB_PACKAGE} (the longest step)`);

@@ -1,6 +1,7 @@
-// Two fixes to FerretDB v1.24.2's SQLite backend, applied to the source copy before it is built.
-// They change how FerretDB finds rows, never which documents a command matches: FerretDB applies
-// the whole filter itself to every row SQLite returns, so the SQL WHERE clause is only a
+// Fixes to FerretDB v1.24.2, applied to the source copy before it is built.
+//
+// Two change how its SQLite backend finds rows, never which documents a command matches: FerretDB
+// applies the whole filter itself to every row SQLite returns, so the SQL WHERE clause is only a
 // pre-filter, and each fix keeps it a superset of the matching documents.
 //
 // 1. `_id` lookups use the `_id` index. FerretDB creates that index on `_ferretdb_sjson->"_id"` but
@@ -14,14 +15,24 @@
 //    as `field = "value" OR field is an array` (MongoDB's equality also matches an array that
 //    holds the value). Both use the collection's indexes when there are some.
 //
-// The app does not depend on these fixes (Cosmos DB and MongoDB use their indexes anyway): they
-// make the embedded database's costs look like the platform's, where a lookup by key does not
-// grow with the collection. test/integration/ferretdb-pushdown.test.ts checks the results.
+// These two make the embedded database's costs look like the platform's, where a lookup by key
+// does not grow with the collection; the app does not depend on them.
+// test/integration/ferretdb-pushdown.test.ts checks the results.
+//
+// 3. The `update` command runs its updates as MongoDB does (the app relies on this: an unordered
+//    bulk write where a duplicate key means "already there", see shared/data/gateway.ts).
+//    Upstream ignored `ordered`, ran the updates until the first error and then answered with
+//    that error alone, at index 0 and with no counts: the updates before it were applied but not
+//    reported, those after it never ran (FerretDB issue 2612), and an upserted id carried the
+//    number of upserts so far instead of its update's index. Now each update that fails is a
+//    write error with its own index, an unordered command goes on with the next update, and the
+//    counts and upserted ids of those that ran are kept. test/integration/unordered-bulk.test.ts
+//    checks MongoDB's results on whichever server the suite runs.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 
 /** Part of the binary's cache path: a new value rebuilds FerretDB once on every machine. */
-export const FERRETDB_PATCH_LEVEL = 'pushdown-1';
+export const FERRETDB_PATCH_LEVEL = 'pushdown-1-update-1';
 
 export interface FerretDbEdit {
   readonly file: string;
@@ -45,6 +56,36 @@ const ID_PUSHDOWN_EXPLAIN = ID_PUSHDOWN.replace(
   'case string, types.ObjectID:\n\t\t\tfilterPushdown = true\n',
 );
 
+const UPDATE_RESULT = `	res := must.NotFail(types.NewDocument(
+		"n", matched,
+	))
+
+	if upserted.Len() != 0 {
+		res.Set("upserted", upserted)
+	}
+`;
+
+const UPDATE_AT_ONCE = `	// TODO https://github.com/FerretDB/FerretDB/issues/2612
+	_ = params.Ordered
+
+	matched, modified, upserted, err := h.updateDocument(connCtx, params)
+	if err != nil {
+		return nil, handleUpdateError(params.DB, params.Collection, "update", err)
+	}
+
+${UPDATE_RESULT}`;
+
+const UPDATE_EACH = `	matched, modified, upserted, writeErrors, err := h.updateEach(connCtx, params)
+	if err != nil {
+		return nil, err
+	}
+
+${UPDATE_RESULT}
+	if writeErrors.Len() != 0 {
+		res.Set("writeErrors", writeErrors)
+	}
+`;
+
 /** The exact text each fix replaces (a stand-in source in the tests is made of these). */
 export const FERRETDB_EDITS: readonly FerretDbEdit[] = [
   {
@@ -61,6 +102,22 @@ export const FERRETDB_EDITS: readonly FerretDbEdit[] = [
     file: 'internal/backends/sqlite/collection.go',
     find: ID_PUSHDOWN_EXPLAIN,
     replace: `	whereClause, args = prepareWhereClause(params.Filter)\n	filterPushdown = whereClause != ""\n`,
+  },
+  {
+    file: 'internal/handler/common/update_params.go',
+    find: '\tOrdered                  bool            `ferretdb:"ordered,ignored"`',
+    replace: '\tOrdered                  bool            `ferretdb:"ordered,opt"`',
+  },
+  {
+    // MongoDB's default, as for insert and delete.
+    file: 'internal/handler/common/update_params.go',
+    find: '\tvar params UpdateParams\n',
+    replace: '\tparams := UpdateParams{Ordered: true}\n',
+  },
+  {
+    file: 'internal/handler/msg_update.go',
+    find: UPDATE_AT_ONCE,
+    replace: UPDATE_EACH,
   },
 ];
 
@@ -136,6 +193,94 @@ func prepareWhereClause(filter *types.Document) (string, []any) {
 }
 `;
 
+/** Each update of an update command on its own, with its own write error (fix 3). */
+const UPDATE_EACH_GO = `// Added by whatsapp-cosmos-bot's FerretDB build (scripts/lib/ferretdb-patches.ts).
+
+package handler
+
+import (
+	"context"
+	"errors"
+
+	"github.com/FerretDB/FerretDB/internal/handler/common"
+	"github.com/FerretDB/FerretDB/internal/handler/handlererrors"
+	"github.com/FerretDB/FerretDB/internal/types"
+	"github.com/FerretDB/FerretDB/internal/util/must"
+)
+
+// updateEach runs the updates of an update command one after another, as MongoDB does: an update
+// that fails becomes a write error with its own index and, unless the command is ordered, the
+// next updates still run. The counts and the upserted ids (with their update's index) of the
+// updates that ran are kept. Any other error ends the command, as upstream.
+func (h *Handler) updateEach(ctx context.Context, params *common.UpdateParams) (int32, int32, *types.Array, *types.Array, error) {
+	var matched, modified int32
+	upserted := types.MakeArray(0)
+	writeErrors := types.MakeArray(0)
+
+	for i := range params.Updates {
+		one := *params
+		one.Updates = params.Updates[i : i+1]
+
+		m, n, u, err := h.updateDocument(ctx, &one)
+		if err != nil {
+			err = handleUpdateError(params.DB, params.Collection, "update", err)
+
+			var we *handlererrors.WriteErrors
+			if !errors.As(err, &we) {
+				return 0, 0, nil, nil, err
+			}
+
+			we.Each(func(code handlererrors.ErrorCode, msg string) {
+				writeErrors.Append(must.NotFail(types.NewDocument(
+					"index", int32(i),
+					"code", int32(code),
+					"errmsg", msg,
+				)))
+			})
+
+			if params.Ordered {
+				break
+			}
+
+			continue
+		}
+
+		matched += m
+		modified += n
+
+		for j := 0; j < u.Len(); j++ {
+			doc := must.NotFail(u.Get(j)).(*types.Document)
+			upserted.Append(must.NotFail(types.NewDocument(
+				"index", int32(i),
+				"_id", must.NotFail(doc.Get("_id")),
+			)))
+		}
+	}
+
+	return matched, modified, upserted, writeErrors, nil
+}
+`;
+
+/** The code and message of each write error (their fields are private to the package). */
+const WRITE_ERRORS_EACH_GO = `// Added by whatsapp-cosmos-bot's FerretDB build (scripts/lib/ferretdb-patches.ts).
+
+package handlererrors
+
+// Each calls f with the code and the message of every write error.
+func (we *WriteErrors) Each(f func(code ErrorCode, msg string)) {
+	for _, e := range we.errs {
+		f(e.code, e.errmsg)
+	}
+}
+`;
+
+/** Files the fixes add to the source. */
+const FERRETDB_NEW_FILES: Readonly<Record<string, string>> = {
+  'internal/backends/sqlite/where_clause.go': WHERE_CLAUSE_GO,
+  'internal/handler/update_each.go': UPDATE_EACH_GO,
+  'internal/handler/handlererrors/write_each.go': WRITE_ERRORS_EACH_GO,
+};
+
 /** Applies the fixes to a writable copy of FerretDB's source; fails if the source is not the expected one. */
 export async function applyFerretDbPatches(source: string): Promise<void> {
   for (const edit of FERRETDB_EDITS) {
@@ -146,5 +291,8 @@ export async function applyFerretDbPatches(source: string): Promise<void> {
       throw new Error(`FerretDB source differs from the expected one in ${edit.file}; cannot patch`);
     await fs.writeFile(file, text.slice(0, at) + edit.replace + text.slice(at + edit.find.length));
   }
-  await fs.writeFile(path.join(source, 'internal/backends/sqlite/where_clause.go'), WHERE_CLAUSE_GO);
+  for (const [file, text] of Object.entries(FERRETDB_NEW_FILES)) {
+    await fs.mkdir(path.dirname(path.join(source, file)), { recursive: true });
+    await fs.writeFile(path.join(source, file), text);
+  }
 }

@@ -11,6 +11,10 @@
 //
 // FerretDB v1 also refuses a projection (`fields`) on findAndModify: there the whole document is
 // returned instead, which changes nothing for the caller but the bytes on the wire.
+//
+// FerretDB v1's `update` command stops at its first write error even when unordered, and reports
+// neither which update failed nor what the others did, so no adapter can make up for it: the
+// project's FerretDB build fixes that instead (scripts/lib/ferretdb-patches.ts, fix 3).
 import type { Db } from 'mongodb';
 
 /** What a write may use on this server. */

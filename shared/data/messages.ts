@@ -250,18 +250,23 @@ export class MessagesRepository {
    * Applies delivery statuses to outbound messages in one round trip (a notification may carry
    * hundreds), only ever forward, whatever the order of arrival. A status for a message not stored
    * yet leaves a placeholder that the message joins. A `failed` status also marks the message
-   * `failedUncounted` in the same write; the sweep folds it into the running counter.
+   * `failedUncounted` in the same write; the sweep folds it into the running counter. A status
+   * naming an inbound message changes nothing (statuses describe what we sent): it is stale.
    */
   async applyStatuses(updates: readonly StatusUpdate[]): Promise<{ applied: number; stale: number }> {
     if (updates.length === 0) return { applied: 0, stale: 0 };
     const ops: AnyBulkWriteOperation<MessageDoc>[] = updates.map((update) => ({
       updateOne: {
-        filter: { _id: update.waMessageId, statusRank: { $lt: STATUS_RANK[update.status] } },
+        filter: {
+          _id: update.waMessageId,
+          statusRank: { $lt: STATUS_RANK[update.status] },
+          direction: { $ne: 'inbound' },
+        },
         update: statusChange(update),
         upsert: true,
       },
     }));
-    // A duplicate key: the message exists and is not behind that status (stale).
+    // A duplicate key: the message exists and is inbound or not behind that status (stale).
     const { duplicates } = await this.messages.bulkWriteKeyed(ops);
     return { applied: updates.length - duplicates.size, stale: duplicates.size };
   }

@@ -1,5 +1,6 @@
-// The embedded database's two fixes (scripts/lib/ferretdb-patches.ts): lookups by `_id` use the
-// `_id` index, and `_id` and plain string equalities reach SQL whatever else the filter holds.
+// The embedded database's two fixes to how it finds rows (scripts/lib/ferretdb-patches.ts): lookups
+// by `_id` use the `_id` index, and `_id` and plain string equalities reach SQL whatever else the
+// filter holds.
 // They may change how rows are found, never which documents match: the results here are MongoDB's.
 import { existsSync } from 'node:fs';
 import { MongoClient, type Collection, type Document } from 'mongodb';
