@@ -3,10 +3,12 @@
 // so it runs on Cosmos DB, MongoDB and FerretDB alike. Summaries and counters go through the same
 // rules as the webhook and reply paths (./summary, ./stats).
 import { BSON, type Document } from 'mongodb';
+import { AppError } from '../errors';
+import { checkStoredDocument, type StoredCollection } from './doc-schemas';
 import type { Gateway } from './gateway';
 import { COLLECTIONS, type CollectionName } from './indexes';
 import { countedAs } from './message-doc';
-import { STATUS_RANK, type MessageDoc } from './messages';
+import { MAX_TEXT, STATUS_RANK, type MessageDoc } from './messages';
 import { CounterDelta, TOTALS_ID, type StatsDoc, type StatsRepository } from './stats';
 import type { SummaryMessage } from './summary';
 import { prefixTerms } from './terms';
@@ -97,6 +99,23 @@ export interface CounterProblem {
 
 type AnyDoc = Document & { _id: string };
 
+/** Refuses a batch holding a document the schemas (and Cosmos DB's 2 MB) would refuse; names the field. */
+function checkImported(collection: StoredCollection, docs: readonly Document[]): void {
+  docs.forEach((doc, i) => {
+    const problem = checkStoredDocument(collection, doc);
+    if (problem) {
+      throw new AppError('INVALID_INPUT', `${collection} document ${i + 1} of the batch: ${problem}`);
+    }
+  });
+}
+
+/** What an import changed in the summaries and counters after the fact (`settleImport`). */
+export interface ImportSettlement {
+  summariesRebuilt: number;
+  /** One line per counter changed (`inbound: 24500 → 25000`). */
+  countersRepaired: string[];
+}
+
 export class Maintenance {
   constructor(
     private readonly users: Gateway<UserDoc>,
@@ -133,6 +152,7 @@ export class Maintenance {
       searchKeys: searchKeysFor(u.waId, u.name),
       replyLock: null,
     }));
+    checkImported('users', docs);
     const inserted = await this.users.insertMissing(docs);
     const delta = new CounterDelta();
     for (const i of inserted) {
@@ -146,34 +166,42 @@ export class Maintenance {
   /**
    * Inserts the messages not stored yet (given oldest first) and, for those only, updates the users'
    * summaries and the counters (the same rules as the webhook and reply paths). Imported inbound
-   * messages are never answered (`replyState: none`). Used by the migration and the seed script.
+   * messages are never answered (`replyState: none`). Texts are cut to `MAX_TEXT`, as the webhook
+   * cuts them; a document the schemas refuse fails the batch before anything is written. Used by
+   * the migration and the seed script. A run stopped between the insert and the counting leaves
+   * documents that a later insert finds present: `settleImport` counts them.
    */
   async importMessages(
     batch: readonly ImportedMessage[],
+    /** Test seam: runs between the insert and the counting (an interruption is injected there). */
+    afterInsert?: () => Promise<void>,
   ): Promise<{ inserted: number; inbound: number; outbound: number }> {
     const docs: MessageDoc[] = batch.map((m) => {
       const status = m.direction === 'inbound' ? 'received' : (m.status ?? 'sent');
+      const text = m.text.slice(0, MAX_TEXT);
       return {
         _id: m.id,
         userId: m.userId,
         waMessageId: m.waMessageId,
         direction: m.direction,
         type: m.type ?? 'text',
-        text: m.text,
+        text,
         status,
         statusRank: STATUS_RANK[status],
         createdAt: m.createdAt,
         seqAt: m.seqAt ?? m.createdAt,
         role: m.role ?? 'conversation',
         phoneNumberId: m.phoneNumberId ?? null,
-        terms: prefixTerms(m.text),
+        terms: prefixTerms(text),
         relatedId: m.relatedId ?? null,
         replyState: m.direction === 'inbound' ? 'none' : null,
         error: status === 'failed' ? { code: null, title: 'failed' } : null,
         ai: m.ai ?? null,
       };
     });
+    checkImported('messages', docs);
     const inserted = await this.messages.insertMissing(docs);
+    await afterInsert?.();
     const total = { inbound: 0, outbound: 0 };
     const delta = new CounterDelta();
     const perUser = new Map<string, SummaryMessage[]>();
@@ -188,12 +216,60 @@ export class Maintenance {
         aiModel: m.ai?.model ?? null,
       });
       const list = perUser.get(m.userId) ?? [];
-      list.push({ id: m.id, text: m.text, at: m.seqAt ?? m.createdAt, direction: m.direction });
+      list.push({
+        id: m.id,
+        text: m.text.slice(0, MAX_TEXT),
+        at: m.seqAt ?? m.createdAt,
+        direction: m.direction,
+      });
       perUser.set(m.userId, list);
     });
     for (const [userId, list] of perUser) await this.usersRepo.noteMessages(userId, list);
     await this.stats.apply(delta);
     return { inserted: inserted.size, ...total };
+  }
+
+  /**
+   * The stored messages among `ids` (user, direction, time): the migration tells a message an
+   * earlier version migrated under another key from a different one that happens to share it.
+   */
+  async findImported(
+    ids: readonly string[],
+  ): Promise<Map<string, { userId: string | null; direction: Direction | null; createdAt: Date | null }>> {
+    const found = new Map<
+      string,
+      { userId: string | null; direction: Direction | null; createdAt: Date | null }
+    >();
+    if (!ids.length) return found;
+    const projection = { userId: 1, direction: 1, createdAt: 1 };
+    for await (const m of this.messages.iterate({ _id: { $in: [...ids] } }, { projection })) {
+      found.set(m._id, {
+        userId: m.userId ?? null,
+        direction: m.direction ?? null,
+        createdAt: m.createdAt instanceof Date ? m.createdAt : null,
+      });
+    }
+    return found;
+  }
+
+  /**
+   * After an import: rebuilds the summaries of the given users that disagree with their stored
+   * messages, and the counters when any is below what is stored, with the rules and code of
+   * `npm run health -- --repair`. A run that was interrupted after inserting a batch and before
+   * counting it leaves exactly that; after a complete run it changes nothing. One pass over the
+   * users and messages.
+   */
+  async settleImport(
+    userIds: Iterable<string>,
+    onProgress?: (done: number) => void,
+  ): Promise<ImportSettlement> {
+    const counts = await this.countStored(onProgress);
+    const touched = new Set(userIds);
+    const wrong = (await this.checkSummaries(counts)).map((p) => p.userId).filter((id) => touched.has(id));
+    const summariesRebuilt = wrong.length ? await this.repairSummaries(counts, wrong) : 0;
+    const below = await this.checkCounters(counts);
+    const countersRepaired = below.length ? await this.repairCounters(counts) : [];
+    return { summariesRebuilt, countersRepaired };
   }
 
   // -------------------------------------------------------------------------------------------

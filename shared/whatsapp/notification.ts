@@ -67,7 +67,7 @@ export interface ArchiveEvent {
 export type WebhookEvent = MessageEvent | StatusEvent | ArchiveEvent;
 
 /** A name as WhatsApp shows it is short; control characters are dropped. */
-const MAX_NAME = 256;
+export const MAX_NAME = 256;
 /** How far ahead of our clock Meta's timestamp may be before we use our own time instead. */
 const FUTURE_SLACK_MS = 5 * 60_000;
 
@@ -86,7 +86,8 @@ const bsuidOf = (value: string | undefined | null): string | null =>
   value !== undefined && value !== null && BSUID.test(value) ? value : null;
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f]/g;
-const nameOf = (value: string | undefined | null): string | null => {
+/** A profile name as stored: control characters dropped, trimmed, at most `MAX_NAME` characters. */
+export const nameOf = (value: string | undefined | null): string | null => {
   const clean = value?.replace(CONTROL, '').trim().slice(0, MAX_NAME);
   return clean ? clean : null;
 };
