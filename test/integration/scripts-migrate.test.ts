@@ -8,7 +8,7 @@ import { createDataStore, userIdFor, type DataStore } from '../../shared/data';
 import * as manage from '../../shared/manage/service';
 import { dryRunGraphClient } from '../../shared/whatsapp/graph';
 import { runToExitCode } from '../../scripts/lib/cli';
-import { main as migrate, parseLegacyDate } from '../../scripts/migrate';
+import { derivedKey, main as migrate, parseLegacyDate } from '../../scripts/migrate';
 import { testDatabase, type TestDatabase } from '../helpers/db';
 import { collectionOf } from '../helpers/raw';
 import { captureIo, LEGACY_MESSAGES, LEGACY_USERS, writeLegacyDb } from '../fixtures/scripts';
@@ -23,6 +23,22 @@ const U1 = uid('15550100001');
 const U2 = uid('15550100002');
 const U3 = uid('442079460003');
 const U4 = uid('15550100004');
+// Messages without a WhatsApp id: keyed by user, time, direction, row and text.
+const L2 = derivedKey(
+  '15550100001',
+  new Date('2024-01-01T10:00:02.250Z'),
+  'outbound',
+  2,
+  'Bien, it\'s "fine" 😀',
+);
+const L6 = derivedKey(
+  '15550100002',
+  new Date('2024-01-02T03:04:06Z'),
+  'outbound',
+  6,
+  'You will not get more messages.',
+);
+const L8 = derivedKey('442079460003', new Date('2024-01-02T23:59:59.500Z'), 'outbound', 8, 'x'.repeat(300));
 
 async function snapshot(db: TestDatabase['db']) {
   const out: Record<string, unknown[]> = {};
@@ -125,7 +141,7 @@ describe('npm run migrate', () => {
       name: null,
       optedOut: true,
       messageCount: 2,
-      lastMessageId: 'legacy:6',
+      lastMessageId: L6,
     });
     expect(u2?.createdAt.toISOString()).toBe('2024-01-02T03:04:05.123Z');
     expect(u2?.lastMessagePreview).toBe('You will not get more messages.');
@@ -156,10 +172,10 @@ describe('npm run migrate', () => {
       all.map((m) => [m['_id'], m['userId'], m['direction'], (m['createdAt'] as Date).toISOString()]),
     ).toEqual([
       ['wamid.A1', U1, 'inbound', '2024-01-01T10:00:01.000Z'],
-      ['legacy:2', U1, 'outbound', '2024-01-01T10:00:02.250Z'],
-      ['legacy:6', U2, 'outbound', '2024-01-02T03:04:06.000Z'],
+      [L2, U1, 'outbound', '2024-01-01T10:00:02.250Z'],
+      [L6, U2, 'outbound', '2024-01-02T03:04:06.000Z'],
       ['wamid.B1', U2, 'inbound', '2024-01-02T03:04:06.000Z'],
-      ['legacy:8', U3, 'outbound', '2024-01-02T23:59:59.500Z'],
+      [L8, U3, 'outbound', '2024-01-02T23:59:59.500Z'],
       ['wamid.A2', U1, 'inbound', '2024-01-03T08:00:00.000Z'],
       ['wamid.C1', U3, 'inbound', '2024-01-03T12:00:00.999Z'],
     ]);
@@ -177,17 +193,17 @@ describe('npm run migrate', () => {
         .collection('messages')
         .countDocuments({ direction: 'inbound', replyState: { $nin: ['none', 'sent'] } }),
     ).toBe(0);
-    const l2 = await store.messages.getMessage('legacy:2');
+    const l2 = await store.messages.getMessage(L2);
     expect(l2).toMatchObject({ waMessageId: null, text: 'Bien, it\'s "fine" 😀', status: 'sent' });
     // Search terms are stored (accents folded).
     const found = await t.db.collection('messages').find({ terms: 'cafe' }).toArray();
     expect(found.map((m) => m['_id'])).toEqual(['wamid.C1']);
     // A conversation in order, as the bot reads it for AI context.
     const history = await store.messages.conversationBefore(U1, new Date('2025-01-01'), 'none', null, 10);
-    expect(history.map((m) => m.id)).toEqual(['wamid.A1', 'legacy:2', 'wamid.A2']);
+    expect(history.map((m) => m.id)).toEqual(['wamid.A1', L2, 'wamid.A2']);
     // Same instant: the legacy row order (5 then 6) is kept in the conversation.
     const tied = await store.messages.conversationBefore(U2, new Date('2025-01-01'), 'none', null, 10);
-    expect(tied.map((m) => m.id)).toEqual(['wamid.B1', 'legacy:6']);
+    expect(tied.map((m) => m.id)).toEqual(['wamid.B1', L6]);
     expect(tied.map((m) => m.createdAt.toISOString())).toEqual([
       '2024-01-02T03:04:06.000Z',
       '2024-01-02T03:04:06.000Z',
@@ -248,7 +264,7 @@ describe('npm run migrate', () => {
     const conversation = await manage.listUserMessages(ctx, U1, { limit: 50 });
     expect(conversation.items.map((m) => [m.id, m.direction, m.createdAt, m.waMessageId])).toEqual([
       ['wamid.A2', 'inbound', '2024-01-03T08:00:00.000Z', 'wamid.A2'],
-      ['legacy:2', 'outbound', '2024-01-01T10:00:02.250Z', null],
+      [L2, 'outbound', '2024-01-01T10:00:02.250Z', null],
       ['wamid.A1', 'inbound', '2024-01-01T10:00:01.000Z', 'wamid.A1'],
     ]);
     const search = await manage.searchMessages(ctx, { q: 'cafe', limit: 50 });

@@ -1,0 +1,294 @@
+// npm run migrate on what the tidy fixture does not show: a run interrupted between a batch's insert
+// and its counting, a second bot's file, a file without primary keys, and rows out of bounds or in
+// odd formats. Each case on its own fresh database; `npm run health` must find nothing afterwards.
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { checkStoredDocument, userIdFor, type StoredCollection } from '../../shared/data';
+import { runToExitCode } from '../../scripts/lib/cli';
+import { main as health } from '../../scripts/health';
+import { derivedKey, main as migrate } from '../../scripts/migrate';
+import { testDatabase, type TestDatabase } from '../helpers/db';
+import { collectionOf } from '../helpers/raw';
+import { captureIo, LEGACY_MESSAGES, LEGACY_USERS, LOOSE_SCHEMA, writeLegacyDb } from '../fixtures/scripts';
+
+const databases: TestDatabase[] = [];
+const files: string[] = [];
+
+async function freshDb(name: string): Promise<TestDatabase> {
+  const t = await testDatabase(name);
+  databases.push(t);
+  return t;
+}
+
+async function legacyFile(...args: Parameters<typeof writeLegacyDb>): Promise<string> {
+  const file = await writeLegacyDb(...args);
+  files.push(file);
+  return file;
+}
+
+const envOf = (t: TestDatabase) => ({
+  MONGODB_URI: t.uri,
+  MONGODB_DATABASE: t.dbName,
+  WHATSAPP_VERIFY_TOKEN: 'verify-token-for-tests',
+  WHATSAPP_APP_SECRET: 'app-secret-for-tests',
+});
+
+/** `npm run health`: exit code and output. */
+async function healthOf(t: TestDatabase) {
+  const io = captureIo();
+  const code = await runToExitCode(health, [], envOf(t), io);
+  return { code, out: io.text() };
+}
+
+/** Every stored user and message passes the schemas a restore applies. */
+async function expectRestorable(t: TestDatabase): Promise<void> {
+  for (const name of ['users', 'messages'] as StoredCollection[]) {
+    for (const doc of await t.db.collection(name).find({}).toArray()) {
+      expect(checkStoredDocument(name, doc), `${name} ${String(doc['_id']).slice(0, 40)}`).toBeNull();
+    }
+  }
+}
+
+afterAll(async () => {
+  for (const t of databases) await t.drop();
+  for (const file of files) await fs.rm(path.dirname(file), { recursive: true, force: true });
+});
+
+describe('an interrupted migration, run again', () => {
+  it('completes the summaries and counters of what the interrupted run inserted', async () => {
+    const t = await freshDb('migrate-interrupted');
+    const file = await legacyFile(LEGACY_USERS, LEGACY_MESSAGES);
+    // Stopped (as by SIGKILL or Ctrl-C) right after the first batch of messages was inserted.
+    const stopped = captureIo();
+    const aborted = await runToExitCode(
+      (argv, env, io) =>
+        migrate(argv, env, io, {
+          afterInsert: (batch) => Promise.reject(new Error(`interrupted after batch ${batch}`)),
+        }),
+      [file, '--batch-size', '3'],
+      envOf(t),
+      stopped,
+    );
+    expect(aborted).toBe(1);
+    expect(await t.db.collection('messages').countDocuments()).toBe(3);
+    expect((await healthOf(t)).code).toBe(1); // the state the run left
+
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file, '--batch-size', '3'], envOf(t), io)).toBe(0);
+    const out = io.stdout.join('\n');
+    expect(out).toMatch(/messages inserted:\s+4/);
+    expect(out).toMatch(/already migrated:\s+7/); // 4 users and the 3 messages of the first batch
+    expect(out).toMatch(/summaries rebuilt \(left by an interrupted run\):\s+[1-9]/);
+    expect(out).toMatch(/counters repaired \(left by an interrupted run\):\s+[1-9]/);
+
+    const checked = await healthOf(t);
+    expect(checked.out).toMatch(/summary problems:\s+0/);
+    expect(checked.out).toMatch(/counter problems:\s+0/);
+    expect(checked.code).toBe(0);
+    const totals = await t.db.collection('stats').findOne({ _id: 'totals' as never });
+    expect(totals).toMatchObject({ inbound: 4, outbound: 3, newUsers: 4 });
+    expect(
+      await t.db
+        .collection('users')
+        .findOne({ _id: userIdFor({ waId: '15550100001', bsuid: null }) as never }),
+    ).toMatchObject({
+      messageCount: 3,
+      lastMessageId: 'wamid.A2',
+    });
+
+    // And a third run changes nothing.
+    const before = await t.db.collection('stats').find({}).sort({ _id: 1 }).toArray();
+    const again = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), again)).toBe(0);
+    expect(again.stdout.join('\n')).toMatch(/summaries rebuilt \(left by an interrupted run\):\s+0/);
+    expect(again.stdout.join('\n')).toMatch(/counters repaired \(left by an interrupted run\):\s+0/);
+    expect(await t.db.collection('stats').find({}).sort({ _id: 1 }).toArray()).toEqual(before);
+  });
+});
+
+describe('messages without a WhatsApp id', () => {
+  it("keeps a second bot's rows whose row ids the first file used", async () => {
+    const t = await freshDb('migrate-second-file');
+    const first = await legacyFile(LEGACY_USERS, LEGACY_MESSAGES);
+    const second = await legacyFile(
+      [[1, '+49 151 0000001', 'Other bot user', 1, '2024-06-01 10:00:00', '2024-06-01 10:00:00']],
+      [
+        [1, 1, 'user', 'hallo', 'wamid.X1', '2024-06-01 10:00:01'],
+        [2, 1, 'assistant', 'Guten Tag from the second bot', '', '2024-06-01 10:00:02'],
+      ],
+    );
+    expect(await runToExitCode(migrate, [first], envOf(t), captureIo())).toBe(0);
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [second], envOf(t), io)).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(/messages inserted:\s+2/);
+    const other = userIdFor({ waId: '491510000001', bsuid: null });
+    const texts = await t.db.collection('messages').find({ userId: other }).sort({ createdAt: 1 }).toArray();
+    expect(texts.map((m) => m['text'])).toEqual(['hallo', 'Guten Tag from the second bot']);
+    expect(await t.db.collection('messages').countDocuments()).toBe(9);
+    // Each file run again changes nothing.
+    for (const file of [first, second]) {
+      const again = captureIo();
+      expect(await runToExitCode(migrate, [file], envOf(t), again)).toBe(0);
+      expect(again.stdout.join('\n')).toMatch(/messages inserted:\s+0/);
+    }
+    expect(await t.db.collection('messages').countDocuments()).toBe(9);
+    expect((await healthOf(t)).code).toBe(0);
+  });
+
+  it('keeps the key an earlier version gave (legacy:<row>), so its migrations stay migrated', async () => {
+    const t = await freshDb('migrate-earlier-keys');
+    const file = await legacyFile(LEGACY_USERS, LEGACY_MESSAGES);
+    expect(await runToExitCode(migrate, [file], envOf(t), captureIo())).toBe(0);
+    // What the earlier version stored for row 2: the same message under `legacy:2`.
+    const messages = collectionOf(t.db, 'messages');
+    const key = derivedKey(
+      '15550100001',
+      new Date('2024-01-01T10:00:02.250Z'),
+      'outbound',
+      2,
+      'Bien, it\'s "fine" 😀',
+    );
+    const doc = await messages.findOne({ _id: key });
+    expect(doc).not.toBeNull();
+    expect((await messages.deleteOne({ _id: key })).deletedCount).toBe(1);
+    await messages.insertOne({ ...doc!, _id: 'legacy:2' });
+    const users = collectionOf(t.db, 'users');
+    const u1 = userIdFor({ waId: '15550100001', bsuid: null });
+    await users.updateOne({ _id: u1, lastMessageId: key }, { $set: { lastMessageId: 'legacy:2' } });
+
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io)).toBe(0);
+    const out = io.stdout.join('\n');
+    expect(out).toMatch(/messages inserted:\s+0/);
+    expect(out).toMatch(/messages under an earlier version’s key:\s+1/);
+    expect(await t.db.collection('messages').countDocuments()).toBe(7);
+    expect((await healthOf(t)).code).toBe(0);
+  });
+
+  it('keeps rows with repeated or NULL ids apart and never gives a message to another user', async () => {
+    const t = await freshDb('migrate-loose');
+    const file = await legacyFile(
+      [
+        [1, '15550001111', 'First of id 1', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00'],
+        [1, '15550002222', 'Second of id 1', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00'],
+        [null, '15550003333', 'NULL id', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00'],
+        [0, '15550004444', 'Id zero', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00'],
+        [2, '15550005555', 'Two', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00'],
+        [4, null, 'NULL phone', null, null, null],
+      ],
+      [
+        [1, 2, 'user', 'msg A (row id 1)', null, '2024-01-01 10:00:01'],
+        [1, 2, 'user', 'msg B (also row id 1, different text)', null, '2024-01-01 10:00:02'],
+        [null, 2, 'user', 'NULL row id', null, '2024-01-01 10:00:03'],
+        [null, 2, 'user', 'NULL row id 2', null, '2024-01-01 10:00:04'],
+        [5, 2, 'user', null, 'wamid.L5', '2024-01-01 10:00:05'],
+        [6, null, 'user', 'NULL user', 'wamid.L6', '2024-01-01 10:00:06'],
+        [7, 1, 'user', 'of an ambiguous user', 'wamid.L7', '2024-01-01 10:00:07'],
+        [8, 2, null, 'NULL role', 'wamid.L8', '2024-01-01 10:00:08'],
+        [9, 2, 'user', 'NULL date', 'wamid.L9', null],
+      ],
+      LOOSE_SCHEMA,
+    );
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io)).toBe(0);
+    const out = io.stdout.join('\n');
+    expect(out).toMatch(/messages inserted:\s+5/);
+    expect(out).toMatch(/orphans skipped:\s+2/);
+    expect(out).toMatch(/invalid messages skipped:\s+2/);
+    expect(out).toMatch(/skipped rows \(legacy message ids\):\s+6, 7, 8, 9/);
+    expect(out).toMatch(/users without a valid number skipped:\s+1/);
+    expect(out).toMatch(/users sharing a legacy id \(their messages skipped\):\s+2/);
+    const two = userIdFor({ waId: '15550005555', bsuid: null });
+    const stored = await t.db.collection('messages').find({}).sort({ createdAt: 1 }).toArray();
+    expect(stored.map((m) => [m['userId'], m['text']])).toEqual([
+      [two, 'msg A (row id 1)'],
+      [two, 'msg B (also row id 1, different text)'],
+      [two, 'NULL row id'],
+      [two, 'NULL row id 2'],
+      [two, ''],
+    ]);
+    // Users are kept whatever their legacy id; the NULL-id user and the id-0 user got no message.
+    expect(await t.db.collection('users').countDocuments()).toBe(5);
+    for (const waId of ['15550003333', '15550004444', '15550001111', '15550002222']) {
+      expect(await t.db.collection('users').findOne({ waId })).toMatchObject({ messageCount: 0 });
+    }
+    const again = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), again)).toBe(0);
+    expect(again.stdout.join('\n')).toMatch(/messages inserted:\s+0/);
+    expect((await healthOf(t)).code).toBe(0);
+  });
+});
+
+describe('bounds and formats', () => {
+  it('writes only documents the schemas accept, and reads odd formats', async () => {
+    const t = await freshDb('migrate-bounds');
+    const now = Date.now();
+    const blob = new TextEncoder().encode('blob bytes: Grüße 👋');
+    const file = await legacyFile(
+      [
+        [1, '+1 555 010 0001', 'Alice', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00'],
+        [2, '1'.repeat(40), 'Forty digits', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00'],
+        [3, 'not a number', 'Bad Phone', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00'],
+        [4, '+33 6 12 34 56 78', 'N'.repeat(5000), 1, 'yesterday', 'also bad'],
+        [5, '4915112345678', null, 1, 1704103200, 1704103200],
+      ],
+      [
+        [1, 1, 'user', 'y'.repeat(150_000), 'wamid.O1', '2024-01-01 10:00:01'],
+        [2, 1, 'assistant', 'z'.repeat(3_000_000), null, '2024-01-01 10:00:02'],
+        [3, 1, 'user', 'long wamid', 'w'.repeat(1000), '2024-01-01 10:00:03'],
+        [4, 1, 'user', blob, 'wamid.O4', '2024-01-01 10:00:04'],
+        [5, 2, 'user', 'forty digit sender', 'wamid.O5', '2024-01-01 10:00:05'],
+        [6, 4, 'user', 'huge-name sender', 'wamid.O6', '2024-01-02 09:00:00'],
+        [7, 5, 'user', 'epoch seconds', 'wamid.O7', 1704103200],
+        [8, 5, 'user', 'epoch milliseconds', 'wamid.O8', 1704103201000],
+        [9, 5, 'user', 'slashes', 'wamid.O9', '2024/01/01 10:00:02'],
+        [10, 5, 'user', 'ambiguous day and month', 'wamid.O10', '01/02/2024 10:00'],
+        [11, 5, 'user', 'future', 'wamid.O11', '2999-01-01 00:00:00'],
+      ],
+    );
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io)).toBe(0);
+    const out = io.stdout.join('\n');
+    expect(out).toMatch(/users without a valid number skipped:\s+2/);
+    expect(out).toMatch(/orphans skipped:\s+1/); // the forty-digit sender's message
+    expect(out).toMatch(/invalid messages skipped:\s+1/);
+    expect(out).toMatch(/skipped rows \(legacy message ids\):\s+5, 10/);
+    expect(out).toMatch(/names cut:\s+1/);
+    expect(out).toMatch(/texts cut:\s+2/);
+    expect(out).toMatch(/binary texts read as UTF-8:\s+1/);
+    expect(out).toMatch(/message ids out of bounds \(derived key used\):\s+1/);
+    expect(out).toMatch(/future times replaced:\s+1/);
+    expect(out).toMatch(/user dates from the first message:\s+1/);
+    expect(io.text()).not.toMatch(/Alice|5550100|blob bytes/);
+
+    await expectRestorable(t);
+    expect(await t.db.collection('users').countDocuments()).toBe(3);
+    expect(await t.db.collection('users').findOne({ waId: { $regex: '^1111' } })).toBeNull();
+    const message = (id: string) => t.db.collection('messages').findOne({ _id: id as never });
+    expect(((await message('wamid.O1'))?.['text'] as string).length).toBe(65_536);
+    expect((await message('wamid.O4'))?.['text']).toBe('blob bytes: Grüße 👋');
+    expect(((await message('wamid.O7'))?.['createdAt'] as Date).toISOString()).toBe(
+      '2024-01-01T10:00:00.000Z',
+    );
+    expect(((await message('wamid.O8'))?.['createdAt'] as Date).toISOString()).toBe(
+      '2024-01-01T10:00:01.000Z',
+    );
+    expect(((await message('wamid.O9'))?.['createdAt'] as Date).toISOString()).toBe(
+      '2024-01-01T10:00:02.000Z',
+    );
+    const future = ((await message('wamid.O11'))?.['createdAt'] as Date).getTime();
+    expect(future).toBeGreaterThanOrEqual(now);
+    expect(future).toBeLessThan(Date.now() + 1000);
+    const long = await t.db.collection('messages').findOne({ text: 'long wamid' });
+    expect(long?.['waMessageId']).toBeNull();
+    expect(String(long?.['_id'])).toMatch(/^legacy:[0-9a-f]{32}$/);
+    const huge = await t.db.collection('users').findOne({ waId: '33612345678' });
+    expect((huge?.['name'] as string).length).toBe(256);
+    // An unreadable creation date: the time of the user's first message, not 1970.
+    expect((huge?.['createdAt'] as Date).toISOString()).toBe('2024-01-02T09:00:00.000Z');
+    const epochUser = await t.db.collection('users').findOne({ waId: '4915112345678' });
+    expect((epochUser?.['createdAt'] as Date).toISOString()).toBe('2024-01-01T10:00:00.000Z');
+    expect((await healthOf(t)).code).toBe(0);
+  });
+});
