@@ -317,7 +317,8 @@ function mapLegacy(
     return id !== null && ambiguous.has(id);
   }).length;
 
-  const parsed: { row: number | null; position: number; m: Omit<LegacyMessage, 'id'> }[] = [];
+  // keyAt: the time as the file has it (a future one is replaced by now, which changes every run).
+  const parsed: { row: number | null; position: number; keyAt: Date; m: Omit<LegacyMessage, 'id'> }[] = [];
   legacyMessages.forEach((row, position) => {
     const parsedAt = parseLegacyDate(row['created_at']);
     const role = typeof row['role'] === 'string' ? row['role'].trim().toLowerCase() : null;
@@ -342,6 +343,7 @@ function mapLegacy(
     parsed.push({
       row: rowId,
       position,
+      keyAt: parsedAt,
       m: {
         oldKey: meta === null && rowId !== null ? `legacy:${rowId}` : null,
         userId,
@@ -366,8 +368,8 @@ function mapLegacy(
   // A user's messages at the same instant keep the legacy order in the conversation (seqAt, the
   // order the AI history reads), one millisecond apart; createdAt stays exact.
   const lastSeq = new Map<string, number>();
-  for (const { row, m } of parsed) {
-    const id = m.waMessageId ?? derivedKey(waIdOf.get(m.userId) ?? '', m.createdAt, m.direction, row, m.text);
+  for (const { row, keyAt, m } of parsed) {
+    const id = m.waMessageId ?? derivedKey(waIdOf.get(m.userId) ?? '', keyAt, m.direction, row, m.text);
     if (seen.has(id)) {
       report.duplicates++;
       continue;

@@ -245,6 +245,7 @@ describe('bounds and formats', () => {
         [9, 5, 'user', 'slashes', 'wamid.O9', '2024/01/01 10:00:02'],
         [10, 5, 'user', 'ambiguous day and month', 'wamid.O10', '01/02/2024 10:00'],
         [11, 5, 'user', 'future', 'wamid.O11', '2999-01-01 00:00:00'],
+        [12, 5, 'assistant', 'future without a wamid', null, '2999-01-01 00:00:01'],
       ],
     );
     const io = captureIo();
@@ -258,7 +259,7 @@ describe('bounds and formats', () => {
     expect(out).toMatch(/texts cut:\s+2/);
     expect(out).toMatch(/binary texts read as UTF-8:\s+1/);
     expect(out).toMatch(/message ids out of bounds \(derived key used\):\s+1/);
-    expect(out).toMatch(/future times replaced:\s+1/);
+    expect(out).toMatch(/future times replaced:\s+2/);
     expect(out).toMatch(/user dates from the first message:\s+1/);
     expect(io.text()).not.toMatch(/Alice|5550100|blob bytes/);
 
@@ -290,5 +291,9 @@ describe('bounds and formats', () => {
     const epochUser = await t.db.collection('users').findOne({ waId: '4915112345678' });
     expect((epochUser?.['createdAt'] as Date).toISOString()).toBe('2024-01-01T10:00:00.000Z');
     expect((await healthOf(t)).code).toBe(0);
+    // Run again: nothing new, the future-dated message without a wamid included.
+    const again = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), again)).toBe(0);
+    expect(again.stdout.join('\n')).toMatch(/messages inserted:\s+0/);
   });
 });
