@@ -6,10 +6,9 @@ import { BSON, type Document } from 'mongodb';
 import type { Gateway } from './gateway';
 import { COLLECTIONS, type CollectionName } from './indexes';
 import { countedAs } from './message-doc';
-import { STATUS_RANK, type MessageDoc } from './messages';
+import { STATUS_RANK, storedText, type MessageDoc } from './messages';
 import { CounterDelta, TOTALS_ID, type StatsDoc, type StatsRepository } from './stats';
 import type { SummaryMessage } from './summary';
-import { prefixTerms } from './terms';
 import type { AiUsage, Direction, MessageRole } from './types';
 import { searchKeysFor, userIdFor, type UserDoc, type UsersRepository } from './users';
 
@@ -153,20 +152,21 @@ export class Maintenance {
   ): Promise<{ inserted: number; inbound: number; outbound: number }> {
     const docs: MessageDoc[] = batch.map((m) => {
       const status = m.direction === 'inbound' ? 'received' : (m.status ?? 'sent');
+      const { text, terms } = storedText(m.text);
       return {
         _id: m.id,
         userId: m.userId,
         waMessageId: m.waMessageId,
         direction: m.direction,
         type: m.type ?? 'text',
-        text: m.text,
+        text,
         status,
         statusRank: STATUS_RANK[status],
         createdAt: m.createdAt,
         seqAt: m.seqAt ?? m.createdAt,
         role: m.role ?? 'conversation',
         phoneNumberId: m.phoneNumberId ?? null,
-        terms: prefixTerms(m.text),
+        terms,
         relatedId: m.relatedId ?? null,
         replyState: m.direction === 'inbound' ? 'none' : null,
         error: status === 'failed' ? { code: null, title: 'failed' } : null,
