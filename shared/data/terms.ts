@@ -58,3 +58,20 @@ export function prefixTerms(...texts: (string | null | undefined)[]): string[] {
 export function queryTerms(query: string): string[] {
   return [...new Set(words(query).map((w) => [...w].slice(0, MAX_PREFIX).join('')))];
 }
+
+/** Digits and phone punctuation only, with at least one digit: "+49 (170) 123-45.6". */
+const PHONE_NUMBER = /^[\d\s+\-().]*\d[\d\s+\-().]*$/;
+
+/**
+ * The terms of a user search: a query written as a phone number is one term, its digits (the start
+ * of the number); any other query, its words (each the start of a word of the name or the number).
+ */
+export function userQueryTerms(query: string, maxDigits: number): string[] {
+  if (PHONE_NUMBER.test(query)) return [query.replace(/\D/g, '').slice(0, maxDigits)];
+  return queryTerms(query);
+}
+
+/** A filter on an array of stored prefix terms: it holds every one of `terms` (non-empty). */
+export function holdsEvery(field: string, terms: readonly string[]): Record<string, unknown> {
+  return { [field]: terms.length === 1 ? terms[0] : { $all: terms } };
+}

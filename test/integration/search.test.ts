@@ -1,9 +1,10 @@
-// Search against a real database: every word of a stored text is found, in any script, and a
-// maximal text keeps its document far below Cosmos DB's 2 MB (docs/contract.md, "Search").
+// Search against a real database: every word of any stored text is found, however long the text,
+// and users are found by several words of the name or by a number written with spaces and signs
+// (docs/contract.md, "Search" and the users route).
 import { BSON } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_TEXT, checkStoredDocument, type DataStore } from '../../shared/data';
-import { MessagesPageSchema } from '../../shared/manage/schemas';
+import { MessagesPageSchema, UsersPageSchema } from '../../shared/manage/schemas';
 import { TEXT_BODY_LIMIT } from '../../shared/whatsapp/outbound';
 import { call, manageFixture, seedUser, type ManageFixture } from '../helpers/manage-fixture';
 import { collectionOf } from '../helpers/raw';
@@ -146,5 +147,66 @@ describe('message search covers the whole text', () => {
     expect(await search('schluss kep')).toEqual([inbound]);
     expect(await search('ende kep')).toEqual([importedId]);
     expect(await search('beyond')).toEqual([]);
+  });
+});
+
+describe('user search', () => {
+  let zoe: string;
+  let zoeOther: string;
+  let siobhan: string;
+  const ties: string[] = [];
+
+  beforeAll(async () => {
+    const start = new Date(Date.UTC(2026, 0, 6));
+    zoe = (await seedUser(f.data, { waId: '4917012345678', name: 'Zoë Test', start, texts: ['hi'] })).userId;
+    zoeOther = (await seedUser(f.data, { waId: '4420555000', name: 'Zoe Other', start, texts: ['hi'] }))
+      .userId;
+    siobhan = (
+      await seedUser(f.data, { waId: '353861234567', name: "Siobhán O'Neill", start, texts: ['hi'] })
+    ).userId;
+    for (let i = 0; i < 5; i++)
+      ties.push(
+        (await seedUser(f.data, { waId: `1777000000${i}`, name: `Tie Break ${i}`, start, texts: ['hi'] }))
+          .userId,
+      );
+  });
+
+  const users = async (q: string, extra: Record<string, string> = {}) => {
+    const r = await call(f.handlers.users, { query: { q, ...extra } });
+    expect(r.status).toBe(200);
+    return parseBody(UsersPageSchema, r.body);
+  };
+  const ids = async (q: string) => (await users(q)).items.map((u) => u.id);
+
+  it('matches when every word of q starts a word of the name or the number', async () => {
+    expect(await ids('Zoë Test')).toEqual([zoe]);
+    expect(await ids('zoe t')).toEqual([zoe]);
+    expect((await ids('zoe')).sort()).toEqual([zoe, zoeOther].sort());
+    expect(await ids('Siobhán O')).toEqual([siobhan]);
+    expect(await ids("o'neill")).toEqual([siobhan]);
+    expect(await ids('neill')).toEqual([siobhan]);
+    expect(await ids('zoe 4917')).toEqual([zoe]);
+    expect(await ids('zoe siobhan')).toEqual([]);
+    expect(await ids('test zoe')).toEqual([zoe]);
+  });
+
+  it('reads digits with phone punctuation as the start of a number', async () => {
+    expect(await ids('+49 170')).toEqual([zoe]);
+    expect(await ids('(+49) 170-12.34')).toEqual([zoe]);
+    expect(await ids('4917')).toEqual([zoe]);
+    expect(await ids('+353 86')).toEqual([siobhan]);
+    expect(await ids('+44 170')).toEqual([]);
+    // Digits of a number are one key: "170" alone is not the start of any number.
+    expect(await ids('170')).toEqual([]);
+  });
+
+  it('pages a several-word search in the usual order', async () => {
+    const first = await users('tie break', { limit: '3' });
+    expect(first.items).toHaveLength(3);
+    const rest = await users('tie break', { limit: '3', cursor: first.nextCursor ?? '' });
+    expect(rest.nextCursor).toBeNull();
+    const all = [...first.items, ...rest.items].map((u) => u.id);
+    // Equal activity: ties broken by id, descending.
+    expect(all).toEqual([...ties].sort().reverse());
   });
 });
