@@ -7,6 +7,7 @@ import type { CollectionName } from './indexes';
 import type { TokenDoc } from './tokens';
 import type { MessageDoc } from './messages';
 import type { StatsDoc } from './stats';
+import { MAX_TERMS } from './terms';
 import type { UserDoc } from './users';
 
 /** Cosmos DB for MongoDB refuses documents over 2 MB (BSON size). */
@@ -21,7 +22,7 @@ const SHORT_TEXT_MAX = 1024;
 const TEXT_MAX = 100_000;
 /** Archived payloads kept as JSON text (`rawJson`, `payloadJson`). */
 const JSON_TEXT_MAX = 1024 * 1024;
-/** Entries of a stored array (search keys, terms, previous numbers). */
+/** Entries of a stored array (search keys, previous numbers; a message's terms: MAX_TERMS). */
 const ARRAY_MAX = 2000;
 
 const Id = z.string().min(1).max(ID_MAX);
@@ -113,7 +114,7 @@ export const MessageDocSchema = z.object({
   seqAt: z.date().exactOptional(),
   role: MessageRoleSchema.exactOptional(),
   phoneNumberId: z.string().min(1).max(NUMBER_MAX).nullable().exactOptional(),
-  terms: Strings(256).exactOptional(),
+  terms: z.array(z.string().min(1).max(256)).max(MAX_TERMS).exactOptional(),
   relatedId: Id.nullable().exactOptional(),
   replyState: ReplyStateSchema.nullable().exactOptional(),
   leaseUntil: z.date().nullable().exactOptional(),

@@ -8,10 +8,9 @@ import { checkStoredDocument, type StoredCollection } from './doc-schemas';
 import type { Gateway } from './gateway';
 import { COLLECTIONS, type CollectionName } from './indexes';
 import { countedAs } from './message-doc';
-import { MAX_TEXT, STATUS_RANK, type MessageDoc } from './messages';
+import { MAX_TEXT, STATUS_RANK, storedText, type MessageDoc } from './messages';
 import { CounterDelta, TOTALS_ID, type StatsDoc, type StatsRepository } from './stats';
 import type { SummaryMessage } from './summary';
-import { prefixTerms } from './terms';
 import type { AiUsage, Direction, MessageRole } from './types';
 import { searchKeysFor, userIdFor, type UserDoc, type UsersRepository } from './users';
 
@@ -178,7 +177,7 @@ export class Maintenance {
   ): Promise<{ inserted: number; inbound: number; outbound: number }> {
     const docs: MessageDoc[] = batch.map((m) => {
       const status = m.direction === 'inbound' ? 'received' : (m.status ?? 'sent');
-      const text = m.text.slice(0, MAX_TEXT);
+      const { text, terms } = storedText(m.text);
       return {
         _id: m.id,
         userId: m.userId,
@@ -192,7 +191,7 @@ export class Maintenance {
         seqAt: m.seqAt ?? m.createdAt,
         role: m.role ?? 'conversation',
         phoneNumberId: m.phoneNumberId ?? null,
-        terms: prefixTerms(text),
+        terms,
         relatedId: m.relatedId ?? null,
         replyState: m.direction === 'inbound' ? 'none' : null,
         error: status === 'failed' ? { code: null, title: 'failed' } : null,

@@ -3,9 +3,9 @@
 import type { Filter } from 'mongodb';
 import type { Gateway } from './gateway';
 import { toMessage, type MessageDoc } from './messages';
-import { queryTerms, fold } from './terms';
+import { holdsEvery, queryTerms, userQueryTerms } from './terms';
 import type { Message, User } from './types';
-import { toUser, type UserDoc } from './users';
+import { MAX_WA_ID_DIGITS, toUser, type UserDoc } from './users';
 
 /** A keyset position: the sort time and id of the last item of the previous page. */
 export interface Position {
@@ -44,13 +44,19 @@ export class ManageQueries {
     private readonly messages: Gateway<MessageDoc>,
   ) {}
 
-  /** Users by last activity, newest first, ties by id; `q` matches a prefix of the number or of a name word. */
+  /**
+   * Users by last activity, newest first, ties by id. `q` written as a phone number matches the
+   * start of the number; otherwise each of its words must start a word of the name or the number.
+   */
   async listUsers(input: { limit: number; after: Position | null; q: string | null }): Promise<Slice<User>> {
-    const key = input.q === null ? null : fold(input.q.trim()).replace(/^\+/, '');
-    const filter: Filter<UserDoc> = {
-      ...(key === null ? {} : { searchKeys: key }),
+    const terms = input.q === null ? null : userQueryTerms(input.q, MAX_WA_ID_DIGITS);
+    if (terms?.length === 0) return { items: [], next: null };
+    // The searchKeys index (single-field, multikey) finds the candidates; the lastMessageAt_id
+    // index gives the order.
+    const filter = {
+      ...(terms ? holdsEvery('searchKeys', terms) : {}),
       ...after<UserDoc>('lastMessageAt', input.after),
-    };
+    } as Filter<UserDoc>;
     const docs = await this.users.find(filter, {
       sort: { lastMessageAt: -1, _id: -1 },
       limit: input.limit + 1,
@@ -97,10 +103,10 @@ export class ManageQueries {
     if (terms.length === 0) return { items: [], next: null };
     // The terms index (single-field, multikey) finds the candidates; the createdAt_id index gives
     // the order.
-    const filter: Filter<MessageDoc> = {
-      terms: terms.length === 1 ? (terms[0] as string) : { $all: terms },
+    const filter = {
+      ...holdsEvery('terms', terms),
       ...after<MessageDoc>('createdAt', input.after),
-    };
+    } as Filter<MessageDoc>;
     const docs = await this.messages.find(filter, {
       sort: { createdAt: -1, _id: -1 },
       limit: input.limit + 1,

@@ -33,6 +33,15 @@ export const STATUS_RANK: Record<MessageStatus, number> = {
 /** Longest text stored on a message (WhatsApp's own limit for a text is 65,536 characters). */
 export const MAX_TEXT = 65_536;
 
+/**
+ * A message's stored text, cut at MAX_TEXT, and its search terms (./terms): one rule for every
+ * writer (webhook, replies, operators, migration and seed).
+ */
+export function storedText(text: string): { text: string; terms: string[] } {
+  const kept = text.slice(0, MAX_TEXT);
+  return { text: kept, terms: prefixTerms(kept) };
+}
+
 export const toMessage = (d: MessageDoc): Message => ({
   id: d._id,
   userId: d.userId ?? '',
@@ -83,7 +92,7 @@ export class MessagesRepository {
 
   /** Stores an inbound message once: `duplicate` on a redelivery, which changes nothing. */
   async recordInbound(record: InboundRecord): Promise<'inserted' | 'duplicate'> {
-    const text = record.text.slice(0, MAX_TEXT);
+    const { text, terms } = storedText(record.text);
     return this.messages.insertOne({
       _id: record.id,
       userId: record.userId,
@@ -98,7 +107,7 @@ export class MessagesRepository {
       seqAt: record.receivedAt,
       role: record.role,
       phoneNumberId: record.phoneNumberId,
-      terms: prefixTerms(text),
+      terms,
       relatedId: record.relatedId,
       replyState: record.replyState,
       leaseUntil: null,
@@ -332,7 +341,7 @@ export class MessagesRepository {
 }
 
 function outboundContent(record: OutboundRecord) {
-  const text = record.text.slice(0, MAX_TEXT);
+  const { text, terms } = storedText(record.text);
   return {
     userId: record.userId,
     waMessageId: record.waMessageId,
@@ -343,7 +352,7 @@ function outboundContent(record: OutboundRecord) {
     seqAt: record.createdAt,
     role: record.role,
     phoneNumberId: record.phoneNumberId,
-    terms: prefixTerms(text),
+    terms,
     relatedId: record.relatedId,
     error: record.error,
     ai: record.ai,

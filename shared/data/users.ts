@@ -95,12 +95,9 @@ export function userIdFor(identity: Pick<Identity, 'waId' | 'bsuid'>, n = 1): st
   );
 }
 
-export const searchKeysFor = (waId: string | null, name: string | null): string[] => {
-  const keys = new Set(prefixTerms(name));
-  const digits = waId?.slice(0, MAX_WA_ID_DIGITS) ?? '';
-  for (let n = 1; n <= digits.length; n++) keys.add(digits.slice(0, n));
-  return [...keys];
-};
+/** A user's search terms: the prefixes of the words of the name and of the number. */
+export const searchKeysFor = (waId: string | null, name: string | null): string[] =>
+  prefixTerms(name, waId?.slice(0, MAX_WA_ID_DIGITS));
 
 const matches = (doc: UserDoc, identity: Pick<Identity, 'waId' | 'bsuid'>): boolean =>
   identity.waId ? doc.waId === identity.waId : doc.bsuid === identity.bsuid;

@@ -48,7 +48,10 @@ export const UsersQuerySchema = z.object({
     .min(1, 'must not be empty')
     .max(100, 'must be at most 100 characters')
     .optional()
-    .openapi({ description: 'Start of a number or of a word of the name' }),
+    .openapi({
+      description:
+        'Digits with phone punctuation: the start of the number; else each word starts a word of the name or the number',
+    }),
 });
 export type UsersQuery = z.infer<typeof UsersQuerySchema>;
 
