@@ -230,3 +230,33 @@ describe('retired collections', () => {
     expect((await data.messages.getMessage(message._id))?.text).toBe(TEXT);
   });
 });
+
+describe('restoring over existing documents', () => {
+  // FerretDB v1's update command held each update's rows open until the command ended, and its
+  // SQLite pool has 100 connections: a bulk write replacing more than 100 existing documents never
+  // returned (and wedged the database). Fixed in the project's FerretDB build (ferretdb-patches.ts).
+  it(
+    'restoring the same file twice (batches of more than 100 existing documents) changes nothing',
+    { timeout: 60_000 },
+    async () => {
+      const users = Array.from({ length: 250 }, (_, i): UserDoc => ({
+        ...user,
+        _id: `u_${i.toString(16).padStart(24, '0')}`,
+        searchKeys: [],
+      }));
+      const file = await backupFile(
+        'twice.jsonl.gz',
+        users.map((d) => ({ c: 'users', d })),
+      );
+      const snapshot = () => t.db.collection('users').find({}).sort({ _id: 1 }).toArray();
+      const first = await run(file);
+      expect(first.code, first.text).toBe(0);
+      const before = await snapshot();
+      expect(before).toHaveLength(250);
+      const second = await run(file);
+      expect(second.code, second.text).toBe(0);
+      expect(second.stdout).toMatch(/users:\s+250/);
+      expect(await snapshot()).toEqual(before);
+    },
+  );
+});
