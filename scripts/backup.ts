@@ -1,10 +1,11 @@
 // npm run backup [-- --out FILE]: every collection into one gzip file of Extended JSON lines
 // (canonical, so types survive): a header line, then one `{"c": collection, "d": document}` per line.
-import { createWriteStream, promises as fs } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGzip } from 'node:zlib';
+import { createGzip, gzipSync } from 'node:zlib';
 import {
   BACKUP_COLLECTIONS,
   BACKUP_FORMAT,
@@ -20,6 +21,7 @@ import {
   runMain,
   ScriptError,
   seconds,
+  UsageError,
   withDataStore,
   type Env,
   type Io,
@@ -31,19 +33,39 @@ Usage: npm run backup [-- --out FILE]
 Writes every collection (${BACKUP_COLLECTIONS.join(', ')}) to one gzip-compressed file of Extended
 JSON lines. Restore it with \`npm run restore -- FILE\`.
 
-  --out FILE    where to write (default .data/backups/backup-<UTC time>.jsonl.gz)
+  --out FILE    where to write (default .data/backups/backup-<UTC time>.jsonl.gz); written to a
+                temporary file next to it and renamed when complete, so a failed or
+                interrupted backup leaves an earlier FILE as it was
   -h, --help    this help
 
-Exit code: 0 on success, 1 on failure. The file holds personal data: keep it safe.
+Exit code: 0 on success, 1 on failure, 2 on bad arguments. The file holds personal data: keep
+it safe.
 `;
 
-async function* lines(store: DataStore, header: BackupHeader, onDoc: () => void): AsyncGenerator<string> {
-  yield `${toEjsonLine(header)}\n`;
+/** The document lines, counting them per collection as they go. */
+async function* documentLines(store: DataStore, counts: Record<string, number>, onDoc: () => void) {
   for (const c of BACKUP_COLLECTIONS) {
+    counts[c] = 0;
     for await (const d of store.maintenance.readCollection(c)) {
+      counts[c]++;
       onDoc();
       yield `${toEjsonLine({ c, d })}\n`;
     }
+  }
+}
+
+/** Refuses an --out that cannot be a file (a folder, or below a file) before the database is opened. */
+async function checkOut(out: string): Promise<void> {
+  const stat = await fs.stat(out).catch(() => null);
+  if (stat?.isDirectory()) throw new UsageError(`--out ${out} is a folder; give a file name`);
+  try {
+    await fs.mkdir(path.dirname(path.resolve(out)), { recursive: true });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'unknown';
+    if (code === 'ENOTDIR' || code === 'EEXIST') {
+      throw new UsageError(`--out ${out}: a part of its folder is a file, not a folder`);
+    }
+    throw new ScriptError(`cannot create the folder of ${out}: ${code}`);
   }
 }
 
@@ -54,30 +76,41 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   const out =
     values['out'] ??
     path.join('.data', 'backups', `backup-${createdAt.toISOString().replace(/[:.]/g, '-')}.jsonl.gz`);
-  await fs.mkdir(path.dirname(path.resolve(out)), { recursive: true });
+  await checkOut(out);
+  // Written next to --out, renamed over it only when complete: a failed or killed backup never
+  // touches the previous file of that name.
+  const part = path.join(
+    path.dirname(out),
+    `.${path.basename(out)}.${process.pid}-${randomBytes(4).toString('hex')}.part`,
+  );
+  const body = `${part}-body`;
   const counts = await withDataStore(env, io, async (store) => {
-    const collections = await store.maintenance.countCollections();
-    const header: BackupHeader = { format: BACKUP_FORMAT, version: BACKUP_VERSION, createdAt, collections };
-    const total = Object.values(collections).reduce((a, b) => a + b, 0);
-    const bar = progress(io, 'backing up', total);
+    const bar = progress(io, 'backing up', sum(await store.maintenance.countCollections()));
     let done = 0;
-    const written: Record<string, number> = {};
+    const collections: Record<string, number> = {};
     try {
+      // The documents first, then the header before them (a gzip file may hold several members):
+      // the header then counts exactly what the file holds, even while the app writes.
       await pipeline(
-        Readable.from(lines(store, header, () => bar.update(++done))),
+        Readable.from(documentLines(store, collections, () => bar.update(++done))),
         createGzip(),
-        createWriteStream(out, { mode: 0o600 }),
+        createWriteStream(body, { mode: 0o600, flags: 'wx' }),
       );
+      const header: BackupHeader = { format: BACKUP_FORMAT, version: BACKUP_VERSION, createdAt, collections };
+      await fs.writeFile(part, gzipSync(`${toEjsonLine(header)}\n`), { mode: 0o600, flag: 'wx' });
+      await pipeline(createReadStream(body), createWriteStream(part, { flags: 'a' }));
+      await fs.rename(part, out);
     } catch (error) {
-      await fs.rm(out, { force: true });
-      if ((error as NodeJS.ErrnoException).code) {
-        throw new ScriptError(`cannot write ${out}: ${(error as NodeJS.ErrnoException).code ?? ''}`);
-      }
+      await fs.rm(part, { force: true });
+      const code = (error as NodeJS.ErrnoException).code;
+      if (typeof code === 'string')
+        throw new ScriptError(`cannot write ${out}: ${code}; ${out} was not changed`);
       throw error;
+    } finally {
+      await fs.rm(body, { force: true });
     }
     bar.done();
-    for (const c of BACKUP_COLLECTIONS) written[c] = collections[c] ?? 0;
-    return { written, total: done };
+    return { written: collections, total: done };
   });
   printSummary(io, 'backup done', [
     ['file', out],
@@ -87,5 +120,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   ]);
   return 0;
 }
+
+const sum = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
 
 if (require.main === module) runMain(main, HELP);

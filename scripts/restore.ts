@@ -1,9 +1,10 @@
 // npm run restore -- FILE: writes a backup back (replace by _id, or insert), so restoring twice
-// changes nothing. Checks every document against the data module's schemas first and writes
-// nothing unless all pass; refuses a file of another format or version.
-import { createReadStream, promises as fs } from 'node:fs';
+// changes nothing. Checks every document against the data module's schemas, and the counts of the
+// header, first and writes nothing unless all pass; refuses a file of another format or version.
+import { constants as fsConstants, createReadStream, promises as fs } from 'node:fs';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
+import { pipeline } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 import { createGunzip } from 'node:zlib';
 import type { Document } from 'mongodb';
 import {
@@ -14,6 +15,7 @@ import {
   fromEjsonLine,
   fromEjsonLineRelaxed,
   isStoredCollection,
+  RestoreWriteError,
   RETIRED_COLLECTIONS,
   type DataStore,
   type StoredCollection,
@@ -31,6 +33,7 @@ import {
   type Env,
   type Io,
 } from './lib/cli';
+import { AppError } from '../shared/errors';
 
 export const HELP = `
 Usage: npm run restore -- FILE [--include-tokens] [--batch-size N]
@@ -39,8 +42,12 @@ Writes the documents of a backup made with \`npm run backup\` back into the data
 document replaces the one with the same _id, or is inserted. Documents not in the backup are left
 alone. Restoring the same file twice changes nothing.
 
-Every document is checked against the schema of its collection before anything is written: on
-the first that does not fit, nothing is written and the line, collection and field are named.
+Every document is checked against the schema of its collection before anything is written, and
+the documents of each collection are counted against the file's header: on the first document
+that does not fit (a wrong type or bound, or a field the schema does not have), or a count that
+differs (a file cut short), nothing is written and the line, collection and field are named.
+Should the database then refuse a write, restore stops, says what it had written, and running it
+again (once the cause is fixed) completes it.
 Management API tokens are not restored unless asked: a token in a file is a working credential.
 Claims of the retired \`locks\` collection are skipped.
 
@@ -48,25 +55,56 @@ Claims of the retired \`locks\` collection are skipped.
   --batch-size N    documents per bulk write (default 500)
   -h, --help        this help
 
-Exit code: 0 on success, 1 on failure (unreadable file, incompatible format or version, a
-document that does not fit its schema), 2 on bad arguments.
+Exit code: 0 on success, 1 on failure (unreadable or incomplete file, incompatible format or
+version, a document that does not fit its schema, a write the database refused), 2 on bad
+arguments.
 `;
 
-async function openLines(file: string): Promise<AsyncIterableIterator<string>> {
+/**
+ * The lines of a gzip file. Read and gunzip errors surface in the iteration (every stream has a
+ * handler, so none is left to crash the process), and the streams are destroyed when it ends.
+ */
+async function* readLines(file: string): AsyncGenerator<string> {
   try {
-    await fs.access(file);
+    await fs.access(file, fsConstants.R_OK);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     throw new ScriptError(
       `cannot read ${path.basename(file)}: ${code === 'ENOENT' ? 'no such file' : (code ?? 'unreadable')}`,
     );
   }
-  const gunzip = createGunzip();
-  const input = createReadStream(file).pipe(gunzip);
-  return createInterface({ input, crlfDelay: Infinity })[Symbol.asyncIterator]();
+  const source = createReadStream(file);
+  const input = pipeline(source, createGunzip(), () => undefined);
+  const decoder = new StringDecoder('utf8');
+  let pending: string[] = [];
+  const line = (piece: string) => {
+    const text = pending.join('') + piece;
+    pending = [];
+    return text.endsWith('\r') ? text.slice(0, -1) : text;
+  };
+  try {
+    for await (const chunk of input as AsyncIterable<Buffer>) {
+      let text = decoder.write(chunk);
+      for (let at = text.indexOf('\n'); at >= 0; at = text.indexOf('\n')) {
+        yield line(text.slice(0, at));
+        text = text.slice(at + 1);
+      }
+      if (text) pending.push(text);
+    }
+    const last = line(decoder.end());
+    if (last) yield last;
+  } finally {
+    input.destroy();
+    source.destroy();
+  }
 }
 
-function readHeader(line: string | undefined, file: string): Record<string, number> {
+type Counts = Record<string, number>;
+const add = (counts: Counts, key: string, n = 1) => (counts[key] = (counts[key] ?? 0) + n);
+const sum = (counts: Counts) => Object.values(counts).reduce((a, b) => a + b, 0);
+
+/** The header line: format and version checked; returns the documents it counts per collection. */
+function readHeader(line: string | undefined, file: string): Counts {
   let header: unknown;
   try {
     header = line === undefined ? undefined : fromEjsonLine(line);
@@ -87,7 +125,39 @@ function readHeader(line: string | undefined, file: string): Record<string, numb
       `${path.basename(file)} is backup format version ${Number.isNaN(version) ? 'unknown' : version}; this version restores only version ${BACKUP_VERSION}`,
     );
   }
-  return (h['collections'] ?? {}) as Record<string, number>;
+  const collections = h['collections'];
+  const counts: Counts = {};
+  if (typeof collections === 'object' && collections !== null && !Array.isArray(collections)) {
+    for (const [c, n] of Object.entries(collections as Record<string, unknown>)) {
+      // Canonical Extended JSON parses numbers as BSON wrappers (Int32, Double).
+      const value = typeof n === 'object' || typeof n === 'number' ? Number(n) : NaN;
+      if (!Number.isSafeInteger(value) || value < 0) return bad(`its count of ${safeName(c)}`);
+      counts[c] = value;
+    }
+    return counts;
+  }
+  return bad('the documents it holds');
+
+  function bad(what: string): never {
+    throw new ScriptError(
+      `${path.basename(file)}: the header line does not say ${what}; nothing was restored`,
+    );
+  }
+}
+
+/** A collection name from a file, as printed: a plain name, else `?`. */
+const safeName = (name: string) => (/^[A-Za-z_][\w.-]{0,63}$/.test(name) ? name : '?');
+
+/** Refuses a file whose document lines are not the ones its header counts (a file cut short). */
+function checkCounts(file: string, expected: Counts, found: Counts): void {
+  const differ = [...new Set([...Object.keys(expected), ...Object.keys(found)])]
+    .filter((c) => (expected[c] ?? 0) !== (found[c] ?? 0))
+    .map((c) => `${safeName(c)}: ${expected[c] ?? 0} in the header, ${found[c] ?? 0} in the file`);
+  if (differ.length) {
+    throw new ScriptError(
+      `${path.basename(file)} does not hold the documents its header counts (${differ.join('; ')}); the file is incomplete or was altered; nothing was restored`,
+    );
+  }
 }
 
 /** One document line of a backup, after the header. */
@@ -123,9 +193,6 @@ async function* entries(
   }
 }
 
-type Counts = Record<string, number>;
-const add = (counts: Counts, key: string, n = 1) => (counts[key] = (counts[key] ?? 0) + n);
-
 /**
  * First pass: every document against its schema, nothing written. Throws on the first that does
  * not fit, naming the line, the collection and the field (never the content: it may be personal).
@@ -133,11 +200,7 @@ const add = (counts: Counts, key: string, n = 1) => (counts[key] = (counts[key] 
 async function check(lines: AsyncIterableIterator<string>, file: string, io: Io): Promise<Counts> {
   const first = await lines.next();
   const expected = readHeader(first.done ? undefined : first.value, file);
-  const bar = progress(
-    io,
-    'checking',
-    Object.values(expected).reduce((a, b) => a + (Number(b) || 0), 0),
-  );
+  const bar = progress(io, 'checking', sum(expected));
   const found: Counts = {};
   let done = 0;
   for await (const { lineNo, collection, doc } of entries(lines, file, fromEjsonLineRelaxed)) {
@@ -159,6 +222,7 @@ async function check(lines: AsyncIterableIterator<string>, file: string, io: Io)
   }
   bar.update(done);
   bar.done();
+  checkCounts(file, expected, found);
   return found;
 }
 
@@ -171,18 +235,23 @@ async function write(
   total: number,
   batchSize: number,
   io: Io,
-): Promise<Counts> {
+  restored: Counts,
+): Promise<void> {
   await lines.next(); // the header, checked in the first pass
   // Indexes first: Cosmos DB builds a unique index (tokens.hash) only on an empty collection.
   await store.ensureIndexes('create');
   const bar = progress(io, 'restoring', total);
   const pending = new Map<StoredCollection, Document[]>();
-  const restored: Counts = {};
   let done = 0;
   const flush = async (c: StoredCollection) => {
     const docs = pending.get(c) ?? [];
     if (!docs.length) return;
-    await store.maintenance.restoreDocuments(c, docs);
+    try {
+      await store.maintenance.restoreDocuments(c, docs);
+    } catch (error) {
+      if (error instanceof RestoreWriteError) add(restored, c, error.written);
+      throw new WriteFailure(c, error);
+    }
     add(restored, c, docs.length);
     pending.set(c, []);
     bar.update((done += docs.length));
@@ -196,22 +265,69 @@ async function write(
   }
   for (const c of pending.keys()) await flush(c);
   bar.done();
-  return restored;
 }
 
-/** Runs a pass over the file, turning gzip and read errors into clear messages. */
-async function pass<T>(file: string, work: (lines: AsyncIterableIterator<string>) => Promise<T>): Promise<T> {
-  const lines = await openLines(file);
+/** A write of the second pass that failed (the database's error, not the file's). */
+class WriteFailure extends Error {
+  override readonly name = 'WriteFailure';
+  constructor(
+    readonly collection: string,
+    override readonly cause: unknown,
+  ) {
+    super(`writing ${collection} failed`);
+  }
+}
+
+/** Why the database did not take a batch, in words that quote nothing of the data. */
+function writeReason(error: unknown): string {
+  if (error instanceof RestoreWriteError)
+    return `the database refused ${error.refused} of them (${error.reason})`;
+  if (error instanceof AppError) return error.message;
+  const code = (error as { code?: unknown }).code;
+  const name = error instanceof Error ? error.name : 'error';
+  return typeof code === 'string' || typeof code === 'number' ? `${name}, code ${code}` : name;
+}
+
+/** The message of a restore that stopped after it started writing: what was written, and what next. */
+function writeStopped(file: string, error: unknown, restored: Counts): ScriptError {
+  const written = Object.entries(restored)
+    .filter(([, n]) => n > 0)
+    .map(([c, n]) => `${c} ${n}`);
+  const what =
+    error instanceof WriteFailure
+      ? `writing ${error.collection} failed: ${writeReason(error.cause)}`
+      : isReadError(error)
+        ? `${path.basename(file)} could not be read again (${(error as NodeJS.ErrnoException).code})`
+        : writeReason(error);
+  const done = written.length
+    ? `written before it stopped: ${written.join(', ')} (${sum(restored)} documents); the rest was not`
+    : 'nothing was written';
+  return new ScriptError(
+    `restore of ${path.basename(file)} stopped: ${what}; ${done}. Restore writes by id, so running it again (once the cause is fixed) completes it`,
+  );
+}
+
+/** An error of reading or gunzipping the file (not of the database). */
+const isReadError = (error: unknown) => {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return (
+    typeof code === 'string' && (/^Z_/.test(code) || /^E[A-Z]+$/.test(code)) && !(error instanceof AppError)
+  );
+};
+
+/** The first pass over the file, turning gzip and read errors into clear messages. */
+async function checkFile(file: string, io: Io): Promise<Counts> {
+  const lines = readLines(file);
   try {
-    return await work(lines);
+    return await check(lines, file, io);
   } catch (error) {
     if (error instanceof ScriptError) throw error;
-    const code = (error as NodeJS.ErrnoException).code;
+    if (!isReadError(error)) throw error;
     throw new ScriptError(
-      `${path.basename(file)} is not a gzip backup file or is corrupt (${code ?? 'unreadable'}); nothing was restored`,
+      `${path.basename(file)} is not a gzip backup file or is corrupt (${(error as NodeJS.ErrnoException).code}); nothing was restored`,
     );
   } finally {
-    await lines.return?.();
+    await lines.return(undefined);
   }
 }
 
@@ -227,13 +343,26 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   const includeTokens = values['include-tokens'] === true;
   const started = Date.now();
   // The whole file is checked before the database is touched.
-  const found = await pass(file, (lines) => check(lines, file, io));
+  const found = await checkFile(file, io);
   const wanted = (c: StoredCollection) => c !== 'tokens' || includeTokens;
   const collections = Object.keys(DOC_SCHEMAS).filter(isStoredCollection);
   const total = collections.filter(wanted).reduce((n, c) => n + (found[c] ?? 0), 0);
-  const restored = await withDataStore(env, io, (store) =>
-    pass(file, (lines) => write(store, lines, file, wanted, total, batchSize, io)),
-  );
+  const restored: Counts = {};
+  let writing = false;
+  try {
+    await withDataStore(env, io, async (store) => {
+      const lines = readLines(file);
+      writing = true;
+      try {
+        await write(store, lines, file, wanted, total, batchSize, io, restored);
+      } finally {
+        await lines.return(undefined);
+      }
+    });
+  } catch (error) {
+    // Before the data store was open nothing can have been written: the error says why.
+    throw writing ? writeStopped(file, error, restored) : error;
+  }
   const skippedTokens = includeTokens ? 0 : (found['tokens'] ?? 0);
   const rows: [string, string | number][] = [
     ['file', path.basename(file)],

@@ -26,8 +26,13 @@
 //    reported, those after it never ran (FerretDB issue 2612), and an upserted id carried the
 //    number of upserts so far instead of its update's index. Now each update that fails is a
 //    write error with its own index, an unordered command goes on with the next update, and the
-//    counts and upserted ids of those that ran are kept. test/integration/unordered-bulk.test.ts
-//    checks MongoDB's results on whichever server the suite runs.
+//    counts and upserted ids of those that ran are kept. Running each update in its own call also
+//    releases its query's SQLite connection when it ends: upstream deferred closing them all to the
+//    end of the command, an update matching an existing document holds one (it stops reading after
+//    the first row), and the pool has 100 (pool/opendb.go), so replacing more than 100 existing
+//    documents in one command waited forever (a restore over its own data hung and wedged the
+//    database). test/integration/unordered-bulk.test.ts checks MongoDB's results on whichever
+//    server the suite runs; test/integration/scripts-restore.test.ts restores a file twice.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 

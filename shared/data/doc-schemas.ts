@@ -1,5 +1,6 @@
 // Run-time schemas of the documents each collection stores, to check documents that come from
-// outside the app (a backup being restored) before anything is written.
+// outside the app (a backup being restored) before anything is written. They are strict: a field
+// they do not name is refused, so a restore writes only what the app itself would have written.
 import { BSON } from 'mongodb';
 import { z } from 'zod';
 import type { EventDoc } from './events';
@@ -53,13 +54,13 @@ const MessageStatusSchema = z.enum([
 const ReplyStateSchema = z.enum(['pending', 'sending', 'sent', 'failed', 'none']);
 const MessageRoleSchema = z.enum(['conversation', 'command', 'notice']);
 
-const MessageErrorSchema = z.object({
+const MessageErrorSchema = z.strictObject({
   code: z.union([z.number(), z.string().max(SHORT_TEXT_MAX), z.null()]),
   title: ShortText,
   detail: z.string().max(TEXT_MAX).exactOptional(),
 });
 
-const AiUsageSchema = z.object({
+const AiUsageSchema = z.strictObject({
   provider: ShortText,
   model: ShortText,
   promptTokens: Count,
@@ -68,7 +69,7 @@ const AiUsageSchema = z.object({
   latencyMs: z.number().min(0),
 });
 
-export const UserDocSchema = z.object({
+export const UserDocSchema = z.strictObject({
   _id: Id,
   waId: z.string().min(1).max(NUMBER_MAX).nullable(),
   bsuid: z.string().min(1).max(NUMBER_MAX).nullable(),
@@ -85,7 +86,7 @@ export const UserDocSchema = z.object({
   lastInboundAt: z.date().nullable().exactOptional(),
   inboundCount: Count.exactOptional(),
   previousWaIds: Strings(NUMBER_MAX).exactOptional(),
-  handoff: z.object({ since: z.date(), by: ShortText, activeAt: z.date() }).nullable().exactOptional(),
+  handoff: z.strictObject({ since: z.date(), by: ShortText, activeAt: z.date() }).nullable().exactOptional(),
   // Earlier versions kept a free lock as {owner: null, generation}.
   replyLock: z
     .object({ owner: ShortText.nullable(), until: z.date(), generation: Count.exactOptional() })
@@ -98,7 +99,7 @@ export const UserDocSchema = z.object({
     .exactOptional(),
 });
 
-export const MessageDocSchema = z.object({
+export const MessageDocSchema = z.strictObject({
   _id: Id,
   // Absent on a status placeholder whose message has not been stored (yet).
   userId: Id.exactOptional(),
@@ -122,12 +123,14 @@ export const MessageDocSchema = z.object({
   error: MessageErrorSchema.nullable().exactOptional(),
   failedUncounted: z.literal(true).exactOptional(),
   ai: AiUsageSchema.nullable().exactOptional(),
+  // An operator message: the token's name.
+  by: z.string().min(1).max(200).exactOptional(),
   raw: z.unknown().exactOptional(),
   rawJson: z.string().max(JSON_TEXT_MAX).exactOptional(),
 });
 
 /** The running totals (`totals`), one document per UTC day (`day:YYYY-MM-DD`) and per AI model (`model:<name>`). */
-export const StatsDocSchema = z.object({
+export const StatsDocSchema = z.strictObject({
   _id: z.union([
     z.literal('totals'),
     z.string().regex(/^day:\d{4}-\d{2}-\d{2}$/),
@@ -149,7 +152,7 @@ export const StatsDocSchema = z.object({
   lastRetentionCutoff: z.date().exactOptional(),
 });
 
-export const TokenDocSchema = z.object({
+export const TokenDocSchema = z.strictObject({
   _id: Id,
   name: z.string().min(1).max(200),
   // SHA-256 of the token, in hex: anything else could never match a presented token.
@@ -160,7 +163,7 @@ export const TokenDocSchema = z.object({
   lastUsedAt: z.date().nullable(),
 });
 
-export const EventDocSchema = z.object({
+export const EventDocSchema = z.strictObject({
   _id: Id,
   kind: z.string().min(1).max(128),
   reason: ShortText,
@@ -174,6 +177,8 @@ export const EventDocSchema = z.object({
     .exactOptional()
     .transform((p) => p),
   payloadJson: z.string().max(JSON_TEXT_MAX).exactOptional(),
+  // payloadJson was cut at its bound (then read as text, not parsed).
+  truncated: z.boolean().exactOptional(),
 });
 
 /** The collections whose documents a backup carries, each with its schema. */
@@ -209,6 +214,26 @@ export const SCHEMAS_CONFORM = {
   events: Conforms<typeof EventDocSchema, EventDoc>;
 };
 
+// Compile-time: every field of an interface is a field of its schema, so a document the app wrote
+// is never refused as holding an unknown field. Fails to compile when an interface gains a field
+// its schema lacks.
+type Unknown<S extends z.ZodType, Doc> = [Exclude<keyof Doc, keyof z.input<S>>] extends [never]
+  ? true
+  : false;
+export const SCHEMAS_KNOW_EVERY_FIELD = {
+  users: true,
+  messages: true,
+  stats: true,
+  tokens: true,
+  events: true,
+} as const satisfies {
+  users: Unknown<typeof UserDocSchema, UserDoc>;
+  messages: Unknown<typeof MessageDocSchema, MessageDoc>;
+  stats: Unknown<typeof StatsDocSchema, StatsDoc>;
+  tokens: Unknown<typeof TokenDocSchema, TokenDoc>;
+  events: Unknown<typeof EventDocSchema, EventDoc>;
+};
+
 export const isStoredCollection = (name: string): name is StoredCollection =>
   Object.hasOwn(DOC_SCHEMAS, name);
 
@@ -216,7 +241,11 @@ export const isStoredCollection = (name: string): name is StoredCollection =>
 const fieldPath = (path: readonly PropertyKey[]): string =>
   path
     .map((p) =>
-      typeof p === 'number' ? String(p) : typeof p === 'string' && /^[A-Za-z_]\w{0,63}$/.test(p) ? p : '?',
+      typeof p === 'number'
+        ? String(p)
+        : typeof p === 'string' && /^[$A-Za-z_][\w$]{0,63}$/.test(p)
+          ? p
+          : '?',
     )
     .join('.') || '(document)';
 
@@ -237,6 +266,10 @@ export function checkStoredDocument(collection: StoredCollection, doc: unknown):
   const result = DOC_SCHEMAS[collection].safeParse(doc);
   if (result.success) return null;
   const issue = result.error.issues[0];
+  if (issue?.code === 'unrecognized_keys') {
+    const more = issue.keys.length > 1 ? ` (and ${issue.keys.length - 1} more)` : '';
+    return `field ${fieldPath([...issue.path, issue.keys[0] ?? ''])}: not a field of ${collection} documents${more}`;
+  }
   return issue ? `field ${fieldPath(issue.path)}: ${describeIssue(issue)}` : 'invalid';
 }
 
@@ -254,7 +287,5 @@ const SAFE_MESSAGES = new Set<string>([
 ]);
 
 function describeIssue(issue: z.core.$ZodIssue): string {
-  // Its message lists the keys, which could be data (a number used as a key).
-  if (issue.code === 'unrecognized_keys') return `${issue.keys.length} unexpected key(s)`;
   return SAFE_MESSAGES.has(issue.code) ? issue.message : `invalid (${issue.code})`;
 }

@@ -56,6 +56,7 @@ export {
   BACKUP_VERSION,
   fromEjsonLine,
   fromEjsonLineRelaxed,
+  RestoreWriteError,
   toEjsonLine,
   type BackupHeader,
   type CounterProblem,

@@ -2,7 +2,7 @@
 // counter checks and repairs. Only simple operations (find, bulkWrite, deleteMany, countDocuments),
 // so it runs on Cosmos DB, MongoDB and FerretDB alike. Summaries and counters go through the same
 // rules as the webhook and reply paths (./summary, ./stats).
-import { BSON, type Document } from 'mongodb';
+import { BSON, MongoBulkWriteError, type Document, type WriteError } from 'mongodb';
 import { AppError } from '../errors';
 import { checkStoredDocument, type StoredCollection } from './doc-schemas';
 import type { Gateway } from './gateway';
@@ -15,6 +15,23 @@ import type { AiUsage, Direction, MessageRole } from './types';
 import { searchKeysFor, userIdFor, type UserDoc, type UsersRepository } from './users';
 
 export { userIdFor } from './users';
+
+/**
+ * A restore batch the server refused in part: how many of its documents were written, how many
+ * refused, and why as a code (never the server's message: it may quote a document's value).
+ */
+export class RestoreWriteError extends Error {
+  override readonly name = 'RestoreWriteError';
+  constructor(
+    readonly collection: string,
+    readonly written: number,
+    readonly refused: number,
+    readonly reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${refused} document(s) of ${collection} refused (${reason})`, options);
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Bulk import (migration from the legacy SQLite bot)
@@ -290,16 +307,33 @@ export class Maintenance {
     return this.collection(name).iterate({}, { sort: { _id: 1 } });
   }
 
-  /** Writes documents back: replace by `_id`, or insert. Running it twice changes nothing. */
+  /**
+   * Writes documents back: replace by `_id`, or insert. Running it twice changes nothing. When the
+   * server refuses some of them, throws a RestoreWriteError saying how many of the others it wrote.
+   */
   async restoreDocuments(name: string, docs: readonly Document[]): Promise<void> {
     if (!docs.length) return;
-    await this.collection(name).bulkWrite(
-      docs.map((doc) => {
-        const keyed = doc as AnyDoc;
-        return { replaceOne: { filter: { _id: keyed._id }, replacement: keyed, upsert: true } };
-      }),
-      false,
-    );
+    try {
+      await this.collection(name).bulkWrite(
+        docs.map((doc) => {
+          const keyed = doc as AnyDoc;
+          return { replaceOne: { filter: { _id: keyed._id }, replacement: keyed, upsert: true } };
+        }),
+        false,
+      );
+    } catch (error) {
+      if (!(error instanceof MongoBulkWriteError)) throw error;
+      const errors = ([] as WriteError[]).concat(error.writeErrors);
+      const { matchedCount, upsertedCount } = error.result;
+      const first = errors[0]?.code;
+      throw new RestoreWriteError(
+        name,
+        Math.min(docs.length, matchedCount + upsertedCount),
+        errors.length,
+        first === 11000 ? 'duplicate key, code 11000' : `code ${first ?? error.code ?? 'unknown'}`,
+        { cause: error },
+      );
+    }
   }
 
   // -------------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 // npm run seed, indexes, backup and restore against the real test database.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { gzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runToExitCode } from '../../scripts/lib/cli';
 import { main as backup } from '../../scripts/backup';
@@ -15,6 +15,7 @@ import { createDataStore } from '../../shared/data';
 import { hashToken } from '../../shared/manage/auth';
 import { testDatabase, type TestDatabase } from '../helpers/db';
 import { captureIo } from '../fixtures/scripts';
+import type { Io } from '../../scripts/lib/cli';
 
 let t: TestDatabase;
 let dir: string;
@@ -197,6 +198,94 @@ describe('npm run backup / restore', () => {
     const io4 = captureIo();
     expect(await runToExitCode(restore, [path.join(dir, 'missing.gz')], env(), io4)).toBe(1);
     expect(io4.text()).toMatch(/cannot read missing\.gz: no such file/);
+  });
+});
+
+describe('npm run backup --out', () => {
+  const previous = gzipSync('the previous backup\n');
+  const leftovers = async (folder: string) =>
+    (await fs.readdir(folder)).filter((name) => name.includes('.part'));
+
+  beforeAll(async () => {
+    // Enough documents that a backup is still writing a while after its first progress line.
+    const seeded = captureIo();
+    expect(await runToExitCode(seed, ['--users', '50', '--messages', '4000'], env(), seeded)).toBe(0);
+  }, 60_000);
+
+  it('a document written while the backup runs is counted by the header; the file restores; no temporary file is left', async () => {
+    const folder = await fs.mkdtemp(path.join(dir, 'out-'));
+    const file = path.join(folder, 'b.jsonl.gz');
+    await fs.writeFile(file, previous);
+    const io = captureIo();
+    let written: Promise<unknown> | undefined;
+    const writing: Io = {
+      ...io,
+      err: (line) => {
+        io.err(line);
+        // The app records an event while the backup reads users (events are read last).
+        written ??= /backing up: /.test(line)
+          ? t.db.collection('events').insertOne({
+              _id: 'late:1' as never,
+              kind: 'late',
+              reason: 'written during the backup',
+              createdAt: new Date(),
+              userId: null,
+              payload: {},
+            })
+          : undefined;
+      },
+    };
+    expect(await runToExitCode(backup, ['--out', file], env(), writing), io.text()).toBe(0);
+    await written;
+    expect(await leftovers(folder)).toEqual([]);
+    const lines = gunzipSync(await fs.readFile(file))
+      .toString('utf8')
+      .trim()
+      .split('\n');
+    const header = JSON.parse(lines[0] ?? '{}') as { collections: Record<string, { $numberInt: string }> };
+    const counted = Object.values(header.collections).reduce((n, v) => n + Number(v.$numberInt), 0);
+    expect(counted).toBe(lines.length - 1);
+    expect(lines.some((l) => l.includes('"late:1"'))).toBe(true);
+    const r = captureIo();
+    expect(await runToExitCode(restore, [file], env(), r), r.text()).toBe(0);
+  });
+
+  it('a backup killed while it writes leaves the earlier file at --out as it was', async () => {
+    const folder = await fs.mkdtemp(path.join(dir, 'killed-'));
+    const file = path.join(folder, 'b.jsonl.gz');
+    await fs.writeFile(file, previous);
+    const tsx = path.join(process.cwd(), 'node_modules', '.bin', 'tsx');
+    const child = spawn(tsx, ['scripts/backup.ts', '--out', file], {
+      env: { ...process.env, ...env() },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+      child.on('exit', (_c, signal) => resolve(signal)),
+    );
+    // Killed at its first progress line: documents are being written.
+    child.stderr.on('data', (chunk: Buffer) => {
+      if (/backing up: /.test(chunk.toString())) child.kill('SIGKILL');
+    });
+    expect(await exited).toBe('SIGKILL');
+    expect(await fs.readFile(file)).toEqual(previous);
+  }, 60_000);
+
+  it('a folder, or a path below a file, is refused as a bad argument (exit 2) and nothing is touched', async () => {
+    const folder = await fs.mkdtemp(path.join(dir, 'bad-'));
+    const io = captureIo();
+    expect(await runToExitCode(backup, ['--out', folder], env(), io)).toBe(2);
+    expect(io.text()).toBe(`error: --out ${folder} is a folder; give a file name (see --help)`);
+    expect(await fs.readdir(folder)).toEqual([]);
+
+    const file = path.join(folder, 'b.jsonl.gz');
+    await fs.writeFile(file, previous);
+    const io2 = captureIo();
+    expect(await runToExitCode(backup, ['--out', path.join(file, 'x.gz')], env(), io2)).toBe(2);
+    expect(io2.text()).toMatch(
+      /^error: --out .*x\.gz: a part of its folder is a file, not a folder \(see --help\)$/,
+    );
+    expect(await fs.readFile(file)).toEqual(previous);
+    expect(await leftovers(folder)).toEqual([]);
   });
 });
 

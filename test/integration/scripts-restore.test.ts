@@ -102,11 +102,19 @@ const day: StatsDoc = { _id: 'day:2026-03-01', date: '2026-03-01', inbound: 1, o
 
 type Line = { readonly c: string; readonly d: object };
 
-/** A gzip'd backup file as `npm run backup` writes it: a header line, then one line per document. */
-async function backupFile(name: string, lines: readonly Line[]): Promise<string> {
-  const collections: Record<string, number> = {};
-  for (const { c } of lines) collections[c] = (collections[c] ?? 0) + 1;
-  const header = { format: BACKUP_FORMAT, version: BACKUP_VERSION, createdAt: new Date(), collections };
+/**
+ * A gzip'd backup file as `npm run backup` writes it: a header line (counting the lines, unless
+ * `collections` is given), then one line per document.
+ */
+async function backupFile(name: string, lines: readonly Line[], collections?: unknown): Promise<string> {
+  const counted: Record<string, number> = {};
+  for (const { c } of lines) counted[c] = (counted[c] ?? 0) + 1;
+  const header = {
+    format: BACKUP_FORMAT,
+    version: BACKUP_VERSION,
+    createdAt: new Date(),
+    collections: collections === undefined ? counted : collections,
+  };
   const file = path.join(dir, name);
   await fs.writeFile(file, gzipSync([header, ...lines].map((l) => toEjsonLine(l)).join('\n') + '\n'));
   return file;
@@ -175,6 +183,21 @@ describe('refusals', () => {
     ['a stats id of no known kind', { c: 'stats', d: { ...day, _id: 'whatever' } }, /field _id/],
     ['a token hash that can never match', { c: 'tokens', d: { ...token, hash: 'abc' } }, /field hash/],
     [
+      'a field the schema does not know',
+      { c: 'messages', d: { ...message, extraField: 'hello' } },
+      /field extraField: not a field of messages documents/,
+    ],
+    [
+      'a $-prefixed field',
+      { c: 'messages', d: { ...message, $where: 'x' } },
+      /field \$where: not a field of messages documents/,
+    ],
+    [
+      'an unknown field in a nested object',
+      { c: 'users', d: { ...user, handoff: { since: at, by: 'agent', activeAt: at, note: NAME } } },
+      /field handoff\.note: not a field of users documents/,
+    ],
+    [
       'a document over 2 MB',
       { c: 'events', d: { ...event, payload: { text: 'x'.repeat(2_200_000) } } },
       /over the 2097152-byte limit/,
@@ -228,5 +251,146 @@ describe('retired collections', () => {
     expect(await t.db.collection('locks').countDocuments()).toBe(0);
     const data = createDataStore(t.db);
     expect((await data.messages.getMessage(message._id))?.text).toBe(TEXT);
+  });
+});
+
+describe('restoring over existing documents', () => {
+  // FerretDB v1's update command held each update's rows open until the command ended, and its
+  // SQLite pool has 100 connections: a bulk write replacing more than 100 existing documents never
+  // returned (and wedged the database). Fixed in the project's FerretDB build (ferretdb-patches.ts).
+  it(
+    'restoring the same file twice (batches of more than 100 existing documents) changes nothing',
+    { timeout: 60_000 },
+    async () => {
+      const users = Array.from({ length: 250 }, (_, i): UserDoc => ({
+        ...user,
+        _id: `u_${i.toString(16).padStart(24, '0')}`,
+        searchKeys: [],
+      }));
+      const file = await backupFile(
+        'twice.jsonl.gz',
+        users.map((d) => ({ c: 'users', d })),
+      );
+      const snapshot = () => t.db.collection('users').find({}).sort({ _id: 1 }).toArray();
+      const first = await run(file);
+      expect(first.code, first.text).toBe(0);
+      const before = await snapshot();
+      expect(before).toHaveLength(250);
+      const second = await run(file);
+      expect(second.code, second.text).toBe(0);
+      expect(second.stdout).toMatch(/users:\s+250/);
+      expect(await snapshot()).toEqual(before);
+    },
+  );
+});
+
+describe('a file that does not hold what its header counts', () => {
+  const cases: readonly [label: string, lines: readonly Line[], collections: unknown, says: RegExp][] = [
+    [
+      'lines missing (cut at a line boundary)',
+      [{ c: 'users', d: user }],
+      { users: 1, messages: 1, stats: 0, tokens: 0, events: 0 },
+      /messages: 1 in the header, 0 in the file/,
+    ],
+    [
+      'the header alone',
+      [],
+      { users: 1, messages: 1, stats: 0, tokens: 0, events: 0 },
+      /users: 1 in the header, 0 in the file; messages: 1 in the header, 0 in the file\)/,
+    ],
+    [
+      'more lines than counted',
+      [
+        { c: 'users', d: user },
+        { c: 'messages', d: message },
+      ],
+      { users: 1 },
+      /messages: 0 in the header, 1 in the file/,
+    ],
+    ['no counts in the header', [{ c: 'users', d: user }], null, /header line does not say the documents/],
+    ['a count that is not a number', [{ c: 'users', d: user }], { users: 'one' }, /its count of users/],
+  ];
+
+  it.each(cases)('%s: refused, exit 1, nothing written', async (_label, lines, collections, says) => {
+    const file = await backupFile('short.jsonl.gz', lines, collections);
+    const result = await run(file);
+    expect(result.code, result.text).toBe(1);
+    expect(result.text).toMatch(says);
+    expect(result.text).toMatch(/nothing was restored/);
+    expect(await collectionNames()).toEqual([]);
+  });
+
+  it('an empty backup (every count 0, no lines) restores nothing, exit 0', async () => {
+    const file = await backupFile('empty.jsonl.gz', [], { users: 0, messages: 0 });
+    const result = await run(file);
+    expect(result.code, result.text).toBe(0);
+    expect(result.stdout).toMatch(/documents:\s+0/);
+  });
+});
+
+describe('a file that is not intact gzip', () => {
+  it('one damaged byte: one clear error, exit 1, no stray stream error afterwards', async () => {
+    // Where the check stops at a line the damage garbled, gunzip meets the damage itself later,
+    // when nothing reads the file any more: that error used to crash the process. Every 100th
+    // byte is damaged in turn, so some of them do that whatever zlib's exact output.
+    const header = {
+      format: BACKUP_FORMAT,
+      version: BACKUP_VERSION,
+      createdAt: at,
+      collections: { events: 300 },
+    };
+    const lines = Array.from({ length: 300 }, (_, i) => ({
+      c: 'events',
+      d: { ...event, _id: `e${i}`, reason: `r ${i} ${'x'.repeat(i % 50)}`, payload: { i } },
+    }));
+    const intact = gzipSync([header, ...lines].map((l) => toEjsonLine(l)).join('\n') + '\n');
+    const file = path.join(dir, 'damaged.jsonl.gz');
+    const stray: unknown[] = [];
+    const onError = (error: unknown) => stray.push(error);
+    process.on('uncaughtException', onError);
+    try {
+      for (let at = 100; at < intact.length - 20; at += 100) {
+        const bytes = Buffer.from(intact);
+        bytes[at] = (bytes[at] ?? 0) ^ 0xff;
+        await fs.writeFile(file, bytes);
+        const result = await run(file);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        expect(result.code, `byte ${at}`).toBe(1);
+        expect(result.text, `byte ${at}`).toMatch(
+          /^error: damaged\.jsonl\.gz(: line \d+ [^\n]*| is not a gzip backup file or is corrupt \(Z_\w+\)); nothing was restored$/,
+        );
+        expect(stray, `byte ${at}`).toEqual([]);
+      }
+      expect(await collectionNames()).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onError);
+    }
+  });
+});
+
+describe('a write the database refuses', () => {
+  it('says what was written and that running restore again completes it; exit 1', async () => {
+    // Another token already holds the hash (a unique index): the file's token cannot be written.
+    await createDataStore(t.db).ensureIndexes('create');
+    await t.db.collection<TokenDoc>('tokens').insertOne({ ...token, _id: 'tok0000002' });
+    const file = await backupFile('refused.jsonl.gz', [
+      { c: 'users', d: user },
+      { c: 'messages', d: message },
+      { c: 'tokens', d: token },
+    ]);
+    const result = await run(file, '--include-tokens');
+    expect(result.code).toBe(1);
+    expect(result.text).toMatch(
+      /restore of refused\.jsonl\.gz stopped: writing tokens failed: the database refused 1 of them \(duplicate key, code 11000\); written before it stopped: users 1, messages 1 \(2 documents\); the rest was not\. Restore writes by id, so running it again \(once the cause is fixed\) completes it/,
+    );
+    expect(result.text).not.toMatch(/gzip|nothing was restored/);
+    for (const secret of [NUMBER, NAME, TEXT, PLANTED, token.hash]) expect(result.text).not.toContain(secret);
+    expect(await t.db.collection('users').countDocuments()).toBe(1);
+    expect(await t.db.collection('messages').countDocuments()).toBe(1);
+
+    await t.db.collection<TokenDoc>('tokens').deleteOne({ _id: 'tok0000002' });
+    const again = await run(file, '--include-tokens');
+    expect(again.code, again.text).toBe(0);
+    expect((await createDataStore(t.db).tokens.list()).map((x) => x.id)).toEqual([token._id]);
   });
 });

@@ -89,4 +89,59 @@ describe('documents that are refused', () => {
     expect(checkStoredDocument('users', [user])).toBe('not a document');
     expect(checkStoredDocument('events', { ...event, subject: '' })).toMatch(/^field subject: Too small/);
   });
+
+  it('a field the schema does not know, at the top or nested, named with its collection', () => {
+    expect(checkStoredDocument('messages', { ...placeholder, extraField: 'hello' })).toBe(
+      'field extraField: not a field of messages documents',
+    );
+    expect(checkStoredDocument('messages', { ...placeholder, $where: 'x' })).toBe(
+      'field $where: not a field of messages documents',
+    );
+    expect(
+      checkStoredDocument('users', { ...user, handoff: { since: at, by: 'x', activeAt: at, extra: 1 } }),
+    ).toBe('field handoff.extra: not a field of users documents');
+    // A key that could be data (a number) is not printed.
+    const problem = checkStoredDocument('users', { ...user, '15550009999': 1, other: 2 });
+    expect(problem).toBe('field ?: not a field of users documents (and 1 more)');
+  });
+});
+
+describe('every field the app writes is known', () => {
+  it('a message and an event with every field of their interfaces pass', () => {
+    const full: Required<MessageDoc> = {
+      _id: 'out:wamid.in1:0',
+      userId: user._id,
+      waMessageId: 'wamid.out1',
+      direction: 'outbound',
+      type: 'text',
+      text: 'hello',
+      status: 'sent',
+      statusRank: 2,
+      statusTimes: { sent: at },
+      createdAt: at,
+      receivedAt: at,
+      seqAt: at,
+      role: 'conversation',
+      phoneNumberId: '1234',
+      terms: ['hello'],
+      relatedId: 'wamid.in1',
+      replyState: 'sent',
+      leaseUntil: null,
+      error: null,
+      failedUncounted: true,
+      ai: null,
+      by: 'operator',
+      rawJson: '{}',
+      raw: {},
+    };
+    expect(checkStoredDocument('messages', full)).toBeNull();
+    const fullEvent: Required<EventDoc> = {
+      ...event,
+      payload: {},
+      subject: 's_1',
+      payloadJson: '"cut',
+      truncated: true,
+    };
+    expect(checkStoredDocument('events', fullEvent)).toBeNull();
+  });
 });
