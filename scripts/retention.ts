@@ -37,7 +37,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   });
   const batchSize = intOption(values['batch-size'], 'batch-size', 500);
   let days: number | undefined;
-  if (values['days'] !== undefined) days = intOption(values['days'], 'days', 0);
+  if (values['days'] !== undefined) days = intOption(values['days'], 'days', 0, 1, 36_500);
   else if (env['RETENTION_DAYS']?.trim()) {
     const raw = env['RETENTION_DAYS'].trim();
     if (!/^\d+$/.test(raw) || Number(raw) < 1)

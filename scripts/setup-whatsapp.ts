@@ -6,6 +6,7 @@ import { loadGraphSettings } from '../shared/config';
 import { AppError, ErrorCode } from '../shared/errors';
 import { GraphError, subscribeApp } from '../shared/whatsapp/graph';
 import { parseCli, runMain, ScriptError, UsageError, type Main } from './lib/cli';
+import { maskUri } from './lib/database';
 
 const HELP = `Usage: npm run setup:whatsapp -- --waba-id <id> (--app-url <url> | --callback-url <url>) [--override-callback]
 
@@ -88,7 +89,7 @@ export const main: Main = async (argv, env, io) => {
   } catch (error) {
     if (!(error instanceof GraphError)) throw error;
     if (error.status === null)
-      throw new ScriptError(`cannot reach the Graph API at ${graph.graphUrl}: ${error.title}`);
+      throw new ScriptError(`cannot reach the Graph API at ${maskUri(graph.graphUrl)}: ${error.title}`);
     throw new ScriptError(
       `subscribing the app failed. ${describe(error)}\n` +
         'Check that the token has whatsapp_business_management and belongs to an app with access to this account.',

@@ -59,11 +59,19 @@ export function parseCli<O extends Options>(
 }
 
 /** A positive integer option, or the default. */
-export function intOption(value: unknown, name: string, fallback: number, min = 1): number {
+export function intOption(
+  value: unknown,
+  name: string,
+  fallback: number,
+  min = 1,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (typeof value !== 'string' || !/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min) {
-    throw new UsageError(`--${name} must be an integer of at least ${min}`);
+  if (typeof value !== 'string' || !/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(
+      `--${name} must be an integer of at least ${min}${max < Number.MAX_SAFE_INTEGER ? ` and at most ${max}` : ''}`,
+    );
   }
   return n;
 }
@@ -170,6 +178,24 @@ export function reportError(io: Io, error: unknown): number {
   }
   if (error instanceof ScriptError || error instanceof AppError) {
     io.err(`error: ${error.message}`);
+    return 1;
+  }
+  // A connection string the driver cannot read (its message names the problem, not the secret).
+  const name = error instanceof Error ? error.name : '';
+  if (
+    name === 'MongoParseError' ||
+    name === 'MongoInvalidArgumentError' ||
+    (name === 'MongoRuntimeError' && /^Unable to parse /.test((error as Error).message))
+  ) {
+    io.err(`error: MONGODB_URI is not a valid connection string: ${(error as Error).message}`);
+    return 1;
+  }
+  // The storage emulator or account (AzureWebJobsStorage) could not be reached.
+  if (name === 'RestError') {
+    const code = (error as { code?: unknown }).code;
+    io.err(
+      `error: the queue storage (AzureWebJobsStorage) could not be reached or refused the request${typeof code === 'string' ? ` (${code})` : ''}`,
+    );
     return 1;
   }
   io.err(`error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);

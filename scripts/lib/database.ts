@@ -77,16 +77,54 @@ export function noDatabaseMessage(mongodReason: string, ferretDbReason: string):
   ].join('\n');
 }
 
-/** Hides credentials: user:password and secret-looking query parameters. */
+/** Query options shown as they are; every other option's value is hidden. */
+const PLAIN_OPTIONS = new Set(
+  [
+    'authSource',
+    'authMechanism',
+    'ssl',
+    'tls',
+    'replicaSet',
+    'retryWrites',
+    'retryReads',
+    'maxIdleTimeMS',
+    'directConnection',
+    'readPreference',
+    'w',
+    'serverSelectionTimeoutMS',
+    'connectTimeoutMS',
+  ].map((o) => o.toLowerCase()),
+);
+
+/**
+ * Hides credentials in a URL to be printed: the user and password (which may hold unescaped
+ * reserved characters such as `?`, `/` or `@`), and the value of every query option but a few
+ * harmless ones.
+ */
 export function maskUri(uri: string): string {
   const scheme = /^[a-z][a-z0-9+.-]*:\/\//i.exec(uri)?.[0] ?? '';
-  let masked = uri;
-  // The host follows the last '@' before the query (Cosmos puts `appName=@account@` in the query;
-  // its keys may contain '/', '+' and '=').
-  const at = uri.split('?')[0]?.lastIndexOf('@') ?? -1;
-  if (scheme && at >= scheme.length) masked = `${scheme}***:***${uri.slice(at)}`;
-  return masked.replace(
-    /([?&](?:[^=&]*(?:password|secret|token|key|sig)[^=&]*|authMechanismProperties)=)[^&#]*/gi,
-    '$1***',
-  );
+  // The host (or hosts) follow the last '@' that is followed by a host and then '/', '?', '#' or
+  // the end (Cosmos puts `appName=@account@` in the query; its keys may contain '/', '+', '=').
+  let at = -1;
+  for (let i = uri.lastIndexOf('@'); i >= scheme.length && i > 0; i = uri.lastIndexOf('@', i - 1)) {
+    if (/^[A-Za-z0-9.\-_~%[\]:,]+(?:[/?#]|$)/.test(uri.slice(i + 1))) {
+      at = i;
+      break;
+    }
+  }
+  const authority = scheme && at >= scheme.length ? `${scheme}***:***@` : scheme;
+  const rest = uri.slice(at >= scheme.length && scheme ? at + 1 : scheme.length);
+  const q = rest.indexOf('?');
+  if (q < 0) return authority + rest;
+  const query = rest
+    .slice(q + 1)
+    .split('&')
+    .map((pair) => {
+      const eq = pair.indexOf('=');
+      if (eq < 0) return pair;
+      const name = pair.slice(0, eq);
+      return PLAIN_OPTIONS.has(name.toLowerCase()) ? pair : `${name}=***`;
+    })
+    .join('&');
+  return `${authority}${rest.slice(0, q)}?${query}`;
 }

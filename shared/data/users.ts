@@ -233,8 +233,9 @@ export class UsersRepository {
     for (let delay = 25; ; delay = Math.min(delay * 2, 1_000)) {
       const doc = await this.users.findOne({ _id: userId }, { projection: { generation: 1, erasing: 1 } });
       if (!doc) return true;
-      // Erasing is for good: a user who is not is the one the writer knew, or a new one.
-      if (!doc.erasing) return generation !== undefined && (doc.generation ?? null) !== generation;
+      // Erasing is for good. Without `generation` (the writer found the user erasing or gone), a
+      // user who is not erasing is a new one; with it, the generation tells.
+      if (!doc.erasing) return generation === undefined || (doc.generation ?? null) !== generation;
       if (Date.now() >= deadline) return false;
       await sleep(delay);
     }

@@ -55,6 +55,17 @@ describe('MONGODB_URI', () => {
       'mongodb+srv://h.example/?authMechanismProperties=***',
     );
     expect(maskUri('mongodb://127.0.0.1:27017/')).toBe('mongodb://127.0.0.1:27017/');
+    // A password with an unescaped '?', options the list does not know, and Cosmos' appName.
+    expect(maskUri('mongodb://admin:S3cr?tPW@127.0.0.1:1/')).toBe('mongodb://***:***@127.0.0.1:1/');
+    expect(maskUri('mongodb://h.example/?bogusOption=S3cretPW&tls=true')).toBe(
+      'mongodb://h.example/?bogusOption=***&tls=true',
+    );
+    expect(maskUri('mongodb://acct:k/e+y==@acct.mongo.cosmos.azure.com:10255/?ssl=true&appName=@acct@')).toBe(
+      'mongodb://***:***@acct.mongo.cosmos.azure.com:10255/?ssl=true&appName=***',
+    );
+    expect(maskUri('http://proxyuser:proxyPASS@127.0.0.1:1/?access_token=EAAx')).toBe(
+      'http://***:***@127.0.0.1:1/?access_token=***',
+    );
   });
 });
 

@@ -327,3 +327,17 @@ describe('npm run retention', () => {
     expect(logs.join('\n')).toMatch(/retention done.*deleted=1/);
   });
 });
+
+describe('operator errors are one clear line', () => {
+  it('a connection string the driver cannot read, and --days out of range', async () => {
+    for (const uri of ['notauri', 'mongodb://h.example:99999/']) {
+      const io = captureIo();
+      expect(await runToExitCode(health, [], { MONGODB_URI: uri, ...SETTINGS }, io)).toBe(1);
+      expect(io.stderr.join('\n')).toMatch(/^error: MONGODB_URI is not a valid connection string/m);
+      expect(io.text()).not.toMatch(/\n\s+at /);
+    }
+    const io = captureIo();
+    expect(await runToExitCode(retention, ['--days', '999999999999'], { ...SETTINGS }, io)).toBe(2);
+    expect(io.text()).toContain('--days must be an integer of at least 1 and at most 36500');
+  });
+});

@@ -331,11 +331,13 @@ async function refreshOpen(): Promise<void> {
   else renderComposer();
 }
 
-async function send(body: { text: string } | { template: Template }): Promise<void> {
+/** Sends an operator message; `sent` runs as soon as the server has it (before the refreshes). */
+async function send(body: { text: string } | { template: Template }, sent: () => void): Promise<void> {
   const u = state.open;
   if (!u) return;
   try {
     const message = await api<Message>(userPath(u.id, '/messages'), { method: 'POST', body });
+    sent();
     state.messages.set(message.id, message);
     renderConversation();
     const box = $('messages-box');
@@ -357,9 +359,10 @@ async function sendText(): Promise<void> {
   const area = $<HTMLTextAreaElement>('reply-text');
   const text = area.value;
   if (!text.trim()) return;
-  await send({ text });
-  area.value = '';
-  updateCount();
+  await send({ text }, () => {
+    area.value = '';
+    updateCount();
+  });
 }
 
 async function sendTemplate(): Promise<void> {
@@ -369,9 +372,10 @@ async function sendTemplate(): Promise<void> {
     .value.split('\n')
     .map((p) => p.trim())
     .filter((p) => p.length > 0);
-  await send({ template: { name, language, parameters } });
-  state.templates.add(name);
-  $<HTMLTextAreaElement>('tpl-params').value = '';
+  await send({ template: { name, language, parameters } }, () => {
+    state.templates.add(name);
+    $<HTMLTextAreaElement>('tpl-params').value = '';
+  });
   renderComposer();
 }
 
