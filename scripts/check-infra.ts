@@ -7,6 +7,7 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { Language, Parser, type Node } from 'web-tree-sitter';
 import { listFiles } from './lib/paths';
+import { noArguments } from './lib/cli';
 
 const ROOT = path.resolve(__dirname, '..');
 const INFRA_DIR = 'infra';
@@ -214,7 +215,15 @@ async function main(): Promise<void> {
   if (verdicts.length > 0) process.exitCode = 1;
 }
 
-main().catch((error: unknown) => {
-  process.stderr.write(`check:infra: ${error instanceof Error ? error.message : String(error)}\n`);
-  process.exitCode = 1;
-});
+const HELP = `
+Usage: npm run check:infra
+
+Parses every Bicep file under infra/ (tree-sitter-bicep) and runs checkov on them; exits 1 on a
+syntax problem, a failed check, or a skip without a justification.
+`;
+
+if (noArguments(process.argv.slice(2), HELP))
+  main().catch((error: unknown) => {
+    process.stderr.write(`check:infra: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exitCode = 1;
+  });

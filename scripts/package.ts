@@ -18,6 +18,7 @@ import { builtinModules } from 'node:module';
 import path from 'node:path';
 import { crc32, deflateRawSync } from 'node:zlib';
 import { listFiles } from './lib/paths';
+import { noArguments } from './lib/cli';
 
 const ROOT = path.resolve(__dirname, '..');
 export const DEFAULT_OUT_DIR = path.join(ROOT, 'dist', 'package');
@@ -270,7 +271,14 @@ function writeZip(file: string, dir: string, names: readonly string[]): void {
 
 const mb = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(2)} MB`;
 
-if (require.main === module) {
+const HELP = `
+Usage: npm run package
+
+Builds the deployable artifact (production code only) into a folder and a zip; see
+docs/deployment.md.
+`;
+
+if (require.main === module && noArguments(process.argv.slice(2), HELP)) {
   buildPackage()
     .then((result) => {
       const rel = (file: string): string => path.relative(ROOT, file);

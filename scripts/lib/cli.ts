@@ -210,3 +210,20 @@ export async function runToExitCode(main: Main, argv: readonly string[], env: En
     return reportError(io, error);
   }
 }
+
+/**
+ * For a script that takes no arguments: prints `help` for --help or -h and returns false (do not
+ * run); refuses anything else with exit code 2. True when the script should run.
+ */
+export function noArguments(argv: readonly string[], help: string): boolean {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    process.stdout.write(`${help.trim()}\n`);
+    return false;
+  }
+  if (argv.length > 0) {
+    process.stderr.write(`error: unexpected argument ${JSON.stringify(argv[0])} (see --help)\n`);
+    process.exitCode = 2;
+    return false;
+  }
+  return true;
+}

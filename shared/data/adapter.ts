@@ -3,8 +3,10 @@
 // FerretDB v1 (the embedded database of development and tests) applies an update as a read, a
 // change and a write without isolation: concurrent `$inc`s of one document were seen to add 3
 // out of 40, concurrent conditional updates to all "win", and concurrent upserts to fail with
-// duplicate keys. On FerretDB the adapter therefore runs the writes that target one document
-// (`_id`) one after another in this process; writes to different documents still run at once.
+// duplicate keys; a delete checks its filter, then deletes by `_id`, so a document whose state
+// changed in between goes too. On FerretDB the adapter therefore runs the writes that target one
+// document (`_id`, or each of an `_id: {$in}` list) one after another in this process; writes to
+// different documents still run at once.
 // MongoDB and Cosmos DB apply each single-document write atomically, so there it does nothing.
 // Several processes sharing one FerretDB (a script while `npm run dev` runs) are not serialised
 // against each other: `npm run health -- --repair` rebuilds what could drift.

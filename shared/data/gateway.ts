@@ -55,6 +55,14 @@ function idOf(filter: Document | undefined): string | null {
   return typeof id === 'string' ? id : null;
 }
 
+/** The `_id`s a filter targets: one, or a list (`{_id: {$in: [...]}}`); else none known. */
+function idsOf(filter: Document | undefined): (string | null)[] {
+  const id: unknown = filter?.['_id'];
+  if (typeof id === 'string') return [id];
+  const list: unknown = id && typeof id === 'object' ? (id as Document)['$in'] : undefined;
+  return Array.isArray(list) && list.every((v) => typeof v === 'string') ? list : [null];
+}
+
 function bulkIds<T extends Keyed>(ops: readonly AnyBulkWriteOperation<T>[]): (string | null)[] {
   return ops.map((op) => {
     if ('insertOne' in op) return idOf(op.insertOne.document);
@@ -214,7 +222,9 @@ export class Gateway<T extends Keyed> {
   }
 
   async deleteMany(filter: Filter<T>): Promise<number> {
-    const result = await this.write([null], () => this.collection.deleteMany(filter));
+    // Keyed by the ids it names: on FerretDB, a delete that checks a document's state must not
+    // run while another write to that document does (the adapter's serialisation).
+    const result = await this.write(idsOf(filter), () => this.collection.deleteMany(filter));
     return result.deletedCount;
   }
 }
