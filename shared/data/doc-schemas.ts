@@ -197,10 +197,16 @@ export type StoredCollection = keyof typeof DOC_SCHEMAS;
  */
 export const RETIRED_COLLECTIONS: readonly string[] = ['locks'];
 
-// Compile-time: whatever a schema accepts is a document of its interface, so a restored document
-// reads like one the app wrote. Fails to compile when an interface and its schema drift apart.
-type Conforms<S extends z.ZodType, Doc> = [z.output<S>] extends [Doc] ? true : false;
-export const SCHEMAS_CONFORM = {
+// Compile-time, both ways: whatever a schema accepts is a document of its interface (a restored
+// document reads like one the app wrote), and every field of an interface is a field of its schema
+// (a document the app wrote is never refused as holding an unknown field). Fails to compile when
+// an interface and its schema drift apart.
+type Conforms<S extends z.ZodType, Doc> = [z.output<S>] extends [Doc]
+  ? [Exclude<keyof Doc, keyof z.input<S>>] extends [never]
+    ? true
+    : false
+  : false;
+export const SCHEMAS_MATCH = {
   users: true,
   messages: true,
   stats: true,
@@ -212,26 +218,6 @@ export const SCHEMAS_CONFORM = {
   stats: Conforms<typeof StatsDocSchema, StatsDoc>;
   tokens: Conforms<typeof TokenDocSchema, TokenDoc>;
   events: Conforms<typeof EventDocSchema, EventDoc>;
-};
-
-// Compile-time: every field of an interface is a field of its schema, so a document the app wrote
-// is never refused as holding an unknown field. Fails to compile when an interface gains a field
-// its schema lacks.
-type Unknown<S extends z.ZodType, Doc> = [Exclude<keyof Doc, keyof z.input<S>>] extends [never]
-  ? true
-  : false;
-export const SCHEMAS_KNOW_EVERY_FIELD = {
-  users: true,
-  messages: true,
-  stats: true,
-  tokens: true,
-  events: true,
-} as const satisfies {
-  users: Unknown<typeof UserDocSchema, UserDoc>;
-  messages: Unknown<typeof MessageDocSchema, MessageDoc>;
-  stats: Unknown<typeof StatsDocSchema, StatsDoc>;
-  tokens: Unknown<typeof TokenDocSchema, TokenDoc>;
-  events: Unknown<typeof EventDocSchema, EventDoc>;
 };
 
 export const isStoredCollection = (name: string): name is StoredCollection =>
