@@ -100,10 +100,11 @@ export class PersonalData {
    * Writers may be at work on the user meanwhile (a reply being sent, a message arriving), and
    * nothing here is a transaction. So the erase first marks the user `erasing` and takes their
    * reply lock for good: no worker starts on them, ingest tries their notifications again later,
-   * and a writer that stored something meanwhile finds out at its next write to the user and
-   * takes it back (`MessagesRepository.takeBack`). Each message is deleted only in the state it
-   * was read in, so the counters lose exactly what they held of it. The user goes last, so an
-   * interrupted erase can be run again.
+   * and a writer that stored something meanwhile finds out at its next write to the user, waits
+   * for the erase to end and takes it back (`MessagesRepository.takeBack`). Each message is
+   * deleted only in the state it was read in, so the counters lose exactly what they held of it.
+   * The user goes last, so an interrupted erase can be run again (two erases of one user at the
+   * same moment may each count a message the other deleted).
    */
   async eraseUser(userId: string): Promise<EraseReport | null> {
     const user = await this.users.findOneAndUpdate(
