@@ -15,7 +15,7 @@ export type { DatabaseKind, Log, ResolvedDatabase } from './database-types';
 export interface ResolveOptions {
   purpose: 'test' | 'dev' | 'script';
   log?: (line: string) => void;
-  /** Where dev/script servers keep their files; default `<repo>/.data`. */
+  /** Where dev/script servers keep their files; default DEV_DATA_DIR, else `<repo>/.data`. */
   dataDir?: string;
   env?: NodeJS.ProcessEnv;
 }
@@ -30,7 +30,8 @@ const noop = async (): Promise<void> => undefined;
 export async function resolveDatabase(options: ResolveOptions): Promise<ResolvedDatabase> {
   const env = options.env ?? process.env;
   const log = options.log ?? defaultLog;
-  const dataDir = options.dataDir ?? defaultDataDir();
+  // DEV_DATA_DIR: the folder `npm run dev` was told to use, so that scripts find its server.
+  const dataDir = options.dataDir ?? (env['DEV_DATA_DIR']?.trim() || defaultDataDir());
   const persistent = options.purpose !== 'test';
 
   const configured = env['MONGODB_URI']?.trim();

@@ -95,6 +95,18 @@ describe('the dev server record (scripts)', () => {
     await expect(fs.stat(path.join(dataDir, 'dev-server.json'))).rejects.toThrow();
   });
 
+  it('is found under DEV_DATA_DIR, as npm run dev was told', async () => {
+    await publishDevServer(published(), dataDir);
+    const db = await resolveDatabase({
+      purpose: 'script',
+      env: { ...envWithout(), DEV_DATA_DIR: dataDir },
+      log: () => undefined,
+    });
+    expect(db.kind).toBe('dev-server');
+    await db.stop();
+    await unpublishDevServer(dataDir);
+  });
+
   it('is ignored when its process is gone', async () => {
     const gone = spawnSync(process.execPath, ['-e', '']).pid;
     expect(gone).toBeGreaterThan(0);
