@@ -5,7 +5,16 @@ import path from 'node:path';
 import { QueueServiceClient } from '@azure/storage-queue';
 import { INBOUND_QUEUE, REPLY_QUEUE } from '../shared/bot/jobs';
 import { resolveStorage } from './lib/azurite';
-import { parseCli, printSummary, runMain, seconds, UsageError, type Env, type Io } from './lib/cli';
+import {
+  parseCli,
+  printSummary,
+  runMain,
+  ScriptError,
+  seconds,
+  UsageError,
+  type Env,
+  type Io,
+} from './lib/cli';
 
 export const HELP = `
 Usage: npm run replay-poison [-- --queue NAME] [--dry-run]
@@ -35,7 +44,13 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   const storage = await resolveStorage({ env, dataDir, log: (line) => io.err(line) });
   try {
     io.err(`queues: ${storage.description}`);
-    const service = QueueServiceClient.fromConnectionString(storage.connectionString);
+    let service: QueueServiceClient;
+    try {
+      service = QueueServiceClient.fromConnectionString(storage.connectionString);
+    } catch {
+      // The SDK's message may quote the connection string, key included: never printed.
+      throw new ScriptError('AzureWebJobsStorage is not a valid storage connection string');
+    }
     const poison = service.getQueueClient(`${queue}-poison`);
     const target = service.getQueueClient(queue);
     if (!(await poison.exists())) {

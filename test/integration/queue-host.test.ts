@@ -11,6 +11,8 @@ import { startAzurite, type Azurite } from '../../scripts/lib/azurite';
 import { nextOccurrence, parseSchedule } from '../../scripts/lib/ncrontab';
 import { startQueueHost, type QueueHost } from '../../scripts/lib/queue-host';
 import { main as replayPoison } from '../../scripts/replay-poison';
+import { runToExitCode } from '../../scripts/lib/cli';
+import { captureIo } from '../fixtures/scripts';
 
 let azurite: Azurite;
 let dir: string;
@@ -144,6 +146,26 @@ describe('npm run replay-poison', () => {
     expect(texts.sort()).toEqual([...items].sort());
     expect((await poison.getProperties()).approximateMessagesCount).toBe(0);
     await expect(replayPoison(['--queue', 'nope'], env, io)).rejects.toThrow(/--queue/);
+  });
+
+  it('a malformed or unreachable AzureWebJobsStorage is one clear line, the key never printed', async () => {
+    const key = 'S3CRETKEY0123456789';
+    for (const [storage, expected] of [
+      [`DefaultEndpointsProtocol=http;AccountName=x;AccountKey=${key};QueueEndpoint=notaurl`, /not a valid/],
+      [
+        azurite.connectionString.replace(
+          /QueueEndpoint=[^;]+/,
+          'QueueEndpoint=http://127.0.0.1:1/devstoreaccount1',
+        ),
+        /could not be reached or refused the request/,
+      ],
+    ] as const) {
+      const io = captureIo();
+      expect(await runToExitCode(replayPoison, [], { AzureWebJobsStorage: storage }, io)).toBe(1);
+      expect(io.stderr.join('\n')).toMatch(expected);
+      expect(io.text()).not.toContain(key);
+      expect(io.text()).not.toMatch(/\n\s+at /);
+    }
   });
 });
 
