@@ -6,15 +6,8 @@ import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import initSqlJs, { type Database, type SqlValue } from 'sql.js';
-import {
-  MAX_TEXT,
-  MAX_WA_ID_DIGITS,
-  userIdFor,
-  type DataStore,
-  type ImportedMessage,
-  type ImportedUser,
-} from '../shared/data';
-import { MAX_NAME, nameOf, settleTime } from '../shared/whatsapp/notification';
+import { MAX_TEXT, userIdFor, type DataStore, type ImportedMessage, type ImportedUser } from '../shared/data';
+import { digitsOfNumber, MAX_NAME, nameOf, settleTime } from '../shared/whatsapp/notification';
 import { MESSAGE_ID } from '../shared/whatsapp/schemas';
 import {
   parseCli,
@@ -123,18 +116,8 @@ export function parseLegacyDate(value: SqlValue | undefined): Date | null {
   return date;
 }
 
-/**
- * A legacy phone number as WhatsApp digits: a leading `+`, spaces, dashes, dots and parentheses
- * dropped, at most `MAX_WA_ID_DIGITS` digits; anything else is not a number.
- */
-export function legacyWaId(value: SqlValue | undefined): string | null {
-  const text = typeof value === 'number' && Number.isSafeInteger(value) ? String(value) : value;
-  if (typeof text !== 'string') return null;
-  const trimmed = text.trim();
-  if (!/^\+?[\d\s().-]+$/.test(trimmed)) return null;
-  const digits = trimmed.replace(/\D/g, '');
-  return digits.length >= 1 && digits.length <= MAX_WA_ID_DIGITS ? digits : null;
-}
+/** A legacy phone number as WhatsApp digits, by the webhook's rule (`digitsOfNumber`). */
+export const legacyWaId = (value: SqlValue | undefined): string | null => digitsOfNumber(value);
 
 /** A legacy integer id (user or row), or null (NULL, text, fraction). */
 const legacyId = (value: SqlValue | undefined): number | null =>

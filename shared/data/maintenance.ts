@@ -8,7 +8,7 @@ import { checkStoredDocument, type StoredCollection } from './doc-schemas';
 import type { Gateway } from './gateway';
 import { COLLECTIONS, type CollectionName } from './indexes';
 import { countedAs } from './message-doc';
-import { MAX_TEXT, STATUS_RANK, storedText, type MessageDoc } from './messages';
+import { STATUS_RANK, storedText, type MessageDoc } from './messages';
 import { CounterDelta, TOTALS_ID, type StatsDoc, type StatsRepository } from './stats';
 import type { SummaryMessage } from './summary';
 import type { AiUsage, Direction, MessageRole } from './types';
@@ -232,12 +232,7 @@ export class Maintenance {
         aiModel: m.ai?.model ?? null,
       });
       const list = perUser.get(m.userId) ?? [];
-      list.push({
-        id: m.id,
-        text: m.text.slice(0, MAX_TEXT),
-        at: m.seqAt ?? m.createdAt,
-        direction: m.direction,
-      });
+      list.push({ id: m.id, text: docs[i]?.text ?? '', at: m.seqAt ?? m.createdAt, direction: m.direction });
       perUser.set(m.userId, list);
     });
     for (const [userId, list] of perUser) await this.usersRepo.noteMessages(userId, list);

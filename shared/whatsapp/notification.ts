@@ -233,7 +233,7 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
       return;
     }
     const s = status.data;
-    const recipient = numberIn(s.recipient_id) ?? bsuidOf(s.recipient_user_id);
+    const recipient = digitsOfNumber(s.recipient_id) ?? bsuidOf(s.recipient_user_id);
     if (s.status !== 'sent' && s.status !== 'delivered' && s.status !== 'read' && s.status !== 'failed') {
       archive('status', `status ${s.status.slice(0, 32)}`, raw, recipient);
       return;
@@ -259,18 +259,14 @@ const messageIdentifier = (raw: unknown, contacts: Contact[]): string | null =>
   firstIdentifier(raw) ?? (contacts.length === 1 ? contactIdentifier(contacts[0]) : null);
 
 /**
- * A number as an odd item may write it, when it is recognisably one: spaces, dashes and a leading
- * '+' dropped, a JSON number read as its digits; null unless the result is within a number's bounds.
+ * A number written oddly, when it is recognisably one (an odd webhook item, a legacy database):
+ * a leading '+', spaces, dashes, dots and parentheses dropped, a JSON number read as its digits;
+ * null unless the result is within a number's bounds.
  */
-function numberIn(value: unknown): string | null {
-  const digits =
-    typeof value === 'number'
-      ? Number.isSafeInteger(value) && value >= 0
-        ? String(value)
-        : ''
-      : typeof value === 'string'
-        ? value.replace(/[\s-]/g, '').replace(/^\+/, '')
-        : '';
+export function digitsOfNumber(value: unknown): string | null {
+  const text = typeof value === 'number' && Number.isSafeInteger(value) && value >= 0 ? String(value) : value;
+  if (typeof text !== 'string' || !/^\+?[\d\s().-]+$/.test(text.trim())) return null;
+  const digits = text.replace(/\D/g, '');
   return WA_ID.test(digits) ? digits : null;
 }
 
@@ -282,7 +278,7 @@ function firstIdentifier(item: unknown, depth = 0): string | null {
   if (typeof item !== 'object' || item === null || depth > 3) return null;
   const record = item as Record<string, unknown>;
   for (const key of NUMBER_KEYS) {
-    const identifier = numberIn(record[key]);
+    const identifier = digitsOfNumber(record[key]);
     if (identifier) return identifier;
   }
   for (const key of BSUID_KEYS) {

@@ -7,6 +7,7 @@ import type { ReplyJob } from '../../shared/bot/jobs';
 import { processReplyJob } from '../../shared/bot/reply';
 import { HELP_TEXT, STOP_ANSWER } from '../../shared/bot/texts';
 import { createLogger } from '../../shared/log';
+import type { User } from '../../shared/data';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { notification, nowSeconds, status, textMessage, value, wamid } from '../helpers/meta';
 
@@ -28,11 +29,12 @@ afterAll(async () => {
 });
 
 /** Ingests a notification and runs its reply jobs (all at once, as concurrent queue workers would). */
-async function deliver(payload: unknown): Promise<ReplyJob[]> {
-  const { jobs } = await ingestNotification(app.services, payload, log);
-  await Promise.all(jobs.map((job) => processReplyJob(app.services, job, log)));
+async function deliverTo(target: TestApp, payload: unknown): Promise<ReplyJob[]> {
+  const { jobs } = await ingestNotification(target.services, payload, log);
+  await Promise.all(jobs.map((job) => processReplyJob(target.services, job, log)));
   return jobs;
 }
+const deliver = (payload: unknown) => deliverTo(app, payload);
 
 const text = (from: string, body: string, name = 'Ana') =>
   notification(value({ contacts: [{ waId: from, name }], messages: [textMessage(from, body)] }));
@@ -56,6 +58,14 @@ function changedNumber(from: string, to: string) {
       ],
     }),
   );
+}
+
+/** A new user who wrote `body` (and was answered), on `target`. */
+async function userWhoWrote(target: TestApp, phone: string, body: string): Promise<User> {
+  await deliverTo(target, text(phone, body));
+  const user = await target.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+  if (!user) throw new Error('user not stored');
+  return user;
 }
 
 const repliesTo = (phone: string) => app.graph.sends().filter((s) => s.body['to'] === phone).length;
@@ -114,9 +124,7 @@ describe('identity across number changes', () => {
 describe('erase means erased', () => {
   it('removes messages, archived items that carry the number, and the lock; the person writing later is a new user who is answered', async () => {
     const phone = newPhone();
-    await deliver(text(phone, 'secret words about me'));
-    const user = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
-    if (!user) throw new Error('user not stored');
+    const user = await userWhoWrote(app, phone, 'secret words about me');
     // Archived items without a user: a status of an unknown kind for the number, a message
     // without a timestamp (its full text), and a webhook `errors` item with the contact.
     await deliver(notification(value({ statuses: [status(wamid(), 'deleted', phone)] })));
@@ -165,9 +173,7 @@ describe('erase means erased', () => {
 describe('archived items that write the number oddly', () => {
   it('are exported and erased with the user: a "+" sender, a numeric recipient, a sender only its contact names', async () => {
     const phone = newPhone();
-    await deliver(text(phone, 'hello'));
-    const user = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
-    if (!user) throw new Error('user not stored');
+    const user = await userWhoWrote(app, phone, 'hello');
     // A sender written with a plus sign and spaces (out of bounds, so archived), its contact valid.
     await deliver(
       notification(
@@ -306,11 +312,6 @@ describe('erase while writers are at work', () => {
     await own.close();
   });
 
-  const deliverTo = async (target: TestApp, payload: unknown) => {
-    const { jobs } = await ingestNotification(target.services, payload, log);
-    await Promise.all(jobs.map((job) => processReplyJob(target.services, job, log)));
-  };
-
   /** Counters equal what is stored, every summary matches, and no message outlives its user. */
   async function expectConsistent(target: TestApp) {
     const { maintenance, stats } = target.services.data;
@@ -334,9 +335,7 @@ describe('erase while writers are at work', () => {
 
   it('an answer Graph accepts after the erase began is taken back and not counted', async () => {
     const phone = newPhone();
-    await deliverTo(own, text(phone, 'first'));
-    const user = await own.services.data.users.findByIdentity({ waId: phone, bsuid: null });
-    if (!user) throw new Error('user not stored');
+    const user = await userWhoWrote(own, phone, 'first');
     const { jobs } = await ingestNotification(own.services, text(phone, 'second'), log);
     const sendsBefore = own.graph.sends().length;
     own.graph.delayMs = 400;
@@ -353,9 +352,7 @@ describe('erase while writers are at work', () => {
 
   it('a notification from a person whose erase is under way is tried again, and stored for the new user once the erase is over', async () => {
     const phone = newPhone();
-    await deliverTo(own, text(phone, 'hello'));
-    const user = await own.services.data.users.findByIdentity({ waId: phone, bsuid: null });
-    if (!user) throw new Error('user not stored');
+    const user = await userWhoWrote(own, phone, 'hello');
     // An erase that stopped half-way (its process died): the user is marked, nothing else.
     await own.database.db
       .collection('users')
@@ -380,9 +377,7 @@ describe('erase while writers are at work', () => {
   it('erases in the middle of a burst (messages arriving, answers in flight) leave nothing behind and the counters exact', async () => {
     for (const delayMs of [0, 30, 90, 200]) {
       const phone = newPhone();
-      await deliverTo(own, text(phone, 'start'));
-      const user = await own.services.data.users.findByIdentity({ waId: phone, bsuid: null });
-      if (!user) throw new Error('user not stored');
+      const user = await userWhoWrote(own, phone, 'start');
       own.graph.delayMs = 15;
       const retries: unknown[] = [];
       const burst = Array.from({ length: 8 }, async (_, i) => {
