@@ -168,4 +168,20 @@ export class HandoffRepository {
     );
     return doc?.createdAt ? { createdAt: doc.createdAt, phoneNumberId: doc.phoneNumberId ?? null } : null;
   }
+
+  /**
+   * The business number of the user's latest message that names one, in either direction (a
+   * welcome counts), or null: migrated messages carry none.
+   */
+  async lastBusinessNumber(userId: string): Promise<string | null> {
+    const [doc] = await this.messages.find(
+      { userId, phoneNumberId: { $ne: null } },
+      {
+        sort: { userId: -1, createdAt: -1, _id: -1 },
+        limit: 1,
+        projection: { phoneNumberId: 1 },
+      },
+    );
+    return doc?.phoneNumberId ?? null;
+  }
 }

@@ -170,8 +170,9 @@ export const MANAGE_ROUTES: readonly ManageRoute[] = [
     errors: {
       404: 'Unknown user',
       409:
-        'OUTSIDE_WINDOW: free text more than 24 hours after the user wrote, the user never wrote, or ' +
-        'WhatsApp refused it for that reason (code 131047); OPTED_OUT: the user sent stop. ' +
+        'OUTSIDE_WINDOW: free text more than 24 hours after the user wrote or when the user never ' +
+        'wrote, any message when no business number is known for the user (only migrated messages), ' +
+        'or WhatsApp refused it for the window (code 131047); OPTED_OUT: the user sent stop. ' +
         'Nothing is stored, taken or audited',
       502: 'WhatsApp did not accept the message (stored as failed)',
     },

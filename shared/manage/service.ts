@@ -262,7 +262,8 @@ const graphFailure = (error: GraphError): MessageError => ({
 
 /**
  * An operator's message to a user through the Graph API: free text within 24 hours of the user's
- * last message, else only a template. Sending takes the conversation (the bot must not talk over
+ * last message, else only a template, from the business number of the user's last message (the
+ * last that names one: a welcome lets a template reach a user who never wrote). Sending takes the conversation (the bot must not talk over
  * an operator) and restarts the handoff's clock. Stored with role `operator` and the token's name,
  * whether it went out or failed (502); audited without its text. A `4xx` leaves no trace: the
  * checks come before anything is written, and a window refusal from Graph (409) undoes the take
@@ -279,21 +280,24 @@ export async function sendMessage(
   if (!user) throw notFound();
   if (user.optedOut) throw new AppError(ErrorCode.OPTED_OUT, 'the user opted out (stop); nothing was sent');
   const last = await data.handoff.lastInbound(id);
-  if (!last) {
-    throw new AppError(
-      ErrorCode.OUTSIDE_WINDOW,
-      'the user has never written: there is no conversation to answer',
-    );
+  if (body.text !== undefined && !last) {
+    throw new AppError(ErrorCode.OUTSIDE_WINDOW, 'the user has never written: only a template can be sent');
   }
-  if (body.text !== undefined && now.getTime() - last.createdAt.getTime() >= WINDOW_MS) {
+  if (body.text !== undefined && last && now.getTime() - last.createdAt.getTime() >= WINDOW_MS) {
     throw new AppError(
       ErrorCode.OUTSIDE_WINDOW,
       "the user's last message is more than 24 hours old: only a template can be sent",
     );
   }
+  const phoneNumberId = last?.phoneNumberId ?? (await data.handoff.lastBusinessNumber(id));
+  if (!phoneNumberId) {
+    throw new AppError(
+      ErrorCode.OUTSIDE_WINDOW,
+      'no business number is known for this user (only migrated messages): they must write again first',
+    );
+  }
   const auditId = await data.personal.audit({ tokenName: caller.name, action: 'send', userId: id, at: now });
   const taken = await data.handoff.take(id, caller.name, now, ctx.handoffHours);
-  const phoneNumberId = last.phoneNumberId ?? '';
   const recipient = { waId: user.waId, bsuid: user.bsuid };
   const type = body.template ? 'template' : 'text';
   const text = body.template ? describeTemplate(body.template) : (body.text ?? '');

@@ -30,7 +30,15 @@ import {
 import { manageHandlers } from '../../functions/manage';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { call } from '../helpers/manage-fixture';
-import { PHONE_NUMBER_ID, notification, status, textNotification, value } from '../helpers/meta';
+import {
+  PHONE_NUMBER_ID,
+  notification,
+  nowSeconds,
+  status,
+  textNotification,
+  value,
+  wamid,
+} from '../helpers/meta';
 import { parseBody } from '../helpers/shapes';
 
 const TOKEN = 'manage-token-for-handoff-tests-0123';
@@ -477,6 +485,68 @@ describe('operator messages', () => {
     });
     expect((await userNow()).handoff).toMatchObject({ by: BOOTSTRAP_TOKEN_NAME });
     expect((await audits()).map((e) => e.reason)).toEqual(['send']);
+  });
+
+  it("sends a template, never free text, to a user who only opened the chat (through the welcome's number)", async () => {
+    const waId = newNumber();
+    const businessNumber = '109876543210987';
+    const welcome = { from: waId, id: wamid(), timestamp: nowSeconds(), type: 'request_welcome' };
+    const opened = value({ contacts: [{ waId, name: 'New' }], messages: [welcome] });
+    const payload = notification({
+      ...opened,
+      metadata: { ...opened.metadata, phone_number_id: businessNumber },
+    });
+    expect((await app.post(payload)).status).toBe(200);
+    await app.drain();
+    const id = userIdFor({ waId, bsuid: null });
+    expect(await messagesOf(id)).toHaveLength(1); // the welcome
+    app.graph.requests.length = 0;
+
+    const text = await api('userMessages', id, 'POST', { text: 'hello there' });
+    expect(text.status).toBe(409);
+    expect(parseBody(ErrorSchema, text.body).error.code).toBe('OUTSIDE_WINDOW');
+    expect(app.graph.sends()).toEqual([]);
+
+    const sent = await api('userMessages', id, 'POST', {
+      template: { name: 'order_update', language: 'en_US', parameters: [] },
+    });
+    expect(sent.status).toBe(201);
+    expect(app.graph.sends().map((r) => r.path)).toEqual([
+      expect.stringContaining(`/${businessNumber}/messages`),
+    ]);
+    expect(parseBody(MessageSchema, sent.body)).toMatchObject({ type: 'template', status: 'sent' });
+  });
+
+  it('refuses any message to a user known only from migrated history (no business number), leaving no trace', async () => {
+    const waId = newNumber();
+    const at = new Date(Date.now() - HOUR);
+    const { user } = await app.services.data.users.resolve({ waId, bsuid: null, name: 'Legacy' }, at);
+    await app.services.data.maintenance.importMessages([
+      {
+        id: `legacy:${waId}`,
+        userId: user.id,
+        waMessageId: null,
+        direction: 'inbound',
+        text: 'old',
+        createdAt: at,
+      },
+    ]);
+    const before = await call(h.stats, { token: TOKEN });
+    for (const body of [
+      { text: 'hi' },
+      { template: { name: 'order_update', language: 'en_US', parameters: [] } },
+    ]) {
+      const r = await api('userMessages', user.id, 'POST', body);
+      expect(r.status).toBe(409);
+      expect(parseBody(ErrorSchema, r.body).error).toMatchObject({
+        code: 'OUTSIDE_WINDOW',
+        message: expect.stringContaining('business number'),
+      });
+    }
+    expect(app.graph.sends()).toEqual([]);
+    expect(await messagesOf(user.id)).toHaveLength(1);
+    expect((await call(h.stats, { token: TOKEN })).body).toEqual(before.body);
+    expect((await app.services.data.users.getUser(user.id))?.handoff ?? null).toBeNull();
   });
 
   it('refuses to message a user who opted out', async () => {
