@@ -185,6 +185,13 @@ describe('npm run health', () => {
     expect(io.stdout.join('\n')).toMatch(/health: ok/);
   });
 
+  it('checks only the data when the environment holds none of the app settings', async () => {
+    const io = captureIo();
+    expect(await runToExitCode(health, [], { MONGODB_URI: t.uri, MONGODB_DATABASE: t.dbName }, io)).toBe(0);
+    expect(io.text()).toMatch(/configuration: not checked/);
+    expect(io.text()).toMatch(/health: ok/);
+  });
+
   it('reports invalid configuration by name, never by value', async () => {
     const io = captureIo();
     const code = await runToExitCode(
