@@ -1,7 +1,7 @@
 // npm run backup [-- --out FILE]: every collection into one gzip file of Extended JSON lines
 // (canonical, so types survive): a header line, then one `{"c": collection, "d": document}` per line.
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, promises as fs } from 'node:fs';
+import { createReadStream, createWriteStream, promises as fs, rmSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -19,6 +19,7 @@ import {
   printSummary,
   progress,
   runMain,
+  cleanUpIfInterrupted,
   ScriptError,
   seconds,
   UsageError,
@@ -84,6 +85,9 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
     `.${path.basename(out)}.${process.pid}-${randomBytes(4).toString('hex')}.part`,
   );
   const body = `${part}-body`;
+  const cleanedUp = cleanUpIfInterrupted(() => {
+    for (const file of [part, body]) rmSync(file, { force: true });
+  });
   const counts = await withDataStore(env, io, async (store) => {
     const bar = progress(io, 'backing up', sum(await store.maintenance.countCollections()));
     let done = 0;
@@ -108,6 +112,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
       throw error;
     } finally {
       await fs.rm(body, { force: true });
+      cleanedUp();
     }
     bar.done();
     return { written: collections, total: done };
@@ -123,4 +128,5 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
 
 const sum = (counts: Record<string, number>) => Object.values(counts).reduce((a, b) => a + b, 0);
 
-if (require.main === module) runMain(main, HELP);
+if (require.main === module)
+  runMain(main, HELP, 'no backup was written and the file at --out was not changed');

@@ -156,4 +156,5 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   return problems ? 1 : 0;
 }
 
-if (require.main === module) runMain(main, HELP);
+if (require.main === module)
+  runMain(main, HELP, 'a repair may be partly done; run it again to check and finish');

@@ -513,4 +513,9 @@ export async function main(
   return 0;
 }
 
-if (require.main === module) runMain(main, HELP);
+if (require.main === module)
+  runMain(
+    main,
+    HELP,
+    'what was imported so far is kept; run the same command again to complete the import (it adds only what is missing and counts what this run left uncounted)',
+  );

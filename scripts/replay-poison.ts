@@ -93,4 +93,9 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   }
 }
 
-if (require.main === module) runMain(main, HELP);
+if (require.main === module)
+  runMain(
+    main,
+    HELP,
+    'the items moved so far are on the queue (one may be on both, which ingest takes once); run it again to move the rest',
+  );

@@ -378,4 +378,9 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   return 0;
 }
 
-if (require.main === module) runMain(main, HELP);
+if (require.main === module)
+  runMain(
+    main,
+    HELP,
+    'part of the backup may be written; run the same command again to complete it (restore writes by id)',
+  );

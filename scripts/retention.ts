@@ -77,4 +77,9 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   });
 }
 
-if (require.main === module) runMain(main, HELP);
+if (require.main === module)
+  runMain(
+    main,
+    HELP,
+    'the messages deleted so far stay deleted; run it again to finish, then `npm run health` to check the summaries',
+  );

@@ -145,4 +145,5 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   return 0;
 }
 
-if (require.main === module) runMain(main, HELP);
+if (require.main === module)
+  runMain(main, HELP, 'part of the sample data may be written (running it again adds more)');

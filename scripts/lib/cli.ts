@@ -153,13 +153,47 @@ export async function withDataStore<T>(env: Env, io: Io, work: (store: DataStore
   }
 }
 
-/** Runs a script's main as the process: exit code, and clear messages for expected failures. */
-export function runMain(main: Main, help: string): void {
+const interruptCleanups = new Set<() => void>();
+
+/**
+ * Registers a synchronous clean-up (a temporary file, say) for when the script is interrupted
+ * before the returned function is called.
+ */
+export function cleanUpIfInterrupted(cleanup: () => void): () => void {
+  interruptCleanups.add(cleanup);
+  return () => interruptCleanups.delete(cleanup);
+}
+
+/**
+ * Ctrl-C or a kill: clean up, say on stderr that the run stopped and, when the script gives one,
+ * what that left and how to finish, then exit with the shell's code for the signal (130, 143).
+ * A server the script started goes with it (./watchdog).
+ */
+function onInterrupt(note: string | undefined): void {
+  for (const [signal, code] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const) {
+    process.once(signal, () => {
+      for (const cleanup of interruptCleanups) cleanup();
+      if (processIo.tty) process.stderr.write('\n'); // after a progress bar's line
+      processIo.err(`interrupted by ${signal}${note ? `: ${note}` : ''}`);
+      process.exit(code);
+    });
+  }
+}
+
+/**
+ * Runs a script's main as the process: exit code, and clear messages for expected failures.
+ * `interrupted` tells the operator what an interrupted run left and how to finish it.
+ */
+export function runMain(main: Main, help: string, interrupted?: string): void {
   const argv = process.argv.slice(2);
   if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write(`${help.trim()}\n`);
     return;
   }
+  onInterrupt(interrupted);
   main(argv, process.env, processIo).then(
     (code) => {
       process.exitCode = code;

@@ -270,6 +270,29 @@ describe('npm run backup --out', () => {
     expect(await fs.readFile(file)).toEqual(previous);
   }, 60_000);
 
+  it('Ctrl-C during a backup says so, exits 130 and leaves no file behind', async () => {
+    const folder = await fs.mkdtemp(path.join(dir, 'ctrl-c-'));
+    const file = path.join(folder, 'b.jsonl.gz');
+    await fs.writeFile(file, previous);
+    const tsx = path.join(process.cwd(), 'node_modules', '.bin', 'tsx');
+    const child = spawn(tsx, ['scripts/backup.ts', '--out', file], {
+      env: { ...process.env, ...env() },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      if (/backing up: /.test(stderr) && child.exitCode === null) child.kill('SIGINT');
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    expect(code, stderr).toBe(130);
+    expect(stderr).toMatch(
+      /interrupted by SIGINT: no backup was written and the file at --out was not changed/,
+    );
+    expect(await fs.readFile(file)).toEqual(previous);
+    expect(await leftovers(folder)).toEqual([]);
+  }, 60_000);
+
   it('a folder, or a path below a file, is refused as a bad argument (exit 2) and nothing is touched', async () => {
     const folder = await fs.mkdtemp(path.join(dir, 'bad-'));
     const io = captureIo();

@@ -1,6 +1,7 @@
 // npm run migrate on what the tidy fixture does not show: a run interrupted between a batch's insert
 // and its counting, a second bot's file, a file without primary keys, and rows out of bounds or in
 // odd formats. Each case on its own fresh database; `npm run health` must find nothing afterwards.
+import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -10,7 +11,15 @@ import { main as health } from '../../scripts/health';
 import { derivedKey, main as migrate } from '../../scripts/migrate';
 import { testDatabase, type TestDatabase } from '../helpers/db';
 import { collectionOf } from '../helpers/raw';
-import { captureIo, LEGACY_MESSAGES, LEGACY_USERS, LOOSE_SCHEMA, writeLegacyDb } from '../fixtures/scripts';
+import {
+  captureIo,
+  LEGACY_MESSAGES,
+  LEGACY_USERS,
+  LOOSE_SCHEMA,
+  writeLegacyDb,
+  type LegacyMessageRow,
+  type LegacyUserRow,
+} from '../fixtures/scripts';
 
 const databases: TestDatabase[] = [];
 const files: string[] = [];
@@ -105,6 +114,55 @@ describe('an interrupted migration, run again', () => {
     expect(again.stdout.join('\n')).toMatch(/counters repaired \(left by an interrupted run\):\s+0/);
     expect(await t.db.collection('stats').find({}).sort({ _id: 1 }).toArray()).toEqual(before);
   });
+});
+
+describe('Ctrl-C during a migration', () => {
+  it('says that the run stopped and how to finish, exits 130, and a second run completes it', async () => {
+    const t = await freshDb('migrate-ctrl-c');
+    const users: LegacyUserRow[] = Array.from({ length: 40 }, (_, i) => [
+      i + 1,
+      `1555020${String(i).padStart(4, '0')}`,
+      `User ${i}`,
+      1,
+      '2024-02-01 10:00:00',
+      '2024-02-01 10:00:00',
+    ]);
+    const messages: LegacyMessageRow[] = Array.from({ length: 4000 }, (_, i) => [
+      i + 1,
+      (i % 40) + 1,
+      i % 2 ? 'assistant' : 'user',
+      `message ${i}`,
+      null,
+      `2024-02-01 10:${String(Math.floor(i / 60) % 60).padStart(2, '0')}:${String(i % 60).padStart(2, '0')}`,
+    ]);
+    const file = await legacyFile(users, messages);
+    const child = spawn(
+      path.join('node_modules', '.bin', 'tsx'),
+      ['scripts/migrate.ts', file, '--batch-size', '50'],
+      {
+        env: { ...process.env, ...envOf(t) },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      // Stopped at its first progress line: batches are being written.
+      if (/migrating: /.test(stderr) && child.exitCode === null) child.kill('SIGINT');
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    expect(code, stderr).toBe(130);
+    expect(stderr).toMatch(
+      /interrupted by SIGINT: what was imported so far is kept; run the same command again to complete the import/,
+    );
+    expect(await t.db.collection('messages').countDocuments()).toBeLessThan(4000);
+
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(0);
+    expect(await t.db.collection('messages').countDocuments()).toBe(4000);
+    const checked = await healthOf(t);
+    expect(checked.code, checked.out).toBe(0);
+  }, 120_000);
 });
 
 describe('messages without a WhatsApp id', () => {
