@@ -1,7 +1,7 @@
 // npm run health [-- --repair]: checks the database (reachable, indexes, user summaries against the
 // stored messages, counters not below what is stored) and the configuration; --repair rebuilds
 // summaries, and counters where no retention has run, and prints what changed.
-import { type DataStore } from '../shared/data';
+import { describeCount, type DataStore } from '../shared/data';
 import { loadConfig, SETTING_NAMES } from '../shared/config';
 
 /** Settings that only say where the data is: the scripts read them too. */
@@ -18,7 +18,7 @@ below what is stored, and the configuration (environment) is valid: when the env
 none of the app settings (only MONGODB_URI / MONGODB_DATABASE), the configuration is not checked.
 
   --repair      rebuild wrong summaries; rebuild the counters from the documents when no retention
-                has run (after one, counters below what is stored are raised to it)
+                has run (after one, counters below what is stored, or not a count, are raised to it)
   -h, --help    this help
 
 Exit code: 0 when healthy (after repair), 1 when problems remain.
@@ -73,10 +73,14 @@ async function checkData(
   const retentionRuns = totals?.retentionRuns ?? 0;
   rows.push(['retention runs', retentionRuns]);
   if (counters.length) {
-    io.out(`counters below what is stored: ${counters.length}`);
+    io.out(`counters below what is stored, or not a count: ${counters.length}`);
     sample(
       io,
-      counters.map((c) => `${c.counter}: ${c.value} < ${c.stored} stored`),
+      counters.map((c) =>
+        typeof c.value === 'number'
+          ? `${c.counter}: ${c.value} < ${c.stored} stored`
+          : `${c.counter}: ${describeCount(c.value)}, ${c.stored} stored`,
+      ),
     );
   }
   if (repair && (counters.length || retentionRuns === 0)) {

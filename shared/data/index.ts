@@ -59,6 +59,7 @@ export {
   RestoreWriteError,
   toEjsonLine,
   type BackupHeader,
+  describeCount,
   type CounterProblem,
   type ImportedMessage,
   type ImportedUser,

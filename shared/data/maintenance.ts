@@ -103,15 +103,25 @@ interface CounterRow {
   /** The day or the model; '' for the totals. */
   id: string;
   key: string;
-  value: number;
+  /** As stored: a counter edited by hand may hold anything. */
+  value: unknown;
   stored: number;
 }
 
 export interface CounterProblem {
   counter: string;
-  value: number;
+  /** The counter's value as stored (not always a number: see `isCount`). */
+  value: unknown;
   stored: number;
 }
+
+/** A stored counter for a report: its number, or what kind of value stands in its place. */
+export const describeCount = (value: unknown): string =>
+  typeof value === 'number' ? String(value) : `${value === null ? 'null' : typeof value} (not a count)`;
+
+/** A counter's value as the writers keep it: a whole number, never negative. */
+const isCount = (value: unknown): value is number =>
+  typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 
 type AnyDoc = Document & { _id: string };
 
@@ -448,7 +458,8 @@ export class Maintenance {
   async checkCounters(counts: StoredCounts): Promise<CounterProblem[]> {
     const problems: CounterProblem[] = [];
     for (const c of await this.compareCounters(counts)) {
-      if (c.value < c.stored) problems.push({ counter: c.counter, value: c.value, stored: c.stored });
+      if (!isCount(c.value) || c.value < c.stored)
+        problems.push({ counter: c.counter, value: c.value, stored: c.stored });
     }
     return problems;
   }
@@ -465,9 +476,9 @@ export class Maintenance {
     const days = new Map<string, Record<string, number>>();
     const models = new Map<string, Record<string, number>>();
     for (const c of await this.compareCounters(counts)) {
-      if (exact ? c.value === c.stored : c.value >= c.stored) continue;
+      if (isCount(c.value) && (exact ? c.value === c.stored : c.value >= c.stored)) continue;
       changes.push(
-        `${c.scope === 'totals' ? 'totals.' : c.scope === 'model' ? 'model ' : ''}${c.counter}: ${c.value} → ${c.stored}`,
+        `${c.scope === 'totals' ? 'totals.' : c.scope === 'model' ? 'model ' : ''}${c.counter}: ${describeCount(c.value)} → ${c.stored}`,
       );
       const target = c.scope === 'totals' ? totals : c.scope === 'day' ? days : models;
       if (target instanceof Map) target.set(c.id, { ...target.get(c.id), [c.key]: c.stored });

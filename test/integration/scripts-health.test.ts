@@ -235,6 +235,27 @@ describe('npm run health', () => {
     expect(await runToExitCode(health, [], env(), again)).toBe(0);
   });
 
+  it('finds a counter that is not a count (a string, a negative number); --repair rebuilds it', async () => {
+    const day = (await store.maintenance.countStored()).counters.days.keys().next().value as string;
+    // A hand edit: the collection untyped, as the database takes anything.
+    await t.db.collection('stats').updateOne({ _id: 'totals' as never }, { $set: { outbound: '9000' } });
+    await collectionOf(t.db, 'stats').updateOne({ _id: `day:${day}` }, { $set: { inbound: -4 } });
+    const io = captureIo();
+    expect(await runToExitCode(health, [], env(), io)).toBe(1);
+    const report = io.stdout.join('\n');
+    expect(report).toMatch(/counters below what is stored, or not a count: 2/);
+    expect(report).toMatch(/outbound: string \(not a count\), 2 stored/);
+    expect(report).toMatch(new RegExp(`${day}\\.inbound: -4 < \\d+ stored`));
+    expect(report).not.toMatch(/9000/);
+
+    const fix = captureIo();
+    expect(await runToExitCode(health, ['--repair'], env(), fix)).toBe(0);
+    expect(fix.stdout.join('\n')).toMatch(/totals\.outbound: string \(not a count\) → 2/);
+    expect(await store.stats.totals()).toMatchObject({ outbound: 2 });
+    const again = captureIo();
+    expect(await runToExitCode(health, [], env(), again)).toBe(0);
+  });
+
   it('finds a missing index', async () => {
     await t.db.collection('messages').dropIndex('createdAt');
     const io = captureIo();
