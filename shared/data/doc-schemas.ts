@@ -93,6 +93,7 @@ export const UserDocSchema = z.strictObject({
     .nullable()
     .exactOptional(),
   erasing: z.literal(true).exactOptional(),
+  erasingSince: z.date().exactOptional(),
   generation: z
     .string()
     .regex(/^[0-9a-f]{12}$/)

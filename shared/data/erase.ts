@@ -104,12 +104,19 @@ export class PersonalData {
    * for the erase to end and takes it back (`MessagesRepository.takeBack`). Each message is
    * deleted only in the state it was read in, so the counters lose exactly what they held of it.
    * The user goes last, so an interrupted erase can be run again (two erases of one user at the
-   * same moment may each count a message the other deleted).
+   * same moment may each count a message the other deleted); `npm run health` finds one left
+   * under way and `--repair` finishes it (`unfinishedErases`).
    */
-  async eraseUser(userId: string): Promise<EraseReport | null> {
+  async eraseUser(userId: string, at = new Date()): Promise<EraseReport | null> {
     const user = await this.users.findOneAndUpdate(
       { _id: userId },
-      { $set: { erasing: true, replyLock: { owner: ERASE_LOCK_OWNER, until: LOCK_FOREVER } } },
+      {
+        $set: {
+          erasing: true,
+          erasingSince: at,
+          replyLock: { owner: ERASE_LOCK_OWNER, until: LOCK_FOREVER },
+        },
+      },
       { returnDocument: 'before' },
     );
     if (!user) return null;
@@ -153,6 +160,15 @@ export class PersonalData {
     if (await this.users.deleteOne({ _id: userId }))
       await this.stats.apply(new CounterDelta().user(user.createdAt, -1));
     return { messages: count, events };
+  }
+
+  /**
+   * Users an erase began on before `before` and never finished (the host stopped mid-way, say):
+   * ingest keeps trying their notifications again, and in the end puts them in `inbound-poison`.
+   */
+  async unfinishedErases(before: Date): Promise<string[]> {
+    const docs = await this.users.find({ erasing: true }, { projection: { erasingSince: 1 } });
+    return docs.filter((u) => !(u.erasingSince instanceof Date) || u.erasingSince < before).map((u) => u._id);
   }
 
   /**

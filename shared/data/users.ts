@@ -36,6 +36,8 @@ export interface UserDoc {
   handoff?: Handoff | null;
   /** An erase is under way (./erase): writers leave the user alone until it is gone. */
   erasing?: true;
+  /** When that erase began: one still under way long after was interrupted (health finishes it). */
+  erasingSince?: Date;
   /**
    * Random, set when the user is created: tells a user from a new one under the same id (the
    * same person writing after an erase). Absent on users created before it existed.

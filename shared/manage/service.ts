@@ -215,7 +215,7 @@ export async function eraseUser({ data, now }: ManageContext, caller: Caller, id
   // Recorded first: an erase must never happen without its audit entry.
   if (!(await data.users.getUser(id))) throw notFound();
   await data.personal.audit({ tokenName: caller.name, action: 'erase', userId: id, at: now });
-  if (!(await data.personal.eraseUser(id))) throw notFound();
+  if (!(await data.personal.eraseUser(id, now))) throw notFound();
 }
 
 /** An operator takes the conversation: the bot stays silent for this user (audited). */

@@ -256,6 +256,45 @@ describe('npm run health', () => {
     expect(await runToExitCode(health, [], env(), again)).toBe(0);
   });
 
+  it('finds an erase that never finished; --repair finishes it; an erase under way now is left alone', async () => {
+    const C = await addUser('15550009003', ago(3));
+    await addInbound(C, 'wamid.c1', ago(3));
+    await addOutbound(C, 'wamid.c2', ago(3));
+    const D = await addUser('15550009004', ago(2));
+    await addInbound(D, 'wamid.d1', ago(2));
+    const before = await store.stats.totals();
+    // The first step of an erase, as one interrupted 20 minutes ago and one that began just now.
+    const began = (at: Date) => ({
+      $set: {
+        erasing: true as const,
+        erasingSince: at,
+        replyLock: { owner: 'erase', until: new Date('9999-12-31') },
+      },
+    });
+    await collectionOf(t.db, 'users').updateOne({ _id: C }, began(new Date(Date.now() - 20 * 60_000)));
+    await collectionOf(t.db, 'users').updateOne({ _id: D }, began(new Date()));
+
+    const io = captureIo();
+    expect(await runToExitCode(health, [], env(), io)).toBe(1);
+    expect(io.stdout.join('\n')).toMatch(/users whose erase did not finish: 1 /);
+    expect(io.stdout.join('\n')).toMatch(/unfinished erases:\s+1/);
+
+    const fix = captureIo();
+    expect(await runToExitCode(health, ['--repair'], env(), fix), fix.text()).toBe(0);
+    expect(fix.stdout.join('\n')).toMatch(/repaired: 1 erases finished/);
+    expect(await store.users.getUser(C)).toBeNull();
+    expect(await t.db.collection('messages').countDocuments({ userId: C })).toBe(0);
+    expect(await store.stats.totals()).toMatchObject({
+      inbound: before.inbound - 1,
+      outbound: before.outbound - 1,
+      newUsers: before.newUsers - 1,
+    });
+    // The one under way is its own erase's business.
+    expect(await store.users.getUser(D)).not.toBeNull();
+    await store.personal.eraseUser(D);
+    expect(await runToExitCode(health, [], env(), captureIo())).toBe(0);
+  });
+
   it('finds a missing index', async () => {
     await t.db.collection('messages').dropIndex('createdAt');
     const io = captureIo();
