@@ -1,7 +1,7 @@
 // npm run health [-- --repair]: checks the database (reachable, indexes, erases left half done,
-// user summaries against the stored messages, counters not below what is stored) and the
-// configuration; --repair finishes the erases, rebuilds summaries, and counters where no retention
-// has run, and prints what changed.
+// user summaries against the stored messages, search terms an earlier version cut, counters not
+// below what is stored) and the configuration; --repair finishes the erases, rebuilds summaries,
+// search terms, and counters where no retention has run, and prints what changed.
 import { describeCount, type DataStore } from '../shared/data';
 import { loadConfig, SETTING_NAMES } from '../shared/config';
 import { AppError } from '../shared/errors';
@@ -11,14 +11,15 @@ export const HELP = `
 Usage: npm run health [-- --repair]
 
 Checks that the database is reachable, every index is present, no erase was left half done, every
-user's summary (messageCount, lastMessageAt, last message) agrees with the stored messages, the
-counters are not below what is stored, and the configuration (environment) is valid: when the
-environment holds none of the app settings (only MONGODB_URI / MONGODB_DATABASE), the
-configuration is not checked.
+user's summary (messageCount, lastMessageAt, last message) agrees with the stored messages, no
+message keeps the search terms an earlier version cut at 400 a message, the counters are not below
+what is stored, and the configuration (environment) is valid: when the environment holds none of
+the app settings (only MONGODB_URI / MONGODB_DATABASE), the configuration is not checked.
 
   --repair      finish erases left half done (begun over 10 minutes ago); rebuild wrong summaries;
-                rebuild the counters from the documents when no retention has run (after one,
-                counters below what is stored, or not a count, are raised to it)
+                recompute cut search terms; rebuild the counters from the documents when no
+                retention has run (after one, counters below what is stored, or not a count, are
+                raised to it)
   -h, --help    this help
 
 Exit code: 0 when healthy (after repair), 1 when problems remain.
@@ -92,6 +93,23 @@ async function checkData(
   }
   rows.push(['summary problems', summaries.length]);
   problems += summaries.length;
+
+  let cutTerms = await store.maintenance.countCutTerms();
+  if (cutTerms) {
+    io.out(
+      `messages whose search terms an earlier version cut at 400: ${cutTerms} (search misses their later words)`,
+    );
+    if (repair) {
+      const bar = progress(io, 'recomputing search terms', cutTerms);
+      const changed = await store.maintenance.recomputeCutTerms((done) => bar.update(done));
+      bar.done();
+      io.out(`repaired: search terms of ${changed} messages recomputed`);
+      rows.push(['search terms recomputed', changed]);
+      cutTerms = await store.maintenance.countCutTerms();
+    }
+  }
+  rows.push(['messages with cut search terms', cutTerms]);
+  problems += cutTerms;
 
   let counters = await store.maintenance.checkCounters(counts);
   const totals = await store.maintenance.readTotals();

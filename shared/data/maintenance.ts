@@ -2,7 +2,14 @@
 // counter checks and repairs. Only simple operations (find, bulkWrite, deleteMany, countDocuments),
 // so it runs on Cosmos DB, MongoDB and FerretDB alike. Summaries and counters go through the same
 // rules as the webhook and reply paths (./summary, ./stats).
-import { BSON, MongoBulkWriteError, type Document, type WriteError } from 'mongodb';
+import {
+  BSON,
+  MongoBulkWriteError,
+  type AnyBulkWriteOperation,
+  type Document,
+  type Filter,
+  type WriteError,
+} from 'mongodb';
 import { AppError } from '../errors';
 import { checkStoredDocument, type StoredCollection } from './doc-schemas';
 import type { Gateway } from './gateway';
@@ -118,6 +125,12 @@ export interface CounterProblem {
 /** A stored counter for a report: its number, or what kind of value stands in its place. */
 export const describeCount = (value: unknown): string =>
   typeof value === 'number' ? String(value) : `${value === null ? 'null' : typeof value} (not a count)`;
+
+/**
+ * Versions before the terms' size budget (./terms) kept at most this many terms a message, so a
+ * message holding exactly this many was most likely cut, and misses the words after the cut.
+ */
+const OLD_TERM_CAP = 400;
 
 /** A counter's value as the writers keep it: a whole number, never negative. */
 const isCount = (value: unknown): value is number =>
@@ -383,6 +396,37 @@ export class Maintenance {
     }
     onProgress?.(done);
     return counts;
+  }
+
+  /** Messages whose search terms an earlier version cut (see `OLD_TERM_CAP`). */
+  countCutTerms(): Promise<number> {
+    return this.messages.count({ terms: { $size: OLD_TERM_CAP } });
+  }
+
+  /**
+   * Gives the messages an earlier version cut their terms at `OLD_TERM_CAP` the terms of today's
+   * rule (every word of a text of up to 4,096 characters), so search finds their later words.
+   * Returns how many changed.
+   */
+  async recomputeCutTerms(onProgress?: (done: number) => void): Promise<number> {
+    let done = 0;
+    let changed = 0;
+    let ops: AnyBulkWriteOperation<MessageDoc>[] = [];
+    const flush = async () => {
+      if (ops.length) await this.messages.bulkWrite(ops, false);
+      ops = [];
+    };
+    const cut: Filter<MessageDoc> = { terms: { $size: OLD_TERM_CAP } };
+    for await (const m of this.messages.iterate(cut, { projection: { text: 1 }, batchSize: 100 })) {
+      onProgress?.(++done);
+      const { terms } = storedText(typeof m.text === 'string' ? m.text : '');
+      if (terms.length === OLD_TERM_CAP) continue; // exactly 400 of its own
+      ops.push({ updateOne: { filter: { _id: m._id, ...cut }, update: { $set: { terms } } } });
+      changed++;
+      if (ops.length >= 100) await flush();
+    }
+    await flush();
+    return changed;
   }
 
   /** Users whose summary disagrees with their stored messages. */

@@ -4,6 +4,7 @@ import { InvocationContext } from '@azure/functions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../shared/config';
 import { createDataStore, userIdFor, type DataStore } from '../../shared/data';
+import { prefixTerms } from '../../shared/data/terms';
 import { buildServices, runtimeOf } from '../../shared/deps';
 import { retentionDefinition, retentionTimer, RETENTION_SCHEDULE } from '../../functions/retention';
 import { runToExitCode } from '../../scripts/lib/cli';
@@ -293,6 +294,35 @@ describe('npm run health', () => {
     expect(await store.users.getUser(D)).not.toBeNull();
     await store.personal.eraseUser(D);
     expect(await runToExitCode(health, [], env(), captureIo())).toBe(0);
+  });
+
+  it('finds messages whose search terms an earlier version cut at 400; --repair recomputes them', async () => {
+    // 120 distinct words of 8 letters: 960 prefixes, so the old rule kept those of the first 50 words.
+    const wordsOf = Array.from({ length: 120 }, (_, i) => `w${String(i).padStart(3, '0')}abcd`);
+    const text = wordsOf.join(' ');
+    const E = await addUser('15550009005', ago(2));
+    await addInbound(E, 'wamid.long1', ago(2), text);
+    const all = prefixTerms(text);
+    expect(all.length).toBeGreaterThan(400);
+    // As the old version stored it.
+    await collectionOf(t.db, 'messages').updateOne(
+      { _id: 'wamid.long1' },
+      { $set: { terms: all.slice(0, 400) } },
+    );
+    const search = async () =>
+      (await store.manage.searchMessages({ q: 'w119abcd', limit: 5, after: null })).items.map((m) => m.id);
+    expect(await search()).toEqual([]);
+
+    const io = captureIo();
+    expect(await runToExitCode(health, [], env(), io)).toBe(1);
+    expect(io.stdout.join('\n')).toMatch(/messages whose search terms an earlier version cut at 400: 1 /);
+
+    const fix = captureIo();
+    expect(await runToExitCode(health, ['--repair'], env(), fix), fix.text()).toBe(0);
+    expect(fix.stdout.join('\n')).toMatch(/repaired: search terms of 1 messages recomputed/);
+    expect(await search()).toEqual(['wamid.long1']);
+    expect(await runToExitCode(health, [], env(), captureIo())).toBe(0);
+    await store.personal.eraseUser(E); // the next tests count the messages
   });
 
   it('finds a missing index', async () => {
