@@ -2,7 +2,7 @@
 // user summaries against the stored messages, search terms an earlier version cut, counters not
 // below what is stored) and the configuration; --repair finishes the erases, rebuilds summaries,
 // search terms, and counters where no retention has run, and prints what changed.
-import { describeCount, type DataStore } from '../shared/data';
+import { describeCount, ERASE_STALE_MS, type DataStore } from '../shared/data';
 import { loadConfig, SETTING_NAMES } from '../shared/config';
 import { AppError } from '../shared/errors';
 import { parseCli, printSummary, progress, runMain, withDataStore, type Env, type Io } from './lib/cli';
@@ -34,16 +34,13 @@ function sample(io: Io, lines: readonly string[], max = 10): void {
   if (lines.length > max) io.out(`  … and ${lines.length - max} more`);
 }
 
-/** An erase still under way this long after it began was interrupted. */
-const ERASE_STUCK_MS = 10 * 60_000;
-
 /**
  * Erases that began and never finished (the host stopped mid-way): found, and with --repair
  * finished, first, since an erase changes the summaries and counters checked next. Returns how
  * many are left.
  */
 async function finishErases(store: DataStore, repair: boolean, io: Io): Promise<number> {
-  const stuck = await store.personal.unfinishedErases(new Date(Date.now() - ERASE_STUCK_MS));
+  const stuck = await store.personal.unfinishedErases(new Date(Date.now() - ERASE_STALE_MS));
   if (!stuck.length) return 0;
   io.out(
     `users whose erase did not finish: ${stuck.length} (ingest keeps their new notifications waiting, then in inbound-poison)`,

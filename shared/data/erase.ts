@@ -9,7 +9,8 @@ import { COUNTED_FIELDS, countedAs } from './message-doc';
 import { toMessage, type MessageDoc } from './messages';
 import { CounterDelta, type StatsRepository } from './stats';
 import type { ArchivedEvent, Message, User } from './types';
-import { toUser, type UserDoc } from './users';
+import { AppError, ErrorCode } from '../errors';
+import { toUser, type UserDoc, type UsersRepository } from './users';
 
 export const AUDIT_KIND = 'audit';
 /** An export holds at most this many messages and archived items (the newest are left out). */
@@ -18,6 +19,8 @@ export const MAX_EXPORT_EVENTS = 1_000;
 /** The owner of the reply lock an erase takes (it never ends: the user goes with it). */
 const ERASE_LOCK_OWNER = 'erase';
 const LOCK_FOREVER = new Date('9999-12-31T00:00:00Z');
+/** An erase still under way this long after it began was interrupted: health, or another erase, finishes it. */
+export const ERASE_STALE_MS = 10 * 60_000;
 /** Messages read (then deleted) at a time. */
 const ERASE_BATCH = 1_000;
 /** The fields of a stored message that writers change, and that decide how it is counted. */
@@ -57,6 +60,7 @@ export class PersonalData {
     private readonly messages: Gateway<MessageDoc>,
     private readonly events: Gateway<EventDoc>,
     private readonly stats: StatsRepository,
+    private readonly usersRepo: UsersRepository,
   ) {}
 
   private async archivedOf(user: UserDoc, limit: number): Promise<EventDoc[]> {
@@ -103,13 +107,21 @@ export class PersonalData {
    * and a writer that stored something meanwhile finds out at its next write to the user, waits
    * for the erase to end and takes it back (`MessagesRepository.takeBack`). Each message is
    * deleted only in the state it was read in, so the counters lose exactly what they held of it.
-   * The user goes last, so an interrupted erase can be run again (two erases of one user at the
-   * same moment may each count a message the other deleted); `npm run health` finds one left
+   * The user goes last, so an interrupted erase can be run again; `npm run health` finds one left
    * under way and `--repair` finishes it (`unfinishedErases`).
    */
   async eraseUser(userId: string, at = new Date()): Promise<EraseReport | null> {
+    // One erase of a user works at a time: a second one (a double click, a retry) waits for the
+    // first; one begun ERASE_STALE_MS ago and still under way was interrupted, and is taken over.
     const user = await this.users.findOneAndUpdate(
-      { _id: userId },
+      {
+        _id: userId,
+        $or: [
+          { erasing: { $ne: true } },
+          { erasingSince: { $lt: new Date(at.getTime() - ERASE_STALE_MS) } },
+          { erasingSince: { $exists: false } },
+        ],
+      },
       {
         $set: {
           erasing: true,
@@ -119,7 +131,7 @@ export class PersonalData {
       },
       { returnDocument: 'before' },
     );
-    if (!user) return null;
+    if (!user) return this.otherErase(userId);
     const delta = new CounterDelta();
     let count = 0;
     for (;;) {
@@ -160,6 +172,18 @@ export class PersonalData {
     if (await this.users.deleteOne({ _id: userId }))
       await this.stats.apply(new CounterDelta().user(user.createdAt, -1));
     return { messages: count, events };
+  }
+
+  /**
+   * The user was not there to mark: unknown (null), or another erase of them is under way, which
+   * this one waits for (nothing is left for it to erase). Still under way after the wait: 503.
+   */
+  private async otherErase(userId: string): Promise<EraseReport | null> {
+    if (!(await this.users.findOne({ _id: userId }, { projection: { _id: 1 } }))) return null;
+    if (await this.usersRepo.goneAfterErase(userId)) return { messages: 0, events: 0 };
+    throw new AppError(ErrorCode.UNAVAILABLE, 'an erase of this user is under way; try again later', {
+      retryAfterSeconds: 30,
+    });
   }
 
   /**

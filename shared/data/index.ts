@@ -40,6 +40,7 @@ export { SPILL_KIND } from './spills';
 export { MAX_WA_ID_DIGITS, userIdFor } from './users';
 export {
   AUDIT_KIND,
+  ERASE_STALE_MS,
   MAX_EXPORT_EVENTS,
   MAX_EXPORT_MESSAGES,
   type EraseReport,
@@ -116,7 +117,7 @@ export function createDataStore(db: Db, adapter: ServerAdapter = adapterFor(db))
     events: new EventsRepository(eventsG),
     tokens: new TokensRepository(tokensG),
     manage: new ManageQueries(usersG, messagesG),
-    personal: new PersonalData(usersG, messagesG, eventsG, stats),
+    personal: new PersonalData(usersG, messagesG, eventsG, stats, users),
     maintenance: new Maintenance(usersG, messagesG, statsG, stats, users, all),
     retention: new Retention(messagesG, users, stats),
     spills: new SpillsRepository(eventsG),

@@ -47,7 +47,7 @@ interface RouteSpec<Q extends z.ZodObject | undefined, B extends z.ZodType | und
   readonly response?: z.ZodType;
   readonly responseDescription: string;
   /** Extra error answers of this route, by status. */
-  readonly errors?: Readonly<Partial<Record<404 | 409 | 502, string>>>;
+  readonly errors?: Readonly<Partial<Record<404 | 409 | 502 | 503, string>>>;
   run(
     ctx: manage.ManageContext,
     input: { id: string; query: Infer<Q>; body: Infer<B> },
@@ -140,8 +140,11 @@ export const MANAGE_ROUTES: readonly ManageRoute[] = [
     path: 'manage/users/{id}',
     summary: 'Erase a user, their messages and archived events (audited)',
     status: 204,
-    responseDescription: 'Erased',
-    errors: UNKNOWN_USER,
+    responseDescription: 'Erased (also when another erase of the user, under way, did it)',
+    errors: {
+      ...UNKNOWN_USER,
+      503: 'UNAVAILABLE: another erase of this user is still under way after 30 s (Retry-After)',
+    },
     run: (ctx, { id }, caller) => manage.eraseUser(ctx, caller, id),
   }),
   route({

@@ -374,6 +374,19 @@ describe('erase while writers are at work', () => {
     await expectConsistent(own);
   });
 
+  it('two erases of one user at once (a double click): the second waits for the first, the counters drop once', async () => {
+    for (let round = 0; round < 3; round++) {
+      const phone = newPhone();
+      const user = await userWhoWrote(own, phone, 'first');
+      for (let i = 0; i < 12; i++) await deliverTo(own, text(phone, `more ${i}`));
+      const { personal } = own.services.data;
+      const [a, b] = await Promise.all([personal.eraseUser(user.id), personal.eraseUser(user.id)]);
+      expect([a?.messages, b?.messages].sort((x, y) => (x ?? 0) - (y ?? 0))).toEqual([0, 26]);
+      expect(await own.services.data.users.getUser(user.id)).toBeNull();
+      await expectConsistent(own);
+    }
+  });
+
   it('erases in the middle of a burst (messages arriving, answers in flight) leave nothing behind and the counters exact', async () => {
     for (const delayMs of [0, 30, 90, 200]) {
       const phone = newPhone();
