@@ -1,5 +1,5 @@
 // npm run seed, indexes, backup and restore against the real test database.
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,7 +14,7 @@ import { main as seed } from '../../scripts/seed';
 import { createDataStore } from '../../shared/data';
 import { hashToken } from '../../shared/manage/auth';
 import { testDatabase, type TestDatabase } from '../helpers/db';
-import { captureIo } from '../fixtures/scripts';
+import { captureIo, runScriptUntil } from '../fixtures/scripts';
 import type { Io } from '../../scripts/lib/cli';
 
 let t: TestDatabase;
@@ -250,47 +250,29 @@ describe('npm run backup --out', () => {
     expect(await runToExitCode(restore, [file], env(), r), r.text()).toBe(0);
   });
 
-  it('a backup killed while it writes leaves the earlier file at --out as it was', async () => {
-    const folder = await fs.mkdtemp(path.join(dir, 'killed-'));
+  /** A backup over an earlier file, stopped by `signal` at its first progress line. */
+  async function stoppedBackup(signal: NodeJS.Signals) {
+    const folder = await fs.mkdtemp(path.join(dir, `${signal}-`));
     const file = path.join(folder, 'b.jsonl.gz');
     await fs.writeFile(file, previous);
-    const tsx = path.join(process.cwd(), 'node_modules', '.bin', 'tsx');
-    const child = spawn(tsx, ['scripts/backup.ts', '--out', file], {
-      env: { ...process.env, ...env() },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    const exited = new Promise<NodeJS.Signals | null>((resolve) =>
-      child.on('exit', (_c, signal) => resolve(signal)),
-    );
-    // Killed at its first progress line: documents are being written.
-    child.stderr.on('data', (chunk: Buffer) => {
-      if (/backing up: /.test(chunk.toString())) child.kill('SIGKILL');
-    });
-    expect(await exited).toBe('SIGKILL');
-    expect(await fs.readFile(file)).toEqual(previous);
+    const run = await runScriptUntil('scripts/backup.ts', ['--out', file], env(), /backing up: /, signal);
+    return { ...run, folder, file };
+  }
+
+  it('a backup killed while it writes leaves the earlier file at --out as it was', async () => {
+    const run = await stoppedBackup('SIGKILL');
+    expect(run.signal).toBe('SIGKILL');
+    expect(await fs.readFile(run.file)).toEqual(previous);
   }, 60_000);
 
   it('Ctrl-C during a backup says so, exits 130 and leaves no file behind', async () => {
-    const folder = await fs.mkdtemp(path.join(dir, 'ctrl-c-'));
-    const file = path.join(folder, 'b.jsonl.gz');
-    await fs.writeFile(file, previous);
-    const tsx = path.join(process.cwd(), 'node_modules', '.bin', 'tsx');
-    const child = spawn(tsx, ['scripts/backup.ts', '--out', file], {
-      env: { ...process.env, ...env() },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-      if (/backing up: /.test(stderr) && child.exitCode === null) child.kill('SIGINT');
-    });
-    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
-    expect(code, stderr).toBe(130);
-    expect(stderr).toMatch(
+    const run = await stoppedBackup('SIGINT');
+    expect(run.code, run.stderr).toBe(130);
+    expect(run.stderr).toMatch(
       /interrupted by SIGINT: no backup was written and the file at --out was not changed/,
     );
-    expect(await fs.readFile(file)).toEqual(previous);
-    expect(await leftovers(folder)).toEqual([]);
+    expect(await fs.readFile(run.file)).toEqual(previous);
+    expect(await leftovers(run.folder)).toEqual([]);
   }, 60_000);
 
   it('a folder, or a path below a file, is refused as a bad argument (exit 2) and nothing is touched', async () => {

@@ -1,7 +1,6 @@
 // npm run migrate on what the tidy fixture does not show: a run interrupted between a batch's insert
 // and its counting, a second bot's file, a file without primary keys, and rows out of bounds or in
 // odd formats. Each case on its own fresh database; `npm run health` must find nothing afterwards.
-import { spawn } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -16,6 +15,7 @@ import {
   LEGACY_MESSAGES,
   LEGACY_USERS,
   LOOSE_SCHEMA,
+  runScriptUntil,
   writeLegacyDb,
   type LegacyMessageRow,
   type LegacyUserRow,
@@ -136,21 +136,14 @@ describe('Ctrl-C during a migration', () => {
       `2024-02-01 10:${String(Math.floor(i / 60) % 60).padStart(2, '0')}:${String(i % 60).padStart(2, '0')}`,
     ]);
     const file = await legacyFile(users, messages);
-    const child = spawn(
-      path.join('node_modules', '.bin', 'tsx'),
-      ['scripts/migrate.ts', file, '--batch-size', '50'],
-      {
-        env: { ...process.env, ...envOf(t) },
-        stdio: ['ignore', 'ignore', 'pipe'],
-      },
+    // Stopped at its first progress line: batches are being written.
+    const { code, stderr } = await runScriptUntil(
+      'scripts/migrate.ts',
+      [file, '--batch-size', '50'],
+      envOf(t),
+      /migrating: /,
+      'SIGINT',
     );
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-      // Stopped at its first progress line: batches are being written.
-      if (/migrating: /.test(stderr) && child.exitCode === null) child.kill('SIGINT');
-    });
-    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
     expect(code, stderr).toBe(130);
     expect(stderr).toMatch(
       /interrupted by SIGINT: what was imported so far is kept; run the same command again to complete the import/,
