@@ -242,6 +242,15 @@ describe('AI answers', () => {
     expect((await data.messages.getMessage(id))?.error).toBeNull();
   });
 
+  it('retries once after an answer without text (empty choices) and sends the answer, not an apology', async () => {
+    ai.respond = (req, index) => (index === 0 ? { status: 200, body: { choices: [] } } : answerN(req, 0));
+    const chat = await new Chat('15550000010').init();
+    const id = await chat.say('hello');
+    expect(ai.requests).toHaveLength(2);
+    expect(sentTexts()).toEqual(['answer 1']);
+    expect((await data.messages.getMessage(id))?.error).toBeNull();
+  });
+
   it('sends one apology and records the failure when the model fails twice, and leaves the apology out of later context', async () => {
     ai.respond = () => ({ status: 503, body: { error: { message: 'down' } } });
     const chat = await new Chat('15550000005').init();
