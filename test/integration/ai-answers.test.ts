@@ -101,9 +101,14 @@ class Chat {
 
   /** Sends one inbound message (a WhatsApp message object without from/id/timestamp) and runs its reply jobs. */
   async send(message: Record<string, unknown>): Promise<string> {
+    return (await this.burst([message]))[0]!;
+  }
+
+  /** Sends messages in one notification, in the same second, and runs their reply jobs. */
+  async burst(messages: Record<string, unknown>[]): Promise<string[]> {
     this.clock += this.stepMs;
     // Message ids must not contain the number (the log check below looks for it).
-    const id = `wamid.in.${++inboundSeq}`;
+    const ids = messages.map(() => `wamid.in.${++inboundSeq}`);
     const payload = {
       object: 'whatsapp_business_account',
       entry: [
@@ -116,9 +121,12 @@ class Chat {
                 messaging_product: 'whatsapp',
                 metadata: { display_phone_number: '15550000000', phone_number_id: PHONE_NUMBER_ID },
                 contacts: [{ profile: { name: 'Test User' }, wa_id: this.waId }],
-                messages: [
-                  { from: this.waId, id, timestamp: String(Math.floor(this.clock / 1000)), ...message },
-                ],
+                messages: messages.map((message, i) => ({
+                  from: this.waId,
+                  id: ids[i],
+                  timestamp: String(Math.floor(this.clock / 1000)),
+                  ...message,
+                })),
               },
             },
           ],
@@ -129,7 +137,7 @@ class Chat {
     // The answer goes out a moment after the message arrived.
     this.clock += 1_000;
     for (const job of jobs) await processReplyJob(this.services, job, log);
-    return id;
+    return ids;
   }
 
   say(text: string): Promise<string> {
@@ -201,6 +209,25 @@ describe('AI answers', () => {
       { role: 'user', content: 'what is my name?' },
       { role: 'assistant', content: 'answer 2' },
       { role: 'user', content: 'ok' },
+    ]);
+  });
+
+  it('leaves out the answer to a message from before a reset that arrived while it was prepared', async () => {
+    const chat = await new Chat('15550000011').init();
+    const text = (body: string) => ({ type: 'text', text: { body } });
+    await chat.burst([text('my name is Ana'), text('reset'), text('what is my name?')]);
+    expect(ai.requests).toHaveLength(2);
+    expect(sentTexts()).toEqual(['answer 1', RESET_ANSWER, 'answer 2']);
+    expect(lastRequestMessages()).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'user', content: 'what is my name?' },
+    ]);
+    await chat.say('and now?');
+    expect(lastRequestMessages()).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'user', content: 'what is my name?' },
+      { role: 'assistant', content: 'answer 2' },
+      { role: 'user', content: 'and now?' },
     ]);
   });
 
