@@ -158,7 +158,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
 
   return {
     window: aiWindow(config),
-    async respond({ user, message, recent, recentIsPartial, log }) {
+    async respond({ user, message, recent, recentIsPartial, preparing, log }) {
       const minute = await lastMinute(user, recent, recentIsPartial);
       if (minute.answers >= config.maxPerMinute) {
         const notified = minute.notices > 0;
@@ -166,6 +166,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
         return notified ? null : { text: RATE_LIMIT_NOTICE, role: 'notice', ai: null, failure: null };
       }
       const messages = await context(user, message, recent, recentIsPartial);
+      await preparing();
       try {
         const completion = await client.complete(messages);
         log.info('ai answered', {

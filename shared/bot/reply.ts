@@ -214,7 +214,9 @@ async function replyTo(
     return user;
   }
   const decided = await decideAndApply(ports, user, message);
-  const read = await markRead(ports, message, decided.decision.kind === 'ai', log);
+  // Marked read once: with the typing indicator right before the model is asked, else plainly
+  // (a user over the AI rate limit sees no "typing…" followed by silence).
+  let read: boolean | null = null;
   let reply: ReplyContent | null = null;
   if (decided.decision.kind === 'fixed') reply = decided.decision.reply;
   else if (decided.decision.kind === 'ai' && ports.ai)
@@ -223,8 +225,12 @@ async function replyTo(
       message,
       recent: found.recent,
       recentIsPartial: found.partial,
+      preparing: async () => {
+        read = await markRead(ports, message, true, log);
+      },
       log,
     });
+  read ??= await markRead(ports, message, false, log);
 
   const parts: OutboundRecord[] = [];
   let failure: MessageError | null = null;

@@ -318,6 +318,11 @@ describe('AI answers', () => {
     expect(sentTexts()).toEqual(['answer 1', 'answer 2', RATE_LIMIT_NOTICE]);
     const last = await data.messages.getMessage(ids[4]!);
     expect(last?.replyState).toBe('none');
+    // Each marked read once; "typing…" only before the model is asked, never before the notice
+    // or the silence.
+    const reads = graph.requests.filter((r) => r.body['status'] === 'read');
+    expect(reads.map((r) => r.body['message_id'])).toEqual(ids);
+    expect(reads.map((r) => 'typing_indicator' in r.body)).toEqual([true, true, false, false, false]);
   });
 
   it('records usage on the answer and counts AI requests and tokens in the stats', async () => {
