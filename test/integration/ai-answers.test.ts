@@ -231,6 +231,26 @@ describe('AI answers', () => {
     ]);
   });
 
+  it('keeps the history before a burst longer than the worker reads (the waiting messages fill it)', async () => {
+    // AI_HISTORY_LIMIT 3 and 1 answer a minute: the worker reads the latest 26 messages.
+    const chat = await new Chat(
+      '15550000012',
+      { AI_HISTORY_LIMIT: '3', AI_MAX_PER_MINUTE: '1' },
+      61_000,
+    ).init();
+    for (const text of ['q1', 'q2', 'q3']) await chat.say(text);
+    const text = (body: string) => ({ type: 'text', text: { body } });
+    await chat.burst(Array.from({ length: 30 }, (_, i) => text(`b${i + 1}`)));
+    expect(ai.requests).toHaveLength(4);
+    expect(lastRequestMessages()).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'assistant', content: 'answer 2' },
+      { role: 'user', content: 'q3' },
+      { role: 'assistant', content: 'answer 3' },
+      { role: 'user', content: 'b1' },
+    ]);
+  });
+
   it('describes non-text messages in words', async () => {
     const chat = await new Chat('15550000003').init();
     await chat.send({
