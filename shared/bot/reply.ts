@@ -93,16 +93,22 @@ async function look(ports: ReplyPorts, userId: string, hint: { messageId: string
  */
 function keepLease(ports: ReplyPorts, userId: string, owner: string, leaseMs: number) {
   let lost = false;
-  let renewing: Promise<void> = Promise.resolve();
+  let renewing: Promise<void> | null = null;
   const timer = setInterval(() => {
-    renewing = ports.data.users.lockForReply(userId, owner, leaseMs, ports.now()).then(
-      (renewed) => {
-        if (renewed) return;
-        lost = true;
-        clearInterval(timer);
-      },
-      () => undefined, // a database error: the next renewal tries again within the lease
-    );
+    if (renewing) return; // one at a time: `stop` waits for the one under way
+    renewing = ports.data.users
+      .lockForReply(userId, owner, leaseMs, ports.now())
+      .then(
+        (renewed) => {
+          if (renewed) return;
+          lost = true;
+          clearInterval(timer);
+        },
+        () => undefined, // a database error: the next renewal tries again within the lease
+      )
+      .finally(() => {
+        renewing = null;
+      });
   }, leaseMs / 3);
   timer.unref();
   return {
