@@ -1,7 +1,8 @@
 // The chat-completions client (axios) for OpenAI-compatible endpoints, Azure OpenAI's /openai/v1
 // included. Auth: a key (`api-key` to Azure hosts, Bearer elsewhere), else Microsoft Entra ID for
 // Azure hosts (@azure/identity, loaded only then), else none. One retry on 429, 5xx, network
-// errors and timeouts. Its errors keep method, host and status, never keys, tokens or prompts.
+// errors, timeouts and an answer without text (malformed, no choices, null or blank content, a
+// refusal). Its errors keep method, host and status, never keys, tokens or prompts.
 import axios, { type AxiosInstance } from 'axios';
 import { z } from 'zod';
 import type { AiConfig } from '../config';
@@ -173,30 +174,36 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
     throw new AiError(host, response.status, 'http', response.status === 429 || response.status >= 500, code);
   }
 
+  /** One request and its answer's text; an answer without text is a failure worth one retry. */
+  async function answer(body: unknown) {
+    const parsed = ResponseSchema.safeParse(await attempt(body));
+    const text = parsed.success ? (parsed.data.choices[0]?.message.content ?? '').trim() : '';
+    if (!parsed.success || !text)
+      throw new AiError(host, 200, 'bad_response', true, 'no answer in the response');
+    return { text, response: parsed.data };
+  }
+
   return {
     provider,
     async complete(messages) {
       const body = { model: config.model, messages };
       const started = Date.now();
-      let result: unknown;
+      let answered: Awaited<ReturnType<typeof answer>>;
       try {
-        result = await attempt(body);
+        answered = await answer(body);
       } catch (error) {
         if (!(error instanceof AiError) || !error.retryable) throw error;
         await sleep(retryDelayMs);
-        result = await attempt(body);
+        answered = await answer(body);
       }
-      const parsed = ResponseSchema.safeParse(result);
-      const text = parsed.success ? (parsed.data.choices[0]?.message.content ?? '').trim() : '';
-      if (!parsed.success || !text)
-        throw new AiError(host, 200, 'bad_response', false, 'no answer in the response');
-      const usage = parsed.data.usage;
+      const { text, response } = answered;
+      const usage = response.usage;
       const promptTokens = usage?.prompt_tokens ?? 0;
       const completionTokens = usage?.completion_tokens ?? 0;
       return {
         text,
         provider,
-        model: parsed.data.model || config.model,
+        model: response.model || config.model,
         promptTokens,
         completionTokens,
         totalTokens: usage?.total_tokens ?? promptTokens + completionTokens,

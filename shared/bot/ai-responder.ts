@@ -89,11 +89,27 @@ export function toTurns(history: readonly Message[]): ChatMessage[] {
 export function createAiResponder(deps: AiResponderDeps): AiResponder {
   const { config, data, now } = deps;
   const client = deps.client ?? createAiClient(config, deps.clientOptions);
+  const afterReset = (user: User) => (m: Message) => !user.contextResetAt || m.seqAt > user.contextResetAt;
   const inContext = (user: User, message: Message) => (m: Message) =>
     m.id !== message.id &&
     m.role === 'conversation' &&
-    (!user.contextResetAt || m.seqAt > user.contextResetAt) &&
+    afterReset(user)(m) &&
     !(m.direction === 'inbound' && (m.replyState === 'pending' || m.replyState === 'sending'));
+
+  /**
+   * The conversation since the last reset among `rows`. An answer belongs where the message it
+   * answers is: one sent after a reset arrived (it was being prepared) to a message from before it
+   * is left out too, so it is kept only when its message is among the rows after the reset (an
+   * answer whose message is older than the rows is left out as well: at the oldest end, rarely).
+   */
+  function since(user: User, message: Message, rows: readonly Message[]): Message[] {
+    const kept = rows.filter(inContext(user, message));
+    if (!user.contextResetAt) return kept;
+    const asked = new Set(
+      rows.filter((m) => m.direction === 'inbound' && afterReset(user)(m)).map((m) => m.id),
+    );
+    return kept.filter((m) => m.direction === 'inbound' || (m.relatedId !== null && asked.has(m.relatedId)));
+  }
 
   /** The context: from the worker's read when it holds enough, else one indexed query. */
   async function context(
@@ -102,7 +118,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
     recent: readonly Message[],
     partial: boolean,
   ): Promise<ChatMessage[]> {
-    let history = config.historyLimit > 0 ? recent.filter(inContext(user, message)) : [];
+    let history = config.historyLimit > 0 ? since(user, message, recent) : [];
     if (config.historyLimit > 0 && partial && history.length < config.historyLimit) {
       // Up to now (an answer to an earlier message may be stamped after this message's Meta
       // timestamp), leaving out later messages still waiting for their answer.
@@ -113,7 +129,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
         user.contextResetAt,
         config.historyLimit + SLACK,
       );
-      history = rows.filter(inContext(user, message));
+      history = since(user, message, rows);
     }
     return [
       { role: 'system', content: config.systemPrompt },
@@ -142,7 +158,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
 
   return {
     window: aiWindow(config),
-    async respond({ user, message, recent, recentIsPartial, log }) {
+    async respond({ user, message, recent, recentIsPartial, preparing, log }) {
       const minute = await lastMinute(user, recent, recentIsPartial);
       if (minute.answers >= config.maxPerMinute) {
         const notified = minute.notices > 0;
@@ -150,6 +166,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
         return notified ? null : { text: RATE_LIMIT_NOTICE, role: 'notice', ai: null, failure: null };
       }
       const messages = await context(user, message, recent, recentIsPartial);
+      await preparing();
       try {
         const completion = await client.complete(messages);
         log.info('ai answered', {

@@ -27,6 +27,8 @@ export interface AiResponder {
     recent: readonly Message[];
     /** True when `recent` may not hold everything the AI needs (older messages exist). */
     recentIsPartial: boolean;
+    /** Called once right before the model is asked (never when the rate limit answers instead). */
+    preparing: () => Promise<void>;
     log: Logger;
   }): Promise<ReplyContent | null>;
 }

@@ -84,11 +84,54 @@ async function look(ports: ReplyPorts, userId: string, hint: { messageId: string
   return { recent, partial, waiting: pending, more } satisfies Look;
 }
 
-export async function processReplyJob(ports: ReplyPorts, job: ReplyJob, log: Logger): Promise<void> {
+/**
+ * Renews the reply lock every third of its lease while the worker answers: one answer may outlast
+ * the lease (an AI call and its retry under a long AI_TIMEOUT_MS, Graph's retries), and another
+ * worker taking the lock then would answer the same message again. `lost` turns true when a
+ * renewal finds the lock taken. `stop` ends the renewals and waits for one under way, so that none
+ * lands after the lock is freed.
+ */
+function keepLease(ports: ReplyPorts, userId: string, owner: string, leaseMs: number) {
+  let lost = false;
+  let renewing: Promise<void> | null = null;
+  const timer = setInterval(() => {
+    if (renewing) return; // one at a time: `stop` waits for the one under way
+    renewing = ports.data.users
+      .lockForReply(userId, owner, leaseMs, ports.now())
+      .then(
+        (renewed) => {
+          if (renewed) return;
+          lost = true;
+          clearInterval(timer);
+        },
+        () => undefined, // a database error: the next renewal tries again within the lease
+      )
+      .finally(() => {
+        renewing = null;
+      });
+  }, leaseMs / 3);
+  timer.unref();
+  return {
+    get lost() {
+      return lost;
+    },
+    async stop() {
+      clearInterval(timer);
+      await renewing;
+    },
+  };
+}
+
+export async function processReplyJob(
+  ports: ReplyPorts,
+  job: ReplyJob,
+  log: Logger,
+  { leaseMs = LEASE_MS }: { leaseMs?: number } = {},
+): Promise<void> {
   if (job.kind === 'welcome') return sendWelcome(ports, job, log);
   const { data } = ports;
   const owner = randomUUID();
-  let locked = await data.users.lockForReply(job.userId, owner, LEASE_MS, ports.now());
+  let locked = await data.users.lockForReply(job.userId, owner, leaseMs, ports.now());
   if (!locked) return; // another worker answers this user and looks again before it lets go
   for (let looks = 0; looks < MAX_LOOKS && locked; looks++) {
     const seen: number = locked.inboundCount;
@@ -100,19 +143,13 @@ export async function processReplyJob(ports: ReplyPorts, job: ReplyJob, log: Log
     });
     const recorded: OutboundRecord[] = [];
     const counters = new CounterDelta();
-    let leaseFrom = Date.now();
+    // Renewed only when an answer or a drain takes long (never on the common path).
+    const lease = keepLease(ports, user.id, owner, leaseMs);
     let done = false;
     let keepLock = false;
     try {
-      for (const message of found.waiting) {
-        if (Date.now() - leaseFrom > LEASE_MS / 3) {
-          // A long drain: extend the lease before the next answer (never on the common path).
-          const renewed = await data.users.lockForReply(user.id, owner, LEASE_MS, ports.now());
-          if (!renewed) throw new Error('the reply lock was lost');
-          leaseFrom = Date.now();
-        }
-        user = await replyTo(ports, user, message, found, recorded, counters, log);
-      }
+      for (const message of found.waiting)
+        user = await replyTo(ports, user, message, found, recorded, counters, log, lease);
       done = true;
     } catch (error) {
       // An answer Graph accepted that the database would not record: the lock is kept until its
@@ -120,6 +157,7 @@ export async function processReplyJob(ports: ReplyPorts, job: ReplyJob, log: Log
       keepLock = error instanceof UnrecordedSend;
       throw error;
     } finally {
+      await lease.stop();
       if (!keepLock) {
         // Counted even when an answer failed half-way: what was recorded stays counted.
         const count = await data.users.releaseReplyLock(
@@ -138,7 +176,7 @@ export async function processReplyJob(ports: ReplyPorts, job: ReplyJob, log: Log
         await data.stats.apply(counters);
         locked =
           done && count !== null && (count !== seen || found.more)
-            ? await data.users.lockForReply(user.id, owner, LEASE_MS, ports.now())
+            ? await data.users.lockForReply(user.id, owner, leaseMs, ports.now())
             : null;
       }
     }
@@ -159,8 +197,14 @@ async function replyTo(
   recorded: OutboundRecord[],
   counters: CounterDelta,
   log: Logger,
+  lease: { readonly lost: boolean },
 ): Promise<User> {
   const { graph } = ports;
+  // Another worker holds the user now and answers this message: leave it to that worker.
+  const stillOurs = () => {
+    if (lease.lost) throw new Error('the reply lock was lost');
+  };
+  stillOurs();
   // An answer already recorded for it (a crash landed between the two halves of the record
   // write): settle the message, never send again.
   if (found.recent.some((m) => m.direction === 'outbound' && m.relatedId === message.id)) {
@@ -176,7 +220,9 @@ async function replyTo(
     return user;
   }
   const decided = await decideAndApply(ports, user, message);
-  const read = await markRead(ports, message, decided.decision.kind === 'ai', log);
+  // Marked read once: with the typing indicator right before the model is asked, else plainly
+  // (a user over the AI rate limit sees no "typing…" followed by silence).
+  let read: boolean | null = null;
   let reply: ReplyContent | null = null;
   if (decided.decision.kind === 'fixed') reply = decided.decision.reply;
   else if (decided.decision.kind === 'ai' && ports.ai)
@@ -185,8 +231,12 @@ async function replyTo(
       message,
       recent: found.recent,
       recentIsPartial: found.partial,
+      preparing: async () => {
+        read = await markRead(ports, message, true, log);
+      },
       log,
     });
+  read ??= await markRead(ports, message, false, log);
 
   const parts: OutboundRecord[] = [];
   let failure: MessageError | null = null;
@@ -204,6 +254,8 @@ async function replyTo(
         ai: first ? reply.ai : null,
       };
       let sent: { waMessageId: string | null };
+      // Before the first part only: once a part went out, the rest must follow and be recorded.
+      if (first) stillOurs();
       try {
         sent = await graph.sendText(phoneNumberId, recipientOf(user), text);
       } catch (error) {

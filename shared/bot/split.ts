@@ -1,28 +1,47 @@
-// Splits an answer into WhatsApp text messages of at most 4096 characters, at paragraph, line,
-// sentence or word boundaries when possible, never inside a surrogate pair.
+// Splits an answer into WhatsApp text messages of at most 4096 characters (Unicode code points,
+// as WhatsApp and the contract count them), at paragraph, line, sentence or word boundaries when
+// possible, never inside a character as the user sees it (a surrogate pair, an emoji sequence
+// joined with ZWJ or a skin tone, a letter with its combining marks).
 
-import { TEXT_BODY_LIMIT } from '../whatsapp/outbound';
+import { characters, TEXT_BODY_LIMIT } from '../whatsapp/outbound';
 
 export const WHATSAPP_TEXT_LIMIT = TEXT_BODY_LIMIT;
+
+const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
 
 export function splitMessage(text: string, limit = WHATSAPP_TEXT_LIMIT): string[] {
   const parts: string[] = [];
   let rest = text.trim();
-  // Counted in UTF-16 units (the stricter reading of "characters"); a pair is never cut.
-  while (rest.length > limit) {
-    let window = rest.slice(0, limit);
-    if (/[\uD800-\uDBFF]$/.test(window)) window = window.slice(0, -1);
+  while (characters(rest) > limit) {
+    const window = longestStart(rest, limit);
     const cut =
       lastBreak(window, /\n\s*\n/g) ??
       lastBreak(window, /\n/g) ??
       lastBreak(window, /[.!?…]\s/g) ??
       lastBreak(window, /\s/g);
-    const head = cut && cut > limit / 2 ? window.slice(0, cut) : window;
+    const head = cut && cut > window.length / 2 ? window.slice(0, cut) : window;
     parts.push(head.trim());
     rest = rest.slice(head.length).trim();
   }
   if (rest) parts.push(rest);
   return parts;
+}
+
+/**
+ * The longest start of `text` of at most `limit` code points that ends between two graphemes; a
+ * single grapheme longer than the limit (a pathological chain of combining marks) is cut between
+ * code points.
+ */
+function longestStart(text: string, limit: number): string {
+  let end = 0;
+  let count = 0;
+  for (const { segment } of graphemes.segment(text)) {
+    const size = characters(segment);
+    if (count + size > limit) break;
+    count += size;
+    end += segment.length;
+  }
+  return end > 0 ? text.slice(0, end) : Array.from(text).slice(0, limit).join('');
 }
 
 /** Index just after the last match of `pattern` in `text`, or null. */

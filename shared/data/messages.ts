@@ -306,7 +306,9 @@ export class MessagesRepository {
 
   /**
    * The conversation before a message, for AI context: the last `limit` conversation messages of
-   * the user after `since` (the last reset) and up to `before`, oldest first. One indexed query.
+   * the user after `since` (the last reset) and up to `before`, oldest first, leaving out inbound
+   * ones still waiting for their answer (later in the conversation: a burst longer than `limit`
+   * filled the read and left no history). One indexed query.
    */
   async conversationBefore(
     userId: string,
@@ -319,7 +321,7 @@ export class MessagesRepository {
     const seqAt: Record<string, Date> = { $lte: before };
     if (since) seqAt['$gt'] = since;
     const docs = await this.messages.find(
-      { userId, seqAt, role: 'conversation', _id: { $ne: beforeId } },
+      { userId, seqAt, role: 'conversation', _id: { $ne: beforeId }, replyState: { $nin: WAITING } },
       { sort: { userId: -1, seqAt: -1, _id: -1 }, limit },
     );
     return docs.map(toMessage).reverse();

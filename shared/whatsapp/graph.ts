@@ -1,6 +1,7 @@
 // The Graph API client (axios): sends messages and read receipts for a business number. Retries
 // 429, 5xx and network errors with backoff and jitter up to a bound; never retries permanent
-// errors. Its errors keep method, host, status and the Graph error code, never the token.
+// errors, nor a message whose request timed out (Graph may have sent it: the Graph API has no
+// idempotency key). Its errors keep method, host, status and the Graph error code, never the token.
 import axios, { type AxiosInstance } from 'axios';
 import { z } from 'zod';
 import { AppError, ErrorCode } from '../errors';
@@ -136,8 +137,15 @@ function mismatch(error: z.ZodError): string {
   return `unexpected response${issue ? `: ${issue.path.join('.') || 'body'} ${issue.message}` : ''}`;
 }
 
-/** A POST to the Graph API whose 2xx answer must match `schema`. */
-type Post = <T>(path: string, body: unknown, schema: z.ZodType<T>) => Promise<T>;
+/**
+ * A POST to the Graph API whose 2xx answer must match `schema`. `resendable`: sending it twice
+ * does no harm (a read receipt, a subscription); a message is not, so a timed-out one is not sent
+ * again.
+ */
+type Post = <T>(path: string, body: unknown, schema: z.ZodType<T>, resendable: boolean) => Promise<T>;
+
+/** Axios' codes for a request that got no answer in time (it reached Graph, which may act on it). */
+const TIMEOUT_CODES: ReadonlySet<string> = new Set(['ECONNABORTED', 'ETIMEDOUT']);
 
 /** The one transport of the Graph API: bearer token, bounded retries, errors as GraphError. */
 function graphTransport(options: GraphOptions): Post {
@@ -152,7 +160,12 @@ function graphTransport(options: GraphOptions): Post {
   });
   const host = new URL(options.baseUrl).host;
 
-  return async function post<T>(path: string, body: unknown, schema: z.ZodType<T>): Promise<T> {
+  return async function post<T>(
+    path: string,
+    body: unknown,
+    schema: z.ZodType<T>,
+    resendable: boolean,
+  ): Promise<T> {
     for (let attempt = 0; ; attempt++) {
       let error: GraphError;
       let retryAfter: string | undefined;
@@ -186,9 +199,18 @@ function graphTransport(options: GraphOptions): Post {
         retryAfter = typeof header === 'string' ? header : undefined;
       } catch (cause) {
         if (cause instanceof GraphError) throw cause;
-        // Network error or timeout: drop axios' error (its config carries the token).
+        // Network error or timeout: drop axios' error (its config carries the token). A message
+        // that timed out may have gone out: sending it again could deliver it twice.
         const code = axios.isAxiosError(cause) ? (cause.code ?? 'network') : 'network';
-        error = new GraphError('POST', host, null, null, code, false);
+        const unknownFate = !resendable && TIMEOUT_CODES.has(code);
+        error = new GraphError(
+          'POST',
+          host,
+          null,
+          null,
+          unknownFate ? `${code} (timed out; it may have been sent)` : code,
+          unknownFate,
+        );
       }
       if (error.permanent || attempt + 1 >= policy.attempts) throw error;
       await sleep(backoff(policy, attempt, retryAfter));
@@ -201,7 +223,7 @@ export function createGraphClient(options: GraphOptions): GraphClient {
   const messages = (phoneNumberId: string) => `/${encodeURIComponent(phoneNumberId)}/messages`;
 
   async function send(phoneNumberId: string, body: object): Promise<SendResult> {
-    const sent = await post(messages(phoneNumberId), body, SendResponseSchema);
+    const sent = await post(messages(phoneNumberId), body, SendResponseSchema, false);
     return { waMessageId: sent.messages[0].id };
   }
 
@@ -211,7 +233,7 @@ export function createGraphClient(options: GraphOptions): GraphClient {
     sendText: async (phoneNumberId, to, text) => send(phoneNumberId, textMessage(to, text)),
     sendTemplate: async (phoneNumberId, to, template) => send(phoneNumberId, templateMessage(to, template)),
     async markRead(phoneNumberId, messageId, typing) {
-      await post(messages(phoneNumberId), readReceipt(messageId, typing), SuccessResponseSchema);
+      await post(messages(phoneNumberId), readReceipt(messageId, typing), SuccessResponseSchema, true);
     },
   };
 }
@@ -233,6 +255,7 @@ export async function subscribeApp(
       ? { override_callback_uri: override.callbackUrl, verify_token: override.verifyToken }
       : undefined,
     SuccessResponseSchema,
+    true,
   );
 }
 

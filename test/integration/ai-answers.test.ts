@@ -101,9 +101,14 @@ class Chat {
 
   /** Sends one inbound message (a WhatsApp message object without from/id/timestamp) and runs its reply jobs. */
   async send(message: Record<string, unknown>): Promise<string> {
+    return (await this.burst([message]))[0]!;
+  }
+
+  /** Sends messages in one notification, in the same second, and runs their reply jobs. */
+  async burst(messages: Record<string, unknown>[]): Promise<string[]> {
     this.clock += this.stepMs;
     // Message ids must not contain the number (the log check below looks for it).
-    const id = `wamid.in.${++inboundSeq}`;
+    const ids = messages.map(() => `wamid.in.${++inboundSeq}`);
     const payload = {
       object: 'whatsapp_business_account',
       entry: [
@@ -116,9 +121,12 @@ class Chat {
                 messaging_product: 'whatsapp',
                 metadata: { display_phone_number: '15550000000', phone_number_id: PHONE_NUMBER_ID },
                 contacts: [{ profile: { name: 'Test User' }, wa_id: this.waId }],
-                messages: [
-                  { from: this.waId, id, timestamp: String(Math.floor(this.clock / 1000)), ...message },
-                ],
+                messages: messages.map((message, i) => ({
+                  from: this.waId,
+                  id: ids[i],
+                  timestamp: String(Math.floor(this.clock / 1000)),
+                  ...message,
+                })),
               },
             },
           ],
@@ -129,7 +137,7 @@ class Chat {
     // The answer goes out a moment after the message arrived.
     this.clock += 1_000;
     for (const job of jobs) await processReplyJob(this.services, job, log);
-    return id;
+    return ids;
   }
 
   say(text: string): Promise<string> {
@@ -204,6 +212,45 @@ describe('AI answers', () => {
     ]);
   });
 
+  it('leaves out the answer to a message from before a reset that arrived while it was prepared', async () => {
+    const chat = await new Chat('15550000011').init();
+    const text = (body: string) => ({ type: 'text', text: { body } });
+    await chat.burst([text('my name is Ana'), text('reset'), text('what is my name?')]);
+    expect(ai.requests).toHaveLength(2);
+    expect(sentTexts()).toEqual(['answer 1', RESET_ANSWER, 'answer 2']);
+    expect(lastRequestMessages()).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'user', content: 'what is my name?' },
+    ]);
+    await chat.say('and now?');
+    expect(lastRequestMessages()).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'user', content: 'what is my name?' },
+      { role: 'assistant', content: 'answer 2' },
+      { role: 'user', content: 'and now?' },
+    ]);
+  });
+
+  it('keeps the history before a burst longer than the worker reads (the waiting messages fill it)', async () => {
+    // AI_HISTORY_LIMIT 3 and 1 answer a minute: the worker reads the latest 26 messages.
+    const chat = await new Chat(
+      '15550000012',
+      { AI_HISTORY_LIMIT: '3', AI_MAX_PER_MINUTE: '1' },
+      61_000,
+    ).init();
+    for (const text of ['q1', 'q2', 'q3']) await chat.say(text);
+    const text = (body: string) => ({ type: 'text', text: { body } });
+    await chat.burst(Array.from({ length: 30 }, (_, i) => text(`b${i + 1}`)));
+    expect(ai.requests).toHaveLength(4);
+    expect(lastRequestMessages()).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'assistant', content: 'answer 2' },
+      { role: 'user', content: 'q3' },
+      { role: 'assistant', content: 'answer 3' },
+      { role: 'user', content: 'b1' },
+    ]);
+  });
+
   it('describes non-text messages in words', async () => {
     const chat = await new Chat('15550000003').init();
     await chat.send({
@@ -239,6 +286,15 @@ describe('AI answers', () => {
     expect(sentTexts()).toEqual(['answer 1']);
     const [out] = await outboundFor(id);
     expect(out?.role).toBe('conversation');
+    expect((await data.messages.getMessage(id))?.error).toBeNull();
+  });
+
+  it('retries once after an answer without text (empty choices) and sends the answer, not an apology', async () => {
+    ai.respond = (req, index) => (index === 0 ? { status: 200, body: { choices: [] } } : answerN(req, 0));
+    const chat = await new Chat('15550000010').init();
+    const id = await chat.say('hello');
+    expect(ai.requests).toHaveLength(2);
+    expect(sentTexts()).toEqual(['answer 1']);
     expect((await data.messages.getMessage(id))?.error).toBeNull();
   });
 
@@ -282,6 +338,11 @@ describe('AI answers', () => {
     expect(sentTexts()).toEqual(['answer 1', 'answer 2', RATE_LIMIT_NOTICE]);
     const last = await data.messages.getMessage(ids[4]!);
     expect(last?.replyState).toBe('none');
+    // Each marked read once; "typing…" only before the model is asked, never before the notice
+    // or the silence.
+    const reads = graph.requests.filter((r) => r.body['status'] === 'read');
+    expect(reads.map((r) => r.body['message_id'])).toEqual(ids);
+    expect(reads.map((r) => 'typing_indicator' in r.body)).toEqual([true, true, false, false, false]);
   });
 
   it('records usage on the answer and counts AI requests and tokens in the stats', async () => {

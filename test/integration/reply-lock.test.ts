@@ -1,11 +1,14 @@
 // The per-user reply lock: a job that finds another worker answering the user ends at once (no
-// waiting, no failure, no poison queue), and a lock left by a worker that died is taken again once
-// its lease ends, so the user is answered.
+// waiting, no failure, no poison queue), a lock left by a worker that died is taken again once
+// its lease ends, so the user is answered, and a live worker keeps its lock however long an answer
+// takes.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ingestNotification } from '../../shared/bot/ingest';
 import { LEASE_MS, processReplyJob } from '../../shared/bot/reply';
 import { createLogger } from '../../shared/log';
+import { sleep } from '../../shared/time';
 import { startTestApp, type TestApp } from '../helpers/app';
+import { startHttpStub } from '../helpers/http-stub';
 import { textNotification } from '../helpers/meta';
 
 let app: TestApp;
@@ -73,5 +76,45 @@ describe('reply lock', () => {
     await processReplyJob(app.services, job, log);
     expect(app.graph.sends().length).toBe(sendsBefore);
     expect((await app.services.data.messages.getMessage(message.id))?.replyState).toBe('sent');
+  });
+
+  it('keeps the lock while one answer outlasts the lease (a slow model): no message is answered twice', async () => {
+    const model = await startHttpStub((_req, index) => ({
+      status: 200,
+      // The first question keeps the model busy well past the lease.
+      delayMs: index === 0 ? 2_500 : 0,
+      body: { choices: [{ message: { role: 'assistant', content: `answer ${index + 1}` } }] },
+    }));
+    const slowApp = await startTestApp({
+      AI_ENDPOINT: `${model.url}/v1`,
+      AI_MODEL: 'm',
+      AI_TIMEOUT_MS: '10000',
+    });
+    try {
+      const phone = '4420700000004';
+      const lease = { leaseMs: 900 };
+      const first = textNotification(phone, 'a hard question');
+      const [job] = (await ingestNotification(slowApp.services, first.payload, log)).jobs;
+      if (job?.kind !== 'message') throw new Error('no reply job');
+      const answering = processReplyJob(slowApp.services, job, log, lease);
+      await sleep(1_500);
+      // Another message's job, once the first worker's original lease is over.
+      const second = textNotification(phone, 'hello?');
+      const [next] = (await ingestNotification(slowApp.services, second.payload, log)).jobs;
+      if (next?.kind !== 'message') throw new Error('no reply job');
+      await processReplyJob(slowApp.services, next, log, lease);
+      await answering;
+      const answers = await slowApp.database.db
+        .collection('messages')
+        .find({ direction: 'outbound', relatedId: { $in: [first.message.id, second.message.id] } })
+        .toArray();
+      expect(answers.map((a) => a['relatedId'] as string).sort()).toEqual(
+        [first.message.id, second.message.id].sort(),
+      );
+      expect(slowApp.graph.sends()).toHaveLength(2);
+    } finally {
+      await slowApp.close();
+      await model.close();
+    }
   });
 });

@@ -1,6 +1,6 @@
 // The chat-completions client against loopback stubs (real HTTP): auth headers for Azure and other
 // hosts, Microsoft Entra ID through a managed-identity token endpoint (App Service protocol),
-// token caching, one retry on 5xx/timeout, no retry on 4xx, and the parsed usage.
+// token caching, one retry on 5xx/timeout/an answer without text, no retry on 4xx, and the parsed usage.
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { AiConfig } from '../../shared/config';
 import { AiError, createAiClient, isAzureHost } from '../../shared/ai/client';
@@ -127,10 +127,30 @@ describe('chat completions', () => {
     expect(ai.requests).toHaveLength(2);
   });
 
-  it('treats a response without an answer as a failure', async () => {
-    ai.respond = () => ({ status: 200, body: { choices: [] } });
-    const client = createAiClient(aiConfig(ai.url));
+  const withoutAnswer = (message: Record<string, unknown>) => ({
+    status: 200,
+    body: { choices: [{ index: 0, message: { role: 'assistant', ...message }, finish_reason: 'stop' }] },
+  });
+
+  it.each([
+    ['no choices', { status: 200, body: { choices: [] } }],
+    ['content null', withoutAnswer({ content: null })],
+    ['a refusal', withoutAnswer({ content: null, refusal: 'I cannot help with that.' })],
+    ['blank content', withoutAnswer({ content: ' \n ' })],
+    ['a body that is not JSON', { status: 200, body: '<html>upstream hiccup</html>' }],
+  ])('treats a response without an answer (%s) as a failure, after one retry', async (_, reply) => {
+    ai.respond = () => reply;
+    const client = createAiClient(aiConfig(ai.url), { retryDelayMs: 10 });
     await expect(client.complete(ask)).rejects.toMatchObject({ reason: 'bad_response' });
+    expect(ai.requests).toHaveLength(2);
+  });
+
+  it('answers when the retry after a response without an answer succeeds', async () => {
+    ai.respond = (_req, index) =>
+      index === 0 ? { status: 200, body: { choices: [] } } : completion('there');
+    const client = createAiClient(aiConfig(ai.url), { retryDelayMs: 10 });
+    await expect(client.complete(ask)).resolves.toMatchObject({ text: 'there' });
+    expect(ai.requests).toHaveLength(2);
   });
 });
 

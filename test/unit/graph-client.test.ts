@@ -32,6 +32,8 @@ interface Reply {
   status: number;
   body?: unknown;
   headers?: Record<string, string>;
+  /** Answer this late (a slow Graph). */
+  delayMs?: number;
 }
 
 let server: Server;
@@ -61,8 +63,11 @@ beforeAll(async () => {
         at: Date.now(),
       });
       const reply = replies.shift() ?? ok;
-      res.writeHead(reply.status, { 'content-type': 'application/json', ...reply.headers });
-      res.end(JSON.stringify(reply.body ?? {}));
+      setTimeout(() => {
+        if (res.destroyed) return;
+        res.writeHead(reply.status, { 'content-type': 'application/json', ...reply.headers });
+        res.end(JSON.stringify(reply.body ?? {}));
+      }, reply.delayMs ?? 0);
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -80,12 +85,12 @@ beforeEach(() => {
 
 const FAST: RetryPolicy = { attempts: 4, baseDelayMs: 5, maxDelayMs: 20 };
 
-function client(retry: RetryPolicy = FAST, url = baseUrl) {
+function client(retry: RetryPolicy = FAST, url = baseUrl, timeoutMs = 5_000) {
   return createGraphClient({
     baseUrl: url,
     apiVersion: 'v25.0',
     accessToken: TOKEN,
-    timeoutMs: 5_000,
+    timeoutMs,
     retry,
   });
 }
@@ -248,6 +253,30 @@ describe('createGraphClient', () => {
     expect(error.permanent).toBe(false);
     expect(error.message).toMatch(/network error/);
     expectNoToken(error);
+  });
+
+  // Graph has no idempotency key: a send that timed out may have reached the user, and a second
+  // request would deliver the answer twice.
+  it('never sends a message again after a timeout (it may have gone out): one request, permanent', async () => {
+    replies = [{ ...ok, delayMs: 400 }];
+    const error = await caught(
+      client(FAST, baseUrl, 150).sendText(PHONE_NUMBER_ID, { waId: '16505551234', bsuid: null }, 'Hi'),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    expect(requests).toHaveLength(1);
+    expect(error.permanent).toBe(true);
+    expect(error.status).toBeNull();
+    expect(error.message).toMatch(/timed out/);
+    expectNoToken(error);
+  });
+
+  it('retries a read receipt that timed out (marking read twice does no harm)', async () => {
+    replies = [
+      { status: 200, body: { success: true }, delayMs: 400 },
+      { status: 200, body: { success: true } },
+    ];
+    await client(FAST, baseUrl, 150).markRead(PHONE_NUMBER_ID, WAMID, false);
+    expect(requests).toHaveLength(2);
   });
 
   it('addresses a BSUID-only user with `recipient`, not `to`', async () => {

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { parseCommand } from '../../shared/bot/commands';
 import { splitMessage, WHATSAPP_TEXT_LIMIT } from '../../shared/bot/split';
 import { parseReplyJob } from '../../shared/bot/jobs';
+import { characters } from '../../shared/whatsapp/outbound';
 import { STATUS_RANK } from '../../shared/data/messages';
 
 describe('parseCommand', () => {
@@ -108,41 +109,59 @@ describe('splitMessage', () => {
     expect(cut.join(' ')).toBe(unpunctuated);
   });
 
-  // WhatsApp's limit is counted here in UTF-16 units (`String#length`), the stricter reading: an
-  // emoji outside the BMP is two units, so a part of emoji may hold at most 2048 of them.
-  it('keeps an emoji whose pair straddles the limit whole, in the next part', () => {
+  // WhatsApp's limit is counted in characters, Unicode code points (as the contract counts them):
+  // an emoji outside the BMP is one, though two UTF-16 units.
+  it('counts code points: an answer of up to 4096 emoji is one part', () => {
+    const emoji = '\u{1F600}'.repeat(WHATSAPP_TEXT_LIMIT);
+    expect(splitMessage(emoji)).toEqual([emoji]);
     const text = 'a'.repeat(WHATSAPP_TEXT_LIMIT - 1) + '\u{1F600}'.repeat(20);
-    expect(splitMessage(text)).toEqual(['a'.repeat(WHATSAPP_TEXT_LIMIT - 1), '\u{1F600}'.repeat(20)]);
+    expect(splitMessage(text)).toEqual([
+      'a'.repeat(WHATSAPP_TEXT_LIMIT - 1) + '\u{1F600}',
+      '\u{1F600}'.repeat(19),
+    ]);
   });
 
   it.each([0, 1, 2, 3])(
-    'cuts text of emoji only (offset %i) into full parts of at most 4096 UTF-16 units',
+    'cuts text of emoji only (offset %i) into full parts of at most 4096 code points',
     (offset) => {
       const text = 'b'.repeat(offset) + '\u{1F600}'.repeat(5000);
       const parts = splitMessage(text);
-      expect(parts.length).toBe(3);
-      for (const part of parts) {
-        expect(part.length).toBeLessThanOrEqual(WHATSAPP_TEXT_LIMIT);
-        expect(LONE_SURROGATE.test(part)).toBe(false);
-      }
-      // Full parts: the cut falls on the limit, or one unit before it when a pair straddles it.
-      for (const part of parts.slice(0, -1))
-        expect(part.length).toBeGreaterThanOrEqual(WHATSAPP_TEXT_LIMIT - 1);
+      expect(parts.map(characters)).toEqual([WHATSAPP_TEXT_LIMIT, 5000 + offset - WHATSAPP_TEXT_LIMIT]);
+      for (const part of parts) expect(LONE_SURROGATE.test(part)).toBe(false);
       expect(parts.join('')).toBe(text);
     },
   );
 
-  it('never splits a surrogate pair in emoji-heavy prose, and counts UTF-16 units', () => {
-    const text = Array.from({ length: 3000 }, (_, i) => (i % 3 === 0 ? '\u{1F44D}\u{1F3FD}' : 'ok')).join(
-      ' ',
-    );
+  it('never splits a surrogate pair in emoji-heavy prose', () => {
+    const text = Array.from({ length: 5000 }, (_, i) => (i % 3 === 0 ? '\u{1F44D}' : 'ok')).join(' ');
     const parts = splitMessage(text);
     expect(parts.length).toBeGreaterThan(1);
     for (const part of parts) {
       expect(LONE_SURROGATE.test(part)).toBe(false);
-      expect(part.length).toBeLessThanOrEqual(WHATSAPP_TEXT_LIMIT);
+      expect(characters(part)).toBeLessThanOrEqual(WHATSAPP_TEXT_LIMIT);
     }
     expect(words(parts.join(' '))).toEqual(words(text));
+  });
+
+  it('never cuts an emoji sequence (ZWJ family, skin tone, flag) or a letter from its accent', () => {
+    for (const unit of [
+      '\u{1F468}\u200D\u{1F469}\u200D\u{1F467}\u200D\u{1F466}',
+      '\u{1F44D}\u{1F3FD}',
+      '\u{1F1F5}\u{1F1F9}',
+      'e\u0301',
+    ]) {
+      for (const offset of [0, 1, 2, 3, 5]) {
+        const text =
+          'x'.repeat(offset) + unit.repeat(Math.ceil((3 * WHATSAPP_TEXT_LIMIT) / characters(unit)));
+        const parts = splitMessage(text);
+        expect(parts.join('')).toBe(text);
+        for (const part of parts) {
+          expect(characters(part)).toBeLessThanOrEqual(WHATSAPP_TEXT_LIMIT);
+          // Every part but the first is whole units.
+          if (part !== parts[0]) expect(part.split(unit).join('')).toBe('');
+        }
+      }
+    }
   });
 
   it('hard-cuts one very long word into full-size parts', () => {
