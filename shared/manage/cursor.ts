@@ -10,12 +10,16 @@ export function encodeCursor(position: Position | null): string | null {
   return Buffer.from(JSON.stringify({ t: position.t.toISOString(), id: position.id })).toString('base64url');
 }
 
-export function decodeCursor(cursor: string | undefined): Position | null {
+/** The position a cursor holds; a bad one is a 400 naming it as a query parameter or a body field. */
+export function decodeCursor(
+  cursor: string | undefined,
+  where: 'query parameter' | 'body field' = 'query parameter',
+): Position | null {
   if (cursor === undefined) return null;
   try {
     const parsed = CursorJson.parse(JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')));
     return { t: new Date(parsed.t), id: parsed.id };
   } catch {
-    throw new AppError(ErrorCode.INVALID_INPUT, 'invalid query parameter "cursor": not a cursor of this API');
+    throw new AppError(ErrorCode.INVALID_INPUT, `invalid ${where} "cursor": not a cursor of this API`);
   }
 }

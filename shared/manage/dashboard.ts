@@ -109,7 +109,7 @@ export const DASHBOARD_HTML = `<!doctype html>
           </div>
           <form id="reply-form">
             <label for="reply-text" class="sr">Reply</label>
-            <textarea id="reply-text" rows="2" maxlength="4096" placeholder="Write a reply…" required></textarea>
+            <textarea id="reply-text" rows="2" placeholder="Write a reply…" required></textarea>
             <div class="reply-bar">
               <span id="reply-count" class="meta">0 / 4096</span>
               <button type="button" id="use-template" class="link">Send a template instead</button>
@@ -140,6 +140,7 @@ export const DASHBOARD_HTML = `<!doctype html>
         <button type="submit">Search</button>
       </form>
       <ul id="results" aria-live="polite"></ul>
+      <button type="button" id="results-more" hidden>More results</button>
     </section>
     <section id="stats-view" aria-labelledby="stats-title" hidden>
       <h2 id="stats-title">Stats</h2>
@@ -196,7 +197,8 @@ ul, ol { padding-left: 0; list-style: none; margin: 0; }
 #chat-list li { border-bottom: 1px solid var(--border); }
 #chat-list li button { all: unset; cursor: pointer; display: block; width: 100%; padding: .4rem .3rem; }
 #chat-list li button[aria-current="true"] { background: var(--bubble-out); }
-#chat-list .name { font-weight: 600; }
+#chat-list .name { font-weight: 600; overflow-wrap: anywhere; }
+#chat-title { overflow-wrap: anywhere; }
 #chat-list .preview { color: var(--muted); white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .badge { display: inline-block; margin-left: .4rem; padding: 0 .4rem; border-radius: .3rem; background: var(--wait); color: #fff; font-size: .75rem; font-weight: 600; }
 .waiting .name::before { content: "● "; color: var(--wait); }
@@ -214,10 +216,12 @@ button { font: inherit; padding: .3rem .7rem; border-radius: .3rem; border: 1px 
 button.link { border: none; background: none; color: var(--accent); text-decoration: underline; padding: 0; }
 .danger { border-color: #b00020; color: #b00020; }
 button:focus-visible, input:focus-visible, textarea:focus-visible { outline: 2px solid var(--accent); outline-offset: 2px; }
+#chat-list li button:focus-visible, #results li button:focus-visible { outline: 2px solid var(--accent); outline-offset: -2px; }
 input, textarea { font: inherit; padding: .35rem; width: 100%; }
 #reply-form, #template-form { border-top: 1px solid var(--border); padding-top: .4rem; }
 .reply-bar { display: flex; gap: .5rem; align-items: center; justify-content: flex-end; margin-top: .3rem; }
 .reply-bar .meta { margin-right: auto; }
+.reply-bar .meta.over { color: #b00020; font-weight: 600; }
 .template-grid { display: grid; grid-template-columns: 2fr 1fr; gap: .4rem; }
 .template-grid .wide { grid-column: 1 / -1; }
 .note { background: #fff3d6; color: #5a3d00; padding: .3rem .5rem; border-radius: .3rem; margin: 0 0 .4rem; }

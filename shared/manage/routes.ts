@@ -10,6 +10,7 @@ import {
   MessageSchema,
   MessagesPageSchema,
   PageQuerySchema,
+  SearchBodySchema,
   SearchQuerySchema,
   SendBodySchema,
   StatsSchema,
@@ -17,6 +18,7 @@ import {
   UserSchema,
   UsersPageSchema,
   UsersQuerySchema,
+  UsersSearchBodySchema,
 } from './schemas';
 import * as manage from './service';
 
@@ -122,6 +124,19 @@ export const MANAGE_ROUTES: readonly ManageRoute[] = [
     response: UsersPageSchema,
     responseDescription: 'A page of users',
     run: (ctx, { query }) => manage.listUsers(ctx, query),
+  }),
+  route({
+    fn: 'manageUsers',
+    method: 'POST',
+    path: 'manage/users',
+    summary:
+      'Search users as GET does, with `q`, `limit` and `cursor` in the body: request logs keep URLs, ' +
+      'so the number or name searched for stays out of them',
+    body: UsersSearchBodySchema,
+    status: 200,
+    response: UsersPageSchema,
+    responseDescription: 'A page of users',
+    run: (ctx, { body }) => manage.listUsers(ctx, body, 'body field'),
   }),
   route({
     fn: 'manageUser',
@@ -237,5 +252,18 @@ export const MANAGE_ROUTES: readonly ManageRoute[] = [
     response: MessagesPageSchema,
     responseDescription: 'A page of messages',
     run: (ctx, { query }) => manage.searchMessages(ctx, query),
+  }),
+  route({
+    fn: 'manageMessages',
+    method: 'POST',
+    path: 'manage/messages',
+    summary:
+      'Search messages as GET does, with `q`, `limit` and `cursor` in the body: request logs keep ' +
+      'URLs, so the words searched for stay out of them',
+    body: SearchBodySchema,
+    status: 200,
+    response: MessagesPageSchema,
+    responseDescription: 'A page of messages',
+    run: (ctx, { body }) => manage.searchMessages(ctx, body, 'body field'),
   }),
 ];

@@ -39,21 +39,39 @@ const CursorSchema = z
   .optional()
   .openapi({ description: 'Opaque cursor: the nextCursor of the previous page' });
 
+const UsersQSchema = z
+  .string({ error: 'must be a string' })
+  .trim()
+  .min(1, 'must not be empty')
+  .max(100, 'must be at most 100 characters')
+  .openapi({
+    description:
+      'Digits with phone punctuation: the start of the number; else each word starts a word of the name or the number',
+  });
+
 export const UsersQuerySchema = z.object({
   limit: LimitSchema,
   cursor: CursorSchema,
-  q: z
-    .string()
-    .trim()
-    .min(1, 'must not be empty')
-    .max(100, 'must be at most 100 characters')
-    .optional()
-    .openapi({
-      description:
-        'Digits with phone punctuation: the start of the number; else each word starts a word of the name or the number',
-    }),
+  q: UsersQSchema.optional(),
 });
 export type UsersQuery = z.infer<typeof UsersQuerySchema>;
+
+// The searches again with their words in a JSON body: request logs keep URLs, query strings
+// included, so a number or words searched for must not travel in one.
+const BodyLimitSchema = z
+  .number({ error: 'must be a whole number' })
+  .int('must be a whole number')
+  .min(1, 'must be at least 1')
+  .max(MAX_LIMIT, `must be at most ${MAX_LIMIT}`)
+  .default(DEFAULT_LIMIT)
+  .openapi({ description: `Page size, 1–${MAX_LIMIT}` });
+
+export const UsersSearchBodySchema = z
+  .object({ q: UsersQSchema, limit: BodyLimitSchema, cursor: CursorSchema })
+  .strict()
+  .openapi('UsersSearch', {
+    description: 'The search of GET /manage/users, kept out of the URL (request logs keep URLs)',
+  });
 
 export const PageQuerySchema = z.object({ limit: LimitSchema, cursor: CursorSchema });
 export type PageQuery = z.infer<typeof PageQuerySchema>;
@@ -80,18 +98,27 @@ export const ChatsQuerySchema = z
   });
 export type ChatsQuery = z.infer<typeof ChatsQuerySchema>;
 
+const SearchQSchema = z
+  .string({ error: 'is required' })
+  .trim()
+  .min(1, 'must not be empty')
+  .max(200, 'must be at most 200 characters')
+  .refine((q) => /[\p{L}\p{N}]/u.test(q), 'must contain a word')
+  .openapi({ description: 'Words; each must start a word of the text (case and accents ignored)' });
+
 export const SearchQuerySchema = z.object({
-  q: z
-    .string({ error: 'is required' })
-    .trim()
-    .min(1, 'must not be empty')
-    .max(200, 'must be at most 200 characters')
-    .refine((q) => /[\p{L}\p{N}]/u.test(q), 'must contain a word')
-    .openapi({ description: 'Words; each must start a word of the text (case and accents ignored)' }),
+  q: SearchQSchema,
   limit: LimitSchema,
   cursor: CursorSchema,
 });
 export type SearchQuery = z.infer<typeof SearchQuerySchema>;
+
+export const SearchBodySchema = z
+  .object({ q: SearchQSchema, limit: BodyLimitSchema, cursor: CursorSchema })
+  .strict()
+  .openapi('MessagesSearch', {
+    description: 'The search of GET /manage/messages, kept out of the URL (request logs keep URLs)',
+  });
 
 export const UserIdParamsSchema = z.object({
   id: z.string().min(1).max(200).openapi({ description: 'Opaque user id' }),

@@ -124,13 +124,17 @@ export async function getStats({ data, now }: ManageContext): Promise<StatsJson>
   };
 }
 
+/** Where a cursor came from, for the 400 that names it. */
+type CursorIn = 'query parameter' | 'body field';
+
 export async function listUsers(
   ctx: ManageContext,
   query: { limit: number; cursor?: string | undefined; q?: string | undefined },
+  cursorIn: CursorIn = 'query parameter',
 ): Promise<{ items: UserJson[]; nextCursor: string | null }> {
   const page = await ctx.data.manage.listUsers({
     limit: query.limit,
-    after: decodeCursor(query.cursor),
+    after: decodeCursor(query.cursor, cursorIn),
     q: query.q ?? null,
   });
   return { items: page.items.map((u) => userJson(u, ctx)), nextCursor: encodeCursor(page.next) };
@@ -189,11 +193,12 @@ export async function listChats(
 export async function searchMessages(
   { data }: ManageContext,
   query: { q: string; limit: number; cursor?: string | undefined },
+  cursorIn: CursorIn = 'query parameter',
 ): Promise<{ items: MessageJson[]; nextCursor: string | null }> {
   const page = await data.manage.searchMessages({
     q: query.q,
     limit: query.limit,
-    after: decodeCursor(query.cursor),
+    after: decodeCursor(query.cursor, cursorIn),
   });
   return { items: page.items.map(messageJson), nextCursor: encodeCursor(page.next) };
 }

@@ -243,6 +243,51 @@ describe('queries', () => {
     expect(ids).not.toContain('wamid.orphan');
   });
 
+  it('searches users and messages with the words in a POST body, so that no URL holds them', async () => {
+    const users = async (body: unknown) => call(f.handlers.users, { method: 'POST', body });
+    const ids = async (body: unknown) =>
+      parseBody(UsersPageSchema, (await users(body)).body).items.map((u) => u.id);
+    expect(await ids({ q: '+49 151' })).toEqual([bob.userId]);
+    expect(await ids({ q: 'CAFE' })).toEqual([ana.userId]);
+    const first = parseBody(UsersPageSchema, (await users({ q: 'tie', limit: 3 })).body);
+    expect(first.items).toHaveLength(3);
+    const rest = parseBody(
+      UsersPageSchema,
+      (await users({ q: 'tie', limit: 3, cursor: first.nextCursor ?? '' })).body,
+    );
+    expect(rest.items).toHaveLength(2);
+    expect(new Set([...first.items, ...rest.items].map((u) => u.id)).size).toBe(5);
+
+    const messages = async (body: unknown) => call(f.handlers.messages, { method: 'POST', body });
+    const found = parseBody(MessagesPageSchema, (await messages({ q: 'cafe' })).body);
+    expect(found.items.map((m) => m.text)).toEqual(['Hola, un café por favor']);
+    const same = parseBody(MessagesPageSchema, (await messages({ q: 'same', limit: 2 })).body);
+    const more = parseBody(
+      MessagesPageSchema,
+      (await messages({ q: 'same', limit: 2, cursor: same.nextCursor ?? '' })).body,
+    );
+    expect(new Set([...same.items, ...more.items].map((m) => m.id)).size).toBe(4);
+
+    // Bad bodies are a 400 naming the field, as the query parameters are.
+    const bad: [typeof users, unknown, string][] = [
+      [users, {}, '"q"'],
+      [users, { q: 'ana', limit: '5' }, '"limit"'],
+      [users, { q: 'ana', limit: 201 }, '"limit"'],
+      [users, { q: 'ana', cursor: 'garbage' }, 'body field "cursor"'],
+      [users, { q: 'ana', extra: 1 }, '"extra"'],
+      [messages, { q: '!!' }, '"q"'],
+      [messages, { q: 'cafe', limit: 1.5 }, '"limit"'],
+    ];
+    for (const [send, body, name] of bad) {
+      const r = await send(body);
+      expect(r.status, JSON.stringify(body)).toBe(400);
+      expect(parseBody(ErrorSchema, r.body).error).toMatchObject({
+        code: 'INVALID_INPUT',
+        message: expect.stringContaining(name),
+      });
+    }
+  });
+
   it('answers 400 naming the bad parameter', async () => {
     for (const limit of ['0', '201', 'abc', '1.5', '1e2', '0x10', '+5', ' 5', '5 ', '']) {
       const r = await call(f.handlers.users, { query: { limit } });

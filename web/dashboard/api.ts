@@ -63,6 +63,8 @@ export class ApiError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    /** Seconds after which a retry may succeed (Retry-After), when the server said. */
+    readonly retryAfter: number | null = null,
   ) {
     super(message);
   }
@@ -84,12 +86,24 @@ export async function api<T>(path: string, init: { method?: string; body?: unkno
     headers['Content-Type'] = 'application/json';
     request.body = JSON.stringify(init.body);
   }
-  const response = await fetch(`/api/manage/${path}`, request);
+  let response: Response;
+  try {
+    response = await fetch(`/api/manage/${path}`, request);
+  } catch {
+    // No answer at all (network down, server gone): say so instead of the browser's "Failed to fetch".
+    throw new ApiError(0, 'UNREACHABLE', 'The server cannot be reached. The page keeps trying.');
+  }
   if (response.status === 204) return null as T;
   const body = (await response.json().catch(() => ({}))) as unknown;
   if (!response.ok) {
     const error = (body as ErrorBody).error;
-    throw new ApiError(response.status, error?.code ?? 'HTTP', error?.message ?? `HTTP ${response.status}`);
+    const retryAfter = Number(response.headers.get('Retry-After') ?? '');
+    throw new ApiError(
+      response.status,
+      error?.code ?? 'HTTP',
+      error?.message ?? `HTTP ${response.status}`,
+      retryAfter > 0 ? retryAfter : null,
+    );
   }
   return body as T;
 }

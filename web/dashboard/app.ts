@@ -37,6 +37,17 @@ interface State {
   templateMode: boolean;
   templates: Set<string>;
   timer: number | null;
+  /** The token got an answer other than 401/403/429 in this sign-in. */
+  verified: boolean;
+  /** The error shown came from the background refresh (cleared when a refresh succeeds). */
+  pollFailed: boolean;
+  /** An operator message is on its way (a second click must not send it again). */
+  sending: boolean;
+  /** The server answered OUTSIDE_WINDOW for the open conversation. */
+  windowClosed: boolean;
+  /** The words of the message search shown, and the cursor of its next page. */
+  searchQ: string;
+  searchCursor: string | null;
 }
 
 const state: State = {
@@ -52,6 +63,12 @@ const state: State = {
   templateMode: false,
   templates: new Set(['hello_world']),
   timer: null,
+  verified: false,
+  pollFailed: false,
+  sending: false,
+  windowClosed: false,
+  searchQ: '',
+  searchCursor: null,
 };
 
 function $<T extends HTMLElement = HTMLElement>(id: string): T {
@@ -75,7 +92,28 @@ const fmt = (iso: string | null): string =>
   iso ? new Date(iso).toISOString().replace('T', ' ').slice(0, 16) + ' UTC' : '';
 
 const who = (u: User): string => (u.waId ? `+${u.waId}` : (u.bsuid ?? u.id));
-const label = (u: User): string => `${u.name ?? '(no name)'} · ${who(u)}`;
+// The name isolated (FSI … PDI): a right-to-left name, or one holding direction marks, cannot
+// reorder the number and words after it.
+const label = (u: User): string => `\u2068${u.name ?? '(no name)'}\u2069 · ${who(u)}`;
+
+/** Folded for search as the API folds: lower case, accents dropped. */
+const fold = (text: string): string => text.normalize('NFD').replace(/\p{M}/gu, '').toLowerCase();
+const words = (text: string): string[] =>
+  fold(text)
+    .split(/[^\p{L}\p{N}]+/u)
+    .filter(Boolean);
+
+/**
+ * Whether a user matches the list's search the way GET /manage/users does (for the waiting list,
+ * which the API does not search): a number (digits, spaces and `+ - ( ) .`) is the start of the
+ * user's number; other words each start a word of the name or the number.
+ */
+function matchesUser(u: User, q: string): boolean {
+  if (!q) return true;
+  if (/^[\d\s+\-().]+$/.test(q) && /\d/.test(q)) return (u.waId ?? '').startsWith(q.replace(/\D/g, ''));
+  const own = [...words(u.name ?? ''), ...(u.waId ? [u.waId] : [])];
+  return words(q).every((w) => own.some((o) => o.startsWith(w)));
+}
 
 function showError(message: string): void {
   const box = $('error');
@@ -83,11 +121,22 @@ function showError(message: string): void {
   box.hidden = !message;
 }
 
-function fail(error: unknown): void {
+function fail(error: unknown, fromPoll = false): void {
+  state.pollFailed = fromPoll;
   if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
     clearToken();
     signedIn(false);
     showError(error.status === 401 ? 'The token was not accepted.' : 'The token is revoked or expired.');
+    return;
+  }
+  if (error instanceof ApiError && error.status === 429) {
+    const wait = error.retryAfter ? `in ${error.retryAfter} seconds` : 'in a minute';
+    // A token never accepted yet may be the mistyped one: ask again instead of showing an inbox.
+    if (!state.verified) {
+      clearToken();
+      signedIn(false);
+    }
+    showError(`Too many failed sign-ins from this address. Try again ${wait}.`);
     return;
   }
   showError(error instanceof Error ? error.message : 'Something went wrong.');
@@ -98,6 +147,7 @@ function signedIn(on: boolean): void {
   $('app').hidden = !on;
   $('logout').hidden = !on;
   $('nav').hidden = !on;
+  if (!on) state.verified = false;
   if (!on && state.timer !== null) {
     window.clearInterval(state.timer);
     state.timer = null;
@@ -125,7 +175,8 @@ function listItem(u: User): HTMLLIElement {
   b.type = 'button';
   b.dataset['userId'] = u.id;
   if (state.open?.id === u.id) b.setAttribute('aria-current', 'true');
-  const name = el('div', u.name ?? '(no name)', 'name');
+  const name = el('div', null, 'name');
+  name.appendChild(el('bdi', u.name ?? '(no name)'));
   if (u.handoff) name.appendChild(el('span', 'Waiting', 'badge'));
   b.appendChild(name);
   b.appendChild(el('div', who(u), 'meta'));
@@ -151,14 +202,15 @@ async function fetchListPage(cursor: string | null): Promise<Page<User>> {
   const c = cursor ? `&cursor=${encodeURIComponent(cursor)}` : '';
   if (state.filter === 'waiting') {
     const page = await api<Page<Chat>>(`chats?state=waiting&limit=${LIST_PAGE}${c}`);
-    const q = state.q.toLowerCase().replace(/^\+/, '');
-    const users = page.items
-      .map((chat) => chat.user)
-      .filter((u) => !q || (u.name ?? '').toLowerCase().includes(q) || (u.waId ?? '').startsWith(q));
+    const users = page.items.map((chat) => chat.user).filter((u) => matchesUser(u, state.q));
     return { items: users, nextCursor: page.nextCursor };
   }
-  const q = state.q ? `&q=${encodeURIComponent(state.q)}` : '';
-  return api<Page<User>>(`users?limit=${LIST_PAGE}${q}${c}`);
+  // A search goes in a POST body: URLs end up in request logs, and q may be a number or a name.
+  if (state.q) {
+    const body = { q: state.q, limit: LIST_PAGE, ...(cursor ? { cursor } : {}) };
+    return api<Page<User>>('users', { method: 'POST', body });
+  }
+  return api<Page<User>>(`users?limit=${LIST_PAGE}${c}`);
 }
 
 /** Reloads the list from its first page (keeps as many pages as were shown). */
@@ -242,7 +294,7 @@ function renderComposer(): void {
   const templates = state.templateMode || !open;
   $('reply-form').hidden = templates;
   $('template-form').hidden = !templates;
-  $('window-note').hidden = open;
+  $('window-note').hidden = open && !state.windowClosed;
   $('use-text').hidden = !open;
   const known = $('tpl-known');
   known.replaceChildren(
@@ -277,6 +329,7 @@ async function openUser(id: string): Promise<void> {
   state.messages = new Map();
   state.olderCursor = null;
   state.templateMode = false;
+  state.windowClosed = false;
   $('chat-empty').hidden = true;
   $('chat').hidden = false;
   $('conversation').replaceChildren();
@@ -334,7 +387,10 @@ async function refreshOpen(): Promise<void> {
 /** Sends an operator message; `sent` runs as soon as the server has it (before the refreshes). */
 async function send(body: { text: string } | { template: Template }, sent: () => void): Promise<void> {
   const u = state.open;
-  if (!u) return;
+  if (!u || state.sending) return;
+  state.sending = true;
+  const buttons = [$<HTMLButtonElement>('reply-send'), $<HTMLButtonElement>('template-send')];
+  for (const b of buttons) b.disabled = true;
   try {
     const message = await api<Message>(userPath(u.id, '/messages'), { method: 'POST', body });
     sent();
@@ -348,10 +404,13 @@ async function send(body: { text: string } | { template: Template }, sent: () =>
     if (error instanceof ApiError && error.code === 'OUTSIDE_WINDOW') {
       // The server knows better (e.g. older messages not loaded): offer the template.
       state.templateMode = true;
+      state.windowClosed = true;
       renderComposer();
-      $('window-note').hidden = false;
     }
     throw error;
+  } finally {
+    state.sending = false;
+    for (const b of buttons) b.disabled = false;
   }
 }
 
@@ -359,6 +418,10 @@ async function sendText(): Promise<void> {
   const area = $<HTMLTextAreaElement>('reply-text');
   const text = area.value;
   if (!text.trim()) return;
+  if (textLength(text) > MAX_TEXT) {
+    showError(`A text is at most ${MAX_TEXT} characters; this one has ${textLength(text)}.`);
+    return;
+  }
   await send({ text }, () => {
     area.value = '';
     updateCount();
@@ -415,16 +478,30 @@ async function eraseUser(): Promise<void> {
   await Promise.all([loadList(), loadWaitingCount()]);
 }
 
+// The API counts a text in Unicode code points (an emoji is one), not in UTF-16 units.
+const MAX_TEXT = 4096;
+const textLength = (text: string): number => [...text].length;
+
 function updateCount(): void {
-  $('reply-count').textContent = `${$<HTMLTextAreaElement>('reply-text').value.length} / 4096`;
+  const n = textLength($<HTMLTextAreaElement>('reply-text').value);
+  const count = $('reply-count');
+  count.textContent = `${n} / ${MAX_TEXT}`;
+  count.classList.toggle('over', n > MAX_TEXT);
 }
 
 // ---- search and stats ----
 
-async function search(q: string): Promise<void> {
-  const page = await api<Page<Message>>(`messages?limit=50&q=${encodeURIComponent(q)}`);
+/** Searches messages (words in a POST body, never in a URL); `more` adds the next page. */
+async function search(q: string, more = false): Promise<void> {
+  const cursor = more ? state.searchCursor : null;
+  if (more && !cursor) return;
+  const body = { q, limit: 50, ...(cursor ? { cursor } : {}) };
+  const page = await api<Page<Message>>('messages', { method: 'POST', body });
   const list = $('results');
-  list.replaceChildren();
+  if (!more) list.replaceChildren();
+  state.searchQ = q;
+  state.searchCursor = page.nextCursor;
+  $('results-more').hidden = !page.nextCursor;
   for (const m of page.items) {
     const li = el('li');
     const b = el('button');
@@ -436,7 +513,7 @@ async function search(q: string): Promise<void> {
     li.appendChild(b);
     list.appendChild(li);
   }
-  if (!page.items.length) list.appendChild(el('li', 'No messages found.', 'meta'));
+  if (!list.children.length) list.appendChild(el('li', 'No messages found.', 'meta'));
 }
 
 async function loadStats(): Promise<void> {
@@ -464,13 +541,23 @@ async function loadStats(): Promise<void> {
 async function poll(): Promise<void> {
   if (!token() || document.hidden) return;
   await Promise.all([loadList(), loadWaitingCount(), refreshOpen()]);
+  // The server answered again: an error of an earlier refresh (e.g. unreachable) is over.
+  if (state.pollFailed) {
+    state.pollFailed = false;
+    showError('');
+  }
 }
 
-function start(): void {
-  signedIn(true);
+/** Checks the token with one request, then shows the inbox (a refused token costs one failure). */
+async function start(): Promise<void> {
   showError('');
-  Promise.all([loadList(), loadWaitingCount()]).catch(fail);
-  if (state.timer === null) state.timer = window.setInterval(() => poll().catch(fail), POLL_MS);
+  await loadWaitingCount();
+  state.verified = true;
+  signedIn(true);
+  await loadList();
+  if (state.timer === null) {
+    state.timer = window.setInterval(() => poll().catch((error: unknown) => fail(error, true)), POLL_MS);
+  }
 }
 
 function on(id: string, event: string, handler: (ev: Event) => Promise<void> | void): void {
@@ -485,7 +572,7 @@ function init(): void {
     const input = $<HTMLInputElement>('token');
     setToken(input.value.trim());
     input.value = '';
-    start();
+    return start();
   });
   on('logout', 'click', () => {
     clearToken();
@@ -532,7 +619,8 @@ function init(): void {
     renderComposer();
   });
   on('search-form', 'submit', () => search($<HTMLInputElement>('q').value));
-  if (token()) start();
+  on('results-more', 'click', () => search(state.searchQ, true));
+  if (token()) start().catch((error: unknown) => fail(error));
   else signedIn(false);
 }
 

@@ -1,0 +1,315 @@
+// The inbox dashboard as an operator meets it on a bad day, in headless Chromium against the
+// management functions on the dev server's router, a real database and a loopback Graph stub:
+// searches that must keep numbers and words out of URLs (request logs keep them), the waiting
+// list's search, search pages, hostile names, the keyboard, a double click on Send, emoji counted
+// as the API counts them, a window the server closes, the server going away and coming back, and
+// too many failed sign-ins.
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
+import { runtimeOf } from '../../shared/deps';
+import { manageDefinitionsFor } from '../../functions/manage';
+import { startDevServer, type DevServer } from '../../scripts/dev-server';
+import { userIdFor } from '../../shared/data';
+import { MAX_FAILURES_PER_MINUTE } from '../../shared/manage/auth';
+import { startTestApp, type TestApp } from '../helpers/app';
+import { launchChromium } from '../helpers/browser';
+import { PHONE_NUMBER_ID, textNotification } from '../helpers/meta';
+
+// Browser globals as the page functions below see them (the project's tsconfig has no DOM lib).
+interface Box {
+  left: number;
+  right: number;
+}
+interface Node {
+  textContent: string | null;
+  scrollWidth: number;
+  clientWidth: number;
+  getBoundingClientRect(): Box;
+}
+declare const document: {
+  querySelector(selector: string): Node | null;
+  querySelectorAll(selector: string): { length: number };
+  activeElement: Node | null;
+};
+declare const window: { __pwned?: unknown };
+declare function getComputedStyle(e: Node): { outlineStyle: string };
+declare const sessionStorage: { getItem(key: string): string | null };
+
+const TOKEN = 'dashboard-operator-token-0123456789';
+const CHROMIUM = inject('chromiumPath');
+const HOUR = 3_600_000;
+
+let app: TestApp;
+let server: DevServer;
+let browser: Browser;
+let page: Page;
+const requested: string[] = [];
+const pageErrors: string[] = [];
+
+const JORG = '491701234567';
+const EVIL_NAME = '<img src=x onerror="window.__pwned=1">';
+const EVIL = '491709876543';
+const RLO = '15550001111';
+const LONG = '15550002222';
+const OLD = '15550003333';
+const SEARCHER = '15550004444';
+const jorgId = userIdFor({ waId: JORG, bsuid: null });
+const rloId = userIdFor({ waId: RLO, bsuid: null });
+const longId = userIdFor({ waId: LONG, bsuid: null });
+const oldId = userIdFor({ waId: OLD, bsuid: null });
+
+async function userWrites(waId: string, text: string, name: string): Promise<void> {
+  const { payload } = textNotification(waId, text, name);
+  expect((await app.post(payload)).status).toBe(200);
+  await app.drain();
+}
+
+async function manage(method: string, pathname: string): Promise<number> {
+  const r = await fetch(`${server.url}/api/manage/${pathname}`, {
+    method,
+    headers: { Authorization: `Bearer ${TOKEN}` },
+  });
+  return r.status;
+}
+
+const listIds = (p: Page) =>
+  p.$$eval('#chat-list button[data-user-id]', (els) => els.map((e) => e.getAttribute('data-user-id')));
+
+async function listSearch(q: string, expected: (string | null)[]): Promise<void> {
+  await page.fill('#list-q', q);
+  await expect.poll(() => listIds(page), { timeout: 5000 }).toEqual(expected);
+}
+
+async function openUser(id: string): Promise<void> {
+  await page.click(`#chat-list button[data-user-id="${id}"]`);
+  await page.waitForSelector(`#chat-list button[aria-current="true"][data-user-id="${id}"]`);
+  await page.waitForSelector('#conversation li');
+}
+
+beforeAll(async () => {
+  if (!CHROMIUM) return; // no browser here: the tests below are skipped (test/helpers/browser.ts)
+  app = await startTestApp({ MANAGE_API_TOKEN: TOKEN });
+  await userWrites(JORG, 'Hallo, ich brauche Hilfe', 'Jörg Müller');
+  await userWrites(EVIL, `Text ${EVIL_NAME} <script>window.__pwned=2</script>`, EVIL_NAME);
+  await userWrites(RLO, 'human', '\u202eRLO name');
+  await userWrites(LONG, 'hi', 'Long'.repeat(60));
+  // Sixty messages holding one word: more than a page of search results.
+  const { data } = app.services;
+  const searcherId = userIdFor({ waId: SEARCHER, bsuid: null });
+  const start = new Date(Date.now() - 2 * HOUR);
+  await data.users.resolve({ waId: SEARCHER, bsuid: null, name: 'Searcher' }, start);
+  await data.maintenance.importMessages(
+    Array.from({ length: 60 }, (_, i) => ({
+      id: `wamid.searcher.${i}`,
+      userId: searcherId,
+      waMessageId: `wamid.searcher.${i}`,
+      direction: 'inbound' as const,
+      text: `pagination ${i}`,
+      createdAt: new Date(start.getTime() + i * 1000),
+      phoneNumberId: PHONE_NUMBER_ID,
+    })),
+  );
+  // A user who wrote an hour ago, but only in migrated messages: no business number to send from.
+  await data.users.resolve({ waId: OLD, bsuid: null, name: 'Migrated Mia' }, new Date(Date.now() - HOUR));
+  await data.maintenance.importMessages([
+    {
+      id: 'legacy:mia',
+      userId: oldId,
+      waMessageId: null,
+      direction: 'inbound',
+      text: 'from the old bot',
+      createdAt: new Date(Date.now() - HOUR),
+    },
+  ]);
+  server = await startDevServer({
+    definitions: manageDefinitionsFor(runtimeOf(app.services)),
+    port: 0,
+    log: () => undefined,
+  });
+  browser = await launchChromium(CHROMIUM);
+  page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  page.on('request', (r) => requested.push(`${r.method()} ${decodeURIComponent(r.url())}`));
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  await page.goto(`${server.url}/api/manage/`);
+  await page.fill('#token', TOKEN);
+  await page.press('#token', 'Enter');
+  await page.waitForSelector(`#chat-list button[data-user-id="${jorgId}"]`);
+}, 120_000);
+
+afterAll(async () => {
+  await browser?.close();
+  await server?.stop();
+  await app?.close();
+});
+
+describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
+  // Each test starts from the inbox listing everyone, whatever the one before left.
+  beforeEach(async () => {
+    await page.click('#nav button[data-view="inbox"]');
+    await page.click('#filter-all');
+  });
+
+  it('searches people and messages without putting a number, name or word in a URL', async () => {
+    requested.length = 0;
+    await listSearch('+49 170', expect.arrayContaining([jorgId]));
+    await listSearch('jorg mul', [jorgId]);
+    await page.click('#nav button[data-view="search"]');
+    await page.fill('#q', 'brauche');
+    await page.click('#search-form button[type=submit]');
+    await page.waitForSelector('#results li button');
+    expect(await page.$$eval('#results li .text', (els) => els.map((e) => e.textContent))).toEqual([
+      'Hallo, ich brauche Hilfe',
+    ]);
+    const urls = requested.map((r) => r.split(' ')[1] ?? '');
+    expect(urls.length).toBeGreaterThan(0);
+    for (const leak of ['49 170', '+49', '49170', 'jorg', 'brauche']) {
+      expect(urls.filter((u) => u.toLowerCase().includes(leak))).toEqual([]);
+    }
+    expect(requested.filter((r) => r.startsWith('POST '))).not.toEqual([]);
+    expect(page.url()).toBe(`${server.url}/api/manage/`);
+    await page.click('#nav button[data-view="inbox"]');
+    await listSearch('', expect.arrayContaining([jorgId, rloId]));
+  });
+
+  it('pages search results beyond the first 50', async () => {
+    await page.click('#nav button[data-view="search"]');
+    await page.fill('#q', 'pagination');
+    await page.click('#search-form button[type=submit]');
+    await page.waitForFunction(() => document.querySelectorAll('#results li button').length === 50);
+    await page.click('#results-more');
+    await page.waitForFunction(() => document.querySelectorAll('#results li button').length === 60);
+    expect(await page.locator('#results-more').isHidden()).toBe(true);
+    await page.click('#nav button[data-view="inbox"]');
+  });
+
+  it('searches the waiting list as the API searches users: numbers with spaces, accents ignored', async () => {
+    expect(await manage('POST', `users/${jorgId}/handoff`)).toBe(200);
+    await page.click('#filter-waiting');
+    await listSearch('', [rloId, jorgId]);
+    await listSearch('+49 170', [jorgId]);
+    await listSearch('jorg', [jorgId]);
+    await listSearch('MÜLL', [jorgId]);
+    await listSearch('zzz', []);
+    await listSearch('', [rloId, jorgId]);
+    await page.click('#filter-all');
+    expect(await manage('DELETE', `users/${jorgId}/handoff`)).toBe(200);
+  });
+
+  it('shows hostile names as text: no script runs, a right-to-left name keeps its badge after it, a long one wraps', async () => {
+    await listSearch('', expect.arrayContaining([rloId, longId]));
+    expect(await page.locator('#chat-list img').count()).toBe(0);
+    expect(await page.evaluate(() => window.__pwned)).toBeUndefined();
+    const [name, badge] = await page.evaluate((id) => {
+      const root = `#chat-list button[data-user-id="${id}"] .name`;
+      const box = (s: string) => document.querySelector(s)?.getBoundingClientRect() ?? null;
+      return [box(`${root} bdi`), box(`${root} .badge`)];
+    }, rloId);
+    expect(name).not.toBeNull();
+    expect(badge?.left).toBeGreaterThanOrEqual(name?.right ?? Infinity);
+    await openUser(longId);
+    const title = await page.evaluate(() => {
+      const t = document.querySelector('#chat-title');
+      return { scroll: t?.scrollWidth ?? 0, client: t?.clientWidth ?? 0 };
+    });
+    expect(title.scroll).toBeLessThanOrEqual(title.client);
+    let asked = '';
+    page.once('dialog', (dialog) => {
+      asked = dialog.message();
+      void dialog.dismiss();
+    });
+    await openUser(rloId);
+    await page.click('#erase');
+    await expect.poll(() => asked).toContain('\u2068\u202eRLO name\u2069 · +15550001111');
+  });
+
+  it('shows where the keyboard is in the conversation list and the search results', async () => {
+    await page.focus('#filter-waiting');
+    await page.keyboard.press('Tab');
+    const focused = await page.evaluate(() => {
+      const e = document.activeElement;
+      return e
+        ? {
+            user: (e as unknown as { dataset: Record<string, string> }).dataset['userId'],
+            outline: getComputedStyle(e).outlineStyle,
+          }
+        : null;
+    });
+    expect(focused?.user).toBeTruthy();
+    expect(focused?.outline).not.toBe('none');
+  });
+
+  it('sends once when Send is clicked twice, and counts emoji as the API does', async () => {
+    await openUser(jorgId);
+    app.graph.requests.length = 0;
+    await page.fill('#reply-text', 'Einmal, bitte');
+    await page.dblclick('#reply-send');
+    await page.waitForSelector('#conversation li.operator');
+    await page.waitForTimeout(500);
+    expect(app.graph.sends().map((r) => r.body)).toEqual([
+      expect.objectContaining({ to: JORG, text: expect.objectContaining({ body: 'Einmal, bitte' }) }),
+    ]);
+
+    app.graph.requests.length = 0;
+    const emoji = '😀'.repeat(3000);
+    await page.fill('#reply-text', emoji);
+    expect(await page.locator('#reply-count').textContent()).toBe('3000 / 4096');
+    await page.click('#reply-send');
+    await expect.poll(() => app.graph.sends().length).toBe(1);
+    expect(app.graph.sends()[0]?.body).toEqual(
+      expect.objectContaining({ text: expect.objectContaining({ body: emoji }) }),
+    );
+  });
+
+  it('keeps saying why only a template can go out after the server answered OUTSIDE_WINDOW', async () => {
+    await openUser(oldId);
+    expect(await page.locator('#reply-form').isVisible()).toBe(true);
+    await page.fill('#reply-text', 'Hello Mia');
+    await page.click('#reply-send');
+    await page.waitForSelector('#template-form:not([hidden])');
+    expect(await page.locator('#error').textContent()).toContain('business number');
+    expect(await page.locator('#window-note').isVisible()).toBe(true);
+    // A refresh later (every 3 s), the note is still there.
+    await page.waitForTimeout(3500);
+    expect(await page.locator('#window-note').isVisible()).toBe(true);
+  });
+
+  it('says the server cannot be reached while it is gone, and stops saying so when it is back', async () => {
+    await page.route('**/api/manage/**', (route) => route.abort('connectionrefused'));
+    await page.waitForFunction(
+      () => document.querySelector('#error')?.textContent?.includes('cannot be reached') === true,
+      undefined,
+      { timeout: 10_000 },
+    );
+    await page.unroute('**/api/manage/**');
+    await page.waitForSelector('#error[hidden]', { state: 'attached', timeout: 10_000 });
+    expect(pageErrors).toEqual([]);
+  });
+
+  // Last: once this client is over the limit, every token is refused for the rest of the minute.
+  it('asks again for the token after too many failed sign-ins, saying when to try', async () => {
+    const context = await browser.newContext();
+    const fresh = await context.newPage();
+    await fresh.goto(`${server.url}/api/manage/`);
+    for (let i = 0; i < MAX_FAILURES_PER_MINUTE; i++) {
+      await fresh.fill('#token', `wrong-token-${i}`);
+      await fresh.press('#token', 'Enter');
+      await fresh.waitForFunction(
+        () => document.querySelector('#error')?.textContent === 'The token was not accepted.',
+      );
+      await fresh.evaluate(() => {
+        const e = document.querySelector('#error');
+        if (e) e.textContent = '';
+      });
+    }
+    await fresh.fill('#token', TOKEN);
+    await fresh.press('#token', 'Enter');
+    await fresh.waitForFunction(
+      () => document.querySelector('#error')?.textContent?.includes('Too many') === true,
+    );
+    expect(await fresh.locator('#error').textContent()).toMatch(/Try again in \d+ seconds\./);
+    expect(await fresh.locator('#login').isVisible()).toBe(true);
+    expect(await fresh.locator('#app').isHidden()).toBe(true);
+    expect(await fresh.evaluate(() => sessionStorage.getItem('manageToken'))).toBeNull();
+    await context.close();
+  });
+});
