@@ -15,6 +15,7 @@ import { AppError, ErrorCode } from '../shared/errors';
 import { defaultRuntime, type Runtime } from '../shared/deps';
 import { createLogger } from '../shared/log';
 import { authenticate, clientOf, FailureLimiter } from '../shared/manage/auth';
+import { cursorCodec } from '../shared/manage/cursor';
 import { DASHBOARD_CSP, DASHBOARD_CSS, DASHBOARD_HTML, dashboardScript } from '../shared/manage/dashboard';
 import { MANAGE_ROUTES, MAX_BODY_BYTES, type ManageRoute } from '../shared/manage/routes';
 import type { HttpDefinition } from './definition-types';
@@ -58,7 +59,13 @@ function pathHandler(
       const route = routes.find((r) => r.method === request.method.toUpperCase());
       if (!route) throw new AppError(ErrorCode.INVALID_INPUT, `method ${request.method} is not allowed here`);
       const body = route.body ? await readJson(request) : undefined;
-      const ctx = { data: s.data, now, graph: s.graph, handoffHours: s.config.handoffHours };
+      const ctx = {
+        data: s.data,
+        now,
+        graph: s.graph,
+        handoffHours: s.config.handoffHours,
+        cursors: cursorCodec(s.config.whatsapp.appSecret),
+      };
       const result = await route.invoke(ctx, { params: request.params, query: request.query, body }, caller);
       status = result === undefined ? 204 : route.status;
       return result === undefined

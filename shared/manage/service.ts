@@ -12,7 +12,7 @@ import {
 } from '../data';
 import { GraphError, type GraphClient, type SendResult } from '../whatsapp/graph';
 import { OutboundLimitError } from '../whatsapp/outbound';
-import { decodeCursor, encodeCursor } from './cursor';
+import type { CursorCodec } from './cursor';
 import type { Caller } from './auth';
 import type { ExportJson, MessageJson, SendBody, StatsJson, UserJson } from './schemas';
 
@@ -28,6 +28,8 @@ export interface ManageContext {
   readonly now: Date;
   readonly graph: GraphClient;
   readonly handoffHours: number;
+  /** Page cursors, encrypted with the deployment's key (./cursor). */
+  readonly cursors: CursorCodec;
 }
 
 export const userJson = (u: User, ctx: Pick<ManageContext, 'now' | 'handoffHours'>): UserJson => {
@@ -134,10 +136,10 @@ export async function listUsers(
 ): Promise<{ items: UserJson[]; nextCursor: string | null }> {
   const page = await ctx.data.manage.listUsers({
     limit: query.limit,
-    after: decodeCursor(query.cursor, cursorIn),
+    after: ctx.cursors.decode(query.cursor, cursorIn),
     q: query.q ?? null,
   });
-  return { items: page.items.map((u) => userJson(u, ctx)), nextCursor: encodeCursor(page.next) };
+  return { items: page.items.map((u) => userJson(u, ctx)), nextCursor: ctx.cursors.encode(page.next) };
 }
 
 export async function getUser(ctx: ManageContext, id: string): Promise<UserJson> {
@@ -147,14 +149,14 @@ export async function getUser(ctx: ManageContext, id: string): Promise<UserJson>
 }
 
 export async function listUserMessages(
-  { data }: ManageContext,
+  { data, cursors }: ManageContext,
   id: string,
   query: { limit: number; cursor?: string | undefined },
 ): Promise<{ items: MessageJson[]; nextCursor: string | null }> {
-  const after = decodeCursor(query.cursor);
+  const after = cursors.decode(query.cursor);
   if (!(await data.users.getUser(id))) throw notFound();
   const page = await data.manage.listMessages({ userId: id, limit: query.limit, after });
-  return { items: page.items.map(messageJson), nextCursor: encodeCursor(page.next) };
+  return { items: page.items.map(messageJson), nextCursor: cursors.encode(page.next) };
 }
 
 /** The most recently active users with their last message. */
@@ -177,7 +179,7 @@ export async function listChats(
   if (query.state !== 'waiting') return latestChats(ctx, query);
   const page = await ctx.data.handoff.waiting({
     limit: query.limit,
-    after: decodeCursor(query.cursor),
+    after: ctx.cursors.decode(query.cursor),
     now: ctx.now,
     hours: ctx.handoffHours,
   });
@@ -186,21 +188,21 @@ export async function listChats(
       user: userJson(c.user, ctx),
       lastMessage: c.lastMessage ? messageJson(c.lastMessage) : null,
     })),
-    nextCursor: encodeCursor(page.next),
+    nextCursor: ctx.cursors.encode(page.next),
   };
 }
 
 export async function searchMessages(
-  { data }: ManageContext,
+  { data, cursors }: ManageContext,
   query: { q: string; limit: number; cursor?: string | undefined },
   cursorIn: CursorIn = 'query parameter',
 ): Promise<{ items: MessageJson[]; nextCursor: string | null }> {
   const page = await data.manage.searchMessages({
     q: query.q,
     limit: query.limit,
-    after: decodeCursor(query.cursor, cursorIn),
+    after: cursors.decode(query.cursor, cursorIn),
   });
-  return { items: page.items.map(messageJson), nextCursor: encodeCursor(page.next) };
+  return { items: page.items.map(messageJson), nextCursor: cursors.encode(page.next) };
 }
 
 export async function exportUser(ctx: ManageContext, caller: Caller, id: string): Promise<ExportJson> {

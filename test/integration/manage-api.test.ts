@@ -203,6 +203,10 @@ describe('queries', () => {
     );
     expect(first.items.map((m) => m.id)).toEqual([...ana.messageIds].reverse().slice(0, 3));
     expect(first.items[0]).toMatchObject({ direction: 'outbound', status: 'sent', text: 'De nada' });
+    // The cursor goes in a URL (request logs keep it): the wamid it points at, which holds the
+    // sender's number, is not readable in it.
+    const lastOfPage = first.items.at(-1)?.id ?? '';
+    expect(Buffer.from(first.nextCursor ?? '', 'base64url').toString('latin1')).not.toContain(lastOfPage);
     const second = parseBody(
       MessagesPageSchema,
       (

@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDataStore, userIdFor, type DataStore } from '../../shared/data';
+import { cursorCodec } from '../../shared/manage/cursor';
 import * as manage from '../../shared/manage/service';
 import { dryRunGraphClient } from '../../shared/whatsapp/graph';
 import { runToExitCode } from '../../scripts/lib/cli';
@@ -231,6 +232,7 @@ describe('npm run migrate', () => {
       now: new Date('2024-01-03T23:00:00Z'),
       graph: dryRunGraphClient,
       handoffHours: 24,
+      cursors: cursorCodec('a key for the tests'),
     };
     const stats = await manage.getStats(ctx);
     expect(stats.users).toEqual({ total: 4, optedOut: 1, active24h: 3 });

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isAppError } from '../../shared/errors';
 import { bearerToken, clientOf, hashToken, newToken, tokenState } from '../../shared/manage/auth';
-import { decodeCursor, encodeCursor } from '../../shared/manage/cursor';
+import { cursorCodec } from '../../shared/manage/cursor';
 import { DASHBOARD_CSP, DASHBOARD_CSS, DASHBOARD_HTML, dashboardScript } from '../../shared/manage/dashboard';
 import { openApiDocument } from '../../shared/manage/openapi';
 import { MANAGE_ROUTES } from '../../shared/manage/routes';
@@ -15,24 +15,33 @@ import { formatToken } from '../../shared/manage/tokens';
 import { thrown } from '../helpers/thrown';
 
 describe('cursors', () => {
-  it('round-trip an opaque position', () => {
-    const position = { t: new Date('2026-01-02T03:04:05.678Z'), id: 'u:1/2' };
-    const cursor = encodeCursor(position);
+  const codec = cursorCodec('the app secret');
+
+  it('round-trip an opaque position, encrypted: the id (a wamid holds a number) is not readable', () => {
+    const position = { t: new Date('2026-01-02T03:04:05.678Z'), id: 'wamid.HBgLMTU1NTAxMDAwMDEVAgASGA' };
+    const cursor = codec.encode(position);
     expect(cursor).toMatch(/^[A-Za-z0-9_-]+$/);
-    expect(decodeCursor(cursor ?? undefined)).toEqual(position);
-    expect(encodeCursor(null)).toBeNull();
-    expect(decodeCursor(undefined)).toBeNull();
+    expect(Buffer.from(cursor ?? '', 'base64url').toString('latin1')).not.toContain('wamid');
+    expect(Buffer.from(cursor ?? '', 'base64url').toString('latin1')).not.toContain('HBgL');
+    expect(codec.decode(cursor ?? undefined)).toEqual(position);
+    expect(codec.encode(null)).toBeNull();
+    expect(codec.decode(undefined)).toBeNull();
   });
 
-  it('reject anything else naming the parameter', () => {
+  it('reject anything else naming the parameter: forged, altered, or of another deployment', () => {
+    const good = codec.encode({ t: new Date(), id: 'u_1' }) ?? '';
+    const altered = Buffer.from(good, 'base64url');
+    altered.writeUInt8((altered.at(-1) ?? 0) ^ 1, altered.length - 1);
     for (const bad of [
       'x',
-      Buffer.from('{"t":"no","id":"a"}').toString('base64url'),
+      Buffer.from('{"t":"2026-01-02T03:04:05.678Z","id":"a"}').toString('base64url'),
       Buffer.from('[]').toString('base64url'),
+      altered.toString('base64url'),
+      cursorCodec('another secret').encode({ t: new Date(), id: 'u_1' }) ?? '',
     ]) {
-      const error = thrown(() => decodeCursor(bad));
+      const error = thrown(() => codec.decode(bad, 'body field'));
       expect(isAppError(error, 'INVALID_INPUT')).toBe(true);
-      expect((error as Error).message).toContain('"cursor"');
+      expect((error as Error).message).toBe('invalid body field "cursor": not a cursor of this API');
     }
   });
 });
