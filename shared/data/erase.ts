@@ -3,13 +3,13 @@
 // they used). Erase also lowers the counters by what it removes; the audit trail stays.
 import { randomBytes } from 'node:crypto';
 import type { Filter } from 'mongodb';
+import { AppError, ErrorCode } from '../errors';
 import { subjectOf, toEvent, type EventDoc } from './events';
 import type { Gateway } from './gateway';
 import { COUNTED_FIELDS, countedAs } from './message-doc';
 import { toMessage, type MessageDoc } from './messages';
 import { CounterDelta, type StatsRepository } from './stats';
 import type { ArchivedEvent, Message, User } from './types';
-import { AppError, ErrorCode } from '../errors';
 import { toUser, type UserDoc, type UsersRepository } from './users';
 
 export const AUDIT_KIND = 'audit';
