@@ -387,6 +387,22 @@ describe('erase while writers are at work', () => {
     }
   });
 
+  it('an erase that finds another one under way past its wait answers 503 with Retry-After, erasing nothing', async () => {
+    const phone = newPhone();
+    const user = await userWhoWrote(own, phone, 'hello');
+    // Another erase began a moment ago and is still at work (its marks only).
+    await own.database.db
+      .collection('users')
+      .updateOne({ _id: user.id as never }, { $set: { erasing: true, erasingSince: new Date() } });
+    const error = await own.services.data.personal.eraseUser(user.id).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'UNAVAILABLE', retryAfterSeconds: 30 });
+    expect(await own.database.db.collection('messages').countDocuments({ userId: user.id })).toBe(2);
+    // Ten minutes on, it counts as interrupted and the next erase takes it over.
+    const later = new Date(Date.now() + 11 * 60_000);
+    expect(await own.services.data.personal.eraseUser(user.id, later)).toMatchObject({ messages: 2 });
+    await expectConsistent(own);
+  }, 60_000);
+
   it('erases in the middle of a burst (messages arriving, answers in flight) leave nothing behind and the counters exact', async () => {
     for (const delayMs of [0, 30, 90, 200]) {
       const phone = newPhone();
