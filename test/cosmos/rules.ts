@@ -57,7 +57,7 @@ export const RULES = {
     cite: { ...FEATURES, section: 'Aggregation stages' },
   },
   'unique-index-empty-collection': {
-    rule: 'a unique index can only be created while the collection is empty',
+    rule: 'a unique index can only be created while the collection is empty; on an account with continuous backup (infra/ default) only together with the collection (ARM, or the CreateCollection custom command), which infra/ does and this checker does not model',
     cite: { ...INDEXING, section: 'Unique indexes: Limitations' },
   },
   'index-kind': {
