@@ -340,6 +340,11 @@ const FLEX_DEPRECATED_SETTINGS: readonly string[] = [
   'WEBSITE_RUN_FROM_PACKAGE',
   'WEBSITE_SKIP_CONTENTSHARE_VALIDATION',
   'WEBSITE_VNET_ROUTE_ALL',
+  // "WEBSITE_TIME_ZONE and TZ app settings aren't currently supported when running on Flex
+  // Consumption plan" (flex-consumption-plan#considerations): the timers' NCRONTAB schedules
+  // (functions/sweeper.ts, functions/retention.ts) are in UTC.
+  'WEBSITE_TIME_ZONE',
+  'TZ',
 ];
 
 /** The properties of a Flex site (its `properties` and their `siteConfig`) that Flex rejects. */
