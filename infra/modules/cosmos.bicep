@@ -51,9 +51,17 @@ param activeKey string = 'primary'
 param keyVaultName string
 
 var serverless = capacityMode == 'Serverless'
+// EnableUniqueCompoundNestedDocs: the users index {handoff.since, _id} is a compound index over a
+// nested path, which Cosmos DB refuses by default ("Compound indexes on nested fields aren't
+// supported by default", learn.microsoft.com/azure/cosmos-db/mongodb/indexing). Capabilities are
+// set when the account is created: ARM cannot change them later, and this one cannot be removed
+// (learn.microsoft.com/azure/cosmos-db/mongodb/how-to-configure-capabilities; docs/deployment.md).
 var provisionedCapabilities = [
   {
     name: 'EnableMongo'
+  }
+  {
+    name: 'EnableUniqueCompoundNestedDocs'
   }
 ]
 var serverlessCapabilities = [
@@ -62,6 +70,9 @@ var serverlessCapabilities = [
   }
   {
     name: 'EnableServerless'
+  }
+  {
+    name: 'EnableUniqueCompoundNestedDocs'
   }
 ]
 // Throughput is provisioned per collection, never on the database: a database with shared

@@ -1,7 +1,7 @@
 // What the checker knows of the app without running it: its index definitions and the document
 // fields that hold arrays (shared/data/users.ts UserDoc, shared/data/messages.ts MessageDoc).
 import { INDEXES } from '../../shared/data';
-import type { IndexSpec } from './rules';
+import { NESTED_INDEX_CAPABILITY, type IndexSpec } from './rules';
 
 export const APP_INDEXES: readonly IndexSpec[] = Object.entries(INDEXES).flatMap(([collection, list]) =>
   list.map((index) => ({
@@ -18,3 +18,10 @@ export const APP_ARRAY_FIELDS: readonly string[] = [
   'users.previousWaIds',
   'messages.terms',
 ];
+
+/**
+ * Capabilities the Cosmos DB account is created with beyond EnableMongo / EnableServerless
+ * (infra/modules/cosmos.bicep; test/unit/infra-drift.test.ts compares them): the handoff list's
+ * index {handoff.since, _id} is a compound index over a nested path.
+ */
+export const APP_CAPABILITIES: readonly string[] = [NESTED_INDEX_CAPABILITY];

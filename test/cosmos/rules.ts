@@ -36,6 +36,14 @@ export const RULES = {
     rule: 'no compound index may include a field that holds an array (anywhere on its path)',
     cite: { ...INDEXING, section: 'Compound indexes: "You can\'t create compound indexes on arrays"' },
   },
+  'nested-compound-index': {
+    rule: 'a compound or unique index over a nested path (a.b) needs the account capability EnableUniqueCompoundNestedDocs (refused with error 115 "Unique and compound indexes do not support nested paths" without it)',
+    cite: {
+      ...INDEXING,
+      section:
+        'Compound indexes: "Compound indexes on nested fields aren\'t supported by default"; Unique indexes: Limitations (same for unique); capabilities: https://learn.microsoft.com/azure/cosmos-db/mongodb/how-to-configure-capabilities',
+    },
+  },
   'unsupported-command': {
     rule: 'only the database commands Cosmos DB lists as supported',
     cite: { ...FEATURES, section: 'Database commands' },
@@ -49,7 +57,7 @@ export const RULES = {
     cite: { ...FEATURES, section: 'Aggregation stages' },
   },
   'unique-index-empty-collection': {
-    rule: 'a unique index can only be created while the collection is empty',
+    rule: 'a unique index can only be created while the collection is empty; on an account with continuous backup (infra/ default) only together with the collection (ARM, or the CreateCollection custom command), which infra/ does and this checker does not model',
     cite: { ...INDEXING, section: 'Unique indexes: Limitations' },
   },
   'index-kind': {
@@ -77,6 +85,8 @@ export const RULES = {
 export type RuleId = keyof typeof RULES;
 
 export const MAX_DOCUMENT_BYTES = 2 * 1024 * 1024;
+/** The account capability that allows compound and unique indexes over nested (non-array) paths. */
+export const NESTED_INDEX_CAPABILITY = 'EnableUniqueCompoundNestedDocs';
 
 // Commands listed as supported on every version 4.2–7.0, plus what the driver itself sends around
 // them (ping, sessions housekeeping); administrative commands the app never needs are left out.
@@ -277,8 +287,15 @@ const isRecord = (value: unknown): value is Record<string, unknown> =>
 // ---------------------------------------------------------------------------------------------
 // Index definitions
 
-/** Violations of the index rules by one definition; `arrays` are the paths known to hold arrays. */
-export function checkIndex(index: IndexSpec, arrays: ReadonlySet<string>): Violation[] {
+/**
+ * Violations of the index rules by one definition; `arrays` are the paths known to hold arrays,
+ * `capabilities` those of the account (infra/modules/cosmos.bicep).
+ */
+export function checkIndex(
+  index: IndexSpec,
+  arrays: ReadonlySet<string>,
+  capabilities: ReadonlySet<string> = new Set(),
+): Violation[] {
   const out: Violation[] = [];
   const subject = `index ${index.name} ${keysText(index.keys)}`;
   const add = (rule: RuleId, detail = ''): void => {
@@ -290,6 +307,12 @@ export function checkIndex(index: IndexSpec, arrays: ReadonlySet<string>): Viola
     const arrayPaths = paths.filter((p) => holdsArray(p, arrays));
     if (arrayPaths.length) add('compound-index-array', ` (array: ${arrayPaths.join(', ')})`);
   }
+  if (
+    (paths.length > 1 || options['unique']) &&
+    paths.some((p) => p.includes('.')) &&
+    !capabilities.has(NESTED_INDEX_CAPABILITY)
+  )
+    add('nested-compound-index', ` (nested: ${paths.filter((p) => p.includes('.')).join(', ')})`);
   const kinds = Object.values(index.keys).filter((v) => v !== 1 && v !== -1);
   if (kinds.some((k) => k !== '2dsphere')) add('index-kind', ` (kind ${kinds.map(String).join(', ')})`);
   if (options['sparse']) add('index-kind', ' (sparse)');
@@ -356,9 +379,14 @@ export class CommandChecker {
 
   /**
    * `knownIndexes`: the app's index definitions, valid in every database; `knownArrays`: paths
-   * as `collection.path` (`users.searchKeys`) that hold arrays even before a write shows it.
+   * as `collection.path` (`users.searchKeys`) that hold arrays even before a write shows it;
+   * `capabilities`: the account's capabilities (infra/modules/cosmos.bicep).
    */
-  constructor(knownIndexes: readonly IndexSpec[] = [], knownArrays: Iterable<string> = []) {
+  constructor(
+    knownIndexes: readonly IndexSpec[] = [],
+    knownArrays: Iterable<string> = [],
+    private readonly capabilities: ReadonlySet<string> = new Set(),
+  ) {
     for (const index of knownIndexes) {
       const list = this.staticIndexes.get(index.collection) ?? [];
       list.push(index);
@@ -440,7 +468,8 @@ export class CommandChecker {
             keySpec instanceof Map ? (Object.fromEntries(keySpec) as Record<string, unknown>) : keySpec;
           if (!isRecord(keys)) continue;
           const index: IndexSpec = { collection, name: String(indexName), keys, options };
-          for (const v of checkIndex(index, this.arraysOf(collection))) report(v.rule, v.subject);
+          for (const v of checkIndex(index, this.arraysOf(collection), this.capabilities))
+            report(v.rule, v.subject);
           if (options['unique'] && this.populated.has(key))
             report(
               'unique-index-empty-collection',

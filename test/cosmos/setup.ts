@@ -5,12 +5,12 @@
 import { appendFileSync } from 'node:fs';
 import { afterAll } from 'vitest';
 import { observeCommands } from '../../shared/data';
-import { APP_ARRAY_FIELDS, APP_INDEXES } from './app-model';
+import { APP_ARRAY_FIELDS, APP_CAPABILITIES, APP_INDEXES } from './app-model';
 import { isKnown } from './known-violations';
 import { withOrigin } from './origin';
 import { CommandChecker, describe, shorten, type Violation } from './rules';
 
-const checker = new CommandChecker(APP_INDEXES, APP_ARRAY_FIELDS);
+const checker = new CommandChecker(APP_INDEXES, APP_ARRAY_FIELDS, new Set(APP_CAPABILITIES));
 const LOG = process.env['COSMOS_COMMAND_LOG'];
 
 const stop = observeCommands(

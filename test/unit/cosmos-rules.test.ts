@@ -3,11 +3,12 @@
 import path from 'node:path';
 import { describe as group, expect, it } from 'vitest';
 import { CLIENT_OPTIONS } from '../../shared/data/client';
-import { APP_ARRAY_FIELDS, APP_INDEXES } from '../cosmos/app-model';
+import { APP_ARRAY_FIELDS, APP_CAPABILITIES, APP_INDEXES } from '../cosmos/app-model';
 import { KNOWN_VIOLATIONS, isKnown } from '../cosmos/known-violations';
 import { originOf } from '../cosmos/origin';
 import {
   CommandChecker,
+  NESTED_INDEX_CAPABILITY,
   RULES,
   checkIndex,
   describe,
@@ -87,7 +88,12 @@ group('Cosmos DB rules, one by one', () => {
       ),
     ).toEqual(['compound-index-array']);
     expect(
-      checkIndex({ collection: 'c', name: 'x', keys: { 'p.q': 1, a: 1 } }, new Set(['p'])).map((v) => v.rule),
+      // the capability allows nested paths only where no array is on the path
+      checkIndex(
+        { collection: 'c', name: 'x', keys: { 'p.q': 1, a: 1 } },
+        new Set(['p']),
+        new Set([NESTED_INDEX_CAPABILITY]),
+      ).map((v) => v.rule),
     ).toEqual(['compound-index-array']);
     // a single-field (multikey) index on an array is fine
     expect(checkIndex({ collection: 'c', name: 'x', keys: { tags: 1 } }, new Set(['tags']))).toEqual([]);
@@ -117,6 +123,24 @@ group('Cosmos DB rules, one by one', () => {
       command: { update: 'c', updates: [{ q: { _id: 1 }, u: { $push: { y: 3 } } }] },
     };
     expect(rulesBrokenBy(createXY, pushY)).toEqual(['compound-index-array']);
+  });
+
+  it('a compound or unique index over a nested path only with EnableUniqueCompoundNestedDocs', () => {
+    const rules = (keys: Record<string, unknown>, options: Record<string, unknown>, caps: string[] = []) =>
+      checkIndex({ collection: 'c', name: 'x', keys, options }, new Set(), new Set(caps)).map((v) => v.rule);
+    expect(rules({ 'p.q': 1, _id: 1 }, {})).toEqual(['nested-compound-index']);
+    expect(rules({ 'p.q': 1 }, { unique: true })).toEqual(['nested-compound-index']);
+    expect(rules({ 'p.q': 1, _id: 1 }, {}, [NESTED_INDEX_CAPABILITY])).toEqual([]);
+    // a single-field index on a nested path needs nothing
+    expect(rules({ 'p.q': 1 }, {})).toEqual([]);
+    const created = {
+      commandName: 'createIndexes',
+      command: { createIndexes: 'c', indexes: [{ key: { 'p.q': 1, a: 1 }, name: 'pq_a' }] },
+    };
+    expect(rulesBrokenBy(created)).toEqual(['nested-compound-index']);
+    const checker = new CommandChecker([], [], new Set([NESTED_INDEX_CAPABILITY]));
+    checker.check({ databaseName: 'd', ...created });
+    expect(checker.violations).toEqual([]);
   });
 
   it('only supported commands, operators and stages', () => {
@@ -267,11 +291,11 @@ group('the app, checked statically', () => {
       arrays.set(collection!, set);
     }
     const violations = APP_INDEXES.flatMap((index) =>
-      checkIndex(index, arrays.get(index.collection) ?? new Set()),
+      checkIndex(index, arrays.get(index.collection) ?? new Set(), new Set(APP_CAPABILITIES)),
     );
     expect(violations.filter((v) => !isKnown(v)).map(describe)).toEqual([]);
     // An allow-listed index violation that no longer occurs must leave the list with its fix.
-    const indexRules: RuleId[] = ['compound-index-array', 'index-kind', 'ttl-on-ts'];
+    const indexRules: RuleId[] = ['compound-index-array', 'nested-compound-index', 'index-kind', 'ttl-on-ts'];
     const stale = KNOWN_VIOLATIONS.filter(
       (k) =>
         indexRules.includes(k.rule) &&
@@ -280,6 +304,17 @@ group('the app, checked statically', () => {
         ),
     );
     expect(stale).toEqual([]);
+  });
+
+  it('{handoff.since, _id} is why the account needs EnableUniqueCompoundNestedDocs', () => {
+    // Without the capability the handoff list's index breaks the rule (Cosmos DB refuses it).
+    const nested = APP_INDEXES.flatMap((index) => checkIndex(index, new Set())).filter(
+      (v) => v.rule === 'nested-compound-index',
+    );
+    expect(nested.map((v) => `${v.collection} ${v.subject}`)).toEqual([
+      'users index handoff.since_id {handoff.since:1,_id:1} (nested: handoff.since)',
+    ]);
+    expect(APP_CAPABILITIES).toContain(NESTED_INDEX_CAPABILITY);
   });
 
   it('the app’s client turns retryable writes off', () => {
