@@ -15,7 +15,7 @@ import { loadConfig } from '../shared/config';
 import { closeAllClients } from '../shared/data';
 import { defaultRuntime, getServices } from '../shared/deps';
 import { resolveDatabase } from './lib/database';
-import { publishDevServer, unpublishDevServer } from './lib/dev-record';
+import { claimDataDir, publishDevServer, releaseDataDir, unpublishDevServer } from './lib/dev-record';
 import { startDevServer, type DevServer } from './dev-server';
 import { publishAzurite, unpublishAzurite } from './lib/azurite';
 import { watchParent } from './lib/subprocess';
@@ -25,6 +25,9 @@ const ROOT = path.resolve(__dirname, '..');
 const DEFAULT_DATA_DIR = path.join(ROOT, '.data');
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
+
+/** The data folder this process holds (given up when it stops, also on a failed start). */
+let heldDataDir: string | undefined;
 
 /**
  * Builds the browser scripts (web/ → dist/web/) as `npm run build:web` does, with the project's own
@@ -64,12 +67,25 @@ async function main(): Promise<void> {
     await unpublishDevServer(...(dataDir ? [dataDir] : [])).catch(() => undefined);
     await unpublishAzurite(dataDir ?? DEFAULT_DATA_DIR);
     await database?.stop().catch(() => undefined);
+    if (heldDataDir) await releaseDataDir(heldDataDir).catch(() => undefined);
     say('stopped');
     process.exit(0);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM received'));
   process.on('SIGINT', () => void shutdown('SIGINT received'));
   watchParent(() => void shutdown('its parent process has gone'));
+
+  // The embedded database and Azurite keep their files in the data folder: one run per folder.
+  if (!process.env['MONGODB_URI']?.trim() || !process.env['AzureWebJobsStorage']?.trim()) {
+    const folder = dataDir ?? DEFAULT_DATA_DIR;
+    const owner = await claimDataDir(folder);
+    if (owner !== undefined)
+      throw new Error(
+        `another \`npm run dev\` (pid ${owner}) uses ${folder}: ` +
+          'stop it first, or start this one with DEV_DATA_DIR set to another folder',
+      );
+    heldDataDir = folder;
+  }
 
   // The test helpers set DEV_SKIP_WEB_BUILD: their global setup has built the scripts already.
   if (process.env['DEV_SKIP_WEB_BUILD'] !== '1') {
@@ -131,7 +147,8 @@ async function main(): Promise<void> {
   say(`ready on ${running.url}`);
 }
 
-main().catch((error: unknown) => {
+main().catch(async (error: unknown) => {
   process.stderr.write(`npm run dev failed: ${error instanceof Error ? error.message : String(error)}\n`);
+  if (heldDataDir) await releaseDataDir(heldDataDir).catch(() => undefined);
   process.exit(1);
 });
