@@ -14,6 +14,7 @@ import { definitions } from '../functions/definitions';
 import { loadConfig } from '../shared/config';
 import { closeAllClients } from '../shared/data';
 import { defaultRuntime, getServices } from '../shared/deps';
+import { AppError, ErrorCode } from '../shared/errors';
 import { resolveDatabase } from './lib/database';
 import { claimDataDir, publishDevServer, releaseDataDir, unpublishDevServer } from './lib/dev-record';
 import { startDevServer, type DevServer } from './dev-server';
@@ -111,7 +112,16 @@ async function main(): Promise<void> {
   const config = loadConfig(process.env);
 
   // The local host is its own deployment: it creates the indexes (in Azure, infra/ does).
-  await (await getServices()).data.ensureIndexes('create');
+  const unreachable = (error: unknown): never => {
+    if (db.kind === 'uri' && error instanceof AppError && error.code === ErrorCode.UNAVAILABLE)
+      throw new Error(
+        `the database at ${db.description} does not answer: start it, or correct MONGODB_URI ` +
+          '(unset, the embedded database is used)',
+      );
+    throw error;
+  };
+  const services = await getServices().catch(unreachable);
+  await services.data.ensureIndexes('create').catch(unreachable);
   const storage = process.env['AzureWebJobsStorage']?.trim();
   // A signal during the start: shutdown is under way and stops what is up.
   if (stopping) return;
@@ -125,7 +135,13 @@ async function main(): Promise<void> {
     // After a crash the sweeper finishes abandoned replies at once instead of within a minute.
     queueOptions: { runOnStart: ['sweeper'] },
   });
-  const running = await server;
+  const running = await server.catch((error: unknown) => {
+    if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
+    throw new Error(
+      `port ${config.port} on 127.0.0.1 is in use (another \`npm run dev\`?): ` +
+        'stop what uses it, or set PORT to another port',
+    );
+  });
   await publishDevServer(db, ...(dataDir ? [dataDir] : []));
   if (!storage && running.storageConnectionString)
     await publishAzurite(dataDir ?? DEFAULT_DATA_DIR, { connectionString: running.storageConnectionString });

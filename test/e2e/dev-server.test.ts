@@ -1,8 +1,9 @@
 // `npm run dev` over HTTP, as Meta, the Graph API and an operator see it.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collectionOf } from '../helpers/raw';
@@ -337,6 +338,50 @@ describe('npm run dev that cannot start says why and what to do, in one line', (
     } finally {
       await first.stop();
       await database.drop();
+    }
+  }, 120_000);
+
+  it('a port in use', async () => {
+    const taken = http.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as AddressInfo).port;
+    const database = await testDatabase('e2e_port');
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wa-dev-'));
+    try {
+      const run = await devFails({
+        MONGODB_URI: database.uri,
+        MONGODB_DATABASE: database.dbName,
+        DEV_DATA_DIR: dataDir,
+        PORT: String(port),
+      });
+      expect(run.code).toBe(1);
+      expect(lastLine(run.out)).toBe(
+        `npm run dev failed: port ${port} on 127.0.0.1 is in use (another \`npm run dev\`?): ` +
+          'stop what uses it, or set PORT to another port',
+      );
+    } finally {
+      taken.close();
+      rmSync(dataDir, { recursive: true, force: true });
+      await database.drop();
+    }
+  }, 120_000);
+
+  it('a MONGODB_URI server that does not answer', async () => {
+    const closed = await freePort();
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wa-dev-'));
+    try {
+      const run = await devFails({
+        MONGODB_URI: `mongodb://127.0.0.1:${closed}/?serverSelectionTimeoutMS=1000`,
+        DEV_DATA_DIR: dataDir,
+        PORT: String(await freePort()),
+      });
+      expect(run.code).toBe(1);
+      expect(lastLine(run.out)).toBe(
+        `npm run dev failed: the database at MONGODB_URI (mongodb://127.0.0.1:${closed}/?serverSelectionTimeoutMS=1000) ` +
+          'does not answer: start it, or correct MONGODB_URI (unset, the embedded database is used)',
+      );
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
     }
   }, 120_000);
 });
