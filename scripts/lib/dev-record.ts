@@ -87,7 +87,7 @@ export async function claimDataDir(dataDir: string): Promise<number | undefined>
       await sleep(100);
       owner = await readOwner(file);
     }
-    if (owner !== undefined && owner !== process.pid && isAlive(owner)) return owner;
+    if (owner !== undefined && owner !== process.pid && (await stillRunning(owner))) return owner;
     await fs.rm(file, { force: true });
   }
 }
@@ -96,6 +96,21 @@ export async function claimDataDir(dataDir: string): Promise<number | undefined>
 export async function releaseDataDir(dataDir: string): Promise<void> {
   const file = path.join(dataDir, OWNER_FILE);
   if ((await readOwner(file)) === process.pid) await fs.rm(file, { force: true });
+}
+
+/**
+ * Whether `pid` runs, waiting up to a second for one being killed: a process killed with its group
+ * (the crash test's SIGKILL) can still exist for a moment, or as a zombie its parent has not reaped.
+ */
+async function stillRunning(pid: number): Promise<boolean> {
+  for (let tries = 0; tries < 10; tries++) {
+    if (!isAlive(pid)) return false;
+    // Linux: the state after the command's closing parenthesis in /proc/<pid>/stat; Z is a zombie.
+    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    if (/\)\s+Z\b/.test(stat)) return false;
+    await sleep(100);
+  }
+  return true;
 }
 
 async function readOwner(file: string): Promise<number | undefined> {
