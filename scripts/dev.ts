@@ -14,8 +14,9 @@ import { definitions } from '../functions/definitions';
 import { loadConfig } from '../shared/config';
 import { closeAllClients } from '../shared/data';
 import { defaultRuntime, getServices } from '../shared/deps';
+import { AppError, ErrorCode } from '../shared/errors';
 import { resolveDatabase } from './lib/database';
-import { publishDevServer, unpublishDevServer } from './lib/dev-record';
+import { claimDataDir, publishDevServer, releaseDataDir, unpublishDevServer } from './lib/dev-record';
 import { startDevServer, type DevServer } from './dev-server';
 import { publishAzurite, unpublishAzurite } from './lib/azurite';
 import { watchParent } from './lib/subprocess';
@@ -25,6 +26,9 @@ const ROOT = path.resolve(__dirname, '..');
 const DEFAULT_DATA_DIR = path.join(ROOT, '.data');
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
+
+/** The data folder this process holds (given up when it stops, also on a failed start). */
+let heldDataDir: string | undefined;
 
 /**
  * Builds the browser scripts (web/ → dist/web/) as `npm run build:web` does, with the project's own
@@ -64,12 +68,25 @@ async function main(): Promise<void> {
     await unpublishDevServer(...(dataDir ? [dataDir] : [])).catch(() => undefined);
     await unpublishAzurite(dataDir ?? DEFAULT_DATA_DIR);
     await database?.stop().catch(() => undefined);
+    if (heldDataDir) await releaseDataDir(heldDataDir).catch(() => undefined);
     say('stopped');
     process.exit(0);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM received'));
   process.on('SIGINT', () => void shutdown('SIGINT received'));
   watchParent(() => void shutdown('its parent process has gone'));
+
+  // The embedded database and Azurite keep their files in the data folder: one run per folder.
+  if (!process.env['MONGODB_URI']?.trim() || !process.env['AzureWebJobsStorage']?.trim()) {
+    const folder = dataDir ?? DEFAULT_DATA_DIR;
+    const owner = await claimDataDir(folder);
+    if (owner !== undefined)
+      throw new Error(
+        `another \`npm run dev\` (pid ${owner}) uses ${folder}: ` +
+          'stop it first, or start this one with DEV_DATA_DIR set to another folder',
+      );
+    heldDataDir = folder;
+  }
 
   // The test helpers set DEV_SKIP_WEB_BUILD: their global setup has built the scripts already.
   if (process.env['DEV_SKIP_WEB_BUILD'] !== '1') {
@@ -95,7 +112,16 @@ async function main(): Promise<void> {
   const config = loadConfig(process.env);
 
   // The local host is its own deployment: it creates the indexes (in Azure, infra/ does).
-  await (await getServices()).data.ensureIndexes('create');
+  const unreachable = (error: unknown): never => {
+    if (db.kind === 'uri' && error instanceof AppError && error.code === ErrorCode.UNAVAILABLE)
+      throw new Error(
+        `the database at ${db.description} does not answer: start it, or correct MONGODB_URI ` +
+          '(unset, the embedded database is used)',
+      );
+    throw error;
+  };
+  const services = await getServices().catch(unreachable);
+  await services.data.ensureIndexes('create').catch(unreachable);
   const storage = process.env['AzureWebJobsStorage']?.trim();
   // A signal during the start: shutdown is under way and stops what is up.
   if (stopping) return;
@@ -109,7 +135,13 @@ async function main(): Promise<void> {
     // After a crash the sweeper finishes abandoned replies at once instead of within a minute.
     queueOptions: { runOnStart: ['sweeper'] },
   });
-  const running = await server;
+  const running = await server.catch((error: unknown) => {
+    if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
+    throw new Error(
+      `port ${config.port} on 127.0.0.1 is in use (another \`npm run dev\`?): ` +
+        'stop what uses it, or set PORT to another port',
+    );
+  });
   await publishDevServer(db, ...(dataDir ? [dataDir] : []));
   if (!storage && running.storageConnectionString)
     await publishAzurite(dataDir ?? DEFAULT_DATA_DIR, { connectionString: running.storageConnectionString });
@@ -131,7 +163,8 @@ async function main(): Promise<void> {
   say(`ready on ${running.url}`);
 }
 
-main().catch((error: unknown) => {
+main().catch(async (error: unknown) => {
   process.stderr.write(`npm run dev failed: ${error instanceof Error ? error.message : String(error)}\n`);
+  if (heldDataDir) await releaseDataDir(heldDataDir).catch(() => undefined);
   process.exit(1);
 });

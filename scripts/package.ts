@@ -1,19 +1,11 @@
 // `npm run package`: the deployable artifact, production code only. esbuild bundles
 // functions/index.ts with its production dependencies into one file; the artifact folder holds it
 // with host.json, a package.json whose `main` is the bundle, and the dashboard's browser scripts
-// (dist/web/) when they are built. azure.yaml deploys the folder; the zip is for
+// (compiled from web/dashboard/ into dist/web/dashboard/; the chat simulator's stay out). azure.yaml deploys the folder; the zip is for
 // `az functionapp deployment source config-zip` (docs/deployment.md).
 import { build, type BuildOptions, type Metafile, type Plugin } from 'esbuild';
-import {
-  cpSync,
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import path from 'node:path';
 import { crc32, deflateRawSync } from 'node:zlib';
@@ -116,8 +108,6 @@ export interface PackageResult {
 
 export interface PackageOptions {
   readonly outDir?: string;
-  /** Browser scripts to ship as <artifact>/dist/web/ (default: the repository's dist/web, if built). */
-  readonly webDir?: string;
 }
 
 export async function buildPackage(options: PackageOptions = {}): Promise<PackageResult> {
@@ -164,9 +154,21 @@ export async function buildPackage(options: PackageOptions = {}): Promise<Packag
   };
   writeFileSync(path.join(dir, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`);
 
-  // The app resolves web/<name>.js relative to its package root: dist/web/ in both layouts.
-  const webDir = options.webDir ?? path.join(ROOT, 'dist', 'web');
-  if (existsSync(webDir)) cpSync(webDir, path.join(dir, 'dist', 'web'), { recursive: true });
+  // The app reads dist/web/dashboard/<name>.js relative to its package root. Compiled here, from
+  // web/, so that neither a fresh clone (no dist/web/) nor an old build ships other scripts; only
+  // the dashboard's: the chat simulator belongs to `npm run dev`.
+  const web = path.join(outDir, 'web');
+  const tsc = spawnSync(
+    process.execPath,
+    [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.web.json', '--outDir', web],
+    { cwd: ROOT, encoding: 'utf8', windowsHide: true },
+  );
+  if (tsc.status !== 0)
+    throw new Error(
+      `the browser scripts did not build (tsc -p tsconfig.web.json):\n${tsc.stdout}${tsc.stderr}`,
+    );
+  cpSync(path.join(web, 'dashboard'), path.join(dir, 'dist', 'web', 'dashboard'), { recursive: true });
+  rmSync(web, { recursive: true, force: true });
 
   const files = listFiles(dir);
   writeZip(zip, dir, files);

@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { DatabaseKind, ResolvedDatabase } from './database-types';
 import { defaultDataDir } from './paths';
 import { ping } from './probe';
+import { sleep } from '../../shared/time';
 import { isAlive } from './subprocess';
 
 const DEV_SERVER_FILE = 'dev-server.json';
@@ -57,4 +58,62 @@ async function readDevServer(file: string): Promise<DevServerRecord | undefined>
   } catch {
     return undefined; // missing or half-written: treated as no dev server
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One `npm run dev` per data folder: a second one would start another embedded database and
+// another Azurite on the same files (each Azurite saves its whole state over the other's), and
+// replace, then remove, the records by which scripts find the first.
+
+const OWNER_FILE = 'dev.pid';
+
+/**
+ * Makes this process the data folder's `npm run dev` (a file created exclusively, holding its pid;
+ * one of a dead process is taken over). Returns the pid of the live one that holds it, if any.
+ */
+export async function claimDataDir(dataDir: string): Promise<number | undefined> {
+  await fs.mkdir(dataDir, { recursive: true });
+  const file = path.join(dataDir, OWNER_FILE);
+  for (;;) {
+    try {
+      await fs.writeFile(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+      return undefined;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+    let owner = await readOwner(file);
+    // A process that has just created the file may not have written its pid yet.
+    if (owner === undefined) {
+      await sleep(100);
+      owner = await readOwner(file);
+    }
+    if (owner !== undefined && owner !== process.pid && (await stillRunning(owner))) return owner;
+    await fs.rm(file, { force: true });
+  }
+}
+
+/** Gives the data folder up, if this process holds it. */
+export async function releaseDataDir(dataDir: string): Promise<void> {
+  const file = path.join(dataDir, OWNER_FILE);
+  if ((await readOwner(file)) === process.pid) await fs.rm(file, { force: true });
+}
+
+/**
+ * Whether `pid` runs, waiting up to a second for one being killed: a process killed with its group
+ * (the crash test's SIGKILL) can still exist for a moment, or as a zombie its parent has not reaped.
+ */
+async function stillRunning(pid: number): Promise<boolean> {
+  for (let tries = 0; tries < 10; tries++) {
+    if (!isAlive(pid)) return false;
+    // Linux: the state after the command's closing parenthesis in /proc/<pid>/stat; Z is a zombie.
+    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    if (/\)\s+Z\b/.test(stat)) return false;
+    await sleep(100);
+  }
+  return true;
+}
+
+async function readOwner(file: string): Promise<number | undefined> {
+  const pid = Number((await fs.readFile(file, 'utf8').catch(() => '')).trim());
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
 }

@@ -1,14 +1,26 @@
 // `npm run dev` over HTTP, as Meta, the Graph API and an operator see it.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collectionOf } from '../helpers/raw';
 import { startGraphStub, type GraphStub } from '../helpers/graph-stub';
-import { descendants, startDev, stillRunning, waitFor, type DevProcess } from '../helpers/dev-process';
+import {
+  descendants,
+  freePort,
+  startDev,
+  stillRunning,
+  waitFor,
+  type DevProcess,
+} from '../helpers/dev-process';
 import { testDatabase, type TestDatabase } from '../helpers/db';
 import { notification, signed, status, textNotification, value } from '../helpers/meta';
 import { signBody } from '../../shared/whatsapp/signature';
 
+const ROOT = path.resolve(__dirname, '..', '..');
 const SECRET = 'e2e-app-secret';
 const TOKEN = 'EAA-e2e-token-DO-NOT-LOG';
 
@@ -273,6 +285,103 @@ describe('npm run dev started with npm', () => {
       expect(dev.output()).toContain('stopped');
     } finally {
       await dev.stop();
+    }
+  }, 120_000);
+});
+
+/** Runs scripts/dev.ts to its end (it is expected to fail at start): exit code and output. */
+function devFails(env: Record<string, string>): Promise<{ code: number | null; out: string }> {
+  const base: Record<string, string> = {};
+  for (const key of ['PATH', 'HOME', 'XDG_CACHE_HOME', 'TMPDIR']) {
+    const v = process.env[key];
+    if (v !== undefined) base[key] = v;
+  }
+  const child = spawn(path.join(ROOT, 'node_modules/.bin/tsx'), ['scripts/dev.ts'], {
+    cwd: ROOT,
+    env: { ...base, DEV_SKIP_WEB_BUILD: '1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out });
+    });
+  });
+}
+
+const lastLine = (out: string): string => out.trim().split('\n').at(-1) ?? '';
+
+describe('npm run dev that cannot start says why and what to do, in one line', () => {
+  it('a second one on the same data folder stops before starting anything, and the first keeps running', async () => {
+    const database = await testDatabase('e2e_second');
+    const env = { MONGODB_URI: database.uri, MONGODB_DATABASE: database.dbName };
+    const first = await startDev(env);
+    try {
+      const record = () => readFileSync(path.join(first.dataDir, 'azurite.json'), 'utf8');
+      const published = record();
+      const second = await devFails({ ...env, DEV_DATA_DIR: first.dataDir, PORT: String(await freePort()) });
+      expect(second.code).toBe(1);
+      const named = /\(pid (\d+)\)/.exec(second.out)?.[1] ?? 'none';
+      expect(lastLine(second.out)).toBe(
+        `npm run dev failed: another \`npm run dev\` (pid ${named}) uses ${first.dataDir}: ` +
+          'stop it first, or start this one with DEV_DATA_DIR set to another folder',
+      );
+      // The first one's app process.
+      expect(descendants(first.child.pid as number).map((line) => line.split(' ')[0])).toContain(named);
+      expect(second.out).not.toContain('queues: Azurite');
+      expect(record()).toBe(published);
+      expect((await fetch(`${first.url}/api/health`)).status).toBe(200);
+    } finally {
+      await first.stop();
+      await database.drop();
+    }
+  }, 120_000);
+
+  it('a port in use', async () => {
+    const taken = http.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as AddressInfo).port;
+    const database = await testDatabase('e2e_port');
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wa-dev-'));
+    try {
+      const run = await devFails({
+        MONGODB_URI: database.uri,
+        MONGODB_DATABASE: database.dbName,
+        DEV_DATA_DIR: dataDir,
+        PORT: String(port),
+      });
+      expect(run.code).toBe(1);
+      expect(lastLine(run.out)).toBe(
+        `npm run dev failed: port ${port} on 127.0.0.1 is in use (another \`npm run dev\`?): ` +
+          'stop what uses it, or set PORT to another port',
+      );
+    } finally {
+      taken.close();
+      rmSync(dataDir, { recursive: true, force: true });
+      await database.drop();
+    }
+  }, 120_000);
+
+  it('a MONGODB_URI server that does not answer', async () => {
+    const closed = await freePort();
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wa-dev-'));
+    try {
+      const run = await devFails({
+        MONGODB_URI: `mongodb://127.0.0.1:${closed}/?serverSelectionTimeoutMS=1000`,
+        DEV_DATA_DIR: dataDir,
+        PORT: String(await freePort()),
+      });
+      expect(run.code).toBe(1);
+      expect(lastLine(run.out)).toBe(
+        `npm run dev failed: the database at MONGODB_URI (mongodb://127.0.0.1:${closed}/?serverSelectionTimeoutMS=1000) ` +
+          'does not answer: start it, or correct MONGODB_URI (unset, the embedded database is used)',
+      );
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
     }
   }, 120_000);
 });

@@ -3,7 +3,7 @@
 // registers every function definition with the Functions worker, here a stand-in for the worker's
 // built-in `@azure/functions-core` that records each registration.
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -34,10 +34,7 @@ let loaded: { undici: boolean; fromNodeModules: string[]; vendor: string[] };
 
 beforeAll(async () => {
   work = mkdtempSync(path.join(os.tmpdir(), 'package-test-'));
-  const web = path.join(work, 'web');
-  mkdirSync(web);
-  writeFileSync(path.join(web, 'dashboard.js'), 'console.log("dashboard");\n');
-  result = await buildPackage({ outDir: path.join(work, 'out'), webDir: web });
+  result = await buildPackage({ outDir: path.join(work, 'out') });
 
   // Away from the repository: only what the artifact carries, plus the worker's module.
   app = path.join(work, 'deployed');
@@ -119,9 +116,13 @@ describe('npm run package', () => {
   });
 
   it('holds the bundle, host.json, a manifest without dependencies, and the browser scripts', () => {
-    expect(result.files).toEqual(
-      expect.arrayContaining([BUNDLE, 'host.json', 'package.json', 'dist/web/dashboard.js']),
+    // The dashboard's scripts compiled from web/dashboard/ (also from a fresh clone, where
+    // dist/web/ has not been built), and not the chat simulator's: it belongs to `npm run dev`.
+    const dashboard = readdirSync(path.join(ROOT, 'web', 'dashboard')).map(
+      (file) => `dist/web/dashboard/${file.replace(/\.ts$/, '.js')}`,
     );
+    expect(result.files).toEqual(expect.arrayContaining([BUNDLE, 'host.json', 'package.json', ...dashboard]));
+    expect(result.files.filter((file) => file.startsWith('dist/web/')).sort()).toEqual(dashboard.sort());
     expect(result.files.some((file) => file.startsWith('node_modules/'))).toBe(false);
     const manifest = JSON.parse(readFileSync(path.join(result.dir, 'package.json'), 'utf8')) as Record<
       string,
