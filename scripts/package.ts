@@ -1,8 +1,9 @@
 // `npm run package`: the deployable artifact, production code only. esbuild bundles
 // functions/index.ts with its production dependencies into one file; the artifact folder holds it
 // with host.json, a package.json whose `main` is the bundle, and the dashboard's browser scripts
-// (compiled from web/dashboard/ into dist/web/dashboard/; the chat simulator's stay out). azure.yaml deploys the folder; the zip is for
-// `az functionapp deployment source config-zip` (docs/deployment.md).
+// (compiled from web/dashboard/ into dist/web/dashboard/; the chat simulator's stay out).
+// azure.yaml deploys the folder; the zip is for `az functionapp deployment source config-zip`
+// (docs/deployment.md).
 import { build, type BuildOptions, type Metafile, type Plugin } from 'esbuild';
 import { spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';

@@ -108,6 +108,9 @@ async function stillRunning(pid: number): Promise<boolean> {
     // Linux: the state after the command's closing parenthesis in /proc/<pid>/stat; Z is a zombie.
     const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
     if (/\)\s+Z\b/.test(stat)) return false;
+    // A pid of a run before a reboot may belong to another program now.
+    const command = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => undefined);
+    if (command !== undefined && !command.includes('dev.ts')) return false;
     await sleep(100);
   }
   return true;

@@ -1,6 +1,6 @@
 // `npm run dev` over HTTP, as Meta, the Graph API and an operator see it.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -341,12 +341,14 @@ describe('npm run dev that cannot start says why and what to do, in one line', (
     }
   }, 120_000);
 
-  it('a port in use', async () => {
+  it('a port in use (after taking over a dev.pid that names another program, as after a reboot)', async () => {
     const taken = http.createServer();
     await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
     const port = (taken.address() as AddressInfo).port;
     const database = await testDatabase('e2e_port');
     const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wa-dev-'));
+    // A live process that is not `npm run dev`: this test's own.
+    writeFileSync(path.join(dataDir, 'dev.pid'), `${process.pid}\n`);
     try {
       const run = await devFails({
         MONGODB_URI: database.uri,
