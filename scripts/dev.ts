@@ -152,6 +152,8 @@ async function main(): Promise<void> {
   }
   if (!config.whatsapp.accessToken)
     say('WHATSAPP_ACCESS_TOKEN is not set: replies are recorded as not_sent (dry run)');
+  // With a token, the simulator's replies go out for real unless the Graph URL is a stand-in.
+  else say(`replies are sent through the Graph API at ${new URL(config.whatsapp.graphUrl).host}`);
   say(
     `AI: ${config.ai ? `${config.ai.model} at ${new URL(config.ai.endpoint).host}` : 'not configured (built-in answers)'}`,
   );

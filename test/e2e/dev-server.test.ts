@@ -58,6 +58,11 @@ describe('npm run dev with settings', () => {
     });
   };
 
+  it('says where replies go (a token is set: the Graph API at WHATSAPP_GRAPH_URL)', () => {
+    expect(dev.output()).toContain(`replies are sent through the Graph API at ${new URL(graph.url).host}`);
+    expect(dev.output()).not.toContain('dry run');
+  });
+
   it('verifies the webhook and reports health', async () => {
     const ok = await fetch(
       `${dev.url}/api/webhook?hub.mode=subscribe&hub.verify_token=e2e-verify&hub.challenge=12345`,
