@@ -17,7 +17,7 @@ import { DASHBOARD_CSP } from '../../shared/manage/dashboard';
 import { ExportSchema, StatsSchema, UserSchema } from '../../shared/manage/schemas';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { launchChromium } from '../helpers/browser';
-import { PHONE_NUMBER_ID, textNotification } from '../helpers/meta';
+import { PHONE_NUMBER_ID } from '../helpers/meta';
 import { parseBody } from '../helpers/shapes';
 
 // Browser globals as the page functions below see them (the project's tsconfig has no DOM lib).
@@ -55,12 +55,6 @@ const DORA = '15550009999';
 const anaId = userIdFor({ waId: ANA, bsuid: null });
 const bobId = userIdFor({ waId: BOB, bsuid: null });
 const doraId = userIdFor({ waId: DORA, bsuid: null });
-
-async function userWrites(waId: string, text: string, name: string): Promise<void> {
-  const { payload } = textNotification(waId, text, name);
-  expect((await app.post(payload)).status).toBe(200);
-  await app.drain();
-}
 
 const sentBodies = () => app.graph.sends().map((r) => r.body);
 
@@ -115,7 +109,7 @@ beforeAll(async () => {
       },
     },
   ]);
-  await userWrites(ANA, 'Hola, un café por favor', 'Ana');
+  await app.userWrites(ANA, 'Hola, un café por favor', 'Ana');
   server = await startDevServer({
     definitions: [...manageDefinitionsFor(runtimeOf(app.services)), openApiDefinition],
     port: 0,
@@ -191,7 +185,7 @@ describe.skipIf(!CHROMIUM)('inbox dashboard', () => {
 
   it('shows the user writing again without a reload, while the bot stays silent', async () => {
     app.graph.requests.length = 0;
-    await userWrites(ANA, 'Sí, con leche <b>gracias</b>', 'Ana');
+    await app.userWrites(ANA, 'Sí, con leche <b>gracias</b>', 'Ana');
     expect(app.graph.sends()).toEqual([]);
     await page.waitForFunction(() => document.querySelectorAll('#conversation li').length === 4, undefined, {
       timeout: 10_000,
@@ -207,7 +201,7 @@ describe.skipIf(!CHROMIUM)('inbox dashboard', () => {
     await page.waitForSelector('#take:not([hidden])');
     expect(parseBody(UserSchema, (await api(`users/${anaId}`)).body).handoff).toBeNull();
     app.graph.requests.length = 0;
-    await userWrites(ANA, '¿Cuánto es?', 'Ana');
+    await app.userWrites(ANA, '¿Cuánto es?', 'Ana');
     expect(sentBodies()).toEqual([
       expect.objectContaining({ text: expect.objectContaining({ body: DEFAULT_ANSWER }) }),
     ]);
@@ -254,7 +248,7 @@ describe.skipIf(!CHROMIUM)('inbox dashboard', () => {
 
   it("shows a user's human command as waiting, in the list, the filter and the count", async () => {
     app.graph.requests.length = 0;
-    await userWrites(DORA, 'human', 'Dora');
+    await app.userWrites(DORA, 'human', 'Dora');
     expect(sentBodies()).toEqual([
       expect.objectContaining({ text: expect.objectContaining({ body: HUMAN_ANSWER }) }),
     ]);

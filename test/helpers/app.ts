@@ -11,7 +11,7 @@ import { ingestWorker } from '../../functions/ingest';
 import { poisonWorker, replyWorker } from '../../functions/reply';
 import { startGraphStub, type GraphStub } from './graph-stub';
 import { testDatabase, type TestDatabase } from './db';
-import { signed } from './meta';
+import { signed, textNotification } from './meta';
 import { signBody } from '../../shared/whatsapp/signature';
 
 export const APP_SECRET = 'test-app-secret-0123456789';
@@ -37,6 +37,8 @@ export interface TestApp {
   runPoison(job: ReplyJob): Promise<void>;
   /** Runs (and removes) every queued job, in order. */
   drain(): Promise<void>;
+  /** The user writes `text` (a text notification, 200 required), and the reply worker runs. */
+  userWrites(waId: string, text: string, name?: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -129,6 +131,11 @@ export async function startTestApp(env: Env = {}): Promise<TestApp> {
     runPoison: (job) => poison(JSON.parse(JSON.stringify(job)), context('replyPoison')),
     async drain() {
       for (let job = queued.shift(); job; job = queued.shift()) await app.runJob(job);
+    },
+    async userWrites(waId, text, name) {
+      const { status } = await app.post(textNotification(waId, text, name).payload);
+      if (status !== 200) throw new Error(`the webhook answered ${status} to a text notification`);
+      await app.drain();
     },
     async close() {
       await graph.close();

@@ -30,15 +30,7 @@ import {
 import { manageHandlers } from '../../functions/manage';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { call } from '../helpers/manage-fixture';
-import {
-  PHONE_NUMBER_ID,
-  notification,
-  nowSeconds,
-  status,
-  textNotification,
-  value,
-  wamid,
-} from '../helpers/meta';
+import { PHONE_NUMBER_ID, notification, nowSeconds, status, value, wamid } from '../helpers/meta';
 import { parseBody } from '../helpers/shapes';
 
 const TOKEN = 'manage-token-for-handoff-tests-0123';
@@ -49,13 +41,6 @@ let h: ReturnType<typeof manageHandlers>;
 let n = 0;
 
 const newNumber = () => `3460${Date.now().toString().slice(-6)}${++n}`;
-
-/** The user writes `text`; the webhook stores it and the reply worker runs. */
-async function userWrites(waId: string, text: string): Promise<void> {
-  const { payload } = textNotification(waId, text, 'Lena');
-  expect((await app.post(payload)).status).toBe(200);
-  await app.drain();
-}
 
 const sentTexts = () =>
   app.graph.sends().map((r) => (r.body['text'] as { body?: string } | undefined)?.body ?? r.body['type']);
@@ -86,7 +71,7 @@ describe('an operator takes over a conversation', () => {
   it('takes, replies, keeps the bot silent, hands back, and the bot answers again', async () => {
     const waId = newNumber();
     const id = userIdFor({ waId, bsuid: null });
-    await userWrites(waId, 'hola');
+    await app.userWrites(waId, 'hola', 'Lena');
     expect(sentTexts()).toEqual([DEFAULT_ANSWER]);
 
     const taken = await api('userHandoff', id, 'POST');
@@ -132,7 +117,7 @@ describe('an operator takes over a conversation', () => {
       UserSchema,
       (await call(h.user, { token: TOKEN, params: { id } })).body,
     ).messageCount;
-    await userWrites(waId, 'gracias, espero');
+    await app.userWrites(waId, 'gracias, espero', 'Lena');
     expect(app.graph.sends()).toEqual([]);
     expect(app.graph.receipts()).toHaveLength(1);
     const after = parseBody(UserSchema, (await call(h.user, { token: TOKEN, params: { id } })).body);
@@ -145,7 +130,7 @@ describe('an operator takes over a conversation', () => {
     const back = await api('userHandoff', id, 'DELETE');
     expect(back.status).toBe(200);
     expect(parseBody(UserSchema, back.body).handoff).toBeNull();
-    await userWrites(waId, 'otra pregunta');
+    await app.userWrites(waId, 'otra pregunta', 'Lena');
     expect(sentTexts()).toEqual([DEFAULT_ANSWER]);
 
     // Every action is audited with who, what and when, never the text.
@@ -161,7 +146,7 @@ describe('an operator takes over a conversation', () => {
 
   it('never calls the AI for a handed-over user, and stop/start still win', async () => {
     const waId = newNumber();
-    await userWrites(waId, 'hello');
+    await app.userWrites(waId, 'hello', 'Lena');
     const id = userIdFor({ waId, bsuid: null });
     await api('userHandoff', id, 'POST');
     let aiCalls = 0;
@@ -180,7 +165,7 @@ describe('an operator takes over a conversation', () => {
     expect(aiCalls).toBe(0);
 
     app.graph.requests.length = 0;
-    await userWrites(waId, 'stop');
+    await app.userWrites(waId, 'stop', 'Lena');
     expect(sentTexts()).toEqual([STOP_ANSWER]);
   });
 });
@@ -189,14 +174,14 @@ describe('the human command', () => {
   it('hands the conversation over with one confirmation and shows it as waiting', async () => {
     const waId = newNumber();
     const id = userIdFor({ waId, bsuid: null });
-    await userWrites(waId, 'Human!');
+    await app.userWrites(waId, 'Human!', 'Lena');
     expect(sentTexts()).toEqual([HUMAN_ANSWER]);
     const user = parseBody(UserSchema, (await call(h.user, { token: TOKEN, params: { id } })).body);
     expect(user.handoff?.by).toBe('user');
 
     app.graph.requests.length = 0;
-    await userWrites(waId, 'agent');
-    await userWrites(waId, 'is anyone there?');
+    await app.userWrites(waId, 'agent', 'Lena');
+    await app.userWrites(waId, 'is anyone there?', 'Lena');
     expect(app.graph.sends()).toEqual([]);
 
     const waiting = await call(h.chats, { token: TOKEN, query: { state: 'waiting' } });
@@ -216,11 +201,11 @@ describe('the waiting list', () => {
     const ids: string[] = [];
     for (let i = 0; i < 3; i++) {
       const waId = newNumber();
-      await userWrites(waId, `waiting ${i}`);
+      await app.userWrites(waId, `waiting ${i}`, 'Lena');
       ids.push(userIdFor({ waId, bsuid: null }));
     }
     const expiredWaId = newNumber();
-    await userWrites(expiredWaId, 'long ago');
+    await app.userWrites(expiredWaId, 'long ago', 'Lena');
     const expired = userIdFor({ waId: expiredWaId, bsuid: null });
     // Handed over at known times: 90, 60 and 30 minutes ago; one 3 hours ago (HANDOFF_HOURS is 2).
     await data.handoff.take(ids[2]!, 'ops', new Date(now - 90 * 60_000), 2);
@@ -247,7 +232,7 @@ describe('the waiting list', () => {
       parseBody(UserSchema, (await call(h.user, { token: TOKEN, params: { id: expired } })).body).handoff,
     ).toBeNull();
     app.graph.requests.length = 0;
-    await userWrites(expiredWaId, 'still there?');
+    await app.userWrites(expiredWaId, 'still there?', 'Lena');
     expect(sentTexts()).toEqual([DEFAULT_ANSWER]);
     expect((await data.users.getUser(expired))?.handoff).toBeNull();
 
@@ -551,7 +536,7 @@ describe('operator messages', () => {
 
   it('refuses to message a user who opted out', async () => {
     const waId = newNumber();
-    await userWrites(waId, 'stop');
+    await app.userWrites(waId, 'stop', 'Lena');
     app.graph.requests.length = 0;
     const r = await api('userMessages', userIdFor({ waId, bsuid: null }), 'POST', { text: 'hello?' });
     expect(r.status).toBe(409);
@@ -569,7 +554,7 @@ describe('Cosmos DB rules', () => {
     try {
       const data = createDataStore(client.db(app.database.dbName));
       const waId = newNumber();
-      await userWrites(waId, 'sorted?');
+      await app.userWrites(waId, 'sorted?', 'Lena');
       const id = userIdFor({ waId, bsuid: null });
       const now = new Date();
       await data.handoff.take(id, 'ops', now, 24);
