@@ -13,7 +13,7 @@ import { userIdFor } from '../../shared/data';
 import { MAX_FAILURES_PER_MINUTE } from '../../shared/manage/auth';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { launchChromium } from '../helpers/browser';
-import { PHONE_NUMBER_ID, textNotification } from '../helpers/meta';
+import { PHONE_NUMBER_ID } from '../helpers/meta';
 
 // Browser globals as the page functions below see them (the project's tsconfig has no DOM lib).
 interface Box {
@@ -46,6 +46,9 @@ let page: Page;
 const requested: string[] = [];
 const pageErrors: string[] = [];
 
+/** Longer than the dashboard's refresh (every 3 s). */
+const POLL_WAIT_MS = 3500;
+
 const JORG = '491701234567';
 const EVIL_NAME = '<img src=x onerror="window.__pwned=1">';
 const EVIL = '491709876543';
@@ -57,12 +60,6 @@ const jorgId = userIdFor({ waId: JORG, bsuid: null });
 const rloId = userIdFor({ waId: RLO, bsuid: null });
 const longId = userIdFor({ waId: LONG, bsuid: null });
 const oldId = userIdFor({ waId: OLD, bsuid: null });
-
-async function userWrites(waId: string, text: string, name: string): Promise<void> {
-  const { payload } = textNotification(waId, text, name);
-  expect((await app.post(payload)).status).toBe(200);
-  await app.drain();
-}
 
 async function manage(method: string, pathname: string): Promise<number> {
   const r = await fetch(`${server.url}/api/manage/${pathname}`, {
@@ -89,10 +86,10 @@ async function openUser(id: string): Promise<void> {
 beforeAll(async () => {
   if (!CHROMIUM) return; // no browser here: the tests below are skipped (test/helpers/browser.ts)
   app = await startTestApp({ MANAGE_API_TOKEN: TOKEN });
-  await userWrites(JORG, 'Hallo, ich brauche Hilfe', 'Jörg Müller');
-  await userWrites(EVIL, `Text ${EVIL_NAME} <script>window.__pwned=2</script>`, EVIL_NAME);
-  await userWrites(RLO, 'human', '\u202eRLO name');
-  await userWrites(LONG, 'hi', 'Long'.repeat(60));
+  await app.userWrites(JORG, 'Hallo, ich brauche Hilfe', 'Jörg Müller');
+  await app.userWrites(EVIL, `Text ${EVIL_NAME} <script>window.__pwned=2</script>`, EVIL_NAME);
+  await app.userWrites(RLO, 'human', '\u202eRLO name');
+  await app.userWrites(LONG, 'hi', 'Long'.repeat(60));
   // Sixty messages holding one word: more than a page of search results.
   const { data } = app.services;
   const searcherId = userIdFor({ waId: SEARCHER, bsuid: null });
@@ -238,6 +235,18 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     expect(focused?.outline).not.toBe('none');
   });
 
+  it('keeps the keyboard on the same conversation when the list refreshes', async () => {
+    await page.focus(`#chat-list button[data-user-id="${jorgId}"]`);
+    await page.waitForTimeout(POLL_WAIT_MS); // at least one refresh redraws the list
+    const focused = await page.evaluate(
+      () =>
+        (document.activeElement as unknown as { dataset?: Record<string, string> } | null)?.dataset?.[
+          'userId'
+        ],
+    );
+    expect(focused).toBe(jorgId);
+  });
+
   it('sends once when Send is clicked twice, and counts emoji as the API does', async () => {
     await openUser(jorgId);
     app.graph.requests.length = 0;
@@ -269,7 +278,7 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     expect(await page.locator('#error').textContent()).toContain('business number');
     expect(await page.locator('#window-note').isVisible()).toBe(true);
     // A refresh later (every 3 s), the note is still there.
-    await page.waitForTimeout(3500);
+    await page.waitForTimeout(POLL_WAIT_MS);
     expect(await page.locator('#window-note').isVisible()).toBe(true);
   });
 

@@ -189,7 +189,12 @@ function listItem(u: User): HTMLLIElement {
 
 function renderList(): void {
   const list = $('chat-list');
+  // The refresh every few seconds redraws the list: the keyboard keeps its place in it.
+  const active = document.activeElement;
+  const focused =
+    active instanceof HTMLElement && list.contains(active) ? active.dataset['userId'] : undefined;
   list.replaceChildren(...state.users.map(listItem));
+  if (focused) list.querySelector<HTMLElement>(`button[data-user-id="${CSS.escape(focused)}"]`)?.focus();
   if (!state.users.length) {
     list.appendChild(
       el('li', state.filter === 'waiting' ? 'Nobody is waiting.' : 'No conversations.', 'meta'),
