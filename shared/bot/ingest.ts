@@ -107,20 +107,31 @@ export async function ingestNotification(
       if (s.status === 'failed') log.warn('outbound message failed', { code: s.error?.code });
   }
 
-  async function ingestMessage(m: MessageEvent): Promise<void> {
-    const { user, changes } = await data.users.resolve(m.sender, m.at);
-    const { normalized } = m;
-
-    if (normalized.treatment === 'system') {
-      const system = m.message?.type === 'system' ? m.message.system : null;
-      const newWaId = system?.wa_id ?? system?.new_wa_id;
-      if (system?.type === 'user_changed_number' && newWaId && /^\d{1,20}$/.test(newWaId)) {
-        const result = await data.users.changeNumber(user.id, newWaId);
-        log.info('user changed number', { user: pseudonym(user.id), result });
-      }
-      await archive('system', 'system message applied to the user', m.raw, m.sender.waId, user.id);
+  async function ingestSystem(m: MessageEvent): Promise<void> {
+    const system = m.message?.type === 'system' ? m.message.system : null;
+    const wanted = system?.wa_id ?? system?.new_wa_id;
+    const newWaId =
+      system?.type === 'user_changed_number' && wanted && /^\d{1,20}$/.test(wanted) ? wanted : null;
+    // Applied before (a redelivery, or a retry after a failure past the move): the old number is
+    // no one's now, or a new person's, and neither is the one who moved.
+    const moved = newWaId && m.sender.waId ? await data.users.movedAway(m.sender.waId, newWaId) : null;
+    if (moved) {
+      log.info('user changed number', { user: pseudonym(moved.id), result: 'unchanged' });
+      await archive('system', 'system message applied to the user', m.raw, m.sender.waId, moved.id);
       return;
     }
+    const { user } = await data.users.resolve(m.sender, m.at);
+    if (newWaId) {
+      const result = await data.users.changeNumber(user.id, newWaId);
+      log.info('user changed number', { user: pseudonym(user.id), result });
+    }
+    await archive('system', 'system message applied to the user', m.raw, m.sender.waId, user.id);
+  }
+
+  async function ingestMessage(m: MessageEvent): Promise<void> {
+    if (m.normalized.treatment === 'system') return ingestSystem(m);
+    const { user, changes } = await data.users.resolve(m.sender, m.at);
+    const { normalized } = m;
     if (normalized.treatment === 'welcome') {
       if (!user.welcomeSentAt)
         jobs.set(`welcome:${user.id}`, {

@@ -277,6 +277,16 @@ export class UsersRepository {
   }
 
   /**
+   * The user who already moved from `oldWaId` to `newWaId` (a `user_changed_number` applied
+   * before), if any: its redelivery finds the move done instead of taking the old number for a
+   * new person.
+   */
+  async movedAway(oldWaId: string, newWaId: string): Promise<User | null> {
+    const doc = await this.users.findOne({ waId: newWaId, previousWaIds: oldWaId });
+    return doc ? toUser(doc) : null;
+  }
+
+  /**
    * A `user_changed_number` system message: the user moves to the new number, and the old number,
    * if it writes again, is a new user. When the new number already wrote (the system message came
    * later), that user's messages join this one and the duplicate record goes.

@@ -121,6 +121,38 @@ describe('identity across number changes', () => {
   });
 });
 
+describe('a number change delivered again', () => {
+  it('changes nothing: the user keeps their id and state, the old number stays free or its new owner', async () => {
+    const [a, b, c, d] = [newPhone(), newPhone(), newPhone(), newPhone()];
+    await deliver(text(a, 'stop'));
+    const before = await app.services.data.users.findByIdentity({ waId: a, bsuid: null });
+    const change = changedNumber(a, b);
+    await deliver(change);
+    const totals = await app.services.data.stats.totals();
+    await deliver(change);
+    const after = await app.services.data.users.findByIdentity({ waId: b, bsuid: null });
+    expect(after?.id).toBe(before?.id);
+    expect(after?.optedOut).toBe(true);
+    expect(after?.createdAt).toEqual(before?.createdAt);
+    expect(await app.services.data.users.findByIdentity({ waId: a, bsuid: null })).toBeNull();
+    expect(await app.services.data.stats.totals()).toEqual(totals);
+
+    // The new number wrote first (the records were merged), then the old number got a new owner:
+    // the change delivered again neither moves nor merges anyone.
+    await deliver(text(c, 'from the old number'));
+    await deliver(text(d, 'from the new number'));
+    const kept = await app.services.data.users.findByIdentity({ waId: c, bsuid: null });
+    const mergeChange = changedNumber(c, d);
+    await deliver(mergeChange);
+    await deliver(text(c, 'hi, new owner of this number', 'Bo'));
+    const owner = await app.services.data.users.findByIdentity({ waId: c, bsuid: null });
+    await deliver(mergeChange);
+    expect((await app.services.data.users.findByIdentity({ waId: d, bsuid: null }))?.id).toBe(kept?.id);
+    expect((await app.services.data.users.findByIdentity({ waId: c, bsuid: null }))?.id).toBe(owner?.id);
+    expect(owner?.id).not.toBe(kept?.id);
+  });
+});
+
 describe('erase means erased', () => {
   it('removes messages, archived items that carry the number, and the lock; the person writing later is a new user who is answered', async () => {
     const phone = newPhone();
