@@ -123,12 +123,14 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
     }
     for (const rawChange of entry.data.changes) {
       const change = ChangeSchema.safeParse(rawChange);
-      if (!change.success || change.data.field !== 'messages') {
-        archive(
-          'unhandled_change',
-          change.success ? `field ${change.data.field}` : 'malformed change',
-          rawChange,
-        );
+      if (!change.success) {
+        archive('unhandled_change', 'malformed change', rawChange);
+        continue;
+      }
+      if (change.data.field !== 'messages') {
+        const reason = `field ${change.data.field.slice(0, 64)}`;
+        for (const item of otherFieldItems(change.data.field, change.data.value))
+          archive('unhandled_change', reason, item.payload, item.identifier);
         continue;
       }
       // Without its business number nothing of a value can be answered: the whole change is odd.
@@ -268,6 +270,81 @@ export function digitsOfNumber(value: unknown): string | null {
   if (typeof text !== 'string' || !/^\+?[\d\s().-]+$/.test(text.trim())) return null;
   const digits = text.replace(/\D/g, '');
   return WA_ID.test(digits) ? digits : null;
+}
+
+type JsonRecord = Record<string, unknown>;
+const isRecord = (v: unknown): v is JsonRecord => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * A change of a field other than `messages` (an app may subscribe to more: `smb_message_echoes`,
+ * `history`, `smb_app_state_sync`, `user_preferences`, `calls`, account and template updates...),
+ * as items to archive: one per element of each list of its value (one per thread of a history),
+ * each shaped like the change with that one element and filed under the person it names, so that
+ * erasing one person finds what concerns them and leaves the others' items alone.
+ */
+function otherFieldItems(field: string, value: unknown): { payload: unknown; identifier: string | null }[] {
+  if (!isRecord(value)) return [{ payload: { field, value }, identifier: null }];
+  const metadata = value['metadata'];
+  const business = isRecord(metadata) ? digitsOfNumber(metadata['display_phone_number']) : null;
+  const rest: JsonRecord = {};
+  const lists: [string, unknown[]][] = [];
+  for (const [key, part] of Object.entries(value)) {
+    if (Array.isArray(part) && part.some(isRecord)) lists.push([key, part]);
+    else rest[key] = part;
+  }
+  if (!lists.length) return [{ payload: { field, value }, identifier: personIn(value, business) }];
+  const items: { payload: unknown; identifier: string | null }[] = [];
+  for (const [key, list] of lists) {
+    for (const element of list) {
+      const threads = isRecord(element) ? element['threads'] : undefined;
+      const parts =
+        Array.isArray(threads) && threads.length > 1
+          ? threads.map((thread) => ({ ...(element as JsonRecord), threads: [thread] }))
+          : [element];
+      for (const part of parts)
+        items.push({
+          payload: { field, value: { ...rest, [key]: [part] } },
+          identifier: personIn(part, business),
+        });
+    }
+  }
+  return items;
+}
+
+/** Keys that hold a person's number in the other fields' items (`to`: the recipient of an echo). */
+const PERSON_NUMBER_KEYS = ['to', 'from', 'wa_id', 'recipient_id', 'phone_number'];
+const PERSON_BSUID_KEYS = ['to_user_id', 'from_user_id', 'user_id', 'recipient_user_id'];
+
+/** The first person an item names (a number other than the business's own, else a bsuid), looking a few levels deep. */
+function personIn(item: unknown, business: string | null, depth = 0, inThreads = false): string | null {
+  if (depth > 6) return null;
+  if (Array.isArray(item)) {
+    for (const element of item.slice(0, 50)) {
+      const found = personIn(element, business, depth + 1, inThreads);
+      if (found) return found;
+    }
+    return null;
+  }
+  if (!isRecord(item)) return null;
+  // A history thread's id is the number of the person the business talked with.
+  const keys = inThreads ? ['id', ...PERSON_NUMBER_KEYS] : PERSON_NUMBER_KEYS;
+  for (const key of keys) {
+    // A value's own `phone_number` (account_update) is the business's.
+    if (key === 'phone_number' && depth === 0) continue;
+    const number = digitsOfNumber(item[key]);
+    if (number && number !== business) return number;
+  }
+  for (const key of PERSON_BSUID_KEYS) {
+    const value = item[key];
+    const bsuid = typeof value === 'string' ? bsuidOf(value) : null;
+    if (bsuid) return bsuid;
+  }
+  for (const [key, value] of Object.entries(item)) {
+    if (key === 'metadata' || typeof value !== 'object' || value === null) continue;
+    const found = personIn(value, business, depth + 1, key === 'threads');
+    if (found) return found;
+  }
+  return null;
 }
 
 const NUMBER_KEYS = ['from', 'recipient_id', 'wa_id'];

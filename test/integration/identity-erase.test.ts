@@ -252,6 +252,101 @@ describe('archived items that write the number oddly', () => {
   });
 });
 
+describe('notifications of other fields the app subscribes to', () => {
+  it('are archived one item per person they name, exported and erased with that person only', async () => {
+    const [phone, other] = [newPhone(), newPhone()];
+    const user = await userWhoWrote(app, phone, 'hello');
+    const business = { display_phone_number: '15550783881', phone_number_id: '106540352242922' };
+    const change = (field: string, v: Record<string, unknown>) => ({
+      object: 'whatsapp_business_account',
+      entry: [{ id: '102290129340398', changes: [{ field, value: v }] }],
+    });
+    const at = nowSeconds();
+    const echo = (to: string, body: string) => ({
+      from: business.display_phone_number,
+      to,
+      id: wamid(),
+      timestamp: at,
+      type: 'text',
+      text: { body },
+    });
+    // Messages the business sent from the WhatsApp Business app (the first is from the business's number).
+    await deliver(
+      change('smb_message_echoes', {
+        messaging_product: 'whatsapp',
+        metadata: business,
+        message_echoes: [echo(phone, 'echo words for one'), echo(other, 'echo words for another')],
+      }),
+    );
+    // Two threads of the chat history: the person's and someone else's.
+    const thread = (id: string, body: string) => ({
+      id,
+      messages: [{ from: id, id: wamid(), timestamp: at, type: 'text', text: { body } }],
+    });
+    await deliver(
+      change('history', {
+        messaging_product: 'whatsapp',
+        metadata: business,
+        history: [
+          {
+            metadata: { phase: 0, chunk_order: 1, progress: 100 },
+            threads: [thread(phone, 'history words for one'), thread(other, 'history words for another')],
+          },
+        ],
+      }),
+    );
+    // A contact of the business app's address book, and a marketing opt-out.
+    await deliver(
+      change('smb_app_state_sync', {
+        messaging_product: 'whatsapp',
+        metadata: business,
+        state_sync: [
+          { type: 'contact', contact: { full_name: 'Ana Book', phone_number: phone }, action: 'add' },
+        ],
+      }),
+    );
+    await deliver(
+      change('user_preferences', {
+        messaging_product: 'whatsapp',
+        metadata: business,
+        user_preferences: [{ wa_id: phone, category: 'marketing_messages', value: 'stop', timestamp: at }],
+      }),
+    );
+    // Naming no one: a template's status, the business number's own update.
+    await deliver(
+      change('message_template_status_update', {
+        event: 'APPROVED',
+        message_template_id: 1234567890,
+        message_template_name: 'welcome',
+        message_template_language: 'en_US',
+        reason: 'NONE',
+      }),
+    );
+    await deliver(
+      change('account_update', { phone_number: business.display_phone_number, event: 'VERIFIED_ACCOUNT' }),
+    );
+
+    const exported = await app.services.data.personal.exportUser(user.id);
+    const mine = JSON.stringify(exported?.events);
+    for (const words of ['echo words for one', 'history words for one', 'Ana Book', 'marketing_messages'])
+      expect(mine).toContain(words);
+    expect(mine).not.toContain('words for another');
+
+    expect(await app.services.data.personal.eraseUser(user.id)).toMatchObject({ events: 4 });
+    const left = JSON.stringify(
+      await app.database.db
+        .collection('events')
+        .find({ kind: { $ne: 'audit' } })
+        .toArray(),
+    );
+    expect(left).not.toContain(phone);
+    expect(left).toContain('echo words for another');
+    expect(left).toContain('history words for another');
+    expect(left).toContain('VERIFIED_ACCOUNT');
+    expect(left).toContain('1234567890');
+  });
+});
+
 describe('bursts', () => {
   it('one notification with 25 messages from one user (an album): every one answered once, in the order listed', async () => {
     const phone = newPhone();
