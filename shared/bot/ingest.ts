@@ -112,12 +112,18 @@ export async function ingestNotification(
     const wanted = system?.wa_id ?? system?.new_wa_id;
     const newWaId =
       system?.type === 'user_changed_number' && wanted && /^\d{1,20}$/.test(wanted) ? wanted : null;
-    // Applied before (a redelivery, or a retry after a failure past the move): the old number is
-    // no one's now, or a new person's, and neither is the one who moved.
-    const moved = newWaId && m.sender.waId ? await data.users.movedAway(m.sender.waId, newWaId) : null;
-    if (moved) {
-      log.info('user changed number', { user: pseudonym(moved.id), result: 'unchanged' });
-      await archive('system', 'system message applied to the user', m.raw, m.sender.waId, moved.id);
+    // Nothing to move when the change was applied before (a redelivery, or a retry after a
+    // failure past the move: the old number is no one's now, or a new person's), or when only the
+    // new number ever wrote: that user stays who they are.
+    const done = newWaId
+      ? ((m.sender.waId ? await data.users.movedAway(m.sender.waId, newWaId) : null) ??
+        ((await data.users.findByIdentity(m.sender))
+          ? null
+          : await data.users.findByIdentity({ waId: newWaId, bsuid: null })))
+      : null;
+    if (done) {
+      log.info('user changed number', { user: pseudonym(done.id), result: 'unchanged' });
+      await archive('system', 'system message applied to the user', m.raw, m.sender.waId, done.id);
       return;
     }
     const { user } = await data.users.resolve(m.sender, m.at);

@@ -305,10 +305,23 @@ export class UsersRepository {
     }
     await this.messages.updateMany({ userId: other._id }, { $set: { userId } });
     const later = other.lastMessageAt > user.lastMessageAt ? other : user;
+    // What the person asked from either number holds: a `stop` or `human` sent from the new
+    // number before the change arrived is not undone by the merge.
+    const handoff =
+      [user.handoff, other.handoff]
+        .filter((h): h is Handoff => Boolean(h))
+        .sort((x, y) => y.activeAt.getTime() - x.activeAt.getTime())[0] ?? null;
+    const resetAt = [user.contextResetAt, other.contextResetAt]
+      .filter((d): d is Date => d instanceof Date)
+      .sort((x, y) => y.getTime() - x.getTime())[0];
     await this.users.updateOne(
       { _id: userId },
       {
         $set: {
+          optedOut: user.optedOut || other.optedOut,
+          handoff,
+          welcomeSentAt: user.welcomeSentAt ?? other.welcomeSentAt ?? null,
+          contextResetAt: resetAt ?? null,
           waId: newWaId,
           bsuid: user.bsuid ?? other.bsuid,
           name: other.name ?? user.name,

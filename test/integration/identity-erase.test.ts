@@ -121,6 +121,40 @@ describe('identity across number changes', () => {
   });
 });
 
+describe('a number change after the new number wrote', () => {
+  it('keeps what the person asked from the new number (stop, human), and a change from a number never seen leaves that user as is', async () => {
+    const [a, b, c, d] = [newPhone(), newPhone(), newPhone(), newPhone()];
+    await deliver(text(a, 'hello'));
+    await deliver(text(b, 'stop'));
+    await deliver(changedNumber(a, b));
+    const merged = await app.services.data.users.findByIdentity({ waId: b, bsuid: null });
+    expect(merged?.optedOut).toBe(true);
+    const sent = repliesTo(b);
+    await deliver(text(b, 'still there?'));
+    expect(repliesTo(b)).toBe(sent);
+
+    await deliver(text(c, 'hello'));
+    await deliver(text(d, 'human'));
+    await deliver(changedNumber(c, d));
+    expect((await app.services.data.users.findByIdentity({ waId: d, bsuid: null }))?.handoff?.by).toBe(
+      'user',
+    );
+
+    // Only the new number ever wrote: no record is made for the old one, the user keeps their id.
+    const [e, f] = [newPhone(), newPhone()];
+    await deliver(text(f, 'stop'));
+    const before = await app.services.data.users.findByIdentity({ waId: f, bsuid: null });
+    const totals = await app.services.data.stats.totals();
+    await deliver(changedNumber(e, f));
+    const after = await app.services.data.users.findByIdentity({ waId: f, bsuid: null });
+    expect(after?.id).toBe(before?.id);
+    expect(after?.optedOut).toBe(true);
+    expect(await app.services.data.stats.totals()).toEqual(totals);
+    const exported = await app.services.data.personal.exportUser(after?.id ?? '');
+    expect(exported?.events.map((ev) => ev.kind)).toEqual(['system']);
+  });
+});
+
 describe('a number change delivered again', () => {
   it('changes nothing: the user keeps their id and state, the old number stays free or its new owner', async () => {
     const [a, b, c, d] = [newPhone(), newPhone(), newPhone(), newPhone()];
