@@ -73,9 +73,11 @@ const base = {
   from: optStr,
   from_user_id: optStr,
   timestamp,
-  context: ContextSchema.optional(),
-  referral: ReferralSchema.optional(),
-  errors: z.array(GraphErrorSchema).optional(),
+  // What comes with a message (what it replies to, the ad it came from, Meta's errors) is kept
+  // in its raw form; an odd one is dropped here rather than cost the message itself.
+  context: ContextSchema.optional().catch(undefined),
+  referral: ReferralSchema.optional().catch(undefined),
+  errors: z.array(GraphErrorSchema).optional().catch(undefined),
 };
 
 export const TextMessageSchema = obj({ ...base, type: z.literal('text'), text: obj({ body: str }) });

@@ -107,6 +107,24 @@ describe('odd but authentic input', () => {
     },
   );
 
+  it.each([
+    ['a context whose product ids are numbers', { context: { referred_product: { catalog_id: 123 } } }],
+    ['a forwarded flag written as text', { context: { forwarded: 'true' } }],
+    ['an error without a code', { errors: [{ title: 'Something odd' }] }],
+    ['a referral whose source id is a number', { referral: { source_id: 12345, source_type: 'ad' } }],
+  ])('%s: the message is still read as what it is, stored, answered once', async (_label, extra) => {
+    const from = newPhone();
+    const message = textMessage(from, 'the words themselves', extra);
+    const payload = notification(value({ contacts: [{ waId: from }], messages: [message] }));
+    expect(await deliver(payload)).toEqual([message.id]);
+    expect(await deliver(payload)).toEqual([]);
+    const stored = await raw('messages').findOne({ _id: message.id } as Record<string, unknown>);
+    expect(stored).toMatchObject({ type: 'text', text: 'the words themselves', replyState: 'sent' });
+    expect(JSON.parse(String(stored?.['rawJson']))).toMatchObject(extra);
+    const archived = await raw('events').find({ kind: 'unhandled_message' }).toArray();
+    expect(archived.filter((e) => String(e['payloadJson']).includes(message.id))).toEqual([]);
+  });
+
   it('odd items of the contacts list are archived; the sender still gets the name of their own contact', async () => {
     const from = newPhone();
     const good = textMessage(from, 'my contact is the last one');
