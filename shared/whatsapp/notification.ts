@@ -216,6 +216,18 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
       archive('unhandled_message', 'message without sender', raw, messageIdentifier(raw, contacts));
       return;
     }
+    // A message written in a group of the business (Groups API) is not the sender's one-to-one
+    // chat: answering it there would carry a group's talk into a private conversation. It is
+    // kept, filed under its sender, and not answered.
+    if (isRecord(raw) && raw['group_id'] !== undefined && raw['group_id'] !== null) {
+      archive(
+        'group_message',
+        'message in a group: only one-to-one chats are answered',
+        raw,
+        sender.waId ?? sender.bsuid,
+      );
+      return;
+    }
     events.push({
       kind: 'message',
       phoneNumberId,

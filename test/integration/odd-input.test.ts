@@ -9,7 +9,15 @@ import { processReplyJob } from '../../shared/bot/reply';
 import { subjectOf } from '../../shared/data';
 import { createLogger } from '../../shared/log';
 import { startTestApp, type TestApp } from '../helpers/app';
-import { notification, nowSeconds, textMessage, value, wamid, PHONE_NUMBER_ID } from '../helpers/meta';
+import {
+  notification,
+  nowSeconds,
+  status,
+  textMessage,
+  value,
+  wamid,
+  PHONE_NUMBER_ID,
+} from '../helpers/meta';
 
 let app: TestApp;
 const log = createLogger({ log: () => undefined, warn: () => undefined, error: () => undefined });
@@ -138,6 +146,35 @@ describe('odd but authentic input', () => {
     expect(archived.map((e) => e['payloadJson'])).toEqual(
       expect.arrayContaining(['null', '5', '{"wa_id":5}']),
     );
+  });
+
+  it('a message written in a group is kept under its sender and not answered; a group status changes nothing', async () => {
+    const from = newPhone();
+    const groupId = 'Y2FwaV9ncm91cDoxNzA1NTU1MDEzOToxMjAzNjM0MDQ2OTQyMzM4MjAZD';
+    const inGroup = textMessage(from, 'What do you all think about this?', { group_id: groupId });
+    const direct = textMessage(from, 'and this one is just for the bot');
+    const groupStatus = status(wamid(), 'sent', groupId, { recipient_type: 'group' });
+    const before = app.graph.sends().length;
+    const answered = await deliver(
+      notification(
+        value({
+          contacts: [{ waId: from, name: 'Sheena' }],
+          messages: [inGroup, direct],
+          statuses: [groupStatus],
+        }),
+      ),
+    );
+    expect(answered).toEqual([direct.id]);
+    expect(await raw('messages').findOne({ _id: inGroup.id } as Record<string, unknown>)).toBeNull();
+    expect(await raw('events').findOne({ kind: 'group_message' })).toMatchObject({
+      subject: subjectOf(from),
+    });
+    expect(
+      app.graph
+        .sends()
+        .slice(before)
+        .map((s) => s.body['to']),
+    ).toEqual([from]);
   });
 
   it('a value whose messages part is not a list: its statuses are still applied, the part archived', async () => {
