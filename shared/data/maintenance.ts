@@ -263,6 +263,18 @@ export class Maintenance {
     return { inserted: inserted.size, ...total };
   }
 
+  /** The ids among `ids` of users stored (the migration keeps the ids an earlier version gave). */
+  async storedUserIds(ids: readonly string[]): Promise<Set<string>> {
+    const found = new Set<string>();
+    for (let i = 0; i < ids.length; i += 500) {
+      const batch = ids.slice(i, i + 500);
+      for await (const u of this.users.iterate({ _id: { $in: batch } }, { projection: { _id: 1 } })) {
+        found.add(u._id);
+      }
+    }
+    return found;
+  }
+
   /**
    * The stored messages among `ids` (user, direction, time): the migration tells a message an
    * earlier version migrated under another key from a different one that happens to share it.
