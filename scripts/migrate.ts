@@ -34,7 +34,12 @@ whatsapp_chatbot). Running it again changes nothing.
   --batch-size N    documents per bulk write (default 500)
   -h, --help        this help
 
-Exit code: 0 on success, 1 on failure (unreadable file, database error), 2 on bad arguments.
+Rows that cannot be imported (a user without a valid number and its messages, a message without
+its user, with an unknown role or an unreadable date) are kept in the events collection (kind
+legacy_row) and listed by legacy id.
+
+Exit code: 0 on success, 1 on failure (unreadable file, database error), 2 on bad arguments,
+3 when rows could not be imported (everything else was).
 `;
 
 export interface LegacyMessage extends ImportedMessage {
@@ -42,32 +47,50 @@ export interface LegacyMessage extends ImportedMessage {
   readonly oldKey: string | null;
 }
 
+/** The archived item's kind for a legacy row that could not be imported (in `events`). */
+export const LEGACY_ROW_KIND = 'legacy_row';
+
+/** A legacy row kept in `events` instead of being imported (or beside its cut import). */
+export interface ArchivedRow {
+  readonly reason: string;
+  /** `{table, row}`: every column as the file holds it (BLOBs as `{"base64"}`). */
+  readonly payload: { table: 'user' | 'message'; row: Record<string, unknown> };
+  /** The user it concerns, when imported; else the number it carries (as a pseudonym). */
+  readonly userId: string | null;
+  readonly identifier: string | null;
+  /** True when the row was not imported at all (false: imported, its whole text archived). */
+  readonly notImported: boolean;
+}
+
 export interface LegacyData {
   users: ImportedUser[];
   messages: LegacyMessage[];
+  archived: ArchivedRow[];
   report: {
     legacyUsers: number;
     legacyMessages: number;
     /** Legacy users whose numbers normalise to one already seen (merged into it). */
     mergedUsers: number;
-    /** Users without a number within bounds (skipped; their messages count as orphans). */
+    /** Users without a number within bounds (archived; their messages count as orphans). */
     invalidUsers: number;
-    /** Users sharing a legacy id with another (a schema without a primary key): their messages are skipped. */
+    /** Legacy ids of the users archived, as found; `?` for none. */
+    skippedUsers: string[];
+    /** Users sharing a legacy id with another (a schema without a primary key): their messages are archived. */
     ambiguousUsers: number;
     /** Names cut to the bound the webhook keeps. */
     namesCut: number;
     /** Users whose creation date was unreadable: the time of their first message instead. */
     userDatesReplaced: number;
     duplicates: number;
-    /** Messages whose user is missing, NULL, unknown, skipped or ambiguous. */
+    /** Messages whose user is missing, NULL, unknown, archived or ambiguous (archived). */
     orphans: number;
-    /** Rows with an unknown role or an unreadable date. */
+    /** Rows with an unknown role or an unreadable date (archived). */
     invalidMessages: number;
-    /** Legacy row ids of the skipped messages (orphans and invalid rows), as found; `?` for none. */
+    /** Legacy row ids of the archived messages (orphans and invalid rows), as found; `?` for none. */
     skippedRows: string[];
     /** WhatsApp ids out of bounds: the message is kept under a derived key, without that id. */
     idsOutOfBounds: number;
-    /** Texts longer than the bound the webhook keeps (cut to it). */
+    /** Texts longer than the bound the webhook keeps (cut to it; the whole row archived). */
     textsCut: number;
     /** Binary (BLOB) contents read as UTF-8. */
     binaryTexts: number;
@@ -87,15 +110,16 @@ const EPOCH_MS_FROM = 1e11;
 /**
  * A SQLite DATETIME as SQLAlchemy writes it: `YYYY-MM-DD HH:MM:SS[.ffffff]`, also with `T`,
  * without seconds or fractions, with an offset, or with `/` for `-`; or an integer of epoch seconds
- * (milliseconds from 1e11), as a number or digits. Naive times are UTC. Precision: milliseconds
- * (further digits are truncated, as a JavaScript Date cannot hold them). Day-first or month-first
- * dates (`01/02/2024`) are ambiguous and refused, as are fractions and years before 1970.
+ * (milliseconds from 1e11), as a number or digits, with or without a fraction. Naive times are UTC.
+ * Precision: milliseconds (further digits are truncated, as a JavaScript Date cannot hold them).
+ * Day-first or month-first dates (`01/02/2024`) are ambiguous and refused, as are years before 1970.
  */
 export function parseLegacyDate(value: SqlValue | undefined): Date | null {
-  if (typeof value === 'number' || (typeof value === 'string' && /^\s*\d{1,16}\s*$/.test(value))) {
+  if (typeof value === 'number' || (typeof value === 'string' && /^\s*\d{1,16}(?:\.\d+)?\s*$/.test(value))) {
     const n = Number(value);
-    if (!Number.isSafeInteger(n) || n <= 0) return null;
-    return new Date(n < EPOCH_MS_FROM ? n * 1000 : n);
+    if (!Number.isFinite(n) || n <= 0 || n > Number.MAX_SAFE_INTEGER) return null;
+    // Fractions of a second (Python's time.time()) to the millisecond, truncated like text forms.
+    return new Date(Math.floor(n < EPOCH_MS_FROM ? n * 1000 : n));
   }
   if (typeof value !== 'string') return null;
   const m = DATETIME.exec(value.trim());
@@ -116,12 +140,43 @@ export function parseLegacyDate(value: SqlValue | undefined): Date | null {
   return date;
 }
 
-/** A legacy phone number as WhatsApp digits, by the webhook's rule (`digitsOfNumber`). */
-export const legacyWaId = (value: SqlValue | undefined): string | null => digitsOfNumber(value);
+/**
+ * A legacy phone number as WhatsApp digits: the webhook's rule (`digitsOfNumber`) once what people
+ * and spreadsheets write around a number is read as they meant it: a `tel:` or `whatsapp:` prefix,
+ * the international call prefix `00` for `+` (a WhatsApp id never starts with 0), a trunk `(0)`
+ * after the country code (`+44 (0)20 …`), and the `.0` of a number kept in a float column.
+ */
+export function legacyWaId(value: SqlValue | undefined): string | null {
+  if (typeof value !== 'string') return digitsOfNumber(value);
+  const written = value
+    .trim()
+    .replace(/^(?:tel|whatsapp):\s*/i, '')
+    .replace(/^(\+?\d+)\.0+$/, '$1')
+    .replace(/^00[\s.-]*(?=[1-9])/, '+')
+    .replace(/^(\+[\s.-]*\d{1,3})[\s.-]*\(0\)/, '$1 ');
+  return digitsOfNumber(written);
+}
+
+/** The number as versions before `legacyWaId` read it: their users keep their ids (see `main`). */
+export const earlierWaId = (value: SqlValue | undefined): string | null => digitsOfNumber(value);
+
+/** Every digit of a value that is no valid number, when that is a number's length (erase finds it). */
+const looseDigits = (value: SqlValue | undefined): string | null => {
+  const digits =
+    typeof value === 'string' || typeof value === 'number' ? String(value).replace(/\D/g, '') : '';
+  return /^\d{1,20}$/.test(digits) ? digits : null;
+};
 
 /** A legacy integer id (user or row), or null (NULL, text, fraction). */
 const legacyId = (value: SqlValue | undefined): number | null =>
   typeof value === 'number' && Number.isSafeInteger(value) ? value : null;
+
+/**
+ * A user id (of a user row, or a message's user_id): also digits as text, which a column without
+ * a declared type keeps as text. (A message's own row id stays `legacyId`: it is part of its key.)
+ */
+const userRef = (value: SqlValue | undefined): number | null =>
+  legacyId(typeof value === 'string' && /^\s*-?\d{1,15}\s*$/.test(value) ? Number(value) : value);
 
 const isFalse = (value: SqlValue | undefined): boolean =>
   value === 0 || value === '0' || (typeof value === 'string' && /^(false|f|no)$/i.test(value.trim()));
@@ -155,8 +210,22 @@ function rows(db: Database, sql: string): Record<string, SqlValue>[] {
   return out;
 }
 
-/** Reads and maps the legacy database: users (by new id), messages in legacy order, and counts. */
-export async function readLegacy(file: string, now = new Date()): Promise<LegacyData> {
+/** The columns read, by table; the others may be missing (read as NULL). Extra columns are ignored. */
+const COLUMNS = {
+  user: { required: ['phone_number'], optional: ['id', 'name', 'is_active', 'created_at', 'updated_at'] },
+  message: {
+    required: ['user_id', 'role', 'content', 'created_at'],
+    optional: ['id', 'meta_message_id'],
+  },
+} as const;
+
+export interface LegacyRows {
+  users: Record<string, SqlValue>[];
+  messages: Record<string, SqlValue>[];
+}
+
+/** The rows of the legacy database's `user` and `message` tables, as stored. */
+export async function readLegacyRows(file: string): Promise<LegacyRows> {
   let bytes: Buffer;
   try {
     bytes = await fs.readFile(file);
@@ -193,26 +262,51 @@ export async function readLegacy(file: string, now = new Date()): Promise<Legacy
         );
       }
     }
-    let legacyUsers: Record<string, SqlValue>[];
-    let legacyMessages: Record<string, SqlValue>[];
+    const select = (table: keyof typeof COLUMNS, order: string): Record<string, SqlValue>[] => {
+      // SQLite column names are case-insensitive; a missing optional column reads as NULL.
+      const present = new Map(
+        rows(db, `PRAGMA table_info("${table}")`).map((c) => [
+          String(c['name']).toLowerCase(),
+          String(c['name']),
+        ]),
+      );
+      const missing = COLUMNS[table].required.filter((c) => !present.has(c));
+      if (missing.length) {
+        throw new ScriptError(
+          `unexpected legacy schema: table "${table}" has no column ${missing.map((c) => `"${c}"`).join(', ')}`,
+        );
+      }
+      const columns = [...COLUMNS[table].required, ...COLUMNS[table].optional].map((c) => {
+        const name = present.get(c);
+        return name === undefined ? `NULL AS ${c}` : `"${name.replace(/"/g, '""')}" AS ${c}`;
+      });
+      return rows(db, `SELECT ${columns.join(', ')} FROM "${table}"${order}`);
+    };
     try {
-      legacyUsers = rows(
-        db,
-        'SELECT id, phone_number, name, is_active, created_at, updated_at FROM "user" ORDER BY id',
-      );
-      legacyMessages = rows(
-        db,
-        'SELECT id, user_id, role, content, meta_message_id, created_at FROM "message"',
-      );
+      return { users: select('user', ' ORDER BY id'), messages: select('message', '') };
     } catch (error) {
+      if (error instanceof ScriptError) throw error;
       throw new ScriptError(
         `unexpected legacy schema: ${error instanceof Error ? error.message : String(error)}`,
       );
     }
-    return mapLegacy(legacyUsers, legacyMessages, now);
   } finally {
     db.close();
   }
+}
+
+/**
+ * Reads and maps the legacy database: users (by new id), messages in legacy order, the rows that
+ * cannot be imported, and counts. `earlier`: numbers (WhatsApp digits) whose users an earlier
+ * version stored under the digits it read (see `earlierWaId`).
+ */
+export async function readLegacy(
+  file: string,
+  now = new Date(),
+  earlier: ReadonlySet<string> = new Set(),
+): Promise<LegacyData> {
+  const { users, messages } = await readLegacyRows(file);
+  return mapLegacy(users, messages, now, earlier);
 }
 
 /** A time as stored: one in the future becomes `now`, the webhook's rule (`settleTime`). */
@@ -231,16 +325,30 @@ function textOf(value: SqlValue | undefined, report: LegacyData['report']): stri
   return String(value);
 }
 
+/** A row as archived: JSON values only (a BLOB as base64, so nothing of it is lost). */
+const rowPayload = (table: 'user' | 'message', row: Record<string, SqlValue>): ArchivedRow['payload'] => ({
+  table,
+  row: Object.fromEntries(
+    Object.entries(row).map(([k, v]) => [
+      k,
+      v instanceof Uint8Array ? { base64: Buffer.from(v).toString('base64') } : v,
+    ]),
+  ),
+});
+
 function mapLegacy(
   legacyUsers: Record<string, SqlValue>[],
   legacyMessages: Record<string, SqlValue>[],
   now: Date,
+  earlier: ReadonlySet<string>,
 ): LegacyData {
+  const archived: ArchivedRow[] = [];
   const report: LegacyData['report'] = {
     legacyUsers: legacyUsers.length,
     legacyMessages: legacyMessages.length,
     mergedUsers: 0,
     invalidUsers: 0,
+    skippedUsers: [],
     ambiguousUsers: 0,
     namesCut: 0,
     userDatesReplaced: 0,
@@ -259,23 +367,37 @@ function mapLegacy(
     const id = legacyId(row['id']);
     return id === null ? '?' : String(id);
   };
-  // A legacy id held by two rows (no primary key) names no one for sure: its messages are skipped.
+  // A legacy id held by two rows (no primary key) names no one for sure: its messages are archived.
   const legacyIds = new Map<number, number>();
   for (const row of legacyUsers) {
-    const id = legacyId(row['id']);
+    const id = userRef(row['id']);
     if (id !== null) legacyIds.set(id, (legacyIds.get(id) ?? 0) + 1);
   }
   const ambiguous = new Set([...legacyIds].filter(([, n]) => n > 1).map(([id]) => id));
   const userIdByLegacy = new Map<number, string>();
+  // Users archived (no valid number), by legacy id: the digits their messages are archived under.
+  const invalidByLegacy = new Map<number, string | null>();
   const users = new Map<string, { user: ImportedUser; datedByMessage: boolean }>();
   for (const row of legacyUsers) {
-    const waId = legacyWaId(row['phone_number']);
+    const before = earlierWaId(row['phone_number']);
+    // A user an earlier version stored under the digits it read keeps them (and its messages' keys).
+    const waId = before !== null && earlier.has(before) ? before : legacyWaId(row['phone_number']);
+    const legacy = userRef(row['id']);
     if (!waId) {
       report.invalidUsers++;
+      report.skippedUsers.push(legacy === null ? '?' : String(legacy));
+      const identifier = looseDigits(row['phone_number']);
+      if (legacy !== null && !ambiguous.has(legacy)) invalidByLegacy.set(legacy, identifier);
+      archived.push({
+        reason: 'user without a valid number',
+        payload: rowPayload('user', row),
+        userId: null,
+        identifier,
+        notImported: true,
+      });
       continue;
     }
     const id = userIdFor({ waId, bsuid: null });
-    const legacy = legacyId(row['id']);
     if (legacy !== null && !ambiguous.has(legacy)) userIdByLegacy.set(legacy, id);
     if (users.has(id)) {
       report.mergedUsers++;
@@ -296,7 +418,7 @@ function mapLegacy(
     });
   }
   report.ambiguousUsers = [...legacyUsers].filter((r) => {
-    const id = legacyId(r['id']);
+    const id = userRef(r['id']);
     return id !== null && ambiguous.has(id);
   }).length;
 
@@ -305,16 +427,34 @@ function mapLegacy(
   legacyMessages.forEach((row, position) => {
     const parsedAt = parseLegacyDate(row['created_at']);
     const role = typeof row['role'] === 'string' ? row['role'].trim().toLowerCase() : null;
+    const legacyUser = userRef(row['user_id']);
+    const userId = legacyUser === null ? undefined : userIdByLegacy.get(legacyUser);
+    const archive = (reason: string) => {
+      report.skippedRows.push(rowName(row));
+      archived.push({
+        reason,
+        payload: rowPayload('message', row),
+        userId: userId ?? null,
+        identifier: (legacyUser !== null && invalidByLegacy.get(legacyUser)) || null,
+        notImported: true,
+      });
+    };
     if (!parsedAt || (role !== 'user' && role !== 'assistant')) {
       report.invalidMessages++;
-      report.skippedRows.push(rowName(row));
+      archive(parsedAt ? 'message with an unknown role' : 'message with an unreadable date');
       return;
     }
-    const legacyUser = legacyId(row['user_id']);
-    const userId = legacyUser === null ? undefined : userIdByLegacy.get(legacyUser);
     if (!userId) {
       report.orphans++;
-      report.skippedRows.push(rowName(row));
+      archive(
+        legacyUser === null
+          ? 'message without a user id'
+          : invalidByLegacy.has(legacyUser)
+            ? 'message of a user without a valid number'
+            : ambiguous.has(legacyUser)
+              ? 'message of a user id that several user rows share'
+              : 'message of a missing user',
+      );
       return;
     }
     const rowId = legacyId(row['id']);
@@ -322,7 +462,17 @@ function mapLegacy(
     const meta = MESSAGE_ID.test(given) ? given : null;
     if (given && !meta) report.idsOutOfBounds++;
     const text = textOf(row['content'], report);
-    if (text.length > MAX_TEXT) report.textsCut++;
+    if (text.length > MAX_TEXT) {
+      report.textsCut++;
+      // Imported cut, as the webhook keeps it; the whole row stays in the archive.
+      archived.push({
+        reason: 'message text longer than 65,536 characters (imported cut)',
+        payload: rowPayload('message', row),
+        userId,
+        identifier: null,
+        notImported: false,
+      });
+    }
     parsed.push({
       row: rowId,
       position,
@@ -371,7 +521,7 @@ function mapLegacy(
     report[m.direction]++;
   }
   for (const u of users.values()) if (u.datedByMessage) report.userDatesReplaced++;
-  return { users: [...users.values()].map((u) => u.user), messages, report };
+  return { users: [...users.values()].map((u) => u.user), messages, archived, report };
 }
 
 /**
@@ -432,35 +582,80 @@ export async function main(
   const batchSize = intOption(values['batch-size'], 'batch-size', 500);
   const started = Date.now();
   io.err(`reading ${path.basename(file)}…`);
-  const legacy = await readLegacy(file);
-  const r = legacy.report;
-  const common: [string, string | number][] = [
-    ['legacy users', r.legacyUsers],
-    ['legacy messages', r.legacyMessages],
-    ['users', legacy.users.length],
-    ['messages', legacy.messages.length],
-    ['inbound', r.inbound],
-    ['outbound', r.outbound],
-    ['duplicates skipped', r.duplicates],
-    ['orphans skipped', r.orphans],
-    ['invalid messages skipped', r.invalidMessages],
-    ['skipped rows (legacy message ids)', listed(r.skippedRows)],
-    ['users without a valid number skipped', r.invalidUsers],
-    ['users sharing a legacy id (their messages skipped)', r.ambiguousUsers],
-    ['users merged (same number)', r.mergedUsers],
-    ['user dates from the first message', r.userDatesReplaced],
-    ['names cut', r.namesCut],
-    ['texts cut', r.textsCut],
-    ['binary texts read as UTF-8', r.binaryTexts],
-    ['message ids out of bounds (derived key used)', r.idsOutOfBounds],
-    ['future times replaced', r.futureTimes],
-  ];
+  const read = await readLegacyRows(file);
+  const now = new Date();
+  const common = (legacy: LegacyData): [string, string | number][] => {
+    const r = legacy.report;
+    return [
+      ['legacy users', r.legacyUsers],
+      ['legacy messages', r.legacyMessages],
+      ['users', legacy.users.length],
+      ['messages', legacy.messages.length],
+      ['inbound', r.inbound],
+      ['outbound', r.outbound],
+      ['duplicates skipped', r.duplicates],
+      ['orphans not imported (archived)', r.orphans],
+      ['invalid messages not imported (archived)', r.invalidMessages],
+      ['messages not imported (legacy message ids)', listed(r.skippedRows)],
+      ['users without a valid number not imported (archived)', r.invalidUsers],
+      ['users not imported (legacy user ids)', listed(r.skippedUsers)],
+      ['users sharing a legacy id (their messages archived)', r.ambiguousUsers],
+      ['users merged (same number)', r.mergedUsers],
+      ['user dates from the first message', r.userDatesReplaced],
+      ['names cut', r.namesCut],
+      ['texts cut (whole row archived)', r.textsCut],
+      ['binary texts read as UTF-8', r.binaryTexts],
+      ['message ids out of bounds (derived key used)', r.idsOutOfBounds],
+      ['future times replaced', r.futureTimes],
+    ];
+  };
+  /** 0, or 3 with one unmistakable line when rows of the file are not imported (archived). */
+  const outcome = (legacy: LegacyData, archivedNow: string): number => {
+    const users = legacy.report.skippedUsers.length;
+    const messages = legacy.report.skippedRows.length;
+    if (users + messages === 0) return 0;
+    io.err(
+      `NOT EVERYTHING WAS IMPORTED: ${users} user row(s) and ${messages} message row(s) of ` +
+        `${path.basename(file)} could not be imported (listed above by legacy id); ${archivedNow} ` +
+        `in the events collection (kind ${LEGACY_ROW_KIND}, the row's columns in payloadJson). ` +
+        'Correct them in the file and run again to import them. Exit code 3.',
+    );
+    return 3;
+  };
   if (values['dry-run']) {
-    printSummary(io, 'migration (dry run: nothing written)', [...common, ['time', seconds(started)]]);
-    return 0;
+    const legacy = mapLegacy(read.users, read.messages, now, new Set());
+    printSummary(io, 'migration (dry run: nothing written)', [
+      ...common(legacy),
+      ['rows to archive', legacy.archived.length],
+      ['time', seconds(started)],
+    ]);
+    return outcome(legacy, 'a run would keep them');
   }
   const written = await withDataStore(env, io, async (store) => {
+    // Users an earlier version stored under the digits it read (`0044…`) keep that id.
+    const before = new Map<string, string>();
+    for (const row of read.users) {
+      const digits = earlierWaId(row['phone_number']);
+      if (digits !== null && digits !== legacyWaId(row['phone_number'])) {
+        before.set(userIdFor({ waId: digits, bsuid: null }), digits);
+      }
+    }
+    const stored = await store.maintenance.storedUserIds([...before.keys()]);
+    const legacy = mapLegacy(
+      read.users,
+      read.messages,
+      now,
+      new Set([...stored].map((id) => before.get(id) ?? '')),
+    );
     await store.ensureIndexes('create');
+    // What cannot be imported is kept first: an interrupted run has lost nothing.
+    let archived = 0;
+    for (let i = 0; i < legacy.archived.length; i += batchSize) {
+      archived += await store.events.archiveMany(
+        legacy.archived.slice(i, i + batchSize).map((a) => ({ kind: LEGACY_ROW_KIND, ...a })),
+        now,
+      );
+    }
     const earlierKeys = await keepEarlierKeys(store, legacy.messages);
     const total = legacy.users.length + legacy.messages.length;
     const bar = progress(io, 'migrating', total);
@@ -492,10 +687,11 @@ export async function main(
       (n) => checking.update(n),
     );
     checking.done();
-    return { usersInserted, earlierKeys, ...messagesInserted, ...settled };
+    return { legacy, archived, usersInserted, earlierKeys, ...messagesInserted, ...settled };
   });
+  const { legacy } = written;
   printSummary(io, 'migration done', [
-    ...common,
+    ...common(legacy),
     ['users inserted', written.usersInserted],
     ['messages inserted', written.inserted],
     ['inbound inserted', written.inbound],
@@ -504,13 +700,15 @@ export async function main(
       'already migrated',
       legacy.users.length + legacy.messages.length - written.usersInserted - written.inserted,
     ],
+    ['rows archived (kind legacy_row)', written.archived],
+    ['rows archived by an earlier run', legacy.archived.length - written.archived],
     ['messages under an earlier version’s key', written.earlierKeys],
     ['summaries rebuilt (left by an interrupted run)', written.summariesRebuilt],
     ['counters repaired (left by an interrupted run)', written.countersRepaired.length],
     ['time', seconds(started)],
   ]);
   for (const line of written.countersRepaired) io.out(`  counter ${line}`);
-  return 0;
+  return outcome(legacy, 'they are kept');
 }
 
 if (require.main === module)

@@ -18,6 +18,7 @@ import {
   RestoreWriteError,
   RETIRED_COLLECTIONS,
   type DataStore,
+  type ImportSettlement,
   type StoredCollection,
 } from '../shared/data';
 import {
@@ -40,7 +41,9 @@ Usage: npm run restore -- FILE [--include-tokens] [--batch-size N]
 
 Writes the documents of a backup made with \`npm run backup\` back into the database: each
 document replaces the one with the same _id, or is inserted. Documents not in the backup are left
-alone. Restoring the same file twice changes nothing.
+alone; summaries and counters that then disagree with the stored messages (the database had
+newer messages than the file) are rebuilt as \`npm run health -- --repair\` does. Restoring the
+same file twice changes nothing.
 
 Every document is checked against the schema of its collection before anything is written, and
 the documents of each collection are counted against the file's header: on the first document
@@ -197,7 +200,12 @@ async function* entries(
  * First pass: every document against its schema, nothing written. Throws on the first that does
  * not fit, naming the line, the collection and the field (never the content: it may be personal).
  */
-async function check(lines: AsyncIterableIterator<string>, file: string, io: Io): Promise<Counts> {
+async function check(
+  lines: AsyncIterableIterator<string>,
+  file: string,
+  io: Io,
+  messagesPerUser: Map<string, number>,
+): Promise<Counts> {
   const first = await lines.next();
   const expected = readHeader(first.done ? undefined : first.value, file);
   const bar = progress(io, 'checking', sum(expected));
@@ -218,6 +226,8 @@ async function check(lines: AsyncIterableIterator<string>, file: string, io: Io)
       }
     }
     add(found, collection);
+    const userId = collection === 'messages' ? (doc as { userId?: unknown }).userId : null;
+    if (typeof userId === 'string') messagesPerUser.set(userId, (messagesPerUser.get(userId) ?? 0) + 1);
     if (++done % 1000 === 0) bar.update(done);
   }
   bar.update(done);
@@ -316,10 +326,10 @@ const isReadError = (error: unknown) => {
 };
 
 /** The first pass over the file, turning gzip and read errors into clear messages. */
-async function checkFile(file: string, io: Io): Promise<Counts> {
+async function checkFile(file: string, io: Io, messagesPerUser: Map<string, number>): Promise<Counts> {
   const lines = readLines(file);
   try {
-    return await check(lines, file, io);
+    return await check(lines, file, io, messagesPerUser);
   } catch (error) {
     if (error instanceof ScriptError) throw error;
     if (!isReadError(error)) throw error;
@@ -343,11 +353,13 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   const includeTokens = values['include-tokens'] === true;
   const started = Date.now();
   // The whole file is checked before the database is touched.
-  const found = await checkFile(file, io);
+  const messagesPerUser = new Map<string, number>();
+  const found = await checkFile(file, io, messagesPerUser);
   const wanted = (c: StoredCollection) => c !== 'tokens' || includeTokens;
   const collections = Object.keys(DOC_SCHEMAS).filter(isStoredCollection);
   const total = collections.filter(wanted).reduce((n, c) => n + (found[c] ?? 0), 0);
   const restored: Counts = {};
+  let settled: ImportSettlement = { summariesRebuilt: 0, countersRepaired: [] };
   let writing = false;
   try {
     await withDataStore(env, io, async (store) => {
@@ -358,6 +370,21 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
       } finally {
         await lines.return(undefined);
       }
+      // Documents not in the file stay: over a database that moved on since the backup (newer
+      // messages, a user who wrote again after an erase), a restored summary or counter would
+      // disagree with the stored messages. Those users' summaries, and counters below what is
+      // stored, are rebuilt by the rules of `npm run health -- --repair`; the file's own
+      // documents are otherwise left as it holds them.
+      const checking = progress(
+        io,
+        'checking summaries and counters',
+        await store.maintenance.estimatedSize(),
+      );
+      settled = await store.maintenance.settleImport(
+        (userId, stored) => stored !== (messagesPerUser.get(userId) ?? 0),
+        (n) => checking.update(n),
+      );
+      checking.done();
     });
   } catch (error) {
     // Before the data store was open nothing can have been written: the error says why.
@@ -373,8 +400,13 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   for (const c of RETIRED_COLLECTIONS) {
     if (found[c]) rows.push([`${c} skipped`, `${found[c]} (collection no longer used)`]);
   }
+  rows.push(
+    ['summaries rebuilt (newer messages than the file)', settled.summariesRebuilt],
+    ['counters repaired (newer messages than the file)', settled.countersRepaired.length],
+  );
   rows.push(['time', seconds(started)]);
   printSummary(io, 'restore done', rows);
+  for (const line of settled.countersRepaired) io.out(`  counter ${line}`);
   return 0;
 }
 

@@ -83,6 +83,38 @@ export class EventsRepository {
     return id;
   }
 
+  /**
+   * `archive` for many items in one bulk write (the migration's rows that cannot be imported);
+   * returns how many were archived now (the others were archived before).
+   */
+  async archiveMany(
+    items: readonly {
+      kind: string;
+      reason: string;
+      payload: unknown;
+      userId?: string | null;
+      identifier?: string | null;
+    }[],
+    at: Date,
+  ): Promise<number> {
+    const docs = items.map((input): EventDoc => {
+      const { json, truncated } = boundedJson(input.payload, MAX_EVENT_JSON);
+      return {
+        _id: `${input.kind}:${createHash('sha256').update(json).digest('hex').slice(0, 32)}`,
+        kind: input.kind,
+        reason: input.reason,
+        createdAt: at,
+        userId: input.userId ?? null,
+        subject: input.identifier ? subjectOf(input.identifier) : null,
+        payloadJson: json,
+        truncated,
+      };
+    });
+    // The same content twice in one batch is one item (the id derives from it).
+    const unique = [...new Map(docs.map((d) => [d._id, d])).values()];
+    return (await this.events.insertMissing(unique)).size;
+  }
+
   /** A random-id entry (the audit trail). */
   async append(doc: Omit<EventDoc, '_id'>): Promise<void> {
     await this.events.insertOne({ _id: `${doc.kind}:${randomUUID()}`, ...doc });

@@ -64,6 +64,7 @@ export {
   type CounterProblem,
   type ImportedMessage,
   type ImportedUser,
+  type ImportSettlement,
   type StoredCounts,
   type SummaryProblem,
 } from './maintenance';

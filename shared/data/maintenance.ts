@@ -263,6 +263,18 @@ export class Maintenance {
     return { inserted: inserted.size, ...total };
   }
 
+  /** The ids among `ids` of users stored (the migration keeps the ids an earlier version gave). */
+  async storedUserIds(ids: readonly string[]): Promise<Set<string>> {
+    const found = new Set<string>();
+    for (let i = 0; i < ids.length; i += 500) {
+      const batch = ids.slice(i, i + 500);
+      for await (const u of this.users.iterate({ _id: { $in: batch } }, { projection: { _id: 1 } })) {
+        found.add(u._id);
+      }
+    }
+    return found;
+  }
+
   /**
    * The stored messages among `ids` (user, direction, time): the migration tells a message an
    * earlier version migrated under another key from a different one that happens to share it.
@@ -294,12 +306,17 @@ export class Maintenance {
    * users and messages.
    */
   async settleImport(
-    userIds: Iterable<string>,
+    /** The users whose summaries the import may have left wrong, or a test on a user's stored count. */
+    userIds: Iterable<string> | ((userId: string, storedMessages: number) => boolean),
     onProgress?: (done: number) => void,
   ): Promise<ImportSettlement> {
     const counts = await this.countStored(onProgress);
-    const touched = new Set(userIds);
-    const wrong = (await this.checkSummaries(counts)).map((p) => p.userId).filter((id) => touched.has(id));
+    const listed = typeof userIds === 'function' ? null : new Set(userIds);
+    const touched = (id: string) =>
+      listed
+        ? listed.has(id)
+        : (userIds as (u: string, n: number) => boolean)(id, counts.perUser.get(id)?.count ?? 0);
+    const wrong = [...new Set((await this.checkSummaries(counts)).map((p) => p.userId).filter(touched))];
     const summariesRebuilt = wrong.length ? await this.repairSummaries(counts, wrong) : 0;
     const below = await this.checkCounters(counts);
     const countersRepaired = below.length ? await this.repairCounters(counts) : [];

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runToExitCode } from '../../scripts/lib/cli';
 import { main as backup } from '../../scripts/backup';
 import { main as indexes } from '../../scripts/indexes';
+import { main as health } from '../../scripts/health';
 import { main as restore } from '../../scripts/restore';
 import { main as seed } from '../../scripts/seed';
 import { createDataStore } from '../../shared/data';
@@ -198,6 +199,43 @@ describe('npm run backup / restore', () => {
     const io4 = captureIo();
     expect(await runToExitCode(restore, [path.join(dir, 'missing.gz')], env(), io4)).toBe(1);
     expect(io4.text()).toMatch(/cannot read missing\.gz: no such file/);
+  });
+});
+
+describe('restoring over a database that moved on since the backup', () => {
+  it('brings an erased user back whole and leaves summaries and counters agreeing with the messages', async () => {
+    await t.db.dropDatabase();
+    expect(await runToExitCode(seed, ['--users', '4', '--messages', '80'], env(), captureIo())).toBe(0);
+    const data = createDataStore(t.db);
+    const file = path.join(dir, 'moved-on.jsonl.gz');
+    expect(await runToExitCode(backup, ['--out', file], env(), captureIo())).toBe(0);
+    const before = await snapshot();
+    const [erased, other] = before['users'] as { _id: string }[];
+    // After the backup: one user erased, another writes again.
+    expect(await data.personal.eraseUser(erased!._id)).not.toBeNull();
+    const newer = { id: 'wamid.newer', userId: other!._id, waMessageId: 'wamid.newer', text: 'newer' };
+    await data.maintenance.importMessages([{ ...newer, direction: 'inbound', createdAt: new Date() }]);
+
+    const io = captureIo();
+    expect(await runToExitCode(restore, [file], env(), io), io.text()).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(/summaries rebuilt \(newer messages than the file\):\s+1/);
+    expect(io.stdout.join('\n')).toMatch(/counters repaired \(newer messages than the file\):\s+[1-9]/);
+    const after = await snapshot();
+    expect(after['messages']).toHaveLength((before['messages']?.length ?? 0) + 1);
+    // The erased user and their messages are back exactly as in the file.
+    const mine = (docs: unknown[], id: string) =>
+      (docs as Record<string, unknown>[]).filter((d) => d['_id'] === id || d['userId'] === id);
+    expect(mine(after['users']!, erased!._id)).toEqual(mine(before['users']!, erased!._id));
+    expect(mine(after['messages']!, erased!._id)).toEqual(mine(before['messages']!, erased!._id));
+    // The newer message is kept, and counted in its user's summary and the counters.
+    expect(await data.users.getUser(other!._id)).toMatchObject({ lastMessageId: 'wamid.newer' });
+    const checked = captureIo();
+    expect(await runToExitCode(health, [], env(), checked), checked.text()).toBe(0);
+    // Restoring again ends in the same state.
+    const settled = await snapshot();
+    const again = captureIo();
+    expect(await runToExitCode(restore, [file], env(), again), again.text()).toBe(0);
+    expect(await snapshot()).toEqual(settled);
   });
 });
 

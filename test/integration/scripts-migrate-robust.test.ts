@@ -4,7 +4,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { checkStoredDocument, userIdFor, type StoredCollection } from '../../shared/data';
+import { checkStoredDocument, createDataStore, userIdFor, type StoredCollection } from '../../shared/data';
 import { runToExitCode } from '../../scripts/lib/cli';
 import { main as health } from '../../scripts/health';
 import { derivedKey, main as migrate } from '../../scripts/migrate';
@@ -84,7 +84,8 @@ describe('an interrupted migration, run again', () => {
     expect((await healthOf(t)).code).toBe(1); // the state the run left
 
     const io = captureIo();
-    expect(await runToExitCode(migrate, [file, '--batch-size', '3'], envOf(t), io)).toBe(0);
+    // 3: the fixture's orphan is archived, not imported.
+    expect(await runToExitCode(migrate, [file, '--batch-size', '3'], envOf(t), io)).toBe(3);
     const out = io.stdout.join('\n');
     expect(out).toMatch(/messages inserted:\s+4/);
     expect(out).toMatch(/already migrated:\s+7/); // 4 users and the 3 messages of the first batch
@@ -109,7 +110,7 @@ describe('an interrupted migration, run again', () => {
     // And a third run changes nothing.
     const before = await t.db.collection('stats').find({}).sort({ _id: 1 }).toArray();
     const again = captureIo();
-    expect(await runToExitCode(migrate, [file], envOf(t), again)).toBe(0);
+    expect(await runToExitCode(migrate, [file], envOf(t), again)).toBe(3);
     expect(again.stdout.join('\n')).toMatch(/summaries rebuilt \(left by an interrupted run\):\s+0/);
     expect(again.stdout.join('\n')).toMatch(/counters repaired \(left by an interrupted run\):\s+0/);
     expect(await t.db.collection('stats').find({}).sort({ _id: 1 }).toArray()).toEqual(before);
@@ -169,7 +170,7 @@ describe('messages without a WhatsApp id', () => {
         [2, 1, 'assistant', 'Guten Tag from the second bot', '', '2024-06-01 10:00:02'],
       ],
     );
-    expect(await runToExitCode(migrate, [first], envOf(t), captureIo())).toBe(0);
+    expect(await runToExitCode(migrate, [first], envOf(t), captureIo())).toBe(3);
     const io = captureIo();
     expect(await runToExitCode(migrate, [second], envOf(t), io)).toBe(0);
     expect(io.stdout.join('\n')).toMatch(/messages inserted:\s+2/);
@@ -178,9 +179,12 @@ describe('messages without a WhatsApp id', () => {
     expect(texts.map((m) => m['text'])).toEqual(['hallo', 'Guten Tag from the second bot']);
     expect(await t.db.collection('messages').countDocuments()).toBe(9);
     // Each file run again changes nothing.
-    for (const file of [first, second]) {
+    for (const [file, code] of [
+      [first, 3],
+      [second, 0],
+    ] as const) {
       const again = captureIo();
-      expect(await runToExitCode(migrate, [file], envOf(t), again)).toBe(0);
+      expect(await runToExitCode(migrate, [file], envOf(t), again)).toBe(code);
       expect(again.stdout.join('\n')).toMatch(/messages inserted:\s+0/);
     }
     expect(await t.db.collection('messages').countDocuments()).toBe(9);
@@ -190,7 +194,7 @@ describe('messages without a WhatsApp id', () => {
   it('keeps the key an earlier version gave (legacy:<row>), so its migrations stay migrated', async () => {
     const t = await freshDb('migrate-earlier-keys');
     const file = await legacyFile(LEGACY_USERS, LEGACY_MESSAGES);
-    expect(await runToExitCode(migrate, [file], envOf(t), captureIo())).toBe(0);
+    expect(await runToExitCode(migrate, [file], envOf(t), captureIo())).toBe(3);
     // What the earlier version stored for row 2: the same message under `legacy:2`.
     const messages = collectionOf(t.db, 'messages');
     const key = derivedKey(
@@ -209,7 +213,7 @@ describe('messages without a WhatsApp id', () => {
     await users.updateOne({ _id: u1, lastMessageId: key }, { $set: { lastMessageId: 'legacy:2' } });
 
     const io = captureIo();
-    expect(await runToExitCode(migrate, [file], envOf(t), io)).toBe(0);
+    expect(await runToExitCode(migrate, [file], envOf(t), io)).toBe(3);
     const out = io.stdout.join('\n');
     expect(out).toMatch(/messages inserted:\s+0/);
     expect(out).toMatch(/messages under an earlier version’s key:\s+1/);
@@ -242,15 +246,29 @@ describe('messages without a WhatsApp id', () => {
       LOOSE_SCHEMA,
     );
     const io = captureIo();
-    expect(await runToExitCode(migrate, [file], envOf(t), io)).toBe(0);
+    expect(await runToExitCode(migrate, [file], envOf(t), io)).toBe(3);
     const out = io.stdout.join('\n');
     expect(out).toMatch(/messages inserted:\s+5/);
-    expect(out).toMatch(/orphans skipped:\s+2/);
-    expect(out).toMatch(/invalid messages skipped:\s+2/);
-    expect(out).toMatch(/skipped rows \(legacy message ids\):\s+6, 7, 8, 9/);
-    expect(out).toMatch(/users without a valid number skipped:\s+1/);
-    expect(out).toMatch(/users sharing a legacy id \(their messages skipped\):\s+2/);
+    expect(out).toMatch(/orphans not imported \(archived\):\s+2/);
+    expect(out).toMatch(/invalid messages not imported \(archived\):\s+2/);
+    expect(out).toMatch(/messages not imported \(legacy message ids\):\s+6, 7, 8, 9/);
+    expect(out).toMatch(/users without a valid number not imported \(archived\):\s+1/);
+    expect(out).toMatch(/users not imported \(legacy user ids\):\s+4$/m);
+    expect(out).toMatch(/users sharing a legacy id \(their messages archived\):\s+2/);
+    // Each row not imported is archived whole, under the user it concerns when there is one.
+    const archived = await t.db.collection('events').find({ kind: 'legacy_row' }).toArray();
+    const byReason = (reason: string) => archived.filter((e) => e['reason'] === reason);
+    expect(archived).toHaveLength(5);
+    expect(byReason('user without a valid number')).toHaveLength(1);
+    expect(byReason('message without a user id')).toHaveLength(1);
+    expect(byReason('message of a user id that several user rows share')).toHaveLength(1);
     const two = userIdFor({ waId: '15550005555', bsuid: null });
+    expect(byReason('message with an unknown role').map((e) => e['userId'])).toEqual([two]);
+    expect(byReason('message with an unreadable date').map((e) => e['userId'])).toEqual([two]);
+    expect(JSON.parse(String(byReason('message with an unknown role')[0]?.['payloadJson']))).toMatchObject({
+      table: 'message',
+      row: { id: 8, user_id: 2, role: null, content: 'NULL role', meta_message_id: 'wamid.L8' },
+    });
     const stored = await t.db.collection('messages').find({}).sort({ createdAt: 1 }).toArray();
     expect(stored.map((m) => [m['userId'], m['text']])).toEqual([
       [two, 'msg A (row id 1)'],
@@ -265,8 +283,9 @@ describe('messages without a WhatsApp id', () => {
       expect(await t.db.collection('users').findOne({ waId })).toMatchObject({ messageCount: 0 });
     }
     const again = captureIo();
-    expect(await runToExitCode(migrate, [file], envOf(t), again)).toBe(0);
+    expect(await runToExitCode(migrate, [file], envOf(t), again)).toBe(3);
     expect(again.stdout.join('\n')).toMatch(/messages inserted:\s+0/);
+    expect(await t.db.collection('events').countDocuments({ kind: 'legacy_row' })).toBe(5);
     expect((await healthOf(t)).code).toBe(0);
   });
 });
@@ -300,14 +319,15 @@ describe('bounds and formats', () => {
       ],
     );
     const io = captureIo();
-    expect(await runToExitCode(migrate, [file], envOf(t), io)).toBe(0);
+    expect(await runToExitCode(migrate, [file], envOf(t), io)).toBe(3);
     const out = io.stdout.join('\n');
-    expect(out).toMatch(/users without a valid number skipped:\s+2/);
-    expect(out).toMatch(/orphans skipped:\s+1/); // the forty-digit sender's message
-    expect(out).toMatch(/invalid messages skipped:\s+1/);
-    expect(out).toMatch(/skipped rows \(legacy message ids\):\s+5, 10/);
+    expect(out).toMatch(/users without a valid number not imported \(archived\):\s+2/);
+    expect(out).toMatch(/users not imported \(legacy user ids\):\s+2, 3$/m);
+    expect(out).toMatch(/orphans not imported \(archived\):\s+1/); // the forty-digit sender's message
+    expect(out).toMatch(/invalid messages not imported \(archived\):\s+1/);
+    expect(out).toMatch(/messages not imported \(legacy message ids\):\s+5, 10/);
     expect(out).toMatch(/names cut:\s+1/);
-    expect(out).toMatch(/texts cut:\s+2/);
+    expect(out).toMatch(/texts cut \(whole row archived\):\s+2/);
     expect(out).toMatch(/binary texts read as UTF-8:\s+1/);
     expect(out).toMatch(/message ids out of bounds \(derived key used\):\s+1/);
     expect(out).toMatch(/future times replaced:\s+2/);
@@ -344,7 +364,71 @@ describe('bounds and formats', () => {
     expect((await healthOf(t)).code).toBe(0);
     // Run again: nothing new, the future-dated message without a wamid included.
     const again = captureIo();
-    expect(await runToExitCode(migrate, [file], envOf(t), again)).toBe(0);
+    expect(await runToExitCode(migrate, [file], envOf(t), again)).toBe(3);
     expect(again.stdout.join('\n')).toMatch(/messages inserted:\s+0/);
+  });
+});
+
+describe('numbers and schemas as operators have them', () => {
+  it('reads numbers as people wrote them, keeps the ids an earlier version gave, and tolerates columns', async () => {
+    const t = await freshDb('migrate-numbers');
+    // An earlier version stored `0044 20 7946 0004` under the digits it read: that user stays.
+    const store = createDataStore(t.db);
+    const earlier = { name: null, createdAt: new Date('2024-01-01T00:00:00Z'), optedOut: false };
+    await store.maintenance.importUsers([{ ...earlier, waId: '00442079460004' }]);
+    // No updated_at nor meta_message_id; an extra column each; a user_id without a declared type.
+    const file = await legacyFile(
+      [
+        [1, '+1 555 010 0001', 'Alice', 1, '2024-01-01 10:00:00', 'x'],
+        [2, '0015550100001', 'Alice 00', 1, '2024-01-01 10:00:00', 'x'],
+        [3, 'tel:+1-555-010-0001', 'Alice tel', 1, '2024-01-01 10:00:00', 'x'],
+        [4, '4915112345679.0', 'From a float column', 1, '2024-01-01 10:00:00', 'x'],
+        [5, '+44 (0) 20 7946 0003', 'UK', 1, '2024-01-01 10:00:00', 'x'],
+        [6, '0044 20 7946 0004', 'Earlier', 1, '2024-01-01 10:00:00', 'x'],
+      ],
+      [
+        [1, 2, 'user', 'to Alice', 1704103212.5, 'sms'],
+        [2, 3, 'assistant', 'to Alice too', '2024-01-01T10:00:13+00:00', 'sms'],
+        [3, '4', 'user', 'text user id', '2024-01-01 10:00:14', 'sms'],
+        [4, 5, 'user', 'uk', '2024-01-01 10:00:15', 'sms'],
+        [5, 6, 'user', 'earlier', '2024-01-01 10:00:16', 'sms'],
+      ],
+      `CREATE TABLE user (id INTEGER PRIMARY KEY, phone_number VARCHAR, name VARCHAR, is_active BOOLEAN, created_at DATETIME, extra TEXT);
+       CREATE TABLE message (id INTEGER PRIMARY KEY, user_id, role VARCHAR, content VARCHAR, created_at DATETIME, channel TEXT);`,
+    );
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(/users merged \(same number\):\s+2/);
+    const users = await t.db.collection('users').find({}).sort({ waId: 1 }).toArray();
+    expect(users.map((u) => [u['waId'], u['messageCount']])).toEqual([
+      ['00442079460004', 1],
+      ['15550100001', 2],
+      ['442079460003', 1],
+      ['4915112345679', 1],
+    ]);
+    const first = await t.db.collection('messages').findOne({ text: 'to Alice' });
+    expect((first?.['createdAt'] as Date).toISOString()).toBe('2024-01-01T10:00:12.500Z');
+    expect(await t.db.collection('events').countDocuments()).toBe(0);
+    const again = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), again)).toBe(0);
+    expect(again.stdout.join('\n')).toMatch(/already migrated:\s+9/);
+    expect((await healthOf(t)).code).toBe(0);
+  });
+
+  it('migrates an empty database, and names a missing required column', async () => {
+    const t = await freshDb('migrate-empty');
+    const empty = await legacyFile([], []);
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [empty], envOf(t), io)).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(/messages inserted:\s+0/);
+    const noRole = await legacyFile(
+      [],
+      [],
+      `CREATE TABLE user (id INTEGER, phone_number VARCHAR);
+       CREATE TABLE message (id INTEGER, user_id INTEGER, content VARCHAR, created_at DATETIME);`,
+    );
+    const refused = captureIo();
+    expect(await runToExitCode(migrate, [noRole], envOf(t), refused)).toBe(1);
+    expect(refused.text()).toMatch(/unexpected legacy schema: table "message" has no column "role"/);
   });
 });

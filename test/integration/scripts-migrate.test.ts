@@ -100,22 +100,43 @@ describe('npm run migrate', () => {
 
   it('--dry-run reports and writes nothing', async () => {
     const io = captureIo();
-    expect(await runToExitCode(migrate, [legacyFile, '--dry-run'], env(), io)).toBe(0);
+    // Exit 3: the orphan (row 4) cannot be imported.
+    expect(await runToExitCode(migrate, [legacyFile, '--dry-run'], env(), io)).toBe(3);
     const out = io.stdout.join('\n');
     expect(out).toMatch(/dry run/);
     expect(out).toMatch(/users:\s+4/);
     expect(out).toMatch(/messages:\s+7/);
     expect(out).toMatch(/duplicates skipped:\s+1/);
-    expect(out).toMatch(/orphans skipped:\s+1/);
+    expect(out).toMatch(/orphans not imported \(archived\):\s+1/);
+    expect(out).toMatch(/rows to archive:\s+1/);
+    expect(io.stderr.join('\n')).toMatch(/NOT EVERYTHING WAS IMPORTED: 0 user row\(s\) and 1 message row/);
     const collections = await t.db.listCollections().toArray();
     expect(collections).toHaveLength(0);
   });
 
   it('moves the legacy data exactly', async () => {
     const io = captureIo();
-    expect(await runToExitCode(migrate, [legacyFile, '--batch-size', '3'], env(), io)).toBe(0);
+    expect(await runToExitCode(migrate, [legacyFile, '--batch-size', '3'], env(), io)).toBe(3);
     const out = io.stdout.join('\n');
     expect(out).toMatch(/users inserted:\s+4/);
+    expect(out).toMatch(/messages not imported \(legacy message ids\):\s+4$/m);
+    expect(out).toMatch(/rows archived \(kind legacy_row\):\s+1/);
+    expect(io.stderr.join('\n')).toMatch(/NOT EVERYTHING WAS IMPORTED.*kind legacy_row.*Exit code 3/);
+    // The orphan is not lost: its row is archived whole, as the file holds it.
+    const archived = await t.db.collection('events').find({ kind: 'legacy_row' }).toArray();
+    expect(archived).toHaveLength(1);
+    expect(archived[0]).toMatchObject({ reason: 'message of a missing user', userId: null, subject: null });
+    expect(JSON.parse(String(archived[0]?.['payloadJson']))).toEqual({
+      table: 'message',
+      row: {
+        user_id: 99,
+        role: 'user',
+        content: 'orphan',
+        created_at: '2024-01-01 11:00:00',
+        id: 4,
+        meta_message_id: null,
+      },
+    });
     expect(out).toMatch(/messages inserted:\s+7/);
     expect(out).toMatch(/inbound:\s+4/);
     expect(out).toMatch(/outbound:\s+3/);
@@ -279,8 +300,9 @@ describe('npm run migrate', () => {
   it('changes nothing when run again', async () => {
     const before = await snapshot(t.db);
     const io = captureIo();
-    expect(await runToExitCode(migrate, [legacyFile], env(), io)).toBe(0);
+    expect(await runToExitCode(migrate, [legacyFile], env(), io)).toBe(3);
     expect(io.stdout.join('\n')).toMatch(/messages inserted:\s+0/);
+    expect(io.stdout.join('\n')).toMatch(/rows archived by an earlier run:\s+1/);
     expect(io.stdout.join('\n')).toMatch(/users inserted:\s+0/);
     expect(await snapshot(t.db)).toEqual(before);
   });
@@ -297,7 +319,7 @@ describe('npm run migrate', () => {
     ];
     expect(lowered.map((r) => r.modifiedCount)).toEqual([1, 1, 1]);
     const io = captureIo();
-    expect(await runToExitCode(migrate, [legacyFile], env(), io)).toBe(0);
+    expect(await runToExitCode(migrate, [legacyFile], env(), io)).toBe(3);
     expect(io.stdout.join('\n')).toMatch(/messages inserted:\s+1/);
     expect(await store.stats.totals()).toMatchObject({ inbound: 4, outbound: 3, newUsers: 4 });
     expect((await store.stats.daily(new Date('2024-01-03T23:00:00Z'), 1))[0]).toEqual({
