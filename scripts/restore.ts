@@ -12,11 +12,14 @@ import {
   BACKUP_VERSION,
   checkStoredDocument,
   DOC_SCHEMAS,
+  ERASE_STALE_MS,
+  ErasedSinceBackup,
   fromEjsonLine,
   fromEjsonLineRelaxed,
   isStoredCollection,
   RestoreWriteError,
   RETIRED_COLLECTIONS,
+  type BackedUpUser,
   type DataStore,
   type ImportSettlement,
   type StoredCollection,
@@ -42,8 +45,10 @@ Usage: npm run restore -- FILE [--include-tokens] [--batch-size N]
 Writes the documents of a backup made with \`npm run backup\` back into the database: each
 document replaces the one with the same _id, or is inserted. Documents not in the backup are left
 alone; summaries and counters that then disagree with the stored messages (the database had
-newer messages than the file) are rebuilt as \`npm run health -- --repair\` does. Restoring the
-same file twice changes nothing.
+newer messages than the file) are rebuilt as \`npm run health -- --repair\` does. A user the audit
+trail says was erased after the backup began (or up to ten minutes before: an erase still under
+way) stays erased: the file's record of them, their messages and archived items are left out, and
+the counters lose what the file held of them. Restoring the same file twice changes nothing.
 
 Every document is checked against the schema of its collection before anything is written, and
 the documents of each collection are counted against the file's header: on the first document
@@ -106,8 +111,8 @@ type Counts = Record<string, number>;
 const add = (counts: Counts, key: string, n = 1) => (counts[key] = (counts[key] ?? 0) + n);
 const sum = (counts: Counts) => Object.values(counts).reduce((a, b) => a + b, 0);
 
-/** The header line: format and version checked; returns the documents it counts per collection. */
-function readHeader(line: string | undefined, file: string): Counts {
+/** The header line: format and version checked; returns the documents it counts per collection, and when the backup began. */
+function readHeader(line: string | undefined, file: string): { counts: Counts; createdAt: Date | null } {
   let header: unknown;
   try {
     header = line === undefined ? undefined : fromEjsonLine(line);
@@ -137,7 +142,9 @@ function readHeader(line: string | undefined, file: string): Counts {
       if (!Number.isSafeInteger(value) || value < 0) return bad(`its count of ${safeName(c)}`);
       counts[c] = value;
     }
-    return counts;
+    const createdAt =
+      h['createdAt'] instanceof Date && !Number.isNaN(h['createdAt'].getTime()) ? h['createdAt'] : null;
+    return { counts, createdAt };
   }
   return bad('the documents it holds');
 
@@ -161,6 +168,13 @@ function checkCounts(file: string, expected: Counts, found: Counts): void {
       `${path.basename(file)} does not hold the documents its header counts (${differ.join('; ')}); the file is incomplete or was altered; nothing was restored`,
     );
   }
+}
+
+/** What the first pass keeps of a file: when the backup began, its users, their message counts. */
+interface FileContents {
+  createdAt: Date | null;
+  readonly users: BackedUpUser[];
+  readonly messagesPerUser: Map<string, number>;
 }
 
 /** One document line of a backup, after the header. */
@@ -204,10 +218,12 @@ async function check(
   lines: AsyncIterableIterator<string>,
   file: string,
   io: Io,
-  messagesPerUser: Map<string, number>,
+  seen: FileContents,
 ): Promise<Counts> {
   const first = await lines.next();
-  const expected = readHeader(first.done ? undefined : first.value, file);
+  const header = readHeader(first.done ? undefined : first.value, file);
+  const expected = header.counts;
+  seen.createdAt = header.createdAt;
   const bar = progress(io, 'checking', sum(expected));
   const found: Counts = {};
   let done = 0;
@@ -227,7 +243,12 @@ async function check(
     }
     add(found, collection);
     const userId = collection === 'messages' ? (doc as { userId?: unknown }).userId : null;
-    if (typeof userId === 'string') messagesPerUser.set(userId, (messagesPerUser.get(userId) ?? 0) + 1);
+    if (typeof userId === 'string')
+      seen.messagesPerUser.set(userId, (seen.messagesPerUser.get(userId) ?? 0) + 1);
+    if (collection === 'users') {
+      const { _id, createdAt, waId, bsuid, previousWaIds } = doc as BackedUpUser;
+      seen.users.push({ _id, createdAt, waId, bsuid, previousWaIds });
+    }
     if (++done % 1000 === 0) bar.update(done);
   }
   bar.update(done);
@@ -246,6 +267,7 @@ async function write(
   batchSize: number,
   io: Io,
   restored: Counts,
+  erased: ErasedSinceBackup,
 ): Promise<void> {
   await lines.next(); // the header, checked in the first pass
   // Indexes first: Cosmos DB builds a unique index (tokens.hash) only on an empty collection.
@@ -268,6 +290,10 @@ async function write(
   };
   for await (const { collection: c, doc } of entries(lines, file, fromEjsonLine)) {
     if (!isStoredCollection(c) || !wanted(c)) continue;
+    if (erased.leavesOut(c, doc as Record<string, unknown>)) {
+      bar.update(++done);
+      continue;
+    }
     const docs = pending.get(c) ?? [];
     docs.push(doc);
     pending.set(c, docs);
@@ -326,10 +352,10 @@ const isReadError = (error: unknown) => {
 };
 
 /** The first pass over the file, turning gzip and read errors into clear messages. */
-async function checkFile(file: string, io: Io, messagesPerUser: Map<string, number>): Promise<Counts> {
+async function checkFile(file: string, io: Io, seen: FileContents): Promise<Counts> {
   const lines = readLines(file);
   try {
-    return await check(lines, file, io, messagesPerUser);
+    return await check(lines, file, io, seen);
   } catch (error) {
     if (error instanceof ScriptError) throw error;
     if (!isReadError(error)) throw error;
@@ -353,23 +379,32 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   const includeTokens = values['include-tokens'] === true;
   const started = Date.now();
   // The whole file is checked before the database is touched.
-  const messagesPerUser = new Map<string, number>();
-  const found = await checkFile(file, io, messagesPerUser);
+  const seen: FileContents = { createdAt: null, users: [], messagesPerUser: new Map() };
+  const found = await checkFile(file, io, seen);
+  const { messagesPerUser } = seen;
   const wanted = (c: StoredCollection) => c !== 'tokens' || includeTokens;
   const collections = Object.keys(DOC_SCHEMAS).filter(isStoredCollection);
   const total = collections.filter(wanted).reduce((n, c) => n + (found[c] ?? 0), 0);
   const restored: Counts = {};
   let settled: ImportSettlement = { summariesRebuilt: 0, countersRepaired: [] };
+  let erased: ErasedSinceBackup | null = null;
   let writing = false;
   try {
     await withDataStore(env, io, async (store) => {
+      // An erase recorded since the backup began (or one still under way then) stays done: the
+      // file's records of those users, their messages and archived items are not written back.
+      const since = new Date((seen.createdAt?.getTime() ?? 0) - ERASE_STALE_MS);
+      const leftOut = new ErasedSinceBackup(await store.personal.erasuresSince(since), seen.users);
+      erased = leftOut;
       const lines = readLines(file);
       writing = true;
       try {
-        await write(store, lines, file, wanted, total, batchSize, io, restored);
+        await write(store, lines, file, wanted, total, batchSize, io, restored, leftOut);
       } finally {
         await lines.return(undefined);
       }
+      // The file's counters still count what was left out: taken out as the erase did.
+      await store.personal.uncount(leftOut.delta);
       // Documents not in the file stay: over a database that moved on since the backup (newer
       // messages, a user who wrote again after an erase), a restored summary or counter would
       // disagree with the stored messages. Those users' summaries, and counters below what is
@@ -397,6 +432,12 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
     ['documents', total],
   ];
   if (skippedTokens) rows.push(['tokens skipped', `${skippedTokens} (restore them with --include-tokens)`]);
+  const left = (erased as ErasedSinceBackup | null)?.left;
+  if (left && left.users + left.messages + left.events > 0)
+    rows.push([
+      'left out (erased after the backup)',
+      `${left.users} users, ${left.messages} messages, ${left.events} archived items`,
+    ]);
   for (const c of RETIRED_COLLECTIONS) {
     if (found[c]) rows.push([`${c} skipped`, `${found[c]} (collection no longer used)`]);
   }

@@ -51,7 +51,7 @@ export interface EraseReport {
   readonly events: number;
 }
 
-const subjectsOf = (u: UserDoc): string[] =>
+const subjectsOf = (u: Omit<BackedUpUser, '_id' | 'createdAt'>): string[] =>
   [u.waId, u.bsuid, ...(u.previousWaIds ?? [])].filter((v): v is string => Boolean(v)).map(subjectOf);
 
 export class PersonalData {
@@ -221,8 +221,92 @@ export class PersonalData {
     await this.events.deleteOne({ _id: id, kind: AUDIT_KIND });
   }
 
+  /**
+   * The users erased at or after `since`, by the audit trail (the latest erase of each): a restore
+   * of a backup made before must not bring them back (`ErasedSinceBackup`).
+   */
+  async erasuresSince(since: Date): Promise<Map<string, Date>> {
+    const docs = await this.events.find(
+      { kind: AUDIT_KIND, createdAt: { $gte: since } },
+      { projection: { reason: 1, userId: 1, createdAt: 1 } },
+    );
+    const erased = new Map<string, Date>();
+    for (const d of docs) {
+      if (d.reason !== 'erase' || !d.userId) continue;
+      const known = erased.get(d.userId);
+      if (!known || d.createdAt > known) erased.set(d.userId, d.createdAt);
+    }
+    return erased;
+  }
+
+  /** Takes out of the counters what a restore left out of what it wrote (`ErasedSinceBackup.delta`). */
+  async uncount(delta: CounterDelta): Promise<void> {
+    await this.stats.apply(delta);
+  }
+
   async auditTrail(limit = 100): Promise<ArchivedEvent[]> {
     const docs = await this.events.find({ kind: AUDIT_KIND }, { sort: { kind: 1, createdAt: 1 }, limit });
     return docs.map(toEvent);
+  }
+}
+
+/** What a backup holds of a user that decides whether an erase recorded since applies to it. */
+export interface BackedUpUser {
+  readonly _id: string;
+  readonly createdAt: Date;
+  readonly waId?: string | null | undefined;
+  readonly bsuid?: string | null | undefined;
+  readonly previousWaIds?: readonly string[] | null | undefined;
+}
+
+/**
+ * What a restore leaves out so that an erase the audit trail records after the backup was made
+ * stays done: a user of the file erased after that record of them was made (a person who wrote
+ * again after an erase, and whose new record the file holds, is kept), their messages and the
+ * archived items that concern them, as the erase found them. The file's counters still count
+ * what is left out: `delta` takes it out again, as the erase did, once the counters are written.
+ */
+export class ErasedSinceBackup {
+  private readonly userIds = new Set<string>();
+  private readonly subjects = new Set<string>();
+  readonly delta = new CounterDelta();
+  readonly left = { users: 0, messages: 0, events: 0 };
+
+  constructor(erasures: ReadonlyMap<string, Date>, backedUp: Iterable<BackedUpUser>) {
+    for (const user of backedUp) {
+      const erasedAt = erasures.get(user._id);
+      if (!erasedAt || erasedAt < user.createdAt) continue;
+      this.userIds.add(user._id);
+      for (const subject of subjectsOf(user)) this.subjects.add(subject);
+    }
+  }
+
+  get users(): number {
+    return this.userIds.size;
+  }
+
+  /** True when the restore must not write this document of the file (and counts it left out). */
+  leavesOut(collection: string, doc: Record<string, unknown>): boolean {
+    if (this.userIds.size === 0) return false;
+    if (collection === 'users' && this.userIds.has(doc['_id'] as string)) {
+      if (doc['createdAt'] instanceof Date) this.delta.user(doc['createdAt'], -1);
+      this.left.users++;
+      return true;
+    }
+    if (collection === 'messages' && this.userIds.has(doc['userId'] as string)) {
+      const counted = countedAs(doc as unknown as MessageDoc);
+      if (counted) this.delta.message(counted, -1);
+      this.left.messages++;
+      return true;
+    }
+    if (
+      collection === 'events' &&
+      doc['kind'] !== AUDIT_KIND &&
+      (this.userIds.has(doc['userId'] as string) || this.subjects.has(doc['subject'] as string))
+    ) {
+      this.left.events++;
+      return true;
+    }
+    return false;
   }
 }

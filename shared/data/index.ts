@@ -33,6 +33,7 @@ export {
 } from './doc-schemas';
 export { fold, queryTerms, words } from './terms';
 export { CounterDelta, dayKey } from './stats';
+export { ErasedSinceBackup, type BackedUpUser } from './erase';
 export { preview, type SummaryMessage } from './summary';
 export { boundedJson, MAX_RAW_JSON } from './bounded-json';
 export { subjectOf } from './events';

@@ -12,7 +12,7 @@ import { main as indexes } from '../../scripts/indexes';
 import { main as health } from '../../scripts/health';
 import { main as restore } from '../../scripts/restore';
 import { main as seed } from '../../scripts/seed';
-import { createDataStore } from '../../shared/data';
+import { createDataStore, ErasedSinceBackup, subjectOf } from '../../shared/data';
 import { hashToken } from '../../shared/manage/auth';
 import { testDatabase, type TestDatabase } from '../helpers/db';
 import { captureIo, runScriptUntil } from '../fixtures/scripts';
@@ -203,31 +203,47 @@ describe('npm run backup / restore', () => {
 });
 
 describe('restoring over a database that moved on since the backup', () => {
-  it('brings an erased user back whole and leaves summaries and counters agreeing with the messages', async () => {
+  it('leaves an erased user erased, keeps newer messages, and leaves summaries and counters agreeing with the messages', async () => {
     await t.db.dropDatabase();
     expect(await runToExitCode(seed, ['--users', '4', '--messages', '80'], env(), captureIo())).toBe(0);
     const data = createDataStore(t.db);
     const file = path.join(dir, 'moved-on.jsonl.gz');
     expect(await runToExitCode(backup, ['--out', file], env(), captureIo())).toBe(0);
     const before = await snapshot();
-    const [erased, other] = before['users'] as { _id: string }[];
-    // After the backup: one user erased, another writes again.
+    const [erased, other] = before['users'] as { _id: string; waId: string }[];
+    const mine = (docs: unknown[], id: string) =>
+      (docs as Record<string, unknown>[]).filter((d) => d['_id'] === id || d['userId'] === id);
+    const erasedMessages = mine(before['messages']!, erased!._id).length;
+    expect(erasedMessages).toBeGreaterThan(0);
+    // After the backup: one user erased (as the management API does: audited, then erased), and
+    // another writes again.
+    await data.personal.audit({ tokenName: 'ops', action: 'erase', userId: erased!._id, at: new Date() });
     expect(await data.personal.eraseUser(erased!._id)).not.toBeNull();
+    const erasedState = await snapshot();
     const newer = { id: 'wamid.newer', userId: other!._id, waMessageId: 'wamid.newer', text: 'newer' };
     await data.maintenance.importMessages([{ ...newer, direction: 'inbound', createdAt: new Date() }]);
 
     const io = captureIo();
     expect(await runToExitCode(restore, [file], env(), io), io.text()).toBe(0);
-    expect(io.stdout.join('\n')).toMatch(/summaries rebuilt \(newer messages than the file\):\s+1/);
-    expect(io.stdout.join('\n')).toMatch(/counters repaired \(newer messages than the file\):\s+[1-9]/);
+    const out = io.stdout.join('\n');
+    expect(out).toMatch(/summaries rebuilt \(newer messages than the file\):\s+1/);
+    expect(out).toMatch(
+      new RegExp(`left out \\(erased after the backup\\):\\s+1 users, ${erasedMessages} messages`),
+    );
     const after = await snapshot();
-    expect(after['messages']).toHaveLength((before['messages']?.length ?? 0) + 1);
-    // The erased user and their messages are back exactly as in the file.
-    const mine = (docs: unknown[], id: string) =>
-      (docs as Record<string, unknown>[]).filter((d) => d['_id'] === id || d['userId'] === id);
-    expect(mine(after['users']!, erased!._id)).toEqual(mine(before['users']!, erased!._id));
-    expect(mine(after['messages']!, erased!._id)).toEqual(mine(before['messages']!, erased!._id));
-    // The newer message is kept, and counted in its user's summary and the counters.
+    // The erase stays done: nothing of the erased user came back, the counters are as the erase
+    // left them plus the newer message.
+    expect(mine(after['users']!, erased!._id)).toEqual([]);
+    expect(mine(after['messages']!, erased!._id)).toEqual([]);
+    expect(after['messages']).toHaveLength((before['messages']?.length ?? 0) - erasedMessages + 1);
+    expect(JSON.stringify(after)).not.toContain(erased!.waId);
+    const totals = (state: Record<string, unknown[]>) =>
+      (state['stats'] as Record<string, unknown>[]).find((d) => d['_id'] === 'totals');
+    expect(totals(after)).toMatchObject({
+      ...(totals(erasedState) as object),
+      inbound: (totals(erasedState)?.['inbound'] as number) + 1,
+    });
+    // The newer message is kept, and counted in its user's summary.
     expect(await data.users.getUser(other!._id)).toMatchObject({ lastMessageId: 'wamid.newer' });
     const checked = captureIo();
     expect(await runToExitCode(health, [], env(), checked), checked.text()).toBe(0);
@@ -236,6 +252,35 @@ describe('restoring over a database that moved on since the backup', () => {
     const again = captureIo();
     expect(await runToExitCode(restore, [file], env(), again), again.text()).toBe(0);
     expect(await snapshot()).toEqual(settled);
+  });
+
+  it('an erase applies to the record of the user it erased, not to the person who wrote again after it', () => {
+    const erasedAt = new Date('2026-05-01T12:00:00Z');
+    const erasures = new Map([
+      ['u-old', erasedAt],
+      ['u-again', erasedAt],
+    ]);
+    const leftOut = new ErasedSinceBackup(erasures, [
+      { _id: 'u-old', createdAt: new Date('2026-04-01T00:00:00Z'), waId: '15550001111' },
+      { _id: 'u-again', createdAt: new Date('2026-05-01T12:05:00Z'), waId: '15550002222' },
+      { _id: 'u-kept', createdAt: new Date('2026-04-01T00:00:00Z'), waId: '15550003333' },
+    ]);
+    expect(leftOut.users).toBe(1);
+    expect(leftOut.leavesOut('users', { _id: 'u-old', createdAt: new Date('2026-04-01T00:00:00Z') })).toBe(
+      true,
+    );
+    expect(leftOut.leavesOut('messages', { _id: 'm1', userId: 'u-old' })).toBe(true);
+    expect(
+      leftOut.leavesOut('events', { _id: 'e1', kind: 'system', subject: subjectOf('15550001111') }),
+    ).toBe(true);
+    // The audit trail stays; the others' documents are written.
+    expect(leftOut.leavesOut('events', { _id: 'a1', kind: 'audit', userId: 'u-old' })).toBe(false);
+    expect(leftOut.leavesOut('users', { _id: 'u-again', createdAt: new Date('2026-05-01T12:05:00Z') })).toBe(
+      false,
+    );
+    expect(leftOut.leavesOut('messages', { _id: 'm2', userId: 'u-kept' })).toBe(false);
+    expect(leftOut.left).toEqual({ users: 1, messages: 1, events: 1 });
+    expect(leftOut.delta.totals.newUsers).toBe(-1);
   });
 });
 
