@@ -38,7 +38,10 @@ export function verifyWebhook(runtime: Runtime = defaultRuntime) {
       ) {
         return text(200, challenge);
       }
-      loggerOf(context).warn('webhook verification refused', { mode: mode ?? '-' });
+      // Never the query's values: anyone may send anything there (a number, a token, line breaks).
+      loggerOf(context).warn('webhook verification refused', {
+        mode: mode === null ? '-' : mode === 'subscribe' ? 'subscribe' : 'other',
+      });
       return text(403, 'Forbidden');
     } catch (error) {
       return errorResponse(error, context);

@@ -178,6 +178,35 @@ async function readBody(request: HttpRequest): Promise<unknown> {
   }
 }
 
+const LOOPBACK_NAMES: ReadonlySet<string> = new Set(['127.0.0.1', 'localhost', '[::1]']);
+/** A loopback peer as the local host writes it in X-Forwarded-For (`ip:port`, `[ipv6]:port`). */
+const LOOPBACK_PEER =
+  /^(?:127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\]|\[::ffff:127\.\d{1,3}\.\d{1,3}\.\d{1,3}\])(?::\d+)?$/i;
+
+/**
+ * Whether a request comes straight from this machine's own pages and programs. The simulator signs
+ * whatever it is sent and reads anyone's conversation without a token, so: its Host is a loopback
+ * name (not a name an attacker's DNS rebinds to 127.0.0.1); nothing forwarded it (a tunnel that
+ * brings Meta's webhooks in says whom it forwards for); and a browser's Origin, when it sends one,
+ * is this server's (not another site posting to it).
+ */
+export function fromThisMachine(request: HttpRequest): boolean {
+  const host = request.headers.get('host') ?? '';
+  let hostname: string;
+  try {
+    hostname = new URL(`http://${host}`).hostname;
+  } catch {
+    return false;
+  }
+  if (!LOOPBACK_NAMES.has(hostname)) return false;
+  if (request.headers.has('forwarded') || request.headers.has('x-forwarded-host')) return false;
+  // The local host appends the peer's address: one entry, and a loopback one, when none came in.
+  const forwardedFor = (request.headers.get('x-forwarded-for') ?? '').split(',');
+  if (forwardedFor.length !== 1 || !LOOPBACK_PEER.test(forwardedFor[0]?.trim() ?? '')) return false;
+  const origin = request.headers.get('origin');
+  return origin === null || origin.toLowerCase() === `http://${host.toLowerCase()}`;
+}
+
 /** The simulator's routes, for the local host to append to the app's definitions. */
 export function simulatorDefinitions(runtime: Runtime): HttpDefinition[] {
   const script = path.join(packageRoot(), 'dist', 'web', 'simulator', 'app.js');
@@ -191,7 +220,19 @@ export function simulatorDefinitions(runtime: Runtime): HttpDefinition[] {
     route: string,
     methods: HttpDefinition['methods'],
     handler: HttpDefinition['handler'],
-  ): HttpDefinition => ({ kind: 'http', name, route, methods, authLevel: 'anonymous', handler });
+  ): HttpDefinition => ({
+    kind: 'http',
+    name,
+    route,
+    methods,
+    authLevel: 'anonymous',
+    handler: async (request, context) =>
+      fromThisMachine(request)
+        ? handler(request, context)
+        : json(403, {
+            error: { code: 'FORBIDDEN', message: 'the simulator answers only requests made on this machine' },
+          }),
+  });
 
   return [
     definition('devChatPage', SIMULATOR_ROUTE, ['GET'], page(SIMULATOR_HTML, 'text/html; charset=utf-8')),

@@ -4,6 +4,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
+import { privateDir } from './paths';
 
 /** Azurite's well-known development account (public, documented by Microsoft; not a secret). */
 const ACCOUNT = 'devstoreaccount1';
@@ -34,7 +35,7 @@ export async function startAzurite(options: {
   durableQueues?: readonly string[];
 }): Promise<Azurite> {
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  await fs.mkdir(options.location, { recursive: true });
+  await privateDir(options.location);
   // Azurite's queue service with faster persistence for local use (see azurite-queue.js).
   // From scripts/lib (tsx) or dist/scripts/lib (built, where tsc does not copy .js files).
   const main = [

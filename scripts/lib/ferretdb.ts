@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Log, ResolvedDatabase } from './database-types';
 import { FERRETDB_VERSION } from './ferretdb-build';
-import { displayPath } from './paths';
+import { displayPath, privateDir } from './paths';
 import { canConnect, freePort, ping } from './probe';
 import { sleep } from '../../shared/time';
 import { errorMessage, tail, within } from './subprocess';
@@ -42,7 +42,7 @@ export async function startFerretDb(
 ): Promise<FerretDbServer> {
   const persistentDir = options.persistentDir;
   const dir = persistentDir ?? (await fs.mkdtemp(path.join(os.tmpdir(), 'ferretdb-test-')));
-  await fs.mkdir(dir, { recursive: true });
+  await privateDir(dir);
   const started = Date.now();
   let lastError: unknown;
   try {

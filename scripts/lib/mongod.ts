@@ -3,7 +3,7 @@
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Log, ResolvedDatabase } from './database-types';
-import { cacheRoot, displayPath, homeDir, repoRoot } from './paths';
+import { cacheRoot, displayPath, homeDir, privateDir, repoRoot } from './paths';
 import { errorMessage, lastLine, run } from './subprocess';
 
 const DOWNLOAD_TIMEOUT_MS = 20_000;
@@ -26,7 +26,7 @@ export async function startMongod(
   const binary = found.binary;
   const started = Date.now();
   try {
-    if (dbPath) await fs.mkdir(dbPath, { recursive: true });
+    if (dbPath) await privateDir(dbPath);
     const server = await mms.MongoMemoryServer.create({
       binary: { systemBinary: binary },
       instance: dbPath ? { ip: '127.0.0.1', dbPath, storageEngine: 'wiredTiger' } : { ip: '127.0.0.1' },

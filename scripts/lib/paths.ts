@@ -1,5 +1,5 @@
 // Where the database tooling keeps its files: the repository, its .data folder, the user cache.
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, promises as fs, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -16,6 +16,16 @@ export function repoRoot(): string {
 
 export function defaultDataDir(): string {
   return path.join(repoRoot(), '.data');
+}
+
+/**
+ * Creates a folder for the local servers' files (every user's number, name and messages, queued
+ * notifications) readable by its owner only, and takes that right back from others when an
+ * earlier version made it open to them.
+ */
+export async function privateDir(dir: string): Promise<void> {
+  await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  await fs.chmod(dir, 0o700);
 }
 
 /** The user's home as `env` sees it (so a test can point it elsewhere). */

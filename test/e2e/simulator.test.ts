@@ -1,6 +1,7 @@
 // The chat simulator of `npm run dev` in headless Chromium: what a developer types reaches the
 // webhook signed as Meta sends it, and the bot's replies come back with their delivery status.
 import { mkdirSync } from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -157,6 +158,50 @@ describe.skipIf(!CHROMIUM)('chat simulator, dry run (no settings)', () => {
     });
     expect((await conversation(chat.data, WA_ID)).length).toBe(count);
     expect(chat.errors).toEqual([]);
+  });
+
+  it('answers only this machine: not another site (CSRF), a rebound name or a tunnel', async () => {
+    // The simulator signs whatever it is sent and reads anyone's conversation without a token:
+    // a web page the developer visits, or anyone reaching the dev server through a tunnel for
+    // Meta's webhooks, must not use it.
+    const count = (await conversation(chat.data, WA_ID)).length;
+    const url = new URL(chat.dev.url);
+    const request = (method: string, route: string, headers: Record<string, string>, body?: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.request(
+          { host: url.hostname, port: url.port, method, path: `/api/dev/chat${route}`, headers },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          },
+        );
+        req.on('error', reject);
+        req.end(body);
+      });
+    const send = JSON.stringify({ kind: 'text', waId: WA_ID, name: 'Eve', text: 'forged' });
+    const read = `/messages?waId=${WA_ID}`;
+    // A page of another site posting without a preflight (text/plain), and one on this machine.
+    for (const origin of ['https://evil.example', 'http://localhost:3000', 'null'])
+      expect(await request('POST', '/send', { 'Content-Type': 'text/plain', Origin: origin }, send)).toBe(
+        403,
+      );
+    // DNS rebinding: evil.example resolved to 127.0.0.1, the browser's request is same-origin.
+    expect(await request('GET', read, { Host: `evil.example:${url.port}` })).toBe(403);
+    expect(
+      await request('POST', '/send', { Host: 'evil.example', 'Content-Type': 'application/json' }, send),
+    ).toBe(403);
+    // A tunnel (ngrok, cloudflared, dev tunnels) says whom it forwards for.
+    for (const forwarded of [
+      { 'X-Forwarded-For': '203.0.113.7' },
+      { Forwarded: 'for=203.0.113.7' },
+      { 'X-Forwarded-Host': 'abc.ngrok.app' },
+    ])
+      expect(await request('GET', read, forwarded)).toBe(403);
+    expect((await conversation(chat.data, WA_ID)).length).toBe(count);
+    // This machine's own requests still work, with the same-origin Origin a page sends.
+    expect(await request('GET', read, {})).toBe(200);
+    expect(await request('GET', read, { Host: `localhost:${url.port}` })).toBe(200);
+    expect(await request('GET', '', { Origin: chat.dev.url })).toBe(200);
   });
 });
 

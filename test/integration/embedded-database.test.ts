@@ -1,7 +1,7 @@
 // The embedded database when there is no MONGODB_URI (scripts/lib): one message with the ways out
 // when no server can be had, the first build's progress, two servers side by side, and server
 // errors kept out of our logs.
-import { promises as fs, existsSync, readdirSync } from 'node:fs';
+import { promises as fs, chmodSync, existsSync, readdirSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { MongoClient } from 'mongodb';
@@ -166,7 +166,11 @@ describe('the embedded database on disk', () => {
     process.kill(first.pid!, 'SIGKILL');
     await first.stop(); // waits for the exit
 
+    // The files hold every user's number, name and messages: the folder is the owner's alone.
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    chmodSync(dir, 0o755); // made by an earlier version
     const second = await startFerretDb(binary, log, { persistentDir: dir });
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
     const reader = await new MongoClient(second.uri, { serverSelectionTimeoutMS: 5_000 }).connect();
     try {
       const c = reader.db('durable').collection<{ _id: string; n?: number }>('c');

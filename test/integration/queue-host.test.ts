@@ -2,7 +2,7 @@
 // the encoding on the wire, retries, the poison queue, outputs, idle; and `npm run replay-poison`.
 import { output, type InvocationContext } from '@azure/functions';
 import { QueueServiceClient } from '@azure/storage-queue';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -180,7 +180,11 @@ describe('local Azurite', () => {
       await Promise.all(Array.from({ length: 10 }, (_, i) => queue.sendMessage(String(i))));
       process.kill(local.pid, 'SIGKILL');
       await new Promise((r) => setTimeout(r, 200));
+      // The queued notifications hold numbers, names and texts: the folder is the owner's alone.
+      expect(statSync(location).mode & 0o777).toBe(0o700);
+      chmodSync(location, 0o755); // made by an earlier version
       local = await startAzurite({ location, log: () => {} });
+      expect(statSync(location).mode & 0o777).toBe(0o700);
       queue = QueueServiceClient.fromConnectionString(local.connectionString).getQueueClient('inbound');
       expect((await queue.getProperties()).approximateMessagesCount).toBe(10);
       await local.stop();

@@ -26,6 +26,17 @@ describe('parseCommand', () => {
       expect(parseCommand(input)).toBeNull();
     },
   );
+
+  it('reads a text of 65,536 characters of spaces or punctuation in linear time (no backtracking)', () => {
+    // A user can send texts this long; a backtracking `[\s\p{P}]+$` took seconds on each.
+    const n = 65_536;
+    const started = performance.now();
+    for (const text of ['a' + ' '.repeat(n) + 'a', 'x' + ' !'.repeat(n / 2) + 'y', 'b' + '.'.repeat(n) + 'c'])
+      expect(parseCommand(text)).toBeNull();
+    expect(parseCommand('help' + ' !'.repeat(n / 2))).toBe('help');
+    expect(parseCommand('stop\u{1039F}')).toBe('stop'); // astral punctuation (Ugaritic word divider)
+    expect(performance.now() - started).toBeLessThan(200);
+  });
 });
 
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
