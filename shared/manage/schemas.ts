@@ -32,12 +32,10 @@ const LimitSchema = z
     example: DEFAULT_LIMIT,
   });
 
-const CursorSchema = z
-  .string()
-  .min(1)
-  .max(512)
-  .optional()
-  .openapi({ description: 'Opaque cursor: the nextCursor of the previous page' });
+const CursorSchema = z.string().min(1).max(512).optional().openapi({
+  description:
+    'Opaque cursor: the nextCursor of the previous page of the same list (route, user and q); another is a 400',
+});
 
 const UsersQSchema = z
   .string({ error: 'must be a string' })

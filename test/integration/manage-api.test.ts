@@ -330,6 +330,52 @@ describe('queries', () => {
     expect(parseBody(UsersPageSchema, digits.body).items).toHaveLength(2);
   });
 
+  it('answers 400 to a cursor of another list or another search, which would skip or repeat items', async () => {
+    const nextOf = async (
+      handler: typeof f.handlers.users,
+      query: Record<string, string>,
+      body?: unknown,
+    ) => {
+      const r = await call(handler, {
+        query,
+        params: { id: ana.userId },
+        ...(body === undefined ? {} : { method: 'POST', body }),
+      });
+      expect(r.status).toBe(200);
+      const next = (r.body as { nextCursor: string | null }).nextCursor;
+      if (!next) throw new Error('expected another page');
+      return next;
+    };
+    const users = await nextOf(f.handlers.users, { limit: '1' });
+    const anaMessages = await nextOf(f.handlers.userMessages, { limit: '1' });
+    const same = await nextOf(f.handlers.messages, { q: 'same', limit: '1' });
+    const refused: [typeof f.handlers.users, Record<string, string>, string][] = [
+      [f.handlers.userMessages, { cursor: users }, ana.userId],
+      [f.handlers.userMessages, { cursor: anaMessages }, bob.userId],
+      [f.handlers.users, { cursor: anaMessages }, ana.userId],
+      [f.handlers.users, { cursor: users, q: 'tie' }, ana.userId],
+      [f.handlers.messages, { cursor: users, q: 'same' }, ana.userId],
+      [f.handlers.messages, { cursor: same, q: 'time' }, ana.userId],
+      [f.handlers.chats, { cursor: users, state: 'waiting' }, ana.userId],
+    ];
+    for (const [handler, query, id] of refused) {
+      const r = await call(handler, { query, params: { id } });
+      expect(r.status, JSON.stringify(query)).toBe(400);
+      expect(parseBody(ErrorSchema, r.body).error).toMatchObject({
+        code: 'INVALID_INPUT',
+        message: expect.stringContaining('"cursor"'),
+      });
+    }
+    // The same search by GET and by POST is one list: its cursors serve both.
+    const posted = await call(f.handlers.messages, {
+      method: 'POST',
+      body: { q: 'same', limit: 1, cursor: same },
+    });
+    expect(posted.status).toBe(200);
+    const byPost = await nextOf(f.handlers.users, {}, { q: 'tie', limit: 1 });
+    expect((await call(f.handlers.users, { query: { q: 'tie', cursor: byPost } })).status).toBe(200);
+  });
+
   it('answers 400 naming cursor on the latest chats, which have no pages', async () => {
     const r = await call(f.handlers.chats, { query: { cursor: 'abc' } });
     expect(r.status).toBe(400);
