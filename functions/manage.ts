@@ -147,7 +147,8 @@ export function manageDefinitionsFor(runtime: Runtime): HttpDefinition[] {
   ];
 }
 
-const HANDLER_NAMES = {
+/** The handlers tests call directly, by key, and the function each is. */
+export const HANDLER_NAMES = {
   stats: 'manageStats',
   users: 'manageUsers',
   user: 'manageUser',

@@ -29,7 +29,9 @@ import {
 } from '../../shared/manage/schemas';
 import { manageHandlers } from '../../functions/manage';
 import { startTestApp, type TestApp } from '../helpers/app';
-import { call } from '../helpers/manage-fixture';
+import { answersOf, call } from '../helpers/manage-fixture';
+import { checkExchange } from '../helpers/openapi-check';
+import { openApiHandler } from '../../functions/openapi';
 import { PHONE_NUMBER_ID, notification, nowSeconds, status, value, wamid } from '../helpers/meta';
 import { parseBody } from '../helpers/shapes';
 
@@ -580,5 +582,17 @@ describe('Cosmos DB rules', () => {
       );
       expect(backed, `${collection} ${JSON.stringify(sort)}`).toBe(true);
     }
+  });
+});
+
+// Last in the file: the answers above (sends: 201, 400, 404, 409, 502) against the served document.
+describe('every answer of these tests', () => {
+  it('matches the OpenAPI document the app serves', async () => {
+    const doc = (await openApiHandler()).jsonBody as Record<string, unknown>;
+    const answers = answersOf(h);
+    expect([...new Set(answers.filter((a) => a.method === 'POST').map((a) => a.status))]).toEqual(
+      expect.arrayContaining([200, 201, 400, 404, 409, 502]),
+    );
+    expect(answers.flatMap((a) => checkExchange(doc, a))).toEqual([]);
   });
 });

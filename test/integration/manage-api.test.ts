@@ -16,7 +16,15 @@ import {
   type UserJson,
 } from '../../shared/manage/schemas';
 import { MAX_EXPORT_EVENTS, MAX_EXPORT_MESSAGES, type ImportedMessage } from '../../shared/data';
-import { BOOTSTRAP, call, manageFixture, seedUser, type ManageFixture } from '../helpers/manage-fixture';
+import {
+  BOOTSTRAP,
+  answersOf,
+  call,
+  manageFixture,
+  seedUser,
+  type ManageFixture,
+} from '../helpers/manage-fixture';
+import { checkExchange } from '../helpers/openapi-check';
 import { collectionOf } from '../helpers/raw';
 import { parseBody } from '../helpers/shapes';
 
@@ -601,5 +609,26 @@ describe('openapi', () => {
       Object.keys((doc.paths['/manage/users/{id}/messages']?.['post'] as { responses: object }).responses),
     ).toEqual(expect.arrayContaining(['413', '429']));
     expect(users.parameters.map((p) => p.name).sort()).toEqual(['cursor', 'limit', 'q']);
+  });
+});
+
+// Last in the file: every answer the tests above received, held against the served document.
+describe('every answer of these tests', () => {
+  it('matches the OpenAPI document the app serves: a documented status, its headers, exactly its schema', async () => {
+    // The handoff routes are tested in handoff.test.ts (which checks its answers too); once here.
+    for (const method of ['POST', 'DELETE']) {
+      expect((await call(f.handlers.userHandoff, { method, params: { id: bob.userId } })).status).toBe(200);
+      expect((await call(f.handlers.userHandoff, { method, params: { id: 'u_nobody' } })).status).toBe(404);
+    }
+    const doc = (await openApiHandler()).jsonBody as Record<string, unknown>;
+    const answers = answersOf(f.handlers);
+    expect(answers.length).toBeGreaterThan(100);
+    expect(answers.flatMap((a) => checkExchange(doc, a))).toEqual([]);
+    // Every operation of the table was seen answering, so none goes unchecked.
+    const seen = new Set(answers.map((a) => `${a.method} ${a.path}`));
+    const operations = Object.entries(doc['paths'] as Record<string, object>).flatMap(([path, ops]) =>
+      Object.keys(ops).map((m) => `${m.toUpperCase()} ${path}`),
+    );
+    expect(operations.filter((o) => !seen.has(o))).toEqual([]);
   });
 });

@@ -223,6 +223,15 @@ describe('openapi', () => {
     }
   });
 
+  it('documents the Retry-After of the erase that answers 503, as the contract does', () => {
+    const doc = openApiDocument() as {
+      paths: Record<string, Record<string, { responses: Record<string, unknown> }>>;
+    };
+    expect(doc.paths['/manage/users/{id}']?.['delete']?.responses['503']).toMatchObject({
+      headers: { 'Retry-After': { schema: { type: 'integer' } } },
+    });
+  });
+
   it('documents 429 on every operation and 413 on those with a body, with the error shape', () => {
     const doc = openApiDocument() as {
       paths: Record<string, Record<string, { requestBody?: unknown; responses: Record<string, unknown> }>>;
