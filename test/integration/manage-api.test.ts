@@ -585,6 +585,8 @@ describe('openapi', () => {
       components: { schemas: Record<string, unknown> };
     };
     expect(doc.openapi).toMatch(/^3\./);
+    // Public like the page, revalidated, and never sniffed as something else.
+    expect(r.headers).toMatchObject({ 'Cache-Control': 'no-cache', 'X-Content-Type-Options': 'nosniff' });
     expect(Object.keys(doc.paths).sort()).toEqual(
       [
         '/manage/chats',
