@@ -226,7 +226,8 @@ export async function exportUser(ctx: ManageContext, caller: Caller, id: string)
   await data.personal.audit({ tokenName: caller.name, action: 'export', userId: id, at: now });
   return {
     user: userJson(found.user, ctx),
-    messages: found.messages.map(messageJson),
+    previousWaIds: found.previousWaIds,
+    messages: found.messages.map((m) => ({ ...messageJson(m), raw: m.raw })),
     events: found.events.map(eventJson),
     truncated: found.truncated,
   };

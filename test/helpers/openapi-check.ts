@@ -38,6 +38,12 @@ const KNOWN = new Set([
   'default',
 ]);
 
+function resolve(doc: Schema, schema: Schema): Schema {
+  if (typeof schema['$ref'] !== 'string') return schema;
+  const name = schema['$ref'].replace('#/components/schemas/', '');
+  return (doc['components'] as { schemas: Record<string, Schema> }).schemas[name] ?? schema;
+}
+
 export function validate(doc: Schema, schema: Schema, value: unknown, at = '$'): string[] {
   for (const key of Object.keys(schema)) {
     if (!KNOWN.has(key)) return [`${at}: the checker does not know the keyword "${key}"`];
@@ -49,12 +55,20 @@ export function validate(doc: Schema, schema: Schema, value: unknown, at = '$'):
     return validate(doc, target, value, at);
   }
   if (Array.isArray(schema['allOf'])) {
-    // zod-to-openapi writes a nullable $ref as allOf [$ref, {nullable: true}].
-    const parts = schema['allOf'] as Schema[];
+    // zod-to-openapi writes a nullable $ref as allOf [$ref, {nullable: true}], and an extended
+    // object as allOf [$ref, {properties}]: the parts are merged into one (closed) object.
+    const parts = (schema['allOf'] as Schema[]).map((p) => resolve(doc, p));
     if (value === null && parts.some((p) => p['nullable'] === true)) return [];
-    return parts.flatMap((p) =>
-      Object.keys(p).length === 1 && 'nullable' in p ? [] : validate(doc, p, value, at),
-    );
+    const objects = parts.filter((p) => !(Object.keys(p).length === 1 && 'nullable' in p));
+    if (objects.length === 1) return validate(doc, objects[0] as Schema, value, at);
+    if (!objects.every((p) => p['type'] === 'object' || p['properties'] !== undefined))
+      return [`${at}: the checker merges only objects in allOf`];
+    const merged: Schema = {
+      type: 'object',
+      properties: Object.assign({}, ...objects.map((p) => p['properties'] ?? {})) as Schema,
+      required: objects.flatMap((p) => (p['required'] ?? []) as string[]),
+    };
+    return validate(doc, merged, value, at);
   }
   if (value === null) return schema['nullable'] === true ? [] : [`${at}: null, not allowed`];
   if (value === undefined) return [`${at}: missing`];

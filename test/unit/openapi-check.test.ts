@@ -45,6 +45,32 @@ describe('the OpenAPI answer checker', () => {
     ] as const) {
       expect(get(body, status, headers).join('\n')).toContain(error);
     }
+    // An extended object (allOf of the Message and its `raw`) is one closed object.
+    const message = {
+      id: 'm',
+      userId: 'u_1',
+      waMessageId: null,
+      direction: 'inbound',
+      type: 'text',
+      text: 'hi',
+      status: 'received',
+      createdAt: user.createdAt,
+      role: 'conversation',
+      by: null,
+    };
+    const exported = (messages: unknown[]) =>
+      checkExchange(doc, {
+        method: 'GET',
+        path: '/manage/users/{id}/export',
+        status: 200,
+        headers: {},
+        body: { user, previousWaIds: [], messages, events: [], truncated: false },
+      });
+    expect(exported([{ ...message, raw: { any: 'thing' } }])).toEqual([]);
+    expect(exported([{ ...message, raw: null, extra: 1 }]).join()).toContain(
+      '$.messages[0].extra: not in the document',
+    );
+    expect(exported([{ ...message, raw: null, role: 'x' }]).join()).toContain('is not one of');
     expect(
       checkExchange(doc, { method: 'PUT', path: '/manage/users/{id}', status: 200, headers: {}, body: user }),
     ).toEqual(['PUT /manage/users/{id} → 200: no such operation in the document']);
