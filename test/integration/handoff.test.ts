@@ -318,6 +318,12 @@ describe('operator messages', () => {
       [{ template: { name: 'ok', language: 'en', parameters: [1] } }, /"template\.parameters\.0"/],
       [{ text: 'hi', extra: true }, /"extra"/],
       ['{not json', /JSON/],
+      // A field given twice: JSON.parse would keep the last, but which one was meant is unknown.
+      ['{"text": "send this", "text" : "or this?"}', /"text": must be given once/],
+      [
+        '{"template": {"name": "ok", "language": "en", "name": "other"}}',
+        /"template\.name": must be given once/,
+      ],
     ];
     for (const [body, message] of cases) {
       const r = await api('userMessages', id, 'POST', body);
@@ -331,6 +337,14 @@ describe('operator messages', () => {
     expect(app.graph.sends()).toHaveLength(1);
     expect(await messagesOf(id)).toHaveLength(2);
     expect((await app.services.data.personal.auditTrail(1000)).length).toBe(auditBefore + 1);
+    // The same key in two objects is no repetition; nor is a key-like string among values.
+    const twice = await api(
+      'userMessages',
+      id,
+      'POST',
+      '{"template": {"name": "ok", "language": "en", "parameters": ["name", "language"]}}',
+    );
+    expect(twice.status, JSON.stringify(twice.body)).toBe(201);
   });
 
   it('counts the text and template limits in characters, not UTF-16 units', async () => {
