@@ -30,11 +30,46 @@ async function readJson(request: HttpRequest): Promise<unknown> {
     throw new AppError(ErrorCode.PAYLOAD_TOO_LARGE, 'the body is too large');
   }
   if (text.trim() === '') return undefined;
+  let body: unknown;
   try {
-    return JSON.parse(text) as unknown;
+    body = JSON.parse(text) as unknown;
   } catch {
     throw new AppError(ErrorCode.INVALID_INPUT, 'the body must be JSON');
   }
+  // JSON.parse keeps the last of a repeated key: which one was meant is unknown (as for a query
+  // parameter given twice), and for a message it decides what the user receives.
+  const repeated = repeatedKey(text);
+  if (repeated !== null) {
+    throw new AppError(ErrorCode.INVALID_INPUT, `invalid body field "${repeated}": must be given once`);
+  }
+  return body;
+}
+
+/** The first key given twice in one object of a valid JSON text (dotted path), or null. */
+function repeatedKey(text: string): string | null {
+  const stack: { keys: Set<string> | null; key: string }[] = [];
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '{' || c === '[') stack.push({ keys: c === '{' ? new Set() : null, key: '' });
+    else if (c === '}' || c === ']') stack.pop();
+    else if (c === '"') {
+      let end = i + 1;
+      while (text[end] !== '"') end += text[end] === '\\' ? 2 : 1;
+      const top = stack.at(-1);
+      // A string is a key when it is in an object and a colon follows it.
+      let next = end + 1;
+      while (next < text.length && ' \t\n\r'.includes(text[next] ?? '')) next++;
+      if (top?.keys && text[next] === ':') {
+        const key = JSON.parse(text.slice(i, end + 1)) as string;
+        const path = [...stack.slice(0, -1).map((f) => f.key), key].filter(Boolean).join('.');
+        if (top.keys.has(key)) return path;
+        top.keys.add(key);
+        top.key = key;
+      }
+      i = end;
+    }
+  }
+  return null;
 }
 
 /** Serves one path: authenticate, pick the route by method, validate and run it, answer JSON. */
@@ -147,7 +182,8 @@ export function manageDefinitionsFor(runtime: Runtime): HttpDefinition[] {
   ];
 }
 
-const HANDLER_NAMES = {
+/** The handlers tests call directly, by key, and the function each is. */
+export const HANDLER_NAMES = {
   stats: 'manageStats',
   users: 'manageUsers',
   user: 'manageUser',

@@ -136,7 +136,13 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
       .filter((m) => m.match);
     const found = matches.find((m) => m.route.definition.methods.includes(method as never));
     if (!found || !found.match) {
-      res.writeHead(matches.length ? 405 : 404, { 'Content-Type': 'application/json' });
+      // A 405 names the methods the path has (RFC 9110 requires Allow on it).
+      const allowed = [...new Set(matches.flatMap((m) => m.route.definition.methods))];
+      res.writeHead(matches.length ? 405 : 404, {
+        'Content-Type': 'application/json',
+        'X-Content-Type-Options': 'nosniff',
+        ...(matches.length ? { Allow: allowed.join(', ') } : {}),
+      });
       res.end(
         JSON.stringify({
           error: { code: matches.length ? 'METHOD_NOT_ALLOWED' : 'NOT_FOUND', message: 'no such route' },

@@ -5,6 +5,7 @@
 import { describeCount, ERASE_STALE_MS, type DataStore } from '../shared/data';
 import { loadConfig, SETTING_NAMES } from '../shared/config';
 import { AppError } from '../shared/errors';
+import { setPseudonymKey } from '../shared/log';
 import { parseCli, printSummary, progress, runMain, withDataStore, type Env, type Io } from './lib/cli';
 
 export const HELP = `
@@ -16,7 +17,8 @@ message keeps the search terms an earlier version cut at 400 a message, the coun
 what is stored, and the configuration (environment) is valid: when the environment holds none of
 the app settings (only MONGODB_URI / MONGODB_DATABASE), the configuration is not checked.
 
-  --repair      finish erases left half done (begun over 10 minutes ago); rebuild wrong summaries;
+  --repair      finish erases left half done (begun over 10 minutes ago; needs the app settings,
+                whose WHATSAPP_APP_SECRET finds the archived items by number); rebuild wrong summaries;
                 recompute cut search terms; rebuild the counters from the documents when no
                 retention has run (after one, counters below what is stored, or not a count, are
                 raised to it)
@@ -39,13 +41,27 @@ function sample(io: Io, lines: readonly string[], max = 10): void {
  * finished, first, since an erase changes the summaries and counters checked next. Returns how
  * many are left.
  */
-async function finishErases(store: DataStore, repair: boolean, io: Io): Promise<number> {
+async function finishErases(
+  store: DataStore,
+  repair: boolean,
+  appSecret: string | undefined,
+  io: Io,
+): Promise<number> {
   const stuck = await store.personal.unfinishedErases(new Date(Date.now() - ERASE_STALE_MS));
   if (!stuck.length) return 0;
   io.out(
     `users whose erase did not finish: ${stuck.length} (ingest keeps their new notifications waiting, then in inbound-poison)`,
   );
   if (!repair) return stuck.length;
+  // Archived items are found by the pseudonym of the number they carry, keyed with the app secret
+  // (as the app wrote them): without it, an erase would leave them behind, its user gone.
+  if (!appSecret) {
+    io.out(
+      'not repaired: finishing an erase needs the app configuration (WHATSAPP_APP_SECRET keys the pseudonyms it looks archived items up by)',
+    );
+    return stuck.length;
+  }
+  setPseudonymKey(appSecret);
   for (const id of stuck) await store.personal.eraseUser(id);
   io.out(
     `repaired: ${stuck.length} erases finished; run \`npm run replay-poison\` for any notification of theirs in inbound-poison`,
@@ -56,9 +72,10 @@ async function finishErases(store: DataStore, repair: boolean, io: Io): Promise<
 async function checkData(
   store: DataStore,
   repair: boolean,
+  appSecret: string | undefined,
   io: Io,
 ): Promise<{ problems: number; rows: [string, string | number][] }> {
-  let problems = await finishErases(store, repair, io);
+  let problems = await finishErases(store, repair, appSecret, io);
   const rows: [string, string | number][] = [['unfinished erases', problems]];
   const total = await store.maintenance.estimatedSize();
   const bar = progress(io, 'reading', total);
@@ -190,7 +207,8 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
       rows.push(['indexes', 'missing']);
       found++;
     }
-    const data = await checkData(store, repair, io);
+    const appSecret = configuration === 'ok' ? loadConfig(env).whatsapp.appSecret : undefined;
+    const data = await checkData(store, repair, appSecret, io);
     rows.push(...data.rows);
     return found + data.problems;
   });

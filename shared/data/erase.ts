@@ -38,9 +38,27 @@ function groupBy<T>(items: readonly T[], key: (item: T) => string): Map<string, 
   return groups;
 }
 
+/** A message as exported: with the message as WhatsApp delivered it (inbound; else null). */
+export interface ExportedMessage extends Message {
+  /** Parsed; the stored text when it was cut to its bound (then not JSON). */
+  readonly raw: unknown;
+}
+
+/** What was kept of the message as Meta sent it: the JSON, or its text when it was cut. */
+function rawOf(d: MessageDoc): unknown {
+  if (d.rawJson === undefined) return d.raw ?? null;
+  try {
+    return JSON.parse(d.rawJson) as unknown;
+  } catch {
+    return d.rawJson;
+  }
+}
+
 export interface UserExport {
   readonly user: User;
-  readonly messages: Message[];
+  /** Numbers the user wrote from before their current one (a `user_changed_number`). */
+  readonly previousWaIds: string[];
+  readonly messages: ExportedMessage[];
   readonly events: ArchivedEvent[];
   /** True when the bounds above cut the export. */
   readonly truncated: boolean;
@@ -85,13 +103,19 @@ export class PersonalData {
     const [messages, events] = await Promise.all([
       this.messages.find(
         { userId },
-        { sort: { userId: 1, createdAt: 1, _id: 1 }, limit: MAX_EXPORT_MESSAGES + 1 },
+        // Search terms are derived from the text (and weigh up to 640 KiB a message): left out.
+        {
+          sort: { userId: 1, createdAt: 1, _id: 1 },
+          limit: MAX_EXPORT_MESSAGES + 1,
+          projection: { terms: 0 },
+        },
       ),
       this.archivedOf(user, MAX_EXPORT_EVENTS + 1),
     ]);
     return {
       user: toUser(user),
-      messages: messages.slice(0, MAX_EXPORT_MESSAGES).map(toMessage),
+      previousWaIds: user.previousWaIds ?? [],
+      messages: messages.slice(0, MAX_EXPORT_MESSAGES).map((d) => ({ ...toMessage(d), raw: rawOf(d) })),
       events: events.slice(0, MAX_EXPORT_EVENTS).map(toEvent),
       truncated: messages.length > MAX_EXPORT_MESSAGES || events.length > MAX_EXPORT_EVENTS,
     };

@@ -10,6 +10,11 @@ const json = (schema: z.ZodType, description: string) => ({
   content: { 'application/json': { schema } },
 });
 
+const retryAfter = {
+  description: 'Seconds to wait before trying again',
+  schema: { type: 'integer' as const },
+};
+
 // The answers every authenticated route can give, and those of a route with a body.
 const errors = {
   400: json(ErrorSchema, 'A query parameter or body field is invalid (the message names it)'),
@@ -37,7 +42,13 @@ export function openApiDocument(): object {
   registry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });
   for (const r of MANAGE_ROUTES) {
     const extra = Object.fromEntries(
-      Object.entries(r.errors ?? {}).map(([status, text]) => [status, json(ErrorSchema, text)]),
+      Object.entries(r.errors ?? {}).map(([status, text]) => [
+        status,
+        // A 503 says when to try again (the erase of a user still under way).
+        status === '503'
+          ? { ...json(ErrorSchema, text), headers: { 'Retry-After': retryAfter } }
+          : json(ErrorSchema, text),
+      ]),
     );
     const config: RouteConfig = {
       method: r.method.toLowerCase() as RouteConfig['method'],

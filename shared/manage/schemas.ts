@@ -32,12 +32,10 @@ const LimitSchema = z
     example: DEFAULT_LIMIT,
   });
 
-const CursorSchema = z
-  .string()
-  .min(1)
-  .max(512)
-  .optional()
-  .openapi({ description: 'Opaque cursor: the nextCursor of the previous page' });
+const CursorSchema = z.string().min(1).max(512).optional().openapi({
+  description:
+    'Opaque cursor: the nextCursor of the previous page of the same list (route, user and q); another is a 400',
+});
 
 const UsersQSchema = z
   .string({ error: 'must be a string' })
@@ -264,11 +262,21 @@ export const EventSchema = z
   .object({ id: z.string(), kind: z.string(), reason: z.string(), createdAt: IsoDate, payload: z.unknown() })
   .openapi('Event');
 
+export const ExportedMessageSchema = MessageSchema.extend({
+  raw: z.unknown().openapi({
+    description:
+      "The message as WhatsApp delivered it (inbound), as kept: JSON, or its text when it was cut at 64 KiB; null for the bot's",
+  }),
+}).openapi('ExportedMessage');
+
 export const ExportSchema = z
   .object({
     user: UserSchema,
+    previousWaIds: z
+      .array(z.string())
+      .openapi({ description: 'Numbers the user wrote from before the current one (number changes)' }),
     messages: z
-      .array(MessageSchema)
+      .array(ExportedMessageSchema)
       .openapi({ description: `Oldest first; at most the oldest ${MAX_EXPORT_MESSAGES}` }),
     events: z
       .array(EventSchema)

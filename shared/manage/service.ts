@@ -129,17 +129,29 @@ export async function getStats({ data, now }: ManageContext): Promise<StatsJson>
 /** Where a cursor came from, for the 400 that names it. */
 type CursorIn = 'query parameter' | 'body field';
 
+/** The lists cursors are bound to: a cursor pages only the list (and filter) that gave it. */
+export const cursorScope = {
+  users: (q: string | null) => `users\0${q ?? ''}`,
+  userMessages: (userId: string) => `messages\0${userId}`,
+  waiting: () => 'waiting',
+  search: (q: string) => `search\0${q}`,
+} as const;
+
 export async function listUsers(
   ctx: ManageContext,
   query: { limit: number; cursor?: string | undefined; q?: string | undefined },
   cursorIn: CursorIn = 'query parameter',
 ): Promise<{ items: UserJson[]; nextCursor: string | null }> {
+  const scope = cursorScope.users(query.q ?? null);
   const page = await ctx.data.manage.listUsers({
     limit: query.limit,
-    after: ctx.cursors.decode(query.cursor, cursorIn),
+    after: ctx.cursors.decode(query.cursor, scope, cursorIn),
     q: query.q ?? null,
   });
-  return { items: page.items.map((u) => userJson(u, ctx)), nextCursor: ctx.cursors.encode(page.next) };
+  return {
+    items: page.items.map((u) => userJson(u, ctx)),
+    nextCursor: ctx.cursors.encode(page.next, scope),
+  };
 }
 
 export async function getUser(ctx: ManageContext, id: string): Promise<UserJson> {
@@ -153,10 +165,11 @@ export async function listUserMessages(
   id: string,
   query: { limit: number; cursor?: string | undefined },
 ): Promise<{ items: MessageJson[]; nextCursor: string | null }> {
-  const after = cursors.decode(query.cursor);
+  const scope = cursorScope.userMessages(id);
+  const after = cursors.decode(query.cursor, scope);
   if (!(await data.users.getUser(id))) throw notFound();
   const page = await data.manage.listMessages({ userId: id, limit: query.limit, after });
-  return { items: page.items.map(messageJson), nextCursor: cursors.encode(page.next) };
+  return { items: page.items.map(messageJson), nextCursor: cursors.encode(page.next, scope) };
 }
 
 /** The most recently active users with their last message. */
@@ -179,7 +192,7 @@ export async function listChats(
   if (query.state !== 'waiting') return latestChats(ctx, query);
   const page = await ctx.data.handoff.waiting({
     limit: query.limit,
-    after: ctx.cursors.decode(query.cursor),
+    after: ctx.cursors.decode(query.cursor, cursorScope.waiting()),
     now: ctx.now,
     hours: ctx.handoffHours,
   });
@@ -188,7 +201,7 @@ export async function listChats(
       user: userJson(c.user, ctx),
       lastMessage: c.lastMessage ? messageJson(c.lastMessage) : null,
     })),
-    nextCursor: ctx.cursors.encode(page.next),
+    nextCursor: ctx.cursors.encode(page.next, cursorScope.waiting()),
   };
 }
 
@@ -197,12 +210,13 @@ export async function searchMessages(
   query: { q: string; limit: number; cursor?: string | undefined },
   cursorIn: CursorIn = 'query parameter',
 ): Promise<{ items: MessageJson[]; nextCursor: string | null }> {
+  const scope = cursorScope.search(query.q);
   const page = await data.manage.searchMessages({
     q: query.q,
     limit: query.limit,
-    after: cursors.decode(query.cursor, cursorIn),
+    after: cursors.decode(query.cursor, scope, cursorIn),
   });
-  return { items: page.items.map(messageJson), nextCursor: cursors.encode(page.next) };
+  return { items: page.items.map(messageJson), nextCursor: cursors.encode(page.next, scope) };
 }
 
 export async function exportUser(ctx: ManageContext, caller: Caller, id: string): Promise<ExportJson> {
@@ -212,7 +226,8 @@ export async function exportUser(ctx: ManageContext, caller: Caller, id: string)
   await data.personal.audit({ tokenName: caller.name, action: 'export', userId: id, at: now });
   return {
     user: userJson(found.user, ctx),
-    messages: found.messages.map(messageJson),
+    previousWaIds: found.previousWaIds,
+    messages: found.messages.map((m) => ({ ...messageJson(m), raw: m.raw })),
     events: found.events.map(eventJson),
     truncated: found.truncated,
   };

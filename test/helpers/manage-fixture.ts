@@ -3,7 +3,8 @@ import { HttpRequest, InvocationContext, type HttpResponseInit } from '@azure/fu
 import { loadConfig } from '../../shared/config';
 import { createDataStore, type DataStore, type ImportedMessage } from '../../shared/data';
 import { buildServices, runtimeOf, type Services } from '../../shared/deps';
-import { manageHandlers } from '../../functions/manage';
+import { HANDLER_NAMES, manageApiPaths, manageHandlers } from '../../functions/manage';
+import type { Exchange } from './openapi-check';
 import { testDatabase, type TestDatabase } from './db';
 
 export const BOOTSTRAP = 'bootstrap-token-for-tests-0123456789';
@@ -61,6 +62,32 @@ export interface Call {
   headers?: Record<string, string>;
 }
 
+/** Every answer `call` received (the OpenAPI check reads them), with the handler that gave it. */
+export const exchanges: {
+  handler: unknown;
+  method: string;
+  status: number;
+  headers: Record<string, string>;
+  body: unknown;
+}[] = [];
+
+/** The answers `handlers` gave, each with its route as the OpenAPI document writes it. */
+export function answersOf(handlers: ReturnType<typeof manageHandlers>): Exchange[] {
+  const paths = manageApiPaths();
+  const pathOf = new Map<unknown, string>();
+  for (const [key, handler] of Object.entries(handlers)) {
+    const fn = HANDLER_NAMES[key as keyof typeof HANDLER_NAMES];
+    const path = paths.find((p) => p.fn === fn)?.path;
+    if (path) pathOf.set(handler, `/${path}`);
+  }
+  return exchanges.flatMap((e) => {
+    const path = pathOf.get(e.handler);
+    return path === undefined
+      ? []
+      : [{ method: e.method, path, status: e.status, headers: e.headers, body: e.body }];
+  });
+}
+
 export async function call(
   handler: (req: HttpRequest, ctx: InvocationContext) => Promise<HttpResponseInit>,
   options: Call = {},
@@ -86,7 +113,13 @@ export async function call(
   const headers = Object.fromEntries(
     new Headers(response.headers as Record<string, string> | undefined).entries(),
   );
-  return { status: response.status ?? 200, body: response.jsonBody ?? response.body ?? null, headers };
+  const result = {
+    status: response.status ?? 200,
+    body: response.jsonBody ?? response.body ?? null,
+    headers,
+  };
+  exchanges.push({ handler, method: request.method, ...result });
+  return result;
 }
 
 let seq = 0;

@@ -29,7 +29,9 @@ import {
 } from '../../shared/manage/schemas';
 import { manageHandlers } from '../../functions/manage';
 import { startTestApp, type TestApp } from '../helpers/app';
-import { call } from '../helpers/manage-fixture';
+import { answersOf, call } from '../helpers/manage-fixture';
+import { checkExchange } from '../helpers/openapi-check';
+import { openApiHandler } from '../../functions/openapi';
 import { PHONE_NUMBER_ID, notification, nowSeconds, status, value, wamid } from '../helpers/meta';
 import { parseBody } from '../helpers/shapes';
 
@@ -316,6 +318,12 @@ describe('operator messages', () => {
       [{ template: { name: 'ok', language: 'en', parameters: [1] } }, /"template\.parameters\.0"/],
       [{ text: 'hi', extra: true }, /"extra"/],
       ['{not json', /JSON/],
+      // A field given twice: JSON.parse would keep the last, but which one was meant is unknown.
+      ['{"text": "send this", "text" : "or this?"}', /"text": must be given once/],
+      [
+        '{"template": {"name": "ok", "language": "en", "name": "other"}}',
+        /"template\.name": must be given once/,
+      ],
     ];
     for (const [body, message] of cases) {
       const r = await api('userMessages', id, 'POST', body);
@@ -329,6 +337,14 @@ describe('operator messages', () => {
     expect(app.graph.sends()).toHaveLength(1);
     expect(await messagesOf(id)).toHaveLength(2);
     expect((await app.services.data.personal.auditTrail(1000)).length).toBe(auditBefore + 1);
+    // The same key in two objects is no repetition; nor is a key-like string among values.
+    const twice = await api(
+      'userMessages',
+      id,
+      'POST',
+      '{"template": {"name": "ok", "language": "en", "parameters": ["name", "language"]}}',
+    );
+    expect(twice.status, JSON.stringify(twice.body)).toBe(201);
   });
 
   it('counts the text and template limits in characters, not UTF-16 units', async () => {
@@ -580,5 +596,17 @@ describe('Cosmos DB rules', () => {
       );
       expect(backed, `${collection} ${JSON.stringify(sort)}`).toBe(true);
     }
+  });
+});
+
+// Last in the file: the answers above (sends: 201, 400, 404, 409, 502) against the served document.
+describe('every answer of these tests', () => {
+  it('matches the OpenAPI document the app serves', async () => {
+    const doc = (await openApiHandler()).jsonBody as Record<string, unknown>;
+    const answers = answersOf(h);
+    expect([...new Set(answers.filter((a) => a.method === 'POST').map((a) => a.status))]).toEqual(
+      expect.arrayContaining([200, 201, 400, 404, 409, 502]),
+    );
+    expect(answers.flatMap((a) => checkExchange(doc, a))).toEqual([]);
   });
 });

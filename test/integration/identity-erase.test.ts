@@ -236,6 +236,47 @@ describe('erase means erased', () => {
   });
 });
 
+describe('export holds everything erase removes', () => {
+  it('the message as WhatsApp delivered it (a location, a shared contact) and the numbers used before', async () => {
+    const [old, phone] = [newPhone(), newPhone()];
+    await deliver(text(old, 'hello from my old number'));
+    await deliver(changedNumber(old, phone));
+    const location = {
+      from: phone,
+      id: wamid(),
+      timestamp: nowSeconds(),
+      type: 'location',
+      location: { latitude: 38.7223342, longitude: -9.1393366, name: 'Fake Cafe', address: 'Rua Falsa 1' },
+    };
+    const shared = {
+      from: phone,
+      id: wamid(),
+      timestamp: nowSeconds(),
+      type: 'contacts',
+      contacts: [{ name: { formatted_name: 'Friend Person' }, phones: [{ phone: '+1 555 0100 222' }] }],
+    };
+    await deliver(notification(value({ contacts: [{ waId: phone }], messages: [location] })));
+    await deliver(notification(value({ contacts: [{ waId: phone }], messages: [shared] })));
+    const user = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+    if (!user) throw new Error('user not stored');
+
+    const exported = await app.services.data.personal.exportUser(user.id);
+    expect(exported?.previousWaIds).toEqual([old]);
+    const raws = JSON.stringify(exported?.messages.map((m) => m.raw));
+    for (const held of ['38.7223342', 'Rua Falsa 1', 'Friend Person', '+1 555 0100 222', 'hello from my old'])
+      expect(raws).toContain(held);
+    // The bot's own messages have no such form.
+    expect(exported?.messages.filter((m) => m.direction === 'outbound').every((m) => m.raw === null)).toBe(
+      true,
+    );
+    // What the export shows is exactly what held it: after the erase, none of it is anywhere.
+    await app.services.data.personal.eraseUser(user.id);
+    const messages = JSON.stringify(await app.database.db.collection('messages').find({}).toArray());
+    for (const held of ['38.7223342', 'Rua Falsa 1', 'Friend Person', '0100 222'])
+      expect(messages).not.toContain(held);
+  });
+});
+
 describe('archived items that write the number oddly', () => {
   it('are exported and erased with the user: a "+" sender, a numeric recipient, a sender only its contact names', async () => {
     const phone = newPhone();

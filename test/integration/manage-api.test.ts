@@ -16,7 +16,15 @@ import {
   type UserJson,
 } from '../../shared/manage/schemas';
 import { MAX_EXPORT_EVENTS, MAX_EXPORT_MESSAGES, type ImportedMessage } from '../../shared/data';
-import { BOOTSTRAP, call, manageFixture, seedUser, type ManageFixture } from '../helpers/manage-fixture';
+import {
+  BOOTSTRAP,
+  answersOf,
+  call,
+  manageFixture,
+  seedUser,
+  type ManageFixture,
+} from '../helpers/manage-fixture';
+import { checkExchange } from '../helpers/openapi-check';
 import { collectionOf } from '../helpers/raw';
 import { parseBody } from '../helpers/shapes';
 
@@ -330,6 +338,52 @@ describe('queries', () => {
     expect(parseBody(UsersPageSchema, digits.body).items).toHaveLength(2);
   });
 
+  it('answers 400 to a cursor of another list or another search, which would skip or repeat items', async () => {
+    const nextOf = async (
+      handler: typeof f.handlers.users,
+      query: Record<string, string>,
+      body?: unknown,
+    ) => {
+      const r = await call(handler, {
+        query,
+        params: { id: ana.userId },
+        ...(body === undefined ? {} : { method: 'POST', body }),
+      });
+      expect(r.status).toBe(200);
+      const next = (r.body as { nextCursor: string | null }).nextCursor;
+      if (!next) throw new Error('expected another page');
+      return next;
+    };
+    const users = await nextOf(f.handlers.users, { limit: '1' });
+    const anaMessages = await nextOf(f.handlers.userMessages, { limit: '1' });
+    const same = await nextOf(f.handlers.messages, { q: 'same', limit: '1' });
+    const refused: [typeof f.handlers.users, Record<string, string>, string][] = [
+      [f.handlers.userMessages, { cursor: users }, ana.userId],
+      [f.handlers.userMessages, { cursor: anaMessages }, bob.userId],
+      [f.handlers.users, { cursor: anaMessages }, ana.userId],
+      [f.handlers.users, { cursor: users, q: 'tie' }, ana.userId],
+      [f.handlers.messages, { cursor: users, q: 'same' }, ana.userId],
+      [f.handlers.messages, { cursor: same, q: 'time' }, ana.userId],
+      [f.handlers.chats, { cursor: users, state: 'waiting' }, ana.userId],
+    ];
+    for (const [handler, query, id] of refused) {
+      const r = await call(handler, { query, params: { id } });
+      expect(r.status, JSON.stringify(query)).toBe(400);
+      expect(parseBody(ErrorSchema, r.body).error).toMatchObject({
+        code: 'INVALID_INPUT',
+        message: expect.stringContaining('"cursor"'),
+      });
+    }
+    // The same search by GET and by POST is one list: its cursors serve both.
+    const posted = await call(f.handlers.messages, {
+      method: 'POST',
+      body: { q: 'same', limit: 1, cursor: same },
+    });
+    expect(posted.status).toBe(200);
+    const byPost = await nextOf(f.handlers.users, {}, { q: 'tie', limit: 1 });
+    expect((await call(f.handlers.users, { query: { q: 'tie', cursor: byPost } })).status).toBe(200);
+  });
+
   it('answers 400 naming cursor on the latest chats, which have no pages', async () => {
     const r = await call(f.handlers.chats, { query: { cursor: 'abc' } });
     expect(r.status).toBe(400);
@@ -531,6 +585,8 @@ describe('openapi', () => {
       components: { schemas: Record<string, unknown> };
     };
     expect(doc.openapi).toMatch(/^3\./);
+    // Public like the page, revalidated, and never sniffed as something else.
+    expect(r.headers).toMatchObject({ 'Cache-Control': 'no-cache', 'X-Content-Type-Options': 'nosniff' });
     expect(Object.keys(doc.paths).sort()).toEqual(
       [
         '/manage/chats',
@@ -555,5 +611,26 @@ describe('openapi', () => {
       Object.keys((doc.paths['/manage/users/{id}/messages']?.['post'] as { responses: object }).responses),
     ).toEqual(expect.arrayContaining(['413', '429']));
     expect(users.parameters.map((p) => p.name).sort()).toEqual(['cursor', 'limit', 'q']);
+  });
+});
+
+// Last in the file: every answer the tests above received, held against the served document.
+describe('every answer of these tests', () => {
+  it('matches the OpenAPI document the app serves: a documented status, its headers, exactly its schema', async () => {
+    // The handoff routes are tested in handoff.test.ts (which checks its answers too); once here.
+    for (const method of ['POST', 'DELETE']) {
+      expect((await call(f.handlers.userHandoff, { method, params: { id: bob.userId } })).status).toBe(200);
+      expect((await call(f.handlers.userHandoff, { method, params: { id: 'u_nobody' } })).status).toBe(404);
+    }
+    const doc = (await openApiHandler()).jsonBody as Record<string, unknown>;
+    const answers = answersOf(f.handlers);
+    expect(answers.length).toBeGreaterThan(100);
+    expect(answers.flatMap((a) => checkExchange(doc, a))).toEqual([]);
+    // Every operation of the table was seen answering, so none goes unchecked.
+    const seen = new Set(answers.map((a) => `${a.method} ${a.path}`));
+    const operations = Object.entries(doc['paths'] as Record<string, object>).flatMap(([path, ops]) =>
+      Object.keys(ops).map((m) => `${m.toUpperCase()} ${path}`),
+    );
+    expect(operations.filter((o) => !seen.has(o))).toEqual([]);
   });
 });

@@ -6,6 +6,7 @@ import { loadConfig } from '../../shared/config';
 import { createDataStore, userIdFor, type DataStore } from '../../shared/data';
 import { prefixTerms } from '../../shared/data/terms';
 import { buildServices, runtimeOf } from '../../shared/deps';
+import { setPseudonymKey } from '../../shared/log';
 import { retentionDefinition, retentionTimer, RETENTION_SCHEDULE } from '../../functions/retention';
 import { runToExitCode } from '../../scripts/lib/cli';
 import { main as health } from '../../scripts/health';
@@ -295,6 +296,48 @@ describe('npm run health', () => {
     await collectionOf(t.db, 'users').updateOne({ _id: D }, began(new Date(Date.now() - 20 * 60_000)));
     expect(await store.personal.eraseUser(D)).toMatchObject({ messages: 1 });
     expect(await runToExitCode(health, [], env(), captureIo())).toBe(0);
+  });
+
+  it("--repair finishes an erase with the app's key: archived items found by number go too, and without the key it erases nothing", async () => {
+    const phone = '15550009006';
+    const F = await addUser(phone, ago(2));
+    await addInbound(F, 'wamid.f1', ago(2));
+    // The app archived an item that carries the number (its pseudonym keyed with the app secret)...
+    setPseudonymKey(SETTINGS.WHATSAPP_APP_SECRET);
+    await store.events.archive({
+      kind: 'unhandled_status',
+      reason: 'malformed status',
+      payload: { recipient_id: phone, note: 'held about the person' },
+      identifier: phone,
+      at: ago(2),
+    });
+    // ...and began an erase that stopped; the script runs in a process of its own (default key).
+    setPseudonymKey('whatsapp-bot');
+    await collectionOf(t.db, 'users').updateOne(
+      { _id: F },
+      {
+        $set: {
+          erasing: true as const,
+          erasingSince: new Date(Date.now() - 20 * 60_000),
+          replyLock: { owner: 'erase', until: new Date('9999-12-31') },
+        },
+      },
+    );
+    const held = () => t.db.collection('events').countDocuments({ payloadJson: { $regex: 'held about' } });
+    expect(await held()).toBe(1);
+
+    // Without the app settings it says why and leaves the erase (and the item) as they are.
+    const bare = captureIo();
+    expect(
+      await runToExitCode(health, ['--repair'], { MONGODB_URI: t.uri, MONGODB_DATABASE: t.dbName }, bare),
+    ).toBe(1);
+    expect(bare.stdout.join('\n')).toMatch(/not repaired: finishing an erase needs the app configuration/);
+    expect(await store.users.getUser(F)).not.toBeNull();
+
+    const fix = captureIo();
+    expect(await runToExitCode(health, ['--repair'], env(), fix), fix.text()).toBe(0);
+    expect(await store.users.getUser(F)).toBeNull();
+    expect(await held()).toBe(0);
   });
 
   it('finds messages whose search terms an earlier version cut at 400; --repair recomputes them', async () => {

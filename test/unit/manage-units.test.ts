@@ -10,39 +10,74 @@ import { DASHBOARD_CSP, DASHBOARD_CSS, DASHBOARD_HTML, dashboardScript } from '.
 import { openApiDocument } from '../../shared/manage/openapi';
 import { MANAGE_ROUTES } from '../../shared/manage/routes';
 import { SearchQuerySchema, UsersQuerySchema } from '../../shared/manage/schemas';
-import { parseQuery } from '../../shared/manage/service';
+import { cursorScope, parseQuery } from '../../shared/manage/service';
 import { formatToken } from '../../shared/manage/tokens';
 import { thrown } from '../helpers/thrown';
 
 describe('cursors', () => {
   const codec = cursorCodec('the app secret');
+  const scope = cursorScope.userMessages('u_1');
 
   it('round-trip an opaque position, encrypted: the id (a wamid holds a number) is not readable', () => {
     const position = { t: new Date('2026-01-02T03:04:05.678Z'), id: 'wamid.HBgLMTU1NTAxMDAwMDEVAgASGA' };
-    const cursor = codec.encode(position);
+    const cursor = codec.encode(position, scope);
     expect(cursor).toMatch(/^[A-Za-z0-9_-]+$/);
     expect(Buffer.from(cursor ?? '', 'base64url').toString('latin1')).not.toContain('wamid');
     expect(Buffer.from(cursor ?? '', 'base64url').toString('latin1')).not.toContain('HBgL');
-    expect(codec.decode(cursor ?? undefined)).toEqual(position);
-    expect(codec.encode(null)).toBeNull();
-    expect(codec.decode(undefined)).toBeNull();
+    expect(codec.decode(cursor ?? undefined, scope)).toEqual(position);
+    expect(codec.encode(null, scope)).toBeNull();
+    expect(codec.decode(undefined, scope)).toBeNull();
   });
 
-  it('reject anything else naming the parameter: forged, altered, or of another deployment', () => {
-    const good = codec.encode({ t: new Date(), id: 'u_1' }) ?? '';
+  it('reject anything else naming the parameter: forged, altered, truncated, of another deployment or of another list', () => {
+    const good = codec.encode({ t: new Date(), id: 'u_1' }, scope) ?? '';
     const altered = Buffer.from(good, 'base64url');
     altered.writeUInt8((altered.at(-1) ?? 0) ^ 1, altered.length - 1);
+    const raw = Buffer.from(good, 'base64url');
     for (const bad of [
       'x',
       Buffer.from('{"t":"2026-01-02T03:04:05.678Z","id":"a"}').toString('base64url'),
       Buffer.from('[]').toString('base64url'),
       altered.toString('base64url'),
-      cursorCodec('another secret').encode({ t: new Date(), id: 'u_1' }) ?? '',
+      good.slice(0, -4),
+      // The tag cut short (GCM would accept a 4-byte tag unless its length is fixed).
+      Buffer.concat([raw.subarray(0, 12), raw.subarray(12, 16), raw.subarray(28)]).toString('base64url'),
+      cursorCodec('another secret').encode({ t: new Date(), id: 'u_1' }, scope) ?? '',
+      codec.encode({ t: new Date(), id: 'u_1' }, cursorScope.userMessages('u_2')) ?? '',
+      codec.encode({ t: new Date(), id: 'u_1' }, cursorScope.users(null)) ?? '',
+      codec.encode({ t: new Date(), id: 'u_1' }, cursorScope.waiting()) ?? '',
     ]) {
-      const error = thrown(() => codec.decode(bad, 'body field'));
+      const error = thrown(() => codec.decode(bad, scope, 'body field'));
       expect(isAppError(error, 'INVALID_INPUT')).toBe(true);
-      expect((error as Error).message).toBe('invalid body field "cursor": not a cursor of this API');
+      expect((error as Error).message).toBe(
+        'invalid body field "cursor": not a cursor of this list (give the nextCursor of its previous page)',
+      );
     }
+  });
+
+  it('bind a search to its words: the cursor of one search does not page another', () => {
+    const position = { t: new Date(), id: 'm_1' };
+    const cursor = codec.encode(position, cursorScope.search('cafe')) ?? undefined;
+    expect(codec.decode(cursor, cursorScope.search('cafe'))).toEqual(position);
+    expect(
+      isAppError(
+        thrown(() => codec.decode(cursor, cursorScope.search('tea'))),
+        'INVALID_INPUT',
+      ),
+    ).toBe(true);
+    const users = codec.encode(position, cursorScope.users('ana')) ?? undefined;
+    expect(
+      isAppError(
+        thrown(() => codec.decode(users, cursorScope.users('bob'))),
+        'INVALID_INPUT',
+      ),
+    ).toBe(true);
+    expect(
+      isAppError(
+        thrown(() => codec.decode(users, cursorScope.search('ana'))),
+        'INVALID_INPUT',
+      ),
+    ).toBe(true);
   });
 });
 
@@ -186,6 +221,15 @@ describe('openapi', () => {
         headers: { 'Retry-After': { schema: { type: 'integer' } } },
       });
     }
+  });
+
+  it('documents the Retry-After of the erase that answers 503, as the contract does', () => {
+    const doc = openApiDocument() as {
+      paths: Record<string, Record<string, { responses: Record<string, unknown> }>>;
+    };
+    expect(doc.paths['/manage/users/{id}']?.['delete']?.responses['503']).toMatchObject({
+      headers: { 'Retry-After': { schema: { type: 'integer' } } },
+    });
   });
 
   it('documents 429 on every operation and 413 on those with a body, with the error shape', () => {
