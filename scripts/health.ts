@@ -53,11 +53,12 @@ async function finishErases(
     `users whose erase did not finish: ${stuck.length} (ingest keeps their new notifications waiting, then in inbound-poison)`,
   );
   if (!repair) return stuck.length;
-  // Archived items are found by the pseudonym of the number they carry, keyed with the app secret
-  // (as the app wrote them): without it, an erase would leave them behind, its user gone.
+  // Archived items are found by the subject of the number they carry: keyed with the deployment's
+  // key in the database, or, for items earlier versions archived, with the app secret. Without it,
+  // an erase could leave those behind, its user gone.
   if (!appSecret) {
     io.out(
-      'not repaired: finishing an erase needs the app configuration (WHATSAPP_APP_SECRET keys the pseudonyms it looks archived items up by)',
+      'not repaired: finishing an erase needs the app configuration (WHATSAPP_APP_SECRET keys the subjects earlier versions filed archived items under)',
     );
     return stuck.length;
   }

@@ -12,8 +12,8 @@ import {
   BACKUP_VERSION,
   checkStoredDocument,
   DOC_SCHEMAS,
-  ERASE_STALE_MS,
-  ErasedSinceBackup,
+  type ErasedSinceBackup,
+  KEYS_ID,
   fromEjsonLine,
   fromEjsonLineRelaxed,
   isStoredCollection,
@@ -174,6 +174,8 @@ function checkCounts(file: string, expected: Counts, found: Counts): void {
 interface FileContents {
   createdAt: Date | null;
   readonly users: BackedUpUser[];
+  /** The file's keys of archived items' subjects (adopted, never written over the database's). */
+  readonly subjectKeys: string[];
   readonly messagesPerUser: Map<string, number>;
 }
 
@@ -245,6 +247,8 @@ async function check(
     const userId = collection === 'messages' ? (doc as { userId?: unknown }).userId : null;
     if (typeof userId === 'string')
       seen.messagesPerUser.set(userId, (seen.messagesPerUser.get(userId) ?? 0) + 1);
+    if (collection === 'stats' && (doc as { _id?: unknown })._id === KEYS_ID)
+      seen.subjectKeys.push(...((doc as { subjectKeys?: string[] }).subjectKeys ?? []));
     if (collection === 'users') {
       const { _id, createdAt, waId, bsuid, previousWaIds } = doc as BackedUpUser;
       seen.users.push({ _id, createdAt, waId, bsuid, previousWaIds });
@@ -290,7 +294,10 @@ async function write(
   };
   for await (const { collection: c, doc } of entries(lines, file, fromEjsonLine)) {
     if (!isStoredCollection(c) || !wanted(c)) continue;
-    if (erased.leavesOut(c, doc as Record<string, unknown>)) {
+    // The keys document was adopted (merged) before: written over, it would lose the database's.
+    const adopted = c === 'stats' && (doc as { _id?: unknown })._id === KEYS_ID;
+    if (adopted || erased.leavesOut(c, doc as Record<string, unknown>)) {
+      if (adopted) add(restored, c);
       bar.update(++done);
       continue;
     }
@@ -379,7 +386,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   const includeTokens = values['include-tokens'] === true;
   const started = Date.now();
   // The whole file is checked before the database is touched.
-  const seen: FileContents = { createdAt: null, users: [], messagesPerUser: new Map() };
+  const seen: FileContents = { createdAt: null, users: [], subjectKeys: [], messagesPerUser: new Map() };
   const found = await checkFile(file, io, seen);
   const { messagesPerUser } = seen;
   const wanted = (c: StoredCollection) => c !== 'tokens' || includeTokens;
@@ -393,11 +400,12 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
     await withDataStore(env, io, async (store) => {
       // An erase recorded since the backup began (or one still under way then) stays done: the
       // file's records of those users, their messages and archived items are not written back.
-      const since = new Date((seen.createdAt?.getTime() ?? 0) - ERASE_STALE_MS);
-      const leftOut = new ErasedSinceBackup(await store.personal.erasuresSince(since), seen.users);
+      writing = true;
+      // The file's archived items are filed under its subject keys: kept after the database's own.
+      if (seen.subjectKeys.length) await store.personal.adoptSubjectKeys(seen.subjectKeys);
+      const leftOut = await store.personal.erasedSinceBackup(seen.createdAt, seen.users);
       erased = leftOut;
       const lines = readLines(file);
-      writing = true;
       try {
         await write(store, lines, file, wanted, total, batchSize, io, restored, leftOut);
       } finally {

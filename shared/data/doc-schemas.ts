@@ -8,6 +8,7 @@ import type { CollectionName } from './indexes';
 import type { TokenDoc } from './tokens';
 import type { MessageDoc } from './messages';
 import type { StatsDoc } from './stats';
+import { MAX_SUBJECT_KEYS } from './subjects';
 import { MAX_TERMS } from './terms';
 import type { UserDoc } from './users';
 
@@ -134,6 +135,7 @@ export const MessageDocSchema = z.strictObject({
 export const StatsDocSchema = z.strictObject({
   _id: z.union([
     z.literal('totals'),
+    z.literal('keys'),
     z.string().regex(/^day:\d{4}-\d{2}-\d{2}$/),
     z.string().regex(/^model:.{1,200}$/s),
   ]),
@@ -148,6 +150,11 @@ export const StatsDocSchema = z.strictObject({
   newUsers: z.number().int().exactOptional(),
   aiRequests: z.number().int().exactOptional(),
   aiTokens: z.number().int().exactOptional(),
+  subjectKeys: z
+    .array(z.string().regex(/^[0-9a-f]{64}$/))
+    .min(1)
+    .max(MAX_SUBJECT_KEYS)
+    .exactOptional(),
   retentionRuns: Count.exactOptional(),
   lastRetentionAt: z.date().exactOptional(),
   lastRetentionCutoff: z.date().exactOptional(),

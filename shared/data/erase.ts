@@ -1,14 +1,15 @@
 // What the data module stores about one person, exported or erased: the user, their messages and
-// every archived item that concerns them (by user id, or by the pseudonym of a number or bsuid
+// every archived item that concerns them (by user id, or by the subject of a number or bsuid
 // they used). Erase also lowers the counters by what it removes; the audit trail stays.
 import { randomBytes } from 'node:crypto';
 import type { Filter } from 'mongodb';
 import { AppError, ErrorCode } from '../errors';
-import { subjectOf, toEvent, type EventDoc } from './events';
+import { toEvent, type EventDoc } from './events';
 import type { Gateway } from './gateway';
 import { COUNTED_FIELDS, countedAs } from './message-doc';
 import { toMessage, type MessageDoc } from './messages';
 import { CounterDelta, type StatsRepository } from './stats';
+import type { SubjectKeys } from './subjects';
 import type { ArchivedEvent, Message, User } from './types';
 import { toUser, type UserDoc, type UsersRepository } from './users';
 
@@ -69,8 +70,9 @@ export interface EraseReport {
   readonly events: number;
 }
 
-const subjectsOf = (u: Omit<BackedUpUser, '_id' | 'createdAt'>): string[] =>
-  [u.waId, u.bsuid, ...(u.previousWaIds ?? [])].filter((v): v is string => Boolean(v)).map(subjectOf);
+/** The numbers and business-scoped id a user wrote from: their archived items carry one. */
+const identifiersOf = (u: Omit<BackedUpUser, '_id' | 'createdAt'>): string[] =>
+  [u.waId, u.bsuid, ...(u.previousWaIds ?? [])].filter((v): v is string => Boolean(v));
 
 export class PersonalData {
   constructor(
@@ -79,6 +81,7 @@ export class PersonalData {
     private readonly events: Gateway<EventDoc>,
     private readonly stats: StatsRepository,
     private readonly usersRepo: UsersRepository,
+    private readonly keys: SubjectKeys,
   ) {}
 
   private async archivedOf(user: UserDoc, limit: number): Promise<EventDoc[]> {
@@ -87,7 +90,7 @@ export class PersonalData {
       { sort: { userId: 1, createdAt: 1 }, limit },
     );
     const bySubject: EventDoc[] = [];
-    for (const subject of subjectsOf(user)) {
+    for (const subject of await this.keys.subjectsOf(identifiersOf(user))) {
       bySubject.push(...(await this.events.find({ subject }, { sort: { subject: 1, createdAt: 1 }, limit })));
     }
     const seen = new Set(byUser.map((e) => e._id));
@@ -190,7 +193,8 @@ export class PersonalData {
       }
     }
     let events = await this.events.deleteMany({ userId, kind: { $ne: AUDIT_KIND } });
-    for (const subject of subjectsOf(user)) events += await this.events.deleteMany({ subject });
+    for (const subject of await this.keys.subjectsOf(identifiersOf(user)))
+      events += await this.events.deleteMany({ subject });
     await this.stats.apply(delta);
     // Two erases at once: the one that deletes the user counts it.
     if (await this.users.deleteOne({ _id: userId }))
@@ -263,6 +267,31 @@ export class PersonalData {
     return erased;
   }
 
+  /**
+   * What a restore of a backup begun at `backupAt` leaves out (`ErasedSinceBackup`): the file's
+   * users erased since, or up to ERASE_STALE_MS before (an erase still under way then).
+   */
+  async erasedSinceBackup(
+    backupAt: Date | null,
+    backedUp: readonly BackedUpUser[],
+  ): Promise<ErasedSinceBackup> {
+    const erasures = await this.erasuresSince(new Date((backupAt?.getTime() ?? 0) - ERASE_STALE_MS));
+    const erased = backedUp.filter((u) => {
+      const at = erasures.get(u._id);
+      return at !== undefined && at >= u.createdAt;
+    });
+    const subjects = await this.keys.subjectsOf(erased.flatMap(identifiersOf));
+    return new ErasedSinceBackup(
+      erased.map((u) => u._id),
+      subjects,
+    );
+  }
+
+  /** The subject keys of a restored backup, kept after the database's own (./subjects). */
+  adoptSubjectKeys(keys: readonly string[]): Promise<void> {
+    return this.keys.adopt(keys);
+  }
+
   /** Takes out of the counters what a restore left out of what it wrote (`ErasedSinceBackup.delta`). */
   async uncount(delta: CounterDelta): Promise<void> {
     await this.stats.apply(delta);
@@ -291,18 +320,14 @@ export interface BackedUpUser {
  * what is left out: `delta` takes it out again, as the erase did, once the counters are written.
  */
 export class ErasedSinceBackup {
-  private readonly userIds = new Set<string>();
-  private readonly subjects = new Set<string>();
+  private readonly userIds: ReadonlySet<string>;
+  private readonly subjects: ReadonlySet<string>;
   readonly delta = new CounterDelta();
   readonly left = { users: 0, messages: 0, events: 0 };
 
-  constructor(erasures: ReadonlyMap<string, Date>, backedUp: Iterable<BackedUpUser>) {
-    for (const user of backedUp) {
-      const erasedAt = erasures.get(user._id);
-      if (!erasedAt || erasedAt < user.createdAt) continue;
-      this.userIds.add(user._id);
-      for (const subject of subjectsOf(user)) this.subjects.add(subject);
-    }
+  constructor(userIds: Iterable<string>, subjects: Iterable<string>) {
+    this.userIds = new Set(userIds);
+    this.subjects = new Set(subjects);
   }
 
   get users(): number {

@@ -1,11 +1,11 @@
 // Archived payloads that could not be processed (dead letters) and the audit trail. Payloads are
 // kept as bounded JSON text (see ./bounded-json), and each archived item names whom it concerns
-// (the user, else the pseudonym of the number or business-scoped id it carries) so that erase and
-// export find it.
+// (the user, else the subject of the number or business-scoped id it carries: ./subjects) so that
+// erase and export find it.
 import { createHash, randomUUID } from 'node:crypto';
-import { pseudonym } from '../log';
 import { boundedJson } from './bounded-json';
 import type { Gateway } from './gateway';
+import type { SubjectKeys } from './subjects';
 import type { ArchivedEvent } from './types';
 
 export interface EventDoc {
@@ -25,9 +25,6 @@ export interface EventDoc {
 
 /** Archived payloads are cut at this length (the whole notification is at most 3 MiB). */
 export const MAX_EVENT_JSON = 256 * 1024;
-
-/** The subject of an identifier (a phone number or business-scoped id): never the identifier itself. */
-export const subjectOf = (identifier: string): string => pseudonym(`subject:${identifier}`);
 
 export const toEvent = (d: EventDoc): ArchivedEvent => {
   let payload: unknown = d.payload ?? null;
@@ -49,7 +46,15 @@ export const toEvent = (d: EventDoc): ArchivedEvent => {
 };
 
 export class EventsRepository {
-  constructor(private readonly events: Gateway<EventDoc>) {}
+  constructor(
+    private readonly events: Gateway<EventDoc>,
+    private readonly keys: SubjectKeys,
+  ) {}
+
+  /** The subject an item about `identifier` (a number or business-scoped id) is filed under. */
+  subjectOf(identifier: string): Promise<string> {
+    return this.keys.subjectOf(identifier);
+  }
 
   /**
    * Archives a payload once: the id derives from its kind and content, so a redelivered
@@ -73,7 +78,7 @@ export class EventsRepository {
           reason: input.reason,
           createdAt: input.at,
           userId: input.userId ?? null,
-          subject: input.identifier ? subjectOf(input.identifier) : null,
+          subject: input.identifier ? await this.keys.subjectOf(input.identifier) : null,
           payloadJson: json,
           truncated,
         },
@@ -97,19 +102,20 @@ export class EventsRepository {
     }[],
     at: Date,
   ): Promise<number> {
-    const docs = items.map((input): EventDoc => {
+    const docs: EventDoc[] = [];
+    for (const input of items) {
       const { json, truncated } = boundedJson(input.payload, MAX_EVENT_JSON);
-      return {
+      docs.push({
         _id: `${input.kind}:${createHash('sha256').update(json).digest('hex').slice(0, 32)}`,
         kind: input.kind,
         reason: input.reason,
         createdAt: at,
         userId: input.userId ?? null,
-        subject: input.identifier ? subjectOf(input.identifier) : null,
+        subject: input.identifier ? await this.keys.subjectOf(input.identifier) : null,
         payloadJson: json,
         truncated,
-      };
-    });
+      });
+    }
     // The same content twice in one batch is one item (the id derives from it).
     const unique = [...new Map(docs.map((d) => [d._id, d])).values()];
     return (await this.events.insertMissing(unique)).size;

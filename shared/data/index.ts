@@ -12,6 +12,7 @@ import { ManageQueries } from './manage-queries';
 import { MessagesRepository, type MessageDoc } from './messages';
 import { Retention } from './retention';
 import { SpillsRepository } from './spills';
+import { SubjectKeys } from './subjects';
 import { StatsRepository, type StatsDoc } from './stats';
 import { TokensRepository, type TokenDoc } from './tokens';
 import { UsersRepository, type UserDoc } from './users';
@@ -34,9 +35,9 @@ export {
 export { fold, queryTerms, words } from './terms';
 export { CounterDelta, dayKey } from './stats';
 export { ErasedSinceBackup, type BackedUpUser } from './erase';
+export { KEYS_ID } from './subjects';
 export { preview, type SummaryMessage } from './summary';
 export { boundedJson, MAX_RAW_JSON } from './bounded-json';
-export { subjectOf } from './events';
 export { SPILL_KIND } from './spills';
 export { MAX_WA_ID_DIGITS, userIdFor } from './users';
 export {
@@ -105,6 +106,7 @@ export function createDataStore(db: Db, adapter: ServerAdapter = adapterFor(db))
   const eventsG = gateway<EventDoc>(COLLECTIONS.events);
   const tokensG = gateway<TokenDoc>(COLLECTIONS.tokens);
   const stats = new StatsRepository(statsG);
+  const keys = new SubjectKeys(statsG);
   const users = new UsersRepository(usersG, messagesG, stats);
   const all = new Map<string, Gateway<Document & { _id: string }>>(
     [usersG, messagesG, statsG, eventsG, tokensG].map((g) => [
@@ -116,10 +118,10 @@ export function createDataStore(db: Db, adapter: ServerAdapter = adapterFor(db))
     users,
     messages: new MessagesRepository(messagesG, users, stats),
     stats,
-    events: new EventsRepository(eventsG),
+    events: new EventsRepository(eventsG, keys),
     tokens: new TokensRepository(tokensG),
     manage: new ManageQueries(usersG, messagesG),
-    personal: new PersonalData(usersG, messagesG, eventsG, stats, users),
+    personal: new PersonalData(usersG, messagesG, eventsG, stats, users, keys),
     maintenance: new Maintenance(usersG, messagesG, statsG, stats, users, all),
     retention: new Retention(messagesG, users, stats),
     spills: new SpillsRepository(eventsG),

@@ -18,6 +18,8 @@ export interface StatsDoc {
   retentionRuns?: number;
   lastRetentionAt?: Date;
   lastRetentionCutoff?: Date;
+  /** The `keys` document only: the deployment's keys of archived items' subjects (subjects.ts). */
+  subjectKeys?: string[];
 }
 
 /** Running totals. */

@@ -6,7 +6,6 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ingestNotification } from '../../shared/bot/ingest';
 import { processReplyJob } from '../../shared/bot/reply';
-import { subjectOf } from '../../shared/data';
 import { createLogger } from '../../shared/log';
 import { startTestApp, type TestApp } from '../helpers/app';
 import {
@@ -167,7 +166,7 @@ describe('odd but authentic input', () => {
     expect(answered).toEqual([direct.id]);
     expect(await raw('messages').findOne({ _id: inGroup.id } as Record<string, unknown>)).toBeNull();
     expect(await raw('events').findOne({ kind: 'group_message' })).toMatchObject({
-      subject: subjectOf(from),
+      subject: await app.services.data.events.subjectOf(from),
     });
     expect(
       app.graph
@@ -195,7 +194,7 @@ describe('odd but authentic input', () => {
     ).toBeGreaterThan(0);
     // The number is found in the odd part, so erase and export find it.
     expect(await raw('events').findOne({ reason: 'malformed messages' })).toMatchObject({
-      subject: subjectOf(from),
+      subject: await app.services.data.events.subjectOf(from),
     });
   });
 

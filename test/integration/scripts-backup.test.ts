@@ -12,7 +12,7 @@ import { main as indexes } from '../../scripts/indexes';
 import { main as health } from '../../scripts/health';
 import { main as restore } from '../../scripts/restore';
 import { main as seed } from '../../scripts/seed';
-import { createDataStore, ErasedSinceBackup, subjectOf } from '../../shared/data';
+import { createDataStore } from '../../shared/data';
 import { hashToken } from '../../shared/manage/auth';
 import { testDatabase, type TestDatabase } from '../helpers/db';
 import { captureIo, runScriptUntil } from '../fixtures/scripts';
@@ -254,13 +254,16 @@ describe('restoring over a database that moved on since the backup', () => {
     expect(await snapshot()).toEqual(settled);
   });
 
-  it('an erase applies to the record of the user it erased, not to the person who wrote again after it', () => {
+  it('an erase applies to the record of the user it erased, not to the person who wrote again after it', async () => {
+    await t.db.dropDatabase();
+    const data = createDataStore(t.db);
     const erasedAt = new Date('2026-05-01T12:00:00Z');
-    const erasures = new Map([
-      ['u-old', erasedAt],
-      ['u-again', erasedAt],
-    ]);
-    const leftOut = new ErasedSinceBackup(erasures, [
+    for (const userId of ['u-old', 'u-again'])
+      await data.personal.audit({ tokenName: 'ops', action: 'erase', userId, at: erasedAt });
+    await data.personal.audit({ tokenName: 'ops', action: 'export', userId: 'u-kept', at: erasedAt });
+    // The file's items were filed under the deployment's key.
+    const subject = await data.events.subjectOf('15550001111');
+    const leftOut = await data.personal.erasedSinceBackup(new Date('2026-05-01T11:00:00Z'), [
       { _id: 'u-old', createdAt: new Date('2026-04-01T00:00:00Z'), waId: '15550001111' },
       { _id: 'u-again', createdAt: new Date('2026-05-01T12:05:00Z'), waId: '15550002222' },
       { _id: 'u-kept', createdAt: new Date('2026-04-01T00:00:00Z'), waId: '15550003333' },
@@ -270,17 +273,65 @@ describe('restoring over a database that moved on since the backup', () => {
       true,
     );
     expect(leftOut.leavesOut('messages', { _id: 'm1', userId: 'u-old' })).toBe(true);
-    expect(
-      leftOut.leavesOut('events', { _id: 'e1', kind: 'system', subject: subjectOf('15550001111') }),
-    ).toBe(true);
+    expect(leftOut.leavesOut('events', { _id: 'e1', kind: 'system', subject })).toBe(true);
     // The audit trail stays; the others' documents are written.
     expect(leftOut.leavesOut('events', { _id: 'a1', kind: 'audit', userId: 'u-old' })).toBe(false);
     expect(leftOut.leavesOut('users', { _id: 'u-again', createdAt: new Date('2026-05-01T12:05:00Z') })).toBe(
       false,
     );
+    expect(
+      leftOut.leavesOut('events', {
+        _id: 'e2',
+        kind: 'system',
+        subject: await data.events.subjectOf('15550002222'),
+      }),
+    ).toBe(false);
     expect(leftOut.leavesOut('messages', { _id: 'm2', userId: 'u-kept' })).toBe(false);
     expect(leftOut.left).toEqual({ users: 1, messages: 1, events: 1 });
     expect(leftOut.delta.totals.newUsers).toBe(-1);
+    // An erase long before the backup began is not the file's business (the file cannot hold them).
+    const later = await data.personal.erasedSinceBackup(new Date('2026-06-01T00:00:00Z'), [
+      { _id: 'u-old', createdAt: new Date('2026-04-01T00:00:00Z'), waId: '15550001111' },
+    ]);
+    expect(later.users).toBe(0);
+  });
+
+  it('archived items keep being found after a restore into another database, and after the app secret changes', async () => {
+    await t.db.dropDatabase();
+    const first = createDataStore(t.db);
+    // Filed with the deployment's key, kept in the database; no app secret is involved.
+    const item = {
+      kind: 'system',
+      reason: 'test',
+      payload: { from: '15550004444' },
+      identifier: '15550004444',
+      at: new Date(),
+    };
+    await first.events.archive(item);
+    const subject = await first.events.subjectOf('15550004444');
+    expect(subject).toMatch(/^s_[0-9a-f]{24}$/);
+    expect((await t.db.collection('events').findOne({}))?.['subject']).toBe(subject);
+    const file = path.join(dir, 'keys.jsonl.gz');
+    expect(await runToExitCode(backup, ['--out', file], env(), captureIo())).toBe(0);
+
+    // Another database that already has its own key and items.
+    await t.db.dropDatabase();
+    const second = createDataStore(t.db);
+    await second.events.archive({ ...item, payload: { from: '15550004444', n: 2 } });
+    expect(await second.events.subjectOf('15550004444')).not.toBe(subject);
+    const io = captureIo();
+    expect(await runToExitCode(restore, [file], env(), io), io.text()).toBe(0);
+    // Both items are found and erased with the user's number: the file's key was adopted, and
+    // the database's own still files new items.
+    const fresh = createDataStore(t.db);
+    await fresh.maintenance.importUsers([
+      { waId: '15550004444', name: null, createdAt: new Date(), optedOut: false },
+    ]);
+    const [user] = await t.db.collection('users').find({}).toArray();
+    const exported = await fresh.personal.exportUser(String(user?._id));
+    expect(exported?.events).toHaveLength(2);
+    expect(await fresh.personal.eraseUser(String(user?._id))).toMatchObject({ events: 2 });
+    expect(await t.db.collection('events').countDocuments({ kind: 'system' })).toBe(0);
   });
 });
 

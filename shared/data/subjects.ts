@@ -1,0 +1,76 @@
+// The subject of an archived item: a keyed hash of the number or business-scoped id it carries,
+// never the identifier itself, so that erase and export find the item and nothing else can
+// reverse it. The key is the deployment's own, kept in the database (`stats`, `_id: 'keys'`),
+// made on first use: the app, the scripts (migrate, restore, health) and a restore into another
+// database all file and find items the same way without any of the app's secrets, and resetting
+// the app secret changes nothing. Keys are a list: the first files new items; lookups try each
+// (a restore brings its file's key along), and the pseudonym earlier versions used (keyed with
+// the app secret, when the process has it).
+import { createHmac, randomBytes } from 'node:crypto';
+import { pseudonym } from '../log';
+import type { Gateway } from './gateway';
+import type { StatsDoc } from './stats';
+
+export const KEYS_ID = 'keys';
+/** Keys kept: the deployment's own, and those restores brought along. */
+export const MAX_SUBJECT_KEYS = 16;
+
+const keyed = (key: string, identifier: string): string =>
+  's_' + createHmac('sha256', Buffer.from(key, 'hex')).update(identifier).digest('hex').slice(0, 24);
+
+export class SubjectKeys {
+  /** The keys once known (never empty): they only ever grow. */
+  private known: readonly string[] | null = null;
+
+  constructor(private readonly stats: Gateway<StatsDoc>) {}
+
+  /** The subject a new item about `identifier` is filed under (the key is made on first use). */
+  async subjectOf(identifier: string): Promise<string> {
+    const [key] = await this.keys(true);
+    return keyed(key as string, identifier);
+  }
+
+  /** Every subject an item about one of `identifiers` may be filed under. */
+  async subjectsOf(identifiers: readonly string[]): Promise<string[]> {
+    if (!identifiers.length) return [];
+    const keys = await this.keys(false);
+    const subjects = identifiers.flatMap((id) => [
+      ...keys.map((key) => keyed(key, id)),
+      pseudonym(`subject:${id}`),
+    ]);
+    return [...new Set(subjects)];
+  }
+
+  /**
+   * Adds the keys of a restored backup after the database's own, so its items are found; a
+   * database that has none yet takes the file's as they are.
+   */
+  async adopt(keys: readonly string[]): Promise<void> {
+    if (!keys.length) return;
+    const unique = [...new Set(keys)].slice(0, MAX_SUBJECT_KEYS);
+    this.known = null;
+    const own = await this.keys(false);
+    if (!own.length && (await this.stats.insertOne({ _id: KEYS_ID, subjectKeys: unique })) === 'inserted') {
+      this.known = unique;
+      return;
+    }
+    const current = own.length ? own : await this.keys(false);
+    const merged = [...new Set([...current, ...unique])].slice(0, MAX_SUBJECT_KEYS);
+    if (merged.length !== current.length)
+      await this.stats.updateOne({ _id: KEYS_ID }, { $set: { subjectKeys: merged } });
+    this.known = merged;
+  }
+
+  /** The keys; with `make`, the deployment's first is made when there is none yet. */
+  private async keys(make: boolean): Promise<readonly string[]> {
+    if (this.known) return this.known;
+    const found = (await this.stats.findOne({ _id: KEYS_ID }))?.subjectKeys;
+    if (found?.length) return (this.known = found);
+    if (!make) return [];
+    // Two processes making it at once: the second insert is a duplicate, and both read the first.
+    await this.stats.insertOne({ _id: KEYS_ID, subjectKeys: [randomBytes(32).toString('hex')] });
+    const made = (await this.stats.findOne({ _id: KEYS_ID }))?.subjectKeys;
+    if (!made?.length) throw new Error('the deployment key of archived items could not be stored');
+    return (this.known = made);
+  }
+}
