@@ -1,8 +1,9 @@
 // Timer (every minute): re-queues the reply of any message left `pending` with no live job or
-// `sending` past its lease, so no user waits for Meta to deliver again; and folds the failures
-// delivery statuses reported into the running `failed` counter.
+// `sending` past its lease, so no user waits for Meta to deliver again; folds the failures
+// delivery statuses reported into the running `failed` counter; and deletes status placeholders
+// no message joined within a day.
 import type { InvocationContext, Timer } from '@azure/functions';
-import { foldReportedFailures, sweepStaleReplies } from '../shared/bot/sweeper';
+import { dropOldPlaceholders, foldReportedFailures, sweepStaleReplies } from '../shared/bot/sweeper';
 import { defaultRuntime, type Runtime } from '../shared/deps';
 import type { TimerDefinition } from './definition-types';
 import { loggerOf } from './http';
@@ -17,7 +18,10 @@ export function sweeperTimer(runtime: Runtime = defaultRuntime) {
     const jobs = await sweepStaleReplies(services, log);
     if (jobs.length) context.extraOutputs.set(replyQueueOutput, jobs);
     const failures = await foldReportedFailures(services);
-    if (jobs.length || failures) log.info('sweep done', { requeued: jobs.length, failures });
+    // After the fold: a failure a placeholder reported is counted before the placeholder goes.
+    const placeholders = await dropOldPlaceholders(services);
+    if (jobs.length || failures || placeholders)
+      log.info('sweep done', { requeued: jobs.length, failures, placeholders });
   };
 }
 

@@ -30,6 +30,14 @@ export async function sweepStaleReplies(services: SweeperPorts, log: Logger): Pr
   return [...jobs.values()];
 }
 
+/** A status placeholder no message joined within this long never will be (./data/messages). */
+export const PLACEHOLDER_TTL_MS = 24 * 60 * 60_000;
+
+/** Deletes the status placeholders older than PLACEHOLDER_TTL_MS (a batch a sweep); returns how many. */
+export function dropOldPlaceholders(services: SweeperPorts): Promise<number> {
+  return services.data.messages.dropPlaceholders(new Date(services.now().getTime() - PLACEHOLDER_TTL_MS));
+}
+
 /** Moves reported failures into the running counter; returns how many. */
 export async function foldReportedFailures(services: SweeperPorts): Promise<number> {
   const folded = await services.data.messages.foldFailures();

@@ -1,7 +1,7 @@
 // Messages, inbound and outbound. The `_id` is the WhatsApp message id when there is one (so a
 // redelivery cannot store a message twice), else a natural key (`out:<inbound id>:<part>`,
 // `legacy:<row>`). The reply state of an inbound message lives on it.
-import type { AnyBulkWriteOperation } from 'mongodb';
+import type { AnyBulkWriteOperation, Filter } from 'mongodb';
 import type { Gateway } from './gateway';
 import { CounterDelta, type StatsRepository } from './stats';
 import { COUNTED_FIELDS, countedAs, UNCOUNTED_FAILURES, type MessageDoc } from './message-doc';
@@ -278,6 +278,23 @@ export class MessagesRepository {
     // A duplicate key: the message exists and is inbound or not behind that status (stale).
     const { duplicates } = await this.messages.bulkWriteKeyed(ops);
     return { applied: updates.length - duplicates.size, stale: duplicates.size };
+  }
+
+  /**
+   * Deletes up to `limit` status placeholders older than `before`: statuses for a message never
+   * stored (one another tool sent from the number, or one whose record a crash lost). A message
+   * joins its placeholder within seconds; an old one only holds a wamid, which carries the
+   * recipient's number, for good. Returns how many went. A placeholder joined meanwhile stays.
+   */
+  async dropPlaceholders(before: Date, limit = 500): Promise<number> {
+    // `null` matches a missing field, and the userId_createdAt_id index serves it.
+    const placeholder = { userId: null } as unknown as Filter<MessageDoc>;
+    const docs = await this.messages.find(
+      { ...placeholder, createdAt: { $lt: before } },
+      { projection: { _id: 1 }, limit },
+    );
+    if (docs.length === 0) return 0;
+    return this.messages.deleteMany({ ...placeholder, _id: { $in: docs.map((d) => d._id) } });
   }
 
   /** Failures reported by statuses and not in the running counter yet (the stats add them). */

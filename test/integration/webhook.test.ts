@@ -639,6 +639,40 @@ describe('sweeper', () => {
   });
 });
 
+describe('status placeholders', () => {
+  it('a placeholder no message joined within a day is deleted by the sweep; a younger one and a joined one stay', async () => {
+    const phone = newPhone();
+    const old = `wamid.placeholder-old-${phone}`;
+    const young = `wamid.placeholder-young-${phone}`;
+    await app.post(
+      notification(
+        value({
+          statuses: [
+            status(old, 'failed', phone, { errors: [{ code: 131026, title: 'Undeliverable' }] }),
+            status(young, 'delivered', phone),
+          ],
+        }),
+      ),
+    );
+    const reply = textNotification(phone, 'hello');
+    for (const job of (await app.post(reply.payload)).jobs) await app.runJob(job);
+    const answered = await messages().findOne({ direction: 'outbound', relatedId: reply.message.id });
+    const answeredId = String(answered?._id);
+    expect(answered).not.toBeNull();
+    const dayAgo = new Date(Date.now() - 24 * 60 * 60_000 - 60_000);
+    await messages().updateMany({ _id: { $in: [old, answeredId] } }, { $set: { createdAt: dayAgo } });
+    const totalsBefore = await app.services.data.stats.totals();
+
+    await sweeperTimer(runtimeOf(app.services))(TIMER, app.context('sweeper'));
+    expect(await messages().findOne({ _id: old })).toBeNull();
+    expect(await messages().findOne({ _id: young })).not.toBeNull();
+    // A stored message of the same age is not a placeholder.
+    expect(await messages().findOne({ _id: answeredId })).not.toBeNull();
+    // The failure it reported was folded into the counter first: the figure does not move.
+    expect((await app.services.data.stats.totals()).failed).toBe(totalsBefore.failed);
+  });
+});
+
 /** A text notification padded (in an archived `errors` list) to about `bytes`. */
 function largeNotification(phone: string, bytes: number) {
   const message = textMessage(phone, 'long one');
