@@ -8,7 +8,12 @@
 import { AppError, ErrorCode } from '../errors';
 import { boundedJson, CounterDelta, ErasureInProgress, type MessageRole, type ReplyState } from '../data';
 import { pseudonym, type Logger } from '../log';
-import { parseNotification, type MessageEvent, type StatusEvent } from '../whatsapp/notification';
+import {
+  parseNotification,
+  type ArchiveEvent,
+  type MessageEvent,
+  type StatusEvent,
+} from '../whatsapp/notification';
 import { parseCommand } from './commands';
 import type { ReplyJob } from './jobs';
 import type { IngestPorts } from './ports';
@@ -55,8 +60,12 @@ export async function ingestNotification(
   };
 
   const events = parseNotification(payload, ports.now());
+  // What the bot cannot use goes in bulk (a history sync holds thousands of threads); when the
+  // database refuses the bulk write, each item is tried on its own below.
+  const archivedInBulk = await archiveInBulk(events.filter((e): e is ArchiveEvent => e.kind === 'archive'));
   for (const event of events) {
     try {
+      if (event.kind === 'archive' && archivedInBulk) continue;
       if (event.kind === 'archive')
         await archive(event.archiveKind, event.reason, event.payload, event.identifier);
       else if (event.kind === 'message') await ingestMessage(event);
@@ -89,6 +98,38 @@ export async function ingestNotification(
         await archive('unstorable', `status: ${name}`, s, s.recipient);
       }
     }
+  }
+
+  async function archiveInBulk(list: ArchiveEvent[]): Promise<boolean> {
+    if (list.length === 0) return true;
+    try {
+      await data.events.archiveMany(
+        list.map((e) => ({
+          kind: e.archiveKind,
+          reason: e.reason,
+          payload: e.payload,
+          identifier: e.identifier,
+        })),
+        ports.now(),
+      );
+    } catch (error) {
+      if (isTransient(error)) throw error;
+      log.warn('archived items refused in bulk, trying each', {
+        items: list.length,
+        error: error instanceof Error ? error.name : 'unknown',
+      });
+      return false;
+    }
+    summary.archived += list.length;
+    const counts = new Map<string, { kind: string; reason: string; items: number }>();
+    for (const e of list) {
+      const key = `${e.archiveKind}\n${e.reason}`;
+      const entry = counts.get(key) ?? { kind: e.archiveKind, reason: e.reason, items: 0 };
+      entry.items++;
+      counts.set(key, entry);
+    }
+    for (const entry of counts.values()) log.warn('webhook item archived', entry);
+    return true;
   }
 
   async function applyStatuses(list: StatusEvent[]): Promise<void> {

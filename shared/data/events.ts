@@ -25,6 +25,9 @@ export interface EventDoc {
 
 /** Archived payloads are cut at this length (the whole notification is at most 3 MiB). */
 export const MAX_EVENT_JSON = 256 * 1024;
+/** `archiveMany` writes at most this many items, of about this many bytes, per request. */
+const MAX_BATCH_ITEMS = 1_000;
+const MAX_BATCH_BYTES = 2 * 1024 * 1024;
 
 export const toEvent = (d: EventDoc): ArchivedEvent => {
   let payload: unknown = d.payload ?? null;
@@ -118,7 +121,20 @@ export class EventsRepository {
     }
     // The same content twice in one batch is one item (the id derives from it).
     const unique = [...new Map(docs.map((d) => [d._id, d])).values()];
-    return (await this.events.insertMissing(unique)).size;
+    // In requests of bounded size (a 3 MiB history is a few requests, not one per thread).
+    let archived = 0;
+    for (let start = 0; start < unique.length;) {
+      let end = start;
+      let bytes = 0;
+      while (end < unique.length && end - start < MAX_BATCH_ITEMS) {
+        bytes += Buffer.byteLength(unique[end]?.payloadJson ?? '');
+        if (end > start && bytes > MAX_BATCH_BYTES) break;
+        end++;
+      }
+      archived += (await this.events.insertMissing(unique.slice(start, end))).size;
+      start = end;
+    }
+    return archived;
   }
 
   /** A random-id entry (the audit trail). */

@@ -310,8 +310,8 @@ function otherFieldItems(field: string, value: unknown): { payload: unknown; ide
     for (const element of list) {
       const threads = isRecord(element) ? element['threads'] : undefined;
       const parts =
-        Array.isArray(threads) && threads.length > 1
-          ? threads.map((thread) => ({ ...(element as JsonRecord), threads: [thread] }))
+        Array.isArray(threads) && threads.length
+          ? threads.flatMap(threadParts).map((thread) => ({ ...(element as JsonRecord), threads: [thread] }))
           : [element];
       for (const part of parts)
         items.push({
@@ -321,6 +321,41 @@ function otherFieldItems(field: string, value: unknown): { payload: unknown; ide
     }
   }
   return items;
+}
+
+/**
+ * A history thread's messages in consecutive parts, each well under what an archived item keeps
+ * (256 KiB of JSON): a busy customer's thread of 180 days holds thousands of messages, and an item
+ * cut at the bound would lose all those past it.
+ */
+const MAX_THREAD_PART = 192 * 1024;
+
+function threadParts(thread: unknown): unknown[] {
+  const messages = isRecord(thread) ? thread['messages'] : undefined;
+  if (!Array.isArray(messages)) return [thread];
+  const parts: unknown[][] = [[]];
+  let size = 0;
+  for (const message of messages) {
+    const length = jsonLength(message);
+    const current = parts[parts.length - 1] as unknown[];
+    if (current.length && size + length > MAX_THREAD_PART) {
+      parts.push([message]);
+      size = length;
+    } else {
+      current.push(message);
+      size += length + 1;
+    }
+  }
+  return parts.length === 1 ? [thread] : parts.map((part) => ({ ...(thread as JsonRecord), messages: part }));
+}
+
+/** The length of a value's JSON; too deep to write (it is cut when archived): as long as a part. */
+function jsonLength(value: unknown): number {
+  try {
+    return JSON.stringify(value)?.length ?? 4;
+  } catch {
+    return MAX_THREAD_PART;
+  }
 }
 
 /** Keys that hold a person's number in the other fields' items (`to`: the recipient of an echo). */

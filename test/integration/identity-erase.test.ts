@@ -422,6 +422,65 @@ describe('notifications of other fields the app subscribes to', () => {
   });
 });
 
+describe('a history thread longer than an archived item', () => {
+  it('is archived in parts under its person: none of its messages is cut off', async () => {
+    const phone = newPhone();
+    const user = await userWhoWrote(app, phone, 'hello');
+    const business = { display_phone_number: '15550783881', phone_number_id: '106540352242922' };
+    const at = Math.floor(Date.now() / 1000) - 90 * 86_400;
+    // 180 days with a busy customer: 3,000 messages (about 900 KB), in one thread of one chunk.
+    const messages = Array.from({ length: 3_000 }, (_, i) => ({
+      from: i % 2 ? business.display_phone_number : phone,
+      ...(i % 2 ? { to: phone } : {}),
+      id: `wamid.history.${String(i).padStart(5, '0')}`,
+      timestamp: String(at + i * 60),
+      type: 'text',
+      text: { body: `history message number ${i}, with the words people write every day` },
+      history_context: { status: 'READ' },
+    }));
+    const payload = {
+      object: 'whatsapp_business_account',
+      entry: [
+        {
+          id: '102290129340398',
+          changes: [
+            {
+              field: 'history',
+              value: {
+                messaging_product: 'whatsapp',
+                metadata: business,
+                history: [
+                  {
+                    metadata: { phase: 2, chunk_order: 3, progress: 90 },
+                    threads: [{ id: phone, messages }],
+                  },
+                ],
+              },
+            },
+          ],
+        },
+      ],
+    };
+    expect(JSON.stringify(payload).length).toBeGreaterThan(600_000);
+    await deliver(payload);
+    const exported = await app.services.data.personal.exportUser(user.id);
+    const parts = (exported?.events ?? []).filter((e) => e.reason === 'field history');
+    expect(parts.length).toBeGreaterThan(1);
+    // Each part is whole JSON, shaped like Meta's change, with the thread's metadata.
+    const kept = parts.flatMap((e) => {
+      const p = e.payload as {
+        field: string;
+        value: { history: { metadata: unknown; threads: { id: string; messages: { id: string }[] }[] }[] };
+      };
+      expect(p.field).toBe('history');
+      expect(p.value.history[0]?.metadata).toEqual({ phase: 2, chunk_order: 3, progress: 90 });
+      expect(p.value.history[0]?.threads[0]?.id).toBe(phone);
+      return p.value.history[0]?.threads[0]?.messages.map((m) => m.id) ?? [];
+    });
+    expect(kept.sort()).toEqual(messages.map((m) => m.id));
+  });
+});
+
 describe('bursts', () => {
   it('one notification with 25 messages from one user (an album): every one answered once, in the order listed', async () => {
     const phone = newPhone();

@@ -9,10 +9,21 @@ import { processReplyJob } from '../../shared/bot/reply';
 import { observeCommands, type ObservedCommand } from '../../shared/data';
 import { createLogger } from '../../shared/log';
 import { startTestApp, type TestApp } from '../helpers/app';
-import { notification, status, textMessage, value } from '../helpers/meta';
+import {
+  notification,
+  nowSeconds,
+  status,
+  textMessage,
+  value,
+  wamid,
+  PHONE_NUMBER_ID,
+  WABA_ID,
+} from '../helpers/meta';
 
 const TURN_BUDGET = 8;
 const STATUS_BUDGET = 1;
+/** A notification of another field, whatever its size (up to the webhook's 3 MiB): archived in bulk. */
+const ARCHIVE_BUDGET = 12;
 
 const log = createLogger({ log: () => undefined, warn: () => undefined, error: () => undefined });
 let seq = 0;
@@ -137,5 +148,85 @@ describe.each([
     expect((await app.services.data.messages.getMessage(outbound?.id ?? ''))?.status).toBe('failed');
     // Counted in the stats all the same (the sweeper folds it into the running counter).
     expect(await app.services.data.messages.uncountedFailures()).toBe(1);
+  });
+});
+
+describe('round trips of large notifications of other fields', () => {
+  let app: TestApp;
+  let count: ReturnType<typeof counter>;
+  beforeAll(async () => {
+    app = await startTestApp();
+    count = counter(app.database.dbName);
+  });
+  afterAll(async () => {
+    count.stop();
+    await app.close();
+  });
+
+  const business = { display_phone_number: '15550783881', phone_number_id: PHONE_NUMBER_ID };
+  const change = (field: string, v: Record<string, unknown>) => ({
+    object: 'whatsapp_business_account',
+    entry: [{ id: WABA_ID, changes: [{ field, value: v }] }],
+  });
+
+  it(`a history of 1,000 threads (Meta's chat history sync, near 3 MB) takes at most ${ARCHIVE_BUDGET} round trips, each thread filed under its person`, async () => {
+    const at = Math.floor(Date.now() / 1000) - 30 * 86_400;
+    const people = Array.from({ length: 1_000 }, () => newPhone());
+    // Ten messages a thread, from the person and from the business (history_context: Meta's).
+    const threads = people.map((id, t) => ({
+      id,
+      messages: Array.from({ length: 10 }, (_, i) => ({
+        from: i % 2 ? business.display_phone_number : id,
+        ...(i % 2 ? { to: id } : {}),
+        id: wamid(),
+        timestamp: String(at + t * 10 + i),
+        type: 'text',
+        text: { body: `history message ${i} of a thread, with a few more words in it` },
+        history_context: { status: i % 2 ? 'DELIVERED' : 'READ' },
+      })),
+    }));
+    const payload = change('history', {
+      messaging_product: 'whatsapp',
+      metadata: business,
+      history: [{ metadata: { phase: 1, chunk_order: 1, progress: 40 }, threads }],
+    });
+    expect(JSON.stringify(payload).length).toBeGreaterThan(2_500_000);
+    const commands = await count.during(() => ingestNotification(app.services, payload, log));
+    process.stderr.write(`round-trips (history of 1,000 threads): ${commands.length}\n`);
+    expect(commands.length, commands.join('\n')).toBeLessThanOrEqual(ARCHIVE_BUDGET);
+    const events = app.database.db.collection('events');
+    expect(await events.countDocuments({ reason: 'field history' })).toBe(1_000);
+    // Filed per person: each thread under the subject of its own number.
+    for (const person of [people[0], people[499], people[999]]) {
+      const subject = await app.services.data.events.subjectOf(person ?? '');
+      const filed = await events.find({ subject }).toArray();
+      expect(filed).toHaveLength(1);
+      expect(String(filed[0]?.['payloadJson'])).toContain(`"id":"${person ?? ''}"`);
+    }
+    // Delivered again: nothing new, in as few round trips.
+    const again = await count.during(() => ingestNotification(app.services, payload, log));
+    expect(again.length).toBeLessThanOrEqual(ARCHIVE_BUDGET);
+    expect(await events.countDocuments({ reason: 'field history' })).toBe(1_000);
+  });
+
+  it(`2,000 echoes of the Business app in one notification take at most ${ARCHIVE_BUDGET} round trips`, async () => {
+    const echoes = Array.from({ length: 2_000 }, (_, i) => ({
+      from: business.display_phone_number,
+      to: newPhone(),
+      id: wamid(),
+      timestamp: nowSeconds(),
+      type: 'text',
+      text: { body: `echo ${i}` },
+    }));
+    const payload = change('smb_message_echoes', {
+      messaging_product: 'whatsapp',
+      metadata: business,
+      message_echoes: echoes,
+    });
+    const commands = await count.during(() => ingestNotification(app.services, payload, log));
+    expect(commands.length, commands.join('\n')).toBeLessThanOrEqual(ARCHIVE_BUDGET);
+    expect(
+      await app.database.db.collection('events').countDocuments({ reason: 'field smb_message_echoes' }),
+    ).toBe(2_000);
   });
 });
