@@ -263,21 +263,35 @@ export class MessagesRepository {
    * naming an inbound message changes nothing (statuses describe what we sent): it is stale.
    */
   async applyStatuses(updates: readonly StatusUpdate[]): Promise<{ applied: number; stale: number }> {
-    if (updates.length === 0) return { applied: 0, stale: 0 };
-    const ops: AnyBulkWriteOperation<MessageDoc>[] = updates.map((update) => ({
-      updateOne: {
-        filter: {
-          _id: update.waMessageId,
-          statusRank: { $lt: STATUS_RANK[update.status] },
-          direction: { $ne: 'inbound' },
+    // An unordered bulk write may run its operations at once (Cosmos DB does): two statuses of one
+    // message in one write could race, the second finding the first's new placeholder and taken
+    // for stale. So one message's statuses go in successive writes ("waves"), in the order given;
+    // a notification with one status per message, the usual case, is one write.
+    const waves: StatusUpdate[][] = [];
+    const seen = new Map<string, number>();
+    for (const update of updates) {
+      const wave = seen.get(update.waMessageId) ?? 0;
+      seen.set(update.waMessageId, wave + 1);
+      (waves[wave] ??= []).push(update);
+    }
+    let applied = 0;
+    for (const wave of waves) {
+      const ops: AnyBulkWriteOperation<MessageDoc>[] = wave.map((update) => ({
+        updateOne: {
+          filter: {
+            _id: update.waMessageId,
+            statusRank: { $lt: STATUS_RANK[update.status] },
+            direction: { $ne: 'inbound' },
+          },
+          update: statusChange(update),
+          upsert: true,
         },
-        update: statusChange(update),
-        upsert: true,
-      },
-    }));
-    // A duplicate key: the message exists and is inbound or not behind that status (stale).
-    const { duplicates } = await this.messages.bulkWriteKeyed(ops);
-    return { applied: updates.length - duplicates.size, stale: duplicates.size };
+      }));
+      // A duplicate key: the message exists and is inbound or not behind that status (stale).
+      const { duplicates } = await this.messages.bulkWriteKeyed(ops);
+      applied += wave.length - duplicates.size;
+    }
+    return { applied, stale: updates.length - applied };
   }
 
   /**

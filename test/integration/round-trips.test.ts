@@ -109,6 +109,44 @@ describe.each([
     expect(app.graph.sends().length).toBeGreaterThanOrEqual(3);
   });
 
+  it('statuses of one message in one notification never share a bulk write (Cosmos DB may run its writes at once)', async () => {
+    const phone = newPhone();
+    const ids = [wamid(), wamid()];
+    const seen: ObservedCommand[] = [];
+    const stop = observeCommands((c) => {
+      if (c.databaseName === app.database.dbName && c.commandName === 'update') seen.push(c);
+    });
+    try {
+      await ingestNotification(
+        app.services,
+        notification(
+          value({
+            statuses: [
+              status(ids[0] as string, 'sent', phone),
+              status(ids[1] as string, 'sent', phone),
+              status(ids[0] as string, 'delivered', phone),
+              status(ids[0] as string, 'read', phone),
+              status(ids[1] as string, 'delivered', phone),
+            ],
+          }),
+        ),
+        log,
+      );
+    } finally {
+      stop();
+    }
+    const writes = seen.map((c) =>
+      (c.command['updates'] as { q: { _id?: unknown } }[]).map((u) => String(u.q._id)),
+    );
+    expect(writes.flat().sort()).toEqual([...ids, ...ids, ids[0]].sort());
+    for (const write of writes) expect(new Set(write).size).toBe(write.length);
+    // Each message ends at its highest status, whatever ran when.
+    const stored = (id: string) =>
+      app.database.db.collection('messages').findOne({ _id: id } as Record<string, unknown>);
+    expect((await stored(ids[0] as string))?.['status']).toBe('read');
+    expect((await stored(ids[1] as string))?.['status']).toBe('delivered');
+  });
+
   it(`a status notification takes at most ${STATUS_BUDGET} round trip`, async () => {
     const from = newPhone();
     await turn(from, 'hello');
