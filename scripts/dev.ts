@@ -19,7 +19,7 @@ import { resolveDatabase } from './lib/database';
 import { claimDataDir, publishDevServer, releaseDataDir, unpublishDevServer } from './lib/dev-record';
 import { startDevServer, type DevServer } from './dev-server';
 import { publishAzurite, unpublishAzurite } from './lib/azurite';
-import { watchParent } from './lib/subprocess';
+import { orphanedAtStart, watchParent } from './lib/subprocess';
 import { SIMULATOR_ROUTE, simulatorDefinitions } from './dev/simulator';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -75,6 +75,9 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void shutdown('SIGTERM received'));
   process.on('SIGINT', () => void shutdown('SIGINT received'));
   watchParent(() => void shutdown('its parent process has gone'));
+  // Run by npm, whose shell a signal ended before this process could watch it.
+  if (process.env['npm_lifecycle_event'] === 'dev' && orphanedAtStart('scripts/dev.ts'))
+    void shutdown('its parent process has gone');
 
   // The embedded database and Azurite keep their files in the data folder: one run per folder.
   if (!process.env['MONGODB_URI']?.trim() || !process.env['AzureWebJobsStorage']?.trim()) {

@@ -10,7 +10,10 @@
 //   process wrote is in the page cache, which outlives it (only an OS crash could take back the
 //   last writes);
 // - the metadata collections keep no sorted indices: Azurite's stores hold a few hundred messages
-//   here, which a scan reads faster than LokiJS re-sorts its indices after every delete.
+//   here, which a scan reads faster than LokiJS re-sorts its indices after every delete;
+// - with AZURITE_PARENT_PIPE=1 (startAzurite), the end of stdin, which the starting process holds
+//   open, stops it as SIGTERM does: that process ended in any way (even SIGKILL), and Azurite
+//   must not run on, unowned, on the folder the next start opens with an Azurite of its own.
 'use strict';
 const path = require('node:path');
 const root = path.dirname(require.resolve('azurite/package.json'));
@@ -44,4 +47,13 @@ Store.prototype.insertMessage = async function (...args) {
     this.db.saveDatabase((error) => (error ? reject(error) : resolve())),
   );
 };
+if (process.env.AZURITE_PARENT_PIPE === '1') {
+  const orphaned = () => {
+    setTimeout(() => process.exit(1), 5_000).unref();
+    process.kill(process.pid, 'SIGTERM');
+  };
+  process.stdin.once('end', orphaned);
+  process.stdin.once('error', orphaned);
+  process.stdin.resume();
+}
 require(path.join(root, 'dist/src/queue/main.js'));

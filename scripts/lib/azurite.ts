@@ -59,8 +59,13 @@ export async function startAzurite(options: {
       '--silent',
     ],
     {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, AZURITE_DURABLE_QUEUES: options.durableQueues?.join(',') ?? '*' },
+      // stdin stays open while this process lives: its end stops Azurite (see azurite-queue.js).
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: {
+        ...process.env,
+        AZURITE_DURABLE_QUEUES: options.durableQueues?.join(',') ?? '*',
+        AZURITE_PARENT_PIPE: '1',
+      },
     },
   );
   let output = '';
@@ -94,7 +99,10 @@ export async function startAzurite(options: {
   child.stdout.resume();
   child.stderr.on('data', (chunk: Buffer) => log(`azurite: ${chunk.toString().trim()}`));
   let exited = false;
-  child.once('exit', () => (exited = true));
+  child.once('exit', () => {
+    exited = true;
+    child.stdin.destroy();
+  });
   log(`queues: Azurite on 127.0.0.1:${port} (data in ${options.location})`);
   return {
     connectionString: azuriteConnectionString(port),

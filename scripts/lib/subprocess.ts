@@ -1,6 +1,7 @@
 // Runs a program to completion with a time limit and keeps its output; small helpers for processes
 // and for quoting their output in messages.
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 export interface RunResult {
   code: number | null;
@@ -64,6 +65,24 @@ export function watchParent(onExit: () => void, intervalMs = 250): void {
     onExit();
   }, intervalMs);
   timer.unref();
+}
+
+/**
+ * Whether the process that started this one had gone before this one could watch it: a run by npm
+ * whose shell died of a signal while node was loading has init (pid 1) or a subreaper as its parent,
+ * which never goes. Linux tells by the parent's command line: npm's shell (it names `marker`) or
+ * npm itself (a shell that `exec`s); elsewhere only pid 1 is recognised.
+ */
+export function orphanedAtStart(marker: string): boolean {
+  if (process.platform === 'win32') return false;
+  if (process.ppid === 1) return true;
+  let command: string;
+  try {
+    command = readFileSync(`/proc/${process.ppid}/cmdline`, 'utf8');
+  } catch {
+    return false; // no /proc: the pid test above is all there is
+  }
+  return !command.includes(marker) && !/npm/.test(command);
 }
 
 /** Whether `promise` settles within `ms`. */

@@ -1,5 +1,5 @@
 // `npm run dev` over HTTP, as Meta, the Graph API and an operator see it.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -292,6 +292,46 @@ describe('npm run dev started with npm', () => {
       await dev.stop();
     }
   }, 120_000);
+});
+
+describe('npm run dev stopped as it starts', () => {
+  it('stops within 10 s when only the npm process gets SIGTERM before the app has started', async () => {
+    // npm passes the signal to its shell, which dies of it before node has started: the app then
+    // starts with init (or a subreaper) as its parent, and must stop all the same.
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wa-dev-'));
+    const cli = process.env['npm_execpath'];
+    const [command, args] =
+      cli && /npm-cli\.[cm]?js$/.test(cli)
+        ? [process.execPath, [cli, 'run', 'dev']]
+        : ['npm', ['run', 'dev']];
+    const child = spawn(command, args, {
+      cwd: ROOT,
+      env: { ...process.env, DEV_SKIP_WEB_BUILD: '1', DEV_DATA_DIR: dataDir, PORT: String(await freePort()) },
+      stdio: 'ignore',
+      detached: true,
+    });
+    const group = () =>
+      execFileSync('ps', ['-A', '-o', 'pid=,pgid=,stat='], { encoding: 'utf8' })
+        .split('\n')
+        .map((l) => l.trim().split(/\s+/))
+        .filter(([, pgid, stat]) => Number(pgid) === child.pid && !stat?.startsWith('Z'));
+    try {
+      // Once npm has started its shell, and before node could have loaded the app.
+      await waitFor(async () => group().length >= 2, 5_000);
+      process.kill(child.pid as number, 'SIGTERM');
+      const signalled = Date.now();
+      await waitFor(async () => group().length === 0, 10_000).catch(() => undefined);
+      expect(group()).toEqual([]);
+      expect(Date.now() - signalled).toBeLessThan(10_000);
+    } finally {
+      try {
+        process.kill(-(child.pid as number), 'SIGKILL');
+      } catch {
+        // all gone
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
 
 /** Runs scripts/dev.ts to its end (it is expected to fail at start): exit code and output. */

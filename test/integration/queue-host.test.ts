@@ -2,6 +2,7 @@
 // the encoding on the wire, retries, the poison queue, outputs, idle; and `npm run replay-poison`.
 import { output, type InvocationContext } from '@azure/functions';
 import { QueueServiceClient } from '@azure/storage-queue';
+import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -189,6 +190,65 @@ describe('local Azurite', () => {
       expect((await queue.getProperties()).approximateMessagesCount).toBe(10);
       await local.stop();
     } finally {
+      rmSync(location, { recursive: true, force: true });
+    }
+  }, 60_000);
+  it('stops, saving its state, when the process that started it dies without stopping it', async () => {
+    // SIGKILL of `npm run dev`'s node process alone: its Azurite must not run on, unowned, on the
+    // data folder that the next start opens with an Azurite of its own.
+    const location = mkdtempSync(path.join(os.tmpdir(), 'azurite-orphan-'));
+    const starter = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        '-e',
+        `require(${JSON.stringify(path.resolve(__dirname, '../../scripts/lib/azurite.ts'))})` +
+          `.startAzurite({ location: ${JSON.stringify(location)}, log: () => {} })` +
+          '.then((a) => console.log(`azurite ${a.pid} ${a.connectionString}`))',
+      ],
+      { cwd: path.resolve(__dirname, '../..'), stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let pid = 0;
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        starter.stdout.on('data', (c: Buffer) => {
+          out += c.toString();
+          if (out.includes('\n')) resolve(out);
+        });
+        starter.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
+      });
+      const [, found, connectionString] = /^azurite (\d+) (\S+)/.exec(line) ?? [];
+      pid = Number(found);
+      const queue = QueueServiceClient.fromConnectionString(String(connectionString)).getQueueClient(
+        'inbound',
+      );
+      await queue.createIfNotExists();
+      await queue.sendMessage('kept');
+      process.kill(starter.pid as number, 'SIGKILL');
+      const alive = () => {
+        try {
+          process.kill(pid, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      };
+      const until = Date.now() + 5_000;
+      while (alive() && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      expect(alive()).toBe(false);
+      const local = await startAzurite({ location, log: () => {} });
+      const again = QueueServiceClient.fromConnectionString(local.connectionString).getQueueClient('inbound');
+      expect((await again.getProperties()).approximateMessagesCount).toBe(1);
+      await local.stop();
+    } finally {
+      starter.kill('SIGKILL');
+      try {
+        if (pid) process.kill(pid, 'SIGKILL');
+      } catch {
+        // stopped, as it should
+      }
       rmSync(location, { recursive: true, force: true });
     }
   }, 60_000);
