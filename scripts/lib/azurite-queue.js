@@ -55,5 +55,7 @@ if (process.env.AZURITE_PARENT_PIPE === '1') {
   process.stdin.once('end', orphaned);
   process.stdin.once('error', orphaned);
   process.stdin.resume();
+  // Stopping (Azurite's own handlers close its servers): stdin must not keep the process alive.
+  for (const signal of ['SIGTERM', 'SIGINT']) process.on(signal, () => process.stdin.destroy());
 }
 require(path.join(root, 'dist/src/queue/main.js'));

@@ -228,6 +228,8 @@ export async function startQueueHost(options: QueueHostOptions): Promise<QueueHo
         log('warning', definition.name, `receive failed (${errorName(error)}); retrying`);
       }
       if (messages.length === 0) {
+        // Stopped while receiving: the wake came before this sleep could hear it.
+        if (stopping) break;
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, poll);
           wake = () => {

@@ -71,17 +71,17 @@ export function watchParent(onExit: () => void, intervalMs = 250): void {
  * Whether the process that started this one had gone before this one could watch it: a run by npm
  * whose shell died of a signal while node was loading has init (pid 1) or a subreaper as its parent,
  * which never goes. Linux tells by the parent's command line: npm's shell (it names `marker`) or
- * npm itself (a shell that `exec`s); elsewhere only pid 1 is recognised.
+ * npm itself (a shell that `exec`s, or npm as a container's pid 1); elsewhere only pid 1 counts.
  */
 export function orphanedAtStart(marker: string): boolean {
   if (process.platform === 'win32') return false;
-  if (process.ppid === 1) return true;
   let command: string;
   try {
     command = readFileSync(`/proc/${process.ppid}/cmdline`, 'utf8');
   } catch {
-    return false; // no /proc: the pid test above is all there is
+    return process.ppid === 1; // no /proc: the pid is all there is
   }
+  // npm itself may be pid 1 (a container's command): its child is not an orphan.
   return !command.includes(marker) && !/npm/.test(command);
 }
 

@@ -193,6 +193,25 @@ describe('local Azurite', () => {
       rmSync(location, { recursive: true, force: true });
     }
   }, 60_000);
+  it('stops on its own when asked (SIGTERM), saving its state, not killed after the grace period', async () => {
+    const location = mkdtempSync(path.join(os.tmpdir(), 'azurite-stop-'));
+    try {
+      let local = await startAzurite({ location, log: () => {} });
+      let queue = QueueServiceClient.fromConnectionString(local.connectionString).getQueueClient('jobs');
+      await queue.createIfNotExists();
+      await queue.sendMessage('kept');
+      const asked = Date.now();
+      await local.stop();
+      // The grace period before a kill is 5 s: an Azurite that stops by itself is gone well before.
+      expect(Date.now() - asked).toBeLessThan(4_000);
+      local = await startAzurite({ location, log: () => {} });
+      queue = QueueServiceClient.fromConnectionString(local.connectionString).getQueueClient('jobs');
+      expect((await queue.getProperties()).approximateMessagesCount).toBe(1);
+      await local.stop();
+    } finally {
+      rmSync(location, { recursive: true, force: true });
+    }
+  }, 60_000);
   it('stops, saving its state, when the process that started it dies without stopping it', async () => {
     // SIGKILL of `npm run dev`'s node process alone: its Azurite must not run on, unowned, on the
     // data folder that the next start opens with an Azurite of its own.
