@@ -29,6 +29,14 @@ export interface DevServerOptions {
   /** The storage account: a connection string, or a folder for an Azurite started (and stopped) here. */
   readonly storage?: { connectionString: string } | { location: string };
   readonly queueOptions?: Partial<Omit<QueueHostOptions, 'definitions' | 'connectionString' | 'log'>>;
+  /**
+   * What must be ready before any function runs (the database). The port is taken first, so that
+   * nothing started meanwhile (Azurite, a database on a free port) can take it; requests that
+   * come meanwhile wait. A rejection stops the start with its error.
+   */
+  readonly gate?: Promise<void>;
+  /** Called once the port is taken. */
+  readonly onListening?: () => void;
 }
 
 export interface DevServer {
@@ -80,55 +88,88 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   const ownsQueues = !options.queues;
   let azurite: Azurite | undefined;
   let queues = options.queues;
-  if (!queues) {
+  // The port first: Azurite and the database take free ports, which could be this one.
+  let ready: (host: QueueHost) => void = () => undefined;
+  let failed: (error: unknown) => void = () => undefined;
+  const hostReady = new Promise<QueueHost>((resolve, reject) => {
+    ready = resolve;
+    failed = reject;
+  });
+  hostReady.catch(() => undefined);
+  const server = http.createServer((req, res) => {
+    hostReady
+      .then((host) => handle(host, req, res))
+      .catch((error: unknown) => {
+        log('error', 'host', `request failed: ${error instanceof Error ? error.name : 'error'}`);
+        if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'application/json' });
+        res.end(JSON.stringify({ error: { code: 'INTERNAL', message: 'internal error' } }));
+      });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host ?? '127.0.0.1', () => resolve());
+  });
+  options.onListening?.();
+  const closeServer = async () => {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  };
+  try {
+    queues = await startHost();
+  } catch (error) {
+    failed(error);
+    await closeServer();
+    await azurite?.stop();
+    throw error;
+  }
+  const host = queues;
+  ready(host);
+
+  /** After the gate: the queue host given, or one on the storage account (an Azurite started here). */
+  async function startHost(): Promise<QueueHost> {
+    await options.gate;
+    if (queues) return queues;
     if (!options.storage) {
       // HTTP functions only (the dashboard test): no storage account is needed.
       const needsQueues = options.definitions.some(
         (d) => d.kind !== 'http' || (d.queueOutputs?.length ?? 0) > 0,
       );
       if (needsQueues) throw new Error('startDevServer needs queues or storage for these definitions');
-    }
-    const storage = options.storage ?? { none: true as const };
-    if ('none' in storage) {
-      queues = {
+      return {
         send: async (queueName) => {
           throw new Error(`no storage account: cannot write to ${queueName}`);
         },
         idle: async () => undefined,
         stop: async () => undefined,
       };
-    } else if ('connectionString' in storage) {
-      queues = await startQueueHost({
+    }
+    if ('connectionString' in options.storage) {
+      return startQueueHost({
         ...options.queueOptions,
         definitions: options.definitions,
-        connectionString: storage.connectionString,
+        connectionString: options.storage.connectionString,
         log,
-      });
-    } else {
-      azurite = await startAzurite({
-        location: storage.location,
-        log: (line) => (options.say ?? ((l: string) => process.stderr.write(`${l}\n`)))(line),
-        // An HTTP function's answer depends on its queue writes (the webhook's acknowledgement).
-        // What a queue function writes is safe without: its own message is deleted after, and
-        // Azurite saves its whole state at once, so a saved delete comes with the write before it.
-        durableQueues: options.definitions
-          .filter((d): d is HttpDefinition => d.kind === 'http')
-          .flatMap((d) => (d.queueOutputs ?? []).map((o) => String(o['queueName']))),
-      });
-      queues = await startQueueHost({
-        ...options.queueOptions,
-        definitions: options.definitions,
-        connectionString: azurite.connectionString,
-        log,
-      }).catch(async (error: unknown) => {
-        await azurite?.stop();
-        throw error;
       });
     }
+    azurite = await startAzurite({
+      location: options.storage.location,
+      log: (line) => (options.say ?? ((l: string) => process.stderr.write(`${l}\n`)))(line),
+      // An HTTP function's answer depends on its queue writes (the webhook's acknowledgement).
+      // What a queue function writes is safe without: its own message is deleted after, and
+      // Azurite saves its whole state at once, so a saved delete comes with the write before it.
+      durableQueues: options.definitions
+        .filter((d): d is HttpDefinition => d.kind === 'http')
+        .flatMap((d) => (d.queueOutputs ?? []).map((o) => String(o['queueName']))),
+    });
+    return startQueueHost({
+      ...options.queueOptions,
+      definitions: options.definitions,
+      connectionString: azurite.connectionString,
+      log,
+    });
   }
-  const host = queues;
 
-  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  async function handle(host: QueueHost, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', `http://${req.headers.host ?? '127.0.0.1'}`);
     const method = (req.method ?? 'GET').toUpperCase();
     const matches = routes
@@ -218,21 +259,6 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     res.end(method === 'HEAD' ? undefined : out);
   }
 
-  const server = http.createServer((req, res) => {
-    handle(req, res).catch((error: unknown) => {
-      log('error', 'host', `request failed: ${error instanceof Error ? error.name : 'error'}`);
-      if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'application/json' });
-      res.end(JSON.stringify({ error: { code: 'INTERNAL', message: 'internal error' } }));
-    });
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host ?? '127.0.0.1', () => resolve());
-  }).catch(async (error: unknown) => {
-    if (ownsQueues) await host.stop();
-    await azurite?.stop();
-    throw error;
-  });
   const port = (server.address() as AddressInfo).port;
 
   return {
@@ -246,8 +272,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
         : undefined),
     idle: (idleOptions) => host.idle(idleOptions),
     async stop() {
-      server.closeAllConnections();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await closeServer();
       if (ownsQueues) await host.stop();
       await azurite?.stop();
     },

@@ -53,6 +53,14 @@ async function main(): Promise<void> {
   let building: ChildProcess | undefined;
   let database: Awaited<ReturnType<typeof resolveDatabase>> | undefined = undefined;
   let server: Promise<DevServer> | undefined = undefined;
+  // The server takes its port first and waits on this for the database (see startDevServer).
+  let openGate: () => void = () => undefined;
+  let closeGate: (error: unknown) => void = () => undefined;
+  const gate = new Promise<void>((resolve, reject) => {
+    openGate = resolve;
+    closeGate = reject;
+  });
+  gate.catch(() => undefined);
   // DEV_DATA_DIR: another folder than .data/ (the crash test runs on a temporary one).
   const dataDir = process.env['DEV_DATA_DIR']?.trim() || undefined;
   const shutdown = async (reason: string) => {
@@ -62,7 +70,9 @@ async function main(): Promise<void> {
     const force = setTimeout(() => process.exit(1), 9_000);
     force.unref();
     building?.kill();
-    // A server still starting (Azurite with it) is stopped once up, within the 9 s above.
+    // A server waiting for the database gives its port back; one still starting (Azurite with
+    // it) is stopped once up, within the 9 s above.
+    closeGate(new Error(reason));
     await (await server?.catch(() => undefined))?.stop().catch(() => undefined);
     await closeAllClients();
     await unpublishDevServer(...(dataDir ? [dataDir] : [])).catch(() => undefined);
@@ -109,25 +119,11 @@ async function main(): Promise<void> {
       generated.push(name);
     }
   }
-  const db = await resolveDatabase({ purpose: 'dev', log: say, ...(dataDir ? { dataDir } : {}) });
-  database = db;
-  process.env['MONGODB_URI'] = db.uri;
   const config = loadConfig(process.env);
-
-  // The local host is its own deployment: it creates the indexes (in Azure, infra/ does).
-  const unreachable = (error: unknown): never => {
-    if (db.kind === 'uri' && error instanceof AppError && error.code === ErrorCode.UNAVAILABLE)
-      throw new Error(
-        `the database at ${db.description} does not answer: start it, or correct MONGODB_URI ` +
-          '(unset, the embedded database is used)',
-      );
-    throw error;
-  };
-  const services = await getServices().catch(unreachable);
-  await services.data.ensureIndexes('create').catch(unreachable);
   const storage = process.env['AzureWebJobsStorage']?.trim();
-  // A signal during the start: shutdown is under way and stops what is up.
-  if (stopping) return;
+  // The port first: the database and Azurite take free ports, and one could be this one.
+  let listening: () => void = () => undefined;
+  const portTaken = new Promise<void>((resolve) => (listening = resolve));
   server = startDevServer({
     definitions: [...definitions, ...simulatorDefinitions(defaultRuntime)],
     port: config.port,
@@ -137,14 +133,42 @@ async function main(): Promise<void> {
       : { location: path.join(dataDir ?? DEFAULT_DATA_DIR, 'azurite') },
     // After a crash the sweeper finishes abandoned replies at once instead of within a minute.
     queueOptions: { runOnStart: ['sweeper'] },
+    gate,
+    onListening: listening,
   });
-  const running = await server.catch((error: unknown) => {
+  const portInUse = (error: unknown): never => {
     if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
     throw new Error(
       `port ${config.port} on 127.0.0.1 is in use (another \`npm run dev\`?): ` +
         'stop what uses it, or set PORT to another port',
     );
-  });
+  };
+  await Promise.race([portTaken, server.then(() => undefined)]).catch(portInUse);
+
+  let db: Awaited<ReturnType<typeof resolveDatabase>>;
+  try {
+    db = await resolveDatabase({ purpose: 'dev', log: say, ...(dataDir ? { dataDir } : {}) });
+    database = db;
+    process.env['MONGODB_URI'] = db.uri;
+    // The local host is its own deployment: it creates the indexes (in Azure, infra/ does).
+    const unreachable = (error: unknown): never => {
+      if (db.kind === 'uri' && error instanceof AppError && error.code === ErrorCode.UNAVAILABLE)
+        throw new Error(
+          `the database at ${db.description} does not answer: start it, or correct MONGODB_URI ` +
+            '(unset, the embedded database is used)',
+        );
+      throw error;
+    };
+    const services = await getServices().catch(unreachable);
+    await services.data.ensureIndexes('create').catch(unreachable);
+  } catch (error) {
+    closeGate(error);
+    throw error;
+  }
+  // A signal during the start: shutdown is under way and stops what is up.
+  if (stopping) return;
+  openGate();
+  const running = await server.catch(portInUse);
   await publishDevServer(db, ...(dataDir ? [dataDir] : []));
   if (!storage && running.storageConnectionString)
     await publishAzurite(dataDir ?? DEFAULT_DATA_DIR, { connectionString: running.storageConnectionString });

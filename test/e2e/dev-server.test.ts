@@ -2,7 +2,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -410,6 +410,41 @@ describe('npm run dev that cannot start says why and what to do, in one line', (
       taken.close();
       rmSync(dataDir, { recursive: true, force: true });
       await database.drop();
+    }
+  }, 120_000);
+
+  it('takes its port before it starts the database or Azurite (which take free ports, and could take it)', async () => {
+    const closed = await freePort();
+    const port = await freePort();
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wa-dev-'));
+    try {
+      let exited = false;
+      const run = devFails({
+        // A database that never answers: the start waits on it for 3 s, then fails.
+        MONGODB_URI: `mongodb://127.0.0.1:${closed}/?serverSelectionTimeoutMS=3000`,
+        DEV_DATA_DIR: dataDir,
+        PORT: String(port),
+      }).finally(() => (exited = true));
+      const listening = async () =>
+        new Promise<boolean>((resolve) => {
+          const socket = net.connect(port, '127.0.0.1');
+          socket.once('connect', () => {
+            socket.destroy();
+            resolve(true);
+          });
+          socket.once('error', () => resolve(false));
+        });
+      let taken = false;
+      while (!exited && !taken) {
+        taken = await listening();
+        if (!taken) await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(taken).toBe(true);
+      expect((await run).code).toBe(1);
+      // The port is given back when the start fails.
+      expect(await listening()).toBe(false);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
     }
   }, 120_000);
 
