@@ -38,8 +38,9 @@ Rows that cannot be imported (a user without a valid number and its messages, a 
 its user, with an unknown role or an unreadable date) are kept in the events collection (kind
 legacy_row) and listed by legacy id.
 
-Exit code: 0 on success, 1 on failure (unreadable file, database error), 2 on bad arguments,
-3 when rows could not be imported (everything else was).
+Exit code: 0 on success (orphans, messages whose user row is missing, are skipped, counted and
+archived), 1 on failure (unreadable file, database error), 2 on bad arguments, 3 when other rows
+could not be imported (everything else was).
 `;
 
 export interface LegacyMessage extends ImportedMessage {
@@ -84,6 +85,11 @@ export interface LegacyData {
     duplicates: number;
     /** Messages whose user is missing, NULL, unknown, archived or ambiguous (archived). */
     orphans: number;
+    /**
+     * Of those, the orphans proper: no user id, or one no user row has. The old bot's data holds
+     * them; they are skipped and counted (and archived) without failing the run.
+     */
+    missingUser: number;
     /** Rows with an unknown role or an unreadable date (archived). */
     invalidMessages: number;
     /** Legacy row ids of the archived messages (orphans and invalid rows), as found; `?` for none. */
@@ -354,6 +360,7 @@ function mapLegacy(
     userDatesReplaced: 0,
     duplicates: 0,
     orphans: 0,
+    missingUser: 0,
     invalidMessages: 0,
     skippedRows: [],
     idsOutOfBounds: 0,
@@ -446,6 +453,8 @@ function mapLegacy(
     }
     if (!userId) {
       report.orphans++;
+      if (legacyUser === null || (!invalidByLegacy.has(legacyUser) && !ambiguous.has(legacyUser)))
+        report.missingUser++;
       archive(
         legacyUser === null
           ? 'message without a user id'
@@ -609,10 +618,14 @@ export async function main(
       ['future times replaced', r.futureTimes],
     ];
   };
-  /** 0, or 3 with one unmistakable line when rows of the file are not imported (archived). */
+  /**
+   * 0, or 3 with one unmistakable line when rows of the file are not imported (archived). Orphans
+   * (messages of no user row) are skipped and counted, as duplicates are: the old bot's data holds
+   * them, and the summary says how many were archived.
+   */
   const outcome = (legacy: LegacyData, archivedNow: string): number => {
     const users = legacy.report.skippedUsers.length;
-    const messages = legacy.report.skippedRows.length;
+    const messages = legacy.report.skippedRows.length - legacy.report.missingUser;
     if (users + messages === 0) return 0;
     io.err(
       `NOT EVERYTHING WAS IMPORTED: ${users} user row(s) and ${messages} message row(s) of ` +
