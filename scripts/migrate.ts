@@ -453,17 +453,14 @@ function mapLegacy(
     }
     if (!userId) {
       report.orphans++;
-      if (legacyUser === null || (!invalidByLegacy.has(legacyUser) && !ambiguous.has(legacyUser)))
+      if (legacyUser !== null && invalidByLegacy.has(legacyUser))
+        archive('message of a user without a valid number');
+      else if (legacyUser !== null && ambiguous.has(legacyUser))
+        archive('message of a user id that several user rows share');
+      else {
         report.missingUser++;
-      archive(
-        legacyUser === null
-          ? 'message without a user id'
-          : invalidByLegacy.has(legacyUser)
-            ? 'message of a user without a valid number'
-            : ambiguous.has(legacyUser)
-              ? 'message of a user id that several user rows share'
-              : 'message of a missing user',
-      );
+        archive(legacyUser === null ? 'message without a user id' : 'message of a missing user');
+      }
       return;
     }
     const rowId = legacyId(row['id']);

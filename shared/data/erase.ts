@@ -253,7 +253,7 @@ export class PersonalData {
    * The users erased at or after `since`, by the audit trail (the latest erase of each): a restore
    * of a backup made before must not bring them back (`ErasedSinceBackup`).
    */
-  async erasuresSince(since: Date): Promise<Map<string, Date>> {
+  private async erasuresSince(since: Date): Promise<Map<string, Date>> {
     const docs = await this.events.find(
       { kind: AUDIT_KIND, createdAt: { $gte: since } },
       { projection: { reason: 1, userId: 1, createdAt: 1 } },

@@ -48,6 +48,15 @@ export const toEvent = (d: EventDoc): ArchivedEvent => {
   };
 };
 
+/** What to archive: `identifier` is the number or bsuid it carries, if any. */
+export interface ArchiveInput {
+  readonly kind: string;
+  readonly reason: string;
+  readonly payload: unknown;
+  readonly userId?: string | null;
+  readonly identifier?: string | null;
+}
+
 export class EventsRepository {
   constructor(
     private readonly events: Gateway<EventDoc>,
@@ -63,62 +72,19 @@ export class EventsRepository {
    * Archives a payload once: the id derives from its kind and content, so a redelivered
    * notification is archived once. `identifier`: the number or bsuid it carries, if any.
    */
-  async archive(input: {
-    kind: string;
-    reason: string;
-    payload: unknown;
-    userId?: string | null;
-    identifier?: string | null;
-    at: Date;
-  }): Promise<string> {
-    const { json, truncated } = boundedJson(input.payload, MAX_EVENT_JSON);
-    const id = `${input.kind}:${createHash('sha256').update(json).digest('hex').slice(0, 32)}`;
-    await this.events.updateOne(
-      { _id: id },
-      {
-        $setOnInsert: {
-          kind: input.kind,
-          reason: input.reason,
-          createdAt: input.at,
-          userId: input.userId ?? null,
-          subject: input.identifier ? await this.keys.subjectOf(input.identifier) : null,
-          payloadJson: json,
-          truncated,
-        },
-      },
-      { upsert: true },
-    );
-    return id;
+  async archive(input: ArchiveInput & { at: Date }): Promise<string> {
+    const { _id, ...fields } = await this.docFor(input, input.at);
+    await this.events.updateOne({ _id }, { $setOnInsert: fields }, { upsert: true });
+    return _id;
   }
 
   /**
    * `archive` for many items in one bulk write (the migration's rows that cannot be imported);
    * returns how many were archived now (the others were archived before).
    */
-  async archiveMany(
-    items: readonly {
-      kind: string;
-      reason: string;
-      payload: unknown;
-      userId?: string | null;
-      identifier?: string | null;
-    }[],
-    at: Date,
-  ): Promise<number> {
+  async archiveMany(items: readonly ArchiveInput[], at: Date): Promise<number> {
     const docs: EventDoc[] = [];
-    for (const input of items) {
-      const { json, truncated } = boundedJson(input.payload, MAX_EVENT_JSON);
-      docs.push({
-        _id: `${input.kind}:${createHash('sha256').update(json).digest('hex').slice(0, 32)}`,
-        kind: input.kind,
-        reason: input.reason,
-        createdAt: at,
-        userId: input.userId ?? null,
-        subject: input.identifier ? await this.keys.subjectOf(input.identifier) : null,
-        payloadJson: json,
-        truncated,
-      });
-    }
+    for (const input of items) docs.push(await this.docFor(input, at));
     // The same content twice in one batch is one item (the id derives from it).
     const unique = [...new Map(docs.map((d) => [d._id, d])).values()];
     // In requests of bounded size (a 3 MiB history is a few requests, not one per thread).
@@ -135,6 +101,21 @@ export class EventsRepository {
       start = end;
     }
     return archived;
+  }
+
+  /** An archived item's document: its id from its kind and bounded content, filed under its subject. */
+  private async docFor(input: ArchiveInput, at: Date): Promise<EventDoc> {
+    const { json, truncated } = boundedJson(input.payload, MAX_EVENT_JSON);
+    return {
+      _id: `${input.kind}:${createHash('sha256').update(json).digest('hex').slice(0, 32)}`,
+      kind: input.kind,
+      reason: input.reason,
+      createdAt: at,
+      userId: input.userId ?? null,
+      subject: input.identifier ? await this.keys.subjectOf(input.identifier) : null,
+      payloadJson: json,
+      truncated,
+    };
   }
 
   /** A random-id entry (the audit trail). */
