@@ -19,7 +19,7 @@ import { resolveDatabase } from './lib/database';
 import { claimDataDir, publishDevServer, releaseDataDir, unpublishDevServer } from './lib/dev-record';
 import { startDevServer, type DevServer } from './dev-server';
 import { publishAzurite, unpublishAzurite } from './lib/azurite';
-import { orphanedAtStart, watchParent } from './lib/subprocess';
+import { npmRunner, watchParent, watchProcess } from './lib/subprocess';
 import { SIMULATOR_ROUTE, simulatorDefinitions } from './dev/simulator';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -85,9 +85,14 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void shutdown('SIGTERM received'));
   process.on('SIGINT', () => void shutdown('SIGINT received'));
   watchParent(() => void shutdown('its parent process has gone'));
-  // Run by npm, whose shell a signal ended before this process could watch it.
-  if (process.env['npm_lifecycle_event'] === 'dev' && orphanedAtStart('scripts/dev.ts'))
-    void shutdown('its parent process has gone');
+  // Run by npm: npm itself is watched too (killed without passing the signal on, it leaves its
+  // shell running), and may have gone, or taken its shell along, before this process could watch.
+  if (process.env['npm_lifecycle_event'] === 'dev') {
+    const runner = npmRunner('scripts/dev.ts');
+    if (runner === 'gone') void shutdown('its parent process has gone');
+    else if (runner !== null && runner !== process.ppid)
+      watchProcess(runner, () => void shutdown('npm has gone'));
+  }
 
   // The embedded database and Azurite keep their files in the data folder: one run per folder.
   if (!process.env['MONGODB_URI']?.trim() || !process.env['AzureWebJobsStorage']?.trim()) {

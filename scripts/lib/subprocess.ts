@@ -68,21 +68,40 @@ export function watchParent(onExit: () => void, intervalMs = 250): void {
 }
 
 /**
- * Whether the process that started this one had gone before this one could watch it: a run by npm
- * whose shell died of a signal while node was loading has init (pid 1) or a subreaper as its parent,
- * which never goes. Linux tells by the parent's command line: npm's shell (it names `marker`) or
- * npm itself (a shell that `exec`s, or npm as a container's pid 1); elsewhere only pid 1 counts.
+ * The npm process that runs this script, for a script run by npm under `sh -c` (whose command
+ * line names `marker`): its pid, to watch (npm killed without passing the signal on leaves its
+ * shell, and this process under it, running); `gone` when it had gone before this process could
+ * watch it (a shell that died of the signal while node was loading leaves init or a subreaper as
+ * the parent; an npm that died leaves init as the shell's parent); null when that cannot be told
+ * (no /proc) and the parent is not init. A parent that is npm itself (a shell that `exec`s, or npm
+ * as a container's pid 1) is the runner.
  */
-export function orphanedAtStart(marker: string): boolean {
-  if (process.platform === 'win32') return false;
+export function npmRunner(marker: string): number | 'gone' | null {
+  const parent = process.ppid;
   let command: string;
   try {
-    command = readFileSync(`/proc/${process.ppid}/cmdline`, 'utf8');
+    command = readFileSync(`/proc/${parent}/cmdline`, 'utf8');
   } catch {
-    return process.ppid === 1; // no /proc: the pid is all there is
+    return parent === 1 ? 'gone' : null; // no /proc: the pid is all there is
   }
-  // npm itself may be pid 1 (a container's command): its child is not an orphan.
-  return !command.includes(marker) && !/npm/.test(command);
+  if (!command.includes(marker)) return /npm/.test(command) ? parent : 'gone';
+  try {
+    const stat = readFileSync(`/proc/${parent}/stat`, 'utf8');
+    const grandparent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return grandparent > 1 ? grandparent : 'gone';
+  } catch {
+    return null;
+  }
+}
+
+/** Calls `onExit` once when the process `pid` no longer exists. */
+export function watchProcess(pid: number, onExit: () => void, intervalMs = 250): void {
+  const timer = setInterval(() => {
+    if (isAlive(pid)) return;
+    clearInterval(timer);
+    onExit();
+  }, intervalMs);
+  timer.unref();
 }
 
 /** Whether `promise` settles within `ms`. */

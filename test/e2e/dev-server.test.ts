@@ -332,6 +332,50 @@ describe('npm run dev stopped as it starts', () => {
       rmSync(dataDir, { recursive: true, force: true });
     }
   }, 60_000);
+
+  it('stops within 10 s when the npm process alone is killed with SIGKILL (it passes nothing on)', async () => {
+    // npm's shell, and the app under it, outlive npm: the app watches npm itself.
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wa-dev-'));
+    const port = await freePort();
+    const cli = process.env['npm_execpath'];
+    const [command, args] =
+      cli && /npm-cli\.[cm]?js$/.test(cli)
+        ? [process.execPath, [cli, 'run', 'dev']]
+        : ['npm', ['run', 'dev']];
+    const child = spawn(command, args, {
+      cwd: ROOT,
+      env: { ...process.env, DEV_SKIP_WEB_BUILD: '1', DEV_DATA_DIR: dataDir, PORT: String(port) },
+      stdio: 'ignore',
+      detached: true,
+    });
+    const group = () =>
+      execFileSync('ps', ['-A', '-o', 'pid=,pgid=,stat='], { encoding: 'utf8' })
+        .split('\n')
+        .map((l) => l.trim().split(/\s+/))
+        .filter(([, pgid, stat]) => Number(pgid) === child.pid && !stat?.startsWith('Z'));
+    try {
+      await waitFor(
+        () =>
+          fetch(`http://127.0.0.1:${port}/api/openapi.json`).then(
+            (r) => r.ok,
+            () => false,
+          ),
+        60_000,
+      );
+      process.kill(child.pid as number, 'SIGKILL');
+      const killed = Date.now();
+      await waitFor(async () => group().length === 0, 10_000).catch(() => undefined);
+      expect(group()).toEqual([]);
+      expect(Date.now() - killed).toBeLessThan(10_000);
+    } finally {
+      try {
+        process.kill(-(child.pid as number), 'SIGKILL');
+      } catch {
+        // all gone
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 90_000);
 });
 
 /** Runs scripts/dev.ts to its end (it is expected to fail at start): exit code and output. */
