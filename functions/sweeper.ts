@@ -1,9 +1,9 @@
 // Timer (every minute): re-queues the reply of any message left `pending` with no live job or
-// `sending` past its lease, so no user waits for Meta to deliver again; folds the failures
-// delivery statuses reported into the running `failed` counter; and deletes status placeholders
-// no message joined within a day.
+// `sending` past its lease, so no user waits for Meta to deliver again; folds what writers marked
+// for the counters into the running counters; and deletes status placeholders no message joined
+// within a day.
 import type { InvocationContext, Timer } from '@azure/functions';
-import { dropOldPlaceholders, foldReportedFailures, sweepStaleReplies } from '../shared/bot/sweeper';
+import { dropOldPlaceholders, foldCounts, sweepStaleReplies } from '../shared/bot/sweeper';
 import { defaultRuntime, type Runtime } from '../shared/deps';
 import type { TimerDefinition } from './definition-types';
 import { loggerOf } from './http';
@@ -17,11 +17,11 @@ export function sweeperTimer(runtime: Runtime = defaultRuntime) {
     const services = await runtime.services();
     const jobs = await sweepStaleReplies(services, log);
     if (jobs.length) context.extraOutputs.set(replyQueueOutput, jobs);
-    const failures = await foldReportedFailures(services);
+    const counted = await foldCounts(services);
     // After the fold: a failure a placeholder reported is counted before the placeholder goes.
     const placeholders = await dropOldPlaceholders(services);
-    if (jobs.length || failures || placeholders)
-      log.info('sweep done', { requeued: jobs.length, failures, placeholders });
+    if (jobs.length || counted.messages || counted.users || counted.failures || placeholders)
+      log.info('sweep done', { requeued: jobs.length, ...counted, placeholders });
   };
 }
 

@@ -154,6 +154,13 @@ var mongoCollections = [
           ]
         }
       }
+      {
+        key: {
+          keys: [
+            'uncounted'
+          ]
+        }
+      }
     ]
   }
   {
@@ -210,6 +217,13 @@ var mongoCollections = [
         key: {
           keys: [
             'failedUncounted'
+          ]
+        }
+      }
+      {
+        key: {
+          keys: [
+            'uncounted'
           ]
         }
       }

@@ -6,7 +6,7 @@
 // Each event stands on its own: one that the database refuses (anything but the database being
 // unreachable or throttling) is archived and the others are still stored and answered.
 import { AppError, ErrorCode } from '../errors';
-import { boundedJson, CounterDelta, ErasureInProgress, type MessageRole, type ReplyState } from '../data';
+import { boundedJson, ErasureInProgress, type MessageRole, type ReplyState } from '../data';
 import { pseudonym, type Logger } from '../log';
 import {
   parseNotification,
@@ -224,26 +224,21 @@ export async function ingestNotification(
         changes,
       );
       if (!noted) {
-        // The user's erase began after they were read. Counted like any message stored, then,
-        // once the erase is over, taken back (taken out of the counters by whoever deletes it),
+        // The user's erase began after they were read. Once the erase is over, it is taken back,
         // and the notification is tried again. An erase that outlasts the wait, run again,
         // deletes it itself.
-        if (replyState !== 'pending')
-          await data.stats.apply(new CounterDelta().message({ direction: 'inbound', createdAt: m.at }));
         if (await data.users.goneAfterErase(user.id)) await data.messages.takeBack(user.id, [m.id]);
         throw new ErasureInProgress();
       }
-      // A message that waits for an answer is counted when its answer is settled (reply worker).
-      if (replyState !== 'pending')
-        await data.stats.apply(new CounterDelta().message({ direction: 'inbound', createdAt: m.at }));
+      if (replyState === 'pending')
+        jobs.set(`message:${m.id}`, { kind: 'message', userId: user.id, messageId: m.id });
     } else {
+      // Stored before: its first writer may have died between the message and the summary, and
+      // before its reply job was queued. The job recounts the summary under the user's reply lock
+      // and answers what still waits (nothing, usually: a redelivery is never answered twice).
       summary.duplicates++;
-      if (replyState !== 'pending') return;
-      const stored = await data.messages.getMessage(m.id);
-      if (!stored || (stored.replyState !== 'pending' && stored.replyState !== 'sending')) return;
+      jobs.set(`message:${m.id}`, { kind: 'message', userId: user.id, messageId: m.id, recount: true });
     }
-    if (replyState === 'pending')
-      jobs.set(`message:${m.id}`, { kind: 'message', userId: user.id, messageId: m.id });
   }
 
   return { jobs: [...jobs.values()], summary };

@@ -22,7 +22,13 @@ export const SpillReferenceSchema = z.object({
 export type SpillReference = z.infer<typeof SpillReferenceSchema>;
 
 export const ReplyJobSchema = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('message'), userId: z.string().min(1), messageId: z.string().min(1) }),
+  z.object({
+    kind: z.literal('message'),
+    userId: z.string().min(1),
+    messageId: z.string().min(1),
+    // Its message was found stored and unanswered by a later delivery: the user's summary may lack it.
+    recount: z.literal(true).optional(),
+  }),
   z.object({
     kind: z.literal('welcome'),
     userId: z.string().min(1),

@@ -3,23 +3,16 @@
 // A worker takes the user's reply lock (a lease on the user document, read in the same round
 // trip), reads the user's latest messages once (what waits for an answer, and the AI's context),
 // answers each waiting message, records each answer with the inbound message's new state in one
-// write, then frees the lock while recording the user's summary, and counts everything in one
-// write. A job that finds the lock taken simply ends: the holder looks again before it lets go
-// (the user's inbound count tells it whether anything arrived meanwhile), so no job waits, spins
-// or fails because another worker is busy with the same user.
+// write (which also marks them for the counters: ../data/pending), then frees the lock while
+// recording the user's summary. A job that finds the lock taken simply ends: the holder looks
+// again before it lets go (the user's inbound count tells it whether anything arrived meanwhile),
+// so no job waits, spins or fails because another worker is busy with the same user.
 //
 // The Graph API has no idempotency key: a crash between a send that Graph accepted and the one
 // write that records it leaves the message waiting, and it is answered again once the lease ends.
 // That window is the only accepted duplicate.
 import { randomUUID } from 'node:crypto';
-import {
-  CounterDelta,
-  outboundCount,
-  type Message,
-  type MessageError,
-  type OutboundRecord,
-  type User,
-} from '../data';
+import { type Message, type MessageError, type OutboundRecord, type User } from '../data';
 import { pseudonym, type Logger } from '../log';
 import { sleep } from '../time';
 import { GraphError, type Recipient } from '../whatsapp/graph';
@@ -133,6 +126,14 @@ export async function processReplyJob(
   const owner = randomUUID();
   let locked = await data.users.lockForReply(job.userId, owner, leaseMs, ports.now());
   if (!locked) return; // another worker answers this user and looks again before it lets go
+  // A worker died holding the lock, or a notification was stored before and never answered (its
+  // writer may have died): the summary may lack what they stored. Recounted while nothing else
+  // answers this user; skipped if a message arrives meanwhile (its writer notes it).
+  if (locked.tookOver || job.recount) {
+    await data.users.recountSummary(job.userId, locked.inboundCount);
+    locked = await data.users.lockForReply(job.userId, owner, leaseMs, ports.now());
+    if (!locked) return;
+  }
   for (let looks = 0; looks < MAX_LOOKS && locked; looks++) {
     const seen: number = locked.inboundCount;
     const generation = locked.generation;
@@ -142,14 +143,13 @@ export async function processReplyJob(
       again: looks > 0,
     });
     const recorded: OutboundRecord[] = [];
-    const counters = new CounterDelta();
     // Renewed only when an answer or a drain takes long (never on the common path).
     const lease = keepLease(ports, user.id, owner, leaseMs);
     let done = false;
     let keepLock = false;
     try {
       for (const message of found.waiting)
-        user = await replyTo(ports, user, message, found, recorded, counters, log, lease);
+        user = await replyTo(ports, user, message, found, recorded, log, lease);
       done = true;
     } catch (error) {
       // An answer Graph accepted that the database would not record: the lock is kept until its
@@ -159,21 +159,19 @@ export async function processReplyJob(
     } finally {
       await lease.stop();
       if (!keepLock) {
-        // Counted even when an answer failed half-way: what was recorded stays counted.
+        // Recorded in the summary even when an answer failed half-way.
         const count = await data.users.releaseReplyLock(
           user.id,
           owner,
           recorded.map((a) => ({ id: a.id, text: a.text, at: a.createdAt, direction: 'outbound' })),
           generation,
         );
-        // Erased while this worker answered: what the erase did not see is taken back (and taken
-        // out of the counters, like what the erase deleted).
+        // Erased while this worker answered: what the erase did not see is taken back.
         if (count === null && recorded.length && (await data.users.goneAfterErase(user.id, generation)))
           await data.messages.takeBack(
             user.id,
             recorded.map((a) => a.id),
           );
-        await data.stats.apply(counters);
         locked =
           done && count !== null && (count !== seen || found.more)
             ? await data.users.lockForReply(user.id, owner, leaseMs, ports.now())
@@ -195,7 +193,6 @@ async function replyTo(
   message: Message,
   found: Look,
   recorded: OutboundRecord[],
-  counters: CounterDelta,
   log: Logger,
   lease: { readonly lost: boolean },
 ): Promise<User> {
@@ -208,14 +205,7 @@ async function replyTo(
   // An answer already recorded for it (a crash landed between the two halves of the record
   // write): settle the message, never send again.
   if (found.recent.some((m) => m.direction === 'outbound' && m.relatedId === message.id)) {
-    const settled = await record(ports, {
-      inbound: message,
-      parts: [],
-      state: 'sent',
-      error: null,
-      read: false,
-    });
-    if (settled.settled) counters.message({ direction: 'inbound', createdAt: message.createdAt });
+    await record(ports, { inbound: message, parts: [], state: 'sent', error: null, read: false });
     log.warn('reply found recorded; settled without sending', { id: message.id, user: pseudonym(user.id) });
     return user;
   }
@@ -291,8 +281,6 @@ async function replyTo(
     error: failure ?? reply?.failure ?? null,
     read,
   });
-  if (settled.settled) counters.message({ direction: 'inbound', createdAt: message.createdAt });
-  for (const part of settled.stored) counters.message(outboundCount(part));
   recorded.push(...settled.stored);
   // What this look knows now: the message answered, the answer sent (the next message's context).
   const index = found.recent.findIndex((m) => m.id === message.id);
@@ -414,16 +402,8 @@ export async function handlePoisonJob(
     return;
   }
   try {
-    const message = await ports.data.messages.getMessage(job.messageId);
-    if (
-      message &&
-      (await ports.data.messages.finishReply(job.messageId, 'failed', { code: null, title: reason }))
-    ) {
-      await ports.data.stats.apply(
-        new CounterDelta().message({ direction: 'inbound', createdAt: message.createdAt }),
-      );
+    if (await ports.data.messages.finishReply(job.messageId, 'failed', { code: null, title: reason }))
       log.warn('reply job poisoned', { id: job.messageId });
-    }
   } finally {
     await ports.data.users.releaseReplyLock(job.userId, owner, []);
   }

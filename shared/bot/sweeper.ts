@@ -2,9 +2,8 @@
 // host, a worker stopped past its lease) and returns the reply jobs that finish them. A job for a
 // message still being answered costs one claim attempt that fails; nothing is answered twice. One
 // job per user is enough: a reply job answers all of its user's pending messages, in order.
-// It also folds the failures that delivery statuses reported into the running `failed` counter
-// (a status costs one write; the stats add the ones not folded yet).
-import { CounterDelta } from '../data';
+// It also folds what writers marked for the counters into the running counters (a message, a
+// user or a status costs no counter write; the stats add what is not folded yet).
 import { pseudonym, type Logger } from '../log';
 import type { ReplyJob } from './jobs';
 import type { SweeperPorts } from './ports';
@@ -38,9 +37,12 @@ export function dropOldPlaceholders(services: SweeperPorts): Promise<number> {
   return services.data.messages.dropPlaceholders(new Date(services.now().getTime() - PLACEHOLDER_TTL_MS));
 }
 
-/** Moves reported failures into the running counter; returns how many. */
-export async function foldReportedFailures(services: SweeperPorts): Promise<number> {
-  const folded = await services.data.messages.foldFailures();
-  if (folded) await services.data.stats.apply(new CounterDelta().failed(folded));
-  return folded;
+/**
+ * Folds what writers marked for the counters (messages stored, users created, failures statuses
+ * reported) into the running counters (../data/pending); returns how many of each.
+ */
+export function foldCounts(
+  services: SweeperPorts,
+): Promise<{ messages: number; users: number; failures: number }> {
+  return services.data.stats.foldPending();
 }

@@ -95,6 +95,8 @@ export const UserDocSchema = z.strictObject({
     .exactOptional(),
   erasing: z.literal(true).exactOptional(),
   erasingSince: z.date().exactOptional(),
+  // Not in the running counters yet (./pending).
+  uncounted: z.literal(true).exactOptional(),
   generation: z
     .string()
     .regex(/^[0-9a-f]{12}$/)
@@ -124,6 +126,7 @@ export const MessageDocSchema = z.strictObject({
   replyAttempts: Count.exactOptional(),
   error: MessageErrorSchema.nullable().exactOptional(),
   failedUncounted: z.literal(true).exactOptional(),
+  uncounted: z.literal(true).exactOptional(),
   ai: AiUsageSchema.nullable().exactOptional(),
   // An operator message: the token's name.
   by: z.string().min(1).max(200).exactOptional(),

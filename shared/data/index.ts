@@ -10,6 +10,7 @@ import { COLLECTIONS, ensureIndexes, type IndexReport } from './indexes';
 import { Maintenance } from './maintenance';
 import { ManageQueries } from './manage-queries';
 import { MessagesRepository, type MessageDoc } from './messages';
+import { PendingCounts } from './pending';
 import { Retention } from './retention';
 import { SpillsRepository } from './spills';
 import { SubjectKeys } from './subjects';
@@ -21,7 +22,7 @@ import { HandoffRepository } from './handoff';
 export * from './types';
 export { closeAllClients, observeCommands, watchClient, type ObservedCommand } from './client';
 export { COLLECTIONS, INDEXES, type IndexDefinition, type IndexReport } from './indexes';
-export { STATUS_RANK, MAX_TEXT, outboundCount } from './messages';
+export { STATUS_RANK, MAX_TEXT } from './messages';
 export { ErasureInProgress } from './users';
 export { activeHandoff, HANDOFF_BY_USER, type WaitingChat } from './handoff';
 export {
@@ -33,7 +34,7 @@ export {
   type StoredCollection,
 } from './doc-schemas';
 export { fold, queryTerms, words } from './terms';
-export { CounterDelta, dayKey } from './stats';
+export { CounterDelta, dayKey, type StatsSnapshot } from './stats';
 export { ErasedSinceBackup, type BackedUpUser } from './erase';
 export { KEYS_ID } from './subjects';
 export { preview, type SummaryMessage } from './summary';
@@ -105,7 +106,7 @@ export function createDataStore(db: Db, adapter: ServerAdapter = adapterFor(db))
   const statsG = gateway<StatsDoc>(COLLECTIONS.stats);
   const eventsG = gateway<EventDoc>(COLLECTIONS.events);
   const tokensG = gateway<TokenDoc>(COLLECTIONS.tokens);
-  const stats = new StatsRepository(statsG);
+  const stats = new StatsRepository(statsG, new PendingCounts(messagesG, usersG));
   const keys = new SubjectKeys(statsG);
   const users = new UsersRepository(usersG, messagesG, stats);
   const all = new Map<string, Gateway<Document & { _id: string }>>(

@@ -33,6 +33,8 @@ export const INDEXES: Readonly<Record<CollectionName, readonly IndexDefinition[]
     { name: 'optedOut', keys: { optedOut: 1 } },
     // conversations handed to operators, the longest-waiting first
     { name: 'handoff.since_id', keys: { 'handoff.since': 1, _id: 1 } },
+    // users created and not in the running counters yet (stats, the sweep: ./pending)
+    { name: 'uncounted', keys: { uncounted: 1 } },
   ],
   messages: [
     // a conversation (newest first for the API, oldest first for replies and AI history)
@@ -46,6 +48,8 @@ export const INDEXES: Readonly<Record<CollectionName, readonly IndexDefinition[]
     { name: 'createdAt', keys: { createdAt: 1 } },
     // failures reported by statuses and not in the running counter yet (stats, the sweep)
     { name: 'failedUncounted', keys: { failedUncounted: 1 } },
+    // messages stored or settled and not in the running counters yet (stats, the sweep: ./pending)
+    { name: 'uncounted', keys: { uncounted: 1 } },
   ],
   stats: [],
   tokens: [{ name: 'hash', keys: { hash: 1 }, unique: true }],

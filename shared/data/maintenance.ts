@@ -378,9 +378,13 @@ export class Maintenance {
   async countStored(onProgress?: (done: number) => void): Promise<StoredCounts> {
     const counts: StoredCounts = { users: 0, counters: new CounterDelta(), perUser: new Map() };
     let done = 0;
-    for await (const u of this.users.iterate({}, { projection: { createdAt: 1 }, batchSize: 1000 })) {
+    for await (const u of this.users.iterate(
+      {},
+      { projection: { createdAt: 1, uncounted: 1 }, batchSize: 1000 },
+    )) {
       counts.users++;
-      if (u.createdAt instanceof Date) counts.counters.user(u.createdAt);
+      // One marked `uncounted` is not in the running counters yet (./pending).
+      if (u.createdAt instanceof Date && !u.uncounted) counts.counters.user(u.createdAt);
       if (++done % 1000 === 0) onProgress?.(done);
     }
     const projection = {
@@ -393,6 +397,7 @@ export class Maintenance {
       'ai.totalTokens': 1,
       'ai.model': 1,
       failedUncounted: 1,
+      uncounted: 1,
     };
     for await (const m of this.messages.iterate({}, { projection, batchSize: 1000 })) {
       if (++done % 1000 === 0) onProgress?.(done);
@@ -509,10 +514,10 @@ export class Maintenance {
     return changed;
   }
 
-  /** The running totals and how often retention ran. */
+  /** The running totals (without what is marked and not folded in yet) and how often retention ran. */
   async readTotals() {
     const doc = await this.totalsDoc();
-    return { ...(await this.stats.totals()), retentionRuns: doc?.retentionRuns ?? 0 };
+    return { ...(await this.stats.runningTotals()), retentionRuns: doc?.retentionRuns ?? 0 };
   }
 
   /** Counters below what is stored (running totals may exceed it after retention, never go below). */

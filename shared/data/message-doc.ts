@@ -32,9 +32,15 @@ export interface MessageDoc {
   error?: MessageError | null;
   /**
    * A `failed` status set this, in the same write; the running `failed` counter takes the message
-   * in at the next sweep (`MessagesRepository.foldFailures`). Until then the stats add it.
+   * in at the next sweep (./pending). Until then the stats add it.
    */
   failedUncounted?: true;
+  /**
+   * Set in the write that stores or settles the message (./pending): the running counters do not
+   * hold it yet. The stats add it; the sweep folds it in. A crash between a message's write and
+   * its count so leaves nothing to repair.
+   */
+  uncounted?: true;
   ai?: AiUsage | null;
   /** An operator message: the token's name. */
   by?: string;
@@ -46,8 +52,6 @@ export interface MessageDoc {
 
 /** A failure a status reported on a stored outbound message, not in the running counter yet. */
 export const UNCOUNTED_FAILURES = { failedUncounted: true, direction: 'outbound' } as const;
-export const isUncountedFailure = (m: Pick<MessageDoc, 'direction' | 'failedUncounted'>): boolean =>
-  m.failedUncounted === UNCOUNTED_FAILURES.failedUncounted && m.direction === UNCOUNTED_FAILURES.direction;
 
 /** The fields `countedAs` reads (a projection). */
 export const COUNTED_FIELDS = {
@@ -57,23 +61,41 @@ export const COUNTED_FIELDS = {
   createdAt: 1,
   replyState: 1,
   failedUncounted: 1,
+  uncounted: 1,
 } as const;
 
-/**
- * How a stored message counts in the running counters (the rule of `CounterDelta.message`), or
- * null while it does not count yet: an inbound message waiting for its answer (counted when the
- * answer is settled), and a status placeholder. A failure a status reported counts once the sweep
- * has folded it into the counter. Erase and the health check count stored messages with this.
- */
-export function countedAs(
-  m: Pick<MessageDoc, 'direction' | 'createdAt' | 'status' | 'replyState' | 'ai' | 'failedUncounted'>,
-): {
+/** What one message adds to the counters (`CounterDelta.message`). */
+export interface MessageCount {
   direction: Direction;
   createdAt: Date;
   failed: boolean;
   aiTokens: number | null;
   aiModel: string | null;
-} | null {
+}
+
+type CountedFields = Pick<
+  MessageDoc,
+  'direction' | 'createdAt' | 'status' | 'replyState' | 'ai' | 'failedUncounted' | 'uncounted'
+>;
+
+/**
+ * How a stored message counts in the running counters (the rule of `CounterDelta.message`), or
+ * null while it does not count yet: an inbound message waiting for its answer (counted when the
+ * answer is settled), a status placeholder, and a message marked `uncounted` (the sweep folds it
+ * in: `pendingAs`). A failure a status reported counts once the sweep has folded it into the
+ * counter. Erase and the health check count stored messages with this.
+ */
+export function countedAs(m: CountedFields): MessageCount | null {
+  if (m.uncounted) return null;
+  return countOf(m);
+}
+
+/** How a message marked `uncounted` will count once the sweep folds it in, else null. */
+export function pendingAs(m: CountedFields): MessageCount | null {
+  return m.uncounted ? countOf(m) : null;
+}
+
+function countOf(m: CountedFields): MessageCount | null {
   if (!m.direction || !(m.createdAt instanceof Date)) return null;
   if (m.direction === 'inbound' && (m.replyState === 'pending' || m.replyState === 'sending')) return null;
   return {

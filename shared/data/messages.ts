@@ -4,7 +4,7 @@
 import type { AnyBulkWriteOperation, Filter } from 'mongodb';
 import type { Gateway } from './gateway';
 import { CounterDelta, type StatsRepository } from './stats';
-import { COUNTED_FIELDS, countedAs, UNCOUNTED_FAILURES, type MessageDoc } from './message-doc';
+import { COUNTED_FIELDS, countedAs, type MessageDoc } from './message-doc';
 import type { SummaryMessage } from './summary';
 import { prefixTerms } from './terms';
 import type {
@@ -70,7 +70,7 @@ export interface SummaryWriter {
   goneAfterErase(userId: string): Promise<boolean>;
 }
 
-/** How a reply was settled: what was newly stored, for the counters. */
+/** How a reply was settled: what was newly stored (the summary counts it). */
 export interface SettledReply {
   /** Outbound parts stored by this call (a redelivered settle stores none). */
   readonly stored: OutboundRecord[];
@@ -90,7 +90,10 @@ export class MessagesRepository {
     return doc?.userId ? toMessage(doc) : null;
   }
 
-  /** Stores an inbound message once: `duplicate` on a redelivery, which changes nothing. */
+  /**
+   * Stores an inbound message once: `duplicate` on a redelivery, which changes nothing. One that
+   * waits for an answer counts once the answer is settled; any other is marked for the counters.
+   */
   async recordInbound(record: InboundRecord): Promise<'inserted' | 'duplicate'> {
     const { text, terms } = storedText(record.text);
     return this.messages.insertOne({
@@ -112,6 +115,7 @@ export class MessagesRepository {
       replyState: record.replyState,
       leaseUntil: null,
       rawJson: record.rawJson,
+      ...(WAITING.includes(record.replyState) ? {} : { uncounted: true as const }),
     });
   }
 
@@ -175,6 +179,7 @@ export class MessagesRepository {
           $set: {
             replyState: input.state,
             leaseUntil: null,
+            uncounted: true,
             ...(input.error ? { error: input.error } : {}),
             ...(input.read ? { status: 'read', statusRank: STATUS_RANK.read } : {}),
           },
@@ -200,7 +205,7 @@ export class MessagesRepository {
   ): Promise<boolean> {
     const result = await this.messages.updateOne(
       { _id: id, replyState: { $in: WAITING } },
-      { $set: { replyState: state, leaseUntil: null, ...(error ? { error } : {}) } },
+      { $set: { replyState: state, leaseUntil: null, uncounted: true, ...(error ? { error } : {}) } },
     );
     return result.modified === 1;
   }
@@ -211,11 +216,10 @@ export class MessagesRepository {
    */
   async recordOutbound(record: OutboundRecord): Promise<'inserted' | 'duplicate' | 'erased'> {
     if (!(await this.settleParts([record]))) return 'duplicate';
-    // The summary and counter rules, as for answers (./summary, ./stats).
+    // The summary rule, as for answers (./summary); the write marked it for the counters (./pending).
     const noted = await this.users.noteMessages(record.userId, [
       { id: record.id, text: record.text, at: record.createdAt, direction: 'outbound' },
     ]);
-    await this.stats.apply(new CounterDelta().message(outboundCount(record)));
     if (
       !noted &&
       (await this.users.goneAfterErase(record.userId)) &&
@@ -311,30 +315,6 @@ export class MessagesRepository {
     return this.messages.deleteMany({ ...placeholder, _id: { $in: docs.map((d) => d._id) } });
   }
 
-  /** Failures reported by statuses and not in the running counter yet (the stats add them). */
-  uncountedFailures(): Promise<number> {
-    return this.messages.count(UNCOUNTED_FAILURES);
-  }
-
-  /**
-   * Takes up to `limit` reported failures out of the uncounted ones and returns how many: the
-   * caller adds them to the running counter. A crash in between loses them from the counter (the
-   * health check finds it), never counts one twice.
-   */
-  async foldFailures(limit = 500): Promise<number> {
-    const docs = await this.messages.find(UNCOUNTED_FAILURES, { projection: { _id: 1 }, limit });
-    if (docs.length === 0) return 0;
-    const { result } = await this.messages.bulkWriteKeyed(
-      docs.map((d) => ({
-        updateOne: {
-          filter: { _id: d._id, failedUncounted: true },
-          update: { $unset: { failedUncounted: '' } },
-        },
-      })),
-    );
-    return result?.modifiedCount ?? 0;
-  }
-
   /**
    * The conversation before a message, for AI context: the last `limit` conversation messages of
    * the user after `since` (the last reset) and up to `before`, oldest first, leaving out inbound
@@ -402,7 +382,7 @@ function upsertOutbound(record: OutboundRecord): AnyBulkWriteOperation<MessageDo
     updateOne: {
       filter: { _id: record.id, userId: { $exists: false } },
       update: {
-        $set: outboundContent(record),
+        $set: { ...outboundContent(record), uncounted: true },
         $setOnInsert: { status: record.status, statusRank: STATUS_RANK[record.status] },
       },
       upsert: true,
@@ -421,16 +401,5 @@ function statusChange(update: StatusUpdate) {
       ...(update.status === 'failed' ? { failedUncounted: true as const } : {}),
     },
     $setOnInsert: { waMessageId: update.waMessageId, createdAt: update.at },
-  };
-}
-
-/** What an outbound message adds to the running counters when it is stored (./stats). */
-export function outboundCount(record: Pick<OutboundRecord, 'createdAt' | 'status' | 'ai'>) {
-  return {
-    direction: 'outbound' as const,
-    createdAt: record.createdAt,
-    failed: record.status === 'failed',
-    aiTokens: record.ai?.totalTokens ?? null,
-    aiModel: record.ai?.model ?? null,
   };
 }

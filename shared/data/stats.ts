@@ -1,6 +1,7 @@
 // Counters kept with $inc: one totals document and one document per UTC day, so reading the
 // stats costs O(days), never a scan. `counterOps` is the one rule that turns counts into writes:
-// the webhook and reply paths, erase, migration and repair all go through it.
+// the sweep (what writers marked, ./pending), erase, migration and repair all go through it. The
+// stats read adds what writers marked and the sweep has not folded in yet: they are exact at once.
 import type { AnyBulkWriteOperation } from 'mongodb';
 import type { Gateway } from './gateway';
 import type { DailyStats } from './types';
@@ -110,6 +111,12 @@ export class CounterDelta {
   }
 }
 
+const sumDay = (a: Required<DayDelta>, b: Required<DayDelta>): Required<DayDelta> => ({
+  inbound: a.inbound + b.inbound,
+  outbound: a.outbound + b.outbound,
+  newUsers: a.newUsers + b.newUsers,
+});
+
 const nonZero = (values: Record<string, number>): Record<string, number> =>
   Object.fromEntries(Object.entries(values).filter(([, v]) => v !== 0));
 
@@ -138,8 +145,28 @@ export function counterOps(delta: CounterDelta): AnyBulkWriteOperation<StatsDoc>
   return ops;
 }
 
+/** What the running counters do not hold yet (./pending): marked by writers, folded by the sweep. */
+export interface PendingSource {
+  delta(): Promise<CounterDelta>;
+  take(limit: number): Promise<{ delta: CounterDelta; messages: number; users: number; failures: number }>;
+}
+
+/** The stats as operators see them: running counters plus what is marked and not folded yet. */
+export interface StatsSnapshot {
+  readonly totals: Required<TotalsDelta>;
+  readonly daily: DailyStats[];
+  readonly models: ModelUsage[];
+}
+
+/** Marked documents the sweep folds in per kind and batch, and batches per sweep at most. */
+const FOLD_BATCH = 500;
+const FOLD_BATCHES = 20;
+
 export class StatsRepository {
-  constructor(private readonly stats: Gateway<StatsDoc>) {}
+  constructor(
+    private readonly stats: Gateway<StatsDoc>,
+    private readonly pending: PendingSource,
+  ) {}
 
   /** Applies a counter change in one round trip. */
   async apply(delta: CounterDelta): Promise<void> {
@@ -147,8 +174,68 @@ export class StatsRepository {
     if (ops.length) await this.stats.bulkWrite(ops);
   }
 
-  /** The running totals, zero where nothing was counted yet. */
+  /**
+   * The sweep: takes the marks off what writers marked and adds it to the running counters, batch
+   * after batch (at most FOLD_BATCHES). Marks go first, so a crash in between leaves counters low,
+   * never counts twice. Returns how many documents of each kind it folded in.
+   */
+  async foldPending(): Promise<{ messages: number; users: number; failures: number }> {
+    const folded = { messages: 0, users: 0, failures: 0 };
+    for (let batch = 0; batch < FOLD_BATCHES; batch++) {
+      const taken = await this.pending.take(FOLD_BATCH);
+      await this.apply(taken.delta);
+      folded.messages += taken.messages;
+      folded.users += taken.users;
+      folded.failures += taken.failures;
+      if (Math.max(taken.messages, taken.users, taken.failures) < FOLD_BATCH) break;
+    }
+    return folded;
+  }
+
+  /** Totals, the last `days` UTC days and the models as operators see them, in one read of each. */
+  async snapshot(now: Date, days = 30): Promise<StatsSnapshot> {
+    const [totals, daily, models, pending] = await Promise.all([
+      this.runningTotals(),
+      this.runningDaily(now, days),
+      this.modelDocs(MAX_MODELS),
+      this.pending.delta(),
+    ]);
+    for (const key of Object.keys(totals) as (keyof TotalsDelta)[]) totals[key] += pending.totals[key];
+    for (const day of daily) {
+      const more = pending.days.get(day.date);
+      if (more) Object.assign(day, sumDay(day, more));
+    }
+    const byModel = new Map(models.map((m) => [m.model, { ...m }]));
+    for (const [model, used] of pending.models) {
+      const m = byModel.get(model) ?? { model, requests: 0, tokens: 0 };
+      byModel.set(model, { model, requests: m.requests + used.aiRequests, tokens: m.tokens + used.aiTokens });
+    }
+    return {
+      totals,
+      daily,
+      models: [...byModel.values()]
+        .filter((m) => m.requests > 0 || m.tokens > 0)
+        .sort((a, b) => b.tokens - a.tokens || (a.model < b.model ? -1 : 1)),
+    };
+  }
+
+  /** The totals as operators see them (running counters plus what is not folded in yet). */
   async totals(): Promise<Required<TotalsDelta>> {
+    return (await this.snapshot(new Date(), 1)).totals;
+  }
+
+  /** AI usage per model since the start, most tokens first (as operators see it). */
+  async models(): Promise<ModelUsage[]> {
+    return (await this.snapshot(new Date(), 1)).models;
+  }
+
+  /** The last `days` UTC days including today's, oldest first, zeros for quiet days (as operators see them). */
+  async daily(now: Date, days = 30): Promise<DailyStats[]> {
+    return (await this.snapshot(now, days)).daily;
+  }
+
+  /** The running totals alone, zero where nothing was counted yet (health compares them). */
+  async runningTotals(): Promise<Required<TotalsDelta>> {
     const doc = await this.stats.findOne({ _id: TOTALS_ID });
     return {
       inbound: doc?.inbound ?? 0,
@@ -160,15 +247,7 @@ export class StatsRepository {
     };
   }
 
-  /** AI usage per model since the start, most tokens first. */
-  async models(): Promise<ModelUsage[]> {
-    return (await this.modelDocs(MAX_MODELS))
-      .filter((m) => m.requests > 0 || m.tokens > 0)
-      .sort((a, b) => b.tokens - a.tokens || (a.model < b.model ? -1 : 1));
-  }
-
-  /** The last `days` UTC days including today's, oldest first, zeros for quiet days. */
-  async daily(now: Date, days = 30): Promise<DailyStats[]> {
+  private async runningDaily(now: Date, days: number): Promise<DailyStats[]> {
     const dates: string[] = [];
     for (let i = days - 1; i >= 0; i--) dates.push(dayKey(new Date(now.getTime() - i * 86_400_000)));
     const docs = await this.stats.find({ _id: { $in: dates.map(dayId) } });

@@ -3,6 +3,7 @@
 // business-scoped user id (bsuid); a number change moves the user to the new number.
 import { createHash, randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { Filter } from 'mongodb';
 import type { Gateway } from './gateway';
 import type { MessageDoc } from './message-doc';
 import { CounterDelta, type StatsRepository } from './stats';
@@ -38,6 +39,8 @@ export interface UserDoc {
   erasing?: true;
   /** When that erase began: one still under way long after was interrupted (health finishes it). */
   erasingSince?: Date;
+  /** Created and not in the running counters yet: the sweep folds it in (./pending). */
+  uncounted?: true;
   /**
    * Random, set when the user is created: tells a user from a new one under the same id (the
    * same person writing after an erase). Absent on users created before it existed.
@@ -80,6 +83,13 @@ export const toUser = (d: UserDoc): User => ({
 
 /** Longest number kept: E.164 allows 15 digits. */
 export const MAX_WA_ID_DIGITS = 20;
+
+/** A stored message as the summary sees it (./summary), or null for none or a status placeholder. */
+export const summaryMessageOf = (m: MessageDoc | undefined): SummaryMessage | null =>
+  m?.createdAt
+    ? { id: m._id, text: m.text ?? '', at: m.seqAt ?? m.createdAt, direction: m.direction ?? 'outbound' }
+    : null;
+
 const MAX_ID_ATTEMPTS = 20;
 
 /**
@@ -109,6 +119,11 @@ export interface LockedUser {
   readonly inboundCount: number;
   /** See `UserDoc.generation`. */
   readonly generation: string | null;
+  /**
+   * The lock was taken from a worker whose lease had ended: that worker may have died between
+   * recording its answers and recording them in the summary (`recountSummary`).
+   */
+  readonly tookOver: boolean;
 }
 
 export class UsersRepository {
@@ -176,9 +191,9 @@ export class UsersRepository {
         searchKeys: searchKeysFor(identity.waId, identity.name),
         replyLock: null,
         generation: randomBytes(6).toString('hex'),
+        uncounted: true,
       };
       if ((await this.users.insertOne(doc)) === 'inserted') {
-        await this.stats.apply(new CounterDelta().user(at));
         return { user: toUser(doc), created: true, changes: {} };
       }
       const holder = await this.users.findOne({ _id: doc._id });
@@ -244,12 +259,18 @@ export class UsersRepository {
   }
 
   /** Rebuilds a user's summary from what is stored (retention, erase of some, repair). */
-  async rebuildSummary(userId: string, count: number, latest: SummaryMessage | null): Promise<boolean> {
+  async rebuildSummary(
+    userId: string,
+    count: number,
+    latest: SummaryMessage | null,
+    guard: { inboundCount?: number; set?: Partial<UserDoc> } = {},
+  ): Promise<boolean> {
     const doc = await this.users.findOne({ _id: userId }, { projection: { lastMessageAt: 1 } });
     if (!doc) return false;
+    const filter = guard.inboundCount === undefined ? {} : { inboundCount: guard.inboundCount };
     const result = await this.users.updateOne(
-      { _id: userId },
-      { $set: rebuiltSummary(count, latest, doc.lastMessageAt) },
+      { _id: userId, ...filter },
+      { $set: { ...rebuiltSummary(count, latest, doc.lastMessageAt), ...guard.set } },
     );
     return result.modified > 0;
   }
@@ -335,9 +356,23 @@ export class UsersRepository {
         ...previous,
       },
     );
-    await this.users.deleteOne({ _id: other._id });
-    await this.stats.apply(new CounterDelta().user(other.createdAt, -1));
+    await this.deleteUser(other._id, other.createdAt);
     return 'merged';
+  }
+
+  /**
+   * Deletes a user and takes them out of the counters if they are in them (one still marked
+   * `uncounted` is not yet: ./pending). False when another writer deleted them first. A mark only
+   * ever goes away: a user found marked may be found unmarked on the second try, never the reverse.
+   */
+  async deleteUser(userId: string, createdAt: Date): Promise<boolean> {
+    for (const marked of [true, false]) {
+      const filter = { _id: userId, uncounted: marked ? true : null } as Filter<UserDoc>;
+      if (!(await this.users.deleteOne(filter))) continue;
+      if (!marked) await this.stats.apply(new CounterDelta().user(createdAt, -1));
+      return true;
+    }
+    return false;
   }
 
   /**
@@ -351,11 +386,37 @@ export class UsersRepository {
         $or: [{ replyLock: null }, { 'replyLock.until': { $lt: now } }, { 'replyLock.owner': owner }],
       },
       { $set: { replyLock: { owner, until: new Date(now.getTime() + leaseMs) } } },
-      { returnDocument: 'after' },
+      { returnDocument: 'before' },
     );
-    return doc
-      ? { user: toUser(doc), inboundCount: doc.inboundCount ?? 0, generation: doc.generation ?? null }
-      : null;
+    if (!doc) return null;
+    const held = doc.replyLock;
+    return {
+      user: toUser(doc),
+      inboundCount: doc.inboundCount ?? 0,
+      generation: doc.generation ?? null,
+      tookOver: Boolean(held?.owner && held.owner !== owner),
+    };
+  }
+
+  /**
+   * Rebuilds a user's summary from the stored messages (the rule of ./summary): their count, the
+   * latest, and (with `inboundCount`) how many are inbound. For a writer that may have died between storing messages and
+   * recording them in the summary (a lock taken over, a notification stored before but never
+   * answered). With `inboundCount`, only while the user's count is still that one: a message
+   * stored meanwhile is noted by its own writer, and the summary is left as it is.
+   */
+  async recountSummary(userId: string, inboundCount?: number): Promise<boolean> {
+    const [count, latest, inbound] = await Promise.all([
+      this.messages.count({ userId }),
+      this.messages.find({ userId }, { sort: { userId: -1, seqAt: -1, _id: -1 }, limit: 1 }),
+      inboundCount === undefined ? null : this.messages.count({ userId, direction: 'inbound' }),
+    ]);
+    return this.rebuildSummary(
+      userId,
+      count,
+      summaryMessageOf(latest[0]),
+      inbound === null || inboundCount === undefined ? {} : { inboundCount, set: { inboundCount: inbound } },
+    );
   }
 
   /**

@@ -100,13 +100,10 @@ export function parseQuery<S extends z.ZodObject>(schema: S, query: URLSearchPar
 const notFound = (): AppError => new AppError(ErrorCode.NOT_FOUND, 'user not found');
 
 export async function getStats({ data, now }: ManageContext): Promise<StatsJson> {
-  const [users, totals, daily, models, uncountedFailures] = await Promise.all([
+  // The counters with what writers marked and the sweep has not folded in yet (shared/data/pending).
+  const [users, { totals, daily, models }] = await Promise.all([
     data.manage.countUsers(now),
-    data.stats.totals(),
-    data.stats.daily(now),
-    data.stats.models(),
-    // Failures delivery statuses reported since the last sweep folded them into the counter.
-    data.messages.uncountedFailures(),
+    data.stats.snapshot(now),
   ]);
   return {
     users,
@@ -114,7 +111,7 @@ export async function getStats({ data, now }: ManageContext): Promise<StatsJson>
       total: totals.inbound + totals.outbound,
       inbound: totals.inbound,
       outbound: totals.outbound,
-      failed: totals.failed + uncountedFailures,
+      failed: totals.failed,
     },
     ai: { requests: totals.aiRequests, tokens: totals.aiTokens, models },
     daily: daily.map((d) => ({

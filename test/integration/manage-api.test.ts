@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_FAILURES_PER_MINUTE, hashToken } from '../../shared/manage/auth';
 import { createToken } from '../../shared/manage/tokens';
-import { foldReportedFailures } from '../../shared/bot/sweeper';
+import { foldCounts } from '../../shared/bot/sweeper';
 import { openApiHandler } from '../../functions/openapi';
 import { MAX_BODY_BYTES } from '../../shared/manage/routes';
 import {
@@ -484,7 +484,7 @@ describe('stats, export and erase', () => {
     await report(first);
     expect(await failed()).toBe(before + 1);
     // The sweep folds it into the running counter: the figure does not move; a redelivery adds nothing.
-    expect(await foldReportedFailures({ data: f.data, now: () => new Date() })).toBe(1);
+    expect((await foldCounts({ data: f.data, now: () => new Date() })).failures).toBe(1);
     expect(await failed()).toBe(before + 1);
     expect(await report(first)).toBe('stale');
     expect(await failed()).toBe(before + 1);
@@ -495,7 +495,7 @@ describe('stats, export and erase', () => {
       204,
     );
     expect(await failed()).toBe(before);
-    expect(await foldReportedFailures({ data: f.data, now: () => new Date() })).toBe(0);
+    expect((await foldCounts({ data: f.data, now: () => new Date() })).failures).toBe(0);
     expect(await failed()).toBe(before);
   });
 

@@ -44,10 +44,11 @@ async function largestDocument(): Promise<number> {
 }
 
 /** Ingests, then answers; returns the ids of the messages that got a reply job. */
+/** Ingests and runs the reply jobs; returns the messages first stored (a redelivery's job only recounts). */
 async function deliver(payload: unknown): Promise<string[]> {
   const { jobs } = await ingestNotification(app.services, payload, log);
   for (const job of jobs) await processReplyJob(app.services, job, log);
-  return jobs.flatMap((j) => (j.kind === 'message' ? [j.messageId] : []));
+  return jobs.flatMap((j) => (j.kind === 'message' && !j.recount ? [j.messageId] : []));
 }
 
 /** A batch: one good text message next to an odd item; the good one must be stored and answered. */

@@ -78,6 +78,79 @@ describe('reply lock', () => {
     expect((await app.services.data.messages.getMessage(message.id))?.replyState).toBe('sent');
   });
 
+  it('a worker killed after recording its answer, before it freed the lock, leaves the counters exact', async () => {
+    const phone = '4420700000005';
+    const { message, payload } = textNotification(phone, 'count me');
+    const [job] = (await ingestNotification(app.services, payload, log)).jobs;
+    if (job?.kind !== 'message') throw new Error('no reply job');
+    const { data } = app.services;
+    const before = await data.stats.totals();
+    // The process dies right after the write that records the answer: the lock is never freed.
+    const users = Object.create(data.users, {
+      releaseReplyLock: { value: () => Promise.reject(new Error('killed')) },
+    }) as typeof data.users;
+    const leaseMs = 300;
+    await expect(
+      processReplyJob({ ...app.services, data: { ...data, users } }, job, log, { leaseMs }),
+    ).rejects.toThrow('killed');
+    expect((await data.messages.getMessage(message.id))?.replyState).toBe('sent');
+    // The stats count the message and its answer at once, and the health check agrees.
+    const after = await data.stats.totals();
+    expect([after.inbound - before.inbound, after.outbound - before.outbound]).toEqual([1, 1]);
+    expect(await data.maintenance.checkCounters(await data.maintenance.countStored())).toEqual([]);
+    // The sweep folds them into the running counters: the figures do not move.
+    const folded = await data.stats.foldPending();
+    expect(folded.messages).toBeGreaterThanOrEqual(2);
+    expect(await data.stats.runningTotals()).toEqual(after);
+    expect(await data.stats.totals()).toEqual(after);
+    expect((await data.stats.foldPending()).messages).toBe(0);
+
+    // The summary lacks the answer until the next worker takes the lock over, once the dead
+    // worker's lease has ended: it recounts the summary from what is stored.
+    const summaryOf = async () => {
+      const u = await data.users.getUser(job.userId);
+      return [u?.messageCount, u?.lastMessagePreview];
+    };
+    expect(await summaryOf()).toEqual([1, 'count me']);
+    await sleep(leaseMs + 50);
+    const next = textNotification(phone, 'still there?');
+    const [nextJob] = (await ingestNotification(app.services, next.payload, log)).jobs;
+    if (nextJob?.kind !== 'message') throw new Error('no reply job');
+    await processReplyJob(app.services, nextJob, log);
+    const latest = app.graph.sends().at(-1)?.body['text'] as { body: string } | undefined;
+    expect(await summaryOf()).toEqual([4, latest?.body]);
+    expect(await data.maintenance.checkSummaries(await data.maintenance.countStored())).toEqual([]);
+  });
+
+  it('a notification stored before its writer died (no summary) is recounted when Meta or the queue delivers it again', async () => {
+    const phone = '4420700000006';
+    const { message, payload } = textNotification(phone, 'first try');
+    const { data } = app.services;
+    // A first delivery created the user, then died between storing the message and the summary.
+    const { user } = await data.users.resolve({ waId: phone, bsuid: null, name: null }, new Date());
+    await data.messages.recordInbound({
+      id: message.id,
+      userId: user.id,
+      type: 'text',
+      text: 'first try',
+      createdAt: new Date(),
+      receivedAt: new Date(),
+      phoneNumberId: '106540352242922',
+      role: 'conversation',
+      replyState: 'pending',
+      relatedId: null,
+      rawJson: '{}',
+    });
+    expect((await data.users.getUser(user.id))?.messageCount).toBe(0);
+    const [job] = (await ingestNotification(app.services, payload, log)).jobs;
+    expect(job).toMatchObject({ kind: 'message', messageId: message.id, recount: true });
+    if (job?.kind !== 'message') throw new Error('no reply job');
+    await processReplyJob(app.services, job, log);
+    expect((await data.messages.getMessage(message.id))?.replyState).toBe('sent');
+    expect((await data.users.getUser(user.id))?.messageCount).toBe(2);
+    expect(await data.maintenance.checkSummaries(await data.maintenance.countStored())).toEqual([]);
+  });
+
   it('keeps the lock while one answer outlasts the lease (a slow model): no message is answered twice', async () => {
     const model = await startHttpStub((_req, index) => ({
       status: 200,

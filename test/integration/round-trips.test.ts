@@ -1,5 +1,5 @@
 // Database round trips per path, counted with the driver's command monitoring against the real test
-// server: one inbound text and its answer (AI included, history read included) within 8, a
+// server: one inbound text and its answer (AI included, history read included) within 7, a
 // status within 1. Cosmos DB bills every request: a path over its budget fails here.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -20,7 +20,8 @@ import {
   WABA_ID,
 } from '../helpers/meta';
 
-const TURN_BUDGET = 8;
+/** The issue asks for at most 8; the turn takes 7 since counters are folded in by the sweep. */
+const TURN_BUDGET = 7;
 const STATUS_BUDGET = 1;
 /** A notification of another field, whatever its size (up to the webhook's 3 MiB): archived in bulk. */
 const ARCHIVE_BUDGET = 12;
@@ -185,7 +186,8 @@ describe.each([
     }
     expect((await app.services.data.messages.getMessage(outbound?.id ?? ''))?.status).toBe('failed');
     // Counted in the stats all the same (the sweeper folds it into the running counter).
-    expect(await app.services.data.messages.uncountedFailures()).toBe(1);
+    const { stats } = app.services.data;
+    expect((await stats.totals()).failed - (await stats.runningTotals()).failed).toBe(1);
   });
 });
 

@@ -59,7 +59,10 @@ afterEach(() => {
 
 const messages = () => collectionOf(app.database.db, 'messages');
 const users = () => collectionOf(app.database.db, 'users');
-const totals = async () =>
+/** The totals as operators see them: the running counters and what the sweep has not folded in yet. */
+const totals = async (): Promise<Record<string, number>> => app.services.data.stats.totals();
+/** The running totals document alone. */
+const runningTotals = async () =>
   ((await collectionOf(app.database.db, 'stats').findOne({ _id: 'totals' })) ?? {}) as Record<string, number>;
 
 describe('GET /api/webhook (verification)', () => {
@@ -132,7 +135,10 @@ describe('POST /api/webhook', () => {
     const countersBefore = await totals();
     const again = await app.post(payload);
     expect(again.status).toBe(200);
-    expect(again.jobs).toHaveLength(0);
+    // Only a job that recounts the user's summary (its first writer might have died before it).
+    expect(again.jobs).toEqual([
+      { kind: 'message', userId: outbound[0]?.userId, messageId: message.id, recount: true },
+    ]);
     await app.drain();
     expect(app.graph.sends().length).toBe(before + 1);
     expect(await totals()).toEqual(countersBefore);
@@ -182,9 +188,15 @@ describe('POST /api/webhook', () => {
     // An inbound message that waits for its answer is counted when the answer is settled.
     expect(after['inbound'] ?? 0).toBe(before['inbound'] ?? 0);
     await app.drain();
-    expect((await totals())['inbound']).toBe((before['inbound'] ?? 0) + 20);
+    const drained = await totals();
+    expect(drained['inbound']).toBe((before['inbound'] ?? 0) + 20);
+    expect(drained['outbound']).toBe((before['outbound'] ?? 0) + 20);
     // Eight messages and their eight answers.
     expect((await users().findOne({ waId: phone }))?.['messageCount']).toBe(16);
+    // The writers marked what they stored; the sweep folds it into the running counters.
+    await sweeperTimer(runtimeOf(app.services))(TIMER, app.context('sweeper'));
+    expect(await app.services.data.stats.runningTotals()).toEqual(drained);
+    expect(await totals()).toEqual(drained);
   });
 
   it('handles every entry, change, message and status of a batch', async () => {
@@ -299,11 +311,10 @@ describe('POST /api/webhook', () => {
       failedUncounted: true,
     });
     const stats = app.services.data.stats;
-    const failedShown = async () =>
-      (await stats.totals()).failed + (await app.services.data.messages.uncountedFailures());
+    const failedShown = async () => (await stats.totals()).failed;
     expect(await failedShown()).toBe(failedBefore + 1);
     await sweeperTimer(runtimeOf(app.services))(TIMER, app.context('sweeper'));
-    expect((await totals())['failed']).toBe(failedBefore + 1);
+    expect((await runningTotals())['failed']).toBe(failedBefore + 1);
     expect(await messages().findOne({ _id: id })).not.toHaveProperty('failedUncounted');
     expect(await failedShown()).toBe(failedBefore + 1);
     // Meta delivers the failure again: nothing more is counted, before or after a sweep.

@@ -129,6 +129,7 @@ describe('every field the app writes is known', () => {
       leaseUntil: null,
       error: null,
       failedUncounted: true,
+      uncounted: true,
       ai: null,
       by: 'operator',
       rawJson: '{}',
