@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import initSqlJs, { type Database, type SqlValue } from 'sql.js';
-import { MAX_TEXT, userIdFor, type DataStore, type ImportedMessage, type ImportedUser } from '../shared/data';
+import { MAX_TEXT, type DataStore, type ImportedMessage, type ImportedUser } from '../shared/data';
 import { digitsOfNumber, MAX_NAME, nameOf, settleTime } from '../shared/whatsapp/notification';
 import { MESSAGE_ID } from '../shared/whatsapp/schemas';
 import {
@@ -301,20 +301,6 @@ export async function readLegacyRows(file: string): Promise<LegacyRows> {
   }
 }
 
-/**
- * Reads and maps the legacy database: users (by new id), messages in legacy order, the rows that
- * cannot be imported, and counts. `earlier`: numbers (WhatsApp digits) whose users an earlier
- * version stored under the digits it read (see `earlierWaId`).
- */
-export async function readLegacy(
-  file: string,
-  now = new Date(),
-  earlier: ReadonlySet<string> = new Set(),
-): Promise<LegacyData> {
-  const { users, messages } = await readLegacyRows(file);
-  return mapLegacy(users, messages, now, earlier);
-}
-
 /** A time as stored: one in the future becomes `now`, the webhook's rule (`settleTime`). */
 function settled(at: Date, now: Date, report: LegacyData['report']): Date {
   const result = settleTime(at.getTime() / 1000, now);
@@ -342,11 +328,15 @@ const rowPayload = (table: 'user' | 'message', row: Record<string, SqlValue>): A
   ),
 });
 
+/** A dry run's stand-in for user ids (`UsersRepository.idsForImport`): one per number. */
+const DRY_RUN_IDS = (waId: string): string => `wa:${waId}`;
+
 function mapLegacy(
   legacyUsers: Record<string, SqlValue>[],
   legacyMessages: Record<string, SqlValue>[],
   now: Date,
   earlier: ReadonlySet<string>,
+  idOf: (waId: string) => string,
 ): LegacyData {
   const archived: ArchivedRow[] = [];
   const report: LegacyData['report'] = {
@@ -404,7 +394,7 @@ function mapLegacy(
       });
       continue;
     }
-    const id = userIdFor({ waId, bsuid: null });
+    const id = idOf(waId);
     if (legacy !== null && !ambiguous.has(legacy)) userIdByLegacy.set(legacy, id);
     if (users.has(id)) {
       report.mergedUsers++;
@@ -416,6 +406,7 @@ function mapLegacy(
     const dated = parseLegacyDate(row['created_at']) ?? parseLegacyDate(row['updated_at']);
     users.set(id, {
       user: {
+        id,
         waId,
         name,
         createdAt: dated ? settled(dated, now, report) : now,
@@ -633,7 +624,7 @@ export async function main(
     return 3;
   };
   if (values['dry-run']) {
-    const legacy = mapLegacy(read.users, read.messages, now, new Set());
+    const legacy = mapLegacy(read.users, read.messages, now, new Set(), DRY_RUN_IDS);
     printSummary(io, 'migration (dry run: nothing written)', [
       ...common(legacy),
       ['rows to archive', legacy.archived.length],
@@ -642,21 +633,19 @@ export async function main(
     return outcome(legacy, 'a run would keep them');
   }
   const written = await withDataStore(env, io, async (store) => {
-    // Users an earlier version stored under the digits it read (`0044…`) keep that id.
-    const before = new Map<string, string>();
-    for (const row of read.users) {
-      const digits = earlierWaId(row['phone_number']);
-      if (digits !== null && digits !== legacyWaId(row['phone_number'])) {
-        before.set(userIdFor({ waId: digits, bsuid: null }), digits);
-      }
-    }
-    const stored = await store.maintenance.storedUserIds([...before.keys()]);
-    const legacy = mapLegacy(
-      read.users,
-      read.messages,
-      now,
-      new Set([...stored].map((id) => before.get(id) ?? '')),
+    // Users are imported under the id of the user stored with their number, whichever version
+    // made it, else the one a first contact would get. A user an earlier version stored under the
+    // digits it read (`0044…`) keeps those digits.
+    const numbers = read.users.flatMap((row) =>
+      [legacyWaId(row['phone_number']), earlierWaId(row['phone_number'])].filter((d) => d !== null),
     );
+    const ids = await store.users.idsForImport(numbers);
+    const earlier = new Set(
+      read.users
+        .map((row) => earlierWaId(row['phone_number']))
+        .filter((d): d is string => d !== null && ids.stored.has(d)),
+    );
+    const legacy = mapLegacy(read.users, read.messages, now, earlier, ids.idOf);
     await store.ensureIndexes('create');
     // What cannot be imported is kept first: an interrupted run has lost nothing.
     let archived = 0;
@@ -693,7 +682,7 @@ export async function main(
     // What an interrupted run inserted without counting, counted now (nothing after a complete run).
     const checking = progress(io, 'checking summaries and counters', await store.maintenance.estimatedSize());
     const settled = await store.maintenance.settleImport(
-      legacy.users.map((u) => userIdFor({ waId: u.waId, bsuid: null })),
+      legacy.users.map((u) => u.id),
       (n) => checking.update(n),
     );
     checking.done();

@@ -40,7 +40,7 @@ export { KEYS_ID } from './subjects';
 export { preview, type SummaryMessage } from './summary';
 export { boundedJson, MAX_RAW_JSON } from './bounded-json';
 export { SPILL_KIND } from './spills';
-export { MAX_WA_ID_DIGITS, userIdFor } from './users';
+export { MAX_WA_ID_DIGITS } from './users';
 export {
   AUDIT_KIND,
   ERASE_STALE_MS,
@@ -108,7 +108,7 @@ export function createDataStore(db: Db, adapter: ServerAdapter = adapterFor(db))
   const tokensG = gateway<TokenDoc>(COLLECTIONS.tokens);
   const stats = new StatsRepository(statsG, new PendingCounts(messagesG, usersG));
   const keys = new SubjectKeys(statsG);
-  const users = new UsersRepository(usersG, messagesG, stats);
+  const users = new UsersRepository(usersG, messagesG, stats, keys);
   const all = new Map<string, Gateway<Document & { _id: string }>>(
     [usersG, messagesG, statsG, eventsG, tokensG].map((g) => [
       g.name,

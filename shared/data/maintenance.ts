@@ -19,9 +19,7 @@ import { STATUS_RANK, storedText, type MessageDoc } from './messages';
 import { CounterDelta, TOTALS_ID, type StatsDoc, type StatsRepository } from './stats';
 import type { SummaryMessage } from './summary';
 import type { AiUsage, Direction, MessageRole } from './types';
-import { searchKeysFor, userIdFor, type UserDoc, type UsersRepository } from './users';
-
-export { userIdFor } from './users';
+import { searchKeysFor, type UserDoc, type UsersRepository } from './users';
 
 /**
  * A restore batch the server refused in part: how many of its documents were written, how many
@@ -44,6 +42,8 @@ export class RestoreWriteError extends Error {
 // Bulk import (migration from the legacy SQLite bot)
 
 export interface ImportedUser {
+  /** From `UsersRepository.idsForImport`: a stored user's id, else the one a first contact gets. */
+  readonly id: string;
   readonly waId: string;
   readonly name: string | null;
   readonly createdAt: Date;
@@ -174,7 +174,7 @@ export class Maintenance {
   /** Inserts the users not stored yet; counts new users on the day they were created. */
   async importUsers(batch: readonly ImportedUser[]): Promise<{ inserted: number }> {
     const docs: UserDoc[] = batch.map((u) => ({
-      _id: userIdFor({ waId: u.waId, bsuid: null }),
+      _id: u.id,
       waId: u.waId,
       bsuid: null,
       name: u.name,
@@ -261,18 +261,6 @@ export class Maintenance {
     for (const [userId, list] of perUser) await this.usersRepo.noteMessages(userId, list);
     await this.stats.apply(delta);
     return { inserted: inserted.size, ...total };
-  }
-
-  /** The ids among `ids` of users stored (the migration keeps the ids an earlier version gave). */
-  async storedUserIds(ids: readonly string[]): Promise<Set<string>> {
-    const found = new Set<string>();
-    for (let i = 0; i < ids.length; i += 500) {
-      const batch = ids.slice(i, i + 500);
-      for await (const u of this.users.iterate({ _id: { $in: batch } }, { projection: { _id: 1 } })) {
-        found.add(u._id);
-      }
-    }
-    return found;
   }
 
   /**

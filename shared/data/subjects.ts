@@ -1,11 +1,15 @@
-// The subject of an archived item: a keyed hash of the number or business-scoped id it carries,
+// The deployment's keys, and what is derived from them: the subject of an archived item and the id
+// of a new user. A subject is a keyed hash of the number or business-scoped id an item carries,
 // never the identifier itself, so that erase and export find the item and nothing else can
-// reverse it. The key is the deployment's own, kept in the database (`stats`, `_id: 'keys'`),
-// made on first use: the app, the scripts (migrate, restore, health) and a restore into another
-// database all file and find items the same way without any of the app's secrets, and resetting
-// the app secret changes nothing. Keys are a list: the first files new items; lookups try each
-// (a restore brings its file's key along), and the pseudonym earlier versions used (keyed with
-// the app secret, when the process has it).
+// reverse it; a user id is one too, so that the ids in management URLs (which request logs keep)
+// cannot be traced back to a number by hashing every number. The key is the deployment's own, kept
+// in the database (`stats`, `_id: 'keys'`), made on first use: the app, the scripts (migrate,
+// restore, health) and a restore into another database all derive the same way without any of the
+// app's secrets, and resetting the app secret changes nothing. Keys are a list: the first files new
+// items and names new users; lookups try each (a restore brings its file's key along), and the
+// pseudonym earlier versions used (keyed with the app secret, when the process has it). Users are
+// found by their number or bsuid, never by recomputing their id: users created by earlier versions
+// keep their unkeyed ids.
 import { createHmac, randomBytes } from 'node:crypto';
 import { pseudonym } from '../log';
 import type { Gateway } from './gateway';
@@ -23,6 +27,21 @@ export class SubjectKeys {
   private known: readonly string[] | null = null;
 
   constructor(private readonly stats: Gateway<StatsDoc>) {}
+
+  /**
+   * Names new users: a function from the identifier a user id is derived from (`wa:<number>`,
+   * `bsuid:<id>`, with `#n` for the n-th person on a number) to the id. Every process derives the
+   * same id for one person, so two first contacts at once still make one user.
+   */
+  async userIds(): Promise<(natural: string) => string> {
+    const [key] = await this.keys(true);
+    return (natural) =>
+      'u_' +
+      createHmac('sha256', Buffer.from(key as string, 'hex'))
+        .update(`user:${natural}`)
+        .digest('hex')
+        .slice(0, 24);
+  }
 
   /** The subject a new item about `identifier` is filed under (the key is made on first use). */
   async subjectOf(identifier: string): Promise<string> {

@@ -1,12 +1,13 @@
 // Users: one document per person, with the conversation summary of ./summary and the per-user
 // reply lock. A user is found by their current WhatsApp number (waId), else by their
 // business-scoped user id (bsuid); a number change moves the user to the new number.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Filter } from 'mongodb';
 import type { Gateway } from './gateway';
 import type { MessageDoc } from './message-doc';
 import { CounterDelta, type StatsRepository } from './stats';
+import type { SubjectKeys } from './subjects';
 import { rebuiltSummary, summaryChange, type SummaryMessage } from './summary';
 import { prefixTerms } from './terms';
 import type { Handoff, Identity, User } from './types';
@@ -93,18 +94,13 @@ export const summaryMessageOf = (m: MessageDoc | undefined): SummaryMessage | nu
 const MAX_ID_ATTEMPTS = 20;
 
 /**
- * A stable opaque id derived from an identifier; never the phone number itself. `n` > 1 when the
- * id of a number is held by someone who moved away from it (a recycled number is a new person).
+ * What a user id is derived from (./subjects, `userIds`), never the phone number itself. `n` > 1
+ * when the id of a number is held by someone who moved away from it (a recycled number is a new
+ * person).
  */
-export function userIdFor(identity: Pick<Identity, 'waId' | 'bsuid'>, n = 1): string {
+export function naturalIdOf(identity: Pick<Identity, 'waId' | 'bsuid'>, n = 1): string {
   const natural = identity.waId ? `wa:${identity.waId}` : `bsuid:${identity.bsuid ?? ''}`;
-  return (
-    'u_' +
-    createHash('sha256')
-      .update(n === 1 ? natural : `${natural}#${n}`)
-      .digest('hex')
-      .slice(0, 24)
-  );
+  return n === 1 ? natural : `${natural}#${n}`;
 }
 
 /** A user's search terms: the prefixes of the words of the name and of the number. */
@@ -131,7 +127,30 @@ export class UsersRepository {
     private readonly users: Gateway<UserDoc>,
     private readonly messages: Gateway<MessageDoc>,
     private readonly stats: StatsRepository,
+    private readonly keys: SubjectKeys,
   ) {}
+
+  /**
+   * The ids to import users under (migration), by number: a stored user's own id (whichever
+   * version made it), else the id a first contact would get; and the numbers stored. One read per
+   * 500 numbers.
+   */
+  async idsForImport(
+    waIds: readonly string[],
+  ): Promise<{ idOf: (waId: string) => string; stored: ReadonlySet<string> }> {
+    const stored = new Map<string, string>();
+    const unique = [...new Set(waIds)];
+    for (let i = 0; i < unique.length; i += 500) {
+      const batch = unique.slice(i, i + 500);
+      for await (const u of this.users.iterate({ waId: { $in: batch } }, { projection: { waId: 1 } }))
+        if (u.waId && !stored.has(u.waId)) stored.set(u.waId, u._id);
+    }
+    const keyed = await this.keys.userIds();
+    return {
+      idOf: (waId) => stored.get(waId) ?? keyed(naturalIdOf({ waId, bsuid: null })),
+      stored: new Set(stored.keys()),
+    };
+  }
 
   async getUser(id: string): Promise<User | null> {
     const doc = await this.users.findOne({ _id: id });
@@ -172,9 +191,10 @@ export class UsersRepository {
         changes.searchKeys = searchKeysFor(changes.waId ?? existing.waId, changes.name ?? existing.name);
       return { user: toUser(existing), created: false, changes };
     }
+    const idOf = await this.keys.userIds();
     for (let n = 1, attempt = 0; n <= MAX_ID_ATTEMPTS && attempt < 2 * MAX_ID_ATTEMPTS; attempt++) {
       const doc: UserDoc = {
-        _id: userIdFor(identity, n),
+        _id: idOf(naturalIdOf(identity, n)),
         waId: identity.waId,
         bsuid: identity.bsuid,
         name: identity.name,

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'v
 import { runtimeOf } from '../../shared/deps';
 import { manageDefinitionsFor } from '../../functions/manage';
 import { startDevServer, type DevServer } from '../../scripts/dev-server';
-import { userIdFor } from '../../shared/data';
+import { userIdOf } from '../helpers/users';
 import { MAX_FAILURES_PER_MINUTE } from '../../shared/manage/auth';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { launchChromium } from '../helpers/browser';
@@ -56,10 +56,10 @@ const RLO = '15550001111';
 const LONG = '15550002222';
 const OLD = '15550003333';
 const SEARCHER = '15550004444';
-const jorgId = userIdFor({ waId: JORG, bsuid: null });
-const rloId = userIdFor({ waId: RLO, bsuid: null });
-const longId = userIdFor({ waId: LONG, bsuid: null });
-const oldId = userIdFor({ waId: OLD, bsuid: null });
+let jorgId = '';
+let rloId = '';
+let longId = '';
+let oldId = '';
 
 async function manage(method: string, pathname: string): Promise<number> {
   const r = await fetch(`${server.url}/api/manage/${pathname}`, {
@@ -92,9 +92,12 @@ beforeAll(async () => {
   await app.userWrites(LONG, 'hi', 'Long'.repeat(60));
   // Sixty messages holding one word: more than a page of search results.
   const { data } = app.services;
-  const searcherId = userIdFor({ waId: SEARCHER, bsuid: null });
+  jorgId = await userIdOf(data, JORG);
+  rloId = await userIdOf(data, RLO);
+  longId = await userIdOf(data, LONG);
   const start = new Date(Date.now() - 2 * HOUR);
-  await data.users.resolve({ waId: SEARCHER, bsuid: null, name: 'Searcher' }, start);
+  const searcherId = (await data.users.resolve({ waId: SEARCHER, bsuid: null, name: 'Searcher' }, start)).user
+    .id;
   await data.maintenance.importMessages(
     Array.from({ length: 60 }, (_, i) => ({
       id: `wamid.searcher.${i}`,
@@ -107,7 +110,9 @@ beforeAll(async () => {
     })),
   );
   // A user who wrote an hour ago, but only in migrated messages: no business number to send from.
-  await data.users.resolve({ waId: OLD, bsuid: null, name: 'Migrated Mia' }, new Date(Date.now() - HOUR));
+  oldId = (
+    await data.users.resolve({ waId: OLD, bsuid: null, name: 'Migrated Mia' }, new Date(Date.now() - HOUR))
+  ).user.id;
   await data.maintenance.importMessages([
     {
       id: 'legacy:mia',

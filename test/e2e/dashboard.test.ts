@@ -12,7 +12,7 @@ import { manageDefinitionsFor } from '../../functions/manage';
 import { openApiDefinition } from '../../functions/openapi';
 import { startDevServer, type DevServer } from '../../scripts/dev-server';
 import { DEFAULT_ANSWER, HUMAN_ANSWER } from '../../shared/bot/texts';
-import { userIdFor } from '../../shared/data';
+import { userIdOf } from '../helpers/users';
 import { DASHBOARD_CSP } from '../../shared/manage/dashboard';
 import { ExportSchema, StatsSchema, UserSchema } from '../../shared/manage/schemas';
 import { startTestApp, type TestApp } from '../helpers/app';
@@ -52,9 +52,9 @@ const consoleErrors: string[] = [];
 const ANA = '34600111222';
 const BOB = '4915100000';
 const DORA = '15550009999';
-const anaId = userIdFor({ waId: ANA, bsuid: null });
-const bobId = userIdFor({ waId: BOB, bsuid: null });
-const doraId = userIdFor({ waId: DORA, bsuid: null });
+let anaId = '';
+let bobId = '';
+let doraId = '';
 
 const sentBodies = () => app.graph.sends().map((r) => r.body);
 
@@ -79,7 +79,7 @@ beforeAll(async () => {
   const { data } = app.services;
   // Bob wrote 25 hours ago: outside the 24-hour window.
   const old = new Date(Date.now() - 25 * HOUR);
-  await data.users.resolve({ waId: BOB, bsuid: null, name: 'Bob Builder' }, old);
+  bobId = (await data.users.resolve({ waId: BOB, bsuid: null, name: 'Bob Builder' }, old)).user.id;
   await data.maintenance.importMessages([
     {
       id: 'wamid.bob.1',
@@ -110,6 +110,7 @@ beforeAll(async () => {
     },
   ]);
   await app.userWrites(ANA, 'Hola, un café por favor', 'Ana');
+  anaId = await userIdOf(data, ANA);
   server = await startDevServer({
     definitions: [...manageDefinitionsFor(runtimeOf(app.services)), openApiDefinition],
     port: 0,
@@ -249,6 +250,7 @@ describe.skipIf(!CHROMIUM)('inbox dashboard', () => {
   it("shows a user's human command as waiting, in the list, the filter and the count", async () => {
     app.graph.requests.length = 0;
     await app.userWrites(DORA, 'human', 'Dora');
+    doraId = await userIdOf(app.services.data, DORA);
     expect(sentBodies()).toEqual([
       expect.objectContaining({ text: expect.objectContaining({ body: HUMAN_ANSWER }) }),
     ]);

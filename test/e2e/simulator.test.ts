@@ -7,7 +7,8 @@ import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { definitions } from '../../functions/definitions';
 import { SIMULATOR_CSP } from '../../scripts/dev/simulator-page';
-import { createDataStore, userIdFor, type DataStore, type Message } from '../../shared/data';
+import { createDataStore, type DataStore, type Message } from '../../shared/data';
+import { userIdOf } from '../helpers/users';
 import { launchChromium } from '../helpers/browser';
 import { testDatabase, type TestDatabase } from '../helpers/db';
 import { freePort, startDev, waitFor, type DevProcess } from '../helpers/dev-process';
@@ -64,8 +65,7 @@ async function say(page: Page, text: string): Promise<void> {
 
 const conversation = async (data: DataStore, waId: string): Promise<Message[]> =>
   [
-    ...(await data.manage.listMessages({ userId: userIdFor({ waId, bsuid: null }), limit: 50, after: null }))
-      .items,
+    ...(await data.manage.listMessages({ userId: await userIdOf(data, waId), limit: 50, after: null })).items,
   ].reverse();
 
 const bubbles = (page: Page) =>
@@ -113,7 +113,7 @@ describe.skipIf(!CHROMIUM)('chat simulator, dry run (no settings)', () => {
       ['outbound', shown[1]?.text],
     ]);
     expect(stored[1]?.relatedId).toBe(stored[0]?.id);
-    const user = await chat.data.users.getUser(userIdFor({ waId: WA_ID, bsuid: null }));
+    const user = await chat.data.users.getUser(await userIdOf(chat.data, WA_ID));
     expect(user).toMatchObject({ name: 'Ana Dev', waId: WA_ID, messageCount: 2 });
   });
 

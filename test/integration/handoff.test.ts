@@ -13,7 +13,6 @@ import {
   HANDOFF_BY_USER,
   INDEXES,
   observeCommands,
-  userIdFor,
   watchClient,
   type ObservedCommand,
 } from '../../shared/data';
@@ -29,6 +28,7 @@ import {
 } from '../../shared/manage/schemas';
 import { manageHandlers } from '../../functions/manage';
 import { startTestApp, type TestApp } from '../helpers/app';
+import { userIdOf } from '../helpers/users';
 import { answersOf, call } from '../helpers/manage-fixture';
 import { checkExchange } from '../helpers/openapi-check';
 import { openApiHandler } from '../../functions/openapi';
@@ -72,8 +72,8 @@ beforeEach(() => {
 describe('an operator takes over a conversation', () => {
   it('takes, replies, keeps the bot silent, hands back, and the bot answers again', async () => {
     const waId = newNumber();
-    const id = userIdFor({ waId, bsuid: null });
     await app.userWrites(waId, 'hola', 'Lena');
+    const id = await userIdOf(app.services.data, waId);
     expect(sentTexts()).toEqual([DEFAULT_ANSWER]);
 
     const taken = await api('userHandoff', id, 'POST');
@@ -149,7 +149,7 @@ describe('an operator takes over a conversation', () => {
   it('never calls the AI for a handed-over user, and stop/start still win', async () => {
     const waId = newNumber();
     await app.userWrites(waId, 'hello', 'Lena');
-    const id = userIdFor({ waId, bsuid: null });
+    const id = await userIdOf(app.services.data, waId);
     await api('userHandoff', id, 'POST');
     let aiCalls = 0;
     const ai: AiResponder = {
@@ -175,8 +175,8 @@ describe('an operator takes over a conversation', () => {
 describe('the human command', () => {
   it('hands the conversation over with one confirmation and shows it as waiting', async () => {
     const waId = newNumber();
-    const id = userIdFor({ waId, bsuid: null });
     await app.userWrites(waId, 'Human!', 'Lena');
+    const id = await userIdOf(app.services.data, waId);
     expect(sentTexts()).toEqual([HUMAN_ANSWER]);
     const user = parseBody(UserSchema, (await call(h.user, { token: TOKEN, params: { id } })).body);
     expect(user.handoff?.by).toBe('user');
@@ -204,11 +204,11 @@ describe('the waiting list', () => {
     for (let i = 0; i < 3; i++) {
       const waId = newNumber();
       await app.userWrites(waId, `waiting ${i}`, 'Lena');
-      ids.push(userIdFor({ waId, bsuid: null }));
+      ids.push(await userIdOf(app.services.data, waId));
     }
     const expiredWaId = newNumber();
     await app.userWrites(expiredWaId, 'long ago', 'Lena');
-    const expired = userIdFor({ waId: expiredWaId, bsuid: null });
+    const expired = await userIdOf(app.services.data, expiredWaId);
     // Handed over at known times: 90, 60 and 30 minutes ago; one 3 hours ago (HANDOFF_HOURS is 2).
     await data.handoff.take(ids[2]!, 'ops', new Date(now - 90 * 60_000), 2);
     await data.handoff.take(ids[0]!, 'ops', new Date(now - 60 * 60_000), 2);
@@ -499,7 +499,7 @@ describe('operator messages', () => {
     });
     expect((await app.post(payload)).status).toBe(200);
     await app.drain();
-    const id = userIdFor({ waId, bsuid: null });
+    const id = await userIdOf(app.services.data, waId);
     expect(await messagesOf(id)).toHaveLength(1); // the welcome
     app.graph.requests.length = 0;
 
@@ -554,7 +554,7 @@ describe('operator messages', () => {
     const waId = newNumber();
     await app.userWrites(waId, 'stop', 'Lena');
     app.graph.requests.length = 0;
-    const r = await api('userMessages', userIdFor({ waId, bsuid: null }), 'POST', { text: 'hello?' });
+    const r = await api('userMessages', await userIdOf(app.services.data, waId), 'POST', { text: 'hello?' });
     expect(r.status).toBe(409);
     expect(parseBody(ErrorSchema, r.body).error.code).toBe('OPTED_OUT');
     expect(app.graph.sends()).toEqual([]);
@@ -571,7 +571,7 @@ describe('Cosmos DB rules', () => {
       const data = createDataStore(client.db(app.database.dbName));
       const waId = newNumber();
       await app.userWrites(waId, 'sorted?', 'Lena');
-      const id = userIdFor({ waId, bsuid: null });
+      const id = await userIdOf(app.services.data, waId);
       const now = new Date();
       await data.handoff.take(id, 'ops', now, 24);
       const page = await data.handoff.waiting({ limit: 1, after: null, now, hours: 24 });

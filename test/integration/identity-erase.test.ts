@@ -1,6 +1,7 @@
 // Identity across number changes (both orders of arrival, recycled numbers), erase that erases
 // everything a person left (messages, archived items found by their number, the reply lock), and
 // a burst of messages from many users answered once each, in order, with nothing marked failed.
+import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ingestNotification } from '../../shared/bot/ingest';
 import type { ReplyJob } from '../../shared/bot/jobs';
@@ -69,6 +70,40 @@ async function userWhoWrote(target: TestApp, phone: string, body: string): Promi
 }
 
 const repliesTo = (phone: string) => app.graph.sends().filter((s) => s.body['to'] === phone).length;
+
+describe('user ids', () => {
+  // Ids appear in management URLs, which request logs keep: a bare hash of the number could be
+  // reversed by hashing every number.
+  const unkeyed = (waId: string) =>
+    'u_' + createHash('sha256').update(`wa:${waId}`).digest('hex').slice(0, 24);
+
+  it('are keyed with the deployment key: not a hash of the number, and another database names the person otherwise', async () => {
+    const phone = newPhone();
+    const user = await userWhoWrote(app, phone, 'hello');
+    expect(user.id).toMatch(/^u_[0-9a-f]{24}$/);
+    expect(user.id).not.toBe(unkeyed(phone));
+    const other = await startTestApp();
+    try {
+      expect((await userWhoWrote(other, phone, 'hello')).id).not.toBe(user.id);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('of users an earlier version made (an unkeyed hash) stay: the person writes on as the same user', async () => {
+    const phone = newPhone();
+    const at = new Date(Date.now() - 60_000);
+    const id = unkeyed(phone);
+    await app.services.data.maintenance.importUsers([
+      { id, waId: phone, name: 'Ana', createdAt: at, optedOut: false },
+    ]);
+    await deliver(text(phone, 'still me'));
+    const users = await app.database.db.collection('users').find({ waId: phone }).toArray();
+    expect(users.map((u) => String(u._id))).toEqual([id]);
+    expect(repliesTo(phone)).toBe(1);
+    expect((await app.services.data.users.getUser(id))?.messageCount).toBe(2);
+  });
+});
 
 describe('identity across number changes', () => {
   it('moves the user to the new number; the old number writing again is a new user who is answered', async () => {

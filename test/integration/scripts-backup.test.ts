@@ -17,6 +17,7 @@ import { hashToken } from '../../shared/manage/auth';
 import { testDatabase, type TestDatabase } from '../helpers/db';
 import { captureIo, runScriptUntil } from '../fixtures/scripts';
 import type { Io } from '../../scripts/lib/cli';
+import { importIdOf } from '../helpers/users';
 
 let t: TestDatabase;
 let dir: string;
@@ -325,7 +326,13 @@ describe('restoring over a database that moved on since the backup', () => {
     // the database's own still files new items.
     const fresh = createDataStore(t.db);
     await fresh.maintenance.importUsers([
-      { waId: '15550004444', name: null, createdAt: new Date(), optedOut: false },
+      {
+        id: await importIdOf(fresh, '15550004444'),
+        waId: '15550004444',
+        name: null,
+        createdAt: new Date(),
+        optedOut: false,
+      },
     ]);
     const [user] = await t.db.collection('users').find({}).toArray();
     const exported = await fresh.personal.exportUser(String(user?._id));

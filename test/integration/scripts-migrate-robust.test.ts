@@ -1,10 +1,12 @@
 // npm run migrate on what the tidy fixture does not show: a run interrupted between a batch's insert
 // and its counting, a second bot's file, a file without primary keys, and rows out of bounds or in
 // odd formats. Each case on its own fresh database; `npm run health` must find nothing afterwards.
+import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { checkStoredDocument, createDataStore, userIdFor, type StoredCollection } from '../../shared/data';
+import { checkStoredDocument, createDataStore, type StoredCollection } from '../../shared/data';
+import { userIdOf } from '../helpers/users';
 import { runToExitCode } from '../../scripts/lib/cli';
 import { main as health } from '../../scripts/health';
 import { derivedKey, main as migrate } from '../../scripts/migrate';
@@ -98,11 +100,7 @@ describe('an interrupted migration, run again', () => {
     expect(checked.code).toBe(0);
     const totals = await t.db.collection('stats').findOne({ _id: 'totals' as never });
     expect(totals).toMatchObject({ inbound: 4, outbound: 3, newUsers: 4 });
-    expect(
-      await t.db
-        .collection('users')
-        .findOne({ _id: userIdFor({ waId: '15550100001', bsuid: null }) as never }),
-    ).toMatchObject({
+    expect(await t.db.collection('users').findOne({ waId: '15550100001' })).toMatchObject({
       messageCount: 3,
       lastMessageId: 'wamid.A2',
     });
@@ -174,7 +172,7 @@ describe('messages without a WhatsApp id', () => {
     const io = captureIo();
     expect(await runToExitCode(migrate, [second], envOf(t), io)).toBe(0);
     expect(io.stdout.join('\n')).toMatch(/messages inserted:\s+2/);
-    const other = userIdFor({ waId: '491510000001', bsuid: null });
+    const other = await userIdOf(createDataStore(t.db), '491510000001');
     const texts = await t.db.collection('messages').find({ userId: other }).sort({ createdAt: 1 }).toArray();
     expect(texts.map((m) => m['text'])).toEqual(['hallo', 'Guten Tag from the second bot']);
     expect(await t.db.collection('messages').countDocuments()).toBe(9);
@@ -206,7 +204,7 @@ describe('messages without a WhatsApp id', () => {
     expect((await messages.deleteOne({ _id: key })).deletedCount).toBe(1);
     await messages.insertOne({ ...doc!, _id: 'legacy:2' });
     const users = collectionOf(t.db, 'users');
-    const u1 = userIdFor({ waId: '15550100001', bsuid: null });
+    const u1 = await userIdOf(createDataStore(t.db), '15550100001');
     await users.updateOne({ _id: u1, lastMessageId: key }, { $set: { lastMessageId: 'legacy:2' } });
 
     const io = captureIo();
@@ -259,7 +257,7 @@ describe('messages without a WhatsApp id', () => {
     expect(byReason('user without a valid number')).toHaveLength(1);
     expect(byReason('message without a user id')).toHaveLength(1);
     expect(byReason('message of a user id that several user rows share')).toHaveLength(1);
-    const two = userIdFor({ waId: '15550005555', bsuid: null });
+    const two = await userIdOf(createDataStore(t.db), '15550005555');
     expect(byReason('message with an unknown role').map((e) => e['userId'])).toEqual([two]);
     expect(byReason('message with an unreadable date').map((e) => e['userId'])).toEqual([two]);
     expect(JSON.parse(String(byReason('message with an unknown role')[0]?.['payloadJson']))).toMatchObject({
@@ -366,13 +364,21 @@ describe('bounds and formats', () => {
   });
 });
 
+/** The id versions before keyed ids gave a user: an unkeyed hash of the number. */
+const earlierUserId = (waId: string): string =>
+  'u_' + createHash('sha256').update(`wa:${waId}`).digest('hex').slice(0, 24);
+
 describe('numbers and schemas as operators have them', () => {
   it('reads numbers as people wrote them, keeps the ids an earlier version gave, and tolerates columns', async () => {
     const t = await freshDb('migrate-numbers');
-    // An earlier version stored `0044 20 7946 0004` under the digits it read: that user stays.
+    // An earlier version stored `0044 20 7946 0004` under the digits it read, and +1 555 010 0001
+    // as usual, both under the unkeyed ids earlier versions gave: those users stay who they are.
     const store = createDataStore(t.db);
     const earlier = { name: null, createdAt: new Date('2024-01-01T00:00:00Z'), optedOut: false };
-    await store.maintenance.importUsers([{ ...earlier, waId: '00442079460004' }]);
+    await store.maintenance.importUsers([
+      { ...earlier, id: earlierUserId('00442079460004'), waId: '00442079460004' },
+      { ...earlier, id: earlierUserId('15550100001'), waId: '15550100001' },
+    ]);
     // No updated_at nor meta_message_id; an extra column each; a user_id without a declared type.
     const file = await legacyFile(
       [
@@ -403,6 +409,10 @@ describe('numbers and schemas as operators have them', () => {
       ['442079460003', 1],
       ['4915112345679', 1],
     ]);
+    expect(users[0]?._id).toBe(earlierUserId('00442079460004'));
+    expect(users[1]?._id).toBe(earlierUserId('15550100001'));
+    // A user new to the database gets an id keyed with the database's key, not the bare hash.
+    expect(users[2]?._id).not.toBe(earlierUserId('442079460003'));
     const first = await t.db.collection('messages').findOne({ text: 'to Alice' });
     expect((first?.['createdAt'] as Date).toISOString()).toBe('2024-01-01T10:00:12.500Z');
     expect(await t.db.collection('events').countDocuments()).toBe(0);

@@ -5,14 +5,9 @@
 // then through the repositories that rely on it. Also: statuses leave inbound messages alone.
 import { MongoBulkWriteError, type AnyBulkWriteOperation, type Collection } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  createDataStore,
-  userIdFor,
-  type DataStore,
-  type OutboundRecord,
-  type StatusUpdate,
-} from '../../shared/data';
+import { createDataStore, type DataStore, type OutboundRecord, type StatusUpdate } from '../../shared/data';
 import { testDatabase, type TestDatabase } from '../helpers/db';
+import { importIdOf } from '../helpers/users';
 
 interface Doc {
   _id: string;
@@ -22,6 +17,8 @@ interface Doc {
 const WA_ID = '4915100000001';
 let t: TestDatabase;
 let store: DataStore;
+/** The user the tests write for (imported first). */
+let userId = '';
 let seq = 0;
 const key = (label: string) => `${label}-${++seq}`;
 
@@ -29,7 +26,10 @@ beforeAll(async () => {
   t = await testDatabase('unordered-bulk');
   store = createDataStore(t.db);
   await store.ensureIndexes();
-  await store.maintenance.importUsers([{ waId: WA_ID, name: null, createdAt: new Date(), optedOut: false }]);
+  userId = await importIdOf(store, WA_ID);
+  await store.maintenance.importUsers([
+    { id: userId, waId: WA_ID, name: null, createdAt: new Date(), optedOut: false },
+  ]);
 });
 
 afterAll(async () => {
@@ -97,7 +97,6 @@ describe('the server', () => {
 });
 
 describe('the repositories', () => {
-  const userId = userIdFor({ waId: WA_ID, bsuid: null });
   const messages = () => t.db.collection<{ _id: string; status?: string }>('messages');
   const status = (waMessageId: string, s: StatusUpdate['status']): StatusUpdate => ({
     waMessageId,
