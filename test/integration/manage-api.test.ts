@@ -499,6 +499,37 @@ describe('stats, export and erase', () => {
     expect(await failed()).toBe(before);
   });
 
+  it('two sweeps at once (two hosts on one database, a seed while the app runs) count each marked document once', async () => {
+    const stats = async () => parseBody(StatsSchema, (await call(f.handlers.stats)).body);
+    const sweep = () => foldCounts({ data: f.data, now: () => new Date() });
+    await sweep();
+    const erin = await seedUser(f.data, { waId: '4915100055', name: 'Erin', start: hoursAgo(2), texts: [] });
+    for (let i = 0; i < 30; i++)
+      await f.data.messages.recordOutbound({
+        id: `wamid.erin.${i}`,
+        waMessageId: `wamid.erin.${i}`,
+        userId: erin.userId,
+        type: 'text',
+        text: `note ${i}`,
+        status: 'sent',
+        createdAt: new Date(),
+        role: 'conversation',
+        phoneNumberId: null,
+        relatedId: null,
+        error: null,
+        ai: null,
+        by: 'ops',
+      });
+    const before = await stats();
+    const [a, b] = await Promise.all([sweep(), sweep()]);
+    expect(a.messages + b.messages).toBe(30);
+    expect(a.users + b.users).toBe(1);
+    expect(await stats()).toEqual(before);
+    // The fold is free again once a sweep is done.
+    await f.data.users.resolve({ waId: '4915100044', bsuid: null, name: null }, new Date());
+    expect((await sweep()).users).toBe(1);
+  });
+
   it('counts once a failure reported on a message the sweep has not folded in yet (a busy minute)', async () => {
     const stats = async () => parseBody(StatsSchema, (await call(f.handlers.stats)).body).messages;
     const dave = await seedUser(f.data, {
