@@ -128,9 +128,12 @@ export async function processReplyJob(
   if (!locked) return; // another worker answers this user and looks again before it lets go
   // A worker died holding the lock, or a notification was stored before and never answered (its
   // writer may have died): the summary may lack what they stored. Recounted while nothing else
-  // answers this user; skipped if a message arrives meanwhile (its writer notes it).
+  // answers this user; skipped if a message is noted meanwhile (its writer notes it).
   if (locked.tookOver || job.recount) {
-    await data.users.recountSummary(job.userId, locked.inboundCount);
+    await data.users.recountSummary(job.userId, {
+      inboundCount: locked.inboundCount,
+      messageCount: locked.user.messageCount,
+    });
     locked = await data.users.lockForReply(job.userId, owner, leaseMs, ports.now());
     if (!locked) return;
   }

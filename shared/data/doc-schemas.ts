@@ -161,6 +161,8 @@ export const StatsDocSchema = z.strictObject({
   retentionRuns: Count.exactOptional(),
   lastRetentionAt: z.date().exactOptional(),
   lastRetentionCutoff: z.date().exactOptional(),
+  foldUntil: z.date().exactOptional(),
+  foldOwner: z.string().min(1).max(100).exactOptional(),
 });
 
 export const TokenDocSchema = z.strictObject({

@@ -14,6 +14,9 @@ import type { UserDoc } from './users';
 /** The mark of a message or user the running counters do not hold yet. */
 export const UNCOUNTED = { uncounted: true } as const;
 
+/** Reported failures the sweep may fold in: of messages no longer marked `uncounted`. */
+const FOLDABLE_FAILURES = { ...UNCOUNTED_FAILURES, uncounted: { $ne: true } } as const;
+
 /** What the marks of each kind add, and how many documents each kind had. */
 export interface Taken {
   readonly delta: CounterDelta;
@@ -45,9 +48,11 @@ export class PendingCounts implements PendingSource {
   async take(limit: number): Promise<Taken> {
     const messages = await this.unmark(this.messages, UNCOUNTED, 'uncounted', COUNTED_FIELDS, limit);
     const users = await this.unmark(this.users, UNCOUNTED, 'uncounted', { createdAt: 1 }, limit);
+    // Only of messages the counters hold: a message still marked counts as not failed while its
+    // failure is marked (`countedAs`), so its failure waits for it, or it would count twice.
     const failures = await this.unmark(
       this.messages,
-      UNCOUNTED_FAILURES,
+      FOLDABLE_FAILURES,
       'failedUncounted',
       { _id: 1 },
       limit,

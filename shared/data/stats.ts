@@ -2,7 +2,9 @@
 // stats costs O(days), never a scan. `counterOps` is the one rule that turns counts into writes:
 // the sweep (what writers marked, ./pending), erase, migration and repair all go through it. The
 // stats read adds what writers marked and the sweep has not folded in yet: they are exact at once.
-import type { AnyBulkWriteOperation } from 'mongodb';
+import { randomUUID } from 'node:crypto';
+import type { AnyBulkWriteOperation, Filter } from 'mongodb';
+import { isDuplicateKey } from './client';
 import type { Gateway } from './gateway';
 import type { DailyStats } from './types';
 
@@ -21,6 +23,9 @@ export interface StatsDoc {
   lastRetentionCutoff?: Date;
   /** The `keys` document only: the deployment's keys of archived items' subjects (subjects.ts). */
   subjectKeys?: string[];
+  /** Totals only: a sweep folding marked documents in holds this lease (`foldPending`). */
+  foldUntil?: Date;
+  foldOwner?: string;
 }
 
 /** Running totals. */
@@ -161,6 +166,8 @@ export interface StatsSnapshot {
 /** Marked documents the sweep folds in per kind and batch, and batches per sweep at most. */
 const FOLD_BATCH = 500;
 const FOLD_BATCHES = 20;
+/** How long a sweep may hold the fold (FOLD_BATCHES batches take seconds). */
+const FOLD_LEASE_MS = 5 * 60_000;
 
 export class StatsRepository {
   constructor(
@@ -177,19 +184,46 @@ export class StatsRepository {
   /**
    * The sweep: takes the marks off what writers marked and adds it to the running counters, batch
    * after batch (at most FOLD_BATCHES). Marks go first, so a crash in between leaves counters low,
-   * never counts twice. Returns how many documents of each kind it folded in.
+   * never counts twice. One sweep folds at a time (a lease on the totals document): a second one
+   * (another host on the database, a seed while the app runs) would take the same documents, and
+   * a bulk write cannot say which of them it was the one to unmark. That one folds nothing.
+   * Returns how many documents of each kind it folded in.
    */
   async foldPending(): Promise<{ messages: number; users: number; failures: number }> {
     const folded = { messages: 0, users: 0, failures: 0 };
-    for (let batch = 0; batch < FOLD_BATCHES; batch++) {
-      const taken = await this.pending.take(FOLD_BATCH);
-      await this.apply(taken.delta);
-      folded.messages += taken.messages;
-      folded.users += taken.users;
-      folded.failures += taken.failures;
-      if (Math.max(taken.messages, taken.users, taken.failures) < FOLD_BATCH) break;
+    const owner = randomUUID();
+    if (!(await this.takeFoldLease(owner, new Date()))) return folded;
+    try {
+      for (let batch = 0; batch < FOLD_BATCHES; batch++) {
+        const taken = await this.pending.take(FOLD_BATCH);
+        await this.apply(taken.delta);
+        folded.messages += taken.messages;
+        folded.users += taken.users;
+        folded.failures += taken.failures;
+        if (Math.max(taken.messages, taken.users, taken.failures) < FOLD_BATCH) break;
+      }
+    } finally {
+      await this.stats.updateOne(
+        { _id: TOTALS_ID, foldOwner: owner },
+        { $unset: { foldUntil: '', foldOwner: '' } },
+      );
     }
     return folded;
+  }
+
+  /** False while another sweep holds the fold (the upsert then meets the totals document). */
+  private async takeFoldLease(owner: string, now: Date): Promise<boolean> {
+    try {
+      await this.stats.updateOne(
+        { _id: TOTALS_ID, $or: [{ foldUntil: null }, { foldUntil: { $lt: now } }] } as Filter<StatsDoc>,
+        { $set: { foldUntil: new Date(now.getTime() + FOLD_LEASE_MS), foldOwner: owner } },
+        { upsert: true },
+      );
+      return true;
+    } catch (error) {
+      if (isDuplicateKey(error)) return false;
+      throw error;
+    }
   }
 
   /** Totals, the last `days` UTC days and the models as operators see them, in one read of each. */

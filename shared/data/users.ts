@@ -283,11 +283,14 @@ export class UsersRepository {
     userId: string,
     count: number,
     latest: SummaryMessage | null,
-    guard: { inboundCount?: number; set?: Partial<UserDoc> } = {},
+    guard: { inboundCount?: number; messageCount?: number; set?: Partial<UserDoc> } = {},
   ): Promise<boolean> {
     const doc = await this.users.findOne({ _id: userId }, { projection: { lastMessageAt: 1 } });
     if (!doc) return false;
-    const filter = guard.inboundCount === undefined ? {} : { inboundCount: guard.inboundCount };
+    const filter = {
+      ...(guard.inboundCount === undefined ? {} : { inboundCount: guard.inboundCount }),
+      ...(guard.messageCount === undefined ? {} : { messageCount: guard.messageCount }),
+    };
     const result = await this.users.updateOne(
       { _id: userId, ...filter },
       { $set: { ...rebuiltSummary(count, latest, doc.lastMessageAt), ...guard.set } },
@@ -420,22 +423,26 @@ export class UsersRepository {
 
   /**
    * Rebuilds a user's summary from the stored messages (the rule of ./summary): their count, the
-   * latest, and (with `inboundCount`) how many are inbound. For a writer that may have died between storing messages and
+   * latest, and (with `seen`) how many are inbound. For a writer that may have died between storing messages and
    * recording them in the summary (a lock taken over, a notification stored before but never
-   * answered). With `inboundCount`, only while the user's count is still that one: a message
-   * stored meanwhile is noted by its own writer, and the summary is left as it is.
+   * answered). With `seen` (the user's counts read before this call), only while the user's
+   * counts are still those: a message stored and noted meanwhile, inbound or outbound (an
+   * operator's), is noted by its own writer, and the summary is left as it is.
    */
-  async recountSummary(userId: string, inboundCount?: number): Promise<boolean> {
+  async recountSummary(
+    userId: string,
+    seen?: { inboundCount: number; messageCount: number },
+  ): Promise<boolean> {
     const [count, latest, inbound] = await Promise.all([
       this.messages.count({ userId }),
       this.messages.find({ userId }, { sort: { userId: -1, seqAt: -1, _id: -1 }, limit: 1 }),
-      inboundCount === undefined ? null : this.messages.count({ userId, direction: 'inbound' }),
+      seen === undefined ? null : this.messages.count({ userId, direction: 'inbound' }),
     ]);
     return this.rebuildSummary(
       userId,
       count,
       summaryMessageOf(latest[0]),
-      inbound === null || inboundCount === undefined ? {} : { inboundCount, set: { inboundCount: inbound } },
+      inbound === null || seen === undefined ? {} : { ...seen, set: { inboundCount: inbound } },
     );
   }
 

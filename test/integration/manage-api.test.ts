@@ -499,6 +499,101 @@ describe('stats, export and erase', () => {
     expect(await failed()).toBe(before);
   });
 
+  it('two sweeps at once (two hosts on one database, a seed while the app runs) count each marked document once', async () => {
+    const stats = async () => parseBody(StatsSchema, (await call(f.handlers.stats)).body);
+    const sweep = () => foldCounts({ data: f.data, now: () => new Date() });
+    await sweep();
+    const erin = await seedUser(f.data, { waId: '4915100055', name: 'Erin', start: hoursAgo(2), texts: [] });
+    for (let i = 0; i < 30; i++)
+      await f.data.messages.recordOutbound({
+        id: `wamid.erin.${i}`,
+        waMessageId: `wamid.erin.${i}`,
+        userId: erin.userId,
+        type: 'text',
+        text: `note ${i}`,
+        status: 'sent',
+        createdAt: new Date(),
+        role: 'conversation',
+        phoneNumberId: null,
+        relatedId: null,
+        error: null,
+        ai: null,
+        by: 'ops',
+      });
+    const before = await stats();
+    const [a, b] = await Promise.all([sweep(), sweep()]);
+    expect(a.messages + b.messages).toBe(30);
+    expect(a.users + b.users).toBe(1);
+    expect(await stats()).toEqual(before);
+    // The fold is free again once a sweep is done.
+    await f.data.users.resolve({ waId: '4915100044', bsuid: null, name: null }, new Date());
+    expect((await sweep()).users).toBe(1);
+  });
+
+  it('counts once a failure reported on a message the sweep has not folded in yet (a busy minute)', async () => {
+    const stats = async () => parseBody(StatsSchema, (await call(f.handlers.stats)).body).messages;
+    const dave = await seedUser(f.data, {
+      waId: '4915100066',
+      name: 'Dave',
+      start: hoursAgo(2),
+      texts: ['hi'],
+    });
+    // A busy minute: more marked messages than one batch of the sweep takes, stored before ours.
+    const at = new Date();
+    await collectionOf(f.db.db, 'messages').insertMany(
+      Array.from({ length: 600 }, (_, i) => ({
+        _id: `busy.${String(i).padStart(4, '0')}`,
+        userId: dave.userId,
+        waMessageId: null,
+        direction: 'outbound' as const,
+        type: 'text',
+        text: 'busy',
+        status: 'sent' as const,
+        statusRank: 1,
+        createdAt: at,
+        seqAt: at,
+        role: 'conversation' as const,
+        phoneNumberId: null,
+        terms: [],
+        relatedId: null,
+        replyState: null,
+        uncounted: true as const,
+      })),
+    );
+    // An operator's message, marked for the counters; Meta then reports it failed.
+    expect(
+      await f.data.messages.recordOutbound({
+        id: 'wamid.zz-operator-failed',
+        waMessageId: 'wamid.zz-operator-failed',
+        userId: dave.userId,
+        type: 'text',
+        text: 'are you there?',
+        status: 'sent',
+        createdAt: at,
+        role: 'conversation',
+        phoneNumberId: null,
+        relatedId: null,
+        error: null,
+        ai: null,
+        by: 'ops',
+      }),
+    ).toBe('inserted');
+    await f.data.messages.applyStatus({
+      waMessageId: 'wamid.zz-operator-failed',
+      status: 'failed',
+      at: new Date(),
+      recipient: '4915100066',
+      error: { code: 131026, title: 'Message undeliverable' },
+    });
+    const before = await stats();
+    await foldCounts({ data: f.data, now: () => new Date() });
+    await foldCounts({ data: f.data, now: () => new Date() });
+    expect(await stats()).toEqual(before);
+    expect(await f.data.maintenance.checkCounters(await f.data.maintenance.countStored())).toEqual([]);
+    await collectionOf(f.db.db, 'messages').deleteMany({ _id: { $regex: /^busy\./ } });
+    await f.data.maintenance.repairCounters(await f.data.maintenance.countStored());
+  });
+
   it('never logs tokens, numbers or message text', () => {
     const all = f.logs.join('\n');
     expect(all).not.toContain(BOOTSTRAP);

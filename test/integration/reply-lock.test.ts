@@ -151,6 +151,47 @@ describe('reply lock', () => {
     expect(await data.maintenance.checkSummaries(await data.maintenance.countStored())).toEqual([]);
   });
 
+  it('a recount loses nothing an operator sends meanwhile (an outbound message moves no inbound count)', async () => {
+    const phone = '4420700000007';
+    const { payload } = textNotification(phone, 'hello again');
+    const [job] = (await ingestNotification(app.services, payload, log)).jobs;
+    if (job?.kind !== 'message') throw new Error('no reply job');
+    await processReplyJob(app.services, job, log);
+    const { data } = app.services;
+    // Meta delivers the notification again: its job recounts the summary. Between the recount's
+    // reads and its write, an operator's message is stored and noted.
+    const [again] = (await ingestNotification(app.services, payload, log)).jobs;
+    if (again?.kind !== 'message' || !again.recount) throw new Error('no recount job');
+    const users = Object.create(data.users, {
+      rebuildSummary: {
+        value: async (...args: Parameters<typeof data.users.rebuildSummary>) => {
+          expect(
+            await data.messages.recordOutbound({
+              id: 'wamid.operator-during-recount',
+              waMessageId: 'wamid.operator-during-recount',
+              userId: job.userId,
+              type: 'text',
+              text: 'an operator here',
+              status: 'sent',
+              createdAt: new Date(),
+              role: 'conversation',
+              phoneNumberId: null,
+              relatedId: null,
+              error: null,
+              ai: null,
+              by: 'ops',
+            }),
+          ).toBe('inserted');
+          return data.users.rebuildSummary(...args);
+        },
+      },
+    }) as typeof data.users;
+    await processReplyJob({ ...app.services, data: { ...data, users } }, again, log);
+    const user = await data.users.getUser(job.userId);
+    expect([user?.messageCount, user?.lastMessagePreview]).toEqual([3, 'an operator here']);
+    expect(await data.maintenance.checkSummaries(await data.maintenance.countStored())).toEqual([]);
+  });
+
   it('keeps the lock while one answer outlasts the lease (a slow model): no message is answered twice', async () => {
     const model = await startHttpStub((_req, index) => ({
       status: 200,
