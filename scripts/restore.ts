@@ -8,6 +8,7 @@ import { StringDecoder } from 'node:string_decoder';
 import { createGunzip } from 'node:zlib';
 import type { Document } from 'mongodb';
 import {
+  AUDIT_KIND,
   BACKUP_FORMAT,
   BACKUP_VERSION,
   checkStoredDocument,
@@ -272,6 +273,7 @@ async function write(
   io: Io,
   restored: Counts,
   erased: ErasedSinceBackup,
+  moved: ReadonlyMap<string, string>,
 ): Promise<void> {
   await lines.next(); // the header, checked in the first pass
   // Indexes first: Cosmos DB builds a unique index (tokens.hash) only on an empty collection.
@@ -302,12 +304,29 @@ async function write(
       continue;
     }
     const docs = pending.get(c) ?? [];
-    docs.push(doc);
+    docs.push(underStoredId(c, doc as Record<string, unknown>, moved));
     pending.set(c, docs);
     if (docs.length >= batchSize) await flush(c);
   }
   for (const c of pending.keys()) await flush(c);
   bar.done();
+}
+
+/**
+ * A document of the file with the id the database holds its user under (`storedUnderOtherIds`):
+ * the user, their messages and archived items (not the audit trail: a record of what was done to
+ * the id it names).
+ */
+function underStoredId(
+  collection: StoredCollection,
+  doc: Record<string, unknown>,
+  moved: ReadonlyMap<string, string>,
+): Document {
+  const field =
+    collection === 'users' ? '_id' : collection === 'messages' || collection === 'events' ? 'userId' : null;
+  const to = field && typeof doc[field] === 'string' ? moved.get(doc[field]) : undefined;
+  if (!field || to === undefined || (collection === 'events' && doc['kind'] === AUDIT_KIND)) return doc;
+  return { ...doc, [field]: to };
 }
 
 /** A write of the second pass that failed (the database's error, not the file's). */
@@ -405,9 +424,16 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
       if (seen.subjectKeys.length) await store.personal.adoptSubjectKeys(seen.subjectKeys);
       const leftOut = await store.personal.erasedSinceBackup(seen.createdAt, seen.users);
       erased = leftOut;
+      // A person the database knows under another id (it has a key of its own) stays one user:
+      // the file's records of them are written under the database's id.
+      const moved = await store.users.storedUnderOtherIds(seen.users);
+      for (const [from, to] of moved) {
+        messagesPerUser.set(to, messagesPerUser.get(from) ?? 0);
+        messagesPerUser.delete(from);
+      }
       const lines = readLines(file);
       try {
-        await write(store, lines, file, wanted, total, batchSize, io, restored, leftOut);
+        await write(store, lines, file, wanted, total, batchSize, io, restored, leftOut, moved);
       } finally {
         await lines.return(undefined);
       }

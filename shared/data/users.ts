@@ -152,6 +152,53 @@ export class UsersRepository {
     };
   }
 
+  /**
+   * For a restore: the users of a file (file id → stored id) that the database holds under another
+   * id, found as a contact finds them (by number, else by bsuid). A database with a key of its own
+   * (the app ran on an empty one before the restore) named a person who wrote to it otherwise than
+   * the file does: written under the file's id, they would be two users. Only users whose own id
+   * is not stored, and only stored users that no other user of the file is, or claims.
+   */
+  async storedUnderOtherIds(
+    backedUp: readonly { _id: string; waId?: string | null | undefined; bsuid?: string | null | undefined }[],
+  ): Promise<Map<string, string>> {
+    const inFile = new Set(backedUp.map((u) => u._id));
+    const found = async (field: '_id' | 'waId' | 'bsuid', values: (string | null | undefined)[]) => {
+      const out = new Map<string, UserDoc>();
+      const unique = [...new Set(values.filter((v): v is string => Boolean(v)))];
+      for (let i = 0; i < unique.length; i += 500) {
+        const filter = { [field]: { $in: unique.slice(i, i + 500) } } as Filter<UserDoc>;
+        const projection = { waId: 1, bsuid: 1, erasing: 1 };
+        for await (const u of this.users.iterate(filter, { projection })) {
+          const key = u[field];
+          if (key && !out.has(key)) out.set(key, u);
+        }
+      }
+      return out;
+    };
+    const stored = await found('_id', [...inFile]);
+    const candidates = backedUp.filter((u) => !stored.has(u._id));
+    const byWaId = await found(
+      'waId',
+      candidates.map((u) => u.waId),
+    );
+    const byBsuid = await found(
+      'bsuid',
+      candidates.map((u) => u.bsuid),
+    );
+    const claims = new Map<string, string[]>();
+    for (const u of candidates) {
+      const holder =
+        (u.waId ? byWaId.get(u.waId) : undefined) ?? (u.bsuid ? byBsuid.get(u.bsuid) : undefined);
+      if (!holder || holder.erasing || inFile.has(holder._id)) continue;
+      claims.set(holder._id, [...(claims.get(holder._id) ?? []), u._id]);
+    }
+    const moved = new Map<string, string>();
+    for (const [holder, [fileId, ...others]] of claims)
+      if (fileId && !others.length) moved.set(fileId, holder);
+    return moved;
+  }
+
   async getUser(id: string): Promise<User | null> {
     const doc = await this.users.findOne({ _id: id });
     return doc ? toUser(doc) : null;

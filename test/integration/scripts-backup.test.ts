@@ -297,6 +297,69 @@ describe('restoring over a database that moved on since the backup', () => {
     expect(later.users).toBe(0);
   });
 
+  it('a person who wrote to a database that has its own key is one user after the file is restored, twice', async () => {
+    // The database was lost; the app ran on an empty one (a new deployment key) before the last
+    // backup was restored. Ids are keyed: the file names the person otherwise than the database.
+    await t.db.dropDatabase();
+    const phone = '15550006666';
+    const old = createDataStore(t.db);
+    const before = new Date(Date.now() - 2 * 86_400_000);
+    const { user: filed } = await old.users.resolve({ waId: phone, bsuid: null, name: 'Ana' }, before);
+    await old.maintenance.importMessages([
+      {
+        id: 'wamid.old',
+        userId: filed.id,
+        waMessageId: 'wamid.old',
+        direction: 'inbound',
+        text: 'before',
+        createdAt: before,
+      },
+    ]);
+    const file = path.join(dir, 'other-key.jsonl.gz');
+    expect(await runToExitCode(backup, ['--out', file], env(), captureIo())).toBe(0);
+
+    await t.db.dropDatabase();
+    const data = createDataStore(t.db);
+    const { user: again } = await data.users.resolve({ waId: phone, bsuid: null, name: 'Ana' }, new Date());
+    expect(again.id).not.toBe(filed.id);
+    await data.maintenance.importMessages([
+      {
+        id: 'wamid.new',
+        userId: again.id,
+        waMessageId: 'wamid.new',
+        direction: 'inbound',
+        text: 'after',
+        createdAt: new Date(),
+      },
+    ]);
+
+    for (const run of [1, 2]) {
+      const io = captureIo();
+      expect(await runToExitCode(restore, [file], env(), io), `${run}: ${io.text()}`).toBe(0);
+      const users = await t.db.collection('users').find({ waId: phone }).toArray();
+      expect(
+        users.map((u) => String(u._id)),
+        `run ${run}`,
+      ).toEqual([again.id]);
+      const messages = await t.db.collection('messages').find({}).sort({ _id: 1 }).toArray();
+      expect(messages.map((m) => [m._id, m['userId']])).toEqual([
+        ['wamid.new', again.id],
+        ['wamid.old', again.id],
+      ]);
+      expect(await data.users.getUser(again.id)).toMatchObject({
+        messageCount: 2,
+        lastMessageId: 'wamid.new',
+      });
+      const checked = captureIo();
+      expect(await runToExitCode(health, [], env(), checked), checked.text()).toBe(0);
+    }
+    // The person writes on as that user.
+    expect(
+      (await createDataStore(t.db).users.resolve({ waId: phone, bsuid: null, name: 'Ana' }, new Date())).user
+        .id,
+    ).toBe(again.id);
+  });
+
   it('archived items keep being found after a restore into another database, and after the app secret changes', async () => {
     await t.db.dropDatabase();
     const first = createDataStore(t.db);
