@@ -131,9 +131,10 @@ export class UsersRepository {
   ) {}
 
   /**
-   * The ids to import users under (migration), by number: a stored user's own id (whichever
-   * version made it), else the id a first contact would get; and the numbers stored. One read per
-   * 500 numbers.
+   * The ids to import users under (migration), by number: the id of the user stored with it
+   * (whichever version made it), else of the first user who moved away from it, else the id a
+   * first contact would get; and the numbers so found. One read per 500 numbers, and one over the
+   * users who changed number.
    */
   async idsForImport(
     waIds: readonly string[],
@@ -145,6 +146,22 @@ export class UsersRepository {
       for await (const u of this.users.iterate({ waId: { $in: batch } }, { projection: { waId: 1 } }))
         if (u.waId && !stored.has(u.waId)) stored.set(u.waId, u._id);
     }
+    // A number no one holds now may be one a user moved away from (`user_changed_number`): the
+    // first such user is the one an earlier run imported it under (its id was then the number's),
+    // so running the import again adds no one. One pass over the users who moved.
+    const left = new Set(unique.filter((waId) => !stored.has(waId)));
+    const movers = new Map<string, { id: string; createdAt: Date }>();
+    if (left.size) {
+      const projection = { previousWaIds: 1, createdAt: 1 };
+      for await (const u of this.users.iterate({ previousWaIds: { $exists: true } }, { projection })) {
+        for (const waId of u.previousWaIds ?? []) {
+          const known = movers.get(waId);
+          if (left.has(waId) && (!known || u.createdAt < known.createdAt))
+            movers.set(waId, { id: u._id, createdAt: u.createdAt });
+        }
+      }
+    }
+    for (const [waId, { id }] of movers) stored.set(waId, id);
     const keyed = await this.keys.userIds();
     return {
       idOf: (waId) => stored.get(waId) ?? keyed(naturalIdOf({ waId, bsuid: null })),

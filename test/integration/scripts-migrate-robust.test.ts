@@ -422,6 +422,36 @@ describe('numbers and schemas as operators have them', () => {
     expect((await healthOf(t)).code).toBe(0);
   });
 
+  it('run again after an earlier version migrated a user who has changed number since: no one is added', async () => {
+    const t = await freshDb('migrate-moved');
+    const file = await legacyFile(
+      [[1, '+1 555 010 0007', 'Moved', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00']],
+      [
+        [1, 1, 'user', 'hello', 'wamid.M1', '2024-01-01 10:00:01'],
+        [2, 1, 'assistant', 'hi', null, '2024-01-01 10:00:02'],
+      ],
+    );
+    expect(await runToExitCode(migrate, [file], envOf(t), captureIo())).toBe(0);
+    // As an earlier version left it: the user under the unkeyed id of their number.
+    const users = collectionOf(t.db, 'users');
+    const migrated = await users.findOne({ waId: '15550100007' });
+    if (!migrated) throw new Error('not migrated');
+    const id = earlierUserId('15550100007');
+    await users.insertOne({ ...migrated, _id: id });
+    await users.deleteOne({ _id: migrated._id });
+    await collectionOf(t.db, 'messages').updateMany({}, { $set: { userId: id } });
+    // Then the person moved to another number (user_changed_number).
+    const store = createDataStore(t.db);
+    expect(await store.users.changeNumber(id, '15550109999')).toBe('moved');
+
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(/users inserted:\s+0/);
+    expect(io.stdout.join('\n')).toMatch(/messages inserted:\s+0/);
+    expect((await users.find({}).toArray()).map((u) => [u._id, u.waId])).toEqual([[id, '15550109999']]);
+    expect((await healthOf(t)).code).toBe(0);
+  });
+
   it('migrates an empty database, and names a missing required column', async () => {
     const t = await freshDb('migrate-empty');
     const empty = await legacyFile([], []);
