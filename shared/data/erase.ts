@@ -11,7 +11,7 @@ import { toMessage, type MessageDoc } from './messages';
 import { CounterDelta, type StatsRepository } from './stats';
 import type { SubjectKeys } from './subjects';
 import type { ArchivedEvent, Message, User } from './types';
-import { toUser, type UserDoc, type UsersRepository } from './users';
+import { MAX_ID_ATTEMPTS, naturalIdOf, toUser, type UserDoc, type UsersRepository } from './users';
 
 export const AUDIT_KIND = 'audit';
 /** An export holds at most this many messages and archived items (the newest are left out). */
@@ -276,8 +276,28 @@ export class PersonalData {
     backedUp: readonly BackedUpUser[],
   ): Promise<ErasedSinceBackup> {
     const erasures = await this.erasuresSince(new Date((backupAt?.getTime() ?? 0) - ERASE_STALE_MS));
-    const erased = backedUp.filter((u) => {
+    // An erase of a user the file does not hold may be of one of its users under another id: a
+    // database with a key of its own (the app ran on an empty one) named the person otherwise.
+    // Users are one person by number, else bsuid: the ids that person may have had here are tried.
+    const inFile = new Set(backedUp.map((u) => u._id));
+    const idsOf = [...erasures.keys()].some((id) => !inFile.has(id)) ? await this.keys.everyUserIdOf() : null;
+    const erasedAt = (u: BackedUpUser): Date | undefined => {
       const at = erasures.get(u._id);
+      if (at || !idsOf) return at;
+      const identities = [
+        ...(u.waId ? [{ waId: u.waId, bsuid: null }] : []),
+        ...(u.bsuid ? [{ waId: null, bsuid: u.bsuid }] : []),
+      ];
+      for (const identity of identities)
+        for (let n = 1; n <= MAX_ID_ATTEMPTS; n++)
+          for (const id of idsOf(naturalIdOf(identity, n))) {
+            const other = inFile.has(id) ? undefined : erasures.get(id);
+            if (other) return other;
+          }
+      return undefined;
+    };
+    const erased = backedUp.filter((u) => {
+      const at = erasedAt(u);
       return at !== undefined && at >= u.createdAt;
     });
     const subjects = await this.keys.subjectsOf(erased.flatMap(identifiersOf));

@@ -10,7 +10,7 @@
 // pseudonym earlier versions used (keyed with the app secret, when the process has it). Users are
 // found by their number or bsuid, never by recomputing their id: users created by earlier versions
 // keep their unkeyed ids.
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { pseudonym } from '../log';
 import type { Gateway } from './gateway';
 import type { StatsDoc } from './stats';
@@ -21,6 +21,9 @@ export const MAX_SUBJECT_KEYS = 16;
 
 const keyed = (key: string, identifier: string): string =>
   's_' + createHmac('sha256', Buffer.from(key, 'hex')).update(identifier).digest('hex').slice(0, 24);
+
+const userId = (key: string, natural: string): string =>
+  'u_' + createHmac('sha256', Buffer.from(key, 'hex')).update(`user:${natural}`).digest('hex').slice(0, 24);
 
 export class SubjectKeys {
   /** The keys once known (never empty): they only ever grow. */
@@ -35,12 +38,19 @@ export class SubjectKeys {
    */
   async userIds(): Promise<(natural: string) => string> {
     const [key] = await this.keys(true);
-    return (natural) =>
-      'u_' +
-      createHmac('sha256', Buffer.from(key as string, 'hex'))
-        .update(`user:${natural}`)
-        .digest('hex')
-        .slice(0, 24);
+    return (natural) => userId(key as string, natural);
+  }
+
+  /**
+   * Every id a user derived from `natural` may have been given (by this database, or by another
+   * whose key a restore brought along): under each key, and the unkeyed hash of earlier versions.
+   */
+  async everyUserIdOf(): Promise<(natural: string) => string[]> {
+    const keys = await this.keys(false);
+    return (natural) => [
+      ...keys.map((key) => userId(key, natural)),
+      'u_' + createHash('sha256').update(natural).digest('hex').slice(0, 24),
+    ];
   }
 
   /** The subject a new item about `identifier` is filed under (the key is made on first use). */

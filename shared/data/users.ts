@@ -91,7 +91,7 @@ export const summaryMessageOf = (m: MessageDoc | undefined): SummaryMessage | nu
     ? { id: m._id, text: m.text ?? '', at: m.seqAt ?? m.createdAt, direction: m.direction ?? 'outbound' }
     : null;
 
-const MAX_ID_ATTEMPTS = 20;
+export const MAX_ID_ATTEMPTS = 20;
 
 /**
  * What a user id is derived from (./subjects, `userIds`), never the phone number itself. `n` > 1

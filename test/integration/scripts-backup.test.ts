@@ -360,6 +360,43 @@ describe('restoring over a database that moved on since the backup', () => {
     ).toBe(again.id);
   });
 
+  it('a person erased from a database that has its own key stays erased when the file is restored', async () => {
+    // The database was lost; on the empty one (a new key) the person wrote and was erased before
+    // the last backup was restored: the erase names the id the new key gave, the file another.
+    await t.db.dropDatabase();
+    const phone = '15550007777';
+    const old = createDataStore(t.db);
+    const before = new Date(Date.now() - 2 * 86_400_000);
+    const { user: filed } = await old.users.resolve({ waId: phone, bsuid: null, name: 'Eve' }, before);
+    await old.maintenance.importMessages([
+      {
+        id: 'wamid.eve-old',
+        userId: filed.id,
+        waMessageId: 'wamid.eve-old',
+        direction: 'inbound',
+        text: 'before',
+        createdAt: before,
+      },
+    ]);
+    const file = path.join(dir, 'erased-other-key.jsonl.gz');
+    expect(await runToExitCode(backup, ['--out', file], env(), captureIo())).toBe(0);
+
+    await t.db.dropDatabase();
+    const data = createDataStore(t.db);
+    const { user: again } = await data.users.resolve({ waId: phone, bsuid: null, name: 'Eve' }, new Date());
+    expect(again.id).not.toBe(filed.id);
+    await data.personal.audit({ tokenName: 'ops', action: 'erase', userId: again.id, at: new Date() });
+    expect(await data.personal.eraseUser(again.id)).not.toBeNull();
+
+    const io = captureIo();
+    expect(await runToExitCode(restore, [file], env(), io), io.text()).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(/left out \(erased after the backup\):\s+1 users, 1 messages/);
+    expect(await t.db.collection('users').countDocuments({ waId: phone })).toBe(0);
+    expect(await t.db.collection('messages').countDocuments({ _id: 'wamid.eve-old' } as object)).toBe(0);
+    const checked = captureIo();
+    expect(await runToExitCode(health, [], env(), checked), checked.text()).toBe(0);
+  });
+
   it('archived items keep being found after a restore into another database, and after the app secret changes', async () => {
     await t.db.dropDatabase();
     const first = createDataStore(t.db);
