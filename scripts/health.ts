@@ -209,7 +209,10 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
       found++;
     }
     const appSecret = configuration === 'ok' ? loadConfig(env).whatsapp.appSecret : undefined;
-    const data = await checkData(store, repair, appSecret, io);
+    // A repair counts what is stored and sets the counters from it: no sweep may fold in between.
+    const data = repair
+      ? await store.stats.holdingFold(() => checkData(store, repair, appSecret, io))
+      : await checkData(store, repair, appSecret, io);
     rows.push(...data.rows);
     return found + data.problems;
   });

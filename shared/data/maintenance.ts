@@ -298,6 +298,14 @@ export class Maintenance {
     userIds: Iterable<string> | ((userId: string, storedMessages: number) => boolean),
     onProgress?: (done: number) => void,
   ): Promise<ImportSettlement> {
+    // No sweep may fold between the count and the repair (`holdingFold`).
+    return this.stats.holdingFold(() => this.settle(userIds, onProgress));
+  }
+
+  private async settle(
+    userIds: Iterable<string> | ((userId: string, storedMessages: number) => boolean),
+    onProgress?: (done: number) => void,
+  ): Promise<ImportSettlement> {
     const counts = await this.countStored(onProgress);
     const listed = typeof userIds === 'function' ? null : new Set(userIds);
     const touched = (id: string) =>

@@ -3,6 +3,7 @@
 // the sweep (what writers marked, ./pending), erase, migration and repair all go through it. The
 // stats read adds what writers marked and the sweep has not folded in yet: they are exact at once.
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { AnyBulkWriteOperation, Filter } from 'mongodb';
 import { isDuplicateKey } from './client';
 import type { Gateway } from './gateway';
@@ -203,19 +204,55 @@ export class StatsRepository {
         if (Math.max(taken.messages, taken.users, taken.failures) < FOLD_BATCH) break;
       }
     } finally {
-      await this.stats.updateOne(
-        { _id: TOTALS_ID, foldOwner: owner },
-        { $unset: { foldUntil: '', foldOwner: '' } },
-      );
+      await this.releaseFold(owner);
     }
     return folded;
   }
 
-  /** False while another sweep holds the fold (the upsert then meets the totals document). */
+  /**
+   * Runs `work` holding the fold, so that no sweep folds marked documents meanwhile: a repair that
+   * counts what is stored and then sets the counters (`npm run health -- --repair`, the settling of
+   * an import or a restore) would otherwise set them back below what a fold in between added, and
+   * what it folded, unmarked by then, would never be counted again. Waits for a sweep folding now
+   * (seconds) at most `waitMs`; renews the lease while `work` runs.
+   */
+  async holdingFold<T>(work: () => Promise<T>, { waitMs = 60_000 }: { waitMs?: number } = {}): Promise<T> {
+    const owner = randomUUID();
+    const deadline = Date.now() + waitMs;
+    while (!(await this.takeFoldLease(owner, new Date()))) {
+      if (Date.now() >= deadline)
+        throw new Error(
+          'another process (a sweep, a repair) is folding the counters: try again in a few minutes',
+        );
+      await sleep(500);
+    }
+    const renew = setInterval(() => {
+      this.takeFoldLease(owner, new Date()).catch(() => undefined);
+    }, FOLD_LEASE_MS / 3);
+    renew.unref();
+    try {
+      return await work();
+    } finally {
+      clearInterval(renew);
+      await this.releaseFold(owner);
+    }
+  }
+
+  private async releaseFold(owner: string): Promise<void> {
+    await this.stats.updateOne(
+      { _id: TOTALS_ID, foldOwner: owner },
+      { $unset: { foldUntil: '', foldOwner: '' } },
+    );
+  }
+
+  /** False while another holds the fold (the upsert then meets the totals document); renews our own. */
   private async takeFoldLease(owner: string, now: Date): Promise<boolean> {
     try {
       await this.stats.updateOne(
-        { _id: TOTALS_ID, $or: [{ foldUntil: null }, { foldUntil: { $lt: now } }] } as Filter<StatsDoc>,
+        {
+          _id: TOTALS_ID,
+          $or: [{ foldUntil: null }, { foldUntil: { $lt: now } }, { foldOwner: owner }],
+        } as Filter<StatsDoc>,
         { $set: { foldUntil: new Date(now.getTime() + FOLD_LEASE_MS), foldOwner: owner } },
         { upsert: true },
       );

@@ -389,6 +389,57 @@ describe('npm run health', () => {
   });
 });
 
+describe('a repair and the sweep', () => {
+  it('a repair holds the fold: a sweep meanwhile folds nothing, and no count of a marked document is lost', async () => {
+    const fresh = await testDatabase('health-fold');
+    try {
+      const data = createDataStore(fresh.db);
+      await data.ensureIndexes('create');
+      // A user and a message a writer stored and marked for the counters (not folded in yet).
+      const { user } = await data.users.resolve({ waId: '15550009777', bsuid: null, name: null }, ago(5));
+      await data.messages.recordInbound({
+        id: 'wamid.fold.1',
+        userId: user.id,
+        type: 'reaction',
+        text: '👍',
+        createdAt: ago(5),
+        receivedAt: ago(5),
+        phoneNumberId: 'p1',
+        role: 'notice',
+        replyState: 'none',
+        relatedId: null,
+        rawJson: '{}',
+      });
+      const shown = await data.stats.totals();
+      expect([shown.inbound, shown.newUsers]).toEqual([1, 1]);
+      // The repair counts what is stored (the marked ones left out), a sweep comes, the repair
+      // sets the counters: had the sweep folded, what it folded would be lost for good.
+      await data.stats.holdingFold(async () => {
+        const counts = await data.maintenance.countStored();
+        expect(await data.stats.foldPending()).toEqual({ messages: 0, users: 0, failures: 0 });
+        await data.maintenance.repairCounters(counts);
+      });
+      expect(await data.stats.totals()).toEqual(shown);
+      expect(await data.stats.foldPending()).toEqual({ messages: 1, users: 1, failures: 0 });
+      expect(await data.stats.runningTotals()).toEqual(shown);
+      // `npm run health -- --repair` takes the fold the same way, and leaves it free.
+      const io = captureIo();
+      expect(
+        await runToExitCode(
+          health,
+          ['--repair'],
+          { MONGODB_URI: fresh.uri, MONGODB_DATABASE: fresh.dbName },
+          io,
+        ),
+      ).toBe(0);
+      expect(await data.stats.totals()).toEqual(shown);
+      expect((await data.maintenance.totalsDoc())?.foldOwner).toBeUndefined();
+    } finally {
+      await fresh.drop();
+    }
+  });
+});
+
 describe('npm run retention', () => {
   it('does nothing without RETENTION_DAYS or --days', async () => {
     const io = captureIo();
