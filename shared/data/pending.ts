@@ -66,9 +66,10 @@ export class PendingCounts implements PendingSource {
   }
 
   /**
-   * Takes the mark (`field`, of the documents `marked` finds) off up to `limit` documents in one bulk write and returns those it took it off.
-   * A document deleted meanwhile (an erase, a take-back) went while marked, so uncounted: the
-   * deleter took nothing out of the counters for it, and neither is it counted here.
+   * Takes the mark (`field`, of the documents `marked` finds) off up to `limit` documents in one
+   * bulk write and returns those it took it off. A document deleted meanwhile (an erase, a
+   * take-back) went while marked, so uncounted: the deleter took nothing out of the counters for
+   * it, and neither is it counted here.
    */
   private async unmark<T extends Document & { _id: string }>(
     gateway: Gateway<T>,
