@@ -263,14 +263,18 @@ export class StatsRepository {
     }
   }
 
-  /** Totals, the last `days` UTC days and the models as operators see them, in one read of each. */
+  /**
+   * Totals, the last `days` UTC days and the models as operators see them, in one read of each.
+   * The counters are read before what is marked: a sweep takes marks off before it adds them, so a
+   * read that meets it mid-way may count a document in neither (for that instant), never in both.
+   */
   async snapshot(now: Date, days = 30): Promise<StatsSnapshot> {
-    const [totals, daily, models, pending] = await Promise.all([
+    const [totals, daily, models] = await Promise.all([
       this.runningTotals(),
       this.runningDaily(now, days),
       this.modelDocs(MAX_MODELS),
-      this.pending.delta(),
     ]);
+    const pending = await this.pending.delta();
     for (const key of Object.keys(totals) as (keyof TotalsDelta)[]) totals[key] += pending.totals[key];
     for (const day of daily) {
       const more = pending.days.get(day.date);
