@@ -27,6 +27,7 @@ import {
 import { checkExchange } from '../helpers/openapi-check';
 import { collectionOf } from '../helpers/raw';
 import { parseBody } from '../helpers/shapes';
+import { operatorMessage } from '../helpers/records';
 
 let f: ManageFixture;
 const now = Date.now();
@@ -505,21 +506,7 @@ describe('stats, export and erase', () => {
     await sweep();
     const erin = await seedUser(f.data, { waId: '4915100055', name: 'Erin', start: hoursAgo(2), texts: [] });
     for (let i = 0; i < 30; i++)
-      await f.data.messages.recordOutbound({
-        id: `wamid.erin.${i}`,
-        waMessageId: `wamid.erin.${i}`,
-        userId: erin.userId,
-        type: 'text',
-        text: `note ${i}`,
-        status: 'sent',
-        createdAt: new Date(),
-        role: 'conversation',
-        phoneNumberId: null,
-        relatedId: null,
-        error: null,
-        ai: null,
-        by: 'ops',
-      });
+      await f.data.messages.recordOutbound(operatorMessage(erin.userId, `wamid.erin.${i}`, `note ${i}`));
     const before = await stats();
     const [a, b] = await Promise.all([sweep(), sweep()]);
     expect(a.messages + b.messages).toBe(30);
@@ -562,21 +549,9 @@ describe('stats, export and erase', () => {
     );
     // An operator's message, marked for the counters; Meta then reports it failed.
     expect(
-      await f.data.messages.recordOutbound({
-        id: 'wamid.zz-operator-failed',
-        waMessageId: 'wamid.zz-operator-failed',
-        userId: dave.userId,
-        type: 'text',
-        text: 'are you there?',
-        status: 'sent',
-        createdAt: at,
-        role: 'conversation',
-        phoneNumberId: null,
-        relatedId: null,
-        error: null,
-        ai: null,
-        by: 'ops',
-      }),
+      await f.data.messages.recordOutbound(
+        operatorMessage(dave.userId, 'wamid.zz-operator-failed', 'are you there?', at),
+      ),
     ).toBe('inserted');
     await f.data.messages.applyStatus({
       waMessageId: 'wamid.zz-operator-failed',

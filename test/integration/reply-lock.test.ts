@@ -10,6 +10,7 @@ import { sleep } from '../../shared/time';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { startHttpStub } from '../helpers/http-stub';
 import { textNotification } from '../helpers/meta';
+import { operatorMessage } from '../helpers/records';
 
 let app: TestApp;
 const log = createLogger({ log: () => undefined, warn: () => undefined, error: () => undefined });
@@ -166,21 +167,9 @@ describe('reply lock', () => {
       rebuildSummary: {
         value: async (...args: Parameters<typeof data.users.rebuildSummary>) => {
           expect(
-            await data.messages.recordOutbound({
-              id: 'wamid.operator-during-recount',
-              waMessageId: 'wamid.operator-during-recount',
-              userId: job.userId,
-              type: 'text',
-              text: 'an operator here',
-              status: 'sent',
-              createdAt: new Date(),
-              role: 'conversation',
-              phoneNumberId: null,
-              relatedId: null,
-              error: null,
-              ai: null,
-              by: 'ops',
-            }),
+            await data.messages.recordOutbound(
+              operatorMessage(job.userId, 'wamid.operator-during-recount', 'an operator here'),
+            ),
           ).toBe('inserted');
           return data.users.rebuildSummary(...args);
         },
