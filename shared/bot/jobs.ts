@@ -26,7 +26,7 @@ export const ReplyJobSchema = z.discriminatedUnion('kind', [
     kind: z.literal('message'),
     userId: z.string().min(1),
     messageId: z.string().min(1),
-    // Its message was found stored and unanswered by a later delivery: the user's summary may lack it.
+    // Its message was found already stored by a later delivery: the user's summary may lack it.
     recount: z.literal(true).optional(),
   }),
   z.object({

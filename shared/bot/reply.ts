@@ -126,8 +126,8 @@ export async function processReplyJob(
   const owner = randomUUID();
   let locked = await data.users.lockForReply(job.userId, owner, leaseMs, ports.now());
   if (!locked) return; // another worker answers this user and looks again before it lets go
-  // A worker died holding the lock, or a notification was stored before and never answered (its
-  // writer may have died): the summary may lack what they stored. Recounted while nothing else
+  // A worker died holding the lock, or a notification was found already stored when delivered
+  // again (its first writer may have died): the summary may lack what they stored. Recounted while nothing else
   // answers this user; skipped if a message is noted meanwhile (its writer notes it).
   if (locked.tookOver || job.recount) {
     await data.users.recountSummary(job.userId, {

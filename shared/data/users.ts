@@ -488,8 +488,8 @@ export class UsersRepository {
   /**
    * Rebuilds a user's summary from the stored messages (the rule of ./summary): their count, the
    * latest, and (with `seen`) how many are inbound. For a writer that may have died between
-   * storing messages and recording them in the summary (a lock taken over, a notification stored
-   * before but never answered). With `seen` (the user's counts read before this call), only while
+   * storing messages and recording them in the summary (a lock taken over, a notification found
+   * already stored when delivered again). With `seen` (the user's counts read before this call), only while
    * the user's counts are still those: a message stored and noted meanwhile, inbound or outbound
    * (an operator's), is noted by its own writer, and the summary is left as it is.
    */
