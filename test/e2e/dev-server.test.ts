@@ -294,27 +294,48 @@ describe('npm run dev started with npm', () => {
   }, 120_000);
 });
 
+/**
+ * `npm run dev` in a process group of its own (npm's pid is the group's id), with what is left of
+ * the group (zombies aside), and a cleanup that kills whatever is left and removes its data folder.
+ */
+async function npmRunDev(): Promise<{
+  child: ReturnType<typeof spawn>;
+  port: number;
+  group: () => string[][];
+  cleanup: () => void;
+}> {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wa-dev-'));
+  const port = await freePort();
+  const cli = process.env['npm_execpath'];
+  const [command, args] =
+    cli && /npm-cli\.[cm]?js$/.test(cli) ? [process.execPath, [cli, 'run', 'dev']] : ['npm', ['run', 'dev']];
+  const child = spawn(command, args, {
+    cwd: ROOT,
+    env: { ...process.env, DEV_SKIP_WEB_BUILD: '1', DEV_DATA_DIR: dataDir, PORT: String(port) },
+    stdio: 'ignore',
+    detached: true,
+  });
+  const group = () =>
+    execFileSync('ps', ['-A', '-o', 'pid=,pgid=,stat='], { encoding: 'utf8' })
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/))
+      .filter(([, pgid, stat]) => Number(pgid) === child.pid && !stat?.startsWith('Z'));
+  const cleanup = () => {
+    try {
+      process.kill(-(child.pid as number), 'SIGKILL');
+    } catch {
+      // all gone
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  return { child, port, group, cleanup };
+}
+
 describe('npm run dev stopped as it starts', () => {
   it('stops within 10 s when only the npm process gets SIGTERM before the app has started', async () => {
     // npm passes the signal to its shell, which dies of it before node has started: the app then
     // starts with init (or a subreaper) as its parent, and must stop all the same.
-    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wa-dev-'));
-    const cli = process.env['npm_execpath'];
-    const [command, args] =
-      cli && /npm-cli\.[cm]?js$/.test(cli)
-        ? [process.execPath, [cli, 'run', 'dev']]
-        : ['npm', ['run', 'dev']];
-    const child = spawn(command, args, {
-      cwd: ROOT,
-      env: { ...process.env, DEV_SKIP_WEB_BUILD: '1', DEV_DATA_DIR: dataDir, PORT: String(await freePort()) },
-      stdio: 'ignore',
-      detached: true,
-    });
-    const group = () =>
-      execFileSync('ps', ['-A', '-o', 'pid=,pgid=,stat='], { encoding: 'utf8' })
-        .split('\n')
-        .map((l) => l.trim().split(/\s+/))
-        .filter(([, pgid, stat]) => Number(pgid) === child.pid && !stat?.startsWith('Z'));
+    const { child, group, cleanup } = await npmRunDev();
     try {
       // Once npm has started its shell, and before node could have loaded the app.
       await waitFor(async () => group().length >= 2, 5_000);
@@ -324,35 +345,13 @@ describe('npm run dev stopped as it starts', () => {
       expect(group()).toEqual([]);
       expect(Date.now() - signalled).toBeLessThan(10_000);
     } finally {
-      try {
-        process.kill(-(child.pid as number), 'SIGKILL');
-      } catch {
-        // all gone
-      }
-      rmSync(dataDir, { recursive: true, force: true });
+      cleanup();
     }
   }, 60_000);
 
   it('stops within 10 s when the npm process alone is killed with SIGKILL (it passes nothing on)', async () => {
     // npm's shell, and the app under it, outlive npm: the app watches npm itself.
-    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wa-dev-'));
-    const port = await freePort();
-    const cli = process.env['npm_execpath'];
-    const [command, args] =
-      cli && /npm-cli\.[cm]?js$/.test(cli)
-        ? [process.execPath, [cli, 'run', 'dev']]
-        : ['npm', ['run', 'dev']];
-    const child = spawn(command, args, {
-      cwd: ROOT,
-      env: { ...process.env, DEV_SKIP_WEB_BUILD: '1', DEV_DATA_DIR: dataDir, PORT: String(port) },
-      stdio: 'ignore',
-      detached: true,
-    });
-    const group = () =>
-      execFileSync('ps', ['-A', '-o', 'pid=,pgid=,stat='], { encoding: 'utf8' })
-        .split('\n')
-        .map((l) => l.trim().split(/\s+/))
-        .filter(([, pgid, stat]) => Number(pgid) === child.pid && !stat?.startsWith('Z'));
+    const { child, port, group, cleanup } = await npmRunDev();
     try {
       await waitFor(
         () =>
@@ -368,12 +367,7 @@ describe('npm run dev stopped as it starts', () => {
       expect(group()).toEqual([]);
       expect(Date.now() - killed).toBeLessThan(10_000);
     } finally {
-      try {
-        process.kill(-(child.pid as number), 'SIGKILL');
-      } catch {
-        // all gone
-      }
-      rmSync(dataDir, { recursive: true, force: true });
+      cleanup();
     }
   }, 90_000);
 });
