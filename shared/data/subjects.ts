@@ -26,7 +26,10 @@ const userId = (key: string, natural: string): string =>
   'u_' + createHmac('sha256', Buffer.from(key, 'hex')).update(`user:${natural}`).digest('hex').slice(0, 24);
 
 export class SubjectKeys {
-  /** The keys once known (never empty): they only ever grow. */
+  /**
+   * The keys as last read (never empty). Only their first is used from memory: lookups read the
+   * list again, since a restore beside this process may add to it.
+   */
   private known: readonly string[] | null = null;
 
   constructor(private readonly stats: Gateway<StatsDoc>) {}
@@ -37,8 +40,8 @@ export class SubjectKeys {
    * same id for one person, so two first contacts at once still make one user.
    */
   async userIds(): Promise<(natural: string) => string> {
-    const [key] = await this.keys(true);
-    return (natural) => userId(key as string, natural);
+    const key = await this.first();
+    return (natural) => userId(key, natural);
   }
 
   /**
@@ -46,7 +49,7 @@ export class SubjectKeys {
    * whose key a restore brought along): under each key, and the unkeyed hash of earlier versions.
    */
   async everyUserIdOf(): Promise<(natural: string) => string[]> {
-    const keys = await this.keys(false);
+    const keys = await this.fresh();
     return (natural) => [
       ...keys.map((key) => userId(key, natural)),
       'u_' + createHash('sha256').update(natural).digest('hex').slice(0, 24),
@@ -55,14 +58,13 @@ export class SubjectKeys {
 
   /** The subject a new item about `identifier` is filed under (the key is made on first use). */
   async subjectOf(identifier: string): Promise<string> {
-    const [key] = await this.keys(true);
-    return keyed(key as string, identifier);
+    return keyed(await this.first(), identifier);
   }
 
   /** Every subject an item about one of `identifiers` may be filed under. */
   async subjectsOf(identifiers: readonly string[]): Promise<string[]> {
     if (!identifiers.length) return [];
-    const keys = await this.keys(false);
+    const keys = await this.fresh();
     const subjects = identifiers.flatMap((id) => [
       ...keys.map((key) => keyed(key, id)),
       pseudonym(`subject:${id}`),
@@ -72,34 +74,43 @@ export class SubjectKeys {
 
   /**
    * Adds the keys of a restored backup after the database's own, so its items are found; a
-   * database that has none yet takes the file's as they are.
+   * database that has none yet takes the file's as they are. A compare-and-set on the whole list:
+   * two restores at once both keep theirs.
    */
   async adopt(keys: readonly string[]): Promise<void> {
     if (!keys.length) return;
     const unique = [...new Set(keys)].slice(0, MAX_SUBJECT_KEYS);
-    this.known = null;
-    const own = await this.keys(false);
-    if (!own.length && (await this.stats.insertOne({ _id: KEYS_ID, subjectKeys: unique })) === 'inserted') {
-      this.known = unique;
-      return;
+    for (;;) {
+      const current = await this.fresh();
+      if (!current.length) {
+        if ((await this.stats.insertOne({ _id: KEYS_ID, subjectKeys: unique })) === 'inserted') return;
+        continue;
+      }
+      const merged = [...new Set([...current, ...unique])].slice(0, MAX_SUBJECT_KEYS);
+      if (merged.length === current.length) return;
+      const { matched } = await this.stats.updateOne(
+        { _id: KEYS_ID, subjectKeys: [...current] },
+        { $set: { subjectKeys: merged } },
+      );
+      if (matched) return;
     }
-    const current = own.length ? own : await this.keys(false);
-    const merged = [...new Set([...current, ...unique])].slice(0, MAX_SUBJECT_KEYS);
-    if (merged.length !== current.length)
-      await this.stats.updateOne({ _id: KEYS_ID }, { $set: { subjectKeys: merged } });
-    this.known = merged;
   }
 
-  /** The keys; with `make`, the deployment's first is made when there is none yet. */
-  private async keys(make: boolean): Promise<readonly string[]> {
-    if (this.known) return this.known;
+  /** The keys as stored now (a restore beside this process may have added some). */
+  private async fresh(): Promise<readonly string[]> {
     const found = (await this.stats.findOne({ _id: KEYS_ID }))?.subjectKeys;
-    if (found?.length) return (this.known = found);
-    if (!make) return [];
+    if (found?.length) this.known = found;
+    return found ?? [];
+  }
+
+  /** The deployment's own key (the first), made when there is none yet; it never changes. */
+  private async first(): Promise<string> {
+    const [known] = this.known ?? (await this.fresh());
+    if (known) return known;
     // Two processes making it at once: the second insert is a duplicate, and both read the first.
     await this.stats.insertOne({ _id: KEYS_ID, subjectKeys: [randomBytes(32).toString('hex')] });
-    const made = (await this.stats.findOne({ _id: KEYS_ID }))?.subjectKeys;
-    if (!made?.length) throw new Error('the deployment key of archived items could not be stored');
-    return (this.known = made);
+    const [made] = await this.fresh();
+    if (!made) throw new Error('the deployment key of archived items could not be stored');
+    return made;
   }
 }

@@ -440,6 +440,63 @@ describe('restoring over a database that moved on since the backup', () => {
     expect(await fresh.personal.eraseUser(String(user?._id))).toMatchObject({ events: 2 });
     expect(await t.db.collection('events').countDocuments({ kind: 'system' })).toBe(0);
   });
+
+  it('a running app finds the items of backups restored beside it', async () => {
+    const item = {
+      kind: 'system',
+      reason: 'test',
+      payload: { from: '15550005555' },
+      identifier: '15550005555',
+      at: new Date(),
+    };
+    // Two backups of other databases, each with its own key.
+    const files: string[] = [];
+    for (const name of ['a', 'b']) {
+      await t.db.dropDatabase();
+      await createDataStore(t.db).events.archive({ ...item, payload: { from: '15550005555', name } });
+      const file = path.join(dir, `beside-${name}.jsonl.gz`);
+      expect(await runToExitCode(backup, ['--out', file], env(), captureIo())).toBe(0);
+      files.push(file);
+    }
+
+    // The app runs on a database with a key of its own, which it has used (and keeps in memory).
+    await t.db.dropDatabase();
+    const app = createDataStore(t.db);
+    await app.events.archive({ ...item, payload: { from: '15550005555', name: 'own' } });
+    for (const file of files) {
+      const io = captureIo();
+      expect(await runToExitCode(restore, [file], env(), io), io.text()).toBe(0);
+    }
+
+    // The running app's export and erase find all three items.
+    await app.maintenance.importUsers([
+      {
+        id: await importIdOf(app, '15550005555'),
+        waId: '15550005555',
+        name: null,
+        createdAt: new Date(),
+        optedOut: false,
+      },
+    ]);
+    const [user] = await t.db.collection('users').find({}).toArray();
+    expect((await app.personal.exportUser(String(user?._id)))?.events).toHaveLength(3);
+    expect(await app.personal.eraseUser(String(user?._id))).toMatchObject({ events: 3 });
+    expect(await t.db.collection('events').countDocuments({ kind: 'system' })).toBe(0);
+  });
+
+  it('two restores at once keep the keys of both files after the database key', async () => {
+    await t.db.dropDatabase();
+    const own = await createDataStore(t.db).events.subjectOf('15550006666');
+    const fileKeys = [['a'.repeat(64)], ['b'.repeat(64), 'c'.repeat(64)]];
+    await Promise.all(fileKeys.map((keys) => createDataStore(t.db).personal.adoptSubjectKeys(keys)));
+    const keys = (await t.db.collection('stats').findOne({ _id: 'keys' } as object))?.[
+      'subjectKeys'
+    ] as string[];
+    expect(keys).toHaveLength(4);
+    expect(new Set(keys.slice(1))).toEqual(new Set(fileKeys.flat()));
+    // The database's own key still files new items.
+    expect(await createDataStore(t.db).events.subjectOf('15550006666')).toBe(own);
+  });
 });
 
 describe('npm run backup --out', () => {
