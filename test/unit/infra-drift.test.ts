@@ -11,7 +11,8 @@ import { Language, Parser, type Node } from 'web-tree-sitter';
 import { definitions } from '../../functions/definitions';
 import { APP_CAPABILITIES } from '../cosmos/app-model';
 import { INBOUND_POISON_QUEUE, INBOUND_QUEUE, REPLY_POISON_QUEUE, REPLY_QUEUE } from '../../shared/bot/jobs';
-import { SETTING_NAMES } from '../../shared/config';
+import { EnvSchema, SETTING_NAMES } from '../../shared/config';
+import { hostQueueSettings } from '../../scripts/lib/queue-host';
 import { COLLECTIONS, INDEXES, type CollectionName } from '../../shared/data/indexes';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -398,6 +399,22 @@ describe('infra/ deploys on Flex Consumption', () => {
       const memory = decorators(file, file === MAIN_BICEP ? 'functionInstanceMemoryMB' : 'instanceMemoryMB');
       expect(memory['allowed'], file).toEqual([512, 2048, 4096]);
     }
+  });
+});
+
+describe('host.json gives an invocation the time the settings allow it', () => {
+  // An invocation that outlasts functionTimeout fails, and the Functions host restarts the worker
+  // (learn.microsoft.com/azure/azure-functions/functions-host-json#functiontimeout; Flex
+  // Consumption: default 30 minutes, no maximum, functions-scale#timeout). One answer may take an AI
+  // call and its one retry (shared/ai/client.ts), each up to AI_TIMEOUT_MS, then Graph's retries.
+  it('lets the reply function finish one answer under the longest AI_TIMEOUT_MS infra/ accepts', () => {
+    const longestAiMs = decorators(MAIN_BICEP, 'aiTimeoutMs')['maxValue'];
+    expect(typeof longestAiMs).toBe('number');
+    const aiTimeout = EnvSchema.shape.AI_TIMEOUT_MS;
+    expect(aiTimeout.safeParse(String(longestAiMs)).success).toBe(true);
+    expect(aiTimeout.safeParse(String(Number(longestAiMs) + 1)).success).toBe(false);
+    const { functionTimeoutMs } = hostQueueSettings(path.join(ROOT, 'host.json'));
+    expect(functionTimeoutMs).toBeGreaterThanOrEqual(2 * Number(longestAiMs) + 2 * 60_000);
   });
 });
 
