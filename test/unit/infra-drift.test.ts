@@ -389,6 +389,28 @@ describe('infra/ deploys on Flex Consumption', () => {
     expect(names.filter((name) => FLEX_DEPRECATED_SETTINGS.includes(name))).toEqual([]);
   });
 
+  it('gives the host identity-based storage for every service it uses: blob, queue and table', () => {
+    // The host keeps leases and keys in blobs, the queue trigger and outputs use queues, and it
+    // writes its diagnostic events to tables (learn.microsoft.com/azure/azure-functions/
+    // errors-diagnostics/diagnostic-events/azfd0003). With an identity, each service needs its
+    // `AzureWebJobsStorage__<service>ServiceUri`, a data role, and here a private endpoint.
+    const names = bicepAppSettings().map((setting) => setting.name);
+    const storage = readFileSync(path.join(ROOT, 'infra/modules/storage.bicep'), 'utf8');
+    const main = readFileSync(path.join(ROOT, MAIN_BICEP), 'utf8');
+    const roles = {
+      blob: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b',
+      queue: '974c5e8b-45b9-4653-ba55-5f855dd0fb88',
+      table: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3',
+    };
+    for (const [service, roleId] of Object.entries(roles)) {
+      expect(names, service).toContain(`AzureWebJobsStorage__${service}ServiceUri`);
+      const roleVar = new RegExp(`var (\\w+) = '${roleId}'`).exec(storage)?.[1];
+      expect(roleVar, `${service} data role`).toBeDefined();
+      expect(storage.slice(storage.indexOf('resource roleAssignments'))).toContain(`    ${roleVar}\n`);
+      expect(main, `${service} private endpoint`).toContain(`groupId: '${service}'`);
+    }
+  });
+
   it('keeps the scale and memory options within what Flex Consumption accepts', () => {
     for (const file of [MAIN_BICEP, FUNCTION_APP_BICEP]) {
       const name = file === MAIN_BICEP ? 'functionMaximumInstanceCount' : 'maximumInstanceCount';
