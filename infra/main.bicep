@@ -290,6 +290,12 @@ module network 'modules/network.bicep' = {
         zone: 'privatelink.queue.${environment().suffixes.storage}'
       }
       {
+        name: '${names.storage}-table'
+        resourceId: storage.outputs.id
+        groupId: 'table'
+        zone: 'privatelink.table.${environment().suffixes.storage}'
+      }
+      {
         name: names.keyVault
         resourceId: keyVault.outputs.id
         groupId: 'vault'
@@ -332,6 +338,11 @@ var appSettings = [
   {
     name: 'AzureWebJobsStorage__queueServiceUri'
     value: storage.outputs.queueEndpoint
+  }
+  {
+    // The host keeps its diagnostic events in tables (AZFD0003 when it cannot).
+    name: 'AzureWebJobsStorage__tableServiceUri'
+    value: storage.outputs.tableEndpoint
   }
   {
     name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'

@@ -27,6 +27,7 @@ param principalId string
 
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -101,11 +102,13 @@ resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-
 ]
 
 // Blob Data Owner: host leases, function keys and the deployment package. Queue Data Contributor:
-// the queue trigger (peek, delete, move to poison) and queueing reply jobs.
+// the queue trigger (peek, delete, move to poison) and queueing reply jobs. Table Data Contributor:
+// the host's diagnostic events (without it the host logs AZFD0003 errors).
 resource roleAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
   for roleId in [
     storageBlobDataOwner
     storageQueueDataContributor
+    storageTableDataContributor
   ]: {
     name: guid(storage.id, principalId, roleId)
     scope: storage
@@ -124,4 +127,5 @@ output rolesAssignedOn string = roleAssignments[0].properties.createdOn
 output name string = storage.name
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
 output queueEndpoint string = storage.properties.primaryEndpoints.queue
+output tableEndpoint string = storage.properties.primaryEndpoints.table
 output deploymentContainerUrl string = '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'

@@ -3,7 +3,14 @@
 // `extensions.queues` settings: message encoding, batch size and new-batch threshold, polling with
 // backoff, a visibility timeout between attempts, `dequeueCount` in the trigger metadata, and after
 // `maxDequeueCount` failed attempts the message moved to `<queue>-poison`. Output bindings are
-// written before the message is deleted. Timers fire on their NCRONTAB schedule.
+// written before the message is deleted; an invocation that outlasts host.json's `functionTimeout`
+// has failed (its outputs are dropped). As the host's queue extension does
+// (Microsoft.Azure.WebJobs.Extensions.Storage.Queues: QueueProcessor, QueueListenerFactory,
+// QueueServiceClientProvider): a message that is not base64 (under that encoding) goes to the poison
+// queue at once, unchanged and unseen by the function; one received more than `maxDequeueCount`
+// times (its earlier attempts died with their process) goes there without a call; and a queue whose
+// name ends in `-poison` has no poison queue: an item that fails there is left invisible, and one
+// past `maxDequeueCount` is never handed over again, so it stays where it is.
 import { InvocationContext, type StorageQueueOutput } from '@azure/functions';
 import { QueueServiceClient, type QueueClient, type DequeuedMessageItem } from '@azure/storage-queue';
 import { randomUUID } from 'node:crypto';
@@ -23,6 +30,8 @@ export interface QueueSettings {
   readonly visibilityTimeoutMs: number;
   readonly maxPollingIntervalMs: number;
   readonly messageEncoding: 'base64' | 'none';
+  /** host.json `functionTimeout` (Flex Consumption's default: 30 minutes). */
+  readonly functionTimeoutMs: number;
 }
 
 export interface QueueHostOptions {
@@ -51,14 +60,17 @@ const timespanMs = (value: unknown, fallback: number): number => {
   return ((Number(m[1]) * 60 + Number(m[2])) * 60 + Number(m[3])) * 1000 + Number(`0.${m[4] ?? '0'}`) * 1000;
 };
 
-/** host.json's queue settings with the Functions host's defaults. */
+/** host.json's queue settings and function timeout, with the Functions host's defaults. */
 export function hostQueueSettings(file = path.resolve(__dirname, '../../host.json')): QueueSettings {
   let queues: Record<string, unknown> = {};
+  let functionTimeout: unknown;
   try {
     const host = JSON.parse(readFileSync(file, 'utf8')) as {
       extensions?: { queues?: Record<string, unknown> };
+      functionTimeout?: unknown;
     };
     queues = host.extensions?.queues ?? {};
+    functionTimeout = host.functionTimeout;
   } catch {
     // no host.json: the defaults below
   }
@@ -73,7 +85,24 @@ export function hostQueueSettings(file = path.resolve(__dirname, '../../host.jso
     visibilityTimeoutMs: timespanMs(queues['visibilityTimeout'], 0),
     maxPollingIntervalMs: timespanMs(queues['maxPollingInterval'], 60_000),
     messageEncoding: queues['messageEncoding'] === 'none' ? 'none' : 'base64',
+    functionTimeoutMs: timespanMs(functionTimeout, 30 * 60_000),
   };
+}
+
+/**
+ * The text of a base64 message as .NET's Convert.FromBase64String reads it (the host's decoder),
+ * or null where it refuses it; Node's own decoder skips what it cannot read instead.
+ */
+export function decodeBase64Strict(text: string): string | null {
+  const compact = text.replace(/[ \t\r\n]/g, '');
+  if (compact.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(compact)) return null;
+  return Buffer.from(compact, 'base64').toString('utf8');
+}
+
+/** The queue the host moves a queue's failed items to: none for a poison queue itself. */
+export function poisonQueueOf(queueName: string): string | null {
+  const poison = `${queueName}-poison`;
+  return queueName.endsWith('-poison') || poison.length > 63 ? null : poison;
 }
 
 export function invocationContext(
@@ -113,8 +142,8 @@ export async function startQueueHost(options: QueueHostOptions): Promise<QueueHo
   };
   const encode = (text: string) =>
     settings.messageEncoding === 'base64' ? Buffer.from(text, 'utf8').toString('base64') : text;
-  const decode = (text: string) =>
-    settings.messageEncoding === 'base64' ? Buffer.from(text, 'base64').toString('utf8') : text;
+  const decode = (text: string): string | null =>
+    settings.messageEncoding === 'base64' ? decodeBase64Strict(text) : text;
 
   const queueDefs = options.definitions.filter((d): d is QueueDefinition => d.kind === 'queue');
   const timerDefs = options.definitions.filter((d): d is TimerDefinition => d.kind === 'timer');
@@ -134,7 +163,42 @@ export async function startQueueHost(options: QueueHostOptions): Promise<QueueHo
     wakers.get(queueName)?.();
   }
 
+  /** Copies the message, as it is on the wire, to the poison queue, then deletes it. */
+  async function moveToPoison(
+    queue: QueueClient,
+    message: DequeuedMessageItem,
+    popReceipt: string,
+    poison: string,
+  ) {
+    await (await client(poison)).sendMessage(message.messageText);
+    wakers.get(poison)?.();
+    await queue.deleteMessage(message.messageId, popReceipt).catch(() => undefined);
+  }
+
+  /** Fails after the function timeout, as the host does; the handler itself cannot be stopped. */
+  function withinTimeout(work: Promise<void>): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`Timeout value of ${settings.functionTimeoutMs} ms was exceeded`)),
+        Math.min(settings.functionTimeoutMs, MAX_TIMEOUT_MS),
+      );
+    });
+    return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+  }
+
   async function handle(definition: QueueDefinition, queue: QueueClient, message: DequeuedMessageItem) {
+    const poison = poisonQueueOf(definition.queueName);
+    const text = decode(message.messageText);
+    if (text === null || message.dequeueCount > settings.maxDequeueCount) {
+      // Never handed to the function. Without a poison queue it stays invisible until its lease
+      // ends, and comes back only to be set aside again.
+      const why = text === null ? 'is not base64' : `was received ${message.dequeueCount} times`;
+      const where = poison ? `moved to ${poison}` : 'left where it is (a poison queue has none)';
+      log('warning', definition.name, `message ${why}; ${where}`);
+      if (poison) await moveToPoison(queue, message, message.popReceipt, poison);
+      return;
+    }
     let popReceipt = message.popReceipt;
     // Keeps the message invisible while the handler runs, as the host's renewal does.
     const renew = setInterval(
@@ -148,7 +212,6 @@ export async function startQueueHost(options: QueueHostOptions): Promise<QueueHo
       },
       (leaseSeconds * 1000) / 3,
     );
-    const text = decode(message.messageText);
     let item: unknown = text;
     try {
       item = JSON.parse(text);
@@ -168,7 +231,7 @@ export async function startQueueHost(options: QueueHostOptions): Promise<QueueHo
       options: { trigger: { type: 'queueTrigger', name: 'queueItem' }, extraOutputs: outputs },
     });
     try {
-      await definition.handler(item, ctx);
+      await withinTimeout(definition.handler(item, ctx));
       for (const output of outputs) {
         const value = ctx.extraOutputs.get(output);
         if (value === undefined) continue;
@@ -179,16 +242,16 @@ export async function startQueueHost(options: QueueHostOptions): Promise<QueueHo
     } catch (error) {
       clearInterval(renew);
       const name = errorName(error);
-      if (message.dequeueCount >= settings.maxDequeueCount) {
-        const poison = `${definition.queueName}-poison`;
+      if (!poison) {
+        // No poison queue: left invisible until its lease ends, not released (no fast loop).
+        log('warning', definition.name, `attempt ${message.dequeueCount} failed (${name}); will retry`);
+      } else if (message.dequeueCount >= settings.maxDequeueCount) {
         log(
           'warning',
           definition.name,
           `attempt ${message.dequeueCount} failed (${name}); moved to ${poison}`,
         );
-        await (await client(poison)).sendMessage(message.messageText);
-        wakers.get(poison)?.();
-        await queue.deleteMessage(message.messageId, popReceipt).catch(() => undefined);
+        await moveToPoison(queue, message, popReceipt, poison);
       } else {
         log('warning', definition.name, `attempt ${message.dequeueCount} failed (${name}); will retry`);
         await queue
@@ -284,8 +347,7 @@ export async function startQueueHost(options: QueueHostOptions): Promise<QueueHo
       const ctx = invocationContext(definition.name, log, {
         options: { trigger: { type: 'timerTrigger', name: 'timer' }, extraOutputs: outputs },
       });
-      const task = definition
-        .handler(timer, ctx)
+      const task = withinTimeout(definition.handler(timer, ctx))
         .then(async () => {
           for (const output of outputs) {
             const value = ctx.extraOutputs.get(output);

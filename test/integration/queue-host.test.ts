@@ -124,6 +124,129 @@ describe('local queue host', () => {
   });
 });
 
+describe('local queue host: what the Functions host does with odd messages', () => {
+  // The platform's rules, from its queue extension (Microsoft.Azure.WebJobs.Extensions.Storage.Queues):
+  // QueueServiceClientProvider moves a message it cannot decode to the poison queue at once;
+  // QueueProcessor.BeginProcessingMessageAsync does so without a call for a dequeueCount past
+  // maxDequeueCount; QueueListenerFactory gives a queue ending in `-poison` no poison queue, and
+  // QueueProcessor then leaves a failed item invisible instead of releasing or moving it.
+  // https://learn.microsoft.com/azure/azure-functions/functions-host-json#functiontimeout: an
+  // invocation longer than functionTimeout fails.
+  let host: QueueHost | undefined;
+  const calls: { queue: string; item: unknown; dequeueCount: unknown }[] = [];
+  const done$ = output.storageQueue({ queueName: 'odd-done', connection: 'AzureWebJobsStorage' });
+  const service = () => QueueServiceClient.fromConnectionString(azurite.connectionString);
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  const record =
+    (queue: string, fail: (n: number) => boolean, slowMs = 0) =>
+    async (item: unknown, context: InvocationContext) => {
+      const dequeueCount = Number(context.triggerMetadata?.['dequeueCount']);
+      calls.push({ queue, item, dequeueCount });
+      context.extraOutputs.set(done$, [{ queue, dequeueCount }]);
+      if (slowMs && dequeueCount === 1) await sleep(slowMs);
+      if (fail(dequeueCount)) throw new Error('failed');
+    };
+  const definitions: FunctionDefinition[] = [
+    { kind: 'queue', name: 'odd', queueName: 'odd', handler: record('odd', () => false) },
+    { kind: 'queue', name: 'oddPoison', queueName: 'odd-poison', handler: record('odd-poison', () => true) },
+    {
+      kind: 'queue',
+      name: 'slow',
+      queueName: 'slow',
+      queueOutputs: [done$],
+      handler: record('slow', () => false, 1_500),
+    },
+  ];
+  const start = async () => {
+    host = await startQueueHost({
+      definitions,
+      connectionString: azurite.connectionString,
+      settings: { visibilityTimeoutMs: 0, maxDequeueCount: 2, functionTimeoutMs: 400 },
+      leaseSeconds: 1,
+      log: () => {},
+    });
+  };
+  afterAll(async () => {
+    await host?.stop();
+  });
+
+  it('moves a message that is not base64 to <queue>-poison at once, unchanged, without a call', async () => {
+    const odd = service().getQueueClient('odd');
+    await odd.createIfNotExists();
+    await odd.sendMessage('{"object":"whatsapp_business_account"}');
+    await start();
+    await host!.send('odd', [{ n: 1 }]);
+    const poison = service().getQueueClient('odd-poison');
+    await poison.createIfNotExists();
+    const deadline = Date.now() + 20_000;
+    while (!calls.some((c) => c.queue === 'odd') && Date.now() < deadline) await sleep(50);
+    await sleep(500);
+    expect(calls.filter((c) => c.queue === 'odd')).toEqual([
+      { queue: 'odd', item: { n: 1 }, dequeueCount: 1 },
+    ]);
+    // Nor does odd-poison's function get it: its decoder refuses it too, and it has no poison queue.
+    expect(calls.filter((c) => c.queue === 'odd-poison')).toEqual([]);
+    // Its text, unchanged, is checked once the host has stopped (below): a consumer hides it now.
+    expect((await poison.getProperties()).approximateMessagesCount).toBe(1);
+    expect((await odd.getProperties()).approximateMessagesCount).toBe(0);
+  });
+
+  it('gives <queue>-poison no poison queue: a failing item is tried again and stays there', async () => {
+    await host!.send('odd-poison', [{ n: 2 }]);
+    const deadline = Date.now() + 20_000;
+    const attempts = () =>
+      calls.filter((c) => c.queue === 'odd-poison' && (c.item as { n?: number }).n === 2);
+    while (attempts().length < 2 && Date.now() < deadline) await sleep(50);
+    // Past maxDequeueCount (2) it is never handed over again, and never moved.
+    await sleep(3_000);
+    expect(attempts().map((c) => c.dequeueCount)).toEqual([1, 2]);
+    expect(await service().getQueueClient('odd-poison-poison').exists()).toBe(false);
+    const waiting = (await service().getQueueClient('odd-poison').getProperties()).approximateMessagesCount;
+    expect(waiting).toBe(2); // the undecodable one and this one
+  });
+
+  it('moves an item received more than maxDequeueCount times to <queue>-poison without a call', async () => {
+    await host!.stop();
+    host = undefined;
+    const odd = service().getQueueClient('odd');
+    await odd.sendMessage(Buffer.from('{"n":3}').toString('base64'));
+    for (let i = 0; i < 2; i++) {
+      // Two deliveries whose process died before it finished (nothing deleted or released).
+      const [message] = (await odd.receiveMessages({ visibilityTimeout: 1 })).receivedMessageItems;
+      expect(message?.dequeueCount).toBe(i + 1);
+      await sleep(1_200);
+    }
+    const kept = (await service().getQueueClient('odd-poison').peekMessages({ numberOfMessages: 32 }))
+      .peekedMessageItems;
+    expect(kept.map((m) => m.messageText).sort()).toEqual(
+      ['{"object":"whatsapp_business_account"}', Buffer.from('{"n":2}').toString('base64')].sort(),
+    );
+    calls.length = 0;
+    await start();
+    // It reaches odd-poison, whose function gets it (and fails, as that one always does).
+    const deadline = Date.now() + 20_000;
+    const moved = () => calls.filter((c) => c.queue === 'odd-poison');
+    while (moved().length === 0 && Date.now() < deadline) await sleep(50);
+    expect(moved()).toEqual([{ queue: 'odd-poison', item: { n: 3 }, dequeueCount: 1 }]);
+    expect(calls.filter((c) => c.queue === 'odd')).toEqual([]);
+  });
+
+  it('fails an invocation that outlasts functionTimeout: its outputs are dropped and it is tried again', async () => {
+    calls.length = 0;
+    await host!.send('slow', [{ n: 4 }]);
+    const done = service().getQueueClient('odd-done');
+    await done.createIfNotExists();
+    const deadline = Date.now() + 20_000;
+    while (calls.filter((c) => c.queue === 'slow').length < 2 && Date.now() < deadline) await sleep(50);
+    await sleep(2_000); // the first attempt's handler has now returned too
+    expect(calls.filter((c) => c.queue === 'slow').map((c) => c.dequeueCount)).toEqual([1, 2]);
+    const written = (await done.peekMessages({ numberOfMessages: 32 })).peekedMessageItems.map((m) =>
+      JSON.parse(Buffer.from(m.messageText, 'base64').toString('utf8')),
+    );
+    expect(written).toEqual([{ queue: 'slow', dequeueCount: 2 }]);
+  });
+});
+
 describe('npm run replay-poison', () => {
   it('moves inbound-poison items back onto inbound unchanged and says how many', async () => {
     const service = QueueServiceClient.fromConnectionString(azurite.connectionString);

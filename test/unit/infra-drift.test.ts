@@ -11,7 +11,8 @@ import { Language, Parser, type Node } from 'web-tree-sitter';
 import { definitions } from '../../functions/definitions';
 import { APP_CAPABILITIES } from '../cosmos/app-model';
 import { INBOUND_POISON_QUEUE, INBOUND_QUEUE, REPLY_POISON_QUEUE, REPLY_QUEUE } from '../../shared/bot/jobs';
-import { SETTING_NAMES } from '../../shared/config';
+import { EnvSchema, SETTING_NAMES } from '../../shared/config';
+import { hostQueueSettings } from '../../scripts/lib/queue-host';
 import { COLLECTIONS, INDEXES, type CollectionName } from '../../shared/data/indexes';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -388,6 +389,28 @@ describe('infra/ deploys on Flex Consumption', () => {
     expect(names.filter((name) => FLEX_DEPRECATED_SETTINGS.includes(name))).toEqual([]);
   });
 
+  it('gives the host identity-based storage for every service it uses: blob, queue and table', () => {
+    // The host keeps leases and keys in blobs, the queue trigger and outputs use queues, and it
+    // writes its diagnostic events to tables (learn.microsoft.com/azure/azure-functions/
+    // errors-diagnostics/diagnostic-events/azfd0003). With an identity, each service needs its
+    // `AzureWebJobsStorage__<service>ServiceUri`, a data role, and here a private endpoint.
+    const names = bicepAppSettings().map((setting) => setting.name);
+    const storage = readFileSync(path.join(ROOT, 'infra/modules/storage.bicep'), 'utf8');
+    const main = readFileSync(path.join(ROOT, MAIN_BICEP), 'utf8');
+    const roles = {
+      blob: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b',
+      queue: '974c5e8b-45b9-4653-ba55-5f855dd0fb88',
+      table: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3',
+    };
+    for (const [service, roleId] of Object.entries(roles)) {
+      expect(names, service).toContain(`AzureWebJobsStorage__${service}ServiceUri`);
+      const roleVar = new RegExp(`var (\\w+) = '${roleId}'`).exec(storage)?.[1];
+      expect(roleVar, `${service} data role`).toBeDefined();
+      expect(storage.slice(storage.indexOf('resource roleAssignments'))).toContain(`    ${roleVar}\n`);
+      expect(main, `${service} private endpoint`).toContain(`groupId: '${service}'`);
+    }
+  });
+
   it('keeps the scale and memory options within what Flex Consumption accepts', () => {
     for (const file of [MAIN_BICEP, FUNCTION_APP_BICEP]) {
       const name = file === MAIN_BICEP ? 'functionMaximumInstanceCount' : 'maximumInstanceCount';
@@ -398,6 +421,22 @@ describe('infra/ deploys on Flex Consumption', () => {
       const memory = decorators(file, file === MAIN_BICEP ? 'functionInstanceMemoryMB' : 'instanceMemoryMB');
       expect(memory['allowed'], file).toEqual([512, 2048, 4096]);
     }
+  });
+});
+
+describe('host.json gives an invocation the time the settings allow it', () => {
+  // An invocation that outlasts functionTimeout fails, and the Functions host restarts the worker
+  // (learn.microsoft.com/azure/azure-functions/functions-host-json#functiontimeout; Flex
+  // Consumption: default 30 minutes, no maximum, functions-scale#timeout). One answer may take an AI
+  // call and its one retry (shared/ai/client.ts), each up to AI_TIMEOUT_MS, then Graph's retries.
+  it('lets the reply function finish one answer under the longest AI_TIMEOUT_MS infra/ accepts', () => {
+    const longestAiMs = decorators(MAIN_BICEP, 'aiTimeoutMs')['maxValue'];
+    expect(typeof longestAiMs).toBe('number');
+    const aiTimeout = EnvSchema.shape.AI_TIMEOUT_MS;
+    expect(aiTimeout.safeParse(String(longestAiMs)).success).toBe(true);
+    expect(aiTimeout.safeParse(String(Number(longestAiMs) + 1)).success).toBe(false);
+    const { functionTimeoutMs } = hostQueueSettings(path.join(ROOT, 'host.json'));
+    expect(functionTimeoutMs).toBeGreaterThanOrEqual(2 * Number(longestAiMs) + 2 * 60_000);
   });
 });
 
