@@ -104,11 +104,21 @@ export class GraphError extends AppError {
     readonly title: string,
     readonly permanent: boolean,
     readonly subcode: number | null = null,
+    /**
+     * The title is Graph's own words (its error's message or user title), which may echo what was
+     * sent (a number, a name, a text): kept off `message`, which the host logs when it is thrown.
+     */
+    readonly titleFromGraph = false,
   ) {
     super(
       ErrorCode.UPSTREAM_FAILED,
-      `Graph ${method} ${host} failed: ${status ?? 'network error'}${graphCode !== null ? ` code ${graphCode}` : ''} ${title}`.trim(),
+      `Graph ${method} ${host} failed: ${status ?? 'network error'}${graphCode !== null ? ` code ${graphCode}` : ''}${titleFromGraph ? '' : ` ${title}`}`.trim(),
     );
+  }
+
+  /** The message with Graph's title: what a failed message keeps (stored with it, never logged). */
+  get description(): string {
+    return this.titleFromGraph && this.title ? `${this.message} ${this.title}` : this.message;
   }
 }
 
@@ -217,6 +227,7 @@ function graphTransport(options: GraphOptions): Post {
           title,
           !retryable,
           meta?.error_subcode ?? null,
+          true,
         );
         const header: unknown = response.headers['retry-after'];
         retryAfter = typeof header === 'string' ? header : undefined;
