@@ -2,7 +2,10 @@
 // included. Auth: a key (`api-key` to Azure hosts, Bearer elsewhere), else Microsoft Entra ID for
 // Azure hosts (@azure/identity, loaded only then), else none. One retry on 429, 5xx, network
 // errors, timeouts and an answer without text (malformed, no choices, null or blank content, a
-// refusal). Its errors keep method, host and status, never keys, tokens or prompts.
+// refusal), after the endpoint's Retry-After when it gives one (none when it asks for longer than
+// a call may take); an answer the content filter stopped is a failure, never sent in part. The
+// text is made well-formed (no lone surrogates, no control characters but line breaks and tabs),
+// and an answer is read up to 4 MiB. Its errors keep method, host and status, never keys, tokens or prompts.
 import axios, { type AxiosInstance } from 'axios';
 import { z } from 'zod';
 import type { AiConfig } from '../config';
@@ -62,6 +65,8 @@ export class AiError extends AppError {
     readonly reason: 'http' | 'timeout' | 'network' | 'auth' | 'bad_response',
     readonly retryable: boolean,
     detail = '',
+    /** How long the endpoint asked to wait before trying again (Retry-After), if it said. */
+    readonly retryAfterMs: number | null = null,
   ) {
     super(
       ErrorCode.UPSTREAM_FAILED,
@@ -73,7 +78,14 @@ export class AiError extends AppError {
 const ResponseSchema = z.object({
   model: z.string().optional(),
   choices: z
-    .array(z.object({ message: z.object({ content: z.string().nullish() }).passthrough() }).passthrough())
+    .array(
+      z
+        .object({
+          message: z.object({ content: z.string().nullish() }).passthrough(),
+          finish_reason: z.string().nullish(),
+        })
+        .passthrough(),
+    )
     .min(1),
   usage: z
     .object({
@@ -84,6 +96,28 @@ const ResponseSchema = z.object({
     .passthrough()
     .nullish(),
 });
+
+/** The most of an answer read (a long answer is a few hundred KiB). */
+export const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
+
+/** Lone surrogates (not valid Unicode: WhatsApp and the database would garble them). */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+/** Control characters a chat message has no use for (NUL among them); tabs and line breaks stay. */
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/g;
+
+/** A model's text as a message can carry it. */
+export const wellFormed = (text: string): string =>
+  text.replace(LONE_SURROGATE, '\uFFFD').replace(CONTROL, '');
+
+/** `retry-after-ms` (Azure OpenAI), else `retry-after` in seconds; null when absent or unreadable. */
+function retryAfter(headers: Record<string, unknown>): number | null {
+  const ms = headers['retry-after-ms'];
+  if (typeof ms === 'string' && /^\d+(\.\d+)?$/.test(ms.trim())) return Math.ceil(Number(ms));
+  const seconds = headers['retry-after'];
+  if (typeof seconds === 'string' && /^\d+$/.test(seconds.trim())) return Number(seconds) * 1000;
+  return null;
+}
 
 const ErrorBodySchema = z
   .object({ error: z.object({ code: z.unknown().optional() }).passthrough() })
@@ -107,6 +141,7 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
     validateStatus: () => true,
     // Never follow redirects with a key or token attached.
     maxRedirects: 0,
+    maxContentLength: MAX_RESPONSE_BYTES,
   });
 
   const keyHeaders: Record<string, string> | null = config.apiKey
@@ -164,20 +199,32 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
       // Drop axios' error: its config carries the key or token.
       const code = axios.isAxiosError(cause) ? cause.code : undefined;
       const timedOut = code === 'ECONNABORTED' || code === 'ETIMEDOUT' || code === 'ERR_CANCELED';
-      throw new AiError(host, null, timedOut ? 'timeout' : 'network', true, timedOut ? '' : (code ?? ''));
+      // ERR_BAD_RESPONSE: an answer cut off, or over MAX_RESPONSE_BYTES.
+      const reason = timedOut ? 'timeout' : code === 'ERR_BAD_RESPONSE' ? 'bad_response' : 'network';
+      throw new AiError(host, null, reason, true, timedOut ? '' : (code ?? ''));
     }
     if (response.status >= 200 && response.status < 300) return response.data;
     const parsed = ErrorBodySchema.safeParse(response.data);
     const code =
       parsed.success && typeof parsed.data.error.code === 'string' ? parsed.data.error.code.slice(0, 60) : '';
     if (response.status === 401 || response.status === 403) cached = undefined;
-    throw new AiError(host, response.status, 'http', response.status === 429 || response.status >= 500, code);
+    throw new AiError(
+      host,
+      response.status,
+      'http',
+      response.status === 429 || response.status >= 500,
+      code,
+      retryAfter(response.headers),
+    );
   }
 
   /** One request and its answer's text; an answer without text is a failure worth one retry. */
   async function answer(body: unknown) {
     const parsed = ResponseSchema.safeParse(await attempt(body));
-    const text = parsed.success ? (parsed.data.choices[0]?.message.content ?? '').trim() : '';
+    // Azure OpenAI: a filtered answer has no content, or rarely the part before the filter cut it.
+    if (parsed.success && parsed.data.choices[0]?.finish_reason === 'content_filter')
+      throw new AiError(host, 200, 'bad_response', false, 'answer stopped by the content filter');
+    const text = parsed.success ? wellFormed(parsed.data.choices[0]?.message.content ?? '').trim() : '';
     if (!parsed.success || !text)
       throw new AiError(host, 200, 'bad_response', true, 'no answer in the response');
     return { text, response: parsed.data };
@@ -193,7 +240,9 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
         answered = await answer(body);
       } catch (error) {
         if (!(error instanceof AiError) || !error.retryable) throw error;
-        await sleep(retryDelayMs);
+        // Asked to wait longer than a call may take: the retry would only be refused again.
+        if ((error.retryAfterMs ?? 0) > config.timeoutMs) throw error;
+        await sleep(Math.max(retryDelayMs, error.retryAfterMs ?? 0));
         answered = await answer(body);
       }
       const { text, response } = answered;

@@ -254,7 +254,7 @@ async function replyTo(
       } catch (error) {
         // Only what Graph refused is a send failure; anything else is retried by the queue.
         if (!(error instanceof GraphError)) throw error;
-        failure = { code: error.graphCode ?? error.status, title: error.message };
+        failure = { code: error.graphCode ?? error.status, title: error.description };
         parts.push({
           ...base,
           id: `out:${message.id}:${index}`,

@@ -1,11 +1,14 @@
 // The Graph API client (axios): sends messages and read receipts for a business number. Retries
 // 429, 5xx and network errors with backoff and jitter up to a bound; never retries permanent
-// errors, nor a message whose request timed out (Graph may have sent it: the Graph API has no
-// idempotency key). Its errors keep method, host, status and the Graph error code, never the token.
+// errors, nor a message whose request may have reached Graph without an answer read (a timeout, a
+// reset connection, a cut or oversized answer: Graph may have sent it, and the Graph API has no
+// idempotency key). Each call is bounded in time and in the size of the answer it reads. Its
+// errors keep method, host, status and the Graph error code, never the token.
 import axios, { type AxiosInstance } from 'axios';
 import { z } from 'zod';
 import { AppError, ErrorCode } from '../errors';
 import { sleep } from '../time';
+import { MESSAGE_ID } from './schemas';
 import { readReceipt, templateMessage, textMessage, type Recipient, type TemplateMessage } from './outbound';
 
 export type { Recipient, TemplateMessage } from './outbound';
@@ -46,7 +49,8 @@ export type GraphErrorBody = z.infer<typeof GraphErrorBodySchema>;
 
 /** The answer to a sent message: the wamid Graph assigned it. */
 const SentMessageSchema = z
-  .object({ id: z.string().min(1), message_status: z.string().optional() })
+  // A wamid as Meta writes them (the bounds of an inbound message id): it becomes the stored id.
+  .object({ id: z.string().regex(MESSAGE_ID), message_status: z.string().optional() })
   .passthrough();
 export const SendResponseSchema = z.object({
   messaging_product: z.literal('whatsapp'),
@@ -100,11 +104,21 @@ export class GraphError extends AppError {
     readonly title: string,
     readonly permanent: boolean,
     readonly subcode: number | null = null,
+    /**
+     * The title is Graph's own words (its error's message or user title), which may echo what was
+     * sent (a number, a name, a text): kept off `message`, which the host logs when it is thrown.
+     */
+    readonly titleFromGraph = false,
   ) {
     super(
       ErrorCode.UPSTREAM_FAILED,
-      `Graph ${method} ${host} failed: ${status ?? 'network error'}${graphCode !== null ? ` code ${graphCode}` : ''} ${title}`.trim(),
+      `Graph ${method} ${host} failed: ${status ?? 'network error'}${graphCode !== null ? ` code ${graphCode}` : ''}${titleFromGraph ? '' : ` ${title}`}`.trim(),
     );
+  }
+
+  /** The message with Graph's title: what a failed message keeps (stored with it, never logged). */
+  get description(): string {
+    return this.titleFromGraph && this.title ? `${this.message} ${this.title}` : this.message;
   }
 }
 
@@ -145,7 +159,22 @@ function mismatch(error: z.ZodError): string {
 type Post = <T>(path: string, body: unknown, schema: z.ZodType<T>, resendable: boolean) => Promise<T>;
 
 /** Axios' codes for a request that got no answer in time (it reached Graph, which may act on it). */
-const TIMEOUT_CODES: ReadonlySet<string> = new Set(['ECONNABORTED', 'ETIMEDOUT']);
+const TIMEOUT_CODES: ReadonlySet<string> = new Set(['ECONNABORTED', 'ETIMEDOUT', 'ERR_CANCELED']);
+/**
+ * Network errors raised before a connection existed: the request never reached Graph, so a
+ * message is safely sent again. Any other (a reset or cut connection, an answer too large) may
+ * come after Graph read the request.
+ */
+const NOT_CONNECTED_CODES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+]);
+/** The most of an answer read: Graph's answers are a few hundred bytes, error bodies a few KiB. */
+export const MAX_RESPONSE_BYTES = 1024 * 1024;
 
 /** The one transport of the Graph API: bearer token, bounded retries, errors as GraphError. */
 function graphTransport(options: GraphOptions): Post {
@@ -157,7 +186,9 @@ function graphTransport(options: GraphOptions): Post {
     validateStatus: () => true,
     // Never follow redirects with the bearer token attached.
     maxRedirects: 0,
+    maxContentLength: MAX_RESPONSE_BYTES,
   });
+  const timeoutMs = options.timeoutMs ?? 15_000;
   const host = new URL(options.baseUrl).host;
 
   return async function post<T>(
@@ -170,7 +201,9 @@ function graphTransport(options: GraphOptions): Post {
       let error: GraphError;
       let retryAfter: string | undefined;
       try {
-        const response = await http.post<unknown>(path, body);
+        // `timeout` is an idle timeout in Node (an answer that trickles in never ends it); the
+        // signal bounds the whole call.
+        const response = await http.post<unknown>(path, body, { signal: AbortSignal.timeout(timeoutMs) });
         if (response.status >= 200 && response.status < 300) {
           const parsed = schema.safeParse(response.data);
           if (parsed.success) return parsed.data;
@@ -194,21 +227,24 @@ function graphTransport(options: GraphOptions): Post {
           title,
           !retryable,
           meta?.error_subcode ?? null,
+          true,
         );
         const header: unknown = response.headers['retry-after'];
         retryAfter = typeof header === 'string' ? header : undefined;
       } catch (cause) {
         if (cause instanceof GraphError) throw cause;
         // Network error or timeout: drop axios' error (its config carries the token). A message
-        // that timed out may have gone out: sending it again could deliver it twice.
+        // that reached Graph without an answer read may have gone out: sending it again could
+        // deliver it twice.
         const code = axios.isAxiosError(cause) ? (cause.code ?? 'network') : 'network';
-        const unknownFate = !resendable && TIMEOUT_CODES.has(code);
+        const unknownFate = !resendable && !NOT_CONNECTED_CODES.has(code);
+        const what = TIMEOUT_CODES.has(code) ? 'timed out' : 'no answer read';
         error = new GraphError(
           'POST',
           host,
           null,
           null,
-          unknownFate ? `${code} (timed out; it may have been sent)` : code,
+          unknownFate ? `${code} (${what}; it may have been sent)` : code,
           unknownFate,
         );
       }

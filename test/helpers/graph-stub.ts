@@ -14,6 +14,8 @@ export interface StubResponse {
   status: number;
   body: unknown;
   headers?: Record<string, string>;
+  /** Break the connection instead of answering (the request was read: Graph may have acted on it). */
+  reset?: boolean;
 }
 
 export interface GraphStub {
@@ -63,6 +65,7 @@ export async function startGraphStub(): Promise<GraphStub> {
       };
       setTimeout(
         () => {
+          if (response.reset) return void req.socket.destroy();
           res.writeHead(response.status, { 'Content-Type': 'application/json', ...(response.headers ?? {}) });
           res.end(JSON.stringify(response.body));
         },

@@ -17,6 +17,7 @@ export interface StubReply {
   status: number;
   body: unknown;
   delayMs?: number;
+  headers?: Record<string, string>;
 }
 
 /** Answers the request; `index` counts the requests this stub received, from 0. */
@@ -58,7 +59,7 @@ export async function startHttpStub(respond: StubResponder): Promise<HttpStub> {
       const reply = stub.respond(recorded, stub.requests.length - 1);
       const send = () => {
         if (res.destroyed) return;
-        res.writeHead(reply.status, { 'Content-Type': 'application/json' });
+        res.writeHead(reply.status, { 'Content-Type': 'application/json', ...reply.headers });
         res.end(JSON.stringify(reply.body));
       };
       if (reply.delayMs) setTimeout(send, reply.delayMs);

@@ -374,3 +374,35 @@ describe('AI answers', () => {
     expect(text).not.toContain('15550000009');
   });
 });
+
+describe('AI answers that misbehave', () => {
+  const finished = (content: string | null, finish_reason: string) => ({
+    status: 200,
+    body: { model: MODEL, choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason }] },
+  });
+
+  // Azure OpenAI: a filtered completion has no content "or rarely a partial result"; the part the
+  // filter cut must not reach the user.
+  it('sends the apology, not the cut text, when the answer was stopped by the content filter', async () => {
+    ai.respond = () => finished('Here is how you', 'content_filter');
+    const chat = await new Chat('15550000021').init();
+    const id = await chat.say('hello');
+    expect(sentTexts()).toEqual([AI_APOLOGY]);
+    expect((await data.messages.getMessage(id))?.error).toMatchObject({
+      code: 200,
+      title: expect.stringMatching(/content filter/),
+    });
+    expect(ai.requests).toHaveLength(1);
+    expect((await outboundFor(id)).map((m) => m.text)).toEqual([AI_APOLOGY]);
+  });
+
+  it('sends and stores an answer with a lone surrogate or a NUL as well-formed text without control characters', async () => {
+    // JSON.stringify writes the lone surrogates as \ud800 escapes, as a model's JSON may hold them.
+    ai.respond = () => finished('a\ud800b\u0000c\u0007d\udc00\n\ud83d\ude00', 'stop');
+    const chat = await new Chat('15550000022').init();
+    const id = await chat.say('hello');
+    expect(sentTexts()).toEqual(['a\ufffdbcd\ufffd\n\u{1f600}']);
+    expect((await outboundFor(id)).map((m) => m.text)).toEqual(['a\ufffdbcd\ufffd\n\u{1f600}']);
+    expect((await data.messages.getMessage(id))?.replyState).toBe('sent');
+  });
+});

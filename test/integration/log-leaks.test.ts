@@ -108,6 +108,35 @@ describe('the reply path', () => {
     expect(app.logs.join('\n')).toMatch(/ai failed/);
   }, 60_000);
 
+  it('a welcome Graph keeps refusing with an error that echoes the number, name and text', async () => {
+    // A first contact (a welcome goes once per user); Graph's error echoes the known needles.
+    const NEWCOMER = '4917011122233';
+    await host(() => app.drain()); // what an earlier test left queued
+    const welcome = {
+      from: NEWCOMER,
+      id: `wamid.welcome.${Date.now()}`,
+      timestamp: String(Math.floor(Date.now() / 1000)),
+      type: 'request_welcome',
+    };
+    const opened = notification(value({ contacts: [{ waId: NEWCOMER, name: NAME }], messages: [welcome] }));
+    for (let i = 0; i < 4; i++)
+      app.graph.sendResponses.push({
+        status: 503,
+        body: {
+          error: {
+            ...echo,
+            code: 2,
+            error_user_title: `${TEXT} ${NAME}`,
+            error_data: { details: echo.message },
+          },
+        },
+      });
+    await host(() => app.post(opened));
+    await host(() => app.drain());
+    expect(app.graph.sendResponses).toEqual([]);
+    expect(thrown.length).toBeGreaterThan(thrownStart);
+  });
+
   it('items no webhook queued, handed to ingest and the reply workers', async () => {
     const runtime = runtimeOf(app.services);
     const context = (name: string) => app.context(name);

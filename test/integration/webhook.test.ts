@@ -415,6 +415,32 @@ describe('POST /api/webhook', () => {
     ).toBe(1);
   });
 
+  // The Graph API has no idempotency key: a send whose connection broke after Graph read it may
+  // have reached the user, and a second one would answer twice.
+  it('never sends a reply again when the connection breaks after Graph read it; records it failed and answers the next message', async () => {
+    const phone = newPhone();
+    const first = textNotification(phone, 'broken line');
+    app.graph.sendResponses.push({ status: 0, body: null, reset: true });
+    const before = app.graph.sends().length;
+    const stats = () => app.services.data.stats.totals();
+    const failedBefore = (await stats()).failed;
+    await app.post(first.payload);
+    await app.drain();
+    expect(app.graph.sends().length - before).toBe(1);
+    expect(await messages().findOne({ _id: first.message.id })).toMatchObject({ replyState: 'failed' });
+    expect(await messages().findOne({ relatedId: first.message.id, direction: 'outbound' })).toMatchObject({
+      status: 'failed',
+      error: { title: expect.stringMatching(/may have been sent/) },
+    });
+    expect((await stats()).failed).toBe(failedBefore + 1);
+
+    const second = textNotification(phone, 'line fixed');
+    await app.post(second.payload);
+    await app.drain();
+    expect(app.graph.sends().length - before).toBe(2);
+    expect(await messages().findOne({ _id: second.message.id })).toMatchObject({ replyState: 'sent' });
+  });
+
   it('never retries a permanent Graph error and records it', async () => {
     const { message, payload } = textNotification(newPhone(), 'permanent');
     app.graph.sendResponses.push({

@@ -145,6 +145,53 @@ describe('chat completions', () => {
     expect(ai.requests).toHaveLength(2);
   });
 
+  it('waits the Retry-After of a 429 (retry-after-ms, else retry-after) before the one retry', async () => {
+    for (const headers of [{ 'retry-after-ms': '400' }, { 'retry-after': '1' }]) {
+      ai.requests = [];
+      const at: number[] = [];
+      ai.respond = (_req, index) => {
+        at.push(Date.now());
+        return index === 0 ? { status: 429, body: { error: { code: '429' } }, headers } : completion('later');
+      };
+      const client = createAiClient(aiConfig(ai.url), { retryDelayMs: 10 });
+      await expect(client.complete(ask)).resolves.toMatchObject({ text: 'later' });
+      expect(ai.requests).toHaveLength(2);
+      expect(at[1]! - at[0]!).toBeGreaterThanOrEqual(headers['retry-after'] ? 950 : 380);
+    }
+  });
+
+  it('does not retry a 429 whose Retry-After is longer than a call may take', async () => {
+    ai.respond = () => ({ status: 429, body: { error: { code: '429' } }, headers: { 'retry-after': '30' } });
+    const client = createAiClient(aiConfig(ai.url), { retryDelayMs: 10 });
+    const started = Date.now();
+    await expect(client.complete(ask)).rejects.toMatchObject({ status: 429, retryAfterMs: 30_000 });
+    expect(ai.requests).toHaveLength(1);
+    expect(Date.now() - started).toBeLessThan(1_000);
+  });
+
+  it('treats an answer the content filter stopped as a failure, without sending its part or retrying', async () => {
+    ai.respond = () => ({
+      status: 200,
+      body: {
+        choices: [
+          { message: { role: 'assistant', content: 'Here is how' }, finish_reason: 'content_filter' },
+        ],
+      },
+    });
+    const client = createAiClient(aiConfig(ai.url), { retryDelayMs: 10 });
+    await expect(client.complete(ask)).rejects.toMatchObject({ reason: 'bad_response', retryable: false });
+    expect(ai.requests).toHaveLength(1);
+  });
+
+  it('keeps a long answer whole, and refuses one over 4 MiB without buffering it', async () => {
+    const long = 'word '.repeat(20_000);
+    ai.respond = () => completion(long);
+    const client = createAiClient(aiConfig(ai.url), { retryDelayMs: 10 });
+    await expect(client.complete(ask)).resolves.toMatchObject({ text: long.trim() });
+    ai.respond = () => completion('x'.repeat(5 * 1024 * 1024));
+    await expect(client.complete(ask)).rejects.toMatchObject({ reason: 'bad_response' });
+  });
+
   it('answers when the retry after a response without an answer succeeds', async () => {
     ai.respond = (_req, index) =>
       index === 0 ? { status: 200, body: { choices: [] } } : completion('there');

@@ -2,7 +2,13 @@
 // bounded backoff, never retries permanent Graph codes, never leaks the token in its errors, and
 // sends the documented bodies (BSUID `recipient`, read receipt with typing indicator), parses every
 // response with the client's schemas, and refuses a body over WhatsApp's limits before any request.
-import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import {
+  createServer,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createGraphClient, GraphError, type RetryPolicy } from '../../shared/whatsapp/graph';
@@ -466,5 +472,115 @@ describe('outbound builders', () => {
     );
     expect(() => textMessage(to, '  ')).toThrow(/must not be empty/);
     expect(() => textMessage({ waId: null, bsuid: null }, 'x')).toThrow(/recipient/);
+  });
+});
+
+// A Graph that misbehaves at the transport level: the test answers on the raw response or socket.
+describe('createGraphClient against a misbehaving transport', () => {
+  type Handler = (req: IncomingMessage, res: ServerResponse) => void;
+  let raw: Server;
+  let rawUrl: string;
+  let handle: Handler = (_req, res) => res.end();
+  let count = 0;
+
+  beforeAll(async () => {
+    raw = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        count++;
+        handle(req, res);
+      });
+    });
+    await new Promise<void>((resolve) => raw.listen(0, '127.0.0.1', resolve));
+    rawUrl = `http://127.0.0.1:${(raw.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    raw.closeAllConnections();
+    await new Promise<void>((resolve) => raw.close(() => resolve()));
+  });
+  beforeEach(() => {
+    count = 0;
+  });
+  const send = (timeoutMs = 5_000) =>
+    caught(
+      client(FAST, rawUrl, timeoutMs).sendText(PHONE_NUMBER_ID, { waId: '16505551234', bsuid: null }, 'Hi'),
+    );
+  const sent = JSON.stringify(ok.body);
+
+  // Graph read the message before the connection broke: it may have gone out.
+  it.each([
+    ['a connection reset after the request was read', (req: IncomingMessage) => req.socket.destroy()],
+    [
+      'a 200 cut off mid-body',
+      (_req: IncomingMessage, res: ServerResponse) => {
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(sent.length) });
+        res.write(sent.slice(0, 20));
+        setTimeout(() => res.socket?.destroy(), 20);
+      },
+    ],
+  ] as const)('never sends a message again after %s: one request, permanent', async (_, handler) => {
+    handle = handler;
+    const error = await send();
+    expect(count).toBe(1);
+    expect(error.permanent).toBe(true);
+    expect(error.message).toMatch(/may have been sent/);
+    expectNoToken(error);
+  });
+
+  it('still retries a read receipt after a connection reset', async () => {
+    handle = (req, res) => {
+      if (count === 1) req.socket.destroy();
+      else res.end(JSON.stringify({ success: true }));
+    };
+    await client(FAST, rawUrl).markRead(PHONE_NUMBER_ID, WAMID, false);
+    expect(count).toBe(2);
+  });
+
+  // Node's socket timeout is an idle timeout: a Graph that trickles bytes would hold the worker
+  // (and the user's reply lock) forever.
+  it('bounds the whole call: an answer that trickles in stops at the time limit, not sent again', async () => {
+    handle = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const timer = setInterval(() => (res.destroyed ? clearInterval(timer) : res.write(' ')), 50);
+    };
+    const started = Date.now();
+    const error = await send(400);
+    expect(Date.now() - started).toBeLessThan(3_000);
+    expect(count).toBe(1);
+    expect(error.permanent).toBe(true);
+    expect(error.message).toMatch(/may have been sent/);
+  });
+
+  it('reads at most 1 MiB of an answer: a huge body fails the call without buffering it, not sent again', async () => {
+    handle = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const chunk = Buffer.alloc(64 * 1024, 32);
+      let written = 0;
+      const write = (): void => {
+        while (written < 64 * 1024 * 1024 && !res.destroyed) {
+          written += chunk.length;
+          if (!res.write(chunk)) return void res.once('drain', write);
+        }
+        res.end(sent);
+      };
+      write();
+    };
+    const error = await send();
+    expect(count).toBe(1);
+    expect(error.permanent).toBe(true);
+  });
+
+  it('refuses a wamid that is not one (over 256 characters, or not printable ASCII) as permanent', async () => {
+    for (const id of ['w'.repeat(257), 'wamid.with space', 'wamid.\u00e9']) {
+      count = 0;
+      handle = (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ messaging_product: 'whatsapp', messages: [{ id }] }));
+      };
+      const error = await send();
+      expect(count).toBe(1);
+      expect(error.permanent).toBe(true);
+      expect(error.message).toMatch(/unexpected response/);
+    }
   });
 });
