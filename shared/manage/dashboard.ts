@@ -78,7 +78,7 @@ export const DASHBOARD_HTML = `<!doctype html>
       <aside id="list-pane" aria-label="Conversations">
         <form id="list-search" role="search">
           <label for="list-q" class="sr">Search by name or number</label>
-          <input id="list-q" name="q" type="search" placeholder="Search name or number" autocomplete="off">
+          <input id="list-q" name="q" type="search" placeholder="Search name or number" autocomplete="off" maxlength="100">
         </form>
         <div class="filters" role="group" aria-label="Show">
           <button type="button" id="filter-all" aria-pressed="true">All</button>
@@ -136,7 +136,7 @@ export const DASHBOARD_HTML = `<!doctype html>
       <h2 id="search-title">Search messages</h2>
       <form id="search-form" role="search">
         <label for="q">Words</label>
-        <input id="q" name="q" type="search" required>
+        <input id="q" name="q" type="search" required maxlength="200">
         <button type="submit">Search</button>
       </form>
       <ul id="results" aria-live="polite"></ul>
