@@ -71,7 +71,8 @@ export const DASHBOARD_HTML = `<!doctype html>
       <input id="token" name="token" type="password" autocomplete="off" required>
       <button type="submit">Open</button>
     </form>
-    <p class="hint">The token is kept in this tab's session storage only.</p>
+    <p class="hint">The token is kept in this tab's session storage only. An operator makes one with
+    <code>npm run token -- create --name NAME</code> (or uses the app's <code>MANAGE_API_TOKEN</code>).</p>
   </section>
   <div id="app" hidden>
     <div id="inbox-view" class="inbox">

@@ -96,8 +96,11 @@ describe.skipIf(!CHROMIUM)('chat simulator, dry run (no settings)', () => {
   }, 120_000);
   afterAll(() => closeChat(chat));
 
-  it('npm run dev prints where the simulator is', () => {
+  it('npm run dev prints where the simulator and the dashboard are, and where a token comes from', () => {
     expect(chat.dev.output()).toContain(`chat simulator (development only): ${chat.dev.url}/api/dev/chat\n`);
+    expect(chat.dev.output()).toContain(
+      `dashboard: ${chat.dev.url}/api/manage/ (sign in with a token from \`npm run token -- create --name NAME\`)\n`,
+    );
   });
 
   it('a typed message reaches the bot, and its reply appears as not_sent', async () => {
