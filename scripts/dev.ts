@@ -194,6 +194,10 @@ async function main(): Promise<void> {
       say(`  ${definition.methods.join(',').padEnd(12)} ${running.url}/api/${definition.route}`);
   }
   say(`chat simulator (development only): ${running.url}/api/${SIMULATOR_ROUTE}`);
+  // The dashboard asks for a token: say where one comes from (a newcomer has none yet).
+  say(
+    `dashboard: ${running.url}/api/manage/ (sign in with ${config.manageApiToken ? 'MANAGE_API_TOKEN or ' : ''}a token from \`npm run token -- create --name NAME\`)`,
+  );
   say(`ready on ${running.url}`);
 }
 

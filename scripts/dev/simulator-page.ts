@@ -23,7 +23,7 @@ export const SIMULATOR_HTML = `<!doctype html>
 <main>
   <form id="who" autocomplete="off">
     <label>Name <input id="name" name="name" required maxlength="60" value="Dev Tester"></label>
-    <label>Number <input id="number" name="number" required inputmode="numeric" pattern="[0-9]{6,15}" value="15550001234"></label>
+    <label>Number <input id="number" name="number" type="tel" required maxlength="30" value="15550001234"></label>
     <button type="submit" id="start">Chat</button>
   </form>
   <section id="chat" hidden>
@@ -38,8 +38,8 @@ export const SIMULATOR_HTML = `<!doctype html>
       <button type="button" id="send-location" title="A shared location">Location</button>
       <button type="button" id="send-reaction" title="Reacts to the bot's last message">React 👍</button>
     </div>
-    <p id="error" class="error" role="alert" hidden></p>
   </section>
+  <p id="error" class="error" role="alert" hidden></p>
 </main>
 </body>
 </html>

@@ -71,14 +71,15 @@ export const DASHBOARD_HTML = `<!doctype html>
       <input id="token" name="token" type="password" autocomplete="off" required>
       <button type="submit">Open</button>
     </form>
-    <p class="hint">The token is kept in this tab's session storage only.</p>
+    <p class="hint">The token is kept in this tab's session storage only. An operator makes one with
+    <code>npm run token -- create --name NAME</code> (or uses the app's <code>MANAGE_API_TOKEN</code>).</p>
   </section>
   <div id="app" hidden>
     <div id="inbox-view" class="inbox">
       <aside id="list-pane" aria-label="Conversations">
         <form id="list-search" role="search">
           <label for="list-q" class="sr">Search by name or number</label>
-          <input id="list-q" name="q" type="search" placeholder="Search name or number" autocomplete="off">
+          <input id="list-q" name="q" type="search" placeholder="Search name or number" autocomplete="off" maxlength="100">
         </form>
         <div class="filters" role="group" aria-label="Show">
           <button type="button" id="filter-all" aria-pressed="true">All</button>
@@ -136,7 +137,7 @@ export const DASHBOARD_HTML = `<!doctype html>
       <h2 id="search-title">Search messages</h2>
       <form id="search-form" role="search">
         <label for="q">Words</label>
-        <input id="q" name="q" type="search" required>
+        <input id="q" name="q" type="search" required maxlength="200">
         <button type="submit">Search</button>
       </form>
       <ul id="results" aria-live="polite"></ul>

@@ -287,6 +287,55 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     expect(await page.locator('#window-note').isVisible()).toBe(true);
   });
 
+  it('says what to do when the server fails, and drops the error once the next action succeeds', async () => {
+    const shown = async () =>
+      (await page.locator('#error').isVisible()) ? page.locator('#error').textContent() : null;
+    // A gateway in front of the API answers 502 with an HTML page: no API error to show.
+    await page.route('**/api/manage/messages', (route) =>
+      route.fulfill({ status: 502, contentType: 'text/html', body: '<html>Bad gateway</html>' }),
+    );
+    await page.click('#nav button[data-view="search"]');
+    await page.fill('#q', 'brauche');
+    await page.click('#search-form button[type=submit]');
+    await expect.poll(shown).toMatch(/^The server ran into a problem \(HTTP 502\)\. Try again in a moment;/);
+    await page.unroute('**/api/manage/messages');
+    await page.click('#search-form button[type=submit]');
+    await page.waitForSelector('#results li button');
+    await expect.poll(shown).toBeNull();
+
+    // A 429 that is not about sign-ins (a front end's limit) leaves the operator signed in.
+    await page.route('**/api/manage/stats', (route) =>
+      route.fulfill({ status: 429, headers: { 'Retry-After': '7' }, body: '' }),
+    );
+    await page.click('#nav button[data-view="stats"]');
+    await expect.poll(shown).toBe('The server is busy (HTTP 429). Try again in 7 seconds.');
+    expect(await page.locator('#app').isVisible()).toBe(true);
+    await page.unroute('**/api/manage/stats');
+    await page.click('#nav button[data-view="inbox"]');
+    await expect.poll(shown).toBeNull();
+
+    // The API's own 502 for a message Graph refused says "internal error": say what happened.
+    await openUser(jorgId);
+    await page.route('**/api/manage/users/*/messages', (route) =>
+      route.request().method() === 'POST'
+        ? route.fulfill({
+            status: 502,
+            contentType: 'application/json',
+            body: JSON.stringify({ error: { code: 'UPSTREAM_FAILED', message: 'internal error' } }),
+          })
+        : route.fallback(),
+    );
+    await page.fill('#reply-text', 'Are you there?');
+    await page.click('#reply-send');
+    await expect.poll(shown).toContain('WhatsApp did not accept the message');
+    await page.unroute('**/api/manage/users/*/messages');
+
+    // The searches cannot be given more than the API takes (100 and 200 characters).
+    expect(await page.getAttribute('#list-q', 'maxlength')).toBe('100');
+    expect(await page.getAttribute('#q', 'maxlength')).toBe('200');
+    expect(pageErrors).toEqual([]);
+  });
+
   it('says the server cannot be reached while it is gone, and stops saying so when it is back', async () => {
     await page.route('**/api/manage/**', (route) => route.abort('connectionrefused'));
     await page.waitForFunction(

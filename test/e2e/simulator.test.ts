@@ -14,7 +14,10 @@ import { testDatabase, type TestDatabase } from '../helpers/db';
 import { freePort, startDev, waitFor, type DevProcess } from '../helpers/dev-process';
 
 // Browser globals as the page functions below see them (the project's tsconfig has no DOM lib).
-declare const document: { querySelectorAll(selector: string): { length: number } };
+declare const document: {
+  querySelectorAll(selector: string): { length: number };
+  querySelector(selector: string): { textContent: string | null } | null;
+};
 
 const CHROMIUM = inject('chromiumPath');
 const OUTPUT = path.resolve(__dirname, '../../test-output');
@@ -93,8 +96,11 @@ describe.skipIf(!CHROMIUM)('chat simulator, dry run (no settings)', () => {
   }, 120_000);
   afterAll(() => closeChat(chat));
 
-  it('npm run dev prints where the simulator is', () => {
+  it('npm run dev prints where the simulator and the dashboard are, and where a token comes from', () => {
     expect(chat.dev.output()).toContain(`chat simulator (development only): ${chat.dev.url}/api/dev/chat\n`);
+    expect(chat.dev.output()).toContain(
+      `dashboard: ${chat.dev.url}/api/manage/ (sign in with a token from \`npm run token -- create --name NAME\`)\n`,
+    );
   });
 
   it('a typed message reaches the bot, and its reply appears as not_sent', async () => {
@@ -158,6 +164,39 @@ describe.skipIf(!CHROMIUM)('chat simulator, dry run (no settings)', () => {
     });
     expect((await conversation(chat.data, WA_ID)).length).toBe(count);
     expect(chat.errors).toEqual([]);
+  });
+
+  it('takes a number as people write it, and says when the app cannot be reached, keeping what was typed', async () => {
+    const { page } = chat;
+    await page.goto(`${chat.dev.url}/api/dev/chat`);
+    await page.fill('#name', '   ');
+    await page.click('#start');
+    await page.waitForSelector('#error:not([hidden])');
+    expect(await page.locator('#error').textContent()).toContain('a name and a number');
+
+    await page.fill('#name', 'Plus Spaces');
+    await page.fill('#number', '+34 600 111 333');
+    await page.click('#start');
+    await page.waitForSelector('#chat:not([hidden])');
+    await page.waitForSelector('#error', { state: 'hidden' });
+
+    const pageErrors = chat.errors.length;
+    await page.route('**/api/dev/chat/**', (route) => route.abort('connectionrefused'));
+    await say(page, 'still there?');
+    await page.waitForFunction(
+      () => document.querySelector('#error')?.textContent?.includes('cannot be reached') === true,
+    );
+    expect(await page.inputValue('#text')).toBe('still there?');
+    await page.unroute('**/api/dev/chat/**');
+    await page.waitForSelector('#error', { state: 'hidden', timeout: 5000 });
+    await page.click('#send');
+    await page.waitForSelector('#messages li.outbound .status-not_sent');
+    expect((await conversation(chat.data, '34600111333')).map((m) => [m.direction, m.text])[0]).toEqual([
+      'inbound',
+      'still there?',
+    ]);
+    // The refused requests are the browser's own lines; the page itself threw nothing.
+    expect(chat.errors.slice(pageErrors).filter((e) => !e.startsWith('Failed to load resource'))).toEqual([]);
   });
 
   it('answers only this machine: not another site (CSRF), a rebound name or a tunnel', async () => {

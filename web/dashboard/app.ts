@@ -121,6 +121,24 @@ function showError(message: string): void {
   box.hidden = !message;
 }
 
+/** What to tell the operator about a failed request that is not about the token. */
+function describe(error: unknown): string {
+  if (!(error instanceof ApiError)) return error instanceof Error ? error.message : 'Something went wrong.';
+  const wait = error.retryAfter ? `in ${error.retryAfter} seconds` : 'in a moment';
+  if (error.status === 429) return `The server is busy (HTTP 429). Try again ${wait}.`;
+  if (error.code === 'UPSTREAM_FAILED') {
+    return 'WhatsApp did not accept the message (it is kept as failed). Try again later.';
+  }
+  if (error.code === 'THROTTLED') return `The database is busy. Try again ${wait}.`;
+  if (error.code === 'UNAVAILABLE')
+    return `The server cannot do this now (${error.message}). Try again ${wait}.`;
+  // The API answers 5xx with a generic body, a proxy in front of it with none: say what to do.
+  if (error.status >= 500) {
+    return `The server ran into a problem (HTTP ${error.status}). Try again ${wait}; if it keeps happening, the app's logs say why.`;
+  }
+  return error.message;
+}
+
 function fail(error: unknown, fromPoll = false): void {
   state.pollFailed = fromPoll;
   if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
@@ -129,7 +147,7 @@ function fail(error: unknown, fromPoll = false): void {
     showError(error.status === 401 ? 'The token was not accepted.' : 'The token is revoked or expired.');
     return;
   }
-  if (error instanceof ApiError && error.status === 429) {
+  if (error instanceof ApiError && error.code === 'TOO_MANY_REQUESTS') {
     const wait = error.retryAfter ? `in ${error.retryAfter} seconds` : 'in a minute';
     // A token never accepted yet may be the mistyped one: ask again instead of showing an inbox.
     if (!state.verified) {
@@ -139,7 +157,7 @@ function fail(error: unknown, fromPoll = false): void {
     showError(`Too many failed sign-ins from this address. Try again ${wait}.`);
     return;
   }
-  showError(error instanceof Error ? error.message : 'Something went wrong.');
+  showError(describe(error));
 }
 
 function signedIn(on: boolean): void {
@@ -568,6 +586,8 @@ async function start(): Promise<void> {
 function on(id: string, event: string, handler: (ev: Event) => Promise<void> | void): void {
   $(id).addEventListener(event, (ev) => {
     if (event === 'submit') ev.preventDefault();
+    // An error describes the operator's last action: a new one starts without it.
+    if (event === 'submit' || event === 'click') showError('');
     Promise.resolve(handler(ev)).catch(fail);
   });
 }
@@ -584,12 +604,16 @@ function init(): void {
     signedIn(false);
   });
   for (const b of document.querySelectorAll<HTMLButtonElement>('#nav button[data-view]')) {
-    b.addEventListener('click', () => showView((b.dataset['view'] ?? 'inbox') as View));
+    b.addEventListener('click', () => {
+      showError('');
+      showView((b.dataset['view'] ?? 'inbox') as View);
+    });
   }
   let typing: number | undefined;
   on('list-q', 'input', () => {
     window.clearTimeout(typing);
     typing = window.setTimeout(() => {
+      showError('');
       state.q = $<HTMLInputElement>('list-q').value.trim();
       state.listPages = 1;
       loadList().catch(fail);

@@ -37,29 +37,51 @@ let who: { name: string; waId: string } | null = null;
 let shown = '';
 let latest: ChatMessage[] = [];
 let timer: number | undefined;
+/** The error shown is about reaching the app or reading the conversation (gone once a read succeeds). */
+let pollFailed = false;
 
 function showError(message: string | null): void {
   errorLine.hidden = message === null;
   errorLine.textContent = message ?? '';
 }
 
-async function send(body: Record<string, unknown>): Promise<void> {
-  if (!who) return;
-  const response = await fetch('/api/dev/chat/send', {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ ...body, waId: who.waId, name: who.name }),
-  });
+const UNREACHABLE = 'the app cannot be reached: is npm run dev still running?';
+
+/** Sends one thing as the user; false (with the error shown) when it did not reach the webhook. */
+async function send(body: Record<string, unknown>): Promise<boolean> {
+  if (!who) return false;
+  let response: Response;
+  try {
+    response = await fetch('/api/dev/chat/send', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ ...body, waId: who.waId, name: who.name }),
+    });
+  } catch {
+    showError(UNREACHABLE);
+    pollFailed = true;
+    return false;
+  }
   const answer = (await response.json().catch(() => ({}))) as {
     webhookStatus?: number;
     error?: { message?: string };
   };
   if (!response.ok) {
     showError(answer.error?.message ?? `the webhook answered ${answer.webhookStatus ?? response.status}`);
-    return;
+    return false;
   }
   showError(null);
-  await refresh();
+  pollFailed = false;
+  await refresh().catch(() => undefined);
+  return true;
+}
+
+/** Sends what the text box held; puts it back when it did not go, so nothing typed is lost. */
+function sendTyped(body: Record<string, unknown>, typed: string): void {
+  textInput.value = '';
+  void send(body).then((sent) => {
+    if (!sent && !textInput.value) textInput.value = typed;
+  });
 }
 
 function button(label: string, onClick: () => void, className = ''): HTMLButtonElement {
@@ -117,15 +139,23 @@ async function refresh(): Promise<void> {
   const response = await fetch(`/api/dev/chat/messages?waId=${encodeURIComponent(who.waId)}`);
   if (!response.ok) {
     showError(`could not read the conversation (${response.status})`);
+    pollFailed = true;
     return;
   }
   render((await response.json()) as Conversation);
+  if (pollFailed) {
+    pollFailed = false;
+    showError(null);
+  }
 }
 
 function poll(): void {
   window.clearTimeout(timer);
   refresh()
-    .catch((error: unknown) => showError(error instanceof Error ? error.message : String(error)))
+    .catch(() => {
+      showError(UNREACHABLE);
+      pollFailed = true;
+    })
     .finally(() => {
       timer = window.setTimeout(poll, POLL_MS);
     });
@@ -139,6 +169,7 @@ function start(event: SubmitEvent): void {
     showError('a name and a number of 6 to 15 digits (country code first) are needed');
     return;
   }
+  showError(null);
   who = { name, waId };
   localStorage.setItem(STORAGE_KEY, JSON.stringify(who));
   shown = '';
@@ -167,18 +198,18 @@ element<HTMLFormElement>('composer').addEventListener('submit', (event) => {
   event.preventDefault();
   const text = textInput.value.trim();
   if (!text) return;
-  textInput.value = '';
-  void send({ kind: 'text', text });
+  sendTyped({ kind: 'text', text }, textInput.value);
 });
 element('send-image').addEventListener('click', () => {
   const caption = textInput.value.trim();
-  textInput.value = '';
-  void send({ kind: 'image', ...(caption ? { caption } : {}) });
+  sendTyped({ kind: 'image', ...(caption ? { caption } : {}) }, textInput.value);
 });
 element('send-location').addEventListener('click', () => {
   const place = textInput.value.trim() || 'Fake Cafe';
-  textInput.value = '';
-  void send({ kind: 'location', latitude: 38.7223, longitude: -9.1393, place, address: '1 Fake Street' });
+  sendTyped(
+    { kind: 'location', latitude: 38.7223, longitude: -9.1393, place, address: '1 Fake Street' },
+    textInput.value,
+  );
 });
 element('send-reaction').addEventListener('click', () => {
   const target = lastBotMessage();
