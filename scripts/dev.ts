@@ -3,10 +3,10 @@
 // AzureWebJobsStorage, else an Azurite kept under .data/azurite/ for the queues. With no settings at
 // all it generates development secrets and records replies as `not_sent` (dry run).
 //
-// It runs as `node --import tsx scripts/dev.ts`, one process under the shell npm runs scripts in,
-// and stops on SIGTERM/SIGINT or when that shell has gone: npm forwards a signal only to the shell,
-// which does not pass it on (sh dies of it, as dash does not `exec` a lone command; on Windows
-// npm's kill ends cmd.exe alone).
+// It runs as `exec node --import tsx scripts/dev.ts`: the shell npm runs scripts in becomes this
+// process, so the SIGTERM or SIGINT npm forwards to its child reaches the app (dash does not `exec`
+// a lone command of itself, and on SIGINT it would wait for the app without passing it on). It
+// also stops when its parent has gone, and when npm has (see `npmRunner`).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
@@ -85,8 +85,9 @@ async function main(): Promise<void> {
   process.on('SIGTERM', () => void shutdown('SIGTERM received'));
   process.on('SIGINT', () => void shutdown('SIGINT received'));
   watchParent(() => void shutdown('its parent process has gone'));
-  // Run by npm: npm itself is watched too (killed without passing the signal on, it leaves its
-  // shell running), and may have gone, or taken its shell along, before this process could watch.
+  // Run by npm: npm itself is watched too (under a shell that did not `exec`, an npm killed without
+  // passing the signal on leaves that shell running), and may have gone before this process could
+  // watch.
   if (process.env['npm_lifecycle_event'] === 'dev') {
     const runner = npmRunner('scripts/dev.ts');
     if (runner === 'gone') void shutdown('its parent process has gone');

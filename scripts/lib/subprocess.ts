@@ -73,8 +73,8 @@ export function watchParent(onExit: () => void, intervalMs = 250): void {
  * shell, and this process under it, running); `gone` when it had gone before this process could
  * watch it (a shell that died of the signal while node was loading leaves init or a subreaper as
  * the parent; an npm that died leaves init as the shell's parent); null when that cannot be told
- * (no /proc) and the parent is not init. A parent that is npm itself (a shell that `exec`s, or npm
- * as a container's pid 1) is the runner.
+ * (no /proc) and the parent is not init. A parent that is npm itself (`npm run dev` `exec`s, and
+ * npm may be a container's pid 1; yarn, pnpm and bun alike) is the runner.
  */
 export function npmRunner(marker: string): number | 'gone' | null {
   const parent = process.ppid;
@@ -84,7 +84,7 @@ export function npmRunner(marker: string): number | 'gone' | null {
   } catch {
     return parent === 1 ? 'gone' : null; // no /proc: the pid is all there is
   }
-  if (!command.includes(marker)) return /npm/.test(command) ? parent : 'gone';
+  if (!command.includes(marker)) return /npm|yarn|bun/.test(command) ? parent : 'gone';
   try {
     const stat = readFileSync(`/proc/${parent}/stat`, 'utf8');
     const grandparent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);

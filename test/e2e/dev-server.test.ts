@@ -264,34 +264,38 @@ describe('npm run dev with an AI endpoint', () => {
 });
 
 describe('npm run dev started with npm', () => {
-  it('stops within 10 s, with all it started, when only the npm process gets SIGTERM', async () => {
-    // No MONGODB_URI: the embedded database and Azurite are started too.
-    const dev = await startDev({}, { npm: true });
-    try {
-      const npmPid = dev.child.pid as number;
-      const started = descendants(npmPid);
-      // npm's shell, the app, the embedded database, Azurite (and whatever helps them).
-      expect(started.length, started.join('\n')).toBeGreaterThanOrEqual(4);
-      expect((await fetch(`${dev.url}/api/health`)).status).toBe(200);
-      const answers = () =>
-        fetch(`${dev.url}/api/health`, { signal: AbortSignal.timeout(1_000) }).then(
-          () => true,
-          () => false,
-        );
-      const signalled = Date.now();
-      process.kill(npmPid, 'SIGTERM'); // npm alone, not its process group
-      const gone = async () => !(await answers()) && stillRunning(started).length === 0;
-      await waitFor(gone, 10_000).catch(() => undefined);
-      expect({ answering: await answers(), running: stillRunning(started) }).toEqual({
-        answering: false,
-        running: [],
-      });
-      expect(Date.now() - signalled).toBeLessThan(10_000);
-      expect(dev.output()).toContain('stopped');
-    } finally {
-      await dev.stop();
-    }
-  }, 120_000);
+  it.each(['SIGTERM', 'SIGINT'] as const)(
+    'stops within 10 s, with all it started, when only the npm process gets %s',
+    async (signal) => {
+      // No MONGODB_URI: the embedded database and Azurite are started too.
+      const dev = await startDev({}, { npm: true });
+      try {
+        const npmPid = dev.child.pid as number;
+        const started = descendants(npmPid);
+        // The app, the embedded database, Azurite (and whatever helps them).
+        expect(started.length, started.join('\n')).toBeGreaterThanOrEqual(3);
+        expect((await fetch(`${dev.url}/api/health`)).status).toBe(200);
+        const answers = () =>
+          fetch(`${dev.url}/api/health`, { signal: AbortSignal.timeout(1_000) }).then(
+            () => true,
+            () => false,
+          );
+        const signalled = Date.now();
+        process.kill(npmPid, signal); // npm alone, not its process group
+        const gone = async () => !(await answers()) && stillRunning(started).length === 0;
+        await waitFor(gone, 10_000).catch(() => undefined);
+        expect({ answering: await answers(), running: stillRunning(started) }).toEqual({
+          answering: false,
+          running: [],
+        });
+        expect(Date.now() - signalled).toBeLessThan(10_000);
+        expect(dev.output()).toContain('stopped');
+      } finally {
+        await dev.stop();
+      }
+    },
+    120_000,
+  );
 });
 
 /**
@@ -333,8 +337,8 @@ async function npmRunDev(): Promise<{
 
 describe('npm run dev stopped as it starts', () => {
   it('stops within 10 s when only the npm process gets SIGTERM before the app has started', async () => {
-    // npm passes the signal to its shell, which dies of it before node has started: the app then
-    // starts with init (or a subreaper) as its parent, and must stop all the same.
+    // npm passes the signal to its child, the shell or the node it `exec`s, before the app has
+    // installed its handlers: nothing it would start may outlive it.
     const { child, group, cleanup } = await npmRunDev();
     try {
       // Once npm has started its shell, and before node could have loaded the app.
