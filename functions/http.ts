@@ -21,7 +21,8 @@ export function errorResponse(error: unknown, context: InvocationContext): HttpR
     const status = httpStatusOf[error.code];
     if (status >= 500)
       loggerOf(context).error('request failed', { code: error.code, error: scrub(error.message) });
-    const message = status >= 500 && error.code !== ErrorCode.UNAVAILABLE ? 'internal error' : error.message;
+    const shown = status < 500 || error.code === ErrorCode.UNAVAILABLE || error.exposed;
+    const message = shown ? error.message : 'internal error';
     const headers: Record<string, string> = {
       ...(error.code === ErrorCode.UNAUTHORIZED ? { 'WWW-Authenticate': 'Bearer' } : {}),
       ...(error.retryAfterSeconds === undefined ? {} : { 'Retry-After': String(error.retryAfterSeconds) }),

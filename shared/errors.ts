@@ -42,13 +42,16 @@ export class AppError extends Error {
   override readonly name = 'AppError';
   /** Seconds after which a retry may succeed (the `Retry-After` header of a 429 or 503). */
   readonly retryAfterSeconds: number | undefined;
+  /** The message is written for the client (nothing internal in it): answered even with a 5xx. */
+  readonly exposed: boolean;
   constructor(
     readonly code: ErrorCode,
     message: string,
-    options?: { cause?: unknown; retryAfterSeconds?: number },
+    options?: { cause?: unknown; retryAfterSeconds?: number; exposed?: boolean },
   ) {
     super(message, options);
     this.retryAfterSeconds = options?.retryAfterSeconds;
+    this.exposed = options?.exposed ?? false;
   }
 }
 

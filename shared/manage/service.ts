@@ -358,7 +358,12 @@ export async function sendMessage(
   // Erased by another operator meanwhile: the message went with the user.
   if (recorded === 'erased') throw notFound();
   if (failure) {
-    throw new AppError(ErrorCode.UPSTREAM_FAILED, 'WhatsApp did not accept the message', { cause: failure });
+    // Said to the operator: a send Graph did not answer may still reach the user.
+    throw new AppError(
+      ErrorCode.UPSTREAM_FAILED,
+      'WhatsApp did not accept the message, or did not answer (it may then still arrive): it is stored as failed',
+      { cause: failure, exposed: true },
+    );
   }
   const stored = await data.messages.getMessage(messageId);
   if (!stored) throw new AppError(ErrorCode.INTERNAL, 'the sent message was not stored');

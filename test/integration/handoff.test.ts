@@ -405,6 +405,14 @@ describe('operator messages', () => {
     });
     const failed = await api('userMessages', id, 'POST', { text: 'will fail' });
     expect(failed.status).toBe(502);
+    // The operator is told what happened, not "internal error".
+    expect(failed.body).toEqual({
+      error: {
+        code: 'UPSTREAM_FAILED',
+        message:
+          'WhatsApp did not accept the message, or did not answer (it may then still arrive): it is stored as failed',
+      },
+    });
     const stored = (await messagesOf(id))[0];
     expect(stored).toMatchObject({ text: 'will fail', status: 'failed', role: 'operator' });
 
