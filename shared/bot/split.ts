@@ -1,25 +1,33 @@
 // Splits an answer into WhatsApp text messages of at most 4096 characters (Unicode code points,
 // as WhatsApp and the contract count them), at paragraph, line, sentence or word boundaries when
 // possible, never inside a character as the user sees it (a surrogate pair, an emoji sequence
-// joined with ZWJ or a skin tone, a letter with its combining marks).
+// joined with ZWJ or a skin tone, a letter with its combining marks). At most MAX_TEXT_PARTS
+// messages: a longer answer (a model that ran on) is cut at a boundary and ends with "…" — a user
+// flooded with dozens of messages reads none of them, and Meta limits the messages a business sends
+// one user in a burst (error 131056).
 
 import { characters, TEXT_BODY_LIMIT } from '../whatsapp/outbound';
 
 export const WHATSAPP_TEXT_LIMIT = TEXT_BODY_LIMIT;
+/** The most messages one answer goes out in. */
+export const MAX_TEXT_PARTS = 4;
+const CUT_MARK = '…';
 
 const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
 
-export function splitMessage(text: string, limit = WHATSAPP_TEXT_LIMIT): string[] {
+export function splitMessage(text: string, limit = WHATSAPP_TEXT_LIMIT, maxParts = MAX_TEXT_PARTS): string[] {
   const parts: string[] = [];
   let rest = text.trim();
   while (characters(rest) > limit) {
-    const window = longestStart(rest, limit);
+    const last = parts.length === maxParts - 1;
+    const window = longestStart(rest, last ? limit - CUT_MARK.length : limit);
     const cut =
       lastBreak(window, /\n\s*\n/g) ??
       lastBreak(window, /\n/g) ??
       lastBreak(window, /[.!?…]\s/g) ??
       lastBreak(window, /\s/g);
     const head = cut && cut > window.length / 2 ? window.slice(0, cut) : window;
+    if (last) return [...parts, `${head.trim()}${CUT_MARK}`];
     parts.push(head.trim());
     rest = rest.slice(head.length).trim();
   }

@@ -1,7 +1,7 @@
 // Reply policy pure parts: commands, splitting long answers, status ordering and queue job parsing.
 import { describe, expect, it } from 'vitest';
 import { parseCommand } from '../../shared/bot/commands';
-import { splitMessage, WHATSAPP_TEXT_LIMIT } from '../../shared/bot/split';
+import { MAX_TEXT_PARTS, splitMessage, WHATSAPP_TEXT_LIMIT } from '../../shared/bot/split';
 import { parseReplyJob } from '../../shared/bot/jobs';
 import { characters } from '../../shared/whatsapp/outbound';
 import { STATUS_RANK } from '../../shared/data/messages';
@@ -74,6 +74,23 @@ describe('splitMessage', () => {
     expect(splitMessage(exactly)).toEqual([exactly]);
   });
 
+  it(`sends at most ${MAX_TEXT_PARTS} parts: a longer answer is cut at a boundary and ends with "…"`, () => {
+    const text = prose(20_000);
+    expect(text.length).toBeGreaterThan(20 * WHATSAPP_TEXT_LIMIT);
+    const parts = splitMessage(text);
+    expect(parts).toHaveLength(MAX_TEXT_PARTS);
+    for (const part of parts) expect(characters(part)).toBeLessThanOrEqual(WHATSAPP_TEXT_LIMIT);
+    const last = parts.at(-1) as string;
+    expect(last.endsWith('…')).toBe(true);
+    expect(last).not.toMatch(/\s…$/);
+    // What was sent is the answer's start, word for word.
+    const sent = words(parts.join(' ').slice(0, -1));
+    expect(sent).toEqual(words(text).slice(0, sent.length));
+    // Exactly the cap's length is not cut.
+    const full = splitMessage(text, WHATSAPP_TEXT_LIMIT, Infinity).slice(0, MAX_TEXT_PARTS).join('\n\n');
+    expect(splitMessage(full).at(-1)?.endsWith('…')).toBe(false);
+  });
+
   it('returns nothing for blank text', () => {
     expect(splitMessage('   \n ')).toEqual([]);
   });
@@ -81,7 +98,7 @@ describe('splitMessage', () => {
   it('splits long prose into parts of at most 4096 characters that join back to the same words', () => {
     const text = prose(3000);
     expect(text.length).toBeGreaterThan(3 * WHATSAPP_TEXT_LIMIT);
-    const parts = splitMessage(text);
+    const parts = splitMessage(text, WHATSAPP_TEXT_LIMIT, Infinity);
     expect(parts.length).toBeGreaterThan(3);
     for (const part of parts) {
       expect(part.length).toBeLessThanOrEqual(WHATSAPP_TEXT_LIMIT);
