@@ -1,6 +1,6 @@
 // The MongoDB client lifecycle and the error boundary of the data module: one client per process,
 // created lazily and reused across invocations, with the options Cosmos DB for MongoDB (RU) needs.
-import { MongoClient, MongoServerError, type CommandStartedEvent, type Db } from 'mongodb';
+import { MongoClient, MongoServerError, type CommandStartedEvent, type Db, type WriteError } from 'mongodb';
 import { AppError, ErrorCode } from '../errors';
 
 export const CLIENT_OPTIONS = {
@@ -78,22 +78,49 @@ export async function closeAllClients(): Promise<void> {
 
 const THROTTLED = 16500;
 const DUPLICATE_KEY = 11000;
+const EXCEEDED_TIME_LIMIT = 50;
 const MAX_RETRY_AFTER_MS = 5_000;
 
 export function isDuplicateKey(error: unknown): boolean {
   return error instanceof MongoServerError && error.code === DUPLICATE_KEY;
 }
 
+/** One write's error in a bulk write's answer (the driver exports its class as a type only). */
+const isWriteError = (error: unknown): error is Pick<WriteError, 'code' | 'errmsg' | 'index'> =>
+  typeof error === 'object' &&
+  error !== null &&
+  !(error instanceof Error) &&
+  typeof (error as { index?: unknown }).index === 'number' &&
+  typeof (error as { code?: unknown }).code === 'number';
+
+/**
+ * Cosmos DB's throttling (16500), of a whole command or of one write of a bulk write (a
+ * `WriteError` with its own code: the other writes of the batch were applied).
+ */
 export function isThrottled(error: unknown): boolean {
+  const coded =
+    error instanceof MongoServerError
+      ? { code: error.code, text: error.message }
+      : isWriteError(error)
+        ? { code: error.code, text: error.errmsg ?? '' }
+        : null;
   return (
-    error instanceof MongoServerError &&
-    (error.code === THROTTLED || /TooManyRequests|Request rate is large/i.test(error.message))
+    coded !== null && (coded.code === THROTTLED || /TooManyRequests|Request rate is large/i.test(coded.text))
   );
+}
+
+/**
+ * Cosmos DB's request time limit (error 50, ExceededTimeLimit): a request that ran past 60 s, or
+ * throttling retried on the server (Server Side Retry) until then. Transient, but never sent
+ * again here: a write that got it may have been applied ("may result in duplicate writes").
+ */
+export function isTimeLimit(error: unknown): boolean {
+  return error instanceof MongoServerError && error.code === EXCEEDED_TIME_LIMIT;
 }
 
 /** Cosmos DB says how long to wait: "RetryAfterMs=123" in the message (or errorLabels/ details). */
 export function retryAfterMs(error: unknown, attempt: number): number {
-  const text = error instanceof Error ? error.message : '';
+  const text = error instanceof Error ? error.message : isWriteError(error) ? (error.errmsg ?? '') : '';
   const match = /RetryAfterMs=(\d+)/i.exec(text);
   const advised = match ? Number(match[1]) : 100 * 2 ** attempt;
   return Math.min(MAX_RETRY_AFTER_MS, advised) + Math.floor(Math.random() * 20);
@@ -109,7 +136,7 @@ function isUnavailable(error: unknown): boolean {
 /** Maps driver errors to application errors; duplicate keys stay as they are for callers to handle. */
 export function translateError(error: unknown): unknown {
   if (error instanceof AppError) return error;
-  if (isThrottled(error))
+  if (isThrottled(error) || isTimeLimit(error))
     return new AppError(ErrorCode.THROTTLED, 'database throttled the request', { cause: error });
   if (isUnavailable(error))
     return new AppError(ErrorCode.UNAVAILABLE, 'database unreachable', { cause: error });

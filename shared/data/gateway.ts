@@ -15,6 +15,7 @@ import {
   type WriteError,
 } from 'mongodb';
 import { isDuplicateKey, retryAfterMs, translateError, isThrottled } from './client';
+import { AppError, ErrorCode } from '../errors';
 import { sleep } from '../time';
 import type { ServerAdapter, ServerFeatures } from './adapter';
 
@@ -73,6 +74,129 @@ function bulkIds<T extends Keyed>(ops: readonly AnyBulkWriteOperation<T>[]): (st
   });
 }
 
+/** What a bulk write did, over all its attempts; keys of `upsertedIds` are the caller's indexes. */
+export interface BulkResult {
+  readonly insertedCount: number;
+  readonly matchedCount: number;
+  readonly modifiedCount: number;
+  readonly deletedCount: number;
+  readonly upsertedCount: number;
+  readonly upsertedIds: Readonly<Record<number, unknown>>;
+}
+
+/**
+ * Operations of a bulk write the server refused (not throttled), by the caller's indexes, with
+ * their codes (never the server's message: it may quote a value), and what the others did.
+ */
+export class BulkWriteFailure extends Error {
+  override readonly name = 'BulkWriteFailure';
+  constructor(
+    readonly writeErrors: readonly { readonly index: number; readonly code: number | undefined }[],
+    readonly result: BulkResult,
+    options?: { cause?: unknown },
+  ) {
+    super(`${writeErrors.length} write(s) of a bulk write refused`, options);
+  }
+}
+
+/** Sends one bulk write to the server (the driver's `bulkWrite`). */
+export type BulkSender<T extends Document> = (
+  ops: AnyBulkWriteOperation<T>[],
+  ordered: boolean,
+) => Promise<BulkWriteResult>;
+
+/**
+ * Runs a bulk write, retrying what Cosmos DB throttled. Cosmos DB applies a bulk write's
+ * operations one by one and answers a throttled one with its own write error 16500 while the
+ * others are applied (an ordered write stops there): sending the whole write again would apply
+ * those twice (a counter's `$inc`) or report them as duplicates. So only the throttled operations,
+ * and in an ordered write those after them, are sent again, after the advised delay. A write the
+ * server refused as a whole (a command error) is sent again only when it changed nothing.
+ */
+export async function runBulk<T extends Document>(
+  ops: readonly AnyBulkWriteOperation<T>[],
+  ordered: boolean,
+  send: BulkSender<T>,
+): Promise<BulkResult> {
+  const total = {
+    insertedCount: 0,
+    matchedCount: 0,
+    modifiedCount: 0,
+    deletedCount: 0,
+    upsertedCount: 0,
+    upsertedIds: {} as Record<number, unknown>,
+  };
+  const refused: { index: number; code: number | undefined }[] = [];
+  let cause: unknown;
+  let pending = ops.map((op, index) => ({ op, index }));
+  for (let attempt = 0; pending.length > 0; attempt++) {
+    let result: BulkWriteResult;
+    let errors: WriteError[] = [];
+    try {
+      result = await send(
+        pending.map((p) => p.op),
+        ordered,
+      );
+    } catch (error) {
+      const perWrite = error instanceof MongoBulkWriteError ? [error.writeErrors].flat() : [];
+      if (!(error instanceof MongoBulkWriteError) || perWrite.length === 0) {
+        const changed =
+          error instanceof MongoBulkWriteError &&
+          error.result.insertedCount +
+            error.result.matchedCount +
+            error.result.deletedCount +
+            error.result.upsertedCount >
+            0;
+        if (isThrottled(error) && !changed && attempt < MAX_THROTTLE_RETRIES) {
+          await sleep(retryAfterMs(error, attempt));
+          continue;
+        }
+        throw translateError(error);
+      }
+      result = error.result;
+      errors = perWrite;
+      cause = error;
+    }
+    total.insertedCount += result.insertedCount;
+    total.matchedCount += result.matchedCount;
+    total.modifiedCount += result.modifiedCount;
+    total.deletedCount += result.deletedCount;
+    total.upsertedCount += result.upsertedCount;
+    for (const [at, id] of Object.entries(result.upsertedIds)) {
+      const original = pending[Number(at)];
+      if (original) total.upsertedIds[original.index] = id;
+    }
+    const throttled = errors.filter((e) => isThrottled(e));
+    const next: typeof pending = [];
+    if (ordered) {
+      // An ordered write stops at its first error: what follows it did not run.
+      const first = errors[0];
+      if (first && isThrottled(first)) next.push(...pending.slice(first.index));
+      else if (first) refused.push({ index: pending[first.index]?.index ?? -1, code: first.code });
+    } else {
+      for (const e of errors) {
+        const original = pending[e.index];
+        if (!original) continue;
+        if (isThrottled(e)) next.push(original);
+        else refused.push({ index: original.index, code: e.code });
+      }
+    }
+    if (next.length > 0 && attempt >= MAX_THROTTLE_RETRIES)
+      throw new AppError(ErrorCode.THROTTLED, 'database throttled the request', { cause });
+    if (next.length > 0) await sleep(retryAfterMs(throttled[0], attempt));
+    pending = next;
+  }
+  if (refused.length > 0) throw new BulkWriteFailure(refused, total, { cause });
+  return total;
+}
+
+/** Whether a sort is by `_id` ascending alone (a read can then go on after the last `_id`). */
+function isIdOrder(sort: Sort | undefined): boolean {
+  if (!sort || typeof sort !== 'object' || Array.isArray(sort) || sort instanceof Map) return false;
+  const entries = Object.entries(sort);
+  return entries.length === 1 && entries[0]?.[0] === '_id' && entries[0][1] === 1;
+}
+
 export class Gateway<T extends Keyed> {
   constructor(
     private readonly collection: Collection<T>,
@@ -104,19 +228,43 @@ export class Gateway<T extends Keyed> {
     });
   }
 
-  /** Every matching document, fetched in batches (bulk jobs: health, backup, erase). */
+  /**
+   * Every matching document, fetched in batches (bulk jobs: health, backup, erase). The driver
+   * closes a cursor whose `find` or `getMore` failed, and a closed cursor reads as exhausted: a
+   * throttled batch is never asked of it again. It is read anew instead, from the start when
+   * nothing came yet, after the last `_id` when sorted by `_id`; otherwise the error is thrown, never
+   * a shortened list.
+   */
   async *iterate(filter: Filter<T>, options: FindOptions & { batchSize?: number } = {}): AsyncGenerator<T> {
-    let cursor = this.collection.find(filter).batchSize(options.batchSize ?? 500);
-    if (options.projection) cursor = cursor.project(options.projection);
-    if (options.sort) cursor = cursor.sort(options.sort);
-    try {
-      for (;;) {
-        const next = await execute(() => cursor.next());
-        if (!next) return;
-        yield next as T;
+    const byId = isIdOrder(options.sort);
+    let lastId: string | null = null;
+    let yielded = false;
+    for (let attempt = 0; ;) {
+      const from = lastId === null ? filter : ({ $and: [filter, { _id: { $gt: lastId } }] } as Filter<T>);
+      let cursor = this.collection.find(from).batchSize(options.batchSize ?? 500);
+      if (options.projection) cursor = cursor.project(options.projection);
+      if (options.sort) cursor = cursor.sort(options.sort);
+      try {
+        for (;;) {
+          let next: T | null;
+          try {
+            next = (await cursor.next()) as T | null;
+          } catch (error) {
+            const resumable = lastId === null ? !yielded : byId;
+            if (isThrottled(error) && resumable && attempt < MAX_THROTTLE_RETRIES) {
+              await sleep(retryAfterMs(error, attempt++));
+              break;
+            }
+            throw translateError(error);
+          }
+          if (!next) return;
+          yielded = true;
+          if (byId) lastId = next._id;
+          yield next;
+        }
+      } finally {
+        await cursor.close();
       }
-    } finally {
-      await cursor.close();
     }
   }
 
@@ -182,25 +330,29 @@ export class Gateway<T extends Keyed> {
 
   /**
    * Several writes in one round trip, unordered, where a duplicate key means "already there" (a
-   * natural `_id`): returns the driver's result and the indexes of the operations that hit one.
-   * Any other write error is thrown.
+   * natural `_id`): returns what the writes did and the indexes of the operations that hit one.
+   * Any other write error is thrown (a BulkWriteFailure).
    */
   async bulkWriteKeyed(
     ops: readonly AnyBulkWriteOperation<T>[],
-  ): Promise<{ result: BulkWriteResult | null; duplicates: Set<number> }> {
+  ): Promise<{ result: BulkResult | null; duplicates: Set<number> }> {
     try {
       return { result: await this.bulkWrite(ops, false), duplicates: new Set() };
     } catch (error) {
-      if (!(error instanceof MongoBulkWriteError)) throw error;
-      const errors = ([] as WriteError[]).concat(error.writeErrors);
-      if (!errors.every((e) => e.code === 11000)) throw error;
-      return { result: error.result, duplicates: new Set(errors.map((e) => e.index)) };
+      if (!(error instanceof BulkWriteFailure)) throw error;
+      if (!error.writeErrors.every((e) => e.code === 11000)) throw error;
+      return { result: error.result, duplicates: new Set(error.writeErrors.map((e) => e.index)) };
     }
   }
 
-  /** Several writes to this collection in one round trip. */
-  bulkWrite(ops: readonly AnyBulkWriteOperation<T>[], ordered = true): Promise<BulkWriteResult> {
-    return this.write(bulkIds(ops), () => this.collection.bulkWrite([...ops], { ordered }));
+  /**
+   * Several writes to this collection in one round trip (more when Cosmos DB throttles some of
+   * them: only those are sent again, see `runBulk`).
+   */
+  bulkWrite(ops: readonly AnyBulkWriteOperation<T>[], ordered = true): Promise<BulkResult> {
+    return this.adapter.write(this.name, bulkIds(ops), () =>
+      runBulk(ops, ordered, (batch, inOrder) => this.collection.bulkWrite(batch, { ordered: inOrder })),
+    );
   }
 
   /** Writes a whole document under its `_id` (inserted when absent). */

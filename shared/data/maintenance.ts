@@ -2,17 +2,10 @@
 // counter checks and repairs. Only simple operations (find, bulkWrite, deleteMany, countDocuments),
 // so it runs on Cosmos DB, MongoDB and FerretDB alike. Summaries and counters go through the same
 // rules as the webhook and reply paths (./summary, ./stats).
-import {
-  BSON,
-  MongoBulkWriteError,
-  type AnyBulkWriteOperation,
-  type Document,
-  type Filter,
-  type WriteError,
-} from 'mongodb';
+import { BSON, type AnyBulkWriteOperation, type Document, type Filter } from 'mongodb';
 import { AppError } from '../errors';
 import { checkStoredDocument, type StoredCollection } from './doc-schemas';
-import type { Gateway } from './gateway';
+import { BulkWriteFailure, type Gateway } from './gateway';
 import { COLLECTIONS, type CollectionName } from './indexes';
 import { countedAs } from './message-doc';
 import { STATUS_RANK, storedText, type MessageDoc } from './messages';
@@ -353,15 +346,15 @@ export class Maintenance {
         false,
       );
     } catch (error) {
-      if (!(error instanceof MongoBulkWriteError)) throw error;
-      const errors = ([] as WriteError[]).concat(error.writeErrors);
+      if (!(error instanceof BulkWriteFailure)) throw error;
+      const errors = error.writeErrors;
       const { matchedCount, upsertedCount } = error.result;
       const first = errors[0]?.code;
       throw new RestoreWriteError(
         name,
         Math.min(docs.length, matchedCount + upsertedCount),
         errors.length,
-        first === 11000 ? 'duplicate key, code 11000' : `code ${first ?? error.code ?? 'unknown'}`,
+        first === 11000 ? 'duplicate key, code 11000' : `code ${first ?? 'unknown'}`,
         { cause: error },
       );
     }
