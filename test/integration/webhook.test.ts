@@ -674,6 +674,30 @@ describe('sweeper', () => {
       expect((await messages().findOne({ _id: id }))?.['replyState']).toBe('sent');
     expect((await messages().findOne({ _id: fresh.message.id }))?.['replyState']).toBe('pending');
   });
+
+  it('re-queues a pending reply whose message Meta delivered late (its timestamp hours or years old)', async () => {
+    const late = newPhone();
+    const ancient = newPhone();
+    // Meta retries a notification for up to 7 days; a wrong clock on a phone can be further off.
+    const lateMessage = textMessage(late, 'sent this morning', { timestamp: nowSeconds(-8 * 3600) });
+    const ancientMessage = textMessage(ancient, 'from long ago', { timestamp: '1' });
+    await app.post(notification(value({ contacts: [{ waId: late }], messages: [lateMessage] })));
+    await app.post(notification(value({ contacts: [{ waId: ancient }], messages: [ancientMessage] })));
+    app.queued.length = 0; // the jobs were lost with a crashed host
+    const old = new Date(Date.now() - 5 * 60_000);
+    await messages().updateMany(
+      { _id: { $in: [lateMessage.id, ancientMessage.id] } },
+      { $set: { receivedAt: old } },
+    );
+    const ctx = app.context('sweeper');
+    await sweeperTimer(runtimeOf(app.services))(TIMER, ctx);
+    const jobs = (ctx.extraOutputs.get(replyQueueOutput) as ReplyJob[] | undefined) ?? [];
+    const requeued = jobs.map((j) => (j.kind === 'message' ? j.messageId : ''));
+    expect(requeued).toEqual(expect.arrayContaining([lateMessage.id, ancientMessage.id]));
+    for (const job of jobs) await app.runJob(job);
+    for (const id of [lateMessage.id, ancientMessage.id])
+      expect((await messages().findOne({ _id: id }))?.['replyState']).toBe('sent');
+  });
 });
 
 describe('status placeholders', () => {
