@@ -216,6 +216,13 @@ var mongoCollections = [
       {
         key: {
           keys: [
+            'receivedAt'
+          ]
+        }
+      }
+      {
+        key: {
+          keys: [
             'failedUncounted'
           ]
         }

@@ -38,7 +38,13 @@ export async function decideAndApply(
   if (user.optedOut && command !== 'start') return none;
   if (command !== 'stop' && command !== 'start' && user.handoff) {
     if (activeHandoff(user, ports.now(), ports.config.handoffHours)) return none;
-    await ports.data.handoff.expire(user.id, user.handoff);
+    // The copy read may be stale: an operator's reply since then restarted the clock.
+    const expired = await ports.data.handoff.expire(user.id, user.handoff);
+    if (!expired.ended) {
+      const current = expired.user;
+      if (!current || activeHandoff(current, ports.now(), ports.config.handoffHours)) return none;
+      return decideAndApply(ports, current, message);
+    }
   }
   if (message.role === 'notice') return { decision: fixed(UNREADABLE_ANSWER, 'notice'), user };
   switch (command) {

@@ -81,19 +81,25 @@ async function look(ports: ReplyPorts, userId: string, hint: { messageId: string
  * Renews the reply lock every third of its lease while the worker answers: one answer may outlast
  * the lease (an AI call and its retry under a long AI_TIMEOUT_MS, Graph's retries), and another
  * worker taking the lock then would answer the same message again. `lost` turns true when a
- * renewal finds the lock taken. `stop` ends the renewals and waits for one under way, so that none
- * lands after the lock is freed.
+ * renewal finds the lock taken, or once the lease last taken (`takenAt`) has run out on the clock:
+ * a worker paused past it (a frozen instance) ran no renewal, and another may hold the user now.
+ * `stop` ends the renewals and waits for one under way, so that none lands after the lock is freed.
  */
-function keepLease(ports: ReplyPorts, userId: string, owner: string, leaseMs: number) {
+function keepLease(ports: ReplyPorts, userId: string, owner: string, leaseMs: number, takenAt: Date) {
   let lost = false;
+  let until = takenAt.getTime() + leaseMs;
   let renewing: Promise<void> | null = null;
   const timer = setInterval(() => {
     if (renewing) return; // one at a time: `stop` waits for the one under way
+    const at = ports.now();
     renewing = ports.data.users
-      .lockForReply(userId, owner, leaseMs, ports.now())
+      .lockForReply(userId, owner, leaseMs, at)
       .then(
         (renewed) => {
-          if (renewed) return;
+          if (renewed) {
+            until = Math.max(until, at.getTime() + leaseMs);
+            return;
+          }
           lost = true;
           clearInterval(timer);
         },
@@ -106,7 +112,7 @@ function keepLease(ports: ReplyPorts, userId: string, owner: string, leaseMs: nu
   timer.unref();
   return {
     get lost() {
-      return lost;
+      return lost || ports.now().getTime() >= until;
     },
     async stop() {
       clearInterval(timer);
@@ -124,7 +130,8 @@ export async function processReplyJob(
   if (job.kind === 'welcome') return sendWelcome(ports, job, log);
   const { data } = ports;
   const owner = randomUUID();
-  let locked = await data.users.lockForReply(job.userId, owner, leaseMs, ports.now());
+  let lockedAt = ports.now();
+  let locked = await data.users.lockForReply(job.userId, owner, leaseMs, lockedAt);
   if (!locked) return; // another worker answers this user and looks again before it lets go
   // A worker died holding the lock, or a notification was found already stored when delivered
   // again (its first writer may have died): the summary may lack what they stored. Recounted while nothing else
@@ -134,7 +141,8 @@ export async function processReplyJob(
       inboundCount: locked.inboundCount,
       messageCount: locked.user.messageCount,
     });
-    locked = await data.users.lockForReply(job.userId, owner, leaseMs, ports.now());
+    lockedAt = ports.now();
+    locked = await data.users.lockForReply(job.userId, owner, leaseMs, lockedAt);
     if (!locked) return;
   }
   for (let looks = 0; looks < MAX_LOOKS && locked; looks++) {
@@ -147,7 +155,7 @@ export async function processReplyJob(
     });
     const recorded: OutboundRecord[] = [];
     // Renewed only when an answer or a drain takes long (never on the common path).
-    const lease = keepLease(ports, user.id, owner, leaseMs);
+    const lease = keepLease(ports, user.id, owner, leaseMs, lockedAt);
     let done = false;
     let keepLock = false;
     try {
@@ -175,9 +183,10 @@ export async function processReplyJob(
             user.id,
             recorded.map((a) => a.id),
           );
+        lockedAt = ports.now();
         locked =
           done && count !== null && (count !== seen || found.more)
-            ? await data.users.lockForReply(user.id, owner, leaseMs, ports.now())
+            ? await data.users.lockForReply(user.id, owner, leaseMs, lockedAt)
             : null;
       }
     }

@@ -99,12 +99,22 @@ export class HandoffRepository {
     return doc ? toUser(doc) : null;
   }
 
-  /** Ends an expired handoff, only if it is still the one that expired. */
-  async expire(userId: string, handoff: Handoff): Promise<void> {
-    await this.users.updateOne(
+  /**
+   * Ends an expired handoff, only if it is still the one that expired; otherwise returns the user
+   * as stored now (an operator may have restarted the handoff's clock since `handoff` was read),
+   * or null for a user gone.
+   */
+  async expire(
+    userId: string,
+    handoff: Handoff,
+  ): Promise<{ ended: true } | { ended: false; user: User | null }> {
+    const result = await this.users.updateOne(
       { _id: userId, 'handoff.since': handoff.since, 'handoff.activeAt': handoff.activeAt },
       { $set: { handoff: null } },
     );
+    if (result.modified === 1) return { ended: true };
+    const doc = await this.users.findOne({ _id: userId });
+    return { ended: false, user: doc ? toUser(doc) : null };
   }
 
   /** An operator replied: the handoff's clock restarts. */

@@ -46,6 +46,8 @@ export const INDEXES: Readonly<Record<CollectionName, readonly IndexDefinition[]
     { name: 'createdAt_id', keys: { createdAt: 1, _id: 1 } },
     // retention (a single-field sort needs a single-field index on Cosmos DB)
     { name: 'createdAt', keys: { createdAt: 1 } },
+    // the sweep: inbound messages by when we received them (Meta's time may be days old)
+    { name: 'receivedAt', keys: { receivedAt: 1 } },
     // failures reported by statuses and not in the running counter yet (stats, the sweep)
     { name: 'failedUncounted', keys: { failedUncounted: 1 } },
     // messages stored or settled and not in the running counters yet (stats, the sweep: ./pending)

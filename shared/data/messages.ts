@@ -140,22 +140,22 @@ export class MessagesRepository {
 
   /**
    * Inbound messages whose answer looks abandoned (for the sweeper): still `pending` (or `sending`,
-   * kept by earlier versions) and stored more than `graceMs` ago. Looks only at messages created in
-   * the last `windowMs`, a range of the `createdAt` index, so a sweep costs what that window holds.
+   * kept by earlier versions) and stored more than `graceMs` ago. Looks only at messages received in
+   * the last `windowMs`, a range of the `receivedAt` index, so a sweep costs what that window holds.
    */
   async staleReplies(
     now: Date,
     limit: number,
     { graceMs = 60_000, windowMs = 6 * 60 * 60 * 1000 }: { graceMs?: number; windowMs?: number } = {},
   ): Promise<Message[]> {
+    // On our clock: Meta's timestamp (createdAt) of a notification it delivered late may be days old.
     const docs = await this.messages.find(
       {
-        createdAt: { $gte: new Date(now.getTime() - windowMs) },
+        receivedAt: { $gte: new Date(now.getTime() - windowMs), $lt: new Date(now.getTime() - graceMs) },
         direction: 'inbound',
         replyState: { $in: WAITING },
-        receivedAt: { $lt: new Date(now.getTime() - graceMs) },
       },
-      { sort: { createdAt: 1 }, limit, projection: { rawJson: 0, raw: 0, terms: 0 } },
+      { sort: { receivedAt: 1 }, limit, projection: { rawJson: 0, raw: 0, terms: 0 } },
     );
     return docs.map(toMessage);
   }

@@ -196,6 +196,9 @@ export class StatsRepository {
     if (!(await this.takeFoldLease(owner, new Date()))) return folded;
     try {
       for (let batch = 0; batch < FOLD_BATCHES; batch++) {
+        // Renewed before each further batch: a sweep paused past the lease, which another sweep
+        // took meanwhile, stops instead of unmarking the documents that one takes too.
+        if (batch > 0 && !(await this.takeFoldLease(owner, new Date()))) break;
         const taken = await this.pending.take(FOLD_BATCH);
         await this.apply(taken.delta);
         folded.messages += taken.messages;

@@ -345,6 +345,15 @@ describe('AI answers', () => {
     expect(reads.map((r) => 'typing_indicator' in r.body)).toEqual([true, true, false, false, false]);
   });
 
+  it('counts the answers of the last 60 seconds, the answer exactly a minute old included', async () => {
+    // 2 answers a minute; a message every 30 s, each answered 1 s later. c comes exactly a minute
+    // after a's answer: still over the limit (notice). d and e each find one answer in their
+    // minute: answered.
+    const chat = await new Chat('15550000017', { AI_MAX_PER_MINUTE: '2' }, 29_000).init();
+    for (const text of ['a', 'b', 'c', 'd', 'e']) await chat.say(text);
+    expect(sentTexts()).toEqual(['answer 1', 'answer 2', RATE_LIMIT_NOTICE, 'answer 3', 'answer 4']);
+  });
+
   it('records usage on the answer and counts AI requests and tokens in the stats', async () => {
     const before = await data.stats.totals();
     const chat = await new Chat('15550000008').init();

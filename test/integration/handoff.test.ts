@@ -170,6 +170,27 @@ describe('an operator takes over a conversation', () => {
     await app.userWrites(waId, 'stop', 'Lena');
     expect(sentTexts()).toEqual([STOP_ANSWER]);
   });
+
+  it('stays silent when an operator restarted a handoff that the worker read as expiring', async () => {
+    const waId = newNumber();
+    await app.userWrites(waId, 'hello', 'Lena');
+    const id = await userIdOf(app.services.data, waId);
+    const { handoff, users } = app.services.data;
+    const start = new Date();
+    await handoff.take(id, BOOTSTRAP_TOKEN_NAME, start, 2);
+    // The reply worker read the user (its copy of the handoff started at `start`); just before
+    // the two hours end, the operator replies and so restarts the handoff's clock.
+    const read = (await users.getUser(id))!;
+    const restart = new Date(start.getTime() + 2 * HOUR - 1_000);
+    await handoff.take(id, BOOTSTRAP_TOKEN_NAME, restart, 2);
+    // The worker decides after the first two hours, with the copy it read.
+    const later = new Date(start.getTime() + 2 * HOUR + 1_000);
+    const services = { ...app.services, now: () => later };
+    const message = (await messagesOf(id)).find((m) => m.direction === 'inbound')!;
+    const asMessage = (await app.services.data.messages.getMessage(message.id))!;
+    expect((await decideAndApply(services, read, asMessage)).decision).toEqual({ kind: 'none' });
+    expect((await users.getUser(id))?.handoff?.activeAt).toEqual(restart);
+  });
 });
 
 describe('the human command', () => {

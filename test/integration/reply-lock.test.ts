@@ -220,4 +220,31 @@ describe('reply lock', () => {
       await model.close();
     }
   });
+
+  it('a worker paused past its lease sends nothing once another worker may have taken the user over', async () => {
+    const phone = '4420700000008';
+    const { message, payload } = textNotification(phone, 'paused?');
+    const [job] = (await ingestNotification(app.services, payload, log)).jobs;
+    if (job?.kind !== 'message') throw new Error('no reply job');
+    let clock = Date.now();
+    const { graph, data } = app.services;
+    // The process stops (a frozen instance, a long pause) right after the read receipt, for two
+    // leases; meanwhile another worker takes the user's lock, whose lease is over. No renewal
+    // ran during the pause, so only the clock can tell the worker its lease is gone.
+    const paused = Object.create(graph, {
+      markRead: {
+        value: async (...args: Parameters<typeof graph.markRead>) => {
+          await graph.markRead(...args);
+          clock += 2 * LEASE_MS;
+          expect(
+            await data.users.lockForReply(job.userId, 'other-worker', LEASE_MS, new Date(clock)),
+          ).not.toBeNull();
+        },
+      },
+    }) as typeof graph;
+    const ports = { ...app.services, graph: paused, now: () => new Date(clock) };
+    await processReplyJob(ports, job, log).catch(() => undefined);
+    expect(app.graph.sends().filter((s) => s.body['to'] === phone)).toHaveLength(0);
+    expect((await data.messages.getMessage(message.id))?.replyState).toBe('pending');
+  });
 });

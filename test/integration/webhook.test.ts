@@ -16,7 +16,10 @@ import {
 } from '../helpers/meta';
 import { loadConfig } from '../../shared/config';
 import { buildServices, runtimeOf } from '../../shared/deps';
-import { createDataStore } from '../../shared/data';
+import { createDataStore, CounterDelta } from '../../shared/data';
+import { Gateway } from '../../shared/data/gateway';
+import { adapterFor } from '../../shared/data/adapter';
+import { StatsRepository, type StatsDoc } from '../../shared/data/stats';
 import { inboundQueueOutput, receiveWebhook, replyQueueOutput, verifyWebhook } from '../../functions/webhook';
 import { ingestWorker } from '../../functions/ingest';
 import { sweeperTimer } from '../../functions/sweeper';
@@ -673,6 +676,66 @@ describe('sweeper', () => {
     for (const id of [first.id, second.id, other.message.id])
       expect((await messages().findOne({ _id: id }))?.['replyState']).toBe('sent');
     expect((await messages().findOne({ _id: fresh.message.id }))?.['replyState']).toBe('pending');
+  });
+
+  it('re-queues a pending reply whose message Meta delivered late (its timestamp hours or years old)', async () => {
+    const late = newPhone();
+    const ancient = newPhone();
+    // Meta retries a notification for up to 7 days; a wrong clock on a phone can be further off.
+    const lateMessage = textMessage(late, 'sent this morning', { timestamp: nowSeconds(-8 * 3600) });
+    const ancientMessage = textMessage(ancient, 'from long ago', { timestamp: '1' });
+    await app.post(notification(value({ contacts: [{ waId: late }], messages: [lateMessage] })));
+    await app.post(notification(value({ contacts: [{ waId: ancient }], messages: [ancientMessage] })));
+    app.queued.length = 0; // the jobs were lost with a crashed host
+    const old = new Date(Date.now() - 5 * 60_000);
+    await messages().updateMany(
+      { _id: { $in: [lateMessage.id, ancientMessage.id] } },
+      { $set: { receivedAt: old } },
+    );
+    const ctx = app.context('sweeper');
+    await sweeperTimer(runtimeOf(app.services))(TIMER, ctx);
+    const jobs = (ctx.extraOutputs.get(replyQueueOutput) as ReplyJob[] | undefined) ?? [];
+    const requeued = jobs.map((j) => (j.kind === 'message' ? j.messageId : ''));
+    expect(requeued).toEqual(expect.arrayContaining([lateMessage.id, ancientMessage.id]));
+    for (const job of jobs) await app.runJob(job);
+    for (const id of [lateMessage.id, ancientMessage.id])
+      expect((await messages().findOne({ _id: id }))?.['replyState']).toBe('sent');
+  });
+  it('a sweep paused past its fold lease folds no further batch once another sweep holds the fold', async () => {
+    const db = app.database.db;
+    let batches = 0;
+    // The first batch is full (more may be marked); during it the process stops past the fold's
+    // lease, and another sweep takes the fold, whose marks the two would otherwise both count.
+    const pending = {
+      delta: async () => new CounterDelta(),
+      take: async (limit: number) => {
+        batches++;
+        if (batches === 1)
+          await db
+            .collection<StatsDoc>('stats')
+            .updateOne(
+              { _id: 'totals' },
+              { $set: { foldOwner: 'another-sweep', foldUntil: new Date(Date.now() + 5 * 60_000) } },
+            );
+        return { delta: new CounterDelta(), messages: limit, users: 0, failures: 0 };
+      },
+    };
+    const stats = new StatsRepository(
+      new Gateway<StatsDoc>(db.collection<StatsDoc>('stats'), adapterFor(db)),
+      pending,
+    );
+    try {
+      await stats.foldPending();
+      expect(batches).toBe(1);
+      // The other sweep's lease stays its own.
+      expect((await db.collection<StatsDoc>('stats').findOne({ _id: 'totals' }))?.['foldOwner']).toBe(
+        'another-sweep',
+      );
+    } finally {
+      await db
+        .collection<StatsDoc>('stats')
+        .updateOne({ _id: 'totals' }, { $unset: { foldOwner: '', foldUntil: '' } });
+    }
   });
 });
 
