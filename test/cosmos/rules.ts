@@ -119,7 +119,10 @@ const SUPPORTED_COMMANDS = new Set([
   'aggregate',
   'count',
   'distinct',
-  // sent by the driver: health ping, handshake, and endSessions on close (unacknowledged, w:0)
+  // sent by the driver: health ping, handshake, and endSessions on close. Cosmos DB does not
+  // support the server-side session commands (feature-support-42: "Sessions"); endSessions is
+  // allowed here only because the driver sends it as the client closes and nothing waits on its
+  // answer: a refusal changes nothing.
   'ping',
   'hello',
   'isMaster',
