@@ -101,7 +101,10 @@ function pathHandler(
         handoffHours: s.config.handoffHours,
         cursors: cursorCodec(s.config.whatsapp.appSecret),
       };
-      const result = await route.invoke(ctx, { params: request.params, query: request.query, body }, caller);
+      // From the URL, not request.query: the Functions host joins a parameter given twice into one
+      // value ("a,b"), which would hide the repetition parseQuery refuses.
+      const query = new URL(request.url).searchParams;
+      const result = await route.invoke(ctx, { params: request.params, query, body }, caller);
       status = result === undefined ? 204 : route.status;
       return result === undefined
         ? { status, headers: SECURITY_HEADERS }
