@@ -19,12 +19,13 @@ import { cursorCodec } from '../shared/manage/cursor';
 import { DASHBOARD_CSP, DASHBOARD_CSS, DASHBOARD_HTML, dashboardScript } from '../shared/manage/dashboard';
 import { MANAGE_ROUTES, MAX_BODY_BYTES, type ManageRoute } from '../shared/manage/routes';
 import type { HttpDefinition } from './definition-types';
-import { errorResponse, SECURITY_HEADERS } from './http';
+import { errorResponse, requireDeclaredLength, SECURITY_HEADERS } from './http';
 
 /** A management handler (assignable to the host's HttpHandler; always async). */
 export type ManageHandler = (request: HttpRequest, context: InvocationContext) => Promise<HttpResponseInit>;
 
 async function readJson(request: HttpRequest): Promise<unknown> {
+  requireDeclaredLength(request);
   const text = await request.text();
   if (Buffer.byteLength(text, 'utf8') > MAX_BODY_BYTES) {
     throw new AppError(ErrorCode.PAYLOAD_TOO_LARGE, 'the body is too large');
