@@ -171,7 +171,17 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   }
 
   async function handle(host: QueueHost, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', `http://${req.headers.host ?? '127.0.0.1'}`);
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', `http://${req.headers.host ?? '127.0.0.1'}`);
+    } catch {
+      // A Host header that is no host name (`a b`) is the client's mistake, as Azure's front end
+      // answers it: 400, never a 500.
+      res
+        .writeHead(400, { 'Content-Type': 'application/json', 'X-Content-Type-Options': 'nosniff' })
+        .end(JSON.stringify({ error: { code: 'INVALID_INPUT', message: 'invalid Host header' } }));
+      return;
+    }
     const method = (req.method ?? 'GET').toUpperCase();
     const matches = routes
       .map((route) => ({ route, match: route.pattern.exec(url.pathname) }))

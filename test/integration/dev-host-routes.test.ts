@@ -55,6 +55,8 @@ describe('the local host', () => {
     const list = await fetch(`${server.url}/api/manage/users/`, { method: 'DELETE' });
     expect(list.status).toBe(405);
     expect(list.headers.get('allow')).toBe('GET, POST');
+    const badHost = await rawPost('/api/echo', [['content-length', '0']], Buffer.alloc(0), 'a b');
+    expect(badHost).toMatchObject({ error: { code: 'INVALID_INPUT', message: 'invalid Host header' } });
     const missing = await fetch(`${server.url}/api/manage/nothing`);
     expect(missing.status).toBe(404);
     expect(missing.headers.get('allow')).toBeNull();
@@ -63,7 +65,12 @@ describe('the local host', () => {
 });
 
 /** A raw request (what fetch cannot send: a header line twice, a chunked body), its JSON answer. */
-function rawPost(path: string, headers: [string, string][], body: Buffer): Promise<unknown> {
+function rawPost(
+  path: string,
+  headers: [string, string][],
+  body: Buffer,
+  host = '127.0.0.1',
+): Promise<unknown> {
   const { port } = new URL(server.url);
   return new Promise((resolve, reject) => {
     const socket = net.connect(Number(port), '127.0.0.1');
@@ -84,7 +91,7 @@ function rawPost(path: string, headers: [string, string][], body: Buffer): Promi
     });
     const head = [
       `POST ${path} HTTP/1.1`,
-      'Host: 127.0.0.1',
+      `Host: ${host}`,
       'Connection: close',
       ...headers.map(([k, v]) => `${k}: ${v}`),
     ];
