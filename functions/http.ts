@@ -1,6 +1,6 @@
 // Helpers shared by the HTTP functions: the logger of an invocation and the one table that maps
 // errors to responses (AppError codes → status; anything else → a generic 500, details logged).
-import type { HttpResponseInit, InvocationContext } from '@azure/functions';
+import type { HttpRequest, HttpResponseInit, InvocationContext } from '@azure/functions';
 import { AppError, ensureError, ErrorCode, httpStatusOf } from '../shared/errors';
 import { createLogger, scrub, type Logger } from '../shared/log';
 
@@ -11,6 +11,17 @@ export const SECURITY_HEADERS = {
   'X-Content-Type-Options': 'nosniff',
   'Referrer-Policy': 'no-referrer',
 } as const;
+
+/**
+ * Refuses a body sent without Content-Length (Transfer-Encoding: chunked): with HTTP streaming off,
+ * the Functions host passes such a request on without its body, so what the function would read is
+ * empty, not what was sent (a 411 says so, instead of a bad signature or a missing field).
+ */
+export function requireDeclaredLength(request: HttpRequest): void {
+  if (request.headers.has('transfer-encoding') && !request.headers.has('content-length')) {
+    throw new AppError(ErrorCode.LENGTH_REQUIRED, 'a body needs a Content-Length header (not chunked)');
+  }
+}
 
 export function json(status: number, body: unknown, headers: Record<string, string> = {}): HttpResponseInit {
   return { status, jsonBody: body, headers: { ...SECURITY_HEADERS, ...headers } };

@@ -19,12 +19,13 @@ import { cursorCodec } from '../shared/manage/cursor';
 import { DASHBOARD_CSP, DASHBOARD_CSS, DASHBOARD_HTML, dashboardScript } from '../shared/manage/dashboard';
 import { MANAGE_ROUTES, MAX_BODY_BYTES, type ManageRoute } from '../shared/manage/routes';
 import type { HttpDefinition } from './definition-types';
-import { errorResponse, SECURITY_HEADERS } from './http';
+import { errorResponse, requireDeclaredLength, SECURITY_HEADERS } from './http';
 
 /** A management handler (assignable to the host's HttpHandler; always async). */
 export type ManageHandler = (request: HttpRequest, context: InvocationContext) => Promise<HttpResponseInit>;
 
 async function readJson(request: HttpRequest): Promise<unknown> {
+  requireDeclaredLength(request);
   const text = await request.text();
   if (Buffer.byteLength(text, 'utf8') > MAX_BODY_BYTES) {
     throw new AppError(ErrorCode.PAYLOAD_TOO_LARGE, 'the body is too large');
@@ -101,7 +102,10 @@ function pathHandler(
         handoffHours: s.config.handoffHours,
         cursors: cursorCodec(s.config.whatsapp.appSecret),
       };
-      const result = await route.invoke(ctx, { params: request.params, query: request.query, body }, caller);
+      // From the URL, not request.query: the Functions host joins a parameter given twice into one
+      // value ("a,b"), which would hide the repetition parseQuery refuses.
+      const query = new URL(request.url).searchParams;
+      const result = await route.invoke(ctx, { params: request.params, query, body }, caller);
       status = result === undefined ? 204 : route.status;
       return result === undefined
         ? { status, headers: SECURITY_HEADERS }

@@ -1,8 +1,9 @@
 // POST/GET /api/webhook: Meta's verification handshake and its signed notifications. Checked in
-// this order, nothing kept on any rejection: size (413), signature (401), JSON (400). An authentic
-// body is then put, raw, on the `inbound` queue (one durable write; the ingest function stores
-// what it holds) and answered 200. A body too large for a queue message is spilled to the database
-// first and queued by reference. A failed write answers 5xx so that Meta delivers again.
+// this order, nothing kept on any rejection: a body without Content-Length (411: the host passes
+// none), size (413), signature (401), JSON (400). An authentic body is then put, raw, on the
+// `inbound` queue (one durable write; the ingest function stores what it holds) and answered 200.
+// A body too large for a queue message is spilled to the database first and queued by reference.
+// A failed write answers 5xx so that Meta delivers again.
 import { type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import { createHash } from 'node:crypto';
 import { MAX_INLINE_BYTES, type SpillReference } from '../shared/bot/jobs';
@@ -11,7 +12,7 @@ import { AppError, ErrorCode } from '../shared/errors';
 import { sameSecret } from '../shared/secrets';
 import { verifySignature } from '../shared/whatsapp/signature';
 import type { HttpDefinition } from './definition-types';
-import { errorResponse, loggerOf } from './http';
+import { errorResponse, loggerOf, requireDeclaredLength } from './http';
 import { inboundQueueOutput, replyQueueOutput } from './queues';
 
 export const MAX_BODY_BYTES = 3 * 1024 * 1024;
@@ -53,6 +54,7 @@ export function receiveWebhook(runtime: Runtime = defaultRuntime) {
   return async (request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> => {
     const log = loggerOf(context);
     try {
+      requireDeclaredLength(request);
       const declared = Number(request.headers.get('content-length') ?? '0');
       if (declared > MAX_BODY_BYTES) throw new AppError(ErrorCode.PAYLOAD_TOO_LARGE, 'body too large');
       const body = Buffer.from(await request.arrayBuffer());

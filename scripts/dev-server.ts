@@ -3,11 +3,12 @@
 // HttpRequest/InvocationContext types, writes their queue outputs to Azure Storage queues
 // (Azurite) before answering, and runs queue and timer functions like the host
 // (scripts/lib/queue-host.ts). Any list of definitions can be served.
-import { HttpRequest, HttpResponse } from '@azure/functions';
+import { HttpResponse } from '@azure/functions';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FunctionDefinition, HttpDefinition } from '../functions/definition-types';
 import { startAzurite, type Azurite } from './lib/azurite';
+import { hostRequest } from './lib/host-request';
 import {
   invocationContext,
   startQueueHost,
@@ -170,7 +171,17 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   }
 
   async function handle(host: QueueHost, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', `http://${req.headers.host ?? '127.0.0.1'}`);
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', `http://${req.headers.host ?? '127.0.0.1'}`);
+    } catch {
+      // A Host header that is no host name (`a b`) is the client's mistake, as Azure's front end
+      // answers it: 400, never a 500.
+      res
+        .writeHead(400, { 'Content-Type': 'application/json', 'X-Content-Type-Options': 'nosniff' })
+        .end(JSON.stringify({ error: { code: 'INVALID_INPUT', message: 'invalid Host header' } }));
+      return;
+    }
     const method = (req.method ?? 'GET').toUpperCase();
     const matches = routes
       .map((route) => ({ route, match: route.pattern.exec(url.pathname) }))
@@ -219,23 +230,16 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
       );
       return;
     }
-    const headers: Record<string, string> = {};
-    for (const [key, value] of Object.entries(req.headers)) {
-      if (value !== undefined) headers[key] = Array.isArray(value) ? value.join(', ') : value;
-    }
+    const headers: Record<string, string | string[]> = {};
+    for (const [key, values] of Object.entries(req.headersDistinct)) if (values) headers[key] = values;
     // As Azure's front end does: the address it saw goes after whatever X-Forwarded-For the caller sent.
     const peer = peerAddress(req);
     if (peer) {
-      const sent = headers['x-forwarded-for']?.trim();
+      const sent = req.headersDistinct['x-forwarded-for']?.join(', ').trim();
       headers['x-forwarded-for'] = sent ? `${sent}, ${peer}` : peer;
     }
-    const request = new HttpRequest({
-      method,
-      url: url.toString(),
-      headers,
-      params,
-      ...(body.length ? { body: { bytes: body } } : {}),
-    });
+    // Built as the Functions host builds it (query, repeated headers, a chunked body: host-request.ts).
+    const request = hostRequest({ method, url: url.toString(), headers, params, body });
     const ctx = invocationContext(definition.name, log, {
       options: {
         trigger: { type: 'httpTrigger', name: 'request' },

@@ -3,6 +3,8 @@
 export const ErrorCode = {
   BAD_SIGNATURE: 'BAD_SIGNATURE',
   PAYLOAD_TOO_LARGE: 'PAYLOAD_TOO_LARGE',
+  /** A body sent without Content-Length (chunked): the Functions host passes the function none. */
+  LENGTH_REQUIRED: 'LENGTH_REQUIRED',
   INVALID_INPUT: 'INVALID_INPUT',
   UNAUTHORIZED: 'UNAUTHORIZED',
   FORBIDDEN: 'FORBIDDEN',
@@ -24,6 +26,7 @@ export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 export const httpStatusOf: Record<ErrorCode, number> = {
   BAD_SIGNATURE: 401,
   PAYLOAD_TOO_LARGE: 413,
+  LENGTH_REQUIRED: 411,
   INVALID_INPUT: 400,
   UNAUTHORIZED: 401,
   FORBIDDEN: 403,

@@ -31,6 +31,7 @@ const errors = {
   },
 };
 const bodyErrors = {
+  411: json(ErrorSchema, 'LENGTH_REQUIRED: the body was sent without Content-Length (chunked)'),
   413: json(ErrorSchema, `PAYLOAD_TOO_LARGE: the body is over ${MAX_BODY_BYTES} bytes`),
 };
 

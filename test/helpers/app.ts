@@ -13,6 +13,7 @@ import { startGraphStub, type GraphStub } from './graph-stub';
 import { testDatabase, type TestDatabase } from './db';
 import { signed, textNotification } from './meta';
 import { signBody } from '../../shared/whatsapp/signature';
+import { hostRequest } from '../../scripts/lib/host-request';
 
 export const APP_SECRET = 'test-app-secret-0123456789';
 export const VERIFY_TOKEN = 'test-verify-token';
@@ -28,7 +29,7 @@ export interface TestApp {
   context(name?: string): InvocationContext;
   post(
     payload: unknown,
-    options?: { signature?: string | null; raw?: string; escapeUnicode?: boolean },
+    options?: { signature?: string | null; raw?: string; escapeUnicode?: boolean; chunked?: boolean },
   ): Promise<{ status: number; body: string; jobs: ReplyJob[]; inbound: unknown }>;
   /** Runs the ingest function on one `inbound` item; returns the reply jobs it queued. */
   ingest(item: unknown): Promise<ReplyJob[]>;
@@ -92,14 +93,18 @@ export async function startTestApp(env: Env = {}): Promise<TestApp> {
           ? { body: options.raw, signature: signBody(options.raw, APP_SECRET) }
           : signed(payload, APP_SECRET, options.escapeUnicode ?? true);
       const header = options.signature === undefined ? signature : options.signature;
-      const request = new HttpRequest({
+      // Built as the Functions host builds it: the body's bytes, none when sent chunked.
+      const request = hostRequest({
         method: 'POST',
         url: 'http://localhost/api/webhook',
         headers: {
           'content-type': 'application/json',
+          ...(options.chunked
+            ? { 'transfer-encoding': 'chunked' }
+            : { 'content-length': String(Buffer.byteLength(body, 'utf8')) }),
           ...(header === null ? {} : { 'x-hub-signature-256': header }),
         },
-        body: { string: body },
+        body,
       });
       const ctx = context('webhookReceive');
       const response = await receive(request, ctx);

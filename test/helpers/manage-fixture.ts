@@ -1,5 +1,6 @@
 // Services on a fresh test database and seeding helpers for the management API tests.
-import { HttpRequest, InvocationContext, type HttpResponseInit } from '@azure/functions';
+import { InvocationContext, type HttpRequest, type HttpResponseInit } from '@azure/functions';
+import { hostRequest } from '../../scripts/lib/host-request';
 import { loadConfig } from '../../shared/config';
 import { createDataStore, type DataStore, type ImportedMessage } from '../../shared/data';
 import { buildServices, runtimeOf, type Services } from '../../shared/deps';
@@ -96,18 +97,31 @@ export async function call(
   const url = new URL(`http://localhost/api/${options.path ?? 'manage/x'}`);
   for (const [k, v] of Object.entries(options.query ?? {}))
     for (const one of typeof v === 'string' ? [v] : v) url.searchParams.append(k, one);
-  const request = new HttpRequest({
+  const body =
+    options.body === undefined
+      ? undefined
+      : typeof options.body === 'string'
+        ? options.body
+        : JSON.stringify(options.body);
+  // Built as the Functions host builds it (repeated parameters joined, body bytes with their length).
+  const request = hostRequest({
     method: options.method ?? 'GET',
     url: url.toString(),
     headers: {
       ...(token === null ? {} : { authorization: `Bearer ${token}` }),
-      ...(options.body === undefined ? {} : { 'content-type': 'application/json' }),
+      ...(body === undefined
+        ? {}
+        : {
+            'content-type': 'application/json',
+            // A test that sends the body chunked gives Transfer-Encoding in `headers`.
+            ...(options.headers?.['transfer-encoding'] === undefined
+              ? { 'content-length': String(Buffer.byteLength(body, 'utf8')) }
+              : {}),
+          }),
       ...options.headers,
     },
     params: options.params ?? {},
-    ...(options.body === undefined
-      ? {}
-      : { body: { string: typeof options.body === 'string' ? options.body : JSON.stringify(options.body) } }),
+    ...(body === undefined ? {} : { body }),
   });
   const response = await handler(request, context());
   const headers = Object.fromEntries(

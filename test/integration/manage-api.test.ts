@@ -647,6 +647,28 @@ describe('openapi', () => {
     expect(parseBody(ErrorSchema, r.body).error.code).toBe('PAYLOAD_TOO_LARGE');
   });
 
+  it('answers the documented 411 to a body sent chunked, which the Functions host never passes on', async () => {
+    const stored = () => f.db.db.collection('messages').countDocuments();
+    const before = await stored();
+    for (const [handler, body] of [
+      [f.handlers.users, { q: 'ana' }],
+      [f.handlers.userMessages, { text: 'hello' }],
+    ] as const) {
+      const r = await call(handler, {
+        method: 'POST',
+        params: { id: bob.userId },
+        headers: { 'transfer-encoding': 'chunked' },
+        body,
+      });
+      expect(r.status).toBe(411);
+      expect(parseBody(ErrorSchema, r.body).error).toMatchObject({
+        code: 'LENGTH_REQUIRED',
+        message: expect.stringContaining('Content-Length'),
+      });
+    }
+    expect(await stored()).toBe(before);
+  });
+
   it('describes every management route from the zod schemas', async () => {
     const r = await openApiHandler();
     const doc = r.jsonBody as {

@@ -388,6 +388,10 @@ describe('POST /api/webhook', () => {
       entry: [],
       pad: 'x'.repeat(3 * 1024 * 1024),
     });
+    // Sent chunked, the body never reaches the function (the Functions host passes none): 411.
+    const chunked = await app.post(payload, { chunked: true });
+    expect(chunked).toMatchObject({ status: 411, inbound: undefined });
+    expect(chunked.body).toContain('Content-Length');
     expect((await app.post(null, { raw: big })).status).toBe(413);
     expect((await app.post(null, { raw: big, signature: null })).status).toBe(413);
     expect(await messages().countDocuments()).toBe(countBefore);
