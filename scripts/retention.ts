@@ -10,6 +10,7 @@ import {
   ScriptError,
   seconds,
   withDataStore,
+  working,
   type Env,
   type Io,
 } from './lib/cli';
@@ -52,7 +53,8 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   const started = Date.now();
   const cutoff = retentionCutoff(keepDays, new Date());
   return withDataStore(env, io, async (store) => {
-    const candidates = await store.retention.countOlderThan(cutoff);
+    const counted = working(io, 'retention: counting the messages to delete');
+    const candidates = await store.retention.countOlderThan(cutoff).finally(counted);
     if (values['dry-run']) {
       printSummary(io, 'retention (dry run: nothing deleted)', [
         ['keep days', keepDays],
