@@ -10,6 +10,7 @@ import {
   ScriptError,
   seconds,
   withDataStore,
+  type Progress,
   working,
   type Env,
   type Io,
@@ -65,8 +66,19 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
       return 0;
     }
     const bar = progress(io, 'deleting', candidates);
-    const result = await store.retention.deleteOlderThan(cutoff, batchSize, (deleted) => bar.update(deleted));
+    let summaries: Progress | null = null;
+    const result = await store.retention.deleteOlderThan(
+      cutoff,
+      batchSize,
+      (deleted) => bar.update(deleted),
+      (done, of) => {
+        bar.done();
+        summaries ??= progress(io, 'rebuilding summaries', of);
+        summaries.update(done);
+      },
+    );
     bar.done();
+    (summaries as Progress | null)?.done();
     printSummary(io, 'retention done', [
       ['keep days', keepDays],
       ['cutoff', cutoff.toISOString()],
