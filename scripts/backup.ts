@@ -24,6 +24,7 @@ import {
   seconds,
   UsageError,
   withDataStore,
+  working,
   type Env,
   type Io,
 } from './lib/cli';
@@ -89,7 +90,9 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
     for (const file of [part, body]) rmSync(file, { force: true });
   });
   const counts = await withDataStore(env, io, async (store) => {
-    const bar = progress(io, 'backing up', sum(await store.maintenance.countCollections()));
+    const counted = working(io, 'backing up: counting the documents');
+    const total = sum(await store.maintenance.countCollections().finally(counted));
+    const bar = progress(io, 'backing up', total);
     let done = 0;
     const collections: Record<string, number> = {};
     try {

@@ -6,7 +6,16 @@ import { describeCount, ERASE_STALE_MS, type DataStore } from '../shared/data';
 import { loadConfig, SETTING_NAMES } from '../shared/config';
 import { AppError } from '../shared/errors';
 import { setPseudonymKey } from '../shared/log';
-import { parseCli, printSummary, progress, runMain, withDataStore, type Env, type Io } from './lib/cli';
+import {
+  parseCli,
+  printSummary,
+  progress,
+  runMain,
+  withDataStore,
+  working,
+  type Env,
+  type Io,
+} from './lib/cli';
 
 export const HELP = `
 Usage: npm run health [-- --repair]
@@ -78,7 +87,8 @@ async function checkData(
 ): Promise<{ problems: number; rows: [string, string | number][] }> {
   let problems = await finishErases(store, repair, appSecret, io);
   const rows: [string, string | number][] = [['unfinished erases', problems]];
-  const total = await store.maintenance.estimatedSize();
+  const sized = working(io, 'health: sizing the collections');
+  const total = await store.maintenance.estimatedSize().finally(sized);
   const bar = progress(io, 'reading', total);
   let counts = await store.maintenance.countStored((done) => bar.update(done));
   bar.done();
@@ -151,7 +161,9 @@ async function checkData(
       sample(io, changes, 50);
     }
     rows.push(['counters repaired', changes.length]);
-    counts = await store.maintenance.countStored();
+    const again = progress(io, 'reading again', total);
+    counts = await store.maintenance.countStored((done) => again.update(done));
+    again.done();
     counters = await store.maintenance.checkCounters(counts);
   }
   rows.push(['counter problems', counters.length]);

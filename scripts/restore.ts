@@ -35,6 +35,7 @@ import {
   seconds,
   UsageError,
   withDataStore,
+  working,
   type Env,
   type Io,
 } from './lib/cli';
@@ -444,10 +445,11 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
       // disagree with the stored messages. Those users' summaries, and counters below what is
       // stored, are rebuilt by the rules of `npm run health -- --repair`; the file's own
       // documents are otherwise left as it holds them.
+      const sized = working(io, 'restore: sizing the collections');
       const checking = progress(
         io,
         'checking summaries and counters',
-        await store.maintenance.estimatedSize(),
+        await store.maintenance.estimatedSize().finally(sized),
       );
       settled = await store.maintenance.settleImport(
         (userId, stored) => stored !== (messagesPerUser.get(userId) ?? 0),

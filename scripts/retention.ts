@@ -10,6 +10,8 @@ import {
   ScriptError,
   seconds,
   withDataStore,
+  type Progress,
+  working,
   type Env,
   type Io,
 } from './lib/cli';
@@ -52,7 +54,8 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   const started = Date.now();
   const cutoff = retentionCutoff(keepDays, new Date());
   return withDataStore(env, io, async (store) => {
-    const candidates = await store.retention.countOlderThan(cutoff);
+    const counted = working(io, 'retention: counting the messages to delete');
+    const candidates = await store.retention.countOlderThan(cutoff).finally(counted);
     if (values['dry-run']) {
       printSummary(io, 'retention (dry run: nothing deleted)', [
         ['keep days', keepDays],
@@ -63,8 +66,19 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
       return 0;
     }
     const bar = progress(io, 'deleting', candidates);
-    const result = await store.retention.deleteOlderThan(cutoff, batchSize, (deleted) => bar.update(deleted));
+    let summaries: Progress | null = null;
+    const result = await store.retention.deleteOlderThan(
+      cutoff,
+      batchSize,
+      (deleted) => bar.update(deleted),
+      (done, of) => {
+        bar.done();
+        summaries ??= progress(io, 'rebuilding summaries', of);
+        summaries.update(done);
+      },
+    );
     bar.done();
+    (summaries as Progress | null)?.done();
     printSummary(io, 'retention done', [
       ['keep days', keepDays],
       ['cutoff', cutoff.toISOString()],

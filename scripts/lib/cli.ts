@@ -83,15 +83,22 @@ export interface Progress {
   done(): void;
 }
 
+/** Longest a script stays silent on stderr while it works (a line at least this often). */
+export const PROGRESS_INTERVAL_MS = 5_000;
+
 /**
  * A progress bar on stderr: redrawn in place on a terminal; elsewhere (CI, logs) a line at every
- * 10 % so output stays readable.
+ * 10 %, and at least every `PROGRESS_INTERVAL_MS` while it runs (also while one database call
+ * takes long: a million messages are minutes between two deciles), so output stays readable and
+ * a run is never silent for long.
  */
 export function progress(io: Io, label: string, total: number): Progress {
   let current = 0;
   let lastDecile = -1;
   let lastDraw = 0;
+  let lastLine = Date.now();
   let finished = false;
+  const started = Date.now();
   const draw = (final: boolean) => {
     const ratio = total > 0 ? Math.min(1, current / total) : 1;
     const pct = Math.floor(ratio * 100);
@@ -106,12 +113,19 @@ export function progress(io: Io, label: string, total: number): Progress {
       );
     } else {
       const decile = Math.floor(pct / 10);
-      if (decile === lastDecile && !final) return;
+      const due = Date.now() - lastLine >= PROGRESS_INTERVAL_MS;
+      if (decile === lastDecile && !final && !due) return;
       if (final && decile === lastDecile) return;
       lastDecile = decile;
-      io.err(`${label}: ${pct}% (${current}/${total})`);
+      lastLine = Date.now();
+      io.err(
+        `${label}: ${pct}% (${current}/${total}${due ? `, ${Math.round((lastLine - started) / 1000)} s` : ''})`,
+      );
     }
   };
+  // While nothing moves (one long database call), still a line now and then.
+  const timer = io.tty ? null : setInterval(() => draw(false), PROGRESS_INTERVAL_MS);
+  timer?.unref();
   return {
     update(done) {
       current = done;
@@ -120,9 +134,25 @@ export function progress(io: Io, label: string, total: number): Progress {
     done() {
       if (finished) return;
       finished = true;
+      if (timer) clearInterval(timer);
       draw(true);
     },
   };
+}
+
+/**
+ * For a step that reports no progress of its own (counting documents, say): a line when it starts
+ * and, off a terminal, one every `PROGRESS_INTERVAL_MS` until the returned function is called.
+ */
+export function working(io: Io, what: string): () => void {
+  const started = Date.now();
+  io.err(`${what}…`);
+  const timer = setInterval(
+    () => io.err(`${what}… (${Math.round((Date.now() - started) / 1000)} s)`),
+    PROGRESS_INTERVAL_MS,
+  );
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 /** Prints a titled summary table on stdout: one `name: value` line per row, aligned. */

@@ -44,6 +44,8 @@ export class Retention {
     cutoff: Date,
     batchSize = 500,
     onProgress: (deleted: number) => void = () => undefined,
+    /** How many of the touched users' summaries were rebuilt so far. */
+    onRecount?: (done: number, of: number) => void,
   ): Promise<RetentionResult> {
     const result: RetentionResult = { deleted: 0, usersUpdated: 0, batches: 0 };
     const touched = new Set<string>();
@@ -65,7 +67,9 @@ export class Retention {
       onProgress(result.deleted);
       if (batch.length < batchSize) break;
     }
-    for (const userId of touched) if (await this.usersRepo.recountSummary(userId)) result.usersUpdated++;
+    result.usersUpdated = await this.usersRepo.recountSummaries(touched, (done) =>
+      onRecount?.(done, touched.size),
+    );
     // Only a run that deleted something makes the counters impossible to rebuild from documents.
     if (result.deleted > 0) await this.stats.recordRetention(new Date(), cutoff);
     return result;

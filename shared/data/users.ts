@@ -3,7 +3,7 @@
 // business-scoped user id (bsuid); a number change moves the user to the new number.
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Filter } from 'mongodb';
+import type { AnyBulkWriteOperation, Filter } from 'mongodb';
 import type { Gateway } from './gateway';
 import type { MessageDoc } from './message-doc';
 import { CounterDelta, type StatsRepository } from './stats';
@@ -92,6 +92,9 @@ export const summaryMessageOf = (m: MessageDoc | undefined): SummaryMessage | nu
     : null;
 
 export const MAX_ID_ATTEMPTS = 20;
+
+/** Users per round of `recountSummaries` (an `$in` of ids, and one bulk write). */
+const RECOUNT_CHUNK = 500;
 
 /**
  * What a user id is derived from (./subjects, `userIds`), never the phone number itself. `n` > 1
@@ -340,6 +343,54 @@ export class UsersRepository {
       if (Date.now() >= deadline) return false;
       await sleep(delay);
     }
+  }
+
+  /**
+   * `recountSummary` for many users (retention): per chunk of users, one pass over their remaining
+   * messages (ids and times only), one read of the latest ones and of the users, one bulk write;
+   * not four round trips per user. Returns how many summaries changed.
+   */
+  async recountSummaries(userIds: Iterable<string>, onProgress?: (done: number) => void): Promise<number> {
+    const all = [...new Set(userIds)];
+    let changed = 0;
+    for (let start = 0; start < all.length; start += RECOUNT_CHUNK) {
+      const chunk = all.slice(start, start + RECOUNT_CHUNK);
+      const perUser = new Map<string, { count: number; at: Date; id: string }>();
+      const projection = { userId: 1, seqAt: 1, createdAt: 1 };
+      for await (const m of this.messages.iterate(
+        { userId: { $in: chunk } },
+        { projection, batchSize: 1000 },
+      )) {
+        if (!m.userId || !(m.createdAt instanceof Date)) continue;
+        const at = m.seqAt ?? m.createdAt;
+        const s = perUser.get(m.userId);
+        if (!s) perUser.set(m.userId, { count: 1, at, id: m._id });
+        else {
+          s.count++;
+          // The latest by (seqAt, _id), as `recountSummary`'s sort takes it.
+          if (at > s.at || (at.getTime() === s.at.getTime() && m._id > s.id))
+            Object.assign(s, { at, id: m._id });
+        }
+      }
+      const latest = new Map<string, MessageDoc>();
+      const ids = [...perUser.values()].map((s) => s.id);
+      if (ids.length)
+        for await (const m of this.messages.iterate({ _id: { $in: ids } }, {})) latest.set(m._id, m);
+      const ops: AnyBulkWriteOperation<UserDoc>[] = [];
+      const projection2 = { lastMessageAt: 1 };
+      for await (const u of this.users.iterate({ _id: { $in: chunk } }, { projection: projection2 })) {
+        const s = perUser.get(u._id);
+        const summary = rebuiltSummary(
+          s?.count ?? 0,
+          s ? summaryMessageOf(latest.get(s.id)) : null,
+          u.lastMessageAt,
+        );
+        ops.push({ updateOne: { filter: { _id: u._id }, update: { $set: summary } } });
+      }
+      if (ops.length) changed += (await this.users.bulkWrite(ops, false)).modifiedCount;
+      onProgress?.(start + chunk.length);
+    }
+    return changed;
   }
 
   /** Rebuilds a user's summary from what is stored (retention, erase of some, repair). */

@@ -3,7 +3,7 @@
 import { InvocationContext } from '@azure/functions';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../shared/config';
-import { createDataStore, type DataStore } from '../../shared/data';
+import { createDataStore, observeCommands, type DataStore } from '../../shared/data';
 import { userIdOf } from '../helpers/users';
 import { prefixTerms } from '../../shared/data/terms';
 import { buildServices, runtimeOf } from '../../shared/deps';
@@ -526,6 +526,69 @@ describe('npm run retention', () => {
     expect(await store.messages.getMessage('wamid.b3')).toBeNull();
     expect(await store.users.getUser(B)).toMatchObject({ messageCount: 0 });
     expect(logs.join('\n')).toMatch(/retention done.*deleted=1/);
+  });
+});
+
+describe('npm run retention at scale', () => {
+  let db: TestDatabase;
+  let own: DataStore;
+  afterAll(async () => {
+    await db?.drop();
+  });
+
+  it('rebuilds the summaries of the users it touched in batches, not several round trips per user', async () => {
+    db = await testDatabase('scripts-retention-scale');
+    own = createDataStore(db.db);
+    await own.ensureIndexes('create');
+    const USERS = 120;
+    const waIds = Array.from({ length: USERS }, (_, i) => `1555070${String(i).padStart(4, '0')}`);
+    const { idOf } = await own.users.idsForImport(waIds);
+    await own.maintenance.importUsers(
+      waIds.map((waId) => ({ id: idOf(waId), waId, name: null, createdAt: ago(60), optedOut: false })),
+    );
+    await own.maintenance.importMessages(
+      waIds.flatMap((waId, i) =>
+        [ago(50), ago(40), ago(2)].map((at, k) => ({
+          id: `wamid.scale.${i}.${k}`,
+          userId: idOf(waId),
+          waMessageId: `wamid.scale.${i}.${k}`,
+          direction: k === 1 ? ('outbound' as const) : ('inbound' as const),
+          text: `text ${i} ${k}`,
+          createdAt: at,
+          phoneNumberId: 'p1',
+        })),
+      ),
+    );
+    const commands: string[] = [];
+    const stop = observeCommands((c) => {
+      if (c.databaseName === db.dbName) commands.push(c.commandName);
+    });
+    const io = captureIo();
+    try {
+      const code = await runToExitCode(
+        retention,
+        ['--days', '30'],
+        { MONGODB_URI: db.uri, MONGODB_DATABASE: db.dbName, ...SETTINGS },
+        io,
+      );
+      expect(code).toBe(0);
+    } finally {
+      stop();
+    }
+    expect(io.stdout.join('\n')).toMatch(/messages deleted:\s+240/);
+    // Each user keeps one message, and the summary says so.
+    const users = await db.db.collection('users').find({}).toArray();
+    expect(users.map((u) => u['messageCount'])).toEqual(Array(USERS).fill(1));
+    expect(
+      users.every((u) => typeof u['lastMessageId'] === 'string' && u['lastMessageId'].endsWith('.2')),
+    ).toBe(true);
+    // 120 users touched: before, 4 round trips each (two counts, a find, a read and an update).
+    expect(commands.length).toBeLessThan(USERS / 2);
+    // Health agrees.
+    const h = captureIo();
+    expect(
+      await runToExitCode(health, [], { MONGODB_URI: db.uri, MONGODB_DATABASE: db.dbName, ...SETTINGS }, h),
+    ).toBe(0);
   });
 });
 
