@@ -10,7 +10,7 @@ import { COLLECTIONS, type CollectionName } from './indexes';
 import { countedAs } from './message-doc';
 import { STATUS_RANK, storedText, type MessageDoc } from './messages';
 import { CounterDelta, TOTALS_ID, type StatsDoc, type StatsRepository } from './stats';
-import type { SummaryMessage } from './summary';
+import { tallyMessage, type StoredTally, type SummaryMessage } from './summary';
 import type { AiUsage, Direction, MessageRole } from './types';
 import { searchKeysFor, type UserDoc, type UsersRepository } from './users';
 
@@ -86,8 +86,8 @@ export interface StoredCounts {
    * (`CounterDelta`): totals, UTC days and AI models.
    */
   counters: CounterDelta;
-  /** Per user: how many messages and the latest (createdAt, _id). */
-  perUser: Map<string, { count: number; lastAt: Date; lastId: string }>;
+  /** Per user: how many messages and the latest (seqAt or createdAt, _id). */
+  perUser: Map<string, StoredTally>;
 }
 
 export interface SummaryProblem {
@@ -391,17 +391,7 @@ export class Maintenance {
     for await (const m of this.messages.iterate({}, { projection, batchSize: 1000 })) {
       if (++done % 1000 === 0) onProgress?.(done);
       if (!m.userId || !m.direction || !(m.createdAt instanceof Date)) continue; // status placeholder
-      const s = counts.perUser.get(m.userId);
-      const at = m.seqAt ?? m.createdAt;
-      if (!s) counts.perUser.set(m.userId, { count: 1, lastAt: at, lastId: m._id });
-      else {
-        s.count++;
-        const t = at.getTime();
-        if (t > s.lastAt.getTime() || (t === s.lastAt.getTime() && m._id > s.lastId)) {
-          s.lastAt = at;
-          s.lastId = m._id;
-        }
-      }
+      tallyMessage(counts.perUser, m.userId, m.seqAt ?? m.createdAt, m._id);
       const counted = countedAs(m);
       if (counted) counts.counters.message(counted);
     }

@@ -79,3 +79,28 @@ export function rebuiltSummary(
     lastMessageId: latest?.id ?? null,
   };
 }
+
+/** A user's stored messages as a rebuild counts them: how many, and the latest by (`at`, id). */
+export interface StoredTally {
+  count: number;
+  lastAt: Date;
+  lastId: string;
+}
+
+/**
+ * Adds one stored message (its `seqAt`, else `createdAt`, and its id) to its user's tally: the
+ * order the summary's latest message follows, in a pass over messages in any order.
+ */
+export function tallyMessage(tallies: Map<string, StoredTally>, userId: string, at: Date, id: string): void {
+  const s = tallies.get(userId);
+  if (!s) {
+    tallies.set(userId, { count: 1, lastAt: at, lastId: id });
+    return;
+  }
+  s.count++;
+  const t = at.getTime();
+  if (t > s.lastAt.getTime() || (t === s.lastAt.getTime() && id > s.lastId)) {
+    s.lastAt = at;
+    s.lastId = id;
+  }
+}

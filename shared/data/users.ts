@@ -8,7 +8,13 @@ import type { Gateway } from './gateway';
 import type { MessageDoc } from './message-doc';
 import { CounterDelta, type StatsRepository } from './stats';
 import type { SubjectKeys } from './subjects';
-import { rebuiltSummary, summaryChange, type SummaryMessage } from './summary';
+import {
+  rebuiltSummary,
+  summaryChange,
+  tallyMessage,
+  type StoredTally,
+  type SummaryMessage,
+} from './summary';
 import { prefixTerms } from './terms';
 import type { Handoff, Identity, User } from './types';
 
@@ -355,25 +361,17 @@ export class UsersRepository {
     let changed = 0;
     for (let start = 0; start < all.length; start += RECOUNT_CHUNK) {
       const chunk = all.slice(start, start + RECOUNT_CHUNK);
-      const perUser = new Map<string, { count: number; at: Date; id: string }>();
+      const perUser = new Map<string, StoredTally>();
       const projection = { userId: 1, seqAt: 1, createdAt: 1 };
       for await (const m of this.messages.iterate(
         { userId: { $in: chunk } },
         { projection, batchSize: 1000 },
       )) {
-        if (!m.userId || !(m.createdAt instanceof Date)) continue;
-        const at = m.seqAt ?? m.createdAt;
-        const s = perUser.get(m.userId);
-        if (!s) perUser.set(m.userId, { count: 1, at, id: m._id });
-        else {
-          s.count++;
-          // The latest by (seqAt, _id), as `recountSummary`'s sort takes it.
-          if (at > s.at || (at.getTime() === s.at.getTime() && m._id > s.id))
-            Object.assign(s, { at, id: m._id });
-        }
+        if (m.userId && m.createdAt instanceof Date)
+          tallyMessage(perUser, m.userId, m.seqAt ?? m.createdAt, m._id);
       }
       const latest = new Map<string, MessageDoc>();
-      const ids = [...perUser.values()].map((s) => s.id);
+      const ids = [...perUser.values()].map((s) => s.lastId);
       if (ids.length)
         for await (const m of this.messages.iterate({ _id: { $in: ids } }, {})) latest.set(m._id, m);
       const ops: AnyBulkWriteOperation<UserDoc>[] = [];
@@ -382,7 +380,7 @@ export class UsersRepository {
         const s = perUser.get(u._id);
         const summary = rebuiltSummary(
           s?.count ?? 0,
-          s ? summaryMessageOf(latest.get(s.id)) : null,
+          s ? summaryMessageOf(latest.get(s.lastId)) : null,
           u.lastMessageAt,
         );
         ops.push({ updateOne: { filter: { _id: u._id }, update: { $set: summary } } });
