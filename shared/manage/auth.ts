@@ -37,44 +37,95 @@ export function tokenState(token: ApiToken, now: Date): 'active' | 'revoked' | '
 export const MAX_FAILURES_PER_MINUTE = 10;
 const MINUTE_MS = 60_000;
 /** Clients remembered at most (each instance keeps its own; a restart forgets them). */
-const MAX_CLIENTS = 10_000;
+export const MAX_LIMITER_CLIENTS = 10_000;
+
+interface Window {
+  start: number;
+  failures: number;
+  /** Attempts admitted and not settled yet: each may still turn out a failure. */
+  pending: number;
+  waiters: (() => void)[];
+}
+
+/** One admitted authentication attempt: settled once, with whether it failed. */
+export interface Attempt {
+  settle(failed: boolean): void;
+}
+
+const UNTRACKED: Attempt = { settle: () => undefined };
 
 /**
  * Counts failed authentications per client (its address) in fixed one-minute windows, in this
  * process. Tokens are 256 random bits, so guessing is hopeless anyway: the limit keeps a guesser
- * from costing a database read per attempt.
+ * from costing a database read per attempt. Attempts still being checked count as possible
+ * failures: past the limit, a client's next attempt waits for them instead of being checked at
+ * once (a burst of concurrent guesses costs 10 reads, and concurrent good requests all pass).
+ * Windows are kept in the order they began and forgotten once their minute ends; when as many
+ * clients as it remembers are within their minute, a new one is not counted until one ends (a
+ * lockout is never forgotten early).
  */
 export class FailureLimiter {
-  private readonly windows = new Map<string, { start: number; failures: number }>();
+  private readonly windows = new Map<string, Window>();
+
+  /** Clients remembered now (tests). */
+  get size(): number {
+    return this.windows.size;
+  }
 
   /**
-   * Throws TOO_MANY_REQUESTS while the client is over the limit in the current minute, with the
-   * seconds until the minute ends (the answer's Retry-After).
+   * Admits one attempt of the client, or throws TOO_MANY_REQUESTS while it is over the limit in
+   * the current minute, with the seconds until the minute ends (the answer's Retry-After).
    */
-  check(client: string, now: Date): void {
-    const w = this.windows.get(client);
-    const left = w ? w.start + MINUTE_MS - now.getTime() : 0;
-    if (w && left > 0 && w.failures >= MAX_FAILURES_PER_MINUTE) {
-      throw new AppError(
-        ErrorCode.TOO_MANY_REQUESTS,
-        'too many failed authentications; try again in a minute',
-        { retryAfterSeconds: Math.ceil(left / 1000) },
-      );
+  async admit(client: string, now: Date): Promise<Attempt> {
+    const t = now.getTime();
+    for (;;) {
+      this.forgetEnded(t);
+      let w = this.windows.get(client);
+      if (w && w.failures >= MAX_FAILURES_PER_MINUTE) {
+        throw new AppError(
+          ErrorCode.TOO_MANY_REQUESTS,
+          'too many failed authentications; try again in a minute',
+          { retryAfterSeconds: Math.max(1, Math.ceil((w.start + MINUTE_MS - t) / 1000)) },
+        );
+      }
+      if (w && w.failures + w.pending >= MAX_FAILURES_PER_MINUTE) {
+        const waitOn = w;
+        await new Promise<void>((resolve) => waitOn.waiters.push(resolve));
+        continue;
+      }
+      if (!w) {
+        if (this.windows.size >= MAX_LIMITER_CLIENTS) return UNTRACKED;
+        w = { start: t, failures: 0, pending: 0, waiters: [] };
+        this.windows.set(client, w);
+      }
+      w.pending++;
+      return this.attemptOn(client, w);
     }
   }
 
-  fail(client: string, now: Date): void {
-    const t = now.getTime();
-    const w = this.windows.get(client);
-    if (w && t - w.start < MINUTE_MS) {
-      w.failures++;
-      return;
+  private attemptOn(client: string, w: Window): Attempt {
+    let settled = false;
+    return {
+      settle: (failed) => {
+        if (settled) return;
+        settled = true;
+        w.pending--;
+        if (failed) w.failures++;
+        for (const wake of w.waiters.splice(0)) wake();
+        // A client that has not failed leaves nothing behind.
+        if (w.failures === 0 && w.pending === 0 && this.windows.get(client) === w)
+          this.windows.delete(client);
+      },
+    };
+  }
+
+  /** Drops the windows whose minute has ended (the oldest come first). */
+  private forgetEnded(t: number): void {
+    for (const [key, w] of this.windows) {
+      if (t - w.start < MINUTE_MS) return;
+      this.windows.delete(key);
+      for (const wake of w.waiters.splice(0)) wake();
     }
-    if (this.windows.size >= MAX_CLIENTS) {
-      for (const [key, old] of this.windows) if (t - old.start >= MINUTE_MS) this.windows.delete(key);
-      if (this.windows.size >= MAX_CLIENTS) this.windows.clear();
-    }
-    this.windows.set(client, { start: t, failures: 1 });
   }
 }
 
@@ -108,25 +159,26 @@ export async function authenticate(
   },
 ): Promise<Caller> {
   const client = deps.client ?? 'direct';
-  deps.limiter?.check(client, deps.now);
+  const attempt = (await deps.limiter?.admit(client, deps.now)) ?? null;
   try {
     const token = bearerToken(authorization);
     if (!token) throw new AppError(ErrorCode.UNAUTHORIZED, 'a bearer token is required');
     if (deps.bootstrapToken && sameSecret(token, deps.bootstrapToken)) {
+      attempt?.settle(false);
       return { name: BOOTSTRAP_TOKEN_NAME, tokenId: null };
     }
     const found = await deps.data.tokens.findByHash(hashToken(token));
     if (!found) throw new AppError(ErrorCode.UNAUTHORIZED, 'unknown token');
     const state = tokenState(found, deps.now);
     if (state !== 'active') throw new AppError(ErrorCode.FORBIDDEN, `token ${state}`);
+    attempt?.settle(false);
     await deps.data.tokens.touch(found.id, deps.now);
     return { name: found.name, tokenId: found.id };
   } catch (error) {
-    if (
+    attempt?.settle(
       error instanceof AppError &&
-      (error.code === ErrorCode.UNAUTHORIZED || error.code === ErrorCode.FORBIDDEN)
-    )
-      deps.limiter?.fail(client, deps.now);
+        (error.code === ErrorCode.UNAUTHORIZED || error.code === ErrorCode.FORBIDDEN),
+    );
     throw error;
   }
 }

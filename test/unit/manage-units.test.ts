@@ -4,7 +4,18 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isAppError } from '../../shared/errors';
-import { bearerToken, clientOf, hashToken, newToken, tokenState } from '../../shared/manage/auth';
+import type { DataStore } from '../../shared/data';
+import {
+  authenticate,
+  bearerToken,
+  clientOf,
+  FailureLimiter,
+  hashToken,
+  MAX_FAILURES_PER_MINUTE,
+  MAX_LIMITER_CLIENTS,
+  newToken,
+  tokenState,
+} from '../../shared/manage/auth';
 import { cursorCodec } from '../../shared/manage/cursor';
 import { DASHBOARD_CSP, DASHBOARD_CSS, DASHBOARD_HTML, dashboardScript } from '../../shared/manage/dashboard';
 import { openApiDocument } from '../../shared/manage/openapi';
@@ -160,6 +171,93 @@ describe('tokens', () => {
     expect(line.split('\t').slice(0, 2)).toEqual(['abc123', 'ops']);
     expect(line).toContain('expires=never');
     expect(line.endsWith('active')).toBe(true);
+  });
+});
+
+describe('failure limiter', () => {
+  const GOOD = 'wam_the-one-stored-token';
+  /** A tokens port that knows GOOD only, answers after a tick (a database read), and counts lookups. */
+  function tokensPort() {
+    const port = {
+      lookups: 0,
+      data: {
+        tokens: {
+          findByHash: async (hash: string) => {
+            port.lookups++;
+            await new Promise((resolve) => setTimeout(resolve, 2));
+            return hash === hashToken(GOOD)
+              ? {
+                  id: 't1',
+                  name: 'ops',
+                  createdAt: new Date(0),
+                  expiresAt: null,
+                  revokedAt: null,
+                  lastUsedAt: null,
+                }
+              : null;
+          },
+          touch: async () => undefined,
+        },
+      } as unknown as Pick<DataStore, 'tokens'>,
+    };
+    return port;
+  }
+  const codeOf = (error: unknown) => (isAppError(error) ? error.code : String(error));
+  const attempt = (
+    limiter: FailureLimiter,
+    port: ReturnType<typeof tokensPort>,
+    client: string,
+    token: string,
+    now: Date,
+  ) =>
+    authenticate(`Bearer ${token}`, {
+      data: port.data,
+      bootstrapToken: undefined,
+      now,
+      limiter,
+      client,
+    }).then((caller) => caller.name, codeOf);
+
+  it('answers 429 to a burst of concurrent guesses from one client after 10 failures (10 lookups, not one per guess)', async () => {
+    const limiter = new FailureLimiter();
+    const port = tokensPort();
+    const now = new Date('2026-03-01T00:00:00Z');
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => attempt(limiter, port, '203.0.113.5', `guess-${i}`, now)),
+    );
+    expect(results.filter((r) => r === 'UNAUTHORIZED')).toHaveLength(MAX_FAILURES_PER_MINUTE);
+    expect(results.filter((r) => r === 'TOO_MANY_REQUESTS')).toHaveLength(50 - MAX_FAILURES_PER_MINUTE);
+    expect(port.lookups).toBe(MAX_FAILURES_PER_MINUTE);
+  });
+
+  it('lets many concurrent requests with a good token through (they wait, never answered 429)', async () => {
+    const limiter = new FailureLimiter();
+    const port = tokensPort();
+    const now = new Date('2026-03-01T00:00:00Z');
+    const results = await Promise.all(
+      Array.from({ length: 30 }, () => attempt(limiter, port, '198.51.100.8', GOOD, now)),
+    );
+    expect(results).toEqual(Array.from({ length: 30 }, () => 'ops'));
+    // A client that never failed leaves nothing behind.
+    expect(limiter.size).toBe(0);
+  });
+
+  it('keeps a lockout while more clients than it remembers fail, and forgets clients whose minute ended', async () => {
+    const limiter = new FailureLimiter();
+    const port = tokensPort();
+    port.data.tokens.findByHash = async () => null;
+    const start = new Date('2026-03-01T00:00:00Z');
+    for (let i = 0; i < MAX_FAILURES_PER_MINUTE; i++)
+      expect(await attempt(limiter, port, 'locked', `guess-${i}`, start)).toBe('UNAUTHORIZED');
+    // More distinct clients than the limiter remembers, within the locked client's minute.
+    const soon = new Date(start.getTime() + 1_000);
+    for (let i = 0; i < MAX_LIMITER_CLIENTS + 50; i++) await attempt(limiter, port, `c${i}`, 'nope', soon);
+    expect(limiter.size).toBeLessThanOrEqual(MAX_LIMITER_CLIENTS);
+    expect(await attempt(limiter, port, 'locked', GOOD, soon)).toBe('TOO_MANY_REQUESTS');
+    // A minute later one failure is enough to forget every window that has ended.
+    const later = new Date(start.getTime() + 62_000);
+    expect(await attempt(limiter, port, 'another', 'nope', later)).toBe('UNAUTHORIZED');
+    expect(limiter.size).toBe(1);
   });
 });
 
