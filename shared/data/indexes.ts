@@ -44,7 +44,7 @@ export const INDEXES: Readonly<Record<CollectionName, readonly IndexDefinition[]
     // message search by stored word prefixes (an array: single-field), newest first by createdAt_id
     { name: 'terms', keys: { terms: 1 } },
     { name: 'createdAt_id', keys: { createdAt: 1, _id: 1 } },
-    // retention (a single-field sort needs a single-field index on Cosmos DB)
+    // retention: the range of messages older than the cutoff, read in no order
     { name: 'createdAt', keys: { createdAt: 1 } },
     // the sweep: inbound messages by when we received them (Meta's time may be days old)
     { name: 'receivedAt', keys: { receivedAt: 1 } },
