@@ -355,7 +355,12 @@ export async function startQueueHost(options: QueueHostOptions): Promise<QueueHo
             await send(String(output['queueName']), Array.isArray(value) ? value : [value]);
           }
         })
-        .catch((error: unknown) => log('error', definition.name, `timer failed (${errorName(error)})`))
+        .catch((error: unknown) =>
+          // Stopping: what it used (the database client) may close before it ends, as in Azure.
+          stopping
+            ? log('warning', definition.name, `stopped before it finished (${errorName(error)})`)
+            : log('error', definition.name, `timer failed (${errorName(error)})`),
+        )
         .finally(() => {
           running--;
           inFlight.delete(task);

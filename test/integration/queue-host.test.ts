@@ -94,6 +94,31 @@ describe('local queue host', () => {
     expect(Buffer.from(peeked?.messageText ?? '', 'base64').toString('utf8')).toBe('{"a":1}');
   });
 
+  it('a timer the stop interrupts is a warning, not an error (the database closes after the stop)', async () => {
+    let interrupt: (error: Error) => void = () => undefined;
+    const logged: string[] = [];
+    const own = await startQueueHost({
+      definitions: [
+        {
+          kind: 'timer',
+          name: 'long-sweep',
+          schedule: '0 0 0 1 1 *',
+          handler: () =>
+            new Promise<void>((_, reject) => {
+              interrupt = reject;
+            }),
+        },
+      ],
+      connectionString: azurite.connectionString,
+      log: (level, name, message) => logged.push(`${level} ${name}: ${message}`),
+      runOnStart: ['long-sweep'],
+    });
+    const stopped = own.stop();
+    interrupt(new Error('Server is closed'));
+    await stopped;
+    expect(logged).toEqual(['warning long-sweep: stopped before it finished (Error: Server is closed)']);
+  });
+
   it('retries a failing item maxDequeueCount times, then keeps it in <queue>-poison; replay moves it back', async () => {
     seen.length = 0;
     failUntil = 2;
