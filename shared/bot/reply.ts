@@ -12,7 +12,7 @@
 // write that records it leaves the message waiting, and it is answered again once the lease ends.
 // That window is the only accepted duplicate.
 import { randomUUID } from 'node:crypto';
-import { type Message, type MessageError, type OutboundRecord, type User } from '../data';
+import { activeHandoff, type Message, type MessageError, type OutboundRecord, type User } from '../data';
 import { pseudonym, type Logger } from '../log';
 import { sleep } from '../time';
 import { GraphError, type Recipient } from '../whatsapp/graph';
@@ -226,6 +226,8 @@ async function replyTo(
   // (a user over the AI rate limit sees no "typing…" followed by silence).
   let read: boolean | null = null;
   let reply: ReplyContent | null = null;
+  let asked = false;
+  let current = decided.user;
   if (decided.decision.kind === 'fixed') reply = decided.decision.reply;
   else if (decided.decision.kind === 'ai' && ports.ai)
     reply = await ports.ai.respond({
@@ -234,11 +236,26 @@ async function replyTo(
       recent: found.recent,
       recentIsPartial: found.partial,
       preparing: async () => {
+        asked = true;
         read = await markRead(ports, message, true, log);
       },
       log,
     });
   read ??= await markRead(ports, message, false, log);
+  // The model takes seconds: an operator may have taken the conversation (or written, which takes
+  // it) meanwhile, or the user was erased. The bot must not talk over the operator: its answer is
+  // dropped and the message settled unanswered, as if the handoff had come first.
+  if (reply && asked) {
+    const fresh = await ports.data.users.getUser(user.id);
+    if (!fresh || activeHandoff(fresh, ports.now(), ports.config.handoffHours)) {
+      log.info('answer dropped: the conversation was taken meanwhile', {
+        id: message.id,
+        user: pseudonym(user.id),
+      });
+      reply = null;
+    }
+    if (fresh) current = fresh;
+  }
 
   const parts: OutboundRecord[] = [];
   let failure: MessageError | null = null;
@@ -323,7 +340,7 @@ async function replyTo(
       parts: parts.length,
       dryRun: graph.dryRun,
     });
-  return decided.user;
+  return current;
 }
 
 /** The one write after a send: tried again on a database error, since the send must not repeat. */

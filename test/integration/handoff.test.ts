@@ -5,6 +5,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { runtimeOf } from '../../shared/deps';
 import { decideAndApply } from '../../shared/bot/decide';
 import type { AiResponder } from '../../shared/bot/ports';
+import { processReplyJob } from '../../shared/bot/reply';
+import { createLogger } from '../../shared/log';
 import { DEFAULT_ANSWER, HUMAN_ANSWER, STOP_ANSWER } from '../../shared/bot/texts';
 import { MongoClient } from 'mongodb';
 import {
@@ -32,7 +34,15 @@ import { userIdOf } from '../helpers/users';
 import { answersOf, call } from '../helpers/manage-fixture';
 import { checkExchange } from '../helpers/openapi-check';
 import { openApiHandler } from '../../functions/openapi';
-import { PHONE_NUMBER_ID, notification, nowSeconds, status, value, wamid } from '../helpers/meta';
+import {
+  PHONE_NUMBER_ID,
+  notification,
+  nowSeconds,
+  status,
+  textNotification,
+  value,
+  wamid,
+} from '../helpers/meta';
 import { parseBody } from '../helpers/shapes';
 
 const TOKEN = 'manage-token-for-handoff-tests-0123';
@@ -191,6 +201,43 @@ describe('an operator takes over a conversation', () => {
     expect((await decideAndApply(services, read, asMessage)).decision).toEqual({ kind: 'none' });
     expect((await users.getUser(id))?.handoff?.activeAt).toEqual(restart);
   });
+});
+
+describe('an operator and the bot at once', () => {
+  // The bot decided to answer (no handoff yet); while its answer is prepared an operator takes the
+  // conversation or writes: the bot's answer must not follow the operator's.
+  for (const operator of ['takes', 'sends'] as const) {
+    it(`the bot does not send an answer prepared before an operator ${operator === 'takes' ? 'took the conversation' : 'wrote'}`, async () => {
+      const waId = newNumber();
+      await app.userWrites(waId, 'hola', 'Lena');
+      const id = await userIdOf(app.services.data, waId);
+      const { jobs } = await app.post(textNotification(waId, 'una pregunta', 'Lena').payload);
+      app.queued.length = 0;
+      app.graph.requests.length = 0;
+      let operatorStatus = 0;
+      const ai: AiResponder = {
+        window: 10,
+        respond: async ({ preparing }) => {
+          await preparing();
+          const r =
+            operator === 'takes'
+              ? await api('userHandoff', id, 'POST')
+              : await api('userMessages', id, 'POST', { text: 'Ana here, one moment.' });
+          operatorStatus = r.status;
+          return { text: 'the bot talking over', role: 'conversation', ai: null, failure: null };
+        },
+      };
+      const ports = { ...app.services, ai };
+      for (const job of jobs) await processReplyJob(ports, job, createLogger(app.context()));
+      expect(operatorStatus).toBe(operator === 'takes' ? 200 : 201);
+      expect(sentTexts()).toEqual(operator === 'takes' ? [] : ['Ana here, one moment.']);
+      const messages = await messagesOf(id);
+      expect(messages.map((m) => m.text)).not.toContain('the bot talking over');
+      // The user's message is settled (read, counted), not left waiting for an answer.
+      const asked = messages.find((m) => m.text === 'una pregunta')!;
+      expect((await app.services.data.messages.getMessage(asked.id))?.replyState).toBe('none');
+    });
+  }
 });
 
 describe('the human command', () => {

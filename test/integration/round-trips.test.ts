@@ -1,6 +1,7 @@
 // Database round trips per path, counted with the driver's command monitoring against the real test
 // server: one inbound text and its answer (AI included, history read included) within 7, a
-// status within 1. Cosmos DB bills every request: a path over its budget fails here.
+// status within 1. Cosmos DB bills every request: a path over its budget fails here. An AI answer
+// takes one more (the user read again after the model answered: an operator may have taken over).
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,6 +23,8 @@ import {
 
 /** The issue asks for at most 8; the turn takes 7 since counters are folded in by the sweep. */
 const TURN_BUDGET = 7;
+/** An AI answer reads the user again once the model answered (an operator may have taken over). */
+const AI_TURN_BUDGET = 8;
 const STATUS_BUDGET = 1;
 /** A notification of another field, whatever its size (up to the webhook's 3 MiB): archived in bulk. */
 const ARCHIVE_BUDGET = 12;
@@ -96,7 +99,8 @@ describe.each([
     return { ingest, reply };
   }
 
-  it(`one inbound text and its answer take at most ${TURN_BUDGET} round trips`, async () => {
+  const budget = 'ai' in mode ? AI_TURN_BUDGET : TURN_BUDGET;
+  it(`one inbound text and its answer take at most ${budget} round trips`, async () => {
     const from = newPhone();
     await turn(from, 'first contact creates the user'); // a new user costs more, once
     await turn(from, 'some history');
@@ -105,7 +109,7 @@ describe.each([
     process.stderr.write(
       `round-trips (${_label}): ingest ${ingest.length}, reply ${reply.length}: ${all.join(', ')}\n`,
     );
-    expect(all.length, all.join('\n')).toBeLessThanOrEqual(TURN_BUDGET);
+    expect(all.length, all.join('\n')).toBeLessThanOrEqual(budget);
     // The answer went out and was recorded.
     expect(app.graph.sends().length).toBeGreaterThanOrEqual(3);
   });
