@@ -246,7 +246,7 @@ async function replyTo(
   // it) meanwhile, or the user was erased. The bot must not talk over the operator: its answer is
   // dropped and the message settled unanswered, as if the handoff had come first.
   if (reply && asked) {
-    const fresh = await ports.data.users.getUser(user.id);
+    const fresh = await ports.data.users.getLiveUser(user.id);
     if (!fresh || activeHandoff(fresh, ports.now(), ports.config.handoffHours)) {
       log.info('answer dropped: the conversation was taken meanwhile', {
         id: message.id,
@@ -380,7 +380,7 @@ async function sendWelcome(
   log: Logger,
 ): Promise<void> {
   const { data, graph } = ports;
-  const user = await data.users.getUser(job.userId);
+  const user = await data.users.getLiveUser(job.userId);
   if (!user || user.optedOut) return;
   if (!(await data.users.claimWelcome(user.id, ports.now()))) return;
   let sent: { waMessageId: string | null };

@@ -101,7 +101,8 @@ export class PersonalData {
 
   /** Everything stored about a user, oldest first, bounded. Null when the user does not exist. */
   async exportUser(userId: string): Promise<UserExport | null> {
-    const user = await this.users.findOne({ _id: userId });
+    const live = { _id: userId, erasing: { $ne: true } } as const;
+    const user = await this.users.findOne(live);
     if (!user) return null;
     const [messages, events] = await Promise.all([
       this.messages.find(
@@ -115,6 +116,8 @@ export class PersonalData {
       ),
       this.archivedOf(user, MAX_EXPORT_EVENTS + 1),
     ]);
+    // An erase begun meanwhile may have deleted part of what was read: no partial export of them.
+    if (!(await this.users.findOne(live, { projection: { _id: 1 } }))) return null;
     return {
       user: toUser(user),
       previousWaIds: user.previousWaIds ?? [],

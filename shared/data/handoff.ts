@@ -12,6 +12,8 @@ export const HANDOFF_BY_USER = 'user';
 
 const HOUR_MS = 3_600_000;
 const EPOCH = new Date(0);
+/** A user document operators may change (not being erased: an erase is for good). */
+const LIVE = { erasing: { $ne: true } } as const;
 
 /** The handoff in force at `now`, or null when there is none or it expired. */
 export function activeHandoff(user: Pick<User, 'handoff'>, now: Date, hours: number): Handoff | null {
@@ -47,18 +49,18 @@ export class HandoffRepository {
     const handoff: Handoff = { since: now, by, activeAt: now };
     // Read as it was before the change, so that a refused operator message can put it back.
     const before = await this.users.findOneAndUpdate(
-      { _id: userId, $or: [{ handoff: null }, { 'handoff.activeAt': { $lte: cutoff } }] },
+      { _id: userId, ...LIVE, $or: [{ handoff: null }, { 'handoff.activeAt': { $lte: cutoff } }] },
       { $set: { handoff } },
       { returnDocument: 'before' },
     );
     if (before)
       return { user: toUser({ ...before, handoff }), started: true, previous: before.handoff ?? null };
     if (by === HANDOFF_BY_USER) {
-      const kept = await this.users.findOne({ _id: userId });
+      const kept = await this.users.findOne({ _id: userId, ...LIVE });
       if (kept) return { user: toUser(kept), started: false, previous: kept.handoff ?? null };
     } else {
       const kept = await this.users.findOneAndUpdate(
-        { _id: userId, handoff: { $ne: null } },
+        { _id: userId, ...LIVE, handoff: { $ne: null } },
         { $set: { 'handoff.by': by, 'handoff.activeAt': now } },
         { returnDocument: 'before' },
       );
@@ -67,8 +69,9 @@ export class HandoffRepository {
         return { user: toUser({ ...kept, handoff: owned }), started: false, previous: kept.handoff };
       }
     }
-    // Handed back between the two updates: try once more from the start.
-    const retry = await this.users.findOne({ _id: userId });
+    // Handed back between the two updates: try once more from the start (not for a user gone or
+    // being erased: null).
+    const retry = await this.users.findOne({ _id: userId, ...LIVE });
     return retry ? this.take(userId, by, now, hours) : null;
   }
 
@@ -89,10 +92,10 @@ export class HandoffRepository {
     );
   }
 
-  /** Ends the handoff (an operator handed back). Null for an unknown user. */
+  /** Ends the handoff (an operator handed back). Null for an unknown user, or one being erased. */
   async handBack(userId: string): Promise<User | null> {
     const doc = await this.users.findOneAndUpdate(
-      { _id: userId },
+      { _id: userId, ...LIVE },
       { $set: { handoff: null } },
       { returnDocument: 'after' },
     );

@@ -230,6 +230,12 @@ export class UsersRepository {
     return doc ? toUser(doc) : null;
   }
 
+  /** The user, or null when unknown or being erased (an erase is for good: nothing may reach them). */
+  async getLiveUser(id: string): Promise<User | null> {
+    const doc = await this.users.findOne({ _id: id, ...LIVE });
+    return doc ? toUser(doc) : null;
+  }
+
   private async findDoc(identity: Pick<Identity, 'waId' | 'bsuid'>): Promise<UserDoc | null> {
     let doc: UserDoc | null = null;
     if (identity.waId) doc = await this.users.findOne({ waId: identity.waId });

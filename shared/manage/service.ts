@@ -152,7 +152,7 @@ export async function listUsers(
 }
 
 export async function getUser(ctx: ManageContext, id: string): Promise<UserJson> {
-  const user = await ctx.data.users.getUser(id);
+  const user = await ctx.data.users.getLiveUser(id);
   if (!user) throw notFound();
   return userJson(user, ctx);
 }
@@ -164,7 +164,7 @@ export async function listUserMessages(
 ): Promise<{ items: MessageJson[]; nextCursor: string | null }> {
   const scope = cursorScope.userMessages(id);
   const after = cursors.decode(query.cursor, scope);
-  if (!(await data.users.getUser(id))) throw notFound();
+  if (!(await data.users.getLiveUser(id))) throw notFound();
   const page = await data.manage.listMessages({ userId: id, limit: query.limit, after });
   return { items: page.items.map(messageJson), nextCursor: cursors.encode(page.next, scope) };
 }
@@ -239,19 +239,37 @@ export async function eraseUser({ data, now }: ManageContext, caller: Caller, id
 
 /** An operator takes the conversation: the bot stays silent for this user (audited). */
 export async function takeHandoff(ctx: ManageContext, caller: Caller, id: string): Promise<UserJson> {
-  if (!(await ctx.data.users.getUser(id))) throw notFound();
-  await ctx.data.personal.audit({ tokenName: caller.name, action: 'handoff', userId: id, at: ctx.now });
+  if (!(await ctx.data.users.getLiveUser(id))) throw notFound();
+  const auditId = await ctx.data.personal.audit({
+    tokenName: caller.name,
+    action: 'handoff',
+    userId: id,
+    at: ctx.now,
+  });
   const taken = await ctx.data.handoff.take(id, caller.name, ctx.now, ctx.handoffHours);
-  if (!taken) throw notFound();
+  if (!taken) {
+    // Erased meanwhile: nothing was taken.
+    await ctx.data.personal.withdrawAudit(auditId);
+    throw notFound();
+  }
   return userJson(taken.user, ctx);
 }
 
 /** An operator hands the conversation back to the bot (audited). */
 export async function handBack(ctx: ManageContext, caller: Caller, id: string): Promise<UserJson> {
-  if (!(await ctx.data.users.getUser(id))) throw notFound();
-  await ctx.data.personal.audit({ tokenName: caller.name, action: 'handback', userId: id, at: ctx.now });
+  if (!(await ctx.data.users.getLiveUser(id))) throw notFound();
+  const auditId = await ctx.data.personal.audit({
+    tokenName: caller.name,
+    action: 'handback',
+    userId: id,
+    at: ctx.now,
+  });
   const user = await ctx.data.handoff.handBack(id);
-  if (!user) throw notFound();
+  if (!user) {
+    // Erased meanwhile: nothing was handed back.
+    await ctx.data.personal.withdrawAudit(auditId);
+    throw notFound();
+  }
   return userJson(user, ctx);
 }
 
@@ -295,7 +313,7 @@ export async function sendMessage(
   body: SendBody,
 ): Promise<MessageJson> {
   const { data, now, graph } = ctx;
-  const user = await data.users.getUser(id);
+  const user = await data.users.getLiveUser(id);
   if (!user) throw notFound();
   if (user.optedOut) throw new AppError(ErrorCode.OPTED_OUT, 'the user opted out (stop); nothing was sent');
   const last = await data.handoff.lastInbound(id);
@@ -317,6 +335,11 @@ export async function sendMessage(
   }
   const auditId = await data.personal.audit({ tokenName: caller.name, action: 'send', userId: id, at: now });
   const taken = await data.handoff.take(id, caller.name, now, ctx.handoffHours);
+  if (!taken) {
+    // Erased meanwhile (or being erased): nothing goes out to them.
+    await data.personal.withdrawAudit(auditId);
+    throw notFound();
+  }
   const recipient = { waId: user.waId, bsuid: user.bsuid };
   const type = body.template ? 'template' : 'text';
   const text = body.template ? describeTemplate(body.template) : (body.text ?? '');
@@ -334,7 +357,7 @@ export async function sendMessage(
     } else {
       // Nothing went out: nothing is stored or counted, the conversation goes back to whoever had
       // it, and the audit entry goes last (an interrupted undo leaves it, never an unaudited change).
-      if (taken?.user.handoff) await data.handoff.restore(id, taken.user.handoff, taken.previous);
+      if (taken.user.handoff) await data.handoff.restore(id, taken.user.handoff, taken.previous);
       await data.personal.withdrawAudit(auditId);
       throw refusal;
     }

@@ -240,6 +240,34 @@ describe('an operator and the bot at once', () => {
   }
 });
 
+describe('a user whose erase is under way', () => {
+  it('is not taken, handed back, messaged or exported: 404, nothing sent, no audit entry', async () => {
+    const waId = newNumber();
+    await app.userWrites(waId, 'hola', 'Lena');
+    const id = await userIdOf(app.services.data, waId);
+    // Another operator's erase has begun (its mark) and is deleting the user's data.
+    await app.database.db
+      .collection('users')
+      .updateOne({ _id: id as never }, { $set: { erasing: true, erasingSince: new Date() } });
+    app.graph.requests.length = 0;
+    const answers = [
+      await api('userHandoff', id, 'POST'),
+      await api('userHandoff', id, 'DELETE'),
+      await api('userMessages', id, 'POST', { text: 'are you still there?' }),
+      await api('userMessages', id, 'POST', {
+        template: { name: 'hello_world', language: 'en_US', parameters: [] },
+      }),
+      await call(h.userExport, { token: TOKEN, params: { id } }),
+      await call(h.user, { token: TOKEN, params: { id } }),
+    ];
+    expect(answers.map((a) => a.status)).toEqual([404, 404, 404, 404, 404, 404]);
+    expect(app.graph.sends()).toEqual([]);
+    const audit = await app.services.data.personal.auditTrail(1000);
+    expect(audit.filter((e) => e.userId === id)).toEqual([]);
+    expect((await app.services.data.users.getUser(id))?.handoff).toBeNull();
+  });
+});
+
 describe('the human command', () => {
   it('hands the conversation over with one confirmation and shows it as waiting', async () => {
     const waId = newNumber();
