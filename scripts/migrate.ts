@@ -19,6 +19,7 @@ import {
   seconds,
   UsageError,
   withDataStore,
+  working,
   type Env,
   type Io,
 } from './lib/cli';
@@ -526,7 +527,21 @@ function mapLegacy(
  * stored message is this row's (same user, direction and time), so running this version over a
  * file the earlier one migrated changes nothing; any other row gets its derived key.
  */
-async function keepEarlierKeys(store: DataStore, messages: LegacyMessage[]): Promise<number> {
+async function keepEarlierKeys(store: DataStore, messages: LegacyMessage[], io: Io): Promise<number> {
+  // Looking every batch up by key reads each message of the collection on some servers (FerretDB
+  // does not use an index for `_id: {$in}`): only when an earlier version's keys are stored.
+  if (!messages.some((m) => m.oldKey)) return 0;
+  const done = working(io, 'looking for messages an earlier version migrated');
+  try {
+    // `legacy:<row>`; this version's keys are `legacy:` and 32 hex digits.
+    if (!(await store.maintenance.anyKeyMatching(/^legacy:-?\d{1,19}$/))) return 0;
+    return await keepStoredKeys(store, messages);
+  } finally {
+    done();
+  }
+}
+
+async function keepStoredKeys(store: DataStore, messages: LegacyMessage[]): Promise<number> {
   const used = new Set(messages.map((m) => m.id));
   let kept = 0;
   for (let i = 0; i < messages.length; i += 500) {
@@ -655,7 +670,7 @@ export async function main(
         now,
       );
     }
-    const earlierKeys = await keepEarlierKeys(store, legacy.messages);
+    const earlierKeys = await keepEarlierKeys(store, legacy.messages, io);
     const total = legacy.users.length + legacy.messages.length;
     const bar = progress(io, 'migrating', total);
     let done = 0;

@@ -251,9 +251,21 @@ export class Maintenance {
       list.push({ id: m.id, text: docs[i]?.text ?? '', at: m.seqAt ?? m.createdAt, direction: m.direction });
       perUser.set(m.userId, list);
     });
-    for (const [userId, list] of perUser) await this.usersRepo.noteMessages(userId, list);
+    await this.usersRepo.noteImported(perUser);
     await this.stats.apply(delta);
     return { inserted: inserted.size, ...total };
+  }
+
+  /**
+   * Whether any message is stored under a key `pattern` (anchored at the start) matches: one read,
+   * so that a caller skips looking keys up batch by batch when none can match.
+   */
+  async anyKeyMatching(pattern: RegExp): Promise<boolean> {
+    const found = await this.messages.find(
+      { _id: { $regex: pattern } },
+      { projection: { _id: 1 }, limit: 1 },
+    );
+    return found.length > 0;
   }
 
   /**

@@ -5,7 +5,12 @@ import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { checkStoredDocument, createDataStore, type StoredCollection } from '../../shared/data';
+import {
+  checkStoredDocument,
+  createDataStore,
+  observeCommands,
+  type StoredCollection,
+} from '../../shared/data';
 import { userIdOf } from '../helpers/users';
 import { runToExitCode } from '../../scripts/lib/cli';
 import { main as health } from '../../scripts/health';
@@ -468,4 +473,70 @@ describe('numbers and schemas as operators have them', () => {
     expect(await runToExitCode(migrate, [noRole], envOf(t), refused)).toBe(1);
     expect(refused.text()).toMatch(/unexpected legacy schema: table "message" has no column "role"/);
   });
+});
+
+describe('round trips of a migration', () => {
+  it("grow with its batches, not its rows: the users' summaries of a batch are one bulk write", async () => {
+    const t = await freshDb('migrate-rt');
+    const USERS = 400;
+    const users: LegacyUserRow[] = Array.from({ length: USERS }, (_, i) => [
+      i + 1,
+      `1555${String(i + 1).padStart(7, '0')}`,
+      `User ${i + 1}`,
+      1,
+      '2024-01-01 00:00:00',
+      '2024-01-01 00:00:00',
+    ]);
+    // Two messages per user, interleaved in time as real conversations are: each batch of 500
+    // messages names hundreds of users.
+    const messages: LegacyMessageRow[] = Array.from({ length: USERS * 2 }, (_, n) => [
+      n + 1,
+      (n % USERS) + 1,
+      n < USERS ? 'user' : 'assistant',
+      `message ${n + 1}`,
+      n < USERS ? `wamid.rt${n + 1}` : null,
+      new Date(Date.UTC(2024, 0, 2) + n * 1_000).toISOString(),
+    ]);
+    const file = await legacyFile(users, messages);
+    const userUpdates: string[] = [];
+    const stop = observeCommands((c) => {
+      if (c.databaseName !== t.dbName) return;
+      if (
+        c.command[c.commandName] === 'users' &&
+        (c.commandName === 'update' || c.commandName === 'findAndModify')
+      )
+        userUpdates.push(c.commandName);
+    });
+    try {
+      const io = captureIo();
+      expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(0);
+    } finally {
+      stop();
+    }
+    // 800 messages in 2 batches: a bulk write of the summaries per batch, not one update per user.
+    expect(userUpdates.length).toBeLessThanOrEqual(4);
+    const u = await t.db.collection('users').findOne({ waId: '15550000007' });
+    expect(u?.['messageCount']).toBe(2);
+    expect(u?.['inboundCount']).toBe(1);
+    expect(u?.['lastMessagePreview']).toBe(`message ${USERS + 7}`);
+    expect((await healthOf(t)).code).toBe(0);
+
+    // Run again (as after Ctrl-C): no earlier version's keys are stored, so no batch looks them up
+    // by key (an `_id: {$in}` read scans every message on the embedded database: 10-20 s a batch
+    // at 200,000 messages, and silent).
+    const byKey: unknown[] = [];
+    const stopAgain = observeCommands((c) => {
+      if (c.databaseName !== t.dbName || c.commandName !== 'find' || c.command['find'] !== 'messages') return;
+      const id = (c.command['filter'] as Record<string, unknown> | undefined)?.['_id'];
+      if (id && typeof id === 'object' && '$in' in id) byKey.push(JSON.stringify(c.command).slice(0, 300));
+    });
+    try {
+      const io = captureIo();
+      expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(0);
+      expect(io.text()).toMatch(/messages inserted:\s+0\n/);
+    } finally {
+      stopAgain();
+    }
+    expect(byKey).toEqual([]);
+  }, 120_000);
 });
