@@ -170,6 +170,17 @@ export function packageRoot(from: string = __dirname): string {
   }
 }
 
+/**
+ * A body sent chunked (no Content-Length) never reaches a function: the local host passes none, as
+ * the Functions host does. Answered 411, as the app's routes answer it, not a misleading 400.
+ */
+const chunked = (request: HttpRequest): boolean =>
+  request.headers.has('transfer-encoding') && !request.headers.has('content-length');
+const lengthRequired = (): HttpResponseInit =>
+  json(411, {
+    error: { code: 'LENGTH_REQUIRED', message: 'a body needs a Content-Length header (not chunked)' },
+  });
+
 async function readBody(request: HttpRequest): Promise<unknown> {
   try {
     return JSON.parse(await request.text()) as unknown;
@@ -246,6 +257,7 @@ export function simulatorDefinitions(runtime: Runtime): HttpDefinition[] {
       return { status: 200, headers: { ...HEADERS, 'Content-Type': 'text/javascript' }, body };
     }),
     definition('devChatSend', `${SIMULATOR_ROUTE}/send`, ['POST'], async (request) => {
+      if (chunked(request)) return lengthRequired();
       const parsed = SendSchema.safeParse(await readBody(request));
       if (!parsed.success) {
         const issue = parsed.error.issues[0];

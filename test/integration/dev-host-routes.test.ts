@@ -6,6 +6,8 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HttpDefinition } from '../../functions/definition-types';
 import { startDevServer, type DevServer } from '../../scripts/dev-server';
+import { simulatorDefinitions } from '../../scripts/dev/simulator';
+import type { Runtime } from '../../shared/deps';
 
 let server: DevServer;
 const definition = (name: string, route: string, methods: HttpDefinition['methods']): HttpDefinition => ({
@@ -145,5 +147,41 @@ describe('the request a function gets', () => {
       Buffer.from('7\r\n{"a":1}\r\n0\r\n\r\n'),
     );
     expect(got).toMatchObject({ body: '' });
+  });
+});
+
+describe('the simulator', () => {
+  it('answers a send whose body came chunked with 411, as the app does, not a misleading 400', async () => {
+    const sim = await startDevServer({
+      port: 0,
+      log: () => undefined,
+      definitions: simulatorDefinitions({} as Runtime),
+    });
+    try {
+      const { port } = new URL(sim.url);
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = net.connect(Number(port), '127.0.0.1');
+        const parts: Buffer[] = [];
+        socket.on('data', (c: Buffer) => parts.push(c));
+        socket.on('error', reject);
+        socket.on('end', () => resolve(Buffer.concat(parts).toString('utf8')));
+        const body = '{"kind":"text","waId":"34600111333","name":"Ana","text":"hi"}';
+        socket.write(
+          [
+            'POST /api/dev/chat/send HTTP/1.1',
+            `Host: 127.0.0.1:${port}`,
+            'Connection: close',
+            'Content-Type: application/json',
+            'Transfer-Encoding: chunked',
+            '',
+            `${Buffer.byteLength(body).toString(16)}\r\n${body}\r\n0\r\n\r\n`,
+          ].join('\r\n'),
+        );
+      });
+      expect(answer).toMatch(/^HTTP\/1\.1 411 /);
+      expect(answer).toMatch(/LENGTH_REQUIRED/);
+    } finally {
+      await sim.stop();
+    }
   });
 });
