@@ -237,39 +237,38 @@ export async function eraseUser({ data, now }: ManageContext, caller: Caller, id
   if (!(await data.personal.eraseUser(id, now))) throw notFound();
 }
 
-/** An operator takes the conversation: the bot stays silent for this user (audited). */
-export async function takeHandoff(ctx: ManageContext, caller: Caller, id: string): Promise<UserJson> {
+/**
+ * An audited change to a user no erase is taking: the audit entry is written first (no change is
+ * ever unaudited), and withdrawn with a 404 when `change` finds the user erased meanwhile (null).
+ */
+async function auditedChange<T>(
+  ctx: ManageContext,
+  caller: Caller,
+  id: string,
+  action: string,
+  change: () => Promise<T | null>,
+): Promise<T> {
   if (!(await ctx.data.users.getLiveUser(id))) throw notFound();
-  const auditId = await ctx.data.personal.audit({
-    tokenName: caller.name,
-    action: 'handoff',
-    userId: id,
-    at: ctx.now,
-  });
-  const taken = await ctx.data.handoff.take(id, caller.name, ctx.now, ctx.handoffHours);
-  if (!taken) {
-    // Erased meanwhile: nothing was taken.
+  const auditId = await ctx.data.personal.audit({ tokenName: caller.name, action, userId: id, at: ctx.now });
+  const done = await change();
+  if (done === null) {
     await ctx.data.personal.withdrawAudit(auditId);
     throw notFound();
   }
+  return done;
+}
+
+/** An operator takes the conversation: the bot stays silent for this user (audited). */
+export async function takeHandoff(ctx: ManageContext, caller: Caller, id: string): Promise<UserJson> {
+  const taken = await auditedChange(ctx, caller, id, 'handoff', () =>
+    ctx.data.handoff.take(id, caller.name, ctx.now, ctx.handoffHours),
+  );
   return userJson(taken.user, ctx);
 }
 
 /** An operator hands the conversation back to the bot (audited). */
 export async function handBack(ctx: ManageContext, caller: Caller, id: string): Promise<UserJson> {
-  if (!(await ctx.data.users.getLiveUser(id))) throw notFound();
-  const auditId = await ctx.data.personal.audit({
-    tokenName: caller.name,
-    action: 'handback',
-    userId: id,
-    at: ctx.now,
-  });
-  const user = await ctx.data.handoff.handBack(id);
-  if (!user) {
-    // Erased meanwhile: nothing was handed back.
-    await ctx.data.personal.withdrawAudit(auditId);
-    throw notFound();
-  }
+  const user = await auditedChange(ctx, caller, id, 'handback', () => ctx.data.handoff.handBack(id));
   return userJson(user, ctx);
 }
 
