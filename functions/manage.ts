@@ -105,7 +105,11 @@ function pathHandler(
       // From the URL, not request.query: the Functions host joins a parameter given twice into one
       // value ("a,b"), which would hide the repetition parseQuery refuses.
       const query = new URL(request.url).searchParams;
-      const result = await route.invoke(ctx, { params: request.params, query, body }, caller);
+      const result = await route.invoke(
+        ctx,
+        { params: request.params, query, body, headers: request.headers },
+        caller,
+      );
       status = result === undefined ? 204 : route.status;
       return result === undefined
         ? { status, headers: SECURITY_HEADERS }

@@ -13,6 +13,10 @@ export const ErrorCode = {
   OUTSIDE_WINDOW: 'OUTSIDE_WINDOW',
   /** The user opted out with `stop`: operators cannot message them either. */
   OPTED_OUT: 'OPTED_OUT',
+  /** A send whose Idempotency-Key names one still under way, or interrupted before its outcome was stored. */
+  IN_PROGRESS: 'IN_PROGRESS',
+  /** An Idempotency-Key given again with another request (another body, or another token). */
+  IDEMPOTENCY_KEY_REUSED: 'IDEMPOTENCY_KEY_REUSED',
   THROTTLED: 'THROTTLED',
   /** Too many failed management authentications from one client this minute. */
   TOO_MANY_REQUESTS: 'TOO_MANY_REQUESTS',
@@ -33,6 +37,8 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   NOT_FOUND: 404,
   OUTSIDE_WINDOW: 409,
   OPTED_OUT: 409,
+  IN_PROGRESS: 409,
+  IDEMPOTENCY_KEY_REUSED: 422,
   THROTTLED: 503,
   TOO_MANY_REQUESTS: 429,
   UNAVAILABLE: 503,

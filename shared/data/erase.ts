@@ -1,7 +1,7 @@
 // What the data module stores about one person, exported or erased: the user, their messages and
 // every archived item that concerns them (by user id, or by the subject of a number or bsuid
 // they used). Erase also lowers the counters by what it removes; the audit trail stays.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Filter } from 'mongodb';
 import { AppError, ErrorCode } from '../errors';
 import { toEvent, type EventDoc } from './events';
@@ -244,6 +244,42 @@ export class PersonalData {
   }
 
   /**
+   * The audit entry of an operator's request that carried an Idempotency-Key, or null: one per key
+   * for a user (its id is derived from both), written by `auditOnce` before the action.
+   */
+  async auditOf(userId: string, idempotencyKey: string): Promise<KeyedAudit | null> {
+    const doc = await this.events.findOne({ _id: keyedAuditId(userId, idempotencyKey), kind: AUDIT_KIND });
+    return doc ? keyedAudit(doc) : null;
+  }
+
+  /**
+   * `audit` for a request that carries an Idempotency-Key: the entry is written only if the key has
+   * none yet for this user. `first` when this call wrote it; else the entry already there (another
+   * request with the key, which began at its `at`).
+   */
+  async auditOnce(
+    entry: { tokenName: string; action: string; userId: string; at: Date },
+    idempotencyKey: string,
+  ): Promise<{ readonly id: string; readonly first: boolean; readonly entry: KeyedAudit }> {
+    const id = keyedAuditId(entry.userId, idempotencyKey);
+    for (;;) {
+      const inserted = await this.events.insertOne({
+        _id: id,
+        kind: AUDIT_KIND,
+        reason: entry.action,
+        createdAt: entry.at,
+        userId: entry.userId,
+        payload: { tokenName: entry.tokenName, action: entry.action, userId: entry.userId, at: entry.at },
+      });
+      if (inserted === 'inserted')
+        return { id, first: true, entry: { at: entry.at, tokenName: entry.tokenName } };
+      const existing = await this.auditOf(entry.userId, idempotencyKey);
+      // Withdrawn between the two (that request sent nothing): the key is free again.
+      if (existing) return { id, first: false, entry: existing };
+    }
+  }
+
+  /**
    * Takes back an audit entry for an action that did not happen after all (an operator message
    * WhatsApp refused with a 4xx: nothing was sent). Entries are recorded before their action, so
    * that no action is ever unaudited; this is the only way one leaves the trail.
@@ -325,6 +361,21 @@ export class PersonalData {
     return docs.map(toEvent);
   }
 }
+
+/** What an audit entry written for an Idempotency-Key says of the request that wrote it. */
+export interface KeyedAudit {
+  readonly at: Date;
+  readonly tokenName: string;
+}
+
+/** The audit entry id of a user's request with `key`: the key is the client's, never shown. */
+const keyedAuditId = (userId: string, key: string): string =>
+  `audit:key:${createHash('sha256').update(`${userId}\n${key}`).digest('hex').slice(0, 32)}`;
+
+const keyedAudit = (doc: EventDoc): KeyedAudit => {
+  const payload = (doc.payload ?? {}) as { tokenName?: unknown };
+  return { at: doc.createdAt, tokenName: typeof payload.tokenName === 'string' ? payload.tokenName : '' };
+};
 
 /** What a backup holds of a user that decides whether an erase recorded since applies to it. */
 export interface BackedUpUser {

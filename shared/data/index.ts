@@ -35,7 +35,7 @@ export {
 } from './doc-schemas';
 export { fold, queryTerms, words } from './terms';
 export { CounterDelta, dayKey, type StatsSnapshot } from './stats';
-export { ErasedSinceBackup, type BackedUpUser } from './erase';
+export { ErasedSinceBackup, type BackedUpUser, type KeyedAudit } from './erase';
 export { KEYS_ID } from './subjects';
 export { preview, type SummaryMessage } from './summary';
 export { boundedJson, MAX_RAW_JSON } from './bounded-json';

@@ -119,6 +119,12 @@ export class MessagesRepository {
     });
   }
 
+  /** The messages an operator (`by`, a token's name) sent to a user at `at` (a request's time). */
+  async operatorMessagesAt(userId: string, at: Date, by: string): Promise<Message[]> {
+    const docs = await this.messages.find({ userId, createdAt: at, role: 'operator', by }, { limit: 10 });
+    return docs.map(toMessage);
+  }
+
   /** A user's latest messages on our clock, newest first (reply worker: what waits, and the context). */
   async recent(userId: string, limit: number): Promise<Message[]> {
     const docs = await this.messages.find({ userId }, { sort: { userId: -1, seqAt: -1, _id: -1 }, limit });

@@ -58,6 +58,7 @@ export function openApiDocument(): object {
       request: {
         ...(r.hasId ? { params: UserIdParamsSchema } : {}),
         ...(r.query ? { query: r.query } : {}),
+        ...(r.headers ? { headers: r.headers } : {}),
         ...(r.body ? { body: { content: { 'application/json': { schema: r.body } }, required: true } } : {}),
       },
       responses: {

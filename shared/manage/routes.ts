@@ -13,6 +13,7 @@ import {
   SearchBodySchema,
   SearchQuerySchema,
   SendBodySchema,
+  SendHeadersSchema,
   StatsSchema,
   UserIdParamsSchema,
   UserSchema,
@@ -32,11 +33,17 @@ export interface RawInput {
   readonly params: Readonly<Record<string, string | undefined>>;
   readonly query: URLSearchParams;
   readonly body: unknown;
+  /** Request headers (a header given twice comes joined with `, `, as the Functions host gives it). */
+  readonly headers: { get(name: string): string | null };
 }
 
 type Infer<S> = S extends z.ZodType ? z.infer<S> : undefined;
 
-interface RouteSpec<Q extends z.ZodObject | undefined, B extends z.ZodType | undefined> {
+interface RouteSpec<
+  Q extends z.ZodObject | undefined,
+  B extends z.ZodType | undefined,
+  H extends z.ZodObject | undefined = undefined,
+> {
   /** The function that serves this path (routes on one path share it). */
   readonly fn: string;
   readonly method: RouteMethod;
@@ -45,19 +52,24 @@ interface RouteSpec<Q extends z.ZodObject | undefined, B extends z.ZodType | und
   readonly summary: string;
   readonly query?: Q;
   readonly body?: B;
+  /** Request headers the route reads (lower-case names), validated like the query. */
+  readonly headers?: H;
   readonly status: 200 | 201 | 204;
   readonly response?: z.ZodType;
   readonly responseDescription: string;
   /** Extra error answers of this route, by status. */
-  readonly errors?: Readonly<Partial<Record<404 | 409 | 502 | 503, string>>>;
+  readonly errors?: Readonly<Partial<Record<404 | 409 | 422 | 502 | 503, string>>>;
   run(
     ctx: manage.ManageContext,
-    input: { id: string; query: Infer<Q>; body: Infer<B> },
+    input: { id: string; query: Infer<Q>; body: Infer<B>; headers: Infer<H> },
     caller: Caller,
   ): Promise<unknown>;
 }
 
-export interface ManageRoute extends Omit<RouteSpec<z.ZodObject | undefined, z.ZodType | undefined>, 'run'> {
+export interface ManageRoute extends Omit<
+  RouteSpec<z.ZodObject | undefined, z.ZodType | undefined, z.ZodObject | undefined>,
+  'run'
+> {
   /** True when the path has an `{id}` parameter. */
   readonly hasId: boolean;
   /** Validates the request (400 naming the bad field; nothing else happens) and runs the route. */
@@ -80,9 +92,28 @@ export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infe
   throw new AppError(ErrorCode.INVALID_INPUT, `invalid body field "${name}": ${issue?.message ?? 'invalid'}`);
 }
 
-function route<Q extends z.ZodObject | undefined = undefined, B extends z.ZodType | undefined = undefined>(
-  spec: RouteSpec<Q, B>,
-): ManageRoute {
+/** Validates the headers a route reads; a bad value is a 400 whose message names the header. */
+function parseHeaders<S extends z.ZodObject>(schema: S, headers: RawInput['headers']): z.infer<S> {
+  const present = Object.fromEntries(
+    Object.keys(schema.shape).flatMap((name) => {
+      const value = headers.get(name);
+      return value === null ? [] : [[name, value]];
+    }),
+  );
+  const result = schema.safeParse(present);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  throw new AppError(
+    ErrorCode.INVALID_INPUT,
+    `invalid header "${String(issue?.path[0] ?? 'header')}": ${issue?.message ?? 'invalid'}`,
+  );
+}
+
+function route<
+  Q extends z.ZodObject | undefined = undefined,
+  B extends z.ZodType | undefined = undefined,
+  H extends z.ZodObject | undefined = undefined,
+>(spec: RouteSpec<Q, B, H>): ManageRoute {
   const hasId = spec.path.includes('{id}');
   return {
     ...spec,
@@ -96,7 +127,8 @@ function route<Q extends z.ZodObject | undefined = undefined, B extends z.ZodTyp
       }
       const query = (spec.query ? manage.parseQuery(spec.query, raw.query) : undefined) as Infer<Q>;
       const body = (spec.body ? parseBody(spec.body, raw.body) : undefined) as Infer<B>;
-      return spec.run(ctx, { id, query, body }, caller);
+      const headers = (spec.headers ? parseHeaders(spec.headers, raw.headers) : undefined) as Infer<H>;
+      return spec.run(ctx, { id, query, body, headers }, caller);
     },
   };
 }
@@ -182,6 +214,7 @@ export const MANAGE_ROUTES: readonly ManageRoute[] = [
       "An operator's message to the user (audited, never with its text): free text within 24 hours of " +
       "the user's last message, else a template. Takes the conversation if it was not handed over.",
     body: SendBodySchema,
+    headers: SendHeadersSchema,
     status: 201,
     response: MessageSchema,
     responseDescription: 'The stored message (role `operator`)',
@@ -191,10 +224,13 @@ export const MANAGE_ROUTES: readonly ManageRoute[] = [
         'OUTSIDE_WINDOW: free text more than 24 hours after the user wrote or when the user never ' +
         'wrote, any message when no business number is known for the user (only migrated messages), ' +
         'or WhatsApp refused it for the window (code 131047); OPTED_OUT: the user sent stop. ' +
-        'Nothing is stored, taken or audited',
+        'Nothing is stored, taken or audited. IN_PROGRESS: a send with this Idempotency-Key has ' +
+        'stored no outcome yet (still under way, or interrupted): nothing was sent again',
+      422: 'IDEMPOTENCY_KEY_REUSED: the Idempotency-Key was given with another body or by another token',
       502: 'WhatsApp did not accept the message (stored as failed)',
     },
-    run: (ctx, { id, body }, caller) => manage.sendMessage(ctx, caller, id, body),
+    run: (ctx, { id, body, headers }, caller) =>
+      manage.sendMessage(ctx, caller, id, body, headers['idempotency-key']),
   }),
   route({
     fn: 'manageUserHandoff',

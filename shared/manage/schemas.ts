@@ -230,6 +230,41 @@ export const SendBodySchema = z
   });
 export type SendBody = z.infer<typeof SendBodySchema>;
 
+/** Longest Idempotency-Key accepted (the IETF draft sets none; Stripe's is 255). */
+export const MAX_IDEMPOTENCY_KEY = 255;
+
+/**
+ * The send's request headers. `Idempotency-Key` (draft-ietf-httpapi-idempotency-key-header) is a
+ * string structured field, `"…"`; the bare form clients such as Stripe's send is taken too. A
+ * header given twice reaches the app joined with `, ` and is refused (a comma is not allowed).
+ */
+export const SendHeadersSchema = z.object({
+  'idempotency-key': z
+    .string()
+    .transform((v) => {
+      const t = v.trim();
+      return t.length >= 2 && t.startsWith('"') && t.endsWith('"') ? t.slice(1, -1) : t;
+    })
+    .pipe(
+      z
+        .string()
+        .regex(
+          new RegExp(`^[\\x21\\x23-\\x2b\\x2d-\\x5b\\x5d-\\x7e]{1,${MAX_IDEMPOTENCY_KEY}}$`),
+          `must be 1–${MAX_IDEMPOTENCY_KEY} visible ASCII characters without quotes, commas or backslashes (a UUID, say), given once`,
+        ),
+    )
+    .optional()
+    .openapi({
+      description:
+        'Optional. A key of your choosing (a UUID, say) that makes the send safe to repeat: a request ' +
+        "with a key already used for this user sends nothing and gives the first request's answer " +
+        '(the same body and token are required: else 422 IDEMPOTENCY_KEY_REUSED; while the first ' +
+        'has stored no outcome: 409 IN_PROGRESS)',
+      example: '"8e03978e-40d5-43e8-bc93-6894a57f9324"',
+    }),
+});
+export type SendHeaders = z.infer<typeof SendHeadersSchema>;
+
 export const StatsSchema = z
   .object({
     users: z.object({ total: z.number().int(), optedOut: z.number().int(), active24h: z.number().int() }),

@@ -6,6 +6,7 @@ import {
   activeHandoff,
   type ArchivedEvent,
   type DataStore,
+  type KeyedAudit,
   type Message,
   type MessageError,
   type User,
@@ -275,6 +276,10 @@ export async function handBack(ctx: ManageContext, caller: Caller, id: string): 
 const describeTemplate = (t: NonNullable<SendBody['template']>): string =>
   `[template] ${t.name} (${t.language})${t.parameters.length ? `: ${t.parameters.join(' · ')}` : ''}`;
 
+/** What an operator message stores as its text. */
+const textOf = (body: SendBody): string =>
+  body.template ? describeTemplate(body.template) : (body.text ?? '');
+
 /**
  * The `4xx` answer to a send that certainly did not go out, or null: WhatsApp's limits refused it
  * before any request, or Graph refused it for the 24-hour window (131047).
@@ -310,10 +315,15 @@ export async function sendMessage(
   caller: Caller,
   id: string,
   body: SendBody,
+  idempotencyKey?: string,
 ): Promise<MessageJson> {
   const { data, now, graph } = ctx;
   const user = await data.users.getLiveUser(id);
   if (!user) throw notFound();
+  if (idempotencyKey !== undefined) {
+    const earlier = await data.personal.auditOf(id, idempotencyKey);
+    if (earlier) return replaySend(ctx, caller, id, body, earlier);
+  }
   if (user.optedOut) throw new AppError(ErrorCode.OPTED_OUT, 'the user opted out (stop); nothing was sent');
   const last = await data.handoff.lastInbound(id);
   if (body.text !== undefined && !last) {
@@ -332,7 +342,15 @@ export async function sendMessage(
       'no business number is known for this user (only migrated messages): they must write again first',
     );
   }
-  const auditId = await data.personal.audit({ tokenName: caller.name, action: 'send', userId: id, at: now });
+  const entry = { tokenName: caller.name, action: 'send', userId: id, at: now };
+  let auditId: string;
+  if (idempotencyKey === undefined) auditId = await data.personal.audit(entry);
+  else {
+    // Two requests with one key at once: one writes the entry and sends, the other replays it.
+    const once = await data.personal.auditOnce(entry, idempotencyKey);
+    if (!once.first) return replaySend(ctx, caller, id, body, once.entry);
+    auditId = once.id;
+  }
   const taken = await data.handoff.take(id, caller.name, now, ctx.handoffHours);
   if (!taken) {
     // Erased meanwhile (or being erased): nothing goes out to them.
@@ -341,7 +359,7 @@ export async function sendMessage(
   }
   const recipient = { waId: user.waId, bsuid: user.bsuid };
   const type = body.template ? 'template' : 'text';
-  const text = body.template ? describeTemplate(body.template) : (body.text ?? '');
+  const text = textOf(body);
   let sent: SendResult | null = null;
   let failure: GraphError | null = null;
   try {
@@ -379,15 +397,50 @@ export async function sendMessage(
   });
   // Erased by another operator meanwhile: the message went with the user.
   if (recorded === 'erased') throw notFound();
-  if (failure) {
-    // Said to the operator: a send Graph did not answer may still reach the user.
-    throw new AppError(
-      ErrorCode.UPSTREAM_FAILED,
-      'WhatsApp did not accept the message, or did not answer (it may then still arrive): it is stored as failed',
-      { cause: failure, exposed: true },
-    );
-  }
+  if (failure) throw sendFailed(failure);
   const stored = await data.messages.getMessage(messageId);
   if (!stored) throw new AppError(ErrorCode.INTERNAL, 'the sent message was not stored');
   return messageJson(stored);
+}
+
+/** Said to the operator: a send Graph did not answer may still reach the user. */
+const sendFailed = (cause?: GraphError): AppError =>
+  new AppError(
+    ErrorCode.UPSTREAM_FAILED,
+    'WhatsApp did not accept the message, or did not answer (it may then still arrive): it is stored as failed',
+    { cause, exposed: true },
+  );
+
+/**
+ * A send repeated with its Idempotency-Key (a client's retry after a timeout, say): nothing goes out
+ * again. The first request's answer is given again, read from the message it stored (the same
+ * request time, token and text); a key given with another body or by another token is refused
+ * (422), and one whose first request has stored no message yet (still under way, or interrupted
+ * between Graph and the database) answers 409: whether that one went out is not known here.
+ */
+async function replaySend(
+  ctx: ManageContext,
+  caller: Caller,
+  id: string,
+  body: SendBody,
+  earlier: KeyedAudit,
+): Promise<MessageJson> {
+  const reused = () =>
+    new AppError(
+      ErrorCode.IDEMPOTENCY_KEY_REUSED,
+      'this Idempotency-Key was used for another request (another message, or another token); nothing was sent',
+    );
+  if (earlier.tokenName !== caller.name) throw reused();
+  const sent = await ctx.data.messages.operatorMessagesAt(id, earlier.at, earlier.tokenName);
+  if (!sent.length) {
+    throw new AppError(
+      ErrorCode.IN_PROGRESS,
+      `a send with this Idempotency-Key began at ${earlier.at.toISOString()} and has no stored outcome ` +
+        '(still under way, or interrupted): it is not sent again; look at the conversation, or send with a new key',
+    );
+  }
+  const same = sent.find((m) => m.text === textOf(body));
+  if (!same) throw reused();
+  if (same.status === 'failed') throw sendFailed();
+  return messageJson(same);
 }

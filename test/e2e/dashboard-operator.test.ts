@@ -274,6 +274,47 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     );
   });
 
+  it('sends once when the answer to a send is lost and the operator sends it again', async () => {
+    await openUser(jorgId);
+    app.graph.requests.length = 0;
+    const keys: string[] = [];
+    let loseNext = true;
+    // The first try reaches the server, which sends; its answer never reaches the page.
+    await page.route('**/api/manage/users/*/messages', async (route) => {
+      if (route.request().method() !== 'POST') return route.fallback();
+      keys.push(route.request().headers()['idempotency-key'] ?? '');
+      if (!loseNext) return route.fallback();
+      loseNext = false;
+      await route.fetch();
+      return route.abort('connectionreset');
+    });
+    try {
+      await page.fill('#reply-text', 'Nur einmal senden');
+      await page.click('#reply-send');
+      await expect.poll(() => keys.length).toBe(1);
+      await expect.poll(() => app.graph.sends().length).toBe(1);
+      await page.waitForSelector('#reply-send:not([disabled])');
+      expect(await page.inputValue('#reply-text')).toBe('Nur einmal senden');
+      await page.click('#reply-send');
+      await page.waitForSelector('#conversation li.operator:has-text("Nur einmal senden")');
+      // A new message is a new send.
+      await page.fill('#reply-text', 'Noch etwas');
+      await page.click('#reply-send');
+      await page.waitForSelector('#conversation li.operator:has-text("Noch etwas")');
+    } finally {
+      await page.unroute('**/api/manage/users/*/messages');
+    }
+    expect(keys).toHaveLength(3);
+    expect(keys[0]).toMatch(/^"[0-9a-f-]{32,36}"$/);
+    expect(keys[1]).toBe(keys[0]);
+    expect(keys[2]).not.toBe(keys[0]);
+    expect(app.graph.sends().map((r) => (r.body['text'] as { body?: string }).body)).toEqual([
+      'Nur einmal senden',
+      'Noch etwas',
+    ]);
+    expect(pageErrors).toEqual([]);
+  });
+
   it('keeps saying why only a template can go out after the server answered OUTSIDE_WINDOW', async () => {
     await openUser(oldId);
     expect(await page.locator('#reply-form').isVisible()).toBe(true);

@@ -19,6 +19,7 @@ import {
   type ObservedCommand,
 } from '../../shared/data';
 import { BOOTSTRAP_TOKEN_NAME } from '../../shared/manage/auth';
+import { createToken } from '../../shared/manage/tokens';
 import {
   ChatsSchema,
   ErrorSchema,
@@ -662,6 +663,138 @@ describe('operator messages', () => {
     expect(r.status).toBe(409);
     expect(parseBody(ErrorSchema, r.body).error.code).toBe('OPTED_OUT');
     expect(app.graph.sends()).toEqual([]);
+  });
+});
+
+describe('operator sends with an Idempotency-Key', () => {
+  const send = (id: string, body: unknown, key: string | null, token = TOKEN) =>
+    call(h.userMessages, {
+      token,
+      method: 'POST',
+      params: { id },
+      body,
+      ...(key === null ? {} : { headers: { 'idempotency-key': key } }),
+    });
+  const sendAudits = async (id: string) =>
+    (await app.services.data.personal.auditTrail(10_000)).filter(
+      (e) => e.userId === id && e.reason === 'send',
+    );
+  const errorCode = (r: { body: unknown }) => parseBody(ErrorSchema, r.body).error.code;
+
+  async function userInWindow(): Promise<string> {
+    const waId = newNumber();
+    await app.userWrites(waId, 'hello', 'Keyed');
+    app.graph.requests.length = 0;
+    return userIdOf(app.services.data, waId);
+  }
+
+  it('sends once however often the same request is repeated, and answers each repeat as the first', async () => {
+    const id = await userInWindow();
+    const key = '8e03978e-40d5-43e8-bc93-6894a57f9324';
+    const first = await send(id, { text: 'Your order ships today' }, key);
+    expect(first.status).toBe(201);
+    const count = (await app.services.data.users.getUser(id))?.messageCount;
+    // The IETF draft's form (a quoted string) and the bare form name the same key.
+    for (const again of [key, `"${key}"`]) {
+      const repeat = await send(id, { text: 'Your order ships today' }, again);
+      expect(repeat.status).toBe(201);
+      expect(parseBody(MessageSchema, repeat.body).id).toBe(parseBody(MessageSchema, first.body).id);
+    }
+    expect(sentTexts()).toEqual(['Your order ships today']);
+    expect((await messagesOf(id)).filter((m) => m.role === 'operator')).toHaveLength(1);
+    expect((await app.services.data.users.getUser(id))?.messageCount).toBe(count);
+    expect(await sendAudits(id)).toHaveLength(1);
+    // Without a key, or with another, a send is a new one.
+    expect((await send(id, { text: 'Your order ships today' }, null)).status).toBe(201);
+    expect((await send(id, { text: 'Your order ships today' }, 'another-key')).status).toBe(201);
+    expect(app.graph.sends()).toHaveLength(3);
+  });
+
+  it('refuses the key with another body or from another token (422), sending nothing', async () => {
+    const id = await userInWindow();
+    expect((await send(id, { text: 'first words' }, 'k-reused')).status).toBe(201);
+    const otherText = await send(id, { text: 'other words' }, 'k-reused');
+    expect(otherText.status).toBe(422);
+    expect(errorCode(otherText)).toBe('IDEMPOTENCY_KEY_REUSED');
+    const template = { template: { name: 'order_update', language: 'en_US', parameters: [] } };
+    expect(errorCode(await send(id, template, 'k-reused'))).toBe('IDEMPOTENCY_KEY_REUSED');
+    const { token } = await createToken(app.services.data, {
+      name: 'second operator',
+      expiresDays: 1,
+      now: new Date(),
+    });
+    const otherToken = await send(id, { text: 'first words' }, 'k-reused', token);
+    expect(otherToken.status).toBe(422);
+    expect(sentTexts()).toEqual(['first words']);
+    expect(await sendAudits(id)).toHaveLength(1);
+  });
+
+  it('sends once when the same request comes twice at once: the other answers 409 IN_PROGRESS', async () => {
+    const id = await userInWindow();
+    app.graph.delayMs = 300;
+    try {
+      const answers = await Promise.all([
+        send(id, { text: 'only once' }, 'k-concurrent'),
+        send(id, { text: 'only once' }, 'k-concurrent'),
+      ]);
+      expect(answers.map((a) => a.status).sort()).toEqual([201, 409]);
+      const conflict = answers.find((a) => a.status === 409);
+      expect(conflict && errorCode(conflict)).toBe('IN_PROGRESS');
+    } finally {
+      app.graph.delayMs = 0;
+    }
+    expect(sentTexts()).toEqual(['only once']);
+    // Once the first has stored its outcome, a repeat gives its answer.
+    expect((await send(id, { text: 'only once' }, 'k-concurrent')).status).toBe(201);
+    expect(app.graph.sends()).toHaveLength(1);
+  });
+
+  it('gives a failed send its 502 again without sending, and frees the key of a send WhatsApp refused (409)', async () => {
+    const id = await userInWindow();
+    app.graph.sendResponses.push({
+      status: 400,
+      body: { error: { code: 131026, message: 'Message undeliverable' } },
+    });
+    expect((await send(id, { text: 'will fail' }, 'k-failed')).status).toBe(502);
+    const again = await send(id, { text: 'will fail' }, 'k-failed');
+    expect(again.status).toBe(502);
+    expect(errorCode(again)).toBe('UPSTREAM_FAILED');
+    expect(app.graph.sends()).toHaveLength(1);
+
+    app.graph.sendResponses.push({
+      status: 400,
+      body: { error: { code: 131047, message: 'Re-engagement message' } },
+    });
+    expect(errorCode(await send(id, { text: 'try later' }, 'k-window'))).toBe('OUTSIDE_WINDOW');
+    // Nothing went out and nothing was kept: the same key sends now.
+    expect((await send(id, { text: 'try later' }, 'k-window')).status).toBe(201);
+    expect(sentTexts()).toEqual(['will fail', 'try later', 'try later']);
+  });
+
+  it('answers a repeat as the first even when the user opted out since', async () => {
+    const id = await userInWindow();
+    const first = await send(id, { text: 'before stop' }, 'k-stop');
+    expect(first.status).toBe(201);
+    const waId = (await app.services.data.users.getUser(id))?.waId ?? '';
+    await app.userWrites(waId, 'stop', 'Keyed');
+    app.graph.requests.length = 0;
+    const repeat = await send(id, { text: 'before stop' }, 'k-stop');
+    expect(repeat.status).toBe(201);
+    expect(repeat.body).toEqual(first.body);
+    expect(errorCode(await send(id, { text: 'before stop' }, 'k-new'))).toBe('OPTED_OUT');
+    expect(app.graph.sends()).toEqual([]);
+  });
+
+  it('answers 400 naming the header for a bad key (given twice, empty, too long, odd characters), sending nothing', async () => {
+    const id = await userInWindow();
+    for (const bad of ['a, b', '', '""', 'x'.repeat(256), 'with space', 'qu"ote', 'caf\u00e9']) {
+      const r = await send(id, { text: 'never sent' }, bad);
+      expect(r.status, bad).toBe(400);
+      expect(parseBody(ErrorSchema, r.body).error.message).toMatch(/^invalid header "idempotency-key": /);
+    }
+    expect((await send(id, { text: 'sent' }, 'x'.repeat(255))).status).toBe(201);
+    expect(sentTexts()).toEqual(['sent']);
+    expect(await sendAudits(id)).toHaveLength(1);
   });
 });
 

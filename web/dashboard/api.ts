@@ -79,8 +79,11 @@ interface ErrorBody {
 }
 
 /** Calls /api/manage/<path>; resolves with the JSON answer (null for 204). */
-export async function api<T>(path: string, init: { method?: string; body?: unknown } = {}): Promise<T> {
-  const headers: Record<string, string> = { Authorization: `Bearer ${token() ?? ''}` };
+export async function api<T>(
+  path: string,
+  init: { method?: string; body?: unknown; headers?: Record<string, string> } = {},
+): Promise<T> {
+  const headers: Record<string, string> = { ...init.headers, Authorization: `Bearer ${token() ?? ''}` };
   const request: RequestInit = { method: init.method ?? 'GET', headers };
   if (init.body !== undefined) {
     headers['Content-Type'] = 'application/json';
@@ -106,6 +109,14 @@ export async function api<T>(path: string, init: { method?: string; body?: unkno
     );
   }
   return body as T;
+}
+
+/** A new Idempotency-Key (a UUID where the page is a secure context, else 128 random bits). */
+export function newIdempotencyKey(): string {
+  if (typeof crypto.randomUUID === 'function') return crypto.randomUUID();
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join(
+    '',
+  );
 }
 
 export const userPath = (id: string, rest = ''): string => `users/${encodeURIComponent(id)}${rest}`;

@@ -3,6 +3,7 @@
 // own view. New messages appear by polling the API. User text only ever goes through textContent.
 import {
   api,
+  newIdempotencyKey,
   ApiError,
   clearToken,
   setToken,
@@ -407,6 +408,18 @@ async function refreshOpen(): Promise<void> {
   else renderComposer();
 }
 
+/**
+ * The Idempotency-Key of the last send whose outcome the page does not know (the server could not
+ * be reached, or failed): sending the same message to the same user again repeats the key, so a
+ * message the server did send is never sent twice; the server answers as it did the first time.
+ */
+let unsettledSend: { userId: string; body: string; key: string } | null = null;
+
+/** Whether a send's answer leaves its outcome unknown (it may have gone out): keep its key. */
+const outcomeUnknown = (error: unknown): boolean =>
+  error instanceof ApiError &&
+  (error.status === 0 || (error.status >= 500 && error.status !== 502) || error.code === 'IN_PROGRESS');
+
 /** Sends an operator message; `sent` runs as soon as the server has it (before the refreshes). */
 async function send(body: { text: string } | { template: Template }, sent: () => void): Promise<void> {
   const u = state.open;
@@ -414,8 +427,23 @@ async function send(body: { text: string } | { template: Template }, sent: () =>
   state.sending = true;
   const buttons = [$<HTMLButtonElement>('reply-send'), $<HTMLButtonElement>('template-send')];
   for (const b of buttons) b.disabled = true;
+  const json = JSON.stringify(body);
+  const same = unsettledSend?.userId === u.id && unsettledSend.body === json;
+  const key = same && unsettledSend ? unsettledSend.key : newIdempotencyKey();
+  unsettledSend = { userId: u.id, body: json, key };
   try {
-    const message = await api<Message>(userPath(u.id, '/messages'), { method: 'POST', body });
+    let message: Message;
+    try {
+      message = await api<Message>(userPath(u.id, '/messages'), {
+        method: 'POST',
+        body,
+        headers: { 'Idempotency-Key': `"${key}"` },
+      });
+    } catch (error) {
+      if (!outcomeUnknown(error)) unsettledSend = null;
+      throw error;
+    }
+    unsettledSend = null;
     sent();
     state.messages.set(message.id, message);
     renderConversation();
