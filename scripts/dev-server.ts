@@ -195,11 +195,13 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
         'X-Content-Type-Options': 'nosniff',
         ...(matches.length ? { Allow: allowed.join(', ') } : {}),
       });
-      res.end(
-        JSON.stringify({
-          error: { code: matches.length ? 'METHOD_NOT_ALLOWED' : 'NOT_FOUND', message: 'no such route' },
-        }),
-      );
+      const error = matches.length
+        ? {
+            code: 'METHOD_NOT_ALLOWED',
+            message: `method ${method} is not allowed here (allowed: ${allowed.join(', ')})`,
+          }
+        : { code: 'NOT_FOUND', message: 'no such route' };
+      res.end(JSON.stringify({ error }));
       return;
     }
     const chunks: Buffer[] = [];

@@ -54,6 +54,11 @@ describe('the local host', () => {
       expect(r.headers.get('allow')).toBe('GET, DELETE');
       expect(r.headers.get('x-content-type-options')).toBe('nosniff');
     }
+    // The route exists: the message says the method is the problem, not that there is no route.
+    const put = await fetch(`${server.url}/api/manage/users/u_1`, { method: 'PUT' });
+    expect(await put.json()).toEqual({
+      error: { code: 'METHOD_NOT_ALLOWED', message: 'method PUT is not allowed here (allowed: GET, DELETE)' },
+    });
     const list = await fetch(`${server.url}/api/manage/users/`, { method: 'DELETE' });
     expect(list.status).toBe(405);
     expect(list.headers.get('allow')).toBe('GET, POST');
