@@ -71,6 +71,24 @@ describe('the local host', () => {
   });
 });
 
+describe("a body past the local host's cap (16 MiB)", () => {
+  it('answers 413 with the error body, declared or chunked, without calling the function', async () => {
+    const big = Buffer.alloc(16 * 1024 * 1024 + 1, 0x61);
+    const declared = await fetch(`${server.url}/api/echo`, { method: 'POST', body: big });
+    expect(declared.status).toBe(413);
+    expect(await declared.json()).toEqual({
+      error: { code: 'PAYLOAD_TOO_LARGE', message: 'body too large' },
+    });
+    const chunked = await fetch(`${server.url}/api/echo`, {
+      method: 'POST',
+      body: new Blob([big]).stream(),
+      duplex: 'half',
+    });
+    expect(chunked.status).toBe(413);
+    expect(await chunked.json()).toMatchObject({ error: { code: 'PAYLOAD_TOO_LARGE' } });
+  });
+});
+
 /** A raw request (what fetch cannot send: a header line twice, a chunked body), its JSON answer. */
 function rawPost(
   path: string,
