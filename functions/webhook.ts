@@ -25,12 +25,24 @@ const text = (status: number, body = ''): HttpResponseInit => ({
   headers: { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' },
 });
 
+/**
+ * A parameter of the verification request, or null when it is missing or given more than once. Read
+ * from the URL, not request.query: the Functions host joins repeated values with ',' (and compares
+ * keys ignoring case), so `hub.challenge=1&hub.challenge=2` would be echoed as "1,2".
+ */
+function verifyParam(request: HttpRequest, name: string): string | null {
+  const values = [...new URL(request.url).searchParams]
+    .filter(([key]) => key.toLowerCase() === name)
+    .map(([, value]) => value);
+  return values.length === 1 ? (values[0] ?? null) : null;
+}
+
 export function verifyWebhook(runtime: Runtime = defaultRuntime) {
   return async (request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> => {
     try {
-      const mode = request.query.get('hub.mode');
-      const token = request.query.get('hub.verify_token');
-      const challenge = request.query.get('hub.challenge');
+      const mode = verifyParam(request, 'hub.mode');
+      const token = verifyParam(request, 'hub.verify_token');
+      const challenge = verifyParam(request, 'hub.challenge');
       if (
         mode === 'subscribe' &&
         token !== null &&

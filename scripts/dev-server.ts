@@ -195,23 +195,33 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
         'X-Content-Type-Options': 'nosniff',
         ...(matches.length ? { Allow: allowed.join(', ') } : {}),
       });
-      res.end(
-        JSON.stringify({
-          error: { code: matches.length ? 'METHOD_NOT_ALLOWED' : 'NOT_FOUND', message: 'no such route' },
-        }),
-      );
+      const error = matches.length
+        ? {
+            code: 'METHOD_NOT_ALLOWED',
+            message: `method ${method} is not allowed here (allowed: ${allowed.join(', ')})`,
+          }
+        : { code: 'NOT_FOUND', message: 'no such route' };
+      res.end(JSON.stringify({ error }));
       return;
     }
+    // Past the hard cap (Azure takes up to 100 MB; every route that reads a body refuses far less)
+    // the answer is an error body like the app's own 413, and the rest is not read.
+    const tooLarge = () => {
+      res.once('finish', () => req.destroy());
+      res.writeHead(413, {
+        'Content-Type': 'application/json',
+        'X-Content-Type-Options': 'nosniff',
+        Connection: 'close',
+      });
+      res.end(JSON.stringify({ error: { code: 'PAYLOAD_TOO_LARGE', message: 'body too large' } }));
+    };
+    if (Number(req.headers['content-length'] ?? 0) > MAX_BODY) return tooLarge();
     const chunks: Buffer[] = [];
     let size = 0;
     for await (const chunk of req) {
       size += (chunk as Buffer).length;
       // Keep reading past the app's own limit so it can answer 413 itself; stop only at a hard cap.
-      if (size > MAX_BODY) {
-        res.writeHead(413).end();
-        req.destroy();
-        return;
-      }
+      if (size > MAX_BODY) return tooLarge();
       chunks.push(chunk as Buffer);
     }
     const body = Buffer.concat(chunks);

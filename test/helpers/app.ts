@@ -1,7 +1,7 @@
 // The app wired for a test: a fresh database, a Graph stub, services built like production, and
 // the real function handlers called with HttpRequest/InvocationContext, capturing logs and jobs.
 // `post` runs the webhook and then, as the queue would, the ingest function on what it queued.
-import { HttpRequest, InvocationContext, type HttpResponseInit } from '@azure/functions';
+import { InvocationContext, type HttpResponseInit } from '@azure/functions';
 import { loadConfig, type Env } from '../../shared/config';
 import { createDataStore } from '../../shared/data';
 import { buildServices, runtimeOf, type Services } from '../../shared/deps';
@@ -33,7 +33,8 @@ export interface TestApp {
   ): Promise<{ status: number; body: string; jobs: ReplyJob[]; inbound: unknown }>;
   /** Runs the ingest function on one `inbound` item; returns the reply jobs it queued. */
   ingest(item: unknown): Promise<ReplyJob[]>;
-  verify(query: Record<string, string>): Promise<{ status: number; body: string }>;
+  /** GET /api/webhook with this query (a raw query string may repeat a parameter), as the host builds it. */
+  verify(query: Record<string, string> | string): Promise<{ status: number; body: string }>;
   runJob(job: ReplyJob): Promise<void>;
   runPoison(job: ReplyJob): Promise<void>;
   /** Runs (and removes) every queued job, in order. */
@@ -128,7 +129,12 @@ export async function startTestApp(env: Env = {}): Promise<TestApp> {
       return jobs;
     },
     async verify(query) {
-      const request = new HttpRequest({ method: 'GET', url: 'http://localhost/api/webhook', query });
+      const search = typeof query === 'string' ? query : new URLSearchParams(query).toString();
+      const request = hostRequest({
+        method: 'GET',
+        url: `http://localhost/api/webhook?${search}`,
+        headers: {},
+      });
       const response = await verifyHandler(request, context('webhookVerify'));
       return { status: response.status ?? 200, body: await bodyText(response) };
     },

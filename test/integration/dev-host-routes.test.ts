@@ -54,6 +54,11 @@ describe('the local host', () => {
       expect(r.headers.get('allow')).toBe('GET, DELETE');
       expect(r.headers.get('x-content-type-options')).toBe('nosniff');
     }
+    // The route exists: the message says the method is the problem, not that there is no route.
+    const put = await fetch(`${server.url}/api/manage/users/u_1`, { method: 'PUT' });
+    expect(await put.json()).toEqual({
+      error: { code: 'METHOD_NOT_ALLOWED', message: 'method PUT is not allowed here (allowed: GET, DELETE)' },
+    });
     const list = await fetch(`${server.url}/api/manage/users/`, { method: 'DELETE' });
     expect(list.status).toBe(405);
     expect(list.headers.get('allow')).toBe('GET, POST');
@@ -63,6 +68,24 @@ describe('the local host', () => {
     expect(missing.status).toBe(404);
     expect(missing.headers.get('allow')).toBeNull();
     expect((await fetch(`${server.url}/api/manage/users/u_1`)).status).toBe(200);
+  });
+});
+
+describe("a body past the local host's cap (16 MiB)", () => {
+  it('answers 413 with the error body, declared or chunked, without calling the function', async () => {
+    const big = Buffer.alloc(16 * 1024 * 1024 + 1, 0x61);
+    const declared = await fetch(`${server.url}/api/echo`, { method: 'POST', body: big });
+    expect(declared.status).toBe(413);
+    expect(await declared.json()).toEqual({
+      error: { code: 'PAYLOAD_TOO_LARGE', message: 'body too large' },
+    });
+    const chunked = await fetch(`${server.url}/api/echo`, {
+      method: 'POST',
+      body: new Blob([big]).stream(),
+      duplex: 'half',
+    });
+    expect(chunked.status).toBe(413);
+    expect(await chunked.json()).toMatchObject({ error: { code: 'PAYLOAD_TOO_LARGE' } });
   });
 });
 

@@ -93,6 +93,22 @@ describe('GET /api/webhook (verification)', () => {
     ).toBe(403);
     expect((await app.verify({})).status).toBe(403);
   });
+  it('refuses a parameter given twice instead of echoing the values the host joined', async () => {
+    // The Functions host joins repeated values with ',' (hub.challenge=1&hub.challenge=2 arrives as
+    // "1,2"): echoing that is not the challenge Meta sent, and a token given twice is not the token.
+    const token = encodeURIComponent(VERIFY_TOKEN);
+    for (const query of [
+      `hub.mode=subscribe&hub.verify_token=${token}&hub.challenge=1&hub.challenge=2`,
+      `hub.mode=subscribe&hub.verify_token=${token}&hub.challenge=7&HUB.CHALLENGE=8`,
+      `hub.mode=subscribe&hub.mode=subscribe&hub.verify_token=${token}&hub.challenge=3`,
+      `hub.mode=subscribe&hub.verify_token=${token}&hub.verify_token=${token}&hub.challenge=4`,
+    ])
+      expect(await app.verify(query)).toEqual({ status: 403, body: 'Forbidden' });
+    expect(await app.verify(`hub.mode=subscribe&hub.verify_token=${token}&hub.challenge=a%2Cb`)).toEqual({
+      status: 200,
+      body: 'a,b',
+    });
+  });
 });
 
 describe('POST /api/webhook', () => {
