@@ -46,7 +46,16 @@ export function databaseName(env: Env): string {
   return parseEnv(z.object({ MONGODB_DATABASE: databaseField() }), env).MONGODB_DATABASE;
 }
 
-const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+/** A whole number in plain decimal digits (`1e1`, `0x10`, `+5`, `12.0` are refused, not read as numbers). */
+const int = (min: number, max: number) => {
+  const message = `must be a whole number from ${min} to ${max}`;
+  return z
+    .string()
+    .trim()
+    .regex(/^\d{1,15}$/, `${message}, in plain digits`)
+    .transform(Number)
+    .pipe(z.number().min(min, message).max(max, message));
+};
 
 const graphUrl = () => setting(httpUrl().default('https://graph.facebook.com'));
 const apiVersion = () =>

@@ -187,6 +187,24 @@ describe('loadConfig', () => {
   });
 });
 
+describe('numeric settings', () => {
+  it('take whole numbers in plain digits only, and say the range', () => {
+    expect(loadConfig({ ...REQUIRED, HANDOFF_HOURS: ' 12 ', PORT: '8080' })).toMatchObject({
+      handoffHours: 12,
+      port: 8080,
+    });
+    // Number() would read these as 10, 16, 5 and 12: a typo must not become a setting.
+    for (const value of ['1e1', '0x10', '+5', '12.0', '-1', 'twelve', '1_0']) {
+      expect(configError({ ...REQUIRED, HANDOFF_HOURS: value }).message, value).toBe(
+        'Invalid configuration: HANDOFF_HOURS must be a whole number from 1 to 720, in plain digits',
+      );
+    }
+    expect(configError({ ...REQUIRED, AI_HISTORY_LIMIT: '101' }).message).toBe(
+      'Invalid configuration: AI_HISTORY_LIMIT must be a whole number from 0 to 100',
+    );
+  });
+});
+
 describe('databaseName (the one rule for MONGODB_DATABASE, used by loadConfig and the scripts)', () => {
   it('defaults to whatsapp_chatbot when unset, empty or an unresolved Key Vault reference', () => {
     expect(databaseName({})).toBe('whatsapp_chatbot');
