@@ -119,22 +119,22 @@ async function checkData(
   rows.push(['summary problems', summaries.length]);
   problems += summaries.length;
 
-  let cutTerms = await store.maintenance.countCutTerms();
-  if (cutTerms) {
+  let staleTerms = await store.maintenance.countStaleTerms();
+  if (staleTerms) {
     io.out(
-      `messages whose search terms an earlier version cut at 400: ${cutTerms} (search misses their later words)`,
+      `messages and names whose search terms an earlier version stored otherwise (cut at 400, or without the words inside Chinese, Japanese or Thai text): ${staleTerms} (search misses some of their words)`,
     );
     if (repair) {
-      const bar = progress(io, 'recomputing search terms', cutTerms);
-      const changed = await store.maintenance.recomputeCutTerms((done) => bar.update(done));
+      const bar = progress(io, 'recomputing search terms', staleTerms);
+      const changed = await store.maintenance.recomputeStaleTerms((done) => bar.update(done));
       bar.done();
-      io.out(`repaired: search terms of ${changed} messages recomputed`);
+      io.out(`repaired: search terms of ${changed} messages or names recomputed`);
       rows.push(['search terms recomputed', changed]);
-      cutTerms = await store.maintenance.countCutTerms();
+      staleTerms = await store.maintenance.countStaleTerms();
     }
   }
-  rows.push(['messages with cut search terms', cutTerms]);
-  problems += cutTerms;
+  rows.push(['messages and names with out-of-date search terms', staleTerms]);
+  problems += staleTerms;
 
   let counters = await store.maintenance.checkCounters(counts);
   const totals = await store.maintenance.readTotals();

@@ -11,6 +11,7 @@ import { countedAs } from './message-doc';
 import { STATUS_RANK, storedText, type MessageDoc } from './messages';
 import { CounterDelta, TOTALS_ID, type StatsDoc, type StatsRepository } from './stats';
 import { tallyMessage, type StoredTally, type SummaryMessage } from './summary';
+import { RUN_TERMS_MARK, SPACELESS_TEXT_PATTERN } from './terms';
 import type { AiUsage, Direction, MessageRole } from './types';
 import { searchKeysFor, type UserDoc, type UsersRepository } from './users';
 
@@ -124,6 +125,20 @@ export const describeCount = (value: unknown): string =>
  * message holding exactly this many was most likely cut, and misses the words after the cut.
  */
 const OLD_TERM_CAP = 400;
+
+/** Messages whose terms an earlier rule made (`countStaleTerms`); `$regex` on literal ranges. */
+const STALE_TERMS: Filter<MessageDoc> = {
+  $or: [
+    { terms: { $size: OLD_TERM_CAP } },
+    { text: { $regex: SPACELESS_TEXT_PATTERN }, terms: { $ne: RUN_TERMS_MARK } },
+  ],
+};
+
+/** Users whose name holds such a run and whose search keys an earlier rule made. */
+const STALE_KEYS: Filter<UserDoc> = {
+  name: { $regex: SPACELESS_TEXT_PATTERN },
+  searchKeys: { $ne: RUN_TERMS_MARK },
+};
 
 /** A counter's value as the writers keep it: a whole number, never negative. */
 const isCount = (value: unknown): value is number =>
@@ -411,17 +426,21 @@ export class Maintenance {
     return counts;
   }
 
-  /** Messages whose search terms an earlier version cut (see `OLD_TERM_CAP`). */
-  countCutTerms(): Promise<number> {
-    return this.messages.count({ terms: { $size: OLD_TERM_CAP } });
+  /**
+   * Messages whose search terms an earlier version stored otherwise: cut at `OLD_TERM_CAP`, or
+   * without the words inside runs of scripts written without spaces (./terms, `RUN_TERMS_MARK`);
+   * and users whose name holds such a run, by the same rule.
+   */
+  async countStaleTerms(): Promise<number> {
+    return (await this.messages.count(STALE_TERMS)) + (await this.users.count(STALE_KEYS));
   }
 
   /**
-   * Gives the messages an earlier version cut their terms at `OLD_TERM_CAP` the terms of today's
-   * rule (every word of a text of up to 4,096 characters), so search finds their later words.
-   * Returns how many changed.
+   * Gives the messages an earlier version stored other terms (`countStaleTerms`) the terms of
+   * today's rule (every word of a text of up to 4,096 characters, in any script), so search finds
+   * all their words. Returns how many changed.
    */
-  async recomputeCutTerms(onProgress?: (done: number) => void): Promise<number> {
+  async recomputeStaleTerms(onProgress?: (done: number) => void): Promise<number> {
     let done = 0;
     let changed = 0;
     let ops: AnyBulkWriteOperation<MessageDoc>[] = [];
@@ -429,16 +448,29 @@ export class Maintenance {
       if (ops.length) await this.messages.bulkWrite(ops, false);
       ops = [];
     };
-    const cut: Filter<MessageDoc> = { terms: { $size: OLD_TERM_CAP } };
-    for await (const m of this.messages.iterate(cut, { projection: { text: 1 }, batchSize: 100 })) {
+    for await (const m of this.messages.iterate(STALE_TERMS, { projection: { text: 1 }, batchSize: 100 })) {
       onProgress?.(++done);
       const { terms } = storedText(typeof m.text === 'string' ? m.text : '');
-      if (terms.length === OLD_TERM_CAP) continue; // exactly 400 of its own
-      ops.push({ updateOne: { filter: { _id: m._id, ...cut }, update: { $set: { terms } } } });
+      if (terms.length === OLD_TERM_CAP && !terms.includes(RUN_TERMS_MARK)) continue; // exactly 400 of its own
+      ops.push({ updateOne: { filter: { _id: m._id, ...STALE_TERMS }, update: { $set: { terms } } } });
       changed++;
       if (ops.length >= 100) await flush();
     }
     await flush();
+    // Users whose name holds such a run: its words, as a new user's are (`searchKeysFor`).
+    let keyOps: AnyBulkWriteOperation<UserDoc>[] = [];
+    const projection = { waId: 1, name: 1 };
+    for await (const u of this.users.iterate(STALE_KEYS, { projection, batchSize: 100 })) {
+      onProgress?.(++done);
+      const searchKeys = searchKeysFor(u.waId ?? null, u.name ?? null);
+      keyOps.push({ updateOne: { filter: { _id: u._id, ...STALE_KEYS }, update: { $set: { searchKeys } } } });
+      changed++;
+      if (keyOps.length >= 100) {
+        await this.users.bulkWrite(keyOps, false);
+        keyOps = [];
+      }
+    }
+    if (keyOps.length) await this.users.bulkWrite(keyOps, false);
     return changed;
   }
 

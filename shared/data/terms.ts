@@ -33,30 +33,88 @@ export function words(text: string): string[] {
   return fold(text).match(/[\p{L}\p{N}]+/gu) ?? [];
 }
 
-/** Every prefix (up to 24 characters) of every word of the texts, deduplicated, within MAX_TERM_BYTES. */
+/**
+ * Scripts written without spaces between words (Chinese, Japanese, Thai, Lao, Khmer, Myanmar): a
+ * run of them is one "word" to `words`, yet a reader looks for a word inside it. Every character
+ * of such a run starts a word too (so does the first character after one), with prefixes of up to
+ * RUN_PREFIX characters; a query's run is matched in pieces of that length. The ranges are written
+ * out (not as Unicode properties) so that the same class works in a database's `$regex`.
+ */
+const SPACELESS_RANGES =
+  '\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf' +
+  '\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f';
+const SPACELESS = new RegExp(`[${SPACELESS_RANGES}\\u{20000}-\\u{323af}]`, 'u');
+/** Matches a text that holds a character of those scripts (literal characters: any regex engine). */
+export const SPACELESS_TEXT_PATTERN = `[${JSON.parse(`"${SPACELESS_RANGES}"`) as string}]`;
+/** Longest prefix stored from a character inside a run (4 Han characters are most words and names). */
+const RUN_PREFIX = 4;
+/**
+ * Stored among the terms of a text that holds such a run: says its terms follow this rule (a
+ * message stored before it is found by `npm run health`). Never a query term: queries are words.
+ */
+export const RUN_TERMS_MARK = '#runs';
+
+const spaceless = (c: string | undefined): boolean => c !== undefined && SPACELESS.test(c);
+
+/**
+ * Every prefix (up to 24 characters) of every word of the texts, and inside runs of spaceless
+ * scripts the prefixes (up to 4 characters) from each character, deduplicated, within MAX_TERM_BYTES.
+ */
 export function prefixTerms(...texts: (string | null | undefined)[]): string[] {
   const terms = new Set<string>();
   let bytes = 0;
+  const add = (term: string): boolean => {
+    if (terms.has(term)) return true;
+    bytes += Buffer.byteLength(term) + ENTRY_BYTES;
+    if (bytes > MAX_TERM_BYTES) return false;
+    terms.add(term);
+    return true;
+  };
+  if (texts.some((t) => t && SPACELESS.test(t))) add(RUN_TERMS_MARK);
   for (const text of texts) {
     if (!text) continue;
     for (const word of words(text)) {
       const chars = [...word];
-      let prefix = '';
-      for (let n = 0; n < Math.min(chars.length, MAX_PREFIX); n++) {
-        prefix += chars[n] ?? '';
-        if (terms.has(prefix)) continue;
-        bytes += Buffer.byteLength(prefix) + ENTRY_BYTES;
-        if (bytes > MAX_TERM_BYTES) return [...terms];
-        terms.add(prefix);
+      for (let start = 0; start < chars.length; start++) {
+        if (start > 0 && !spaceless(chars[start]) && !spaceless(chars[start - 1])) continue;
+        const longest = start === 0 ? MAX_PREFIX : RUN_PREFIX;
+        let prefix = '';
+        for (let n = start; n < Math.min(chars.length, start + longest); n++) {
+          prefix += chars[n] ?? '';
+          if (!add(prefix)) return [...terms];
+        }
       }
     }
   }
   return [...terms];
 }
 
-/** The terms a query must all match: its words, each cut to the longest stored prefix. */
+/**
+ * The terms a query must all match: its words, each cut to the longest stored prefix; a word
+ * holding spaceless scripts goes in pieces (./prefixTerms): each of its other parts, and each run
+ * in RUN_PREFIX-character pieces.
+ */
 export function queryTerms(query: string): string[] {
-  return [...new Set(words(query).map((w) => [...w].slice(0, MAX_PREFIX).join('')))];
+  const terms: string[] = [];
+  for (const word of words(query)) {
+    const chars = [...word];
+    if (!chars.some(spaceless)) {
+      terms.push(chars.slice(0, MAX_PREFIX).join(''));
+      continue;
+    }
+    let i = 0;
+    while (i < chars.length) {
+      const inRun = spaceless(chars[i]);
+      let end = i + 1;
+      while (end < chars.length && spaceless(chars[end]) === inRun) end++;
+      if (inRun)
+        for (let at = i; at < end; at += RUN_PREFIX)
+          terms.push(chars.slice(at, Math.min(end, at + RUN_PREFIX)).join(''));
+      else terms.push(chars.slice(i, Math.min(end, i + MAX_PREFIX)).join(''));
+      i = end;
+    }
+  }
+  return [...new Set(terms)];
 }
 
 /** Digits and phone punctuation only, with at least one digit: "+49 (170) 123-45.6". */

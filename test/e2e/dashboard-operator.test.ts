@@ -56,6 +56,7 @@ const RLO = '15550001111';
 const LONG = '15550002222';
 const OLD = '15550003333';
 const SEARCHER = '15550004444';
+const TANAKA = '81901234567';
 let jorgId = '';
 let rloId = '';
 let longId = '';
@@ -193,6 +194,13 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     await listSearch('MÜLL', [jorgId]);
     await listSearch('zzz', []);
     await listSearch('', [rloId, jorgId]);
+    // A name written without spaces: a word starts at any of its characters, as the API has it.
+    await app.userWrites(TANAKA, 'human', '田中太郎');
+    const tanakaId = await userIdOf(app.services.data, TANAKA);
+    await listSearch('太郎', [tanakaId]);
+    await listSearch('ﾀﾛｳ', []);
+    await listSearch('', [rloId, jorgId, tanakaId]);
+    expect(await manage('DELETE', `users/${tanakaId}/handoff`)).toBe(200);
     await page.click('#filter-all');
     expect(await manage('DELETE', `users/${jorgId}/handoff`)).toBe(200);
   });

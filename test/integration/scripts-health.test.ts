@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../shared/config';
 import { createDataStore, observeCommands, type DataStore } from '../../shared/data';
 import { userIdOf } from '../helpers/users';
-import { prefixTerms } from '../../shared/data/terms';
+import { prefixTerms, words } from '../../shared/data/terms';
 import { buildServices, runtimeOf } from '../../shared/deps';
 import { setPseudonymKey } from '../../shared/log';
 import { retentionDefinition, retentionTimer, RETENTION_SCHEDULE } from '../../functions/retention';
@@ -368,14 +368,51 @@ describe('npm run health', () => {
 
     const io = captureIo();
     expect(await runToExitCode(health, [], env(), io)).toBe(1);
-    expect(io.stdout.join('\n')).toMatch(/messages whose search terms an earlier version cut at 400: 1 /);
+    expect(io.stdout.join('\n')).toMatch(
+      /messages and names whose search terms an earlier version stored otherwise \(cut at 400, or without the words inside Chinese, Japanese or Thai text\): 1 /,
+    );
 
     const fix = captureIo();
     expect(await runToExitCode(health, ['--repair'], env(), fix), fix.text()).toBe(0);
-    expect(fix.stdout.join('\n')).toMatch(/repaired: search terms of 1 messages recomputed/);
+    expect(fix.stdout.join('\n')).toMatch(/repaired: search terms of 1 messages or names recomputed/);
     expect(await search()).toEqual(['wamid.long1']);
     expect(await runToExitCode(health, [], env(), captureIo())).toBe(0);
     await store.personal.eraseUser(E); // the next tests count the messages
+  });
+
+  it('finds messages stored without the words inside Chinese, Japanese or Thai text; --repair adds them', async () => {
+    const text = '昨日は東京タワーに行きました';
+    const J = await addUser('15550009006', ago(2));
+    await addInbound(J, 'wamid.runs1', ago(2), text);
+    // As versions before the rule stored it: the prefixes of the whole run only.
+    const run = [...words(text).join('')];
+    await collectionOf(t.db, 'messages').updateOne(
+      { _id: 'wamid.runs1' },
+      { $set: { terms: run.slice(0, 24).map((_, i) => run.slice(0, i + 1).join('')) } },
+    );
+    // A name as well: 田中太郎 was one word to earlier versions.
+    await collectionOf(t.db, 'users').updateOne(
+      { _id: J },
+      { $set: { name: '田中太郎', searchKeys: ['田', '田中', '田中太', '田中太郎', '1', '15'] } },
+    );
+    const search = async () =>
+      (await store.manage.searchMessages({ q: 'タワー', limit: 5, after: null })).items.map((m) => m.id);
+    const findUser = async () =>
+      (await store.manage.listUsers({ q: '太郎', limit: 5, after: null })).items.map((u) => u.id);
+    expect(await search()).toEqual([]);
+    expect(await findUser()).toEqual([]);
+
+    const io = captureIo();
+    expect(await runToExitCode(health, [], env(), io)).toBe(1);
+    expect(io.stdout.join('\n')).toMatch(/without the words inside Chinese, Japanese or Thai text\): 2 /);
+
+    const fix = captureIo();
+    expect(await runToExitCode(health, ['--repair'], env(), fix), fix.text()).toBe(0);
+    expect(fix.stdout.join('\n')).toMatch(/repaired: search terms of 2 messages or names recomputed/);
+    expect(await search()).toEqual(['wamid.runs1']);
+    expect(await findUser()).toEqual([J]);
+    expect(await runToExitCode(health, [], env(), captureIo())).toBe(0);
+    await store.personal.eraseUser(J);
   });
 
   it('finds a missing index', async () => {

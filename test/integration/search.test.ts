@@ -131,6 +131,35 @@ describe('message search covers the whole text', () => {
     expect(checkStoredDocument('messages', stored)).toBeNull();
   });
 
+  it('finds a word inside text written without spaces (Chinese, Japanese, Thai), not one that is not there', async () => {
+    const ja = await storeInbound(f.data, '昨日は東京タワーに行きました。iPhone15を買った');
+    const zh = await storeInbound(f.data, '我们明天在北京见面吧');
+    const th = await storeInbound(f.data, 'สวัสดีครับยินดีต้อนรับ');
+    expect(await search('タワー')).toEqual([ja]);
+    expect(await search('東京タワーに行きました')).toEqual([ja]);
+    expect(await search('ﾀﾜｰ')).toEqual([ja]); // halfwidth katakana folds to the full width
+    expect(await search('iphone15を')).toEqual([ja]);
+    expect(await search('行き タワー')).toEqual([ja]);
+    expect(await search('北京')).toEqual([zh]);
+    expect(await search('见面')).toEqual([zh]);
+    expect(await search('上海')).toEqual([]);
+    expect(await search('ยินดี')).toEqual([th]);
+    expect(await search('ครับ')).toEqual([th]);
+    // Words of spaced scripts keep their rule: the start of a word only.
+    expect(await search('hone15')).toEqual([]);
+  });
+
+  it('finds the last word of a 4,096-character Chinese text of random characters, far below 2 MB', async () => {
+    const chars = randomWords(1, TEXT_BODY_LIMIT - 2, 41, 0x4e00, 20_000)[0] ?? '';
+    const text = `${chars}終点`;
+    const id = await storeInbound(f.data, text);
+    expect(await search('終点')).toEqual([id]);
+    expect(await search(chars.slice(2000, 2007))).toEqual([id]);
+    expect(await storedBytes(id)).toBeLessThan(768 * 1024);
+    const stored = await collectionOf(f.db.db, 'messages').findOne({ _id: id });
+    expect(checkStoredDocument('messages', stored)).toBeNull();
+  });
+
   it('cuts a longer text at MAX_TEXT, on every write path, and finds its last kept word', async () => {
     const tail = (n: number) => `${'ab '.repeat(Math.ceil(MAX_TEXT / 3))}`.slice(0, MAX_TEXT - n);
     const inbound = await storeInbound(f.data, `${tail(14)} Schluss kept beyond`);

@@ -97,12 +97,22 @@ const who = (u: User): string => (u.waId ? `+${u.waId}` : (u.bsuid ?? u.id));
 // reorder the number and words after it.
 const label = (u: User): string => `\u2068${u.name ?? '(no name)'}\u2069 · ${who(u)}`;
 
-/** Folded for search as the API folds: lower case, accents dropped. */
-const fold = (text: string): string => text.normalize('NFD').replace(/\p{M}/gu, '').toLowerCase();
+/** Folded for search as the API folds: compatibility forms unified, lower case, accents dropped. */
+const fold = (text: string): string =>
+  text
+    .normalize('NFKD')
+    .replace(/\p{M}+/gu, '')
+    .toLowerCase();
 const words = (text: string): string[] =>
   fold(text)
     .split(/[^\p{L}\p{N}]+/u)
     .filter(Boolean);
+/** Scripts written without spaces (the API's ./terms): a word may start at any of their characters. */
+const SPACELESS =
+  /[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\u{20000}-\u{323af}]/u;
+/** Whether `query`, a folded word, starts `word` (anywhere inside a run of spaceless script). */
+const startsWordIn = (word: string, query: string): boolean =>
+  word.startsWith(query) || (SPACELESS.test(query) && word.includes(query));
 
 /**
  * Whether a user matches the list's search the way GET /manage/users does (for the waiting list,
@@ -113,7 +123,7 @@ function matchesUser(u: User, q: string): boolean {
   if (!q) return true;
   if (/^[\d\s+\-().]+$/.test(q) && /\d/.test(q)) return (u.waId ?? '').startsWith(q.replace(/\D/g, ''));
   const own = [...words(u.name ?? ''), ...(u.waId ? [u.waId] : [])];
-  return words(q).every((w) => own.some((o) => o.startsWith(w)));
+  return words(q).every((w) => own.some((o) => startsWordIn(o, w)));
 }
 
 function showError(message: string): void {
