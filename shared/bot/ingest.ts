@@ -14,6 +14,7 @@ import {
   type MessageEvent,
   type StatusEvent,
 } from '../whatsapp/notification';
+import { BSUID, WA_ID } from '../whatsapp/schemas';
 import { parseCommand } from './commands';
 import type { ReplyJob } from './jobs';
 import type { IngestPorts } from './ports';
@@ -150,27 +151,31 @@ export async function ingestNotification(
 
   async function ingestSystem(m: MessageEvent): Promise<void> {
     const system = m.message?.type === 'system' ? m.message.system : null;
-    const wanted = system?.wa_id ?? system?.new_wa_id;
-    const newWaId =
-      system?.type === 'user_changed_number' && wanted && /^\d{1,20}$/.test(wanted) ? wanted : null;
+    // `user_changed_number` carries the new number (`wa_id`, `new_wa_id` before v12) and, since
+    // business-scoped ids, the new id (`user_id`: a new number gets a new one);
+    // `user_changed_user_id` only the new id.
+    const changed = system?.type === 'user_changed_number' || system?.type === 'user_changed_user_id';
+    const wanted = system?.type === 'user_changed_number' ? (system.wa_id ?? system.new_wa_id) : undefined;
+    const newWaId = wanted && WA_ID.test(wanted) ? wanted : null;
+    const newBsuid = changed && system?.user_id && BSUID.test(system.user_id) ? system.user_id : null;
+    const next = { waId: newWaId, bsuid: newBsuid };
     // Nothing to move when the change was applied before (a redelivery, or a retry after a
-    // failure past the move: the old number is no one's now, or a new person's), or when only the
-    // new number ever wrote: that user stays who they are.
-    const done = newWaId
-      ? ((m.sender.waId ? await data.users.movedAway(m.sender.waId, newWaId) : null) ??
-        ((await data.users.findByIdentity(m.sender))
-          ? null
-          : await data.users.findByIdentity({ waId: newWaId, bsuid: null })))
-      : null;
+    // failure past the move: the old number or id is no one's now, or a new person's), or when
+    // only the new number or id ever wrote: that user stays who they are.
+    const done =
+      newWaId || newBsuid
+        ? ((newWaId && m.sender.waId ? await data.users.movedAway(m.sender.waId, newWaId) : null) ??
+          ((await data.users.findByIdentity(m.sender)) ? null : await data.users.findByIdentity(next)))
+        : null;
     if (done) {
-      log.info('user changed number', { user: pseudonym(done.id), result: 'unchanged' });
+      log.info('user changed identity', { user: pseudonym(done.id), result: 'unchanged' });
       await archive('system', 'system message applied to the user', m.raw, m.sender.waId, done.id);
       return;
     }
     const { user } = await data.users.resolve(m.sender, m.at);
-    if (newWaId) {
-      const result = await data.users.changeNumber(user.id, newWaId);
-      log.info('user changed number', { user: pseudonym(user.id), result });
+    if (newWaId || newBsuid) {
+      const result = await data.users.changeIdentity(user.id, next);
+      log.info('user changed identity', { user: pseudonym(user.id), result });
     }
     await archive('system', 'system message applied to the user', m.raw, m.sender.waId, user.id);
   }

@@ -16,8 +16,8 @@ import type { UserDoc } from './users';
 export const DOC_BYTES_MAX = 2 * 1024 * 1024;
 /** Document ids and references to them (wamids, `out:<id>:<part>`, hashes of archived items). */
 export const ID_MAX = 512;
-/** A WhatsApp number or business-scoped user id. */
-const NUMBER_MAX = 128;
+/** A WhatsApp number or business-scoped user id (up to 140: see BSUID in shared/whatsapp/schemas). */
+const NUMBER_MAX = 140;
 /** Names, previews, kinds, reasons, error titles. */
 const SHORT_TEXT_MAX = 1024;
 /** A message's text (WhatsApp allows 4096 characters; captions and descriptions add some). */

@@ -481,21 +481,47 @@ export class UsersRepository {
    * later), that user's messages join this one and the duplicate record goes.
    */
   async changeNumber(userId: string, newWaId: string): Promise<'moved' | 'merged' | 'unchanged'> {
+    return this.changeIdentity(userId, { waId: newWaId, bsuid: null });
+  }
+
+  /**
+   * A system message that gives the user a new number (`user_changed_number`) or a new
+   * business-scoped id (`user_changed_number` carries the new one too, `user_changed_user_id`
+   * only that): the user takes what is new. When a record already holds the new number (else the
+   * new id), it wrote before the system message came: its messages join this user and it goes.
+   */
+  async changeIdentity(
+    userId: string,
+    next: { waId: string | null; bsuid: string | null },
+  ): Promise<'moved' | 'merged' | 'unchanged'> {
     const user = await this.users.findOne({ _id: userId });
-    if (!user || user.waId === newWaId) return 'unchanged';
-    const other = await this.users.findOne({ waId: newWaId });
-    const previous = user.waId ? { $addToSet: { previousWaIds: user.waId } } : {};
+    if (!user) return 'unchanged';
+    const newWaId = next.waId && next.waId !== user.waId ? next.waId : null;
+    const newBsuid = next.bsuid && next.bsuid !== user.bsuid ? next.bsuid : null;
+    if (!newWaId && !newBsuid) return 'unchanged';
+    const other =
+      (newWaId ? await this.users.findOne({ waId: newWaId }) : null) ??
+      (newBsuid ? await this.users.findOne({ bsuid: newBsuid }) : null);
+    const waId = newWaId ?? user.waId;
+    const previous = newWaId && user.waId ? { $addToSet: { previousWaIds: user.waId } } : {};
     if (!other || other._id === userId) {
       await this.users.updateOne(
         { _id: userId },
-        { $set: { waId: newWaId, searchKeys: searchKeysFor(newWaId, user.name) }, ...previous },
+        {
+          $set: {
+            waId,
+            ...(newBsuid ? { bsuid: newBsuid } : {}),
+            ...(newWaId ? { searchKeys: searchKeysFor(newWaId, user.name) } : {}),
+          },
+          ...previous,
+        },
       );
       return 'moved';
     }
     await this.messages.updateMany({ userId: other._id }, { $set: { userId } });
     const later = other.lastMessageAt > user.lastMessageAt ? other : user;
-    // What the person asked from either number holds: a `stop` or `human` sent from the new
-    // number before the change arrived is not undone by the merge.
+    // What the person asked from either record holds: a `stop` or `human` sent from the new
+    // number (or id) before the change arrived is not undone by the merge.
     const handoff =
       [user.handoff, other.handoff]
         .filter((h): h is Handoff => Boolean(h))
@@ -511,10 +537,12 @@ export class UsersRepository {
           handoff,
           welcomeSentAt: user.welcomeSentAt ?? other.welcomeSentAt ?? null,
           contextResetAt: resetAt ?? null,
-          waId: newWaId,
-          bsuid: user.bsuid ?? other.bsuid,
+          waId: waId ?? other.waId,
+          // A new number comes with a new business-scoped id (Meta regenerates it): the record
+          // that wrote from the new number holds the current one.
+          bsuid: newBsuid ?? other.bsuid ?? user.bsuid,
           name: other.name ?? user.name,
-          searchKeys: searchKeysFor(newWaId, other.name ?? user.name),
+          searchKeys: searchKeysFor(waId ?? other.waId, other.name ?? user.name),
           lastMessageAt: later.lastMessageAt,
           lastMessagePreview: later.lastMessagePreview,
           lastMessageId: later.lastMessageId,

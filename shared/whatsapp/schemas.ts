@@ -18,8 +18,11 @@ const timestamp = z
 export const MESSAGE_ID = /^[\x21-\x7e]{1,256}$/;
 /** A WhatsApp number as Meta writes it: digits only (E.164 has at most 15). */
 export const WA_ID = /^\d{1,20}$/;
-/** Business-scoped user ids, e.g. "US.13491208655302741918". */
-export const BSUID = /^[A-Za-z0-9._:-]{1,128}$/;
+/**
+ * Business-scoped user ids, e.g. "US.13491208655302741918": Meta gives a country code, a period
+ * and up to 128 alphanumeric characters, a parent id "ENT." after the country code (up to 135).
+ */
+export const BSUID = /^[A-Za-z0-9._:-]{1,140}$/;
 /** Graph object ids (phone_number_id). */
 export const GRAPH_ID = /^\d{1,32}$/;
 

@@ -222,6 +222,119 @@ describe('a number change delivered again', () => {
   });
 });
 
+/** A message from a person known to this business only by their business-scoped id (a username). */
+const fromBsuid = (bsuid: string, body: string) =>
+  notification(
+    value({
+      contacts: [{ bsuid, name: 'Uma' }],
+      messages: [{ from_user_id: bsuid, id: wamid(), timestamp: nowSeconds(), type: 'text', text: { body } }],
+    }),
+  );
+let bsuidSeq = 0;
+const newBsuid = () => `US.${String(7_000_000_000_000 + ++bsuidSeq)}`;
+const repliesToBsuid = (bsuid: string) =>
+  app.graph.sends().filter((s) => s.body['recipient'] === bsuid).length;
+
+/** Meta's `user_changed_user_id` system message: the user's business-scoped id changed (no number in it). */
+function changedUserId(from: string, to: string) {
+  return notification(
+    value({
+      messages: [
+        {
+          from_user_id: from,
+          id: wamid(),
+          timestamp: nowSeconds(),
+          type: 'system',
+          system: {
+            body: `User Uma changed from ${from} to ${to}`,
+            user_id: to,
+            type: 'user_changed_user_id',
+          },
+        },
+      ],
+    }),
+  );
+}
+
+describe('identity across business-scoped id changes', () => {
+  it('user_changed_user_id: the user takes the new id, and the person writing under it is the same user', async () => {
+    const [a, b] = [newBsuid(), newBsuid()];
+    await deliver(fromBsuid(a, 'hello'));
+    const before = await app.services.data.users.findByIdentity({ waId: null, bsuid: a });
+    expect(before).not.toBeNull();
+    const change = changedUserId(a, b);
+    await deliver(change);
+    await deliver(fromBsuid(b, 'it is me, under my new id'));
+    const after = await app.services.data.users.findByIdentity({ waId: null, bsuid: b });
+    expect(after?.id).toBe(before?.id);
+    expect(after?.messageCount).toBe(4);
+    expect(await app.services.data.users.findByIdentity({ waId: null, bsuid: a })).toBeNull();
+    expect(repliesToBsuid(b)).toBe(1);
+    // Delivered again, it changes nothing.
+    const totals = await app.services.data.stats.totals();
+    await deliver(change);
+    expect((await app.services.data.users.findByIdentity({ waId: null, bsuid: b }))?.id).toBe(before?.id);
+    expect(await app.services.data.users.findByIdentity({ waId: null, bsuid: a })).toBeNull();
+    expect(await app.services.data.stats.totals()).toEqual(totals);
+  });
+
+  it('user_changed_number with the new business-scoped id: the person writing under that id alone is the same user', async () => {
+    const [a, b] = [newPhone(), newPhone()];
+    const [oldId, newId] = [newBsuid(), newBsuid()];
+    await deliver(
+      notification(
+        value({
+          contacts: [{ waId: a, bsuid: oldId, name: 'Uma' }],
+          messages: [{ ...textMessage(a, 'hello'), from_user_id: oldId }],
+        }),
+      ),
+    );
+    const before = await app.services.data.users.findByIdentity({ waId: a, bsuid: null });
+    await deliver(
+      notification(
+        value({
+          messages: [
+            {
+              from: a,
+              from_user_id: oldId,
+              id: wamid(),
+              timestamp: nowSeconds(),
+              type: 'system',
+              system: {
+                body: `User Uma changed from ${a} to ${b}`,
+                wa_id: b,
+                user_id: newId,
+                type: 'user_changed_number',
+              },
+            },
+          ],
+        }),
+      ),
+    );
+    // The new number is not shared with the business in this message (a username): only the new id.
+    await deliver(fromBsuid(newId, 'my new number, under my username'));
+    const after = await app.services.data.users.findByIdentity({ waId: null, bsuid: newId });
+    expect(after?.id).toBe(before?.id);
+    expect(after?.waId).toBe(b);
+    expect(after?.messageCount).toBe(4);
+  });
+
+  it('user_changed_user_id after the new id wrote: the two records are merged, what was asked under either holds', async () => {
+    const [a, b] = [newBsuid(), newBsuid()];
+    await deliver(fromBsuid(a, 'hello'));
+    await deliver(fromBsuid(b, 'stop'));
+    const oldUser = await app.services.data.users.findByIdentity({ waId: null, bsuid: a });
+    const newUser = await app.services.data.users.findByIdentity({ waId: null, bsuid: b });
+    expect(oldUser?.id).not.toBe(newUser?.id);
+    await deliver(changedUserId(a, b));
+    const merged = await app.services.data.users.findByIdentity({ waId: null, bsuid: b });
+    expect(merged?.id).toBe(oldUser?.id);
+    expect(merged?.messageCount).toBe(4);
+    expect(merged?.optedOut).toBe(true);
+    expect(await app.services.data.users.getUser(newUser?.id ?? '')).toBeNull();
+  });
+});
+
 describe('erase means erased', () => {
   it('removes messages, archived items that carry the number, and the lock; the person writing later is a new user who is answered', async () => {
     const phone = newPhone();

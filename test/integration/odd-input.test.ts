@@ -237,6 +237,28 @@ describe('odd but authentic input', () => {
     );
   });
 
+  it('business-scoped ids of the longest form Meta gives (country code, period, 128 characters; a parent id with ENT.) are stored and answered', async () => {
+    // Meta: a BSUID is an ISO 3166 alpha-2 country code, a period, and up to 128 alphanumeric
+    // characters; a parent BSUID has ENT. after the country code.
+    for (const bsuid of [`BR.${'7'.repeat(128)}`, `US.ENT.${'8'.repeat(128)}`]) {
+      const message = {
+        from_user_id: bsuid,
+        id: wamid(),
+        timestamp: nowSeconds(),
+        type: 'text',
+        text: { body: 'hello from a username' },
+      };
+      const payload = notification(value({ contacts: [{ bsuid, name: 'Long Id' }], messages: [message] }));
+      expect(await deliver(payload)).toEqual([message.id]);
+      expect(await app.services.data.users.findByIdentity({ waId: null, bsuid })).toMatchObject({
+        bsuid,
+        name: 'Long Id',
+      });
+      expect(app.graph.sends().filter((s) => s.body['recipient'] === bsuid)).toHaveLength(1);
+    }
+    expect(await largestDocument()).toBeLessThan(MAX_DOC_BYTES);
+  });
+
   it('a timestamp far in the future does not pin the user to the top of the lists', async () => {
     const from = newPhone();
     await deliver(
