@@ -116,6 +116,41 @@ describe('authentication', () => {
     expect((await call(f.handlers.stats, { token: BOOTSTRAP, headers: own })).status).toBe(200);
   });
 
+  it('counts an IPv6 client by its /64 network: rotating addresses within it does not dodge the limit', async () => {
+    // One subscriber is given at least a /64 (2^64 addresses): counted per address, every guess
+    // could come from a fresh one, and 10,000 of them fill the limiter, which then counts no one.
+    for (let i = 0; i < LIMIT; i++) {
+      const headers = { 'x-forwarded-for': `[2001:db8:7:1::${(i + 1).toString(16)}]:${50_000 + i}` };
+      expect((await call(f.handlers.stats, { token: `v6-guess-${i}`, headers })).status).toBe(401);
+    }
+    for (const address of [
+      '[2001:db8:7:1:ffff:0:0:9]:443',
+      '2001:0db8:0007:0001::abcd',
+      '[2001:DB8:7:1::1%eth0]',
+    ]) {
+      const headers = { 'x-forwarded-for': address };
+      expect((await call(f.handlers.stats, { token: BOOTSTRAP, headers })).status).toBe(429);
+    }
+    // Another /64, even next door, is another client.
+    const neighbour = { 'x-forwarded-for': '[2001:db8:7:2::1]:443' };
+    expect((await call(f.handlers.stats, { token: BOOTSTRAP, headers: neighbour })).status).toBe(200);
+  });
+
+  it('counts an IPv4-mapped IPv6 address as the IPv4 address it is', async () => {
+    for (let i = 0; i < LIMIT; i++) {
+      const headers = { 'x-forwarded-for': i % 2 ? '[::ffff:203.0.113.99]:1234' : '203.0.113.99:4321' };
+      expect((await call(f.handlers.stats, { token: `mapped-${i}`, headers })).status).toBe(401);
+    }
+    const headers = { 'x-forwarded-for': '[::ffff:203.0.113.99]:80' };
+    expect((await call(f.handlers.stats, { token: BOOTSTRAP, headers })).status).toBe(429);
+    // Other IPv4 addresses are other clients, mapped or not.
+    for (const address of ['203.0.113.98', '[::ffff:203.0.113.100]:80']) {
+      expect(
+        (await call(f.handlers.stats, { token: BOOTSTRAP, headers: { 'x-forwarded-for': address } })).status,
+      ).toBe(200);
+    }
+  });
+
   it('accepts MANAGE_API_TOKEN and created tokens, recording their last use', async () => {
     expect((await call(f.handlers.stats, { token: BOOTSTRAP })).status).toBe(200);
     const { token, record } = await createToken(f.data, { name: 'ops', expiresDays: 30, now: new Date() });
