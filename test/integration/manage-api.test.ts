@@ -671,6 +671,27 @@ describe('export bounds', () => {
   }, 60_000);
 });
 
+describe('response headers', () => {
+  it('tells browsers to come back only over HTTPS, on the dashboard and on every API answer', async () => {
+    // Without it, the first http:// visit to the dashboard (answered by App Service's redirect) can
+    // be taken over on the way, and the page served instead asks for the token.
+    const answers = [
+      await call(f.handlers.dashboard, { token: null, path: 'manage' }),
+      await call(f.handlers.script, { token: null, path: 'manage/js/app.js', params: { name: 'app.js' } }),
+      await call(f.handlers.appCss, { token: null, path: 'manage/app.css' }),
+      await call(f.handlers.stats, { path: 'manage/stats' }),
+      await call(f.handlers.stats, { token: null, path: 'manage/stats' }),
+      await call(f.handlers.user, { path: 'manage/users/x', params: { id: 'nobody' } }),
+    ];
+    for (const answer of answers) {
+      const hsts = /^max-age=(\d+)$/.exec(answer.headers['strict-transport-security'] ?? '');
+      expect(Number(hsts?.[1])).toBeGreaterThanOrEqual(31_536_000);
+      expect(answer.headers['x-content-type-options']).toBe('nosniff');
+      expect(answer.headers['cache-control']).toBe('no-store');
+    }
+  });
+});
+
 describe('openapi', () => {
   it('answers the documented 413 to a body over the bound, with the error shape', async () => {
     const r = await call(f.handlers.userMessages, {
