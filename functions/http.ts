@@ -10,6 +10,11 @@ export const SECURITY_HEADERS = {
   'Cache-Control': 'no-store',
   'X-Content-Type-Options': 'nosniff',
   'Referrer-Policy': 'no-referrer',
+  // HTTPS only for a year: App Service answers http:// with a redirect (httpsOnly) but sends no
+  // HSTS, so each http:// visit could be taken over on the way and serve a page that asks for the
+  // token. Browsers ignore it over plain HTTP (the local host). No includeSubDomains: a custom
+  // domain's subdomains are not ours to decide.
+  'Strict-Transport-Security': 'max-age=31536000',
 } as const;
 
 /**

@@ -62,8 +62,10 @@ function repeatedKey(text: string): string | null {
       while (next < text.length && ' \t\n\r'.includes(text[next] ?? '')) next++;
       if (top?.keys && text[next] === ':') {
         const key = JSON.parse(text.slice(i, end + 1)) as string;
-        const path = [...stack.slice(0, -1).map((f) => f.key), key].filter(Boolean).join('.');
-        if (top.keys.has(key)) return path;
+        // The path only for the answer: built per key, it cost time quadratic in the depth (a
+        // 64 KiB body of nested objects held the instance for over a second).
+        if (top.keys.has(key))
+          return [...stack.slice(0, -1).map((f) => f.key), key].filter(Boolean).join('.');
         top.keys.add(key);
         top.key = key;
       }

@@ -19,9 +19,11 @@ export interface LogSink {
 
 /**
  * A WhatsApp message id: base64 after `wamid.` that holds the sender's number, so never logged in
- * clear. Also found inside other ids (`out:<wamid>:<part>`) and error texts.
+ * clear. Also found inside other ids (`out:<wamid>:<part>`) and error texts. Dots inside it are
+ * part of it (Meta bounds ids only to printable ASCII: a pseudonym that stopped at a dot left the
+ * rest in clear); a dot that ends it is a sentence's.
  */
-const WAMID = /wamid\.[A-Za-z0-9+/=_-]*/gi;
+const WAMID = /wamid\.(?:[A-Za-z0-9+/=_.-]*[A-Za-z0-9+/=_-])?/gi;
 
 /** Every wamid replaced by its pseudonym (the same id always gives the same one, so lines still correlate). */
 const hideWamids = (text: string): string => text.replace(WAMID, (id) => pseudonym(id));

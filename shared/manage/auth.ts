@@ -1,6 +1,7 @@
 // Bearer-token authentication of the management API: the bootstrap MANAGE_API_TOKEN (compared in
 // constant time) or a token made with `npm run token`, stored as a SHA-256 hash.
 import { createHash, randomBytes } from 'node:crypto';
+import { isIPv6 } from 'node:net';
 import { AppError, ErrorCode } from '../errors';
 import { sameSecret } from '../secrets';
 import type { ApiToken, DataStore } from '../data';
@@ -129,19 +130,56 @@ export class FailureLimiter {
   }
 }
 
+/** The eight 16-bit groups of an IPv6 address (a zone after `%` ignored), or null for anything else. */
+function ipv6Groups(address: string): number[] | null {
+  let text = address.split('%')[0] ?? '';
+  if (!isIPv6(text)) return null;
+  // A dotted IPv4 tail (`::ffff:192.0.2.1`) is the last two groups.
+  const dotted = /^(.*:)(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (dotted) {
+    const [a, b, c, d] = dotted.slice(2).map(Number) as [number, number, number, number];
+    text = `${dotted[1]}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head = '', tail] = text.split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const zeros = tail === undefined ? [] : Array<string>(8 - left.length - right.length).fill('0');
+  return [...left, ...zeros, ...right].map((group) => parseInt(group, 16));
+}
+
+/**
+ * What the limiter counts for an address: an IPv4 address itself; an IPv6 address by its /64
+ * network (the least a subscriber is given: counted per address, a caller could take a fresh one
+ * for every guess, and soon fill the limiter), an IPv4-mapped one (`::ffff:a.b.c.d`) as its IPv4
+ * address.
+ */
+function clientKey(address: string): string {
+  const groups = ipv6Groups(address);
+  if (!groups) return address.toLowerCase();
+  const [g0, g1, g2, g3, g4, g5, g6 = 0, g7 = 0] = groups;
+  if (g0 === 0 && g1 === 0 && g2 === 0 && g3 === 0 && g4 === 0 && g5 === 0xffff) {
+    return `${g6 >> 8}.${g6 & 255}.${g7 >> 8}.${g7 & 255}`;
+  }
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.toString(16))
+    .join(':')}::/64`;
+}
+
 /**
  * The client of a request, as the limiter counts it: the LAST address of X-Forwarded-For, without
- * its port. The caller controls everything before it; the platform's front end (Azure App Service /
- * Functions, and the local host of `npm run dev` likewise) appends the address it saw, so the last
- * entry is the one a caller cannot choose. Handlers get no socket address from the Functions host:
- * without the header every request is one client, 'direct'.
+ * its port (an IPv6 one by its /64 network: clientKey). The caller controls everything before it;
+ * the platform's front end (Azure App Service / Functions, and the local host of `npm run dev`
+ * likewise) appends the address it saw, so the last entry is the one a caller cannot choose.
+ * Handlers get no socket address from the Functions host: without the header every request is one
+ * client, 'direct'.
  */
 export function clientOf(forwardedFor: string | null): string {
   const last = forwardedFor?.split(',').at(-1)?.trim() ?? '';
   // `[v6]:port` or `[v6]`; `v4:port` (one colon); anything else (a bare IPv6 address) as it is.
   const bracketed = /^\[([^\]]*)\](?::\d*)?$/.exec(last);
   const address = bracketed ? bracketed[1] : last.split(':').length === 2 ? last.replace(/:\d*$/, '') : last;
-  return address?.toLowerCase() || 'direct';
+  return address ? clientKey(address) : 'direct';
 }
 
 /**

@@ -173,6 +173,26 @@ describe('the reply path', () => {
   });
 });
 
+describe('message ids', () => {
+  it('a wamid holding dots (Meta bounds ids only to printable ASCII) is pseudonymised whole', async () => {
+    // Each id below is logged while the message is stored and answered; the pseudonym stopped at
+    // the first dot, leaving the number after it in clear.
+    for (const id of [`wamid.HBgN.${PHONE}`, `wamid.${PHONE}.1`, `wamid.a.b.${PHONE}_x`]) {
+      const message = textMessage(PHONE, `${TEXT} six`, { id });
+      expect(
+        (
+          await app.post(
+            notification(value({ contacts: [{ waId: PHONE, name: NAME }], messages: [message] })),
+          )
+        ).status,
+      ).toBe(200);
+      await app.drain();
+      expect(await app.services.data.messages.getMessage(id)).not.toBeNull();
+    }
+    expect(app.logs.slice(logStart).join('\n')).toMatch(/inbound message id=p_[0-9a-f]{12} /);
+  });
+});
+
 describe('the HTTP routes', () => {
   const request = (init: {
     method?: string;

@@ -116,6 +116,41 @@ describe('authentication', () => {
     expect((await call(f.handlers.stats, { token: BOOTSTRAP, headers: own })).status).toBe(200);
   });
 
+  it('counts an IPv6 client by its /64 network: rotating addresses within it does not dodge the limit', async () => {
+    // One subscriber is given at least a /64 (2^64 addresses): counted per address, every guess
+    // could come from a fresh one, and 10,000 of them fill the limiter, which then counts no one.
+    for (let i = 0; i < LIMIT; i++) {
+      const headers = { 'x-forwarded-for': `[2001:db8:7:1::${(i + 1).toString(16)}]:${50_000 + i}` };
+      expect((await call(f.handlers.stats, { token: `v6-guess-${i}`, headers })).status).toBe(401);
+    }
+    for (const address of [
+      '[2001:db8:7:1:ffff:0:0:9]:443',
+      '2001:0db8:0007:0001::abcd',
+      '[2001:DB8:7:1::1%eth0]',
+    ]) {
+      const headers = { 'x-forwarded-for': address };
+      expect((await call(f.handlers.stats, { token: BOOTSTRAP, headers })).status).toBe(429);
+    }
+    // Another /64, even next door, is another client.
+    const neighbour = { 'x-forwarded-for': '[2001:db8:7:2::1]:443' };
+    expect((await call(f.handlers.stats, { token: BOOTSTRAP, headers: neighbour })).status).toBe(200);
+  });
+
+  it('counts an IPv4-mapped IPv6 address as the IPv4 address it is', async () => {
+    for (let i = 0; i < LIMIT; i++) {
+      const headers = { 'x-forwarded-for': i % 2 ? '[::ffff:203.0.113.99]:1234' : '203.0.113.99:4321' };
+      expect((await call(f.handlers.stats, { token: `mapped-${i}`, headers })).status).toBe(401);
+    }
+    const headers = { 'x-forwarded-for': '[::ffff:203.0.113.99]:80' };
+    expect((await call(f.handlers.stats, { token: BOOTSTRAP, headers })).status).toBe(429);
+    // Other IPv4 addresses are other clients, mapped or not.
+    for (const address of ['203.0.113.98', '[::ffff:203.0.113.100]:80']) {
+      expect(
+        (await call(f.handlers.stats, { token: BOOTSTRAP, headers: { 'x-forwarded-for': address } })).status,
+      ).toBe(200);
+    }
+  });
+
   it('accepts MANAGE_API_TOKEN and created tokens, recording their last use', async () => {
     expect((await call(f.handlers.stats, { token: BOOTSTRAP })).status).toBe(200);
     const { token, record } = await createToken(f.data, { name: 'ops', expiresDays: 30, now: new Date() });
@@ -636,6 +671,27 @@ describe('export bounds', () => {
   }, 60_000);
 });
 
+describe('response headers', () => {
+  it('tells browsers to come back only over HTTPS, on the dashboard and on every API answer', async () => {
+    // Without it, the first http:// visit to the dashboard (answered by App Service's redirect) can
+    // be taken over on the way, and the page served instead asks for the token.
+    const answers = [
+      await call(f.handlers.dashboard, { token: null, path: 'manage' }),
+      await call(f.handlers.script, { token: null, path: 'manage/js/app.js', params: { name: 'app.js' } }),
+      await call(f.handlers.appCss, { token: null, path: 'manage/app.css' }),
+      await call(f.handlers.stats, { path: 'manage/stats' }),
+      await call(f.handlers.stats, { token: null, path: 'manage/stats' }),
+      await call(f.handlers.user, { path: 'manage/users/x', params: { id: 'nobody' } }),
+    ];
+    for (const answer of answers) {
+      const hsts = /^max-age=(\d+)$/.exec(answer.headers['strict-transport-security'] ?? '');
+      expect(Number(hsts?.[1])).toBeGreaterThanOrEqual(31_536_000);
+      expect(answer.headers['x-content-type-options']).toBe('nosniff');
+      expect(answer.headers['cache-control']).toBe('no-store');
+    }
+  });
+});
+
 describe('openapi', () => {
   it('answers the documented 413 to a body over the bound, with the error shape', async () => {
     const r = await call(f.handlers.userMessages, {
@@ -645,6 +701,27 @@ describe('openapi', () => {
     });
     expect(r.status).toBe(413);
     expect(parseBody(ErrorSchema, r.body).error.code).toBe('PAYLOAD_TOO_LARGE');
+  });
+
+  it('reads a deeply nested body of the largest size in linear time (a 400, not seconds of CPU)', async () => {
+    // About 10,900 nested objects within the 64 KiB bound: each key's dotted path used to be
+    // built on every key, quadratic in the depth, blocking the instance for over a second.
+    const depth = Math.floor((MAX_BODY_BYTES - 100) / 6);
+    const body = `{"q":"ana","x":${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}}`;
+    expect(Buffer.byteLength(body)).toBeLessThanOrEqual(MAX_BODY_BYTES);
+    const started = performance.now();
+    const r = await call(f.handlers.users, { method: 'POST', body });
+    const ms = performance.now() - started;
+    expect(r.status).toBe(400);
+    expect(parseBody(ErrorSchema, r.body).error.message).toBe('invalid body field "x": unknown field');
+    expect(ms).toBeLessThan(200);
+    // A key given twice deep down is still named by its path.
+    const twice = `{"q":"ana","x":${'{"a":'.repeat(50)}{"b":1,"b":2}${'}'.repeat(50)}}`;
+    const repeated = await call(f.handlers.users, { method: 'POST', body: twice });
+    expect(repeated.status).toBe(400);
+    expect(parseBody(ErrorSchema, repeated.body).error.message).toBe(
+      `invalid body field "x.${'a.'.repeat(50)}b": must be given once`,
+    );
   });
 
   it('answers the documented 411 to a body sent chunked, which the Functions host never passes on', async () => {

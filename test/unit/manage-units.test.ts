@@ -140,11 +140,22 @@ describe('tokens', () => {
     expect(clientOf('198.51.100.7, 203.0.113.9:50123')).toBe('203.0.113.9');
     expect(clientOf('203.0.113.9')).toBe('203.0.113.9');
     expect(clientOf('1.1.1.1,2.2.2.2')).toBe('2.2.2.2');
-    expect(clientOf('spoofed, [2001:DB8::1]:443')).toBe('2001:db8::1');
-    expect(clientOf('[2001:db8::1]')).toBe('2001:db8::1');
-    // A bare IPv6 address keeps its last group (it is not a port).
-    expect(clientOf('2001:db8::1')).toBe('2001:db8::1');
-    expect(clientOf('2001:db8::2')).not.toBe(clientOf('2001:db8::1'));
+    // An IPv6 address counts by its /64 network, however it is written.
+    expect(clientOf('spoofed, [2001:DB8::1]:443')).toBe('2001:db8:0:0::/64');
+    expect(clientOf('[2001:db8::1]')).toBe('2001:db8:0:0::/64');
+    expect(clientOf('[2001:0db8:0000:0000:ffff:1:2:3%12]:8080')).toBe('2001:db8:0:0::/64');
+    expect(clientOf('2001:db8:0:1::1')).toBe('2001:db8:0:1::/64');
+    expect(clientOf('::1')).toBe('0:0:0:0::/64');
+    expect(clientOf('fe80::')).toBe('fe80:0:0:0::/64');
+    // A bare IPv6 address is not read as address:port.
+    expect(clientOf('2001:db8:1:2:3:4:5:1')).toBe('2001:db8:1:2::/64');
+    expect(clientOf('2001:db8:1:2::1')).toBe(clientOf('2001:db8:1:2:ffff::1'));
+    expect(clientOf('2001:db8:1:3::1')).not.toBe(clientOf('2001:db8:1:2::1'));
+    // IPv4-mapped: the IPv4 address, in either notation.
+    expect(clientOf('[::ffff:203.0.113.9]:1')).toBe('203.0.113.9');
+    expect(clientOf('::FFFF:cb00:7109')).toBe('203.0.113.9');
+    // Not an address (the front end writes one; anything else is kept as it is, in lower case).
+    expect(clientOf('Unknown')).toBe('unknown');
     expect(clientOf(null)).toBe('direct');
     expect(clientOf('')).toBe('direct');
     expect(clientOf('198.51.100.7, ')).toBe('direct');
