@@ -135,12 +135,9 @@ export async function processReplyJob(
   if (!locked) return; // another worker answers this user and looks again before it lets go
   // A worker died holding the lock, or a notification was found already stored when delivered
   // again (its first writer may have died): the summary may lack what they stored. Recounted while nothing else
-  // answers this user; skipped if a message is noted meanwhile (its writer notes it).
+  // answers this user; done again if another writer (ingest, an operator) notes a message meanwhile.
   if (locked.tookOver || job.recount) {
-    await data.users.recountSummary(job.userId, {
-      inboundCount: locked.inboundCount,
-      messageCount: locked.user.messageCount,
-    });
+    await data.users.recountSummary(job.userId);
     lockedAt = ports.now();
     locked = await data.users.lockForReply(job.userId, owner, leaseMs, lockedAt);
     if (!locked) return;
