@@ -239,15 +239,19 @@ async function replyTo(
       log,
     });
   read ??= await markRead(ports, message, false, log);
-  // The model takes seconds: an operator may have taken the conversation (or written, which takes
-  // it) meanwhile, or the user was erased. The bot must not talk over the operator: its answer is
-  // dropped and the message settled unanswered, as if the handoff had come first.
-  if (reply && asked) {
+  // The bot never talks over an operator. Since the lock read the user, an operator may have taken
+  // the conversation (or written, which takes it) while the model answered or the read receipt
+  // went out, or the user's erase began: the user is read again just before the answer goes out,
+  // and then the answer is dropped and the message settled unanswered, as if the handoff had come
+  // first. Not the answers that go out whatever an operator did (`overHandoff`).
+  const overHandoff = decided.decision.kind === 'fixed' && decided.decision.overHandoff;
+  if (reply && !overHandoff) {
     const fresh = await ports.data.users.getLiveUser(user.id);
     if (!fresh || activeHandoff(fresh, ports.now(), ports.config.handoffHours)) {
       log.info('answer dropped: the conversation was taken meanwhile', {
         id: message.id,
         user: pseudonym(user.id),
+        ai: asked,
       });
       reply = null;
     }

@@ -240,6 +240,43 @@ describe('an operator and the bot at once', () => {
   }
 });
 
+describe('an operator and a built-in answer at once', () => {
+  // No AI: the bot read the user (no handoff) and decided on a built-in answer; while its read
+  // receipt goes out, an operator takes the conversation or writes. Only `stop` and `start` are
+  // confirmed whatever an operator did.
+  const cases = [
+    { operator: 'takes', text: 'una pregunta', answered: [] },
+    { operator: 'sends', text: 'help', answered: ['Ana here, one moment.'] },
+    { operator: 'takes', text: 'stop', answered: [STOP_ANSWER] },
+  ] as const;
+  for (const { operator, text, answered } of cases) {
+    it(`"${text}" while an operator ${operator === 'takes' ? 'takes the conversation' : 'writes'}: ${answered.length ? 'answered' : 'no answer'}`, async () => {
+      const waId = newNumber();
+      await app.userWrites(waId, 'hola', 'Lena');
+      const id = await userIdOf(app.services.data, waId);
+      const { jobs } = await app.post(textNotification(waId, text, 'Lena').payload);
+      app.queued.length = 0;
+      app.graph.requests.length = 0;
+      let operatorStatus = 0;
+      app.graph.beforeReceipt = async () => {
+        const r =
+          operator === 'takes'
+            ? await api('userHandoff', id, 'POST')
+            : await api('userMessages', id, 'POST', { text: 'Ana here, one moment.' });
+        operatorStatus = r.status;
+      };
+      for (const job of jobs) await processReplyJob(app.services, job, createLogger(app.context()));
+      expect(app.graph.beforeReceipt).toBeNull();
+      expect(operatorStatus).toBe(operator === 'takes' ? 200 : 201);
+      expect(sentTexts()).toEqual(answered);
+      const asked = (await messagesOf(id)).find((m) => m.text === text)!;
+      expect((await app.services.data.messages.getMessage(asked.id))?.replyState).toBe(
+        text === 'stop' ? 'sent' : 'none',
+      );
+    });
+  }
+});
+
 describe('a user whose erase is under way', () => {
   it('is not taken, handed back, messaged or exported: 404, nothing sent, no audit entry', async () => {
     const waId = newNumber();
