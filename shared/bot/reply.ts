@@ -245,6 +245,9 @@ async function replyTo(
   // and then the answer is dropped and the message settled unanswered, as if the handoff had come
   // first. Not the answers that go out whatever an operator did (`overHandoff`).
   const overHandoff = decided.decision.kind === 'fixed' && decided.decision.overHandoff;
+  // The usage of a model call whose answer does not go out as such (an apology for a failed call,
+  // an answer dropped): counted all the same, on the inbound message.
+  let unsentAi = reply?.failure ? reply.ai : null;
   if (reply && !overHandoff) {
     const fresh = await ports.data.users.getLiveUser(user.id);
     if (!fresh || activeHandoff(fresh, ports.now(), ports.config.handoffHours)) {
@@ -253,6 +256,7 @@ async function replyTo(
         user: pseudonym(user.id),
         ai: asked,
       });
+      unsentAi = reply.ai;
       reply = null;
     }
     if (fresh) current = fresh;
@@ -271,7 +275,7 @@ async function replyTo(
         role: reply.role,
         phoneNumberId,
         relatedId: message.id,
-        ai: first ? reply.ai : null,
+        ai: first && !reply.failure ? reply.ai : null,
       };
       let sent: { waMessageId: string | null };
       // Before the first part only: once a part went out, the rest must follow and be recorded.
@@ -310,6 +314,7 @@ async function replyTo(
     state,
     error: failure ?? reply?.failure ?? null,
     read,
+    ai: unsentAi,
   });
   recorded.push(...settled.stored);
   // What this look knows now: the message answered, the answer sent (the next message's context).

@@ -215,6 +215,7 @@ describe('an operator and the bot at once', () => {
       app.queued.length = 0;
       app.graph.requests.length = 0;
       let operatorStatus = 0;
+      const before = await app.services.data.stats.totals();
       const ai: AiResponder = {
         window: 10,
         respond: async ({ preparing }) => {
@@ -224,7 +225,15 @@ describe('an operator and the bot at once', () => {
               ? await api('userHandoff', id, 'POST')
               : await api('userMessages', id, 'POST', { text: 'Ana here, one moment.' });
           operatorStatus = r.status;
-          return { text: 'the bot talking over', role: 'conversation', ai: null, failure: null };
+          const usage = {
+            provider: 'openai-compatible',
+            model: 'm',
+            promptTokens: 20,
+            completionTokens: 7,
+            totalTokens: 27,
+            latencyMs: 5,
+          };
+          return { text: 'the bot talking over', role: 'conversation', ai: usage, failure: null };
         },
       };
       const ports = { ...app.services, ai };
@@ -236,6 +245,9 @@ describe('an operator and the bot at once', () => {
       // The user's message is settled (read, counted), not left waiting for an answer.
       const asked = messages.find((m) => m.text === 'una pregunta')!;
       expect((await app.services.data.messages.getMessage(asked.id))?.replyState).toBe('none');
+      // The model's tokens were spent all the same: counted in the stats.
+      const after = await app.services.data.stats.totals();
+      expect([after.aiRequests - before.aiRequests, after.aiTokens - before.aiTokens]).toEqual([1, 27]);
     });
   }
 });
