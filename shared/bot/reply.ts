@@ -388,7 +388,9 @@ async function sendWelcome(
   const { data, graph } = ports;
   const user = await data.users.getLiveUser(job.userId);
   if (!user || user.optedOut) return;
-  if (!(await data.users.claimWelcome(user.id, ports.now()))) return;
+  // Claimed only while no operator holds the conversation (an operator who took a user who only
+  // opened the chat answers them instead).
+  if (!(await data.users.claimWelcome(user.id, ports.now(), ports.config.handoffHours))) return;
   let sent: { waMessageId: string | null };
   try {
     sent = await graph.sendText(job.phoneNumberId, recipientOf(user), WELCOME_TEXT);

@@ -493,10 +493,15 @@ export class UsersRepository {
     await this.users.updateOne({ _id: userId }, { $set: { optedOut } });
   }
 
-  /** Marks the welcome as sent; true only the first time (the welcome goes out once per user). */
-  async claimWelcome(userId: string, at: Date): Promise<boolean> {
+  /**
+   * Marks the welcome as sent; true only the first time (the welcome goes out once per user), and
+   * only while no operator holds the conversation (`handoffHours`: how long a handoff lasts after
+   * its last activity): the bot does not talk over an operator, and this write is the check.
+   */
+  async claimWelcome(userId: string, at: Date, handoffHours: number): Promise<boolean> {
+    const ended = new Date(at.getTime() - handoffHours * 3_600_000);
     const result = await this.users.updateOne(
-      { _id: userId, welcomeSentAt: null },
+      { _id: userId, welcomeSentAt: null, $or: [{ handoff: null }, { 'handoff.activeAt': { $lte: ended } }] },
       { $set: { welcomeSentAt: at } },
     );
     return result.modified === 1;

@@ -289,6 +289,23 @@ describe('an operator and a built-in answer at once', () => {
   }
 });
 
+describe('an operator and the welcome at once', () => {
+  it('sends no welcome to a user an operator took before it went out', async () => {
+    const waId = newNumber();
+    const welcome = { from: waId, id: wamid(), timestamp: nowSeconds(), type: 'request_welcome' };
+    const { jobs } = await app.post(
+      notification(value({ contacts: [{ waId, name: 'New' }], messages: [welcome] })),
+    );
+    app.queued.length = 0;
+    expect(jobs).toMatchObject([{ kind: 'welcome' }]);
+    const id = await userIdOf(app.services.data, waId);
+    expect((await api('userHandoff', id, 'POST')).status).toBe(200);
+    for (const job of jobs) await app.runJob(job);
+    expect(app.graph.sends()).toEqual([]);
+    expect(await messagesOf(id)).toEqual([]);
+  });
+});
+
 describe('a user whose erase is under way', () => {
   it('is not taken, handed back, messaged or exported: 404, nothing sent, no audit entry', async () => {
     const waId = newNumber();
