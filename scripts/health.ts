@@ -107,10 +107,7 @@ async function checkData(
       summaries.map((p) => `${p.userId}: ${p.problem}`),
     );
     if (repair) {
-      const changed = await store.maintenance.repairSummaries(
-        counts,
-        summaries.map((p) => p.userId),
-      );
+      const changed = await store.maintenance.repairSummaries(summaries.map((p) => p.userId));
       io.out(`repaired: ${changed} user summaries rebuilt`);
       rows.push(['summaries repaired', changed]);
       summaries = await store.maintenance.checkSummaries(counts);

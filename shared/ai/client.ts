@@ -30,6 +30,14 @@ export interface Completion {
   readonly latencyMs: number;
 }
 
+/** Tokens an endpoint reported for the answers of one call (its retry included). */
+export interface Usage {
+  readonly model: string;
+  readonly promptTokens: number;
+  readonly completionTokens: number;
+  readonly totalTokens: number;
+}
+
 export interface AiClient {
   readonly provider: AiProvider;
   complete(messages: readonly ChatMessage[]): Promise<Completion>;
@@ -67,6 +75,11 @@ export class AiError extends AppError {
     detail = '',
     /** How long the endpoint asked to wait before trying again (Retry-After), if it said. */
     readonly retryAfterMs: number | null = null,
+    /**
+     * The tokens the call used although it failed (an answer the content filter stopped, one
+     * without text, a first attempt before the retry): they count in the stats all the same.
+     */
+    public usage: Usage | null = null,
   ) {
     super(
       ErrorCode.UPSTREAM_FAILED,
@@ -96,6 +109,17 @@ const ResponseSchema = z.object({
     .passthrough()
     .nullish(),
 });
+
+/** The tokens of two attempts of one call (the model named by the later one). */
+function addUsage(a: Usage | null, b: Usage | null): Usage | null {
+  if (!a || !b) return a ?? b;
+  return {
+    model: b.model,
+    promptTokens: a.promptTokens + b.promptTokens,
+    completionTokens: a.completionTokens + b.completionTokens,
+    totalTokens: a.totalTokens + b.totalTokens,
+  };
+}
 
 /** The most of an answer read (a long answer is a few hundred KiB). */
 export const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
@@ -221,13 +245,36 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
   /** One request and its answer's text; an answer without text is a failure worth one retry. */
   async function answer(body: unknown) {
     const parsed = ResponseSchema.safeParse(await attempt(body));
+    const usage = parsed.success ? usageOf(parsed.data) : null;
     // Azure OpenAI: a filtered answer has no content, or rarely the part before the filter cut it.
     if (parsed.success && parsed.data.choices[0]?.finish_reason === 'content_filter')
-      throw new AiError(host, 200, 'bad_response', false, 'answer stopped by the content filter');
+      throw new AiError(
+        host,
+        200,
+        'bad_response',
+        false,
+        'answer stopped by the content filter',
+        null,
+        usage,
+      );
     const text = parsed.success ? wellFormed(parsed.data.choices[0]?.message.content ?? '').trim() : '';
     if (!parsed.success || !text)
-      throw new AiError(host, 200, 'bad_response', true, 'no answer in the response');
-    return { text, response: parsed.data };
+      throw new AiError(host, 200, 'bad_response', true, 'no answer in the response', null, usage);
+    return { text, usage, model: parsed.data.model || config.model };
+  }
+
+  /** The tokens an answer reports (none when it reports no usage). */
+  function usageOf(response: z.infer<typeof ResponseSchema>): Usage | null {
+    const usage = response.usage;
+    if (!usage) return null;
+    const promptTokens = usage.prompt_tokens ?? 0;
+    const completionTokens = usage.completion_tokens ?? 0;
+    return {
+      model: response.model || config.model,
+      promptTokens,
+      completionTokens,
+      totalTokens: usage.total_tokens ?? promptTokens + completionTokens,
+    };
   }
 
   return {
@@ -236,26 +283,32 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
       const body = { model: config.model, messages };
       const started = Date.now();
       let answered: Awaited<ReturnType<typeof answer>>;
+      // The tokens of a first attempt that failed: the call's usage includes them.
+      let spent: Usage | null = null;
       try {
         answered = await answer(body);
       } catch (error) {
         if (!(error instanceof AiError) || !error.retryable) throw error;
         // Asked to wait longer than a call may take: the retry would only be refused again.
         if ((error.retryAfterMs ?? 0) > config.timeoutMs) throw error;
+        spent = error.usage;
         await sleep(Math.max(retryDelayMs, error.retryAfterMs ?? 0));
-        answered = await answer(body);
+        try {
+          answered = await answer(body);
+        } catch (again) {
+          if (again instanceof AiError) again.usage = addUsage(spent, again.usage);
+          throw again;
+        }
       }
-      const { text, response } = answered;
-      const usage = response.usage;
-      const promptTokens = usage?.prompt_tokens ?? 0;
-      const completionTokens = usage?.completion_tokens ?? 0;
+      const { text, usage, model } = answered;
+      const total = addUsage(spent, usage);
       return {
         text,
         provider,
-        model: response.model || config.model,
-        promptTokens,
-        completionTokens,
-        totalTokens: usage?.total_tokens ?? promptTokens + completionTokens,
+        model,
+        promptTokens: total?.promptTokens ?? 0,
+        completionTokens: total?.completionTokens ?? 0,
+        totalTokens: total?.totalTokens ?? 0,
         // Latency of the whole call, the retry included.
         latencyMs: Date.now() - started,
       };

@@ -167,6 +167,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
       }
       const messages = await context(user, message, recent, recentIsPartial);
       await preparing();
+      const started = Date.now();
       try {
         const completion = await client.complete(messages);
         log.info('ai answered', {
@@ -193,11 +194,21 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
         return reply;
       } catch (error) {
         if (!(error instanceof AiError)) throw error;
-        log.warn('ai failed', { id: message.id, status: error.status, reason: error.reason });
+        log.warn('ai failed', {
+          id: message.id,
+          status: error.status,
+          reason: error.reason,
+          tokens: error.usage?.totalTokens ?? null,
+        });
+        // The tokens a failed call used count all the same (kept on the message it answered).
         return {
           text: AI_APOLOGY,
           role: 'notice',
-          ai: null,
+          ai: error.usage && {
+            provider: client.provider,
+            ...error.usage,
+            latencyMs: Date.now() - started,
+          },
           failure: { code: error.status ?? error.reason, title: error.message },
         };
       }

@@ -14,12 +14,19 @@ import {
   UNREADABLE_ANSWER,
 } from './texts';
 
-/** What the worker does with a message: nothing, a fixed text, or ask the AI (typing indicator first). */
-export type Decision = { kind: 'none' } | { kind: 'fixed'; reply: ReplyContent } | { kind: 'ai' };
+/**
+ * What the worker does with a message: nothing, a fixed text, or ask the AI (typing indicator
+ * first). `overHandoff`: the answer goes out even when an operator took the conversation since
+ * the worker read the user (the confirmations of `stop` and `start`, which win over a handoff, and
+ * of `human`, whose own take found no handoff); every other answer is dropped then.
+ */
+export type Decision =
+  { kind: 'none' } | { kind: 'fixed'; reply: ReplyContent; overHandoff: boolean } | { kind: 'ai' };
 
-const fixed = (text: string, role: MessageRole): Decision => ({
+const fixed = (text: string, role: MessageRole, overHandoff = false): Decision => ({
   kind: 'fixed',
   reply: { text, role, ai: null, failure: null },
+  overHandoff,
 });
 
 /**
@@ -56,7 +63,7 @@ export async function decideAndApply(
         ports.now(),
         ports.config.handoffHours,
       );
-      return taken?.started ? { decision: fixed(HUMAN_ANSWER, 'command'), user: taken.user } : none;
+      return taken?.started ? { decision: fixed(HUMAN_ANSWER, 'command', true), user: taken.user } : none;
     }
     case 'help':
       return { decision: fixed(HELP_TEXT, 'command'), user };
@@ -65,10 +72,10 @@ export async function decideAndApply(
       return { decision: fixed(RESET_ANSWER, 'command'), user: { ...user, contextResetAt: message.seqAt } };
     case 'stop':
       await ports.data.users.setOptedOut(user.id, true);
-      return { decision: fixed(STOP_ANSWER, 'command'), user: { ...user, optedOut: true } };
+      return { decision: fixed(STOP_ANSWER, 'command', true), user: { ...user, optedOut: true } };
     case 'start':
       await ports.data.users.setOptedOut(user.id, false);
-      return { decision: fixed(START_ANSWER, 'command'), user: { ...user, optedOut: false } };
+      return { decision: fixed(START_ANSWER, 'command', true), user: { ...user, optedOut: false } };
     case null:
       return { decision: ports.ai ? { kind: 'ai' } : fixed(DEFAULT_ANSWER, 'conversation'), user };
   }

@@ -11,6 +11,10 @@ export type Clock = () => Date;
 export interface ReplyContent {
   readonly text: string;
   readonly role: MessageRole;
+  /**
+   * The model's usage: recorded on the answer's first part, or on the inbound message when the
+   * answer does not go out (an apology for a failed call, an answer dropped for an operator).
+   */
   readonly ai: AiUsage | null;
   /** Set when the reply is an apology for a failure (recorded on the inbound message). */
   readonly failure: MessageError | null;

@@ -135,12 +135,9 @@ export async function processReplyJob(
   if (!locked) return; // another worker answers this user and looks again before it lets go
   // A worker died holding the lock, or a notification was found already stored when delivered
   // again (its first writer may have died): the summary may lack what they stored. Recounted while nothing else
-  // answers this user; skipped if a message is noted meanwhile (its writer notes it).
+  // answers this user; done again if another writer (ingest, an operator) notes a message meanwhile.
   if (locked.tookOver || job.recount) {
-    await data.users.recountSummary(job.userId, {
-      inboundCount: locked.inboundCount,
-      messageCount: locked.user.messageCount,
-    });
+    await data.users.recountSummary(job.userId);
     lockedAt = ports.now();
     locked = await data.users.lockForReply(job.userId, owner, leaseMs, lockedAt);
     if (!locked) return;
@@ -242,16 +239,24 @@ async function replyTo(
       log,
     });
   read ??= await markRead(ports, message, false, log);
-  // The model takes seconds: an operator may have taken the conversation (or written, which takes
-  // it) meanwhile, or the user was erased. The bot must not talk over the operator: its answer is
-  // dropped and the message settled unanswered, as if the handoff had come first.
-  if (reply && asked) {
+  // The bot never talks over an operator. Since the lock read the user, an operator may have taken
+  // the conversation (or written, which takes it) while the model answered or the read receipt
+  // went out, or the user's erase began: the user is read again just before the answer goes out,
+  // and then the answer is dropped and the message settled unanswered, as if the handoff had come
+  // first. Not the answers that go out whatever an operator did (`overHandoff`).
+  const overHandoff = decided.decision.kind === 'fixed' && decided.decision.overHandoff;
+  // The usage of a model call whose answer does not go out as such (an apology for a failed call,
+  // an answer dropped): counted all the same, on the inbound message.
+  let unsentAi = reply?.failure ? reply.ai : null;
+  if (reply && !overHandoff) {
     const fresh = await ports.data.users.getLiveUser(user.id);
     if (!fresh || activeHandoff(fresh, ports.now(), ports.config.handoffHours)) {
       log.info('answer dropped: the conversation was taken meanwhile', {
         id: message.id,
         user: pseudonym(user.id),
+        ai: asked,
       });
+      unsentAi = reply.ai;
       reply = null;
     }
     if (fresh) current = fresh;
@@ -270,7 +275,7 @@ async function replyTo(
         role: reply.role,
         phoneNumberId,
         relatedId: message.id,
-        ai: first ? reply.ai : null,
+        ai: first && !reply.failure ? reply.ai : null,
       };
       let sent: { waMessageId: string | null };
       // Before the first part only: once a part went out, the rest must follow and be recorded.
@@ -309,6 +314,7 @@ async function replyTo(
     state,
     error: failure ?? reply?.failure ?? null,
     read,
+    ai: unsentAi,
   });
   recorded.push(...settled.stored);
   // What this look knows now: the message answered, the answer sent (the next message's context).
@@ -382,7 +388,9 @@ async function sendWelcome(
   const { data, graph } = ports;
   const user = await data.users.getLiveUser(job.userId);
   if (!user || user.optedOut) return;
-  if (!(await data.users.claimWelcome(user.id, ports.now()))) return;
+  // Claimed only while no operator holds the conversation (an operator who took a user who only
+  // opened the chat answers them instead).
+  if (!(await data.users.claimWelcome(user.id, ports.now(), ports.config.handoffHours))) return;
   let sent: { waMessageId: string | null };
   try {
     sent = await graph.sendText(job.phoneNumberId, recipientOf(user), WELCOME_TEXT);

@@ -10,7 +10,7 @@ import { COLLECTIONS, type CollectionName } from './indexes';
 import { countedAs } from './message-doc';
 import { STATUS_RANK, storedText, type MessageDoc } from './messages';
 import { CounterDelta, TOTALS_ID, type StatsDoc, type StatsRepository } from './stats';
-import { tallyMessage, type StoredTally, type SummaryMessage } from './summary';
+import { placeOf, tallyMessage, type StoredTally, type SummaryMessage } from './summary';
 import { RUN_TERMS_MARK, SPACELESS_TEXT_PATTERN } from './terms';
 import type { AiUsage, Direction, MessageRole } from './types';
 import { searchKeysFor, type UserDoc, type UsersRepository } from './users';
@@ -333,7 +333,7 @@ export class Maintenance {
         ? listed.has(id)
         : (userIds as (u: string, n: number) => boolean)(id, counts.perUser.get(id)?.count ?? 0);
     const wrong = [...new Set((await this.checkSummaries(counts)).map((p) => p.userId).filter(touched))];
-    const summariesRebuilt = wrong.length ? await this.repairSummaries(counts, wrong) : 0;
+    const summariesRebuilt = wrong.length ? await this.repairSummaries(wrong) : 0;
     const below = await this.checkCounters(counts);
     const countersRepaired = below.length ? await this.repairCounters(counts) : [];
     return { summariesRebuilt, countersRepaired };
@@ -417,8 +417,8 @@ export class Maintenance {
     };
     for await (const m of this.messages.iterate({}, { projection, batchSize: 1000 })) {
       if (++done % 1000 === 0) onProgress?.(done);
+      tallyMessage(counts.perUser, m);
       if (!m.userId || !m.direction || !(m.createdAt instanceof Date)) continue; // status placeholder
-      tallyMessage(counts.perUser, m.userId, m.seqAt ?? m.createdAt, m._id);
       const counted = countedAs(m);
       if (counted) counts.counters.message(counted);
     }
@@ -501,11 +501,7 @@ export class Maintenance {
               { projection: { createdAt: 1, seqAt: 1, userId: 1 } },
             )
           : null;
-        if (
-          !last ||
-          last.userId !== u._id ||
-          (last.seqAt ?? last.createdAt)?.getTime() !== s.lastAt.getTime()
-        ) {
+        if (!last || last.userId !== u._id || placeOf(last)?.getTime() !== s.lastAt.getTime()) {
           problems.push({ userId: u._id, problem: 'lastMessageId is not the latest stored message' });
         }
       }
@@ -517,24 +513,13 @@ export class Maintenance {
     return problems;
   }
 
-  /** Rebuilds the summaries of the given users from their messages (the summary rule); returns how many changed. */
-  async repairSummaries(counts: StoredCounts, userIds: Iterable<string>): Promise<number> {
-    let changed = 0;
-    for (const userId of new Set(userIds)) {
-      const s = counts.perUser.get(userId);
-      const last = s ? await this.messages.findOne({ _id: s.lastId }) : null;
-      const latest: SummaryMessage | null =
-        s && last
-          ? {
-              id: last._id,
-              text: last.text ?? '',
-              at: s.lastAt,
-              direction: last.direction ?? 'outbound',
-            }
-          : null;
-      if (await this.usersRepo.rebuildSummary(userId, s?.count ?? 0, latest)) changed++;
-    }
-    return changed;
+  /**
+   * Rebuilds the summaries of the given users from their messages, as retention and the reply
+   * worker do (`recountSummaries`: the summary rule, not set back by a writer meanwhile); returns
+   * how many changed.
+   */
+  repairSummaries(userIds: Iterable<string>): Promise<number> {
+    return this.usersRepo.recountSummaries(userIds);
   }
 
   /** The running totals (without what is marked and not folded in yet) and how often retention ran. */

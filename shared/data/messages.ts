@@ -8,6 +8,7 @@ import { COUNTED_FIELDS, countedAs, type MessageDoc } from './message-doc';
 import type { SummaryMessage } from './summary';
 import { prefixTerms } from './terms';
 import type {
+  AiUsage,
   InboundRecord,
   Message,
   MessageError,
@@ -176,6 +177,8 @@ export class MessagesRepository {
     state: 'sent' | 'failed' | 'none';
     error: MessageError | null;
     read: boolean;
+    /** The usage of a model call whose answer did not go out as such (counted with the message). */
+    ai?: AiUsage | null;
   }): Promise<SettledReply> {
     const ops = input.parts.map(upsertOutbound);
     ops.push({
@@ -187,6 +190,7 @@ export class MessagesRepository {
             leaseUntil: null,
             uncounted: true,
             ...(input.error ? { error: input.error } : {}),
+            ...(input.ai ? { ai: input.ai } : {}),
             ...(input.read ? { status: 'read', statusRank: STATUS_RANK.read } : {}),
           },
         },

@@ -82,17 +82,17 @@ export class CounterDelta {
   ): this {
     this.totals[m.direction] += sign;
     this.day(m.createdAt)[m.direction] += sign;
-    if (m.direction === 'outbound') {
-      if (m.failed) this.totals.failed += sign;
-      if (m.aiTokens !== undefined && m.aiTokens !== null) {
-        this.totals.aiRequests += sign;
-        this.totals.aiTokens += sign * m.aiTokens;
-        if (m.aiModel) {
-          const used = this.models.get(m.aiModel) ?? { aiRequests: 0, aiTokens: 0 };
-          used.aiRequests += sign;
-          used.aiTokens += sign * m.aiTokens;
-          this.models.set(m.aiModel, used);
-        }
+    if (m.direction === 'outbound' && m.failed) this.totals.failed += sign;
+    // A model call: on its answer, or on the inbound message when its answer did not go out (an
+    // apology for a failed call that reported usage, an answer dropped for an operator).
+    if (m.aiTokens !== undefined && m.aiTokens !== null) {
+      this.totals.aiRequests += sign;
+      this.totals.aiTokens += sign * m.aiTokens;
+      if (m.aiModel) {
+        const used = this.models.get(m.aiModel) ?? { aiRequests: 0, aiTokens: 0 };
+        used.aiRequests += sign;
+        used.aiTokens += sign * m.aiTokens;
+        this.models.set(m.aiModel, used);
       }
     }
     return this;

@@ -80,27 +80,53 @@ export function rebuiltSummary(
   };
 }
 
-/** A user's stored messages as a rebuild counts them: how many, and the latest by (`at`, id). */
+/**
+ * A message's place in the conversation as the summary orders it: `seqAt`, else `createdAt`
+ * (messages stored before `seqAt` existed, and restored from backups of that time), then its id.
+ */
+export const placeOf = (m: { seqAt?: Date | undefined; createdAt?: Date | undefined }): Date | undefined =>
+  m.seqAt ?? m.createdAt;
+
+/** The fields of a stored message `tallyMessage` reads (a projection). */
+export const TALLY_FIELDS = { userId: 1, direction: 1, createdAt: 1, seqAt: 1 } as const;
+
+/** A user's stored messages as a rebuild counts them: how many (inbound), and the latest. */
 export interface StoredTally {
   count: number;
+  inbound: number;
   lastAt: Date;
   lastId: string;
 }
 
 /**
- * Adds one stored message (its `seqAt`, else `createdAt`, and its id) to its user's tally: the
- * order the summary's latest message follows, in a pass over messages in any order.
+ * Adds one stored message to its user's tally, in a pass over messages in any order: the one rule
+ * every rebuild of the summary follows (the reply worker's recount, retention, the health check
+ * and its repair). A message of a user counts (a status placeholder has no user); the latest is
+ * the last by `placeOf`, then id.
  */
-export function tallyMessage(tallies: Map<string, StoredTally>, userId: string, at: Date, id: string): void {
-  const s = tallies.get(userId);
+export function tallyMessage(
+  tallies: Map<string, StoredTally>,
+  m: {
+    readonly _id: string;
+    readonly userId?: string | undefined;
+    readonly direction?: string | undefined;
+    readonly createdAt?: Date | undefined;
+    readonly seqAt?: Date | undefined;
+  },
+): void {
+  const at = placeOf(m);
+  if (!m.userId || !(at instanceof Date)) return;
+  const inbound = m.direction === 'inbound' ? 1 : 0;
+  const s = tallies.get(m.userId);
   if (!s) {
-    tallies.set(userId, { count: 1, lastAt: at, lastId: id });
+    tallies.set(m.userId, { count: 1, inbound, lastAt: at, lastId: m._id });
     return;
   }
   s.count++;
+  s.inbound += inbound;
   const t = at.getTime();
-  if (t > s.lastAt.getTime() || (t === s.lastAt.getTime() && id > s.lastId)) {
+  if (t > s.lastAt.getTime() || (t === s.lastAt.getTime() && m._id > s.lastId)) {
     s.lastAt = at;
-    s.lastId = id;
+    s.lastId = m._id;
   }
 }

@@ -9,9 +9,11 @@ import type { MessageDoc } from './message-doc';
 import { CounterDelta, type StatsRepository } from './stats';
 import type { SubjectKeys } from './subjects';
 import {
+  placeOf,
   rebuiltSummary,
   summaryChange,
   tallyMessage,
+  TALLY_FIELDS,
   type StoredTally,
   type SummaryMessage,
 } from './summary';
@@ -92,15 +94,30 @@ export const toUser = (d: UserDoc): User => ({
 export const MAX_WA_ID_DIGITS = 20;
 
 /** A stored message as the summary sees it (./summary), or null for none or a status placeholder. */
-export const summaryMessageOf = (m: MessageDoc | undefined): SummaryMessage | null =>
-  m?.createdAt
-    ? { id: m._id, text: m.text ?? '', at: m.seqAt ?? m.createdAt, direction: m.direction ?? 'outbound' }
-    : null;
+export const summaryMessageOf = (m: MessageDoc | undefined): SummaryMessage | null => {
+  const at = m && placeOf(m);
+  return m && at ? { id: m._id, text: m.text ?? '', at, direction: m.direction ?? 'outbound' } : null;
+};
 
 export const MAX_ID_ATTEMPTS = 20;
 
 /** Users per round of `recountSummaries` (an `$in` of ids, and one bulk write). */
 const RECOUNT_CHUNK = 500;
+/** Recounts of one chunk's users whose counts writers keep moving before `recountSummaries` gives up. */
+const RECOUNT_ROUNDS = 10;
+
+/** The summary fields of a user a recount reads first: its snapshot, and its write's guard. */
+type SummarySnapshot = Pick<
+  UserDoc,
+  '_id' | 'messageCount' | 'inboundCount' | 'lastMessageAt' | 'lastMessageId' | 'lastMessagePreview'
+>;
+const SNAPSHOT_FIELDS = {
+  messageCount: 1,
+  inboundCount: 1,
+  lastMessageAt: 1,
+  lastMessageId: 1,
+  lastMessagePreview: 1,
+} as const;
 
 /**
  * What a user id is derived from (./subjects, `userIds`), never the phone number itself. `n` > 1
@@ -129,6 +146,16 @@ export interface LockedUser {
    * recording its answers and recording them in the summary (`recountSummary`).
    */
   readonly tookOver: boolean;
+}
+
+/** Whether a user's summary already holds these values (nothing to write). */
+function sameSummary(u: SummarySnapshot, summary: Partial<UserDoc>): boolean {
+  return Object.entries(summary).every(([key, value]) => {
+    const current = (u as unknown as Record<string, unknown>)[key];
+    return value instanceof Date
+      ? current instanceof Date && current.getTime() === value.getTime()
+      : (current ?? null) === (value ?? null);
+  });
 }
 
 export class UsersRepository {
@@ -384,73 +411,97 @@ export class UsersRepository {
   }
 
   /**
-   * `recountSummary` for many users (retention): per chunk of users, one pass over their remaining
-   * messages (ids and times only), one read of the latest ones and of the users, one bulk write;
-   * not four round trips per user. Returns how many summaries changed.
+   * Rebuilds the summaries of these users from their stored messages (the one rule of ./summary,
+   * `tallyMessage`): retention for the users whose messages it deleted, the health repair, and
+   * the reply worker (`recountSummary`). Per chunk of users: the users first (a snapshot of their
+   * counts), then one pass over their messages (ids and places), one read of the latest ones, and
+   * one bulk write whose update of each user applies only while that user's counts are still the
+   * snapshot's. A writer that notes a message meanwhile (ingest, the reply worker, an operator)
+   * moves them: the users whose summary still disagrees are read again and recounted (at most
+   * `RECOUNT_ROUNDS` times), instead of being set one message short. With `inbound`, the inbound
+   * count is rebuilt too: only for the holder of the user's reply lock, which compares it (a
+   * count moved down under another holder could look unchanged to it). Returns how many
+   * summaries changed.
    */
-  async recountSummaries(userIds: Iterable<string>, onProgress?: (done: number) => void): Promise<number> {
+  async recountSummaries(
+    userIds: Iterable<string>,
+    onProgress?: (done: number) => void,
+    { inbound = false }: { inbound?: boolean } = {},
+  ): Promise<number> {
     const all = [...new Set(userIds)];
     let changed = 0;
     for (let start = 0; start < all.length; start += RECOUNT_CHUNK) {
-      const chunk = all.slice(start, start + RECOUNT_CHUNK);
-      const perUser = new Map<string, StoredTally>();
-      const projection = { userId: 1, seqAt: 1, createdAt: 1 };
-      for await (const m of this.messages.iterate(
-        { userId: { $in: chunk } },
-        { projection, batchSize: 1000 },
-      )) {
-        if (m.userId && m.createdAt instanceof Date)
-          tallyMessage(perUser, m.userId, m.seqAt ?? m.createdAt, m._id);
+      let ids = all.slice(start, start + RECOUNT_CHUNK);
+      for (let round = 1; ids.length > 0; round++) {
+        const writes = await this.recountWrites(ids, inbound);
+        if (writes.length === 0) break;
+        const ops = writes.map((w) => w.op);
+        const { modifiedCount } = await this.users.bulkWrite(ops, false);
+        changed += modifiedCount;
+        // Every guard held: done. Else some user's counts moved since the snapshot; the next
+        // round reads those users again (one whose write did land then finds nothing to change).
+        if (modifiedCount === ops.length || round === RECOUNT_ROUNDS) break;
+        ids = writes.map((w) => w.userId);
       }
-      const latest = new Map<string, MessageDoc>();
-      const ids = [...perUser.values()].map((s) => s.lastId);
-      if (ids.length)
-        for await (const m of this.messages.iterate({ _id: { $in: ids } }, {})) latest.set(m._id, m);
-      const ops: AnyBulkWriteOperation<UserDoc>[] = [];
-      const projection2 = { lastMessageAt: 1 };
-      for await (const u of this.users.iterate({ _id: { $in: chunk } }, { projection: projection2 })) {
-        const s = perUser.get(u._id);
-        const summary = rebuiltSummary(
-          s?.count ?? 0,
-          s ? summaryMessageOf(latest.get(s.lastId)) : null,
-          u.lastMessageAt,
-        );
-        ops.push({ updateOne: { filter: { _id: u._id }, update: { $set: summary } } });
-      }
-      if (ops.length) changed += (await this.users.bulkWrite(ops, false)).modifiedCount;
-      onProgress?.(start + chunk.length);
+      onProgress?.(Math.min(start + RECOUNT_CHUNK, all.length));
     }
     return changed;
   }
 
-  /** Rebuilds a user's summary from what is stored (retention, erase of some, repair). */
-  async rebuildSummary(
-    userId: string,
-    count: number,
-    latest: SummaryMessage | null,
-    guard: { inboundCount?: number; messageCount?: number; set?: Partial<UserDoc> } = {},
-  ): Promise<boolean> {
-    const doc = await this.users.findOne({ _id: userId }, { projection: { lastMessageAt: 1 } });
-    if (!doc) return false;
-    const filter = {
-      ...(guard.inboundCount === undefined ? {} : { inboundCount: guard.inboundCount }),
-      ...(guard.messageCount === undefined ? {} : { messageCount: guard.messageCount }),
-    };
-    const result = await this.users.updateOne(
-      { _id: userId, ...filter },
-      { $set: { ...rebuiltSummary(count, latest, doc.lastMessageAt), ...guard.set } },
-    );
-    return result.modified > 0;
+  /** One round of `recountSummaries`: the guarded update of each user whose summary disagrees. */
+  private async recountWrites(
+    userIds: readonly string[],
+    inbound: boolean,
+  ): Promise<{ userId: string; op: AnyBulkWriteOperation<UserDoc> }[]> {
+    const seen: SummarySnapshot[] = [];
+    for await (const u of this.users.iterate({ _id: { $in: [...userIds] } }, { projection: SNAPSHOT_FIELDS }))
+      seen.push(u);
+    if (seen.length === 0) return [];
+    const tallies = new Map<string, StoredTally>();
+    for await (const m of this.messages.iterate(
+      { userId: { $in: seen.map((u) => u._id) } },
+      { projection: TALLY_FIELDS, batchSize: 1000 },
+    ))
+      tallyMessage(tallies, m);
+    const latest = new Map<string, MessageDoc>();
+    const lastIds = [...tallies.values()].map((s) => s.lastId);
+    if (lastIds.length)
+      for await (const m of this.messages.iterate(
+        { _id: { $in: lastIds } },
+        { projection: { text: 1, direction: 1, createdAt: 1, seqAt: 1 } },
+      ))
+        latest.set(m._id, m);
+    const writes: { userId: string; op: AnyBulkWriteOperation<UserDoc> }[] = [];
+    for (const u of seen) {
+      const s = tallies.get(u._id);
+      const summary: Partial<UserDoc> = {
+        ...rebuiltSummary(s?.count ?? 0, s ? summaryMessageOf(latest.get(s.lastId)) : null, u.lastMessageAt),
+        ...(inbound ? { inboundCount: s?.inbound ?? 0 } : {}),
+      };
+      if (sameSummary(u, summary)) continue;
+      const guard: Filter<UserDoc> = {
+        _id: u._id,
+        messageCount: u.messageCount,
+        inboundCount: u.inboundCount ?? { $exists: false },
+      };
+      writes.push({ userId: u._id, op: { updateOne: { filter: guard, update: { $set: summary } } } });
+    }
+    return writes;
   }
 
   async setOptedOut(userId: string, optedOut: boolean): Promise<void> {
     await this.users.updateOne({ _id: userId }, { $set: { optedOut } });
   }
 
-  /** Marks the welcome as sent; true only the first time (the welcome goes out once per user). */
-  async claimWelcome(userId: string, at: Date): Promise<boolean> {
+  /**
+   * Marks the welcome as sent; true only the first time (the welcome goes out once per user), and
+   * only while no operator holds the conversation (`handoffHours`: how long a handoff lasts after
+   * its last activity): the bot does not talk over an operator, and this write is the check.
+   */
+  async claimWelcome(userId: string, at: Date, handoffHours: number): Promise<boolean> {
+    const ended = new Date(at.getTime() - handoffHours * 3_600_000);
     const result = await this.users.updateOne(
-      { _id: userId, welcomeSentAt: null },
+      { _id: userId, welcomeSentAt: null, $or: [{ handoff: null }, { 'handoff.activeAt': { $lte: ended } }] },
       { $set: { welcomeSentAt: at } },
     );
     return result.modified === 1;
@@ -595,28 +646,14 @@ export class UsersRepository {
   }
 
   /**
-   * Rebuilds a user's summary from the stored messages (the rule of ./summary): their count, the
-   * latest, and (with `seen`) how many are inbound. For a writer that may have died between
-   * storing messages and recording them in the summary (a lock taken over, a notification found
-   * already stored when delivered again). With `seen` (the user's counts read before this call), only while
-   * the user's counts are still those: a message stored and noted meanwhile, inbound or outbound
-   * (an operator's), is noted by its own writer, and the summary is left as it is.
+   * Rebuilds a user's summary, inbound count included, from the stored messages
+   * (`recountSummaries`), for the holder of their reply lock: a writer before it may have died
+   * between storing messages and recording them in the summary (a lock taken over, a notification
+   * found already stored when delivered again). A message stored and noted meanwhile by another
+   * writer (ingest, an operator) is not set back: the recount is done again.
    */
-  async recountSummary(
-    userId: string,
-    seen?: { inboundCount: number; messageCount: number },
-  ): Promise<boolean> {
-    const [count, latest, inbound] = await Promise.all([
-      this.messages.count({ userId }),
-      this.messages.find({ userId }, { sort: { userId: -1, seqAt: -1, _id: -1 }, limit: 1 }),
-      seen === undefined ? null : this.messages.count({ userId, direction: 'inbound' }),
-    ]);
-    return this.rebuildSummary(
-      userId,
-      count,
-      summaryMessageOf(latest[0]),
-      inbound === null || seen === undefined ? {} : { ...seen, set: { inboundCount: inbound } },
-    );
+  async recountSummary(userId: string): Promise<boolean> {
+    return (await this.recountSummaries([userId], undefined, { inbound: true })) > 0;
   }
 
   /**

@@ -75,11 +75,14 @@ export class FailureLimiter {
 
   /**
    * Admits one attempt of the client, or throws TOO_MANY_REQUESTS while it is over the limit in
-   * the current minute, with the seconds until the minute ends (the answer's Retry-After).
+   * the current minute, with the seconds until the minute ends (the answer's Retry-After). `now`
+   * is the request's time; after a wait for other attempts, the time is `now` plus the wait, so
+   * that a window begun then, and its Retry-After, count from when the wait ended.
    */
   async admit(client: string, now: Date): Promise<Attempt> {
-    const t = now.getTime();
+    const began = performance.now();
     for (;;) {
+      const t = now.getTime() + Math.round(performance.now() - began);
       this.forgetEnded(t);
       let w = this.windows.get(client);
       if (w && w.failures >= MAX_FAILURES_PER_MINUTE) {

@@ -27,6 +27,8 @@ export interface GraphStub {
   receipts(): RecordedRequest[];
   /** Milliseconds to wait before answering a send. */
   delayMs: number;
+  /** Run once, before the next read receipt is answered (something that happens while it is sent). */
+  beforeReceipt: (() => Promise<void>) | null;
   close(): Promise<void>;
 }
 
@@ -37,6 +39,7 @@ export async function startGraphStub(): Promise<GraphStub> {
     requests: [],
     sendResponses: [],
     delayMs: 0,
+    beforeReceipt: null,
     sends: () => stub.requests.filter((r) => r.body['type'] !== undefined && r.body['status'] === undefined),
     receipts: () => stub.requests.filter((r) => r.body['status'] === 'read'),
     close: async () => {
@@ -52,6 +55,8 @@ export async function startGraphStub(): Promise<GraphStub> {
       const body = (text ? JSON.parse(text) : {}) as Record<string, unknown>;
       stub.requests.push({ method: req.method ?? '', path: req.url ?? '', headers: req.headers, body });
       const isSend = body['status'] === undefined;
+      const before = isSend ? null : stub.beforeReceipt;
+      if (before) stub.beforeReceipt = null;
       const scripted = isSend ? stub.sendResponses.shift() : undefined;
       const response: StubResponse = scripted ?? {
         status: 200,
@@ -63,14 +68,13 @@ export async function startGraphStub(): Promise<GraphStub> {
             }
           : { success: true },
       };
-      setTimeout(
-        () => {
-          if (response.reset) return void req.socket.destroy();
-          res.writeHead(response.status, { 'Content-Type': 'application/json', ...(response.headers ?? {}) });
-          res.end(JSON.stringify(response.body));
-        },
-        isSend ? stub.delayMs : 0,
-      );
+      const answer = () => {
+        if (response.reset) return void req.socket.destroy();
+        res.writeHead(response.status, { 'Content-Type': 'application/json', ...(response.headers ?? {}) });
+        res.end(JSON.stringify(response.body));
+      };
+      if (before) void before().then(answer, () => void req.socket.destroy());
+      else setTimeout(answer, isSend ? stub.delayMs : 0);
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));

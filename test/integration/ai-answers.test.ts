@@ -405,6 +405,41 @@ describe('AI answers that misbehave', () => {
     expect((await outboundFor(id)).map((m) => m.text)).toEqual([AI_APOLOGY]);
   });
 
+  it('counts the tokens of a call that failed but reported its usage (content filter; no text twice)', async () => {
+    const usage = (prompt: number, completion: number) => ({
+      prompt_tokens: prompt,
+      completion_tokens: completion,
+      total_tokens: prompt + completion,
+    });
+    const chat = await new Chat('15550000023').init();
+    let before = await data.stats.totals();
+    ai.respond = () => ({
+      status: 200,
+      body: { ...finished('Here is how you', 'content_filter').body, usage: usage(40, 4) },
+    });
+    const filtered = await chat.say('hello');
+    expect(sentTexts()).toEqual([AI_APOLOGY]);
+    let after = await data.stats.totals();
+    expect([after.aiRequests - before.aiRequests, after.aiTokens - before.aiTokens]).toEqual([1, 44]);
+    // Kept with the message it answered (the apology is no model answer: no rate-limit slot).
+    expect((await data.messages.getMessage(filtered))?.ai).toMatchObject({ model: MODEL, totalTokens: 44 });
+    expect((await outboundFor(filtered)).map((m) => m.ai)).toEqual([null]);
+
+    // An answer without text, twice (the retry): both attempts' tokens.
+    graph.requests = [];
+    before = after;
+    ai.respond = () => ({ status: 200, body: { ...finished('  ', 'stop').body, usage: usage(30, 0) } });
+    await chat.say('again');
+    expect(sentTexts()).toEqual([AI_APOLOGY]);
+    after = await data.stats.totals();
+    expect([after.aiRequests - before.aiRequests, after.aiTokens - before.aiTokens]).toEqual([1, 60]);
+
+    // The sweep folds them into the running counters, and the health check agrees.
+    await data.stats.foldPending();
+    expect(await data.stats.runningTotals()).toEqual(after);
+    expect(await data.maintenance.checkCounters(await data.maintenance.countStored())).toEqual([]);
+  });
+
   it('sends and stores an answer with a lone surrogate or a NUL as well-formed text without control characters', async () => {
     // JSON.stringify writes the lone surrogates as \ud800 escapes, as a model's JSON may hold them.
     ai.respond = () => finished('a\ud800b\u0000c\u0007d\udc00\n\ud83d\ude00', 'stop');

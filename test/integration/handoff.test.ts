@@ -216,6 +216,7 @@ describe('an operator and the bot at once', () => {
       app.queued.length = 0;
       app.graph.requests.length = 0;
       let operatorStatus = 0;
+      const before = await app.services.data.stats.totals();
       const ai: AiResponder = {
         window: 10,
         respond: async ({ preparing }) => {
@@ -225,7 +226,15 @@ describe('an operator and the bot at once', () => {
               ? await api('userHandoff', id, 'POST')
               : await api('userMessages', id, 'POST', { text: 'Ana here, one moment.' });
           operatorStatus = r.status;
-          return { text: 'the bot talking over', role: 'conversation', ai: null, failure: null };
+          const usage = {
+            provider: 'openai-compatible',
+            model: 'm',
+            promptTokens: 20,
+            completionTokens: 7,
+            totalTokens: 27,
+            latencyMs: 5,
+          };
+          return { text: 'the bot talking over', role: 'conversation', ai: usage, failure: null };
         },
       };
       const ports = { ...app.services, ai };
@@ -237,8 +246,65 @@ describe('an operator and the bot at once', () => {
       // The user's message is settled (read, counted), not left waiting for an answer.
       const asked = messages.find((m) => m.text === 'una pregunta')!;
       expect((await app.services.data.messages.getMessage(asked.id))?.replyState).toBe('none');
+      // The model's tokens were spent all the same: counted in the stats.
+      const after = await app.services.data.stats.totals();
+      expect([after.aiRequests - before.aiRequests, after.aiTokens - before.aiTokens]).toEqual([1, 27]);
     });
   }
+});
+
+describe('an operator and a built-in answer at once', () => {
+  // No AI: the bot read the user (no handoff) and decided on a built-in answer; while its read
+  // receipt goes out, an operator takes the conversation or writes. Only `stop` and `start` are
+  // confirmed whatever an operator did.
+  const cases = [
+    { operator: 'takes', text: 'una pregunta', answered: [] },
+    { operator: 'sends', text: 'help', answered: ['Ana here, one moment.'] },
+    { operator: 'takes', text: 'stop', answered: [STOP_ANSWER] },
+  ] as const;
+  for (const { operator, text, answered } of cases) {
+    it(`"${text}" while an operator ${operator === 'takes' ? 'takes the conversation' : 'writes'}: ${answered.length ? 'answered' : 'no answer'}`, async () => {
+      const waId = newNumber();
+      await app.userWrites(waId, 'hola', 'Lena');
+      const id = await userIdOf(app.services.data, waId);
+      const { jobs } = await app.post(textNotification(waId, text, 'Lena').payload);
+      app.queued.length = 0;
+      app.graph.requests.length = 0;
+      let operatorStatus = 0;
+      app.graph.beforeReceipt = async () => {
+        const r =
+          operator === 'takes'
+            ? await api('userHandoff', id, 'POST')
+            : await api('userMessages', id, 'POST', { text: 'Ana here, one moment.' });
+        operatorStatus = r.status;
+      };
+      for (const job of jobs) await processReplyJob(app.services, job, createLogger(app.context()));
+      expect(app.graph.beforeReceipt).toBeNull();
+      expect(operatorStatus).toBe(operator === 'takes' ? 200 : 201);
+      expect(sentTexts()).toEqual(answered);
+      const asked = (await messagesOf(id)).find((m) => m.text === text)!;
+      expect((await app.services.data.messages.getMessage(asked.id))?.replyState).toBe(
+        text === 'stop' ? 'sent' : 'none',
+      );
+    });
+  }
+});
+
+describe('an operator and the welcome at once', () => {
+  it('sends no welcome to a user an operator took before it went out', async () => {
+    const waId = newNumber();
+    const welcome = { from: waId, id: wamid(), timestamp: nowSeconds(), type: 'request_welcome' };
+    const { jobs } = await app.post(
+      notification(value({ contacts: [{ waId, name: 'New' }], messages: [welcome] })),
+    );
+    app.queued.length = 0;
+    expect(jobs).toMatchObject([{ kind: 'welcome' }]);
+    const id = await userIdOf(app.services.data, waId);
+    expect((await api('userHandoff', id, 'POST')).status).toBe(200);
+    for (const job of jobs) await app.runJob(job);
+    expect(app.graph.sends()).toEqual([]);
+    expect(await messagesOf(id)).toEqual([]);
+  });
 });
 
 describe('a user whose erase is under way', () => {

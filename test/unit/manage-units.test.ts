@@ -253,6 +253,38 @@ describe('failure limiter', () => {
     expect(limiter.size).toBe(0);
   });
 
+  it('counts the time a request waited: a window it begins after the wait starts when the wait ended', async () => {
+    const limiter = new FailureLimiter();
+    const port = tokensPort();
+    const lookup = port.data.tokens.findByHash.bind(port.data.tokens);
+    const WAIT_MS = 300;
+    // One guess is checked slowly (its lookup takes WAIT_MS).
+    port.data.tokens.findByHash = async (hash) => {
+      if (hash === hashToken('slow-guess')) await new Promise((resolve) => setTimeout(resolve, WAIT_MS));
+      return lookup(hash);
+    };
+    const at = new Date('2026-03-01T00:00:00Z');
+    for (let i = 1; i < MAX_FAILURES_PER_MINUTE; i++)
+      expect(await attempt(limiter, port, 'w', `guess-${i}`, at)).toBe('UNAUTHORIZED');
+    const slow = attempt(limiter, port, 'w', 'slow-guess', at);
+    // 10 ms before the client's minute ends, a guess must wait for the slow one; when that one
+    // is decided (the tenth failure), the minute has ended: the waiting guess is checked, in a
+    // window of its own that starts when its wait ended.
+    const request = at.getTime() + 60_000 - 10;
+    const waited = attempt(limiter, port, 'w', 'guess-10', new Date(request));
+    expect(await slow).toBe('UNAUTHORIZED');
+    expect(await waited).toBe('UNAUTHORIZED');
+    for (let i = 11; i < 10 + MAX_FAILURES_PER_MINUTE; i++)
+      expect(await attempt(limiter, port, 'w', `guess-${i}`, new Date(request + WAIT_MS))).toBe(
+        'UNAUTHORIZED',
+      );
+    // A minute after the waiting guess came, but not yet a minute after its wait ended: locked.
+    expect(await attempt(limiter, port, 'w', GOOD, new Date(request + 60_000 + WAIT_MS / 2))).toBe(
+      'TOO_MANY_REQUESTS',
+    );
+    expect(await attempt(limiter, port, 'w', GOOD, new Date(request + 60_000 + 3 * WAIT_MS))).toBe('ops');
+  });
+
   it('keeps a lockout while more clients than it remembers fail, and forgets clients whose minute ended', async () => {
     const limiter = new FailureLimiter();
     const port = tokensPort();

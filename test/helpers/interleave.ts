@@ -1,0 +1,31 @@
+// A data store on the test database whose next bulk write to one collection first lets another
+// writer finish: a write that lands between an operation's reads and its write, every time, on the
+// real server (the writer goes through its own store: the embedded database's adapter serialises
+// the writes of one store to one document, and the write held here would wait for it forever).
+import type { Collection, Db, Document } from 'mongodb';
+import { createDataStore, type DataStore } from '../../shared/data';
+
+export function storeWithWriterBefore(
+  db: Db,
+  collection: string,
+  writer: () => Promise<void>,
+): { store: DataStore; ran: () => number } {
+  let runs = 0;
+  const wrapped = Object.create(db, {
+    collection: {
+      value: (name: string) => {
+        const real: Collection<Document> = db.collection(name);
+        if (name !== collection) return real;
+        return Object.create(real, {
+          bulkWrite: {
+            value: async (...args: Parameters<Collection<Document>['bulkWrite']>) => {
+              if (runs++ === 0) await writer();
+              return real.bulkWrite(...args);
+            },
+          },
+        }) as Collection<Document>;
+      },
+    },
+  }) as Db;
+  return { store: createDataStore(wrapped), ran: () => runs };
+}
