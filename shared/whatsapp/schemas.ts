@@ -35,6 +35,22 @@ export const GraphErrorSchema = obj({
 });
 export type GraphErrorPayload = z.infer<typeof GraphErrorSchema>;
 
+/**
+ * Meta's `errors` on a message or a status: the items that parse. An odd item (or list) is
+ * dropped here, never a reason to lose what it came with, and never the other items.
+ */
+const ErrorsSchema = z
+  .array(z.unknown())
+  .optional()
+  .catch(undefined)
+  .transform((items) => {
+    const parsed = items?.flatMap((item) => {
+      const one = GraphErrorSchema.safeParse(item);
+      return one.success ? [one.data] : [];
+    });
+    return parsed?.length ? parsed : undefined;
+  });
+
 export const MetadataSchema = obj({ display_phone_number: optStr, phone_number_id: str.regex(GRAPH_ID) });
 
 export const ContactSchema = obj({
@@ -80,7 +96,7 @@ const base = {
   // in its raw form; an odd one is dropped here rather than cost the message itself.
   context: ContextSchema.optional().catch(undefined),
   referral: ReferralSchema.optional().catch(undefined),
-  errors: z.array(GraphErrorSchema).optional().catch(undefined),
+  errors: ErrorsSchema,
 };
 
 export const TextMessageSchema = obj({ ...base, type: z.literal('text'), text: obj({ body: str }) });
@@ -213,18 +229,24 @@ export const StatusSchema = obj({
   recipient_id: optStr,
   recipient_user_id: optStr,
   biz_opaque_callback_data: optStr,
+  // What comes with a status (billing details, Meta's errors) never costs the status: an odd one
+  // is dropped (the status's own fields decide what is applied).
   conversation: obj({
     id: optStr,
     expiration_timestamp: z.union([str, z.number()]).optional(),
     origin: obj({ type: optStr }).optional(),
-  }).optional(),
+  })
+    .optional()
+    .catch(undefined),
   pricing: obj({
     billable: z.boolean().optional(),
     pricing_model: optStr,
     category: optStr,
     type: optStr,
-  }).optional(),
-  errors: z.array(GraphErrorSchema).optional(),
+  })
+    .optional()
+    .catch(undefined),
+  errors: ErrorsSchema,
 });
 export type Status = z.infer<typeof StatusSchema>;
 

@@ -199,6 +199,37 @@ describe('odd but authentic input', () => {
     });
   });
 
+  it("odd billing details or errors on a status never cost the status: a failure keeps Meta's readable error", async () => {
+    const from = newPhone();
+    const [delivered, failed] = [wamid(), wamid()];
+    const statuses = [
+      {
+        id: delivered,
+        status: 'delivered',
+        timestamp: nowSeconds(),
+        recipient_id: from,
+        pricing: { billable: 'yes', category: ['service'] },
+        conversation: 'not an object',
+      },
+      {
+        id: failed,
+        status: 'failed',
+        timestamp: nowSeconds(),
+        recipient_id: from,
+        errors: [{ code: 'not a code' }, { code: 131026, title: 'Message undeliverable' }],
+      },
+    ];
+    expect(await deliver(notification(value({ statuses })))).toEqual([]);
+    expect(await raw('messages').findOne({ _id: delivered } as Record<string, unknown>)).toMatchObject({
+      status: 'delivered',
+    });
+    expect(await raw('messages').findOne({ _id: failed } as Record<string, unknown>)).toMatchObject({
+      status: 'failed',
+      error: { code: 131026, title: 'Message undeliverable' },
+    });
+    expect(await raw('events').countDocuments({ reason: 'malformed status' })).toBe(0);
+  });
+
   it('a contact for another number gives the sender neither its name nor its identity', async () => {
     const [from, other] = [newPhone(), newPhone()];
     const good = textMessage(from, 'which contact is mine?');
