@@ -33,7 +33,7 @@ export {
   isStoredCollection,
   type StoredCollection,
 } from './doc-schemas';
-export { fold, queryTerms, words } from './terms';
+export { fold, queryTerms, userQueryTerms, words } from './terms';
 export { CounterDelta, dayKey, type StatsSnapshot } from './stats';
 export { ErasedSinceBackup, type BackedUpUser, type KeyedAudit } from './erase';
 export { KEYS_ID } from './subjects';

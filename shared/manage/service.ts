@@ -7,9 +7,12 @@ import {
   type ArchivedEvent,
   type DataStore,
   type KeyedAudit,
+  MAX_WA_ID_DIGITS,
   type Message,
   type MessageError,
+  queryTerms,
   type User,
+  userQueryTerms,
 } from '../data';
 import { GraphError, type GraphClient, type SendResult } from '../whatsapp/graph';
 import { OutboundLimitError } from '../whatsapp/outbound';
@@ -128,11 +131,16 @@ export async function getStats({ data, now }: ManageContext): Promise<StatsJson>
 type CursorIn = 'query parameter' | 'body field';
 
 /** The lists cursors are bound to: a cursor pages only the list (and filter) that gave it. */
+/**
+ * The list a cursor pages, named by the filter its query gives (a search by its terms, in any order:
+ * `AI` and `ai`, or `a b` and `b a`, page one list).
+ */
 export const cursorScope = {
-  users: (q: string | null) => `users\0${q ?? ''}`,
+  users: (q: string | null) =>
+    `users\0${q === null ? '' : [...userQueryTerms(q, MAX_WA_ID_DIGITS)].sort().join('\0')}`,
   userMessages: (userId: string) => `messages\0${userId}`,
   waiting: () => 'waiting',
-  search: (q: string) => `search\0${q}`,
+  search: (q: string) => `search\0${[...queryTerms(q)].sort().join('\0')}`,
 } as const;
 
 export async function listUsers(

@@ -76,7 +76,13 @@ describe('cursors', () => {
         'INVALID_INPUT',
       ),
     ).toBe(true);
+    // The same list asked otherwise (case, accents, order of the words) is the same list.
+    const search = codec.encode(position, cursorScope.search('Café au lait')) ?? undefined;
+    expect(codec.decode(search, cursorScope.search('lait  CAFE au'))).toEqual(position);
     const users = codec.encode(position, cursorScope.users('ana')) ?? undefined;
+    expect(codec.decode(users, cursorScope.users('ANA'))).toEqual(position);
+    const number = codec.encode(position, cursorScope.users('+49 170')) ?? undefined;
+    expect(codec.decode(number, cursorScope.users('49170'))).toEqual(position);
     expect(
       isAppError(
         thrown(() => codec.decode(users, cursorScope.users('bob'))),
