@@ -149,3 +149,54 @@ describe('archived items filed under a business-scoped id the person no longer h
     expect(exported?.messages).toHaveLength(4);
   });
 });
+
+describe('a system message that names no sender', () => {
+  // Meta's system messages carry no contacts; one that lacks `from` and `from_user_id` still
+  // carries the new id (`system.user_id`) or number (`system.wa_id`) it gives the person.
+  const senderless = (system: Record<string, string>) =>
+    notification(value({ messages: [{ id: wamid(), timestamp: nowSeconds(), type: 'system', system }] }));
+
+  it('user_changed_user_id: filed under the new id, exported and erased with the person writing under it', async () => {
+    const [a, b] = [newBsuid(), newBsuid()];
+    await post(from({ bsuid: a }, 'hello'));
+    await post(
+      senderless({
+        body: 'User Uma changed from secret-old-id to secret-new-id',
+        user_id: b,
+        type: 'user_changed_user_id',
+      }),
+    );
+    await post(from({ bsuid: b }, 'writing under my new id'));
+    const user = await userOf({ bsuid: b });
+    const exported = await app.services.data.personal.exportUser(user.id);
+    expect(JSON.stringify(exported?.events)).toContain('secret-new-id');
+    await app.services.data.personal.eraseUser(user.id);
+    expect(await archivedText()).not.toContain('secret-new-id');
+  });
+
+  it('user_changed_number: filed under the new id it carries, else the new number', async () => {
+    const [phone, id] = [newPhone(), newBsuid()];
+    await post(
+      senderless({
+        body: 'User Uma changed to secret-number-one',
+        wa_id: phone,
+        type: 'user_changed_number',
+      }),
+    );
+    await post(
+      senderless({
+        body: 'User Uma changed to secret-number-two',
+        wa_id: phone,
+        user_id: id,
+        type: 'user_changed_number',
+      }),
+    );
+    await post(from({ waId: phone, bsuid: id }, 'writing from my new number'));
+    const user = await userOf({ waId: phone });
+    const events = JSON.stringify((await app.services.data.personal.exportUser(user.id))?.events);
+    expect(events).toContain('secret-number-one');
+    expect(events).toContain('secret-number-two');
+    await app.services.data.personal.eraseUser(user.id);
+    expect(await archivedText()).not.toContain('secret-number');
+  });
+});
