@@ -182,7 +182,7 @@ export async function ingestNotification(
 
   async function ingestMessage(m: MessageEvent): Promise<void> {
     if (m.normalized.treatment === 'system') return ingestSystem(m);
-    const { user, changes } = await data.users.resolve(m.sender, m.at);
+    const { user, changes } = await data.users.resolve(m.sender, m.at, m.id);
     const { normalized } = m;
     if (normalized.treatment === 'welcome') {
       if (!user.welcomeSentAt)

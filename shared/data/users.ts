@@ -263,6 +263,12 @@ export class UsersRepository {
     return doc;
   }
 
+  /** The user of a stored message, if it is stored and its user is there. */
+  private async holderOf(messageId: string): Promise<UserDoc | null> {
+    const stored = await this.messages.findOne({ _id: messageId }, { projection: { userId: 1 } });
+    return stored?.userId ? this.users.findOne({ _id: stored.userId }) : null;
+  }
+
   async findByIdentity(identity: Pick<Identity, 'waId' | 'bsuid'>): Promise<User | null> {
     const doc = await this.findDoc(identity);
     return doc ? toUser(doc) : null;
@@ -272,15 +278,22 @@ export class UsersRepository {
    * The user of an identity, created when there is none (one read for a known user). Concurrent
    * first contacts create one user: ids are derived from the identifier, so a second insert hits
    * the duplicate key and finds the first. What is newly known (a name, a bsuid) is returned in
-   * `changes`, to be written with the next summary update.
+   * `changes`, to be written with the next summary update. `messageId`: the message being
+   * ingested; one stored before (delivered again) is its user's, also when that user has moved to
+   * another number or id since (a redelivery is not a new person writing).
    */
   async resolve(
     identity: Identity,
     at: Date,
+    messageId?: string,
   ): Promise<{ user: User; created: boolean; changes: UserChanges }> {
     if (!identity.waId && !identity.bsuid) throw new Error('an identity needs a waId or a bsuid');
     const existing = await this.findDoc(identity);
     if (existing?.erasing) throw new ErasureInProgress();
+    const holder = !existing && messageId ? await this.holderOf(messageId) : null;
+    if (holder?.erasing) throw new ErasureInProgress();
+    // What a message from before a change says of the identity is not news.
+    if (holder) return { user: toUser(holder), created: false, changes: {} };
     if (existing) {
       const changes: UserChanges = {};
       if (identity.waId && !existing.waId) changes.waId = identity.waId;

@@ -200,3 +200,36 @@ describe('a system message that names no sender', () => {
     expect(await archivedText()).not.toContain('secret-number');
   });
 });
+
+describe('a number change, then a message from before it delivered again', () => {
+  it('is the moved user’s message: no new user for the old number, the counters unchanged', async () => {
+    const [a, b] = [newPhone(), newPhone()];
+    const first = from({ waId: a }, 'hello from my old number');
+    await post(first);
+    await post(
+      notification(
+        value({
+          messages: [
+            {
+              from: a,
+              id: wamid(),
+              timestamp: nowSeconds(),
+              type: 'system',
+              system: { body: `User Uma changed from ${a} to ${b}`, wa_id: b, type: 'user_changed_number' },
+            },
+          ],
+        }),
+      ),
+    );
+    const users = await app.database.db.collection('users').countDocuments({});
+    const totals = await app.services.data.stats.totals();
+    const sends = app.graph.sends().length;
+    // Meta delivers a notification again until it is acknowledged; the queue retries one.
+    await post(first);
+    expect(await app.database.db.collection('users').countDocuments({})).toBe(users);
+    expect(await app.services.data.users.findByIdentity({ waId: a, bsuid: null })).toBeNull();
+    expect(await app.services.data.stats.totals()).toEqual(totals);
+    expect(app.graph.sends()).toHaveLength(sends);
+    expect((await userOf({ waId: b })).messageCount).toBe(2);
+  });
+});
