@@ -233,3 +233,37 @@ describe('a number change, then a message from before it delivered again', () =>
     expect((await userOf({ waId: b })).messageCount).toBe(2);
   });
 });
+
+describe('back to an old number (A→B→A), then the first change delivered again', () => {
+  it('changes nothing: the user stays on the number they came back to', async () => {
+    const [a, b] = [newPhone(), newPhone()];
+    const change = (old: string, next: string) =>
+      notification(
+        value({
+          messages: [
+            {
+              from: old,
+              id: wamid(),
+              timestamp: nowSeconds(),
+              type: 'system',
+              system: {
+                body: `User Uma changed from ${old} to ${next}`,
+                wa_id: next,
+                type: 'user_changed_number',
+              },
+            },
+          ],
+        }),
+      );
+    await post(from({ waId: a }, 'hello'));
+    const aToB = change(a, b);
+    await post(aToB);
+    await post(change(b, a));
+    const user = await userOf({ waId: a });
+    await post(aToB);
+    expect((await app.services.data.users.getUser(user.id))?.waId).toBe(a);
+    expect(await app.services.data.users.findByIdentity({ waId: b, bsuid: null })).toBeNull();
+    const exported = await app.services.data.personal.exportUser(user.id);
+    expect([...(exported?.previousWaIds ?? [])].sort()).toEqual([a, b].sort());
+  });
+});
