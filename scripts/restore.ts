@@ -252,8 +252,8 @@ async function check(
     if (collection === 'stats' && (doc as { _id?: unknown })._id === KEYS_ID)
       seen.subjectKeys.push(...((doc as { subjectKeys?: string[] }).subjectKeys ?? []));
     if (collection === 'users') {
-      const { _id, createdAt, waId, bsuid, previousWaIds } = doc as BackedUpUser;
-      seen.users.push({ _id, createdAt, waId, bsuid, previousWaIds });
+      const { _id, createdAt, waId, bsuid, previousWaIds, previousBsuids } = doc as BackedUpUser;
+      seen.users.push({ _id, createdAt, waId, bsuid, previousWaIds, previousBsuids });
     }
     if (++done % 1000 === 0) bar.update(done);
   }

@@ -159,6 +159,12 @@ export async function ingestNotification(
     const newWaId = wanted && WA_ID.test(wanted) ? wanted : null;
     const newBsuid = changed && system?.user_id && BSUID.test(system.user_id) ? system.user_id : null;
     const next = { waId: newWaId, bsuid: newBsuid };
+    // Applied before (its archived item is kept once applied): a redelivery, which must not undo
+    // a later change (back to the old number: A→B→A, then A→B again).
+    if ((newWaId || newBsuid) && (await data.events.archivedBefore('system', m.raw))) {
+      log.info('user changed identity', { result: 'already applied' });
+      return;
+    }
     // Nothing to move when the change was applied before (a redelivery, or a retry after a
     // failure past the move: the old number or id is no one's now, or a new person's), or when
     // only the new number or id ever wrote: that user stays who they are.
@@ -182,7 +188,7 @@ export async function ingestNotification(
 
   async function ingestMessage(m: MessageEvent): Promise<void> {
     if (m.normalized.treatment === 'system') return ingestSystem(m);
-    const { user, changes } = await data.users.resolve(m.sender, m.at);
+    const { user, changes } = await data.users.resolve(m.sender, m.at, m.id);
     const { normalized } = m;
     if (normalized.treatment === 'welcome') {
       if (!user.welcomeSentAt)

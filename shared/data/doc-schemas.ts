@@ -87,6 +87,7 @@ export const UserDocSchema = z.strictObject({
   lastInboundAt: z.date().nullable().exactOptional(),
   inboundCount: Count.exactOptional(),
   previousWaIds: Strings(NUMBER_MAX).exactOptional(),
+  previousBsuids: Strings(NUMBER_MAX).exactOptional(),
   handoff: z.strictObject({ since: z.date(), by: ShortText, activeAt: z.date() }).nullable().exactOptional(),
   // Earlier versions kept a free lock as {owner: null, generation}.
   replyLock: z

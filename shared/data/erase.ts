@@ -59,6 +59,8 @@ export interface UserExport {
   readonly user: User;
   /** Numbers the user wrote from before their current one (a `user_changed_number`). */
   readonly previousWaIds: string[];
+  /** Business-scoped ids the user had before their current one. */
+  readonly previousBsuids: string[];
   readonly messages: ExportedMessage[];
   readonly events: ArchivedEvent[];
   /** True when the bounds above cut the export. */
@@ -70,9 +72,11 @@ export interface EraseReport {
   readonly events: number;
 }
 
-/** The numbers and business-scoped id a user wrote from: their archived items carry one. */
+/** The numbers and business-scoped ids a user wrote from: their archived items carry one. */
 const identifiersOf = (u: Omit<BackedUpUser, '_id' | 'createdAt'>): string[] =>
-  [u.waId, u.bsuid, ...(u.previousWaIds ?? [])].filter((v): v is string => Boolean(v));
+  [u.waId, u.bsuid, ...(u.previousWaIds ?? []), ...(u.previousBsuids ?? [])].filter((v): v is string =>
+    Boolean(v),
+  );
 
 export class PersonalData {
   constructor(
@@ -121,6 +125,7 @@ export class PersonalData {
     return {
       user: toUser(user),
       previousWaIds: user.previousWaIds ?? [],
+      previousBsuids: user.previousBsuids ?? [],
       messages: messages.slice(0, MAX_EXPORT_MESSAGES).map((d) => ({ ...toMessage(d), raw: rawOf(d) })),
       events: events.slice(0, MAX_EXPORT_EVENTS).map(toEvent),
       truncated: messages.length > MAX_EXPORT_MESSAGES || events.length > MAX_EXPORT_EVENTS,
@@ -384,6 +389,7 @@ export interface BackedUpUser {
   readonly waId?: string | null | undefined;
   readonly bsuid?: string | null | undefined;
   readonly previousWaIds?: readonly string[] | null | undefined;
+  readonly previousBsuids?: readonly string[] | null | undefined;
 }
 
 /**

@@ -57,6 +57,10 @@ export interface ArchiveInput {
   readonly identifier?: string | null;
 }
 
+/** An archived item's id: from its kind and content, so that the same item is archived once. */
+const archivedId = (kind: string, json: string): string =>
+  `${kind}:${createHash('sha256').update(json).digest('hex').slice(0, 32)}`;
+
 export class EventsRepository {
   constructor(
     private readonly events: Gateway<EventDoc>,
@@ -103,11 +107,17 @@ export class EventsRepository {
     return archived;
   }
 
+  /** Whether `payload` was archived as `kind` before (the same content: a redelivery). */
+  async archivedBefore(kind: string, payload: unknown): Promise<boolean> {
+    const { json } = boundedJson(payload, MAX_EVENT_JSON);
+    return (await this.events.findOne({ _id: archivedId(kind, json) }, { projection: { _id: 1 } })) !== null;
+  }
+
   /** An archived item's document: its id from its kind and bounded content, filed under its subject. */
   private async docFor(input: ArchiveInput, at: Date): Promise<EventDoc> {
     const { json, truncated } = boundedJson(input.payload, MAX_EVENT_JSON);
     return {
-      _id: `${input.kind}:${createHash('sha256').update(json).digest('hex').slice(0, 32)}`,
+      _id: archivedId(input.kind, json),
       kind: input.kind,
       reason: input.reason,
       createdAt: at,

@@ -40,6 +40,11 @@ export interface UserDoc {
   /** Prefixes of the number and of the name's words, for `q` search. */
   searchKeys: string[];
   previousWaIds?: string[];
+  /**
+   * Business-scoped ids the user had before their current one (a system message, or a message
+   * carrying a new one): items archived under them are still the user's (erase, export).
+   */
+  previousBsuids?: string[];
   /** The per-user reply lock: one worker answers a user's messages, in order (no owner: free). */
   replyLock?: { owner: string | null; until: Date } | null;
   /** Operators answer instead of the bot (./handoff). */
@@ -132,6 +137,21 @@ export function naturalIdOf(identity: Pick<Identity, 'waId' | 'bsuid'>, n = 1): 
 /** A user's search terms: the prefixes of the words of the name and of the number. */
 export const searchKeysFor = (waId: string | null, name: string | null): string[] =>
   prefixTerms(name, waId?.slice(0, MAX_WA_ID_DIGITS));
+
+/**
+ * What a message newly tells of its user (`resolve`), written with the next summary update:
+ * fields to set, and the business-scoped id it replaces (kept among the previous ones).
+ */
+export type UserChanges = Partial<Omit<UserDoc, 'previousBsuids'>> & { replacedBsuid?: string };
+
+/** The update operators of `changes` (beside a summary's). */
+function changeUpdate(changes: UserChanges): {
+  set: Partial<UserDoc>;
+  addToSet: { $addToSet?: { previousBsuids: string } };
+} {
+  const { replacedBsuid, ...set } = changes;
+  return { set, addToSet: replacedBsuid ? { $addToSet: { previousBsuids: replacedBsuid } } : {} };
+}
 
 const matches = (doc: UserDoc, identity: Pick<Identity, 'waId' | 'bsuid'>): boolean =>
   identity.waId ? doc.waId === identity.waId : doc.bsuid === identity.bsuid;
@@ -270,6 +290,12 @@ export class UsersRepository {
     return doc;
   }
 
+  /** The user of a stored message, if it is stored and its user is there. */
+  private async holderOf(messageId: string): Promise<UserDoc | null> {
+    const stored = await this.messages.findOne({ _id: messageId }, { projection: { userId: 1 } });
+    return stored?.userId ? this.users.findOne({ _id: stored.userId }) : null;
+  }
+
   async findByIdentity(identity: Pick<Identity, 'waId' | 'bsuid'>): Promise<User | null> {
     const doc = await this.findDoc(identity);
     return doc ? toUser(doc) : null;
@@ -279,19 +305,30 @@ export class UsersRepository {
    * The user of an identity, created when there is none (one read for a known user). Concurrent
    * first contacts create one user: ids are derived from the identifier, so a second insert hits
    * the duplicate key and finds the first. What is newly known (a name, a bsuid) is returned in
-   * `changes`, to be written with the next summary update.
+   * `changes`, to be written with the next summary update. `messageId`: the message being
+   * ingested; one stored before (delivered again) is its user's, also when that user has moved to
+   * another number or id since (a redelivery is not a new person writing).
    */
   async resolve(
     identity: Identity,
     at: Date,
-  ): Promise<{ user: User; created: boolean; changes: Partial<UserDoc> }> {
+    messageId?: string,
+  ): Promise<{ user: User; created: boolean; changes: UserChanges }> {
     if (!identity.waId && !identity.bsuid) throw new Error('an identity needs a waId or a bsuid');
     const existing = await this.findDoc(identity);
     if (existing?.erasing) throw new ErasureInProgress();
+    const holder = !existing && messageId ? await this.holderOf(messageId) : null;
+    if (holder?.erasing) throw new ErasureInProgress();
+    // What a message from before a change says of the identity is not news.
+    if (holder) return { user: toUser(holder), created: false, changes: {} };
     if (existing) {
-      const changes: Partial<UserDoc> = {};
+      const changes: UserChanges = {};
       if (identity.waId && !existing.waId) changes.waId = identity.waId;
-      if (identity.bsuid && existing.bsuid !== identity.bsuid) changes.bsuid = identity.bsuid;
+      if (identity.bsuid && existing.bsuid !== identity.bsuid) {
+        changes.bsuid = identity.bsuid;
+        // Items archived under the one it replaces stay the user's.
+        if (existing.bsuid) changes.replacedBsuid = existing.bsuid;
+      }
       if (identity.name && existing.name !== identity.name) changes.name = identity.name;
       if (changes.waId !== undefined || changes.name !== undefined)
         changes.searchKeys = searchKeysFor(changes.waId ?? existing.waId, changes.name ?? existing.name);
@@ -340,26 +377,32 @@ export class UsersRepository {
   async noteMessages(
     userId: string,
     messages: readonly SummaryMessage[],
-    changes: Partial<UserDoc> = {},
+    changes: UserChanges = {},
     generation?: string | null,
   ): Promise<boolean> {
     // With `generation`, only that user: not a new one under the same id (after an erase).
     const live =
       generation === undefined ? LIVE : { ...LIVE, generation: generation ?? { $exists: false as const } };
     const change = summaryChange(messages);
+    const { set: fields, addToSet } = changeUpdate(changes);
+    const set = Object.keys(fields).length ? { $set: fields } : {};
     if (!change) {
       if (!Object.keys(changes).length) return true;
-      return (await this.users.updateOne({ _id: userId, ...live }, { $set: changes })).matched > 0;
+      return (await this.users.updateOne({ _id: userId, ...live }, { ...set, ...addToSet })).matched > 0;
     }
     const max = Object.keys(change.max).length ? { $max: change.max } : {};
     const latest = await this.users.updateOne(
       { _id: userId, ...live, lastMessageAt: { $lte: change.latest.lastMessageAt } },
-      { $inc: change.inc, $set: { ...changes, ...change.latest }, ...max },
+      { $inc: change.inc, $set: { ...fields, ...change.latest }, ...max, ...addToSet },
     );
     if (latest.matched) return true;
-    const set = Object.keys(changes).length ? { $set: changes } : {};
     return (
-      (await this.users.updateOne({ _id: userId, ...live }, { $inc: change.inc, ...set, ...max })).matched > 0
+      (
+        await this.users.updateOne(
+          { _id: userId, ...live },
+          { $inc: change.inc, ...set, ...max, ...addToSet },
+        )
+      ).matched > 0
     );
   }
 
@@ -554,7 +597,21 @@ export class UsersRepository {
       (newWaId ? await this.users.findOne({ waId: newWaId }) : null) ??
       (newBsuid ? await this.users.findOne({ bsuid: newBsuid }) : null);
     const waId = newWaId ?? user.waId;
-    const previous = newWaId && user.waId ? { $addToSet: { previousWaIds: user.waId } } : {};
+    // The number and business-scoped id left behind stay the user's (their archived items, the
+    // redelivery of this change), with those of a record merged into this one.
+    const previousOf = (kept: string | null, ...had: (string | null | undefined)[]) => {
+      const left = [...new Set(had.filter((v): v is string => Boolean(v) && v !== kept))];
+      return left.length ? { $each: left } : undefined;
+    };
+    const previous = (kept: { waId: string | null; bsuid: string | null }, merged?: UserDoc) => {
+      const waIds = previousOf(kept.waId, user.waId, merged?.waId, ...(merged?.previousWaIds ?? []));
+      const bsuids = previousOf(kept.bsuid, user.bsuid, merged?.bsuid, ...(merged?.previousBsuids ?? []));
+      const addToSet = {
+        ...(waIds ? { previousWaIds: waIds } : {}),
+        ...(bsuids ? { previousBsuids: bsuids } : {}),
+      };
+      return Object.keys(addToSet).length ? { $addToSet: addToSet } : {};
+    };
     if (!other || other._id === userId) {
       await this.users.updateOne(
         { _id: userId },
@@ -564,7 +621,7 @@ export class UsersRepository {
             ...(newBsuid ? { bsuid: newBsuid } : {}),
             ...(newWaId ? { searchKeys: searchKeysFor(newWaId, user.name) } : {}),
           },
-          ...previous,
+          ...previous({ waId, bsuid: newBsuid ?? user.bsuid }),
         },
       );
       return 'moved';
@@ -577,6 +634,7 @@ export class UsersRepository {
       [user.handoff, other.handoff]
         .filter((h): h is Handoff => Boolean(h))
         .sort((x, y) => y.activeAt.getTime() - x.activeAt.getTime())[0] ?? null;
+    const kept = { waId: waId ?? other.waId, bsuid: newBsuid ?? other.bsuid ?? user.bsuid };
     const resetAt = [user.contextResetAt, other.contextResetAt]
       .filter((d): d is Date => d instanceof Date)
       .sort((x, y) => y.getTime() - x.getTime())[0];
@@ -588,19 +646,19 @@ export class UsersRepository {
           handoff,
           welcomeSentAt: user.welcomeSentAt ?? other.welcomeSentAt ?? null,
           contextResetAt: resetAt ?? null,
-          waId: waId ?? other.waId,
+          waId: kept.waId,
           // A new number comes with a new business-scoped id (Meta regenerates it): the record
           // that wrote from the new number holds the current one.
-          bsuid: newBsuid ?? other.bsuid ?? user.bsuid,
+          bsuid: kept.bsuid,
           name: other.name ?? user.name,
-          searchKeys: searchKeysFor(waId ?? other.waId, other.name ?? user.name),
+          searchKeys: searchKeysFor(kept.waId, other.name ?? user.name),
           lastMessageAt: later.lastMessageAt,
           lastMessagePreview: later.lastMessagePreview,
           lastMessageId: later.lastMessageId,
         },
         $inc: { messageCount: other.messageCount, inboundCount: other.inboundCount ?? 0 },
         $max: { lastInboundAt: other.lastInboundAt ?? new Date(0) },
-        ...previous,
+        ...previous(kept, other),
       },
     );
     await this.deleteUser(other._id, other.createdAt);

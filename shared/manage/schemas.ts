@@ -310,6 +310,9 @@ export const ExportSchema = z
     previousWaIds: z
       .array(z.string())
       .openapi({ description: 'Numbers the user wrote from before the current one (number changes)' }),
+    previousBsuids: z.array(z.string()).openapi({
+      description: 'Business-scoped user ids the user had before the current one (id or number changes)',
+    }),
     messages: z
       .array(ExportedMessageSchema)
       .openapi({ description: `Oldest first; at most the oldest ${MAX_EXPORT_MESSAGES}` }),

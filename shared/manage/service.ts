@@ -233,6 +233,7 @@ export async function exportUser(ctx: ManageContext, caller: Caller, id: string)
   return {
     user: userJson(found.user, ctx),
     previousWaIds: found.previousWaIds,
+    previousBsuids: found.previousBsuids,
     messages: found.messages.map((m) => ({ ...messageJson(m), raw: m.raw })),
     events: found.events.map(eventJson),
     truncated: found.truncated,

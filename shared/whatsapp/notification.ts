@@ -268,9 +268,28 @@ const boundedType = (type: string): string => (/^[a-z_]{1,32}$/.test(type) ? typ
 
 const contactIdentifier = (c: Contact | undefined): string | null => waIdOf(c?.wa_id) ?? bsuidOf(c?.user_id);
 
-/** Whom an archived message concerns: the sender it names, else the one contact of its notification. */
+/**
+ * Whom an archived message concerns: the sender it names, else (a system message, which comes
+ * without contacts) the person it gives a new id or number to, else the one contact of its
+ * notification.
+ */
 const messageIdentifier = (raw: unknown, contacts: Contact[]): string | null =>
-  firstIdentifier(raw) ?? (contacts.length === 1 ? contactIdentifier(contacts[0]) : null);
+  firstIdentifier(raw) ??
+  systemIdentifier(raw) ??
+  (contacts.length === 1 ? contactIdentifier(contacts[0]) : null);
+
+/**
+ * The new business-scoped id (`system.user_id`), else the new number (`system.wa_id`, `new_wa_id`
+ * before v12), a `user_changed_user_id` or `user_changed_number` gives: the person holds it once
+ * the change is theirs, so erase and export of that user find the item. Meta documents no field
+ * for the id or number left behind (only the message's sender, `from` / `from_user_id`).
+ */
+function systemIdentifier(raw: unknown): string | null {
+  const system = isRecord(raw) ? raw['system'] : undefined;
+  if (!isRecord(system)) return null;
+  const bsuid = typeof system['user_id'] === 'string' ? bsuidOf(system['user_id']) : null;
+  return bsuid ?? digitsOfNumber(system['wa_id']) ?? digitsOfNumber(system['new_wa_id']);
+}
 
 /**
  * A number written oddly, when it is recognisably one (an odd webhook item, a legacy database):

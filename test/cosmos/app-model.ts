@@ -16,6 +16,7 @@ export const APP_INDEXES: readonly IndexSpec[] = Object.entries(INDEXES).flatMap
 export const APP_ARRAY_FIELDS: readonly string[] = [
   'users.searchKeys',
   'users.previousWaIds',
+  'users.previousBsuids',
   'messages.terms',
 ];
 

@@ -61,6 +61,7 @@ describe('documents that pass', () => {
         handoff: { since: at, by: 'agent', activeAt: at },
         replyLock: { owner: null, until: at },
         previousWaIds: ['15550001111'],
+        previousBsuids: ['US.13491208655302741918'],
       }),
     ).toBeNull();
     expect(checkStoredDocument('users', { ...user, handoff: null, replyLock: null })).toBeNull();

@@ -64,7 +64,7 @@ describe('the OpenAPI answer checker', () => {
         path: '/manage/users/{id}/export',
         status: 200,
         headers: {},
-        body: { user, previousWaIds: [], messages, events: [], truncated: false },
+        body: { user, previousWaIds: [], previousBsuids: [], messages, events: [], truncated: false },
       });
     expect(exported([{ ...message, raw: { any: 'thing' } }])).toEqual([]);
     expect(exported([{ ...message, raw: null, extra: 1 }]).join()).toContain(
