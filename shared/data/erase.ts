@@ -237,14 +237,7 @@ export class PersonalData {
    */
   async audit(entry: { tokenName: string; action: string; userId: string; at: Date }): Promise<string> {
     const id = `audit:${randomBytes(8).toString('hex')}`;
-    await this.events.insertOne({
-      _id: id,
-      kind: AUDIT_KIND,
-      reason: entry.action,
-      createdAt: entry.at,
-      userId: entry.userId,
-      payload: { tokenName: entry.tokenName, action: entry.action, userId: entry.userId, at: entry.at },
-    });
+    await this.events.insertOne(auditDoc(id, entry));
     return id;
   }
 
@@ -268,14 +261,7 @@ export class PersonalData {
   ): Promise<{ readonly id: string; readonly first: boolean; readonly entry: KeyedAudit }> {
     const id = keyedAuditId(entry.userId, idempotencyKey);
     for (;;) {
-      const inserted = await this.events.insertOne({
-        _id: id,
-        kind: AUDIT_KIND,
-        reason: entry.action,
-        createdAt: entry.at,
-        userId: entry.userId,
-        payload: { tokenName: entry.tokenName, action: entry.action, userId: entry.userId, at: entry.at },
-      });
+      const inserted = await this.events.insertOne(auditDoc(id, entry));
       if (inserted === 'inserted')
         return { id, first: true, entry: { at: entry.at, tokenName: entry.tokenName } };
       const existing = await this.auditOf(entry.userId, idempotencyKey);
@@ -366,6 +352,19 @@ export class PersonalData {
     return docs.map(toEvent);
   }
 }
+
+/** An audit entry as stored (`audit`, `auditOnce`): who did what to which user, and when. */
+const auditDoc = (
+  id: string,
+  entry: { tokenName: string; action: string; userId: string; at: Date },
+): EventDoc => ({
+  _id: id,
+  kind: AUDIT_KIND,
+  reason: entry.action,
+  createdAt: entry.at,
+  userId: entry.userId,
+  payload: { tokenName: entry.tokenName, action: entry.action, userId: entry.userId, at: entry.at },
+});
 
 /** What an audit entry written for an Idempotency-Key says of the request that wrote it. */
 export interface KeyedAudit {

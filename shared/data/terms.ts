@@ -36,8 +36,8 @@ export function words(text: string): string[] {
 /**
  * Scripts written without spaces between words (Chinese, Japanese, Thai, Lao, Khmer, Myanmar): a
  * run of them is one "word" to `words`, yet a reader looks for a word inside it. Every character
- * of such a run starts a word too (so does the first character after one), with prefixes of up to
- * RUN_PREFIX characters; a query's run is matched in pieces of that length. The ranges are written
+ * of such a run starts a word too, with prefixes of up to RUN_PREFIX characters (a query's run is
+ * matched in pieces of that length), and so does the first character after one, a word like any. The ranges are written
  * out (not as Unicode properties) so that the same class works in a database's `$regex`.
  */
 const SPACELESS_RANGES =
@@ -76,10 +76,15 @@ export function prefixTerms(...texts: (string | null | undefined)[]): string[] {
     for (const word of words(text)) {
       const chars = [...word];
       for (let start = 0; start < chars.length; start++) {
-        if (start > 0 && !spaceless(chars[start]) && !spaceless(chars[start - 1])) continue;
-        const longest = start === 0 ? MAX_PREFIX : RUN_PREFIX;
+        const inRun = spaceless(chars[start]);
+        if (start > 0 && !inRun && !spaceless(chars[start - 1])) continue;
+        // A word after a run is a word like any (up to MAX_PREFIX), up to the next run: a query
+        // matches it whole (`queryTerms` cuts a query's word at runs), and the run's characters
+        // start their own words.
+        const longest = start === 0 ? MAX_PREFIX : inRun ? RUN_PREFIX : MAX_PREFIX;
         let prefix = '';
         for (let n = start; n < Math.min(chars.length, start + longest); n++) {
+          if (start > 0 && !inRun && spaceless(chars[n])) break;
           prefix += chars[n] ?? '';
           if (!add(prefix)) return [...terms];
         }

@@ -195,10 +195,17 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     await listSearch('zzz', []);
     await listSearch('', [rloId, jorgId]);
     // A name written without spaces: a word starts at any of its characters, as the API has it.
-    await app.userWrites(TANAKA, 'human', '田中太郎');
+    await app.userWrites(TANAKA, 'human', '田中太郎Tarō');
     const tanakaId = await userIdOf(app.services.data, TANAKA);
     await listSearch('太郎', [tanakaId]);
+    await listSearch('aro', []);
+    await listSearch('taro', [tanakaId]); // the word after such a run starts a word too
     await listSearch('ﾀﾛｳ', []);
+    // The API's user search finds the same.
+    const api = await fetch(`${server.url}/api/manage/users?q=taro`, {
+      headers: { Authorization: `Bearer ${TOKEN}` },
+    });
+    expect(((await api.json()) as { items: { id: string }[] }).items.map((u) => u.id)).toEqual([tanakaId]);
     await listSearch('', [rloId, jorgId, tanakaId]);
     expect(await manage('DELETE', `users/${tanakaId}/handoff`)).toBe(200);
     await page.click('#filter-all');

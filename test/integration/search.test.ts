@@ -149,6 +149,22 @@ describe('message search covers the whole text', () => {
     expect(await search('hone15')).toEqual([]);
   });
 
+  it('finds a word written right after such a run whole, as before the run rule (大阪でNintendoを買った)', async () => {
+    const id = await storeInbound(f.data, '大阪でNintendoを買った。大阪stationで待ち合わせ');
+    expect(await search('nintendo')).toEqual([id]);
+    expect(await search('Nintendoを')).toEqual([id]);
+    expect(await search('大阪station')).toEqual([id]);
+    expect(await search('station')).toEqual([id]);
+    expect(await search('tendo')).toEqual([]); // still the start of a word only
+  });
+
+  it('keeps a text alternating such characters with letters of 4,096 characters far below 2 MB, its last word found', async () => {
+    const text = `${'東a'.repeat((TEXT_BODY_LIMIT - 8) / 2)}最後abcdef`;
+    const id = await storeInbound(f.data, text);
+    expect(await search('最後abcdef')).toEqual([id]);
+    expect(await storedBytes(id)).toBeLessThan(768 * 1024);
+  });
+
   it('finds the last word of a 4,096-character Chinese text of random characters, far below 2 MB', async () => {
     const chars = randomWords(1, TEXT_BODY_LIMIT - 2, 41, 0x4e00, 20_000)[0] ?? '';
     const text = `${chars}終点`;

@@ -110,9 +110,18 @@ const words = (text: string): string[] =>
 /** Scripts written without spaces (the API's ./terms): a word may start at any of their characters. */
 const SPACELESS =
   /[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\u{20000}-\u{323af}]/u;
-/** Whether `query`, a folded word, starts `word` (anywhere inside a run of spaceless script). */
-const startsWordIn = (word: string, query: string): boolean =>
-  word.startsWith(query) || (SPACELESS.test(query) && word.includes(query));
+/**
+ * Whether `query`, a folded word, starts a word inside `word` where the API's terms have one: at
+ * its start, at any character of a run of spaceless script, and right after such a run.
+ */
+const startsWordIn = (word: string, query: string): boolean => {
+  const chars = [...word];
+  return chars.some(
+    (c, i) =>
+      (i === 0 || SPACELESS.test(c) || SPACELESS.test(chars[i - 1] ?? '')) &&
+      chars.slice(i).join('').startsWith(query),
+  );
+};
 
 /**
  * Whether a user matches the list's search the way GET /manage/users does (for the waiting list,
