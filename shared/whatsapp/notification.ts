@@ -209,7 +209,8 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
       (!waId && !bsuid && contacts.length === 1 ? contacts[0] : undefined);
     const sender: SenderIdentity = {
       waId: waId ?? waIdOf(contact?.wa_id),
-      bsuid: bsuid ?? bsuidOf(contact?.user_id),
+      // A system message that names no sender is the person's who leaves its previous id behind.
+      bsuid: bsuid ?? bsuidOf(contact?.user_id) ?? (waId ? null : systemPreviousId(raw)),
       name: nameOf(contact?.profile?.name),
     };
     if (!sender.waId && !sender.bsuid) {
@@ -281,9 +282,15 @@ const messageIdentifier = (raw: unknown, contacts: Contact[]): string | null =>
 /**
  * The new business-scoped id (`system.user_id`), else the new number (`system.wa_id`, `new_wa_id`
  * before v12), a `user_changed_user_id` or `user_changed_number` gives: the person holds it once
- * the change is theirs, so erase and export of that user find the item. Meta documents no field
- * for the id or number left behind (only the message's sender, `from` / `from_user_id`).
+ * the change is theirs, so erase and export of that user find the item.
  */
+/** The business-scoped id a system message says the person left behind (`system.previous_user_id`). */
+function systemPreviousId(raw: unknown): string | null {
+  const system = isRecord(raw) ? raw['system'] : undefined;
+  const previous = isRecord(system) ? system['previous_user_id'] : undefined;
+  return typeof previous === 'string' ? bsuidOf(previous) : null;
+}
+
 function systemIdentifier(raw: unknown): string | null {
   const system = isRecord(raw) ? raw['system'] : undefined;
   if (!isRecord(system)) return null;

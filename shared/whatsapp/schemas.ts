@@ -189,6 +189,8 @@ export const SystemMessageSchema = obj({
     identity: optStr,
     customer: optStr,
     user_id: optStr,
+    // The id left behind (Meta's changelog, Aug 11, 2026: on both kinds of change).
+    previous_user_id: optStr,
   }),
 });
 export const RequestWelcomeMessageSchema = obj({ ...base, type: z.literal('request_welcome') });

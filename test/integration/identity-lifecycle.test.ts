@@ -150,6 +150,39 @@ describe('archived items filed under a business-scoped id the person no longer h
   });
 });
 
+describe("the id left behind, as Meta's system messages name it (system.previous_user_id)", () => {
+  const changed = (sender: Record<string, string>, system: Record<string, string>) =>
+    notification(
+      value({ messages: [{ ...sender, id: wamid(), timestamp: nowSeconds(), type: 'system', system }] }),
+    );
+
+  for (const [label, sender] of [
+    ['sent under the new id', (_a: string, b: string) => ({ from_user_id: b })],
+    ['naming no sender', () => ({})],
+  ] as const) {
+    it(`user_changed_user_id ${label}: the person stays one user, under the new id`, async () => {
+      const [a, b] = [newBsuid(), newBsuid()];
+      await post(from({ bsuid: a }, 'hello'));
+      const before = await userOf({ bsuid: a });
+      await post(
+        changed(sender(a, b), {
+          body: 'User Uma changed their id',
+          type: 'user_changed_user_id',
+          user_id: b,
+          previous_user_id: a,
+        }),
+      );
+      await post(from({ bsuid: b }, 'it is me'));
+      const user = await userOf({ bsuid: b });
+      expect(user.id).toBe(before.id);
+      expect(user.messageCount).toBe(4);
+      const exported = await app.services.data.personal.exportUser(user.id);
+      expect(exported?.previousBsuids).toEqual([a]);
+      expect(await app.services.data.users.findByIdentity({ waId: null, bsuid: a })).toBeNull();
+    });
+  }
+});
+
 describe('a system message that names no sender', () => {
   // Meta's system messages carry no contacts; one that lacks `from` and `from_user_id` still
   // carries the new id (`system.user_id`) or number (`system.wa_id`) it gives the person.
