@@ -330,6 +330,41 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     expect(pageErrors).toEqual([]);
   });
 
+  it('says a message may be on its way when its first try has no outcome yet, and sends anew when asked again', async () => {
+    await openUser(jorgId);
+    app.graph.requests.length = 0;
+    const keys: string[] = [];
+    let first = true;
+    await page.route('**/api/manage/users/*/messages', async (route) => {
+      if (route.request().method() !== 'POST') return route.fallback();
+      keys.push(route.request().headers()['idempotency-key'] ?? '');
+      if (!first) return route.fallback();
+      first = false;
+      return route.fulfill({
+        status: 409,
+        contentType: 'application/json',
+        body: JSON.stringify({ error: { code: 'IN_PROGRESS', message: 'a send with this key began' } }),
+      });
+    });
+    try {
+      await page.fill('#reply-text', 'Vielleicht unterwegs');
+      await page.click('#reply-send');
+      await expect
+        .poll(() => page.locator('#error').textContent())
+        .toBe(
+          'This message may already be on its way: look at the conversation in a moment. Sending it again sends it anew.',
+        );
+      await page.waitForSelector('#reply-send:not([disabled])');
+      await page.click('#reply-send');
+      await page.waitForSelector('#conversation li.operator:has-text("Vielleicht unterwegs")');
+    } finally {
+      await page.unroute('**/api/manage/users/*/messages');
+    }
+    expect(keys).toHaveLength(2);
+    expect(keys[1]).not.toBe(keys[0]);
+    expect(app.graph.sends()).toHaveLength(1);
+  });
+
   it('keeps saying why only a template can go out after the server answered OUTSIDE_WINDOW', async () => {
     await openUser(oldId);
     expect(await page.locator('#reply-form').isVisible()).toBe(true);

@@ -150,6 +150,11 @@ function describe(error: unknown): string {
     return 'WhatsApp did not accept the message (it is kept as failed). Try again later.';
   }
   if (error.code === 'THROTTLED') return `The database is busy. Try again ${wait}.`;
+  // The first try of this message has no outcome yet: it is under way, or it was cut off after
+  // WhatsApp may have taken it. The next Send is a new message (the page drops that try's key).
+  if (error.code === 'IN_PROGRESS') {
+    return 'This message may already be on its way: look at the conversation in a moment. Sending it again sends it anew.';
+  }
   if (error.code === 'UNAVAILABLE')
     return `The server cannot do this now (${error.message}). Try again ${wait}.`;
   // The API answers 5xx with a generic body, a proxy in front of it with none: say what to do.
@@ -431,13 +436,13 @@ async function refreshOpen(): Promise<void> {
  * The Idempotency-Key of the last send whose outcome the page does not know (the server could not
  * be reached, or failed): sending the same message to the same user again repeats the key, so a
  * message the server did send is never sent twice; the server answers as it did the first time.
+ * A key the server says has no outcome yet (IN_PROGRESS) is dropped once the operator is told.
  */
 let unsettledSend: { userId: string; body: string; key: string } | null = null;
 
 /** Whether a send's answer leaves its outcome unknown (it may have gone out): keep its key. */
 const outcomeUnknown = (error: unknown): boolean =>
-  error instanceof ApiError &&
-  (error.status === 0 || (error.status >= 500 && error.status !== 502) || error.code === 'IN_PROGRESS');
+  error instanceof ApiError && (error.status === 0 || (error.status >= 500 && error.status !== 502));
 
 /** Sends an operator message; `sent` runs as soon as the server has it (before the refreshes). */
 async function send(body: { text: string } | { template: Template }, sent: () => void): Promise<void> {
