@@ -312,6 +312,8 @@ export function digitsOfNumber(value: unknown): string | null {
 
 type JsonRecord = Record<string, unknown>;
 const isRecord = (v: unknown): v is JsonRecord => typeof v === 'object' && v !== null && !Array.isArray(v);
+/** A list of items to archive one by one (a list of objects). */
+const isList = (v: unknown): v is unknown[] => Array.isArray(v) && v.some(isRecord);
 
 /**
  * A change of a field other than `messages` (an app may subscribe to more: `smb_message_echoes`,
@@ -325,14 +327,24 @@ function otherFieldItems(field: string, value: unknown): { payload: unknown; ide
   const metadata = value['metadata'];
   const business = isRecord(metadata) ? digitsOfNumber(metadata['display_phone_number']) : null;
   const rest: JsonRecord = {};
-  const lists: [string, unknown[]][] = [];
+  // Each list, with how an element of it is put back in the value's shape.
+  const lists: [unknown[], (element: unknown) => JsonRecord][] = [];
   for (const [key, part] of Object.entries(value)) {
-    if (Array.isArray(part) && part.some(isRecord)) lists.push([key, part]);
-    else rest[key] = part;
+    if (isList(part)) lists.push([part, (element) => ({ ...rest, [key]: [element] })]);
+    else if (key !== 'metadata' && isRecord(part) && Object.values(part).some(isList)) {
+      // The lists of an object one level down, such as a standby value's `standby` (messages,
+      // echoes and statuses of conversations Meta Business Agent handles), are split the same way.
+      const inner: JsonRecord = {};
+      for (const [innerKey, innerPart] of Object.entries(part)) {
+        if (isList(innerPart))
+          lists.push([innerPart, (element) => ({ ...rest, [key]: { ...inner, [innerKey]: [element] } })]);
+        else inner[innerKey] = innerPart;
+      }
+    } else rest[key] = part;
   }
   if (!lists.length) return [{ payload: { field, value }, identifier: personIn(value, business) }];
   const items: { payload: unknown; identifier: string | null }[] = [];
-  for (const [key, list] of lists) {
+  for (const [list, shaped] of lists) {
     for (const element of list) {
       const threads = isRecord(element) ? element['threads'] : undefined;
       const parts =
@@ -340,10 +352,7 @@ function otherFieldItems(field: string, value: unknown): { payload: unknown; ide
           ? threads.flatMap(threadParts).map((thread) => ({ ...(element as JsonRecord), threads: [thread] }))
           : [element];
       for (const part of parts)
-        items.push({
-          payload: { field, value: { ...rest, [key]: [part] } },
-          identifier: personIn(part, business),
-        });
+        items.push({ payload: { field, value: shaped(part) }, identifier: personIn(part, business) });
     }
   }
   return items;

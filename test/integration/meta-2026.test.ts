@@ -1,0 +1,111 @@
+// What Meta changed in 2026 (WhatsApp Business Platform changelog), through the real webhook →
+// ingest → reply path: standby webhooks (Aug 4, 2026) and incoming product messages on the
+// interactive messages webhook (Aug 3, 2026).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestApp, type TestApp } from '../helpers/app';
+import { nowSeconds, PHONE_NUMBER_ID, WABA_ID, wamid } from '../helpers/meta';
+
+let app: TestApp;
+let seq = 0;
+const newPhone = () => `4478${String(2_000_000 + ++seq)}`;
+const business = { display_phone_number: '15550783881', phone_number_id: PHONE_NUMBER_ID };
+
+beforeAll(async () => {
+  app = await startTestApp();
+});
+afterAll(async () => {
+  await app.close();
+});
+
+describe('standby webhooks (Meta Business Agent is the active handler)', () => {
+  // Meta delivers them on the `standby` field, the conversation's activity nested in the value's
+  // `standby` object: the user's messages, the agent's replies (echoes) and their statuses.
+  const standby = (inner: Record<string, unknown>) => ({
+    object: 'whatsapp_business_account',
+    entry: [
+      {
+        id: WABA_ID,
+        changes: [
+          { field: 'standby', value: { messaging_product: 'whatsapp', metadata: business, standby: inner } },
+        ],
+      },
+    ],
+  });
+
+  it('are never answered, read or typed to, and each item is archived under the person it names', async () => {
+    const [ana, bo] = [newPhone(), newPhone()];
+    await app.userWrites(ana, 'hello before the agent');
+    const user = await app.services.data.users.findByIdentity({ waId: ana, bsuid: null });
+    if (!user) throw new Error('user not stored');
+    const before = app.graph.sends().length;
+    const at = nowSeconds();
+    const text = (from: string, body: string) => ({
+      from,
+      id: wamid(),
+      timestamp: at,
+      type: 'text',
+      text: { body },
+    });
+    const echo = (to: string, body: string) => ({
+      from: business.display_phone_number,
+      to,
+      id: wamid(),
+      timestamp: at,
+      type: 'text',
+      text: { body },
+    });
+    const agentStatus = (to: string) => ({
+      id: wamid(),
+      status: 'delivered',
+      timestamp: at,
+      recipient_id: to,
+      pricing: { billable: false, pricing_model: 'PMP', category: 'service', type: 'free_customer_service' },
+    });
+    const response = await app.post(
+      standby({
+        contacts: [
+          { profile: { name: 'Ana' }, wa_id: ana },
+          { profile: { name: 'Bo' }, wa_id: bo },
+        ],
+        messages: [text(ana, 'standby words of ana'), text(bo, 'standby words of bo')],
+        message_echoes: [echo(ana, 'agent words to ana'), echo(bo, 'agent words to bo')],
+        statuses: [agentStatus(bo), agentStatus(ana)],
+      }),
+    );
+    expect(response.status).toBe(200);
+    expect(response.jobs).toEqual([]);
+    await app.drain();
+    // Silent: no answer, no read receipt, no typing indicator, to anyone.
+    expect(app.graph.sends().length).toBe(before);
+    // Not a conversation message of the bot's: the user's history holds only what came on `messages`.
+    expect(await app.services.data.messages.recent(user.id, 50)).toHaveLength(2);
+    expect(await app.services.data.users.findByIdentity({ waId: bo, bsuid: null })).toBeNull();
+
+    // Each item is the person's it names: Ana's export holds hers, and only hers.
+    const exported = await app.services.data.personal.exportUser(user.id);
+    const mine = JSON.stringify(exported?.events);
+    for (const words of ['standby words of ana', 'agent words to ana']) expect(mine).toContain(words);
+    expect(mine).not.toContain(bo);
+    expect(mine).not.toContain('words of bo');
+    expect(mine).not.toContain('words to bo');
+    // The two statuses of the agent's messages, one each.
+    const statusItems = (exported?.events ?? []).filter((e) =>
+      JSON.stringify(e.payload).includes('"statuses"'),
+    );
+    expect(statusItems).toHaveLength(1);
+
+    // Erasing Ana leaves Bo's items, and nothing of Ana.
+    await app.services.data.personal.eraseUser(user.id);
+    const left = JSON.stringify(
+      await app.database.db
+        .collection('events')
+        .find({ kind: { $ne: 'audit' } })
+        .toArray(),
+    );
+    expect(left).not.toContain(ana);
+    expect(left).not.toContain('of ana');
+    expect(left).not.toContain('to ana');
+    expect(left).toContain('standby words of bo');
+    expect(left).toContain('agent words to bo');
+  });
+});
