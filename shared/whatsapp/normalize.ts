@@ -65,6 +65,10 @@ export function normalize(message: InboundMessage): NormalizedMessage {
       const i = message.interactive;
       if (i.type === 'button_reply') return answer(i.button_reply.title);
       if (i.type === 'list_reply') return answer(i.list_reply.title);
+      if (i.type === 'product')
+        return answer(
+          label('product', i.product?.title ?? i.product?.name ?? i.product?.product_retailer_id),
+        );
       return answer(label('flow', i.nfm_reply.name ?? i.nfm_reply.body));
     }
     case 'button':

@@ -147,6 +147,15 @@ export const InteractiveMessageSchema = obj({
     obj({ type: z.literal('button_reply'), button_reply: obj({ id: str, title: str }) }),
     obj({ type: z.literal('list_reply'), list_reply: obj({ id: str, title: str, description: optStr }) }),
     obj({ type: z.literal('nfm_reply'), nfm_reply: obj({ name: optStr, body: optStr, response_json: str }) }),
+    // A product the user sends from the business's catalog (Meta's changelog, Aug 3, 2026: the
+    // interactive messages webhook reference documents it); what names it is optional, so a
+    // detail Meta spells otherwise never makes the message unreadable.
+    obj({
+      type: z.literal('product'),
+      product: obj({ catalog_id: optStr, product_retailer_id: optStr, title: optStr, name: optStr })
+        .optional()
+        .catch(undefined),
+    }),
   ]),
 });
 export const ButtonMessageSchema = obj({

@@ -2,12 +2,14 @@
 // ingest → reply path: standby webhooks (Aug 4, 2026) and incoming product messages on the
 // interactive messages webhook (Aug 3, 2026).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_ANSWER, UNREADABLE_ANSWER } from '../../shared/bot/texts';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { nowSeconds, PHONE_NUMBER_ID, WABA_ID, wamid } from '../helpers/meta';
 
 let app: TestApp;
 let seq = 0;
 const newPhone = () => `4478${String(2_000_000 + ++seq)}`;
+const sendsTo = (phone: string) => app.graph.sends().filter((s) => s.body['to'] === phone);
 const business = { display_phone_number: '15550783881', phone_number_id: PHONE_NUMBER_ID };
 
 beforeAll(async () => {
@@ -107,5 +109,52 @@ describe('standby webhooks (Meta Business Agent is the active handler)', () => {
     expect(left).not.toContain('to ana');
     expect(left).toContain('standby words of bo');
     expect(left).toContain('agent words to bo');
+  });
+});
+describe('incoming product messages on the interactive webhook', () => {
+  it('are stored and answered like any other reply to an interactive message, not as unreadable', async () => {
+    const phone = newPhone();
+    const id = wamid();
+    const payload = {
+      object: 'whatsapp_business_account',
+      entry: [
+        {
+          id: WABA_ID,
+          changes: [
+            {
+              field: 'messages',
+              value: {
+                messaging_product: 'whatsapp',
+                metadata: business,
+                contacts: [{ profile: { name: 'Cy' }, wa_id: phone }],
+                messages: [
+                  {
+                    from: phone,
+                    id,
+                    timestamp: nowSeconds(),
+                    type: 'interactive',
+                    interactive: {
+                      type: 'product',
+                      product: { catalog_id: '194836987003835', product_retailer_id: 'di9ozbzfi4' },
+                    },
+                  },
+                ],
+              },
+            },
+          ],
+        },
+      ],
+    };
+    const response = await app.post(payload);
+    expect(response.status).toBe(200);
+    await app.drain();
+    const answers = sendsTo(phone).filter((s) => s.body['type'] === 'text');
+    expect(answers.map((s) => (s.body['text'] as { body: string }).body)).toEqual([DEFAULT_ANSWER]);
+    expect(answers[0]?.body['text']).not.toEqual({ body: UNREADABLE_ANSWER });
+    const user = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+    const stored = (await app.services.data.messages.recent(user?.id ?? '', 10)).find(
+      (m) => m.waMessageId === id,
+    );
+    expect(stored).toMatchObject({ type: 'interactive', role: 'conversation', text: '[product] di9ozbzfi4' });
   });
 });
