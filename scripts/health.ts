@@ -33,7 +33,7 @@ the app settings (only MONGODB_URI / MONGODB_DATABASE), the configuration is not
                 raised to it)
   -h, --help    this help
 
-Exit code: 0 when healthy (after repair), 1 when problems remain.
+Exit code: 0 when healthy (after repair), 1 when problems remain, 2 on bad arguments.
 `;
 
 /** Settings that only say where the data is: the scripts read them too. */

@@ -13,7 +13,7 @@ only checks them (Cosmos DB accounts where infra/ owns collections and indexes).
   --verify      check only; create nothing
   -h, --help    this help
 
-Exit code: 0 when every index is present, 1 otherwise.
+Exit code: 0 when every index is present, 1 otherwise, 2 on bad arguments.
 `;
 
 export async function main(argv: readonly string[], env: Env, io: Io): Promise<number> {

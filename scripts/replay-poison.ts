@@ -4,10 +4,12 @@
 import path from 'node:path';
 import { QueueServiceClient } from '@azure/storage-queue';
 import { INBOUND_QUEUE, REPLY_QUEUE } from '../shared/bot/jobs';
+import { sleep } from '../shared/time';
 import { resolveStorage } from './lib/azurite';
 import {
   parseCli,
   printSummary,
+  progress,
   runMain,
   ScriptError,
   seconds,
@@ -20,7 +22,9 @@ export const HELP = `
 Usage: npm run replay-poison [-- --queue NAME] [--dry-run]
 
 Moves every item of <NAME>-poison back onto <NAME> (default NAME: inbound; also: reply-jobs),
-unchanged, and prints how many it moved. Uses AzureWebJobsStorage, else the Azurite of the
+unchanged, and prints how many it moved. Only the items waiting when it starts are moved: one
+that fails again meanwhile (its cause is not fixed) stays in <NAME>-poison, counted as back in
+the poison queue, for a later run. Uses AzureWebJobsStorage, else the Azurite of the
 running \`npm run dev\`, else Azurite on .data/azurite.
 
   --queue NAME   the queue to replay into (inbound or reply-jobs; default inbound)
@@ -66,7 +70,18 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
       return 0;
     }
     await target.createIfNotExists();
+    // Only what was waiting when the run began is moved. An item that fails again while the run
+    // goes on (the cause is not fixed) comes back as a new message, inserted later: it is left in
+    // the poison queue, or the run would move it round and round for ever. The storage's own clock
+    // (to the second) decides; moving starts only once that second is over, so an item inserted
+    // in the run's first second was there before it.
+    const properties = await poison.getProperties();
+    const waiting = properties.approximateMessagesCount ?? 0;
+    const began = properties.date ?? new Date();
+    await sleep(1_000);
+    const bar = progress(io, 'moving', waiting);
     let moved = 0;
+    let failedAgain = 0;
     for (;;) {
       const { receivedMessageItems } = await poison.receiveMessages({
         numberOfMessages: BATCH,
@@ -74,17 +89,23 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
       });
       if (receivedMessageItems.length === 0) break;
       for (const item of receivedMessageItems) {
+        if (item.insertedOn.getTime() > began.getTime()) {
+          // Invisible for VISIBILITY_SECONDS, then waiting for the next replay.
+          failedAgain++;
+          continue;
+        }
         // Copied first, deleted after: a failure in between leaves a copy in both, never none.
         await target.sendMessage(item.messageText);
         await poison.deleteMessage(item.messageId, item.popReceipt);
-        moved++;
+        bar.update(++moved);
       }
-      io.err(`moved ${moved}`);
     }
+    bar.done();
     printSummary(io, 'replay-poison done', [
       ['from', `${queue}-poison`],
       ['to', queue],
       ['items moved', moved],
+      ['back in the poison queue during the run', failedAgain],
       ['time', seconds(started)],
     ]);
     return 0;

@@ -28,7 +28,7 @@ Without --days and without RETENTION_DAYS it does nothing.
   --batch-size N    messages per batch (default 500)
   -h, --help        this help
 
-Exit code: 0 on success, 1 on failure.
+Exit code: 0 on success, 1 on failure, 2 on bad arguments.
 `;
 
 export async function main(argv: readonly string[], env: Env, io: Io): Promise<number> {

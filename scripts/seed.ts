@@ -21,9 +21,11 @@ Creates N demo users (fictional +1 555 numbers) and M messages between them and 
 over the last 30 days, through the same code the bot uses (summaries and counters included).
 Running it again reuses the same users and adds M more messages.
 
-  --users N      users (default 20)
-  --messages M   messages (default 200)
+  --users N      users, 1 to 100000 (default 20)
+  --messages M   messages, 0 to 1000000 (default 200)
   -h, --help     this help
+
+Exit code: 0 on success, 1 on failure, 2 on bad arguments (nothing written).
 `;
 
 const NAMES = [
@@ -57,12 +59,15 @@ const ANSWERS = [
 ];
 
 const DAY_MS = 86_400_000;
+/** Demo sizes: the plan is built in memory first (a date per message), so the counts are bounded. */
+const MAX_USERS = 100_000;
+const MAX_MESSAGES = 1_000_000;
 const pick = <T>(items: readonly T[], i: number): T => items[i % items.length] as T;
 
 export async function main(argv: readonly string[], env: Env, io: Io): Promise<number> {
   const { values } = parseCli(argv, { users: { type: 'string' }, messages: { type: 'string' } });
-  const userCount = intOption(values['users'], 'users', 20);
-  const messageCount = intOption(values['messages'], 'messages', 200, 0);
+  const userCount = intOption(values['users'], 'users', 20, 1, MAX_USERS);
+  const messageCount = intOption(values['messages'], 'messages', 200, 0, MAX_MESSAGES);
   const started = Date.now();
   const now = Date.now();
   const randomTime = () => new Date(now - randomInt(0, 30 * DAY_MS));

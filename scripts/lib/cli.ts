@@ -1,9 +1,9 @@
 // Shared helpers of the operator scripts: arguments and --help, a progress bar on stderr, the
 // summary, exit codes, and opening the database the way `npm run dev` finds it.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { closeAllClients, openDataStore, type DataStore } from '../../shared/data';
+import { CLIENT_OPTIONS, closeAllClients, openDataStore, type DataStore } from '../../shared/data';
 import { databaseName, type Env } from '../../shared/config';
-import { AppError } from '../../shared/errors';
+import { AppError, ErrorCode } from '../../shared/errors';
 import { resolveDatabase } from './database';
 
 /** Where a script writes: results on stdout, diagnostics and progress on stderr. */
@@ -177,10 +177,43 @@ export async function withDataStore<T>(env: Env, io: Io, work: (store: DataStore
   const server = await resolveDatabase({ purpose: 'script', env, log: (line) => io.err(line) });
   try {
     return await work(await openDataStore(server.uri, name));
+  } catch (error) {
+    throw unreachable(error, server.description) ?? error;
   } finally {
     await closeAllClients();
     await server.stop();
   }
+}
+
+/** DNS answers that mean the host name in the connection string is wrong or cannot be looked up. */
+const DNS_FAILURES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'ENODATA', 'ESERVFAIL', 'ECONNREFUSED', 'ETIMEOUT']);
+
+/**
+ * The database could not be reached: one line that says which server (its description names the
+ * setting, masked) and what to check, instead of a bare "database unreachable" or a stack trace.
+ */
+function unreachable(error: unknown, description: string): ScriptError | null {
+  const check = description.startsWith('MONGODB_URI')
+    ? 'check MONGODB_URI, and that this machine may reach that server (firewall, network rules)'
+    : 'check that the server is still running';
+  if (error instanceof AppError && error.code === ErrorCode.UNAVAILABLE) {
+    return new ScriptError(
+      `the database could not be reached: no server answered at ${description} within ${CLIENT_OPTIONS.serverSelectionTimeoutMS / 1000} s; ${check}`,
+    );
+  }
+  const dns = error as { code?: unknown; syscall?: unknown; hostname?: unknown };
+  if (
+    error instanceof Error &&
+    typeof dns.code === 'string' &&
+    DNS_FAILURES.has(dns.code) &&
+    typeof dns.syscall === 'string' &&
+    /^(query|getaddrinfo)/.test(dns.syscall)
+  ) {
+    return new ScriptError(
+      `the database could not be reached: the host name of ${description} was not found (${dns.syscall} ${dns.code}); ${check}`,
+    );
+  }
+  return null;
 }
 
 const interruptCleanups = new Set<() => void>();

@@ -20,7 +20,13 @@ import { UsersRepository, type UserDoc } from './users';
 import { HandoffRepository } from './handoff';
 
 export * from './types';
-export { closeAllClients, observeCommands, watchClient, type ObservedCommand } from './client';
+export {
+  CLIENT_OPTIONS,
+  closeAllClients,
+  observeCommands,
+  watchClient,
+  type ObservedCommand,
+} from './client';
 export { COLLECTIONS, INDEXES, type IndexDefinition, type IndexReport } from './indexes';
 export { STATUS_RANK, MAX_TEXT } from './messages';
 export { ErasureInProgress } from './users';

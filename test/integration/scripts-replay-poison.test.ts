@@ -1,0 +1,67 @@
+// npm run replay-poison on a real Azurite while items fail again: the run moves what the poison
+// queue held when it began, and ends.
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { QueueServiceClient } from '@azure/storage-queue';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startAzurite, type Azurite } from '../../scripts/lib/azurite';
+import { runToExitCode } from '../../scripts/lib/cli';
+import { main as replayPoison } from '../../scripts/replay-poison';
+import { captureIo } from '../fixtures/scripts';
+
+let azurite: Azurite;
+let dir: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'replay-poison-'));
+  azurite = await startAzurite({ location: dir, log: () => {} });
+});
+afterAll(async () => {
+  await azurite?.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('npm run replay-poison while the cause is not fixed', () => {
+  it('moves each item that was waiting once, ends, and says how many failed again', async () => {
+    const service = QueueServiceClient.fromConnectionString(azurite.connectionString);
+    const poison = service.getQueueClient('inbound-poison');
+    const inbound = service.getQueueClient('inbound');
+    await poison.createIfNotExists();
+    await inbound.createIfNotExists();
+    const waiting = 40;
+    for (let i = 0; i < waiting; i++) await poison.sendMessage(`not base64 ${i}`);
+
+    // The Functions host, as it treats an item it cannot decode: straight back to the poison queue.
+    let stop = false;
+    let failedAgain = 0;
+    const host = (async () => {
+      while (!stop) {
+        const { receivedMessageItems } = await inbound.receiveMessages({ numberOfMessages: 32 });
+        for (const item of receivedMessageItems) {
+          await poison.sendMessage(item.messageText);
+          await inbound.deleteMessage(item.messageId, item.popReceipt);
+          failedAgain++;
+        }
+        if (!receivedMessageItems.length) await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+
+    const io = captureIo();
+    const deadline = new Promise<'still running'>((r) => setTimeout(() => r('still running'), 30_000));
+    const code = await Promise.race([
+      runToExitCode(replayPoison, [], { AzureWebJobsStorage: azurite.connectionString }, io),
+      deadline,
+    ]);
+    stop = true;
+    await host;
+    expect(code).toBe(0);
+    const summary = io.stdout.join('\n');
+    expect(summary).toMatch(/items moved:\s+40\b/);
+    expect(failedAgain).toBeGreaterThan(0);
+    // What failed again waits in the poison queue for the next replay (after the cause is fixed).
+    expect(summary).toMatch(/back in the poison queue during the run:\s+\d+/);
+    // Off a terminal: progress lines at deciles, not one per batch.
+    expect(io.stderr.filter((l) => /moving|moved/.test(l)).length).toBeLessThanOrEqual(12);
+  }, 60_000);
+});

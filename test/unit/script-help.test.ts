@@ -1,0 +1,36 @@
+// What each operator script's --help promises about exit codes is what a mistyped flag gets: 2,
+// one line, before anything is opened or written.
+import { describe, expect, it } from 'vitest';
+import { runToExitCode, type Main } from '../../scripts/lib/cli';
+import * as backup from '../../scripts/backup';
+import * as health from '../../scripts/health';
+import * as indexes from '../../scripts/indexes';
+import * as migrate from '../../scripts/migrate';
+import * as replayPoison from '../../scripts/replay-poison';
+import * as restore from '../../scripts/restore';
+import * as retention from '../../scripts/retention';
+import * as seed from '../../scripts/seed';
+import { captureIo } from '../fixtures/scripts';
+
+const SCRIPTS: Record<string, { main: Main; HELP: string }> = {
+  backup,
+  health,
+  indexes,
+  migrate,
+  'replay-poison': replayPoison,
+  restore,
+  retention,
+  seed,
+};
+
+describe('operator scripts: a mistyped flag', () => {
+  it.each(Object.entries(SCRIPTS))('%s: exits 2, as its --help says', async (_, script) => {
+    expect(script.HELP).toMatch(/Exit code:[^]*\b2 on bad\s+arguments/);
+    const io = captureIo();
+    // An unreachable database: a usage error must come before any attempt to open it.
+    const env = { MONGODB_URI: 'mongodb://127.0.0.1:1/', AzureWebJobsStorage: 'UseDevelopmentStorage=true' };
+    expect(await runToExitCode(script.main, ['--dryrun'], env, io)).toBe(2);
+    expect(io.stderr).toEqual([expect.stringMatching(/^error: .*--dryrun.* \(see --help\)$/)]);
+    expect(io.stdout).toEqual([]);
+  });
+});
