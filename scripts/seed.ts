@@ -12,6 +12,7 @@ import {
   withDataStore,
   type Env,
   type Io,
+  UsageError,
 } from './lib/cli';
 
 export const HELP = `
@@ -23,6 +24,8 @@ Running it again reuses the same users and adds M more messages.
 
   --users N      users, 1 to 100000 (default 20)
   --messages M   messages, 0 to 1000000 (default 200)
+  --yes          write into the database MONGODB_URI names (refused without it: that may be a
+                 deployment's own, and demo users would show in its dashboard and stats)
   -h, --help     this help
 
 Exit code: 0 on success, 1 on failure, 2 on bad arguments (nothing written).
@@ -65,9 +68,18 @@ const MAX_MESSAGES = 1_000_000;
 const pick = <T>(items: readonly T[], i: number): T => items[i % items.length] as T;
 
 export async function main(argv: readonly string[], env: Env, io: Io): Promise<number> {
-  const { values } = parseCli(argv, { users: { type: 'string' }, messages: { type: 'string' } });
+  const { values } = parseCli(argv, {
+    users: { type: 'string' },
+    messages: { type: 'string' },
+    yes: { type: 'boolean' },
+  });
   const userCount = intOption(values['users'], 'users', 20, 1, MAX_USERS);
   const messageCount = intOption(values['messages'], 'messages', 200, 0, MAX_MESSAGES);
+  if (env['MONGODB_URI']?.trim() && values['yes'] !== true) {
+    throw new UsageError(
+      'MONGODB_URI is set: seed would write demo users into that database (a deployment would show them in its dashboard and stats); add --yes if that is what you want',
+    );
+  }
   const started = Date.now();
   const now = Date.now();
   const randomTime = () => new Date(now - randomInt(0, 30 * DAY_MS));

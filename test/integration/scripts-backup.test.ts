@@ -62,7 +62,7 @@ describe('npm run indexes', () => {
 describe('npm run seed', () => {
   it('produces the requested counts with consistent summaries and counters', async () => {
     const io = captureIo();
-    expect(await runToExitCode(seed, ['--users', '5', '--messages', '31'], env(), io)).toBe(0);
+    expect(await runToExitCode(seed, ['--users', '5', '--messages', '31', '--yes'], env(), io)).toBe(0);
     expect(await t.db.collection('users').countDocuments()).toBe(5);
     expect(await t.db.collection('messages').countDocuments()).toBe(31);
     const users = await t.db.collection('users').find({}).toArray();
@@ -206,7 +206,9 @@ describe('npm run backup / restore', () => {
 describe('restoring over a database that moved on since the backup', () => {
   it('leaves an erased user erased, keeps newer messages, and leaves summaries and counters agreeing with the messages', async () => {
     await t.db.dropDatabase();
-    expect(await runToExitCode(seed, ['--users', '4', '--messages', '80'], env(), captureIo())).toBe(0);
+    expect(await runToExitCode(seed, ['--users', '4', '--messages', '80', '--yes'], env(), captureIo())).toBe(
+      0,
+    );
     const data = createDataStore(t.db);
     const file = path.join(dir, 'moved-on.jsonl.gz');
     expect(await runToExitCode(backup, ['--out', file], env(), captureIo())).toBe(0);
@@ -510,7 +512,9 @@ describe('npm run backup --out', () => {
   beforeAll(async () => {
     // Enough documents that a backup is still writing a while after its first progress line.
     const seeded = captureIo();
-    expect(await runToExitCode(seed, ['--users', '50', '--messages', '4000'], env(), seeded)).toBe(0);
+    expect(await runToExitCode(seed, ['--users', '50', '--messages', '4000', '--yes'], env(), seeded)).toBe(
+      0,
+    );
   }, 60_000);
 
   it('a document written while the backup runs is counted by the header; the file restores; no temporary file is left', async () => {

@@ -29,9 +29,18 @@ describe('npm run seed', () => {
     expect(await t.db.listCollections().toArray()).toEqual([]);
   });
 
+  it("writes into the database MONGODB_URI names only with --yes (it may be a deployment's own)", async () => {
+    const io = captureIo();
+    expect(await runToExitCode(seed, ['--users', '3'], env(), io)).toBe(2);
+    expect(io.stderr.join('\n')).toMatch(
+      /MONGODB_URI is set: seed would write demo users into that database.*add --yes/,
+    );
+    expect(await t.db.listCollections().toArray()).toEqual([]);
+  });
+
   it('seeds the users and messages it is asked for', async () => {
     const io = captureIo();
-    expect(await runToExitCode(seed, ['--users', '3', '--messages', '7'], env(), io)).toBe(0);
+    expect(await runToExitCode(seed, ['--users', '3', '--messages', '7', '--yes'], env(), io)).toBe(0);
     expect(await t.db.collection('users').countDocuments()).toBe(3);
     expect(await t.db.collection('messages').countDocuments()).toBe(7);
     expect(io.stdout.join('\n')).toMatch(/messages:\s+7/);
