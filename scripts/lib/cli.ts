@@ -48,9 +48,17 @@ export function parseCli<O extends Options>(
       options: { ...options, help: { type: 'boolean', short: 'h' } },
       allowPositionals: (opts.positionals ?? 0) > 0,
       strict: true,
+      tokens: true,
     });
   } catch (error) {
     throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+  // parseArgs keeps the last of an option given twice: which one was meant is unknown.
+  const seen = new Set<string>();
+  for (const token of parsed.tokens) {
+    if (token.kind !== 'option' || options[token.name]?.multiple) continue;
+    if (seen.has(token.name)) throw new UsageError(`option --${token.name} given twice`);
+    seen.add(token.name);
   }
   if (parsed.positionals.length > (opts.positionals ?? 0)) {
     throw new UsageError(`unexpected argument: ${parsed.positionals[opts.positionals ?? 0] ?? ''}`);

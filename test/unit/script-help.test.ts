@@ -34,3 +34,13 @@ describe('operator scripts: a mistyped flag', () => {
     expect(io.stdout).toEqual([]);
   });
 });
+
+describe('operator scripts: an option given twice', () => {
+  it('exits 2 naming it, instead of keeping the last one silently', async () => {
+    const io = captureIo();
+    const env = { MONGODB_URI: 'mongodb://127.0.0.1:1/' };
+    expect(await runToExitCode(seed.main, ['--users', '3', '--users', '5'], env, io)).toBe(2);
+    expect(io.stderr).toEqual([expect.stringMatching(/^error: option --users given twice/)]);
+    expect(io.stdout).toEqual([]);
+  });
+});
