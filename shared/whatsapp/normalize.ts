@@ -27,6 +27,29 @@ const join = (...parts: (string | undefined | null)[]): string =>
 
 const label = (kind: string, detail?: string | null): string => join(`[${kind}]`, detail);
 
+/** Longest description of a flow's answers (the whole reply stays in the message's raw form). */
+const MAX_FLOW_TEXT = 1024;
+
+/**
+ * What the user answered in a WhatsApp Flow, as `field: value` pairs (`response_json`, a JSON
+ * object of the flow's fields; `flow_token` is the business's own, not an answer), or ''.
+ */
+function flowAnswers(responseJson: string): string {
+  let fields: unknown;
+  try {
+    fields = JSON.parse(responseJson);
+  } catch {
+    return '';
+  }
+  if (typeof fields !== 'object' || fields === null || Array.isArray(fields)) return '';
+  const pairs = Object.entries(fields)
+    .filter(([key, value]) => key !== 'flow_token' && value !== null && value !== '')
+    .map(([key, value]) => `${key}: ${typeof value === 'string' ? value : JSON.stringify(value)}`);
+  const text = pairs.join(', ');
+  const chars = [...text];
+  return chars.length > MAX_FLOW_TEXT ? `${chars.slice(0, MAX_FLOW_TEXT - 1).join('')}…` : text;
+}
+
 export function normalize(message: InboundMessage): NormalizedMessage {
   const answer = (text: string): NormalizedMessage => ({
     type: message.type,
@@ -69,7 +92,9 @@ export function normalize(message: InboundMessage): NormalizedMessage {
         return answer(
           label('product', i.product?.title ?? i.product?.name ?? i.product?.product_retailer_id),
         );
-      return answer(label('flow', i.nfm_reply.name ?? i.nfm_reply.body));
+      return answer(
+        label('flow', flowAnswers(i.nfm_reply.response_json) || i.nfm_reply.body || i.nfm_reply.name),
+      );
     }
     case 'button':
       return answer(message.button.text);

@@ -64,7 +64,11 @@ const EXPECTED: Record<string, Expected> = {
   contacts: { type: 'contacts', treatment: 'answer', text: '[contact] Kerry Fisher' },
   'interactive-button-reply': { type: 'interactive', treatment: 'answer', text: 'Change' },
   'interactive-list-reply': { type: 'interactive', treatment: 'answer', text: 'Express Shipping' },
-  'interactive-nfm-reply': { type: 'interactive', treatment: 'answer', text: '[flow] flow' },
+  'interactive-nfm-reply': {
+    type: 'interactive',
+    treatment: 'answer',
+    text: '[flow] appointment_date: 2025-06-12',
+  },
   button: { type: 'button', treatment: 'answer', text: 'Stop promotions' },
   reaction: {
     type: 'reaction',
@@ -120,6 +124,23 @@ describe('InboundMessageSchema + normalize', () => {
       expect(n.relatedId).toBe(expected.relatedId ?? null);
     });
   }
+
+  it("describes a flow reply by the user's answers, else Meta's body: never by the business's flow_token", () => {
+    const flow = (responseJson: string) => {
+      const message = structuredClone(messageOf('interactive-nfm-reply')) as Record<string, unknown>;
+      const interactive = message['interactive'] as { nfm_reply: { response_json: string } };
+      interactive.nfm_reply.response_json = responseJson;
+      return normalize(InboundMessageSchema.parse(message)).text;
+    };
+    expect(flow('{"flow_token":"secret-token","size":"M","count":2,"extras":["a"]}')).toBe(
+      '[flow] size: M, count: 2, extras: ["a"]',
+    );
+    expect(flow('{"flow_token":"secret-token"}')).toBe('[flow] Sent');
+    expect(flow('not json')).toBe('[flow] Sent');
+    const long = flow(JSON.stringify({ note: '😀'.repeat(2000) }));
+    expect([...long]).toHaveLength('[flow] '.length + 1024);
+    expect(long.endsWith('😀…')).toBe(true);
+  });
 
   it('keeps context (reply + forwarded) on a text', () => {
     const message = messageOf('text');
