@@ -53,7 +53,7 @@ const MessageStatusSchema = z.enum([
   'not_sent',
 ]);
 const ReplyStateSchema = z.enum(['pending', 'sending', 'sent', 'failed', 'none']);
-const MessageRoleSchema = z.enum(['conversation', 'command', 'notice']);
+const MessageRoleSchema = z.enum(['conversation', 'command', 'notice', 'operator']);
 
 const MessageErrorSchema = z.strictObject({
   code: z.union([z.number(), z.string().max(SHORT_TEXT_MAX), z.null()]),

@@ -5,6 +5,7 @@ import { checkStoredDocument } from '../../shared/data';
 import type { EventDoc } from '../../shared/data/events';
 import type { MessageDoc } from '../../shared/data/messages';
 import type { UserDoc } from '../../shared/data/users';
+import type { MessageRole } from '../../shared/data/types';
 
 const at = new Date('2026-03-01T10:00:00Z');
 const user: UserDoc = {
@@ -108,6 +109,19 @@ describe('documents that are refused', () => {
 });
 
 describe('every field the app writes is known', () => {
+  it('a message of every role passes (an operator message too: a backup holding one restores)', () => {
+    // Record<MessageRole, …>: a role added to the type must be listed here.
+    const roles: Record<MessageRole, true> = {
+      conversation: true,
+      command: true,
+      notice: true,
+      operator: true,
+    };
+    for (const role of Object.keys(roles)) {
+      expect(checkStoredDocument('messages', { ...placeholder, role }), role).toBeNull();
+    }
+  });
+
   it('a message and an event with every field of their interfaces pass', () => {
     const full: Required<MessageDoc> = {
       _id: 'out:wamid.in1:0',
