@@ -45,6 +45,9 @@ function sample(io: Io, lines: readonly string[], max = 10): void {
   if (lines.length > max) io.out(`  … and ${lines.length - max} more`);
 }
 
+/** How each problem found without --repair is repaired (said on its line). */
+const REPAIR = '`npm run health -- --repair`';
+
 /**
  * Erases that began and never finished (the host stopped mid-way): found, and with --repair
  * finished, first, since an erase changes the summaries and counters checked next. Returns how
@@ -59,7 +62,7 @@ async function finishErases(
   const stuck = await store.personal.unfinishedErases(new Date(Date.now() - ERASE_STALE_MS));
   if (!stuck.length) return 0;
   io.out(
-    `users whose erase did not finish: ${stuck.length} (ingest keeps their new notifications waiting, then in inbound-poison)`,
+    `users whose erase did not finish: ${stuck.length} (ingest keeps their new notifications waiting, then in inbound-poison)${repair ? '' : `; ${REPAIR} finishes them (with the app settings)`}`,
   );
   if (!repair) return stuck.length;
   // Archived items are found by the subject of the number they carry: keyed with the deployment's
@@ -100,7 +103,7 @@ async function checkData(
   let summaries = await store.maintenance.checkSummaries(counts);
   if (summaries.length) {
     io.out(
-      `users whose summary disagrees with the stored messages: ${new Set(summaries.map((p) => p.userId)).size}`,
+      `users whose summary disagrees with the stored messages: ${new Set(summaries.map((p) => p.userId)).size}${repair ? '' : `; ${REPAIR} rebuilds them from the messages`}`,
     );
     sample(
       io,
@@ -119,7 +122,7 @@ async function checkData(
   let staleTerms = await store.maintenance.countStaleTerms();
   if (staleTerms) {
     io.out(
-      `messages and names whose search terms an earlier version stored otherwise (cut at 400, or without the words inside Chinese, Japanese or Thai text): ${staleTerms} (search misses some of their words)`,
+      `messages and names whose search terms an earlier version stored otherwise (cut at 400, or without the words inside Chinese, Japanese or Thai text): ${staleTerms} (search misses some of their words)${repair ? '' : `; ${REPAIR} recomputes them`}`,
     );
     if (repair) {
       const bar = progress(io, 'recomputing search terms', staleTerms);
@@ -138,7 +141,9 @@ async function checkData(
   const retentionRuns = totals?.retentionRuns ?? 0;
   rows.push(['retention runs', retentionRuns]);
   if (counters.length) {
-    io.out(`counters below what is stored, or not a count: ${counters.length}`);
+    io.out(
+      `counters below what is stored, or not a count: ${counters.length}${repair ? '' : `; ${REPAIR} sets them from the stored documents`}`,
+    );
     sample(
       io,
       counters.map((c) =>

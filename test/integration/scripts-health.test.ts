@@ -226,7 +226,12 @@ describe('npm run health', () => {
     const io = captureIo();
     expect(await runToExitCode(health, [], env(), io)).toBe(1);
     const report = io.stdout.join('\n');
-    expect(report).toMatch(/users whose summary disagrees with the stored messages: 1/);
+    expect(report).toMatch(
+      /users whose summary disagrees with the stored messages: 1; `npm run health -- --repair` rebuilds them from the messages\n/,
+    );
+    expect(report).toMatch(
+      /counters below what is stored, or not a count: 1; `npm run health -- --repair` sets them from the stored documents\n/,
+    );
     expect(report).toMatch(/messageCount 7, stored 3/);
     expect(report).toMatch(/inbound: 1 < 3 stored/);
     expect(report).not.toMatch(/15550009001/);

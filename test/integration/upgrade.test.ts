@@ -78,6 +78,10 @@ describe('a backup of the version at 08b1686, on today’s code', () => {
     expect(await runToExitCode(health, [], env(), io)).toBe(1);
     expect(io.text()).toMatch(/out-of-date search terms: +19\n/);
     expect(io.text()).toMatch(/problems: +19\n/);
+    // The line says how to repair it.
+    expect(io.text()).toMatch(
+      /: 19 \(search misses some of their words\); `npm run health -- --repair` recomputes them\n/,
+    );
     const repair = captureIo();
     expect(await runToExitCode(health, ['--repair'], env(), repair), repair.text()).toBe(0);
     expect(repair.text()).toMatch(/search terms recomputed: +19\n/);
