@@ -326,7 +326,8 @@ describe('local Azurite', () => {
       let queue = QueueServiceClient.fromConnectionString(local.connectionString).getQueueClient('inbound');
       await queue.createIfNotExists();
       // Concurrent writes, as acknowledgements are; the kill comes right after the last answer.
-      await Promise.all(Array.from({ length: 10 }, (_, i) => queue.sendMessage(String(i))));
+      const texts = Array.from({ length: 10 }, (_, i) => `notification ${i}`);
+      await Promise.all(texts.map((text) => queue.sendMessage(text)));
       process.kill(local.pid, 'SIGKILL');
       await new Promise((r) => setTimeout(r, 200));
       // The queued notifications hold numbers, names and texts: the folder is the owner's alone.
@@ -336,6 +337,9 @@ describe('local Azurite', () => {
       expect(statSync(location).mode & 0o777).toBe(0o700);
       queue = QueueServiceClient.fromConnectionString(local.connectionString).getQueueClient('inbound');
       expect((await queue.getProperties()).approximateMessagesCount).toBe(10);
+      // Kept whole: each can be received, with its text (its body's file must be known too).
+      const received = (await queue.receiveMessages({ numberOfMessages: 32 })).receivedMessageItems;
+      expect(received.map((m) => m.messageText).sort()).toEqual([...texts].sort());
       await local.stop();
     } finally {
       rmSync(location, { recursive: true, force: true });
