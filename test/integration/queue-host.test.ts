@@ -345,6 +345,46 @@ describe('local Azurite', () => {
       rmSync(location, { recursive: true, force: true });
     }
   }, 60_000);
+  it('brings an answered message back once from its journal, and none that it deleted and saved', async () => {
+    const location = mkdtempSync(path.join(os.tmpdir(), 'azurite-journal-'));
+    const open = async () => {
+      const local = await startAzurite({ location, log: () => {} });
+      const queue = QueueServiceClient.fromConnectionString(local.connectionString).getQueueClient('inbound');
+      return { local, queue, count: async () => (await queue.getProperties()).approximateMessagesCount };
+    };
+    const kill = async (pid: number) => {
+      process.kill(pid, 'SIGKILL');
+      await new Promise((r) => setTimeout(r, 200));
+    };
+    try {
+      let { local, queue, count } = await open();
+      await queue.createIfNotExists();
+      const texts = Array.from({ length: 20 }, (_, i) => `notification ${i}`);
+      await Promise.all(texts.map((text) => queue.sendMessage(text)));
+      await kill(local.pid);
+      // Put back from the journal, each once, with its text; a second kill puts none back twice.
+      ({ local, queue, count } = await open());
+      expect(await count()).toBe(20);
+      await kill(local.pid);
+      ({ local, queue, count } = await open());
+      expect(await count()).toBe(20);
+      const received = (await queue.receiveMessages({ numberOfMessages: 32 })).receivedMessageItems;
+      expect(received.map((m) => m.messageText).sort()).toEqual([...texts].sort());
+      for (const m of received) await queue.deleteMessage(m.messageId, m.popReceipt);
+      // The deletes are saved (a stop saves, as does the next save every 100 ms): none comes back.
+      await local.stop();
+      ({ local, queue, count } = await open());
+      expect(await count()).toBe(0);
+      await queue.sendMessage('after');
+      await new Promise((r) => setTimeout(r, 300));
+      await kill(local.pid);
+      ({ local, queue, count } = await open());
+      expect(await count()).toBe(1);
+      await local.stop();
+    } finally {
+      rmSync(location, { recursive: true, force: true });
+    }
+  }, 60_000);
   it('stops on its own when asked (SIGTERM), saving its state, not killed after the grace period', async () => {
     const location = mkdtempSync(path.join(os.tmpdir(), 'azurite-stop-'));
     try {
