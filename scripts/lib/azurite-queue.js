@@ -56,6 +56,34 @@ ExtentStore.prototype.updateExtent = async function (extent, ...rest) {
     this.db.saveDatabase((error) => (error ? reject(error) : resolve())),
   );
 };
+// Message bodies written since the start are read from memory (up to 16 MB, the oldest dropped):
+// a receive then opens, reads and closes no file per message, which cost ~10 % of Azurite's CPU.
+// The file is written all the same; what is read is the same bytes.
+const { Readable } = require('node:stream');
+const Extents = require(path.join(root, 'dist/src/common/persistence/FSExtentStore.js')).default;
+const RECENT_BYTES = 16 * 1024 * 1024;
+const recent = new Map();
+let recentBytes = 0;
+const chunkKey = (chunk) => `${chunk.id}:${chunk.offset}:${chunk.count}`;
+const appendExtent = Extents.prototype.appendExtent;
+Extents.prototype.appendExtent = async function (data, ...rest) {
+  const chunk = await appendExtent.call(this, data, ...rest);
+  if (Buffer.isBuffer(data) && chunk.count === data.length && data.length <= RECENT_BYTES) {
+    recent.set(chunkKey(chunk), data);
+    recentBytes += data.length;
+    for (const [key, body] of recent) {
+      if (recentBytes <= RECENT_BYTES) break;
+      recent.delete(key);
+      recentBytes -= body.length;
+    }
+  }
+  return chunk;
+};
+const readExtent = Extents.prototype.readExtent;
+Extents.prototype.readExtent = async function (chunk, ...rest) {
+  const body = chunk && chunk.count > 0 ? recent.get(chunkKey(chunk)) : undefined;
+  return body ? Readable.from([body]) : readExtent.call(this, chunk, ...rest);
+};
 const Store = require(path.join(root, 'dist/src/queue/persistence/LokiQueueMetadataStore.js')).default;
 const durable = (process.env.AZURITE_DURABLE_QUEUES || '*').split(',');
 const isDurable = (queueName) => durable.includes('*') || durable.includes(queueName);
