@@ -326,7 +326,8 @@ describe('local Azurite', () => {
       let queue = QueueServiceClient.fromConnectionString(local.connectionString).getQueueClient('inbound');
       await queue.createIfNotExists();
       // Concurrent writes, as acknowledgements are; the kill comes right after the last answer.
-      await Promise.all(Array.from({ length: 10 }, (_, i) => queue.sendMessage(String(i))));
+      const texts = Array.from({ length: 10 }, (_, i) => `notification ${i}`);
+      await Promise.all(texts.map((text) => queue.sendMessage(text)));
       process.kill(local.pid, 'SIGKILL');
       await new Promise((r) => setTimeout(r, 200));
       // The queued notifications hold numbers, names and texts: the folder is the owner's alone.
@@ -336,6 +337,49 @@ describe('local Azurite', () => {
       expect(statSync(location).mode & 0o777).toBe(0o700);
       queue = QueueServiceClient.fromConnectionString(local.connectionString).getQueueClient('inbound');
       expect((await queue.getProperties()).approximateMessagesCount).toBe(10);
+      // Kept whole: each can be received, with its text (its body's file must be known too).
+      const received = (await queue.receiveMessages({ numberOfMessages: 32 })).receivedMessageItems;
+      expect(received.map((m) => m.messageText).sort()).toEqual([...texts].sort());
+      await local.stop();
+    } finally {
+      rmSync(location, { recursive: true, force: true });
+    }
+  }, 60_000);
+  it('brings an answered message back once from its journal, and none that it deleted and saved', async () => {
+    const location = mkdtempSync(path.join(os.tmpdir(), 'azurite-journal-'));
+    const open = async () => {
+      const local = await startAzurite({ location, log: () => {} });
+      const queue = QueueServiceClient.fromConnectionString(local.connectionString).getQueueClient('inbound');
+      return { local, queue, count: async () => (await queue.getProperties()).approximateMessagesCount };
+    };
+    const kill = async (pid: number) => {
+      process.kill(pid, 'SIGKILL');
+      await new Promise((r) => setTimeout(r, 200));
+    };
+    try {
+      let { local, queue, count } = await open();
+      await queue.createIfNotExists();
+      const texts = Array.from({ length: 20 }, (_, i) => `notification ${i}`);
+      await Promise.all(texts.map((text) => queue.sendMessage(text)));
+      await kill(local.pid);
+      // Put back from the journal, each once, with its text; a second kill puts none back twice.
+      ({ local, queue, count } = await open());
+      expect(await count()).toBe(20);
+      await kill(local.pid);
+      ({ local, queue, count } = await open());
+      expect(await count()).toBe(20);
+      const received = (await queue.receiveMessages({ numberOfMessages: 32 })).receivedMessageItems;
+      expect(received.map((m) => m.messageText).sort()).toEqual([...texts].sort());
+      for (const m of received) await queue.deleteMessage(m.messageId, m.popReceipt);
+      // The deletes are saved (a stop saves, as does the next save every 100 ms): none comes back.
+      await local.stop();
+      ({ local, queue, count } = await open());
+      expect(await count()).toBe(0);
+      await queue.sendMessage('after');
+      await new Promise((r) => setTimeout(r, 300));
+      await kill(local.pid);
+      ({ local, queue, count } = await open());
+      expect(await count()).toBe(1);
       await local.stop();
     } finally {
       rmSync(location, { recursive: true, force: true });
