@@ -77,6 +77,8 @@ describe('a backup of the version at 08b1686, on today’s code', () => {
     const io = captureIo();
     expect(await runToExitCode(health, [], env(), io)).toBe(1);
     expect(io.text()).toMatch(/out-of-date search terms: +19\n/);
+    // Every message the backup held, counted or not yet folded into the counters.
+    expect(io.text()).toMatch(/\n *messages: +27\n/);
     expect(io.text()).toMatch(/problems: +19\n/);
     // The line says how to repair it.
     expect(io.text()).toMatch(
