@@ -24,8 +24,13 @@ Usage: npm run replay-poison [-- --queue NAME] [--dry-run]
 Moves every item of <NAME>-poison back onto <NAME> (default NAME: inbound; also: reply-jobs),
 unchanged, and prints how many it moved. Only the items waiting when it starts are moved: one
 that fails again meanwhile (its cause is not fixed) stays in <NAME>-poison, counted as back in
-the poison queue, for a later run. Uses AzureWebJobsStorage, else the Azurite of the
-running \`npm run dev\`, else Azurite on .data/azurite.
+the poison queue, for a later run. Uses AzureWebJobsStorage (a connection string), else a
+deployment's identity-based setting (infra/ turns shared keys off):
+AzureWebJobsStorage__queueServiceUri, or AzureWebJobsStorage__accountName, signed in with
+Microsoft Entra ID (\`az login\`, or a managed identity; it needs the Storage Queue Data
+Contributor role on the account and a network path to it), else the Azurite of the running
+\`npm run dev\`, else Azurite on .data/azurite. In Azure, a poison item expires 7 days after it
+was set aside (Azure Storage's default time-to-live): replay within that time.
 
   --queue NAME   the queue to replay into (inbound or reply-jobs; default inbound)
   --dry-run      count the items; move nothing
@@ -45,12 +50,15 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   if (!QUEUES.includes(queue)) throw new UsageError(`--queue must be one of ${QUEUES.join(', ')}`);
   const started = Date.now();
   const dataDir = env['DEV_DATA_DIR']?.trim() || path.resolve(__dirname, '../.data');
-  const storage = await resolveStorage({ env, dataDir, log: (line) => io.err(line) });
+  const signedIn = env['AzureWebJobsStorage']?.trim() ? null : await identityService(env);
+  const storage = signedIn
+    ? { connectionString: '', description: signedIn.description, stop: async () => {} }
+    : await resolveStorage({ env, dataDir, log: (line) => io.err(line) });
   try {
     io.err(`queues: ${storage.description}`);
     let service: QueueServiceClient;
     try {
-      service = QueueServiceClient.fromConnectionString(storage.connectionString);
+      service = signedIn?.service ?? QueueServiceClient.fromConnectionString(storage.connectionString);
     } catch {
       // The SDK's message may quote the connection string, key included: never printed.
       throw new ScriptError('AzureWebJobsStorage is not a valid storage connection string');
@@ -112,6 +120,42 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   } finally {
     await storage.stop();
   }
+}
+
+/**
+ * The queue service of a deployment whose storage takes Microsoft Entra ID only (the app settings
+ * infra/ writes: AzureWebJobsStorage__queueServiceUri, or __accountName), signed in with
+ * DefaultAzureCredential; null when neither is set. A sign-in that fails says so before any
+ * request.
+ */
+async function identityService(
+  env: Env,
+): Promise<{ service: QueueServiceClient; description: string } | null> {
+  const account = env['AzureWebJobsStorage__accountName']?.trim();
+  const setting = env['AzureWebJobsStorage__queueServiceUri']?.trim()
+    ? 'AzureWebJobsStorage__queueServiceUri'
+    : account
+      ? 'AzureWebJobsStorage__accountName'
+      : null;
+  if (!setting) return null;
+  const uri =
+    env['AzureWebJobsStorage__queueServiceUri']?.trim() || `https://${account ?? ''}.queue.core.windows.net`;
+  if (!/^https:\/\/[^/\s]+\/?$/i.test(uri)) {
+    throw new UsageError(`${setting} must name a storage account (https://<account>.queue.core.windows.net)`);
+  }
+  const { DefaultAzureCredential } = await import('@azure/identity');
+  const credential = new DefaultAzureCredential();
+  try {
+    await credential.getToken('https://storage.azure.com/.default');
+  } catch {
+    throw new ScriptError(
+      `could not sign in to the storage account of ${setting} with Microsoft Entra ID: sign in with \`az login\` (or run where a managed identity is), as someone with the Storage Queue Data Contributor role on it`,
+    );
+  }
+  return {
+    service: new QueueServiceClient(uri, credential),
+    description: `${setting}, signed in with Microsoft Entra ID`,
+  };
 }
 
 if (require.main === module)

@@ -65,3 +65,22 @@ describe('npm run replay-poison while the cause is not fixed', () => {
     expect(io.stderr.filter((l) => /moving|moved/.test(l)).length).toBeLessThanOrEqual(12);
   }, 60_000);
 });
+
+describe("npm run replay-poison against a deployment's identity-based storage", () => {
+  // infra/ turns shared keys off: the app settings name the account, and the host signs in.
+  it('signs in with Microsoft Entra ID, and says how to when it cannot (exit 1), before any request', async () => {
+    const io = captureIo();
+    const env = { AzureWebJobsStorage__accountName: 'examplebotstorage', DEV_DATA_DIR: dir };
+    expect(await runToExitCode(replayPoison, [], env, io)).toBe(1);
+    expect(io.stderr.join('\n')).toMatch(
+      /could not sign in to the storage account of AzureWebJobsStorage__accountName with Microsoft Entra ID: sign in with `az login`/,
+    );
+  });
+
+  it('refuses a queue service URI that names no account (exit 2)', async () => {
+    const io = captureIo();
+    const env = { AzureWebJobsStorage__queueServiceUri: 'http://example.test/queues', DEV_DATA_DIR: dir };
+    expect(await runToExitCode(replayPoison, [], env, io)).toBe(2);
+    expect(io.stderr.join('\n')).toMatch(/AzureWebJobsStorage__queueServiceUri must name a storage account/);
+  });
+});
