@@ -130,14 +130,19 @@ export async function getStats({ data, now }: ManageContext): Promise<StatsJson>
 /** Where a cursor came from, for the 400 that names it. */
 type CursorIn = 'query parameter' | 'body field';
 
+/**
+ * A search's terms in any order. A q with no terms (punctuation only) lists nothing: its scope is
+ * '\0', which no list of terms gives (terms are never empty), so it is not the list without q.
+ */
+const termsScope = (terms: readonly string[]): string => (terms.length ? [...terms].sort().join('\0') : '\0');
+
 /** The lists cursors are bound to: a cursor pages only the list (and filter) that gave it. */
 /**
  * The list a cursor pages, named by the filter its query gives (a search by its terms, in any order:
  * `AI` and `ai`, or `a b` and `b a`, page one list).
  */
 export const cursorScope = {
-  users: (q: string | null) =>
-    `users\0${q === null ? '' : [...userQueryTerms(q, MAX_WA_ID_DIGITS)].sort().join('\0')}`,
+  users: (q: string | null) => `users\0${q === null ? '' : termsScope(userQueryTerms(q, MAX_WA_ID_DIGITS))}`,
   userMessages: (userId: string) => `messages\0${userId}`,
   waiting: () => 'waiting',
   search: (q: string) => `search\0${[...queryTerms(q)].sort().join('\0')}`,

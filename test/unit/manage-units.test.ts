@@ -95,6 +95,22 @@ describe('cursors', () => {
         'INVALID_INPUT',
       ),
     ).toBe(true);
+    // A q with no words (punctuation only) lists no one: the cursor of the list of all users does
+    // not page it, nor does its own (empty) list's page the list of all users.
+    const everyone = codec.encode(position, cursorScope.users(null)) ?? undefined;
+    expect(
+      isAppError(
+        thrown(() => codec.decode(everyone, cursorScope.users('!!!'))),
+        'INVALID_INPUT',
+      ),
+    ).toBe(true);
+    const none = codec.encode(position, cursorScope.users('!!!')) ?? undefined;
+    expect(
+      isAppError(
+        thrown(() => codec.decode(none, cursorScope.users(null))),
+        'INVALID_INPUT',
+      ),
+    ).toBe(true);
   });
 });
 
