@@ -31,6 +31,18 @@ const label = (kind: string, detail?: string | null): string => join(`[${kind}]`
 const MAX_FLOW_TEXT = 1024;
 
 /**
+ * A non-text answer as JSON, or '…' when it is nested deeper than JSON.stringify (which recurses)
+ * can write: JSON.parse takes any depth, and such an answer must not cost the message.
+ */
+function written(value: unknown): string {
+  try {
+    return JSON.stringify(value);
+  } catch {
+    return '…';
+  }
+}
+
+/**
  * What the user answered in a WhatsApp Flow, as `field: value` pairs (`response_json`, a JSON
  * object of the flow's fields; `flow_token` is the business's own, not an answer), or ''.
  */
@@ -44,7 +56,7 @@ function flowAnswers(responseJson: string): string {
   if (typeof fields !== 'object' || fields === null || Array.isArray(fields)) return '';
   const pairs = Object.entries(fields)
     .filter(([key, value]) => key !== 'flow_token' && value !== null && value !== '')
-    .map(([key, value]) => `${key}: ${typeof value === 'string' ? value : JSON.stringify(value)}`);
+    .map(([key, value]) => `${key}: ${typeof value === 'string' ? value : written(value)}`);
   const text = pairs.join(', ');
   const chars = [...text];
   return chars.length > MAX_FLOW_TEXT ? `${chars.slice(0, MAX_FLOW_TEXT - 1).join('')}…` : text;

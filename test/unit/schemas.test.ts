@@ -140,6 +140,10 @@ describe('InboundMessageSchema + normalize', () => {
     const long = flow(JSON.stringify({ note: '😀'.repeat(2000) }));
     expect([...long]).toHaveLength('[flow] '.length + 1024);
     expect(long.endsWith('😀…')).toBe(true);
+    // An answer nested deeper than JSON.stringify can write (it recurses) costs the description
+    // only, never the message: the other answers are still described.
+    const deep = `{"size":"M","tree":${'['.repeat(100_000)}${']'.repeat(100_000)}}`;
+    expect(flow(deep)).toBe('[flow] size: M, tree: …');
   });
 
   it('keeps context (reply + forwarded) on a text', () => {
