@@ -136,10 +136,9 @@ type CursorIn = 'query parameter' | 'body field';
  */
 const termsScope = (terms: readonly string[]): string => (terms.length ? [...terms].sort().join('\0') : '\0');
 
-/** The lists cursors are bound to: a cursor pages only the list (and filter) that gave it. */
 /**
- * The list a cursor pages, named by the filter its query gives (a search by its terms, in any order:
- * `AI` and `ai`, or `a b` and `b a`, page one list).
+ * The lists cursors are bound to: a cursor pages only the list that gave it, named by the filter its
+ * query gives (a search by its terms, in any order: `AI` and `ai`, or `a b` and `b a`, page one list).
  */
 export const cursorScope = {
   users: (q: string | null) => `users\0${q === null ? '' : termsScope(userQueryTerms(q, MAX_WA_ID_DIGITS))}`,

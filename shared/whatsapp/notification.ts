@@ -279,11 +279,6 @@ const messageIdentifier = (raw: unknown, contacts: Contact[]): string | null =>
   systemIdentifier(raw) ??
   (contacts.length === 1 ? contactIdentifier(contacts[0]) : null);
 
-/**
- * The new business-scoped id (`system.user_id`), else the new number (`system.wa_id`, `new_wa_id`
- * before v12), a `user_changed_user_id` or `user_changed_number` gives: the person holds it once
- * the change is theirs, so erase and export of that user find the item.
- */
 /** The business-scoped id a system message says the person left behind (`system.previous_user_id`). */
 function systemPreviousId(raw: unknown): string | null {
   const system = isRecord(raw) ? raw['system'] : undefined;
@@ -291,6 +286,11 @@ function systemPreviousId(raw: unknown): string | null {
   return typeof previous === 'string' ? bsuidOf(previous) : null;
 }
 
+/**
+ * The new business-scoped id (`system.user_id`), else the new number (`system.wa_id`, `new_wa_id`
+ * before v12), a `user_changed_user_id` or `user_changed_number` gives: the person holds it once
+ * the change is theirs, so erase and export of that user find the item.
+ */
 function systemIdentifier(raw: unknown): string | null {
   const system = isRecord(raw) ? raw['system'] : undefined;
   if (!isRecord(system)) return null;

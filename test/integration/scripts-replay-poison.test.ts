@@ -71,7 +71,22 @@ describe("npm run replay-poison against a deployment's identity-based storage", 
   it('signs in with Microsoft Entra ID, and says how to when it cannot (exit 1), before any request', async () => {
     const io = captureIo();
     const env = { AzureWebJobsStorage__accountName: 'examplebotstorage', DEV_DATA_DIR: dir };
-    expect(await runToExitCode(replayPoison, [], env, io)).toBe(1);
+    // Only the credential that reads the environment (unset here): no probe of a managed identity
+    // endpoint, nor of the Azure CLI, whatever the machine running the tests has.
+    const saved = { ...process.env };
+    process.env['AZURE_TOKEN_CREDENTIALS'] = 'EnvironmentCredential';
+    for (const name of [
+      'AZURE_CLIENT_ID',
+      'AZURE_TENANT_ID',
+      'AZURE_CLIENT_SECRET',
+      'AZURE_CLIENT_CERTIFICATE_PATH',
+    ])
+      delete process.env[name];
+    try {
+      expect(await runToExitCode(replayPoison, [], env, io)).toBe(1);
+    } finally {
+      process.env = saved;
+    }
     expect(io.stderr.join('\n')).toMatch(
       /could not sign in to the storage account of AzureWebJobsStorage__accountName with Microsoft Entra ID: sign in with `az login`/,
     );
