@@ -159,33 +159,27 @@ export async function ingestNotification(
     const newWaId = wanted && WA_ID.test(wanted) ? wanted : null;
     const newBsuid = changed && system?.user_id && BSUID.test(system.user_id) ? system.user_id : null;
     const next = { waId: newWaId, bsuid: newBsuid };
-    // The person is found by the id they leave behind when Meta names it (`previous_user_id`):
-    // the sender's own id may already be the new one.
-    const left =
-      changed && system?.previous_user_id && BSUID.test(system.previous_user_id)
-        ? system.previous_user_id
-        : null;
-    const sender = left ? { ...m.sender, bsuid: left } : m.sender;
     // Applied before (its archived item is kept once applied): a redelivery, which must not undo
     // a later change (back to the old number: A→B→A, then A→B again).
     if ((newWaId || newBsuid) && (await data.events.archivedBefore('system', m.raw))) {
       log.info('user changed identity', { result: 'already applied' });
       return;
     }
-    // Nothing to move when the change was applied before (a redelivery, or a retry after a
-    // failure past the move: the old number or id is no one's now, or a new person's), or when
-    // only the new number or id ever wrote: that user stays who they are.
+    // The sender is the id the person left behind when Meta names it (./notification). Nothing to
+    // move when the change was applied before (a redelivery, or a retry after a failure past the
+    // move: the old number or id is no one's now, or a new person's), or when only the new number
+    // or id ever wrote: that user stays who they are.
     const done =
       newWaId || newBsuid
-        ? ((newWaId && sender.waId ? await data.users.movedAway(sender.waId, newWaId) : null) ??
-          ((await data.users.findByIdentity(sender)) ? null : await data.users.findByIdentity(next)))
+        ? ((newWaId && m.sender.waId ? await data.users.movedAway(m.sender.waId, newWaId) : null) ??
+          ((await data.users.findByIdentity(m.sender)) ? null : await data.users.findByIdentity(next)))
         : null;
     if (done) {
       log.info('user changed identity', { user: pseudonym(done.id), result: 'unchanged' });
       await archive('system', 'system message applied to the user', m.raw, m.sender.waId, done.id);
       return;
     }
-    const { user } = await data.users.resolve(sender, m.at);
+    const { user } = await data.users.resolve(m.sender, m.at);
     if (newWaId || newBsuid) {
       const result = await data.users.changeIdentity(user.id, next);
       log.info('user changed identity', { user: pseudonym(user.id), result });

@@ -209,8 +209,9 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
       (!waId && !bsuid && contacts.length === 1 ? contacts[0] : undefined);
     const sender: SenderIdentity = {
       waId: waId ?? waIdOf(contact?.wa_id),
-      // A system message that names no sender is the person's who leaves its previous id behind.
-      bsuid: bsuid ?? bsuidOf(contact?.user_id) ?? (waId ? null : systemPreviousId(raw)),
+      // A change of id is the person's who leaves the previous one behind, when Meta names it: the
+      // message's own sender may already be the new id, or it names none.
+      bsuid: systemPreviousId(raw) ?? bsuid ?? bsuidOf(contact?.user_id),
       name: nameOf(contact?.profile?.name),
     };
     if (!sender.waId && !sender.bsuid) {
@@ -279,12 +280,18 @@ const messageIdentifier = (raw: unknown, contacts: Contact[]): string | null =>
   systemIdentifier(raw) ??
   (contacts.length === 1 ? contactIdentifier(contacts[0]) : null);
 
-/** The business-scoped id a system message says the person left behind (`system.previous_user_id`). */
+/**
+ * The business-scoped id a change of number or id says the person left behind
+ * (`system.previous_user_id`, Meta's changelog, Aug 11, 2026), or null.
+ */
 function systemPreviousId(raw: unknown): string | null {
   const system = isRecord(raw) ? raw['system'] : undefined;
-  const previous = isRecord(system) ? system['previous_user_id'] : undefined;
+  if (!isRecord(system) || !IDENTITY_CHANGES.includes(String(system['type']))) return null;
+  const previous = system['previous_user_id'];
   return typeof previous === 'string' ? bsuidOf(previous) : null;
 }
+
+const IDENTITY_CHANGES = ['user_changed_number', 'user_changed_user_id'];
 
 /**
  * The new business-scoped id (`system.user_id`), else the new number (`system.wa_id`, `new_wa_id`
