@@ -50,19 +50,12 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   if (!QUEUES.includes(queue)) throw new UsageError(`--queue must be one of ${QUEUES.join(', ')}`);
   const started = Date.now();
   const dataDir = env['DEV_DATA_DIR']?.trim() || path.resolve(__dirname, '../.data');
-  const signedIn = env['AzureWebJobsStorage']?.trim() ? null : await identityService(env);
-  const storage = signedIn
-    ? { connectionString: '', description: signedIn.description, stop: async () => {} }
-    : await resolveStorage({ env, dataDir, log: (line) => io.err(line) });
+  const storage =
+    (env['AzureWebJobsStorage']?.trim() ? null : await identityService(env)) ??
+    (await connectionStringService(env, dataDir, io));
   try {
     io.err(`queues: ${storage.description}`);
-    let service: QueueServiceClient;
-    try {
-      service = signedIn?.service ?? QueueServiceClient.fromConnectionString(storage.connectionString);
-    } catch {
-      // The SDK's message may quote the connection string, key included: never printed.
-      throw new ScriptError('AzureWebJobsStorage is not a valid storage connection string');
-    }
+    const { service } = storage;
     const poison = service.getQueueClient(`${queue}-poison`);
     const target = service.getQueueClient(queue);
     if (!(await poison.exists())) {
@@ -122,15 +115,32 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   }
 }
 
+/** A queue service and what to call it, and how to let go of it (an Azurite started for the run). */
+interface QueueStorage {
+  readonly service: QueueServiceClient;
+  readonly description: string;
+  stop(): Promise<void>;
+}
+
+/** AzureWebJobsStorage, else the Azurite of the running `npm run dev`, else one on its files. */
+async function connectionStringService(env: Env, dataDir: string, io: Io): Promise<QueueStorage> {
+  const storage = await resolveStorage({ env, dataDir, log: (line) => io.err(line) });
+  try {
+    return { ...storage, service: QueueServiceClient.fromConnectionString(storage.connectionString) };
+  } catch {
+    await storage.stop();
+    // The SDK's message may quote the connection string, key included: never printed.
+    throw new ScriptError('AzureWebJobsStorage is not a valid storage connection string');
+  }
+}
+
 /**
  * The queue service of a deployment whose storage takes Microsoft Entra ID only (the app settings
  * infra/ writes: AzureWebJobsStorage__queueServiceUri, or __accountName), signed in with
  * DefaultAzureCredential; null when neither is set. A sign-in that fails says so before any
  * request.
  */
-async function identityService(
-  env: Env,
-): Promise<{ service: QueueServiceClient; description: string } | null> {
+async function identityService(env: Env): Promise<QueueStorage | null> {
   const account = env['AzureWebJobsStorage__accountName']?.trim();
   const setting = env['AzureWebJobsStorage__queueServiceUri']?.trim()
     ? 'AzureWebJobsStorage__queueServiceUri'
@@ -155,6 +165,7 @@ async function identityService(
   return {
     service: new QueueServiceClient(uri, credential),
     description: `${setting}, signed in with Microsoft Entra ID`,
+    stop: async () => {},
   };
 }
 
