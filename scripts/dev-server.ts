@@ -9,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import type { FunctionDefinition, HttpDefinition } from '../functions/definition-types';
 import { startAzurite, type Azurite } from './lib/azurite';
 import { hostRequest } from './lib/host-request';
+import { startQueueThread, type QueueThread } from './lib/queue-thread';
 import {
   invocationContext,
   startQueueHost,
@@ -31,6 +32,14 @@ export interface DevServerOptions {
   readonly storage?: { connectionString: string } | { location: string };
   readonly queueOptions?: Partial<Omit<QueueHostOptions, 'definitions' | 'connectionString' | 'log'>>;
   /**
+   * Runs the queue and timer functions in a thread of their own at a lower CPU priority, as Azure
+   * runs them on instances apart from the HTTP functions (./lib/queue-thread.ts). `module` names
+   * where their definitions come from (default: the app's). Without it they share this thread.
+   */
+  readonly queueThread?: { readonly module?: string; readonly countCommands?: boolean };
+  /** Called when the queue functions' thread stops by itself: nothing consumes the queues any more. */
+  readonly onQueueFailure?: (error: Error) => void;
+  /**
    * What must be ready before any function runs (the database). The port is taken first, so that
    * nothing started meanwhile (Azurite, a database on a free port) can take it; requests that
    * come meanwhile wait. A rejection stops the start with its error.
@@ -44,6 +53,8 @@ export interface DevServer {
   readonly url: string;
   readonly port: number;
   readonly queues: QueueHost;
+  /** The queue functions' thread (with `queueThread`). */
+  readonly queueThread: QueueThread | undefined;
   /** The storage account's connection string (Azurite's when started here). */
   readonly storageConnectionString: string | undefined;
   /** Resolves when every trigger queue is empty and no handler runs. */
@@ -89,6 +100,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   const ownsQueues = !options.queues;
   let azurite: Azurite | undefined;
   let queues = options.queues;
+  let queueThread: QueueThread | undefined;
   // The port first: Azurite and the database take free ports, which could be this one.
   let ready: (host: QueueHost) => void = () => undefined;
   let failed: (error: unknown) => void = () => undefined;
@@ -144,14 +156,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
         stop: async () => undefined,
       };
     }
-    if ('connectionString' in options.storage) {
-      return startQueueHost({
-        ...options.queueOptions,
-        definitions: options.definitions,
-        connectionString: options.storage.connectionString,
-        log,
-      });
-    }
+    if ('connectionString' in options.storage) return queueHost(options.storage.connectionString);
     azurite = await startAzurite({
       location: options.storage.location,
       log: (line) => (options.say ?? ((l: string) => process.stderr.write(`${l}\n`)))(line),
@@ -162,12 +167,20 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
         .filter((d): d is HttpDefinition => d.kind === 'http')
         .flatMap((d) => (d.queueOutputs ?? []).map((o) => String(o['queueName']))),
     });
-    return startQueueHost({
-      ...options.queueOptions,
-      definitions: options.definitions,
-      connectionString: azurite.connectionString,
-      log,
+    return queueHost(azurite.connectionString);
+  }
+
+  /** The queue and timer functions on the storage account: in this thread, or in their own. */
+  async function queueHost(connectionString: string): Promise<QueueHost> {
+    const hostOptions = { ...options.queueOptions, definitions: options.definitions, connectionString, log };
+    if (!options.queueThread) return startQueueHost(hostOptions);
+    const thread = await startQueueThread({ ...hostOptions, ...options.queueThread });
+    queueThread = thread;
+    thread.failed.catch((error: Error) => {
+      log('error', 'host', error.message);
+      options.onQueueFailure?.(error);
     });
+    return thread;
   }
 
   async function handle(host: QueueHost, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -279,6 +292,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     url: `http://${options.host ?? '127.0.0.1'}:${port}`,
     port,
     queues: host,
+    queueThread,
     storageConnectionString:
       azurite?.connectionString ??
       (options.storage && 'connectionString' in options.storage

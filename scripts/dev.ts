@@ -63,7 +63,7 @@ async function main(): Promise<void> {
   gate.catch(() => undefined);
   // DEV_DATA_DIR: another folder than .data/ (the crash test runs on a temporary one).
   const dataDir = process.env['DEV_DATA_DIR']?.trim() || undefined;
-  const shutdown = async (reason: string) => {
+  const shutdown = async (reason: string, exitCode = 0) => {
     if (stopping) return;
     stopping = true;
     say(`${reason}, stopping`);
@@ -80,7 +80,7 @@ async function main(): Promise<void> {
     await database?.stop().catch(() => undefined);
     if (heldDataDir) await releaseDataDir(heldDataDir).catch(() => undefined);
     say('stopped');
-    process.exit(0);
+    process.exit(exitCode);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM received'));
   process.on('SIGINT', () => void shutdown('SIGINT received'));
@@ -139,6 +139,9 @@ async function main(): Promise<void> {
       : { location: path.join(dataDir ?? DEFAULT_DATA_DIR, 'azurite') },
     // After a crash the sweeper finishes abandoned replies at once instead of within a minute.
     queueOptions: { runOnStart: ['sweeper'] },
+    // Queue and timer functions apart from the HTTP ones, as in Azure: the acknowledgement first.
+    queueThread: {},
+    onQueueFailure: (error) => void shutdown(`${error.message}`, 1),
     gate,
     onListening: listening,
   });

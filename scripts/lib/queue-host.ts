@@ -54,6 +54,12 @@ export interface QueueHost {
   stop(): Promise<void>;
 }
 
+/** The queue host as started here: it can also be told that a queue was written from elsewhere. */
+export interface LocalQueueHost extends QueueHost {
+  /** Polls `queueName` at once (written by another thread), as after a write of its own. */
+  wake(queueName: string): void;
+}
+
 const timespanMs = (value: unknown, fallback: number): number => {
   const m = typeof value === 'string' ? /^(\d+):(\d{2}):(\d{2})(?:\.(\d+))?$/.exec(value) : null;
   if (!m) return fallback;
@@ -124,7 +130,7 @@ const MAX_TIMEOUT_MS = 2_147_483_647;
 const errorName = (error: unknown) =>
   error instanceof Error ? `${error.name}: ${scrub(error.message).slice(0, 160)}` : 'error';
 
-export async function startQueueHost(options: QueueHostOptions): Promise<QueueHost> {
+export async function startQueueHost(options: QueueHostOptions): Promise<LocalQueueHost> {
   const settings: QueueSettings = { ...hostQueueSettings(), ...options.settings };
   const log: HostLog =
     options.log ?? ((level, name, message) => process.stderr.write(`[${level}] ${name}: ${message}\n`));
@@ -395,6 +401,7 @@ export async function startQueueHost(options: QueueHostOptions): Promise<QueueHo
 
   return {
     send,
+    wake: (queueName) => wakers.get(queueName)?.(),
     async idle({ timeoutMs = 60_000 } = {}) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {

@@ -1,0 +1,126 @@
+// The local host's queue functions in a thread of their own (scripts/lib/queue-thread.ts), as
+// `npm run dev` and the bench run them: not on the HTTP functions' thread, at a lower priority,
+// still fed by the HTTP functions' queue outputs; a thread that dies is reported, never silent.
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startDevServer, type DevServer } from '../../scripts/dev-server';
+import { startAzurite, type Azurite } from '../../scripts/lib/azurite';
+import { QUEUE_THREAD_NICE } from '../../scripts/lib/queue-thread';
+import { definitions } from '../fixtures/host/thread-definitions';
+
+const MODULE = path.resolve(__dirname, '../fixtures/host/thread-definitions.ts');
+let azurite: Azurite;
+let dir: string;
+let out: string;
+let server: DevServer | undefined;
+
+beforeAll(async () => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'queue-thread-'));
+  azurite = await startAzurite({ location: path.join(dir, 'azurite'), log: () => {} });
+}, 60_000);
+afterAll(async () => {
+  await azurite?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+afterEach(async () => {
+  const running = server;
+  server = undefined;
+  await running?.stop();
+});
+
+interface Ran {
+  phase: 'start' | 'end';
+  threadId: number;
+  nice: number | null;
+  at: number;
+}
+const runs = (): Ran[] =>
+  existsSync(out)
+    ? readFileSync(out, 'utf8')
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => JSON.parse(line) as Ran)
+    : [];
+
+async function start(onQueueFailure?: (error: Error) => void): Promise<DevServer> {
+  out = path.join(dir, `runs-${Date.now()}.jsonl`);
+  process.env['THREAD_TEST_OUT'] = out;
+  server = await startDevServer({
+    definitions,
+    port: 0,
+    storage: { connectionString: azurite.connectionString },
+    queueThread: { module: MODULE },
+    ...(onQueueFailure ? { onQueueFailure } : {}),
+    log: () => {},
+  });
+  return server;
+}
+
+const post = async (url: string, item: object) => {
+  const res = await fetch(`${url}/api/enqueue`, { method: 'POST', body: JSON.stringify(item) });
+  expect(res.status).toBe(200);
+  return (await res.json()) as { threadId: number; nice: number | null; at: number };
+};
+
+describe('queue functions in their own thread', () => {
+  it('run off the HTTP thread, at a lower priority, on what the HTTP functions queue', async () => {
+    const running = await start();
+    const { url } = running;
+    const answer = await post(url, { busyMs: 0 });
+    await running.idle({ timeoutMs: 30_000 });
+    const ran = runs().find((r) => r.phase === 'end');
+    expect(ran).toBeDefined();
+    expect(answer.threadId).toBe(0);
+    expect(ran?.threadId).not.toBe(0);
+    if (process.platform === 'linux') {
+      expect(ran?.nice).toBeGreaterThanOrEqual(QUEUE_THREAD_NICE);
+      expect(answer.nice).toBeLessThan(QUEUE_THREAD_NICE);
+    }
+  }, 60_000);
+
+  it('leave the HTTP functions answering while one keeps its thread busy', async () => {
+    const running = await start();
+    const { url } = running;
+    await post(url, { busyMs: 3_000 });
+    const deadline = Date.now() + 20_000;
+    while (!runs().some((r) => r.phase === 'start') && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
+    // The queue function has started and holds its thread: an HTTP request is answered meanwhile.
+    const answer = await post(url, { busyMs: 0 });
+    await running.idle({ timeoutMs: 30_000 });
+    const busyEnd = runs().find((r) => r.phase === 'end');
+    expect(busyEnd).toBeDefined();
+    expect(answer.at).toBeLessThan(busyEnd?.at ?? 0);
+  }, 60_000);
+
+  it('report a thread that dies, instead of acknowledging with nothing behind', async () => {
+    let reported: Error | undefined;
+    const { url } = await start((error) => (reported = error));
+    await post(url, { crash: true });
+    const deadline = Date.now() + 20_000;
+    while (!reported && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(reported?.message).toMatch(/queue functions' thread failed: Error: crashed on purpose/);
+  }, 60_000);
+
+  it('refuses queue functions its module does not define', async () => {
+    out = path.join(dir, 'unused.jsonl');
+    const stray = {
+      kind: 'queue' as const,
+      name: 'stray',
+      queueName: 'stray',
+      handler: async () => undefined,
+    };
+    await expect(
+      startDevServer({
+        definitions: [...definitions, stray],
+        port: 0,
+        storage: { connectionString: azurite.connectionString },
+        queueThread: { module: MODULE },
+        log: () => {},
+      }),
+    ).rejects.toThrow(/does not define stray/);
+  }, 60_000);
+});
