@@ -3,6 +3,7 @@
 import type { FunctionDefinition } from './definition-types';
 import { healthDefinition } from './health';
 import { ingestDefinition } from './ingest';
+import { keepPoisonedDefinition } from './keep-poisoned';
 import { manageDefinitions } from './manage';
 import { openApiDefinition } from './openapi';
 import { replyDefinition, replyPoisonDefinition } from './reply';
@@ -17,6 +18,7 @@ export const definitions: readonly FunctionDefinition[] = [
   ...manageDefinitions,
   openApiDefinition,
   ingestDefinition,
+  keepPoisonedDefinition,
   replyDefinition,
   replyPoisonDefinition,
   retentionDefinition,

@@ -1,7 +1,7 @@
 // Queue trigger on `inbound`: stores what a verified notification holds (users, messages,
 // statuses; anything not understood archived) exactly once, then queues the reply jobs. A failure
-// throws: the host retries, then moves the item to `inbound-poison`, where it is kept for
-// `npm run replay-poison`. A redelivered item stores nothing twice.
+// throws: the host retries, then moves the item to `inbound-poison`, whose function (./keep-poisoned)
+// keeps it in the database for `npm run replay-poison`. A redelivered item stores nothing twice.
 import type { InvocationContext } from '@azure/functions';
 import { ingestNotification } from '../shared/bot/ingest';
 import { INBOUND_QUEUE, SpillReferenceSchema } from '../shared/bot/jobs';

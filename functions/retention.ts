@@ -1,4 +1,5 @@
-// Timer: deletes messages older than RETENTION_DAYS once a day. Does nothing when it is unset.
+// Timer: deletes messages (and poisoned notifications kept for replay) older than RETENTION_DAYS
+// once a day. Does nothing when it is unset.
 import type { InvocationContext, Timer } from '@azure/functions';
 import { retentionCutoff } from '../shared/data';
 import { defaultRuntime, type Runtime } from '../shared/deps';
@@ -25,6 +26,7 @@ export function retentionTimer(runtime: Runtime = defaultRuntime) {
     log.info('retention done', {
       days,
       deleted: result.deleted,
+      poisoned: result.poisoned,
       batches: result.batches,
       usersUpdated: result.usersUpdated,
       ms: Date.now() - started,

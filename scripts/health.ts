@@ -1,7 +1,8 @@
 // npm run health [-- --repair]: checks the database (reachable, indexes, erases left half done,
 // user summaries against the stored messages, search terms an earlier version cut, counters not
-// below what is stored) and the configuration; --repair finishes the erases, rebuilds summaries,
-// search terms, and counters where no retention has run, and prints what changed.
+// below what is stored, poisoned notifications kept for replay) and the configuration; --repair
+// finishes the erases, rebuilds summaries, search terms, and counters where no retention has run,
+// and prints what changed.
 import { describeCount, ERASE_STALE_MS, type DataStore } from '../shared/data';
 import { loadConfig, SETTING_NAMES } from '../shared/config';
 import { AppError } from '../shared/errors';
@@ -23,8 +24,10 @@ Usage: npm run health [-- --repair]
 Checks that the database is reachable, every index is present, no erase was left half done, every
 user's summary (messageCount, lastMessageAt, last message) agrees with the stored messages, no
 message keeps the search terms an earlier version cut at 400 a message, the counters are not below
-what is stored, and the configuration (environment) is valid: when the environment holds none of
-the app settings (only MONGODB_URI / MONGODB_DATABASE), the configuration is not checked.
+what is stored, no notification ingest failed on every attempt waits in the database (kept from
+inbound-poison: \`npm run replay-poison\` puts them back), and the configuration (environment) is
+valid: when the environment holds none of the app settings (only MONGODB_URI / MONGODB_DATABASE),
+the configuration is not checked.
 
   --repair      finish erases left half done (begun over 10 minutes ago; needs the app settings,
                 whose WHATSAPP_APP_SECRET finds the archived items by number); rebuild wrong summaries;
@@ -172,6 +175,17 @@ async function checkData(
   }
   rows.push(['counter problems', counters.length]);
   problems += counters.length;
+
+  // Notifications ingest failed on every attempt, kept by inbound-poison's function: their
+  // messages are neither stored nor answered until they are replayed (no repair can do it).
+  const poisoned = await store.poisoned.count();
+  if (poisoned) {
+    io.out(
+      `notifications ingest failed on every attempt, kept in the database: ${poisoned} (their messages are not stored or answered yet); once the cause is fixed, \`npm run replay-poison\` puts them back on inbound`,
+    );
+  }
+  rows.push(['poisoned notifications kept', poisoned]);
+  problems += poisoned;
   return { problems, rows };
 }
 

@@ -21,6 +21,7 @@ Usage: npm run retention [-- --days N] [--dry-run] [--batch-size N]
 
 Deletes messages older than N days (default: the RETENTION_DAYS setting), in batches, oldest
 first, and updates each user's message count and last message. Running totals (stats) stay.
+Poisoned notifications kept for replay (never stored) go too when Meta's times in them are older.
 Without --days and without RETENTION_DAYS it does nothing.
 
   --days N          keep the last N days (overrides RETENTION_DAYS)
@@ -61,6 +62,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
         ['keep days', keepDays],
         ['cutoff', cutoff.toISOString()],
         ['messages to delete', candidates],
+        ['poisoned notifications to delete', await store.retention.countPoisonedOlderThan(cutoff)],
         ['time', seconds(started)],
       ]);
       return 0;
@@ -83,6 +85,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
       ['keep days', keepDays],
       ['cutoff', cutoff.toISOString()],
       ['messages deleted', result.deleted],
+      ['poisoned notifications deleted', result.poisoned],
       ['batches', result.batches],
       ['users whose last message changed', result.usersUpdated],
       ['time', seconds(started)],

@@ -49,6 +49,12 @@ export interface IngestPorts {
   readonly now: Clock;
 }
 
+/** Keeping what ingest failed on every attempt (`inbound-poison`): ./poisoned. */
+export interface PoisonPorts {
+  readonly data: Pick<DataStore, 'poisoned' | 'spills'>;
+  readonly now: Clock;
+}
+
 export interface SweeperPorts {
   readonly data: Pick<DataStore, 'messages' | 'stats'>;
   readonly now: Clock;

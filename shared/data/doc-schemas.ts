@@ -193,6 +193,9 @@ export const EventDocSchema = z.strictObject({
   payloadJson: z.string().max(JSON_TEXT_MAX).exactOptional(),
   // payloadJson was cut at its bound (then read as text, not parsed).
   truncated: z.boolean().exactOptional(),
+  // A payload kept in several documents (poisoned notifications): how many, and which one.
+  parts: z.number().int().min(2).exactOptional(),
+  part: z.number().int().min(1).exactOptional(),
 });
 
 /** The collections whose documents a backup carries, each with its schema. */

@@ -17,8 +17,12 @@ export interface EventDoc {
   /** Pseudonym of the identifier an archived item carries when no user is known. */
   subject?: string | null;
   payloadJson?: string;
-  /** True when the payload was cut (too deep or too long). */
+  /** True when the payload was cut (too deep or too long), or is one part of several (`parts`). */
   truncated?: boolean;
+  /** A payload kept in several documents (./poisoned): the first says how many there are... */
+  parts?: number;
+  /** ...and each of the others which one it is (1, 2, ...). */
+  part?: number;
   /** Audit entries (and items archived before payloadJson) keep a small object. */
   payload?: unknown;
 }

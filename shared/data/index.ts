@@ -11,6 +11,7 @@ import { Maintenance } from './maintenance';
 import { ManageQueries } from './manage-queries';
 import { MessagesRepository, type MessageDoc } from './messages';
 import { PendingCounts } from './pending';
+import { PoisonedRepository } from './poisoned';
 import { Retention } from './retention';
 import { SpillsRepository } from './spills';
 import { SubjectKeys } from './subjects';
@@ -46,6 +47,7 @@ export { KEYS_ID } from './subjects';
 export { preview, type SummaryMessage } from './summary';
 export { boundedJson, MAX_RAW_JSON } from './bounded-json';
 export { SPILL_KIND } from './spills';
+export { POISONED_KIND, type KeptPiece, type PoisonedPiece } from './poisoned';
 export { MAX_WA_ID_DIGITS } from './users';
 export {
   AUDIT_KIND,
@@ -93,6 +95,8 @@ export interface DataStore {
   readonly retention: Retention;
   /** Webhook bodies too large for one queue message. */
   readonly spills: SpillsRepository;
+  /** Notifications ingest failed on every attempt, kept per person until replayed. */
+  readonly poisoned: PoisonedRepository;
   /** Creates the indexes (`npm run indexes`, dev and tests) or verifies them (Azure: infra/ owns them). */
   ensureIndexes(mode?: 'create' | 'verify'): Promise<IndexReport>;
   /** Conversations handed to operators. */
@@ -115,6 +119,7 @@ export function createDataStore(db: Db, adapter: ServerAdapter = adapterFor(db))
   const stats = new StatsRepository(statsG, new PendingCounts(messagesG, usersG));
   const keys = new SubjectKeys(statsG);
   const users = new UsersRepository(usersG, messagesG, stats, keys);
+  const poisoned = new PoisonedRepository(eventsG, keys);
   const all = new Map<string, Gateway<Document & { _id: string }>>(
     [usersG, messagesG, statsG, eventsG, tokensG].map((g) => [
       g.name,
@@ -130,8 +135,9 @@ export function createDataStore(db: Db, adapter: ServerAdapter = adapterFor(db))
     manage: new ManageQueries(usersG, messagesG),
     personal: new PersonalData(usersG, messagesG, eventsG, stats, users, keys),
     maintenance: new Maintenance(usersG, messagesG, statsG, stats, users, all),
-    retention: new Retention(messagesG, users, stats),
+    retention: new Retention(messagesG, users, stats, poisoned),
     spills: new SpillsRepository(eventsG),
+    poisoned,
     ensureIndexes: (mode = 'create') => ensureIndexes(db, mode),
     handoff: new HandoffRepository(usersG, messagesG),
     ping: async () => {

@@ -6,11 +6,14 @@
 import type { Gateway } from './gateway';
 import type { Filter } from 'mongodb';
 import type { MessageDoc } from './messages';
+import type { PoisonedRepository } from './poisoned';
 import type { StatsRepository } from './stats';
 import type { UsersRepository } from './users';
 
 export interface RetentionResult {
   deleted: number;
+  /** Poisoned notifications (./poisoned) deleted: their messages were never stored. */
+  poisoned: number;
   usersUpdated: number;
   batches: number;
 }
@@ -33,11 +36,17 @@ export class Retention {
     private readonly messages: Gateway<MessageDoc>,
     private readonly usersRepo: UsersRepository,
     private readonly stats: StatsRepository,
+    private readonly poisoned: PoisonedRepository,
   ) {}
 
   /** How many messages are older than the cutoff (for dry runs and progress). */
   countOlderThan(cutoff: Date): Promise<number> {
     return this.messages.count(olderThan(cutoff));
+  }
+
+  /** How many poisoned notifications Meta's times put before the cutoff (for dry runs). */
+  countPoisonedOlderThan(cutoff: Date): Promise<number> {
+    return this.poisoned.countOlderThan(cutoff);
   }
 
   async deleteOlderThan(
@@ -47,7 +56,7 @@ export class Retention {
     /** How many of the touched users' summaries were rebuilt so far. */
     onRecount?: (done: number, of: number) => void,
   ): Promise<RetentionResult> {
-    const result: RetentionResult = { deleted: 0, usersUpdated: 0, batches: 0 };
+    const result: RetentionResult = { deleted: 0, poisoned: 0, usersUpdated: 0, batches: 0 };
     const touched = new Set<string>();
     for (;;) {
       // Status placeholders (no user) carry the time of their status, so they go too. In no order:
@@ -68,6 +77,9 @@ export class Retention {
       onProgress(result.deleted);
       if (batch.length < batchSize) break;
     }
+    // A poisoned notification holds messages the retention period covers too (by Meta's time),
+    // never stored: replayed, they would be deleted at the next run.
+    result.poisoned = await this.poisoned.deleteOlderThan(cutoff);
     result.usersUpdated = await this.usersRepo.recountSummaries(touched, (done) =>
       onRecount?.(done, touched.size),
     );

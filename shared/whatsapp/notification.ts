@@ -458,3 +458,232 @@ function firstIdentifier(item: unknown, depth = 0): string | null {
   if (Array.isArray(messages) && messages.length) return firstIdentifier(messages[0], depth + 1);
   return null;
 }
+
+/** One person's part of a notification (`splitByPerson`). */
+export interface NotificationPiece {
+  /** A notification of the same shape (object, entry ids, change fields, metadata) with only this person's items; the whole payload when it cannot be split. */
+  readonly payload: unknown;
+  /** The number or business-scoped id of the person its items name; null for items that name none. */
+  readonly identifier: string | null;
+  /** Meta's latest time in it (of its messages and statuses), or null when it gives none. */
+  readonly at: Date | null;
+}
+
+/**
+ * A piece holds about this much JSON at most (it grows past it only by one item larger than it):
+ * a person's many items go in several pieces, each well under what an archived item keeps.
+ */
+export const MAX_PIECE_JSON = 192 * 1024;
+
+/** One item of a notification and where it goes in a piece (built by `PieceDraft`). */
+interface PieceItem {
+  readonly identifier: string | null;
+  readonly size: number;
+  readonly at: Date | null;
+  readonly place: (draft: PieceDraft) => void;
+}
+
+/** A piece being built: the envelope's own fields, and the entries and changes its items need. */
+class PieceDraft {
+  size = 0;
+  at: Date | null = null;
+  private readonly top: JsonRecord;
+  private readonly entries = new Map<
+    number,
+    { raw: unknown } | { base: JsonRecord; changes: Map<string, unknown> }
+  >();
+
+  constructor(private readonly notification: JsonRecord) {
+    this.top = primitivesOf(notification);
+  }
+
+  setTop(key: string, value: unknown): void {
+    this.top[key] = value;
+  }
+
+  wholeEntry(index: number, raw: unknown): void {
+    this.entries.set(index, { raw });
+  }
+
+  /** The entry at `index`, with its own fields (id, time) and no changes yet. */
+  entry(index: number): { base: JsonRecord; changes: Map<string, unknown> } {
+    let found = this.entries.get(index);
+    if (!found || 'raw' in found) {
+      const raw = (this.notification['entry'] as unknown[])[index];
+      found = { base: primitivesOf(isRecord(raw) ? raw : {}), changes: new Map() };
+      this.entries.set(index, found);
+    }
+    return found;
+  }
+
+  /** A change slot of an entry (ordered by `order`), made by `make` the first time. */
+  change(entry: number, slot: string, make: () => JsonRecord): JsonRecord {
+    const { changes } = this.entry(entry);
+    let found = changes.get(slot) as JsonRecord | undefined;
+    if (!found) {
+      found = make();
+      changes.set(slot, found);
+    }
+    return found;
+  }
+
+  build(): JsonRecord {
+    const order = (slot: string) => slot.split('.').map(Number);
+    const compare = (a: string, b: string) => {
+      const [x, y] = [order(a), order(b)];
+      return (x[0] ?? 0) - (y[0] ?? 0) || (x[1] ?? 0) - (y[1] ?? 0);
+    };
+    return {
+      ...this.top,
+      entry: [...this.entries.entries()]
+        .sort(([a], [b]) => a - b)
+        .map(([, e]) =>
+          'raw' in e
+            ? e.raw
+            : {
+                ...e.base,
+                changes: [...e.changes.entries()].sort(([a], [b]) => compare(a, b)).map(([, c]) => c),
+              },
+        ),
+    };
+  }
+}
+
+/** The fields of a record that hold no object (an entry's id, a change's field): every piece keeps them. */
+function primitivesOf(record: JsonRecord): JsonRecord {
+  const out: JsonRecord = {};
+  for (const [key, value] of Object.entries(record))
+    if (value === null || typeof value !== 'object') out[key] = value;
+  return out;
+}
+
+/** Meta's time of a message or status (`timestamp`, seconds), or null. */
+function timeOf(item: unknown, now: Date): Date | null {
+  const seconds = isRecord(item) ? Number(item['timestamp']) : NaN;
+  return Number.isFinite(seconds) && seconds > 0 ? settleTime(seconds, now) : null;
+}
+
+/**
+ * A notification split by the person each of its items names (a message's sender, a status's
+ * recipient, a contact's number, an item of another field by the person it names), so that each
+ * piece can be filed under that person: erase and export of one person never touch another's
+ * messages. Each piece is a notification of the same shape (object, entry id, change field,
+ * metadata) with only that person's items, so ingest takes it as it would have taken the whole; a
+ * person's items go in pieces of about MAX_PIECE_JSON at most. What cannot be split (not a
+ * notification's shape) is one piece, whole, under the first person it names.
+ */
+export function splitByPerson(payload: unknown, now: Date): NotificationPiece[] {
+  if (!isRecord(payload) || !Array.isArray(payload['entry']))
+    return [{ payload, identifier: personIn(payload, null), at: null }];
+  const items: PieceItem[] = [];
+  const item = (
+    identifier: string | null,
+    value: unknown,
+    place: (draft: PieceDraft) => void,
+    at: Date | null = null,
+  ) => items.push({ identifier, size: jsonLength(value), at, place });
+
+  for (const [key, value] of Object.entries(payload))
+    if (key !== 'entry' && value !== null && typeof value === 'object')
+      item(personIn(value, null), value, (d) => d.setTop(key, value));
+  (payload['entry'] as unknown[]).forEach((rawEntry, e) => {
+    const entry = EntrySchema.safeParse(rawEntry);
+    if (!entry.success || !isRecord(rawEntry)) {
+      item(personIn(rawEntry, null), rawEntry, (d) => d.wholeEntry(e, rawEntry));
+      return;
+    }
+    for (const [key, value] of Object.entries(rawEntry))
+      if (key !== 'changes' && value !== null && typeof value === 'object')
+        item(personIn(value, null), value, (d) => (d.entry(e).base[key] = value));
+    entry.data.changes.forEach((rawChange, c) => changeItems(e, c, rawChange));
+  });
+
+  function changeItems(e: number, c: number, rawChange: unknown): void {
+    const change = ChangeSchema.safeParse(rawChange);
+    const whole = (identifier: string | null): void => {
+      item(identifier, rawChange, (d) => d.change(e, `${c}.0`, () => rawChange as JsonRecord));
+    };
+    if (!change.success || !isRecord(rawChange)) return whole(personIn(rawChange, null));
+    const base = primitivesOf(rawChange);
+    if (change.data.field !== 'messages') {
+      // As ingest archives them: one item per element of the value's lists, under its person.
+      otherFieldItems(change.data.field, change.data.value).forEach((other, n) => {
+        item(other.identifier, other.payload, (d) =>
+          d.change(e, `${c}.${n}`, () => ({ ...base, ...(other.payload as JsonRecord) })),
+        );
+      });
+      return;
+    }
+    const value = change.data.value;
+    if (!ValueHeadSchema.safeParse(value).success || !isRecord(value))
+      return whole(firstIdentifier(value) ?? personIn(rawChange, null));
+    const head: JsonRecord = {};
+    for (const [key, part] of Object.entries(value))
+      if (key === 'metadata' || part === null || typeof part !== 'object') head[key] = part;
+    const valueOf = (d: PieceDraft) =>
+      d.change(e, `${c}.0`, () => ({ ...base, value: { ...head } }))['value'] as JsonRecord;
+    // A person's contact and their messages stay together: a bsuid a contact pairs with a number
+    // is filed under that number.
+    const contacts = Array.isArray(value['contacts']) ? value['contacts'].filter(isRecord) : [];
+    const numberOf = new Map<string, string>();
+    for (const contact of contacts) {
+      const number = digitsOfNumber(contact['wa_id']);
+      const bsuid = typeof contact['user_id'] === 'string' ? bsuidOf(contact['user_id']) : null;
+      if (number && bsuid) numberOf.set(bsuid, number);
+    }
+    const only = contacts.length === 1 ? firstIdentifier(contacts[0]) : null;
+    const personOf = (key: string, element: unknown): string | null => {
+      let found: string | null;
+      if (key === 'messages' && isRecord(element)) {
+        const from_user_id = element['from_user_id'];
+        found =
+          digitsOfNumber(element['from']) ??
+          systemPreviousId(element) ??
+          (typeof from_user_id === 'string' ? bsuidOf(from_user_id) : null) ??
+          systemIdentifier(element) ??
+          only;
+      } else if (VALUE_PARTS.includes(key as (typeof VALUE_PARTS)[number])) found = firstIdentifier(element);
+      else
+        found = personIn(
+          element,
+          digitsOfNumber(isRecord(head['metadata']) ? head['metadata']['display_phone_number'] : null),
+        );
+      return found ? (numberOf.get(found) ?? found) : null;
+    };
+    for (const [key, part] of Object.entries(value)) {
+      if (key in head) continue;
+      if (!Array.isArray(part)) {
+        item(firstIdentifier(part), part, (d) => (valueOf(d)[key] = part));
+        continue;
+      }
+      for (const element of part)
+        item(
+          personOf(key, element),
+          element,
+          (d) => {
+            const list = valueOf(d);
+            ((list[key] ??= []) as unknown[]).push(element);
+          },
+          key === 'messages' || key === 'statuses' ? timeOf(element, now) : null,
+        );
+    }
+  }
+
+  // Grouped by person, in the order each person first appears; a person's next piece begins when
+  // the current one would grow past MAX_PIECE_JSON.
+  const drafts: { identifier: string | null; draft: PieceDraft }[] = [];
+  const current = new Map<string | null, PieceDraft>();
+  for (const { identifier, size, at, place } of items) {
+    let draft = current.get(identifier);
+    if (!draft || (draft.size > 0 && draft.size + size > MAX_PIECE_JSON)) {
+      draft = new PieceDraft(payload);
+      current.set(identifier, draft);
+      drafts.push({ identifier, draft });
+    }
+    place(draft);
+    draft.size += size + 1;
+    if (at && (!draft.at || at > draft.at)) draft.at = at;
+  }
+  if (!drafts.length) return [{ payload, identifier: null, at: null }];
+  return drafts.map(({ identifier, draft }) => ({ payload: draft.build(), identifier, at: draft.at }));
+}

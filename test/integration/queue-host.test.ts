@@ -14,6 +14,7 @@ import { startQueueHost, type QueueHost } from '../../scripts/lib/queue-host';
 import { main as replayPoison } from '../../scripts/replay-poison';
 import { runToExitCode } from '../../scripts/lib/cli';
 import { captureIo } from '../fixtures/scripts';
+import { testDatabase, type TestDatabase } from '../helpers/db';
 
 let azurite: Azurite;
 let dir: string;
@@ -273,6 +274,15 @@ describe('local queue host: what the Functions host does with odd messages', () 
 });
 
 describe('npm run replay-poison', () => {
+  // Replaying inbound also puts back what inbound-poison's function kept in the database.
+  let t: TestDatabase;
+  beforeAll(async () => {
+    t = await testDatabase('replay');
+  });
+  afterAll(async () => {
+    await t?.drop();
+  });
+
   it('moves inbound-poison items back onto inbound unchanged and says how many', async () => {
     const service = QueueServiceClient.fromConnectionString(azurite.connectionString);
     const poison = service.getQueueClient('inbound-poison');
@@ -281,7 +291,11 @@ describe('npm run replay-poison', () => {
     for (const text of items) await poison.sendMessage(text);
     const out: string[] = [];
     const io = { out: (l: string) => out.push(l), err: () => {}, tty: false };
-    const env = { AzureWebJobsStorage: azurite.connectionString };
+    const env = {
+      AzureWebJobsStorage: azurite.connectionString,
+      MONGODB_URI: t.uri,
+      MONGODB_DATABASE: t.dbName,
+    };
     expect(await replayPoison(['--dry-run'], env, io)).toBe(0);
     expect(out.join('\n')).toMatch(/items:\s+2/);
     expect((await poison.getProperties()).approximateMessagesCount).toBe(2);

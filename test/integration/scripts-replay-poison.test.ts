@@ -9,16 +9,20 @@ import { startAzurite, type Azurite } from '../../scripts/lib/azurite';
 import { runToExitCode } from '../../scripts/lib/cli';
 import { main as replayPoison } from '../../scripts/replay-poison';
 import { captureIo } from '../fixtures/scripts';
+import { testDatabase, type TestDatabase } from '../helpers/db';
 
 let azurite: Azurite;
 let dir: string;
+let t: TestDatabase;
 
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'replay-poison-'));
   azurite = await startAzurite({ location: dir, log: () => {} });
+  t = await testDatabase('replay');
 });
 afterAll(async () => {
   await azurite?.stop();
+  await t?.drop();
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -50,7 +54,12 @@ describe('npm run replay-poison while the cause is not fixed', () => {
     const io = captureIo();
     const deadline = new Promise<'still running'>((r) => setTimeout(() => r('still running'), 30_000));
     const code = await Promise.race([
-      runToExitCode(replayPoison, [], { AzureWebJobsStorage: azurite.connectionString }, io),
+      runToExitCode(
+        replayPoison,
+        [],
+        { AzureWebJobsStorage: azurite.connectionString, MONGODB_URI: t.uri, MONGODB_DATABASE: t.dbName },
+        io,
+      ),
       deadline,
     ]);
     stop = true;

@@ -157,6 +157,8 @@ describe('every field the app writes is known', () => {
       subject: 's_1',
       payloadJson: '"cut',
       truncated: true,
+      parts: 2,
+      part: 1,
     };
     expect(checkStoredDocument('events', fullEvent)).toBeNull();
   });
