@@ -35,7 +35,7 @@ type ToThread = { id: number; type: 'idle'; timeoutMs?: number } | { id: number;
 type FromThread =
   | { type: 'ready' }
   | { type: 'failed'; message: string }
-  | { type: 'log'; level: string; name: string; message: string }
+  | { type: 'logs'; lines: [level: string, name: string, message: string][] }
   | { type: 'done'; id: number; error?: string; commands?: Record<string, number> };
 
 /** The app's function definitions (functions/definitions.ts), as a module path. */
@@ -92,7 +92,10 @@ export async function startQueueThread(options: QueueThreadOptions): Promise<Que
       )
     : new Worker(__filename, { workerData: data, env: SHARE_ENV });
   let nextId = 0;
-  const waiting = new Map<number, { resolve: (m: FromThread & { type: 'done' }) => void; reject: (e: Error) => void }>();
+  const waiting = new Map<
+    number,
+    { resolve: (m: FromThread & { type: 'done' }) => void; reject: (e: Error) => void }
+  >();
   let stopped = false;
   let exited = false;
   let onFailure: (error: Error) => void = () => undefined;
@@ -107,7 +110,7 @@ export async function startQueueThread(options: QueueThreadOptions): Promise<Que
     worker.on('message', (message: FromThread) => {
       if (message.type === 'ready') resolve();
       else if (message.type === 'failed') reject(new Error(message.message));
-      else if (message.type === 'log') options.log(message.level, message.name, message.message);
+      else if (message.type === 'logs') for (const line of message.lines) options.log(...line);
       else {
         const call = waiting.get(message.id);
         waiting.delete(message.id);
@@ -194,11 +197,21 @@ async function runThread(data: ThreadData): Promise<void> {
     const definitions = (loaded.definitions ?? []).filter((d) => data.names.includes(d.name));
     const missing = data.names.filter((name) => !definitions.some((d) => d.name === name));
     if (missing.length)
-      throw new Error(`${data.module} does not define ${missing.join(', ')} (the queue thread runs only its own)`);
+      throw new Error(
+        `${data.module} does not define ${missing.join(', ')} (the queue thread runs only its own)`,
+      );
+    // Log lines go over in batches: a message between threads costs more than a line.
+    let lines: [string, string, string][] = [];
+    const flush = () => {
+      post({ type: 'logs', lines });
+      lines = [];
+    };
     const host = await startQueueHost({
       ...data.options,
       definitions,
-      log: (level, name, message) => post({ type: 'log', level, name, message }),
+      log: (level, name, message) => {
+        if (lines.push([level, name, message]) === 1) setImmediate(flush);
+      },
     });
     port.on('message', (message: ToThread | { type: 'wake'; queueName: string }) => {
       if (message.type === 'wake') return host.wake(message.queueName);
@@ -211,7 +224,11 @@ async function runThread(data: ThreadData): Promise<void> {
       work.then(
         () => post({ type: 'done', id: message.id, ...(message.type === 'commands' ? { commands } : {}) }),
         (error: unknown) =>
-          post({ type: 'done', id: message.id, error: error instanceof Error ? error.message : String(error) }),
+          post({
+            type: 'done',
+            id: message.id,
+            error: error instanceof Error ? error.message : String(error),
+          }),
       );
     });
     post({ type: 'ready' });
@@ -220,4 +237,5 @@ async function runThread(data: ThreadData): Promise<void> {
   }
 }
 
-if (!isMainThread && (workerData as Partial<ThreadData> | null)?.module) void runThread(workerData as ThreadData);
+if (!isMainThread && (workerData as Partial<ThreadData> | null)?.module)
+  void runThread(workerData as ThreadData);
