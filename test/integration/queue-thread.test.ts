@@ -45,7 +45,11 @@ const runs = (): Ran[] =>
         .map((line) => JSON.parse(line) as Ran)
     : [];
 
+/** What the host logged: the lines of the queue thread's functions reach it too. */
+let logged: string[] = [];
+
 async function start(onQueueFailure?: (error: Error) => void): Promise<DevServer> {
+  logged = [];
   out = path.join(dir, `runs-${Date.now()}.jsonl`);
   process.env['THREAD_TEST_OUT'] = out;
   server = await startDevServer({
@@ -54,7 +58,7 @@ async function start(onQueueFailure?: (error: Error) => void): Promise<DevServer
     storage: { connectionString: azurite.connectionString },
     queueThread: { module: MODULE },
     ...(onQueueFailure ? { onQueueFailure } : {}),
-    log: () => {},
+    log: (level, name, message) => logged.push(`${level} ${name}: ${message}`),
   });
   return server;
 }
@@ -75,6 +79,7 @@ describe('queue functions in their own thread', () => {
     expect(ran).toBeDefined();
     expect(answer.threadId).toBe(0);
     expect(ran?.threadId).not.toBe(0);
+    expect(logged).toContain('information work: work ran');
     if (process.platform === 'linux') {
       expect(ran?.nice).toBeGreaterThanOrEqual(QUEUE_THREAD_NICE);
       expect(answer.nice).toBeLessThan(QUEUE_THREAD_NICE);
