@@ -302,7 +302,7 @@ async function main(): Promise<void> {
         port: 0,
         say,
         // As `npm run dev` runs them: queue and timer functions in a thread of their own.
-        queueThread: { countCommands: true },
+        ...(values['ack-only'] ? {} : { queueThread: { countCommands: true } }),
         storage: { location: path.join(dir, 'azurite') },
         log: (level, name, message) => {
           if (level === 'error' || level === 'warning') say(`[${level}] ${name}: ${message}`);
