@@ -178,9 +178,18 @@ async function main(): Promise<void> {
   if (stopping) return;
   openGate();
   const running = await server.catch(portInUse);
+  // A signal while the queue functions' thread started: shutdown is stopping this server, so
+  // nothing is published for the scripts and no `ready` is said (a client would take it at its word).
+  if (stopping) return;
   await publishDevServer(db, ...(dataDir ? [dataDir] : []));
   if (!storage && running.storageConnectionString)
     await publishAzurite(dataDir ?? DEFAULT_DATA_DIR, { connectionString: running.storageConnectionString });
+  // Or during those writes: shutdown may have removed the records before they were written.
+  if (stopping) {
+    await unpublishDevServer(...(dataDir ? [dataDir] : [])).catch(() => undefined);
+    await unpublishAzurite(dataDir ?? DEFAULT_DATA_DIR);
+    return;
+  }
 
   if (generated.length) {
     say('development secrets generated for this run (development only):');

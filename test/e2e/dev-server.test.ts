@@ -1,6 +1,6 @@
 // `npm run dev` over HTTP, as Meta, the Graph API and an operator see it.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -372,6 +372,54 @@ describe('npm run dev stopped as it starts', () => {
       expect(Date.now() - killed).toBeLessThan(10_000);
     } finally {
       cleanup();
+    }
+  }, 90_000);
+
+  it('never says ready once stopping, when SIGTERM comes as the queue functions start', async () => {
+    // Between Azurite's start and the queue functions' thread being up (the longest step once the
+    // database answers), a SIGTERM starts the stop: a client waiting for `ready` must not get it.
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wa-dev-early-'));
+    const child = spawn(path.join(ROOT, 'node_modules/.bin/tsx'), ['scripts/dev.ts'], {
+      cwd: ROOT,
+      env: {
+        ...process.env,
+        DEV_SKIP_WEB_BUILD: '1',
+        DEV_DATA_DIR: dataDir,
+        PORT: String(await freePort()),
+        MONGODB_URI: '',
+        AzureWebJobsStorage: '',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    let out = '';
+    let signalled = false;
+    const read = (chunk: Buffer) => {
+      out += chunk.toString();
+      if (!signalled && out.includes('queues: Azurite on')) {
+        signalled = true;
+        child.kill('SIGTERM');
+      }
+    };
+    child.stdout.on('data', read);
+    child.stderr.on('data', read);
+    try {
+      const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+      expect(signalled).toBe(true);
+      expect(code).toBe(0);
+      const afterStop = out.slice(out.indexOf('SIGTERM received, stopping'));
+      expect(afterStop).toContain('stopped');
+      expect(afterStop).not.toMatch(/ready/);
+      // Nothing published for scripts to find: the server it would name is gone.
+      expect(existsSync(path.join(dataDir, 'dev-server.json'))).toBe(false);
+      expect(existsSync(path.join(dataDir, 'azurite.json'))).toBe(false);
+    } finally {
+      try {
+        process.kill(-(child.pid as number), 'SIGKILL');
+      } catch {
+        // already gone
+      }
+      rmSync(dataDir, { recursive: true, force: true });
     }
   }, 90_000);
 });
