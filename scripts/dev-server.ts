@@ -7,6 +7,7 @@ import { HttpResponse } from '@azure/functions';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FunctionDefinition, HttpDefinition } from '../functions/definition-types';
+import { scrub } from '../shared/log';
 import { startAzurite, type Azurite } from './lib/azurite';
 import { hostRequest } from './lib/host-request';
 import { startQueueThread, type QueueThread } from './lib/queue-thread';
@@ -177,7 +178,12 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     const thread = await startQueueThread({ ...hostOptions, ...options.queueThread });
     queueThread = thread;
     thread.failed.catch((error: Error) => {
-      log('error', 'host', error.message);
+      // Where it was thrown, as one process dying of it would have printed (numbers, tokens removed).
+      const frames =
+        error.cause instanceof Error
+          ? (error.cause.stack ?? '').split('\n').filter((line) => /^\s+at /.test(line))
+          : [];
+      log('error', 'host', [error.message, ...frames.map((line) => scrub(line))].join('\n'));
       options.onQueueFailure?.(error);
     });
     return thread;

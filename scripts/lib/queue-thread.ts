@@ -16,6 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { isMainThread, parentPort, SHARE_ENV, Worker, workerData } from 'node:worker_threads';
 import type { FunctionDefinition } from '../../functions/definition-types';
+import { scrub } from '../../shared/log';
 import { startQueueHost, type HostLog, type QueueHost, type QueueHostOptions } from './queue-host';
 
 /** What the thread is given: where its definitions come from, and the queue host's options. */
@@ -120,7 +121,12 @@ export async function startQueueThread(options: QueueThreadOptions): Promise<Que
     });
     worker.on('error', (error) => {
       reject(error);
-      fail(new Error(`the queue functions' thread failed: ${error.name}: ${error.message}`));
+      // The error as it was thrown (its stack says where) is the cause; numbers and tokens removed.
+      fail(
+        new Error(`the queue functions' thread failed: ${error.name}: ${scrub(error.message)}`, {
+          cause: error,
+        }),
+      );
     });
     worker.on('exit', (code) => {
       exited = true;

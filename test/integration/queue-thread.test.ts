@@ -108,6 +108,11 @@ describe('queue functions in their own thread', () => {
     const deadline = Date.now() + 20_000;
     while (!reported && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     expect(reported?.message).toMatch(/queue functions' thread failed: Error: crashed on purpose/);
+    // The host's log says where it was thrown, as one process dying of it would have printed, and
+    // holds no number.
+    const said = logged.find((line) => line.includes('thread failed: Error: crashed on purpose')) ?? '';
+    expect(said).toMatch(/thread-definitions\.ts:\d+/);
+    expect([...logged, reported?.message].join('\n')).not.toContain('447700900123');
   }, 60_000);
 
   it('refuses queue functions its module does not define', async () => {
