@@ -1,6 +1,6 @@
 // The queue output bindings of the app (the Functions host writes them after a handler returns).
 import { output } from '@azure/functions';
-import { INBOUND_QUEUE, REPLY_QUEUE } from '../shared/bot/jobs';
+import { INBOUND_POISON_QUEUE, INBOUND_QUEUE, REPLY_QUEUE } from '../shared/bot/jobs';
 
 export const inboundQueueOutput = output.storageQueue({
   queueName: INBOUND_QUEUE,
@@ -9,5 +9,10 @@ export const inboundQueueOutput = output.storageQueue({
 
 export const replyQueueOutput = output.storageQueue({
   queueName: REPLY_QUEUE,
+  connection: 'AzureWebJobsStorage',
+});
+
+export const inboundPoisonQueueOutput = output.storageQueue({
+  queueName: INBOUND_POISON_QUEUE,
   connection: 'AzureWebJobsStorage',
 });

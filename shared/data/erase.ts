@@ -88,19 +88,68 @@ export class PersonalData {
     private readonly keys: SubjectKeys,
   ) {}
 
-  private async archivedOf(user: UserDoc, limit: number): Promise<EventDoc[]> {
+  /**
+   * The archived items that concern a user, oldest first, bounded: a poisoned notification kept in
+   * parts (./poisoned) counts once, by its first part, which `withParts` makes whole again.
+   */
+  private async archivedOf(user: UserDoc, limit: number): Promise<{ docs: EventDoc[]; subjects: string[] }> {
+    const first = { part: { $exists: false } } as const;
     const byUser = await this.events.find(
-      { userId: user._id, kind: { $ne: AUDIT_KIND } },
+      { userId: user._id, kind: { $ne: AUDIT_KIND }, ...first },
       { sort: { userId: 1, createdAt: 1 }, limit },
     );
     const bySubject: EventDoc[] = [];
-    for (const subject of await this.keys.subjectsOf(identifiersOf(user))) {
-      bySubject.push(...(await this.events.find({ subject }, { sort: { subject: 1, createdAt: 1 }, limit })));
+    const subjects = await this.keys.subjectsOf(identifiersOf(user));
+    for (const subject of subjects) {
+      bySubject.push(
+        ...(await this.events.find({ subject, ...first }, { sort: { subject: 1, createdAt: 1 }, limit })),
+      );
     }
     const seen = new Set(byUser.map((e) => e._id));
-    return [...byUser, ...bySubject.filter((e) => !seen.has(e._id) && seen.add(e._id))]
+    const docs = [...byUser, ...bySubject.filter((e) => !seen.has(e._id) && seen.add(e._id))]
       .sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime())
       .slice(0, limit);
+    return { docs, subjects };
+  }
+
+  /**
+   * Each piece kept in parts, whole again: one item, its payload the whole text (read as JSON when
+   * it is), not parts to put in order. A part whose first part is gone (a removal interrupted after
+   * the piece was put back) is exported as it is: erase removes it too.
+   */
+  private async withParts(docs: readonly EventDoc[], subjects: readonly string[]): Promise<EventDoc[]> {
+    const parts = new Map<string, EventDoc>();
+    for (const subject of subjects) {
+      const found = await this.events.find(
+        { subject, part: { $exists: true } },
+        { sort: { subject: 1, createdAt: 1 } },
+      );
+      for (const d of found) parts.set(d._id, d);
+    }
+    if (parts.size === 0) return [...docs];
+    const whole = docs.map((d) => {
+      if (!d.parts) return d;
+      const ids = Array.from({ length: d.parts - 1 }, (_, i) => `${d._id}:${i + 1}`);
+      const texts = ids.map((id) => parts.get(id)?.payloadJson);
+      if (texts.some((t) => t === undefined)) return d;
+      for (const id of ids) parts.delete(id);
+      const rest = { ...d };
+      delete rest.parts;
+      return {
+        ...rest,
+        reason: d.reason.replace(/ \(part 1 of \d+\)$/, ''),
+        payloadJson: [d.payloadJson ?? '', ...texts].join(''),
+        truncated: false,
+      };
+    });
+    // Parts of a piece left out by the bound stay out with it (`truncated` says so).
+    const headOf = (id: string) => id.slice(0, id.lastIndexOf(':'));
+    const heads = [...new Set([...parts.keys()].map(headOf))];
+    const present = new Set(
+      (await this.events.find({ _id: { $in: heads } }, { projection: { _id: 1 } })).map((d) => d._id),
+    );
+    const orphans = [...parts.values()].filter((p) => !present.has(headOf(p._id)));
+    return [...whole, ...orphans].sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime());
   }
 
   /** Everything stored about a user, oldest first, bounded. Null when the user does not exist. */
@@ -120,6 +169,7 @@ export class PersonalData {
       ),
       this.archivedOf(user, MAX_EXPORT_EVENTS + 1),
     ]);
+    const archived = await this.withParts(events.docs.slice(0, MAX_EXPORT_EVENTS), events.subjects);
     // An erase begun meanwhile may have deleted part of what was read: no partial export of them.
     if (!(await this.users.findOne(live, { projection: { _id: 1 } }))) return null;
     return {
@@ -127,8 +177,8 @@ export class PersonalData {
       previousWaIds: user.previousWaIds ?? [],
       previousBsuids: user.previousBsuids ?? [],
       messages: messages.slice(0, MAX_EXPORT_MESSAGES).map((d) => ({ ...toMessage(d), raw: rawOf(d) })),
-      events: events.slice(0, MAX_EXPORT_EVENTS).map(toEvent),
-      truncated: messages.length > MAX_EXPORT_MESSAGES || events.length > MAX_EXPORT_EVENTS,
+      events: archived.map(toEvent),
+      truncated: messages.length > MAX_EXPORT_MESSAGES || events.docs.length > MAX_EXPORT_EVENTS,
     };
   }
 

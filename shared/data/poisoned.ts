@@ -73,7 +73,7 @@ export class PoisonedRepository {
         userId: null,
         subject,
         payloadJson: parts[part] as string,
-        // A part alone is not JSON: read as text (the export shows each part).
+        // A part alone is not JSON: read as text (the export joins a piece's parts into one item).
         truncated: parts.length > 1,
         ...(part === 0 ? (parts.length > 1 ? { parts: parts.length } : {}) : { part }),
       });

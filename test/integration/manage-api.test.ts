@@ -671,6 +671,55 @@ describe('export bounds', () => {
   }, 60_000);
 });
 
+describe('poisoned notifications in export and erase', () => {
+  it('exports a piece kept in parts as one item, whole, found under a previous number and a previous business-scoped id; erase removes every part', async () => {
+    const dan = await seedUser(f.data, {
+      waId: '4915100077',
+      name: 'Dan',
+      start: hoursAgo(3),
+      texts: ['hi'],
+    });
+    // Dan wrote before from another number and under another business-scoped id.
+    await f.data.users.changeIdentity(dan.userId, { waId: '4915100078', bsuid: 'DE.4915100079' });
+    await f.data.users.changeIdentity(dan.userId, { waId: '4915100078', bsuid: 'DE.4915100080' });
+    // Pieces too long for one document (not a notification's shape: kept whole, in parts), filed
+    // under the number and the id Dan had before.
+    const long = { from: '4915100077', odd: 'é😀'.repeat(300_000) };
+    const other = { user_id: 'DE.4915100079', odd: 'ü'.repeat(400_000) };
+    const at = hoursAgo(1);
+    await f.data.poisoned.keep(
+      'a'.repeat(64),
+      [{ json: JSON.stringify(long), identifier: '4915100077', at }],
+      at,
+    );
+    await f.data.poisoned.keep(
+      'b'.repeat(64),
+      [{ json: JSON.stringify(other), identifier: 'DE.4915100079', at }],
+      at,
+    );
+    const events = collectionOf(f.db.db, 'events');
+    expect(await events.countDocuments({ kind: 'poisoned' })).toBeGreaterThan(4);
+
+    const r = await call(f.handlers.userExport, { params: { id: dan.userId } });
+    expect(r.status).toBe(200);
+    const exported = parseBody(ExportSchema, r.body);
+    const kept = exported.events.filter((e) => e.kind === 'poisoned');
+    // One item per piece, its payload the piece as it was kept (not its parts, in whatever order).
+    // (Compared as text: a failure would print megabytes.)
+    const texts = kept.map((e) => JSON.stringify(e.payload));
+    expect(kept).toHaveLength(2);
+    expect(texts.includes(JSON.stringify(long))).toBe(true);
+    expect(texts.includes(JSON.stringify(other))).toBe(true);
+    expect(kept.map((e) => e.reason)).toEqual([
+      'notification ingest failed on every attempt',
+      'notification ingest failed on every attempt',
+    ]);
+
+    expect((await call(f.handlers.user, { method: 'DELETE', params: { id: dan.userId } })).status).toBe(204);
+    expect(await events.countDocuments({ kind: 'poisoned' })).toBe(0);
+  }, 60_000);
+});
+
 describe('response headers', () => {
   it('tells browsers to come back only over HTTPS, on the dashboard and on every API answer', async () => {
     // Without it, the first http:// visit to the dashboard (answered by App Service's redirect) can
