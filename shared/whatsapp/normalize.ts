@@ -1,16 +1,17 @@
 // Turns a validated inbound message into what the bot stores and answers: its type, a short text
 // (the text, caption, chosen title or a description such as "[location] Fake Cafe") and what kind
 // of treatment it gets (docs/contract.md, "What the bot does with each notification").
-import type { InboundMessage } from './schemas';
+import { InboundMessageSchema, type InboundMessage } from './schemas';
 
 /**
  * - `answer`: stored, marked read, one answer (AI or built-in; commands decided later)
  * - `unreadable`: stored, marked read, one short polite "cannot read that" answer
  * - `reaction`: stored, linked to the message reacted to, not read, no answer
+ * - `note`: an edit or deletion of an earlier message: stored, linked to it, not read, no answer
  * - `welcome`: first contact (request_welcome): the welcome text once per user, nothing stored
  * - `system`: applied to the user (e.g. number changed), no answer
  */
-export type Treatment = 'answer' | 'unreadable' | 'reaction' | 'welcome' | 'system';
+export type Treatment = 'answer' | 'unreadable' | 'reaction' | 'note' | 'welcome' | 'system';
 
 export interface NormalizedMessage {
   readonly type: string;
@@ -121,6 +122,20 @@ export function normalize(message: InboundMessage): NormalizedMessage {
         treatment: 'reaction',
         relatedId: message.reaction.message_id,
       };
+    case 'edit':
+      return {
+        type: 'edit',
+        text: join('[edited]', editedText(message)),
+        treatment: 'note',
+        relatedId: message.edit.original_message_id,
+      };
+    case 'revoke':
+      return {
+        type: 'revoke',
+        text: '[message deleted]',
+        treatment: 'note',
+        relatedId: message.revoke.original_message_id,
+      };
     case 'system':
       return {
         type: 'system',
@@ -134,6 +149,23 @@ export function normalize(message: InboundMessage): NormalizedMessage {
     case 'unknown':
       return { type: message.type, text: `[${message.type}]`, treatment: 'unreadable', relatedId: null };
   }
+}
+
+/**
+ * The text of an edited message (`edit.message`: a message without id, sender or time of its
+ * own), as its kind of message reads; '' when it is not one the bot can read.
+ */
+function editedText(message: Extract<InboundMessage, { type: 'edit' }>): string {
+  const inner = message.edit.message;
+  if (typeof inner !== 'object' || inner === null || Array.isArray(inner)) return '';
+  const parsed = InboundMessageSchema.safeParse({
+    ...inner,
+    id: message.id,
+    timestamp: message.timestamp,
+  });
+  if (!parsed.success || parsed.data.type === 'edit' || parsed.data.type === 'revoke') return '';
+  const normalized = normalize(parsed.data);
+  return normalized.treatment === 'answer' ? normalized.text : '';
 }
 
 /** A message whose body did not match its type: stored as its type (or `unknown`), answered politely. */

@@ -90,6 +90,18 @@ const EXPECTED: Record<string, Expected> = {
   },
   'request-welcome': { type: 'request_welcome', treatment: 'welcome', text: '' },
   unsupported: { type: 'unsupported', treatment: 'unreadable', text: '[unsupported]' },
+  edit: {
+    type: 'edit',
+    treatment: 'note',
+    text: '[edited] [image] Black jacket, size L',
+    relatedId: 'wamid.HBgLMTQxMjU1NTA4MjkVAgASGBQzQUNCNjFFOUIwMDhFQTUyNDlGRQA=',
+  },
+  revoke: {
+    type: 'revoke',
+    treatment: 'note',
+    text: '[message deleted]',
+    relatedId: 'wamid.HBgLMTQxMjU1NTA4MjkVAgASGBQzQUNCNjFFOUIwMDhFQTUyNDlGRQA=',
+  },
   referral: { type: 'text', treatment: 'answer', text: 'Can I get more info about this?' },
   'bsuid-user': { type: 'text', treatment: 'answer', text: 'Hi, do you ship to Spain?' },
 };
