@@ -28,6 +28,20 @@ const join = (...parts: (string | undefined | null)[]): string =>
 
 const label = (kind: string, detail?: string | null): string => join(`[${kind}]`, detail);
 
+/**
+ * Kinds of unsupported message (`unsupported.type`, Meta's "Unsupported messages webhook
+ * reference") that only act on a message already in the chat: a reaction, a pin, "keep in chat",
+ * and an edit or deletion (edits come as unsupported while the edit webhook is unavailable: "Edit
+ * messages webhook reference").
+ */
+const ACTIONS_ON_A_MESSAGE: ReadonlySet<string> = new Set([
+  'reaction',
+  'pin',
+  'keep_in_chat',
+  'edit',
+  'revoke',
+]);
+
 /** Longest description of a flow's answers (the whole reply stays in the message's raw form). */
 const MAX_FLOW_TEXT = 1024;
 
@@ -146,8 +160,13 @@ export function normalize(message: InboundMessage): NormalizedMessage {
     case 'request_welcome':
       return { type: 'request_welcome', text: '', treatment: 'welcome', relatedId: null };
     case 'unsupported':
-    case 'unknown':
+    case 'unknown': {
+      // What only acts on a message already in the chat is no message to answer, even unreadable.
+      const what = message.unsupported?.type;
+      if (what !== undefined && ACTIONS_ON_A_MESSAGE.has(what))
+        return { type: message.type, text: `[${message.type}: ${what}]`, treatment: 'note', relatedId: null };
       return { type: message.type, text: `[${message.type}]`, treatment: 'unreadable', relatedId: null };
+    }
   }
 }
 

@@ -228,3 +228,57 @@ describe('edit and revoke messages (a user edits or deletes a message they sent)
     expect(await messages.findOne({ _id: original.id })).toMatchObject({ replyState: 'sent' });
   });
 });
+
+describe('unsupported messages that only act on an earlier message', () => {
+  // Meta's "Unsupported messages webhook reference" (updated Mar 20, 2026): `unsupported.type`
+  // names what the user sent; a reaction, a pin or a "keep in chat" only act on a message already
+  // in the chat, and edits come this way while the edit webhook is unavailable ("Edit messages
+  // webhook reference": edited messages are delivered as an unsupported message type webhook).
+  const unsupported = (from: string, type: string) => ({
+    from,
+    id: wamid(),
+    timestamp: nowSeconds(),
+    errors: [
+      {
+        code: 131051,
+        title: 'Message type unknown',
+        message: 'Message type unknown',
+        error_data: { details: 'Message type is currently not supported.' },
+      },
+    ],
+    type: 'unsupported',
+    unsupported: { type },
+  });
+
+  it('are stored and never answered; other unsupported content still gets the polite answer', async () => {
+    const phone = newPhone();
+    const actions = ['reaction', 'pin', 'keep_in_chat', 'edit'].map((t) => unsupported(phone, t));
+    const content = unsupported(phone, 'poll_creation');
+    const receiptsBefore = app.graph.receipts().length;
+    const response = await app.post(
+      notification(
+        value({ contacts: [{ waId: phone, name: 'Sheena Nelson' }], messages: [...actions, content] }),
+      ),
+    );
+    expect(response.status).toBe(200);
+    await app.drain();
+    const answers = sendsTo(phone).map((s) => (s.body['text'] as { body: string }).body);
+    expect(answers).toEqual([UNREADABLE_ANSWER]);
+    const messages = collectionOf(app.database.db, 'messages');
+    for (const action of actions)
+      expect(await messages.findOne({ _id: action.id })).toMatchObject({
+        type: 'unsupported',
+        replyState: 'none',
+        role: 'notice',
+      });
+    expect(await messages.findOne({ _id: content.id })).toMatchObject({
+      type: 'unsupported',
+      replyState: 'sent',
+    });
+    const read = app.graph
+      .receipts()
+      .slice(receiptsBefore)
+      .map((r) => r.body['message_id']);
+    expect(read).toEqual([content.id]);
+  });
+});

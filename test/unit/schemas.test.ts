@@ -89,7 +89,8 @@ const EXPECTED: Record<string, Expected> = {
     text: 'User Sheena Nelson changed from 16505551234 to 16505556789',
   },
   'request-welcome': { type: 'request_welcome', treatment: 'welcome', text: '' },
-  unsupported: { type: 'unsupported', treatment: 'unreadable', text: '[unsupported]' },
+  // An edit delivered as unsupported (the fixture's `unsupported.type`): acts on an earlier message.
+  unsupported: { type: 'unsupported', treatment: 'note', text: '[unsupported: edit]' },
   edit: {
     type: 'edit',
     treatment: 'note',
