@@ -208,7 +208,9 @@ export async function ingestNotification(
           ? 'command'
           : 'conversation'
         : 'notice';
-    const replyState: ReplyState = normalized.treatment === 'reaction' ? 'none' : 'pending';
+    // A reaction, an edit or a deletion concerns an earlier message: never answered.
+    const replyState: ReplyState =
+      normalized.treatment === 'reaction' || normalized.treatment === 'note' ? 'none' : 'pending';
     // Strictly increasing within a notification: Meta lists its messages in the order sent, and
     // the reply worker breaks ties on Meta's whole seconds with this time.
     const now = ports.now();

@@ -1,16 +1,17 @@
 // Turns a validated inbound message into what the bot stores and answers: its type, a short text
 // (the text, caption, chosen title or a description such as "[location] Fake Cafe") and what kind
 // of treatment it gets (docs/contract.md, "What the bot does with each notification").
-import type { InboundMessage } from './schemas';
+import { InboundMessageSchema, type InboundMessage } from './schemas';
 
 /**
  * - `answer`: stored, marked read, one answer (AI or built-in; commands decided later)
  * - `unreadable`: stored, marked read, one short polite "cannot read that" answer
  * - `reaction`: stored, linked to the message reacted to, not read, no answer
+ * - `note`: an edit or deletion of an earlier message: stored, linked to it, not read, no answer
  * - `welcome`: first contact (request_welcome): the welcome text once per user, nothing stored
  * - `system`: applied to the user (e.g. number changed), no answer
  */
-export type Treatment = 'answer' | 'unreadable' | 'reaction' | 'welcome' | 'system';
+export type Treatment = 'answer' | 'unreadable' | 'reaction' | 'note' | 'welcome' | 'system';
 
 export interface NormalizedMessage {
   readonly type: string;
@@ -26,6 +27,20 @@ const join = (...parts: (string | undefined | null)[]): string =>
     .trim();
 
 const label = (kind: string, detail?: string | null): string => join(`[${kind}]`, detail);
+
+/**
+ * Kinds of unsupported message (`unsupported.type`, Meta's "Unsupported messages webhook
+ * reference") that only act on a message already in the chat: a reaction, a pin, "keep in chat",
+ * and an edit or deletion (edits come as unsupported while the edit webhook is unavailable: "Edit
+ * messages webhook reference").
+ */
+const ACTIONS_ON_A_MESSAGE: ReadonlySet<string> = new Set([
+  'reaction',
+  'pin',
+  'keep_in_chat',
+  'edit',
+  'revoke',
+]);
 
 /** Longest description of a flow's answers (the whole reply stays in the message's raw form). */
 const MAX_FLOW_TEXT = 1024;
@@ -121,6 +136,20 @@ export function normalize(message: InboundMessage): NormalizedMessage {
         treatment: 'reaction',
         relatedId: message.reaction.message_id,
       };
+    case 'edit':
+      return {
+        type: 'edit',
+        text: join('[edited]', editedText(message)),
+        treatment: 'note',
+        relatedId: message.edit.original_message_id,
+      };
+    case 'revoke':
+      return {
+        type: 'revoke',
+        text: '[message deleted]',
+        treatment: 'note',
+        relatedId: message.revoke.original_message_id,
+      };
     case 'system':
       return {
         type: 'system',
@@ -131,9 +160,31 @@ export function normalize(message: InboundMessage): NormalizedMessage {
     case 'request_welcome':
       return { type: 'request_welcome', text: '', treatment: 'welcome', relatedId: null };
     case 'unsupported':
-    case 'unknown':
+    case 'unknown': {
+      // What only acts on a message already in the chat is no message to answer, even unreadable.
+      const what = message.unsupported?.type;
+      if (what !== undefined && ACTIONS_ON_A_MESSAGE.has(what))
+        return { type: message.type, text: `[${message.type}: ${what}]`, treatment: 'note', relatedId: null };
       return { type: message.type, text: `[${message.type}]`, treatment: 'unreadable', relatedId: null };
+    }
   }
+}
+
+/**
+ * The text of an edited message (`edit.message`: a message without id, sender or time of its
+ * own), as its kind of message reads; '' when it is not one the bot can read.
+ */
+function editedText(message: Extract<InboundMessage, { type: 'edit' }>): string {
+  const inner = message.edit.message;
+  if (typeof inner !== 'object' || inner === null || Array.isArray(inner)) return '';
+  const parsed = InboundMessageSchema.safeParse({
+    ...inner,
+    id: message.id,
+    timestamp: message.timestamp,
+  });
+  if (!parsed.success || parsed.data.type === 'edit' || parsed.data.type === 'revoke') return '';
+  const normalized = normalize(parsed.data);
+  return normalized.treatment === 'answer' ? normalized.text : '';
 }
 
 /** A message whose body did not match its type: stored as its type (or `unknown`), answered politely. */

@@ -202,6 +202,22 @@ export const SystemMessageSchema = obj({
     previous_user_id: optStr,
   }),
 });
+/**
+ * A user edited a message they sent (text, or media with its caption, within 15 minutes): the
+ * edited message in `edit.message` (Meta's "Edit messages webhook reference"). What it holds is
+ * read loosely: it never makes the edit itself unreadable.
+ */
+export const EditMessageSchema = obj({
+  ...base,
+  type: z.literal('edit'),
+  edit: obj({ original_message_id: str.max(256), message: z.unknown().optional() }),
+});
+/** A user deleted a message they sent (Meta's "Revoke messages webhook reference"). */
+export const RevokeMessageSchema = obj({
+  ...base,
+  type: z.literal('revoke'),
+  revoke: obj({ original_message_id: str.max(256) }),
+});
 export const RequestWelcomeMessageSchema = obj({ ...base, type: z.literal('request_welcome') });
 export const UnsupportedMessageSchema = obj({
   ...base,
@@ -224,6 +240,8 @@ export const InboundMessageSchema = z.discriminatedUnion('type', [
   ReactionMessageSchema,
   OrderMessageSchema,
   SystemMessageSchema,
+  EditMessageSchema,
+  RevokeMessageSchema,
   RequestWelcomeMessageSchema,
   UnsupportedMessageSchema,
 ]);

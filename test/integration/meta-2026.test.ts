@@ -1,10 +1,21 @@
 // What Meta changed in 2026 (WhatsApp Business Platform changelog), through the real webhook →
-// ingest → reply path: standby webhooks (Aug 4, 2026) and incoming product messages on the
-// interactive messages webhook (Aug 3, 2026).
+// ingest → reply path: standby webhooks (Aug 4, 2026), incoming product messages on the
+// interactive messages webhook (Aug 3, 2026), and the edit and revoke messages webhooks (a user
+// edits or deletes a message they sent: "Edit messages webhook reference", updated Jul 20, 2026;
+// "Revoke messages webhook reference", updated May 21, 2026).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_ANSWER, UNREADABLE_ANSWER } from '../../shared/bot/texts';
 import { startTestApp, type TestApp } from '../helpers/app';
-import { nowSeconds, PHONE_NUMBER_ID, WABA_ID, wamid } from '../helpers/meta';
+import { collectionOf } from '../helpers/raw';
+import {
+  notification,
+  nowSeconds,
+  PHONE_NUMBER_ID,
+  textMessage,
+  value,
+  WABA_ID,
+  wamid,
+} from '../helpers/meta';
 
 let app: TestApp;
 let seq = 0;
@@ -156,5 +167,118 @@ describe('incoming product messages on the interactive webhook', () => {
       (m) => m.waMessageId === id,
     );
     expect(stored).toMatchObject({ type: 'interactive', role: 'conversation', text: '[product] di9ozbzfi4' });
+  });
+});
+
+describe('edit and revoke messages (a user edits or deletes a message they sent)', () => {
+  // Meta's documented payloads: `edit.original_message_id` and the edited message in
+  // `edit.message`; `revoke.original_message_id`. Neither is a new message to answer.
+  it('are stored linked to the message they change, never read or answered', async () => {
+    const phone = newPhone();
+    const original = textMessage(phone, 'Do you have it in size M?');
+    await app.post(
+      notification(value({ contacts: [{ waId: phone, name: 'Sheena Nelson' }], messages: [original] })),
+    );
+    await app.drain();
+    expect(sendsTo(phone)).toHaveLength(1);
+    const receiptsBefore = app.graph.receipts().length;
+
+    const edit = {
+      from: phone,
+      id: wamid(),
+      timestamp: nowSeconds(),
+      type: 'edit',
+      edit: {
+        original_message_id: original.id,
+        message: { context: { id: original.id }, type: 'text', text: { body: 'Do you have it in size L?' } },
+      },
+    };
+    const revoke = {
+      from: phone,
+      id: wamid(),
+      timestamp: nowSeconds(),
+      type: 'revoke',
+      revoke: { original_message_id: original.id },
+    };
+    const response = await app.post(
+      notification(value({ contacts: [{ waId: phone, name: 'Sheena Nelson' }], messages: [edit, revoke] })),
+    );
+    expect(response.status).toBe(200);
+    await app.drain();
+
+    // No "cannot read that" answer to an edit or a deletion, and no read receipt for them.
+    expect(sendsTo(phone)).toHaveLength(1);
+    expect(app.graph.receipts().slice(receiptsBefore)).toEqual([]);
+    const messages = collectionOf(app.database.db, 'messages');
+    expect(await messages.findOne({ _id: edit.id })).toMatchObject({
+      type: 'edit',
+      text: '[edited] Do you have it in size L?',
+      relatedId: original.id,
+      replyState: 'none',
+      role: 'notice',
+    });
+    expect(await messages.findOne({ _id: revoke.id })).toMatchObject({
+      type: 'revoke',
+      text: '[message deleted]',
+      relatedId: original.id,
+      replyState: 'none',
+      role: 'notice',
+    });
+    // The original keeps its answer; it is not answered again.
+    expect(await messages.findOne({ _id: original.id })).toMatchObject({ replyState: 'sent' });
+  });
+});
+
+describe('unsupported messages that only act on an earlier message', () => {
+  // Meta's "Unsupported messages webhook reference" (updated Mar 20, 2026): `unsupported.type`
+  // names what the user sent; a reaction, a pin or a "keep in chat" only act on a message already
+  // in the chat, and edits come this way while the edit webhook is unavailable ("Edit messages
+  // webhook reference": edited messages are delivered as an unsupported message type webhook).
+  const unsupported = (from: string, type: string) => ({
+    from,
+    id: wamid(),
+    timestamp: nowSeconds(),
+    errors: [
+      {
+        code: 131051,
+        title: 'Message type unknown',
+        message: 'Message type unknown',
+        error_data: { details: 'Message type is currently not supported.' },
+      },
+    ],
+    type: 'unsupported',
+    unsupported: { type },
+  });
+
+  it('are stored and never answered; other unsupported content still gets the polite answer', async () => {
+    const phone = newPhone();
+    const actions = ['reaction', 'pin', 'keep_in_chat', 'edit'].map((t) => unsupported(phone, t));
+    const content = unsupported(phone, 'poll_creation');
+    const receiptsBefore = app.graph.receipts().length;
+    const response = await app.post(
+      notification(
+        value({ contacts: [{ waId: phone, name: 'Sheena Nelson' }], messages: [...actions, content] }),
+      ),
+    );
+    expect(response.status).toBe(200);
+    await app.drain();
+    const answers = sendsTo(phone).map((s) => (s.body['text'] as { body: string }).body);
+    expect(answers).toEqual([UNREADABLE_ANSWER]);
+    const messages = collectionOf(app.database.db, 'messages');
+    for (const action of actions)
+      expect(await messages.findOne({ _id: action.id })).toMatchObject({
+        type: 'unsupported',
+        replyState: 'none',
+        role: 'notice',
+      });
+    expect(await messages.findOne({ _id: content.id })).toMatchObject({
+      type: 'unsupported',
+      replyState: 'sent',
+    });
+    const read = app.graph
+      .receipts()
+      .slice(receiptsBefore)
+      .map((r) => r.body['message_id']);
+    expect(read).toEqual([content.id]);
   });
 });

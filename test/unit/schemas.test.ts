@@ -89,7 +89,20 @@ const EXPECTED: Record<string, Expected> = {
     text: 'User Sheena Nelson changed from 16505551234 to 16505556789',
   },
   'request-welcome': { type: 'request_welcome', treatment: 'welcome', text: '' },
-  unsupported: { type: 'unsupported', treatment: 'unreadable', text: '[unsupported]' },
+  // An edit delivered as unsupported (the fixture's `unsupported.type`): acts on an earlier message.
+  unsupported: { type: 'unsupported', treatment: 'note', text: '[unsupported: edit]' },
+  edit: {
+    type: 'edit',
+    treatment: 'note',
+    text: '[edited] [image] Black jacket, size L',
+    relatedId: 'wamid.HBgLMTQxMjU1NTA4MjkVAgASGBQzQUNCNjFFOUIwMDhFQTUyNDlGRQA=',
+  },
+  revoke: {
+    type: 'revoke',
+    treatment: 'note',
+    text: '[message deleted]',
+    relatedId: 'wamid.HBgLMTQxMjU1NTA4MjkVAgASGBQzQUNCNjFFOUIwMDhFQTUyNDlGRQA=',
+  },
   referral: { type: 'text', treatment: 'answer', text: 'Can I get more info about this?' },
   'bsuid-user': { type: 'text', treatment: 'answer', text: 'Hi, do you ship to Spain?' },
 };
