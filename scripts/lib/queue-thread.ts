@@ -206,9 +206,11 @@ async function runThread(data: ThreadData): Promise<void> {
       throw new Error(
         `${data.module} does not define ${missing.join(', ')} (the queue thread runs only its own)`,
       );
-    // Log lines go over in batches: a message between threads costs more than a line.
+    // Log lines go over in batches: a message between threads costs more than a line. Messages
+    // arrive in order, so the lines waiting go before any answer (`stop`'s last lines included).
     let lines: [string, string, string][] = [];
     const flush = () => {
+      if (!lines.length) return;
       post({ type: 'logs', lines });
       lines = [];
     };
@@ -228,18 +230,24 @@ async function runThread(data: ThreadData): Promise<void> {
             ? host.stop()
             : Promise.resolve();
       work.then(
-        () => post({ type: 'done', id: message.id, ...(message.type === 'commands' ? { commands } : {}) }),
-        (error: unknown) =>
+        () => {
+          flush();
+          post({ type: 'done', id: message.id, ...(message.type === 'commands' ? { commands } : {}) });
+        },
+        (error: unknown) => {
+          flush();
           post({
             type: 'done',
             id: message.id,
             error: error instanceof Error ? error.message : String(error),
-          }),
+          });
+        },
       );
     });
     post({ type: 'ready' });
   } catch (error) {
-    post({ type: 'failed', message: error instanceof Error ? error.message : String(error) });
+    // Said by `npm run dev` as it stops: scrubbed like the log (numbers, bearer tokens).
+    post({ type: 'failed', message: scrub(error instanceof Error ? error.message : String(error)) });
   }
 }
 

@@ -115,6 +115,23 @@ describe('queue functions in their own thread', () => {
     expect([...logged, reported?.message].join('\n')).not.toContain('447700900123');
   }, 60_000);
 
+  it('says why the thread could not start, with no number in it', async () => {
+    const missing = path.join(dir, '447700900123', 'definitions.ts');
+    const started = startDevServer({
+      definitions,
+      port: 0,
+      storage: { connectionString: azurite.connectionString },
+      queueThread: { module: missing },
+      log: () => {},
+    });
+    const error = await started.then(
+      () => null,
+      (e: unknown) => e as Error,
+    );
+    expect(error?.message).toMatch(/Cannot find module/);
+    expect(error?.message).not.toContain('447700900123');
+  }, 60_000);
+
   it('refuses queue functions its module does not define', async () => {
     out = path.join(dir, 'unused.jsonl');
     const stray = {
