@@ -15,7 +15,7 @@ import type { QueueDefinition } from './definition-types';
 import { loggerOf } from './http';
 import { inboundPoisonQueueOutput } from './queues';
 
-/** host.json `extensions.queues.maxDequeueCount` (test/unit checks they agree). */
+/** host.json `extensions.queues.maxDequeueCount` (test/integration/poisoned-outage.test.ts checks they agree). */
 export const MAX_DEQUEUE_COUNT = 5;
 
 export function keepPoisonedWorker(
