@@ -5,8 +5,7 @@
 // A body too large for a queue message is spilled to the database first and queued by reference.
 // A failed write answers 5xx so that Meta delivers again.
 import { type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
-import { createHash } from 'node:crypto';
-import { MAX_INLINE_BYTES, type SpillReference } from '../shared/bot/jobs';
+import { MAX_INLINE_BYTES, spillBody } from '../shared/bot/jobs';
 import { defaultRuntime, type Runtime } from '../shared/deps';
 import { AppError, ErrorCode } from '../shared/errors';
 import { sameSecret } from '../shared/secrets';
@@ -90,9 +89,7 @@ export function receiveWebhook(runtime: Runtime = defaultRuntime) {
         context.extraOutputs.set(inboundQueueOutput, raw);
         log.info('webhook queued', { bytes: body.length });
       } else {
-        const id = createHash('sha256').update(body).digest('hex');
-        await (await runtime.services()).data.spills.put(id, body);
-        const reference: SpillReference = { spill: id, bytes: body.length };
+        const reference = await spillBody((await runtime.services()).data.spills, body);
         context.extraOutputs.set(inboundQueueOutput, reference);
         log.info('webhook queued by reference', { bytes: body.length });
       }

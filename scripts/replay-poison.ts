@@ -2,10 +2,9 @@
 // `<queue>-poison` (after maxDequeueCount failed attempts) back onto `<queue>`, unchanged, and for
 // `inbound` the notifications kept in the database (shared/bot/poisoned), so they are processed
 // again once the cause is fixed. Ingest is idempotent: nothing is stored twice.
-import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { QueueServiceClient } from '@azure/storage-queue';
-import { INBOUND_QUEUE, MAX_INLINE_BYTES, REPLY_QUEUE, type SpillReference } from '../shared/bot/jobs';
+import { INBOUND_QUEUE, MAX_INLINE_BYTES, REPLY_QUEUE, spillBody } from '../shared/bot/jobs';
 import type { DataStore } from '../shared/data';
 import { sleep } from '../shared/time';
 import { resolveStorage } from './lib/azurite';
@@ -165,11 +164,7 @@ async function replay(
  */
 async function queueItemOf(store: DataStore, json: string): Promise<string> {
   const body = Buffer.from(json, 'utf8');
-  if (body.length <= MAX_INLINE_BYTES) return json;
-  const id = createHash('sha256').update(body).digest('hex');
-  await store.spills.put(id, body);
-  const reference: SpillReference = { spill: id, bytes: body.length };
-  return JSON.stringify(reference);
+  return body.length <= MAX_INLINE_BYTES ? json : JSON.stringify(await spillBody(store.spills, body));
 }
 
 /** A queue service and what to call it, and how to let go of it (an Azurite started for the run). */

@@ -1,6 +1,7 @@
 // The app's queues and their items: the webhook queues each verified notification on `inbound`
 // (the raw body, or a reference to a spilled body), the ingest function queues reply jobs on
 // `reply-jobs`, which the reply function consumes.
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 
 export const INBOUND_QUEUE = 'inbound';
@@ -20,6 +21,19 @@ export const SpillReferenceSchema = z.object({
   bytes: z.number().int().positive(),
 });
 export type SpillReference = z.infer<typeof SpillReferenceSchema>;
+
+/**
+ * Spills a body too large to queue (the webhook's, or a kept notification put back) under its
+ * SHA-256, and returns the `inbound` item that refers to it.
+ */
+export async function spillBody(
+  spills: { put(id: string, body: Buffer): Promise<void> },
+  body: Buffer,
+): Promise<SpillReference> {
+  const id = createHash('sha256').update(body).digest('hex');
+  await spills.put(id, body);
+  return { spill: id, bytes: body.length };
+}
 
 export const ReplyJobSchema = z.discriminatedUnion('kind', [
   z.object({
