@@ -8,6 +8,7 @@ import { toEvent, type EventDoc } from './events';
 import type { Gateway } from './gateway';
 import { COUNTED_FIELDS, countedAs } from './message-doc';
 import { toMessage, type MessageDoc } from './messages';
+import { partId, pieceOfPart } from './poisoned';
 import { CounterDelta, type StatsRepository } from './stats';
 import type { SubjectKeys } from './subjects';
 import type { ArchivedEvent, Message, User } from './types';
@@ -129,7 +130,7 @@ export class PersonalData {
     if (parts.size === 0) return [...docs];
     const whole = docs.map((d) => {
       if (!d.parts) return d;
-      const ids = Array.from({ length: d.parts - 1 }, (_, i) => `${d._id}:${i + 1}`);
+      const ids = Array.from({ length: d.parts - 1 }, (_, i) => partId(d._id, i + 1));
       const texts = ids.map((id) => parts.get(id)?.payloadJson);
       if (texts.some((t) => t === undefined)) return d;
       for (const id of ids) parts.delete(id);
@@ -143,12 +144,11 @@ export class PersonalData {
       };
     });
     // Parts of a piece left out by the bound stay out with it (`truncated` says so).
-    const headOf = (id: string) => id.slice(0, id.lastIndexOf(':'));
-    const heads = [...new Set([...parts.keys()].map(headOf))];
+    const heads = [...new Set([...parts.keys()].map(pieceOfPart))];
     const present = new Set(
       (await this.events.find({ _id: { $in: heads } }, { projection: { _id: 1 } })).map((d) => d._id),
     );
-    const orphans = [...parts.values()].filter((p) => !present.has(headOf(p._id)));
+    const orphans = [...parts.values()].filter((p) => !present.has(pieceOfPart(p._id)));
     return [...whole, ...orphans].sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime());
   }
 

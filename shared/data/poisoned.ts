@@ -41,7 +41,10 @@ function partsOf(text: string, size = PART_CHARS): string[] {
   return parts;
 }
 
-const partId = (head: string, part: number) => `${head}:${part}`;
+/** The id of a piece's `part`-th part after its first (whose id is the piece's own). */
+export const partId = (head: string, part: number) => `${head}:${part}`;
+/** The piece a part (not its first) belongs to. */
+export const pieceOfPart = (id: string) => id.slice(0, id.lastIndexOf(':'));
 /** Pieces (their first part: the others carry `part`). */
 const HEADS = { kind: POISONED_KIND, part: { $exists: false } } as const;
 
