@@ -4,7 +4,7 @@
 // keeps it in the database for `npm run replay-poison`. A redelivered item stores nothing twice.
 import type { InvocationContext } from '@azure/functions';
 import { ingestNotification } from '../shared/bot/ingest';
-import { INBOUND_QUEUE, SpillReferenceSchema } from '../shared/bot/jobs';
+import { INBOUND_QUEUE, inboundBody } from '../shared/bot/jobs';
 import { defaultRuntime, type Runtime, type Services } from '../shared/deps';
 import type { Logger } from '../shared/log';
 import type { QueueDefinition } from './definition-types';
@@ -15,26 +15,13 @@ type Body = { payload: unknown; spill: string | null } | null;
 
 /** The notification an item stands for: the item itself, or the body it refers to. */
 async function resolve(services: Services, item: unknown, log: Logger): Promise<Body> {
-  let value = item;
-  if (typeof value === 'string') {
-    // The host hands JSON over parsed; a string here was not JSON (never queued by the webhook).
-    try {
-      value = JSON.parse(value);
-    } catch {
-      return { payload: value, spill: null };
-    }
-  }
-  const reference = SpillReferenceSchema.safeParse(value);
-  if (!reference.success || (value as Record<string, unknown>)['object'] !== undefined) {
-    return { payload: value, spill: null };
-  }
-  const body = await services.data.spills.take(reference.data.spill);
-  if (!body) {
-    // Spills are removed only after their content was stored: this item was already ingested.
-    log.warn('spilled notification already ingested', { bytes: reference.data.bytes });
+  const body = await inboundBody(services.data.spills, item);
+  if (body.kind === 'gone') {
+    log.warn('spilled notification already ingested', { bytes: body.bytes });
     return null;
   }
-  return { payload: JSON.parse(body.toString('utf8')), spill: reference.data.spill };
+  if (body.kind === 'item') return { payload: body.value, spill: null };
+  return { payload: JSON.parse(body.text), spill: body.spill };
 }
 
 export function ingestWorker(runtime: Runtime = defaultRuntime) {

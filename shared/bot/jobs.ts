@@ -35,6 +35,37 @@ export async function spillBody(
   return { spill: id, bytes: body.length };
 }
 
+/**
+ * What an `inbound` item stands for: the item itself (`json`: false for a string that is not JSON,
+ * which the webhook never queues: the host hands JSON over parsed), or the spilled body it refers
+ * to, as text; `gone` when that spill was already taken (spills are removed only once what they
+ * hold was stored: the item was handled before).
+ */
+export async function inboundBody(
+  spills: { take(id: string): Promise<Buffer | null> },
+  item: unknown,
+): Promise<
+  | { kind: 'item'; value: unknown; json: boolean }
+  | { kind: 'spill'; spill: string; text: string }
+  | { kind: 'gone'; bytes: number }
+> {
+  let value = item;
+  if (typeof value === 'string') {
+    try {
+      value = JSON.parse(value);
+    } catch {
+      return { kind: 'item', value, json: false };
+    }
+  }
+  const reference = SpillReferenceSchema.safeParse(value);
+  if (!reference.success || (value as Record<string, unknown>)['object'] !== undefined)
+    return { kind: 'item', value, json: true };
+  const body = await spills.take(reference.data.spill);
+  return body
+    ? { kind: 'spill', spill: reference.data.spill, text: body.toString('utf8') }
+    : { kind: 'gone', bytes: reference.data.bytes };
+}
+
 export const ReplyJobSchema = z.discriminatedUnion('kind', [
   z.object({
     kind: z.literal('message'),

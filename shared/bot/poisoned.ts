@@ -4,7 +4,7 @@
 // A spilled body is resolved, kept, and only then its spill removed. The same item handed over
 // again keeps nothing twice: the pieces' ids derive from the body.
 import { createHash } from 'node:crypto';
-import { SpillReferenceSchema } from './jobs';
+import { inboundBody } from './jobs';
 import { boundedJson, type PoisonedPiece } from '../data';
 import type { Logger } from '../log';
 import { splitByPerson } from '../whatsapp/notification';
@@ -31,26 +31,17 @@ async function resolve(
   ports: PoisonPorts,
   item: unknown,
 ): Promise<{ text: string; value: unknown; json: boolean; spill: string | null } | 'gone'> {
-  let value = item;
-  if (typeof value === 'string') {
-    // The host hands JSON over parsed: a string was not JSON (never queued by the webhook).
-    try {
-      value = JSON.parse(value);
-    } catch {
-      return { text: value as string, value, json: false, spill: null };
-    }
-  }
-  const reference = SpillReferenceSchema.safeParse(value);
-  if (!reference.success || (value as Record<string, unknown>)['object'] !== undefined)
-    return { text: typeof item === 'string' ? item : jsonOf(value), value, json: true, spill: null };
-  const body = await ports.data.spills.take(reference.data.spill);
+  const body = await inboundBody(ports.data.spills, item);
   // Spills are removed only after their pieces were kept: this item was kept before.
-  if (!body) return 'gone';
-  const text = body.toString('utf8');
+  if (body.kind === 'gone') return 'gone';
+  if (body.kind === 'item') {
+    const text = typeof item === 'string' ? item : jsonOf(body.value);
+    return { text, value: body.value, json: body.json, spill: null };
+  }
   try {
-    return { text, value: JSON.parse(text), json: true, spill: reference.data.spill };
+    return { text: body.text, value: JSON.parse(body.text), json: true, spill: body.spill };
   } catch {
-    return { text, value: text, json: false, spill: reference.data.spill };
+    return { text: body.text, value: body.text, json: false, spill: body.spill };
   }
 }
 
