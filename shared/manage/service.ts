@@ -416,11 +416,18 @@ export async function sendMessage(
   return messageJson(stored);
 }
 
-/** Said to the operator: a send Graph did not answer may still reach the user. */
+/**
+ * Said to the operator: a send Graph did not answer may still reach the user. Meta's pair rate
+ * limit (131056) is said as such: nothing went out, and the same send goes through a few seconds
+ * later (an operator's request does not wait for it, as the reply worker does).
+ */
 const sendFailed = (cause?: GraphError): AppError =>
   new AppError(
     ErrorCode.UPSTREAM_FAILED,
-    'WhatsApp did not accept the message, or did not answer (it may then still arrive): it is stored as failed',
+    cause?.pairRateLimited
+      ? "WhatsApp's pair rate limit: too many messages to this user in a short time. Nothing went out " +
+          '(stored as failed): try again in a few seconds'
+      : 'WhatsApp did not accept the message, or did not answer (it may then still arrive): it is stored as failed',
     { cause, exposed: true },
   );
 
