@@ -16,6 +16,7 @@ import { activeHandoff, type Message, type MessageError, type OutboundRecord, ty
 import { pseudonym, type Logger } from '../log';
 import { sleep } from '../time';
 import { GraphError, type Recipient, type RetryPolicy, type SendResult } from '../whatsapp/graph';
+import { windowOpen } from '../whatsapp/outbound';
 import { decideAndApply } from './decide';
 import type { ReplyJob } from './jobs';
 import type { ReplyContent, ReplyPorts } from './ports';
@@ -227,6 +228,16 @@ async function replyTo(
     return user;
   }
   const decided = await decideAndApply(ports, user, message);
+  // WhatsApp delivers an answer only within 24 hours of the user's latest message: one due later
+  // (a notification replayed after a long outage) would be refused (131047) after the AI was
+  // asked. Neither is done, and no read receipt goes out; a command's effect above stands.
+  if (decided.decision.kind !== 'none' && (await windowClosed(ports, user, message, found))) {
+    await record(ports, { inbound: message, parts: [], state: 'failed', error: OUTSIDE_WINDOW, read: false });
+    const index = found.recent.findIndex((m) => m.id === message.id);
+    if (index >= 0) found.recent[index] = { ...message, replyState: 'failed' };
+    log.warn('not answered: outside the 24-hour window', { id: message.id, user: pseudonym(user.id) });
+    return decided.user;
+  }
   // Marked read once: with the typing indicator right before the model is asked, else plainly
   // (a user over the AI rate limit sees no "typing…" followed by silence).
   let read: boolean | null = null;
@@ -364,6 +375,27 @@ async function replyTo(
       dryRun: graph.dryRun,
     });
   return current;
+}
+
+/** What a message answered too late keeps (the code the management API answers an operator with). */
+const OUTSIDE_WINDOW: MessageError = {
+  code: 'OUTSIDE_WINDOW',
+  title:
+    "not answered: the user's latest message was 24 hours old or more (WhatsApp's 24-hour customer " +
+    'service window had closed); only a template can reach them',
+};
+
+/**
+ * Whether WhatsApp's customer service window is closed now: the user's latest inbound message
+ * (Meta's time) is 24 hours old or more. A message within it, or a later one in the messages read,
+ * answers without a round trip; only an old message asks the database for the user's latest.
+ */
+async function windowClosed(ports: ReplyPorts, user: User, message: Message, found: Look): Promise<boolean> {
+  const now = ports.now();
+  const open = (m: Message) => m.direction === 'inbound' && windowOpen(m.createdAt, now);
+  if (open(message) || found.recent.some(open)) return false;
+  const last = await ports.data.handoff.lastInbound(user.id);
+  return !last || !windowOpen(last.createdAt, now);
 }
 
 /**
