@@ -15,7 +15,8 @@ import { randomUUID } from 'node:crypto';
 import { activeHandoff, type Message, type MessageError, type OutboundRecord, type User } from '../data';
 import { pseudonym, type Logger } from '../log';
 import { sleep } from '../time';
-import { GraphError, type Recipient } from '../whatsapp/graph';
+import { GraphError, type Recipient, type RetryPolicy, type SendResult } from '../whatsapp/graph';
+import { windowOpen } from '../whatsapp/outbound';
 import { decideAndApply } from './decide';
 import type { ReplyJob } from './jobs';
 import type { ReplyContent, ReplyPorts } from './ports';
@@ -24,6 +25,13 @@ import { WELCOME_TEXT } from './texts';
 
 /** Longer than one answer can take (AI timeout and retry, Graph retries). */
 export const LEASE_MS = 90_000;
+/**
+ * The waits before a reply is sent again after Meta's pair rate limit (Graph code 131056: about
+ * one message every 6 s to one user once a burst is spent; Meta's advice is to wait and retry,
+ * backing off): 6 s, 12 s, 24 s, 42 s in all, well inside the lease, which is renewed meanwhile.
+ * Each part of an answer has its own. Then the answer is recorded failed.
+ */
+export const PAIR_RETRY: RetryPolicy = { attempts: 4, baseDelayMs: 6_000, maxDelayMs: 24_000 };
 /** Latest messages read per look without AI (what waits for an answer). */
 const WINDOW = 20;
 const MAX_LOOKS = 20;
@@ -125,7 +133,7 @@ export async function processReplyJob(
   ports: ReplyPorts,
   job: ReplyJob,
   log: Logger,
-  { leaseMs = LEASE_MS }: { leaseMs?: number } = {},
+  { leaseMs = LEASE_MS, pairRetry = PAIR_RETRY }: { leaseMs?: number; pairRetry?: RetryPolicy } = {},
 ): Promise<void> {
   if (job.kind === 'welcome') return sendWelcome(ports, job, log);
   const { data } = ports;
@@ -157,7 +165,7 @@ export async function processReplyJob(
     let keepLock = false;
     try {
       for (const message of found.waiting)
-        user = await replyTo(ports, user, message, found, recorded, log, lease);
+        user = await replyTo(ports, user, message, found, recorded, log, lease, pairRetry);
       done = true;
     } catch (error) {
       // An answer Graph accepted that the database would not record: the lock is kept until its
@@ -204,6 +212,7 @@ async function replyTo(
   recorded: OutboundRecord[],
   log: Logger,
   lease: { readonly lost: boolean },
+  pairRetry: RetryPolicy,
 ): Promise<User> {
   const { graph } = ports;
   // Another worker holds the user now and answers this message: leave it to that worker.
@@ -219,6 +228,16 @@ async function replyTo(
     return user;
   }
   const decided = await decideAndApply(ports, user, message);
+  // WhatsApp delivers an answer only within 24 hours of the user's latest message: one due later
+  // (a notification replayed after a long outage) would be refused (131047) after the AI was
+  // asked. Neither is done, and no read receipt goes out; a command's effect above stands.
+  if (decided.decision.kind !== 'none' && (await windowClosed(ports, user, message, found))) {
+    await record(ports, { inbound: message, parts: [], state: 'failed', error: OUTSIDE_WINDOW, read: false });
+    const index = found.recent.findIndex((m) => m.id === message.id);
+    if (index >= 0) found.recent[index] = { ...message, replyState: 'failed' };
+    log.warn('not answered: outside the 24-hour window', { id: message.id, user: pseudonym(user.id) });
+    return decided.user;
+  }
   // Marked read once: with the typing indicator right before the model is asked, else plainly
   // (a user over the AI rate limit sees no "typing…" followed by silence).
   let read: boolean | null = null;
@@ -281,7 +300,16 @@ async function replyTo(
       // Before the first part only: once a part went out, the rest must follow and be recorded.
       if (first) stillOurs();
       try {
-        sent = await graph.sendText(phoneNumberId, recipientOf(user), text);
+        sent = await sendPart(ports, phoneNumberId, recipientOf(user), text, pairRetry, (waitMs) => {
+          log.info('reply waits: pair rate limit', {
+            id: message.id,
+            user: pseudonym(user.id),
+            part: index,
+            waitMs,
+          });
+          // Nothing of the answer went out yet: another worker may hold the user after the wait.
+          return first ? stillOurs : () => undefined;
+        });
       } catch (error) {
         // Only what Graph refused is a send failure; anything else is retried by the queue.
         if (!(error instanceof GraphError)) throw error;
@@ -347,6 +375,54 @@ async function replyTo(
       dryRun: graph.dryRun,
     });
   return current;
+}
+
+/** What a message answered too late keeps (the code the management API answers an operator with). */
+const OUTSIDE_WINDOW: MessageError = {
+  code: 'OUTSIDE_WINDOW',
+  title:
+    "not answered: the user's latest message was 24 hours old or more (WhatsApp's 24-hour customer " +
+    'service window had closed); only a template can reach them',
+};
+
+/**
+ * Whether WhatsApp's customer service window is closed now: the user's latest inbound message
+ * (Meta's time) is 24 hours old or more. A message within it, or a later one in the messages read,
+ * answers without a round trip; only an old message asks the database for the user's latest.
+ */
+async function windowClosed(ports: ReplyPorts, user: User, message: Message, found: Look): Promise<boolean> {
+  const now = ports.now();
+  const open = (m: Message) => m.direction === 'inbound' && windowOpen(m.createdAt, now);
+  if (open(message) || found.recent.some(open)) return false;
+  const last = await ports.data.handoff.lastInbound(user.id);
+  return !last || !windowOpen(last.createdAt, now);
+}
+
+/**
+ * Sends one part of an answer. Meta's pair rate limit (131056) refused it without sending: it is
+ * sent again after the waits of `policy`, here, while the worker holds the user's lock (renewed
+ * meanwhile), so the user's answers keep their order and the AI is not asked again, as a retry by
+ * the queue would. `waiting` is told each wait and gives what to check once it is over.
+ */
+async function sendPart(
+  ports: ReplyPorts,
+  phoneNumberId: string,
+  to: Recipient,
+  text: string,
+  policy: RetryPolicy,
+  waiting: (waitMs: number) => () => void,
+): Promise<SendResult> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await ports.graph.sendText(phoneNumberId, to, text);
+    } catch (error) {
+      if (!(error instanceof GraphError) || !error.pairRateLimited || attempt >= policy.attempts) throw error;
+      const waitMs = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempt - 1));
+      const check = waiting(waitMs);
+      await sleep(waitMs);
+      check();
+    }
+  }
 }
 
 /** The one write after a send: tried again on a database error, since the send must not repeat. */

@@ -227,7 +227,9 @@ export const MANAGE_ROUTES: readonly ManageRoute[] = [
         'Nothing is stored, taken or audited. IN_PROGRESS: a send with this Idempotency-Key has ' +
         'stored no outcome yet (still under way, or interrupted): nothing was sent again',
       422: 'IDEMPOTENCY_KEY_REUSED: the Idempotency-Key was given with another body or by another token',
-      502: 'WhatsApp did not accept the message (stored as failed)',
+      502:
+        'WhatsApp did not accept the message (stored as failed); for its pair rate limit (code 131056) ' +
+        'the message says to try again in a few seconds',
     },
     run: (ctx, { id, body, headers }, caller) =>
       manage.sendMessage(ctx, caller, id, body, headers['idempotency-key']),

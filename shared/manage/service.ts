@@ -15,14 +15,12 @@ import {
   userQueryTerms,
 } from '../data';
 import { GraphError, type GraphClient, type SendResult } from '../whatsapp/graph';
-import { OutboundLimitError } from '../whatsapp/outbound';
+import { OutboundLimitError, windowOpen } from '../whatsapp/outbound';
 import type { CursorCodec } from './cursor';
 import type { Caller } from './auth';
 import type { ExportJson, MessageJson, SendBody, StatsJson, UserJson } from './schemas';
 
 const HOUR_MS = 3_600_000;
-/** WhatsApp allows free text only this long after the user's last message. */
-export const WINDOW_MS = 24 * HOUR_MS;
 /** Graph's code for free text outside the 24-hour window. */
 const GRAPH_REENGAGEMENT = 131047;
 
@@ -342,7 +340,7 @@ export async function sendMessage(
   if (body.text !== undefined && !last) {
     throw new AppError(ErrorCode.OUTSIDE_WINDOW, 'the user has never written: only a template can be sent');
   }
-  if (body.text !== undefined && last && now.getTime() - last.createdAt.getTime() >= WINDOW_MS) {
+  if (body.text !== undefined && last && !windowOpen(last.createdAt, now)) {
     throw new AppError(
       ErrorCode.OUTSIDE_WINDOW,
       "the user's last message is more than 24 hours old: only a template can be sent",
@@ -416,11 +414,18 @@ export async function sendMessage(
   return messageJson(stored);
 }
 
-/** Said to the operator: a send Graph did not answer may still reach the user. */
+/**
+ * Said to the operator: a send Graph did not answer may still reach the user. Meta's pair rate
+ * limit (131056) is said as such: nothing went out, and the same send goes through a few seconds
+ * later (an operator's request does not wait for it, as the reply worker does).
+ */
 const sendFailed = (cause?: GraphError): AppError =>
   new AppError(
     ErrorCode.UPSTREAM_FAILED,
-    'WhatsApp did not accept the message, or did not answer (it may then still arrive): it is stored as failed',
+    cause?.pairRateLimited
+      ? "WhatsApp's pair rate limit: too many messages to this user in a short time. Nothing went out " +
+          '(stored as failed): try again in a few seconds'
+      : 'WhatsApp did not accept the message, or did not answer (it may then still arrive): it is stored as failed',
     { cause, exposed: true },
   );
 

@@ -1,9 +1,10 @@
 // The Graph API client (axios): sends messages and read receipts for a business number. Retries
 // 429, 5xx and network errors with backoff and jitter up to a bound; never retries permanent
-// errors, nor a message whose request may have reached Graph without an answer read (a timeout, a
-// reset connection, a cut or oversized answer: Graph may have sent it, and the Graph API has no
-// idempotency key). Each call is bounded in time and in the size of the answer it reads. Its
-// errors keep method, host, status and the Graph error code, never the token.
+// errors, nor Meta's pair rate limit (131056: left to a caller that can wait), nor a message whose
+// request may have reached Graph without an answer read (a timeout, a reset connection, a cut or
+// oversized answer: Graph may have sent it, and the Graph API has no idempotency key). Each call
+// is bounded in time and in the size of the answer it reads. Its errors keep method, host, status
+// and the Graph error code, never the token.
 import axios, { type AxiosInstance } from 'axios';
 import { z } from 'zod';
 import { AppError, ErrorCode } from '../errors';
@@ -92,8 +93,16 @@ export const PERMANENT_CODES: ReadonlySet<number> = new Set([
   133010, // phone number not registered
 ]);
 
+/**
+ * Meta's pair rate limit: too many messages from one business number to one user in a short time
+ * (about one every 6 s once a burst is spent). It clears in seconds, longer than this client's
+ * backoff waits, so the client does not retry it: the reply worker, which holds the user's lock,
+ * waits and sends again (../bot/reply.ts); an operator's request answers at once.
+ */
+export const PAIR_RATE_LIMIT = 131056;
+
 /** Throttling codes that may succeed later even though Graph answers them with a 4xx. */
-const RETRYABLE_CODES: ReadonlySet<number> = new Set([4, 80007, 130429, 131056, 131000, 1, 2]);
+const RETRYABLE_CODES: ReadonlySet<number> = new Set([4, 80007, 130429, PAIR_RATE_LIMIT, 131000, 1, 2]);
 
 export class GraphError extends AppError {
   constructor(
@@ -114,6 +123,11 @@ export class GraphError extends AppError {
       ErrorCode.UPSTREAM_FAILED,
       `Graph ${method} ${host} failed: ${status ?? 'network error'}${graphCode !== null ? ` code ${graphCode}` : ''}${titleFromGraph ? '' : ` ${title}`}`.trim(),
     );
+  }
+
+  /** Meta's pair rate limit (131056): nothing went out; the same send may succeed in seconds. */
+  get pairRateLimited(): boolean {
+    return this.graphCode === PAIR_RATE_LIMIT;
   }
 
   /** The message with Graph's title: what a failed message keeps (stored with it, never logged). */
@@ -248,7 +262,7 @@ function graphTransport(options: GraphOptions): Post {
           unknownFate,
         );
       }
-      if (error.permanent || attempt + 1 >= policy.attempts) throw error;
+      if (error.permanent || error.pairRateLimited || attempt + 1 >= policy.attempts) throw error;
       await sleep(backoff(policy, attempt, retryAfter));
     }
   };

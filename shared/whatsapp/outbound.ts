@@ -14,6 +14,16 @@ export const TEMPLATE_PARAMETER_LIMIT = 1024;
 /** The most body parameters a template send carries. */
 export const TEMPLATE_PARAMETERS_MAX = 20;
 
+/**
+ * WhatsApp's customer service window: a message other than a template reaches a user only within
+ * 24 hours of their latest message (after it, Graph refuses it: code 131047).
+ */
+export const CUSTOMER_SERVICE_WINDOW_MS = 24 * 3_600_000;
+
+/** Whether the window opened by the user's latest message, sent at `lastInbound` (Meta's time), is open at `now`. */
+export const windowOpen = (lastInbound: Date, now: Date): boolean =>
+  now.getTime() - lastInbound.getTime() < CUSTOMER_SERVICE_WINDOW_MS;
+
 /** Who a message goes to: the phone number (wa_id) when known, else the business-scoped user id. */
 export interface Recipient {
   readonly waId: string | null;

@@ -718,8 +718,11 @@ describe('sweeper', () => {
     const requeued = jobs.map((j) => (j.kind === 'message' ? j.messageId : ''));
     expect(requeued).toEqual(expect.arrayContaining([lateMessage.id, ancientMessage.id]));
     for (const job of jobs) await app.runJob(job);
-    for (const id of [lateMessage.id, ancientMessage.id])
-      expect((await messages().findOne({ _id: id }))?.['replyState']).toBe('sent');
+    expect((await messages().findOne({ _id: lateMessage.id }))?.['replyState']).toBe('sent');
+    // Settled too, but not answered: WhatsApp's 24-hour window (from Meta's time) has closed.
+    const ancientSettled = await messages().findOne({ _id: ancientMessage.id });
+    expect(ancientSettled?.['replyState']).toBe('failed');
+    expect(ancientSettled?.['error']).toMatchObject({ code: 'OUTSIDE_WINDOW' });
   });
   it('a sweep paused past its fold lease folds no further batch once another sweep holds the fold', async () => {
     const db = app.database.db;

@@ -243,6 +243,26 @@ describe('createGraphClient', () => {
     expect(requests).toHaveLength(2);
   });
 
+  it("leaves Meta's pair rate limit (131056) to the caller: one request, at once, not permanent", async () => {
+    // Meta's pair limit is about one message every 6 s to one user: the general policy's waits
+    // (DEFAULT_RETRY, about 2 s in all) mostly spent requests and kept an operator's send waiting.
+    replies = [
+      { status: 400, body: graphError(131056, '(Business Account, Consumer Account) pair rate limit hit') },
+    ];
+    const started = Date.now();
+    // The production policy (no `retry` given).
+    const production = createGraphClient({ baseUrl, apiVersion: 'v25.0', accessToken: TOKEN });
+    const error = await caught(
+      production.sendText(PHONE_NUMBER_ID, { waId: '16505551234', bsuid: null }, 'Hi'),
+    );
+    expect(Date.now() - started).toBeLessThan(1_000);
+    expect(requests).toHaveLength(1);
+    expect(error.graphCode).toBe(131056);
+    expect(error.permanent).toBe(false);
+    expect(error.pairRateLimited).toBe(true);
+    expectNoToken(error);
+  });
+
   it('network error (closed port): GraphError after the bounded attempts, token nowhere', async () => {
     const closed = createServer();
     await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));

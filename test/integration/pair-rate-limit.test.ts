@@ -1,0 +1,207 @@
+// Meta's pair rate limit (Graph code 131056: about one message every 6 s to one user, bursts
+// first) on the real reply path: the reply worker waits and sends again while it holds the user's
+// lock, so the answer goes out once, in order, without asking the AI again; past its bounded
+// schedule the answer is recorded failed. An operator's send is not kept waiting: it answers at
+// once with an error that says to try again in a few seconds.
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { runtimeOf } from '../../shared/deps';
+import { ingestNotification } from '../../shared/bot/ingest';
+import type { ReplyJob } from '../../shared/bot/jobs';
+import { processReplyJob } from '../../shared/bot/reply';
+import { createLogger } from '../../shared/log';
+import type { RetryPolicy } from '../../shared/whatsapp/graph';
+import { ErrorSchema } from '../../shared/manage/schemas';
+import { manageHandlers } from '../../functions/manage';
+import { startTestApp, type TestApp } from '../helpers/app';
+import { startHttpStub, type HttpStub, type StubRequest } from '../helpers/http-stub';
+import { call } from '../helpers/manage-fixture';
+import { notification, textMessage, value } from '../helpers/meta';
+import type { StubResponse } from '../helpers/graph-stub';
+import { parseBody } from '../helpers/shapes';
+import { userIdOf } from '../helpers/users';
+
+const TOKEN = 'manage-token-for-pair-limit-tests-0123';
+/** Short waits for the tests (production: PAIR_RETRY, 6 s then doubling). */
+const PAIR: RetryPolicy = { attempts: 6, baseDelayMs: 20, maxDelayMs: 80 };
+const LONG_ANSWER = 'word '.repeat(1_500).trim();
+
+let app: TestApp;
+let ai: HttpStub;
+let h: ReturnType<typeof manageHandlers>;
+let logs: string[] = [];
+const log = createLogger({
+  log: (...a: unknown[]) => logs.push(a.join(' ')),
+  warn: (...a: unknown[]) => logs.push(a.join(' ')),
+  error: (...a: unknown[]) => logs.push(a.join(' ')),
+});
+let n = 0;
+const newNumber = () => `4470${Date.now().toString().slice(-6)}${++n}`;
+
+const pairLimited = (): StubResponse => ({
+  status: 400,
+  body: {
+    error: {
+      message: '(#131056) (Business Account, Consumer Account) pair rate limit hit',
+      type: 'OAuthException',
+      code: 131056,
+      error_data: {
+        messaging_product: 'whatsapp',
+        details:
+          'Message failed to send because there were too many messages sent from this phone number to the same phone number in a short period of time.',
+      },
+      fbtrace_id: 'AbCdEf123',
+    },
+  },
+});
+const accepted = (id: string): StubResponse => ({
+  status: 200,
+  body: { messaging_product: 'whatsapp', messages: [{ id }] },
+});
+
+/** The AI stub: a long answer (two parts) to "long", else "answer to <text>". */
+function respond(request: StubRequest) {
+  const messages = request.body['messages'] as { role: string; content: string }[];
+  const last = messages.at(-1)?.content ?? '';
+  return {
+    status: 200,
+    body: {
+      model: 'pair-model',
+      choices: [
+        {
+          index: 0,
+          message: { role: 'assistant', content: last.includes('long') ? LONG_ANSWER : `answer to ${last}` },
+          finish_reason: 'stop',
+        },
+      ],
+      usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 },
+    },
+  };
+}
+
+beforeAll(async () => {
+  ai = await startHttpStub(respond);
+  app = await startTestApp({
+    AI_ENDPOINT: `${ai.url}/v1`,
+    AI_MODEL: 'pair-model',
+    AI_TIMEOUT_MS: '5000',
+    MANAGE_API_TOKEN: TOKEN,
+  });
+  h = manageHandlers(runtimeOf(app.services));
+});
+
+afterAll(async () => {
+  await app?.close();
+  await ai?.close();
+});
+
+beforeEach(() => {
+  app.graph.requests.length = 0;
+  app.graph.sendResponses.length = 0;
+  ai.requests = [];
+  logs = [];
+});
+
+/** The user's texts in one notification, ingested; returns their ids and the reply job. */
+async function userWrites(waId: string, texts: string[]): Promise<{ ids: string[]; job: ReplyJob }> {
+  const messages = texts.map((text) => textMessage(waId, text));
+  const { jobs } = await ingestNotification(
+    app.services,
+    notification(value({ contacts: [{ waId }], messages })),
+    log,
+  );
+  const job = jobs[0];
+  if (!job) throw new Error('no reply job');
+  return { ids: messages.map((m) => m.id), job };
+}
+
+const sentTo = (waId: string) =>
+  app.graph
+    .sends()
+    .filter((r) => r.body['to'] === waId)
+    .map((r) => (r.body['text'] as { body: string }).body);
+
+async function outbound(waId: string) {
+  const userId = await userIdOf(app.services.data, waId);
+  const recent = await app.services.data.messages.recent(userId, 50);
+  return recent.filter((m) => m.direction === 'outbound').reverse();
+}
+
+describe("Meta's pair rate limit (131056) on the reply path", () => {
+  it('waits and sends again: the answer goes out once, not failed, and the AI is asked once', async () => {
+    const waId = newNumber();
+    const { ids, job } = await userWrites(waId, ['hello there']);
+    // More refusals than the Graph client's own attempts (4 in the test app).
+    app.graph.sendResponses.push(...Array.from({ length: 5 }, pairLimited));
+    const started = Date.now();
+    await processReplyJob(app.services, job, log, { pairRetry: PAIR });
+    // 20 + 40 + 80 + 80 + 80 ms of waiting (the schedule, not the client's short backoff).
+    expect(Date.now() - started).toBeGreaterThanOrEqual(300);
+    expect(sentTo(waId)).toEqual(Array.from({ length: 6 }, () => 'answer to hello there'));
+    expect(ai.requests).toHaveLength(1);
+    expect((await app.services.data.messages.getMessage(ids[0]!))?.replyState).toBe('sent');
+    const out = await outbound(waId);
+    expect(out.map((m) => [m.text, m.status])).toEqual([['answer to hello there', 'sent']]);
+    expect(logs.filter((l) => l.includes('pair rate limit'))).toHaveLength(5);
+    expect(logs.join('\n')).not.toContain(waId);
+  });
+
+  it('a split answer whose second part is refused waits for it, and the next message is answered after it', async () => {
+    const waId = newNumber();
+    const { ids, job } = await userWrites(waId, ['a long one please', 'and a short one']);
+    app.graph.sendResponses.push(accepted('wamid.out.pair.part1'), ...Array.from({ length: 4 }, pairLimited));
+    await processReplyJob(app.services, job, log, { pairRetry: PAIR });
+    const sent = sentTo(waId);
+    expect(sent).toHaveLength(7);
+    const [first, ...rest] = sent;
+    const second = rest.slice(0, 5);
+    expect(new Set(second).size).toBe(1);
+    expect(`${first} ${second[0]}`).toBe(LONG_ANSWER);
+    expect(rest[5]).toBe('answer to and a short one');
+    expect(ai.requests).toHaveLength(2);
+    for (const id of ids) expect((await app.services.data.messages.getMessage(id))?.replyState).toBe('sent');
+    const out = await outbound(waId);
+    expect(out.map((m) => [m.text, m.status])).toEqual([
+      [first, 'sent'],
+      [second[0], 'sent'],
+      ['answer to and a short one', 'sent'],
+    ]);
+  });
+
+  it('gives up after its bounded schedule: recorded failed with 131056, AI asked once, the job ends', async () => {
+    const waId = newNumber();
+    const { ids, job } = await userWrites(waId, ['still there?']);
+    app.graph.sendResponses.push(...Array.from({ length: 10 }, pairLimited));
+    const policy: RetryPolicy = { attempts: 3, baseDelayMs: 10, maxDelayMs: 20 };
+    await processReplyJob(app.services, job, log, { pairRetry: policy });
+    expect(sentTo(waId)).toHaveLength(3);
+    expect(ai.requests).toHaveLength(1);
+    const inbound = await app.services.data.messages.getMessage(ids[0]!);
+    expect(inbound?.replyState).toBe('failed');
+    const out = await outbound(waId);
+    expect(out.map((m) => [m.status, m.error?.code])).toEqual([['failed', 131056]]);
+  });
+});
+
+describe("an operator's send under the pair rate limit", () => {
+  it('answers 502 UPSTREAM_FAILED at once, saying to try again in a few seconds; one request to Graph', async () => {
+    const waId = newNumber();
+    await app.userWrites(waId, 'hi');
+    const id = await userIdOf(app.services.data, waId);
+    app.graph.requests.length = 0;
+    app.graph.sendResponses.push(pairLimited());
+    const answer = await call(h.userMessages, {
+      token: TOKEN,
+      method: 'POST',
+      params: { id },
+      body: { text: 'Operator here' },
+    });
+    expect(answer.status).toBe(502);
+    const error = parseBody(ErrorSchema, answer.body).error;
+    expect(error.code).toBe('UPSTREAM_FAILED');
+    expect(error.message).toMatch(/pair rate limit/);
+    expect(error.message).toMatch(/try again in a few seconds/);
+    expect(app.graph.sends()).toHaveLength(1);
+    const out = await outbound(waId);
+    expect(out.at(-1)).toMatchObject({ text: 'Operator here', status: 'failed', role: 'operator' });
+  });
+});
