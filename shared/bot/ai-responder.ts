@@ -64,6 +64,29 @@ export function describeForModel(message: Pick<Message, 'type' | 'text' | 'direc
   }
 }
 
+/**
+ * The history in the order of its exchanges: each answer right after the message it answers. On
+ * our clock a burst's messages are all stored before the first of their answers is sent (b1 b2 b3
+ * a1 a2 a3); read that way the model sees questions, then answers to questions it must pair up
+ * itself, and the history limit cuts the questions first, leaving answers to messages it is not
+ * shown. An answer whose message is not among the rows (older) stays where it is.
+ */
+export function inExchanges(history: readonly Message[]): Message[] {
+  const asked = new Set(history.filter((m) => m.direction === 'inbound').map((m) => m.id));
+  const answers = new Map<string, Message[]>();
+  const answersAsked = (m: Message): m is Message & { relatedId: string } =>
+    m.direction === 'outbound' && m.relatedId !== null && asked.has(m.relatedId);
+  for (const m of history)
+    if (answersAsked(m)) answers.set(m.relatedId, [...(answers.get(m.relatedId) ?? []), m]);
+  const ordered: Message[] = [];
+  for (const m of history) {
+    if (answersAsked(m)) continue;
+    ordered.push(m);
+    if (m.direction === 'inbound') ordered.push(...(answers.get(m.id) ?? []));
+  }
+  return ordered;
+}
+
 /** The history as chat turns; the parts of one long answer become one assistant turn. */
 export function toTurns(history: readonly Message[]): ChatMessage[] {
   const turns: ChatMessage[] = [];
@@ -133,7 +156,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
     }
     return [
       { role: 'system', content: config.systemPrompt },
-      ...toTurns(history.slice(-config.historyLimit)),
+      ...toTurns(inExchanges(history).slice(-config.historyLimit)),
       { role: 'user', content: describeForModel(message) },
     ];
   }

@@ -251,6 +251,45 @@ describe('AI answers', () => {
     ]);
   });
 
+  it('puts each answer of a burst right after the message it answers, so the limit keeps whole exchanges', async () => {
+    // Five messages sent before the first answer: all are stored before any answer is sent, so on
+    // our clock the answers come after all five. The model must still read question, answer,
+    // question, answer — not the questions, then answers to questions it may no longer see.
+    const chat = await new Chat('15550000013', { AI_HISTORY_LIMIT: '4' }).init();
+    const text = (body: string) => ({ type: 'text', text: { body } });
+    await chat.burst(['b1', 'b2', 'b3', 'b4', 'b5'].map(text));
+    expect(sentTexts()).toEqual(['answer 1', 'answer 2', 'answer 3', 'answer 4', 'answer 5']);
+    const sys = { role: 'system', content: SYSTEM_PROMPT };
+    const user = (content: string) => ({ role: 'user', content });
+    const assistant = (content: string) => ({ role: 'assistant', content });
+    expect(ai.requests[2]!.body['messages']).toEqual([
+      sys,
+      user('b1'),
+      assistant('answer 1'),
+      user('b2'),
+      assistant('answer 2'),
+      user('b3'),
+    ]);
+    expect(ai.requests[4]!.body['messages']).toEqual([
+      sys,
+      user('b3'),
+      assistant('answer 3'),
+      user('b4'),
+      assistant('answer 4'),
+      user('b5'),
+    ]);
+    // Read again from the database for the next message: the same order.
+    await chat.say('next');
+    expect(lastRequestMessages()).toEqual([
+      sys,
+      user('b4'),
+      assistant('answer 4'),
+      user('b5'),
+      assistant('answer 5'),
+      user('next'),
+    ]);
+  });
+
   it('describes non-text messages in words', async () => {
     const chat = await new Chat('15550000003').init();
     await chat.send({
