@@ -3,7 +3,8 @@
 // Azure hosts (@azure/identity, loaded only then), else none. One retry on 429, 5xx, network
 // errors, timeouts and an answer without text (malformed, no choices, null or blank content, a
 // refusal), after the endpoint's Retry-After when it gives one (none when it asks for longer than
-// a call may take); an answer the content filter stopped is a failure, never sent in part. The
+// a call may take); an answer the content filter stopped is a failure, never sent in part; one the
+// token limit stopped (`finish_reason` `length`) is an answer, marked `cut`. The
 // text is made well-formed (no lone surrogates, no control characters but line breaks and tabs),
 // and an answer is read up to 4 MiB. Its errors keep method, host and status, never keys, tokens or prompts.
 import axios, { type AxiosInstance } from 'axios';
@@ -22,6 +23,8 @@ export type AiProvider = (typeof AiProvider)[keyof typeof AiProvider];
 
 export interface Completion {
   readonly text: string;
+  /** The model stopped at its token limit (`finish_reason` `length`): the text ends mid-way. */
+  readonly cut: boolean;
   readonly provider: AiProvider;
   readonly model: string;
   readonly promptTokens: number;
@@ -260,7 +263,8 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
     const text = parsed.success ? wellFormed(parsed.data.choices[0]?.message.content ?? '').trim() : '';
     if (!parsed.success || !text)
       throw new AiError(host, 200, 'bad_response', true, 'no answer in the response', null, usage);
-    return { text, usage, model: parsed.data.model || config.model };
+    const cut = parsed.data.choices[0]?.finish_reason === 'length';
+    return { text, cut, usage, model: parsed.data.model || config.model };
   }
 
   /** The tokens an answer reports (none when it reports no usage). */
@@ -300,10 +304,11 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
           throw again;
         }
       }
-      const { text, usage, model } = answered;
+      const { text, cut, usage, model } = answered;
       const total = addUsage(spent, usage);
       return {
         text,
+        cut,
         provider,
         model,
         promptTokens: total?.promptTokens ?? 0,

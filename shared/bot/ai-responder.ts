@@ -6,6 +6,7 @@ import type { DataStore, Message, User } from '../data';
 import { pseudonym } from '../log';
 import { AiError, createAiClient, type AiClient, type AiClientOptions, type ChatMessage } from '../ai/client';
 import { aiWindow, type AiResponder, type ReplyContent } from './ports';
+import { markCut } from './split';
 import { AI_APOLOGY, RATE_LIMIT_NOTICE } from './texts';
 
 export interface AiResponderDeps {
@@ -200,9 +201,10 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
           tokens: completion.totalTokens,
           ms: completion.latencyMs,
           length: completion.text.length,
+          cut: completion.cut,
         });
         const reply: ReplyContent = {
-          text: completion.text,
+          text: completion.cut ? markCut(completion.text) : completion.text,
           role: 'conversation',
           ai: {
             provider: completion.provider,

@@ -479,6 +479,22 @@ describe('AI answers that misbehave', () => {
     expect(await data.maintenance.checkCounters(await data.maintenance.countStored())).toEqual([]);
   });
 
+  // OpenAI's reference: finish_reason `length` when "the maximum number of tokens specified in the
+  // request was reached" (or the deployment's own limit): the text stops mid-sentence.
+  it('marks an answer the token limit cut with "…" at its last whole word, as a cut long answer is', async () => {
+    ai.respond = () => finished('The shop opens at nine. Parking is behind the buil', 'length');
+    const chat = await new Chat('15550000024').init();
+    const id = await chat.say('hello');
+    expect(sentTexts()).toEqual(['The shop opens at nine. Parking is behind the…']);
+    expect(ai.requests).toHaveLength(1);
+    expect((await data.messages.getMessage(id))?.error).toBeNull();
+    // A whole answer is sent as it is.
+    graph.requests = [];
+    ai.respond = () => finished('All done.', 'stop');
+    await chat.say('thanks');
+    expect(sentTexts()).toEqual(['All done.']);
+  });
+
   it('sends and stores an answer with a lone surrogate or a NUL as well-formed text without control characters', async () => {
     // JSON.stringify writes the lone surrogates as \ud800 escapes, as a model's JSON may hold them.
     ai.respond = () => finished('a\ud800b\u0000c\u0007d\udc00\n\ud83d\ude00', 'stop');
