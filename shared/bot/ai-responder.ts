@@ -118,7 +118,10 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
     m.id !== message.id &&
     m.role === 'conversation' &&
     afterReset(user)(m) &&
-    !(m.direction === 'inbound' && (m.replyState === 'pending' || m.replyState === 'sending'));
+    !(m.direction === 'inbound' && (m.replyState === 'pending' || m.replyState === 'sending')) &&
+    // An answer the user never got (Graph refused it, or a status reported it failed): the model
+    // must not build on what it believes it said.
+    !(m.direction === 'outbound' && m.status === 'failed');
 
   /**
    * The conversation since the last reset among `rows`. An answer belongs where the message it

@@ -140,6 +140,41 @@ class Chat {
     return ids;
   }
 
+  /** Delivers a status of a message the bot sent. */
+  async status(waMessageId: string, status: string): Promise<void> {
+    this.clock += 1_000;
+    const payload = {
+      object: 'whatsapp_business_account',
+      entry: [
+        {
+          id: 'WABA',
+          changes: [
+            {
+              field: 'messages',
+              value: {
+                messaging_product: 'whatsapp',
+                metadata: { display_phone_number: '15550000000', phone_number_id: PHONE_NUMBER_ID },
+                statuses: [
+                  {
+                    id: waMessageId,
+                    status,
+                    timestamp: String(Math.floor(this.clock / 1000)),
+                    recipient_id: this.waId,
+                    ...(status === 'failed'
+                      ? { errors: [{ code: 131026, title: 'Message undeliverable' }] }
+                      : {}),
+                  },
+                ],
+              },
+            },
+          ],
+        },
+      ],
+    };
+    const { jobs } = await ingestNotification(this.services, payload, log);
+    for (const job of jobs) await processReplyJob(this.services, job, log);
+  }
+
   say(text: string): Promise<string> {
     return this.send({ type: 'text', text: { body: text } });
   }
@@ -288,6 +323,43 @@ describe('AI answers', () => {
       assistant('answer 5'),
       user('next'),
     ]);
+  });
+
+  it('leaves out an answer the user never got (Graph refused it, or its status came back failed)', async () => {
+    const chat = await new Chat('15550000014').init();
+    const answering = graph.respond;
+    // The first answer is refused (131026: message undeliverable).
+    graph.respond = (req, index) =>
+      req.body['type'] === 'text' && !graph.requests.slice(0, index).some((r) => r.body['type'] === 'text')
+        ? {
+            status: 400,
+            body: { error: { code: 131026, message: 'Message undeliverable', type: 'OAuthException' } },
+          }
+        : answering(req, index);
+    try {
+      const q1 = await chat.say('q1');
+      expect((await outboundFor(q1)).map((m) => m.status)).toEqual(['failed']);
+      const q2 = await chat.say('q2');
+      expect(lastRequestMessages()).toEqual([
+        { role: 'system', content: SYSTEM_PROMPT },
+        { role: 'user', content: 'q1' },
+        { role: 'user', content: 'q2' },
+      ]);
+      // Accepted, then reported failed by a status: the user never got it either.
+      const [answer2] = await outboundFor(q2);
+      expect(answer2?.status).toBe('sent');
+      await chat.status(answer2!.waMessageId!, 'failed');
+      expect((await data.messages.getMessage(answer2!.id))?.status).toBe('failed');
+      await chat.say('q3');
+      expect(lastRequestMessages()).toEqual([
+        { role: 'system', content: SYSTEM_PROMPT },
+        { role: 'user', content: 'q1' },
+        { role: 'user', content: 'q2' },
+        { role: 'user', content: 'q3' },
+      ]);
+    } finally {
+      graph.respond = answering;
+    }
   });
 
   it('describes non-text messages in words', async () => {
