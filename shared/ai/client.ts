@@ -83,6 +83,11 @@ export class AiError extends AppError {
      * without text, a first attempt before the retry): they count in the stats all the same.
      */
     public usage: Usage | null = null,
+    /**
+     * The endpoint refused the prompt itself (Azure OpenAI's content filter: HTTP 400, code
+     * `content_filter`): any call whose context holds the same message fails the same way.
+     */
+    readonly promptFiltered = false,
   ) {
     super(
       ErrorCode.UPSTREAM_FAILED,
@@ -242,6 +247,8 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
       response.status === 429 || response.status >= 500,
       code,
       retryAfter(response.headers),
+      null,
+      response.status === 400 && code === 'content_filter',
     );
   }
 

@@ -19,6 +19,8 @@ export interface AiResponderDeps {
 }
 
 const MINUTE_MS = 60_000;
+/** The failure recorded on a message whose prompt the endpoint's content filter refused. */
+export const PROMPT_FILTERED = 'content_filter';
 /** Extra messages read beyond the context and the rate limit (later waiting ones, commands). */
 const SLACK = 20;
 
@@ -121,7 +123,9 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
     !(m.direction === 'inbound' && (m.replyState === 'pending' || m.replyState === 'sending')) &&
     // An answer the user never got (Graph refused it, or a status reported it failed): the model
     // must not build on what it believes it said.
-    !(m.direction === 'outbound' && m.status === 'failed');
+    !(m.direction === 'outbound' && m.status === 'failed') &&
+    // A message the content filter refused: kept, it would fail every call after it.
+    !(m.direction === 'inbound' && m.error?.code === PROMPT_FILTERED);
 
   /**
    * The conversation since the last reset among `rows`. An answer belongs where the message it
@@ -237,7 +241,10 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
             ...error.usage,
             latencyMs: Date.now() - started,
           },
-          failure: { code: error.status ?? error.reason, title: error.message },
+          failure: {
+            code: error.promptFiltered ? PROMPT_FILTERED : (error.status ?? error.reason),
+            title: error.message,
+          },
         };
       }
     },

@@ -551,6 +551,50 @@ describe('AI answers that misbehave', () => {
     expect(await data.maintenance.checkCounters(await data.maintenance.countStored())).toEqual([]);
   });
 
+  // Azure OpenAI (learn.microsoft.com/azure/ai-services/openai/concepts/content-filter): a prompt
+  // the content filter classifies as filtered fails the call with HTTP 400, code content_filter.
+  // Kept in the context, the message would fail every call after it too.
+  it('leaves a message whose prompt the content filter refused out of later context, so the next ones are answered', async () => {
+    ai.respond = (req, index) =>
+      (req.body['messages'] as { content: string }[]).some((m) => m.content.includes('BADWORD'))
+        ? {
+            status: 400,
+            body: {
+              error: {
+                message:
+                  "The response was filtered due to the prompt triggering Azure OpenAI's content management policy.",
+                type: null,
+                param: 'prompt',
+                code: 'content_filter',
+                status: 400,
+              },
+            },
+          }
+        : answerN(req, index);
+    const chat = await new Chat('15550000025').init();
+    await chat.say('hello');
+    const filtered = await chat.say('some BADWORD here');
+    expect(ai.requests).toHaveLength(2);
+    await chat.say('what are your opening hours?');
+    expect(sentTexts()).toEqual(['answer 1', AI_APOLOGY, 'answer 3']);
+    expect(lastRequestMessages()).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'user', content: 'hello' },
+      { role: 'assistant', content: 'answer 1' },
+      { role: 'user', content: 'what are your opening hours?' },
+    ]);
+    // Recorded as what it was: the prompt refused by the content filter.
+    expect((await data.messages.getMessage(filtered))?.error).toMatchObject({
+      code: 'content_filter',
+      title: expect.stringMatching(/400 content_filter/),
+    });
+    // Also within a burst: the next message of the same look is answered.
+    graph.requests = [];
+    const text = (body: string) => ({ type: 'text', text: { body } });
+    await chat.burst([text('BADWORD again'), text('and on Sundays?')]);
+    expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 5']);
+  });
+
   // OpenAI's reference: finish_reason `length` when "the maximum number of tokens specified in the
   // request was reached" (or the deployment's own limit): the text stops mid-sentence.
   it('marks an answer the token limit cut with "…" at its last whole word, as a cut long answer is', async () => {
