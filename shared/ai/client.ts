@@ -96,8 +96,14 @@ export class AiError extends AppError {
   }
 }
 
+/** A token count as the endpoint gave it; anything but a count (null, a string) is no count. */
+const tokens = () => z.number().int().nonnegative().optional().catch(undefined);
+
+// Only the choice is the answer: the model name and the usage are bookkeeping, and an endpoint that
+// gives them oddly (null, strings: "OpenAI-compatible" servers vary) must not cost the user the
+// answer. Missing or unreadable, the configured model stands in and the usage counts what it can.
 const ResponseSchema = z.object({
-  model: z.string().optional(),
+  model: z.string().optional().catch(undefined),
   choices: z
     .array(
       z
@@ -109,13 +115,10 @@ const ResponseSchema = z.object({
     )
     .min(1),
   usage: z
-    .object({
-      prompt_tokens: z.number().optional(),
-      completion_tokens: z.number().optional(),
-      total_tokens: z.number().optional(),
-    })
+    .object({ prompt_tokens: tokens(), completion_tokens: tokens(), total_tokens: tokens() })
     .passthrough()
-    .nullish(),
+    .nullish()
+    .catch(null),
 });
 
 /** The tokens of two attempts of one call (the model named by the later one). */

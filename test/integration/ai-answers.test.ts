@@ -595,6 +595,45 @@ describe('AI answers that misbehave', () => {
     expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 5']);
   });
 
+  it('sends an answer whose model name or usage the endpoint gave as null or oddly, and counts only the usage it can read', async () => {
+    const chat = await new Chat('15550000026').init();
+    const before = await data.stats.totals();
+    ai.respond = () => ({
+      status: 200,
+      body: {
+        model: null,
+        choices: [
+          { index: 0, message: { role: 'assistant', content: 'fine answer' }, finish_reason: 'stop' },
+        ],
+        usage: { prompt_tokens: 10, completion_tokens: null, total_tokens: null },
+      },
+    });
+    const first = await chat.say('hello');
+    ai.respond = () => ({
+      status: 200,
+      body: {
+        model: MODEL,
+        choices: [
+          { index: 0, message: { role: 'assistant', content: 'second answer' }, finish_reason: 'stop' },
+        ],
+        usage: { prompt_tokens: '10', completion_tokens: '5', total_tokens: '15' },
+      },
+    });
+    const second = await chat.say('again');
+    expect(sentTexts()).toEqual(['fine answer', 'second answer']);
+    expect(ai.requests).toHaveLength(2);
+    // The model configured stands in for a missing name; usage only as far as it is numbers.
+    expect((await outboundFor(first))[0]?.ai).toMatchObject({
+      model: MODEL,
+      promptTokens: 10,
+      totalTokens: 10,
+    });
+    expect((await outboundFor(second))[0]?.ai).toMatchObject({ model: MODEL, totalTokens: 0 });
+    const after = await data.stats.totals();
+    expect(after.aiRequests - before.aiRequests).toBe(2);
+    expect(after.aiTokens - before.aiTokens).toBe(10);
+  });
+
   // OpenAI's reference: finish_reason `length` when "the maximum number of tokens specified in the
   // request was reached" (or the deployment's own limit): the text stops mid-sentence.
   it('marks an answer the token limit cut with "…" at its last whole word, as a cut long answer is', async () => {
