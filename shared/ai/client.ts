@@ -4,7 +4,8 @@
 // errors, timeouts and an answer without text (malformed, no choices, null or blank content, a
 // refusal), after the endpoint's Retry-After when it gives one (none when it asks for longer than
 // a call may take); an answer the content filter stopped is a failure, never sent in part; one the
-// token limit stopped (`finish_reason` `length`) is an answer, marked `cut`. The
+// token limit stopped (`finish_reason` `length`) is an answer, marked `cut`. Reasoning a model
+// writes first in <think> tags is left out (all reasoning, the answer is none). The
 // text is made well-formed (no lone surrogates, no control characters but line breaks and tabs),
 // and an answer is read up to 4 MiB. Its errors keep method, host and status, never keys, tokens or prompts.
 import axios, { type AxiosInstance } from 'axios';
@@ -141,6 +142,16 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/g;
 
+/**
+ * The reasoning a model writes before its answer, in <think> tags (DeepSeek-R1 on Azure AI Foundry,
+ * models served by vLLM or Ollama without a reasoning parser): never for the user. Only at the
+ * start; one never closed (the token limit stopped it) is all reasoning.
+ */
+const REASONING = /^\s*<think>(?:[\s\S]*?<\/think>|[\s\S]*$)/;
+
+/** The answer a model's content holds, its leading reasoning left out. */
+export const withoutReasoning = (content: string): string => content.replace(REASONING, '');
+
 /** A model's text as a message can carry it. */
 export const wellFormed = (text: string): string =>
   text.replace(LONE_SURROGATE, '\uFFFD').replace(CONTROL, '');
@@ -270,7 +281,9 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
         null,
         usage,
       );
-    const text = parsed.success ? wellFormed(parsed.data.choices[0]?.message.content ?? '').trim() : '';
+    const text = parsed.success
+      ? wellFormed(withoutReasoning(parsed.data.choices[0]?.message.content ?? '')).trim()
+      : '';
     if (!parsed.success || !text)
       throw new AiError(host, 200, 'bad_response', true, 'no answer in the response', null, usage);
     const cut = parsed.data.choices[0]?.finish_reason === 'length';

@@ -634,6 +634,30 @@ describe('AI answers that misbehave', () => {
     expect(after.aiTokens - before.aiTokens).toBe(10);
   });
 
+  // Reasoning models served as chat completions (DeepSeek-R1 on Azure AI Foundry, vLLM or Ollama
+  // without a reasoning parser) put their chain of thought first in the content, in <think> tags.
+  it('sends the answer without the reasoning a model wrote first in <think> tags, and keeps none of it', async () => {
+    ai.respond = () =>
+      finished(
+        '<think>\nThe user greets me; the system prompt says to be brief.\n</think>\n\nHello! How can I help?',
+        'stop',
+      );
+    const chat = await new Chat('15550000027').init();
+    const id = await chat.say('hello');
+    expect(sentTexts()).toEqual(['Hello! How can I help?']);
+    expect((await outboundFor(id)).map((m) => m.text)).toEqual(['Hello! How can I help?']);
+    // Reasoning that never reached its answer (the token limit stopped it) is no answer.
+    graph.requests = [];
+    ai.respond = () => finished('<think>\nLet me think about the opening hours and', 'length');
+    await chat.say('opening hours?');
+    expect(sentTexts()).toEqual([AI_APOLOGY]);
+    // A <think> the answer only mentions stays.
+    graph.requests = [];
+    ai.respond = () => finished('Use the <think> tag like this: <think>…</think>', 'stop');
+    await chat.say('html?');
+    expect(sentTexts()).toEqual(['Use the <think> tag like this: <think>…</think>']);
+  });
+
   // OpenAI's reference: finish_reason `length` when "the maximum number of tokens specified in the
   // request was reached" (or the deployment's own limit): the text stops mid-sentence.
   it('marks an answer the token limit cut with "…" at its last whole word, as a cut long answer is', async () => {
