@@ -3,7 +3,9 @@
 // Azure hosts (@azure/identity, loaded only then), else none. One retry on 429, 5xx, network
 // errors, timeouts and an answer without text (malformed, no choices, null or blank content, a
 // refusal), after the endpoint's Retry-After when it gives one (none when it asks for longer than
-// a call may take); an answer the content filter stopped is a failure, never sent in part. The
+// a call may take); an answer the content filter stopped is a failure, never sent in part; one the
+// token limit stopped (`finish_reason` `length`) is an answer, marked `cut`. Reasoning a model
+// writes first in <think> tags is left out (all reasoning, the answer is none). The
 // text is made well-formed (no lone surrogates, no control characters but line breaks and tabs),
 // and an answer is read up to 4 MiB. Its errors keep method, host and status, never keys, tokens or prompts.
 import axios, { type AxiosInstance } from 'axios';
@@ -22,6 +24,8 @@ export type AiProvider = (typeof AiProvider)[keyof typeof AiProvider];
 
 export interface Completion {
   readonly text: string;
+  /** The model stopped at its token limit (`finish_reason` `length`): the text ends mid-way. */
+  readonly cut: boolean;
   readonly provider: AiProvider;
   readonly model: string;
   readonly promptTokens: number;
@@ -80,6 +84,11 @@ export class AiError extends AppError {
      * without text, a first attempt before the retry): they count in the stats all the same.
      */
     public usage: Usage | null = null,
+    /**
+     * The endpoint refused the prompt itself (Azure OpenAI's content filter: HTTP 400, code
+     * `content_filter`): any call whose context holds the same message fails the same way.
+     */
+    readonly promptFiltered = false,
   ) {
     super(
       ErrorCode.UPSTREAM_FAILED,
@@ -88,8 +97,14 @@ export class AiError extends AppError {
   }
 }
 
+/** A token count as the endpoint gave it; anything but a count (null, a string) is no count. */
+const tokens = () => z.number().int().nonnegative().optional().catch(undefined);
+
+// Only the choice is the answer: the model name and the usage are bookkeeping, and an endpoint that
+// gives them oddly (null, strings: "OpenAI-compatible" servers vary) must not cost the user the
+// answer. Missing or unreadable, the configured model stands in and the usage counts what it can.
 const ResponseSchema = z.object({
-  model: z.string().optional(),
+  model: z.string().optional().catch(undefined),
   choices: z
     .array(
       z
@@ -101,13 +116,10 @@ const ResponseSchema = z.object({
     )
     .min(1),
   usage: z
-    .object({
-      prompt_tokens: z.number().optional(),
-      completion_tokens: z.number().optional(),
-      total_tokens: z.number().optional(),
-    })
+    .object({ prompt_tokens: tokens(), completion_tokens: tokens(), total_tokens: tokens() })
     .passthrough()
-    .nullish(),
+    .nullish()
+    .catch(null),
 });
 
 /** The tokens of two attempts of one call (the model named by the later one). */
@@ -129,6 +141,16 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 /** Control characters a chat message has no use for (NUL among them); tabs and line breaks stay. */
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/g;
+
+/**
+ * The reasoning a model writes before its answer, in <think> tags (DeepSeek-R1 on Azure AI Foundry,
+ * models served by vLLM or Ollama without a reasoning parser): never for the user. Only at the
+ * start; one never closed (the token limit stopped it) is all reasoning.
+ */
+const REASONING = /^\s*<think>(?:[\s\S]*?<\/think>|[\s\S]*$)/;
+
+/** The answer a model's content holds, its leading reasoning left out. */
+export const withoutReasoning = (content: string): string => content.replace(REASONING, '');
 
 /** A model's text as a message can carry it. */
 export const wellFormed = (text: string): string =>
@@ -239,6 +261,8 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
       response.status === 429 || response.status >= 500,
       code,
       retryAfter(response.headers),
+      null,
+      response.status === 400 && code === 'content_filter',
     );
   }
 
@@ -257,10 +281,13 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
         null,
         usage,
       );
-    const text = parsed.success ? wellFormed(parsed.data.choices[0]?.message.content ?? '').trim() : '';
+    const text = parsed.success
+      ? wellFormed(withoutReasoning(parsed.data.choices[0]?.message.content ?? '')).trim()
+      : '';
     if (!parsed.success || !text)
       throw new AiError(host, 200, 'bad_response', true, 'no answer in the response', null, usage);
-    return { text, usage, model: parsed.data.model || config.model };
+    const cut = parsed.data.choices[0]?.finish_reason === 'length';
+    return { text, cut, usage, model: parsed.data.model || config.model };
   }
 
   /** The tokens an answer reports (none when it reports no usage). */
@@ -300,10 +327,11 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
           throw again;
         }
       }
-      const { text, usage, model } = answered;
+      const { text, cut, usage, model } = answered;
       const total = addUsage(spent, usage);
       return {
         text,
+        cut,
         provider,
         model,
         promptTokens: total?.promptTokens ?? 0,

@@ -6,6 +6,7 @@ import type { DataStore, Message, User } from '../data';
 import { pseudonym } from '../log';
 import { AiError, createAiClient, type AiClient, type AiClientOptions, type ChatMessage } from '../ai/client';
 import { aiWindow, type AiResponder, type ReplyContent } from './ports';
+import { markCut } from './split';
 import { AI_APOLOGY, RATE_LIMIT_NOTICE } from './texts';
 
 export interface AiResponderDeps {
@@ -18,6 +19,8 @@ export interface AiResponderDeps {
 }
 
 const MINUTE_MS = 60_000;
+/** The failure recorded on a message whose prompt the endpoint's content filter refused. */
+export const PROMPT_FILTERED = 'content_filter';
 /** Extra messages read beyond the context and the rate limit (later waiting ones, commands). */
 const SLACK = 20;
 
@@ -64,6 +67,29 @@ export function describeForModel(message: Pick<Message, 'type' | 'text' | 'direc
   }
 }
 
+/**
+ * The history in the order of its exchanges: each answer right after the message it answers. On
+ * our clock a burst's messages are all stored before the first of their answers is sent (b1 b2 b3
+ * a1 a2 a3); read that way the model sees questions, then answers to questions it must pair up
+ * itself, and the history limit cuts the questions first, leaving answers to messages it is not
+ * shown. An answer whose message is not among the rows (older) stays where it is.
+ */
+export function inExchanges(history: readonly Message[]): Message[] {
+  const asked = new Set(history.filter((m) => m.direction === 'inbound').map((m) => m.id));
+  const answers = new Map<string, Message[]>();
+  const answersAsked = (m: Message): m is Message & { relatedId: string } =>
+    m.direction === 'outbound' && m.relatedId !== null && asked.has(m.relatedId);
+  for (const m of history)
+    if (answersAsked(m)) answers.set(m.relatedId, [...(answers.get(m.relatedId) ?? []), m]);
+  const ordered: Message[] = [];
+  for (const m of history) {
+    if (answersAsked(m)) continue;
+    ordered.push(m);
+    if (m.direction === 'inbound') ordered.push(...(answers.get(m.id) ?? []));
+  }
+  return ordered;
+}
+
 /** The history as chat turns; the parts of one long answer become one assistant turn. */
 export function toTurns(history: readonly Message[]): ChatMessage[] {
   const turns: ChatMessage[] = [];
@@ -94,7 +120,12 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
     m.id !== message.id &&
     m.role === 'conversation' &&
     afterReset(user)(m) &&
-    !(m.direction === 'inbound' && (m.replyState === 'pending' || m.replyState === 'sending'));
+    !(m.direction === 'inbound' && (m.replyState === 'pending' || m.replyState === 'sending')) &&
+    // An answer the user never got (Graph refused it, or a status reported it failed): the model
+    // must not build on what it believes it said.
+    !(m.direction === 'outbound' && m.status === 'failed') &&
+    // A message the content filter refused: kept, it would fail every call after it.
+    !(m.direction === 'inbound' && m.error?.code === PROMPT_FILTERED);
 
   /**
    * The conversation since the last reset among `rows`. An answer belongs where the message it
@@ -133,7 +164,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
     }
     return [
       { role: 'system', content: config.systemPrompt },
-      ...toTurns(history.slice(-config.historyLimit)),
+      ...toTurns(inExchanges(history).slice(-config.historyLimit)),
       { role: 'user', content: describeForModel(message) },
     ];
   }
@@ -177,9 +208,10 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
           tokens: completion.totalTokens,
           ms: completion.latencyMs,
           length: completion.text.length,
+          cut: completion.cut,
         });
         const reply: ReplyContent = {
-          text: completion.text,
+          text: completion.cut ? markCut(completion.text) : completion.text,
           role: 'conversation',
           ai: {
             provider: completion.provider,
@@ -209,7 +241,10 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
             ...error.usage,
             latencyMs: Date.now() - started,
           },
-          failure: { code: error.status ?? error.reason, title: error.message },
+          failure: {
+            code: error.promptFiltered ? PROMPT_FILTERED : (error.status ?? error.reason),
+            title: error.message,
+          },
         };
       }
     },

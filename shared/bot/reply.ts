@@ -347,7 +347,12 @@ async function replyTo(
   recorded.push(...settled.stored);
   // What this look knows now: the message answered, the answer sent (the next message's context).
   const index = found.recent.findIndex((m) => m.id === message.id);
-  if (index >= 0) found.recent[index] = { ...message, replyState: state };
+  if (index >= 0)
+    found.recent[index] = {
+      ...message,
+      replyState: state,
+      error: failure ?? reply?.failure ?? message.error,
+    };
   found.recent.push(
     ...settled.stored.map((p): Message => ({
       id: p.id,

@@ -36,6 +36,20 @@ export function splitMessage(text: string, limit = WHATSAPP_TEXT_LIMIT, maxParts
 }
 
 /**
+ * An answer that stops short (the model reached its token limit) as the user should read it: cut
+ * back to its last whole word (when that keeps more than half of it) and ending with "…", as a cut
+ * long answer ends; one that stops at the end of a sentence is left as it is.
+ */
+export function markCut(text: string): string {
+  const trimmed = text.trimEnd();
+  if (/[.!?…]$/.test(trimmed)) return trimmed;
+  // Ending in a space, its last word is whole.
+  const cut = /\s$/.test(text) ? null : lastBreak(trimmed, /\s/g);
+  const head = cut && cut > trimmed.length / 2 ? trimmed.slice(0, cut).trimEnd() : trimmed;
+  return `${head}${CUT_MARK}`;
+}
+
+/**
  * The longest start of `text` of at most `limit` code points that ends between two graphemes; a
  * single grapheme longer than the limit (a pathological chain of combining marks) is cut between
  * code points.

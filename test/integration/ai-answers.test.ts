@@ -140,6 +140,41 @@ class Chat {
     return ids;
   }
 
+  /** Delivers a status of a message the bot sent. */
+  async status(waMessageId: string, status: string): Promise<void> {
+    this.clock += 1_000;
+    const payload = {
+      object: 'whatsapp_business_account',
+      entry: [
+        {
+          id: 'WABA',
+          changes: [
+            {
+              field: 'messages',
+              value: {
+                messaging_product: 'whatsapp',
+                metadata: { display_phone_number: '15550000000', phone_number_id: PHONE_NUMBER_ID },
+                statuses: [
+                  {
+                    id: waMessageId,
+                    status,
+                    timestamp: String(Math.floor(this.clock / 1000)),
+                    recipient_id: this.waId,
+                    ...(status === 'failed'
+                      ? { errors: [{ code: 131026, title: 'Message undeliverable' }] }
+                      : {}),
+                  },
+                ],
+              },
+            },
+          ],
+        },
+      ],
+    };
+    const { jobs } = await ingestNotification(this.services, payload, log);
+    for (const job of jobs) await processReplyJob(this.services, job, log);
+  }
+
   say(text: string): Promise<string> {
     return this.send({ type: 'text', text: { body: text } });
   }
@@ -249,6 +284,82 @@ describe('AI answers', () => {
       { role: 'assistant', content: 'answer 3' },
       { role: 'user', content: 'b1' },
     ]);
+  });
+
+  it('puts each answer of a burst right after the message it answers, so the limit keeps whole exchanges', async () => {
+    // Five messages sent before the first answer: all are stored before any answer is sent, so on
+    // our clock the answers come after all five. The model must still read question, answer,
+    // question, answer — not the questions, then answers to questions it may no longer see.
+    const chat = await new Chat('15550000013', { AI_HISTORY_LIMIT: '4' }).init();
+    const text = (body: string) => ({ type: 'text', text: { body } });
+    await chat.burst(['b1', 'b2', 'b3', 'b4', 'b5'].map(text));
+    expect(sentTexts()).toEqual(['answer 1', 'answer 2', 'answer 3', 'answer 4', 'answer 5']);
+    const sys = { role: 'system', content: SYSTEM_PROMPT };
+    const user = (content: string) => ({ role: 'user', content });
+    const assistant = (content: string) => ({ role: 'assistant', content });
+    expect(ai.requests[2]!.body['messages']).toEqual([
+      sys,
+      user('b1'),
+      assistant('answer 1'),
+      user('b2'),
+      assistant('answer 2'),
+      user('b3'),
+    ]);
+    expect(ai.requests[4]!.body['messages']).toEqual([
+      sys,
+      user('b3'),
+      assistant('answer 3'),
+      user('b4'),
+      assistant('answer 4'),
+      user('b5'),
+    ]);
+    // Read again from the database for the next message: the same order.
+    await chat.say('next');
+    expect(lastRequestMessages()).toEqual([
+      sys,
+      user('b4'),
+      assistant('answer 4'),
+      user('b5'),
+      assistant('answer 5'),
+      user('next'),
+    ]);
+  });
+
+  it('leaves out an answer the user never got (Graph refused it, or its status came back failed)', async () => {
+    const chat = await new Chat('15550000014').init();
+    const answering = graph.respond;
+    // The first answer is refused (131026: message undeliverable).
+    graph.respond = (req, index) =>
+      req.body['type'] === 'text' && !graph.requests.slice(0, index).some((r) => r.body['type'] === 'text')
+        ? {
+            status: 400,
+            body: { error: { code: 131026, message: 'Message undeliverable', type: 'OAuthException' } },
+          }
+        : answering(req, index);
+    try {
+      const q1 = await chat.say('q1');
+      expect((await outboundFor(q1)).map((m) => m.status)).toEqual(['failed']);
+      const q2 = await chat.say('q2');
+      expect(lastRequestMessages()).toEqual([
+        { role: 'system', content: SYSTEM_PROMPT },
+        { role: 'user', content: 'q1' },
+        { role: 'user', content: 'q2' },
+      ]);
+      // Accepted, then reported failed by a status: the user never got it either.
+      const [answer2] = await outboundFor(q2);
+      expect(answer2?.status).toBe('sent');
+      await chat.status(answer2!.waMessageId!, 'failed');
+      expect((await data.messages.getMessage(answer2!.id))?.status).toBe('failed');
+      await chat.say('q3');
+      expect(lastRequestMessages()).toEqual([
+        { role: 'system', content: SYSTEM_PROMPT },
+        { role: 'user', content: 'q1' },
+        { role: 'user', content: 'q2' },
+        { role: 'user', content: 'q3' },
+      ]);
+    } finally {
+      graph.respond = answering;
+    }
   });
 
   it('describes non-text messages in words', async () => {
@@ -438,6 +549,129 @@ describe('AI answers that misbehave', () => {
     await data.stats.foldPending();
     expect(await data.stats.runningTotals()).toEqual(after);
     expect(await data.maintenance.checkCounters(await data.maintenance.countStored())).toEqual([]);
+  });
+
+  // Azure OpenAI (learn.microsoft.com/azure/ai-services/openai/concepts/content-filter): a prompt
+  // the content filter classifies as filtered fails the call with HTTP 400, code content_filter.
+  // Kept in the context, the message would fail every call after it too.
+  it('leaves a message whose prompt the content filter refused out of later context, so the next ones are answered', async () => {
+    ai.respond = (req, index) =>
+      (req.body['messages'] as { content: string }[]).some((m) => m.content.includes('BADWORD'))
+        ? {
+            status: 400,
+            body: {
+              error: {
+                message:
+                  "The response was filtered due to the prompt triggering Azure OpenAI's content management policy.",
+                type: null,
+                param: 'prompt',
+                code: 'content_filter',
+                status: 400,
+              },
+            },
+          }
+        : answerN(req, index);
+    const chat = await new Chat('15550000025').init();
+    await chat.say('hello');
+    const filtered = await chat.say('some BADWORD here');
+    expect(ai.requests).toHaveLength(2);
+    await chat.say('what are your opening hours?');
+    expect(sentTexts()).toEqual(['answer 1', AI_APOLOGY, 'answer 3']);
+    expect(lastRequestMessages()).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'user', content: 'hello' },
+      { role: 'assistant', content: 'answer 1' },
+      { role: 'user', content: 'what are your opening hours?' },
+    ]);
+    // Recorded as what it was: the prompt refused by the content filter.
+    expect((await data.messages.getMessage(filtered))?.error).toMatchObject({
+      code: 'content_filter',
+      title: expect.stringMatching(/400 content_filter/),
+    });
+    // Also within a burst: the next message of the same look is answered.
+    graph.requests = [];
+    const text = (body: string) => ({ type: 'text', text: { body } });
+    await chat.burst([text('BADWORD again'), text('and on Sundays?')]);
+    expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 5']);
+  });
+
+  it('sends an answer whose model name or usage the endpoint gave as null or oddly, and counts only the usage it can read', async () => {
+    const chat = await new Chat('15550000026').init();
+    const before = await data.stats.totals();
+    ai.respond = () => ({
+      status: 200,
+      body: {
+        model: null,
+        choices: [
+          { index: 0, message: { role: 'assistant', content: 'fine answer' }, finish_reason: 'stop' },
+        ],
+        usage: { prompt_tokens: 10, completion_tokens: null, total_tokens: null },
+      },
+    });
+    const first = await chat.say('hello');
+    ai.respond = () => ({
+      status: 200,
+      body: {
+        model: MODEL,
+        choices: [
+          { index: 0, message: { role: 'assistant', content: 'second answer' }, finish_reason: 'stop' },
+        ],
+        usage: { prompt_tokens: '10', completion_tokens: '5', total_tokens: '15' },
+      },
+    });
+    const second = await chat.say('again');
+    expect(sentTexts()).toEqual(['fine answer', 'second answer']);
+    expect(ai.requests).toHaveLength(2);
+    // The model configured stands in for a missing name; usage only as far as it is numbers.
+    expect((await outboundFor(first))[0]?.ai).toMatchObject({
+      model: MODEL,
+      promptTokens: 10,
+      totalTokens: 10,
+    });
+    expect((await outboundFor(second))[0]?.ai).toMatchObject({ model: MODEL, totalTokens: 0 });
+    const after = await data.stats.totals();
+    expect(after.aiRequests - before.aiRequests).toBe(2);
+    expect(after.aiTokens - before.aiTokens).toBe(10);
+  });
+
+  // Reasoning models served as chat completions (DeepSeek-R1 on Azure AI Foundry, vLLM or Ollama
+  // without a reasoning parser) put their chain of thought first in the content, in <think> tags.
+  it('sends the answer without the reasoning a model wrote first in <think> tags, and keeps none of it', async () => {
+    ai.respond = () =>
+      finished(
+        '<think>\nThe user greets me; the system prompt says to be brief.\n</think>\n\nHello! How can I help?',
+        'stop',
+      );
+    const chat = await new Chat('15550000027').init();
+    const id = await chat.say('hello');
+    expect(sentTexts()).toEqual(['Hello! How can I help?']);
+    expect((await outboundFor(id)).map((m) => m.text)).toEqual(['Hello! How can I help?']);
+    // Reasoning that never reached its answer (the token limit stopped it) is no answer.
+    graph.requests = [];
+    ai.respond = () => finished('<think>\nLet me think about the opening hours and', 'length');
+    await chat.say('opening hours?');
+    expect(sentTexts()).toEqual([AI_APOLOGY]);
+    // A <think> the answer only mentions stays.
+    graph.requests = [];
+    ai.respond = () => finished('Use the <think> tag like this: <think>…</think>', 'stop');
+    await chat.say('html?');
+    expect(sentTexts()).toEqual(['Use the <think> tag like this: <think>…</think>']);
+  });
+
+  // OpenAI's reference: finish_reason `length` when "the maximum number of tokens specified in the
+  // request was reached" (or the deployment's own limit): the text stops mid-sentence.
+  it('marks an answer the token limit cut with "…" at its last whole word, as a cut long answer is', async () => {
+    ai.respond = () => finished('The shop opens at nine. Parking is behind the buil', 'length');
+    const chat = await new Chat('15550000024').init();
+    const id = await chat.say('hello');
+    expect(sentTexts()).toEqual(['The shop opens at nine. Parking is behind the…']);
+    expect(ai.requests).toHaveLength(1);
+    expect((await data.messages.getMessage(id))?.error).toBeNull();
+    // A whole answer is sent as it is.
+    graph.requests = [];
+    ai.respond = () => finished('All done.', 'stop');
+    await chat.say('thanks');
+    expect(sentTexts()).toEqual(['All done.']);
   });
 
   it('sends and stores an answer with a lone surrogate or a NUL as well-formed text without control characters', async () => {

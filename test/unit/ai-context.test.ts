@@ -2,7 +2,7 @@
 // answer joined into one assistant turn.
 import { describe, expect, it } from 'vitest';
 import type { Message } from '../../shared/data';
-import { describeForModel, toTurns } from '../../shared/bot/ai-responder';
+import { describeForModel, inExchanges, toTurns } from '../../shared/bot/ai-responder';
 
 const msg = (over: Partial<Message>): Message => ({
   id: 'm',
@@ -61,5 +61,26 @@ describe('toTurns', () => {
       { role: 'user', content: 'next' },
       { role: 'assistant', content: 'reply' },
     ]);
+  });
+});
+
+describe('inExchanges', () => {
+  it('puts each answer (all its parts) right after its message; an answer to an older message stays in place', () => {
+    const ids = (ms: Message[]) => ms.map((m) => m.id);
+    const out = (id: string, relatedId: string) => msg({ id, direction: 'outbound', relatedId });
+    expect(
+      ids(
+        inExchanges([
+          out('old-answer', 'not-read'),
+          msg({ id: 'b1' }),
+          msg({ id: 'b2' }),
+          msg({ id: 'b3' }),
+          out('a1', 'b1'),
+          out('a2.1', 'b2'),
+          out('a2.2', 'b2'),
+          out('a3', 'b3'),
+        ]),
+      ),
+    ).toEqual(['old-answer', 'b1', 'a1', 'b2', 'a2.1', 'a2.2', 'b3', 'a3']);
   });
 });

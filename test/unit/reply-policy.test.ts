@@ -1,7 +1,7 @@
 // Reply policy pure parts: commands, splitting long answers, status ordering and queue job parsing.
 import { describe, expect, it } from 'vitest';
 import { parseCommand } from '../../shared/bot/commands';
-import { MAX_TEXT_PARTS, splitMessage, WHATSAPP_TEXT_LIMIT } from '../../shared/bot/split';
+import { MAX_TEXT_PARTS, markCut, splitMessage, WHATSAPP_TEXT_LIMIT } from '../../shared/bot/split';
 import { parseReplyJob } from '../../shared/bot/jobs';
 import { characters } from '../../shared/whatsapp/outbound';
 import { STATUS_RANK } from '../../shared/data/messages';
@@ -66,6 +66,18 @@ function prose(count: number, seed = 1): string {
   }
   return out.join(' ');
 }
+
+describe('markCut (an answer the token limit stopped)', () => {
+  it.each([
+    ['Parking is behind the buil', 'Parking is behind the…'],
+    ['Parking is behind the building ', 'Parking is behind the building…'],
+    ['It opens at nine.', 'It opens at nine.'],
+    ['東京タワーに行きま', '東京タワーに行きま…'],
+    ['a verylongwordthatgoeson', 'a verylongwordthatgoeson…'],
+  ])('%j → %j', (text, expected) => {
+    expect(markCut(text)).toBe(expected);
+  });
+});
 
 describe('splitMessage', () => {
   it('leaves short text unchanged (one part)', () => {
