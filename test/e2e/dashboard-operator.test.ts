@@ -57,6 +57,7 @@ const LONG = '15550002222';
 const OLD = '15550003333';
 const SEARCHER = '15550004444';
 const TANAKA = '81901234567';
+const GONE = '15550005555';
 let jorgId = '';
 let rloId = '';
 let longId = '';
@@ -424,6 +425,29 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     // The searches cannot be given more than the API takes (100 and 200 characters).
     expect(await page.getAttribute('#list-q', 'maxlength')).toBe('100');
     expect(await page.getAttribute('#q', 'maxlength')).toBe('200');
+    expect(pageErrors).toEqual([]);
+  });
+
+  it('closes a conversation whose user another operator erased, and says so instead of "user not found"', async () => {
+    await app.userWrites(GONE, 'Please forget me', 'Gina Gone');
+    const goneId = await userIdOf(app.services.data, GONE);
+    await page.waitForSelector(`#chat-list button[data-user-id="${goneId}"]`, { timeout: 10_000 });
+    await openUser(goneId);
+    expect(await page.locator('#conversation').textContent()).toContain('Please forget me');
+    // Another operator erases the user while this page shows the conversation.
+    expect(await manage('DELETE', `users/${goneId}`)).toBe(204);
+    // The next refresh finds the user gone: nothing of them stays on the screen, and the page
+    // says what happened (not the API's bare "user not found", refreshed every few seconds).
+    await page.waitForSelector('#chat', { state: 'hidden', timeout: 10_000 });
+    expect(await page.locator('#chat-empty').isVisible()).toBe(true);
+    expect(await page.locator('#conversation li').count()).toBe(0);
+    expect(await page.locator('#error').textContent()).toBe(
+      'This user was erased (by another operator, say): their conversation is closed.',
+    );
+    // It stays said after the refreshes that follow succeed.
+    await page.waitForTimeout(POLL_WAIT_MS);
+    expect(await page.locator('#error').isVisible()).toBe(true);
+    expect(await listIds(page)).not.toContain(goneId);
     expect(pageErrors).toEqual([]);
   });
 

@@ -164,8 +164,29 @@ function describe(error: unknown): string {
   return error.message;
 }
 
+/**
+ * The user of a conversation is gone (another operator erased them, say): their conversation
+ * closes, so that nothing of them stays on the screen, and the page says why. The notice stays
+ * until the operator's next action, not only until the next refresh.
+ */
+function closeErased(): void {
+  state.open = null;
+  state.messages = new Map();
+  state.olderCursor = null;
+  $('conversation').replaceChildren();
+  $('chat').hidden = true;
+  $('chat-empty').hidden = false;
+  state.pollFailed = false;
+  showError('This user was erased (by another operator, say): their conversation is closed.');
+}
+
 function fail(error: unknown, fromPoll = false): void {
   state.pollFailed = fromPoll;
+  // Only the routes of one user answer 404 (NOT_FOUND): the conversation open, or being opened.
+  if (error instanceof ApiError && error.status === 404 && error.code === 'NOT_FOUND') {
+    closeErased();
+    return;
+  }
   if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
     clearToken();
     signedIn(false);
