@@ -58,6 +58,7 @@ const OLD = '15550003333';
 const SEARCHER = '15550004444';
 const TANAKA = '81901234567';
 const GONE = '15550005555';
+const BUSY = '15550006666';
 let jorgId = '';
 let rloId = '';
 let longId = '';
@@ -364,6 +365,44 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     expect(keys).toHaveLength(2);
     expect(keys[1]).not.toBe(keys[0]);
     expect(app.graph.sends()).toHaveLength(1);
+  });
+
+  it('offers free text to a user who wrote minutes ago, also when their message is not among the newest 50', async () => {
+    // Ten minutes ago the user wrote; 55 answers followed (an operator's long exchange, a burst's
+    // answers): the newest page of the conversation holds none of the user's messages.
+    const { data } = app.services;
+    const start = new Date(Date.now() - 10 * 60_000);
+    const busyId = (await data.users.resolve({ waId: BUSY, bsuid: null, name: 'Busy Bea' }, start)).user.id;
+    await data.maintenance.importMessages([
+      {
+        id: 'wamid.busy.in',
+        userId: busyId,
+        waMessageId: 'wamid.busy.in',
+        direction: 'inbound',
+        text: 'Tell me everything',
+        createdAt: start,
+        phoneNumberId: PHONE_NUMBER_ID,
+      },
+      ...Array.from({ length: 55 }, (_, i) => ({
+        id: `wamid.busy.out.${i}`,
+        userId: busyId,
+        waMessageId: `wamid.busy.out.${i}`,
+        direction: 'outbound' as const,
+        text: `part ${i}`,
+        createdAt: new Date(start.getTime() + (i + 1) * 1000),
+        phoneNumberId: PHONE_NUMBER_ID,
+      })),
+    ]);
+    await page.waitForSelector(`#chat-list button[data-user-id="${busyId}"]`, { timeout: 10_000 });
+    await openUser(busyId);
+    // Nothing says the window is closed, and free text can be written (the server decides).
+    expect(await page.locator('#reply-form').isVisible()).toBe(true);
+    expect(await page.locator('#window-note').isVisible()).toBe(false);
+    await page.fill('#reply-text', 'Here is the rest');
+    await page.click('#reply-send');
+    await page.waitForSelector('#conversation li.operator:has-text("Here is the rest")');
+    expect(app.graph.sends().at(-1)?.body).toMatchObject({ to: BUSY, type: 'text' });
+    await manage('DELETE', `users/${busyId}/handoff`);
   });
 
   it('keeps saying why only a template can go out after the server answered OUTSIDE_WINDOW', async () => {

@@ -332,9 +332,16 @@ function lastInbound(): Message | null {
   return last;
 }
 
+/**
+ * Whether free text may go out (WhatsApp's 24-hour window), as far as the messages loaded tell.
+ * When none of them is the user's and older ones exist (more than a page of answers since the
+ * user wrote), the page cannot tell: free text is offered, and the server's OUTSIDE_WINDOW, if it
+ * answers so, switches to templates (`send`).
+ */
 function inWindow(): boolean {
   const last = lastInbound();
-  return last !== null && Date.now() - Date.parse(last.createdAt) < WINDOW_MS;
+  if (!last) return state.olderCursor !== null;
+  return Date.now() - Date.parse(last.createdAt) < WINDOW_MS;
 }
 
 function messageItem(m: Message): HTMLLIElement {
