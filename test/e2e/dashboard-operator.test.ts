@@ -214,6 +214,32 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     expect(await manage('DELETE', `users/${jorgId}/handoff`)).toBe(200);
   });
 
+  it('finds a waiting conversation beyond the first page of the waiting list, and never says nobody waits when some do', async () => {
+    // 35 conversations wait; the one searched for was taken last, so it waits the shortest time
+    // and comes after the first page (30) of the list, longest-waiting first.
+    const { data } = app.services;
+    const taken: string[] = [];
+    for (let i = 0; i < 35; i++) {
+      const name = i === 34 ? 'Zed Zebedee' : `Queue Person ${i}`;
+      const at = new Date(Date.now() - (40 - i) * 60_000);
+      const id = (await data.users.resolve({ waId: `1555700${String(1000 + i)}`, bsuid: null, name }, at))
+        .user.id;
+      await data.handoff.take(id, 'ops', at, 24);
+      taken.push(id);
+    }
+    try {
+      await page.click('#filter-waiting');
+      await listSearch('zebedee', [taken[34] ?? '']);
+      await listSearch('nobody-like-this', []);
+      expect(await page.locator('#chat-list').textContent()).toBe('No waiting conversation matches.');
+      await listSearch('', expect.arrayContaining(taken.slice(0, 30)));
+      await page.fill('#list-q', '');
+    } finally {
+      // Gone again: the tests that follow find their users on the first page of the inbox.
+      for (const id of taken) await manage('DELETE', `users/${id}`);
+    }
+  });
+
   it('shows hostile names as text: no script runs, a right-to-left name keeps its badge after it, a long one wraps', async () => {
     await listSearch('', expect.arrayContaining([rloId, longId]));
     expect(await page.locator('#chat-list img').count()).toBe(0);
