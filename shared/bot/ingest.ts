@@ -232,17 +232,22 @@ export async function ingestNotification(
     log.info('inbound message', { id: m.id, type: normalized.type, user: pseudonym(user.id), result });
     if (result === 'inserted') {
       summary.messages++;
-      const noted = await data.users.noteMessages(
-        user.id,
-        [{ id: m.id, text: normalized.text, at: receivedAt, direction: 'inbound' }],
-        changes,
-      );
-      if (!noted) {
-        // The user's erase began after they were read. Once the erase is over, it is taken back,
-        // and the notification is tried again. An erase that outlasts the wait, run again,
-        // deletes it itself.
-        if (await data.users.goneAfterErase(user.id)) await data.messages.takeBack(user.id, [m.id]);
-        throw new ErasureInProgress();
+      const noted = { id: m.id, text: normalized.text, at: receivedAt, direction: 'inbound' } as const;
+      if (!(await data.users.noteMessages(user.id, [noted], changes))) {
+        // The user's erase began after they were read. An erase that outlasts the wait, run again,
+        // deletes the message itself: the notification is tried again.
+        if (!(await data.users.goneAfterErase(user.id))) throw new ErasureInProgress();
+        // The erase is over and the message outlived it (stored after the erase read the user's
+        // messages). When the person wrote again meanwhile, a new user holds the id, and its reply
+        // worker may have answered this message already: it is that user's now, as the retry would
+        // make it. Taken back and stored again, it would be answered a second time (the first
+        // answer is no longer among the user's latest messages by the time the queue retries).
+        const outlived = (await data.messages.getMessage(m.id))?.userId === user.id;
+        if (!outlived || !(await data.users.noteMessages(user.id, [noted]))) {
+          // No one holds the id yet (or the erase took the message): the retry stores it anew.
+          await data.messages.takeBack(user.id, [m.id]);
+          throw new ErasureInProgress();
+        }
       }
       if (replyState === 'pending')
         jobs.set(`message:${m.id}`, { kind: 'message', userId: user.id, messageId: m.id });

@@ -118,7 +118,7 @@ export const DASHBOARD_HTML = `<!doctype html>
             </div>
           </form>
           <form id="template-form" hidden>
-            <p id="window-note" class="note" hidden>The user's last message is more than 24 hours old: WhatsApp only allows an approved template.</p>
+            <p id="window-note" class="note" hidden>Only an approved template can go out: WhatsApp allows free text only within 24 hours of the user's last message.</p>
             <div class="template-grid">
               <label>Template <input id="tpl-name" list="tpl-known" required pattern="[a-z0-9_]+" placeholder="hello_world" autocomplete="off"></label>
               <datalist id="tpl-known"></datalist>

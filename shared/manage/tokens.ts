@@ -35,6 +35,13 @@ export function tokenNameProblem(name: string): string | null {
   return null;
 }
 
+/** Tokens read to find a valid one with the name asked for (far more than any deployment has). */
+const TOKENS_READ = 10_000;
+
+/** Why `createToken` refuses a name a valid token has (`npm run token` says it after `--name: `). */
+export const NAME_TAKEN =
+  'a token still valid has this name (revoke it first, or choose another): the audit trail tells tokens apart by their names';
+
 export async function createToken(
   data: DataStore,
   input: { name: string; expiresDays: number | null; now: Date },
@@ -46,6 +53,13 @@ export async function createToken(
       ErrorCode.INVALID_INPUT,
       `a token expires after ${TOKEN_EXPIRY_DAYS.min} to ${TOKEN_EXPIRY_DAYS.max} days`,
     );
+  }
+  // The audit trail and a handoff's `by` name the token, and an Idempotency-Key used by one token
+  // is refused to another by its name: two valid tokens must not share one. A revoked or expired
+  // token's name is free for its successor.
+  const tokens = await data.tokens.list(TOKENS_READ);
+  if (tokens.some((t) => t.name === input.name && tokenState(t, input.now) === 'active')) {
+    throw new AppError(ErrorCode.INVALID_INPUT, NAME_TAKEN);
   }
   const { token, hash } = newToken();
   const record = await data.tokens.create({

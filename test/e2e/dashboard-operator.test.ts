@@ -57,6 +57,8 @@ const LONG = '15550002222';
 const OLD = '15550003333';
 const SEARCHER = '15550004444';
 const TANAKA = '81901234567';
+const GONE = '15550005555';
+const BUSY = '15550006666';
 let jorgId = '';
 let rloId = '';
 let longId = '';
@@ -212,6 +214,32 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     expect(await manage('DELETE', `users/${jorgId}/handoff`)).toBe(200);
   });
 
+  it('finds a waiting conversation beyond the first page of the waiting list, and never says nobody waits when some do', async () => {
+    // 35 conversations wait; the one searched for was taken last, so it waits the shortest time
+    // and comes after the first page (30) of the list, longest-waiting first.
+    const { data } = app.services;
+    const taken: string[] = [];
+    for (let i = 0; i < 35; i++) {
+      const name = i === 34 ? 'Zed Zebedee' : `Queue Person ${i}`;
+      const at = new Date(Date.now() - (40 - i) * 60_000);
+      const id = (await data.users.resolve({ waId: `1555700${String(1000 + i)}`, bsuid: null, name }, at))
+        .user.id;
+      await data.handoff.take(id, 'ops', at, 24);
+      taken.push(id);
+    }
+    try {
+      await page.click('#filter-waiting');
+      await listSearch('zebedee', [taken[34] ?? '']);
+      await listSearch('nobody-like-this', []);
+      expect(await page.locator('#chat-list').textContent()).toBe('No waiting conversation matches.');
+      await listSearch('', expect.arrayContaining(taken.slice(0, 30)));
+      await page.fill('#list-q', '');
+    } finally {
+      // Gone again: the tests that follow find their users on the first page of the inbox.
+      for (const id of taken) await manage('DELETE', `users/${id}`);
+    }
+  });
+
   it('shows hostile names as text: no script runs, a right-to-left name keeps its badge after it, a long one wraps', async () => {
     await listSearch('', expect.arrayContaining([rloId, longId]));
     expect(await page.locator('#chat-list img').count()).toBe(0);
@@ -365,6 +393,44 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     expect(app.graph.sends()).toHaveLength(1);
   });
 
+  it('offers free text to a user who wrote minutes ago, also when their message is not among the newest 50', async () => {
+    // Ten minutes ago the user wrote; 55 answers followed (an operator's long exchange, a burst's
+    // answers): the newest page of the conversation holds none of the user's messages.
+    const { data } = app.services;
+    const start = new Date(Date.now() - 10 * 60_000);
+    const busyId = (await data.users.resolve({ waId: BUSY, bsuid: null, name: 'Busy Bea' }, start)).user.id;
+    await data.maintenance.importMessages([
+      {
+        id: 'wamid.busy.in',
+        userId: busyId,
+        waMessageId: 'wamid.busy.in',
+        direction: 'inbound',
+        text: 'Tell me everything',
+        createdAt: start,
+        phoneNumberId: PHONE_NUMBER_ID,
+      },
+      ...Array.from({ length: 55 }, (_, i) => ({
+        id: `wamid.busy.out.${i}`,
+        userId: busyId,
+        waMessageId: `wamid.busy.out.${i}`,
+        direction: 'outbound' as const,
+        text: `part ${i}`,
+        createdAt: new Date(start.getTime() + (i + 1) * 1000),
+        phoneNumberId: PHONE_NUMBER_ID,
+      })),
+    ]);
+    await page.waitForSelector(`#chat-list button[data-user-id="${busyId}"]`, { timeout: 10_000 });
+    await openUser(busyId);
+    // Nothing says the window is closed, and free text can be written (the server decides).
+    expect(await page.locator('#reply-form').isVisible()).toBe(true);
+    expect(await page.locator('#window-note').isVisible()).toBe(false);
+    await page.fill('#reply-text', 'Here is the rest');
+    await page.click('#reply-send');
+    await page.waitForSelector('#conversation li.operator:has-text("Here is the rest")');
+    expect(app.graph.sends().at(-1)?.body).toMatchObject({ to: BUSY, type: 'text' });
+    await manage('DELETE', `users/${busyId}/handoff`);
+  });
+
   it('keeps saying why only a template can go out after the server answered OUTSIDE_WINDOW', async () => {
     await openUser(oldId);
     expect(await page.locator('#reply-form').isVisible()).toBe(true);
@@ -424,6 +490,29 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     // The searches cannot be given more than the API takes (100 and 200 characters).
     expect(await page.getAttribute('#list-q', 'maxlength')).toBe('100');
     expect(await page.getAttribute('#q', 'maxlength')).toBe('200');
+    expect(pageErrors).toEqual([]);
+  });
+
+  it('closes a conversation whose user another operator erased, and says so instead of "user not found"', async () => {
+    await app.userWrites(GONE, 'Please forget me', 'Gina Gone');
+    const goneId = await userIdOf(app.services.data, GONE);
+    await page.waitForSelector(`#chat-list button[data-user-id="${goneId}"]`, { timeout: 10_000 });
+    await openUser(goneId);
+    expect(await page.locator('#conversation').textContent()).toContain('Please forget me');
+    // Another operator erases the user while this page shows the conversation.
+    expect(await manage('DELETE', `users/${goneId}`)).toBe(204);
+    // The next refresh finds the user gone: nothing of them stays on the screen, and the page
+    // says what happened (not the API's bare "user not found", refreshed every few seconds).
+    await page.waitForSelector('#chat', { state: 'hidden', timeout: 10_000 });
+    expect(await page.locator('#chat-empty').isVisible()).toBe(true);
+    expect(await page.locator('#conversation li').count()).toBe(0);
+    expect(await page.locator('#error').textContent()).toBe(
+      'This user was erased (by another operator, say): their conversation is closed.',
+    );
+    // It stays said after the refreshes that follow succeed.
+    await page.waitForTimeout(POLL_WAIT_MS);
+    expect(await page.locator('#error').isVisible()).toBe(true);
+    expect(await listIds(page)).not.toContain(goneId);
     expect(pageErrors).toEqual([]);
   });
 

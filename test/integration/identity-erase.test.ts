@@ -801,6 +801,72 @@ describe('erase while writers are at work', () => {
     }
   });
 
+  it('a message stored as its sender is erased is answered once when the person writes again before its writer sees the erase over', async () => {
+    const phone = newPhone();
+    const user = await userWhoWrote(own, phone, 'first');
+    const users = own.services.data.users;
+    const during = text(phone, 'written during the erase');
+    const again = text(phone, 'written after the erase');
+    // The ingest of `during` read its user, then the whole erase ran before it stored the
+    // message (the erase's reads had passed: the message outlives it).
+    const resolve = users.resolve.bind(users);
+    let erased = false;
+    users.resolve = async (...args: Parameters<typeof users.resolve>) => {
+      const resolved = await resolve(...args);
+      if (!erased && resolved.user.id === user.id) {
+        erased = true;
+        await own.services.data.personal.eraseUser(user.id);
+      }
+      return resolved;
+    };
+    // While that writer waits to see the erase over (it polls), the person writes again: a new
+    // user under the same id, whose reply worker answers what waits for that id, and the
+    // conversation goes on (the queue tries the failed notification again only minutes later).
+    const goneAfterErase = users.goneAfterErase.bind(users);
+    let wroteAgain = false;
+    users.goneAfterErase = async (...args: Parameters<typeof users.goneAfterErase>) => {
+      if (!wroteAgain && args[0] === user.id && args[1] === undefined) {
+        wroteAgain = true;
+        await deliverTo(own, again);
+        for (let i = 0; i < 11; i++) await deliverTo(own, text(phone, `more ${i}`));
+      }
+      return goneAfterErase(...args);
+    };
+    const sendsBefore = own.graph.sends().filter((s) => s.body['to'] === phone).length;
+    try {
+      // The queue tries a notification that failed again.
+      for (let attempt = 0; attempt < 3; attempt++) {
+        try {
+          await deliverTo(own, during);
+          break;
+        } catch (error) {
+          if ((error as Error).name !== 'ErasureInProgress') throw error;
+        }
+      }
+    } finally {
+      Reflect.deleteProperty(users, 'resolve');
+      Reflect.deleteProperty(users, 'goneAfterErase');
+    }
+    expect([erased, wroteAgain]).toEqual([true, true]);
+    // Thirteen messages written since the erase began: thirteen answers, none of them twice.
+    expect(own.graph.sends().filter((s) => s.body['to'] === phone).length - sendsBefore).toBe(13);
+    const stored = await own.database.db
+      .collection('messages')
+      .find({ userId: user.id })
+      .project({ direction: 1, text: 1, replyState: 1, relatedId: 1 })
+      .toArray();
+    const inbound = stored.filter((m) => m['direction'] === 'inbound');
+    expect(inbound.map((m) => m['text'])).toHaveLength(13);
+    expect(inbound.map((m) => m['text'])).toContain('written during the erase');
+    for (const m of inbound) expect(m['replyState']).toBe('sent');
+    const ids = new Set(inbound.map((m) => String(m._id)));
+    expect(stored.filter((m) => m['direction'] === 'outbound' && !ids.has(String(m['relatedId'])))).toEqual(
+      [],
+    );
+    expect((await users.findByIdentity({ waId: phone, bsuid: null }))?.messageCount).toBe(26);
+    await expectConsistent(own);
+  });
+
   it('an erase that finds another one under way past its wait answers 503 with Retry-After, erasing nothing', async () => {
     const phone = newPhone();
     const user = await userWhoWrote(own, phone, 'hello');

@@ -131,3 +131,32 @@ it('refuses reserved names, control characters, outer whitespace and empty names
     expect((await run('create', '--name', name)).code).toBe(0);
   }
 });
+
+it('refuses the name of a token still valid (exit 2, nothing stored); a revoked or expired one frees its name', async () => {
+  // The audit trail and a handoff's `by` name the token, and an Idempotency-Key used by one token
+  // is refused to another by its name: two valid tokens named alike could not be told apart.
+  const data = createDataStore(db.db);
+  expect((await run('create', '--name', 'night shift')).code).toBe(0);
+  const before = await data.tokens.list();
+  const again = await run('create', '--name', 'night shift');
+  expect(again.code).toBe(2);
+  expect(again.err.join('\n')).toMatch(/--name: a token still valid has this name/);
+  expect(again.out).toEqual([]);
+  await expect(
+    createToken(data, { name: 'night shift', expiresDays: null, now: new Date() }),
+  ).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+  expect(await data.tokens.list()).toEqual(before);
+  // Another case is another name, as the audit trail shows it.
+  expect((await run('create', '--name', 'Night Shift')).code).toBe(0);
+
+  // Revoked: the name is free for its successor.
+  const first = before.find((t) => t.name === 'night shift');
+  expect((await run('revoke', first?.id ?? '')).code).toBe(0);
+  expect((await run('create', '--name', 'night shift')).code).toBe(0);
+  // Expired: free too.
+  const now = Date.now();
+  await createToken(data, { name: 'weekend', expiresDays: 1, now: new Date(now - 2 * 86_400_000) });
+  expect((await createToken(data, { name: 'weekend', expiresDays: 1, now: new Date(now) })).record.name).toBe(
+    'weekend',
+  );
+});

@@ -20,6 +20,8 @@ import { dailyChart, modelsChart } from './chart.js';
 
 const POLL_MS = 3000;
 const LIST_PAGE = 30;
+/** The API's largest page. */
+const MAX_LIMIT = 200;
 const MESSAGES_PAGE = 50;
 const WINDOW_MS = 24 * 3_600_000;
 
@@ -164,8 +166,29 @@ function describe(error: unknown): string {
   return error.message;
 }
 
+/**
+ * The user of a conversation is gone (another operator erased them, say): their conversation
+ * closes, so that nothing of them stays on the screen, and the page says why. The notice stays
+ * until the operator's next action, not only until the next refresh.
+ */
+function closeErased(): void {
+  state.open = null;
+  state.messages = new Map();
+  state.olderCursor = null;
+  $('conversation').replaceChildren();
+  $('chat').hidden = true;
+  $('chat-empty').hidden = false;
+  state.pollFailed = false;
+  showError('This user was erased (by another operator, say): their conversation is closed.');
+}
+
 function fail(error: unknown, fromPoll = false): void {
   state.pollFailed = fromPoll;
+  // Only the routes of one user answer 404 (NOT_FOUND): the conversation open, or being opened.
+  if (error instanceof ApiError && error.status === 404 && error.code === 'NOT_FOUND') {
+    closeErased();
+    return;
+  }
   if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
     clearToken();
     signedIn(false);
@@ -240,7 +263,15 @@ function renderList(): void {
   if (focused) list.querySelector<HTMLElement>(`button[data-user-id="${CSS.escape(focused)}"]`)?.focus();
   if (!state.users.length) {
     list.appendChild(
-      el('li', state.filter === 'waiting' ? 'Nobody is waiting.' : 'No conversations.', 'meta'),
+      el(
+        'li',
+        state.filter === 'all'
+          ? 'No conversations.'
+          : state.q
+            ? 'No waiting conversation matches.'
+            : 'Nobody is waiting.',
+        'meta',
+      ),
     );
   }
   $('more').hidden = !state.listCursor;
@@ -249,9 +280,20 @@ function renderList(): void {
 async function fetchListPage(cursor: string | null): Promise<Page<User>> {
   const c = cursor ? `&cursor=${encodeURIComponent(cursor)}` : '';
   if (state.filter === 'waiting') {
-    const page = await api<Page<Chat>>(`chats?state=waiting&limit=${LIST_PAGE}${c}`);
-    const users = page.items.map((chat) => chat.user).filter((u) => matchesUser(u, state.q));
-    return { items: users, nextCursor: page.nextCursor };
+    if (!state.q) {
+      const page = await api<Page<Chat>>(`chats?state=waiting&limit=${LIST_PAGE}${c}`);
+      return { items: page.items.map((chat) => chat.user), nextCursor: page.nextCursor };
+    }
+    // The API does not search the waiting list: the page filters it as the API searches users.
+    // It reads on, in the API's largest pages, until a page holds a match or the list ends: a
+    // match beyond the first page is found, and "no match" is never said of a list not read.
+    for (let next = cursor; ;) {
+      const after = next ? `&cursor=${encodeURIComponent(next)}` : '';
+      const page = await api<Page<Chat>>(`chats?state=waiting&limit=${MAX_LIMIT}${after}`);
+      const users = page.items.map((chat) => chat.user).filter((u) => matchesUser(u, state.q));
+      if (users.length || !page.nextCursor) return { items: users, nextCursor: page.nextCursor };
+      next = page.nextCursor;
+    }
   }
   // A search goes in a POST body: URLs end up in request logs, and q may be a number or a name.
   if (state.q) {
@@ -287,7 +329,7 @@ async function moreList(): Promise<void> {
 }
 
 async function loadWaitingCount(): Promise<void> {
-  const page = await api<Page<Chat>>('chats?state=waiting&limit=200');
+  const page = await api<Page<Chat>>(`chats?state=waiting&limit=${MAX_LIMIT}`);
   const badge = $('waiting-count');
   badge.textContent = page.items.length ? String(page.items.length) + (page.nextCursor ? '+' : '') : '';
   badge.hidden = page.items.length === 0;
@@ -311,9 +353,16 @@ function lastInbound(): Message | null {
   return last;
 }
 
+/**
+ * Whether free text may go out (WhatsApp's 24-hour window), as far as the messages loaded tell.
+ * When none of them is the user's and older ones exist (more than a page of answers since the
+ * user wrote), the page cannot tell: free text is offered, and the server's OUTSIDE_WINDOW, if it
+ * answers so, switches to templates (`send`).
+ */
 function inWindow(): boolean {
   const last = lastInbound();
-  return last !== null && Date.now() - Date.parse(last.createdAt) < WINDOW_MS;
+  if (!last) return state.olderCursor !== null;
+  return Date.now() - Date.parse(last.createdAt) < WINDOW_MS;
 }
 
 function messageItem(m: Message): HTMLLIElement {
