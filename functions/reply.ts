@@ -6,6 +6,7 @@ import { handlePoisonJob, processReplyJob } from '../shared/bot/reply';
 import { defaultRuntime, type Runtime } from '../shared/deps';
 import type { QueueDefinition } from './definition-types';
 import { loggerOf } from './http';
+import { replyQueueOutput } from './queues';
 
 export function replyWorker(runtime: Runtime = defaultRuntime) {
   return async (item: unknown, context: InvocationContext): Promise<void> => {
@@ -16,7 +17,9 @@ export function replyWorker(runtime: Runtime = defaultRuntime) {
       log.error('invalid reply job dropped');
       return;
     }
-    await processReplyJob(await runtime.services(), job, log);
+    // A user with more waiting than one job's looks answer: the rest goes to a new job.
+    const followUp = await processReplyJob(await runtime.services(), job, log);
+    if (followUp.length) context.extraOutputs.set(replyQueueOutput, followUp);
   };
 }
 
@@ -43,6 +46,7 @@ export const replyDefinition: QueueDefinition = {
   name: 'reply',
   queueName: REPLY_QUEUE,
   handler: replyWorker(),
+  queueOutputs: [replyQueueOutput],
 };
 
 export const replyPoisonDefinition: QueueDefinition = {

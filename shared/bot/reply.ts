@@ -6,7 +6,8 @@
 // write (which also marks them for the counters: ../data/pending), then frees the lock while
 // recording the user's summary. A job that finds the lock taken simply ends: the holder looks
 // again before it lets go (the user's inbound count tells it whether anything arrived meanwhile),
-// so no job waits, spins or fails because another worker is busy with the same user.
+// so no job waits, spins or fails because another worker is busy with the same user. One job makes
+// at most MAX_LOOKS looks: what still waits after them goes to a new job, the lock freed first.
 //
 // The Graph API has no idempotency key: a crash between a send that Graph accepted and the one
 // write that records it leaves the message waiting, and it is answered again once the lease ends.
@@ -34,7 +35,8 @@ export const LEASE_MS = 90_000;
 export const PAIR_RETRY: RetryPolicy = { attempts: 4, baseDelayMs: 6_000, maxDelayMs: 24_000 };
 /** Latest messages read per look without AI (what waits for an answer). */
 const WINDOW = 20;
-const MAX_LOOKS = 20;
+/** Looks one job makes; more waiting after them goes to a follow-up job (bounds one invocation). */
+export const MAX_LOOKS = 20;
 /** Attempts at recording an answer that Graph accepted (a database error must not resend it). */
 const RECORD_ATTEMPTS = 6;
 
@@ -133,14 +135,21 @@ export async function processReplyJob(
   ports: ReplyPorts,
   job: ReplyJob,
   log: Logger,
-  { leaseMs = LEASE_MS, pairRetry = PAIR_RETRY }: { leaseMs?: number; pairRetry?: RetryPolicy } = {},
-): Promise<void> {
-  if (job.kind === 'welcome') return sendWelcome(ports, job, log);
+  {
+    leaseMs = LEASE_MS,
+    pairRetry = PAIR_RETRY,
+    maxLooks = MAX_LOOKS,
+  }: { leaseMs?: number; pairRetry?: RetryPolicy; maxLooks?: number } = {},
+): Promise<ReplyJob[]> {
+  if (job.kind === 'welcome') {
+    await sendWelcome(ports, job, log);
+    return [];
+  }
   const { data } = ports;
   const owner = randomUUID();
   let lockedAt = ports.now();
   let locked = await data.users.lockForReply(job.userId, owner, leaseMs, lockedAt);
-  if (!locked) return; // another worker answers this user and looks again before it lets go
+  if (!locked) return []; // another worker answers this user and looks again before it lets go
   // A worker died holding the lock, or a notification was found already stored when delivered
   // again (its first writer may have died): the summary may lack what they stored. Recounted while nothing else
   // answers this user; done again if another writer (ingest, an operator) notes a message meanwhile.
@@ -148,9 +157,11 @@ export async function processReplyJob(
     await data.users.recountSummary(job.userId);
     lockedAt = ports.now();
     locked = await data.users.lockForReply(job.userId, owner, leaseMs, lockedAt);
-    if (!locked) return;
+    if (!locked) return [];
   }
-  for (let looks = 0; looks < MAX_LOOKS && locked; looks++) {
+  // What still waits after the last look: the lock is freed and a new job answers it.
+  const followUp: ReplyJob[] = [];
+  for (let looks = 0; looks < maxLooks && locked; looks++) {
     const seen: number = locked.inboundCount;
     const generation = locked.generation;
     let user: User = locked.user;
@@ -188,14 +199,18 @@ export async function processReplyJob(
             user.id,
             recorded.map((a) => a.id),
           );
+        const again = done && count !== null && (count !== seen || found.more);
         lockedAt = ports.now();
-        locked =
-          done && count !== null && (count !== seen || found.more)
-            ? await data.users.lockForReply(user.id, owner, leaseMs, lockedAt)
-            : null;
+        if (again && looks + 1 >= maxLooks) {
+          followUp.push({ kind: 'message', userId: user.id, messageId: job.messageId });
+          locked = null;
+        } else {
+          locked = again ? await data.users.lockForReply(user.id, owner, leaseMs, lockedAt) : null;
+        }
       }
     }
   }
+  return followUp;
 }
 
 /** A send Graph accepted whose record could not be written. */

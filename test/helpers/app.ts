@@ -138,7 +138,12 @@ export async function startTestApp(env: Env = {}): Promise<TestApp> {
       const response = await verifyHandler(request, context('webhookVerify'));
       return { status: response.status ?? 200, body: await bodyText(response) };
     },
-    runJob: (job) => worker(JSON.parse(JSON.stringify(job)), context('reply')),
+    async runJob(job) {
+      const ctx = context('reply');
+      await worker(JSON.parse(JSON.stringify(job)), ctx);
+      // A follow-up job (more waited than one job's looks answer) is queued, as the host does.
+      queued.push(...((ctx.extraOutputs.get(replyQueueOutput) as ReplyJob[] | undefined) ?? []));
+    },
     runPoison: (job) => poison(JSON.parse(JSON.stringify(job)), context('replyPoison')),
     async drain() {
       for (let job = queued.shift(); job; job = queued.shift()) await app.runJob(job);

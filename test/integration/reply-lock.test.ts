@@ -251,4 +251,32 @@ describe('reply lock', () => {
     expect(app.graph.sends().filter((s) => s.body['to'] === phone)).toHaveLength(0);
     expect((await data.messages.getMessage(message.id))?.replyState).toBe('pending');
   });
+
+  it('a user with more waiting than one job answers is handed to a follow-up job, the lock freed (not held until its lease ends)', async () => {
+    const phone = '4420700000031';
+    let first: Awaited<ReturnType<typeof ingestNotification>>['jobs'][number] | undefined;
+    for (let i = 0; i < 45; i++) {
+      const { jobs } = await ingestNotification(
+        app.services,
+        textNotification(phone, `burst ${i}`).payload,
+        log,
+      );
+      first ??= jobs[0];
+    }
+    if (first?.kind !== 'message') throw new Error('no reply job');
+    const sent = () => app.graph.sends().filter((s) => s.body['to'] === phone);
+    const followUp = await processReplyJob(app.services, first, log, { maxLooks: 2 });
+    // Two looks of 20 answered; the rest is a new job's, and nobody holds the user meanwhile.
+    expect(sent()).toHaveLength(40);
+    expect(followUp).toEqual([{ kind: 'message', userId: first.userId, messageId: first.messageId }]);
+    const { users } = app.services.data;
+    expect(await users.lockForReply(first.userId, 'another-worker', LEASE_MS, new Date())).not.toBeNull();
+    await users.releaseReplyLock(first.userId, 'another-worker', []);
+    const [next] = followUp;
+    if (!next) throw new Error('no follow-up job');
+    expect(await processReplyJob(app.services, next, log, { maxLooks: 2 })).toEqual([]);
+    expect(sent()).toHaveLength(45);
+    const waiting = await app.services.data.messages.pendingReplies(first.userId, 100);
+    expect(waiting).toHaveLength(0);
+  });
 });

@@ -239,13 +239,10 @@ describe('infra/ queues match shared/bot/jobs.ts and the function definitions', 
   });
 
   it('provisions every queue a function reads or writes', () => {
-    const used = definitions.flatMap((definition) =>
-      definition.kind === 'queue'
-        ? [definition.queueName]
-        : definition.kind === 'http'
-          ? (definition.queueOutputs ?? []).map((output) => output.queueName)
-          : [],
-    );
+    const used = definitions.flatMap((definition) => [
+      ...(definition.kind === 'queue' ? [definition.queueName] : []),
+      ...(definition.queueOutputs ?? []).map((output) => output.queueName),
+    ]);
     expect(used.filter((name) => !queues().includes(name))).toEqual([]);
   });
 });
