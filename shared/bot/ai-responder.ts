@@ -90,6 +90,36 @@ export function inExchanges(history: readonly Message[]): Message[] {
   return ordered;
 }
 
+const EDITED = /^\[edited\]\s*/;
+
+/**
+ * The history as the user left it: a message they deleted for everyone (`revoke`) is left out,
+ * and the answer to it with it (it would stand for a question the model is not shown); a message
+ * they edited reads its latest edit's text. Only what the model is given changes: the stored
+ * messages stay as they came. An edit whose new content the bot cannot read keeps the text before.
+ */
+export function asLeft(rows: readonly Message[]): Message[] {
+  const deleted = new Set<string>();
+  const edited = new Map<string, string>();
+  for (const m of rows) {
+    if (m.direction !== 'inbound' || m.relatedId === null) continue;
+    if (m.type === 'revoke') deleted.add(m.relatedId);
+    else if (m.type === 'edit' && EDITED.test(m.text)) {
+      const text = m.text.replace(EDITED, '');
+      if (text) edited.set(m.relatedId, text);
+    }
+  }
+  const out: Message[] = [];
+  for (const m of rows) {
+    if (m.type === 'edit' || m.type === 'revoke') continue;
+    if (m.direction === 'inbound' ? deleted.has(m.id) : m.relatedId !== null && deleted.has(m.relatedId))
+      continue;
+    const text = m.direction === 'inbound' ? edited.get(m.id) : undefined;
+    out.push(text === undefined ? m : { ...m, text });
+  }
+  return out;
+}
+
 /** The history as chat turns; the parts of one long answer become one assistant turn. */
 export function toTurns(history: readonly Message[]): ChatMessage[] {
   const turns: ChatMessage[] = [];
@@ -134,7 +164,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
    * answer whose message is older than the rows is left out as well: at the oldest end, rarely).
    */
   function since(user: User, message: Message, rows: readonly Message[]): Message[] {
-    const kept = rows.filter(inContext(user, message));
+    const kept = asLeft(rows).filter(inContext(user, message));
     if (!user.contextResetAt) return kept;
     const asked = new Set(
       rows.filter((m) => m.direction === 'inbound' && afterReset(user)(m)).map((m) => m.id),

@@ -362,6 +362,65 @@ describe('AI answers', () => {
     }
   });
 
+  // Meta's "Edit messages" and "Revoke messages" webhooks: the edit carries the message's new
+  // content, the revoke only which message the user deleted for everyone. Both are stored linked
+  // to the original, which stays as it came.
+  it('gives the model an edited message with its latest text, and leaves out a deleted one with its answer, changing nothing stored', async () => {
+    const edit = (id: string, message: Record<string, unknown>) => ({
+      type: 'edit',
+      edit: { original_message_id: id, message },
+    });
+    const revoke = (id: string) => ({ type: 'revoke', revoke: { original_message_id: id } });
+    const chat = await new Chat('15550000015').init();
+    const q1 = await chat.say('Do you have it in size M?');
+    const q2 = await chat.say('my card number is 4111 1111');
+    const q3 = await chat.send({
+      type: 'image',
+      image: { id: 'media-9', mime_type: 'image/jpeg', sha256: 'x', caption: 'old caption' },
+    });
+    await chat.send(edit(q1, { type: 'text', text: { body: 'Do you have it in size S?' } }));
+    await chat.send(edit(q1, { type: 'text', text: { body: 'Do you have it in size L?' } }));
+    await chat.send(revoke(q2));
+    await chat.send(edit(q3, { type: 'image', image: { id: 'media-9', caption: 'my red bike' } }));
+    await chat.say('and in blue?');
+    const sys = { role: 'system', content: SYSTEM_PROMPT };
+    expect(lastRequestMessages()).toEqual([
+      sys,
+      { role: 'user', content: 'Do you have it in size L?' },
+      { role: 'assistant', content: 'answer 1' },
+      { role: 'user', content: '(The user sent an image with the caption: my red bike)' },
+      { role: 'assistant', content: 'answer 3' },
+      { role: 'user', content: 'and in blue?' },
+    ]);
+    // Authentic data is kept: the originals as they came, the edits and the deletion beside them.
+    expect((await data.messages.getMessage(q1))?.text).toBe('Do you have it in size M?');
+    expect((await data.messages.getMessage(q2))?.text).toBe('my card number is 4111 1111');
+    expect((await outboundFor(q2)).map((m) => m.text)).toEqual(['answer 2']);
+
+    // The same when the history comes from the database (a burst longer than the worker reads).
+    const chat2 = await new Chat(
+      '15550000016',
+      { AI_HISTORY_LIMIT: '3', AI_MAX_PER_MINUTE: '1' },
+      61_000,
+    ).init();
+    ai.requests = [];
+    await chat2.say('r1');
+    const r2 = await chat2.say('r2');
+    const r3 = await chat2.say('r3');
+    await chat2.send(edit(r2, { type: 'text', text: { body: 'r2 edited' } }));
+    await chat2.send(revoke(r3));
+    const text = (body: string) => ({ type: 'text', text: { body } });
+    await chat2.burst(Array.from({ length: 30 }, (_, i) => text(`b${i + 1}`)));
+    expect(ai.requests).toHaveLength(4);
+    expect(lastRequestMessages()).toEqual([
+      sys,
+      { role: 'assistant', content: 'answer 1' },
+      { role: 'user', content: 'r2 edited' },
+      { role: 'assistant', content: 'answer 2' },
+      { role: 'user', content: 'b1' },
+    ]);
+  });
+
   it('describes non-text messages in words', async () => {
     const chat = await new Chat('15550000003').init();
     await chat.send({
