@@ -142,6 +142,26 @@ export function toTurns(history: readonly Message[]): ChatMessage[] {
   return turns;
 }
 
+/**
+ * The turns with roles that alternate, as strict chat templates demand (Mistral or Llama served by
+ * vLLM, some Azure AI Foundry models answer 400 "After the optional system message, conversation
+ * roles must alternate user/assistant/user/assistant/...", e.g. for system, user, user:
+ * vllm-project/vllm#6862; OpenAI takes either): turns of one role in a row become one (a blank line between them), and an assistant
+ * turn right after the system prompt (an answer whose message the limit cut) is left out. The
+ * last turn, the message being answered, stays the user's.
+ */
+export function alternating(turns: readonly ChatMessage[]): ChatMessage[] {
+  const out: ChatMessage[] = [];
+  for (const turn of turns) {
+    const previous = out[out.length - 1];
+    if (turn.role === 'assistant' && (!previous || previous.role === 'system')) continue;
+    if (previous && previous.role === turn.role && turn.role !== 'system')
+      out[out.length - 1] = { role: turn.role, content: `${previous.content}\n\n${turn.content}` };
+    else out.push(turn);
+  }
+  return out;
+}
+
 export function createAiResponder(deps: AiResponderDeps): AiResponder {
   const { config, data, now } = deps;
   const client = deps.client ?? createAiClient(config, deps.clientOptions);
@@ -192,11 +212,11 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
       );
       history = since(user, message, rows);
     }
-    return [
+    return alternating([
       { role: 'system', content: config.systemPrompt },
       ...toTurns(inExchanges(history).slice(-config.historyLimit)),
       { role: 'user', content: describeForModel(message) },
-    ];
+    ]);
   }
 
   /** AI answers (and rate-limit notices) of the last minute: counted in the worker's read when it covers the minute. */

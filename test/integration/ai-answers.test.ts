@@ -206,8 +206,8 @@ describe('AI answers', () => {
     expect(request.url).toBe('/v1/chat/completions');
     expect(request.body['model']).toBe(MODEL);
     expect(request.body['messages']).toEqual([
+      // 'answer 4' is left out: the model reads no answer before its message (roles alternate).
       { role: 'system', content: SYSTEM_PROMPT },
-      { role: 'assistant', content: 'answer 4' },
       { role: 'user', content: 'five' },
       { role: 'assistant', content: 'answer 5' },
       { role: 'user', content: 'six' },
@@ -279,7 +279,6 @@ describe('AI answers', () => {
     expect(ai.requests).toHaveLength(4);
     expect(lastRequestMessages()).toEqual([
       { role: 'system', content: SYSTEM_PROMPT },
-      { role: 'assistant', content: 'answer 2' },
       { role: 'user', content: 'q3' },
       { role: 'assistant', content: 'answer 3' },
       { role: 'user', content: 'b1' },
@@ -342,8 +341,7 @@ describe('AI answers', () => {
       const q2 = await chat.say('q2');
       expect(lastRequestMessages()).toEqual([
         { role: 'system', content: SYSTEM_PROMPT },
-        { role: 'user', content: 'q1' },
-        { role: 'user', content: 'q2' },
+        { role: 'user', content: 'q1\n\nq2' },
       ]);
       // Accepted, then reported failed by a status: the user never got it either.
       const [answer2] = await outboundFor(q2);
@@ -353,9 +351,7 @@ describe('AI answers', () => {
       await chat.say('q3');
       expect(lastRequestMessages()).toEqual([
         { role: 'system', content: SYSTEM_PROMPT },
-        { role: 'user', content: 'q1' },
-        { role: 'user', content: 'q2' },
-        { role: 'user', content: 'q3' },
+        { role: 'user', content: 'q1\n\nq2\n\nq3' },
       ]);
     } finally {
       graph.respond = answering;
@@ -414,11 +410,43 @@ describe('AI answers', () => {
     expect(ai.requests).toHaveLength(4);
     expect(lastRequestMessages()).toEqual([
       sys,
-      { role: 'assistant', content: 'answer 1' },
       { role: 'user', content: 'r2 edited' },
       { role: 'assistant', content: 'answer 2' },
       { role: 'user', content: 'b1' },
     ]);
+  });
+
+  // Strict chat templates (Mistral or Llama served by vLLM, some Azure AI Foundry models) refuse a
+  // conversation whose roles do not alternate: HTTP 400 "Conversation roles must alternate
+  // user/assistant/user/assistant/...". OpenAI accepts it; the context must suit both.
+  it('gives the model alternating roles: turns of one role in a row merged, no assistant turn first', async () => {
+    const strict = (req: StubRequest, index: number) => {
+      const roles = (req.body['messages'] as { role: string }[]).map((m) => m.role);
+      const alternate = roles.slice(1).every((role, i) => role === (i % 2 === 0 ? 'user' : 'assistant'));
+      return roles[0] === 'system' && alternate && roles[roles.length - 1] === 'user'
+        ? answerN(req, index)
+        : {
+            status: 400,
+            body: {
+              object: 'error',
+              message: 'Conversation roles must alternate user/assistant/user/assistant/...',
+              type: 'BadRequestError',
+              code: 400,
+            },
+          };
+    };
+    // A failed answer leaves two user messages in a row.
+    ai.respond = (req, index) =>
+      index < 2 ? { status: 503, body: { error: { message: 'down' } } } : strict(req, index);
+    const chat = await new Chat('15550000018', { AI_HISTORY_LIMIT: '1' }).init();
+    await chat.say('hello');
+    await chat.say('are you there?');
+    const sys = { role: 'system', content: SYSTEM_PROMPT };
+    expect(lastRequestMessages()).toEqual([sys, { role: 'user', content: 'hello\n\nare you there?' }]);
+    // The limit keeps an answer without its message: it is left out, the model starts with the user.
+    await chat.say('third');
+    expect(lastRequestMessages()).toEqual([sys, { role: 'user', content: 'third' }]);
+    expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 3', 'answer 4']);
   });
 
   it('describes non-text messages in words', async () => {
@@ -486,8 +514,7 @@ describe('AI answers', () => {
     await chat.say('again');
     expect(lastRequestMessages()).toEqual([
       { role: 'system', content: SYSTEM_PROMPT },
-      { role: 'user', content: 'hello' },
-      { role: 'user', content: 'again' },
+      { role: 'user', content: 'hello\n\nagain' },
     ]);
   });
 
