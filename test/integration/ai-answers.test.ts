@@ -487,6 +487,18 @@ describe('AI answers', () => {
     expect((await data.messages.getMessage(id))?.error).toBeNull();
   });
 
+  // 408 Request Timeout (RFC 9110 §15.5.9: the server did not receive a complete request in time;
+  // the client may repeat it) is transient, as a 5xx is.
+  it('retries once after a 408 and answers once', async () => {
+    ai.respond = (req, index) =>
+      index === 0 ? { status: 408, body: { error: { message: 'Request timed out' } } } : answerN(req, 0);
+    const chat = await new Chat('15550000019').init();
+    const id = await chat.say('hello');
+    expect(ai.requests).toHaveLength(2);
+    expect(sentTexts()).toEqual(['answer 1']);
+    expect((await data.messages.getMessage(id))?.error).toBeNull();
+  });
+
   it('retries once after an answer without text (empty choices) and sends the answer, not an apology', async () => {
     ai.respond = (req, index) => (index === 0 ? { status: 200, body: { choices: [] } } : answerN(req, 0));
     const chat = await new Chat('15550000010').init();
