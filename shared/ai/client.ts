@@ -89,6 +89,11 @@ export class AiError extends AppError {
      * `content_filter`): any call whose context holds the same message fails the same way.
      */
     readonly promptFiltered = false,
+    /**
+     * The prompt is longer than the model's context window (OpenAI and Azure OpenAI: HTTP 400,
+     * code `context_length_exceeded`): the same call fails again; a shorter one may not.
+     */
+    readonly contextTooLong = false,
   ) {
     super(
       ErrorCode.UPSTREAM_FAILED,
@@ -264,6 +269,7 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
       retryAfter(response.headers),
       null,
       response.status === 400 && code === 'content_filter',
+      response.status === 400 && code === 'context_length_exceeded',
     );
   }
 

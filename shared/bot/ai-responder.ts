@@ -246,11 +246,27 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
         log.info('ai rate limited', { id: message.id, user: pseudonym(user.id), notice: !notified });
         return notified ? null : { text: RATE_LIMIT_NOTICE, role: 'notice', ai: null, failure: null };
       }
-      const messages = await context(user, message, recent, recentIsPartial);
+      let messages = await context(user, message, recent, recentIsPartial);
       await preparing();
       const started = Date.now();
       try {
-        const completion = await client.complete(messages);
+        let completion;
+        try {
+          completion = await client.complete(messages);
+        } catch (error) {
+          // The history made the prompt longer than the model takes: asked again with the message
+          // alone (kept, the history would fail every later message the same way). Once.
+          const alone = [messages[0]!, { role: 'user' as const, content: describeForModel(message) }];
+          const already = messages.length === 2 && messages[1]?.content === alone[1]?.content;
+          if (!(error instanceof AiError) || !error.contextTooLong || already) throw error;
+          log.warn('ai context too long, asking with the message alone', {
+            id: message.id,
+            turns: messages.length,
+          });
+          messages = alone;
+          // The latency of the answer is that of both calls.
+          completion = { ...(await client.complete(messages)), latencyMs: Date.now() - started };
+        }
         log.info('ai answered', {
           id: message.id,
           provider: completion.provider,

@@ -693,6 +693,49 @@ describe('AI answers that misbehave', () => {
     expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 5']);
   });
 
+  // OpenAI and Azure OpenAI refuse a prompt over the model's context window: HTTP 400, code
+  // context_length_exceeded ("This model's maximum context length is … tokens"; the body as in
+  // Chanzhaoyu/chatgpt-web#372). The history is what grows it: kept, every later message would fail
+  // the same way.
+  it('asks again with the new message alone when the history makes the prompt too long for the model', async () => {
+    const tooLong = {
+      status: 400,
+      body: {
+        error: {
+          message:
+            "This model's maximum context length is 40 tokens. However, your messages resulted in 52 tokens. Please reduce the length of the messages.",
+          type: 'invalid_request_error',
+          param: 'messages',
+          code: 'context_length_exceeded',
+        },
+      },
+    };
+    // The "model" takes at most 60 characters of conversation.
+    ai.respond = (req, index) =>
+      (req.body['messages'] as { role: string; content: string }[])
+        .filter((m) => m.role !== 'system')
+        .reduce((n, m) => n + m.content.length, 0) > 60
+        ? tooLong
+        : answerN(req, index);
+    const chat = await new Chat('15550000028').init();
+    await chat.say('a first question of some forty characters');
+    const second = await chat.say('and a second one, as long as it');
+    expect(sentTexts()).toEqual(['answer 1', 'answer 3']);
+    expect(ai.requests).toHaveLength(3);
+    expect(lastRequestMessages()).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'user', content: 'and a second one, as long as it' },
+    ]);
+    expect((await data.messages.getMessage(second))?.error).toBeNull();
+    // A message too long by itself: asked twice (never more), then the apology.
+    graph.requests = [];
+    ai.requests = [];
+    const alone = await chat.say('x'.repeat(70));
+    expect(ai.requests).toHaveLength(2);
+    expect(sentTexts()).toEqual([AI_APOLOGY]);
+    expect((await data.messages.getMessage(alone))?.error).toMatchObject({ code: 400 });
+  });
+
   it('sends an answer whose model name or usage the endpoint gave as null or oddly, and counts only the usage it can read', async () => {
     const chat = await new Chat('15550000026').init();
     const before = await data.stats.totals();
