@@ -1,6 +1,6 @@
 // The chat-completions client (axios) for OpenAI-compatible endpoints, Azure OpenAI's /openai/v1
 // included. Auth: a key (`api-key` to Azure hosts, Bearer elsewhere), else Microsoft Entra ID for
-// Azure hosts (@azure/identity, loaded only then), else none. One retry on 429, 5xx, network
+// Azure hosts (@azure/identity, loaded only then), else none. One retry on 408, 429, 5xx, network
 // errors, timeouts and an answer without text (malformed, no choices, null or blank content, a
 // refusal), after the endpoint's Retry-After when it gives one (none when it asks for longer than
 // a call may take); an answer the content filter stopped is a failure, never sent in part; one the
@@ -89,6 +89,11 @@ export class AiError extends AppError {
      * `content_filter`): any call whose context holds the same message fails the same way.
      */
     readonly promptFiltered = false,
+    /**
+     * The prompt is longer than the model's context window (OpenAI and Azure OpenAI: HTTP 400,
+     * code `context_length_exceeded`): the same call fails again; a shorter one may not.
+     */
+    readonly contextTooLong = false,
   ) {
     super(
       ErrorCode.UPSTREAM_FAILED,
@@ -258,11 +263,13 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
       host,
       response.status,
       'http',
-      response.status === 429 || response.status >= 500,
+      // 408: the endpoint (or a proxy before it) timed out waiting for the request; as transient as a 5xx.
+      response.status === 408 || response.status === 429 || response.status >= 500,
       code,
       retryAfter(response.headers),
       null,
       response.status === 400 && code === 'content_filter',
+      response.status === 400 && code === 'context_length_exceeded',
     );
   }
 

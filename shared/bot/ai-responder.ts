@@ -90,6 +90,36 @@ export function inExchanges(history: readonly Message[]): Message[] {
   return ordered;
 }
 
+const EDITED = /^\[edited\]\s*/;
+
+/**
+ * The history as the user left it: a message they deleted for everyone (`revoke`) is left out,
+ * and the answer to it with it (it would stand for a question the model is not shown); a message
+ * they edited reads its latest edit's text. Only what the model is given changes: the stored
+ * messages stay as they came. An edit whose new content the bot cannot read keeps the text before.
+ */
+export function asLeft(rows: readonly Message[]): Message[] {
+  const deleted = new Set<string>();
+  const edited = new Map<string, string>();
+  for (const m of rows) {
+    if (m.direction !== 'inbound' || m.relatedId === null) continue;
+    if (m.type === 'revoke') deleted.add(m.relatedId);
+    else if (m.type === 'edit' && EDITED.test(m.text)) {
+      const text = m.text.replace(EDITED, '');
+      if (text) edited.set(m.relatedId, text);
+    }
+  }
+  const out: Message[] = [];
+  for (const m of rows) {
+    if (m.type === 'edit' || m.type === 'revoke') continue;
+    if (m.direction === 'inbound' ? deleted.has(m.id) : m.relatedId !== null && deleted.has(m.relatedId))
+      continue;
+    const text = m.direction === 'inbound' ? edited.get(m.id) : undefined;
+    out.push(text === undefined ? m : { ...m, text });
+  }
+  return out;
+}
+
 /** The history as chat turns; the parts of one long answer become one assistant turn. */
 export function toTurns(history: readonly Message[]): ChatMessage[] {
   const turns: ChatMessage[] = [];
@@ -110,6 +140,26 @@ export function toTurns(history: readonly Message[]): ChatMessage[] {
     lastAnswerOf = m.direction === 'outbound' ? m.relatedId : null;
   }
   return turns;
+}
+
+/**
+ * The turns with roles that alternate, as strict chat templates demand (Mistral or Llama served by
+ * vLLM, some Azure AI Foundry models answer 400 "After the optional system message, conversation
+ * roles must alternate user/assistant/user/assistant/...", e.g. for system, user, user:
+ * vllm-project/vllm#6862; OpenAI takes either): turns of one role in a row become one (a blank line between them), and an assistant
+ * turn right after the system prompt (an answer whose message the limit cut) is left out. The
+ * last turn, the message being answered, stays the user's.
+ */
+export function alternating(turns: readonly ChatMessage[]): ChatMessage[] {
+  const out: ChatMessage[] = [];
+  for (const turn of turns) {
+    const previous = out[out.length - 1];
+    if (turn.role === 'assistant' && (!previous || previous.role === 'system')) continue;
+    if (previous && previous.role === turn.role && turn.role !== 'system')
+      out[out.length - 1] = { role: turn.role, content: `${previous.content}\n\n${turn.content}` };
+    else out.push(turn);
+  }
+  return out;
 }
 
 export function createAiResponder(deps: AiResponderDeps): AiResponder {
@@ -134,7 +184,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
    * answer whose message is older than the rows is left out as well: at the oldest end, rarely).
    */
   function since(user: User, message: Message, rows: readonly Message[]): Message[] {
-    const kept = rows.filter(inContext(user, message));
+    const kept = asLeft(rows).filter(inContext(user, message));
     if (!user.contextResetAt) return kept;
     const asked = new Set(
       rows.filter((m) => m.direction === 'inbound' && afterReset(user)(m)).map((m) => m.id),
@@ -162,11 +212,11 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
       );
       history = since(user, message, rows);
     }
-    return [
+    return alternating([
       { role: 'system', content: config.systemPrompt },
       ...toTurns(inExchanges(history).slice(-config.historyLimit)),
       { role: 'user', content: describeForModel(message) },
-    ];
+    ]);
   }
 
   /** AI answers (and rate-limit notices) of the last minute: counted in the worker's read when it covers the minute. */
@@ -196,11 +246,27 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
         log.info('ai rate limited', { id: message.id, user: pseudonym(user.id), notice: !notified });
         return notified ? null : { text: RATE_LIMIT_NOTICE, role: 'notice', ai: null, failure: null };
       }
-      const messages = await context(user, message, recent, recentIsPartial);
+      let messages = await context(user, message, recent, recentIsPartial);
       await preparing();
       const started = Date.now();
       try {
-        const completion = await client.complete(messages);
+        let completion;
+        try {
+          completion = await client.complete(messages);
+        } catch (error) {
+          // The history made the prompt longer than the model takes: asked again with the message
+          // alone (kept, the history would fail every later message the same way). Once.
+          const alone = [messages[0]!, { role: 'user' as const, content: describeForModel(message) }];
+          const already = messages.length === 2 && messages[1]?.content === alone[1]?.content;
+          if (!(error instanceof AiError) || !error.contextTooLong || already) throw error;
+          log.warn('ai context too long, asking with the message alone', {
+            id: message.id,
+            turns: messages.length,
+          });
+          messages = alone;
+          // The latency of the answer is that of both calls.
+          completion = { ...(await client.complete(messages)), latencyMs: Date.now() - started };
+        }
         log.info('ai answered', {
           id: message.id,
           provider: completion.provider,

@@ -327,7 +327,8 @@ export class MessagesRepository {
 
   /**
    * The conversation before a message, for AI context: the last `limit` conversation messages of
-   * the user after `since` (the last reset) and up to `before`, oldest first, leaving out inbound
+   * the user (and their edits and deletions of them) after `since` (the last reset) and up to
+   * `before`, oldest first, leaving out inbound
    * ones still waiting for their answer (later in the conversation: a burst longer than `limit`
    * filled the read and left no history). One indexed query.
    */
@@ -342,7 +343,15 @@ export class MessagesRepository {
     const seqAt: Record<string, Date> = { $lte: before };
     if (since) seqAt['$gt'] = since;
     const docs = await this.messages.find(
-      { userId, seqAt, role: 'conversation', _id: { $ne: beforeId }, replyState: { $nin: WAITING } },
+      {
+        userId,
+        seqAt,
+        // The user's edits and deletions of their messages come along: the context shows the
+        // messages as the user left them (same query, no round trip more).
+        $or: [{ role: 'conversation' }, { type: { $in: ['edit', 'revoke'] } }],
+        _id: { $ne: beforeId },
+        replyState: { $nin: WAITING },
+      },
       { sort: { userId: -1, seqAt: -1, _id: -1 }, limit },
     );
     return docs.map(toMessage).reverse();

@@ -206,8 +206,8 @@ describe('AI answers', () => {
     expect(request.url).toBe('/v1/chat/completions');
     expect(request.body['model']).toBe(MODEL);
     expect(request.body['messages']).toEqual([
+      // 'answer 4' is left out: the model reads no answer before its message (roles alternate).
       { role: 'system', content: SYSTEM_PROMPT },
-      { role: 'assistant', content: 'answer 4' },
       { role: 'user', content: 'five' },
       { role: 'assistant', content: 'answer 5' },
       { role: 'user', content: 'six' },
@@ -279,7 +279,6 @@ describe('AI answers', () => {
     expect(ai.requests).toHaveLength(4);
     expect(lastRequestMessages()).toEqual([
       { role: 'system', content: SYSTEM_PROMPT },
-      { role: 'assistant', content: 'answer 2' },
       { role: 'user', content: 'q3' },
       { role: 'assistant', content: 'answer 3' },
       { role: 'user', content: 'b1' },
@@ -342,8 +341,7 @@ describe('AI answers', () => {
       const q2 = await chat.say('q2');
       expect(lastRequestMessages()).toEqual([
         { role: 'system', content: SYSTEM_PROMPT },
-        { role: 'user', content: 'q1' },
-        { role: 'user', content: 'q2' },
+        { role: 'user', content: 'q1\n\nq2' },
       ]);
       // Accepted, then reported failed by a status: the user never got it either.
       const [answer2] = await outboundFor(q2);
@@ -353,13 +351,102 @@ describe('AI answers', () => {
       await chat.say('q3');
       expect(lastRequestMessages()).toEqual([
         { role: 'system', content: SYSTEM_PROMPT },
-        { role: 'user', content: 'q1' },
-        { role: 'user', content: 'q2' },
-        { role: 'user', content: 'q3' },
+        { role: 'user', content: 'q1\n\nq2\n\nq3' },
       ]);
     } finally {
       graph.respond = answering;
     }
+  });
+
+  // Meta's "Edit messages" and "Revoke messages" webhooks: the edit carries the message's new
+  // content, the revoke only which message the user deleted for everyone. Both are stored linked
+  // to the original, which stays as it came.
+  it('gives the model an edited message with its latest text, and leaves out a deleted one with its answer, changing nothing stored', async () => {
+    const edit = (id: string, message: Record<string, unknown>) => ({
+      type: 'edit',
+      edit: { original_message_id: id, message },
+    });
+    const revoke = (id: string) => ({ type: 'revoke', revoke: { original_message_id: id } });
+    const chat = await new Chat('15550000015').init();
+    const q1 = await chat.say('Do you have it in size M?');
+    const q2 = await chat.say('my card number is 4111 1111');
+    const q3 = await chat.send({
+      type: 'image',
+      image: { id: 'media-9', mime_type: 'image/jpeg', sha256: 'x', caption: 'old caption' },
+    });
+    await chat.send(edit(q1, { type: 'text', text: { body: 'Do you have it in size S?' } }));
+    await chat.send(edit(q1, { type: 'text', text: { body: 'Do you have it in size L?' } }));
+    await chat.send(revoke(q2));
+    await chat.send(edit(q3, { type: 'image', image: { id: 'media-9', caption: 'my red bike' } }));
+    await chat.say('and in blue?');
+    const sys = { role: 'system', content: SYSTEM_PROMPT };
+    expect(lastRequestMessages()).toEqual([
+      sys,
+      { role: 'user', content: 'Do you have it in size L?' },
+      { role: 'assistant', content: 'answer 1' },
+      { role: 'user', content: '(The user sent an image with the caption: my red bike)' },
+      { role: 'assistant', content: 'answer 3' },
+      { role: 'user', content: 'and in blue?' },
+    ]);
+    // Authentic data is kept: the originals as they came, the edits and the deletion beside them.
+    expect((await data.messages.getMessage(q1))?.text).toBe('Do you have it in size M?');
+    expect((await data.messages.getMessage(q2))?.text).toBe('my card number is 4111 1111');
+    expect((await outboundFor(q2)).map((m) => m.text)).toEqual(['answer 2']);
+
+    // The same when the history comes from the database (a burst longer than the worker reads).
+    const chat2 = await new Chat(
+      '15550000016',
+      { AI_HISTORY_LIMIT: '3', AI_MAX_PER_MINUTE: '1' },
+      61_000,
+    ).init();
+    ai.requests = [];
+    await chat2.say('r1');
+    const r2 = await chat2.say('r2');
+    const r3 = await chat2.say('r3');
+    await chat2.send(edit(r2, { type: 'text', text: { body: 'r2 edited' } }));
+    await chat2.send(revoke(r3));
+    const text = (body: string) => ({ type: 'text', text: { body } });
+    await chat2.burst(Array.from({ length: 30 }, (_, i) => text(`b${i + 1}`)));
+    expect(ai.requests).toHaveLength(4);
+    expect(lastRequestMessages()).toEqual([
+      sys,
+      { role: 'user', content: 'r2 edited' },
+      { role: 'assistant', content: 'answer 2' },
+      { role: 'user', content: 'b1' },
+    ]);
+  });
+
+  // Strict chat templates (Mistral or Llama served by vLLM, some Azure AI Foundry models) refuse a
+  // conversation whose roles do not alternate: HTTP 400 "Conversation roles must alternate
+  // user/assistant/user/assistant/...". OpenAI accepts it; the context must suit both.
+  it('gives the model alternating roles: turns of one role in a row merged, no assistant turn first', async () => {
+    const strict = (req: StubRequest, index: number) => {
+      const roles = (req.body['messages'] as { role: string }[]).map((m) => m.role);
+      const alternate = roles.slice(1).every((role, i) => role === (i % 2 === 0 ? 'user' : 'assistant'));
+      return roles[0] === 'system' && alternate && roles[roles.length - 1] === 'user'
+        ? answerN(req, index)
+        : {
+            status: 400,
+            body: {
+              object: 'error',
+              message: 'Conversation roles must alternate user/assistant/user/assistant/...',
+              type: 'BadRequestError',
+              code: 400,
+            },
+          };
+    };
+    // A failed answer leaves two user messages in a row.
+    ai.respond = (req, index) =>
+      index < 2 ? { status: 503, body: { error: { message: 'down' } } } : strict(req, index);
+    const chat = await new Chat('15550000018', { AI_HISTORY_LIMIT: '1' }).init();
+    await chat.say('hello');
+    await chat.say('are you there?');
+    const sys = { role: 'system', content: SYSTEM_PROMPT };
+    expect(lastRequestMessages()).toEqual([sys, { role: 'user', content: 'hello\n\nare you there?' }]);
+    // The limit keeps an answer without its message: it is left out, the model starts with the user.
+    await chat.say('third');
+    expect(lastRequestMessages()).toEqual([sys, { role: 'user', content: 'third' }]);
+    expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 3', 'answer 4']);
   });
 
   it('describes non-text messages in words', async () => {
@@ -400,6 +487,18 @@ describe('AI answers', () => {
     expect((await data.messages.getMessage(id))?.error).toBeNull();
   });
 
+  // 408 Request Timeout (RFC 9110 §15.5.9: the server did not receive a complete request in time;
+  // the client may repeat it) is transient, as a 5xx is.
+  it('retries once after a 408 and answers once', async () => {
+    ai.respond = (req, index) =>
+      index === 0 ? { status: 408, body: { error: { message: 'Request timed out' } } } : answerN(req, 0);
+    const chat = await new Chat('15550000019').init();
+    const id = await chat.say('hello');
+    expect(ai.requests).toHaveLength(2);
+    expect(sentTexts()).toEqual(['answer 1']);
+    expect((await data.messages.getMessage(id))?.error).toBeNull();
+  });
+
   it('retries once after an answer without text (empty choices) and sends the answer, not an apology', async () => {
     ai.respond = (req, index) => (index === 0 ? { status: 200, body: { choices: [] } } : answerN(req, 0));
     const chat = await new Chat('15550000010').init();
@@ -427,8 +526,7 @@ describe('AI answers', () => {
     await chat.say('again');
     expect(lastRequestMessages()).toEqual([
       { role: 'system', content: SYSTEM_PROMPT },
-      { role: 'user', content: 'hello' },
-      { role: 'user', content: 'again' },
+      { role: 'user', content: 'hello\n\nagain' },
     ]);
   });
 
@@ -593,6 +691,49 @@ describe('AI answers that misbehave', () => {
     const text = (body: string) => ({ type: 'text', text: { body } });
     await chat.burst([text('BADWORD again'), text('and on Sundays?')]);
     expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 5']);
+  });
+
+  // OpenAI and Azure OpenAI refuse a prompt over the model's context window: HTTP 400, code
+  // context_length_exceeded ("This model's maximum context length is … tokens"; the body as in
+  // Chanzhaoyu/chatgpt-web#372). The history is what grows it: kept, every later message would fail
+  // the same way.
+  it('asks again with the new message alone when the history makes the prompt too long for the model', async () => {
+    const tooLong = {
+      status: 400,
+      body: {
+        error: {
+          message:
+            "This model's maximum context length is 40 tokens. However, your messages resulted in 52 tokens. Please reduce the length of the messages.",
+          type: 'invalid_request_error',
+          param: 'messages',
+          code: 'context_length_exceeded',
+        },
+      },
+    };
+    // The "model" takes at most 60 characters of conversation.
+    ai.respond = (req, index) =>
+      (req.body['messages'] as { role: string; content: string }[])
+        .filter((m) => m.role !== 'system')
+        .reduce((n, m) => n + m.content.length, 0) > 60
+        ? tooLong
+        : answerN(req, index);
+    const chat = await new Chat('15550000028').init();
+    await chat.say('a first question of some forty characters');
+    const second = await chat.say('and a second one, as long as it');
+    expect(sentTexts()).toEqual(['answer 1', 'answer 3']);
+    expect(ai.requests).toHaveLength(3);
+    expect(lastRequestMessages()).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'user', content: 'and a second one, as long as it' },
+    ]);
+    expect((await data.messages.getMessage(second))?.error).toBeNull();
+    // A message too long by itself: asked twice (never more), then the apology.
+    graph.requests = [];
+    ai.requests = [];
+    const alone = await chat.say('x'.repeat(70));
+    expect(ai.requests).toHaveLength(2);
+    expect(sentTexts()).toEqual([AI_APOLOGY]);
+    expect((await data.messages.getMessage(alone))?.error).toMatchObject({ code: 400 });
   });
 
   it('sends an answer whose model name or usage the endpoint gave as null or oddly, and counts only the usage it can read', async () => {
