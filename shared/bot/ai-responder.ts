@@ -120,6 +120,18 @@ export function asLeft(rows: readonly Message[]): Message[] {
   return out;
 }
 
+/**
+ * One inbound message as the user left it by what `rows` hold of its edits and deletion (the
+ * rules of `asLeft`): null when they deleted it for everyone, else with its latest edit's text.
+ */
+export function leftAs(message: Message, rows: readonly Message[]): Message | null {
+  const changes = rows.filter(
+    (m) =>
+      m.direction === 'inbound' && m.relatedId === message.id && (m.type === 'edit' || m.type === 'revoke'),
+  );
+  return changes.length ? (asLeft([message, ...changes])[0] ?? null) : message;
+}
+
 /** The history as chat turns; the parts of one long answer become one assistant turn. */
 export function toTurns(history: readonly Message[]): ChatMessage[] {
   const turns: ChatMessage[] = [];

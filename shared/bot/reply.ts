@@ -18,6 +18,7 @@ import { pseudonym, type Logger } from '../log';
 import { sleep } from '../time';
 import { GraphError, type Recipient, type RetryPolicy, type SendResult } from '../whatsapp/graph';
 import { windowOpen } from '../whatsapp/outbound';
+import { leftAs } from './ai-responder';
 import { decideAndApply } from './decide';
 import type { ReplyJob } from './jobs';
 import type { ReplyContent, ReplyPorts } from './ports';
@@ -222,7 +223,7 @@ export class UnrecordedSend extends Error {
 async function replyTo(
   ports: ReplyPorts,
   user: User,
-  message: Message,
+  waiting: Message,
   found: Look,
   recorded: OutboundRecord[],
   log: Logger,
@@ -237,9 +238,20 @@ async function replyTo(
   stillOurs();
   // An answer already recorded for it (a crash landed between the two halves of the record
   // write): settle the message, never send again.
-  if (found.recent.some((m) => m.direction === 'outbound' && m.relatedId === message.id)) {
-    await record(ports, { inbound: message, parts: [], state: 'sent', error: null, read: false });
-    log.warn('reply found recorded; settled without sending', { id: message.id, user: pseudonym(user.id) });
+  if (found.recent.some((m) => m.direction === 'outbound' && m.relatedId === waiting.id)) {
+    await record(ports, { inbound: waiting, parts: [], state: 'sent', error: null, read: false });
+    log.warn('reply found recorded; settled without sending', { id: waiting.id, user: pseudonym(user.id) });
+    return user;
+  }
+  // Deleted for everyone (`revoke`) before it was answered, as far as this look read: left
+  // unanswered, as if never sent (a deleted command takes no effect). Edited: answered as the
+  // user left it, with its latest text.
+  const message = leftAs(waiting, found.recent);
+  if (!message) {
+    await record(ports, { inbound: waiting, parts: [], state: 'none', error: null, read: false });
+    const index = found.recent.findIndex((m) => m.id === waiting.id);
+    if (index >= 0) found.recent[index] = { ...waiting, replyState: 'none' };
+    log.info('not answered: deleted by the user', { id: waiting.id, user: pseudonym(user.id) });
     return user;
   }
   const decided = await decideAndApply(ports, user, message);

@@ -416,6 +416,33 @@ describe('AI answers', () => {
     ]);
   });
 
+  it('does not answer a message the user deleted before it was answered, and answers an edited one as the user left it', async () => {
+    const chat = await new Chat('15550000019').init();
+    ai.requests = [];
+    const text = (body: string) => ({ type: 'text', text: { body } });
+    const [, second, third] = [inboundSeq + 1, inboundSeq + 2, inboundSeq + 3].map((n) => `wamid.in.${n}`);
+    // All in one notification: stored before the first answer goes out.
+    await chat.burst([
+      text('first'),
+      text('second, sent by mistake'),
+      text('thrid'),
+      { type: 'revoke', revoke: { original_message_id: second } },
+      { type: 'edit', edit: { original_message_id: third, message: text('third') } },
+    ]);
+    const asked = ai.requests.map((r) => r.body['messages'] as { role: string; content: string }[]);
+    expect(asked.map((messages) => messages[messages.length - 1])).toEqual([
+      { role: 'user', content: 'first' },
+      { role: 'user', content: 'third' },
+    ]);
+    expect(JSON.stringify(asked)).not.toContain('sent by mistake');
+    expect(await outboundFor(second!)).toEqual([]);
+    expect(await tdb.db.collection<{ _id: string }>('messages').findOne({ _id: second! })).toMatchObject({
+      replyState: 'none',
+      text: 'second, sent by mistake',
+    });
+    expect((await outboundFor(third!)).map((m) => m.status)).toEqual(['sent']);
+  });
+
   // Strict chat templates (Mistral or Llama served by vLLM, some Azure AI Foundry models) refuse a
   // conversation whose roles do not alternate: HTTP 400 "Conversation roles must alternate
   // user/assistant/user/assistant/...". OpenAI accepts it; the context must suit both.
