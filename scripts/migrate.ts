@@ -73,7 +73,7 @@ export interface LegacyData {
     legacyMessages: number;
     /** Legacy users whose numbers normalise to one already seen (merged into it). */
     mergedUsers: number;
-    /** Users without a number within bounds (archived; their messages count as orphans). */
+    /** Users without a number within bounds (archived, and so are their messages). */
     invalidUsers: number;
     /** Legacy ids of the users archived, as found; `?` for none. */
     skippedUsers: string[];
@@ -606,7 +606,10 @@ export async function main(
       ['inbound', r.inbound],
       ['outbound', r.outbound],
       ['duplicates skipped', r.duplicates],
-      ['orphans not imported (archived)', r.orphans],
+      // Orphans as the README and --help define them (no user id, or one no user row has): they do
+      // not fail the run. The messages of a user row that was not imported do (exit 3).
+      ['orphans not imported (archived)', r.missingUser],
+      ['messages of users not imported (archived)', r.orphans - r.missingUser],
       ['invalid messages not imported (archived)', r.invalidMessages],
       ['messages not imported (legacy message ids)', listed(r.skippedRows)],
       ['users without a valid number not imported (archived)', r.invalidUsers],

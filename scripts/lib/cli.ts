@@ -5,6 +5,7 @@ import { CLIENT_OPTIONS, closeAllClients, openDataStore, type DataStore } from '
 import { databaseName, type Env } from '../../shared/config';
 import { AppError, ErrorCode } from '../../shared/errors';
 import { resolveDatabase } from './database';
+import { npmRunner, watchProcess } from './subprocess';
 
 /** Where a script writes: results on stdout, diagnostics and progress on stderr. */
 export interface Io {
@@ -241,16 +242,31 @@ export function cleanUpIfInterrupted(cleanup: () => void): () => void {
  * A server the script started goes with it (./watchdog).
  */
 function onInterrupt(note: string | undefined): void {
+  let stopping = false;
+  const stop = (cause: string, code: number) => {
+    if (stopping) return;
+    stopping = true;
+    for (const cleanup of interruptCleanups) cleanup();
+    if (processIo.tty) process.stderr.write('\n'); // after a progress bar's line
+    processIo.err(`interrupted${cause}${note ? `: ${note}` : ''}`);
+    process.exit(code);
+  };
   for (const [signal, code] of [
     ['SIGINT', 130],
     ['SIGTERM', 143],
   ] as const) {
-    process.once(signal, () => {
-      for (const cleanup of interruptCleanups) cleanup();
-      if (processIo.tty) process.stderr.write('\n'); // after a progress bar's line
-      processIo.err(`interrupted by ${signal}${note ? `: ${note}` : ''}`);
-      process.exit(code);
-    });
+    process.once(signal, () => stop(` by ${signal}`, code));
+  }
+  // Run by npm (`npm run seed`): npm passes a SIGTERM or SIGINT sent to it alone (a supervisor, a
+  // CI timeout, `kill <npm>`) only to the shell it runs `tsx scripts/…` in, which dies of it without
+  // passing it on (dash), and the script would run on unseen. So the script also stops when that
+  // shell has gone. (`npm run dev` `exec`s instead; cmd.exe has no `exec`, and the operator scripts
+  // run on Windows too, where there is no /proc and nothing is watched.)
+  if (process.env['npm_lifecycle_event']) {
+    const gone = () => stop(': npm, which ran it, has stopped', 143);
+    const runner = npmRunner('tsx');
+    if (runner === 'gone') gone();
+    else if (runner !== null && runner !== process.ppid) watchProcess(runner, gone);
   }
 }
 
