@@ -65,14 +65,31 @@ function timeProcess(code: string, env: NodeJS.ProcessEnv): Sample {
   return { wallMs, cpuMs: Number(result.stdout.trim().split('\n').at(-1)) };
 }
 
+const HELP = `
+Usage: npm run bench:cold [-- options]
+
+  --runs N          runs of each case, alternated (default 21, at least 3)
+  --entry FILE      the entry to load (default: the bundle of npm run package, built when missing)
+  --max-ratio R     exit 1 when the entry's median wall time is over R times the floor's
+  -h, --help        this help
+
+Times fresh \`node\` processes loading the entry against the floor of loading only mongodb and
+@azure/functions, and prints the medians and their ratio.
+`;
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       runs: { type: 'string', default: '21' },
       entry: { type: 'string' },
       'max-ratio': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
     },
   });
+  if (values.help) {
+    process.stdout.write(`${HELP.trim()}\n`);
+    return;
+  }
   const runs = Number(values.runs);
   if (!Number.isInteger(runs) || runs < 3) throw new Error('--runs must be an integer of at least 3');
   let entry = values.entry ? path.resolve(values.entry) : path.join(DEFAULT_OUT_DIR, 'app', BUNDLE);
