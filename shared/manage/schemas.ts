@@ -2,7 +2,7 @@
 // OpenAPI document is generated from the same schemas (./openapi.ts).
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
-import { MAX_EXPORT_EVENTS, MAX_EXPORT_MESSAGES } from '../data';
+import { MAX_EXPORT_BYTES, MAX_EXPORT_EVENTS, MAX_EXPORT_MESSAGES } from '../data';
 import {
   TEMPLATE_LANGUAGE,
   TEMPLATE_NAME,
@@ -315,12 +315,17 @@ export const ExportSchema = z
     }),
     messages: z
       .array(ExportedMessageSchema)
-      .openapi({ description: `Oldest first; at most the oldest ${MAX_EXPORT_MESSAGES}` }),
+      .openapi({
+        description: `Oldest first; at most the oldest ${MAX_EXPORT_MESSAGES}, and those that fit in ${MAX_EXPORT_BYTES} bytes of JSON`,
+      }),
     events: z
       .array(EventSchema)
-      .openapi({ description: `Archived items, oldest first; at most the oldest ${MAX_EXPORT_EVENTS}` }),
+      .openapi({
+        description: `Archived items, oldest first; at most the oldest ${MAX_EXPORT_EVENTS}, and those that fit in what the messages left of ${MAX_EXPORT_BYTES} bytes of JSON`,
+      }),
     truncated: z.boolean().openapi({
-      description: 'True when the user has more messages or archived items than the export holds',
+      description:
+        'True when the user has more messages or archived items than the export holds (by count or by size)',
     }),
   })
   .openapi('UserExport');
