@@ -33,6 +33,7 @@ import { checkExchange } from '../helpers/openapi-check';
 import { collectionOf } from '../helpers/raw';
 import { parseBody } from '../helpers/shapes';
 import { operatorMessage } from '../helpers/records';
+import { storeWithWriterBefore } from '../helpers/interleave';
 
 let f: ManageFixture;
 const now = Date.now();
@@ -615,6 +616,69 @@ describe('stats, export and erase', () => {
     expect(all).not.toContain('34600111222');
     expect(all).not.toContain('café');
   });
+});
+
+describe('a user whose erase is under way', () => {
+  it('is in no list or search of the management API while the erase runs, nor after it', async () => {
+    const hal = await seedUser(f.data, {
+      waId: '4917700003',
+      name: 'Halvard Quist',
+      start: new Date(Date.now() - 60_000),
+      texts: ['zanzibarquux please', 'ok'],
+    });
+    expect((await call(f.handlers.userHandoff, { method: 'POST', params: { id: hal.userId } })).status).toBe(
+      200,
+    );
+    /** Where Hal shows: the user lists and searches, the chats, the waiting list, message search. */
+    const shown = async (): Promise<string[]> => {
+      const where: string[] = [];
+      const users = (r: { body: unknown }) => parseBody(UsersPageSchema, r.body).items.map((u) => u.id);
+      const chats = (r: { body: unknown }) => parseBody(ChatsSchema, r.body).items.map((c) => c.user.id);
+      const messages = (r: { body: unknown }) =>
+        parseBody(MessagesPageSchema, r.body).items.map((m) => m.userId);
+      const lists: [string, string[]][] = [
+        ['users', users(await call(f.handlers.users, { query: { limit: '200' } }))],
+        ['users?q', users(await call(f.handlers.users, { query: { q: 'Halvard' } }))],
+        ['users?q number', users(await call(f.handlers.users, { query: { q: '+49 177 0000 3' } }))],
+        ['POST users', users(await call(f.handlers.users, { method: 'POST', body: { q: 'quist' } }))],
+        ['chats', chats(await call(f.handlers.chats, { query: { limit: '200' } }))],
+        ['waiting', chats(await call(f.handlers.chats, { query: { state: 'waiting', limit: '200' } }))],
+        ['messages?q', messages(await call(f.handlers.messages, { query: { q: 'zanzibarquux' } }))],
+        [
+          'POST messages',
+          messages(await call(f.handlers.messages, { method: 'POST', body: { q: 'zanzibarquux' } })),
+        ],
+      ];
+      for (const [name, ids] of lists) if (ids.includes(hal.userId)) where.push(name);
+      return where;
+    };
+    const everywhere = [
+      'users',
+      'users?q',
+      'users?q number',
+      'POST users',
+      'chats',
+      'waiting',
+      'messages?q',
+      'POST messages',
+    ];
+    expect(await shown()).toEqual(everywhere);
+
+    // The erase is held after it marked the user, before it deletes their messages.
+    let during: string[] = [];
+    const { store, ran } = storeWithWriterBefore(
+      f.db.db,
+      'messages',
+      async () => {
+        during = await shown();
+      },
+      'deleteMany',
+    );
+    expect(await store.personal.eraseUser(hal.userId)).not.toBeNull();
+    expect(ran()).toBeGreaterThan(0);
+    expect(during).toEqual([]);
+    expect(await shown()).toEqual([]);
+  }, 60_000);
 });
 
 describe('export bounds', () => {
