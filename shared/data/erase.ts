@@ -18,6 +18,17 @@ export const AUDIT_KIND = 'audit';
 /** An export holds at most this many messages and archived items (the newest are left out). */
 export const MAX_EXPORT_MESSAGES = 10_000;
 export const MAX_EXPORT_EVENTS = 1_000;
+/**
+ * ...and at most this many bytes of JSON of messages and archived items together (messages first,
+ * then archived items in what is left): a message weighs up to ~100 KiB (its raw notification is
+ * kept up to 64 KiB) and a poisoned piece up to a few MiB, so the count bounds alone let a worst-
+ * case user's export pass 1 GB, on an instance of 2 or 4 GB (Flex Consumption).
+ */
+export const MAX_EXPORT_BYTES = 32 * 1024 * 1024;
+/** Messages read at a time by an export (the budget is checked message by message). */
+const EXPORT_PAGE = 200;
+/** Archived items read at a time by an export (each up to 256 KiB of JSON, more when in parts). */
+const EXPORT_EVENT_PAGE = 16;
 /** The owner of the reply lock an erase takes (it never ends: the user goes with it). */
 const ERASE_LOCK_OWNER = 'erase';
 const LOCK_FOREVER = new Date('9999-12-31T00:00:00Z');
@@ -79,6 +90,20 @@ const identifiersOf = (u: Omit<BackedUpUser, '_id' | 'createdAt'>): string[] =>
     Boolean(v),
   );
 
+/** What is left of an export's bytes of JSON: items are taken whole, or not at all. */
+class ExportBudget {
+  constructor(private left: number) {}
+
+  /** Takes `item` (its JSON and the comma after it) when it fits in what is left. */
+  take(item: unknown): boolean {
+    const bytes = Buffer.byteLength(JSON.stringify(item)) + 1;
+    // The caller stops at the first item refused: an export is the oldest items, without gaps.
+    if (bytes > this.left) return false;
+    this.left -= bytes;
+    return true;
+  }
+}
+
 export class PersonalData {
   constructor(
     private readonly users: Gateway<UserDoc>,
@@ -91,19 +116,24 @@ export class PersonalData {
 
   /**
    * The archived items that concern a user, oldest first, bounded: a poisoned notification kept in
-   * parts (./poisoned) counts once, by its first part, which `withParts` makes whole again.
+   * parts (./poisoned) counts once, by its first part, which `archivedWithin` makes whole again.
    */
   private async archivedOf(user: UserDoc, limit: number): Promise<{ docs: EventDoc[]; subjects: string[] }> {
     const first = { part: { $exists: false } } as const;
+    // Without their payloads (up to 256 KiB each): `archivedWithin` reads those within the budget.
+    const light = { payloadJson: 0, payload: 0 } as const;
     const byUser = await this.events.find(
       { userId: user._id, kind: { $ne: AUDIT_KIND }, ...first },
-      { sort: { userId: 1, createdAt: 1 }, limit },
+      { sort: { userId: 1, createdAt: 1 }, limit, projection: light },
     );
     const bySubject: EventDoc[] = [];
     const subjects = await this.keys.subjectsOf(identifiersOf(user));
     for (const subject of subjects) {
       bySubject.push(
-        ...(await this.events.find({ subject, ...first }, { sort: { subject: 1, createdAt: 1 }, limit })),
+        ...(await this.events.find(
+          { subject, ...first },
+          { sort: { subject: 1, createdAt: 1 }, limit, projection: light },
+        )),
       );
     }
     const seen = new Set(byUser.map((e) => e._id));
@@ -114,71 +144,138 @@ export class PersonalData {
   }
 
   /**
-   * Each piece kept in parts, whole again: one item, its payload the whole text (read as JSON when
-   * it is), not parts to put in order. A part whose first part is gone (a removal interrupted after
+   * The archived items (`heads`, read without payloads by `archivedOf`) with their payloads, oldest
+   * first, as many as `budget` holds: reading stops at the first that does not fit (`cut`). Each
+   * piece kept in parts is whole again: one item, its payload the whole text (read as JSON when it
+   * is), not parts to put in order. A part whose first part is gone (a removal interrupted after
    * the piece was put back) is exported as it is: erase removes it too.
    */
-  private async withParts(docs: readonly EventDoc[], subjects: readonly string[]): Promise<EventDoc[]> {
+  private async archivedWithin(
+    heads: readonly EventDoc[],
+    subjects: readonly string[],
+    budget: ExportBudget,
+  ): Promise<{ events: ArchivedEvent[]; cut: boolean }> {
     const parts = new Map<string, EventDoc>();
     for (const subject of subjects) {
       const found = await this.events.find(
         { subject, part: { $exists: true } },
-        { sort: { subject: 1, createdAt: 1 } },
+        { sort: { subject: 1, createdAt: 1 }, projection: { _id: 1, createdAt: 1 } },
       );
       for (const d of found) parts.set(d._id, d);
     }
-    if (parts.size === 0) return [...docs];
-    const whole = docs.map((d) => {
-      if (!d.parts) return d;
-      const ids = Array.from({ length: d.parts - 1 }, (_, i) => partId(d._id, i + 1));
-      const texts = ids.map((id) => parts.get(id)?.payloadJson);
-      if (texts.some((t) => t === undefined)) return d;
-      for (const id of ids) parts.delete(id);
-      const rest = { ...d };
-      delete rest.parts;
-      return {
-        ...rest,
-        reason: d.reason.replace(/ \(part 1 of \d+\)$/, ''),
-        payloadJson: [d.payloadJson ?? '', ...texts].join(''),
-        truncated: false,
-      };
-    });
-    // Parts of a piece left out by the bound stay out with it (`truncated` says so).
-    const heads = [...new Set([...parts.keys()].map(pieceOfPart))];
+    // Parts of a piece left out by the count bound stay out with it (`truncated` says so).
+    const pieces = [...new Set([...parts.keys()].map(pieceOfPart))];
     const present = new Set(
-      (await this.events.find({ _id: { $in: heads } }, { projection: { _id: 1 } })).map((d) => d._id),
+      pieces.length === 0
+        ? []
+        : (await this.events.find({ _id: { $in: pieces } }, { projection: { _id: 1 } })).map((d) => d._id),
     );
     const orphans = [...parts.values()].filter((p) => !present.has(pieceOfPart(p._id)));
-    return [...whole, ...orphans].sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime());
+    const order = [...heads, ...orphans].sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime());
+    const events: ArchivedEvent[] = [];
+    for (let at = 0; at < order.length; at += EXPORT_EVENT_PAGE) {
+      const page = order.slice(at, at + EXPORT_EVENT_PAGE);
+      const docs = new Map(
+        (await this.events.find({ _id: { $in: page.map((d) => d._id) } })).map((d) => [d._id, d]),
+      );
+      for (const { _id } of page) {
+        const doc = docs.get(_id);
+        // Gone since it was listed (retention, or put back on the queue): not the user's any more.
+        if (!doc) continue;
+        const event = toEvent(await this.whole(doc));
+        if (!budget.take(event)) return { events, cut: true };
+        events.push(event);
+      }
+    }
+    return { events, cut: false };
   }
 
-  /** Everything stored about a user, oldest first, bounded. Null when the user does not exist. */
-  async exportUser(userId: string): Promise<UserExport | null> {
+  /** A piece kept in parts, whole again; as it is when one of its parts is missing. */
+  private async whole(d: EventDoc): Promise<EventDoc> {
+    if (!d.parts) return d;
+    const ids = Array.from({ length: d.parts - 1 }, (_, i) => partId(d._id, i + 1));
+    const found = new Map(
+      (await this.events.find({ _id: { $in: ids } })).map((p) => [p._id, p.payloadJson] as const),
+    );
+    const texts = ids.map((id) => found.get(id));
+    if (texts.some((t) => t === undefined)) return d;
+    const rest = { ...d };
+    delete rest.parts;
+    return {
+      ...rest,
+      reason: d.reason.replace(/ \(part 1 of \d+\)$/, ''),
+      payloadJson: [d.payloadJson ?? '', ...texts].join(''),
+      truncated: false,
+    };
+  }
+
+  /**
+   * A user's messages with what was kept of them as WhatsApp delivered them, oldest first, at most
+   * `limit` and as many as `budget` holds; `cut` when more exist. Read a page at a time (keyset on
+   * createdAt then _id: every stored message of a user has its createdAt), so that memory holds the
+   * budget and one page, whatever the user's history weighs.
+   */
+  private async messagesWithin(
+    userId: string,
+    limit: number,
+    budget: ExportBudget,
+  ): Promise<{ messages: ExportedMessage[]; cut: boolean }> {
+    const messages: ExportedMessage[] = [];
+    let after: MessageDoc | null = null;
+    for (;;) {
+      const t = after?.createdAt;
+      const filter: Filter<MessageDoc> = t
+        ? {
+            userId,
+            createdAt: { $gte: t },
+            $or: [{ createdAt: { $gt: t } }, { _id: { $gt: (after as MessageDoc)._id } }],
+          }
+        : { userId };
+      const page = await this.messages.find(filter, {
+        sort: { userId: 1, createdAt: 1, _id: 1 },
+        limit: Math.min(EXPORT_PAGE, limit + 1 - messages.length),
+        // Search terms are derived from the text (and weigh up to 640 KiB a message): left out.
+        projection: { terms: 0 },
+      });
+      for (const d of page) {
+        if (messages.length === limit) return { messages, cut: true };
+        const message = { ...toMessage(d), raw: rawOf(d) };
+        if (!budget.take(message)) return { messages, cut: true };
+        messages.push(message);
+      }
+      const last = page.at(-1);
+      if (!last || page.length < EXPORT_PAGE || !(last.createdAt instanceof Date))
+        return { messages, cut: false };
+      after = last;
+    }
+  }
+
+  /**
+   * Everything stored about a user, oldest first, bounded (MAX_EXPORT_MESSAGES, MAX_EXPORT_EVENTS,
+   * and `maxBytes` of JSON: messages first, archived items in what is left). Null when the user
+   * does not exist.
+   */
+  async exportUser(userId: string, maxBytes = MAX_EXPORT_BYTES): Promise<UserExport | null> {
     const live = { _id: userId, erasing: { $ne: true } } as const;
     const user = await this.users.findOne(live);
     if (!user) return null;
-    const [messages, events] = await Promise.all([
-      this.messages.find(
-        { userId },
-        // Search terms are derived from the text (and weigh up to 640 KiB a message): left out.
-        {
-          sort: { userId: 1, createdAt: 1, _id: 1 },
-          limit: MAX_EXPORT_MESSAGES + 1,
-          projection: { terms: 0 },
-        },
-      ),
-      this.archivedOf(user, MAX_EXPORT_EVENTS + 1),
-    ]);
-    const archived = await this.withParts(events.docs.slice(0, MAX_EXPORT_EVENTS), events.subjects);
+    const budget = new ExportBudget(maxBytes);
+    const messages = await this.messagesWithin(userId, MAX_EXPORT_MESSAGES, budget);
+    const heads = await this.archivedOf(user, MAX_EXPORT_EVENTS + 1);
+    const archived = await this.archivedWithin(
+      heads.docs.slice(0, MAX_EXPORT_EVENTS),
+      heads.subjects,
+      budget,
+    );
     // An erase begun meanwhile may have deleted part of what was read: no partial export of them.
     if (!(await this.users.findOne(live, { projection: { _id: 1 } }))) return null;
     return {
       user: toUser(user),
       previousWaIds: user.previousWaIds ?? [],
       previousBsuids: user.previousBsuids ?? [],
-      messages: messages.slice(0, MAX_EXPORT_MESSAGES).map((d) => ({ ...toMessage(d), raw: rawOf(d) })),
-      events: archived.map(toEvent),
-      truncated: messages.length > MAX_EXPORT_MESSAGES || events.docs.length > MAX_EXPORT_EVENTS,
+      messages: messages.messages,
+      events: archived.events,
+      truncated: messages.cut || archived.cut || heads.docs.length > MAX_EXPORT_EVENTS,
     };
   }
 

@@ -5,7 +5,7 @@ import type { Gateway } from './gateway';
 import type { Handoff, Message, User } from './types';
 import { toMessage, type MessageDoc } from './messages';
 import { toUser, type UserDoc } from './users';
-import type { Position, Slice } from './manage-queries';
+import { LIVE_USER, type Position, type Slice } from './manage-queries';
 
 /** `by` of a handoff the user asked for with the `human` command. */
 export const HANDOFF_BY_USER = 'user';
@@ -144,6 +144,7 @@ export class HandoffRepository {
         }
       : { 'handoff.since': { $gt: EPOCH } };
     filter['handoff.activeAt'] = { $gt: cutoff };
+    Object.assign(filter, LIVE_USER);
     const docs = await this.users.find(filter, {
       sort: { 'handoff.since': 1, _id: 1 },
       limit: input.limit + 1,

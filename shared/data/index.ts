@@ -52,6 +52,7 @@ export { MAX_WA_ID_DIGITS } from './users';
 export {
   AUDIT_KIND,
   ERASE_STALE_MS,
+  MAX_EXPORT_BYTES,
   MAX_EXPORT_EVENTS,
   MAX_EXPORT_MESSAGES,
   type EraseReport,

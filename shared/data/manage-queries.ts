@@ -31,6 +31,13 @@ function after<T>(field: string, position: Position | null): Filter<T> {
   } as Filter<T>;
 }
 
+/**
+ * Users no erase is taking: one under way is gone to the management API (its lists and searches
+ * too). No index holds `erasing` (few users ever carry it): the sort's index serves the list and
+ * the filter drops the rare user under erase as the scan passes it.
+ */
+export const LIVE_USER = { erasing: { $ne: true } } as const;
+
 function slice<D, T>(docs: D[], limit: number, map: (d: D) => T, position: (d: D) => Position): Slice<T> {
   const more = docs.length > limit;
   const page = more ? docs.slice(0, limit) : docs;
@@ -56,6 +63,7 @@ export class ManageQueries {
     const filter = {
       ...(terms ? holdsEvery('searchKeys', terms) : {}),
       ...after<UserDoc>('lastMessageAt', input.after),
+      ...LIVE_USER,
     } as Filter<UserDoc>;
     const docs = await this.users.find(filter, {
       sort: { lastMessageAt: -1, _id: -1 },
@@ -83,7 +91,7 @@ export class ManageQueries {
 
   /** The most recently active users with their last message (two bounded queries). */
   async latestChats(limit: number): Promise<{ user: User; lastMessage: Message }[]> {
-    const users = await this.users.find({}, { sort: { lastMessageAt: -1, _id: -1 }, limit });
+    const users = await this.users.find(LIVE_USER, { sort: { lastMessageAt: -1, _id: -1 }, limit });
     const ids = users.map((u) => u.lastMessageId).filter((id): id is string => typeof id === 'string');
     const messages = ids.length
       ? await this.messages.find({ _id: { $in: ids }, userId: { $exists: true } })
@@ -111,7 +119,26 @@ export class ManageQueries {
       sort: { createdAt: -1, _id: -1 },
       limit: input.limit + 1,
     });
-    return slice(docs, input.limit, toMessage, (d) => ({ t: d.createdAt ?? new Date(0), id: d._id }));
+    const found = slice(
+      docs,
+      input.limit,
+      (d) => d,
+      (d) => ({ t: d.createdAt ?? new Date(0), id: d._id }),
+    );
+    // The messages of a user under erase are left out (the page may then be short; its cursor
+    // still goes on after the last message read).
+    const owners = [...new Set(found.items.map((d) => d.userId).filter((id): id is string => Boolean(id)))];
+    const erasing = owners.length
+      ? new Set(
+          (await this.users.find({ _id: { $in: owners }, erasing: true }, { projection: { _id: 1 } })).map(
+            (u) => u._id,
+          ),
+        )
+      : new Set<string>();
+    return {
+      items: found.items.filter((d) => !erasing.has(d.userId ?? '')).map(toMessage),
+      next: found.next,
+    };
   }
 
   async countUsers(now: Date): Promise<{ total: number; optedOut: number; active24h: number }> {

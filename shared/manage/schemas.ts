@@ -2,7 +2,7 @@
 // OpenAPI document is generated from the same schemas (./openapi.ts).
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
-import { MAX_EXPORT_EVENTS, MAX_EXPORT_MESSAGES } from '../data';
+import { MAX_EXPORT_BYTES, MAX_EXPORT_EVENTS, MAX_EXPORT_MESSAGES } from '../data';
 import {
   TEMPLATE_LANGUAGE,
   TEMPLATE_NAME,
@@ -185,6 +185,15 @@ export const ChatsSchema = z
 /** WhatsApp's limit on the body of a text message (owned by shared/whatsapp/outbound.ts). */
 export const MAX_TEXT_LENGTH = TEXT_BODY_LIMIT;
 
+/**
+ * Control characters (Unicode's Cc: C0, DEL and C1) other than tab, line feed and carriage return:
+ * not text a person writes (a NUL, an escape sequence pasted from a terminal), so never sent.
+ */
+const CONTROL_CHARACTER = /[^\P{Cc}\t\n\r]/u;
+const NO_CONTROL_CHARACTERS =
+  'must not contain control characters (other than tab, line feed and carriage return)';
+const withoutControls = (t: string) => !CONTROL_CHARACTER.test(t);
+
 const TemplateSchema = z
   .object({
     name: z
@@ -198,7 +207,8 @@ const TemplateSchema = z
         z
           .string()
           .min(1, 'must not be empty')
-          .max(TEMPLATE_PARAMETER_LIMIT, `must be at most ${TEMPLATE_PARAMETER_LIMIT} characters`),
+          .max(TEMPLATE_PARAMETER_LIMIT, `must be at most ${TEMPLATE_PARAMETER_LIMIT} characters`)
+          .refine(withoutControls, NO_CONTROL_CHARACTERS),
         {
           error: 'must be an array of strings',
         },
@@ -215,7 +225,10 @@ export const SendBodySchema = z
       .string({ error: 'must be a string' })
       .max(MAX_TEXT_LENGTH, `must be at most ${MAX_TEXT_LENGTH} characters`)
       .refine((t) => t.trim().length > 0, 'must not be empty')
-      .openapi({ description: `Free text, at most ${MAX_TEXT_LENGTH} characters (never split)` })
+      .refine(withoutControls, NO_CONTROL_CHARACTERS)
+      .openapi({
+        description: `Free text, at most ${MAX_TEXT_LENGTH} characters (never split), without control characters other than tab, line feed and carriage return`,
+      })
       .optional(),
     template: TemplateSchema.optional(),
   })
@@ -313,14 +326,15 @@ export const ExportSchema = z
     previousBsuids: z.array(z.string()).openapi({
       description: 'Business-scoped user ids the user had before the current one (id or number changes)',
     }),
-    messages: z
-      .array(ExportedMessageSchema)
-      .openapi({ description: `Oldest first; at most the oldest ${MAX_EXPORT_MESSAGES}` }),
-    events: z
-      .array(EventSchema)
-      .openapi({ description: `Archived items, oldest first; at most the oldest ${MAX_EXPORT_EVENTS}` }),
+    messages: z.array(ExportedMessageSchema).openapi({
+      description: `Oldest first; at most the oldest ${MAX_EXPORT_MESSAGES}, and those that fit in ${MAX_EXPORT_BYTES} bytes of JSON`,
+    }),
+    events: z.array(EventSchema).openapi({
+      description: `Archived items, oldest first; at most the oldest ${MAX_EXPORT_EVENTS}, and those that fit in what the messages left of ${MAX_EXPORT_BYTES} bytes of JSON`,
+    }),
     truncated: z.boolean().openapi({
-      description: 'True when the user has more messages or archived items than the export holds',
+      description:
+        'True when the user has more messages or archived items than the export holds (by count or by size)',
     }),
   })
   .openapi('UserExport');

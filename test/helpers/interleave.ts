@@ -1,4 +1,4 @@
-// A data store on the test database whose next bulk write to one collection first lets another
+// A data store on the test database whose next bulk write (or deleteMany) to one collection first lets another
 // writer finish: a write that lands between an operation's reads and its write, every time, on the
 // real server (the writer goes through its own store: the embedded database's adapter serialises
 // the writes of one store to one document, and the write held here would wait for it forever).
@@ -9,6 +9,8 @@ export function storeWithWriterBefore(
   db: Db,
   collection: string,
   writer: () => Promise<void>,
+  /** The write held (an erase deletes a user's messages with `deleteMany`). */
+  method: 'bulkWrite' | 'deleteMany' = 'bulkWrite',
 ): { store: DataStore; ran: () => number } {
   let runs = 0;
   const wrapped = Object.create(db, {
@@ -17,10 +19,10 @@ export function storeWithWriterBefore(
         const real: Collection<Document> = db.collection(name);
         if (name !== collection) return real;
         return Object.create(real, {
-          bulkWrite: {
-            value: async (...args: Parameters<Collection<Document>['bulkWrite']>) => {
+          [method]: {
+            value: async (...args: unknown[]) => {
               if (runs++ === 0) await writer();
-              return real.bulkWrite(...args);
+              return (real[method] as (...a: unknown[]) => Promise<unknown>).apply(real, args);
             },
           },
         }) as Collection<Document>;

@@ -546,6 +546,41 @@ describe('operator messages', () => {
     expect(await messageCount()).toBe((before ?? 0) + 3);
   });
 
+  it('refuses control characters in the text or a template parameter, naming the field: nothing sent, stored, taken or audited', async () => {
+    const id = await userWithOldMessage(1);
+    const auditBefore = (await app.services.data.personal.auditTrail(1000)).length;
+    const before = await app.services.data.users.getUser(id);
+    const template = (parameter: string) => ({
+      template: { name: 'order_update', language: 'en', parameters: ['ok', parameter] },
+    });
+    // NUL, BEL, vertical tab, form feed, ESC (a pasted terminal colour), DEL, C1 (NEL, CSI).
+    const controls = ['\u0000', '\u0007', '\u000b', '\u000c', '\u001b[31m', '\u007f', '\u0085', '\u009b'];
+    for (const c of controls) {
+      for (const [body, field] of [
+        [{ text: `hello ${c} there` }, 'text'],
+        [template(`order ${c}`), 'template.parameters.1'],
+      ] as const) {
+        const r = await api('userMessages', id, 'POST', body);
+        expect(r.status, JSON.stringify(body)).toBe(400);
+        expect(parseBody(ErrorSchema, r.body).error).toMatchObject({
+          code: 'INVALID_INPUT',
+          message: `invalid body field "${field}": must not contain control characters (other than tab, line feed and carriage return)`,
+        });
+      }
+    }
+    expect(app.graph.sends()).toEqual([]);
+    expect(await messagesOf(id)).toHaveLength(1);
+    expect((await app.services.data.users.getUser(id))?.handoff).toEqual(before?.handoff);
+    expect((await app.services.data.personal.auditTrail(1000)).length).toBe(auditBefore);
+
+    // Tab, line feed and carriage return are text; so are other invisible characters (ZWJ in an emoji).
+    const text = 'Line one\r\nLine two\tend \u{1F469}\u200d\u{1F4BB}';
+    const sent = await api('userMessages', id, 'POST', { text });
+    expect(sent.status).toBe(201);
+    expect(parseBody(MessageSchema, sent.body).text).toBe(text);
+    expect(sentTexts()).toEqual([text]);
+  });
+
   it('answers 404 for an unknown user on every handoff route', async () => {
     for (const [handler, method, body] of [
       ['userHandoff', 'POST', undefined],

@@ -15,7 +15,12 @@ import {
   UsersPageSchema,
   type UserJson,
 } from '../../shared/manage/schemas';
-import { MAX_EXPORT_EVENTS, MAX_EXPORT_MESSAGES, type ImportedMessage } from '../../shared/data';
+import {
+  MAX_EXPORT_BYTES,
+  MAX_EXPORT_EVENTS,
+  MAX_EXPORT_MESSAGES,
+  type ImportedMessage,
+} from '../../shared/data';
 import {
   BOOTSTRAP,
   answersOf,
@@ -28,6 +33,7 @@ import { checkExchange } from '../helpers/openapi-check';
 import { collectionOf } from '../helpers/raw';
 import { parseBody } from '../helpers/shapes';
 import { operatorMessage } from '../helpers/records';
+import { storeWithWriterBefore } from '../helpers/interleave';
 
 let f: ManageFixture;
 const now = Date.now();
@@ -612,6 +618,69 @@ describe('stats, export and erase', () => {
   });
 });
 
+describe('a user whose erase is under way', () => {
+  it('is in no list or search of the management API while the erase runs, nor after it', async () => {
+    const hal = await seedUser(f.data, {
+      waId: '4917700003',
+      name: 'Halvard Quist',
+      start: new Date(Date.now() - 60_000),
+      texts: ['zanzibarquux please', 'ok'],
+    });
+    expect((await call(f.handlers.userHandoff, { method: 'POST', params: { id: hal.userId } })).status).toBe(
+      200,
+    );
+    /** Where Hal shows: the user lists and searches, the chats, the waiting list, message search. */
+    const shown = async (): Promise<string[]> => {
+      const where: string[] = [];
+      const users = (r: { body: unknown }) => parseBody(UsersPageSchema, r.body).items.map((u) => u.id);
+      const chats = (r: { body: unknown }) => parseBody(ChatsSchema, r.body).items.map((c) => c.user.id);
+      const messages = (r: { body: unknown }) =>
+        parseBody(MessagesPageSchema, r.body).items.map((m) => m.userId);
+      const lists: [string, string[]][] = [
+        ['users', users(await call(f.handlers.users, { query: { limit: '200' } }))],
+        ['users?q', users(await call(f.handlers.users, { query: { q: 'Halvard' } }))],
+        ['users?q number', users(await call(f.handlers.users, { query: { q: '+49 177 0000 3' } }))],
+        ['POST users', users(await call(f.handlers.users, { method: 'POST', body: { q: 'quist' } }))],
+        ['chats', chats(await call(f.handlers.chats, { query: { limit: '200' } }))],
+        ['waiting', chats(await call(f.handlers.chats, { query: { state: 'waiting', limit: '200' } }))],
+        ['messages?q', messages(await call(f.handlers.messages, { query: { q: 'zanzibarquux' } }))],
+        [
+          'POST messages',
+          messages(await call(f.handlers.messages, { method: 'POST', body: { q: 'zanzibarquux' } })),
+        ],
+      ];
+      for (const [name, ids] of lists) if (ids.includes(hal.userId)) where.push(name);
+      return where;
+    };
+    const everywhere = [
+      'users',
+      'users?q',
+      'users?q number',
+      'POST users',
+      'chats',
+      'waiting',
+      'messages?q',
+      'POST messages',
+    ];
+    expect(await shown()).toEqual(everywhere);
+
+    // The erase is held after it marked the user, before it deletes their messages.
+    let during: string[] = [];
+    const { store, ran } = storeWithWriterBefore(
+      f.db.db,
+      'messages',
+      async () => {
+        during = await shown();
+      },
+      'deleteMany',
+    );
+    expect(await store.personal.eraseUser(hal.userId)).not.toBeNull();
+    expect(ran()).toBeGreaterThan(0);
+    expect(during).toEqual([]);
+    expect(await shown()).toEqual([]);
+  }, 60_000);
+});
+
 describe('export bounds', () => {
   const exported = async (id: string) => {
     const r = await call(f.handlers.userExport, { params: { id } });
@@ -668,6 +737,94 @@ describe('export bounds', () => {
     expect(cut.events).toHaveLength(MAX_EXPORT_EVENTS);
     expect(cut.truncated).toBe(true);
     expect(cut.messages).toHaveLength(1);
+  }, 60_000);
+});
+
+describe('export size bound', () => {
+  // The contract's figure, written out: the test must fail if the constant drifts from it.
+  it('holds at most 32 MiB of JSON of messages and archived items by default', () => {
+    expect(MAX_EXPORT_BYTES).toBe(32 * 1024 * 1024);
+  });
+
+  it('cuts a user whose messages weigh more than the budget: the oldest whole messages, in order, and truncated', async () => {
+    const start = hoursAgo(24 * 20);
+    const { user } = await f.data.users.resolve({ waId: '4917700001', bsuid: null, name: 'Fay' }, start);
+    // 450 messages of ~2 KB (more than two pages of the reader), pairs sharing a time (ties by id).
+    const message = (i: number): ImportedMessage => {
+      const id = `wamid.fay.${String(i).padStart(4, '0')}`;
+      const createdAt = new Date(start.getTime() + Math.floor(i / 2) * 1000);
+      const text = `m${i} ${'ü'.repeat(1_000)}`;
+      return { id, userId: user.id, waMessageId: id, direction: 'inbound', text, createdAt };
+    };
+    const all = Array.from({ length: 450 }, (_, i) => message(i));
+    await f.data.maintenance.importMessages(all);
+    // Archived items too: what is left of the budget after the messages is theirs.
+    await f.data.events.archive({
+      kind: 'dead-letter',
+      reason: 'test',
+      payload: { small: true },
+      at: hoursAgo(1),
+      userId: user.id,
+    });
+
+    const whole = await f.data.personal.exportUser(user.id);
+    expect(whole?.truncated).toBe(false);
+    expect(whole?.messages.map((m) => m.id)).toEqual(all.map((m) => m.id));
+    expect(whole?.events).toHaveLength(1);
+
+    // A budget for about 300 of them: more than a page of the reader, less than all.
+    const budget = 300 * Buffer.byteLength(JSON.stringify(whole?.messages[0])) + 100;
+    const cut = await f.data.personal.exportUser(user.id, budget);
+    expect(cut?.truncated).toBe(true);
+    const n = cut?.messages.length ?? 0;
+    expect(n).toBeGreaterThan(250);
+    expect(n).toBeLessThan(450);
+    // The oldest, in order, each whole (as in the uncut export).
+    expect(cut?.messages).toEqual(whole?.messages.slice(0, n));
+    expect(
+      Buffer.byteLength(JSON.stringify([...(cut?.messages ?? []), ...(cut?.events ?? [])])),
+    ).toBeLessThanOrEqual(budget);
+    // Over HTTP (the default budget) the export is whole and well-formed.
+    const r = await call(f.handlers.userExport, { params: { id: user.id } });
+    expect(r.status).toBe(200);
+    const body = parseBody(ExportSchema, r.body);
+    expect(body.truncated).toBe(false);
+    expect(body.messages).toHaveLength(450);
+  }, 60_000);
+
+  it('cuts archived items by the budget too: a piece kept in parts is whole or left out, never half', async () => {
+    const gus = await seedUser(f.data, {
+      waId: '4917700002',
+      name: 'Gus',
+      start: hoursAgo(4),
+      texts: ['hi'],
+    });
+    // Three pieces of ~600 KB, each kept in 3 parts, the oldest first.
+    const pieces = [0, 1, 2].map((i) => ({ from: '4917700002', i, odd: String(i).repeat(600_000) }));
+    for (const [i, piece] of pieces.entries()) {
+      const at = new Date(now - 3_600_000 + i * 1000);
+      await f.data.poisoned.keep(
+        String(i).repeat(64),
+        [{ json: JSON.stringify(piece), identifier: '4917700002', at }],
+        at,
+      );
+    }
+    const whole = await f.data.personal.exportUser(gus.userId);
+    expect(whole?.truncated).toBe(false);
+    expect(whole?.events.map((e) => JSON.stringify(e.payload))).toEqual(pieces.map((p) => JSON.stringify(p)));
+
+    // Room for the message and two pieces, not three.
+    const cut = await f.data.personal.exportUser(gus.userId, 1_300_000);
+    expect(cut?.truncated).toBe(true);
+    expect(cut?.messages).toEqual(whole?.messages);
+    expect(cut?.events.map((e) => JSON.stringify(e.payload))).toEqual(
+      pieces.slice(0, 2).map((p) => JSON.stringify(p)),
+    );
+    expect(cut?.events.map((e) => e.reason)).toEqual([
+      'notification ingest failed on every attempt',
+      'notification ingest failed on every attempt',
+    ]);
+    expect((await call(f.handlers.user, { method: 'DELETE', params: { id: gus.userId } })).status).toBe(204);
   }, 60_000);
 });
 
