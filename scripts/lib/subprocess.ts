@@ -67,6 +67,9 @@ export function watchParent(onExit: () => void, intervalMs = 250): void {
   timer.unref();
 }
 
+/** A package manager's command line (npm, yarn, pnpm, bun). */
+const RUNNER = /npm|yarn|bun/;
+
 /**
  * The npm process that runs this script, for a script run by npm under `sh -c` (whose command
  * line names `marker`): its pid, to watch (npm killed without passing the signal on leaves its
@@ -84,11 +87,14 @@ export function npmRunner(marker: string): number | 'gone' | null {
   } catch {
     return parent === 1 ? 'gone' : null; // no /proc: the pid is all there is
   }
-  if (!command.includes(marker)) return /npm|yarn|bun/.test(command) ? parent : 'gone';
+  if (!command.includes(marker)) return RUNNER.test(command) ? parent : 'gone';
   try {
     const stat = readFileSync(`/proc/${parent}/stat`, 'utf8');
     const grandparent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    return grandparent > 1 ? grandparent : 'gone';
+    if (grandparent > 1) return grandparent;
+    // Init, unless npm is pid 1 (a container's `npm run …`) and its shell `exec`ed the command
+    // (bash does: a single command is not forked), so that npm is the grandparent.
+    return grandparent === 1 && RUNNER.test(readFileSync('/proc/1/cmdline', 'utf8')) ? 1 : 'gone';
   } catch {
     return null;
   }

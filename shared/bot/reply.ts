@@ -7,7 +7,8 @@
 // recording the user's summary. A job that finds the lock taken simply ends: the holder looks
 // again before it lets go (the user's inbound count tells it whether anything arrived meanwhile),
 // so no job waits, spins or fails because another worker is busy with the same user. One job makes
-// at most MAX_LOOKS looks: what still waits after them goes to a new job, the lock freed first.
+// at most MAX_LOOKS looks and starts no answer after REPLY_BUDGET_MS: what still waits then goes to
+// a new job, the lock freed first.
 //
 // The Graph API has no idempotency key: a crash between a send that Graph accepted and the one
 // write that records it leaves the message waiting, and it is answered again once the lease ends.
@@ -38,6 +39,15 @@ export const PAIR_RETRY: RetryPolicy = { attempts: 4, baseDelayMs: 6_000, maxDel
 const WINDOW = 20;
 /** Looks one job makes; more waiting after them goes to a follow-up job (bounds one invocation). */
 export const MAX_LOOKS = 20;
+/**
+ * Time one job answers for before what still waits goes to a follow-up job: MAX_LOOKS bounds the
+ * looks, not what one look answers (up to the read's size, each answer up to two AI calls and the
+ * pair-rate-limit waits of each part), so a long burst answered under a slow AI endpoint or the
+ * pair rate limit would outlast `functionTimeout` (host.json, 30 min): the host then fails the
+ * invocation and restarts the worker mid-answer. Checked before each answer but the job's first,
+ * so one invocation lasts at most this plus one answer.
+ */
+export const REPLY_BUDGET_MS = 5 * 60_000;
 /** Attempts at recording an answer that Graph accepted (a database error must not resend it). */
 const RECORD_ATTEMPTS = 6;
 
@@ -140,13 +150,16 @@ export async function processReplyJob(
     leaseMs = LEASE_MS,
     pairRetry = PAIR_RETRY,
     maxLooks = MAX_LOOKS,
-  }: { leaseMs?: number; pairRetry?: RetryPolicy; maxLooks?: number } = {},
+    budgetMs = REPLY_BUDGET_MS,
+  }: { leaseMs?: number; pairRetry?: RetryPolicy; maxLooks?: number; budgetMs?: number } = {},
 ): Promise<ReplyJob[]> {
   if (job.kind === 'welcome') {
     await sendWelcome(ports, job, log);
     return [];
   }
   const { data } = ports;
+  const startedAt = ports.now().getTime();
+  let answered = false;
   const owner = randomUUID();
   let lockedAt = ports.now();
   let locked = await data.users.lockForReply(job.userId, owner, leaseMs, lockedAt);
@@ -175,9 +188,17 @@ export async function processReplyJob(
     const lease = keepLease(ports, user.id, owner, leaseMs, lockedAt);
     let done = false;
     let keepLock = false;
+    // The job's time is spent: what still waits goes to a follow-up job.
+    let spent = false;
     try {
-      for (const message of found.waiting)
+      for (const message of found.waiting) {
+        if (answered && ports.now().getTime() - startedAt >= budgetMs) {
+          spent = true;
+          break;
+        }
         user = await replyTo(ports, user, message, found, recorded, log, lease, pairRetry);
+        answered = true;
+      }
       done = true;
     } catch (error) {
       // An answer Graph accepted that the database would not record: the lock is kept until its
@@ -200,9 +221,9 @@ export async function processReplyJob(
             user.id,
             recorded.map((a) => a.id),
           );
-        const again = done && count !== null && (count !== seen || found.more);
+        const again = done && count !== null && (spent || count !== seen || found.more);
         lockedAt = ports.now();
-        if (again && looks + 1 >= maxLooks) {
+        if (again && (spent || looks + 1 >= maxLooks)) {
           followUp.push({ kind: 'message', userId: user.id, messageId: job.messageId });
           locked = null;
         } else {

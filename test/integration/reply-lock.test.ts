@@ -4,6 +4,7 @@
 // takes.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ingestNotification } from '../../shared/bot/ingest';
+import type { ReplyJob } from '../../shared/bot/jobs';
 import { LEASE_MS, processReplyJob } from '../../shared/bot/reply';
 import { createLogger } from '../../shared/log';
 import { sleep } from '../../shared/time';
@@ -278,5 +279,41 @@ describe('reply lock', () => {
     expect(sent()).toHaveLength(45);
     const waiting = await app.services.data.messages.pendingReplies(first.userId, 100);
     expect(waiting).toHaveLength(0);
+  });
+
+  it('a job whose time is spent starts no further answer: what waits goes to a follow-up job, in order, the lock freed', async () => {
+    const phone = '4420700000032';
+    let first: Awaited<ReturnType<typeof ingestNotification>>['jobs'][number] | undefined;
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const { message, payload } = textNotification(phone, `slow ${i}`);
+      const { jobs } = await ingestNotification(app.services, payload, log);
+      ids.push(message.id);
+      first ??= jobs[0];
+    }
+    if (first?.kind !== 'message') throw new Error('no reply job');
+    const sent = () => app.graph.sends().filter((s) => s.body['to'] === phone);
+    const { users } = app.services.data;
+    // A budget already spent after the first answer (production: minutes of slow answers).
+    let job: ReplyJob | undefined = first;
+    for (let jobs = 1; jobs <= 3; jobs++) {
+      if (!job) throw new Error('no follow-up job');
+      const followUp = await processReplyJob(app.services, job, log, { budgetMs: 0 });
+      // One answer per job: the one the job started, never a second within the spent budget.
+      expect(sent()).toHaveLength(jobs);
+      expect(followUp).toEqual(
+        jobs < 3 ? [{ kind: 'message', userId: first.userId, messageId: first.messageId }] : [],
+      );
+      // Nobody holds the user between the jobs.
+      expect(await users.lockForReply(first.userId, 'another-worker', LEASE_MS, new Date())).not.toBeNull();
+      await users.releaseReplyLock(first.userId, 'another-worker', []);
+      job = followUp[0];
+    }
+    // Answered in the order sent, each once.
+    const answers = (await app.services.data.messages.recent(first.userId, 20))
+      .filter((m) => m.direction === 'outbound')
+      .reverse();
+    expect(answers.map((m) => m.relatedId)).toEqual(ids);
+    expect(await app.services.data.messages.pendingReplies(first.userId, 100)).toHaveLength(0);
   });
 });

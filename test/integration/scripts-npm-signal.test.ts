@@ -2,7 +2,7 @@
 // supervisor, a CI step's timeout or `kill <pid of npm>` sends SIGTERM to npm alone, which passes it
 // to its child only: the shell running `tsx scripts/…`, which dies of it (dash) without passing it
 // on. The script must not run on unseen, writing into the database with nobody to see its end.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sleep } from '../../shared/time';
 import { testDatabase, type TestDatabase } from '../helpers/db';
@@ -50,4 +50,34 @@ describe('an operator script run by npm', () => {
       }
     }
   }, 90_000);
+
+  // A container's `npm run …` makes npm pid 1; a shell that `exec`s a single command (bash as
+  // npm's script shell, as on RHEL-based images) leaves npm as tsx's parent, so the
+  // script's grandparent is pid 1: npm, alive, not init after the shell died. Reproduced in a
+  // pid namespace of its own (where unshare may make one).
+  const namespaces =
+    process.platform === 'linux' &&
+    spawnSync('unshare', ['--user', '--map-root-user', '--pid', '--fork', '--mount-proc', 'true']).status ===
+      0;
+  it.skipIf(!namespaces)(
+    'runs when npm is pid 1 and its shell exec’d the script',
+    async () => {
+      const run = spawnSync(
+        'unshare',
+        [
+          ...['--user', '--map-root-user', '--pid', '--fork', '--mount-proc'],
+          ...['npm', 'run', '--silent', '--script-shell=bash', 'token', '--', 'list'],
+        ],
+        {
+          env: { ...process.env, MONGODB_URI: t.uri, MONGODB_DATABASE: t.dbName },
+          encoding: 'utf8',
+          timeout: 60_000,
+        },
+      );
+      expect(run.stderr).not.toMatch(/interrupted/);
+      expect(run.status, run.stderr).toBe(0);
+      expect(run.stdout).toBe('');
+    },
+    90_000,
+  );
 });
