@@ -424,7 +424,8 @@ const sendFailed = (cause?: GraphError): AppError =>
     ErrorCode.UPSTREAM_FAILED,
     cause?.pairRateLimited
       ? "WhatsApp's pair rate limit: too many messages to this user in a short time. Nothing went out " +
-          '(stored as failed): try again in a few seconds'
+          '(stored as failed): try again in a few seconds, as a new send (a new Idempotency-Key: ' +
+          'the same key answers this again)'
       : 'WhatsApp did not accept the message, or did not answer (it may then still arrive): it is stored as failed',
     { cause, exposed: true },
   );

@@ -200,6 +200,8 @@ describe("an operator's send under the pair rate limit", () => {
     expect(error.code).toBe('UPSTREAM_FAILED');
     expect(error.message).toMatch(/pair rate limit/);
     expect(error.message).toMatch(/try again in a few seconds/);
+    // A retry with the same key replays this answer (the contract's Idempotency-Key): said so.
+    expect(error.message).toMatch(/new Idempotency-Key/);
     expect(app.graph.sends()).toHaveLength(1);
     const out = await outbound(waId);
     expect(out.at(-1)).toMatchObject({ text: 'Operator here', status: 'failed', role: 'operator' });
