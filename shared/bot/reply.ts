@@ -439,15 +439,18 @@ const OUTSIDE_WINDOW: MessageError = {
 };
 
 /**
- * Whether WhatsApp's customer service window is closed now: the user's latest inbound message
- * (Meta's time) is 24 hours old or more. A message within it, or a later one in the messages read,
- * answers without a round trip; only an old message asks the database for the user's latest.
+ * Whether WhatsApp's customer service window is closed now for the business number the message
+ * was sent to (the answer goes out through it, and Meta keeps a window per business number and
+ * user): the user's latest inbound message to that number (Meta's time) is 24 hours old or more.
+ * A message within it, or a later one to that number in the messages read, answers without a
+ * round trip; only an old message asks the database for the user's latest to that number.
  */
 async function windowClosed(ports: ReplyPorts, user: User, message: Message, found: Look): Promise<boolean> {
   const now = ports.now();
-  const open = (m: Message) => m.direction === 'inbound' && windowOpen(m.createdAt, now);
+  const open = (m: Message) =>
+    m.direction === 'inbound' && m.phoneNumberId === message.phoneNumberId && windowOpen(m.createdAt, now);
   if (open(message) || found.recent.some(open)) return false;
-  const last = await ports.data.handoff.lastInbound(user.id);
+  const last = await ports.data.handoff.lastInbound(user.id, message.phoneNumberId);
   return !last || !windowOpen(last.createdAt, now);
 }
 

@@ -135,4 +135,38 @@ describe("replies outside WhatsApp's 24-hour customer service window", () => {
     expect(user?.optedOut).toBe(true);
     expect((await app.services.data.messages.getMessage(id!))?.replyState).toBe('failed');
   });
+
+  it("is the window of the business number the message was sent to: a recent message to another of the business's numbers does not open it", async () => {
+    const waId = newNumber();
+    const now = Math.floor(Date.now() / 1000);
+    const otherNumber = '106540352242999';
+    const old = textMessage(waId, 'sent to the second number', { timestamp: String(now - 30 * HOUR_S) });
+    const recent = textMessage(waId, 'sent to the first number', { timestamp: String(now - 60) });
+    const jobs = [
+      ...(
+        await ingestNotification(
+          app.services,
+          notification(value({ contacts: [{ waId }], messages: [recent] })),
+          log,
+        )
+      ).jobs,
+      ...(
+        await ingestNotification(
+          app.services,
+          notification({
+            ...value({ contacts: [{ waId }], messages: [old] }),
+            metadata: { display_phone_number: '15550783999', phone_number_id: otherNumber },
+          }),
+          log,
+        )
+      ).jobs,
+    ];
+    for (const job of jobs) await processReplyJob(app.services, job, log);
+    // Meta would refuse an answer through the second number (131047): none is tried.
+    expect((await app.services.data.messages.getMessage(old.id))?.error).toMatchObject({
+      code: 'OUTSIDE_WINDOW',
+    });
+    expect(app.graph.requests.filter((r) => r.path.includes(otherNumber))).toEqual([]);
+    expect((await app.services.data.messages.getMessage(recent.id))?.replyState).toBe('sent');
+  });
 });
