@@ -10,7 +10,7 @@ import { buildServices, type Services } from '../../shared/deps';
 import { ingestNotification } from '../../shared/bot/ingest';
 import { processReplyJob } from '../../shared/bot/reply';
 import { AI_APOLOGY, RATE_LIMIT_NOTICE, RESET_ANSWER } from '../../shared/bot/texts';
-import { createLogger, type Logger } from '../../shared/log';
+import { capturedLog } from '../helpers/logs';
 import { testDatabase, type TestDatabase } from '../helpers/db';
 import { startHttpStub, type HttpStub, type StubRequest } from '../helpers/http-stub';
 
@@ -22,12 +22,7 @@ let tdb: TestDatabase;
 let data: DataStore;
 let ai: HttpStub;
 let graph: HttpStub;
-let logs: string[] = [];
-const log: Logger = createLogger({
-  log: (...a: unknown[]) => logs.push(a.join(' ')),
-  warn: (...a: unknown[]) => logs.push(a.join(' ')),
-  error: (...a: unknown[]) => logs.push(a.join(' ')),
-});
+const { log, lines: logs } = capturedLog();
 
 /** The AI stub's default: "answer N" with usage 10 + 5 tokens. */
 const answerN = (_req: StubRequest, index: number) => ({
@@ -63,7 +58,7 @@ beforeEach(() => {
   ai.requests = [];
   ai.respond = answerN;
   graph.requests = [];
-  logs = [];
+  logs.length = 0;
 });
 
 let inboundSeq = 0;

@@ -7,18 +7,13 @@ import { ingestNotification } from '../../shared/bot/ingest';
 import type { ReplyJob } from '../../shared/bot/jobs';
 import { processReplyJob } from '../../shared/bot/reply';
 import { HELP_TEXT, STOP_ANSWER } from '../../shared/bot/texts';
-import { createLogger } from '../../shared/log';
 import type { User } from '../../shared/data';
+import { capturedLog } from '../helpers/logs';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { notification, nowSeconds, status, textMessage, value, wamid } from '../helpers/meta';
 
 let app: TestApp;
-const logs: string[] = [];
-const log = createLogger({
-  log: (...a: unknown[]) => logs.push(a.join(' ')),
-  warn: (...a: unknown[]) => logs.push(a.join(' ')),
-  error: (...a: unknown[]) => logs.push(a.join(' ')),
-});
+const { log } = capturedLog();
 let seq = 0;
 const newPhone = () => `4479${String(1_000_000 + ++seq)}`;
 

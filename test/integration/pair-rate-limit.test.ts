@@ -8,10 +8,10 @@ import { runtimeOf } from '../../shared/deps';
 import { ingestNotification } from '../../shared/bot/ingest';
 import type { ReplyJob } from '../../shared/bot/jobs';
 import { processReplyJob } from '../../shared/bot/reply';
-import { createLogger } from '../../shared/log';
 import type { RetryPolicy } from '../../shared/whatsapp/graph';
 import { ErrorSchema } from '../../shared/manage/schemas';
 import { manageHandlers } from '../../functions/manage';
+import { capturedLog } from '../helpers/logs';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { startHttpStub, type HttpStub, type StubRequest } from '../helpers/http-stub';
 import { call } from '../helpers/manage-fixture';
@@ -28,12 +28,7 @@ const LONG_ANSWER = 'word '.repeat(1_500).trim();
 let app: TestApp;
 let ai: HttpStub;
 let h: ReturnType<typeof manageHandlers>;
-let logs: string[] = [];
-const log = createLogger({
-  log: (...a: unknown[]) => logs.push(a.join(' ')),
-  warn: (...a: unknown[]) => logs.push(a.join(' ')),
-  error: (...a: unknown[]) => logs.push(a.join(' ')),
-});
+const { log, lines: logs } = capturedLog();
 let n = 0;
 const newNumber = () => `4470${Date.now().toString().slice(-6)}${++n}`;
 
@@ -98,7 +93,7 @@ beforeEach(() => {
   app.graph.requests.length = 0;
   app.graph.sendResponses.length = 0;
   ai.requests = [];
-  logs = [];
+  logs.length = 0;
 });
 
 /** The user's texts in one notification, ingested; returns their ids and the reply job. */

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ingestNotification } from '../../shared/bot/ingest';
 import { processReplyJob } from '../../shared/bot/reply';
-import { createLogger } from '../../shared/log';
+import { capturedLog } from '../helpers/logs';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { startHttpStub, type HttpStub, type StubRequest } from '../helpers/http-stub';
 import { notification, textMessage, value } from '../helpers/meta';
@@ -16,12 +16,7 @@ const HOUR_S = 3_600;
 
 let app: TestApp;
 let ai: HttpStub;
-let logs: string[] = [];
-const log = createLogger({
-  log: (...a: unknown[]) => logs.push(a.join(' ')),
-  warn: (...a: unknown[]) => logs.push(a.join(' ')),
-  error: (...a: unknown[]) => logs.push(a.join(' ')),
-});
+const { log, lines: logs } = capturedLog();
 let n = 0;
 const newNumber = () => `4480${Date.now().toString().slice(-6)}${++n}`;
 
@@ -56,7 +51,7 @@ afterAll(async () => {
 beforeEach(() => {
   app.graph.requests.length = 0;
   ai.requests = [];
-  logs = [];
+  logs.length = 0;
 });
 
 /** The user's texts, each sent `agoSeconds` before now (Meta's time), ingested and answered. */
