@@ -76,7 +76,8 @@ export class AiError extends AppError {
     /** `http`, `timeout`, `network`, `auth` or `bad_response`. */
     readonly reason: 'http' | 'timeout' | 'network' | 'auth' | 'bad_response',
     readonly retryable: boolean,
-    detail = '',
+    /** The endpoint's error code for an HTTP error (`content_filter`, …), else the network's. */
+    readonly detail = '',
     /** How long the endpoint asked to wait before trying again (Retry-After), if it said. */
     readonly retryAfterMs: number | null = null,
     /**
@@ -84,21 +85,27 @@ export class AiError extends AppError {
      * without text, a first attempt before the retry): they count in the stats all the same.
      */
     public usage: Usage | null = null,
-    /**
-     * The endpoint refused the prompt itself (Azure OpenAI's content filter: HTTP 400, code
-     * `content_filter`): any call whose context holds the same message fails the same way.
-     */
-    readonly promptFiltered = false,
-    /**
-     * The prompt is longer than the model's context window (OpenAI and Azure OpenAI: HTTP 400,
-     * code `context_length_exceeded`): the same call fails again; a shorter one may not.
-     */
-    readonly contextTooLong = false,
   ) {
     super(
       ErrorCode.UPSTREAM_FAILED,
       `AI POST ${host} failed: ${status ?? reason}${detail ? ` ${detail}` : ''}`.trim(),
     );
+  }
+
+  /**
+   * The endpoint refused the prompt itself (Azure OpenAI's content filter: HTTP 400, code
+   * `content_filter`): any call whose context holds the same message fails the same way.
+   */
+  get promptFiltered(): boolean {
+    return this.status === 400 && this.detail === 'content_filter';
+  }
+
+  /**
+   * The prompt is longer than the model's context window (OpenAI and Azure OpenAI: HTTP 400,
+   * code `context_length_exceeded`): the same call fails again; a shorter one may not.
+   */
+  get contextTooLong(): boolean {
+    return this.status === 400 && this.detail === 'context_length_exceeded';
   }
 }
 
@@ -267,9 +274,6 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
       response.status === 408 || response.status === 429 || response.status >= 500,
       code,
       retryAfter(response.headers),
-      null,
-      response.status === 400 && code === 'content_filter',
-      response.status === 400 && code === 'context_length_exceeded',
     );
   }
 
