@@ -105,3 +105,18 @@ describe('docs/deployment.md loads the azd values where the next commands can re
     expect(exported).toMatch(/\bWHATSAPP_VERIFY_TOKEN\b/);
   });
 });
+
+describe('docs/deployment.md publishes the artifact with Core Tools', () => {
+  it('names the language: the artifact has no local.settings.json to infer it from', () => {
+    // Core Tools takes the worker runtime from a language flag or from FUNCTIONS_WORKER_RUNTIME in
+    // local.settings.json, and `func azure functionapp publish` stops with "Worker runtime cannot
+    // be 'None'" without either (azure-functions-core-tools, GlobalCoreToolsSettings.cs and
+    // PublishFunctionAppAction.cs). dist/package/app holds host.json, package.json and dist/ only.
+    const publish = lines().filter((line) => line.includes('func azure functionapp publish'));
+    expect(publish.length).toBeGreaterThan(0);
+    for (const line of publish) {
+      expect(line, line).toMatch(/\s--javascript\b/);
+      expect(line, line).toMatch(/\bcd dist\/package\/app\b/);
+    }
+  });
+});
