@@ -142,9 +142,10 @@ param functionInstanceMemoryMB int = 2048
 @maxValue(1000)
 param functionMaximumInstanceCount int = 40
 
-@description('Zone-redundant Function App plan (needs a region with availability zones; bills always-ready instances).')
+@description('Zone-redundant Function App plan (needs a region with availability zones; bills at least two always-ready instances per function group) and zone-redundant storage.')
 param zoneRedundant bool = false
 
+@description('Replication of the storage account. With zoneRedundant its zone-redundant counterpart is used (LRS -> ZRS, GRS -> GZRS, RAGRS -> RAGZRS).')
 @allowed([
   'Standard_GRS'
   'Standard_RAGRS'
@@ -185,6 +186,19 @@ var names = {
   vnet: 'vnet-${resourceToken}'
   nsg: 'nsg-${resourceToken}'
 }
+// "When you create your function app on a plan with availability zone support enabled, only
+// zone-redundant storage accounts are supported" (learn.microsoft.com/azure/azure-functions/
+// storage-considerations#storage-account-requirements): a zone-redundant plan gets the
+// zone-redundant counterpart of storageSku, with the same geo-replication and read access.
+var zoneRedundantStorageSkus = {
+  Standard_LRS: 'Standard_ZRS'
+  Standard_ZRS: 'Standard_ZRS'
+  Standard_GRS: 'Standard_GZRS'
+  Standard_GZRS: 'Standard_GZRS'
+  Standard_RAGRS: 'Standard_RAGZRS'
+  Standard_RAGZRS: 'Standard_RAGZRS'
+}
+var storageSkuName = zoneRedundant ? zoneRedundantStorageSkus[storageSku] : storageSku
 var deploymentContainerName = 'app-package-${resourceToken}'
 // shared/bot/jobs.ts names the same queues (test/unit/infra-drift.test.ts).
 var queueNames = [
@@ -226,7 +240,7 @@ module storage 'modules/storage.bicep' = {
     name: names.storage
     location: location
     tags: allTags
-    skuName: storageSku
+    skuName: storageSkuName
     deploymentContainerName: deploymentContainerName
     queueNames: queueNames
     principalId: identity.properties.principalId

@@ -408,6 +408,52 @@ describe('infra/ deploys on Flex Consumption', () => {
     }
   });
 
+  it('gives a zone-redundant plan a zone-redundant storage account, whatever storageSku says', () => {
+    // "When you create your function app on a plan with availability zone support enabled, only
+    // zone-redundant storage accounts are supported" (learn.microsoft.com/azure/azure-functions/
+    // storage-considerations#storage-account-requirements). The account holds the host's state, the
+    // queues and the deployment package: zoneRedundant with Standard_GRS (the default) or LRS/RAGRS
+    // is a combination Azure does not support.
+    const allowed = asArray(decorators(MAIN_BICEP, 'storageSku')['allowed'], 'storageSku @allowed');
+    const zoneRedundantSku = asObject(
+      variable(MAIN_BICEP, 'zoneRedundantStorageSkus'),
+      'zoneRedundantStorageSkus',
+    );
+    expect(Object.keys(zoneRedundantSku).sort()).toEqual([...allowed].map(String).sort());
+    for (const sku of allowed.map(String)) {
+      const replacement = String(zoneRedundantSku[sku]);
+      expect(replacement, sku).toMatch(/^Standard_(ZRS|GZRS|RAGZRS)$/);
+      // The same geo-replication and read access as asked for, only zone-redundant.
+      const kind = (name: string): { geo: boolean; readAccess: boolean } => ({
+        geo: name.includes('GRS') || name.includes('GZRS'),
+        readAccess: name.includes('RAG'),
+      });
+      expect(kind(replacement), sku).toEqual(kind(sku));
+    }
+    expect(variable(MAIN_BICEP, 'storageSkuName')).toEqual({
+      expression: 'zoneRedundant ? zoneRedundantStorageSkus[storageSku] : storageSku',
+    });
+    const main = readFileSync(path.join(ROOT, MAIN_BICEP), 'utf8');
+    expect(main).toMatch(/^\s*skuName: storageSkuName$/m);
+    expect(main).not.toMatch(/^\s*skuName: storageSku$/m);
+  });
+
+  it('states what zone redundancy bills: two always-ready instances per function group of this app', () => {
+    // "the platform automatically maintains at least two always-ready instances per per-function
+    // scaling function or group" (learn.microsoft.com/azure/reliability/reliability-functions,
+    // Flex Consumption); HTTP functions form one group, every queue and timer function its own.
+    const own = definitions.filter((definition) => definition.kind !== 'http').map((d) => d.name);
+    const groups = own.length + (definitions.some((definition) => definition.kind === 'http') ? 1 : 0);
+    const doc = readFileSync(path.join(ROOT, 'docs', 'deployment.md'), 'utf8');
+    const from = doc.indexOf('## Zone redundancy');
+    expect(from).toBeGreaterThanOrEqual(0);
+    const text = doc.slice(from, doc.indexOf('\n## ', from + 3)).replace(/\s+/g, ' ');
+    for (const name of own) expect(text, name).toContain(`\`${name}\``);
+    const words = ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine', 'ten'];
+    expect(text).toContain(`This app has ${words[groups] ?? String(groups)} groups`);
+    expect(text).toContain(`at least ${2 * groups} instances`);
+  });
+
   it('keeps the scale and memory options within what Flex Consumption accepts', () => {
     for (const file of [MAIN_BICEP, FUNCTION_APP_BICEP]) {
       const name = file === MAIN_BICEP ? 'functionMaximumInstanceCount' : 'maximumInstanceCount';
