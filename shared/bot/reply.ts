@@ -191,11 +191,15 @@ export async function processReplyJob(
     // The job's time is spent: what still waits goes to a follow-up job.
     let spent = false;
     try {
-      for (const message of found.waiting) {
+      for (const [index, message] of found.waiting.entries()) {
         if (answered && ports.now().getTime() - startedAt >= budgetMs) {
           spent = true;
           break;
         }
+        // While the answers before it went out, the user may have deleted or edited this message,
+        // or sent one before it (a notification delivered late): what this look read is stale
+        // then, and a new look answers what waits as the user left it, in order.
+        if (index > 0 && (await data.users.inboundCount(user.id)) !== seen) break;
         user = await replyTo(ports, user, message, found, recorded, log, lease, pairRetry);
         answered = true;
       }
