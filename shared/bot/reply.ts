@@ -191,11 +191,15 @@ export async function processReplyJob(
     // The job's time is spent: what still waits goes to a follow-up job.
     let spent = false;
     try {
-      for (const message of found.waiting) {
+      for (const [index, message] of found.waiting.entries()) {
         if (answered && ports.now().getTime() - startedAt >= budgetMs) {
           spent = true;
           break;
         }
+        // While the answers before it went out, the user may have deleted or edited this message,
+        // or sent one before it (a notification delivered late): what this look read is stale
+        // then, and a new look answers what waits as the user left it, in order.
+        if (index > 0 && (await data.users.inboundCount(user.id)) !== seen) break;
         user = await replyTo(ports, user, message, found, recorded, log, lease, pairRetry);
         answered = true;
       }
@@ -251,15 +255,46 @@ async function replyTo(
   lease: { readonly lost: boolean },
   pairRetry: RetryPolicy,
 ): Promise<User> {
-  const { graph } = ports;
   // Another worker holds the user now and answers this message: leave it to that worker.
   const stillOurs = () => {
     if (lease.lost) throw new Error('the reply lock was lost');
   };
   stillOurs();
+  const answeredBy = found.recent.filter((m) => m.direction === 'outbound' && m.relatedId === waiting.id);
+  // An answer of several parts interrupted between two of them (the process died, or a database
+  // error after a part went out): the parts not recorded yet follow, as decided then; those out
+  // are never sent again, nor is the model asked again. One none of whose parts is recorded is
+  // decided anew below (an operator may have taken the conversation since).
+  const planned = waiting.replyPlan;
+  if (
+    planned &&
+    answeredBy.length > 0 &&
+    answeredBy.length < planned.parts.length &&
+    !answeredBy.some((m) => m.status === 'failed')
+  ) {
+    log.warn('reply resumed after its part', {
+      id: waiting.id,
+      user: pseudonym(user.id),
+      part: answeredBy.length,
+    });
+    await answer(
+      ports,
+      user,
+      waiting,
+      planned,
+      answeredBy.length,
+      { read: false, unsentAi: null, failure: null },
+      found,
+      recorded,
+      log,
+      pairRetry,
+      stillOurs,
+    );
+    return user;
+  }
   // An answer already recorded for it (a crash landed between the two halves of the record
   // write): settle the message, never send again.
-  if (found.recent.some((m) => m.direction === 'outbound' && m.relatedId === waiting.id)) {
+  if (answeredBy.length) {
     await record(ports, { inbound: waiting, parts: [], state: 'sent', error: null, read: false });
     log.warn('reply found recorded; settled without sending', { id: waiting.id, user: pseudonym(user.id) });
     return user;
@@ -329,80 +364,129 @@ async function replyTo(
     if (fresh) current = fresh;
   }
 
+  const texts = reply ? splitMessage(reply.text) : [];
+  const plan = {
+    parts: texts,
+    role: reply?.role ?? 'conversation',
+    ai: reply && !reply.failure ? reply.ai : null,
+  };
+  // Kept before the first part goes out when there are several (see `ReplyPlan`).
+  if (texts.length > 1) await ports.data.messages.planReply(message.id, plan);
+  await answer(
+    ports,
+    user,
+    message,
+    plan,
+    0,
+    { read, unsentAi, failure: reply?.failure ?? null },
+    found,
+    recorded,
+    log,
+    pairRetry,
+    stillOurs,
+  );
+  return current;
+}
+
+/**
+ * Sends the parts of an answer from `from` on (none: the message is settled unanswered) and
+ * records them: each but the last as soon as Graph accepted it, when there are several, the last
+ * in the one write that settles the inbound message. What this look knows is brought up to date.
+ */
+async function answer(
+  ports: ReplyPorts,
+  user: User,
+  message: Message,
+  plan: { parts: readonly string[]; role: ReplyContent['role']; ai: ReplyContent['ai'] },
+  from: number,
+  settle: { read: boolean; unsentAi: ReplyContent['ai']; failure: MessageError | null },
+  found: Look,
+  recorded: OutboundRecord[],
+  log: Logger,
+  pairRetry: RetryPolicy,
+  stillOurs: () => void,
+): Promise<void> {
+  const { graph } = ports;
+  const early: OutboundRecord[] = [];
   const parts: OutboundRecord[] = [];
   let failure: MessageError | null = null;
-  if (reply) {
-    const phoneNumberId = message.phoneNumberId ?? '';
-    for (const [index, text] of splitMessage(reply.text).entries()) {
-      const first = index === 0;
-      const base = {
-        userId: user.id,
-        type: 'text',
-        text,
-        role: reply.role,
-        phoneNumberId,
-        relatedId: message.id,
-        ai: first && !reply.failure ? reply.ai : null,
-      };
-      let sent: { waMessageId: string | null };
-      // Before the first part only: once a part went out, the rest must follow and be recorded.
-      if (first) stillOurs();
-      try {
-        sent = await sendPart(ports, phoneNumberId, recipientOf(user), text, pairRetry, (waitMs) => {
-          log.info('reply waits: pair rate limit', {
-            id: message.id,
-            user: pseudonym(user.id),
-            part: index,
-            waitMs,
-          });
-          // Nothing of the answer went out yet: another worker may hold the user after the wait.
-          return first ? stillOurs : () => undefined;
+  const phoneNumberId = message.phoneNumberId ?? '';
+  for (let index = from; index < plan.parts.length; index++) {
+    const text = plan.parts[index] ?? '';
+    const first = index === 0;
+    const base = {
+      userId: user.id,
+      type: 'text',
+      text,
+      role: plan.role,
+      phoneNumberId,
+      relatedId: message.id,
+      ai: first ? plan.ai : null,
+    };
+    let sent: { waMessageId: string | null };
+    // Before the first part only: once a part went out, the rest must follow and be recorded.
+    if (first) stillOurs();
+    try {
+      sent = await sendPart(ports, phoneNumberId, recipientOf(user), text, pairRetry, (waitMs) => {
+        log.info('reply waits: pair rate limit', {
+          id: message.id,
+          user: pseudonym(user.id),
+          part: index,
+          waitMs,
         });
-      } catch (error) {
-        // Only what Graph refused is a send failure; anything else is retried by the queue.
-        if (!(error instanceof GraphError)) throw error;
-        failure = { code: error.graphCode ?? error.status, title: error.description };
-        parts.push({
-          ...base,
-          id: `out:${message.id}:${index}`,
-          waMessageId: null,
-          status: 'failed',
-          createdAt: ports.now(),
-          error: failure,
-        });
-        log.warn('reply failed', { id: message.id, user: pseudonym(user.id), code: failure.code });
-        break;
-      }
+        // Nothing of the answer went out yet: another worker may hold the user after the wait.
+        return first ? stillOurs : () => undefined;
+      });
+    } catch (error) {
+      // Only what Graph refused is a send failure; anything else is retried by the queue.
+      if (!(error instanceof GraphError)) throw error;
+      failure = { code: error.graphCode ?? error.status, title: error.description };
       parts.push({
         ...base,
-        id: sent.waMessageId ?? `out:${message.id}:${index}`,
-        waMessageId: sent.waMessageId,
-        status: sent.waMessageId ? 'sent' : 'not_sent',
+        id: `out:${message.id}:${index}`,
+        waMessageId: null,
+        status: 'failed',
         createdAt: ports.now(),
-        error: null,
+        error: failure,
       });
+      log.warn('reply failed', { id: message.id, user: pseudonym(user.id), code: failure.code });
+      break;
     }
+    const part: OutboundRecord = {
+      ...base,
+      id: sent.waMessageId ?? `out:${message.id}:${index}`,
+      waMessageId: sent.waMessageId,
+      status: sent.waMessageId ? 'sent' : 'not_sent',
+      createdAt: ports.now(),
+      error: null,
+    };
+    // Another part follows: this one is recorded now, so that it is never sent again.
+    if (index < plan.parts.length - 1) {
+      if (await recordPart(ports, part)) early.push(part);
+    } else parts.push(part);
   }
-  const state = !reply ? 'none' : failure ? 'failed' : 'sent';
+  const state = plan.parts.length === 0 ? 'none' : failure ? 'failed' : 'sent';
   const settled = await record(ports, {
     inbound: message,
     parts,
     state,
-    error: failure ?? reply?.failure ?? null,
-    read,
-    ai: unsentAi,
+    error: failure ?? settle.failure,
+    read: settle.read,
+    ai: settle.unsentAi,
+    answered: early.length > 0,
   });
-  recorded.push(...settled.stored);
+  const stored = [...early, ...settled.stored];
+  recorded.push(...stored);
   // What this look knows now: the message answered, the answer sent (the next message's context).
   const index = found.recent.findIndex((m) => m.id === message.id);
   if (index >= 0)
     found.recent[index] = {
       ...message,
       replyState: state,
-      error: failure ?? reply?.failure ?? message.error,
+      error: failure ?? settle.failure ?? message.error,
     };
   found.recent.push(
-    ...settled.stored.map((p): Message => ({
+    ...stored.map((p): Message => ({
       id: p.id,
       userId: p.userId,
       waMessageId: p.waMessageId,
@@ -420,14 +504,13 @@ async function replyTo(
       relatedId: p.relatedId,
     })),
   );
-  if (reply && !failure)
+  if (plan.parts.length && !failure)
     log.info('reply sent', {
       id: message.id,
       user: pseudonym(user.id),
-      parts: parts.length,
+      parts: plan.parts.length - from,
       dryRun: graph.dryRun,
     });
-  return current;
 }
 
 /** What a message answered too late keeps (the code the management API answers an operator with). */
@@ -484,9 +567,15 @@ async function sendPart(
 /** The one write after a send: tried again on a database error, since the send must not repeat. */
 async function record(
   ports: ReplyPorts,
-  input: Parameters<ReplyPorts['data']['messages']['settleReply']>[0],
+  {
+    answered = false,
+    ...input
+  }: Parameters<ReplyPorts['data']['messages']['settleReply']>[0] & {
+    /** Parts of this answer went out already (recorded on their own). */
+    answered?: boolean;
+  },
 ) {
-  const accepted = input.parts.some((p) => p.status !== 'failed');
+  const accepted = answered || input.parts.some((p) => p.status !== 'failed');
   for (let attempt = 1; ; attempt++) {
     try {
       return await ports.data.messages.settleReply(input);
@@ -494,6 +583,19 @@ async function record(
       if (!accepted) throw error;
       if (attempt >= RECORD_ATTEMPTS)
         throw new UnrecordedSend('an accepted answer could not be recorded', { cause: error });
+      await sleep(250 * 2 ** attempt);
+    }
+  }
+}
+
+/** Records a part Graph accepted before the next is sent: tried again, since the send must not repeat. */
+async function recordPart(ports: ReplyPorts, part: OutboundRecord): Promise<boolean> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await ports.data.messages.recordPart(part);
+    } catch (error) {
+      if (attempt >= RECORD_ATTEMPTS)
+        throw new UnrecordedSend('an accepted part of an answer could not be recorded', { cause: error });
       await sleep(250 * 2 ** attempt);
     }
   }

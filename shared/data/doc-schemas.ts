@@ -125,6 +125,13 @@ export const MessageDocSchema = z.strictObject({
   replyState: ReplyStateSchema.nullable().exactOptional(),
   leaseUntil: z.date().nullable().exactOptional(),
   replyAttempts: Count.exactOptional(),
+  replyPlan: z
+    .strictObject({
+      parts: z.array(z.string().min(1).max(TEXT_MAX)).min(2).max(16), // at most 4 (../bot/split), with room
+      role: MessageRoleSchema,
+      ai: AiUsageSchema.nullable(),
+    })
+    .exactOptional(),
   error: MessageErrorSchema.nullable().exactOptional(),
   failedUncounted: z.literal(true).exactOptional(),
   uncounted: z.literal(true).exactOptional(),

@@ -1,6 +1,14 @@
 // The stored shape of a message (its own file so that users.ts can name it without importing
 // messages.ts, which imports users.ts).
-import type { AiUsage, Direction, MessageError, MessageRole, MessageStatus, ReplyState } from './types';
+import type {
+  AiUsage,
+  Direction,
+  MessageError,
+  MessageRole,
+  MessageStatus,
+  ReplyPlan,
+  ReplyState,
+} from './types';
 
 export interface MessageDoc {
   _id: string;
@@ -29,6 +37,8 @@ export interface MessageDoc {
   relatedId?: string | null;
   replyState?: ReplyState | null;
   leaseUntil?: Date | null;
+  /** Inbound, while an answer of several parts goes out (removed when it is settled). */
+  replyPlan?: ReplyPlan;
   error?: MessageError | null;
   /**
    * A `failed` status set this, in the same write; the running `failed` counter takes the message

@@ -14,6 +14,7 @@ import type {
   MessageError,
   MessageStatus,
   OutboundRecord,
+  ReplyPlan,
   ReplyState,
   StatusUpdate,
 } from './types';
@@ -60,6 +61,7 @@ export const toMessage = (d: MessageDoc): Message => ({
   ai: d.ai ?? null,
   relatedId: d.relatedId ?? null,
   ...(d.by ? { by: d.by } : {}),
+  ...(d.replyPlan ? { replyPlan: d.replyPlan } : {}),
 });
 
 const WAITING: ReplyState[] = ['pending', 'sending'];
@@ -193,6 +195,7 @@ export class MessagesRepository {
             ...(input.ai ? { ai: input.ai } : {}),
             ...(input.read ? { status: 'read', statusRank: STATUS_RANK.read } : {}),
           },
+          $unset: { replyPlan: '' },
         },
       },
     });
@@ -207,6 +210,26 @@ export class MessagesRepository {
     return { stored, settled };
   }
 
+  /**
+   * Keeps an answer of several parts on the inbound message it answers, before its first part is
+   * sent (see `ReplyPlan`); settling the answer removes it.
+   */
+  async planReply(inboundId: string, plan: ReplyPlan): Promise<void> {
+    await this.messages.updateOne(
+      { _id: inboundId, replyState: { $in: WAITING } },
+      { $set: { replyPlan: plan } },
+    );
+  }
+
+  /**
+   * Records a part of an answer of several parts as soon as Graph accepted it, before the next is
+   * sent (the last goes with the inbound message's new state, in `settleReply`). False when it was
+   * recorded before.
+   */
+  async recordPart(record: OutboundRecord): Promise<boolean> {
+    return this.settleParts([record]);
+  }
+
   /** Marks an inbound message's reply settled without an answer (poison queue: `failed`). */
   async finishReply(
     id: string,
@@ -215,7 +238,10 @@ export class MessagesRepository {
   ): Promise<boolean> {
     const result = await this.messages.updateOne(
       { _id: id, replyState: { $in: WAITING } },
-      { $set: { replyState: state, leaseUntil: null, uncounted: true, ...(error ? { error } : {}) } },
+      {
+        $set: { replyState: state, leaseUntil: null, uncounted: true, ...(error ? { error } : {}) },
+        $unset: { replyPlan: '' },
+      },
     );
     return result.modified === 1;
   }

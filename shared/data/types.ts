@@ -79,6 +79,20 @@ export interface Message {
   readonly relatedId: string | null;
   /** An operator message: the name of the token that sent it. */
   readonly by?: string;
+  /** Inbound, while an answer of several parts goes out: the whole answer (see `ReplyPlan`). */
+  readonly replyPlan?: ReplyPlan;
+}
+
+/**
+ * An answer that goes out in several WhatsApp messages, kept on the inbound message it answers
+ * before the first part is sent and until the answer is settled: a worker that takes over after a
+ * crash between two parts sends the parts not recorded yet, never the ones already out.
+ */
+export interface ReplyPlan {
+  readonly parts: readonly string[];
+  readonly role: MessageRole;
+  /** The model call's usage, kept on the first part. */
+  readonly ai: AiUsage | null;
 }
 
 /** One inbound message as the webhook understood it, ready to be recorded. */

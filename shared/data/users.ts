@@ -704,6 +704,16 @@ export class UsersRepository {
   }
 
   /**
+   * The user's inbound count (messages, edits, deletions and reactions stored), for the holder of
+   * their reply lock: one that differs from the count read with the lock means something arrived
+   * since. Null when the user is gone.
+   */
+  async inboundCount(userId: string): Promise<number | null> {
+    const doc = await this.users.findOne({ _id: userId }, { projection: { inboundCount: 1 } });
+    return doc ? (doc.inboundCount ?? 0) : null;
+  }
+
+  /**
    * Rebuilds a user's summary, inbound count included, from the stored messages
    * (`recountSummaries`), for the holder of their reply lock: a writer before it may have died
    * between storing messages and recording them in the summary (a lock taken over, a notification

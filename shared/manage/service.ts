@@ -460,6 +460,9 @@ async function replaySend(
   }
   const same = sent.find((m) => m.text === textOf(body));
   if (!same) throw reused();
-  if (same.status === 'failed') throw sendFailed();
+  // Stored failed by the send itself (Graph refused it or gave no answer: no wamid), as the first
+  // answered. One Graph accepted (201) that a delivery status reported failed since is answered
+  // as the first was: 201, with the message as it is now.
+  if (same.status === 'failed' && same.waMessageId === null) throw sendFailed();
   return messageJson(same);
 }

@@ -872,6 +872,25 @@ describe('operator sends with an Idempotency-Key', () => {
     expect(sentTexts()).toEqual(['will fail', 'try later', 'try later']);
   });
 
+  // Graph accepted the send (201); WhatsApp reported later that it could not deliver it (a `failed`
+  // status: 131026, say). A repeat of the request still answers as the first did: 201 with the
+  // message as it is now, not the 502 of a send WhatsApp refused.
+  it('answers a repeat 201 with the message as it is now when a status reported it failed after the send', async () => {
+    const id = await userInWindow();
+    const first = await send(id, { text: 'your parcel is here' }, 'k-failed-later');
+    expect(first.status).toBe(201);
+    const sent = parseBody(MessageSchema, first.body);
+    const waId = (await app.services.data.users.getUser(id))?.waId ?? '';
+    const failed = status(sent.id, 'failed', waId, {
+      errors: [{ code: 131026, title: 'Message undeliverable' }],
+    });
+    expect((await app.post(notification(value({ statuses: [failed] })))).status).toBe(200);
+    const again = await send(id, { text: 'your parcel is here' }, 'k-failed-later');
+    expect(again.status).toBe(201);
+    expect(parseBody(MessageSchema, again.body)).toMatchObject({ id: sent.id, status: 'failed' });
+    expect(app.graph.sends()).toHaveLength(1);
+  });
+
   it('answers a repeat as the first even when the user opted out since', async () => {
     const id = await userInWindow();
     const first = await send(id, { text: 'before stop' }, 'k-stop');

@@ -142,6 +142,7 @@ describe('every field the app writes is known', () => {
       relatedId: 'wamid.in1',
       replyState: 'sent',
       leaseUntil: null,
+      replyPlan: { parts: ['first part', 'second part'], role: 'conversation', ai: null },
       error: null,
       failedUncounted: true,
       uncounted: true,
