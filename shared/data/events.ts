@@ -29,7 +29,10 @@ export interface EventDoc {
 
 /** Archived payloads are cut at this length (the whole notification is at most 3 MiB). */
 export const MAX_EVENT_JSON = 256 * 1024;
-/** `archiveMany` writes at most this many items, of about this many bytes, per request. */
+/**
+ * `archiveMany` writes at most this many items, of about this many payload bytes, per bulk write
+ * (the gateway sends each in requests under Cosmos DB's 2 MB: `runBulk`).
+ */
 const MAX_BATCH_ITEMS = 1_000;
 const MAX_BATCH_BYTES = 2 * 1024 * 1024;
 

@@ -3,6 +3,7 @@
 // errors into application errors, and applies the server adapter (see ./adapter). Repositories
 // never hold a driver `Collection` themselves.
 import {
+  BSON,
   MongoBulkWriteError,
   type AnyBulkWriteOperation,
   type BulkWriteResult,
@@ -106,6 +107,97 @@ export type BulkSender<T extends Document> = (
 ) => Promise<BulkWriteResult>;
 
 /**
+ * Cosmos DB refuses a request over 2 MB ("Request size is too large"; concepts-limits, Per-request
+ * limits), whatever the number of documents in it, while the driver splits a bulk write only at
+ * the message size the server announces (48 MB from MongoDB). A bulk write is therefore sent in parts whose
+ * operations add up to this, leaving room for the command's own fields.
+ */
+export const MAX_REQUEST_BYTES = 2 * 1024 * 1024;
+const REQUEST_BUDGET = MAX_REQUEST_BYTES - 64 * 1024;
+/** What the driver adds around each operation of a write command ({q, u, upsert, multi}, index keys). */
+const PER_OPERATION_BYTES = 64;
+
+function operationBytes(op: AnyBulkWriteOperation<Document>): number {
+  try {
+    return BSON.calculateObjectSize(op) + PER_OPERATION_BYTES;
+  } catch {
+    return PER_OPERATION_BYTES; // not BSON: the driver refuses it with its own error
+  }
+}
+
+/**
+ * Consecutive parts of `ops`, each under the request budget (one operation over it alone: the
+ * server refuses it as the document it is).
+ */
+export function requestParts<T extends Document>(
+  ops: readonly AnyBulkWriteOperation<T>[],
+  budget = REQUEST_BUDGET,
+): AnyBulkWriteOperation<T>[][] {
+  const parts: AnyBulkWriteOperation<T>[][] = [];
+  let part: AnyBulkWriteOperation<T>[] = [];
+  let bytes = 0;
+  for (const op of ops) {
+    const size = operationBytes(op as AnyBulkWriteOperation<Document>);
+    if (part.length > 0 && bytes + size > budget) {
+      parts.push(part);
+      part = [];
+      bytes = 0;
+    }
+    part.push(op);
+    bytes += size;
+  }
+  if (part.length > 0) parts.push(part);
+  return parts;
+}
+
+/**
+ * Runs a bulk write in parts under Cosmos DB's request limit (`requestParts`), one after another;
+ * an ordered write stops at the part where a write was refused. Indexes (refused writes, upserted
+ * ids) are the caller's, across parts.
+ */
+export async function runBulk<T extends Document>(
+  ops: readonly AnyBulkWriteOperation<T>[],
+  ordered: boolean,
+  send: BulkSender<T>,
+): Promise<BulkResult> {
+  const parts = requestParts(ops);
+  if (parts.length <= 1) return runPart(ops, ordered, send);
+  const total = {
+    insertedCount: 0,
+    matchedCount: 0,
+    modifiedCount: 0,
+    deletedCount: 0,
+    upsertedCount: 0,
+    upsertedIds: {} as Record<number, unknown>,
+  };
+  const add = (result: BulkResult, offset: number): void => {
+    total.insertedCount += result.insertedCount;
+    total.matchedCount += result.matchedCount;
+    total.modifiedCount += result.modifiedCount;
+    total.deletedCount += result.deletedCount;
+    total.upsertedCount += result.upsertedCount;
+    for (const [at, id] of Object.entries(result.upsertedIds)) total.upsertedIds[Number(at) + offset] = id;
+  };
+  const refused: { index: number; code: number | undefined }[] = [];
+  let cause: unknown;
+  let offset = 0;
+  for (const part of parts) {
+    try {
+      add(await runPart(part, ordered, send), offset);
+    } catch (error) {
+      if (!(error instanceof BulkWriteFailure)) throw error;
+      add(error.result, offset);
+      refused.push(...error.writeErrors.map((e) => ({ index: e.index + offset, code: e.code })));
+      cause = error.cause;
+      if (ordered) break;
+    }
+    offset += part.length;
+  }
+  if (refused.length > 0) throw new BulkWriteFailure(refused, total, { cause });
+  return total;
+}
+
+/**
  * Runs a bulk write, retrying what Cosmos DB throttled. Cosmos DB applies a bulk write's
  * operations one by one and answers a throttled one with its own write error 16500 while the
  * others are applied (an ordered write stops there): sending the whole write again would apply
@@ -113,7 +205,7 @@ export type BulkSender<T extends Document> = (
  * and in an ordered write those after them, are sent again, after the advised delay. A write the
  * server refused as a whole (a command error) is sent again only when it changed nothing.
  */
-export async function runBulk<T extends Document>(
+async function runPart<T extends Document>(
   ops: readonly AnyBulkWriteOperation<T>[],
   ordered: boolean,
   send: BulkSender<T>,

@@ -18,6 +18,14 @@ const INDEXING: Omit<Citation, 'section'> = {
   title: 'Manage indexing in Azure Cosmos DB for MongoDB',
   url: 'https://learn.microsoft.com/azure/cosmos-db/mongodb/indexing',
 };
+const LIMITS: Omit<Citation, 'section'> = {
+  title: 'Azure Cosmos DB service quotas',
+  url: 'https://learn.microsoft.com/azure/cosmos-db/concepts-limits',
+};
+const ERRORS: Omit<Citation, 'section'> = {
+  title: "Troubleshoot common issues in Azure Cosmos DB's API for MongoDB",
+  url: 'https://learn.microsoft.com/azure/cosmos-db/mongodb/error-codes-solutions',
+};
 
 export const RULES = {
   'sort-compound-index': {
@@ -80,11 +88,107 @@ export const RULES = {
     rule: 'a multi-document transaction stays within one unsharded collection',
     cite: { ...FEATURES, section: 'Transactions' },
   },
-} as const satisfies Record<string, { rule: string; cite: Citation }>;
+  'request-size': {
+    rule: 'a request is under 2 MB in all: a write with all the documents or statements it carries (insert, update, delete, findAndModify), a query with its filter; Cosmos DB refuses a larger one ("Request size is too large", 413), and the driver splits a bulk write only at the far larger message size the server announces',
+    cite: {
+      ...LIMITS,
+      section:
+        'Per-request limits: "Maximum request size … 2 MB"; API for MongoDB-specific limits: "Other service limits mentioned for the API for NoSQL also apply to the API for MongoDB"; in practice: Chronasorg/chronas#28 (mongorestore batches refused with "Request size is too large")',
+    },
+  },
+  'compound-index-fields': {
+    rule: 'a compound index has at most 8 fields (else error 67 CannotCreateIndex)',
+    cite: {
+      ...ERRORS,
+      section: '67 CannotCreateIndex: "Up to eight fields can be included in a compound index"',
+    },
+  },
+  'single-field-index-count': {
+    rule: 'a collection has at most 500 single-field indexes (else error 67 CannotCreateIndex)',
+    cite: {
+      ...INDEXING,
+      section: 'Single field: "You can create up to 500 single field indexes per collection"',
+    },
+  },
+  'index-path-depth': {
+    rule: 'an index path nests at most 6 levels (a.b.c.d.e.f)',
+    cite: {
+      ...LIMITS,
+      section:
+        'API for MongoDB-specific limits: "Maximum level of nesting for embedded objects / arrays on index definitions: 6"',
+    },
+  },
+  'wildcard-index': {
+    rule: 'a wildcard index ($**) is a single-field (or geospatial) index: not compound, unique or TTL, and without wildcardProjection',
+    cite: { ...INDEXING, section: 'Wildcard indexes: Limitations' },
+  },
+  'document-depth': {
+    rule: 'a document nests embedded objects and arrays at most 128 levels deep',
+    cite: {
+      ...LIMITS,
+      section: 'Per-item limits: "Maximum level of nesting for embedded objects / arrays: 128"',
+    },
+  },
+  'expression-array-literal': {
+    rule: 'no comparison expression ($eq, $in, $cmp … inside $expr, an aggregation stage or an update pipeline) with an array literal operand; the query operators ({a: {$in: [..]}}) are not concerned',
+    cite: {
+      ...FEATURES,
+      section:
+        'Comparison expressions: "doesn\'t support comparison expressions that have an array literal in the query"',
+    },
+  },
+  collation: {
+    rule: 'no collation on a command or an index: Cosmos DB compares strings binary only (case-insensitive collations of indexes are reported as index-kind)',
+    cite: {
+      ...FEATURES,
+      section:
+        'Index properties: "Case Insensitive: No"; in practice: e2nIEE/pandahub#25 and DFEAGILEDEVOPS/MTC#348 (collation removed to run on Cosmos DB)',
+    },
+  },
+  // Documented behaviour that no single command shows: each says where it is covered instead.
+  throttling: {
+    rule: 'a request over the provisioned (or serverless) RU/s is refused with 16500 TooManyRequests, in a bulk write per write while the others are applied; the app waits the advised RetryAfterMs and sends only the throttled writes again',
+    cite: {
+      ...ERRORS,
+      section:
+        '16500 TooManyRequests; and https://learn.microsoft.com/azure/cosmos-db/mongodb/prevent-rate-limiting-errors (Server Side Retry)',
+    },
+    checked:
+      "not from a command: test/integration/cosmos-throttling.test.ts drives shared/data/gateway.ts (execute, runBulk) with Cosmos DB's answers",
+  },
+  'time-limit': {
+    rule: 'a request runs at most 60 s, else 50 ExceededTimeLimit (also what Server Side Retry answers when it gives up); a write that got it may have been applied, so it is never sent again',
+    cite: {
+      ...ERRORS,
+      section:
+        '50 ExceededTimeLimit ("Retrying a write operation that has received this error may result in a duplicate write"); concepts-limits: "Maximum execution time for MongoDB operations … 60 seconds"',
+    },
+    checked:
+      'not from a command (a matter of time): test/integration/cosmos-throttling.test.ts checks shared/data/client.ts (isTimeLimit, translateError)',
+  },
+  'transaction-time': {
+    rule: 'a multi-document transaction completes within a fixed 5 s ("Transaction isn\'t active" otherwise)',
+    cite: { ...FEATURES, section: 'Transactions: "The timeout for transactions is a fixed 5 seconds"' },
+    checked:
+      'not from a command (a matter of time); the app runs no transactions, and the suite-wide check (test/cosmos/setup.ts) reports one that spans collections (the transactions rule)',
+  },
+  'index-build': {
+    rule: 'a new index serves queries only once its background build ends, and queries that filter on a just-dropped index may miss documents until the change is done',
+    cite: { ...INDEXING, section: 'Background index updates' },
+    checked:
+      'not from a command (a matter of time): infra/modules/cosmos.bicep creates every index with its collection, before any document (test/unit/infra-drift.test.ts), and the app drops none',
+  },
+} as const satisfies Record<string, { rule: string; cite: Citation; checked?: string }>;
 
 export type RuleId = keyof typeof RULES;
 
 export const MAX_DOCUMENT_BYTES = 2 * 1024 * 1024;
+/** Cosmos DB's per-request limit (concepts-limits, Per-request limits). */
+export const MAX_REQUEST_BYTES = 2 * 1024 * 1024;
+export const MAX_COMPOUND_INDEX_FIELDS = 8;
+export const MAX_SINGLE_FIELD_INDEXES = 500;
+export const MAX_INDEX_PATH_DEPTH = 6;
+export const MAX_DOCUMENT_DEPTH = 128;
 /** The account capability that allows compound and unique indexes over nested (non-array) paths. */
 export const NESTED_INDEX_CAPABILITY = 'EnableUniqueCompoundNestedDocs';
 
@@ -222,7 +326,10 @@ const EXPRESSION_OPERATORS = [
   '$cond', '$ifNull', '$switch', '$type',
   '$sum', '$avg', '$first', '$last', '$max', '$min', '$push', '$addToSet', '$stdDevPop', '$stdDevSamp',
   '$mergeObjects',
+  '$acos', '$acosh', '$asin', '$asinh', '$atan', '$atan2', '$atanh', '$cos', '$cosh', '$degreesToRadians', '$radiansToDegrees', '$sin', '$sinh', '$tan', '$tanh',
 ]; // prettier-ignore
+/** Comparison expressions: none may take an array literal (feature support, Comparison expressions). */
+const COMPARISON_EXPRESSIONS = new Set(['$cmp', '$eq', '$gt', '$gte', '$lt', '$lte', '$ne', '$in', '$nin']);
 const SUPPORTED_OPERATORS = new Set([...QUERY_OPERATORS, ...UPDATE_OPERATORS, ...EXPRESSION_OPERATORS]);
 
 /** One command as the checker sees it (what command monitoring reports), with who sent it. */
@@ -323,8 +430,24 @@ export function checkIndex(
   const collation = options['collation'];
   if (isRecord(collation) && typeof collation['strength'] === 'number' && collation['strength'] < 3)
     add('index-kind', ' (case-insensitive collation)');
-  if (options['expireAfterSeconds'] !== undefined && !(paths.length === 1 && paths[0] === '_ts'))
+  else if (collation !== undefined) add('collation', ' (collation)');
+  const wildcard = paths.some((p) => p === '$**' || p.endsWith('.$**'));
+  if (options['expireAfterSeconds'] !== undefined && !wildcard && !(paths.length === 1 && paths[0] === '_ts'))
     add('ttl-on-ts');
+  if (paths.length > MAX_COMPOUND_INDEX_FIELDS) add('compound-index-fields', ` (${paths.length} fields)`);
+  const deep = paths.filter(
+    (p) => p.split('.').filter((part) => part !== '$**').length > MAX_INDEX_PATH_DEPTH,
+  );
+  if (deep.length) add('index-path-depth', ` (${deep.join(', ')})`);
+  if (wildcard) {
+    const why = [
+      paths.length > 1 ? 'compound' : '',
+      options['unique'] ? 'unique' : '',
+      options['expireAfterSeconds'] !== undefined ? 'TTL' : '',
+      options['wildcardProjection'] !== undefined ? 'wildcardProjection' : '',
+    ].filter(Boolean);
+    if (why.length) add('wildcard-index', ` (${why.join(', ')})`);
+  }
   return out;
 }
 
@@ -422,10 +545,16 @@ export class CommandChecker {
 
     if (!SUPPORTED_COMMANDS.has(name)) report('unsupported-command', `command ${name}`);
     this.checkSession(cmd, collection, report);
+    const before = this.found.length;
+    // A collation on the command, or on one of its statements (update, delete).
+    const statements = [...asArray(body['updates']), ...asArray(body['deletes'])].filter(isRecord);
+    if (name !== 'createIndexes' && [body, ...statements].some((b) => b['collation'] !== undefined))
+      report('collation', `${name} with a collation`);
 
     switch (name) {
       case 'find':
         this.checkOperators(body['filter'], report);
+        this.checkOperators(body['projection'], report);
         this.checkSort(cmd.databaseName, collection, body['sort'], report);
         break;
       case 'count':
@@ -438,6 +567,7 @@ export class CommandChecker {
       case 'insert':
         for (const doc of asArray(body['documents'])) {
           this.checkSize(doc, 'inserted document', report);
+          this.checkDepth(doc, 'inserted document', report);
           collectArrayPaths(doc, this.arraysOf(collection));
         }
         if (asArray(body['documents']).length) this.populated.add(key);
@@ -452,6 +582,7 @@ export class CommandChecker {
         break;
       case 'findAndModify': {
         this.checkOperators(body['query'], report);
+        this.checkOperators(body['fields'], report);
         const sort = body['sort'] instanceof Map ? Object.fromEntries(body['sort']) : body['sort'];
         if (isRecord(sort) && Object.keys(sort).length > 1)
           report('find-and-modify-sort', `findAndModify sort ${keysText(sort)}`);
@@ -479,8 +610,11 @@ export class CommandChecker {
               `unique index ${index.name} ${keysText(keys)} on a collection with documents`,
             );
           const list = this.indexes.get(key) ?? [];
-          list.push(index);
+          if (!list.some((i) => i.name === index.name)) list.push(index);
           this.indexes.set(key, list);
+          const single = list.filter((i) => Object.keys(i.keys).length === 1).length;
+          if (Object.keys(keys).length === 1 && single > MAX_SINGLE_FIELD_INDEXES)
+            report('single-field-index-count', `single-field index number ${single} (${index.name})`);
         }
         break;
       case 'drop':
@@ -493,6 +627,18 @@ export class CommandChecker {
         for (const k of [...this.populated])
           if (k.startsWith(`${cmd.databaseName}.`)) this.populated.delete(k);
         break;
+    }
+
+    // The whole request, when no document of it was over the limit already.
+    if (!this.found.slice(before).some((v) => v.rule === 'document-size')) {
+      const bytes = requestBytes(body);
+      if (bytes >= MAX_REQUEST_BYTES) {
+        const statements = asArray(body['documents'] ?? body['updates'] ?? body['deletes']);
+        report(
+          'request-size',
+          `${name} request${statements.length ? ` of ${statements.length} statement(s)` : ''}`,
+        );
+      }
     }
   }
 
@@ -611,6 +757,7 @@ export class CommandChecker {
       if (name === '$match') this.checkOperators(value, report);
       else if (name === '$sort' && fromCollection) this.checkSort(db, collection, value, report);
       else this.checkOperators(value, report, true);
+      if (name !== '$match' && name !== '$facet') this.checkExpressions(value, report);
       if (name === '$facet' && isRecord(value))
         for (const sub of Object.values(value)) this.checkPipeline(db, collection, sub, report);
       if (name !== '$match' && name !== '$sort') fromCollection = false;
@@ -625,14 +772,61 @@ export class CommandChecker {
     if (Array.isArray(update)) {
       // An update pipeline: its stages are aggregation stages.
       for (const stage of update) this.checkOperators(stage, report, true);
+      this.checkExpressions(update, report);
       this.checkSize(update, 'update pipeline', report);
       return;
     }
     if (!isRecord(update)) return;
     const isReplacement = !Object.keys(update).some((k) => k.startsWith('$'));
     this.checkSize(update, isReplacement ? 'replacement document' : 'update', report);
-    if (!isReplacement) this.checkOperators(update, report);
+    if (isReplacement) this.checkDepth(update, 'replacement document', report);
+    else {
+      this.checkOperators(update, report);
+      // $set: {'a.b': {...}} nests its value as deep as its path.
+      for (const op of ['$set', '$setOnInsert', '$push', '$addToSet']) {
+        const fields = update[op];
+        if (!isRecord(fields)) continue;
+        for (const [path, value] of Object.entries(fields))
+          this.checkDepth(value, `${op} ${path}`, report, path.split('.').length);
+      }
+    }
     collectArrayPaths(update, this.arraysOf(collection));
+  }
+
+  /** Embedded objects and arrays nest at most MAX_DOCUMENT_DEPTH levels. */
+  private checkDepth(
+    doc: unknown,
+    what: string,
+    report: (rule: RuleId, subject: string) => void,
+    outer = 0,
+  ): void {
+    // A value set at a.b (outer 2) sits two levels down: {a: {b: value}}.
+    const depth = outer + depthOf(doc);
+    if (depth > MAX_DOCUMENT_DEPTH) report('document-depth', `${what} nested ${depth} levels deep`);
+  }
+
+  /**
+   * Comparison expressions with an array literal operand, in an expression context (a stage other
+   * than $match, an update pipeline) or under $expr in a filter.
+   */
+  private checkExpressions(value: unknown, report: (rule: RuleId, subject: string) => void): void {
+    const found = new Set<string>();
+    const visit = (node: unknown): void => {
+      if (Array.isArray(node)) {
+        for (const item of node) visit(item);
+        return;
+      }
+      if (!isRecord(node)) return;
+      for (const [key, child] of Object.entries(node)) {
+        if (key === '$literal') continue;
+        if (COMPARISON_EXPRESSIONS.has(key) && Array.isArray(child) && child.some((a) => Array.isArray(a)))
+          found.add(key);
+        visit(child);
+      }
+    };
+    visit(value);
+    if (found.size)
+      report('expression-array-literal', `expression ${[...found].join(', ')} with an array literal`);
   }
 
   private checkSize(doc: unknown, what: string, report: (rule: RuleId, subject: string) => void): void {
@@ -662,9 +856,43 @@ export class CommandChecker {
     };
     visit(value);
     if (unsupported.size) report('unsupported-operator', `operator ${[...unsupported].join(', ')}`);
+    if (!stages) for (const expr of exprsIn(value)) this.checkExpressions(expr, report);
   }
 }
 
 function asArray(value: unknown): unknown[] {
   return Array.isArray(value) ? value : [];
+}
+
+/** A command's size in BSON, as sent (its session fields are part of the request too). */
+function requestBytes(body: Readonly<Record<string, unknown>>): number {
+  try {
+    return BSON.calculateObjectSize(body);
+  } catch {
+    return 0;
+  }
+}
+
+/** How deep embedded objects and arrays nest: a flat document is 1, a scalar 0. */
+export function depthOf(value: unknown): number {
+  const children = Array.isArray(value) ? value : isRecord(value) ? Object.values(value) : null;
+  if (!children) return 0;
+  let deepest = 0;
+  for (const child of children) deepest = Math.max(deepest, depthOf(child));
+  return 1 + deepest;
+}
+
+/** The values of every $expr in a filter. */
+function exprsIn(filter: unknown): unknown[] {
+  const out: unknown[] = [];
+  const visit = (node: unknown): void => {
+    if (Array.isArray(node)) for (const item of node) visit(item);
+    else if (isRecord(node))
+      for (const [key, child] of Object.entries(node)) {
+        if (key === '$expr') out.push(child);
+        else visit(child);
+      }
+  };
+  visit(filter);
+  return out;
 }

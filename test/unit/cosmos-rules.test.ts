@@ -1,5 +1,6 @@
 // The Cosmos DB rule checker (test/cosmos/rules.ts): each rule catches a violating command or index
 // and lets a compliant one pass; and the app's own index definitions and client options comply.
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { describe as group, expect, it } from 'vitest';
 import { CLIENT_OPTIONS } from '../../shared/data/client';
@@ -249,6 +250,158 @@ group('Cosmos DB rules, one by one', () => {
     });
     expect(rulesBrokenBy(inTxn('insert', 'c'), inTxn('find', 'c'))).toEqual([]);
     expect(rulesBrokenBy(inTxn('insert', 'c'), inTxn('insert', 'e'))).toEqual(['transactions']);
+  });
+});
+
+group('Cosmos DB limits and restrictions beyond the feature tables', () => {
+  const aggregate = (pipeline: unknown[]) => ({
+    commandName: 'aggregate',
+    command: { aggregate: 'c', pipeline, cursor: {} },
+  });
+  const update = (u: unknown, extra: Record<string, unknown> = {}) => ({
+    commandName: 'update',
+    command: { update: 'c', updates: [{ q: { _id: 1 }, u, ...extra }] },
+  });
+
+  it('a request under 2 MB in all, however many documents it carries', () => {
+    const docs = (n: number, bytes: number) =>
+      Array.from({ length: n }, (_, i) => ({ _id: i, text: 'x'.repeat(bytes) }));
+    const insert = (documents: unknown[]) => ({ commandName: 'insert', command: { insert: 'c', documents } });
+    // 40 documents of 60 KB: each far under 2 MB, the request over it
+    expect(rulesBrokenBy(insert(docs(40, 60_000)))).toEqual(['request-size']);
+    expect(rulesBrokenBy(insert(docs(30, 60_000)))).toEqual([]);
+    const replaces = (n: number) => ({
+      commandName: 'update',
+      command: {
+        update: 'c',
+        updates: docs(n, 60_000).map((d) => ({ q: { _id: d._id }, u: d, upsert: true })),
+      },
+    });
+    expect(rulesBrokenBy(replaces(40))).toEqual(['request-size']);
+    expect(rulesBrokenBy(replaces(30))).toEqual([]);
+    // one document over 2 MB is reported once, as the document it is
+    expect(rulesBrokenBy(insert(docs(1, 2 * 1024 * 1024)))).toEqual(['document-size']);
+    // a query is a request too
+    const texts = (n: number) => docs(n, 60_000).map((d) => d.text);
+    expect(rulesBrokenBy(find({ filter: { _id: { $in: texts(40) } } }))).toEqual(['request-size']);
+    expect(rulesBrokenBy(find({ filter: { _id: { $in: texts(30) } } }))).toEqual([]);
+  });
+
+  it('a compound index of at most 8 fields, an index path of at most 6 levels', () => {
+    const rules = (keys: Record<string, unknown>) =>
+      checkIndex({ collection: 'c', name: 'x', keys }, new Set(), new Set([NESTED_INDEX_CAPABILITY])).map(
+        (v) => v.rule,
+      );
+    const fields = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`f${i}`, 1]));
+    expect(rules(fields(8))).toEqual([]);
+    expect(rules(fields(9))).toEqual(['compound-index-fields']);
+    expect(rules({ 'a.b.c.d.e.f': 1 })).toEqual([]);
+    expect(rules({ 'a.b.c.d.e.f.g': 1 })).toEqual(['index-path-depth']);
+  });
+
+  it('at most 500 single-field indexes in a collection', () => {
+    const create = (i: number, keys: Record<string, unknown>) => ({
+      commandName: 'createIndexes',
+      command: { createIndexes: 'many', indexes: [{ key: keys, name: `i${i}` }] },
+    });
+    const singles = Array.from({ length: 500 }, (_, i) => create(i, { [`f${i}`]: 1 }));
+    // compound ones do not count
+    expect(rulesBrokenBy(...singles, create(501, { a: 1, b: 1 }))).toEqual([]);
+    expect(rulesBrokenBy(...singles, create(502, { g: 1 }))).toEqual(['single-field-index-count']);
+    // creating an index that exists (ensureIndexes run again) adds none
+    expect(rulesBrokenBy(...singles, create(0, { f0: 1 }))).toEqual([]);
+  });
+
+  it('a wildcard index is single-field, not unique or TTL, without wildcardProjection', () => {
+    const rules = (keys: Record<string, unknown>, options: Record<string, unknown> = {}) =>
+      checkIndex({ collection: 'c', name: 'x', keys, options }, new Set()).map((v) => v.rule);
+    expect(rules({ '$**': 1 })).toEqual([]);
+    expect(rules({ 'children.$**': 1 })).toEqual([]);
+    expect(rules({ '$**': 1 }, { unique: true })).toEqual(['wildcard-index']);
+    expect(rules({ '$**': 1 }, { expireAfterSeconds: 60 })).toEqual(['wildcard-index']);
+    expect(rules({ '$**': 1 }, { wildcardProjection: { a: 1, b: 1 } })).toEqual(['wildcard-index']);
+    expect(rules({ '$**': 1, a: 1 })).toEqual(['wildcard-index']);
+  });
+
+  it('documents nest at most 128 levels, inserted, replaced or set at a path', () => {
+    const nested = (levels: number): Record<string, unknown> => {
+      let doc: Record<string, unknown> = { leaf: 1 };
+      for (let i = 1; i < levels; i++) doc = { n: doc };
+      return doc;
+    };
+    const insert = (doc: unknown) => ({ commandName: 'insert', command: { insert: 'c', documents: [doc] } });
+    expect(rulesBrokenBy(insert(nested(128)))).toEqual([]);
+    expect(rulesBrokenBy(insert(nested(129)))).toEqual(['document-depth']);
+    expect(rulesBrokenBy(update(nested(129)))).toEqual(['document-depth']);
+    // {a: {b: <127 levels>}}: 129 in the document
+    expect(rulesBrokenBy(update({ $set: { 'a.b': nested(127) } }))).toEqual(['document-depth']);
+    expect(rulesBrokenBy(update({ $set: { 'a.b': nested(126) } }))).toEqual([]);
+  });
+
+  it('no comparison expression with an array literal; query operators may take arrays', () => {
+    expect(rulesBrokenBy(aggregate([{ $project: { ok: { $in: ['$a', ['x', 'y']] } } }]))).toEqual([
+      'expression-array-literal',
+    ]);
+    expect(rulesBrokenBy(find({ filter: { $expr: { $eq: ['$tags', ['p', 'q']] } } }))).toEqual([
+      'expression-array-literal',
+    ]);
+    expect(rulesBrokenBy(update([{ $set: { hit: { $in: ['$a', [1, 2]] } } }]))).toEqual([
+      'expression-array-literal',
+    ]);
+    // a field path or variable is fine, and so is the query operator $in
+    expect(rulesBrokenBy(aggregate([{ $project: { ok: { $in: ['$a', '$list'] } } }]))).toEqual([]);
+    expect(rulesBrokenBy(find({ filter: { a: { $in: ['x', 'y'] }, $expr: { $gt: ['$a', '$b'] } } }))).toEqual(
+      [],
+    );
+    expect(rulesBrokenBy(aggregate([{ $match: { a: { $in: [[1], [2]] } } }]))).toEqual([]);
+  });
+
+  it('no collation, on a command, a statement or an index', () => {
+    expect(rulesBrokenBy(find({ filter: { a: 'x' }, collation: { locale: 'en', strength: 3 } }))).toEqual([
+      'collation',
+    ]);
+    expect(rulesBrokenBy(update({ $set: { a: 1 } }, { collation: { locale: 'fr' } }))).toEqual(['collation']);
+    expect(
+      checkIndex(
+        { collection: 'c', name: 'x', keys: { a: 1 }, options: { collation: { locale: 'en' } } },
+        new Set(),
+      ).map((v) => v.rule),
+    ).toEqual(['collation']);
+    expect(rulesBrokenBy(find({ filter: { a: 'x' } }))).toEqual([]);
+  });
+
+  it('projections use supported operators only ($elemMatch, $slice; not $meta)', () => {
+    expect(rulesBrokenBy(find({ projection: { a: 1, items: { $slice: 5 } } }))).toEqual([]);
+    expect(rulesBrokenBy(find({ projection: { score: { $meta: 'textScore' } } }))).toEqual([
+      'unsupported-operator',
+    ]);
+    expect(
+      rulesBrokenBy({
+        commandName: 'findAndModify',
+        command: { findAndModify: 'c', query: { _id: 1 }, fields: { s: { $meta: 'x' } }, remove: true },
+      }),
+    ).toEqual(['unsupported-operator']);
+  });
+
+  it('arrayFilters, $push modifiers and $setOnInsert are supported', () => {
+    expect(
+      rulesBrokenBy(
+        update(
+          { $set: { 'items.$[i].done': true }, $push: { log: { $each: [1], $slice: -5, $sort: 1 } } },
+          { arrayFilters: [{ 'i.id': 3 }] },
+        ),
+      ),
+    ).toEqual([]);
+  });
+
+  it('every rule that no command shows says where it is covered, and that file exists', () => {
+    const root = path.resolve(__dirname, '..', '..');
+    for (const [id, entry] of Object.entries(RULES)) {
+      if (!('checked' in entry)) continue;
+      const files = entry.checked.match(/(?:test|shared|infra)\/[\w./-]+\.(?:ts|bicep)/g) ?? [];
+      expect(files.length, id).toBeGreaterThan(0);
+      for (const file of files) expect(existsSync(path.join(root, file)), `${id}: ${file}`).toBe(true);
+    }
   });
 });
 
