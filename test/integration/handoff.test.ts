@@ -724,6 +724,28 @@ describe('operator messages', () => {
     expect(parseBody(MessageSchema, sent.body)).toMatchObject({ type: 'template', status: 'sent' });
   });
 
+  it('sends free text through the business number the user last wrote to', async () => {
+    const waId = newNumber();
+    const other = '109876543210988';
+    const wrote = (phoneNumberId: string, text: string, timestamp: string) => {
+      const base = value({
+        contacts: [{ waId, name: 'Two numbers' }],
+        messages: [{ from: waId, id: wamid(), timestamp, type: 'text', text: { body: text } }],
+      });
+      return notification({ ...base, metadata: { ...base.metadata, phone_number_id: phoneNumberId } });
+    };
+    expect((await app.post(wrote(PHONE_NUMBER_ID, 'to the first number', nowSeconds(-120)))).status).toBe(
+      200,
+    );
+    expect((await app.post(wrote(other, 'then to the second', nowSeconds()))).status).toBe(200);
+    await app.drain();
+    const id = await userIdOf(app.services.data, waId);
+    app.graph.requests.length = 0;
+
+    expect((await api('userMessages', id, 'POST', { text: 'an operator here' })).status).toBe(201);
+    expect(app.graph.sends().map((r) => r.path)).toEqual([expect.stringContaining(`/${other}/messages`)]);
+  });
+
   it('refuses any message to a user known only from migrated history (no business number), leaving no trace', async () => {
     const waId = newNumber();
     const at = new Date(Date.now() - HOUR);
