@@ -119,7 +119,8 @@ const EPOCH_MS_FROM = 1e11;
  * without seconds or fractions, with an offset, or with `/` for `-`; or an integer of epoch seconds
  * (milliseconds from 1e11), as a number or digits, with or without a fraction. Naive times are UTC.
  * Precision: milliseconds (further digits are truncated, as a JavaScript Date cannot hold them).
- * Day-first or month-first dates (`01/02/2024`) are ambiguous and refused, as are years before 1970.
+ * Day-first or month-first dates (`01/02/2024`) are ambiguous and refused, as are years before 1970
+ * and values out of range (month 13, February 31, 10:61, an offset past ±23:59).
  */
 export function parseLegacyDate(value: SqlValue | undefined): Date | null {
   if (typeof value === 'number' || (typeof value === 'string' && /^\s*\d{1,16}(?:\.\d+)?\s*$/.test(value))) {
@@ -132,19 +133,29 @@ export function parseLegacyDate(value: SqlValue | undefined): Date | null {
   const m = DATETIME.exec(value.trim());
   if (!m) return null;
   const [, y, , mo, d, h = '0', mi = '0', s = '0', frac = '', zone] = m;
-  if (Number(y) < 1970) return null;
+  const [year, month, day, hour, minute, second] = [y, mo, d, h, mi, s].map(Number) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  // Impossible values (month 13, 2024-02-31, 10:61, 24:00, an offset of +99:99) name no instant:
+  // refused, never rolled over into another date, whether or not an offset follows.
+  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  if (year < 1970 || month < 1 || month > 12 || day < 1 || day > daysInMonth) return null;
+  if (hour > 23 || minute > 59 || second > 59) return null;
   const ms = Number(frac.slice(0, 3).padEnd(3, '0'));
-  let time = Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s), ms);
+  let time = Date.UTC(year, month - 1, day, hour, minute, second, ms);
   if (zone && zone.toUpperCase() !== 'Z') {
     const sign = zone.startsWith('-') ? -1 : 1;
     const digits = zone.slice(1).replace(':', '');
-    const offset = Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2, 4) || '0');
-    time -= sign * offset * 60_000;
+    const [zoneHours, zoneMinutes] = [Number(digits.slice(0, 2)), Number(digits.slice(2, 4) || '0')];
+    if (zoneHours > 23 || zoneMinutes > 59) return null;
+    time -= sign * (zoneHours * 60 + zoneMinutes) * 60_000;
   }
-  const date = new Date(time);
-  // Reject impossible calendar values (2024-02-31) instead of rolling them over.
-  if (Number.isNaN(time) || (!zone && date.getUTCDate() !== Number(d))) return null;
-  return date;
+  return Number.isNaN(time) ? null : new Date(time);
 }
 
 /**

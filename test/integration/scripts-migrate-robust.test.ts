@@ -546,3 +546,46 @@ describe('round trips of a migration', () => {
     expect(byKey).toEqual([]);
   }, 120_000);
 });
+
+describe('dates that name no instant', () => {
+  it('archives a row whose month, day, hour, minute, second or offset is out of range instead of rolling it over', async () => {
+    const t = await freshDb('migrate-garbage-dates');
+    const file = await legacyFile(
+      [
+        [1, '+1 555 010 0001', 'Alice', 1, '2024-13-01 00:00:00', '2024-01-01 25:00:00'],
+        [2, '+1 555 010 0002', 'Bob', 1, '2024-01-01T09:00:00Z', '2024-01-01T09:00:00Z'],
+      ],
+      [
+        [1, 1, 'user', 'month 13', 'wamid.G1', '2024-13-01 00:00:00'],
+        [2, 1, 'user', 'minute 61', 'wamid.G2', '2024-01-01 10:61:00'],
+        [3, 1, 'user', 'second 61', 'wamid.G3', '2024-01-01 10:00:61'],
+        [4, 1, 'user', 'hour 24', 'wamid.G4', '2024-01-01T24:00:00Z'],
+        [5, 1, 'user', 'February 31 in UTC', 'wamid.G5', '2024-02-31T00:00:00Z'],
+        [6, 1, 'user', 'offset +99:99', 'wamid.G6', '2024-01-01T10:00:00+99:99'],
+        [7, 1, 'user', 'day 0 with an offset', 'wamid.G7', '2024-01-00T10:00:00+01:00'],
+        [8, 1, 'user', 'fine', 'wamid.G8', '2024-02-29T10:00:00.5+05:30'],
+        [9, 2, 'user', 'fine too', 'wamid.G9', '2024-01-01 23:59:59'],
+      ],
+    );
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(3);
+    expect(io.stdout.join('\n')).toMatch(/invalid messages not imported \(archived\):\s+7$/m);
+    expect(io.stdout.join('\n')).toMatch(
+      /messages not imported \(legacy message ids\):\s+1, 2, 3, 4, 5, 6, 7$/m,
+    );
+    const stored = await t.db.collection('messages').find({}).sort({ _id: 1 }).toArray();
+    expect(stored.map((m) => [m['_id'], (m['createdAt'] as Date).toISOString()])).toEqual([
+      ['wamid.G8', '2024-02-29T04:30:00.500Z'],
+      ['wamid.G9', '2024-01-01T23:59:59.000Z'],
+    ]);
+    const archived = await t.db.collection('events').find({ kind: 'legacy_row' }).toArray();
+    expect(archived.map((a) => a['reason'])).toEqual(
+      Array.from({ length: 7 }, () => 'message with an unreadable date'),
+    );
+    // Alice's creation and update dates (month 13, hour 25) are unreadable too: the time of her
+    // first message instead.
+    const alice = await t.db.collection('users').findOne({ waId: '15550100001' });
+    expect((alice?.['createdAt'] as Date).toISOString()).toBe('2024-02-29T04:30:00.500Z');
+    expect((await healthOf(t)).code).toBe(0);
+  });
+});
