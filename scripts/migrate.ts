@@ -408,14 +408,25 @@ function mapLegacy(
     }
     const id = idOf(waId);
     if (legacy !== null && !ambiguous.has(legacy)) userIdByLegacy.set(legacy, id);
-    if (users.has(id)) {
-      report.mergedUsers++;
-      continue;
-    }
     const raw = typeof row['name'] === 'string' ? row['name'] : null;
     const name = nameOf(raw);
-    if (raw !== null && raw.trim().length > MAX_NAME && name?.length === MAX_NAME) report.namesCut++;
     const dated = parseLegacyDate(row['created_at']) ?? parseLegacyDate(row['updated_at']);
+    const known = users.get(id);
+    if (known) {
+      // The same person under another row: they were created when the earliest row says, and
+      // keep the name of the first row that gives one.
+      report.mergedUsers++;
+      const createdAt = dated ? settled(dated, now, report) : null;
+      const earlierDate =
+        createdAt && (known.datedByMessage || createdAt < known.user.createdAt) ? { createdAt } : {};
+      if (createdAt) known.datedByMessage = false;
+      const named = known.user.name === null && name !== null ? { name } : {};
+      if (named.name && raw !== null && raw.trim().length > MAX_NAME && name?.length === MAX_NAME)
+        report.namesCut++;
+      known.user = { ...known.user, ...earlierDate, ...named };
+      continue;
+    }
+    if (raw !== null && raw.trim().length > MAX_NAME && name?.length === MAX_NAME) report.namesCut++;
     users.set(id, {
       user: {
         id,

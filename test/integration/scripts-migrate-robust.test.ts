@@ -589,3 +589,49 @@ describe('dates that name no instant', () => {
     expect((await healthOf(t)).code).toBe(0);
   });
 });
+
+describe('one person under several user rows', () => {
+  it('keeps the earliest creation date and a name any of the rows gives', async () => {
+    const t = await freshDb('migrate-merged-rows');
+    const file = await legacyFile(
+      [
+        // The same person three times: found first without a name, created last.
+        [1, '+1 555 010 0001', null, 1, '2024-03-01 10:00:00', '2024-03-01 10:00:00'],
+        [2, '0015550100001', 'Alice', 1, '2023-06-01 09:00:00', '2023-06-01 09:00:00'],
+        [3, '1-555-010-0001', 'Alice B.', 1, '2023-09-01 09:00:00', '2023-09-01 09:00:00'],
+        // A first row whose dates are unreadable, a second one with a date.
+        [4, '+1 555 010 0002', 'Bob', 1, 'garbage', 'garbage'],
+        [5, '0015550100002', null, 1, '2023-01-01 00:00:00', '2023-01-01 00:00:00'],
+      ],
+      [
+        [1, 2, 'user', 'hello from 2023', 'wamid.P1', '2023-06-01 09:00:01'],
+        [2, 1, 'user', 'hello from 2024', 'wamid.P2', '2024-03-01 10:00:01'],
+        [3, 4, 'user', 'bob', 'wamid.P3', '2024-05-01 00:00:00'],
+      ],
+    );
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(/users merged \(same number\):\s+3$/m);
+    expect(io.stdout.join('\n')).toMatch(/user dates from the first message:\s+0$/m);
+    const users = await t.db.collection('users').find({}).sort({ waId: 1 }).toArray();
+    expect(users.map((u) => [u['waId'], u['name'], (u['createdAt'] as Date).toISOString()])).toEqual([
+      ['15550100001', 'Alice', '2023-06-01T09:00:00.000Z'],
+      ['15550100002', 'Bob', '2023-01-01T00:00:00.000Z'],
+    ]);
+    // The new users are counted on the days they were created.
+    const days = await t.db
+      .collection('stats')
+      .find({ _id: { $regex: '^day:' } } as never)
+      .toArray();
+    expect(
+      days
+        .filter((d) => d['newUsers'])
+        .map((d) => [d['_id'], d['newUsers']])
+        .sort(),
+    ).toEqual([
+      ['day:2023-01-01', 1],
+      ['day:2023-06-01', 1],
+    ]);
+    expect((await healthOf(t)).code).toBe(0);
+  });
+});
