@@ -101,6 +101,8 @@ export interface LegacyData {
     textsCut: number;
     /** Binary (BLOB) contents read as UTF-8. */
     binaryTexts: number;
+    /** Texts (TEXT or BLOB) whose bytes are not UTF-8: imported with U+FFFD, the whole row archived. */
+    invalidUtf8: number;
     /** Times in the future replaced by the time of the migration (the webhook's rule). */
     futureTimes: number;
     inbound: number;
@@ -217,11 +219,29 @@ export function derivedKey(
   return `legacy:${hash.slice(0, 32)}`;
 }
 
-function rows(db: Database, sql: string): Record<string, SqlValue>[] {
+/**
+ * The rows of a query, by column name. Columns named `__…` are not part of the row: `each` gets
+ * them beside it (a row read from the file and archived has only the file's columns).
+ */
+function rows(
+  db: Database,
+  sql: string,
+  each?: (row: Record<string, SqlValue>, hidden: Record<string, SqlValue>) => void,
+): Record<string, SqlValue>[] {
   const statement = db.prepare(sql);
   const out: Record<string, SqlValue>[] = [];
   try {
-    while (statement.step()) out.push(statement.getAsObject());
+    const names = statement.getColumnNames();
+    while (statement.step()) {
+      const values = statement.get();
+      const row: Record<string, SqlValue> = {};
+      const hidden: Record<string, SqlValue> = {};
+      names.forEach((name, i) => {
+        (name.startsWith('__') ? hidden : row)[name] = values[i] ?? null;
+      });
+      each?.(row, hidden);
+      out.push(row);
+    }
   } finally {
     statement.free();
   }
@@ -241,6 +261,16 @@ export interface LegacyRows {
   users: Record<string, SqlValue>[];
   messages: Record<string, SqlValue>[];
 }
+
+/**
+ * Message rows whose TEXT content holds bytes that are not UTF-8 (written through a C API, say):
+ * their content is those bytes, as the file holds them (SQLite would hand them over with U+FFFD in
+ * place of each bad sequence, and the bytes would be lost).
+ */
+const TEXT_NOT_UTF8 = new WeakSet<Record<string, SqlValue>>();
+
+/** The content column's type, read beside it (not part of the row). */
+const CONTENT_TYPE = '__content_type';
 
 /** The rows of the legacy database's `user` and `message` tables, as stored. */
 export async function readLegacyRows(file: string): Promise<LegacyRows> {
@@ -296,10 +326,27 @@ export async function readLegacyRows(file: string): Promise<LegacyRows> {
       }
       const columns = [...COLUMNS[table].required, ...COLUMNS[table].optional].map((c) => {
         const name = present.get(c);
-        return name === undefined ? `NULL AS ${c}` : `"${name.replace(/"/g, '""')}" AS ${c}`;
+        if (name === undefined) return `NULL AS ${c}`;
+        const quoted = `"${name.replace(/"/g, '""')}"`;
+        // A message's text is read as its bytes and decoded here, so that bytes that are not UTF-8
+        // are seen (and kept) rather than replaced (a UTF-16 file's texts are read as they are).
+        if (table === 'message' && c === 'content' && utf8)
+          return `CASE WHEN typeof(${quoted}) = 'text' THEN CAST(${quoted} AS BLOB) ELSE ${quoted} END AS ${c}, typeof(${quoted}) AS ${CONTENT_TYPE}`;
+        return `${quoted} AS ${c}`;
       });
-      return rows(db, `SELECT ${columns.join(', ')} FROM "${table}"${order}`);
+      const decoder = new TextDecoder('utf-8', { fatal: true });
+      // Decoded as each row is read: the bytes of every text are never held at once.
+      return rows(db, `SELECT ${columns.join(', ')} FROM "${table}"${order}`, (row, hidden) => {
+        const bytes = row['content'];
+        if (hidden[CONTENT_TYPE] !== 'text' || !(bytes instanceof Uint8Array)) return;
+        try {
+          row['content'] = decoder.decode(bytes);
+        } catch {
+          TEXT_NOT_UTF8.add(row);
+        }
+      });
     };
+    const utf8 = rows(db, 'PRAGMA encoding')[0]?.['encoding'] === 'UTF-8';
     try {
       return { users: select('user', ' ORDER BY id'), messages: select('message', '') };
     } catch (error) {
@@ -320,13 +367,23 @@ function settled(at: Date, now: Date, report: LegacyData['report']): Date {
   return result;
 }
 
-function textOf(value: SqlValue | undefined, report: LegacyData['report']): string {
-  if (value === null || value === undefined) return '';
+/** A message's text, and whether its bytes were not UTF-8 (read with U+FFFD in their place). */
+function textOf(
+  row: Record<string, SqlValue>,
+  report: LegacyData['report'],
+): { text: string; lossy: boolean } {
+  const value = row['content'];
+  if (value === null || value === undefined) return { text: '', lossy: false };
   if (value instanceof Uint8Array) {
-    report.binaryTexts++;
-    return new TextDecoder('utf-8').decode(value);
+    if (!TEXT_NOT_UTF8.has(row)) report.binaryTexts++;
+    try {
+      return { text: new TextDecoder('utf-8', { fatal: true }).decode(value), lossy: false };
+    } catch {
+      report.invalidUtf8++;
+      return { text: new TextDecoder('utf-8').decode(value), lossy: true };
+    }
   }
-  return String(value);
+  return { text: String(value), lossy: false };
 }
 
 /** A row as archived: JSON values only (a BLOB as base64, so nothing of it is lost). */
@@ -368,6 +425,7 @@ function mapLegacy(
     idsOutOfBounds: 0,
     textsCut: 0,
     binaryTexts: 0,
+    invalidUtf8: 0,
     futureTimes: 0,
     inbound: 0,
     outbound: 0,
@@ -481,8 +539,17 @@ function mapLegacy(
     const given = typeof row['meta_message_id'] === 'string' ? row['meta_message_id'].trim() : '';
     const meta = MESSAGE_ID.test(given) ? given : null;
     if (given && !meta) report.idsOutOfBounds++;
-    const text = textOf(row['content'], report);
-    if (text.length > MAX_TEXT) {
+    const { text, lossy } = textOf(row, report);
+    if (lossy) {
+      // Imported readable; the bytes as the file holds them stay in the archive.
+      archived.push({
+        reason: 'message text not valid UTF-8 (imported with U+FFFD)',
+        payload: rowPayload('message', row),
+        userId,
+        identifier: null,
+        notImported: false,
+      });
+    } else if (text.length > MAX_TEXT) {
       report.textsCut++;
       // Imported cut, as the webhook keeps it; the whole row stays in the archive.
       archived.push({
@@ -642,6 +709,7 @@ export async function main(
       ['names cut', r.namesCut],
       ['texts cut (whole row archived)', r.textsCut],
       ['binary texts read as UTF-8', r.binaryTexts],
+      ['texts not valid UTF-8 (whole row archived)', r.invalidUtf8],
       ['message ids out of bounds (derived key used)', r.idsOutOfBounds],
       ['future times replaced', r.futureTimes],
     ];

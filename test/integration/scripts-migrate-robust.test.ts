@@ -635,3 +635,51 @@ describe('one person under several user rows', () => {
     expect((await healthOf(t)).code).toBe(0);
   });
 });
+
+describe('texts that are not UTF-8', () => {
+  it('imports them readable and archives the whole row with the bytes as the file holds them', async () => {
+    const t = await freshDb('migrate-invalid-utf8');
+    const invalidBlob = new Uint8Array([0x68, 0x69, 0xff, 0xfe, 0x80]);
+    const file = await legacyFile(
+      [[1, '+1 555 010 0001', 'Alice', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00']],
+      [
+        [1, 1, 'user', invalidBlob, 'wamid.U1', '2024-01-01 10:00:01'],
+        [2, 1, 'user', new TextEncoder().encode('valid bytes: Grüße'), 'wamid.U2', '2024-01-01 10:00:02'],
+        [4, 1, 'user', 'an honest \uFFFD replacement character', 'wamid.U4', '2024-01-01 10:00:04'],
+      ],
+      // A TEXT value with bytes that are not UTF-8 (a lone surrogate's and a truncated emoji's):
+      // what another program may have written through a C API.
+      `CREATE TABLE user (id INTEGER PRIMARY KEY, phone_number VARCHAR, name VARCHAR, is_active BOOLEAN, created_at DATETIME, updated_at DATETIME);
+       CREATE TABLE message (id INTEGER PRIMARY KEY, user_id INTEGER, role VARCHAR, content VARCHAR, meta_message_id VARCHAR, created_at DATETIME);
+       INSERT INTO message VALUES (3, 1, 'user', CAST(X'6F6BEDA080F09F98' AS TEXT), 'wamid.U3', '2024-01-01 10:00:03');`,
+    );
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(0);
+    const out = io.stdout.join('\n');
+    expect(out).toMatch(/binary texts read as UTF-8:\s+2$/m);
+    expect(out).toMatch(/texts not valid UTF-8 \(whole row archived\):\s+2$/m);
+    const text = async (id: string) =>
+      (await t.db.collection('messages').findOne({ _id: id as never }))?.['text'];
+    expect(await text('wamid.U1')).toBe('hi\uFFFD\uFFFD\uFFFD');
+    expect(await text('wamid.U2')).toBe('valid bytes: Grüße');
+    expect(await text('wamid.U4')).toBe('an honest \uFFFD replacement character');
+    expect(String(await text('wamid.U3'))).toMatch(/^ok\uFFFD+$/);
+    // Nothing of the file is lost: the two rows are archived with their bytes.
+    const archived = await t.db.collection('events').find({ kind: 'legacy_row' }).toArray();
+    const rows = archived.map((a) => JSON.parse(String(a['payloadJson'])).row as Record<string, unknown>);
+    expect(archived.map((a) => a['reason'])).toEqual([
+      'message text not valid UTF-8 (imported with U+FFFD)',
+      'message text not valid UTF-8 (imported with U+FFFD)',
+    ]);
+    expect(rows.map((r) => [r['id'], r['content']]).sort()).toEqual([
+      [1, { base64: Buffer.from(invalidBlob).toString('base64') }],
+      [3, { base64: Buffer.from('6F6BEDA080F09F98', 'hex').toString('base64') }],
+    ]);
+    expect((await healthOf(t)).code).toBe(0);
+    // Run again: nothing more archived or imported.
+    const again = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), again)).toBe(0);
+    expect(again.stdout.join('\n')).toMatch(/rows archived \(kind legacy_row\):\s+0$/m);
+    expect(again.stdout.join('\n')).toMatch(/messages inserted:\s+0$/m);
+  });
+});
