@@ -6,7 +6,13 @@ import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import initSqlJs, { type Database, type SqlValue } from 'sql.js';
-import { MAX_TEXT, type DataStore, type ImportedMessage, type ImportedUser } from '../shared/data';
+import {
+  MAX_EVENT_JSON,
+  MAX_TEXT,
+  type DataStore,
+  type ImportedMessage,
+  type ImportedUser,
+} from '../shared/data';
 import { digitsOfNumber, MAX_NAME, nameOf, settleTime } from '../shared/whatsapp/notification';
 import { MESSAGE_ID } from '../shared/whatsapp/schemas';
 import {
@@ -55,8 +61,17 @@ export const LEGACY_ROW_KIND = 'legacy_row';
 /** A legacy row kept in `events` instead of being imported (or beside its cut import). */
 export interface ArchivedRow {
   readonly reason: string;
-  /** `{table, row}`: every column as the file holds it (BLOBs as `{"base64"}`). */
-  readonly payload: { table: 'user' | 'message'; row: Record<string, unknown> };
+  /**
+   * `{table, row}`: every column as the file holds it (BLOBs as `{"base64"}`). A row whose JSON
+   * passes an archived item's bound is archived in `parts` items (`part` 1, 2, …), each with a
+   * piece of its longest column (the other columns whole): the pieces joined in order give it back.
+   */
+  readonly payload: {
+    table: 'user' | 'message';
+    row: Record<string, unknown>;
+    part?: number;
+    parts?: number;
+  };
   /** The user it concerns, when imported; else the number it carries (as a pseudonym). */
   readonly userId: string | null;
   readonly identifier: string | null;
@@ -397,6 +412,58 @@ const rowPayload = (table: 'user' | 'message', row: Record<string, SqlValue>): A
   ),
 });
 
+/**
+ * A row as archived items: one, or, when its JSON passes an item's bound (`MAX_EVENT_JSON`, past
+ * which an item is cut), parts each holding a piece of its longest column (never inside a surrogate
+ * pair), so that the whole row is kept.
+ */
+export function rowPayloads(
+  table: 'user' | 'message',
+  row: Record<string, SqlValue>,
+): ArchivedRow['payload'][] {
+  const whole = rowPayload(table, row);
+  if (JSON.stringify(whole).length <= MAX_EVENT_JSON) return [whole];
+  const textOfValue = (v: unknown): string | null =>
+    typeof v === 'string' ? v : v && typeof v === 'object' && 'base64' in v ? String(v.base64) : null;
+  const [column, longest] = Object.entries(whole.row).reduce<[string, string]>(
+    (best, [k, v]) => {
+      const text = textOfValue(v);
+      return text !== null && text.length > best[1].length ? [k, text] : best;
+    },
+    ['', ''],
+  );
+  const wrap = (piece: string): unknown =>
+    typeof whole.row[column] === 'string' ? piece : { base64: piece };
+  const frame = JSON.stringify({
+    ...whole,
+    row: { ...whole.row, [column]: wrap('') },
+    part: 1e6,
+    parts: 1e6,
+  });
+  const budget = MAX_EVENT_JSON - frame.length;
+  // Other columns past the bound too: kept as the events collection keeps any item.
+  if (budget < 1024) return [whole];
+  const pieces: string[] = [];
+  for (let start = 0; start < longest.length;) {
+    let end = Math.min(longest.length, start + budget);
+    for (;;) {
+      const size = JSON.stringify(longest.slice(start, end)).length - 2;
+      if (size <= budget) break;
+      end = start + Math.max(1, Math.floor(((end - start) * budget) / size));
+    }
+    const last = longest.charCodeAt(end - 1);
+    if (end < longest.length && end - start > 1 && last >= 0xd800 && last <= 0xdbff) end--;
+    pieces.push(longest.slice(start, end));
+    start = end;
+  }
+  return pieces.map((piece, i) => ({
+    ...whole,
+    row: { ...whole.row, [column]: wrap(piece) },
+    part: i + 1,
+    parts: pieces.length,
+  }));
+}
+
 /** A dry run's stand-in for user ids (`UsersRepository.idsForImport`): one per number. */
 const DRY_RUN_IDS = (waId: string): string => `wa:${waId}`;
 
@@ -408,6 +475,13 @@ function mapLegacy(
   idOf: (waId: string) => string,
 ): LegacyData {
   const archived: ArchivedRow[] = [];
+  const keep = (
+    table: 'user' | 'message',
+    row: Record<string, SqlValue>,
+    item: Omit<ArchivedRow, 'payload'>,
+  ): void => {
+    for (const payload of rowPayloads(table, row)) archived.push({ ...item, payload });
+  };
   const report: LegacyData['report'] = {
     legacyUsers: legacyUsers.length,
     legacyMessages: legacyMessages.length,
@@ -455,9 +529,8 @@ function mapLegacy(
       report.skippedUsers.push(legacy === null ? '?' : String(legacy));
       const identifier = looseDigits(row['phone_number']);
       if (legacy !== null && !ambiguous.has(legacy)) invalidByLegacy.set(legacy, identifier);
-      archived.push({
+      keep('user', row, {
         reason: 'user without a valid number',
-        payload: rowPayload('user', row),
         userId: null,
         identifier,
         notImported: true,
@@ -510,9 +583,8 @@ function mapLegacy(
     const userId = legacyUser === null ? undefined : userIdByLegacy.get(legacyUser);
     const archive = (reason: string) => {
       report.skippedRows.push(rowName(row));
-      archived.push({
+      keep('message', row, {
         reason,
-        payload: rowPayload('message', row),
         userId: userId ?? null,
         identifier: (legacyUser !== null && invalidByLegacy.get(legacyUser)) || null,
         notImported: true,
@@ -542,9 +614,8 @@ function mapLegacy(
     const { text, lossy } = textOf(row, report);
     if (lossy) {
       // Imported readable; the bytes as the file holds them stay in the archive.
-      archived.push({
+      keep('message', row, {
         reason: 'message text not valid UTF-8 (imported with U+FFFD)',
-        payload: rowPayload('message', row),
         userId,
         identifier: null,
         notImported: false,
@@ -552,9 +623,8 @@ function mapLegacy(
     } else if (text.length > MAX_TEXT) {
       report.textsCut++;
       // Imported cut, as the webhook keeps it; the whole row stays in the archive.
-      archived.push({
+      keep('message', row, {
         reason: 'message text longer than 65,536 characters (imported cut)',
-        payload: rowPayload('message', row),
         userId,
         identifier: null,
         notImported: false,

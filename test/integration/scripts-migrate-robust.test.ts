@@ -683,3 +683,46 @@ describe('texts that are not UTF-8', () => {
     expect(again.stdout.join('\n')).toMatch(/messages inserted:\s+0$/m);
   });
 });
+
+describe('rows longer than one archived item', () => {
+  it('archives them whole, in parts that give the row back', async () => {
+    const t = await freshDb('migrate-archive-parts');
+    // Past an archived item's bound (256 KiB of JSON): accents, emoji, and characters JSON escapes.
+    const long = `start ${'é👋\u0001"'.repeat(120_000)} end`;
+    const unknownRole = `other ${'x'.repeat(700_000)} end`;
+    const file = await legacyFile(
+      [[1, '+1 555 010 0001', 'Alice', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00']],
+      [
+        [1, 1, 'user', long, 'wamid.L1', '2024-01-01 10:00:01'],
+        [2, 1, 'system', unknownRole, null, '2024-01-01 10:00:02'],
+      ],
+    );
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(3);
+    const message = await t.db.collection('messages').findOne({ _id: 'wamid.L1' as never });
+    expect(message?.['text']).toBe(long.slice(0, 65_536));
+    const archived = await t.db.collection('events').find({ kind: 'legacy_row' }).toArray();
+    // Every item within the bound, valid JSON; each row's parts, in order, give its content back.
+    const payloads = archived.map((a) => {
+      expect(a['truncated']).toBe(false);
+      return JSON.parse(String(a['payloadJson'])) as {
+        row: Record<string, unknown>;
+        part?: number;
+        parts?: number;
+      };
+    });
+    const contentOf = (id: number) => {
+      const parts = payloads.filter((p) => p.row['id'] === id).sort((a, b) => (a.part ?? 1) - (b.part ?? 1));
+      expect(parts.length).toBeGreaterThan(1);
+      expect(parts.map((p) => [p.part, p.parts])).toEqual(parts.map((_, i) => [i + 1, parts.length]));
+      return parts.map((p) => p.row['content']).join('');
+    };
+    expect(contentOf(1)).toBe(long);
+    expect(contentOf(2)).toBe(unknownRole);
+    expect(payloads.find((p) => p.row['id'] === 2)?.row).toMatchObject({ role: 'system', user_id: 1 });
+    expect((await healthOf(t)).code).toBe(0);
+    const again = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), again)).toBe(3);
+    expect(again.stdout.join('\n')).toMatch(/rows archived \(kind legacy_row\):\s+0$/m);
+  }, 60_000);
+});
