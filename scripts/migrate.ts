@@ -128,23 +128,28 @@ export interface LegacyData {
 const DATETIME =
   /^(\d{4})([-/])(\d{2})\2(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?\s*(Z|[+-]\d{2}(?::?\d{2})?)?$/i;
 
-/** Epoch integers below this are seconds, from it on milliseconds (1e11 s is the year 5138). */
-const EPOCH_MS_FROM = 1e11;
+/**
+ * Epoch numbers are seconds below 1e11, milliseconds below 1e14, microseconds below 1e17 and
+ * nanoseconds from there (each bound is the year 5138 in the smaller unit).
+ */
+const epochMs = (n: number): number => (n < 1e11 ? n * 1000 : n < 1e14 ? n : n < 1e17 ? n / 1e3 : n / 1e6);
 
 /**
  * A SQLite DATETIME as SQLAlchemy writes it: `YYYY-MM-DD HH:MM:SS[.ffffff]`, also with `T`,
  * without seconds or fractions, with an offset, or with `/` for `-`; or an integer of epoch seconds
- * (milliseconds from 1e11), as a number or digits, with or without a fraction. Naive times are UTC.
+ * (milliseconds from 1e11, microseconds from 1e14, nanoseconds from 1e17), as a number or digits,
+ * with or without a fraction. Naive times are UTC.
  * Precision: milliseconds (further digits are truncated, as a JavaScript Date cannot hold them).
  * Day-first or month-first dates (`01/02/2024`) are ambiguous and refused, as are years before 1970
  * and values out of range (month 13, February 31, 10:61, an offset past ±23:59).
  */
 export function parseLegacyDate(value: SqlValue | undefined): Date | null {
-  if (typeof value === 'number' || (typeof value === 'string' && /^\s*\d{1,16}(?:\.\d+)?\s*$/.test(value))) {
+  if (typeof value === 'number' || (typeof value === 'string' && /^\s*\d{1,19}(?:\.\d+)?\s*$/.test(value))) {
     const n = Number(value);
-    if (!Number.isFinite(n) || n <= 0 || n > Number.MAX_SAFE_INTEGER) return null;
-    // Fractions of a second (Python's time.time()) to the millisecond, truncated like text forms.
-    return new Date(Math.floor(n < EPOCH_MS_FROM ? n * 1000 : n));
+    // Nanoseconds pass 2^53: their milliseconds are still exact.
+    if (!Number.isFinite(n) || n <= 0 || n >= 1e19) return null;
+    // Fractions of a millisecond (Python's time.time(), microseconds) truncated like text forms.
+    return new Date(Math.floor(epochMs(n)));
   }
   if (typeof value !== 'string') return null;
   const m = DATETIME.exec(value.trim());

@@ -726,3 +726,34 @@ describe('rows longer than one archived item', () => {
     expect(again.stdout.join('\n')).toMatch(/rows archived \(kind legacy_row\):\s+0$/m);
   }, 60_000);
 });
+
+describe('epoch times finer than milliseconds', () => {
+  it('reads microseconds and nanoseconds as such, not as a time in the future replaced by now', async () => {
+    const t = await freshDb('migrate-epoch-us');
+    const file = await legacyFile(
+      [[1, '+1 555 010 0001', 'Alice', 1, 1704103200123456, 1704103200123456]],
+      [
+        [1, 1, 'user', 'microseconds', 'wamid.E1', 1704103201123456],
+        [2, 1, 'user', 'microseconds as text', 'wamid.E2', '1704103202123456'],
+        [4, 1, 'user', 'nanoseconds as text', 'wamid.E4', '1704103204123456789'],
+        [5, 1, 'user', 'milliseconds', 'wamid.E5', 1704103205123],
+      ],
+      // Nanoseconds as an INTEGER (past 2^53).
+      `${LOOSE_SCHEMA}
+       INSERT INTO message VALUES (3, 1, 'user', 'nanoseconds', 'wamid.E3', 1704103203123456789);`,
+    );
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(/future times replaced:\s+0$/m);
+    const stored = await t.db.collection('messages').find({}).sort({ _id: 1 }).toArray();
+    expect(stored.map((m) => [m['_id'], (m['createdAt'] as Date).toISOString()])).toEqual([
+      ['wamid.E1', '2024-01-01T10:00:01.123Z'],
+      ['wamid.E2', '2024-01-01T10:00:02.123Z'],
+      ['wamid.E3', '2024-01-01T10:00:03.123Z'],
+      ['wamid.E4', '2024-01-01T10:00:04.123Z'],
+      ['wamid.E5', '2024-01-01T10:00:05.123Z'],
+    ]);
+    const user = await t.db.collection('users').findOne({ waId: '15550100001' });
+    expect((user?.['createdAt'] as Date).toISOString()).toBe('2024-01-01T10:00:00.123Z');
+  });
+});
