@@ -2,6 +2,9 @@
 // tables `user` and `message`) into the document database. Idempotent: documents are keyed by
 // natural ids (a message without a WhatsApp id by a hash of its user, time and content), counters
 // grow for documents this run inserted, and what an interrupted run left uncounted is counted.
+// Messages are read twice, a row at a time: once in the file's order (what is archived, and each
+// row's place in the legacy order, as numbers), then in that order as they are imported; so memory
+// grows with the file (sql.js holds it) and a few numbers per row, never with every text at once.
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
@@ -81,7 +84,18 @@ export interface ArchivedRow {
 
 export interface LegacyData {
   users: ImportedUser[];
-  messages: LegacyMessage[];
+  /**
+   * The messages to import, oldest first, read from the file as they are asked for (so that the
+   * messages of a large file are never all in memory); once. Counts duplicates, inbound, outbound
+   * and messages in `report` as it goes.
+   */
+  messages: () => Generator<LegacyMessage>;
+  /** Messages `messages` gives before duplicates are left out (for progress). */
+  candidates: number;
+  /** Whether a message may have a key an earlier version gave (`legacy:<row>`). */
+  anyOldKey: boolean;
+  /** WhatsApp ids of the file shaped like such a key: no message takes one as its earlier key. */
+  reservedKeys: ReadonlySet<string>;
   archived: ArchivedRow[];
   report: {
     legacyUsers: number;
@@ -120,6 +134,8 @@ export interface LegacyData {
     invalidUtf8: number;
     /** Times in the future replaced by the time of the migration (the webhook's rule). */
     futureTimes: number;
+    /** Messages to import (duplicates left out): known once `messages` was read through. */
+    messages: number;
     inbound: number;
     outbound: number;
   };
@@ -239,33 +255,9 @@ export function derivedKey(
   return `legacy:${hash.slice(0, 32)}`;
 }
 
-/**
- * The rows of a query, by column name. Columns named `__…` are not part of the row: `each` gets
- * them beside it (a row read from the file and archived has only the file's columns).
- */
-function rows(
-  db: Database,
-  sql: string,
-  each?: (row: Record<string, SqlValue>, hidden: Record<string, SqlValue>) => void,
-): Record<string, SqlValue>[] {
-  const statement = db.prepare(sql);
-  const out: Record<string, SqlValue>[] = [];
-  try {
-    const names = statement.getColumnNames();
-    while (statement.step()) {
-      const values = statement.get();
-      const row: Record<string, SqlValue> = {};
-      const hidden: Record<string, SqlValue> = {};
-      names.forEach((name, i) => {
-        (name.startsWith('__') ? hidden : row)[name] = values[i] ?? null;
-      });
-      each?.(row, hidden);
-      out.push(row);
-    }
-  } finally {
-    statement.free();
-  }
-  return out;
+/** The rows of a query, by column name. */
+function rows(db: Database, sql: string): Record<string, SqlValue>[] {
+  return [...stepRows(db, sql)].map(({ row }) => row);
 }
 
 /** The columns read, by table; the others may be missing (read as NULL). Extra columns are ignored. */
@@ -277,9 +269,23 @@ const COLUMNS = {
   },
 } as const;
 
-export interface LegacyRows {
-  users: Record<string, SqlValue>[];
-  messages: Record<string, SqlValue>[];
+/**
+ * The legacy database, open (sql.js holds the file in memory; nothing more of it is held): its
+ * users, and its messages read a row at a time, in the file's order or in the order given.
+ */
+export interface LegacySource {
+  readonly users: Record<string, SqlValue>[];
+  readonly messageRows: number;
+  /** Every message row as stored, in the file's order, with a handle to it. */
+  eachMessage(fn: (row: Record<string, SqlValue>, handle: number) => void): void;
+  /**
+   * Sets the order `ordered` reads: the rows of the handles given (others left out), by `time`,
+   * then `row` (NULL last), then `position`.
+   */
+  order(keys: Iterable<readonly [handle: number, time: number, row: number | null, position: number]>): void;
+  /** The rows `order` names, in its order, a row at a time. */
+  ordered(): Generator<Record<string, SqlValue>>;
+  close(): void;
 }
 
 /**
@@ -291,9 +297,35 @@ const TEXT_NOT_UTF8 = new WeakSet<Record<string, SqlValue>>();
 
 /** The content column's type, read beside it (not part of the row). */
 const CONTENT_TYPE = '__content_type';
+/** The order's stand-in for a NULL row id: after every other (2^62; row ids are safe integers). */
+const NULL_ROW_LAST = 2 ** 62;
+/** A message row's handle (its rowid), read beside it. */
+const HANDLE = '__handle';
 
-/** The rows of the legacy database's `user` and `message` tables, as stored. */
-export async function readLegacyRows(file: string): Promise<LegacyRows> {
+/** Each row of a query, by column name, one at a time; columns named `__…` apart (`hidden`). */
+function* stepRows(
+  db: Database,
+  sql: string,
+): Generator<{ row: Record<string, SqlValue>; hidden: Record<string, SqlValue> }> {
+  const statement = db.prepare(sql);
+  try {
+    const names = statement.getColumnNames();
+    while (statement.step()) {
+      const values = statement.get();
+      const row: Record<string, SqlValue> = {};
+      const hidden: Record<string, SqlValue> = {};
+      names.forEach((name, i) => {
+        (name.startsWith('__') ? hidden : row)[name] = values[i] ?? null;
+      });
+      yield { row, hidden };
+    }
+  } finally {
+    statement.free();
+  }
+}
+
+/** Opens the legacy database and checks its `user` and `message` tables. */
+export async function openLegacy(file: string): Promise<LegacySource> {
   let bytes: Buffer;
   try {
     bytes = await fs.readFile(file);
@@ -330,7 +362,8 @@ export async function readLegacyRows(file: string): Promise<LegacyRows> {
         );
       }
     }
-    const select = (table: keyof typeof COLUMNS, order: string): Record<string, SqlValue>[] => {
+    const utf8 = rows(db, 'PRAGMA encoding')[0]?.['encoding'] === 'UTF-8';
+    const columnsOf = (table: keyof typeof COLUMNS, alias = ''): string => {
       // SQLite column names are case-insensitive; a missing optional column reads as NULL.
       const present = new Map(
         rows(db, `PRAGMA table_info("${table}")`).map((c) => [
@@ -344,39 +377,90 @@ export async function readLegacyRows(file: string): Promise<LegacyRows> {
           `unexpected legacy schema: table "${table}" has no column ${missing.map((c) => `"${c}"`).join(', ')}`,
         );
       }
-      const columns = [...COLUMNS[table].required, ...COLUMNS[table].optional].map((c) => {
-        const name = present.get(c);
-        if (name === undefined) return `NULL AS ${c}`;
-        const quoted = `"${name.replace(/"/g, '""')}"`;
-        // A message's text is read as its bytes and decoded here, so that bytes that are not UTF-8
-        // are seen (and kept) rather than replaced (a UTF-16 file's texts are read as they are).
-        if (table === 'message' && c === 'content' && utf8)
-          return `CASE WHEN typeof(${quoted}) = 'text' THEN CAST(${quoted} AS BLOB) ELSE ${quoted} END AS ${c}, typeof(${quoted}) AS ${CONTENT_TYPE}`;
-        return `${quoted} AS ${c}`;
-      });
-      const decoder = new TextDecoder('utf-8', { fatal: true });
-      // Decoded as each row is read: the bytes of every text are never held at once.
-      return rows(db, `SELECT ${columns.join(', ')} FROM "${table}"${order}`, (row, hidden) => {
-        const bytes = row['content'];
-        if (hidden[CONTENT_TYPE] !== 'text' || !(bytes instanceof Uint8Array)) return;
-        try {
-          row['content'] = decoder.decode(bytes);
-        } catch {
-          TEXT_NOT_UTF8.add(row);
-        }
-      });
+      return [...COLUMNS[table].required, ...COLUMNS[table].optional]
+        .map((c) => {
+          const name = present.get(c);
+          if (name === undefined) return `NULL AS ${c}`;
+          const quoted = `${alias}"${name.replace(/"/g, '""')}"`;
+          // A message's text is read as its bytes and decoded here, so that bytes that are not
+          // UTF-8 are seen (and kept) rather than replaced (a UTF-16 file's texts are read as they are).
+          if (table === 'message' && c === 'content' && utf8)
+            return `CASE WHEN typeof(${quoted}) = 'text' THEN CAST(${quoted} AS BLOB) ELSE ${quoted} END AS ${c}, typeof(${quoted}) AS ${CONTENT_TYPE}`;
+          return `${quoted} AS ${c}`;
+        })
+        .join(', ');
     };
-    const utf8 = rows(db, 'PRAGMA encoding')[0]?.['encoding'] === 'UTF-8';
+    const decoder = new TextDecoder('utf-8', { fatal: true });
+    const decoded = (row: Record<string, SqlValue>, hidden: Record<string, SqlValue>) => {
+      const content = row['content'];
+      if (hidden[CONTENT_TYPE] !== 'text' || !(content instanceof Uint8Array)) return row;
+      try {
+        row['content'] = decoder.decode(content);
+      } catch {
+        TEXT_NOT_UTF8.add(row);
+      }
+      return row;
+    };
+    let users: Record<string, SqlValue>[];
+    let messageColumns: string;
+    let orderedColumns: string;
+    let messageRows: number;
     try {
-      return { users: select('user', ' ORDER BY id'), messages: select('message', '') };
+      users = rows(db, `SELECT ${columnsOf('user')} FROM "user" ORDER BY id`);
+      messageColumns = columnsOf('message');
+      orderedColumns = columnsOf('message', 'm.');
+      // Rows are found again by rowid; a table without one (WITHOUT ROWID) is read from a copy.
+      try {
+        db.exec('SELECT _rowid_ FROM "message" LIMIT 0');
+      } catch {
+        db.exec('CREATE TEMP TABLE "message" AS SELECT * FROM main."message"');
+      }
+      messageRows = Number(rows(db, 'SELECT count(*) AS n FROM "message"')[0]?.['n'] ?? 0);
+      db.exec(
+        'CREATE TEMP TABLE legacy_order (handle INTEGER PRIMARY KEY, t REAL, r INTEGER, p INTEGER); ' +
+          'CREATE INDEX temp.legacy_order_tp ON legacy_order (t, r, p)',
+      );
     } catch (error) {
       if (error instanceof ScriptError) throw error;
       throw new ScriptError(
         `unexpected legacy schema: ${error instanceof Error ? error.message : String(error)}`,
       );
     }
-  } finally {
+    const source: LegacySource = {
+      users,
+      messageRows,
+      eachMessage(fn) {
+        for (const { row, hidden } of stepRows(
+          db,
+          `SELECT ${messageColumns}, _rowid_ AS ${HANDLE} FROM "message"`,
+        ))
+          fn(decoded(row, hidden), Number(hidden[HANDLE]));
+      },
+      order(keys) {
+        db.exec('DELETE FROM legacy_order; BEGIN');
+        const insert = db.prepare('INSERT INTO legacy_order VALUES (?, ?, ?, ?)');
+        try {
+          // A NULL row id sorts last (row ids are safe integers).
+          for (const [handle, t, r, p] of keys) insert.run([handle, t, r ?? NULL_ROW_LAST, p]);
+        } finally {
+          insert.free();
+          db.exec('COMMIT');
+        }
+      },
+      *ordered() {
+        // Along the order's index, each row found by rowid: nothing of the messages is sorted (SQLite
+        // would hold them all in memory to sort them).
+        const sql =
+          `SELECT ${orderedColumns} FROM legacy_order AS k CROSS JOIN "message" AS m ON m._rowid_ = k.handle ` +
+          'ORDER BY k.t, k.r, k.p';
+        for (const { row, hidden } of stepRows(db, sql)) yield decoded(row, hidden);
+      },
+      close: () => db.close(),
+    };
+    return source;
+  } catch (error) {
     db.close();
+    throw error;
   }
 }
 
@@ -469,16 +553,41 @@ export function rowPayloads(
   }));
 }
 
+/** A report with nothing counted yet. */
+const emptyReport = (legacyUsers: number, legacyMessages: number): LegacyData['report'] => ({
+  legacyUsers,
+  legacyMessages,
+  mergedUsers: 0,
+  invalidUsers: 0,
+  skippedUsers: [],
+  ambiguousUsers: 0,
+  namesCut: 0,
+  userDatesReplaced: 0,
+  duplicates: 0,
+  orphans: 0,
+  missingUser: 0,
+  invalidMessages: 0,
+  skippedRows: [],
+  idsOutOfBounds: 0,
+  textsCut: 0,
+  binaryTexts: 0,
+  invalidUtf8: 0,
+  futureTimes: 0,
+  messages: 0,
+  inbound: 0,
+  outbound: 0,
+});
+
 /** A dry run's stand-in for user ids (`UsersRepository.idsForImport`): one per number. */
 const DRY_RUN_IDS = (waId: string): string => `wa:${waId}`;
 
 function mapLegacy(
-  legacyUsers: Record<string, SqlValue>[],
-  legacyMessages: Record<string, SqlValue>[],
+  source: LegacySource,
   now: Date,
   earlier: ReadonlySet<string>,
   idOf: (waId: string) => string,
 ): LegacyData {
+  const legacyUsers = source.users;
   const archived: ArchivedRow[] = [];
   const keep = (
     table: 'user' | 'message',
@@ -487,28 +596,7 @@ function mapLegacy(
   ): void => {
     for (const payload of rowPayloads(table, row)) archived.push({ ...item, payload });
   };
-  const report: LegacyData['report'] = {
-    legacyUsers: legacyUsers.length,
-    legacyMessages: legacyMessages.length,
-    mergedUsers: 0,
-    invalidUsers: 0,
-    skippedUsers: [],
-    ambiguousUsers: 0,
-    namesCut: 0,
-    userDatesReplaced: 0,
-    duplicates: 0,
-    orphans: 0,
-    missingUser: 0,
-    invalidMessages: 0,
-    skippedRows: [],
-    idsOutOfBounds: 0,
-    textsCut: 0,
-    binaryTexts: 0,
-    invalidUtf8: 0,
-    futureTimes: 0,
-    inbound: 0,
-    outbound: 0,
-  };
+  const report = emptyReport(legacyUsers.length, source.messageRows);
   const rowName = (row: Record<string, SqlValue>): string => {
     const id = legacyId(row['id']);
     return id === null ? '?' : String(id);
@@ -579,15 +667,18 @@ function mapLegacy(
     return id !== null && ambiguous.has(id);
   }).length;
 
-  // keyAt: the time as the file has it (a future one is replaced by now, which changes every run).
-  const parsed: { row: number | null; position: number; keyAt: Date; m: Omit<LegacyMessage, 'id'> }[] = [];
-  legacyMessages.forEach((row, position) => {
+  const waIdOf = new Map([...users].map(([id, u]) => [id, u.user.waId]));
+  // A message row as imported (keyAt: the time as the file has it; a future one is replaced by
+  // now, which changes every run), or null when it is archived instead. Read twice: once in the
+  // file's order, which counts and archives, then in the legacy order (`first` false).
+  const mapRow = (row: Record<string, SqlValue>, counts: LegacyData['report'], first: boolean) => {
     const parsedAt = parseLegacyDate(row['created_at']);
     const role = typeof row['role'] === 'string' ? row['role'].trim().toLowerCase() : null;
     const legacyUser = userRef(row['user_id']);
     const userId = legacyUser === null ? undefined : userIdByLegacy.get(legacyUser);
     const archive = (reason: string) => {
-      report.skippedRows.push(rowName(row));
+      if (!first) return;
+      counts.skippedRows.push(rowName(row));
       keep('message', row, {
         reason,
         userId: userId ?? null,
@@ -596,139 +687,186 @@ function mapLegacy(
       });
     };
     if (!parsedAt || (role !== 'user' && role !== 'assistant')) {
-      report.invalidMessages++;
+      counts.invalidMessages++;
       archive(parsedAt ? 'message with an unknown role' : 'message with an unreadable date');
-      return;
+      return null;
     }
     if (!userId) {
-      report.orphans++;
+      counts.orphans++;
       if (legacyUser !== null && invalidByLegacy.has(legacyUser))
         archive('message of a user without a valid number');
       else if (legacyUser !== null && ambiguous.has(legacyUser))
         archive('message of a user id that several user rows share');
       else {
-        report.missingUser++;
+        counts.missingUser++;
         archive(legacyUser === null ? 'message without a user id' : 'message of a missing user');
       }
-      return;
+      return null;
     }
     const rowId = legacyId(row['id']);
     const given = typeof row['meta_message_id'] === 'string' ? row['meta_message_id'].trim() : '';
     const meta = MESSAGE_ID.test(given) ? given : null;
-    if (given && !meta) report.idsOutOfBounds++;
-    const { text, lossy } = textOf(row, report);
+    if (given && !meta) counts.idsOutOfBounds++;
+    const { text, lossy } = textOf(row, counts);
     if (lossy) {
       // Imported readable; the bytes as the file holds them stay in the archive.
-      keep('message', row, {
-        reason: 'message text not valid UTF-8 (imported with U+FFFD)',
-        userId,
-        identifier: null,
-        notImported: false,
-      });
+      if (first)
+        keep('message', row, {
+          reason: 'message text not valid UTF-8 (imported with U+FFFD)',
+          userId,
+          identifier: null,
+          notImported: false,
+        });
     } else if (text.length > MAX_TEXT) {
-      report.textsCut++;
+      counts.textsCut++;
       // Imported cut, as the webhook keeps it; the whole row stays in the archive.
-      keep('message', row, {
-        reason: 'message text longer than 65,536 characters (imported cut)',
-        userId,
-        identifier: null,
-        notImported: false,
-      });
+      if (first)
+        keep('message', row, {
+          reason: 'message text longer than 65,536 characters (imported cut)',
+          userId,
+          identifier: null,
+          notImported: false,
+        });
     }
-    parsed.push({
-      row: rowId,
-      position,
-      keyAt: parsedAt,
-      m: {
-        oldKey: meta === null && rowId !== null ? `legacy:${rowId}` : null,
-        userId,
-        waMessageId: meta,
-        direction: role === 'user' ? 'inbound' : 'outbound',
-        text: text.slice(0, MAX_TEXT),
-        createdAt: settled(parsedAt, now, report),
-      },
-    });
-  });
-  // Legacy order: by created_at, then row id (the text of mixed formats does not sort by time),
-  // then the order read.
-  parsed.sort(
-    (a, b) =>
-      a.m.createdAt.getTime() - b.m.createdAt.getTime() ||
-      (a.row ?? Infinity) - (b.row ?? Infinity) ||
-      a.position - b.position,
-  );
-  const waIdOf = new Map([...users].map(([id, u]) => [id, u.user.waId]));
-  const seen = new Set<string>();
-  const messages: LegacyMessage[] = [];
-  // A user's messages at the same instant keep the legacy order in the conversation (seqAt, the
-  // order the AI history reads), one millisecond apart; createdAt stays exact.
-  const lastSeq = new Map<string, number>();
-  for (const { row, keyAt, m } of parsed) {
-    const id = m.waMessageId ?? derivedKey(waIdOf.get(m.userId) ?? '', keyAt, m.direction, row, m.text);
-    if (seen.has(id)) {
-      report.duplicates++;
-      continue;
-    }
-    seen.add(id);
+    const m: Omit<LegacyMessage, 'id'> = {
+      oldKey: meta === null && rowId !== null ? `legacy:${rowId}` : null,
+      userId,
+      waMessageId: meta,
+      direction: role === 'user' ? 'inbound' : 'outbound',
+      text: text.slice(0, MAX_TEXT),
+      createdAt: settled(parsedAt, now, counts),
+    };
+    return { row: rowId, keyAt: parsedAt, m };
+  };
+
+  // First the file's order: what is archived, and the legacy order of the others (by created_at,
+  // then row id, then the order read: the text of mixed formats does not sort by time), kept as
+  // numbers only.
+  const order = { handles: [] as number[], times: [] as number[], rows: [] as (number | null)[] };
+  const firstAt = new Map<string, number>();
+  let anyOldKey = false;
+  const reservedKeys = new Set<string>();
+  source.eachMessage((row, handle) => {
+    const mapped = mapRow(row, report, true);
+    if (!mapped) return;
+    const at = mapped.m.createdAt.getTime();
+    order.handles.push(handle);
+    order.times.push(at);
+    order.rows.push(mapped.row);
+    if (mapped.m.oldKey) anyOldKey = true;
+    if (mapped.m.waMessageId && EARLIER_KEY.test(mapped.m.waMessageId))
+      reservedKeys.add(mapped.m.waMessageId);
     // A user whose creation date was unreadable was created with their first message.
-    const owner = users.get(m.userId);
-    if (owner?.datedByMessage) {
-      owner.datedByMessage = false;
-      owner.user = { ...owner.user, createdAt: m.createdAt };
-      report.userDatesReplaced++;
-    }
-    const seq = Math.max(m.createdAt.getTime(), (lastSeq.get(m.userId) ?? -Infinity) + 1);
-    lastSeq.set(m.userId, seq);
-    messages.push({ ...m, id, ...(seq === m.createdAt.getTime() ? {} : { seqAt: new Date(seq) }) });
-    report[m.direction]++;
+    if (at < (firstAt.get(mapped.m.userId) ?? Infinity)) firstAt.set(mapped.m.userId, at);
+  });
+  source.order(
+    (function* () {
+      for (let i = 0; i < order.handles.length; i++)
+        yield [order.handles[i] as number, order.times[i] as number, order.rows[i] ?? null, i] as const;
+    })(),
+  );
+  const candidates = order.handles.length;
+  for (const [id, u] of users) {
+    if (!u.datedByMessage) continue;
+    const at = firstAt.get(id);
+    if (at !== undefined) u.user = { ...u.user, createdAt: new Date(at) };
+    report.userDatesReplaced++;
   }
-  for (const u of users.values()) if (u.datedByMessage) report.userDatesReplaced++;
-  return { users: [...users.values()].map((u) => u.user), messages, archived, report };
+
+  function* messages(): Generator<LegacyMessage> {
+    // What reading the rows again finds was counted the first time.
+    const again = emptyReport(0, 0);
+    const seen = new Set<string>();
+    // A user's messages at the same instant keep the legacy order in the conversation (seqAt, the
+    // order the AI history reads), one millisecond apart; createdAt stays exact.
+    const lastSeq = new Map<string, number>();
+    for (const row of source.ordered()) {
+      const mapped = mapRow(row, again, false);
+      if (!mapped) continue;
+      const { row: rowId, keyAt, m } = mapped;
+      const id = m.waMessageId ?? derivedKey(waIdOf.get(m.userId) ?? '', keyAt, m.direction, rowId, m.text);
+      if (seen.has(id)) {
+        report.duplicates++;
+        continue;
+      }
+      seen.add(id);
+      const seq = Math.max(m.createdAt.getTime(), (lastSeq.get(m.userId) ?? -Infinity) + 1);
+      lastSeq.set(m.userId, seq);
+      report.messages++;
+      report[m.direction]++;
+      yield { ...m, id, ...(seq === m.createdAt.getTime() ? {} : { seqAt: new Date(seq) }) };
+    }
+  }
+  return {
+    users: [...users.values()].map((u) => u.user),
+    messages,
+    candidates,
+    anyOldKey,
+    reservedKeys,
+    archived,
+    report,
+  };
 }
 
+/** The key an earlier version gave a message without a WhatsApp id; this version's are `legacy:` and 32 hex digits. */
+const EARLIER_KEY = /^legacy:-?\d{1,19}$/;
+
 /**
- * Messages an earlier version of this script migrated under `legacy:<row>` keep that key when the
- * stored message is this row's (same user, direction and time), so running this version over a
- * file the earlier one migrated changes nothing; any other row gets its derived key.
+ * Whether messages an earlier version of this script migrated under `legacy:<row>` may be stored
+ * (then `keepEarlierKeys` looks each batch up).
  */
-async function keepEarlierKeys(store: DataStore, messages: LegacyMessage[], io: Io): Promise<number> {
+async function earlierKeysStored(store: DataStore, legacy: LegacyData, io: Io): Promise<boolean> {
   // Looking every batch up by key reads each message of the collection on some servers (FerretDB
   // does not use an index for `_id: {$in}`): only when an earlier version's keys are stored.
-  if (!messages.some((m) => m.oldKey)) return 0;
+  if (!legacy.anyOldKey) return false;
   const done = working(io, 'looking for messages an earlier version migrated');
   try {
-    // `legacy:<row>`; this version's keys are `legacy:` and 32 hex digits.
-    if (!(await store.maintenance.anyKeyMatching(/^legacy:-?\d{1,19}$/))) return 0;
-    return await keepStoredKeys(store, messages);
+    return await store.maintenance.anyKeyMatching(EARLIER_KEY);
   } finally {
     done();
   }
 }
 
-async function keepStoredKeys(store: DataStore, messages: LegacyMessage[]): Promise<number> {
-  const used = new Set(messages.map((m) => m.id));
+/**
+ * Messages of a batch an earlier version migrated under `legacy:<row>` keep that key when the
+ * stored message is this row's (same user, direction and time), so running this version over a
+ * file the earlier one migrated changes nothing; any other row keeps its derived key. `used`: the
+ * keys of the file's messages so far and the WhatsApp ids shaped like such a key.
+ */
+async function keepEarlierKeys(store: DataStore, batch: LegacyMessage[], used: Set<string>): Promise<number> {
+  for (const m of batch) used.add(m.id);
   let kept = 0;
-  for (let i = 0; i < messages.length; i += 500) {
-    const batch = messages.slice(i, i + 500);
-    const candidates = batch.flatMap((m) => (m.oldKey && !used.has(m.oldKey) ? [m.oldKey] : []));
-    const stored = await store.maintenance.findImported(candidates);
-    batch.forEach((m, j) => {
-      const earlier = m.oldKey ? stored.get(m.oldKey) : undefined;
-      if (
-        !m.oldKey ||
-        !earlier ||
-        used.has(m.oldKey) ||
-        earlier.userId !== m.userId ||
-        earlier.direction !== m.direction ||
-        earlier.createdAt?.getTime() !== m.createdAt.getTime()
-      )
-        return;
-      used.add(m.oldKey);
-      messages[i + j] = { ...m, id: m.oldKey };
-      kept++;
-    });
-  }
+  const candidates = batch.flatMap((m) => (m.oldKey && !used.has(m.oldKey) ? [m.oldKey] : []));
+  const stored = await store.maintenance.findImported(candidates);
+  batch.forEach((m, j) => {
+    const earlier = m.oldKey ? stored.get(m.oldKey) : undefined;
+    if (
+      !m.oldKey ||
+      !earlier ||
+      used.has(m.oldKey) ||
+      earlier.userId !== m.userId ||
+      earlier.direction !== m.direction ||
+      earlier.createdAt?.getTime() !== m.createdAt.getTime()
+    )
+      return;
+    used.add(m.oldKey);
+    batch[j] = { ...m, id: m.oldKey };
+    kept++;
+  });
   return kept;
+}
+
+/** The items of `items` in arrays of `size`. */
+function* chunks<T>(items: Iterable<T>, size: number): Generator<T[]> {
+  let chunk: T[] = [];
+  for (const item of items) {
+    chunk.push(item);
+    if (chunk.length >= size) {
+      yield chunk;
+      chunk = [];
+    }
+  }
+  if (chunk.length) yield chunk;
 }
 
 /** At most `max` items, then how many more. */
@@ -757,8 +895,35 @@ export async function main(
   if (!file) throw new UsageError('the legacy database file is required: npm run migrate -- <legacy.db>');
   const batchSize = intOption(values['batch-size'], 'batch-size', 500);
   const started = Date.now();
-  io.err(`reading ${path.basename(file)}…`);
-  const read = await readLegacyRows(file);
+  const fileName = path.basename(file);
+  io.err(`reading ${fileName}…`);
+  const source = await openLegacy(file);
+  try {
+    return await migrateFrom(
+      source,
+      { dryRun: values['dry-run'] === true, fileName, batchSize, started },
+      env,
+      io,
+      hooks,
+    );
+  } finally {
+    source.close();
+  }
+}
+
+/** The run of `main` on the open legacy database. */
+async function migrateFrom(
+  read: LegacySource,
+  {
+    dryRun,
+    fileName,
+    batchSize,
+    started,
+  }: { dryRun: boolean; fileName: string; batchSize: number; started: number },
+  env: Env,
+  io: Io,
+  hooks: MigrateHooks,
+): Promise<number> {
   const now = new Date();
   const common = (legacy: LegacyData): [string, string | number][] => {
     const r = legacy.report;
@@ -766,7 +931,7 @@ export async function main(
       ['legacy users', r.legacyUsers],
       ['legacy messages', r.legacyMessages],
       ['users', legacy.users.length],
-      ['messages', legacy.messages.length],
+      ['messages', r.messages],
       ['inbound', r.inbound],
       ['outbound', r.outbound],
       ['duplicates skipped', r.duplicates],
@@ -800,14 +965,17 @@ export async function main(
     if (users + messages === 0) return 0;
     io.err(
       `NOT EVERYTHING WAS IMPORTED: ${users} user row(s) and ${messages} message row(s) of ` +
-        `${path.basename(file)} could not be imported (listed above by legacy id); ${archivedNow} ` +
+        `${fileName} could not be imported (listed above by legacy id); ${archivedNow} ` +
         `in the events collection (kind ${LEGACY_ROW_KIND}, the row's columns in payloadJson). ` +
         'Correct them in the file and run again to import them. Exit code 3.',
     );
     return 3;
   };
-  if (values['dry-run']) {
-    const legacy = mapLegacy(read.users, read.messages, now, new Set(), DRY_RUN_IDS);
+  if (dryRun) {
+    const legacy = mapLegacy(read, now, new Set(), DRY_RUN_IDS);
+    // Read through, as a run would: duplicates, inbound and outbound counted.
+    const reading = legacy.messages();
+    while (!reading.next().done);
     printSummary(io, 'migration (dry run: nothing written)', [
       ...common(legacy),
       ['rows to archive', legacy.archived.length],
@@ -828,7 +996,7 @@ export async function main(
         .map((row) => earlierWaId(row['phone_number']))
         .filter((d): d is string => d !== null && ids.stored.has(d)),
     );
-    const legacy = mapLegacy(read.users, read.messages, now, earlier, ids.idOf);
+    const legacy = mapLegacy(read, now, earlier, ids.idOf);
     await store.ensureIndexes('create');
     // What cannot be imported is kept first: an interrupted run has lost nothing.
     let archived = 0;
@@ -838,8 +1006,10 @@ export async function main(
         now,
       );
     }
-    const earlierKeys = await keepEarlierKeys(store, legacy.messages, io);
-    const total = legacy.users.length + legacy.messages.length;
+    const lookUpEarlierKeys = await earlierKeysStored(store, legacy, io);
+    const used = new Set(legacy.reservedKeys);
+    let earlierKeys = 0;
+    const total = legacy.users.length + legacy.candidates;
     const bar = progress(io, 'migrating', total);
     let done = 0;
     let usersInserted = 0;
@@ -849,12 +1019,15 @@ export async function main(
       usersInserted += (await store.maintenance.importUsers(batch)).inserted;
       bar.update((done += batch.length));
     }
-    for (let i = 0, n = 0; i < legacy.messages.length; i += batchSize, n++) {
-      const batch = legacy.messages.slice(i, i + batchSize).map(({ oldKey: _oldKey, ...m }) => m);
+    let n = 0;
+    for (const legacyBatch of chunks(legacy.messages(), batchSize)) {
+      if (lookUpEarlierKeys) earlierKeys += await keepEarlierKeys(store, legacyBatch, used);
+      const batch = legacyBatch.map(({ oldKey: _oldKey, ...m }) => m);
       const afterInsert = hooks.afterInsert;
+      const batchNumber = n++;
       const result = await store.maintenance.importMessages(
         batch,
-        afterInsert ? () => afterInsert(n) : undefined,
+        afterInsert ? () => afterInsert(batchNumber) : undefined,
       );
       messagesInserted.inserted += result.inserted;
       messagesInserted.inbound += result.inbound;
@@ -880,7 +1053,7 @@ export async function main(
     ['outbound inserted', written.outbound],
     [
       'already migrated',
-      legacy.users.length + legacy.messages.length - written.usersInserted - written.inserted,
+      legacy.users.length + legacy.report.messages - written.usersInserted - written.inserted,
     ],
     ['rows archived (kind legacy_row)', written.archived],
     ['rows archived by an earlier run', legacy.archived.length - written.archived],

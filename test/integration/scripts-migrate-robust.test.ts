@@ -1,9 +1,12 @@
 // npm run migrate on what the tidy fixture does not show: a run interrupted between a batch's insert
 // and its counting, a second bot's file, a file without primary keys, and rows out of bounds or in
 // odd formats. Each case on its own fresh database; `npm run health` must find nothing afterwards.
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import initSqlJs from 'sql.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   checkStoredDocument,
@@ -756,4 +759,55 @@ describe('epoch times finer than milliseconds', () => {
     const user = await t.db.collection('users').findOne({ waId: '15550100001' });
     expect((user?.['createdAt'] as Date).toISOString()).toBe('2024-01-01T10:00:00.123Z');
   });
+});
+
+describe('a large legacy file', () => {
+  it('is read a row at a time: its texts are never all in memory at once', async () => {
+    // 20,000 messages of 4,000 characters: 80 million characters, more than the heap the script
+    // is given (64 MiB) could hold at once.
+    const SQL = await initSqlJs();
+    const db = new SQL.Database();
+    db.run(LOOSE_SCHEMA);
+    db.run(
+      "INSERT INTO user VALUES (1, '+1 555 010 0001', 'Alice', 1, '2024-01-01 00:00:00', '2024-01-01 00:00:00')",
+    );
+    db.run('BEGIN');
+    const insert = db.prepare('INSERT INTO message VALUES (?, 1, ?, ?, ?, ?)');
+    for (let i = 1; i <= 20_000; i++) {
+      const at = new Date(Date.UTC(2024, 0, 2) + (20_000 - i) * 1000).toISOString();
+      insert.run([
+        i,
+        i % 2 ? 'user' : 'assistant',
+        `${i} ${'é'.repeat(4_000)}`,
+        i % 2 ? `wamid.big${i}` : null,
+        at,
+      ]);
+    }
+    insert.free();
+    db.run('COMMIT');
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'legacy-large-'));
+    files.push(path.join(dir, 'large.db'));
+    await fs.writeFile(path.join(dir, 'large.db'), db.export());
+    db.close();
+    const tsx = path.join(process.cwd(), 'node_modules', '.bin', 'tsx');
+    const run = await new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+      execFile(
+        tsx,
+        ['scripts/migrate.ts', path.join(dir, 'large.db'), '--dry-run'],
+        {
+          env: {
+            ...process.env,
+            NODE_OPTIONS: '--max-old-space-size=64',
+            MONGODB_URI: 'mongodb://127.0.0.1:9/',
+          },
+          maxBuffer: 10 * 1024 * 1024,
+        },
+        (error, out, err) => resolve({ code: error ? (error.code as number | null) : 0, out, err }),
+      );
+    });
+    expect(run.err).not.toMatch(/heap out of memory/);
+    expect(run.code, run.err.slice(-2000)).toBe(0);
+    expect(run.out).toMatch(/messages:\s+20000$/m);
+    expect(run.out).toMatch(/inbound:\s+10000$/m);
+  }, 120_000);
 });
