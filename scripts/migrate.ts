@@ -2,11 +2,20 @@
 // tables `user` and `message`) into the document database. Idempotent: documents are keyed by
 // natural ids (a message without a WhatsApp id by a hash of its user, time and content), counters
 // grow for documents this run inserted, and what an interrupted run left uncounted is counted.
+// Messages are read twice, a row at a time: once in the file's order (what is archived, and each
+// row's place in the legacy order, as numbers), then in that order as they are imported; so memory
+// grows with the file (sql.js holds it) and a few numbers per row, never with every text at once.
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import initSqlJs, { type Database, type SqlValue } from 'sql.js';
-import { MAX_TEXT, type DataStore, type ImportedMessage, type ImportedUser } from '../shared/data';
+import {
+  MAX_EVENT_JSON,
+  MAX_TEXT,
+  type DataStore,
+  type ImportedMessage,
+  type ImportedUser,
+} from '../shared/data';
 import { digitsOfNumber, MAX_NAME, nameOf, settleTime } from '../shared/whatsapp/notification';
 import { MESSAGE_ID } from '../shared/whatsapp/schemas';
 import {
@@ -55,8 +64,17 @@ export const LEGACY_ROW_KIND = 'legacy_row';
 /** A legacy row kept in `events` instead of being imported (or beside its cut import). */
 export interface ArchivedRow {
   readonly reason: string;
-  /** `{table, row}`: every column as the file holds it (BLOBs as `{"base64"}`). */
-  readonly payload: { table: 'user' | 'message'; row: Record<string, unknown> };
+  /**
+   * `{table, row}`: every column as the file holds it (BLOBs as `{"base64"}`). A row whose JSON
+   * passes an archived item's bound is archived in `parts` items (`part` 1, 2, …), each with a
+   * piece of its longest column (the other columns whole): the pieces joined in order give it back.
+   */
+  readonly payload: {
+    table: 'user' | 'message';
+    row: Record<string, unknown>;
+    part?: number;
+    parts?: number;
+  };
   /** The user it concerns, when imported; else the number it carries (as a pseudonym). */
   readonly userId: string | null;
   readonly identifier: string | null;
@@ -66,7 +84,18 @@ export interface ArchivedRow {
 
 export interface LegacyData {
   users: ImportedUser[];
-  messages: LegacyMessage[];
+  /**
+   * The messages to import, oldest first, read from the file as they are asked for (so that the
+   * messages of a large file are never all in memory); once. Counts duplicates, inbound, outbound
+   * and messages in `report` as it goes.
+   */
+  messages: () => Generator<LegacyMessage>;
+  /** Messages `messages` gives before duplicates are left out (for progress). */
+  candidates: number;
+  /** Whether a message may have a key an earlier version gave (`legacy:<row>`). */
+  anyOldKey: boolean;
+  /** WhatsApp ids of the file shaped like such a key: no message takes one as its earlier key. */
+  reservedKeys: ReadonlySet<string>;
   archived: ArchivedRow[];
   report: {
     legacyUsers: number;
@@ -101,8 +130,12 @@ export interface LegacyData {
     textsCut: number;
     /** Binary (BLOB) contents read as UTF-8. */
     binaryTexts: number;
+    /** Texts (TEXT or BLOB) whose bytes are not UTF-8: imported with U+FFFD, the whole row archived. */
+    invalidUtf8: number;
     /** Times in the future replaced by the time of the migration (the webhook's rule). */
     futureTimes: number;
+    /** Messages to import (duplicates left out): known once `messages` was read through. */
+    messages: number;
     inbound: number;
     outbound: number;
   };
@@ -111,40 +144,56 @@ export interface LegacyData {
 const DATETIME =
   /^(\d{4})([-/])(\d{2})\2(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?\s*(Z|[+-]\d{2}(?::?\d{2})?)?$/i;
 
-/** Epoch integers below this are seconds, from it on milliseconds (1e11 s is the year 5138). */
-const EPOCH_MS_FROM = 1e11;
+/**
+ * Epoch numbers are seconds below 1e11, milliseconds below 1e14, microseconds below 1e17 and
+ * nanoseconds from there (each bound is the year 5138 in the smaller unit).
+ */
+const epochMs = (n: number): number => (n < 1e11 ? n * 1000 : n < 1e14 ? n : n < 1e17 ? n / 1e3 : n / 1e6);
 
 /**
  * A SQLite DATETIME as SQLAlchemy writes it: `YYYY-MM-DD HH:MM:SS[.ffffff]`, also with `T`,
  * without seconds or fractions, with an offset, or with `/` for `-`; or an integer of epoch seconds
- * (milliseconds from 1e11), as a number or digits, with or without a fraction. Naive times are UTC.
+ * (milliseconds from 1e11, microseconds from 1e14, nanoseconds from 1e17), as a number or digits,
+ * with or without a fraction. Naive times are UTC.
  * Precision: milliseconds (further digits are truncated, as a JavaScript Date cannot hold them).
- * Day-first or month-first dates (`01/02/2024`) are ambiguous and refused, as are years before 1970.
+ * Day-first or month-first dates (`01/02/2024`) are ambiguous and refused, as are years before 1970
+ * and values out of range (month 13, February 31, 10:61, an offset past ±23:59).
  */
 export function parseLegacyDate(value: SqlValue | undefined): Date | null {
-  if (typeof value === 'number' || (typeof value === 'string' && /^\s*\d{1,16}(?:\.\d+)?\s*$/.test(value))) {
+  if (typeof value === 'number' || (typeof value === 'string' && /^\s*\d{1,19}(?:\.\d+)?\s*$/.test(value))) {
     const n = Number(value);
-    if (!Number.isFinite(n) || n <= 0 || n > Number.MAX_SAFE_INTEGER) return null;
-    // Fractions of a second (Python's time.time()) to the millisecond, truncated like text forms.
-    return new Date(Math.floor(n < EPOCH_MS_FROM ? n * 1000 : n));
+    // Nanoseconds pass 2^53: their milliseconds are still exact.
+    if (!Number.isFinite(n) || n <= 0 || n >= 1e19) return null;
+    // Fractions of a millisecond (Python's time.time(), microseconds) truncated like text forms.
+    return new Date(Math.floor(epochMs(n)));
   }
   if (typeof value !== 'string') return null;
   const m = DATETIME.exec(value.trim());
   if (!m) return null;
   const [, y, , mo, d, h = '0', mi = '0', s = '0', frac = '', zone] = m;
-  if (Number(y) < 1970) return null;
+  const [year, month, day, hour, minute, second] = [y, mo, d, h, mi, s].map(Number) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  // Impossible values (month 13, 2024-02-31, 10:61, 24:00, an offset of +99:99) name no instant:
+  // refused, never rolled over into another date, whether or not an offset follows.
+  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  if (year < 1970 || month < 1 || month > 12 || day < 1 || day > daysInMonth) return null;
+  if (hour > 23 || minute > 59 || second > 59) return null;
   const ms = Number(frac.slice(0, 3).padEnd(3, '0'));
-  let time = Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s), ms);
+  let time = Date.UTC(year, month - 1, day, hour, minute, second, ms);
   if (zone && zone.toUpperCase() !== 'Z') {
     const sign = zone.startsWith('-') ? -1 : 1;
     const digits = zone.slice(1).replace(':', '');
-    const offset = Number(digits.slice(0, 2)) * 60 + Number(digits.slice(2, 4) || '0');
-    time -= sign * offset * 60_000;
+    const [zoneHours, zoneMinutes] = [Number(digits.slice(0, 2)), Number(digits.slice(2, 4) || '0')];
+    if (zoneHours > 23 || zoneMinutes > 59) return null;
+    time -= sign * (zoneHours * 60 + zoneMinutes) * 60_000;
   }
-  const date = new Date(time);
-  // Reject impossible calendar values (2024-02-31) instead of rolling them over.
-  if (Number.isNaN(time) || (!zone && date.getUTCDate() !== Number(d))) return null;
-  return date;
+  return Number.isNaN(time) ? null : new Date(time);
 }
 
 /**
@@ -206,15 +255,9 @@ export function derivedKey(
   return `legacy:${hash.slice(0, 32)}`;
 }
 
+/** The rows of a query, by column name. */
 function rows(db: Database, sql: string): Record<string, SqlValue>[] {
-  const statement = db.prepare(sql);
-  const out: Record<string, SqlValue>[] = [];
-  try {
-    while (statement.step()) out.push(statement.getAsObject());
-  } finally {
-    statement.free();
-  }
-  return out;
+  return [...stepRows(db, sql)].map(({ row }) => row);
 }
 
 /** The columns read, by table; the others may be missing (read as NULL). Extra columns are ignored. */
@@ -226,13 +269,63 @@ const COLUMNS = {
   },
 } as const;
 
-export interface LegacyRows {
-  users: Record<string, SqlValue>[];
-  messages: Record<string, SqlValue>[];
+/**
+ * The legacy database, open (sql.js holds the file in memory; nothing more of it is held): its
+ * users, and its messages read a row at a time, in the file's order or in the order given.
+ */
+export interface LegacySource {
+  readonly users: Record<string, SqlValue>[];
+  readonly messageRows: number;
+  /** Every message row as stored, in the file's order, with a handle to it. */
+  eachMessage(fn: (row: Record<string, SqlValue>, handle: number) => void): void;
+  /**
+   * Sets the order `ordered` reads: the rows of the handles given (others left out), by `time`,
+   * then `row` (NULL last), then `position`.
+   */
+  order(keys: Iterable<readonly [handle: number, time: number, row: number | null, position: number]>): void;
+  /** The rows `order` names, in its order, a row at a time. */
+  ordered(): Generator<Record<string, SqlValue>>;
+  close(): void;
 }
 
-/** The rows of the legacy database's `user` and `message` tables, as stored. */
-export async function readLegacyRows(file: string): Promise<LegacyRows> {
+/**
+ * Message rows whose TEXT content holds bytes that are not UTF-8 (written through a C API, say):
+ * their content is those bytes, as the file holds them (SQLite would hand them over with U+FFFD in
+ * place of each bad sequence, and the bytes would be lost).
+ */
+const TEXT_NOT_UTF8 = new WeakSet<Record<string, SqlValue>>();
+
+/** The content column's type, read beside it (not part of the row). */
+const CONTENT_TYPE = '__content_type';
+/** The order's stand-in for a NULL row id: after every other (2^62; row ids are safe integers). */
+const NULL_ROW_LAST = 2 ** 62;
+/** A message row's handle (its rowid), read beside it. */
+const HANDLE = '__handle';
+
+/** Each row of a query, by column name, one at a time; columns named `__…` apart (`hidden`). */
+function* stepRows(
+  db: Database,
+  sql: string,
+): Generator<{ row: Record<string, SqlValue>; hidden: Record<string, SqlValue> }> {
+  const statement = db.prepare(sql);
+  try {
+    const names = statement.getColumnNames();
+    while (statement.step()) {
+      const values = statement.get();
+      const row: Record<string, SqlValue> = {};
+      const hidden: Record<string, SqlValue> = {};
+      names.forEach((name, i) => {
+        (name.startsWith('__') ? hidden : row)[name] = values[i] ?? null;
+      });
+      yield { row, hidden };
+    }
+  } finally {
+    statement.free();
+  }
+}
+
+/** Opens the legacy database and checks its `user` and `message` tables. */
+export async function openLegacy(file: string): Promise<LegacySource> {
   let bytes: Buffer;
   try {
     bytes = await fs.readFile(file);
@@ -269,7 +362,8 @@ export async function readLegacyRows(file: string): Promise<LegacyRows> {
         );
       }
     }
-    const select = (table: keyof typeof COLUMNS, order: string): Record<string, SqlValue>[] => {
+    const utf8 = rows(db, 'PRAGMA encoding')[0]?.['encoding'] === 'UTF-8';
+    const columnsOf = (table: keyof typeof COLUMNS, alias = ''): string => {
       // SQLite column names are case-insensitive; a missing optional column reads as NULL.
       const present = new Map(
         rows(db, `PRAGMA table_info("${table}")`).map((c) => [
@@ -283,22 +377,90 @@ export async function readLegacyRows(file: string): Promise<LegacyRows> {
           `unexpected legacy schema: table "${table}" has no column ${missing.map((c) => `"${c}"`).join(', ')}`,
         );
       }
-      const columns = [...COLUMNS[table].required, ...COLUMNS[table].optional].map((c) => {
-        const name = present.get(c);
-        return name === undefined ? `NULL AS ${c}` : `"${name.replace(/"/g, '""')}" AS ${c}`;
-      });
-      return rows(db, `SELECT ${columns.join(', ')} FROM "${table}"${order}`);
+      return [...COLUMNS[table].required, ...COLUMNS[table].optional]
+        .map((c) => {
+          const name = present.get(c);
+          if (name === undefined) return `NULL AS ${c}`;
+          const quoted = `${alias}"${name.replace(/"/g, '""')}"`;
+          // A message's text is read as its bytes and decoded here, so that bytes that are not
+          // UTF-8 are seen (and kept) rather than replaced (a UTF-16 file's texts are read as they are).
+          if (table === 'message' && c === 'content' && utf8)
+            return `CASE WHEN typeof(${quoted}) = 'text' THEN CAST(${quoted} AS BLOB) ELSE ${quoted} END AS ${c}, typeof(${quoted}) AS ${CONTENT_TYPE}`;
+          return `${quoted} AS ${c}`;
+        })
+        .join(', ');
     };
+    const decoder = new TextDecoder('utf-8', { fatal: true });
+    const decoded = (row: Record<string, SqlValue>, hidden: Record<string, SqlValue>) => {
+      const content = row['content'];
+      if (hidden[CONTENT_TYPE] !== 'text' || !(content instanceof Uint8Array)) return row;
+      try {
+        row['content'] = decoder.decode(content);
+      } catch {
+        TEXT_NOT_UTF8.add(row);
+      }
+      return row;
+    };
+    let users: Record<string, SqlValue>[];
+    let messageColumns: string;
+    let orderedColumns: string;
+    let messageRows: number;
     try {
-      return { users: select('user', ' ORDER BY id'), messages: select('message', '') };
+      users = rows(db, `SELECT ${columnsOf('user')} FROM "user" ORDER BY id`);
+      messageColumns = columnsOf('message');
+      orderedColumns = columnsOf('message', 'm.');
+      // Rows are found again by rowid; a table without one (WITHOUT ROWID) is read from a copy.
+      try {
+        db.exec('SELECT _rowid_ FROM "message" LIMIT 0');
+      } catch {
+        db.exec('CREATE TEMP TABLE "message" AS SELECT * FROM main."message"');
+      }
+      messageRows = Number(rows(db, 'SELECT count(*) AS n FROM "message"')[0]?.['n'] ?? 0);
+      db.exec(
+        'CREATE TEMP TABLE legacy_order (handle INTEGER PRIMARY KEY, t REAL, r INTEGER, p INTEGER); ' +
+          'CREATE INDEX temp.legacy_order_tp ON legacy_order (t, r, p)',
+      );
     } catch (error) {
       if (error instanceof ScriptError) throw error;
       throw new ScriptError(
         `unexpected legacy schema: ${error instanceof Error ? error.message : String(error)}`,
       );
     }
-  } finally {
+    const source: LegacySource = {
+      users,
+      messageRows,
+      eachMessage(fn) {
+        for (const { row, hidden } of stepRows(
+          db,
+          `SELECT ${messageColumns}, _rowid_ AS ${HANDLE} FROM "message"`,
+        ))
+          fn(decoded(row, hidden), Number(hidden[HANDLE]));
+      },
+      order(keys) {
+        db.exec('DELETE FROM legacy_order; BEGIN');
+        const insert = db.prepare('INSERT INTO legacy_order VALUES (?, ?, ?, ?)');
+        try {
+          // A NULL row id sorts last (row ids are safe integers).
+          for (const [handle, t, r, p] of keys) insert.run([handle, t, r ?? NULL_ROW_LAST, p]);
+        } finally {
+          insert.free();
+          db.exec('COMMIT');
+        }
+      },
+      *ordered() {
+        // Along the order's index, each row found by rowid: nothing of the messages is sorted (SQLite
+        // would hold them all in memory to sort them).
+        const sql =
+          `SELECT ${orderedColumns} FROM legacy_order AS k CROSS JOIN "message" AS m ON m._rowid_ = k.handle ` +
+          'ORDER BY k.t, k.r, k.p';
+        for (const { row, hidden } of stepRows(db, sql)) yield decoded(row, hidden);
+      },
+      close: () => db.close(),
+    };
+    return source;
+  } catch (error) {
     db.close();
+    throw error;
   }
 }
 
@@ -309,13 +471,23 @@ function settled(at: Date, now: Date, report: LegacyData['report']): Date {
   return result;
 }
 
-function textOf(value: SqlValue | undefined, report: LegacyData['report']): string {
-  if (value === null || value === undefined) return '';
+/** A message's text, and whether its bytes were not UTF-8 (read with U+FFFD in their place). */
+function textOf(
+  row: Record<string, SqlValue>,
+  report: LegacyData['report'],
+): { text: string; lossy: boolean } {
+  const value = row['content'];
+  if (value === null || value === undefined) return { text: '', lossy: false };
   if (value instanceof Uint8Array) {
-    report.binaryTexts++;
-    return new TextDecoder('utf-8').decode(value);
+    if (!TEXT_NOT_UTF8.has(row)) report.binaryTexts++;
+    try {
+      return { text: new TextDecoder('utf-8', { fatal: true }).decode(value), lossy: false };
+    } catch {
+      report.invalidUtf8++;
+      return { text: new TextDecoder('utf-8').decode(value), lossy: true };
+    }
   }
-  return String(value);
+  return { text: String(value), lossy: false };
 }
 
 /** A row as archived: JSON values only (a BLOB as base64, so nothing of it is lost). */
@@ -329,38 +501,102 @@ const rowPayload = (table: 'user' | 'message', row: Record<string, SqlValue>): A
   ),
 });
 
+/**
+ * A row as archived items: one, or, when its JSON passes an item's bound (`MAX_EVENT_JSON`, past
+ * which an item is cut), parts each holding a piece of its longest column (never inside a surrogate
+ * pair), so that the whole row is kept.
+ */
+export function rowPayloads(
+  table: 'user' | 'message',
+  row: Record<string, SqlValue>,
+): ArchivedRow['payload'][] {
+  const whole = rowPayload(table, row);
+  if (JSON.stringify(whole).length <= MAX_EVENT_JSON) return [whole];
+  const textOfValue = (v: unknown): string | null =>
+    typeof v === 'string' ? v : v && typeof v === 'object' && 'base64' in v ? String(v.base64) : null;
+  const [column, longest] = Object.entries(whole.row).reduce<[string, string]>(
+    (best, [k, v]) => {
+      const text = textOfValue(v);
+      return text !== null && text.length > best[1].length ? [k, text] : best;
+    },
+    ['', ''],
+  );
+  const wrap = (piece: string): unknown =>
+    typeof whole.row[column] === 'string' ? piece : { base64: piece };
+  const frame = JSON.stringify({
+    ...whole,
+    row: { ...whole.row, [column]: wrap('') },
+    part: 1e6,
+    parts: 1e6,
+  });
+  const budget = MAX_EVENT_JSON - frame.length;
+  // Other columns past the bound too: kept as the events collection keeps any item.
+  if (budget < 1024) return [whole];
+  const pieces: string[] = [];
+  for (let start = 0; start < longest.length;) {
+    let end = Math.min(longest.length, start + budget);
+    for (;;) {
+      const size = JSON.stringify(longest.slice(start, end)).length - 2;
+      if (size <= budget) break;
+      end = start + Math.max(1, Math.floor(((end - start) * budget) / size));
+    }
+    const last = longest.charCodeAt(end - 1);
+    if (end < longest.length && end - start > 1 && last >= 0xd800 && last <= 0xdbff) end--;
+    pieces.push(longest.slice(start, end));
+    start = end;
+  }
+  return pieces.map((piece, i) => ({
+    ...whole,
+    row: { ...whole.row, [column]: wrap(piece) },
+    part: i + 1,
+    parts: pieces.length,
+  }));
+}
+
+/** A report with nothing counted yet. */
+const emptyReport = (legacyUsers: number, legacyMessages: number): LegacyData['report'] => ({
+  legacyUsers,
+  legacyMessages,
+  mergedUsers: 0,
+  invalidUsers: 0,
+  skippedUsers: [],
+  ambiguousUsers: 0,
+  namesCut: 0,
+  userDatesReplaced: 0,
+  duplicates: 0,
+  orphans: 0,
+  missingUser: 0,
+  invalidMessages: 0,
+  skippedRows: [],
+  idsOutOfBounds: 0,
+  textsCut: 0,
+  binaryTexts: 0,
+  invalidUtf8: 0,
+  futureTimes: 0,
+  messages: 0,
+  inbound: 0,
+  outbound: 0,
+});
+
 /** A dry run's stand-in for user ids (`UsersRepository.idsForImport`): one per number. */
 const DRY_RUN_IDS = (waId: string): string => `wa:${waId}`;
 
 function mapLegacy(
-  legacyUsers: Record<string, SqlValue>[],
-  legacyMessages: Record<string, SqlValue>[],
+  source: LegacySource,
   now: Date,
   earlier: ReadonlySet<string>,
   idOf: (waId: string) => string,
 ): LegacyData {
+  const legacyUsers = source.users;
   const archived: ArchivedRow[] = [];
-  const report: LegacyData['report'] = {
-    legacyUsers: legacyUsers.length,
-    legacyMessages: legacyMessages.length,
-    mergedUsers: 0,
-    invalidUsers: 0,
-    skippedUsers: [],
-    ambiguousUsers: 0,
-    namesCut: 0,
-    userDatesReplaced: 0,
-    duplicates: 0,
-    orphans: 0,
-    missingUser: 0,
-    invalidMessages: 0,
-    skippedRows: [],
-    idsOutOfBounds: 0,
-    textsCut: 0,
-    binaryTexts: 0,
-    futureTimes: 0,
-    inbound: 0,
-    outbound: 0,
+  const keep = (
+    table: 'user' | 'message',
+    row: Record<string, SqlValue>,
+    item: Omit<ArchivedRow, 'payload'>,
+  ): void => {
+    for (const payload of rowPayloads(table, row)) archived.push({ ...item, payload });
   };
+  const report = emptyReport(legacyUsers.length, source.messageRows);
   const rowName = (row: Record<string, SqlValue>): string => {
     const id = legacyId(row['id']);
     return id === null ? '?' : String(id);
@@ -386,9 +622,8 @@ function mapLegacy(
       report.skippedUsers.push(legacy === null ? '?' : String(legacy));
       const identifier = looseDigits(row['phone_number']);
       if (legacy !== null && !ambiguous.has(legacy)) invalidByLegacy.set(legacy, identifier);
-      archived.push({
+      keep('user', row, {
         reason: 'user without a valid number',
-        payload: rowPayload('user', row),
         userId: null,
         identifier,
         notImported: true,
@@ -397,14 +632,25 @@ function mapLegacy(
     }
     const id = idOf(waId);
     if (legacy !== null && !ambiguous.has(legacy)) userIdByLegacy.set(legacy, id);
-    if (users.has(id)) {
-      report.mergedUsers++;
-      continue;
-    }
     const raw = typeof row['name'] === 'string' ? row['name'] : null;
     const name = nameOf(raw);
-    if (raw !== null && raw.trim().length > MAX_NAME && name?.length === MAX_NAME) report.namesCut++;
     const dated = parseLegacyDate(row['created_at']) ?? parseLegacyDate(row['updated_at']);
+    const known = users.get(id);
+    if (known) {
+      // The same person under another row: they were created when the earliest row says, and
+      // keep the name of the first row that gives one.
+      report.mergedUsers++;
+      const createdAt = dated ? settled(dated, now, report) : null;
+      const earlierDate =
+        createdAt && (known.datedByMessage || createdAt < known.user.createdAt) ? { createdAt } : {};
+      if (createdAt) known.datedByMessage = false;
+      const named = known.user.name === null && name !== null ? { name } : {};
+      if (named.name && raw !== null && raw.trim().length > MAX_NAME && name?.length === MAX_NAME)
+        report.namesCut++;
+      known.user = { ...known.user, ...earlierDate, ...named };
+      continue;
+    }
+    if (raw !== null && raw.trim().length > MAX_NAME && name?.length === MAX_NAME) report.namesCut++;
     users.set(id, {
       user: {
         id,
@@ -421,150 +667,206 @@ function mapLegacy(
     return id !== null && ambiguous.has(id);
   }).length;
 
-  // keyAt: the time as the file has it (a future one is replaced by now, which changes every run).
-  const parsed: { row: number | null; position: number; keyAt: Date; m: Omit<LegacyMessage, 'id'> }[] = [];
-  legacyMessages.forEach((row, position) => {
+  const waIdOf = new Map([...users].map(([id, u]) => [id, u.user.waId]));
+  // A message row as imported (keyAt: the time as the file has it; a future one is replaced by
+  // now, which changes every run), or null when it is archived instead. Read twice: once in the
+  // file's order, which counts and archives, then in the legacy order (`first` false).
+  const mapRow = (row: Record<string, SqlValue>, counts: LegacyData['report'], first: boolean) => {
     const parsedAt = parseLegacyDate(row['created_at']);
     const role = typeof row['role'] === 'string' ? row['role'].trim().toLowerCase() : null;
     const legacyUser = userRef(row['user_id']);
     const userId = legacyUser === null ? undefined : userIdByLegacy.get(legacyUser);
     const archive = (reason: string) => {
-      report.skippedRows.push(rowName(row));
-      archived.push({
+      if (!first) return;
+      counts.skippedRows.push(rowName(row));
+      keep('message', row, {
         reason,
-        payload: rowPayload('message', row),
         userId: userId ?? null,
         identifier: (legacyUser !== null && invalidByLegacy.get(legacyUser)) || null,
         notImported: true,
       });
     };
     if (!parsedAt || (role !== 'user' && role !== 'assistant')) {
-      report.invalidMessages++;
+      counts.invalidMessages++;
       archive(parsedAt ? 'message with an unknown role' : 'message with an unreadable date');
-      return;
+      return null;
     }
     if (!userId) {
-      report.orphans++;
+      counts.orphans++;
       if (legacyUser !== null && invalidByLegacy.has(legacyUser))
         archive('message of a user without a valid number');
       else if (legacyUser !== null && ambiguous.has(legacyUser))
         archive('message of a user id that several user rows share');
       else {
-        report.missingUser++;
+        counts.missingUser++;
         archive(legacyUser === null ? 'message without a user id' : 'message of a missing user');
       }
-      return;
+      return null;
     }
     const rowId = legacyId(row['id']);
     const given = typeof row['meta_message_id'] === 'string' ? row['meta_message_id'].trim() : '';
     const meta = MESSAGE_ID.test(given) ? given : null;
-    if (given && !meta) report.idsOutOfBounds++;
-    const text = textOf(row['content'], report);
-    if (text.length > MAX_TEXT) {
-      report.textsCut++;
+    if (given && !meta) counts.idsOutOfBounds++;
+    const { text, lossy } = textOf(row, counts);
+    if (lossy) {
+      // Imported readable; the bytes as the file holds them stay in the archive.
+      if (first)
+        keep('message', row, {
+          reason: 'message text not valid UTF-8 (imported with U+FFFD)',
+          userId,
+          identifier: null,
+          notImported: false,
+        });
+    } else if (text.length > MAX_TEXT) {
+      counts.textsCut++;
       // Imported cut, as the webhook keeps it; the whole row stays in the archive.
-      archived.push({
-        reason: 'message text longer than 65,536 characters (imported cut)',
-        payload: rowPayload('message', row),
-        userId,
-        identifier: null,
-        notImported: false,
-      });
+      if (first)
+        keep('message', row, {
+          reason: 'message text longer than 65,536 characters (imported cut)',
+          userId,
+          identifier: null,
+          notImported: false,
+        });
     }
-    parsed.push({
-      row: rowId,
-      position,
-      keyAt: parsedAt,
-      m: {
-        oldKey: meta === null && rowId !== null ? `legacy:${rowId}` : null,
-        userId,
-        waMessageId: meta,
-        direction: role === 'user' ? 'inbound' : 'outbound',
-        text: text.slice(0, MAX_TEXT),
-        createdAt: settled(parsedAt, now, report),
-      },
-    });
-  });
-  // Legacy order: by created_at, then row id (the text of mixed formats does not sort by time),
-  // then the order read.
-  parsed.sort(
-    (a, b) =>
-      a.m.createdAt.getTime() - b.m.createdAt.getTime() ||
-      (a.row ?? Infinity) - (b.row ?? Infinity) ||
-      a.position - b.position,
-  );
-  const waIdOf = new Map([...users].map(([id, u]) => [id, u.user.waId]));
-  const seen = new Set<string>();
-  const messages: LegacyMessage[] = [];
-  // A user's messages at the same instant keep the legacy order in the conversation (seqAt, the
-  // order the AI history reads), one millisecond apart; createdAt stays exact.
-  const lastSeq = new Map<string, number>();
-  for (const { row, keyAt, m } of parsed) {
-    const id = m.waMessageId ?? derivedKey(waIdOf.get(m.userId) ?? '', keyAt, m.direction, row, m.text);
-    if (seen.has(id)) {
-      report.duplicates++;
-      continue;
-    }
-    seen.add(id);
+    const m: Omit<LegacyMessage, 'id'> = {
+      oldKey: meta === null && rowId !== null ? `legacy:${rowId}` : null,
+      userId,
+      waMessageId: meta,
+      direction: role === 'user' ? 'inbound' : 'outbound',
+      text: text.slice(0, MAX_TEXT),
+      createdAt: settled(parsedAt, now, counts),
+    };
+    return { row: rowId, keyAt: parsedAt, m };
+  };
+
+  // First the file's order: what is archived, and the legacy order of the others (by created_at,
+  // then row id, then the order read: the text of mixed formats does not sort by time), kept as
+  // numbers only.
+  const order = { handles: [] as number[], times: [] as number[], rows: [] as (number | null)[] };
+  const firstAt = new Map<string, number>();
+  let anyOldKey = false;
+  const reservedKeys = new Set<string>();
+  source.eachMessage((row, handle) => {
+    const mapped = mapRow(row, report, true);
+    if (!mapped) return;
+    const at = mapped.m.createdAt.getTime();
+    order.handles.push(handle);
+    order.times.push(at);
+    order.rows.push(mapped.row);
+    if (mapped.m.oldKey) anyOldKey = true;
+    if (mapped.m.waMessageId && EARLIER_KEY.test(mapped.m.waMessageId))
+      reservedKeys.add(mapped.m.waMessageId);
     // A user whose creation date was unreadable was created with their first message.
-    const owner = users.get(m.userId);
-    if (owner?.datedByMessage) {
-      owner.datedByMessage = false;
-      owner.user = { ...owner.user, createdAt: m.createdAt };
-      report.userDatesReplaced++;
-    }
-    const seq = Math.max(m.createdAt.getTime(), (lastSeq.get(m.userId) ?? -Infinity) + 1);
-    lastSeq.set(m.userId, seq);
-    messages.push({ ...m, id, ...(seq === m.createdAt.getTime() ? {} : { seqAt: new Date(seq) }) });
-    report[m.direction]++;
+    if (at < (firstAt.get(mapped.m.userId) ?? Infinity)) firstAt.set(mapped.m.userId, at);
+  });
+  source.order(
+    (function* () {
+      for (let i = 0; i < order.handles.length; i++)
+        yield [order.handles[i] as number, order.times[i] as number, order.rows[i] ?? null, i] as const;
+    })(),
+  );
+  const candidates = order.handles.length;
+  for (const [id, u] of users) {
+    if (!u.datedByMessage) continue;
+    const at = firstAt.get(id);
+    if (at !== undefined) u.user = { ...u.user, createdAt: new Date(at) };
+    report.userDatesReplaced++;
   }
-  for (const u of users.values()) if (u.datedByMessage) report.userDatesReplaced++;
-  return { users: [...users.values()].map((u) => u.user), messages, archived, report };
+
+  function* messages(): Generator<LegacyMessage> {
+    // What reading the rows again finds was counted the first time.
+    const again = emptyReport(0, 0);
+    const seen = new Set<string>();
+    // A user's messages at the same instant keep the legacy order in the conversation (seqAt, the
+    // order the AI history reads), one millisecond apart; createdAt stays exact.
+    const lastSeq = new Map<string, number>();
+    for (const row of source.ordered()) {
+      const mapped = mapRow(row, again, false);
+      if (!mapped) continue;
+      const { row: rowId, keyAt, m } = mapped;
+      const id = m.waMessageId ?? derivedKey(waIdOf.get(m.userId) ?? '', keyAt, m.direction, rowId, m.text);
+      if (seen.has(id)) {
+        report.duplicates++;
+        continue;
+      }
+      seen.add(id);
+      const seq = Math.max(m.createdAt.getTime(), (lastSeq.get(m.userId) ?? -Infinity) + 1);
+      lastSeq.set(m.userId, seq);
+      report.messages++;
+      report[m.direction]++;
+      yield { ...m, id, ...(seq === m.createdAt.getTime() ? {} : { seqAt: new Date(seq) }) };
+    }
+  }
+  return {
+    users: [...users.values()].map((u) => u.user),
+    messages,
+    candidates,
+    anyOldKey,
+    reservedKeys,
+    archived,
+    report,
+  };
 }
 
+/** The key an earlier version gave a message without a WhatsApp id; this version's are `legacy:` and 32 hex digits. */
+const EARLIER_KEY = /^legacy:-?\d{1,19}$/;
+
 /**
- * Messages an earlier version of this script migrated under `legacy:<row>` keep that key when the
- * stored message is this row's (same user, direction and time), so running this version over a
- * file the earlier one migrated changes nothing; any other row gets its derived key.
+ * Whether messages an earlier version of this script migrated under `legacy:<row>` may be stored
+ * (then `keepEarlierKeys` looks each batch up).
  */
-async function keepEarlierKeys(store: DataStore, messages: LegacyMessage[], io: Io): Promise<number> {
+async function earlierKeysStored(store: DataStore, legacy: LegacyData, io: Io): Promise<boolean> {
   // Looking every batch up by key reads each message of the collection on some servers (FerretDB
   // does not use an index for `_id: {$in}`): only when an earlier version's keys are stored.
-  if (!messages.some((m) => m.oldKey)) return 0;
+  if (!legacy.anyOldKey) return false;
   const done = working(io, 'looking for messages an earlier version migrated');
   try {
-    // `legacy:<row>`; this version's keys are `legacy:` and 32 hex digits.
-    if (!(await store.maintenance.anyKeyMatching(/^legacy:-?\d{1,19}$/))) return 0;
-    return await keepStoredKeys(store, messages);
+    return await store.maintenance.anyKeyMatching(EARLIER_KEY);
   } finally {
     done();
   }
 }
 
-async function keepStoredKeys(store: DataStore, messages: LegacyMessage[]): Promise<number> {
-  const used = new Set(messages.map((m) => m.id));
+/**
+ * Messages of a batch an earlier version migrated under `legacy:<row>` keep that key when the
+ * stored message is this row's (same user, direction and time), so running this version over a
+ * file the earlier one migrated changes nothing; any other row keeps its derived key. `used`: the
+ * keys of the file's messages so far and the WhatsApp ids shaped like such a key.
+ */
+async function keepEarlierKeys(store: DataStore, batch: LegacyMessage[], used: Set<string>): Promise<number> {
+  for (const m of batch) used.add(m.id);
   let kept = 0;
-  for (let i = 0; i < messages.length; i += 500) {
-    const batch = messages.slice(i, i + 500);
-    const candidates = batch.flatMap((m) => (m.oldKey && !used.has(m.oldKey) ? [m.oldKey] : []));
-    const stored = await store.maintenance.findImported(candidates);
-    batch.forEach((m, j) => {
-      const earlier = m.oldKey ? stored.get(m.oldKey) : undefined;
-      if (
-        !m.oldKey ||
-        !earlier ||
-        used.has(m.oldKey) ||
-        earlier.userId !== m.userId ||
-        earlier.direction !== m.direction ||
-        earlier.createdAt?.getTime() !== m.createdAt.getTime()
-      )
-        return;
-      used.add(m.oldKey);
-      messages[i + j] = { ...m, id: m.oldKey };
-      kept++;
-    });
-  }
+  const candidates = batch.flatMap((m) => (m.oldKey && !used.has(m.oldKey) ? [m.oldKey] : []));
+  const stored = await store.maintenance.findImported(candidates);
+  batch.forEach((m, j) => {
+    const earlier = m.oldKey ? stored.get(m.oldKey) : undefined;
+    if (
+      !m.oldKey ||
+      !earlier ||
+      used.has(m.oldKey) ||
+      earlier.userId !== m.userId ||
+      earlier.direction !== m.direction ||
+      earlier.createdAt?.getTime() !== m.createdAt.getTime()
+    )
+      return;
+    used.add(m.oldKey);
+    batch[j] = { ...m, id: m.oldKey };
+    kept++;
+  });
   return kept;
+}
+
+/** The items of `items` in arrays of `size`. */
+function* chunks<T>(items: Iterable<T>, size: number): Generator<T[]> {
+  let chunk: T[] = [];
+  for (const item of items) {
+    chunk.push(item);
+    if (chunk.length >= size) {
+      yield chunk;
+      chunk = [];
+    }
+  }
+  if (chunk.length) yield chunk;
 }
 
 /** At most `max` items, then how many more. */
@@ -593,8 +895,35 @@ export async function main(
   if (!file) throw new UsageError('the legacy database file is required: npm run migrate -- <legacy.db>');
   const batchSize = intOption(values['batch-size'], 'batch-size', 500);
   const started = Date.now();
-  io.err(`reading ${path.basename(file)}…`);
-  const read = await readLegacyRows(file);
+  const fileName = path.basename(file);
+  io.err(`reading ${fileName}…`);
+  const source = await openLegacy(file);
+  try {
+    return await migrateFrom(
+      source,
+      { dryRun: values['dry-run'] === true, fileName, batchSize, started },
+      env,
+      io,
+      hooks,
+    );
+  } finally {
+    source.close();
+  }
+}
+
+/** The run of `main` on the open legacy database. */
+async function migrateFrom(
+  read: LegacySource,
+  {
+    dryRun,
+    fileName,
+    batchSize,
+    started,
+  }: { dryRun: boolean; fileName: string; batchSize: number; started: number },
+  env: Env,
+  io: Io,
+  hooks: MigrateHooks,
+): Promise<number> {
   const now = new Date();
   const common = (legacy: LegacyData): [string, string | number][] => {
     const r = legacy.report;
@@ -602,7 +931,7 @@ export async function main(
       ['legacy users', r.legacyUsers],
       ['legacy messages', r.legacyMessages],
       ['users', legacy.users.length],
-      ['messages', legacy.messages.length],
+      ['messages', r.messages],
       ['inbound', r.inbound],
       ['outbound', r.outbound],
       ['duplicates skipped', r.duplicates],
@@ -620,6 +949,7 @@ export async function main(
       ['names cut', r.namesCut],
       ['texts cut (whole row archived)', r.textsCut],
       ['binary texts read as UTF-8', r.binaryTexts],
+      ['texts not valid UTF-8 (whole row archived)', r.invalidUtf8],
       ['message ids out of bounds (derived key used)', r.idsOutOfBounds],
       ['future times replaced', r.futureTimes],
     ];
@@ -635,14 +965,17 @@ export async function main(
     if (users + messages === 0) return 0;
     io.err(
       `NOT EVERYTHING WAS IMPORTED: ${users} user row(s) and ${messages} message row(s) of ` +
-        `${path.basename(file)} could not be imported (listed above by legacy id); ${archivedNow} ` +
+        `${fileName} could not be imported (listed above by legacy id); ${archivedNow} ` +
         `in the events collection (kind ${LEGACY_ROW_KIND}, the row's columns in payloadJson). ` +
         'Correct them in the file and run again to import them. Exit code 3.',
     );
     return 3;
   };
-  if (values['dry-run']) {
-    const legacy = mapLegacy(read.users, read.messages, now, new Set(), DRY_RUN_IDS);
+  if (dryRun) {
+    const legacy = mapLegacy(read, now, new Set(), DRY_RUN_IDS);
+    // Read through, as a run would: duplicates, inbound and outbound counted.
+    const reading = legacy.messages();
+    while (!reading.next().done);
     printSummary(io, 'migration (dry run: nothing written)', [
       ...common(legacy),
       ['rows to archive', legacy.archived.length],
@@ -663,7 +996,7 @@ export async function main(
         .map((row) => earlierWaId(row['phone_number']))
         .filter((d): d is string => d !== null && ids.stored.has(d)),
     );
-    const legacy = mapLegacy(read.users, read.messages, now, earlier, ids.idOf);
+    const legacy = mapLegacy(read, now, earlier, ids.idOf);
     await store.ensureIndexes('create');
     // What cannot be imported is kept first: an interrupted run has lost nothing.
     let archived = 0;
@@ -673,8 +1006,10 @@ export async function main(
         now,
       );
     }
-    const earlierKeys = await keepEarlierKeys(store, legacy.messages, io);
-    const total = legacy.users.length + legacy.messages.length;
+    const lookUpEarlierKeys = await earlierKeysStored(store, legacy, io);
+    const used = new Set(legacy.reservedKeys);
+    let earlierKeys = 0;
+    const total = legacy.users.length + legacy.candidates;
     const bar = progress(io, 'migrating', total);
     let done = 0;
     let usersInserted = 0;
@@ -684,12 +1019,15 @@ export async function main(
       usersInserted += (await store.maintenance.importUsers(batch)).inserted;
       bar.update((done += batch.length));
     }
-    for (let i = 0, n = 0; i < legacy.messages.length; i += batchSize, n++) {
-      const batch = legacy.messages.slice(i, i + batchSize).map(({ oldKey: _oldKey, ...m }) => m);
+    let n = 0;
+    for (const legacyBatch of chunks(legacy.messages(), batchSize)) {
+      if (lookUpEarlierKeys) earlierKeys += await keepEarlierKeys(store, legacyBatch, used);
+      const batch = legacyBatch.map(({ oldKey: _oldKey, ...m }) => m);
       const afterInsert = hooks.afterInsert;
+      const batchNumber = n++;
       const result = await store.maintenance.importMessages(
         batch,
-        afterInsert ? () => afterInsert(n) : undefined,
+        afterInsert ? () => afterInsert(batchNumber) : undefined,
       );
       messagesInserted.inserted += result.inserted;
       messagesInserted.inbound += result.inbound;
@@ -715,7 +1053,7 @@ export async function main(
     ['outbound inserted', written.outbound],
     [
       'already migrated',
-      legacy.users.length + legacy.messages.length - written.usersInserted - written.inserted,
+      legacy.users.length + legacy.report.messages - written.usersInserted - written.inserted,
     ],
     ['rows archived (kind legacy_row)', written.archived],
     ['rows archived by an earlier run', legacy.archived.length - written.archived],

@@ -30,6 +30,7 @@ export {
 } from './client';
 export { COLLECTIONS, INDEXES, type IndexDefinition, type IndexReport } from './indexes';
 export { STATUS_RANK, MAX_TEXT } from './messages';
+export { MAX_EVENT_JSON } from './events';
 export { ErasureInProgress } from './users';
 export { activeHandoff, HANDOFF_BY_USER, type WaitingChat } from './handoff';
 export {

@@ -1,9 +1,12 @@
 // npm run migrate on what the tidy fixture does not show: a run interrupted between a batch's insert
 // and its counting, a second bot's file, a file without primary keys, and rows out of bounds or in
 // odd formats. Each case on its own fresh database; `npm run health` must find nothing afterwards.
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import initSqlJs from 'sql.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   checkStoredDocument,
@@ -544,5 +547,267 @@ describe('round trips of a migration', () => {
       stopAgain();
     }
     expect(byKey).toEqual([]);
+  }, 120_000);
+});
+
+describe('dates that name no instant', () => {
+  it('archives a row whose month, day, hour, minute, second or offset is out of range instead of rolling it over', async () => {
+    const t = await freshDb('migrate-garbage-dates');
+    const file = await legacyFile(
+      [
+        [1, '+1 555 010 0001', 'Alice', 1, '2024-13-01 00:00:00', '2024-01-01 25:00:00'],
+        [2, '+1 555 010 0002', 'Bob', 1, '2024-01-01T09:00:00Z', '2024-01-01T09:00:00Z'],
+      ],
+      [
+        [1, 1, 'user', 'month 13', 'wamid.G1', '2024-13-01 00:00:00'],
+        [2, 1, 'user', 'minute 61', 'wamid.G2', '2024-01-01 10:61:00'],
+        [3, 1, 'user', 'second 61', 'wamid.G3', '2024-01-01 10:00:61'],
+        [4, 1, 'user', 'hour 24', 'wamid.G4', '2024-01-01T24:00:00Z'],
+        [5, 1, 'user', 'February 31 in UTC', 'wamid.G5', '2024-02-31T00:00:00Z'],
+        [6, 1, 'user', 'offset +99:99', 'wamid.G6', '2024-01-01T10:00:00+99:99'],
+        [7, 1, 'user', 'day 0 with an offset', 'wamid.G7', '2024-01-00T10:00:00+01:00'],
+        [8, 1, 'user', 'fine', 'wamid.G8', '2024-02-29T10:00:00.5+05:30'],
+        [9, 2, 'user', 'fine too', 'wamid.G9', '2024-01-01 23:59:59'],
+      ],
+    );
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(3);
+    expect(io.stdout.join('\n')).toMatch(/invalid messages not imported \(archived\):\s+7$/m);
+    expect(io.stdout.join('\n')).toMatch(
+      /messages not imported \(legacy message ids\):\s+1, 2, 3, 4, 5, 6, 7$/m,
+    );
+    const stored = await t.db.collection('messages').find({}).sort({ _id: 1 }).toArray();
+    expect(stored.map((m) => [m['_id'], (m['createdAt'] as Date).toISOString()])).toEqual([
+      ['wamid.G8', '2024-02-29T04:30:00.500Z'],
+      ['wamid.G9', '2024-01-01T23:59:59.000Z'],
+    ]);
+    const archived = await t.db.collection('events').find({ kind: 'legacy_row' }).toArray();
+    expect(archived.map((a) => a['reason'])).toEqual(
+      Array.from({ length: 7 }, () => 'message with an unreadable date'),
+    );
+    // Alice's creation and update dates (month 13, hour 25) are unreadable too: the time of her
+    // first message instead.
+    const alice = await t.db.collection('users').findOne({ waId: '15550100001' });
+    expect((alice?.['createdAt'] as Date).toISOString()).toBe('2024-02-29T04:30:00.500Z');
+    expect((await healthOf(t)).code).toBe(0);
+  });
+});
+
+describe('one person under several user rows', () => {
+  it('keeps the earliest creation date and a name any of the rows gives', async () => {
+    const t = await freshDb('migrate-merged-rows');
+    const file = await legacyFile(
+      [
+        // The same person three times: found first without a name, created last.
+        [1, '+1 555 010 0001', null, 1, '2024-03-01 10:00:00', '2024-03-01 10:00:00'],
+        [2, '0015550100001', 'Alice', 1, '2023-06-01 09:00:00', '2023-06-01 09:00:00'],
+        [3, '1-555-010-0001', 'Alice B.', 1, '2023-09-01 09:00:00', '2023-09-01 09:00:00'],
+        // A first row whose dates are unreadable, a second one with a date.
+        [4, '+1 555 010 0002', 'Bob', 1, 'garbage', 'garbage'],
+        [5, '0015550100002', null, 1, '2023-01-01 00:00:00', '2023-01-01 00:00:00'],
+      ],
+      [
+        [1, 2, 'user', 'hello from 2023', 'wamid.P1', '2023-06-01 09:00:01'],
+        [2, 1, 'user', 'hello from 2024', 'wamid.P2', '2024-03-01 10:00:01'],
+        [3, 4, 'user', 'bob', 'wamid.P3', '2024-05-01 00:00:00'],
+      ],
+    );
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(/users merged \(same number\):\s+3$/m);
+    expect(io.stdout.join('\n')).toMatch(/user dates from the first message:\s+0$/m);
+    const users = await t.db.collection('users').find({}).sort({ waId: 1 }).toArray();
+    expect(users.map((u) => [u['waId'], u['name'], (u['createdAt'] as Date).toISOString()])).toEqual([
+      ['15550100001', 'Alice', '2023-06-01T09:00:00.000Z'],
+      ['15550100002', 'Bob', '2023-01-01T00:00:00.000Z'],
+    ]);
+    // The new users are counted on the days they were created.
+    const days = await t.db
+      .collection('stats')
+      .find({ _id: { $regex: '^day:' } } as never)
+      .toArray();
+    expect(
+      days
+        .filter((d) => d['newUsers'])
+        .map((d) => [d['_id'], d['newUsers']])
+        .sort(),
+    ).toEqual([
+      ['day:2023-01-01', 1],
+      ['day:2023-06-01', 1],
+    ]);
+    expect((await healthOf(t)).code).toBe(0);
+  });
+});
+
+describe('texts that are not UTF-8', () => {
+  it('imports them readable and archives the whole row with the bytes as the file holds them', async () => {
+    const t = await freshDb('migrate-invalid-utf8');
+    const invalidBlob = new Uint8Array([0x68, 0x69, 0xff, 0xfe, 0x80]);
+    const file = await legacyFile(
+      [[1, '+1 555 010 0001', 'Alice', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00']],
+      [
+        [1, 1, 'user', invalidBlob, 'wamid.U1', '2024-01-01 10:00:01'],
+        [2, 1, 'user', new TextEncoder().encode('valid bytes: Grüße'), 'wamid.U2', '2024-01-01 10:00:02'],
+        [4, 1, 'user', 'an honest \uFFFD replacement character', 'wamid.U4', '2024-01-01 10:00:04'],
+      ],
+      // A TEXT value with bytes that are not UTF-8 (a lone surrogate's and a truncated emoji's):
+      // what another program may have written through a C API.
+      `CREATE TABLE user (id INTEGER PRIMARY KEY, phone_number VARCHAR, name VARCHAR, is_active BOOLEAN, created_at DATETIME, updated_at DATETIME);
+       CREATE TABLE message (id INTEGER PRIMARY KEY, user_id INTEGER, role VARCHAR, content VARCHAR, meta_message_id VARCHAR, created_at DATETIME);
+       INSERT INTO message VALUES (3, 1, 'user', CAST(X'6F6BEDA080F09F98' AS TEXT), 'wamid.U3', '2024-01-01 10:00:03');`,
+    );
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(0);
+    const out = io.stdout.join('\n');
+    expect(out).toMatch(/binary texts read as UTF-8:\s+2$/m);
+    expect(out).toMatch(/texts not valid UTF-8 \(whole row archived\):\s+2$/m);
+    const text = async (id: string) =>
+      (await t.db.collection('messages').findOne({ _id: id as never }))?.['text'];
+    expect(await text('wamid.U1')).toBe('hi\uFFFD\uFFFD\uFFFD');
+    expect(await text('wamid.U2')).toBe('valid bytes: Grüße');
+    expect(await text('wamid.U4')).toBe('an honest \uFFFD replacement character');
+    expect(String(await text('wamid.U3'))).toMatch(/^ok\uFFFD+$/);
+    // Nothing of the file is lost: the two rows are archived with their bytes.
+    const archived = await t.db.collection('events').find({ kind: 'legacy_row' }).toArray();
+    const rows = archived.map((a) => JSON.parse(String(a['payloadJson'])).row as Record<string, unknown>);
+    expect(archived.map((a) => a['reason'])).toEqual([
+      'message text not valid UTF-8 (imported with U+FFFD)',
+      'message text not valid UTF-8 (imported with U+FFFD)',
+    ]);
+    expect(rows.map((r) => [r['id'], r['content']]).sort()).toEqual([
+      [1, { base64: Buffer.from(invalidBlob).toString('base64') }],
+      [3, { base64: Buffer.from('6F6BEDA080F09F98', 'hex').toString('base64') }],
+    ]);
+    expect((await healthOf(t)).code).toBe(0);
+    // Run again: nothing more archived or imported.
+    const again = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), again)).toBe(0);
+    expect(again.stdout.join('\n')).toMatch(/rows archived \(kind legacy_row\):\s+0$/m);
+    expect(again.stdout.join('\n')).toMatch(/messages inserted:\s+0$/m);
+  });
+});
+
+describe('rows longer than one archived item', () => {
+  it('archives them whole, in parts that give the row back', async () => {
+    const t = await freshDb('migrate-archive-parts');
+    // Past an archived item's bound (256 KiB of JSON): accents, emoji, and characters JSON escapes.
+    const long = `start ${'é👋\u0001"'.repeat(120_000)} end`;
+    const unknownRole = `other ${'x'.repeat(700_000)} end`;
+    const file = await legacyFile(
+      [[1, '+1 555 010 0001', 'Alice', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00']],
+      [
+        [1, 1, 'user', long, 'wamid.L1', '2024-01-01 10:00:01'],
+        [2, 1, 'system', unknownRole, null, '2024-01-01 10:00:02'],
+      ],
+    );
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(3);
+    const message = await t.db.collection('messages').findOne({ _id: 'wamid.L1' as never });
+    expect(message?.['text']).toBe(long.slice(0, 65_536));
+    const archived = await t.db.collection('events').find({ kind: 'legacy_row' }).toArray();
+    // Every item within the bound, valid JSON; each row's parts, in order, give its content back.
+    const payloads = archived.map((a) => {
+      expect(a['truncated']).toBe(false);
+      return JSON.parse(String(a['payloadJson'])) as {
+        row: Record<string, unknown>;
+        part?: number;
+        parts?: number;
+      };
+    });
+    const contentOf = (id: number) => {
+      const parts = payloads.filter((p) => p.row['id'] === id).sort((a, b) => (a.part ?? 1) - (b.part ?? 1));
+      expect(parts.length).toBeGreaterThan(1);
+      expect(parts.map((p) => [p.part, p.parts])).toEqual(parts.map((_, i) => [i + 1, parts.length]));
+      return parts.map((p) => p.row['content']).join('');
+    };
+    expect(contentOf(1)).toBe(long);
+    expect(contentOf(2)).toBe(unknownRole);
+    expect(payloads.find((p) => p.row['id'] === 2)?.row).toMatchObject({ role: 'system', user_id: 1 });
+    expect((await healthOf(t)).code).toBe(0);
+    const again = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), again)).toBe(3);
+    expect(again.stdout.join('\n')).toMatch(/rows archived \(kind legacy_row\):\s+0$/m);
+  }, 60_000);
+});
+
+describe('epoch times finer than milliseconds', () => {
+  it('reads microseconds and nanoseconds as such, not as a time in the future replaced by now', async () => {
+    const t = await freshDb('migrate-epoch-us');
+    const file = await legacyFile(
+      [[1, '+1 555 010 0001', 'Alice', 1, 1704103200123456, 1704103200123456]],
+      [
+        [1, 1, 'user', 'microseconds', 'wamid.E1', 1704103201123456],
+        [2, 1, 'user', 'microseconds as text', 'wamid.E2', '1704103202123456'],
+        [4, 1, 'user', 'nanoseconds as text', 'wamid.E4', '1704103204123456789'],
+        [5, 1, 'user', 'milliseconds', 'wamid.E5', 1704103205123],
+      ],
+      // Nanoseconds as an INTEGER (past 2^53).
+      `${LOOSE_SCHEMA}
+       INSERT INTO message VALUES (3, 1, 'user', 'nanoseconds', 'wamid.E3', 1704103203123456789);`,
+    );
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(/future times replaced:\s+0$/m);
+    const stored = await t.db.collection('messages').find({}).sort({ _id: 1 }).toArray();
+    expect(stored.map((m) => [m['_id'], (m['createdAt'] as Date).toISOString()])).toEqual([
+      ['wamid.E1', '2024-01-01T10:00:01.123Z'],
+      ['wamid.E2', '2024-01-01T10:00:02.123Z'],
+      ['wamid.E3', '2024-01-01T10:00:03.123Z'],
+      ['wamid.E4', '2024-01-01T10:00:04.123Z'],
+      ['wamid.E5', '2024-01-01T10:00:05.123Z'],
+    ]);
+    const user = await t.db.collection('users').findOne({ waId: '15550100001' });
+    expect((user?.['createdAt'] as Date).toISOString()).toBe('2024-01-01T10:00:00.123Z');
+  });
+});
+
+describe('a large legacy file', () => {
+  it('is read a row at a time: its texts are never all in memory at once', async () => {
+    // 20,000 messages of 4,000 characters: 80 million characters, more than the heap the script
+    // is given (64 MiB) could hold at once.
+    const SQL = await initSqlJs();
+    const db = new SQL.Database();
+    db.run(LOOSE_SCHEMA);
+    db.run(
+      "INSERT INTO user VALUES (1, '+1 555 010 0001', 'Alice', 1, '2024-01-01 00:00:00', '2024-01-01 00:00:00')",
+    );
+    db.run('BEGIN');
+    const insert = db.prepare('INSERT INTO message VALUES (?, 1, ?, ?, ?, ?)');
+    for (let i = 1; i <= 20_000; i++) {
+      const at = new Date(Date.UTC(2024, 0, 2) + (20_000 - i) * 1000).toISOString();
+      insert.run([
+        i,
+        i % 2 ? 'user' : 'assistant',
+        `${i} ${'é'.repeat(4_000)}`,
+        i % 2 ? `wamid.big${i}` : null,
+        at,
+      ]);
+    }
+    insert.free();
+    db.run('COMMIT');
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'legacy-large-'));
+    files.push(path.join(dir, 'large.db'));
+    await fs.writeFile(path.join(dir, 'large.db'), db.export());
+    db.close();
+    const tsx = path.join(process.cwd(), 'node_modules', '.bin', 'tsx');
+    const run = await new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+      execFile(
+        tsx,
+        ['scripts/migrate.ts', path.join(dir, 'large.db'), '--dry-run'],
+        {
+          env: {
+            ...process.env,
+            NODE_OPTIONS: '--max-old-space-size=64',
+            MONGODB_URI: 'mongodb://127.0.0.1:9/',
+          },
+          maxBuffer: 10 * 1024 * 1024,
+        },
+        (error, out, err) => resolve({ code: error ? (error.code as number | null) : 0, out, err }),
+      );
+    });
+    expect(run.err).not.toMatch(/heap out of memory/);
+    expect(run.code, run.err.slice(-2000)).toBe(0);
+    expect(run.out).toMatch(/messages:\s+20000$/m);
+    expect(run.out).toMatch(/inbound:\s+10000$/m);
   }, 120_000);
 });
