@@ -148,6 +148,9 @@ const DATETIME =
  * Epoch numbers are seconds below 1e11, milliseconds below 1e14, microseconds below 1e17 and
  * nanoseconds from there (each bound is the year 5138 in the smaller unit).
  */
+/** The earliest time an epoch number may name (2000-01-01): see `parseLegacyDate`. */
+const EARLIEST_EPOCH_MS = Date.UTC(2000, 0, 1);
+
 const epochMs = (n: number): number => (n < 1e11 ? n * 1000 : n < 1e14 ? n : n < 1e17 ? n / 1e3 : n / 1e6);
 
 /**
@@ -156,8 +159,9 @@ const epochMs = (n: number): number => (n < 1e11 ? n * 1000 : n < 1e14 ? n : n <
  * (milliseconds from 1e11, microseconds from 1e14, nanoseconds from 1e17), as a number or digits,
  * with or without a fraction. Naive times are UTC.
  * Precision: milliseconds (further digits are truncated, as a JavaScript Date cannot hold them).
- * Day-first or month-first dates (`01/02/2024`) are ambiguous and refused, as are years before 1970
- * and values out of range (month 13, February 31, 10:61, an offset past ±23:59).
+ * Day-first or month-first dates (`01/02/2024`) are ambiguous and refused, as are years before 1970,
+ * epoch numbers naming a time before 2000 (a Julian day or a spreadsheet's serial day, misread as
+ * seconds) and values out of range (month 13, February 31, 10:61, an offset past ±23:59).
  */
 export function parseLegacyDate(value: SqlValue | undefined): Date | null {
   if (typeof value === 'number' || (typeof value === 'string' && /^\s*\d{1,19}(?:\.\d+)?\s*$/.test(value))) {
@@ -165,7 +169,11 @@ export function parseLegacyDate(value: SqlValue | undefined): Date | null {
     // Nanoseconds pass 2^53: their milliseconds are still exact.
     if (!Number.isFinite(n) || n <= 0 || n >= 1e19) return null;
     // Fractions of a millisecond (Python's time.time(), microseconds) truncated like text forms.
-    return new Date(Math.floor(epochMs(n)));
+    const ms = Math.floor(epochMs(n));
+    // A number naming a time before 2000 is no epoch time a chatbot wrote but another count read
+    // as seconds (SQLite's julianday(), about 2,460,000; a spreadsheet's serial day, about 45,000;
+    // a counter): unreadable, so the row is archived, never imported at a day of January 1970.
+    return ms < EARLIEST_EPOCH_MS ? null : new Date(ms);
   }
   if (typeof value !== 'string') return null;
   const m = DATETIME.exec(value.trim());

@@ -76,6 +76,15 @@ describe('parseLegacyDate', () => {
     expect(parseLegacyDate('yesterday')).toBeNull();
     expect(parseLegacyDate(null)).toBeNull();
   });
+
+  it('refuses numbers that are no epoch time a chatbot wrote, rather than date them in January 1970', () => {
+    expect(parseLegacyDate(2460311.5)).toBeNull(); // SQLite julianday() of 2024-01-01 12:00
+    expect(parseLegacyDate('2460311.5')).toBeNull();
+    expect(parseLegacyDate(45292)).toBeNull(); // a spreadsheet's serial day for 2024-01-01
+    expect(parseLegacyDate(12345)).toBeNull();
+    expect(parseLegacyDate(946684800)?.toISOString()).toBe('2000-01-01T00:00:00.000Z');
+    expect(parseLegacyDate(1704067200)?.toISOString()).toBe('2024-01-01T00:00:00.000Z');
+  });
 });
 
 describe('npm run migrate', () => {
