@@ -424,8 +424,10 @@ async function answer(
       ai: first ? plan.ai : null,
     };
     let sent: { waMessageId: string | null };
-    // Before the first part only: once a part went out, the rest must follow and be recorded.
-    if (first) stillOurs();
+    // Before each part: the parts out are recorded and the plan is kept, so a worker that took
+    // the user over (this one's lease ran out: a frozen instance) sends the rest; this one sending
+    // too would deliver a part twice.
+    stillOurs();
     try {
       sent = await sendPart(ports, phoneNumberId, recipientOf(user), text, pairRetry, (waitMs) => {
         log.info('reply waits: pair rate limit', {
@@ -434,8 +436,8 @@ async function answer(
           part: index,
           waitMs,
         });
-        // Nothing of the answer went out yet: another worker may hold the user after the wait.
-        return first ? stillOurs : () => undefined;
+        // Another worker may hold the user after the wait, and send this part itself.
+        return stillOurs;
       });
     } catch (error) {
       // Only what Graph refused is a send failure; anything else is retried by the queue.
@@ -460,9 +462,13 @@ async function answer(
       createdAt: ports.now(),
       error: null,
     };
-    // Another part follows: this one is recorded now, so that it is never sent again.
+    // Another part follows: this one is recorded now, so that it is never sent again, and goes
+    // in the summary when the lock is freed even if the answer stops before its end.
     if (index < plan.parts.length - 1) {
-      if (await recordPart(ports, part)) early.push(part);
+      if (await recordPart(ports, part)) {
+        early.push(part);
+        recorded.push(part);
+      }
     } else parts.push(part);
   }
   const state = plan.parts.length === 0 ? 'none' : failure ? 'failed' : 'sent';
@@ -475,8 +481,8 @@ async function answer(
     ai: settle.unsentAi,
     answered: early.length > 0,
   });
+  recorded.push(...settled.stored);
   const stored = [...early, ...settled.stored];
-  recorded.push(...stored);
   // What this look knows now: the message answered, the answer sent (the next message's context).
   const index = found.recent.findIndex((m) => m.id === message.id);
   if (index >= 0)

@@ -1,0 +1,165 @@
+// An answer in several parts (shared/bot/reply.ts: `replyPlan`, each part but the last recorded as
+// soon as Graph accepted it) when its worker loses the user's lock between two parts: another
+// worker completes it from what is recorded, and no part goes out twice.
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ingestNotification } from '../../shared/bot/ingest';
+import type { ReplyJob } from '../../shared/bot/jobs';
+import { processReplyJob } from '../../shared/bot/reply';
+import { sleep } from '../../shared/time';
+import type { RetryPolicy } from '../../shared/whatsapp/graph';
+import { startTestApp, type TestApp } from '../helpers/app';
+import type { StubResponse } from '../helpers/graph-stub';
+import { startHttpStub, type HttpStub, type StubRequest } from '../helpers/http-stub';
+import { capturedLog } from '../helpers/logs';
+import { notification, textMessage, value } from '../helpers/meta';
+import { userIdOf } from '../helpers/users';
+
+// Two paragraphs of 3,000 characters: two WhatsApp messages.
+const FIRST = 'alpha '.repeat(500).trim();
+const SECOND = 'omega '.repeat(500).trim();
+
+let app: TestApp;
+let ai: HttpStub;
+const { log } = capturedLog();
+let n = 0;
+const newNumber = () => `4471${Date.now().toString().slice(-6)}${++n}`;
+
+const pairLimited = (): StubResponse => ({
+  status: 400,
+  body: {
+    error: {
+      message: '(#131056) (Business Account, Consumer Account) pair rate limit hit',
+      type: 'OAuthException',
+      code: 131056,
+      fbtrace_id: 'AbCdEf123',
+    },
+  },
+});
+const accepted = (id: string): StubResponse => ({
+  status: 200,
+  body: { messaging_product: 'whatsapp', messages: [{ id }] },
+});
+
+function respond(_request: StubRequest) {
+  return {
+    status: 200,
+    body: {
+      model: 'split-model',
+      choices: [
+        { index: 0, message: { role: 'assistant', content: `${FIRST}\n\n${SECOND}` }, finish_reason: 'stop' },
+      ],
+      usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 },
+    },
+  };
+}
+
+beforeAll(async () => {
+  ai = await startHttpStub(respond);
+  app = await startTestApp({ AI_ENDPOINT: `${ai.url}/v1`, AI_MODEL: 'split-model', AI_TIMEOUT_MS: '5000' });
+});
+
+afterAll(async () => {
+  await app?.close();
+  await ai?.close();
+});
+
+beforeEach(() => {
+  app.graph.requests.length = 0;
+  app.graph.sendResponses.length = 0;
+  ai.requests = [];
+});
+
+async function userWrites(waId: string, text: string): Promise<{ id: string; job: ReplyJob }> {
+  const message = textMessage(waId, text);
+  const { jobs } = await ingestNotification(
+    app.services,
+    notification(value({ contacts: [{ waId }], messages: [message] })),
+    log,
+  );
+  const job = jobs[0];
+  if (!job) throw new Error('no reply job');
+  return { id: message.id, job };
+}
+
+const label = (text: unknown) => (text === FIRST ? 'first' : text === SECOND ? 'second' : String(text));
+const sentTo = (waId: string) =>
+  app.graph
+    .sends()
+    .filter((r) => r.body['to'] === waId)
+    .map((r) => label((r.body['text'] as { body: string }).body));
+
+describe('an answer in several parts whose worker loses the lock between two parts', () => {
+  it('is completed by the worker that took the user over, and the first worker sends nothing more', async () => {
+    const waId = newNumber();
+    const { id, job } = await userWrites(waId, 'tell me everything');
+    const { data } = app.services;
+    // Worker A: the first part goes out, the second meets the pair rate limit and A waits. A's
+    // lease renewals fail meanwhile (a frozen instance, a database A cannot reach), so its lease
+    // runs out and worker B takes the user over during the wait.
+    app.graph.sendResponses.push(accepted('wamid.split.first'), pairLimited());
+    let locks = 0;
+    const users = Object.create(data.users, {
+      lockForReply: {
+        value: (...args: Parameters<typeof data.users.lockForReply>) =>
+          ++locks === 1 ? data.users.lockForReply(...args) : Promise.reject(new Error('unreachable')),
+      },
+    }) as typeof data.users;
+    const leaseMs = 300;
+    const pairRetry: RetryPolicy = { attempts: 3, baseDelayMs: 2_000, maxDelayMs: 2_000 };
+    const workerA = processReplyJob({ ...app.services, data: { ...data, users } }, job, log, {
+      leaseMs,
+      pairRetry,
+    }).then(
+      () => 'resolved',
+      (error: unknown) => (error instanceof Error ? error.message : String(error)),
+    );
+    for (let i = 0; sentTo(waId).length < 2 && i < 200; i++) await sleep(20);
+    expect(sentTo(waId)).toEqual(['first', 'second']); // the second refused: A waits 2 s
+    await sleep(leaseMs + 100);
+    // Worker B (a redelivered job, the sweeper's): the parts not recorded follow.
+    await processReplyJob(app.services, job, log);
+    expect((await data.messages.getMessage(id))?.replyState).toBe('sent');
+    expect(sentTo(waId)).toEqual(['first', 'second', 'second']);
+
+    // A's wait ends: the user is B's now, and the second part went out already.
+    const ended = await workerA;
+    expect(sentTo(waId)).toEqual(['first', 'second', 'second']);
+    expect(ended).toBe('the reply lock was lost');
+    const userId = await userIdOf(data, waId);
+    const out = (await data.messages.recent(userId, 10)).filter((m) => m.direction === 'outbound').reverse();
+    expect(out.map((m) => [label(m.text), m.status])).toEqual([
+      ['first', 'sent'],
+      ['second', 'sent'],
+    ]);
+    expect(ai.requests).toHaveLength(1);
+  }, 30_000);
+
+  it('left by a worker whose lease ran out unnoticed: the part out is in the summary once the answer is completed', async () => {
+    const waId = newNumber();
+    const { id, job } = await userWrites(waId, 'tell me everything');
+    const { data } = app.services;
+    app.graph.sendResponses.push(accepted('wamid.split.alone'), pairLimited());
+    let locks = 0;
+    const users = Object.create(data.users, {
+      lockForReply: {
+        value: (...args: Parameters<typeof data.users.lockForReply>) =>
+          ++locks === 1 ? data.users.lockForReply(...args) : Promise.reject(new Error('unreachable')),
+      },
+    }) as typeof data.users;
+    // No other worker came: A finds its lease run out after the wait, stops and frees the lock.
+    await expect(
+      processReplyJob({ ...app.services, data: { ...data, users } }, job, log, {
+        leaseMs: 300,
+        pairRetry: { attempts: 3, baseDelayMs: 600, maxDelayMs: 600 },
+      }),
+    ).rejects.toThrow('the reply lock was lost');
+    expect(sentTo(waId)).toEqual(['first', 'second']);
+    const userId = await userIdOf(data, waId);
+    // The queue runs the job again: the second part follows, the first is not sent again.
+    await processReplyJob(app.services, job, log);
+    expect(sentTo(waId)).toEqual(['first', 'second', 'second']);
+    expect((await data.messages.getMessage(id))?.replyState).toBe('sent');
+    const user = await data.users.getUser(userId);
+    expect([user?.messageCount, user?.lastMessagePreview?.startsWith('omega')]).toEqual([3, true]);
+  }, 30_000);
+});
