@@ -132,6 +132,12 @@ describe('an answer in several parts whose worker loses the lock between two par
       ['second', 'sent'],
     ]);
     expect(ai.requests).toHaveLength(1);
+    // The first part is counted once in the user's summary: B's recount found it stored, and A,
+    // freeing a lock that was no longer its own, does not add it again.
+    const user = await data.users.getUser(userId);
+    expect([user?.messageCount, user?.lastMessagePreview?.startsWith('omega')]).toEqual([3, true]);
+    const problems = await data.maintenance.checkSummaries(await data.maintenance.countStored());
+    expect(problems.filter((p) => p.userId === userId)).toEqual([]);
   }, 30_000);
 
   it('left by a worker whose lease ran out unnoticed: the part out is in the summary once the answer is completed', async () => {
