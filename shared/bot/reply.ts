@@ -260,12 +260,15 @@ async function replyTo(
     if (lease.lost) throw new Error('the reply lock was lost');
   };
   stillOurs();
-  const answeredBy = found.recent.filter((m) => m.direction === 'outbound' && m.relatedId === waiting.id);
   // An answer of several parts interrupted between two of them (the process died, or a database
   // error after a part went out): the parts not recorded yet follow, as decided then; those out
   // are never sent again, nor is the model asked again. One none of whose parts is recorded is
-  // decided anew below (an operator may have taken the conversation since).
+  // decided anew below (an operator may have taken the conversation since). Its parts are read on
+  // their own: the user may have written more since than this look's read holds.
   const planned = waiting.replyPlan;
+  const answeredBy = planned
+    ? await ports.data.messages.answersTo(waiting)
+    : found.recent.filter((m) => m.direction === 'outbound' && m.relatedId === waiting.id);
   if (
     planned &&
     answeredBy.length > 0 &&

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ingestNotification } from '../../shared/bot/ingest';
 import type { ReplyJob } from '../../shared/bot/jobs';
 import { processReplyJob } from '../../shared/bot/reply';
+import { HELP_TEXT } from '../../shared/bot/texts';
 import { sleep } from '../../shared/time';
 import type { RetryPolicy } from '../../shared/whatsapp/graph';
 import { startTestApp, type TestApp } from '../helpers/app';
@@ -40,14 +41,16 @@ const accepted = (id: string): StubResponse => ({
   body: { messaging_product: 'whatsapp', messages: [{ id }] },
 });
 
-function respond(_request: StubRequest) {
+/** The AI stub: the two-part answer, or a short one to a message that begins with "more". */
+function respond(request: StubRequest) {
+  const messages = request.body['messages'] as { role: string; content: string }[];
+  const last = messages.at(-1)?.content ?? '';
+  const content = last.startsWith('more') ? `ok ${last}` : `${FIRST}\n\n${SECOND}`;
   return {
     status: 200,
     body: {
       model: 'split-model',
-      choices: [
-        { index: 0, message: { role: 'assistant', content: `${FIRST}\n\n${SECOND}` }, finish_reason: 'stop' },
-      ],
+      choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop' }],
       usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 },
     },
   };
@@ -167,5 +170,41 @@ describe('an answer in several parts whose worker loses the lock between two par
     expect((await data.messages.getMessage(id))?.replyState).toBe('sent');
     const user = await data.users.getUser(userId);
     expect([user?.messageCount, user?.lastMessagePreview?.startsWith('omega')]).toEqual([3, true]);
+  }, 30_000);
+
+  it('resumed after the user wrote more than one read of their messages holds: the part out is not sent again', async () => {
+    const waId = newNumber();
+    const { id, job } = await userWrites(waId, 'tell me everything');
+    const { data } = app.services;
+    app.graph.sendResponses.push(accepted('wamid.split.buried'), pairLimited());
+    let locks = 0;
+    const users = Object.create(data.users, {
+      lockForReply: {
+        value: (...args: Parameters<typeof data.users.lockForReply>) =>
+          ++locks === 1 ? data.users.lockForReply(...args) : Promise.reject(new Error('unreachable')),
+      },
+    }) as typeof data.users;
+    await expect(
+      processReplyJob({ ...app.services, data: { ...data, users } }, job, log, {
+        leaseMs: 300,
+        pairRetry: { attempts: 3, baseDelayMs: 600, maxDelayMs: 600 },
+      }),
+    ).rejects.toThrow('the reply lock was lost');
+    // Meanwhile the user wrote more than one read of their latest messages holds (`help`, answered
+    // without the model): the first part is no longer among them.
+    const count = (app.services.ai?.window ?? 20) + 5;
+    const more = Array.from({ length: count }, () => textMessage(waId, 'help'));
+    const { jobs } = await ingestNotification(
+      app.services,
+      notification(value({ contacts: [{ waId }], messages: more })),
+      log,
+    );
+    for (const next of [job, ...jobs]) await processReplyJob(app.services, next, log);
+    const sent = sentTo(waId);
+    expect(sent.slice(0, 3)).toEqual(['first', 'second', 'second']);
+    expect(sent.filter((t) => t === 'first')).toHaveLength(1);
+    expect(sent.slice(3)).toEqual(more.map(() => HELP_TEXT));
+    expect((await data.messages.getMessage(id))?.replyState).toBe('sent');
+    expect(ai.requests).toHaveLength(1);
   }, 30_000);
 });
