@@ -275,6 +275,20 @@ async function replyTo(
     answeredBy.length < planned.parts.length &&
     !answeredBy.some((m) => m.status === 'failed')
   ) {
+    // The bot never talks over an operator: one who took the conversation since (or an erase
+    // begun) leaves the rest unsent, the message settled with the parts that went out.
+    const fresh = await ports.data.users.getLiveUser(user.id);
+    if (!fresh || activeHandoff(fresh, ports.now(), ports.config.handoffHours)) {
+      await record(ports, { inbound: waiting, parts: [], state: 'sent', error: null, read: false });
+      const index = found.recent.findIndex((m) => m.id === waiting.id);
+      if (index >= 0) found.recent[index] = { ...waiting, replyState: 'sent' };
+      log.info('reply cut short: the conversation was taken meanwhile', {
+        id: waiting.id,
+        user: pseudonym(user.id),
+        part: answeredBy.length,
+      });
+      return fresh ?? user;
+    }
     log.warn('reply resumed after its part', {
       id: waiting.id,
       user: pseudonym(user.id),
@@ -282,7 +296,7 @@ async function replyTo(
     });
     await answer(
       ports,
-      user,
+      fresh,
       waiting,
       planned,
       answeredBy.length,
@@ -293,7 +307,7 @@ async function replyTo(
       pairRetry,
       stillOurs,
     );
-    return user;
+    return fresh;
   }
   // An answer already recorded for it (a crash landed between the two halves of the record
   // write): settle the message, never send again.

@@ -207,4 +207,34 @@ describe('an answer in several parts whose worker loses the lock between two par
     expect((await data.messages.getMessage(id))?.replyState).toBe('sent');
     expect(ai.requests).toHaveLength(1);
   }, 30_000);
+
+  it('not completed once an operator has taken the conversation meanwhile: the bot does not talk over them', async () => {
+    const waId = newNumber();
+    const { id, job } = await userWrites(waId, 'tell me everything');
+    const { data } = app.services;
+    app.graph.sendResponses.push(accepted('wamid.split.handoff'), pairLimited());
+    let locks = 0;
+    const users = Object.create(data.users, {
+      lockForReply: {
+        value: (...args: Parameters<typeof data.users.lockForReply>) =>
+          ++locks === 1 ? data.users.lockForReply(...args) : Promise.reject(new Error('unreachable')),
+      },
+    }) as typeof data.users;
+    await expect(
+      processReplyJob({ ...app.services, data: { ...data, users } }, job, log, {
+        leaseMs: 300,
+        pairRetry: { attempts: 3, baseDelayMs: 600, maxDelayMs: 600 },
+      }),
+    ).rejects.toThrow('the reply lock was lost');
+    // The user sees half an answer; an operator takes the conversation before the job runs again.
+    const userId = await userIdOf(data, waId);
+    expect(await data.handoff.take(userId, 'ops-token', new Date(), 24)).not.toBeNull();
+    await processReplyJob(app.services, job, log);
+    expect(sentTo(waId)).toEqual(['first', 'second']); // the second was refused: it never went out
+    const inbound = await data.messages.getMessage(id);
+    // Settled as answered (its first part went out), its plan removed.
+    expect([inbound?.replyState, inbound?.replyPlan]).toEqual(['sent', undefined]);
+    const out = (await data.messages.recent(userId, 10)).filter((m) => m.direction === 'outbound');
+    expect(out.map((m) => label(m.text))).toEqual(['first']);
+  }, 30_000);
 });
