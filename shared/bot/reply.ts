@@ -601,7 +601,10 @@ async function record(
   const accepted = answered || input.parts.some((p) => p.status !== 'failed');
   for (let attempt = 1; ; attempt++) {
     try {
-      return await ports.data.messages.settleReply(input);
+      const settled = await ports.data.messages.settleReply(input);
+      // On a second attempt, parts found stored are the first attempt's, whose write landed though
+      // its answer was lost (each part's id is the wamid Graph just gave it): this call stored them.
+      return attempt > 1 ? { ...settled, stored: [...input.parts] } : settled;
     } catch (error) {
       if (!accepted) throw error;
       if (attempt >= RECORD_ATTEMPTS)
@@ -611,11 +614,16 @@ async function record(
   }
 }
 
-/** Records a part Graph accepted before the next is sent: tried again, since the send must not repeat. */
+/**
+ * Records a part Graph accepted before the next is sent: tried again, since the send must not
+ * repeat. True when this call stored it: on a second attempt, a record found already there is the
+ * first attempt's, whose write landed though its answer was lost (the part's id is the wamid
+ * Graph just gave it; a status that came first leaves a placeholder the record joins, no duplicate).
+ */
 async function recordPart(ports: ReplyPorts, part: OutboundRecord): Promise<boolean> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await ports.data.messages.recordPart(part);
+      return (await ports.data.messages.recordPart(part)) || attempt > 1;
     } catch (error) {
       if (attempt >= RECORD_ATTEMPTS)
         throw new UnrecordedSend('an accepted part of an answer could not be recorded', { cause: error });

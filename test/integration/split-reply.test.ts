@@ -237,4 +237,52 @@ describe('an answer in several parts whose worker loses the lock between two par
     const out = (await data.messages.recent(userId, 10)).filter((m) => m.direction === 'outbound');
     expect(out.map((m) => label(m.text))).toEqual(['first']);
   }, 30_000);
+
+  it('a part whose record was written but its answer lost is counted once when the write is tried again', async () => {
+    const waId = newNumber();
+    const { job } = await userWrites(waId, 'tell me everything');
+    const { data } = app.services;
+    // The first part's record lands, and the connection drops before its answer is read.
+    let calls = 0;
+    const messages = Object.create(data.messages, {
+      recordPart: {
+        value: async (...args: Parameters<typeof data.messages.recordPart>) => {
+          const recorded = await data.messages.recordPart(...args);
+          if (++calls === 1) throw new Error('connection reset after the write');
+          return recorded;
+        },
+      },
+    }) as typeof data.messages;
+    await processReplyJob({ ...app.services, data: { ...data, messages } }, job, log);
+    expect(sentTo(waId)).toEqual(['first', 'second']);
+    const userId = await userIdOf(data, waId);
+    const user = await data.users.getUser(userId);
+    expect([user?.messageCount, user?.lastMessagePreview?.startsWith('omega')]).toEqual([3, true]);
+    const problems = await data.maintenance.checkSummaries(await data.maintenance.countStored());
+    expect(problems.filter((p) => p.userId === userId)).toEqual([]);
+  }, 30_000);
+
+  it('the settle write tried again after its answer was lost: the last part is counted once', async () => {
+    const waId = newNumber();
+    const { id, job } = await userWrites(waId, 'tell me everything');
+    const { data } = app.services;
+    let calls = 0;
+    const messages = Object.create(data.messages, {
+      settleReply: {
+        value: async (...args: Parameters<typeof data.messages.settleReply>) => {
+          const settled = await data.messages.settleReply(...args);
+          if (++calls === 1) throw new Error('connection reset after the write');
+          return settled;
+        },
+      },
+    }) as typeof data.messages;
+    await processReplyJob({ ...app.services, data: { ...data, messages } }, job, log);
+    expect(sentTo(waId)).toEqual(['first', 'second']);
+    expect((await data.messages.getMessage(id))?.replyState).toBe('sent');
+    const userId = await userIdOf(data, waId);
+    const user = await data.users.getUser(userId);
+    expect([user?.messageCount, user?.lastMessagePreview?.startsWith('omega')]).toEqual([3, true]);
+    const problems = await data.maintenance.checkSummaries(await data.maintenance.countStored());
+    expect(problems.filter((p) => p.userId === userId)).toEqual([]);
+  }, 30_000);
 });
