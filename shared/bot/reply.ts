@@ -260,18 +260,35 @@ async function replyTo(
     if (lease.lost) throw new Error('the reply lock was lost');
   };
   stillOurs();
-  const answeredBy = found.recent.filter((m) => m.direction === 'outbound' && m.relatedId === waiting.id);
   // An answer of several parts interrupted between two of them (the process died, or a database
   // error after a part went out): the parts not recorded yet follow, as decided then; those out
   // are never sent again, nor is the model asked again. One none of whose parts is recorded is
-  // decided anew below (an operator may have taken the conversation since).
+  // decided anew below (an operator may have taken the conversation since). Its parts are read on
+  // their own: the user may have written more since than this look's read holds.
   const planned = waiting.replyPlan;
+  const answeredBy = planned
+    ? await ports.data.messages.answersTo(waiting)
+    : found.recent.filter((m) => m.direction === 'outbound' && m.relatedId === waiting.id);
   if (
     planned &&
     answeredBy.length > 0 &&
     answeredBy.length < planned.parts.length &&
     !answeredBy.some((m) => m.status === 'failed')
   ) {
+    // The bot never talks over an operator: one who took the conversation since (or an erase
+    // begun) leaves the rest unsent, the message settled with the parts that went out.
+    const fresh = await ports.data.users.getLiveUser(user.id);
+    if (!fresh || activeHandoff(fresh, ports.now(), ports.config.handoffHours)) {
+      await record(ports, { inbound: waiting, parts: [], state: 'sent', error: null, read: false });
+      const index = found.recent.findIndex((m) => m.id === waiting.id);
+      if (index >= 0) found.recent[index] = { ...waiting, replyState: 'sent' };
+      log.info('reply cut short: the conversation was taken meanwhile', {
+        id: waiting.id,
+        user: pseudonym(user.id),
+        part: answeredBy.length,
+      });
+      return fresh ?? user;
+    }
     log.warn('reply resumed after its part', {
       id: waiting.id,
       user: pseudonym(user.id),
@@ -279,7 +296,7 @@ async function replyTo(
     });
     await answer(
       ports,
-      user,
+      fresh,
       waiting,
       planned,
       answeredBy.length,
@@ -290,7 +307,7 @@ async function replyTo(
       pairRetry,
       stillOurs,
     );
-    return user;
+    return fresh;
   }
   // An answer already recorded for it (a crash landed between the two halves of the record
   // write): settle the message, never send again.
@@ -424,8 +441,10 @@ async function answer(
       ai: first ? plan.ai : null,
     };
     let sent: { waMessageId: string | null };
-    // Before the first part only: once a part went out, the rest must follow and be recorded.
-    if (first) stillOurs();
+    // Before each part: the parts out are recorded and the plan is kept, so a worker that took
+    // the user over (this one's lease ran out: a frozen instance) sends the rest; this one sending
+    // too would deliver a part twice.
+    stillOurs();
     try {
       sent = await sendPart(ports, phoneNumberId, recipientOf(user), text, pairRetry, (waitMs) => {
         log.info('reply waits: pair rate limit', {
@@ -434,8 +453,8 @@ async function answer(
           part: index,
           waitMs,
         });
-        // Nothing of the answer went out yet: another worker may hold the user after the wait.
-        return first ? stillOurs : () => undefined;
+        // Another worker may hold the user after the wait, and send this part itself.
+        return stillOurs;
       });
     } catch (error) {
       // Only what Graph refused is a send failure; anything else is retried by the queue.
@@ -460,9 +479,13 @@ async function answer(
       createdAt: ports.now(),
       error: null,
     };
-    // Another part follows: this one is recorded now, so that it is never sent again.
+    // Another part follows: this one is recorded now, so that it is never sent again, and goes
+    // in the summary when the lock is freed even if the answer stops before its end.
     if (index < plan.parts.length - 1) {
-      if (await recordPart(ports, part)) early.push(part);
+      if (await recordPart(ports, part)) {
+        early.push(part);
+        recorded.push(part);
+      }
     } else parts.push(part);
   }
   const state = plan.parts.length === 0 ? 'none' : failure ? 'failed' : 'sent';
@@ -475,8 +498,8 @@ async function answer(
     ai: settle.unsentAi,
     answered: early.length > 0,
   });
+  recorded.push(...settled.stored);
   const stored = [...early, ...settled.stored];
-  recorded.push(...stored);
   // What this look knows now: the message answered, the answer sent (the next message's context).
   const index = found.recent.findIndex((m) => m.id === message.id);
   if (index >= 0)
@@ -578,7 +601,10 @@ async function record(
   const accepted = answered || input.parts.some((p) => p.status !== 'failed');
   for (let attempt = 1; ; attempt++) {
     try {
-      return await ports.data.messages.settleReply(input);
+      const settled = await ports.data.messages.settleReply(input);
+      // On a second attempt, parts found stored are the first attempt's, whose write landed though
+      // its answer was lost (each part's id is the wamid Graph just gave it): this call stored them.
+      return attempt > 1 ? { ...settled, stored: [...input.parts] } : settled;
     } catch (error) {
       if (!accepted) throw error;
       if (attempt >= RECORD_ATTEMPTS)
@@ -588,11 +614,16 @@ async function record(
   }
 }
 
-/** Records a part Graph accepted before the next is sent: tried again, since the send must not repeat. */
+/**
+ * Records a part Graph accepted before the next is sent: tried again, since the send must not
+ * repeat. True when this call stored it: on a second attempt, a record found already there is the
+ * first attempt's, whose write landed though its answer was lost (the part's id is the wamid
+ * Graph just gave it; a status that came first leaves a placeholder the record joins, no duplicate).
+ */
 async function recordPart(ports: ReplyPorts, part: OutboundRecord): Promise<boolean> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await ports.data.messages.recordPart(part);
+      return (await ports.data.messages.recordPart(part)) || attempt > 1;
     } catch (error) {
       if (attempt >= RECORD_ATTEMPTS)
         throw new UnrecordedSend('an accepted part of an answer could not be recorded', { cause: error });

@@ -65,6 +65,9 @@ export const toMessage = (d: MessageDoc): Message => ({
 });
 
 const WAITING: ReplyState[] = ['pending', 'sending'];
+/** More than an answer has parts (`ReplyPlan`: at most 16 kept, 4 sent). */
+const MAX_ANSWER_PARTS = 16;
+const ANSWER_CLOCK_MARGIN_MS = 5 * 60_000;
 
 /** Where an outbound message stored on its own updates the user's summary (UsersRepository). */
 export interface SummaryWriter {
@@ -143,6 +146,25 @@ export class MessagesRepository {
     const docs = await this.messages.find(
       { userId, direction: 'inbound', replyState: { $in: WAITING } },
       { sort: { userId: 1, seqAt: 1, _id: 1 }, limit },
+    );
+    return docs.map(toMessage);
+  }
+
+  /**
+   * What was recorded as the answer to an inbound message (its parts), the first sent first: read
+   * on its own when an answer of several parts is resumed, since the user may have written more
+   * since than the worker's read of their latest messages holds. Parts go out after the message
+   * was stored (a margin for the clocks of two instances).
+   */
+  async answersTo(inbound: Message): Promise<Message[]> {
+    const docs = await this.messages.find(
+      {
+        userId: inbound.userId,
+        seqAt: { $gte: new Date(inbound.seqAt.getTime() - ANSWER_CLOCK_MARGIN_MS) },
+        relatedId: inbound.id,
+        direction: 'outbound',
+      },
+      { sort: { userId: 1, seqAt: 1, _id: 1 }, limit: MAX_ANSWER_PARTS },
     );
     return docs.map(toMessage);
   }

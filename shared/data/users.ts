@@ -727,7 +727,10 @@ export class UsersRepository {
   /**
    * Frees the lock and records the answers sent while holding it, in one round trip. Returns the
    * user's inbound count (a change since the lock was taken means: look again), or null when the
-   * lock was no longer ours (the answers are then recorded on their own).
+   * lock was no longer ours. The answers are then counted by rebuilding the summary from what is
+   * stored (`recountSummaries`), never by adding them: the worker that took the user over
+   * recounted it when it took the lock, and may have found them stored already (the parts of an
+   * answer recorded one by one), or not.
    */
   async releaseReplyLock(
     userId: string,
@@ -752,7 +755,11 @@ export class UsersRepository {
       { returnDocument: 'after', projection: { inboundCount: 1 } },
     );
     if (doc) return doc.inboundCount ?? 0;
-    if (change) await this.noteMessages(userId, answers, {}, generation);
+    // Not for a user being erased, or a new one under the same id (the caller takes them back).
+    const live =
+      generation === undefined ? LIVE : { ...LIVE, generation: generation ?? { $exists: false as const } };
+    if (change && (await this.users.findOne({ _id: userId, ...live }, { projection: { _id: 1 } })))
+      await this.recountSummaries([userId]);
     return null;
   }
 }

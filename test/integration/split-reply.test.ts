@@ -1,0 +1,288 @@
+// An answer in several parts (shared/bot/reply.ts: `replyPlan`, each part but the last recorded as
+// soon as Graph accepted it) when its worker loses the user's lock between two parts: another
+// worker completes it from what is recorded, and no part goes out twice.
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { ingestNotification } from '../../shared/bot/ingest';
+import type { ReplyJob } from '../../shared/bot/jobs';
+import { processReplyJob } from '../../shared/bot/reply';
+import { HELP_TEXT } from '../../shared/bot/texts';
+import { sleep } from '../../shared/time';
+import type { RetryPolicy } from '../../shared/whatsapp/graph';
+import { startTestApp, type TestApp } from '../helpers/app';
+import type { StubResponse } from '../helpers/graph-stub';
+import { startHttpStub, type HttpStub, type StubRequest } from '../helpers/http-stub';
+import { capturedLog } from '../helpers/logs';
+import { notification, textMessage, value } from '../helpers/meta';
+import { userIdOf } from '../helpers/users';
+
+// Two paragraphs of 3,000 characters: two WhatsApp messages.
+const FIRST = 'alpha '.repeat(500).trim();
+const SECOND = 'omega '.repeat(500).trim();
+
+let app: TestApp;
+let ai: HttpStub;
+const { log } = capturedLog();
+let n = 0;
+const newNumber = () => `4471${Date.now().toString().slice(-6)}${++n}`;
+
+const pairLimited = (): StubResponse => ({
+  status: 400,
+  body: {
+    error: {
+      message: '(#131056) (Business Account, Consumer Account) pair rate limit hit',
+      type: 'OAuthException',
+      code: 131056,
+      fbtrace_id: 'AbCdEf123',
+    },
+  },
+});
+const accepted = (id: string): StubResponse => ({
+  status: 200,
+  body: { messaging_product: 'whatsapp', messages: [{ id }] },
+});
+
+/** The AI stub: the two-part answer, or a short one to a message that begins with "more". */
+function respond(request: StubRequest) {
+  const messages = request.body['messages'] as { role: string; content: string }[];
+  const last = messages.at(-1)?.content ?? '';
+  const content = last.startsWith('more') ? `ok ${last}` : `${FIRST}\n\n${SECOND}`;
+  return {
+    status: 200,
+    body: {
+      model: 'split-model',
+      choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop' }],
+      usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 },
+    },
+  };
+}
+
+beforeAll(async () => {
+  ai = await startHttpStub(respond);
+  app = await startTestApp({ AI_ENDPOINT: `${ai.url}/v1`, AI_MODEL: 'split-model', AI_TIMEOUT_MS: '5000' });
+});
+
+afterAll(async () => {
+  await app?.close();
+  await ai?.close();
+});
+
+beforeEach(() => {
+  app.graph.requests.length = 0;
+  app.graph.sendResponses.length = 0;
+  ai.requests = [];
+});
+
+async function userWrites(waId: string, text: string): Promise<{ id: string; job: ReplyJob }> {
+  const message = textMessage(waId, text);
+  const { jobs } = await ingestNotification(
+    app.services,
+    notification(value({ contacts: [{ waId }], messages: [message] })),
+    log,
+  );
+  const job = jobs[0];
+  if (!job) throw new Error('no reply job');
+  return { id: message.id, job };
+}
+
+const label = (text: unknown) => (text === FIRST ? 'first' : text === SECOND ? 'second' : String(text));
+const sentTo = (waId: string) =>
+  app.graph
+    .sends()
+    .filter((r) => r.body['to'] === waId)
+    .map((r) => label((r.body['text'] as { body: string }).body));
+
+describe('an answer in several parts whose worker loses the lock between two parts', () => {
+  it('is completed by the worker that took the user over, and the first worker sends nothing more', async () => {
+    const waId = newNumber();
+    const { id, job } = await userWrites(waId, 'tell me everything');
+    const { data } = app.services;
+    // Worker A: the first part goes out, the second meets the pair rate limit and A waits. A's
+    // lease renewals fail meanwhile (a frozen instance, a database A cannot reach), so its lease
+    // runs out and worker B takes the user over during the wait.
+    app.graph.sendResponses.push(accepted('wamid.split.first'), pairLimited());
+    let locks = 0;
+    const users = Object.create(data.users, {
+      lockForReply: {
+        value: (...args: Parameters<typeof data.users.lockForReply>) =>
+          ++locks === 1 ? data.users.lockForReply(...args) : Promise.reject(new Error('unreachable')),
+      },
+    }) as typeof data.users;
+    const leaseMs = 300;
+    const pairRetry: RetryPolicy = { attempts: 3, baseDelayMs: 2_000, maxDelayMs: 2_000 };
+    const workerA = processReplyJob({ ...app.services, data: { ...data, users } }, job, log, {
+      leaseMs,
+      pairRetry,
+    }).then(
+      () => 'resolved',
+      (error: unknown) => (error instanceof Error ? error.message : String(error)),
+    );
+    for (let i = 0; sentTo(waId).length < 2 && i < 200; i++) await sleep(20);
+    expect(sentTo(waId)).toEqual(['first', 'second']); // the second refused: A waits 2 s
+    await sleep(leaseMs + 100);
+    // Worker B (a redelivered job, the sweeper's): the parts not recorded follow.
+    await processReplyJob(app.services, job, log);
+    expect((await data.messages.getMessage(id))?.replyState).toBe('sent');
+    expect(sentTo(waId)).toEqual(['first', 'second', 'second']);
+
+    // A's wait ends: the user is B's now, and the second part went out already.
+    const ended = await workerA;
+    expect(sentTo(waId)).toEqual(['first', 'second', 'second']);
+    expect(ended).toBe('the reply lock was lost');
+    const userId = await userIdOf(data, waId);
+    const out = (await data.messages.recent(userId, 10)).filter((m) => m.direction === 'outbound').reverse();
+    expect(out.map((m) => [label(m.text), m.status])).toEqual([
+      ['first', 'sent'],
+      ['second', 'sent'],
+    ]);
+    expect(ai.requests).toHaveLength(1);
+    // The first part is counted once in the user's summary: B's recount found it stored, and A,
+    // freeing a lock that was no longer its own, does not add it again.
+    const user = await data.users.getUser(userId);
+    expect([user?.messageCount, user?.lastMessagePreview?.startsWith('omega')]).toEqual([3, true]);
+    const problems = await data.maintenance.checkSummaries(await data.maintenance.countStored());
+    expect(problems.filter((p) => p.userId === userId)).toEqual([]);
+  }, 30_000);
+
+  it('left by a worker whose lease ran out unnoticed: the part out is in the summary once the answer is completed', async () => {
+    const waId = newNumber();
+    const { id, job } = await userWrites(waId, 'tell me everything');
+    const { data } = app.services;
+    app.graph.sendResponses.push(accepted('wamid.split.alone'), pairLimited());
+    let locks = 0;
+    const users = Object.create(data.users, {
+      lockForReply: {
+        value: (...args: Parameters<typeof data.users.lockForReply>) =>
+          ++locks === 1 ? data.users.lockForReply(...args) : Promise.reject(new Error('unreachable')),
+      },
+    }) as typeof data.users;
+    // No other worker came: A finds its lease run out after the wait, stops and frees the lock.
+    await expect(
+      processReplyJob({ ...app.services, data: { ...data, users } }, job, log, {
+        leaseMs: 300,
+        pairRetry: { attempts: 3, baseDelayMs: 600, maxDelayMs: 600 },
+      }),
+    ).rejects.toThrow('the reply lock was lost');
+    expect(sentTo(waId)).toEqual(['first', 'second']);
+    const userId = await userIdOf(data, waId);
+    // The queue runs the job again: the second part follows, the first is not sent again.
+    await processReplyJob(app.services, job, log);
+    expect(sentTo(waId)).toEqual(['first', 'second', 'second']);
+    expect((await data.messages.getMessage(id))?.replyState).toBe('sent');
+    const user = await data.users.getUser(userId);
+    expect([user?.messageCount, user?.lastMessagePreview?.startsWith('omega')]).toEqual([3, true]);
+  }, 30_000);
+
+  it('resumed after the user wrote more than one read of their messages holds: the part out is not sent again', async () => {
+    const waId = newNumber();
+    const { id, job } = await userWrites(waId, 'tell me everything');
+    const { data } = app.services;
+    app.graph.sendResponses.push(accepted('wamid.split.buried'), pairLimited());
+    let locks = 0;
+    const users = Object.create(data.users, {
+      lockForReply: {
+        value: (...args: Parameters<typeof data.users.lockForReply>) =>
+          ++locks === 1 ? data.users.lockForReply(...args) : Promise.reject(new Error('unreachable')),
+      },
+    }) as typeof data.users;
+    await expect(
+      processReplyJob({ ...app.services, data: { ...data, users } }, job, log, {
+        leaseMs: 300,
+        pairRetry: { attempts: 3, baseDelayMs: 600, maxDelayMs: 600 },
+      }),
+    ).rejects.toThrow('the reply lock was lost');
+    // Meanwhile the user wrote more than one read of their latest messages holds (`help`, answered
+    // without the model): the first part is no longer among them.
+    const count = (app.services.ai?.window ?? 20) + 5;
+    const more = Array.from({ length: count }, () => textMessage(waId, 'help'));
+    const { jobs } = await ingestNotification(
+      app.services,
+      notification(value({ contacts: [{ waId }], messages: more })),
+      log,
+    );
+    for (const next of [job, ...jobs]) await processReplyJob(app.services, next, log);
+    const sent = sentTo(waId);
+    expect(sent.slice(0, 3)).toEqual(['first', 'second', 'second']);
+    expect(sent.filter((t) => t === 'first')).toHaveLength(1);
+    expect(sent.slice(3)).toEqual(more.map(() => HELP_TEXT));
+    expect((await data.messages.getMessage(id))?.replyState).toBe('sent');
+    expect(ai.requests).toHaveLength(1);
+  }, 30_000);
+
+  it('not completed once an operator has taken the conversation meanwhile: the bot does not talk over them', async () => {
+    const waId = newNumber();
+    const { id, job } = await userWrites(waId, 'tell me everything');
+    const { data } = app.services;
+    app.graph.sendResponses.push(accepted('wamid.split.handoff'), pairLimited());
+    let locks = 0;
+    const users = Object.create(data.users, {
+      lockForReply: {
+        value: (...args: Parameters<typeof data.users.lockForReply>) =>
+          ++locks === 1 ? data.users.lockForReply(...args) : Promise.reject(new Error('unreachable')),
+      },
+    }) as typeof data.users;
+    await expect(
+      processReplyJob({ ...app.services, data: { ...data, users } }, job, log, {
+        leaseMs: 300,
+        pairRetry: { attempts: 3, baseDelayMs: 600, maxDelayMs: 600 },
+      }),
+    ).rejects.toThrow('the reply lock was lost');
+    // The user sees half an answer; an operator takes the conversation before the job runs again.
+    const userId = await userIdOf(data, waId);
+    expect(await data.handoff.take(userId, 'ops-token', new Date(), 24)).not.toBeNull();
+    await processReplyJob(app.services, job, log);
+    expect(sentTo(waId)).toEqual(['first', 'second']); // the second was refused: it never went out
+    const inbound = await data.messages.getMessage(id);
+    // Settled as answered (its first part went out), its plan removed.
+    expect([inbound?.replyState, inbound?.replyPlan]).toEqual(['sent', undefined]);
+    const out = (await data.messages.recent(userId, 10)).filter((m) => m.direction === 'outbound');
+    expect(out.map((m) => label(m.text))).toEqual(['first']);
+  }, 30_000);
+
+  it('a part whose record was written but its answer lost is counted once when the write is tried again', async () => {
+    const waId = newNumber();
+    const { job } = await userWrites(waId, 'tell me everything');
+    const { data } = app.services;
+    // The first part's record lands, and the connection drops before its answer is read.
+    let calls = 0;
+    const messages = Object.create(data.messages, {
+      recordPart: {
+        value: async (...args: Parameters<typeof data.messages.recordPart>) => {
+          const recorded = await data.messages.recordPart(...args);
+          if (++calls === 1) throw new Error('connection reset after the write');
+          return recorded;
+        },
+      },
+    }) as typeof data.messages;
+    await processReplyJob({ ...app.services, data: { ...data, messages } }, job, log);
+    expect(sentTo(waId)).toEqual(['first', 'second']);
+    const userId = await userIdOf(data, waId);
+    const user = await data.users.getUser(userId);
+    expect([user?.messageCount, user?.lastMessagePreview?.startsWith('omega')]).toEqual([3, true]);
+    const problems = await data.maintenance.checkSummaries(await data.maintenance.countStored());
+    expect(problems.filter((p) => p.userId === userId)).toEqual([]);
+  }, 30_000);
+
+  it('the settle write tried again after its answer was lost: the last part is counted once', async () => {
+    const waId = newNumber();
+    const { id, job } = await userWrites(waId, 'tell me everything');
+    const { data } = app.services;
+    let calls = 0;
+    const messages = Object.create(data.messages, {
+      settleReply: {
+        value: async (...args: Parameters<typeof data.messages.settleReply>) => {
+          const settled = await data.messages.settleReply(...args);
+          if (++calls === 1) throw new Error('connection reset after the write');
+          return settled;
+        },
+      },
+    }) as typeof data.messages;
+    await processReplyJob({ ...app.services, data: { ...data, messages } }, job, log);
+    expect(sentTo(waId)).toEqual(['first', 'second']);
+    expect((await data.messages.getMessage(id))?.replyState).toBe('sent');
+    const userId = await userIdOf(data, waId);
+    const user = await data.users.getUser(userId);
+    expect([user?.messageCount, user?.lastMessagePreview?.startsWith('omega')]).toEqual([3, true]);
+    const problems = await data.maintenance.checkSummaries(await data.maintenance.countStored());
+    expect(problems.filter((p) => p.userId === userId)).toEqual([]);
+  }, 30_000);
+});
