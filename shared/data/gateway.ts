@@ -150,6 +150,36 @@ export function requestParts<T extends Document>(
   return parts;
 }
 
+type MutableResult = {
+  -readonly [K in keyof BulkResult]: K extends 'upsertedIds' ? Record<number, unknown> : number;
+};
+
+const emptyResult = (): MutableResult => ({
+  insertedCount: 0,
+  matchedCount: 0,
+  modifiedCount: 0,
+  deletedCount: 0,
+  upsertedCount: 0,
+  upsertedIds: {},
+});
+
+/** Adds a result's counts to `total`, its upserted ids under the caller's indexes (`indexOf`). */
+function addResult(
+  total: MutableResult,
+  result: BulkResult,
+  indexOf: (at: number) => number | undefined,
+): void {
+  total.insertedCount += result.insertedCount;
+  total.matchedCount += result.matchedCount;
+  total.modifiedCount += result.modifiedCount;
+  total.deletedCount += result.deletedCount;
+  total.upsertedCount += result.upsertedCount;
+  for (const [at, id] of Object.entries(result.upsertedIds)) {
+    const index = indexOf(Number(at));
+    if (index !== undefined) total.upsertedIds[index] = id;
+  }
+}
+
 /**
  * Runs a bulk write in parts under Cosmos DB's request limit (`requestParts`), one after another;
  * an ordered write stops at the part where a write was refused. Indexes (refused writes, upserted
@@ -162,22 +192,8 @@ export async function runBulk<T extends Document>(
 ): Promise<BulkResult> {
   const parts = requestParts(ops);
   if (parts.length <= 1) return runPart(ops, ordered, send);
-  const total = {
-    insertedCount: 0,
-    matchedCount: 0,
-    modifiedCount: 0,
-    deletedCount: 0,
-    upsertedCount: 0,
-    upsertedIds: {} as Record<number, unknown>,
-  };
-  const add = (result: BulkResult, offset: number): void => {
-    total.insertedCount += result.insertedCount;
-    total.matchedCount += result.matchedCount;
-    total.modifiedCount += result.modifiedCount;
-    total.deletedCount += result.deletedCount;
-    total.upsertedCount += result.upsertedCount;
-    for (const [at, id] of Object.entries(result.upsertedIds)) total.upsertedIds[Number(at) + offset] = id;
-  };
+  const total = emptyResult();
+  const add = (result: BulkResult, offset: number): void => addResult(total, result, (at) => at + offset);
   const refused: { index: number; code: number | undefined }[] = [];
   let cause: unknown;
   let offset = 0;
@@ -210,14 +226,7 @@ async function runPart<T extends Document>(
   ordered: boolean,
   send: BulkSender<T>,
 ): Promise<BulkResult> {
-  const total = {
-    insertedCount: 0,
-    matchedCount: 0,
-    modifiedCount: 0,
-    deletedCount: 0,
-    upsertedCount: 0,
-    upsertedIds: {} as Record<number, unknown>,
-  };
+  const total = emptyResult();
   const refused: { index: number; code: number | undefined }[] = [];
   let cause: unknown;
   let pending = ops.map((op, index) => ({ op, index }));
@@ -249,15 +258,7 @@ async function runPart<T extends Document>(
       errors = perWrite;
       cause = error;
     }
-    total.insertedCount += result.insertedCount;
-    total.matchedCount += result.matchedCount;
-    total.modifiedCount += result.modifiedCount;
-    total.deletedCount += result.deletedCount;
-    total.upsertedCount += result.upsertedCount;
-    for (const [at, id] of Object.entries(result.upsertedIds)) {
-      const original = pending[Number(at)];
-      if (original) total.upsertedIds[original.index] = id;
-    }
+    addResult(total, result, (at) => pending[at]?.index);
     const throttled = errors.filter((e) => isThrottled(e));
     const next: typeof pending = [];
     if (ordered) {

@@ -3,29 +3,12 @@
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDev, waitFor, type DevProcess } from '../helpers/dev-process';
-import { startGraphStub, type GraphStub, type StubResponse } from '../helpers/graph-stub';
+import { accepted, pairLimited, startGraphStub, type GraphStub } from '../helpers/graph-stub';
 import { startHttpStub, type HttpStub } from '../helpers/http-stub';
 import { testDatabase, type TestDatabase } from '../helpers/db';
 import { notification, signed, textMessage, textNotification, value } from '../helpers/meta';
 
 const SECRET = 'meta-sequences-secret';
-
-const pairLimited = (): StubResponse => ({
-  status: 400,
-  body: {
-    error: {
-      message: '(#131056) (Business Account, Consumer Account) pair rate limit hit',
-      type: 'OAuthException',
-      code: 131056,
-      fbtrace_id: 'AbCdEf123',
-    },
-  },
-});
-
-const accepted = (id: string): StubResponse => ({
-  status: 200,
-  body: { messaging_product: 'whatsapp', contacts: [], messages: [{ id }] },
-});
 
 // An answer of two paragraphs of 3,000 characters: two WhatsApp messages.
 const FIRST = 'alpha '.repeat(500).trim();

@@ -18,6 +18,30 @@ export interface StubResponse {
   reset?: boolean;
 }
 
+/** Graph's answer to a send refused for WhatsApp's pair rate limit (131056), as Meta words it. */
+export const pairLimited = (): StubResponse => ({
+  status: 400,
+  body: {
+    error: {
+      message: '(#131056) (Business Account, Consumer Account) pair rate limit hit',
+      type: 'OAuthException',
+      code: 131056,
+      error_data: {
+        messaging_product: 'whatsapp',
+        details:
+          'Message failed to send because there were too many messages sent from this phone number to the same phone number in a short period of time.',
+      },
+      fbtrace_id: 'AbCdEf123',
+    },
+  },
+});
+
+/** Graph's answer to an accepted send, with the message id given. */
+export const accepted = (id: string): StubResponse => ({
+  status: 200,
+  body: { messaging_product: 'whatsapp', contacts: [], messages: [{ id }] },
+});
+
 export interface GraphStub {
   url: string;
   requests: RecordedRequest[];

@@ -16,7 +16,7 @@ import { startTestApp, type TestApp } from '../helpers/app';
 import { startHttpStub, type HttpStub, type StubRequest } from '../helpers/http-stub';
 import { call } from '../helpers/manage-fixture';
 import { notification, textMessage, value } from '../helpers/meta';
-import type { StubResponse } from '../helpers/graph-stub';
+import { accepted, pairLimited } from '../helpers/graph-stub';
 import { parseBody } from '../helpers/shapes';
 import { userIdOf } from '../helpers/users';
 
@@ -31,27 +31,6 @@ let h: ReturnType<typeof manageHandlers>;
 const { log, lines: logs } = capturedLog();
 let n = 0;
 const newNumber = () => `4470${Date.now().toString().slice(-6)}${++n}`;
-
-const pairLimited = (): StubResponse => ({
-  status: 400,
-  body: {
-    error: {
-      message: '(#131056) (Business Account, Consumer Account) pair rate limit hit',
-      type: 'OAuthException',
-      code: 131056,
-      error_data: {
-        messaging_product: 'whatsapp',
-        details:
-          'Message failed to send because there were too many messages sent from this phone number to the same phone number in a short period of time.',
-      },
-      fbtrace_id: 'AbCdEf123',
-    },
-  },
-});
-const accepted = (id: string): StubResponse => ({
-  status: 200,
-  body: { messaging_product: 'whatsapp', messages: [{ id }] },
-});
 
 /** The AI stub: a long answer (two parts) to "long", else "answer to <text>". */
 function respond(request: StubRequest) {

@@ -9,7 +9,7 @@ import { HELP_TEXT } from '../../shared/bot/texts';
 import { sleep } from '../../shared/time';
 import type { RetryPolicy } from '../../shared/whatsapp/graph';
 import { startTestApp, type TestApp } from '../helpers/app';
-import type { StubResponse } from '../helpers/graph-stub';
+import { accepted, pairLimited } from '../helpers/graph-stub';
 import { startHttpStub, type HttpStub, type StubRequest } from '../helpers/http-stub';
 import { capturedLog } from '../helpers/logs';
 import { notification, textMessage, value } from '../helpers/meta';
@@ -24,22 +24,6 @@ let ai: HttpStub;
 const { log } = capturedLog();
 let n = 0;
 const newNumber = () => `4471${Date.now().toString().slice(-6)}${++n}`;
-
-const pairLimited = (): StubResponse => ({
-  status: 400,
-  body: {
-    error: {
-      message: '(#131056) (Business Account, Consumer Account) pair rate limit hit',
-      type: 'OAuthException',
-      code: 131056,
-      fbtrace_id: 'AbCdEf123',
-    },
-  },
-});
-const accepted = (id: string): StubResponse => ({
-  status: 200,
-  body: { messaging_product: 'whatsapp', messages: [{ id }] },
-});
 
 /** The AI stub: the two-part answer, or a short one to a message that begins with "more". */
 function respond(request: StubRequest) {
