@@ -561,6 +561,12 @@ export function rowPayloads(
   }));
 }
 
+/** Whether an archived item is its row's first (or only) one: one per row archived. */
+const isFirstItem = (item: ArchivedRow): boolean => (item.payload.part ?? 1) === 1;
+
+/** The rows archived, each counted once whatever the number of items it takes. */
+const archivedRows = (legacy: LegacyData): number => legacy.archived.filter(isFirstItem).length;
+
 /** A report with nothing counted yet. */
 const emptyReport = (legacyUsers: number, legacyMessages: number): LegacyData['report'] => ({
   legacyUsers,
@@ -986,7 +992,7 @@ async function migrateFrom(
     while (!reading.next().done);
     printSummary(io, 'migration (dry run: nothing written)', [
       ...common(legacy),
-      ['rows to archive', legacy.archived.length],
+      ['rows to archive', archivedRows(legacy)],
       ['time', seconds(started)],
     ]);
     return outcome(legacy, 'a run would keep them');
@@ -1006,13 +1012,19 @@ async function migrateFrom(
     );
     const legacy = mapLegacy(read, now, earlier, ids.idOf);
     await store.ensureIndexes('create');
-    // What cannot be imported is kept first: an interrupted run has lost nothing.
+    // What cannot be imported is kept first: an interrupted run has lost nothing. A row's first
+    // (or only) item goes last, so that a row counts as archived, by this run or an earlier one,
+    // once all of its items are stored; rows are counted, not the items they take.
     let archived = 0;
-    for (let i = 0; i < legacy.archived.length; i += batchSize) {
-      archived += await store.events.archiveMany(
-        legacy.archived.slice(i, i + batchSize).map((a) => ({ kind: LEGACY_ROW_KIND, ...a })),
-        now,
-      );
+    for (const first of [false, true]) {
+      const items = legacy.archived.filter((a) => isFirstItem(a) === first);
+      for (let i = 0; i < items.length; i += batchSize) {
+        const stored = await store.events.archiveMany(
+          items.slice(i, i + batchSize).map((a) => ({ kind: LEGACY_ROW_KIND, ...a })),
+          now,
+        );
+        if (first) archived += stored;
+      }
     }
     const lookUpEarlierKeys = await earlierKeysStored(store, legacy, io);
     const used = new Set(legacy.reservedKeys);
@@ -1064,7 +1076,7 @@ async function migrateFrom(
       legacy.users.length + legacy.report.messages - written.usersInserted - written.inserted,
     ],
     ['rows archived (kind legacy_row)', written.archived],
-    ['rows archived by an earlier run', legacy.archived.length - written.archived],
+    ['rows archived by an earlier run', archivedRows(legacy) - written.archived],
     ['messages under an earlier version’s key', written.earlierKeys],
     ['summaries rebuilt (left by an interrupted run)', written.summariesRebuilt],
     ['counters repaired (left by an interrupted run)', written.countersRepaired.length],

@@ -598,20 +598,15 @@ async function record(
     answered?: boolean;
   },
 ) {
-  const accepted = answered || input.parts.some((p) => p.status !== 'failed');
-  for (let attempt = 1; ; attempt++) {
-    try {
-      const settled = await ports.data.messages.settleReply(input);
-      // On a second attempt, parts found stored are the first attempt's, whose write landed though
-      // its answer was lost (each part's id is the wamid Graph just gave it): this call stored them.
-      return attempt > 1 ? { ...settled, stored: [...input.parts] } : settled;
-    } catch (error) {
-      if (!accepted) throw error;
-      if (attempt >= RECORD_ATTEMPTS)
-        throw new UnrecordedSend('an accepted answer could not be recorded', { cause: error });
-      await sleep(250 * 2 ** attempt);
-    }
-  }
+  // Nothing went out: a database error is the queue's to retry.
+  if (!answered && !input.parts.some((p) => p.status !== 'failed'))
+    return ports.data.messages.settleReply(input);
+  return retriedRecord('an accepted answer', async (attempt) => {
+    const settled = await ports.data.messages.settleReply(input);
+    // On a second attempt, parts found stored are the first attempt's, whose write landed though
+    // its answer was lost (each part's id is the wamid Graph just gave it): this call stored them.
+    return attempt > 1 ? { ...settled, stored: [...input.parts] } : settled;
+  });
 }
 
 /**
@@ -621,12 +616,20 @@ async function record(
  * Graph just gave it; a status that came first leaves a placeholder the record joins, no duplicate).
  */
 async function recordPart(ports: ReplyPorts, part: OutboundRecord): Promise<boolean> {
+  return retriedRecord(
+    'an accepted part of an answer',
+    async (attempt) => (await ports.data.messages.recordPart(part)) || attempt > 1,
+  );
+}
+
+/** A record of what Graph accepted, tried again on a database error (`RECORD_ATTEMPTS` in all). */
+async function retriedRecord<T>(what: string, write: (attempt: number) => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return (await ports.data.messages.recordPart(part)) || attempt > 1;
+      return await write(attempt);
     } catch (error) {
       if (attempt >= RECORD_ATTEMPTS)
-        throw new UnrecordedSend('an accepted part of an answer could not be recorded', { cause: error });
+        throw new UnrecordedSend(`${what} could not be recorded`, { cause: error });
       await sleep(250 * 2 ** attempt);
     }
   }

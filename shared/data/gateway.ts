@@ -112,7 +112,7 @@ export type BulkSender<T extends Document> = (
  * the message size the server announces (48 MB from MongoDB). A bulk write is therefore sent in parts whose
  * operations add up to this, leaving room for the command's own fields.
  */
-export const MAX_REQUEST_BYTES = 2 * 1024 * 1024;
+const MAX_REQUEST_BYTES = 2 * 1024 * 1024;
 const REQUEST_BUDGET = MAX_REQUEST_BYTES - 64 * 1024;
 /** What the driver adds around each operation of a write command ({q, u, upsert, multi}, index keys). */
 const PER_OPERATION_BYTES = 64;
@@ -129,16 +129,15 @@ function operationBytes(op: AnyBulkWriteOperation<Document>): number {
  * Consecutive parts of `ops`, each under the request budget (one operation over it alone: the
  * server refuses it as the document it is).
  */
-export function requestParts<T extends Document>(
+function requestParts<T extends Document>(
   ops: readonly AnyBulkWriteOperation<T>[],
-  budget = REQUEST_BUDGET,
 ): AnyBulkWriteOperation<T>[][] {
   const parts: AnyBulkWriteOperation<T>[][] = [];
   let part: AnyBulkWriteOperation<T>[] = [];
   let bytes = 0;
   for (const op of ops) {
     const size = operationBytes(op as AnyBulkWriteOperation<Document>);
-    if (part.length > 0 && bytes + size > budget) {
+    if (part.length > 0 && bytes + size > REQUEST_BUDGET) {
       parts.push(part);
       part = [];
       bytes = 0;

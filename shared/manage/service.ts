@@ -14,7 +14,7 @@ import {
   type User,
   userQueryTerms,
 } from '../data';
-import { GraphError, type GraphClient, type SendResult } from '../whatsapp/graph';
+import { GraphError, PAIR_RATE_LIMIT, type GraphClient, type SendResult } from '../whatsapp/graph';
 import { OutboundLimitError, windowOpen } from '../whatsapp/outbound';
 import type { CursorCodec } from './cursor';
 import type { Caller } from './auth';
@@ -408,7 +408,7 @@ export async function sendMessage(
   });
   // Erased by another operator meanwhile: the message went with the user.
   if (recorded === 'erased') throw notFound();
-  if (failure) throw sendFailed(failure);
+  if (failure) throw sendFailed(failure.pairRateLimited, failure);
   const stored = await data.messages.getMessage(messageId);
   if (!stored) throw new AppError(ErrorCode.INTERNAL, 'the sent message was not stored');
   return messageJson(stored);
@@ -419,10 +419,10 @@ export async function sendMessage(
  * limit (131056) is said as such: nothing went out, and the same send goes through a few seconds
  * later (an operator's request does not wait for it, as the reply worker does).
  */
-const sendFailed = (cause?: GraphError): AppError =>
+const sendFailed = (pairRateLimited: boolean, cause?: GraphError): AppError =>
   new AppError(
     ErrorCode.UPSTREAM_FAILED,
-    cause?.pairRateLimited
+    pairRateLimited
       ? "WhatsApp's pair rate limit: too many messages to this user in a short time. Nothing went out " +
           '(stored as failed): try again in a few seconds, as a new send (a new Idempotency-Key: ' +
           'the same key answers this again)'
@@ -461,8 +461,10 @@ async function replaySend(
   const same = sent.find((m) => m.text === textOf(body));
   if (!same) throw reused();
   // Stored failed by the send itself (Graph refused it or gave no answer: no wamid), as the first
-  // answered. One Graph accepted (201) that a delivery status reported failed since is answered
-  // as the first was: 201, with the message as it is now.
-  if (same.status === 'failed' && same.waMessageId === null) throw sendFailed();
+  // answered, in its words (the pair rate limit's, read from the Graph code stored with it). One
+  // Graph accepted (201) that a delivery status reported failed since is answered as the first
+  // was: 201, with the message as it is now.
+  if (same.status === 'failed' && same.waMessageId === null)
+    throw sendFailed(same.error?.code === PAIR_RATE_LIMIT);
   return messageJson(same);
 }

@@ -180,4 +180,32 @@ describe("an operator's send under the pair rate limit", () => {
     const out = await outbound(waId);
     expect(out.at(-1)).toMatchObject({ text: 'Operator here', status: 'failed', role: 'operator' });
   });
+
+  it('answers the same pair-limit 502 again to the same Idempotency-Key, sending nothing', async () => {
+    const waId = newNumber();
+    await app.userWrites(waId, 'hi');
+    const id = await userIdOf(app.services.data, waId);
+    app.graph.requests.length = 0;
+    app.graph.sendResponses.push(pairLimited());
+    const send = () =>
+      call(h.userMessages, {
+        token: TOKEN,
+        method: 'POST',
+        params: { id },
+        body: { text: 'Operator, keyed' },
+        headers: { 'idempotency-key': 'pair-limit-replay-1' },
+      });
+    const first = await send();
+    const again = await send();
+    expect(first.status).toBe(502);
+    expect(again.status).toBe(502);
+    const firstError = parseBody(ErrorSchema, first.body).error;
+    expect(firstError.message).toMatch(/pair rate limit/);
+    expect(parseBody(ErrorSchema, again.body).error).toMatchObject({
+      code: 'UPSTREAM_FAILED',
+      message: firstError.message,
+    });
+    expect(app.graph.sends()).toHaveLength(1);
+    expect((await outbound(waId)).filter((m) => m.role === 'operator')).toHaveLength(1);
+  });
 });

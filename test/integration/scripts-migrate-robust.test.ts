@@ -702,6 +702,8 @@ describe('rows longer than one archived item', () => {
     );
     const io = captureIo();
     expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(3);
+    // Two rows archived, whatever the number of items they take.
+    expect(io.stdout.join('\n')).toMatch(/rows archived \(kind legacy_row\):\s+2$/m);
     const message = await t.db.collection('messages').findOne({ _id: 'wamid.L1' as never });
     expect(message?.['text']).toBe(long.slice(0, 65_536));
     const archived = await t.db.collection('events').find({ kind: 'legacy_row' }).toArray();
@@ -727,6 +729,10 @@ describe('rows longer than one archived item', () => {
     const again = captureIo();
     expect(await runToExitCode(migrate, [file], envOf(t), again)).toBe(3);
     expect(again.stdout.join('\n')).toMatch(/rows archived \(kind legacy_row\):\s+0$/m);
+    expect(again.stdout.join('\n')).toMatch(/rows archived by an earlier run:\s+2$/m);
+    const dry = captureIo();
+    expect(await runToExitCode(migrate, [file, '--dry-run'], envOf(t), dry)).toBe(3);
+    expect(dry.stdout.join('\n')).toMatch(/rows to archive:\s+2$/m);
   }, 60_000);
 });
 
