@@ -316,10 +316,11 @@ const graphFailure = (error: GraphError): MessageError => ({
  * An operator's message to a user through the Graph API: free text within 24 hours of the user's
  * last message, else only a template, from the business number the user last wrote to (else the
  * latest that names one: a welcome lets a template reach a user who never wrote). Sending takes the
- * conversation (the bot must not talk over an operator) and restarts the handoff's clock. Stored with role `operator` and the token's name,
- * whether it went out or failed (502); audited without its text. A `4xx` leaves no trace: the
- * checks come before anything is written, and a window refusal from Graph (409) undoes the take
- * and the audit entry, which are written first so that no send is ever unaudited or talked over.
+ * conversation (the bot must not talk over an operator) and restarts the handoff's clock. Stored
+ * with role `operator` and the token's name, whether it went out or failed (502); audited without
+ * its text. A `4xx` leaves no trace: the checks come before anything is written, and a window
+ * refusal from Graph (409) undoes the take and the audit entry, which are written first so that no
+ * send is ever unaudited or talked over.
  */
 export async function sendMessage(
   ctx: ManageContext,
