@@ -722,26 +722,22 @@ function mapLegacy(
     const meta = MESSAGE_ID.test(given) ? given : null;
     if (given && !meta) counts.idsOutOfBounds++;
     const { text, lossy } = textOf(row, counts);
-    if (lossy) {
-      // Imported readable; the bytes as the file holds them stay in the archive.
-      if (first)
-        keep('message', row, {
-          reason: 'message text not valid UTF-8 (imported with U+FFFD)',
-          userId,
-          identifier: null,
-          notImported: false,
-        });
-    } else if (text.length > MAX_TEXT) {
-      counts.textsCut++;
-      // Imported cut, as the webhook keeps it; the whole row stays in the archive.
-      if (first)
-        keep('message', row, {
-          reason: 'message text longer than 65,536 characters (imported cut)',
-          userId,
-          identifier: null,
-          notImported: false,
-        });
-    }
+    const cut = text.length > MAX_TEXT;
+    // Counted under each that applies; the row is archived once.
+    if (cut) counts.textsCut++;
+    // Imported readable (and cut, as the webhook keeps it); the bytes as the file holds them, or
+    // the whole text, stay in the archive.
+    if (first && (lossy || cut))
+      keep('message', row, {
+        reason: lossy
+          ? cut
+            ? 'message text not valid UTF-8 and longer than 65,536 characters (imported with U+FFFD, cut)'
+            : 'message text not valid UTF-8 (imported with U+FFFD)'
+          : 'message text longer than 65,536 characters (imported cut)',
+        userId,
+        identifier: null,
+        notImported: false,
+      });
     const m: Omit<LegacyMessage, 'id'> = {
       oldKey: meta === null && rowId !== null ? `legacy:${rowId}` : null,
       userId,

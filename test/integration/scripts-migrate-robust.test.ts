@@ -685,6 +685,30 @@ describe('texts that are not UTF-8', () => {
     expect(again.stdout.join('\n')).toMatch(/rows archived \(kind legacy_row\):\s+0$/m);
     expect(again.stdout.join('\n')).toMatch(/messages inserted:\s+0$/m);
   });
+  it('counts a text both not UTF-8 and too long under both, and archives its row once', async () => {
+    const t = await freshDb('migrate-invalid-utf8-long');
+    // 70,000 bytes of `a` and one that is no UTF-8: read as 70,001 characters, past 65,536.
+    const bytes = new Uint8Array(70_001).fill(0x61);
+    bytes[70_000] = 0xff;
+    const file = await legacyFile(
+      [[1, '+1 555 010 0001', 'Alice', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00']],
+      [[1, 1, 'user', bytes, 'wamid.UL1', '2024-01-01 10:00:01']],
+    );
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(0);
+    const out = io.stdout.join('\n');
+    expect(out).toMatch(/texts cut \(whole row archived\):\s+1$/m);
+    expect(out).toMatch(/texts not valid UTF-8 \(whole row archived\):\s+1$/m);
+    expect(out).toMatch(/rows archived \(kind legacy_row\):\s+1$/m);
+    const stored = await t.db.collection('messages').findOne({ _id: 'wamid.UL1' as never });
+    expect(String(stored?.['text'])).toBe('a'.repeat(65_536));
+    const archived = await t.db.collection('events').find({ kind: 'legacy_row' }).toArray();
+    expect(archived.map((a) => a['reason'])).toEqual([
+      'message text not valid UTF-8 and longer than 65,536 characters (imported with U+FFFD, cut)',
+    ]);
+    const row = JSON.parse(String(archived[0]?.['payloadJson'])).row as Record<string, unknown>;
+    expect(row['content']).toEqual({ base64: Buffer.from(bytes).toString('base64') });
+  });
 });
 
 describe('rows longer than one archived item', () => {
