@@ -711,6 +711,57 @@ describe('texts that are not UTF-8', () => {
   });
 });
 
+describe('names that are not UTF-8', () => {
+  it('imports them readable and archives the whole user row with the bytes as the file holds them', async () => {
+    const t = await freshDb('migrate-invalid-utf8-names');
+    const blobName = new Uint8Array([0x41, 0x6e, 0xff]);
+    const file = await legacyFile(
+      [
+        [2, '+1 555 010 0002', blobName, 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00'],
+        [3, '+1 555 010 0003', new TextEncoder().encode('Grüße'), 1, '2024-01-01 10:00:00', null],
+        [4, '+1 555 010 0004', 'Bob', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00'],
+      ],
+      [[1, 1, 'user', 'hello', 'wamid.N1', '2024-01-01 10:00:01']],
+      // A TEXT name with bytes that are not UTF-8 (`Jø` and a stray 0xFF), as a C API may write it.
+      `CREATE TABLE user (id INTEGER PRIMARY KEY, phone_number VARCHAR, name VARCHAR, is_active BOOLEAN, created_at DATETIME, updated_at DATETIME);
+       CREATE TABLE message (id INTEGER PRIMARY KEY, user_id INTEGER, role VARCHAR, content VARCHAR, meta_message_id VARCHAR, created_at DATETIME);
+       INSERT INTO user VALUES (1, '+1 555 010 0001', CAST(X'4AC3B8FF' AS TEXT), 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00');`,
+    );
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(0);
+    const out = io.stdout.join('\n');
+    expect(out).toMatch(/names not valid UTF-8 \(whole row archived\):\s+2$/m);
+    const nameOf = async (waId: string) => (await t.db.collection('users').findOne({ waId }))?.['name'];
+    expect(await nameOf('15550100001')).toBe('J\u00f8\uFFFD');
+    expect(await nameOf('15550100002')).toBe('An\uFFFD');
+    expect(await nameOf('15550100003')).toBe('Grüße');
+    expect(await nameOf('15550100004')).toBe('Bob');
+    // Nothing of the file is lost: both rows are archived, under their user, with their bytes.
+    const archived = await t.db.collection('events').find({ kind: 'legacy_row' }).toArray();
+    expect(archived.map((a) => a['reason'])).toEqual([
+      'user name not valid UTF-8 (imported with U+FFFD)',
+      'user name not valid UTF-8 (imported with U+FFFD)',
+    ]);
+    const rows = archived.map((a) => JSON.parse(String(a['payloadJson'])).row as Record<string, unknown>);
+    expect(rows.map((r) => [r['id'], r['name']]).sort()).toEqual([
+      [1, { base64: Buffer.from('4AC3B8FF', 'hex').toString('base64') }],
+      [2, { base64: Buffer.from(blobName).toString('base64') }],
+    ]);
+    const userIds = await Promise.all(
+      ['15550100001', '15550100002'].map(
+        async (waId) => (await t.db.collection('users').findOne({ waId }))?._id,
+      ),
+    );
+    expect(archived.map((a) => a['userId']).sort()).toEqual([...userIds].sort());
+    expect((await healthOf(t)).code).toBe(0);
+    // Run again: nothing more archived or imported.
+    const again = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), again)).toBe(0);
+    expect(again.stdout.join('\n')).toMatch(/rows archived \(kind legacy_row\):\s+0$/m);
+    expect(again.stdout.join('\n')).toMatch(/users inserted:\s+0$/m);
+  });
+});
+
 describe('rows longer than one archived item', () => {
   it('archives them whole, in parts that give the row back', async () => {
     const t = await freshDb('migrate-archive-parts');
