@@ -40,7 +40,7 @@ Moves the users and messages of the previous (SQLite) version of the bot into th
 (MONGODB_URI, else the embedded database of \`npm run dev\`; MONGODB_DATABASE, default
 whatsapp_chatbot). Running it again changes nothing.
 
-  --dry-run         read and report; write nothing
+  --dry-run         read the file and the database and report; write nothing
   --batch-size N    documents per bulk write (default 500)
   -h, --help        this help
 
@@ -624,9 +624,6 @@ const emptyReport = (legacyUsers: number, legacyMessages: number): LegacyData['r
   outbound: 0,
 });
 
-/** A dry run's stand-in for user ids (`UsersRepository.idsForImport`): one per number. */
-const DRY_RUN_IDS = (waId: string): string => `wa:${waId}`;
-
 function mapLegacy(
   source: LegacySource,
   now: Date,
@@ -1025,32 +1022,41 @@ async function migrateFrom(
     );
     return 3;
   };
-  if (dryRun) {
-    const legacy = mapLegacy(read, now, new Set(), DRY_RUN_IDS);
-    // Read through, as a run would: duplicates, inbound and outbound counted.
-    const reading = legacy.messages();
-    while (!reading.next().done);
-    printSummary(io, 'migration (dry run: nothing written)', [
-      ...common(legacy),
-      ['rows to archive', archivedRows(legacy)],
-      ['time', seconds(started)],
-    ]);
-    return outcome(legacy, 'a run would keep them');
-  }
-  const written = await withDataStore(env, io, async (store) => {
-    // Users are imported under the id of the user stored with their number, whichever version
-    // made it, else the one a first contact would get. A user an earlier version stored under the
-    // digits it read (`0044…`) keeps those digits.
+  /**
+   * The file mapped onto the database. Users are imported under the id of the user stored with
+   * their number, whichever version made it (two numbers of one stored user are one user), else
+   * the one a first contact would get. A user an earlier version stored under the digits it read
+   * (`0044…`) keeps those digits. `new`: the users no user is stored for yet.
+   */
+  const mapOnto = async (store: DataStore, readOnly: boolean) => {
     const numbers = read.users.flatMap((row) =>
       [legacyWaId(row['phone_number']), earlierWaId(row['phone_number'])].filter((d) => d !== null),
     );
-    const ids = await store.users.idsForImport(numbers);
+    const ids = await store.users.idsForImport(numbers, { readOnly });
     const earlier = new Set(
       read.users
         .map((row) => earlierWaId(row['phone_number']))
         .filter((d): d is string => d !== null && ids.stored.has(d)),
     );
     const legacy = mapLegacy(read, now, earlier, ids.idOf);
+    return { legacy, new: legacy.users.filter((u) => !ids.stored.has(u.waId)).length };
+  };
+  if (dryRun) {
+    // The database is read (the users stored, as a run finds them), never written.
+    const { legacy, new: usersNew } = await withDataStore(env, io, (store) => mapOnto(store, true));
+    // Read through, as a run would: duplicates, inbound and outbound counted.
+    const reading = legacy.messages();
+    while (!reading.next().done);
+    printSummary(io, 'migration (dry run: nothing written)', [
+      ...common(legacy),
+      ['users new (not stored yet)', usersNew],
+      ['rows to archive', archivedRows(legacy)],
+      ['time', seconds(started)],
+    ]);
+    return outcome(legacy, 'a run would keep them');
+  }
+  const written = await withDataStore(env, io, async (store) => {
+    const { legacy } = await mapOnto(store, false);
     await store.ensureIndexes('create');
     // What cannot be imported is kept first: an interrupted run has lost nothing. A row's first
     // (or only) item goes last, so that a row counts as archived, by this run or an earlier one,

@@ -711,6 +711,61 @@ describe('texts that are not UTF-8', () => {
   });
 });
 
+describe('a dry run over a database that holds users', () => {
+  it('counts users new and merged as a run does, and writes nothing', async () => {
+    const t = await freshDb('migrate-dry-stored');
+    const contents = async () =>
+      Object.fromEntries(
+        await Promise.all(
+          ['users', 'messages', 'stats', 'events'].map(
+            async (name) => [name, await t.db.collection(name).find({}).sort({ _id: 1 }).toArray()] as const,
+          ),
+        ),
+      );
+    const first = await legacyFile(
+      [[1, '+1 555 010 0007', 'Moved', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00']],
+      [[1, 1, 'user', 'hello', 'wamid.D1', '2024-01-01 10:00:01']],
+    );
+    // On an empty database, the dry run makes no deployment key either.
+    const empty = await contents();
+    expect(await runToExitCode(migrate, [first, '--dry-run'], envOf(t), captureIo())).toBe(0);
+    expect(await contents()).toEqual(empty);
+    expect(await runToExitCode(migrate, [first], envOf(t), captureIo())).toBe(0);
+    // The person then moved to another number (user_changed_number).
+    const users = collectionOf(t.db, 'users');
+    const stored = await users.findOne({ waId: '15550100007' });
+    if (!stored) throw new Error('not migrated');
+    expect(await createDataStore(t.db).users.changeNumber(stored._id, '15550109999')).toBe('moved');
+    // A second file holds both of their numbers, and someone new.
+    const second = await legacyFile(
+      [
+        [1, '+1 555 010 0007', 'Moved', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00'],
+        [2, '+1 555 010 9999', 'Moved', 1, '2024-02-01 10:00:00', '2024-02-01 10:00:00'],
+        [3, '+1 555 010 0008', 'New', 1, '2024-02-01 10:00:00', '2024-02-01 10:00:00'],
+      ],
+      [
+        [1, 2, 'user', 'new number', 'wamid.D2', '2024-02-01 10:00:01'],
+        [2, 3, 'user', 'hi', 'wamid.D3', '2024-02-01 10:00:02'],
+      ],
+    );
+    const before = await contents();
+    const dry = captureIo();
+    expect(await runToExitCode(migrate, [second, '--dry-run'], envOf(t), dry), dry.text()).toBe(0);
+    expect(await contents()).toEqual(before);
+    const dryOut = dry.stdout.join('\n');
+    expect(dryOut).toMatch(/^\s*users:\s+2$/m);
+    expect(dryOut).toMatch(/users merged \(same number\):\s+1$/m);
+    expect(dryOut).toMatch(/users new \(not stored yet\):\s+1$/m);
+    const run = captureIo();
+    expect(await runToExitCode(migrate, [second], envOf(t), run), run.text()).toBe(0);
+    const runOut = run.stdout.join('\n');
+    expect(runOut).toMatch(/^\s*users:\s+2$/m);
+    expect(runOut).toMatch(/users merged \(same number\):\s+1$/m);
+    expect(runOut).toMatch(/users inserted:\s+1$/m);
+    expect((await healthOf(t)).code).toBe(0);
+  });
+});
+
 describe('names that are not UTF-8', () => {
   it('imports them readable and archives the whole user row with the bytes as the file holds them', async () => {
     const t = await freshDb('migrate-invalid-utf8-names');
@@ -844,6 +899,7 @@ describe('epoch times finer than milliseconds', () => {
 
 describe('a large legacy file', () => {
   it('is read a row at a time: its texts are never all in memory at once', async () => {
+    const t = await freshDb('migrate-large');
     // 20,000 messages of 4,000 characters: 80 million characters, more than the heap the script
     // is given (64 MiB) could hold at once.
     const SQL = await initSqlJs();
@@ -879,7 +935,9 @@ describe('a large legacy file', () => {
           env: {
             ...process.env,
             NODE_OPTIONS: '--max-old-space-size=64',
-            MONGODB_URI: 'mongodb://127.0.0.1:9/',
+            // A dry run reads the users stored (and writes nothing).
+            MONGODB_URI: t.uri,
+            MONGODB_DATABASE: t.dbName,
           },
           maxBuffer: 10 * 1024 * 1024,
         },
