@@ -40,7 +40,7 @@ Moves the users and messages of the previous (SQLite) version of the bot into th
 (MONGODB_URI, else the embedded database of \`npm run dev\`; MONGODB_DATABASE, default
 whatsapp_chatbot). Running it again changes nothing.
 
-  --dry-run         read and report; write nothing
+  --dry-run         read the file and the database and report; write nothing
   --batch-size N    documents per bulk write (default 500)
   -h, --help        this help
 
@@ -110,6 +110,8 @@ export interface LegacyData {
     ambiguousUsers: number;
     /** Names cut to the bound the webhook keeps. */
     namesCut: number;
+    /** Names (TEXT or BLOB) whose bytes are not UTF-8: imported with U+FFFD, the whole row archived. */
+    invalidNames: number;
     /** Users whose creation date was unreadable: the time of their first message instead. */
     userDatesReplaced: number;
     duplicates: number;
@@ -297,14 +299,20 @@ export interface LegacySource {
 }
 
 /**
- * Message rows whose TEXT content holds bytes that are not UTF-8 (written through a C API, say):
- * their content is those bytes, as the file holds them (SQLite would hand them over with U+FFFD in
- * place of each bad sequence, and the bytes would be lost).
+ * Message rows whose TEXT content, and user rows whose TEXT name, holds bytes that are not UTF-8
+ * (written through a C API, say): the column is those bytes, as the file holds them (SQLite would
+ * hand them over with U+FFFD in place of each bad sequence, and the bytes would be lost).
  */
 const TEXT_NOT_UTF8 = new WeakSet<Record<string, SqlValue>>();
 
-/** The content column's type, read beside it (not part of the row). */
-const CONTENT_TYPE = '__content_type';
+/**
+ * The columns read as their bytes when TEXT (a message's text, a user's name), each with the name
+ * its type is read under, beside it (not part of the row).
+ */
+const TEXT_COLUMNS = {
+  message: { column: 'content', type: '__content_type' },
+  user: { column: 'name', type: '__name_type' },
+} as const;
 /** The order's stand-in for a NULL row id: after every other (2^62; row ids are safe integers). */
 const NULL_ROW_LAST = 2 ** 62;
 /** A message row's handle (its rowid), read beside it. */
@@ -390,20 +398,26 @@ export async function openLegacy(file: string): Promise<LegacySource> {
           const name = present.get(c);
           if (name === undefined) return `NULL AS ${c}`;
           const quoted = `${alias}"${name.replace(/"/g, '""')}"`;
-          // A message's text is read as its bytes and decoded here, so that bytes that are not
-          // UTF-8 are seen (and kept) rather than replaced (a UTF-16 file's texts are read as they are).
-          if (table === 'message' && c === 'content' && utf8)
-            return `CASE WHEN typeof(${quoted}) = 'text' THEN CAST(${quoted} AS BLOB) ELSE ${quoted} END AS ${c}, typeof(${quoted}) AS ${CONTENT_TYPE}`;
+          // A message's text and a user's name are read as their bytes and decoded here, so that
+          // bytes that are not UTF-8 are seen (and kept) rather than replaced (a UTF-16 file's
+          // texts are read as they are).
+          if (c === TEXT_COLUMNS[table].column && utf8)
+            return `CASE WHEN typeof(${quoted}) = 'text' THEN CAST(${quoted} AS BLOB) ELSE ${quoted} END AS ${c}, typeof(${quoted}) AS ${TEXT_COLUMNS[table].type}`;
           return `${quoted} AS ${c}`;
         })
         .join(', ');
     };
     const decoder = new TextDecoder('utf-8', { fatal: true });
-    const decoded = (row: Record<string, SqlValue>, hidden: Record<string, SqlValue>) => {
-      const content = row['content'];
-      if (hidden[CONTENT_TYPE] !== 'text' || !(content instanceof Uint8Array)) return row;
+    const decoded = (
+      table: keyof typeof TEXT_COLUMNS,
+      row: Record<string, SqlValue>,
+      hidden: Record<string, SqlValue>,
+    ) => {
+      const { column, type } = TEXT_COLUMNS[table];
+      const value = row[column];
+      if (hidden[type] !== 'text' || !(value instanceof Uint8Array)) return row;
       try {
-        row['content'] = decoder.decode(content);
+        row[column] = decoder.decode(value);
       } catch {
         TEXT_NOT_UTF8.add(row);
       }
@@ -414,7 +428,9 @@ export async function openLegacy(file: string): Promise<LegacySource> {
     let orderedColumns: string;
     let messageRows: number;
     try {
-      users = rows(db, `SELECT ${columnsOf('user')} FROM "user" ORDER BY id`);
+      users = [...stepRows(db, `SELECT ${columnsOf('user')} FROM "user" ORDER BY id`)].map(
+        ({ row, hidden }) => decoded('user', row, hidden),
+      );
       messageColumns = columnsOf('message');
       orderedColumns = columnsOf('message', 'm.');
       // Rows are found again by rowid; a table without one (WITHOUT ROWID) is read from a copy.
@@ -442,7 +458,7 @@ export async function openLegacy(file: string): Promise<LegacySource> {
           db,
           `SELECT ${messageColumns}, _rowid_ AS ${HANDLE} FROM "message"`,
         ))
-          fn(decoded(row, hidden), Number(hidden[HANDLE]));
+          fn(decoded('message', row, hidden), Number(hidden[HANDLE]));
       },
       order(keys) {
         db.exec('DELETE FROM legacy_order; BEGIN');
@@ -461,7 +477,7 @@ export async function openLegacy(file: string): Promise<LegacySource> {
         const sql =
           `SELECT ${orderedColumns} FROM legacy_order AS k CROSS JOIN "message" AS m ON m._rowid_ = k.handle ` +
           'ORDER BY k.t, k.r, k.p';
-        for (const { row, hidden } of stepRows(db, sql)) yield decoded(row, hidden);
+        for (const { row, hidden } of stepRows(db, sql)) yield decoded('message', row, hidden);
       },
       close: () => db.close(),
     };
@@ -496,6 +512,21 @@ function textOf(
     }
   }
   return { text: String(value), lossy: false };
+}
+
+/**
+ * A user's name as read (a BLOB's bytes, or a TEXT's that are not UTF-8, decoded as UTF-8), and
+ * whether its bytes were not UTF-8 (read with U+FFFD in their place).
+ */
+function nameTextOf(value: SqlValue | undefined): { raw: string | null; lossy: boolean } {
+  if (value instanceof Uint8Array) {
+    try {
+      return { raw: new TextDecoder('utf-8', { fatal: true }).decode(value), lossy: false };
+    } catch {
+      return { raw: new TextDecoder('utf-8').decode(value), lossy: true };
+    }
+  }
+  return { raw: typeof value === 'string' ? value : null, lossy: false };
 }
 
 /** A row as archived: JSON values only (a BLOB as base64, so nothing of it is lost). */
@@ -576,6 +607,7 @@ const emptyReport = (legacyUsers: number, legacyMessages: number): LegacyData['r
   skippedUsers: [],
   ambiguousUsers: 0,
   namesCut: 0,
+  invalidNames: 0,
   userDatesReplaced: 0,
   duplicates: 0,
   orphans: 0,
@@ -591,9 +623,6 @@ const emptyReport = (legacyUsers: number, legacyMessages: number): LegacyData['r
   inbound: 0,
   outbound: 0,
 });
-
-/** A dry run's stand-in for user ids (`UsersRepository.idsForImport`): one per number. */
-const DRY_RUN_IDS = (waId: string): string => `wa:${waId}`;
 
 function mapLegacy(
   source: LegacySource,
@@ -646,8 +675,19 @@ function mapLegacy(
     }
     const id = idOf(waId);
     if (legacy !== null && !ambiguous.has(legacy)) userIdByLegacy.set(legacy, id);
-    const raw = typeof row['name'] === 'string' ? row['name'] : null;
+    const { raw, lossy } = nameTextOf(row['name']);
     const name = nameOf(raw);
+    if (lossy) {
+      // Imported readable (when this row names the user); the bytes as the file holds them stay
+      // in the archive.
+      report.invalidNames++;
+      keep('user', row, {
+        reason: 'user name not valid UTF-8 (imported with U+FFFD)',
+        userId: id,
+        identifier: null,
+        notImported: false,
+      });
+    }
     const dated = parseLegacyDate(row['created_at']) ?? parseLegacyDate(row['updated_at']);
     const known = users.get(id);
     if (known) {
@@ -722,26 +762,22 @@ function mapLegacy(
     const meta = MESSAGE_ID.test(given) ? given : null;
     if (given && !meta) counts.idsOutOfBounds++;
     const { text, lossy } = textOf(row, counts);
-    if (lossy) {
-      // Imported readable; the bytes as the file holds them stay in the archive.
-      if (first)
-        keep('message', row, {
-          reason: 'message text not valid UTF-8 (imported with U+FFFD)',
-          userId,
-          identifier: null,
-          notImported: false,
-        });
-    } else if (text.length > MAX_TEXT) {
-      counts.textsCut++;
-      // Imported cut, as the webhook keeps it; the whole row stays in the archive.
-      if (first)
-        keep('message', row, {
-          reason: 'message text longer than 65,536 characters (imported cut)',
-          userId,
-          identifier: null,
-          notImported: false,
-        });
-    }
+    const cut = text.length > MAX_TEXT;
+    // Counted under each that applies; the row is archived once.
+    if (cut) counts.textsCut++;
+    // Imported readable (and cut, as the webhook keeps it); the bytes as the file holds them, or
+    // the whole text, stay in the archive.
+    if (first && (lossy || cut))
+      keep('message', row, {
+        reason: lossy
+          ? cut
+            ? 'message text not valid UTF-8 and longer than 65,536 characters (imported with U+FFFD, cut)'
+            : 'message text not valid UTF-8 (imported with U+FFFD)'
+          : 'message text longer than 65,536 characters (imported cut)',
+        userId,
+        identifier: null,
+        notImported: false,
+      });
     const m: Omit<LegacyMessage, 'id'> = {
       oldKey: meta === null && rowId !== null ? `legacy:${rowId}` : null,
       userId,
@@ -961,6 +997,7 @@ async function migrateFrom(
       ['users merged (same number)', r.mergedUsers],
       ['user dates from the first message', r.userDatesReplaced],
       ['names cut', r.namesCut],
+      ['names not valid UTF-8 (whole row archived)', r.invalidNames],
       ['texts cut (whole row archived)', r.textsCut],
       ['binary texts read as UTF-8', r.binaryTexts],
       ['texts not valid UTF-8 (whole row archived)', r.invalidUtf8],
@@ -985,32 +1022,41 @@ async function migrateFrom(
     );
     return 3;
   };
-  if (dryRun) {
-    const legacy = mapLegacy(read, now, new Set(), DRY_RUN_IDS);
-    // Read through, as a run would: duplicates, inbound and outbound counted.
-    const reading = legacy.messages();
-    while (!reading.next().done);
-    printSummary(io, 'migration (dry run: nothing written)', [
-      ...common(legacy),
-      ['rows to archive', archivedRows(legacy)],
-      ['time', seconds(started)],
-    ]);
-    return outcome(legacy, 'a run would keep them');
-  }
-  const written = await withDataStore(env, io, async (store) => {
-    // Users are imported under the id of the user stored with their number, whichever version
-    // made it, else the one a first contact would get. A user an earlier version stored under the
-    // digits it read (`0044…`) keeps those digits.
+  /**
+   * The file mapped onto the database. Users are imported under the id of the user stored with
+   * their number, whichever version made it (two numbers of one stored user are one user), else
+   * the one a first contact would get. A user an earlier version stored under the digits it read
+   * (`0044…`) keeps those digits. `new`: the users no user is stored for yet.
+   */
+  const mapOnto = async (store: DataStore, readOnly: boolean) => {
     const numbers = read.users.flatMap((row) =>
       [legacyWaId(row['phone_number']), earlierWaId(row['phone_number'])].filter((d) => d !== null),
     );
-    const ids = await store.users.idsForImport(numbers);
+    const ids = await store.users.idsForImport(numbers, { readOnly });
     const earlier = new Set(
       read.users
         .map((row) => earlierWaId(row['phone_number']))
         .filter((d): d is string => d !== null && ids.stored.has(d)),
     );
     const legacy = mapLegacy(read, now, earlier, ids.idOf);
+    return { legacy, new: legacy.users.filter((u) => !ids.stored.has(u.waId)).length };
+  };
+  if (dryRun) {
+    // The database is read (the users stored, as a run finds them), never written.
+    const { legacy, new: usersNew } = await withDataStore(env, io, (store) => mapOnto(store, true));
+    // Read through, as a run would: duplicates, inbound and outbound counted.
+    const reading = legacy.messages();
+    while (!reading.next().done);
+    printSummary(io, 'migration (dry run: nothing written)', [
+      ...common(legacy),
+      ['users new (not stored yet)', usersNew],
+      ['rows to archive', archivedRows(legacy)],
+      ['time', seconds(started)],
+    ]);
+    return outcome(legacy, 'a run would keep them');
+  }
+  const written = await withDataStore(env, io, async (store) => {
+    const { legacy } = await mapOnto(store, false);
     await store.ensureIndexes('create');
     // What cannot be imported is kept first: an interrupted run has lost nothing. A row's first
     // (or only) item goes last, so that a row counts as archived, by this run or an earlier one,

@@ -190,10 +190,13 @@ export class UsersRepository {
    * The ids to import users under (migration), by number: the id of the user stored with it
    * (whichever version made it), else of the first user who moved away from it, else the id a
    * first contact would get; and the numbers so found. One read per 500 numbers, and one over the
-   * users who changed number.
+   * users who changed number. `readOnly` (a dry run) writes nothing: a number no one is stored
+   * with gets a stand-in id of its own (`dry:<number>`) instead of one derived with the
+   * deployment's key, which would be made on first use.
    */
   async idsForImport(
     waIds: readonly string[],
+    { readOnly = false }: { readOnly?: boolean } = {},
   ): Promise<{ idOf: (waId: string) => string; stored: ReadonlySet<string> }> {
     const stored = new Map<string, string>();
     const unique = [...new Set(waIds)];
@@ -218,7 +221,7 @@ export class UsersRepository {
       }
     }
     for (const [waId, { id }] of movers) stored.set(waId, id);
-    const keyed = await this.keys.userIds();
+    const keyed = readOnly ? (natural: string) => `dry:${natural}` : await this.keys.userIds();
     return {
       idOf: (waId) => stored.get(waId) ?? keyed(naturalIdOf({ waId, bsuid: null })),
       stored: new Set(stored.keys()),

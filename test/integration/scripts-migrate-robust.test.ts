@@ -685,6 +685,136 @@ describe('texts that are not UTF-8', () => {
     expect(again.stdout.join('\n')).toMatch(/rows archived \(kind legacy_row\):\s+0$/m);
     expect(again.stdout.join('\n')).toMatch(/messages inserted:\s+0$/m);
   });
+  it('counts a text both not UTF-8 and too long under both, and archives its row once', async () => {
+    const t = await freshDb('migrate-invalid-utf8-long');
+    // 70,000 bytes of `a` and one that is no UTF-8: read as 70,001 characters, past 65,536.
+    const bytes = new Uint8Array(70_001).fill(0x61);
+    bytes[70_000] = 0xff;
+    const file = await legacyFile(
+      [[1, '+1 555 010 0001', 'Alice', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00']],
+      [[1, 1, 'user', bytes, 'wamid.UL1', '2024-01-01 10:00:01']],
+    );
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(0);
+    const out = io.stdout.join('\n');
+    expect(out).toMatch(/texts cut \(whole row archived\):\s+1$/m);
+    expect(out).toMatch(/texts not valid UTF-8 \(whole row archived\):\s+1$/m);
+    expect(out).toMatch(/rows archived \(kind legacy_row\):\s+1$/m);
+    const stored = await t.db.collection('messages').findOne({ _id: 'wamid.UL1' as never });
+    expect(String(stored?.['text'])).toBe('a'.repeat(65_536));
+    const archived = await t.db.collection('events').find({ kind: 'legacy_row' }).toArray();
+    expect(archived.map((a) => a['reason'])).toEqual([
+      'message text not valid UTF-8 and longer than 65,536 characters (imported with U+FFFD, cut)',
+    ]);
+    const row = JSON.parse(String(archived[0]?.['payloadJson'])).row as Record<string, unknown>;
+    expect(row['content']).toEqual({ base64: Buffer.from(bytes).toString('base64') });
+  });
+});
+
+describe('a dry run over a database that holds users', () => {
+  it('counts users new and merged as a run does, and writes nothing', async () => {
+    const t = await freshDb('migrate-dry-stored');
+    const contents = async () =>
+      Object.fromEntries(
+        await Promise.all(
+          ['users', 'messages', 'stats', 'events'].map(
+            async (name) => [name, await t.db.collection(name).find({}).sort({ _id: 1 }).toArray()] as const,
+          ),
+        ),
+      );
+    const first = await legacyFile(
+      [[1, '+1 555 010 0007', 'Moved', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00']],
+      [[1, 1, 'user', 'hello', 'wamid.D1', '2024-01-01 10:00:01']],
+    );
+    // On an empty database, the dry run makes no deployment key either.
+    const empty = await contents();
+    expect(await runToExitCode(migrate, [first, '--dry-run'], envOf(t), captureIo())).toBe(0);
+    expect(await contents()).toEqual(empty);
+    expect(await runToExitCode(migrate, [first], envOf(t), captureIo())).toBe(0);
+    // The person then moved to another number (user_changed_number).
+    const users = collectionOf(t.db, 'users');
+    const stored = await users.findOne({ waId: '15550100007' });
+    if (!stored) throw new Error('not migrated');
+    expect(await createDataStore(t.db).users.changeNumber(stored._id, '15550109999')).toBe('moved');
+    // A second file holds both of their numbers, and someone new.
+    const second = await legacyFile(
+      [
+        [1, '+1 555 010 0007', 'Moved', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00'],
+        [2, '+1 555 010 9999', 'Moved', 1, '2024-02-01 10:00:00', '2024-02-01 10:00:00'],
+        [3, '+1 555 010 0008', 'New', 1, '2024-02-01 10:00:00', '2024-02-01 10:00:00'],
+      ],
+      [
+        [1, 2, 'user', 'new number', 'wamid.D2', '2024-02-01 10:00:01'],
+        [2, 3, 'user', 'hi', 'wamid.D3', '2024-02-01 10:00:02'],
+      ],
+    );
+    const before = await contents();
+    const dry = captureIo();
+    expect(await runToExitCode(migrate, [second, '--dry-run'], envOf(t), dry), dry.text()).toBe(0);
+    expect(await contents()).toEqual(before);
+    const dryOut = dry.stdout.join('\n');
+    expect(dryOut).toMatch(/^\s*users:\s+2$/m);
+    expect(dryOut).toMatch(/users merged \(same number\):\s+1$/m);
+    expect(dryOut).toMatch(/users new \(not stored yet\):\s+1$/m);
+    const run = captureIo();
+    expect(await runToExitCode(migrate, [second], envOf(t), run), run.text()).toBe(0);
+    const runOut = run.stdout.join('\n');
+    expect(runOut).toMatch(/^\s*users:\s+2$/m);
+    expect(runOut).toMatch(/users merged \(same number\):\s+1$/m);
+    expect(runOut).toMatch(/users inserted:\s+1$/m);
+    expect((await healthOf(t)).code).toBe(0);
+  });
+});
+
+describe('names that are not UTF-8', () => {
+  it('imports them readable and archives the whole user row with the bytes as the file holds them', async () => {
+    const t = await freshDb('migrate-invalid-utf8-names');
+    const blobName = new Uint8Array([0x41, 0x6e, 0xff]);
+    const file = await legacyFile(
+      [
+        [2, '+1 555 010 0002', blobName, 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00'],
+        [3, '+1 555 010 0003', new TextEncoder().encode('Grüße'), 1, '2024-01-01 10:00:00', null],
+        [4, '+1 555 010 0004', 'Bob', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00'],
+      ],
+      [[1, 1, 'user', 'hello', 'wamid.N1', '2024-01-01 10:00:01']],
+      // A TEXT name with bytes that are not UTF-8 (`Jø` and a stray 0xFF), as a C API may write it.
+      `CREATE TABLE user (id INTEGER PRIMARY KEY, phone_number VARCHAR, name VARCHAR, is_active BOOLEAN, created_at DATETIME, updated_at DATETIME);
+       CREATE TABLE message (id INTEGER PRIMARY KEY, user_id INTEGER, role VARCHAR, content VARCHAR, meta_message_id VARCHAR, created_at DATETIME);
+       INSERT INTO user VALUES (1, '+1 555 010 0001', CAST(X'4AC3B8FF' AS TEXT), 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00');`,
+    );
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(0);
+    const out = io.stdout.join('\n');
+    expect(out).toMatch(/names not valid UTF-8 \(whole row archived\):\s+2$/m);
+    const nameOf = async (waId: string) => (await t.db.collection('users').findOne({ waId }))?.['name'];
+    expect(await nameOf('15550100001')).toBe('J\u00f8\uFFFD');
+    expect(await nameOf('15550100002')).toBe('An\uFFFD');
+    expect(await nameOf('15550100003')).toBe('Grüße');
+    expect(await nameOf('15550100004')).toBe('Bob');
+    // Nothing of the file is lost: both rows are archived, under their user, with their bytes.
+    const archived = await t.db.collection('events').find({ kind: 'legacy_row' }).toArray();
+    expect(archived.map((a) => a['reason'])).toEqual([
+      'user name not valid UTF-8 (imported with U+FFFD)',
+      'user name not valid UTF-8 (imported with U+FFFD)',
+    ]);
+    const rows = archived.map((a) => JSON.parse(String(a['payloadJson'])).row as Record<string, unknown>);
+    expect(rows.map((r) => [r['id'], r['name']]).sort()).toEqual([
+      [1, { base64: Buffer.from('4AC3B8FF', 'hex').toString('base64') }],
+      [2, { base64: Buffer.from(blobName).toString('base64') }],
+    ]);
+    const userIds = await Promise.all(
+      ['15550100001', '15550100002'].map(
+        async (waId) => (await t.db.collection('users').findOne({ waId }))?._id,
+      ),
+    );
+    expect(archived.map((a) => a['userId']).sort()).toEqual([...userIds].sort());
+    expect((await healthOf(t)).code).toBe(0);
+    // Run again: nothing more archived or imported.
+    const again = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), again)).toBe(0);
+    expect(again.stdout.join('\n')).toMatch(/rows archived \(kind legacy_row\):\s+0$/m);
+    expect(again.stdout.join('\n')).toMatch(/users inserted:\s+0$/m);
+  });
 });
 
 describe('rows longer than one archived item', () => {
@@ -769,6 +899,7 @@ describe('epoch times finer than milliseconds', () => {
 
 describe('a large legacy file', () => {
   it('is read a row at a time: its texts are never all in memory at once', async () => {
+    const t = await freshDb('migrate-large');
     // 20,000 messages of 4,000 characters: 80 million characters, more than the heap the script
     // is given (64 MiB) could hold at once.
     const SQL = await initSqlJs();
@@ -804,7 +935,9 @@ describe('a large legacy file', () => {
           env: {
             ...process.env,
             NODE_OPTIONS: '--max-old-space-size=64',
-            MONGODB_URI: 'mongodb://127.0.0.1:9/',
+            // A dry run reads the users stored (and writes nothing).
+            MONGODB_URI: t.uri,
+            MONGODB_DATABASE: t.dbName,
           },
           maxBuffer: 10 * 1024 * 1024,
         },
