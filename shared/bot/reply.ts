@@ -275,19 +275,42 @@ async function replyTo(
     answeredBy.length < planned.parts.length &&
     !answeredBy.some((m) => m.status === 'failed')
   ) {
-    // The bot never talks over an operator: one who took the conversation since (or an erase
-    // begun) leaves the rest unsent, the message settled with the parts that went out.
+    // The rest goes out only as a new answer would. The bot never talks over an operator: one
+    // who took the conversation since (or an erase begun) leaves the rest unsent, the message
+    // settled with the parts that went out; so does an opt-out since (a `stop` sent before this
+    // message, delivered late, is answered first): an opted-out user gets only the `start`
+    // confirmation. Once WhatsApp's 24-hour window has closed, Meta would refuse the rest (131047):
+    // the message is settled as any message answered too late is.
     const fresh = await ports.data.users.getLiveUser(user.id);
-    if (!fresh || activeHandoff(fresh, ports.now(), ports.config.handoffHours)) {
-      await record(ports, { inbound: waiting, parts: [], state: 'sent', error: null, read: false });
+    const cut = async (state: 'sent' | 'failed', error: MessageError | null) => {
+      await record(ports, { inbound: waiting, parts: [], state, error, read: false });
       const index = found.recent.findIndex((m) => m.id === waiting.id);
-      if (index >= 0) found.recent[index] = { ...waiting, replyState: 'sent' };
-      log.info('reply cut short: the conversation was taken meanwhile', {
+      if (index >= 0) found.recent[index] = { ...waiting, replyState: state, error: error ?? waiting.error };
+    };
+    const why = !fresh
+      ? 'the user is being erased'
+      : activeHandoff(fresh, ports.now(), ports.config.handoffHours)
+        ? 'the conversation was taken meanwhile'
+        : fresh.optedOut
+          ? 'the user opted out meanwhile'
+          : null;
+    if (!fresh || why) {
+      await cut('sent', null);
+      log.info(`reply cut short: ${why}`, {
         id: waiting.id,
         user: pseudonym(user.id),
         part: answeredBy.length,
       });
       return fresh ?? user;
+    }
+    if (await windowClosed(ports, fresh, waiting, found)) {
+      await cut('failed', OUTSIDE_WINDOW);
+      log.warn('reply cut short: outside the 24-hour window', {
+        id: waiting.id,
+        user: pseudonym(user.id),
+        part: answeredBy.length,
+      });
+      return fresh;
     }
     log.warn('reply resumed after its part', {
       id: waiting.id,
