@@ -714,7 +714,10 @@ async function sendWelcome(
 
 /**
  * The poison queue: a job that failed every attempt. Its message is marked `failed` with the
- * reason, unless a worker holds the user's lock right now (it is being answered).
+ * reason, unless a worker holds the user's lock right now (it is being answered), or parts of its
+ * answer went out before the job failed (an answer in several parts, its first parts recorded):
+ * the user got the start of the answer, and the message is settled `sent`, as an answer cut short
+ * by a handoff is. What was not sent stays unsent.
  */
 export async function handlePoisonJob(
   ports: ReplyPorts,
@@ -730,7 +733,16 @@ export async function handlePoisonJob(
     return;
   }
   try {
-    if (await ports.data.messages.finishReply(job.messageId, 'failed', { code: null, title: reason }))
+    const { messages } = ports.data;
+    const message = await messages.getMessage(job.messageId);
+    const out = message ? await messages.answersTo(message) : [];
+    if (out.some((m) => m.status !== 'failed')) {
+      if (await messages.finishReply(job.messageId, 'sent'))
+        log.warn('reply job poisoned; settled with the parts that went out', {
+          id: job.messageId,
+          part: out.length,
+        });
+    } else if (await messages.finishReply(job.messageId, 'failed', { code: null, title: reason }))
       log.warn('reply job poisoned', { id: job.messageId });
   } finally {
     await ports.data.users.releaseReplyLock(job.userId, owner, []);

@@ -341,3 +341,31 @@ describe('an answer in several parts resumed once the rest may no longer go out'
     expect(out.map((m) => label(m.text))).toEqual(['first', STOP_ANSWER]);
   }, 30_000);
 });
+
+describe('a reply job that failed every attempt (reply-jobs-poison)', () => {
+  it('settles its message `sent` when parts of the answer went out, `failed` with the reason when none did', async () => {
+    const { data } = app.services;
+    // Half an answer out: the user got its start.
+    const half = newNumber();
+    const { id, job } = await userWrites(half, 'tell me everything');
+    await halfAnswered(job, 'wamid.split.poison');
+    await app.runPoison(job);
+    const inbound = await data.messages.getMessage(id);
+    expect([inbound?.replyState, inbound?.error, inbound?.replyPlan]).toEqual(['sent', null, undefined]);
+    const userId = await userIdOf(data, half);
+    const out = (await data.messages.recent(userId, 10)).filter((m) => m.direction === 'outbound');
+    expect(out.map((m) => [label(m.text), m.status])).toEqual([['first', 'sent']]);
+    expect(sentTo(half)).toEqual(['first', 'second']); // the poison handler sends nothing
+
+    // Nothing out: failed, with the reason.
+    const none = newNumber();
+    const other = await userWrites(none, 'tell me everything');
+    await app.runPoison(other.job);
+    const failed = await data.messages.getMessage(other.id);
+    expect([failed?.replyState, failed?.error?.title]).toEqual([
+      'failed',
+      'reply failed after repeated attempts',
+    ]);
+    expect(sentTo(none)).toEqual([]);
+  }, 30_000);
+});
