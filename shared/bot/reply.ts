@@ -154,7 +154,7 @@ export async function processReplyJob(
   }: { leaseMs?: number; pairRetry?: RetryPolicy; maxLooks?: number; budgetMs?: number } = {},
 ): Promise<ReplyJob[]> {
   if (job.kind === 'welcome') {
-    await sendWelcome(ports, job, log);
+    await sendWelcome(ports, job, log, leaseMs);
     return [];
   }
   const { data } = ports;
@@ -675,13 +675,17 @@ async function sendWelcome(
   ports: ReplyPorts,
   job: Extract<ReplyJob, { kind: 'welcome' }>,
   log: Logger,
+  leaseMs: number,
 ): Promise<void> {
   const { data, graph } = ports;
   const user = await data.users.getLiveUser(job.userId);
   if (!user || user.optedOut) return;
   // Claimed only while no operator holds the conversation (an operator who took a user who only
-  // opened the chat answers them instead).
-  if (!(await data.users.claimWelcome(user.id, ports.now(), ports.config.handoffHours))) return;
+  // opened the chat answers them instead), for a lease: a worker killed before it sent the welcome
+  // leaves a claim that ends, and the job handed over again sends it. A kill after Graph accepted
+  // it and before it is marked sent sends it again once the lease ends: as for answers, the one
+  // accepted duplicate (Graph has no idempotency key).
+  if (!(await data.users.claimWelcome(user.id, ports.now(), ports.config.handoffHours, leaseMs))) return;
   let sent: { waMessageId: string | null };
   try {
     sent = await graph.sendText(job.phoneNumberId, recipientOf(user), WELCOME_TEXT);
@@ -690,10 +694,13 @@ async function sendWelcome(
       await data.users.releaseWelcome(user.id);
       throw error;
     }
+    // Refused for good: not tried again.
+    await data.users.settleWelcome(user.id, ports.now());
     log.warn('welcome failed', { user: pseudonym(user.id) });
     return;
   }
   const createdAt = ports.now();
+  await retriedRecord('an accepted welcome', () => data.users.settleWelcome(user.id, createdAt));
   const id = sent.waMessageId ?? `out:${job.requestId}:0`;
   const result = await data.messages.recordOutbound({
     id,
