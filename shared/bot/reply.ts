@@ -154,7 +154,7 @@ export async function processReplyJob(
   }: { leaseMs?: number; pairRetry?: RetryPolicy; maxLooks?: number; budgetMs?: number } = {},
 ): Promise<ReplyJob[]> {
   if (job.kind === 'welcome') {
-    await sendWelcome(ports, job, log);
+    await sendWelcome(ports, job, log, leaseMs);
     return [];
   }
   const { data } = ports;
@@ -275,19 +275,42 @@ async function replyTo(
     answeredBy.length < planned.parts.length &&
     !answeredBy.some((m) => m.status === 'failed')
   ) {
-    // The bot never talks over an operator: one who took the conversation since (or an erase
-    // begun) leaves the rest unsent, the message settled with the parts that went out.
+    // The rest goes out only as a new answer would. The bot never talks over an operator: one
+    // who took the conversation since (or an erase begun) leaves the rest unsent, the message
+    // settled with the parts that went out; so does an opt-out since (a `stop` sent before this
+    // message, delivered late, is answered first): an opted-out user gets only the `start`
+    // confirmation. Once WhatsApp's 24-hour window has closed, Meta would refuse the rest (131047):
+    // the message is settled as any message answered too late is.
     const fresh = await ports.data.users.getLiveUser(user.id);
-    if (!fresh || activeHandoff(fresh, ports.now(), ports.config.handoffHours)) {
-      await record(ports, { inbound: waiting, parts: [], state: 'sent', error: null, read: false });
+    const cut = async (state: 'sent' | 'failed', error: MessageError | null) => {
+      await record(ports, { inbound: waiting, parts: [], state, error, read: false });
       const index = found.recent.findIndex((m) => m.id === waiting.id);
-      if (index >= 0) found.recent[index] = { ...waiting, replyState: 'sent' };
-      log.info('reply cut short: the conversation was taken meanwhile', {
+      if (index >= 0) found.recent[index] = { ...waiting, replyState: state, error: error ?? waiting.error };
+    };
+    const why = !fresh
+      ? 'the user is being erased'
+      : activeHandoff(fresh, ports.now(), ports.config.handoffHours)
+        ? 'the conversation was taken meanwhile'
+        : fresh.optedOut
+          ? 'the user opted out meanwhile'
+          : null;
+    if (!fresh || why) {
+      await cut('sent', null);
+      log.info(`reply cut short: ${why}`, {
         id: waiting.id,
         user: pseudonym(user.id),
         part: answeredBy.length,
       });
       return fresh ?? user;
+    }
+    if (await windowClosed(ports, fresh, waiting, found)) {
+      await cut('failed', OUTSIDE_WINDOW);
+      log.warn('reply cut short: outside the 24-hour window', {
+        id: waiting.id,
+        user: pseudonym(user.id),
+        part: answeredBy.length,
+      });
+      return fresh;
     }
     log.warn('reply resumed after its part', {
       id: waiting.id,
@@ -652,13 +675,17 @@ async function sendWelcome(
   ports: ReplyPorts,
   job: Extract<ReplyJob, { kind: 'welcome' }>,
   log: Logger,
+  leaseMs: number,
 ): Promise<void> {
   const { data, graph } = ports;
   const user = await data.users.getLiveUser(job.userId);
   if (!user || user.optedOut) return;
   // Claimed only while no operator holds the conversation (an operator who took a user who only
-  // opened the chat answers them instead).
-  if (!(await data.users.claimWelcome(user.id, ports.now(), ports.config.handoffHours))) return;
+  // opened the chat answers them instead), for a lease: a worker killed before it sent the welcome
+  // leaves a claim that ends, and the job handed over again sends it. A kill after Graph accepted
+  // it and before it is marked sent sends it again once the lease ends: as for answers, the one
+  // accepted duplicate (Graph has no idempotency key).
+  if (!(await data.users.claimWelcome(user.id, ports.now(), ports.config.handoffHours, leaseMs))) return;
   let sent: { waMessageId: string | null };
   try {
     sent = await graph.sendText(job.phoneNumberId, recipientOf(user), WELCOME_TEXT);
@@ -667,10 +694,13 @@ async function sendWelcome(
       await data.users.releaseWelcome(user.id);
       throw error;
     }
+    // Refused for good: not tried again.
+    await data.users.settleWelcome(user.id, ports.now());
     log.warn('welcome failed', { user: pseudonym(user.id) });
     return;
   }
   const createdAt = ports.now();
+  await retriedRecord('an accepted welcome', () => data.users.settleWelcome(user.id, createdAt));
   const id = sent.waMessageId ?? `out:${job.requestId}:0`;
   const result = await data.messages.recordOutbound({
     id,
@@ -691,7 +721,10 @@ async function sendWelcome(
 
 /**
  * The poison queue: a job that failed every attempt. Its message is marked `failed` with the
- * reason, unless a worker holds the user's lock right now (it is being answered).
+ * reason, unless a worker holds the user's lock right now (it is being answered), or parts of its
+ * answer went out before the job failed (an answer in several parts, its first parts recorded):
+ * the user got the start of the answer, and the message is settled `sent`, as an answer cut short
+ * by a handoff is. What was not sent stays unsent.
  */
 export async function handlePoisonJob(
   ports: ReplyPorts,
@@ -707,7 +740,16 @@ export async function handlePoisonJob(
     return;
   }
   try {
-    if (await ports.data.messages.finishReply(job.messageId, 'failed', { code: null, title: reason }))
+    const { messages } = ports.data;
+    const message = await messages.getMessage(job.messageId);
+    const out = message ? await messages.answersTo(message) : [];
+    if (out.some((m) => m.status !== 'failed')) {
+      if (await messages.finishReply(job.messageId, 'sent'))
+        log.warn('reply job poisoned; settled with the parts that went out', {
+          id: job.messageId,
+          part: out.length,
+        });
+    } else if (await messages.finishReply(job.messageId, 'failed', { code: null, title: reason }))
       log.warn('reply job poisoned', { id: job.messageId });
   } finally {
     await ports.data.users.releaseReplyLock(job.userId, owner, []);

@@ -82,6 +82,8 @@ export const UserDocSchema = z.strictObject({
   messageCount: Count,
   optedOut: z.boolean(),
   welcomeSentAt: z.date().nullable(),
+  // A worker's claim on the welcome, until when (while it sends it).
+  welcomeClaim: z.date().exactOptional(),
   contextResetAt: z.date().nullable(),
   searchKeys: Strings(256),
   lastInboundAt: z.date().nullable().exactOptional(),

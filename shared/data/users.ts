@@ -540,22 +540,40 @@ export class UsersRepository {
   }
 
   /**
-   * Marks the welcome as sent; true only the first time (the welcome goes out once per user), and
-   * only while no operator holds the conversation (`handoffHours`: how long a handoff lasts after
-   * its last activity): the bot does not talk over an operator, and this write is the check.
+   * Claims the welcome for `leaseMs` (`welcomeClaim`: until when); true only while it is not sent
+   * yet (the welcome goes out once per user) and no other worker's claim holds, and only while no
+   * operator holds the conversation (`handoffHours`: how long a handoff lasts after its last
+   * activity): the bot does not talk over an operator, and this write is the check. A claim whose
+   * worker died before sending (the process killed) ends with its lease, so the job the queue hands
+   * over again sends the welcome.
    */
-  async claimWelcome(userId: string, at: Date, handoffHours: number): Promise<boolean> {
+  async claimWelcome(userId: string, at: Date, handoffHours: number, leaseMs: number): Promise<boolean> {
     const ended = new Date(at.getTime() - handoffHours * 3_600_000);
     const result = await this.users.updateOne(
-      { _id: userId, welcomeSentAt: null, $or: [{ handoff: null }, { 'handoff.activeAt': { $lte: ended } }] },
-      { $set: { welcomeSentAt: at } },
+      {
+        _id: userId,
+        welcomeSentAt: null,
+        $and: [
+          { $or: [{ handoff: null }, { 'handoff.activeAt': { $lte: ended } }] },
+          { $or: [{ welcomeClaim: null }, { welcomeClaim: { $lte: at } }] },
+        ],
+      },
+      { $set: { welcomeClaim: new Date(at.getTime() + leaseMs) } },
     );
     return result.modified === 1;
   }
 
+  /** The welcome went out (or Graph refused it for good): never sent again; the claim is removed. */
+  async settleWelcome(userId: string, at: Date): Promise<void> {
+    await this.users.updateOne(
+      { _id: userId, welcomeSentAt: null },
+      { $set: { welcomeSentAt: at }, $unset: { welcomeClaim: '' } },
+    );
+  }
+
   /** Undoes `claimWelcome` when the welcome could not be sent (it will be tried again). */
   async releaseWelcome(userId: string): Promise<void> {
-    await this.users.updateOne({ _id: userId }, { $set: { welcomeSentAt: null } });
+    await this.users.updateOne({ _id: userId, welcomeSentAt: null }, { $unset: { welcomeClaim: '' } });
   }
 
   async resetContext(userId: string, at: Date): Promise<void> {

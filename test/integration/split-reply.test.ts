@@ -5,14 +5,14 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ingestNotification } from '../../shared/bot/ingest';
 import type { ReplyJob } from '../../shared/bot/jobs';
 import { processReplyJob } from '../../shared/bot/reply';
-import { HELP_TEXT } from '../../shared/bot/texts';
+import { HELP_TEXT, STOP_ANSWER } from '../../shared/bot/texts';
 import { sleep } from '../../shared/time';
 import type { RetryPolicy } from '../../shared/whatsapp/graph';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { accepted, pairLimited } from '../helpers/graph-stub';
 import { startHttpStub, type HttpStub, type StubRequest } from '../helpers/http-stub';
 import { capturedLog } from '../helpers/logs';
-import { notification, textMessage, value } from '../helpers/meta';
+import { notification, nowSeconds, textMessage, value } from '../helpers/meta';
 import { userIdOf } from '../helpers/users';
 
 // Two paragraphs of 3,000 characters: two WhatsApp messages.
@@ -268,5 +268,104 @@ describe('an answer in several parts whose worker loses the lock between two par
     expect([user?.messageCount, user?.lastMessagePreview?.startsWith('omega')]).toEqual([3, true]);
     const problems = await data.maintenance.checkSummaries(await data.maintenance.countStored());
     expect(problems.filter((p) => p.userId === userId)).toEqual([]);
+  }, 30_000);
+});
+
+/**
+ * The first part of the answer to `job` goes out, the second meets the pair rate limit, and the
+ * worker finds its lease run out after the wait (a frozen instance): the job ends half-way, the
+ * plan and the first part recorded, as a crash between two parts leaves them.
+ */
+async function halfAnswered(job: ReplyJob, wamid: string): Promise<void> {
+  const { data } = app.services;
+  app.graph.sendResponses.push(accepted(wamid), pairLimited());
+  let locks = 0;
+  const users = Object.create(data.users, {
+    lockForReply: {
+      value: (...args: Parameters<typeof data.users.lockForReply>) =>
+        ++locks === 1 ? data.users.lockForReply(...args) : Promise.reject(new Error('unreachable')),
+    },
+  }) as typeof data.users;
+  await expect(
+    processReplyJob({ ...app.services, data: { ...data, users } }, job, log, {
+      leaseMs: 300,
+      pairRetry: { attempts: 3, baseDelayMs: 600, maxDelayMs: 600 },
+    }),
+  ).rejects.toThrow('the reply lock was lost');
+}
+
+describe('an answer in several parts resumed once the rest may no longer go out', () => {
+  it("after WhatsApp's 24-hour window closed: nothing more is sent, the message is settled failed with OUTSIDE_WINDOW", async () => {
+    const waId = newNumber();
+    const { id, job } = await userWrites(waId, 'tell me everything');
+    const { data } = app.services;
+    await halfAnswered(job, 'wamid.split.window');
+    expect(sentTo(waId)).toEqual(['first', 'second']); // the second was refused: it never went out
+    const graphCalls = app.graph.requests.length;
+    // The job runs again a day later (the user wrote nothing since): Meta would refuse the rest.
+    const later = () => new Date(Date.now() + 25 * 3_600_000);
+    await processReplyJob({ ...app.services, now: later }, job, log);
+    expect(app.graph.requests.length).toBe(graphCalls);
+    const inbound = await data.messages.getMessage(id);
+    expect([inbound?.replyState, inbound?.error?.code, inbound?.replyPlan]).toEqual([
+      'failed',
+      'OUTSIDE_WINDOW',
+      undefined,
+    ]);
+    const userId = await userIdOf(data, waId);
+    const out = (await data.messages.recent(userId, 10)).filter((m) => m.direction === 'outbound');
+    expect(out.map((m) => [label(m.text), m.status])).toEqual([['first', 'sent']]);
+    expect(ai.requests).toHaveLength(1);
+  }, 30_000);
+
+  it('after the user opted out (a `stop` sent before it, delivered late): only the confirmation goes out, the message settled with the part out', async () => {
+    const waId = newNumber();
+    const { id, job } = await userWrites(waId, 'tell me everything');
+    const { data } = app.services;
+    await halfAnswered(job, 'wamid.split.stop');
+    // A `stop` the user sent a minute before, which Meta delivers only now: answered first.
+    const stop = textMessage(waId, 'stop', { timestamp: nowSeconds(-60) });
+    const { jobs } = await ingestNotification(
+      app.services,
+      notification(value({ contacts: [{ waId }], messages: [stop] })),
+      log,
+    );
+    for (const next of [job, ...jobs]) await processReplyJob(app.services, next, log);
+    expect(sentTo(waId)).toEqual(['first', 'second', STOP_ANSWER]);
+    const inbound = await data.messages.getMessage(id);
+    expect([inbound?.replyState, inbound?.replyPlan]).toEqual(['sent', undefined]);
+    expect((await data.messages.getMessage(stop.id))?.replyState).toBe('sent');
+    const userId = await userIdOf(data, waId);
+    expect((await data.users.getUser(userId))?.optedOut).toBe(true);
+    const out = (await data.messages.recent(userId, 10)).filter((m) => m.direction === 'outbound').reverse();
+    expect(out.map((m) => label(m.text))).toEqual(['first', STOP_ANSWER]);
+  }, 30_000);
+});
+
+describe('a reply job that failed every attempt (reply-jobs-poison)', () => {
+  it('settles its message `sent` when parts of the answer went out, `failed` with the reason when none did', async () => {
+    const { data } = app.services;
+    // Half an answer out: the user got its start.
+    const half = newNumber();
+    const { id, job } = await userWrites(half, 'tell me everything');
+    await halfAnswered(job, 'wamid.split.poison');
+    await app.runPoison(job);
+    const inbound = await data.messages.getMessage(id);
+    expect([inbound?.replyState, inbound?.error, inbound?.replyPlan]).toEqual(['sent', null, undefined]);
+    const userId = await userIdOf(data, half);
+    const out = (await data.messages.recent(userId, 10)).filter((m) => m.direction === 'outbound');
+    expect(out.map((m) => [label(m.text), m.status])).toEqual([['first', 'sent']]);
+    expect(sentTo(half)).toEqual(['first', 'second']); // the poison handler sends nothing
+
+    // Nothing out: failed, with the reason.
+    const none = newNumber();
+    const other = await userWrites(none, 'tell me everything');
+    await app.runPoison(other.job);
+    const failed = await data.messages.getMessage(other.id);
+    expect([failed?.replyState, failed?.error?.title]).toEqual([
+      'failed',
+      'reply failed after repeated attempts',
+    ]);
+    expect(sentTo(none)).toEqual([]);
   }, 30_000);
 });
