@@ -10,6 +10,18 @@ import { notification, signed, textMessage, textNotification, value } from '../h
 
 const SECRET = 'meta-sequences-secret';
 
+/** `npm run dev`'s settings: the test database, the Graph and AI stand-ins, a known app secret. */
+const devSettings = (database: TestDatabase, graph: GraphStub, ai: HttpStub) => ({
+  MONGODB_URI: database.uri,
+  MONGODB_DATABASE: database.dbName,
+  WHATSAPP_VERIFY_TOKEN: 'v',
+  WHATSAPP_APP_SECRET: SECRET,
+  WHATSAPP_ACCESS_TOKEN: 'EAA-meta-sequences',
+  WHATSAPP_GRAPH_URL: graph.url,
+  AI_ENDPOINT: ai.url,
+  AI_MODEL: 'm',
+});
+
 // An answer of two paragraphs of 3,000 characters: two WhatsApp messages.
 const FIRST = 'alpha '.repeat(500).trim();
 const SECOND = 'omega '.repeat(500).trim();
@@ -49,16 +61,7 @@ describe('npm run dev killed during a split reply', () => {
   });
 
   it('sends each part once: the parts already out are not sent again after the restart', async () => {
-    const env = {
-      MONGODB_URI: database.uri,
-      MONGODB_DATABASE: database.dbName,
-      WHATSAPP_VERIFY_TOKEN: 'v',
-      WHATSAPP_APP_SECRET: SECRET,
-      WHATSAPP_ACCESS_TOKEN: 'EAA-meta-sequences',
-      WHATSAPP_GRAPH_URL: graph.url,
-      AI_ENDPOINT: ai.url,
-      AI_MODEL: 'm',
-    };
+    const env = devSettings(database, graph, ai);
     let dev: DevProcess = await startDev(env);
     const dataDir = dev.dataDir;
     cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
@@ -134,16 +137,7 @@ describe('npm run dev: a user deletes or edits a message while earlier ones are 
       };
     });
     database = await testDatabase('meta_sequences_edits');
-    dev = await startDev({
-      MONGODB_URI: database.uri,
-      MONGODB_DATABASE: database.dbName,
-      WHATSAPP_VERIFY_TOKEN: 'v',
-      WHATSAPP_APP_SECRET: SECRET,
-      WHATSAPP_ACCESS_TOKEN: 'EAA-meta-sequences',
-      WHATSAPP_GRAPH_URL: graph.url,
-      AI_ENDPOINT: ai.url,
-      AI_MODEL: 'm',
-    });
+    dev = await startDev(devSettings(database, graph, ai));
   }, 120_000);
 
   afterAll(async () => {
