@@ -811,20 +811,12 @@ export class CommandChecker {
    */
   private checkExpressions(value: unknown, report: (rule: RuleId, subject: string) => void): void {
     const found = new Set<string>();
-    const visit = (node: unknown): void => {
-      if (Array.isArray(node)) {
-        for (const item of node) visit(item);
-        return;
-      }
-      if (!isRecord(node)) return;
-      for (const [key, child] of Object.entries(node)) {
-        if (key === '$literal') continue;
-        if (COMPARISON_EXPRESSIONS.has(key) && Array.isArray(child) && child.some((a) => Array.isArray(a)))
-          found.add(key);
-        visit(child);
-      }
-    };
-    visit(value);
+    eachKey(value, (key, child) => {
+      if (key === '$literal') return false;
+      if (COMPARISON_EXPRESSIONS.has(key) && Array.isArray(child) && child.some((a) => Array.isArray(a)))
+        found.add(key);
+      return true;
+    });
     if (found.size)
       report('expression-array-literal', `expression ${[...found].join(', ')} with an array literal`);
   }
@@ -842,19 +834,11 @@ export class CommandChecker {
     stages = false,
   ): void {
     const unsupported = new Set<string>();
-    const visit = (node: unknown): void => {
-      if (Array.isArray(node)) {
-        for (const item of node) visit(item);
-        return;
-      }
-      if (!isRecord(node)) return;
-      for (const [key, child] of Object.entries(node)) {
-        if (key.startsWith('$') && !SUPPORTED_OPERATORS.has(key) && !(stages && SUPPORTED_STAGES.has(key)))
-          unsupported.add(key);
-        visit(child);
-      }
-    };
-    visit(value);
+    eachKey(value, (key) => {
+      if (key.startsWith('$') && !SUPPORTED_OPERATORS.has(key) && !(stages && SUPPORTED_STAGES.has(key)))
+        unsupported.add(key);
+      return true;
+    });
     if (unsupported.size) report('unsupported-operator', `operator ${[...unsupported].join(', ')}`);
     if (!stages) for (const expr of exprsIn(value)) this.checkExpressions(expr, report);
   }
@@ -885,14 +869,20 @@ export function depthOf(value: unknown): number {
 /** The values of every $expr in a filter. */
 function exprsIn(filter: unknown): unknown[] {
   const out: unknown[] = [];
-  const visit = (node: unknown): void => {
-    if (Array.isArray(node)) for (const item of node) visit(item);
-    else if (isRecord(node))
-      for (const [key, child] of Object.entries(node)) {
-        if (key === '$expr') out.push(child);
-        else visit(child);
-      }
-  };
-  visit(filter);
+  eachKey(filter, (key, child) => {
+    if (key !== '$expr') return true;
+    out.push(child);
+    return false;
+  });
   return out;
+}
+
+/**
+ * Calls `visit` with every key and value of the objects in `value`, through arrays and nested
+ * objects, top down; a value whose visit returns false is not gone into.
+ */
+function eachKey(value: unknown, visit: (key: string, child: unknown) => boolean): void {
+  if (Array.isArray(value)) for (const item of value) eachKey(item, visit);
+  else if (isRecord(value))
+    for (const [key, child] of Object.entries(value)) if (visit(key, child)) eachKey(child, visit);
 }
