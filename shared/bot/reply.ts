@@ -724,7 +724,8 @@ async function sendWelcome(
  * reason, unless a worker holds the user's lock right now (it is being answered), or parts of its
  * answer went out before the job failed (an answer in several parts, its first parts recorded):
  * the user got the start of the answer, and the message is settled `sent`, as an answer cut short
- * by a handoff is. What was not sent stays unsent.
+ * by a handoff is. What was not sent stays unsent. A lock taken over from a dead worker has the
+ * user's summary recounted before it is freed.
  */
 export async function handlePoisonJob(
   ports: ReplyPorts,
@@ -740,6 +741,11 @@ export async function handlePoisonJob(
     return;
   }
   try {
+    // Taken from a worker whose lease ended (the job's last attempt was killed, say after a part
+    // of its answer was recorded): the summary may lack what it stored, and this handler frees the
+    // lock as its own, so no later worker would find it taken over and recount. Recounted here, as
+    // the reply worker does when it takes a lock over.
+    if (locked.tookOver) await ports.data.users.recountSummary(job.userId);
     const { messages } = ports.data;
     const message = await messages.getMessage(job.messageId);
     const out = message ? await messages.answersTo(message) : [];
