@@ -690,7 +690,11 @@ async function sendWelcome(
   try {
     sent = await graph.sendText(job.phoneNumberId, recipientOf(user), WELCOME_TEXT);
   } catch (error) {
-    if (error instanceof GraphError && !error.permanent) {
+    // As for an answer, only what Graph refused for good is a send failure (a request that may
+    // have reached Graph without an answer read is one: it is not sent again). Anything else (a
+    // throttled or failing Graph, a failure before the request went out, a bug) is the queue's to
+    // retry: the claim is freed for the job handed over again.
+    if (!(error instanceof GraphError) || !error.permanent) {
       await data.users.releaseWelcome(user.id);
       throw error;
     }

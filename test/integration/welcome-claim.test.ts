@@ -63,3 +63,36 @@ describe('the welcome when its worker is killed after claiming it', () => {
     expect(welcomesTo(waId)).toHaveLength(1);
   });
 });
+
+/** A user who only opened the chat: their welcome job, and their id. */
+async function opensChat(waId: string) {
+  const opened = { from: waId, id: wamid(), timestamp: nowSeconds(), type: 'request_welcome' };
+  const { jobs } = await ingestNotification(
+    app.services,
+    notification(value({ contacts: [{ waId, name: 'New' }], messages: [opened] })),
+    log,
+  );
+  const [job] = jobs;
+  if (job?.kind !== 'welcome') throw new Error('no welcome job');
+  return { job, userId: await userIdOf(app.services.data, waId) };
+}
+
+describe('the welcome when its send fails with an error Graph did not give', () => {
+  it('is not settled as refused: the job fails, the claim is freed, and the queue retry sends it once', async () => {
+    const waId = newNumber();
+    const { job, userId } = await opensChat(waId);
+    const { data, graph } = app.services;
+    // A failure that is not Graph's answer (a bug in building the request, say): nothing went out.
+    const broken = {
+      ...graph,
+      sendText: () => Promise.reject(new TypeError("Cannot read properties of undefined (reading 'id')")),
+    };
+    await expect(processReplyJob({ ...app.services, graph: broken }, job, log)).rejects.toThrow(TypeError);
+    const user = await data.users.getUser(userId);
+    expect(user?.welcomeSentAt).toBeNull();
+    // The queue hands the job over again (in 15 s, host.json visibilityTimeout): the welcome goes out.
+    await processReplyJob(app.services, job, log);
+    expect(welcomesTo(waId)).toHaveLength(1);
+    expect((await data.users.getUser(userId))?.welcomeSentAt).toBeInstanceOf(Date);
+  });
+});
