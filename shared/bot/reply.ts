@@ -679,13 +679,27 @@ async function sendWelcome(
 ): Promise<void> {
   const { data, graph } = ports;
   const user = await data.users.getLiveUser(job.userId);
-  if (!user || user.optedOut) return;
+  if (!user || user.optedOut) {
+    // Never welcomed: a claim a killed worker left is not re-queued again.
+    await data.users.dropEndedWelcomeClaim(job.userId, ports.now());
+    return;
+  }
   // Claimed only while no operator holds the conversation (an operator who took a user who only
   // opened the chat answers them instead), for a lease: a worker killed before it sent the welcome
-  // leaves a claim that ends, and the job handed over again sends it. A kill after Graph accepted
+  // leaves a claim that ends. A job that finds another worker's claim holding ends (that worker
+  // may be sending it); once the claim has ended unsent, the job handed over again sends the
+  // welcome, or the sweeper re-queues it (the queue hands a job over again while the claim still
+  // holds: locally after 30 s, in Azure 15 s after a failed attempt). A kill after Graph accepted
   // it and before it is marked sent sends it again once the lease ends: as for answers, the one
   // accepted duplicate (Graph has no idempotency key).
-  if (!(await data.users.claimWelcome(user.id, ports.now(), ports.config.handoffHours, leaseMs))) return;
+  const claimed = await data.users.claimWelcome(
+    user.id,
+    ports.now(),
+    ports.config.handoffHours,
+    leaseMs,
+    job,
+  );
+  if (!claimed) return;
   let sent: { waMessageId: string | null };
   try {
     sent = await graph.sendText(job.phoneNumberId, recipientOf(user), WELCOME_TEXT);
