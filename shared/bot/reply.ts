@@ -26,6 +26,8 @@ import type { ReplyContent, ReplyPorts } from './ports';
 import { splitMessage } from './split';
 import { WELCOME_TEXT } from './texts';
 
+/** How long a welcome whose job failed every attempt waits before the sweeper re-queues it. */
+export const WELCOME_POISON_PAUSE_MS = 10 * 60_000;
 /** Longer than one answer can take (AI timeout and retry, Graph retries). */
 export const LEASE_MS = 90_000;
 /**
@@ -738,9 +740,11 @@ async function sendWelcome(
 }
 
 /**
- * The poison queue: a job that failed every attempt. Its message is marked `failed` with the
- * reason, unless a worker holds the user's lock right now (it is being answered), or parts of its
- * answer went out before the job failed (an answer in several parts, its first parts recorded):
+ * The poison queue: a job that failed every attempt. A welcome is kept on the user for the
+ * sweeper to re-queue after WELCOME_POISON_PAUSE_MS (an authentic welcome is never dropped). A
+ * message is marked `failed` with the reason, unless a worker holds the user's lock right now (it
+ * is being answered), or parts of its answer went out before the job failed (an answer in several
+ * parts, its first parts recorded):
  * the user got the start of the answer, and the message is settled `sent`, as an answer cut short
  * by a handoff is. What was not sent stays unsent. A lock taken over from a dead worker has the
  * user's summary recounted before it is freed.
@@ -751,7 +755,18 @@ export async function handlePoisonJob(
   reason: string,
   log: Logger,
 ): Promise<void> {
-  if (job.kind !== 'message') return;
+  if (job.kind === 'welcome') {
+    // Never dropped: kept on the user for the sweeper, which re-queues it after a pause (the
+    // cause, a Graph or database outage, may last), and again after each poisoning until it goes
+    // out, or the user opts out, or an operator takes the conversation, or the user is erased.
+    const until = new Date(ports.now().getTime() + WELCOME_POISON_PAUSE_MS);
+    if (await ports.data.users.welcomeLater(job.userId, ports.now(), until, job))
+      log.warn('welcome job poisoned; re-queued by the sweeper later', {
+        user: pseudonym(job.userId),
+        pauseMs: WELCOME_POISON_PAUSE_MS,
+      });
+    return;
+  }
   const owner = randomUUID();
   const locked = await ports.data.users.lockForReply(job.userId, owner, LEASE_MS, ports.now());
   if (!locked) {

@@ -589,6 +589,25 @@ export class UsersRepository {
     return false;
   }
 
+  /**
+   * Keeps the welcome of a job that failed every attempt (reply-jobs-poison) for the sweeper, which
+   * re-queues it once `until` is past (`staleWelcomes`): a claim on it that ends then, unless it is
+   * sent already or a worker's claim holds now (that worker sends it, or its claim ends). True
+   * when kept so.
+   */
+  async welcomeLater(userId: string, at: Date, until: Date, job: WelcomeJob): Promise<boolean> {
+    const result = await this.users.updateOne(
+      { _id: userId, welcomeSentAt: null, $or: [{ welcomeClaim: null }, { welcomeClaim: { $lte: at } }] },
+      {
+        $set: {
+          welcomeClaim: until,
+          welcomeJob: { phoneNumberId: job.phoneNumberId, requestId: job.requestId },
+        },
+      },
+    );
+    return result.modified === 1;
+  }
+
   /** Removes a welcome claim that ended by `at` (its welcome is not to be re-queued). */
   async dropEndedWelcomeClaim(userId: string, at: Date): Promise<void> {
     await this.users.updateOne(

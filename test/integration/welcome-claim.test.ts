@@ -3,7 +3,7 @@
 // the queue hands over again sends the welcome; while a claim holds, no other job sends it.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ingestNotification } from '../../shared/bot/ingest';
-import { LEASE_MS, processReplyJob } from '../../shared/bot/reply';
+import { LEASE_MS, processReplyJob, WELCOME_POISON_PAUSE_MS } from '../../shared/bot/reply';
 import { SWEEP_GRACE_MS, sweepStaleReplies } from '../../shared/bot/sweeper';
 import { WELCOME_TEXT } from '../../shared/bot/texts';
 import { startTestApp, type TestApp } from '../helpers/app';
@@ -147,4 +147,32 @@ describe('a welcome claim left by a killed worker for a user an operator took si
     expect(welcomesTo(waId)).toEqual([]);
     expect(await welcomeJobs(LEASE_MS * 10)).toEqual([]);
   });
+});
+
+describe('a welcome job that failed every attempt (reply-jobs-poison)', () => {
+  it('is not dropped: the sweeper re-queues it after a pause, and it goes out once', async () => {
+    const waId = newNumber();
+    const { job, userId } = await opensChat(waId);
+    const { data } = app.services;
+    // Graph failed every attempt (an outage): the host moves the job to reply-jobs-poison.
+    app.graph.sendResponses.push(...Array.from({ length: 20 }, () => ({ status: 503, body: {} })));
+    for (let attempt = 0; attempt < 5; attempt++)
+      await expect(processReplyJob(app.services, job, log)).rejects.toThrow('503');
+    app.graph.sendResponses.length = 0;
+    app.graph.requests.length = 0;
+    const poisonedAt = Date.now();
+    await app.runPoison(job);
+    expect((await data.users.getUser(userId))?.welcomeSentAt).toBeNull();
+    const at = (ms: number) => ({ ...app.services, now: () => new Date(poisonedAt + ms) });
+    const welcomeJobs = async (ms: number) =>
+      (await sweepStaleReplies(at(ms), log)).filter((j) => j.userId === userId);
+    // Not at once (the outage may last), but once the pause is over.
+    expect(await welcomeJobs(SWEEP_GRACE_MS * 2)).toEqual([]);
+    const [requeued] = await welcomeJobs(WELCOME_POISON_PAUSE_MS + SWEEP_GRACE_MS + 1_000);
+    expect(requeued).toEqual(job);
+    await processReplyJob(at(WELCOME_POISON_PAUSE_MS + SWEEP_GRACE_MS + 2_000), requeued!, log);
+    expect(welcomesTo(waId)).toHaveLength(1);
+    expect((await data.users.getUser(userId))?.welcomeSentAt).toBeInstanceOf(Date);
+    expect(await welcomeJobs(WELCOME_POISON_PAUSE_MS * 10)).toEqual([]);
+  }, 60_000);
 });
