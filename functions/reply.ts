@@ -1,6 +1,6 @@
 // Queue triggers of the reply path: `reply-jobs` answers one user's pending messages in order;
 // `reply-jobs-poison` (a job that failed every attempt) marks its message `failed` with the reason
-// (`sent` when parts of its answer went out: see `handlePoisonJob`).
+// (`sent` when parts of its answer went out), or keeps a welcome for the sweeper (`handlePoisonJob`).
 import type { InvocationContext } from '@azure/functions';
 import { parseReplyJob, REPLY_POISON_QUEUE, REPLY_QUEUE } from '../shared/bot/jobs';
 import { handlePoisonJob, processReplyJob } from '../shared/bot/reply';

@@ -161,6 +161,13 @@ var mongoCollections = [
           ]
         }
       }
+      {
+        key: {
+          keys: [
+            'welcomeClaim'
+          ]
+        }
+      }
     ]
   }
   {

@@ -56,7 +56,7 @@ export interface PoisonPorts {
 }
 
 export interface SweeperPorts {
-  readonly data: Pick<DataStore, 'messages' | 'stats'>;
+  readonly data: Pick<DataStore, 'messages' | 'stats' | 'users'>;
   readonly now: Clock;
 }
 

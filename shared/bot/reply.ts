@@ -26,6 +26,8 @@ import type { ReplyContent, ReplyPorts } from './ports';
 import { splitMessage } from './split';
 import { WELCOME_TEXT } from './texts';
 
+/** How long a welcome whose job failed every attempt waits before the sweeper re-queues it. */
+export const WELCOME_POISON_PAUSE_MS = 10 * 60_000;
 /** Longer than one answer can take (AI timeout and retry, Graph retries). */
 export const LEASE_MS = 90_000;
 /**
@@ -679,18 +681,36 @@ async function sendWelcome(
 ): Promise<void> {
   const { data, graph } = ports;
   const user = await data.users.getLiveUser(job.userId);
-  if (!user || user.optedOut) return;
+  if (!user || user.optedOut) {
+    // Never welcomed: a claim a killed worker left is not re-queued again.
+    await data.users.dropEndedWelcomeClaim(job.userId, ports.now());
+    return;
+  }
   // Claimed only while no operator holds the conversation (an operator who took a user who only
   // opened the chat answers them instead), for a lease: a worker killed before it sent the welcome
-  // leaves a claim that ends, and the job handed over again sends it. A kill after Graph accepted
+  // leaves a claim that ends. A job that finds another worker's claim holding ends (that worker
+  // may be sending it); once the claim has ended unsent, the job handed over again sends the
+  // welcome, or the sweeper re-queues it (the queue hands a job over again while the claim still
+  // holds: locally after 30 s, in Azure 15 s after a failed attempt). A kill after Graph accepted
   // it and before it is marked sent sends it again once the lease ends: as for answers, the one
   // accepted duplicate (Graph has no idempotency key).
-  if (!(await data.users.claimWelcome(user.id, ports.now(), ports.config.handoffHours, leaseMs))) return;
+  const claimed = await data.users.claimWelcome(
+    user.id,
+    ports.now(),
+    ports.config.handoffHours,
+    leaseMs,
+    job,
+  );
+  if (!claimed) return;
   let sent: { waMessageId: string | null };
   try {
     sent = await graph.sendText(job.phoneNumberId, recipientOf(user), WELCOME_TEXT);
   } catch (error) {
-    if (error instanceof GraphError && !error.permanent) {
+    // As for an answer, only what Graph refused for good is a send failure (a request that may
+    // have reached Graph without an answer read is one: it is not sent again). Anything else (a
+    // throttled or failing Graph, a failure before the request went out, a bug) is the queue's to
+    // retry: the claim is freed for the job handed over again.
+    if (!(error instanceof GraphError) || !error.permanent) {
       await data.users.releaseWelcome(user.id);
       throw error;
     }
@@ -720,11 +740,14 @@ async function sendWelcome(
 }
 
 /**
- * The poison queue: a job that failed every attempt. Its message is marked `failed` with the
- * reason, unless a worker holds the user's lock right now (it is being answered), or parts of its
- * answer went out before the job failed (an answer in several parts, its first parts recorded):
+ * The poison queue: a job that failed every attempt. A welcome is kept on the user for the
+ * sweeper to re-queue after WELCOME_POISON_PAUSE_MS (an authentic welcome is never dropped). A
+ * message is marked `failed` with the reason, unless a worker holds the user's lock right now (it
+ * is being answered), or parts of its answer went out before the job failed (an answer in several
+ * parts, its first parts recorded):
  * the user got the start of the answer, and the message is settled `sent`, as an answer cut short
- * by a handoff is. What was not sent stays unsent.
+ * by a handoff is. What was not sent stays unsent. A lock taken over from a dead worker has the
+ * user's summary recounted before it is freed.
  */
 export async function handlePoisonJob(
   ports: ReplyPorts,
@@ -732,7 +755,18 @@ export async function handlePoisonJob(
   reason: string,
   log: Logger,
 ): Promise<void> {
-  if (job.kind !== 'message') return;
+  if (job.kind === 'welcome') {
+    // Never dropped: kept on the user for the sweeper, which re-queues it after a pause (the
+    // cause, a Graph or database outage, may last), and again after each poisoning until it goes
+    // out, or the user opts out, or an operator takes the conversation, or the user is erased.
+    const until = new Date(ports.now().getTime() + WELCOME_POISON_PAUSE_MS);
+    if (await ports.data.users.welcomeLater(job.userId, ports.now(), until, job))
+      log.warn('welcome job poisoned; re-queued by the sweeper later', {
+        user: pseudonym(job.userId),
+        pauseMs: WELCOME_POISON_PAUSE_MS,
+      });
+    return;
+  }
   const owner = randomUUID();
   const locked = await ports.data.users.lockForReply(job.userId, owner, LEASE_MS, ports.now());
   if (!locked) {
@@ -740,6 +774,11 @@ export async function handlePoisonJob(
     return;
   }
   try {
+    // Taken from a worker whose lease ended (the job's last attempt was killed, say after a part
+    // of its answer was recorded): the summary may lack what it stored, and this handler frees the
+    // lock as its own, so no later worker would find it taken over and recount. Recounted here, as
+    // the reply worker does when it takes a lock over.
+    if (locked.tookOver) await ports.data.users.recountSummary(job.userId);
     const { messages } = ports.data;
     const message = await messages.getMessage(job.messageId);
     const out = message ? await messages.answersTo(message) : [];

@@ -1,7 +1,8 @@
 // The sweeper: finds inbound messages whose answer was abandoned (a reply job lost with a crashed
 // host, a worker stopped past its lease) and returns the reply jobs that finish them. A job for a
 // message still being answered costs one claim attempt that fails; nothing is answered twice. One
-// job per user is enough: a reply job answers all of its user's pending messages, in order.
+// job per user is enough: a reply job answers all of its user's pending messages, in order. It
+// re-queues the welcome of a user whose welcome claim ended unsent (its worker died) the same way.
 // It also folds what writers marked for the counters into the running counters (a message, a
 // user or a status costs no counter write; the stats add what is not folded yet).
 import { pseudonym, type Logger } from '../log';
@@ -12,11 +13,28 @@ import type { SweeperPorts } from './ports';
 export const SWEEP_GRACE_MS = 60_000;
 const SWEEP_LIMIT = 500;
 
+/** Welcomes re-queued per sweep (a claim left by a killed worker is rare). */
+const WELCOME_SWEEP_LIMIT = 100;
+
 export async function sweepStaleReplies(services: SweeperPorts, log: Logger): Promise<ReplyJob[]> {
-  const stale = await services.data.messages.staleReplies(services.now(), SWEEP_LIMIT, {
+  const now = services.now();
+  const stale = await services.data.messages.staleReplies(now, SWEEP_LIMIT, {
     graceMs: SWEEP_GRACE_MS,
   });
   const jobs = new Map<string, ReplyJob>();
+  // A welcome claimed by a worker that died before sending it, whose job came back while the claim
+  // held (and ended) or never came back: its claim ended over SWEEP_GRACE_MS ago, unsent.
+  const welcomes = await services.data.users.staleWelcomes(
+    new Date(now.getTime() - SWEEP_GRACE_MS),
+    WELCOME_SWEEP_LIMIT,
+  );
+  const welcomeJobs = welcomes.map(({ userId, phoneNumberId, requestId }): ReplyJob => ({
+    kind: 'welcome',
+    userId,
+    phoneNumberId,
+    requestId,
+  }));
+  for (const job of welcomeJobs) log.info('stale welcome re-queued', { user: pseudonym(job.userId) });
   for (const message of stale) {
     if (!jobs.has(message.userId))
       jobs.set(message.userId, { kind: 'message', userId: message.userId, messageId: message.id });
@@ -26,7 +44,7 @@ export async function sweepStaleReplies(services: SweeperPorts, log: Logger): Pr
       state: message.replyState,
     });
   }
-  return [...jobs.values()];
+  return [...jobs.values(), ...welcomeJobs];
 }
 
 /** A status placeholder no message joined within this long never will be (./data/messages). */

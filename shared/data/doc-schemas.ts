@@ -84,6 +84,8 @@ export const UserDocSchema = z.strictObject({
   welcomeSentAt: z.date().nullable(),
   // A worker's claim on the welcome, until when (while it sends it).
   welcomeClaim: z.date().exactOptional(),
+  // The welcome job of that claim (the sweeper re-queues it when the claim ends unsent).
+  welcomeJob: z.strictObject({ phoneNumberId: Id, requestId: Id }).exactOptional(),
   contextResetAt: z.date().nullable(),
   searchKeys: Strings(256),
   lastInboundAt: z.date().nullable().exactOptional(),

@@ -35,6 +35,8 @@ export const INDEXES: Readonly<Record<CollectionName, readonly IndexDefinition[]
     { name: 'handoff.since_id', keys: { 'handoff.since': 1, _id: 1 } },
     // users created and not in the running counters yet (stats, the sweep: ./pending)
     { name: 'uncounted', keys: { uncounted: 1 } },
+    // the sweep: welcomes whose claim ended unsent (a worker killed before the send)
+    { name: 'welcomeClaim', keys: { welcomeClaim: 1 } },
   ],
   messages: [
     // a conversation (newest first for the API, oldest first for replies and AI history)

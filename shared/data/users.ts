@@ -36,6 +36,10 @@ export interface UserDoc {
   inboundCount?: number;
   optedOut: boolean;
   welcomeSentAt: Date | null;
+  /** A worker's claim on the welcome, until when (while it sends it). */
+  welcomeClaim?: Date | null;
+  /** The welcome job of that claim: the sweeper re-queues it when the claim ends unsent. */
+  welcomeJob?: WelcomeJob;
   contextResetAt: Date | null;
   /** Prefixes of the number and of the name's words, for `q` search. */
   searchKeys: string[];
@@ -155,6 +159,12 @@ function changeUpdate(changes: UserChanges): {
 
 const matches = (doc: UserDoc, identity: Pick<Identity, 'waId' | 'bsuid'>): boolean =>
   identity.waId ? doc.waId === identity.waId : doc.bsuid === identity.bsuid;
+
+/** What a welcome job names besides the user: the business number and the `request_welcome`. */
+export interface WelcomeJob {
+  readonly phoneNumberId: string;
+  readonly requestId: string;
+}
 
 export interface LockedUser {
   readonly user: User;
@@ -540,14 +550,23 @@ export class UsersRepository {
   }
 
   /**
-   * Claims the welcome for `leaseMs` (`welcomeClaim`: until when); true only while it is not sent
-   * yet (the welcome goes out once per user) and no other worker's claim holds, and only while no
-   * operator holds the conversation (`handoffHours`: how long a handoff lasts after its last
-   * activity): the bot does not talk over an operator, and this write is the check. A claim whose
-   * worker died before sending (the process killed) ends with its lease, so the job the queue hands
-   * over again sends the welcome.
+   * Claims the welcome for `leaseMs` (`welcomeClaim`: until when, with the job it is for); true
+   * only while it is not sent yet (the welcome goes out once per user) and no other worker's claim
+   * holds, and only while no operator holds the conversation (`handoffHours`: how long a handoff
+   * lasts after its last activity): the bot does not talk over an operator, and this write is the
+   * check. A claim whose worker died before sending (the process killed) ends with its lease: the
+   * job handed over again after that sends the welcome, else the sweeper re-queues it
+   * (`staleWelcomes`). When it is not claimed, a claim that has ended is removed (a user an
+   * operator took, or welcomed already: the sweeper would re-queue it for ever); one that holds
+   * is left to its worker.
    */
-  async claimWelcome(userId: string, at: Date, handoffHours: number, leaseMs: number): Promise<boolean> {
+  async claimWelcome(
+    userId: string,
+    at: Date,
+    handoffHours: number,
+    leaseMs: number,
+    job: WelcomeJob,
+  ): Promise<boolean> {
     const ended = new Date(at.getTime() - handoffHours * 3_600_000);
     const result = await this.users.updateOne(
       {
@@ -558,22 +577,72 @@ export class UsersRepository {
           { $or: [{ welcomeClaim: null }, { welcomeClaim: { $lte: at } }] },
         ],
       },
-      { $set: { welcomeClaim: new Date(at.getTime() + leaseMs) } },
+      {
+        $set: {
+          welcomeClaim: new Date(at.getTime() + leaseMs),
+          welcomeJob: { phoneNumberId: job.phoneNumberId, requestId: job.requestId },
+        },
+      },
+    );
+    if (result.modified === 1) return true;
+    await this.dropEndedWelcomeClaim(userId, at);
+    return false;
+  }
+
+  /**
+   * Keeps the welcome of a job that failed every attempt (reply-jobs-poison) for the sweeper, which
+   * re-queues it once `until` is past (`staleWelcomes`): a claim on it that ends then, unless it is
+   * sent already or a worker's claim holds now (that worker sends it, or its claim ends). True
+   * when kept so.
+   */
+  async welcomeLater(userId: string, at: Date, until: Date, job: WelcomeJob): Promise<boolean> {
+    const result = await this.users.updateOne(
+      { _id: userId, welcomeSentAt: null, $or: [{ welcomeClaim: null }, { welcomeClaim: { $lte: at } }] },
+      {
+        $set: {
+          welcomeClaim: until,
+          welcomeJob: { phoneNumberId: job.phoneNumberId, requestId: job.requestId },
+        },
+      },
     );
     return result.modified === 1;
+  }
+
+  /** Removes a welcome claim that ended by `at` (its welcome is not to be re-queued). */
+  async dropEndedWelcomeClaim(userId: string, at: Date): Promise<void> {
+    await this.users.updateOne(
+      { _id: userId, welcomeClaim: { $lte: at } },
+      { $unset: { welcomeClaim: '', welcomeJob: '' } },
+    );
   }
 
   /** The welcome went out (or Graph refused it for good): never sent again; the claim is removed. */
   async settleWelcome(userId: string, at: Date): Promise<void> {
     await this.users.updateOne(
       { _id: userId, welcomeSentAt: null },
-      { $set: { welcomeSentAt: at }, $unset: { welcomeClaim: '' } },
+      { $set: { welcomeSentAt: at }, $unset: { welcomeClaim: '', welcomeJob: '' } },
     );
   }
 
-  /** Undoes `claimWelcome` when the welcome could not be sent (it will be tried again). */
+  /** Undoes `claimWelcome` when the welcome could not be sent (the queue tries the job again). */
   async releaseWelcome(userId: string): Promise<void> {
-    await this.users.updateOne({ _id: userId, welcomeSentAt: null }, { $unset: { welcomeClaim: '' } });
+    await this.users.updateOne(
+      { _id: userId, welcomeSentAt: null },
+      { $unset: { welcomeClaim: '', welcomeJob: '' } },
+    );
+  }
+
+  /**
+   * Welcomes claimed and not sent whose claim ended before `before` (their worker died, and the
+   * job handed over again came while the claim held, or never came), oldest first, on the
+   * `welcomeClaim` index: the jobs that send them.
+   */
+  async staleWelcomes(before: Date, limit: number): Promise<(WelcomeJob & { userId: string })[]> {
+    const docs = await this.users.find(
+      { welcomeClaim: { $lte: before }, welcomeSentAt: null },
+      { sort: { welcomeClaim: 1 }, limit, projection: { _id: 1, welcomeJob: 1 } },
+    );
+    return docs.flatMap((d) => (d.welcomeJob ? [{ userId: d._id, ...d.welcomeJob }] : []));
   }
 
   async resetContext(userId: string, at: Date): Promise<void> {

@@ -330,4 +330,42 @@ describe('a reply job that failed every attempt (reply-jobs-poison)', () => {
     ]);
     expect(sentTo(none)).toEqual([]);
   }, 30_000);
+
+  it('taking over the lock of a worker killed after a part went out, counts that part in the summary', async () => {
+    const { data } = app.services;
+    const waId = newNumber();
+    const { id, job } = await userWrites(waId, 'tell me everything');
+    // The first part goes out and is recorded; the process dies before it frees the lock, which
+    // would have put the part in the user's summary: the lock is left held, the summary short.
+    app.graph.sendResponses.push(accepted('wamid.split.poison-killed'), pairLimited());
+    let locks = 0;
+    const users = Object.create(data.users, {
+      lockForReply: {
+        value: (...args: Parameters<typeof data.users.lockForReply>) =>
+          ++locks === 1 ? data.users.lockForReply(...args) : Promise.reject(new Error('unreachable')),
+      },
+      releaseReplyLock: { value: () => Promise.reject(new Error('killed')) },
+    }) as typeof data.users;
+    await expect(
+      processReplyJob({ ...app.services, data: { ...data, users } }, job, log, {
+        leaseMs: 300,
+        pairRetry: { attempts: 3, baseDelayMs: 600, maxDelayMs: 600 },
+      }),
+    ).rejects.toThrow('killed');
+    const userId = await userIdOf(data, waId);
+    expect((await data.users.getUser(userId))?.messageCount).toBe(1);
+    // The job was on its last attempt: the host hands it to reply-jobs-poison, whose handler takes
+    // the dead worker's lock (its lease over), settles the message and frees the lock.
+    await sleep(400);
+    await app.runPoison(job);
+    expect((await data.messages.getMessage(id))?.replyState).toBe('sent');
+    const user = await data.users.getUser(userId);
+    expect([user?.messageCount, user?.lastMessagePreview?.startsWith('alpha')]).toEqual([2, true]);
+    const problems = await data.maintenance.checkSummaries(await data.maintenance.countStored());
+    expect(problems.filter((p) => p.userId === userId)).toEqual([]);
+    // The next worker finds a lock freed by its holder: nothing left to recount.
+    expect(await data.users.lockForReply(userId, 'next-worker', 1_000, new Date())).toMatchObject({
+      tookOver: false,
+    });
+  }, 30_000);
 });

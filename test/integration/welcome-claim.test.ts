@@ -3,10 +3,12 @@
 // the queue hands over again sends the welcome; while a claim holds, no other job sends it.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ingestNotification } from '../../shared/bot/ingest';
-import { LEASE_MS, processReplyJob } from '../../shared/bot/reply';
+import { LEASE_MS, processReplyJob, WELCOME_POISON_PAUSE_MS } from '../../shared/bot/reply';
+import { SWEEP_GRACE_MS, sweepStaleReplies } from '../../shared/bot/sweeper';
 import { WELCOME_TEXT } from '../../shared/bot/texts';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { capturedLog } from '../helpers/logs';
+import { collectionOf } from '../helpers/raw';
 import { notification, nowSeconds, value, wamid } from '../helpers/meta';
 import { userIdOf } from '../helpers/users';
 
@@ -35,31 +37,142 @@ const welcomesTo = (waId: string) =>
 describe('the welcome when its worker is killed after claiming it', () => {
   it('is sent by the job handed over again once the claim has ended, once, and not while it holds', async () => {
     const waId = newNumber();
-    const opened = { from: waId, id: wamid(), timestamp: nowSeconds(), type: 'request_welcome' };
-    const { jobs } = await ingestNotification(
-      app.services,
-      notification(value({ contacts: [{ waId, name: 'New' }], messages: [opened] })),
-      log,
-    );
-    const [job] = jobs;
-    expect(job).toMatchObject({ kind: 'welcome' });
+    const { job, userId } = await opensChat(waId);
     const { data } = app.services;
-    const userId = await userIdOf(data, waId);
     // The first worker claimed the welcome, and its process was killed before the send.
     const claimedAt = new Date();
-    expect(await data.users.claimWelcome(userId, claimedAt, 24, LEASE_MS)).toBe(true);
+    expect(await data.users.claimWelcome(userId, claimedAt, 24, LEASE_MS, job)).toBe(true);
     // Another job while the claim holds (the first worker may still be sending): nothing.
     const at = (ms: number) => ({ ...app.services, now: () => new Date(claimedAt.getTime() + ms) });
-    await processReplyJob(at(1_000), job!, log);
+    await processReplyJob(at(1_000), job, log);
     expect(welcomesTo(waId)).toEqual([]);
     // The queue hands the job over again (in Azure, after its 10-minute lease): the welcome goes out.
-    await processReplyJob(at(10 * 60_000), job!, log);
+    await processReplyJob(at(10 * 60_000), job, log);
     expect(welcomesTo(waId)).toHaveLength(1);
     expect((await data.users.getUser(userId))?.welcomeSentAt).toBeInstanceOf(Date);
     const out = (await data.messages.recent(userId, 10)).filter((m) => m.direction === 'outbound');
     expect(out.map((m) => m.text)).toEqual([WELCOME_TEXT]);
     // Once sent, never again (a redelivered request_welcome, a later one).
-    await processReplyJob(at(30 * 60_000), job!, log);
+    await processReplyJob(at(30 * 60_000), job, log);
     expect(welcomesTo(waId)).toHaveLength(1);
   });
+});
+
+/** A user who only opened the chat: their welcome job, and their id. */
+async function opensChat(waId: string) {
+  const opened = { from: waId, id: wamid(), timestamp: nowSeconds(), type: 'request_welcome' };
+  const { jobs } = await ingestNotification(
+    app.services,
+    notification(value({ contacts: [{ waId, name: 'New' }], messages: [opened] })),
+    log,
+  );
+  const [job] = jobs;
+  if (job?.kind !== 'welcome') throw new Error('no welcome job');
+  return { job, userId: await userIdOf(app.services.data, waId) };
+}
+
+describe('the welcome when its send fails with an error Graph did not give', () => {
+  it('is not settled as refused: the job fails, the claim is freed, and the queue retry sends it once', async () => {
+    const waId = newNumber();
+    const { job, userId } = await opensChat(waId);
+    const { data, graph } = app.services;
+    // A failure that is not Graph's answer (a bug in building the request, say): nothing went out.
+    const broken = {
+      ...graph,
+      sendText: () => Promise.reject(new TypeError("Cannot read properties of undefined (reading 'id')")),
+    };
+    await expect(processReplyJob({ ...app.services, graph: broken }, job, log)).rejects.toThrow(TypeError);
+    const user = await data.users.getUser(userId);
+    expect(user?.welcomeSentAt).toBeNull();
+    // The queue hands the job over again (in 15 s, host.json visibilityTimeout): the welcome goes out.
+    await processReplyJob(app.services, job, log);
+    expect(welcomesTo(waId)).toHaveLength(1);
+    expect((await data.users.getUser(userId))?.welcomeSentAt).toBeInstanceOf(Date);
+  });
+});
+
+describe('the welcome when its worker is killed and the job comes back while the claim still holds', () => {
+  it('is re-queued by the sweeper once the claim has ended, and goes out once', async () => {
+    const waId = newNumber();
+    const { job, userId } = await opensChat(waId);
+    const { data } = app.services;
+    // The first worker claimed the welcome and was killed before the send (the claim as the job
+    // makes it, naming the business number and the request).
+    const claimedAt = new Date();
+    const at = (ms: number) => ({ ...app.services, now: () => new Date(claimedAt.getTime() + ms) });
+    const killed = {
+      ...app.services.graph,
+      sendText: () => new Promise<never>(() => undefined), // the process stops here
+    };
+    void processReplyJob({ ...at(0), graph: killed }, job, log);
+    const users = collectionOf(app.database.db, 'users');
+    for (let i = 0; i < 100 && !(await users.findOne({ _id: userId }))?.welcomeClaim; i++)
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    // The queue hands the job over again while the claim holds (locally after the 30 s lease; in
+    // Azure 15 s after a failed attempt, say one past functionTimeout): that job ends, sending nothing.
+    await processReplyJob(at(30_000), job, log);
+    expect(welcomesTo(waId)).toEqual([]);
+    expect((await data.users.getUser(userId))?.welcomeSentAt).toBeNull();
+    // The sweeper leaves a claim that still holds alone.
+    const welcomeJobs = async (ms: number) =>
+      (await sweepStaleReplies(at(ms), log)).filter((j) => j.userId === userId);
+    expect(await welcomeJobs(60_000)).toEqual([]);
+    // Once the claim has ended (and the sweep's grace after it), the sweeper re-queues the welcome.
+    const requeued = await welcomeJobs(LEASE_MS + SWEEP_GRACE_MS);
+    expect(requeued).toEqual([job]);
+    await processReplyJob(at(LEASE_MS + SWEEP_GRACE_MS + 1_000), requeued[0]!, log);
+    expect(welcomesTo(waId)).toHaveLength(1);
+    expect((await data.users.getUser(userId))?.welcomeSentAt).toBeInstanceOf(Date);
+    // Sent: never re-queued again, nor sent again by the job the sweep queued twice.
+    expect(await welcomeJobs(LEASE_MS * 10)).toEqual([]);
+    await processReplyJob(at(LEASE_MS * 10), requeued[0]!, log);
+    expect(welcomesTo(waId)).toHaveLength(1);
+  });
+});
+
+describe('a welcome claim left by a killed worker for a user an operator took since', () => {
+  it('is re-queued once: that job sends nothing and removes the claim, so no sweep re-queues it again', async () => {
+    const waId = newNumber();
+    const { job, userId } = await opensChat(waId);
+    const { data } = app.services;
+    const claimedAt = new Date();
+    expect(await data.users.claimWelcome(userId, claimedAt, 24, LEASE_MS, job)).toBe(true);
+    expect(await data.handoff.take(userId, 'ops-token', claimedAt, 24)).not.toBeNull();
+    const at = (ms: number) => ({ ...app.services, now: () => new Date(claimedAt.getTime() + ms) });
+    const welcomeJobs = async (ms: number) =>
+      (await sweepStaleReplies(at(ms), log)).filter((j) => j.userId === userId);
+    const [requeued] = await welcomeJobs(LEASE_MS + SWEEP_GRACE_MS);
+    expect(requeued).toEqual(job);
+    await processReplyJob(at(LEASE_MS + SWEEP_GRACE_MS), requeued!, log);
+    expect(welcomesTo(waId)).toEqual([]);
+    expect(await welcomeJobs(LEASE_MS * 10)).toEqual([]);
+  });
+});
+
+describe('a welcome job that failed every attempt (reply-jobs-poison)', () => {
+  it('is not dropped: the sweeper re-queues it after a pause, and it goes out once', async () => {
+    const waId = newNumber();
+    const { job, userId } = await opensChat(waId);
+    const { data } = app.services;
+    // Graph failed every attempt (an outage): the host moves the job to reply-jobs-poison.
+    app.graph.sendResponses.push(...Array.from({ length: 20 }, () => ({ status: 503, body: {} })));
+    for (let attempt = 0; attempt < 5; attempt++)
+      await expect(processReplyJob(app.services, job, log)).rejects.toThrow('503');
+    app.graph.sendResponses.length = 0;
+    app.graph.requests.length = 0;
+    const poisonedAt = Date.now();
+    await app.runPoison(job);
+    expect((await data.users.getUser(userId))?.welcomeSentAt).toBeNull();
+    const at = (ms: number) => ({ ...app.services, now: () => new Date(poisonedAt + ms) });
+    const welcomeJobs = async (ms: number) =>
+      (await sweepStaleReplies(at(ms), log)).filter((j) => j.userId === userId);
+    // Not at once (the outage may last), but once the pause is over.
+    expect(await welcomeJobs(SWEEP_GRACE_MS * 2)).toEqual([]);
+    const [requeued] = await welcomeJobs(WELCOME_POISON_PAUSE_MS + SWEEP_GRACE_MS + 1_000);
+    expect(requeued).toEqual(job);
+    await processReplyJob(at(WELCOME_POISON_PAUSE_MS + SWEEP_GRACE_MS + 2_000), requeued!, log);
+    expect(welcomesTo(waId)).toHaveLength(1);
+    expect((await data.users.getUser(userId))?.welcomeSentAt).toBeInstanceOf(Date);
+    expect(await welcomeJobs(WELCOME_POISON_PAUSE_MS * 10)).toEqual([]);
+  }, 60_000);
 });
