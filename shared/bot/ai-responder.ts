@@ -31,23 +31,29 @@ export function describeForModel(message: Pick<Message, 'type' | 'text' | 'direc
   if (message.direction === 'outbound') return message.text;
   const detail = message.text.replace(LABEL, '').trim();
   const quoted = detail ? `: ${detail}` : '';
+  // A medium's text is its caption, else its description ("[image]"; "[image] caption" as
+  // earlier versions stored it).
+  const described = message.text.startsWith(`[${message.type}]`);
+  const caption = described ? detail : message.text.trim();
   switch (message.type) {
     case 'text':
       return message.text;
     case 'image':
-      return detail
-        ? `(The user sent an image with the caption: ${detail})`
+      return caption
+        ? `(The user sent an image with the caption: ${caption})`
         : '(The user sent an image without a caption.)';
     case 'video':
-      return detail
-        ? `(The user sent a video with the caption: ${detail})`
+      return caption
+        ? `(The user sent a video with the caption: ${caption})`
         : '(The user sent a video without a caption.)';
     case 'audio':
       return message.text.startsWith('[voice')
         ? '(The user sent a voice message, which you cannot listen to.)'
         : '(The user sent an audio file, which you cannot listen to.)';
     case 'document':
-      return `(The user sent a document${quoted})`;
+      return described
+        ? `(The user sent a document${quoted})`
+        : `(The user sent a document with the caption: ${caption})`;
     case 'sticker':
       return '(The user sent a sticker.)';
     case 'location':
