@@ -71,33 +71,51 @@ const apiVersion = () =>
       .default('v25.0'),
   );
 
+/**
+ * The bootstrap token of the management API. The brief gives it no length, so `npm run dev` takes
+ * any (a client may set a short test token); in Azure one under 16 characters is refused.
+ */
+const bootstrapToken = (azure: boolean) =>
+  z.preprocess(
+    present,
+    z
+      .string()
+      .min(azure ? 16 : 1, 'must be at least 16 characters')
+      .optional(),
+  );
+
+/** The schema of the environment (in Azure, or elsewhere). */
+const envSchema = (azure: boolean) =>
+  z
+    .object({
+      MONGODB_URI: optStr(),
+      MONGODB_DATABASE: databaseField(),
+      WHATSAPP_VERIFY_TOKEN: str(),
+      WHATSAPP_APP_SECRET: str(),
+      WHATSAPP_ACCESS_TOKEN: optStr(),
+      WHATSAPP_GRAPH_URL: graphUrl(),
+      WHATSAPP_API_VERSION: apiVersion(),
+      AI_ENDPOINT: setting(httpUrl().optional()),
+      AI_API_KEY: optStr(),
+      AI_MODEL: optStr(),
+      AI_SYSTEM_PROMPT: optStr(),
+      AI_HISTORY_LIMIT: setting(int(0, 100).default(10)),
+      AI_TIMEOUT_MS: setting(int(100, 600_000).default(20_000)),
+      AI_MAX_PER_MINUTE: setting(int(1, 1000).default(10)),
+      MANAGE_API_TOKEN: bootstrapToken(azure),
+      RETENTION_DAYS: setting(int(1, 36_500).optional()),
+      HANDOFF_HOURS: setting(int(1, 720).default(24)),
+      PORT: setting(int(1, 65_535).default(7071)),
+    })
+    .superRefine((env, ctx) => {
+      if (env.AI_ENDPOINT && !env.AI_MODEL) {
+        ctx.addIssue({ code: 'custom', path: ['AI_MODEL'], message: 'is required when AI_ENDPOINT is set' });
+      }
+    });
+
 /** The schema of the environment. Its keys are the app settings that infra/ provisions. */
-export const EnvSchema = z
-  .object({
-    MONGODB_URI: optStr(),
-    MONGODB_DATABASE: databaseField(),
-    WHATSAPP_VERIFY_TOKEN: str(),
-    WHATSAPP_APP_SECRET: str(),
-    WHATSAPP_ACCESS_TOKEN: optStr(),
-    WHATSAPP_GRAPH_URL: graphUrl(),
-    WHATSAPP_API_VERSION: apiVersion(),
-    AI_ENDPOINT: setting(httpUrl().optional()),
-    AI_API_KEY: optStr(),
-    AI_MODEL: optStr(),
-    AI_SYSTEM_PROMPT: optStr(),
-    AI_HISTORY_LIMIT: setting(int(0, 100).default(10)),
-    AI_TIMEOUT_MS: setting(int(100, 600_000).default(20_000)),
-    AI_MAX_PER_MINUTE: setting(int(1, 1000).default(10)),
-    MANAGE_API_TOKEN: z.preprocess(present, z.string().min(16, 'must be at least 16 characters').optional()),
-    RETENTION_DAYS: setting(int(1, 36_500).optional()),
-    HANDOFF_HOURS: setting(int(1, 720).default(24)),
-    PORT: setting(int(1, 65_535).default(7071)),
-  })
-  .superRefine((env, ctx) => {
-    if (env.AI_ENDPOINT && !env.AI_MODEL) {
-      ctx.addIssue({ code: 'custom', path: ['AI_MODEL'], message: 'is required when AI_ENDPOINT is set' });
-    }
-  });
+export const EnvSchema = envSchema(false);
+const AzureEnvSchema = envSchema(true);
 
 /** Names of every setting the schema reads (used by the infra drift test and the docs). */
 export const SETTING_NAMES = Object.keys(EnvSchema.shape) as (keyof z.input<typeof EnvSchema>)[];
@@ -144,7 +162,7 @@ function parseEnv<T>(schema: z.ZodType<T>, env: Env): T {
 
 /** Parses an environment; throws AppError(CONFIG) naming every bad variable. Pure: no process.env. */
 export function loadConfig(env: Env): Config {
-  const e = parseEnv(EnvSchema, env);
+  const e = parseEnv(runningInAzure(env) ? AzureEnvSchema : EnvSchema, env);
   const config: Config = {
     mongodb: { uri: e.MONGODB_URI, database: e.MONGODB_DATABASE },
     whatsapp: {

@@ -107,7 +107,18 @@ export class AiError extends AppError {
   get contextTooLong(): boolean {
     return this.status === 400 && this.detail === 'context_length_exceeded';
   }
+
+  /**
+   * The endpoint's chat template takes only turns whose roles alternate (Mistral or Llama served by
+   * vLLM: HTTP 400 "After the optional system message, conversation roles must alternate
+   * user/assistant/user/assistant/...", vllm-project/vllm#6862): the same turns, merged so that they
+   * alternate, may pass. Set from the error's message, which is otherwise never kept.
+   */
+  rolesMustAlternate = false;
 }
+
+/** An endpoint's refusal of turns whose roles do not alternate, in its words. */
+const ROLES_MUST_ALTERNATE = /roles must alternate|must alternate between/i;
 
 /** A token count as the endpoint gave it; anything but a count (null, a string) is no count. */
 const tokens = () => z.number().int().nonnegative().optional().catch(undefined);
@@ -180,6 +191,17 @@ function retryAfter(headers: Record<string, unknown>): number | null {
 const ErrorBodySchema = z
   .object({ error: z.object({ code: z.unknown().optional() }).passthrough() })
   .passthrough();
+
+/** The error message of an answer: `error.message` (OpenAI, Azure), else a top-level `message` (vLLM). */
+function errorMessage(data: unknown): string {
+  if (typeof data !== 'object' || data === null) return '';
+  const record = data as Record<string, unknown>;
+  const error = record['error'];
+  const nested =
+    typeof error === 'object' && error !== null ? (error as Record<string, unknown>)['message'] : undefined;
+  const message = typeof nested === 'string' ? nested : record['message'];
+  return typeof message === 'string' ? message.slice(0, 1000) : '';
+}
 
 /** Lazily created DefaultAzureCredential; it reads AZURE_CLIENT_ID (user-assigned identity) itself. */
 async function defaultCredential(): Promise<TokenSource> {
@@ -266,7 +288,7 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
     const code =
       parsed.success && typeof parsed.data.error.code === 'string' ? parsed.data.error.code.slice(0, 60) : '';
     if (response.status === 401 || response.status === 403) cached = undefined;
-    throw new AiError(
+    const error = new AiError(
       host,
       response.status,
       'http',
@@ -275,6 +297,9 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
       code,
       retryAfter(response.headers),
     );
+    error.rolesMustAlternate =
+      response.status === 400 && ROLES_MUST_ALTERNATE.test(errorMessage(response.data));
+    throw error;
   }
 
   /** One request and its answer's text; an answer without text is a failure worth one retry. */

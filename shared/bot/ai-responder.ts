@@ -3,7 +3,7 @@
 // words), the call, and on failure a short apology with the failure recorded.
 import type { AiConfig } from '../config';
 import type { DataStore, Message, User } from '../data';
-import { pseudonym } from '../log';
+import { pseudonym, type Logger } from '../log';
 import { AiError, createAiClient, type AiClient, type AiClientOptions, type ChatMessage } from '../ai/client';
 import { aiWindow, type AiResponder, type ReplyContent } from './ports';
 import { markCut } from './split';
@@ -31,23 +31,29 @@ export function describeForModel(message: Pick<Message, 'type' | 'text' | 'direc
   if (message.direction === 'outbound') return message.text;
   const detail = message.text.replace(LABEL, '').trim();
   const quoted = detail ? `: ${detail}` : '';
+  // A medium's text is its caption, else its description ("[image]"; "[image] caption" as
+  // earlier versions stored it).
+  const described = message.text.startsWith(`[${message.type}]`);
+  const caption = described ? detail : message.text.trim();
   switch (message.type) {
     case 'text':
       return message.text;
     case 'image':
-      return detail
-        ? `(The user sent an image with the caption: ${detail})`
+      return caption
+        ? `(The user sent an image with the caption: ${caption})`
         : '(The user sent an image without a caption.)';
     case 'video':
-      return detail
-        ? `(The user sent a video with the caption: ${detail})`
+      return caption
+        ? `(The user sent a video with the caption: ${caption})`
         : '(The user sent a video without a caption.)';
     case 'audio':
       return message.text.startsWith('[voice')
         ? '(The user sent a voice message, which you cannot listen to.)'
         : '(The user sent an audio file, which you cannot listen to.)';
     case 'document':
-      return `(The user sent a document${quoted})`;
+      return described
+        ? `(The user sent a document${quoted})`
+        : `(The user sent a document with the caption: ${caption})`;
     case 'sticker':
       return '(The user sent a sticker.)';
     case 'location':
@@ -155,12 +161,13 @@ export function toTurns(history: readonly Message[]): ChatMessage[] {
 }
 
 /**
- * The turns with roles that alternate, as strict chat templates demand (Mistral or Llama served by
- * vLLM, some Azure AI Foundry models answer 400 "After the optional system message, conversation
- * roles must alternate user/assistant/user/assistant/...", e.g. for system, user, user:
- * vllm-project/vllm#6862; OpenAI takes either): turns of one role in a row become one (a blank line between them), and an assistant
- * turn right after the system prompt (an answer whose message the limit cut) is left out. The
- * last turn, the message being answered, stays the user's.
+ * The turns with roles that alternate, for an endpoint whose chat template demands it (Mistral or
+ * Llama served by vLLM answer 400 "After the optional system message, conversation roles must
+ * alternate user/assistant/user/assistant/...", e.g. for system, user, user:
+ * vllm-project/vllm#6862; OpenAI takes either, and is given each message as its own turn): turns
+ * of one role in a row become one (a blank line between them), and an assistant turn right after
+ * the system prompt (an answer whose message the limit cut) is left out. The last turn, the message
+ * being answered, stays the user's. Used only when the endpoint refused the turns as they are.
  */
 export function alternating(turns: readonly ChatMessage[]): ChatMessage[] {
   const out: ChatMessage[] = [];
@@ -224,11 +231,29 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
       );
       history = since(user, message, rows);
     }
-    return alternating([
+    return [
       { role: 'system', content: config.systemPrompt },
       ...toTurns(inExchanges(history).slice(-config.historyLimit)),
       { role: 'user', content: describeForModel(message) },
-    ]);
+    ];
+  }
+
+  /**
+   * One call; when the endpoint refuses turns whose roles do not alternate, once more with them
+   * merged so that they do (see `alternating`). Resolves with the turns the answer was given for.
+   */
+  async function ask(turns: ChatMessage[], log: Logger, id: string, started: number) {
+    try {
+      return { turns, completion: await client.complete(turns) };
+    } catch (error) {
+      const strict = alternating(turns);
+      if (!(error instanceof AiError) || !error.rolesMustAlternate || strict.length === turns.length)
+        throw error;
+      log.warn('ai roles must alternate, asking with the turns merged', { id, turns: turns.length });
+      // The latency of the answer is that of both calls.
+      const completion = await client.complete(strict);
+      return { turns: strict, completion: { ...completion, latencyMs: Date.now() - started } };
+    }
   }
 
   /** AI answers (and rate-limit notices) of the last minute: counted in the worker's read when it covers the minute. */
@@ -264,7 +289,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
       try {
         let completion;
         try {
-          completion = await client.complete(messages);
+          ({ turns: messages, completion } = await ask(messages, log, message.id, started));
         } catch (error) {
           // The history made the prompt longer than the model takes: asked again with the message
           // alone (kept, the history would fail every later message the same way). Once.

@@ -1,5 +1,6 @@
 // Turns a validated inbound message into what the bot stores and answers: its type, a short text
-// (the text, caption, chosen title or a description such as "[location] Fake Cafe") and what kind
+// (the text, an image's, video's or document's caption, the chosen title, or a description such as
+// "[location] Fake Cafe" or "[image]" for an image without a caption) and what kind
 // of treatment it gets (docs/contract.md, "What the bot does with each notification").
 import { InboundMessageSchema, type InboundMessage } from './schemas';
 
@@ -27,6 +28,10 @@ const join = (...parts: (string | undefined | null)[]): string =>
     .trim();
 
 const label = (kind: string, detail?: string | null): string => join(`[${kind}]`, detail);
+
+/** A caption as the user wrote it, or null when there is none (missing or blank). */
+const captionOf = (caption: string | null | undefined): string | null =>
+  caption && caption.trim() ? caption : null;
 
 /**
  * Kinds of unsupported message (`unsupported.type`, Meta's "Unsupported messages webhook
@@ -87,14 +92,15 @@ export function normalize(message: InboundMessage): NormalizedMessage {
   switch (message.type) {
     case 'text':
       return answer(message.text.body);
+    // A medium's text is its caption (the type says what it is); without one, a description.
     case 'image':
-      return answer(message.image.caption ? label('image', message.image.caption) : '[image]');
+      return answer(captionOf(message.image.caption) ?? '[image]');
     case 'video':
-      return answer(message.video.caption ? label('video', message.video.caption) : '[video]');
+      return answer(captionOf(message.video.caption) ?? '[video]');
     case 'audio':
       return answer(message.audio.voice ? '[voice message]' : '[audio]');
     case 'document':
-      return answer(label('document', join(message.document.filename, message.document.caption)));
+      return answer(captionOf(message.document.caption) ?? label('document', message.document.filename));
     case 'sticker':
       return answer('[sticker]');
     case 'location': {

@@ -201,8 +201,9 @@ describe('AI answers', () => {
     expect(request.url).toBe('/v1/chat/completions');
     expect(request.body['model']).toBe(MODEL);
     expect(request.body['messages']).toEqual([
-      // 'answer 4' is left out: the model reads no answer before its message (roles alternate).
+      // The last three messages: 'answer 4' first (its message is older than the limit).
       { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'assistant', content: 'answer 4' },
       { role: 'user', content: 'five' },
       { role: 'assistant', content: 'answer 5' },
       { role: 'user', content: 'six' },
@@ -274,6 +275,7 @@ describe('AI answers', () => {
     expect(ai.requests).toHaveLength(4);
     expect(lastRequestMessages()).toEqual([
       { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'assistant', content: 'answer 2' },
       { role: 'user', content: 'q3' },
       { role: 'assistant', content: 'answer 3' },
       { role: 'user', content: 'b1' },
@@ -336,7 +338,8 @@ describe('AI answers', () => {
       const q2 = await chat.say('q2');
       expect(lastRequestMessages()).toEqual([
         { role: 'system', content: SYSTEM_PROMPT },
-        { role: 'user', content: 'q1\n\nq2' },
+        { role: 'user', content: 'q1' },
+        { role: 'user', content: 'q2' },
       ]);
       // Accepted, then reported failed by a status: the user never got it either.
       const [answer2] = await outboundFor(q2);
@@ -346,7 +349,9 @@ describe('AI answers', () => {
       await chat.say('q3');
       expect(lastRequestMessages()).toEqual([
         { role: 'system', content: SYSTEM_PROMPT },
-        { role: 'user', content: 'q1\n\nq2\n\nq3' },
+        { role: 'user', content: 'q1' },
+        { role: 'user', content: 'q2' },
+        { role: 'user', content: 'q3' },
       ]);
     } finally {
       graph.respond = answering;
@@ -405,6 +410,7 @@ describe('AI answers', () => {
     expect(ai.requests).toHaveLength(4);
     expect(lastRequestMessages()).toEqual([
       sys,
+      { role: 'assistant', content: 'answer 1' },
       { role: 'user', content: 'r2 edited' },
       { role: 'assistant', content: 'answer 2' },
       { role: 'user', content: 'b1' },
@@ -438,10 +444,39 @@ describe('AI answers', () => {
     expect((await outboundFor(third!)).map((m) => m.status)).toEqual(['sent']);
   });
 
-  // Strict chat templates (Mistral or Llama served by vLLM, some Azure AI Foundry models) refuse a
-  // conversation whose roles do not alternate: HTTP 400 "Conversation roles must alternate
-  // user/assistant/user/assistant/...". OpenAI accepts it; the context must suit both.
-  it('gives the model alternating roles: turns of one role in a row merged, no assistant turn first', async () => {
+  // The brief: the system prompt, the user's last AI_HISTORY_LIMIT conversation messages before the
+  // new one, then the new message. Each stored message is one turn, as an OpenAI-compatible API
+  // takes them: none merged with the next, none dropped to make the roles alternate.
+  it('gives each of the last AI_HISTORY_LIMIT messages its own turn, then the new message on its own', async () => {
+    ai.respond = (req, index) =>
+      index < 2 ? { status: 503, body: { error: { message: 'down' } } } : answerN(req, index);
+    const chat = await new Chat('15550000030', { AI_HISTORY_LIMIT: '3' }).init();
+    await chat.say('hello');
+    await chat.say('are you there?');
+    const sys = { role: 'system', content: SYSTEM_PROMPT };
+    // The apology is left out: two user messages in a row, each its own turn.
+    expect(lastRequestMessages()).toEqual([
+      sys,
+      { role: 'user', content: 'hello' },
+      { role: 'user', content: 'are you there?' },
+    ]);
+    await chat.say('good');
+    await chat.say('bye');
+    // The last three: an answer first (its message is older than the limit), kept.
+    expect(lastRequestMessages()).toEqual([
+      sys,
+      { role: 'assistant', content: 'answer 3' },
+      { role: 'user', content: 'good' },
+      { role: 'assistant', content: 'answer 4' },
+      { role: 'user', content: 'bye' },
+    ]);
+    expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 3', 'answer 4', 'answer 5']);
+  });
+
+  // Strict chat templates (Mistral or Llama served by vLLM) refuse a conversation whose roles do not
+  // alternate: HTTP 400 "Conversation roles must alternate user/assistant/user/assistant/...".
+  // OpenAI accepts it. Refused so, the bot asks once more with the turns made to alternate.
+  it('asks a strict template again with alternating roles: turns of one role in a row merged, no assistant turn first', async () => {
     const strict = (req: StubRequest, index: number) => {
       const roles = (req.body['messages'] as { role: string }[]).map((m) => m.role);
       const alternate = roles.slice(1).every((role, i) => role === (i % 2 === 0 ? 'user' : 'assistant'));
@@ -464,11 +499,32 @@ describe('AI answers', () => {
     await chat.say('hello');
     await chat.say('are you there?');
     const sys = { role: 'system', content: SYSTEM_PROMPT };
-    expect(lastRequestMessages()).toEqual([sys, { role: 'user', content: 'hello\n\nare you there?' }]);
-    // The limit keeps an answer without its message: it is left out, the model starts with the user.
+    const asked = () => ai.requests.map((r) => r.body['messages']);
+    expect(asked()[2]).toEqual([
+      sys,
+      { role: 'user', content: 'hello' },
+      { role: 'user', content: 'are you there?' },
+    ]);
+    expect(asked()[3]).toEqual([sys, { role: 'user', content: 'hello\n\nare you there?' }]);
+    // The limit keeps an answer without its message: left out, the model starts with the user.
     await chat.say('third');
-    expect(lastRequestMessages()).toEqual([sys, { role: 'user', content: 'third' }]);
-    expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 3', 'answer 4']);
+    expect(asked()[4]).toEqual([
+      sys,
+      { role: 'assistant', content: 'answer 4' },
+      { role: 'user', content: 'third' },
+    ]);
+    expect(asked()[5]).toEqual([sys, { role: 'user', content: 'third' }]);
+    expect(ai.requests).toHaveLength(6);
+    expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 4', 'answer 6']);
+    // A context that alternates already is not asked again: the refusal is the endpoint's answer.
+    ai.respond = () => ({
+      status: 400,
+      body: { error: { message: 'Conversation roles must alternate user/assistant/user/assistant/...' } },
+    });
+    await chat.say('fourth');
+    expect(ai.requests).toHaveLength(8);
+    expect(asked()[7]).toEqual([sys, { role: 'user', content: 'fourth' }]);
+    expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 4', 'answer 6', AI_APOLOGY]);
   });
 
   it('describes non-text messages in words', async () => {
@@ -548,7 +604,8 @@ describe('AI answers', () => {
     await chat.say('again');
     expect(lastRequestMessages()).toEqual([
       { role: 'system', content: SYSTEM_PROMPT },
-      { role: 'user', content: 'hello\n\nagain' },
+      { role: 'user', content: 'hello' },
+      { role: 'user', content: 'again' },
     ]);
   });
 

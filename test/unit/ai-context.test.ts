@@ -26,7 +26,13 @@ const msg = (over: Partial<Message>): Message => ({
 describe('describeForModel', () => {
   it.each([
     ['text', 'hello [world]', 'hello [world]'],
+    ['image', 'my bike', '(The user sent an image with the caption: my bike)'],
+    ['image', '[SALE] my bike', '(The user sent an image with the caption: [SALE] my bike)'],
+    // As stored by earlier versions.
     ['image', '[image] my bike', '(The user sent an image with the caption: my bike)'],
+    ['video', 'the race', '(The user sent a video with the caption: the race)'],
+    ['video', '[video]', '(The user sent a video without a caption.)'],
+    ['document', 'my invoice', '(The user sent a document with the caption: my invoice)'],
     ['image', '[image]', '(The user sent an image without a caption.)'],
     ['audio', '[voice message]', '(The user sent a voice message, which you cannot listen to.)'],
     ['document', '[document] invoice.pdf', '(The user sent a document: invoice.pdf)'],

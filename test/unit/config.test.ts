@@ -115,6 +115,8 @@ describe('loadConfig', () => {
       MANAGE_API_TOKEN: 'tooShortTok',
       MONGODB_URI: 'mongodb://admin:hunter2pass@db.example.com',
       WHATSAPP_VERIFY_TOKEN: '   ',
+      WEBSITE_INSTANCE_ID: 'abc123',
+      WEBSITE_SITE_NAME: 'func-bot',
     };
     const error = configError(env);
     expect(error.message).toContain('WHATSAPP_VERIFY_TOKEN is missing');
@@ -124,6 +126,18 @@ describe('loadConfig', () => {
     expect(JSON.stringify({ message: error.message })).not.toMatch(
       /hunter2|sk-secret|EAAGsecret|tooShortTok/,
     );
+  });
+
+  // The brief gives MANAGE_API_TOKEN no length: `npm run dev` takes any token a client sets.
+  // In Azure a bootstrap token under 16 characters is refused (fail fast), never echoed.
+  it('takes a short MANAGE_API_TOKEN locally and refuses it in Azure, naming it without its value', () => {
+    expect(loadConfig({ ...REQUIRED, MANAGE_API_TOKEN: 'test-token' }).manageApiToken).toBe('test-token');
+    const azure = { WEBSITE_INSTANCE_ID: 'abc123', WEBSITE_SITE_NAME: 'func-bot' };
+    const error = configError({ ...REQUIRED, ...azure, MANAGE_API_TOKEN: 'test-token' });
+    expect(error.message).toContain('MANAGE_API_TOKEN must be at least 16 characters');
+    expect(error.message).not.toContain('test-token');
+    const long = 'a-long-enough-bootstrap-token';
+    expect(loadConfig({ ...REQUIRED, ...azure, MANAGE_API_TOKEN: long }).manageApiToken).toBe(long);
   });
 
   it('treats an unresolved Key Vault reference as missing, without echoing it', () => {

@@ -48,10 +48,10 @@ interface Expected {
 
 const EXPECTED: Record<string, Expected> = {
   text: { type: 'text', treatment: 'answer', text: 'Does it come in another color?' },
-  image: { type: 'image', treatment: 'answer', text: '[image] Black jacket, size M' },
+  image: { type: 'image', treatment: 'answer', text: 'Black jacket, size M' },
   audio: { type: 'audio', treatment: 'answer', text: '[voice message]' },
   video: { type: 'video', treatment: 'answer', text: '[video]' },
-  document: { type: 'document', treatment: 'answer', text: '[document] receipt-2025-06.pdf Receipt' },
+  document: { type: 'document', treatment: 'answer', text: 'Receipt' },
   sticker: { type: 'sticker', treatment: 'answer', text: '[sticker]' },
   location: {
     type: 'location',
@@ -94,7 +94,7 @@ const EXPECTED: Record<string, Expected> = {
   edit: {
     type: 'edit',
     treatment: 'note',
-    text: '[edited] [image] Black jacket, size L',
+    text: '[edited] Black jacket, size L',
     relatedId: 'wamid.HBgLMTQxMjU1NTA4MjkVAgASGBQzQUNCNjFFOUIwMDhFQTUyNDlGRQA=',
   },
   revoke: {

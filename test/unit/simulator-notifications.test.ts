@@ -47,7 +47,7 @@ describe('simulator notifications', () => {
   });
 
   const kinds: [SimulatedSend, string, string][] = [
-    [{ kind: 'image', ...user, caption: 'a jacket' }, 'image', '[image] a jacket'],
+    [{ kind: 'image', ...user, caption: 'a jacket' }, 'image', 'a jacket'],
     [
       {
         kind: 'location',
