@@ -6,7 +6,7 @@
 // Each event stands on its own: one that the database refuses (anything but the database being
 // unreachable or throttling) is archived and the others are still stored and answered.
 import { AppError, ErrorCode } from '../errors';
-import { boundedJson, ErasureInProgress, type MessageRole, type ReplyState } from '../data';
+import { boundedJson, ErasureInProgress, SentBeforeErase, type MessageRole, type ReplyState } from '../data';
 import { pseudonym, type Logger } from '../log';
 import {
   parseNotification,
@@ -22,6 +22,8 @@ import type { IngestPorts } from './ports';
 export interface IngestSummary {
   messages: number;
   duplicates: number;
+  /** Messages sent before their sender was erased, delivered after: dropped (an erase is for good). */
+  sentBeforeErase: number;
   statuses: number;
   archived: number;
 }
@@ -44,7 +46,7 @@ export async function ingestNotification(
   log: Logger,
 ): Promise<IngestResult> {
   const { data } = ports;
-  const summary: IngestSummary = { messages: 0, duplicates: 0, statuses: 0, archived: 0 };
+  const summary: IngestSummary = { messages: 0, duplicates: 0, sentBeforeErase: 0, statuses: 0, archived: 0 };
   const jobs = new Map<string, ReplyJob>();
   let lastReceivedAt = 0;
 
@@ -72,6 +74,11 @@ export async function ingestNotification(
       else if (event.kind === 'message') await ingestMessage(event);
     } catch (error) {
       if (isTransient(error)) throw error;
+      if (error instanceof SentBeforeErase) {
+        summary.sentBeforeErase++;
+        log.info('message from before its sender was erased: dropped', { kind: event.kind });
+        continue;
+      }
       const name = error instanceof Error ? error.name : 'unknown';
       log.error('webhook item could not be stored', { kind: event.kind, error: name });
       const identifier = event.kind === 'message' ? (event.sender.waId ?? event.sender.bsuid) : null;

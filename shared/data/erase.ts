@@ -4,7 +4,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Filter } from 'mongodb';
 import { AppError, ErrorCode } from '../errors';
-import { toEvent, type EventDoc } from './events';
+import { AUDIT_KIND, toEvent, type EventDoc } from './events';
 import type { Gateway } from './gateway';
 import { COUNTED_FIELDS, countedAs } from './message-doc';
 import { toMessage, type MessageDoc } from './messages';
@@ -14,7 +14,7 @@ import type { SubjectKeys } from './subjects';
 import type { ArchivedEvent, Message, User } from './types';
 import { MAX_ID_ATTEMPTS, naturalIdOf, toUser, type UserDoc, type UsersRepository } from './users';
 
-export const AUDIT_KIND = 'audit';
+export { AUDIT_KIND };
 /** An export holds at most this many messages and archived items (the newest are left out). */
 export const MAX_EXPORT_MESSAGES = 10_000;
 export const MAX_EXPORT_EVENTS = 1_000;

@@ -8,6 +8,9 @@ import type { Gateway } from './gateway';
 import type { SubjectKeys } from './subjects';
 import type { ArchivedEvent } from './types';
 
+/** The kind of the audit trail's entries (./erase): who did what to which user, and when. */
+export const AUDIT_KIND = 'audit';
+
 export interface EventDoc {
   _id: string;
   kind: string;

@@ -31,7 +31,7 @@ export {
 export { COLLECTIONS, INDEXES, type IndexDefinition, type IndexReport } from './indexes';
 export { STATUS_RANK, MAX_TEXT } from './messages';
 export { MAX_EVENT_JSON } from './events';
-export { ErasureInProgress } from './users';
+export { ErasureInProgress, SentBeforeErase } from './users';
 export { activeHandoff, HANDOFF_BY_USER, type WaitingChat } from './handoff';
 export {
   DOC_BYTES_MAX,
@@ -120,7 +120,7 @@ export function createDataStore(db: Db, adapter: ServerAdapter = adapterFor(db))
   const tokensG = gateway<TokenDoc>(COLLECTIONS.tokens);
   const stats = new StatsRepository(statsG, new PendingCounts(messagesG, usersG));
   const keys = new SubjectKeys(statsG);
-  const users = new UsersRepository(usersG, messagesG, stats, keys);
+  const users = new UsersRepository(usersG, messagesG, stats, keys, eventsG);
   const poisoned = new PoisonedRepository(eventsG, keys);
   const all = new Map<string, Gateway<Document & { _id: string }>>(
     [usersG, messagesG, statsG, eventsG, tokensG].map((g) => [

@@ -3,7 +3,14 @@
 import type { Filter } from 'mongodb';
 import type { Gateway } from './gateway';
 import { toMessage, type MessageDoc } from './messages';
-import { holdsEvery, queryTerms, userQueryTerms } from './terms';
+import {
+  holdsEvery,
+  longQueryWords,
+  queryTerms,
+  startsWordsIn,
+  userLongQueryWords,
+  userQueryTerms,
+} from './terms';
 import type { Message, User } from './types';
 import { MAX_WA_ID_DIGITS, toUser, type UserDoc } from './users';
 
@@ -69,7 +76,13 @@ export class ManageQueries {
       sort: { lastMessageAt: -1, _id: -1 },
       limit: input.limit + 1,
     });
-    return slice(docs, input.limit, toUser, (d) => ({ t: d.lastMessageAt, id: d._id }));
+    const found = slice(docs, input.limit, toUser, (d) => ({ t: d.lastMessageAt, id: d._id }));
+    // A word longer than the stored prefixes is matched whole here (the page may then be short;
+    // its cursor still goes on after the last user read).
+    const long = input.q === null ? [] : userLongQueryWords(input.q);
+    return long.length
+      ? { items: found.items.filter((u) => startsWordsIn(long, u.name, u.waId)), next: found.next }
+      : found;
   }
 
   /** A user's messages, newest first, ties by id. */
@@ -135,8 +148,12 @@ export class ManageQueries {
           ),
         )
       : new Set<string>();
+    // A word longer than the stored prefixes is matched whole (the page may be short in the same way).
+    const long = longQueryWords(input.q);
     return {
-      items: found.items.filter((d) => !erasing.has(d.userId ?? '')).map(toMessage),
+      items: found.items
+        .filter((d) => !erasing.has(d.userId ?? '') && startsWordsIn(long, d.text))
+        .map(toMessage),
       next: found.next,
     };
   }

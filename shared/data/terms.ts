@@ -122,6 +122,40 @@ export function queryTerms(query: string): string[] {
   return [...new Set(terms)];
 }
 
+/** Runs of spaceless scripts (`SPACELESS`, repeated): what a query word's parts lie between. */
+const SPACELESS_RUNS = new RegExp(`[${SPACELESS_RANGES}\\u{20000}-\\u{323af}]+`, 'u');
+
+/**
+ * The words of a query (or a word's parts outside runs of spaceless scripts, as `queryTerms` cuts
+ * them) longer than the longest stored prefix, folded: the terms match only their first
+ * MAX_PREFIX characters, so what they find is checked for the whole word (`startsWordsIn`).
+ */
+export function longQueryWords(query: string): string[] {
+  const long: string[] = [];
+  for (const word of words(query))
+    for (const part of word.split(SPACELESS_RUNS)) if ([...part].length > MAX_PREFIX) long.push(part);
+  return [...new Set(long)];
+}
+
+/**
+ * Whether each of `long` (folded, `longQueryWords`) is the start of a word of one of the texts, a
+ * word as `prefixTerms` reads them: a word, or its part right after a run of spaceless scripts.
+ */
+export function startsWordsIn(long: readonly string[], ...texts: (string | null | undefined)[]): boolean {
+  if (long.length === 0) return true;
+  const starts: string[] = [];
+  for (const text of texts) {
+    if (!text) continue;
+    for (const word of words(text)) {
+      const chars = [...word];
+      for (let start = 0; start < chars.length; start++)
+        if (start === 0 || (!spaceless(chars[start]) && spaceless(chars[start - 1])))
+          starts.push(chars.slice(start).join(''));
+    }
+  }
+  return long.every((w) => starts.some((s) => s.startsWith(w)));
+}
+
 /** Digits and phone punctuation only, with at least one digit: "+49 (170) 123-45.6". */
 const PHONE_NUMBER = /^[\d\s+\-().]*\d[\d\s+\-().]*$/;
 
@@ -133,6 +167,10 @@ export function userQueryTerms(query: string, maxDigits: number): string[] {
   if (PHONE_NUMBER.test(query)) return [query.replace(/\D/g, '').slice(0, maxDigits)];
   return queryTerms(query);
 }
+
+/** `longQueryWords` of a user search: none for a query written as a phone number (its digits). */
+export const userLongQueryWords = (query: string): string[] =>
+  PHONE_NUMBER.test(query) ? [] : longQueryWords(query);
 
 /** A filter on an array of stored prefix terms: it holds every one of `terms` (non-empty). */
 export function holdsEvery(field: string, terms: readonly string[]): Record<string, unknown> {

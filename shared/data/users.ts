@@ -4,6 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AnyBulkWriteOperation, Filter } from 'mongodb';
+import { AUDIT_KIND, type EventDoc } from './events';
 import type { Gateway } from './gateway';
 import type { MessageDoc } from './message-doc';
 import { CounterDelta, type StatsRepository } from './stats';
@@ -74,6 +75,18 @@ export class ErasureInProgress extends Error {
   override readonly name = 'ErasureInProgress';
   constructor() {
     super('the user is being erased; try again once the erase is over');
+  }
+}
+
+/**
+ * A message its sender wrote before their erase (Meta's timestamp a whole second or more before
+ * the erase began), delivered again or late: an erase is for good, so it is not stored, answered or
+ * counted, and makes no one new.
+ */
+export class SentBeforeErase extends Error {
+  override readonly name = 'SentBeforeErase';
+  constructor() {
+    super('the message was sent before its sender was erased');
   }
 }
 
@@ -194,7 +207,27 @@ export class UsersRepository {
     private readonly messages: Gateway<MessageDoc>,
     private readonly stats: StatsRepository,
     private readonly keys: SubjectKeys,
+    private readonly events: Gateway<EventDoc>,
   ) {}
+
+  /**
+   * Throws `SentBeforeErase` when a user of `ids` was erased (by the audit trail, which the erase
+   * writes first) a whole second or more after `at`, Meta's whole-second time of a message: the
+   * message is from before the erase. Asked only of a message that would make a new user or is
+   * older than its user's record, so a known user's messages cost no read.
+   */
+  private async refuseSentBeforeErase(ids: readonly string[], at: Date): Promise<void> {
+    const erase = await this.events.findOne(
+      {
+        userId: { $in: [...ids] },
+        kind: AUDIT_KIND,
+        reason: 'erase',
+        createdAt: { $gte: new Date(at.getTime() + 1000) },
+      },
+      { projection: { _id: 1 } },
+    );
+    if (erase) throw new SentBeforeErase();
+  }
 
   /**
    * The ids to import users under (migration), by number: the id of the user stored with it
@@ -335,6 +368,8 @@ export class UsersRepository {
     // What a message from before a change says of the identity is not news.
     if (holder) return { user: toUser(holder), created: false, changes: {} };
     if (existing) {
+      // Older than the record: maybe the message of a person erased before this one wrote.
+      if (existing.createdAt > at) await this.refuseSentBeforeErase([existing._id], at);
       const changes: UserChanges = {};
       if (identity.waId && !existing.waId) changes.waId = identity.waId;
       if (identity.bsuid && existing.bsuid !== identity.bsuid) {
@@ -348,6 +383,8 @@ export class UsersRepository {
       return { user: toUser(existing), created: false, changes };
     }
     const idOf = await this.keys.userIds();
+    const ids = Array.from({ length: MAX_ID_ATTEMPTS }, (_, i) => idOf(naturalIdOf(identity, i + 1)));
+    await this.refuseSentBeforeErase(ids, at);
     for (let n = 1, attempt = 0; n <= MAX_ID_ATTEMPTS && attempt < 2 * MAX_ID_ATTEMPTS; attempt++) {
       const doc: UserDoc = {
         _id: idOf(naturalIdOf(identity, n)),

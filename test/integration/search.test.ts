@@ -149,6 +149,19 @@ describe('message search covers the whole text', () => {
     expect(await search('hone15')).toEqual([]);
   });
 
+  it('finds a word longer than the stored prefixes whole, and not a longer or other word that shares its first 24 letters', async () => {
+    const id = await storeInbound(
+      f.data,
+      'Supercalifragilisticexpialidocious! 大阪Donaudampfschifffahrtsgesellschaft',
+    );
+    expect(await search('supercalifragilisticexpialidocious')).toEqual([id]);
+    expect(await search('SUPERCALIFRAGILISTICEXPIALI')).toEqual([id]);
+    expect(await search('donaudampfschifffahrtsgesellschaft')).toEqual([id]);
+    expect(await search('supercalifragilisticexpialidociousness')).toEqual([]);
+    expect(await search('supercalifragilisticexpixxxxxx')).toEqual([]);
+    expect(await search('donaudampfschifffahrtsgesellschaftskapitan')).toEqual([]);
+  });
+
   it('finds a word written right after such a run whole, as before the run rule (大阪でNintendoを買った)', async () => {
     const id = await storeInbound(f.data, '大阪でNintendoを買った。大阪stationで待ち合わせ');
     expect(await search('nintendo')).toEqual([id]);
@@ -233,6 +246,22 @@ describe('user search', () => {
     expect(await ids('zoe 4917')).toEqual([zoe]);
     expect(await ids('zoe siobhan')).toEqual([]);
     expect(await ids('test zoe')).toEqual([zoe]);
+  });
+
+  it('matches a name word longer than the stored prefixes whole, not one that only shares its first 24 letters', async () => {
+    const start = new Date(Date.UTC(2026, 0, 7));
+    const hubert = (
+      await seedUser(f.data, {
+        waId: '4930111222333',
+        name: 'Hubert Wolfeschlegelsteinhausenbergerdorff',
+        start,
+        texts: ['hi'],
+      })
+    ).userId;
+    expect(await ids('wolfeschlegelsteinhausenbergerdorff')).toEqual([hubert]);
+    expect(await ids('hubert wolfeschlegelsteinhausen')).toEqual([hubert]);
+    expect(await ids('wolfeschlegelsteinhausenbergerdorffs')).toEqual([]);
+    expect(await ids('wolfeschlegelsteinhausenxxxxxxxx')).toEqual([]);
   });
 
   it('reads digits with phone punctuation as the start of a number', async () => {
