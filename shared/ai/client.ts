@@ -1,13 +1,16 @@
 // The chat-completions client (axios) for OpenAI-compatible endpoints, Azure OpenAI's /openai/v1
 // included. Auth: a key (`api-key` to Azure hosts, Bearer elsewhere), else Microsoft Entra ID for
-// Azure hosts (@azure/identity, loaded only then), else none. One retry on 408, 429, 5xx, network
-// errors, timeouts and an answer without text (malformed, no choices, null or blank content, a
-// refusal), after the endpoint's Retry-After when it gives one (none when it asks for longer than
-// a call may take); an answer the content filter stopped is a failure, never sent in part; one the
-// token limit stopped (`finish_reason` `length`) is an answer, marked `cut`. Reasoning a model
-// writes first in <think> tags is left out (all reasoning, the answer is none). The
-// text is made well-formed (no lone surrogates, no control characters but line breaks and tabs),
-// and an answer is read up to 4 MiB. Its errors keep method, host and status, never keys, tokens or prompts.
+// Azure hosts (@azure/identity, loaded only then), else none. Every failure gets exactly one retry
+// (the brief: "fails or times out after one retry"): any status but 2xx, a network error, a timeout,
+// an answer without text (unreadable, no choices, null or blank content, a refusal, one the content
+// filter stopped), a failed Entra ID sign-in; after the endpoint's Retry-After when it gives one
+// (no retry when it asks for longer than a call may take). The caller may give the retry other
+// turns for a failure (`retryWith`): that is the retry then, never a third call. An answer the
+// content filter stopped is never sent in part; one the token limit stopped (`finish_reason`
+// `length`) is an answer, marked `cut`. Reasoning a model writes first in <think> tags is left out
+// (all reasoning, the answer is none). The text is made well-formed (no lone surrogates, no control
+// characters but line breaks and tabs), and an answer is read up to 4 MiB. Its errors keep method,
+// host and status, never keys, tokens or prompts.
 import axios, { type AxiosInstance } from 'axios';
 import { z } from 'zod';
 import type { AiConfig } from '../config';
@@ -32,6 +35,8 @@ export interface Completion {
   readonly completionTokens: number;
   readonly totalTokens: number;
   readonly latencyMs: number;
+  /** The turns the answer was given for: those asked, or those the retry asked with. */
+  readonly turns: readonly ChatMessage[];
 }
 
 /** Tokens an endpoint reported for the answers of one call (its retry included). */
@@ -42,9 +47,18 @@ export interface Usage {
   readonly totalTokens: number;
 }
 
+export interface CompleteOptions {
+  /**
+   * The turns the one retry asks with after `error` (e.g. the history left out when the prompt was
+   * too long); null or absent: the same turns again. Either way there is one retry, no more.
+   */
+  readonly retryWith?: (error: AiError) => readonly ChatMessage[] | null;
+}
+
 export interface AiClient {
   readonly provider: AiProvider;
-  complete(messages: readonly ChatMessage[]): Promise<Completion>;
+  /** One call and, when it fails, exactly one retry (none only when Retry-After is too long). */
+  complete(messages: readonly ChatMessage[], options?: CompleteOptions): Promise<Completion>;
 }
 
 /** What @azure/identity's credentials offer (and what tests may pass instead). */
@@ -75,7 +89,6 @@ export class AiError extends AppError {
     readonly status: number | null,
     /** `http`, `timeout`, `network`, `auth` or `bad_response`. */
     readonly reason: 'http' | 'timeout' | 'network' | 'auth' | 'bad_response',
-    readonly retryable: boolean,
     /** The endpoint's error code for an HTTP error (`content_filter`, …), else the network's. */
     readonly detail = '',
     /** How long the endpoint asked to wait before trying again (Retry-After), if it said. */
@@ -243,7 +256,7 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
         credential ??= options.credential ? Promise.resolve(options.credential) : defaultCredential();
         const source = await credential;
         const token = await source.getToken(ENTRA_SCOPE);
-        if (!token) throw new AiError(host, null, 'auth', false, 'no Entra ID token');
+        if (!token) throw new AiError(host, null, 'auth', 'no Entra ID token');
         cached = { token: token.token, expiresOnTimestamp: token.expiresOnTimestamp };
         return token.token;
       } catch (cause) {
@@ -252,7 +265,7 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
         if (cause instanceof AiError) throw cause;
         // The credential's message may name tenants or endpoints but never a token; keep it short.
         const name = cause instanceof Error ? cause.name : 'error';
-        throw new AiError(host, null, 'auth', false, `Entra ID: ${name}`);
+        throw new AiError(host, null, 'auth', `Entra ID: ${name}`);
       } finally {
         pending = undefined;
       }
@@ -281,47 +294,31 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
       const timedOut = code === 'ECONNABORTED' || code === 'ETIMEDOUT' || code === 'ERR_CANCELED';
       // ERR_BAD_RESPONSE: an answer cut off, or over MAX_RESPONSE_BYTES.
       const reason = timedOut ? 'timeout' : code === 'ERR_BAD_RESPONSE' ? 'bad_response' : 'network';
-      throw new AiError(host, null, reason, true, timedOut ? '' : (code ?? ''));
+      throw new AiError(host, null, reason, timedOut ? '' : (code ?? ''));
     }
     if (response.status >= 200 && response.status < 300) return response.data;
     const parsed = ErrorBodySchema.safeParse(response.data);
     const code =
       parsed.success && typeof parsed.data.error.code === 'string' ? parsed.data.error.code.slice(0, 60) : '';
     if (response.status === 401 || response.status === 403) cached = undefined;
-    const error = new AiError(
-      host,
-      response.status,
-      'http',
-      // 408: the endpoint (or a proxy before it) timed out waiting for the request; as transient as a 5xx.
-      response.status === 408 || response.status === 429 || response.status >= 500,
-      code,
-      retryAfter(response.headers),
-    );
+    const error = new AiError(host, response.status, 'http', code, retryAfter(response.headers));
     error.rolesMustAlternate =
       response.status === 400 && ROLES_MUST_ALTERNATE.test(errorMessage(response.data));
     throw error;
   }
 
-  /** One request and its answer's text; an answer without text is a failure worth one retry. */
+  /** One request and its answer's text; an answer without text is a failure. */
   async function answer(body: unknown) {
     const parsed = ResponseSchema.safeParse(await attempt(body));
     const usage = parsed.success ? usageOf(parsed.data) : null;
     // Azure OpenAI: a filtered answer has no content, or rarely the part before the filter cut it.
     if (parsed.success && parsed.data.choices[0]?.finish_reason === 'content_filter')
-      throw new AiError(
-        host,
-        200,
-        'bad_response',
-        false,
-        'answer stopped by the content filter',
-        null,
-        usage,
-      );
+      throw new AiError(host, 200, 'bad_response', 'answer stopped by the content filter', null, usage);
     const text = parsed.success
       ? wellFormed(withoutReasoning(parsed.data.choices[0]?.message.content ?? '')).trim()
       : '';
     if (!parsed.success || !text)
-      throw new AiError(host, 200, 'bad_response', true, 'no answer in the response', null, usage);
+      throw new AiError(host, 200, 'bad_response', 'no answer in the response', null, usage);
     const cut = parsed.data.choices[0]?.finish_reason === 'length';
     return { text, cut, usage, model: parsed.data.model || config.model };
   }
@@ -342,22 +339,26 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
 
   return {
     provider,
-    async complete(messages) {
-      const body = { model: config.model, messages };
+    async complete(messages, { retryWith } = {}) {
       const started = Date.now();
+      let turns = messages;
       let answered: Awaited<ReturnType<typeof answer>>;
       // The tokens of a first attempt that failed: the call's usage includes them.
       let spent: Usage | null = null;
       try {
-        answered = await answer(body);
+        answered = await answer({ model: config.model, messages: turns });
       } catch (error) {
-        if (!(error instanceof AiError) || !error.retryable) throw error;
+        if (!(error instanceof AiError)) throw error;
         // Asked to wait longer than a call may take: the retry would only be refused again.
         if ((error.retryAfterMs ?? 0) > config.timeoutMs) throw error;
         spent = error.usage;
-        await sleep(Math.max(retryDelayMs, error.retryAfterMs ?? 0));
+        const other = retryWith?.(error) ?? null;
+        // Other turns are asked at once (the endpoint answered: it refused these turns), the
+        // same ones after a pause or the endpoint's Retry-After (here at most AI_TIMEOUT_MS).
+        await sleep(Math.max(other ? 0 : retryDelayMs, error.retryAfterMs ?? 0));
+        turns = other ?? messages;
         try {
-          answered = await answer(body);
+          answered = await answer({ model: config.model, messages: turns });
         } catch (again) {
           if (again instanceof AiError) again.usage = addUsage(spent, again.usage);
           throw again;
@@ -375,6 +376,7 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
         totalTokens: total?.totalTokens ?? 0,
         // Latency of the whole call, the retry included.
         latencyMs: Date.now() - started,
+        turns,
       };
     },
   };

@@ -239,21 +239,31 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
   }
 
   /**
-   * One call; when the endpoint refuses turns whose roles do not alternate, once more with them
-   * merged so that they do (see `alternating`). Resolves with the turns the answer was given for.
+   * The turns the one retry asks with when the first call's failure says these turns cannot pass:
+   * merged so that their roles alternate when the endpoint demands it (see `alternating`); the
+   * message alone when the history made the prompt longer than the model takes (kept, it would
+   * fail every later message the same way). Null: the same turns again. Either is the retry.
    */
-  async function ask(turns: ChatMessage[], log: Logger, id: string, started: number) {
-    try {
-      return { turns, completion: await client.complete(turns) };
-    } catch (error) {
-      const strict = alternating(turns);
-      if (!(error instanceof AiError) || !error.rolesMustAlternate || strict.length === turns.length)
-        throw error;
-      log.warn('ai roles must alternate, asking with the turns merged', { id, turns: turns.length });
-      // The latency of the answer is that of both calls.
-      const completion = await client.complete(strict);
-      return { turns: strict, completion: { ...completion, latencyMs: Date.now() - started } };
-    }
+  function retryWith(turns: readonly ChatMessage[], message: Message, log: Logger) {
+    return (error: AiError): ChatMessage[] | null => {
+      if (error.rolesMustAlternate) {
+        const strict = alternating(turns);
+        if (strict.length === turns.length) return null;
+        log.warn('ai roles must alternate, asking with the turns merged', {
+          id: message.id,
+          turns: turns.length,
+        });
+        return strict;
+      }
+      if (error.contextTooLong && turns.length > 2) {
+        log.warn('ai context too long, asking with the message alone', {
+          id: message.id,
+          turns: turns.length,
+        });
+        return [turns[0]!, { role: 'user', content: describeForModel(message) }];
+      }
+      return null;
+    };
   }
 
   /** AI answers (and rate-limit notices) of the last minute: counted in the worker's read when it covers the minute. */
@@ -283,31 +293,16 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
         log.info('ai rate limited', { id: message.id, user: pseudonym(user.id), notice: !notified });
         return notified ? null : { text: RATE_LIMIT_NOTICE, role: 'notice', ai: null, failure: null };
       }
-      let messages = await context(user, message, recent, recentIsPartial);
+      const messages = await context(user, message, recent, recentIsPartial);
       await preparing();
       const started = Date.now();
       try {
-        let completion;
-        try {
-          ({ turns: messages, completion } = await ask(messages, log, message.id, started));
-        } catch (error) {
-          // The history made the prompt longer than the model takes: asked again with the message
-          // alone (kept, the history would fail every later message the same way). Once.
-          const alone = [messages[0]!, { role: 'user' as const, content: describeForModel(message) }];
-          const already = messages.length === 2 && messages[1]?.content === alone[1]?.content;
-          if (!(error instanceof AiError) || !error.contextTooLong || already) throw error;
-          log.warn('ai context too long, asking with the message alone', {
-            id: message.id,
-            turns: messages.length,
-          });
-          messages = alone;
-          // The latency of the answer is that of both calls.
-          completion = { ...(await client.complete(messages)), latencyMs: Date.now() - started };
-        }
+        // One call and one retry at most, whatever fails: see `retryWith`.
+        const completion = await client.complete(messages, { retryWith: retryWith(messages, message, log) });
         log.info('ai answered', {
           id: message.id,
           provider: completion.provider,
-          turns: messages.length,
+          turns: completion.turns.length,
           tokens: completion.totalTokens,
           ms: completion.latencyMs,
           length: completion.text.length,

@@ -28,7 +28,10 @@ import { WELCOME_TEXT } from './texts';
 
 /** How long a welcome whose job failed every attempt waits before the sweeper re-queues it. */
 export const WELCOME_POISON_PAUSE_MS = 10 * 60_000;
-/** Longer than one answer can take (AI timeout and retry, Graph retries). */
+/**
+ * Longer than one answer takes at the default AI_TIMEOUT_MS: its model call and one retry (at most
+ * 2 × 20 s and the wait between, 60 s), Graph's retries; renewed while a longer one runs.
+ */
 export const LEASE_MS = 90_000;
 /**
  * The waits before a reply is sent again after Meta's pair rate limit (Graph code 131056: about

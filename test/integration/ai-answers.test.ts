@@ -1,7 +1,8 @@
 // AI answers through the real reply path: webhook payloads are ingested into a real database, the
 // reply worker answers them against a loopback chat-completions stub and a loopback Graph stub.
 // Checks the context (system prompt, order, limit, reset boundary, commands and notices left out,
-// non-text descriptions), model name, retry, apology on 5xx and timeout, per-minute limit, the
+// non-text descriptions), model name, one retry of any failure (at most two calls an answer),
+// apology after it, per-minute limit, the
 // typing indicator and token accounting; and that logs carry no text.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../shared/config';
@@ -516,7 +517,7 @@ describe('AI answers', () => {
     expect(asked()[5]).toEqual([sys, { role: 'user', content: 'third' }]);
     expect(ai.requests).toHaveLength(6);
     expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 4', 'answer 6']);
-    // A context that alternates already is not asked again: the refusal is the endpoint's answer.
+    // The merged turns refused as well: they were the one retry, so the apology (no third call).
     ai.respond = () => ({
       status: 400,
       body: { error: { message: 'Conversation roles must alternate user/assistant/user/assistant/...' } },
@@ -525,6 +526,42 @@ describe('AI answers', () => {
     expect(ai.requests).toHaveLength(8);
     expect(asked()[7]).toEqual([sys, { role: 'user', content: 'fourth' }]);
     expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 4', 'answer 6', AI_APOLOGY]);
+  });
+
+  it('asks at most twice for one answer: the turns merged, or the message alone, are its one retry', async () => {
+    const refusal = (message: string, code: string | null = null) => ({
+      status: 400,
+      body: { error: { message, type: 'invalid_request_error', code } },
+    });
+    const roles = refusal('Conversation roles must alternate user/assistant/user/assistant/...');
+    const tooLong = refusal("This model's maximum context length is 40 tokens.", 'context_length_exceeded');
+    const down = { status: 503, body: { error: { message: 'down' } } };
+    ai.respond = () => down;
+    const chat = await new Chat('15550000031').init();
+    await chat.say('hello');
+    expect(ai.requests).toHaveLength(2);
+    // Two user turns in a row: refused, asked merged (the retry), which fails: the apology.
+    ai.respond = (_req, index) => (index === 2 ? roles : down);
+    const second = await chat.say('again');
+    expect(ai.requests).toHaveLength(4);
+    expect(ai.requests[3]?.body['messages']).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'user', content: 'hello\n\nagain' },
+    ]);
+    expect((await data.messages.getMessage(second))?.error).toMatchObject({ code: 503 });
+    // Too long: asked with the message alone (the retry), which fails: the apology.
+    ai.respond = (_req, index) => (index === 4 ? tooLong : down);
+    await chat.say('third');
+    expect(ai.requests).toHaveLength(6);
+    expect(ai.requests[5]?.body['messages']).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'user', content: 'third' },
+    ]);
+    // Refused for its roles, then the merged turns as too long: no third call.
+    ai.respond = (_req, index) => (index === 6 ? roles : tooLong);
+    await chat.say('fourth');
+    expect(ai.requests).toHaveLength(8);
+    expect(sentTexts()).toEqual([AI_APOLOGY, AI_APOLOGY, AI_APOLOGY, AI_APOLOGY]);
   });
 
   it('describes non-text messages in words', async () => {
@@ -609,6 +646,60 @@ describe('AI answers', () => {
     ]);
   });
 
+  // The brief: "If the call fails or times out after one retry, a short apology is sent and the
+  // failure recorded": every failure, whatever the status, gets its one retry.
+  it.each([
+    [401, { error: { message: 'Incorrect API key provided', code: 'invalid_api_key' } }],
+    [403, { error: { message: 'Forbidden' } }],
+    [
+      404,
+      {
+        error: {
+          message: 'The API deployment for this resource does not exist.',
+          code: 'DeploymentNotFound',
+        },
+      },
+    ],
+    [400, { error: { message: 'Invalid request', type: 'invalid_request_error' } }],
+    [422, { detail: 'unprocessable' }],
+    [302, ''],
+  ])('retries a %i once, then sends one apology and records the failure', async (status, body) => {
+    ai.respond = () => ({ status, body });
+    const chat = await new Chat(`155500001${status}`).init();
+    const id = await chat.say('hello');
+    expect(ai.requests).toHaveLength(2);
+    expect(ai.requests[1]?.body).toEqual(ai.requests[0]?.body);
+    expect(sentTexts()).toEqual([AI_APOLOGY]);
+    expect((await data.messages.getMessage(id))?.error).toMatchObject({ code: status });
+    expect((await outboundFor(id)).map((m) => [m.text, m.role])).toEqual([[AI_APOLOGY, 'notice']]);
+  });
+
+  it.each([400, 401, 404])('sends the answer when a %i is followed by a good answer', async (status) => {
+    ai.respond = (req, index) =>
+      index === 0 ? { status, body: { error: { message: 'once' } } } : answerN(req, 0);
+    const chat = await new Chat(`155500002${status}`).init();
+    const id = await chat.say('hello');
+    expect(ai.requests).toHaveLength(2);
+    expect(sentTexts()).toEqual(['answer 1']);
+    expect((await data.messages.getMessage(id))?.error).toBeNull();
+  });
+
+  it('sends one apology after two answers without choices, or that cannot be read', async () => {
+    for (const [n, body] of [
+      ['1', { choices: [] }],
+      ['2', '{"choices": [{"message": {"content": "cut sh'],
+    ] as const) {
+      ai.requests = [];
+      graph.requests = [];
+      ai.respond = () => ({ status: 200, body });
+      const chat = await new Chat(`15550000300${n}`).init();
+      const id = await chat.say('hello');
+      expect(ai.requests).toHaveLength(2);
+      expect(sentTexts()).toEqual([AI_APOLOGY]);
+      expect((await data.messages.getMessage(id))?.error).toMatchObject({ code: 200 });
+    }
+  });
+
   it('sends one apology when the model times out (after one retry)', async () => {
     ai.respond = (req) => ({ ...answerN(req, 0), delayMs: 1_000 });
     const chat = await new Chat('15550000006', { AI_TIMEOUT_MS: '200' }).init();
@@ -689,7 +780,8 @@ describe('AI answers that misbehave', () => {
       code: 200,
       title: expect.stringMatching(/content filter/),
     });
-    expect(ai.requests).toHaveLength(1);
+    // A failure like any other: asked once more (a new answer may pass), then the apology.
+    expect(ai.requests).toHaveLength(2);
     expect((await outboundFor(id)).map((m) => m.text)).toEqual([AI_APOLOGY]);
   });
 
@@ -707,10 +799,11 @@ describe('AI answers that misbehave', () => {
     });
     const filtered = await chat.say('hello');
     expect(sentTexts()).toEqual([AI_APOLOGY]);
+    // Stopped twice (the call and its retry): both attempts' tokens, one request.
     let after = await data.stats.totals();
-    expect([after.aiRequests - before.aiRequests, after.aiTokens - before.aiTokens]).toEqual([1, 44]);
+    expect([after.aiRequests - before.aiRequests, after.aiTokens - before.aiTokens]).toEqual([1, 88]);
     // Kept with the message it answered (the apology is no model answer: no rate-limit slot).
-    expect((await data.messages.getMessage(filtered))?.ai).toMatchObject({ model: MODEL, totalTokens: 44 });
+    expect((await data.messages.getMessage(filtered))?.ai).toMatchObject({ model: MODEL, totalTokens: 88 });
     expect((await outboundFor(filtered)).map((m) => m.ai)).toEqual([null]);
 
     // An answer without text, twice (the retry): both attempts' tokens.
@@ -751,9 +844,10 @@ describe('AI answers that misbehave', () => {
     const chat = await new Chat('15550000025').init();
     await chat.say('hello');
     const filtered = await chat.say('some BADWORD here');
-    expect(ai.requests).toHaveLength(2);
+    // Refused, asked once more (the one retry), refused again.
+    expect(ai.requests).toHaveLength(3);
     await chat.say('what are your opening hours?');
-    expect(sentTexts()).toEqual(['answer 1', AI_APOLOGY, 'answer 3']);
+    expect(sentTexts()).toEqual(['answer 1', AI_APOLOGY, 'answer 4']);
     expect(lastRequestMessages()).toEqual([
       { role: 'system', content: SYSTEM_PROMPT },
       { role: 'user', content: 'hello' },
@@ -769,7 +863,7 @@ describe('AI answers that misbehave', () => {
     graph.requests = [];
     const text = (body: string) => ({ type: 'text', text: { body } });
     await chat.burst([text('BADWORD again'), text('and on Sundays?')]);
-    expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 5']);
+    expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 7']);
   });
 
   // OpenAI and Azure OpenAI refuse a prompt over the model's context window: HTTP 400, code

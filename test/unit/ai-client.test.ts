@@ -1,6 +1,6 @@
 // The chat-completions client against loopback stubs (real HTTP): auth headers for Azure and other
 // hosts, Microsoft Entra ID through a managed-identity token endpoint (App Service protocol),
-// token caching, one retry on 5xx/timeout/an answer without text, no retry on 4xx, and the parsed usage.
+// token caching, exactly one retry on any failure (other turns when the caller gives them), and the parsed usage.
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { AiConfig } from '../../shared/config';
 import { AiError, createAiClient, isAzureHost } from '../../shared/ai/client';
@@ -111,11 +111,26 @@ describe('chat completions', () => {
     expect(JSON.stringify(error) + String(error) + ((error as Error).stack ?? '')).not.toContain(API_KEY);
   });
 
-  it('does not retry a 400', async () => {
-    ai.respond = () => ({ status: 400, body: { error: { code: 'content_filter' } } });
+  it.each([400, 401, 403, 404, 409, 422])('retries a %i once, then fails with it', async (status) => {
+    ai.respond = () => ({ status, body: { error: { code: 'some_code' } } });
     const client = createAiClient(aiConfig(ai.url), { retryDelayMs: 10 });
-    await expect(client.complete(ask)).rejects.toMatchObject({ status: 400, retryable: false });
-    expect(ai.requests).toHaveLength(1);
+    await expect(client.complete(ask)).rejects.toMatchObject({ status, detail: 'some_code' });
+    expect(ai.requests).toHaveLength(2);
+  });
+
+  it('asks the retry with the turns the caller gives for the failure, and no third time', async () => {
+    ai.respond = () => ({ status: 400, body: { error: { code: 'context_length_exceeded' } } });
+    const alone = [{ role: 'user' as const, content: 'alone' }];
+    const seen: (string | undefined)[] = [];
+    const client = createAiClient(aiConfig(ai.url), { retryDelayMs: 10 });
+    const retryWith = (error: AiError) => (seen.push(error.detail), alone);
+    await expect(client.complete(ask, { retryWith })).rejects.toMatchObject({ status: 400 });
+    expect(seen).toEqual(['context_length_exceeded']);
+    expect(ai.requests.map((r) => r.body['messages'])).toEqual([ask, alone]);
+    ai.requests = [];
+    ai.respond = (_req, index) =>
+      index === 0 ? { status: 400, body: { error: { code: 'x' } } } : completion('fine');
+    await expect(client.complete(ask, { retryWith })).resolves.toMatchObject({ text: 'fine', turns: alone });
   });
 
   it('times out after timeoutMs, retries once, then fails with reason timeout', async () => {
@@ -169,7 +184,7 @@ describe('chat completions', () => {
     expect(Date.now() - started).toBeLessThan(1_000);
   });
 
-  it('treats an answer the content filter stopped as a failure, without sending its part or retrying', async () => {
+  it('treats an answer the content filter stopped as a failure, without sending its part, after one retry', async () => {
     ai.respond = () => ({
       status: 200,
       body: {
@@ -179,8 +194,11 @@ describe('chat completions', () => {
       },
     });
     const client = createAiClient(aiConfig(ai.url), { retryDelayMs: 10 });
-    await expect(client.complete(ask)).rejects.toMatchObject({ reason: 'bad_response', retryable: false });
-    expect(ai.requests).toHaveLength(1);
+    await expect(client.complete(ask)).rejects.toMatchObject({
+      reason: 'bad_response',
+      detail: 'answer stopped by the content filter',
+    });
+    expect(ai.requests).toHaveLength(2);
   });
 
   it('keeps a long answer whole, and refuses one over 4 MiB without buffering it', async () => {
