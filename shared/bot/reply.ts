@@ -17,7 +17,13 @@ import { randomUUID } from 'node:crypto';
 import { activeHandoff, type Message, type MessageError, type OutboundRecord, type User } from '../data';
 import { pseudonym, type Logger } from '../log';
 import { sleep } from '../time';
-import { GraphError, type Recipient, type RetryPolicy, type SendResult } from '../whatsapp/graph';
+import {
+  GraphError,
+  REENGAGEMENT,
+  type Recipient,
+  type RetryPolicy,
+  type SendResult,
+} from '../whatsapp/graph';
 import { windowOpen } from '../whatsapp/outbound';
 import { leftAs } from './ai-responder';
 import { decideAndApply } from './decide';
@@ -514,11 +520,14 @@ async function answer(
     } else parts.push(part);
   }
   const state = plan.parts.length === 0 ? 'none' : failure ? 'failed' : 'sent';
+  // Graph refused it for the 24-hour window: the message keeps the reason any message answered too
+  // late keeps (the part that did not go out keeps Graph's code).
+  const why = failure?.code === REENGAGEMENT ? REFUSED_OUTSIDE_WINDOW : failure;
   const settled = await record(ports, {
     inbound: message,
     parts,
     state,
-    error: failure ?? settle.failure,
+    error: why ?? settle.failure,
     read: settle.read,
     ai: settle.unsentAi,
     answered: early.length > 0,
@@ -531,7 +540,7 @@ async function answer(
     found.recent[index] = {
       ...message,
       replyState: state,
-      error: failure ?? settle.failure ?? message.error,
+      error: why ?? settle.failure ?? message.error,
     };
   found.recent.push(
     ...stored.map((p): Message => ({
@@ -567,6 +576,14 @@ const OUTSIDE_WINDOW: MessageError = {
   title:
     "not answered: the user's latest message was 24 hours old or more (WhatsApp's 24-hour customer " +
     'service window had closed); only a template can reach them',
+};
+
+/** What a message keeps when Graph refused its answer for the window (code 131047). */
+const REFUSED_OUTSIDE_WINDOW: MessageError = {
+  code: 'OUTSIDE_WINDOW',
+  title:
+    "not answered: WhatsApp refused the answer (Graph code 131047): the user's 24-hour customer " +
+    'service window had closed; only a template can reach them',
 };
 
 /**

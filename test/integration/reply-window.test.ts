@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ingestNotification } from '../../shared/bot/ingest';
 import { processReplyJob } from '../../shared/bot/reply';
+import { sweepStaleReplies } from '../../shared/bot/sweeper';
 import { capturedLog } from '../helpers/logs';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { startHttpStub, type HttpStub, type StubRequest } from '../helpers/http-stub';
@@ -50,6 +51,7 @@ afterAll(async () => {
 
 beforeEach(() => {
   app.graph.requests.length = 0;
+  app.graph.sendResponses.length = 0;
   ai.requests = [];
   logs.length = 0;
 });
@@ -74,6 +76,25 @@ async function outbound(waId: string) {
   return (await app.services.data.messages.recent(userId, 50)).filter((m) => m.direction === 'outbound');
 }
 
+/** Graph's answer to a send outside the window, as Meta words it (code 131047). */
+const reengagement = () => ({
+  status: 400,
+  body: {
+    error: {
+      message:
+        '(#131047) Re-engagement message: More than 24 hours have passed since the recipient last replied to the sender number.',
+      type: 'OAuthException',
+      code: 131047,
+      error_data: {
+        messaging_product: 'whatsapp',
+        details:
+          'Message failed to send because more than 24 hours have passed since the customer last replied to this number.',
+      },
+      fbtrace_id: 'AbCdEf131047',
+    },
+  },
+});
+
 describe("replies outside WhatsApp's 24-hour customer service window", () => {
   it('an old message replayed is neither sent to the AI nor to Graph, and is settled failed with OUTSIDE_WINDOW', async () => {
     const waId = newNumber();
@@ -89,6 +110,29 @@ describe("replies outside WhatsApp's 24-hour customer service window", () => {
     expect(logs.some((l) => l.includes('outside the 24-hour window'))).toBe(true);
     expect(logs.join('\n')).not.toContain(waId);
     expect(logs.join('\n')).not.toContain('sunday');
+  });
+
+  it('an answer Graph refuses for the window (131047) is recorded failed with OUTSIDE_WINDOW, never sent again', async () => {
+    const waId = newNumber();
+    // Within the window on Meta's clock, which Meta still judges closed (the window is Meta's).
+    app.graph.sendResponses.push(reengagement());
+    const [id] = await answered(waId, [['are you there?', 60]]);
+    expect(app.graph.sends().filter((r) => r.body['to'] === waId)).toHaveLength(1);
+    const inbound = await app.services.data.messages.getMessage(id!);
+    expect(inbound?.replyState).toBe('failed');
+    expect(inbound?.error).toMatchObject({ code: 'OUTSIDE_WINDOW', title: expect.stringMatching(/24-hour/) });
+    expect(inbound?.error?.title).toMatch(/131047/);
+    // The answer that did not go out keeps Graph's own code.
+    expect((await outbound(waId)).map((m) => [m.status, m.error?.code])).toEqual([['failed', 131047]]);
+    // Neither the job handed over again nor a sweep sends it again.
+    const userId = await userIdOf(app.services.data, waId);
+    await processReplyJob(app.services, { kind: 'message', userId, messageId: id! }, log);
+    const later = () => new Date(Date.now() + 5 * 60_000);
+    const swept = await sweepStaleReplies({ ...app.services, now: later }, log);
+    expect(swept.filter((j) => j.userId === userId)).toEqual([]);
+    expect(app.graph.sends().filter((r) => r.body['to'] === waId)).toHaveLength(1);
+    expect(ai.requests).toHaveLength(1);
+    expect(logs.join('\n')).not.toContain(waId);
   });
 
   it('exactly 24 hours is closed; a message inside the window is answered as always', async () => {

@@ -468,7 +468,7 @@ describe('POST /api/webhook', () => {
     const { message, payload } = textNotification(newPhone(), 'permanent');
     app.graph.sendResponses.push({
       status: 400,
-      body: { error: { code: 131047, message: 'Re-engagement message' } },
+      body: { error: { code: 131026, message: 'Message undeliverable' } },
     });
     const before = app.graph.sends().length;
     await app.post(payload);
@@ -476,7 +476,7 @@ describe('POST /api/webhook', () => {
     expect(app.graph.sends().length - before).toBe(1);
     expect(await messages().findOne({ _id: message.id })).toMatchObject({
       replyState: 'failed',
-      error: { code: 131047 },
+      error: { code: 131026 },
     });
     expect(await messages().findOne({ relatedId: message.id, direction: 'outbound' })).toMatchObject({
       status: 'failed',
