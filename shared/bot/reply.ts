@@ -17,7 +17,13 @@ import { randomUUID } from 'node:crypto';
 import { activeHandoff, type Message, type MessageError, type OutboundRecord, type User } from '../data';
 import { pseudonym, type Logger } from '../log';
 import { sleep } from '../time';
-import { GraphError, type Recipient, type RetryPolicy, type SendResult } from '../whatsapp/graph';
+import {
+  GraphError,
+  REENGAGEMENT,
+  type Recipient,
+  type RetryPolicy,
+  type SendResult,
+} from '../whatsapp/graph';
 import { windowOpen } from '../whatsapp/outbound';
 import { leftAs } from './ai-responder';
 import { decideAndApply } from './decide';
@@ -356,9 +362,10 @@ async function replyTo(
     return user;
   }
   const decided = await decideAndApply(ports, user, message);
-  // WhatsApp delivers an answer only within 24 hours of the user's latest message: one due later
-  // (a notification replayed after a long outage) would be refused (131047) after the AI was
-  // asked. Neither is done, and no read receipt goes out; a command's effect above stands.
+  // WhatsApp delivers an answer only within 24 hours of the user's latest message: one the worker
+  // knows to be due later (the user's latest message reached us a day ago: a job handed over late)
+  // would be refused (131047) after the AI was asked. Neither is done, and no read receipt goes
+  // out; a command's effect above stands. Otherwise Graph judges (`windowFrom`).
   if (decided.decision.kind !== 'none' && (await windowClosed(ports, user, message, found))) {
     await record(ports, { inbound: message, parts: [], state: 'failed', error: OUTSIDE_WINDOW, read: false });
     const index = found.recent.findIndex((m) => m.id === message.id);
@@ -517,11 +524,14 @@ async function answer(
     } else parts.push(part);
   }
   const state = plan.parts.length === 0 ? 'none' : failure ? 'failed' : 'sent';
+  // Graph refused it for the 24-hour window: the message keeps the reason any message answered too
+  // late keeps (the part that did not go out keeps Graph's code).
+  const why = failure?.code === REENGAGEMENT ? REFUSED_OUTSIDE_WINDOW : failure;
   const settled = await record(ports, {
     inbound: message,
     parts,
     state,
-    error: failure ?? settle.failure,
+    error: why ?? settle.failure,
     read: settle.read,
     ai: settle.unsentAi,
     answered: early.length > 0,
@@ -534,7 +544,7 @@ async function answer(
     found.recent[index] = {
       ...message,
       replyState: state,
-      error: failure ?? settle.failure ?? message.error,
+      error: why ?? settle.failure ?? message.error,
     };
   found.recent.push(
     ...stored.map((p): Message => ({
@@ -572,20 +582,40 @@ const OUTSIDE_WINDOW: MessageError = {
     'service window had closed); only a template can reach them',
 };
 
+/** What a message keeps when Graph refused its answer for the window (code 131047). */
+const REFUSED_OUTSIDE_WINDOW: MessageError = {
+  code: 'OUTSIDE_WINDOW',
+  title:
+    "not answered: WhatsApp refused the answer (Graph code 131047): the user's 24-hour customer " +
+    'service window had closed; only a template can reach them',
+};
+
 /**
- * Whether WhatsApp's customer service window is closed now for the business number the message
- * was sent to (the answer goes out through it, and Meta keeps a window per business number and
- * user): the user's latest inbound message to that number (Meta's time) is 24 hours old or more.
- * A message within it, or a later one to that number in the messages read, answers without a
- * round trip; only an old message asks the database for the user's latest to that number.
+ * When the window a message opened began, as far as the worker knows: the later of Meta's time
+ * and the time the notification reached us. A notification received now may carry any timestamp
+ * (a wrong clock, a client that plays Meta, Meta's own examples dated 2020): whether its window
+ * is really closed is then the Graph API's to say (131047). Only a message that reached us 24
+ * hours ago or more, as the worker's own delay leaves it (a job the queue handed over a day late,
+ * a resumed answer), is known to be outside it.
+ */
+const windowFrom = (m: { createdAt: Date; receivedAt?: Date | null | undefined }): Date =>
+  m.receivedAt && m.receivedAt > m.createdAt ? m.receivedAt : m.createdAt;
+
+/**
+ * Whether WhatsApp's customer service window is known closed now for the business number the
+ * message was sent to (the answer goes out through it, and Meta keeps a window per business number
+ * and user): the user's latest inbound message to that number reached us, and was sent on Meta's
+ * clock, 24 hours ago or more (`windowFrom`). A message within it, or a later one to that number
+ * in the messages read, answers without a round trip; only an old message asks the database for
+ * the user's latest to that number as it reached us.
  */
 async function windowClosed(ports: ReplyPorts, user: User, message: Message, found: Look): Promise<boolean> {
   const now = ports.now();
   const open = (m: Message) =>
-    m.direction === 'inbound' && m.phoneNumberId === message.phoneNumberId && windowOpen(m.createdAt, now);
+    m.direction === 'inbound' && m.phoneNumberId === message.phoneNumberId && windowOpen(windowFrom(m), now);
   if (open(message) || found.recent.some(open)) return false;
-  const last = await ports.data.handoff.lastInbound(user.id, message.phoneNumberId);
-  return !last || !windowOpen(last.createdAt, now);
+  const last = await ports.data.handoff.lastArrived(user.id, message.phoneNumberId);
+  return !last || !windowOpen(windowFrom(last), now);
 }
 
 /**

@@ -188,6 +188,26 @@ export class HandoffRepository {
   }
 
   /**
+   * The user's latest inbound message to a business number as it reached us (our clock: the
+   * conversation's order, `seqAt`, which is when ingest stored it): Meta's time and ours, for the
+   * reply worker's 24-hour window. One read on the `userId, seqAt` index.
+   */
+  async lastArrived(
+    userId: string,
+    phoneNumberId: string | null,
+  ): Promise<{ createdAt: Date; receivedAt: Date | null } | null> {
+    const [doc] = await this.messages.find(
+      { userId, direction: 'inbound', phoneNumberId },
+      {
+        sort: { userId: -1, seqAt: -1, _id: -1 },
+        limit: 1,
+        projection: { createdAt: 1, receivedAt: 1 },
+      },
+    );
+    return doc?.createdAt ? { createdAt: doc.createdAt, receivedAt: doc.receivedAt ?? null } : null;
+  }
+
+  /**
    * The business number of the user's latest message that names one, in either direction (a
    * welcome counts), or null: migrated messages carry none.
    */

@@ -54,6 +54,7 @@ export const toMessage = (d: MessageDoc): Message => ({
   status: d.status,
   createdAt: d.createdAt ?? d.statusTimes?.sent ?? new Date(0),
   seqAt: d.seqAt ?? d.createdAt ?? new Date(0),
+  ...(d.receivedAt ? { receivedAt: d.receivedAt } : {}),
   role: d.role ?? 'conversation',
   phoneNumberId: d.phoneNumberId ?? null,
   replyState: d.replyState ?? null,

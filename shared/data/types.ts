@@ -69,6 +69,12 @@ export interface Message {
   readonly createdAt: Date;
   /** Conversation order on our clock (stored inbound / sent outbound); AI history and resets use it. */
   readonly seqAt: Date;
+  /**
+   * Inbound: when the notification reached us (stored by ingest, our clock); absent on messages
+   * stored without it (migrated). The reply worker's 24-hour window runs from the later of it and
+   * Meta's `createdAt`. Internal: not in the management API's message shape.
+   */
+  readonly receivedAt?: Date;
   readonly role: MessageRole;
   /** The business number (Graph `phone_number_id`) the conversation runs through. */
   readonly phoneNumberId: string | null;

@@ -67,6 +67,13 @@ export type SendResponse = z.infer<typeof SendResponseSchema>;
 /** The answer to a read receipt or a webhook subscription. */
 export const SuccessResponseSchema = z.object({ success: z.literal(true) });
 
+/**
+ * Meta's refusal of a message other than a template outside the user's 24-hour customer service
+ * window ("re-engagement message"): the authority on the window, which the bot's own check only
+ * anticipates (../bot/reply.ts).
+ */
+export const REENGAGEMENT = 131047;
+
 /** Graph error codes that will fail the same way again: never retried, recorded on the message. */
 export const PERMANENT_CODES: ReadonlySet<number> = new Set([
   100, // invalid parameter
@@ -82,7 +89,7 @@ export const PERMANENT_CODES: ReadonlySet<number> = new Set([
   131030, // recipient not in allowed list
   131031, // account locked
   131045, // incorrect certificate
-  131047, // re-engagement message (24 h window over)
+  REENGAGEMENT, // re-engagement message (24 h window over)
   131049, // not delivered to maintain ecosystem health
   131050, // user stopped marketing messages
   131051, // unsupported message type
