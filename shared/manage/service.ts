@@ -79,15 +79,20 @@ const eventJson = (e: ArchivedEvent) => ({
 
 /**
  * Validates query parameters; a bad value is a 400 whose message names the parameter, and so is
- * one of the schema's parameters given twice (which one was meant is unknown). Others are ignored.
+ * one of the schema's parameters given twice (which one was meant is unknown), empty or not. An
+ * empty value (`cursor=`) counts as absent. Others are ignored.
  */
 export function parseQuery<S extends z.ZodObject>(schema: S, query: URLSearchParams): z.infer<S> {
   const raw = new Map<string, string>();
+  const seen = new Set<string>();
   for (const [key, value] of query) {
-    if (raw.has(key) && Object.hasOwn(schema.shape, key)) {
+    if (seen.has(key) && Object.hasOwn(schema.shape, key)) {
       throw new AppError(ErrorCode.INVALID_INPUT, `invalid query parameter "${key}": must be given once`);
     }
-    if (!raw.has(key)) raw.set(key, value);
+    seen.add(key);
+    // An empty value is an absent one: the brief writes the routes `?limit=&cursor=&q=`, and a
+    // client filling in that template sends `cursor=` for the first page or `limit=` for the default.
+    if (value !== '') raw.set(key, value);
   }
   const result = schema.safeParse(Object.fromEntries(raw));
   if (result.success) return result.data;
