@@ -3,13 +3,11 @@ import {
   createToken,
   formatToken,
   isTokenExpiryDays,
-  NAME_TAKEN,
   RESERVED_TOKEN_NAMES,
   TOKEN_EXPIRY_DAYS,
   TOKEN_NAME_MAX,
   tokenNameProblem,
 } from '../shared/manage/tokens';
-import { AppError } from '../shared/errors';
 import { parseCli, runMain, ScriptError, UsageError, withDataStore, type Main } from './lib/cli';
 
 const HELP = `
@@ -21,8 +19,8 @@ Usage:
 Manages the bearer tokens of the management API (/api/manage). \`create\` prints the token on a
 line of its own, once: only its SHA-256 hash is stored. NAME (recorded as \`by\` and in the audit
 trail): 1 to ${TOKEN_NAME_MAX} characters, no control characters, no leading or trailing whitespace,
-not ${RESERVED_TOKEN_NAMES.join(' or ')} (in any case), and not the name of a token still valid
-(revoke that one first; a revoked or expired token's name is free). \`list\` prints one line per token: id,
+not ${RESERVED_TOKEN_NAMES.join(' or ')} (in any case). Several tokens may share a name (a note
+says so): each has its own id. \`list\` prints one line per token: id,
 name, dates and state (active, expired, revoked), never the token. \`revoke\` makes a token answer
 403 from then on.
 
@@ -52,13 +50,16 @@ export const main: Main = async (argv, env, io) => {
     const nameProblem = tokenNameProblem(name);
     if (nameProblem) throw new UsageError(`--name: ${nameProblem}`);
     const expiresDays = expiryDays(values['expires-days']);
-    const { token, record } = await withDataStore(env, io, (data) =>
+    const { token, record, namesakes } = await withDataStore(env, io, (data) =>
       createToken(data, { name, expiresDays, now: new Date() }),
-    ).catch((error: unknown) => {
-      if (error instanceof AppError && error.message === NAME_TAKEN)
-        throw new UsageError(`--name: ${NAME_TAKEN}`);
-      throw error;
-    });
+    );
+    if (namesakes > 0) {
+      io.err(
+        `note: ${namesakes} other valid token${namesakes === 1 ? ' already has' : 's already have'} the name ` +
+          `${JSON.stringify(name)}; the audit trail and "by" show names, so they read alike there ` +
+          '(each token has its own id: `list` shows it, `revoke ID` revokes one)',
+      );
+    }
     io.err(`created token ${record.id} (${record.name}); it is shown once, on the next line:`);
     io.out(token);
     return 0;

@@ -379,10 +379,10 @@ export class PersonalData {
   }
 
   /**
-   * Records who (a token's name) did what to which user, and when; never a message's text.
-   * Returns the entry's id.
+   * Records who (a token's name, and its id: names may repeat) did what to which user, and when;
+   * never a message's text. Returns the entry's id.
    */
-  async audit(entry: { tokenName: string; action: string; userId: string; at: Date }): Promise<string> {
+  async audit(entry: AuditEntry): Promise<string> {
     const id = `audit:${randomBytes(8).toString('hex')}`;
     await this.events.insertOne(auditDoc(id, entry));
     return id;
@@ -403,14 +403,18 @@ export class PersonalData {
    * request with the key, which began at its `at`).
    */
   async auditOnce(
-    entry: { tokenName: string; action: string; userId: string; at: Date },
+    entry: AuditEntry,
     idempotencyKey: string,
   ): Promise<{ readonly id: string; readonly first: boolean; readonly entry: KeyedAudit }> {
     const id = keyedAuditId(entry.userId, idempotencyKey);
     for (;;) {
       const inserted = await this.events.insertOne(auditDoc(id, entry));
       if (inserted === 'inserted')
-        return { id, first: true, entry: { at: entry.at, tokenName: entry.tokenName } };
+        return {
+          id,
+          first: true,
+          entry: { at: entry.at, tokenName: entry.tokenName, tokenId: entry.tokenId ?? null },
+        };
       const existing = await this.auditOf(entry.userId, idempotencyKey);
       // Withdrawn between the two (that request sent nothing): the key is free again.
       if (existing) return { id, first: false, entry: existing };
@@ -500,23 +504,42 @@ export class PersonalData {
   }
 }
 
+/** Who did what to which user, and when. */
+export interface AuditEntry {
+  /** The token's name: who, as the audit trail shows it. */
+  readonly tokenName: string;
+  /** The token's id (null: MANAGE_API_TOKEN): several tokens may share a name. */
+  readonly tokenId?: string | null;
+  readonly action: string;
+  readonly userId: string;
+  readonly at: Date;
+}
+
 /** An audit entry as stored (`audit`, `auditOnce`): who did what to which user, and when. */
-const auditDoc = (
-  id: string,
-  entry: { tokenName: string; action: string; userId: string; at: Date },
-): EventDoc => ({
+const auditDoc = (id: string, entry: AuditEntry): EventDoc => ({
   _id: id,
   kind: AUDIT_KIND,
   reason: entry.action,
   createdAt: entry.at,
   userId: entry.userId,
-  payload: { tokenName: entry.tokenName, action: entry.action, userId: entry.userId, at: entry.at },
+  payload: {
+    tokenName: entry.tokenName,
+    ...(entry.tokenId === undefined ? {} : { tokenId: entry.tokenId }),
+    action: entry.action,
+    userId: entry.userId,
+    at: entry.at,
+  },
 });
 
 /** What an audit entry written for an Idempotency-Key says of the request that wrote it. */
 export interface KeyedAudit {
   readonly at: Date;
   readonly tokenName: string;
+  /**
+   * The id of the token that used the key (null: MANAGE_API_TOKEN); undefined for an entry written
+   * before ids were recorded, when token names were unique.
+   */
+  readonly tokenId: string | null | undefined;
 }
 
 /** The audit entry id of a user's request with `key`: the key is the client's, never shown. */
@@ -524,8 +547,12 @@ const keyedAuditId = (userId: string, key: string): string =>
   `audit:key:${createHash('sha256').update(`${userId}\n${key}`).digest('hex').slice(0, 32)}`;
 
 const keyedAudit = (doc: EventDoc): KeyedAudit => {
-  const payload = (doc.payload ?? {}) as { tokenName?: unknown };
-  return { at: doc.createdAt, tokenName: typeof payload.tokenName === 'string' ? payload.tokenName : '' };
+  const payload = (doc.payload ?? {}) as { tokenName?: unknown; tokenId?: unknown };
+  return {
+    at: doc.createdAt,
+    tokenName: typeof payload.tokenName === 'string' ? payload.tokenName : '',
+    tokenId: typeof payload.tokenId === 'string' || payload.tokenId === null ? payload.tokenId : undefined,
+  };
 };
 
 /** What a backup holds of a user that decides whether an erase recorded since applies to it. */

@@ -43,7 +43,7 @@ export {
 } from './doc-schemas';
 export { fold, queryTerms, userQueryTerms, words } from './terms';
 export { CounterDelta, dayKey, type StatsSnapshot } from './stats';
-export { ErasedSinceBackup, type BackedUpUser, type KeyedAudit } from './erase';
+export { ErasedSinceBackup, type AuditEntry, type BackedUpUser, type KeyedAudit } from './erase';
 export { KEYS_ID } from './subjects';
 export { preview, type SummaryMessage } from './summary';
 export { boundedJson, MAX_RAW_JSON } from './bounded-json';

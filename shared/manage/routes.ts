@@ -226,7 +226,7 @@ export const MANAGE_ROUTES: readonly ManageRoute[] = [
         'or WhatsApp refused it for the window (code 131047); OPTED_OUT: the user sent stop. ' +
         'Nothing is stored, taken or audited. IN_PROGRESS: a send with this Idempotency-Key has ' +
         'stored no outcome yet (still under way, or interrupted): nothing was sent again',
-      422: 'IDEMPOTENCY_KEY_REUSED: the Idempotency-Key was given with another body or by another token',
+      422: 'IDEMPOTENCY_KEY_REUSED: the Idempotency-Key was given with another body or by another token (another id, even of the same name)',
       502:
         'WhatsApp did not accept the message (stored as failed); for its pair rate limit (code 131056) ' +
         'the message says to try again in a few seconds',

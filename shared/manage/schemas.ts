@@ -28,17 +28,24 @@ const LimitSchema = z
     minimum: 1,
     maximum: MAX_LIMIT,
     default: DEFAULT_LIMIT,
-    description: `Page size, 1–${MAX_LIMIT}`,
+    description: `Page size, 1–${MAX_LIMIT}; empty or absent: ${DEFAULT_LIMIT}`,
     example: DEFAULT_LIMIT,
+    param: { allowEmptyValue: true },
   });
 
-const CursorSchema = z.string().min(1).max(512).optional().openapi({
-  description:
-    'Opaque cursor: the nextCursor of the previous page of the same list (route, user and q); another is a 400',
-});
+const CursorSchema = z
+  .string()
+  .min(1)
+  .max(512)
+  .optional()
+  .openapi({
+    description:
+      'Opaque cursor: the nextCursor of the previous page of the same list (route, user and q); another is a 400; empty or absent: the first page',
+    param: { allowEmptyValue: true },
+  });
 
 const UsersQSchema = z
-  .string({ error: 'must be a string' })
+  .string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a string') })
   .trim()
   .min(1, 'must not be empty')
   .max(100, 'must be at most 100 characters')
@@ -50,7 +57,11 @@ const UsersQSchema = z
 export const UsersQuerySchema = z.object({
   limit: LimitSchema,
   cursor: CursorSchema,
-  q: UsersQSchema.optional(),
+  q: UsersQSchema.optional().openapi({
+    description:
+      'Digits with phone punctuation: the start of the number; else each word starts a word of the name or the number; empty or absent: every user',
+    param: { allowEmptyValue: true },
+  }),
 });
 export type UsersQuery = z.infer<typeof UsersQuerySchema>;
 
@@ -62,13 +73,25 @@ const BodyLimitSchema = z
   .min(1, 'must be at least 1')
   .max(MAX_LIMIT, `must be at most ${MAX_LIMIT}`)
   .default(DEFAULT_LIMIT)
-  .openapi({ description: `Page size, 1–${MAX_LIMIT}` });
+  .openapi({ description: `Page size, 1–${MAX_LIMIT}; absent: ${DEFAULT_LIMIT}` });
+
+/**
+ * A search body's fields given as "" are absent ones, as in a query string (`{"cursor": ""}` on a
+ * first page, `{"limit": ""}` for the default): `q` stays required.
+ */
+const emptyIsAbsent = (body: unknown): unknown =>
+  typeof body === 'object' && body !== null && !Array.isArray(body)
+    ? Object.fromEntries(Object.entries(body).filter(([, value]) => value !== ''))
+    : body;
 
 export const UsersSearchBodySchema = z
-  .object({ q: UsersQSchema, limit: BodyLimitSchema, cursor: CursorSchema })
-  .strict()
+  .preprocess(
+    emptyIsAbsent,
+    z.object({ q: UsersQSchema, limit: BodyLimitSchema, cursor: CursorSchema }).strict(),
+  )
   .openapi('UsersSearch', {
-    description: 'The search of GET /manage/users, kept out of the URL (request logs keep URLs)',
+    description:
+      'The search of GET /manage/users, kept out of the URL (request logs keep URLs); a field given as "" is an absent one (`q` is required)',
   });
 
 export const PageQuerySchema = z.object({ limit: LimitSchema, cursor: CursorSchema });
@@ -77,12 +100,17 @@ export type PageQuery = z.infer<typeof PageQuerySchema>;
 export const ChatsQuerySchema = z
   .object({
     limit: LimitSchema,
-    state: z.enum(['waiting'], { error: 'must be "waiting"' }).optional().openapi({
-      description: '`waiting`: only conversations handed to operators, the longest-waiting first',
-    }),
+    state: z
+      .enum(['waiting'], { error: 'must be "waiting"' })
+      .optional()
+      .openapi({
+        description:
+          '`waiting`: only conversations handed to operators, the longest-waiting first; empty or absent: the latest chats',
+        param: { allowEmptyValue: true },
+      }),
     cursor: CursorSchema.openapi({
       description:
-        'Only with `state=waiting` (the latest chats are one page): the nextCursor of the previous page',
+        'Only with `state=waiting` (the latest chats are one page): the nextCursor of the previous page; empty or absent: the first page',
     }),
   })
   .superRefine((query, ctx) => {
@@ -112,10 +140,13 @@ export const SearchQuerySchema = z.object({
 export type SearchQuery = z.infer<typeof SearchQuerySchema>;
 
 export const SearchBodySchema = z
-  .object({ q: SearchQSchema, limit: BodyLimitSchema, cursor: CursorSchema })
-  .strict()
+  .preprocess(
+    emptyIsAbsent,
+    z.object({ q: SearchQSchema, limit: BodyLimitSchema, cursor: CursorSchema }).strict(),
+  )
   .openapi('MessagesSearch', {
-    description: 'The search of GET /manage/messages, kept out of the URL (request logs keep URLs)',
+    description:
+      'The search of GET /manage/messages, kept out of the URL (request logs keep URLs); a field given as "" is an absent one (`q` is required)',
   });
 
 export const UserIdParamsSchema = z.object({

@@ -79,15 +79,20 @@ const eventJson = (e: ArchivedEvent) => ({
 
 /**
  * Validates query parameters; a bad value is a 400 whose message names the parameter, and so is
- * one of the schema's parameters given twice (which one was meant is unknown). Others are ignored.
+ * one of the schema's parameters given twice (which one was meant is unknown), empty or not. An
+ * empty value (`cursor=`) counts as absent. Others are ignored.
  */
 export function parseQuery<S extends z.ZodObject>(schema: S, query: URLSearchParams): z.infer<S> {
   const raw = new Map<string, string>();
+  const seen = new Set<string>();
   for (const [key, value] of query) {
-    if (raw.has(key) && Object.hasOwn(schema.shape, key)) {
+    if (seen.has(key) && Object.hasOwn(schema.shape, key)) {
       throw new AppError(ErrorCode.INVALID_INPUT, `invalid query parameter "${key}": must be given once`);
     }
-    if (!raw.has(key)) raw.set(key, value);
+    seen.add(key);
+    // An empty value is an absent one: the brief writes the routes `?limit=&cursor=&q=`, and a
+    // client filling in that template sends `cursor=` for the first page or `limit=` for the default.
+    if (value !== '') raw.set(key, value);
   }
   const result = schema.safeParse(Object.fromEntries(raw));
   if (result.success) return result.data;
@@ -98,6 +103,12 @@ export function parseQuery<S extends z.ZodObject>(schema: S, query: URLSearchPar
     `invalid query parameter "${name}": ${issue?.message ?? 'invalid'}`,
   );
 }
+
+/** The audit trail's who: the token's name (as the brief says), and its id (names may repeat). */
+const who = (caller: Caller): { tokenName: string; tokenId: string | null } => ({
+  tokenName: caller.name,
+  tokenId: caller.tokenId,
+});
 
 const notFound = (): AppError => new AppError(ErrorCode.NOT_FOUND, 'user not found');
 
@@ -231,7 +242,7 @@ export async function exportUser(ctx: ManageContext, caller: Caller, id: string)
   const { data, now } = ctx;
   const found = await data.personal.exportUser(id);
   if (!found) throw notFound();
-  await data.personal.audit({ tokenName: caller.name, action: 'export', userId: id, at: now });
+  await data.personal.audit({ ...who(caller), action: 'export', userId: id, at: now });
   return {
     user: userJson(found.user, ctx),
     previousWaIds: found.previousWaIds,
@@ -245,7 +256,7 @@ export async function exportUser(ctx: ManageContext, caller: Caller, id: string)
 export async function eraseUser({ data, now }: ManageContext, caller: Caller, id: string): Promise<void> {
   // Recorded first: an erase must never happen without its audit entry.
   if (!(await data.users.getUser(id))) throw notFound();
-  await data.personal.audit({ tokenName: caller.name, action: 'erase', userId: id, at: now });
+  await data.personal.audit({ ...who(caller), action: 'erase', userId: id, at: now });
   if (!(await data.personal.eraseUser(id, now))) throw notFound();
 }
 
@@ -261,7 +272,7 @@ async function auditedChange<T>(
   change: () => Promise<T | null>,
 ): Promise<T> {
   if (!(await ctx.data.users.getLiveUser(id))) throw notFound();
-  const auditId = await ctx.data.personal.audit({ tokenName: caller.name, action, userId: id, at: ctx.now });
+  const auditId = await ctx.data.personal.audit({ ...who(caller), action, userId: id, at: ctx.now });
   const done = await change();
   if (done === null) {
     await ctx.data.personal.withdrawAudit(auditId);
@@ -354,7 +365,7 @@ export async function sendMessage(
       'no business number is known for this user (only migrated messages): they must write again first',
     );
   }
-  const entry = { tokenName: caller.name, action: 'send', userId: id, at: now };
+  const entry = { ...who(caller), action: 'send', userId: id, at: now };
   let auditId: string;
   if (idempotencyKey === undefined) auditId = await data.personal.audit(entry);
   else {
@@ -450,7 +461,10 @@ async function replaySend(
       ErrorCode.IDEMPOTENCY_KEY_REUSED,
       'this Idempotency-Key was used for another request (another message, or another token); nothing was sent',
     );
-  if (earlier.tokenName !== caller.name) throw reused();
+  // By the token's id: names may repeat. An entry from before ids were kept has only the name.
+  const sameToken =
+    earlier.tokenId === undefined ? earlier.tokenName === caller.name : earlier.tokenId === caller.tokenId;
+  if (!sameToken) throw reused();
   const sent = await ctx.data.messages.operatorMessagesAt(id, earlier.at, earlier.tokenName);
   if (!sent.length) {
     throw new AppError(

@@ -35,17 +35,19 @@ export function tokenNameProblem(name: string): string | null {
   return null;
 }
 
-/** Tokens read to find a valid one with the name asked for (far more than any deployment has). */
+/** Tokens read to count the valid ones with the name asked for (far more than any deployment has). */
 const TOKENS_READ = 10_000;
 
-/** Why `createToken` refuses a name a valid token has (`npm run token` says it after `--name: `). */
-export const NAME_TAKEN =
-  'a token still valid has this name (revoke it first, or choose another): the audit trail tells tokens apart by their names';
-
+/**
+ * Makes a token. Several may share a name (a setup script run again makes its token again): each
+ * has its own id, which `list` shows and `revoke` takes, and the Idempotency-Key's check tells
+ * them apart by it; `by` and the audit trail show the name, so namesakes read alike there.
+ * `namesakes`: how many valid tokens had the name already (`npm run token` notes it).
+ */
 export async function createToken(
   data: DataStore,
   input: { name: string; expiresDays: number | null; now: Date },
-): Promise<{ token: string; record: ApiToken }> {
+): Promise<{ token: string; record: ApiToken; namesakes: number }> {
   const nameProblem = tokenNameProblem(input.name);
   if (nameProblem) throw new AppError(ErrorCode.INVALID_INPUT, nameProblem);
   if (input.expiresDays !== null && !isTokenExpiryDays(input.expiresDays)) {
@@ -54,13 +56,10 @@ export async function createToken(
       `a token expires after ${TOKEN_EXPIRY_DAYS.min} to ${TOKEN_EXPIRY_DAYS.max} days`,
     );
   }
-  // The audit trail and a handoff's `by` name the token, and an Idempotency-Key used by one token
-  // is refused to another by its name: two valid tokens must not share one. A revoked or expired
-  // token's name is free for its successor.
   const tokens = await data.tokens.list(TOKENS_READ);
-  if (tokens.some((t) => t.name === input.name && tokenState(t, input.now) === 'active')) {
-    throw new AppError(ErrorCode.INVALID_INPUT, NAME_TAKEN);
-  }
+  const namesakes = tokens.filter(
+    (t) => t.name === input.name && tokenState(t, input.now) === 'active',
+  ).length;
   const { token, hash } = newToken();
   const record = await data.tokens.create({
     name: input.name,
@@ -68,7 +67,7 @@ export async function createToken(
     createdAt: input.now,
     expiresAt: input.expiresDays === null ? null : new Date(input.now.getTime() + input.expiresDays * DAY_MS),
   });
-  return { token, record };
+  return { token, record, namesakes };
 }
 
 /** One line per token: id, name, created, expires, last used, state (never the token). */

@@ -852,6 +852,30 @@ describe('operator sends with an Idempotency-Key', () => {
     expect(await sendAudits(id)).toHaveLength(1);
   });
 
+  it('tells apart two tokens with one name: the key used by one is refused to the other (422)', async () => {
+    // Token names need not be unique (a setup script run twice makes two "checker" tokens): the
+    // key is bound to the token that used it, not to its name, or the second would be answered
+    // with the first one's message as if it had sent it.
+    const id = await userInWindow();
+    const now = new Date();
+    const a = await createToken(app.services.data, { name: 'checker', expiresDays: 1, now });
+    const b = await createToken(app.services.data, { name: 'checker', expiresDays: 1, now });
+    const first = await send(id, { text: 'from the first checker' }, 'k-namesake', a.token);
+    expect(first.status).toBe(201);
+    expect(parseBody(MessageSchema, first.body).by).toBe('checker');
+    const other = await send(id, { text: 'from the first checker' }, 'k-namesake', b.token);
+    expect(other.status).toBe(422);
+    expect(errorCode(other)).toBe('IDEMPOTENCY_KEY_REUSED');
+    // The token that used it still gets its answer again.
+    const repeat = await send(id, { text: 'from the first checker' }, 'k-namesake', a.token);
+    expect(repeat.status).toBe(201);
+    expect(parseBody(MessageSchema, repeat.body).id).toBe(parseBody(MessageSchema, first.body).id);
+    expect(sentTexts()).toEqual(['from the first checker']);
+    // The audit trail names the token, as the brief says (who: the token's name), and keeps its id.
+    const [audit] = await sendAudits(id);
+    expect(audit?.payload).toMatchObject({ tokenName: 'checker', tokenId: a.record.id });
+  });
+
   it('sends once when the same request comes twice at once: the other answers 409 IN_PROGRESS', async () => {
     const id = await userInWindow();
     app.graph.delayMs = 300;

@@ -342,8 +342,70 @@ describe('queries', () => {
     }
   });
 
+  it('takes an empty value as an absent one, as a client of `?limit=&cursor=&q=` may send it', async () => {
+    const ok = async (
+      handler: typeof f.handlers.users,
+      query: Record<string, string | readonly string[]>,
+      body?: unknown,
+    ) => {
+      const r = await call(handler, {
+        query,
+        params: { id: ana.userId },
+        ...(body === undefined ? {} : { method: 'POST', body }),
+      });
+      expect(r.status, JSON.stringify({ query, body, answer: r.body })).toBe(200);
+      return r.body;
+    };
+    // Empty limit: the default 50; empty cursor: the first page; empty q: no filter.
+    expect(await ok(f.handlers.users, { limit: '', cursor: '', q: '' })).toEqual(
+      await ok(f.handlers.users, {}),
+    );
+    expect(await ok(f.handlers.userMessages, { limit: '', cursor: '' })).toEqual(
+      await ok(f.handlers.userMessages, {}),
+    );
+    expect(await ok(f.handlers.chats, { limit: '', cursor: '', state: '' })).toEqual(
+      await ok(f.handlers.chats, {}),
+    );
+    expect(await ok(f.handlers.chats, { state: 'waiting', limit: '', cursor: '' })).toEqual(
+      await ok(f.handlers.chats, { state: 'waiting' }),
+    );
+    expect(await ok(f.handlers.messages, { q: 'same', limit: '', cursor: '' })).toEqual(
+      await ok(f.handlers.messages, { q: 'same' }),
+    );
+    expect(await ok(f.handlers.users, {}, { q: 'tie', limit: '', cursor: '' })).toEqual(
+      await ok(f.handlers.users, {}, { q: 'tie' }),
+    );
+    expect(await ok(f.handlers.messages, {}, { q: 'same', limit: '', cursor: '' })).toEqual(
+      await ok(f.handlers.messages, {}, { q: 'same' }),
+    );
+    // The first page with an empty cursor leads on to the second as any first page does.
+    const first = (await ok(f.handlers.users, { limit: '3', cursor: '' })) as { nextCursor: string };
+    const second = (await ok(f.handlers.users, { limit: '3', cursor: first.nextCursor })) as {
+      items: unknown[];
+    };
+    expect(second.items).toHaveLength(3);
+
+    // A search needs its words: an empty q is a missing one. Given twice is still refused.
+    const refused: [typeof f.handlers.users, Record<string, string | string[]>, unknown, string][] = [
+      [f.handlers.messages, { q: '' }, undefined, '"q"'],
+      [f.handlers.messages, {}, { q: '' }, '"q"'],
+      [f.handlers.users, {}, { q: '' }, '"q"'],
+      [f.handlers.users, { limit: ['', '5'] }, undefined, '"limit"'],
+      [f.handlers.users, { cursor: ['', ''] }, undefined, '"cursor"'],
+      [f.handlers.messages, { q: ['', 'same'] }, undefined, '"q"'],
+    ];
+    for (const [handler, query, body, name] of refused) {
+      const r = await call(handler, { query, ...(body === undefined ? {} : { method: 'POST', body }) });
+      expect(r.status, JSON.stringify({ query, body })).toBe(400);
+      expect(parseBody(ErrorSchema, r.body).error).toMatchObject({
+        code: 'INVALID_INPUT',
+        message: expect.stringContaining(name),
+      });
+    }
+  });
+
   it('answers 400 naming the bad parameter', async () => {
-    for (const limit of ['0', '201', 'abc', '1.5', '1e2', '0x10', '+5', ' 5', '5 ', '']) {
+    for (const limit of ['0', '201', 'abc', '1.5', '1e2', '0x10', '+5', ' 5', '5 ']) {
       const r = await call(f.handlers.users, { query: { limit } });
       expect(r.status).toBe(400);
       expect(parseBody(ErrorSchema, r.body).error).toMatchObject({

@@ -1,0 +1,20 @@
+import { createServer, type Socket } from 'node:net';
+import { InvocationContext } from '@azure/functions';
+import { healthCheck } from './functions/health';
+import { loadConfig } from './shared/config';
+import { buildServices } from './shared/deps';
+import { closeAllClients } from './shared/data';
+import { hostRequest } from './scripts/lib/host-request';
+const sockets: Socket[] = [];
+const server = createServer((s) => { sockets.push(s); s.on('error', () => {}); });
+server.listen(0, '127.0.0.1', async () => {
+  const port = (server.address() as { port: number }).port;
+  const config = loadConfig({ WHATSAPP_VERIFY_TOKEN: 'v', WHATSAPP_APP_SECRET: 's', MONGODB_URI: `mongodb://127.0.0.1:${port}`, MONGODB_DATABASE: 'x' });
+  const runtime = { config: () => config, services: () => buildServices(config) };
+  const t = Date.now();
+  const r = await healthCheck(runtime)(hostRequest({ method: 'GET', url: 'http://localhost/api/health', headers: {}, params: {} }), new InvocationContext({ functionName: 'health', logHandler: (_l, ...a) => console.log('log', ...a) }));
+  console.log(r.status, JSON.stringify(r.jsonBody), Date.now() - t, 'ms', 'connections', sockets.length);
+  await closeAllClients();
+  for (const s of sockets) s.destroy();
+  server.close();
+});
