@@ -687,11 +687,13 @@ export class UsersRepository {
   /**
    * Welcomes claimed and not sent whose claim ended before `before` (their worker died, and the
    * job handed over again came while the claim held, or never came), oldest first, on the
-   * `welcomeClaim` index: the jobs that send them.
+   * `welcomeClaim` index: the jobs that send them. Only claims that name their job: one an
+   * earlier version left names none, cannot be re-queued, and would take a place in `limit` on
+   * every sweep.
    */
   async staleWelcomes(before: Date, limit: number): Promise<(WelcomeJob & { userId: string })[]> {
     const docs = await this.users.find(
-      { welcomeClaim: { $lte: before }, welcomeSentAt: null },
+      { welcomeClaim: { $lte: before }, welcomeSentAt: null, welcomeJob: { $exists: true } },
       { sort: { welcomeClaim: 1 }, limit, projection: { _id: 1, welcomeJob: 1 } },
     );
     return docs.flatMap((d) => (d.welcomeJob ? [{ userId: d._id, ...d.welcomeJob }] : []));
