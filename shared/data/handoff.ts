@@ -171,13 +171,9 @@ export class HandoffRepository {
    * The user's latest inbound message: when it was written (the 24-hour window of free text runs
    * from it) and the business number it came through (operator messages go out through it).
    */
-  async lastInbound(
-    userId: string,
-    /** Only messages sent to this business number (given: null for those that name none). */
-    phoneNumberId?: string | null,
-  ): Promise<{ createdAt: Date; phoneNumberId: string | null } | null> {
+  async lastInbound(userId: string): Promise<{ createdAt: Date; phoneNumberId: string | null } | null> {
     const [doc] = await this.messages.find(
-      { userId, direction: 'inbound', ...(phoneNumberId === undefined ? {} : { phoneNumberId }) },
+      { userId, direction: 'inbound' },
       {
         sort: { userId: -1, createdAt: -1, _id: -1 },
         limit: 1,

@@ -211,12 +211,28 @@ export class UsersRepository {
   ) {}
 
   /**
-   * Throws `SentBeforeErase` when a user of `ids` was erased (by the audit trail, which the erase
-   * writes first) a whole second or more after `at`, Meta's whole-second time of a message: the
-   * message is from before the erase. Asked only of a message that would make a new user or is
-   * older than its user's record, so a known user's messages cost no read.
+   * Throws `SentBeforeErase` when a user the sender may have been was erased (by the audit trail,
+   * which the erase writes first) a whole second or more after `at`, Meta's whole-second time of a
+   * message: the message is from before the erase. The users looked for: `known` (the sender's
+   * record now), and every id the identity may have had (its number's and its business-scoped
+   * id's, the n-th person on either, under each key and as the unkeyed hash earlier versions gave:
+   * an erased user's id need not be the one a new user gets). Asked only of a message that would
+   * make a new user or is older than its user's record, so a known user's messages cost no read.
    */
-  private async refuseSentBeforeErase(ids: readonly string[], at: Date): Promise<void> {
+  private async refuseSentBeforeErase(
+    identity: Pick<Identity, 'waId' | 'bsuid'>,
+    at: Date,
+    known: readonly string[] = [],
+  ): Promise<void> {
+    const everyIdOf = await this.keys.everyUserIdOf();
+    const ids = new Set(known);
+    for (const one of [
+      identity.waId ? { waId: identity.waId, bsuid: null } : null,
+      identity.bsuid ? { waId: null, bsuid: identity.bsuid } : null,
+    ])
+      if (one)
+        for (let n = 1; n <= MAX_ID_ATTEMPTS; n++)
+          for (const id of everyIdOf(naturalIdOf(one, n))) ids.add(id);
     const erase = await this.events.findOne(
       {
         userId: { $in: [...ids] },
@@ -369,7 +385,7 @@ export class UsersRepository {
     if (holder) return { user: toUser(holder), created: false, changes: {} };
     if (existing) {
       // Older than the record: maybe the message of a person erased before this one wrote.
-      if (existing.createdAt > at) await this.refuseSentBeforeErase([existing._id], at);
+      if (existing.createdAt > at) await this.refuseSentBeforeErase(identity, at, [existing._id]);
       const changes: UserChanges = {};
       if (identity.waId && !existing.waId) changes.waId = identity.waId;
       if (identity.bsuid && existing.bsuid !== identity.bsuid) {
@@ -383,8 +399,7 @@ export class UsersRepository {
       return { user: toUser(existing), created: false, changes };
     }
     const idOf = await this.keys.userIds();
-    const ids = Array.from({ length: MAX_ID_ATTEMPTS }, (_, i) => idOf(naturalIdOf(identity, i + 1)));
-    await this.refuseSentBeforeErase(ids, at);
+    await this.refuseSentBeforeErase(identity, at);
     for (let n = 1, attempt = 0; n <= MAX_ID_ATTEMPTS && attempt < 2 * MAX_ID_ATTEMPTS; attempt++) {
       const doc: UserDoc = {
         _id: idOf(naturalIdOf(identity, n)),
@@ -672,11 +687,13 @@ export class UsersRepository {
   /**
    * Welcomes claimed and not sent whose claim ended before `before` (their worker died, and the
    * job handed over again came while the claim held, or never came), oldest first, on the
-   * `welcomeClaim` index: the jobs that send them.
+   * `welcomeClaim` index: the jobs that send them. Only claims that name their job: one an
+   * earlier version left names none, cannot be re-queued, and would take a place in `limit` on
+   * every sweep.
    */
   async staleWelcomes(before: Date, limit: number): Promise<(WelcomeJob & { userId: string })[]> {
     const docs = await this.users.find(
-      { welcomeClaim: { $lte: before }, welcomeSentAt: null },
+      { welcomeClaim: { $lte: before }, welcomeSentAt: null, welcomeJob: { $exists: true } },
       { sort: { welcomeClaim: 1 }, limit, projection: { _id: 1, welcomeJob: 1 } },
     );
     return docs.flatMap((d) => (d.welcomeJob ? [{ userId: d._id, ...d.welcomeJob }] : []));

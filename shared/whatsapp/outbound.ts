@@ -20,7 +20,11 @@ export const TEMPLATE_PARAMETERS_MAX = 20;
  */
 export const CUSTOMER_SERVICE_WINDOW_MS = 24 * 3_600_000;
 
-/** Whether the window opened by the user's latest message, sent at `lastInbound` (Meta's time), is open at `now`. */
+/**
+ * Whether the window opened by the user's latest message at `lastInbound` is open at `now`
+ * (`lastInbound`: Meta's time, or, for the reply worker, the later of it and when the message
+ * reached us: ../bot/reply.ts `windowFrom`).
+ */
 export const windowOpen = (lastInbound: Date, now: Date): boolean =>
   now.getTime() - lastInbound.getTime() < CUSTOMER_SERVICE_WINDOW_MS;
 

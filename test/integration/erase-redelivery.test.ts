@@ -1,5 +1,6 @@
 // An erase is for good: a message the person sent before it, delivered again by Meta (at least
 // once: duplicates and retries come for days) or late, brings nothing back and is not answered again.
+import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runtimeOf } from '../../shared/deps';
 import { manageHandlers } from '../../functions/manage';
@@ -71,6 +72,44 @@ describe('a message from before an erase, delivered after it', () => {
     expect(repliesTo(phone)).toBe(2);
     const renewed = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
     expect(renewed?.messageCount).toBe(2);
+    expect(await messages.countDocuments({ _id: first.message.id as never })).toBe(0);
+  });
+});
+
+describe('a message from before the erase of a user an earlier version made (an unkeyed id)', () => {
+  it('is dropped too: the erased id is not one the deployment key gives, yet no user comes back', async () => {
+    const phone = '447700955502';
+    // Users created by earlier versions keep their unkeyed ids (./shared/data/subjects.ts).
+    const unkeyed = 'u_' + createHash('sha256').update(`wa:${phone}`).digest('hex').slice(0, 24);
+    await app.services.data.maintenance.importUsers([
+      { id: unkeyed, waId: phone, name: 'Eve', createdAt: new Date(Date.now() - 3_600_000), optedOut: false },
+    ]);
+    const first = sent(phone, -30, 'please forget me');
+    expect((await app.post(first.payload)).status).toBe(200);
+    await app.drain();
+    expect(repliesTo(phone)).toBe(1);
+    expect((await app.services.data.users.findByIdentity({ waId: phone, bsuid: null }))?.id).toBe(unkeyed);
+    expect((await call(handlers.user, { method: 'DELETE', params: { id: unkeyed } })).status).toBe(204);
+
+    // Delivered again after the erase: no new user, no second answer.
+    expect((await app.post(first.payload)).status).toBe(200);
+    await app.drain();
+    expect(repliesTo(phone)).toBe(1);
+    expect(await app.services.data.users.findByIdentity({ waId: phone, bsuid: null })).toBeNull();
+
+    // The person writes after the erase (a new user, under a keyed id); the old message delivered
+    // once more does not join them either.
+    const again = sent(phone, 1, 'hello again');
+    expect((await app.post(again.payload)).status).toBe(200);
+    await app.drain();
+    expect(repliesTo(phone)).toBe(2);
+    expect((await app.post(first.payload)).status).toBe(200);
+    await app.drain();
+    expect(repliesTo(phone)).toBe(2);
+    const renewed = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+    expect(renewed?.id).not.toBe(unkeyed);
+    expect(renewed?.messageCount).toBe(2);
+    const messages = app.database.db.collection('messages');
     expect(await messages.countDocuments({ _id: first.message.id as never })).toBe(0);
   });
 });

@@ -176,3 +176,29 @@ describe('a welcome job that failed every attempt (reply-jobs-poison)', () => {
     expect(await welcomeJobs(WELCOME_POISON_PAUSE_MS * 10)).toEqual([]);
   }, 60_000);
 });
+
+describe('welcome claims an earlier version left (no welcomeJob), a hundred or more', () => {
+  it('do not keep the sweeper from re-queueing a welcome whose claim ended since', async () => {
+    const { job, userId } = await opensChat(newNumber());
+    const users = collectionOf(app.database.db, 'users');
+    const claimedAt = new Date();
+    // Claims of workers killed before this version: a claim, and nothing naming the job.
+    const template = await users.findOne({ _id: userId });
+    const legacy = Array.from({ length: 120 }, (_, i) => ({
+      ...template,
+      _id: `u_legacyclaim${String(i).padStart(11, '0')}`,
+      waId: `4470000${String(i).padStart(5, '0')}`,
+      welcomeClaim: new Date(claimedAt.getTime() - 3_600_000 + i),
+    }));
+    await users.insertMany(legacy as never[]);
+    try {
+      expect(await app.services.data.users.claimWelcome(userId, claimedAt, 24, LEASE_MS, job)).toBe(true);
+      const at = (ms: number) => ({ ...app.services, now: () => new Date(claimedAt.getTime() + ms) });
+      const jobs = await sweepStaleReplies(at(LEASE_MS + SWEEP_GRACE_MS), log);
+      expect(jobs.filter((j) => j.userId === userId)).toEqual([job]);
+      expect(jobs.filter((j) => j.userId.startsWith('u_legacyclaim'))).toEqual([]);
+    } finally {
+      await users.deleteMany({ _id: { $in: legacy.map((u) => u._id) } });
+    }
+  });
+});
