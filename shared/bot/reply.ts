@@ -578,8 +578,8 @@ async function answer(
 const OUTSIDE_WINDOW: MessageError = {
   code: 'OUTSIDE_WINDOW',
   title:
-    "not answered: the user's latest message was 24 hours old or more (WhatsApp's 24-hour customer " +
-    'service window had closed); only a template can reach them',
+    "not answered: the user's latest message reached us 24 hours or more before the answer was due " +
+    "(WhatsApp's 24-hour customer service window had closed); only a template can reach them",
 };
 
 /** What a message keeps when Graph refused its answer for the window (code 131047). */
