@@ -74,6 +74,11 @@ interface Look {
   waiting: Message[];
   /** More may wait than this look holds: look again once these are answered. */
   more: boolean;
+  /**
+   * Business numbers through which Graph refused an answer for the 24-hour window (131047) during
+   * this look, with when: the window is closed for the rest of the look (`refusedInLook`).
+   */
+  refused: Map<string, Date>;
 }
 
 /**
@@ -106,7 +111,7 @@ async function look(ports: ReplyPorts, userId: string, hint: { messageId: string
       a.seqAt.getTime() - b.seqAt.getTime() ||
       (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
   );
-  return { recent, partial, waiting: pending, more } satisfies Look;
+  return { recent, partial, waiting: pending, more, refused: new Map() } satisfies Look;
 }
 
 /**
@@ -314,8 +319,13 @@ async function replyTo(
       });
       return fresh ?? user;
     }
-    if (await windowClosed(ports, fresh, waiting, found)) {
-      await cut('failed', OUTSIDE_WINDOW);
+    const closed = refusedInLook(waiting, found)
+      ? REFUSED_IN_LOOK
+      : (await windowClosed(ports, fresh, waiting, found))
+        ? OUTSIDE_WINDOW
+        : null;
+    if (closed) {
+      await cut('failed', closed);
       log.warn('reply cut short: outside the 24-hour window', {
         id: waiting.id,
         user: pseudonym(user.id),
@@ -365,12 +375,27 @@ async function replyTo(
   // WhatsApp delivers an answer only within 24 hours of the user's latest message: one the worker
   // knows to be due later (the user's latest message reached us a day ago: a job handed over late)
   // would be refused (131047) after the AI was asked. Neither is done, and no read receipt goes
-  // out; a command's effect above stands. Otherwise Graph judges (`windowFrom`).
-  if (decided.decision.kind !== 'none' && (await windowClosed(ports, user, message, found))) {
-    await record(ports, { inbound: message, parts: [], state: 'failed', error: OUTSIDE_WINDOW, read: false });
+  // out; a command's effect above stands. Otherwise Graph judges (`windowFrom`). So does a
+  // message after one whose answer Graph refused for the window in this look (`refusedInLook`):
+  // the next answer through that number would be refused too.
+  const closed =
+    decided.decision.kind === 'none'
+      ? null
+      : refusedInLook(message, found)
+        ? REFUSED_IN_LOOK
+        : (await windowClosed(ports, user, message, found))
+          ? OUTSIDE_WINDOW
+          : null;
+  if (closed) {
+    await record(ports, { inbound: message, parts: [], state: 'failed', error: closed, read: false });
     const index = found.recent.findIndex((m) => m.id === message.id);
-    if (index >= 0) found.recent[index] = { ...message, replyState: 'failed' };
-    log.warn('not answered: outside the 24-hour window', { id: message.id, user: pseudonym(user.id) });
+    if (index >= 0) found.recent[index] = { ...message, replyState: 'failed', error: closed };
+    log.warn(
+      closed === REFUSED_IN_LOOK
+        ? 'not answered: outside the 24-hour window (Graph refused an earlier answer to that number)'
+        : 'not answered: outside the 24-hour window',
+      { id: message.id, user: pseudonym(user.id) },
+    );
     return decided.user;
   }
   // Marked read once: with the typing indicator right before the model is asked, else plainly
@@ -527,6 +552,9 @@ async function answer(
   // Graph refused it for the 24-hour window: the message keeps the reason any message answered too
   // late keeps (the part that did not go out keeps Graph's code).
   const why = failure?.code === REENGAGEMENT ? REFUSED_OUTSIDE_WINDOW : failure;
+  // The window is closed through this number for the rest of the look: the messages after this
+  // one are settled without a read receipt, an AI call or a send (`refusedInLook`).
+  if (failure?.code === REENGAGEMENT) found.refused.set(phoneNumberId, ports.now());
   const settled = await record(ports, {
     inbound: message,
     parts,
@@ -589,6 +617,31 @@ const REFUSED_OUTSIDE_WINDOW: MessageError = {
     "not answered: WhatsApp refused the answer (Graph code 131047): the user's 24-hour customer " +
     'service window had closed; only a template can reach them',
 };
+
+/** What a message keeps when Graph refused, for the window, an earlier answer of the same look. */
+const REFUSED_IN_LOOK: MessageError = {
+  code: 'OUTSIDE_WINDOW',
+  title:
+    'not answered: WhatsApp had just refused an earlier answer to the user through the same business ' +
+    "number (Graph code 131047): the user's 24-hour customer service window had closed; only a " +
+    'template can reach them',
+};
+
+/**
+ * Whether Graph refused an answer for the window (131047) through the business number of this
+ * message earlier in this look, and no message to that number has reached us since (the user
+ * wrote: the window is open again). Each further answer would be refused as well, after a read
+ * receipt and an AI call. A new look starts with no refusal.
+ */
+function refusedInLook(message: Message, found: Look): boolean {
+  const refusedAt = found.refused.get(message.phoneNumberId ?? '');
+  if (!refusedAt) return false;
+  const since = (m: Message) =>
+    m.direction === 'inbound' &&
+    m.phoneNumberId === message.phoneNumberId &&
+    (m.receivedAt ?? m.createdAt) > refusedAt;
+  return !(since(message) || found.recent.some(since));
+}
 
 /**
  * When the window a message opened began, as far as the worker knows: the later of Meta's time

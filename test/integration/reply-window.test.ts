@@ -167,6 +167,91 @@ describe('a notification received now, whatever its timestamp', () => {
   });
 });
 
+describe('a 131047 refusal within one look (a burst, a replay after an outage)', () => {
+  it('closes the window for the rest of the look: the further messages to that number get no read receipt, AI call or send', async () => {
+    const waId = newNumber();
+    const now = Math.floor(Date.now() / 1000);
+    const burst = ['one', 'two', 'three'].map((text) => textMessage(waId, text, { timestamp: String(now) }));
+    // Graph would refuse every send to this user through that number.
+    app.graph.sendResponses.push(reengagement(), reengagement(), reengagement());
+    await deliver(waId, burst, 0);
+    expect(app.graph.sends().filter((r) => r.body['to'] === waId)).toHaveLength(1);
+    expect(ai.requests).toHaveLength(1);
+    const ids = burst.map((m) => m.id);
+    expect(
+      app.graph
+        .receipts()
+        .map((r) => r.body['message_id'])
+        .filter((id) => ids.includes(id as string)),
+    ).toEqual([burst[0]!.id]);
+    for (const id of ids) {
+      const inbound = await app.services.data.messages.getMessage(id);
+      expect([inbound?.replyState, inbound?.error?.code]).toEqual(['failed', 'OUTSIDE_WINDOW']);
+      expect(inbound?.error?.title).toMatch(/131047/);
+    }
+    // Only the answer Graph refused is stored (with Graph's code).
+    expect((await outbound(waId)).map((m) => [m.status, m.error?.code])).toEqual([['failed', 131047]]);
+    expect(logs.join('\n')).not.toContain(waId);
+
+    // The user writes again: the window is open, the new message is answered as usual.
+    app.graph.sendResponses.length = 0;
+    const again = textMessage(waId, 'hello again', { timestamp: String(now + 1) });
+    await deliver(waId, [again], 0);
+    // The refused attempt, then the new answer.
+    expect(sentTo(waId)).toEqual(['answer to one', 'answer to hello again']);
+    expect(ai.requests).toHaveLength(2);
+    expect((await app.services.data.messages.getMessage(again.id))?.replyState).toBe('sent');
+  });
+
+  it('a command after the refusal still takes effect, without a confirmation', async () => {
+    const waId = newNumber();
+    const now = Math.floor(Date.now() / 1000);
+    const burst = [
+      textMessage(waId, 'hello?', { timestamp: String(now) }),
+      textMessage(waId, 'stop', { timestamp: String(now) }),
+    ];
+    app.graph.sendResponses.push(reengagement(), reengagement());
+    await deliver(waId, burst, 0);
+    expect(app.graph.sends().filter((r) => r.body['to'] === waId)).toHaveLength(1);
+    const user = await app.services.data.users.findByIdentity({ waId, bsuid: null });
+    expect(user?.optedOut).toBe(true);
+    const stop = await app.services.data.messages.getMessage(burst[1]!.id);
+    expect([stop?.replyState, stop?.error?.code]).toEqual(['failed', 'OUTSIDE_WINDOW']);
+  });
+
+  it('leaves the window of another business number open', async () => {
+    const waId = newNumber();
+    const now = Math.floor(Date.now() / 1000);
+    const otherNumber = '106540352242999';
+    const first = textMessage(waId, 'to the first number', { timestamp: String(now) });
+    const second = textMessage(waId, 'to the second number', { timestamp: String(now) });
+    const userJobs = [
+      ...(
+        await ingestNotification(
+          app.services,
+          notification(value({ contacts: [{ waId }], messages: [first] })),
+          log,
+        )
+      ).jobs,
+      ...(
+        await ingestNotification(
+          app.services,
+          notification({
+            ...value({ contacts: [{ waId }], messages: [second] }),
+            metadata: { display_phone_number: '15550783999', phone_number_id: otherNumber },
+          }),
+          log,
+        )
+      ).jobs,
+    ];
+    app.graph.sendResponses.push(reengagement());
+    for (const job of userJobs) await processReplyJob(app.services, job, log);
+    expect(ai.requests).toHaveLength(2);
+    expect((await app.services.data.messages.getMessage(first.id))?.error?.code).toBe('OUTSIDE_WINDOW');
+    expect((await app.services.data.messages.getMessage(second.id))?.replyState).toBe('sent');
+  });
+});
+
 describe("replies the worker knows to be outside WhatsApp's 24-hour customer service window", () => {
   it('a message answered 24 h after it reached us (the user silent since) is neither sent to the AI nor to Graph, and is settled failed with OUTSIDE_WINDOW', async () => {
     const waId = newNumber();
