@@ -65,6 +65,7 @@ export const messageJson = (m: Message): MessageJson => ({
   text: m.text,
   status: m.status,
   createdAt: m.createdAt.toISOString(),
+  receivedAt: m.direction === 'inbound' && m.receivedAt ? m.receivedAt.toISOString() : null,
   role: m.role,
   by: m.by ?? null,
 });
