@@ -375,7 +375,7 @@ async function replyTo(
   // WhatsApp delivers an answer only within 24 hours of the user's latest message: one the worker
   // knows to be due later (the user's latest message reached us a day ago: a job handed over late)
   // would be refused (131047) after the AI was asked. Neither is done, and no read receipt goes
-  // out; a command's effect above stands. Otherwise Graph judges (`windowFrom`). So does a
+  // out; a command's effect above stands. Otherwise Graph judges (../whatsapp/outbound.ts `windowFrom`). So does a
   // message after one whose answer Graph refused for the window in this look (`refusedInLook`):
   // the next answer through that number would be refused too.
   const closed =
@@ -644,17 +644,6 @@ function refusedInLook(message: Message, found: Look): boolean {
 }
 
 /**
- * When the window a message opened began, as far as the worker knows: the later of Meta's time
- * and the time the notification reached us. A notification received now may carry any timestamp
- * (a wrong clock, a client that plays Meta, Meta's own examples dated 2020): whether its window
- * is really closed is then the Graph API's to say (131047). Only a message that reached us 24
- * hours ago or more, as the worker's own delay leaves it (a job the queue handed over a day late,
- * a resumed answer), is known to be outside it.
- */
-const windowFrom = (m: { createdAt: Date; receivedAt?: Date | null | undefined }): Date =>
-  m.receivedAt && m.receivedAt > m.createdAt ? m.receivedAt : m.createdAt;
-
-/**
  * Whether WhatsApp's customer service window is known closed now for the business number the
  * message was sent to (the answer goes out through it, and Meta keeps a window per business number
  * and user): the user's latest inbound message to that number reached us, and was sent on Meta's
@@ -665,10 +654,10 @@ const windowFrom = (m: { createdAt: Date; receivedAt?: Date | null | undefined }
 async function windowClosed(ports: ReplyPorts, user: User, message: Message, found: Look): Promise<boolean> {
   const now = ports.now();
   const open = (m: Message) =>
-    m.direction === 'inbound' && m.phoneNumberId === message.phoneNumberId && windowOpen(windowFrom(m), now);
+    m.direction === 'inbound' && m.phoneNumberId === message.phoneNumberId && windowOpen(m, now);
   if (open(message) || found.recent.some(open)) return false;
   const last = await ports.data.handoff.lastArrived(user.id, message.phoneNumberId);
-  return !last || !windowOpen(windowFrom(last), now);
+  return !last || !windowOpen(last, now);
 }
 
 /**

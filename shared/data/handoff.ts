@@ -168,25 +168,34 @@ export class HandoffRepository {
   }
 
   /**
-   * The user's latest inbound message: when it was written (the 24-hour window of free text runs
-   * from it) and the business number it came through (operator messages go out through it).
+   * The user's latest inbound message on Meta's clock: the business number it came through
+   * (operator messages go out through it), and Meta's time and ours, from which the 24-hour window
+   * of free text runs (../whatsapp/outbound.ts `windowFrom`).
    */
-  async lastInbound(userId: string): Promise<{ createdAt: Date; phoneNumberId: string | null } | null> {
+  async lastInbound(
+    userId: string,
+  ): Promise<{ createdAt: Date; receivedAt: Date | null; phoneNumberId: string | null } | null> {
     const [doc] = await this.messages.find(
       { userId, direction: 'inbound' },
       {
         sort: { userId: -1, createdAt: -1, _id: -1 },
         limit: 1,
-        projection: { createdAt: 1, phoneNumberId: 1 },
+        projection: { createdAt: 1, receivedAt: 1, phoneNumberId: 1 },
       },
     );
-    return doc?.createdAt ? { createdAt: doc.createdAt, phoneNumberId: doc.phoneNumberId ?? null } : null;
+    return doc?.createdAt
+      ? {
+          createdAt: doc.createdAt,
+          receivedAt: doc.receivedAt ?? null,
+          phoneNumberId: doc.phoneNumberId ?? null,
+        }
+      : null;
   }
 
   /**
    * The user's latest inbound message to a business number as it reached us (our clock: the
    * conversation's order, `seqAt`, which is when ingest stored it): Meta's time and ours, for the
-   * reply worker's 24-hour window. One read on the `userId, seqAt` index.
+   * 24-hour window of the reply worker and the operator send. One read on the `userId, seqAt` index.
    */
   async lastArrived(
     userId: string,

@@ -190,6 +190,10 @@ export const MessageSchema = z
     text: z.string(),
     status: z.enum(['received', 'read', 'pending', 'sent', 'delivered', 'failed', 'not_sent']),
     createdAt: IsoDate,
+    receivedAt: IsoDate.nullable().openapi({
+      description:
+        "An inbound message: when it reached us (the user's 24-hour window runs from the later of it and `createdAt`); null for the bot's and operators' messages and migrated ones",
+    }),
     role: z.enum(['conversation', 'command', 'notice', 'operator']).openapi({
       description: '`operator`: sent by an operator from the management API',
     }),

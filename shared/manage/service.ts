@@ -65,6 +65,7 @@ export const messageJson = (m: Message): MessageJson => ({
   text: m.text,
   status: m.status,
   createdAt: m.createdAt.toISOString(),
+  receivedAt: m.direction === 'inbound' && m.receivedAt ? m.receivedAt.toISOString() : null,
   role: m.role,
   by: m.by ?? null,
 });
@@ -324,6 +325,24 @@ const graphFailure = (error: GraphError): MessageError => ({
 });
 
 /**
+ * Whether WhatsApp's 24-hour window is open now for the business number of `last`, the user's
+ * latest inbound message on Meta's clock, as the reply worker counts it (../whatsapp/outbound.ts
+ * `windowFrom`: the later of Meta's time and when the message reached us). Open by `last` answers
+ * without a round trip; else the user's latest message to that number as it reached us decides (one
+ * dated long ago by the sender's clock may have reached us now). Graph's 131047 judges the rest.
+ */
+async function windowOpenTo(
+  data: ManageContext['data'],
+  id: string,
+  last: { createdAt: Date; receivedAt: Date | null; phoneNumberId: string | null },
+  now: Date,
+): Promise<boolean> {
+  if (windowOpen(last, now)) return true;
+  const arrived = await data.handoff.lastArrived(id, last.phoneNumberId);
+  return arrived !== null && windowOpen(arrived, now);
+}
+
+/**
  * An operator's message to a user through the Graph API: free text within 24 hours of the user's
  * last message, else only a template, from the business number the user last wrote to (else the
  * latest that names one: a welcome lets a template reach a user who never wrote). Sending takes the
@@ -352,7 +371,7 @@ export async function sendMessage(
   if (body.text !== undefined && !last) {
     throw new AppError(ErrorCode.OUTSIDE_WINDOW, 'the user has never written: only a template can be sent');
   }
-  if (body.text !== undefined && last && !windowOpen(last.createdAt, now)) {
+  if (body.text !== undefined && last && !(await windowOpenTo(data, id, last, now))) {
     throw new AppError(
       ErrorCode.OUTSIDE_WINDOW,
       "the user's last message is more than 24 hours old: only a template can be sent",

@@ -20,13 +20,28 @@ export const TEMPLATE_PARAMETERS_MAX = 20;
  */
 export const CUSTOMER_SERVICE_WINDOW_MS = 24 * 3_600_000;
 
+/** An inbound message as the window reads it: Meta's time and, when known, when it reached us. */
+export interface Arrival {
+  readonly createdAt: Date;
+  readonly receivedAt?: Date | null | undefined;
+}
+
 /**
- * Whether the window opened by the user's latest message at `lastInbound` is open at `now`
- * (`lastInbound`: Meta's time, or, for the reply worker, the later of it and when the message
- * reached us: ../bot/reply.ts `windowFrom`).
+ * When the window a message opened began, as far as we know: the later of Meta's time and the time
+ * the notification reached us. A notification received now may carry any timestamp (a wrong
+ * clock, a client that plays Meta, Meta's own examples dated 2020): whether its window is really
+ * closed is then the Graph API's to say (131047). Only a message that reached us 24 hours ago or
+ * more is known to be outside it. Migrated messages carry only Meta's time.
  */
-export const windowOpen = (lastInbound: Date, now: Date): boolean =>
-  now.getTime() - lastInbound.getTime() < CUSTOMER_SERVICE_WINDOW_MS;
+export const windowFrom = (m: Arrival): Date =>
+  m.receivedAt && m.receivedAt > m.createdAt ? m.receivedAt : m.createdAt;
+
+/**
+ * Whether the window opened by the user's message `m` is open at `now`, counted from `windowFrom`:
+ * the one anchor of the reply worker and the operator send.
+ */
+export const windowOpen = (m: Arrival, now: Date): boolean =>
+  now.getTime() - windowFrom(m).getTime() < CUSTOMER_SERVICE_WINDOW_MS;
 
 /** Who a message goes to: the phone number (wa_id) when known, else the business-scoped user id. */
 export interface Recipient {

@@ -13,7 +13,7 @@ import { userIdOf } from '../helpers/users';
 import { MAX_FAILURES_PER_MINUTE } from '../../shared/manage/auth';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { launchChromium } from '../helpers/browser';
-import { PHONE_NUMBER_ID } from '../helpers/meta';
+import { notification, PHONE_NUMBER_ID, textMessage, value } from '../helpers/meta';
 
 // Browser globals as the page functions below see them (the project's tsconfig has no DOM lib).
 interface Box {
@@ -59,6 +59,7 @@ const SEARCHER = '15550004444';
 const TANAKA = '81901234567';
 const GONE = '15550005555';
 const BUSY = '15550006666';
+const DATED = '15550007777';
 let jorgId = '';
 let rloId = '';
 let longId = '';
@@ -429,6 +430,26 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     await page.waitForSelector('#conversation li.operator:has-text("Here is the rest")');
     expect(app.graph.sends().at(-1)?.body).toMatchObject({ to: BUSY, type: 'text' });
     await manage('DELETE', `users/${busyId}/handoff`);
+  });
+
+  it('offers free text to a user whose message is dated 2020 but reached us now, as the server counts the window', async () => {
+    // Meta's own examples carry timestamps from 2020: the window runs from when it reached us.
+    const dated = textMessage(DATED, 'hello from an old clock', { timestamp: '1603059201' });
+    expect(
+      (await app.post(notification(value({ contacts: [{ waId: DATED }], messages: [dated] })))).status,
+    ).toBe(200);
+    await app.drain();
+    const datedId = await userIdOf(app.services.data, DATED);
+    await page.waitForSelector(`#chat-list button[data-user-id="${datedId}"]`, { timeout: 10_000 });
+    await openUser(datedId);
+    expect(await page.locator('#reply-form').isVisible()).toBe(true);
+    expect(await page.locator('#template-form').isVisible()).toBe(false);
+    expect(await page.locator('#window-note').isVisible()).toBe(false);
+    await page.fill('#reply-text', 'An operator here');
+    await page.click('#reply-send');
+    await page.waitForSelector('#conversation li.operator:has-text("An operator here")');
+    expect(app.graph.sends().at(-1)?.body).toMatchObject({ to: DATED, type: 'text' });
+    await manage('DELETE', `users/${datedId}/handoff`);
   });
 
   it('keeps saying why only a template can go out after the server answered OUTSIDE_WINDOW', async () => {

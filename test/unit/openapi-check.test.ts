@@ -55,6 +55,7 @@ describe('the OpenAPI answer checker', () => {
       text: 'hi',
       status: 'received',
       createdAt: user.createdAt,
+      receivedAt: user.createdAt,
       role: 'conversation',
       by: null,
     };

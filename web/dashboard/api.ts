@@ -29,6 +29,8 @@ export interface Message {
   text: string;
   status: string;
   createdAt: string;
+  /** An inbound message: when it reached us; null otherwise. */
+  receivedAt: string | null;
   role: 'conversation' | 'command' | 'notice' | 'operator';
   by: string | null;
 }

@@ -345,10 +345,18 @@ function setFilter(filter: 'all' | 'waiting'): void {
 
 // ---- the open conversation ----
 
-function lastInbound(): Message | null {
-  let last: Message | null = null;
+/**
+ * When the window an inbound message opened began: the later of Meta's time and the time it
+ * reached us, as the server counts it (shared/whatsapp/outbound.ts `windowFrom`).
+ */
+const windowFrom = (m: Message): number =>
+  Math.max(Date.parse(m.createdAt), m.receivedAt ? Date.parse(m.receivedAt) : -Infinity);
+
+/** The latest start of a window among the user's messages loaded, or null when none is inbound. */
+function latestWindowStart(): number | null {
+  let last: number | null = null;
   for (const m of state.messages.values()) {
-    if (m.direction === 'inbound' && (!last || m.createdAt > last.createdAt)) last = m;
+    if (m.direction === 'inbound' && (last === null || windowFrom(m) > last)) last = windowFrom(m);
   }
   return last;
 }
@@ -360,9 +368,9 @@ function lastInbound(): Message | null {
  * answers so, switches to templates (`send`).
  */
 function inWindow(): boolean {
-  const last = lastInbound();
-  if (!last) return state.olderCursor !== null;
-  return Date.now() - Date.parse(last.createdAt) < WINDOW_MS;
+  const last = latestWindowStart();
+  if (last === null) return state.olderCursor !== null;
+  return Date.now() - last < WINDOW_MS;
 }
 
 function messageItem(m: Message): HTMLLIElement {
