@@ -30,6 +30,25 @@ const repliesTo = (phone: string) => app.graph.sends().filter((s) => s.body['to'
 const stats = async () =>
   (await call(handlers.stats)).body as { users: { total: number }; messages: { total: number } };
 
+/**
+ * The person writes after their erase (a new user, answered: their second reply), then Meta
+ * delivers `old`, sent before the erase, once more: it does not join them. Resolves with the new user.
+ */
+async function writesAgainThenOldRedelivered(phone: string, old: ReturnType<typeof sent>) {
+  const again = sent(phone, 1, 'hello again');
+  expect((await app.post(again.payload)).status).toBe(200);
+  await app.drain();
+  expect(repliesTo(phone)).toBe(2);
+  expect((await app.post(old.payload)).status).toBe(200);
+  await app.drain();
+  expect(repliesTo(phone)).toBe(2);
+  const renewed = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+  expect(renewed?.messageCount).toBe(2);
+  const messages = app.database.db.collection('messages');
+  expect(await messages.countDocuments({ _id: old.message.id as never })).toBe(0);
+  return renewed;
+}
+
 describe('a message from before an erase, delivered after it', () => {
   it('is acknowledged and dropped: no user comes back, no second answer, the counters stay lowered', async () => {
     const phone = '447700955501';
@@ -63,16 +82,7 @@ describe('a message from before an erase, delivered after it', () => {
 
     // The person writing after the erase is a new user, answered; the old message delivered once
     // more still does not join them.
-    const again = sent(phone, 1, 'hello again');
-    expect((await app.post(again.payload)).status).toBe(200);
-    await app.drain();
-    expect(repliesTo(phone)).toBe(2);
-    expect((await app.post(first.payload)).status).toBe(200);
-    await app.drain();
-    expect(repliesTo(phone)).toBe(2);
-    const renewed = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
-    expect(renewed?.messageCount).toBe(2);
-    expect(await messages.countDocuments({ _id: first.message.id as never })).toBe(0);
+    await writesAgainThenOldRedelivered(phone, first);
   });
 });
 
@@ -99,17 +109,7 @@ describe('a message from before the erase of a user an earlier version made (an 
 
     // The person writes after the erase (a new user, under a keyed id); the old message delivered
     // once more does not join them either.
-    const again = sent(phone, 1, 'hello again');
-    expect((await app.post(again.payload)).status).toBe(200);
-    await app.drain();
-    expect(repliesTo(phone)).toBe(2);
-    expect((await app.post(first.payload)).status).toBe(200);
-    await app.drain();
-    expect(repliesTo(phone)).toBe(2);
-    const renewed = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+    const renewed = await writesAgainThenOldRedelivered(phone, first);
     expect(renewed?.id).not.toBe(unkeyed);
-    expect(renewed?.messageCount).toBe(2);
-    const messages = app.database.db.collection('messages');
-    expect(await messages.countDocuments({ _id: first.message.id as never })).toBe(0);
   });
 });
