@@ -114,10 +114,7 @@ describe('an answer in several parts whose worker loses the lock between two par
     expect(ai.requests).toHaveLength(1);
     // The first part is counted once in the user's summary: B's recount found it stored, and A,
     // freeing a lock that was no longer its own, does not add it again.
-    const user = await data.users.getUser(userId);
-    expect([user?.messageCount, user?.lastMessagePreview?.startsWith('omega')]).toEqual([3, true]);
-    const problems = await data.maintenance.checkSummaries(await data.maintenance.countStored());
-    expect(problems.filter((p) => p.userId === userId)).toEqual([]);
+    await expectSummary(userId, 3, 'omega');
   }, 30_000);
 
   it('left by a worker whose lease ran out unnoticed: the part out is in the summary once the answer is completed', async () => {
@@ -181,49 +178,52 @@ describe('an answer in several parts whose worker loses the lock between two par
     const { job } = await userWrites(waId, 'tell me everything');
     const { data } = app.services;
     // The first part's record lands, and the connection drops before its answer is read.
-    let calls = 0;
-    const messages = Object.create(data.messages, {
-      recordPart: {
-        value: async (...args: Parameters<typeof data.messages.recordPart>) => {
-          const recorded = await data.messages.recordPart(...args);
-          if (++calls === 1) throw new Error('connection reset after the write');
-          return recorded;
-        },
-      },
-    }) as typeof data.messages;
+    const messages = answerLostOnce('recordPart');
     await processReplyJob({ ...app.services, data: { ...data, messages } }, job, log);
     expect(sentTo(waId)).toEqual(['first', 'second']);
     const userId = await userIdOf(data, waId);
-    const user = await data.users.getUser(userId);
-    expect([user?.messageCount, user?.lastMessagePreview?.startsWith('omega')]).toEqual([3, true]);
-    const problems = await data.maintenance.checkSummaries(await data.maintenance.countStored());
-    expect(problems.filter((p) => p.userId === userId)).toEqual([]);
+    await expectSummary(userId, 3, 'omega');
   }, 30_000);
 
   it('the settle write tried again after its answer was lost: the last part is counted once', async () => {
     const waId = newNumber();
     const { id, job } = await userWrites(waId, 'tell me everything');
     const { data } = app.services;
-    let calls = 0;
-    const messages = Object.create(data.messages, {
-      settleReply: {
-        value: async (...args: Parameters<typeof data.messages.settleReply>) => {
-          const settled = await data.messages.settleReply(...args);
-          if (++calls === 1) throw new Error('connection reset after the write');
-          return settled;
-        },
-      },
-    }) as typeof data.messages;
+    const messages = answerLostOnce('settleReply');
     await processReplyJob({ ...app.services, data: { ...data, messages } }, job, log);
     expect(sentTo(waId)).toEqual(['first', 'second']);
     expect((await data.messages.getMessage(id))?.replyState).toBe('sent');
     const userId = await userIdOf(data, waId);
-    const user = await data.users.getUser(userId);
-    expect([user?.messageCount, user?.lastMessagePreview?.startsWith('omega')]).toEqual([3, true]);
-    const problems = await data.maintenance.checkSummaries(await data.maintenance.countStored());
-    expect(problems.filter((p) => p.userId === userId)).toEqual([]);
+    await expectSummary(userId, 3, 'omega');
   }, 30_000);
 });
+
+/** The user's summary: `count` messages, the preview starting with `word`; health finds nothing to repair. */
+async function expectSummary(userId: string, count: number, word: string): Promise<void> {
+  const { data } = app.services;
+  const user = await data.users.getUser(userId);
+  expect([user?.messageCount, user?.lastMessagePreview?.startsWith(word)]).toEqual([count, true]);
+  const problems = await data.maintenance.checkSummaries(await data.maintenance.countStored());
+  expect(problems.filter((p) => p.userId === userId)).toEqual([]);
+}
+
+/** The messages repository, with `method`'s first write landing and its answer lost (a connection reset). */
+function answerLostOnce(method: 'recordPart' | 'settleReply'): typeof app.services.data.messages {
+  const real = app.services.data.messages;
+  let calls = 0;
+  return Object.create(real, {
+    [method]: {
+      value: async (...args: unknown[]) => {
+        const result: unknown = await (real[method] as (...a: unknown[]) => Promise<unknown>).apply(
+          real,
+          args,
+        );
+        if (++calls === 1) throw new Error('connection reset after the write');
+        return result;
+      },
+    },
+  }) as typeof real;
+}
 
 /**
  * The app's services for one worker whose lease renewals fail after it took the lock (a frozen
@@ -359,10 +359,7 @@ describe('a reply job that failed every attempt (reply-jobs-poison)', () => {
     await sleep(400);
     await app.runPoison(job);
     expect((await data.messages.getMessage(id))?.replyState).toBe('sent');
-    const user = await data.users.getUser(userId);
-    expect([user?.messageCount, user?.lastMessagePreview?.startsWith('alpha')]).toEqual([2, true]);
-    const problems = await data.maintenance.checkSummaries(await data.maintenance.countStored());
-    expect(problems.filter((p) => p.userId === userId)).toEqual([]);
+    await expectSummary(userId, 2, 'alpha');
     // The next worker finds a lock freed by its holder: nothing left to recount.
     expect(await data.users.lockForReply(userId, 'next-worker', 1_000, new Date())).toMatchObject({
       tookOver: false,
