@@ -63,7 +63,10 @@ export interface AiClient {
 
 /** What @azure/identity's credentials offer (and what tests may pass instead). */
 export interface TokenSource {
-  getToken(scope: string): Promise<{ token: string; expiresOnTimestamp: number } | null>;
+  getToken(
+    scope: string,
+    options?: { abortSignal?: AbortSignal },
+  ): Promise<{ token: string; expiresOnTimestamp: number } | null>;
 }
 
 export interface AiClientOptions {
@@ -248,6 +251,16 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
   let cached: { token: string; expiresOnTimestamp: number } | undefined;
   let pending: Promise<string> | undefined;
 
+  /** `work`'s outcome, or a timeout AiError once `signal` aborts first. */
+  function beforeAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const timedOut = () => reject(new AiError(host, null, 'timeout', ''));
+      if (signal.aborted) return timedOut();
+      signal.addEventListener('abort', timedOut, { once: true });
+      work.then(resolve, reject).finally(() => signal.removeEventListener('abort', timedOut));
+    });
+  }
+
   async function entraToken(): Promise<string> {
     if (cached && Date.now() < cached.expiresOnTimestamp - TOKEN_REFRESH_MARGIN_MS) return cached.token;
     // One request at a time: concurrent callers share it.
@@ -255,7 +268,10 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
       try {
         credential ??= options.credential ? Promise.resolve(options.credential) : defaultCredential();
         const source = await credential;
-        const token = await source.getToken(ENTRA_SCOPE);
+        // Bounded (the credential may not heed the signal), so that a sign-in that hangs is not
+        // the one every later call waits on.
+        const signal = AbortSignal.timeout(config.timeoutMs);
+        const token = await beforeAbort(source.getToken(ENTRA_SCOPE, { abortSignal: signal }), signal);
         if (!token) throw new AiError(host, null, 'auth', 'no Entra ID token');
         cached = { token: token.token, expiresOnTimestamp: token.expiresOnTimestamp };
         return token.token;
@@ -273,19 +289,21 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
     return pending;
   }
 
-  async function headers(): Promise<Record<string, string>> {
+  /** The call's auth headers; an Entra ID sign-in counts in the call's time limit (`signal`). */
+  async function headers(signal: AbortSignal): Promise<Record<string, string>> {
     if (keyHeaders) return keyHeaders;
-    if (entra) return { Authorization: `Bearer ${await entraToken()}` };
-    return {};
+    if (!entra) return {};
+    return { Authorization: `Bearer ${await beforeAbort(entraToken(), signal)}` };
   }
 
   async function attempt(body: unknown): Promise<unknown> {
+    // `timeout` is an idle timeout in Node; the signal bounds the whole call, sign-in included.
+    const signal = AbortSignal.timeout(config.timeoutMs);
     let response;
     try {
       response = await http.post<unknown>(`${config.endpoint}/chat/completions`, body, {
-        headers: await headers(),
-        // `timeout` is an idle timeout in Node; the signal bounds the whole call.
-        signal: AbortSignal.timeout(config.timeoutMs),
+        headers: await headers(signal),
+        signal,
       });
     } catch (cause) {
       if (cause instanceof AiError) throw cause;

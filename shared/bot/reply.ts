@@ -789,29 +789,45 @@ async function sendWelcome(
       await data.users.releaseWelcome(user.id);
       throw error;
     }
-    // Refused for good: not tried again.
-    await data.users.settleWelcome(user.id, ports.now());
-    log.warn('welcome failed', { user: pseudonym(user.id) });
+    // Refused for good: not tried again, and recorded `failed` as an answer Graph refused is (the
+    // conversation and the stats show it).
+    const createdAt = ports.now();
+    await data.users.settleWelcome(user.id, createdAt);
+    const failure = { code: error.graphCode ?? error.status, title: error.description };
+    await data.messages.recordOutbound(
+      welcomeRecord(user.id, job, { waMessageId: null }, createdAt, failure),
+    );
+    log.warn('welcome failed', { user: pseudonym(user.id), code: failure.code });
     return;
   }
   const createdAt = ports.now();
   await retriedRecord('an accepted welcome', () => data.users.settleWelcome(user.id, createdAt));
-  const id = sent.waMessageId ?? `out:${job.requestId}:0`;
-  const result = await data.messages.recordOutbound({
-    id,
+  const result = await data.messages.recordOutbound(welcomeRecord(user.id, job, sent, createdAt, null));
+  log.info('welcome sent', { user: pseudonym(user.id), result });
+}
+
+/** The welcome as stored: `sent` (`not_sent` on a dry run) or, with `error`, `failed`. */
+function welcomeRecord(
+  userId: string,
+  job: Extract<ReplyJob, { kind: 'welcome' }>,
+  sent: { waMessageId: string | null },
+  createdAt: Date,
+  error: MessageError | null,
+): OutboundRecord {
+  return {
+    id: sent.waMessageId ?? `out:${job.requestId}:0`,
     waMessageId: sent.waMessageId,
-    userId: user.id,
+    userId,
     type: 'text',
     text: WELCOME_TEXT,
-    status: sent.waMessageId ? 'sent' : 'not_sent',
+    status: error ? 'failed' : sent.waMessageId ? 'sent' : 'not_sent',
     createdAt,
     role: 'command',
     phoneNumberId: job.phoneNumberId,
     relatedId: job.requestId,
-    error: null,
+    error,
     ai: null,
-  });
-  log.info('welcome sent', { user: pseudonym(user.id), result });
+  };
 }
 
 /**

@@ -91,6 +91,43 @@ describe('the welcome when its send fails with an error Graph did not give', () 
   });
 });
 
+describe('the welcome when Graph refuses it for good', () => {
+  it("is recorded as a failed outbound message (with Graph's code) and counted, and not tried again", async () => {
+    const waId = newNumber();
+    const { job, userId } = await opensChat(waId);
+    const { data } = app.services;
+    const before = await data.stats.totals();
+    // 131026: message undeliverable (the number cannot receive it); Graph answers 400.
+    app.graph.sendResponses.push({
+      status: 400,
+      body: {
+        error: {
+          message: '(#131026) Message Undeliverable.',
+          type: 'OAuthException',
+          code: 131026,
+          error_data: { messaging_product: 'whatsapp', details: 'Message Undeliverable.' },
+          fbtrace_id: 'AbCdEf',
+        },
+      },
+    });
+    await processReplyJob(app.services, job, log);
+    expect(welcomesTo(waId)).toHaveLength(1);
+    const out = (await data.messages.recent(userId, 10)).filter((m) => m.direction === 'outbound');
+    expect(out).toHaveLength(1);
+    expect(out[0]).toMatchObject({ text: WELCOME_TEXT, status: 'failed', waMessageId: null });
+    expect(out[0]?.error?.code).toBe(131026);
+    const after = await data.stats.totals();
+    expect(after.outbound - before.outbound).toBe(1);
+    expect(after.failed - before.failed).toBe(1);
+    // Settled: the job handed over again (a redelivered request_welcome) sends nothing more.
+    await processReplyJob(app.services, job, log);
+    expect(welcomesTo(waId)).toHaveLength(1);
+    expect((await data.messages.recent(userId, 10)).filter((m) => m.direction === 'outbound')).toHaveLength(
+      1,
+    );
+  });
+});
+
 describe('the welcome when its worker is killed and the job comes back while the claim still holds', () => {
   it('is re-queued by the sweeper once the claim has ended, and goes out once', async () => {
     const waId = newNumber();

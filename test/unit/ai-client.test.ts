@@ -301,6 +301,43 @@ describe('Microsoft Entra ID (managed identity, App Service protocol)', () => {
     expect(ai.requests.map((r) => r.headers['authorization'])).toEqual(['Bearer t1', 'Bearer t2']);
   });
 
+  it('counts the Entra ID sign-in in AI_TIMEOUT_MS: a token endpoint that hangs fails the call in time', async () => {
+    identity.respond = () => ({ status: 200, body: {}, delayMs: 60_000 });
+    // Another (user-assigned) identity: the token the tests above got is cached by the library.
+    process.env['AZURE_CLIENT_ID'] = 'a-user-assigned-identity-that-hangs';
+    try {
+      const client = createAiClient(aiConfig(`${ai.url}/openai/v1`, { timeoutMs: 500 }), {
+        azure: true,
+        retryDelayMs: 10,
+      });
+      const started = Date.now();
+      const failure = await client.complete(ask).then(
+        () => null,
+        (error: unknown) => error,
+      );
+      // Two attempts of at most 500 ms each, plus the pause between them.
+      expect(Date.now() - started).toBeLessThan(3_000);
+      expect(failure).toBeInstanceOf(AiError);
+      expect((failure as AiError).reason).toBe('timeout');
+      expect(ai.requests).toHaveLength(0);
+      // The hung sign-in is not left in place: the next call asks the endpoint again.
+      const asked = identity.requests.length;
+      await client.complete(ask).catch(() => undefined);
+      expect(identity.requests.length).toBeGreaterThan(asked);
+    } finally {
+      delete process.env['AZURE_CLIENT_ID'];
+      identity.respond = () => ({
+        status: 200,
+        body: {
+          access_token: ACCESS_TOKEN,
+          expires_on: String(Math.floor(Date.now() / 1000) + 3600),
+          resource: 'https://cognitiveservices.azure.com',
+          token_type: 'Bearer',
+        },
+      });
+    }
+  });
+
   it('prefers a key over Entra ID', async () => {
     const client = createAiClient(aiConfig(`${ai.url}/openai/v1`, { apiKey: API_KEY }), { azure: true });
     await client.complete(ask);
