@@ -140,6 +140,19 @@ describe('loadConfig', () => {
     expect(loadConfig({ ...REQUIRED, ...azure, MANAGE_API_TOKEN: long }).manageApiToken).toBe(long);
   });
 
+  // The brief's default is a supported version; a client's Graph stand-in may be set up with an
+  // older one (Meta's examples use v17.0 and the like). Only Azure, which calls the real Graph API,
+  // refuses an expired one.
+  it('takes an expired WHATSAPP_API_VERSION locally and refuses it in Azure', () => {
+    expect(loadConfig({ ...REQUIRED, WHATSAPP_API_VERSION: 'v17.0' }).whatsapp.apiVersion).toBe('v17.0');
+    const azure = { WEBSITE_INSTANCE_ID: 'abc123', WEBSITE_SITE_NAME: 'func-bot' };
+    const error = configError({ ...REQUIRED, ...azure, WHATSAPP_API_VERSION: 'v20.0' });
+    expect(error.message).toContain('WHATSAPP_API_VERSION names an expired Graph API version');
+    expect(loadConfig({ ...REQUIRED, ...azure, WHATSAPP_API_VERSION: 'v21.0' }).whatsapp.apiVersion).toBe(
+      'v21.0',
+    );
+  });
+
   it('treats an unresolved Key Vault reference as missing, without echoing it', () => {
     const reference = '@Microsoft.KeyVault(SecretUri=https://kv-bot.vault.azure.net/secrets/app-secret/)';
     const env = { WHATSAPP_VERIFY_TOKEN: 'verify', WHATSAPP_APP_SECRET: reference };
