@@ -143,17 +143,25 @@ export function longQueryWords(query: string): string[] {
  */
 export function startsWordsIn(long: readonly string[], ...texts: (string | null | undefined)[]): boolean {
   if (long.length === 0) return true;
-  const starts: string[] = [];
+  // Compared in place at each start (a word's rest is never copied: a text alternating runs and
+  // letters has a start every other character, and copying each start's rest was quadratic).
+  const missing = new Set(long);
   for (const text of texts) {
     if (!text) continue;
     for (const word of words(text)) {
-      const chars = [...word];
-      for (let start = 0; start < chars.length; start++)
-        if (start === 0 || (!spaceless(chars[start]) && spaceless(chars[start - 1])))
-          starts.push(chars.slice(start).join(''));
+      let offset = 0;
+      let previous: string | undefined;
+      for (const c of word) {
+        if (previous === undefined || (!spaceless(c) && spaceless(previous))) {
+          for (const w of missing) if (word.startsWith(w, offset)) missing.delete(w);
+          if (missing.size === 0) return true;
+        }
+        previous = c;
+        offset += c.length;
+      }
     }
   }
-  return long.every((w) => starts.some((s) => s.startsWith(w)));
+  return false;
 }
 
 /** Digits and phone punctuation only, with at least one digit: "+49 (170) 123-45.6". */

@@ -178,6 +178,20 @@ describe('message search covers the whole text', () => {
     expect(await storedBytes(id)).toBeLessThan(768 * 1024);
   });
 
+  it('checks a long word against long texts alternating such characters with letters in linear time', async () => {
+    // Each letter after a run starts a word: the check built every such start's rest of the word
+    // as a string, quadratic in the text (a stored text of 16,384 characters took 1.3 s and
+    // 250 MB; of MAX_TEXT, 65,536, written by a user sharing many contacts, seconds and gigabytes
+    // per message of the page).
+    const long = 'pneumonoultramicroscopicsilicovolcanoconiosis';
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) ids.push(await storeInbound(f.data, `${'東a'.repeat(8192)} ${long}`));
+    const started = performance.now();
+    expect(new Set(await search(long))).toEqual(new Set(ids));
+    expect(await search(`${long.slice(0, 26)}xxxxxxxx`)).toEqual([]);
+    expect(performance.now() - started).toBeLessThan(1000);
+  });
+
   it('finds the last word of a 4,096-character Chinese text of random characters, far below 2 MB', async () => {
     const chars = randomWords(1, TEXT_BODY_LIMIT - 2, 41, 0x4e00, 20_000)[0] ?? '';
     const text = `${chars}終点`;

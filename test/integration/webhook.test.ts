@@ -414,6 +414,32 @@ describe('POST /api/webhook', () => {
     expect(await app.database.db.collection('events').countDocuments()).toBe(eventsBefore);
   });
 
+  it('refuses an unsigned body of 3 MiB of non-ASCII text as quickly as an ASCII one', async () => {
+    // Anyone can send these: the escaped forms the signature is also checked against were built
+    // with a regex callback per character, about half a second of the instance's event loop for
+    // each such request (25 times an ASCII body's cost).
+    const bodyOf = (char: string) => {
+      const shell = '{"object":"whatsapp_business_account","entry":[],"pad":""}';
+      const room = 3 * 1024 * 1024 - Buffer.byteLength(shell);
+      return shell.replace('""', `"${char.repeat(Math.floor(room / Buffer.byteLength(char)))}"`);
+    };
+    const bad = 'sha256=' + '0'.repeat(64);
+    const slowest = async (raw: string) => {
+      expect(Buffer.byteLength(raw)).toBeLessThanOrEqual(3 * 1024 * 1024);
+      const times: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        const started = performance.now();
+        expect((await app.post(null, { raw, signature: bad })).status).toBe(401);
+        times.push(performance.now() - started);
+      }
+      return Math.min(...times);
+    };
+    for (const char of ['é', '中', '😀']) expect(await slowest(bodyOf(char))).toBeLessThan(200);
+    // And such a body, signed, still verifies.
+    expect((await app.post(null, { raw: bodyOf('é') })).status).toBe(200);
+    await app.drain();
+  });
+
   it('verifies bodies with non-ASCII text escaped or raw', async () => {
     const a = textNotification(newPhone(), 'naïve café 😀');
     expect((await app.post(a.payload, { escapeUnicode: true })).status).toBe(200);

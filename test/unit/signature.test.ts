@@ -2,6 +2,7 @@
 // which escapes every non-ASCII UTF-16 unit as a lowercase \uXXXX; a body re-encoded to raw UTF-8 on
 // the way must verify too.
 import { createHmac } from 'node:crypto';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { signBody, verifySignature } from '../../shared/whatsapp/signature';
 
@@ -57,6 +58,28 @@ describe('verifySignature', () => {
     );
     expect(upper.equals(ESCAPED)).toBe(false);
     expect(verifySignature(RAW, metaSign(upper), SECRET)).toBe(true);
+  });
+
+  it('accepts a raw body against the escaped form of any text, as a signer escaping every UTF-16 unit writes it', () => {
+    // Each non-ASCII unit (lone surrogates and the U+FFFD of bytes that are not UTF-8 included) in
+    // lower- or upper-case hex: the escaped forms are written byte by byte, not by a regex.
+    const escape = (text: string, upper: boolean) =>
+      text.replace(/[\u0080-\uffff]/g, (c) => {
+        const h = c.charCodeAt(0).toString(16).padStart(4, '0');
+        return `\\u${upper ? h.toUpperCase() : h}`;
+      });
+    const bytes = fc.oneof(
+      fc.string({ unit: 'binary' }).map((t) => Buffer.from(t, 'utf8')),
+      fc.uint8Array({ maxLength: 64 }).map((a) => Buffer.from(a)),
+    );
+    fc.assert(
+      fc.property(bytes, fc.boolean(), (raw, upper) => {
+        const signed = escape(raw.toString('utf8'), upper);
+        expect(verifySignature(raw, metaSign(signed), SECRET)).toBe(true);
+        expect(verifySignature(raw, metaSign(signed + ' '), SECRET)).toBe(false);
+      }),
+      { numRuns: 500 },
+    );
   });
 
   it('rejects a wrong secret', () => {
