@@ -556,4 +556,38 @@ describe('npm run dev that cannot start says why and what to do, in one line', (
       rmSync(dataDir, { recursive: true, force: true });
     }
   }, 120_000);
+
+  it('a MONGODB_URI whose host name is not found, or that is no connection string, as the scripts say', async () => {
+    // `.invalid` never resolves (RFC 2606); an SRV name is how Atlas and Cosmos DB vCore are given.
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wa-dev-'));
+    try {
+      const srv = await devFails({
+        MONGODB_URI: 'mongodb+srv://u:secret-pw@cluster0.nonexistent.invalid/',
+        DEV_DATA_DIR: dataDir,
+        PORT: String(await freePort()),
+      });
+      expect(srv.code).toBe(1);
+      expect(lastLine(srv.out)).toMatch(
+        new RegExp(
+          '^npm run dev failed: the host name of MONGODB_URI \\(mongodb\\+srv://\\*\\*\\*:\\*\\*\\*@cluster0\\.nonexistent\\.invalid/\\) ' +
+            'was not found \\(querySrv E[A-Z_]+\\): correct MONGODB_URI \\(unset, the embedded database is used\\), ' +
+            "or check this machine's network and DNS$",
+        ),
+      );
+      const word = await devFails({
+        MONGODB_URI: 'localhost:27017',
+        DEV_DATA_DIR: dataDir,
+        PORT: String(await freePort()),
+      });
+      expect(word.code).toBe(1);
+      expect(lastLine(word.out)).toBe(
+        'npm run dev failed: MONGODB_URI is not a valid connection string (Invalid scheme, expected ' +
+          'connection string to start with "mongodb://" or "mongodb+srv://"): correct MONGODB_URI ' +
+          '(unset, the embedded database is used)',
+      );
+      expect(srv.out + word.out).not.toContain('secret-pw');
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
