@@ -42,10 +42,27 @@ export function parseCli<O extends Options>(
   options: O,
   opts: { positionals?: number } = {},
 ) {
+  // A negative number after an option that takes a value (`--days -3`) is that value, so that the
+  // option's own check names its range; parseArgs would take it for an option and ask, over three
+  // lines, whether a value was forgotten.
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    const name = /^--([^=]+)$/.exec(arg)?.[1];
+    const next = argv[i + 1];
+    if (arg === '--') {
+      args.push(...argv.slice(i));
+      break;
+    }
+    if (name !== undefined && options[name]?.type === 'string' && next !== undefined && /^-\d/.test(next)) {
+      args.push(`--${name}=${next}`);
+      i++;
+    } else args.push(arg);
+  }
   let parsed;
   try {
     parsed = parseArgs({
-      args: [...argv],
+      args,
       options: { ...options, help: { type: 'boolean', short: 'h' } },
       allowPositionals: (opts.positionals ?? 0) > 0,
       strict: true,
