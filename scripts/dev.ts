@@ -15,6 +15,7 @@ import { loadConfig } from '../shared/config';
 import { closeAllClients } from '../shared/data';
 import { defaultRuntime, getServices } from '../shared/deps';
 import { AppError, ErrorCode } from '../shared/errors';
+import { badConnectionString, hostNotFound } from './lib/cli';
 import { resolveDatabase } from './lib/database';
 import { claimDataDir, publishDevServer, releaseDataDir, unpublishDevServer } from './lib/dev-record';
 import { startDevServer, type DevServer } from './dev-server';
@@ -160,12 +161,20 @@ async function main(): Promise<void> {
     database = db;
     process.env['MONGODB_URI'] = db.uri;
     // The local host is its own deployment: it creates the indexes (in Azure, infra/ does).
+    // MONGODB_URI's server not answering, a host name not found (an SRV name, say), or a string
+    // the driver cannot read: one line naming the setting, as the scripts say it (./lib/cli).
     const unreachable = (error: unknown): never => {
-      if (db.kind === 'uri' && error instanceof AppError && error.code === ErrorCode.UNAVAILABLE)
+      if (db.kind !== 'uri') throw error;
+      const fix = 'correct MONGODB_URI (unset, the embedded database is used)';
+      if (error instanceof AppError && error.code === ErrorCode.UNAVAILABLE)
+        throw new Error(`the database at ${db.description} does not answer: start it, or ${fix}`);
+      const dns = hostNotFound(error);
+      if (dns)
         throw new Error(
-          `the database at ${db.description} does not answer: start it, or correct MONGODB_URI ` +
-            '(unset, the embedded database is used)',
+          `the host name of ${db.description} was not found (${dns}): ${fix}, or check this machine's network and DNS`,
         );
+      if (badConnectionString(error))
+        throw new Error(`MONGODB_URI is not a valid connection string (${error.message}): ${fix}`);
       throw error;
     };
     const services = await getServices().catch(unreachable);

@@ -46,7 +46,9 @@ whatsapp_chatbot). Running it again changes nothing.
 
 Rows that cannot be imported (a user without a valid number and its messages, a message without
 its user, with an unknown role or an unreadable date) are kept in the events collection (kind
-legacy_row) and listed by legacy id.
+legacy_row) and listed by legacy id. A file in write-ahead-log mode is read with the transactions
+committed in <legacy.db>-wal, as SQLite reads it; a hot <legacy.db>-journal (a write cut short) is
+refused until SQLite has opened the file once.
 
 Exit code: 0 on success (orphans, messages whose user row is missing, are skipped, counted and
 archived), 1 on failure (unreadable file, database error), 2 on bad arguments, 3 when other rows
@@ -340,12 +342,83 @@ function* stepRows(
   }
 }
 
+/** The first bytes of a rollback journal that SQLite has not finished with (its header's magic). */
+const JOURNAL_MAGIC = Buffer.from('d9d505f920a163d7', 'hex');
+
+/**
+ * The database as SQLite reads it: the main file with the transactions committed in its
+ * write-ahead log (`<file>-wal`) applied. In WAL mode what was committed since the last checkpoint
+ * is only there (a bot killed, or files copied while it ran), and sql.js reads the main file alone.
+ * Frames count up to the last commit frame whose salts and running checksum hold, as SQLite's
+ * recovery counts them (https://www.sqlite.org/fileformat2.html#walformat): a torn tail is not
+ * committed. A log that is not valid as a whole is ignored, as SQLite ignores it.
+ */
+export function withWal(main: Buffer, wal: Buffer): Buffer {
+  if (wal.length < 32) return main;
+  const magic = wal.readUInt32BE(0);
+  if ((magic & ~1) !== 0x377f0682 || wal.readUInt32BE(4) !== 3007000) return main;
+  const word = magic & 1 ? (at: number) => wal.readUInt32BE(at) : (at: number) => wal.readUInt32LE(at);
+  const checksum = (from: number, to: number, [s0, s1]: [number, number]): [number, number] => {
+    for (let at = from; at < to; at += 8) {
+      s0 = (s0 + word(at) + s1) >>> 0;
+      s1 = (s1 + word(at + 4) + s0) >>> 0;
+    }
+    return [s0, s1];
+  };
+  const pageSize = wal.readUInt32BE(8);
+  if (pageSize < 512 || pageSize > 65536 || (pageSize & (pageSize - 1)) !== 0) return main;
+  let sum = checksum(0, 24, [0, 0]);
+  if (sum[0] !== wal.readUInt32BE(24) || sum[1] !== wal.readUInt32BE(28)) return main;
+  const salts = wal.subarray(16, 24);
+  const committed = new Map<number, Buffer>();
+  const pending = new Map<number, Buffer>();
+  let pages = 0;
+  for (let at = 32; at + 24 + pageSize <= wal.length; at += 24 + pageSize) {
+    if (!wal.subarray(at + 8, at + 16).equals(salts)) break;
+    sum = checksum(at + 24, at + 24 + pageSize, checksum(at, at + 8, sum));
+    if (sum[0] !== wal.readUInt32BE(at + 16) || sum[1] !== wal.readUInt32BE(at + 20)) break;
+    pending.set(wal.readUInt32BE(at), wal.subarray(at + 24, at + 24 + pageSize));
+    const commit = wal.readUInt32BE(at + 4);
+    if (commit !== 0) {
+      for (const [page, data] of pending) committed.set(page, data);
+      pending.clear();
+      pages = commit;
+    }
+  }
+  if (pages === 0) return main;
+  const out = Buffer.alloc(pages * pageSize);
+  main.copy(out, 0, 0, Math.min(main.length, out.length));
+  for (const [page, data] of committed) if (page <= pages) data.copy(out, (page - 1) * pageSize);
+  // The copy in memory is an ordinary (rollback-journal) database: its log is in it now.
+  out[18] = 1;
+  out[19] = 1;
+  return out;
+}
+
 /** Opens the legacy database and checks its `user` and `message` tables. */
 export async function openLegacy(file: string): Promise<LegacySource> {
   let bytes: Buffer;
   try {
     bytes = await fs.readFile(file);
+    // Beside the file: absent (ENOENT) is the usual case; unreadable ones are an error, not nothing.
+    const beside = (suffix: string) =>
+      fs.readFile(`${file}${suffix}`).catch((error: NodeJS.ErrnoException) => {
+        if (error.code === 'ENOENT') return undefined;
+        throw error;
+      });
+    const journal = await beside('-journal');
+    if (journal && journal.subarray(0, 8).equals(JOURNAL_MAGIC)) {
+      const name = path.basename(file);
+      throw new ScriptError(
+        `${name} has a rollback journal (${name}-journal): a write to it was cut short, and SQLite ` +
+          'rolls that back when it opens the file; open it once with SQLite (for example ' +
+          `\`sqlite3 ${name} 'PRAGMA integrity_check'\`) with the old bot stopped, then run this again`,
+      );
+    }
+    const wal = await beside('-wal');
+    if (wal) bytes = withWal(bytes, wal);
   } catch (error) {
+    if (error instanceof ScriptError) throw error;
     const code = (error as NodeJS.ErrnoException).code;
     const reason =
       code === 'ENOENT'

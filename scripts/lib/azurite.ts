@@ -61,6 +61,9 @@ export async function startAzurite(options: {
     {
       // stdin stays open while this process lives: its end stops Azurite (see azurite-queue.js).
       stdio: ['pipe', 'pipe', 'pipe'],
+      // A process group of its own (POSIX): a terminal's Ctrl-C reaches only us, and we stop
+      // Azurite once the queue functions have ended (./watchdog.ts does the same for databases).
+      detached: process.platform !== 'win32',
       env: {
         ...process.env,
         AZURITE_DURABLE_QUEUES: options.durableQueues?.join(',') ?? '*',

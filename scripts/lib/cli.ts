@@ -42,10 +42,27 @@ export function parseCli<O extends Options>(
   options: O,
   opts: { positionals?: number } = {},
 ) {
+  // A negative number after an option that takes a value (`--days -3`) is that value, so that the
+  // option's own check names its range; parseArgs would take it for an option and ask, over three
+  // lines, whether a value was forgotten.
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    const name = /^--([^=]+)$/.exec(arg)?.[1];
+    const next = argv[i + 1];
+    if (arg === '--') {
+      args.push(...argv.slice(i));
+      break;
+    }
+    if (name !== undefined && options[name]?.type === 'string' && next !== undefined && /^-\d/.test(next)) {
+      args.push(`--${name}=${next}`);
+      i++;
+    } else args.push(arg);
+  }
   let parsed;
   try {
     parsed = parseArgs({
-      args: [...argv],
+      args,
       options: { ...options, help: { type: 'boolean', short: 'h' } },
       allowPositionals: (opts.positionals ?? 0) > 0,
       strict: true,
@@ -210,19 +227,40 @@ function unreachable(error: unknown, description: string): ScriptError | null {
       `the database could not be reached: no server answered at ${description} within ${CLIENT_OPTIONS.serverSelectionTimeoutMS / 1000} s; ${check}`,
     );
   }
-  const dns = error as { code?: unknown; syscall?: unknown; hostname?: unknown };
+  const dns = hostNotFound(error);
+  if (dns) {
+    return new ScriptError(
+      `the database could not be reached: the host name of ${description} was not found (${dns}); ${check}`,
+    );
+  }
+  return null;
+}
+
+/**
+ * The DNS failure (`querySrv ENOTFOUND`, say) when the host name of a connection string could not
+ * be looked up, else null. `npm run dev` says it the same way.
+ */
+export function hostNotFound(error: unknown): string | null {
+  const dns = error as { code?: unknown; syscall?: unknown };
   if (
     error instanceof Error &&
     typeof dns.code === 'string' &&
     DNS_FAILURES.has(dns.code) &&
     typeof dns.syscall === 'string' &&
     /^(query|getaddrinfo)/.test(dns.syscall)
-  ) {
-    return new ScriptError(
-      `the database could not be reached: the host name of ${description} was not found (${dns.syscall} ${dns.code}); ${check}`,
-    );
-  }
+  )
+    return `${dns.syscall} ${dns.code}`;
   return null;
+}
+
+/** A connection string the driver cannot read (its message names the problem, not the secret). */
+export function badConnectionString(error: unknown): error is Error {
+  const name = error instanceof Error ? error.name : '';
+  return (
+    name === 'MongoParseError' ||
+    name === 'MongoInvalidArgumentError' ||
+    (name === 'MongoRuntimeError' && /^Unable to parse /.test((error as Error).message))
+  );
 }
 
 const interruptCleanups = new Set<() => void>();
@@ -301,18 +339,12 @@ export function reportError(io: Io, error: unknown): number {
     io.err(`error: ${error.message}`);
     return 1;
   }
-  // A connection string the driver cannot read (its message names the problem, not the secret).
-  const name = error instanceof Error ? error.name : '';
-  if (
-    name === 'MongoParseError' ||
-    name === 'MongoInvalidArgumentError' ||
-    (name === 'MongoRuntimeError' && /^Unable to parse /.test((error as Error).message))
-  ) {
-    io.err(`error: MONGODB_URI is not a valid connection string: ${(error as Error).message}`);
+  if (badConnectionString(error)) {
+    io.err(`error: MONGODB_URI is not a valid connection string: ${error.message}`);
     return 1;
   }
   // The storage emulator or account (AzureWebJobsStorage) could not be reached.
-  if (name === 'RestError') {
+  if (error instanceof Error && error.name === 'RestError') {
     const code = (error as { code?: unknown }).code;
     io.err(
       `error: the queue storage (AzureWebJobsStorage) could not be reached or refused the request${typeof code === 'string' ? ` (${code})` : ''}`,

@@ -30,6 +30,9 @@ export async function startMongod(
     const server = await mms.MongoMemoryServer.create({
       binary: { systemBinary: binary },
       instance: dbPath ? { ip: '127.0.0.1', dbPath, storageEngine: 'wiredTiger' } : { ip: '127.0.0.1' },
+      // A process group of its own (POSIX): a terminal's Ctrl-C reaches only us, and we stop
+      // mongod once our work has ended (its killer process stops it if we die).
+      spawn: { detached: process.platform !== 'win32' },
     });
     const uri = server.getUri();
     const description = `mongod (${path.basename(binary)}) via mongodb-memory-server, ${dbPath ? `files in ${displayPath(dbPath)}` : 'temporary files'}, at ${uri}`;

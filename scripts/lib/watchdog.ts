@@ -24,6 +24,9 @@ export function spawnWatched(
       : spawn('/bin/sh', ['-c', WATCHDOG, 'server-watchdog', binary, ...args], {
           stdio: ['pipe', 'ignore', 'pipe'],
           env,
+          // A process group of its own: a terminal's Ctrl-C, sent to every process of the
+          // foreground group, reaches only us, and we stop the server once our work has ended.
+          detached: true,
         });
   let stderr = '';
   child.stderr?.setEncoding('utf8');

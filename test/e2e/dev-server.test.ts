@@ -5,6 +5,7 @@ import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { MongoClient } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collectionOf } from '../helpers/raw';
 import { startGraphStub, type GraphStub } from '../helpers/graph-stub';
@@ -300,7 +301,9 @@ describe('npm run dev started with npm', () => {
 
 /**
  * `npm run dev` in a process group of its own (npm's pid is the group's id), with what is left of
- * the group (zombies aside), and a cleanup that kills whatever is left and removes its data folder.
+ * it (zombies aside): the group, and the database and Azurite it started in groups of their own
+ * (found by the data folder in their command line). The cleanup kills whatever is left and removes
+ * the data folder.
  */
 async function npmRunDev(): Promise<{
   child: ReturnType<typeof spawn>;
@@ -320,11 +323,22 @@ async function npmRunDev(): Promise<{
     detached: true,
   });
   const group = () =>
-    execFileSync('ps', ['-A', '-o', 'pid=,pgid=,stat='], { encoding: 'utf8' })
+    execFileSync('ps', ['-A', '-o', 'pid=,pgid=,stat=,args='], { encoding: 'utf8' })
       .split('\n')
       .map((l) => l.trim().split(/\s+/))
-      .filter(([, pgid, stat]) => Number(pgid) === child.pid && !stat?.startsWith('Z'));
+      .filter(
+        ([, pgid, stat, ...args]) =>
+          (Number(pgid) === child.pid || args.join(' ').includes(dataDir)) && !stat?.startsWith('Z'),
+      )
+      .map(([pid = '', pgid = '', stat = '']) => [pid, pgid, stat]);
   const cleanup = () => {
+    for (const [pid] of group()) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
+    }
     try {
       process.kill(-(child.pid as number), 'SIGKILL');
     } catch {
@@ -422,6 +436,133 @@ describe('npm run dev stopped as it starts', () => {
       rmSync(dataDir, { recursive: true, force: true });
     }
   }, 90_000);
+});
+
+describe('npm run dev stopped with Ctrl-C (SIGINT to its whole process group, as a terminal sends it)', () => {
+  // The terminal signals every process of its foreground group at once. The database and Azurite
+  // must not take it: the app stops them itself once its work has ended, as on a SIGTERM to npm.
+  it('stops cleanly within 10 s, also as the queue functions start, with all it started', async () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wa-dev-ctrlc-'));
+    // `npm run dev` is `exec node --import tsx scripts/dev.ts`: this process, as a terminal's job.
+    const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/dev.ts'], {
+      cwd: ROOT,
+      env: {
+        ...process.env,
+        DEV_SKIP_WEB_BUILD: '1',
+        DEV_DATA_DIR: dataDir,
+        PORT: String(await freePort()),
+        MONGODB_URI: '',
+        AzureWebJobsStorage: '',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    let out = '';
+    let started: string[] = [];
+    let signalled = 0;
+    const read = (chunk: Buffer) => {
+      out += chunk.toString();
+      if (!signalled && out.includes('queues: Azurite on')) {
+        // The embedded database and Azurite are up; the queue functions' thread is starting.
+        started = descendants(child.pid as number);
+        signalled = Date.now();
+        process.kill(-(child.pid as number), 'SIGINT');
+      }
+    };
+    child.stdout.on('data', read);
+    child.stderr.on('data', read);
+    try {
+      const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+      const took = Date.now() - signalled;
+      expect(signalled).toBeGreaterThan(0);
+      expect(started.length, started.join('\n')).toBeGreaterThanOrEqual(2);
+      await waitFor(async () => stillRunning(started).length === 0, 2_000).catch(() => undefined);
+      expect({ code, running: stillRunning(started), stopped: /^stopped$/m.test(out) }).toEqual({
+        code: 0,
+        running: [],
+        stopped: true,
+      });
+      expect(took).toBeLessThan(10_000);
+      expect(out).not.toMatch(/stopped before it finished/);
+    } finally {
+      try {
+        process.kill(-(child.pid as number), 'SIGKILL');
+      } catch {
+        // already gone
+      }
+      for (const line of stillRunning(started)) process.kill(Number(line.split(' ')[0]), 'SIGKILL');
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it('while 16 webhook POSTs are in flight: stops cleanly, and a restart on its data answers each acknowledged message once', async () => {
+    const SECRET_C = 'ctrl-c-secret';
+    const env = { WHATSAPP_VERIFY_TOKEN: 'ctrl-c-verify', WHATSAPP_APP_SECRET: SECRET_C };
+    const dev = await startDev(env, { npm: true });
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wa-dev-ctrlc-data-'));
+    let again: DevProcess | undefined;
+    try {
+      const started = descendants(dev.child.pid as number);
+      const acked: string[] = [];
+      let sending = true;
+      let sent = 0;
+      const sender = async (n: number) => {
+        while (sending) {
+          const { message, payload } = textNotification(
+            `4477009${String(30_000 + n).slice(1)}`,
+            `m${sent++}`,
+          );
+          const { body, signature } = signed(payload, SECRET_C);
+          const answer = await fetch(`${dev.url}/api/webhook`, {
+            method: 'POST',
+            headers: { 'x-hub-signature-256': signature },
+            body,
+          }).catch(() => undefined);
+          if (answer?.status === 200) acked.push(message.id);
+          else if (!answer) return; // the server has gone
+        }
+      };
+      const senders = Array.from({ length: 16 }, (_, n) => sender(n));
+      await waitFor(async () => acked.length >= 48, 30_000);
+      const exited = new Promise<number | null>((resolve) => dev.child.once('exit', resolve));
+      const signalled = Date.now();
+      process.kill(-(dev.child.pid as number), 'SIGINT'); // npm's group: npm and the app
+      const code = await exited;
+      const took = Date.now() - signalled;
+      sending = false;
+      await Promise.all(senders);
+      await waitFor(async () => stillRunning(started).length === 0, 2_000).catch(() => undefined);
+      expect({ code, running: stillRunning(started), stopped: /^stopped$/m.test(dev.output()) }).toEqual({
+        code: 0,
+        running: [],
+        stopped: true,
+      });
+      expect(took).toBeLessThan(10_000);
+      expect(dev.output()).not.toMatch(/stopped before it finished|\[error\]/);
+
+      // The same data folder (moved: the first run's helper removes its own on stop).
+      rmSync(dataDir, { recursive: true, force: true });
+      execFileSync('cp', ['-a', dev.dataDir, dataDir]);
+      again = await startDev({ ...env, DEV_DATA_DIR: dataDir });
+      const uri = /database: .* at (mongodb:\/\/\S+)/.exec(again.output())?.[1] as string;
+      const client = await MongoClient.connect(uri);
+      try {
+        const messages = client.db('whatsapp_chatbot').collection('messages');
+        const answered = () => messages.countDocuments({ direction: 'outbound', relatedId: { $in: acked } });
+        await waitFor(async () => (await answered()) >= acked.length, 30_000).catch(() => undefined);
+        expect({
+          stored: await messages.countDocuments({ _id: { $in: acked } } as never),
+          answered: await answered(),
+        }).toEqual({ stored: acked.length, answered: acked.length });
+      } finally {
+        await client.close();
+      }
+    } finally {
+      await again?.stop();
+      await dev.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 180_000);
 });
 
 /** Runs scripts/dev.ts to its end (it is expected to fail at start): exit code and output. */
@@ -552,6 +693,40 @@ describe('npm run dev that cannot start says why and what to do, in one line', (
         `npm run dev failed: the database at MONGODB_URI (mongodb://127.0.0.1:${closed}/?serverSelectionTimeoutMS=1000) ` +
           'does not answer: start it, or correct MONGODB_URI (unset, the embedded database is used)',
       );
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  it('a MONGODB_URI whose host name is not found, or that is no connection string, as the scripts say', async () => {
+    // `.invalid` never resolves (RFC 2606); an SRV name is how Atlas and Cosmos DB vCore are given.
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wa-dev-'));
+    try {
+      const srv = await devFails({
+        MONGODB_URI: 'mongodb+srv://u:secret-pw@cluster0.nonexistent.invalid/',
+        DEV_DATA_DIR: dataDir,
+        PORT: String(await freePort()),
+      });
+      expect(srv.code).toBe(1);
+      expect(lastLine(srv.out)).toMatch(
+        new RegExp(
+          '^npm run dev failed: the host name of MONGODB_URI \\(mongodb\\+srv://\\*\\*\\*:\\*\\*\\*@cluster0\\.nonexistent\\.invalid/\\) ' +
+            'was not found \\(querySrv E[A-Z_]+\\): correct MONGODB_URI \\(unset, the embedded database is used\\), ' +
+            "or check this machine's network and DNS$",
+        ),
+      );
+      const word = await devFails({
+        MONGODB_URI: 'localhost:27017',
+        DEV_DATA_DIR: dataDir,
+        PORT: String(await freePort()),
+      });
+      expect(word.code).toBe(1);
+      expect(lastLine(word.out)).toBe(
+        'npm run dev failed: MONGODB_URI is not a valid connection string (Invalid scheme, expected ' +
+          'connection string to start with "mongodb://" or "mongodb+srv://"): correct MONGODB_URI ' +
+          '(unset, the embedded database is used)',
+      );
+      expect(srv.out + word.out).not.toContain('secret-pw');
     } finally {
       rmSync(dataDir, { recursive: true, force: true });
     }

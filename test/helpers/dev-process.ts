@@ -14,7 +14,10 @@ export interface DevProcess {
   dataDir: string;
   /** SIGTERM, resolves with the exit code and how long the stop took. */
   stop(): Promise<{ code: number | null; ms: number }>;
-  /** SIGKILL to the whole process group (the app, Azurite, an embedded database), as a crash. */
+  /**
+   * SIGKILL to the app's process group and to every process under it (Azurite and an embedded
+   * database run in groups of their own), all at once, as a crash.
+   */
   kill(): Promise<void>;
 }
 
@@ -151,11 +154,16 @@ export function stillRunning(processes: readonly string[]): string[] {
   return processes.filter((p) => running.has(Number(p.split(' ')[0])));
 }
 
+/** SIGKILL to the child's process group and to every process under it (see `kill`). */
 function killGroup(child: ChildProcess): void {
-  try {
-    if (child.pid) process.kill(-child.pid, 'SIGKILL');
-  } catch {
-    // already gone
+  if (!child.pid) return;
+  const below = descendants(child.pid).map((line) => Number(line.split(' ')[0]));
+  for (const target of [-child.pid, ...below]) {
+    try {
+      process.kill(target, 'SIGKILL');
+    } catch {
+      // already gone
+    }
   }
 }
 

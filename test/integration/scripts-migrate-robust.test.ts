@@ -950,3 +950,83 @@ describe('a large legacy file', () => {
     expect(run.out).toMatch(/inbound:\s+10000$/m);
   }, 120_000);
 });
+
+describe('a legacy database in write-ahead-log mode', () => {
+  // test/fixtures/legacy-wal/: made by SQLite itself (Python's sqlite3) in WAL mode. The tables,
+  // a user and a message were checkpointed into legacy.db; then two transactions were committed
+  // (a second user with five messages; the first user renamed and a message added) and the process
+  // ended without a checkpoint, as a killed bot, or files copied while it ran, leave them: those
+  // transactions are only in legacy.db-wal, and SQLite reads them as part of the database.
+  const FIXTURE = path.resolve(__dirname, '..', 'fixtures', 'legacy-wal');
+
+  async function walCopy(tail?: Buffer): Promise<string> {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'legacy-wal-'));
+    files.push(path.join(dir, 'legacy.db'));
+    await fs.copyFile(path.join(FIXTURE, 'legacy.db'), path.join(dir, 'legacy.db'));
+    const wal = await fs.readFile(path.join(FIXTURE, 'legacy.db-wal'));
+    await fs.writeFile(path.join(dir, 'legacy.db-wal'), tail ? Buffer.concat([wal, tail]) : wal);
+    return path.join(dir, 'legacy.db');
+  }
+
+  it('imports what its committed transactions hold, as SQLite reads it, and leaves the files as they were', async () => {
+    const t = await freshDb('migrate-wal');
+    const file = await walCopy();
+    const before = await Promise.all(
+      ['legacy.db', 'legacy.db-wal'].map((f) => fs.readFile(path.join(path.dirname(file), f))),
+    );
+    const dry = captureIo();
+    expect(await runToExitCode(migrate, [file, '--dry-run'], envOf(t), dry)).toBe(0);
+    expect(dry.stdout.join('\n')).toMatch(/legacy users:\s+2\n\s+legacy messages:\s+7\n/);
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io)).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(/messages inserted:\s+7/);
+    const users = await t.db.collection('users').find({}).sort({ waId: 1 }).toArray();
+    expect(users.map((u) => [u['waId'], u['name'], u['messageCount']])).toEqual([
+      ['15550100001', 'Renamed in the WAL', 2],
+      ['15550100002', 'Only in the WAL', 5],
+    ]);
+    const texts = await t.db.collection('messages').find({}).sort({ createdAt: 1 }).toArray();
+    expect(texts.map((m) => m['text'])).toEqual([
+      'in the file itself',
+      'wal message 2',
+      'wal message 3',
+      'wal message 4',
+      'wal message 5',
+      'wal message 6',
+      'second transaction',
+    ]);
+    const after = await Promise.all(
+      ['legacy.db', 'legacy.db-wal'].map((f) => fs.readFile(path.join(path.dirname(file), f))),
+    );
+    expect(after).toEqual(before);
+    expect((await healthOf(t)).code).toBe(0);
+  });
+
+  it('ignores a frame torn by a crash after the last commit, as SQLite does', async () => {
+    const t = await freshDb('migrate-wal-torn');
+    // A frame header and part of a page, checksums that match nothing: a write cut short.
+    const torn = Buffer.alloc(24 + 1000, 0xab);
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [await walCopy(torn)], envOf(t), io)).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(/legacy messages:\s+7\n/);
+  });
+
+  it('refuses a file whose rollback journal is hot (a write cut short), changing nothing', async () => {
+    const t = await freshDb('migrate-hot-journal');
+    const file = await legacyFile(LEGACY_USERS, LEGACY_MESSAGES);
+    // A journal's header as SQLite writes it when a transaction starts: its magic, then a count.
+    const header = Buffer.alloc(512);
+    Buffer.from('d9d505f920a163d7', 'hex').copy(header);
+    header.writeUInt32BE(1, 8);
+    await fs.writeFile(`${file}-journal`, header);
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io)).toBe(1);
+    expect(io.stderr.at(-1)).toBe(
+      `error: legacy.db has a rollback journal (legacy.db-journal): a write to it was cut short, and ` +
+        'SQLite rolls that back when it opens the file; open it once with SQLite (for example ' +
+        "`sqlite3 legacy.db 'PRAGMA integrity_check'`) with the old bot stopped, then run this again",
+    );
+    expect(await t.db.collection('messages').countDocuments()).toBe(0);
+    expect(await t.db.collection('users').countDocuments()).toBe(0);
+  });
+});

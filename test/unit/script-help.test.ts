@@ -10,6 +10,7 @@ import * as replayPoison from '../../scripts/replay-poison';
 import * as restore from '../../scripts/restore';
 import * as retention from '../../scripts/retention';
 import * as seed from '../../scripts/seed';
+import * as token from '../../scripts/token';
 import { captureIo } from '../fixtures/scripts';
 
 const SCRIPTS: Record<string, { main: Main; HELP: string }> = {
@@ -41,6 +42,36 @@ describe('operator scripts: an option given twice', () => {
     const env = { MONGODB_URI: 'mongodb://127.0.0.1:1/' };
     expect(await runToExitCode(seed.main, ['--users', '3', '--users', '5'], env, io)).toBe(2);
     expect(io.stderr).toEqual([expect.stringMatching(/^error: option --users given twice/)]);
+    expect(io.stdout).toEqual([]);
+  });
+});
+
+describe('operator scripts: a negative number given to a numeric option', () => {
+  it.each([
+    [
+      'token',
+      token.main,
+      ['create', '--name', 'ops', '--expires-days', '-1'],
+      /^error: --expires-days must be /,
+    ],
+    ['retention', retention.main, ['--days', '-3'], /^error: --days must be /],
+    ['seed', seed.main, ['--users', '-5'], /^error: --users must be /],
+  ] as const)(
+    '%s: exits 2 with its range in one line, not a question about a missing value',
+    async (_, main, argv, message) => {
+      const io = captureIo();
+      const env = { MONGODB_URI: 'mongodb://127.0.0.1:1/' };
+      expect(await runToExitCode(main, argv, env, io)).toBe(2);
+      expect(io.stderr).toEqual([expect.stringMatching(message)]);
+      expect(io.stderr.join('\n')).not.toContain('\n');
+      expect(io.stdout).toEqual([]);
+    },
+  );
+
+  it('still reads an option name after an option that takes a value as a missing value', async () => {
+    const io = captureIo();
+    const env = { MONGODB_URI: 'mongodb://127.0.0.1:1/' };
+    expect(await runToExitCode(token.main, ['create', '--name', '--expires-days', '3'], env, io)).toBe(2);
     expect(io.stdout).toEqual([]);
   });
 });
