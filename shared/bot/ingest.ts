@@ -190,6 +190,11 @@ export async function ingestNotification(
     if (newWaId || newBsuid) {
       const result = await data.users.changeIdentity(user.id, next);
       log.info('user changed identity', { user: pseudonym(user.id), result });
+      // The merged record's messages are this user's now: one still waiting (its job, queued
+      // for the record merged away, finds no user and ends) is answered by this job, after a
+      // recount of the summary the two records made.
+      if (result === 'merged')
+        jobs.set(`message:${m.id}`, { kind: 'message', userId: user.id, messageId: m.id, recount: true });
     }
     await archive('system', 'system message applied to the user', m.raw, m.sender.waId, user.id);
   }

@@ -364,6 +364,32 @@ export class UsersRepository {
   }
 
   /**
+   * An older live record holding the number or business-scoped id of `doc` (found by the same
+   * fields as `findDoc`), or null: two records of one identity, made by a number change and a
+   * first message from the new number ingested at the same time. Older: one that moved there,
+   * else created first (Meta's time), then the smaller id, so that of two new records exactly
+   * one yields.
+   */
+  private async rivalOf(doc: UserDoc): Promise<UserDoc | null> {
+    const holders = [...(doc.waId ? [{ waId: doc.waId }] : []), ...(doc.bsuid ? [{ bsuid: doc.bsuid }] : [])];
+    if (!holders.length) return null;
+    const found = await this.users.find(
+      { $or: holders, _id: { $ne: doc._id }, ...LIVE },
+      {
+        limit: 10,
+      },
+    );
+    // A record that moved to the identity (it keeps what it left) is the person's, whatever the
+    // times: its mover may have looked for this one before it was made, and would not merge it.
+    const moved = (u: UserDoc) => Boolean(u.previousWaIds?.length || u.previousBsuids?.length);
+    const older = (u: UserDoc) =>
+      moved(u) ||
+      u.createdAt < doc.createdAt ||
+      (u.createdAt.getTime() === doc.createdAt.getTime() && u._id < doc._id);
+    return found.find(older) ?? null;
+  }
+
+  /**
    * The user of an identity, created when there is none (one read for a known user). Concurrent
    * first contacts create one user: ids are derived from the identifier, so a second insert hits
    * the duplicate key and finds the first. What is newly known (a name, a bsuid) is returned in
@@ -422,6 +448,14 @@ export class UsersRepository {
         uncounted: true,
       };
       if ((await this.users.insertOne(doc)) === 'inserted') {
+        // A number change (or a first message under the person's other id) applied at the same
+        // time may have given this identity to an older record meanwhile: that one is the person,
+        // and this new, still empty record yields to it (the change merges it if it sees it first).
+        const rival = await this.rivalOf(doc);
+        if (rival) {
+          await this.deleteUser(doc._id, doc.createdAt);
+          return this.resolve(identity, at, messageId);
+        }
         return { user: toUser(doc), created: true, changes: {} };
       }
       const holder = await this.users.findOne({ _id: doc._id });
@@ -732,12 +766,13 @@ export class UsersRepository {
     userId: string,
     next: { waId: string | null; bsuid: string | null },
   ): Promise<'moved' | 'merged' | 'unchanged'> {
-    const user = await this.users.findOne({ _id: userId });
-    if (!user) return 'unchanged';
+    const read = await this.users.findOne({ _id: userId });
+    if (!read) return 'unchanged';
+    let user: UserDoc = read;
     const newWaId = next.waId && next.waId !== user.waId ? next.waId : null;
     const newBsuid = next.bsuid && next.bsuid !== user.bsuid ? next.bsuid : null;
     if (!newWaId && !newBsuid) return 'unchanged';
-    const other =
+    let other =
       (newWaId ? await this.users.findOne({ waId: newWaId }) : null) ??
       (newBsuid ? await this.users.findOne({ bsuid: newBsuid }) : null);
     const waId = newWaId ?? user.waId;
@@ -768,10 +803,21 @@ export class UsersRepository {
           ...previous({ waId, bsuid: newBsuid ?? user.bsuid }),
         },
       );
-      return 'moved';
+      // The first message from the new number (or id), ingested at the same time, may have made
+      // a record of its own after the read above: it is this person's, merged as one found first.
+      const late = await this.users.findOne({
+        $or: [...(newWaId ? [{ waId: newWaId }] : []), ...(newBsuid ? [{ bsuid: newBsuid }] : [])],
+        _id: { $ne: userId },
+        ...LIVE,
+      });
+      if (!late) return 'moved';
+      user = (await this.users.findOne({ _id: userId })) ?? user;
+      other = late;
     }
     await this.messages.updateMany({ userId: other._id }, { $set: { userId } });
-    const later = other.lastMessageAt > user.lastMessageAt ? other : user;
+    // A record that holds no message yet (made for a first message still being stored) gives
+    // no summary: the stored one stays until that message is noted.
+    const later = other.lastMessageId && other.lastMessageAt > user.lastMessageAt ? other : user;
     // What the person asked from either record holds: a `stop` or `human` sent from the new
     // number (or id) before the change arrived is not undone by the merge.
     const handoff =
@@ -806,6 +852,10 @@ export class UsersRepository {
       },
     );
     await this.deleteUser(other._id, other.createdAt);
+    // A message stored for the merged record while it was merged (ingested at the same time):
+    // once the record is gone no further one can be noted for it (its writer takes it back and
+    // tries again), so this second pass leaves none behind.
+    await this.messages.updateMany({ userId: other._id }, { $set: { userId } });
     return 'merged';
   }
 

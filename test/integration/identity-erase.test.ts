@@ -151,6 +151,54 @@ describe('identity across number changes', () => {
   });
 });
 
+describe('a number change ingested at the same time as the first message from the new number', () => {
+  // Meta sends the system message and the person's first message from the new number moments
+  // apart; queue workers ingest them at once. Each attempt fails as the queue would see it
+  // (an erase-like race is tried again), and is tried again, as the host does.
+  async function ingestAsTheQueue(payload: unknown): Promise<ReplyJob[]> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return (await ingestNotification(app.services, payload, log)).jobs;
+      } catch (error) {
+        if (attempt >= 5) throw error;
+      }
+    }
+  }
+
+  it('leaves one user on the new number, holding both conversations, the new message answered once', async () => {
+    const users = app.database.db.collection('users');
+    for (let round = 0; round < 12; round++) {
+      const [a, b] = [newPhone(), newPhone()];
+      await deliver(text(a, 'from the old number'));
+      const before = await app.services.data.users.findByIdentity({ waId: a, bsuid: null });
+      const usersBefore = (await app.services.data.stats.totals()).newUsers;
+      const first = text(b, 'first words from the new number');
+      const jobs = (
+        await Promise.all([ingestAsTheQueue(changedNumber(a, b)), ingestAsTheQueue(first)])
+      ).flat();
+      await Promise.all(jobs.map((job) => processReplyJob(app.services, job, log)));
+
+      const holders = await users.find({ waId: b }).toArray();
+      expect(holders.map((h) => h._id)).toEqual([before?.id]);
+      const page = await app.services.data.manage.listMessages({
+        userId: before?.id ?? '',
+        limit: 50,
+        after: null,
+      });
+      expect(
+        page.items
+          .filter((m) => m.direction === 'inbound')
+          .map((m) => m.text)
+          .sort(),
+      ).toEqual(['first words from the new number', 'from the old number']);
+      expect(repliesTo(b)).toBe(1);
+      // The summary counts what the user holds: the two messages and their two answers.
+      expect((await app.services.data.users.getUser(before?.id ?? ''))?.messageCount).toBe(4);
+      expect((await app.services.data.stats.totals()).newUsers).toBe(usersBefore);
+    }
+  });
+});
+
 describe('a number change after the new number wrote', () => {
   it('keeps what the person asked from the new number (stop, human), and a change from a number never seen leaves that user as is', async () => {
     const [a, b, c, d] = [newPhone(), newPhone(), newPhone(), newPhone()];
