@@ -35,7 +35,7 @@ const deliver = (payload: unknown) => deliverTo(app, payload);
 const text = (from: string, body: string, name = 'Ana') =>
   notification(value({ contacts: [{ waId: from, name }], messages: [textMessage(from, body)] }));
 
-function changedNumber(from: string, to: string) {
+function changedNumber(from: string, to: string, timestamp = nowSeconds()) {
   return notification(
     value({
       contacts: [{ waId: from }],
@@ -43,7 +43,7 @@ function changedNumber(from: string, to: string) {
         {
           from,
           id: wamid(),
-          timestamp: nowSeconds(),
+          timestamp,
           type: 'system',
           system: {
             body: `User ${from} changed from ${from} to ${to}`,
@@ -196,6 +196,44 @@ describe('a number change ingested at the same time as the first message from th
       expect((await app.services.data.users.getUser(before?.id ?? ''))?.messageCount).toBe(4);
       expect((await app.services.data.stats.totals()).newUsers).toBe(usersBefore);
     }
+  });
+});
+
+describe('two number changes delivered the other way round (A→B, then B→C; B→C arrives first)', () => {
+  it('leaves the person on C with their conversation; the next owner of B is a new user without it', async () => {
+    const [a, b, c] = [newPhone(), newPhone(), newPhone()];
+    const person = await userWhoWrote(app, a, 'my conversation');
+    await deliver(changedNumber(b, c, nowSeconds(1)));
+    await deliver(changedNumber(a, b, nowSeconds()));
+
+    const onC = await app.services.data.users.findByIdentity({ waId: c, bsuid: null });
+    expect(onC?.id).toBe(person.id);
+    expect(await app.services.data.users.findByIdentity({ waId: b, bsuid: null })).toBeNull();
+    const users = app.database.db.collection('users');
+    expect(await users.countDocuments({ waId: c })).toBe(1);
+
+    // The person writes from C: the same user, answered with their history.
+    await deliver(text(c, 'it is me, on C'));
+    expect((await app.services.data.users.findByIdentity({ waId: c, bsuid: null }))?.id).toBe(person.id);
+    // Someone given B later writes: a new user, who holds nothing of the person's.
+    await deliver(text(b, 'hello, B is my number now', 'Bo'));
+    const stranger = await app.services.data.users.findByIdentity({ waId: b, bsuid: null });
+    expect(stranger?.id).not.toBe(person.id);
+    const theirs = await app.services.data.manage.listMessages({
+      userId: stranger?.id ?? '',
+      limit: 50,
+      after: null,
+    });
+    expect(theirs.items.map((m) => m.text)).not.toContain('my conversation');
+  });
+
+  it('a change away from B made before A→B (B was someone else’s then) is not followed', async () => {
+    const [a, b, c] = [newPhone(), newPhone(), newPhone()];
+    const person = await userWhoWrote(app, a, 'hello');
+    await deliver(changedNumber(b, c, nowSeconds(-3600)));
+    await deliver(changedNumber(a, b, nowSeconds()));
+    expect((await app.services.data.users.findByIdentity({ waId: b, bsuid: null }))?.id).toBe(person.id);
+    expect((await app.services.data.users.findByIdentity({ waId: c, bsuid: null }))?.id).not.toBe(person.id);
   });
 });
 
