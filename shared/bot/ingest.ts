@@ -228,7 +228,7 @@ export async function ingestNotification(
 
   async function ingestMessage(m: MessageEvent): Promise<void> {
     if (m.normalized.treatment === 'system') return ingestSystem(m);
-    const { user, changes } = await data.users.resolve(m.sender, m.at, m.id);
+    const { user, changes, merged } = await data.users.resolve(m.sender, m.at, m.id);
     const { normalized } = m;
     if (normalized.treatment === 'welcome') {
       if (!user.welcomeSentAt)
@@ -288,8 +288,15 @@ export async function ingestNotification(
           throw new ErasureInProgress();
         }
       }
-      if (replyState === 'pending')
-        jobs.set(`message:${m.id}`, { kind: 'message', userId: user.id, messageId: m.id });
+      // A record merged into this user as it was made brought messages its summary may lack
+      // (noted for it while it was merged): the job recounts it first.
+      if (replyState === 'pending' || merged)
+        jobs.set(`message:${m.id}`, {
+          kind: 'message',
+          userId: user.id,
+          messageId: m.id,
+          ...(merged ? { recount: true as const } : {}),
+        });
     } else {
       // Stored before: its first writer may have died between the message and the summary, and
       // before its reply job was queued. The job recounts the summary under the user's reply lock

@@ -201,6 +201,30 @@ function sameSummary(u: SummarySnapshot, summary: Partial<UserDoc>): boolean {
   });
 }
 
+/** The numbers and ids in `had` other than `kept`, to add to a user's previous ones. */
+function previousOf(kept: string | null, ...had: (string | null | undefined)[]) {
+  const left = [...new Set(had.filter((v): v is string => Boolean(v) && v !== kept))];
+  return left.length ? { $each: left } : undefined;
+}
+
+/**
+ * The number and business-scoped id `user` leaves behind for `kept` stay theirs (their archived
+ * items, the redelivery of a change), with those of a record merged into theirs.
+ */
+function previousUpdate(
+  user: UserDoc,
+  kept: { waId: string | null; bsuid: string | null },
+  merged?: UserDoc,
+): { $addToSet?: { previousWaIds?: { $each: string[] }; previousBsuids?: { $each: string[] } } } {
+  const waIds = previousOf(kept.waId, user.waId, merged?.waId, ...(merged?.previousWaIds ?? []));
+  const bsuids = previousOf(kept.bsuid, user.bsuid, merged?.bsuid, ...(merged?.previousBsuids ?? []));
+  const addToSet = {
+    ...(waIds ? { previousWaIds: waIds } : {}),
+    ...(bsuids ? { previousBsuids: bsuids } : {}),
+  };
+  return Object.keys(addToSet).length ? { $addToSet: addToSet } : {};
+}
+
 export class UsersRepository {
   constructor(
     private readonly users: Gateway<UserDoc>,
@@ -364,21 +388,17 @@ export class UsersRepository {
   }
 
   /**
-   * An older live record holding the number or business-scoped id of `doc` (found by the same
-   * fields as `findDoc`), or null: two records of one identity, made by a number change and a
-   * first message from the new number ingested at the same time. Older: one that moved there,
+   * Another live record holding the number or business-scoped id of `doc` (found by the same
+   * fields as `findDoc`), and whether it is the older, or null: two records of one identity, made
+   * by a number change and a first message from the new number ingested at the same time, or by
+   * a new person's first messages with and without their number. Older: one that moved there,
    * else created first (Meta's time), then the smaller id, so that of two new records exactly
    * one yields.
    */
-  private async rivalOf(doc: UserDoc): Promise<UserDoc | null> {
+  private async rivalOf(doc: UserDoc): Promise<{ rival: UserDoc; older: boolean } | null> {
     const holders = [...(doc.waId ? [{ waId: doc.waId }] : []), ...(doc.bsuid ? [{ bsuid: doc.bsuid }] : [])];
     if (!holders.length) return null;
-    const found = await this.users.find(
-      { $or: holders, _id: { $ne: doc._id }, ...LIVE },
-      {
-        limit: 10,
-      },
-    );
+    const found = await this.users.find({ $or: holders, _id: { $ne: doc._id }, ...LIVE }, { limit: 10 });
     // A record that moved to the identity (it keeps what it left) is the person's, whatever the
     // times: its mover may have looked for this one before it was made, and would not merge it.
     const moved = (u: UserDoc) => Boolean(u.previousWaIds?.length || u.previousBsuids?.length);
@@ -386,7 +406,9 @@ export class UsersRepository {
       moved(u) ||
       u.createdAt < doc.createdAt ||
       (u.createdAt.getTime() === doc.createdAt.getTime() && u._id < doc._id);
-    return found.find(older) ?? null;
+    const first = found.find(older);
+    if (first) return { rival: first, older: true };
+    return found[0] ? { rival: found[0], older: false } : null;
   }
 
   /**
@@ -401,7 +423,7 @@ export class UsersRepository {
     identity: Identity,
     at: Date,
     messageId?: string,
-  ): Promise<{ user: User; created: boolean; changes: UserChanges }> {
+  ): Promise<{ user: User; created: boolean; changes: UserChanges; merged?: true }> {
     if (!identity.waId && !identity.bsuid) throw new Error('an identity needs a waId or a bsuid');
     const existing = await this.findDoc(identity);
     if (existing?.erasing) throw new ErasureInProgress();
@@ -451,10 +473,20 @@ export class UsersRepository {
         // A number change (or a first message under the person's other id) applied at the same
         // time may have given this identity to an older record meanwhile: that one is the person,
         // and this new, still empty record yields to it (the change merges it if it sees it first).
-        const rival = await this.rivalOf(doc);
-        if (rival) {
+        const found = await this.rivalOf(doc);
+        if (found?.older) {
           await this.deleteUser(doc._id, doc.createdAt);
           return this.resolve(identity, at, messageId);
+        }
+        // A newer record of the same person made at the same time (their first messages, one
+        // with their number and one without) may not have seen this one: it joins this one.
+        if (found) {
+          await this.mergeInto(doc, found.rival, {
+            waId: doc.waId ?? found.rival.waId,
+            bsuid: doc.bsuid ?? found.rival.bsuid,
+          });
+          const merged = await this.users.findOne({ _id: doc._id });
+          if (merged) return { user: toUser(merged), created: true, changes: {}, merged: true };
         }
         return { user: toUser(doc), created: true, changes: {} };
       }
@@ -776,21 +808,6 @@ export class UsersRepository {
       (newWaId ? await this.users.findOne({ waId: newWaId }) : null) ??
       (newBsuid ? await this.users.findOne({ bsuid: newBsuid }) : null);
     const waId = newWaId ?? user.waId;
-    // The number and business-scoped id left behind stay the user's (their archived items, the
-    // redelivery of this change), with those of a record merged into this one.
-    const previousOf = (kept: string | null, ...had: (string | null | undefined)[]) => {
-      const left = [...new Set(had.filter((v): v is string => Boolean(v) && v !== kept))];
-      return left.length ? { $each: left } : undefined;
-    };
-    const previous = (kept: { waId: string | null; bsuid: string | null }, merged?: UserDoc) => {
-      const waIds = previousOf(kept.waId, user.waId, merged?.waId, ...(merged?.previousWaIds ?? []));
-      const bsuids = previousOf(kept.bsuid, user.bsuid, merged?.bsuid, ...(merged?.previousBsuids ?? []));
-      const addToSet = {
-        ...(waIds ? { previousWaIds: waIds } : {}),
-        ...(bsuids ? { previousBsuids: bsuids } : {}),
-      };
-      return Object.keys(addToSet).length ? { $addToSet: addToSet } : {};
-    };
     if (!other || other._id === userId) {
       await this.users.updateOne(
         { _id: userId },
@@ -800,7 +817,7 @@ export class UsersRepository {
             ...(newBsuid ? { bsuid: newBsuid } : {}),
             ...(newWaId ? { searchKeys: searchKeysFor(newWaId, user.name) } : {}),
           },
-          ...previous({ waId, bsuid: newBsuid ?? user.bsuid }),
+          ...previousUpdate(user, { waId, bsuid: newBsuid ?? user.bsuid }),
         },
       );
       // The first message from the new number (or id), ingested at the same time, may have made
@@ -814,6 +831,23 @@ export class UsersRepository {
       user = (await this.users.findOne({ _id: userId })) ?? user;
       other = late;
     }
+    await this.mergeInto(user, other, {
+      waId: waId ?? other.waId,
+      bsuid: newBsuid ?? other.bsuid ?? user.bsuid,
+    });
+    return 'merged';
+  }
+
+  /**
+   * Merges `other` into `user`, who keeps the number and business-scoped id `kept`: its messages
+   * join the user, what the person asked under either record holds, and `other` goes.
+   */
+  private async mergeInto(
+    user: UserDoc,
+    other: UserDoc,
+    kept: { waId: string | null; bsuid: string | null },
+  ): Promise<void> {
+    const userId = user._id;
     await this.messages.updateMany({ userId: other._id }, { $set: { userId } });
     // A record that holds no message yet (made for a first message still being stored) gives
     // no summary: the stored one stays until that message is noted.
@@ -824,7 +858,6 @@ export class UsersRepository {
       [user.handoff, other.handoff]
         .filter((h): h is Handoff => Boolean(h))
         .sort((x, y) => y.activeAt.getTime() - x.activeAt.getTime())[0] ?? null;
-    const kept = { waId: waId ?? other.waId, bsuid: newBsuid ?? other.bsuid ?? user.bsuid };
     const resetAt = [user.contextResetAt, other.contextResetAt]
       .filter((d): d is Date => d instanceof Date)
       .sort((x, y) => y.getTime() - x.getTime())[0];
@@ -848,7 +881,7 @@ export class UsersRepository {
         },
         $inc: { messageCount: other.messageCount, inboundCount: other.inboundCount ?? 0 },
         $max: { lastInboundAt: other.lastInboundAt ?? new Date(0) },
-        ...previous(kept, other),
+        ...previousUpdate(user, kept, other),
       },
     );
     await this.deleteUser(other._id, other.createdAt);
@@ -856,7 +889,6 @@ export class UsersRepository {
     // once the record is gone no further one can be noted for it (its writer takes it back and
     // tries again), so this second pass leaves none behind.
     await this.messages.updateMany({ userId: other._id }, { $set: { userId } });
-    return 'merged';
   }
 
   /**

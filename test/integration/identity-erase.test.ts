@@ -151,20 +151,20 @@ describe('identity across number changes', () => {
   });
 });
 
-describe('a number change ingested at the same time as the first message from the new number', () => {
-  // Meta sends the system message and the person's first message from the new number moments
-  // apart; queue workers ingest them at once. Each attempt fails as the queue would see it
-  // (an erase-like race is tried again), and is tried again, as the host does.
-  async function ingestAsTheQueue(payload: unknown): Promise<ReplyJob[]> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return (await ingestNotification(app.services, payload, log)).jobs;
-      } catch (error) {
-        if (attempt >= 5) throw error;
-      }
+// Meta sends the system message and the person's first message from the new number moments
+// apart; queue workers ingest them at once. Each attempt fails as the queue would see it
+// (an erase-like race is tried again), and is tried again, as the host does.
+async function ingestAsTheQueue(payload: unknown): Promise<ReplyJob[]> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return (await ingestNotification(app.services, payload, log)).jobs;
+    } catch (error) {
+      if (attempt >= 5) throw error;
     }
   }
+}
 
+describe('a number change ingested at the same time as the first message from the new number', () => {
   it('leaves one user on the new number, holding both conversations, the new message answered once', async () => {
     const users = app.database.db.collection('users');
     for (let round = 0; round < 12; round++) {
@@ -195,6 +195,51 @@ describe('a number change ingested at the same time as the first message from th
       // The summary counts what the user holds: the two messages and their two answers.
       expect((await app.services.data.users.getUser(before?.id ?? ''))?.messageCount).toBe(4);
       expect((await app.services.data.stats.totals()).newUsers).toBe(usersBefore);
+    }
+  });
+});
+
+describe('the first messages of a new person, one with their number and one without, ingested at once', () => {
+  it('make one user, holding both messages, each answered once', async () => {
+    const users = app.database.db.collection('users');
+    for (let round = 0; round < 12; round++) {
+      const phone = newPhone();
+      const bsuid = `GB.${phone}ID`;
+      const withNumber = notification(
+        value({
+          contacts: [{ waId: phone, bsuid, name: 'Ana' }],
+          messages: [textMessage(phone, 'with my number', { from_user_id: bsuid })],
+        }),
+      );
+      const withoutNumber = notification(
+        value({
+          contacts: [{ bsuid, name: 'Ana' }],
+          messages: [{ ...textMessage(phone, 'without it', { from_user_id: bsuid }), from: undefined }],
+        }),
+      );
+      const jobs = (
+        await Promise.all([ingestAsTheQueue(withNumber), ingestAsTheQueue(withoutNumber)])
+      ).flat();
+      await Promise.all(jobs.map((job) => processReplyJob(app.services, job, log)));
+
+      const holders = await users.find({ $or: [{ waId: phone }, { bsuid }] }).toArray();
+      expect(holders).toHaveLength(1);
+      const page = await app.services.data.manage.listMessages({
+        userId: String(holders[0]?._id),
+        limit: 50,
+        after: null,
+      });
+      expect(
+        page.items
+          .filter((m) => m.direction === 'inbound')
+          .map((m) => m.text)
+          .sort(),
+      ).toEqual(['with my number', 'without it']);
+      const answers = app.graph
+        .sends()
+        .filter((r) => r.body['to'] === phone || r.body['recipient'] === bsuid);
+      expect(answers).toHaveLength(2);
+      expect(holders[0]?.['messageCount']).toBe(page.items.length);
     }
   });
 });
