@@ -192,12 +192,12 @@ export async function ingestNotification(
       // whoever had B, or to a record made for it): the person is who that later change moved,
       // on their number now, and B is no longer theirs (its next owner must not inherit them).
       const later = newWaId ? await laterChangeFrom(newWaId, m.at, user.id) : null;
-      const result = await data.users.changeIdentity(user.id, later ?? next);
+      const result = await data.users.changeIdentity(user.id, later ?? next, m.at);
       log.info('user changed identity', { user: pseudonym(user.id), result });
       // The merged record's messages are this user's now: one still waiting (its job, queued
       // for the record merged away, finds no user and ends) is answered by this job, after a
       // recount of the summary the two records made.
-      if (result === 'merged')
+      if (result === 'merged' || result === 'reassigned')
         jobs.set(`message:${m.id}`, { kind: 'message', userId: user.id, messageId: m.id, recount: true });
     }
     await archive('system', 'system message applied to the user', m.raw, m.sender.waId, user.id);

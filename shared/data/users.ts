@@ -142,6 +142,12 @@ const SNAPSHOT_FIELDS = {
 } as const;
 
 /**
+ * A record of a number that began this long before a change to that number is a previous owner's
+ * (see `changeIdentity`).
+ */
+const RECYCLED_AFTER_MS = 24 * 60 * 60 * 1000;
+
+/**
  * What a user id is derived from (./subjects, `userIds`), never the phone number itself. `n` > 1
  * when the id of a number is held by someone who moved away from it (a recycled number is a new
  * person).
@@ -784,7 +790,10 @@ export class UsersRepository {
    * if it writes again, is a new user. When the new number already wrote (the system message came
    * later), that user's messages join this one and the duplicate record goes.
    */
-  async changeNumber(userId: string, newWaId: string): Promise<'moved' | 'merged' | 'unchanged'> {
+  async changeNumber(
+    userId: string,
+    newWaId: string,
+  ): Promise<'moved' | 'merged' | 'reassigned' | 'unchanged'> {
     return this.changeIdentity(userId, { waId: newWaId, bsuid: null });
   }
 
@@ -797,7 +806,8 @@ export class UsersRepository {
   async changeIdentity(
     userId: string,
     next: { waId: string | null; bsuid: string | null },
-  ): Promise<'moved' | 'merged' | 'unchanged'> {
+    at?: Date,
+  ): Promise<'moved' | 'merged' | 'reassigned' | 'unchanged'> {
     const read = await this.users.findOne({ _id: userId });
     if (!read) return 'unchanged';
     let user: UserDoc = read;
@@ -808,6 +818,42 @@ export class UsersRepository {
       (newWaId ? await this.users.findOne({ waId: newWaId }) : null) ??
       (newBsuid ? await this.users.findOne({ bsuid: newBsuid }) : null);
     const waId = newWaId ?? user.waId;
+    // A record that held the new number a day or more before the change is another person's, a
+    // previous owner of a recycled number (carriers keep a number unused for months before they
+    // give it again): it keeps its conversation, without the number, and only what came from the
+    // number since then is this user's. Within the day it is this person's (Meta's time of the
+    // system message may follow their first message from the new number).
+    let reassigned = false;
+    const before = at ? new Date(at.getTime() - RECYCLED_AFTER_MS) : null;
+    if (
+      before &&
+      other &&
+      other._id !== userId &&
+      newWaId &&
+      other.waId === newWaId &&
+      other.createdAt < before
+    ) {
+      // Meta's times both: the user's messages from the number, and the answers to them.
+      const since = await this.messages.find(
+        { userId: other._id, direction: 'inbound', createdAt: { $gte: before } },
+        { projection: { _id: 1 } },
+      );
+      const ids = since.map((m) => m._id);
+      if (ids.length) {
+        await this.messages.updateMany({ userId: other._id, relatedId: { $in: ids } }, { $set: { userId } });
+        await this.messages.updateMany({ _id: { $in: ids }, userId: other._id }, { $set: { userId } });
+        reassigned = true;
+      }
+      await this.users.updateOne(
+        { _id: other._id },
+        {
+          $set: { waId: null, searchKeys: searchKeysFor(null, other.name) },
+          $addToSet: { previousWaIds: newWaId },
+        },
+      );
+      if (reassigned) await this.recountSummary(other._id);
+      other = null;
+    }
     if (!other || other._id === userId) {
       await this.users.updateOne(
         { _id: userId },
@@ -827,7 +873,7 @@ export class UsersRepository {
         _id: { $ne: userId },
         ...LIVE,
       });
-      if (!late) return 'moved';
+      if (!late) return reassigned ? 'reassigned' : 'moved';
       user = (await this.users.findOne({ _id: userId })) ?? user;
       other = late;
     }

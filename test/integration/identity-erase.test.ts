@@ -282,6 +282,55 @@ describe('two number changes delivered the other way round (A→B, then B→C; B
   });
 });
 
+describe('a number change to a number whose stored user wrote before the change (a recycled number)', () => {
+  it('keeps the two people apart: the person takes the number, the previous owner keeps their conversation without it', async () => {
+    const [a, c] = [newPhone(), newPhone()];
+    const earlier = notification(
+      value({
+        contacts: [{ waId: c, name: 'Previous Owner' }],
+        messages: [textMessage(c, 'the previous owner wrote this', { timestamp: nowSeconds(-3 * 86_400) })],
+      }),
+    );
+    await deliver(earlier);
+    const owner = await app.services.data.users.findByIdentity({ waId: c, bsuid: null });
+    const person = await userWhoWrote(app, a, 'the person who now has the number');
+    // The person writes from the new number before the change arrives: that message is theirs.
+    await deliver(text(c, 'my first words from c'));
+    await deliver(changedNumber(a, c, nowSeconds(-60)));
+
+    const onC = await app.services.data.users.findByIdentity({ waId: c, bsuid: null });
+    expect(onC?.id).toBe(person.id);
+    const previous = await app.services.data.users.getUser(owner?.id ?? '');
+    expect(previous).not.toBeNull();
+    expect(previous?.waId).toBeNull();
+    const textsOf = async (userId: string) =>
+      (await app.services.data.manage.listMessages({ userId, limit: 50, after: null })).items
+        .filter((m) => m.direction === 'inbound')
+        .map((m) => m.text)
+        .sort();
+    expect(await textsOf(owner?.id ?? '')).toEqual(['the previous owner wrote this']);
+    expect(await textsOf(person.id)).toEqual(['my first words from c', 'the person who now has the number']);
+    expect(previous?.messageCount).toBe(2);
+    expect((await app.services.data.users.getUser(person.id))?.messageCount).toBe(4);
+
+    await deliver(text(c, 'still me'));
+    expect(await textsOf(owner?.id ?? '')).toEqual(['the previous owner wrote this']);
+  });
+});
+
+describe('a number change whose system message is dated after the first message from the new number', () => {
+  it('merges that record: it is the same person', async () => {
+    const [a, b] = [newPhone(), newPhone()];
+    const person = await userWhoWrote(app, a, 'from the old number');
+    await deliver(text(b, 'first words from the new number'));
+    await deliver(changedNumber(a, b, nowSeconds(30)));
+    const users = app.database.db.collection('users');
+    expect(
+      (await users.find({ $or: [{ waId: b }, { previousWaIds: b }] }).toArray()).map((u) => u._id),
+    ).toEqual([person.id]);
+  });
+});
+
 describe('a number change after the new number wrote', () => {
   it('keeps what the person asked from the new number (stop, human), and a change from a number never seen leaves that user as is', async () => {
     const [a, b, c, d] = [newPhone(), newPhone(), newPhone(), newPhone()];
