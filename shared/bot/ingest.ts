@@ -14,7 +14,7 @@ import {
   type MessageEvent,
   type StatusEvent,
 } from '../whatsapp/notification';
-import { BSUID, WA_ID } from '../whatsapp/schemas';
+import { BSUID, SystemMessageSchema, WA_ID } from '../whatsapp/schemas';
 import { parseCommand } from './commands';
 import type { ReplyJob } from './jobs';
 import type { IngestPorts } from './ports';
@@ -188,15 +188,47 @@ export async function ingestNotification(
     }
     const { user } = await data.users.resolve(m.sender, m.at);
     if (newWaId || newBsuid) {
-      const result = await data.users.changeIdentity(user.id, next);
+      // Meta may deliver two changes the other way round (A→B, then B→C: B→C first, applied to
+      // whoever had B, or to a record made for it): the person is who that later change moved,
+      // on their number now, and B is no longer theirs (its next owner must not inherit them).
+      const later = newWaId ? await laterChangeFrom(newWaId, m.at, user.id) : null;
+      const result = await data.users.changeIdentity(user.id, later ?? next, m.at);
       log.info('user changed identity', { user: pseudonym(user.id), result });
+      // The merged record's messages are this user's now: one still waiting (its job, queued
+      // for the record merged away, finds no user and ends) is answered by this job, after a
+      // recount of the summary the two records made.
+      if (result === 'merged' || result === 'reassigned')
+        jobs.set(`message:${m.id}`, { kind: 'message', userId: user.id, messageId: m.id, recount: true });
     }
     await archive('system', 'system message applied to the user', m.raw, m.sender.waId, user.id);
   }
 
+  /**
+   * The identity of the user a `user_changed_number` away from `waId`, sent at `at` or later and
+   * applied before, moved (its archived item is filed under `waId`), or null.
+   */
+  async function laterChangeFrom(
+    waId: string,
+    at: Date,
+    userId: string,
+  ): Promise<{ waId: string; bsuid: string | null } | null> {
+    for (const item of await data.events.archivedUnder('system', waId, 20)) {
+      const change = SystemMessageSchema.safeParse(item.payload);
+      if (!change.success || change.data.system.type !== 'user_changed_number') continue;
+      if (change.data.from !== waId || change.data.timestamp * 1000 < at.getTime()) continue;
+      const to = change.data.system.wa_id ?? change.data.system.new_wa_id;
+      const moved =
+        (item.userId ? await data.users.getLiveUser(item.userId) : null) ??
+        (to && WA_ID.test(to) ? await data.users.findByIdentity({ waId: to, bsuid: null }) : null);
+      if (moved?.waId && moved.id !== userId && moved.waId !== waId)
+        return { waId: moved.waId, bsuid: moved.bsuid };
+    }
+    return null;
+  }
+
   async function ingestMessage(m: MessageEvent): Promise<void> {
     if (m.normalized.treatment === 'system') return ingestSystem(m);
-    const { user, changes } = await data.users.resolve(m.sender, m.at, m.id);
+    const { user, changes, merged } = await data.users.resolve(m.sender, m.at, m.id);
     const { normalized } = m;
     if (normalized.treatment === 'welcome') {
       if (!user.welcomeSentAt)
@@ -256,8 +288,15 @@ export async function ingestNotification(
           throw new ErasureInProgress();
         }
       }
-      if (replyState === 'pending')
-        jobs.set(`message:${m.id}`, { kind: 'message', userId: user.id, messageId: m.id });
+      // A record merged into this user as it was made brought messages its summary may lack
+      // (noted for it while it was merged): the job recounts it first.
+      if (replyState === 'pending' || merged)
+        jobs.set(`message:${m.id}`, {
+          kind: 'message',
+          userId: user.id,
+          messageId: m.id,
+          ...(merged ? { recount: true as const } : {}),
+        });
     } else {
       // Stored before: its first writer may have died between the message and the summary, and
       // before its reply job was queued. The job recounts the summary under the user's reply lock

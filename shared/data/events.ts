@@ -123,6 +123,20 @@ export class EventsRepository {
     return (await this.events.findOne({ _id: archivedId(kind, json) }, { projection: { _id: 1 } })) !== null;
   }
 
+  /**
+   * Up to `limit` items archived as `kind` under the number or business-scoped id `identifier`
+   * (index-backed: subject), with the user each was filed with.
+   */
+  async archivedUnder(
+    kind: string,
+    identifier: string,
+    limit: number,
+  ): Promise<{ userId: string | null; payload: unknown }[]> {
+    const subject = await this.keys.subjectOf(identifier);
+    const docs = await this.events.find({ subject, kind }, { limit });
+    return docs.map((d) => ({ userId: d.userId ?? null, payload: toEvent(d).payload }));
+  }
+
   /** An archived item's document: its id from its kind and bounded content, filed under its subject. */
   private async docFor(input: ArchiveInput, at: Date): Promise<EventDoc> {
     const { json, truncated } = boundedJson(input.payload, MAX_EVENT_JSON);

@@ -142,6 +142,12 @@ const SNAPSHOT_FIELDS = {
 } as const;
 
 /**
+ * A record of a number that began this long before a change to that number is a previous owner's
+ * (see `changeIdentity`).
+ */
+const RECYCLED_AFTER_MS = 24 * 60 * 60 * 1000;
+
+/**
  * What a user id is derived from (./subjects, `userIds`), never the phone number itself. `n` > 1
  * when the id of a number is held by someone who moved away from it (a recycled number is a new
  * person).
@@ -199,6 +205,30 @@ function sameSummary(u: SummarySnapshot, summary: Partial<UserDoc>): boolean {
       ? current instanceof Date && current.getTime() === value.getTime()
       : (current ?? null) === (value ?? null);
   });
+}
+
+/** The numbers and ids in `had` other than `kept`, to add to a user's previous ones. */
+function previousOf(kept: string | null, ...had: (string | null | undefined)[]) {
+  const left = [...new Set(had.filter((v): v is string => Boolean(v) && v !== kept))];
+  return left.length ? { $each: left } : undefined;
+}
+
+/**
+ * The number and business-scoped id `user` leaves behind for `kept` stay theirs (their archived
+ * items, the redelivery of a change), with those of a record merged into theirs.
+ */
+function previousUpdate(
+  user: UserDoc,
+  kept: { waId: string | null; bsuid: string | null },
+  merged?: UserDoc,
+): { $addToSet?: { previousWaIds?: { $each: string[] }; previousBsuids?: { $each: string[] } } } {
+  const waIds = previousOf(kept.waId, user.waId, merged?.waId, ...(merged?.previousWaIds ?? []));
+  const bsuids = previousOf(kept.bsuid, user.bsuid, merged?.bsuid, ...(merged?.previousBsuids ?? []));
+  const addToSet = {
+    ...(waIds ? { previousWaIds: waIds } : {}),
+    ...(bsuids ? { previousBsuids: bsuids } : {}),
+  };
+  return Object.keys(addToSet).length ? { $addToSet: addToSet } : {};
 }
 
 export class UsersRepository {
@@ -364,6 +394,30 @@ export class UsersRepository {
   }
 
   /**
+   * Another live record holding the number or business-scoped id of `doc` (found by the same
+   * fields as `findDoc`), and whether it is the older, or null: two records of one identity, made
+   * by a number change and a first message from the new number ingested at the same time, or by
+   * a new person's first messages with and without their number. Older: one that moved there,
+   * else created first (Meta's time), then the smaller id, so that of two new records exactly
+   * one yields.
+   */
+  private async rivalOf(doc: UserDoc): Promise<{ rival: UserDoc; older: boolean } | null> {
+    const holders = [...(doc.waId ? [{ waId: doc.waId }] : []), ...(doc.bsuid ? [{ bsuid: doc.bsuid }] : [])];
+    if (!holders.length) return null;
+    const found = await this.users.find({ $or: holders, _id: { $ne: doc._id }, ...LIVE }, { limit: 10 });
+    // A record that moved to the identity (it keeps what it left) is the person's, whatever the
+    // times: its mover may have looked for this one before it was made, and would not merge it.
+    const moved = (u: UserDoc) => Boolean(u.previousWaIds?.length || u.previousBsuids?.length);
+    const older = (u: UserDoc) =>
+      moved(u) ||
+      u.createdAt < doc.createdAt ||
+      (u.createdAt.getTime() === doc.createdAt.getTime() && u._id < doc._id);
+    const first = found.find(older);
+    if (first) return { rival: first, older: true };
+    return found[0] ? { rival: found[0], older: false } : null;
+  }
+
+  /**
    * The user of an identity, created when there is none (one read for a known user). Concurrent
    * first contacts create one user: ids are derived from the identifier, so a second insert hits
    * the duplicate key and finds the first. What is newly known (a name, a bsuid) is returned in
@@ -375,7 +429,7 @@ export class UsersRepository {
     identity: Identity,
     at: Date,
     messageId?: string,
-  ): Promise<{ user: User; created: boolean; changes: UserChanges }> {
+  ): Promise<{ user: User; created: boolean; changes: UserChanges; merged?: true }> {
     if (!identity.waId && !identity.bsuid) throw new Error('an identity needs a waId or a bsuid');
     const existing = await this.findDoc(identity);
     if (existing?.erasing) throw new ErasureInProgress();
@@ -422,6 +476,24 @@ export class UsersRepository {
         uncounted: true,
       };
       if ((await this.users.insertOne(doc)) === 'inserted') {
+        // A number change (or a first message under the person's other id) applied at the same
+        // time may have given this identity to an older record meanwhile: that one is the person,
+        // and this new, still empty record yields to it (the change merges it if it sees it first).
+        const found = await this.rivalOf(doc);
+        if (found?.older) {
+          await this.deleteUser(doc._id, doc.createdAt);
+          return this.resolve(identity, at, messageId);
+        }
+        // A newer record of the same person made at the same time (their first messages, one
+        // with their number and one without) may not have seen this one: it joins this one.
+        if (found) {
+          await this.mergeInto(doc, found.rival, {
+            waId: doc.waId ?? found.rival.waId,
+            bsuid: doc.bsuid ?? found.rival.bsuid,
+          });
+          const merged = await this.users.findOne({ _id: doc._id });
+          if (merged) return { user: toUser(merged), created: true, changes: {}, merged: true };
+        }
         return { user: toUser(doc), created: true, changes: {} };
       }
       const holder = await this.users.findOne({ _id: doc._id });
@@ -718,7 +790,10 @@ export class UsersRepository {
    * if it writes again, is a new user. When the new number already wrote (the system message came
    * later), that user's messages join this one and the duplicate record goes.
    */
-  async changeNumber(userId: string, newWaId: string): Promise<'moved' | 'merged' | 'unchanged'> {
+  async changeNumber(
+    userId: string,
+    newWaId: string,
+  ): Promise<'moved' | 'merged' | 'reassigned' | 'unchanged'> {
     return this.changeIdentity(userId, { waId: newWaId, bsuid: null });
   }
 
@@ -731,31 +806,54 @@ export class UsersRepository {
   async changeIdentity(
     userId: string,
     next: { waId: string | null; bsuid: string | null },
-  ): Promise<'moved' | 'merged' | 'unchanged'> {
-    const user = await this.users.findOne({ _id: userId });
-    if (!user) return 'unchanged';
+    at?: Date,
+  ): Promise<'moved' | 'merged' | 'reassigned' | 'unchanged'> {
+    const read = await this.users.findOne({ _id: userId });
+    if (!read) return 'unchanged';
+    let user: UserDoc = read;
     const newWaId = next.waId && next.waId !== user.waId ? next.waId : null;
     const newBsuid = next.bsuid && next.bsuid !== user.bsuid ? next.bsuid : null;
     if (!newWaId && !newBsuid) return 'unchanged';
-    const other =
+    let other =
       (newWaId ? await this.users.findOne({ waId: newWaId }) : null) ??
       (newBsuid ? await this.users.findOne({ bsuid: newBsuid }) : null);
     const waId = newWaId ?? user.waId;
-    // The number and business-scoped id left behind stay the user's (their archived items, the
-    // redelivery of this change), with those of a record merged into this one.
-    const previousOf = (kept: string | null, ...had: (string | null | undefined)[]) => {
-      const left = [...new Set(had.filter((v): v is string => Boolean(v) && v !== kept))];
-      return left.length ? { $each: left } : undefined;
-    };
-    const previous = (kept: { waId: string | null; bsuid: string | null }, merged?: UserDoc) => {
-      const waIds = previousOf(kept.waId, user.waId, merged?.waId, ...(merged?.previousWaIds ?? []));
-      const bsuids = previousOf(kept.bsuid, user.bsuid, merged?.bsuid, ...(merged?.previousBsuids ?? []));
-      const addToSet = {
-        ...(waIds ? { previousWaIds: waIds } : {}),
-        ...(bsuids ? { previousBsuids: bsuids } : {}),
-      };
-      return Object.keys(addToSet).length ? { $addToSet: addToSet } : {};
-    };
+    // A record that held the new number a day or more before the change is another person's, a
+    // previous owner of a recycled number (carriers keep a number unused for months before they
+    // give it again): it keeps its conversation, without the number, and only what came from the
+    // number since then is this user's. Within the day it is this person's (Meta's time of the
+    // system message may follow their first message from the new number).
+    let reassigned = false;
+    const before = at ? new Date(at.getTime() - RECYCLED_AFTER_MS) : null;
+    if (
+      before &&
+      other &&
+      other._id !== userId &&
+      newWaId &&
+      other.waId === newWaId &&
+      other.createdAt < before
+    ) {
+      // Meta's times both: the user's messages from the number, and the answers to them.
+      const since = await this.messages.find(
+        { userId: other._id, direction: 'inbound', createdAt: { $gte: before } },
+        { projection: { _id: 1 } },
+      );
+      const ids = since.map((m) => m._id);
+      if (ids.length) {
+        await this.messages.updateMany({ userId: other._id, relatedId: { $in: ids } }, { $set: { userId } });
+        await this.messages.updateMany({ _id: { $in: ids }, userId: other._id }, { $set: { userId } });
+        reassigned = true;
+      }
+      await this.users.updateOne(
+        { _id: other._id },
+        {
+          $set: { waId: null, searchKeys: searchKeysFor(null, other.name) },
+          $addToSet: { previousWaIds: newWaId },
+        },
+      );
+      if (reassigned) await this.recountSummary(other._id);
+      other = null;
+    }
     if (!other || other._id === userId) {
       await this.users.updateOne(
         { _id: userId },
@@ -765,20 +863,47 @@ export class UsersRepository {
             ...(newBsuid ? { bsuid: newBsuid } : {}),
             ...(newWaId ? { searchKeys: searchKeysFor(newWaId, user.name) } : {}),
           },
-          ...previous({ waId, bsuid: newBsuid ?? user.bsuid }),
+          ...previousUpdate(user, { waId, bsuid: newBsuid ?? user.bsuid }),
         },
       );
-      return 'moved';
+      // The first message from the new number (or id), ingested at the same time, may have made
+      // a record of its own after the read above: it is this person's, merged as one found first.
+      const late = await this.users.findOne({
+        $or: [...(newWaId ? [{ waId: newWaId }] : []), ...(newBsuid ? [{ bsuid: newBsuid }] : [])],
+        _id: { $ne: userId },
+        ...LIVE,
+      });
+      if (!late) return reassigned ? 'reassigned' : 'moved';
+      user = (await this.users.findOne({ _id: userId })) ?? user;
+      other = late;
     }
+    await this.mergeInto(user, other, {
+      waId: waId ?? other.waId,
+      bsuid: newBsuid ?? other.bsuid ?? user.bsuid,
+    });
+    return 'merged';
+  }
+
+  /**
+   * Merges `other` into `user`, who keeps the number and business-scoped id `kept`: its messages
+   * join the user, what the person asked under either record holds, and `other` goes.
+   */
+  private async mergeInto(
+    user: UserDoc,
+    other: UserDoc,
+    kept: { waId: string | null; bsuid: string | null },
+  ): Promise<void> {
+    const userId = user._id;
     await this.messages.updateMany({ userId: other._id }, { $set: { userId } });
-    const later = other.lastMessageAt > user.lastMessageAt ? other : user;
+    // A record that holds no message yet (made for a first message still being stored) gives
+    // no summary: the stored one stays until that message is noted.
+    const later = other.lastMessageId && other.lastMessageAt > user.lastMessageAt ? other : user;
     // What the person asked from either record holds: a `stop` or `human` sent from the new
     // number (or id) before the change arrived is not undone by the merge.
     const handoff =
       [user.handoff, other.handoff]
         .filter((h): h is Handoff => Boolean(h))
         .sort((x, y) => y.activeAt.getTime() - x.activeAt.getTime())[0] ?? null;
-    const kept = { waId: waId ?? other.waId, bsuid: newBsuid ?? other.bsuid ?? user.bsuid };
     const resetAt = [user.contextResetAt, other.contextResetAt]
       .filter((d): d is Date => d instanceof Date)
       .sort((x, y) => y.getTime() - x.getTime())[0];
@@ -802,11 +927,14 @@ export class UsersRepository {
         },
         $inc: { messageCount: other.messageCount, inboundCount: other.inboundCount ?? 0 },
         $max: { lastInboundAt: other.lastInboundAt ?? new Date(0) },
-        ...previous(kept, other),
+        ...previousUpdate(user, kept, other),
       },
     );
     await this.deleteUser(other._id, other.createdAt);
-    return 'merged';
+    // A message stored for the merged record while it was merged (ingested at the same time):
+    // once the record is gone no further one can be noted for it (its writer takes it back and
+    // tries again), so this second pass leaves none behind.
+    await this.messages.updateMany({ userId: other._id }, { $set: { userId } });
   }
 
   /**

@@ -35,7 +35,7 @@ const deliver = (payload: unknown) => deliverTo(app, payload);
 const text = (from: string, body: string, name = 'Ana') =>
   notification(value({ contacts: [{ waId: from, name }], messages: [textMessage(from, body)] }));
 
-function changedNumber(from: string, to: string) {
+function changedNumber(from: string, to: string, timestamp = nowSeconds()) {
   return notification(
     value({
       contacts: [{ waId: from }],
@@ -43,7 +43,7 @@ function changedNumber(from: string, to: string) {
         {
           from,
           id: wamid(),
-          timestamp: nowSeconds(),
+          timestamp,
           type: 'system',
           system: {
             body: `User ${from} changed from ${from} to ${to}`,
@@ -148,6 +148,186 @@ describe('identity across number changes', () => {
     expect(merged?.messageCount).toBe(4);
     expect((await app.services.data.stats.totals()).newUsers).toBe(usersBefore - 1);
     expect(await app.services.data.users.findByIdentity({ waId: a, bsuid: null })).toBeNull();
+  });
+});
+
+// Meta sends the system message and the person's first message from the new number moments
+// apart; queue workers ingest them at once. Each attempt fails as the queue would see it
+// (an erase-like race is tried again), and is tried again, as the host does.
+async function ingestAsTheQueue(payload: unknown): Promise<ReplyJob[]> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return (await ingestNotification(app.services, payload, log)).jobs;
+    } catch (error) {
+      if (attempt >= 5) throw error;
+    }
+  }
+}
+
+describe('a number change ingested at the same time as the first message from the new number', () => {
+  it('leaves one user on the new number, holding both conversations, the new message answered once', async () => {
+    const users = app.database.db.collection('users');
+    for (let round = 0; round < 12; round++) {
+      const [a, b] = [newPhone(), newPhone()];
+      await deliver(text(a, 'from the old number'));
+      const before = await app.services.data.users.findByIdentity({ waId: a, bsuid: null });
+      const usersBefore = (await app.services.data.stats.totals()).newUsers;
+      const first = text(b, 'first words from the new number');
+      const jobs = (
+        await Promise.all([ingestAsTheQueue(changedNumber(a, b)), ingestAsTheQueue(first)])
+      ).flat();
+      await Promise.all(jobs.map((job) => processReplyJob(app.services, job, log)));
+
+      const holders = await users.find({ waId: b }).toArray();
+      expect(holders.map((h) => h._id)).toEqual([before?.id]);
+      const page = await app.services.data.manage.listMessages({
+        userId: before?.id ?? '',
+        limit: 50,
+        after: null,
+      });
+      expect(
+        page.items
+          .filter((m) => m.direction === 'inbound')
+          .map((m) => m.text)
+          .sort(),
+      ).toEqual(['first words from the new number', 'from the old number']);
+      expect(repliesTo(b)).toBe(1);
+      // The summary counts what the user holds: the two messages and their two answers.
+      expect((await app.services.data.users.getUser(before?.id ?? ''))?.messageCount).toBe(4);
+      expect((await app.services.data.stats.totals()).newUsers).toBe(usersBefore);
+    }
+  });
+});
+
+describe('the first messages of a new person, one with their number and one without, ingested at once', () => {
+  it('make one user, holding both messages, each answered once', async () => {
+    const users = app.database.db.collection('users');
+    for (let round = 0; round < 12; round++) {
+      const phone = newPhone();
+      const bsuid = `GB.${phone}ID`;
+      const withNumber = notification(
+        value({
+          contacts: [{ waId: phone, bsuid, name: 'Ana' }],
+          messages: [textMessage(phone, 'with my number', { from_user_id: bsuid })],
+        }),
+      );
+      const withoutNumber = notification(
+        value({
+          contacts: [{ bsuid, name: 'Ana' }],
+          messages: [{ ...textMessage(phone, 'without it', { from_user_id: bsuid }), from: undefined }],
+        }),
+      );
+      const jobs = (
+        await Promise.all([ingestAsTheQueue(withNumber), ingestAsTheQueue(withoutNumber)])
+      ).flat();
+      await Promise.all(jobs.map((job) => processReplyJob(app.services, job, log)));
+
+      const holders = await users.find({ $or: [{ waId: phone }, { bsuid }] }).toArray();
+      expect(holders).toHaveLength(1);
+      const page = await app.services.data.manage.listMessages({
+        userId: String(holders[0]?._id),
+        limit: 50,
+        after: null,
+      });
+      expect(
+        page.items
+          .filter((m) => m.direction === 'inbound')
+          .map((m) => m.text)
+          .sort(),
+      ).toEqual(['with my number', 'without it']);
+      const answers = app.graph
+        .sends()
+        .filter((r) => r.body['to'] === phone || r.body['recipient'] === bsuid);
+      expect(answers).toHaveLength(2);
+      expect(holders[0]?.['messageCount']).toBe(page.items.length);
+    }
+  });
+});
+
+describe('two number changes delivered the other way round (A→B, then B→C; B→C arrives first)', () => {
+  it('leaves the person on C with their conversation; the next owner of B is a new user without it', async () => {
+    const [a, b, c] = [newPhone(), newPhone(), newPhone()];
+    const person = await userWhoWrote(app, a, 'my conversation');
+    await deliver(changedNumber(b, c, nowSeconds(1)));
+    await deliver(changedNumber(a, b, nowSeconds()));
+
+    const onC = await app.services.data.users.findByIdentity({ waId: c, bsuid: null });
+    expect(onC?.id).toBe(person.id);
+    expect(await app.services.data.users.findByIdentity({ waId: b, bsuid: null })).toBeNull();
+    const users = app.database.db.collection('users');
+    expect(await users.countDocuments({ waId: c })).toBe(1);
+
+    // The person writes from C: the same user, answered with their history.
+    await deliver(text(c, 'it is me, on C'));
+    expect((await app.services.data.users.findByIdentity({ waId: c, bsuid: null }))?.id).toBe(person.id);
+    // Someone given B later writes: a new user, who holds nothing of the person's.
+    await deliver(text(b, 'hello, B is my number now', 'Bo'));
+    const stranger = await app.services.data.users.findByIdentity({ waId: b, bsuid: null });
+    expect(stranger?.id).not.toBe(person.id);
+    const theirs = await app.services.data.manage.listMessages({
+      userId: stranger?.id ?? '',
+      limit: 50,
+      after: null,
+    });
+    expect(theirs.items.map((m) => m.text)).not.toContain('my conversation');
+  });
+
+  it('a change away from B made before A→B (B was someone else’s then) is not followed', async () => {
+    const [a, b, c] = [newPhone(), newPhone(), newPhone()];
+    const person = await userWhoWrote(app, a, 'hello');
+    await deliver(changedNumber(b, c, nowSeconds(-3600)));
+    await deliver(changedNumber(a, b, nowSeconds()));
+    expect((await app.services.data.users.findByIdentity({ waId: b, bsuid: null }))?.id).toBe(person.id);
+    expect((await app.services.data.users.findByIdentity({ waId: c, bsuid: null }))?.id).not.toBe(person.id);
+  });
+});
+
+describe('a number change to a number whose stored user wrote before the change (a recycled number)', () => {
+  it('keeps the two people apart: the person takes the number, the previous owner keeps their conversation without it', async () => {
+    const [a, c] = [newPhone(), newPhone()];
+    const earlier = notification(
+      value({
+        contacts: [{ waId: c, name: 'Previous Owner' }],
+        messages: [textMessage(c, 'the previous owner wrote this', { timestamp: nowSeconds(-3 * 86_400) })],
+      }),
+    );
+    await deliver(earlier);
+    const owner = await app.services.data.users.findByIdentity({ waId: c, bsuid: null });
+    const person = await userWhoWrote(app, a, 'the person who now has the number');
+    // The person writes from the new number before the change arrives: that message is theirs.
+    await deliver(text(c, 'my first words from c'));
+    await deliver(changedNumber(a, c, nowSeconds(-60)));
+
+    const onC = await app.services.data.users.findByIdentity({ waId: c, bsuid: null });
+    expect(onC?.id).toBe(person.id);
+    const previous = await app.services.data.users.getUser(owner?.id ?? '');
+    expect(previous).not.toBeNull();
+    expect(previous?.waId).toBeNull();
+    const textsOf = async (userId: string) =>
+      (await app.services.data.manage.listMessages({ userId, limit: 50, after: null })).items
+        .filter((m) => m.direction === 'inbound')
+        .map((m) => m.text)
+        .sort();
+    expect(await textsOf(owner?.id ?? '')).toEqual(['the previous owner wrote this']);
+    expect(await textsOf(person.id)).toEqual(['my first words from c', 'the person who now has the number']);
+    expect(previous?.messageCount).toBe(2);
+    expect((await app.services.data.users.getUser(person.id))?.messageCount).toBe(4);
+
+    await deliver(text(c, 'still me'));
+    expect(await textsOf(owner?.id ?? '')).toEqual(['the previous owner wrote this']);
+  });
+});
+
+describe('a number change whose system message is dated after the first message from the new number', () => {
+  it('merges that record: it is the same person', async () => {
+    const [a, b] = [newPhone(), newPhone()];
+    const person = await userWhoWrote(app, a, 'from the old number');
+    await deliver(text(b, 'first words from the new number'));
+    await deliver(changedNumber(a, b, nowSeconds(30)));
+    const users = app.database.db.collection('users');
+    expect(
+      (await users.find({ $or: [{ waId: b }, { previousWaIds: b }] }).toArray()).map((u) => u._id),
+    ).toEqual([person.id]);
   });
 });
 
