@@ -393,19 +393,11 @@ describe('npm run dev stopped as it starts', () => {
     // Between Azurite's start and the queue functions' thread being up (the longest step once the
     // database answers), a SIGTERM starts the stop: a client waiting for `ready` must not get it.
     const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wa-dev-early-'));
-    const child = spawn(path.join(ROOT, 'node_modules/.bin/tsx'), ['scripts/dev.ts'], {
-      cwd: ROOT,
-      env: {
-        ...process.env,
-        DEV_SKIP_WEB_BUILD: '1',
-        DEV_DATA_DIR: dataDir,
-        PORT: String(await freePort()),
-        MONGODB_URI: '',
-        AzureWebJobsStorage: '',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
-    });
+    const child = await spawnEmbeddedDev(
+      path.join(ROOT, 'node_modules/.bin/tsx'),
+      ['scripts/dev.ts'],
+      dataDir,
+    );
     let out = '';
     let signalled = false;
     const read = (chunk: Buffer) => {
@@ -444,19 +436,7 @@ describe('npm run dev stopped with Ctrl-C (SIGINT to its whole process group, as
   it('stops cleanly within 10 s, also as the queue functions start, with all it started', async () => {
     const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wa-dev-ctrlc-'));
     // `npm run dev` is `exec node --import tsx scripts/dev.ts`: this process, as a terminal's job.
-    const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/dev.ts'], {
-      cwd: ROOT,
-      env: {
-        ...process.env,
-        DEV_SKIP_WEB_BUILD: '1',
-        DEV_DATA_DIR: dataDir,
-        PORT: String(await freePort()),
-        MONGODB_URI: '',
-        AzureWebJobsStorage: '',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: true,
-    });
+    const child = await spawnEmbeddedDev(process.execPath, ['--import', 'tsx', 'scripts/dev.ts'], dataDir);
     let out = '';
     let started: string[] = [];
     let signalled = 0;
@@ -564,6 +544,26 @@ describe('npm run dev stopped with Ctrl-C (SIGINT to its whole process group, as
     }
   }, 180_000);
 });
+
+/**
+ * `npm run dev` as `command args` in its own process group, on the embedded database and Azurite
+ * (whatever this shell's settings), with its data in `dataDir` on a free port.
+ */
+async function spawnEmbeddedDev(command: string, args: string[], dataDir: string) {
+  return spawn(command, args, {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      DEV_SKIP_WEB_BUILD: '1',
+      DEV_DATA_DIR: dataDir,
+      PORT: String(await freePort()),
+      MONGODB_URI: '',
+      AzureWebJobsStorage: '',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+}
 
 /** Runs scripts/dev.ts to its end (it is expected to fail at start): exit code and output. */
 function devFails(env: Record<string, string>): Promise<{ code: number | null; out: string }> {

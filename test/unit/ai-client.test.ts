@@ -237,16 +237,19 @@ describe('Microsoft Entra ID (managed identity, App Service protocol)', () => {
     'AZURE_FEDERATED_TOKEN_FILE',
   ];
 
+  /** The managed identity endpoint's answer: a token for Azure OpenAI, valid for an hour. */
+  const issuedToken = () => ({
+    status: 200,
+    body: {
+      access_token: ACCESS_TOKEN,
+      expires_on: String(Math.floor(Date.now() / 1000) + 3600),
+      resource: 'https://cognitiveservices.azure.com',
+      token_type: 'Bearer',
+    },
+  });
+
   beforeAll(async () => {
-    identity = await startHttpStub(() => ({
-      status: 200,
-      body: {
-        access_token: ACCESS_TOKEN,
-        expires_on: String(Math.floor(Date.now() / 1000) + 3600),
-        resource: 'https://cognitiveservices.azure.com',
-        token_type: 'Bearer',
-      },
-    }));
+    identity = await startHttpStub(issuedToken);
     for (const name of names) {
       saved[name] = process.env[name];
       delete process.env[name];
@@ -326,15 +329,7 @@ describe('Microsoft Entra ID (managed identity, App Service protocol)', () => {
       expect(identity.requests.length).toBeGreaterThan(asked);
     } finally {
       delete process.env['AZURE_CLIENT_ID'];
-      identity.respond = () => ({
-        status: 200,
-        body: {
-          access_token: ACCESS_TOKEN,
-          expires_on: String(Math.floor(Date.now() / 1000) + 3600),
-          resource: 'https://cognitiveservices.azure.com',
-          token_type: 'Bearer',
-        },
-      });
+      identity.respond = issuedToken;
     }
   });
 
