@@ -8,6 +8,7 @@ import {
   TEMPLATE_NAME,
   TEMPLATE_PARAMETER_LIMIT,
   TEMPLATE_PARAMETERS_MAX,
+  templateParameterProblem,
   TEXT_BODY_LIMIT,
 } from '../whatsapp/outbound';
 
@@ -243,7 +244,11 @@ const TemplateSchema = z
           .string()
           .min(1, 'must not be empty')
           .max(TEMPLATE_PARAMETER_LIMIT, `must be at most ${TEMPLATE_PARAMETER_LIMIT} characters`)
-          .refine(withoutControls, NO_CONTROL_CHARACTERS),
+          .refine(withoutControls, NO_CONTROL_CHARACTERS)
+          .superRefine((text, ctx) => {
+            const problem = templateParameterProblem(text);
+            if (problem) ctx.addIssue({ code: 'custom', message: problem });
+          }),
         {
           error: 'must be an array of strings',
         },

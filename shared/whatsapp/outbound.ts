@@ -13,6 +13,17 @@ export const TEMPLATE_LANGUAGE = /^[a-z]{2,3}(_[A-Za-z]{2,4})?$/;
 export const TEMPLATE_PARAMETER_LIMIT = 1024;
 /** The most body parameters a template send carries. */
 export const TEMPLATE_PARAMETERS_MAX = 20;
+/**
+ * What the Graph API refuses in a template body parameter, refusing the whole send (code 132018,
+ * "Param text cannot have new-line/tab characters or more than 4 consecutive spaces").
+ */
+const TEMPLATE_PARAMETER_FORBIDDEN = /[\n\r\t]| {5}/;
+/** Why WhatsApp would refuse `text` as a template parameter, or null when it would take it. */
+export function templateParameterProblem(text: string): string | null {
+  return TEMPLATE_PARAMETER_FORBIDDEN.test(text)
+    ? 'must not contain line breaks, tabs or more than 4 spaces in a row (WhatsApp refuses them in a template parameter)'
+    : null;
+}
 
 /**
  * WhatsApp's customer service window: a message other than a template reaches a user only within
@@ -149,6 +160,8 @@ export function templateMessage(to: Recipient, template: TemplateMessage): Templ
         `must be 1-${TEMPLATE_PARAMETER_LIMIT} characters`,
       );
     }
+    const problem = templateParameterProblem(text);
+    if (problem) throw new OutboundLimitError(`template parameter ${index + 1}`, problem);
   }
   return {
     ...envelope(to),

@@ -479,6 +479,16 @@ describe('operator messages', () => {
       [{ template: { name: 'Bad Name', language: 'en' } }, /"template\.name"/],
       [{ template: { name: 'ok', language: 'english!' } }, /"template\.language"/],
       [{ template: { name: 'ok', language: 'en', parameters: [1] } }, /"template\.parameters\.0"/],
+      // What Graph refuses in a parameter (code 132018) is refused here, before anything is sent.
+      [
+        { template: { name: 'ok', language: 'en', parameters: ['Lena', 'line one\nline two'] } },
+        /"template\.parameters\.1".*line breaks/,
+      ],
+      [{ template: { name: 'ok', language: 'en', parameters: ['a\tb'] } }, /"template\.parameters\.0".*tabs/],
+      [
+        { template: { name: 'ok', language: 'en', parameters: ['a     b'] } },
+        /"template\.parameters\.0".*4 spaces/,
+      ],
       [{ text: 'hi', extra: true }, /"extra"/],
       ['{not json', /JSON/],
       // A field given twice: JSON.parse would keep the last, but which one was meant is unknown.
@@ -508,6 +518,12 @@ describe('operator messages', () => {
       '{"template": {"name": "ok", "language": "en", "parameters": ["name", "language"]}}',
     );
     expect(twice.status, JSON.stringify(twice.body)).toBe(201);
+    // Four spaces in a row and line breaks in free text are WhatsApp's to take.
+    const spaced = await api('userMessages', id, 'POST', {
+      template: { name: 'ok', language: 'en', parameters: ['a    b'] },
+    });
+    expect(spaced.status, JSON.stringify(spaced.body)).toBe(201);
+    expect((await api('userMessages', id, 'POST', { text: 'line one\n\tline two' })).status).toBe(201);
   });
 
   it('counts the text and template limits in characters, not UTF-16 units', async () => {

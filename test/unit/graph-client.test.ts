@@ -490,6 +490,11 @@ describe('outbound builders', () => {
     expect(() => templateMessage(to, template(emoji.repeat(TEMPLATE_PARAMETER_LIMIT + 1)))).toThrow(
       OutboundLimitError,
     );
+    // Graph refuses the whole send over such a parameter (code 132018): refused before it.
+    for (const bad of ['a\nb', 'a\r\nb', 'a\tb', 'a     b']) {
+      expect(() => templateMessage(to, template(bad)), JSON.stringify(bad)).toThrow(/template parameter 1/);
+    }
+    expect(() => templateMessage(to, template('a    b'))).not.toThrow();
     expect(() => textMessage(to, '  ')).toThrow(/must not be empty/);
     expect(() => textMessage({ waId: null, bsuid: null }, 'x')).toThrow(/recipient/);
   });
