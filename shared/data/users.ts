@@ -50,6 +50,12 @@ export interface UserDoc {
    * carrying a new one): items archived under them are still the user's (erase, export).
    */
   previousBsuids?: string[];
+  /**
+   * The name and business-scoped id the user had before a message (sent at `until`, Meta's time)
+   * changed either: when the number proves recycled (./users changeIdentity), what came from it
+   * since was another person's, and the previous owner gets theirs back.
+   */
+  earlier?: { name: string | null; bsuid: string | null; until: Date };
   /** The per-user reply lock: one worker answers a user's messages, in order (no owner: free). */
   replyLock?: { owner: string | null; until: Date } | null;
   /** Operators answer instead of the bot (./handoff). */
@@ -450,6 +456,14 @@ export class UsersRepository {
       if (identity.name && existing.name !== identity.name) changes.name = identity.name;
       if (changes.waId !== undefined || changes.name !== undefined)
         changes.searchKeys = searchKeysFor(changes.waId ?? existing.waId, changes.name ?? existing.name);
+      // What the record was known as is kept, should the number prove recycled: the first change
+      // within a day (its new owner may rename themselves too, or write under their id again).
+      const kept = existing.earlier;
+      if (
+        (changes.name !== undefined || changes.bsuid !== undefined) &&
+        (!kept || kept.until.getTime() < at.getTime() - RECYCLED_AFTER_MS)
+      )
+        changes.earlier = { name: existing.name, bsuid: existing.bsuid, until: at };
       return { user: toUser(existing), created: false, changes };
     }
     const idOf = await this.keys.userIds();
@@ -812,7 +826,7 @@ export class UsersRepository {
     if (!read) return 'unchanged';
     let user: UserDoc = read;
     const newWaId = next.waId && next.waId !== user.waId ? next.waId : null;
-    const newBsuid = next.bsuid && next.bsuid !== user.bsuid ? next.bsuid : null;
+    let newBsuid = next.bsuid && next.bsuid !== user.bsuid ? next.bsuid : null;
     if (!newWaId && !newBsuid) return 'unchanged';
     let other =
       (newWaId ? await this.users.findOne({ waId: newWaId }) : null) ??
@@ -844,11 +858,30 @@ export class UsersRepository {
         await this.messages.updateMany({ _id: { $in: ids }, userId: other._id }, { $set: { userId } });
         reassigned = true;
       }
+      // The name and business-scoped id the record took from what the number sent since are the
+      // new owner's (Meta gives a new number a new id): the previous owner keeps their own, and
+      // never the id this user has or takes now (the record holding it would be merged below).
+      const earlier = other.earlier && other.earlier.until >= before ? other.earlier : null;
+      const name = earlier ? earlier.name : other.name;
+      const ownBsuid = earlier ? earlier.bsuid : other.bsuid;
+      const bsuid = ownBsuid && ownBsuid !== (newBsuid ?? user.bsuid) ? ownBsuid : null;
+      // The id those messages gave is this user's, when the change gives none.
+      if (earlier && !newBsuid && other.bsuid && other.bsuid !== bsuid && other.bsuid !== user.bsuid)
+        newBsuid = other.bsuid;
       await this.users.updateOne(
         { _id: other._id },
         {
-          $set: { waId: null, searchKeys: searchKeysFor(null, other.name) },
+          $set: {
+            waId: null,
+            name,
+            bsuid,
+            searchKeys: searchKeysFor(null, name),
+            ...(bsuid && other.previousBsuids?.includes(bsuid)
+              ? { previousBsuids: other.previousBsuids.filter((id) => id !== bsuid) }
+              : {}),
+          },
           $addToSet: { previousWaIds: newWaId },
+          ...(other.earlier ? { $unset: { earlier: '' as const } } : {}),
         },
       );
       if (reassigned) await this.recountSummary(other._id);

@@ -316,6 +316,71 @@ describe('a number change to a number whose stored user wrote before the change 
     await deliver(text(c, 'still me'));
     expect(await textsOf(owner?.id ?? '')).toEqual(['the previous owner wrote this']);
   });
+
+  // Meta gives a new number a new business-scoped id, so the new owner of a recycled number writes
+  // with their own id and profile name; the record of the number takes both until the change
+  // comes. They are the new owner's, never the previous owner's to keep.
+  it.each([
+    ['the change carries the new business-scoped id', true],
+    ['the change carries no business-scoped id', false],
+  ])('the previous owner keeps their own name and business-scoped id (%s)', async (_label, changeGivesId) => {
+    const [a, c] = [newPhone(), newPhone()];
+    const [ownerId, personId] = [`US.owner${a}`, `US.person${c}`];
+    const from = (phone: string, body: string, name: string, bsuid: string, timestamp = nowSeconds()) =>
+      notification(
+        value({
+          contacts: [{ waId: phone, name, bsuid }],
+          messages: [textMessage(phone, body, { timestamp, from_user_id: bsuid })],
+        }),
+      );
+    await deliver(
+      from(c, 'the previous owner wrote this', 'Previous Owner', ownerId, nowSeconds(-3 * 86_400)),
+    );
+    const owner = await app.services.data.users.findByIdentity({ waId: c, bsuid: null });
+    await deliver(from(a, 'the person who now has the number', 'Ana', `US.old${a}`));
+    const person = await app.services.data.users.findByIdentity({ waId: a, bsuid: null });
+    await deliver(from(c, 'my first words from c', 'Ana Maria', personId, nowSeconds(-120)));
+    await deliver(from(c, 'and a new profile name', 'Ana M.', personId, nowSeconds(-100)));
+    const change = changedNumber(a, c, nowSeconds(-60));
+    const system = (
+      (change.entry[0]?.changes[0]?.value as { messages: { system: object }[] }).messages[0] as {
+        system: object;
+      }
+    ).system;
+    if (changeGivesId) Object.assign(system, { user_id: personId });
+    await deliver(change);
+
+    const previous = await app.services.data.users.getUser(owner?.id ?? '');
+    expect(previous).toMatchObject({ waId: null, bsuid: ownerId, name: 'Previous Owner' });
+    expect(previous?.messageCount).toBe(2);
+    const onC = await app.services.data.users.findByIdentity({ waId: c, bsuid: null });
+    expect(onC?.id).toBe(person?.id);
+    // The person writing under their id alone, as a user with a username may, is the person.
+    const alone = notification(
+      value({
+        contacts: [{ bsuid: personId, name: 'Ana M.' }],
+        messages: [
+          {
+            from_user_id: personId,
+            id: wamid(),
+            timestamp: nowSeconds(),
+            type: 'text',
+            text: { body: 'id only' },
+          },
+        ],
+      }),
+    );
+    await deliver(alone);
+    expect((await app.services.data.users.findByIdentity({ waId: null, bsuid: personId }))?.id).toBe(
+      person?.id,
+    );
+    expect((await app.services.data.users.getUser(owner?.id ?? ''))?.messageCount).toBe(2);
+    // Searched by name, the previous owner is found by their own, not by the new owner's.
+    const found = await app.services.data.manage.listUsers({ q: 'previous', limit: 50, after: null });
+    expect(found.items.map((u) => u.id)).toContain(owner?.id);
+    const byNewName = await app.services.data.manage.listUsers({ q: 'maria', limit: 50, after: null });
+    expect(byNewName.items.map((u) => u.id)).not.toContain(owner?.id);
+  });
 });
 
 describe('a number change whose system message is dated after the first message from the new number', () => {
