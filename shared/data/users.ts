@@ -227,8 +227,9 @@ function previousUpdate(
   user: UserDoc,
   kept: { waId: string | null; bsuid: string | null },
   merged?: UserDoc,
+  via?: string | null,
 ): { $addToSet?: { previousWaIds?: { $each: string[] }; previousBsuids?: { $each: string[] } } } {
-  const waIds = previousOf(kept.waId, user.waId, merged?.waId, ...(merged?.previousWaIds ?? []));
+  const waIds = previousOf(kept.waId, user.waId, via, merged?.waId, ...(merged?.previousWaIds ?? []));
   const bsuids = previousOf(kept.bsuid, user.bsuid, merged?.bsuid, ...(merged?.previousBsuids ?? []));
   const addToSet = {
     ...(waIds ? { previousWaIds: waIds } : {}),
@@ -255,7 +256,7 @@ export class UsersRepository {
    * an erased user's id need not be the one a new user gets). Asked only of a message that would
    * make a new user or is older than its user's record, so a known user's messages cost no read.
    */
-  private async refuseSentBeforeErase(
+  async refuseSentBeforeErase(
     identity: Pick<Identity, 'waId' | 'bsuid'>,
     at: Date,
     known: readonly string[] = [],
@@ -819,7 +820,7 @@ export class UsersRepository {
    */
   async changeIdentity(
     userId: string,
-    next: { waId: string | null; bsuid: string | null },
+    next: { waId: string | null; bsuid: string | null; via?: string | null },
     at?: Date,
   ): Promise<'moved' | 'merged' | 'reassigned' | 'unchanged'> {
     const read = await this.users.findOne({ _id: userId });
@@ -896,7 +897,7 @@ export class UsersRepository {
             ...(newBsuid ? { bsuid: newBsuid } : {}),
             ...(newWaId ? { searchKeys: searchKeysFor(newWaId, user.name) } : {}),
           },
-          ...previousUpdate(user, { waId, bsuid: newBsuid ?? user.bsuid }),
+          ...previousUpdate(user, { waId, bsuid: newBsuid ?? user.bsuid }, undefined, next.via),
         },
       );
       // The first message from the new number (or id), ingested at the same time, may have made
@@ -910,10 +911,12 @@ export class UsersRepository {
       user = (await this.users.findOne({ _id: userId })) ?? user;
       other = late;
     }
-    await this.mergeInto(user, other, {
-      waId: waId ?? other.waId,
-      bsuid: newBsuid ?? other.bsuid ?? user.bsuid,
-    });
+    await this.mergeInto(
+      user,
+      other,
+      { waId: waId ?? other.waId, bsuid: newBsuid ?? other.bsuid ?? user.bsuid },
+      next.via,
+    );
     return 'merged';
   }
 
@@ -925,6 +928,7 @@ export class UsersRepository {
     user: UserDoc,
     other: UserDoc,
     kept: { waId: string | null; bsuid: string | null },
+    via?: string | null,
   ): Promise<void> {
     const userId = user._id;
     await this.messages.updateMany({ userId: other._id }, { $set: { userId } });
@@ -960,7 +964,7 @@ export class UsersRepository {
         },
         $inc: { messageCount: other.messageCount, inboundCount: other.inboundCount ?? 0 },
         $max: { lastInboundAt: other.lastInboundAt ?? new Date(0) },
-        ...previousUpdate(user, kept, other),
+        ...previousUpdate(user, kept, other, via),
       },
     );
     await this.deleteUser(other._id, other.createdAt);

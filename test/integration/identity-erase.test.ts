@@ -430,6 +430,56 @@ describe('a number change after the new number wrote', () => {
   });
 });
 
+describe('a change of number or id for a person never seen (erased, or before the data was kept)', () => {
+  it('makes no user: nothing counted or listed; the item is filed under the number or id left behind', async () => {
+    const [a, b] = [newPhone(), newPhone()];
+    const users = app.database.db.collection('users');
+    const totals = await app.services.data.stats.totals();
+    const count = await users.countDocuments();
+    const change = changedNumber(a, b);
+    await deliver(change);
+    await deliver(change);
+    const [oldId, newId] = [`US.gone${a}`, `US.new${a}`];
+    await deliver(
+      notification(
+        value({
+          messages: [
+            {
+              from_user_id: oldId,
+              id: wamid(),
+              timestamp: nowSeconds(),
+              type: 'system',
+              system: { body: 'User changed their id', type: 'user_changed_user_id', user_id: newId },
+            },
+          ],
+        }),
+      ),
+    );
+    expect(await users.countDocuments()).toBe(count);
+    expect(await app.services.data.stats.totals()).toEqual(totals);
+    const subjects = app.services.data.events;
+    expect(await subjects.archivedUnder('system', a, 5)).toHaveLength(1);
+    expect(await subjects.archivedUnder('system', oldId, 5)).toHaveLength(1);
+
+    // The person writes from the new number: a new user, answered as any.
+    const onB = await userWhoWrote(app, b, 'hello from b');
+    expect(onB).toMatchObject({ waId: b, messageCount: 2 });
+    expect((await app.services.data.personal.exportUser(onB.id))?.previousWaIds).toEqual([]);
+  });
+
+  it('followed when the change to the number it leaves arrives after it (A→B, then B→C, B→C first): the person ends on C, holding B', async () => {
+    const [a, b, c] = [newPhone(), newPhone(), newPhone()];
+    const person = await userWhoWrote(app, a, 'my conversation');
+    await deliver(changedNumber(b, c, nowSeconds(1)));
+    await deliver(changedNumber(a, b, nowSeconds()));
+    const moved = await app.services.data.users.getUser(person.id);
+    expect(moved?.waId).toBe(c);
+    const exported = await app.services.data.personal.exportUser(person.id);
+    expect(exported?.previousWaIds).toEqual(expect.arrayContaining([a, b]));
+    expect(exported?.events.filter((e) => e.kind === 'system')).toHaveLength(2);
+  });
+});
+
 describe('a number change delivered again', () => {
   it('changes nothing: the user keeps their id and state, the old number stays free or its new owner', async () => {
     const [a, b, c, d] = [newPhone(), newPhone(), newPhone(), newPhone()];
