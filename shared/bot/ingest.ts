@@ -33,6 +33,12 @@ export interface IngestResult {
   readonly summary: IngestSummary;
 }
 
+/** What a command's text asks of the opt-out: `stop` true, `start` false, anything else null. */
+const optOutOf = (text: string): boolean | null => {
+  const command = parseCommand(text);
+  return command === 'stop' ? true : command === 'start' ? false : null;
+};
+
 /** Errors that mean "try the whole notification again later", not "this item is odd". */
 const isTransient = (error: unknown): boolean =>
   (error instanceof AppError &&
@@ -210,6 +216,7 @@ export async function ingestNotification(
         user.id,
         later ? { ...later, via: newWaId } : next,
         m.at,
+        optOutOf,
       );
       log.info('user changed identity', { user: pseudonym(user.id), result });
       // The merged record's messages are this user's now: one still waiting (its job, queued

@@ -7,6 +7,7 @@ import type { AnyBulkWriteOperation, Filter } from 'mongodb';
 import { AUDIT_KIND, type EventDoc } from './events';
 import type { Gateway } from './gateway';
 import type { MessageDoc } from './message-doc';
+import { WAITING } from './messages';
 import { CounterDelta, type StatsRepository } from './stats';
 import type { SubjectKeys } from './subjects';
 import {
@@ -822,6 +823,7 @@ export class UsersRepository {
     userId: string,
     next: { waId: string | null; bsuid: string | null; via?: string | null },
     at?: Date,
+    optOutOf?: (text: string) => boolean | null,
   ): Promise<'moved' | 'merged' | 'reassigned' | 'unchanged'> {
     const read = await this.users.findOne({ _id: userId });
     if (!read) return 'unchanged';
@@ -851,9 +853,28 @@ export class UsersRepository {
       // Meta's times both: the user's messages from the number, and the answers to them.
       const since = await this.messages.find(
         { userId: other._id, direction: 'inbound', createdAt: { $gte: before } },
-        { projection: { _id: 1 } },
+        { projection: { _id: 1, role: 1, text: 1, replyState: 1, createdAt: 1 } },
       );
       const ids = since.map((m) => m._id);
+      // A `stop` or `start` the number sent since, already taken into effect on the record, is
+      // this user's: it holds for them (as from either number of a merge), and the previous owner
+      // is as their own last one left them (one still waiting takes effect when it is answered).
+      const optOut = (docs: readonly MessageDoc[]) =>
+        docs
+          .filter((m) => m.role === 'command' && m.replyState && !WAITING.includes(m.replyState))
+          .sort((x, y) => (y.createdAt?.getTime() ?? 0) - (x.createdAt?.getTime() ?? 0))
+          .map((m) => (optOutOf && m.text ? optOutOf(m.text) : null))
+          .find((v): v is boolean => v !== null);
+      const askedSince = optOut(since);
+      if (askedSince !== undefined) {
+        const own = await this.messages.find(
+          { userId: other._id, direction: 'inbound', role: 'command', createdAt: { $lt: before } },
+          { projection: { _id: 1, role: 1, text: 1, replyState: 1, createdAt: 1 } },
+        );
+        await this.users.updateOne({ _id: other._id }, { $set: { optedOut: optOut(own) ?? false } });
+        if (askedSince && !user.optedOut)
+          await this.users.updateOne({ _id: userId }, { $set: { optedOut: true } });
+      }
       if (ids.length) {
         await this.messages.updateMany({ userId: other._id, relatedId: { $in: ids } }, { $set: { userId } });
         await this.messages.updateMany({ _id: { $in: ids }, userId: other._id }, { $set: { userId } });

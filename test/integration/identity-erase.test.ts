@@ -317,6 +317,44 @@ describe('a number change to a number whose stored user wrote before the change 
     expect(await textsOf(owner?.id ?? '')).toEqual(['the previous owner wrote this']);
   });
 
+  it('a stop the person sent from the number before the change came is theirs: they stay opted out, the previous owner does not', async () => {
+    const [a, d] = [newPhone(), newPhone()];
+    // Dated three days ago: the number's record is the previous owner's, who once opted out and back in.
+    await deliver(
+      notification(
+        value({
+          contacts: [{ waId: d, name: 'Owner D' }],
+          messages: [textMessage(d, 'stop', { timestamp: nowSeconds(-3 * 86_400) })],
+        }),
+      ),
+    );
+    await deliver(
+      notification(
+        value({
+          contacts: [{ waId: d, name: 'Owner D' }],
+          messages: [textMessage(d, 'start', { timestamp: nowSeconds(-3 * 86_400 + 60) })],
+        }),
+      ),
+    );
+    const owner = await app.services.data.users.findByIdentity({ waId: d, bsuid: null });
+    const person = await userWhoWrote(app, a, 'the person who now has the number');
+    await deliver(
+      notification(
+        value({
+          contacts: [{ waId: d }],
+          messages: [textMessage(d, 'stop', { timestamp: nowSeconds(-120) })],
+        }),
+      ),
+    );
+    await deliver(changedNumber(a, d, nowSeconds(-60)));
+
+    expect((await app.services.data.users.getUser(owner?.id ?? ''))?.optedOut).toBe(false);
+    expect((await app.services.data.users.getUser(person.id))?.optedOut).toBe(true);
+    const sent = repliesTo(d);
+    await deliver(text(d, 'are you still there?'));
+    expect(repliesTo(d)).toBe(sent);
+  });
+
   // Meta gives a new number a new business-scoped id, so the new owner of a recycled number writes
   // with their own id and profile name; the record of the number takes both until the change
   // comes. They are the new owner's, never the previous owner's to keep.
