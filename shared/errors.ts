@@ -13,6 +13,8 @@ export const ErrorCode = {
   OUTSIDE_WINDOW: 'OUTSIDE_WINDOW',
   /** The user opted out with `stop`: operators cannot message them either. */
   OPTED_OUT: 'OPTED_OUT',
+  /** The user has neither a number nor a business-scoped id (their number went to someone else). */
+  UNREACHABLE: 'UNREACHABLE',
   /** A send whose Idempotency-Key names one still under way, or interrupted before its outcome was stored. */
   IN_PROGRESS: 'IN_PROGRESS',
   /** An Idempotency-Key given again with another request (another body, or another token). */
@@ -37,6 +39,7 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   NOT_FOUND: 404,
   OUTSIDE_WINDOW: 409,
   OPTED_OUT: 409,
+  UNREACHABLE: 409,
   IN_PROGRESS: 409,
   IDEMPOTENCY_KEY_REUSED: 422,
   THROTTLED: 503,

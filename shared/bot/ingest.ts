@@ -33,6 +33,12 @@ export interface IngestResult {
   readonly summary: IngestSummary;
 }
 
+/** What a command's text asks of the opt-out: `stop` true, `start` false, anything else null. */
+const optOutOf = (text: string): boolean | null => {
+  const command = parseCommand(text);
+  return command === 'stop' ? true : command === 'start' ? false : null;
+};
+
 /** Errors that mean "try the whole notification again later", not "this item is odd". */
 const isTransient = (error: unknown): boolean =>
   (error instanceof AppError &&
@@ -176,14 +182,27 @@ export async function ingestNotification(
     // move when the change was applied before (a redelivery, or a retry after a failure past the
     // move: the old number or id is no one's now, or a new person's), or when only the new number
     // or id ever wrote: that user stays who they are.
+    const known = await data.users.findByIdentity(m.sender);
     const done =
       newWaId || newBsuid
         ? ((newWaId && m.sender.waId ? await data.users.movedAway(m.sender.waId, newWaId) : null) ??
-          ((await data.users.findByIdentity(m.sender)) ? null : await data.users.findByIdentity(next)))
+          (known ? null : await data.users.findByIdentity(next)))
         : null;
     if (done) {
       log.info('user changed identity', { user: pseudonym(done.id), result: 'unchanged' });
       await archive('system', 'system message applied to the user', m.raw, m.sender.waId, done.id);
+      return;
+    }
+    if (!known) {
+      // No one to apply it to: a person never seen (erased, from before the data was kept, or
+      // whose earlier change to this number is still on its way). A user holding no message would
+      // be counted, listed first and called active as a new person: the item is archived under the
+      // number or id it moves away from instead, where a change to that number delivered later
+      // finds it and follows it (laterChangeFrom). One sent before the person was erased stays
+      // dropped.
+      await data.users.refuseSentBeforeErase(m.sender, m.at);
+      log.info('user changed identity', { result: 'user never seen' });
+      await archive('system', 'system message for a user never seen', m.raw, m.sender.waId ?? m.sender.bsuid);
       return;
     }
     const { user } = await data.users.resolve(m.sender, m.at);
@@ -192,7 +211,13 @@ export async function ingestNotification(
       // whoever had B, or to a record made for it): the person is who that later change moved,
       // on their number now, and B is no longer theirs (its next owner must not inherit them).
       const later = newWaId ? await laterChangeFrom(newWaId, m.at, user.id) : null;
-      const result = await data.users.changeIdentity(user.id, later ?? next, m.at);
+      // The number it passed through stays among the person's (what was archived under it).
+      const result = await data.users.changeIdentity(
+        user.id,
+        later ? { ...later, via: newWaId } : next,
+        m.at,
+        optOutOf,
+      );
       log.info('user changed identity', { user: pseudonym(user.id), result });
       // The merged record's messages are this user's now: one still waiting (its job, queued
       // for the record merged away, finds no user and ends) is answered by this job, after a
@@ -222,6 +247,12 @@ export async function ingestNotification(
         (to && WA_ID.test(to) ? await data.users.findByIdentity({ waId: to, bsuid: null }) : null);
       if (moved?.waId && moved.id !== userId && moved.waId !== waId)
         return { waId: moved.waId, bsuid: moved.bsuid };
+      // A change that moved no one (its sender was not known when it came): the person it was
+      // sent by is this user, and their number is the one it gives.
+      if (!moved && !item.userId && to && WA_ID.test(to) && to !== waId) {
+        const id = change.data.system.user_id;
+        return { waId: to, bsuid: id && BSUID.test(id) ? id : null };
+      }
     }
     return null;
   }

@@ -92,6 +92,13 @@ export const UserDocSchema = z.strictObject({
   inboundCount: Count.exactOptional(),
   previousWaIds: Strings(NUMBER_MAX).exactOptional(),
   previousBsuids: Strings(NUMBER_MAX).exactOptional(),
+  earlier: z
+    .strictObject({
+      name: ShortText.nullable(),
+      bsuid: z.string().min(1).max(NUMBER_MAX).nullable(),
+      until: z.date(),
+    })
+    .exactOptional(),
   handoff: z.strictObject({ since: z.date(), by: ShortText, activeAt: z.date() }).nullable().exactOptional(),
   // Earlier versions kept a free lock as {owner: null, generation}.
   replyLock: z

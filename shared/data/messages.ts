@@ -65,7 +65,8 @@ export const toMessage = (d: MessageDoc): Message => ({
   ...(d.replyPlan ? { replyPlan: d.replyPlan } : {}),
 });
 
-const WAITING: ReplyState[] = ['pending', 'sending'];
+/** Reply states of an inbound message still waiting for its answer. */
+export const WAITING: ReplyState[] = ['pending', 'sending'];
 /** More than an answer has parts (`ReplyPlan`: at most 16 kept, 4 sent). */
 const MAX_ANSWER_PARTS = 16;
 const ANSWER_CLOCK_MARGIN_MS = 5 * 60_000;

@@ -7,6 +7,7 @@ import type { AnyBulkWriteOperation, Filter } from 'mongodb';
 import { AUDIT_KIND, type EventDoc } from './events';
 import type { Gateway } from './gateway';
 import type { MessageDoc } from './message-doc';
+import { WAITING } from './messages';
 import { CounterDelta, type StatsRepository } from './stats';
 import type { SubjectKeys } from './subjects';
 import {
@@ -50,6 +51,12 @@ export interface UserDoc {
    * carrying a new one): items archived under them are still the user's (erase, export).
    */
   previousBsuids?: string[];
+  /**
+   * The name and business-scoped id the user had before a message (sent at `until`, Meta's time)
+   * changed either: when the number proves recycled (./users changeIdentity), what came from it
+   * since was another person's, and the previous owner gets theirs back.
+   */
+  earlier?: { name: string | null; bsuid: string | null; until: Date };
   /** The per-user reply lock: one worker answers a user's messages, in order (no owner: free). */
   replyLock?: { owner: string | null; until: Date } | null;
   /** Operators answer instead of the bot (./handoff). */
@@ -221,8 +228,9 @@ function previousUpdate(
   user: UserDoc,
   kept: { waId: string | null; bsuid: string | null },
   merged?: UserDoc,
+  via?: string | null,
 ): { $addToSet?: { previousWaIds?: { $each: string[] }; previousBsuids?: { $each: string[] } } } {
-  const waIds = previousOf(kept.waId, user.waId, merged?.waId, ...(merged?.previousWaIds ?? []));
+  const waIds = previousOf(kept.waId, user.waId, via, merged?.waId, ...(merged?.previousWaIds ?? []));
   const bsuids = previousOf(kept.bsuid, user.bsuid, merged?.bsuid, ...(merged?.previousBsuids ?? []));
   const addToSet = {
     ...(waIds ? { previousWaIds: waIds } : {}),
@@ -249,7 +257,7 @@ export class UsersRepository {
    * an erased user's id need not be the one a new user gets). Asked only of a message that would
    * make a new user or is older than its user's record, so a known user's messages cost no read.
    */
-  private async refuseSentBeforeErase(
+  async refuseSentBeforeErase(
     identity: Pick<Identity, 'waId' | 'bsuid'>,
     at: Date,
     known: readonly string[] = [],
@@ -450,6 +458,14 @@ export class UsersRepository {
       if (identity.name && existing.name !== identity.name) changes.name = identity.name;
       if (changes.waId !== undefined || changes.name !== undefined)
         changes.searchKeys = searchKeysFor(changes.waId ?? existing.waId, changes.name ?? existing.name);
+      // What the record was known as is kept, should the number prove recycled: the first change
+      // within a day (its new owner may rename themselves too, or write under their id again).
+      const kept = existing.earlier;
+      if (
+        (changes.name !== undefined || changes.bsuid !== undefined) &&
+        (!kept || kept.until.getTime() < at.getTime() - RECYCLED_AFTER_MS)
+      )
+        changes.earlier = { name: existing.name, bsuid: existing.bsuid, until: at };
       return { user: toUser(existing), created: false, changes };
     }
     const idOf = await this.keys.userIds();
@@ -805,14 +821,15 @@ export class UsersRepository {
    */
   async changeIdentity(
     userId: string,
-    next: { waId: string | null; bsuid: string | null },
+    next: { waId: string | null; bsuid: string | null; via?: string | null },
     at?: Date,
+    optOutOf?: (text: string) => boolean | null,
   ): Promise<'moved' | 'merged' | 'reassigned' | 'unchanged'> {
     const read = await this.users.findOne({ _id: userId });
     if (!read) return 'unchanged';
     let user: UserDoc = read;
     const newWaId = next.waId && next.waId !== user.waId ? next.waId : null;
-    const newBsuid = next.bsuid && next.bsuid !== user.bsuid ? next.bsuid : null;
+    let newBsuid = next.bsuid && next.bsuid !== user.bsuid ? next.bsuid : null;
     if (!newWaId && !newBsuid) return 'unchanged';
     let other =
       (newWaId ? await this.users.findOne({ waId: newWaId }) : null) ??
@@ -836,19 +853,57 @@ export class UsersRepository {
       // Meta's times both: the user's messages from the number, and the answers to them.
       const since = await this.messages.find(
         { userId: other._id, direction: 'inbound', createdAt: { $gte: before } },
-        { projection: { _id: 1 } },
+        { projection: { _id: 1, role: 1, text: 1, replyState: 1, createdAt: 1 } },
       );
       const ids = since.map((m) => m._id);
+      // A `stop` or `start` the number sent since, already taken into effect on the record, is
+      // this user's: it holds for them (as from either number of a merge), and the previous owner
+      // is as their own last one left them (one still waiting takes effect when it is answered).
+      const optOut = (docs: readonly MessageDoc[]) =>
+        docs
+          .filter((m) => m.role === 'command' && m.replyState && !WAITING.includes(m.replyState))
+          .sort((x, y) => (y.createdAt?.getTime() ?? 0) - (x.createdAt?.getTime() ?? 0))
+          .map((m) => (optOutOf && m.text ? optOutOf(m.text) : null))
+          .find((v): v is boolean => v !== null);
+      const askedSince = optOut(since);
+      if (askedSince !== undefined) {
+        const own = await this.messages.find(
+          { userId: other._id, direction: 'inbound', role: 'command', createdAt: { $lt: before } },
+          { projection: { _id: 1, role: 1, text: 1, replyState: 1, createdAt: 1 } },
+        );
+        await this.users.updateOne({ _id: other._id }, { $set: { optedOut: optOut(own) ?? false } });
+        if (askedSince && !user.optedOut)
+          await this.users.updateOne({ _id: userId }, { $set: { optedOut: true } });
+      }
       if (ids.length) {
         await this.messages.updateMany({ userId: other._id, relatedId: { $in: ids } }, { $set: { userId } });
         await this.messages.updateMany({ _id: { $in: ids }, userId: other._id }, { $set: { userId } });
         reassigned = true;
       }
+      // The name and business-scoped id the record took from what the number sent since are the
+      // new owner's (Meta gives a new number a new id): the previous owner keeps their own, and
+      // never the id this user has or takes now (the record holding it would be merged below).
+      const earlier = other.earlier && other.earlier.until >= before ? other.earlier : null;
+      const name = earlier ? earlier.name : other.name;
+      const ownBsuid = earlier ? earlier.bsuid : other.bsuid;
+      const bsuid = ownBsuid && ownBsuid !== (newBsuid ?? user.bsuid) ? ownBsuid : null;
+      // The id those messages gave is this user's, when the change gives none.
+      if (earlier && !newBsuid && other.bsuid && other.bsuid !== bsuid && other.bsuid !== user.bsuid)
+        newBsuid = other.bsuid;
       await this.users.updateOne(
         { _id: other._id },
         {
-          $set: { waId: null, searchKeys: searchKeysFor(null, other.name) },
+          $set: {
+            waId: null,
+            name,
+            bsuid,
+            searchKeys: searchKeysFor(null, name),
+            ...(bsuid && other.previousBsuids?.includes(bsuid)
+              ? { previousBsuids: other.previousBsuids.filter((id) => id !== bsuid) }
+              : {}),
+          },
           $addToSet: { previousWaIds: newWaId },
+          ...(other.earlier ? { $unset: { earlier: '' as const } } : {}),
         },
       );
       if (reassigned) await this.recountSummary(other._id);
@@ -863,7 +918,7 @@ export class UsersRepository {
             ...(newBsuid ? { bsuid: newBsuid } : {}),
             ...(newWaId ? { searchKeys: searchKeysFor(newWaId, user.name) } : {}),
           },
-          ...previousUpdate(user, { waId, bsuid: newBsuid ?? user.bsuid }),
+          ...previousUpdate(user, { waId, bsuid: newBsuid ?? user.bsuid }, undefined, next.via),
         },
       );
       // The first message from the new number (or id), ingested at the same time, may have made
@@ -877,10 +932,12 @@ export class UsersRepository {
       user = (await this.users.findOne({ _id: userId })) ?? user;
       other = late;
     }
-    await this.mergeInto(user, other, {
-      waId: waId ?? other.waId,
-      bsuid: newBsuid ?? other.bsuid ?? user.bsuid,
-    });
+    await this.mergeInto(
+      user,
+      other,
+      { waId: waId ?? other.waId, bsuid: newBsuid ?? other.bsuid ?? user.bsuid },
+      next.via,
+    );
     return 'merged';
   }
 
@@ -892,6 +949,7 @@ export class UsersRepository {
     user: UserDoc,
     other: UserDoc,
     kept: { waId: string | null; bsuid: string | null },
+    via?: string | null,
   ): Promise<void> {
     const userId = user._id;
     await this.messages.updateMany({ userId: other._id }, { $set: { userId } });
@@ -927,7 +985,7 @@ export class UsersRepository {
         },
         $inc: { messageCount: other.messageCount, inboundCount: other.inboundCount ?? 0 },
         $max: { lastInboundAt: other.lastInboundAt ?? new Date(0) },
-        ...previousUpdate(user, kept, other),
+        ...previousUpdate(user, kept, other, via),
       },
     );
     await this.deleteUser(other._id, other.createdAt);

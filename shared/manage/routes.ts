@@ -223,7 +223,9 @@ export const MANAGE_ROUTES: readonly ManageRoute[] = [
       409:
         'OUTSIDE_WINDOW: free text more than 24 hours after the user wrote or when the user never ' +
         'wrote, any message when no business number is known for the user (only migrated messages), ' +
-        'or WhatsApp refused it for the window (code 131047); OPTED_OUT: the user sent stop. ' +
+        'or WhatsApp refused it for the window (code 131047); OPTED_OUT: the user sent stop; ' +
+        'UNREACHABLE: the user has no number or business-scoped id (a previous owner of a number ' +
+        'now someone else’s). ' +
         'Nothing is stored, taken or audited. IN_PROGRESS: a send with this Idempotency-Key has ' +
         'stored no outcome yet (still under way, or interrupted): nothing was sent again',
       422: 'IDEMPOTENCY_KEY_REUSED: the Idempotency-Key was given with another body or by another token (another id, even of the same name)',

@@ -367,6 +367,15 @@ export async function sendMessage(
     if (earlier) return replaySend(ctx, caller, id, body, earlier);
   }
   if (user.optedOut) throw new AppError(ErrorCode.OPTED_OUT, 'the user opted out (stop); nothing was sent');
+  // The previous owner of a number given to someone else (a recycled number) keeps their
+  // conversation without it: nothing addresses them until they write from a number again.
+  if (!user.waId && !user.bsuid) {
+    throw new AppError(
+      ErrorCode.UNREACHABLE,
+      'the user has no number or business-scoped id (their number now belongs to someone else): ' +
+        'nothing can reach them until they write again; nothing was sent',
+    );
+  }
   const last = await data.handoff.lastInbound(id);
   if (body.text !== undefined && !last) {
     throw new AppError(ErrorCode.OUTSIDE_WINDOW, 'the user has never written: only a template can be sent');

@@ -307,6 +307,109 @@ describe('a number change to a number whose stored user wrote before the change 
     await deliver(text(c, 'still me'));
     expect(await inboundTexts(owner?.id ?? '')).toEqual(['the previous owner wrote this']);
   });
+
+  it('a stop the person sent from the number before the change came is theirs: they stay opted out, the previous owner does not', async () => {
+    const [a, d] = [newPhone(), newPhone()];
+    // Dated three days ago: the number's record is the previous owner's, who once opted out and back in.
+    await deliver(
+      notification(
+        value({
+          contacts: [{ waId: d, name: 'Owner D' }],
+          messages: [textMessage(d, 'stop', { timestamp: nowSeconds(-3 * 86_400) })],
+        }),
+      ),
+    );
+    await deliver(
+      notification(
+        value({
+          contacts: [{ waId: d, name: 'Owner D' }],
+          messages: [textMessage(d, 'start', { timestamp: nowSeconds(-3 * 86_400 + 60) })],
+        }),
+      ),
+    );
+    const owner = await app.services.data.users.findByIdentity({ waId: d, bsuid: null });
+    const person = await userWhoWrote(app, a, 'the person who now has the number');
+    await deliver(
+      notification(
+        value({
+          contacts: [{ waId: d }],
+          messages: [textMessage(d, 'stop', { timestamp: nowSeconds(-120) })],
+        }),
+      ),
+    );
+    await deliver(changedNumber(a, d, nowSeconds(-60)));
+
+    expect((await app.services.data.users.getUser(owner?.id ?? ''))?.optedOut).toBe(false);
+    expect((await app.services.data.users.getUser(person.id))?.optedOut).toBe(true);
+    const sent = repliesTo(d);
+    await deliver(text(d, 'are you still there?'));
+    expect(repliesTo(d)).toBe(sent);
+  });
+
+  // Meta gives a new number a new business-scoped id, so the new owner of a recycled number writes
+  // with their own id and profile name; the record of the number takes both until the change
+  // comes. They are the new owner's, never the previous owner's to keep.
+  it.each([
+    ['the change carries the new business-scoped id', true],
+    ['the change carries no business-scoped id', false],
+  ])('the previous owner keeps their own name and business-scoped id (%s)', async (_label, changeGivesId) => {
+    const [a, c] = [newPhone(), newPhone()];
+    const [ownerId, personId] = [`US.owner${a}`, `US.person${c}`];
+    const from = (phone: string, body: string, name: string, bsuid: string, timestamp = nowSeconds()) =>
+      notification(
+        value({
+          contacts: [{ waId: phone, name, bsuid }],
+          messages: [textMessage(phone, body, { timestamp, from_user_id: bsuid })],
+        }),
+      );
+    await deliver(
+      from(c, 'the previous owner wrote this', 'Previous Owner', ownerId, nowSeconds(-3 * 86_400)),
+    );
+    const owner = await app.services.data.users.findByIdentity({ waId: c, bsuid: null });
+    await deliver(from(a, 'the person who now has the number', 'Ana', `US.old${a}`));
+    const person = await app.services.data.users.findByIdentity({ waId: a, bsuid: null });
+    await deliver(from(c, 'my first words from c', 'Ana Maria', personId, nowSeconds(-120)));
+    await deliver(from(c, 'and a new profile name', 'Ana M.', personId, nowSeconds(-100)));
+    const change = changedNumber(a, c, nowSeconds(-60));
+    const system = (
+      (change.entry[0]?.changes[0]?.value as { messages: { system: object }[] }).messages[0] as {
+        system: object;
+      }
+    ).system;
+    if (changeGivesId) Object.assign(system, { user_id: personId });
+    await deliver(change);
+
+    const previous = await app.services.data.users.getUser(owner?.id ?? '');
+    expect(previous).toMatchObject({ waId: null, bsuid: ownerId, name: 'Previous Owner' });
+    expect(previous?.messageCount).toBe(2);
+    const onC = await app.services.data.users.findByIdentity({ waId: c, bsuid: null });
+    expect(onC?.id).toBe(person?.id);
+    // The person writing under their id alone, as a user with a username may, is the person.
+    const alone = notification(
+      value({
+        contacts: [{ bsuid: personId, name: 'Ana M.' }],
+        messages: [
+          {
+            from_user_id: personId,
+            id: wamid(),
+            timestamp: nowSeconds(),
+            type: 'text',
+            text: { body: 'id only' },
+          },
+        ],
+      }),
+    );
+    await deliver(alone);
+    expect((await app.services.data.users.findByIdentity({ waId: null, bsuid: personId }))?.id).toBe(
+      person?.id,
+    );
+    expect((await app.services.data.users.getUser(owner?.id ?? ''))?.messageCount).toBe(2);
+    // Searched by name, the previous owner is found by their own, not by the new owner's.
+    const found = await app.services.data.manage.listUsers({ q: 'previous', limit: 50, after: null });
+    expect(found.items.map((u) => u.id)).toContain(owner?.id);
+    const byNewName = await app.services.data.manage.listUsers({ q: 'maria', limit: 50, after: null });
+    expect(byNewName.items.map((u) => u.id)).not.toContain(owner?.id);
+  });
 });
 
 describe('a number change whose system message is dated after the first message from the new number', () => {
@@ -353,6 +456,56 @@ describe('a number change after the new number wrote', () => {
     expect(await app.services.data.stats.totals()).toEqual(totals);
     const exported = await app.services.data.personal.exportUser(after?.id ?? '');
     expect(exported?.events.map((ev) => ev.kind)).toEqual(['system']);
+  });
+});
+
+describe('a change of number or id for a person never seen (erased, or before the data was kept)', () => {
+  it('makes no user: nothing counted or listed; the item is filed under the number or id left behind', async () => {
+    const [a, b] = [newPhone(), newPhone()];
+    const users = app.database.db.collection('users');
+    const totals = await app.services.data.stats.totals();
+    const count = await users.countDocuments();
+    const change = changedNumber(a, b);
+    await deliver(change);
+    await deliver(change);
+    const [oldId, newId] = [`US.gone${a}`, `US.new${a}`];
+    await deliver(
+      notification(
+        value({
+          messages: [
+            {
+              from_user_id: oldId,
+              id: wamid(),
+              timestamp: nowSeconds(),
+              type: 'system',
+              system: { body: 'User changed their id', type: 'user_changed_user_id', user_id: newId },
+            },
+          ],
+        }),
+      ),
+    );
+    expect(await users.countDocuments()).toBe(count);
+    expect(await app.services.data.stats.totals()).toEqual(totals);
+    const subjects = app.services.data.events;
+    expect(await subjects.archivedUnder('system', a, 5)).toHaveLength(1);
+    expect(await subjects.archivedUnder('system', oldId, 5)).toHaveLength(1);
+
+    // The person writes from the new number: a new user, answered as any.
+    const onB = await userWhoWrote(app, b, 'hello from b');
+    expect(onB).toMatchObject({ waId: b, messageCount: 2 });
+    expect((await app.services.data.personal.exportUser(onB.id))?.previousWaIds).toEqual([]);
+  });
+
+  it('followed when the change to the number it leaves arrives after it (A→B, then B→C, B→C first): the person ends on C, holding B', async () => {
+    const [a, b, c] = [newPhone(), newPhone(), newPhone()];
+    const person = await userWhoWrote(app, a, 'my conversation');
+    await deliver(changedNumber(b, c, nowSeconds(1)));
+    await deliver(changedNumber(a, b, nowSeconds()));
+    const moved = await app.services.data.users.getUser(person.id);
+    expect(moved?.waId).toBe(c);
+    const exported = await app.services.data.personal.exportUser(person.id);
+    expect(exported?.previousWaIds).toEqual(expect.arrayContaining([a, b]));
+    expect(exported?.events.filter((e) => e.kind === 'system')).toHaveLength(2);
   });
 });
 

@@ -104,3 +104,38 @@ describe('the operator send counts the window as the reply worker does', () => {
     expect(parseBody(ErrorSchema, r.body).error.code).toBe('OUTSIDE_WINDOW');
   });
 });
+
+describe('a user no number or id reaches (the previous owner of a number given to someone else)', () => {
+  it('refuses free text and templates alike with 409 UNREACHABLE, before anything is taken, audited or sent', async () => {
+    const [previousOwner, person] = [newNumber(), newNumber()];
+    const threeDaysAgo = String(Math.floor((Date.now() - 72 * HOUR_MS) / 1000));
+    const ownerId = await received(previousOwner, [threeDaysAgo], 72 * HOUR_MS);
+    await received(person, [String(Math.floor(Date.now() / 1000))], 0);
+    // The person's number changes to the previous owner's: a recycled number.
+    const change = {
+      from: person,
+      id: `wamid.change-${person}`,
+      timestamp: String(Math.floor(Date.now() / 1000)),
+      type: 'system',
+      system: { body: 'changed', wa_id: previousOwner, type: 'user_changed_number' },
+    };
+    await ingestNotification(app.services, notification(value({ messages: [change] })), log);
+    const detached = await app.services.data.users.getUser(ownerId);
+    expect(detached).toMatchObject({ waId: null, bsuid: null });
+
+    const audits = () =>
+      app.database.db.collection('events').countDocuments({ userId: ownerId, kind: 'audit' });
+    const auditsBefore = await audits();
+    for (const body of [
+      { text: 'hello again' },
+      { template: { name: 'hello_world', language: 'en_US', parameters: [] } },
+    ]) {
+      const r = await call(h.userMessages, { token: TOKEN, method: 'POST', params: { id: ownerId }, body });
+      expect(r.status).toBe(409);
+      expect(parseBody(ErrorSchema, r.body).error).toMatchObject({ code: 'UNREACHABLE' });
+    }
+    expect(app.graph.requests).toHaveLength(0);
+    expect(await audits()).toBe(auditsBefore);
+    expect((await app.services.data.users.getUser(ownerId))?.handoff ?? null).toBeNull();
+  });
+});

@@ -63,7 +63,11 @@ describe('documents that pass', () => {
         replyLock: { owner: null, until: at },
         previousWaIds: ['15550001111'],
         previousBsuids: ['US.13491208655302741918'],
+        earlier: { name: 'Ana', bsuid: 'US.13491208655302741918', until: at },
       }),
+    ).toBeNull();
+    expect(
+      checkStoredDocument('users', { ...user, earlier: { name: null, bsuid: null, until: at } }),
     ).toBeNull();
     expect(checkStoredDocument('users', { ...user, handoff: null, replyLock: null })).toBeNull();
     expect(checkStoredDocument('messages', { ...placeholder, rawJson: '{"a":1}' })).toBeNull();
