@@ -2,13 +2,10 @@
 // or until HANDOFF_HOURS pass without an operator reply (evaluated when read, never by a timer).
 import type { Filter } from 'mongodb';
 import type { Gateway } from './gateway';
-import type { Handoff, Message, User } from './types';
+import { HANDOFF_BY_USER, type Handoff, type Message, type User } from './types';
 import { toMessage, type MessageDoc } from './messages';
 import { toUser, type UserDoc } from './users';
 import { LIVE_USER, type Position, type Slice } from './manage-queries';
-
-/** `by` of a handoff the user asked for with the `human` command. */
-export const HANDOFF_BY_USER = 'user';
 
 const HOUR_MS = 3_600_000;
 const EPOCH = new Date(0);

@@ -32,7 +32,7 @@ export { COLLECTIONS, INDEXES, type IndexDefinition, type IndexReport } from './
 export { STATUS_RANK, MAX_TEXT } from './messages';
 export { MAX_EVENT_JSON } from './events';
 export { ErasureInProgress, SentBeforeErase } from './users';
-export { activeHandoff, HANDOFF_BY_USER, type WaitingChat } from './handoff';
+export { activeHandoff, type WaitingChat } from './handoff';
 export {
   DOC_BYTES_MAX,
   DOC_SCHEMAS,

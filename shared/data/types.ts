@@ -15,6 +15,9 @@ export type ReplyState = 'pending' | 'sending' | 'sent' | 'failed' | 'none';
  */
 export type MessageRole = 'conversation' | 'command' | 'notice' | 'operator';
 
+/** `by` of a handoff the user asked for with the `human` command. */
+export const HANDOFF_BY_USER = 'user';
+
 /** A conversation handed to operators: since when, and by whom (a token's name, or `user`). */
 export interface Handoff {
   readonly since: Date;

@@ -20,7 +20,7 @@ import {
   type SummaryMessage,
 } from './summary';
 import { prefixTerms } from './terms';
-import type { Handoff, Identity, User } from './types';
+import { HANDOFF_BY_USER, type Handoff, type Identity, type User } from './types';
 
 export interface UserDoc {
   _id: string;
@@ -875,6 +875,19 @@ export class UsersRepository {
         if (askedSince && !user.optedOut)
           await this.users.updateOne({ _id: userId }, { $set: { optedOut: true } });
       }
+      // So is a handoff the number asked for since (`human`): this user waits for an operator,
+      // the previous owner is answered by the bot again (the later of two handoffs holds, as in a
+      // merge).
+      const asked =
+        ids.length && other.handoff?.by === HANDOFF_BY_USER && other.handoff.since >= before
+          ? other.handoff
+          : null;
+      if (asked) {
+        await this.users.updateOne(
+          { _id: userId, $or: [{ handoff: null }, { 'handoff.activeAt': { $lt: asked.activeAt } }] },
+          { $set: { handoff: asked } },
+        );
+      }
       if (ids.length) {
         await this.messages.updateMany({ userId: other._id, relatedId: { $in: ids } }, { $set: { userId } });
         await this.messages.updateMany({ _id: { $in: ids }, userId: other._id }, { $set: { userId } });
@@ -898,6 +911,7 @@ export class UsersRepository {
             name,
             bsuid,
             searchKeys: searchKeysFor(null, name),
+            ...(asked ? { handoff: null } : {}),
             ...(bsuid && other.previousBsuids?.includes(bsuid)
               ? { previousBsuids: other.previousBsuids.filter((id) => id !== bsuid) }
               : {}),

@@ -346,6 +346,38 @@ describe('a number change to a number whose stored user wrote before the change 
     expect(repliesTo(d)).toBe(sent);
   });
 
+  it('a handoff the person asked for from the number before the change came is theirs: the previous owner is answered by the bot again', async () => {
+    const [a, e] = [newPhone(), newPhone()];
+    await deliver(
+      notification(
+        value({
+          contacts: [{ waId: e, name: 'Owner E' }],
+          messages: [textMessage(e, 'hello from long ago', { timestamp: nowSeconds(-3 * 86_400) })],
+        }),
+      ),
+    );
+    const owner = await app.services.data.users.findByIdentity({ waId: e, bsuid: null });
+    const person = await userWhoWrote(app, a, 'the person who now has the number');
+    await deliver(
+      notification(
+        value({
+          contacts: [{ waId: e }],
+          messages: [textMessage(e, 'human', { timestamp: nowSeconds(-120) })],
+        }),
+      ),
+    );
+    expect((await app.services.data.users.getUser(owner?.id ?? ''))?.handoff?.by).toBe('user');
+    await deliver(changedNumber(a, e, nowSeconds(-60)));
+
+    expect((await app.services.data.users.getUser(owner?.id ?? ''))?.handoff).toBeNull();
+    const handoff = (await app.services.data.users.getUser(person.id))?.handoff;
+    expect(handoff?.by).toBe('user');
+    // The person waits for an operator: the bot does not answer them.
+    const sent = repliesTo(e);
+    await deliver(text(e, 'is anyone there?'));
+    expect(repliesTo(e)).toBe(sent);
+  });
+
   // Meta gives a new number a new business-scoped id, so the new owner of a recycled number writes
   // with their own id and profile name; the record of the number takes both until the change
   // comes. They are the new owner's, never the previous owner's to keep.
