@@ -20,13 +20,27 @@ const ENTRY_BYTES = 12;
 /** Most terms a document can hold: each one costs at least 13 bytes of the budget. */
 export const MAX_TERMS = Math.floor(MAX_TERM_BYTES / (ENTRY_BYTES + 1));
 
-/** Lower case, accents removed: "Café" → "cafe". */
+/**
+ * Lower case, accents removed: "Café" → "cafe"; and the two letters whose lower case still has
+ * two forms folded as Unicode's case folding does (CaseFolding.txt): ß (and capital ẞ) → "ss", so
+ * that "STRASSE" and "strasse" find "Straße", and the final sigma ς → σ, so that "ΠΡΟΣ" (lower
+ * case writes a final sigma at the end of a word) finds "πρόσωπο". The dashboard folds alike
+ * (web/dashboard/app.ts).
+ */
 export function fold(text: string): string {
   return text
     .normalize('NFKD')
     .replace(/\p{M}+/gu, '')
-    .toLowerCase();
+    .toLowerCase()
+    .replace(/ß/g, 'ss')
+    .replace(/ς/g, 'σ');
 }
+
+/**
+ * What lower case alone leaves that `fold` folds further (ß, ς): a name or text holding one, or
+ * terms holding one, were stored by a version before that rule (`npm run health` finds them).
+ */
+export const UNFOLDED_CASE_PATTERN = '[ßẞς]';
 
 /** The words of a text, folded. */
 export function words(text: string): string[] {

@@ -99,12 +99,17 @@ const who = (u: User): string => (u.waId ? `+${u.waId}` : (u.bsuid ?? u.id));
 // reorder the number and words after it.
 const label = (u: User): string => `\u2068${u.name ?? '(no name)'}\u2069 · ${who(u)}`;
 
-/** Folded for search as the API folds: compatibility forms unified, lower case, accents dropped. */
+/**
+ * Folded for search as the API folds (shared/data/terms.ts): compatibility forms unified, lower
+ * case, accents dropped, ß as ss and a final sigma as a sigma.
+ */
 const fold = (text: string): string =>
   text
     .normalize('NFKD')
     .replace(/\p{M}+/gu, '')
-    .toLowerCase();
+    .toLowerCase()
+    .replace(/ß/g, 'ss')
+    .replace(/ς/g, 'σ');
 const words = (text: string): string[] =>
   fold(text)
     .split(/[^\p{L}\p{N}]+/u)
