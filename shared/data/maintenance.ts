@@ -11,7 +11,7 @@ import { countedAs } from './message-doc';
 import { STATUS_RANK, storedText, type MessageDoc } from './messages';
 import { CounterDelta, TOTALS_ID, type StatsDoc, type StatsRepository } from './stats';
 import { placeOf, tallyMessage, type StoredTally, type SummaryMessage } from './summary';
-import { RUN_TERMS_MARK, SPACELESS_TEXT_PATTERN, UNFOLDED_CASE_PATTERN } from './terms';
+import { RUN_TERMS_MARK, SPACELESS_TEXT_PATTERN, UNFOLDED_LETTER_PATTERN } from './terms';
 import type { AiUsage, Direction, MessageRole } from './types';
 import { searchKeysFor, type UserDoc, type UsersRepository } from './users';
 
@@ -131,16 +131,16 @@ const STALE_TERMS: Filter<MessageDoc> = {
   $or: [
     { terms: { $size: OLD_TERM_CAP } },
     { text: { $regex: SPACELESS_TEXT_PATTERN }, terms: { $ne: RUN_TERMS_MARK } },
-    // Folded by lower case alone (ß, ς kept): today's terms never hold them (`fold`).
-    { terms: { $regex: UNFOLDED_CASE_PATTERN } },
+    // Folded by lower case alone (ß, ς, ł, ø… kept): today's terms never hold them (`fold`).
+    { terms: { $regex: UNFOLDED_LETTER_PATTERN } },
   ],
 };
 
-/** Users whose search keys an earlier rule made: a name holding such a run, or keys holding ß or ς. */
+/** Users whose search keys an earlier rule made: a name holding such a run, or keys holding ß, ς, ł, ø…. */
 const STALE_KEYS: Filter<UserDoc> = {
   $or: [
     { name: { $regex: SPACELESS_TEXT_PATTERN }, searchKeys: { $ne: RUN_TERMS_MARK } },
-    { searchKeys: { $regex: UNFOLDED_CASE_PATTERN } },
+    { searchKeys: { $regex: UNFOLDED_LETTER_PATTERN } },
   ],
 };
 
@@ -433,8 +433,8 @@ export class Maintenance {
   /**
    * Messages whose search terms an earlier version stored otherwise: cut at `OLD_TERM_CAP`,
    * without the words inside runs of scripts written without spaces (./terms, `RUN_TERMS_MARK`), or
-   * with ß or ς that `fold` now folds; and users whose name holds such a run, or whose search keys
-   * hold ß or ς, by the same rules.
+   * with a letter `fold` now folds (ß, ς, ł, ø…); and users whose name holds such a run, or whose
+   * search keys hold such a letter, by the same rules.
    */
   async countStaleTerms(): Promise<number> {
     return (await this.messages.count(STALE_TERMS)) + (await this.users.count(STALE_KEYS));
@@ -462,7 +462,7 @@ export class Maintenance {
       if (ops.length >= 100) await flush();
     }
     await flush();
-    // Users whose name holds such a run, or whose keys hold ß or ς: its words, as a new user's are (`searchKeysFor`).
+    // Users whose name holds such a run, or whose keys hold such a letter: its words, as a new user's are (`searchKeysFor`).
     let keyOps: AnyBulkWriteOperation<UserDoc>[] = [];
     const projection = { waId: 1, name: 1 };
     for await (const u of this.users.iterate(STALE_KEYS, { projection, batchSize: 100 })) {

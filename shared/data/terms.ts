@@ -21,26 +21,41 @@ const ENTRY_BYTES = 12;
 export const MAX_TERMS = Math.floor(MAX_TERM_BYTES / (ENTRY_BYTES + 1));
 
 /**
- * Lower case, accents removed: "Café" → "cafe"; and the two letters whose lower case still has
- * two forms folded as Unicode's case folding does (CaseFolding.txt): ß (and capital ẞ) → "ss", so
- * that "STRASSE" and "strasse" find "Straße", and the final sigma ς → σ, so that "ΠΡΟΣ" (lower
- * case writes a final sigma at the end of a word) finds "πρόσωπο". The dashboard folds alike
+ * Letters that lower case and NFKD leave as they are, yet Unicode takes for others: ß (and
+ * capital ẞ, lower-cased first) is "ss" and the final sigma ς is σ in its case folding
+ * (CaseFolding.txt), so that "STRASSE" finds "Straße" and "ΠΡΟΣ" (lower case writes a final sigma
+ * at the end of a word) finds "πρόσωπο"; and its collation takes a letter with a stroke for the
+ * base letter and æ, œ for ae, oe (Intl.Collator, sensitivity "base": the accents of "Łódź",
+ * "Øresund", "Đorđe", "Guðrún", "cœur"), which NFKD does not decompose. The dashboard folds alike
  * (web/dashboard/app.ts).
  */
+const LETTER_FOLDS: Readonly<Record<string, string>> = {
+  ß: 'ss',
+  ς: 'σ',
+  ł: 'l',
+  ø: 'o',
+  đ: 'd',
+  ð: 'd',
+  ħ: 'h',
+  æ: 'ae',
+  œ: 'oe',
+};
+const LETTERS_TO_FOLD = /[ßςłøđðħæœ]/g;
+
+/** Lower case, accents removed: "Café" → "cafe", "Łódź" → "lodz", "Straße" → "strasse". */
 export function fold(text: string): string {
   return text
     .normalize('NFKD')
     .replace(/\p{M}+/gu, '')
     .toLowerCase()
-    .replace(/ß/g, 'ss')
-    .replace(/ς/g, 'σ');
+    .replace(LETTERS_TO_FOLD, (c) => LETTER_FOLDS[c] ?? c);
 }
 
 /**
- * What lower case alone leaves that `fold` folds further (ß, ς): a name or text holding one, or
- * terms holding one, were stored by a version before that rule (`npm run health` finds them).
+ * The letters `fold` folds beyond lower case (`LETTER_FOLDS`): search terms or keys holding one
+ * were stored by a version before that rule (`npm run health` finds them, `--repair` folds them).
  */
-export const UNFOLDED_CASE_PATTERN = '[ßẞς]';
+export const UNFOLDED_LETTER_PATTERN = '[ßςłøđðħæœ]';
 
 /** The words of a text, folded. */
 export function words(text: string): string[] {

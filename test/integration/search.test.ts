@@ -219,6 +219,22 @@ describe('message search covers the whole text', () => {
     expect(await search('strassenbahn')).toEqual([]);
   });
 
+  it('ignores a stroke as an accent: ł, ø, đ, ð and ħ are l, o, d, d and h; æ and œ are ae and oe', async () => {
+    // Unicode has no decomposition for these letters (NFKD leaves them), yet its collation takes
+    // them for the base letter (Intl.Collator, sensitivity "base"): "Łódź" is "Lodz" with accents.
+    const polish = await storeInbound(f.data, 'Pociąg do Łodzi, potem Wrocław');
+    const nordic = await storeInbound(f.data, 'Færgen over Øresund til Ærø, sagde Guðrún');
+    const other = await storeInbound(f.data, 'Đorđe sends his cœur from Ħamrun');
+    expect(await search('lodzi')).toEqual([polish]);
+    expect(await search('WROCLAW')).toEqual([polish]);
+    expect(await search('łódzi')).toEqual([polish]);
+    expect(await search('oresund aero')).toEqual([nordic]);
+    expect(await search('faergen gudrun')).toEqual([nordic]);
+    expect(await search('Ærø')).toEqual([nordic]);
+    expect(await search('dorde coeur hamrun')).toEqual([other]);
+    expect(await search('lodz oresund')).toEqual([]);
+  });
+
   it('cuts a longer text at MAX_TEXT, on every write path, and finds its last kept word', async () => {
     const tail = (n: number) => `${'ab '.repeat(Math.ceil(MAX_TEXT / 3))}`.slice(0, MAX_TEXT - n);
     const inbound = await storeInbound(f.data, `${tail(14)} Schluss kept beyond`);
@@ -302,6 +318,15 @@ describe('user search', () => {
     expect(await ids('strauss')).toEqual([strauss]);
     expect(await ids('JÜRGEN STRAUSS')).toEqual([strauss]);
     expect(await ids('strauß')).toEqual([strauss]);
+  });
+
+  it('finds a name with a stroke letter written without it', async () => {
+    const start = new Date(Date.UTC(2026, 0, 9));
+    const soren = (
+      await seedUser(f.data, { waId: '4531999888777', name: 'Søren Łukasz', start, texts: ['hi'] })
+    ).userId;
+    expect(await ids('soren lukasz')).toEqual([soren]);
+    expect(await ids('SØREN')).toEqual([soren]);
   });
 
   it('reads digits with phone punctuation as the start of a number', async () => {
