@@ -127,7 +127,7 @@ async function checkData(
   let staleTerms = await store.maintenance.countStaleTerms();
   if (staleTerms) {
     io.out(
-      `messages and names whose search terms an earlier version stored otherwise (cut at 400, or without the words inside Chinese, Japanese or Thai text): ${staleTerms} (search misses some of their words)${repair ? '' : `; ${REPAIR} recomputes them`}`,
+      `messages and names whose search terms an earlier version stored otherwise (cut at 400, without the words inside Chinese, Japanese or Thai text, or with ß, ς, ł, ø or another letter only lower-cased): ${staleTerms} (search misses some of their words)${repair ? '' : `; ${REPAIR} recomputes them`}`,
     );
     if (repair) {
       const bar = progress(io, 'recomputing search terms', staleTerms);

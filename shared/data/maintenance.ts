@@ -11,7 +11,7 @@ import { countedAs } from './message-doc';
 import { STATUS_RANK, storedText, type MessageDoc } from './messages';
 import { CounterDelta, TOTALS_ID, type StatsDoc, type StatsRepository } from './stats';
 import { placeOf, tallyMessage, type StoredTally, type SummaryMessage } from './summary';
-import { RUN_TERMS_MARK, SPACELESS_TEXT_PATTERN } from './terms';
+import { RUN_TERMS_MARK, SPACELESS_TEXT_PATTERN, UNFOLDED_LETTER_PATTERN } from './terms';
 import type { AiUsage, Direction, MessageRole } from './types';
 import { searchKeysFor, type UserDoc, type UsersRepository } from './users';
 
@@ -131,13 +131,17 @@ const STALE_TERMS: Filter<MessageDoc> = {
   $or: [
     { terms: { $size: OLD_TERM_CAP } },
     { text: { $regex: SPACELESS_TEXT_PATTERN }, terms: { $ne: RUN_TERMS_MARK } },
+    // Folded by lower case alone (ß, ς, ł, ø… kept): today's terms never hold them (`fold`).
+    { terms: { $regex: UNFOLDED_LETTER_PATTERN } },
   ],
 };
 
-/** Users whose name holds such a run and whose search keys an earlier rule made. */
+/** Users whose search keys an earlier rule made: a name holding such a run, or keys holding ß, ς, ł, ø…. */
 const STALE_KEYS: Filter<UserDoc> = {
-  name: { $regex: SPACELESS_TEXT_PATTERN },
-  searchKeys: { $ne: RUN_TERMS_MARK },
+  $or: [
+    { name: { $regex: SPACELESS_TEXT_PATTERN }, searchKeys: { $ne: RUN_TERMS_MARK } },
+    { searchKeys: { $regex: UNFOLDED_LETTER_PATTERN } },
+  ],
 };
 
 /** A counter's value as the writers keep it: a whole number, never negative. */
@@ -427,9 +431,10 @@ export class Maintenance {
   }
 
   /**
-   * Messages whose search terms an earlier version stored otherwise: cut at `OLD_TERM_CAP`, or
-   * without the words inside runs of scripts written without spaces (./terms, `RUN_TERMS_MARK`);
-   * and users whose name holds such a run, by the same rule.
+   * Messages whose search terms an earlier version stored otherwise: cut at `OLD_TERM_CAP`,
+   * without the words inside runs of scripts written without spaces (./terms, `RUN_TERMS_MARK`), or
+   * with a letter `fold` now folds (ß, ς, ł, ø…); and users whose name holds such a run, or whose
+   * search keys hold such a letter, by the same rules.
    */
   async countStaleTerms(): Promise<number> {
     return (await this.messages.count(STALE_TERMS)) + (await this.users.count(STALE_KEYS));
@@ -457,7 +462,7 @@ export class Maintenance {
       if (ops.length >= 100) await flush();
     }
     await flush();
-    // Users whose name holds such a run: its words, as a new user's are (`searchKeysFor`).
+    // Users whose name holds such a run, or whose keys hold such a letter: its words, as a new user's are (`searchKeysFor`).
     let keyOps: AnyBulkWriteOperation<UserDoc>[] = [];
     const projection = { waId: 1, name: 1 };
     for await (const u of this.users.iterate(STALE_KEYS, { projection, batchSize: 100 })) {

@@ -20,13 +20,42 @@ const ENTRY_BYTES = 12;
 /** Most terms a document can hold: each one costs at least 13 bytes of the budget. */
 export const MAX_TERMS = Math.floor(MAX_TERM_BYTES / (ENTRY_BYTES + 1));
 
-/** Lower case, accents removed: "Café" → "cafe". */
+/**
+ * Letters that lower case and NFKD leave as they are, yet Unicode takes for others: ß (and
+ * capital ẞ, lower-cased first) is "ss" and the final sigma ς is σ in its case folding
+ * (CaseFolding.txt), so that "STRASSE" finds "Straße" and "ΠΡΟΣ" (lower case writes a final sigma
+ * at the end of a word) finds "πρόσωπο"; and its collation takes a letter with a stroke for the
+ * base letter and æ, œ for ae, oe (Intl.Collator, sensitivity "base": the accents of "Łódź",
+ * "Øresund", "Đorđe", "Guðrún", "cœur"), which NFKD does not decompose. The dashboard folds alike
+ * (web/dashboard/app.ts).
+ */
+const LETTER_FOLDS: Readonly<Record<string, string>> = {
+  ß: 'ss',
+  ς: 'σ',
+  ł: 'l',
+  ø: 'o',
+  đ: 'd',
+  ð: 'd',
+  ħ: 'h',
+  æ: 'ae',
+  œ: 'oe',
+};
+const LETTERS_TO_FOLD = /[ßςłøđðħæœ]/g;
+
+/** Lower case, accents removed: "Café" → "cafe", "Łódź" → "lodz", "Straße" → "strasse". */
 export function fold(text: string): string {
   return text
     .normalize('NFKD')
     .replace(/\p{M}+/gu, '')
-    .toLowerCase();
+    .toLowerCase()
+    .replace(LETTERS_TO_FOLD, (c) => LETTER_FOLDS[c] ?? c);
 }
+
+/**
+ * The letters `fold` folds beyond lower case (`LETTER_FOLDS`): search terms or keys holding one
+ * were stored by a version before that rule (`npm run health` finds them, `--repair` folds them).
+ */
+export const UNFOLDED_LETTER_PATTERN = '[ßςłøđðħæœ]';
 
 /** The words of a text, folded. */
 export function words(text: string): string[] {

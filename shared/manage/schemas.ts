@@ -85,14 +85,30 @@ const emptyIsAbsent = (body: unknown): unknown =>
     ? Object.fromEntries(Object.entries(body).filter(([, value]) => value !== ''))
     : body;
 
+/**
+ * A search body's cursor: as in a query string, and null (the API's own `nextCursor` of a last
+ * page, where a client's paging loop may start) for the first page, as an absent one.
+ */
+const BodyCursorSchema = z
+  .string()
+  .min(1)
+  .max(512)
+  .nullable()
+  .optional()
+  .transform((cursor) => cursor ?? undefined)
+  .openapi({
+    description:
+      'Opaque cursor: the nextCursor of the previous page of the same search (GET or POST); another is a 400; "", null or absent: the first page',
+  });
+
 export const UsersSearchBodySchema = z
   .preprocess(
     emptyIsAbsent,
-    z.object({ q: UsersQSchema, limit: BodyLimitSchema, cursor: CursorSchema }).strict(),
+    z.object({ q: UsersQSchema, limit: BodyLimitSchema, cursor: BodyCursorSchema }).strict(),
   )
   .openapi('UsersSearch', {
     description:
-      'The search of GET /manage/users, kept out of the URL (request logs keep URLs); a field given as "" is an absent one (`q` is required)',
+      'The search of GET /manage/users, kept out of the URL (request logs keep URLs); a field given as "" is an absent one, and so is a null cursor (`q` is required)',
   });
 
 export const PageQuerySchema = z.object({ limit: LimitSchema, cursor: CursorSchema });
@@ -143,11 +159,11 @@ export type SearchQuery = z.infer<typeof SearchQuerySchema>;
 export const SearchBodySchema = z
   .preprocess(
     emptyIsAbsent,
-    z.object({ q: SearchQSchema, limit: BodyLimitSchema, cursor: CursorSchema }).strict(),
+    z.object({ q: SearchQSchema, limit: BodyLimitSchema, cursor: BodyCursorSchema }).strict(),
   )
   .openapi('MessagesSearch', {
     description:
-      'The search of GET /manage/messages, kept out of the URL (request logs keep URLs); a field given as "" is an absent one (`q` is required)',
+      'The search of GET /manage/messages, kept out of the URL (request logs keep URLs); a field given as "" is an absent one, and so is a null cursor (`q` is required)',
   });
 
 export const UserIdParamsSchema = z.object({

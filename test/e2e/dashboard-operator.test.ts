@@ -57,6 +57,7 @@ const LONG = '15550002222';
 const OLD = '15550003333';
 const SEARCHER = '15550004444';
 const TANAKA = '81901234567';
+const STRAUSS = '4930555000111';
 const GONE = '15550005555';
 const BUSY = '15550006666';
 const DATED = '15550007777';
@@ -209,7 +210,16 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
       headers: { Authorization: `Bearer ${TOKEN}` },
     });
     expect(((await api.json()) as { items: { id: string }[] }).items.map((u) => u.id)).toEqual([tanakaId]);
-    await listSearch('', [rloId, jorgId, tanakaId]);
+    // ß is ss whatever the case, as the API folds it (so is a final sigma a sigma), and ł is l.
+    await app.userWrites(STRAUSS, 'human', 'Jürgen Łukasz Strauß');
+    const straussId = await userIdOf(app.services.data, STRAUSS);
+    // Each search after one that shows no one: the list then has to change for it to pass.
+    for (const q of ['strauss', 'JÜRGEN STRAUSS', 'strauß', 'jurgen lukasz']) {
+      await listSearch('zzz', []);
+      await listSearch(q, [straussId]);
+    }
+    await listSearch('', [rloId, jorgId, tanakaId, straussId]);
+    expect(await manage('DELETE', `users/${straussId}/handoff`)).toBe(200);
     expect(await manage('DELETE', `users/${tanakaId}/handoff`)).toBe(200);
     await page.click('#filter-all');
     expect(await manage('DELETE', `users/${jorgId}/handoff`)).toBe(200);

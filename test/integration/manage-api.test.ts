@@ -404,6 +404,38 @@ describe('queries', () => {
     }
   });
 
+  it('takes "cursor": null in a search body as the first page, as the API writes the nextCursor of a last page', async () => {
+    const post = async (handler: typeof f.handlers.users, body: Record<string, unknown>) => {
+      const r = await call(handler, { method: 'POST', body });
+      expect(r.status, JSON.stringify({ body, answer: r.body })).toBe(200);
+      return r.body as { items: { id: string }[]; nextCursor: string | null };
+    };
+    expect(await post(f.handlers.users, { q: 'tie', cursor: null })).toEqual(
+      await post(f.handlers.users, { q: 'tie' }),
+    );
+    expect(await post(f.handlers.messages, { q: 'same', cursor: null })).toEqual(
+      await post(f.handlers.messages, { q: 'same' }),
+    );
+    // A client's loop that starts from null and stops at the null the API answers reads every page.
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const page = await post(f.handlers.users, { q: 'tie', limit: 2, cursor });
+      seen.push(...page.items.map((u) => u.id));
+      cursor = page.nextCursor;
+    } while (cursor !== null);
+    expect(seen).toEqual((await post(f.handlers.users, { q: 'tie', limit: 200 })).items.map((u) => u.id));
+    // null is no cursor only: a null q or limit is still refused, naming the field.
+    for (const [body, name] of [
+      [{ q: null }, '"q"'],
+      [{ q: 'tie', limit: null }, '"limit"'],
+    ] as const) {
+      const r = await call(f.handlers.users, { method: 'POST', body });
+      expect(r.status, JSON.stringify(body)).toBe(400);
+      expect(parseBody(ErrorSchema, r.body).error.message).toContain(name);
+    }
+  });
+
   it('answers 400 naming the bad parameter', async () => {
     for (const limit of ['0', '201', 'abc', '1.5', '1e2', '0x10', '+5', ' 5', '5 ']) {
       const r = await call(f.handlers.users, { query: { limit } });

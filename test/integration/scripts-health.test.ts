@@ -374,7 +374,7 @@ describe('npm run health', () => {
     const io = captureIo();
     expect(await runToExitCode(health, [], env(), io)).toBe(1);
     expect(io.stdout.join('\n')).toMatch(
-      /messages and names whose search terms an earlier version stored otherwise \(cut at 400, or without the words inside Chinese, Japanese or Thai text\): 1 /,
+      /messages and names whose search terms an earlier version stored otherwise \(cut at 400, without the words inside Chinese, Japanese or Thai text, or with ß, ς, ł, ø or another letter only lower-cased\): 1 /,
     );
 
     const fix = captureIo();
@@ -409,7 +409,9 @@ describe('npm run health', () => {
 
     const io = captureIo();
     expect(await runToExitCode(health, [], env(), io)).toBe(1);
-    expect(io.stdout.join('\n')).toMatch(/without the words inside Chinese, Japanese or Thai text\): 2 /);
+    expect(io.stdout.join('\n')).toMatch(
+      /Thai text, or with ß, ς, ł, ø or another letter only lower-cased\): 2 /,
+    );
 
     const fix = captureIo();
     expect(await runToExitCode(health, ['--repair'], env(), fix), fix.text()).toBe(0);
@@ -418,6 +420,49 @@ describe('npm run health', () => {
     expect(await findUser()).toEqual([J]);
     expect(await runToExitCode(health, [], env(), captureIo())).toBe(0);
     await store.personal.eraseUser(J);
+  });
+
+  it('finds messages and names stored with ß, ς or ø as lower case writes them; --repair folds them', async () => {
+    const text = 'Treffen im Straßencafé, ΟΔΟΣ Ερμού';
+    const G = await addUser('15550009007', ago(2));
+    await addInbound(G, 'wamid.fold1', ago(2), text);
+    // As versions before the rule stored them: lower case only (ß and ς kept).
+    const lowerOnly = (s: string) =>
+      (
+        s
+          .normalize('NFKD')
+          .replace(/\p{M}+/gu, '')
+          .toLowerCase()
+          .match(/[\p{L}\p{N}]+/gu) ?? []
+      ).flatMap((w) => [...w].map((_, i) => [...w].slice(0, i + 1).join('')));
+    await collectionOf(t.db, 'messages').updateOne(
+      { _id: 'wamid.fold1' },
+      { $set: { terms: lowerOnly(text) } },
+    );
+    await collectionOf(t.db, 'users').updateOne(
+      { _id: G },
+      { $set: { name: 'Søren Strauß', searchKeys: [...lowerOnly('Søren Strauß'), '1', '15'] } },
+    );
+    const search = async (q: string) =>
+      (await store.manage.searchMessages({ q, limit: 5, after: null })).items.map((m) => m.id);
+    const findUser = async () =>
+      (await store.manage.listUsers({ q: 'soren strauss', limit: 5, after: null })).items.map((u) => u.id);
+    expect(await search('strassencafe')).toEqual([]);
+    expect(await search('ΟΔΟΣ')).toEqual([]);
+    expect(await findUser()).toEqual([]);
+
+    const io = captureIo();
+    expect(await runToExitCode(health, [], env(), io)).toBe(1);
+    expect(io.stdout.join('\n')).toMatch(/or with ß, ς, ł, ø or another letter only lower-cased\): 2 /);
+
+    const fix = captureIo();
+    expect(await runToExitCode(health, ['--repair'], env(), fix), fix.text()).toBe(0);
+    expect(fix.stdout.join('\n')).toMatch(/repaired: search terms of 2 messages or names recomputed/);
+    expect(await search('strassencafe')).toEqual(['wamid.fold1']);
+    expect(await search('straßencafé οδος')).toEqual(['wamid.fold1']);
+    expect(await findUser()).toEqual([G]);
+    expect(await runToExitCode(health, [], env(), captureIo())).toBe(0);
+    await store.personal.eraseUser(G);
   });
 
   it('finds a missing index', async () => {

@@ -203,6 +203,38 @@ describe('message search covers the whole text', () => {
     expect(checkStoredDocument('messages', stored)).toBeNull();
   });
 
+  it('ignores case as Unicode folds it: ß is ss, a final sigma is a sigma', async () => {
+    // "STRASSENCAFÉ" is "Straßencafé" in capitals, and "ΠΡΟΣ" the start of "πρόσωπο": lower case
+    // alone writes them "strassencafé" and "προς" (a final sigma), which the stored words lack.
+    const german = await storeInbound(f.data, 'Treffen im Straßencafé an der Hauptstraße');
+    const greek = await storeInbound(f.data, 'Ένα πρόσωπο στην ΟΔΟΣ Ερμού');
+    expect(await search('strassencafe')).toEqual([german]);
+    expect(await search('STRASSENCAFÉ')).toEqual([german]);
+    expect(await search('straßencafé')).toEqual([german]);
+    expect(await search('hauptstrasse')).toEqual([german]);
+    expect(await search('HAUPTSTRAẞE')).toEqual([german]);
+    expect(await search('ΠΡΟΣ')).toEqual([greek]);
+    expect(await search('οδοσ')).toEqual([greek]);
+    expect(await search('οδός')).toEqual([greek]);
+    expect(await search('strassenbahn')).toEqual([]);
+  });
+
+  it('ignores a stroke as an accent: ł, ø, đ, ð and ħ are l, o, d, d and h; æ and œ are ae and oe', async () => {
+    // Unicode has no decomposition for these letters (NFKD leaves them), yet its collation takes
+    // them for the base letter (Intl.Collator, sensitivity "base"): "Łódź" is "Lodz" with accents.
+    const polish = await storeInbound(f.data, 'Pociąg do Łodzi, potem Wrocław');
+    const nordic = await storeInbound(f.data, 'Færgen over Øresund til Ærø, sagde Guðrún');
+    const other = await storeInbound(f.data, 'Đorđe sends his cœur from Ħamrun');
+    expect(await search('lodzi')).toEqual([polish]);
+    expect(await search('WROCLAW')).toEqual([polish]);
+    expect(await search('łódzi')).toEqual([polish]);
+    expect(await search('oresund aero')).toEqual([nordic]);
+    expect(await search('faergen gudrun')).toEqual([nordic]);
+    expect(await search('Ærø')).toEqual([nordic]);
+    expect(await search('dorde coeur hamrun')).toEqual([other]);
+    expect(await search('lodz oresund')).toEqual([]);
+  });
+
   it('cuts a longer text at MAX_TEXT, on every write path, and finds its last kept word', async () => {
     const tail = (n: number) => `${'ab '.repeat(Math.ceil(MAX_TEXT / 3))}`.slice(0, MAX_TEXT - n);
     const inbound = await storeInbound(f.data, `${tail(14)} Schluss kept beyond`);
@@ -276,6 +308,25 @@ describe('user search', () => {
     expect(await ids('hubert wolfeschlegelsteinhausen')).toEqual([hubert]);
     expect(await ids('wolfeschlegelsteinhausenbergerdorffs')).toEqual([]);
     expect(await ids('wolfeschlegelsteinhausenxxxxxxxx')).toEqual([]);
+  });
+
+  it('finds a name with ß written with ss or in capitals, as message search does', async () => {
+    const start = new Date(Date.UTC(2026, 0, 8));
+    const strauss = (
+      await seedUser(f.data, { waId: '4930999888777', name: 'Jürgen Strauß', start, texts: ['hi'] })
+    ).userId;
+    expect(await ids('strauss')).toEqual([strauss]);
+    expect(await ids('JÜRGEN STRAUSS')).toEqual([strauss]);
+    expect(await ids('strauß')).toEqual([strauss]);
+  });
+
+  it('finds a name with a stroke letter written without it', async () => {
+    const start = new Date(Date.UTC(2026, 0, 9));
+    const soren = (
+      await seedUser(f.data, { waId: '4531999888777', name: 'Søren Łukasz', start, texts: ['hi'] })
+    ).userId;
+    expect(await ids('soren lukasz')).toEqual([soren]);
+    expect(await ids('SØREN')).toEqual([soren]);
   });
 
   it('reads digits with phone punctuation as the start of a number', async () => {

@@ -99,12 +99,28 @@ const who = (u: User): string => (u.waId ? `+${u.waId}` : (u.bsuid ?? u.id));
 // reorder the number and words after it.
 const label = (u: User): string => `\u2068${u.name ?? '(no name)'}\u2069 · ${who(u)}`;
 
-/** Folded for search as the API folds: compatibility forms unified, lower case, accents dropped. */
+/** Letters the API folds beyond lower case and NFKD (shared/data/terms.ts, `LETTER_FOLDS`). */
+const LETTER_FOLDS: Readonly<Record<string, string>> = {
+  ß: 'ss',
+  ς: 'σ',
+  ł: 'l',
+  ø: 'o',
+  đ: 'd',
+  ð: 'd',
+  ħ: 'h',
+  æ: 'ae',
+  œ: 'oe',
+};
+/**
+ * Folded for search as the API folds: compatibility forms unified, lower case, accents dropped,
+ * ß as ss, a final sigma as a sigma, a letter with a stroke as its base letter, æ and œ as ae, oe.
+ */
 const fold = (text: string): string =>
   text
     .normalize('NFKD')
     .replace(/\p{M}+/gu, '')
-    .toLowerCase();
+    .toLowerCase()
+    .replace(/[ßςłøđðħæœ]/g, (c) => LETTER_FOLDS[c] ?? c);
 const words = (text: string): string[] =>
   fold(text)
     .split(/[^\p{L}\p{N}]+/u)
