@@ -29,7 +29,7 @@ export const MAX_TERMS = Math.floor(MAX_TERM_BYTES / (ENTRY_BYTES + 1));
  * "Øresund", "Đorđe", "Guðrún", "cœur"), which NFKD does not decompose. The dashboard folds alike
  * (web/dashboard/app.ts).
  */
-const LETTER_FOLDS: Readonly<Record<string, string>> = {
+export const LETTER_FOLDS: Readonly<Record<string, string>> = {
   ß: 'ss',
   ς: 'σ',
   ł: 'l',
