@@ -6,6 +6,7 @@ import type { DataStore, Message, User } from '../data';
 import { pseudonym, type Logger } from '../log';
 import { AiError, createAiClient, type AiClient, type AiClientOptions, type ChatMessage } from '../ai/client';
 import { aiWindow, type AiResponder, type ReplyContent } from './ports';
+import { characters } from '../whatsapp/outbound';
 import { markCut } from './split';
 import { AI_APOLOGY, RATE_LIMIT_NOTICE } from './texts';
 
@@ -21,6 +22,13 @@ export interface AiResponderDeps {
 const MINUTE_MS = 60_000;
 /** The failure recorded on a message whose prompt the endpoint's content filter refused. */
 export const PROMPT_FILTERED = 'content_filter';
+/**
+ * The most characters (Unicode code points) of conversation one call carries: the history turns
+ * and the new message together, the system prompt not counted. `AI_HISTORY_LIMIT` counts
+ * messages, and a message may hold 65,536 characters: without this bound ten long ones would make
+ * a request of 650,000 characters (and tokens to match) for every answer.
+ */
+export const AI_CONTEXT_MAX_CHARS = 100_000;
 /** Extra messages read beyond the context and the rate limit (later waiting ones, commands). */
 const SLACK = 20;
 
@@ -181,6 +189,31 @@ export function alternating(turns: readonly ChatMessage[]): ChatMessage[] {
   return out;
 }
 
+/**
+ * The conversation within `maxChars`: the new message always (cut to `maxChars` when longer, never
+ * inside a character), then the history turns from the newest back while they fit; the first that
+ * does not fit is dropped with every older one, so what is given is the latest stretch of the
+ * conversation, whole turns only.
+ */
+export function withinBudget(
+  history: readonly ChatMessage[],
+  current: ChatMessage,
+  maxChars = AI_CONTEXT_MAX_CHARS,
+): ChatMessage[] {
+  const points = Array.from(current.content);
+  const last =
+    points.length > maxChars ? { ...current, content: points.slice(0, maxChars).join('') } : current;
+  let left = maxChars - Math.min(points.length, maxChars);
+  let first = history.length;
+  while (first > 0) {
+    const size = characters(history[first - 1]!.content);
+    if (size > left) break;
+    left -= size;
+    first--;
+  }
+  return [...history.slice(first), last];
+}
+
 export function createAiResponder(deps: AiResponderDeps): AiResponder {
   const { config, data, now } = deps;
   const client = deps.client ?? createAiClient(config, deps.clientOptions);
@@ -233,8 +266,10 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
     }
     return [
       { role: 'system', content: config.systemPrompt },
-      ...toTurns(inExchanges(history).slice(-config.historyLimit)),
-      { role: 'user', content: describeForModel(message) },
+      ...withinBudget(toTurns(inExchanges(history).slice(-config.historyLimit)), {
+        role: 'user',
+        content: describeForModel(message),
+      }),
     ];
   }
 
@@ -260,7 +295,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
           id: message.id,
           turns: turns.length,
         });
-        return [turns[0]!, { role: 'user', content: describeForModel(message) }];
+        return [turns[0]!, turns[turns.length - 1]!];
       }
       return null;
     };

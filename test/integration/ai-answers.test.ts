@@ -11,6 +11,7 @@ import { buildServices, type Services } from '../../shared/deps';
 import { ingestNotification } from '../../shared/bot/ingest';
 import { processReplyJob } from '../../shared/bot/reply';
 import { AI_APOLOGY, RATE_LIMIT_NOTICE, RESET_ANSWER } from '../../shared/bot/texts';
+import { AI_CONTEXT_MAX_CHARS } from '../../shared/bot/ai-responder';
 import { capturedLog } from '../helpers/logs';
 import { testDatabase, type TestDatabase } from '../helpers/db';
 import { startHttpStub, type HttpStub, type StubRequest } from '../helpers/http-stub';
@@ -907,6 +908,31 @@ describe('AI answers that misbehave', () => {
     expect(ai.requests).toHaveLength(2);
     expect(sentTexts()).toEqual([AI_APOLOGY]);
     expect((await data.messages.getMessage(alone))?.error).toMatchObject({ code: 400 });
+  });
+
+  it('caps the conversation it sends at AI_CONTEXT_MAX_CHARS: oldest history dropped first, the new message kept', async () => {
+    const chat = await new Chat('15550000031', { AI_HISTORY_LIMIT: '100' }).init();
+    // Messages nearly as long as WhatsApp lets a user write them (65,536 characters).
+    const long = (n: number) => `${n} ${'🙂'.repeat(1_000)} ${'z'.repeat(60_000)}`;
+    for (let n = 1; n <= 12; n++) await chat.say(long(n));
+    const conversation = (messages: { role: string; content: string }[]) =>
+      messages.filter((m) => m.role !== 'system').reduce((n, m) => n + Array.from(m.content).length, 0);
+    // Every request within the cap, the newest message always its last turn, whole.
+    for (const request of ai.requests) {
+      const messages = request.body['messages'] as { role: string; content: string }[];
+      expect(conversation(messages)).toBeLessThanOrEqual(AI_CONTEXT_MAX_CHARS);
+    }
+    expect(lastRequestMessages().at(-1)).toEqual({ role: 'user', content: long(12) });
+    // A short message after them: the latest stretch of the conversation that fits, oldest dropped.
+    await chat.say('and now?');
+    expect(lastRequestMessages()).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'assistant', content: 'answer 11' },
+      { role: 'user', content: long(12) },
+      { role: 'assistant', content: 'answer 12' },
+      { role: 'user', content: 'and now?' },
+    ]);
+    expect(sentTexts().at(-1)).toBe('answer 13');
   });
 
   it('sends an answer whose model name or usage the endpoint gave as null or oddly, and counts only the usage it can read', async () => {

@@ -2,7 +2,7 @@
 // answer joined into one assistant turn.
 import { describe, expect, it } from 'vitest';
 import type { Message } from '../../shared/data';
-import { describeForModel, inExchanges, toTurns } from '../../shared/bot/ai-responder';
+import { describeForModel, inExchanges, toTurns, withinBudget } from '../../shared/bot/ai-responder';
 
 const msg = (over: Partial<Message>): Message => ({
   id: 'm',
@@ -88,5 +88,27 @@ describe('inExchanges', () => {
         ]),
       ),
     ).toEqual(['old-answer', 'b1', 'a1', 'b2', 'a2.1', 'a2.2', 'b3', 'a3']);
+  });
+});
+
+describe('withinBudget', () => {
+  const user = (content: string) => ({ role: 'user' as const, content });
+  const assistant = (content: string) => ({ role: 'assistant' as const, content });
+
+  it('keeps the newest turns that fit with the new message, counting characters (an emoji is one)', () => {
+    const history = [user('a'.repeat(6)), assistant('b'.repeat(3)), user('🙂'.repeat(4)), assistant('cc')];
+    // 10 characters: the new message (3), then 'cc' (2) and four emoji (4); the 3 b's do not fit.
+    expect(withinBudget(history, user('new'), 10)).toEqual([
+      user('🙂'.repeat(4)),
+      assistant('cc'),
+      user('new'),
+    ]);
+    // Nothing older than a turn that does not fit, even when an older one would.
+    expect(withinBudget([user('x'), assistant('y'.repeat(9))], user('new'), 5)).toEqual([user('new')]);
+    expect(withinBudget(history, user('new'), 100)).toEqual([...history, user('new')]);
+  });
+
+  it('always keeps the new message, cut to the budget without splitting a character', () => {
+    expect(withinBudget([user('old')], user(`ab${'🙂'.repeat(5)}`), 4)).toEqual([user('ab🙂🙂')]);
   });
 });
