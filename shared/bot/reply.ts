@@ -15,7 +15,7 @@
 // That window is the only accepted duplicate.
 import { randomUUID } from 'node:crypto';
 import { activeHandoff, type Message, type MessageError, type OutboundRecord, type User } from '../data';
-import { pseudonym, type Logger } from '../log';
+import { pseudonym, type LogFields, type Logger } from '../log';
 import { sleep } from '../time';
 import {
   GraphError,
@@ -528,7 +528,11 @@ async function answer(
         createdAt: ports.now(),
         error: failure,
       });
-      log.warn('reply failed', { id: message.id, user: pseudonym(user.id), code: failure.code });
+      sendFailed(log, error, 'reply failed', {
+        id: message.id,
+        user: pseudonym(user.id),
+        code: failure.code,
+      });
       break;
     }
     const part: OutboundRecord = {
@@ -735,6 +739,19 @@ async function retriedRecord<T>(what: string, write: (attempt: number) => Promis
   }
 }
 
+/**
+ * A request Graph refused, logged. A refused access token is not the message's problem but the
+ * deployment's, and fails every send until an operator replaces it: said as such, at error level.
+ */
+function sendFailed(log: Logger, error: GraphError, what: string, fields: LogFields): void {
+  if (error.tokenRefused)
+    log.error(
+      `${what}: the Graph API refused WHATSAPP_ACCESS_TOKEN (expired, revoked or wrong), a configuration problem: every send fails until the setting is replaced`,
+      fields,
+    );
+  else log.warn(what, fields);
+}
+
 /** Read receipt (and typing indicator before an AI answer); a failure here never blocks the answer. */
 async function markRead(ports: ReplyPorts, message: Message, typing: boolean, log: Logger): Promise<boolean> {
   if (ports.graph.dryRun || !message.phoneNumberId) return false;
@@ -743,7 +760,7 @@ async function markRead(ports: ReplyPorts, message: Message, typing: boolean, lo
     return true;
   } catch (error) {
     if (!(error instanceof GraphError)) throw error;
-    log.warn('read receipt failed', { id: message.id, code: error.graphCode ?? error.status });
+    sendFailed(log, error, 'read receipt failed', { id: message.id, code: error.graphCode ?? error.status });
     return false;
   }
 }
@@ -797,7 +814,7 @@ async function sendWelcome(
     await data.messages.recordOutbound(
       welcomeRecord(user.id, job, { waMessageId: null }, createdAt, failure),
     );
-    log.warn('welcome failed', { user: pseudonym(user.id), code: failure.code });
+    sendFailed(log, error, 'welcome failed', { user: pseudonym(user.id), code: failure.code });
     return;
   }
   const createdAt = ports.now();
