@@ -15,7 +15,7 @@ import axios, { type AxiosInstance } from 'axios';
 import { z } from 'zod';
 import type { AiConfig } from '../config';
 import { AppError, ErrorCode } from '../errors';
-import { sleep } from '../time';
+import { retryAfterMs, sleep } from '../time';
 
 export interface ChatMessage {
   readonly role: 'system' | 'user' | 'assistant';
@@ -195,13 +195,14 @@ export const withoutReasoning = (content: string): string => content.replace(REA
 export const wellFormed = (text: string): string =>
   text.replace(LONE_SURROGATE, '\uFFFD').replace(CONTROL, '');
 
-/** `retry-after-ms` (Azure OpenAI), else `retry-after` in seconds; null when absent or unreadable. */
+/**
+ * `retry-after-ms` (Azure OpenAI), else `retry-after` (seconds or an HTTP date); null when absent or
+ * unreadable.
+ */
 function retryAfter(headers: Record<string, unknown>): number | null {
   const ms = headers['retry-after-ms'];
   if (typeof ms === 'string' && /^\d+(\.\d+)?$/.test(ms.trim())) return Math.ceil(Number(ms));
-  const seconds = headers['retry-after'];
-  if (typeof seconds === 'string' && /^\d+$/.test(seconds.trim())) return Number(seconds) * 1000;
-  return null;
+  return retryAfterMs(headers['retry-after']);
 }
 
 const ErrorBodySchema = z

@@ -8,7 +8,7 @@
 import axios, { type AxiosInstance } from 'axios';
 import { z } from 'zod';
 import { AppError, ErrorCode } from '../errors';
-import { sleep } from '../time';
+import { retryAfterMs, sleep } from '../time';
 import { MESSAGE_ID } from './schemas';
 import { readReceipt, templateMessage, textMessage, type Recipient, type TemplateMessage } from './outbound';
 
@@ -171,7 +171,7 @@ export interface GraphOptions {
 }
 
 function backoff(policy: RetryPolicy, attempt: number, retryAfter: string | undefined): number {
-  const advised = retryAfter && /^\d+$/.test(retryAfter) ? Number(retryAfter) * 1000 : 0;
+  const advised = retryAfterMs(retryAfter) ?? 0;
   const exponential = policy.baseDelayMs * 2 ** attempt;
   const jittered = exponential / 2 + Math.random() * (exponential / 2);
   return Math.min(policy.maxDelayMs, Math.max(advised, jittered));
