@@ -121,8 +121,16 @@ export class AiError extends AppError {
    * code `context_length_exceeded`): the same call fails again; a shorter one may not.
    */
   get contextTooLong(): boolean {
-    return this.status === 400 && this.detail === 'context_length_exceeded';
+    return this.status === 400 && (this.detail === 'context_length_exceeded' || this.saysContextTooLong);
   }
+
+  /**
+   * The same refusal in words only, from servers that give no such code (`code` the number 400):
+   * vLLM ("This model's maximum context length is 4096 tokens and your request has …") and
+   * llama.cpp's server ("the request exceeds the available context size"). Set from the error's
+   * message, which is otherwise never kept.
+   */
+  saysContextTooLong = false;
 
   /**
    * The endpoint's chat template takes only turns whose roles alternate (Mistral or Llama served by
@@ -132,6 +140,9 @@ export class AiError extends AppError {
    */
   rolesMustAlternate = false;
 }
+
+/** An endpoint's refusal of a prompt longer than the model's context window, in its words. */
+const CONTEXT_TOO_LONG = /maximum context length is|exceeds the available context size/i;
 
 /** An endpoint's refusal of turns whose roles do not alternate, in its words. */
 const ROLES_MUST_ALTERNATE = /roles must alternate|must alternate between/i;
@@ -321,8 +332,9 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
       parsed.success && typeof parsed.data.error.code === 'string' ? parsed.data.error.code.slice(0, 60) : '';
     if (response.status === 401 || response.status === 403) cached = undefined;
     const error = new AiError(host, response.status, 'http', code, retryAfter(response.headers));
-    error.rolesMustAlternate =
-      response.status === 400 && ROLES_MUST_ALTERNATE.test(errorMessage(response.data));
+    const said = response.status === 400 ? errorMessage(response.data) : '';
+    error.rolesMustAlternate = ROLES_MUST_ALTERNATE.test(said);
+    error.saysContextTooLong = CONTEXT_TOO_LONG.test(said);
     throw error;
   }
 

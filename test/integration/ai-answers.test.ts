@@ -910,6 +910,59 @@ describe('AI answers that misbehave', () => {
     expect((await data.messages.getMessage(alone))?.error).toMatchObject({ code: 400 });
   });
 
+  // vLLM (and llama.cpp's server) say the same without OpenAI's code: HTTP 400, `code` the number
+  // 400, the reason only in the message (vLLM: "This model's maximum context length is 4096 tokens
+  // and your request has 5000 input tokens"; llama.cpp: "the request exceeds the available context
+  // size"). Read the same way, or every later message of the user fails as well.
+  it('asks again with the new message alone when a vLLM or llama.cpp endpoint says the prompt is too long', async () => {
+    const refusals = [
+      {
+        error: {
+          message:
+            "This model's maximum context length is 40 tokens and your request has 52 input tokens. None",
+          type: 'BadRequestError',
+          param: null,
+          code: 400,
+        },
+      },
+      {
+        object: 'error',
+        message:
+          "This model's maximum context length is 40 tokens. However, you requested 52 tokens in the messages, Please reduce the length of the messages.",
+        type: 'BadRequestError',
+        param: null,
+        code: 400,
+      },
+      {
+        error: {
+          code: 400,
+          message: 'the request exceeds the available context size, try increasing it',
+          type: 'exceed_context_size_error',
+        },
+      },
+    ];
+    for (const [i, refusal] of refusals.entries()) {
+      ai.requests = [];
+      graph.requests = [];
+      ai.respond = (req, index) =>
+        (req.body['messages'] as { role: string; content: string }[])
+          .filter((m) => m.role !== 'system')
+          .reduce((n, m) => n + m.content.length, 0) > 60
+          ? { status: 400, body: refusal }
+          : answerN(req, index);
+      const chat = await new Chat(`1555000004${i}`).init();
+      await chat.say('a first question of some forty characters');
+      const second = await chat.say('and a second one, as long as it');
+      expect(sentTexts()).toEqual(['answer 1', 'answer 3']);
+      expect(ai.requests).toHaveLength(3);
+      expect(lastRequestMessages()).toEqual([
+        { role: 'system', content: SYSTEM_PROMPT },
+        { role: 'user', content: 'and a second one, as long as it' },
+      ]);
+      expect((await data.messages.getMessage(second))?.error).toBeNull();
+    }
+  });
+
   it('caps the conversation it sends at AI_CONTEXT_MAX_CHARS: oldest history dropped first, the new message kept', async () => {
     const chat = await new Chat('15550000031', { AI_HISTORY_LIMIT: '100' }).init();
     // Messages nearly as long as WhatsApp lets a user write them (65,536 characters).
