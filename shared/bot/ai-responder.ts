@@ -29,6 +29,8 @@ export const PROMPT_FILTERED = 'content_filter';
  * a request of 650,000 characters (and tokens to match) for every answer.
  */
 export const AI_CONTEXT_MAX_CHARS = 100_000;
+/** What joins two turns of one role merged into one (`alternating`). */
+const TURN_JOIN = '\n\n';
 /** Extra messages read beyond the context and the rate limit (later waiting ones, commands). */
 const SLACK = 20;
 
@@ -183,7 +185,7 @@ export function alternating(turns: readonly ChatMessage[]): ChatMessage[] {
     const previous = out[out.length - 1];
     if (turn.role === 'assistant' && (!previous || previous.role === 'system')) continue;
     if (previous && previous.role === turn.role && turn.role !== 'system')
-      out[out.length - 1] = { role: turn.role, content: `${previous.content}\n\n${turn.content}` };
+      out[out.length - 1] = { role: turn.role, content: `${previous.content}${TURN_JOIN}${turn.content}` };
     else out.push(turn);
   }
   return out;
@@ -193,7 +195,8 @@ export function alternating(turns: readonly ChatMessage[]): ChatMessage[] {
  * The conversation within `maxChars`: the new message always (cut to `maxChars` when longer, never
  * inside a character), then the history turns from the newest back while they fit; the first that
  * does not fit is dropped with every older one, so what is given is the latest stretch of the
- * conversation, whole turns only.
+ * conversation, whole turns only. Each history turn counts with the blank line that would join it
+ * to the next (`alternating`), so the bound holds for the turns merged as well.
  */
 export function withinBudget(
   history: readonly ChatMessage[],
@@ -206,7 +209,7 @@ export function withinBudget(
   let left = maxChars - Math.min(points.length, maxChars);
   let first = history.length;
   while (first > 0) {
-    const size = characters(history[first - 1]!.content);
+    const size = characters(history[first - 1]!.content) + TURN_JOIN.length;
     if (size > left) break;
     left -= size;
     first--;

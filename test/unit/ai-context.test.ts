@@ -97,14 +97,14 @@ describe('withinBudget', () => {
 
   it('keeps the newest turns that fit with the new message, counting characters (an emoji is one)', () => {
     const history = [user('a'.repeat(6)), assistant('b'.repeat(3)), user('🙂'.repeat(4)), assistant('cc')];
-    // 10 characters: the new message (3), then 'cc' (2) and four emoji (4); the 3 b's do not fit.
-    expect(withinBudget(history, user('new'), 10)).toEqual([
-      user('🙂'.repeat(4)),
-      assistant('cc'),
-      user('new'),
-    ]);
+    // Each history turn counts 2 more (the blank line joining turns merged for a strict template).
+    // 14 characters: the new message (3), then 'cc' (2 + 2) and four emoji (4 + 2); the b's do not fit.
+    const newest = [user('🙂'.repeat(4)), assistant('cc'), user('new')];
+    expect(withinBudget(history, user('new'), 14)).toEqual(newest);
+    expect(withinBudget(history, user('new'), 17)).toEqual(newest);
+    expect(withinBudget(history, user('new'), 18)).toEqual([...history.slice(1), user('new')]);
     // Nothing older than a turn that does not fit, even when an older one would.
-    expect(withinBudget([user('x'), assistant('y'.repeat(9))], user('new'), 5)).toEqual([user('new')]);
+    expect(withinBudget([user('x'), assistant('y'.repeat(9))], user('new'), 9)).toEqual([user('new')]);
     expect(withinBudget(history, user('new'), 100)).toEqual([...history, user('new')]);
   });
 
