@@ -15,7 +15,7 @@ import axios, { type AxiosInstance } from 'axios';
 import { z } from 'zod';
 import type { AiConfig } from '../config';
 import { AppError, ErrorCode } from '../errors';
-import { sleep } from '../time';
+import { retryAfterMs, sleep } from '../time';
 
 export interface ChatMessage {
   readonly role: 'system' | 'user' | 'assistant';
@@ -121,8 +121,16 @@ export class AiError extends AppError {
    * code `context_length_exceeded`): the same call fails again; a shorter one may not.
    */
   get contextTooLong(): boolean {
-    return this.status === 400 && this.detail === 'context_length_exceeded';
+    return this.status === 400 && (this.detail === 'context_length_exceeded' || this.saysContextTooLong);
   }
+
+  /**
+   * The same refusal in words only, from servers that give no such code (`code` the number 400):
+   * vLLM ("This model's maximum context length is 4096 tokens and your request has …") and
+   * llama.cpp's server ("the request exceeds the available context size"). Set from the error's
+   * message, which is otherwise never kept.
+   */
+  saysContextTooLong = false;
 
   /**
    * The endpoint's chat template takes only turns whose roles alternate (Mistral or Llama served by
@@ -132,6 +140,9 @@ export class AiError extends AppError {
    */
   rolesMustAlternate = false;
 }
+
+/** An endpoint's refusal of a prompt longer than the model's context window, in its words. */
+const CONTEXT_TOO_LONG = /maximum context length is|exceeds the available context size/i;
 
 /** An endpoint's refusal of turns whose roles do not alternate, in its words. */
 const ROLES_MUST_ALTERNATE = /roles must alternate|must alternate between/i;
@@ -195,13 +206,14 @@ export const withoutReasoning = (content: string): string => content.replace(REA
 export const wellFormed = (text: string): string =>
   text.replace(LONE_SURROGATE, '\uFFFD').replace(CONTROL, '');
 
-/** `retry-after-ms` (Azure OpenAI), else `retry-after` in seconds; null when absent or unreadable. */
+/**
+ * `retry-after-ms` (Azure OpenAI), else `retry-after` (seconds or an HTTP date); null when absent or
+ * unreadable.
+ */
 function retryAfter(headers: Record<string, unknown>): number | null {
   const ms = headers['retry-after-ms'];
   if (typeof ms === 'string' && /^\d+(\.\d+)?$/.test(ms.trim())) return Math.ceil(Number(ms));
-  const seconds = headers['retry-after'];
-  if (typeof seconds === 'string' && /^\d+$/.test(seconds.trim())) return Number(seconds) * 1000;
-  return null;
+  return retryAfterMs(headers['retry-after']);
 }
 
 const ErrorBodySchema = z
@@ -320,8 +332,9 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
       parsed.success && typeof parsed.data.error.code === 'string' ? parsed.data.error.code.slice(0, 60) : '';
     if (response.status === 401 || response.status === 403) cached = undefined;
     const error = new AiError(host, response.status, 'http', code, retryAfter(response.headers));
-    error.rolesMustAlternate =
-      response.status === 400 && ROLES_MUST_ALTERNATE.test(errorMessage(response.data));
+    const said = response.status === 400 ? errorMessage(response.data) : '';
+    error.rolesMustAlternate = ROLES_MUST_ALTERNATE.test(said);
+    error.saysContextTooLong = CONTEXT_TOO_LONG.test(said);
     throw error;
   }
 

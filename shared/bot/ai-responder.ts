@@ -6,6 +6,7 @@ import type { DataStore, Message, User } from '../data';
 import { pseudonym, type Logger } from '../log';
 import { AiError, createAiClient, type AiClient, type AiClientOptions, type ChatMessage } from '../ai/client';
 import { aiWindow, type AiResponder, type ReplyContent } from './ports';
+import { characters } from '../whatsapp/outbound';
 import { markCut } from './split';
 import { AI_APOLOGY, RATE_LIMIT_NOTICE } from './texts';
 
@@ -21,6 +22,15 @@ export interface AiResponderDeps {
 const MINUTE_MS = 60_000;
 /** The failure recorded on a message whose prompt the endpoint's content filter refused. */
 export const PROMPT_FILTERED = 'content_filter';
+/**
+ * The most characters (Unicode code points) of conversation one call carries: the history turns
+ * and the new message together, the system prompt not counted. `AI_HISTORY_LIMIT` counts
+ * messages, and a message may hold 65,536 characters: without this bound ten long ones would make
+ * a request of 650,000 characters (and tokens to match) for every answer.
+ */
+export const AI_CONTEXT_MAX_CHARS = 100_000;
+/** What joins two turns of one role merged into one (`alternating`). */
+const TURN_JOIN = '\n\n';
 /** Extra messages read beyond the context and the rate limit (later waiting ones, commands). */
 const SLACK = 20;
 
@@ -175,10 +185,36 @@ export function alternating(turns: readonly ChatMessage[]): ChatMessage[] {
     const previous = out[out.length - 1];
     if (turn.role === 'assistant' && (!previous || previous.role === 'system')) continue;
     if (previous && previous.role === turn.role && turn.role !== 'system')
-      out[out.length - 1] = { role: turn.role, content: `${previous.content}\n\n${turn.content}` };
+      out[out.length - 1] = { role: turn.role, content: `${previous.content}${TURN_JOIN}${turn.content}` };
     else out.push(turn);
   }
   return out;
+}
+
+/**
+ * The conversation within `maxChars`: the new message always (cut to `maxChars` when longer, never
+ * inside a character), then the history turns from the newest back while they fit; the first that
+ * does not fit is dropped with every older one, so what is given is the latest stretch of the
+ * conversation, whole turns only. Each history turn counts with the blank line that would join it
+ * to the next (`alternating`), so the bound holds for the turns merged as well.
+ */
+export function withinBudget(
+  history: readonly ChatMessage[],
+  current: ChatMessage,
+  maxChars = AI_CONTEXT_MAX_CHARS,
+): ChatMessage[] {
+  const points = Array.from(current.content);
+  const last =
+    points.length > maxChars ? { ...current, content: points.slice(0, maxChars).join('') } : current;
+  let left = maxChars - Math.min(points.length, maxChars);
+  let first = history.length;
+  while (first > 0) {
+    const size = characters(history[first - 1]!.content) + TURN_JOIN.length;
+    if (size > left) break;
+    left -= size;
+    first--;
+  }
+  return [...history.slice(first), last];
 }
 
 export function createAiResponder(deps: AiResponderDeps): AiResponder {
@@ -233,8 +269,10 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
     }
     return [
       { role: 'system', content: config.systemPrompt },
-      ...toTurns(inExchanges(history).slice(-config.historyLimit)),
-      { role: 'user', content: describeForModel(message) },
+      ...withinBudget(toTurns(inExchanges(history).slice(-config.historyLimit)), {
+        role: 'user',
+        content: describeForModel(message),
+      }),
     ];
   }
 
@@ -260,7 +298,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
           id: message.id,
           turns: turns.length,
         });
-        return [turns[0]!, { role: 'user', content: describeForModel(message) }];
+        return [turns[0]!, turns[turns.length - 1]!];
       }
       return null;
     };

@@ -15,7 +15,7 @@
 // That window is the only accepted duplicate.
 import { randomUUID } from 'node:crypto';
 import { activeHandoff, type Message, type MessageError, type OutboundRecord, type User } from '../data';
-import { pseudonym, type Logger } from '../log';
+import { pseudonym, type LogFields, type Logger } from '../log';
 import { sleep } from '../time';
 import {
   GraphError,
@@ -42,8 +42,9 @@ export const LEASE_MS = 90_000;
 /**
  * The waits before a reply is sent again after Meta's pair rate limit (Graph code 131056: about
  * one message every 6 s to one user once a burst is spent; Meta's advice is to wait and retry,
- * backing off): 6 s, 12 s, 24 s, 42 s in all, well inside the lease, which is renewed meanwhile.
- * Each part of an answer has its own. Then the answer is recorded failed.
+ * backing off), or after Graph failed for a passing reason beyond the Graph client's quick retries
+ * (throttling, a 5xx, no connection): 6 s, 12 s, 24 s, 42 s in all, well inside the lease, which
+ * is renewed meanwhile. Each part of an answer has its own. Then the answer is recorded failed.
  */
 export const PAIR_RETRY: RetryPolicy = { attempts: 4, baseDelayMs: 6_000, maxDelayMs: 24_000 };
 /** Latest messages read per look without AI (what waits for an answer). */
@@ -506,12 +507,13 @@ async function answer(
     // too would deliver a part twice.
     stillOurs();
     try {
-      sent = await sendPart(ports, phoneNumberId, recipientOf(user), text, pairRetry, (waitMs) => {
-        log.info('reply waits: pair rate limit', {
+      sent = await sendPart(ports, phoneNumberId, recipientOf(user), text, pairRetry, (waitMs, why) => {
+        log.info(why.pairRateLimited ? 'reply waits: pair rate limit' : 'reply waits: Graph failed for now', {
           id: message.id,
           user: pseudonym(user.id),
           part: index,
           waitMs,
+          code: why.graphCode ?? why.status,
         });
         // Another worker may hold the user after the wait, and send this part itself.
         return stillOurs;
@@ -528,7 +530,11 @@ async function answer(
         createdAt: ports.now(),
         error: failure,
       });
-      log.warn('reply failed', { id: message.id, user: pseudonym(user.id), code: failure.code });
+      sendFailed(log, error, 'reply failed', {
+        id: message.id,
+        user: pseudonym(user.id),
+        code: failure.code,
+      });
       break;
     }
     const part: OutboundRecord = {
@@ -661,10 +667,12 @@ async function windowClosed(ports: ReplyPorts, user: User, message: Message, fou
 }
 
 /**
- * Sends one part of an answer. Meta's pair rate limit (131056) refused it without sending: it is
+ * Sends one part of an answer. Meta's pair rate limit (131056) refused it without sending, or Graph
+ * failed for a passing reason longer than the Graph client's own quick retries (throttling 429 or
+ * 130429, a 5xx, no connection: not permanent, and never a send that may have gone out): it is
  * sent again after the waits of `policy`, here, while the worker holds the user's lock (renewed
  * meanwhile), so the user's answers keep their order and the AI is not asked again, as a retry by
- * the queue would. `waiting` is told each wait and gives what to check once it is over.
+ * the queue would. `waiting` is told each wait and why, and gives what to check once it is over.
  */
 async function sendPart(
   ports: ReplyPorts,
@@ -672,15 +680,15 @@ async function sendPart(
   to: Recipient,
   text: string,
   policy: RetryPolicy,
-  waiting: (waitMs: number) => () => void,
+  waiting: (waitMs: number, why: GraphError) => () => void,
 ): Promise<SendResult> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await ports.graph.sendText(phoneNumberId, to, text);
     } catch (error) {
-      if (!(error instanceof GraphError) || !error.pairRateLimited || attempt >= policy.attempts) throw error;
+      if (!(error instanceof GraphError) || error.permanent || attempt >= policy.attempts) throw error;
       const waitMs = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempt - 1));
-      const check = waiting(waitMs);
+      const check = waiting(waitMs, error);
       await sleep(waitMs);
       check();
     }
@@ -735,6 +743,19 @@ async function retriedRecord<T>(what: string, write: (attempt: number) => Promis
   }
 }
 
+/**
+ * A request Graph refused, logged. A refused access token is not the message's problem but the
+ * deployment's, and fails every send until an operator replaces it: said as such, at error level.
+ */
+function sendFailed(log: Logger, error: GraphError, what: string, fields: LogFields): void {
+  if (error.tokenRefused)
+    log.error(
+      `${what}: the Graph API refused WHATSAPP_ACCESS_TOKEN (expired, revoked or wrong), a configuration problem: every send fails until the setting is replaced`,
+      fields,
+    );
+  else log.warn(what, fields);
+}
+
 /** Read receipt (and typing indicator before an AI answer); a failure here never blocks the answer. */
 async function markRead(ports: ReplyPorts, message: Message, typing: boolean, log: Logger): Promise<boolean> {
   if (ports.graph.dryRun || !message.phoneNumberId) return false;
@@ -743,7 +764,7 @@ async function markRead(ports: ReplyPorts, message: Message, typing: boolean, lo
     return true;
   } catch (error) {
     if (!(error instanceof GraphError)) throw error;
-    log.warn('read receipt failed', { id: message.id, code: error.graphCode ?? error.status });
+    sendFailed(log, error, 'read receipt failed', { id: message.id, code: error.graphCode ?? error.status });
     return false;
   }
 }
@@ -797,7 +818,7 @@ async function sendWelcome(
     await data.messages.recordOutbound(
       welcomeRecord(user.id, job, { waMessageId: null }, createdAt, failure),
     );
-    log.warn('welcome failed', { user: pseudonym(user.id), code: failure.code });
+    sendFailed(log, error, 'welcome failed', { user: pseudonym(user.id), code: failure.code });
     return;
   }
   const createdAt = ports.now();

@@ -466,7 +466,10 @@ const sendFailed = (pairRateLimited: boolean, cause?: GraphError): AppError =>
       ? "WhatsApp's pair rate limit: too many messages to this user in a short time. Nothing went out " +
           '(stored as failed): try again in a few seconds, as a new send (a new Idempotency-Key: ' +
           'the same key answers this again)'
-      : 'WhatsApp did not accept the message, or did not answer (it may then still arrive): it is stored as failed',
+      : cause?.tokenRefused
+        ? "WhatsApp refused the app's access token (WHATSAPP_ACCESS_TOKEN expired, revoked or wrong: a " +
+          'configuration problem; every send fails until it is replaced). Nothing went out: it is stored as failed'
+        : 'WhatsApp did not accept the message, or did not answer (it may then still arrive): it is stored as failed',
     { cause, exposed: true },
   );
 

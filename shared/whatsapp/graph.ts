@@ -8,7 +8,7 @@
 import axios, { type AxiosInstance } from 'axios';
 import { z } from 'zod';
 import { AppError, ErrorCode } from '../errors';
-import { sleep } from '../time';
+import { retryAfterMs, sleep } from '../time';
 import { MESSAGE_ID } from './schemas';
 import { readReceipt, templateMessage, textMessage, type Recipient, type TemplateMessage } from './outbound';
 
@@ -74,10 +74,13 @@ export const SuccessResponseSchema = z.object({ success: z.literal(true) });
  */
 export const REENGAGEMENT = 131047;
 
+/** Meta's code for an access token that expired, was revoked or is not one (HTTP 401). */
+export const ACCESS_TOKEN_REFUSED = 190;
+
 /** Graph error codes that will fail the same way again: never retried, recorded on the message. */
 export const PERMANENT_CODES: ReadonlySet<number> = new Set([
   100, // invalid parameter
-  190, // access token expired or invalid
+  ACCESS_TOKEN_REFUSED,
   10, // permission denied
   200, // permission error
   368, // temporarily blocked for policy violations
@@ -137,6 +140,14 @@ export class GraphError extends AppError {
     return this.graphCode === PAIR_RATE_LIMIT;
   }
 
+  /**
+   * Graph refused the access token (HTTP 401, or code 190: expired, revoked or wrong): every send
+   * fails so until WHATSAPP_ACCESS_TOKEN is replaced, a configuration problem for an operator.
+   */
+  get tokenRefused(): boolean {
+    return this.status === 401 || this.graphCode === ACCESS_TOKEN_REFUSED;
+  }
+
   /** The message with Graph's title: what a failed message keeps (stored with it, never logged). */
   get description(): string {
     return this.titleFromGraph && this.title ? `${this.message} ${this.title}` : this.message;
@@ -160,7 +171,7 @@ export interface GraphOptions {
 }
 
 function backoff(policy: RetryPolicy, attempt: number, retryAfter: string | undefined): number {
-  const advised = retryAfter && /^\d+$/.test(retryAfter) ? Number(retryAfter) * 1000 : 0;
+  const advised = retryAfterMs(retryAfter) ?? 0;
   const exponential = policy.baseDelayMs * 2 ** attempt;
   const jittered = exponential / 2 + Math.random() * (exponential / 2);
   return Math.min(policy.maxDelayMs, Math.max(advised, jittered));

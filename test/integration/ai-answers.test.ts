@@ -11,6 +11,7 @@ import { buildServices, type Services } from '../../shared/deps';
 import { ingestNotification } from '../../shared/bot/ingest';
 import { processReplyJob } from '../../shared/bot/reply';
 import { AI_APOLOGY, RATE_LIMIT_NOTICE, RESET_ANSWER } from '../../shared/bot/texts';
+import { AI_CONTEXT_MAX_CHARS } from '../../shared/bot/ai-responder';
 import { capturedLog } from '../helpers/logs';
 import { testDatabase, type TestDatabase } from '../helpers/db';
 import { startHttpStub, type HttpStub, type StubRequest } from '../helpers/http-stub';
@@ -907,6 +908,84 @@ describe('AI answers that misbehave', () => {
     expect(ai.requests).toHaveLength(2);
     expect(sentTexts()).toEqual([AI_APOLOGY]);
     expect((await data.messages.getMessage(alone))?.error).toMatchObject({ code: 400 });
+  });
+
+  // vLLM (and llama.cpp's server) say the same without OpenAI's code: HTTP 400, `code` the number
+  // 400, the reason only in the message (vLLM: "This model's maximum context length is 4096 tokens
+  // and your request has 5000 input tokens"; llama.cpp: "the request exceeds the available context
+  // size"). Read the same way, or every later message of the user fails as well.
+  it('asks again with the new message alone when a vLLM or llama.cpp endpoint says the prompt is too long', async () => {
+    const refusals = [
+      {
+        error: {
+          message:
+            "This model's maximum context length is 40 tokens and your request has 52 input tokens. None",
+          type: 'BadRequestError',
+          param: null,
+          code: 400,
+        },
+      },
+      {
+        object: 'error',
+        message:
+          "This model's maximum context length is 40 tokens. However, you requested 52 tokens in the messages, Please reduce the length of the messages.",
+        type: 'BadRequestError',
+        param: null,
+        code: 400,
+      },
+      {
+        error: {
+          code: 400,
+          message: 'the request exceeds the available context size, try increasing it',
+          type: 'exceed_context_size_error',
+        },
+      },
+    ];
+    for (const [i, refusal] of refusals.entries()) {
+      ai.requests = [];
+      graph.requests = [];
+      ai.respond = (req, index) =>
+        (req.body['messages'] as { role: string; content: string }[])
+          .filter((m) => m.role !== 'system')
+          .reduce((n, m) => n + m.content.length, 0) > 60
+          ? { status: 400, body: refusal }
+          : answerN(req, index);
+      const chat = await new Chat(`1555000004${i}`).init();
+      await chat.say('a first question of some forty characters');
+      const second = await chat.say('and a second one, as long as it');
+      expect(sentTexts()).toEqual(['answer 1', 'answer 3']);
+      expect(ai.requests).toHaveLength(3);
+      expect(lastRequestMessages()).toEqual([
+        { role: 'system', content: SYSTEM_PROMPT },
+        { role: 'user', content: 'and a second one, as long as it' },
+      ]);
+      expect((await data.messages.getMessage(second))?.error).toBeNull();
+    }
+  });
+
+  it('caps the conversation it sends at AI_CONTEXT_MAX_CHARS: oldest history dropped first, the new message kept', async () => {
+    const chat = await new Chat('15550000031', { AI_HISTORY_LIMIT: '100' }).init();
+    // Messages nearly as long as WhatsApp lets a user write them (65,536 characters).
+    const long = (n: number) => `${n} ${'🙂'.repeat(1_000)} ${'z'.repeat(60_000)}`;
+    for (let n = 1; n <= 12; n++) await chat.say(long(n));
+    const conversation = (messages: { role: string; content: string }[]) =>
+      messages.filter((m) => m.role !== 'system').reduce((n, m) => n + Array.from(m.content).length, 0);
+    // Every request within the cap, the newest message always its last turn, whole.
+    for (const request of ai.requests) {
+      const messages = request.body['messages'] as { role: string; content: string }[];
+      expect(conversation(messages)).toBeLessThanOrEqual(AI_CONTEXT_MAX_CHARS);
+    }
+    expect(lastRequestMessages().at(-1)).toEqual({ role: 'user', content: long(12) });
+    // A short message after them: the latest stretch of the conversation that fits, oldest dropped.
+    await chat.say('and now?');
+    expect(lastRequestMessages()).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'assistant', content: 'answer 11' },
+      { role: 'user', content: long(12) },
+      { role: 'assistant', content: 'answer 12' },
+      { role: 'user', content: 'and now?' },
+    ]);
+    expect(sentTexts().at(-1)).toBe('answer 13');
   });
 
   it('sends an answer whose model name or usage the endpoint gave as null or oddly, and counts only the usage it can read', async () => {

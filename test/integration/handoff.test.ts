@@ -630,6 +630,18 @@ describe('operator messages', () => {
     const stored = (await messagesOf(id))[0];
     expect(stored).toMatchObject({ text: 'will fail', status: 'failed', role: 'operator' });
 
+    // An expired token (401, code 190) is said to be the deployment's configuration, not the message.
+    app.graph.sendResponses.push({
+      status: 401,
+      body: { error: { code: 190, type: 'OAuthException', message: 'Error validating access token' } },
+    });
+    const token = await api('userMessages', id, 'POST', { text: 'no token' });
+    expect(token.status).toBe(502);
+    const said = parseBody(ErrorSchema, token.body).error;
+    expect(said.code).toBe('UPSTREAM_FAILED');
+    expect(said.message).toMatch(/access token \(WHATSAPP_ACCESS_TOKEN expired.*Nothing went out/);
+    expect((await messagesOf(id))[0]).toMatchObject({ text: 'no token', status: 'failed' });
+
     app.graph.sendResponses.push({
       status: 400,
       body: { error: { code: 131047, message: 'Re-engagement message' } },

@@ -156,6 +156,49 @@ describe("Meta's pair rate limit (131056) on the reply path", () => {
   });
 });
 
+// Graph throttling (429, code 130429: the number's throughput, which Meta says to wait out), a 5xx
+// or no connection outlasting the Graph client's own quick retries (about 2 s): the original design
+// records only permanent errors ("retry 429/5xx with backoff; permanent errors recorded"), so the
+// worker waits and sends again on the same schedule as for the pair rate limit.
+describe('a passing Graph failure longer than the Graph client retries, on the reply path', () => {
+  const unavailable = () => ({
+    status: 503,
+    body: { error: { message: 'Service temporarily unavailable', type: 'OAuthException', code: 2 } },
+  });
+  const throttled = () => ({
+    status: 429,
+    body: { error: { message: 'Rate limit hit', type: 'OAuthException', code: 130429 } },
+  });
+
+  it('waits and sends again: the answer goes out once, not failed, and the AI is asked once', async () => {
+    const waId = newNumber();
+    const { ids, job } = await userWrites(waId, ['are you up?']);
+    // More failures than the Graph client's own attempts (4 in the test app), then success.
+    app.graph.sendResponses.push(...Array.from({ length: 4 }, unavailable), throttled(), throttled());
+    await processReplyJob(app.services, job, log, { pairRetry: PAIR });
+    expect(sentTo(waId)).toEqual(Array.from({ length: 7 }, () => 'answer to are you up?'));
+    expect(ai.requests).toHaveLength(1);
+    expect((await app.services.data.messages.getMessage(ids[0]!))?.replyState).toBe('sent');
+    const out = await outbound(waId);
+    expect(out.map((m) => [m.text, m.status])).toEqual([['answer to are you up?', 'sent']]);
+    expect(logs.filter((l) => l.includes('reply waits'))).toHaveLength(1);
+  });
+
+  it('gives up after the same bounded schedule: recorded failed with the last status, the job ends', async () => {
+    const waId = newNumber();
+    const { ids, job } = await userWrites(waId, ['anyone?']);
+    app.graph.sendResponses.push(...Array.from({ length: 12 }, unavailable));
+    const policy: RetryPolicy = { attempts: 3, baseDelayMs: 10, maxDelayMs: 20 };
+    await processReplyJob(app.services, job, log, { pairRetry: policy });
+    // Three rounds of the client's four attempts.
+    expect(sentTo(waId)).toHaveLength(12);
+    expect(ai.requests).toHaveLength(1);
+    expect((await app.services.data.messages.getMessage(ids[0]!))?.replyState).toBe('failed');
+    const out = await outbound(waId);
+    expect(out.map((m) => [m.status, m.error?.code])).toEqual([['failed', 2]]);
+  });
+});
+
 describe("an operator's send under the pair rate limit", () => {
   it('answers 502 UPSTREAM_FAILED at once, saying to try again in a few seconds; one request to Graph', async () => {
     const waId = newNumber();

@@ -509,6 +509,37 @@ describe('POST /api/webhook', () => {
     });
   });
 
+  // Meta answers an expired or revoked token with HTTP 401 and code 190 (WhatsApp error codes,
+  // developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes): every
+  // send fails so until the setting is replaced, which only an operator can do.
+  it('records a send refused for the access token (401, code 190) once, logged as a configuration problem', async () => {
+    const { message, payload } = textNotification(newPhone(), 'token');
+    app.graph.sendResponses.push({
+      status: 401,
+      body: {
+        error: {
+          code: 190,
+          error_subcode: 463,
+          type: 'OAuthException',
+          message: 'Error validating access token: Session has expired on Friday, 27-Nov-26.',
+        },
+      },
+    });
+    const before = app.graph.sends().length;
+    app.logs.length = 0;
+    await app.post(payload);
+    await app.drain();
+    expect(app.graph.sends().length - before).toBe(1);
+    expect(await messages().findOne({ _id: message.id })).toMatchObject({
+      replyState: 'failed',
+      error: { code: 190 },
+    });
+    // At error level, naming the setting to replace (never its value), with the code.
+    const config = app.logs.filter((l) => l.includes('WHATSAPP_ACCESS_TOKEN'));
+    expect(config).toHaveLength(1);
+    expect(config[0]).toMatch(/^error .*configuration problem.*code=190/);
+  });
+
   it('archives shapes it cannot understand and answers 200', async () => {
     const eventsBefore = await app.database.db.collection('events').countDocuments();
     const shapes = [

@@ -184,6 +184,31 @@ describe('chat completions', () => {
     expect(Date.now() - started).toBeLessThan(1_000);
   });
 
+  // RFC 9110 §10.2.3: Retry-After is delay-seconds or an HTTP-date (as a gateway in front of the
+  // endpoint may write it).
+  it('reads a Retry-After given as an HTTP date: waits until then, or does not retry when it is too far', async () => {
+    const at: number[] = [];
+    ai.respond = (_req, index) => {
+      at.push(Date.now());
+      const when = new Date(Date.now() + 2_000).toUTCString();
+      return index === 0
+        ? { status: 429, body: { error: { code: '429' } }, headers: { 'retry-after': when } }
+        : completion('later');
+    };
+    const client = createAiClient(aiConfig(ai.url), { retryDelayMs: 10 });
+    await expect(client.complete(ask)).resolves.toMatchObject({ text: 'later' });
+    // The date has whole seconds: 2 s ahead is at least 1 s ahead.
+    expect(at[1]! - at[0]!).toBeGreaterThanOrEqual(950);
+
+    ai.requests = [];
+    const later = new Date(Date.now() + 3_600_000).toUTCString();
+    ai.respond = () => ({ status: 429, body: { error: { code: '429' } }, headers: { 'retry-after': later } });
+    const started = Date.now();
+    await expect(client.complete(ask)).rejects.toMatchObject({ status: 429 });
+    expect(ai.requests).toHaveLength(1);
+    expect(Date.now() - started).toBeLessThan(1_000);
+  });
+
   it('treats an answer the content filter stopped as a failure, without sending its part, after one retry', async () => {
     ai.respond = () => ({
       status: 200,

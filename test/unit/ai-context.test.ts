@@ -2,7 +2,7 @@
 // answer joined into one assistant turn.
 import { describe, expect, it } from 'vitest';
 import type { Message } from '../../shared/data';
-import { describeForModel, inExchanges, toTurns } from '../../shared/bot/ai-responder';
+import { describeForModel, inExchanges, toTurns, withinBudget } from '../../shared/bot/ai-responder';
 
 const msg = (over: Partial<Message>): Message => ({
   id: 'm',
@@ -88,5 +88,27 @@ describe('inExchanges', () => {
         ]),
       ),
     ).toEqual(['old-answer', 'b1', 'a1', 'b2', 'a2.1', 'a2.2', 'b3', 'a3']);
+  });
+});
+
+describe('withinBudget', () => {
+  const user = (content: string) => ({ role: 'user' as const, content });
+  const assistant = (content: string) => ({ role: 'assistant' as const, content });
+
+  it('keeps the newest turns that fit with the new message, counting characters (an emoji is one)', () => {
+    const history = [user('a'.repeat(6)), assistant('b'.repeat(3)), user('🙂'.repeat(4)), assistant('cc')];
+    // Each history turn counts 2 more (the blank line joining turns merged for a strict template).
+    // 14 characters: the new message (3), then 'cc' (2 + 2) and four emoji (4 + 2); the b's do not fit.
+    const newest = [user('🙂'.repeat(4)), assistant('cc'), user('new')];
+    expect(withinBudget(history, user('new'), 14)).toEqual(newest);
+    expect(withinBudget(history, user('new'), 17)).toEqual(newest);
+    expect(withinBudget(history, user('new'), 18)).toEqual([...history.slice(1), user('new')]);
+    // Nothing older than a turn that does not fit, even when an older one would.
+    expect(withinBudget([user('x'), assistant('y'.repeat(9))], user('new'), 9)).toEqual([user('new')]);
+    expect(withinBudget(history, user('new'), 100)).toEqual([...history, user('new')]);
+  });
+
+  it('always keeps the new message, cut to the budget without splitting a character', () => {
+    expect(withinBudget([user('old')], user(`ab${'🙂'.repeat(5)}`), 4)).toEqual([user('ab🙂🙂')]);
   });
 });

@@ -194,6 +194,28 @@ describe('createGraphClient', () => {
     expect(gap).toBeLessThan(3_000);
   });
 
+  it('honours a Retry-After given as an HTTP date (RFC 9110), as a proxy in front of Graph may write it', async () => {
+    replies = [
+      {
+        status: 429,
+        headers: { 'retry-after': new Date(Date.now() + 2_000).toUTCString() },
+        body: graphError(130429, 'Rate limit hit'),
+      },
+      ok,
+    ];
+    const result = await client({ attempts: 3, baseDelayMs: 1, maxDelayMs: 5_000 }).sendText(
+      PHONE_NUMBER_ID,
+      { waId: '1', bsuid: null },
+      'x',
+    );
+    expect(result.waMessageId).toBe(WAMID);
+    expect(requests).toHaveLength(2);
+    // The date has whole seconds: 2 s ahead is at least 1 s ahead.
+    const gap = (requests[1]?.at ?? 0) - (requests[0]?.at ?? 0);
+    expect(gap).toBeGreaterThanOrEqual(900);
+    expect(gap).toBeLessThan(3_000);
+  });
+
   it('caps Retry-After at maxDelayMs', async () => {
     replies = [
       { status: 429, headers: { 'retry-after': '30' }, body: graphError(130429, 'Rate limit hit') },
