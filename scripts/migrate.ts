@@ -11,6 +11,7 @@ import path from 'node:path';
 import initSqlJs, { type Database, type SqlValue } from 'sql.js';
 import {
   MAX_EVENT_JSON,
+  isCutWhenStored,
   MAX_TEXT,
   type DataStore,
   type ImportedMessage,
@@ -835,7 +836,7 @@ function mapLegacy(
     const meta = MESSAGE_ID.test(given) ? given : null;
     if (given && !meta) counts.idsOutOfBounds++;
     const { text, lossy } = textOf(row, counts);
-    const cut = text.length > MAX_TEXT;
+    const cut = isCutWhenStored(text);
     // Counted under each that applies; the row is archived once.
     if (cut) counts.textsCut++;
     // Imported readable (and cut, as the webhook keeps it); the bytes as the file holds them, or
@@ -856,7 +857,8 @@ function mapLegacy(
       userId,
       waMessageId: meta,
       direction: role === 'user' ? 'inbound' : 'outbound',
-      text: text.slice(0, MAX_TEXT),
+      // Cut at MAX_TEXT characters where it is stored (storedText), never half of an emoji.
+      text,
       createdAt: settled(parsedAt, now, counts),
     };
     return { row: rowId, keyAt: parsedAt, m };
@@ -907,7 +909,11 @@ function mapLegacy(
       const mapped = mapRow(row, again, false);
       if (!mapped) continue;
       const { row: rowId, keyAt, m } = mapped;
-      const id = m.waMessageId ?? derivedKey(waIdOf.get(m.userId) ?? '', keyAt, m.direction, rowId, m.text);
+      // The key hashes the text's first MAX_TEXT UTF-16 units, as every earlier version did, so
+      // that a run over a file migrated before finds the same rows.
+      const id =
+        m.waMessageId ??
+        derivedKey(waIdOf.get(m.userId) ?? '', keyAt, m.direction, rowId, m.text.slice(0, MAX_TEXT));
       if (seen.has(id)) {
         report.duplicates++;
         continue;

@@ -29,7 +29,7 @@ export {
   type ObservedCommand,
 } from './client';
 export { COLLECTIONS, INDEXES, type IndexDefinition, type IndexReport } from './indexes';
-export { STATUS_RANK, MAX_TEXT } from './messages';
+export { STATUS_RANK, MAX_TEXT, isCutWhenStored } from './messages';
 export { MAX_EVENT_JSON } from './events';
 export { ErasureInProgress, SentBeforeErase } from './users';
 export { activeHandoff, type WaitingChat } from './handoff';

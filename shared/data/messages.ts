@@ -32,15 +32,35 @@ export const STATUS_RANK: Record<MessageStatus, number> = {
   failed: 9,
 };
 
-/** Longest text stored on a message (WhatsApp's own limit for a text is 65,536 characters). */
+/**
+ * Longest text stored on a message, in characters (Unicode code points, as WhatsApp counts its
+ * limits: an emoji is one; WhatsApp's own limit for a text is 65,536 characters).
+ */
 export const MAX_TEXT = 65_536;
 
+/** The first MAX_TEXT characters of `text`: whole code points, never half of a surrogate pair. */
+function keptText(text: string): string {
+  // A string of at most MAX_TEXT UTF-16 units has at most MAX_TEXT code points.
+  if (text.length <= MAX_TEXT) return text;
+  let units = 0;
+  let count = 0;
+  for (const character of text) {
+    if (count === MAX_TEXT) break;
+    units += character.length;
+    count++;
+  }
+  return text.slice(0, units);
+}
+
+/** Whether `text` is longer than a message keeps (MAX_TEXT characters). */
+export const isCutWhenStored = (text: string): boolean => keptText(text).length < text.length;
+
 /**
- * A message's stored text, cut at MAX_TEXT, and its search terms (./terms): one rule for every
- * writer (webhook, replies, operators, migration and seed).
+ * A message's stored text, cut at MAX_TEXT characters, and its search terms (./terms): one rule
+ * for every writer (webhook, replies, operators, migration and seed).
  */
 export function storedText(text: string): { text: string; terms: string[] } {
-  const kept = text.slice(0, MAX_TEXT);
+  const kept = keptText(text);
   return { text: kept, terms: prefixTerms(kept) };
 }
 

@@ -88,7 +88,13 @@ const bsuidOf = (value: string | undefined | null): string | null =>
 const CONTROL = /[\u0000-\u001f\u007f]/g;
 /** A profile name as stored: control characters dropped, trimmed, at most `MAX_NAME` characters. */
 export const nameOf = (value: string | undefined | null): string | null => {
-  const clean = value?.replace(CONTROL, '').trim().slice(0, MAX_NAME);
+  const trimmed = value?.replace(CONTROL, '').trim();
+  // Characters (code points), never half of an emoji: MAX_NAME of them fit in twice as many units.
+  const clean =
+    trimmed &&
+    Array.from(trimmed.slice(0, 2 * MAX_NAME))
+      .slice(0, MAX_NAME)
+      .join('');
   return clean ? clean : null;
 };
 

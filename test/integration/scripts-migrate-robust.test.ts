@@ -709,6 +709,26 @@ describe('texts that are not UTF-8', () => {
     const row = JSON.parse(String(archived[0]?.['payloadJson'])).row as Record<string, unknown>;
     expect(row['content']).toEqual({ base64: Buffer.from(bytes).toString('base64') });
   });
+  it('counts 65,536 in characters: a text of emoji keeps 65,536 of them, and one of 32,769 is not cut', async () => {
+    const t = await freshDb('migrate-emoji-long');
+    // An emoji is two UTF-16 units: cut by units, the first text kept half of its emoji, and the
+    // second (65,538 units, 32,769 characters) was counted cut and archived.
+    const emoji = '\u{1F600}';
+    const file = await legacyFile(
+      [[1, '+1 555 010 0001', 'Alice', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00']],
+      [
+        [1, 1, 'user', emoji.repeat(70_000), 'wamid.EM1', '2024-01-01 10:00:01'],
+        [2, 1, 'user', emoji.repeat(32_769), 'wamid.EM2', '2024-01-01 10:00:02'],
+      ],
+    );
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(/texts cut \(whole row archived\):\s+1$/m);
+    const text = async (id: string) =>
+      String((await t.db.collection('messages').findOne({ _id: id as never }))?.['text']);
+    expect(await text('wamid.EM1')).toBe(emoji.repeat(65_536));
+    expect(await text('wamid.EM2')).toBe(emoji.repeat(32_769));
+  });
 });
 
 describe('a dry run over a database that holds users', () => {
@@ -835,7 +855,8 @@ describe('rows longer than one archived item', () => {
     // Two rows archived, whatever the number of items they take.
     expect(io.stdout.join('\n')).toMatch(/rows archived \(kind legacy_row\):\s+2$/m);
     const message = await t.db.collection('messages').findOne({ _id: 'wamid.L1' as never });
-    expect(message?.['text']).toBe(long.slice(0, 65_536));
+    // 65,536 characters (an emoji is one), as the webhook keeps a text.
+    expect(message?.['text']).toBe(Array.from(long).slice(0, 65_536).join(''));
     const archived = await t.db.collection('events').find({ kind: 'legacy_row' }).toArray();
     // Every item within the bound, valid JSON; each row's parts, in order, give its content back.
     const payloads = archived.map((a) => {

@@ -252,6 +252,20 @@ describe('message search covers the whole text', () => {
     expect(await search('ende kep')).toEqual([importedId]);
     expect(await search('beyond')).toEqual([]);
   });
+
+  it('counts MAX_TEXT in characters: a text of emoji keeps 65,536 of them, never half of one', async () => {
+    // An emoji is two UTF-16 units: cut by units, the text kept half of them, and a cut after an
+    // odd number of units left a lone surrogate stored.
+    const emoji = '\u{1F600}';
+    const id = await storeInbound(f.data, `${emoji.repeat(MAX_TEXT)}${emoji}beyond`);
+    const odd = await storeInbound(f.data, `a${emoji.repeat(MAX_TEXT)}`);
+    const messages = collectionOf(f.db.db, 'messages');
+    const kept = String((await messages.findOne({ _id: id }))?.text);
+    expect(Array.from(kept)).toHaveLength(MAX_TEXT);
+    expect(kept).toBe(emoji.repeat(MAX_TEXT));
+    const keptOdd = String((await messages.findOne({ _id: odd }))?.text);
+    expect(keptOdd).toBe(`a${emoji.repeat(MAX_TEXT - 1)}`);
+  });
 });
 
 describe('user search', () => {

@@ -11,6 +11,7 @@ import {
   StatusSchema,
 } from '../../shared/whatsapp/schemas';
 import { normalize, type Treatment } from '../../shared/whatsapp/normalize';
+import { MAX_NAME, nameOf } from '../../shared/whatsapp/notification';
 
 const FIXTURES = join(__dirname, '..', 'fixtures', 'meta');
 
@@ -288,5 +289,17 @@ describe('mismatched bodies and unknown fields', () => {
     expect(StatusSchema.parse({ id: 'w', status: 'held_for_quality', timestamp: 1749416383 }).timestamp).toBe(
       1749416383,
     );
+  });
+});
+
+describe('profile names as stored', () => {
+  it('keep at most MAX_NAME characters, counted as code points: an emoji is never cut in half', () => {
+    const emoji = '\u{1F600}';
+    // Cut by UTF-16 units, 300 emoji kept 128 of them, and 'a' before them left half of one.
+    expect(nameOf(emoji.repeat(300))).toBe(emoji.repeat(MAX_NAME));
+    expect(nameOf(`a${emoji.repeat(300)}`)).toBe(`a${emoji.repeat(MAX_NAME - 1)}`);
+    expect(nameOf('x'.repeat(1_000_000))).toBe('x'.repeat(MAX_NAME));
+    expect(nameOf('  Ana\u0000 ')).toBe('Ana');
+    expect(nameOf(' \u0007 ')).toBeNull();
   });
 });
