@@ -111,8 +111,22 @@ export const PERMANENT_CODES: ReadonlySet<number> = new Set([
  */
 export const PAIR_RATE_LIMIT = 131056;
 
-/** Throttling codes that may succeed later even though Graph answers them with a 4xx. */
-const RETRYABLE_CODES: ReadonlySet<number> = new Set([4, 80007, 130429, PAIR_RATE_LIMIT, 131000, 1, 2]);
+/**
+ * Codes that may succeed later whatever HTTP status carries them: throttling (Graph answers it with
+ * a 4xx), and Meta's outages, which its documentation pairs with a 5xx but tells clients to handle
+ * by code (131016 service unavailable, 131057 business account in maintenance mode).
+ */
+const RETRYABLE_CODES: ReadonlySet<number> = new Set([
+  4,
+  80007,
+  130429,
+  PAIR_RATE_LIMIT,
+  131000,
+  1,
+  2,
+  131016,
+  131057,
+]);
 
 export class GraphError extends AppError {
   constructor(

@@ -177,6 +177,20 @@ describe('createGraphClient', () => {
     expectNoToken(error);
   });
 
+  it.each([131016, 131057])(
+    "retries Meta's outage code %i by its code, even under a 4xx (Meta: handle errors by code)",
+    async (code) => {
+      replies = [{ status: 400, body: graphError(code, 'Service unavailable') }, ok];
+      const result = await client({ attempts: 3, baseDelayMs: 1, maxDelayMs: 5 }).sendText(
+        PHONE_NUMBER_ID,
+        { waId: '1', bsuid: null },
+        'x',
+      );
+      expect(result.waMessageId).toBe(WAMID);
+      expect(requests).toHaveLength(2);
+    },
+  );
+
   it('honours Retry-After on 429', async () => {
     replies = [
       { status: 429, headers: { 'retry-after': '1' }, body: graphError(130429, 'Rate limit hit') },
