@@ -200,7 +200,7 @@ export async function ingestNotification(
       // number or id it moves away from instead, where a change to that number delivered later
       // finds it and follows it (laterChangeFrom). One sent before the person was erased stays
       // dropped.
-      await data.users.refuseSentBeforeErase(m.sender, m.at);
+      await data.users.refuseSentBeforeErase(m.sender, m.at, m.id);
       log.info('user changed identity', { result: 'user never seen' });
       await archive('system', 'system message for a user never seen', m.raw, m.sender.waId ?? m.sender.bsuid);
       return;

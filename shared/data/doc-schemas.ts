@@ -3,7 +3,7 @@
 // they do not name is refused, so a restore writes only what the app itself would have written.
 import { BSON } from 'mongodb';
 import { z } from 'zod';
-import type { EventDoc } from './events';
+import { MAX_ERASED_MESSAGES, type EventDoc } from './events';
 import type { CollectionName } from './indexes';
 import type { TokenDoc } from './tokens';
 import type { MessageDoc } from './messages';
@@ -113,6 +113,8 @@ export const UserDocSchema = z.strictObject({
     .string()
     .regex(/^[0-9a-f]{12}$/)
     .exactOptional(),
+  // When an erase of the person began, on a record a message dated before it made.
+  priorErase: z.date().exactOptional(),
 });
 
 export const MessageDocSchema = z.strictObject({
@@ -214,6 +216,11 @@ export const EventDocSchema = z.strictObject({
   // A payload kept in several documents (poisoned notifications): how many, and which one.
   parts: z.number().int().min(2).exactOptional(),
   part: z.number().int().min(1).exactOptional(),
+  // An erase's audit entry: 64-bit keyed hashes of the message ids it erased.
+  erasedMessages: z
+    .array(z.string().regex(/^[0-9a-f]{16}$/))
+    .max(MAX_ERASED_MESSAGES)
+    .exactOptional(),
 });
 
 /** The collections whose documents a backup carries, each with its schema. */

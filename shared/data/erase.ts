@@ -4,7 +4,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Filter } from 'mongodb';
 import { AppError, ErrorCode } from '../errors';
-import { AUDIT_KIND, toEvent, type EventDoc } from './events';
+import { AUDIT_KIND, MAX_ERASED_MESSAGES, toEvent, type EventDoc } from './events';
 import type { Gateway } from './gateway';
 import { COUNTED_FIELDS, countedAs } from './message-doc';
 import { toMessage, type MessageDoc } from './messages';
@@ -14,7 +14,7 @@ import type { SubjectKeys } from './subjects';
 import type { ArchivedEvent, Message, User } from './types';
 import { MAX_ID_ATTEMPTS, naturalIdOf, toUser, type UserDoc, type UsersRepository } from './users';
 
-export { AUDIT_KIND };
+export { AUDIT_KIND, MAX_ERASED_MESSAGES };
 /** An export holds at most this many messages and archived items (the newest are left out). */
 export const MAX_EXPORT_MESSAGES = 10_000;
 export const MAX_EXPORT_EVENTS = 1_000;
@@ -36,6 +36,12 @@ const LOCK_FOREVER = new Date('9999-12-31T00:00:00Z');
 export const ERASE_STALE_MS = 10 * 60_000;
 /** Messages read (then deleted) at a time. */
 const ERASE_BATCH = 1_000;
+/**
+ * An erase remembers the ids of the inbound messages it erases that reached us this long before it
+ * began (Meta retries a notification for up to 7 days): one delivered again later is known by its
+ * id, whatever its `timestamp` says (./users `refuseSentBeforeErase`).
+ */
+export const ERASED_MESSAGES_WITHIN_MS = 7 * 24 * 3_600_000;
 /** The fields of a stored message that writers change, and that decide how it is counted. */
 const stateKey = (m: MessageDoc): string =>
   JSON.stringify([m.replyState ?? null, m.status ?? null, m.failedUncounted ?? null, m.uncounted ?? null]);
@@ -290,7 +296,9 @@ export class PersonalData {
    * for the erase to end and takes it back (`MessagesRepository.takeBack`). Each message is
    * deleted only in the state it was read in, so the counters lose exactly what they held of it.
    * The user goes last, so an interrupted erase can be run again; `npm run health` finds one left
-   * under way and `--repair` finishes it (`unfinishedErases`).
+   * under way and `--repair` finishes it (`unfinishedErases`). Its audit entry remembers which of
+   * the user's recent inbound messages it erased (`rememberer`), so that Meta delivering one again
+   * brings nothing back, whatever the message's `timestamp` says.
    */
   async eraseUser(userId: string, at = new Date()): Promise<EraseReport | null> {
     // One erase of a user works at a time: a second one (a double click, a retry) waits for the
@@ -314,11 +322,17 @@ export class PersonalData {
       { returnDocument: 'before' },
     );
     if (!user) return this.otherErase(userId);
+    const remember = await this.rememberer(userId, at);
     const delta = new CounterDelta();
     let count = 0;
     for (;;) {
-      const batch = await this.messages.find({ userId }, { projection: COUNTED_FIELDS, limit: ERASE_BATCH });
+      const batch = await this.messages.find(
+        { userId },
+        { projection: { ...COUNTED_FIELDS, receivedAt: 1 }, limit: ERASE_BATCH },
+      );
       if (batch.length === 0) break;
+      // Remembered before they go: an erase interrupted after the delete, run again, cannot.
+      await remember(batch);
       for (const docs of groupBy(batch, stateKey).values()) {
         const ids = docs.map((m) => m._id);
         const first = docs[0] as MessageDoc;
@@ -355,6 +369,47 @@ export class PersonalData {
     // Two erases at once: the one that deletes the user counts it.
     await this.usersRepo.deleteUser(userId, user.createdAt);
     return { messages: count, events };
+  }
+
+  /**
+   * What remembers, in the erase's audit entry (the latest `erase` of the user at or before `at`),
+   * the keyed hashes of the ids of the inbound messages it is about to delete that reached us within
+   * ERASED_MESSAGES_WITHIN_MS before that entry, up to MAX_ERASED_MESSAGES in all (those of an
+   * earlier run of the same erase included): one write per batch that adds any. Without an entry
+   * (an erase no request audited) nothing is remembered: ingest only drops what an entry names.
+   */
+  private async rememberer(
+    userId: string,
+    at: Date,
+  ): Promise<(batch: readonly MessageDoc[]) => Promise<void>> {
+    const entries = await this.events.find(
+      { userId, kind: AUDIT_KIND, reason: 'erase', createdAt: { $lte: at } },
+      { projection: { createdAt: 1 } },
+    );
+    const latest = entries.sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
+    if (!latest) return async () => undefined;
+    const remembered = new Set(
+      (await this.events.findOne({ _id: latest._id }, { projection: { erasedMessages: 1 } }))?.erasedMessages,
+    );
+    const hashOf = await this.keys.messageHashes();
+    const since = latest.createdAt.getTime() - ERASED_MESSAGES_WITHIN_MS;
+    return async (batch) => {
+      const added: string[] = [];
+      for (const m of batch) {
+        if (remembered.size >= MAX_ERASED_MESSAGES) break;
+        if (m.direction !== 'inbound' || !(m.receivedAt instanceof Date) || m.receivedAt.getTime() < since)
+          continue;
+        const hash = hashOf(m._id);
+        if (remembered.has(hash)) continue;
+        remembered.add(hash);
+        added.push(hash);
+      }
+      if (added.length)
+        await this.events.updateOne(
+          { _id: latest._id, kind: AUDIT_KIND },
+          { $push: { erasedMessages: { $each: added } } },
+        );
+    };
   }
 
   /**
@@ -499,7 +554,10 @@ export class PersonalData {
   }
 
   async auditTrail(limit = 100): Promise<ArchivedEvent[]> {
-    const docs = await this.events.find({ kind: AUDIT_KIND }, { sort: { kind: 1, createdAt: 1 }, limit });
+    const docs = await this.events.find(
+      { kind: AUDIT_KIND },
+      { sort: { kind: 1, createdAt: 1 }, limit, projection: { erasedMessages: 0 } },
+    );
     return docs.map(toEvent);
   }
 }

@@ -11,6 +11,9 @@ import type { ArchivedEvent } from './types';
 /** The kind of the audit trail's entries (./erase): who did what to which user, and when. */
 export const AUDIT_KIND = 'audit';
 
+/** The most message ids an erase remembers (`EventDoc.erasedMessages`): ~560 KB as BSON. */
+export const MAX_ERASED_MESSAGES = 20_000;
+
 export interface EventDoc {
   _id: string;
   kind: string;
@@ -28,6 +31,12 @@ export interface EventDoc {
   part?: number;
   /** Audit entries (and items archived before payloadJson) keep a small object. */
   payload?: unknown;
+  /**
+   * An erase's audit entry: keyed hashes (./subjects) of the ids of the inbound messages it erased
+   * that had reached us within ERASED_MESSAGES_WITHIN_MS (./erase), at most MAX_ERASED_MESSAGES.
+   * Kept beside the payload, so that the audit trail's readers never carry them.
+   */
+  erasedMessages?: string[];
 }
 
 /** Archived payloads are cut at this length (the whole notification is at most 3 MiB). */

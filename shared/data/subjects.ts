@@ -9,7 +9,8 @@
 // items and names new users; lookups try each (a restore brings its file's key along), and the
 // pseudonym earlier versions used (keyed with the app secret, when the process has it). Users are
 // found by their number or bsuid, never by recomputing their id: users created by earlier versions
-// keep their unkeyed ids.
+// keep their unkeyed ids. An erase remembers the ids of the messages it erased the same way (a
+// short keyed hash, never the id: a wamid holds the sender's number).
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { pseudonym } from '../log';
 import type { Gateway } from './gateway';
@@ -24,6 +25,10 @@ const keyed = (key: string, identifier: string): string =>
 
 const userId = (key: string, natural: string): string =>
   'u_' + createHmac('sha256', Buffer.from(key, 'hex')).update(`user:${natural}`).digest('hex').slice(0, 24);
+
+/** 64 bits of a keyed hash of a message id (a wamid), in hex: what an erase remembers of it. */
+const messageHash = (key: string, wamid: string): string =>
+  createHmac('sha256', Buffer.from(key, 'hex')).update(`message:${wamid}`).digest('hex').slice(0, 16);
 
 export class SubjectKeys {
   /**
@@ -49,11 +54,31 @@ export class SubjectKeys {
    * whose key a restore brought along): under each key, and the unkeyed hash of earlier versions.
    */
   async everyUserIdOf(): Promise<(natural: string) => string[]> {
+    return (await this.everyIdAndHashOf()).userIds;
+  }
+
+  /**
+   * `everyUserIdOf`, and every hash a message id may have been remembered under by an erase (one
+   * per key), from one read of the keys.
+   */
+  async everyIdAndHashOf(): Promise<{
+    userIds: (natural: string) => string[];
+    messageHashes: (wamid: string) => string[];
+  }> {
     const keys = await this.fresh();
-    return (natural) => [
-      ...keys.map((key) => userId(key, natural)),
-      'u_' + createHash('sha256').update(natural).digest('hex').slice(0, 24),
-    ];
+    return {
+      userIds: (natural) => [
+        ...keys.map((key) => userId(key, natural)),
+        'u_' + createHash('sha256').update(natural).digest('hex').slice(0, 24),
+      ],
+      messageHashes: (wamid) => keys.map((key) => messageHash(key, wamid)),
+    };
+  }
+
+  /** What an erase remembers of a message id (keyed with the deployment's key). */
+  async messageHashes(): Promise<(wamid: string) => string> {
+    const key = await this.first();
+    return (wamid) => messageHash(key, wamid);
   }
 
   /** The subject a new item about `identifier` is filed under (the key is made on first use). */

@@ -72,6 +72,12 @@ export interface UserDoc {
    * same person writing after an erase). Absent on users created before it existed.
    */
   generation?: string;
+  /**
+   * When an erase of the person began, on a record a message dated before it made (a new message
+   * with an old `timestamp`): a later message dated before that erase is looked at as one older
+   * than the record is (`refuseSentBeforeErase`). Absent when the record is dated after its erase.
+   */
+  priorErase?: Date;
 }
 
 /**
@@ -87,8 +93,9 @@ export class ErasureInProgress extends Error {
 
 /**
  * A message its sender wrote before their erase (Meta's timestamp a whole second or more before
- * the erase began), delivered again or late: an erase is for good, so it is not stored, answered or
- * counted, and makes no one new.
+ * the erase began, and the erase remembers its id or it is dated at most ERASE_RECENT_MS before),
+ * delivered again or late: an erase is for good, so it is not stored, answered or counted, and
+ * makes no one new.
  */
 export class SentBeforeErase extends Error {
   override readonly name = 'SentBeforeErase';
@@ -97,6 +104,13 @@ export class SentBeforeErase extends Error {
   }
 }
 
+/**
+ * A message dated at most this long before an erase began is from before it, remembered or not
+ * (the erase remembers at most MAX_ERASED_MESSAGES ids, of messages that reached us within 7 days);
+ * one dated earlier is from before it only when the erase remembers its id: Meta's timestamps can
+ * be far older than a new message (a client copying an old example, a phone's wrong clock).
+ */
+export const ERASE_RECENT_MS = 8 * 24 * 3_600_000;
 /** How long a writer waits for an erase under way to end (`goneAfterErase`). */
 const ERASE_WAIT_MS = 30_000;
 /** A user document writers may change (not being erased). */
@@ -251,18 +265,23 @@ export class UsersRepository {
   /**
    * Throws `SentBeforeErase` when a user the sender may have been was erased (by the audit trail,
    * which the erase writes first) a whole second or more after `at`, Meta's whole-second time of a
-   * message: the message is from before the erase. The users looked for: `known` (the sender's
-   * record now), and every id the identity may have had (its number's and its business-scoped
-   * id's, the n-th person on either, under each key and as the unkeyed hash earlier versions gave:
-   * an erased user's id need not be the one a new user gets). Asked only of a message that would
-   * make a new user or is older than its user's record, so a known user's messages cost no read.
+   * message, and that erase remembers `messageId` (by its keyed hash: ./erase) or began at most
+   * ERASE_RECENT_MS after `at`: the message is from before the erase. The users looked for: `known`
+   * (the sender's record now), and every id the identity may have had (its number's and its
+   * business-scoped id's, the n-th person on either, under each key and as the unkeyed hash earlier
+   * versions gave: an erased user's id need not be the one a new user gets). Else returns when the
+   * latest erase begun a second or more after `at` began (the message is new, only dated long
+   * before it), or null when there is none. Asked only of a message that would make a new user or
+   * is older than its user's record (or its `priorErase`), so a known user's messages cost no read;
+   * one more read when an erase of the sender began over ERASE_RECENT_MS after `at`.
    */
   async refuseSentBeforeErase(
     identity: Pick<Identity, 'waId' | 'bsuid'>,
     at: Date,
+    messageId?: string | null,
     known: readonly string[] = [],
-  ): Promise<void> {
-    const everyIdOf = await this.keys.everyUserIdOf();
+  ): Promise<Date | null> {
+    const { userIds: everyIdOf, messageHashes } = await this.keys.everyIdAndHashOf();
     const ids = new Set(known);
     for (const one of [
       identity.waId ? { waId: identity.waId, bsuid: null } : null,
@@ -271,16 +290,26 @@ export class UsersRepository {
       if (one)
         for (let n = 1; n <= MAX_ID_ATTEMPTS; n++)
           for (const id of everyIdOf(naturalIdOf(one, n))) ids.add(id);
-    const erase = await this.events.findOne(
+    const erases = await this.events.find(
       {
         userId: { $in: [...ids] },
         kind: AUDIT_KIND,
         reason: 'erase',
         createdAt: { $gte: new Date(at.getTime() + 1000) },
       },
-      { projection: { _id: 1 } },
+      { projection: { createdAt: 1 } },
     );
-    if (erase) throw new SentBeforeErase();
+    if (!erases.length) return null;
+    if (erases.some((e) => e.createdAt.getTime() - at.getTime() <= ERASE_RECENT_MS))
+      throw new SentBeforeErase();
+    const remembered =
+      messageId &&
+      (await this.events.findOne(
+        { _id: { $in: erases.map((e) => e._id) }, erasedMessages: { $in: messageHashes(messageId) } },
+        { projection: { _id: 1 } },
+      ));
+    if (remembered) throw new SentBeforeErase();
+    return new Date(Math.max(...erases.map((e) => e.createdAt.getTime())));
   }
 
   /**
@@ -446,8 +475,13 @@ export class UsersRepository {
     // What a message from before a change says of the identity is not news.
     if (holder) return { user: toUser(holder), created: false, changes: {} };
     if (existing) {
-      // Older than the record: maybe the message of a person erased before this one wrote.
-      if (existing.createdAt > at) await this.refuseSentBeforeErase(identity, at, [existing._id]);
+      // Older than the record (or than the erase before it, for a record an old-dated message
+      // made): maybe the message of a person erased before this one wrote.
+      if (
+        existing.createdAt > at ||
+        (existing.priorErase && existing.priorErase.getTime() >= at.getTime() + 1000)
+      )
+        await this.refuseSentBeforeErase(identity, at, messageId, [existing._id]);
       const changes: UserChanges = {};
       if (identity.waId && !existing.waId) changes.waId = identity.waId;
       if (identity.bsuid && existing.bsuid !== identity.bsuid) {
@@ -469,7 +503,7 @@ export class UsersRepository {
       return { user: toUser(existing), created: false, changes };
     }
     const idOf = await this.keys.userIds();
-    await this.refuseSentBeforeErase(identity, at);
+    const priorErase = await this.refuseSentBeforeErase(identity, at, messageId);
     for (let n = 1, attempt = 0; n <= MAX_ID_ATTEMPTS && attempt < 2 * MAX_ID_ATTEMPTS; attempt++) {
       const doc: UserDoc = {
         _id: idOf(naturalIdOf(identity, n)),
@@ -490,6 +524,7 @@ export class UsersRepository {
         replyLock: null,
         generation: randomBytes(6).toString('hex'),
         uncounted: true,
+        ...(priorErase ? { priorErase } : {}),
       };
       if ((await this.users.insertOne(doc)) === 'inserted') {
         // A number change (or a first message under the person's other id) applied at the same

@@ -113,3 +113,134 @@ describe('a message from before the erase of a user an earlier version made (an 
     expect(renewed?.id).not.toBe(unkeyed);
   });
 });
+
+const DAY = 86_400;
+/** What an erase remembers of a message id: 64 bits of a keyed hash, in hex. */
+const HASH = /^[0-9a-f]{16}$/;
+/** An inbound message of `userId` as ingest stores it (not yet in the counters), received at `receivedAt`. */
+const seeded = (userId: string, id: string, receivedAt: Date) => ({
+  _id: id,
+  userId,
+  waMessageId: id,
+  direction: 'inbound',
+  type: 'text',
+  text: 'x',
+  status: 'received',
+  statusRank: 0,
+  createdAt: receivedAt,
+  receivedAt,
+  seqAt: receivedAt,
+  role: 'conversation',
+  replyState: 'none',
+  uncounted: true,
+});
+const eraseEntryOf = async (userId: string) =>
+  app.database.db
+    .collection<{ _id: string; erasedMessages?: string[] }>('events')
+    .findOne({ kind: 'audit', reason: 'erase', userId });
+
+describe('a message dated long before an erase (an old timestamp: a wrong clock, a copied example)', () => {
+  it('is new when the erase does not remember its id: stored and answered; one it erased, delivered again, is still dropped', async () => {
+    const phone = '447700955503';
+    // Sent from a phone whose clock is a month behind.
+    const first = sent(phone, -30 * DAY, 'please forget me');
+    expect((await app.post(first.payload)).status).toBe(200);
+    await app.drain();
+    expect(repliesTo(phone)).toBe(1);
+    const user = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+    expect((await call(handlers.user, { method: 'DELETE', params: { id: user?.id ?? '' } })).status).toBe(
+      204,
+    );
+    // Delivered again, its timestamp a month old: the erase remembers it, so it makes no one.
+    expect((await app.post(first.payload)).status).toBe(200);
+    await app.drain();
+    expect(repliesTo(phone)).toBe(1);
+    expect(await app.services.data.users.findByIdentity({ waId: phone, bsuid: null })).toBeNull();
+
+    // A new message whose timestamp is years old (a client copying a documented example).
+    const message = textMessage(phone, 'hello, a new message', { timestamp: '1600000000' });
+    const payload = notification(value({ contacts: [{ waId: phone, name: 'Eve' }], messages: [message] }));
+    expect((await app.post(payload)).status).toBe(200);
+    await app.drain();
+    expect(repliesTo(phone)).toBe(2);
+    const renewed = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+    expect(renewed?.id).toBeTruthy();
+    const messages = app.database.db.collection('messages');
+    expect(await messages.countDocuments({ _id: message.id as never, userId: renewed?.id })).toBe(1);
+
+    // Delivered once more, now that the person wrote again (its timestamp is after that of the new
+    // user's record): still dropped, it joins no one.
+    expect((await app.post(first.payload)).status).toBe(200);
+    await app.drain();
+    expect(repliesTo(phone)).toBe(2);
+    expect(await messages.countDocuments({ _id: first.message.id as never })).toBe(0);
+    expect((await app.services.data.users.findByIdentity({ waId: phone, bsuid: null }))?.messageCount).toBe(
+      2,
+    );
+  });
+});
+
+describe("the erase's audit entry", () => {
+  it('remembers the inbound messages it erased by keyed hash, never a message id in clear', async () => {
+    const phone = '447700955505';
+    const a = sent(phone, -30, 'one');
+    const b = sent(phone, -20, 'two');
+    for (const m of [a, b]) expect((await app.post(m.payload)).status).toBe(200);
+    await app.drain();
+    const user = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+    const id = user?.id ?? '';
+    // One that reached us 8 days ago: Meta retries for 7 days at most, so it is not remembered.
+    const messages = app.database.db.collection('messages');
+    await messages.insertOne(
+      seeded(id, 'wamid.eightdaysago', new Date(Date.now() - 8 * DAY * 1000)) as never,
+    );
+    expect((await call(handlers.user, { method: 'DELETE', params: { id } })).status).toBe(204);
+    expect(await messages.countDocuments({ userId: id })).toBe(0);
+    const entry = await eraseEntryOf(id);
+    // The two inbound messages of the last 7 days (not the answers: Meta never delivers them to us).
+    expect(entry?.erasedMessages).toHaveLength(2);
+    for (const hash of entry?.erasedMessages ?? []) expect(hash).toMatch(HASH);
+    const text = JSON.stringify(entry);
+    for (const m of [a, b]) expect(text).not.toContain(m.message.id);
+    expect(text).not.toContain('wamid');
+    expect(text).not.toContain(phone);
+    // The audit trail's readers do not carry them.
+    const trail = await app.services.data.personal.auditTrail(1000);
+    expect(JSON.stringify(trail.filter((e) => e.userId === id))).not.toContain('erasedMessages');
+  });
+
+  it('remembers at most 20,000, those of an interrupted run of the same erase included', async () => {
+    const phone = '447700955506';
+    const first = sent(phone, -30, 'hello');
+    expect((await app.post(first.payload)).status).toBe(200);
+    await app.drain();
+    const user = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+    const id = user?.id ?? '';
+    const messages = app.database.db.collection('messages');
+    await messages.insertMany(
+      Array.from({ length: 10 }, (_, n) =>
+        seeded(id, `wamid.seeded${n}`, new Date(Date.now() - 60_000)),
+      ) as never[],
+    );
+    // An erase the request audited, interrupted after it had remembered (and deleted) 19,995 of
+    // the person's messages; `npm run health -- --repair` finishes it.
+    const { personal } = app.services.data;
+    const at = new Date(Date.now() - 20 * 60_000);
+    const entryId = await personal.audit({ tokenName: 'ops', action: 'erase', userId: id, at });
+    const earlier = Array.from({ length: 19_995 }, (_, n) => n.toString(16).padStart(16, '0'));
+    await app.database.db
+      .collection<{ _id: string; erasedMessages?: string[] }>('events')
+      .updateOne({ _id: entryId }, { $set: { erasedMessages: earlier } });
+    await app.database.db
+      .collection<{ _id: string }>('users')
+      .updateOne({ _id: id }, { $set: { erasing: true, erasingSince: at } });
+    expect(await personal.eraseUser(id)).toEqual({ messages: 12, events: 0 });
+    expect(await messages.countDocuments({ userId: id })).toBe(0);
+    const remembered = (await eraseEntryOf(id))?.erasedMessages ?? [];
+    // 11 inbound messages were left, and room for 5 of them.
+    expect(remembered).toHaveLength(20_000);
+    expect(remembered.slice(0, 19_995)).toEqual(earlier);
+    expect(new Set(remembered).size).toBe(20_000);
+    for (const hash of remembered) expect(hash).toMatch(HASH);
+  });
+});

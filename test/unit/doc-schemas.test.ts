@@ -64,6 +64,7 @@ describe('documents that pass', () => {
         previousWaIds: ['15550001111'],
         previousBsuids: ['US.13491208655302741918'],
         earlier: { name: 'Ana', bsuid: 'US.13491208655302741918', until: at },
+        priorErase: at,
       }),
     ).toBeNull();
     expect(
@@ -164,7 +165,12 @@ describe('every field the app writes is known', () => {
       truncated: true,
       parts: 2,
       part: 1,
+      erasedMessages: ['0123456789abcdef'],
     };
     expect(checkStoredDocument('events', fullEvent)).toBeNull();
+    // An erase remembers 64-bit hashes, never a message id in clear.
+    expect(checkStoredDocument('events', { ...event, erasedMessages: ['wamid.HBgL'] })).toMatch(
+      /^field erasedMessages\.0: /,
+    );
   });
 });
