@@ -304,21 +304,26 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
     };
   }
 
-  /** AI answers (and rate-limit notices) of the last minute: counted in the worker's read when it covers the minute. */
+  /**
+   * Model calls (an answer, or the apology for a failed call: a broken or slow endpoint is asked
+   * no more often than one that answers) and rate-limit notices of the last minute: counted in the
+   * worker's read when it covers the minute, else by the database in the same two counts.
+   */
   async function lastMinute(user: User, recent: readonly Message[], partial: boolean) {
     const since = new Date(now().getTime() - MINUTE_MS);
     const oldest = recent[0];
     if (partial && (!oldest || oldest.createdAt >= since)) {
       const [answers, notices] = await Promise.all([
-        data.messages.countOutboundSince(user.id, since, { ai: true }),
+        data.messages.countOutboundSince(user.id, since, { ai: true, orNotice: AI_APOLOGY }),
         data.messages.countOutboundSince(user.id, since, { text: RATE_LIMIT_NOTICE }),
       ]);
       return { answers, notices };
     }
     const outbound = recent.filter((m) => m.direction === 'outbound' && m.createdAt >= since);
+    const notice = (text: string) => (m: Message) => m.role === 'notice' && m.text === text;
     return {
-      answers: outbound.filter((m) => m.ai !== null).length,
-      notices: outbound.filter((m) => m.role === 'notice' && m.text === RATE_LIMIT_NOTICE).length,
+      answers: outbound.filter((m) => m.ai !== null || notice(AI_APOLOGY)(m)).length,
+      notices: outbound.filter(notice(RATE_LIMIT_NOTICE)).length,
     };
   }
 

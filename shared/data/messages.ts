@@ -427,17 +427,25 @@ export class MessagesRepository {
     return docs.map(toMessage).reverse();
   }
 
-  /** How many outbound messages of a user since a time match (AI answers, or one notice's text). */
+  /**
+   * How many outbound messages of a user since a time match: AI answers (with `orNotice`, also the
+   * notices of that text: the apologies for failed calls), or the notices of one text.
+   */
   async countOutboundSince(
     userId: string,
     since: Date,
-    match: { ai: true } | { text: string },
+    match: { ai: true; orNotice?: string } | { text: string },
   ): Promise<number> {
+    const notice = (text: string) => ({ role: 'notice' as const, text });
     return this.messages.count({
       userId,
       createdAt: { $gte: since },
       direction: 'outbound',
-      ...('ai' in match ? { ai: { $ne: null } } : { role: 'notice', text: match.text }),
+      ...(!('ai' in match)
+        ? notice(match.text)
+        : match.orNotice === undefined
+          ? { ai: { $ne: null } }
+          : { $or: [{ ai: { $ne: null } }, notice(match.orNotice)] }),
     });
   }
 }
