@@ -8,6 +8,7 @@ import { AiError, createAiClient, type AiClient, type AiClientOptions, type Chat
 import { aiWindow, type AiResponder, type ReplyContent } from './ports';
 import { characters } from '../whatsapp/outbound';
 import { markCut } from './split';
+import { toWhatsApp } from './whatsapp-format';
 import { AI_APOLOGY, RATE_LIMIT_NOTICE } from './texts';
 
 export interface AiResponderDeps {
@@ -217,6 +218,16 @@ export function withinBudget(
   return [...history.slice(first), last];
 }
 
+/**
+ * An answer as it is sent and stored: in WhatsApp's formatting, not the model's Markdown (split
+ * into messages afterwards, by the reply worker). An answer that would be left blank (nothing but
+ * a horizontal rule, say) is sent as the model wrote it.
+ */
+export function asSent(text: string): string {
+  const converted = toWhatsApp(text);
+  return converted.trim() ? converted : text;
+}
+
 export function createAiResponder(deps: AiResponderDeps): AiResponder {
   const { config, data, now } = deps;
   const client = deps.client ?? createAiClient(config, deps.clientOptions);
@@ -352,7 +363,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
           cut: completion.cut,
         });
         const reply: ReplyContent = {
-          text: completion.cut ? markCut(completion.text) : completion.text,
+          text: asSent(completion.cut ? markCut(completion.text) : completion.text),
           role: 'conversation',
           ai: {
             provider: completion.provider,

@@ -1111,4 +1111,40 @@ describe('AI answers that misbehave', () => {
     expect((await outboundFor(id)).map((m) => m.text)).toEqual(['a\ufffdbcd\ufffd\n\u{1f600}']);
     expect((await data.messages.getMessage(id))?.replyState).toBe('sent');
   });
+
+  it("sends and stores a Markdown answer in WhatsApp's formatting, split after the conversion", async () => {
+    const markdown = [
+      '## Opening hours',
+      'We are open **Monday to Friday**, see [our page](https://example.com/open_hours).',
+      '',
+      '---',
+      '',
+      '```',
+      'keep **this** as_is',
+      '```',
+    ].join('\n');
+    ai.respond = () => finished(markdown, 'stop');
+    const chat = await new Chat('15550000053').init();
+    const id = await chat.say('when are you open?');
+    const whatsapp = [
+      '*Opening hours*',
+      'We are open *Monday to Friday*, see our page (https://example.com/open_hours).',
+      '',
+      '```',
+      'keep **this** as_is',
+      '```',
+    ].join('\n');
+    expect(sentTexts()).toEqual([whatsapp]);
+    expect((await outboundFor(id)).map((m) => m.text)).toEqual([whatsapp]);
+    // The next call reads the answer as it was sent.
+    await chat.say('thanks');
+    expect(lastRequestMessages()[2]).toEqual({ role: 'assistant', content: whatsapp });
+    // Over WhatsApp's 4,096 characters as Markdown, within them once converted: one message.
+    graph.requests = [];
+    const long = '**bold** '.repeat(500);
+    expect(long.length).toBeGreaterThan(4_096);
+    ai.respond = () => finished(long, 'stop');
+    await chat.say('more');
+    expect(sentTexts()).toEqual(['*bold* '.repeat(500).trim()]);
+  });
 });
