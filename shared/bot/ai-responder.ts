@@ -2,7 +2,7 @@
 // context (system prompt, recent conversation since the last reset, the new message described in
 // words), the call, and on failure a short apology with the failure recorded.
 import type { AiConfig } from '../config';
-import type { DataStore, Message, User } from '../data';
+import type { DataStore, Message, MessageRole, User } from '../data';
 import { pseudonym, type Logger } from '../log';
 import { AiError, createAiClient, type AiClient, type AiClientOptions, type ChatMessage } from '../ai/client';
 import { aiWindow, type AiResponder, type ReplyContent } from './ports';
@@ -36,10 +36,19 @@ const TURN_JOIN = '\n\n';
 const SLACK = 20;
 
 const LABEL = /^\[([^\]]+)\]\s*/;
+/** What an operator's message is given to the model with: a person wrote it, not the model. */
+export const OPERATOR_PREFIX = '(A human agent wrote:) ';
 
-/** A message as the model reads it: its text, or a non-text message described in words. */
-export function describeForModel(message: Pick<Message, 'type' | 'text' | 'direction'>): string {
-  if (message.direction === 'outbound') return message.text;
+/**
+ * A message as the model reads it: its text, or a non-text message described in words; what an
+ * operator wrote is marked as a human agent's (the model must not take it for its own words, nor
+ * the user's).
+ */
+export function describeForModel(
+  message: Pick<Message, 'type' | 'text' | 'direction'> & { readonly role?: MessageRole },
+): string {
+  if (message.direction === 'outbound')
+    return message.role === 'operator' ? `${OPERATOR_PREFIX}${message.text}` : message.text;
   const detail = message.text.replace(LABEL, '').trim();
   const quoted = detail ? `: ${detail}` : '';
   // A medium's text is its caption, else its description ("[image]"; "[image] caption" as
@@ -234,7 +243,8 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
   const afterReset = (user: User) => (m: Message) => !user.contextResetAt || m.seqAt > user.contextResetAt;
   const inContext = (user: User, message: Message) => (m: Message) =>
     m.id !== message.id &&
-    m.role === 'conversation' &&
+    // The conversation with the bot, and what operators wrote in it (`describeForModel`).
+    (m.role === 'conversation' || m.role === 'operator') &&
     afterReset(user)(m) &&
     !(m.direction === 'inbound' && (m.replyState === 'pending' || m.replyState === 'sending')) &&
     // An answer the user never got (Graph refused it, or a status reported it failed): the model
@@ -248,6 +258,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
    * answers is: one sent after a reset arrived (it was being prepared) to a message from before it
    * is left out too, so it is kept only when its message is among the rows after the reset (an
    * answer whose message is older than the rows is left out as well: at the oldest end, rarely).
+   * An operator's message answers none: it is kept when it was sent after the reset.
    */
   function since(user: User, message: Message, rows: readonly Message[]): Message[] {
     const kept = asLeft(rows).filter(inContext(user, message));
@@ -255,7 +266,12 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
     const asked = new Set(
       rows.filter((m) => m.direction === 'inbound' && afterReset(user)(m)).map((m) => m.id),
     );
-    return kept.filter((m) => m.direction === 'inbound' || (m.relatedId !== null && asked.has(m.relatedId)));
+    return kept.filter(
+      (m) =>
+        m.direction === 'inbound' ||
+        m.role === 'operator' ||
+        (m.relatedId !== null && asked.has(m.relatedId)),
+    );
   }
 
   /** The context: from the worker's read when it holds enough, else one indexed query. */

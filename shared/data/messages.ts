@@ -397,7 +397,7 @@ export class MessagesRepository {
 
   /**
    * The conversation before a message, for AI context: the last `limit` conversation messages of
-   * the user (and their edits and deletions of them) after `since` (the last reset) and up to
+   * the user, operators' messages among them (and the user's edits and deletions) after `since` (the last reset) and up to
    * `before`, oldest first, leaving out inbound
    * ones still waiting for their answer (later in the conversation: a burst longer than `limit`
    * filled the read and left no history). One indexed query.
@@ -416,9 +416,10 @@ export class MessagesRepository {
       {
         userId,
         seqAt,
-        // The user's edits and deletions of their messages come along: the context shows the
-        // messages as the user left them (same query, no round trip more).
-        $or: [{ role: 'conversation' }, { type: { $in: ['edit', 'revoke'] } }],
+        // What operators wrote is part of the conversation. The user's edits and deletions of
+        // their messages come along: the context shows the messages as the user left them (same
+        // query, no round trip more).
+        $or: [{ role: { $in: ['conversation', 'operator'] } }, { type: { $in: ['edit', 'revoke'] } }],
         _id: { $ne: beforeId },
         replyState: { $nin: WAITING },
       },
