@@ -62,6 +62,9 @@ describe('toWhatsApp', () => {
     ['### A **bold** heading ###', '*A bold heading*'],
     ['## _Intro_', '*_Intro_*'],
     ['#hashtag', '#hashtag'],
+    ['# C#', '*C#*'],
+    ['## Title ##', '*Title*'],
+    ['#', ''],
     ['Title\n=====', '*Title*'],
     ['Sub title\n---', '*Sub title*'],
   ])('heading %j', (markdown, whatsapp) => {
@@ -79,6 +82,7 @@ describe('toWhatsApp', () => {
     ['<https://example.com/a_b>', 'https://example.com/a_b'],
     ['![a cat](https://example.com/cat.png)', 'a cat (https://example.com/cat.png)'],
     ['![](https://example.com/cat.png)', 'https://example.com/cat.png'],
+    ['[![badge](https://e.com/b.svg)](https://e.com)', 'badge (https://e.com/b.svg) (https://e.com)'],
     ['[not a link] (x)', '[not a link] (x)'],
     ['see [1] and [2]', 'see [1] and [2]'],
   ])('link %j', (markdown, whatsapp) => {
@@ -97,6 +101,7 @@ describe('toWhatsApp', () => {
     );
     expect(toWhatsApp('1. **First**\n2) second')).toBe('1. *First*\n2) second');
     expect(toWhatsApp('> a **quoted** line\n> # quoted title')).toBe('> a *quoted* line\n> *quoted title*');
+    expect(toWhatsApp('> > **nested**')).toBe('> > *nested*');
   });
 
   it('leaves code untouched: fenced blocks (closed or not) and inline code', () => {
@@ -146,6 +151,24 @@ describe('toWhatsApp', () => {
         '> ~Closed on Sundays~ Open on Sundays too!',
       ].join('\n'),
     );
+  });
+
+  it('takes time in proportion to the text on pathological input (a model can be made to write it)', () => {
+    const started = Date.now();
+    for (const text of [
+      '['.repeat(100_000),
+      '[a](b'.repeat(20_000),
+      '_a '.repeat(30_000) + 'a* '.repeat(30_000),
+      '` `` '.repeat(20_000),
+      `a|b\n${' '.repeat(100_000)}x`,
+      `#${' '.repeat(100_000)}x`,
+      `# a${' '.repeat(100_000)}b`,
+      '> '.repeat(100_000),
+      `${'['.repeat(10_000)}a${'](x)'.repeat(10_000)}`,
+    ])
+      toWhatsApp(text);
+    // Each took over 30 s when a scan started again at every bracket, pipe row or mark.
+    expect(Date.now() - started).toBeLessThan(5_000);
   });
 
   it('leaves plain text as it is', () => {
