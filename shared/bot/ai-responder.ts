@@ -2,12 +2,13 @@
 // context (system prompt, recent conversation since the last reset, the new message described in
 // words), the call, and on failure a short apology with the failure recorded.
 import type { AiConfig } from '../config';
-import type { DataStore, Message, User } from '../data';
+import type { DataStore, Message, MessageRole, User } from '../data';
 import { pseudonym, type Logger } from '../log';
 import { AiError, createAiClient, type AiClient, type AiClientOptions, type ChatMessage } from '../ai/client';
 import { aiWindow, type AiResponder, type ReplyContent } from './ports';
 import { characters } from '../whatsapp/outbound';
 import { markCut } from './split';
+import { toWhatsApp } from './whatsapp-format';
 import { AI_APOLOGY, RATE_LIMIT_NOTICE } from './texts';
 
 export interface AiResponderDeps {
@@ -35,10 +36,19 @@ const TURN_JOIN = '\n\n';
 const SLACK = 20;
 
 const LABEL = /^\[([^\]]+)\]\s*/;
+/** What an operator's message is given to the model with: a person wrote it, not the model. */
+export const OPERATOR_PREFIX = '(A human agent wrote:) ';
 
-/** A message as the model reads it: its text, or a non-text message described in words. */
-export function describeForModel(message: Pick<Message, 'type' | 'text' | 'direction'>): string {
-  if (message.direction === 'outbound') return message.text;
+/**
+ * A message as the model reads it: its text, or a non-text message described in words; what an
+ * operator wrote is marked as a human agent's (the model must not take it for its own words, nor
+ * the user's).
+ */
+export function describeForModel(
+  message: Pick<Message, 'type' | 'text' | 'direction'> & { readonly role?: MessageRole },
+): string {
+  if (message.direction === 'outbound')
+    return message.role === 'operator' ? `${OPERATOR_PREFIX}${message.text}` : message.text;
   const detail = message.text.replace(LABEL, '').trim();
   const quoted = detail ? `: ${detail}` : '';
   // A medium's text is its caption, else its description ("[image]"; "[image] caption" as
@@ -217,13 +227,24 @@ export function withinBudget(
   return [...history.slice(first), last];
 }
 
+/**
+ * An answer as it is sent and stored: in WhatsApp's formatting, not the model's Markdown (split
+ * into messages afterwards, by the reply worker). An answer that would be left blank (nothing but
+ * a horizontal rule, say) is sent as the model wrote it.
+ */
+export function asSent(text: string): string {
+  const converted = toWhatsApp(text);
+  return converted.trim() ? converted : text;
+}
+
 export function createAiResponder(deps: AiResponderDeps): AiResponder {
   const { config, data, now } = deps;
   const client = deps.client ?? createAiClient(config, deps.clientOptions);
   const afterReset = (user: User) => (m: Message) => !user.contextResetAt || m.seqAt > user.contextResetAt;
   const inContext = (user: User, message: Message) => (m: Message) =>
     m.id !== message.id &&
-    m.role === 'conversation' &&
+    // The conversation with the bot, and what operators wrote in it (`describeForModel`).
+    (m.role === 'conversation' || m.role === 'operator') &&
     afterReset(user)(m) &&
     !(m.direction === 'inbound' && (m.replyState === 'pending' || m.replyState === 'sending')) &&
     // An answer the user never got (Graph refused it, or a status reported it failed): the model
@@ -237,6 +258,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
    * answers is: one sent after a reset arrived (it was being prepared) to a message from before it
    * is left out too, so it is kept only when its message is among the rows after the reset (an
    * answer whose message is older than the rows is left out as well: at the oldest end, rarely).
+   * An operator's message answers none: it is kept when it was sent after the reset.
    */
   function since(user: User, message: Message, rows: readonly Message[]): Message[] {
     const kept = asLeft(rows).filter(inContext(user, message));
@@ -244,7 +266,12 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
     const asked = new Set(
       rows.filter((m) => m.direction === 'inbound' && afterReset(user)(m)).map((m) => m.id),
     );
-    return kept.filter((m) => m.direction === 'inbound' || (m.relatedId !== null && asked.has(m.relatedId)));
+    return kept.filter(
+      (m) =>
+        m.direction === 'inbound' ||
+        m.role === 'operator' ||
+        (m.relatedId !== null && asked.has(m.relatedId)),
+    );
   }
 
   /** The context: from the worker's read when it holds enough, else one indexed query. */
@@ -304,21 +331,26 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
     };
   }
 
-  /** AI answers (and rate-limit notices) of the last minute: counted in the worker's read when it covers the minute. */
+  /**
+   * Model calls (an answer, or the apology for a failed call: a broken or slow endpoint is asked
+   * no more often than one that answers) and rate-limit notices of the last minute: counted in the
+   * worker's read when it covers the minute, else by the database in the same two counts.
+   */
   async function lastMinute(user: User, recent: readonly Message[], partial: boolean) {
     const since = new Date(now().getTime() - MINUTE_MS);
     const oldest = recent[0];
     if (partial && (!oldest || oldest.createdAt >= since)) {
       const [answers, notices] = await Promise.all([
-        data.messages.countOutboundSince(user.id, since, { ai: true }),
+        data.messages.countOutboundSince(user.id, since, { ai: true, orNotice: AI_APOLOGY }),
         data.messages.countOutboundSince(user.id, since, { text: RATE_LIMIT_NOTICE }),
       ]);
       return { answers, notices };
     }
     const outbound = recent.filter((m) => m.direction === 'outbound' && m.createdAt >= since);
+    const notice = (text: string) => (m: Message) => m.role === 'notice' && m.text === text;
     return {
-      answers: outbound.filter((m) => m.ai !== null).length,
-      notices: outbound.filter((m) => m.role === 'notice' && m.text === RATE_LIMIT_NOTICE).length,
+      answers: outbound.filter((m) => m.ai !== null || notice(AI_APOLOGY)(m)).length,
+      notices: outbound.filter(notice(RATE_LIMIT_NOTICE)).length,
     };
   }
 
@@ -347,7 +379,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
           cut: completion.cut,
         });
         const reply: ReplyContent = {
-          text: completion.cut ? markCut(completion.text) : completion.text,
+          text: asSent(completion.cut ? markCut(completion.text) : completion.text),
           role: 'conversation',
           ai: {
             provider: completion.provider,

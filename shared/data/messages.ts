@@ -397,7 +397,7 @@ export class MessagesRepository {
 
   /**
    * The conversation before a message, for AI context: the last `limit` conversation messages of
-   * the user (and their edits and deletions of them) after `since` (the last reset) and up to
+   * the user, operators' messages among them (and the user's edits and deletions) after `since` (the last reset) and up to
    * `before`, oldest first, leaving out inbound
    * ones still waiting for their answer (later in the conversation: a burst longer than `limit`
    * filled the read and left no history). One indexed query.
@@ -416,9 +416,10 @@ export class MessagesRepository {
       {
         userId,
         seqAt,
-        // The user's edits and deletions of their messages come along: the context shows the
-        // messages as the user left them (same query, no round trip more).
-        $or: [{ role: 'conversation' }, { type: { $in: ['edit', 'revoke'] } }],
+        // What operators wrote is part of the conversation. The user's edits and deletions of
+        // their messages come along: the context shows the messages as the user left them (same
+        // query, no round trip more).
+        $or: [{ role: { $in: ['conversation', 'operator'] } }, { type: { $in: ['edit', 'revoke'] } }],
         _id: { $ne: beforeId },
         replyState: { $nin: WAITING },
       },
@@ -427,17 +428,25 @@ export class MessagesRepository {
     return docs.map(toMessage).reverse();
   }
 
-  /** How many outbound messages of a user since a time match (AI answers, or one notice's text). */
+  /**
+   * How many outbound messages of a user since a time match: AI answers (with `orNotice`, also the
+   * notices of that text: the apologies for failed calls), or the notices of one text.
+   */
   async countOutboundSince(
     userId: string,
     since: Date,
-    match: { ai: true } | { text: string },
+    match: { ai: true; orNotice?: string } | { text: string },
   ): Promise<number> {
+    const notice = (text: string) => ({ role: 'notice' as const, text });
     return this.messages.count({
       userId,
       createdAt: { $gte: since },
       direction: 'outbound',
-      ...('ai' in match ? { ai: { $ne: null } } : { role: 'notice', text: match.text }),
+      ...(!('ai' in match)
+        ? notice(match.text)
+        : match.orNotice === undefined
+          ? { ai: { $ne: null } }
+          : { $or: [{ ai: { $ne: null } }, notice(match.orNotice)] }),
     });
   }
 }

@@ -734,6 +734,41 @@ describe('AI answers', () => {
     expect(sentTexts()).toEqual(['answer 1', 'answer 2', RATE_LIMIT_NOTICE, 'answer 3', 'answer 4']);
   });
 
+  // A failed call costs as an answered one (and a broken or slow endpoint is asked no more often):
+  // its apology counts toward the limit.
+  const failing = () => ({
+    status: 503,
+    body: { error: { message: 'overloaded' } },
+    headers: { 'retry-after-ms': '1' },
+  });
+
+  it('counts a failed call toward AI_MAX_PER_MINUTE as an answered one', async () => {
+    ai.respond = failing;
+    const chat = await new Chat('15550000050', { AI_MAX_PER_MINUTE: '2' }, 2_000).init();
+    for (const text of ['a', 'b', 'c', 'd', 'e']) await chat.say(text);
+    // Two messages asked (a call and its retry each), then the notice, then silence.
+    expect(ai.requests).toHaveLength(4);
+    expect(sentTexts()).toEqual([AI_APOLOGY, AI_APOLOGY, RATE_LIMIT_NOTICE]);
+    // A failure and an answer count alike.
+    ai.requests = [];
+    graph.requests = [];
+    ai.respond = (req, index) => (index < 2 ? failing() : answerN(req, 0));
+    const mixed = await new Chat('15550000051', { AI_MAX_PER_MINUTE: '2' }, 2_000).init();
+    for (const text of ['a', 'b', 'c']) await mixed.say(text);
+    expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 1', RATE_LIMIT_NOTICE]);
+  });
+
+  it('counts failed calls toward AI_MAX_PER_MINUTE when the count comes from the database (a burst longer than the worker reads)', async () => {
+    ai.respond = failing;
+    // AI_HISTORY_LIMIT 1 and 1 a minute: the worker reads the latest 22 messages, all within the
+    // minute, so the minute's calls are counted by the database.
+    const chat = await new Chat('15550000052', { AI_HISTORY_LIMIT: '1', AI_MAX_PER_MINUTE: '1' }).init();
+    const text = (body: string) => ({ type: 'text', text: { body } });
+    await chat.burst(Array.from({ length: 25 }, (_, i) => text(`b${i + 1}`)));
+    expect(ai.requests).toHaveLength(2);
+    expect(sentTexts()).toEqual([AI_APOLOGY, RATE_LIMIT_NOTICE]);
+  });
+
   it('records usage on the answer and counts AI requests and tokens in the stats', async () => {
     const before = await data.stats.totals();
     const chat = await new Chat('15550000008').init();
@@ -1075,5 +1110,41 @@ describe('AI answers that misbehave', () => {
     expect(sentTexts()).toEqual(['a\ufffdbcd\ufffd\n\u{1f600}']);
     expect((await outboundFor(id)).map((m) => m.text)).toEqual(['a\ufffdbcd\ufffd\n\u{1f600}']);
     expect((await data.messages.getMessage(id))?.replyState).toBe('sent');
+  });
+
+  it("sends and stores a Markdown answer in WhatsApp's formatting, split after the conversion", async () => {
+    const markdown = [
+      '## Opening hours',
+      'We are open **Monday to Friday**, see [our page](https://example.com/open_hours).',
+      '',
+      '---',
+      '',
+      '```',
+      'keep **this** as_is',
+      '```',
+    ].join('\n');
+    ai.respond = () => finished(markdown, 'stop');
+    const chat = await new Chat('15550000053').init();
+    const id = await chat.say('when are you open?');
+    const whatsapp = [
+      '*Opening hours*',
+      'We are open *Monday to Friday*, see our page (https://example.com/open_hours).',
+      '',
+      '```',
+      'keep **this** as_is',
+      '```',
+    ].join('\n');
+    expect(sentTexts()).toEqual([whatsapp]);
+    expect((await outboundFor(id)).map((m) => m.text)).toEqual([whatsapp]);
+    // The next call reads the answer as it was sent.
+    await chat.say('thanks');
+    expect(lastRequestMessages()[2]).toEqual({ role: 'assistant', content: whatsapp });
+    // Over WhatsApp's 4,096 characters as Markdown, within them once converted: one message.
+    graph.requests = [];
+    const long = '**bold** '.repeat(500);
+    expect(long.length).toBeGreaterThan(4_096);
+    ai.respond = () => finished(long, 'stop');
+    await chat.say('more');
+    expect(sentTexts()).toEqual(['*bold* '.repeat(500).trim()]);
   });
 });

@@ -2,7 +2,14 @@
 // answer joined into one assistant turn.
 import { describe, expect, it } from 'vitest';
 import type { Message } from '../../shared/data';
-import { describeForModel, inExchanges, toTurns, withinBudget } from '../../shared/bot/ai-responder';
+import {
+  alternating,
+  describeForModel,
+  inExchanges,
+  OPERATOR_PREFIX,
+  toTurns,
+  withinBudget,
+} from '../../shared/bot/ai-responder';
 
 const msg = (over: Partial<Message>): Message => ({
   id: 'm',
@@ -50,6 +57,13 @@ describe('describeForModel', () => {
   it('keeps outbound text as it is', () => {
     expect(describeForModel({ type: 'text', text: '[image] x', direction: 'outbound' })).toBe('[image] x');
   });
+
+  it("marks what an operator wrote as a human agent's", () => {
+    expect(
+      describeForModel({ type: 'text', text: 'Ana here.', direction: 'outbound', role: 'operator' }),
+    ).toBe('(A human agent wrote:) Ana here.');
+    expect(OPERATOR_PREFIX).toBe('(A human agent wrote:) ');
+  });
 });
 
 describe('toTurns', () => {
@@ -66,6 +80,39 @@ describe('toTurns', () => {
       { role: 'assistant', content: 'part 1\npart 2' },
       { role: 'user', content: 'next' },
       { role: 'assistant', content: 'reply' },
+    ]);
+  });
+});
+
+describe("an operator's messages as turns", () => {
+  const history = [
+    msg({ id: 'a', text: 'question' }),
+    msg({ id: 'b', direction: 'outbound', text: 'answer', relatedId: 'a' }),
+    msg({ id: 'o1', direction: 'outbound', role: 'operator', text: 'Ana here.' }),
+    msg({ id: 'o2', direction: 'outbound', role: 'operator', text: 'It ships Monday.' }),
+    msg({ id: 'c', text: 'thanks' }),
+  ];
+
+  it('gives each its own assistant turn, in place, never joined with the answer before it', () => {
+    expect(toTurns(inExchanges(history))).toEqual([
+      { role: 'user', content: 'question' },
+      { role: 'assistant', content: 'answer' },
+      { role: 'assistant', content: `${OPERATOR_PREFIX}Ana here.` },
+      { role: 'assistant', content: `${OPERATOR_PREFIX}It ships Monday.` },
+      { role: 'user', content: 'thanks' },
+    ]);
+  });
+
+  it('merges them with the assistant turns around them for a strict chat template', () => {
+    const system = { role: 'system' as const, content: 'sys' };
+    expect(alternating([system, ...toTurns(history)])).toEqual([
+      system,
+      { role: 'user', content: 'question' },
+      {
+        role: 'assistant',
+        content: `answer\n\n${OPERATOR_PREFIX}Ana here.\n\n${OPERATOR_PREFIX}It ships Monday.`,
+      },
+      { role: 'user', content: 'thanks' },
     ]);
   });
 });
