@@ -40,6 +40,8 @@ export interface DevServerOptions {
   readonly queueThread?: { readonly module?: string; readonly countCommands?: boolean };
   /** Called when the queue functions' thread stops by itself: nothing consumes the queues any more. */
   readonly onQueueFailure?: (error: Error) => void;
+  /** Called when the Azurite started here ends by itself (killed, crashed): the queues are gone. */
+  readonly onStorageExit?: (reason: string) => void;
   /**
    * What must be ready before any function runs (the database). The port is taken first, so that
    * nothing started meanwhile (Azurite, a database on a free port) can take it; requests that
@@ -168,6 +170,8 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
         .filter((d): d is HttpDefinition => d.kind === 'http')
         .flatMap((d) => (d.queueOutputs ?? []).map((o) => String(o['queueName']))),
     });
+    const { pid } = azurite;
+    void azurite.exited.then((how) => options.onStorageExit?.(`Azurite (pid ${pid}) ${how}`));
     return queueHost(azurite.connectionString);
   }
 

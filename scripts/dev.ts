@@ -28,6 +28,9 @@ const DEFAULT_DATA_DIR = path.join(ROOT, '.data');
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
+/** What to do when a child server has gone by itself: webhooks it acknowledged are in the queues. */
+const RUN_AGAIN = 'acknowledged webhooks wait in the queues; start `npm run dev` again';
+
 /** The data folder this process holds (given up when it stops, also on a failed start). */
 let heldDataDir: string | undefined;
 
@@ -67,7 +70,9 @@ async function main(): Promise<void> {
   const shutdown = async (reason: string, exitCode = 0) => {
     if (stopping) return;
     stopping = true;
-    say(`${reason}, stopping`);
+    // A failure goes to stderr, where `npm run dev failed` goes too.
+    if (exitCode === 0) say(`${reason}, stopping`);
+    else process.stderr.write(`${reason}, stopping\n`);
     const force = setTimeout(() => process.exit(1), 9_000);
     force.unref();
     building?.kill();
@@ -143,6 +148,7 @@ async function main(): Promise<void> {
     // Queue and timer functions apart from the HTTP ones, as in Azure: the acknowledgement first.
     queueThread: {},
     onQueueFailure: (error) => void shutdown(`${error.message}`, 1),
+    onStorageExit: (how) => void shutdown(`${how}: ${RUN_AGAIN}`, 1),
     gate,
     onListening: listening,
   });
@@ -159,6 +165,9 @@ async function main(): Promise<void> {
   try {
     db = await resolveDatabase({ purpose: 'dev', log: say, ...(dataDir ? { dataDir } : {}) });
     database = db;
+    // Gone while the app runs: every webhook would wait on it, or fail, until stopped by hand.
+    const name = db.kind === 'ferretdb' ? 'FerretDB' : db.kind;
+    void db.exited?.then((how) => void shutdown(`the embedded database (${name}) ${how}: ${RUN_AGAIN}`, 1));
     process.env['MONGODB_URI'] = db.uri;
     // The local host is its own deployment: it creates the indexes (in Azure, infra/ does).
     // MONGODB_URI's server not answering, a host name not found (an SRV name, say), or a string

@@ -17,6 +17,8 @@ export interface Azurite {
   readonly connectionString: string;
   readonly port: number;
   readonly pid: number;
+  /** Resolves, saying how, if the process ends without `stop()` (killed, crashed); never otherwise. */
+  readonly exited: Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -102,16 +104,25 @@ export async function startAzurite(options: {
   child.stdout.resume();
   child.stderr.on('data', (chunk: Buffer) => log(`azurite: ${chunk.toString().trim()}`));
   let exited = false;
+  let stopping = false;
   child.once('exit', () => {
     exited = true;
     child.stdin.destroy();
   });
+  // Its end without stop(): `npm run dev` must not run on with queues that are gone.
+  const died = new Promise<string>((resolve) =>
+    child.once('exit', (code, signal) => {
+      if (!stopping) resolve(signal ? `was killed by ${signal}` : `exited with code ${code}`);
+    }),
+  );
   log(`queues: Azurite on 127.0.0.1:${port} (data in ${options.location})`);
   return {
     connectionString: azuriteConnectionString(port),
     port,
     pid: child.pid ?? 0,
+    exited: died,
     async stop() {
+      stopping = true;
       if (exited) return;
       // SIGTERM lets Azurite save its state; it is killed if it takes too long.
       await new Promise<void>((resolve) => {

@@ -7,6 +7,11 @@ export interface ResolvedDatabase {
   kind: DatabaseKind;
   description: string;
   stop(): Promise<void>;
+  /**
+   * A server started here (not `uri` or `dev-server`): resolves, saying how, if its process ends
+   * without `stop()` (killed, crashed); never otherwise.
+   */
+  exited?: Promise<string>;
 }
 
 export type Log = (line: string) => void;

@@ -6,6 +6,7 @@ import type { DatabaseKind, ResolvedDatabase } from './database-types';
 import { defaultDataDir } from './paths';
 import { ping } from './probe';
 import { sleep } from '../../shared/time';
+import { withLock } from './locks';
 import { isAlive } from './subprocess';
 
 const DEV_SERVER_FILE = 'dev-server.json';
@@ -66,30 +67,36 @@ async function readDevServer(file: string): Promise<DevServerRecord | undefined>
 // replace, then remove, the records by which scripts find the first.
 
 const OWNER_FILE = 'dev.pid';
+const CLAIM_LOCK = 'dev.pid.lock';
 
 /**
  * Makes this process the data folder's `npm run dev` (a file created exclusively, holding its pid;
  * one of a dead process is taken over). Returns the pid of the live one that holds it, if any.
+ * Claims are made one at a time, under a lock beside the file: two runs started at once on a
+ * folder a killed run left its file in both found it dead and removed it, the second one the
+ * first one's new claim, and both ran on the folder.
  */
 export async function claimDataDir(dataDir: string): Promise<number | undefined> {
   await fs.mkdir(dataDir, { recursive: true });
   const file = path.join(dataDir, OWNER_FILE);
-  for (;;) {
-    try {
-      await fs.writeFile(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
-      return undefined;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    }
-    let owner = await readOwner(file);
-    // A process that has just created the file may not have written its pid yet.
-    if (owner === undefined) {
-      await sleep(100);
-      owner = await readOwner(file);
-    }
-    if (owner !== undefined && owner !== process.pid && (await stillRunning(owner))) return owner;
-    await fs.rm(file, { force: true });
-  }
+  return withLock(
+    path.join(dataDir, CLAIM_LOCK),
+    () => undefined,
+    async () => {
+      for (;;) {
+        try {
+          await fs.writeFile(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+          return undefined;
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+        }
+        // Written as it is created, under the lock: empty only if that run was killed in between.
+        const owner = await readOwner(file);
+        if (owner !== undefined && owner !== process.pid && (await stillRunning(owner))) return owner;
+        await fs.rm(file, { force: true });
+      }
+    },
+  );
 }
 
 /** Gives the data folder up, if this process holds it. */

@@ -8,7 +8,7 @@ import { FERRETDB_VERSION } from './ferretdb-build';
 import { displayPath, privateDir } from './paths';
 import { canConnect, freePort, ping } from './probe';
 import { sleep } from '../../shared/time';
-import { errorMessage, tail, within } from './subprocess';
+import { errorMessage, lastLine, tail, within } from './subprocess';
 import { spawnWatched } from './watchdog';
 
 const READY_TIMEOUT_MS = 30_000;
@@ -64,6 +64,7 @@ export async function startFerretDb(
           kind: 'ferretdb',
           description,
           pid: server.pid,
+          exited: server.exited,
           async stop() {
             await server.stop();
             if (!persistentDir) await fs.rm(dir, { recursive: true, force: true });
@@ -90,7 +91,7 @@ export function sqliteUrl(dir: string, pragmas: readonly string[]): string {
 async function launchFerretDb(
   binary: string,
   options: { dir: string; port: number; temporary: boolean; pragmas: readonly string[] },
-): Promise<{ pid: number | undefined; stop(): Promise<void> }> {
+): Promise<{ pid: number | undefined; exited: Promise<string>; stop(): Promise<void> }> {
   const { dir, port, temporary } = options;
   const args = [
     '--handler=sqlite',
@@ -111,10 +112,19 @@ async function launchFerretDb(
   const { child } = server;
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   let running = true;
+  let stopping: Promise<void> | undefined;
   void exited.then(() => {
     running = false;
     child.stdin?.destroy(); // lets the watcher go
   });
+  // Its end without stop(): `npm run dev` must not run on with a database that is gone.
+  const died = new Promise<string>((resolve) =>
+    child.once('exit', (code, signal) => {
+      if (stopping) return;
+      const said = lastLine(server.stderr());
+      resolve(signal ? `was killed by ${signal}` : `exited with code ${code}${said ? ` (${said})` : ''}`);
+    }),
+  );
   // Fallback for an orderly exit without stop(); the watcher covers the other ways of dying.
   const onExit = (): void => {
     if (running) child.kill('SIGKILL');
@@ -126,7 +136,6 @@ async function launchFerretDb(
   for (const stream of [child.stdin, child.stderr])
     (stream as unknown as { unref?: () => void } | null)?.unref?.();
 
-  let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> =>
     (stopping ??= (async () => {
       process.off('exit', onExit);
@@ -159,5 +168,5 @@ async function launchFerretDb(
     throw error;
   }
   // The watchdog `exec`s the server, so the child's pid is the server's.
-  return { pid: child.pid, stop };
+  return { pid: child.pid, exited: died, stop };
 }

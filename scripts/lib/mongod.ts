@@ -38,11 +38,18 @@ export async function startMongod(
     const description = `mongod (${path.basename(binary)}) via mongodb-memory-server, ${dbPath ? `files in ${displayPath(dbPath)}` : 'temporary files'}, at ${uri}`;
     log(`database: ${description} (started in ${Date.now() - started} ms)`);
     let stopped = false;
+    // Its end without stop(): `npm run dev` must not run on with a database that is gone.
+    const exited = new Promise<string>((resolve) =>
+      server.instanceInfo?.instance.mongodProcess?.once('exit', (code, signal) => {
+        if (!stopped) resolve(signal ? `was killed by ${signal}` : `exited with code ${code}`);
+      }),
+    );
     return {
       database: {
         uri,
         kind: 'mongod',
         description,
+        exited,
         async stop() {
           if (stopped) return;
           stopped = true;
