@@ -12,7 +12,7 @@ import { MongoClient } from 'mongodb';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LEASE_MS } from '../../shared/bot/reply';
 import { createDataStore } from '../../shared/data';
-import { startDev, type DevProcess } from '../helpers/dev-process';
+import { databaseUriOf, startDev, type DevProcess } from '../helpers/dev-process';
 import { startGraphStub, type GraphStub } from '../helpers/graph-stub';
 import { signed, textNotification } from '../helpers/meta';
 
@@ -77,13 +77,6 @@ async function deliver(
   return { acked, ackMs };
 }
 
-const databaseUri = (output: string): string => {
-  const uris = [...output.matchAll(/database: .* at (mongodb:\/\/\S+)/g)];
-  const uri = uris.at(-1)?.[1];
-  if (!uri) throw new Error(`no database URI in the output:\n${output}`);
-  return uri;
-};
-
 describe('crash test', () => {
   const cleanups: (() => Promise<unknown>)[] = [];
   afterAll(async () => {
@@ -125,7 +118,7 @@ describe('crash test', () => {
         const second = await deliver(dev.url, items);
         expect(second.acked.size).toBe(items.length);
 
-        const client = await new MongoClient(databaseUri(dev.output())).connect();
+        const client = await new MongoClient(databaseUriOf(dev.output())).connect();
         cleanups.push(() => client.close());
         const messages = client
           .db('whatsapp_chatbot')

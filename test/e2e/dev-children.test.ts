@@ -4,9 +4,15 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { MongoClient } from 'mongodb';
 import { describe, expect, it } from 'vitest';
-import { descendants, startDev, stillRunning, waitFor, type DevProcess } from '../helpers/dev-process';
+import {
+  descendants,
+  startDev,
+  stillRunning,
+  storedAndAnswered,
+  waitFor,
+  type DevProcess,
+} from '../helpers/dev-process';
 import { signed, textNotification } from '../helpers/meta';
 
 const SECRET = 'children-app-secret';
@@ -63,16 +69,7 @@ describe('npm run dev when a server it started dies', () => {
         );
 
         again = await startDev({ ...env, DEV_DATA_DIR: dataDir });
-        const uri = [...again.output().matchAll(/database: .* at (mongodb:\/\/\S+)/g)].at(-1)?.[1] as string;
-        const client = await MongoClient.connect(uri);
-        try {
-          const messages = client.db('whatsapp_chatbot').collection<{ _id: string }>('messages');
-          const stored = () => messages.countDocuments({ _id: { $in: acked } });
-          await waitFor(async () => (await stored()) === acked.length, 30_000).catch(() => undefined);
-          expect(await stored()).toBe(acked.length);
-        } finally {
-          await client.close();
-        }
+        expect(await storedAndAnswered(again, acked)).toEqual({ stored: acked.length });
       } finally {
         await again?.stop();
         await dev.stop();

@@ -5,7 +5,6 @@ import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { MongoClient } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collectionOf } from '../helpers/raw';
 import { startGraphStub, type GraphStub } from '../helpers/graph-stub';
@@ -14,6 +13,7 @@ import {
   freePort,
   startDev,
   stillRunning,
+  storedAndAnswered,
   waitFor,
   type DevProcess,
 } from '../helpers/dev-process';
@@ -524,19 +524,10 @@ describe('npm run dev stopped with Ctrl-C (SIGINT to its whole process group, as
       rmSync(dataDir, { recursive: true, force: true });
       execFileSync('cp', ['-a', dev.dataDir, dataDir]);
       again = await startDev({ ...env, DEV_DATA_DIR: dataDir });
-      const uri = /database: .* at (mongodb:\/\/\S+)/.exec(again.output())?.[1] as string;
-      const client = await MongoClient.connect(uri);
-      try {
-        const messages = client.db('whatsapp_chatbot').collection('messages');
-        const answered = () => messages.countDocuments({ direction: 'outbound', relatedId: { $in: acked } });
-        await waitFor(async () => (await answered()) >= acked.length, 30_000).catch(() => undefined);
-        expect({
-          stored: await messages.countDocuments({ _id: { $in: acked } } as never),
-          answered: await answered(),
-        }).toEqual({ stored: acked.length, answered: acked.length });
-      } finally {
-        await client.close();
-      }
+      expect(await storedAndAnswered(again, acked, { answered: true })).toEqual({
+        stored: acked.length,
+        answered: acked.length,
+      });
     } finally {
       await again?.stop();
       await dev.stop();

@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { MongoClient } from 'mongodb';
 import { sleep } from '../../shared/time';
 
 export interface DevProcess {
@@ -177,5 +178,40 @@ export async function waitFor<T>(
     if (value) return value;
     if (Date.now() > deadline) throw new Error('timed out waiting');
     await sleep(100);
+  }
+}
+
+/** The database a run said it uses: the last `database: … at mongodb://…` line of its output. */
+export function databaseUriOf(output: string): string {
+  const uri = [...output.matchAll(/database: .* at (mongodb:\/\/\S+)/g)].at(-1)?.[1];
+  if (!uri) throw new Error(`no database URI in the output:\n${output}`);
+  return uri;
+}
+
+/**
+ * How many of the inbound messages `ids` the run's database holds (and, with `answered`, how many
+ * have an answer), once every one is there or `timeoutMs` has passed.
+ */
+export async function storedAndAnswered(
+  dev: DevProcess,
+  ids: readonly string[],
+  { answered = false, timeoutMs = 30_000 }: { answered?: boolean; timeoutMs?: number } = {},
+): Promise<{ stored: number; answered?: number }> {
+  const client = await MongoClient.connect(databaseUriOf(dev.output()));
+  try {
+    const messages = client.db('whatsapp_chatbot').collection<{ _id: string }>('messages');
+    const count = async () => ({
+      stored: await messages.countDocuments({ _id: { $in: [...ids] } }),
+      ...(answered
+        ? { answered: await messages.countDocuments({ direction: 'outbound', relatedId: { $in: [...ids] } }) }
+        : {}),
+    });
+    await waitFor(async () => {
+      const now = await count();
+      return now.stored >= ids.length && (now.answered ?? ids.length) >= ids.length;
+    }, timeoutMs).catch(() => undefined);
+    return await count();
+  } finally {
+    await client.close();
   }
 }
