@@ -548,9 +548,10 @@ async function answer(
     // Another part follows: this one is recorded now, so that it is never sent again, and goes
     // in the summary when the lock is freed even if the answer stops before its end.
     if (index < plan.parts.length - 1) {
-      if (await recordPart(ports, part)) {
-        early.push(part);
-        recorded.push(part);
+      const stored = await recordPart(ports, part);
+      if (stored) {
+        early.push(stored);
+        recorded.push(stored);
       }
     } else parts.push(part);
   }
@@ -719,14 +720,15 @@ async function record(
 
 /**
  * Records a part Graph accepted before the next is sent: tried again, since the send must not
- * repeat. True when this call stored it: on a second attempt, a record found already there is the
+ * repeat. The record as stored (its id may differ from the wamid, see `rekeyCollisions`) when this
+ * call stored it: on a second attempt, a record found already there is the
  * first attempt's, whose write landed though its answer was lost (the part's id is the wamid
  * Graph just gave it; a status that came first leaves a placeholder the record joins, no duplicate).
  */
-async function recordPart(ports: ReplyPorts, part: OutboundRecord): Promise<boolean> {
+async function recordPart(ports: ReplyPorts, part: OutboundRecord): Promise<OutboundRecord | null> {
   return retriedRecord(
     'an accepted part of an answer',
-    async (attempt) => (await ports.data.messages.recordPart(part)) || attempt > 1,
+    async (attempt) => (await ports.data.messages.recordPart(part)) ?? (attempt > 1 ? part : null),
   );
 }
 

@@ -12,6 +12,8 @@ export const WHATSAPP_TEXT_LIMIT = TEXT_BODY_LIMIT;
 /** The most messages one answer goes out in. */
 export const MAX_TEXT_PARTS = 4;
 const CUT_MARK = '…';
+/** Where a part may end, strongest first: a paragraph, a line, a sentence, a word. */
+const BREAKS = [/\n\s*\n/g, /\n/g, /[.!?…]\s/g, /\s/g];
 
 // Made on first use: building it costs about 5 ms, which every cold start paid at load.
 let graphemes: Intl.Segmenter | undefined;
@@ -22,12 +24,12 @@ export function splitMessage(text: string, limit = WHATSAPP_TEXT_LIMIT, maxParts
   while (characters(rest) > limit) {
     const last = parts.length === maxParts - 1;
     const window = longestStart(rest, last ? limit - CUT_MARK.length : limit);
-    const cut =
-      lastBreak(window, /\n\s*\n/g) ??
-      lastBreak(window, /\n/g) ??
-      lastBreak(window, /[.!?…]\s/g) ??
-      lastBreak(window, /\s/g);
-    const head = cut && cut > window.length / 2 ? window.slice(0, cut) : window;
+    // The strongest break in the part's second half: an early paragraph break gives way to a later
+    // line, sentence or word break (never a cut inside a word when there is a space to cut at).
+    const cut = BREAKS.map((pattern) => lastBreak(window, pattern)).find(
+      (index) => index !== null && index > window.length / 2,
+    );
+    const head = cut ? window.slice(0, cut) : window;
     if (last) return [...parts, `${head.trim()}${CUT_MARK}`];
     parts.push(head.trim());
     rest = rest.slice(head.length).trim();

@@ -1,6 +1,7 @@
 // Messages, inbound and outbound. The `_id` is the WhatsApp message id when there is one (so a
 // redelivery cannot store a message twice), else a natural key (`out:<inbound id>:<part>`,
 // `legacy:<row>`). The reply state of an inbound message lives on it.
+import { createHash } from 'node:crypto';
 import type { AnyBulkWriteOperation, Filter } from 'mongodb';
 import type { Gateway } from './gateway';
 import { CounterDelta, type StatsRepository } from './stats';
@@ -251,7 +252,8 @@ export class MessagesRepository {
     const inboundOp = input.parts.length;
     const settled =
       !duplicates.has(inboundOp) && (result?.modifiedCount ?? 0) - (stored.length - upserted.size) > 0;
-    return { stored, settled };
+    const rekeyed = await this.rekeyCollisions(input.parts.filter((_, index) => duplicates.has(index)));
+    return { stored: [...stored, ...rekeyed], settled };
   }
 
   /**
@@ -270,8 +272,8 @@ export class MessagesRepository {
    * sent (the last goes with the inbound message's new state, in `settleReply`). False when it was
    * recorded before.
    */
-  async recordPart(record: OutboundRecord): Promise<boolean> {
-    return this.settleParts([record]);
+  async recordPart(record: OutboundRecord): Promise<OutboundRecord | null> {
+    return (await this.settleParts([record]))[0] ?? null;
   }
 
   /** Marks an inbound message's reply settled without an answer (poison queue: `failed`). */
@@ -295,7 +297,15 @@ export class MessagesRepository {
    * arrived first and left a placeholder under the same wamid: the content joins it.
    */
   async recordOutbound(record: OutboundRecord): Promise<'inserted' | 'duplicate' | 'erased'> {
-    if (!(await this.settleParts([record]))) return 'duplicate';
+    return (await this.storeOutbound(record)).outcome;
+  }
+
+  /** `recordOutbound`, with the id the message was stored under (see `rekeyCollisions`). */
+  async storeOutbound(
+    input: OutboundRecord,
+  ): Promise<{ outcome: 'inserted' | 'duplicate' | 'erased'; id: string }> {
+    const record = (await this.settleParts([input]))[0];
+    if (!record) return { outcome: 'duplicate', id: input.id };
     // The summary rule, as for answers (./summary); the write marked it for the counters (./pending).
     const noted = await this.users.noteMessages(record.userId, [
       { id: record.id, text: record.text, at: record.createdAt, direction: 'outbound' },
@@ -305,8 +315,8 @@ export class MessagesRepository {
       (await this.users.goneAfterErase(record.userId)) &&
       (await this.takeBack(record.userId, [record.id])).size
     )
-      return 'erased';
-    return 'inserted';
+      return { outcome: 'erased', id: record.id };
+    return { outcome: 'inserted', id: record.id };
   }
 
   /**
@@ -329,9 +339,34 @@ export class MessagesRepository {
     return deleted;
   }
 
-  private async settleParts(records: OutboundRecord[]): Promise<boolean> {
+  /** Stores outbound records; returns those this call stored (a record stored before is left out). */
+  private async settleParts(records: OutboundRecord[]): Promise<OutboundRecord[]> {
     const { duplicates } = await this.messages.bulkWriteKeyed(records.map(upsertOutbound));
-    return duplicates.size === 0;
+    const stored = records.filter((_, index) => !duplicates.has(index));
+    if (duplicates.size === 0) return stored;
+    return [...stored, ...(await this.rekeyCollisions(records.filter((_, index) => duplicates.has(index))))];
+  }
+
+  /**
+   * Outbound records whose wamid was already stored: a record stored before (a write repeated) is
+   * left out; one whose wamid names another message (a Graph stand-in answering every send with
+   * the same id, as Meta's examples do) is stored under an id of its own, keeping `waMessageId`,
+   * so that no message the bot sent is missing from the conversation (statuses for that wamid
+   * apply to the message stored under it first). Returns those stored, with their new id.
+   */
+  private async rekeyCollisions(records: readonly OutboundRecord[]): Promise<OutboundRecord[]> {
+    const others: OutboundRecord[] = [];
+    for (const record of records) {
+      const existing = await this.messages.findOne(
+        { _id: record.id },
+        { projection: { userId: 1, relatedId: 1, role: 1, createdAt: 1 } },
+      );
+      if (existing && isSameOutbound(existing, record)) continue;
+      others.push({ ...record, id: collisionId(record) });
+    }
+    if (others.length === 0) return [];
+    const { duplicates } = await this.messages.bulkWriteKeyed(others.map(upsertOutbound));
+    return others.filter((_, index) => !duplicates.has(index));
   }
 
   /** Applies one delivery status (see `applyStatuses`). */
@@ -486,6 +521,26 @@ function upsertOutbound(record: OutboundRecord): AnyBulkWriteOperation<MessageDo
       upsert: true,
     },
   };
+}
+
+/** True when a stored message is this outbound record (the same write repeated). */
+function isSameOutbound(
+  doc: Pick<MessageDoc, 'userId' | 'relatedId' | 'role' | 'createdAt'>,
+  record: OutboundRecord,
+) {
+  return (
+    doc.userId === record.userId &&
+    (doc.relatedId ?? null) === record.relatedId &&
+    doc.role === record.role &&
+    doc.createdAt instanceof Date &&
+    doc.createdAt.getTime() === record.createdAt.getTime()
+  );
+}
+
+/** The id of an outbound message whose wamid another message holds: the same for the same record. */
+function collisionId(record: OutboundRecord): string {
+  const key = [record.id, record.userId, record.relatedId ?? '', record.role, record.createdAt.toISOString()];
+  return `out:${createHash('sha256').update(key.join('\0')).digest('hex').slice(0, 32)}`;
 }
 
 /** A status moves a message forward; a placeholder gets its wamid and the status time. */

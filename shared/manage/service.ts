@@ -431,7 +431,7 @@ export async function sendMessage(
     }
   }
   const messageId = sent?.waMessageId ?? `op:${randomUUID()}`;
-  const recorded = await data.messages.recordOutbound({
+  const recorded = await data.messages.storeOutbound({
     id: messageId,
     waMessageId: sent?.waMessageId ?? null,
     userId: id,
@@ -447,9 +447,9 @@ export async function sendMessage(
     by: caller.name,
   });
   // Erased by another operator meanwhile: the message went with the user.
-  if (recorded === 'erased') throw notFound();
+  if (recorded.outcome === 'erased') throw notFound();
   if (failure) throw sendFailed(failure.pairRateLimited, failure);
-  const stored = await data.messages.getMessage(messageId);
+  const stored = await data.messages.getMessage(recorded.id);
   if (!stored) throw new AppError(ErrorCode.INTERNAL, 'the sent message was not stored');
   return messageJson(stored);
 }

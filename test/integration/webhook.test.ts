@@ -28,6 +28,10 @@ import { createHash } from 'node:crypto';
 import { MongoClient } from 'mongodb';
 import { InvocationContext } from '@azure/functions';
 import { signBody } from '../../shared/whatsapp/signature';
+import { accepted } from '../helpers/graph-stub';
+import { userIdOf } from '../helpers/users';
+import { sendMessage } from '../../shared/manage/service';
+import { cursorCodec } from '../../shared/manage/cursor';
 import {
   DEFAULT_ANSWER,
   HELP_TEXT,
@@ -507,6 +511,52 @@ describe('POST /api/webhook', () => {
     expect(await messages().findOne({ relatedId: message.id, direction: 'outbound' })).toMatchObject({
       status: 'failed',
     });
+  });
+
+  // A Graph stand-in may answer every send with one wamid (Meta's examples show one): each message
+  // the bot or an operator sent is still stored, under an id of its own when the wamid is taken.
+  it('stores every message sent when Graph gives the same wamid to each', async () => {
+    const same = wamid();
+    const [ann, ben] = [newPhone(), newPhone()];
+    const first = textNotification(ann, 'first question');
+    const second = textNotification(ann, 'second question');
+    const third = textNotification(ben, 'third question');
+    app.graph.sendResponses.push(accepted(same), accepted(same), accepted(same), accepted(same));
+    const before = await totals();
+    for (const { payload } of [first, second, third]) await app.post(payload);
+    await app.drain();
+    const answers = await messages()
+      .find({ relatedId: { $in: [first.message.id, second.message.id, third.message.id] } })
+      .toArray();
+    expect(answers.map((m) => [m['relatedId'], m['waMessageId'], m['status']]).sort()).toEqual(
+      [
+        [first.message.id, same, 'sent'],
+        [second.message.id, same, 'sent'],
+        [third.message.id, same, 'sent'],
+      ].sort(),
+    );
+    expect(new Set(answers.map((m) => m._id)).size).toBe(3);
+    expect((await users().findOne({ waId: ann }))?.['messageCount']).toBe(4);
+    expect((await users().findOne({ waId: ben }))?.['messageCount']).toBe(2);
+
+    // An operator's message too: the 201 shows that message, not the one stored under the wamid.
+    const user = await app.services.data.users.getUser(await userIdOf(app.services.data, ben));
+    const ctx = {
+      data: app.services.data,
+      graph: app.services.graph,
+      now: new Date(),
+      handoffHours: 24,
+      cursors: cursorCodec(app.services.config.whatsapp.appSecret),
+    };
+    const sent = await sendMessage(ctx, { name: 'ops', tokenId: null }, user?.id ?? '', {
+      text: 'from a person',
+    });
+    expect(sent).toMatchObject({ text: 'from a person', role: 'operator', waMessageId: same });
+    expect(sent.id).not.toBe(same);
+    expect(await messages().countDocuments({ waMessageId: same })).toBe(4);
+    expect((await users().findOne({ waId: ben }))?.['messageCount']).toBe(3);
+    const after = await totals();
+    expect((after['outbound'] ?? 0) - (before['outbound'] ?? 0)).toBe(4);
   });
 
   // Meta answers an expired or revoked token with HTTP 401 and code 190 (WhatsApp error codes,

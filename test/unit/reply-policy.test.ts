@@ -149,6 +149,21 @@ describe('splitMessage', () => {
     expect(cut.join(' ')).toBe(unpunctuated);
   });
 
+  // A paragraph break early in a part (under half of it) is no reason to cut inside a word: the
+  // part ends at the last line, sentence or word break instead.
+  it('never cuts a word when an early paragraph break is the only one of its kind', () => {
+    const paragraph = `${'word '.repeat(1000)}End of para.`;
+    const text = `${paragraph}\n\n${paragraph}`;
+    const parts = splitMessage(text);
+    expect(parts.length).toBeGreaterThan(2);
+    for (const part of parts) {
+      expect(characters(part)).toBeLessThanOrEqual(WHATSAPP_TEXT_LIMIT);
+      expect(part).toMatch(/^(word|End)\b/);
+      expect(part).toMatch(/\b(word|para\.)$/);
+    }
+    expect(words(parts.join(' '))).toEqual(words(text));
+  });
+
   // WhatsApp's limit is counted in characters, Unicode code points (as the contract counts them):
   // an emoji outside the BMP is one, though two UTF-16 units.
   it('counts code points: an answer of up to 4096 emoji is one part', () => {
