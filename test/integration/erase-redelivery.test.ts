@@ -114,6 +114,66 @@ describe('a message from before the erase of a user an earlier version made (an 
   });
 });
 
+describe('the same person writing after their erase', () => {
+  it('is a new user with a new id: a late retry of the DELETE of the old id answers 404 and erases nothing', async () => {
+    const phone = '447700955507';
+    const first = sent(phone, -30, 'please forget me');
+    expect((await app.post(first.payload)).status).toBe(200);
+    await app.drain();
+    const erased = (await app.services.data.users.findByIdentity({ waId: phone, bsuid: null }))?.id ?? '';
+    expect((await call(handlers.user, { method: 'DELETE', params: { id: erased } })).status).toBe(204);
+
+    const renewed = await writesAgainThenOldRedelivered(phone, first);
+    expect(renewed?.id).toBeTruthy();
+    expect(renewed?.id).not.toBe(erased);
+    // An operator client's DELETE that timed out, retried from its queue: DELETE is idempotent.
+    expect((await call(handlers.user, { method: 'DELETE', params: { id: erased } })).status).toBe(404);
+    const kept = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+    expect(kept?.id).toBe(renewed?.id);
+    expect(kept?.messageCount).toBe(2);
+    const messages = app.database.db.collection('messages');
+    expect(await messages.countDocuments({ userId: renewed?.id })).toBe(2);
+    expect(await messages.countDocuments({ userId: erased })).toBe(0);
+    // No audit entry of an erase that did not happen.
+    expect(await app.database.db.collection('events').countDocuments({ kind: 'audit', userId: erased })).toBe(
+      1,
+    );
+
+    // Erased again, and the person writes once more: a third id, neither of the two erased ones.
+    expect((await call(handlers.user, { method: 'DELETE', params: { id: renewed?.id ?? '' } })).status).toBe(
+      204,
+    );
+    expect((await app.post(sent(phone, 2, 'and again').payload)).status).toBe(200);
+    await app.drain();
+    const third = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+    expect(third?.messageCount).toBe(2);
+    expect([erased, renewed?.id]).not.toContain(third?.id);
+  });
+
+  it('with several first messages at once makes one user, under a new id, each message answered once', async () => {
+    const phone = '447700955508';
+    const first = sent(phone, -30, 'please forget me');
+    expect((await app.post(first.payload)).status).toBe(200);
+    await app.drain();
+    const erased = (await app.services.data.users.findByIdentity({ waId: phone, bsuid: null }))?.id ?? '';
+    expect((await call(handlers.user, { method: 'DELETE', params: { id: erased } })).status).toBe(204);
+
+    const again = [1, 2, 3, 4].map((n) => sent(phone, n, `written again ${n}`));
+    const answered = await Promise.all(again.map((m) => app.post(m.payload)));
+    for (const r of answered) expect(r.status).toBe(200);
+    await app.drain();
+    const users = await app.database.db
+      .collection('users')
+      .find({ waId: phone })
+      .project({ _id: 1, messageCount: 1 })
+      .toArray();
+    expect(users).toHaveLength(1);
+    expect(users[0]?._id).not.toBe(erased);
+    expect(users[0]?.['messageCount']).toBe(8);
+    expect(repliesTo(phone)).toBe(5);
+  });
+});
+
 const DAY = 86_400;
 /** What an erase remembers of a message id: 64 bits of a keyed hash, in hex. */
 const HASH = /^[0-9a-f]{16}$/;
