@@ -382,15 +382,13 @@ export class PersonalData {
     userId: string,
     at: Date,
   ): Promise<(batch: readonly MessageDoc[]) => Promise<void>> {
-    const entries = await this.events.find(
+    // The latest only (on the userId_createdAt index): an earlier entry's list is not read.
+    const [latest] = await this.events.find(
       { userId, kind: AUDIT_KIND, reason: 'erase', createdAt: { $lte: at } },
-      { projection: { createdAt: 1 } },
+      { sort: { userId: -1, createdAt: -1 }, limit: 1, projection: { createdAt: 1, erasedMessages: 1 } },
     );
-    const latest = entries.sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
     if (!latest) return async () => undefined;
-    const remembered = new Set(
-      (await this.events.findOne({ _id: latest._id }, { projection: { erasedMessages: 1 } }))?.erasedMessages,
-    );
+    const remembered = new Set(latest.erasedMessages);
     const hashOf = await this.keys.messageHashes();
     const since = latest.createdAt.getTime() - ERASED_MESSAGES_WITHIN_MS;
     return async (batch) => {
