@@ -4,7 +4,9 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AnyBulkWriteOperation, Filter } from 'mongodb';
-import { AUDIT_KIND, type EventDoc } from './events';
+import { AUDIT_KIND, ERASE_RECENT_MS, type EventDoc } from './events';
+
+export { ERASE_RECENT_MS };
 import type { Gateway } from './gateway';
 import type { MessageDoc } from './message-doc';
 import { WAITING } from './messages';
@@ -104,13 +106,6 @@ export class SentBeforeErase extends Error {
   }
 }
 
-/**
- * A message dated at most this long before an erase began is from before it, remembered or not
- * (the erase remembers at most MAX_ERASED_MESSAGES ids, of messages that reached us within 7 days);
- * one dated earlier is from before it only when the erase remembers its id: Meta's timestamps can
- * be far older than a new message (a client copying an old example, a phone's wrong clock).
- */
-export const ERASE_RECENT_MS = 8 * 24 * 3_600_000;
 /** How long a writer waits for an erase under way to end (`goneAfterErase`). */
 const ERASE_WAIT_MS = 30_000;
 /** A user document writers may change (not being erased). */

@@ -6,7 +6,16 @@ import { runtimeOf } from '../../shared/deps';
 import { manageHandlers } from '../../functions/manage';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { BOOTSTRAP, call } from '../helpers/manage-fixture';
-import { notification, nowSeconds, textMessage, value } from '../helpers/meta';
+import {
+  notification,
+  nowSeconds,
+  PHONE_NUMBER_ID,
+  status,
+  textMessage,
+  value,
+  wamid,
+  WABA_ID,
+} from '../helpers/meta';
 
 let app: TestApp;
 let handlers: ReturnType<typeof manageHandlers>;
@@ -171,6 +180,75 @@ describe('the same person writing after their erase', () => {
     expect(users[0]?._id).not.toBe(erased);
     expect(users[0]?.['messageCount']).toBe(8);
     expect(repliesTo(phone)).toBe(5);
+  });
+});
+
+describe('archivable items of a notification from before an erase', () => {
+  it('are not filed again when Meta delivers it after the erase, nor when one from before arrives late; those from after it are', async () => {
+    const phone = '447700955509';
+    const first = sent(phone, -60, 'hello');
+    expect((await app.post(first.payload)).status).toBe(200);
+    await app.drain();
+    // A message in a group, a status the app does not use and webhook errors (no time in them),
+    // and an echo of a message the business sent from the WhatsApp Business app.
+    const before = notification(
+      value({
+        contacts: [{ waId: phone }],
+        messages: [textMessage(phone, 'in a group', { timestamp: nowSeconds(-50), group_id: 'g-1' })],
+        statuses: [status(wamid(), 'deleted', phone, { timestamp: nowSeconds(-50) })],
+        errors: [{ code: 131051, title: 'Unsupported message type' }],
+      }),
+    );
+    const echo = (offsetSeconds: number) => ({
+      object: 'whatsapp_business_account',
+      entry: [
+        {
+          id: WABA_ID,
+          changes: [
+            {
+              field: 'smb_message_echoes',
+              value: {
+                messaging_product: 'whatsapp',
+                metadata: { display_phone_number: '15550783881', phone_number_id: PHONE_NUMBER_ID },
+                message_echoes: [
+                  {
+                    from: '15550783881',
+                    to: phone,
+                    id: wamid(),
+                    timestamp: nowSeconds(offsetSeconds),
+                    type: 'text',
+                    text: { body: 'sent from the app' },
+                  },
+                ],
+              },
+            },
+          ],
+        },
+      ],
+    });
+    const echoBefore = echo(-40);
+    for (const payload of [before, echoBefore]) expect((await app.post(payload)).status).toBe(200);
+    const subject = await app.services.data.events.subjectOf(phone);
+    const events = app.database.db.collection('events');
+    const filed = () => events.countDocuments({ subject });
+    expect(await filed()).toBe(4);
+    const id = (await app.services.data.users.findByIdentity({ waId: phone, bsuid: null }))?.id ?? '';
+    expect((await call(handlers.user, { method: 'DELETE', params: { id } })).status).toBe(204);
+    expect(await filed()).toBe(0);
+
+    // Meta delivers both again, and another echo from before the erase arrives late: acknowledged,
+    // nothing filed.
+    for (const payload of [before, echoBefore, echo(-30)]) expect((await app.post(payload)).status).toBe(200);
+    await app.drain();
+    expect(await filed()).toBe(0);
+    // Nothing the erase removed is back, in the clear either.
+    const all = JSON.stringify(await events.find({ kind: { $ne: 'audit' } }).toArray());
+    expect(all).not.toContain(phone);
+
+    // What comes after the erase is filed as usual.
+    expect((await app.post(echo(1))).status).toBe(200);
+    expect(await filed()).toBe(1);
+    expect(repliesTo(phone)).toBe(1);
   });
 });
 
