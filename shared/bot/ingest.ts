@@ -22,7 +22,10 @@ import type { IngestPorts } from './ports';
 export interface IngestSummary {
   messages: number;
   duplicates: number;
-  /** Messages sent before their sender was erased, delivered after: dropped (an erase is for good). */
+  /**
+   * Messages sent before their sender was erased, and archivable items from before the erase of
+   * the person they name, delivered after: dropped (an erase is for good).
+   */
   sentBeforeErase: number;
   statuses: number;
   archived: number;
@@ -62,8 +65,14 @@ export async function ingestNotification(
     payloadOf: unknown,
     identifier: string | null,
     userId: string | null = null,
+    sentAt: Date | null = null,
   ) => {
-    await data.events.archive({ kind, reason, payload: payloadOf, userId, identifier, at: ports.now() });
+    const item = { kind, reason, payload: payloadOf, userId, identifier, sentAt };
+    if (await data.events.archiveUnlessErased([item], ports.now())) {
+      summary.sentBeforeErase++;
+      log.info('archivable item from before its person was erased: dropped', { kind });
+      return;
+    }
     summary.archived++;
     log.warn('webhook item archived', { kind, reason });
   };
@@ -76,7 +85,7 @@ export async function ingestNotification(
     try {
       if (event.kind === 'archive' && archivedInBulk) continue;
       if (event.kind === 'archive')
-        await archive(event.archiveKind, event.reason, event.payload, event.identifier);
+        await archive(event.archiveKind, event.reason, event.payload, event.identifier, null, event.at);
       else if (event.kind === 'message') await ingestMessage(event);
     } catch (error) {
       if (isTransient(error)) throw error;
@@ -93,6 +102,8 @@ export async function ingestNotification(
         `${event.kind}: ${name}`,
         event.kind === 'message' ? event.raw : event,
         identifier,
+        null,
+        event.at,
       );
     }
   }
@@ -109,20 +120,23 @@ export async function ingestNotification(
       } catch (single) {
         if (isTransient(single)) throw single;
         const name = single instanceof Error ? single.name : 'unknown';
-        await archive('unstorable', `status: ${name}`, s, s.recipient);
+        await archive('unstorable', `status: ${name}`, s, s.recipient, null, s.at);
       }
     }
   }
 
   async function archiveInBulk(list: ArchiveEvent[]): Promise<boolean> {
     if (list.length === 0) return true;
+    let dropped: number;
     try {
-      await data.events.archiveMany(
+      // What a notification from before an erase holds about the person erased is not filed again.
+      dropped = await data.events.archiveUnlessErased(
         list.map((e) => ({
           kind: e.archiveKind,
           reason: e.reason,
           payload: e.payload,
           identifier: e.identifier,
+          sentAt: e.at,
         })),
         ports.now(),
       );
@@ -134,7 +148,11 @@ export async function ingestNotification(
       });
       return false;
     }
-    summary.archived += list.length;
+    summary.archived += list.length - dropped;
+    if (dropped) {
+      summary.sentBeforeErase += dropped;
+      log.info('archivable items from before their person was erased: dropped', { items: dropped });
+    }
     const counts = new Map<string, { kind: string; reason: string; items: number }>();
     for (const e of list) {
       const key = `${e.archiveKind}\n${e.reason}`;

@@ -3,7 +3,7 @@
 // they do not name is refused, so a restore writes only what the app itself would have written.
 import { BSON } from 'mongodb';
 import { z } from 'zod';
-import { MAX_ERASED_MESSAGES, type EventDoc } from './events';
+import { MAX_ERASED_ITEMS, MAX_ERASED_MESSAGES, MAX_ERASED_SUBJECTS, type EventDoc } from './events';
 import type { CollectionName } from './indexes';
 import type { TokenDoc } from './tokens';
 import type { MessageDoc } from './messages';
@@ -220,6 +220,12 @@ export const EventDocSchema = z.strictObject({
   erasedMessages: z
     .array(z.string().regex(/^[0-9a-f]{16}$/))
     .max(MAX_ERASED_MESSAGES)
+    .exactOptional(),
+  // ...the subjects of the user's numbers and ids, and keyed hashes of the archived items it erased.
+  erasedSubjects: z.array(z.string().min(1).max(ID_MAX)).max(MAX_ERASED_SUBJECTS).exactOptional(),
+  erasedItems: z
+    .array(z.string().regex(/^[0-9a-f]{16}$/))
+    .max(MAX_ERASED_ITEMS)
     .exactOptional(),
 });
 

@@ -4,7 +4,14 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Filter } from 'mongodb';
 import { AppError, ErrorCode } from '../errors';
-import { AUDIT_KIND, MAX_ERASED_MESSAGES, toEvent, type EventDoc } from './events';
+import {
+  AUDIT_KIND,
+  MAX_ERASED_ITEMS,
+  MAX_ERASED_MESSAGES,
+  MAX_ERASED_SUBJECTS,
+  toEvent,
+  type EventDoc,
+} from './events';
 import type { Gateway } from './gateway';
 import { COUNTED_FIELDS, countedAs } from './message-doc';
 import { toMessage, type MessageDoc } from './messages';
@@ -297,8 +304,8 @@ export class PersonalData {
    * deleted only in the state it was read in, so the counters lose exactly what they held of it.
    * The user goes last, so an interrupted erase can be run again; `npm run health` finds one left
    * under way and `--repair` finishes it (`unfinishedErases`). Its audit entry remembers which of
-   * the user's recent inbound messages it erased (`rememberer`), so that Meta delivering one again
-   * brings nothing back, whatever the message's `timestamp` says.
+   * the user's recent inbound messages and archived items it erased (`rememberer`), so that Meta
+   * delivering one again brings nothing back, whatever the message's `timestamp` says.
    */
   async eraseUser(userId: string, at = new Date()): Promise<EraseReport | null> {
     // One erase of a user works at a time: a second one (a double click, a retry) waits for the
@@ -322,7 +329,8 @@ export class PersonalData {
       { returnDocument: 'before' },
     );
     if (!user) return this.otherErase(userId);
-    const remember = await this.rememberer(userId, at);
+    const subjects = await this.keys.subjectsOf(identifiersOf(user));
+    const remember = await this.rememberer(userId, at, subjects);
     const delta = new CounterDelta();
     let count = 0;
     for (;;) {
@@ -332,7 +340,7 @@ export class PersonalData {
       );
       if (batch.length === 0) break;
       // Remembered before they go: an erase interrupted after the delete, run again, cannot.
-      await remember(batch);
+      await remember.messages(batch);
       for (const docs of groupBy(batch, stateKey).values()) {
         const ids = docs.map((m) => m._id);
         const first = docs[0] as MessageDoc;
@@ -362,9 +370,9 @@ export class PersonalData {
         }
       }
     }
+    await remember.archived();
     let events = await this.events.deleteMany({ userId, kind: { $ne: AUDIT_KIND } });
-    for (const subject of await this.keys.subjectsOf(identifiersOf(user)))
-      events += await this.events.deleteMany({ subject });
+    for (const subject of subjects) events += await this.events.deleteMany({ subject });
     await this.stats.apply(delta);
     // Two erases at once: the one that deletes the user counts it.
     await this.usersRepo.deleteUser(userId, user.createdAt);
@@ -373,42 +381,72 @@ export class PersonalData {
 
   /**
    * What remembers, in the erase's audit entry (the latest `erase` of the user at or before `at`),
-   * the keyed hashes of the ids of the inbound messages it is about to delete that reached us within
-   * ERASED_MESSAGES_WITHIN_MS before that entry, up to MAX_ERASED_MESSAGES in all (those of an
-   * earlier run of the same erase included): one write per batch that adds any. Without an entry
-   * (an erase no request audited) nothing is remembered: ingest only drops what an entry names.
+   * what lets nothing that comes back from before the erase bring the person back. `subjects` (those of the user's
+   * numbers and ids), written first, so that an item filed under them from before the erase is
+   * left out (./events `archiveUnlessErased`). `messages`: the keyed hashes of the ids of the
+   * inbound messages it is about to delete that reached us within ERASED_MESSAGES_WITHIN_MS before
+   * that entry, up to MAX_ERASED_MESSAGES in all (those of an earlier run of the same erase
+   * included): one write per batch that adds any. `archived`: those of the items filed under
+   * `subjects` archived within that time, up to MAX_ERASED_ITEMS (one read, one write), before
+   * they are deleted. Without an entry (an erase no request audited) nothing is remembered: ingest
+   * only drops what an entry names.
    */
   private async rememberer(
     userId: string,
     at: Date,
-  ): Promise<(batch: readonly MessageDoc[]) => Promise<void>> {
-    const entries = await this.events.find(
+    subjects: readonly string[],
+  ): Promise<{
+    messages: (batch: readonly MessageDoc[]) => Promise<void>;
+    archived: () => Promise<void>;
+  }> {
+    // The latest only (on the userId_createdAt index): an earlier entry's lists are not read.
+    const [latest] = await this.events.find(
       { userId, kind: AUDIT_KIND, reason: 'erase', createdAt: { $lte: at } },
-      { projection: { createdAt: 1 } },
+      {
+        sort: { userId: -1, createdAt: -1 },
+        limit: 1,
+        projection: { createdAt: 1, erasedMessages: 1, erasedSubjects: 1, erasedItems: 1 },
+      },
     );
-    const latest = entries.sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime())[0];
-    if (!latest) return async () => undefined;
-    const remembered = new Set(
-      (await this.events.findOne({ _id: latest._id }, { projection: { erasedMessages: 1 } }))?.erasedMessages,
-    );
+    if (!latest) return { messages: async () => undefined, archived: async () => undefined };
+    const entry = { _id: latest._id, kind: AUDIT_KIND };
+    const named = new Set(latest.erasedSubjects);
+    const unnamed = subjects.filter((s) => !named.has(s)).slice(0, MAX_ERASED_SUBJECTS - named.size);
+    if (unnamed.length) await this.events.updateOne(entry, { $push: { erasedSubjects: { $each: unnamed } } });
     const hashOf = await this.keys.messageHashes();
     const since = latest.createdAt.getTime() - ERASED_MESSAGES_WITHIN_MS;
-    return async (batch) => {
-      const added: string[] = [];
-      for (const m of batch) {
-        if (remembered.size >= MAX_ERASED_MESSAGES) break;
-        if (m.direction !== 'inbound' || !(m.receivedAt instanceof Date) || m.receivedAt.getTime() < since)
-          continue;
-        const hash = hashOf(m._id);
-        if (remembered.has(hash)) continue;
-        remembered.add(hash);
-        added.push(hash);
-      }
-      if (added.length)
-        await this.events.updateOne(
-          { _id: latest._id, kind: AUDIT_KIND },
-          { $push: { erasedMessages: { $each: added } } },
+    const remembered = new Set(latest.erasedMessages);
+    const items = new Set(latest.erasedItems);
+    return {
+      messages: async (batch) => {
+        const added: string[] = [];
+        for (const m of batch) {
+          if (remembered.size >= MAX_ERASED_MESSAGES) break;
+          if (m.direction !== 'inbound' || !(m.receivedAt instanceof Date) || m.receivedAt.getTime() < since)
+            continue;
+          const hash = hashOf(m._id);
+          if (remembered.has(hash)) continue;
+          remembered.add(hash);
+          added.push(hash);
+        }
+        if (added.length) await this.events.updateOne(entry, { $push: { erasedMessages: { $each: added } } });
+      },
+      archived: async () => {
+        if (!subjects.length || items.size >= MAX_ERASED_ITEMS) return;
+        const found = await this.events.find(
+          { subject: { $in: [...subjects] }, createdAt: { $gte: new Date(since) } },
+          { projection: { _id: 1 }, limit: MAX_ERASED_ITEMS },
         );
+        const added: string[] = [];
+        for (const { _id } of found) {
+          if (items.size >= MAX_ERASED_ITEMS) break;
+          const hash = hashOf(_id);
+          if (items.has(hash)) continue;
+          items.add(hash);
+          added.push(hash);
+        }
+        if (added.length) await this.events.updateOne(entry, { $push: { erasedItems: { $each: added } } });
+      },
     };
   }
 
@@ -556,7 +594,11 @@ export class PersonalData {
   async auditTrail(limit = 100): Promise<ArchivedEvent[]> {
     const docs = await this.events.find(
       { kind: AUDIT_KIND },
-      { sort: { kind: 1, createdAt: 1 }, limit, projection: { erasedMessages: 0 } },
+      {
+        sort: { kind: 1, createdAt: 1 },
+        limit,
+        projection: { erasedMessages: 0, erasedSubjects: 0, erasedItems: 0 },
+      },
     );
     return docs.map(toEvent);
   }

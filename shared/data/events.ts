@@ -3,6 +3,7 @@
 // (the user, else the subject of the number or business-scoped id it carries: ./subjects) so that
 // erase and export find it.
 import { createHash, randomUUID } from 'node:crypto';
+import type { Filter } from 'mongodb';
 import { boundedJson } from './bounded-json';
 import type { Gateway } from './gateway';
 import type { SubjectKeys } from './subjects';
@@ -13,6 +14,18 @@ export const AUDIT_KIND = 'audit';
 
 /** The most message ids an erase remembers (`EventDoc.erasedMessages`): ~560 KB as BSON. */
 export const MAX_ERASED_MESSAGES = 20_000;
+/** The most archived items an erase remembers (`EventDoc.erasedItems`): ~140 KB as BSON. */
+export const MAX_ERASED_ITEMS = 5_000;
+/** The most subjects an erase names (`EventDoc.erasedSubjects`). */
+export const MAX_ERASED_SUBJECTS = 1_000;
+/**
+ * A message (or archived item) dated at most this long before an erase began is from before it,
+ * remembered or not (the erase remembers at most MAX_ERASED_MESSAGES ids, of messages that reached
+ * us within 7 days); one dated earlier is from before it only when the erase remembers its id:
+ * Meta's timestamps can be far older than a new message (a client copying an old example, a
+ * phone's wrong clock). ./users `refuseSentBeforeErase`, `EventsRepository.archiveUnlessErased`.
+ */
+export const ERASE_RECENT_MS = 8 * 24 * 3_600_000;
 
 export interface EventDoc {
   _id: string;
@@ -37,6 +50,14 @@ export interface EventDoc {
    * Kept beside the payload, so that the audit trail's readers never carry them.
    */
   erasedMessages?: string[];
+  /**
+   * An erase's audit entry: the subjects (./subjects) of every number and business-scoped id of
+   * the user, and keyed hashes of the ids of the archived items filed under them that it deleted
+   * (those archived within ERASED_MESSAGES_WITHIN_MS, at most MAX_ERASED_ITEMS): an item from
+   * before the erase, delivered again after it, is not filed again (`archiveUnlessErased`).
+   */
+  erasedSubjects?: string[];
+  erasedItems?: string[];
 }
 
 /** Archived payloads are cut at this length (the whole notification is at most 3 MiB). */
@@ -74,6 +95,8 @@ export interface ArchiveInput {
   readonly payload: unknown;
   readonly userId?: string | null;
   readonly identifier?: string | null;
+  /** Meta's latest time in it, if it gives one (`archiveUnlessErased`). */
+  readonly sentAt?: Date | null;
 }
 
 /** An archived item's id: from its kind and content, so that the same item is archived once. */
@@ -108,6 +131,68 @@ export class EventsRepository {
   async archiveMany(items: readonly ArchiveInput[], at: Date): Promise<number> {
     const docs: EventDoc[] = [];
     for (const input of items) docs.push(await this.docFor(input, at));
+    return this.insertMissing(docs);
+  }
+
+  /**
+   * `archiveMany` for what a webhook notification holds, leaving out each item from before the
+   * erase of a person it is filed under (the erase's audit entry names their subjects): Meta's
+   * latest time in it (`sentAt`) a whole second or more before the erase began and at most
+   * ERASE_RECENT_MS before it, or an item the erase deleted (`erasedItems`: delivered again). An
+   * erase is for good: what it removed is not filed again. One read when an item names a person
+   * (of the erases of the last ERASE_RECENT_MS, or after the items' times); none otherwise.
+   * Returns how many items were left out.
+   */
+  async archiveUnlessErased(items: readonly ArchiveInput[], at: Date): Promise<number> {
+    const docs: EventDoc[] = [];
+    for (const input of items) docs.push(await this.docFor(input, at));
+    const erased = await this.fromBeforeErase(docs, items, at);
+    await this.insertMissing(docs.filter((_, i) => !erased.has(i)));
+    return erased.size;
+  }
+
+  /** The indexes of `docs` (made of `items`) from before the erase of the person they are filed under. */
+  private async fromBeforeErase(
+    docs: readonly EventDoc[],
+    items: readonly ArchiveInput[],
+    at: Date,
+  ): Promise<Set<number>> {
+    const left = new Set<number>();
+    const subjects = [...new Set(docs.flatMap((d) => (d.subject ? [d.subject] : [])))];
+    if (!subjects.length) return left;
+    const times = items.flatMap((item, i) =>
+      docs[i]?.subject && item.sentAt ? [item.sentAt.getTime()] : [],
+    );
+    // Erases that may remember an item delivered again (Meta retries for 7 days), and those that
+    // began within ERASE_RECENT_MS after the items' times.
+    const windows: Filter<EventDoc>[] = [{ createdAt: { $gte: new Date(at.getTime() - ERASE_RECENT_MS) } }];
+    if (times.length)
+      windows.push({
+        createdAt: {
+          $gte: new Date(Math.min(...times) + 1000),
+          $lte: new Date(Math.max(...times) + ERASE_RECENT_MS),
+        },
+      });
+    const erases = await this.events.find(
+      { kind: AUDIT_KIND, reason: 'erase', erasedSubjects: { $in: subjects }, $or: windows },
+      { projection: { createdAt: 1, erasedSubjects: 1, erasedItems: 1 } },
+    );
+    if (!erases.length) return left;
+    const hashOf = await this.keys.messageHashes();
+    docs.forEach((doc, i) => {
+      const sentAt = items[i]?.sentAt?.getTime();
+      const hash = hashOf(doc._id);
+      for (const erase of erases) {
+        if (!doc.subject || !erase.erasedSubjects?.includes(doc.subject)) continue;
+        const gap = sentAt === undefined ? NaN : erase.createdAt.getTime() - sentAt;
+        if ((gap >= 1000 && gap <= ERASE_RECENT_MS) || erase.erasedItems?.includes(hash)) left.add(i);
+      }
+    });
+    return left;
+  }
+
+  /** Inserts the documents not archived yet, in bounded bulk writes; returns how many were new. */
+  private async insertMissing(docs: readonly EventDoc[]): Promise<number> {
     // The same content twice in one batch is one item (the id derives from it).
     const unique = [...new Map(docs.map((d) => [d._id, d])).values()];
     // In requests of bounded size (a 3 MiB history is a few requests, not one per thread).

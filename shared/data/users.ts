@@ -4,7 +4,9 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AnyBulkWriteOperation, Filter } from 'mongodb';
-import { AUDIT_KIND, type EventDoc } from './events';
+import { AUDIT_KIND, ERASE_RECENT_MS, type EventDoc } from './events';
+
+export { ERASE_RECENT_MS };
 import type { Gateway } from './gateway';
 import type { MessageDoc } from './message-doc';
 import { WAITING } from './messages';
@@ -104,13 +106,6 @@ export class SentBeforeErase extends Error {
   }
 }
 
-/**
- * A message dated at most this long before an erase began is from before it, remembered or not
- * (the erase remembers at most MAX_ERASED_MESSAGES ids, of messages that reached us within 7 days);
- * one dated earlier is from before it only when the erase remembers its id: Meta's timestamps can
- * be far older than a new message (a client copying an old example, a phone's wrong clock).
- */
-export const ERASE_RECENT_MS = 8 * 24 * 3_600_000;
 /** How long a writer waits for an erase under way to end (`goneAfterErase`). */
 const ERASE_WAIT_MS = 30_000;
 /** A user document writers may change (not being erased). */
@@ -281,6 +276,21 @@ export class UsersRepository {
     messageId?: string | null,
     known: readonly string[] = [],
   ): Promise<Date | null> {
+    return (await this.erasesOf(identity, at, messageId, known)).priorErase;
+  }
+
+  /**
+   * `refuseSentBeforeErase`, and the ids of every user of the identity ever erased (whenever): a
+   * new user of the identity never takes one of them (`resolve`), so that a late retry of the
+   * erase (`DELETE` is idempotent: clients retry it) finds no one instead of the person's new
+   * conversation. The same one read.
+   */
+  private async erasesOf(
+    identity: Pick<Identity, 'waId' | 'bsuid'>,
+    at: Date,
+    messageId?: string | null,
+    known: readonly string[] = [],
+  ): Promise<{ priorErase: Date | null; erased: ReadonlySet<string> }> {
     const { userIds: everyIdOf, messageHashes } = await this.keys.everyIdAndHashOf();
     const ids = new Set(known);
     for (const one of [
@@ -290,16 +300,13 @@ export class UsersRepository {
       if (one)
         for (let n = 1; n <= MAX_ID_ATTEMPTS; n++)
           for (const id of everyIdOf(naturalIdOf(one, n))) ids.add(id);
-    const erases = await this.events.find(
-      {
-        userId: { $in: [...ids] },
-        kind: AUDIT_KIND,
-        reason: 'erase',
-        createdAt: { $gte: new Date(at.getTime() + 1000) },
-      },
-      { projection: { createdAt: 1 } },
+    const all = await this.events.find(
+      { userId: { $in: [...ids] }, kind: AUDIT_KIND, reason: 'erase' },
+      { projection: { createdAt: 1, userId: 1 } },
     );
-    if (!erases.length) return null;
+    const erased = new Set(all.flatMap((e) => (e.userId ? [e.userId] : [])));
+    const erases = all.filter((e) => e.createdAt.getTime() >= at.getTime() + 1000);
+    if (!erases.length) return { priorErase: null, erased };
     if (erases.some((e) => e.createdAt.getTime() - at.getTime() <= ERASE_RECENT_MS))
       throw new SentBeforeErase();
     const remembered =
@@ -309,7 +316,7 @@ export class UsersRepository {
         { projection: { _id: 1 } },
       ));
     if (remembered) throw new SentBeforeErase();
-    return new Date(Math.max(...erases.map((e) => e.createdAt.getTime())));
+    return { priorErase: new Date(Math.max(...erases.map((e) => e.createdAt.getTime()))), erased };
   }
 
   /**
@@ -456,8 +463,9 @@ export class UsersRepository {
 
   /**
    * The user of an identity, created when there is none (one read for a known user). Concurrent
-   * first contacts create one user: ids are derived from the identifier, so a second insert hits
-   * the duplicate key and finds the first. What is newly known (a name, a bsuid) is returned in
+   * first contacts create one user: ids are derived from the identifier (and the erases of it: an
+   * erased user's id is never given again), so a second insert hits the duplicate key and finds
+   * the first. What is newly known (a name, a bsuid) is returned in
    * `changes`, to be written with the next summary update. `messageId`: the message being
    * ingested; one stored before (delivered again) is its user's, also when that user has moved to
    * another number or id since (a redelivery is not a new person writing).
@@ -503,8 +511,14 @@ export class UsersRepository {
       return { user: toUser(existing), created: false, changes };
     }
     const idOf = await this.keys.userIds();
-    const priorErase = await this.refuseSentBeforeErase(identity, at, messageId);
-    for (let n = 1, attempt = 0; n <= MAX_ID_ATTEMPTS && attempt < 2 * MAX_ID_ATTEMPTS; attempt++) {
+    const { priorErase, erased } = await this.erasesOf(identity, at, messageId);
+    // An erased user's id is never given again: the person writing after their erase is the next
+    // n (every first message of theirs reads the same erases, so concurrent ones still meet).
+    const free = (n: number): number => {
+      while (n <= MAX_ID_ATTEMPTS && erased.has(idOf(naturalIdOf(identity, n)))) n++;
+      return n;
+    };
+    for (let n = free(1), attempt = 0; n <= MAX_ID_ATTEMPTS && attempt < 2 * MAX_ID_ATTEMPTS; attempt++) {
       const doc: UserDoc = {
         _id: idOf(naturalIdOf(identity, n)),
         waId: identity.waId,
@@ -551,7 +565,7 @@ export class UsersRepository {
       if (holder?.erasing) throw new ErasureInProgress();
       if (holder && matches(holder, identity)) return { user: toUser(holder), created: false, changes: {} };
       // The id is held by a user who moved to another number (or was erased meanwhile: retry it).
-      if (holder) n++;
+      if (holder) n = free(n + 1);
     }
     throw new Error('could not find a free user id');
   }

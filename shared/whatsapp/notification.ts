@@ -62,6 +62,8 @@ export interface ArchiveEvent {
   readonly payload: unknown;
   /** The number or bsuid the item carries, if any (erase finds the item by it). */
   readonly identifier: string | null;
+  /** Meta's latest time in it (`latestTimeIn`), or null when it gives none. */
+  readonly at: Date | null;
 }
 
 export type WebhookEvent = MessageEvent | StatusEvent | ArchiveEvent;
@@ -110,7 +112,14 @@ type Contact = z.infer<typeof ContactSchema>;
 export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
   const events: WebhookEvent[] = [];
   const archive = (archiveKind: string, reason: string, item: unknown, identifier: string | null = null) =>
-    events.push({ kind: 'archive', archiveKind, reason, payload: item, identifier });
+    events.push({
+      kind: 'archive',
+      archiveKind,
+      reason,
+      payload: item,
+      identifier,
+      at: latestTimeIn(item, now),
+    });
 
   const notification = NotificationSchema.safeParse(payload);
   if (!notification.success || notification.data.object !== 'whatsapp_business_account') {
@@ -561,6 +570,27 @@ function primitivesOf(record: JsonRecord): JsonRecord {
   for (const [key, value] of Object.entries(record))
     if (value === null || typeof value !== 'object') out[key] = value;
   return out;
+}
+
+/**
+ * Meta's latest time in an item to archive: the greatest `timestamp` (seconds) it holds, looking
+ * a few levels deep (a message, a status, the messages of a history thread), or null.
+ */
+export function latestTimeIn(item: unknown, now: Date, depth = 0): Date | null {
+  if (depth > 8 || typeof item !== 'object' || item === null) return null;
+  let latest: Date | null = null;
+  const consider = (at: Date | null) => {
+    if (at && (!latest || at > latest)) latest = at;
+  };
+  if (Array.isArray(item)) for (const element of item) consider(latestTimeIn(element, now, depth + 1));
+  else
+    for (const [key, value] of Object.entries(item)) {
+      if (key === 'timestamp') {
+        const seconds = typeof value === 'number' || typeof value === 'string' ? Number(value) : NaN;
+        if (Number.isFinite(seconds) && seconds > 0) consider(settleTime(seconds, now));
+      } else consider(latestTimeIn(value, now, depth + 1));
+    }
+  return latest;
 }
 
 /** Meta's time of a message or status (`timestamp`, seconds), or null. */

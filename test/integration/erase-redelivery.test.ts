@@ -6,7 +6,16 @@ import { runtimeOf } from '../../shared/deps';
 import { manageHandlers } from '../../functions/manage';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { BOOTSTRAP, call } from '../helpers/manage-fixture';
-import { notification, nowSeconds, textMessage, value } from '../helpers/meta';
+import {
+  notification,
+  nowSeconds,
+  PHONE_NUMBER_ID,
+  status,
+  textMessage,
+  value,
+  wamid,
+  WABA_ID,
+} from '../helpers/meta';
 
 let app: TestApp;
 let handlers: ReturnType<typeof manageHandlers>;
@@ -111,6 +120,135 @@ describe('a message from before the erase of a user an earlier version made (an 
     // once more does not join them either.
     const renewed = await writesAgainThenOldRedelivered(phone, first);
     expect(renewed?.id).not.toBe(unkeyed);
+  });
+});
+
+describe('the same person writing after their erase', () => {
+  it('is a new user with a new id: a late retry of the DELETE of the old id answers 404 and erases nothing', async () => {
+    const phone = '447700955507';
+    const first = sent(phone, -30, 'please forget me');
+    expect((await app.post(first.payload)).status).toBe(200);
+    await app.drain();
+    const erased = (await app.services.data.users.findByIdentity({ waId: phone, bsuid: null }))?.id ?? '';
+    expect((await call(handlers.user, { method: 'DELETE', params: { id: erased } })).status).toBe(204);
+
+    const renewed = await writesAgainThenOldRedelivered(phone, first);
+    expect(renewed?.id).toBeTruthy();
+    expect(renewed?.id).not.toBe(erased);
+    // An operator client's DELETE that timed out, retried from its queue: DELETE is idempotent.
+    expect((await call(handlers.user, { method: 'DELETE', params: { id: erased } })).status).toBe(404);
+    const kept = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+    expect(kept?.id).toBe(renewed?.id);
+    expect(kept?.messageCount).toBe(2);
+    const messages = app.database.db.collection('messages');
+    expect(await messages.countDocuments({ userId: renewed?.id })).toBe(2);
+    expect(await messages.countDocuments({ userId: erased })).toBe(0);
+    // No audit entry of an erase that did not happen.
+    expect(await app.database.db.collection('events').countDocuments({ kind: 'audit', userId: erased })).toBe(
+      1,
+    );
+
+    // Erased again, and the person writes once more: a third id, neither of the two erased ones.
+    expect((await call(handlers.user, { method: 'DELETE', params: { id: renewed?.id ?? '' } })).status).toBe(
+      204,
+    );
+    expect((await app.post(sent(phone, 2, 'and again').payload)).status).toBe(200);
+    await app.drain();
+    const third = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+    expect(third?.messageCount).toBe(2);
+    expect([erased, renewed?.id]).not.toContain(third?.id);
+  });
+
+  it('with several first messages at once makes one user, under a new id, each message answered once', async () => {
+    const phone = '447700955508';
+    const first = sent(phone, -30, 'please forget me');
+    expect((await app.post(first.payload)).status).toBe(200);
+    await app.drain();
+    const erased = (await app.services.data.users.findByIdentity({ waId: phone, bsuid: null }))?.id ?? '';
+    expect((await call(handlers.user, { method: 'DELETE', params: { id: erased } })).status).toBe(204);
+
+    const again = [1, 2, 3, 4].map((n) => sent(phone, n, `written again ${n}`));
+    const answered = await Promise.all(again.map((m) => app.post(m.payload)));
+    for (const r of answered) expect(r.status).toBe(200);
+    await app.drain();
+    const users = await app.database.db
+      .collection('users')
+      .find({ waId: phone })
+      .project({ _id: 1, messageCount: 1 })
+      .toArray();
+    expect(users).toHaveLength(1);
+    expect(users[0]?._id).not.toBe(erased);
+    expect(users[0]?.['messageCount']).toBe(8);
+    expect(repliesTo(phone)).toBe(5);
+  });
+});
+
+describe('archivable items of a notification from before an erase', () => {
+  it('are not filed again when Meta delivers it after the erase, nor when one from before arrives late; those from after it are', async () => {
+    const phone = '447700955509';
+    const first = sent(phone, -60, 'hello');
+    expect((await app.post(first.payload)).status).toBe(200);
+    await app.drain();
+    // A message in a group, a status the app does not use and webhook errors (no time in them),
+    // and an echo of a message the business sent from the WhatsApp Business app.
+    const before = notification(
+      value({
+        contacts: [{ waId: phone }],
+        messages: [textMessage(phone, 'in a group', { timestamp: nowSeconds(-50), group_id: 'g-1' })],
+        statuses: [status(wamid(), 'deleted', phone, { timestamp: nowSeconds(-50) })],
+        errors: [{ code: 131051, title: 'Unsupported message type' }],
+      }),
+    );
+    const echo = (offsetSeconds: number) => ({
+      object: 'whatsapp_business_account',
+      entry: [
+        {
+          id: WABA_ID,
+          changes: [
+            {
+              field: 'smb_message_echoes',
+              value: {
+                messaging_product: 'whatsapp',
+                metadata: { display_phone_number: '15550783881', phone_number_id: PHONE_NUMBER_ID },
+                message_echoes: [
+                  {
+                    from: '15550783881',
+                    to: phone,
+                    id: wamid(),
+                    timestamp: nowSeconds(offsetSeconds),
+                    type: 'text',
+                    text: { body: 'sent from the app' },
+                  },
+                ],
+              },
+            },
+          ],
+        },
+      ],
+    });
+    const echoBefore = echo(-40);
+    for (const payload of [before, echoBefore]) expect((await app.post(payload)).status).toBe(200);
+    const subject = await app.services.data.events.subjectOf(phone);
+    const events = app.database.db.collection('events');
+    const filed = () => events.countDocuments({ subject });
+    expect(await filed()).toBe(4);
+    const id = (await app.services.data.users.findByIdentity({ waId: phone, bsuid: null }))?.id ?? '';
+    expect((await call(handlers.user, { method: 'DELETE', params: { id } })).status).toBe(204);
+    expect(await filed()).toBe(0);
+
+    // Meta delivers both again, and another echo from before the erase arrives late: acknowledged,
+    // nothing filed.
+    for (const payload of [before, echoBefore, echo(-30)]) expect((await app.post(payload)).status).toBe(200);
+    await app.drain();
+    expect(await filed()).toBe(0);
+    // Nothing the erase removed is back, in the clear either.
+    const all = JSON.stringify(await events.find({ kind: { $ne: 'audit' } }).toArray());
+    expect(all).not.toContain(phone);
+
+    // What comes after the erase is filed as usual.
+    expect((await app.post(echo(1))).status).toBe(200);
+    expect(await filed()).toBe(1);
+    expect(repliesTo(phone)).toBe(1);
   });
 });
 

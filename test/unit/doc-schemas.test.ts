@@ -166,11 +166,16 @@ describe('every field the app writes is known', () => {
       parts: 2,
       part: 1,
       erasedMessages: ['0123456789abcdef'],
+      erasedSubjects: ['s_1'],
+      erasedItems: ['0123456789abcdef'],
     };
     expect(checkStoredDocument('events', fullEvent)).toBeNull();
     // An erase remembers 64-bit hashes, never a message id in clear.
     expect(checkStoredDocument('events', { ...event, erasedMessages: ['wamid.HBgL'] })).toMatch(
       /^field erasedMessages\.0: /,
+    );
+    expect(checkStoredDocument('events', { ...event, erasedItems: ['events:abc'] })).toMatch(
+      /^field erasedItems\.0: /,
     );
   });
 });
