@@ -460,12 +460,15 @@ export class UsersRepository {
    * the duplicate key and finds the first. What is newly known (a name, a bsuid) is returned in
    * `changes`, to be written with the next summary update. `messageId`: the message being
    * ingested; one stored before (delivered again) is its user's, also when that user has moved to
-   * another number or id since (a redelivery is not a new person writing).
+   * another number or id since (a redelivery is not a new person writing). `sentAt`: Meta's time of
+   * the message as given, when `at` stands in for an impossible one (dated 1970): an erase judges
+   * the message by it (`refuseSentBeforeErase`).
    */
   async resolve(
     identity: Identity,
     at: Date,
     messageId?: string,
+    sentAt: Date = at,
   ): Promise<{ user: User; created: boolean; changes: UserChanges; merged?: true }> {
     if (!identity.waId && !identity.bsuid) throw new Error('an identity needs a waId or a bsuid');
     const existing = await this.findDoc(identity);
@@ -478,10 +481,10 @@ export class UsersRepository {
       // Older than the record (or than the erase before it, for a record an old-dated message
       // made): maybe the message of a person erased before this one wrote.
       if (
-        existing.createdAt > at ||
-        (existing.priorErase && existing.priorErase.getTime() >= at.getTime() + 1000)
+        existing.createdAt > sentAt ||
+        (existing.priorErase && existing.priorErase.getTime() >= sentAt.getTime() + 1000)
       )
-        await this.refuseSentBeforeErase(identity, at, messageId, [existing._id]);
+        await this.refuseSentBeforeErase(identity, sentAt, messageId, [existing._id]);
       const changes: UserChanges = {};
       if (identity.waId && !existing.waId) changes.waId = identity.waId;
       if (identity.bsuid && existing.bsuid !== identity.bsuid) {
@@ -503,7 +506,7 @@ export class UsersRepository {
       return { user: toUser(existing), created: false, changes };
     }
     const idOf = await this.keys.userIds();
-    const priorErase = await this.refuseSentBeforeErase(identity, at, messageId);
+    const priorErase = await this.refuseSentBeforeErase(identity, sentAt, messageId);
     for (let n = 1, attempt = 0; n <= MAX_ID_ATTEMPTS && attempt < 2 * MAX_ID_ATTEMPTS; attempt++) {
       const doc: UserDoc = {
         _id: idOf(naturalIdOf(identity, n)),
@@ -533,7 +536,7 @@ export class UsersRepository {
         const found = await this.rivalOf(doc);
         if (found?.older) {
           await this.deleteUser(doc._id, doc.createdAt);
-          return this.resolve(identity, at, messageId);
+          return this.resolve(identity, at, messageId, sentAt);
         }
         // A newer record of the same person made at the same time (their first messages, one
         // with their number and one without) may not have seen this one: it joins this one.

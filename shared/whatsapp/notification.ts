@@ -38,8 +38,13 @@ export interface MessageEvent {
   readonly phoneNumberId: string;
   readonly sender: SenderIdentity;
   readonly id: string;
-  /** Meta's timestamp, or when we received it if Meta's is outside the window (see `settleTime`). */
+  /** Meta's timestamp, or when we received it if Meta's is impossible (see `settleTime`). */
   readonly at: Date;
+  /**
+   * Meta's timestamp as given, unless in the future (then `at`): what an erase judges a message by
+   * (a message dated before an erase, even impossibly long before, may be one it erased).
+   */
+  readonly sentAt: Date;
   readonly normalized: NormalizedMessage;
   /** The validated message, when its body matched its type. */
   readonly message: InboundMessage | null;
@@ -70,6 +75,11 @@ export type WebhookEvent = MessageEvent | StatusEvent | ArchiveEvent;
 export const MAX_NAME = 256;
 /** How far ahead of our clock Meta's timestamp may be before we use our own time instead. */
 const FUTURE_SLACK_MS = 5 * 60_000;
+/**
+ * Meta's times before this (2009-01-01, the year WhatsApp began; 0, a default left unset, is 1970)
+ * are impossible: our time of receipt stands in.
+ */
+export const EARLIEST_META_TIME = new Date('2009-01-01T00:00:00Z');
 
 export const toGraphFailure = (e: GraphErrorPayload | undefined): GraphFailure | null =>
   e
@@ -98,11 +108,19 @@ export const nameOf = (value: string | undefined | null): string | null => {
   return clean ? clean : null;
 };
 
-/** Meta's time, unless it lies in the future (a wrong clock would pin a user to the top forever). */
+/**
+ * Meta's time, unless it is impossible: in the future (a wrong clock would pin a user to the top
+ * forever), or before EARLIEST_META_TIME (a message dated 1970 would be listed first and deleted
+ * by the next retention run).
+ */
 export function settleTime(seconds: number, now: Date): Date {
   const at = seconds * 1000;
-  return at > now.getTime() + FUTURE_SLACK_MS ? now : new Date(at);
+  return at > now.getTime() + FUTURE_SLACK_MS || at < EARLIEST_META_TIME.getTime() ? now : new Date(at);
 }
+
+/** Meta's time as given, unless in the future (`MessageEvent.sentAt`). */
+const sentAtOf = (seconds: number, now: Date): Date =>
+  seconds * 1000 > now.getTime() + FUTURE_SLACK_MS ? now : new Date(seconds * 1000);
 
 type Contact = z.infer<typeof ContactSchema>;
 
@@ -242,6 +260,7 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
       sender,
       id: base.id,
       at: settleTime(base.timestamp, now),
+      sentAt: sentAtOf(base.timestamp, now),
       normalized: parsed.success ? normalize(parsed.data) : normalizeUnreadable(boundedType(base.type)),
       message: parsed.success ? parsed.data : null,
       raw,
