@@ -42,6 +42,11 @@ export interface UserDoc {
   welcomeClaim?: Date | null;
   /** The welcome job of that claim: the sweeper re-queues it when the claim ends unsent. */
   welcomeJob?: WelcomeJob;
+  /**
+   * How many times the welcome's job failed every attempt (reply-jobs-poison): kept while it waits
+   * for the sweeper, and once given up (`giveUpWelcome`); removed when the welcome is settled.
+   */
+  welcomePoisoned?: number;
   contextResetAt: Date | null;
   /** Prefixes of the number and of the name's words, for `q` search. */
   searchKeys: string[];
@@ -770,20 +775,49 @@ export class UsersRepository {
   /**
    * Keeps the welcome of a job that failed every attempt (reply-jobs-poison) for the sweeper, which
    * re-queues it once `until` is past (`staleWelcomes`): a claim on it that ends then, unless it is
-   * sent already or a worker's claim holds now (that worker sends it, or its claim ends). True
-   * when kept so.
+   * sent already or a worker's claim holds now (that worker sends it, or its claim ends). Returns
+   * how many times its job has failed so, this one included (`welcomePoisoned`), when kept so;
+   * else null.
    */
-  async welcomeLater(userId: string, at: Date, until: Date, job: WelcomeJob): Promise<boolean> {
-    const result = await this.users.updateOne(
+  async welcomeLater(userId: string, at: Date, until: Date, job: WelcomeJob): Promise<number | null> {
+    const doc = await this.users.findOneAndUpdate(
       { _id: userId, welcomeSentAt: null, $or: [{ welcomeClaim: null }, { welcomeClaim: { $lte: at } }] },
       {
         $set: {
           welcomeClaim: until,
           welcomeJob: { phoneNumberId: job.phoneNumberId, requestId: job.requestId },
         },
+        $inc: { welcomePoisoned: 1 },
       },
+      { returnDocument: 'after', projection: { welcomePoisoned: 1 } },
+    );
+    return doc ? (doc.welcomePoisoned ?? 1) : null;
+  }
+
+  /**
+   * The welcome whose job failed every attempt too many times is not tried again: settled unsent
+   * (`welcomeSentAt`, the claim removed), its `welcomePoisoned` kept so that health counts it. True
+   * when this call settled it (not sent, given up or settled meanwhile).
+   */
+  async giveUpWelcome(userId: string, at: Date): Promise<boolean> {
+    const result = await this.users.updateOne(
+      { _id: userId, welcomeSentAt: null },
+      { $set: { welcomeSentAt: at }, $unset: { welcomeClaim: '', welcomeJob: '' } },
     );
     return result.modified === 1;
+  }
+
+  /**
+   * Welcomes whose job failed every attempt (`welcomePoisoned`): those waiting for the sweeper to
+   * re-queue them (or for their job handed over again), and those given up since `givenUpSince`.
+   */
+  async poisonedWelcomes(givenUpSince: Date): Promise<{ waiting: number; givenUp: number }> {
+    const poisoned = { welcomePoisoned: { $gt: 0 } };
+    const [waiting, givenUp] = await Promise.all([
+      this.users.count({ ...poisoned, welcomeSentAt: null }),
+      this.users.count({ ...poisoned, welcomeSentAt: { $gte: givenUpSince } }),
+    ]);
+    return { waiting, givenUp };
   }
 
   /** Removes a welcome claim that ended by `at` (its welcome is not to be re-queued). */
@@ -798,7 +832,7 @@ export class UsersRepository {
   async settleWelcome(userId: string, at: Date): Promise<void> {
     await this.users.updateOne(
       { _id: userId, welcomeSentAt: null },
-      { $set: { welcomeSentAt: at }, $unset: { welcomeClaim: '', welcomeJob: '' } },
+      { $set: { welcomeSentAt: at }, $unset: { welcomeClaim: '', welcomeJob: '', welcomePoisoned: '' } },
     );
   }
 
