@@ -1,11 +1,13 @@
 // npm run health [-- --repair]: checks the database (reachable, indexes, erases left half done,
 // user summaries against the stored messages, search terms an earlier version cut, counters not
-// below what is stored, poisoned notifications kept for replay) and the configuration; --repair
+// below what is stored, poisoned notifications kept for replay, welcomes whose job failed every
+// attempt) and the configuration; --repair
 // finishes the erases, rebuilds summaries, search terms, and counters where no retention has run,
 // and prints what changed.
 import { describeCount, ERASE_STALE_MS, type DataStore } from '../shared/data';
 import { loadConfig, SETTING_NAMES } from '../shared/config';
 import { AppError } from '../shared/errors';
+import { MAX_WELCOME_POISONINGS } from '../shared/bot/reply';
 import { setPseudonymKey } from '../shared/log';
 import {
   parseCli,
@@ -25,9 +27,10 @@ Checks that the database is reachable, every index is present, no erase was left
 user's summary (messageCount, lastMessageAt, last message) agrees with the stored messages, no
 message keeps the search terms an earlier version cut at 400 a message, the counters are not below
 what is stored, no notification ingest failed on every attempt waits in the database (kept from
-inbound-poison: \`npm run replay-poison\` puts them back), and the configuration (environment) is
-valid: when the environment holds none of the app settings (only MONGODB_URI / MONGODB_DATABASE),
-the configuration is not checked.
+inbound-poison: \`npm run replay-poison\` puts them back), no welcome whose job failed every attempt
+waits for the sweeper to queue it again or was given up (after 3 such failures) in the last 7 days,
+and the configuration (environment) is valid: when the environment holds none of the app settings
+(only MONGODB_URI / MONGODB_DATABASE), the configuration is not checked.
 
   --repair      finish erases left half done (begun over 10 minutes ago; needs the app settings,
                 whose WHATSAPP_APP_SECRET finds the archived items by number); rebuild wrong summaries;
@@ -38,6 +41,9 @@ the configuration is not checked.
 
 Exit code: 0 when healthy (after repair), 1 when problems remain, 2 on bad arguments.
 `;
+
+/** How long a welcome given up counts as a problem (then it is only in the user's conversation). */
+const WELCOME_GIVEN_UP_SHOWN_MS = 7 * 86_400_000;
 
 /** Settings that only say where the data is: the scripts read them too. */
 const DATABASE_SETTINGS = new Set<string>(['MONGODB_URI', 'MONGODB_DATABASE', 'PORT']);
@@ -186,6 +192,21 @@ async function checkData(
   }
   rows.push(['poisoned notifications kept', poisoned]);
   problems += poisoned;
+
+  // Welcomes whose job failed every attempt: the sweeper queues each again a while later, and
+  // after MAX_WELCOME_POISONINGS such failures it is recorded failed and given up. Either means
+  // users who opened the chat did not get the welcome (a Graph outage, a bug, a setting).
+  const welcomes = await store.users.poisonedWelcomes(new Date(Date.now() - WELCOME_GIVEN_UP_SHOWN_MS));
+  if (welcomes.waiting)
+    io.out(
+      `welcomes whose job failed every attempt, waiting for the sweeper to queue them again: ${welcomes.waiting} (see the reply-jobs-poison errors in the logs)`,
+    );
+  if (welcomes.givenUp)
+    io.out(
+      `welcomes given up in the last 7 days after their job failed every attempt ${MAX_WELCOME_POISONINGS} times: ${welcomes.givenUp} (recorded failed in the users' conversations; not sent again)`,
+    );
+  rows.push(['welcomes waiting for a re-queue', welcomes.waiting], ['welcomes given up', welcomes.givenUp]);
+  problems += welcomes.waiting + welcomes.givenUp;
   return { problems, rows };
 }
 

@@ -218,12 +218,12 @@ export async function ingestNotification(
       // number or id it moves away from instead, where a change to that number delivered later
       // finds it and follows it (laterChangeFrom). One sent before the person was erased stays
       // dropped.
-      await data.users.refuseSentBeforeErase(m.sender, m.at, m.id);
+      await data.users.refuseSentBeforeErase(m.sender, m.sentAt, m.id);
       log.info('user changed identity', { result: 'user never seen' });
       await archive('system', 'system message for a user never seen', m.raw, m.sender.waId ?? m.sender.bsuid);
       return;
     }
-    const { user } = await data.users.resolve(m.sender, m.at);
+    const { user } = await data.users.resolve(m.sender, m.at, undefined, m.sentAt);
     if (newWaId || newBsuid) {
       // Meta may deliver two changes the other way round (A→B, then B→C: B→C first, applied to
       // whoever had B, or to a record made for it): the person is who that later change moved,
@@ -277,7 +277,7 @@ export async function ingestNotification(
 
   async function ingestMessage(m: MessageEvent): Promise<void> {
     if (m.normalized.treatment === 'system') return ingestSystem(m);
-    const { user, changes, merged } = await data.users.resolve(m.sender, m.at, m.id);
+    const { user, changes, merged } = await data.users.resolve(m.sender, m.at, m.id, m.sentAt);
     const { normalized } = m;
     if (normalized.treatment === 'welcome') {
       if (!user.welcomeSentAt)

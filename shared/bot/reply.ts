@@ -35,6 +35,12 @@ import { WELCOME_TEXT } from './texts';
 /** How long a welcome whose job failed every attempt waits before the sweeper re-queues it. */
 export const WELCOME_POISON_PAUSE_MS = 10 * 60_000;
 /**
+ * A welcome whose job failed every attempt this many times (rounds of the queue's attempts some
+ * WELCOME_POISON_PAUSE_MS apart: about half an hour in all) fails for a reason that lasts (a bug, a
+ * setting): it is recorded `failed`, as one Graph refused, and not tried again.
+ */
+export const MAX_WELCOME_POISONINGS = 3;
+/**
  * Longer than one answer takes at the default AI_TIMEOUT_MS: its model call and one retry (at most
  * 2 × 20 s and the wait between, 60 s), Graph's retries; renewed while a longer one runs.
  */
@@ -855,7 +861,8 @@ function welcomeRecord(
 
 /**
  * The poison queue: a job that failed every attempt. A welcome is kept on the user for the
- * sweeper to re-queue after WELCOME_POISON_PAUSE_MS (an authentic welcome is never dropped). A
+ * sweeper to re-queue after WELCOME_POISON_PAUSE_MS, until its job has failed so
+ * MAX_WELCOME_POISONINGS times: then it is recorded `failed` and not tried again. A
  * message is marked `failed` with the reason, unless a worker holds the user's lock right now (it
  * is being answered), or parts of its answer went out before the job failed (an answer in several
  * parts, its first parts recorded):
@@ -870,15 +877,34 @@ export async function handlePoisonJob(
   log: Logger,
 ): Promise<void> {
   if (job.kind === 'welcome') {
-    // Never dropped: kept on the user for the sweeper, which re-queues it after a pause (the
-    // cause, a Graph or database outage, may last), and again after each poisoning until it goes
-    // out, or the user opts out, or an operator takes the conversation, or the user is erased.
-    const until = new Date(ports.now().getTime() + WELCOME_POISON_PAUSE_MS);
-    if (await ports.data.users.welcomeLater(job.userId, ports.now(), until, job))
+    // Kept on the user for the sweeper, which re-queues it after a pause (the cause, a Graph or
+    // database outage, may last), and again after each poisoning until it goes out, or the user
+    // opts out, or an operator takes the conversation, or the user is erased; or, poisoned
+    // MAX_WELCOME_POISONINGS times, it is given up: recorded failed (the conversation, the stats
+    // and `npm run health` show it), never retried every few minutes for ever.
+    const now = ports.now();
+    const until = new Date(now.getTime() + WELCOME_POISON_PAUSE_MS);
+    const poisonings = await ports.data.users.welcomeLater(job.userId, now, until, job);
+    if (poisonings === null) return;
+    const user = pseudonym(job.userId);
+    if (poisonings < MAX_WELCOME_POISONINGS) {
       log.warn('welcome job poisoned; re-queued by the sweeper later', {
-        user: pseudonym(job.userId),
+        user,
+        poisonings,
         pauseMs: WELCOME_POISON_PAUSE_MS,
       });
+      return;
+    }
+    if (await ports.data.users.giveUpWelcome(job.userId, now)) {
+      const failure = { code: null, title: `${reason}, ${poisonings} times: given up` };
+      await ports.data.messages.recordOutbound(
+        welcomeRecord(job.userId, job, { waMessageId: null }, now, failure),
+      );
+      log.error('welcome job poisoned too many times; recorded failed, not tried again', {
+        user,
+        poisonings,
+      });
+    }
     return;
   }
   const owner = randomUUID();

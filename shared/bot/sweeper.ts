@@ -2,7 +2,8 @@
 // host, a worker stopped past its lease) and returns the reply jobs that finish them. A job for a
 // message still being answered costs one claim attempt that fails; nothing is answered twice. One
 // job per user is enough: a reply job answers all of its user's pending messages, in order. It
-// re-queues the welcome of a user whose welcome claim ended unsent (its worker died) the same way.
+// re-queues the welcome of a user whose welcome claim ended unsent (its worker died, or its job
+// failed every attempt: ./reply `handlePoisonJob`, which gives it up after a few times) the same way.
 // It also folds what writers marked for the counters into the running counters (a message, a
 // user or a status costs no counter write; the stats add what is not folded yet).
 import { pseudonym, type Logger } from '../log';

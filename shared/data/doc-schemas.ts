@@ -86,6 +86,8 @@ export const UserDocSchema = z.strictObject({
   welcomeClaim: z.date().exactOptional(),
   // The welcome job of that claim (the sweeper re-queues it when the claim ends unsent).
   welcomeJob: z.strictObject({ phoneNumberId: Id, requestId: Id }).exactOptional(),
+  // How many times the welcome's job failed every attempt (kept once given up).
+  welcomePoisoned: Count.exactOptional(),
   contextResetAt: z.date().nullable(),
   searchKeys: Strings(256),
   lastInboundAt: z.date().nullable().exactOptional(),

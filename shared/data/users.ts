@@ -44,6 +44,11 @@ export interface UserDoc {
   welcomeClaim?: Date | null;
   /** The welcome job of that claim: the sweeper re-queues it when the claim ends unsent. */
   welcomeJob?: WelcomeJob;
+  /**
+   * How many times the welcome's job failed every attempt (reply-jobs-poison): kept while it waits
+   * for the sweeper, and once given up (`giveUpWelcome`); removed when the welcome is settled.
+   */
+  welcomePoisoned?: number;
   contextResetAt: Date | null;
   /** Prefixes of the number and of the name's words, for `q` search. */
   searchKeys: string[];
@@ -468,12 +473,15 @@ export class UsersRepository {
    * the first. What is newly known (a name, a bsuid) is returned in
    * `changes`, to be written with the next summary update. `messageId`: the message being
    * ingested; one stored before (delivered again) is its user's, also when that user has moved to
-   * another number or id since (a redelivery is not a new person writing).
+   * another number or id since (a redelivery is not a new person writing). `sentAt`: Meta's time of
+   * the message as given, when `at` stands in for an impossible one (dated 1970): an erase judges
+   * the message by it (`refuseSentBeforeErase`).
    */
   async resolve(
     identity: Identity,
     at: Date,
     messageId?: string,
+    sentAt: Date = at,
   ): Promise<{ user: User; created: boolean; changes: UserChanges; merged?: true }> {
     if (!identity.waId && !identity.bsuid) throw new Error('an identity needs a waId or a bsuid');
     const existing = await this.findDoc(identity);
@@ -486,10 +494,10 @@ export class UsersRepository {
       // Older than the record (or than the erase before it, for a record an old-dated message
       // made): maybe the message of a person erased before this one wrote.
       if (
-        existing.createdAt > at ||
-        (existing.priorErase && existing.priorErase.getTime() >= at.getTime() + 1000)
+        existing.createdAt > sentAt ||
+        (existing.priorErase && existing.priorErase.getTime() >= sentAt.getTime() + 1000)
       )
-        await this.refuseSentBeforeErase(identity, at, messageId, [existing._id]);
+        await this.refuseSentBeforeErase(identity, sentAt, messageId, [existing._id]);
       const changes: UserChanges = {};
       if (identity.waId && !existing.waId) changes.waId = identity.waId;
       if (identity.bsuid && existing.bsuid !== identity.bsuid) {
@@ -511,7 +519,7 @@ export class UsersRepository {
       return { user: toUser(existing), created: false, changes };
     }
     const idOf = await this.keys.userIds();
-    const { priorErase, erased } = await this.erasesOf(identity, at, messageId);
+    const { priorErase, erased } = await this.erasesOf(identity, sentAt, messageId);
     // An erased user's id is never given again: the person writing after their erase is the next
     // n (every first message of theirs reads the same erases, so concurrent ones still meet).
     const free = (n: number): number => {
@@ -547,7 +555,7 @@ export class UsersRepository {
         const found = await this.rivalOf(doc);
         if (found?.older) {
           await this.deleteUser(doc._id, doc.createdAt);
-          return this.resolve(identity, at, messageId);
+          return this.resolve(identity, at, messageId, sentAt);
         }
         // A newer record of the same person made at the same time (their first messages, one
         // with their number and one without) may not have seen this one: it joins this one.
@@ -781,20 +789,49 @@ export class UsersRepository {
   /**
    * Keeps the welcome of a job that failed every attempt (reply-jobs-poison) for the sweeper, which
    * re-queues it once `until` is past (`staleWelcomes`): a claim on it that ends then, unless it is
-   * sent already or a worker's claim holds now (that worker sends it, or its claim ends). True
-   * when kept so.
+   * sent already or a worker's claim holds now (that worker sends it, or its claim ends). Returns
+   * how many times its job has failed so, this one included (`welcomePoisoned`), when kept so;
+   * else null.
    */
-  async welcomeLater(userId: string, at: Date, until: Date, job: WelcomeJob): Promise<boolean> {
-    const result = await this.users.updateOne(
+  async welcomeLater(userId: string, at: Date, until: Date, job: WelcomeJob): Promise<number | null> {
+    const doc = await this.users.findOneAndUpdate(
       { _id: userId, welcomeSentAt: null, $or: [{ welcomeClaim: null }, { welcomeClaim: { $lte: at } }] },
       {
         $set: {
           welcomeClaim: until,
           welcomeJob: { phoneNumberId: job.phoneNumberId, requestId: job.requestId },
         },
+        $inc: { welcomePoisoned: 1 },
       },
+      { returnDocument: 'after', projection: { welcomePoisoned: 1 } },
+    );
+    return doc ? (doc.welcomePoisoned ?? 1) : null;
+  }
+
+  /**
+   * The welcome whose job failed every attempt too many times is not tried again: settled unsent
+   * (`welcomeSentAt`, the claim removed), its `welcomePoisoned` kept so that health counts it. True
+   * when this call settled it (not sent, given up or settled meanwhile).
+   */
+  async giveUpWelcome(userId: string, at: Date): Promise<boolean> {
+    const result = await this.users.updateOne(
+      { _id: userId, welcomeSentAt: null },
+      { $set: { welcomeSentAt: at }, $unset: { welcomeClaim: '', welcomeJob: '' } },
     );
     return result.modified === 1;
+  }
+
+  /**
+   * Welcomes whose job failed every attempt (`welcomePoisoned`): those waiting for the sweeper to
+   * re-queue them (or for their job handed over again), and those given up since `givenUpSince`.
+   */
+  async poisonedWelcomes(givenUpSince: Date): Promise<{ waiting: number; givenUp: number }> {
+    const poisoned = { welcomePoisoned: { $gt: 0 } };
+    const [waiting, givenUp] = await Promise.all([
+      this.users.count({ ...poisoned, welcomeSentAt: null }),
+      this.users.count({ ...poisoned, welcomeSentAt: { $gte: givenUpSince } }),
+    ]);
+    return { waiting, givenUp };
   }
 
   /** Removes a welcome claim that ended by `at` (its welcome is not to be re-queued). */
@@ -809,7 +846,7 @@ export class UsersRepository {
   async settleWelcome(userId: string, at: Date): Promise<void> {
     await this.users.updateOne(
       { _id: userId, welcomeSentAt: null },
-      { $set: { welcomeSentAt: at }, $unset: { welcomeClaim: '', welcomeJob: '' } },
+      { $set: { welcomeSentAt: at }, $unset: { welcomeClaim: '', welcomeJob: '', welcomePoisoned: '' } },
     );
   }
 

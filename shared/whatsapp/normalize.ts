@@ -8,7 +8,8 @@ import { InboundMessageSchema, type InboundMessage } from './schemas';
  * - `answer`: stored, marked read, one answer (AI or built-in; commands decided later)
  * - `unreadable`: stored, marked read, one short polite "cannot read that" answer
  * - `reaction`: stored, linked to the message reacted to, not read, no answer
- * - `note`: an edit or deletion of an earlier message: stored, linked to it, not read, no answer
+ * - `note`: an edit or deletion of an earlier message, or an answer to a request of the business
+ *   (a call permission): stored (linked to the message it changes), not read, no answer
  * - `welcome`: first contact (request_welcome): the welcome text once per user, nothing stored
  * - `system`: applied to the user (e.g. number changed), no answer
  */
@@ -121,6 +122,19 @@ export function normalize(message: InboundMessage): NormalizedMessage {
       const i = message.interactive;
       if (i.type === 'button_reply') return answer(i.button_reply.title);
       if (i.type === 'list_reply') return answer(i.list_reply.title);
+      // An answer to the business's request to call: no message to answer (the business calls,
+      // or not), kept as a note of what the user chose.
+      if (i.type === 'call_permission_reply') {
+        const response = i.call_permission_reply?.response;
+        return {
+          type: message.type,
+          text: /^[a-z_]{1,32}$/.test(response ?? '')
+            ? `[call permission: ${response}]`
+            : '[call permission]',
+          treatment: 'note',
+          relatedId: null,
+        };
+      }
       if (i.type === 'product')
         return answer(
           label('product', i.product?.title ?? i.product?.name ?? i.product?.product_retailer_id),

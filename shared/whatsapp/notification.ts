@@ -38,8 +38,13 @@ export interface MessageEvent {
   readonly phoneNumberId: string;
   readonly sender: SenderIdentity;
   readonly id: string;
-  /** Meta's timestamp, or when we received it if Meta's is outside the window (see `settleTime`). */
+  /** Meta's timestamp, or when we received it if Meta's is impossible (see `settleTime`). */
   readonly at: Date;
+  /**
+   * Meta's timestamp as given, unless in the future (then `at`): what an erase judges a message by
+   * (a message dated before an erase, even impossibly long before, may be one it erased).
+   */
+  readonly sentAt: Date;
   readonly normalized: NormalizedMessage;
   /** The validated message, when its body matched its type. */
   readonly message: InboundMessage | null;
@@ -72,6 +77,11 @@ export type WebhookEvent = MessageEvent | StatusEvent | ArchiveEvent;
 export const MAX_NAME = 256;
 /** How far ahead of our clock Meta's timestamp may be before we use our own time instead. */
 const FUTURE_SLACK_MS = 5 * 60_000;
+/**
+ * Meta's times before this (2009-01-01, the year WhatsApp began; 0, a default left unset, is 1970)
+ * are impossible: our time of receipt stands in.
+ */
+export const EARLIEST_META_TIME = new Date('2009-01-01T00:00:00Z');
 
 export const toGraphFailure = (e: GraphErrorPayload | undefined): GraphFailure | null =>
   e
@@ -100,11 +110,19 @@ export const nameOf = (value: string | undefined | null): string | null => {
   return clean ? clean : null;
 };
 
-/** Meta's time, unless it lies in the future (a wrong clock would pin a user to the top forever). */
+/**
+ * Meta's time, unless it is impossible: in the future (a wrong clock would pin a user to the top
+ * forever), or before EARLIEST_META_TIME (a message dated 1970 would be listed first and deleted
+ * by the next retention run).
+ */
 export function settleTime(seconds: number, now: Date): Date {
   const at = seconds * 1000;
-  return at > now.getTime() + FUTURE_SLACK_MS ? now : new Date(at);
+  return at > now.getTime() + FUTURE_SLACK_MS || at < EARLIEST_META_TIME.getTime() ? now : new Date(at);
 }
+
+/** Meta's time as given, unless in the future (`MessageEvent.sentAt`). */
+const sentAtOf = (seconds: number, now: Date): Date =>
+  seconds * 1000 > now.getTime() + FUTURE_SLACK_MS ? now : new Date(seconds * 1000);
 
 type Contact = z.infer<typeof ContactSchema>;
 
@@ -251,6 +269,7 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
       sender,
       id: base.id,
       at: settleTime(base.timestamp, now),
+      sentAt: sentAtOf(base.timestamp, now),
       normalized: parsed.success ? normalize(parsed.data) : normalizeUnreadable(boundedType(base.type)),
       message: parsed.success ? parsed.data : null,
       raw,
@@ -573,8 +592,9 @@ function primitivesOf(record: JsonRecord): JsonRecord {
 }
 
 /**
- * Meta's latest time in an item to archive: the greatest `timestamp` (seconds) it holds, looking
- * a few levels deep (a message, a status, the messages of a history thread), or null.
+ * Meta's latest time in an item to archive: the greatest `timestamp` (seconds) it holds, as Meta
+ * gives it (`sentAtOf`: an erase judges by it), looking a few levels deep (a message, a status, the
+ * messages of a history thread), or null.
  */
 export function latestTimeIn(item: unknown, now: Date, depth = 0): Date | null {
   if (depth > 8 || typeof item !== 'object' || item === null) return null;
@@ -587,7 +607,7 @@ export function latestTimeIn(item: unknown, now: Date, depth = 0): Date | null {
     for (const [key, value] of Object.entries(item)) {
       if (key === 'timestamp') {
         const seconds = typeof value === 'number' || typeof value === 'string' ? Number(value) : NaN;
-        if (Number.isFinite(seconds) && seconds > 0) consider(settleTime(seconds, now));
+        if (Number.isFinite(seconds) && seconds > 0) consider(sentAtOf(seconds, now));
       } else consider(latestTimeIn(value, now, depth + 1));
     }
   return latest;

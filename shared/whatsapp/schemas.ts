@@ -156,6 +156,20 @@ export const InteractiveMessageSchema = obj({
         .optional()
         .catch(undefined),
     }),
+    // The user's answer to a request to call them (Calling API: `call_permission_reply`): accept
+    // or reject, for a while (`expiration_timestamp`) or for good (`is_permanent`), by the user or
+    // automatically (`response_source`). Read loosely: an odd detail never makes it unreadable.
+    obj({
+      type: z.literal('call_permission_reply'),
+      call_permission_reply: obj({
+        response: optStr,
+        is_permanent: z.boolean().optional(),
+        expiration_timestamp: z.union([str, z.number()]).optional(),
+        response_source: optStr,
+      })
+        .optional()
+        .catch(undefined),
+    }),
   ]),
 });
 export const ButtonMessageSchema = obj({

@@ -282,3 +282,57 @@ describe('unsupported messages that only act on an earlier message', () => {
     expect(read).toEqual([content.id]);
   });
 });
+
+describe('call permission replies (Calling API: the user answers a request to call them)', () => {
+  // Meta's `call_permission_reply` webhook: an interactive message answering the business's
+  // call permission request, whose `response` is `accept` or `reject`.
+  const reply = (from: string, response: string, extra: Record<string, unknown> = {}) => ({
+    context: { from: business.display_phone_number, id: wamid() },
+    from,
+    id: wamid(),
+    timestamp: nowSeconds(),
+    type: 'interactive',
+    interactive: {
+      type: 'call_permission_reply',
+      call_permission_reply: {
+        response,
+        is_permanent: false,
+        expiration_timestamp: Number(nowSeconds(7 * 86_400)),
+        response_source: 'user_action',
+        ...extra,
+      },
+    },
+  });
+
+  it('are stored as a note of the answer, never read or answered (not "cannot read that")', async () => {
+    const phone = newPhone();
+    const accepted = reply(phone, 'accept');
+    const rejected = reply(phone, 'reject', { is_permanent: true, expiration_timestamp: undefined });
+    const receiptsBefore = app.graph.receipts().length;
+    const response = await app.post(
+      notification(
+        value({ contacts: [{ waId: phone, name: 'Sheena Nelson' }], messages: [accepted, rejected] }),
+      ),
+    );
+    expect(response.status).toBe(200);
+    await app.drain();
+    expect(sendsTo(phone)).toEqual([]);
+    expect(app.graph.receipts().slice(receiptsBefore)).toEqual([]);
+    const messages = collectionOf(app.database.db, 'messages');
+    expect(await messages.findOne({ _id: accepted.id })).toMatchObject({
+      type: 'interactive',
+      text: '[call permission: accept]',
+      role: 'notice',
+      replyState: 'none',
+    });
+    expect(await messages.findOne({ _id: rejected.id })).toMatchObject({
+      text: '[call permission: reject]',
+      replyState: 'none',
+    });
+    // The user writes next: answered as usual, once.
+    const text = textMessage(phone, 'thanks, call me tomorrow');
+    await app.post(notification(value({ contacts: [{ waId: phone }], messages: [text] })));
+    await app.drain();
+    expect(sendsTo(phone).map((s) => (s.body['text'] as { body: string }).body)).toEqual([DEFAULT_ANSWER]);
+  });
+});

@@ -288,4 +288,17 @@ describe('a notification ingest fails on every attempt', () => {
     const left = await poisoned();
     expect(left.map((d) => d['subject'])).toEqual([await store.events.subjectOf(BOB)]);
   });
+
+  it('a piece whose message Meta dates before 2009 (timestamp 1: 1970) is dated when kept, and retention keeps it', async () => {
+    const started = Date.now();
+    const odd = textMessage(ANN, 'dated 1970', { timestamp: '1' });
+    await keepPoisonedWorker(runtime)(
+      notification(value({ contacts: [{ waId: ANN }], messages: [odd] })),
+      context(),
+    );
+    const [kept] = await poisoned();
+    expect(kept?.['createdAt'].getTime()).toBeGreaterThanOrEqual(started);
+    expect((await store.retention.deleteOlderThan(retentionCutoff(30, new Date()))).poisoned).toBe(0);
+    expect(await store.poisoned.count()).toBe(1);
+  });
 });

@@ -3,7 +3,13 @@
 // the queue hands over again sends the welcome; while a claim holds, no other job sends it.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ingestNotification } from '../../shared/bot/ingest';
-import { LEASE_MS, processReplyJob, WELCOME_POISON_PAUSE_MS } from '../../shared/bot/reply';
+import {
+  handlePoisonJob,
+  LEASE_MS,
+  MAX_WELCOME_POISONINGS,
+  processReplyJob,
+  WELCOME_POISON_PAUSE_MS,
+} from '../../shared/bot/reply';
 import { SWEEP_GRACE_MS, sweepStaleReplies } from '../../shared/bot/sweeper';
 import { WELCOME_TEXT } from '../../shared/bot/texts';
 import { startTestApp, type TestApp } from '../helpers/app';
@@ -11,6 +17,9 @@ import { capturedLog } from '../helpers/logs';
 import { collectionOf } from '../helpers/raw';
 import { notification, nowSeconds, value, wamid } from '../helpers/meta';
 import { userIdOf } from '../helpers/users';
+import { runToExitCode } from '../../scripts/lib/cli';
+import { main as health } from '../../scripts/health';
+import { captureIo } from '../fixtures/scripts';
 
 let app: TestApp;
 const { log } = capturedLog();
@@ -212,6 +221,58 @@ describe('a welcome job that failed every attempt (reply-jobs-poison)', () => {
     expect((await data.users.getUser(userId))?.welcomeSentAt).toBeInstanceOf(Date);
     expect(await welcomeJobs(WELCOME_POISON_PAUSE_MS * 10)).toEqual([]);
   }, 60_000);
+
+  it(`is given up after failing so ${MAX_WELCOME_POISONINGS} times: recorded failed and counted, never queued again; npm run health shows it`, async () => {
+    const waId = newNumber();
+    const { job, userId } = await opensChat(waId);
+    const { data } = app.services;
+    const before = await data.stats.totals();
+    const started = Date.now();
+    const at = (ms: number) => ({ ...app.services, now: () => new Date(started + ms) });
+    const welcomeJobs = async (ms: number) =>
+      (await sweepStaleReplies(at(ms), log)).filter((j) => j.userId === userId);
+    const healthNow = async () => {
+      const io = captureIo();
+      const env = { MONGODB_URI: app.database.uri, MONGODB_DATABASE: app.database.dbName };
+      return { code: await runToExitCode(health, [], env, io), text: io.text() };
+    };
+    // Graph fails every attempt of every round (a cause that lasts: not an outage that ends).
+    app.graph.sendResponses.push(...Array.from({ length: 3 * 20 }, () => ({ status: 503, body: {} })));
+    const round = WELCOME_POISON_PAUSE_MS + SWEEP_GRACE_MS + 5_000;
+    for (let r = 0; r < MAX_WELCOME_POISONINGS; r++) {
+      if (r > 0) expect(await welcomeJobs(r * round)).toEqual([job]);
+      for (let attempt = 0; attempt < 5; attempt++)
+        await expect(processReplyJob(at(r * round + 1_000), job, log)).rejects.toThrow('503');
+      // The host moves the job to reply-jobs-poison.
+      await handlePoisonJob(at(r * round + 2_000), job, 'reply failed after 5 attempts', log);
+      if (r === 0) {
+        const waiting = await healthNow();
+        expect(waiting.code).toBe(1);
+        expect(waiting.text).toMatch(/welcomes waiting for a re-queue: +1\b/);
+        expect(waiting.text).toMatch(/welcomes whose job failed every attempt, waiting for the sweeper/);
+      }
+    }
+    app.graph.sendResponses.length = 0;
+    app.graph.requests.length = 0;
+    // Given up: settled, recorded as a failed welcome (the conversation and the stats show it).
+    expect((await data.users.getUser(userId))?.welcomeSentAt).toBeInstanceOf(Date);
+    const out = (await data.messages.recent(userId, 10)).filter((m) => m.direction === 'outbound');
+    expect(out).toHaveLength(1);
+    expect(out[0]).toMatchObject({ text: WELCOME_TEXT, status: 'failed', waMessageId: null });
+    expect(out[0]?.error?.title).toMatch(/given up/);
+    const after = await data.stats.totals();
+    expect(after.outbound - before.outbound).toBe(1);
+    expect(after.failed - before.failed).toBe(1);
+    // Never queued again, nor sent by a job handed over again.
+    expect(await welcomeJobs(MAX_WELCOME_POISONINGS * round + WELCOME_POISON_PAUSE_MS * 10)).toEqual([]);
+    await processReplyJob(at(MAX_WELCOME_POISONINGS * round + 3_000), job, log);
+    expect(app.graph.sends()).toEqual([]);
+    const givenUp = await healthNow();
+    expect(givenUp.code).toBe(1);
+    expect(givenUp.text).toMatch(/welcomes waiting for a re-queue: +0\b/);
+    expect(givenUp.text).toMatch(/welcomes given up: +1\b/);
+    expect(givenUp.text).toMatch(/welcomes given up in the last 7 days/);
+  }, 120_000);
 });
 
 describe('welcome claims an earlier version left (no welcomeJob), a hundred or more', () => {

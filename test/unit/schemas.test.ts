@@ -65,6 +65,13 @@ const EXPECTED: Record<string, Expected> = {
   contacts: { type: 'contacts', treatment: 'answer', text: '[contact] Kerry Fisher' },
   'interactive-button-reply': { type: 'interactive', treatment: 'answer', text: 'Change' },
   'interactive-list-reply': { type: 'interactive', treatment: 'answer', text: 'Express Shipping' },
+  // The user's answer to a call permission request (Calling API): a note, not a message to answer.
+  'interactive-call-permission-reply': {
+    type: 'interactive',
+    treatment: 'note',
+    text: '[call permission: accept]',
+    relatedId: null,
+  },
   'interactive-nfm-reply': {
     type: 'interactive',
     treatment: 'answer',
