@@ -37,13 +37,14 @@ const captionOf = (caption: string | null | undefined): string | null =>
 /**
  * Kinds of unsupported message (`unsupported.type`, Meta's "Unsupported messages webhook
  * reference") that only act on a message already in the chat: a reaction, a pin, "keep in chat",
- * and an edit or deletion (edits come as unsupported while the edit webhook is unavailable: "Edit
- * messages webhook reference").
+ * a vote in a poll (`poll_update`: each change of vote sends one), and an edit or deletion (edits
+ * come as unsupported while the edit webhook is unavailable: "Edit messages webhook reference").
  */
 const ACTIONS_ON_A_MESSAGE: ReadonlySet<string> = new Set([
   'reaction',
   'pin',
   'keep_in_chat',
+  'poll_update',
   'edit',
   'revoke',
 ]);

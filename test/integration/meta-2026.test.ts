@@ -3,6 +3,8 @@
 // interactive messages webhook (Aug 3, 2026), and the edit and revoke messages webhooks (a user
 // edits or deletes a message they sent: "Edit messages webhook reference", updated Jul 20, 2026;
 // "Revoke messages webhook reference", updated May 21, 2026).
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_ANSWER, UNREADABLE_ANSWER } from '../../shared/bot/texts';
 import { startTestApp, type TestApp } from '../helpers/app';
@@ -234,6 +236,8 @@ describe('unsupported messages that only act on an earlier message', () => {
   // names what the user sent; a reaction, a pin or a "keep in chat" only act on a message already
   // in the chat, and edits come this way while the edit webhook is unavailable ("Edit messages
   // webhook reference": edited messages are delivered as an unsupported message type webhook).
+  // A vote in a poll (`poll_update`, the reference's own example) acts on the poll: a user who
+  // changes their vote twice must not get two "cannot read that" answers.
   const unsupported = (from: string, type: string) => ({
     from,
     id: wamid(),
@@ -252,7 +256,9 @@ describe('unsupported messages that only act on an earlier message', () => {
 
   it('are stored and never answered; other unsupported content still gets the polite answer', async () => {
     const phone = newPhone();
-    const actions = ['reaction', 'pin', 'keep_in_chat', 'edit'].map((t) => unsupported(phone, t));
+    const actions = ['reaction', 'pin', 'keep_in_chat', 'edit', 'poll_update'].map((t) =>
+      unsupported(phone, t),
+    );
     const content = unsupported(phone, 'poll_creation');
     const receiptsBefore = app.graph.receipts().length;
     const response = await app.post(
@@ -280,6 +286,36 @@ describe('unsupported messages that only act on an earlier message', () => {
       .slice(receiptsBefore)
       .map((r) => r.body['message_id']);
     expect(read).toEqual([content.id]);
+  });
+});
+
+describe('a vote in a poll, as the Unsupported messages webhook reference shows it', () => {
+  it('is stored as a note, not marked read and not answered', async () => {
+    const phone = newPhone();
+    const id = wamid();
+    const fixture = readFileSync(
+      join(__dirname, '..', 'fixtures', 'meta', 'unsupported-poll-update.json'),
+      'utf8',
+    )
+      .replaceAll('16505551234', phone)
+      .replace('wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQUFERjg0NDEzNDdFODU3MUMxMAA=', id);
+    const receiptsBefore = app.graph.receipts().length;
+    const response = await app.post(JSON.parse(fixture) as unknown);
+    expect(response.status).toBe(200);
+    await app.drain();
+    expect(sendsTo(phone)).toEqual([]);
+    expect(
+      app.graph
+        .receipts()
+        .slice(receiptsBefore)
+        .map((r) => r.body['message_id']),
+    ).not.toContain(id);
+    expect(await collectionOf(app.database.db, 'messages').findOne({ _id: id })).toMatchObject({
+      type: 'unsupported',
+      text: '[unsupported: poll_update]',
+      replyState: 'none',
+      role: 'notice',
+    });
   });
 });
 

@@ -99,6 +99,8 @@ const EXPECTED: Record<string, Expected> = {
   'request-welcome': { type: 'request_welcome', treatment: 'welcome', text: '' },
   // An edit delivered as unsupported (the fixture's `unsupported.type`): acts on an earlier message.
   unsupported: { type: 'unsupported', treatment: 'note', text: '[unsupported: edit]' },
+  // A vote in a poll (the doc's own example `unsupported.type`): acts on an earlier message too.
+  'unsupported-poll-update': { type: 'unsupported', treatment: 'note', text: '[unsupported: poll_update]' },
   edit: {
     type: 'edit',
     treatment: 'note',
