@@ -306,6 +306,26 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     expect(focused).toBe(jorgId);
   });
 
+  it('starts no refresh while the last one still waits for a slow server', async () => {
+    // A server that takes longer than the refresh interval to answer (a busy database, a slow
+    // link): refreshes must not pile up on it, each one more request in flight every 3 s.
+    let inFlight = 0;
+    let most = 0;
+    let answered = 0;
+    await page.route('**/api/manage/chats?state=waiting*', async (route) => {
+      inFlight++;
+      most = Math.max(most, inFlight);
+      await new Promise((resolve) => setTimeout(resolve, 2.5 * POLL_WAIT_MS));
+      inFlight--;
+      answered++;
+      await route.continue().catch(() => undefined);
+    });
+    await expect.poll(() => answered, { timeout: 30_000 }).toBeGreaterThanOrEqual(2);
+    await page.unroute('**/api/manage/chats?state=waiting*');
+    expect(most).toBe(1);
+    expect(pageErrors).toEqual([]);
+  }, 40_000);
+
   it('sends once when Send is clicked twice, and counts emoji as the API does', async () => {
     await openUser(jorgId);
     app.graph.requests.length = 0;

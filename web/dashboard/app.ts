@@ -686,9 +686,17 @@ async function loadStats(): Promise<void> {
 
 // ---- start ----
 
+/** Whether a refresh is still waiting for the server: the next one is skipped, not piled on it. */
+let polling = false;
+
 async function poll(): Promise<void> {
-  if (!token() || document.hidden) return;
-  await Promise.all([loadList(), loadWaitingCount(), refreshOpen()]);
+  if (!token() || document.hidden || polling) return;
+  polling = true;
+  try {
+    await Promise.all([loadList(), loadWaitingCount(), refreshOpen()]);
+  } finally {
+    polling = false;
+  }
   // The server answered again: an error of an earlier refresh (e.g. unreachable) is over.
   if (state.pollFailed) {
     state.pollFailed = false;
