@@ -355,15 +355,22 @@ export class MessagesRepository {
    * apply to the message stored under it first). Returns those stored, with their new id.
    */
   private async rekeyCollisions(records: readonly OutboundRecord[]): Promise<OutboundRecord[]> {
-    const others: OutboundRecord[] = [];
-    for (const record of records) {
-      const existing = await this.messages.findOne(
-        { _id: record.id },
-        { projection: { userId: 1, relatedId: 1, role: 1, createdAt: 1 } },
-      );
-      if (existing && isSameOutbound(existing, record)) continue;
-      others.push({ ...record, id: collisionId(record) });
-    }
+    if (records.length === 0) return [];
+    // One read for all of them: what each colliding record's wamid already holds.
+    const existing = new Map(
+      (
+        await this.messages.find(
+          { _id: { $in: [...new Set(records.map((r) => r.id))] } },
+          { projection: { userId: 1, relatedId: 1, role: 1, createdAt: 1 } },
+        )
+      ).map((doc) => [doc._id, doc] as const),
+    );
+    const others = records
+      .filter((record) => {
+        const held = existing.get(record.id);
+        return !(held && isSameOutbound(held, record));
+      })
+      .map((record) => ({ ...record, id: collisionId(record) }));
     if (others.length === 0) return [];
     const { duplicates } = await this.messages.bulkWriteKeyed(others.map(upsertOutbound));
     return others.filter((_, index) => !duplicates.has(index));

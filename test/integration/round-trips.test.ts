@@ -155,6 +155,53 @@ describe.each([
     expect((await stored(ids[1] as string))?.['status']).toBe('delivered');
   });
 
+  // Graph giving wamids it gave before (a stand-in answering every send with one id): the parts
+  // whose wamid is taken are read in one round trip, whatever their number, and stored apart.
+  it('an answer whose parts all got taken wamids reads what those wamids hold once', async () => {
+    const from = newPhone();
+    await turn(from, 'hello');
+    const userId = (await app.services.data.users.findByIdentity({ waId: from, bsuid: null }))?.id ?? '';
+    const taken = (await app.services.data.manage.listMessages({ userId, limit: 1, after: null })).items[0];
+    expect(taken?.direction).toBe('outbound');
+    const inbound = (await app.services.data.manage.listMessages({ userId, limit: 2, after: null })).items[1];
+    expect(inbound?.direction).toBe('inbound');
+    const createdAt = new Date();
+    const parts = [1, 2, 3].map((n) => ({
+      id: taken?.id ?? '',
+      waMessageId: taken?.id ?? '',
+      userId,
+      type: 'text',
+      text: `part ${n}`,
+      status: 'sent' as const,
+      createdAt: new Date(createdAt.getTime() + n),
+      role: 'conversation' as const,
+      phoneNumberId: PHONE_NUMBER_ID,
+      relatedId: inbound?.id ?? null,
+      error: null,
+      ai: null,
+    }));
+    let stored: string[] = [];
+    const commands = await count.during(async () => {
+      const settled = await app.services.data.messages.settleReply({
+        inbound: inbound as NonNullable<typeof inbound>,
+        parts,
+        state: 'sent',
+        error: null,
+        read: false,
+      });
+      stored = settled.stored.map((r) => r.text);
+    });
+    const reads = commands.filter((c) => /^(find|findOne|aggregate) /.test(c));
+    expect(reads, commands.join('\n')).toHaveLength(1);
+    expect(stored.sort()).toEqual(['part 1', 'part 2', 'part 3']);
+    const kept = await app.database.db
+      .collection('messages')
+      .find({ waMessageId: taken?.id, text: /^part / } as Record<string, unknown>)
+      .toArray();
+    expect(kept).toHaveLength(3);
+    for (const doc of kept) expect(String(doc._id)).toMatch(/^out:/);
+  });
+
   it(`a status notification takes at most ${STATUS_BUDGET} round trip`, async () => {
     const from = newPhone();
     await turn(from, 'hello');
