@@ -110,19 +110,19 @@ export const nameOf = (value: string | undefined | null): string | null => {
   return clean ? clean : null;
 };
 
-/**
- * Meta's time, unless it is impossible: in the future (a wrong clock would pin a user to the top
- * forever), or before EARLIEST_META_TIME (a message dated 1970 would be listed first and deleted
- * by the next retention run).
- */
-export function settleTime(seconds: number, now: Date): Date {
-  const at = seconds * 1000;
-  return at > now.getTime() + FUTURE_SLACK_MS || at < EARLIEST_META_TIME.getTime() ? now : new Date(at);
-}
-
-/** Meta's time as given, unless in the future (`MessageEvent.sentAt`). */
+/** Meta's time as given, unless in the future (`MessageEvent.sentAt`: an erase judges by it). */
 const sentAtOf = (seconds: number, now: Date): Date =>
   seconds * 1000 > now.getTime() + FUTURE_SLACK_MS ? now : new Date(seconds * 1000);
+
+/**
+ * Meta's time, unless it is impossible: in the future (`sentAtOf`: a wrong clock would pin a user
+ * to the top forever), or before EARLIEST_META_TIME (a message dated 1970 would be listed first and
+ * deleted by the next retention run).
+ */
+export function settleTime(seconds: number, now: Date): Date {
+  const at = sentAtOf(seconds, now);
+  return at < EARLIEST_META_TIME ? now : at;
+}
 
 type Contact = z.infer<typeof ContactSchema>;
 
