@@ -10,6 +10,7 @@ import { runtimeOf } from '../../shared/deps';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { BOOTSTRAP, call } from '../helpers/manage-fixture';
 import { notification, nowSeconds, status, textMessage, value, wamid } from '../helpers/meta';
+import { eraseThenRedeliver } from '../helpers/users';
 
 let app: TestApp;
 let handlers: ReturnType<typeof manageHandlers>;
@@ -132,15 +133,8 @@ describe('an erase judges a message dated 0 by Meta’s time as given', () => {
     withinRun((await messages().findOne({ _id: first.message.id }))?.createdAt, started);
     const user = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
     withinRun(user?.createdAt, started);
-    expect((await call(handlers.user, { method: 'DELETE', params: { id: user?.id ?? '' } })).status).toBe(
-      204,
-    );
-
     // Delivered again after the erase: the erase remembers it; no one comes back, no answer.
-    expect((await app.post(first.payload)).status).toBe(200);
-    await app.drain();
-    expect(repliesTo(phone)).toBe(1);
-    expect(await app.services.data.users.findByIdentity({ waId: phone, bsuid: null })).toBeNull();
+    await eraseThenRedeliver(app, handlers, { id: user?.id ?? '', phone }, first.payload);
 
     // A new message dated 0 (a client that leaves it unset): a new user, answered.
     const again = dated(phone, 'hello again', '0');
