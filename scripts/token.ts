@@ -18,7 +18,7 @@ Usage:
 
 Manages the bearer tokens of the management API (/api/manage). \`create\` prints the token on a
 line of its own, once: only its SHA-256 hash is stored. NAME (recorded as \`by\` and in the audit
-trail): 1 to ${TOKEN_NAME_MAX} characters, no control characters, no leading or trailing whitespace,
+trail): 1 to ${TOKEN_NAME_MAX} characters, no control characters or writing-direction marks, no leading or trailing whitespace,
 not ${RESERVED_TOKEN_NAMES.join(' or ')} (in any case). Several tokens may share a name (a note
 says so): each has its own id. \`list\` prints one line per token: id,
 name, dates and state (active, expired, revoked), never the token. \`revoke\` makes a token answer

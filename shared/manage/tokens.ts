@@ -29,6 +29,10 @@ export function tokenNameProblem(name: string): string | null {
   // Control characters (tab, newline...) and line separators would break `list`'s one line per token.
   if (/[\p{Cc}\u2028\u2029]/u.test(name))
     return 'the name must not contain control characters or line breaks';
+  // Marks and overrides of writing direction would reorder what `list`, `by` and the audit trail
+  // show around the name (U+202E turns the text after it around). A joiner (emoji) is fine.
+  if (/[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/u.test(name))
+    return 'the name must not contain characters that change the writing direction (U+061C, U+200E, U+200F, U+202A–U+202E, U+2066–U+2069)';
   if (name.trim() !== name) return 'the name must not start or end with whitespace';
   const reserved = RESERVED_TOKEN_NAMES.find((r) => r.toLowerCase() === name.toLowerCase());
   if (reserved) return `the name "${reserved}" is reserved (it stands for the user or for MANAGE_API_TOKEN)`;

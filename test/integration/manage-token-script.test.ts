@@ -110,6 +110,10 @@ it('refuses reserved names, control characters, outer whitespace and empty names
     ['tab\there', /--name: the name must not contain control characters/],
     ['bell\u0007', /--name: the name must not contain control characters/],
     ['line\u2028separator', /--name: the name must not contain control characters or line breaks/],
+    // A right-to-left override turns the rest of the line around in `list` and the audit trail.
+    ['ops\u202Eevil', /--name: the name must not contain characters that change the writing direction/],
+    ['\u2067ops\u2069', /--name: the name must not contain characters that change the writing direction/],
+    ['ops\u200F', /--name: the name must not contain characters that change the writing direction/],
     [' ops', /--name: the name must not start or end with whitespace/],
     ['ops ', /--name: the name must not start or end with whitespace/],
     ['user ', /--name: the name must not start or end with whitespace/],
@@ -127,7 +131,7 @@ it('refuses reserved names, control characters, outer whitespace and empty names
   }
   expect(await data.tokens.list()).toEqual(before);
   // Near misses are ordinary names.
-  for (const name of ['users', 'user bot', 'x'.repeat(100), 'Café ops']) {
+  for (const name of ['users', 'user bot', 'x'.repeat(100), 'Café ops', 'עמית ops', '👩\u200D💻 dev']) {
     expect((await run('create', '--name', name)).code).toBe(0);
   }
 });
