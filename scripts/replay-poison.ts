@@ -28,7 +28,7 @@ Usage: npm run replay-poison [-- --queue NAME] [--dry-run]
 Moves every item of <NAME>-poison back onto <NAME> (default NAME: inbound; also: reply-jobs),
 unchanged, and prints how many it moved. Only the items waiting when it starts are moved: one
 that fails again meanwhile (its cause is not fixed) stays in <NAME>-poison, counted as back in
-the poison queue, for a later run. For inbound it also puts back every notification kept in the
+the poison queue, for a later run; so does one another reader holds invisible (counted as held). For inbound it also puts back every notification kept in the
 database (the function of inbound-poison keeps each one there, per person, since Azure Storage
 deletes a poison item after 7 days), one per piece, and deletes each from the database once it is
 on the queue. Uses MONGODB_URI, else the database of the running \`npm run dev\`, as the other
@@ -153,6 +153,9 @@ async function replay(
     ['items moved', moved + putBack],
     ...from(moved, putBack),
     ['back in the poison queue during the run', failedAgain],
+    // Counted when the run began, invisible to it since: another reader (a second run, a person
+    // with Storage Explorer) had received them. They wait there once that reader's time is up.
+    ['held by another reader (invisible), left for a later run', Math.max(0, waiting - moved)],
     ['time', seconds(started)],
   ]);
   return 0;

@@ -75,6 +75,33 @@ describe('npm run replay-poison while the cause is not fixed', () => {
   }, 60_000);
 });
 
+describe('npm run replay-poison while another reader holds an item', () => {
+  // An item another reader received (a second replay, a person with Storage Explorer) is invisible
+  // until its visibility timeout ends: the run cannot move it, and says so instead of ending as if
+  // the poison queue were empty.
+  it('moves what it can and says how many items it could not see and to run again', async () => {
+    const service = QueueServiceClient.fromConnectionString(azurite.connectionString);
+    const poison = service.getQueueClient('reply-jobs-poison');
+    await poison.createIfNotExists();
+    for (let i = 0; i < 3; i++) await poison.sendMessage(`item ${i}`);
+    const held = await poison.receiveMessages({ numberOfMessages: 1, visibilityTimeout: 120 });
+    expect(held.receivedMessageItems).toHaveLength(1);
+
+    const io = captureIo();
+    const code = await runToExitCode(
+      replayPoison,
+      ['--queue', 'reply-jobs'],
+      { AzureWebJobsStorage: azurite.connectionString, MONGODB_URI: t.uri, MONGODB_DATABASE: t.dbName },
+      io,
+    );
+    expect(code).toBe(0);
+    const summary = io.stdout.join('\n');
+    expect(summary).toMatch(/items moved:\s+2\b/);
+    expect(summary).toMatch(/held by another reader \(invisible\), left for a later run:\s+1\b/);
+    expect((await poison.getProperties()).approximateMessagesCount).toBe(1);
+  }, 60_000);
+});
+
 describe("npm run replay-poison against a deployment's identity-based storage", () => {
   // infra/ turns shared keys off: the app settings name the account, and the host signs in.
   it('signs in with Microsoft Entra ID, and says how to when it cannot (exit 1), before any request', async () => {
