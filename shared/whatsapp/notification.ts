@@ -245,7 +245,8 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
       // A change of id is the person's who leaves the previous one behind, when Meta names it: the
       // message's own sender may already be the new id, or it names none.
       bsuid: systemPreviousId(raw) ?? bsuid ?? bsuidOf(contact?.user_id),
-      name: nameOf(contact?.profile?.name),
+      // "Usernames can be used in lieu of profile names" (Meta, Business-scoped user IDs).
+      name: nameOf(contact?.profile?.name) ?? nameOf(contact?.profile?.username),
     };
     if (!sender.waId && !sender.bsuid) {
       archive('unhandled_message', 'message without sender', raw, messageIdentifier(raw, contacts));

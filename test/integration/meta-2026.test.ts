@@ -372,3 +372,30 @@ describe('call permission replies (Calling API: the user answers a request to ca
     expect(sendsTo(phone).map((s) => (s.body['text'] as { body: string }).body)).toEqual([DEFAULT_ANSWER]);
   });
 });
+
+describe('a user with a username and no profile name (Business-scoped user IDs, 2026)', () => {
+  // "Usernames can be used in lieu of profile names": a person known by their business-scoped id
+  // and username alone shows under the username, not as a nameless id; a profile name, once
+  // sent, wins.
+  const fromUsername = (bsuid: string, profile: Record<string, string>, body: string) =>
+    JSON.parse(
+      readFileSync(join(__dirname, '..', 'fixtures', 'meta', 'bsuid-user.json'), 'utf8')
+        .replaceAll('US.13491208655302741918', bsuid)
+        .replace('wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQUIyMFFrRTVSa1EzTWpNNFJEZzVRMFVB', wamid())
+        .replace('1749416383', nowSeconds())
+        .replace('Hi, do you ship to Spain?', body),
+      (key, v: unknown) => (key === 'profile' ? profile : v),
+    ) as unknown;
+
+  it('is named by the username until a profile name comes', async () => {
+    const bsuid = `US.${String(7_000_000_000 + ++seq)}`;
+    const users = collectionOf(app.database.db, 'users');
+    expect((await app.post(fromUsername(bsuid, { username: '@pablo.m' }, 'hello'))).status).toBe(200);
+    await app.drain();
+    expect(await users.findOne({ bsuid })).toMatchObject({ waId: null, name: '@pablo.m' });
+
+    await app.post(fromUsername(bsuid, { name: 'Pablo Morales', username: '@pablo.m' }, 'again'));
+    await app.drain();
+    expect(await users.findOne({ bsuid })).toMatchObject({ name: 'Pablo Morales' });
+  });
+});
