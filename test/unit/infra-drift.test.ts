@@ -11,7 +11,7 @@ import { Language, Parser, type Node } from 'web-tree-sitter';
 import { definitions } from '../../functions/definitions';
 import { APP_CAPABILITIES } from '../cosmos/app-model';
 import { INBOUND_POISON_QUEUE, INBOUND_QUEUE, REPLY_POISON_QUEUE, REPLY_QUEUE } from '../../shared/bot/jobs';
-import { EnvSchema, SETTING_NAMES } from '../../shared/config';
+import { DatabaseNameSchema, EnvSchema, SETTING_NAMES } from '../../shared/config';
 import { hostQueueSettings } from '../../scripts/lib/queue-host';
 import { COLLECTIONS, INDEXES, type CollectionName } from '../../shared/data/indexes';
 
@@ -557,6 +557,20 @@ describe('host.json queue settings are ones the Functions host accepts', () => {
 });
 
 describe('infra/ Cosmos DB options deploy', () => {
+  it('accepts only database names as long as MONGODB_DATABASE allows, so a deployment never names one the app refuses', () => {
+    // The app refuses a name outside 1-63 characters at start (shared/config.ts); Cosmos DB would
+    // create it (up to 255, concepts-limits, Per-container limits), and the app would not start.
+    for (const file of [MAIN_BICEP, COSMOS_BICEP]) {
+      const bounds = decorators(file, 'databaseName');
+      const shortest = Number(bounds['minLength']);
+      const longest = Number(bounds['maxLength']);
+      expect(DatabaseNameSchema.safeParse('a'.repeat(shortest)).success, file).toBe(true);
+      expect(DatabaseNameSchema.safeParse('a'.repeat(longest)).success, file).toBe(true);
+      expect(DatabaseNameSchema.safeParse('a'.repeat(longest + 1)).success, file).toBe(false);
+      expect(shortest, file).toBe(1);
+    }
+  });
+
   it('creates the account with the capabilities the indexes need, in both capacity modes', () => {
     // {handoff.since, _id} is a compound index over a nested path: "Compound indexes on nested
     // fields aren't supported by default" without EnableUniqueCompoundNestedDocs
