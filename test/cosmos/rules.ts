@@ -94,8 +94,12 @@ export const RULES = {
     cite: { ...INDEXING, section: 'TTL indexes' },
   },
   'document-size': {
-    rule: 'a document (and so an insert, a replacement or an update) is under 2 MB',
-    cite: { ...FEATURES, section: 'Data types ("raises the size limit for your documents from 2 MB")' },
+    rule: "a document (and so an insert, a replacement or an update) is under 2 MB; the capability that raises it to 16 MB isn't compatible with continuous backup (infra/'s default) and is not set",
+    cite: {
+      ...FEATURES,
+      section:
+        'Data types ("raises the size limit for your documents from 2 MB"; feature-support-42: "This feature isn\'t compatible with … continuous backup")',
+    },
   },
   'retryable-writes': {
     rule: 'no retryable writes (they need the EnableMongoRetryableWrites capability)',
