@@ -81,7 +81,9 @@ param aiMaxPerMinute int = 10
 
 // --- Data ------------------------------------------------------------------------------------------
 
-@description('Database name (MONGODB_DATABASE).')
+@description('Database name (MONGODB_DATABASE): letters, digits, _ or -; the app refuses any other name at start.')
+@minLength(1)
+@maxLength(63)
 param databaseName string = 'whatsapp_chatbot'
 
 @description('Hours a conversation handed to a person stays with them before the bot answers again (HANDOFF_HOURS).')

@@ -9,7 +9,9 @@ param accountName string
 param location string
 param tags object
 
-@description('Database name (MONGODB_DATABASE).')
+@description('Database name (MONGODB_DATABASE): letters, digits, _ or -; the app refuses any other name at start.')
+@minLength(1)
+@maxLength(63)
 param databaseName string
 
 @description('Serverless (pay per request) or Autoscale (provisioned autoscale throughput on each collection).')

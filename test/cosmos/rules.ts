@@ -29,12 +29,20 @@ const ERRORS: Omit<Citation, 'section'> = {
 
 export const RULES = {
   'sort-compound-index': {
-    rule: 'a sort on several fields needs a compound index with exactly those paths in that order (or all reversed)',
-    cite: { ...INDEXING, section: 'Compound indexes (MongoDB server version 3.6+)' },
+    rule: 'a sort on several fields needs a compound index with exactly those paths in that order (or all reversed), else error 2 BadValue',
+    cite: {
+      ...INDEXING,
+      section:
+        'Compound indexes (MongoDB server version 3.6+); error-codes-solutions: 2 BadValue ("the order by query doesn\'t have a corresponding composite index")',
+    },
   },
   'sort-single-index': {
-    rule: 'a sort on one field needs an index on that field (_id is always indexed)',
-    cite: { ...INDEXING, section: 'Indexing for MongoDB server version 3.6 and higher; Single field' },
+    rule: 'a sort on one field needs an index on that field (_id is always indexed), else error 2 BadValue',
+    cite: {
+      ...INDEXING,
+      section:
+        'Indexing for MongoDB server version 3.6 and higher; Single field; error-codes-solutions: 2 BadValue ("The query requests a sort on a field that isn\'t indexed")',
+    },
   },
   'find-and-modify-sort': {
     rule: 'findAndModify (findOneAndUpdate …) sorts on a single field only',
@@ -61,8 +69,17 @@ export const RULES = {
     cite: { ...FEATURES, section: 'Operators; Aggregation pipeline (expressions)' },
   },
   'unsupported-stage': {
-    rule: 'only the aggregation stages supported on every server version 4.2–7.0 ($lookup without let/pipeline)',
-    cite: { ...FEATURES, section: 'Aggregation stages' },
+    rule: 'only the aggregation stages supported on every server version 4.2–7.0 ($lookup without let/pipeline; $graphLookup is in 4.2 only), else error 40324 Unrecognized pipeline stage name',
+    cite: { ...FEATURES, section: 'Aggregation stages; error-codes-solutions: 40324' },
+  },
+  'change-stream': {
+    rule: "a change stream (the driver's watch()) asks for fullDocument 'updateLookup' and has a $match and a $project stage; it delivers inserts, updates and replacements only, never deletes",
+    cite: {
+      title: "Change streams in Azure Cosmos DB's API for MongoDB",
+      url: 'https://learn.microsoft.com/azure/cosmos-db/mongodb/change-streams',
+      section:
+        'Current limitations: "the $match stage, $project stage, and fullDocument options are required"; "the delete operation or other events are not yet supported"',
+    },
   },
   'unique-index-empty-collection': {
     rule: 'a unique index can only be created while the collection is empty; on an account with continuous backup (infra/ default) only together with the collection (ARM, or the CreateCollection custom command), which infra/ does and this checker does not model',
@@ -77,8 +94,12 @@ export const RULES = {
     cite: { ...INDEXING, section: 'TTL indexes' },
   },
   'document-size': {
-    rule: 'a document (and so an insert, a replacement or an update) is under 2 MB',
-    cite: { ...FEATURES, section: 'Data types ("raises the size limit for your documents from 2 MB")' },
+    rule: "a document (and so an insert, a replacement or an update) is under 2 MB; the capability that raises it to 16 MB isn't compatible with continuous backup (infra/'s default) and is not set",
+    cite: {
+      ...FEATURES,
+      section:
+        'Data types ("raises the size limit for your documents from 2 MB"; feature-support-42: "This feature isn\'t compatible with … continuous backup")',
+    },
   },
   'retryable-writes': {
     rule: 'no retryable writes (they need the EnableMongoRetryableWrites capability)',
@@ -146,6 +167,16 @@ export const RULES = {
     },
   },
   // Documented behaviour that no single command shows: each says where it is covered instead.
+  'idle-connections': {
+    rule: "the client closes a pooled connection idle for more than 3 minutes: Azure's load balancer drops idle TCP connections after 4 (Cosmos DB itself after 30), and a request sent on a dropped one fails with a socket error",
+    cite: {
+      ...LIMITS,
+      section:
+        'API for MongoDB-specific limits: "Idle connection timeout for server side connection closure: 30 minutes", footnote 1 ("set the idle connection timeout in the driver settings to 2-3 minutes"); error-codes-solutions: MongoDB client networking issues ("configure maxIdleTimeMS=120000")',
+    },
+    checked:
+      'not from a command: test/unit/cosmos-rules.test.ts checks CLIENT_OPTIONS.maxIdleTimeMS of shared/data/client.ts',
+  },
   throttling: {
     rule: 'a request over the provisioned (or serverless) RU/s is refused with 16500 TooManyRequests, in a bulk write per write while the others are applied; the app waits the advised RetryAfterMs and sends only the throttled writes again',
     cite: {
@@ -189,6 +220,8 @@ export const MAX_COMPOUND_INDEX_FIELDS = 8;
 export const MAX_SINGLE_FIELD_INDEXES = 500;
 export const MAX_INDEX_PATH_DEPTH = 6;
 export const MAX_DOCUMENT_DEPTH = 128;
+/** The longest a pooled connection may sit idle (concepts-limits: 2-3 minutes; the load balancer cuts at 4). */
+export const MAX_IDLE_CONNECTION_MS = 3 * 60_000;
 /** The account capability that allows compound and unique indexes over nested (non-array) paths. */
 export const NESTED_INDEX_CAPABILITY = 'EnableUniqueCompoundNestedDocs';
 
@@ -576,6 +609,7 @@ export class CommandChecker {
         for (const u of asArray(body['updates'])) {
           if (!isRecord(u)) continue;
           this.checkOperators(u['q'], report);
+          this.checkOperators(u['arrayFilters'], report);
           this.checkUpdate(u['u'], collection, report);
           if (u['upsert']) this.populated.add(key);
         }
@@ -583,6 +617,7 @@ export class CommandChecker {
       case 'findAndModify': {
         this.checkOperators(body['query'], report);
         this.checkOperators(body['fields'], report);
+        this.checkOperators(body['arrayFilters'], report);
         const sort = body['sort'] instanceof Map ? Object.fromEntries(body['sort']) : body['sort'];
         if (isRecord(sort) && Object.keys(sort).length > 1)
           report('find-and-modify-sort', `findAndModify sort ${keysText(sort)}`);
@@ -593,6 +628,7 @@ export class CommandChecker {
       }
       case 'aggregate':
         this.checkPipeline(cmd.databaseName, collection, body['pipeline'], report);
+        this.checkChangeStream(body['pipeline'], report);
         break;
       case 'createIndexes':
         for (const spec of asArray(body['indexes'])) {
@@ -762,6 +798,20 @@ export class CommandChecker {
         for (const sub of Object.values(value)) this.checkPipeline(db, collection, sub, report);
       if (name !== '$match' && name !== '$sort') fromCollection = false;
     }
+  }
+
+  /** A pipeline opening with $changeStream: what Cosmos DB requires of it. */
+  private checkChangeStream(pipeline: unknown, report: (rule: RuleId, subject: string) => void): void {
+    const stages = asArray(pipeline).filter(isRecord);
+    const options = stages[0]?.['$changeStream'];
+    if (options === undefined) return;
+    const names = stages.slice(1).flatMap((stage) => Object.keys(stage).slice(0, 1));
+    const missing = [
+      isRecord(options) && options['fullDocument'] === 'updateLookup' ? '' : "fullDocument 'updateLookup'",
+      names.includes('$match') ? '' : 'a $match stage',
+      names.includes('$project') ? '' : 'a $project stage',
+    ].filter(Boolean);
+    if (missing.length) report('change-stream', `change stream without ${missing.join(', ')}`);
   }
 
   private checkUpdate(

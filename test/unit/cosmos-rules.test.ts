@@ -9,6 +9,7 @@ import { KNOWN_VIOLATIONS, isKnown } from '../cosmos/known-violations';
 import { originOf } from '../cosmos/origin';
 import {
   CommandChecker,
+  MAX_IDLE_CONNECTION_MS,
   NESTED_INDEX_CAPABILITY,
   RULES,
   checkIndex,
@@ -383,6 +384,43 @@ group('Cosmos DB limits and restrictions beyond the feature tables', () => {
     ).toEqual(['unsupported-operator']);
   });
 
+  it('a change stream asks for fullDocument updateLookup and has a $match and a $project', () => {
+    // what collection.watch(pipeline, options) sends
+    const watch = (options: Record<string, unknown>, stages: unknown[]) => ({
+      commandName: 'aggregate',
+      command: { aggregate: 'c', pipeline: [{ $changeStream: options }, ...stages], cursor: {} },
+    });
+    const match = { $match: { operationType: { $in: ['insert', 'update', 'replace'] } } };
+    const project = { $project: { _id: 1, fullDocument: 1, ns: 1, documentKey: 1 } };
+    expect(rulesBrokenBy(watch({ fullDocument: 'updateLookup' }, [match, project]))).toEqual([]);
+    expect(rulesBrokenBy(watch({}, [match, project]))).toEqual(['change-stream']);
+    expect(rulesBrokenBy(watch({ fullDocument: 'updateLookup' }, []))).toEqual(['change-stream']);
+    expect(rulesBrokenBy(watch({ fullDocument: 'updateLookup' }, [match]))).toEqual(['change-stream']);
+    const checker = new CommandChecker();
+    checker.check({ databaseName: 'd', ...watch({}, [match]) });
+    expect(checker.violations.map((v) => v.subject)).toEqual([
+      "change stream without fullDocument 'updateLookup', a $project stage",
+    ]);
+  });
+
+  it('the operators of arrayFilters are checked like a filter’s', () => {
+    const filtered = (arrayFilters: unknown[]) =>
+      update({ $set: { 'items.$[i].done': true } }, { arrayFilters });
+    expect(rulesBrokenBy(filtered([{ 'i.n': { $gt: 1 } }]))).toEqual([]);
+    expect(rulesBrokenBy(filtered([{ 'i.n': { $bitsAllSet: 1 } }]))).toEqual(['unsupported-operator']);
+    expect(
+      rulesBrokenBy({
+        commandName: 'findAndModify',
+        command: {
+          findAndModify: 'c',
+          query: { _id: 1 },
+          update: { $set: { 'items.$[i].done': true } },
+          arrayFilters: [{ 'i.tags': { $jsonSchema: {} } }],
+        },
+      }),
+    ).toEqual(['unsupported-operator']);
+  });
+
   it('arrayFilters, $push modifiers and $setOnInsert are supported', () => {
     expect(
       rulesBrokenBy(
@@ -472,5 +510,10 @@ group('the app, checked statically', () => {
 
   it('the app’s client turns retryable writes off', () => {
     expect(CLIENT_OPTIONS.retryWrites).toBe(false);
+  });
+
+  it('the app’s client closes a connection idle for longer than Azure’s load balancer keeps it', () => {
+    expect(CLIENT_OPTIONS.maxIdleTimeMS).toBeGreaterThan(0);
+    expect(CLIENT_OPTIONS.maxIdleTimeMS).toBeLessThanOrEqual(MAX_IDLE_CONNECTION_MS);
   });
 });

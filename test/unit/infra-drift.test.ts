@@ -11,7 +11,7 @@ import { Language, Parser, type Node } from 'web-tree-sitter';
 import { definitions } from '../../functions/definitions';
 import { APP_CAPABILITIES } from '../cosmos/app-model';
 import { INBOUND_POISON_QUEUE, INBOUND_QUEUE, REPLY_POISON_QUEUE, REPLY_QUEUE } from '../../shared/bot/jobs';
-import { EnvSchema, SETTING_NAMES } from '../../shared/config';
+import { DatabaseNameSchema, EnvSchema, SETTING_NAMES } from '../../shared/config';
 import { hostQueueSettings } from '../../scripts/lib/queue-host';
 import { COLLECTIONS, INDEXES, type CollectionName } from '../../shared/data/indexes';
 
@@ -483,7 +483,94 @@ describe('host.json gives an invocation the time the settings allow it', () => {
   });
 });
 
+/**
+ * What the queue extension refuses or the docs bound in host.json `extensions.queues`
+ * (learn.microsoft.com/azure/azure-functions/functions-bindings-storage-queue#hostjson-settings):
+ * "The maximum `batchSize` is 32" (the extension's QueuesOptions: "Must be in range within 1 and
+ * 32"), `maxPollingInterval` "must not be less than 00:00:00.100", `messageEncoding` "Valid values
+ * are `base64` and `none`"; counts are whole numbers, time spans `hh:mm:ss[.fff]`. The local queue
+ * host (scripts/lib/queue-host.ts) reads past such values with its defaults; the Functions host does not.
+ */
+function queueSettingProblems(queues: Readonly<Record<string, unknown>>): string[] {
+  const problems: string[] = [];
+  const whole = (name: string, min: number, max = Infinity): void => {
+    const value = queues[name];
+    if (value === undefined) return;
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max)
+      problems.push(`${name} ${JSON.stringify(value)} (${min} to ${max})`);
+  };
+  const span = (name: string, minMs: number): void => {
+    const value = queues[name];
+    if (value === undefined) return;
+    const m = typeof value === 'string' ? /^(\d+):([0-5]\d):([0-5]\d)(?:\.(\d{1,7}))?$/.exec(value) : null;
+    const ms = m
+      ? ((Number(m[1]) * 60 + Number(m[2])) * 60 + Number(m[3])) * 1000 + Number(`0.${m[4] ?? '0'}`) * 1000
+      : NaN;
+    if (!(ms >= minMs))
+      problems.push(`${name} ${JSON.stringify(value)} (a time span of ${minMs} ms or more)`);
+  };
+  whole('batchSize', 1, 32);
+  whole('newBatchThreshold', 0);
+  whole('maxDequeueCount', 1);
+  span('maxPollingInterval', 100);
+  span('visibilityTimeout', 0);
+  const encoding = queues['messageEncoding'];
+  if (encoding !== undefined && encoding !== 'base64' && encoding !== 'none')
+    problems.push(`messageEncoding ${JSON.stringify(encoding)} (base64 or none)`);
+  return problems;
+}
+
+describe('host.json queue settings are ones the Functions host accepts', () => {
+  const hostQueues = (): Record<string, unknown> => {
+    const host = JSON.parse(readFileSync(path.join(ROOT, 'host.json'), 'utf8')) as {
+      extensions?: { queues?: Record<string, unknown> };
+    };
+    return host.extensions?.queues ?? {};
+  };
+
+  it('keeps batchSize, polling, dequeue count, visibility timeout and encoding within the documented bounds', () => {
+    expect(queueSettingProblems(hostQueues())).toEqual([]);
+  });
+
+  it('would catch a batch over 32, polling under 100 ms or an unknown encoding', () => {
+    const queues = hostQueues();
+    expect(
+      queueSettingProblems({
+        ...queues,
+        batchSize: 33,
+        maxPollingInterval: '00:00:00.050',
+        messageEncoding: 'utf8',
+        maxDequeueCount: 0,
+        visibilityTimeout: '15s',
+      }),
+    ).toEqual([
+      'batchSize 33 (1 to 32)',
+      'maxDequeueCount 0 (1 to Infinity)',
+      'maxPollingInterval "00:00:00.050" (a time span of 100 ms or more)',
+      'visibilityTimeout "15s" (a time span of 0 ms or more)',
+      'messageEncoding "utf8" (base64 or none)',
+    ]);
+    expect(queueSettingProblems({ ...queues, batchSize: 32, maxPollingInterval: '00:00:00.100' })).toEqual(
+      [],
+    );
+  });
+});
+
 describe('infra/ Cosmos DB options deploy', () => {
+  it('accepts only database names as long as MONGODB_DATABASE allows, so a deployment never names one the app refuses', () => {
+    // The app refuses a name outside 1-63 characters at start (shared/config.ts); Cosmos DB would
+    // create it (up to 255, concepts-limits, Per-container limits), and the app would not start.
+    for (const file of [MAIN_BICEP, COSMOS_BICEP]) {
+      const bounds = decorators(file, 'databaseName');
+      const shortest = Number(bounds['minLength']);
+      const longest = Number(bounds['maxLength']);
+      expect(DatabaseNameSchema.safeParse('a'.repeat(shortest)).success, file).toBe(true);
+      expect(DatabaseNameSchema.safeParse('a'.repeat(longest)).success, file).toBe(true);
+      expect(DatabaseNameSchema.safeParse('a'.repeat(longest + 1)).success, file).toBe(false);
+      expect(shortest, file).toBe(1);
+    }
+  });
+
   it('creates the account with the capabilities the indexes need, in both capacity modes', () => {
     // {handoff.since, _id} is a compound index over a nested path: "Compound indexes on nested
     // fields aren't supported by default" without EnableUniqueCompoundNestedDocs
