@@ -4,12 +4,15 @@
 // since keeps only their new conversation. What the file holds from after the erase is imported.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import { MongoClient, type CommandStartedEvent } from 'mongodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { manageHandlers } from '../../functions/manage';
+import { createDataStore } from '../../shared/data';
 import { runtimeOf } from '../../shared/deps';
 import { runToExitCode } from '../../scripts/lib/cli';
 import { main as migrate } from '../../scripts/migrate';
 import { startTestApp, type TestApp } from '../helpers/app';
+import { testDatabase } from '../helpers/db';
 import { BOOTSTRAP, call } from '../helpers/manage-fixture';
 import { userIdOf } from '../helpers/users';
 import { captureIo, writeLegacyDb, type LegacyMessageRow, type LegacyUserRow } from '../fixtures/scripts';
@@ -192,5 +195,41 @@ describe('npm run migrate after an erase', () => {
     expect(again.out).toMatch(/messages inserted:\s+0$/m);
     expect(again.out).toMatch(/users left out \(erased\):\s+1$/m);
     expect(await snapshot()).toEqual(before);
+  });
+});
+
+describe('what looking for erases costs a migration', () => {
+  /** The commands on `events` that `idsForImport` of `waIds` sends to database `dbName`, and its answer. */
+  async function eventReads(dbName: string, waIds: string[]) {
+    const commands: CommandStartedEvent[] = [];
+    const client = new MongoClient(app.database.uri, { monitorCommands: true });
+    client.on('commandStarted', (event) => commands.push(event));
+    try {
+      const ids = await createDataStore(client.db(dbName)).users.idsForImport(waIds);
+      const onEvents = commands.filter(
+        (c) => (c.command as Record<string, unknown>)[c.commandName] === 'events',
+      );
+      return { ids, reads: onEvents.map((c) => c.commandName) };
+    } finally {
+      await client.close();
+    }
+  }
+  const many = Array.from({ length: 1_200 }, (_, i) => `1555031${String(i).padStart(4, '0')}`);
+
+  it('one read of the erases whatever the number of numbers, and none more when nothing was erased', async () => {
+    const empty = await testDatabase('migrate-no-erase');
+    try {
+      const none = await eventReads(empty.dbName, many);
+      expect(none.reads).toEqual(['find']);
+      expect(none.ids.erasedAt(many[0] as string)).toBeNull();
+    } finally {
+      await empty.drop();
+    }
+    const some = await eventReads(app.database.dbName, [...many, A, D]);
+    expect(some.reads).toEqual(['find']);
+    expect(some.ids.erasedAt(A)).toBeInstanceOf(Date);
+    expect(some.ids.erasedAt(many[0] as string)).toBeNull();
+    // No one holds A: the id a first contact of theirs would get now, not the erased one.
+    expect(some.ids.idOf(A)).not.toBe(ids.A);
   });
 });
