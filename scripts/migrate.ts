@@ -39,7 +39,8 @@ Usage: npm run migrate -- <legacy.db> [--dry-run] [--batch-size N]
 
 Moves the users and messages of the previous (SQLite) version of the bot into the database
 (MONGODB_URI, else the embedded database of \`npm run dev\`; MONGODB_DATABASE, default
-whatsapp_chatbot). Running it again changes nothing.
+whatsapp_chatbot). Running it again changes nothing. An erase stays done: what the file holds of a
+number from before its user's erase (by the audit trail) is left out, not archived, and counted.
 
   --dry-run         read the file and the database and report; write nothing
   --batch-size N    documents per bulk write (default 500)
@@ -139,6 +140,16 @@ export interface LegacyData {
     invalidUtf8: number;
     /** Times in the future replaced by the time of the migration (the webhook's rule). */
     futureTimes: number;
+    /**
+     * Users whose number's user was erased (by the audit trail) after their creation, with no
+     * message from after the erase: not imported (an erase stays done).
+     */
+    erasedUsers: number;
+    /**
+     * Messages of such a number dated before its latest erase (or undated): not imported, not
+     * archived (an erase is a deliberate deletion).
+     */
+    erasedMessages: number;
     /** Messages to import (duplicates left out): known once `messages` was read through. */
     messages: number;
     inbound: number;
@@ -693,6 +704,8 @@ const emptyReport = (legacyUsers: number, legacyMessages: number): LegacyData['r
   binaryTexts: 0,
   invalidUtf8: 0,
   futureTimes: 0,
+  erasedUsers: 0,
+  erasedMessages: 0,
   messages: 0,
   inbound: 0,
   outbound: 0,
@@ -703,9 +716,10 @@ function mapLegacy(
   now: Date,
   earlier: ReadonlySet<string>,
   idOf: (waId: string) => string,
+  erasedAt: (row: Record<string, SqlValue>) => Date | null,
 ): LegacyData {
   const legacyUsers = source.users;
-  const archived: ArchivedRow[] = [];
+  let archived: ArchivedRow[] = [];
   const keep = (
     table: 'user' | 'message',
     row: Record<string, SqlValue>,
@@ -729,6 +743,9 @@ function mapLegacy(
   // Users archived (no valid number), by legacy id: the digits their messages are archived under.
   const invalidByLegacy = new Map<number, string | null>();
   const users = new Map<string, { user: ImportedUser; datedByMessage: boolean }>();
+  // The latest erase of each user's number (the audit trail's): what the file holds of them from
+  // before it is left out.
+  const erasedOf = new Map<string, Date>();
   for (const row of legacyUsers) {
     const before = earlierWaId(row['phone_number']);
     // A user an earlier version stored under the digits it read keeps them (and its messages' keys).
@@ -749,6 +766,9 @@ function mapLegacy(
     }
     const id = idOf(waId);
     if (legacy !== null && !ambiguous.has(legacy)) userIdByLegacy.set(legacy, id);
+    const erase = erasedAt(row);
+    const knownErase = erasedOf.get(id);
+    if (erase && (!knownErase || erase > knownErase)) erasedOf.set(id, erase);
     const { raw, lossy } = nameTextOf(row['name']);
     const name = nameOf(raw);
     if (lossy) {
@@ -804,6 +824,12 @@ function mapLegacy(
     const role = typeof row['role'] === 'string' ? row['role'].trim().toLowerCase() : null;
     const legacyUser = userRef(row['user_id']);
     const userId = legacyUser === null ? undefined : userIdByLegacy.get(legacyUser);
+    // Sent before its user's erase (or undated: not shown to be after it): left out, unarchived.
+    const erase = userId === undefined ? undefined : erasedOf.get(userId);
+    if (erase && (!parsedAt || parsedAt <= erase)) {
+      counts.erasedMessages++;
+      return null;
+    }
     const archive = (reason: string) => {
       if (!first) return;
       counts.skippedRows.push(rowName(row));
@@ -891,6 +917,21 @@ function mapLegacy(
     })(),
   );
   const candidates = order.handles.length;
+  // A user erased after their creation is one again only with what they sent after the erase, and
+  // from then on; without it they are not imported (nor is what was archived of their user row).
+  const leftOut = new Set<string>();
+  for (const [id, u] of users) {
+    const erase = erasedOf.get(id);
+    if (!erase || (!u.datedByMessage && u.user.createdAt > erase)) continue;
+    const at = firstAt.get(id);
+    if (at === undefined) {
+      users.delete(id);
+      leftOut.add(id);
+      report.erasedUsers++;
+    } else if (!u.datedByMessage) u.user = { ...u.user, createdAt: new Date(at) };
+  }
+  if (leftOut.size)
+    archived = archived.filter((a) => !(a.payload.table === 'user' && a.userId && leftOut.has(a.userId)));
   for (const [id, u] of users) {
     if (!u.datedByMessage) continue;
     const at = firstAt.get(id);
@@ -1082,6 +1123,8 @@ async function migrateFrom(
       ['texts not valid UTF-8 (whole row archived)', r.invalidUtf8],
       ['message ids out of bounds (derived key used)', r.idsOutOfBounds],
       ['future times replaced', r.futureTimes],
+      ['users left out (erased)', r.erasedUsers],
+      ['messages left out (their user was erased)', r.erasedMessages],
     ];
   };
   /**
@@ -1117,7 +1160,14 @@ async function migrateFrom(
         .map((row) => earlierWaId(row['phone_number']))
         .filter((d): d is string => d !== null && ids.stored.has(d)),
     );
-    const legacy = mapLegacy(read, now, earlier, ids.idOf);
+    // The latest erase of the user of either reading of the row's number.
+    const erasedAt = (row: Record<string, SqlValue>): Date | null => {
+      const [a, b] = [legacyWaId(row['phone_number']), earlierWaId(row['phone_number'])].map((d) =>
+        d === null ? null : ids.erasedAt(d),
+      );
+      return a && b ? (a > b ? a : b) : (a ?? b ?? null);
+    };
+    const legacy = mapLegacy(read, now, earlier, ids.idOf, erasedAt);
     return { legacy, new: legacy.users.filter((u) => !ids.stored.has(u.waId)).length };
   };
   if (dryRun) {

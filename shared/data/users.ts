@@ -327,15 +327,22 @@ export class UsersRepository {
   /**
    * The ids to import users under (migration), by number: the id of the user stored with it
    * (whichever version made it), else of the first user who moved away from it, else the id a
-   * first contact would get; and the numbers so found. One read per 500 numbers, and one over the
-   * users who changed number. `readOnly` (a dry run) writes nothing: a number no one is stored
-   * with gets a stand-in id of its own (`dry:<number>`) instead of one derived with the
-   * deployment's key, which would be made on first use.
+   * first contact would get (never one an erase used: `resolve`); the numbers so found; and when
+   * each number's latest erase began (`erasedAt`: by the audit trail, of any id the number may
+   * have had, as `erasesOf` finds them), or null. One read per 500 numbers, one over the users who
+   * changed number, and one of the erases (nothing more when there is none). `readOnly` (a dry
+   * run) writes nothing: a number no one is stored with gets a stand-in id of its own
+   * (`dry:<number>`) instead of one derived with the deployment's key, which would be made on
+   * first use.
    */
   async idsForImport(
     waIds: readonly string[],
     { readOnly = false }: { readOnly?: boolean } = {},
-  ): Promise<{ idOf: (waId: string) => string; stored: ReadonlySet<string> }> {
+  ): Promise<{
+    idOf: (waId: string) => string;
+    stored: ReadonlySet<string>;
+    erasedAt: (waId: string) => Date | null;
+  }> {
     const stored = new Map<string, string>();
     const unique = [...new Set(waIds)];
     for (let i = 0; i < unique.length; i += 500) {
@@ -359,11 +366,52 @@ export class UsersRepository {
       }
     }
     for (const [waId, { id }] of movers) stored.set(waId, id);
+    const { latest, erased } = await this.erasesForImport(unique);
     const keyed = readOnly ? (natural: string) => `dry:${natural}` : await this.keys.userIds();
-    return {
-      idOf: (waId) => stored.get(waId) ?? keyed(naturalIdOf({ waId, bsuid: null })),
-      stored: new Set(stored.keys()),
+    // An erased user's id is never given again (as `resolve`): a late retry of the erase finds no one.
+    const free = (waId: string): string => {
+      let n = 1;
+      while (erased.has(keyed(naturalIdOf({ waId, bsuid: null }, n)))) n++;
+      return keyed(naturalIdOf({ waId, bsuid: null }, n));
     };
+    return {
+      idOf: (waId) => stored.get(waId) ?? free(waId),
+      stored: new Set(stored.keys()),
+      erasedAt: (waId) => latest.get(waId) ?? null,
+    };
+  }
+
+  /**
+   * The erases of the users numbers may have had, by the audit trail (a user's erase is written
+   * there first): every id of each number, the n-th person on it under each key and unhashed (as
+   * `erasesOf`). `latest`: when each number's latest erase began; `erased`: the ids so erased. One
+   * read of the erases; the ids are derived only when there is one.
+   */
+  private async erasesForImport(
+    waIds: readonly string[],
+  ): Promise<{ latest: Map<string, Date>; erased: Set<string> }> {
+    const byId = new Map<string, Date>();
+    for await (const e of this.events.iterate(
+      { kind: AUDIT_KIND, reason: 'erase' },
+      { projection: { userId: 1, createdAt: 1 } },
+    )) {
+      const known = e.userId ? byId.get(e.userId) : undefined;
+      if (e.userId && (!known || e.createdAt > known)) byId.set(e.userId, e.createdAt);
+    }
+    const latest = new Map<string, Date>();
+    const erased = new Set<string>();
+    if (!byId.size) return { latest, erased };
+    const everyIdOf = await this.keys.everyUserIdOf();
+    for (const waId of waIds)
+      for (let n = 1; n <= MAX_ID_ATTEMPTS; n++)
+        for (const id of everyIdOf(naturalIdOf({ waId, bsuid: null }, n))) {
+          const at = byId.get(id);
+          if (!at) continue;
+          erased.add(id);
+          const known = latest.get(waId);
+          if (!known || at > known) latest.set(waId, at);
+        }
+    return { latest, erased };
   }
 
   /**
