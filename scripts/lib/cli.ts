@@ -296,8 +296,10 @@ function onInterrupt(note: string | undefined): void {
     process.once(signal, () => stop(` by ${signal}`, code));
   }
   // Run by npm (`npm run seed`): npm passes a SIGTERM or SIGINT sent to it alone (a supervisor, a
-  // CI timeout, `kill <npm>`) only to the shell it runs `tsx scripts/…` in, which dies of it without
-  // passing it on (dash), and the script would run on unseen. So the script also stops when that
+  // CI timeout, `kill <npm>`) only to the shell it runs `node --import tsx scripts/…` in, which
+  // dies of it without passing it on (dash), and the script would run on unseen. (Not the `tsx`
+  // command: it relays a signal to the script and kills it outright when the script, busy, has not
+  // answered within 60 ms, so that a Ctrl-C skipped the clean-up below on a loaded machine.) So the script also stops when that
   // shell has gone. (`npm run dev` `exec`s instead; cmd.exe has no `exec`, and the operator scripts
   // run on Windows too, where there is no /proc and nothing is watched.)
   if (process.env['npm_lifecycle_event']) {
