@@ -113,8 +113,9 @@ export function maskUri(uri: string): string {
       break;
     }
   }
-  const authority = scheme && at >= scheme.length ? `${scheme}***:***@` : scheme;
-  const rest = uri.slice(at >= scheme.length && scheme ? at + 1 : scheme.length);
+  // Also without a scheme: a mistyped one (`mongodb//user:pass@host`) must not print the password.
+  const authority = at > 0 ? `${scheme}***:***@` : scheme;
+  const rest = uri.slice(at > 0 ? at + 1 : scheme.length);
   const q = rest.indexOf('?');
   if (q < 0) return authority + rest;
   const query = rest

@@ -66,6 +66,12 @@ describe('MONGODB_URI', () => {
     expect(maskUri('http://proxyuser:proxyPASS@127.0.0.1:1/?access_token=EAAx')).toBe(
       'http://***:***@127.0.0.1:1/?access_token=***',
     );
+    // A mistyped scheme: the driver refuses it, and the message that names it keeps no password.
+    expect(maskUri('mongodb//admin:S3cretPW@db.example.com:27017')).toBe('***:***@db.example.com:27017');
+    expect(maskUri('mongodb:/admin:S3cretPW@db.example.com/?tls=true')).toBe(
+      '***:***@db.example.com/?tls=true',
+    );
+    expect(maskUri('garbage')).toBe('garbage');
   });
 });
 

@@ -83,3 +83,34 @@ describe('links from code comments to documents', () => {
     expect(broken).toEqual([]);
   });
 });
+
+describe('commands the documents name', () => {
+  const DOCS = ['README.md', 'docs/contract.md', 'docs/architecture.md', 'docs/deployment.md'];
+  const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
+    scripts: Record<string, string>;
+  };
+
+  it('every `npm run X` a newcomer reads in them is a script of package.json', () => {
+    const named = DOCS.flatMap((doc) =>
+      [...readFileSync(path.join(ROOT, doc), 'utf8').matchAll(/npm run ([\w:.-]*[\w])/g)].map(
+        (m) => `${doc}: npm run ${m[1] ?? ''}`,
+      ),
+    );
+    expect(new Set(named.map((n) => n.split(': ')[1])).size).toBeGreaterThan(20);
+    expect(named.filter((n) => !((n.split('npm run ')[1] ?? '') in pkg.scripts))).toEqual([]);
+  });
+
+  it('every scripts/*.ts file they name exists', () => {
+    const missing = DOCS.flatMap((doc) =>
+      [
+        ...readFileSync(path.join(ROOT, doc), 'utf8').matchAll(
+          /\b((?:scripts|test|shared|functions|web|bench)\/[\w./-]*\.ts)\b/g,
+        ),
+      ]
+        .map((m) => m[1] ?? '')
+        .filter((file) => !existsSync(path.join(ROOT, file)))
+        .map((file) => `${doc}: ${file}`),
+    );
+    expect(missing).toEqual([]);
+  });
+});

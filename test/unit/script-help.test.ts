@@ -1,5 +1,9 @@
 // What each operator script's --help promises about exit codes is what a mistyped flag gets: 2,
 // one line, before anything is opened or written.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runToExitCode, type Main } from '../../scripts/lib/cli';
 import * as backup from '../../scripts/backup';
@@ -73,5 +77,41 @@ describe('operator scripts: a negative number given to a numeric option', () => 
     const env = { MONGODB_URI: 'mongodb://127.0.0.1:1/' };
     expect(await runToExitCode(token.main, ['create', '--name', '--expires-days', '3'], env, io)).toBe(2);
     expect(io.stdout).toEqual([]);
+  });
+});
+
+describe('npm run db:install-ferretdb', () => {
+  // Before, it took --help (or any argument) as a go-ahead: a build of a minute, or Go's absence.
+  const run = (args: string[]) => {
+    const cache = mkdtempSync(path.join(os.tmpdir(), 'install-ferretdb-'));
+    try {
+      const result = spawnSync(
+        process.execPath,
+        ['--import', 'tsx', 'scripts/install-ferretdb.ts', ...args],
+        {
+          encoding: 'utf8',
+          // No Go on this PATH: a build, were one started, would fail at once.
+          env: { ...process.env, XDG_CACHE_HOME: cache, PATH: path.dirname(process.execPath) },
+        },
+      );
+      return { ...result, cached: readdirSync(cache) };
+    } finally {
+      rmSync(cache, { recursive: true, force: true });
+    }
+  };
+
+  it('--help prints its usage and builds nothing', () => {
+    const help = run(['--help']);
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/^Usage: npm run db:install-ferretdb\n/);
+    expect(help.stderr).toBe('');
+    expect(help.cached).toEqual([]);
+  });
+
+  it('an unexpected argument exits 2 in one line and builds nothing', () => {
+    const bad = run(['--force']);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toBe('error: unexpected argument "--force" (see --help)\n');
+    expect(bad.cached).toEqual([]);
   });
 });
