@@ -42,8 +42,10 @@ describe.skipIf(process.platform === 'win32')('npm run azurite: its folder', () 
     try {
       mkdirSync(path.join(root, '.data', 'azurite-func'), { recursive: true, mode: 0o755 });
       chmodSync(path.join(root, '.data', 'azurite-func'), 0o755);
-      const [command, ...args] = (prepare ?? '').split(' ');
-      expect(command).toBe('tsx');
+      // `node --import tsx <script> <folder>`, run here with the tsx command (the same loader) from
+      // a folder that has no node_modules of its own.
+      const [node, flag, loader, ...args] = (prepare ?? '').split(' ');
+      expect([node, flag, loader]).toEqual(['node', '--import', 'tsx']);
       const tsx = path.join(ROOT, 'node_modules', '.bin', 'tsx');
       const run = spawnSync(tsx, [path.join(ROOT, args[0] ?? ''), ...args.slice(1)], {
         cwd: root,

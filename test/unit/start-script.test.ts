@@ -32,7 +32,9 @@ describe.skipIf(process.platform === 'win32')('npm start', () => {
     const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
       scripts: Record<string, string>;
     };
-    expect(pkg.scripts['start']).toMatch(/^tsx scripts\/check-func\.ts && npm run build && func start$/);
+    expect(pkg.scripts['start']).toMatch(
+      /^node --import tsx scripts\/check-func\.ts && npm run build && func start$/,
+    );
   });
 
   it('without func on the PATH, says in one line to install Core Tools v4 or use npm run dev (exit 1)', () => {
