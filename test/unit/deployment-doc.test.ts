@@ -310,3 +310,39 @@ describe('docs/deployment.md agrees with infra/', () => {
     expect(listed).toEqual(roles);
   });
 });
+
+describe('docs/deployment.md states what npm run check:infra skips and requires', () => {
+  /** Skipped checks and how many times: `CKV_AZURE_41 secret expiry (×5)` is five. */
+  function skipTable(doc: string): Record<string, number> {
+    const section = doc.split('\n## Validation without Azure\n')[1]?.split('\n## ')[0] ?? '';
+    const counts: Record<string, number> = {};
+    for (const [, id = '', times] of section.matchAll(/^\| (CKV\w+)[^|]*?(?:\(×(\d+)\))?\s*\|/gm))
+      counts[id] = (counts[id] ?? 0) + Number(times ?? 1);
+    return counts;
+  }
+
+  it('reads the skips of the table, with their counts', () => {
+    const doc =
+      '\n## Validation without Azure\n\n| check | why |\n| - | - |\n| CKV_AZURE_1 x | a |\n| CKV_AZURE_2 y (×3) | b |\n';
+    expect(skipTable(doc)).toEqual({ CKV_AZURE_1: 1, CKV_AZURE_2: 3 });
+  });
+
+  it('lists every checkov skip annotated in infra/, as many times as it is annotated', () => {
+    const annotated: Record<string, number> = {};
+    const walk = (dir: string): string[] =>
+      readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+        e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)],
+      );
+    for (const file of walk(path.join(ROOT, 'infra')).filter((f) => f.endsWith('.bicep')))
+      for (const [, ids = ''] of readFileSync(file, 'utf8').matchAll(/checkov:skip=([\w,]+)/g))
+        for (const id of ids.split(',')) annotated[id] = (annotated[id] ?? 0) + 1;
+    expect(skipTable(DOC)).toEqual(annotated);
+  });
+
+  it("gives the script's bounds on passed and skipped checks", () => {
+    const script = readFileSync(path.join(ROOT, 'scripts', 'check-infra.ts'), 'utf8');
+    const bound = (name: string): number => Number(new RegExp(`const ${name} = (\\d+);`).exec(script)?.[1]);
+    const stated = /at least (\d+) passed and at most\s+(\d+) skipped/.exec(DOC);
+    expect([Number(stated?.[1]), Number(stated?.[2])]).toEqual([bound('MIN_PASSED'), bound('MAX_SKIPPED')]);
+  });
+});
