@@ -318,6 +318,7 @@ describe('round trips of large notifications of other fields', () => {
       message_echoes: echoes,
     });
     const commands = await count.during(() => ingestNotification(app.services, payload, log));
+    process.stderr.write(`round-trips (2,000 Business app echoes): ${commands.length}\n`);
     expect(commands.length, commands.join('\n')).toBeLessThanOrEqual(ARCHIVE_BUDGET);
     expect(
       await app.database.db.collection('events').countDocuments({ reason: 'field smb_message_echoes' }),
