@@ -206,10 +206,14 @@ export async function startQueueHost(options: QueueHostOptions): Promise<LocalQu
       return;
     }
     let popReceipt = message.popReceipt;
-    // Keeps the message invisible while the handler runs, as the host's renewal does.
+    // Keeps the message invisible while the handler runs, as the host's renewal does. A renewal
+    // gives the message a new pop receipt: the delete or release after the handler waits for the
+    // one under way, or it would use the old receipt, which the queue refuses (400
+    // PopReceiptMismatch), and a handler that succeeded would count as failed and run again.
+    let renewing: Promise<void> = Promise.resolve();
     const renew = setInterval(
       () => {
-        queue
+        renewing = queue
           .updateMessage(message.messageId, popReceipt, undefined, leaseSeconds)
           .then((r) => {
             if (r.popReceipt) popReceipt = r.popReceipt;
@@ -218,6 +222,10 @@ export async function startQueueHost(options: QueueHostOptions): Promise<LocalQu
       },
       (leaseSeconds * 1000) / 3,
     );
+    const stopRenewing = async () => {
+      clearInterval(renew);
+      await renewing;
+    };
     let item: unknown = text;
     try {
       item = JSON.parse(text);
@@ -243,10 +251,10 @@ export async function startQueueHost(options: QueueHostOptions): Promise<LocalQu
         if (value === undefined) continue;
         await send(String(output['queueName']), Array.isArray(value) ? value : [value]);
       }
-      clearInterval(renew);
+      await stopRenewing();
       await queue.deleteMessage(message.messageId, popReceipt);
     } catch (error) {
-      clearInterval(renew);
+      await stopRenewing();
       const name = errorName(error);
       if (!poison) {
         // No poison queue: left invisible until its lease ends, not released (no fast loop).

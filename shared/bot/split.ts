@@ -58,16 +58,23 @@ export function markCut(text: string): string {
  * code points.
  */
 function longestStart(text: string, limit: number): string {
-  let end = 0;
+  // Where `limit` code points end (in UTF-16 units), read from the start only.
+  let units = 0;
   let count = 0;
-  graphemes ??= new Intl.Segmenter(undefined, { granularity: 'grapheme' });
-  for (const { segment } of graphemes.segment(text)) {
-    const size = characters(segment);
-    if (count + size > limit) break;
-    count += size;
-    end += segment.length;
+  for (const point of text) {
+    if (count === limit) break;
+    units += point.length;
+    count++;
   }
-  return end > 0 ? text.slice(0, end) : Array.from(text).slice(0, limit).join('');
+  if (units >= text.length) return text;
+  // The grapheme there, asked of the segmenter once and of that start alone (with the character
+  // at the cut): V8's segmenter costs the length of the text it segments at each step, so walking
+  // the graphemes of a whole answer of 400 KB (a model that ran on) took half a minute a part and
+  // held up every reply. A boundary depends only on the characters before it and the one after.
+  graphemes ??= new Intl.Segmenter(undefined, { granularity: 'grapheme' });
+  const grapheme = graphemes.segment(text.slice(0, units + 2)).containing(units);
+  const end = grapheme?.index ?? units;
+  return text.slice(0, end > 0 ? end : units);
 }
 
 /** Index just after the last match of `pattern` in `text`, or null. */

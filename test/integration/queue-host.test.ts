@@ -4,6 +4,8 @@ import { output, type InvocationContext } from '@azure/functions';
 import { QueueServiceClient } from '@azure/storage-queue';
 import { spawn } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { createServer as createHttpServer, request as httpRequest, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -270,6 +272,67 @@ describe('local queue host: what the Functions host does with odd messages', () 
       JSON.parse(Buffer.from(m.messageText, 'base64').toString('utf8')),
     );
     expect(written).toEqual([{ queue: 'slow', dequeueCount: 2 }]);
+  });
+});
+
+describe('local queue host: a lease renewal under way when the handler ends', () => {
+  // Azurite behind a relay that holds the answer to each renewal (a PUT of a message) for 600 ms:
+  // the renewal has changed the pop receipt by the time the handler ends, and the delete must use
+  // the new one (the old one answers 400 PopReceiptMismatch: the item ran again as if it failed).
+  let relay: Server | undefined;
+  let host: QueueHost | undefined;
+  afterAll(async () => {
+    await host?.stop();
+    await new Promise((resolve) => (relay ? relay.close(resolve) : resolve(undefined)));
+  });
+
+  it('deletes a handled item with the receipt of the renewal, and runs it once', async () => {
+    const target = new URL(/QueueEndpoint=([^;]+)/.exec(azurite.connectionString)![1]!);
+    relay = createHttpServer((req, res) => {
+      const upstream = httpRequest(
+        { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+        (answer) => {
+          const renewal = req.method === 'PUT' && /\/messages\/[^/?]+\?/.test(req.url ?? '');
+          setTimeout(
+            () => {
+              res.writeHead(answer.statusCode ?? 500, answer.headers);
+              answer.pipe(res);
+            },
+            renewal ? 600 : 0,
+          );
+        },
+      );
+      req.pipe(upstream);
+    });
+    await new Promise<void>((resolve) => relay!.listen(0, '127.0.0.1', resolve));
+    const port = (relay.address() as AddressInfo).port;
+    const runs: number[] = [];
+    const warnings: string[] = [];
+    host = await startQueueHost({
+      definitions: [
+        {
+          kind: 'queue',
+          name: 'renewed',
+          queueName: 'renewed',
+          handler: async (_item: unknown, context: InvocationContext) => {
+            runs.push(Number(context.triggerMetadata?.['dequeueCount']));
+            await new Promise((resolve) => setTimeout(resolve, 500)); // a renewal starts at 333 ms
+          },
+        },
+      ],
+      connectionString: azurite.connectionString.replace(target.origin, `http://127.0.0.1:${port}`),
+      settings: { visibilityTimeoutMs: 0, maxDequeueCount: 5 },
+      leaseSeconds: 1,
+      log: (level, _name, message) => {
+        if (level !== 'information') warnings.push(message);
+      },
+    });
+    await host.send('renewed', [{ n: 1 }]);
+    await host.idle({ timeoutMs: 20_000 });
+    await new Promise((resolve) => setTimeout(resolve, 2_000)); // past the lease: a retry would show
+    await host.idle({ timeoutMs: 20_000 });
+    expect(warnings).toEqual([]);
+    expect(runs).toEqual([1]);
   });
 });
 

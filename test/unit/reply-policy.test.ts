@@ -219,6 +219,18 @@ describe('splitMessage', () => {
     }
   });
 
+  it('splits an answer of 400,000 characters (a model that ran on) at once, not by walking all of it', () => {
+    // Walking the graphemes of the whole answer cost its length at each of them (V8's segmenter):
+    // 25 s for this one, which held up every reply of the instance and failed on each retry.
+    const text = 'a\n'.repeat(200_000);
+    const started = performance.now();
+    const parts = splitMessage(text);
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(parts).toHaveLength(MAX_TEXT_PARTS);
+    for (const part of parts) expect(characters(part)).toBeLessThanOrEqual(WHATSAPP_TEXT_LIMIT);
+    expect(parts.at(-1)?.endsWith('…')).toBe(true);
+  });
+
   it('hard-cuts one very long word into full-size parts', () => {
     const text = 'y'.repeat(WHATSAPP_TEXT_LIMIT * 2 + 10);
     const parts = splitMessage(text);
