@@ -25,7 +25,8 @@ export const RESERVED_TOKEN_NAMES: readonly string[] = [HANDOFF_BY_USER, BOOTSTR
 /** Why a token name is refused (never quoting it), or null when it is fine. */
 export function tokenNameProblem(name: string): string | null {
   if (name.length === 0) return 'the name must not be empty';
-  if (name.length > TOKEN_NAME_MAX) return `the name must be at most ${TOKEN_NAME_MAX} characters`;
+  // Characters as the contract counts them (code points): an emoji is one.
+  if ([...name].length > TOKEN_NAME_MAX) return `the name must be at most ${TOKEN_NAME_MAX} characters`;
   // Control characters (tab, newline...) and line separators would break `list`'s one line per token.
   if (/[\p{Cc}\u2028\u2029]/u.test(name))
     return 'the name must not contain control characters or line breaks';

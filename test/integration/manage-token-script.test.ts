@@ -119,6 +119,7 @@ it('refuses reserved names, control characters, outer whitespace and empty names
     ['user ', /--name: the name must not start or end with whitespace/],
     ['', /--name: the name must not be empty/],
     ['x'.repeat(101), /--name: the name must be at most 100 characters/],
+    ['🙂'.repeat(101), /--name: the name must be at most 100 characters/],
   ];
   for (const [name, message] of refused) {
     const result = await run('create', `--name=${name}`);
@@ -131,7 +132,15 @@ it('refuses reserved names, control characters, outer whitespace and empty names
   }
   expect(await data.tokens.list()).toEqual(before);
   // Near misses are ordinary names.
-  for (const name of ['users', 'user bot', 'x'.repeat(100), 'Café ops', 'עמית ops', '👩\u200D💻 dev']) {
+  for (const name of [
+    'users',
+    'user bot',
+    'x'.repeat(100),
+    '🙂'.repeat(100),
+    'Café ops',
+    'עמית ops',
+    '👩\u200D💻 dev',
+  ]) {
     expect((await run('create', '--name', name)).code).toBe(0);
   }
 });
