@@ -5,7 +5,7 @@ import { privateDir } from './lib/paths';
 
 const dirs = process.argv.slice(2);
 if (dirs.length === 0) {
-  process.stderr.write('usage: tsx scripts/private-dir.ts FOLDER...\n');
+  process.stderr.write('usage: node --import tsx scripts/private-dir.ts FOLDER...\n');
   process.exitCode = 2;
 } else {
   Promise.all(dirs.map((dir) => privateDir(dir))).catch((error: unknown) => {
