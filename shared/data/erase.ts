@@ -19,7 +19,7 @@ import { partId, pieceOfPart } from './poisoned';
 import { CounterDelta, type StatsRepository } from './stats';
 import type { SubjectKeys } from './subjects';
 import type { ArchivedEvent, Message, User } from './types';
-import { MAX_ID_ATTEMPTS, naturalIdOf, toUser, type UserDoc, type UsersRepository } from './users';
+import { everyIdOfIdentity, toUser, type UserDoc, type UsersRepository } from './users';
 
 export { AUDIT_KIND, MAX_ERASED_MESSAGES };
 /** An export holds at most this many messages and archived items (the newest are left out). */
@@ -558,16 +558,10 @@ export class PersonalData {
     const erasedAt = (u: BackedUpUser): Date | undefined => {
       const at = erasures.get(u._id);
       if (at || !idsOf) return at;
-      const identities = [
-        ...(u.waId ? [{ waId: u.waId, bsuid: null }] : []),
-        ...(u.bsuid ? [{ waId: null, bsuid: u.bsuid }] : []),
-      ];
-      for (const identity of identities)
-        for (let n = 1; n <= MAX_ID_ATTEMPTS; n++)
-          for (const id of idsOf(naturalIdOf(identity, n))) {
-            const other = inFile.has(id) ? undefined : erasures.get(id);
-            if (other) return other;
-          }
+      for (const id of everyIdOfIdentity(idsOf, u)) {
+        const other = inFile.has(id) ? undefined : erasures.get(id);
+        if (other) return other;
+      }
       return undefined;
     };
     const erased = backedUp.filter((u) => {

@@ -178,6 +178,22 @@ export function naturalIdOf(identity: Pick<Identity, 'waId' | 'bsuid'>, n = 1): 
   return n === 1 ? natural : `${natural}#${n}`;
 }
 
+/**
+ * Every id a user of `identity` may have had: the n-th person on its number and on its
+ * business-scoped id (n = 1..MAX_ID_ATTEMPTS), each under every id `everyIdOf` derives (every key,
+ * and the unkeyed hash of earlier versions).
+ */
+export function* everyIdOfIdentity(
+  everyIdOf: (natural: string) => readonly string[],
+  identity: { readonly waId?: string | null | undefined; readonly bsuid?: string | null | undefined },
+): Generator<string> {
+  for (const one of [
+    identity.waId ? { waId: identity.waId, bsuid: null } : null,
+    identity.bsuid ? { waId: null, bsuid: identity.bsuid } : null,
+  ])
+    if (one) for (let n = 1; n <= MAX_ID_ATTEMPTS; n++) yield* everyIdOf(naturalIdOf(one, n));
+}
+
 /** A user's search terms: the prefixes of the words of the name and of the number. */
 export const searchKeysFor = (waId: string | null, name: string | null): string[] =>
   prefixTerms(name, waId?.slice(0, MAX_WA_ID_DIGITS));
@@ -297,14 +313,7 @@ export class UsersRepository {
     known: readonly string[] = [],
   ): Promise<{ priorErase: Date | null; erased: ReadonlySet<string> }> {
     const { userIds: everyIdOf, messageHashes } = await this.keys.everyIdAndHashOf();
-    const ids = new Set(known);
-    for (const one of [
-      identity.waId ? { waId: identity.waId, bsuid: null } : null,
-      identity.bsuid ? { waId: null, bsuid: identity.bsuid } : null,
-    ])
-      if (one)
-        for (let n = 1; n <= MAX_ID_ATTEMPTS; n++)
-          for (const id of everyIdOf(naturalIdOf(one, n))) ids.add(id);
+    const ids = new Set([...known, ...everyIdOfIdentity(everyIdOf, identity)]);
     const all = await this.events.find(
       { userId: { $in: [...ids] }, kind: AUDIT_KIND, reason: 'erase' },
       { projection: { createdAt: 1, userId: 1 } },
@@ -403,14 +412,13 @@ export class UsersRepository {
     if (!byId.size) return { latest, erased };
     const everyIdOf = await this.keys.everyUserIdOf();
     for (const waId of waIds)
-      for (let n = 1; n <= MAX_ID_ATTEMPTS; n++)
-        for (const id of everyIdOf(naturalIdOf({ waId, bsuid: null }, n))) {
-          const at = byId.get(id);
-          if (!at) continue;
-          erased.add(id);
-          const known = latest.get(waId);
-          if (!known || at > known) latest.set(waId, at);
-        }
+      for (const id of everyIdOfIdentity(everyIdOf, { waId, bsuid: null })) {
+        const at = byId.get(id);
+        if (!at) continue;
+        erased.add(id);
+        const known = latest.get(waId);
+        if (!known || at > known) latest.set(waId, at);
+      }
     return { latest, erased };
   }
 
