@@ -44,6 +44,8 @@ export interface QueueHostOptions {
   readonly leaseSeconds?: number;
   /** Timers also run once when the host starts (by function name). */
   readonly runOnStart?: readonly string[];
+  /** How long a stop waits for the running handlers (default 5 s); the rest is left to their leases. */
+  readonly stopGraceMs?: number;
 }
 
 export interface QueueHost {
@@ -158,7 +160,10 @@ export async function startQueueHost(options: QueueHostOptions): Promise<LocalQu
   const wakers = new Map<string, () => void>();
   const loops: Promise<void>[] = [];
   const timers = new Set<NodeJS.Timeout>();
-  const inFlight = new Set<Promise<void>>();
+  /** The lease renewals of the messages being handled (a stop ends those left running). */
+  const renewals = new Set<NodeJS.Timeout>();
+  /** The handlers running now, by the function's name. */
+  const inFlight = new Map<Promise<void>, string>();
 
   async function send(queueName: string, items: readonly unknown[]): Promise<void> {
     const queue = await client(queueName);
@@ -222,8 +227,10 @@ export async function startQueueHost(options: QueueHostOptions): Promise<LocalQu
       },
       (leaseSeconds * 1000) / 3,
     );
+    renewals.add(renew);
     const stopRenewing = async () => {
       clearInterval(renew);
+      renewals.delete(renew);
       await renewing;
     };
     let item: unknown = text;
@@ -332,7 +339,7 @@ export async function startQueueHost(options: QueueHostOptions): Promise<LocalQu
             finished?.();
             finished = undefined;
           });
-        inFlight.add(task);
+        inFlight.set(task, definition.name);
       }
     }
     finished?.();
@@ -379,7 +386,7 @@ export async function startQueueHost(options: QueueHostOptions): Promise<LocalQu
           running--;
           inFlight.delete(task);
         });
-      inFlight.add(task);
+      inFlight.set(task, definition.name);
     };
     const arm = () => {
       if (stopping) return;
@@ -431,7 +438,22 @@ export async function startQueueHost(options: QueueHostOptions): Promise<LocalQu
       timers.clear();
       for (const wake of wakers.values()) wake();
       // Running handlers finish (bounded); an unfinished message becomes visible again later.
-      await Promise.race([Promise.all([...inFlight, ...loops]), sleep(5_000)]);
+      await Promise.race([Promise.all([...inFlight.keys(), ...loops]), sleep(options.stopGraceMs ?? 5_000)]);
+      // No longer held by this host: their messages come back when the last lease given ends.
+      for (const renew of renewals) clearInterval(renew);
+      renewals.clear();
+      if (inFlight.size) {
+        const names = [...inFlight.values()];
+        const counted = [...new Set(names)].map(
+          (name) => `${name} ×${names.filter((n) => n === name).length}`,
+        );
+        log(
+          'warning',
+          'host',
+          `stopped with ${inFlight.size} function(s) still running (${counted.join(', ')}): ` +
+            'what they held comes back when its lease ends (a message in a queue, a reply lock)',
+        );
+      }
     },
   };
 }

@@ -122,6 +122,48 @@ describe('local queue host', () => {
     expect(logged).toEqual(['warning long-sweep: stopped before it finished (Error: Server is closed)']);
   });
 
+  it('a stop that cannot wait for every handler says which it left running, and their items come back', async () => {
+    const logged: string[] = [];
+    const started: number[] = [];
+    const definitions: FunctionDefinition[] = [
+      {
+        kind: 'queue',
+        name: 'stuck',
+        queueName: 'stuck',
+        handler: async (item: unknown) => {
+          started.push((item as { n: number }).n);
+          await new Promise(() => undefined); // never ends: a handler stopped mid-way
+        },
+      },
+    ];
+    const own = await startQueueHost({
+      definitions,
+      connectionString: azurite.connectionString,
+      log: (level, name, message) => logged.push(`${level} ${name}: ${message}`),
+      leaseSeconds: 2,
+      stopGraceMs: 200,
+    });
+    await own.send('stuck', [{ n: 1 }, { n: 2 }]);
+    const deadline = Date.now() + 20_000;
+    while (started.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await own.stop();
+    expect(logged).toEqual([
+      'warning host: stopped with 2 function(s) still running (stuck ×2): ' +
+        'what they held comes back when its lease ends (a message in a queue, a reply lock)',
+    ]);
+    // Not deleted: visible again once the lease given at the receive (2 s) ends.
+    const raw = QueueServiceClient.fromConnectionString(azurite.connectionString).getQueueClient('stuck');
+    const back = async () => (await raw.receiveMessages({ numberOfMessages: 32 })).receivedMessageItems;
+    let items = await back();
+    while (items.length < 2 && Date.now() < deadline + 10_000) {
+      await new Promise((r) => setTimeout(r, 250));
+      items = [...items, ...(await back())];
+    }
+    expect(
+      items.map((m) => JSON.parse(Buffer.from(m.messageText, 'base64').toString('utf8')).n).sort(),
+    ).toEqual([1, 2]);
+  });
+
   it('retries a failing item maxDequeueCount times, then keeps it in <queue>-poison; replay moves it back', async () => {
     seen.length = 0;
     failUntil = 2;
