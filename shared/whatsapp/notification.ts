@@ -215,6 +215,23 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
         contactIdentifier(contacts[0]),
       );
     }
+    // A part the bot does not read (`user_actions`: a click on a marketing message's link, which
+    // Meta delivers on this field with no message) is still authentic data: archived, one item
+    // per element of a list, each under the person it names. Plain values belong to the envelope.
+    const metadata = value['metadata'];
+    const business = isRecord(metadata) ? digitsOfNumber(metadata['display_phone_number']) : null;
+    for (const [key, part] of Object.entries(value)) {
+      if (key === 'metadata' || (VALUE_PARTS as readonly string[]).includes(key)) continue;
+      if (part === null || typeof part !== 'object') continue;
+      const reason = `part ${key.slice(0, 64)}`;
+      for (const element of Array.isArray(part) ? part : [part])
+        archive(
+          'unhandled_value',
+          reason,
+          { phoneNumberId, [key]: Array.isArray(part) ? [element] : part },
+          personIn(element, business),
+        );
+    }
   }
 
   function messageEvent(raw: unknown, phoneNumberId: string, contacts: Contact[]): void {

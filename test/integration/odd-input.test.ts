@@ -199,6 +199,50 @@ describe('odd but authentic input', () => {
     });
   });
 
+  it('a part of a messages value the bot does not read (user_actions: a marketing link click) is archived, one item per element, under the person it names', async () => {
+    const from = newPhone();
+    const good = textMessage(from, 'a well-formed message');
+    // As Meta documents it ("Track click events"): delivered on the messages field, with no message.
+    const click = {
+      action_type: 'marketing_messages_link_click',
+      timestamp: nowSeconds(),
+      marketing_messages_link_click_data: {
+        click_component: 'cta',
+        product_id: 'sku_id',
+        click_id: 'click_id',
+        tracking_token: 'example_token',
+      },
+    };
+    const clickOf = { ...click, wa_id: from };
+    const payload = notification({
+      ...value({ contacts: [{ waId: from }], messages: [good] }),
+      user_actions: [click, clickOf],
+    });
+    expect(await deliver(payload)).toEqual([good.id]);
+    const archived = await raw('events')
+      .find({ kind: 'unhandled_value', reason: 'part user_actions' })
+      .toArray();
+    expect(archived.map((e) => JSON.parse(String(e['payloadJson'])) as unknown)).toEqual(
+      expect.arrayContaining([
+        { phoneNumberId: PHONE_NUMBER_ID, user_actions: [click] },
+        { phoneNumberId: PHONE_NUMBER_ID, user_actions: [clickOf] },
+      ]),
+    );
+    // The one that names the person is theirs: erase and export find it.
+    const subject = await app.services.data.events.subjectOf(from);
+    expect(archived.filter((e) => String(e['payloadJson']).includes(from)).map((e) => e['subject'])).toEqual([
+      subject,
+    ]);
+    // A value holding only such a part (Meta's own example) is archived too.
+    const alone = { ...click, timestamp: nowSeconds(1) };
+    expect(await deliver(notification({ ...value({}), user_actions: [alone] }))).toEqual([]);
+    const kept = await raw('events').find({ reason: 'part user_actions' }).toArray();
+    expect(kept.map((e) => JSON.parse(String(e['payloadJson'])) as unknown)).toContainEqual({
+      phoneNumberId: PHONE_NUMBER_ID,
+      user_actions: [alone],
+    });
+  });
+
   it("odd billing details or errors on a status never cost the status: a failure keeps Meta's readable error", async () => {
     const from = newPhone();
     const [delivered, failed] = [wamid(), wamid()];
