@@ -14,7 +14,7 @@ import {
   type MessageEvent,
   type StatusEvent,
 } from '../whatsapp/notification';
-import { BSUID, SystemMessageSchema, WA_ID } from '../whatsapp/schemas';
+import { BSUID, isNumberChange, SystemMessageSchema, WA_ID } from '../whatsapp/schemas';
 import { parseCommand } from './commands';
 import type { ReplyJob } from './jobs';
 import type { IngestPorts } from './ports';
@@ -185,8 +185,8 @@ export async function ingestNotification(
     // `user_changed_number` carries the new number (`wa_id`, `new_wa_id` before v12) and, since
     // business-scoped ids, the new id (`user_id`: a new number gets a new one);
     // `user_changed_user_id` only the new id.
-    const changed = system?.type === 'user_changed_number' || system?.type === 'user_changed_user_id';
-    const wanted = system?.type === 'user_changed_number' ? (system.wa_id ?? system.new_wa_id) : undefined;
+    const changed = isNumberChange(system?.type) || system?.type === 'user_changed_user_id';
+    const wanted = isNumberChange(system?.type) ? (system?.wa_id ?? system?.new_wa_id) : undefined;
     const newWaId = wanted && WA_ID.test(wanted) ? wanted : null;
     const newBsuid = changed && system?.user_id && BSUID.test(system.user_id) ? system.user_id : null;
     const next = { waId: newWaId, bsuid: newBsuid };
@@ -243,7 +243,9 @@ export async function ingestNotification(
       if (result === 'merged' || result === 'reassigned')
         jobs.set(`message:${m.id}`, { kind: 'message', userId: user.id, messageId: m.id, recount: true });
     }
-    await archive('system', 'system message applied to the user', m.raw, m.sender.waId, user.id);
+    // One that changes nothing (`user_preference_changed`, an identity check) is kept all the same.
+    const reason = newWaId || newBsuid ? 'system message applied to the user' : 'system message of the user';
+    await archive('system', reason, m.raw, m.sender.waId, user.id);
   }
 
   /**
@@ -257,7 +259,7 @@ export async function ingestNotification(
   ): Promise<{ waId: string; bsuid: string | null } | null> {
     for (const item of await data.events.archivedUnder('system', waId, 20)) {
       const change = SystemMessageSchema.safeParse(item.payload);
-      if (!change.success || change.data.system.type !== 'user_changed_number') continue;
+      if (!change.success || !isNumberChange(change.data.system.type)) continue;
       if (change.data.from !== waId || change.data.timestamp * 1000 < at.getTime()) continue;
       const to = change.data.system.wa_id ?? change.data.system.new_wa_id;
       const moved =

@@ -10,6 +10,7 @@ import {
   EntrySchema,
   InboundMessageSchema,
   MessageBaseSchema,
+  NUMBER_CHANGES,
   NotificationSchema,
   StatusSchema,
   VALUE_PARTS,
@@ -343,7 +344,7 @@ function systemPreviousId(raw: unknown): string | null {
   return typeof previous === 'string' ? bsuidOf(previous) : null;
 }
 
-const IDENTITY_CHANGES = ['user_changed_number', 'user_changed_user_id'];
+const IDENTITY_CHANGES = [...NUMBER_CHANGES, 'user_changed_user_id'];
 
 /**
  * The new business-scoped id (`system.user_id`), else the new number (`system.wa_id`, `new_wa_id`

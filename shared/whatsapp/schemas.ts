@@ -201,6 +201,12 @@ export const OrderMessageSchema = obj({
       .default([]),
   }),
 });
+/**
+ * The system message types that give a user a new number: `user_changed_number`, and
+ * `customer_changed_number`, its name in Meta's earlier webhook reference (with `new_wa_id`).
+ */
+export const NUMBER_CHANGES: readonly string[] = ['user_changed_number', 'customer_changed_number'];
+export const isNumberChange = (type: string | undefined): boolean => NUMBER_CHANGES.includes(type ?? '');
 export const SystemMessageSchema = obj({
   ...base,
   type: z.literal('system'),

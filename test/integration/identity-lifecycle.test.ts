@@ -300,3 +300,36 @@ describe('back to an old number (A→B→A), then the first change delivered aga
     expect([...(exported?.previousWaIds ?? [])].sort()).toEqual([a, b].sort());
   });
 });
+
+describe('a number change as Meta’s earlier webhook reference names it', () => {
+  const system = (a: string, fields: Record<string, string>) =>
+    notification(
+      value({
+        messages: [{ from: a, id: wamid(), timestamp: nowSeconds(), type: 'system', system: fields }],
+      }),
+    );
+
+  it('customer_changed_number with new_wa_id moves the user, as user_changed_number does', async () => {
+    const [a, b] = [newPhone(), newPhone()];
+    await post(from({ waId: a }, 'hello from my old number'));
+    const before = await userOf({ waId: a });
+    await post(
+      system(a, { body: `Uma changed from ${a} to ${b}`, new_wa_id: b, type: 'customer_changed_number' }),
+    );
+    expect((await userOf({ waId: b })).id).toBe(before.id);
+    expect(await app.services.data.users.findByIdentity({ waId: a, bsuid: null })).toBeNull();
+    const exported = await app.services.data.personal.exportUser(before.id);
+    expect(exported?.previousWaIds).toContain(a);
+  });
+
+  it('a system message that changes nothing is kept under the user, not called applied', async () => {
+    const a = newPhone();
+    await post(from({ waId: a }, 'hello'));
+    const user = await userOf({ waId: a });
+    await post(system(a, { body: 'Uma stopped marketing messages', type: 'user_preference_changed' }));
+    expect((await userOf({ waId: a })).id).toBe(user.id);
+    const events = (await app.services.data.personal.exportUser(user.id))?.events ?? [];
+    const kept = events.filter((e) => JSON.stringify(e).includes('stopped marketing messages'));
+    expect(kept.map((e) => (e as { reason?: string }).reason)).toEqual(['system message of the user']);
+  });
+});
