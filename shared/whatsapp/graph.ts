@@ -79,6 +79,7 @@ export const ACCESS_TOKEN_REFUSED = 190;
 
 /** Graph error codes that will fail the same way again: never retried, recorded on the message. */
 export const PERMANENT_CODES: ReadonlySet<number> = new Set([
+  3, // capability or permissions issue: Meta answers it with HTTP 500, yet it lasts
   100, // invalid parameter
   ACCESS_TOKEN_REFUSED,
   10, // permission denied

@@ -265,6 +265,19 @@ describe('createGraphClient', () => {
     expect(error.permanent).toBe(true);
   });
 
+  it("does not retry Meta's capability or permissions error (code 3), which comes with a 500", async () => {
+    replies = [
+      {
+        status: 500,
+        body: graphError(3, '(#3) Application does not have the capability to make this API call.'),
+      },
+    ];
+    const error = await caught(client().sendText(PHONE_NUMBER_ID, { waId: '1', bsuid: null }, 'x'));
+    expect(requests).toHaveLength(1);
+    expect(error.permanent).toBe(true);
+    expect([error.status, error.graphCode]).toEqual([500, 3]);
+  });
+
   it('does not retry an expired token (401, code 190) and does not echo it', async () => {
     replies = [{ status: 401, body: graphError(190, 'Error validating access token: Session has expired') }];
     const error = await caught(client().markRead(PHONE_NUMBER_ID, WAMID, false));
