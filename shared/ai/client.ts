@@ -153,8 +153,17 @@ const tokens = () => z.number().int().nonnegative().optional().catch(undefined);
 // Only the choice is the answer: the model name and the usage are bookkeeping, and an endpoint that
 // gives them oddly (null, strings: "OpenAI-compatible" servers vary) must not cost the user the
 // answer. Missing or unreadable, the configured model stands in and the usage counts what it can.
-const ResponseSchema = z.object({
+// They are read on their own, so that an answer without a readable choice (none, or content that
+// is not text) still counts the tokens its endpoint reported.
+const BookkeepingSchema = z.object({
   model: z.string().optional().catch(undefined),
+  usage: z
+    .object({ prompt_tokens: tokens(), completion_tokens: tokens(), total_tokens: tokens() })
+    .passthrough()
+    .nullish()
+    .catch(null),
+});
+const ResponseSchema = BookkeepingSchema.extend({
   choices: z
     .array(
       z
@@ -165,11 +174,6 @@ const ResponseSchema = z.object({
         .passthrough(),
     )
     .min(1),
-  usage: z
-    .object({ prompt_tokens: tokens(), completion_tokens: tokens(), total_tokens: tokens() })
-    .passthrough()
-    .nullish()
-    .catch(null),
 });
 
 /** The tokens of two attempts of one call (the model named by the later one). */
@@ -340,8 +344,10 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
 
   /** One request and its answer's text; an answer without text is a failure. */
   async function answer(body: unknown) {
-    const parsed = ResponseSchema.safeParse(await attempt(body));
-    const usage = parsed.success ? usageOf(parsed.data) : null;
+    const data = await attempt(body);
+    const parsed = ResponseSchema.safeParse(data);
+    const bookkeeping = BookkeepingSchema.safeParse(data);
+    const usage = bookkeeping.success ? usageOf(bookkeeping.data) : null;
     // Azure OpenAI: a filtered answer has no content, or rarely the part before the filter cut it.
     if (parsed.success && parsed.data.choices[0]?.finish_reason === 'content_filter')
       throw new AiError(host, 200, 'bad_response', 'answer stopped by the content filter', null, usage);
@@ -355,7 +361,7 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
   }
 
   /** The tokens an answer reports (none when it reports no usage). */
-  function usageOf(response: z.infer<typeof ResponseSchema>): Usage | null {
+  function usageOf(response: z.infer<typeof BookkeepingSchema>): Usage | null {
     const usage = response.usage;
     if (!usage) return null;
     const promptTokens = usage.prompt_tokens ?? 0;

@@ -29,20 +29,24 @@ export interface GraphClient {
 }
 
 /**
- * Meta's error format. `type` and `fbtrace_id` are optional here because not every error carries
- * them (proxies, some 5xx); `code` and `message` are what the client acts on.
+ * Meta's error format. Only `code` is required: it is what the client acts on (Meta: build error
+ * handling on `code`). Every other field is read when it has the documented type and ignored
+ * otherwise, so that an odd one never costs the code: not every error carries `type` or
+ * `fbtrace_id` (proxies, some 5xx), and the Graph API writes `error_data` as JSON text on some
+ * errors (`"error_data":"{\"blame_field_specs\":…}"`).
  */
+const optional = <T extends z.ZodTypeAny>(schema: T) => schema.optional().catch(undefined);
 export const GraphErrorBodySchema = z.object({
   error: z
     .object({
-      message: z.string(),
-      type: z.string().optional(),
+      message: optional(z.string()),
+      type: optional(z.string()),
       code: z.number().int(),
-      error_subcode: z.number().int().optional(),
-      error_user_title: z.string().optional(),
-      error_user_msg: z.string().optional(),
-      error_data: z.object({ details: z.string().optional() }).passthrough().optional(),
-      fbtrace_id: z.string().optional(),
+      error_subcode: optional(z.number().int()),
+      error_user_title: optional(z.string()),
+      error_user_msg: optional(z.string()),
+      error_data: optional(z.object({ details: optional(z.string()) }).passthrough()),
+      fbtrace_id: optional(z.string()),
     })
     .passthrough(),
 });
@@ -79,6 +83,7 @@ export const ACCESS_TOKEN_REFUSED = 190;
 
 /** Graph error codes that will fail the same way again: never retried, recorded on the message. */
 export const PERMANENT_CODES: ReadonlySet<number> = new Set([
+  3, // capability or permissions issue: Meta answers it with HTTP 500, yet it lasts
   100, // invalid parameter
   ACCESS_TOKEN_REFUSED,
   10, // permission denied
@@ -264,7 +269,7 @@ function graphTransport(options: GraphOptions): Post {
             response.status >= 500 ||
             (code !== null && RETRYABLE_CODES.has(code))) &&
           !(code !== null && PERMANENT_CODES.has(code));
-        const title = (meta ? (meta.error_user_title ?? meta.message) : '').slice(0, 200);
+        const title = (meta?.error_user_title ?? meta?.message ?? '').slice(0, 200);
         error = new GraphError(
           'POST',
           host,

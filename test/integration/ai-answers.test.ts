@@ -851,6 +851,30 @@ describe('AI answers that misbehave', () => {
     after = await data.stats.totals();
     expect([after.aiRequests - before.aiRequests, after.aiTokens - before.aiTokens]).toEqual([1, 60]);
 
+    // No choice to read at all (none, or a content that is not text), twice: the usage the
+    // endpoint reported next to it counts all the same.
+    graph.requests = [];
+    before = after;
+    let calls = 0;
+    ai.respond = () => ({
+      status: 200,
+      body:
+        calls++ === 0
+          ? { model: MODEL, choices: [], usage: usage(20, 0) }
+          : {
+              model: MODEL,
+              choices: [
+                { message: { role: 'assistant', content: [{ type: 'text' }] }, finish_reason: 'stop' },
+              ],
+              usage: usage(25, 1),
+            },
+    });
+    const unread = await chat.say('once more');
+    expect(sentTexts()).toEqual([AI_APOLOGY]);
+    after = await data.stats.totals();
+    expect([after.aiRequests - before.aiRequests, after.aiTokens - before.aiTokens]).toEqual([1, 46]);
+    expect((await data.messages.getMessage(unread))?.ai).toMatchObject({ totalTokens: 46 });
+
     // The sweep folds them into the running counters, and the health check agrees.
     await data.stats.foldPending();
     expect(await data.stats.runningTotals()).toEqual(after);

@@ -265,6 +265,19 @@ describe('createGraphClient', () => {
     expect(error.permanent).toBe(true);
   });
 
+  it("does not retry Meta's capability or permissions error (code 3), which comes with a 500", async () => {
+    replies = [
+      {
+        status: 500,
+        body: graphError(3, '(#3) Application does not have the capability to make this API call.'),
+      },
+    ];
+    const error = await caught(client().sendText(PHONE_NUMBER_ID, { waId: '1', bsuid: null }, 'x'));
+    expect(requests).toHaveLength(1);
+    expect(error.permanent).toBe(true);
+    expect([error.status, error.graphCode]).toEqual([500, 3]);
+  });
+
   it('does not retry an expired token (401, code 190) and does not echo it', async () => {
     replies = [{ status: 401, body: graphError(190, 'Error validating access token: Session has expired') }];
     const error = await caught(client().markRead(PHONE_NUMBER_ID, WAMID, false));
@@ -426,6 +439,39 @@ describe('createGraphClient', () => {
     expect(error.subcode).toBe(2494010);
     expect(error.title).toBe('Invalid parameter');
     expect(error.permanent).toBe(true);
+  });
+
+  it('reads the code of an error whose other fields Graph wrote otherwise (error_data as JSON text)', async () => {
+    // The Graph API writes `error_data` as a JSON-encoded string on some errors
+    // ("error_data":"{\"blame_field_specs\":[[\"to\"]]}"); the code still decides.
+    const odd = (code: number, message: string) => ({
+      status: 400,
+      body: {
+        error: {
+          message,
+          type: 'OAuthException',
+          code,
+          error_subcode: 33,
+          error_data: '{"blame_field_specs":[["to"]]}',
+          fbtrace_id: 'AKTXGER-zZPW',
+        },
+      },
+    });
+    replies = [odd(100, '(#100) Invalid parameter')];
+    const invalid = await caught(client().sendText(PHONE_NUMBER_ID, { waId: '1', bsuid: null }, 'x'));
+    expect([invalid.graphCode, invalid.subcode, invalid.title]).toEqual([
+      100,
+      33,
+      '(#100) Invalid parameter',
+    ]);
+    // Decisions hang on the code: the pair rate limit is left to the caller, not recorded for good.
+    replies = [odd(131056, '(#131056) (Business Account, Consumer Account) pair rate limit hit')];
+    const paired = await caught(client().sendText(PHONE_NUMBER_ID, { waId: '1', bsuid: null }, 'x'));
+    expect([paired.pairRateLimited, paired.permanent]).toEqual([true, false]);
+    // Without a message at all, the code is still read.
+    replies = [{ status: 400, body: { error: { code: 131047, type: 'OAuthException' } } }];
+    const window = await caught(client().sendText(PHONE_NUMBER_ID, { waId: '1', bsuid: null }, 'x'));
+    expect([window.graphCode, window.permanent]).toEqual([131047, true]);
   });
 
   it('refuses a 4097-character text before any request, and sends 4096', async () => {
