@@ -168,13 +168,31 @@ const ResponseSchema = BookkeepingSchema.extend({
     .array(
       z
         .object({
-          message: z.object({ content: z.string().nullish() }).passthrough(),
+          // Text, or (some OpenAI-compatible servers: Mistral's reasoning models) a list of parts.
+          message: z.object({ content: z.union([z.string(), z.array(z.unknown())]).nullish() }).passthrough(),
           finish_reason: z.string().nullish(),
         })
         .passthrough(),
     )
     .min(1),
 });
+
+/**
+ * The text of an answer's content: the string, or the `text` of its parts of type `text` in order
+ * (the other parts, such as a reasoning model's `thinking`, are not the answer).
+ */
+function textOf(content: string | readonly unknown[] | null | undefined): string {
+  if (typeof content === 'string') return content;
+  if (!content) return '';
+  return content
+    .map((part) =>
+      part !== null && typeof part === 'object' && (part as { type?: unknown }).type === 'text'
+        ? (part as { text?: unknown }).text
+        : undefined,
+    )
+    .filter((text): text is string => typeof text === 'string')
+    .join('');
+}
 
 /** The tokens of two attempts of one call (the model named by the later one). */
 function addUsage(a: Usage | null, b: Usage | null): Usage | null {
@@ -352,7 +370,7 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
     if (parsed.success && parsed.data.choices[0]?.finish_reason === 'content_filter')
       throw new AiError(host, 200, 'bad_response', 'answer stopped by the content filter', null, usage);
     const text = parsed.success
-      ? wellFormed(withoutReasoning(parsed.data.choices[0]?.message.content ?? '')).trim()
+      ? wellFormed(withoutReasoning(textOf(parsed.data.choices[0]?.message.content))).trim()
       : '';
     if (!parsed.success || !text)
       throw new AiError(host, 200, 'bad_response', 'no answer in the response', null, usage);

@@ -394,12 +394,21 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
         return reply;
       } catch (error) {
         if (!(error instanceof AiError)) throw error;
-        log.warn('ai failed', {
+        const fields = {
           id: message.id,
           status: error.status,
           reason: error.reason,
           tokens: error.usage?.totalTokens ?? null,
-        });
+        };
+        // Refused credentials are the deployment's problem, not the message's, and fail every
+        // answer until an operator fixes them: said as such, at error level (as a refused
+        // WHATSAPP_ACCESS_TOKEN is).
+        if (error.reason === 'auth' || error.status === 401 || error.status === 403)
+          log.error(
+            'ai failed: the AI endpoint refused its credentials (AI_API_KEY, or the Microsoft Entra ID sign-in when it is unset), a configuration problem: every AI answer fails until they are fixed',
+            fields,
+          );
+        else log.warn('ai failed', fields);
         // The tokens a failed call used count all the same (kept on the message it answered).
         return {
           text: AI_APOLOGY,

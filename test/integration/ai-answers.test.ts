@@ -24,7 +24,7 @@ let tdb: TestDatabase;
 let data: DataStore;
 let ai: HttpStub;
 let graph: HttpStub;
-const { log, lines: logs } = capturedLog();
+const { log, lines: logs, errors: errorLines } = capturedLog();
 
 /** The AI stub's default: "answer N" with usage 10 + 5 tokens. */
 const answerN = (_req: StubRequest, index: number) => ({
@@ -61,6 +61,7 @@ beforeEach(() => {
   ai.respond = answerN;
   graph.requests = [];
   logs.length = 0;
+  errorLines.length = 0;
 });
 
 let inboundSeq = 0;
@@ -699,6 +700,60 @@ describe('AI answers', () => {
       expect(sentTexts()).toEqual([AI_APOLOGY]);
       expect((await data.messages.getMessage(id))?.error).toMatchObject({ code: 200 });
     }
+  });
+
+  it('says at error level, naming AI_API_KEY but never its value, when the endpoint refuses the key', async () => {
+    for (const [n, status] of [
+      ['1', 401],
+      ['2', 403],
+    ] as const) {
+      graph.requests = [];
+      errorLines.length = 0;
+      ai.respond = () => ({
+        status,
+        body: { error: { code: 'invalid_api_key', message: 'Incorrect API key' } },
+      });
+      const chat = await new Chat(`15550000310${n}`, { AI_API_KEY: 'sk-secret-key-0123456789' }).init();
+      await chat.say('hello');
+      expect(sentTexts()).toEqual([AI_APOLOGY]);
+      expect(errorLines).toHaveLength(1);
+      expect(errorLines[0]).toMatch(/AI_API_KEY.*configuration problem/);
+      expect(logs.join('\n')).not.toContain('sk-secret-key');
+    }
+    // An outage is the message's failure, a warning: nothing for an operator to fix.
+    errorLines.length = 0;
+    ai.respond = () => ({ status: 503, body: { error: { message: 'down' } } });
+    await (await new Chat('155500003103').init()).say('hello');
+    expect(errorLines).toEqual([]);
+  });
+
+  it('reads an answer whose content is a list of parts: the text parts, not the reasoning', async () => {
+    ai.respond = () => ({
+      status: 200,
+      body: {
+        model: MODEL,
+        choices: [
+          {
+            index: 0,
+            message: {
+              role: 'assistant',
+              content: [
+                { type: 'thinking', thinking: [{ type: 'text', text: 'private reasoning' }] },
+                { type: 'text', text: 'the answer, ' },
+                { type: 'text', text: 'in two parts' },
+              ],
+            },
+            finish_reason: 'stop',
+          },
+        ],
+        usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15 },
+      },
+    });
+    const chat = await new Chat('155500003104').init();
+    const id = await chat.say('hello');
+    expect(ai.requests).toHaveLength(1);
+    expect(sentTexts()).toEqual(['the answer, in two parts']);
+    expect((await data.messages.getMessage(id))?.error).toBeNull();
   });
 
   it('sends one apology when the model times out (after one retry)', async () => {
