@@ -11,6 +11,8 @@ const ACCOUNT = 'devstoreaccount1';
 const ACCOUNT_KEY =
   'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
 const READY_TIMEOUT_MS = 30_000;
+/** How long `stop()` lets Azurite save its state and exit after SIGTERM before it kills it. */
+export const STOP_GRACE_MS = 5_000;
 
 export interface Azurite {
   /** A connection string for AzureWebJobsStorage. */
@@ -126,7 +128,7 @@ export async function startAzurite(options: {
       if (exited) return;
       // SIGTERM lets Azurite save its state; it is killed if it takes too long.
       await new Promise<void>((resolve) => {
-        const force = setTimeout(() => child.kill('SIGKILL'), 5_000);
+        const force = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
         child.once('exit', () => {
           clearTimeout(force);
           resolve();

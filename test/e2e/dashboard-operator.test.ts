@@ -33,6 +33,11 @@ declare const document: {
 };
 declare const window: { __pwned?: unknown };
 declare function getComputedStyle(e: Node): { outlineStyle: string };
+declare class MutationObserver {
+  constructor(callback: () => void);
+  observe(target: Node, options: { childList: boolean }): void;
+  disconnect(): void;
+}
 declare const sessionStorage: { getItem(key: string): string | null };
 
 const TOKEN = 'dashboard-operator-token-0123456789';
@@ -296,7 +301,18 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
 
   it('keeps the keyboard on the same conversation when the list refreshes', async () => {
     await page.focus(`#chat-list button[data-user-id="${jorgId}"]`);
-    await page.waitForTimeout(POLL_WAIT_MS); // at least one refresh redraws the list
+    // Until a refresh has redrawn the list (not a fixed wait, which a loaded machine can outlast
+    // with no refresh at all): the observer runs once the redraw, focus kept or not, has ended.
+    await page.evaluate(
+      () =>
+        new Promise<void>((resolve) => {
+          const observer = new MutationObserver(() => {
+            observer.disconnect();
+            resolve();
+          });
+          observer.observe(document.querySelector('#chat-list')!, { childList: true });
+        }),
+    );
     const focused = await page.evaluate(
       () =>
         (document.activeElement as unknown as { dataset?: Record<string, string> } | null)?.dataset?.[

@@ -32,6 +32,8 @@ const SWEEP_PERIOD_MS = (() => {
 })();
 
 const ROOT = path.resolve(__dirname, '..', '..');
+/** The contract's bound on a stop: exit within 10 s, with everything it started. */
+const STOP_MS = 10_000;
 const SECRET = 'e2e-app-secret';
 const TOKEN = 'EAA-e2e-token-DO-NOT-LOG';
 
@@ -151,7 +153,7 @@ describe('npm run dev with settings', () => {
   it('stops cleanly on SIGTERM and logs no numbers, texts or tokens', async () => {
     const { code, ms } = await dev.stop();
     expect(code).toBe(0);
-    expect(ms).toBeLessThan(10_000);
+    expect(ms).toBeLessThan(STOP_MS);
     const output = dev.output();
     expect(output).toContain('ready');
     expect(output).not.toContain('447700900123');
@@ -294,12 +296,12 @@ describe('npm run dev started with npm', () => {
         const signalled = Date.now();
         process.kill(npmPid, signal); // npm alone, not its process group
         const gone = async () => !(await answers()) && stillRunning(started).length === 0;
-        await waitFor(gone, 10_000).catch(() => undefined);
+        await waitFor(gone, STOP_MS).catch(() => undefined);
         expect({ answering: await answers(), running: stillRunning(started) }).toEqual({
           answering: false,
           running: [],
         });
-        expect(Date.now() - signalled).toBeLessThan(10_000);
+        expect(Date.now() - signalled).toBeLessThan(STOP_MS);
         expect(dev.output()).toContain('stopped');
       } finally {
         await dev.stop();
@@ -365,13 +367,14 @@ describe('npm run dev stopped as it starts', () => {
     // installed its handlers: nothing it would start may outlive it.
     const { child, group, cleanup } = await npmRunDev();
     try {
-      // Once npm has started its shell, and before node could have loaded the app.
-      await waitFor(async () => group().length >= 2, 5_000);
+      // Once npm has started its shell, and before node could have loaded the app: however long a
+      // loaded machine takes to start npm (no bound of the product's), within the test's time.
+      await waitFor(async () => group().length >= 2, 60_000 - 2 * STOP_MS);
       process.kill(child.pid as number, 'SIGTERM');
       const signalled = Date.now();
-      await waitFor(async () => group().length === 0, 10_000).catch(() => undefined);
+      await waitFor(async () => group().length === 0, STOP_MS).catch(() => undefined);
       expect(group()).toEqual([]);
-      expect(Date.now() - signalled).toBeLessThan(10_000);
+      expect(Date.now() - signalled).toBeLessThan(STOP_MS);
     } finally {
       cleanup();
     }
@@ -391,9 +394,9 @@ describe('npm run dev stopped as it starts', () => {
       );
       process.kill(child.pid as number, 'SIGKILL');
       const killed = Date.now();
-      await waitFor(async () => group().length === 0, 10_000).catch(() => undefined);
+      await waitFor(async () => group().length === 0, STOP_MS).catch(() => undefined);
       expect(group()).toEqual([]);
-      expect(Date.now() - killed).toBeLessThan(10_000);
+      expect(Date.now() - killed).toBeLessThan(STOP_MS);
     } finally {
       cleanup();
     }
@@ -466,13 +469,17 @@ describe('npm run dev stopped with Ctrl-C (SIGINT to its whole process group, as
       const took = Date.now() - signalled;
       expect(signalled).toBeGreaterThan(0);
       expect(started.length, started.join('\n')).toBeGreaterThanOrEqual(2);
-      await waitFor(async () => stillRunning(started).length === 0, 2_000).catch(() => undefined);
+      // All it started is gone within the contract's bound, counted from the signal.
+      await waitFor(
+        async () => stillRunning(started).length === 0,
+        Math.max(0, signalled + STOP_MS - Date.now()),
+      ).catch(() => undefined);
       expect({ code, running: stillRunning(started), stopped: /^stopped$/m.test(out) }).toEqual({
         code: 0,
         running: [],
         stopped: true,
       });
-      expect(took).toBeLessThan(10_000);
+      expect(took).toBeLessThan(STOP_MS);
       expect(out).not.toMatch(/stopped before it finished/);
     } finally {
       try {
@@ -521,13 +528,16 @@ describe('npm run dev stopped with Ctrl-C (SIGINT to its whole process group, as
       const took = Date.now() - signalled;
       sending = false;
       await Promise.all(senders);
-      await waitFor(async () => stillRunning(started).length === 0, 2_000).catch(() => undefined);
+      await waitFor(
+        async () => stillRunning(started).length === 0,
+        Math.max(0, signalled + STOP_MS - Date.now()),
+      ).catch(() => undefined);
       expect({ code, running: stillRunning(started), stopped: /^stopped$/m.test(dev.output()) }).toEqual({
         code: 0,
         running: [],
         stopped: true,
       });
-      expect(took).toBeLessThan(10_000);
+      expect(took).toBeLessThan(STOP_MS);
       expect(dev.output()).not.toMatch(/stopped before it finished|\[error\]/);
 
       // The same data folder (moved: the first run's helper removes its own on stop).

@@ -115,14 +115,24 @@ describe('npm run dev: a user deletes or edits a message while earlier ones are 
   let database: TestDatabase;
   let dev: DevProcess;
 
+  /**
+   * Lets the answer to "first" go: it is held until the test has seen its later notification
+   * stored (a fixed delay raced that notification's ingest on a loaded machine).
+   */
+  let release: () => void = () => undefined;
+  let held: Promise<void> = Promise.resolve();
+  const hold = (): void => {
+    held = new Promise<void>((resolve) => (release = resolve));
+  };
+
   beforeAll(async () => {
     graph = await startGraphStub();
-    // The answer to "first" takes 2.5 s: the user deletes and edits their later messages meanwhile.
+    // The answer to "first" waits: the user deletes and edits their later messages meanwhile.
     ai = await startHttpStub((req) => {
       const messages = req.body['messages'] as { content: string }[];
       return {
         status: 200,
-        delayMs: messages.at(-1)?.content === 'first' ? 2_500 : 0,
+        ...(messages.at(-1)?.content === 'first' ? { until: held } : {}),
         body: {
           model: 'm',
           choices: [
@@ -141,6 +151,7 @@ describe('npm run dev: a user deletes or edits a message while earlier ones are 
   }, 120_000);
 
   afterAll(async () => {
+    release();
     await dev?.stop();
     await graph?.close();
     await ai?.close();
@@ -163,6 +174,7 @@ describe('npm run dev: a user deletes or edits a message while earlier ones are 
     const [first, mistake, typo] = ['first', 'second, sent by mistake', 'thrid'].map((t) =>
       textMessage(from, t),
     );
+    hold();
     await post(notification(value({ contacts, messages: [first, mistake, typo] })));
     await waitFor(async () => ai.requests.length >= 1, 20_000);
     const change = (type: 'edit' | 'revoke', original: string) => ({
@@ -177,6 +189,16 @@ describe('npm run dev: a user deletes or edits a message while earlier ones are 
       notification(value({ contacts, messages: [change('revoke', mistake!.id), change('edit', typo!.id)] })),
     );
     const messages = database.db.collection<{ _id: string } & Record<string, unknown>>('messages');
+    // The deletion and the edit are stored while "first" is still being answered.
+    await waitFor(
+      async () =>
+        (await messages.countDocuments({
+          relatedId: { $in: [mistake!.id, typo!.id] },
+          type: { $in: ['edit', 'revoke'] },
+        })) === 2,
+      20_000,
+    );
+    release();
     await waitFor(
       async () =>
         (await messages.countDocuments({ _id: { $in: [mistake!.id, typo!.id] }, replyState: 'pending' })) ===
@@ -205,11 +227,14 @@ describe('npm run dev: a user deletes or edits a message while earlier ones are 
       timestamp: String(at + i),
     }));
     const before = ai.requests.length;
+    hold();
     await post(notification(value({ contacts, messages: [first, third] })));
     await waitFor(async () => ai.requests.length > before, 20_000);
-    // Meta delivers the second message's notification after the third's.
+    // Meta delivers the second message's notification after the third's, while "first" is answered.
     await post(notification(value({ contacts, messages: [second] })));
     const messages = database.db.collection<{ _id: string } & Record<string, unknown>>('messages');
+    await waitFor(async () => (await messages.countDocuments({ _id: second!.id })) === 1, 20_000);
+    release();
     await waitFor(
       async () =>
         (await messages.countDocuments({ _id: { $in: [second!.id, third!.id] }, replyState: 'pending' })) ===

@@ -17,6 +17,8 @@ export interface StubReply {
   status: number;
   body: unknown;
   delayMs?: number;
+  /** Answered once this settles (then after `delayMs`): a test holds the answer until an event. */
+  until?: Promise<unknown>;
   headers?: Record<string, string>;
 }
 
@@ -62,8 +64,9 @@ export async function startHttpStub(respond: StubResponder): Promise<HttpStub> {
         res.writeHead(reply.status, { 'Content-Type': 'application/json', ...reply.headers });
         res.end(JSON.stringify(reply.body));
       };
-      if (reply.delayMs) setTimeout(send, reply.delayMs);
-      else send();
+      const answer = () => (reply.delayMs ? void setTimeout(send, reply.delayMs) : send());
+      if (reply.until) void reply.until.then(answer, answer);
+      else answer();
     });
   });
   const stub: HttpStub = {

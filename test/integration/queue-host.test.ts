@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FunctionDefinition } from '../../functions/definition-types';
-import { startAzurite, type Azurite } from '../../scripts/lib/azurite';
+import { STOP_GRACE_MS, startAzurite, type Azurite } from '../../scripts/lib/azurite';
 import { nextOccurrence, parseSchedule } from '../../scripts/lib/ncrontab';
 import { startQueueHost, type QueueHost } from '../../scripts/lib/queue-host';
 import { main as replayPoison } from '../../scripts/replay-poison';
@@ -204,6 +204,8 @@ describe('local queue host: what the Functions host does with odd messages', () 
   // invocation longer than functionTimeout fails.
   let host: QueueHost | undefined;
   const calls: { queue: string; item: unknown; dequeueCount: unknown }[] = [];
+  /** The calls whose handler has returned or thrown, as `calls` records them. */
+  const ended: { queue: string; dequeueCount: unknown }[] = [];
   const done$ = output.storageQueue({ queueName: 'odd-done', connection: 'AzureWebJobsStorage' });
   const service = () => QueueServiceClient.fromConnectionString(azurite.connectionString);
   const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -212,9 +214,13 @@ describe('local queue host: what the Functions host does with odd messages', () 
     async (item: unknown, context: InvocationContext) => {
       const dequeueCount = Number(context.triggerMetadata?.['dequeueCount']);
       calls.push({ queue, item, dequeueCount });
-      context.extraOutputs.set(done$, [{ queue, dequeueCount }]);
-      if (slowMs && dequeueCount === 1) await sleep(slowMs);
-      if (fail(dequeueCount)) throw new Error('failed');
+      try {
+        context.extraOutputs.set(done$, [{ queue, dequeueCount }]);
+        if (slowMs && dequeueCount === 1) await sleep(slowMs);
+        if (fail(dequeueCount)) throw new Error('failed');
+      } finally {
+        ended.push({ queue, dequeueCount });
+      }
     };
   const definitions: FunctionDefinition[] = [
     { kind: 'queue', name: 'odd', queueName: 'odd', handler: record('odd', () => false) },
@@ -249,8 +255,16 @@ describe('local queue host: what the Functions host does with odd messages', () 
     const poison = service().getQueueClient('odd-poison');
     await poison.createIfNotExists();
     const deadline = Date.now() + 20_000;
-    while (!calls.some((c) => c.queue === 'odd') && Date.now() < deadline) await sleep(50);
-    await sleep(500);
+    const counts = async () => [
+      (await poison.getProperties()).approximateMessagesCount,
+      (await odd.getProperties()).approximateMessagesCount,
+    ];
+    // The batch is handled: the decodable item called, the other one moved (not a fixed wait).
+    while (
+      (!calls.some((c) => c.queue === 'odd') || (await counts()).join() !== '1,0') &&
+      Date.now() < deadline
+    )
+      await sleep(50);
     expect(calls.filter((c) => c.queue === 'odd')).toEqual([
       { queue: 'odd', item: { n: 1 }, dequeueCount: 1 },
     ]);
@@ -307,13 +321,19 @@ describe('local queue host: what the Functions host does with odd messages', () 
     const done = service().getQueueClient('odd-done');
     await done.createIfNotExists();
     const deadline = Date.now() + 20_000;
-    while (calls.filter((c) => c.queue === 'slow').length < 2 && Date.now() < deadline) await sleep(50);
-    await sleep(2_000); // the first attempt's handler has now returned too
+    const written = async () =>
+      (await done.peekMessages({ numberOfMessages: 32 })).peekedMessageItems.map((m) =>
+        JSON.parse(Buffer.from(m.messageText, 'base64').toString('utf8')),
+      );
+    // Both attempts' handlers have returned (the first one after the second's), and the second
+    // one's output is written: had the first one's been kept, it would be there by now too.
+    while (
+      (ended.filter((c) => c.queue === 'slow').length < 2 || (await written()).length === 0) &&
+      Date.now() < deadline
+    )
+      await sleep(50);
     expect(calls.filter((c) => c.queue === 'slow').map((c) => c.dequeueCount)).toEqual([1, 2]);
-    const written = (await done.peekMessages({ numberOfMessages: 32 })).peekedMessageItems.map((m) =>
-      JSON.parse(Buffer.from(m.messageText, 'base64').toString('utf8')),
-    );
-    expect(written).toEqual([{ queue: 'slow', dequeueCount: 2 }]);
+    expect(await written()).toEqual([{ queue: 'slow', dequeueCount: 2 }]);
   });
 });
 
@@ -448,7 +468,7 @@ describe('local Azurite', () => {
       const texts = Array.from({ length: 10 }, (_, i) => `notification ${i}`);
       await Promise.all(texts.map((text) => queue.sendMessage(text)));
       process.kill(local.pid, 'SIGKILL');
-      await new Promise((r) => setTimeout(r, 200));
+      await local.exited; // gone before another starts on its files
       // The queued notifications hold numbers, names and texts: the folder is the owner's alone.
       expect(statSync(location).mode & 0o777).toBe(0o700);
       chmodSync(location, 0o755); // made by an earlier version
@@ -471,20 +491,20 @@ describe('local Azurite', () => {
       const queue = QueueServiceClient.fromConnectionString(local.connectionString).getQueueClient('inbound');
       return { local, queue, count: async () => (await queue.getProperties()).approximateMessagesCount };
     };
-    const kill = async (pid: number) => {
-      process.kill(pid, 'SIGKILL');
-      await new Promise((r) => setTimeout(r, 200));
+    const kill = async (azurite: Azurite) => {
+      process.kill(azurite.pid, 'SIGKILL');
+      await azurite.exited; // gone before another starts on its files
     };
     try {
       let { local, queue, count } = await open();
       await queue.createIfNotExists();
       const texts = Array.from({ length: 20 }, (_, i) => `notification ${i}`);
       await Promise.all(texts.map((text) => queue.sendMessage(text)));
-      await kill(local.pid);
+      await kill(local);
       // Put back from the journal, each once, with its text; a second kill puts none back twice.
       ({ local, queue, count } = await open());
       expect(await count()).toBe(20);
-      await kill(local.pid);
+      await kill(local);
       ({ local, queue, count } = await open());
       expect(await count()).toBe(20);
       const received = (await queue.receiveMessages({ numberOfMessages: 32 })).receivedMessageItems;
@@ -496,7 +516,7 @@ describe('local Azurite', () => {
       expect(await count()).toBe(0);
       await queue.sendMessage('after');
       await new Promise((r) => setTimeout(r, 300));
-      await kill(local.pid);
+      await kill(local);
       ({ local, queue, count } = await open());
       expect(await count()).toBe(1);
       await local.stop();
@@ -513,8 +533,8 @@ describe('local Azurite', () => {
       await queue.sendMessage('kept');
       const asked = Date.now();
       await local.stop();
-      // The grace period before a kill is 5 s: an Azurite that stops by itself is gone well before.
-      expect(Date.now() - asked).toBeLessThan(4_000);
+      // An Azurite that stops by itself is gone before the grace period after which stop() kills it.
+      expect(Date.now() - asked).toBeLessThan(STOP_GRACE_MS);
       local = await startAzurite({ location, log: () => {} });
       queue = QueueServiceClient.fromConnectionString(local.connectionString).getQueueClient('jobs');
       expect((await queue.getProperties()).approximateMessagesCount).toBe(1);

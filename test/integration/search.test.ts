@@ -8,6 +8,7 @@ import { MessagesPageSchema, UsersPageSchema } from '../../shared/manage/schemas
 import { TEXT_BODY_LIMIT } from '../../shared/whatsapp/outbound';
 import { call, manageFixture, seedUser, type ManageFixture } from '../helpers/manage-fixture';
 import { collectionOf } from '../helpers/raw';
+import { cpuClock } from '../helpers/cpu';
 import { parseBody } from '../helpers/shapes';
 
 let f: ManageFixture;
@@ -186,10 +187,11 @@ describe('message search covers the whole text', () => {
     const long = 'pneumonoultramicroscopicsilicovolcanoconiosis';
     const ids: string[] = [];
     for (let i = 0; i < 4; i++) ids.push(await storeInbound(f.data, `${'東a'.repeat(8192)} ${long}`));
-    const started = performance.now();
+    // This process's CPU time (where the check runs), not the wall clock a loaded machine stretches.
+    const spent = cpuClock();
     expect(new Set(await search(long))).toEqual(new Set(ids));
     expect(await search(`${long.slice(0, 26)}xxxxxxxx`)).toEqual([]);
-    expect(performance.now() - started).toBeLessThan(1000);
+    expect(spent()).toBeLessThan(1000);
   });
 
   it('finds the last word of a 4,096-character Chinese text of random characters, far below 2 MB', async () => {

@@ -152,7 +152,9 @@ describe('the welcome when its worker is killed and the job comes back while the
     };
     void processReplyJob({ ...at(0), graph: killed }, job, log);
     const users = collectionOf(app.database.db, 'users');
-    for (let i = 0; i < 100 && !(await users.findOne({ _id: userId }))?.welcomeClaim; i++)
+    // Until the first worker has claimed the welcome, however long a loaded machine takes (after a
+    // fixed 1 s the job below could run first, take the claim itself and send).
+    while (!(await users.findOne({ _id: userId }))?.welcomeClaim)
       await new Promise((resolve) => setTimeout(resolve, 10));
     // The queue hands the job over again while the claim holds (locally after the 30 s lease; in
     // Azure 15 s after a failed attempt, say one past functionTimeout): that job ends, sending nothing.

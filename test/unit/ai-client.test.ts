@@ -2,7 +2,7 @@
 // hosts, Microsoft Entra ID through a managed-identity token endpoint (App Service protocol),
 // token caching, exactly one retry on any failure (other turns when the caller gives them), and the parsed usage.
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { AiConfig } from '../../shared/config';
+import { EnvSchema, type AiConfig } from '../../shared/config';
 import { AiError, createAiClient, isAzureHost } from '../../shared/ai/client';
 import { startHttpStub, type HttpStub } from '../helpers/http-stub';
 
@@ -16,13 +16,19 @@ const completion = (content: string) => ({
   },
 });
 
+/**
+ * AI_TIMEOUT_MS's default: a call's bound where a test is not about timing out (under load, a
+ * first Entra ID sign-in alone, DefaultAzureCredential's chain, took over 2 s).
+ */
+const DEFAULT_TIMEOUT_MS = EnvSchema.shape.AI_TIMEOUT_MS.parse(undefined);
+
 const aiConfig = (endpoint: string, extra: Partial<AiConfig> = {}): AiConfig => ({
   endpoint,
   apiKey: undefined,
   model: 'my-deployment',
   systemPrompt: 'system',
   historyLimit: 10,
-  timeoutMs: 2_000,
+  timeoutMs: DEFAULT_TIMEOUT_MS,
   maxPerMinute: 10,
   ...extra,
 });
