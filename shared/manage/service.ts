@@ -451,7 +451,11 @@ export async function sendMessage(
   if (recorded.outcome === 'erased') throw notFound();
   if (failure) throw sendFailed(failure.pairRateLimited, failure);
   const stored = await data.messages.getMessage(recorded.id);
-  if (!stored) throw new AppError(ErrorCode.INTERNAL, 'the sent message was not stored');
+  if (!stored) {
+    // An erase that began once it was stored took it with the user: 404, as for one erased first.
+    if (!(await data.users.getLiveUser(id))) throw notFound();
+    throw new AppError(ErrorCode.INTERNAL, 'the sent message was not stored');
+  }
   return messageJson(stored);
 }
 

@@ -45,6 +45,8 @@ import {
   wamid,
 } from '../helpers/meta';
 import { parseBody } from '../helpers/shapes';
+import { accepted } from '../helpers/graph-stub';
+import { storeWithWriterBefore } from '../helpers/interleave';
 
 const TOKEN = 'manage-token-for-handoff-tests-0123';
 const HOUR = 3_600_000;
@@ -329,6 +331,41 @@ describe('an operator and a built-in answer at once', () => {
       );
     });
   }
+});
+
+describe('an operator send and an erase at once', () => {
+  it('answers 404 when the erase began right after the sent message was stored: nothing of the user is left', async () => {
+    const waId = newNumber();
+    await app.userWrites(waId, 'hola', 'Lena');
+    const id = await userIdOf(app.services.data, waId);
+    app.graph.requests.length = 0;
+    const sent = wamid();
+    app.graph.sendResponses.push(accepted(sent));
+    // The send stored its message; the erase runs before the send reads it back for its answer.
+    const { store, ran } = storeWithWriterBefore(
+      app.database.db,
+      'messages',
+      async () => {
+        expect(await app.services.data.personal.eraseUser(id)).not.toBeNull();
+      },
+      'findOne',
+      (filter) => (filter as { _id?: unknown })._id === sent,
+    );
+    const handlers = manageHandlers(runtimeOf({ ...app.services, data: store }));
+    const r = await call(handlers.userMessages, {
+      token: TOKEN,
+      method: 'POST',
+      params: { id },
+      body: { text: 'Ana here.' },
+    });
+    expect(ran()).toBe(1);
+    expect(r.status).toBe(404);
+    expect(parseBody(ErrorSchema, r.body).error.code).toBe('NOT_FOUND');
+    // Graph had it (it went out); it was taken back with the user.
+    expect(sentTexts()).toEqual(['Ana here.']);
+    expect(await app.services.data.messages.getMessage(sent)).toBeNull();
+    expect((await api('user', id, 'GET')).status).toBe(404);
+  });
 });
 
 describe('an operator and the welcome at once', () => {
