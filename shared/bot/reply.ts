@@ -121,6 +121,10 @@ async function look(ports: ReplyPorts, userId: string, hint: { messageId: string
   return { recent, partial, waiting: pending, more, refused: new Map() } satisfies Look;
 }
 
+/** The conversation was taken (by an operator, or the user) after `read` was read. */
+const takenSince = (read: User, fresh: User): boolean =>
+  (fresh.handoffTakenAt?.getTime() ?? 0) !== (read.handoffTakenAt?.getTime() ?? 0);
+
 /**
  * Renews the reply lock every third of its lease while the worker answers: one answer may outlast
  * the lease (an AI call and its retry under a long AI_TIMEOUT_MS, Graph's retries), and another
@@ -429,14 +433,20 @@ async function replyTo(
   // the conversation (or written, which takes it) while the model answered or the read receipt
   // went out, or the user's erase began: the user is read again just before the answer goes out,
   // and then the answer is dropped and the message settled unanswered, as if the handoff had come
-  // first. Not the answers that go out whatever an operator did (`overHandoff`).
+  // first; also when the conversation was handed back since (a take marks `handoffTakenAt`): the
+  // answer was prepared without what the operator said. Not the answers that go out whatever an
+  // operator did (`overHandoff`).
   const overHandoff = decided.decision.kind === 'fixed' && decided.decision.overHandoff;
   // The usage of a model call whose answer does not go out as such (an apology for a failed call,
   // an answer dropped): counted all the same, on the inbound message.
   let unsentAi = reply?.failure ? reply.ai : null;
   if (reply && !overHandoff) {
     const fresh = await ports.data.users.getLiveUser(user.id);
-    if (!fresh || activeHandoff(fresh, ports.now(), ports.config.handoffHours)) {
+    if (
+      !fresh ||
+      activeHandoff(fresh, ports.now(), ports.config.handoffHours) ||
+      takenSince(decided.user, fresh)
+    ) {
       log.info('answer dropped: the conversation was taken meanwhile', {
         id: message.id,
         user: pseudonym(user.id),

@@ -102,6 +102,7 @@ export const UserDocSchema = z.strictObject({
     })
     .exactOptional(),
   handoff: z.strictObject({ since: z.date(), by: ShortText, activeAt: z.date() }).nullable().exactOptional(),
+  handoffTakenAt: z.date().nullable().exactOptional(),
   // Earlier versions kept a free lock as {owner: null, generation}.
   replyLock: z
     .object({ owner: ShortText.nullable(), until: z.date(), generation: Count.exactOptional() })

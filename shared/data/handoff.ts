@@ -41,29 +41,52 @@ export class HandoffRepository {
     by: string,
     now: Date,
     hours: number,
-  ): Promise<{ user: User; started: boolean; previous: Handoff | null } | null> {
+  ): Promise<{
+    user: User;
+    started: boolean;
+    previous: Handoff | null;
+    previousTakenAt: Date | null;
+  } | null> {
     const cutoff = new Date(now.getTime() - hours * HOUR_MS);
     const handoff: Handoff = { since: now, by, activeAt: now };
+    // Each take is marked (`handoffTakenAt`, kept after a hand back): a reply worker that prepared
+    // an answer before it drops the answer, also when the conversation was handed back since.
     // Read as it was before the change, so that a refused operator message can put it back.
     const before = await this.users.findOneAndUpdate(
       { _id: userId, ...LIVE, $or: [{ handoff: null }, { 'handoff.activeAt': { $lte: cutoff } }] },
-      { $set: { handoff } },
+      { $set: { handoff, handoffTakenAt: now } },
       { returnDocument: 'before' },
     );
     if (before)
-      return { user: toUser({ ...before, handoff }), started: true, previous: before.handoff ?? null };
+      return {
+        user: toUser({ ...before, handoff, handoffTakenAt: now }),
+        started: true,
+        previous: before.handoff ?? null,
+        previousTakenAt: before.handoffTakenAt ?? null,
+      };
     if (by === HANDOFF_BY_USER) {
       const kept = await this.users.findOne({ _id: userId, ...LIVE });
-      if (kept) return { user: toUser(kept), started: false, previous: kept.handoff ?? null };
+      if (kept)
+        return {
+          user: toUser(kept),
+          started: false,
+          previous: kept.handoff ?? null,
+          previousTakenAt: kept.handoffTakenAt ?? null,
+        };
     } else {
       const kept = await this.users.findOneAndUpdate(
         { _id: userId, ...LIVE, handoff: { $ne: null } },
-        { $set: { 'handoff.by': by, 'handoff.activeAt': now } },
+        { $set: { 'handoff.by': by, 'handoff.activeAt': now, handoffTakenAt: now } },
         { returnDocument: 'before' },
       );
       if (kept?.handoff) {
         const owned = { ...kept.handoff, by, activeAt: now };
-        return { user: toUser({ ...kept, handoff: owned }), started: false, previous: kept.handoff };
+        return {
+          user: toUser({ ...kept, handoff: owned, handoffTakenAt: now }),
+          started: false,
+          previous: kept.handoff,
+          previousTakenAt: kept.handoffTakenAt ?? null,
+        };
       }
     }
     // Handed back between the two updates: try once more from the start (not for a user gone or
@@ -74,10 +97,15 @@ export class HandoffRepository {
 
   /**
    * Undoes a `take` whose reason fell through (WhatsApp refused the operator's message): the
-   * handoff goes back to `previous`, only while it is still the one `take` left (`taken`), so a
-   * change made since by someone else stays.
+   * handoff and its mark go back to `previous`, only while it is still the one `take` left
+   * (`taken`), so a change made since by someone else stays.
    */
-  async restore(userId: string, taken: Handoff, previous: Handoff | null): Promise<void> {
+  async restore(
+    userId: string,
+    taken: Handoff,
+    previous: Handoff | null,
+    previousTakenAt: Date | null,
+  ): Promise<void> {
     await this.users.updateOne(
       {
         _id: userId,
@@ -85,7 +113,7 @@ export class HandoffRepository {
         'handoff.by': taken.by,
         'handoff.activeAt': taken.activeAt,
       },
-      { $set: { handoff: previous } },
+      { $set: { handoff: previous, handoffTakenAt: previousTakenAt } },
     );
   }
 

@@ -44,6 +44,8 @@ export interface User {
   readonly contextResetAt: Date | null;
   /** Set while operators answer this user instead of the bot (see ./handoff). */
   readonly handoff: Handoff | null;
+  /** When the conversation was last taken, also after it was handed back (see ./handoff `take`). */
+  readonly handoffTakenAt: Date | null;
 }
 
 export interface MessageError {

@@ -68,6 +68,11 @@ export interface UserDoc {
   replyLock?: { owner: string | null; until: Date } | null;
   /** Operators answer instead of the bot (./handoff). */
   handoff?: Handoff | null;
+  /**
+   * When the conversation was last taken (by an operator or the user's `human`), kept after it is
+   * handed back: a reply worker whose answer was prepared before it drops the answer (../bot/reply).
+   */
+  handoffTakenAt?: Date | null;
   /** An erase is under way (./erase): writers leave the user alone until it is gone. */
   erasing?: true;
   /** When that erase began: one still under way long after was interrupted (health finishes it). */
@@ -131,6 +136,7 @@ export const toUser = (d: UserDoc): User => ({
   welcomeSentAt: d.welcomeSentAt ?? null,
   contextResetAt: d.contextResetAt ?? null,
   handoff: d.handoff ?? null,
+  handoffTakenAt: d.handoffTakenAt ?? null,
 });
 
 /** Longest number kept: E.164 allows 15 digits. */

@@ -425,7 +425,8 @@ export async function sendMessage(
     } else {
       // Nothing went out: nothing is stored or counted, the conversation goes back to whoever had
       // it, and the audit entry goes last (an interrupted undo leaves it, never an unaudited change).
-      if (taken.user.handoff) await data.handoff.restore(id, taken.user.handoff, taken.previous);
+      if (taken.user.handoff)
+        await data.handoff.restore(id, taken.user.handoff, taken.previous, taken.previousTakenAt);
       await data.personal.withdrawAudit(auditId);
       throw refusal;
     }
@@ -450,7 +451,11 @@ export async function sendMessage(
   if (recorded.outcome === 'erased') throw notFound();
   if (failure) throw sendFailed(failure.pairRateLimited, failure);
   const stored = await data.messages.getMessage(recorded.id);
-  if (!stored) throw new AppError(ErrorCode.INTERNAL, 'the sent message was not stored');
+  if (!stored) {
+    // An erase that began once it was stored took it with the user: 404, as for one erased first.
+    if (!(await data.users.getLiveUser(id))) throw notFound();
+    throw new AppError(ErrorCode.INTERNAL, 'the sent message was not stored');
+  }
   return messageJson(stored);
 }
 

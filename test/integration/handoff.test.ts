@@ -45,6 +45,8 @@ import {
   wamid,
 } from '../helpers/meta';
 import { parseBody } from '../helpers/shapes';
+import { accepted } from '../helpers/graph-stub';
+import { storeWithWriterBefore } from '../helpers/interleave';
 
 const TOKEN = 'manage-token-for-handoff-tests-0123';
 const HOUR = 3_600_000;
@@ -253,6 +255,47 @@ describe('an operator and the bot at once', () => {
   }
 });
 
+describe('an operator takes the conversation and hands it back while the bot answers', () => {
+  // Taken and handed back (or written to and handed back) while the model answered: the answer
+  // was prepared without what the operator did or said, and the handoff it missed is over by the
+  // time it would go out. It is dropped all the same, as when the handoff is still in force.
+  for (const operator of ['takes', 'sends'] as const) {
+    it(`drops an answer prepared before an operator ${operator === 'takes' ? 'took' : 'wrote to'} the conversation and handed it back`, async () => {
+      const waId = newNumber();
+      await app.userWrites(waId, 'hola', 'Lena');
+      const id = await userIdOf(app.services.data, waId);
+      const { jobs } = await app.post(textNotification(waId, 'where is my order?', 'Lena').payload);
+      app.queued.length = 0;
+      app.graph.requests.length = 0;
+      const statuses: number[] = [];
+      const ai: AiResponder = {
+        window: 10,
+        respond: async ({ preparing }) => {
+          await preparing();
+          const r =
+            operator === 'takes'
+              ? await api('userHandoff', id, 'POST')
+              : await api('userMessages', id, 'POST', { text: 'Ana here: it ships today.' });
+          statuses.push(r.status, (await api('userHandoff', id, 'DELETE')).status);
+          return { text: 'the bot talking over', role: 'conversation', ai: null, failure: null };
+        },
+      };
+      for (const job of jobs)
+        await processReplyJob({ ...app.services, ai }, job, createLogger(app.context()));
+      expect(statuses).toEqual([operator === 'takes' ? 200 : 201, 200]);
+      expect(sentTexts()).toEqual(operator === 'takes' ? [] : ['Ana here: it ships today.']);
+      const messages = await messagesOf(id);
+      expect(messages.map((m) => m.text)).not.toContain('the bot talking over');
+      const asked = messages.find((m) => m.text === 'where is my order?')!;
+      expect((await app.services.data.messages.getMessage(asked.id))?.replyState).toBe('none');
+      // Handed back: the user's next message is answered by the bot again.
+      app.graph.requests.length = 0;
+      await app.userWrites(waId, 'thanks', 'Lena');
+      expect(app.graph.sends()).toHaveLength(1);
+    });
+  }
+});
+
 describe('an operator and a built-in answer at once', () => {
   // No AI: the bot read the user (no handoff) and decided on a built-in answer; while its read
   // receipt goes out, an operator takes the conversation or writes. Only `stop` and `start` are
@@ -288,6 +331,41 @@ describe('an operator and a built-in answer at once', () => {
       );
     });
   }
+});
+
+describe('an operator send and an erase at once', () => {
+  it('answers 404 when the erase began right after the sent message was stored: nothing of the user is left', async () => {
+    const waId = newNumber();
+    await app.userWrites(waId, 'hola', 'Lena');
+    const id = await userIdOf(app.services.data, waId);
+    app.graph.requests.length = 0;
+    const sent = wamid();
+    app.graph.sendResponses.push(accepted(sent));
+    // The send stored its message; the erase runs before the send reads it back for its answer.
+    const { store, ran } = storeWithWriterBefore(
+      app.database.db,
+      'messages',
+      async () => {
+        expect(await app.services.data.personal.eraseUser(id)).not.toBeNull();
+      },
+      'findOne',
+      (filter) => (filter as { _id?: unknown })._id === sent,
+    );
+    const handlers = manageHandlers(runtimeOf({ ...app.services, data: store }));
+    const r = await call(handlers.userMessages, {
+      token: TOKEN,
+      method: 'POST',
+      params: { id },
+      body: { text: 'Ana here.' },
+    });
+    expect(ran()).toBe(1);
+    expect(r.status).toBe(404);
+    expect(parseBody(ErrorSchema, r.body).error.code).toBe('NOT_FOUND');
+    // Graph had it (it went out); it was taken back with the user.
+    expect(sentTexts()).toEqual(['Ana here.']);
+    expect(await app.services.data.messages.getMessage(sent)).toBeNull();
+    expect((await api('user', id, 'GET')).status).toBe(404);
+  });
 });
 
 describe('an operator and the welcome at once', () => {
