@@ -405,7 +405,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
         // WHATSAPP_ACCESS_TOKEN is).
         if (error.reason === 'auth' || error.status === 401 || error.status === 403)
           log.error(
-            'ai failed: the AI endpoint refused its credentials (AI_API_KEY, or the Microsoft Entra ID sign-in when it is unset), a configuration problem: every AI answer fails until they are fixed',
+            'ai failed: the AI endpoint refused AI_API_KEY, or the Microsoft Entra ID sign-in used when it is unset failed, a configuration problem: every AI answer fails until it is fixed',
             fields,
           );
         else log.warn('ai failed', fields);

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { runtimeOf } from '../../shared/deps';
 import { decideAndApply } from '../../shared/bot/decide';
 import type { AiResponder } from '../../shared/bot/ports';
+import type { AiUsage } from '../../shared/data';
 import { processReplyJob } from '../../shared/bot/reply';
 import { createLogger } from '../../shared/log';
 import { DEFAULT_ANSWER, HUMAN_ANSWER, STOP_ANSWER } from '../../shared/bot/texts';
@@ -66,6 +67,34 @@ const api = (handler: keyof typeof h, id: string, method: string, body?: unknown
 async function messagesOf(id: string): Promise<MessageJson[]> {
   const r = await call(h.userMessages, { token: TOKEN, params: { id }, query: { limit: '200' } });
   return parseBody(MessagesPageSchema, r.body).items;
+}
+
+/**
+ * A user who wrote before asks something; the bot decides to answer it, and `operator` acts while
+ * the answer is prepared (after the read receipt), whose text is then "the bot talking over".
+ * Returns the user's id and the id of the question.
+ */
+async function whileTheBotAnswers(
+  operator: (userId: string) => Promise<void>,
+  usage: AiUsage | null = null,
+): Promise<{ id: string; waId: string; asked: string }> {
+  const waId = newNumber();
+  await app.userWrites(waId, 'hola', 'Lena');
+  const id = await userIdOf(app.services.data, waId);
+  const question = textNotification(waId, 'una pregunta', 'Lena');
+  const { jobs } = await app.post(question.payload);
+  app.queued.length = 0;
+  app.graph.requests.length = 0;
+  const ai: AiResponder = {
+    window: 10,
+    respond: async ({ preparing }) => {
+      await preparing();
+      await operator(id);
+      return { text: 'the bot talking over', role: 'conversation', ai: usage, failure: null };
+    },
+  };
+  for (const job of jobs) await processReplyJob({ ...app.services, ai }, job, createLogger(app.context()));
+  return { id, waId, asked: question.message.id };
 }
 
 beforeAll(async () => {
@@ -211,43 +240,29 @@ describe('an operator and the bot at once', () => {
   // conversation or writes: the bot's answer must not follow the operator's.
   for (const operator of ['takes', 'sends'] as const) {
     it(`the bot does not send an answer prepared before an operator ${operator === 'takes' ? 'took the conversation' : 'wrote'}`, async () => {
-      const waId = newNumber();
-      await app.userWrites(waId, 'hola', 'Lena');
-      const id = await userIdOf(app.services.data, waId);
-      const { jobs } = await app.post(textNotification(waId, 'una pregunta', 'Lena').payload);
-      app.queued.length = 0;
-      app.graph.requests.length = 0;
       let operatorStatus = 0;
       const before = await app.services.data.stats.totals();
-      const ai: AiResponder = {
-        window: 10,
-        respond: async ({ preparing }) => {
-          await preparing();
-          const r =
-            operator === 'takes'
-              ? await api('userHandoff', id, 'POST')
-              : await api('userMessages', id, 'POST', { text: 'Ana here, one moment.' });
-          operatorStatus = r.status;
-          const usage = {
-            provider: 'openai-compatible',
-            model: 'm',
-            promptTokens: 20,
-            completionTokens: 7,
-            totalTokens: 27,
-            latencyMs: 5,
-          };
-          return { text: 'the bot talking over', role: 'conversation', ai: usage, failure: null };
-        },
+      const usage = {
+        provider: 'openai-compatible',
+        model: 'm',
+        promptTokens: 20,
+        completionTokens: 7,
+        totalTokens: 27,
+        latencyMs: 5,
       };
-      const ports = { ...app.services, ai };
-      for (const job of jobs) await processReplyJob(ports, job, createLogger(app.context()));
+      const { id, asked } = await whileTheBotAnswers(async (userId) => {
+        const r =
+          operator === 'takes'
+            ? await api('userHandoff', userId, 'POST')
+            : await api('userMessages', userId, 'POST', { text: 'Ana here, one moment.' });
+        operatorStatus = r.status;
+      }, usage);
       expect(operatorStatus).toBe(operator === 'takes' ? 200 : 201);
       expect(sentTexts()).toEqual(operator === 'takes' ? [] : ['Ana here, one moment.']);
       const messages = await messagesOf(id);
       expect(messages.map((m) => m.text)).not.toContain('the bot talking over');
       // The user's message is settled (read, counted), not left waiting for an answer.
-      const asked = messages.find((m) => m.text === 'una pregunta')!;
-      expect((await app.services.data.messages.getMessage(asked.id))?.replyState).toBe('none');
+      expect((await app.services.data.messages.getMessage(asked))?.replyState).toBe('none');
       // The model's tokens were spent all the same: counted in the stats.
       const after = await app.services.data.stats.totals();
       expect([after.aiRequests - before.aiRequests, after.aiTokens - before.aiTokens]).toEqual([1, 27]);
@@ -261,33 +276,19 @@ describe('an operator takes the conversation and hands it back while the bot ans
   // time it would go out. It is dropped all the same, as when the handoff is still in force.
   for (const operator of ['takes', 'sends'] as const) {
     it(`drops an answer prepared before an operator ${operator === 'takes' ? 'took' : 'wrote to'} the conversation and handed it back`, async () => {
-      const waId = newNumber();
-      await app.userWrites(waId, 'hola', 'Lena');
-      const id = await userIdOf(app.services.data, waId);
-      const { jobs } = await app.post(textNotification(waId, 'where is my order?', 'Lena').payload);
-      app.queued.length = 0;
-      app.graph.requests.length = 0;
       const statuses: number[] = [];
-      const ai: AiResponder = {
-        window: 10,
-        respond: async ({ preparing }) => {
-          await preparing();
-          const r =
-            operator === 'takes'
-              ? await api('userHandoff', id, 'POST')
-              : await api('userMessages', id, 'POST', { text: 'Ana here: it ships today.' });
-          statuses.push(r.status, (await api('userHandoff', id, 'DELETE')).status);
-          return { text: 'the bot talking over', role: 'conversation', ai: null, failure: null };
-        },
-      };
-      for (const job of jobs)
-        await processReplyJob({ ...app.services, ai }, job, createLogger(app.context()));
+      const { id, waId, asked } = await whileTheBotAnswers(async (userId) => {
+        const r =
+          operator === 'takes'
+            ? await api('userHandoff', userId, 'POST')
+            : await api('userMessages', userId, 'POST', { text: 'Ana here: it ships today.' });
+        statuses.push(r.status, (await api('userHandoff', userId, 'DELETE')).status);
+      });
       expect(statuses).toEqual([operator === 'takes' ? 200 : 201, 200]);
       expect(sentTexts()).toEqual(operator === 'takes' ? [] : ['Ana here: it ships today.']);
       const messages = await messagesOf(id);
       expect(messages.map((m) => m.text)).not.toContain('the bot talking over');
-      const asked = messages.find((m) => m.text === 'where is my order?')!;
-      expect((await app.services.data.messages.getMessage(asked.id))?.replyState).toBe('none');
+      expect((await app.services.data.messages.getMessage(asked))?.replyState).toBe('none');
       // Handed back: the user's next message is answered by the bot again.
       app.graph.requests.length = 0;
       await app.userWrites(waId, 'thanks', 'Lena');
