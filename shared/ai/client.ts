@@ -364,7 +364,8 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
   async function answer(body: unknown) {
     const data = await attempt(body);
     const parsed = ResponseSchema.safeParse(data);
-    const bookkeeping = BookkeepingSchema.safeParse(data);
+    // The bookkeeping is read alone only when there is no readable choice.
+    const bookkeeping = parsed.success ? parsed : BookkeepingSchema.safeParse(data);
     const usage = bookkeeping.success ? usageOf(bookkeeping.data) : null;
     // Azure OpenAI: a filtered answer has no content, or rarely the part before the filter cut it.
     if (parsed.success && parsed.data.choices[0]?.finish_reason === 'content_filter')

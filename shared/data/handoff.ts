@@ -19,6 +19,17 @@ export function activeHandoff(user: Pick<User, 'handoff'>, now: Date, hours: num
   return h.activeAt.getTime() + hours * HOUR_MS > now.getTime() ? h : null;
 }
 
+/** A user's handoff as stored, with the mark of its last take: what `restore` puts back. */
+export interface HandoffMark {
+  readonly handoff: Handoff | null;
+  readonly takenAt: Date | null;
+}
+
+const markOf = (doc: UserDoc): HandoffMark => ({
+  handoff: doc.handoff ?? null,
+  takenAt: doc.handoffTakenAt ?? null,
+});
+
 export interface WaitingChat {
   readonly user: User;
   readonly lastMessage: Message | null;
@@ -41,12 +52,7 @@ export class HandoffRepository {
     by: string,
     now: Date,
     hours: number,
-  ): Promise<{
-    user: User;
-    started: boolean;
-    previous: Handoff | null;
-    previousTakenAt: Date | null;
-  } | null> {
+  ): Promise<{ user: User; started: boolean; previous: HandoffMark } | null> {
     const cutoff = new Date(now.getTime() - hours * HOUR_MS);
     const handoff: Handoff = { since: now, by, activeAt: now };
     // Each take is marked (`handoffTakenAt`, kept after a hand back): a reply worker that prepared
@@ -61,18 +67,11 @@ export class HandoffRepository {
       return {
         user: toUser({ ...before, handoff, handoffTakenAt: now }),
         started: true,
-        previous: before.handoff ?? null,
-        previousTakenAt: before.handoffTakenAt ?? null,
+        previous: markOf(before),
       };
     if (by === HANDOFF_BY_USER) {
       const kept = await this.users.findOne({ _id: userId, ...LIVE });
-      if (kept)
-        return {
-          user: toUser(kept),
-          started: false,
-          previous: kept.handoff ?? null,
-          previousTakenAt: kept.handoffTakenAt ?? null,
-        };
+      if (kept) return { user: toUser(kept), started: false, previous: markOf(kept) };
     } else {
       const kept = await this.users.findOneAndUpdate(
         { _id: userId, ...LIVE, handoff: { $ne: null } },
@@ -84,8 +83,7 @@ export class HandoffRepository {
         return {
           user: toUser({ ...kept, handoff: owned, handoffTakenAt: now }),
           started: false,
-          previous: kept.handoff,
-          previousTakenAt: kept.handoffTakenAt ?? null,
+          previous: markOf(kept),
         };
       }
     }
@@ -100,12 +98,7 @@ export class HandoffRepository {
    * handoff and its mark go back to `previous`, only while it is still the one `take` left
    * (`taken`), so a change made since by someone else stays.
    */
-  async restore(
-    userId: string,
-    taken: Handoff,
-    previous: Handoff | null,
-    previousTakenAt: Date | null,
-  ): Promise<void> {
+  async restore(userId: string, taken: Handoff, previous: HandoffMark): Promise<void> {
     await this.users.updateOne(
       {
         _id: userId,
@@ -113,7 +106,7 @@ export class HandoffRepository {
         'handoff.by': taken.by,
         'handoff.activeAt': taken.activeAt,
       },
-      { $set: { handoff: previous, handoffTakenAt: previousTakenAt } },
+      { $set: { handoff: previous.handoff, handoffTakenAt: previous.takenAt } },
     );
   }
 

@@ -425,8 +425,7 @@ export async function sendMessage(
     } else {
       // Nothing went out: nothing is stored or counted, the conversation goes back to whoever had
       // it, and the audit entry goes last (an interrupted undo leaves it, never an unaudited change).
-      if (taken.user.handoff)
-        await data.handoff.restore(id, taken.user.handoff, taken.previous, taken.previousTakenAt);
+      if (taken.user.handoff) await data.handoff.restore(id, taken.user.handoff, taken.previous);
       await data.personal.withdrawAudit(auditId);
       throw refusal;
     }

@@ -219,8 +219,7 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
     // A part the bot does not read (`user_actions`: a click on a marketing message's link, which
     // Meta delivers on this field with no message) is still authentic data: archived, one item
     // per element of a list, each under the person it names. Plain values belong to the envelope.
-    const metadata = value['metadata'];
-    const business = isRecord(metadata) ? digitsOfNumber(metadata['display_phone_number']) : null;
+    const business = businessNumberOf(value);
     for (const [key, part] of Object.entries(value)) {
       if (key === 'metadata' || (VALUE_PARTS as readonly string[]).includes(key)) continue;
       if (part === null || typeof part !== 'object') continue;
@@ -372,6 +371,12 @@ export function digitsOfNumber(value: unknown): string | null {
 
 type JsonRecord = Record<string, unknown>;
 const isRecord = (v: unknown): v is JsonRecord => typeof v === 'object' && v !== null && !Array.isArray(v);
+/** The business's own number, from a value's metadata: never the person an item is filed under. */
+function businessNumberOf(value: JsonRecord): string | null {
+  const metadata = value['metadata'];
+  return isRecord(metadata) ? digitsOfNumber(metadata['display_phone_number']) : null;
+}
+
 /** A list of items to archive one by one (a list of objects). */
 const isList = (v: unknown): v is unknown[] => Array.isArray(v) && v.some(isRecord);
 
@@ -384,8 +389,7 @@ const isList = (v: unknown): v is unknown[] => Array.isArray(v) && v.some(isReco
  */
 function otherFieldItems(field: string, value: unknown): { payload: unknown; identifier: string | null }[] {
   if (!isRecord(value)) return [{ payload: { field, value }, identifier: null }];
-  const metadata = value['metadata'];
-  const business = isRecord(metadata) ? digitsOfNumber(metadata['display_phone_number']) : null;
+  const business = businessNumberOf(value);
   const rest: JsonRecord = {};
   // Each list, with how an element of it is put back in the value's shape.
   const lists: [unknown[], (element: unknown) => JsonRecord][] = [];
@@ -707,6 +711,7 @@ export function splitByPerson(payload: unknown, now: Date): NotificationPiece[] 
       if (number && bsuid) numberOf.set(bsuid, number);
     }
     const only = contacts.length === 1 ? firstIdentifier(contacts[0]) : null;
+    const business = businessNumberOf(value);
     const personOf = (key: string, element: unknown): string | null => {
       let found: string | null;
       if (key === 'messages' && isRecord(element)) {
@@ -718,11 +723,7 @@ export function splitByPerson(payload: unknown, now: Date): NotificationPiece[] 
           systemIdentifier(element) ??
           only;
       } else if (VALUE_PARTS.includes(key as (typeof VALUE_PARTS)[number])) found = firstIdentifier(element);
-      else
-        found = personIn(
-          element,
-          digitsOfNumber(isRecord(head['metadata']) ? head['metadata']['display_phone_number'] : null),
-        );
+      else found = personIn(element, business);
       return found ? (numberOf.get(found) ?? found) : null;
     };
     for (const [key, part] of Object.entries(value)) {
