@@ -33,11 +33,21 @@
 //    documents in one command waited forever (a restore over its own data hung and wedged the
 //    database). test/integration/unordered-bulk.test.ts checks MongoDB's results on whichever
 //    server the suite runs; test/integration/scripts-restore.test.ts restores a file twice.
+//
+// 4. The commands that change documents (`update`, `findAndModify`, `delete`) run one at a time,
+//    whichever connection sends them. FerretDB applies each as a read, a change and a write
+//    without isolation: two clients' conditional updates of one document both "won" (two app
+//    instances on one database both took a user's reply lock and answered a message twice, 11
+//    of 30), and two `$inc`s lost one. MongoDB and Cosmos DB isolate each single-document write,
+//    which the app relies on for exactly-once; the data module's adapter serialises them only
+//    within its own process (shared/data/adapter.ts), and two hosts, the two threads of
+//    `npm run dev`, or a script beside it are several. Reads still run at once.
+//    test/integration/two-hosts.test.ts runs one job on two instances at once.
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 
 /** Part of the binary's cache path: a new value rebuilds FerretDB once on every machine. */
-export const FERRETDB_PATCH_LEVEL = 'pushdown-1-update-1';
+export const FERRETDB_PATCH_LEVEL = 'pushdown-1-update-1-writes-1';
 
 export interface FerretDbEdit {
   readonly file: string;
@@ -91,6 +101,20 @@ ${UPDATE_RESULT}
 	}
 `;
 
+/** Fix 4: the lock the commands that change documents take first. */
+const WRITE_LOCK_GO = `// Added by whatsapp-cosmos-bot's FerretDB build (scripts/lib/ferretdb-patches.ts).
+
+package handler
+
+import "sync"
+
+// writes runs update, findAndModify and delete one at a time, whichever connection sends them:
+// each is a read, a change and a write, which the SQLite backend does not isolate.
+var writes sync.Mutex
+`;
+
+const ONE_WRITE_AT_A_TIME = `\twrites.Lock()\n\tdefer writes.Unlock()\n\n`;
+
 /** The exact text each fix replaces (a stand-in source in the tests is made of these). */
 export const FERRETDB_EDITS: readonly FerretDbEdit[] = [
   {
@@ -124,6 +148,11 @@ export const FERRETDB_EDITS: readonly FerretDbEdit[] = [
     find: UPDATE_AT_ONCE,
     replace: UPDATE_EACH,
   },
+  ...(['Update', 'Delete', 'FindAndModify'] as const).map((name): FerretDbEdit => ({
+    file: `internal/handler/msg_${name.toLowerCase()}.go`,
+    find: `func (h *Handler) Msg${name}(connCtx context.Context, msg *wire.OpMsg) (*wire.OpMsg, error) {\n`,
+    replace: `func (h *Handler) Msg${name}(connCtx context.Context, msg *wire.OpMsg) (*wire.OpMsg, error) {\n${ONE_WRITE_AT_A_TIME}`,
+  })),
 ];
 
 /** The pre-filter: `_id` and plain top-level string equalities, ANDed. */
@@ -284,6 +313,7 @@ const FERRETDB_NEW_FILES: Readonly<Record<string, string>> = {
   'internal/backends/sqlite/where_clause.go': WHERE_CLAUSE_GO,
   'internal/handler/update_each.go': UPDATE_EACH_GO,
   'internal/handler/handlererrors/write_each.go': WRITE_ERRORS_EACH_GO,
+  'internal/handler/write_lock.go': WRITE_LOCK_GO,
 };
 
 /** Applies the fixes to a writable copy of FerretDB's source; fails if the source is not the expected one. */

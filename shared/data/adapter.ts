@@ -8,8 +8,10 @@
 // document (`_id`, or each of an `_id: {$in}` list) one after another in this process; writes to
 // different documents still run at once.
 // MongoDB and Cosmos DB apply each single-document write atomically, so there it does nothing.
-// Several processes sharing one FerretDB (a script while `npm run dev` runs) are not serialised
-// against each other: `npm run health -- --repair` rebuilds what could drift.
+// Several processes sharing one FerretDB (two app hosts, the two threads of `npm run dev`, a script
+// beside it) are serialised by the project's FerretDB build (scripts/lib/ferretdb-patches.ts, fix
+// 4), which runs the commands that change documents one at a time; another FerretDB v1 (through
+// MONGODB_URI) leaves them apart: `npm run health -- --repair` rebuilds what could drift.
 //
 // FerretDB v1 also refuses a projection (`fields`) on findAndModify: there the whole document is
 // returned instead, which changes nothing for the caller but the bytes on the wire.
