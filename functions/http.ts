@@ -15,6 +15,10 @@ export const SECURITY_HEADERS = {
   // token. Browsers ignore it over plain HTTP (the local host). No includeSubDomains: a custom
   // domain's subdomains are not ours to decide.
   'Strict-Transport-Security': 'max-age=31536000',
+  // An answer opened as a page (a JSON body, an echoed challenge) loads and runs nothing, and no
+  // other site may frame it; the dashboard's own files replace the policy with the page's.
+  'Content-Security-Policy': "default-src 'none'; frame-ancestors 'none'",
+  'X-Frame-Options': 'DENY',
 } as const;
 
 /**

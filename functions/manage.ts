@@ -131,10 +131,9 @@ function pathHandler(
 }
 
 const assetHeaders = (contentType: string) => ({
+  ...SECURITY_HEADERS,
   'Content-Type': contentType,
   'Content-Security-Policy': DASHBOARD_CSP,
-  'X-Frame-Options': 'DENY',
-  ...SECURITY_HEADERS,
 });
 
 function asset(body: string, contentType: string): ManageHandler {

@@ -11,17 +11,18 @@ import { AppError, ErrorCode } from '../shared/errors';
 import { sameSecret } from '../shared/secrets';
 import { verifySignature } from '../shared/whatsapp/signature';
 import type { HttpDefinition } from './definition-types';
-import { errorResponse, loggerOf, requireDeclaredLength } from './http';
+import { errorResponse, loggerOf, requireDeclaredLength, SECURITY_HEADERS } from './http';
 import { inboundQueueOutput, replyQueueOutput } from './queues';
 
 export const MAX_BODY_BYTES = 3 * 1024 * 1024;
 
 export { inboundQueueOutput, replyQueueOutput };
 
+// The verification echoes what the caller wrote: text, never sniffed, loading and running nothing.
 const text = (status: number, body = ''): HttpResponseInit => ({
   status,
   body,
-  headers: { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' },
+  headers: { ...SECURITY_HEADERS, 'Content-Type': 'text/plain; charset=utf-8' },
 });
 
 /**

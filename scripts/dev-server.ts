@@ -7,6 +7,7 @@ import { HttpResponse } from '@azure/functions';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { FunctionDefinition, HttpDefinition } from '../functions/definition-types';
+import { SECURITY_HEADERS } from '../functions/http';
 import { scrub } from '../shared/log';
 import { startAzurite, type Azurite } from './lib/azurite';
 import { hostRequest } from './lib/host-request';
@@ -67,6 +68,9 @@ export interface DevServer {
 
 const MAX_BODY = 16 * 1024 * 1024;
 
+/** The headers of the local host's own error answers: the app's, as on the app's own answers. */
+const ERROR_HEADERS = { ...SECURITY_HEADERS, 'Content-Type': 'application/json' } as const;
+
 interface CompiledRoute {
   definition: HttpDefinition;
   pattern: RegExp;
@@ -117,7 +121,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
       .then((host) => handle(host, req, res))
       .catch((error: unknown) => {
         log('error', 'host', `request failed: ${error instanceof Error ? error.name : 'error'}`);
-        if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'application/json' });
+        if (!res.headersSent) res.writeHead(500, ERROR_HEADERS);
         res.end(JSON.stringify({ error: { code: 'INTERNAL', message: 'internal error' } }));
       });
   });
@@ -201,7 +205,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
       // A Host header that is no host name (`a b`) is the client's mistake, as Azure's front end
       // answers it: 400, never a 500.
       res
-        .writeHead(400, { 'Content-Type': 'application/json', 'X-Content-Type-Options': 'nosniff' })
+        .writeHead(400, ERROR_HEADERS)
         .end(JSON.stringify({ error: { code: 'INVALID_INPUT', message: 'invalid Host header' } }));
       return;
     }
@@ -214,8 +218,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
       // A 405 names the methods the path has (RFC 9110 requires Allow on it).
       const allowed = [...new Set(matches.flatMap((m) => m.route.definition.methods))];
       res.writeHead(matches.length ? 405 : 404, {
-        'Content-Type': 'application/json',
-        'X-Content-Type-Options': 'nosniff',
+        ...ERROR_HEADERS,
         ...(matches.length ? { Allow: allowed.join(', ') } : {}),
       });
       const error = matches.length
@@ -232,8 +235,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     const tooLarge = () => {
       res.once('finish', () => req.destroy());
       res.writeHead(413, {
-        'Content-Type': 'application/json',
-        'X-Content-Type-Options': 'nosniff',
+        ...ERROR_HEADERS,
         Connection: 'close',
       });
       res.end(JSON.stringify({ error: { code: 'PAYLOAD_TOO_LARGE', message: 'body too large' } }));
@@ -256,7 +258,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
       );
     } catch {
       // A malformed percent-encoding (`%E0%A4%A`) is the client's mistake, never a 500.
-      res.writeHead(400, { 'Content-Type': 'application/json', 'X-Content-Type-Options': 'nosniff' }).end(
+      res.writeHead(400, ERROR_HEADERS).end(
         JSON.stringify({
           error: { code: 'INVALID_INPUT', message: 'invalid percent-encoding in the path' },
         }),

@@ -53,6 +53,10 @@ describe('the local host', () => {
       expect(r.status, method).toBe(405);
       expect(r.headers.get('allow')).toBe('GET, DELETE');
       expect(r.headers.get('x-content-type-options')).toBe('nosniff');
+      // The local host's own answers carry the app's headers, as the app's answers on the path do.
+      expect(r.headers.get('cache-control')).toBe('no-store');
+      expect(r.headers.get('content-security-policy')).toBe("default-src 'none'; frame-ancestors 'none'");
+      expect(r.headers.get('x-frame-options')).toBe('DENY');
     }
     // The route exists: the message says the method is the problem, not that there is no route.
     const put = await fetch(`${server.url}/api/manage/users/u_1`, { method: 'PUT' });
@@ -67,6 +71,10 @@ describe('the local host', () => {
     const missing = await fetch(`${server.url}/api/manage/nothing`);
     expect(missing.status).toBe(404);
     expect(missing.headers.get('allow')).toBeNull();
+    expect(missing.headers.get('x-frame-options')).toBe('DENY');
+    const badEncoding = await fetch(`${server.url}/api/manage/users/%E0%A4%A`);
+    expect(badEncoding.status).toBe(400);
+    expect(badEncoding.headers.get('cache-control')).toBe('no-store');
     expect((await fetch(`${server.url}/api/manage/users/u_1`)).status).toBe(200);
   });
 });

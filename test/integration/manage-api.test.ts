@@ -999,6 +999,29 @@ describe('response headers', () => {
       expect(answer.headers['cache-control']).toBe('no-store');
     }
   });
+
+  it('lets no other site frame any answer, and lets an API answer opened as a page load nothing', async () => {
+    // An answer of the API opened in a tab or a frame (a user's name, a message) must neither be
+    // framed by another site (clickjacking) nor load or run anything, whatever text it holds.
+    const api = [
+      await call(f.handlers.stats, { path: 'manage/stats' }),
+      await call(f.handlers.stats, { token: null, path: 'manage/stats' }),
+      await call(f.handlers.user, { path: 'manage/users/x', params: { id: bob.userId } }),
+      await call(f.handlers.user, { path: 'manage/users/x', params: { id: 'nobody' } }),
+      await call(f.handlers.userExport, { params: { id: bob.userId } }),
+      await call(f.handlers.script, { token: null, path: 'manage/js/none.js', params: { name: 'none.js' } }),
+    ];
+    for (const answer of api) {
+      expect(answer.headers['content-security-policy']).toBe("default-src 'none'; frame-ancestors 'none'");
+      expect(answer.headers['x-frame-options']).toBe('DENY');
+      expect(answer.headers['referrer-policy']).toBe('no-referrer');
+    }
+    // The dashboard's own files keep the page's policy (its modules and style from 'self').
+    const page = await call(f.handlers.dashboard, { token: null, path: 'manage' });
+    expect(page.headers['content-security-policy']).toContain("script-src 'self'");
+    expect(page.headers['content-security-policy']).toContain("frame-ancestors 'none'");
+    expect(page.headers['x-frame-options']).toBe('DENY');
+  });
 });
 
 describe('openapi', () => {

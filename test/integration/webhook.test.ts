@@ -755,6 +755,25 @@ describe('POST /api/webhook', () => {
       'nosniff',
     );
   });
+
+  it('echoes a challenge as inert text: no page of it can load, run or be framed, nor be kept', async () => {
+    // The challenge is whatever the caller writes: HTML opened from a link must stay text.
+    for (const token of [VERIFY_TOKEN, 'wrong']) {
+      const query = new URLSearchParams({
+        'hub.mode': 'subscribe',
+        'hub.verify_token': token,
+        'hub.challenge': '<script>x()</script>',
+      });
+      const request = new HttpRequest({ method: 'GET', url: `http://localhost/api/webhook?${query}` });
+      const response = await verifyWebhook(runtimeOf(app.services))(request, app.context());
+      const headers = new Headers(response.headers);
+      expect(response.status).toBe(token === VERIFY_TOKEN ? 200 : 403);
+      expect(headers.get('content-type')).toBe('text/plain; charset=utf-8');
+      expect(headers.get('content-security-policy')).toBe("default-src 'none'; frame-ancestors 'none'");
+      expect(headers.get('x-frame-options')).toBe('DENY');
+      expect(headers.get('cache-control')).toBe('no-store');
+    }
+  });
 });
 
 describe('logs', () => {
