@@ -56,7 +56,29 @@ export function pseudonym(value: string | null | undefined): string {
   return 'p_' + createHmac('sha256', pseudonymKey).update(value).digest('hex').slice(0, 12);
 }
 
-/** The message of an error with anything that looks like a phone number or bearer token removed. */
+/**
+ * The message of an error with anything that looks like a phone number or bearer token removed, and
+ * each wamid (which holds the sender's number) replaced by its pseudonym.
+ */
 export function scrub(text: string): string {
-  return text.replace(/Bearer\s+[A-Za-z0-9._~+/=-]+/gi, 'Bearer ***').replace(/\+?\d[\d\s-]{6,}\d/g, '***');
+  // One pass, so that neither the digits inside a wamid nor those of a pseudonym are taken for a number.
+  return text.replace(SCRUBBED, (found) =>
+    /^wamid\./i.test(found) ? pseudonym(found) : /^Bearer/i.test(found) ? 'Bearer ***' : '***',
+  );
+}
+const SCRUBBED = new RegExp(`${WAMID.source}|Bearer\\s+[A-Za-z0-9._~+/=-]+|\\+?\\d[\\d\\s-]{6,}\\d`, 'gi');
+
+/**
+ * What a function throws to the Functions host, which logs an unhandled error's message and stack
+ * as they are: the same error (name, and `code` when it has one) with both scrubbed. A database's
+ * error can quote the key it refused, a message id or a number among them.
+ */
+export function safeError(error: unknown): Error {
+  const original = error instanceof Error ? error : new Error(String(error));
+  const safe = new Error(scrub(original.message));
+  safe.name = original.name;
+  if (original.stack !== undefined) safe.stack = scrub(original.stack);
+  const code = (original as { code?: unknown }).code;
+  if (typeof code === 'string' || typeof code === 'number') Object.assign(safe, { code });
+  return safe;
 }
