@@ -364,7 +364,7 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
         return notified ? null : { text: RATE_LIMIT_NOTICE, role: 'notice', ai: null, failure: null };
       }
       const messages = await context(user, message, recent, recentIsPartial);
-      await preparing();
+      if (!(await preparing())) return null;
       const started = Date.now();
       try {
         // One call and one retry at most, whatever fails: see `retryWith`.

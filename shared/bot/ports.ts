@@ -31,8 +31,12 @@ export interface AiResponder {
     recent: readonly Message[];
     /** True when `recent` may not hold everything the AI needs (older messages exist). */
     recentIsPartial: boolean;
-    /** Called once right before the model is asked (never when the rate limit answers instead). */
-    preparing: () => Promise<void>;
+    /**
+     * Called once right before the model is asked (never when the rate limit answers instead);
+     * false: the answer cannot go out (Graph refused the access token), so the model is not asked
+     * and `respond` answers null.
+     */
+    preparing: () => Promise<boolean>;
     log: Logger;
   }): Promise<ReplyContent | null>;
 }

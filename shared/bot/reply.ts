@@ -30,7 +30,7 @@ import { decideAndApply } from './decide';
 import type { ReplyJob } from './jobs';
 import type { ReplyContent, ReplyPorts } from './ports';
 import { splitMessage } from './split';
-import { WELCOME_TEXT } from './texts';
+import { NOT_ASKED, WELCOME_TEXT } from './texts';
 
 /** How long a welcome whose job failed every attempt waits before the sweeper re-queues it. */
 export const WELCOME_POISON_PAUSE_MS = 10 * 60_000;
@@ -355,7 +355,7 @@ async function replyTo(
       waiting,
       planned,
       answeredBy.length,
-      { read: false, unsentAi: null, failure: null },
+      { read: false, unsentAi: null, failure: null, refused: null },
       found,
       recorded,
       log,
@@ -410,25 +410,40 @@ async function replyTo(
     return decided.user;
   }
   // Marked read once: with the typing indicator right before the model is asked, else plainly
-  // (a user over the AI rate limit sees no "typing…" followed by silence).
+  // (a user over the AI rate limit sees no "typing…" followed by silence). Graph refusing the
+  // access token for it refuses the answer too: the model is not asked (it would be paid for an
+  // answer that cannot go out), and the answer is recorded failed as a refused send is.
   let read: boolean | null = null;
   let reply: ReplyContent | null = null;
   let asked = false;
+  // Set when Graph refused the access token for the read receipt (not logged yet).
+  const receipt: { refused: GraphError | null } = { refused: null };
+  const markedRead = async (typing: boolean) => {
+    const marked = await markRead(ports, message, typing, log);
+    if (marked instanceof GraphError) receipt.refused = marked;
+    return marked === true;
+  };
   let current = decided.user;
   if (decided.decision.kind === 'fixed') reply = decided.decision.reply;
-  else if (decided.decision.kind === 'ai' && ports.ai)
+  else if (decided.decision.kind === 'ai' && ports.ai) {
+    let notAsked = false;
     reply = await ports.ai.respond({
       user: decided.user,
       message,
       recent: found.recent,
       recentIsPartial: found.partial,
       preparing: async () => {
-        asked = true;
-        read = await markRead(ports, message, true, log);
+        read = await markedRead(true);
+        notAsked = receipt.refused !== null;
+        asked = !notAsked;
+        return asked;
       },
       log,
     });
-  read ??= await markRead(ports, message, false, log);
+    // What would have gone out is recorded failed (`answer`), said as such.
+    if (notAsked) reply = { text: NOT_ASKED, role: 'conversation', ai: null, failure: null };
+  }
+  read ??= await markedRead(false);
   // The bot never talks over an operator. Since the lock read the user, an operator may have taken
   // the conversation (or written, which takes it) while the model answered or the read receipt
   // went out, or the user's erase began: the user is read again just before the answer goes out,
@@ -457,6 +472,14 @@ async function replyTo(
     }
     if (fresh) current = fresh;
   }
+  const refused = receipt.refused;
+  // Nothing to answer (the AI's rate limit stays silent, an operator took the conversation): the
+  // refusal is logged as such; else it is the answer's (`answer`).
+  if (refused && !reply)
+    sendFailed(log, refused, 'read receipt failed', {
+      id: message.id,
+      code: refused.graphCode ?? refused.status,
+    });
 
   const texts = reply ? splitMessage(reply.text) : [];
   const plan = {
@@ -472,7 +495,7 @@ async function replyTo(
     message,
     plan,
     0,
-    { read, unsentAi, failure: reply?.failure ?? null },
+    { read, unsentAi, failure: reply?.failure ?? null, refused: reply ? refused : null },
     found,
     recorded,
     log,
@@ -493,7 +516,13 @@ async function answer(
   message: Message,
   plan: { parts: readonly string[]; role: ReplyContent['role']; ai: ReplyContent['ai'] },
   from: number,
-  settle: { read: boolean; unsentAi: ReplyContent['ai']; failure: MessageError | null },
+  settle: {
+    read: boolean;
+    unsentAi: ReplyContent['ai'];
+    failure: MessageError | null;
+    /** Graph refused the access token for the read receipt: no part is sent, the first recorded failed. */
+    refused: GraphError | null;
+  },
   found: Look,
   recorded: OutboundRecord[],
   log: Logger,
@@ -523,6 +552,8 @@ async function answer(
     // too would deliver a part twice.
     stillOurs();
     try {
+      // The same refusal as a send would meet: recorded as one.
+      if (settle.refused) throw settle.refused;
       sent = await sendPart(ports, phoneNumberId, recipientOf(user), text, pairRetry, (waitMs, why) => {
         log.info(why.pairRateLimited ? 'reply waits: pair rate limit' : 'reply waits: Graph failed for now', {
           id: message.id,
@@ -774,14 +805,24 @@ function sendFailed(log: Logger, error: GraphError, what: string, fields: LogFie
   else log.warn(what, fields);
 }
 
-/** Read receipt (and typing indicator before an AI answer); a failure here never blocks the answer. */
-async function markRead(ports: ReplyPorts, message: Message, typing: boolean, log: Logger): Promise<boolean> {
+/**
+ * Read receipt (and typing indicator before an AI answer); a failure here never blocks the answer,
+ * but for Graph refusing the access token, which refuses the answer too: that error is returned,
+ * not logged (the caller records and logs it once).
+ */
+async function markRead(
+  ports: ReplyPorts,
+  message: Message,
+  typing: boolean,
+  log: Logger,
+): Promise<boolean | GraphError> {
   if (ports.graph.dryRun || !message.phoneNumberId) return false;
   try {
     await ports.graph.markRead(message.phoneNumberId, message.id, typing);
     return true;
   } catch (error) {
     if (!(error instanceof GraphError)) throw error;
+    if (error.tokenRefused) return error;
     sendFailed(log, error, 'read receipt failed', { id: message.id, code: error.graphCode ?? error.status });
     return false;
   }

@@ -34,3 +34,9 @@ export const AI_APOLOGY = "Sorry, I couldn't answer that just now. Please try ag
 
 export const RATE_LIMIT_NOTICE =
   "You're sending messages faster than I can answer. Please wait a minute and try again.";
+
+/**
+ * What an AI answer keeps that was never asked for: Graph refused the access token for the read
+ * receipt sent right before, so no answer could go out (recorded `failed`, never sent).
+ */
+export const NOT_ASKED = '[no AI answer: WhatsApp refused the access token, so the model was not asked]';

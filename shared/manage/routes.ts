@@ -231,7 +231,8 @@ export const MANAGE_ROUTES: readonly ManageRoute[] = [
       422: 'IDEMPOTENCY_KEY_REUSED: the Idempotency-Key was given with another body or by another token (another id, even of the same name)',
       502:
         'WhatsApp did not accept the message (stored as failed); for its pair rate limit (code 131056) ' +
-        'the message says to try again in a few seconds',
+        "the message says to try again in a few seconds. The message ends with Graph's code and title " +
+        '(`Graph: code 131026, "Message undeliverable".`), as the failed message keeps them',
     },
     run: (ctx, { id, body, headers }, caller) =>
       manage.sendMessage(ctx, caller, id, body, headers['idempotency-key']),

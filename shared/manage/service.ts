@@ -2,6 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import type { z } from 'zod';
 import { AppError, ErrorCode } from '../errors';
+import { scrub } from '../log';
 import {
   activeHandoff,
   type ArchivedEvent,
@@ -14,7 +15,13 @@ import {
   type User,
   userQueryTerms,
 } from '../data';
-import { GraphError, PAIR_RATE_LIMIT, type GraphClient, type SendResult } from '../whatsapp/graph';
+import {
+  ACCESS_TOKEN_REFUSED,
+  GraphError,
+  PAIR_RATE_LIMIT,
+  type GraphClient,
+  type SendResult,
+} from '../whatsapp/graph';
 import { OutboundLimitError, windowOpen } from '../whatsapp/outbound';
 import type { CursorCodec } from './cursor';
 import type { Caller } from './auth';
@@ -448,7 +455,7 @@ export async function sendMessage(
   });
   // Erased by another operator meanwhile: the message went with the user.
   if (recorded.outcome === 'erased') throw notFound();
-  if (failure) throw sendFailed(failure.pairRateLimited, failure);
+  if (failure) throw sendFailed(graphFailure(failure), failure);
   const stored = await data.messages.getMessage(recorded.id);
   if (!stored) {
     // An erase that began once it was stored took it with the user: 404, as for one erased first.
@@ -458,22 +465,43 @@ export async function sendMessage(
   return messageJson(stored);
 }
 
+/** The most of Graph's own words an operator is told (its code always). */
+const GRAPH_WORDS_MAX = 120;
+
+/**
+ * What Graph answered, as an operator is told it: its code and its short title (or what went
+ * wrong when it gave no answer), on one line, bounded, without anything that looks like a phone
+ * number or a token (Graph's words may echo what was sent).
+ */
+function graphSaid(failure: MessageError): string {
+  const words = scrub(failure.title)
+    .replace(/[A-Za-z0-9_-]{32,}/g, '***')
+    .replace(/\s+/g, ' ')
+    .trim();
+  const bounded = words.length > GRAPH_WORDS_MAX ? `${words.slice(0, GRAPH_WORDS_MAX - 1)}…` : words;
+  if (failure.code === null) return bounded ? ` Graph: ${bounded}.` : '';
+  return ` Graph: code ${failure.code}${bounded ? `, "${bounded}"` : ''}.`;
+}
+
 /**
  * Said to the operator: a send Graph did not answer may still reach the user. Meta's pair rate
  * limit (131056) is said as such: nothing went out, and the same send goes through a few seconds
- * later (an operator's request does not wait for it, as the reply worker does).
+ * later (an operator's request does not wait for it, as the reply worker does); so is a refused
+ * access token. Each ends with Graph's code and title, as the failed message keeps them (`failure`:
+ * a send repeated with its Idempotency-Key is answered in the same words, read from it).
  */
-const sendFailed = (pairRateLimited: boolean, cause?: GraphError): AppError =>
+const sendFailed = (failure: MessageError | null, cause?: GraphError): AppError =>
   new AppError(
     ErrorCode.UPSTREAM_FAILED,
-    pairRateLimited
+    (failure?.code === PAIR_RATE_LIMIT
       ? "WhatsApp's pair rate limit: too many messages to this user in a short time. Nothing went out " +
-          '(stored as failed): try again in a few seconds, as a new send (a new Idempotency-Key: ' +
-          'the same key answers this again)'
-      : cause?.tokenRefused
+        '(stored as failed): try again in a few seconds, as a new send (a new Idempotency-Key: ' +
+        'the same key answers this again).'
+      : (cause?.tokenRefused ?? (failure?.code === ACCESS_TOKEN_REFUSED || failure?.code === 401))
         ? "WhatsApp refused the app's access token (WHATSAPP_ACCESS_TOKEN expired, revoked or wrong: a " +
-          'configuration problem; every send fails until it is replaced). Nothing went out: it is stored as failed'
-        : 'WhatsApp did not accept the message, or did not answer (it may then still arrive): it is stored as failed',
+          'configuration problem; every send fails until it is replaced). Nothing went out: it is stored as failed.'
+        : 'WhatsApp did not accept the message, or did not answer (it may then still arrive): it is stored as failed.') +
+      (failure ? graphSaid(failure) : ''),
     { cause, exposed: true },
   );
 
@@ -514,7 +542,6 @@ async function replaySend(
   // answered, in its words (the pair rate limit's, read from the Graph code stored with it). One
   // Graph accepted (201) that a delivery status reported failed since is answered as the first
   // was: 201, with the message as it is now.
-  if (same.status === 'failed' && same.waMessageId === null)
-    throw sendFailed(same.error?.code === PAIR_RATE_LIMIT);
+  if (same.status === 'failed' && same.waMessageId === null) throw sendFailed(same.error);
   return messageJson(same);
 }

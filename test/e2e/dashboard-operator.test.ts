@@ -538,20 +538,24 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     await page.click('#nav button[data-view="inbox"]');
     await expect.poll(shown).toBeNull();
 
-    // The API's own 502 for a message Graph refused says "internal error": say what happened.
+    // The API's own 502 for a message Graph refused says what happened, with Graph's code: shown
+    // as the API says it (an undeliverable message told from a policy block).
     await openUser(jorgId);
+    const refused =
+      'WhatsApp did not accept the message, or did not answer (it may then still arrive): it is stored as failed. ' +
+      'Graph: code 368, "Temporarily blocked for policies violations".';
     await page.route('**/api/manage/users/*/messages', (route) =>
       route.request().method() === 'POST'
         ? route.fulfill({
             status: 502,
             contentType: 'application/json',
-            body: JSON.stringify({ error: { code: 'UPSTREAM_FAILED', message: 'internal error' } }),
+            body: JSON.stringify({ error: { code: 'UPSTREAM_FAILED', message: refused } }),
           })
         : route.fallback(),
     );
     await page.fill('#reply-text', 'Are you there?');
     await page.click('#reply-send');
-    await expect.poll(shown).toContain('WhatsApp did not accept the message');
+    await expect.poll(shown).toBe(refused);
     await page.unroute('**/api/manage/users/*/messages');
 
     // The searches cannot be given more than the API takes (100 and 200 characters).

@@ -10,7 +10,7 @@ import { createDataStore, type DataStore, type Message } from '../../shared/data
 import { buildServices, type Services } from '../../shared/deps';
 import { ingestNotification } from '../../shared/bot/ingest';
 import { processReplyJob } from '../../shared/bot/reply';
-import { AI_APOLOGY, RATE_LIMIT_NOTICE, RESET_ANSWER } from '../../shared/bot/texts';
+import { AI_APOLOGY, HELP_TEXT, NOT_ASKED, RATE_LIMIT_NOTICE, RESET_ANSWER } from '../../shared/bot/texts';
 import { AI_CONTEXT_MAX_CHARS } from '../../shared/bot/ai-responder';
 import { capturedLog } from '../helpers/logs';
 import { testDatabase, type TestDatabase } from '../helpers/db';
@@ -725,6 +725,68 @@ describe('AI answers', () => {
     ai.respond = () => ({ status: 503, body: { error: { message: 'down' } } });
     await (await new Chat('155500003103').init()).say('hello');
     expect(errorLines).toEqual([]);
+  });
+
+  // Meta answers an expired or revoked token with HTTP 401 and code 190, the read receipt sent right
+  // before the model is asked included: the answer could never go out, so the model is not paid for.
+  it('asks no model when Graph refuses the access token for the read receipt: the answer is recorded failed with the code, logged once', async () => {
+    const answering = graph.respond;
+    graph.respond = () => ({
+      status: 401,
+      body: {
+        error: {
+          code: 190,
+          error_subcode: 463,
+          type: 'OAuthException',
+          message: 'Error validating access token: Session has expired on Friday, 27-Nov-26.',
+        },
+      },
+    });
+    try {
+      const before = await data.stats.totals();
+      const chat = await new Chat('155500003201').init();
+      for (const [text, answer] of [
+        ['hello', NOT_ASKED],
+        ['help', HELP_TEXT],
+      ] as const) {
+        graph.requests = [];
+        errorLines.length = 0;
+        const id = await chat.say(text);
+        // The read receipt only (one request refused is enough to know): no send, no retry.
+        expect(graph.requests.map((r) => r.body['status'])).toEqual(['read']);
+        expect(await data.messages.getMessage(id)).toMatchObject({
+          replyState: 'failed',
+          error: { code: 190 },
+        });
+        // Stored as a refused send is: one failed answer keeping Graph's code, counted as failed.
+        const out = await outboundFor(id);
+        expect(out).toHaveLength(1);
+        expect(out[0]).toMatchObject({
+          text: answer,
+          status: 'failed',
+          waMessageId: null,
+          error: { code: 190 },
+          ai: null,
+        });
+        expect(errorLines).toHaveLength(1);
+        expect(errorLines[0]).toMatch(/WHATSAPP_ACCESS_TOKEN.*configuration problem/);
+      }
+      expect(ai.requests).toHaveLength(0);
+      const after = await data.stats.totals();
+      expect(after.failed - before.failed).toBe(2);
+      expect(after.aiRequests - before.aiRequests).toBe(0);
+
+      // Any other refusal of the read receipt (here an outage) still lets the answer go.
+      graph.respond = (req, index) =>
+        req.body['status'] === 'read'
+          ? { status: 503, body: { error: { code: 1, message: 'An unknown error occurred' } } }
+          : answering(req, index);
+      const id = await chat.say('again');
+      expect(ai.requests).toHaveLength(1);
+      expect((await outboundFor(id)).map((m) => m.status)).toEqual(['sent']);
+    } finally {
+      graph.respond = answering;
+    }
   });
 
   it('reads an answer whose content is a list of parts: the text parts, not the reasoning', async () => {

@@ -698,16 +698,45 @@ describe('operator messages', () => {
     });
     const failed = await api('userMessages', id, 'POST', { text: 'will fail' });
     expect(failed.status).toBe(502);
-    // The operator is told what happened, not "internal error".
+    // The operator is told what happened, not "internal error", with Graph's code and title: an
+    // undeliverable message (131026) is told from a policy block (368) without the logs.
     expect(failed.body).toEqual({
       error: {
         code: 'UPSTREAM_FAILED',
         message:
-          'WhatsApp did not accept the message, or did not answer (it may then still arrive): it is stored as failed',
+          'WhatsApp did not accept the message, or did not answer (it may then still arrive): it is stored as failed. ' +
+          'Graph: code 131026, "Message undeliverable".',
       },
     });
     const stored = (await messagesOf(id))[0];
     expect(stored).toMatchObject({ text: 'will fail', status: 'failed', role: 'operator' });
+    // The stored message keeps the same code and title.
+    expect((await app.services.data.messages.getMessage(stored!.id))?.error).toEqual({
+      code: 131026,
+      title: 'Message undeliverable',
+    });
+
+    // Graph's own words are bounded, on one line, and keep no number or token they may echo.
+    app.graph.sendResponses.push({
+      status: 400,
+      body: {
+        error: {
+          code: 368,
+          error_user_title:
+            'Temporarily blocked for policies violations:\n to +49 151 2345 6789 with EAAGm0PX4ZCpsBAKZAZBcdefghijklmnopqrstuvw ' +
+            'lorem '.repeat(60),
+        },
+      },
+    });
+    const blocked = parseBody(
+      ErrorSchema,
+      (await api('userMessages', id, 'POST', { text: 'blocked' })).body,
+    ).error;
+    expect(blocked.message).toMatch(
+      /stored as failed\. Graph: code 368, "Temporarily blocked for policies violations: to \*\*\* with \*\*\* [lorem ]+…"\.$/,
+    );
+    expect(blocked.message).not.toMatch(/151|EAAG/);
+    expect(blocked.message.length).toBeLessThan(400);
 
     // An expired token (401, code 190) is said to be the deployment's configuration, not the message.
     app.graph.sendResponses.push({
@@ -718,7 +747,9 @@ describe('operator messages', () => {
     expect(token.status).toBe(502);
     const said = parseBody(ErrorSchema, token.body).error;
     expect(said.code).toBe('UPSTREAM_FAILED');
-    expect(said.message).toMatch(/access token \(WHATSAPP_ACCESS_TOKEN expired.*Nothing went out/);
+    expect(said.message).toMatch(
+      /access token \(WHATSAPP_ACCESS_TOKEN expired.*Nothing went out.*Graph: code 190, "Error validating access token"\.$/,
+    );
     expect((await messagesOf(id))[0]).toMatchObject({ text: 'no token', status: 'failed' });
 
     app.graph.sendResponses.push({
@@ -1009,10 +1040,16 @@ describe('operator sends with an Idempotency-Key', () => {
       status: 400,
       body: { error: { code: 131026, message: 'Message undeliverable' } },
     });
-    expect((await send(id, { text: 'will fail' }, 'k-failed')).status).toBe(502);
+    const first = await send(id, { text: 'will fail' }, 'k-failed');
+    expect(first.status).toBe(502);
     const again = await send(id, { text: 'will fail' }, 'k-failed');
     expect(again.status).toBe(502);
     expect(errorCode(again)).toBe('UPSTREAM_FAILED');
+    // In the same words, Graph's code included.
+    expect(parseBody(ErrorSchema, again.body).error.message).toBe(
+      parseBody(ErrorSchema, first.body).error.message,
+    );
+    expect(parseBody(ErrorSchema, again.body).error.message).toMatch(/code 131026/);
     expect(app.graph.sends()).toHaveLength(1);
 
     app.graph.sendResponses.push({

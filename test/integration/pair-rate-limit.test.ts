@@ -219,6 +219,7 @@ describe("an operator's send under the pair rate limit", () => {
     expect(error.message).toMatch(/try again in a few seconds/);
     // A retry with the same key replays this answer (the contract's Idempotency-Key): said so.
     expect(error.message).toMatch(/new Idempotency-Key/);
+    expect(error.message).toMatch(/Graph: code 131056, "\(#131056\) .*pair rate limit hit"\.$/);
     expect(app.graph.sends()).toHaveLength(1);
     const out = await outbound(waId);
     expect(out.at(-1)).toMatchObject({ text: 'Operator here', status: 'failed', role: 'operator' });

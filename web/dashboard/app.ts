@@ -164,8 +164,12 @@ function describe(error: unknown): string {
   if (!(error instanceof ApiError)) return error instanceof Error ? error.message : 'Something went wrong.';
   const wait = error.retryAfter ? `in ${error.retryAfter} seconds` : 'in a moment';
   if (error.status === 429) return `The server is busy (HTTP 429). Try again ${wait}.`;
+  // The API says what WhatsApp answered, its code and title included (stored with the failed
+  // message): shown as it is, so that an undeliverable message is told from a policy block.
   if (error.code === 'UPSTREAM_FAILED') {
-    return 'WhatsApp did not accept the message (it is kept as failed). Try again later.';
+    return error.message === `HTTP ${error.status}`
+      ? 'WhatsApp did not accept the message (it is kept as failed). Try again later.'
+      : error.message;
   }
   if (error.code === 'THROTTLED') return `The database is busy. Try again ${wait}.`;
   // The first try of this message has no outcome yet: it is under way, or it was cut off after
