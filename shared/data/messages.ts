@@ -208,10 +208,37 @@ export class MessagesRepository {
         receivedAt: { $gte: new Date(now.getTime() - windowMs), $lt: new Date(now.getTime() - graceMs) },
         direction: 'inbound',
         replyState: { $in: WAITING },
-      },
+        // Not while a re-queue's wait runs (`deferRequeue`); `null` matches a missing field.
+        $or: [{ requeueAfter: null }, { requeueAfter: { $lte: now } }],
+      } as Filter<MessageDoc>,
       { sort: { receivedAt: 1 }, limit, projection: { rawJson: 0, raw: 0, terms: 0 } },
     );
     return docs.map(toMessage);
+  }
+
+  /**
+   * After a sweep re-queued them: leaves these messages out of `staleReplies` for as long as each
+   * has waited (at least `minMs`, at most `maxMs`), so a message whose job waits in a long queue
+   * is queued again after 1, 2, 4, 8 minutes, then every `maxMs`, not at every sweep (each sweep
+   * adding a job per waiting user to the backlog it waits behind). One round trip.
+   */
+  async deferRequeue(
+    messages: readonly Pick<Message, 'id' | 'receivedAt'>[],
+    now: Date,
+    { minMs, maxMs }: { minMs: number; maxMs: number },
+  ): Promise<void> {
+    if (messages.length === 0) return;
+    const ops = messages.map((m): AnyBulkWriteOperation<MessageDoc> => {
+      const waited = now.getTime() - (m.receivedAt ?? now).getTime();
+      const wait = Math.min(maxMs, Math.max(minMs, waited));
+      return {
+        updateOne: {
+          filter: { _id: m.id, replyState: { $in: WAITING } },
+          update: { $set: { requeueAfter: new Date(now.getTime() + wait) } },
+        },
+      };
+    });
+    await this.messages.bulkWrite(ops, false);
   }
 
   /**
