@@ -14,9 +14,10 @@ import type { SweeperPorts } from './ports';
 export const SWEEP_GRACE_MS = 60_000;
 const SWEEP_LIMIT = 500;
 /**
- * Longest wait before a message re-queued once is queued again (it waits as long as it had waited,
- * at least SWEEP_GRACE_MS): a job lost with a crash is replaced within minutes, and a message
- * waiting behind a backlog costs at most one more job per 10 minutes, not one per sweep.
+ * Longest wait before a user re-queued once is queued again (as long as their oldest waiting
+ * message had waited, at least SWEEP_GRACE_MS): a job lost with a crash is replaced within
+ * minutes, and a user waiting behind a backlog costs at most one more job per 10 minutes, not one
+ * per sweep.
  */
 export const REQUEUE_MAX_WAIT_MS = 10 * 60_000;
 

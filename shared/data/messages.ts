@@ -217,23 +217,26 @@ export class MessagesRepository {
   }
 
   /**
-   * After a sweep re-queued them: leaves these messages out of `staleReplies` for as long as each
-   * has waited (at least `minMs`, at most `maxMs`), so a message whose job waits in a long queue
-   * is queued again after 1, 2, 4, 8 minutes, then every `maxMs`, not at every sweep (each sweep
-   * adding a job per waiting user to the backlog it waits behind). One round trip.
+   * After a sweep re-queued their users (one job answers all a user waits for): leaves every
+   * message each user still waits on out of `staleReplies` for as long as the user's oldest found
+   * has waited (at least `minMs`, at most `maxMs`), so a user whose job waits in a long queue gets
+   * another after about 1, 3, 7, 15 minutes, then every `maxMs`, not one at every sweep (each sweep
+   * adding a job per waiting user to the backlog they wait behind). One round trip.
    */
   async deferRequeue(
-    messages: readonly Pick<Message, 'id' | 'receivedAt'>[],
+    stale: readonly Pick<Message, 'userId' | 'receivedAt'>[],
     now: Date,
     { minMs, maxMs }: { minMs: number; maxMs: number },
   ): Promise<void> {
-    if (messages.length === 0) return;
-    const ops = messages.map((m): AnyBulkWriteOperation<MessageDoc> => {
-      const waited = now.getTime() - (m.receivedAt ?? now).getTime();
-      const wait = Math.min(maxMs, Math.max(minMs, waited));
+    // The oldest of each user's (`staleReplies` sorts by receivedAt).
+    const oldest = new Map<string, Date>();
+    for (const m of stale) if (!oldest.has(m.userId)) oldest.set(m.userId, m.receivedAt ?? now);
+    if (oldest.size === 0) return;
+    const ops = [...oldest].map(([userId, receivedAt]): AnyBulkWriteOperation<MessageDoc> => {
+      const wait = Math.min(maxMs, Math.max(minMs, now.getTime() - receivedAt.getTime()));
       return {
-        updateOne: {
-          filter: { _id: m.id, replyState: { $in: WAITING } },
+        updateMany: {
+          filter: { userId, direction: 'inbound', replyState: { $in: WAITING } },
           update: { $set: { requeueAfter: new Date(now.getTime() + wait) } },
         },
       };

@@ -2,8 +2,8 @@
 // a backlog (a slow AI endpoint or database, an instance scaling out) is not queued again at every
 // sweep: that added a job per waiting user each minute to the very queue they waited in (a soak
 // run at a rate the workers could not keep up with saw the reply queue grow faster than the
-// inbound). After a re-queue the next waits as long as the message had waited, at most 10 minutes,
-// and a lost job is still replaced.
+// inbound). After a re-queue of a user (one job answers all they wait for) the next waits as long
+// as their oldest message had waited, at most 10 minutes, and a lost job is still replaced.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REQUEUE_MAX_WAIT_MS, SWEEP_GRACE_MS, sweepStaleReplies } from '../../shared/bot/sweeper';
 import { capturedLog } from '../helpers/logs';
@@ -64,6 +64,27 @@ describe('the sweeper under a reply backlog', () => {
     }
     for (const id of ids) expect((await app.services.data.messages.getMessage(id))?.replyState).toBe('sent');
     expect(await requeuedAt(60)).toEqual([]);
+  });
+
+  it('one job answers all a user waits for: their later message is not queued again on its own', async () => {
+    const waId = newNumber();
+    const first = textNotification(waId, 'first');
+    const second = textNotification(waId, 'second');
+    await app.post(first.payload);
+    await app.post(second.payload);
+    app.queued.length = 0; // both jobs wait behind a backlog
+    const start = Date.now();
+    // The second reached us 50 s after the first.
+    await app.database.db
+      .collection<{ _id: string }>('messages')
+      .updateOne({ _id: second.message.id }, { $set: { receivedAt: new Date(start + 50_000) } });
+    const userId = await userIdOf(app.services.data, waId);
+    const at = (minutes: number) => ({ ...app.services, now: () => new Date(start + minutes * MINUTE) });
+    const forUser = async (minutes: number) =>
+      (await sweepStaleReplies(at(minutes), log)).filter((j) => j.userId === userId).length;
+    expect(await forUser(1.5)).toBe(1); // the first has waited 1.5 minutes
+    expect(await forUser(2.5)).toBe(0); // the second has waited a minute: the job queued holds it too
+    expect(await forUser(3.5)).toBe(1);
   });
 
   it('still replaces a lost job within minutes (the first re-queue after a minute, the next two minutes on)', async () => {
