@@ -350,7 +350,10 @@ export async function startQueueHost(options: QueueHostOptions): Promise<LocalQu
   function schedule(definition: TimerDefinition, runNow: boolean): void {
     const fields = parseSchedule(definition.schedule);
     let last = new Date();
+    /** An invocation still runs: like the host, a timer does not fire again until it has ended. */
+    let busy = false;
     const fire = (pastDue: boolean) => {
+      busy = true;
       const next = nextOccurrence(fields, new Date());
       const timer: Parameters<TimerDefinition['handler']>[0] = {
         isPastDue: pastDue,
@@ -383,6 +386,7 @@ export async function startQueueHost(options: QueueHostOptions): Promise<LocalQu
             : log('error', definition.name, `timer failed (${errorName(error)})`),
         )
         .finally(() => {
+          busy = false;
           running--;
           inFlight.delete(task);
         });
@@ -396,7 +400,9 @@ export async function startQueueHost(options: QueueHostOptions): Promise<LocalQu
       const handle = setTimeout(
         () => {
           timers.delete(handle);
-          if (wait <= MAX_TIMEOUT_MS) fire(false);
+          // An occurrence while the last invocation runs is skipped (a sweep longer than a minute
+          // under load is not joined by a second one), as Azure's timer trigger does.
+          if (wait <= MAX_TIMEOUT_MS && !busy) fire(false);
           arm();
         },
         Math.min(wait, MAX_TIMEOUT_MS),

@@ -13,6 +13,13 @@ import type { SweeperPorts } from './ports';
 /** A pending message younger than this is left to its own job. */
 export const SWEEP_GRACE_MS = 60_000;
 const SWEEP_LIMIT = 500;
+/**
+ * Longest wait before a user re-queued once is queued again (as long as their oldest waiting
+ * message had waited, at least SWEEP_GRACE_MS): a job lost with a crash is replaced within
+ * minutes, and a user waiting behind a backlog costs at most one more job per 10 minutes, not one
+ * per sweep.
+ */
+export const REQUEUE_MAX_WAIT_MS = 10 * 60_000;
 
 /** Welcomes re-queued per sweep (a claim left by a killed worker is rare). */
 const WELCOME_SWEEP_LIMIT = 100;
@@ -45,6 +52,10 @@ export async function sweepStaleReplies(services: SweeperPorts, log: Logger): Pr
       state: message.replyState,
     });
   }
+  await services.data.messages.deferRequeue(stale, now, {
+    minMs: SWEEP_GRACE_MS,
+    maxMs: REQUEUE_MAX_WAIT_MS,
+  });
   return [...jobs.values(), ...welcomeJobs];
 }
 

@@ -140,6 +140,7 @@ export const MessageDocSchema = z.strictObject({
   relatedId: Id.nullable().exactOptional(),
   replyState: ReplyStateSchema.nullable().exactOptional(),
   leaseUntil: z.date().nullable().exactOptional(),
+  requeueAfter: z.date().exactOptional(),
   replyAttempts: Count.exactOptional(),
   replyPlan: z
     .strictObject({

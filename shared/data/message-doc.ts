@@ -37,6 +37,8 @@ export interface MessageDoc {
   relatedId?: string | null;
   replyState?: ReplyState | null;
   leaseUntil?: Date | null;
+  /** Inbound, waiting: a sweep re-queued its answer; the next sweep leaves it until then. */
+  requeueAfter?: Date;
   /** Inbound, while an answer of several parts goes out (removed when it is settled). */
   replyPlan?: ReplyPlan;
   error?: MessageError | null;

@@ -208,10 +208,40 @@ export class MessagesRepository {
         receivedAt: { $gte: new Date(now.getTime() - windowMs), $lt: new Date(now.getTime() - graceMs) },
         direction: 'inbound',
         replyState: { $in: WAITING },
-      },
+        // Not while a re-queue's wait runs (`deferRequeue`); `null` matches a missing field.
+        $or: [{ requeueAfter: null }, { requeueAfter: { $lte: now } }],
+      } as Filter<MessageDoc>,
       { sort: { receivedAt: 1 }, limit, projection: { rawJson: 0, raw: 0, terms: 0 } },
     );
     return docs.map(toMessage);
+  }
+
+  /**
+   * After a sweep re-queued their users (one job answers all a user waits for): leaves every
+   * message each user still waits on out of `staleReplies` for as long as the user's oldest found
+   * has waited (at least `minMs`, at most `maxMs`), so a user whose job waits in a long queue gets
+   * another after about 1, 3, 7, 15 minutes, then every `maxMs`, not one at every sweep (each sweep
+   * adding a job per waiting user to the backlog they wait behind). One round trip.
+   */
+  async deferRequeue(
+    stale: readonly Pick<Message, 'userId' | 'receivedAt'>[],
+    now: Date,
+    { minMs, maxMs }: { minMs: number; maxMs: number },
+  ): Promise<void> {
+    // The oldest of each user's (`staleReplies` sorts by receivedAt).
+    const oldest = new Map<string, Date>();
+    for (const m of stale) if (!oldest.has(m.userId)) oldest.set(m.userId, m.receivedAt ?? now);
+    if (oldest.size === 0) return;
+    const ops = [...oldest].map(([userId, receivedAt]): AnyBulkWriteOperation<MessageDoc> => {
+      const wait = Math.min(maxMs, Math.max(minMs, now.getTime() - receivedAt.getTime()));
+      return {
+        updateMany: {
+          filter: { userId, direction: 'inbound', replyState: { $in: WAITING } },
+          update: { $set: { requeueAfter: new Date(now.getTime() + wait) } },
+        },
+      };
+    });
+    await this.messages.bulkWrite(ops, false);
   }
 
   /**

@@ -122,6 +122,33 @@ describe('local queue host', () => {
     expect(logged).toEqual(['warning long-sweep: stopped before it finished (Error: Server is closed)']);
   });
 
+  it('a timer does not fire again while its last invocation runs (a sweep longer than a minute)', async () => {
+    let running = 0;
+    let most = 0;
+    let runs = 0;
+    const own = await startQueueHost({
+      definitions: [
+        {
+          kind: 'timer',
+          name: 'slow-sweep',
+          schedule: '* * * * * *', // every second; each run takes 2.5 s
+          handler: async () => {
+            runs++;
+            most = Math.max(most, ++running);
+            await new Promise((r) => setTimeout(r, 2_500));
+            running--;
+          },
+        },
+      ],
+      connectionString: azurite.connectionString,
+      log: () => undefined,
+    });
+    await new Promise((r) => setTimeout(r, 6_000));
+    await own.stop();
+    expect(runs).toBeGreaterThanOrEqual(2);
+    expect(most).toBe(1);
+  });
+
   it('a stop that cannot wait for every handler says which it left running, and their items come back', async () => {
     const logged: string[] = [];
     const started: number[] = [];

@@ -147,6 +147,7 @@ describe('every field the app writes is known', () => {
       relatedId: 'wamid.in1',
       replyState: 'sent',
       leaseUntil: null,
+      requeueAfter: at,
       replyPlan: { parts: ['first part', 'second part'], role: 'conversation', ai: null },
       error: null,
       failedUncounted: true,
