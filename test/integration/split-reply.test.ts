@@ -84,8 +84,11 @@ describe('an answer in several parts whose worker loses the lock between two par
     // lease renewals fail meanwhile (a frozen instance, a database A cannot reach), so its lease
     // runs out and worker B takes the user over during the wait.
     app.graph.sendResponses.push(accepted('wamid.split.first'), pairLimited());
-    const leaseMs = 300;
-    const pairRetry: RetryPolicy = { attempts: 3, baseDelayMs: 2_000, maxDelayMs: 2_000 };
+    // The lease must outlast A's first steps (its renewals fail from the start: under load the AI
+    // call and the first send took more than a lease of 300 ms, and A stopped before the second
+    // part), and the pair-limit wait must outlast the lease.
+    const leaseMs = 2_000;
+    const pairRetry: RetryPolicy = { attempts: 3, baseDelayMs: 5_000, maxDelayMs: 5_000 };
     const workerA = processReplyJob(lockedOnce(), job, log, {
       leaseMs,
       pairRetry,
@@ -94,7 +97,7 @@ describe('an answer in several parts whose worker loses the lock between two par
       (error: unknown) => (error instanceof Error ? error.message : String(error)),
     );
     for (let i = 0; sentTo(waId).length < 2 && i < 200; i++) await sleep(20);
-    expect(sentTo(waId)).toEqual(['first', 'second']); // the second refused: A waits 2 s
+    expect(sentTo(waId)).toEqual(['first', 'second']); // the second refused: A waits 5 s
     await sleep(leaseMs + 100);
     // Worker B (a redelivered job, the sweeper's): the parts not recorded follow.
     await processReplyJob(app.services, job, log);
@@ -249,9 +252,10 @@ function lockedOnce(): typeof app.services {
 async function halfAnswered(job: ReplyJob, wamid: string): Promise<void> {
   app.graph.sendResponses.push(accepted(wamid), pairLimited());
   await expect(
+    // A lease A's first steps fit in under load, run out during the pair-limit wait.
     processReplyJob(lockedOnce(), job, log, {
-      leaseMs: 300,
-      pairRetry: { attempts: 3, baseDelayMs: 600, maxDelayMs: 600 },
+      leaseMs: 2_000,
+      pairRetry: { attempts: 3, baseDelayMs: 2_500, maxDelayMs: 2_500 },
     }),
   ).rejects.toThrow('the reply lock was lost');
 }
