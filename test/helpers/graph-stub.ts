@@ -36,6 +36,19 @@ export const pairLimited = (): StubResponse => ({
   },
 });
 
+/** Graph's answer to an expired or revoked access token (HTTP 401, code 190), as Meta words it. */
+export const tokenExpired = (): StubResponse => ({
+  status: 401,
+  body: {
+    error: {
+      code: 190,
+      error_subcode: 463,
+      type: 'OAuthException',
+      message: 'Error validating access token: Session has expired on Friday, 27-Nov-26.',
+    },
+  },
+});
+
 /** Graph's answer to an accepted send, with the message id given. */
 export const accepted = (id: string): StubResponse => ({
   status: 200,

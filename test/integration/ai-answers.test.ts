@@ -15,6 +15,7 @@ import { AI_CONTEXT_MAX_CHARS } from '../../shared/bot/ai-responder';
 import { capturedLog } from '../helpers/logs';
 import { testDatabase, type TestDatabase } from '../helpers/db';
 import { startHttpStub, type HttpStub, type StubRequest } from '../helpers/http-stub';
+import { tokenExpired } from '../helpers/graph-stub';
 
 const MODEL = 'my-gpt-deployment';
 const SYSTEM_PROMPT = 'You are the test assistant. Answer briefly.';
@@ -731,17 +732,7 @@ describe('AI answers', () => {
   // before the model is asked included: the answer could never go out, so the model is not paid for.
   it('asks no model when Graph refuses the access token for the read receipt: the answer is recorded failed with the code, logged once', async () => {
     const answering = graph.respond;
-    graph.respond = () => ({
-      status: 401,
-      body: {
-        error: {
-          code: 190,
-          error_subcode: 463,
-          type: 'OAuthException',
-          message: 'Error validating access token: Session has expired on Friday, 27-Nov-26.',
-        },
-      },
-    });
+    graph.respond = tokenExpired;
     try {
       const before = await data.stats.totals();
       const chat = await new Chat('155500003201').init();

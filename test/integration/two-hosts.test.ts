@@ -39,6 +39,12 @@ afterAll(async () => {
 
 const USERS = 30;
 
+/** The reply jobs of one message from `waId`, stored by the first instance. */
+async function jobsOf(waId: string, message: unknown): Promise<ReplyJob[]> {
+  const notified = notification(value({ contacts: [{ waId }], messages: [message] }));
+  return (await ingestNotification(app.services, notified, log)).jobs;
+}
+
 /** Each job run on both instances at once. */
 const onBoth = (jobs: readonly ReplyJob[]) =>
   Promise.all(
@@ -51,12 +57,7 @@ describe('two instances handed the same job at once', () => {
     const jobs: ReplyJob[] = [];
     for (const waId of numbers) {
       const opened = { from: waId, id: wamid(), timestamp: nowSeconds(), type: 'request_welcome' };
-      const ingested = await ingestNotification(
-        app.services,
-        notification(value({ contacts: [{ waId }], messages: [opened] })),
-        log,
-      );
-      jobs.push(...ingested.jobs);
+      jobs.push(...(await jobsOf(waId, opened)));
     }
     expect(jobs).toHaveLength(USERS);
     await onBoth(jobs);
@@ -70,16 +71,8 @@ describe('two instances handed the same job at once', () => {
   it('answer each message once', async () => {
     const numbers = Array.from({ length: USERS }, newNumber);
     const jobs: ReplyJob[] = [];
-    const ids: string[] = [];
     for (const waId of numbers) {
-      const message = textMessage(waId, 'hello');
-      ids.push(message.id);
-      const ingested = await ingestNotification(
-        app.services,
-        notification(value({ contacts: [{ waId }], messages: [message] })),
-        log,
-      );
-      jobs.push(...ingested.jobs);
+      jobs.push(...(await jobsOf(waId, textMessage(waId, 'hello'))));
     }
     expect(jobs).toHaveLength(USERS);
     await onBoth(jobs);

@@ -29,7 +29,7 @@ import { createHash } from 'node:crypto';
 import { MongoClient } from 'mongodb';
 import { InvocationContext } from '@azure/functions';
 import { signBody } from '../../shared/whatsapp/signature';
-import { accepted } from '../helpers/graph-stub';
+import { accepted, tokenExpired } from '../helpers/graph-stub';
 import { userIdOf } from '../helpers/users';
 import { sendMessage } from '../../shared/manage/service';
 import { cursorCodec } from '../../shared/manage/cursor';
@@ -569,17 +569,7 @@ describe('POST /api/webhook', () => {
   // send fails so until the setting is replaced, which only an operator can do.
   it('records a send refused for the access token (401, code 190) once, logged as a configuration problem', async () => {
     const { message, payload } = textNotification(newPhone(), 'token');
-    app.graph.sendResponses.push({
-      status: 401,
-      body: {
-        error: {
-          code: 190,
-          error_subcode: 463,
-          type: 'OAuthException',
-          message: 'Error validating access token: Session has expired on Friday, 27-Nov-26.',
-        },
-      },
-    });
+    app.graph.sendResponses.push(tokenExpired());
     const before = app.graph.sends().length;
     app.logs.length = 0;
     await app.post(payload);
