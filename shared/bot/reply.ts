@@ -415,7 +415,8 @@ async function replyTo(
   // answer that cannot go out), and the answer is recorded failed as a refused send is.
   let read: boolean | null = null;
   let reply: ReplyContent | null = null;
-  let asked = false;
+  // Set when the model was about to be asked (its read receipt sent, or refused).
+  let prepared = false;
   // Set when Graph refused the access token for the read receipt (not logged yet).
   const receipt: { refused: GraphError | null } = { refused: null };
   const markedRead = async (typing: boolean) => {
@@ -426,7 +427,6 @@ async function replyTo(
   let current = decided.user;
   if (decided.decision.kind === 'fixed') reply = decided.decision.reply;
   else if (decided.decision.kind === 'ai' && ports.ai) {
-    let notAsked = false;
     reply = await ports.ai.respond({
       user: decided.user,
       message,
@@ -434,16 +434,18 @@ async function replyTo(
       recentIsPartial: found.partial,
       preparing: async () => {
         read = await markedRead(true);
-        notAsked = receipt.refused !== null;
-        asked = !notAsked;
-        return asked;
+        prepared = true;
+        return receipt.refused === null;
       },
       log,
     });
-    // What would have gone out is recorded failed (`answer`), said as such.
-    if (notAsked) reply = { text: NOT_ASKED, role: 'conversation', ai: null, failure: null };
+    // Not asked: what would have gone out is recorded failed (`answer`), said as such.
+    if (prepared && receipt.refused)
+      reply = { text: NOT_ASKED, role: 'conversation', ai: null, failure: null };
   }
   read ??= await markedRead(false);
+  // The model was asked: `preparing` ran and Graph took its read receipt.
+  const asked = prepared && receipt.refused === null;
   // The bot never talks over an operator. Since the lock read the user, an operator may have taken
   // the conversation (or written, which takes it) while the model answered or the read receipt
   // went out, or the user's erase began: the user is read again just before the answer goes out,

@@ -7,6 +7,7 @@
 // It also folds what writers marked for the counters into the running counters (a message, a
 // user or a status costs no counter write; the stats add what is not folded yet).
 import { pseudonym, type Logger } from '../log';
+import type { Message } from '../data';
 import type { ReplyJob } from './jobs';
 import type { SweeperPorts } from './ports';
 
@@ -29,7 +30,6 @@ export async function sweepStaleReplies(services: SweeperPorts, log: Logger): Pr
   const stale = await services.data.messages.staleReplies(now, SWEEP_LIMIT, {
     graceMs: SWEEP_GRACE_MS,
   });
-  const jobs = new Map<string, ReplyJob>();
   // A welcome claimed by a worker that died before sending it, whose job came back while the claim
   // held (and ended) or never came back: its claim ended over SWEEP_GRACE_MS ago, unsent.
   const welcomes = await services.data.users.staleWelcomes(
@@ -43,20 +43,31 @@ export async function sweepStaleReplies(services: SweeperPorts, log: Logger): Pr
     requestId,
   }));
   for (const job of welcomeJobs) log.info('stale welcome re-queued', { user: pseudonym(job.userId) });
+  // One job per user: `staleReplies` sorts by receivedAt, so the first found is the user's oldest.
+  const users = new Map<string, { oldest: Message; waiting: number }>();
   for (const message of stale) {
-    if (!jobs.has(message.userId))
-      jobs.set(message.userId, { kind: 'message', userId: message.userId, messageId: message.id });
+    const user = users.get(message.userId);
+    if (user) user.waiting += 1;
+    else users.set(message.userId, { oldest: message, waiting: 1 });
+  }
+  const oldest = [...users.values()].map((user) => user.oldest);
+  for (const { oldest: message, waiting } of users.values())
     log.info('stale reply re-queued', {
       id: message.id,
       user: pseudonym(message.userId),
       state: message.replyState,
+      waiting,
     });
-  }
-  await services.data.messages.deferRequeue(stale, now, {
+  await services.data.messages.deferRequeue(oldest, now, {
     minMs: SWEEP_GRACE_MS,
     maxMs: REQUEUE_MAX_WAIT_MS,
   });
-  return [...jobs.values(), ...welcomeJobs];
+  const jobs = oldest.map((message): ReplyJob => ({
+    kind: 'message',
+    userId: message.userId,
+    messageId: message.id,
+  }));
+  return [...jobs, ...welcomeJobs];
 }
 
 /** A status placeholder no message joined within this long never will be (./data/messages). */

@@ -217,23 +217,22 @@ export class MessagesRepository {
   }
 
   /**
-   * After a sweep re-queued their users (one job answers all a user waits for): leaves every
-   * message each user still waits on out of `staleReplies` for as long as the user's oldest found
-   * has waited (at least `minMs`, at most `maxMs`), so a user whose job waits in a long queue gets
-   * another after about 1, 3, 7, 15 minutes, then every `maxMs`, not one at every sweep (each sweep
-   * adding a job per waiting user to the backlog they wait behind). One round trip.
+   * After a sweep re-queued their users (one job answers all a user waits for), given each user's
+   * oldest waiting message: leaves every message the user still waits on out of `staleReplies` for
+   * as long as that oldest has waited (at least `minMs`, at most `maxMs`), so a user whose job waits
+   * in a long queue gets another after about 1, 3, 7, 15 minutes, then every `maxMs`, not one at
+   * every sweep (each sweep adding a job per waiting user to the backlog they wait behind). One
+   * round trip.
    */
   async deferRequeue(
-    stale: readonly Pick<Message, 'userId' | 'receivedAt'>[],
+    oldest: readonly Pick<Message, 'userId' | 'receivedAt'>[],
     now: Date,
     { minMs, maxMs }: { minMs: number; maxMs: number },
   ): Promise<void> {
-    // The oldest of each user's (`staleReplies` sorts by receivedAt).
-    const oldest = new Map<string, Date>();
-    for (const m of stale) if (!oldest.has(m.userId)) oldest.set(m.userId, m.receivedAt ?? now);
-    if (oldest.size === 0) return;
-    const ops = [...oldest].map(([userId, receivedAt]): AnyBulkWriteOperation<MessageDoc> => {
-      const wait = Math.min(maxMs, Math.max(minMs, now.getTime() - receivedAt.getTime()));
+    if (oldest.length === 0) return;
+    const ops = oldest.map(({ userId, receivedAt }): AnyBulkWriteOperation<MessageDoc> => {
+      const waited = now.getTime() - (receivedAt ?? now).getTime();
+      const wait = Math.min(maxMs, Math.max(minMs, waited));
       return {
         updateMany: {
           filter: { userId, direction: 'inbound', replyState: { $in: WAITING } },

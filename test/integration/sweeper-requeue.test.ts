@@ -6,13 +6,14 @@
 // as their oldest message had waited, at most 10 minutes, and a lost job is still replaced.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REQUEUE_MAX_WAIT_MS, SWEEP_GRACE_MS, sweepStaleReplies } from '../../shared/bot/sweeper';
+import { pseudonym } from '../../shared/log';
 import { capturedLog } from '../helpers/logs';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { textNotification } from '../helpers/meta';
 import { userIdOf } from '../helpers/users';
 
 let app: TestApp;
-const { log } = capturedLog();
+const { log, lines } = capturedLog();
 let n = 0;
 const newNumber = () => `4481${Date.now().toString().slice(-6)}${++n}`;
 
@@ -85,6 +86,21 @@ describe('the sweeper under a reply backlog', () => {
     expect(await forUser(1.5)).toBe(1); // the first has waited 1.5 minutes
     expect(await forUser(2.5)).toBe(0); // the second has waited a minute: the job queued holds it too
     expect(await forUser(3.5)).toBe(1);
+  });
+
+  it('logs one line per user re-queued, with how many of their messages the job answers', async () => {
+    const waId = newNumber();
+    const sent = ['one', 'two', 'three'].map((text) => textNotification(waId, text));
+    for (const { payload } of sent) await app.post(payload);
+    app.queued.length = 0;
+    const userId = await userIdOf(app.services.data, waId);
+    lines.length = 0;
+    const now = () => new Date(Date.now() + 1.5 * MINUTE);
+    const jobs = (await sweepStaleReplies({ ...app.services, now }, log)).filter((j) => j.userId === userId);
+    expect(jobs).toEqual([{ kind: 'message', userId, messageId: sent[0]?.message.id }]);
+    const logged = lines.filter((l) => l.includes('stale reply re-queued') && l.includes(pseudonym(userId)));
+    expect(logged).toHaveLength(1);
+    expect(logged[0]).toContain('waiting=3');
   });
 
   it('still replaces a lost job within minutes (the first re-queue after a minute, the next two minutes on)', async () => {
