@@ -340,6 +340,13 @@ module openAiRole 'modules/openai-role.bicep' = if (aiUsesEntraId) {
 // Functions platform settings. test/unit/infra-drift.test.ts compares the names both ways.
 var appSettings = [
   {
+    // Besides the service URIs below (which the host honours over it): with only
+    // `__blobServiceUri` the host can fail to create its BlobServiceClient at startup
+    // (Azure/azure-functions-host#11787); `__accountName` avoids it.
+    name: 'AzureWebJobsStorage__accountName'
+    value: storage.outputs.name
+  }
+  {
     name: 'AzureWebJobsStorage__credential'
     value: 'managedidentity'
   }

@@ -408,6 +408,23 @@ describe('infra/ deploys on Flex Consumption', () => {
     }
   });
 
+  it('names the host storage account besides its service URIs, so the host finds its blobs at startup', () => {
+    // Azure/azure-functions-host#11787 ("Intermittent BlobServiceClient creation issue", closed by
+    // the Functions team): "When `AzureWebJobsStorage` is configured for identity-based access
+    // using `AzureWebJobsStorage__blobServiceUri`, the host can fail to create the
+    // `BlobServiceClient` during early startup ... Setting `AzureWebJobsStorage__accountName`
+    // (instead of, or in addition to, `__blobServiceUri`) avoids the failure and is a known
+    // workaround" (#11782: Flex Consumption apps left unhealthy). The host's
+    // StorageServiceUriOptions honours an explicit service URI over the account name, so the
+    // URIs still decide where it connects.
+    const settings = bicepAppSettings();
+    const accountName = settings.find((setting) => setting.name === 'AzureWebJobsStorage__accountName');
+    expect(accountName?.value).toEqual({ expression: 'storage.outputs.name' });
+    const storage = readFileSync(path.join(ROOT, 'infra/modules/storage.bicep'), 'utf8');
+    expect(storage).toMatch(/^output name string = storage\.name$/m);
+    expect(settings.map((setting) => setting.name)).toContain('AzureWebJobsStorage__blobServiceUri');
+  });
+
   it('gives a zone-redundant plan a zone-redundant storage account, whatever storageSku says', () => {
     // "When you create your function app on a plan with availability zone support enabled, only
     // zone-redundant storage accounts are supported" (learn.microsoft.com/azure/azure-functions/
