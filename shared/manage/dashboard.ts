@@ -212,6 +212,7 @@ ul, ol { padding-left: 0; list-style: none; margin: 0; }
 #conversation li.operator { background: var(--bubble-op); }
 #conversation li.failed { outline: 1px solid #b00020; }
 .meta { font-size: .78rem; color: var(--muted); }
+#conversation .error { font-size: .78rem; color: light-dark(#b00020, #ff8a80); overflow-wrap: anywhere; }
 .actions { display: flex; gap: .4rem; flex-wrap: wrap; align-items: flex-start; }
 button { font: inherit; padding: .3rem .7rem; border-radius: .3rem; border: 1px solid var(--border); cursor: pointer; }
 button.link { border: none; background: none; color: var(--accent); text-decoration: underline; padding: 0; }

@@ -197,6 +197,15 @@ export const UserSchema = z
   .openapi('User');
 export type UserJson = z.infer<typeof UserSchema>;
 
+const MessageErrorSchema = z.object({
+  code: z.union([z.number(), z.string()]).nullable().openapi({
+    description:
+      "WhatsApp's (Graph's) error code, else the HTTP status; or the app's own, such as `OUTSIDE_WINDOW`",
+  }),
+  title: z.string(),
+  detail: z.string().nullable().openapi({ description: "Meta's details, when it gave them" }),
+});
+
 export const MessageSchema = z
   .object({
     id: z.string(),
@@ -215,6 +224,10 @@ export const MessageSchema = z
       description: '`operator`: sent by an operator from the management API',
     }),
     by: z.string().nullable().openapi({ description: "An operator message: the token's name" }),
+    error: MessageErrorSchema.nullable().openapi({
+      description:
+        'Why it failed (an outbound message WhatsApp refused, or a delivery status reported failed) or why the bot answered it as it did (an inbound message left unanswered, or answered with an apology); else null',
+    }),
   })
   .openapi('Message');
 export type MessageJson = z.infer<typeof MessageSchema>;

@@ -75,6 +75,7 @@ export const messageJson = (m: Message): MessageJson => ({
   receivedAt: m.direction === 'inbound' && m.receivedAt ? m.receivedAt.toISOString() : null,
   role: m.role,
   by: m.by ?? null,
+  error: m.error ? { code: m.error.code, title: m.error.title, detail: m.error.detail ?? null } : null,
 });
 
 const eventJson = (e: ArchivedEvent) => ({

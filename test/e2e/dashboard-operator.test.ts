@@ -564,6 +564,21 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     expect(pageErrors).toEqual([]);
   });
 
+  it('shows under a message WhatsApp refused what it said; a message that went out shows nothing', async () => {
+    await openUser(jorgId);
+    app.graph.sendResponses.push({
+      status: 400,
+      body: { error: { code: 131026, message: 'Message undeliverable', type: 'OAuthException' } },
+    });
+    await page.fill('#reply-text', 'Did this reach you?');
+    await page.click('#reply-send');
+    const failed = page.locator('#conversation li.failed', { hasText: 'Did this reach you?' });
+    await failed.waitFor({ timeout: POLL_WAIT_MS * 2 });
+    expect(await failed.locator('.error').textContent()).toMatch(/^code 131026: .*Message undeliverable$/);
+    expect(await page.locator('#conversation li:not(.failed) .error').count()).toBe(0);
+    expect(pageErrors).toEqual([]);
+  });
+
   it('closes a conversation whose user another operator erased, and says so instead of "user not found"', async () => {
     await app.userWrites(GONE, 'Please forget me', 'Gina Gone');
     const goneId = await userIdOf(app.services.data, GONE);

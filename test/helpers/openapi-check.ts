@@ -26,6 +26,7 @@ const KNOWN = new Set([
   'items',
   'enum',
   'allOf',
+  'anyOf',
   'format',
   'minimum',
   'maximum',
@@ -69,6 +70,16 @@ export function validate(doc: Schema, schema: Schema, value: unknown, at = '$'):
       required: objects.flatMap((p) => (p['required'] ?? []) as string[]),
     };
     return validate(doc, merged, value, at);
+  }
+  if (Array.isArray(schema['anyOf'])) {
+    // A union (a Graph error code: a number, a string, or null, a branch `{nullable: true}` that
+    // takes null alone): valid when one branch takes the value.
+    const nullOnly = (branch: Schema) => Object.keys(branch).length === 1 && branch['nullable'] === true;
+    const branches = (schema['anyOf'] as Schema[]).map((branch) =>
+      nullOnly(branch) ? (value === null ? [] : [`${at}: not null`]) : validate(doc, branch, value, at),
+    );
+    if (branches.some((errors) => errors.length === 0)) return [];
+    return [`${at}: matches none of anyOf (${branches.map((errors) => errors.join('; ')).join(' | ')})`];
   }
   if (value === null) return schema['nullable'] === true ? [] : [`${at}: null, not allowed`];
   if (value === undefined) return [`${at}: missing`];

@@ -58,6 +58,7 @@ describe('the OpenAPI answer checker', () => {
       receivedAt: user.createdAt,
       role: 'conversation',
       by: null,
+      error: null,
     };
     const exported = (messages: unknown[]) =>
       checkExchange(doc, {
@@ -72,6 +73,10 @@ describe('the OpenAPI answer checker', () => {
       '$.messages[0].extra: not in the document',
     );
     expect(exported([{ ...message, raw: null, role: 'x' }]).join()).toContain('is not one of');
+    // A union: Graph's code is a number or the app's own a string; nothing else.
+    const failed = (code: unknown) => ({ ...message, raw: null, error: { code, title: 't', detail: null } });
+    expect(exported([failed(131026), failed('OUTSIDE_WINDOW'), failed(null)])).toEqual([]);
+    expect(exported([failed(true)]).join()).toContain('$.messages[0].error.code: matches none of anyOf');
     expect(
       checkExchange(doc, { method: 'PUT', path: '/manage/users/{id}', status: 200, headers: {}, body: user }),
     ).toEqual(['PUT /manage/users/{id} → 200: no such operation in the document']);

@@ -33,6 +33,8 @@ export interface Message {
   receivedAt: string | null;
   role: 'conversation' | 'command' | 'notice' | 'operator';
   by: string | null;
+  /** Why it failed, or why the bot answered it as it did (unanswered, an apology); else null. */
+  error: { code: number | string | null; title: string; detail: string | null } | null;
 }
 
 export interface Page<T> {

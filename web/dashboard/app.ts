@@ -399,7 +399,14 @@ function messageItem(m: Message): HTMLLIElement {
   li.appendChild(el('div', m.text, 'text'));
   const author = m.direction === 'inbound' ? 'user' : m.role === 'operator' ? (m.by ?? 'operator') : 'bot';
   li.appendChild(el('div', `${fmt(m.createdAt)} · ${author} · ${m.type} · ${m.status}`, 'meta'));
+  if (m.error) li.appendChild(el('div', errorLine(m.error), 'error'));
   return li;
+}
+
+/** What a message's error says, on one line: `code 131026: Message undeliverable (Meta's details)`. */
+function errorLine(error: NonNullable<Message['error']>): string {
+  const code = error.code === null ? '' : `code ${error.code}: `;
+  return `${code}${error.title}${error.detail ? ` (${error.detail})` : ''}`;
 }
 
 function renderConversation(): void {
