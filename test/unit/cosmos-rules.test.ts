@@ -2,6 +2,7 @@
 // and lets a compliant one pass; and the app's own index definitions and client options comply.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { BSON } from 'mongodb';
 import { describe as group, expect, it } from 'vitest';
 import { CLIENT_OPTIONS } from '../../shared/data/client';
 import { APP_ARRAY_FIELDS, APP_CAPABILITIES, APP_INDEXES } from '../cosmos/app-model';
@@ -152,7 +153,7 @@ group('Cosmos DB rules, one by one', () => {
     expect(rulesBrokenBy(find({ filter: { $where: 'this.a > 1' } }))).toEqual(['unsupported-operator']);
     expect(rulesBrokenBy(find({ filter: { $text: { $search: 'x' } } }))).toEqual(['unsupported-operator']);
     expect(
-      rulesBrokenBy(find({ filter: { a: { $in: [1, 2] }, $or: [{ b: { $regex: '^x', $options: 'i' } }] } })),
+      rulesBrokenBy(find({ filter: { a: { $in: [1, 2] }, $or: [{ b: { $regex: 'x', $options: 'i' } }] } })),
     ).toEqual([]);
     const aggregate = (pipeline: unknown[]) => ({
       commandName: 'aggregate',
@@ -382,6 +383,37 @@ group('Cosmos DB limits and restrictions beyond the feature tables', () => {
         command: { findAndModify: 'c', query: { _id: 1 }, fields: { s: { $meta: 'x' } }, remove: true },
       }),
     ).toEqual(['unsupported-operator']);
+  });
+
+  it('a left-anchored $regex keeps its index: no i or m, no `$` or `|` without the plain prefix', () => {
+    expect(rulesBrokenBy(find({ filter: { _id: { $regex: '^day:' } } }))).toEqual([]);
+    expect(rulesBrokenBy(find({ filter: { _id: /^day:\d+/ } }))).toEqual([]);
+    // `$` and `|` inside a class or escaped are literal characters
+    expect(rulesBrokenBy(find({ filter: { a: { $regex: '^x[$|]\\$' } } }))).toEqual([]);
+    // unanchored: a scan whatever its options (health scans read every document by design)
+    expect(rulesBrokenBy(find({ filter: { a: { $regex: 'x$', $options: 'i' } } }))).toEqual([]);
+    expect(rulesBrokenBy(find({ filter: { a: /^x/i } }))).toEqual(['regex-index']);
+    expect(rulesBrokenBy(find({ filter: { a: { $regex: '^x', $options: 'm' } } }))).toEqual(['regex-index']);
+    expect(rulesBrokenBy(find({ filter: { a: { $regex: new BSON.BSONRegExp('^x', 'i') } } }))).toEqual([
+      'regex-index',
+    ]);
+    expect(rulesBrokenBy(find({ filter: { _id: { $regex: /^legacy:\d+$/ } } }))).toEqual(['regex-index']);
+    expect(rulesBrokenBy(find({ filter: { a: /^abc|^def/ } }))).toEqual(['regex-index']);
+    // the documented split: the plain prefix serves the index, the full pattern matches exactly
+    expect(
+      rulesBrokenBy(find({ filter: { $and: [{ _id: { $regex: '^legacy:' } }, { _id: /^legacy:\d+$/ }] } })),
+    ).toEqual([]);
+    expect(rulesBrokenBy(find({ filter: { $or: [{ a: /^abc/ }, { a: /^def/ }] } }))).toEqual([]);
+    // every filter is held to it: count, delete, update, findAndModify, $match
+    const delete_ = {
+      commandName: 'delete',
+      command: { delete: 'c', deletes: [{ q: { a: /^x$/ }, limit: 0 }] },
+    };
+    expect(rulesBrokenBy(delete_)).toEqual(['regex-index']);
+    expect(rulesBrokenBy(aggregate([{ $match: { a: /^x/m } }]))).toEqual(['regex-index']);
+    expect(rulesBrokenBy({ commandName: 'count', command: { count: 'c', query: { a: /^x$/ } } })).toEqual([
+      'regex-index',
+    ]);
   });
 
   it('a change stream asks for fullDocument updateLookup and has a $match and a $project', () => {
