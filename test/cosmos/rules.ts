@@ -117,6 +117,15 @@ export const RULES = {
         'Per-request limits: "Maximum request size … 2 MB"; API for MongoDB-specific limits: "Other service limits mentioned for the API for NoSQL also apply to the API for MongoDB"; in practice: Chronasorg/chronas#28 (mongorestore batches refused with "Request size is too large")',
     },
   },
+  'write-batch-size': {
+    rule: 'a write request (insert, update, delete) carries at most 1,000 documents or statements; the driver splits a bulk write only at the far larger batch size the server announces (100,000 from MongoDB)',
+    cite: {
+      title: 'Optimize write performance in Azure Cosmos DB for MongoDB',
+      url: 'https://learn.microsoft.com/azure/cosmos-db/mongodb/optimize-write-performance',
+      section:
+        'Tune for the optimal batch size and thread count: "The API for MongoDB accepts writes in batches of up to 1,000 documents for each process/thread"; "client functions such as `insertMany()` should be limited to roughly 1,000 documents"',
+    },
+  },
   'compound-index-fields': {
     rule: 'a compound index has at most 8 fields (else error 67 CannotCreateIndex)',
     cite: {
@@ -224,6 +233,8 @@ export type RuleId = keyof typeof RULES;
 export const MAX_DOCUMENT_BYTES = 2 * 1024 * 1024;
 /** Cosmos DB's per-request limit (concepts-limits, Per-request limits). */
 export const MAX_REQUEST_BYTES = 2 * 1024 * 1024;
+/** The most documents or statements Cosmos DB takes in one write (optimize-write-performance). */
+export const MAX_WRITE_BATCH = 1_000;
 export const MAX_COMPOUND_INDEX_FIELDS = 8;
 export const MAX_SINGLE_FIELD_INDEXES = 500;
 export const MAX_INDEX_PATH_DEPTH = 6;
@@ -680,6 +691,12 @@ export class CommandChecker {
         for (const k of [...this.populated])
           if (k.startsWith(`${cmd.databaseName}.`)) this.populated.delete(k);
         break;
+    }
+
+    if (name === 'insert' || name === 'update' || name === 'delete') {
+      const statements = asArray(body['documents'] ?? body['updates'] ?? body['deletes']).length;
+      if (statements > MAX_WRITE_BATCH)
+        report('write-batch-size', `${name} of more than ${MAX_WRITE_BATCH} statements`);
     }
 
     // The whole request, when no document of it was over the limit already.

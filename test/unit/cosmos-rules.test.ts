@@ -289,6 +289,28 @@ group('Cosmos DB limits and restrictions beyond the feature tables', () => {
     expect(rulesBrokenBy(find({ filter: { _id: { $in: texts(30) } } }))).toEqual([]);
   });
 
+  it('a write of at most 1,000 documents or statements, however small', () => {
+    const ids = (n: number) => Array.from({ length: n }, (_, i) => i);
+    const insert = (n: number) => ({
+      commandName: 'insert',
+      command: { insert: 'c', documents: ids(n).map((i) => ({ _id: i })) },
+    });
+    const updates = (n: number) => ({
+      commandName: 'update',
+      command: { update: 'c', updates: ids(n).map((i) => ({ q: { _id: i }, u: { $inc: { n: 1 } } })) },
+    });
+    const deletes = (n: number) => ({
+      commandName: 'delete',
+      command: { delete: 'c', deletes: ids(n).map((i) => ({ q: { _id: i }, limit: 1 })) },
+    });
+    expect(rulesBrokenBy(insert(1_000), updates(1_000), deletes(1_000))).toEqual([]);
+    expect(rulesBrokenBy(insert(1_001))).toEqual(['write-batch-size']);
+    expect(rulesBrokenBy(updates(1_001))).toEqual(['write-batch-size']);
+    expect(rulesBrokenBy(deletes(1_001))).toEqual(['write-batch-size']);
+    // one statement over many documents is one statement
+    expect(rulesBrokenBy(update({ $set: { a: 1 } }, { multi: true }))).toEqual([]);
+  });
+
   it('a compound index of at most 8 fields, an index path of at most 6 levels', () => {
     const rules = (keys: Record<string, unknown>) =>
       checkIndex({ collection: 'c', name: 'x', keys }, new Set(), new Set([NESTED_INDEX_CAPABILITY])).map(
