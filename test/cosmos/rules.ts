@@ -194,6 +194,17 @@ export const RULES = {
     checked:
       'not from a command: test/unit/cosmos-rules.test.ts checks CLIENT_OPTIONS.maxIdleTimeMS of shared/data/client.ts',
   },
+  'app-name': {
+    rule: "the client keeps the connection string's appName (Cosmos DB's is @<account>@) and sets none of its own: a driver that sends an appName must send it as the portal's connection string has it",
+    cite: {
+      title: 'Connect a MongoDB application to Azure Cosmos DB',
+      url: 'https://learn.microsoft.com/azure/cosmos-db/mongodb/connect-account',
+      section:
+        'Driver Requirements: "client drivers must support the Service Name Identification (SNI) TLS extension and/or the appName connection string option. If the `appName` parameter is provided, it must be included as found in the connection string value in the Azure portal"; error-codes-solutions: MongoDB wire version issues ("Append `appName=@accountName@`")',
+    },
+    checked:
+      "not from a command (the handshake is not monitored): test/unit/cosmos-rules.test.ts checks that CLIENT_OPTIONS of shared/data/client.ts leave the connection string's appName as it is",
+  },
   throttling: {
     rule: 'a request over the provisioned (or serverless) RU/s is refused with 16500 TooManyRequests, in a bulk write per write while the others are applied; the app waits the advised RetryAfterMs and sends only the throttled writes again',
     cite: {

@@ -2,7 +2,7 @@
 // and lets a compliant one pass; and the app's own index definitions and client options comply.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { BSON } from 'mongodb';
+import { BSON, MongoClient } from 'mongodb';
 import { describe as group, expect, it } from 'vitest';
 import { CLIENT_OPTIONS } from '../../shared/data/client';
 import { APP_ARRAY_FIELDS, APP_CAPABILITIES, APP_INDEXES } from '../cosmos/app-model';
@@ -564,6 +564,16 @@ group('the app, checked statically', () => {
 
   it('the app’s client turns retryable writes off', () => {
     expect(CLIENT_OPTIONS.retryWrites).toBe(false);
+  });
+
+  it('the app’s client keeps the connection string’s appName (Cosmos DB’s @account@)', () => {
+    // No connection is made: the options are what the handshake would send.
+    const cosmos = new MongoClient(
+      'mongodb://acct:key@acct.mongo.cosmos.azure.com:10255/?ssl=true&replicaSet=globaldb&appName=@acct@',
+      CLIENT_OPTIONS,
+    );
+    expect(cosmos.options.appName).toBe('@acct@');
+    expect(CLIENT_OPTIONS).not.toHaveProperty('appName');
   });
 
   it('the app’s client closes a connection idle for longer than Azure’s load balancer keeps it', () => {
