@@ -991,7 +991,7 @@ async function earlierKeysStored(store: DataStore, legacy: LegacyData, io: Io): 
   if (!legacy.anyOldKey) return false;
   const done = working(io, 'looking for messages an earlier version migrated');
   try {
-    return await store.maintenance.anyKeyMatching(EARLIER_KEY);
+    return await store.maintenance.anyKeyMatching('legacy:', EARLIER_KEY);
   } finally {
     done();
   }

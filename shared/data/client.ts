@@ -12,7 +12,8 @@ export const CLIENT_OPTIONS = {
   // Cosmos DB for MongoDB (RU) does not support retryable writes.
   retryWrites: false,
   maxPoolSize: 20,
-  appName: 'whatsapp-cosmos-bot',
+  // No appName of our own: an option here overrides the connection string's, and Cosmos DB wants
+  // the one its connection string has (appName=@<account>@; connect-account, Driver Requirements).
 } as const;
 
 const clients = new Map<string, Promise<MongoClient>>();

@@ -114,6 +114,12 @@ export type BulkSender<T extends Document> = (
  */
 const MAX_REQUEST_BYTES = 2 * 1024 * 1024;
 const REQUEST_BUDGET = MAX_REQUEST_BYTES - 64 * 1024;
+/**
+ * Cosmos DB takes at most 1,000 documents in one write ("accepts writes in batches of up to 1,000
+ * documents"; optimize-write-performance), while the driver splits only at the batch size the
+ * server announces (100,000 from MongoDB): a part holds at most this many operations too.
+ */
+const MAX_WRITE_OPERATIONS = 1_000;
 /** What the driver adds around each operation of a write command ({q, u, upsert, multi}, index keys). */
 const PER_OPERATION_BYTES = 64;
 
@@ -126,8 +132,8 @@ function operationBytes(op: AnyBulkWriteOperation<Document>): number {
 }
 
 /**
- * Consecutive parts of `ops`, each under the request budget (one operation over it alone: the
- * server refuses it as the document it is).
+ * Consecutive parts of `ops`, each under the request budget and of at most MAX_WRITE_OPERATIONS
+ * operations (one operation over the budget alone: the server refuses it as the document it is).
  */
 function requestParts<T extends Document>(
   ops: readonly AnyBulkWriteOperation<T>[],
@@ -137,7 +143,7 @@ function requestParts<T extends Document>(
   let bytes = 0;
   for (const op of ops) {
     const size = operationBytes(op as AnyBulkWriteOperation<Document>);
-    if (part.length > 0 && bytes + size > REQUEST_BUDGET) {
+    if (part.length > 0 && (bytes + size > REQUEST_BUDGET || part.length >= MAX_WRITE_OPERATIONS)) {
       parts.push(part);
       part = [];
       bytes = 0;

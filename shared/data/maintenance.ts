@@ -144,6 +144,9 @@ const STALE_KEYS: Filter<UserDoc> = {
   ],
 };
 
+/** A literal text as a regular expression that matches it (its special characters escaped). */
+const escapeRegex = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
 /** A counter's value as the writers keep it: a whole number, never negative. */
 const isCount = (value: unknown): value is number =>
   typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
@@ -276,12 +279,15 @@ export class Maintenance {
   }
 
   /**
-   * Whether any message is stored under a key `pattern` (anchored at the start) matches: one read,
-   * so that a caller skips looking keys up batch by batch when none can match.
+   * Whether any message is stored under a key that starts with `prefix` and matches `pattern`: one
+   * read, so that a caller skips looking keys up batch by batch when none can match. The plain
+   * prefix is a condition of its own: Cosmos DB serves a left-anchored `$regex` from the index only
+   * without `$` or `|` (feature support, Evaluation query operators), and scans the whole
+   * collection for a pattern that holds them.
    */
-  async anyKeyMatching(pattern: RegExp): Promise<boolean> {
+  async anyKeyMatching(prefix: string, pattern: RegExp): Promise<boolean> {
     const found = await this.messages.find(
-      { _id: { $regex: pattern } },
+      { $and: [{ _id: { $regex: `^${escapeRegex(prefix)}` } }, { _id: { $regex: pattern } }] },
       { projection: { _id: 1 }, limit: 1 },
     );
     return found.length > 0;

@@ -117,6 +117,15 @@ export const RULES = {
         'Per-request limits: "Maximum request size … 2 MB"; API for MongoDB-specific limits: "Other service limits mentioned for the API for NoSQL also apply to the API for MongoDB"; in practice: Chronasorg/chronas#28 (mongorestore batches refused with "Request size is too large")',
     },
   },
+  'write-batch-size': {
+    rule: 'a write request (insert, update, delete) carries at most 1,000 documents or statements; the driver splits a bulk write only at the far larger batch size the server announces (100,000 from MongoDB)',
+    cite: {
+      title: 'Optimize write performance in Azure Cosmos DB for MongoDB',
+      url: 'https://learn.microsoft.com/azure/cosmos-db/mongodb/optimize-write-performance',
+      section:
+        'Tune for the optimal batch size and thread count: "The API for MongoDB accepts writes in batches of up to 1,000 documents for each process/thread"; "client functions such as `insertMany()` should be limited to roughly 1,000 documents"',
+    },
+  },
   'compound-index-fields': {
     rule: 'a compound index has at most 8 fields (else error 67 CannotCreateIndex)',
     cite: {
@@ -166,6 +175,14 @@ export const RULES = {
         'Index properties: "Case Insensitive: No"; in practice: e2nIEE/pandahub#25 and DFEAGILEDEVOPS/MTC#348 (collation removed to run on Cosmos DB)',
     },
   },
+  'regex-index': {
+    rule: 'a left-anchored $regex (^prefix) is served by the index only without the i and m options and without `$` or `|`; a pattern that needs them goes with the plain left-anchored prefix on the same field (two $regex conditions), else Cosmos DB scans the whole collection. An unanchored $regex scans by nature and is not concerned',
+    cite: {
+      ...FEATURES,
+      section:
+        'Evaluation query operators: "left-anchored expressions allow index search. However, using the `i` modifier (case-insensitivity) and the `m` modifier (multiline) causes the collection to scan in all expressions"; "When there\'s a need to include `$` or `|`, it\'s best to create two (or more) `$regex` queries" (find({x: {$regex: /^abc/}, x: {$regex: /^abc$/}}))',
+    },
+  },
   // Documented behaviour that no single command shows: each says where it is covered instead.
   'idle-connections': {
     rule: "the client closes a pooled connection idle for more than 3 minutes: Azure's load balancer drops idle TCP connections after 4 (Cosmos DB itself after 30), and a request sent on a dropped one fails with a socket error",
@@ -176,6 +193,17 @@ export const RULES = {
     },
     checked:
       'not from a command: test/unit/cosmos-rules.test.ts checks CLIENT_OPTIONS.maxIdleTimeMS of shared/data/client.ts',
+  },
+  'app-name': {
+    rule: "the client keeps the connection string's appName (Cosmos DB's is @<account>@) and sets none of its own: a driver that sends an appName must send it as the portal's connection string has it",
+    cite: {
+      title: 'Connect a MongoDB application to Azure Cosmos DB',
+      url: 'https://learn.microsoft.com/azure/cosmos-db/mongodb/connect-account',
+      section:
+        'Driver Requirements: "client drivers must support the Service Name Identification (SNI) TLS extension and/or the appName connection string option. If the `appName` parameter is provided, it must be included as found in the connection string value in the Azure portal"; error-codes-solutions: MongoDB wire version issues ("Append `appName=@accountName@`")',
+    },
+    checked:
+      "not from a command (the handshake is not monitored): test/unit/cosmos-rules.test.ts checks that CLIENT_OPTIONS of shared/data/client.ts leave the connection string's appName as it is",
   },
   throttling: {
     rule: 'a request over the provisioned (or serverless) RU/s is refused with 16500 TooManyRequests, in a bulk write per write while the others are applied; the app waits the advised RetryAfterMs and sends only the throttled writes again',
@@ -216,6 +244,8 @@ export type RuleId = keyof typeof RULES;
 export const MAX_DOCUMENT_BYTES = 2 * 1024 * 1024;
 /** Cosmos DB's per-request limit (concepts-limits, Per-request limits). */
 export const MAX_REQUEST_BYTES = 2 * 1024 * 1024;
+/** The most documents or statements Cosmos DB takes in one write (optimize-write-performance). */
+export const MAX_WRITE_BATCH = 1_000;
 export const MAX_COMPOUND_INDEX_FIELDS = 8;
 export const MAX_SINGLE_FIELD_INDEXES = 500;
 export const MAX_INDEX_PATH_DEPTH = 6;
@@ -408,6 +438,7 @@ export function shorten(command: Readonly<Record<string, unknown>>, max = 400): 
   const text = JSON.stringify(command, (key, value: unknown) => {
     if (omitted.has(key)) return undefined;
     if (value instanceof Map) return Object.fromEntries(value);
+    if (value instanceof RegExp) return String(value);
     if (typeof value === 'string' && value.length > 40) return `${value.slice(0, 37)}…`;
     if (Array.isArray(value) && value.length > 3) return [...value.slice(0, 3), `…${value.length - 3} more`];
     return value;
@@ -587,15 +618,21 @@ export class CommandChecker {
     switch (name) {
       case 'find':
         this.checkOperators(body['filter'], report);
+        checkRegexes(body['filter'], report);
         this.checkOperators(body['projection'], report);
         this.checkSort(cmd.databaseName, collection, body['sort'], report);
         break;
       case 'count':
       case 'distinct':
         this.checkOperators(body['query'], report);
+        checkRegexes(body['query'], report);
         break;
       case 'delete':
-        for (const d of asArray(body['deletes'])) if (isRecord(d)) this.checkOperators(d['q'], report);
+        for (const d of asArray(body['deletes'])) {
+          if (!isRecord(d)) continue;
+          this.checkOperators(d['q'], report);
+          checkRegexes(d['q'], report);
+        }
         break;
       case 'insert':
         for (const doc of asArray(body['documents'])) {
@@ -609,6 +646,7 @@ export class CommandChecker {
         for (const u of asArray(body['updates'])) {
           if (!isRecord(u)) continue;
           this.checkOperators(u['q'], report);
+          checkRegexes(u['q'], report);
           this.checkOperators(u['arrayFilters'], report);
           this.checkUpdate(u['u'], collection, report);
           if (u['upsert']) this.populated.add(key);
@@ -616,6 +654,7 @@ export class CommandChecker {
         break;
       case 'findAndModify': {
         this.checkOperators(body['query'], report);
+        checkRegexes(body['query'], report);
         this.checkOperators(body['fields'], report);
         this.checkOperators(body['arrayFilters'], report);
         const sort = body['sort'] instanceof Map ? Object.fromEntries(body['sort']) : body['sort'];
@@ -663,6 +702,12 @@ export class CommandChecker {
         for (const k of [...this.populated])
           if (k.startsWith(`${cmd.databaseName}.`)) this.populated.delete(k);
         break;
+    }
+
+    if (name === 'insert' || name === 'update' || name === 'delete') {
+      const statements = asArray(body['documents'] ?? body['updates'] ?? body['deletes']).length;
+      if (statements > MAX_WRITE_BATCH)
+        report('write-batch-size', `${name} of more than ${MAX_WRITE_BATCH} statements`);
     }
 
     // The whole request, when no document of it was over the limit already.
@@ -790,8 +835,10 @@ export class CommandChecker {
       if (!SUPPORTED_STAGES.has(name)) report('unsupported-stage', `stage ${name}`);
       if (name === '$lookup' && isRecord(value) && ('pipeline' in value || 'let' in value))
         report('unsupported-stage', '$lookup with let/pipeline');
-      if (name === '$match') this.checkOperators(value, report);
-      else if (name === '$sort' && fromCollection) this.checkSort(db, collection, value, report);
+      if (name === '$match') {
+        this.checkOperators(value, report);
+        checkRegexes(value, report);
+      } else if (name === '$sort' && fromCollection) this.checkSort(db, collection, value, report);
       else this.checkOperators(value, report, true);
       if (name !== '$match' && name !== '$facet') this.checkExpressions(value, report);
       if (name === '$facet' && isRecord(value))
@@ -891,6 +938,81 @@ export class CommandChecker {
     });
     if (unsupported.size) report('unsupported-operator', `operator ${[...unsupported].join(', ')}`);
     if (!stages) for (const expr of exprsIn(value)) this.checkExpressions(expr, report);
+  }
+}
+
+/** One regular-expression condition of a filter: the field, the pattern and its options. */
+interface RegexCondition {
+  readonly path: string;
+  readonly pattern: string;
+  readonly options: string;
+}
+
+/** A regular expression as the driver sends it: a RegExp, a BSONRegExp, or a string. */
+function regexParts(value: unknown): { pattern: string; options: string } | null {
+  if (value instanceof RegExp) return { pattern: value.source, options: value.flags };
+  if (typeof value === 'string') return { pattern: value, options: '' };
+  if (isBsonRegExp(value)) return { pattern: value.pattern, options: value.options };
+  return null;
+}
+
+/** The regex conditions of a filter: `{f: /x/}` and `{f: {$regex, $options}}`, through $and/$or/$nor. */
+function regexConditions(filter: unknown, into: RegexCondition[] = []): RegexCondition[] {
+  if (!isRecord(filter)) return into;
+  for (const [key, value] of Object.entries(filter)) {
+    if (key === '$and' || key === '$or' || key === '$nor') {
+      for (const clause of asArray(value)) regexConditions(clause, into);
+      continue;
+    }
+    if (key.startsWith('$')) continue;
+    if (value instanceof RegExp || isBsonRegExp(value)) {
+      const parts = regexParts(value);
+      if (parts) into.push({ path: key, ...parts });
+    } else if (isRecord(value) && value['$regex'] !== undefined) {
+      const parts = regexParts(value['$regex']);
+      if (!parts) continue;
+      const extra = typeof value['$options'] === 'string' ? value['$options'] : '';
+      into.push({ path: key, pattern: parts.pattern, options: parts.options + extra });
+    }
+  }
+  return into;
+}
+
+const isBsonRegExp = (value: unknown): value is BSON.BSONRegExp =>
+  typeof value === 'object' &&
+  value !== null &&
+  (value as { _bsontype?: unknown })._bsontype === 'BSONRegExp';
+
+/** Whether a pattern holds `$` or `|` as syntax (not escaped, not inside a character class). */
+function hasAlternationOrEnd(pattern: string): boolean {
+  let inClass = false;
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i];
+    if (c === '\\') {
+      i++;
+      continue;
+    }
+    if (inClass) {
+      if (c === ']') inClass = false;
+    } else if (c === '[') inClass = true;
+    else if (c === '$' || c === '|') return true;
+  }
+  return false;
+}
+
+/**
+ * Left-anchored regex conditions that lose Cosmos DB's index search (i or m, `$` or `|`), unless
+ * the same filter also narrows that field with a plain left-anchored regex (the documented split;
+ * anywhere in the filter, so a plain prefix in another `$or` branch is taken as serving it too).
+ */
+function checkRegexes(filter: unknown, report: (rule: RuleId, subject: string) => void): void {
+  const anchored = regexConditions(filter).filter((c) => c.pattern.startsWith('^'));
+  const plain = (c: RegexCondition): boolean => !/[im]/.test(c.options) && !hasAlternationOrEnd(c.pattern);
+  const served = new Set(anchored.filter(plain).map((c) => c.path));
+  for (const c of anchored) {
+    if (plain(c) || served.has(c.path)) continue;
+    const why = /[im]/.test(c.options) ? `options ${c.options}` : '`$` or `|`';
+    report('regex-index', `$regex on ${c.path} with ${why} and no plain left-anchored prefix`);
   }
 }
 

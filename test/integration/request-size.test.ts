@@ -1,6 +1,7 @@
 // Cosmos DB refuses a write request over 2 MB (concepts-limits, Per-request limits), however many
 // documents it carries; the driver splits a bulk write only at the message size the server announces. The
-// data module's bulk writes (restore, migration, counters) are sent in parts under the limit: the
+// data module's bulk writes (restore, migration, counters) are sent in parts under the limit, and
+// of at most 1,000 operations (Cosmos DB's write batch, optimize-write-performance): the
 // commands the driver really sends are checked against the rule, every document is written, and
 // refused writes keep the caller's indexes across parts. Own client and checker, as in
 // cosmos-check.test.ts, so the commands are looked at here.
@@ -11,7 +12,7 @@ import { createDataStore } from '../../shared/data';
 import { directAdapter } from '../../shared/data/adapter';
 import { CLIENT_OPTIONS } from '../../shared/data/client';
 import { BulkWriteFailure, Gateway } from '../../shared/data/gateway';
-import { CommandChecker, MAX_REQUEST_BYTES, type CheckedCommand } from '../cosmos/rules';
+import { CommandChecker, MAX_REQUEST_BYTES, MAX_WRITE_BATCH, type CheckedCommand } from '../cosmos/rules';
 
 interface Doc {
   _id: string;
@@ -93,4 +94,30 @@ it('a refused write keeps its index across parts: an ordered write stops there, 
     expect(result.insertedCount).toBe(ordered ? 35 : 39);
     expect(stored.length).toBe(ordered ? 36 : 40);
   }
+});
+
+it('a bulk write of 2,500 small documents goes in requests of at most 1,000, and a refused one keeps its index', async () => {
+  const gateway = new Gateway(db.collection<Doc>('many'), directAdapter);
+  const id = (i: number): string => `many-${String(i).padStart(4, '0')}`;
+  await db.collection<Doc>('many').insertOne({ _id: id(1_500), text: 'already there' });
+  const inserts: AnyBulkWriteOperation<Doc>[] = Array.from({ length: 2_500 }, (_, i) => ({
+    insertOne: { document: { _id: id(i), text: 'x' } },
+  }));
+  let failure: unknown;
+  seen.length = 0;
+  await gateway.bulkWrite(inserts, false).catch((error: unknown) => {
+    failure = error;
+  });
+  const checker = new CommandChecker();
+  for (const command of seen) checker.check(command);
+  expect(checker.violations.map((v) => `${v.rule} ${v.subject}`)).toEqual([]);
+  const batches = seen
+    .filter((c) => c.commandName === 'insert')
+    .map((c) => (c.command['documents'] as unknown[]).length);
+  expect(batches).toEqual([MAX_WRITE_BATCH, MAX_WRITE_BATCH, 500]);
+  expect(failure).toBeInstanceOf(BulkWriteFailure);
+  const { writeErrors, result } = failure as BulkWriteFailure;
+  expect(writeErrors).toEqual([{ index: 1_500, code: 11000 }]);
+  expect(result.insertedCount).toBe(2_499);
+  expect(await db.collection<Doc>('many').countDocuments({})).toBe(2_500);
 });

@@ -2,6 +2,7 @@
 // and lets a compliant one pass; and the app's own index definitions and client options comply.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { BSON, MongoClient } from 'mongodb';
 import { describe as group, expect, it } from 'vitest';
 import { CLIENT_OPTIONS } from '../../shared/data/client';
 import { APP_ARRAY_FIELDS, APP_CAPABILITIES, APP_INDEXES } from '../cosmos/app-model';
@@ -152,7 +153,7 @@ group('Cosmos DB rules, one by one', () => {
     expect(rulesBrokenBy(find({ filter: { $where: 'this.a > 1' } }))).toEqual(['unsupported-operator']);
     expect(rulesBrokenBy(find({ filter: { $text: { $search: 'x' } } }))).toEqual(['unsupported-operator']);
     expect(
-      rulesBrokenBy(find({ filter: { a: { $in: [1, 2] }, $or: [{ b: { $regex: '^x', $options: 'i' } }] } })),
+      rulesBrokenBy(find({ filter: { a: { $in: [1, 2] }, $or: [{ b: { $regex: 'x', $options: 'i' } }] } })),
     ).toEqual([]);
     const aggregate = (pipeline: unknown[]) => ({
       commandName: 'aggregate',
@@ -288,6 +289,28 @@ group('Cosmos DB limits and restrictions beyond the feature tables', () => {
     expect(rulesBrokenBy(find({ filter: { _id: { $in: texts(30) } } }))).toEqual([]);
   });
 
+  it('a write of at most 1,000 documents or statements, however small', () => {
+    const ids = (n: number) => Array.from({ length: n }, (_, i) => i);
+    const insert = (n: number) => ({
+      commandName: 'insert',
+      command: { insert: 'c', documents: ids(n).map((i) => ({ _id: i })) },
+    });
+    const updates = (n: number) => ({
+      commandName: 'update',
+      command: { update: 'c', updates: ids(n).map((i) => ({ q: { _id: i }, u: { $inc: { n: 1 } } })) },
+    });
+    const deletes = (n: number) => ({
+      commandName: 'delete',
+      command: { delete: 'c', deletes: ids(n).map((i) => ({ q: { _id: i }, limit: 1 })) },
+    });
+    expect(rulesBrokenBy(insert(1_000), updates(1_000), deletes(1_000))).toEqual([]);
+    expect(rulesBrokenBy(insert(1_001))).toEqual(['write-batch-size']);
+    expect(rulesBrokenBy(updates(1_001))).toEqual(['write-batch-size']);
+    expect(rulesBrokenBy(deletes(1_001))).toEqual(['write-batch-size']);
+    // one statement over many documents is one statement
+    expect(rulesBrokenBy(update({ $set: { a: 1 } }, { multi: true }))).toEqual([]);
+  });
+
   it('a compound index of at most 8 fields, an index path of at most 6 levels', () => {
     const rules = (keys: Record<string, unknown>) =>
       checkIndex({ collection: 'c', name: 'x', keys }, new Set(), new Set([NESTED_INDEX_CAPABILITY])).map(
@@ -382,6 +405,37 @@ group('Cosmos DB limits and restrictions beyond the feature tables', () => {
         command: { findAndModify: 'c', query: { _id: 1 }, fields: { s: { $meta: 'x' } }, remove: true },
       }),
     ).toEqual(['unsupported-operator']);
+  });
+
+  it('a left-anchored $regex keeps its index: no i or m, no `$` or `|` without the plain prefix', () => {
+    expect(rulesBrokenBy(find({ filter: { _id: { $regex: '^day:' } } }))).toEqual([]);
+    expect(rulesBrokenBy(find({ filter: { _id: /^day:\d+/ } }))).toEqual([]);
+    // `$` and `|` inside a class or escaped are literal characters
+    expect(rulesBrokenBy(find({ filter: { a: { $regex: '^x[$|]\\$' } } }))).toEqual([]);
+    // unanchored: a scan whatever its options (health scans read every document by design)
+    expect(rulesBrokenBy(find({ filter: { a: { $regex: 'x$', $options: 'i' } } }))).toEqual([]);
+    expect(rulesBrokenBy(find({ filter: { a: /^x/i } }))).toEqual(['regex-index']);
+    expect(rulesBrokenBy(find({ filter: { a: { $regex: '^x', $options: 'm' } } }))).toEqual(['regex-index']);
+    expect(rulesBrokenBy(find({ filter: { a: { $regex: new BSON.BSONRegExp('^x', 'i') } } }))).toEqual([
+      'regex-index',
+    ]);
+    expect(rulesBrokenBy(find({ filter: { _id: { $regex: /^legacy:\d+$/ } } }))).toEqual(['regex-index']);
+    expect(rulesBrokenBy(find({ filter: { a: /^abc|^def/ } }))).toEqual(['regex-index']);
+    // the documented split: the plain prefix serves the index, the full pattern matches exactly
+    expect(
+      rulesBrokenBy(find({ filter: { $and: [{ _id: { $regex: '^legacy:' } }, { _id: /^legacy:\d+$/ }] } })),
+    ).toEqual([]);
+    expect(rulesBrokenBy(find({ filter: { $or: [{ a: /^abc/ }, { a: /^def/ }] } }))).toEqual([]);
+    // every filter is held to it: count, delete, update, findAndModify, $match
+    const delete_ = {
+      commandName: 'delete',
+      command: { delete: 'c', deletes: [{ q: { a: /^x$/ }, limit: 0 }] },
+    };
+    expect(rulesBrokenBy(delete_)).toEqual(['regex-index']);
+    expect(rulesBrokenBy(aggregate([{ $match: { a: /^x/m } }]))).toEqual(['regex-index']);
+    expect(rulesBrokenBy({ commandName: 'count', command: { count: 'c', query: { a: /^x$/ } } })).toEqual([
+      'regex-index',
+    ]);
   });
 
   it('a change stream asks for fullDocument updateLookup and has a $match and a $project', () => {
@@ -510,6 +564,16 @@ group('the app, checked statically', () => {
 
   it('the app’s client turns retryable writes off', () => {
     expect(CLIENT_OPTIONS.retryWrites).toBe(false);
+  });
+
+  it('the app’s client keeps the connection string’s appName (Cosmos DB’s @account@)', () => {
+    // No connection is made: the options are what the handshake would send.
+    const cosmos = new MongoClient(
+      'mongodb://acct:key@acct.mongo.cosmos.azure.com:10255/?ssl=true&replicaSet=globaldb&appName=@acct@',
+      CLIENT_OPTIONS,
+    );
+    expect(cosmos.options.appName).toBe('@acct@');
+    expect(CLIENT_OPTIONS).not.toHaveProperty('appName');
   });
 
   it('the app’s client closes a connection idle for longer than Azure’s load balancer keeps it', () => {
