@@ -207,14 +207,23 @@ export const OrderMessageSchema = obj({
  */
 export const NUMBER_CHANGES: readonly string[] = ['user_changed_number', 'customer_changed_number'];
 export const isNumberChange = (type: string | undefined): boolean => NUMBER_CHANGES.includes(type ?? '');
+/**
+ * A number Meta may write as a JSON number (`new_wa_id`: Meta's earlier reference leaves it
+ * unquoted, and whatsapp-api-js types it `number | string`), read as its digits; an integer
+ * too large to hold exactly is no number ('' matches no WA_ID).
+ */
+const numberText = z
+  .union([str, z.number()])
+  .transform((v) => (typeof v === 'string' ? v : Number.isSafeInteger(v) && v >= 0 ? String(v) : ''))
+  .optional();
 export const SystemMessageSchema = obj({
   ...base,
   type: z.literal('system'),
   system: obj({
     body: optStr,
     type: optStr,
-    wa_id: optStr,
-    new_wa_id: optStr,
+    wa_id: numberText,
+    new_wa_id: numberText,
     identity: optStr,
     customer: optStr,
     user_id: optStr,

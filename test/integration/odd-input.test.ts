@@ -133,6 +133,25 @@ describe('odd but authentic input', () => {
     expect(archived.filter((e) => String(e['payloadJson']).includes(message.id))).toEqual([]);
   });
 
+  it.each([
+    // Reactions, edits and deletions act on an earlier message ("Reaction messages", "Edit
+    // messages" and "Revoke messages" webhook references): never answered nor read, also when
+    // the object naming that message is odd (a misspelt `messsage_id`, say).
+    ['reaction', { reaction: { messsage_id: 'wamid.earlier', emoji: '\u{1F44D}' } }],
+    ['edit', { edit: { message: { type: 'text', text: { body: 'new words' } } } }],
+    ['revoke', { revoke: {} }],
+  ])('a %s whose body does not match its type is stored, never read or answered', async (type, body) => {
+    const from = newPhone();
+    const message = { from, id: wamid(), timestamp: nowSeconds(), type, ...body };
+    const before = app.graph.requests.length;
+    await deliver(notification(value({ contacts: [{ waId: from }], messages: [message] })));
+    expect(await raw('messages').findOne({ _id: message.id } as Record<string, unknown>)).toMatchObject({
+      type,
+      replyState: 'none',
+    });
+    expect(app.graph.requests.slice(before)).toEqual([]);
+  });
+
   it('odd items of the contacts list are archived; the sender still gets the name of their own contact', async () => {
     const from = newPhone();
     const good = textMessage(from, 'my contact is the last one');
