@@ -51,7 +51,15 @@ const ErrorsSchema = z
     return parsed?.length ? parsed : undefined;
   });
 
-export const MetadataSchema = obj({ display_phone_number: optStr, phone_number_id: str.regex(GRAPH_ID) });
+/**
+ * A value's business number: its id is what replies go out through; the display number is only
+ * shown, so an odd one (a JSON number: Meta's older syntax leaves the placeholder unquoted) never
+ * costs the value.
+ */
+export const MetadataSchema = obj({
+  display_phone_number: optStr.catch(undefined),
+  phone_number_id: str.regex(GRAPH_ID),
+});
 
 export const ContactSchema = obj({
   wa_id: optStr,
@@ -309,7 +317,7 @@ export const StatusSchema = obj({
 export type Status = z.infer<typeof StatusSchema>;
 
 /** What a `messages` change value needs before any of its parts can be used: the business number. */
-export const ValueHeadSchema = obj({ messaging_product: optStr, metadata: MetadataSchema });
+export const ValueHeadSchema = obj({ messaging_product: optStr.catch(undefined), metadata: MetadataSchema });
 
 /** The parts of a `messages` value; the parser checks each on its own, so one odd part never hides the others. */
 export const VALUE_PARTS = ['contacts', 'messages', 'statuses', 'errors'] as const;

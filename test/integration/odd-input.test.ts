@@ -196,6 +196,33 @@ describe('odd but authentic input', () => {
     ).toEqual([from]);
   });
 
+  it.each<[string, Record<string, unknown>, Record<string, unknown>?]>([
+    // Meta's older webhook syntax writes these placeholders unquoted (`"display_phone_number":
+    // PHONE_NUMBER`, "Webhooks components"); only the business's number id is needed to answer.
+    ['a display number written as a JSON number', { display_phone_number: 15550783881 }],
+    ['no display number', {}],
+    [
+      'a messaging product that is not text',
+      { display_phone_number: '15550783881' },
+      { messaging_product: 1 },
+    ],
+  ])(
+    'a value with %s is still read: its message stored and answered',
+    async (_label, metadata, head = {}) => {
+      const from = newPhone();
+      const good = textMessage(from, 'the business number id is all it takes');
+      const payload = notification({
+        ...value({ contacts: [{ waId: from }], messages: [good] }),
+        metadata: { ...metadata, phone_number_id: PHONE_NUMBER_ID },
+        ...head,
+      });
+      expect(await deliver(payload)).toEqual([good.id]);
+      expect(await raw('messages').findOne({ _id: good.id } as Record<string, unknown>)).toMatchObject({
+        replyState: 'sent',
+      });
+    },
+  );
+
   it('a value whose messages part is not a list: its statuses are still applied, the part archived', async () => {
     const from = newPhone();
     const statusId = wamid();
