@@ -334,9 +334,10 @@ export const MessagesValueSchema = ValueHeadSchema.extend({
 export type MessagesValue = z.infer<typeof MessagesValueSchema>;
 
 export const ChangeSchema = obj({ field: str, value: z.unknown() });
+/** An entry: its own fields (the account id, the batch's time) are not read, so an odd one never costs its changes. */
 export const EntrySchema = obj({
-  id: optStr,
-  time: z.number().optional(),
+  id: optStr.catch(undefined),
+  time: z.number().optional().catch(undefined),
   changes: z.array(z.unknown()).default([]),
 });
 export const NotificationSchema = obj({ object: str, entry: z.array(z.unknown()) });

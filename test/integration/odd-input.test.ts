@@ -223,6 +223,27 @@ describe('odd but authentic input', () => {
     },
   );
 
+  it.each<[string, Record<string, unknown>]>([
+    // The entry's own fields name the business account and the time of the batch (templates'
+    // webhooks give `time` as an Integer): the app reads neither, so an odd one costs nothing.
+    ['an entry id written as a JSON number', { id: 102290129340398 }],
+    ['an entry time written as text', { id: '102290129340398', time: '1739321024' }],
+  ])('%s: its messages are still stored and answered', async (_label, entry) => {
+    const from = newPhone();
+    const good = textMessage(from, 'the entry is only an envelope');
+    const payload = {
+      object: 'whatsapp_business_account',
+      entry: [
+        {
+          ...entry,
+          changes: [{ field: 'messages', value: value({ contacts: [{ waId: from }], messages: [good] }) }],
+        },
+      ],
+    };
+    expect(await deliver(payload)).toEqual([good.id]);
+    expect(await raw('events').countDocuments({ reason: 'malformed entry' })).toBe(0);
+  });
+
   it('a value whose messages part is not a list: its statuses are still applied, the part archived', async () => {
     const from = newPhone();
     const statusId = wamid();
