@@ -208,7 +208,15 @@ function editedText(message: Extract<InboundMessage, { type: 'edit' }>): string 
   return normalized.treatment === 'answer' ? normalized.text : '';
 }
 
-/** A message whose body did not match its type: stored as its type (or `unknown`), answered politely. */
+/**
+ * A message whose body did not match its type: stored as its type (or `unknown`), answered
+ * politely; unless its type is one the bot never answers (a system message is WhatsApp's note about
+ * the person, a reaction, edit or deletion acts on an earlier message): that stays unanswered.
+ */
 export function normalizeUnreadable(type: string): NormalizedMessage {
-  return { type, text: `[${type}]`, treatment: 'unreadable', relatedId: null };
+  const text = `[${type}]`;
+  if (type === 'system') return { type, text, treatment: 'system', relatedId: null };
+  if (type === 'reaction') return { type, text, treatment: 'reaction', relatedId: null };
+  if (type === 'edit' || type === 'revoke') return { type, text, treatment: 'note', relatedId: null };
+  return { type, text, treatment: 'unreadable', relatedId: null };
 }

@@ -51,7 +51,15 @@ const ErrorsSchema = z
     return parsed?.length ? parsed : undefined;
   });
 
-export const MetadataSchema = obj({ display_phone_number: optStr, phone_number_id: str.regex(GRAPH_ID) });
+/**
+ * A value's business number: its id is what replies go out through; the display number is only
+ * shown, so an odd one (a JSON number: Meta's older syntax leaves the placeholder unquoted) never
+ * costs the value.
+ */
+export const MetadataSchema = obj({
+  display_phone_number: optStr.catch(undefined),
+  phone_number_id: str.regex(GRAPH_ID),
+});
 
 export const ContactSchema = obj({
   wa_id: optStr,
@@ -207,14 +215,23 @@ export const OrderMessageSchema = obj({
  */
 export const NUMBER_CHANGES: readonly string[] = ['user_changed_number', 'customer_changed_number'];
 export const isNumberChange = (type: string | undefined): boolean => NUMBER_CHANGES.includes(type ?? '');
+/**
+ * A number Meta may write as a JSON number (`new_wa_id`: Meta's earlier reference leaves it
+ * unquoted, and whatsapp-api-js types it `number | string`), read as its digits; an integer
+ * too large to hold exactly is no number ('' matches no WA_ID).
+ */
+const numberText = z
+  .union([str, z.number()])
+  .transform((v) => (typeof v === 'string' ? v : Number.isSafeInteger(v) && v >= 0 ? String(v) : ''))
+  .optional();
 export const SystemMessageSchema = obj({
   ...base,
   type: z.literal('system'),
   system: obj({
     body: optStr,
     type: optStr,
-    wa_id: optStr,
-    new_wa_id: optStr,
+    wa_id: numberText,
+    new_wa_id: numberText,
     identity: optStr,
     customer: optStr,
     user_id: optStr,
@@ -300,7 +317,7 @@ export const StatusSchema = obj({
 export type Status = z.infer<typeof StatusSchema>;
 
 /** What a `messages` change value needs before any of its parts can be used: the business number. */
-export const ValueHeadSchema = obj({ messaging_product: optStr, metadata: MetadataSchema });
+export const ValueHeadSchema = obj({ messaging_product: optStr.catch(undefined), metadata: MetadataSchema });
 
 /** The parts of a `messages` value; the parser checks each on its own, so one odd part never hides the others. */
 export const VALUE_PARTS = ['contacts', 'messages', 'statuses', 'errors'] as const;
@@ -317,9 +334,10 @@ export const MessagesValueSchema = ValueHeadSchema.extend({
 export type MessagesValue = z.infer<typeof MessagesValueSchema>;
 
 export const ChangeSchema = obj({ field: str, value: z.unknown() });
+/** An entry: its own fields (the account id, the batch's time) are not read, so an odd one never costs its changes. */
 export const EntrySchema = obj({
-  id: optStr,
-  time: z.number().optional(),
+  id: optStr.catch(undefined),
+  time: z.number().optional().catch(undefined),
   changes: z.array(z.unknown()).default([]),
 });
 export const NotificationSchema = obj({ object: str, entry: z.array(z.unknown()) });

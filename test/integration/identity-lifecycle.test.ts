@@ -322,6 +322,54 @@ describe('a number change as Meta’s earlier webhook reference names it', () =>
     expect(exported?.previousWaIds).toContain(a);
   });
 
+  it('customer_changed_number whose new_wa_id is a JSON number moves the user, and is never answered', async () => {
+    // Meta's earlier reference writes `"new_wa_id": NEW_WA_ID` unquoted, and whatsapp-api-js types
+    // it `number | string` (https://whatsappapijs.web.app/types/types.ServerSystemMessage.html).
+    const [a, b] = [newPhone(), newPhone()];
+    await post(from({ waId: a }, 'hello from my old number'));
+    const before = await userOf({ waId: a });
+    const sends = app.graph.requests.length;
+    const change = system(a, { body: `Uma changed from ${a} to ${b}`, type: 'customer_changed_number' });
+    const message = (change.entry[0]?.changes[0]?.value as { messages: Record<string, unknown>[] })
+      .messages[0];
+    (message?.['system'] as Record<string, unknown>)['new_wa_id'] = Number(b);
+    await post(change);
+    expect((await userOf({ waId: b })).id).toBe(before.id);
+    expect(await app.services.data.users.findByIdentity({ waId: a, bsuid: null })).toBeNull();
+    // Neither a read receipt nor a "cannot read that" answer for a change the user never wrote.
+    expect(app.graph.requests.slice(sends)).toEqual([]);
+  });
+
+  it('a system message whose body does not match its type is kept under the user, never read or answered', async () => {
+    // System messages (https://developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/messages/system/)
+    // are WhatsApp's notes about the person, not something they wrote: one whose `system` object
+    // is odd is no message to answer "cannot read that" to.
+    const a = newPhone();
+    await post(from({ waId: a }, 'hello'));
+    const user = await userOf({ waId: a });
+    const sends = app.graph.requests.length;
+    const odd = notification(
+      value({
+        messages: [
+          {
+            from: a,
+            id: wamid(),
+            timestamp: nowSeconds(),
+            type: 'system',
+            system: { body: 7, type: 'user_identity_changed' },
+          },
+        ],
+      }),
+    );
+    await post(odd);
+    expect(app.graph.requests.slice(sends)).toEqual([]);
+    expect(
+      await app.database.db.collection('messages').countDocuments({ userId: user.id, type: 'system' }),
+    ).toBe(0);
+    const events = (await app.services.data.personal.exportUser(user.id))?.events ?? [];
+    expect(events.filter((e) => JSON.stringify(e).includes('user_identity_changed'))).toHaveLength(1);
+  });
+
   it('a system message that changes nothing is kept under the user, not called applied', async () => {
     const a = newPhone();
     await post(from({ waId: a }, 'hello'));

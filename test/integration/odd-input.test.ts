@@ -133,6 +133,25 @@ describe('odd but authentic input', () => {
     expect(archived.filter((e) => String(e['payloadJson']).includes(message.id))).toEqual([]);
   });
 
+  it.each([
+    // Reactions, edits and deletions act on an earlier message ("Reaction messages", "Edit
+    // messages" and "Revoke messages" webhook references): never answered nor read, also when
+    // the object naming that message is odd (a misspelt `messsage_id`, say).
+    ['reaction', { reaction: { messsage_id: 'wamid.earlier', emoji: '\u{1F44D}' } }],
+    ['edit', { edit: { message: { type: 'text', text: { body: 'new words' } } } }],
+    ['revoke', { revoke: {} }],
+  ])('a %s whose body does not match its type is stored, never read or answered', async (type, body) => {
+    const from = newPhone();
+    const message = { from, id: wamid(), timestamp: nowSeconds(), type, ...body };
+    const before = app.graph.requests.length;
+    await deliver(notification(value({ contacts: [{ waId: from }], messages: [message] })));
+    expect(await raw('messages').findOne({ _id: message.id } as Record<string, unknown>)).toMatchObject({
+      type,
+      replyState: 'none',
+    });
+    expect(app.graph.requests.slice(before)).toEqual([]);
+  });
+
   it('odd items of the contacts list are archived; the sender still gets the name of their own contact', async () => {
     const from = newPhone();
     const good = textMessage(from, 'my contact is the last one');
@@ -175,6 +194,54 @@ describe('odd but authentic input', () => {
         .slice(before)
         .map((s) => s.body['to']),
     ).toEqual([from]);
+  });
+
+  it.each<[string, Record<string, unknown>, Record<string, unknown>?]>([
+    // Meta's older webhook syntax writes these placeholders unquoted (`"display_phone_number":
+    // PHONE_NUMBER`, "Webhooks components"); only the business's number id is needed to answer.
+    ['a display number written as a JSON number', { display_phone_number: 15550783881 }],
+    ['no display number', {}],
+    [
+      'a messaging product that is not text',
+      { display_phone_number: '15550783881' },
+      { messaging_product: 1 },
+    ],
+  ])(
+    'a value with %s is still read: its message stored and answered',
+    async (_label, metadata, head = {}) => {
+      const from = newPhone();
+      const good = textMessage(from, 'the business number id is all it takes');
+      const payload = notification({
+        ...value({ contacts: [{ waId: from }], messages: [good] }),
+        metadata: { ...metadata, phone_number_id: PHONE_NUMBER_ID },
+        ...head,
+      });
+      expect(await deliver(payload)).toEqual([good.id]);
+      expect(await raw('messages').findOne({ _id: good.id } as Record<string, unknown>)).toMatchObject({
+        replyState: 'sent',
+      });
+    },
+  );
+
+  it.each<[string, Record<string, unknown>]>([
+    // The entry's own fields name the business account and the time of the batch (templates'
+    // webhooks give `time` as an Integer): the app reads neither, so an odd one costs nothing.
+    ['an entry id written as a JSON number', { id: 102290129340398 }],
+    ['an entry time written as text', { id: '102290129340398', time: '1739321024' }],
+  ])('%s: its messages are still stored and answered', async (_label, entry) => {
+    const from = newPhone();
+    const good = textMessage(from, 'the entry is only an envelope');
+    const payload = {
+      object: 'whatsapp_business_account',
+      entry: [
+        {
+          ...entry,
+          changes: [{ field: 'messages', value: value({ contacts: [{ waId: from }], messages: [good] }) }],
+        },
+      ],
+    };
+    expect(await deliver(payload)).toEqual([good.id]);
+    expect(await raw('events').countDocuments({ reason: 'malformed entry' })).toBe(0);
   });
 
   it('a value whose messages part is not a list: its statuses are still applied, the part archived', async () => {
