@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { MongoClient } from 'mongodb';
 import { startBenchGraph, type BenchGraph } from './graph-stub';
-import { intOption, parseCli, UsageError } from '../scripts/lib/cli';
+import { givenPath, intOption, parseCli, UsageError } from '../scripts/lib/cli';
 import { postAll } from './load';
 import { notification, signed, status, textNotification, value } from '../test/helpers/meta';
 
@@ -456,7 +456,8 @@ async function main(): Promise<void> {
         floor && !external ? round((100 * (replies / replySeconds)) / floorReplies(floor, turnMix)) : null,
     };
     print(figures);
-    if (values.json) writeFileSync(values.json, `${JSON.stringify(figures, null, 2)}\n`);
+    if (values.json)
+      writeFileSync(givenPath(values.json, process.env), `${JSON.stringify(figures, null, 2)}\n`);
   } finally {
     clearInterval(sampler);
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);

@@ -25,6 +25,7 @@ import {
   UsageError,
   withDataStore,
   working,
+  givenPath,
   type Env,
   type Io,
 } from './lib/cli';
@@ -76,7 +77,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   const started = Date.now();
   const createdAt = new Date();
   const out =
-    values['out'] ??
+    (values['out'] === undefined ? undefined : givenPath(values['out'], env)) ??
     path.join('.data', 'backups', `backup-${createdAt.toISOString().replace(/[:.]/g, '-')}.jsonl.gz`);
   await checkOut(out);
   // Written next to --out, renamed over it only when complete: a failed or killed backup never

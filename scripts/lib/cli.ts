@@ -1,5 +1,6 @@
 // Shared helpers of the operator scripts: arguments and --help, a progress bar on stderr, the
 // summary, exit codes, and opening the database the way `npm run dev` finds it.
+import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { CLIENT_OPTIONS, closeAllClients, openDataStore, type DataStore } from '../../shared/data';
 import { databaseName, type Env } from '../../shared/config';
@@ -82,6 +83,15 @@ export function parseCli<O extends Options>(
     throw new UsageError(`unexpected argument: ${parsed.positionals[opts.positionals ?? 0] ?? ''}`);
   }
   return parsed;
+}
+
+/**
+ * A file named on the command line, where the person who typed it means it: npm runs a script in
+ * the project's folder, whichever folder `npm run` was typed in (it passes that one as INIT_CWD),
+ * so a relative path is resolved against INIT_CWD.
+ */
+export function givenPath(file: string, env: Env): string {
+  return path.resolve(env['INIT_CWD'] || process.cwd(), file);
 }
 
 /** A positive integer option, or the default. */
