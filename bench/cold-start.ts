@@ -7,8 +7,8 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { BUNDLE, DEFAULT_OUT_DIR, buildPackage } from '../scripts/package';
+import { givenPath, intOption, parseCli, UsageError } from '../scripts/lib/cli';
 
 const ROOT = path.resolve(__dirname, '..');
 
@@ -75,24 +75,30 @@ Usage: npm run bench:cold [-- options]
 
 Times fresh \`node\` processes loading the entry against the floor of loading only mongodb and
 @azure/functions, and prints the medians and their ratio.
+
+Exit code: 0 when done (and within --max-ratio), 1 when above --max-ratio or on failure, 2 on bad
+arguments (nothing run).
 `;
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      runs: { type: 'string', default: '21' },
-      entry: { type: 'string' },
-      'max-ratio': { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-  if (values.help) {
+  const argv = process.argv.slice(2);
+  if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write(`${HELP.trim()}\n`);
     return;
   }
-  const runs = Number(values.runs);
-  if (!Number.isInteger(runs) || runs < 3) throw new Error('--runs must be an integer of at least 3');
-  let entry = values.entry ? path.resolve(values.entry) : path.join(DEFAULT_OUT_DIR, 'app', BUNDLE);
+  // Bad arguments exit 2 before anything runs: exit 1 is the ratio's verdict, and a --max-ratio
+  // that is not a number would otherwise pass every run (no ratio is above NaN).
+  const { values } = parseCli(argv, {
+    runs: { type: 'string' },
+    entry: { type: 'string' },
+    'max-ratio': { type: 'string' },
+  });
+  const runs = intOption(values.runs, 'runs', 21, 3);
+  const given = values['max-ratio'];
+  const maxRatio = given === undefined ? undefined : Number(given);
+  if (maxRatio !== undefined && (!/^\d+(\.\d+)?$/.test(given ?? '') || !(maxRatio > 0)))
+    throw new UsageError('--max-ratio must be a number above 0, such as 1.3');
+  let entry = values.entry ? givenPath(values.entry, process.env) : path.join(DEFAULT_OUT_DIR, 'app', BUNDLE);
   if (!values.entry && !existsSync(entry)) entry = path.join((await buildPackage()).dir, BUNDLE);
   if (!existsSync(entry)) throw new Error(`${entry} does not exist (npm run build / npm run package)`);
 
@@ -124,7 +130,6 @@ async function main(): Promise<void> {
         row(`entry ${path.relative(ROOT, entry)}`, 'entry') +
         `  ratio: ${ratio.toFixed(2)}x wall, ${cpuRatio.toFixed(2)}x cpu\n`,
     );
-    const maxRatio = values['max-ratio'] === undefined ? undefined : Number(values['max-ratio']);
     if (maxRatio !== undefined && ratio > maxRatio) {
       process.stdout.write(`bench:cold: ratio above ${maxRatio}\n`);
       process.exitCode = 1;
@@ -136,6 +141,11 @@ async function main(): Promise<void> {
 
 if (require.main === module) {
   main().catch((error: unknown) => {
+    if (error instanceof UsageError) {
+      process.stderr.write(`error: ${error.message} (see --help)\n`);
+      process.exitCode = 2;
+      return;
+    }
     process.stderr.write(`bench:cold: ${error instanceof Error ? error.message : String(error)}\n`);
     process.exitCode = 1;
   });

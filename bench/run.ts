@@ -7,9 +7,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { MongoClient } from 'mongodb';
 import { startBenchGraph, type BenchGraph } from './graph-stub';
+import { givenPath, intOption, parseCli, UsageError } from '../scripts/lib/cli';
 import { postAll } from './load';
 import { notification, signed, status, textNotification, value } from '../test/helpers/meta';
 
@@ -37,6 +37,8 @@ Uses MONGODB_URI when set, else the embedded database (temporary files); Azurite
 folder. Prints ack latency, replies/s, reply latency, database round trips, CPU and memory, and the
 database's own floor (sequential reads, inserts and updates by key per second on the same server)
 and the replies/s it allows for the run's mix of round trips.
+
+Exit code: 0 when done, 1 on failure, 2 on bad arguments (nothing started).
 `;
 
 interface Figures {
@@ -199,40 +201,44 @@ const floorReplies = (floor: Floor, mix: Record<Kind, number>): number =>
     mix.updates / floor.updatesPerSecond);
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      messages: { type: 'string', default: '300' },
-      senders: { type: 'string', default: '50' },
-      concurrency: { type: 'string', default: '16' },
-      redeliveries: { type: 'string', default: '30' },
-      forgeries: { type: 'string', default: '100' },
-      statuses: { type: 'string', default: '100' },
-      warmup: { type: 'string', default: '50' },
-      json: { type: 'string' },
-      url: { type: 'string' },
-      'graph-port': { type: 'string' },
-      secret: { type: 'string' },
-      'ack-only': { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-  if (values.help) {
+  const argv = process.argv.slice(2);
+  if (argv.includes('--help') || argv.includes('-h')) {
     process.stdout.write(`${HELP.trim()}\n`);
     return;
   }
-  const count = (name: string, v: string | undefined) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be a whole number`);
-    return n;
-  };
-  const messages = count('messages', values.messages);
-  const senders = Math.max(1, count('senders', values.senders));
-  const concurrency = Math.max(1, count('concurrency', values.concurrency));
+  // Bad arguments exit 2 in one line before anything starts, as the operator scripts' do.
+  const { values } = parseCli(argv, {
+    messages: { type: 'string' },
+    senders: { type: 'string' },
+    concurrency: { type: 'string' },
+    redeliveries: { type: 'string' },
+    forgeries: { type: 'string' },
+    statuses: { type: 'string' },
+    warmup: { type: 'string' },
+    json: { type: 'string' },
+    url: { type: 'string' },
+    'graph-port': { type: 'string' },
+    secret: { type: 'string' },
+    'ack-only': { type: 'boolean' },
+  });
+  const count = (
+    name: 'messages' | 'senders' | 'concurrency' | 'redeliveries' | 'forgeries' | 'statuses' | 'warmup',
+    fallback: number,
+    min = 0,
+  ) => intOption(values[name], name, fallback, min);
+  const messages = count('messages', 300, 1);
+  const senders = count('senders', 50, 1);
+  const concurrency = count('concurrency', 16, 1);
+  const redeliveries = count('redeliveries', 30);
+  const forgeryCount = count('forgeries', 100);
+  const statuses = count('statuses', 100);
+  const warmupCount = count('warmup', 50);
+  const graphPort = intOption(values['graph-port'], 'graph-port', 0, 1, 65_535);
   const external = values.url;
   const secret = external ? (values.secret ?? '') : randomBytes(18).toString('base64url');
-  if (external && !secret) throw new Error('--url needs --secret');
+  if (external && !secret) throw new UsageError('--url needs --secret');
 
-  const graph: BenchGraph = await startBenchGraph(values['graph-port'] ? Number(values['graph-port']) : 0);
+  const graph: BenchGraph = await startBenchGraph(graphPort);
   const cleanups: (() => Promise<unknown>)[] = [async () => graph.close()];
   let url = external ?? '';
   // Commands sent from this thread (the HTTP functions), by name; the queue functions' thread
@@ -328,7 +334,7 @@ async function main(): Promise<void> {
     );
     // Warm-up: every step of the path (HTTP, queue, ingest, database) runs before the measure, with
     // statuses for messages that do not exist (kept apart from users and counters).
-    const warmup = Array.from({ length: count('warmup', values.warmup) }, (_, i) =>
+    const warmup = Array.from({ length: warmupCount }, (_, i) =>
       signed(
         notification(value({ statuses: [status(`wamid.warmup.${i}`, 'delivered', '4477000000')] })),
         secret,
@@ -397,9 +403,9 @@ async function main(): Promise<void> {
 
     // Redeliveries and forgeries: no reply for any of them.
     const sendsBefore = graph.sends.length;
-    const again = items.slice(0, Number(values.redeliveries));
+    const again = items.slice(0, redeliveries);
     const againAcked = (await postAll(url, again, concurrency)).filter((p) => p.status === 200).length;
-    const forgeries = Array.from({ length: Number(values.forgeries) }, (_, i) =>
+    const forgeries = Array.from({ length: forgeryCount }, (_, i) =>
       signed(textNotification(`4477008${String(100_000 + i).slice(1)}`, 'forged').payload, 'not-the-secret'),
     );
     const rejected = (await postAll(url, forgeries, concurrency)).filter((p) => p.status === 401).length;
@@ -408,7 +414,7 @@ async function main(): Promise<void> {
     const extraReplies = graph.sends.length - sendsBefore;
 
     // Delivery statuses of the replies: database round trips per status.
-    const toStatus = graph.sends.slice(0, Number(values.statuses));
+    const toStatus = graph.sends.slice(0, statuses);
     const statusCommands = (await sent()).total;
     await postAll(
       url,
@@ -450,7 +456,8 @@ async function main(): Promise<void> {
         floor && !external ? round((100 * (replies / replySeconds)) / floorReplies(floor, turnMix)) : null,
     };
     print(figures);
-    if (values.json) writeFileSync(values.json, `${JSON.stringify(figures, null, 2)}\n`);
+    if (values.json)
+      writeFileSync(givenPath(values.json, process.env), `${JSON.stringify(figures, null, 2)}\n`);
   } finally {
     clearInterval(sampler);
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
@@ -498,6 +505,10 @@ function print(f: Figures): void {
 }
 
 main().catch((error: unknown) => {
+  if (error instanceof UsageError) {
+    process.stderr.write(`error: ${error.message} (see --help)\n`);
+    process.exit(2);
+  }
   process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n`);
   process.exit(1);
 });

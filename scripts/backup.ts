@@ -25,9 +25,11 @@ import {
   UsageError,
   withDataStore,
   working,
+  givenPath,
   type Env,
   type Io,
 } from './lib/cli';
+import { defaultDataDir, displayPath, privateDir } from './lib/paths';
 
 export const HELP = `
 Usage: npm run backup [-- --out FILE]
@@ -35,7 +37,8 @@ Usage: npm run backup [-- --out FILE]
 Writes every collection (${BACKUP_COLLECTIONS.join(', ')}) to one gzip-compressed file of Extended
 JSON lines. Restore it with \`npm run restore -- FILE\`.
 
-  --out FILE    where to write (default .data/backups/backup-<UTC time>.jsonl.gz); written to a
+  --out FILE    where to write (default .data/backups/backup-<UTC time>.jsonl.gz, in a folder
+                only its owner can open; with DEV_DATA_DIR, its backups/); written to a
                 temporary file next to it and renamed when complete, so a failed or
                 interrupted backup leaves an earlier FILE as it was
   -h, --help    this help
@@ -75,9 +78,15 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   const { values } = parseCli(argv, { out: { type: 'string', short: 'o' } });
   const started = Date.now();
   const createdAt = new Date();
-  const out =
-    values['out'] ??
-    path.join('.data', 'backups', `backup-${createdAt.toISOString().replace(/[:.]/g, '-')}.jsonl.gz`);
+  const given = values['out'];
+  let out: string;
+  if (given === undefined) {
+    // Beside the data of `npm run dev` (DEV_DATA_DIR, else .data), in a folder only its owner can
+    // open, as that data's own: the file holds every user's number and messages.
+    const folder = path.join(env['DEV_DATA_DIR']?.trim() || defaultDataDir(), 'backups');
+    await privateDir(folder);
+    out = displayPath(path.join(folder, `backup-${createdAt.toISOString().replace(/[:.]/g, '-')}.jsonl.gz`));
+  } else out = givenPath(given, env);
   await checkOut(out);
   // Written next to --out, renamed over it only when complete: a failed or killed backup never
   // touches the previous file of that name.

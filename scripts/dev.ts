@@ -175,13 +175,13 @@ async function main(): Promise<void> {
     const unreachable = (error: unknown): never => {
       if (db.kind !== 'uri') throw error;
       const fix = 'correct MONGODB_URI (unset, the embedded database is used)';
-      if (error instanceof AppError && error.code === ErrorCode.UNAVAILABLE)
-        throw new Error(`the database at ${db.description} does not answer: start it, or ${fix}`);
       const dns = hostNotFound(error);
       if (dns)
         throw new Error(
           `the host name of ${db.description} was not found (${dns}): ${fix}, or check this machine's network and DNS`,
         );
+      if (error instanceof AppError && error.code === ErrorCode.UNAVAILABLE)
+        throw new Error(`the database at ${db.description} does not answer: start it, or ${fix}`);
       if (badConnectionString(error))
         throw new Error(`MONGODB_URI is not a valid connection string (${error.message}): ${fix}`);
       throw error;

@@ -30,6 +30,7 @@ import {
   UsageError,
   withDataStore,
   working,
+  givenPath,
   type Env,
   type Io,
 } from './lib/cli';
@@ -1061,8 +1062,9 @@ export async function main(
     { 'dry-run': { type: 'boolean' }, 'batch-size': { type: 'string' } },
     { positionals: 1 },
   );
-  const file = positionals[0];
-  if (!file) throw new UsageError('the legacy database file is required: npm run migrate -- <legacy.db>');
+  const given = positionals[0];
+  if (!given) throw new UsageError('the legacy database file is required: npm run migrate -- <legacy.db>');
+  const file = givenPath(given, env);
   const batchSize = intOption(values['batch-size'], 'batch-size', 500);
   const started = Date.now();
   const fileName = path.basename(file);

@@ -36,6 +36,7 @@ import {
   UsageError,
   withDataStore,
   working,
+  givenPath,
   type Env,
   type Io,
 } from './lib/cli';
@@ -400,8 +401,9 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
     { 'batch-size': { type: 'string' }, 'include-tokens': { type: 'boolean' } },
     { positionals: 1 },
   );
-  const file = positionals[0];
-  if (!file) throw new UsageError('the backup file is required: npm run restore -- FILE');
+  const given = positionals[0];
+  if (!given) throw new UsageError('the backup file is required: npm run restore -- FILE');
+  const file = givenPath(given, env);
   const batchSize = intOption(values['batch-size'], 'batch-size', 500);
   const includeTokens = values['include-tokens'] === true;
   const started = Date.now();

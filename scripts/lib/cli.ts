@@ -1,5 +1,6 @@
 // Shared helpers of the operator scripts: arguments and --help, a progress bar on stderr, the
 // summary, exit codes, and opening the database the way `npm run dev` finds it.
+import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { CLIENT_OPTIONS, closeAllClients, openDataStore, type DataStore } from '../../shared/data';
 import { databaseName, type Env } from '../../shared/config';
@@ -82,6 +83,15 @@ export function parseCli<O extends Options>(
     throw new UsageError(`unexpected argument: ${parsed.positionals[opts.positionals ?? 0] ?? ''}`);
   }
   return parsed;
+}
+
+/**
+ * A file named on the command line, where the person who typed it means it: npm runs a script in
+ * the project's folder, whichever folder `npm run` was typed in (it passes that one as INIT_CWD),
+ * so a relative path is resolved against INIT_CWD.
+ */
+export function givenPath(file: string, env: Env): string {
+  return path.resolve(env['INIT_CWD'] || process.cwd(), file);
 }
 
 /** A positive integer option, or the default. */
@@ -222,15 +232,15 @@ function unreachable(error: unknown, description: string): ScriptError | null {
   const check = description.startsWith('MONGODB_URI')
     ? 'check MONGODB_URI, and that this machine may reach that server (firewall, network rules)'
     : 'check that the server is still running';
-  if (error instanceof AppError && error.code === ErrorCode.UNAVAILABLE) {
-    return new ScriptError(
-      `the database could not be reached: no server answered at ${description} within ${CLIENT_OPTIONS.serverSelectionTimeoutMS / 1000} s; ${check}`,
-    );
-  }
   const dns = hostNotFound(error);
   if (dns) {
     return new ScriptError(
       `the database could not be reached: the host name of ${description} was not found (${dns}); ${check}`,
+    );
+  }
+  if (error instanceof AppError && error.code === ErrorCode.UNAVAILABLE) {
+    return new ScriptError(
+      `the database could not be reached: no server answered at ${description} within ${CLIENT_OPTIONS.serverSelectionTimeoutMS / 1000} s; ${check}`,
     );
   }
   return null;
@@ -238,9 +248,24 @@ function unreachable(error: unknown, description: string): ScriptError | null {
 
 /**
  * The DNS failure (`querySrv ENOTFOUND`, say) when the host name of a connection string could not
- * be looked up, else null. `npm run dev` says it the same way.
+ * be looked up, else null. `npm run dev` says it the same way. A `mongodb://` host name is looked
+ * up by each server's monitor: the driver then reports server selection timing out (the data
+ * module's "database unreachable"), and each server's own failure is in the topology it describes;
+ * when every server's is a DNS failure, the host name is what to correct, not a server to start.
  */
 export function hostNotFound(error: unknown): string | null {
+  const direct = dnsFailure(error);
+  if (direct) return direct;
+  const selection = error instanceof AppError ? error.cause : error;
+  const servers = (selection as { reason?: { servers?: unknown } } | null | undefined)?.reason?.servers;
+  if (!(servers instanceof Map) || servers.size === 0) return null;
+  const failures = [...servers.values()].map((server) =>
+    dnsFailure((server as { error?: { cause?: unknown } } | undefined)?.error?.cause),
+  );
+  return failures.every((failure) => failure !== null) ? failures[0]! : null;
+}
+
+function dnsFailure(error: unknown): string | null {
   const dns = error as { code?: unknown; syscall?: unknown };
   if (
     error instanceof Error &&

@@ -734,6 +734,20 @@ describe('npm run dev that cannot start says why and what to do, in one line', (
             "or check this machine's network and DNS$",
         ),
       );
+      // A mongodb:// host name: the driver only says server selection timed out (before, "does
+      // not answer: start it"), its servers' own failures say the name was not found.
+      const host = await devFails({
+        MONGODB_URI: 'mongodb://u:secret-pw@db.nonexistent.invalid:27017/?serverSelectionTimeoutMS=1000',
+        DEV_DATA_DIR: dataDir,
+        PORT: String(await freePort()),
+      });
+      expect(host.code).toBe(1);
+      expect(lastLine(host.out)).toMatch(
+        new RegExp(
+          '^npm run dev failed: the host name of MONGODB_URI \\(mongodb://\\*\\*\\*:\\*\\*\\*@db\\.nonexistent\\.invalid:27017/' +
+            '\\?serverSelectionTimeoutMS=1000\\) was not found \\(getaddrinfo E[A-Z_]+\\): correct MONGODB_URI',
+        ),
+      );
       const word = await devFails({
         MONGODB_URI: 'localhost:27017',
         DEV_DATA_DIR: dataDir,
@@ -745,7 +759,7 @@ describe('npm run dev that cannot start says why and what to do, in one line', (
           'connection string to start with "mongodb://" or "mongodb+srv://"): correct MONGODB_URI ' +
           '(unset, the embedded database is used)',
       );
-      expect(srv.out + word.out).not.toContain('secret-pw');
+      expect(srv.out + host.out + word.out).not.toContain('secret-pw');
     } finally {
       rmSync(dataDir, { recursive: true, force: true });
     }

@@ -504,6 +504,22 @@ describe('restoring over a database that moved on since the backup', () => {
   });
 });
 
+describe('npm run backup without --out', () => {
+  it('writes beside the data of `npm run dev` (DEV_DATA_DIR), in a folder only its owner can open', async () => {
+    // Before, it wrote under the project's .data/backups whatever DEV_DATA_DIR said, in a folder
+    // others could list (0755).
+    const data = await fs.mkdtemp(path.join(dir, 'data-'));
+    const io = captureIo();
+    expect(await runToExitCode(backup, [], { ...env(), DEV_DATA_DIR: data }, io), io.text()).toBe(0);
+    const files = await fs.readdir(path.join(data, 'backups'));
+    expect(files).toEqual([expect.stringMatching(/^backup-.*\.jsonl\.gz$/)]);
+    expect(io.stdout.join('\n')).toContain(path.join(data, 'backups', files[0]!));
+    if (process.platform !== 'win32') {
+      expect((await fs.stat(path.join(data, 'backups'))).mode & 0o777).toBe(0o700);
+    }
+  });
+});
+
 describe('npm run backup --out', () => {
   const previous = gzipSync('the previous backup\n');
   const leftovers = async (folder: string) =>

@@ -16,6 +16,12 @@ describe('an unreachable MONGODB_URI', () => {
       /no server answered/,
     ],
     ['the SRV host name does not exist', `mongodb+srv://ops:${SECRET}@cluster0.nohost.invalid/`, /host name/],
+    // Before, a mistyped host said "no server answered … within 5 s", as if a server were down.
+    [
+      'the host name does not exist',
+      `mongodb://ops:${SECRET}@db.nohost.invalid:27017/`,
+      /the host name of MONGODB_URI \(\S+\) was not found \(getaddrinfo E[A-Z_]+\)/,
+    ],
   ])(
     '%s: the error names MONGODB_URI',
     async (_, uri, why) => {

@@ -115,3 +115,54 @@ describe('npm run db:install-ferretdb', () => {
     expect(bad.cached).toEqual([]);
   });
 });
+
+describe('npm run bench: bad arguments', () => {
+  // Before, a mistyped flag exited 1 ("bench failed: …"), and `--messages 0` ran the whole bench
+  // and printed NaN and -Infinity as its figures, exit 0.
+  it.each([
+    [['--messages', '0'], /^error: --messages must be an integer of at least 1 \(see --help\)\n$/],
+    [['--senders', 'five'], /^error: --senders must be an integer of at least 1 \(see --help\)\n$/],
+    [['--forgeries', '-1'], /^error: --forgeries must be an integer of at least 0 \(see --help\)\n$/],
+    [['--graph-port', '70000'], /^error: --graph-port must be an integer of at least 1 and at most 65535 /],
+    [['--mesages', '30'], /^error: .*--mesages.* \(see --help\)\n$/],
+  ])('%j exits 2 in one line and starts nothing', (args, message) => {
+    const result = spawnSync(process.execPath, ['--import', 'tsx', 'bench/run.ts', ...args], {
+      encoding: 'utf8',
+      // Were a run started, it would fail on this database instead of measuring anything.
+      env: { ...process.env, MONGODB_URI: 'mongodb://127.0.0.1:1/' },
+      timeout: 60_000,
+    });
+    expect(result.stderr).toMatch(message);
+    expect(result.status).toBe(2);
+    expect(result.stdout).toBe('');
+  });
+
+  it('--help names the exit codes', () => {
+    const result = spawnSync(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--help'], {
+      encoding: 'utf8',
+    });
+    expect(result.status).toBe(0);
+    expect(result.stdout).toMatch(/Exit code: 0 when done, 1 on failure, 2 on bad arguments/);
+  });
+});
+
+describe('npm run bench:cold: bad arguments', () => {
+  // Exit 1 is its verdict (the ratio above --max-ratio). Before, a mistyped flag exited 1 too, and
+  // a --max-ratio that is not a number made every run pass (no ratio is above NaN).
+  it.each([
+    [['--max-ratio', 'abc'], /^error: --max-ratio must be a number above 0, such as 1\.3 \(see --help\)\n$/],
+    [['--max-ratio', '0'], /^error: --max-ratio must be a number above 0/],
+    [['--runs', '2'], /^error: --runs must be an integer of at least 3 \(see --help\)\n$/],
+    [['--max-ration', '1.3'], /^error: .*--max-ration.* \(see --help\)\n$/],
+  ])('%j exits 2 in one line and runs nothing', (args, message) => {
+    // An entry that does not exist: a run, were one started, would fail on it at once.
+    const result = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', 'bench/cold-start.ts', '--entry', 'no-such-entry.js', ...args],
+      { encoding: 'utf8', timeout: 60_000 },
+    );
+    expect(result.stderr).toMatch(message);
+    expect(result.status).toBe(2);
+    expect(result.stdout).toBe('');
+  });
+});
