@@ -119,18 +119,25 @@ export const PAIR_RATE_LIMIT = 131056;
 /**
  * Codes that may succeed later whatever HTTP status carries them: throttling (Graph answers it with
  * a 4xx), and Meta's outages, which its documentation pairs with a 5xx but tells clients to handle
- * by code (131016 service unavailable, 131057 business account in maintenance mode).
+ * by code (131016 service unavailable, 131057 business account in maintenance mode). Graph's own
+ * throttling codes count too, as its error handling guide says ("wait and retry the operation":
+ * https://developers.facebook.com/docs/graph-api/using-graph-api/error-handling/), since the Cloud
+ * API is built on the Graph API: 17 (user request limit), 341 (application limit reached) and 613
+ * ("Calls to this API have exceeded the rate limit", sent with a 400 like WhatsApp's own limits).
  */
 const RETRYABLE_CODES: ReadonlySet<number> = new Set([
-  4,
-  80007,
-  130429,
+  4, // app's API call rate limit
+  17, // user's API call rate limit
+  341, // application limit reached
+  613, // calls to this API have exceeded the rate limit
+  80007, // WhatsApp Business Account rate limit
+  130429, // Cloud API throughput reached
   PAIR_RATE_LIMIT,
-  131000,
-  1,
-  2,
-  131016,
-  131057,
+  131000, // something went wrong
+  1, // unknown, possibly downtime
+  2, // service: downtime or overload
+  131016, // service unavailable
+  131057, // business account in maintenance mode
 ]);
 
 export class GraphError extends AppError {

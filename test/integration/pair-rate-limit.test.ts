@@ -184,6 +184,31 @@ describe('a passing Graph failure longer than the Graph client retries, on the r
     expect(logs.filter((l) => l.includes('reply waits'))).toHaveLength(1);
   });
 
+  // Graph's own rate limit (code 613, under a 400 as Graph sends it): "wait and retry the operation"
+  // (https://developers.facebook.com/docs/graph-api/using-graph-api/error-handling/), never a
+  // refusal for good recorded at once.
+  it("waits out Graph's rate limit code 613 under a 400: the answer goes out, not recorded failed", async () => {
+    const waId = newNumber();
+    const { ids, job } = await userWrites(waId, ['still there?']);
+    const limited = () => ({
+      status: 400,
+      body: {
+        error: {
+          message: '(#613) Calls to this api have exceeded the rate limit.',
+          type: 'OAuthException',
+          code: 613,
+        },
+      },
+    });
+    app.graph.sendResponses.push(...Array.from({ length: 5 }, limited));
+    await processReplyJob(app.services, job, log, { pairRetry: PAIR });
+    expect(sentTo(waId)).toHaveLength(6);
+    expect(ai.requests).toHaveLength(1);
+    expect((await app.services.data.messages.getMessage(ids[0]!))?.replyState).toBe('sent');
+    const out = await outbound(waId);
+    expect(out.map((m) => [m.text, m.status])).toEqual([['answer to still there?', 'sent']]);
+  });
+
   it('gives up after the same bounded schedule: recorded failed with the last status, the job ends', async () => {
     const waId = newNumber();
     const { ids, job } = await userWrites(waId, ['anyone?']);

@@ -292,6 +292,27 @@ describe('createGraphClient', () => {
     expect(requests).toHaveLength(2);
   });
 
+  // Graph's own throttling codes (https://developers.facebook.com/docs/graph-api/using-graph-api/error-handling/:
+  // 17 "API User Too Many Calls", 341 "Application limit reached": "wait and retry the operation";
+  // 613 "Calls to this API have exceeded the rate limit", https://developers.facebook.com/docs/messenger-platform/reference/send-api/error-codes)
+  // come with a 400 like WhatsApp's: nothing went out, and the same send succeeds once the limit clears.
+  it.each([4, 80007, 613, 17, 341])(
+    'retries the rate limit code %i sent with a 400, and does not call it permanent',
+    async (code) => {
+      replies = [
+        { status: 400, body: graphError(code, 'Calls to this api have exceeded the rate limit.') },
+        ok,
+      ];
+      const result = await client().sendText(PHONE_NUMBER_ID, { waId: '1', bsuid: null }, 'x');
+      expect(result.waMessageId).toBe(WAMID);
+      expect(requests).toHaveLength(2);
+      replies = [1, 2, 3, 4].map(() => ({ status: 400, body: graphError(code, 'rate limit') }));
+      const error = await caught(client().sendText(PHONE_NUMBER_ID, { waId: '1', bsuid: null }, 'x'));
+      expect(error.permanent).toBe(false);
+      expect(error.graphCode).toBe(code);
+    },
+  );
+
   it("leaves Meta's pair rate limit (131056) to the caller: one request, at once, not permanent", async () => {
     // Meta's pair limit is about one message every 6 s to one user: the general policy's waits
     // (DEFAULT_RETRY, about 2 s in all) mostly spent requests and kept an operator's send waiting.
