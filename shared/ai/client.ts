@@ -1,6 +1,7 @@
 // The chat-completions client (axios) for OpenAI-compatible endpoints, Azure OpenAI's /openai/v1
-// included. Auth: a key (`api-key` to Azure hosts, Bearer elsewhere), else Microsoft Entra ID for
-// Azure hosts (@azure/identity, loaded only then), else none. Every failure gets exactly one retry
+// and deployment (`?api-version=`) forms included. Auth: a key (`api-key` to Azure hosts, Bearer
+// elsewhere), else Microsoft Entra ID for Azure hosts (@azure/identity, loaded only then), else
+// none. Every failure gets exactly one retry
 // (the brief: "fails or times out after one retry"): any status but 2xx, a network error, a timeout,
 // an answer without text (unreadable, no choices, null or blank content, a refusal, one the content
 // filter stopped), a failed Entra ID sign-in; after the endpoint's Retry-After when it gives one
@@ -147,6 +148,21 @@ const CONTEXT_TOO_LONG = /maximum context length is|exceeds the available contex
 /** An endpoint's refusal of turns whose roles do not alternate, in its words. */
 const ROLES_MUST_ALTERNATE = /roles must alternate|must alternate between/i;
 
+/**
+ * The URL chat completions are posted to: the endpoint's path and `/chat/completions`, its query
+ * kept. Azure OpenAI's deployment form takes its `api-version` there
+ * (`https://<resource>.openai.azure.com/openai/deployments/<deployment>?api-version=2024-10-21`,
+ * learn.microsoft.com/azure/ai-foundry/openai/reference), and the Target URI the Foundry portal
+ * shows for a deployment is the whole URL, `/chat/completions` included: taken as it is, not doubled.
+ */
+export function chatCompletionsUrl(endpoint: string): string {
+  const url = new URL(endpoint);
+  const path = url.pathname.replace(/\/+$/, '');
+  url.pathname = /\/chat\/completions$/i.test(path) ? path : `${path}/chat/completions`;
+  url.hash = '';
+  return url.toString();
+}
+
 /** A token count as the endpoint gave it; anything but a count (null, a string) is no count. */
 const tokens = () => z.number().int().nonnegative().optional().catch(undefined);
 
@@ -260,8 +276,8 @@ async function defaultCredential(): Promise<TokenSource> {
 }
 
 export function createAiClient(config: AiConfig, options: AiClientOptions = {}): AiClient {
-  const url = new URL(config.endpoint);
-  const host = url.host;
+  const host = new URL(config.endpoint).host;
+  const target = chatCompletionsUrl(config.endpoint);
   const azure = options.azure ?? isAzureHost(config.endpoint);
   const provider: AiProvider = azure ? AiProvider.azureOpenAi : AiProvider.openAiCompatible;
   const retryDelayMs = options.retryDelayMs ?? 500;
@@ -335,7 +351,7 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
     const signal = AbortSignal.timeout(config.timeoutMs);
     let response;
     try {
-      response = await http.post<unknown>(`${config.endpoint}/chat/completions`, body, {
+      response = await http.post<unknown>(target, body, {
         headers: await headers(signal),
         signal,
       });
