@@ -140,6 +140,15 @@ export class AiError extends AppError {
    * alternate, may pass. Set from the error's message, which is otherwise never kept.
    */
   rolesMustAlternate = false;
+
+  /**
+   * The model takes no system turn (HTTP 400): OpenAI's o1-mini and o1-preview ("Unsupported value:
+   * 'messages[0].role' does not support 'system' with this model.", code `unsupported_value`,
+   * microsoft/agent-framework#1077), Gemma's chat template on vLLM ("System role not supported",
+   * vllm-project/vllm#2964): the same turns with the system prompt given in the first user turn may
+   * pass. Set from the error's message, which is otherwise never kept.
+   */
+  systemRoleRefused = false;
 }
 
 /** An endpoint's refusal of a prompt longer than the model's context window, in its words. */
@@ -147,6 +156,9 @@ const CONTEXT_TOO_LONG = /maximum context length is|exceeds the available contex
 
 /** An endpoint's refusal of turns whose roles do not alternate, in its words. */
 const ROLES_MUST_ALTERNATE = /roles must alternate|must alternate between/i;
+
+/** An endpoint's refusal of the system turn, in its words. */
+const SYSTEM_ROLE_REFUSED = /does not support 'system'|system role not supported/i;
 
 /**
  * The URL chat completions are posted to: the endpoint's path and `/chat/completions`, its query
@@ -373,6 +385,7 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
     const said = response.status === 400 ? errorMessage(response.data) : '';
     error.rolesMustAlternate = ROLES_MUST_ALTERNATE.test(said);
     error.saysContextTooLong = CONTEXT_TOO_LONG.test(said);
+    error.systemRoleRefused = SYSTEM_ROLE_REFUSED.test(said);
     throw error;
   }
 

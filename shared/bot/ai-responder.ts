@@ -202,6 +202,24 @@ export function alternating(turns: readonly ChatMessage[]): ChatMessage[] {
 }
 
 /**
+ * The turns for a model that takes no system turn (o1-mini; Gemma's template on vLLM: "System role
+ * not supported", vllm-project/vllm#2964): the system prompt leads the first user turn, joined by a
+ * blank line, and the roles alternate (`alternating`: Gemma's template demands that too, and this is
+ * the one retry). Used only when the endpoint refused the system turn.
+ */
+export function withoutSystemTurn(turns: readonly ChatMessage[]): ChatMessage[] {
+  const strict = alternating(turns);
+  const system = strict.filter((turn) => turn.role === 'system').map((turn) => turn.content);
+  const rest = strict.filter((turn) => turn.role !== 'system');
+  const first = rest.findIndex((turn) => turn.role === 'user');
+  if (!system.length || first < 0) return rest;
+  const lead = system.join(TURN_JOIN);
+  return rest.map((turn, i) =>
+    i === first ? { role: 'user', content: `${lead}${TURN_JOIN}${turn.content}` } : turn,
+  );
+}
+
+/**
  * The conversation within `maxChars`: the new message always (cut to `maxChars` when longer, never
  * inside a character), then the history turns from the newest back while they fit; the first that
  * does not fit is dropped with every older one, so what is given is the latest stretch of the
@@ -305,12 +323,20 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
 
   /**
    * The turns the one retry asks with when the first call's failure says these turns cannot pass:
-   * merged so that their roles alternate when the endpoint demands it (see `alternating`); the
+   * without a system turn when the model takes none (see `withoutSystemTurn`); merged so that their
+   * roles alternate when the endpoint demands it (see `alternating`); the
    * message alone when the history made the prompt longer than the model takes (kept, it would
    * fail every later message the same way). Null: the same turns again. Either is the retry.
    */
   function retryWith(turns: readonly ChatMessage[], message: Message, log: Logger) {
     return (error: AiError): ChatMessage[] | null => {
+      if (error.systemRoleRefused && turns.some((turn) => turn.role === 'system')) {
+        log.warn('ai system turn refused, asking with the system prompt in the first user turn', {
+          id: message.id,
+          turns: turns.length,
+        });
+        return withoutSystemTurn(turns);
+      }
       if (error.rolesMustAlternate) {
         const strict = alternating(turns);
         if (strict.length === turns.length) return null;

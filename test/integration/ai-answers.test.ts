@@ -531,6 +531,58 @@ describe('AI answers', () => {
     expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 4', 'answer 6', AI_APOLOGY]);
   });
 
+  // Some models take no system turn: OpenAI's o1-mini answers 400 "Unsupported value:
+  // 'messages[0].role' does not support 'system' with this model." (code unsupported_value,
+  // microsoft/agent-framework#1077), Gemma's template on vLLM 400 "System role not supported"
+  // (vllm-project/vllm#2964). Every answer used to fail so (the same turns asked twice): the retry
+  // now gives the system prompt in the first user turn, with the roles alternating (Gemma's
+  // template demands that too).
+  it('asks a model that refuses the system turn again with the system prompt in the first user turn', async () => {
+    const noSystem = (req: StubRequest, index: number) => {
+      const roles = (req.body['messages'] as { role: string }[]).map((m) => m.role);
+      if (roles.includes('system'))
+        return {
+          status: 400,
+          body: { object: 'error', message: 'System role not supported', type: 'BadRequestError', code: 400 },
+        };
+      const alternate = roles.every((role, i) => role === (i % 2 === 0 ? 'user' : 'assistant'));
+      return alternate
+        ? answerN(req, index)
+        : { status: 400, body: { object: 'error', message: 'Conversation roles must alternate', code: 400 } };
+    };
+    // A failed answer leaves two user messages in a row.
+    ai.respond = (req, index) =>
+      index < 2 ? { status: 503, body: { error: { message: 'down' } } } : noSystem(req, index);
+    const chat = await new Chat('15550000033').init();
+    await chat.say('hello');
+    await chat.say('are you there?');
+    const asked = () => ai.requests.map((r) => r.body['messages']);
+    expect(asked()[3]).toEqual([{ role: 'user', content: `${SYSTEM_PROMPT}\n\nhello\n\nare you there?` }]);
+    // OpenAI's o1-mini, in its words: the same retry.
+    ai.respond = (req, index) =>
+      (req.body['messages'] as { role: string }[])[0]?.role === 'system'
+        ? {
+            status: 400,
+            body: {
+              error: {
+                message: "Unsupported value: 'messages[0].role' does not support 'system' with this model.",
+                type: 'invalid_request_error',
+                param: 'messages[0].role',
+                code: 'unsupported_value',
+              },
+            },
+          }
+        : answerN(req, index);
+    await chat.say('third');
+    expect(asked()[5]).toEqual([
+      { role: 'user', content: `${SYSTEM_PROMPT}\n\nhello\n\nare you there?` },
+      { role: 'assistant', content: 'answer 4' },
+      { role: 'user', content: 'third' },
+    ]);
+    expect(ai.requests).toHaveLength(6);
+    expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 4', 'answer 6']);
+  });
+
   it('asks at most twice for one answer: the turns merged, or the message alone, are its one retry', async () => {
     const refusal = (message: string, code: string | null = null) => ({
       status: 400,
