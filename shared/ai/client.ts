@@ -149,6 +149,26 @@ export class AiError extends AppError {
    * pass. Set from the error's message, which is otherwise never kept.
    */
   systemRoleRefused = false;
+
+  /**
+   * The account may spend no more (OpenAI: HTTP 429, `error.type` `insufficient_quota`, `error.code`
+   * `insufficient_quota`, `credit_balance_exhausted`, `*_spend_limit_exceeded` or
+   * `*_usage_limit_exceeded`; platform.openai.com/docs/guides/error-codes: retrying does not bring
+   * access back, only credits or a higher limit do). Not a rate limit: every call fails until an
+   * operator acts.
+   */
+  quotaExhausted = false;
+
+  /**
+   * A failure an operator must fix, that every answer meets until then: refused credentials (401,
+   * 403, a failed Entra ID sign-in), no such deployment or model (404: Azure `DeploymentNotFound`,
+   * OpenAI `model_not_found`, a wrong path), the account's quota used up (`quotaExhausted`).
+   */
+  get configurationProblem(): 'credentials' | 'not_found' | 'quota' | null {
+    if (this.reason === 'auth' || this.status === 401 || this.status === 403) return 'credentials';
+    if (this.status === 404) return 'not_found';
+    return this.quotaExhausted ? 'quota' : null;
+  }
 }
 
 /** An endpoint's refusal of a prompt longer than the model's context window, in its words. */
@@ -267,8 +287,12 @@ function retryAfter(headers: Record<string, unknown>): number | null {
 }
 
 const ErrorBodySchema = z
-  .object({ error: z.object({ code: z.unknown().optional() }).passthrough() })
+  .object({ error: z.object({ code: z.unknown().optional(), type: z.unknown().optional() }).passthrough() })
   .passthrough();
+
+/** OpenAI's words for an account that may spend no more, in `error.type` or `error.code`. */
+const QUOTA_EXHAUSTED =
+  /^(insufficient_quota|credit_balance_exhausted|\w+_spend_limit_exceeded|\w+_usage_limit_exceeded)$/;
 
 /** The error message of an answer: `error.message` (OpenAI, Azure), else a top-level `message` (vLLM). */
 function errorMessage(data: unknown): string {
@@ -386,6 +410,12 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
     error.rolesMustAlternate = ROLES_MUST_ALTERNATE.test(said);
     error.saysContextTooLong = CONTEXT_TOO_LONG.test(said);
     error.systemRoleRefused = SYSTEM_ROLE_REFUSED.test(said);
+    error.quotaExhausted =
+      response.status === 429 &&
+      parsed.success &&
+      [parsed.data.error.code, parsed.data.error.type].some(
+        (v) => typeof v === 'string' && QUOTA_EXHAUSTED.test(v),
+      );
     throw error;
   }
 

@@ -30,6 +30,16 @@ export const PROMPT_FILTERED = 'content_filter';
  * a request of 650,000 characters (and tokens to match) for every answer.
  */
 export const AI_CONTEXT_MAX_CHARS = 100_000;
+/** What is logged, at error level, for a failure every answer meets until an operator fixes it. */
+const CONFIGURATION_PROBLEM = {
+  credentials:
+    'ai failed: the AI endpoint refused AI_API_KEY, or the Microsoft Entra ID sign-in used when it is unset failed, a configuration problem: every AI answer fails until it is fixed',
+  not_found:
+    'ai failed: the AI endpoint has no such deployment or model (HTTP 404): AI_ENDPOINT or AI_MODEL is wrong, a configuration problem: every AI answer fails until it is fixed',
+  quota:
+    "ai failed: the AI endpoint says the account's quota or spending limit is used up (HTTP 429 insufficient_quota), a billing problem: every AI answer fails until it is fixed",
+} as const;
+
 /** What joins two turns of one role merged into one (`alternating`). */
 const TURN_JOIN = '\n\n';
 /** Extra messages read beyond the context and the rate limit (later waiting ones, commands). */
@@ -426,14 +436,11 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
           reason: error.reason,
           tokens: error.usage?.totalTokens ?? null,
         };
-        // Refused credentials are the deployment's problem, not the message's, and fail every
-        // answer until an operator fixes them: said as such, at error level (as a refused
-        // WHATSAPP_ACCESS_TOKEN is).
-        if (error.reason === 'auth' || error.status === 401 || error.status === 403)
-          log.error(
-            'ai failed: the AI endpoint refused AI_API_KEY, or the Microsoft Entra ID sign-in used when it is unset failed, a configuration problem: every AI answer fails until it is fixed',
-            fields,
-          );
+        // Refused credentials, a deployment or model that does not exist, a quota used up: the
+        // deployment's problem, not the message's, failing every answer until an operator fixes
+        // it: said as such, at error level (as a refused WHATSAPP_ACCESS_TOKEN is).
+        const problem = error.configurationProblem;
+        if (problem) log.error(CONFIGURATION_PROBLEM[problem], fields);
         else log.warn('ai failed', fields);
         // The tokens a failed call used count all the same (kept on the message it answered).
         return {

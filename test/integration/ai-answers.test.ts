@@ -780,6 +780,68 @@ describe('AI answers', () => {
     expect(errorLines).toEqual([]);
   });
 
+  // A 404 (Azure's DeploymentNotFound, OpenAI's model_not_found: AI_MODEL or AI_ENDPOINT wrong) and
+  // OpenAI's 429 insufficient_quota (error-codes guide: no credits or spend limit reached; retrying
+  // does not help) fail every answer until an operator acts, as refused credentials do: they used
+  // to be warnings like an outage. A 429 that is a rate limit stays a warning.
+  it('says at error level when the deployment or model does not exist, or the quota is used up', async () => {
+    const cases = [
+      [
+        '1',
+        404,
+        {
+          error: {
+            code: 'DeploymentNotFound',
+            message: 'The API deployment for this resource does not exist.',
+          },
+        },
+        /no such deployment or model.*AI_MODEL.*configuration problem/,
+      ],
+      [
+        '2',
+        429,
+        {
+          error: {
+            message: 'You exceeded your current quota, please check your plan and billing details.',
+            type: 'insufficient_quota',
+            param: null,
+            code: 'insufficient_quota',
+          },
+        },
+        /quota or spending limit is used up.*billing problem/,
+      ],
+      [
+        '3',
+        429,
+        {
+          error: {
+            message: 'You exceeded your current quota, please check your plan and billing details.',
+            type: 'insufficient_quota',
+            code: 'project_spend_limit_exceeded',
+          },
+        },
+        /quota or spending limit is used up/,
+      ],
+    ] as const;
+    for (const [n, status, body, said] of cases) {
+      graph.requests = [];
+      errorLines.length = 0;
+      ai.respond = () => ({ status, body });
+      await (await new Chat(`15550000330${n}`).init()).say('hello');
+      expect(sentTexts()).toEqual([AI_APOLOGY]);
+      expect(errorLines).toHaveLength(1);
+      expect(errorLines[0]).toMatch(said);
+    }
+    // A rate limit: the message's failure, a warning.
+    errorLines.length = 0;
+    ai.respond = () => ({
+      status: 429,
+      body: { error: { message: 'Rate limit reached', type: 'requests', code: 'rate_limit_exceeded' } },
+    });
+    await (await new Chat('155500003304').init()).say('hello');
+    expect(errorLines).toEqual([]);
+  });
+
   // Meta answers an expired or revoked token with HTTP 401 and code 190, the read receipt sent right
   // before the model is asked included: the answer could never go out, so the model is not paid for.
   it('asks no model when Graph refuses the access token for the read receipt: the answer is recorded failed with the code, logged once', async () => {
