@@ -1,6 +1,7 @@
 // The chat-completions client (axios) for OpenAI-compatible endpoints, Azure OpenAI's /openai/v1
-// included. Auth: a key (`api-key` to Azure hosts, Bearer elsewhere), else Microsoft Entra ID for
-// Azure hosts (@azure/identity, loaded only then), else none. Every failure gets exactly one retry
+// and deployment (`?api-version=`) forms included. Auth: a key (`api-key` to Azure hosts, Bearer
+// elsewhere), else Microsoft Entra ID for Azure hosts (@azure/identity, loaded only then), else
+// none. Every failure gets exactly one retry
 // (the brief: "fails or times out after one retry"): any status but 2xx, a network error, a timeout,
 // an answer without text (unreadable, no choices, null or blank content, a refusal, one the content
 // filter stopped), a failed Entra ID sign-in; after the endpoint's Retry-After when it gives one
@@ -139,6 +140,35 @@ export class AiError extends AppError {
    * alternate, may pass. Set from the error's message, which is otherwise never kept.
    */
   rolesMustAlternate = false;
+
+  /**
+   * The model takes no system turn (HTTP 400): OpenAI's o1-mini and o1-preview ("Unsupported value:
+   * 'messages[0].role' does not support 'system' with this model.", code `unsupported_value`,
+   * microsoft/agent-framework#1077), Gemma's chat template on vLLM ("System role not supported",
+   * vllm-project/vllm#2964): the same turns with the system prompt given in the first user turn may
+   * pass. Set from the error's message, which is otherwise never kept.
+   */
+  systemRoleRefused = false;
+
+  /**
+   * The account may spend no more (OpenAI: HTTP 429, `error.type` `insufficient_quota`, `error.code`
+   * `insufficient_quota`, `credit_balance_exhausted`, `*_spend_limit_exceeded` or
+   * `*_usage_limit_exceeded`; platform.openai.com/docs/guides/error-codes: retrying does not bring
+   * access back, only credits or a higher limit do). Not a rate limit: every call fails until an
+   * operator acts.
+   */
+  quotaExhausted = false;
+
+  /**
+   * A failure an operator must fix, that every answer meets until then: refused credentials (401,
+   * 403, a failed Entra ID sign-in), no such deployment or model (404: Azure `DeploymentNotFound`,
+   * OpenAI `model_not_found`, a wrong path), the account's quota used up (`quotaExhausted`).
+   */
+  get configurationProblem(): 'credentials' | 'not_found' | 'quota' | null {
+    if (this.reason === 'auth' || this.status === 401 || this.status === 403) return 'credentials';
+    if (this.status === 404) return 'not_found';
+    return this.quotaExhausted ? 'quota' : null;
+  }
 }
 
 /** An endpoint's refusal of a prompt longer than the model's context window, in its words. */
@@ -146,6 +176,24 @@ const CONTEXT_TOO_LONG = /maximum context length is|exceeds the available contex
 
 /** An endpoint's refusal of turns whose roles do not alternate, in its words. */
 const ROLES_MUST_ALTERNATE = /roles must alternate|must alternate between/i;
+
+/** An endpoint's refusal of the system turn, in its words. */
+const SYSTEM_ROLE_REFUSED = /does not support 'system'|system role not supported/i;
+
+/**
+ * The URL chat completions are posted to: the endpoint's path and `/chat/completions`, its query
+ * kept. Azure OpenAI's deployment form takes its `api-version` there
+ * (`https://<resource>.openai.azure.com/openai/deployments/<deployment>?api-version=2024-10-21`,
+ * learn.microsoft.com/azure/ai-foundry/openai/reference), and the Target URI the Foundry portal
+ * shows for a deployment is the whole URL, `/chat/completions` included: taken as it is, not doubled.
+ */
+export function chatCompletionsUrl(endpoint: string): string {
+  const url = new URL(endpoint);
+  const path = url.pathname.replace(/\/+$/, '');
+  url.pathname = /\/chat\/completions$/i.test(path) ? path : `${path}/chat/completions`;
+  url.hash = '';
+  return url.toString();
+}
 
 /** A token count as the endpoint gave it; anything but a count (null, a string) is no count. */
 const tokens = () => z.number().int().nonnegative().optional().catch(undefined);
@@ -239,8 +287,12 @@ function retryAfter(headers: Record<string, unknown>): number | null {
 }
 
 const ErrorBodySchema = z
-  .object({ error: z.object({ code: z.unknown().optional() }).passthrough() })
+  .object({ error: z.object({ code: z.unknown().optional(), type: z.unknown().optional() }).passthrough() })
   .passthrough();
+
+/** OpenAI's words for an account that may spend no more, in `error.type` or `error.code`. */
+const QUOTA_EXHAUSTED =
+  /^(insufficient_quota|credit_balance_exhausted|\w+_spend_limit_exceeded|\w+_usage_limit_exceeded)$/;
 
 /** The error message of an answer: `error.message` (OpenAI, Azure), else a top-level `message` (vLLM). */
 function errorMessage(data: unknown): string {
@@ -260,8 +312,8 @@ async function defaultCredential(): Promise<TokenSource> {
 }
 
 export function createAiClient(config: AiConfig, options: AiClientOptions = {}): AiClient {
-  const url = new URL(config.endpoint);
-  const host = url.host;
+  const host = new URL(config.endpoint).host;
+  const target = chatCompletionsUrl(config.endpoint);
   const azure = options.azure ?? isAzureHost(config.endpoint);
   const provider: AiProvider = azure ? AiProvider.azureOpenAi : AiProvider.openAiCompatible;
   const retryDelayMs = options.retryDelayMs ?? 500;
@@ -335,7 +387,7 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
     const signal = AbortSignal.timeout(config.timeoutMs);
     let response;
     try {
-      response = await http.post<unknown>(`${config.endpoint}/chat/completions`, body, {
+      response = await http.post<unknown>(target, body, {
         headers: await headers(signal),
         signal,
       });
@@ -357,6 +409,13 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
     const said = response.status === 400 ? errorMessage(response.data) : '';
     error.rolesMustAlternate = ROLES_MUST_ALTERNATE.test(said);
     error.saysContextTooLong = CONTEXT_TOO_LONG.test(said);
+    error.systemRoleRefused = SYSTEM_ROLE_REFUSED.test(said);
+    error.quotaExhausted =
+      response.status === 429 &&
+      parsed.success &&
+      [parsed.data.error.code, parsed.data.error.type].some(
+        (v) => typeof v === 'string' && QUOTA_EXHAUSTED.test(v),
+      );
     throw error;
   }
 

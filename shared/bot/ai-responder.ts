@@ -30,6 +30,16 @@ export const PROMPT_FILTERED = 'content_filter';
  * a request of 650,000 characters (and tokens to match) for every answer.
  */
 export const AI_CONTEXT_MAX_CHARS = 100_000;
+/** What is logged, at error level, for a failure every answer meets until an operator fixes it. */
+const CONFIGURATION_PROBLEM = {
+  credentials:
+    'ai failed: the AI endpoint refused AI_API_KEY, or the Microsoft Entra ID sign-in used when it is unset failed, a configuration problem: every AI answer fails until it is fixed',
+  not_found:
+    'ai failed: the AI endpoint has no such deployment or model (HTTP 404): AI_ENDPOINT or AI_MODEL is wrong, a configuration problem: every AI answer fails until it is fixed',
+  quota:
+    "ai failed: the AI endpoint says the account's quota or spending limit is used up (HTTP 429 insufficient_quota), a billing problem: every AI answer fails until it is fixed",
+} as const;
+
 /** What joins two turns of one role merged into one (`alternating`). */
 const TURN_JOIN = '\n\n';
 /** Extra messages read beyond the context and the rate limit (later waiting ones, commands). */
@@ -202,6 +212,24 @@ export function alternating(turns: readonly ChatMessage[]): ChatMessage[] {
 }
 
 /**
+ * The turns for a model that takes no system turn (o1-mini; Gemma's template on vLLM: "System role
+ * not supported", vllm-project/vllm#2964): the system prompt leads the first user turn, joined by a
+ * blank line, and the roles alternate (`alternating`: Gemma's template demands that too, and this is
+ * the one retry). Used only when the endpoint refused the system turn.
+ */
+export function withoutSystemTurn(turns: readonly ChatMessage[]): ChatMessage[] {
+  const strict = alternating(turns);
+  const system = strict.filter((turn) => turn.role === 'system').map((turn) => turn.content);
+  const rest = strict.filter((turn) => turn.role !== 'system');
+  const first = rest.findIndex((turn) => turn.role === 'user');
+  if (!system.length || first < 0) return rest;
+  const lead = system.join(TURN_JOIN);
+  return rest.map((turn, i) =>
+    i === first ? { role: 'user', content: `${lead}${TURN_JOIN}${turn.content}` } : turn,
+  );
+}
+
+/**
  * The conversation within `maxChars`: the new message always (cut to `maxChars` when longer, never
  * inside a character), then the history turns from the newest back while they fit; the first that
  * does not fit is dropped with every older one, so what is given is the latest stretch of the
@@ -305,12 +333,20 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
 
   /**
    * The turns the one retry asks with when the first call's failure says these turns cannot pass:
-   * merged so that their roles alternate when the endpoint demands it (see `alternating`); the
+   * without a system turn when the model takes none (see `withoutSystemTurn`); merged so that their
+   * roles alternate when the endpoint demands it (see `alternating`); the
    * message alone when the history made the prompt longer than the model takes (kept, it would
    * fail every later message the same way). Null: the same turns again. Either is the retry.
    */
   function retryWith(turns: readonly ChatMessage[], message: Message, log: Logger) {
     return (error: AiError): ChatMessage[] | null => {
+      if (error.systemRoleRefused && turns.some((turn) => turn.role === 'system')) {
+        log.warn('ai system turn refused, asking with the system prompt in the first user turn', {
+          id: message.id,
+          turns: turns.length,
+        });
+        return withoutSystemTurn(turns);
+      }
       if (error.rolesMustAlternate) {
         const strict = alternating(turns);
         if (strict.length === turns.length) return null;
@@ -400,14 +436,11 @@ export function createAiResponder(deps: AiResponderDeps): AiResponder {
           reason: error.reason,
           tokens: error.usage?.totalTokens ?? null,
         };
-        // Refused credentials are the deployment's problem, not the message's, and fail every
-        // answer until an operator fixes them: said as such, at error level (as a refused
-        // WHATSAPP_ACCESS_TOKEN is).
-        if (error.reason === 'auth' || error.status === 401 || error.status === 403)
-          log.error(
-            'ai failed: the AI endpoint refused AI_API_KEY, or the Microsoft Entra ID sign-in used when it is unset failed, a configuration problem: every AI answer fails until it is fixed',
-            fields,
-          );
+        // Refused credentials, a deployment or model that does not exist, a quota used up: the
+        // deployment's problem, not the message's, failing every answer until an operator fixes
+        // it: said as such, at error level (as a refused WHATSAPP_ACCESS_TOKEN is).
+        const problem = error.configurationProblem;
+        if (problem) log.error(CONFIGURATION_PROBLEM[problem], fields);
         else log.warn('ai failed', fields);
         // The tokens a failed call used count all the same (kept on the message it answered).
         return {

@@ -531,6 +531,58 @@ describe('AI answers', () => {
     expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 4', 'answer 6', AI_APOLOGY]);
   });
 
+  // Some models take no system turn: OpenAI's o1-mini answers 400 "Unsupported value:
+  // 'messages[0].role' does not support 'system' with this model." (code unsupported_value,
+  // microsoft/agent-framework#1077), Gemma's template on vLLM 400 "System role not supported"
+  // (vllm-project/vllm#2964). Every answer used to fail so (the same turns asked twice): the retry
+  // now gives the system prompt in the first user turn, with the roles alternating (Gemma's
+  // template demands that too).
+  it('asks a model that refuses the system turn again with the system prompt in the first user turn', async () => {
+    const noSystem = (req: StubRequest, index: number) => {
+      const roles = (req.body['messages'] as { role: string }[]).map((m) => m.role);
+      if (roles.includes('system'))
+        return {
+          status: 400,
+          body: { object: 'error', message: 'System role not supported', type: 'BadRequestError', code: 400 },
+        };
+      const alternate = roles.every((role, i) => role === (i % 2 === 0 ? 'user' : 'assistant'));
+      return alternate
+        ? answerN(req, index)
+        : { status: 400, body: { object: 'error', message: 'Conversation roles must alternate', code: 400 } };
+    };
+    // A failed answer leaves two user messages in a row.
+    ai.respond = (req, index) =>
+      index < 2 ? { status: 503, body: { error: { message: 'down' } } } : noSystem(req, index);
+    const chat = await new Chat('15550000033').init();
+    await chat.say('hello');
+    await chat.say('are you there?');
+    const asked = () => ai.requests.map((r) => r.body['messages']);
+    expect(asked()[3]).toEqual([{ role: 'user', content: `${SYSTEM_PROMPT}\n\nhello\n\nare you there?` }]);
+    // OpenAI's o1-mini, in its words: the same retry.
+    ai.respond = (req, index) =>
+      (req.body['messages'] as { role: string }[])[0]?.role === 'system'
+        ? {
+            status: 400,
+            body: {
+              error: {
+                message: "Unsupported value: 'messages[0].role' does not support 'system' with this model.",
+                type: 'invalid_request_error',
+                param: 'messages[0].role',
+                code: 'unsupported_value',
+              },
+            },
+          }
+        : answerN(req, index);
+    await chat.say('third');
+    expect(asked()[5]).toEqual([
+      { role: 'user', content: `${SYSTEM_PROMPT}\n\nhello\n\nare you there?` },
+      { role: 'assistant', content: 'answer 4' },
+      { role: 'user', content: 'third' },
+    ]);
+    expect(ai.requests).toHaveLength(6);
+    expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 4', 'answer 6']);
+  });
+
   it('asks at most twice for one answer: the turns merged, or the message alone, are its one retry', async () => {
     const refusal = (message: string, code: string | null = null) => ({
       status: 400,
@@ -725,6 +777,68 @@ describe('AI answers', () => {
     errorLines.length = 0;
     ai.respond = () => ({ status: 503, body: { error: { message: 'down' } } });
     await (await new Chat('155500003103').init()).say('hello');
+    expect(errorLines).toEqual([]);
+  });
+
+  // A 404 (Azure's DeploymentNotFound, OpenAI's model_not_found: AI_MODEL or AI_ENDPOINT wrong) and
+  // OpenAI's 429 insufficient_quota (error-codes guide: no credits or spend limit reached; retrying
+  // does not help) fail every answer until an operator acts, as refused credentials do: they used
+  // to be warnings like an outage. A 429 that is a rate limit stays a warning.
+  it('says at error level when the deployment or model does not exist, or the quota is used up', async () => {
+    const cases = [
+      [
+        '1',
+        404,
+        {
+          error: {
+            code: 'DeploymentNotFound',
+            message: 'The API deployment for this resource does not exist.',
+          },
+        },
+        /no such deployment or model.*AI_MODEL.*configuration problem/,
+      ],
+      [
+        '2',
+        429,
+        {
+          error: {
+            message: 'You exceeded your current quota, please check your plan and billing details.',
+            type: 'insufficient_quota',
+            param: null,
+            code: 'insufficient_quota',
+          },
+        },
+        /quota or spending limit is used up.*billing problem/,
+      ],
+      [
+        '3',
+        429,
+        {
+          error: {
+            message: 'You exceeded your current quota, please check your plan and billing details.',
+            type: 'insufficient_quota',
+            code: 'project_spend_limit_exceeded',
+          },
+        },
+        /quota or spending limit is used up/,
+      ],
+    ] as const;
+    for (const [n, status, body, said] of cases) {
+      graph.requests = [];
+      errorLines.length = 0;
+      ai.respond = () => ({ status, body });
+      await (await new Chat(`15550000330${n}`).init()).say('hello');
+      expect(sentTexts()).toEqual([AI_APOLOGY]);
+      expect(errorLines).toHaveLength(1);
+      expect(errorLines[0]).toMatch(said);
+    }
+    // A rate limit: the message's failure, a warning.
+    errorLines.length = 0;
+    ai.respond = () => ({
+      status: 429,
+      body: { error: { message: 'Rate limit reached', type: 'requests', code: 'rate_limit_exceeded' } },
+    });
+    await (await new Chat('155500003304').init()).say('hello');
     expect(errorLines).toEqual([]);
   });
 

@@ -89,6 +89,24 @@ describe('chat completions', () => {
     expect(result.provider).toBe('azure-openai');
   });
 
+  // Azure OpenAI's deployment form takes `api-version` in the query
+  // (learn.microsoft.com/azure/ai-foundry/openai/reference: POST
+  // {endpoint}/openai/deployments/{deployment-id}/chat/completions?api-version=2024-10-21), and
+  // the Foundry portal's Target URI for a deployment is that whole URL. Both used to be posted to
+  // `…?api-version=…/chat/completions`: the path without /chat/completions, the version garbled.
+  it('keeps the endpoint query (Azure api-version) and takes a Target URI that already ends in /chat/completions', async () => {
+    const deployment = `${ai.url}/openai/deployments/gpt-4o?api-version=2024-10-21`;
+    await createAiClient(aiConfig(deployment, { apiKey: API_KEY }), { azure: true }).complete(ask);
+    const target = `${ai.url}/openai/deployments/gpt-4o/chat/completions?api-version=2025-01-01-preview`;
+    await createAiClient(aiConfig(target, { apiKey: API_KEY }), { azure: true }).complete(ask);
+    await createAiClient(aiConfig(`${ai.url}/openai/v1/?api-version=preview`)).complete(ask);
+    expect(ai.requests.map((r) => r.url)).toEqual([
+      '/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21',
+      '/openai/deployments/gpt-4o/chat/completions?api-version=2025-01-01-preview',
+      '/openai/v1/chat/completions?api-version=preview',
+    ]);
+  });
+
   it('sends no auth to a non-Azure endpoint without a key, and falls back to the configured model name', async () => {
     ai.respond = () => ({ status: 200, body: { choices: [{ message: { content: 'ok' } }] } });
     const client = createAiClient(aiConfig(ai.url));
