@@ -114,7 +114,8 @@ export function normalize(message: InboundMessage): NormalizedMessage {
         label(
           'contact',
           message.contacts
-            .map((c) => c.name?.formatted_name ?? join(c.name?.first_name, c.name?.last_name))
+            // A blank formatted name (some clients send "") is no name: first and last stand in.
+            .map((c) => c.name?.formatted_name?.trim() || join(c.name?.first_name, c.name?.last_name))
             .filter(Boolean)
             .join(', '),
         ),

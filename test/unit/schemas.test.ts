@@ -169,6 +169,21 @@ describe('InboundMessageSchema + normalize', () => {
     expect(flow(deep)).toBe('[flow] size: M, tree: …');
   });
 
+  it('describes a shared contact by its first and last name when its formatted name is empty or blank', () => {
+    const shared = (names: { formatted_name?: string; first_name?: string; last_name?: string }[]) => {
+      const message = structuredClone(messageOf('contacts')) as Record<string, unknown>;
+      message['contacts'] = names.map((name) => ({ name }));
+      return normalize(InboundMessageSchema.parse(message)).text;
+    };
+    expect(shared([{ formatted_name: '', first_name: 'Ana', last_name: 'Silva' }])).toBe(
+      '[contact] Ana Silva',
+    );
+    expect(shared([{ formatted_name: '  ', first_name: 'Ana' }, { formatted_name: 'Bo' }])).toBe(
+      '[contact] Ana, Bo',
+    );
+    expect(shared([{ formatted_name: 'Kerry Fisher', first_name: 'K' }])).toBe('[contact] Kerry Fisher');
+  });
+
   it('keeps context (reply + forwarded) on a text', () => {
     const message = messageOf('text');
     expect(message.context?.forwarded).toBe(true);
