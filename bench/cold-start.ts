@@ -8,7 +8,15 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import os from 'node:os';
 import path from 'node:path';
 import { BUNDLE, DEFAULT_OUT_DIR, buildPackage } from '../scripts/package';
-import { givenPath, intOption, parseCli, UsageError } from '../scripts/lib/cli';
+import {
+  givenPath,
+  helpAsked,
+  intOption,
+  parseCli,
+  processIo,
+  reportError,
+  UsageError,
+} from '../scripts/lib/cli';
 
 const ROOT = path.resolve(__dirname, '..');
 
@@ -82,10 +90,7 @@ arguments (nothing run).
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
-  if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`${HELP.trim()}\n`);
-    return;
-  }
+  if (helpAsked(argv, HELP)) return;
   // Bad arguments exit 2 before anything runs: exit 1 is the ratio's verdict, and a --max-ratio
   // that is not a number would otherwise pass every run (no ratio is above NaN).
   const { values } = parseCli(argv, {
@@ -142,8 +147,7 @@ async function main(): Promise<void> {
 if (require.main === module) {
   main().catch((error: unknown) => {
     if (error instanceof UsageError) {
-      process.stderr.write(`error: ${error.message} (see --help)\n`);
-      process.exitCode = 2;
+      process.exitCode = reportError(processIo, error);
       return;
     }
     process.stderr.write(`bench:cold: ${error instanceof Error ? error.message : String(error)}\n`);

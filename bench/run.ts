@@ -9,7 +9,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { MongoClient } from 'mongodb';
 import { startBenchGraph, type BenchGraph } from './graph-stub';
-import { givenPath, intOption, parseCli, UsageError } from '../scripts/lib/cli';
+import {
+  givenPath,
+  helpAsked,
+  intOption,
+  parseCli,
+  processIo,
+  reportError,
+  UsageError,
+} from '../scripts/lib/cli';
 import { postAll } from './load';
 import { notification, signed, status, textNotification, value } from '../test/helpers/meta';
 
@@ -202,10 +210,7 @@ const floorReplies = (floor: Floor, mix: Record<Kind, number>): number =>
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
-  if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`${HELP.trim()}\n`);
-    return;
-  }
+  if (helpAsked(argv, HELP)) return;
   // Bad arguments exit 2 in one line before anything starts, as the operator scripts' do.
   const { values } = parseCli(argv, {
     messages: { type: 'string' },
@@ -505,10 +510,7 @@ function print(f: Figures): void {
 }
 
 main().catch((error: unknown) => {
-  if (error instanceof UsageError) {
-    process.stderr.write(`error: ${error.message} (see --help)\n`);
-    process.exit(2);
-  }
+  if (error instanceof UsageError) process.exit(reportError(processIo, error));
   process.stderr.write(`bench failed: ${error instanceof Error ? error.message : String(error)}\n`);
   process.exit(1);
 });

@@ -339,12 +339,16 @@ function onInterrupt(note: string | undefined): void {
  * Runs a script's main as the process: exit code, and clear messages for expected failures.
  * `interrupted` tells the operator what an interrupted run left and how to finish it.
  */
+/** Prints `help` when the arguments ask for it (--help or -h); true then (do not run). */
+export function helpAsked(argv: readonly string[], help: string): boolean {
+  if (!argv.includes('--help') && !argv.includes('-h')) return false;
+  process.stdout.write(`${help.trim()}\n`);
+  return true;
+}
+
 export function runMain(main: Main, help: string, interrupted?: string): void {
   const argv = process.argv.slice(2);
-  if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`${help.trim()}\n`);
-    return;
-  }
+  if (helpAsked(argv, help)) return;
   onInterrupt(interrupted);
   main(argv, process.env, processIo).then(
     (code) => {
@@ -396,10 +400,7 @@ export async function runToExitCode(main: Main, argv: readonly string[], env: En
  * run); refuses anything else with exit code 2. True when the script should run.
  */
 export function noArguments(argv: readonly string[], help: string): boolean {
-  if (argv.includes('--help') || argv.includes('-h')) {
-    process.stdout.write(`${help.trim()}\n`);
-    return false;
-  }
+  if (helpAsked(argv, help)) return false;
   if (argv.length > 0) {
     process.stderr.write(`error: unexpected argument ${JSON.stringify(argv[0])} (see --help)\n`);
     process.exitCode = 2;
