@@ -258,9 +258,11 @@ export const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
 
 /** Lone surrogates (not valid Unicode: WhatsApp and the database would garble them). */
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
-/** Control characters a chat message has no use for (NUL among them); tabs and line breaks stay. */
-// eslint-disable-next-line no-control-regex
-const CONTROL = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/g;
+/**
+ * Control characters (Unicode's Cc: C0, DEL and C1) a chat message has no use for (NUL among
+ * them); tabs and line breaks (`\n`, `\r`) stay, as in an operator's text (shared/manage/schemas.ts).
+ */
+const CONTROL = /[^\P{Cc}\t\n\r]/gu;
 
 /**
  * The reasoning a model writes before its answer, in <think> tags (DeepSeek-R1 on Azure AI Foundry,

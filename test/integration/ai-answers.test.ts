@@ -1358,6 +1358,16 @@ describe('AI answers that misbehave', () => {
     expect((await data.messages.getMessage(id))?.replyState).toBe('sent');
   });
 
+  it('drops the C1 control characters too (U+0080–U+009F), so that the marks around them convert', async () => {
+    // A control character is Unicode's Cc: C0, DEL and C1 (NEL and CSI among them). Kept, C1 ones
+    // reached the user as boxes, and one next to a mark stood for a letter: `**Hi**` stayed as is.
+    ai.respond = () => finished('**Hi**\u0085 there\u009b\u0080!\n\tok', 'stop');
+    const chat = await new Chat('15550000091').init();
+    const id = await chat.say('hello');
+    expect(sentTexts()).toEqual(['*Hi* there!\n\tok']);
+    expect((await outboundFor(id)).map((m) => m.text)).toEqual(['*Hi* there!\n\tok']);
+  });
+
   it("sends and stores a Markdown answer in WhatsApp's formatting, split after the conversion", async () => {
     const markdown = [
       '## Opening hours',
