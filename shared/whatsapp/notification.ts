@@ -97,8 +97,8 @@ const waIdOf = (value: string | undefined | null): string | null =>
   value !== undefined && value !== null && WA_ID.test(value) ? value : null;
 const bsuidOf = (value: string | undefined | null): string | null =>
   value !== undefined && value !== null && BSUID.test(value) ? value : null;
-// eslint-disable-next-line no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f]/g;
+/** Control characters (Unicode's Cc: C0, DEL and C1). */
+const CONTROL = /\p{Cc}/gu;
 /** A profile name as stored: control characters dropped, trimmed, at most `MAX_NAME` characters. */
 export const nameOf = (value: string | undefined | null): string | null => {
   const trimmed = value?.replace(CONTROL, '').trim();

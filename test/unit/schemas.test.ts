@@ -326,4 +326,9 @@ describe('profile names as stored', () => {
     expect(nameOf('  Ana\u0000 ')).toBe('Ana');
     expect(nameOf(' \u0007 ')).toBeNull();
   });
+
+  it('drop every control character, C1 too (U+0080–U+009F): a name shown on the dashboard', () => {
+    expect(nameOf('Ana\u0085 Lu\u009b\u0080')).toBe('Ana Lu');
+    expect(nameOf(' \u0090 ')).toBeNull();
+  });
 });
