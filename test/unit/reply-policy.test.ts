@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { parseCommand } from '../../shared/bot/commands';
 import { MAX_TEXT_PARTS, markCut, splitMessage, WHATSAPP_TEXT_LIMIT } from '../../shared/bot/split';
 import { parseReplyJob } from '../../shared/bot/jobs';
-import { characters } from '../../shared/whatsapp/outbound';
+import { CUSTOMER_SERVICE_WINDOW_MS, characters, windowOpen } from '../../shared/whatsapp/outbound';
 import { STATUS_RANK } from '../../shared/data/messages';
 import { cpuClock } from '../helpers/cpu';
 
@@ -27,6 +27,25 @@ describe('parseCommand', () => {
       expect(parseCommand(input)).toBeNull();
     },
   );
+
+  it('trims Unicode whitespace (no-break, ideographic, a BOM) and knows no other spelling', () => {
+    expect(parseCommand('\u00a0Stop\u00a0')).toBe('stop');
+    expect(parseCommand('\u3000HELP\u3000')).toBe('help');
+    expect(parseCommand('\ufeffagent')).toBe('human');
+    expect(parseCommand('Agent!\n')).toBe('human');
+    // The contract names no other spelling: a slash, full-width letters, a command among other
+    // words, a mark before it or an emoji after it make a text like any other.
+    for (const text of [
+      '/stop',
+      '\uff33\uff34\uff2f\uff30',
+      'ok stop',
+      'stop now',
+      '¿help?',
+      '*stop*',
+      'help 🙏',
+    ])
+      expect(parseCommand(text)).toBeNull();
+  });
 
   it('reads a text of 65,536 characters of spaces or punctuation in linear time (no backtracking)', () => {
     // A user can send texts this long; a backtracking `[\s\p{P}]+$` took seconds on each.
@@ -238,6 +257,24 @@ describe('splitMessage', () => {
     const parts = splitMessage(text);
     expect(parts.map((p) => p.length)).toEqual([WHATSAPP_TEXT_LIMIT, WHATSAPP_TEXT_LIMIT, 10]);
     expect(parts.join('')).toBe(text);
+  });
+});
+
+describe('windowOpen (the 24-hour customer service window)', () => {
+  const at = new Date('2026-03-01T12:00:00.000Z');
+  const later = (ms: number) => new Date(at.getTime() + ms);
+  it("is open until 24 hours after the later of Meta's time and the arrival, closed from then on", () => {
+    expect(windowOpen({ createdAt: at, receivedAt: at }, later(CUSTOMER_SERVICE_WINDOW_MS - 1))).toBe(true);
+    expect(windowOpen({ createdAt: at, receivedAt: at }, later(CUSTOMER_SERVICE_WINDOW_MS))).toBe(false);
+    // Reached us an hour after Meta's time (a late delivery): the arrival counts.
+    const late = { createdAt: at, receivedAt: later(3_600_000) };
+    expect(windowOpen(late, later(CUSTOMER_SERVICE_WINDOW_MS + 3_600_000 - 1))).toBe(true);
+    expect(windowOpen(late, later(CUSTOMER_SERVICE_WINDOW_MS + 3_600_000))).toBe(false);
+    // Meta's time later than the arrival (a clock ahead): the later one counts too.
+    const ahead = { createdAt: later(60_000), receivedAt: at };
+    expect(windowOpen(ahead, later(CUSTOMER_SERVICE_WINDOW_MS + 59_999))).toBe(true);
+    // A migrated message carries only Meta's time.
+    expect(windowOpen({ createdAt: at }, later(CUSTOMER_SERVICE_WINDOW_MS))).toBe(false);
   });
 });
 
