@@ -97,6 +97,46 @@ describe('local queue host', () => {
     expect(Buffer.from(peeked?.messageText ?? '', 'base64').toString('utf8')).toBe('{"a":1}');
   });
 
+  it("gives triggerMetadata as the Functions host does: a JSON message's own properties win over the host's", async () => {
+    const got: Record<string, unknown>[] = [];
+    const own = await startQueueHost({
+      definitions: [
+        {
+          kind: 'queue',
+          name: 'meta',
+          queueName: 'meta',
+          handler: async (_item, context: InvocationContext) => {
+            got.push({ ...context.triggerMetadata });
+          },
+        },
+      ],
+      connectionString: azurite.connectionString,
+      log: () => {},
+    });
+    try {
+      await own.send('meta', [{ DEQUEUECOUNT: 7, id: 'mine', Nested: { Inner: [{ Deep: 1 }] } }]);
+      await own.idle({ timeoutMs: 20_000 });
+      await own.send('meta', ['plain text']);
+      await own.idle({ timeoutMs: 20_000 });
+    } finally {
+      await own.stop();
+    }
+    const [json, text] = got;
+    // The host's dictionary ignores case: the payload's DEQUEUECOUNT replaces dequeueCount (and id
+    // the message id), nested keys lowered by the Node library too.
+    expect(json).toMatchObject({
+      dequeueCount: 7,
+      id: 'mine',
+      nested: { inner: [{ deep: 1 }] },
+      queueTrigger: '{"DEQUEUECOUNT":7,"id":"mine","Nested":{"Inner":[{"Deep":1}]}}',
+    });
+    expect(Object.keys(json ?? {})).not.toContain('DEQUEUECOUNT');
+    expect(text).toMatchObject({ dequeueCount: 1, queueTrigger: 'plain text' });
+    expect(text?.['id']).toMatch(/^[0-9a-f-]{36}$/);
+    // Json.NET's DateTimeOffset, as the host serialises it.
+    expect(text?.['insertionTime']).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$/);
+  });
+
   it('a timer the stop interrupts is a warning, not an error (the database closes after the stop)', async () => {
     let interrupt: (error: Error) => void = () => undefined;
     const logged: string[] = [];
