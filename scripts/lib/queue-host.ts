@@ -18,7 +18,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { FunctionDefinition, QueueDefinition, TimerDefinition } from '../../functions/definition-types';
 import { scrub } from '../../shared/log';
-import { nextOccurrence, parseSchedule } from './ncrontab';
+import { nextOccurrence, parseSchedule, resolveSchedule } from './ncrontab';
 
 export type HostLog = (level: string, functionName: string, message: string) => void;
 
@@ -385,7 +385,7 @@ export async function startQueueHost(options: QueueHostOptions): Promise<LocalQu
   const countOf = (definition: QueueDefinition) => counts.get(definition.queueName) ?? 0;
 
   function schedule(definition: TimerDefinition, runNow: boolean): void {
-    const fields = parseSchedule(definition.schedule);
+    const fields = parseSchedule(resolveSchedule(definition.schedule));
     let last = new Date();
     /** An invocation still runs: like the host, a timer does not fire again until it has ended. */
     let busy = false;

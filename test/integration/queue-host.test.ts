@@ -11,7 +11,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FunctionDefinition } from '../../functions/definition-types';
 import { STOP_GRACE_MS, startAzurite, type Azurite } from '../../scripts/lib/azurite';
-import { nextOccurrence, parseSchedule } from '../../scripts/lib/ncrontab';
+import { nextOccurrence, parseSchedule, resolveSchedule } from '../../scripts/lib/ncrontab';
 import { startQueueHost, type QueueHost } from '../../scripts/lib/queue-host';
 import { main as replayPoison } from '../../scripts/replay-poison';
 import { runToExitCode } from '../../scripts/lib/cli';
@@ -680,6 +680,29 @@ describe('NCRONTAB schedules', () => {
       '2026-03-01T10:16:00.000Z',
     );
     expect(() => parseSchedule('* * *')).toThrow(/6 fields/);
+  });
+
+  it('takes months and weekdays by name and a schedule from an app setting, as the docs show them', () => {
+    // 2026-03-01 is a Sunday. "0 30 9 * Jan Mon": 9:30 every Monday in January.
+    const at = new Date('2026-03-01T10:15:42.500Z');
+    expect(nextOccurrence(parseSchedule('0 30 9 * Jan Mon'), at).toISOString()).toBe(
+      '2027-01-04T09:30:00.000Z',
+    );
+    expect(nextOccurrence(parseSchedule('0 0 8 * * mon-FRI'), at).toISOString()).toBe(
+      '2026-03-02T08:00:00.000Z',
+    );
+    expect(nextOccurrence(parseSchedule('0 0 0 1 september,DEC *'), at).toISOString()).toBe(
+      '2026-09-01T00:00:00.000Z',
+    );
+    // A day of the month and a weekday together: both must match (Friday 13 March 2026).
+    expect(nextOccurrence(parseSchedule('0 0 0 13 * Fri'), at).toISOString()).toBe(
+      '2026-03-13T00:00:00.000Z',
+    );
+    expect(() => parseSchedule('0 0 0 * Foo *')).toThrow(/invalid NCRONTAB field "Foo"/);
+    expect(() => parseSchedule('0 0 Mon * * *')).toThrow(/invalid NCRONTAB field/);
+    expect(resolveSchedule('%SWEEP_SCHEDULE%', { SWEEP_SCHEDULE: '0 */5 * * * *' })).toBe('0 */5 * * * *');
+    expect(resolveSchedule('0 * * * * *', {})).toBe('0 * * * * *');
+    expect(() => resolveSchedule('%SWEEP_SCHEDULE%', {})).toThrow(/app setting SWEEP_SCHEDULE is not set/);
   });
 });
 
