@@ -55,6 +55,8 @@ export interface DevServerOptions {
   readonly onListening?: () => void;
   /** The prefix of every route (default: host.json's `extensions.http.routePrefix`). */
   readonly routePrefix?: string;
+  /** How long an HTTP function may take to answer before a 502 (default: Azure's 230 s). */
+  readonly responseLimitMs?: number;
 }
 
 export interface DevServer {
@@ -71,6 +73,10 @@ export interface DevServer {
 }
 
 const MAX_BODY = 16 * 1024 * 1024;
+/** How long Azure's front end waits for an HTTP function's answer (functions-scale, timeout note 1). */
+export const HTTP_RESPONSE_LIMIT_MS = 230_000;
+const LATE = Symbol('late');
+const errorName = (error: unknown) => (error instanceof Error ? error.name : 'error');
 
 /** The headers of the local host's own error answers: the app's, as on the app's own answers. */
 const ERROR_HEADERS = { ...SECURITY_HEADERS, 'Content-Type': 'application/json' } as const;
@@ -149,6 +155,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   const log: HostLog =
     options.log ?? ((level, name, message) => process.stderr.write(`[${level}] ${name}: ${message}\n`));
   const prefix = options.routePrefix ?? hostRoutePrefix();
+  const responseLimitMs = options.responseLimitMs ?? HTTP_RESPONSE_LIMIT_MS;
   const routes = options.definitions
     .filter((d): d is HttpDefinition => d.kind === 'http')
     .map((d) => compileRoute(d, prefix));
@@ -314,12 +321,38 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
         extraOutputs: definition.queueOutputs ?? [],
       },
     });
-    const result = await definition.handler(request, ctx);
-    // Output bindings are written before the response, as the host does; a failure answers 500.
-    for (const queueOutput of definition.queueOutputs ?? []) {
-      const items = ctx.extraOutputs.get(queueOutput);
-      if (items === undefined) continue;
-      await host.send(String(queueOutput['queueName']), Array.isArray(items) ? items : [items]);
+    const invocation = (async () => {
+      const answer = await definition.handler(request, ctx);
+      // Output bindings are written before the response, as the host does; a failure answers 500.
+      for (const queueOutput of definition.queueOutputs ?? []) {
+        const items = ctx.extraOutputs.get(queueOutput);
+        if (items === undefined) continue;
+        await host.send(String(queueOutput['queueName']), Array.isArray(items) ? items : [items]);
+      }
+      return answer;
+    })();
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<typeof LATE>((resolve) => {
+      timer = setTimeout(() => resolve(LATE), responseLimitMs);
+    });
+    const result = await Promise.race([invocation, late]).finally(() => clearTimeout(timer));
+    if (result === LATE) {
+      // Azure's front end stops waiting for an HTTP function after 230 s, whatever functionTimeout
+      // says; the function runs on and its outputs are still written (functions-scale, "Function
+      // app timeout duration": "230 seconds is the maximum amount of time that an HTTP triggered
+      // function can take to respond to a request", the Azure Load Balancer's idle timeout).
+      invocation.catch((error: unknown) =>
+        log('error', definition.name, `failed after its answer timed out: ${errorName(error)}`),
+      );
+      res.writeHead(502, ERROR_HEADERS).end(
+        JSON.stringify({
+          error: {
+            code: 'UPSTREAM_FAILED',
+            message: `no answer within ${Math.round(responseLimitMs / 1000)} s (Azure's front end gives up)`,
+          },
+        }),
+      );
+      return;
     }
     const response = result instanceof HttpResponse ? result : new HttpResponse(result ?? {});
     const out = Buffer.from(await response.arrayBuffer());

@@ -130,6 +130,39 @@ describe('the local host', () => {
   });
 });
 
+describe("an HTTP function slower than Azure's front end waits (230 s)", () => {
+  it('gets 502 at the limit while the function runs on to its end', async () => {
+    let finished = false;
+    const slow = await startDevServer({
+      port: 0,
+      log: () => undefined,
+      responseLimitMs: 150,
+      definitions: [
+        {
+          ...definition('slow', 'slow', ['GET']),
+          handler: async () => {
+            await new Promise((resolve) => setTimeout(resolve, 400));
+            finished = true;
+            return { status: 200 };
+          },
+        },
+        definition('quick', 'quick', ['GET']),
+      ],
+    });
+    try {
+      const r = await fetch(`${slow.url}/api/slow`);
+      expect(r.status).toBe(502);
+      expect(await r.json()).toMatchObject({ error: { code: 'UPSTREAM_FAILED' } });
+      expect(finished).toBe(false);
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      expect(finished).toBe(true);
+      expect((await fetch(`${slow.url}/api/quick`)).status).toBe(200);
+    } finally {
+      await slow.stop();
+    }
+  });
+});
+
 describe("a body past the local host's cap (16 MiB)", () => {
   it('answers 413 with the error body, declared or chunked, without calling the function', async () => {
     const big = Buffer.alloc(16 * 1024 * 1024 + 1, 0x61);
