@@ -13,10 +13,7 @@ import { keepPoisoned } from '../shared/bot/poisoned';
 import { defaultRuntime, type Runtime } from '../shared/deps';
 import type { QueueDefinition } from './definition-types';
 import { loggerOf } from './http';
-import { inboundPoisonQueueOutput } from './queues';
-
-/** host.json `extensions.queues.maxDequeueCount` (test/integration/poisoned-outage.test.ts checks they agree). */
-export const MAX_DEQUEUE_COUNT = 5;
+import { inboundPoisonQueueOutput, MAX_DEQUEUE_COUNT } from './queues';
 
 export function keepPoisonedWorker(
   runtime: Runtime = defaultRuntime,

@@ -16,3 +16,9 @@ export const inboundPoisonQueueOutput = output.storageQueue({
   queueName: INBOUND_POISON_QUEUE,
   connection: 'AzureWebJobsStorage',
 });
+
+/**
+ * host.json `extensions.queues.maxDequeueCount`: the attempts after which the host moves an item to
+ * `<queue>-poison` (test/integration/poisoned-outage.test.ts checks they agree).
+ */
+export const MAX_DEQUEUE_COUNT = 5;

@@ -7,7 +7,7 @@ import { handlePoisonJob, processReplyJob } from '../shared/bot/reply';
 import { defaultRuntime, type Runtime } from '../shared/deps';
 import type { QueueDefinition } from './definition-types';
 import { loggerOf } from './http';
-import { replyQueueOutput } from './queues';
+import { MAX_DEQUEUE_COUNT, replyQueueOutput } from './queues';
 
 export function replyWorker(runtime: Runtime = defaultRuntime) {
   return async (item: unknown, context: InvocationContext): Promise<void> => {
@@ -32,11 +32,13 @@ export function poisonWorker(runtime: Runtime = defaultRuntime) {
       log.error('invalid poison job dropped');
       return;
     }
-    const attempts = Number(context.triggerMetadata?.['dequeueCount'] ?? 0);
+    // The host moved the job here after maxDequeueCount failed attempts, as a new message: its own
+    // dequeueCount counts deliveries on this queue (1 at first), not those attempts
+    // (Microsoft.Azure.WebJobs.Extensions.Storage.Queues, QueueProcessor.CopyMessageToPoisonQueueAsync).
     await handlePoisonJob(
       await runtime.services(),
       job,
-      `reply failed after ${attempts || 'repeated'} attempts`,
+      `reply failed after ${MAX_DEQUEUE_COUNT} attempts`,
       log,
     );
   };

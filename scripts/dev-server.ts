@@ -1,11 +1,13 @@
 // The local host of `npm run dev`, the tests and the bench (Azure Functions Core Tools cannot be
-// installed everywhere): serves the HTTP definitions on 127.0.0.1 under /api with the real
-// HttpRequest/InvocationContext types, writes their queue outputs to Azure Storage queues
-// (Azurite) before answering, and runs queue and timer functions like the host
+// installed everywhere): serves the HTTP definitions on 127.0.0.1 under host.json's route prefix
+// (/api) with the real HttpRequest/InvocationContext types, writes their queue outputs to Azure
+// Storage queues (Azurite) before answering, and runs queue and timer functions like the host
 // (scripts/lib/queue-host.ts). Any list of definitions can be served.
 import { HttpResponse } from '@azure/functions';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
 import type { FunctionDefinition, HttpDefinition } from '../functions/definition-types';
 import { SECURITY_HEADERS } from '../functions/http';
 import { scrub } from '../shared/log';
@@ -51,6 +53,10 @@ export interface DevServerOptions {
   readonly gate?: Promise<void>;
   /** Called once the port is taken. */
   readonly onListening?: () => void;
+  /** The prefix of every route (default: host.json's `extensions.http.routePrefix`). */
+  readonly routePrefix?: string;
+  /** How long an HTTP function may take to answer before a 502 (default: Azure's 230 s). */
+  readonly responseLimitMs?: number;
 }
 
 export interface DevServer {
@@ -67,6 +73,10 @@ export interface DevServer {
 }
 
 const MAX_BODY = 16 * 1024 * 1024;
+/** How long Azure's front end waits for an HTTP function's answer (functions-scale, timeout note 1). */
+export const HTTP_RESPONSE_LIMIT_MS = 230_000;
+const LATE = Symbol('late');
+const errorName = (error: unknown) => (error instanceof Error ? error.name : 'error');
 
 /** The headers of the local host's own error answers: the app's, as on the app's own answers. */
 const ERROR_HEADERS = { ...SECURITY_HEADERS, 'Content-Type': 'application/json' } as const;
@@ -77,7 +87,47 @@ interface CompiledRoute {
   names: string[];
 }
 
-function compileRoute(definition: HttpDefinition): CompiledRoute {
+/**
+ * host.json's `extensions.http.routePrefix` ('api' when unset; '' serves routes at the root), as
+ * the host reads it (functions-bindings-http-webhook#hostjson-settings).
+ */
+export function hostRoutePrefix(file = path.resolve(__dirname, '../host.json')): string {
+  try {
+    const host = JSON.parse(readFileSync(file, 'utf8')) as {
+      extensions?: { http?: { routePrefix?: unknown } };
+    };
+    const prefix = host.extensions?.http?.routePrefix;
+    if (typeof prefix === 'string') return prefix.replace(/^\/+|\/+$/g, '');
+  } catch {
+    // no host.json: the host's default
+  }
+  return 'api';
+}
+
+/**
+ * The path as Kestrel hands it to the Functions host's router: every valid percent-encoded
+ * sequence decoded except `%2F`, which stays as it is (so it never splits a segment and reaches a
+ * route parameter still encoded), and one that is not UTF-8 left as sent instead of refused
+ * (dotnet/aspnetcore#30655, #2655). Routes then match and take their parameters on this path.
+ */
+export function kestrelPath(pathname: string): string {
+  return pathname
+    .split(/(%2F)/i)
+    .map((piece, i) =>
+      i % 2 === 1
+        ? piece
+        : piece.replace(/(?:%[0-9A-Fa-f]{2})+/g, (run) => {
+            try {
+              return decodeURIComponent(run);
+            } catch {
+              return run;
+            }
+          }),
+    )
+    .join('');
+}
+
+function compileRoute(definition: HttpDefinition, prefix: string): CompiledRoute {
   const names: string[] = [];
   const source = definition.route
     .replace(/^\/+|\/+$/g, '')
@@ -89,7 +139,8 @@ function compileRoute(definition: HttpDefinition): CompiledRoute {
       return param[1] ? '(.*)' : '([^/]+)';
     })
     .join('/');
-  return { definition, pattern: new RegExp(`^/api/${source}/?$`, 'i'), names };
+  const base = prefix ? `/${prefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}` : '';
+  return { definition, pattern: new RegExp(`^${base}/${source}/?$`, 'i'), names };
 }
 
 /** The socket's address and port as Azure writes them in X-Forwarded-For (`ip:port`, `[ipv6]:port`). */
@@ -103,7 +154,11 @@ function peerAddress(req: http.IncomingMessage): string | null {
 export async function startDevServer(options: DevServerOptions): Promise<DevServer> {
   const log: HostLog =
     options.log ?? ((level, name, message) => process.stderr.write(`[${level}] ${name}: ${message}\n`));
-  const routes = options.definitions.filter((d): d is HttpDefinition => d.kind === 'http').map(compileRoute);
+  const prefix = options.routePrefix ?? hostRoutePrefix();
+  const responseLimitMs = options.responseLimitMs ?? HTTP_RESPONSE_LIMIT_MS;
+  const routes = options.definitions
+    .filter((d): d is HttpDefinition => d.kind === 'http')
+    .map((d) => compileRoute(d, prefix));
   const ownsQueues = !options.queues;
   let azurite: Azurite | undefined;
   let queues = options.queues;
@@ -210,24 +265,20 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
       return;
     }
     const method = (req.method ?? 'GET').toUpperCase();
+    const routePath = kestrelPath(url.pathname);
     const matches = routes
-      .map((route) => ({ route, match: route.pattern.exec(url.pathname) }))
+      .map((route) => ({ route, match: route.pattern.exec(routePath) }))
       .filter((m) => m.match);
     const found = matches.find((m) => m.route.definition.methods.includes(method as never));
     if (!found || !found.match) {
-      // A 405 names the methods the path has (RFC 9110 requires Allow on it).
+      // A method the route does not have is no route to the Functions host: 404, not 405
+      // (Azure/azure-functions-host#10098, #11625). The message says which methods the path has.
       const allowed = [...new Set(matches.flatMap((m) => m.route.definition.methods))];
-      res.writeHead(matches.length ? 405 : 404, {
-        ...ERROR_HEADERS,
-        ...(matches.length ? { Allow: allowed.join(', ') } : {}),
-      });
-      const error = matches.length
-        ? {
-            code: 'METHOD_NOT_ALLOWED',
-            message: `method ${method} is not allowed here (allowed: ${allowed.join(', ')})`,
-          }
-        : { code: 'NOT_FOUND', message: 'no such route' };
-      res.end(JSON.stringify({ error }));
+      res.writeHead(404, ERROR_HEADERS);
+      const message = matches.length
+        ? `no route takes ${method} here (the path takes ${allowed.join(', ')})`
+        : 'no such route';
+      res.end(JSON.stringify({ error: { code: 'NOT_FOUND', message } }));
       return;
     }
     // Past the hard cap (Azure takes up to 100 MB; every route that reads a body refuses far less)
@@ -251,20 +302,9 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     }
     const body = Buffer.concat(chunks);
     const { definition } = found.route;
-    let params: Record<string, string>;
-    try {
-      params = Object.fromEntries(
-        found.route.names.map((name, i) => [name, decodeURIComponent(found.match?.[i + 1] ?? '')]),
-      );
-    } catch {
-      // A malformed percent-encoding (`%E0%A4%A`) is the client's mistake, never a 500.
-      res.writeHead(400, ERROR_HEADERS).end(
-        JSON.stringify({
-          error: { code: 'INVALID_INPUT', message: 'invalid percent-encoding in the path' },
-        }),
-      );
-      return;
-    }
+    // Already decoded as Kestrel decodes a path (kestrelPath): `%2F` and a sequence that is not
+    // UTF-8 reach the function as sent.
+    const params = Object.fromEntries(found.route.names.map((name, i) => [name, found.match?.[i + 1] ?? '']));
     const headers: Record<string, string | string[]> = {};
     for (const [key, values] of Object.entries(req.headersDistinct)) if (values) headers[key] = values;
     // As Azure's front end does: the address it saw goes after whatever X-Forwarded-For the caller sent.
@@ -281,12 +321,38 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
         extraOutputs: definition.queueOutputs ?? [],
       },
     });
-    const result = await definition.handler(request, ctx);
-    // Output bindings are written before the response, as the host does; a failure answers 500.
-    for (const queueOutput of definition.queueOutputs ?? []) {
-      const items = ctx.extraOutputs.get(queueOutput);
-      if (items === undefined) continue;
-      await host.send(String(queueOutput['queueName']), Array.isArray(items) ? items : [items]);
+    const invocation = (async () => {
+      const answer = await definition.handler(request, ctx);
+      // Output bindings are written before the response, as the host does; a failure answers 500.
+      for (const queueOutput of definition.queueOutputs ?? []) {
+        const items = ctx.extraOutputs.get(queueOutput);
+        if (items === undefined) continue;
+        await host.send(String(queueOutput['queueName']), Array.isArray(items) ? items : [items]);
+      }
+      return answer;
+    })();
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<typeof LATE>((resolve) => {
+      timer = setTimeout(() => resolve(LATE), responseLimitMs);
+    });
+    const result = await Promise.race([invocation, late]).finally(() => clearTimeout(timer));
+    if (result === LATE) {
+      // Azure's front end stops waiting for an HTTP function after 230 s, whatever functionTimeout
+      // says; the function runs on and its outputs are still written (functions-scale, "Function
+      // app timeout duration": "230 seconds is the maximum amount of time that an HTTP triggered
+      // function can take to respond to a request", the Azure Load Balancer's idle timeout).
+      invocation.catch((error: unknown) =>
+        log('error', definition.name, `failed after its answer timed out: ${errorName(error)}`),
+      );
+      res.writeHead(502, ERROR_HEADERS).end(
+        JSON.stringify({
+          error: {
+            code: 'UPSTREAM_FAILED',
+            message: `no answer within ${Math.round(responseLimitMs / 1000)} s (Azure's front end gives up)`,
+          },
+        }),
+      );
+      return;
     }
     const response = result instanceof HttpResponse ? result : new HttpResponse(result ?? {});
     const out = Buffer.from(await response.arrayBuffer());

@@ -18,7 +18,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { FunctionDefinition, QueueDefinition, TimerDefinition } from '../../functions/definition-types';
 import { scrub } from '../../shared/log';
-import { nextOccurrence, parseSchedule } from './ncrontab';
+import { nextOccurrence, parseSchedule, resolveSchedule } from './ncrontab';
 
 export type HostLog = (level: string, functionName: string, message: string) => void;
 
@@ -111,6 +111,50 @@ export function decodeBase64Strict(text: string): string | null {
 export function poisonQueueOf(queueName: string): string | null {
   const poison = `${queueName}-poison`;
   return queueName.endsWith('-poison') || poison.length > 63 ? null : poison;
+}
+
+/** A time as the host hands it to a Node function: Json.NET's DateTimeOffset, `…+00:00`. */
+const hostTime = (date: Date) => date.toISOString().replace(/(\.000)?Z$/, '+00:00');
+
+/** What Node's library does to the host's keys and nested values (toCamelCase.ts): first letter lowered. */
+const camelKey = (key: string) => key.charAt(0).toLowerCase() + key.slice(1);
+function camelValue(value: unknown): unknown {
+  if (typeof value !== 'object' || value === null) return value;
+  if (Array.isArray(value)) return value.map(camelValue);
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [camelKey(k), camelValue(v)]));
+}
+
+/**
+ * `context.triggerMetadata` of a queue function as the Functions host builds it
+ * (Microsoft.Azure.WebJobs.Extensions.Storage.Queues, QueueTriggerBinding.CreateBindingData): the
+ * message's text (`queueTrigger`), id, dequeueCount, times and pop receipt, then, for a JSON object,
+ * its top-level properties, which win over those of the same name in any case ("In case of
+ * conflict, binding data from the value type overrides the built-in binding data";
+ * Azure/azure-functions-nodejs-library#459, Azure/azure-webjobs-sdk-extensions#882). The Node
+ * library lowers each key's first letter, nested keys included (src/converters/toCamelCase.ts).
+ */
+export function queueTriggerMetadata(
+  message: Pick<
+    DequeuedMessageItem,
+    'messageId' | 'dequeueCount' | 'insertedOn' | 'expiresOn' | 'nextVisibleOn' | 'popReceipt'
+  >,
+  text: string,
+  item: unknown,
+): Record<string, unknown> {
+  // A case-insensitive dictionary: a key keeps the spelling it was first added with.
+  const data = new Map<string, [key: string, value: unknown]>();
+  const set = (key: string, value: unknown) =>
+    data.set(key.toLowerCase(), [data.get(key.toLowerCase())?.[0] ?? key, value]);
+  set('QueueTrigger', text);
+  set('DequeueCount', message.dequeueCount);
+  set('ExpirationTime', hostTime(message.expiresOn));
+  set('Id', message.messageId);
+  set('InsertionTime', hostTime(message.insertedOn));
+  set('NextVisibleTime', hostTime(message.nextVisibleOn));
+  set('PopReceipt', message.popReceipt);
+  if (typeof item === 'object' && item !== null && !Array.isArray(item))
+    for (const [key, value] of Object.entries(item)) set(key, value);
+  return Object.fromEntries([...data.values()].map(([key, value]) => [camelKey(key), camelValue(value)]));
 }
 
 export function invocationContext(
@@ -241,14 +285,7 @@ export async function startQueueHost(options: QueueHostOptions): Promise<LocalQu
     }
     const outputs: StorageQueueOutput[] = definition.queueOutputs ?? [];
     const ctx = invocationContext(definition.name, log, {
-      triggerMetadata: {
-        id: message.messageId,
-        dequeueCount: message.dequeueCount,
-        insertionTime: message.insertedOn.toISOString(),
-        expirationTime: message.expiresOn.toISOString(),
-        nextVisibleTime: message.nextVisibleOn.toISOString(),
-        popReceipt,
-      },
+      triggerMetadata: queueTriggerMetadata({ ...message, popReceipt }, text, item),
       options: { trigger: { type: 'queueTrigger', name: 'queueItem' }, extraOutputs: outputs },
     });
     try {
@@ -348,7 +385,7 @@ export async function startQueueHost(options: QueueHostOptions): Promise<LocalQu
   const countOf = (definition: QueueDefinition) => counts.get(definition.queueName) ?? 0;
 
   function schedule(definition: TimerDefinition, runNow: boolean): void {
-    const fields = parseSchedule(definition.schedule);
+    const fields = parseSchedule(resolveSchedule(definition.schedule));
     let last = new Date();
     /** An invocation still runs: like the host, a timer does not fire again until it has ended. */
     let busy = false;

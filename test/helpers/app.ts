@@ -144,7 +144,16 @@ export async function startTestApp(env: Env = {}): Promise<TestApp> {
       // A follow-up job (more waited than one job's looks answer) is queued, as the host does.
       queued.push(...((ctx.extraOutputs.get(replyQueueOutput) as ReplyJob[] | undefined) ?? []));
     },
-    runPoison: (job) => poison(JSON.parse(JSON.stringify(job)), context('replyPoison')),
+    // As the host hands it over: a new message on reply-jobs-poison, received for the first time.
+    runPoison: (job) =>
+      poison(
+        JSON.parse(JSON.stringify(job)),
+        new InvocationContext({
+          functionName: 'replyPoison',
+          logHandler: (level, ...args) => logs.push(`${level} ${args.map(String).join(' ')}`),
+          triggerMetadata: { dequeueCount: 1, queueTrigger: JSON.stringify(job) },
+        }),
+      ),
     async drain() {
       for (let job = queued.shift(); job; job = queued.shift()) await app.runJob(job);
     },

@@ -1,11 +1,15 @@
-// The local host's answers to requests no function takes: a path it does not serve (404), and a
-// method the path does not have (405 naming the ones it has, as RFC 9110 requires); and the request
-// a function gets, built as the Functions host builds it (scripts/lib/host-request.ts).
+// The local host's answers to requests no function takes: a path it does not serve, and a method
+// the path does not have (both 404, as the Functions host answers); its route matching on the path
+// as Kestrel decodes it; and the request a function gets, built as the Functions host builds it
+// (scripts/lib/host-request.ts).
 import type { HttpRequest } from '@azure/functions';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HttpDefinition } from '../../functions/definition-types';
-import { startDevServer, type DevServer } from '../../scripts/dev-server';
+import { hostRoutePrefix, startDevServer, type DevServer } from '../../scripts/dev-server';
 import { simulatorDefinitions } from '../../scripts/dev/simulator';
 import type { Runtime } from '../../shared/deps';
 
@@ -16,7 +20,7 @@ const definition = (name: string, route: string, methods: HttpDefinition['method
   route,
   methods,
   authLevel: 'anonymous',
-  handler: async () => ({ status: 200, jsonBody: { name } }),
+  handler: async (request: HttpRequest) => ({ status: 200, jsonBody: { name, params: request.params } }),
 });
 
 beforeAll(async () => {
@@ -47,35 +51,115 @@ afterAll(async () => {
 });
 
 describe('the local host', () => {
-  it('answers a method the path does not have with 405 and Allow, and an unknown path with 404', async () => {
+  it('answers a method the path does not have with 404, as the Functions host does, and an unknown path with 404', async () => {
     for (const method of ['PUT', 'PATCH', 'OPTIONS', 'HEAD']) {
       const r = await fetch(`${server.url}/api/manage/users/u_1`, { method });
-      expect(r.status, method).toBe(405);
-      expect(r.headers.get('allow')).toBe('GET, DELETE');
+      // Azure/azure-functions-host#10098: a route's method constraint fails like a missing route.
+      expect(r.status, method).toBe(404);
+      expect(r.headers.get('allow')).toBeNull();
       expect(r.headers.get('x-content-type-options')).toBe('nosniff');
       // The local host's own answers carry the app's headers, as the app's answers on the path do.
       expect(r.headers.get('cache-control')).toBe('no-store');
       expect(r.headers.get('content-security-policy')).toBe("default-src 'none'; frame-ancestors 'none'");
       expect(r.headers.get('x-frame-options')).toBe('DENY');
     }
-    // The route exists: the message says the method is the problem, not that there is no route.
+    // The message says the method is the problem, for whoever reads it locally.
     const put = await fetch(`${server.url}/api/manage/users/u_1`, { method: 'PUT' });
     expect(await put.json()).toEqual({
-      error: { code: 'METHOD_NOT_ALLOWED', message: 'method PUT is not allowed here (allowed: GET, DELETE)' },
+      error: { code: 'NOT_FOUND', message: 'no route takes PUT here (the path takes GET, DELETE)' },
     });
     const list = await fetch(`${server.url}/api/manage/users/`, { method: 'DELETE' });
-    expect(list.status).toBe(405);
-    expect(list.headers.get('allow')).toBe('GET, POST');
+    expect(list.status).toBe(404);
     const badHost = await rawPost('/api/echo', [['content-length', '0']], Buffer.alloc(0), 'a b');
     expect(badHost).toMatchObject({ error: { code: 'INVALID_INPUT', message: 'invalid Host header' } });
     const missing = await fetch(`${server.url}/api/manage/nothing`);
     expect(missing.status).toBe(404);
-    expect(missing.headers.get('allow')).toBeNull();
+    expect(await missing.json()).toEqual({ error: { code: 'NOT_FOUND', message: 'no such route' } });
     expect(missing.headers.get('x-frame-options')).toBe('DENY');
-    const badEncoding = await fetch(`${server.url}/api/manage/users/%E0%A4%A`);
-    expect(badEncoding.status).toBe(400);
-    expect(badEncoding.headers.get('cache-control')).toBe('no-store');
     expect((await fetch(`${server.url}/api/manage/users/u_1`)).status).toBe(200);
+  });
+
+  it('matches routes on the path as Kestrel decodes it: %2F and a sequence that is not UTF-8 stay as sent', async () => {
+    const get = async (path: string) => {
+      const r = await fetch(`${server.url}${path}`);
+      return [r.status, r.status === 200 ? await r.json() : null];
+    };
+    // A literal segment written percent-encoded is the same segment.
+    expect(await get('/api/manage/%75sers/u%5F1')).toEqual([200, { name: 'one', params: { id: 'u_1' } }]);
+    // %2F never splits a segment, and reaches the parameter encoded (dotnet/aspnetcore#2655).
+    expect(await get('/api/manage/users/a%2Fb')).toEqual([200, { name: 'one', params: { id: 'a%2Fb' } }]);
+    expect(await get('/api/manage/users/a%2Fb%20c')).toEqual([
+      200,
+      { name: 'one', params: { id: 'a%2Fb c' } },
+    ]);
+    // Decoded once: %2520 is the text %20.
+    expect(await get('/api/manage/users/a%2520')).toEqual([200, { name: 'one', params: { id: 'a%20' } }]);
+    // Not UTF-8: left as sent, the function decides (was a 400 of the local host's own).
+    expect(await get('/api/manage/users/%E0%A4%A')).toEqual([
+      200,
+      { name: 'one', params: { id: '%E0%A4%A' } },
+    ]);
+  });
+
+  it("serves the routes under host.json's routePrefix", async () => {
+    expect(hostRoutePrefix()).toBe('api');
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'route-prefix-'));
+    try {
+      writeFileSync(
+        path.join(dir, 'host.json'),
+        JSON.stringify({ extensions: { http: { routePrefix: '' } } }),
+      );
+      expect(hostRoutePrefix(path.join(dir, 'host.json'))).toBe('');
+      writeFileSync(path.join(dir, 'host.json'), JSON.stringify({ version: '2.0' }));
+      expect(hostRoutePrefix(path.join(dir, 'host.json'))).toBe('api');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const root = await startDevServer({
+      port: 0,
+      log: () => undefined,
+      routePrefix: '',
+      definitions: [definition('list', 'manage/users', ['GET'])],
+    });
+    try {
+      expect((await fetch(`${root.url}/manage/users`)).status).toBe(200);
+      expect((await fetch(`${root.url}/api/manage/users`)).status).toBe(404);
+    } finally {
+      await root.stop();
+    }
+  });
+});
+
+describe("an HTTP function slower than Azure's front end waits (230 s)", () => {
+  it('gets 502 at the limit while the function runs on to its end', async () => {
+    let finished = false;
+    const slow = await startDevServer({
+      port: 0,
+      log: () => undefined,
+      responseLimitMs: 150,
+      definitions: [
+        {
+          ...definition('slow', 'slow', ['GET']),
+          handler: async () => {
+            await new Promise((resolve) => setTimeout(resolve, 400));
+            finished = true;
+            return { status: 200 };
+          },
+        },
+        definition('quick', 'quick', ['GET']),
+      ],
+    });
+    try {
+      const r = await fetch(`${slow.url}/api/slow`);
+      expect(r.status).toBe(502);
+      expect(await r.json()).toMatchObject({ error: { code: 'UPSTREAM_FAILED' } });
+      expect(finished).toBe(false);
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      expect(finished).toBe(true);
+      expect((await fetch(`${slow.url}/api/quick`)).status).toBe(200);
+    } finally {
+      await slow.stop();
+    }
   });
 });
 

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FunctionDefinition } from '../../functions/definition-types';
 import { STOP_GRACE_MS, startAzurite, type Azurite } from '../../scripts/lib/azurite';
-import { nextOccurrence, parseSchedule } from '../../scripts/lib/ncrontab';
+import { nextOccurrence, parseSchedule, resolveSchedule } from '../../scripts/lib/ncrontab';
 import { startQueueHost, type QueueHost } from '../../scripts/lib/queue-host';
 import { main as replayPoison } from '../../scripts/replay-poison';
 import { runToExitCode } from '../../scripts/lib/cli';
@@ -95,6 +95,46 @@ describe('local queue host', () => {
     const raw = QueueServiceClient.fromConnectionString(azurite.connectionString).getQueueClient('unwatched');
     const [peeked] = (await raw.peekMessages()).peekedMessageItems;
     expect(Buffer.from(peeked?.messageText ?? '', 'base64').toString('utf8')).toBe('{"a":1}');
+  });
+
+  it("gives triggerMetadata as the Functions host does: a JSON message's own properties win over the host's", async () => {
+    const got: Record<string, unknown>[] = [];
+    const own = await startQueueHost({
+      definitions: [
+        {
+          kind: 'queue',
+          name: 'meta',
+          queueName: 'meta',
+          handler: async (_item, context: InvocationContext) => {
+            got.push({ ...context.triggerMetadata });
+          },
+        },
+      ],
+      connectionString: azurite.connectionString,
+      log: () => {},
+    });
+    try {
+      await own.send('meta', [{ DEQUEUECOUNT: 7, id: 'mine', Nested: { Inner: [{ Deep: 1 }] } }]);
+      await own.idle({ timeoutMs: 20_000 });
+      await own.send('meta', ['plain text']);
+      await own.idle({ timeoutMs: 20_000 });
+    } finally {
+      await own.stop();
+    }
+    const [json, text] = got;
+    // The host's dictionary ignores case: the payload's DEQUEUECOUNT replaces dequeueCount (and id
+    // the message id), nested keys lowered by the Node library too.
+    expect(json).toMatchObject({
+      dequeueCount: 7,
+      id: 'mine',
+      nested: { inner: [{ deep: 1 }] },
+      queueTrigger: '{"DEQUEUECOUNT":7,"id":"mine","Nested":{"Inner":[{"Deep":1}]}}',
+    });
+    expect(Object.keys(json ?? {})).not.toContain('DEQUEUECOUNT');
+    expect(text).toMatchObject({ dequeueCount: 1, queueTrigger: 'plain text' });
+    expect(text?.['id']).toMatch(/^[0-9a-f-]{36}$/);
+    // Json.NET's DateTimeOffset, as the host serialises it.
+    expect(text?.['insertionTime']).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$/);
   });
 
   it('a timer the stop interrupts is a warning, not an error (the database closes after the stop)', async () => {
@@ -640,6 +680,29 @@ describe('NCRONTAB schedules', () => {
       '2026-03-01T10:16:00.000Z',
     );
     expect(() => parseSchedule('* * *')).toThrow(/6 fields/);
+  });
+
+  it('takes months and weekdays by name and a schedule from an app setting, as the docs show them', () => {
+    // 2026-03-01 is a Sunday. "0 30 9 * Jan Mon": 9:30 every Monday in January.
+    const at = new Date('2026-03-01T10:15:42.500Z');
+    expect(nextOccurrence(parseSchedule('0 30 9 * Jan Mon'), at).toISOString()).toBe(
+      '2027-01-04T09:30:00.000Z',
+    );
+    expect(nextOccurrence(parseSchedule('0 0 8 * * mon-FRI'), at).toISOString()).toBe(
+      '2026-03-02T08:00:00.000Z',
+    );
+    expect(nextOccurrence(parseSchedule('0 0 0 1 september,DEC *'), at).toISOString()).toBe(
+      '2026-09-01T00:00:00.000Z',
+    );
+    // A day of the month and a weekday together: both must match (Friday 13 March 2026).
+    expect(nextOccurrence(parseSchedule('0 0 0 13 * Fri'), at).toISOString()).toBe(
+      '2026-03-13T00:00:00.000Z',
+    );
+    expect(() => parseSchedule('0 0 0 * Foo *')).toThrow(/invalid NCRONTAB field "Foo"/);
+    expect(() => parseSchedule('0 0 Mon * * *')).toThrow(/invalid NCRONTAB field/);
+    expect(resolveSchedule('%SWEEP_SCHEDULE%', { SWEEP_SCHEDULE: '0 */5 * * * *' })).toBe('0 */5 * * * *');
+    expect(resolveSchedule('0 * * * * *', {})).toBe('0 * * * * *');
+    expect(() => resolveSchedule('%SWEEP_SCHEDULE%', {})).toThrow(/app setting SWEEP_SCHEDULE is not set/);
   });
 });
 

@@ -330,7 +330,8 @@ describe('a reply job that failed every attempt (reply-jobs-poison)', () => {
     const failed = await data.messages.getMessage(other.id);
     expect([failed?.replyState, failed?.error?.title]).toEqual([
       'failed',
-      'reply failed after repeated attempts',
+      // host.json's maxDequeueCount, not the poison message's own count (1).
+      'reply failed after 5 attempts',
     ]);
     expect(sentTo(none)).toEqual([]);
   }, 30_000);
