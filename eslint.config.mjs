@@ -100,6 +100,26 @@ export default tseslint.config(
   ),
   shared(['shared/whatsapp/**/*.ts', 'shared/ai/**/*.ts'], [], [MONGODB, QUEUE_SDK], [ROOT, UPPER]),
   shared(['shared/data/**/*.ts'], [], [QUEUE_SDK], [ROOT, UPPER]),
+  // Scripts reach the database through shared/data; only the ping of the local server and the
+  // FerretDB bench (a database of its own) use the driver (docs/architecture.md, "Layers").
+  {
+    files: ['scripts/**/*.ts'],
+    ignores: ['scripts/lib/probe.ts', 'scripts/bench-ferretdb.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: [
+            {
+              name: 'mongodb',
+              message:
+                'Scripts use shared/data; only scripts/lib/probe.ts and scripts/bench-ferretdb.ts import mongodb.',
+            },
+          ],
+        },
+      ],
+    },
+  },
   {
     files: ['test/**/*.ts', 'scripts/**/*.ts', 'bench/**/*.ts'],
     rules: {

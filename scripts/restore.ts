@@ -6,7 +6,6 @@ import path from 'node:path';
 import { pipeline } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { createGunzip } from 'node:zlib';
-import type { Document } from 'mongodb';
 import {
   AUDIT_KIND,
   BACKUP_FORMAT,
@@ -281,7 +280,7 @@ async function write(
   // Indexes first: Cosmos DB builds a unique index (tokens.hash) only on an empty collection.
   await store.ensureIndexes('create');
   const bar = progress(io, 'restoring', total);
-  const pending = new Map<StoredCollection, Document[]>();
+  const pending = new Map<StoredCollection, Record<string, unknown>[]>();
   let done = 0;
   const flush = async (c: StoredCollection) => {
     const docs = pending.get(c) ?? [];
@@ -323,7 +322,7 @@ function underStoredId(
   collection: StoredCollection,
   doc: Record<string, unknown>,
   moved: ReadonlyMap<string, string>,
-): Document {
+): Record<string, unknown> {
   const field =
     collection === 'users' ? '_id' : collection === 'messages' || collection === 'events' ? 'userId' : null;
   const to = field && typeof doc[field] === 'string' ? moved.get(doc[field]) : undefined;

@@ -117,6 +117,17 @@ describe.each([
     expect(app.graph.sends().length).toBeGreaterThanOrEqual(3);
   });
 
+  it('a command that changes the user writes that first: reset 9; stop, start and human 8 (no read again)', async () => {
+    const from = newPhone();
+    await turn(from, 'first contact creates the user');
+    const costs: Record<string, number> = {};
+    for (const word of ['reset', 'stop', 'start', 'human']) {
+      const { ingest, reply } = await turn(from, word);
+      costs[word] = ingest.length + reply.length;
+    }
+    expect(costs).toEqual({ reset: 9, stop: 8, start: 8, human: 8 });
+  });
+
   it('statuses of one message in one notification never share a bulk write (Cosmos DB may run its writes at once)', async () => {
     const phone = newPhone();
     const ids = [wamid(), wamid()];
