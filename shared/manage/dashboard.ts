@@ -233,6 +233,7 @@ label { display: block; font-size: .85rem; }
 #search-view, #stats-view { max-width: 70rem; margin: 0 auto; }
 #results li { border-bottom: 1px solid var(--border); padding: .35rem 0; }
 #results li button { all: unset; cursor: pointer; display: block; width: 100%; }
+#results .text { overflow-wrap: anywhere; white-space: pre-wrap; }
 .numbers { display: grid; grid-template-columns: repeat(auto-fit, minmax(8rem, 1fr)); gap: .5rem; margin: 0; }
 .numbers div { border: 1px solid var(--border); border-radius: .4rem; padding: .4rem .6rem; }
 .numbers dt { font-size: .8rem; color: var(--muted); }
