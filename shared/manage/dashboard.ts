@@ -196,7 +196,7 @@ h2 { font-size: 1.05rem; margin: 0 0 .3rem; }
 .filters button[aria-pressed="true"] { background: var(--accent); color: #fff; border-color: var(--accent); }
 ul, ol { padding-left: 0; list-style: none; margin: 0; }
 #chat-list li { border-bottom: 1px solid var(--border); }
-#chat-list li button { all: unset; cursor: pointer; display: block; width: 100%; padding: .4rem .3rem; }
+#chat-list li button { all: unset; box-sizing: border-box; cursor: pointer; display: block; width: 100%; padding: .4rem .3rem; }
 #chat-list li button[aria-current="true"] { background: var(--bubble-out); }
 #chat-list .name { font-weight: 600; overflow-wrap: anywhere; }
 #chat-title { overflow-wrap: anywhere; }
@@ -211,7 +211,7 @@ ul, ol { padding-left: 0; list-style: none; margin: 0; }
 #conversation li.outbound { background: var(--bubble-out); margin-left: auto; }
 #conversation li.operator { background: var(--bubble-op); }
 #conversation li.failed { outline: 1px solid #b00020; }
-.meta { font-size: .78rem; color: var(--muted); }
+.meta { font-size: .78rem; color: var(--muted); overflow-wrap: anywhere; }
 #conversation .error { font-size: .78rem; color: light-dark(#b00020, #ff8a80); overflow-wrap: anywhere; }
 .actions { display: flex; gap: .4rem; flex-wrap: wrap; align-items: flex-start; }
 button { font: inherit; padding: .3rem .7rem; border-radius: .3rem; border: 1px solid var(--border); cursor: pointer; }

@@ -70,6 +70,9 @@ const DATED = '15550007777';
 const WIDE = '15550008888';
 /** A text as long as an operator may send, one unbroken word (a pasted link, a row of emoji). */
 const WIDE_TEXT = `Unbrokenword${'W'.repeat(4096 - 12)}`;
+/** The longest business-scoped id Meta gives (140 characters: a parent id), one unbroken word. */
+const LONG_BSUID = `US.ENT.${'7'.repeat(133)}`;
+let bsuidId = '';
 let jorgId = '';
 let rloId = '';
 let longId = '';
@@ -124,6 +127,19 @@ beforeAll(async () => {
       phoneNumberId: PHONE_NUMBER_ID,
     })),
   );
+  // A person known only by the longest business-scoped id, which the list and the header show.
+  bsuidId = (await data.users.resolve({ waId: null, bsuid: LONG_BSUID, name: 'Scoped Sue' }, new Date())).user
+    .id;
+  await data.maintenance.importMessages([
+    {
+      id: 'legacy:sue',
+      userId: bsuidId,
+      waMessageId: null,
+      direction: 'inbound',
+      text: 'known by an id',
+      createdAt: new Date(),
+    },
+  ]);
   // A user who wrote an hour ago, but only in migrated messages: no business number to send from.
   oldId = (
     await data.users.resolve({ waId: OLD, bsuid: null, name: 'Migrated Mia' }, new Date(Date.now() - HOUR))
@@ -207,6 +223,24 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     await page.waitForSelector('#conversation li');
     const conversation = await pageWidth();
     expect(conversation.scroll).toBeLessThanOrEqual(conversation.client);
+  });
+
+  it('wraps the longest business-scoped id in the list and the conversation header: nothing scrolls sideways', async () => {
+    const overflow = () =>
+      page.evaluate(() =>
+        ['#chat-list', '.chat-head', '#chat-meta'].map((s) => {
+          const e = document.querySelector(s);
+          return { s, over: (e?.scrollWidth ?? 0) - (e?.clientWidth ?? 0) };
+        }),
+      );
+    await listSearch('scoped sue', [bsuidId]);
+    await openUser(bsuidId);
+    expect(await page.textContent('#chat-meta')).toContain(LONG_BSUID);
+    expect(await overflow()).toEqual([
+      { s: '#chat-list', over: 0 },
+      { s: '.chat-head', over: 0 },
+      { s: '#chat-meta', over: 0 },
+    ]);
   });
 
   it('pages search results beyond the first 50', async () => {
