@@ -196,7 +196,7 @@ h2 { font-size: 1.05rem; margin: 0 0 .3rem; }
 .filters button[aria-pressed="true"] { background: var(--accent); color: #fff; border-color: var(--accent); }
 ul, ol { padding-left: 0; list-style: none; margin: 0; }
 #chat-list li { border-bottom: 1px solid var(--border); }
-#chat-list li button { all: unset; cursor: pointer; display: block; width: 100%; padding: .4rem .3rem; }
+#chat-list li button { all: unset; box-sizing: border-box; cursor: pointer; display: block; width: 100%; padding: .4rem .3rem; }
 #chat-list li button[aria-current="true"] { background: var(--bubble-out); }
 #chat-list .name { font-weight: 600; overflow-wrap: anywhere; }
 #chat-title { overflow-wrap: anywhere; }
@@ -211,7 +211,7 @@ ul, ol { padding-left: 0; list-style: none; margin: 0; }
 #conversation li.outbound { background: var(--bubble-out); margin-left: auto; }
 #conversation li.operator { background: var(--bubble-op); }
 #conversation li.failed { outline: 1px solid #b00020; }
-.meta { font-size: .78rem; color: var(--muted); }
+.meta { font-size: .78rem; color: var(--muted); overflow-wrap: anywhere; }
 #conversation .error { font-size: .78rem; color: light-dark(#b00020, #ff8a80); overflow-wrap: anywhere; }
 .actions { display: flex; gap: .4rem; flex-wrap: wrap; align-items: flex-start; }
 button { font: inherit; padding: .3rem .7rem; border-radius: .3rem; border: 1px solid var(--border); cursor: pointer; }
@@ -233,6 +233,7 @@ label { display: block; font-size: .85rem; }
 #search-view, #stats-view { max-width: 70rem; margin: 0 auto; }
 #results li { border-bottom: 1px solid var(--border); padding: .35rem 0; }
 #results li button { all: unset; cursor: pointer; display: block; width: 100%; }
+#results .text { overflow-wrap: anywhere; white-space: pre-wrap; }
 .numbers { display: grid; grid-template-columns: repeat(auto-fit, minmax(8rem, 1fr)); gap: .5rem; margin: 0; }
 .numbers div { border: 1px solid var(--border); border-radius: .4rem; padding: .4rem .6rem; }
 .numbers dt { font-size: .8rem; color: var(--muted); }

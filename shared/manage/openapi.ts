@@ -15,9 +15,15 @@ const retryAfter = {
   schema: { type: 'integer' as const },
 };
 
+// The answer of a route that reads a path id, query, header or body (stats reads none: never 400).
+const invalid = {
+  400: json(
+    ErrorSchema,
+    'A path parameter, query parameter, header or body field is invalid (the message names it)',
+  ),
+};
 // The answers every authenticated route can give, and those of a route with a body.
 const errors = {
-  400: json(ErrorSchema, 'A query parameter or body field is invalid (the message names it)'),
   401: json(ErrorSchema, 'Missing or unknown token'),
   403: json(ErrorSchema, 'Revoked or expired token'),
   429: {
@@ -65,6 +71,7 @@ export function openApiDocument(): object {
         [r.status]: r.response
           ? json(r.response, r.responseDescription)
           : { description: r.responseDescription },
+        ...(r.hasId || r.query || r.body || r.headers ? invalid : {}),
         ...errors,
         ...(r.body ? bodyErrors : {}),
         ...extra,

@@ -83,9 +83,11 @@ export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.infe
   if (result.success) return result.data;
   const issue = result.error.issues[0];
   if (issue?.code === 'unrecognized_keys') {
+    // Named by their path, as the other fields are: `template.lang`, not `lang`.
+    const at = issue.path.map((part) => `${String(part)}.`).join('');
     throw new AppError(
       ErrorCode.INVALID_INPUT,
-      `invalid body field "${issue.keys.join('", "')}": unknown field`,
+      `invalid body field "${issue.keys.map((key) => at + key).join('", "')}": unknown field`,
     );
   }
   const name = issue?.path.length ? issue.path.join('.') : 'body';

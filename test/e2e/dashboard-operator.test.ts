@@ -30,6 +30,7 @@ declare const document: {
   querySelector(selector: string): Node | null;
   querySelectorAll(selector: string): { length: number };
   activeElement: Node | null;
+  documentElement: Node;
 };
 declare const window: { __pwned?: unknown };
 declare function getComputedStyle(e: Node): { outlineStyle: string };
@@ -66,6 +67,12 @@ const STRAUSS = '4930555000111';
 const GONE = '15550005555';
 const BUSY = '15550006666';
 const DATED = '15550007777';
+const WIDE = '15550008888';
+/** A text as long as an operator may send, one unbroken word (a pasted link, a row of emoji). */
+const WIDE_TEXT = `Unbrokenword${'W'.repeat(4096 - 12)}`;
+/** The longest business-scoped id Meta gives (140 characters: a parent id), one unbroken word. */
+const LONG_BSUID = `US.ENT.${'7'.repeat(133)}`;
+let bsuidId = '';
 let jorgId = '';
 let rloId = '';
 let longId = '';
@@ -100,6 +107,7 @@ beforeAll(async () => {
   await app.userWrites(EVIL, `Text ${EVIL_NAME} <script>window.__pwned=2</script>`, EVIL_NAME);
   await app.userWrites(RLO, 'human', '\u202eRLO name');
   await app.userWrites(LONG, 'hi', 'Long'.repeat(60));
+  await app.userWrites(WIDE, WIDE_TEXT, 'Wide');
   // Sixty messages holding one word: more than a page of search results.
   const { data } = app.services;
   jorgId = await userIdOf(data, JORG);
@@ -119,6 +127,19 @@ beforeAll(async () => {
       phoneNumberId: PHONE_NUMBER_ID,
     })),
   );
+  // A person known only by the longest business-scoped id, which the list and the header show.
+  bsuidId = (await data.users.resolve({ waId: null, bsuid: LONG_BSUID, name: 'Scoped Sue' }, new Date())).user
+    .id;
+  await data.maintenance.importMessages([
+    {
+      id: 'legacy:sue',
+      userId: bsuidId,
+      waMessageId: null,
+      direction: 'inbound',
+      text: 'known by an id',
+      createdAt: new Date(),
+    },
+  ]);
   // A user who wrote an hour ago, but only in migrated messages: no business number to send from.
   oldId = (
     await data.users.resolve({ waId: OLD, bsuid: null, name: 'Migrated Mia' }, new Date(Date.now() - HOUR))
@@ -181,6 +202,45 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     expect(page.url()).toBe(`${server.url}/api/manage/`);
     await page.click('#nav button[data-view="inbox"]');
     await listSearch('', expect.arrayContaining([jorgId, rloId]));
+  });
+
+  it('wraps a 4096-character word in the search results as in the conversation: the page never scrolls sideways', async () => {
+    const pageWidth = () =>
+      page.evaluate(() => ({
+        scroll: document.documentElement.scrollWidth,
+        client: document.documentElement.clientWidth,
+      }));
+    await page.click('#nav button[data-view="search"]');
+    await page.fill('#q', 'unbrokenword');
+    await page.click('#search-form button[type=submit]');
+    await page.waitForSelector('#results li button');
+    expect(await page.$$eval('#results li .text', (els) => els.map((e) => e.textContent))).toEqual([
+      WIDE_TEXT,
+    ]);
+    const results = await pageWidth();
+    expect(results.scroll).toBeLessThanOrEqual(results.client);
+    await page.click('#results li button');
+    await page.waitForSelector('#conversation li');
+    const conversation = await pageWidth();
+    expect(conversation.scroll).toBeLessThanOrEqual(conversation.client);
+  });
+
+  it('wraps the longest business-scoped id in the list and the conversation header: nothing scrolls sideways', async () => {
+    const overflow = () =>
+      page.evaluate(() =>
+        ['#chat-list', '.chat-head', '#chat-meta'].map((s) => {
+          const e = document.querySelector(s);
+          return { s, over: (e?.scrollWidth ?? 0) - (e?.clientWidth ?? 0) };
+        }),
+      );
+    await listSearch('scoped sue', [bsuidId]);
+    await openUser(bsuidId);
+    expect(await page.textContent('#chat-meta')).toContain(LONG_BSUID);
+    expect(await overflow()).toEqual([
+      { s: '#chat-list', over: 0 },
+      { s: '.chat-head', over: 0 },
+      { s: '#chat-meta', over: 0 },
+    ]);
   });
 
   it('pages search results beyond the first 50', async () => {

@@ -61,6 +61,15 @@ describe('operator message body', () => {
     expect(message({ text: 'hi', to: '123' })).toMatch(/"to".*unknown/);
     expect(message([])).toMatch(/"body"/);
   });
+
+  it("names an unknown field inside the template by its path, as it names the template's own fields", () => {
+    expect(message({ template: { name: 'hello_world', language: 'en_US', lang: 'de' } })).toBe(
+      'invalid body field "template.lang": unknown field',
+    );
+    expect(message({ template: { name: 'hello_world', language: 'en', foo: 1, bar: 2 } })).toBe(
+      'invalid body field "template.foo", "template.bar": unknown field',
+    );
+  });
 });
 
 describe('HANDOFF_HOURS', () => {

@@ -395,6 +395,18 @@ describe('openapi', () => {
     });
   });
 
+  it('documents 400 exactly on the operations that read a path id, query, header or body: stats has none to refuse', () => {
+    const doc = openApiDocument() as {
+      paths: Record<string, Record<string, { responses: Record<string, unknown> }>>;
+    };
+    for (const r of MANAGE_ROUTES) {
+      const op = doc.paths[`/${r.path}`]?.[r.method.toLowerCase()];
+      const readsInput = r.hasId || !!r.query || !!r.body || !!r.headers;
+      expect(op?.responses['400'] !== undefined, `${r.method} ${r.path}`).toBe(readsInput);
+    }
+    expect(doc.paths['/manage/stats']?.['get']?.responses).not.toHaveProperty('400');
+  });
+
   it('documents 429 on every operation and 413 on those with a body, with the error shape', () => {
     const doc = openApiDocument() as {
       paths: Record<string, Record<string, { requestBody?: unknown; responses: Record<string, unknown> }>>;
