@@ -19,8 +19,15 @@ const present = (value: unknown): unknown =>
     ? undefined
     : value;
 
-const str = () => z.preprocess(present, z.string().min(1));
-const optStr = () => z.preprocess(present, z.string().min(1).optional());
+// Outer whitespace is dropped (a pasted value, a Key Vault secret set from a file, keeps its line
+// break): no header, signature or connection string can use it.
+const optStr = () => z.preprocess(present, z.string().trim().min(1).optional());
+/** A value pasted with its quotes (`"EAAG…"`): the quotes would be sent as part of it. */
+const unquoted = (v: string) => !/^(["'`]).*\1$/s.test(v);
+const QUOTED = 'is wrapped in quotes: set the value without them';
+/** A secret, key or connection string: trimmed, and refused when still in its quotes. */
+const secret = () => z.preprocess(present, z.string().trim().min(1).refine(unquoted, QUOTED));
+const optSecret = () => z.preprocess(present, z.string().trim().min(1).refine(unquoted, QUOTED).optional());
 /**
  * A setting read through `present`. Defaults and optionality belong to `schema` (inside the
  * preprocess): outside it, an empty value would not count as missing.
@@ -68,6 +75,7 @@ const apiVersion = (refuseExpired: boolean) =>
     present,
     z
       .string()
+      .trim()
       .regex(/^v\d+\.\d+$/, 'must look like v25.0')
       .refine(
         (v) => !refuseExpired || Number(v.slice(1).split('.')[0]) > 20,
@@ -85,7 +93,11 @@ const bootstrapToken = (azure: boolean) =>
     present,
     z
       .string()
+      .trim()
       .min(azure ? 16 : 1, 'must be at least 16 characters')
+      .refine(unquoted, QUOTED)
+      // A bearer token is one word (auth.ts): one with a space inside could never sign in.
+      .refine((v) => !/\s/.test(v), 'must not contain whitespace (a bearer token is one word)')
       .optional(),
   );
 
@@ -93,16 +105,16 @@ const bootstrapToken = (azure: boolean) =>
 const envSchema = (azure: boolean) =>
   z
     .object({
-      MONGODB_URI: optStr(),
+      MONGODB_URI: optSecret(),
       MONGODB_DATABASE: databaseField(),
-      WHATSAPP_VERIFY_TOKEN: str(),
-      WHATSAPP_APP_SECRET: str(),
-      WHATSAPP_ACCESS_TOKEN: optStr(),
+      WHATSAPP_VERIFY_TOKEN: secret(),
+      WHATSAPP_APP_SECRET: secret(),
+      WHATSAPP_ACCESS_TOKEN: optSecret(),
       WHATSAPP_GRAPH_URL: graphUrl(),
       WHATSAPP_API_VERSION: apiVersion(azure),
       AI_ENDPOINT: setting(httpUrl().optional()),
-      AI_API_KEY: optStr(),
-      AI_MODEL: optStr(),
+      AI_API_KEY: optSecret(),
+      AI_MODEL: optSecret(),
       AI_SYSTEM_PROMPT: optStr(),
       AI_HISTORY_LIMIT: setting(int(0, 100).default(10)),
       AI_TIMEOUT_MS: setting(int(100, 600_000).default(20_000)),
@@ -198,8 +210,8 @@ export function loadConfig(env: Env): Config {
 }
 
 const GraphSettingsSchema = z.object({
-  WHATSAPP_ACCESS_TOKEN: str(),
-  WHATSAPP_VERIFY_TOKEN: str(),
+  WHATSAPP_ACCESS_TOKEN: secret(),
+  WHATSAPP_VERIFY_TOKEN: secret(),
   WHATSAPP_GRAPH_URL: graphUrl(),
   WHATSAPP_API_VERSION: apiVersion(true),
 });
