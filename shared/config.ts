@@ -64,6 +64,14 @@ const int = (min: number, max: number) => {
     .pipe(z.number().min(min, message).max(max, message));
 };
 
+/** The rule for RETENTION_DAYS, shared with `npm run retention` (scripts/retention.ts). */
+const retentionField = () => setting(int(1, 36_500).optional());
+
+/** RETENTION_DAYS (undefined when unset); throws AppError(CONFIG) naming it, as loadConfig does. */
+export function retentionDays(env: Env): number | undefined {
+  return parseEnv(z.object({ RETENTION_DAYS: retentionField() }), env).RETENTION_DAYS;
+}
+
 const graphUrl = () => setting(httpUrl().default('https://graph.facebook.com'));
 /**
  * The Graph API version. Where the real Graph API is called (in Azure, and by the setup script) an
@@ -120,7 +128,7 @@ const envSchema = (azure: boolean) =>
       AI_TIMEOUT_MS: setting(int(100, 600_000).default(20_000)),
       AI_MAX_PER_MINUTE: setting(int(1, 1000).default(10)),
       MANAGE_API_TOKEN: bootstrapToken(azure),
-      RETENTION_DAYS: setting(int(1, 36_500).optional()),
+      RETENTION_DAYS: retentionField(),
       HANDOFF_HOURS: setting(int(1, 720).default(24)),
       PORT: setting(int(1, 65_535).default(7071)),
     })
