@@ -33,11 +33,19 @@ const optSecret = () => z.preprocess(present, z.string().trim().min(1).refine(un
  * preprocess): outside it, an empty value would not count as missing.
  */
 const setting = <T extends z.ZodType>(schema: T) => z.preprocess(present, schema);
+/** Whether `v` is an absolute http(s) URL (`graph.facebook.com`, without its scheme, is not). */
+const isHttpUrl = (v: string): boolean => {
+  try {
+    return /^https?:\/\//i.test(v) && ['http:', 'https:'].includes(new URL(v).protocol);
+  } catch {
+    return false;
+  }
+};
 const httpUrl = () =>
   z
     .string()
-    .url()
-    .refine((v) => /^https?:\/\//i.test(v), 'must be an http(s) URL')
+    .trim()
+    .refine(isHttpUrl, 'must be an http(s) URL with its scheme, such as https://example.com')
     .transform((v) => v.replace(/\/+$/, ''));
 
 /** The rule for MONGODB_DATABASE, shared with the operator scripts (scripts/lib/cli.ts). */

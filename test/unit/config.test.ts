@@ -332,3 +332,13 @@ describe('secrets, keys and connection strings as people paste them', () => {
     );
   });
 });
+
+describe('URL settings without their scheme', () => {
+  // Before, one mistake read as two: `AI_ENDPOINT Invalid URL; AI_ENDPOINT must be an http(s) URL`.
+  it.each(['WHATSAPP_GRAPH_URL', 'AI_ENDPOINT'])('%s: one problem, saying what a URL looks like', (name) => {
+    const env = { ...REQUIRED, AI_MODEL: 'm', [name]: 'api.example.com/v1' };
+    expect(configError(env).message).toBe(
+      `Invalid configuration: ${name} must be an http(s) URL with its scheme, such as https://example.com`,
+    );
+  });
+});
