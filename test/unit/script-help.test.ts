@@ -40,6 +40,17 @@ describe('operator scripts: a mistyped flag', () => {
   });
 });
 
+describe('operator scripts: an argument holding control characters', () => {
+  // Before, the error quoted it as typed: `npm run seed -- $'--\e[2J'` cleared the terminal.
+  it.each(Object.entries(SCRIPTS))('%s: quoted back escaped, never as typed', async (_, script) => {
+    const io = captureIo();
+    const env = { MONGODB_URI: 'mongodb://127.0.0.1:1/', AzureWebJobsStorage: 'UseDevelopmentStorage=true' };
+    expect(await runToExitCode(script.main, ['--x\u001b[2J\u009b1m'], env, io)).toBe(2);
+    expect(io.stderr).toEqual([expect.stringContaining('--x\\u001b[2J\\u009b1m')]);
+    expect(io.stderr.join('')).not.toMatch(/\p{Cc}/u);
+  });
+});
+
 describe('operator scripts: an option given twice', () => {
   it('exits 2 naming it, instead of keeping the last one silently', async () => {
     const io = captureIo();
