@@ -59,10 +59,21 @@ async function* documentLines(store: DataStore, counts: Record<string, number>, 
   }
 }
 
-/** Refuses an --out that cannot be a file (a folder, or below a file) before the database is opened. */
-async function checkOut(out: string): Promise<void> {
+/**
+ * Refuses an --out that cannot be a file (a folder, below a file, a device or a pipe, a blank name)
+ * before the database is opened.
+ */
+async function checkOut(out: string, given: string | undefined): Promise<void> {
+  // `--out " "` wrote the backup, personal data, to a file named " " in the project's folder.
+  if (given !== undefined && given.trim() === '') throw new UsageError('--out needs a file name');
+  if (given !== undefined && path.basename(given) !== path.basename(given).trim())
+    throw new UsageError(`--out ${JSON.stringify(given)}: the file name starts or ends with whitespace`);
   const stat = await fs.stat(out).catch(() => null);
   if (stat?.isDirectory()) throw new UsageError(`--out ${out} is a folder; give a file name`);
+  // The rename at the end would put a regular file in its place (`--out /dev/null` replaced the
+  // device node); one cannot be written through either, so it is no place for a backup.
+  if (stat && !stat.isFile())
+    throw new UsageError(`--out ${out} is not a regular file (a device, pipe or socket); give a file name`);
   try {
     await fs.mkdir(path.dirname(path.resolve(out)), { recursive: true });
   } catch (error) {
@@ -87,7 +98,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
     await privateDir(folder);
     out = displayPath(path.join(folder, `backup-${createdAt.toISOString().replace(/[:.]/g, '-')}.jsonl.gz`));
   } else out = givenPath(given, env);
-  await checkOut(out);
+  await checkOut(out, given);
   // Written next to --out, renamed over it only when complete: a failed or killed backup never
   // touches the previous file of that name.
   const part = path.join(

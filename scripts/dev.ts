@@ -15,7 +15,7 @@ import { loadConfig } from '../shared/config';
 import { closeAllClients } from '../shared/data';
 import { defaultRuntime, getServices } from '../shared/deps';
 import { AppError, ErrorCode } from '../shared/errors';
-import { badConnectionString, hostNotFound } from './lib/cli';
+import { badConnectionString, hostNotFound, noArguments } from './lib/cli';
 import { resolveDatabase } from './lib/database';
 import { claimDataDir, publishDevServer, releaseDataDir, unpublishDevServer } from './lib/dev-record';
 import { startDevServer, type DevServer } from './dev-server';
@@ -232,8 +232,25 @@ async function main(): Promise<void> {
   say(`ready on ${running.url}`);
 }
 
-main().catch(async (error: unknown) => {
-  process.stderr.write(`npm run dev failed: ${error instanceof Error ? error.message : String(error)}\n`);
-  if (heldDataDir) await releaseDataDir(heldDataDir).catch(() => undefined);
-  process.exit(1);
-});
+const HELP = `
+Usage: npm run dev
+
+Serves the app on http://127.0.0.1:$PORT/api/... (PORT default 7071) with the queue work on a local
+Azurite, and the chat simulator at /api/dev/chat. MONGODB_URI unset: the embedded database, its
+files kept in .data/ (or DEV_DATA_DIR); AzureWebJobsStorage unset: Azurite, its files there too.
+Without WHATSAPP_VERIFY_TOKEN and WHATSAPP_APP_SECRET it generates them for the run; without
+WHATSAPP_ACCESS_TOKEN replies are recorded as not_sent (dry run). It prints a line with \`ready\`
+when it accepts requests, and stops with everything it started on Ctrl-C or SIGTERM.
+
+Exit code: 0 when stopped, 1 when it cannot start or what it started ended under it, 2 on bad
+arguments (it takes none: settings are environment variables, see docs/contract.md).
+`;
+
+// Help, or an argument it does not take (`npm run dev -- --port 8080`): before anything starts.
+if (noArguments(process.argv.slice(2), HELP)) {
+  main().catch(async (error: unknown) => {
+    process.stderr.write(`npm run dev failed: ${error instanceof Error ? error.message : String(error)}\n`);
+    if (heldDataDir) await releaseDataDir(heldDataDir).catch(() => undefined);
+    process.exit(1);
+  });
+}

@@ -355,6 +355,9 @@ function* stepRows(
   }
 }
 
+/** The first 16 bytes of every SQLite database file (its header string). */
+const SQLITE_MAGIC = Buffer.from('SQLite format 3\0', 'latin1');
+
 /** The first bytes of a rollback journal that SQLite has not finished with (its header's magic). */
 const JOURNAL_MAGIC = Buffer.from('d9d505f920a163d7', 'hex');
 
@@ -444,18 +447,37 @@ export async function openLegacy(file: string): Promise<LegacySource> {
     throw new ScriptError(`cannot read the legacy database ${path.basename(file)}: ${reason}`);
   }
   const SQL = await initSqlJs();
+  const name = path.basename(file);
+  const notSqlite = () => new ScriptError(`${name} is not a SQLite database`);
+  // A SQLite file cut short or with damaged pages: said before anything is read or written, since
+  // a run would otherwise stop at the damage (a stack trace) with part of the file imported.
+  const damaged = (problem: string) =>
+    new ScriptError(
+      `${name} is a damaged SQLite database (${problem}); nothing was imported: recover what it ` +
+        `holds with SQLite (for example \`sqlite3 ${name} .recover | sqlite3 recovered.db\`) and run this ` +
+        'on the recovered file',
+    );
   let db: Database;
   try {
     db = new SQL.Database(bytes);
   } catch {
-    throw new ScriptError(`${path.basename(file)} is not a SQLite database`);
+    throw notSqlite();
   }
   try {
+    let check: string;
+    try {
+      check = String(rows(db, 'PRAGMA quick_check(1)')[0]?.['quick_check'] ?? 'ok');
+    } catch (error) {
+      if (!bytes.subarray(0, 16).equals(SQLITE_MAGIC)) throw notSqlite();
+      throw damaged(error instanceof Error ? error.message : String(error));
+    }
+    if (check !== 'ok')
+      throw damaged(`PRAGMA quick_check: ${check.replace(/\s+/g, ' ').trim().slice(0, 200)}`);
     let tables: string[];
     try {
       tables = rows(db, "SELECT name FROM sqlite_master WHERE type = 'table'").map((r) => String(r['name']));
     } catch {
-      throw new ScriptError(`${path.basename(file)} is not a SQLite database`);
+      throw notSqlite();
     }
     for (const table of ['user', 'message']) {
       if (!tables.includes(table)) {

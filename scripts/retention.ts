@@ -1,5 +1,6 @@
 // npm run retention [-- --days N] [--dry-run]: deletes messages older than RETENTION_DAYS (or
 // --days) in batches, oldest first, keeping the users' summaries right. Running totals stay.
+import { retentionDays } from '../shared/config';
 import { retentionCutoff } from '../shared/data';
 import {
   intOption,
@@ -7,7 +8,6 @@ import {
   printSummary,
   progress,
   runMain,
-  ScriptError,
   seconds,
   withDataStore,
   type Progress,
@@ -24,7 +24,8 @@ first, and updates each user's message count and last message. Running totals (s
 Poisoned notifications kept for replay (never stored) go too when Meta's times in them are older.
 Without --days and without RETENTION_DAYS it does nothing.
 
-  --days N          keep the last N days (overrides RETENTION_DAYS)
+  --days N          keep the last N days, 1 to 36500 (overrides RETENTION_DAYS, which the same
+                    rule as the app's applies to: a value it refuses exits 1)
   --dry-run         count what would be deleted; delete nothing
   --batch-size N    messages per batch (default 500)
   -h, --help        this help
@@ -41,12 +42,8 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   const batchSize = intOption(values['batch-size'], 'batch-size', 500);
   let days: number | undefined;
   if (values['days'] !== undefined) days = intOption(values['days'], 'days', 0, 1, 36_500);
-  else if (env['RETENTION_DAYS']?.trim()) {
-    const raw = env['RETENTION_DAYS'].trim();
-    if (!/^\d+$/.test(raw) || Number(raw) < 1)
-      throw new ScriptError('RETENTION_DAYS must be a whole number of days (at least 1)');
-    days = Number(raw);
-  }
+  // The app's own rule (1 to 36,500 days): a value the app refuses is not used here either.
+  else days = retentionDays(env);
   if (days === undefined) {
     io.out('retention: RETENTION_DAYS is not set and no --days given; nothing deleted');
     return 0;

@@ -37,10 +37,12 @@ function httpsUrl(value: string, flag: string): URL {
   try {
     url = new URL(value);
   } catch {
-    throw new UsageError(`${flag} must be a URL`);
+    throw new UsageError(`${flag} must be an https URL, such as https://func-abc.azurewebsites.net`);
   }
   if (url.protocol !== 'https:')
     throw new UsageError(`${flag} must be an https URL (Meta only calls HTTPS callbacks)`);
+  // Meta would send them to whoever reads its logs; the Functions app takes none.
+  if (url.username || url.password) throw new UsageError(`${flag} must not carry a user name or password`);
   return url;
 }
 
@@ -48,8 +50,20 @@ function httpsUrl(value: string, flag: string): URL {
 function callbackUrlOf(appUrl: string | undefined, callback: string | undefined): string {
   if (appUrl && callback) throw new UsageError('give either --app-url or --callback-url, not both');
   if (callback) return httpsUrl(callback, '--callback-url').toString();
-  if (appUrl) return `${httpsUrl(appUrl, '--app-url').toString().replace(/\/+$/, '')}/api/webhook`;
-  throw new UsageError('--app-url (or --callback-url) is required');
+  if (!appUrl) throw new UsageError('--app-url (or --callback-url) is required');
+  const base = httpsUrl(appUrl, '--app-url');
+  // The path is added to the app's base URL: a query or fragment would end up before it
+  // (`https://app/?x=1/api/webhook`), and a callback URL given here would get it twice.
+  if (base.search || base.hash)
+    throw new UsageError(
+      '--app-url must be the base URL of the app, without ? or #; use --callback-url for another URL',
+    );
+  const path = base.pathname.replace(/\/+$/, '');
+  if (/\/api\/webhook$/i.test(path))
+    throw new UsageError(
+      '--app-url is the base URL of the app (without /api/webhook); or give this URL as --callback-url',
+    );
+  return `${base.origin}${path}/api/webhook`;
 }
 
 /** What is safe to print of a Graph failure: status, Meta's codes and message (never the token). */

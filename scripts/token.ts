@@ -77,12 +77,15 @@ export const main: Main = async (argv, env, io) => {
     const id = positionals[0];
     if (!id) throw new UsageError('revoke needs a token id (see `list`)');
     const found = await withDataStore(env, io, (data) => data.tokens.revoke(id, new Date()));
-    if (!found) throw new ScriptError(`no token with id ${id}`);
+    // Quoted as JSON: what was typed may hold control characters a terminal would act on.
+    if (!found) throw new ScriptError(`no token with id ${JSON.stringify(id)} (see \`list\`)`);
     io.out(`revoked ${id}`);
     return 0;
   }
   throw new UsageError(
-    command ? `unknown command: ${command}` : 'a command is required: create, list or revoke',
+    command
+      ? `unknown command: ${JSON.stringify(command)} (the commands are create, list and revoke)`
+      : 'a command is required: create, list or revoke',
   );
 };
 

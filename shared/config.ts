@@ -19,18 +19,33 @@ const present = (value: unknown): unknown =>
     ? undefined
     : value;
 
-const str = () => z.preprocess(present, z.string().min(1));
-const optStr = () => z.preprocess(present, z.string().min(1).optional());
+// Outer whitespace is dropped (a pasted value, a Key Vault secret set from a file, keeps its line
+// break): no header, signature or connection string can use it.
+const optStr = () => z.preprocess(present, z.string().trim().min(1).optional());
+/** A value pasted with its quotes (`"EAAG…"`): the quotes would be sent as part of it. */
+const unquoted = (v: string) => !/^(["'`]).*\1$/s.test(v);
+const QUOTED = 'is wrapped in quotes: set the value without them';
+/** A secret, key or connection string: trimmed, and refused when still in its quotes. */
+const secret = () => z.preprocess(present, z.string().trim().min(1).refine(unquoted, QUOTED));
+const optSecret = () => z.preprocess(present, z.string().trim().min(1).refine(unquoted, QUOTED).optional());
 /**
  * A setting read through `present`. Defaults and optionality belong to `schema` (inside the
  * preprocess): outside it, an empty value would not count as missing.
  */
 const setting = <T extends z.ZodType>(schema: T) => z.preprocess(present, schema);
+/** Whether `v` is an absolute http(s) URL (`graph.facebook.com`, without its scheme, is not). */
+const isHttpUrl = (v: string): boolean => {
+  try {
+    return /^https?:\/\//i.test(v) && ['http:', 'https:'].includes(new URL(v).protocol);
+  } catch {
+    return false;
+  }
+};
 const httpUrl = () =>
   z
     .string()
-    .url()
-    .refine((v) => /^https?:\/\//i.test(v), 'must be an http(s) URL')
+    .trim()
+    .refine(isHttpUrl, 'must be an http(s) URL with its scheme, such as https://example.com')
     .transform((v) => v.replace(/\/+$/, ''));
 
 /** The rule for MONGODB_DATABASE, shared with the operator scripts (scripts/lib/cli.ts). */
@@ -57,6 +72,14 @@ const int = (min: number, max: number) => {
     .pipe(z.number().min(min, message).max(max, message));
 };
 
+/** The rule for RETENTION_DAYS, shared with `npm run retention` (scripts/retention.ts). */
+const retentionField = () => setting(int(1, 36_500).optional());
+
+/** RETENTION_DAYS (undefined when unset); throws AppError(CONFIG) naming it, as loadConfig does. */
+export function retentionDays(env: Env): number | undefined {
+  return parseEnv(z.object({ RETENTION_DAYS: retentionField() }), env).RETENTION_DAYS;
+}
+
 const graphUrl = () => setting(httpUrl().default('https://graph.facebook.com'));
 /**
  * The Graph API version. Where the real Graph API is called (in Azure, and by the setup script) an
@@ -68,6 +91,7 @@ const apiVersion = (refuseExpired: boolean) =>
     present,
     z
       .string()
+      .trim()
       .regex(/^v\d+\.\d+$/, 'must look like v25.0')
       .refine(
         (v) => !refuseExpired || Number(v.slice(1).split('.')[0]) > 20,
@@ -85,7 +109,11 @@ const bootstrapToken = (azure: boolean) =>
     present,
     z
       .string()
+      .trim()
       .min(azure ? 16 : 1, 'must be at least 16 characters')
+      .refine(unquoted, QUOTED)
+      // A bearer token is one word (auth.ts): one with a space inside could never sign in.
+      .refine((v) => !/\s/.test(v), 'must not contain whitespace (a bearer token is one word)')
       .optional(),
   );
 
@@ -93,22 +121,22 @@ const bootstrapToken = (azure: boolean) =>
 const envSchema = (azure: boolean) =>
   z
     .object({
-      MONGODB_URI: optStr(),
+      MONGODB_URI: optSecret(),
       MONGODB_DATABASE: databaseField(),
-      WHATSAPP_VERIFY_TOKEN: str(),
-      WHATSAPP_APP_SECRET: str(),
-      WHATSAPP_ACCESS_TOKEN: optStr(),
+      WHATSAPP_VERIFY_TOKEN: secret(),
+      WHATSAPP_APP_SECRET: secret(),
+      WHATSAPP_ACCESS_TOKEN: optSecret(),
       WHATSAPP_GRAPH_URL: graphUrl(),
       WHATSAPP_API_VERSION: apiVersion(azure),
       AI_ENDPOINT: setting(httpUrl().optional()),
-      AI_API_KEY: optStr(),
-      AI_MODEL: optStr(),
+      AI_API_KEY: optSecret(),
+      AI_MODEL: optSecret(),
       AI_SYSTEM_PROMPT: optStr(),
       AI_HISTORY_LIMIT: setting(int(0, 100).default(10)),
       AI_TIMEOUT_MS: setting(int(100, 600_000).default(20_000)),
       AI_MAX_PER_MINUTE: setting(int(1, 1000).default(10)),
       MANAGE_API_TOKEN: bootstrapToken(azure),
-      RETENTION_DAYS: setting(int(1, 36_500).optional()),
+      RETENTION_DAYS: retentionField(),
       HANDOFF_HOURS: setting(int(1, 720).default(24)),
       PORT: setting(int(1, 65_535).default(7071)),
     })
@@ -198,8 +226,8 @@ export function loadConfig(env: Env): Config {
 }
 
 const GraphSettingsSchema = z.object({
-  WHATSAPP_ACCESS_TOKEN: str(),
-  WHATSAPP_VERIFY_TOKEN: str(),
+  WHATSAPP_ACCESS_TOKEN: secret(),
+  WHATSAPP_VERIFY_TOKEN: secret(),
   WHATSAPP_GRAPH_URL: graphUrl(),
   WHATSAPP_API_VERSION: apiVersion(true),
 });

@@ -360,8 +360,17 @@ export function runMain(main: Main, help: string, interrupted?: string): void {
   );
 }
 
+/**
+ * A message as printed: control characters (an argument typed with an escape sequence, quoted back
+ * by an error) shown as `\u001b`, so that the terminal does not act on them; line breaks and tabs stay.
+ */
+export function printable(message: string): string {
+  return message.replace(/[^\P{Cc}\n\t]/gu, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 /** Prints an error; returns the exit code. Expected failures print their message only. */
-export function reportError(io: Io, error: unknown): number {
+export function reportError(raw: Io, error: unknown): number {
+  const io: Io = { out: (line) => raw.out(line), err: (line) => raw.err(printable(line)), tty: raw.tty };
   if (error instanceof UsageError) {
     io.err(`error: ${error.message} (see --help)`);
     return 2;

@@ -64,6 +64,21 @@ it('rejects bad arguments and unknown ids', async () => {
   expect((await run('revoke', 'nope')).code).toBe(1);
 });
 
+it('quotes an unknown id or command it names: a terminal never gets the control characters typed', async () => {
+  // Before, `revoke $'a\e[2J'` printed the escape sequence as it was (it cleared the terminal).
+  const revoke = await run('revoke', 'a\u001b[2J\u0007');
+  expect(revoke.code).toBe(1);
+  expect(revoke.err.filter((l) => !l.startsWith('database:'))).toEqual([
+    'error: no token with id "a\\u001b[2J\\u0007" (see `list`)',
+  ]);
+  const unknown = await run('\u001b]0;owned\u0007');
+  expect(unknown.code).toBe(2);
+  expect(unknown.err).toEqual([
+    'error: unknown command: "\\u001b]0;owned\\u0007" (the commands are create, list and revoke) (see --help)',
+  ]);
+  for (const line of [...revoke.err, ...unknown.err]) expect(line).not.toMatch(/\p{Cc}/u);
+});
+
 it('refuses an expiry outside 1..3650 days (exit 2, nothing stored) and stores the right one', async () => {
   const data = createDataStore(db.db);
   const before = (await data.tokens.list()).length;

@@ -1,5 +1,5 @@
 // npm run seed, indexes, backup and restore against the real test database.
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -612,6 +612,28 @@ describe('npm run backup --out', () => {
     );
     expect(await fs.readFile(file)).toEqual(previous);
     expect(await leftovers(folder)).toEqual([]);
+  });
+
+  it('a pipe (or a device) or a blank name is refused (exit 2) and nothing is touched', async () => {
+    // Before, the backup was renamed over what --out named: `--out /dev/full` left a regular file of
+    // personal data where the device node was (exit 0), a FIFO was replaced alike, and `--out " "`
+    // wrote a file named " ". (A FIFO stands for the devices: this test must not risk a real one.)
+    const folder = await fs.mkdtemp(path.join(dir, 'odd-'));
+    const fifo = path.join(folder, 'pipe');
+    execFileSync('mkfifo', [fifo]);
+    for (const [out, says] of [
+      [fifo, /^error: --out .*pipe is not a regular file \(a device, pipe or socket\); give a file name/],
+      [' ', /^error: --out needs a file name \(see --help\)$/],
+      ['', /^error: --out needs a file name \(see --help\)$/],
+      [path.join(folder, 'b.gz '), /^error: --out ".*b\.gz ": the file name starts or ends with whitespace/],
+    ] as const) {
+      const io = captureIo();
+      expect(await runToExitCode(backup, ['--out', out], { ...env(), INIT_CWD: folder }, io), out).toBe(2);
+      expect(io.text()).toMatch(says);
+      expect(io.stdout).toEqual([]);
+    }
+    expect((await fs.lstat(fifo)).isFIFO()).toBe(true);
+    expect(await fs.readdir(folder)).toEqual(['pipe']);
   });
 });
 

@@ -535,6 +535,23 @@ describe('npm run retention', () => {
     expect(await t.db.collection('messages').countDocuments()).toBe(5);
   });
 
+  it.each([
+    ['99999999999999999999', /RETENTION_DAYS must be a whole number from 1 to 36500, in plain digits$/],
+    ['36501', /RETENTION_DAYS must be a whole number from 1 to 36500$/],
+    ['1e1', /RETENTION_DAYS must be a whole number from 1 to 36500, in plain digits$/],
+  ])('refuses RETENTION_DAYS=%s as the app does: one line, exit 1, nothing deleted', async (value, says) => {
+    // Before, a setting the app refuses was taken: 99999999999999999999 days ran the deletion with
+    // an invalid cutoff and ended in `RangeError: Invalid time value` and a stack trace.
+    for (const args of [['--dry-run'], []]) {
+      const io = captureIo();
+      expect(await runToExitCode(retention, args, env({ RETENTION_DAYS: value }), io)).toBe(1);
+      expect(io.stderr).toEqual([expect.stringMatching(says)]);
+      expect(io.stderr[0]).not.toContain(value);
+      expect(io.stdout).toEqual([]);
+    }
+    expect(await t.db.collection('messages').countDocuments()).toBe(5);
+  });
+
   it('--dry-run counts and deletes nothing', async () => {
     const io = captureIo();
     expect(await runToExitCode(retention, ['--dry-run'], env({ RETENTION_DAYS: '30' }), io)).toBe(0);

@@ -106,6 +106,53 @@ describe('npm run migrate', () => {
     await fs.rm(dir, { recursive: true, force: true });
   });
 
+  it('refuses a damaged SQLite file before reading or writing anything, without a stack trace', async () => {
+    // Before, damage in a message's text (an overflow page) surfaced in the middle of the run as
+    // `error: Error: database disk image is malformed` and a stack trace; damage elsewhere read as
+    // "unexpected legacy schema" or "not a SQLite database".
+    const file = await writeLegacyDb(
+      [[1, '+1 555 010 0009', 'Long', 1, '2024-01-01 10:00:00', '2024-01-01 10:00:00']],
+      Array.from({ length: 20 }, (_, i) => [
+        i + 1,
+        1,
+        'user',
+        `${i} ${'y'.repeat(9000)}`,
+        `wamid.D${i}`,
+        '2024-01-01 10:00:01',
+      ]),
+    );
+    const bytes = await fs.readFile(file);
+    const page = 4096;
+    expect(bytes.readUInt16BE(16)).toBe(page);
+    // The last pages hold the last texts' overflow: their first 4 bytes name the next page.
+    const last = bytes.length / page - 1;
+    for (const p of [last - 1, last]) bytes.writeUInt32BE(999_999, p * page);
+    const cut = bytes.subarray(0, 5 * page + 100);
+    const damaged = path.join(path.dirname(file), 'damaged.db');
+    const short = path.join(path.dirname(file), 'short.db');
+    await fs.writeFile(damaged, bytes);
+    await fs.writeFile(short, cut);
+    const before = await snapshot(t.db);
+    for (const [legacy, args] of [
+      [damaged, ['--dry-run']],
+      [damaged, []],
+      [short, []],
+    ] as const) {
+      const io = captureIo();
+      expect(await runToExitCode(migrate, [legacy, ...args], env(), io), io.text()).toBe(1);
+      const name = path.basename(legacy);
+      expect(io.stderr.at(-1)).toMatch(
+        new RegExp(
+          `^error: ${name.replace('.', '\\.')} is a damaged SQLite database \\(.*\\); nothing was imported: recover .* with SQLite`,
+        ),
+      );
+      expect(io.text()).not.toMatch(/\n\s+at /);
+      expect(io.stdout).toEqual([]);
+    }
+    expect(await snapshot(t.db)).toEqual(before);
+    await fs.rm(path.dirname(file), { recursive: true, force: true });
+  });
+
   it('requires the file argument', async () => {
     const io = captureIo();
     expect(await runToExitCode(migrate, [], env(), io)).toBe(2);

@@ -177,6 +177,42 @@ describe('setup:whatsapp', () => {
     expect(requests).toEqual([]);
   });
 
+  it.each([
+    [
+      'https://func-abc.azurewebsites.net/?code=1',
+      /--app-url must be the base URL of the app, without \? or #/,
+    ],
+    ['https://func-abc.azurewebsites.net/#top', /--app-url must be the base URL of the app, without \? or #/],
+    [
+      'https://func-abc.azurewebsites.net/api/webhook/',
+      /--app-url is the base URL of the app \(without \/api\/webhook\)/,
+    ],
+    ['https://admin:hunter2@func-abc.azurewebsites.net', /--app-url must not carry a user name or password/],
+    ['func-abc.azurewebsites.net', /--app-url must be an https URL, such as https:\/\//],
+  ])('refuses --app-url %s (exit 2) without calling Meta', async (appUrl, says) => {
+    // Before, the first three printed (and with --override-callback sent Meta) a callback URL that
+    // is not the app's: https://…/?code=1/api/webhook, https://…/#top/api/webhook and
+    // https://…/api/webhook/api/webhook; the fourth printed the password.
+    const run = await runScript(['--waba-id', '42', '--app-url', appUrl, '--override-callback'], settings());
+    expect(run.stderr).toMatch(says);
+    expect(run.stderr.trim().split('\n')).toHaveLength(1);
+    expect(run.code).toBe(2);
+    expect(run.stdout + run.stderr).not.toContain('hunter2');
+    expect(requests).toEqual([]);
+  });
+
+  it('keeps the path of --app-url and drops its trailing slashes', async () => {
+    const run = await runScript(
+      ['--waba-id', '42', '--app-url', 'https://proxy.example.com:8443/bot//', '--override-callback'],
+      settings(),
+    );
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toContain('Callback URL: https://proxy.example.com:8443/bot/api/webhook\n');
+    expect(JSON.parse(requests[0]?.body ?? '')).toMatchObject({
+      override_callback_uri: 'https://proxy.example.com:8443/bot/api/webhook',
+    });
+  });
+
   it('prints usage with --help', async () => {
     const run = await runScript(['--help'], {});
     expect(run.code).toBe(0);

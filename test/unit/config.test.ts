@@ -271,3 +271,74 @@ describe('empty settings', () => {
     ).toMatchObject({ timeoutMs: 20_000, historyLimit: 10, maxPerMinute: 10 });
   });
 });
+
+describe('secrets, keys and connection strings as people paste them', () => {
+  // Before, they were used as given: an app secret with a line break (a Key Vault secret set from a
+  // file) failed every signature (401 for every POST), and a MANAGE_API_TOKEN with outer spaces or a
+  // space inside could never sign in (a bearer token is one word), all without a word at start.
+  it('drops outer whitespace and line breaks', () => {
+    const config = loadConfig({
+      WHATSAPP_VERIFY_TOKEN: ' verify-token-4b1c9e ',
+      WHATSAPP_APP_SECRET: 'app-secret-8f2d71aa\n',
+      WHATSAPP_ACCESS_TOKEN: '\tEAAGtoken123\r\n',
+      WHATSAPP_API_VERSION: ' v25.0 ',
+      AI_ENDPOINT: ' https://ai.example.com/v1/ ',
+      AI_API_KEY: ' sk-key-1 ',
+      AI_MODEL: 'gpt-4o-mini ',
+      MANAGE_API_TOKEN: ' manage-token-0123456789 ',
+      MONGODB_URI: ' mongodb://127.0.0.1:27017/ ',
+    });
+    expect(config.whatsapp).toMatchObject({
+      verifyToken: 'verify-token-4b1c9e',
+      appSecret: 'app-secret-8f2d71aa',
+      accessToken: 'EAAGtoken123',
+      apiVersion: 'v25.0',
+    });
+    expect(config.ai).toMatchObject({
+      endpoint: 'https://ai.example.com/v1',
+      apiKey: 'sk-key-1',
+      model: 'gpt-4o-mini',
+    });
+    expect(config.manageApiToken).toBe('manage-token-0123456789');
+    expect(config.mongodb.uri).toBe('mongodb://127.0.0.1:27017/');
+  });
+
+  it.each([
+    ['WHATSAPP_APP_SECRET', '"app-secret-8f2d71aa"'],
+    ['WHATSAPP_VERIFY_TOKEN', "'verify-token-4b1c9e'"],
+    ['WHATSAPP_ACCESS_TOKEN', ' "EAAGtoken123" '],
+    ['AI_API_KEY', '`sk-key-1`'],
+    ['MANAGE_API_TOKEN', '"manage-token-0123456789"'],
+    ['MONGODB_URI', '"mongodb://admin:hunter2pass@db.example.com"'],
+  ])('refuses %s still in its quotes, naming it without its value', (name, value) => {
+    const env = { ...REQUIRED, AI_ENDPOINT: 'https://ai.example.com/v1', AI_MODEL: 'm', [name]: value };
+    const error = configError(env);
+    expect(error.message).toBe(
+      `Invalid configuration: ${name} is wrapped in quotes: set the value without them`,
+    );
+    expect(error.message).not.toContain(value.trim().slice(1, -1));
+  });
+
+  it('takes a quote inside a value', () => {
+    expect(loadConfig({ ...REQUIRED, WHATSAPP_VERIFY_TOKEN: 'it"s-mine' }).whatsapp.verifyToken).toBe(
+      'it"s-mine',
+    );
+  });
+
+  it('refuses a MANAGE_API_TOKEN with a space inside, without its value', () => {
+    const error = configError({ ...REQUIRED, MANAGE_API_TOKEN: 'my manage token' });
+    expect(error.message).toBe(
+      'Invalid configuration: MANAGE_API_TOKEN must not contain whitespace (a bearer token is one word)',
+    );
+  });
+});
+
+describe('URL settings without their scheme', () => {
+  // Before, one mistake read as two: `AI_ENDPOINT Invalid URL; AI_ENDPOINT must be an http(s) URL`.
+  it.each(['WHATSAPP_GRAPH_URL', 'AI_ENDPOINT'])('%s: one problem, saying what a URL looks like', (name) => {
+    const env = { ...REQUIRED, AI_MODEL: 'm', [name]: 'api.example.com/v1' };
+    expect(configError(env).message).toBe(
+      `Invalid configuration: ${name} must be an http(s) URL with its scheme, such as https://example.com`,
+    );
+  });
+});

@@ -1,7 +1,7 @@
 // What each operator script's --help promises about exit codes is what a mistyped flag gets: 2,
 // one line, before anything is opened or written.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -37,6 +37,17 @@ describe('operator scripts: a mistyped flag', () => {
     expect(await runToExitCode(script.main, ['--dryrun'], env, io)).toBe(2);
     expect(io.stderr).toEqual([expect.stringMatching(/^error: .*--dryrun.* \(see --help\)$/)]);
     expect(io.stdout).toEqual([]);
+  });
+});
+
+describe('operator scripts: an argument holding control characters', () => {
+  // Before, the error quoted it as typed: `npm run seed -- $'--\e[2J'` cleared the terminal.
+  it.each(Object.entries(SCRIPTS))('%s: quoted back escaped, never as typed', async (_, script) => {
+    const io = captureIo();
+    const env = { MONGODB_URI: 'mongodb://127.0.0.1:1/', AzureWebJobsStorage: 'UseDevelopmentStorage=true' };
+    expect(await runToExitCode(script.main, ['--x\u001b[2J\u009b1m'], env, io)).toBe(2);
+    expect(io.stderr).toEqual([expect.stringContaining('--x\\u001b[2J\\u009b1m')]);
+    expect(io.stderr.join('')).not.toMatch(/\p{Cc}/u);
   });
 });
 
@@ -164,5 +175,47 @@ describe('npm run bench:cold: bad arguments', () => {
     expect(result.stderr).toMatch(message);
     expect(result.status).toBe(2);
     expect(result.stdout).toBe('');
+  });
+});
+
+describe('npm run dev: --help and arguments', () => {
+  // Before, it read no arguments at all: `npm run dev -- --help` (or `-- --port 8080`) started the
+  // app, its database and Azurite, and ran until stopped.
+  const run = (args: string[]) => {
+    const dataDir = path.join(mkdtempSync(path.join(os.tmpdir(), 'dev-help-')), 'data');
+    try {
+      const result = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/dev.ts', ...args], {
+        encoding: 'utf8',
+        // Were it to start, it would fail on this connection string at once (exit 1), not hang.
+        env: {
+          ...process.env,
+          DEV_DATA_DIR: dataDir,
+          DEV_SKIP_WEB_BUILD: '1',
+          MONGODB_URI: 'not-a-connection-string',
+          PORT: '1',
+        },
+        timeout: 60_000,
+      });
+      return { ...result, created: existsSync(dataDir) };
+    } finally {
+      rmSync(path.dirname(dataDir), { recursive: true, force: true });
+    }
+  };
+
+  it.each([['--help'], ['-h']])('%s prints its usage, exits 0 and starts nothing', (flag) => {
+    const help = run([flag]);
+    expect(help.stdout).toMatch(/^Usage: npm run dev\n/);
+    expect(help.stdout).toMatch(/Exit code: 0 when stopped, 1 [^]*2 on bad\s+arguments/);
+    expect(help.stderr).toBe('');
+    expect(help.status).toBe(0);
+    expect(help.created).toBe(false);
+  });
+
+  it('an argument exits 2 in one line and starts nothing', () => {
+    const bad = run(['--port', '8080']);
+    expect(bad.stderr).toBe('error: unexpected argument "--port" (see --help)\n');
+    expect(bad.stdout).toBe('');
+    expect(bad.status).toBe(2);
+    expect(bad.created).toBe(false);
   });
 });
