@@ -36,7 +36,7 @@ scripts do; and AzureWebJobsStorage (a connection string), else a deployment's i
 setting (infra/ turns shared keys off): AzureWebJobsStorage__queueServiceUri, or
 AzureWebJobsStorage__accountName, signed in with Microsoft Entra ID (\`az login\`, or a managed
 identity; it needs the Storage Queue Data Contributor role on the account and a network path to
-it), else the Azurite of the running \`npm run dev\`, else Azurite on .data/azurite.
+it), else the Azurite of the running \`npm run dev\`, else Azurite on .data/azurite (DEV_DATA_DIR/azurite when set).
 
   --queue NAME   the queue to replay into (inbound or reply-jobs; default inbound)
   --dry-run      count the items (queue and database); move nothing

@@ -4,7 +4,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
-import { privateDir } from './paths';
+import { displayPath, privateDir } from './paths';
 
 /** Azurite's well-known development account (public, documented by Microsoft; not a secret). */
 const ACCOUNT = 'devstoreaccount1';
@@ -204,10 +204,12 @@ export async function resolveStorage(options: {
   } catch {
     // no running dev server
   }
-  const azurite = await startAzurite({ location: path.join(options.dataDir, 'azurite'), log: options.log });
+  const location = path.join(options.dataDir, 'azurite');
+  const azurite = await startAzurite({ location, log: options.log });
   return {
     connectionString: azurite.connectionString,
-    description: 'Azurite on .data/azurite',
+    // Where its files are (DEV_DATA_DIR moves them), relative to here when they are below it.
+    description: `Azurite on ${displayPath(location)}`,
     stop: () => azurite.stop(),
   };
 }

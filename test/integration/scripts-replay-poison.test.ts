@@ -102,6 +102,20 @@ describe('npm run replay-poison while another reader holds an item', () => {
   }, 60_000);
 });
 
+describe('npm run replay-poison on the Azurite files of a data folder', () => {
+  it('names the folder DEV_DATA_DIR gives, not .data/azurite', async () => {
+    const data = await mkdtemp(path.join(os.tmpdir(), 'replay-data-'));
+    try {
+      const io = captureIo();
+      const env = { DEV_DATA_DIR: data, MONGODB_URI: t.uri, MONGODB_DATABASE: t.dbName };
+      expect(await runToExitCode(replayPoison, ['--dry-run'], env, io)).toBe(0);
+      expect(io.stderr.join('\n')).toContain(`queues: Azurite on ${path.join(data, 'azurite')}`);
+    } finally {
+      await rm(data, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
 describe("npm run replay-poison against a deployment's identity-based storage", () => {
   // infra/ turns shared keys off: the app settings name the account, and the host signs in.
   it('signs in with Microsoft Entra ID, and says how to when it cannot (exit 1), before any request', async () => {
