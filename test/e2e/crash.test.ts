@@ -7,7 +7,12 @@
 // stats and every user's summary then agree with what is stored, with no repair.
 // CRASH_KILL_POINTS="acks:60,sends:40" runs several kill points: after N acknowledgements (mid
 // delivery; the default), or after N Graph sends (everything acknowledged, replies going out). The
-// suite runs the default only: each kill point waits for the reply lease and a sweep.
+// suite runs the default only: each kill point waits for the reply lease and a sweep. Then a start
+// on a folder a kill during the start left half-claimed.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { MongoClient } from 'mongodb';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LEASE_MS } from '../../shared/bot/reply';
@@ -219,4 +224,45 @@ describe('crash test', () => {
       LEASE_MS + 300_000,
     );
   }
+});
+
+describe('a start after a kill during the start', () => {
+  // A SIGKILL of `npm run dev` as it claimed its data folder, between making the claim's lock
+  // (dev.pid.lock) and writing its owner into it, left a lock without an owner and a dev.pid of a
+  // dead process: the next `npm run dev` waited 15 minutes on that lock, printing nothing.
+  it('starts, and answers, on a folder whose claim lock has no owner', async () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'wa-dev-killed-'));
+    const dead = Number(execFileSync('sh', ['-c', 'echo $$'], { encoding: 'utf8' }).trim());
+    writeFileSync(path.join(dataDir, 'dev.pid'), `${dead}\n`);
+    mkdirSync(path.join(dataDir, 'dev.pid.lock'));
+    writeFileSync(path.join(dataDir, 'dev.pid.lock', 'owner'), '');
+    let dev: DevProcess | undefined;
+    try {
+      const started = Date.now();
+      dev = await startDev({ WHATSAPP_APP_SECRET: SECRET, DEV_DATA_DIR: dataDir });
+      expect(Date.now() - started).toBeLessThan(30_000);
+      const { message, payload } = textNotification('447700900123', 'help');
+      const { body, signature } = signed(payload, SECRET);
+      const res = await fetch(`${dev.url}/api/webhook`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-hub-signature-256': signature },
+        body,
+      });
+      expect(res.status).toBe(200);
+      const client = await new MongoClient(databaseUriOf(dev.output())).connect();
+      try {
+        const messages = client.db('whatsapp_chatbot').collection<{ _id: string }>('messages');
+        const deadline = Date.now() + 20_000;
+        while (!(await messages.countDocuments({ relatedId: message.id })) && Date.now() < deadline)
+          await new Promise((r) => setTimeout(r, 200));
+        expect(await messages.countDocuments({ relatedId: message.id })).toBe(1);
+      } finally {
+        await client.close();
+      }
+      expect((await dev.stop()).code).toBe(0);
+    } finally {
+      if (dev) await dev.kill();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

@@ -1,10 +1,11 @@
 // One `npm run dev` per data folder (scripts/lib/dev-record.ts, claimDataDir), also when several
 // start at once on a folder whose run has just ended: exactly one takes it over.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { claimDataDir } from '../../scripts/lib/dev-record';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const dirs: string[] = [];
@@ -69,4 +70,29 @@ describe('claiming the data folder', () => {
     const owner = readFileSync(path.join(dir, 'dev.pid'), 'utf8').trim();
     expect(results.sort()).toEqual(['owner', ...Array<string>(3).fill(`refused ${owner}`)]);
   }, 30_000);
+
+  // A run killed as it took the claim lock (between making the folder and writing its owner, as a
+  // version before did) left the lock without an owner: the next start waited 15 minutes, silent.
+  for (const [name, owner] of [
+    ['an empty owner file', ''],
+    ['no owner file', undefined],
+  ] as const) {
+    it(`a claim lock with ${name}, left by a run killed as it took it, does not hold the next start`, async () => {
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'wa-dev-claim-'));
+      dirs.push(dir);
+      writeFileSync(path.join(dir, 'dev.pid'), '999999999\n');
+      mkdirSync(path.join(dir, 'dev.pid.lock'));
+      if (owner !== undefined) writeFileSync(path.join(dir, 'dev.pid.lock', 'owner'), owner);
+      const started = Date.now();
+      const claimed = await Promise.race([
+        claimDataDir(dir),
+        new Promise<string>((resolve) => setTimeout(() => resolve('still waiting'), 8_000)),
+      ]);
+      expect(claimed).toBeUndefined();
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(readFileSync(path.join(dir, 'dev.pid'), 'utf8').trim()).toBe(String(process.pid));
+      // The lock is given up, and nothing of taking it is left beside it.
+      expect(readdirSync(dir).sort()).toEqual(['dev.pid']);
+    }, 20_000);
+  }
 });
