@@ -1037,8 +1037,15 @@ export class UsersRepository {
         );
       }
       if (ids.length) {
+        // Read before they move: they are new to this user's summary (`noteMessages`, after the move).
+        const moving = await this.messages.find(
+          { userId: other._id, $or: [{ _id: { $in: ids } }, { relatedId: { $in: ids } }] },
+          { projection: { _id: 1, text: 1, direction: 1, createdAt: 1, seqAt: 1 } },
+        );
         await this.messages.updateMany({ userId: other._id, relatedId: { $in: ids } }, { $set: { userId } });
         await this.messages.updateMany({ _id: { $in: ids }, userId: other._id }, { $set: { userId } });
+        const moved = moving.map(summaryMessageOf).filter((m): m is SummaryMessage => m !== null);
+        await this.noteMessages(userId, moved);
         reassigned = true;
       }
       // The name and business-scoped id the record took from what the number sent since are the
