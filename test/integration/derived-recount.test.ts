@@ -20,6 +20,7 @@ import { main as health } from '../../scripts/health';
 import { main as restore } from '../../scripts/restore';
 import { captureIo } from '../fixtures/scripts';
 import { APP_SECRET, startTestApp, type TestApp } from '../helpers/app';
+import { accepted } from '../helpers/graph-stub';
 import { call } from '../helpers/manage-fixture';
 import { notification, value } from '../helpers/meta';
 import { collectionOf } from '../helpers/raw';
@@ -27,7 +28,7 @@ import { collectionOf } from '../helpers/raw';
 const TOKEN = 'manage-token-for-derived-recount-0123';
 const DAY = 86_400_000;
 const MINUTE = 60_000;
-const STEPS = Number(process.env['DERIVED_STEPS'] ?? 60);
+const STEPS = Number(process.env['DERIVED_STEPS'] ?? 80);
 
 /** mulberry32: a small seeded generator. */
 function generator(seed: number) {
@@ -542,6 +543,32 @@ describe('derived data equals a recount', () => {
           },
         ],
         [6, 'sweep', async () => void (await app.services.data.stats.foldPending())],
+        [
+          4,
+          'statuses before their message',
+          async () => {
+            // The next answer gets this id; its statuses arrive before it is stored (a placeholder).
+            const id = `wamid.early.${seed}.${++inSeq}`;
+            app.graph.sendResponses.push(accepted(id));
+            const order = r.pick([['delivered'], ['failed'], ['read', 'delivered'], ['sent', 'failed']]);
+            const statuses = order.map((st) => ({
+              id,
+              status: st,
+              timestamp: String(Math.floor(clock / 1000)),
+              recipient_id: r.pick(numbers),
+              ...(st === 'failed' ? { errors: [{ code: 131026, title: 'Message undeliverable' }] } : {}),
+            }));
+            await app.post(notification(value({ statuses })));
+          },
+        ],
+        [
+          3,
+          'reply job poisoned',
+          async () => {
+            const job = app.queued.shift();
+            if (job) await app.runPoison(job);
+          },
+        ],
         [
           2,
           'backup',
