@@ -489,7 +489,13 @@ export class Maintenance {
   async checkSummaries(counts: StoredCounts): Promise<SummaryProblem[]> {
     const problems: SummaryProblem[] = [];
     const seen = new Set<string>();
-    const projection = { messageCount: 1, lastMessageAt: 1, lastMessageId: 1 };
+    const projection = {
+      messageCount: 1,
+      lastMessageAt: 1,
+      lastMessageId: 1,
+      inboundCount: 1,
+      lastInboundAt: 1,
+    };
     for await (const u of this.users.iterate({}, { projection, batchSize: 1000 })) {
       seen.add(u._id);
       const s = counts.perUser.get(u._id);
@@ -502,6 +508,14 @@ export class Maintenance {
           problems.push({ userId: u._id, problem: 'lastMessageId set but no messages stored' });
         continue;
       }
+      // The inbound side is never below what is stored (retention lowers neither).
+      if ((u.inboundCount ?? 0) < s.inbound)
+        problems.push({
+          userId: u._id,
+          problem: `inboundCount ${String(u.inboundCount)}, stored ${s.inbound}`,
+        });
+      if (s.lastInboundAt && !(u.lastInboundAt instanceof Date && u.lastInboundAt >= s.lastInboundAt))
+        problems.push({ userId: u._id, problem: 'lastInboundAt before the latest stored inbound message' });
       if (!(u.lastMessageAt instanceof Date) || u.lastMessageAt.getTime() < s.lastAt.getTime()) {
         problems.push({ userId: u._id, problem: 'lastMessageAt before the latest stored message' });
       } else if (u.lastMessageId !== s.lastId) {

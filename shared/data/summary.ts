@@ -81,6 +81,25 @@ export function rebuiltSummary(
 }
 
 /**
+ * The inbound side of a rebuilt summary for a rebuild that does not hold the user's reply lock:
+ * raised to what is stored, never lowered (messages deleted by retention, or moved to a number's
+ * new owner, leave the time as it was; the holder of the lock, which compares the count, alone
+ * sets it exactly: `recountSummary`). A user document written back from older data (a restore)
+ * is so set right.
+ */
+export function raisedInbound(
+  tally: Pick<StoredTally, 'inbound' | 'lastInboundAt'> | undefined,
+  current: { inboundCount?: number | undefined; lastInboundAt?: Date | null | undefined },
+): Pick<SummaryFields, 'inboundCount' | 'lastInboundAt'> {
+  const stored = tally?.lastInboundAt ?? null;
+  const at = current.lastInboundAt ?? null;
+  return {
+    inboundCount: Math.max(current.inboundCount ?? 0, tally?.inbound ?? 0),
+    lastInboundAt: stored && (!at || stored > at) ? stored : at,
+  };
+}
+
+/**
  * A message's place in the conversation as the summary orders it: `seqAt`, else `createdAt`
  * (messages stored before `seqAt` existed, and restored from backups of that time), then its id.
  */
@@ -96,6 +115,8 @@ export interface StoredTally {
   inbound: number;
   lastAt: Date;
   lastId: string;
+  /** The latest inbound message's place, null when none is stored. */
+  lastInboundAt: Date | null;
 }
 
 /**
@@ -119,11 +140,18 @@ export function tallyMessage(
   const inbound = m.direction === 'inbound' ? 1 : 0;
   const s = tallies.get(m.userId);
   if (!s) {
-    tallies.set(m.userId, { count: 1, inbound, lastAt: at, lastId: m._id });
+    tallies.set(m.userId, {
+      count: 1,
+      inbound,
+      lastAt: at,
+      lastId: m._id,
+      lastInboundAt: inbound ? at : null,
+    });
     return;
   }
   s.count++;
   s.inbound += inbound;
+  if (inbound && (!s.lastInboundAt || at > s.lastInboundAt)) s.lastInboundAt = at;
   const t = at.getTime();
   if (t > s.lastAt.getTime() || (t === s.lastAt.getTime() && m._id > s.lastId)) {
     s.lastAt = at;

@@ -14,6 +14,7 @@ import { CounterDelta, type StatsRepository } from './stats';
 import type { SubjectKeys } from './subjects';
 import {
   placeOf,
+  raisedInbound,
   rebuiltSummary,
   summaryChange,
   tallyMessage,
@@ -158,11 +159,18 @@ const RECOUNT_ROUNDS = 10;
 /** The summary fields of a user a recount reads first: its snapshot, and its write's guard. */
 type SummarySnapshot = Pick<
   UserDoc,
-  '_id' | 'messageCount' | 'inboundCount' | 'lastMessageAt' | 'lastMessageId' | 'lastMessagePreview'
+  | '_id'
+  | 'messageCount'
+  | 'inboundCount'
+  | 'lastInboundAt'
+  | 'lastMessageAt'
+  | 'lastMessageId'
+  | 'lastMessagePreview'
 >;
 const SNAPSHOT_FIELDS = {
   messageCount: 1,
   inboundCount: 1,
+  lastInboundAt: 1,
   lastMessageAt: 1,
   lastMessageId: 1,
   lastMessagePreview: 1,
@@ -791,6 +799,7 @@ export class UsersRepository {
       const s = tallies.get(u._id);
       const summary: Partial<UserDoc> = {
         ...rebuiltSummary(s?.count ?? 0, s ? summaryMessageOf(latest.get(s.lastId)) : null, u.lastMessageAt),
+        ...raisedInbound(s, u),
         ...(inbound ? { inboundCount: s?.inbound ?? 0 } : {}),
       };
       if (sameSummary(u, summary)) continue;
@@ -1037,8 +1046,15 @@ export class UsersRepository {
         );
       }
       if (ids.length) {
+        // Read before they move: they are new to this user's summary (`noteMessages`, after the move).
+        const moving = await this.messages.find(
+          { userId: other._id, $or: [{ _id: { $in: ids } }, { relatedId: { $in: ids } }] },
+          { projection: { _id: 1, text: 1, direction: 1, createdAt: 1, seqAt: 1 } },
+        );
         await this.messages.updateMany({ userId: other._id, relatedId: { $in: ids } }, { $set: { userId } });
         await this.messages.updateMany({ _id: { $in: ids }, userId: other._id }, { $set: { userId } });
+        const moved = moving.map(summaryMessageOf).filter((m): m is SummaryMessage => m !== null);
+        await this.noteMessages(userId, moved);
         reassigned = true;
       }
       // The name and business-scoped id the record took from what the number sent since are the

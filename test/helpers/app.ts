@@ -6,6 +6,7 @@ import { loadConfig, type Env } from '../../shared/config';
 import { createDataStore } from '../../shared/data';
 import { buildServices, runtimeOf, type Services } from '../../shared/deps';
 import type { ReplyJob } from '../../shared/bot/jobs';
+import type { AiResponder } from '../../shared/bot/ports';
 import { inboundQueueOutput, receiveWebhook, replyQueueOutput, verifyWebhook } from '../../functions/webhook';
 import { ingestWorker } from '../../functions/ingest';
 import { poisonWorker, replyWorker } from '../../functions/reply';
@@ -49,7 +50,10 @@ async function bodyText(response: HttpResponseInit): Promise<string> {
   return typeof response.body === 'string' ? response.body : '';
 }
 
-export async function startTestApp(env: Env = {}): Promise<TestApp> {
+export async function startTestApp(
+  env: Env = {},
+  options: { now?: () => Date; ai?: AiResponder | null } = {},
+): Promise<TestApp> {
   const database = await testDatabase('app');
   const graph = await startGraphStub();
   const config = loadConfig({
@@ -66,6 +70,7 @@ export async function startTestApp(env: Env = {}): Promise<TestApp> {
   const services = await buildServices(config, {
     data,
     graphRetry: { attempts: 4, baseDelayMs: 5, maxDelayMs: 20 },
+    ...options,
   });
   const runtime = runtimeOf(services);
   const logs: string[] = [];
