@@ -223,7 +223,12 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
     // per element of a list, each under the person it names. Plain values belong to the envelope.
     const business = businessNumberOf(value);
     for (const [key, part] of Object.entries(value)) {
-      if (key === 'metadata' || (VALUE_PARTS as readonly string[]).includes(key)) continue;
+      if (
+        key === 'metadata' ||
+        key === 'messaging_product' ||
+        (VALUE_PARTS as readonly string[]).includes(key)
+      )
+        continue;
       if (part === null || typeof part !== 'object') continue;
       const reason = `part ${key.slice(0, 64)}`;
       for (const element of Array.isArray(part) ? part : [part])

@@ -70,6 +70,16 @@ describe('ingest of a value with a part named like an Object.prototype member', 
       expect(JSON.stringify(archived[0]?.kind === 'archive' ? archived[0].payload : null)).toContain(MARK);
     });
 
+  it('archives nothing for an odd messaging_product, which the value read as it always did', () => {
+    const payload: unknown = JSON.parse(
+      notificationWith('value', 'x', '0').replace(
+        '"messaging_product":"whatsapp"',
+        `"messaging_product":${EXTRAS[0][1]}`,
+      ),
+    );
+    expect(parseNotification(payload, NOW).filter((e) => e.kind === 'archive')).toEqual([]);
+  });
+
   it('keeps a __proto__ object in the value of another field in each item archived', () => {
     const payload: unknown = JSON.parse(
       `{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"history","value":{"__proto__":{"note":"${MARK}"},"history":[{"wa_id":"${ANN}"},{"wa_id":"${BOB}"}]}}]}]}`,
