@@ -21,7 +21,15 @@ async function resolve(services: Services, item: unknown, log: Logger): Promise<
     return null;
   }
   if (body.kind === 'item') return { payload: body.value, spill: null };
-  return { payload: JSON.parse(body.text), spill: body.spill };
+  // Not JSON (a kept piece that was not, spilled by replay-poison): archived like such an item,
+  // never a failure of every attempt.
+  let payload: unknown = body.text;
+  try {
+    payload = JSON.parse(body.text);
+  } catch {
+    // kept as text
+  }
+  return { payload, spill: body.spill };
 }
 
 export function ingestWorker(runtime: Runtime = defaultRuntime) {

@@ -960,8 +960,17 @@ export async function handlePoisonJob(
     }
     return;
   }
+  const { messages } = ports.data;
+  // The lock that counts is the message's owner's: the job may name another user (one the
+  // message has moved from with a number change, or any, written there with the storage key).
+  const stored = await messages.getMessage(job.messageId);
+  if (!stored) {
+    log.info('poisoned reply job for a message not stored', { id: job.messageId });
+    return;
+  }
+  const userId = stored.userId;
   const owner = randomUUID();
-  const locked = await ports.data.users.lockForReply(job.userId, owner, LEASE_MS, ports.now());
+  const locked = await ports.data.users.lockForReply(userId, owner, LEASE_MS, ports.now());
   if (!locked) {
     log.info('poisoned reply job left to the worker answering the user', { id: job.messageId });
     return;
@@ -971,8 +980,8 @@ export async function handlePoisonJob(
     // of its answer was recorded): the summary may lack what it stored, and this handler frees the
     // lock as its own, so no later worker would find it taken over and recount. Recounted here, as
     // the reply worker does when it takes a lock over.
-    if (locked.tookOver) await ports.data.users.recountSummary(job.userId);
-    const { messages } = ports.data;
+    if (locked.tookOver) await ports.data.users.recountSummary(userId);
+    // Read again under the lock: the answer may have gone out meanwhile.
     const message = await messages.getMessage(job.messageId);
     const out = message ? await messages.answersTo(message) : [];
     if (out.some((m) => m.status !== 'failed')) {
@@ -984,6 +993,6 @@ export async function handlePoisonJob(
     } else if (await messages.finishReply(job.messageId, 'failed', { code: null, title: reason }))
       log.warn('reply job poisoned', { id: job.messageId });
   } finally {
-    await ports.data.users.releaseReplyLock(job.userId, owner, []);
+    await ports.data.users.releaseReplyLock(userId, owner, []);
   }
 }

@@ -178,7 +178,9 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
         );
         continue;
       }
-      valueEvents(head.data.metadata.phone_number_id, head.data);
+      // The value as sent, not the schema's copy: that one leaves out a `__proto__` key, a part
+      // like any other here.
+      valueEvents(head.data.metadata.phone_number_id, change.data.value as Record<string, unknown>);
     }
   }
   return events;
@@ -221,7 +223,12 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
     // per element of a list, each under the person it names. Plain values belong to the envelope.
     const business = businessNumberOf(value);
     for (const [key, part] of Object.entries(value)) {
-      if (key === 'metadata' || (VALUE_PARTS as readonly string[]).includes(key)) continue;
+      if (
+        key === 'metadata' ||
+        key === 'messaging_product' ||
+        (VALUE_PARTS as readonly string[]).includes(key)
+      )
+        continue;
       if (part === null || typeof part !== 'object') continue;
       const reason = `part ${key.slice(0, 64)}`;
       for (const element of Array.isArray(part) ? part : [part])
@@ -370,6 +377,14 @@ export function digitsOfNumber(value: unknown): string | null {
 }
 
 type JsonRecord = Record<string, unknown>;
+/**
+ * Gives a record an own field, whatever its key: JSON.parse makes `__proto__` an own key like any
+ * other, where `record['__proto__'] = value` would replace the record's prototype instead (and
+ * what the key held would be in no JSON written from it).
+ */
+function setOwn(record: JsonRecord, key: string, value: unknown): void {
+  Object.defineProperty(record, key, { value, writable: true, enumerable: true, configurable: true });
+}
 const isRecord = (v: unknown): v is JsonRecord => typeof v === 'object' && v !== null && !Array.isArray(v);
 /** The business's own number, from a value's metadata: never the person an item is filed under. */
 function businessNumberOf(value: JsonRecord): string | null {
@@ -402,9 +417,9 @@ function otherFieldItems(field: string, value: unknown): { payload: unknown; ide
       for (const [innerKey, innerPart] of Object.entries(part)) {
         if (isList(innerPart))
           lists.push([innerPart, (element) => ({ ...rest, [key]: { ...inner, [innerKey]: [element] } })]);
-        else inner[innerKey] = innerPart;
+        else setOwn(inner, innerKey, innerPart);
       }
-    } else rest[key] = part;
+    } else setOwn(rest, key, part);
   }
   if (!lists.length) return [{ payload: { field, value }, identifier: personIn(value, business) }];
   const items: { payload: unknown; identifier: string | null }[] = [];
@@ -555,7 +570,7 @@ class PieceDraft {
   }
 
   setTop(key: string, value: unknown): void {
-    this.top[key] = value;
+    setOwn(this.top, key, value);
   }
 
   wholeEntry(index: number, raw: unknown): void {
@@ -610,7 +625,7 @@ class PieceDraft {
 function primitivesOf(record: JsonRecord): JsonRecord {
   const out: JsonRecord = {};
   for (const [key, value] of Object.entries(record))
-    if (value === null || typeof value !== 'object') out[key] = value;
+    if (value === null || typeof value !== 'object') setOwn(out, key, value);
   return out;
 }
 
@@ -673,7 +688,7 @@ export function splitByPerson(payload: unknown, now: Date): NotificationPiece[] 
     }
     for (const [key, value] of Object.entries(rawEntry))
       if (key !== 'changes' && value !== null && typeof value === 'object')
-        item(personIn(value, null), value, (d) => (d.entry(e).base[key] = value));
+        item(personIn(value, null), value, (d) => setOwn(d.entry(e).base, key, value));
     entry.data.changes.forEach((rawChange, c) => changeItems(e, c, rawChange));
   });
 
@@ -698,7 +713,7 @@ export function splitByPerson(payload: unknown, now: Date): NotificationPiece[] 
       return whole(firstIdentifier(value) ?? personIn(rawChange, null));
     const head: JsonRecord = {};
     for (const [key, part] of Object.entries(value))
-      if (key === 'metadata' || part === null || typeof part !== 'object') head[key] = part;
+      if (key === 'metadata' || part === null || typeof part !== 'object') setOwn(head, key, part);
     const valueOf = (d: PieceDraft) =>
       d.change(e, `${c}.0`, () => ({ ...base, value: { ...head } }))['value'] as JsonRecord;
     // A person's contact and their messages stay together: a bsuid a contact pairs with a number
@@ -727,9 +742,10 @@ export function splitByPerson(payload: unknown, now: Date): NotificationPiece[] 
       return found ? (numberOf.get(found) ?? found) : null;
     };
     for (const [key, part] of Object.entries(value)) {
-      if (key in head) continue;
+      // Own keys only: `constructor` or `toString` is a part like any other, never head's.
+      if (Object.hasOwn(head, key)) continue;
       if (!Array.isArray(part)) {
-        item(firstIdentifier(part), part, (d) => (valueOf(d)[key] = part));
+        item(firstIdentifier(part), part, (d) => setOwn(valueOf(d), key, part));
         continue;
       }
       for (const element of part)
@@ -738,7 +754,8 @@ export function splitByPerson(payload: unknown, now: Date): NotificationPiece[] 
           element,
           (d) => {
             const list = valueOf(d);
-            ((list[key] ??= []) as unknown[]).push(element);
+            if (!Object.hasOwn(list, key)) setOwn(list, key, []);
+            (list[key] as unknown[]).push(element);
           },
           key === 'messages' || key === 'statuses' ? timeOf(element, now) : null,
         );

@@ -5,6 +5,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ingestNotification } from '../../shared/bot/ingest';
+import { spillBody } from '../../shared/bot/jobs';
 import { processReplyJob } from '../../shared/bot/reply';
 import { createLogger } from '../../shared/log';
 import { startTestApp, type TestApp } from '../helpers/app';
@@ -441,6 +442,25 @@ describe('odd but authentic input', () => {
     expect(placeholders.every((p) => p['createdAt'] instanceof Date)).toBe(true);
     process.stderr.write(`odd-input: 1,000 unknown statuses in ${Date.now() - started} ms\n`);
   }, 300_000);
+
+  it('a spilled body that is not JSON is archived and its spill removed, as an inbound item that is not JSON is', async () => {
+    // replay-poison spills a kept piece over 48 KiB, and keeps what was not JSON whole: put back,
+    // it must not fail ingest on every attempt (and land in inbound-poison again, for ever).
+    const text = `not JSON ${'\ufffd'.repeat(20_000)}`;
+    const spills = app.services.data.spills;
+    const reference = await spillBody(spills, Buffer.from(text, 'utf8'));
+    expect(await app.ingest(reference)).toEqual([]);
+    expect(await spills.take(reference.spill)).toBeNull();
+    const archived = await raw('events')
+      .find({ kind: 'unhandled_notification', reason: 'malformed envelope' })
+      .toArray();
+    expect(archived.map((e) => JSON.parse(String(e['payloadJson'])) as unknown)).toContainEqual(text);
+    // Handed over again: its spill is gone, nothing is archived twice.
+    expect(await app.ingest(reference)).toEqual([]);
+    expect(
+      await raw('events').countDocuments({ kind: 'unhandled_notification', reason: 'malformed envelope' }),
+    ).toBe(archived.length);
+  });
 });
 
 // Odd values for a field: what a signed but surprising notification may carry.

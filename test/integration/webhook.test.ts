@@ -675,6 +675,28 @@ describe('POST /api/webhook', () => {
     expect(String(stored?.error?.title)).toMatch(/reply failed/);
   });
 
+  it("leaves a poisoned job's message to the worker answering its owner, whichever user the job names", async () => {
+    // A job on reply-jobs-poison may name a user who does not own the message (written there by
+    // anyone holding the storage key, or the message since moved to another user by a number
+    // change): the lock that counts is its owner's.
+    const ann = await app.post(textNotification(newPhone(), 'from ann').payload);
+    const bob = textNotification(newPhone(), 'from bob');
+    const res = await app.post(bob.payload);
+    app.queued.length = 0;
+    const [annJob, bobJob] = [ann.jobs[0], res.jobs[0]];
+    if (annJob?.kind !== 'message' || bobJob?.kind !== 'message') throw new Error('expected message jobs');
+    // Bob's own worker is answering him right now.
+    expect(
+      await app.services.data.users.lockForReply(bobJob.userId, 'bob-worker', 90_000, new Date()),
+    ).not.toBeNull();
+    await app.runPoison({ kind: 'message', userId: annJob.userId, messageId: bob.message.id });
+    expect(await messages().findOne({ _id: bob.message.id })).toMatchObject({ replyState: 'pending' });
+    // Ann's lock was not the one to take: free for her own worker.
+    expect(
+      await app.services.data.users.lockForReply(annJob.userId, 'ann-worker', 90_000, new Date()),
+    ).not.toBeNull();
+  });
+
   it('acknowledges without the database, but answers 5xx when a spill cannot be written', async () => {
     const client = new MongoClient('mongodb://127.0.0.1:9/', { serverSelectionTimeoutMS: 300 });
     const config = loadConfig({
