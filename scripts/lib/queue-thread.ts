@@ -102,9 +102,13 @@ export async function startQueueThread(options: QueueThreadOptions): Promise<Que
   let onFailure: (error: Error) => void = () => undefined;
   const failed = new Promise<never>((_, reject) => (onFailure = reject));
   failed.catch(() => undefined);
-  const fail = (error: Error) => {
+  /** Ends every call waiting for the thread's answer: a thread that has ended answers none. */
+  const endCalls = (error: Error) => {
     for (const { reject } of waiting.values()) reject(error);
     waiting.clear();
+  };
+  const fail = (error: Error) => {
+    endCalls(error);
     onFailure(error);
   };
   const started = new Promise<void>((resolve, reject) => {
@@ -132,7 +136,10 @@ export async function startQueueThread(options: QueueThreadOptions): Promise<Que
       exited = true;
       const error = new Error(`the queue functions' thread stopped (exit code ${code})`);
       reject(error);
+      // Stopped meanwhile (a stop right after its error, before it exited): `stop`'s own call
+      // still waits on an answer, and ends here.
       if (!stopped) fail(error);
+      else endCalls(error);
     });
   });
   try {

@@ -115,6 +115,26 @@ describe('queue functions in their own thread', () => {
     expect([...logged, reported?.message].join('\n')).not.toContain('447700900123');
   }, 60_000);
 
+  it('stop as soon as the thread has failed, before it has exited', async () => {
+    // The failure is reported on the thread's error, before its exit: a stop from there waited
+    // for an answer no thread would give, for ever.
+    let stopping: Promise<void> | undefined;
+    const { url } = await start(() => {
+      const running = server;
+      server = undefined;
+      stopping = running?.stop();
+    });
+    await post(url, { crash: true });
+    const deadline = Date.now() + 20_000;
+    while (!stopping && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(stopping).toBeDefined();
+    const outcome = await Promise.race([
+      stopping?.then(() => 'stopped'),
+      new Promise((r) => setTimeout(() => r('still stopping after 15 s'), 15_000)),
+    ]);
+    expect(outcome).toBe('stopped');
+  }, 60_000);
+
   it('says why the thread could not start, with no number in it', async () => {
     const missing = path.join(dir, '447700900123', 'definitions.ts');
     const started = startDevServer({
