@@ -431,7 +431,8 @@ function otherFieldItems(field: string, value: unknown): { payload: unknown; ide
           ? threads.flatMap(threadParts).map((thread) => ({ ...(element as JsonRecord), threads: [thread] }))
           : [element];
       for (const part of parts)
-        items.push({ payload: { field, value: shaped(part) }, identifier: personIn(part, business) });
+        for (const piece of peopleParts(part, business))
+          items.push({ payload: { field, value: shaped(piece) }, identifier: personIn(piece, business) });
     }
   }
   return items;
@@ -472,9 +473,41 @@ function jsonLength(value: unknown): number {
   }
 }
 
-/** Keys that hold a person's number in the other fields' items (`to`: the recipient of an echo). */
-const PERSON_NUMBER_KEYS = ['to', 'from', 'wa_id', 'recipient_id', 'phone_number'];
-const PERSON_BSUID_KEYS = ['to_user_id', 'from_user_id', 'user_id', 'recipient_user_id'];
+/**
+ * An element of another field's list that names several people in lists of its own, and none
+ * itself (a group participants update: Meta lists each participant a business removed or added,
+ * `removed_participants`, `added_participants`, `failed_participants`), as one part per person
+ * listed: the element with that one entry, its other lists of people emptied, so that each person's
+ * export and erase find what names them, and only that. An element that names its own person (a
+ * message, an echo, a join request's `wa_id`) or one person at most stays whole.
+ */
+function peopleParts(element: unknown, business: string | null): unknown[] {
+  if (!isRecord(element) || ownPersonOf(element, business, 0, false)) return [element];
+  const lists = Object.entries(element).filter(
+    (entry): entry is [string, unknown[]] =>
+      Array.isArray(entry[1]) && entry[1].some((item) => personIn(item, business, 1) !== null),
+  );
+  const people = new Set(lists.flatMap(([, list]) => list.map((item) => personIn(item, business, 1))));
+  people.delete(null);
+  if (people.size < 2) return [element];
+  const emptied: JsonRecord = {};
+  for (const [key] of lists) setOwn(emptied, key, []);
+  const parts: JsonRecord[] = [];
+  for (const [key, list] of lists)
+    for (const item of list) {
+      const part: JsonRecord = { ...element, ...emptied };
+      setOwn(part, key, [item]);
+      parts.push(part);
+    }
+  return parts;
+}
+
+/**
+ * Keys that hold a person's number in the other fields' items (`to`: the recipient of an echo;
+ * `input`: a group participant as the business named them, number or business-scoped id).
+ */
+const PERSON_NUMBER_KEYS = ['to', 'from', 'wa_id', 'recipient_id', 'phone_number', 'input'];
+const PERSON_BSUID_KEYS = ['to_user_id', 'from_user_id', 'user_id', 'recipient_user_id', 'input'];
 
 /** The first person an item names (a number other than the business's own, else a bsuid), looking a few levels deep. */
 function personIn(item: unknown, business: string | null, depth = 0, inThreads = false): string | null {
@@ -487,6 +520,23 @@ function personIn(item: unknown, business: string | null, depth = 0, inThreads =
     return null;
   }
   if (!isRecord(item)) return null;
+  const own = ownPersonOf(item, business, depth, inThreads);
+  if (own) return own;
+  for (const [key, value] of Object.entries(item)) {
+    if (key === 'metadata' || typeof value !== 'object' || value === null) continue;
+    const found = personIn(value, business, depth + 1, key === 'threads');
+    if (found) return found;
+  }
+  return null;
+}
+
+/** The person a record names in its own keys (not in what it holds), or null. */
+function ownPersonOf(
+  item: JsonRecord,
+  business: string | null,
+  depth: number,
+  inThreads: boolean,
+): string | null {
   // A history thread's id is the number of the person the business talked with.
   const keys = inThreads ? ['id', ...PERSON_NUMBER_KEYS] : PERSON_NUMBER_KEYS;
   for (const key of keys) {
@@ -499,11 +549,6 @@ function personIn(item: unknown, business: string | null, depth = 0, inThreads =
     const value = item[key];
     const bsuid = typeof value === 'string' ? bsuidOf(value) : null;
     if (bsuid) return bsuid;
-  }
-  for (const [key, value] of Object.entries(item)) {
-    if (key === 'metadata' || typeof value !== 'object' || value === null) continue;
-    const found = personIn(value, business, depth + 1, key === 'threads');
-    if (found) return found;
   }
   return null;
 }
