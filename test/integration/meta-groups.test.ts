@@ -320,3 +320,42 @@ describe('statuses with per-message pricing (2025–2026)', () => {
     });
   });
 });
+
+describe('a failed status whose error code is written as text', () => {
+  // Meta's Groups API examples write it quoted ("code": "<ERROR_CODE>", Group messaging, "Group
+  // message failed example"): the failure keeps its code, as for a numeric one.
+  it('is applied with its code and details', async () => {
+    const hal = newPhone();
+    const out = `wamid.out.code.${Date.now()}`;
+    app.graph.sendResponses.push(accepted(out));
+    await app.userWrites(hal, 'another question');
+    await app.post(
+      notification(
+        value({
+          statuses: [
+            {
+              id: out,
+              status: 'failed',
+              timestamp: nowSeconds(),
+              recipient_id: hal,
+              errors: [
+                {
+                  code: '131026',
+                  title: 'Message undeliverable',
+                  message: 'Message undeliverable',
+                  error_data: { details: 'Message Undeliverable.' },
+                  href: '/documentation/business-messaging/whatsapp/support/error-codes',
+                },
+              ],
+            },
+          ],
+        }),
+      ),
+    );
+    await app.drain();
+    expect(await collectionOf(app.database.db, 'messages').findOne({ waMessageId: out })).toMatchObject({
+      status: 'failed',
+      error: { code: 131026, title: 'Message undeliverable', detail: 'Message Undeliverable.' },
+    });
+  });
+});
