@@ -208,7 +208,8 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
       if (contact.success) contacts.push(contact.data);
       else archive('unhandled_contact', 'malformed contact', raw, firstIdentifier(raw));
     }
-    for (const raw of parts.messages) messageEvent(raw, phoneNumberId, contacts);
+    const business = businessNumberOf(value);
+    for (const raw of parts.messages) messageEvent(raw, phoneNumberId, contacts, business);
     for (const raw of parts.statuses) statusEvent(raw);
     if (parts.errors.length) {
       archive(
@@ -221,7 +222,6 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
     // A part the bot does not read (`user_actions`: a click on a marketing message's link, which
     // Meta delivers on this field with no message) is still authentic data: archived, one item
     // per element of a list, each under the person it names. Plain values belong to the envelope.
-    const business = businessNumberOf(value);
     for (const [key, part] of Object.entries(value)) {
       if (
         key === 'metadata' ||
@@ -241,7 +241,12 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
     }
   }
 
-  function messageEvent(raw: unknown, phoneNumberId: string, contacts: Contact[]): void {
+  function messageEvent(
+    raw: unknown,
+    phoneNumberId: string,
+    contacts: Contact[],
+    business: string | null,
+  ): void {
     const parsed = InboundMessageSchema.safeParse(raw);
     const base = parsed.success ? parsed.data : MessageBaseSchema.safeParse(raw).data;
     if (!base) {
@@ -251,6 +256,13 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
         raw,
         messageIdentifier(raw, contacts),
       );
+      return;
+    }
+    // What the business itself sent (an echo: from its own number, to a person; Meta delivers
+    // them on `smb_message_echoes`, a relay may put them here): its own words are no one's message
+    // to answer, and its number no user. Kept, filed under the person it went to.
+    if (isRecord(raw) && isEcho(raw, business)) {
+      archive('echo', 'message the business sent: never answered', raw, echoRecipient(raw, business));
       return;
     }
     const waId = waIdOf(base.from);
@@ -322,6 +334,23 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
       error: toGraphFailure(s.errors?.[0]),
     });
   }
+}
+
+/**
+ * A message the business sent rather than received: from its own display number, or addressed
+ * `to` someone (Meta's inbound messages carry no `to`; its echoes do).
+ */
+const isEcho = (raw: JsonRecord, business: string | null): boolean =>
+  (business !== null && digitsOfNumber(raw['from']) === business) ||
+  raw['to'] !== undefined ||
+  raw['to_user_id'] !== undefined;
+
+/** The person an echo went to (its `to`, else `to_user_id`), never the business. */
+function echoRecipient(raw: JsonRecord, business: string | null): string | null {
+  const to = digitsOfNumber(raw['to']);
+  if (to && to !== business) return to;
+  const id = raw['to_user_id'];
+  return typeof id === 'string' ? bsuidOf(id) : null;
 }
 
 /** A type name to store: Meta's, when it looks like one. */
@@ -774,7 +803,9 @@ export function splitByPerson(payload: unknown, now: Date): NotificationPiece[] 
     const business = businessNumberOf(value);
     const personOf = (key: string, element: unknown): string | null => {
       let found: string | null;
-      if (key === 'messages' && isRecord(element)) {
+      if (key === 'messages' && isRecord(element) && isEcho(element, business))
+        found = echoRecipient(element, business);
+      else if (key === 'messages' && isRecord(element)) {
         const from_user_id = element['from_user_id'];
         found =
           digitsOfNumber(element['from']) ??

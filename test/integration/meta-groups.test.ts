@@ -359,3 +359,64 @@ describe('a failed status whose error code is written as text', () => {
     });
   });
 });
+
+describe('what the business itself sent, delivered among the messages', () => {
+  // An echo (smb_message_echoes webhook reference: `from` the business's display number, `to` the
+  // user) that a relay or an outside client delivers on the `messages` field: the business's own
+  // words are no one's message to answer, and its number is no user.
+  it('is archived under the person it went to, never answered, and makes no user', async () => {
+    const ivy = newPhone();
+    await app.userWrites(ivy, 'hi there');
+    const before = app.graph.requests.length;
+    const echo = {
+      from: business.display_phone_number,
+      to: ivy,
+      id: wamid(),
+      timestamp: nowSeconds(),
+      type: 'text',
+      text: { body: 'typed in the WhatsApp Business app' },
+    };
+    const response = await app.post(notification(value({ messages: [echo] })));
+    expect(response.status).toBe(200);
+    expect(response.jobs).toEqual([]);
+    await app.drain();
+    expect(app.graph.requests.length).toBe(before);
+    expect(
+      await app.services.data.users.findByIdentity({ waId: business.display_phone_number, bsuid: null }),
+    ).toBeNull();
+    const exported = JSON.stringify(
+      (await app.services.data.personal.exportUser((await userOf(ivy)).id))?.events,
+    );
+    expect(exported).toContain('typed in the WhatsApp Business app');
+  });
+});
+
+describe('a security code change (system message customer_identity_changed)', () => {
+  it('is kept on the user, never answered or read', async () => {
+    const jo = newPhone();
+    await app.userWrites(jo, 'hello');
+    const user = await userOf(jo);
+    const before = app.graph.requests.length;
+    const message = {
+      from: jo,
+      id: wamid(),
+      timestamp: nowSeconds(),
+      type: 'system',
+      system: {
+        body: 'User’s security code changed',
+        customer: jo,
+        identity: 'DF2lS5v2W6x=',
+        type: 'customer_identity_changed',
+      },
+      identity: { acknowledged: true, created_timestamp: Number(nowSeconds()), hash: 'DF2lS5v2W6x=' },
+    };
+    const response = await app.post(notification(value({ messages: [message] })));
+    expect(response.status).toBe(200);
+    await app.drain();
+    expect(app.graph.requests.length).toBe(before);
+    expect(await userOf(jo)).toMatchObject({ id: user.id, waId: jo });
+    expect(
+      await app.database.db.collection('events').findOne({ kind: 'system', userId: user.id }),
+    ).not.toBeNull();
+  });
+});
