@@ -420,3 +420,62 @@ describe('a security code change (system message customer_identity_changed)', ()
     ).not.toBeNull();
   });
 });
+
+describe('calls, marketing preferences and a played voice answer (Calling API, user_preferences, statuses)', () => {
+  it('are archived under the person they name and answer no one', async () => {
+    const kim = newPhone();
+    await app.userWrites(kim, 'call me maybe');
+    const user = await userOf(kim);
+    const before = app.graph.requests.length;
+    const at = nowSeconds();
+    // Calling API, "User-initiated calls": connect and terminate on the `calls` field.
+    const call = (event: string, extra: Record<string, unknown>) =>
+      change('calls', {
+        contacts: [{ profile: { name: 'Kim' }, wa_id: kim }],
+        calls: [
+          {
+            id: 'wacid.HBgLMTYzMTU1NTM2MDEVAgARGBIyMEMwQjI1QjM2ODlBRjZERQA=',
+            to: business.display_phone_number,
+            from: kim,
+            event,
+            timestamp: at,
+            direction: 'USER_INITIATED',
+            ...extra,
+          },
+        ],
+      });
+    // user_preferences webhook reference: the user stops marketing messages.
+    const preferences = change('user_preferences', {
+      contacts: [{ profile: { name: 'Kim' }, wa_id: kim }],
+      user_preferences: [
+        {
+          wa_id: kim,
+          detail: 'User requested to stop marketing messages',
+          category: 'marketing_messages',
+          value: 'stop',
+          timestamp: Number(at),
+        },
+      ],
+    });
+    for (const payload of [
+      call('connect', { session: { sdp_type: 'offer', sdp: 'v=0' } }),
+      call('terminate', { status: 'COMPLETED', start_time: at, end_time: at, duration: 0 }),
+      preferences,
+      notification(
+        value({ statuses: [{ id: wamid(), status: 'played', timestamp: at, recipient_id: kim }] }),
+      ),
+    ]) {
+      const response = await app.post(payload);
+      expect(response.status).toBe(200);
+      expect(response.jobs).toEqual([]);
+    }
+    await app.drain();
+    expect(app.graph.requests.length).toBe(before);
+    expect(await userOf(kim)).toMatchObject({ id: user.id, optedOut: false });
+    const exported = (await app.services.data.personal.exportUser(user.id))?.events ?? [];
+    const reasons = exported.map((e) => e.reason);
+    expect(reasons.filter((r) => r === 'field calls').length).toBeGreaterThanOrEqual(2);
+    expect(reasons).toContain('field user_preferences');
+    expect(reasons).toContain('status played');
+  });
+});
