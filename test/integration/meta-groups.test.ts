@@ -186,6 +186,37 @@ describe('messages and statuses of a group (Group messages webhook reference, Gr
     expect(await eventsText()).toContain(unsupported.id);
   });
 
+  it('a group message from a participant known by a username alone, or written with a leading +, is never answered', async () => {
+    const max = newPhone();
+    const before = app.graph.requests.length;
+    const users = await app.database.db.collection('users').countDocuments();
+    // Business-scoped user IDs: a participant who adopted a username comes without `from`.
+    const byUsername = {
+      from_user_id: 'US.1000000000000000003',
+      group_id: GROUP_ID,
+      id: wamid(),
+      timestamp: nowSeconds(),
+      type: 'text',
+      text: { body: 'hi all' },
+    };
+    // Group messages webhook reference: its example user phone number is written "+16505551234".
+    const withPlus = textMessage(`+${max}`, 'hello group', { group_id: GROUP_ID });
+    const response = await app.post(
+      notification({
+        ...value({ messages: [byUsername, withPlus] }),
+        contacts: [
+          { profile: { username: '@lee' }, user_id: 'US.1000000000000000003' },
+          { profile: { name: 'Max' }, wa_id: max },
+        ],
+      }),
+    );
+    expect(response.status).toBe(200);
+    expect(response.jobs).toEqual([]);
+    await app.drain();
+    expect(app.graph.requests.length).toBe(before);
+    expect(await app.database.db.collection('users').countDocuments()).toBe(users);
+  });
+
   it('aggregated statuses of a message to a group, with their participants, change nothing and answer no one', async () => {
     // "Business-scoped user IDs", group messages webhooks: one webhook per message and status
     // type, a status per participant, and (delivered, read) the participants as contacts.
