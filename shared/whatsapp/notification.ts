@@ -208,7 +208,8 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
       if (contact.success) contacts.push(contact.data);
       else archive('unhandled_contact', 'malformed contact', raw, firstIdentifier(raw));
     }
-    for (const raw of parts.messages) messageEvent(raw, phoneNumberId, contacts);
+    const business = businessNumberOf(value);
+    for (const raw of parts.messages) messageEvent(raw, phoneNumberId, contacts, business);
     for (const raw of parts.statuses) statusEvent(raw);
     if (parts.errors.length) {
       archive(
@@ -221,7 +222,6 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
     // A part the bot does not read (`user_actions`: a click on a marketing message's link, which
     // Meta delivers on this field with no message) is still authentic data: archived, one item
     // per element of a list, each under the person it names. Plain values belong to the envelope.
-    const business = businessNumberOf(value);
     for (const [key, part] of Object.entries(value)) {
       if (
         key === 'metadata' ||
@@ -241,7 +241,12 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
     }
   }
 
-  function messageEvent(raw: unknown, phoneNumberId: string, contacts: Contact[]): void {
+  function messageEvent(
+    raw: unknown,
+    phoneNumberId: string,
+    contacts: Contact[],
+    business: string | null,
+  ): void {
     const parsed = InboundMessageSchema.safeParse(raw);
     const base = parsed.success ? parsed.data : MessageBaseSchema.safeParse(raw).data;
     if (!base) {
@@ -251,6 +256,13 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
         raw,
         messageIdentifier(raw, contacts),
       );
+      return;
+    }
+    // What the business itself sent (an echo: from its own number, to a person; Meta delivers
+    // them on `smb_message_echoes`, a relay may put them here): its own words are no one's message
+    // to answer, and its number no user. Kept, filed under the person it went to.
+    if (isRecord(raw) && isEcho(raw, business)) {
+      archive('echo', 'message the business sent: never answered', raw, echoRecipient(raw, business));
       return;
     }
     const waId = waIdOf(base.from);
@@ -322,6 +334,23 @@ export function parseNotification(payload: unknown, now: Date): WebhookEvent[] {
       error: toGraphFailure(s.errors?.[0]),
     });
   }
+}
+
+/**
+ * A message the business sent rather than received: from its own display number, or addressed
+ * `to` someone (Meta's inbound messages carry no `to`; its echoes do).
+ */
+const isEcho = (raw: JsonRecord, business: string | null): boolean =>
+  (business !== null && digitsOfNumber(raw['from']) === business) ||
+  raw['to'] !== undefined ||
+  raw['to_user_id'] !== undefined;
+
+/** The person an echo went to (its `to`, else `to_user_id`), never the business. */
+function echoRecipient(raw: JsonRecord, business: string | null): string | null {
+  const to = digitsOfNumber(raw['to']);
+  if (to && to !== business) return to;
+  const id = raw['to_user_id'];
+  return typeof id === 'string' ? bsuidOf(id) : null;
 }
 
 /** A type name to store: Meta's, when it looks like one. */
@@ -431,7 +460,8 @@ function otherFieldItems(field: string, value: unknown): { payload: unknown; ide
           ? threads.flatMap(threadParts).map((thread) => ({ ...(element as JsonRecord), threads: [thread] }))
           : [element];
       for (const part of parts)
-        items.push({ payload: { field, value: shaped(part) }, identifier: personIn(part, business) });
+        for (const piece of peopleParts(part, business))
+          items.push({ payload: { field, value: shaped(piece) }, identifier: personIn(piece, business) });
     }
   }
   return items;
@@ -472,9 +502,41 @@ function jsonLength(value: unknown): number {
   }
 }
 
-/** Keys that hold a person's number in the other fields' items (`to`: the recipient of an echo). */
-const PERSON_NUMBER_KEYS = ['to', 'from', 'wa_id', 'recipient_id', 'phone_number'];
-const PERSON_BSUID_KEYS = ['to_user_id', 'from_user_id', 'user_id', 'recipient_user_id'];
+/**
+ * An element of another field's list that names several people in lists of its own, and none
+ * itself (a group participants update: Meta lists each participant a business removed or added,
+ * `removed_participants`, `added_participants`, `failed_participants`), as one part per person
+ * listed: the element with that one entry, its other lists of people emptied, so that each person's
+ * export and erase find what names them, and only that. An element that names its own person (a
+ * message, an echo, a join request's `wa_id`) or one person at most stays whole.
+ */
+function peopleParts(element: unknown, business: string | null): unknown[] {
+  if (!isRecord(element) || ownPersonOf(element, business, 0, false)) return [element];
+  const lists = Object.entries(element).filter(
+    (entry): entry is [string, unknown[]] =>
+      Array.isArray(entry[1]) && entry[1].some((item) => personIn(item, business, 1) !== null),
+  );
+  const people = new Set(lists.flatMap(([, list]) => list.map((item) => personIn(item, business, 1))));
+  people.delete(null);
+  if (people.size < 2) return [element];
+  const emptied: JsonRecord = {};
+  for (const [key] of lists) setOwn(emptied, key, []);
+  const parts: JsonRecord[] = [];
+  for (const [key, list] of lists)
+    for (const item of list) {
+      const part: JsonRecord = { ...element, ...emptied };
+      setOwn(part, key, [item]);
+      parts.push(part);
+    }
+  return parts;
+}
+
+/**
+ * Keys that hold a person's number in the other fields' items (`to`: the recipient of an echo;
+ * `input`: a group participant as the business named them, number or business-scoped id).
+ */
+const PERSON_NUMBER_KEYS = ['to', 'from', 'wa_id', 'recipient_id', 'phone_number', 'input'];
+const PERSON_BSUID_KEYS = ['to_user_id', 'from_user_id', 'user_id', 'recipient_user_id', 'input'];
 
 /** The first person an item names (a number other than the business's own, else a bsuid), looking a few levels deep. */
 function personIn(item: unknown, business: string | null, depth = 0, inThreads = false): string | null {
@@ -487,6 +549,23 @@ function personIn(item: unknown, business: string | null, depth = 0, inThreads =
     return null;
   }
   if (!isRecord(item)) return null;
+  const own = ownPersonOf(item, business, depth, inThreads);
+  if (own) return own;
+  for (const [key, value] of Object.entries(item)) {
+    if (key === 'metadata' || typeof value !== 'object' || value === null) continue;
+    const found = personIn(value, business, depth + 1, key === 'threads');
+    if (found) return found;
+  }
+  return null;
+}
+
+/** The person a record names in its own keys (not in what it holds), or null. */
+function ownPersonOf(
+  item: JsonRecord,
+  business: string | null,
+  depth: number,
+  inThreads: boolean,
+): string | null {
   // A history thread's id is the number of the person the business talked with.
   const keys = inThreads ? ['id', ...PERSON_NUMBER_KEYS] : PERSON_NUMBER_KEYS;
   for (const key of keys) {
@@ -499,11 +578,6 @@ function personIn(item: unknown, business: string | null, depth = 0, inThreads =
     const value = item[key];
     const bsuid = typeof value === 'string' ? bsuidOf(value) : null;
     if (bsuid) return bsuid;
-  }
-  for (const [key, value] of Object.entries(item)) {
-    if (key === 'metadata' || typeof value !== 'object' || value === null) continue;
-    const found = personIn(value, business, depth + 1, key === 'threads');
-    if (found) return found;
   }
   return null;
 }
@@ -729,7 +803,9 @@ export function splitByPerson(payload: unknown, now: Date): NotificationPiece[] 
     const business = businessNumberOf(value);
     const personOf = (key: string, element: unknown): string | null => {
       let found: string | null;
-      if (key === 'messages' && isRecord(element)) {
+      if (key === 'messages' && isRecord(element) && isEcho(element, business))
+        found = echoRecipient(element, business);
+      else if (key === 'messages' && isRecord(element)) {
         const from_user_id = element['from_user_id'];
         found =
           digitsOfNumber(element['from']) ??

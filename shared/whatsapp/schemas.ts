@@ -27,7 +27,14 @@ export const BSUID = /^[A-Za-z0-9._:-]{1,140}$/;
 export const GRAPH_ID = /^\d{1,32}$/;
 
 export const GraphErrorSchema = obj({
-  code: z.number().int(),
+  // A number; Meta's Groups API examples quote it ("code": "<ERROR_CODE>"), read as its digits.
+  code: z.union([
+    z.number().int(),
+    z
+      .string()
+      .regex(/^\d{1,12}$/)
+      .transform(Number),
+  ]),
   title: optStr,
   message: optStr,
   error_data: obj({ details: optStr }).optional(),
