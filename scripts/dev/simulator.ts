@@ -39,7 +39,14 @@ const json = (status: number, body: unknown): HttpResponseInit => ({
 const invalid = (message: string): HttpResponseInit =>
   json(400, { error: { code: 'INVALID_INPUT', message } });
 
-const WaIdSchema = z.string().regex(/^\d{6,15}$/, 'a number is 6 to 15 digits, country code first');
+const WaIdSchema = z
+  .string()
+  .regex(/^\d{6,15}$/, 'a number is 6 to 15 digits, country code first')
+  // What the business's own number sends is an echo, never answered (docs/contract.md).
+  .refine(
+    (v) => v !== SIMULATED_BUSINESS.displayPhoneNumber,
+    `${SIMULATED_BUSINESS.displayPhoneNumber} is the simulated business's own number: pick another`,
+  );
 const MessageIdSchema = z.string().min(1).max(256);
 
 export const SendSchema = z.discriminatedUnion('kind', [

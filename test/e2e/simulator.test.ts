@@ -7,6 +7,7 @@ import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { definitions } from '../../functions/definitions';
 import { SIMULATOR_CSP } from '../../scripts/dev/simulator-page';
+import { SIMULATED_BUSINESS } from '../../scripts/dev/simulator';
 import { createDataStore, type DataStore, type Message } from '../../shared/data';
 import { userIdOf } from '../helpers/users';
 import { launchChromium } from '../helpers/browser';
@@ -163,6 +164,21 @@ describe.skipIf(!CHROMIUM)('chat simulator, dry run (no settings)', () => {
       error: { code: 'INVALID_INPUT', message: 'waId: a number is 6 to 15 digits, country code first' },
     });
     expect((await conversation(chat.data, WA_ID)).length).toBe(count);
+    // The business's own number: what it sends is an echo, which the bot never answers.
+    const own = await fetch(`${chat.dev.url}/api/dev/chat/send`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({
+        kind: 'text',
+        waId: SIMULATED_BUSINESS.displayPhoneNumber,
+        name: 'X',
+        text: 'hi',
+      }),
+    });
+    expect(own.status).toBe(400);
+    expect(((await own.json()) as { error: { message: string } }).error.message).toMatch(
+      /is the simulated business's own number: pick another/,
+    );
     expect(chat.errors).toEqual([]);
   });
 
