@@ -1247,21 +1247,23 @@ export class UsersRepository {
     generation?: string | null,
   ): Promise<number | null> {
     const change = summaryChange(answers);
-    const doc = await this.users.findOneAndUpdate(
-      { _id: userId, 'replyLock.owner': owner },
-      change
-        ? {
-            $set: {
-              replyLock: null,
-              lastMessagePreview: change.latest.lastMessagePreview,
-              lastMessageId: change.latest.lastMessageId,
-            },
-            $max: { lastMessageAt: change.latest.lastMessageAt },
-            $inc: change.inc,
-          }
-        : { $set: { replyLock: null } },
-      { returnDocument: 'after', projection: { inboundCount: 1 } },
-    );
+    const locked = { _id: userId, 'replyLock.owner': owner };
+    const options = { returnDocument: 'after', projection: { inboundCount: 1 } } as const;
+    // The answers become the latest message unless the user already has a newer one (a message
+    // stored meanwhile, placed after them by its writer's clock), as `noteMessages` does: a
+    // second round trip only then.
+    const doc =
+      (change &&
+        (await this.users.findOneAndUpdate(
+          { ...locked, lastMessageAt: { $lte: change.latest.lastMessageAt } },
+          { $set: { replyLock: null, ...change.latest }, $inc: change.inc },
+          options,
+        ))) ||
+      (await this.users.findOneAndUpdate(
+        locked,
+        change ? { $set: { replyLock: null }, $inc: change.inc } : { $set: { replyLock: null } },
+        options,
+      ));
     if (doc) return doc.inboundCount ?? 0;
     // Not for a user being erased, or a new one under the same id (the caller takes them back).
     const live =
