@@ -120,6 +120,14 @@ export class SentBeforeErase extends Error {
 /** How long a writer waits for an erase under way to end (`goneAfterErase`). */
 const ERASE_WAIT_MS = 30_000;
 /** A user document writers may change (not being erased). */
+
+/**
+ * A user whose latest message is not newer than `at`: the new latest message's rule. A user with
+ * no message noted yet (created at Meta's time, which may run ahead of our clock) takes the first.
+ */
+const notNewerThan = (at: Date): Filter<UserDoc> => ({
+  $or: [{ lastMessageAt: { $lte: at } }, { lastMessageId: null }],
+});
 const LIVE = { erasing: { $ne: true } } as const;
 
 export const toUser = (d: UserDoc): User => ({
@@ -672,7 +680,7 @@ export class UsersRepository {
     }
     const max = Object.keys(change.max).length ? { $max: change.max } : {};
     const latest = await this.users.updateOne(
-      { _id: userId, ...live, lastMessageAt: { $lte: change.latest.lastMessageAt } },
+      { _id: userId, ...live, ...notNewerThan(change.latest.lastMessageAt) },
       { $inc: change.inc, $set: { ...fields, ...change.latest }, ...max, ...addToSet },
     );
     if (latest.matched) return true;
@@ -703,7 +711,7 @@ export class UsersRepository {
         { updateOne: { filter: { _id: userId, ...LIVE }, update: { $inc: change.inc, ...max } } },
         {
           updateOne: {
-            filter: { _id: userId, ...LIVE, lastMessageAt: { $lte: change.latest.lastMessageAt } },
+            filter: { _id: userId, ...LIVE, ...notNewerThan(change.latest.lastMessageAt) },
             update: { $set: change.latest },
           },
         },
@@ -1255,7 +1263,7 @@ export class UsersRepository {
     const doc =
       (change &&
         (await this.users.findOneAndUpdate(
-          { ...locked, lastMessageAt: { $lte: change.latest.lastMessageAt } },
+          { ...locked, ...notNewerThan(change.latest.lastMessageAt) },
           { $set: { replyLock: null, ...change.latest }, $inc: change.inc },
           options,
         ))) ||

@@ -148,4 +148,26 @@ describe('summary recount', () => {
       await frozen.close();
     }
   });
+
+  it('a new user whose first message Meta dates after our clock still gets it as the latest message', async () => {
+    const at = new Date(Date.now() - 60_000);
+    const frozen = await startTestApp({}, { now: () => at });
+    try {
+      const { data } = frozen.services;
+      const waId = newNumber();
+      const ahead = { timestamp: String(Math.floor(at.getTime() / 1000) + 5) }; // Meta's clock ahead
+      await frozen.post(
+        notification(value({ contacts: [{ waId }], messages: [textMessage(waId, 'first', ahead)] })),
+      );
+      const userId = await userIdOf(data, waId);
+      expect(await data.users.getUser(userId)).toMatchObject({
+        lastMessagePreview: 'first',
+        messageCount: 1,
+      });
+      await frozen.drain();
+      expect(await data.maintenance.checkSummaries(await data.maintenance.countStored())).toEqual([]);
+    } finally {
+      await frozen.close();
+    }
+  });
 });
