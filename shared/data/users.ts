@@ -120,6 +120,14 @@ export class SentBeforeErase extends Error {
 /** How long a writer waits for an erase under way to end (`goneAfterErase`). */
 const ERASE_WAIT_MS = 30_000;
 /** A user document writers may change (not being erased). */
+
+/**
+ * A user whose latest message is not newer than `at`: the new latest message's rule. A user with
+ * no message noted yet (created at Meta's time, which may run ahead of our clock) takes the first.
+ */
+const notNewerThan = (at: Date): Filter<UserDoc> => ({
+  $or: [{ lastMessageAt: { $lte: at } }, { lastMessageId: null }],
+});
 const LIVE = { erasing: { $ne: true } } as const;
 
 export const toUser = (d: UserDoc): User => ({
@@ -672,7 +680,7 @@ export class UsersRepository {
     }
     const max = Object.keys(change.max).length ? { $max: change.max } : {};
     const latest = await this.users.updateOne(
-      { _id: userId, ...live, lastMessageAt: { $lte: change.latest.lastMessageAt } },
+      { _id: userId, ...live, ...notNewerThan(change.latest.lastMessageAt) },
       { $inc: change.inc, $set: { ...fields, ...change.latest }, ...max, ...addToSet },
     );
     if (latest.matched) return true;
@@ -703,7 +711,7 @@ export class UsersRepository {
         { updateOne: { filter: { _id: userId, ...LIVE }, update: { $inc: change.inc, ...max } } },
         {
           updateOne: {
-            filter: { _id: userId, ...LIVE, lastMessageAt: { $lte: change.latest.lastMessageAt } },
+            filter: { _id: userId, ...LIVE, ...notNewerThan(change.latest.lastMessageAt) },
             update: { $set: change.latest },
           },
         },
@@ -1247,21 +1255,23 @@ export class UsersRepository {
     generation?: string | null,
   ): Promise<number | null> {
     const change = summaryChange(answers);
-    const doc = await this.users.findOneAndUpdate(
-      { _id: userId, 'replyLock.owner': owner },
-      change
-        ? {
-            $set: {
-              replyLock: null,
-              lastMessagePreview: change.latest.lastMessagePreview,
-              lastMessageId: change.latest.lastMessageId,
-            },
-            $max: { lastMessageAt: change.latest.lastMessageAt },
-            $inc: change.inc,
-          }
-        : { $set: { replyLock: null } },
-      { returnDocument: 'after', projection: { inboundCount: 1 } },
-    );
+    const locked = { _id: userId, 'replyLock.owner': owner };
+    const options = { returnDocument: 'after', projection: { inboundCount: 1 } } as const;
+    // The answers become the latest message unless the user already has a newer one (a message
+    // stored meanwhile, placed after them by its writer's clock), as `noteMessages` does: a
+    // second round trip only then.
+    const doc =
+      (change &&
+        (await this.users.findOneAndUpdate(
+          { ...locked, ...notNewerThan(change.latest.lastMessageAt) },
+          { $set: { replyLock: null, ...change.latest }, $inc: change.inc },
+          options,
+        ))) ||
+      (await this.users.findOneAndUpdate(
+        locked,
+        change ? { $set: { replyLock: null }, $inc: change.inc } : { $set: { replyLock: null } },
+        options,
+      ));
     if (doc) return doc.inboundCount ?? 0;
     // Not for a user being erased, or a new one under the same id (the caller takes them back).
     const live =

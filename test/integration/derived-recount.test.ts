@@ -3,8 +3,11 @@
 // on its own, after every step of a random sequence of what writers do: messages of several types
 // through the signed webhook (batches, duplicates, redeliveries, number changes), statuses in and
 // out of order, answers (AI usage, Graph failures), operator messages, handoffs, erase, the sweep,
-// retention, and `npm run health -- --repair` (which must change nothing on a healthy database and
-// rebuild exactly the recount on a damaged one). Seeded: DERIVED_SEED=<n> replays a failure.
+// retention, `npm run migrate` of legacy files of the same people, notifications kept poisoned and
+// put back by `npm run replay-poison` (on a real Azurite), and `npm run health -- --repair` (which
+// must change nothing on a healthy database and rebuild exactly the recount on a damaged one). The
+// waiting list and the latest chats, read through the management API, equal a recount from the
+// stored users too, handoffs expiring on the way. Seeded: DERIVED_SEED=<n> replays a failure.
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,11 +17,18 @@ import type { AiResponder } from '../../shared/bot/ports';
 import { runtimeOf } from '../../shared/deps';
 import type { MessageDoc } from '../../shared/data/messages';
 import type { UserDoc } from '../../shared/data/users';
+import { InvocationContext } from '@azure/functions';
+import { QueueServiceClient } from '@azure/storage-queue';
+import { keepPoisonedWorker } from '../../functions/keep-poisoned';
+import { startAzurite, type Azurite } from '../../scripts/lib/azurite';
 import { runToExitCode } from '../../scripts/lib/cli';
+import { hostQueueSettings } from '../../scripts/lib/queue-host';
 import { main as backup } from '../../scripts/backup';
 import { main as health } from '../../scripts/health';
+import { main as migrate } from '../../scripts/migrate';
+import { main as replayPoison } from '../../scripts/replay-poison';
 import { main as restore } from '../../scripts/restore';
-import { captureIo } from '../fixtures/scripts';
+import { captureIo, writeLegacyDb, type LegacyMessageRow, type LegacyUserRow } from '../fixtures/scripts';
 import { APP_SECRET, startTestApp, type TestApp } from '../helpers/app';
 import { accepted } from '../helpers/graph-stub';
 import { call } from '../helpers/manage-fixture';
@@ -28,6 +38,9 @@ import { collectionOf } from '../helpers/raw';
 const TOKEN = 'manage-token-for-derived-recount-0123';
 const DAY = 86_400_000;
 const MINUTE = 60_000;
+const HOUR = 3_600_000;
+/** HANDOFF_HOURS as the test app runs (the default). */
+const HANDOFF_HOURS = 24;
 const STEPS = Number(process.env['DERIVED_STEPS'] ?? 80);
 
 /** mulberry32: a small seeded generator. */
@@ -223,6 +236,85 @@ async function differences(app: TestApp, ledger: Ledger, realNow: Date): Promise
     .sort((a, b) => b.tokens - a.tokens || (a.model < b.model ? -1 : 1));
   if (JSON.stringify(snap.models) !== JSON.stringify(wantModels))
     out.push(`models ${JSON.stringify(snap.models)}, recount ${JSON.stringify(wantModels)}`);
+  out.push(...(await listDifferences(users, byUser, ledger)));
+  return out;
+}
+
+/**
+ * The waiting list (`GET /api/manage/chats?state=waiting`, read page by page) and the latest chats
+ * against a recount from the stored users, as the contract defines them: a handoff in force
+ * (HANDOFF_HOURS since the operator's last reply or the take), the longest-waiting first
+ * (`handoff.since`, then id), users under erase left out; each user's `handoff` shown only while in
+ * force; a handoff the user asked for (`by` "user") backed by their own `human` or `agent`.
+ */
+async function listDifferences(
+  users: UserDoc[],
+  byUser: Map<string, MessageDoc[]>,
+  ledger: Ledger,
+): Promise<string[]> {
+  const out: string[] = [];
+  const now = clock;
+  const live = users.filter((u) => !u.erasing);
+  const inForce = (u: UserDoc) =>
+    Boolean(u.handoff && u.handoff.activeAt.getTime() + HANDOFF_HOURS * HOUR > now);
+  const byId = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+  const want = live
+    .filter(inForce)
+    .sort((a, b) => a.handoff!.since.getTime() - b.handoff!.since.getTime() || byId(a._id, b._id));
+  type Chat = { user: { id: string; handoff: unknown }; lastMessage: { id: string } | null };
+  const got: Chat[] = [];
+  let cursor: string | null = null;
+  for (let page = 0; page < 20; page++) {
+    const res = await call(h.chats, {
+      token: TOKEN,
+      query: { state: 'waiting', limit: '2', ...(cursor ? { cursor } : {}) },
+    });
+    if (res.status !== 200) return [...out, `waiting list: ${res.status} ${JSON.stringify(res.body)}`];
+    const body = res.body as { items: Chat[]; nextCursor: string | null };
+    got.push(...body.items);
+    cursor = body.nextCursor;
+    if (!cursor) break;
+  }
+  const short = (ids: string[]) => JSON.stringify(ids.map((x) => x.slice(0, 8)));
+  const ids = got.map((c) => c.user.id);
+  const wantIds = want.map((u) => u._id);
+  if (JSON.stringify(ids) !== JSON.stringify(wantIds))
+    out.push(`waiting list ${short(ids)}, recount ${short(wantIds)}`);
+  const latestOf = (u: UserDoc | undefined) =>
+    u?.lastMessageId && (byUser.get(u._id) ?? []).some((m) => m._id === u.lastMessageId)
+      ? u.lastMessageId
+      : null;
+  for (const c of got) {
+    if (!c.user.handoff) out.push(`waiting list: user ${c.user.id.slice(0, 8)} shown without a handoff`);
+    const last = latestOf(live.find((x) => x._id === c.user.id));
+    if ((c.lastMessage?.id ?? null) !== last)
+      out.push(
+        `waiting list: user ${c.user.id.slice(0, 8)} lastMessage ${c.lastMessage?.id}, recount ${last}`,
+      );
+  }
+  // The latest chats: by last activity, then id, each with its latest message.
+  const chats = await call(h.chats, { token: TOKEN, query: { limit: '50' } });
+  const wantChats = live
+    .filter((u) => latestOf(u) !== null)
+    .sort((a, b) => b.lastMessageAt.getTime() - a.lastMessageAt.getTime() || byId(b._id, a._id));
+  const gotChats = (chats.body as { items: Chat[] }).items;
+  const chatIds = gotChats.map((c) => c.user.id);
+  if (JSON.stringify(chatIds) !== JSON.stringify(wantChats.map((u) => u._id)))
+    out.push(`latest chats ${short(chatIds)}, recount ${short(wantChats.map((u) => u._id))}`);
+  for (const c of gotChats) {
+    const u = live.find((x) => x._id === c.user.id);
+    if (u && Boolean(c.user.handoff) !== inForce(u))
+      out.push(
+        `latest chats: user ${u._id.slice(0, 8)} handoff ${JSON.stringify(c.user.handoff)}, in force ${inForce(u)}`,
+      );
+  }
+  for (const u of live) {
+    if (u.handoff?.by !== 'user' || ledger.touched.has(u._id)) continue;
+    const asked = (byUser.get(u._id) ?? []).some(
+      (m) => m.direction === 'inbound' && /^(human|agent)[.!?]*$/i.test((m.text ?? '').trim()),
+    );
+    if (!asked) out.push(`user ${u._id.slice(0, 8)}: handoff by the user, who never asked for it`);
+  }
   return out;
 }
 
@@ -234,6 +326,7 @@ const realStart = Date.now();
 let clock = realStart - 6 * DAY;
 let inSeq = 0;
 let aiCalls = 0;
+let azurite: Azurite | undefined;
 
 const ai: AiResponder = {
   window: 40,
@@ -261,6 +354,7 @@ beforeAll(async () => {
   h = manageHandlers(runtimeOf(app.services));
 });
 afterAll(async () => {
+  await azurite?.stop();
   await app?.close();
 });
 
@@ -365,6 +459,8 @@ describe('derived data equals a recount', () => {
     async () => {
       const seed = Number(process.env['DERIVED_SEED'] ?? Math.floor(Math.random() * 2 ** 31));
       const r = generator(seed);
+      // Days to go through (handoffs expire, retention has something to delete), whatever ran before.
+      clock = Date.now() - 6 * DAY;
       const numbers = ['4479000001', '4479000002', '4479000003', '4479000004', '4479000005', '4479000006'];
       const names = ['Ana Lopez', 'Bo', 'Cleo Über', 'Dan', 'Eva Zürich', 'Fay'];
       const sent: unknown[] = [];
@@ -570,6 +666,100 @@ describe('derived data equals a recount', () => {
           },
         ],
         [
+          4,
+          'notification poisoned',
+          async () => {
+            // Ingest failed on every attempt: the function of inbound-poison keeps it, per person.
+            const picks = [r.int(numbers.length), r.int(numbers.length)];
+            const payload = notification(
+              value({
+                contacts: picks.map((i) => ({ waId: numbers[i]!, name: names[i]! })),
+                messages: picks.map((i) => message(numbers[i]!)),
+              }),
+            );
+            sent.push(payload);
+            await keepPoisonedWorker(runtimeOf(app.services))(
+              JSON.parse(JSON.stringify(payload)),
+              new InvocationContext({ functionName: 'keepPoisoned', logHandler: () => {} }),
+            );
+          },
+        ],
+        [
+          2,
+          'replay-poison',
+          async () => {
+            azurite ??= await startAzurite({ location: path.join(dir, 'azurite'), log: () => {} });
+            const queueEnv = { ...env(), AzureWebJobsStorage: azurite.connectionString };
+            const io = captureIo();
+            expect(await runToExitCode(replayPoison, [], queueEnv, io), io.text()).toBe(0);
+            const inbound = QueueServiceClient.fromConnectionString(azurite.connectionString).getQueueClient(
+              'inbound',
+            );
+            const base64 = hostQueueSettings().messageEncoding === 'base64';
+            for (;;) {
+              const { receivedMessageItems } = await inbound.receiveMessages({ numberOfMessages: 32 });
+              if (!receivedMessageItems.length) break;
+              for (const item of receivedMessageItems) {
+                const text = base64
+                  ? Buffer.from(item.messageText, 'base64').toString('utf8')
+                  : item.messageText;
+                await app.ingest(text);
+                await inbound.deleteMessage(item.messageId, item.popReceipt);
+              }
+            }
+            if (r.chance(0.5)) await app.drain();
+          },
+        ],
+        [
+          3,
+          'migrate',
+          async () => {
+            // A legacy file of some of the same people (and one new), into a database that has them.
+            const people = [...numbers, '4479000007'];
+            const rows: LegacyUserRow[] = [];
+            const msgs: LegacyMessageRow[] = [];
+            const stamp = (ms: number) => new Date(ms).toISOString().replace('T', ' ').slice(0, 23);
+            const storedIn = await collectionOf(app.database.db, 'messages')
+              .find({ direction: 'inbound' }, { projection: { _id: 1, waMessageId: 1 } })
+              .toArray();
+            for (let k = 1; k <= 1 + r.int(3); k++) {
+              const i = r.int(people.length);
+              if (rows.some((row) => row[1] === people[i])) continue;
+              const created = clock - r.int(72) * HOUR;
+              rows.push([
+                k,
+                people[i]!,
+                r.chance(0.5) ? (names[i] ?? 'Gil') : null,
+                r.chance(0.8) ? 1 : 0,
+                stamp(created),
+                stamp(created),
+              ]);
+              for (let n = 0; n < 1 + r.int(4); n++) {
+                const role = r.pick(['user', 'user', 'assistant']);
+                const wamid =
+                  role === 'user'
+                    ? r.chance(0.2) && storedIn.length
+                      ? (r.pick(storedIn).waMessageId ?? null)
+                      : `wamid.legacy.${seed}.${++inSeq}`
+                    : null;
+                msgs.push([
+                  msgs.length + 1,
+                  k,
+                  role,
+                  sentence(),
+                  wamid,
+                  stamp(created + n * MINUTE + r.int(1000)),
+                ]);
+              }
+            }
+            const file = await writeLegacyDb(rows, msgs);
+            const io = captureIo();
+            const code = await runToExitCode(migrate, [file], env(), io);
+            expect(code, io.text()).toBe(0);
+            await fs.rm(path.dirname(file), { recursive: true, force: true });
+          },
+        ],
+        [
           2,
           'backup',
           async () => {
@@ -640,6 +830,20 @@ describe('derived data equals a recount', () => {
             clock = Math.min(clock + DAY, Date.now() - MINUTE);
           },
         ],
+        [
+          2,
+          'handoffs near their end',
+          async () => {
+            // To within half an hour either side of HANDOFF_HOURS after the latest handoff's clock.
+            const users = await collectionOf(app.database.db, 'users')
+              .find({ handoff: { $ne: null } })
+              .toArray();
+            const latest = Math.max(0, ...users.map((u) => u.handoff?.activeAt.getTime() ?? 0));
+            if (!latest) return;
+            const end = latest + HANDOFF_HOURS * HOUR + (r.int(60) - 30) * MINUTE;
+            clock = Math.min(Math.max(clock, end), Date.now() - MINUTE);
+          },
+        ],
       ];
       const total = ops.reduce((a, [w]) => a + w, 0);
       const pickOp = () => {
@@ -658,6 +862,9 @@ describe('derived data equals a recount', () => {
           if (diff.length)
             throw new Error(`after step ${step} (${trace.slice(-6).join(' → ')}):\n${diff.join('\n')}`);
         }
+        // Kept poisoned notifications are a problem to the health check until replayed.
+        if (await collectionOf(app.database.db, 'events').countDocuments({ kind: 'poisoned' }))
+          await ops.find(([, name]) => name === 'replay-poison')![2]();
         await app.drain();
         await app.services.data.stats.foldPending();
         if (process.env['DERIVED_VERBOSE']) {

@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { retentionCutoff } from '../../shared/data';
 import { startTestApp, type TestApp } from '../helpers/app';
+import { notification, textMessage, value } from '../helpers/meta';
 import { storeWithWriterBefore } from '../helpers/interleave';
 import { collectionOf } from '../helpers/raw';
 import { operatorMessage } from '../helpers/records';
@@ -104,5 +105,69 @@ describe('summary recount', () => {
     expect(await latestOf(byRepair)).toBe('newer text');
 
     expect(await summaryProblems()).toEqual([]);
+  });
+
+  it('an answer placed before a message stored while it was prepared does not become the preview', async () => {
+    // The reply worker's clock a little behind ingest's (another instance; here one frozen clock,
+    // against which ingest places the messages of one notification a millisecond apart): the
+    // answer to the first message is placed before the second, which stays the latest.
+    const at = new Date(Date.now() - 60_000);
+    const frozen = await startTestApp(
+      { MANAGE_API_TOKEN: 'manage-token-for-summary-recount-01' },
+      { now: () => at },
+    );
+    try {
+      const { data } = frozen.services;
+      const waId = newNumber();
+      // Meta's whole-second timestamps, not after our clock.
+      const sent = { timestamp: String(Math.floor(at.getTime() / 1000) - 1) };
+      await frozen.post(
+        notification(value({ contacts: [{ waId }], messages: [textMessage(waId, 'hello', sent)] })),
+      );
+      await frozen.drain();
+      const userId = await userIdOf(data, waId);
+      await data.handoff.take(userId, 'Operator', at, 24); // the text below is not answered
+      await frozen.post(
+        notification(
+          value({
+            contacts: [{ waId }],
+            messages: [textMessage(waId, 'start', sent), textMessage(waId, 'later text', sent)],
+          }),
+        ),
+      );
+      await frozen.drain();
+      const stored = await collectionOf(frozen.database.db, 'messages')
+        .find({ userId }, { sort: { seqAt: -1, _id: -1 } })
+        .toArray();
+      expect(stored[0]).toMatchObject({ direction: 'inbound', text: 'later text' });
+      expect(stored.some((m) => m.direction === 'outbound' && m.role === 'command')).toBe(true);
+      const user = await data.users.getUser(userId);
+      expect(user).toMatchObject({ lastMessageId: stored[0]!._id, lastMessagePreview: 'later text' });
+      expect(await data.maintenance.checkSummaries(await data.maintenance.countStored())).toEqual([]);
+    } finally {
+      await frozen.close();
+    }
+  });
+
+  it('a new user whose first message Meta dates after our clock still gets it as the latest message', async () => {
+    const at = new Date(Date.now() - 60_000);
+    const frozen = await startTestApp({}, { now: () => at });
+    try {
+      const { data } = frozen.services;
+      const waId = newNumber();
+      const ahead = { timestamp: String(Math.floor(at.getTime() / 1000) + 5) }; // Meta's clock ahead
+      await frozen.post(
+        notification(value({ contacts: [{ waId }], messages: [textMessage(waId, 'first', ahead)] })),
+      );
+      const userId = await userIdOf(data, waId);
+      expect(await data.users.getUser(userId)).toMatchObject({
+        lastMessagePreview: 'first',
+        messageCount: 1,
+      });
+      await frozen.drain();
+      expect(await data.maintenance.checkSummaries(await data.maintenance.countStored())).toEqual([]);
+    } finally {
+      await frozen.close();
+    }
   });
 });
