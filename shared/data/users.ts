@@ -1241,12 +1241,13 @@ export class UsersRepository {
   }
 
   /**
-   * Frees the lock and records the answers sent while holding it, in one round trip. Returns the
-   * user's inbound count (a change since the lock was taken means: look again), or null when the
-   * lock was no longer ours. The answers are then counted by rebuilding the summary from what is
-   * stored (`recountSummaries`), never by adding them: the worker that took the user over
-   * recounted it when it took the lock, and may have found them stored already (the parts of an
-   * answer recorded one by one), or not.
+   * Frees the lock and records the answers sent while holding it (added to the counts; the latest
+   * message unless the user has a newer one), in one round trip, two when there is a newer one.
+   * Returns the user's inbound count (a change since the lock was taken means: look again), or
+   * null when the lock was no longer ours. Then the answers are counted by rebuilding the summary
+   * from what is stored (`recountSummaries`), never by adding them: the worker that took the user
+   * over recounted it when it took the lock, and may have found them stored already (the parts of
+   * an answer recorded one by one), or not.
    */
   async releaseReplyLock(
     userId: string,
