@@ -136,9 +136,10 @@ describe('summary recount', () => {
         ),
       );
       await frozen.drain();
-      const stored = await collectionOf(frozen.database.db, 'messages')
-        .find({ userId }, { sort: { seqAt: -1, _id: -1 } })
-        .toArray();
+      // Latest first, sorted here (Cosmos DB has no index for that sort: test/cosmos/rules.ts).
+      const stored = (await collectionOf(frozen.database.db, 'messages').find({ userId }).toArray()).sort(
+        (a, b) => Number(b.seqAt) - Number(a.seqAt) || String(b._id).localeCompare(String(a._id)),
+      );
       expect(stored[0]).toMatchObject({ direction: 'inbound', text: 'later text' });
       expect(stored.some((m) => m.direction === 'outbound' && m.role === 'command')).toBe(true);
       const user = await data.users.getUser(userId);
