@@ -213,7 +213,12 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     await page.click('#nav button[data-view="search"]');
     await page.fill('#q', 'unbrokenword');
     await page.click('#search-form button[type=submit]');
-    await page.waitForSelector('#results li button');
+    // The list may still show the last search's results: wait for this one's.
+    await page
+      .locator('#results li .text', { hasText: WIDE_TEXT.slice(0, 40) })
+      .first()
+      .waitFor({ timeout: 10_000 })
+      .catch(() => undefined);
     expect(await page.$$eval('#results li .text', (els) => els.map((e) => e.textContent))).toEqual([
       WIDE_TEXT,
     ]);
