@@ -3,6 +3,8 @@ import { signBody } from '../../shared/whatsapp/signature';
 
 export const PHONE_NUMBER_ID = '106540352242922';
 export const WABA_ID = '102290129340398';
+/** The `metadata` of every notification the tests send: the business number it reached. */
+export const BUSINESS_METADATA = { display_phone_number: '15550783881', phone_number_id: PHONE_NUMBER_ID };
 
 let counter = 0;
 export const wamid = (): string =>
@@ -25,7 +27,7 @@ export function value(init: {
 }) {
   return {
     messaging_product: 'whatsapp',
-    metadata: { display_phone_number: '15550783881', phone_number_id: PHONE_NUMBER_ID },
+    metadata: { ...BUSINESS_METADATA },
     ...(init.contacts
       ? {
           contacts: init.contacts.map((c) => ({

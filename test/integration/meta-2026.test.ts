@@ -12,7 +12,7 @@ import { collectionOf } from '../helpers/raw';
 import {
   notification,
   nowSeconds,
-  PHONE_NUMBER_ID,
+  BUSINESS_METADATA,
   textMessage,
   value,
   WABA_ID,
@@ -23,7 +23,7 @@ let app: TestApp;
 let seq = 0;
 const newPhone = () => `4478${String(2_000_000 + ++seq)}`;
 const sendsTo = (phone: string) => app.graph.sends().filter((s) => s.body['to'] === phone);
-const business = { display_phone_number: '15550783881', phone_number_id: PHONE_NUMBER_ID };
+const business = BUSINESS_METADATA;
 
 beforeAll(async () => {
   app = await startTestApp();

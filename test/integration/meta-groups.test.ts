@@ -11,7 +11,7 @@ import { splitByPerson } from '../../shared/whatsapp/notification';
 import {
   notification,
   nowSeconds,
-  PHONE_NUMBER_ID,
+  BUSINESS_METADATA,
   textMessage,
   value,
   WABA_ID,
@@ -21,7 +21,7 @@ import {
 let app: TestApp;
 let seq = 0;
 const newPhone = () => `4479${String(3_000_000 + ++seq)}`;
-const business = { display_phone_number: '15550783881', phone_number_id: PHONE_NUMBER_ID };
+const business = BUSINESS_METADATA;
 /** Meta's example group id ("Group messages webhook reference"). */
 const GROUP_ID = 'Y2FwaV9ncm91cDoxNzA1NTU1MDEzOToxMjAzNjM0MDQ2OTQyMzM4MjAZD';
 
