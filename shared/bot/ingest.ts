@@ -166,7 +166,7 @@ export async function ingestNotification(
 
   async function applyStatuses(list: StatusEvent[]): Promise<void> {
     if (list.length === 0) return;
-    await data.messages.applyStatuses(
+    const { placeholders } = await data.messages.applyStatuses(
       list.map((s) => ({
         waMessageId: s.waMessageId,
         status: s.status,
@@ -175,6 +175,12 @@ export async function ingestNotification(
         error: s.error,
       })),
     );
+    // A status of an answer whose person was erased since: the placeholder would keep their number.
+    const erased = await data.events.erasedAmong(placeholders, ports.now());
+    if (erased.length) {
+      await data.messages.dropPlaceholdersOf(erased);
+      log.info('statuses of messages an erase removed: dropped', { statuses: erased.length });
+    }
     summary.statuses += list.length;
     for (const s of list)
       if (s.status === 'failed') log.warn('outbound message failed', { code: s.error?.code });

@@ -336,7 +336,7 @@ export class PersonalData {
     for (;;) {
       const batch = await this.messages.find(
         { userId },
-        { projection: { ...COUNTED_FIELDS, receivedAt: 1 }, limit: ERASE_BATCH },
+        { projection: { ...COUNTED_FIELDS, receivedAt: 1, waMessageId: 1 }, limit: ERASE_BATCH },
       );
       if (batch.length === 0) break;
       // Remembered before they go: an erase interrupted after the delete, run again, cannot.
@@ -385,7 +385,8 @@ export class PersonalData {
    * numbers and ids), written first, so that an item filed under them from before the erase is
    * left out (./events `archiveUnlessErased`). `messages`: the keyed hashes of the ids of the
    * inbound messages it is about to delete that reached us within ERASED_MESSAGES_WITHIN_MS before
-   * that entry, up to MAX_ERASED_MESSAGES in all (those of an earlier run of the same erase
+   * that entry, and of the answers WhatsApp took in that time (a status of one arriving after the
+   * erase leaves no placeholder: ./events `erasedAmong`), up to MAX_ERASED_MESSAGES in all (those of an earlier run of the same erase
    * included): one write per batch that adds any. `archived`: those of the items filed under
    * `subjects` archived within that time, up to MAX_ERASED_ITEMS (one read, one write), before
    * they are deleted. Without an entry (an erase no request audited) nothing is remembered: ingest
@@ -422,8 +423,11 @@ export class PersonalData {
         const added: string[] = [];
         for (const m of batch) {
           if (remembered.size >= MAX_ERASED_MESSAGES) break;
-          if (m.direction !== 'inbound' || !(m.receivedAt instanceof Date) || m.receivedAt.getTime() < since)
-            continue;
+          // An inbound message by when it reached us; an answer (its statuses come later) by when
+          // it was sent, if WhatsApp took it (its id is then the wamid its statuses name).
+          const at =
+            m.direction === 'inbound' ? m.receivedAt : m.waMessageId === m._id ? m.createdAt : undefined;
+          if (!(at instanceof Date) || at.getTime() < since) continue;
           const hash = hashOf(m._id);
           if (remembered.has(hash)) continue;
           remembered.add(hash);

@@ -1,0 +1,62 @@
+// What the database holds of a person after their erase, once WhatsApp's late notifications about
+// them arrive: delivery statuses of the answers the bot sent them before it.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { manageHandlers } from '../../functions/manage';
+import { runtimeOf } from '../../shared/deps';
+import { startTestApp, type TestApp } from '../helpers/app';
+import { BOOTSTRAP, call } from '../helpers/manage-fixture';
+import { notification, status, textNotification, value, wamid } from '../helpers/meta';
+
+let app: TestApp;
+let handlers: ReturnType<typeof manageHandlers>;
+let seq = 0;
+const newPhone = () => `4477009683${String(++seq).padStart(2, '0')}`;
+
+beforeAll(async () => {
+  app = await startTestApp({ MANAGE_API_TOKEN: BOOTSTRAP });
+  handlers = manageHandlers(runtimeOf(app.services));
+});
+afterAll(async () => {
+  await app.close();
+});
+
+/** Every document of every collection that holds `needle` (a number, a wamid). */
+async function holding(needle: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const { name } of await app.database.db.listCollections().toArray()) {
+    for (const doc of await app.database.db.collection(name).find({}).toArray())
+      if (JSON.stringify(doc).includes(needle)) found.push(`${name}:${String(doc['_id'])}`);
+  }
+  return found;
+}
+
+describe('after an erase', () => {
+  it('a delivery status of an answer sent before it stores nothing about the person', async () => {
+    const phone = newPhone();
+    expect((await app.post(textNotification(phone, 'hello').payload)).status).toBe(200);
+    await app.drain();
+    const user = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+    const answer = await app.database.db
+      .collection<{ waMessageId: string }>('messages')
+      .findOne({ userId: user?.id, direction: 'outbound' });
+    const sent = answer?.waMessageId ?? '';
+    expect(sent).not.toBe('');
+    const id = user?.id ?? '';
+    expect((await call(handlers.user, { method: 'DELETE', params: { id } })).status).toBe(204);
+    expect(await holding(phone)).toEqual([]);
+    expect(await holding(sent)).toEqual([]);
+    // WhatsApp reports the answer delivered and read after the erase (minutes later, as it does).
+    for (const s of ['delivered', 'read'])
+      expect((await app.post(notification(value({ statuses: [status(sent, s, phone)] })))).status).toBe(200);
+    await app.drain();
+    expect(await holding(phone)).toEqual([]);
+    expect(await holding(sent)).toEqual([]);
+    expect(app.logs.join('\n')).not.toContain(phone);
+    // A status of a message no erase removed still leaves its placeholder (the message may follow).
+    const unknown = wamid();
+    expect(
+      (await app.post(notification(value({ statuses: [status(unknown, 'delivered', phone)] })))).status,
+    ).toBe(200);
+    expect(await holding(unknown)).toEqual([`messages:${unknown}`]);
+  });
+});
