@@ -67,7 +67,9 @@ export async function ingestNotification(
     userId: string | null = null,
     sentAt: Date | null = null,
   ) => {
-    const item = { kind, reason, payload: payloadOf, userId, identifier, sentAt };
+    const holder =
+      !userId && identifier ? (await data.users.holdersOf([identifier])).get(identifier) : undefined;
+    const item = { kind, reason, payload: payloadOf, userId: userId ?? holder ?? null, identifier, sentAt };
     if (await data.events.archiveUnlessErased([item], ports.now())) {
       summary.sentBeforeErase++;
       log.info('archivable item from before its person was erased: dropped', { kind });
@@ -129,12 +131,15 @@ export async function ingestNotification(
     if (list.length === 0) return true;
     let dropped: number;
     try {
+      // Filed with the person holding the number or id now (not its previous or next owner).
+      const holders = await data.users.holdersOf(list.flatMap((e) => (e.identifier ? [e.identifier] : [])));
       // What a notification from before an erase holds about the person erased is not filed again.
       dropped = await data.events.archiveUnlessErased(
         list.map((e) => ({
           kind: e.archiveKind,
           reason: e.reason,
           payload: e.payload,
+          userId: (e.identifier && holders.get(e.identifier)) || null,
           identifier: e.identifier,
           sentAt: e.at,
         })),

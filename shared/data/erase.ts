@@ -149,11 +149,29 @@ export class PersonalData {
         )),
       );
     }
+    const others = await this.othersAmong(user._id, bySubject);
     const seen = new Set(byUser.map((e) => e._id));
-    const docs = [...byUser, ...bySubject.filter((e) => !seen.has(e._id) && seen.add(e._id))]
+    const theirs = bySubject.filter((e) => !(e.userId && others.has(e.userId)));
+    const docs = [...byUser, ...theirs.filter((e) => !seen.has(e._id) && seen.add(e._id))]
       .sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime())
       .slice(0, limit);
     return { docs, subjects };
+  }
+
+  /**
+   * The ids of the live users other than `userId` that some of `items` (found by the subject of a
+   * number or id the user has or had) are filed with: the number's previous or next owner, who held
+   * it when the item came. A record merged into the user, or erased, is no one now: its items under
+   * the user's subjects are the user's. One read, when an item is filed with another id.
+   */
+  private async othersAmong(
+    userId: string,
+    items: readonly Pick<EventDoc, 'userId'>[],
+  ): Promise<Set<string>> {
+    const ids = [...new Set(items.flatMap((e) => (e.userId && e.userId !== userId ? [e.userId] : [])))];
+    if (!ids.length) return new Set();
+    const live = await this.users.find({ _id: { $in: ids } }, { projection: { _id: 1 } });
+    return new Set(live.map((u) => u._id));
   }
 
   /**
@@ -372,7 +390,20 @@ export class PersonalData {
     }
     await remember.archived();
     let events = await this.events.deleteMany({ userId, kind: { $ne: AUDIT_KIND } });
-    for (const subject of subjects) events += await this.events.deleteMany({ subject });
+    // Not what another live user holds of it: the number's previous or next owner (`othersAmong`).
+    const others = subjects.length
+      ? await this.othersAmong(
+          userId,
+          await this.events.find(
+            { subject: { $in: [...subjects] }, userId: { $nin: [null, userId] } },
+            { projection: { userId: 1 } },
+          ),
+        )
+      : new Set<string>();
+    for (const subject of subjects)
+      events += await this.events.deleteMany(
+        others.size ? { subject, userId: { $nin: [...others] } } : { subject },
+      );
     await this.stats.apply(delta);
     // Two erases at once: the one that deletes the user counts it.
     await this.usersRepo.deleteUser(userId, user.createdAt);

@@ -1,11 +1,12 @@
 // What the database holds of a person after their erase, once WhatsApp's late notifications about
-// them arrive: delivery statuses of the answers the bot sent them before it.
+// them arrive (delivery statuses of the answers the bot sent them before it), and what export and
+// erase take of the archived items of a number two people held in turn.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { manageHandlers } from '../../functions/manage';
 import { runtimeOf } from '../../shared/deps';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { BOOTSTRAP, call } from '../helpers/manage-fixture';
-import { notification, status, textNotification, value, wamid } from '../helpers/meta';
+import { notification, nowSeconds, status, textNotification, value, wamid } from '../helpers/meta';
 
 let app: TestApp;
 let handlers: ReturnType<typeof manageHandlers>;
@@ -58,5 +59,59 @@ describe('after an erase', () => {
       (await app.post(notification(value({ statuses: [status(unknown, 'delivered', phone)] })))).status,
     ).toBe(200);
     expect(await holding(unknown)).toEqual([`messages:${unknown}`]);
+  });
+});
+
+describe('a number two people held in turn (a number change, then its next owner writing)', () => {
+  const errorsOf = (from: string, title: string) =>
+    notification(value({ contacts: [{ waId: from }], errors: [{ code: 131051, title }] }));
+  const changed = (from: string, to: string) =>
+    notification(
+      value({
+        contacts: [{ waId: from }],
+        messages: [
+          {
+            from,
+            id: wamid(),
+            timestamp: nowSeconds(),
+            type: 'system',
+            system: {
+              body: `User ${from} changed from ${from} to ${to}`,
+              wa_id: to,
+              type: 'user_changed_number',
+            },
+          },
+        ],
+      }),
+    );
+  const deliver = async (payload: unknown) => {
+    expect((await app.post(payload)).status).toBe(200);
+    await app.drain();
+  };
+
+  it('each one exports and erases only the items archived while it was theirs', async () => {
+    const [a, b] = [newPhone(), newPhone()];
+    await deliver(textNotification(a, 'first person, from a').payload);
+    await deliver(errorsOf(a, 'archived for the first person'));
+    await deliver(changed(a, b));
+    await deliver(textNotification(a, 'next owner of a').payload);
+    await deliver(errorsOf(a, 'archived for the next owner'));
+    const first = await app.services.data.users.findByIdentity({ waId: b, bsuid: null });
+    const next = await app.services.data.users.findByIdentity({ waId: a, bsuid: null });
+    expect(first && next && first.id !== next.id).toBe(true);
+    const exportOf = async (id: string) => JSON.stringify(await app.services.data.personal.exportUser(id));
+    const [ofFirst, ofNext] = [await exportOf(first?.id ?? ''), await exportOf(next?.id ?? '')];
+    expect(ofFirst).toContain('archived for the first person');
+    expect(ofFirst).not.toContain('archived for the next owner');
+    expect(ofNext).toContain('archived for the next owner');
+    expect(ofNext).not.toContain('archived for the first person');
+    // Erasing the next owner leaves the first person's item, and takes theirs.
+    expect((await call(handlers.user, { method: 'DELETE', params: { id: next?.id ?? '' } })).status).toBe(
+      204,
+    );
+    expect(await exportOf(first?.id ?? '')).toContain('archived for the first person');
+    expect(
+      JSON.stringify(await app.database.db.collection('events').find({ kind: 'errors' }).toArray()),
+    ).not.toContain('archived for the next owner');
   });
 });
