@@ -62,6 +62,30 @@ describe('after an erase', () => {
   });
 });
 
+describe('reply jobs of a person erased before they ran', () => {
+  it('send nothing and store nothing, whether the job runs or lands in the poison queue', async () => {
+    const phone = newPhone();
+    const posted = await app.post(textNotification(phone, 'answer me later').payload);
+    expect(posted.jobs.length).toBe(1);
+    app.queued.length = 0;
+    const user = await app.services.data.users.findByIdentity({ waId: phone, bsuid: null });
+    expect((await call(handlers.user, { method: 'DELETE', params: { id: user?.id ?? '' } })).status).toBe(
+      204,
+    );
+    const sends = app.graph.sends().length;
+    for (const job of posted.jobs) {
+      await app.runJob(job);
+      await app.runPoison(job);
+    }
+    expect(app.graph.sends().length).toBe(sends);
+    expect(await holding(phone)).toEqual([]);
+    // Only the audit trail names the erased id.
+    const left = (await holding(user?.id ?? '')).filter((d) => !d.startsWith('events:audit:'));
+    expect(left).toEqual([]);
+    expect(app.logs.join('\n')).not.toContain(phone);
+  });
+});
+
 describe('a number two people held in turn (a number change, then its next owner writing)', () => {
   const errorsOf = (from: string, title: string) =>
     notification(value({ contacts: [{ waId: from }], errors: [{ code: 131051, title }] }));
