@@ -1,4 +1,4 @@
-// Timer: deletes messages (and poisoned notifications kept for replay) older than RETENTION_DAYS
+// Timer: deletes messages (and poisoned notifications and archived items) older than RETENTION_DAYS
 // once a day. Does nothing when it is unset.
 import type { InvocationContext, Timer } from '@azure/functions';
 import { retentionCutoff } from '../shared/data';
@@ -27,6 +27,7 @@ export function retentionTimer(runtime: Runtime = defaultRuntime) {
       days,
       deleted: result.deleted,
       poisoned: result.poisoned,
+      archived: result.archived,
       batches: result.batches,
       usersUpdated: result.usersUpdated,
       ms: Date.now() - started,

@@ -21,7 +21,9 @@ Usage: npm run retention [-- --days N] [--dry-run] [--batch-size N]
 
 Deletes messages older than N days (default: the RETENTION_DAYS setting), in batches, oldest
 first, and updates each user's message count and last message. Running totals (stats) stay.
-Poisoned notifications kept for replay (never stored) go too when Meta's times in them are older.
+Poisoned notifications kept for replay (never stored) go too when Meta's times in them are older,
+and so do the other items the bot archived (a group message, an echo, a history thread, ...) then,
+once 8 days old. A message still waiting for its answer goes at a later run. The audit trail stays.
 Without --days and without RETENTION_DAYS it does nothing.
 
   --days N          keep the last N days, 1 to 36500 (overrides RETENTION_DAYS, which the same
@@ -60,6 +62,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
         ['cutoff', cutoff.toISOString()],
         ['messages to delete', candidates],
         ['poisoned notifications to delete', await store.retention.countPoisonedOlderThan(cutoff)],
+        ['archived items to delete', await store.retention.countArchivedOlderThan(cutoff)],
         ['time', seconds(started)],
       ]);
       return 0;
@@ -83,6 +86,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
       ['cutoff', cutoff.toISOString()],
       ['messages deleted', result.deleted],
       ['poisoned notifications deleted', result.poisoned],
+      ['archived items deleted', result.archived],
       ['batches', result.batches],
       ['users whose last message changed', result.usersUpdated],
       ['time', seconds(started)],

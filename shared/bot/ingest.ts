@@ -67,7 +67,9 @@ export async function ingestNotification(
     userId: string | null = null,
     sentAt: Date | null = null,
   ) => {
-    const item = { kind, reason, payload: payloadOf, userId, identifier, sentAt };
+    const holder =
+      !userId && identifier ? (await data.users.holdersOf([identifier])).get(identifier) : undefined;
+    const item = { kind, reason, payload: payloadOf, userId: userId ?? holder ?? null, identifier, sentAt };
     if (await data.events.archiveUnlessErased([item], ports.now())) {
       summary.sentBeforeErase++;
       log.info('archivable item from before its person was erased: dropped', { kind });
@@ -129,12 +131,15 @@ export async function ingestNotification(
     if (list.length === 0) return true;
     let dropped: number;
     try {
+      // Filed with the person holding the number or id now (not its previous or next owner).
+      const holders = await data.users.holdersOf(list.flatMap((e) => (e.identifier ? [e.identifier] : [])));
       // What a notification from before an erase holds about the person erased is not filed again.
       dropped = await data.events.archiveUnlessErased(
         list.map((e) => ({
           kind: e.archiveKind,
           reason: e.reason,
           payload: e.payload,
+          userId: (e.identifier && holders.get(e.identifier)) || null,
           identifier: e.identifier,
           sentAt: e.at,
         })),
@@ -166,7 +171,7 @@ export async function ingestNotification(
 
   async function applyStatuses(list: StatusEvent[]): Promise<void> {
     if (list.length === 0) return;
-    await data.messages.applyStatuses(
+    const { placeholders } = await data.messages.applyStatuses(
       list.map((s) => ({
         waMessageId: s.waMessageId,
         status: s.status,
@@ -175,6 +180,12 @@ export async function ingestNotification(
         error: s.error,
       })),
     );
+    // A status of an answer whose person was erased since: the placeholder would keep their number.
+    const erased = await data.events.erasedAmong(placeholders, ports.now());
+    if (erased.length) {
+      await data.messages.dropPlaceholdersOf(erased);
+      log.info('statuses of messages an erase removed: dropped', { statuses: erased.length });
+    }
     summary.statuses += list.length;
     for (const s of list)
       if (s.status === 'failed') log.warn('outbound message failed', { code: s.error?.code });

@@ -149,11 +149,29 @@ export class PersonalData {
         )),
       );
     }
+    const others = await this.othersAmong(user._id, bySubject);
     const seen = new Set(byUser.map((e) => e._id));
-    const docs = [...byUser, ...bySubject.filter((e) => !seen.has(e._id) && seen.add(e._id))]
+    const theirs = bySubject.filter((e) => !(e.userId && others.has(e.userId)));
+    const docs = [...byUser, ...theirs.filter((e) => !seen.has(e._id) && seen.add(e._id))]
       .sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime())
       .slice(0, limit);
     return { docs, subjects };
+  }
+
+  /**
+   * The ids of the live users other than `userId` that some of `items` (found by the subject of a
+   * number or id the user has or had) are filed with: the number's previous or next owner, who held
+   * it when the item came. A record merged into the user, or erased, is no one now: its items under
+   * the user's subjects are the user's. One read, when an item is filed with another id.
+   */
+  private async othersAmong(
+    userId: string,
+    items: readonly Pick<EventDoc, 'userId'>[],
+  ): Promise<Set<string>> {
+    const ids = [...new Set(items.flatMap((e) => (e.userId && e.userId !== userId ? [e.userId] : [])))];
+    if (!ids.length) return new Set();
+    const live = await this.users.find({ _id: { $in: ids } }, { projection: { _id: 1 } });
+    return new Set(live.map((u) => u._id));
   }
 
   /**
@@ -336,7 +354,7 @@ export class PersonalData {
     for (;;) {
       const batch = await this.messages.find(
         { userId },
-        { projection: { ...COUNTED_FIELDS, receivedAt: 1 }, limit: ERASE_BATCH },
+        { projection: { ...COUNTED_FIELDS, receivedAt: 1, waMessageId: 1 }, limit: ERASE_BATCH },
       );
       if (batch.length === 0) break;
       // Remembered before they go: an erase interrupted after the delete, run again, cannot.
@@ -372,7 +390,20 @@ export class PersonalData {
     }
     await remember.archived();
     let events = await this.events.deleteMany({ userId, kind: { $ne: AUDIT_KIND } });
-    for (const subject of subjects) events += await this.events.deleteMany({ subject });
+    // Not what another live user holds of it: the number's previous or next owner (`othersAmong`).
+    const others = subjects.length
+      ? await this.othersAmong(
+          userId,
+          await this.events.find(
+            { subject: { $in: [...subjects] }, userId: { $nin: [null, userId] } },
+            { projection: { userId: 1 } },
+          ),
+        )
+      : new Set<string>();
+    for (const subject of subjects)
+      events += await this.events.deleteMany(
+        others.size ? { subject, userId: { $nin: [...others] } } : { subject },
+      );
     await this.stats.apply(delta);
     // Two erases at once: the one that deletes the user counts it.
     await this.usersRepo.deleteUser(userId, user.createdAt);
@@ -385,7 +416,8 @@ export class PersonalData {
    * numbers and ids), written first, so that an item filed under them from before the erase is
    * left out (./events `archiveUnlessErased`). `messages`: the keyed hashes of the ids of the
    * inbound messages it is about to delete that reached us within ERASED_MESSAGES_WITHIN_MS before
-   * that entry, up to MAX_ERASED_MESSAGES in all (those of an earlier run of the same erase
+   * that entry, and of the answers WhatsApp took in that time (a status of one arriving after the
+   * erase leaves no placeholder: ./events `erasedAmong`), up to MAX_ERASED_MESSAGES in all (those of an earlier run of the same erase
    * included): one write per batch that adds any. `archived`: those of the items filed under
    * `subjects` archived within that time, up to MAX_ERASED_ITEMS (one read, one write), before
    * they are deleted. Without an entry (an erase no request audited) nothing is remembered: ingest
@@ -422,8 +454,11 @@ export class PersonalData {
         const added: string[] = [];
         for (const m of batch) {
           if (remembered.size >= MAX_ERASED_MESSAGES) break;
-          if (m.direction !== 'inbound' || !(m.receivedAt instanceof Date) || m.receivedAt.getTime() < since)
-            continue;
+          // An inbound message by when it reached us; an answer (its statuses come later) by when
+          // it was sent, if WhatsApp took it (its id is then the wamid its statuses name).
+          const at =
+            m.direction === 'inbound' ? m.receivedAt : m.waMessageId === m._id ? m.createdAt : undefined;
+          if (!(at instanceof Date) || at.getTime() < since) continue;
           const hash = hashOf(m._id);
           if (remembered.has(hash)) continue;
           remembered.add(hash);

@@ -46,7 +46,8 @@ export interface EventDoc {
   payload?: unknown;
   /**
    * An erase's audit entry: keyed hashes (./subjects) of the ids of the inbound messages it erased
-   * that had reached us within ERASED_MESSAGES_WITHIN_MS (./erase), at most MAX_ERASED_MESSAGES.
+   * that had reached us within ERASED_MESSAGES_WITHIN_MS (./erase), and of the answers sent in that
+   * time (their wamids), at most MAX_ERASED_MESSAGES.
    * Kept beside the payload, so that the audit trail's readers never carry them.
    */
   erasedMessages?: string[];
@@ -209,6 +210,34 @@ export class EventsRepository {
       start = end;
     }
     return archived;
+  }
+
+  /**
+   * The wamids among `wamids` of messages an erase begun within ERASE_RECENT_MS before `at`
+   * removed (its audit entry remembers them by keyed hash: ./erase): a delivery status of an
+   * answer sent before the erase, arriving after it, must not leave their number (a wamid carries
+   * it) in a placeholder. One read, on the rare path of a status for a message not stored.
+   */
+  async erasedAmong(wamids: readonly string[], at: Date): Promise<string[]> {
+    if (wamids.length === 0) return [];
+    const { messageHashes } = await this.keys.everyIdAndHashOf();
+    const hashes = new Map(wamids.flatMap((id) => messageHashes(id).map((h) => [h, id] as const)));
+    const erases = await this.events.find(
+      {
+        kind: AUDIT_KIND,
+        createdAt: { $gte: new Date(at.getTime() - ERASE_RECENT_MS) },
+        reason: 'erase',
+        erasedMessages: { $in: [...hashes.keys()] },
+      },
+      { projection: { erasedMessages: 1 } },
+    );
+    const erased = new Set<string>();
+    for (const e of erases)
+      for (const h of e.erasedMessages ?? []) {
+        const id = hashes.get(h);
+        if (id) erased.add(id);
+      }
+    return [...erased];
   }
 
   /** Whether `payload` was archived as `kind` before (the same content: a redelivery). */

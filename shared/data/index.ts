@@ -137,7 +137,7 @@ export function createDataStore(db: Db, adapter: ServerAdapter = adapterFor(db))
     manage: new ManageQueries(usersG, messagesG),
     personal: new PersonalData(usersG, messagesG, eventsG, stats, users, keys),
     maintenance: new Maintenance(usersG, messagesG, statsG, stats, users, all),
-    retention: new Retention(messagesG, users, stats, poisoned),
+    retention: new Retention(messagesG, users, stats, poisoned, eventsG),
     spills: new SpillsRepository(eventsG),
     poisoned,
     ensureIndexes: (mode = 'create') => ensureIndexes(db, mode),

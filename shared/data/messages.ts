@@ -417,7 +417,9 @@ export class MessagesRepository {
    * `failedUncounted` in the same write; the sweep folds it into the running counter. A status
    * naming an inbound message changes nothing (statuses describe what we sent): it is stale.
    */
-  async applyStatuses(updates: readonly StatusUpdate[]): Promise<{ applied: number; stale: number }> {
+  async applyStatuses(
+    updates: readonly StatusUpdate[],
+  ): Promise<{ applied: number; stale: number; placeholders: string[] }> {
     // An unordered bulk write may run its operations at once (Cosmos DB does): two statuses of one
     // message in one write could race, the second finding the first's new placeholder and taken
     // for stale. So one message's statuses go in successive writes ("waves"), in the order given;
@@ -430,6 +432,7 @@ export class MessagesRepository {
       (waves[wave] ??= []).push(update);
     }
     let applied = 0;
+    const placeholders = new Set<string>();
     for (const wave of waves) {
       const ops: AnyBulkWriteOperation<MessageDoc>[] = wave.map((update) => ({
         updateOne: {
@@ -443,10 +446,27 @@ export class MessagesRepository {
         },
       }));
       // A duplicate key: the message exists and is inbound or not behind that status (stale).
-      const { duplicates } = await this.messages.bulkWriteKeyed(ops);
+      const { result, duplicates } = await this.messages.bulkWriteKeyed(ops);
       applied += wave.length - duplicates.size;
+      // Upserted: a placeholder (no message under that wamid yet).
+      for (const index of Object.keys(result?.upsertedIds ?? {})) {
+        const update = wave[Number(index)];
+        if (update) placeholders.add(update.waMessageId);
+      }
     }
-    return { applied, stale: updates.length - applied };
+    return { applied, stale: updates.length - applied, placeholders: [...placeholders] };
+  }
+
+  /**
+   * Deletes the status placeholders of these wamids (messages an erase removed: ./erase), never a
+   * message stored under one since. Returns how many went.
+   */
+  async dropPlaceholdersOf(wamids: readonly string[]): Promise<number> {
+    if (wamids.length === 0) return 0;
+    return this.messages.deleteMany({
+      userId: null,
+      _id: { $in: [...wamids] },
+    } as unknown as Filter<MessageDoc>);
   }
 
   /**

@@ -2,11 +2,14 @@
 // summaries of the users whose last message went (the summary rule of ./summary). Running totals
 // stay (docs/contract.md, "Stats"); each run is recorded on the totals document so that a health
 // repair knows counters can no longer be rebuilt from the documents. A message still marked for
-// the counters (./pending) waits for the sweep to count it, and goes at a later run.
+// the counters (./pending), or still waiting for its answer, goes at a later run. Archived items
+// (./events: what the bot kept without storing it as a message) go by the same cutoff.
 import type { Gateway } from './gateway';
 import type { Filter } from 'mongodb';
-import type { MessageDoc } from './messages';
-import type { PoisonedRepository } from './poisoned';
+import { AUDIT_KIND, ERASE_RECENT_MS, type EventDoc } from './events';
+import { WAITING, type MessageDoc } from './messages';
+import { POISONED_KIND, type PoisonedRepository } from './poisoned';
+import { SPILL_KIND } from './spills';
 import type { StatsRepository } from './stats';
 import type { UsersRepository } from './users';
 
@@ -14,6 +17,8 @@ export interface RetentionResult {
   deleted: number;
   /** Poisoned notifications (./poisoned) deleted: their messages were never stored. */
   poisoned: number;
+  /** Other archived items deleted (odd input, echoes, history, system messages, legacy rows). */
+  archived: number;
   usersUpdated: number;
   batches: number;
 }
@@ -23,12 +28,25 @@ export const retentionCutoff = (days: number, now: Date): Date => new Date(now.g
 
 /**
  * Messages created before the cutoff that the counters hold: one marked for the counters, or
- * whose reported failure is (./pending), is left for the sweep to count first.
+ * whose reported failure is (./pending), is left for the sweep to count first; an inbound one
+ * still waiting for its answer (Meta delivered it late: its time is Meta's) is left to be answered.
  */
 const olderThan = (cutoff: Date): Filter<MessageDoc> => ({
   createdAt: { $lt: cutoff },
   uncounted: { $ne: true },
   failedUncounted: { $ne: true },
+  replyState: { $nin: WAITING },
+});
+
+/**
+ * Archived items retention deletes: not the audit trail, not a spilled body still to be ingested,
+ * not poisoned pieces (./poisoned, by Meta's time). One archived within ERASE_RECENT_MS stays
+ * whatever the cutoff: its id is how a notification Meta delivers again (for up to 7 days) is
+ * known, and not archived or applied twice (a number change undone by its redelivery).
+ */
+const archivedOlderThan = (cutoff: Date, now: Date): Filter<EventDoc> => ({
+  kind: { $nin: [AUDIT_KIND, SPILL_KIND, POISONED_KIND] },
+  createdAt: { $lt: new Date(Math.min(cutoff.getTime(), now.getTime() - ERASE_RECENT_MS)) },
 });
 
 export class Retention {
@@ -37,6 +55,7 @@ export class Retention {
     private readonly usersRepo: UsersRepository,
     private readonly stats: StatsRepository,
     private readonly poisoned: PoisonedRepository,
+    private readonly events: Gateway<EventDoc>,
   ) {}
 
   /** How many messages are older than the cutoff (for dry runs and progress). */
@@ -49,6 +68,11 @@ export class Retention {
     return this.poisoned.countOlderThan(cutoff);
   }
 
+  /** How many other archived items would go (for dry runs). */
+  countArchivedOlderThan(cutoff: Date, now = new Date()): Promise<number> {
+    return this.events.count(archivedOlderThan(cutoff, now));
+  }
+
   async deleteOlderThan(
     cutoff: Date,
     batchSize = 500,
@@ -56,7 +80,7 @@ export class Retention {
     /** How many of the touched users' summaries were rebuilt so far. */
     onRecount?: (done: number, of: number) => void,
   ): Promise<RetentionResult> {
-    const result: RetentionResult = { deleted: 0, poisoned: 0, usersUpdated: 0, batches: 0 };
+    const result: RetentionResult = { deleted: 0, poisoned: 0, archived: 0, usersUpdated: 0, batches: 0 };
     const touched = new Set<string>();
     for (;;) {
       // Status placeholders (no user) carry the time of their status, so they go too. In no order:
@@ -80,6 +104,9 @@ export class Retention {
     // A poisoned notification holds messages the retention period covers too (by Meta's time),
     // never stored: replayed, they would be deleted at the next run.
     result.poisoned = await this.poisoned.deleteOlderThan(cutoff);
+    // What else was archived of those days (a group message, an echo, a history thread, ...)
+    // holds what people wrote as much as a message does.
+    result.archived = await this.events.deleteMany(archivedOlderThan(cutoff, new Date()));
     result.usersUpdated = await this.usersRepo.recountSummaries(touched, (done) =>
       onRecount?.(done, touched.size),
     );

@@ -515,6 +515,27 @@ export class UsersRepository {
     return stored?.userId ? this.users.findOne({ _id: stored.userId }) : null;
   }
 
+  /**
+   * The live users holding these numbers or business-scoped ids now, by identifier: an archived
+   * item is filed with the person who holds what it names when it comes (./events), so that the
+   * previous or next owner of that number or id, who held it at another time, never exports or
+   * erases it with theirs. One read.
+   */
+  async holdersOf(identifiers: readonly string[]): Promise<Map<string, string>> {
+    const held = new Map<string, string>();
+    const wanted = [...new Set(identifiers)];
+    if (!wanted.length) return held;
+    const found = await this.users.find(
+      { $or: [{ waId: { $in: wanted } }, { bsuid: { $in: wanted } }], ...LIVE },
+      { projection: { waId: 1, bsuid: 1 } },
+    );
+    for (const u of found) {
+      if (u.waId) held.set(u.waId, u._id);
+      if (u.bsuid) held.set(u.bsuid, u._id);
+    }
+    return held;
+  }
+
   async findByIdentity(identity: Pick<Identity, 'waId' | 'bsuid'>): Promise<User | null> {
     const doc = await this.findDoc(identity);
     return doc ? toUser(doc) : null;

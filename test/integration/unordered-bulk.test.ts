@@ -150,7 +150,7 @@ describe('the repositories', () => {
       status(y, 'delivered'),
       status(y, 'read'),
     ]);
-    expect(result).toEqual({ applied: 2, stale: 1 });
+    expect(result).toEqual({ applied: 2, stale: 1, placeholders: [] });
     expect((await messages().findOne({ _id: x }))?.status).toBe('delivered');
     expect((await messages().findOne({ _id: y }))?.status).toBe('read');
   });
@@ -187,6 +187,7 @@ describe('the repositories', () => {
     expect(await store.messages.applyStatuses([status(message.id, 'failed'), status(y, 'read')])).toEqual({
       applied: 1,
       stale: 1,
+      placeholders: [],
     });
     expect((await messages().findOne({ _id: message.id }))?.status).toBe('received');
     expect((await messages().findOne({ _id: y }))?.status).toBe('read');
