@@ -268,6 +268,8 @@ async function main(): Promise<void> {
     }
     return totals;
   };
+  /** While the forgeries are sent: the host's warnings for their bad signatures are not printed. */
+  let sendingForgeries = false;
   const peak = { rss: 0 };
   const sampler = setInterval(() => {
     peak.rss = Math.max(peak.rss, treeRss());
@@ -316,6 +318,9 @@ async function main(): Promise<void> {
         ...(values['ack-only'] ? {} : { queueThread: { countCommands: true } }),
         storage: { location: path.join(dir, 'azurite') },
         log: (level, name, message) => {
+          // The forgeries' rejections are the bench's own doing, counted in its figures: one
+          // warning line each (a hundred by default) would read as trouble.
+          if (sendingForgeries && name === 'webhookReceive' && message.includes('code=BAD_SIGNATURE')) return;
           if (level === 'error' || level === 'warning') say(`[${level}] ${name}: ${message}`);
         },
       });
@@ -413,7 +418,9 @@ async function main(): Promise<void> {
     const forgeries = Array.from({ length: forgeryCount }, (_, i) =>
       signed(textNotification(`4477008${String(100_000 + i).slice(1)}`, 'forged').payload, 'not-the-secret'),
     );
+    sendingForgeries = true;
     const rejected = (await postAll(url, forgeries, concurrency)).filter((p) => p.status === 401).length;
+    sendingForgeries = false;
     await idle();
     await sleep(500);
     const extraReplies = graph.sends.length - sendsBefore;
