@@ -4,7 +4,7 @@
 // Signed POSTs at a given concurrency, then redeliveries, forgeries and delivery statuses.
 // With --url it only drives a server started elsewhere (for comparisons with older code).
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { MongoClient } from 'mongodb';
@@ -208,6 +208,14 @@ const floorReplies = (floor: Floor, mix: Record<Kind, number>): number =>
     mix.inserts / floor.insertsPerSecond +
     mix.updates / floor.updatesPerSecond);
 
+/** Refuses a --json FILE that cannot be written (a folder, or in a folder that does not exist). */
+function checkJsonFile(file: string): void {
+  const stat = (at: string) => statSync(at, { throwIfNoEntry: false });
+  if (stat(file)?.isDirectory()) throw new UsageError(`--json ${file} is a folder; give a file name`);
+  if (!stat(path.dirname(file))?.isDirectory())
+    throw new UsageError(`--json ${file}: its folder does not exist`);
+}
+
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   if (helpAsked(argv, HELP)) return;
@@ -242,6 +250,9 @@ async function main(): Promise<void> {
   const external = values.url;
   const secret = external ? (values.secret ?? '') : randomBytes(18).toString('base64url');
   if (external && !secret) throw new UsageError('--url needs --secret');
+  // Written only at the end: a --json that cannot be written is said now, not after the run.
+  const jsonFile = values.json === undefined ? undefined : givenPath(values.json, process.env);
+  if (jsonFile !== undefined) checkJsonFile(jsonFile);
 
   const graph: BenchGraph = await startBenchGraph(graphPort);
   const cleanups: (() => Promise<unknown>)[] = [async () => graph.close()];
@@ -468,8 +479,7 @@ async function main(): Promise<void> {
         floor && !external ? round((100 * (replies / replySeconds)) / floorReplies(floor, turnMix)) : null,
     };
     print(figures);
-    if (values.json)
-      writeFileSync(givenPath(values.json, process.env), `${JSON.stringify(figures, null, 2)}\n`);
+    if (jsonFile !== undefined) writeFileSync(jsonFile, `${JSON.stringify(figures, null, 2)}\n`);
   } finally {
     clearInterval(sampler);
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);

@@ -1,6 +1,9 @@
 // What `npm run bench` prints, on a run small enough for the suite: its own forgeries are counted
 // in its figures, not reported as trouble.
 import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
 
 function bench(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
@@ -20,11 +23,16 @@ function bench(args: string[]): Promise<{ status: number | null; stdout: string;
 }
 
 describe('npm run bench', () => {
-  it('counts its forgeries as rejected without printing a warning for each', async () => {
+  it('counts its forgeries as rejected without printing a warning for each, and writes --json', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'bench-json-'));
+    const json = path.join(dir, 'figures.json');
     const run = await bench([
       ...['--messages', '2', '--senders', '1', '--concurrency', '2'],
-      ...['--redeliveries', '0', '--statuses', '0', '--warmup', '0', '--forgeries', '5'],
+      ...['--redeliveries', '0', '--statuses', '0', '--warmup', '0', '--forgeries', '5', '--json', json],
     ]);
+    const figures = JSON.parse(readFileSync(json, 'utf8')) as { forgeries: unknown };
+    rmSync(dir, { recursive: true, force: true });
+    expect(figures.forgeries).toEqual({ sent: 5, rejected: 5, replies: 0 });
     expect(run.status).toBe(0);
     expect(run.stdout).toMatch(/^forgeries: rejected, replies +5\/5, 0$/m);
     expect(run.stdout).toMatch(/^answered exactly once +2 \/ 2$/m);
