@@ -444,7 +444,9 @@ export async function openLegacy(file: string): Promise<LegacySource> {
           : code === 'EACCES'
             ? 'permission denied'
             : (code ?? 'unreadable');
-    throw new ScriptError(`cannot read the legacy database ${path.basename(file)}: ${reason}`);
+    // The whole path: a relative one is taken from the folder `npm run` was typed in, not the
+    // project's, and the message shows where that was.
+    throw new ScriptError(`cannot read the legacy database ${file}: ${reason}`);
   }
   const SQL = await initSqlJs();
   const name = path.basename(file);

@@ -80,7 +80,9 @@ async function* readLines(file: string): AsyncGenerator<string> {
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     throw new ScriptError(
-      `cannot read ${path.basename(file)}: ${code === 'ENOENT' ? 'no such file' : (code ?? 'unreadable')}`,
+      // The whole path: a relative one is taken from the folder `npm run` was typed in, not the
+      // project's, and the message shows where that was.
+      `cannot read ${file}: ${code === 'ENOENT' ? 'no such file' : (code ?? 'unreadable')}`,
     );
   }
   const source = createReadStream(file);

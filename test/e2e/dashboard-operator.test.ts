@@ -68,6 +68,7 @@ const GONE = '15550005555';
 const BUSY = '15550006666';
 const DATED = '15550007777';
 const WIDE = '15550008888';
+const TALL = '15550009999';
 /** A text as long as an operator may send, one unbroken word (a pasted link, a row of emoji). */
 const WIDE_TEXT = `Unbrokenword${'W'.repeat(4096 - 12)}`;
 /** The longest business-scoped id Meta gives (140 characters: a parent id), one unbroken word. */
@@ -427,6 +428,38 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     expect(app.graph.sends()[0]?.body).toEqual(
       expect.objectContaining({ text: expect.objectContaining({ body: emoji }) }),
     );
+  });
+
+  it('keeps the newest message in view when the conversation is taken over, by a send or by Take over', async () => {
+    // More messages than the box shows: it scrolls, and opens at the newest.
+    for (let i = 0; i < 12; i++) await app.userWrites(TALL, `question ${i}`, 'Tall Tom');
+    const tallId = await userIdOf(app.services.data, TALL);
+    await listSearch('tall tom', [tallId]);
+    await openUser(tallId);
+    const hidden = () =>
+      page.$eval('#messages-box', (e) => {
+        const box = e as unknown as { scrollHeight: number; scrollTop: number; clientHeight: number };
+        return box.scrollHeight - box.scrollTop - box.clientHeight;
+      });
+    expect(await hidden()).toBeLessThan(2);
+    // The first operator message takes the conversation: the header grows (the handoff's line and
+    // Hand back), and the box with it shrinks. Before, the message just sent stayed below the fold.
+    await page.fill('#reply-text', 'An operator here');
+    await page.click('#reply-send');
+    await page.waitForSelector('#handback:not([hidden])');
+    await page.waitForSelector('#conversation li.operator');
+    await page.waitForTimeout(500);
+    expect(await hidden()).toBeLessThan(2);
+    await page.click('#handback');
+    await page.waitForSelector('#take:not([hidden])');
+    await page.click('#take');
+    await page.waitForSelector('#handback:not([hidden])');
+    expect(await hidden()).toBeLessThan(2);
+    expect(pageErrors).toEqual([]);
+    // As the tests after this one expect it: the bot answers Tom, and the list shows everyone.
+    await page.click('#handback');
+    await page.waitForSelector('#take:not([hidden])');
+    await listSearch('', expect.arrayContaining([tallId, jorgId]));
   });
 
   it('sends once when the answer to a send is lost and the operator sends it again', async () => {

@@ -92,7 +92,7 @@ describe('npm run migrate', () => {
     const io = captureIo();
     const code = await runToExitCode(migrate, ['/nonexistent/legacy.db'], env(), io);
     expect(code).toBe(1);
-    expect(io.text()).toMatch(/cannot read the legacy database legacy\.db: no such file/);
+    expect(io.text()).toMatch(/cannot read the legacy database \/nonexistent\/legacy\.db: no such file/);
     expect(io.text()).not.toMatch(/\n\s+at /); // no stack trace
   });
 

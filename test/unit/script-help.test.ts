@@ -136,6 +136,12 @@ describe('npm run bench: bad arguments', () => {
     [['--forgeries', '-1'], /^error: --forgeries must be an integer of at least 0 \(see --help\)\n$/],
     [['--graph-port', '70000'], /^error: --graph-port must be an integer of at least 1 and at most 65535 /],
     [['--mesages', '30'], /^error: .*--mesages.* \(see --help\)\n$/],
+    // Before, these ran the whole bench and failed only when writing the figures (exit 1).
+    [['--json', os.tmpdir()], /^error: --json .* is a folder; give a file name \(see --help\)\n$/],
+    [
+      ['--json', path.join(os.tmpdir(), 'no-such-folder-7f3a', 'bench.json')],
+      /^error: --json .*bench\.json: its folder does not exist \(see --help\)\n$/,
+    ],
   ])('%j exits 2 in one line and starts nothing', (args, message) => {
     const result = spawnSync(process.execPath, ['--import', 'tsx', 'bench/run.ts', ...args], {
       encoding: 'utf8',

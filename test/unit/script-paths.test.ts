@@ -36,6 +36,21 @@ describe('a relative path given to a script', () => {
     expect(io.stderr.at(-1)).toMatch(/^error: backup\.jsonl\.gz is not a gzip backup file/);
   });
 
+  it('a file that is not there is named with the folder it was looked for in', async () => {
+    // Before, only its name: "cannot read old.db: no such file" left the newcomer who typed
+    // `npm run migrate -- data/old.db` in another folder to guess where the script had looked.
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [path.join('data', 'old.db')], env(), io)).toBe(1);
+    expect(io.stderr.at(-1)).toBe(
+      `error: cannot read the legacy database ${path.join(where, 'data', 'old.db')}: no such file`,
+    );
+    const io2 = captureIo();
+    expect(await runToExitCode(restore, [path.join('data', 'backup.jsonl.gz')], env(), io2)).toBe(1);
+    expect(io2.stderr.at(-1)).toBe(
+      `error: cannot read ${path.join(where, 'data', 'backup.jsonl.gz')}: no such file`,
+    );
+  });
+
   it('backup --out names a file in the folder npm was run from', async () => {
     mkdirSync(path.join(where, 'taken'));
     const io = captureIo();

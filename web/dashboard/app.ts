@@ -439,6 +439,10 @@ function renderComposer(): void {
 }
 
 function renderUser(u: User): void {
+  // The header's height changes with the handoff (its line, Take over / Hand back), and the
+  // message box's with it: an operator reading the newest message keeps it in view.
+  const box = $('messages-box');
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
   state.open = u;
   $('chat-title').textContent = u.name ?? '(no name)';
   $('chat-meta').textContent = `${who(u)} · ${u.messageCount} messages${u.optedOut ? ' · opted out' : ''}`;
@@ -453,6 +457,7 @@ function renderUser(u: User): void {
     if (b.dataset['userId'] === u.id) b.setAttribute('aria-current', 'true');
     else b.removeAttribute('aria-current');
   }
+  if (atBottom) box.scrollTop = box.scrollHeight;
 }
 
 async function openUser(id: string): Promise<void> {
