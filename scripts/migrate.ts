@@ -475,7 +475,10 @@ export async function openLegacy(file: string): Promise<LegacySource> {
       throw damaged(`PRAGMA quick_check: ${check.replace(/\s+/g, ' ').trim().slice(0, 200)}`);
     let tables: string[];
     try {
-      tables = rows(db, "SELECT name FROM sqlite_master WHERE type = 'table'").map((r) => String(r['name']));
+      // SQLite's names ignore case (a table `User` is the `user` every query here names).
+      tables = rows(db, "SELECT name FROM sqlite_master WHERE type = 'table'").map((r) =>
+        String(r['name']).toLowerCase(),
+      );
     } catch {
       throw notSqlite();
     }

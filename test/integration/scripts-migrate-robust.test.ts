@@ -466,6 +466,22 @@ describe('numbers and schemas as operators have them', () => {
     expect((await healthOf(t)).code).toBe(0);
   });
 
+  it('reads tables and columns named in capitals, as SQLite does (its names ignore case)', async () => {
+    const t = await freshDb('migrate-capitals');
+    const file = await legacyFile(
+      [[1, '+1 555 010 0101', 'Capitals', 1, '2024-01-01 10:00:00', null]],
+      [[1, 1, 'user', 'hello', 'wamid.CAP1', '2024-01-01 10:00:01']],
+      `CREATE TABLE User (ID INTEGER PRIMARY KEY, Phone_Number VARCHAR, Name VARCHAR, Is_Active BOOLEAN, Created_At DATETIME, Updated_At DATETIME);
+       CREATE TABLE MESSAGE (ID INTEGER PRIMARY KEY, User_Id INTEGER, Role VARCHAR, Content VARCHAR, Meta_Message_Id VARCHAR, Created_At DATETIME);`,
+    );
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(/messages inserted:\s+1/);
+    const user = await t.db.collection('users').findOne({ waId: '15550100101' });
+    expect([user?.['name'], user?.['messageCount']]).toEqual(['Capitals', 1]);
+    expect(await t.db.collection('messages').countDocuments({ waMessageId: 'wamid.CAP1' })).toBe(1);
+  });
+
   it('migrates an empty database, and names a missing required column', async () => {
     const t = await freshDb('migrate-empty');
     const empty = await legacyFile([], []);
