@@ -988,6 +988,38 @@ describe('a large legacy file', () => {
   }, 120_000);
 });
 
+describe('progress while the file is read', () => {
+  it('shows it for every pass over the file, before anything is written and in a dry run', async () => {
+    // Reading a file of a million messages takes more than a minute before the first batch is
+    // written (and a dry run is only that): a reading that showed nothing looked hung.
+    const t = await freshDb('migrate-reading-progress');
+    const messages: LegacyMessageRow[] = Array.from({ length: 200 }, (_, i) => [
+      i + 1,
+      1,
+      i % 2 ? 'assistant' : 'user',
+      `message ${i}`,
+      null,
+      new Date(Date.UTC(2024, 0, 2) + i * 1000).toISOString(),
+    ]);
+    const file = await legacyFile(
+      [[1, '+1 555 010 0001', 'Alice', 1, '2024-01-01 00:00:00', '2024-01-01 00:00:00']],
+      messages,
+    );
+    const dry = captureIo();
+    expect(await runToExitCode(migrate, [file, '--dry-run'], envOf(t), dry)).toBe(0);
+    const dryErr = dry.stderr.join('\n');
+    // Off a terminal: a line at every 10 % of each pass (the file's rows, then their order).
+    for (const pct of [10, 50, 90, 100]) expect(dryErr).toMatch(new RegExp(`^reading: ${pct}% \\(`, 'm'));
+    expect(dryErr).toMatch(/^counting: 100% \(200\/200\)$/m);
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io)).toBe(0);
+    const lines = io.stderr;
+    const readAt = lines.findIndex((l) => l.startsWith('reading: 100% (400/400)'));
+    expect(readAt, lines.join('\n')).toBeGreaterThan(-1);
+    expect(lines.findIndex((l) => l.startsWith('migrating:'))).toBeGreaterThan(readAt);
+  });
+});
+
 describe('a legacy database in write-ahead-log mode', () => {
   // test/fixtures/legacy-wal/: made by SQLite itself (Python's sqlite3) in WAL mode. The tables,
   // a user and a message were checkpointed into legacy.db; then two transactions were committed
