@@ -477,7 +477,10 @@ export async function openLegacy(file: string): Promise<LegacySource> {
       throw damaged(`PRAGMA quick_check: ${check.replace(/\s+/g, ' ').trim().slice(0, 200)}`);
     let tables: string[];
     try {
-      tables = rows(db, "SELECT name FROM sqlite_master WHERE type = 'table'").map((r) => String(r['name']));
+      // SQLite's names ignore case (a table `User` is the `user` every query here names).
+      tables = rows(db, "SELECT name FROM sqlite_master WHERE type = 'table'").map((r) =>
+        String(r['name']).toLowerCase(),
+      );
     } catch {
       throw notSqlite();
     }
@@ -742,6 +745,7 @@ function mapLegacy(
   earlier: ReadonlySet<string>,
   idOf: (waId: string) => string,
   erasedAt: (row: Record<string, SqlValue>) => Date | null,
+  onRead: (rows: number) => void = () => {},
 ): LegacyData {
   const legacyUsers = source.users;
   let archived: ArchivedRow[] = [];
@@ -922,7 +926,10 @@ function mapLegacy(
   const firstAt = new Map<string, number>();
   let anyOldKey = false;
   const reservedKeys = new Set<string>();
+  // Called a row at a time: this reading is synchronous, so a progress timer would never fire.
+  let read = 0;
   source.eachMessage((row, handle) => {
+    onRead(++read);
     const mapped = mapRow(row, report, true);
     if (!mapped) return;
     const at = mapped.m.createdAt.getTime();
@@ -937,8 +944,10 @@ function mapLegacy(
   });
   source.order(
     (function* () {
-      for (let i = 0; i < order.handles.length; i++)
+      for (let i = 0; i < order.handles.length; i++) {
+        onRead(++read);
         yield [order.handles[i] as number, order.times[i] as number, order.rows[i] ?? null, i] as const;
+      }
     })(),
   );
   const candidates = order.handles.length;
@@ -1193,15 +1202,21 @@ async function migrateFrom(
       );
       return a && b ? (a > b ? a : b) : (a ?? b ?? null);
     };
-    const legacy = mapLegacy(read, now, earlier, ids.idOf, erasedAt);
+    // Both passes over the file: its rows, then their order (a large file takes a while).
+    const reading = progress(io, 'reading', 2 * read.messageRows);
+    const legacy = mapLegacy(read, now, earlier, ids.idOf, erasedAt, (n) => reading.update(n));
+    reading.done();
     return { legacy, new: legacy.users.filter((u) => !ids.stored.has(u.waId)).length };
   };
   if (dryRun) {
     // The database is read (the users stored, as a run finds them), never written.
     const { legacy, new: usersNew } = await withDataStore(env, io, (store) => mapOnto(store, true));
     // Read through, as a run would: duplicates, inbound and outbound counted.
+    const counting = progress(io, 'counting', legacy.candidates);
+    let n = 0;
     const reading = legacy.messages();
-    while (!reading.next().done);
+    while (!reading.next().done) counting.update(++n);
+    counting.done();
     printSummary(io, 'migration (dry run: nothing written)', [
       ...common(legacy),
       ['users new (not stored yet)', usersNew],

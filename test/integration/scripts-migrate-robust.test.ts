@@ -466,6 +466,22 @@ describe('numbers and schemas as operators have them', () => {
     expect((await healthOf(t)).code).toBe(0);
   });
 
+  it('reads tables and columns named in capitals, as SQLite does (its names ignore case)', async () => {
+    const t = await freshDb('migrate-capitals');
+    const file = await legacyFile(
+      [[1, '+1 555 010 0101', 'Capitals', 1, '2024-01-01 10:00:00', null]],
+      [[1, 1, 'user', 'hello', 'wamid.CAP1', '2024-01-01 10:00:01']],
+      `CREATE TABLE User (ID INTEGER PRIMARY KEY, Phone_Number VARCHAR, Name VARCHAR, Is_Active BOOLEAN, Created_At DATETIME, Updated_At DATETIME);
+       CREATE TABLE MESSAGE (ID INTEGER PRIMARY KEY, User_Id INTEGER, Role VARCHAR, Content VARCHAR, Meta_Message_Id VARCHAR, Created_At DATETIME);`,
+    );
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io), io.text()).toBe(0);
+    expect(io.stdout.join('\n')).toMatch(/messages inserted:\s+1/);
+    const user = await t.db.collection('users').findOne({ waId: '15550100101' });
+    expect([user?.['name'], user?.['messageCount']]).toEqual(['Capitals', 1]);
+    expect(await t.db.collection('messages').countDocuments({ waMessageId: 'wamid.CAP1' })).toBe(1);
+  });
+
   it('migrates an empty database, and names a missing required column', async () => {
     const t = await freshDb('migrate-empty');
     const empty = await legacyFile([], []);
@@ -970,6 +986,38 @@ describe('a large legacy file', () => {
     expect(run.out).toMatch(/messages:\s+20000$/m);
     expect(run.out).toMatch(/inbound:\s+10000$/m);
   }, 120_000);
+});
+
+describe('progress while the file is read', () => {
+  it('shows it for every pass over the file, before anything is written and in a dry run', async () => {
+    // Reading a file of a million messages takes more than a minute before the first batch is
+    // written (and a dry run is only that): a reading that showed nothing looked hung.
+    const t = await freshDb('migrate-reading-progress');
+    const messages: LegacyMessageRow[] = Array.from({ length: 200 }, (_, i) => [
+      i + 1,
+      1,
+      i % 2 ? 'assistant' : 'user',
+      `message ${i}`,
+      null,
+      new Date(Date.UTC(2024, 0, 2) + i * 1000).toISOString(),
+    ]);
+    const file = await legacyFile(
+      [[1, '+1 555 010 0001', 'Alice', 1, '2024-01-01 00:00:00', '2024-01-01 00:00:00']],
+      messages,
+    );
+    const dry = captureIo();
+    expect(await runToExitCode(migrate, [file, '--dry-run'], envOf(t), dry)).toBe(0);
+    const dryErr = dry.stderr.join('\n');
+    // Off a terminal: a line at every 10 % of each pass (the file's rows, then their order).
+    for (const pct of [10, 50, 90, 100]) expect(dryErr).toMatch(new RegExp(`^reading: ${pct}% \\(`, 'm'));
+    expect(dryErr).toMatch(/^counting: 100% \(200\/200\)$/m);
+    const io = captureIo();
+    expect(await runToExitCode(migrate, [file], envOf(t), io)).toBe(0);
+    const lines = io.stderr;
+    const readAt = lines.findIndex((l) => l.startsWith('reading: 100% (400/400)'));
+    expect(readAt, lines.join('\n')).toBeGreaterThan(-1);
+    expect(lines.findIndex((l) => l.startsWith('migrating:'))).toBeGreaterThan(readAt);
+  });
 });
 
 describe('a legacy database in write-ahead-log mode', () => {
