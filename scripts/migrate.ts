@@ -159,7 +159,7 @@ export interface LegacyData {
 }
 
 const DATETIME =
-  /^(\d{4})([-/])(\d{2})\2(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?\s*(Z|[+-]\d{2}(?::?\d{2})?)?$/i;
+  /^(\d{4})([-/])(\d{2})\2(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?\s*(Z|UTC|GMT|[+-]\d{2}(?::?\d{2})?)?$/i;
 
 /**
  * Epoch numbers are seconds below 1e11, milliseconds below 1e14, microseconds below 1e17 and
@@ -172,7 +172,8 @@ const epochMs = (n: number): number => (n < 1e11 ? n * 1000 : n < 1e14 ? n : n <
 
 /**
  * A SQLite DATETIME as SQLAlchemy writes it: `YYYY-MM-DD HH:MM:SS[.ffffff]`, also with `T`,
- * without seconds or fractions, with an offset, or with `/` for `-`; or an integer of epoch seconds
+ * without seconds or fractions, with an offset or `UTC`/`GMT` (as Ruby and some ORMs write it), or
+ * with `/` for `-`; or an integer of epoch seconds
  * (milliseconds from 1e11, microseconds from 1e14, nanoseconds from 1e17), as a number or digits,
  * with or without a fraction. Naive times are UTC.
  * Precision: milliseconds (further digits are truncated, as a JavaScript Date cannot hold them).
@@ -211,7 +212,7 @@ export function parseLegacyDate(value: SqlValue | undefined): Date | null {
   if (hour > 23 || minute > 59 || second > 59) return null;
   const ms = Number(frac.slice(0, 3).padEnd(3, '0'));
   let time = Date.UTC(year, month - 1, day, hour, minute, second, ms);
-  if (zone && zone.toUpperCase() !== 'Z') {
+  if (zone && !['Z', 'UTC', 'GMT'].includes(zone.toUpperCase())) {
     const sign = zone.startsWith('-') ? -1 : 1;
     const digits = zone.slice(1).replace(':', '');
     const [zoneHours, zoneMinutes] = [Number(digits.slice(0, 2)), Number(digits.slice(2, 4) || '0')];

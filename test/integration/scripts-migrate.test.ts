@@ -72,6 +72,10 @@ describe('parseLegacyDate', () => {
     expect(parseLegacyDate('2024-01-02 03:04:05.5')?.toISOString()).toBe('2024-01-02T03:04:05.500Z');
     expect(parseLegacyDate('2024-01-02T03:04:05+02:00')?.toISOString()).toBe('2024-01-02T01:04:05.000Z');
     expect(parseLegacyDate('2024-01-02 03:04')?.toISOString()).toBe('2024-01-02T03:04:00.000Z');
+    // A zone name as Rails and some ORMs write it: UTC (`2024-01-02 10:00:00 UTC` was archived).
+    expect(parseLegacyDate('2024-01-02 03:04:05 UTC')?.toISOString()).toBe('2024-01-02T03:04:05.000Z');
+    expect(parseLegacyDate('2024-01-02T03:04:05.250 gmt')?.toISOString()).toBe('2024-01-02T03:04:05.250Z');
+    expect(parseLegacyDate('2024-01-02 03:04:05 CET')).toBeNull();
     expect(parseLegacyDate('2024-02-31 00:00:00')).toBeNull();
     expect(parseLegacyDate('yesterday')).toBeNull();
     expect(parseLegacyDate(null)).toBeNull();
