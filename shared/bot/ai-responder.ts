@@ -37,7 +37,7 @@ const CONFIGURATION_PROBLEM = {
   not_found:
     'ai failed: the AI endpoint has no such deployment or model (HTTP 404): AI_ENDPOINT or AI_MODEL is wrong, a configuration problem: every AI answer fails until it is fixed',
   quota:
-    "ai failed: the AI endpoint says the account's quota or spending limit is used up (HTTP 429 insufficient_quota), a billing problem: every AI answer fails until it is fixed",
+    "ai failed: the AI endpoint says the account's quota or spending limit is used up (HTTP 402, or 429 insufficient_quota), a billing problem: every AI answer fails until it is fixed",
 } as const;
 
 /** What joins two turns of one role merged into one (`alternating`). */
