@@ -492,6 +492,17 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
     };
   }
 
+  /**
+   * `stream: false` said, not left to the default: some OpenAI-compatible servers and proxies stream
+   * Server-Sent Events when it is omitted (unslothai/unsloth#5047, decolua/9router#4122), an answer
+   * this client cannot read. OpenAI's reference: `stream` defaults to false.
+   */
+  const requestBody = (turns: readonly ChatMessage[]) => ({
+    model: config.model,
+    messages: turns,
+    stream: false,
+  });
+
   return {
     provider,
     async complete(messages, { retryWith } = {}) {
@@ -501,7 +512,7 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
       // The tokens of a first attempt that failed: the call's usage includes them.
       let spent: Usage | null = null;
       try {
-        answered = await answer({ model: config.model, messages: turns });
+        answered = await answer(requestBody(turns));
       } catch (error) {
         if (!(error instanceof AiError)) throw error;
         // Asked to wait longer than a call may take: the retry would only be refused again.
@@ -513,7 +524,7 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
         await sleep(Math.max(other ? 0 : retryDelayMs, error.retryAfterMs ?? 0));
         turns = other ?? messages;
         try {
-          answered = await answer({ model: config.model, messages: turns });
+          answered = await answer(requestBody(turns));
         } catch (again) {
           if (again instanceof AiError) again.usage = addUsage(spent, again.usage);
           throw again;

@@ -1419,6 +1419,28 @@ describe('AI answers that misbehave', () => {
     }
   });
 
+  // Some OpenAI-compatible servers and proxies stream Server-Sent Events when a request leaves
+  // `stream` out, though OpenAI's default is false (unslothai/unsloth#5047, decolua/9router#4122),
+  // and answer JSON only when it says `stream: false`: the user got the apology from them.
+  it('asks with stream: false, so a server that streams by default answers in JSON', async () => {
+    ai.respond = (req) =>
+      req.body['stream'] === false
+        ? finished('We open at nine.', 'stop')
+        : {
+            status: 200,
+            body: null,
+            headers: { 'Content-Type': 'text/event-stream' },
+            raw:
+              'data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":"We open"}}]}\n\n' +
+              'data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":" at nine."},"finish_reason":"stop"}]}\n\n' +
+              'data: [DONE]\n\n',
+          };
+    const chat = await new Chat('15550000922').init();
+    await chat.say('hours?');
+    expect(sentTexts()).toEqual(['We open at nine.']);
+    expect(ai.requests).toHaveLength(1);
+  });
+
   // OpenAI's reference: finish_reason `length` when "the maximum number of tokens specified in the
   // request was reached" (or the deployment's own limit): the text stops mid-sentence.
   it('marks an answer the token limit cut with "…" at its last whole word, as a cut long answer is', async () => {
