@@ -112,10 +112,11 @@ export class AiError extends AppError {
 
   /**
    * The endpoint refused the prompt itself (Azure OpenAI's content filter: HTTP 400, code
-   * `content_filter`): any call whose context holds the same message fails the same way.
+   * `content_filter`; OpenRouter's moderation: HTTP 403 with the flagged input's `reasons`): any
+   * call whose context holds the same message fails the same way.
    */
   get promptFiltered(): boolean {
-    return this.status === 400 && this.detail === 'content_filter';
+    return (this.status === 400 || this.status === 403) && this.detail === 'content_filter';
   }
 
   /**
@@ -167,6 +168,7 @@ export class AiError extends AppError {
    * OpenAI `model_not_found`, a wrong path), the account's quota used up (`quotaExhausted`).
    */
   get configurationProblem(): 'credentials' | 'not_found' | 'quota' | null {
+    if (this.promptFiltered) return null;
     if (this.reason === 'auth' || this.status === 401 || this.status === 403) return 'credentials';
     if (this.status === 404) return 'not_found';
     return this.quotaExhausted ? 'quota' : null;
@@ -324,6 +326,17 @@ const ErrorBodySchema = z
 const QUOTA_EXHAUSTED =
   /^(insufficient_quota|credit_balance_exhausted|\w+_spend_limit_exceeded|\w+_usage_limit_exceeded)$/;
 
+/** OpenRouter's moderation refusal: HTTP 403, `error.metadata.reasons` (a list). */
+function flaggedByModeration(status: number, error: Record<string, unknown> | null): boolean {
+  const metadata = error?.['metadata'];
+  return (
+    status === 403 &&
+    typeof metadata === 'object' &&
+    metadata !== null &&
+    Array.isArray((metadata as Record<string, unknown>)['reasons'])
+  );
+}
+
 /** The error message of an answer: `error.message` (OpenAI, Azure), else a top-level `message` (vLLM). */
 function errorMessage(data: unknown): string {
   if (typeof data !== 'object' || data === null) return '';
@@ -432,8 +445,14 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
     }
     if (response.status >= 200 && response.status < 300) return response.data;
     const parsed = ErrorBodySchema.safeParse(response.data);
-    const code =
-      parsed.success && typeof parsed.data.error.code === 'string' ? parsed.data.error.code.slice(0, 60) : '';
+    // OpenRouter refuses a prompt its moderation flagged with HTTP 403 and `error.metadata` giving
+    // `reasons` and `flagged_input` (openrouter.ai/docs/api-reference/errors): Azure's content filter
+    // in other words, not a refused key.
+    const code = flaggedByModeration(response.status, parsed.success ? parsed.data.error : null)
+      ? 'content_filter'
+      : parsed.success && typeof parsed.data.error.code === 'string'
+        ? parsed.data.error.code.slice(0, 60)
+        : '';
     if (response.status === 401 || response.status === 403) cached = undefined;
     const error = new AiError(host, response.status, 'http', code, retryAfter(response.headers));
     const said = response.status === 400 ? errorMessage(response.data) : '';

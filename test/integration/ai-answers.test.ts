@@ -1157,6 +1157,46 @@ describe('AI answers that misbehave', () => {
     expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 7']);
   });
 
+  // OpenRouter's moderation refuses a flagged prompt with HTTP 403 and the reasons in
+  // `error.metadata` (openrouter.ai/docs/api-reference/errors): it was said at error level as a
+  // refused AI_API_KEY, and the message, kept in the context, failed every answer after it.
+  it('takes an OpenRouter moderation refusal (403 with reasons) as a filtered prompt, not a refused key', async () => {
+    ai.respond = (req, index) =>
+      (req.body['messages'] as { content: string }[]).some((m) => m.content.includes('BADWORD'))
+        ? {
+            status: 403,
+            body: {
+              error: {
+                code: 403,
+                message:
+                  'meta-llama/llama-3.1-8b-instruct requires moderation on OpenRouter. Your input was flagged',
+                metadata: {
+                  reasons: ['harassment'],
+                  flagged_input: 'some BADWORD here',
+                  provider_name: 'OpenAI',
+                  model_slug: 'meta-llama/llama-3.1-8b-instruct',
+                },
+              },
+            },
+          }
+        : answerN(req, index);
+    const chat = await new Chat('15550000923').init();
+    const filtered = await chat.say('some BADWORD here');
+    await chat.say('what are your opening hours?');
+    expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 3']);
+    expect(lastRequestMessages()).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'user', content: 'what are your opening hours?' },
+    ]);
+    expect((await data.messages.getMessage(filtered))?.error).toMatchObject({ code: 'content_filter' });
+    expect(errorLines).toEqual([]);
+    // A 403 without them is still refused credentials.
+    ai.respond = () => ({ status: 403, body: { error: { code: 403, message: 'Forbidden' } } });
+    await chat.say('hello');
+    expect(errorLines).toHaveLength(1);
+    expect(errorLines[0]).toMatch(/AI_API_KEY/);
+  });
+
   // OpenAI and Azure OpenAI refuse a prompt over the model's context window: HTTP 400, code
   // context_length_exceeded ("This model's maximum context length is … tokens"; the body as in
   // Chanzhaoyu/chatgpt-web#372). The history is what grows it: kept, every later message would fail
