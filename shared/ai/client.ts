@@ -163,6 +163,13 @@ export class AiError extends AppError {
   quotaExhausted = false;
 
   /**
+   * No such model, said with HTTP 400 rather than 404: OpenRouter ("x is not a valid model ID"),
+   * LiteLLM's proxy ("Invalid model name passed in model=x", BerriAI/litellm#9663). Set from the
+   * error's message, which is otherwise never kept.
+   */
+  saysNoSuchModel = false;
+
+  /**
    * A failure an operator must fix, that every answer meets until then: refused credentials (401,
    * 403, a failed Entra ID sign-in), no such deployment or model (404: Azure `DeploymentNotFound`,
    * OpenAI `model_not_found`, a wrong path), the account's quota used up (`quotaExhausted`).
@@ -170,7 +177,7 @@ export class AiError extends AppError {
   get configurationProblem(): 'credentials' | 'not_found' | 'quota' | null {
     if (this.promptFiltered) return null;
     if (this.reason === 'auth' || this.status === 401 || this.status === 403) return 'credentials';
-    if (this.status === 404) return 'not_found';
+    if (this.status === 404 || this.saysNoSuchModel) return 'not_found';
     return this.quotaExhausted ? 'quota' : null;
   }
 }
@@ -180,6 +187,9 @@ const CONTEXT_TOO_LONG = /maximum context length is|exceeds the available contex
 
 /** An endpoint's refusal of turns whose roles do not alternate, in its words. */
 const ROLES_MUST_ALTERNATE = /roles must alternate|must alternate between/i;
+
+/** An endpoint's answer that it has no such model, in its words. */
+const NO_SUCH_MODEL = /is not a valid model ID|Invalid model name passed in/i;
 
 /** An endpoint's refusal of the system turn, in its words. */
 const SYSTEM_ROLE_REFUSED = /does not support 'system'|system role not supported/i;
@@ -459,6 +469,7 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
     error.rolesMustAlternate = ROLES_MUST_ALTERNATE.test(said);
     error.saysContextTooLong = CONTEXT_TOO_LONG.test(said);
     error.systemRoleRefused = SYSTEM_ROLE_REFUSED.test(said);
+    error.saysNoSuchModel = NO_SUCH_MODEL.test(said);
     // 402: OpenRouter's "insufficient credits" (openrouter.ai/docs/api-reference/errors).
     error.quotaExhausted =
       response.status === 402 ||

@@ -822,6 +822,27 @@ describe('AI answers', () => {
         },
         /quota or spending limit is used up/,
       ],
+      // No such model, said with HTTP 400: OpenRouter, LiteLLM's proxy (BerriAI/litellm#9663).
+      [
+        '6',
+        400,
+        { error: { message: 'my-gpt-deployment is not a valid model ID', code: 400 } },
+        /no such deployment or model.*AI_MODEL.*configuration problem/,
+      ],
+      [
+        '7',
+        400,
+        {
+          error: {
+            message:
+              "400: {'error': '/chat/completions: Invalid model name passed in model=my-gpt-deployment. Call `/v1/models` to view available models for your key.'}",
+            type: 'None',
+            param: 'None',
+            code: '400',
+          },
+        },
+        /no such deployment or model/,
+      ],
       // OpenRouter's "insufficient credits" (openrouter.ai/docs/api-reference/errors): HTTP 402.
       [
         '5',
