@@ -8,7 +8,8 @@
 // (no retry when it asks for longer than a call may take). The caller may give the retry other
 // turns for a failure (`retryWith`): that is the retry then, never a third call. An answer the
 // content filter stopped is never sent in part; one the token limit stopped (`finish_reason`
-// `length`) is an answer, marked `cut`. Reasoning a model writes first in <think> tags is left out
+// `length`, Mistral's `model_length`) is an answer, marked `cut`; one an error stopped is not.
+// Reasoning a model writes first (<think> tags, a lone </think>, harmony channels) is left out
 // (all reasoning, the answer is none). The text is made well-formed (no lone surrogates, no control
 // characters but line breaks and tabs), and an answer is read up to 4 MiB. Its errors keep method,
 // host and status, never keys, tokens or prompts.
@@ -111,10 +112,11 @@ export class AiError extends AppError {
 
   /**
    * The endpoint refused the prompt itself (Azure OpenAI's content filter: HTTP 400, code
-   * `content_filter`): any call whose context holds the same message fails the same way.
+   * `content_filter`; OpenRouter's moderation: HTTP 403 with the flagged input's `reasons`): any
+   * call whose context holds the same message fails the same way.
    */
   get promptFiltered(): boolean {
-    return this.status === 400 && this.detail === 'content_filter';
+    return (this.status === 400 || this.status === 403) && this.detail === 'content_filter';
   }
 
   /**
@@ -151,7 +153,8 @@ export class AiError extends AppError {
   systemRoleRefused = false;
 
   /**
-   * The account may spend no more (OpenAI: HTTP 429, `error.type` `insufficient_quota`, `error.code`
+   * The account may spend no more (HTTP 402 Payment Required: OpenRouter's insufficient credits;
+   * OpenAI: HTTP 429, `error.type` `insufficient_quota`, `error.code`
    * `insufficient_quota`, `credit_balance_exhausted`, `*_spend_limit_exceeded` or
    * `*_usage_limit_exceeded`; platform.openai.com/docs/guides/error-codes: retrying does not bring
    * access back, only credits or a higher limit do). Not a rate limit: every call fails until an
@@ -160,13 +163,21 @@ export class AiError extends AppError {
   quotaExhausted = false;
 
   /**
+   * No such model, said with HTTP 400 rather than 404: OpenRouter ("x is not a valid model ID"),
+   * LiteLLM's proxy ("Invalid model name passed in model=x", BerriAI/litellm#9663). Set from the
+   * error's message, which is otherwise never kept.
+   */
+  saysNoSuchModel = false;
+
+  /**
    * A failure an operator must fix, that every answer meets until then: refused credentials (401,
    * 403, a failed Entra ID sign-in), no such deployment or model (404: Azure `DeploymentNotFound`,
    * OpenAI `model_not_found`, a wrong path), the account's quota used up (`quotaExhausted`).
    */
   get configurationProblem(): 'credentials' | 'not_found' | 'quota' | null {
+    if (this.promptFiltered) return null;
     if (this.reason === 'auth' || this.status === 401 || this.status === 403) return 'credentials';
-    if (this.status === 404) return 'not_found';
+    if (this.status === 404 || this.saysNoSuchModel) return 'not_found';
     return this.quotaExhausted ? 'quota' : null;
   }
 }
@@ -176,6 +187,9 @@ const CONTEXT_TOO_LONG = /maximum context length is|exceeds the available contex
 
 /** An endpoint's refusal of turns whose roles do not alternate, in its words. */
 const ROLES_MUST_ALTERNATE = /roles must alternate|must alternate between/i;
+
+/** An endpoint's answer that it has no such model, in its words. */
+const NO_SUCH_MODEL = /is not a valid model ID|Invalid model name passed in/i;
 
 /** An endpoint's refusal of the system turn, in its words. */
 const SYSTEM_ROLE_REFUSED = /does not support 'system'|system role not supported/i;
@@ -219,6 +233,8 @@ const ResponseSchema = BookkeepingSchema.extend({
           // Text, or (some OpenAI-compatible servers: Mistral's reasoning models) a list of parts.
           message: z.object({ content: z.union([z.string(), z.array(z.unknown())]).nullish() }).passthrough(),
           finish_reason: z.string().nullish(),
+          // OpenRouter: an error the model met after it began answering (the status is then 200).
+          error: z.unknown().optional(),
         })
         .passthrough(),
     )
@@ -267,12 +283,36 @@ const CONTROL = /[^\P{Cc}\t\n\r]/gu;
 /**
  * The reasoning a model writes before its answer, in <think> tags (DeepSeek-R1 on Azure AI Foundry,
  * models served by vLLM or Ollama without a reasoning parser): never for the user. Only at the
- * start; one never closed (the token limit stopped it) is all reasoning.
+ * start, one block or more; one never closed (the token limit stopped it) is all reasoning.
  */
-const REASONING = /^\s*<think>(?:[\s\S]*?<\/think>|[\s\S]*$)/;
+const REASONING = /^(?:\s*<think>(?:[\s\S]*?<\/think>|[\s\S]*$))+/;
+const THINK_OPEN = '<think>';
+const THINK_CLOSE = '</think>';
+/**
+ * gpt-oss's harmony format when the server leaves it unparsed (a GGUF on llama.cpp's server:
+ * johnbean393/Sidekick#75): `<|channel|>analysis<|message|>…<|end|><|start|>assistant<|channel|>final<|message|>answer`.
+ */
+const HARMONY = /^\s*<\|(?:start|channel)\|>/;
+const HARMONY_FINAL = '<|channel|>final<|message|>';
+const HARMONY_END = /<\|(?:end|return)\|>\s*$/;
 
-/** The answer a model's content holds, its leading reasoning left out. */
-export const withoutReasoning = (content: string): string => content.replace(REASONING, '');
+/**
+ * The answer a model's content holds, its reasoning left out: leading <think> blocks; everything
+ * up to a `</think>` with no `<think>` before it (DeepSeek-R1's chat template writes the opening tag
+ * into the prompt, so vLLM without a reasoning parser returns only the closing one:
+ * vllm-project/vllm#13125, deepseek-ai/DeepSeek-R1#506); harmony's channels but the final one
+ * (none: all reasoning).
+ */
+export function withoutReasoning(content: string): string {
+  if (HARMONY.test(content)) {
+    const final = content.lastIndexOf(HARMONY_FINAL);
+    return final < 0 ? '' : content.slice(final + HARMONY_FINAL.length).replace(HARMONY_END, '');
+  }
+  if (REASONING.test(content)) return content.replace(REASONING, '');
+  const close = content.indexOf(THINK_CLOSE);
+  const open = content.indexOf(THINK_OPEN);
+  return close >= 0 && (open < 0 || open > close) ? content.slice(close + THINK_CLOSE.length) : content;
+}
 
 /** A model's text as a message can carry it. */
 export const wellFormed = (text: string): string =>
@@ -295,6 +335,17 @@ const ErrorBodySchema = z
 /** OpenAI's words for an account that may spend no more, in `error.type` or `error.code`. */
 const QUOTA_EXHAUSTED =
   /^(insufficient_quota|credit_balance_exhausted|\w+_spend_limit_exceeded|\w+_usage_limit_exceeded)$/;
+
+/** OpenRouter's moderation refusal: HTTP 403, `error.metadata.reasons` (a list). */
+function flaggedByModeration(status: number, error: Record<string, unknown> | null): boolean {
+  const metadata = error?.['metadata'];
+  return (
+    status === 403 &&
+    typeof metadata === 'object' &&
+    metadata !== null &&
+    Array.isArray((metadata as Record<string, unknown>)['reasons'])
+  );
+}
 
 /** The error message of an answer: `error.message` (OpenAI, Azure), else a top-level `message` (vLLM). */
 function errorMessage(data: unknown): string {
@@ -404,20 +455,29 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
     }
     if (response.status >= 200 && response.status < 300) return response.data;
     const parsed = ErrorBodySchema.safeParse(response.data);
-    const code =
-      parsed.success && typeof parsed.data.error.code === 'string' ? parsed.data.error.code.slice(0, 60) : '';
+    // OpenRouter refuses a prompt its moderation flagged with HTTP 403 and `error.metadata` giving
+    // `reasons` and `flagged_input` (openrouter.ai/docs/api-reference/errors): Azure's content filter
+    // in other words, not a refused key.
+    const code = flaggedByModeration(response.status, parsed.success ? parsed.data.error : null)
+      ? 'content_filter'
+      : parsed.success && typeof parsed.data.error.code === 'string'
+        ? parsed.data.error.code.slice(0, 60)
+        : '';
     if (response.status === 401 || response.status === 403) cached = undefined;
     const error = new AiError(host, response.status, 'http', code, retryAfter(response.headers));
     const said = response.status === 400 ? errorMessage(response.data) : '';
     error.rolesMustAlternate = ROLES_MUST_ALTERNATE.test(said);
     error.saysContextTooLong = CONTEXT_TOO_LONG.test(said);
     error.systemRoleRefused = SYSTEM_ROLE_REFUSED.test(said);
+    error.saysNoSuchModel = NO_SUCH_MODEL.test(said);
+    // 402: OpenRouter's "insufficient credits" (openrouter.ai/docs/api-reference/errors).
     error.quotaExhausted =
-      response.status === 429 &&
-      parsed.success &&
-      [parsed.data.error.code, parsed.data.error.type].some(
-        (v) => typeof v === 'string' && QUOTA_EXHAUSTED.test(v),
-      );
+      response.status === 402 ||
+      (response.status === 429 &&
+        parsed.success &&
+        [parsed.data.error.code, parsed.data.error.type].some(
+          (v) => typeof v === 'string' && QUOTA_EXHAUSTED.test(v),
+        ));
     throw error;
   }
 
@@ -429,14 +489,22 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
     const bookkeeping = parsed.success ? parsed : BookkeepingSchema.safeParse(data);
     const usage = bookkeeping.success ? usageOf(bookkeeping.data) : null;
     // Azure OpenAI: a filtered answer has no content, or rarely the part before the filter cut it.
-    if (parsed.success && parsed.data.choices[0]?.finish_reason === 'content_filter')
+    const choice = parsed.success ? parsed.data.choices[0] : undefined;
+    if (choice?.finish_reason === 'content_filter')
       throw new AiError(host, 200, 'bad_response', 'answer stopped by the content filter', null, usage);
+    // An error stopped the answer (`finish_reason` `error`: Mistral, docs.mistral.ai/api; OpenRouter,
+    // which also sets the choice's `error`, openrouter.ai/docs/api-reference/errors: "any error
+    // occurred while the LLM is producing the output will be emitted in the response body"): what
+    // it holds is a part at best, never sent as if whole.
+    if (choice && (choice.finish_reason === 'error' || (choice.error !== undefined && choice.error !== null)))
+      throw new AiError(host, 200, 'bad_response', 'answer stopped by an error', null, usage);
     const text = parsed.success
       ? wellFormed(withoutReasoning(textOf(parsed.data.choices[0]?.message.content))).trim()
       : '';
     if (!parsed.success || !text)
       throw new AiError(host, 200, 'bad_response', 'no answer in the response', null, usage);
-    const cut = parsed.data.choices[0]?.finish_reason === 'length';
+    // `model_length`: Mistral's for an answer the model's context length stopped (docs.mistral.ai/api).
+    const cut = choice?.finish_reason === 'length' || choice?.finish_reason === 'model_length';
     return { text, cut, usage, model: parsed.data.model || config.model };
   }
 
@@ -454,6 +522,17 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
     };
   }
 
+  /**
+   * `stream: false` said, not left to the default: some OpenAI-compatible servers and proxies stream
+   * Server-Sent Events when it is omitted (unslothai/unsloth#5047, decolua/9router#4122), an answer
+   * this client cannot read. OpenAI's reference: `stream` defaults to false.
+   */
+  const requestBody = (turns: readonly ChatMessage[]) => ({
+    model: config.model,
+    messages: turns,
+    stream: false,
+  });
+
   return {
     provider,
     async complete(messages, { retryWith } = {}) {
@@ -463,7 +542,7 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
       // The tokens of a first attempt that failed: the call's usage includes them.
       let spent: Usage | null = null;
       try {
-        answered = await answer({ model: config.model, messages: turns });
+        answered = await answer(requestBody(turns));
       } catch (error) {
         if (!(error instanceof AiError)) throw error;
         // Asked to wait longer than a call may take: the retry would only be refused again.
@@ -475,7 +554,7 @@ export function createAiClient(config: AiConfig, options: AiClientOptions = {}):
         await sleep(Math.max(other ? 0 : retryDelayMs, error.retryAfterMs ?? 0));
         turns = other ?? messages;
         try {
-          answered = await answer({ model: config.model, messages: turns });
+          answered = await answer(requestBody(turns));
         } catch (again) {
           if (again instanceof AiError) again.usage = addUsage(spent, again.usage);
           throw again;

@@ -35,9 +35,9 @@ const CONFIGURATION_PROBLEM = {
   credentials:
     'ai failed: the AI endpoint refused AI_API_KEY, or the Microsoft Entra ID sign-in used when it is unset failed, a configuration problem: every AI answer fails until it is fixed',
   not_found:
-    'ai failed: the AI endpoint has no such deployment or model (HTTP 404): AI_ENDPOINT or AI_MODEL is wrong, a configuration problem: every AI answer fails until it is fixed',
+    'ai failed: the AI endpoint has no such deployment or model (HTTP 404, or a 400 saying so): AI_ENDPOINT or AI_MODEL is wrong, a configuration problem: every AI answer fails until it is fixed',
   quota:
-    "ai failed: the AI endpoint says the account's quota or spending limit is used up (HTTP 429 insufficient_quota), a billing problem: every AI answer fails until it is fixed",
+    "ai failed: the AI endpoint says the account's quota or spending limit is used up (HTTP 402, or 429 insufficient_quota), a billing problem: every AI answer fails until it is fixed",
 } as const;
 
 /** What joins two turns of one role merged into one (`alternating`). */

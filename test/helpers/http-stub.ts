@@ -20,6 +20,8 @@ export interface StubReply {
   /** Answered once this settles (then after `delayMs`): a test holds the answer until an event. */
   until?: Promise<unknown>;
   headers?: Record<string, string>;
+  /** Sent as it is instead of `body` as JSON (a body that is not JSON, such as Server-Sent Events). */
+  raw?: string;
 }
 
 /** Answers the request; `index` counts the requests this stub received, from 0. */
@@ -62,7 +64,7 @@ export async function startHttpStub(respond: StubResponder): Promise<HttpStub> {
       const send = () => {
         if (res.destroyed) return;
         res.writeHead(reply.status, { 'Content-Type': 'application/json', ...reply.headers });
-        res.end(JSON.stringify(reply.body));
+        res.end(reply.raw ?? JSON.stringify(reply.body));
       };
       const answer = () => (reply.delayMs ? void setTimeout(send, reply.delayMs) : send());
       if (reply.until) void reply.until.then(answer, answer);

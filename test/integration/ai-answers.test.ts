@@ -822,6 +822,36 @@ describe('AI answers', () => {
         },
         /quota or spending limit is used up/,
       ],
+      // No such model, said with HTTP 400: OpenRouter, LiteLLM's proxy (BerriAI/litellm#9663).
+      [
+        '6',
+        400,
+        { error: { message: 'my-gpt-deployment is not a valid model ID', code: 400 } },
+        /no such deployment or model.*AI_MODEL.*configuration problem/,
+      ],
+      [
+        '7',
+        400,
+        {
+          error: {
+            message:
+              "400: {'error': '/chat/completions: Invalid model name passed in model=my-gpt-deployment. Call `/v1/models` to view available models for your key.'}",
+            type: 'None',
+            param: 'None',
+            code: '400',
+          },
+        },
+        /no such deployment or model/,
+      ],
+      // OpenRouter's "insufficient credits" (openrouter.ai/docs/api-reference/errors): HTTP 402.
+      [
+        '5',
+        402,
+        {
+          error: { code: 402, message: 'Insufficient credits. Add more using https://openrouter.ai/credits' },
+        },
+        /quota or spending limit is used up.*billing problem/,
+      ],
     ] as const;
     for (const [n, status, body, said] of cases) {
       graph.requests = [];
@@ -1148,6 +1178,46 @@ describe('AI answers that misbehave', () => {
     expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 7']);
   });
 
+  // OpenRouter's moderation refuses a flagged prompt with HTTP 403 and the reasons in
+  // `error.metadata` (openrouter.ai/docs/api-reference/errors): it was said at error level as a
+  // refused AI_API_KEY, and the message, kept in the context, failed every answer after it.
+  it('takes an OpenRouter moderation refusal (403 with reasons) as a filtered prompt, not a refused key', async () => {
+    ai.respond = (req, index) =>
+      (req.body['messages'] as { content: string }[]).some((m) => m.content.includes('BADWORD'))
+        ? {
+            status: 403,
+            body: {
+              error: {
+                code: 403,
+                message:
+                  'meta-llama/llama-3.1-8b-instruct requires moderation on OpenRouter. Your input was flagged',
+                metadata: {
+                  reasons: ['harassment'],
+                  flagged_input: 'some BADWORD here',
+                  provider_name: 'OpenAI',
+                  model_slug: 'meta-llama/llama-3.1-8b-instruct',
+                },
+              },
+            },
+          }
+        : answerN(req, index);
+    const chat = await new Chat('15550000923').init();
+    const filtered = await chat.say('some BADWORD here');
+    await chat.say('what are your opening hours?');
+    expect(sentTexts()).toEqual([AI_APOLOGY, 'answer 3']);
+    expect(lastRequestMessages()).toEqual([
+      { role: 'system', content: SYSTEM_PROMPT },
+      { role: 'user', content: 'what are your opening hours?' },
+    ]);
+    expect((await data.messages.getMessage(filtered))?.error).toMatchObject({ code: 'content_filter' });
+    expect(errorLines).toEqual([]);
+    // A 403 without them is still refused credentials.
+    ai.respond = () => ({ status: 403, body: { error: { code: 403, message: 'Forbidden' } } });
+    await chat.say('hello');
+    expect(errorLines).toHaveLength(1);
+    expect(errorLines[0]).toMatch(/AI_API_KEY/);
+  });
+
   // OpenAI and Azure OpenAI refuse a prompt over the model's context window: HTTP 400, code
   // context_length_exceeded ("This model's maximum context length is … tokens"; the body as in
   // Chanzhaoyu/chatgpt-web#372). The history is what grows it: kept, every later message would fail
@@ -1330,6 +1400,106 @@ describe('AI answers that misbehave', () => {
     ai.respond = () => finished('Use the <think> tag like this: <think>…</think>', 'stop');
     await chat.say('html?');
     expect(sentTexts()).toEqual(['Use the <think> tag like this: <think>…</think>']);
+  });
+
+  // DeepSeek-R1's chat template writes the opening <think> into the prompt, so vLLM without a
+  // reasoning parser returns the reasoning and only a closing </think> (vllm-project/vllm#13125,
+  // deepseek-ai/DeepSeek-R1#506); Qwen and R1 may write more than one block; gpt-oss on a server
+  // that leaves its harmony format unparsed returns its channels as they are
+  // (johnbean393/Sidekick#75). The user gets the answer alone in each case.
+  it('sends no reasoning whose opening tag the template wrote, nor further <think> blocks, nor harmony analysis', async () => {
+    const chat = await new Chat('15550000920').init();
+    const cases = [
+      ['Okay, the user asks about hours; I must be brief.\n</think>\n\nWe open at nine.', 'We open at nine.'],
+      ['<think>First.</think>\n<think>Second.</think>\nWe open at ten.', 'We open at ten.'],
+      [
+        '<|channel|>analysis<|message|>User asks hours. Reply briefly.<|end|><|start|>assistant<|channel|>final<|message|>We open at eleven.<|return|>',
+        'We open at eleven.',
+      ],
+      // An answer that only speaks of the tags keeps them.
+      ['Write <think>…</think> around it.', 'Write <think>…</think> around it.'],
+    ] as const;
+    for (const [content, sent] of cases) {
+      graph.requests = [];
+      ai.respond = () => finished(content, 'stop');
+      const id = await chat.say('hours?');
+      expect(sentTexts()).toEqual([sent]);
+      expect((await outboundFor(id)).map((m) => m.text)).toEqual([sent]);
+    }
+    // Harmony with no final channel (the token limit stopped the analysis) is all reasoning.
+    graph.requests = [];
+    ai.respond = () => finished('<|channel|>analysis<|message|>User asks hours. The hours are', 'length');
+    await chat.say('hours?');
+    expect(sentTexts()).toEqual([AI_APOLOGY]);
+  });
+
+  // Mistral's finish_reason `error` (docs.mistral.ai/api) and OpenRouter's (with the choice's
+  // `error`: "any error occurred while the LLM is producing the output will be emitted in the
+  // response body", openrouter.ai/docs/api-reference/errors): the text is a part at best. Mistral's
+  // `model_length` is a cut answer like `length`.
+  it('sends the apology, not the part, when an error stopped the answer; marks one Mistral cut at model_length', async () => {
+    const chat = await new Chat('15550000921').init();
+    ai.respond = () => finished('The shop opens at', 'error');
+    const id = await chat.say('hello');
+    expect(sentTexts()).toEqual([AI_APOLOGY]);
+    expect(ai.requests).toHaveLength(2);
+    expect((await data.messages.getMessage(id))?.error).toMatchObject({
+      code: 200,
+      title: expect.stringMatching(/stopped by an error/),
+    });
+    graph.requests = [];
+    ai.respond = () => ({
+      status: 200,
+      body: {
+        model: MODEL,
+        choices: [
+          {
+            index: 0,
+            message: { role: 'assistant', content: 'The shop opens at' },
+            finish_reason: 'stop',
+            error: { code: 502, message: 'Provider returned error' },
+          },
+        ],
+      },
+    });
+    await chat.say('hello again');
+    expect(sentTexts()).toEqual([AI_APOLOGY]);
+    graph.requests = [];
+    ai.respond = () => finished('The shop opens at nine. Parking is behind the buil', 'model_length');
+    await chat.say('and parking?');
+    expect(sentTexts()).toEqual(['The shop opens at nine. Parking is behind the…']);
+    // Other names for a normal end (TGI's `eos_token`, Anthropic's `stop_sequence`, none) send the answer whole.
+    for (const reason of ['eos_token', 'stop_sequence', null]) {
+      graph.requests = [];
+      ai.respond = () => ({
+        status: 200,
+        body: { choices: [{ index: 0, message: { content: 'All done.' }, finish_reason: reason }] },
+      });
+      await chat.say('thanks');
+      expect(sentTexts()).toEqual(['All done.']);
+    }
+  });
+
+  // Some OpenAI-compatible servers and proxies stream Server-Sent Events when a request leaves
+  // `stream` out, though OpenAI's default is false (unslothai/unsloth#5047, decolua/9router#4122),
+  // and answer JSON only when it says `stream: false`: the user got the apology from them.
+  it('asks with stream: false, so a server that streams by default answers in JSON', async () => {
+    ai.respond = (req) =>
+      req.body['stream'] === false
+        ? finished('We open at nine.', 'stop')
+        : {
+            status: 200,
+            body: null,
+            headers: { 'Content-Type': 'text/event-stream' },
+            raw:
+              'data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":"We open"}}]}\n\n' +
+              'data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":" at nine."},"finish_reason":"stop"}]}\n\n' +
+              'data: [DONE]\n\n',
+          };
+    const chat = await new Chat('15550000922').init();
+    await chat.say('hours?');
+    expect(sentTexts()).toEqual(['We open at nine.']);
+    expect(ai.requests).toHaveLength(1);
   });
 
   // OpenAI's reference: finish_reason `length` when "the maximum number of tokens specified in the

@@ -60,7 +60,7 @@ describe('Azure host recognition', () => {
 });
 
 describe('chat completions', () => {
-  it('posts {model, messages} to {endpoint}/chat/completions with a Bearer key and parses the answer and usage', async () => {
+  it('posts {model, messages, stream: false} to {endpoint}/chat/completions with a Bearer key and parses the answer and usage', async () => {
     const client = createAiClient(aiConfig(`${ai.url}/v1`, { apiKey: API_KEY }));
     const result = await client.complete(ask);
     expect(ai.requests).toHaveLength(1);
@@ -69,7 +69,11 @@ describe('chat completions', () => {
     expect(request?.url).toBe('/v1/chat/completions');
     expect(request?.headers['authorization']).toBe(`Bearer ${API_KEY}`);
     expect(request?.headers['api-key']).toBeUndefined();
-    expect(JSON.parse(request?.text ?? '{}')).toEqual({ model: 'my-deployment', messages: ask });
+    expect(JSON.parse(request?.text ?? '{}')).toEqual({
+      model: 'my-deployment',
+      messages: ask,
+      stream: false,
+    });
     expect(result).toMatchObject({
       text: 'hi there',
       provider: 'openai-compatible',
