@@ -126,6 +126,18 @@ const takenSince = (read: User, fresh: User): boolean =>
   (fresh.handoffTakenAt?.getTime() ?? 0) !== (read.handoffTakenAt?.getTime() ?? 0);
 
 /**
+ * Whether the rest of an answer must not go out, the user read again: an operator took the
+ * conversation (or wrote, which takes it) since `read` was read, handed back since or not, or the
+ * user's erase began. Asked before each further part and after each wait to send one again.
+ */
+async function takenMeanwhile(ports: ReplyPorts, read: User): Promise<boolean> {
+  const fresh = await ports.data.users.getLiveUser(read.id);
+  return (
+    !fresh || activeHandoff(fresh, ports.now(), ports.config.handoffHours) !== null || takenSince(read, fresh)
+  );
+}
+
+/**
  * Renews the reply lock every third of its lease while the worker answers: one answer may outlast
  * the lease (an AI call and its retry under a long AI_TIMEOUT_MS, Graph's retries), and another
  * worker taking the lock then would answer the same message again. `lost` turns true when a
@@ -355,7 +367,13 @@ async function replyTo(
       waiting,
       planned,
       answeredBy.length,
-      { read: false, unsentAi: null, failure: null, refused: null },
+      {
+        read: false,
+        unsentAi: null,
+        failure: null,
+        refused: null,
+        talkedOver: () => takenMeanwhile(ports, fresh),
+      },
       found,
       recorded,
       log,
@@ -497,7 +515,13 @@ async function replyTo(
     message,
     plan,
     0,
-    { read, unsentAi, failure: reply?.failure ?? null, refused: reply ? refused : null },
+    {
+      read,
+      unsentAi,
+      failure: reply?.failure ?? null,
+      refused: reply ? refused : null,
+      talkedOver: overHandoff ? null : () => takenMeanwhile(ports, decided.user),
+    },
     found,
     recorded,
     log,
@@ -524,6 +548,13 @@ async function answer(
     failure: MessageError | null;
     /** Graph refused the access token for the read receipt: no part is sent, the first recorded failed. */
     refused: GraphError | null;
+    /**
+     * Whether an operator took the conversation since the answer was decided (null: an answer that
+     * goes out whatever an operator did): asked before each part after the first and after each
+     * wait to send one again; the parts not out yet are then dropped (the bot never talks over an
+     * operator), the message settled by the parts that went out, unanswered when none did.
+     */
+    talkedOver: (() => Promise<boolean>) | null;
   },
   found: Look,
   recorded: OutboundRecord[],
@@ -535,10 +566,18 @@ async function answer(
   const early: OutboundRecord[] = [];
   const parts: OutboundRecord[] = [];
   let failure: MessageError | null = null;
+  // The index of the first part not sent because an operator took the conversation meanwhile.
+  let dropped: number | null = null;
   const phoneNumberId = message.phoneNumberId ?? '';
   for (let index = from; index < plan.parts.length; index++) {
     const text = plan.parts[index] ?? '';
     const first = index === 0;
+    // The answer was checked right before its first part (here, `from`); a later one may follow
+    // an operator's take.
+    if (index > from && settle.talkedOver && (await settle.talkedOver())) {
+      dropped = index;
+      break;
+    }
     const base = {
       userId: user.id,
       type: 'text',
@@ -548,7 +587,7 @@ async function answer(
       relatedId: message.id,
       ai: first ? plan.ai : null,
     };
-    let sent: { waMessageId: string | null };
+    let sent: { waMessageId: string | null } | null;
     // Before each part: the parts out are recorded and the plan is kept, so a worker that took
     // the user over (this one's lease ran out: a frozen instance) sends the rest; this one sending
     // too would deliver a part twice.
@@ -564,8 +603,12 @@ async function answer(
           waitMs,
           code: why.graphCode ?? why.status,
         });
-        // Another worker may hold the user after the wait, and send this part itself.
-        return stillOurs;
+        // Another worker may hold the user after the wait, and send this part itself; an operator
+        // may have taken the conversation while it waited.
+        return async () => {
+          stillOurs();
+          return !(settle.talkedOver && (await settle.talkedOver()));
+        };
       });
     } catch (error) {
       // Only what Graph refused is a send failure; anything else is retried by the queue.
@@ -586,6 +629,10 @@ async function answer(
       });
       break;
     }
+    if (!sent) {
+      dropped = index;
+      break;
+    }
     const part: OutboundRecord = {
       ...base,
       id: sent.waMessageId ?? `out:${message.id}:${index}`,
@@ -604,7 +651,15 @@ async function answer(
       }
     } else parts.push(part);
   }
-  const state = plan.parts.length === 0 ? 'none' : failure ? 'failed' : 'sent';
+  // Dropped before any part went out: unanswered, the model's usage (if any) kept on the message.
+  const unanswered = dropped === 0;
+  if (dropped !== null)
+    log.info('answer dropped: the conversation was taken meanwhile', {
+      id: message.id,
+      user: pseudonym(user.id),
+      part: dropped,
+    });
+  const state = plan.parts.length === 0 || unanswered ? 'none' : failure ? 'failed' : 'sent';
   // Graph refused it for the 24-hour window: the message keeps the reason any message answered too
   // late keeps (the part that did not go out keeps Graph's code).
   const why = failure?.code === REENGAGEMENT ? REFUSED_OUTSIDE_WINDOW : failure;
@@ -615,9 +670,9 @@ async function answer(
     inbound: message,
     parts,
     state,
-    error: why ?? settle.failure,
+    error: unanswered ? null : (why ?? settle.failure),
     read: settle.read,
-    ai: settle.unsentAi,
+    ai: unanswered ? (plan.ai ?? settle.unsentAi) : settle.unsentAi,
     answered: early.length > 0,
   });
   recorded.push(...settled.stored);
@@ -628,7 +683,7 @@ async function answer(
     found.recent[index] = {
       ...message,
       replyState: state,
-      error: why ?? settle.failure ?? message.error,
+      error: unanswered ? message.error : (why ?? settle.failure ?? message.error),
     };
   found.recent.push(
     ...stored.map((p): Message => ({
@@ -649,11 +704,11 @@ async function answer(
       relatedId: p.relatedId,
     })),
   );
-  if (plan.parts.length && !failure)
+  if (plan.parts.length && !failure && !unanswered)
     log.info('reply sent', {
       id: message.id,
       user: pseudonym(user.id),
-      parts: plan.parts.length - from,
+      parts: (dropped ?? plan.parts.length) - from,
       dryRun: graph.dryRun,
     });
 }
@@ -722,7 +777,8 @@ async function windowClosed(ports: ReplyPorts, user: User, message: Message, fou
  * 130429, a 5xx, no connection: not permanent, and never a send that may have gone out): it is
  * sent again after the waits of `policy`, here, while the worker holds the user's lock (renewed
  * meanwhile), so the user's answers keep their order and the AI is not asked again, as a retry by
- * the queue would. `waiting` is told each wait and why, and gives what to check once it is over.
+ * the queue would. `waiting` is told each wait and why, and gives what to check once it is over:
+ * whether to send again (null: not sent, an operator took the conversation while it waited).
  */
 async function sendPart(
   ports: ReplyPorts,
@@ -730,17 +786,17 @@ async function sendPart(
   to: Recipient,
   text: string,
   policy: RetryPolicy,
-  waiting: (waitMs: number, why: GraphError) => () => void,
-): Promise<SendResult> {
+  waiting: (waitMs: number, why: GraphError) => () => Promise<boolean>,
+): Promise<SendResult | null> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await ports.graph.sendText(phoneNumberId, to, text);
     } catch (error) {
       if (!(error instanceof GraphError) || error.permanent || attempt >= policy.attempts) throw error;
       const waitMs = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (attempt - 1));
-      const check = waiting(waitMs, error);
+      const goOn = waiting(waitMs, error);
       await sleep(waitMs);
-      check();
+      if (!(await goOn())) return null;
     }
   }
 }

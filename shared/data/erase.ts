@@ -518,11 +518,13 @@ export class PersonalData {
 
   /**
    * The audit entry of an operator's request that carried an Idempotency-Key, or null: one per key
-   * for a user (its id is derived from both), written by `auditOnce` before the action.
+   * for a user (its id is derived from both), written by `auditOnce` before the action. `request`:
+   * the request as the caller writes it down whole (what it asks for), compared with the one that
+   * wrote the entry.
    */
-  async auditOf(userId: string, idempotencyKey: string): Promise<KeyedAudit | null> {
+  async auditOf(userId: string, idempotencyKey: string, request: string): Promise<KeyedAudit | null> {
     const doc = await this.events.findOne({ _id: keyedAuditId(userId, idempotencyKey), kind: AUDIT_KIND });
-    return doc ? keyedAudit(doc) : null;
+    return doc ? keyedAudit(doc, requestPrint(userId, idempotencyKey, request)) : null;
   }
 
   /**
@@ -533,17 +535,24 @@ export class PersonalData {
   async auditOnce(
     entry: AuditEntry,
     idempotencyKey: string,
+    request: string,
   ): Promise<{ readonly id: string; readonly first: boolean; readonly entry: KeyedAudit }> {
     const id = keyedAuditId(entry.userId, idempotencyKey);
+    const print = requestPrint(entry.userId, idempotencyKey, request);
     for (;;) {
-      const inserted = await this.events.insertOne(auditDoc(id, entry));
+      const inserted = await this.events.insertOne(auditDoc(id, entry, print));
       if (inserted === 'inserted')
         return {
           id,
           first: true,
-          entry: { at: entry.at, tokenName: entry.tokenName, tokenId: entry.tokenId ?? null },
+          entry: {
+            at: entry.at,
+            tokenName: entry.tokenName,
+            tokenId: entry.tokenId ?? null,
+            sameRequest: true,
+          },
         };
-      const existing = await this.auditOf(entry.userId, idempotencyKey);
+      const existing = await this.auditOf(entry.userId, idempotencyKey, request);
       // Withdrawn between the two (that request sent nothing): the key is free again.
       if (existing) return { id, first: false, entry: existing };
     }
@@ -645,7 +654,7 @@ export interface AuditEntry {
 }
 
 /** An audit entry as stored (`audit`, `auditOnce`): who did what to which user, and when. */
-const auditDoc = (id: string, entry: AuditEntry): EventDoc => ({
+const auditDoc = (id: string, entry: AuditEntry, request?: string): EventDoc => ({
   _id: id,
   kind: AUDIT_KIND,
   reason: entry.action,
@@ -657,6 +666,7 @@ const auditDoc = (id: string, entry: AuditEntry): EventDoc => ({
     action: entry.action,
     userId: entry.userId,
     at: entry.at,
+    ...(request === undefined ? {} : { request }),
   },
 });
 
@@ -669,18 +679,32 @@ export interface KeyedAudit {
    * before ids were recorded, when token names were unique.
    */
   readonly tokenId: string | null | undefined;
+  /**
+   * Whether the request asking now is the one that wrote the entry (the same body); undefined for
+   * an entry written before requests were recorded with it.
+   */
+  readonly sameRequest: boolean | undefined;
 }
 
 /** The audit entry id of a user's request with `key`: the key is the client's, never shown. */
 const keyedAuditId = (userId: string, key: string): string =>
   `audit:key:${createHash('sha256').update(`${userId}\n${key}`).digest('hex').slice(0, 32)}`;
 
-const keyedAudit = (doc: EventDoc): KeyedAudit => {
-  const payload = (doc.payload ?? {}) as { tokenName?: unknown; tokenId?: unknown };
+/**
+ * What a keyed audit entry keeps of its request: a hash of it keyed with the user and the
+ * Idempotency-Key (never stored in clear), so that the trail keeps no message's text and a text
+ * cannot be guessed from it without the key.
+ */
+const requestPrint = (userId: string, key: string, request: string): string =>
+  createHash('sha256').update(`${userId}\n${key}\n${request}`).digest('hex').slice(0, 32);
+
+const keyedAudit = (doc: EventDoc, print: string): KeyedAudit => {
+  const payload = (doc.payload ?? {}) as { tokenName?: unknown; tokenId?: unknown; request?: unknown };
   return {
     at: doc.createdAt,
     tokenName: typeof payload.tokenName === 'string' ? payload.tokenName : '',
     tokenId: typeof payload.tokenId === 'string' || payload.tokenId === null ? payload.tokenId : undefined,
+    sameRequest: typeof payload.request === 'string' ? payload.request === print : undefined,
   };
 };
 

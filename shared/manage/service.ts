@@ -370,8 +370,15 @@ export async function sendMessage(
   const { data, now, graph } = ctx;
   const user = await data.users.getLiveUser(id);
   if (!user) throw notFound();
+  // The request as a whole, for its Idempotency-Key: a stored text alone may read the same for
+  // two bodies (free text written like a template's, parameters joined).
+  const request = JSON.stringify(
+    body.template
+      ? ['template', body.template.name, body.template.language, body.template.parameters]
+      : ['text', body.text],
+  );
   if (idempotencyKey !== undefined) {
-    const earlier = await data.personal.auditOf(id, idempotencyKey);
+    const earlier = await data.personal.auditOf(id, idempotencyKey, request);
     if (earlier) return replaySend(ctx, caller, id, body, earlier);
   }
   if (user.optedOut) throw new AppError(ErrorCode.OPTED_OUT, 'the user opted out (stop); nothing was sent');
@@ -406,7 +413,7 @@ export async function sendMessage(
   if (idempotencyKey === undefined) auditId = await data.personal.audit(entry);
   else {
     // Two requests with one key at once: one writes the entry and sends, the other replays it.
-    const once = await data.personal.auditOnce(entry, idempotencyKey);
+    const once = await data.personal.auditOnce(entry, idempotencyKey, request);
     if (!once.first) return replaySend(ctx, caller, id, body, once.entry);
     auditId = once.id;
   }
@@ -528,7 +535,7 @@ async function replaySend(
   // By the token's id: names may repeat. An entry from before ids were kept has only the name.
   const sameToken =
     earlier.tokenId === undefined ? earlier.tokenName === caller.name : earlier.tokenId === caller.tokenId;
-  if (!sameToken) throw reused();
+  if (!sameToken || earlier.sameRequest === false) throw reused();
   const sent = await ctx.data.messages.operatorMessagesAt(id, earlier.at, earlier.tokenName);
   if (!sent.length) {
     throw new AppError(
@@ -537,7 +544,7 @@ async function replaySend(
         '(still under way, or interrupted): it is not sent again; look at the conversation, or send with a new key',
     );
   }
-  const same = sent.find((m) => m.text === textOf(body));
+  const same = sent.find((m) => m.text === textOf(body) && m.type === (body.template ? 'template' : 'text'));
   if (!same) throw reused();
   // Stored failed by the send itself (Graph refused it or gave no answer: no wamid), as the first
   // answered, in its words (the pair rate limit's, read from the Graph code stored with it). One
