@@ -127,6 +127,30 @@ export function kestrelPath(pathname: string): string {
     .join('');
 }
 
+/**
+ * The URL of a request as Kestrel takes it: the Host header's host, and the request line's path.
+ * A path is never resolved as a reference: `//other.example/api/...` is a path that no route has,
+ * not a request to another host (resolved against the Host, it was the route `/api/...` with a URL
+ * naming `other.example`, where the simulator then sent what it signed). A request line naming a
+ * host (`POST http://other.example/...`) must name the Host header's, as Kestrel requires
+ * (KestrelServerOptions.AllowHostHeaderOverride, off by default); null when it does not, or when
+ * the Host header is not a host and port.
+ */
+export function requestUrl(target: string, host: string): URL | null {
+  try {
+    const named = new URL(`http://${host}`);
+    // A host and port only: `a@b`, `a/b`, `a?b` are no Host header.
+    if (named.username || named.password || named.pathname !== '/' || named.search || named.hash) return null;
+    const { origin } = named;
+    if (target.startsWith('/')) return new URL(`${origin}${target}`);
+    if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(target)) return new URL(target, origin);
+    const absolute = new URL(target);
+    return absolute.origin === origin ? absolute : null;
+  } catch {
+    return null;
+  }
+}
+
 function compileRoute(definition: HttpDefinition, prefix: string): CompiledRoute {
   const names: string[] = [];
   const source = definition.route
@@ -253,12 +277,10 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   }
 
   async function handle(host: QueueHost, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    let url: URL;
-    try {
-      url = new URL(req.url ?? '/', `http://${req.headers.host ?? '127.0.0.1'}`);
-    } catch {
-      // A Host header that is no host name (`a b`) is the client's mistake, as Azure's front end
-      // answers it: 400, never a 500.
+    const url = requestUrl(req.url ?? '/', req.headers.host ?? '127.0.0.1');
+    if (!url) {
+      // A Host header that is no host name (`a b`), or that another host in the request line
+      // contradicts, is the client's mistake, as Azure's front end answers it: 400, never a 500.
       res
         .writeHead(400, ERROR_HEADERS)
         .end(JSON.stringify({ error: { code: 'INVALID_INPUT', message: 'invalid Host header' } }));

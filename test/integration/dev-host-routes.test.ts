@@ -12,6 +12,7 @@ import type { HttpDefinition } from '../../functions/definition-types';
 import { hostRoutePrefix, startDevServer, type DevServer } from '../../scripts/dev-server';
 import { simulatorDefinitions } from '../../scripts/dev/simulator';
 import type { Runtime } from '../../shared/deps';
+import { startHttpStub } from '../helpers/http-stub';
 
 let server: DevServer;
 const definition = (name: string, route: string, methods: HttpDefinition['methods']): HttpDefinition => ({
@@ -101,6 +102,24 @@ describe('the local host', () => {
     ]);
   });
 
+  it('takes the request line as a path on the Host header, as Kestrel does: never a request to another host', async () => {
+    const { port } = new URL(server.url);
+    const status = async (target: string, host = `127.0.0.1:${port}`) =>
+      (await rawRequest(Number(port), [`GET ${target} HTTP/1.1`, `Host: ${host}`])).split('\r\n')[0];
+    // A path that begins with `//` is a path, not a host: no route has it.
+    expect(await status('//evil.example/api/manage/users/u_1')).toMatch(/^HTTP\/1\.1 404 /);
+    expect(await status('//evil.example/api/manage/users')).toMatch(/^HTTP\/1\.1 404 /);
+    // A request line naming a host must name the Host header's (Kestrel: 400 otherwise).
+    expect(await status('http://evil.example/api/manage/users/u_1')).toMatch(/^HTTP\/1\.1 400 /);
+    expect(await status(`http://127.0.0.1:${port}/api/manage/users/u_1`)).toMatch(/^HTTP\/1\.1 200 /);
+    // A Host header holding more than a host and port is none.
+    expect(await status('/api/manage/users/u_1', `evil.example@127.0.0.1:${port}`)).toMatch(
+      /^HTTP\/1\.1 400 /,
+    );
+    expect(await status('/api/manage/users/u_1', `127.0.0.1:${port}/api`)).toMatch(/^HTTP\/1\.1 400 /);
+    expect(await status('/api/manage/users/u_1')).toMatch(/^HTTP\/1\.1 200 /);
+  });
+
   it("serves the routes under host.json's routePrefix", async () => {
     expect(hostRoutePrefix()).toBe('api');
     const dir = mkdtempSync(path.join(os.tmpdir(), 'route-prefix-'));
@@ -182,6 +201,18 @@ describe("a body past the local host's cap (16 MiB)", () => {
 });
 
 /** A raw request (what fetch cannot send: a header line twice, a chunked body), its JSON answer. */
+/** The whole answer to a request written as these lines (headers included), on a fresh connection. */
+function rawRequest(port: number, lines: string[], body = ''): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    const parts: Buffer[] = [];
+    socket.on('data', (c: Buffer) => parts.push(c));
+    socket.on('error', reject);
+    socket.on('end', () => resolve(Buffer.concat(parts).toString('utf8')));
+    socket.write([...lines, 'Connection: close', '', body].join('\r\n'));
+  });
+}
+
 function rawPost(
   path: string,
   headers: [string, string][],
@@ -266,6 +297,41 @@ describe('the request a function gets', () => {
 });
 
 describe('the simulator', () => {
+  it('signs only for its own host: a request line naming another host, or a path that begins with //, sends it nowhere', async () => {
+    const elsewhere = await startHttpStub(() => ({ status: 200, body: {} }));
+    const sim = await startDevServer({
+      port: 0,
+      log: () => undefined,
+      definitions: simulatorDefinitions({
+        config: () => ({ whatsapp: { appSecret: 'simulator-test-secret' } }),
+      } as unknown as Runtime),
+    });
+    try {
+      const port = Number(new URL(sim.url).port);
+      const other = new URL(elsewhere.url).host;
+      const body = '{"kind":"text","waId":"34600111333","name":"Ana","text":"hi"}';
+      const send = (target: string) =>
+        rawRequest(
+          port,
+          [
+            `POST ${target} HTTP/1.1`,
+            `Host: 127.0.0.1:${port}`,
+            'Content-Type: application/json',
+            `Content-Length: ${Buffer.byteLength(body)}`,
+          ],
+          body,
+        );
+      // Before: each passed the simulator's check on the Host header, and the simulator posted a
+      // notification signed with the app secret to the other host.
+      expect(await send(`http://${other}/api/dev/chat/send`)).toMatch(/^HTTP\/1\.1 400 /);
+      expect(await send(`//${other}/api/dev/chat/send`)).toMatch(/^HTTP\/1\.1 404 /);
+      expect(elsewhere.requests).toEqual([]);
+    } finally {
+      await sim.stop();
+      await elsewhere.close();
+    }
+  });
+
   it('answers a send whose body came chunked with 411, as the app does, not a misleading 400', async () => {
     const sim = await startDevServer({
       port: 0,
