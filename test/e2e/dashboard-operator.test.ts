@@ -106,7 +106,8 @@ beforeAll(async () => {
   app = await startTestApp({ MANAGE_API_TOKEN: TOKEN });
   await app.userWrites(JORG, 'Hallo, ich brauche Hilfe', 'Jörg Müller');
   await app.userWrites(EVIL, `Text ${EVIL_NAME} <script>window.__pwned=2</script>`, EVIL_NAME);
-  await app.userWrites(RLO, 'human', '\u202eRLO name');
+  // A right-to-left override, and an isolate's end of its own (it would end the dashboard's early).
+  await app.userWrites(RLO, 'human', '\u202eRLO\u2069 name');
   await app.userWrites(LONG, 'hi', 'Long'.repeat(60));
   await app.userWrites(WIDE, WIDE_TEXT, 'Wide');
   // Sixty messages holding one word: more than a page of search results.
@@ -346,6 +347,8 @@ describe.skipIf(!CHROMIUM)('the dashboard for an operator', () => {
     });
     await openUser(rloId);
     await page.click('#erase');
+    // The name's own U+2069 left out: it would end the isolate before the number, which the
+    // override would then reverse.
     await expect.poll(() => asked).toContain('\u2068\u202eRLO name\u2069 · +15550001111');
   });
 

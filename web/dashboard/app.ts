@@ -96,8 +96,11 @@ const fmt = (iso: string | null): string =>
 
 const who = (u: User): string => (u.waId ? `+${u.waId}` : (u.bsuid ?? u.id));
 // The name isolated (FSI … PDI): a right-to-left name, or one holding direction marks, cannot
-// reorder the number and words after it.
-const label = (u: User): string => `\u2068${u.name ?? '(no name)'}\u2069 · ${who(u)}`;
+// reorder the number and words after it. Its own isolate marks (U+2066–U+2069) are left out: a PDI
+// of its own would end the isolate early (an override in the name then reversing the number), an
+// initiator would take the closing PDI; the PDI closes any embedding or override it opened.
+const label = (u: User): string =>
+  `\u2068${(u.name ?? '(no name)').replace(/[\u2066-\u2069]/g, '')}\u2069 · ${who(u)}`;
 
 /** Letters the API folds beyond lower case and NFKD (shared/data/terms.ts, `LETTER_FOLDS`). */
 const LETTER_FOLDS: Readonly<Record<string, string>> = {
