@@ -416,6 +416,11 @@ export function withWal(main: Buffer, wal: Buffer): Buffer {
 export async function openLegacy(file: string): Promise<LegacySource> {
   let bytes: Buffer;
   try {
+    // A device (`/dev/zero`, `/dev/stdin` on a terminal) would be read without end; a pipe, as
+    // `<(…)` gives, ends, and is read.
+    const stat = await fs.stat(file);
+    if (stat.isCharacterDevice() || stat.isBlockDevice() || stat.isSocket())
+      throw new ScriptError(`cannot read the legacy database ${file}: it is a device, not a file`);
     bytes = await fs.readFile(file);
     // Beside the file: absent (ENOENT) is the usual case; unreadable ones are an error, not nothing.
     const beside = (suffix: string) =>

@@ -92,6 +92,13 @@ describe('parseLegacyDate', () => {
 });
 
 describe('npm run migrate', () => {
+  it('refuses a device at once instead of reading it without end', async () => {
+    const io = captureIo();
+    const code = await runToExitCode(migrate, ['/dev/zero'], env(), io);
+    expect(code).toBe(1);
+    expect(io.text()).toMatch(/cannot read the legacy database \/dev\/zero: it is a device, not a file/);
+  }, 20_000);
+
   it('fails clearly on a missing file', async () => {
     const io = captureIo();
     const code = await runToExitCode(migrate, ['/nonexistent/legacy.db'], env(), io);
