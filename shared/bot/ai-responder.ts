@@ -93,9 +93,11 @@ export function describeForModel(
     case 'order':
       return `(The user placed an order${quoted})`;
     case 'interactive':
-      return LABEL.test(message.text)
-        ? `(The user submitted a form${quoted})`
-        : `(The user chose: ${message.text})`;
+      // Stored as the chosen title (which may itself begin with brackets: "[A] Monday"), or
+      // labelled: a flow's answers, a product sent from the catalog.
+      if (message.text.startsWith('[flow]')) return `(The user submitted a form${quoted})`;
+      if (message.text.startsWith('[product]')) return `(The user sent a product from the catalog${quoted})`;
+      return `(The user chose: ${message.text})`;
     case 'button':
       return `(The user tapped the button: ${message.text})`;
     default:

@@ -645,6 +645,35 @@ describe('AI answers', () => {
     expect(messages[5]).toEqual({ role: 'user', content: '(The user chose: Yes please)' });
   });
 
+  // An interactive message is stored as its chosen title, or labelled: "[flow] …" for a flow's
+  // answers, "[product] …" for a product the user sent from the catalog. A product is no form, and
+  // a title that itself begins with a bracketed word ("[A] Monday") is still a choice.
+  it('describes a product from the catalog, and a choice whose title begins with brackets, as what they are', async () => {
+    const chat = await new Chat('15550000077').init();
+    await chat.send({
+      type: 'interactive',
+      interactive: {
+        type: 'product',
+        product: { catalog_id: '194836987003835', product_retailer_id: 'sku-blue-shirt' },
+      },
+    });
+    await chat.send({
+      type: 'interactive',
+      interactive: { type: 'button_reply', button_reply: { id: 'b1', title: '[A] Monday' } },
+    });
+    await chat.send({
+      type: 'interactive',
+      interactive: { type: 'list_reply', list_reply: { id: 'r2', title: '[New] Blue shirt' } },
+    });
+    const messages = lastRequestMessages();
+    expect(messages[1]).toEqual({
+      role: 'user',
+      content: '(The user sent a product from the catalog: sku-blue-shirt)',
+    });
+    expect(messages[3]).toEqual({ role: 'user', content: '(The user chose: [A] Monday)' });
+    expect(messages[5]).toEqual({ role: 'user', content: '(The user chose: [New] Blue shirt)' });
+  });
+
   it('retries once after a 500 and answers once', async () => {
     ai.respond = (req, index) =>
       index === 0 ? { status: 500, body: { error: { message: 'busy' } } } : answerN(req, 0);

@@ -49,6 +49,8 @@ describe('describeForModel', () => {
     ['order', '[order] 2 items', '(The user placed an order: 2 items)'],
     ['interactive', 'Tuesday', '(The user chose: Tuesday)'],
     ['interactive', '[flow] booking', '(The user submitted a form: booking)'],
+    ['interactive', '[product] Blue shirt', '(The user sent a product from the catalog: Blue shirt)'],
+    ['interactive', '[A] Monday', '(The user chose: [A] Monday)'],
     ['button', 'Stop promotions', '(The user tapped the button: Stop promotions)'],
   ])('%s %j', (type, text, expected) => {
     expect(describeForModel({ type, text, direction: 'inbound' })).toBe(expected);
