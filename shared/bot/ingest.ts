@@ -305,7 +305,9 @@ export async function ingestNotification(
 
     const role: MessageRole =
       normalized.treatment === 'answer'
-        ? normalized.type === 'text' && parseCommand(normalized.text)
+        ? // A template's quick-reply button reads as its text: a "Stop" button an operator's
+          // template offers opts out as the word does.
+          (normalized.type === 'text' || normalized.type === 'button') && parseCommand(normalized.text)
           ? 'command'
           : 'conversation'
         : 'notice';

@@ -10,7 +10,15 @@ import { createDataStore, type DataStore, type Message } from '../../shared/data
 import { buildServices, type Services } from '../../shared/deps';
 import { ingestNotification } from '../../shared/bot/ingest';
 import { processReplyJob } from '../../shared/bot/reply';
-import { AI_APOLOGY, HELP_TEXT, NOT_ASKED, RATE_LIMIT_NOTICE, RESET_ANSWER } from '../../shared/bot/texts';
+import {
+  AI_APOLOGY,
+  HELP_TEXT,
+  NOT_ASKED,
+  RATE_LIMIT_NOTICE,
+  RESET_ANSWER,
+  START_ANSWER,
+  STOP_ANSWER,
+} from '../../shared/bot/texts';
 import { AI_CONTEXT_MAX_CHARS } from '../../shared/bot/ai-responder';
 import { capturedLog } from '../helpers/logs';
 import { testDatabase, type TestDatabase } from '../helpers/db';
@@ -672,6 +680,25 @@ describe('AI answers', () => {
     });
     expect(messages[3]).toEqual({ role: 'user', content: '(The user chose: [A] Monday)' });
     expect(messages[5]).toEqual({ role: 'user', content: '(The user chose: [New] Blue shirt)' });
+  });
+
+  // A template an operator sent may offer quick-reply buttons ("Stop", "Yes"): a tap arrives as a
+  // `button` message carrying the button's text (webhook reference, messages: `button.text`).
+  it("takes a template's quick-reply button as the command its text is, and any other as conversation", async () => {
+    const chat = await new Chat('15550000078').init();
+    await chat.send({ type: 'button', button: { payload: 'opt-out', text: 'Stop' } });
+    expect(ai.requests).toHaveLength(0);
+    expect(sentTexts()).toEqual([STOP_ANSWER]);
+    expect((await data.users.findByIdentity({ waId: chat.waId, bsuid: null }))?.optedOut).toBe(true);
+    await chat.send({ type: 'button', button: { payload: 'opt-in', text: 'START' } });
+    expect(sentTexts()).toEqual([STOP_ANSWER, START_ANSWER]);
+    expect((await data.users.findByIdentity({ waId: chat.waId, bsuid: null }))?.optedOut).toBe(false);
+    await chat.send({ type: 'button', button: { payload: 'yes', text: 'Yes, stop by' } });
+    expect(ai.requests).toHaveLength(1);
+    expect(lastRequestMessages().at(-1)).toEqual({
+      role: 'user',
+      content: '(The user tapped the button: Yes, stop by)',
+    });
   });
 
   it('retries once after a 500 and answers once', async () => {
