@@ -12,7 +12,7 @@ import { main as indexes } from '../../scripts/indexes';
 import { main as health } from '../../scripts/health';
 import { main as restore } from '../../scripts/restore';
 import { main as seed } from '../../scripts/seed';
-import { createDataStore } from '../../shared/data';
+import { createDataStore, SentBeforeErase } from '../../shared/data';
 import { hashToken } from '../../shared/manage/auth';
 import { testDatabase, type TestDatabase } from '../helpers/db';
 import { captureIo, runScriptUntil } from '../fixtures/scripts';
@@ -368,6 +368,52 @@ describe('restoring over a database that moved on since the backup', () => {
     ]);
     const checked = captureIo();
     expect(await runToExitCode(health, [], env(), checked), checked.text()).toBe(0);
+  });
+
+  it('an erase under way while the backup ran keeps what it remembers when the file is restored into the same database', async () => {
+    // The management API writes the erase's audit entry first, then erases, adding to the entry
+    // the keyed hashes of the recent messages it removes. A backup taken in between holds the
+    // entry without them: restored over the entry the erase completed, it must not take them away.
+    await t.db.dropDatabase();
+    const data = createDataStore(t.db);
+    const phone = '15550008883';
+    const now = new Date();
+    // Sent (Meta's time) long before the erase, delivered late: only its remembered id drops it.
+    const sentAt = new Date(Math.floor((now.getTime() - 10 * 86_400_000) / 1000) * 1000);
+    const { user } = await data.users.resolve({ waId: phone, bsuid: null, name: 'C' }, sentAt);
+    await data.messages.recordInbound({
+      id: 'wamid.late',
+      userId: user.id,
+      type: 'text',
+      text: 'late',
+      createdAt: sentAt,
+      receivedAt: now,
+      phoneNumberId: '1234',
+      role: 'conversation',
+      replyState: 'none',
+      relatedId: null,
+      rawJson: JSON.stringify({ from: phone, id: 'wamid.late', text: { body: 'late' }, type: 'text' }),
+    });
+    await data.personal.audit({ tokenName: 'ops', action: 'erase', userId: user.id, at: now });
+    const file = path.join(dir, 'during-erase.jsonl.gz');
+    expect(await runToExitCode(backup, ['--out', file], env(), captureIo())).toBe(0);
+    expect(await data.personal.eraseUser(user.id, now)).toMatchObject({ messages: 1 });
+    const remembered = async () =>
+      (await t.db.collection('events').findOne({ kind: 'audit', reason: 'erase' }))?.['erasedMessages'];
+    expect(await remembered()).toHaveLength(1);
+    const redelivered = () =>
+      createDataStore(t.db).users.refuseSentBeforeErase({ waId: phone, bsuid: null }, sentAt, 'wamid.late');
+    await expect(redelivered()).rejects.toBeInstanceOf(SentBeforeErase);
+    const before = await remembered();
+
+    for (const run of [1, 2]) {
+      const io = captureIo();
+      expect(await runToExitCode(restore, [file], env(), io), `${run}: ${io.text()}`).toBe(0);
+      expect(io.stdout.join('\n')).toMatch(/left out \(erased after the backup\):\s+1 users, 1 messages/);
+      expect(await remembered(), `run ${run}`).toEqual(before);
+      await expect(redelivered()).rejects.toBeInstanceOf(SentBeforeErase);
+      expect(await t.db.collection('users').countDocuments()).toBe(0);
+    }
   });
 
   it('a person who wrote to a database that has its own key is one user after the file is restored, twice', async () => {
