@@ -416,6 +416,43 @@ describe('restoring over a database that moved on since the backup', () => {
     }
   });
 
+  it('an item of a person erased before the backup, delivered again after a restore into a database with its own key, is not archived again', async () => {
+    // The erase names the person's subjects and remembers its items under the key of the database
+    // it ran on; restored into one with a key of its own, that key files new items.
+    await t.db.dropDatabase();
+    const old = createDataStore(t.db);
+    const phone = '15550008884';
+    const now = new Date();
+    const hourAgo = new Date(Math.floor((now.getTime() - 3_600_000) / 1000) * 1000);
+    const longAgo = new Date(hourAgo.getTime() - 10 * 86_400_000);
+    const { user } = await old.users.resolve({ waId: phone, bsuid: null, name: 'D' }, hourAgo);
+    // Sent an hour before the erase; and sent long before it, delivered late (only its remembered id drops it).
+    const recent = {
+      kind: 'system',
+      reason: 'recent',
+      payload: { from: phone, n: 1 },
+      identifier: phone,
+      userId: user.id,
+      sentAt: hourAgo,
+    };
+    const late = { ...recent, reason: 'late', payload: { from: phone, n: 2 }, sentAt: longAgo };
+    expect(await old.events.archiveUnlessErased([recent, late], hourAgo)).toBe(0);
+    await old.personal.audit({ tokenName: 'ops', action: 'erase', userId: user.id, at: now });
+    expect(await old.personal.eraseUser(user.id, now)).toMatchObject({ events: 2 });
+    expect(await old.events.archiveUnlessErased([recent, late], new Date())).toBe(2);
+    const file = path.join(dir, 'erased-items-other-key.jsonl.gz');
+    expect(await runToExitCode(backup, ['--out', file], env(), captureIo())).toBe(0);
+
+    await t.db.dropDatabase();
+    const own = await createDataStore(t.db).events.subjectOf(phone);
+    const io = captureIo();
+    expect(await runToExitCode(restore, [file], env(), io), io.text()).toBe(0);
+    const data = createDataStore(t.db);
+    expect(await data.events.subjectOf(phone)).toBe(own);
+    expect(await data.events.archiveUnlessErased([recent, late], new Date())).toBe(2);
+    expect(await t.db.collection('events').countDocuments({ kind: 'system' })).toBe(0);
+  });
+
   it('a person who wrote to a database that has its own key is one user after the file is restored, twice', async () => {
     // The database was lost; the app ran on an empty one (a new deployment key) before the last
     // backup was restored. Ids are keyed: the file names the person otherwise than the database.
