@@ -181,6 +181,8 @@ interface FileContents {
   /** The file's keys of archived items' subjects (adopted, never written over the database's). */
   readonly subjectKeys: string[];
   readonly messagesPerUser: Map<string, number>;
+  /** The user ids its archived items are filed with (another user's stay when one is erased). */
+  readonly filedWith: Set<string>;
 }
 
 /** One document line of a backup, after the header. */
@@ -251,6 +253,9 @@ async function check(
     const userId = collection === 'messages' ? (doc as { userId?: unknown }).userId : null;
     if (typeof userId === 'string')
       seen.messagesPerUser.set(userId, (seen.messagesPerUser.get(userId) ?? 0) + 1);
+    const filed = doc as { kind?: unknown; userId?: unknown };
+    if (collection === 'events' && filed.kind !== AUDIT_KIND && typeof filed.userId === 'string')
+      seen.filedWith.add(filed.userId);
     if (collection === 'stats' && (doc as { _id?: unknown })._id === KEYS_ID)
       seen.subjectKeys.push(...((doc as { subjectKeys?: string[] }).subjectKeys ?? []));
     if (collection === 'users') {
@@ -409,7 +414,13 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
   const includeTokens = values['include-tokens'] === true;
   const started = Date.now();
   // The whole file is checked before the database is touched.
-  const seen: FileContents = { createdAt: null, users: [], subjectKeys: [], messagesPerUser: new Map() };
+  const seen: FileContents = {
+    createdAt: null,
+    users: [],
+    subjectKeys: [],
+    messagesPerUser: new Map(),
+    filedWith: new Set(),
+  };
   const found = await checkFile(file, io, seen);
   const { messagesPerUser } = seen;
   const wanted = (c: StoredCollection) => c !== 'tokens' || includeTokens;
@@ -426,7 +437,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
       writing = true;
       // The file's archived items are filed under its subject keys: kept after the database's own.
       if (seen.subjectKeys.length) await store.personal.adoptSubjectKeys(seen.subjectKeys);
-      const leftOut = await store.personal.erasedSinceBackup(seen.createdAt, seen.users);
+      const leftOut = await store.personal.erasedSinceBackup(seen.createdAt, seen.users, seen.filedWith);
       erased = leftOut;
       // A person the database knows under another id (it has a key of its own) stays one user:
       // the file's records of them are written under the database's id.

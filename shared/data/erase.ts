@@ -587,11 +587,15 @@ export class PersonalData {
 
   /**
    * What a restore of a backup begun at `backupAt` leaves out (`ErasedSinceBackup`): the file's
-   * users erased since, or up to ERASE_STALE_MS before (an erase still under way then).
+   * users erased since, or up to ERASE_STALE_MS before (an erase still under way then). `filedWith`:
+   * the user ids the file's archived items are filed with; of those filed under an erased user's
+   * subjects, the items of another live user (one of the file's that stays, or one the database
+   * holds) are written, as the erase left them (`othersAmong`).
    */
   async erasedSinceBackup(
     backupAt: Date | null,
     backedUp: readonly BackedUpUser[],
+    filedWith: Iterable<string> = [],
   ): Promise<ErasedSinceBackup> {
     const erasures = await this.erasuresSince(new Date((backupAt?.getTime() ?? 0) - ERASE_STALE_MS));
     // An erase of a user the file does not hold may be of one of its users under another id: a
@@ -613,10 +617,18 @@ export class PersonalData {
       return at !== undefined && at >= u.createdAt;
     });
     const subjects = await this.keys.subjectsOf(erased.flatMap(identifiersOf));
-    return new ErasedSinceBackup(
-      erased.map((u) => u._id),
-      subjects,
-    );
+    const gone = new Set(erased.map((u) => u._id));
+    const others = subjects.length ? [...new Set(filedWith)].filter((id) => !gone.has(id)) : [];
+    const live = others.filter((id) => inFile.has(id));
+    const elsewhere = others.filter((id) => !inFile.has(id));
+    for (let at = 0; at < elsewhere.length; at += 1000) {
+      const found = await this.users.find(
+        { _id: { $in: elsewhere.slice(at, at + 1000) } },
+        { projection: { _id: 1 } },
+      );
+      live.push(...found.map((u) => u._id));
+    }
+    return new ErasedSinceBackup(gone, subjects, live);
   }
 
   /** The subject keys of a restored backup, kept after the database's own (./subjects). */
@@ -728,12 +740,15 @@ export interface BackedUpUser {
 export class ErasedSinceBackup {
   private readonly userIds: ReadonlySet<string>;
   private readonly subjects: ReadonlySet<string>;
+  /** Live users other than those left out: their items under the subjects are theirs, and stay. */
+  private readonly others: ReadonlySet<string>;
   readonly delta = new CounterDelta();
   readonly left = { users: 0, messages: 0, events: 0 };
 
-  constructor(userIds: Iterable<string>, subjects: Iterable<string>) {
+  constructor(userIds: Iterable<string>, subjects: Iterable<string>, others: Iterable<string> = []) {
     this.userIds = new Set(userIds);
     this.subjects = new Set(subjects);
+    this.others = new Set(others);
   }
 
   get users(): number {
@@ -759,7 +774,8 @@ export class ErasedSinceBackup {
     if (
       collection === 'events' &&
       doc['kind'] !== AUDIT_KIND &&
-      (this.userIds.has(doc['userId'] as string) || this.subjects.has(doc['subject'] as string))
+      (this.userIds.has(doc['userId'] as string) ||
+        (this.subjects.has(doc['subject'] as string) && !this.others.has(doc['userId'] as string)))
     ) {
       this.left.events++;
       return true;

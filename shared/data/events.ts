@@ -159,8 +159,16 @@ export class EventsRepository {
     at: Date,
   ): Promise<Set<number>> {
     const left = new Set<number>();
-    const subjects = [...new Set(docs.flatMap((d) => (d.subject ? [d.subject] : [])))];
-    if (!subjects.length) return left;
+    if (!docs.some((d) => d.subject)) return left;
+    // An erase names subjects, and remembers items, under the keys the database had then: one
+    // recorded before a restore into a database with a key of its own (which files new items)
+    // names them under the file's key. Every key's are tried (one read, of the keys).
+    const every = await this.keys.everyIdAndHashOf();
+    const subjectsAt = docs.map((d, i) => {
+      const identifier = items[i]?.identifier;
+      return d.subject ? [...new Set([d.subject, ...(identifier ? every.subjects(identifier) : [])])] : [];
+    });
+    const subjects = [...new Set(subjectsAt.flat())];
     const times = items.flatMap((item, i) =>
       docs[i]?.subject && item.sentAt ? [item.sentAt.getTime()] : [],
     );
@@ -179,14 +187,15 @@ export class EventsRepository {
       { projection: { createdAt: 1, erasedSubjects: 1, erasedItems: 1 } },
     );
     if (!erases.length) return left;
-    const hashOf = await this.keys.messageHashes();
     docs.forEach((doc, i) => {
       const sentAt = items[i]?.sentAt?.getTime();
-      const hash = hashOf(doc._id);
+      const filed = subjectsAt[i] ?? [];
+      const hashes = every.messageHashes(doc._id);
       for (const erase of erases) {
-        if (!doc.subject || !erase.erasedSubjects?.includes(doc.subject)) continue;
+        if (!filed.some((s) => erase.erasedSubjects?.includes(s))) continue;
         const gap = sentAt === undefined ? NaN : erase.createdAt.getTime() - sentAt;
-        if ((gap >= 1000 && gap <= ERASE_RECENT_MS) || erase.erasedItems?.includes(hash)) left.add(i);
+        if ((gap >= 1000 && gap <= ERASE_RECENT_MS) || hashes.some((h) => erase.erasedItems?.includes(h)))
+          left.add(i);
       }
     });
     return left;

@@ -6,6 +6,7 @@ import { BSON, type AnyBulkWriteOperation, type Document, type Filter } from 'mo
 import { AppError } from '../errors';
 import { checkStoredDocument, type StoredCollection } from './doc-schemas';
 import { BulkWriteFailure, type Gateway } from './gateway';
+import { AUDIT_KIND, MAX_ERASED_ITEMS, MAX_ERASED_MESSAGES, MAX_ERASED_SUBJECTS } from './events';
 import { COLLECTIONS, type CollectionName } from './indexes';
 import { countedAs } from './message-doc';
 import { STATUS_RANK, storedText, type MessageDoc } from './messages';
@@ -14,6 +15,13 @@ import { placeOf, tallyMessage, type StoredTally, type SummaryMessage } from './
 import { RUN_TERMS_MARK, SPACELESS_TEXT_PATTERN, UNFOLDED_LETTER_PATTERN } from './terms';
 import type { AiUsage, Direction, MessageRole } from './types';
 import { searchKeysFor, type UserDoc, type UsersRepository } from './users';
+
+/** What an erase's audit entry remembers (./erase `rememberer`), each list with its bound. */
+const REMEMBERED = [
+  ['erasedMessages', MAX_ERASED_MESSAGES],
+  ['erasedSubjects', MAX_ERASED_SUBJECTS],
+  ['erasedItems', MAX_ERASED_ITEMS],
+] as const;
 
 /**
  * A restore batch the server refused in part: how many of its documents were written, how many
@@ -371,9 +379,11 @@ export class Maintenance {
   /**
    * Writes documents back: replace by `_id`, or insert. Running it twice changes nothing. When the
    * server refuses some of them, throws a RestoreWriteError saying how many of the others it wrote.
+   * An erase's audit entry keeps what the stored one remembers besides (`withRemembered`).
    */
   async restoreDocuments(name: string, docs: readonly Document[]): Promise<void> {
     if (!docs.length) return;
+    if (name === 'events') docs = await this.withRemembered(docs);
     try {
       await this.collection(name).bulkWrite(
         docs.map((doc) => {
@@ -395,6 +405,40 @@ export class Maintenance {
         { cause: error },
       );
     }
+  }
+
+  /**
+   * The audit entries among `docs` with the lists of what their erase remembers (./erase
+   * `rememberer`) joined to those of the entry stored under the same id: an erase adds to its
+   * entry as it goes, so a backup taken while it ran holds less than the erase remembered, and
+   * written over the entry it would let a message or item of the erased person, delivered again,
+   * back in. The stored ones first, the file's after, each within its bound. One read per batch
+   * that holds such an entry.
+   */
+  private async withRemembered(docs: readonly Document[]): Promise<readonly Document[]> {
+    const ids = docs.flatMap((d): string[] =>
+      d['kind'] === AUDIT_KIND && d['reason'] === 'erase' && typeof d['_id'] === 'string' ? [d['_id']] : [],
+    );
+    if (!ids.length) return docs;
+    const stored = new Map(
+      (
+        await this.collection('events').find(
+          { _id: { $in: ids }, kind: AUDIT_KIND },
+          { projection: { erasedMessages: 1, erasedSubjects: 1, erasedItems: 1 } },
+        )
+      ).map((d) => [d._id, d as Document]),
+    );
+    if (!stored.size) return docs;
+    return docs.map((doc) => {
+      const known = stored.get(doc['_id'] as string);
+      if (!known) return doc;
+      const joined: Document = { ...doc };
+      for (const [field, max] of REMEMBERED) {
+        const lists = [known[field], doc[field]].filter((l): l is string[] => Array.isArray(l));
+        if (lists.length) joined[field] = [...new Set(lists.flat())].slice(0, max);
+      }
+      return joined;
+    });
   }
 
   // -------------------------------------------------------------------------------------------

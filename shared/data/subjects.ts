@@ -30,6 +30,11 @@ const userId = (key: string, natural: string): string =>
 const messageHash = (key: string, wamid: string): string =>
   createHmac('sha256', Buffer.from(key, 'hex')).update(`message:${wamid}`).digest('hex').slice(0, 16);
 
+/** Every subject an item about one of `identifiers` may be filed under with `keys`. */
+const subjectsUnder = (keys: readonly string[], identifiers: readonly string[]): string[] => [
+  ...new Set(identifiers.flatMap((id) => [...keys.map((key) => keyed(key, id)), pseudonym(`subject:${id}`)])),
+];
+
 export class SubjectKeys {
   /**
    * The keys as last read (never empty). Only their first is used from memory: lookups read the
@@ -58,15 +63,18 @@ export class SubjectKeys {
   }
 
   /**
-   * `everyUserIdOf`, and every hash a message id may have been remembered under by an erase (one
-   * per key), from one read of the keys.
+   * `everyUserIdOf`, every hash a message id may have been remembered under by an erase (one per
+   * key), and every subject an item about an identifier may be filed under (`subjectsOf`), from
+   * one read of the keys.
    */
   async everyIdAndHashOf(): Promise<{
     userIds: (natural: string) => string[];
     messageHashes: (wamid: string) => string[];
+    subjects: (identifier: string) => string[];
   }> {
     const keys = await this.fresh();
     return {
+      subjects: (identifier) => subjectsUnder(keys, [identifier]),
       userIds: (natural) => [
         ...keys.map((key) => userId(key, natural)),
         'u_' + createHash('sha256').update(natural).digest('hex').slice(0, 24),
@@ -89,12 +97,7 @@ export class SubjectKeys {
   /** Every subject an item about one of `identifiers` may be filed under. */
   async subjectsOf(identifiers: readonly string[]): Promise<string[]> {
     if (!identifiers.length) return [];
-    const keys = await this.fresh();
-    const subjects = identifiers.flatMap((id) => [
-      ...keys.map((key) => keyed(key, id)),
-      pseudonym(`subject:${id}`),
-    ]);
-    return [...new Set(subjects)];
+    return subjectsUnder(await this.fresh(), identifiers);
   }
 
   /**

@@ -12,7 +12,7 @@ import { main as indexes } from '../../scripts/indexes';
 import { main as health } from '../../scripts/health';
 import { main as restore } from '../../scripts/restore';
 import { main as seed } from '../../scripts/seed';
-import { createDataStore } from '../../shared/data';
+import { createDataStore, SentBeforeErase } from '../../shared/data';
 import { hashToken } from '../../shared/manage/auth';
 import { testDatabase, type TestDatabase } from '../helpers/db';
 import { captureIo, runScriptUntil } from '../fixtures/scripts';
@@ -297,6 +297,160 @@ describe('restoring over a database that moved on since the backup', () => {
       { _id: 'u-old', createdAt: new Date('2026-04-01T00:00:00Z'), waId: '15550001111' },
     ]);
     expect(later.users).toBe(0);
+  });
+
+  it('an erase that comes after the backup leaves out its user’s archived items, not those filed with the number’s next holder', async () => {
+    // A moved from one number to another; B took the number after. An item about the number that
+    // came while B held it is B's (filed with B, as ingest files it: `holdersOf`); the erase of A
+    // left it, and so must a restore of a backup made before that erase, into an empty database
+    // and into the same one.
+    await t.db.dropDatabase();
+    const data = createDataStore(t.db);
+    const at = new Date(Date.now() - 3 * 86_400_000);
+    const { user: a } = await data.users.resolve({ waId: '15550008881', bsuid: null, name: 'A' }, at);
+    const aItem = {
+      kind: 'system',
+      reason: 'a',
+      payload: { from: '15550008881', n: 'a' },
+      identifier: '15550008881',
+      userId: a.id,
+      at,
+    };
+    await data.events.archive(aItem);
+    expect(await data.users.changeNumber(a.id, '15550008882')).toBe('moved');
+    const { user: b } = await data.users.resolve({ waId: '15550008881', bsuid: null, name: 'B' }, new Date());
+    expect(b.id).not.toBe(a.id);
+    const holders = await data.users.holdersOf(['15550008881']);
+    expect(holders.get('15550008881')).toBe(b.id);
+    await data.events.archive({
+      ...aItem,
+      reason: 'b',
+      payload: { from: '15550008881', n: 'b' },
+      userId: b.id,
+      at: new Date(),
+    });
+    const file = path.join(dir, 'next-holder.jsonl.gz');
+    expect(await runToExitCode(backup, ['--out', file], env(), captureIo())).toBe(0);
+
+    await data.personal.audit({ tokenName: 'ops', action: 'erase', userId: a.id, at: new Date() });
+    expect(await data.personal.eraseUser(a.id)).toMatchObject({ events: 1 });
+    const items = async () =>
+      (await t.db.collection('events').find({ kind: 'system' }).toArray()).map((e) => [
+        e['reason'],
+        e['userId'],
+      ]);
+    expect(await items()).toEqual([['b', b.id]]);
+    const erased = await snapshot();
+
+    // Into the same database: nothing changes.
+    const same = captureIo();
+    expect(await runToExitCode(restore, [file], env(), same), same.text()).toBe(0);
+    expect(same.stdout.join('\n')).toMatch(
+      /left out \(erased after the backup\):\s+1 users, 0 messages, 1 archived items/,
+    );
+    const { users, messages, events } = await snapshot();
+    expect({ users, messages, events }).toEqual({
+      users: erased['users'],
+      messages: erased['messages'],
+      events: erased['events'],
+    });
+
+    // Into an empty database (the erase's audit entry kept elsewhere, as an operator restoring a
+    // lost database brings its trail back too): B's item comes back, A's does not.
+    const trail = await t.db.collection('events').find({ kind: 'audit' }).toArray();
+    await t.db.dropDatabase();
+    await t.db.collection('events').insertMany(trail);
+    const empty = captureIo();
+    expect(await runToExitCode(restore, [file], env(), empty), empty.text()).toBe(0);
+    expect(await items()).toEqual([['b', b.id]]);
+    expect((await createDataStore(t.db).personal.exportUser(b.id))?.events.map((e) => e.reason)).toEqual([
+      'b',
+    ]);
+    const checked = captureIo();
+    expect(await runToExitCode(health, [], env(), checked), checked.text()).toBe(0);
+  });
+
+  it('an erase under way while the backup ran keeps what it remembers when the file is restored into the same database', async () => {
+    // The management API writes the erase's audit entry first, then erases, adding to the entry
+    // the keyed hashes of the recent messages it removes. A backup taken in between holds the
+    // entry without them: restored over the entry the erase completed, it must not take them away.
+    await t.db.dropDatabase();
+    const data = createDataStore(t.db);
+    const phone = '15550008883';
+    const now = new Date();
+    // Sent (Meta's time) long before the erase, delivered late: only its remembered id drops it.
+    const sentAt = new Date(Math.floor((now.getTime() - 10 * 86_400_000) / 1000) * 1000);
+    const { user } = await data.users.resolve({ waId: phone, bsuid: null, name: 'C' }, sentAt);
+    await data.messages.recordInbound({
+      id: 'wamid.late',
+      userId: user.id,
+      type: 'text',
+      text: 'late',
+      createdAt: sentAt,
+      receivedAt: now,
+      phoneNumberId: '1234',
+      role: 'conversation',
+      replyState: 'none',
+      relatedId: null,
+      rawJson: JSON.stringify({ from: phone, id: 'wamid.late', text: { body: 'late' }, type: 'text' }),
+    });
+    await data.personal.audit({ tokenName: 'ops', action: 'erase', userId: user.id, at: now });
+    const file = path.join(dir, 'during-erase.jsonl.gz');
+    expect(await runToExitCode(backup, ['--out', file], env(), captureIo())).toBe(0);
+    expect(await data.personal.eraseUser(user.id, now)).toMatchObject({ messages: 1 });
+    const remembered = async () =>
+      (await t.db.collection('events').findOne({ kind: 'audit', reason: 'erase' }))?.['erasedMessages'];
+    expect(await remembered()).toHaveLength(1);
+    const redelivered = () =>
+      createDataStore(t.db).users.refuseSentBeforeErase({ waId: phone, bsuid: null }, sentAt, 'wamid.late');
+    await expect(redelivered()).rejects.toBeInstanceOf(SentBeforeErase);
+    const before = await remembered();
+
+    for (const run of [1, 2]) {
+      const io = captureIo();
+      expect(await runToExitCode(restore, [file], env(), io), `${run}: ${io.text()}`).toBe(0);
+      expect(io.stdout.join('\n')).toMatch(/left out \(erased after the backup\):\s+1 users, 1 messages/);
+      expect(await remembered(), `run ${run}`).toEqual(before);
+      await expect(redelivered()).rejects.toBeInstanceOf(SentBeforeErase);
+      expect(await t.db.collection('users').countDocuments()).toBe(0);
+    }
+  });
+
+  it('an item of a person erased before the backup, delivered again after a restore into a database with its own key, is not archived again', async () => {
+    // The erase names the person's subjects and remembers its items under the key of the database
+    // it ran on; restored into one with a key of its own, that key files new items.
+    await t.db.dropDatabase();
+    const old = createDataStore(t.db);
+    const phone = '15550008884';
+    const now = new Date();
+    const hourAgo = new Date(Math.floor((now.getTime() - 3_600_000) / 1000) * 1000);
+    const longAgo = new Date(hourAgo.getTime() - 10 * 86_400_000);
+    const { user } = await old.users.resolve({ waId: phone, bsuid: null, name: 'D' }, hourAgo);
+    // Sent an hour before the erase; and sent long before it, delivered late (only its remembered id drops it).
+    const recent = {
+      kind: 'system',
+      reason: 'recent',
+      payload: { from: phone, n: 1 },
+      identifier: phone,
+      userId: user.id,
+      sentAt: hourAgo,
+    };
+    const late = { ...recent, reason: 'late', payload: { from: phone, n: 2 }, sentAt: longAgo };
+    expect(await old.events.archiveUnlessErased([recent, late], hourAgo)).toBe(0);
+    await old.personal.audit({ tokenName: 'ops', action: 'erase', userId: user.id, at: now });
+    expect(await old.personal.eraseUser(user.id, now)).toMatchObject({ events: 2 });
+    expect(await old.events.archiveUnlessErased([recent, late], new Date())).toBe(2);
+    const file = path.join(dir, 'erased-items-other-key.jsonl.gz');
+    expect(await runToExitCode(backup, ['--out', file], env(), captureIo())).toBe(0);
+
+    await t.db.dropDatabase();
+    const own = await createDataStore(t.db).events.subjectOf(phone);
+    const io = captureIo();
+    expect(await runToExitCode(restore, [file], env(), io), io.text()).toBe(0);
+    const data = createDataStore(t.db);
+    expect(await data.events.subjectOf(phone)).toBe(own);
+    expect(await data.events.archiveUnlessErased([recent, late], new Date())).toBe(2);
+    expect(await t.db.collection('events').countDocuments({ kind: 'system' })).toBe(0);
   });
 
   it('a person who wrote to a database that has its own key is one user after the file is restored, twice', async () => {
