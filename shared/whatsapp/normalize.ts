@@ -30,6 +30,12 @@ const join = (...parts: (string | undefined | null)[]): string =>
 
 const label = (kind: string, detail?: string | null): string => join(`[${kind}]`, detail);
 
+/** An order line's quantity: a whole number from 1 to 99,999 (as a number or digits), else 1. */
+const quantityOf = (quantity: number | string | undefined): number => {
+  const n = typeof quantity === 'string' && /^\s*\d{1,5}\s*$/.test(quantity) ? Number(quantity) : quantity;
+  return typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 99_999 ? n : 1;
+};
+
 /** A caption as the user wrote it, or null when there is none (missing or blank). */
 const captionOf = (caption: string | null | undefined): string | null =>
   caption && caption.trim() ? caption : null;
@@ -148,7 +154,9 @@ export function normalize(message: InboundMessage): NormalizedMessage {
     case 'button':
       return answer(message.button.text);
     case 'order': {
-      const count = message.order.product_items.length;
+      // Items as a shop counts them: each line's quantity (2 of one product are 2 items), a line
+      // without a readable one as 1.
+      const count = message.order.product_items.reduce((sum, line) => sum + quantityOf(line.quantity), 0);
       return answer(label('order', join(`${count} item${count === 1 ? '' : 's'}`, message.order.text)));
     }
     case 'reaction':

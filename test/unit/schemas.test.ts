@@ -90,7 +90,8 @@ const EXPECTED: Record<string, Expected> = {
     text: '[reaction removed]',
     relatedId: 'wamid.HBgLMTY1MDU1NTEyMzQVAgARGBJFRUVFRUVFRUVFRUVFRUVFRQA',
   },
-  order: { type: 'order', treatment: 'answer', text: '[order] 2 items Please deliver before Friday' },
+  // Two of one product and one of another: 3 items (it said 2, its lines).
+  order: { type: 'order', treatment: 'answer', text: '[order] 3 items Please deliver before Friday' },
   system: {
     type: 'system',
     treatment: 'system',
@@ -147,6 +148,16 @@ describe('InboundMessageSchema + normalize', () => {
       expect(n.relatedId).toBe(expected.relatedId ?? null);
     });
   }
+
+  it('counts an order in items, each line by its quantity, one without a readable quantity as 1', () => {
+    const message = structuredClone(messageOf('order')) as Record<string, unknown>;
+    const order = message['order'] as { text?: string; product_items: Record<string, unknown>[] };
+    delete order.text;
+    order.product_items = [{ quantity: '4' }, { quantity: 0 }, { quantity: 'x' }, { quantity: 2.5 }, {}];
+    expect(normalize(InboundMessageSchema.parse(message)).text).toBe('[order] 8 items');
+    order.product_items = [{ quantity: 1 }];
+    expect(normalize(InboundMessageSchema.parse(message)).text).toBe('[order] 1 item');
+  });
 
   it("describes a flow reply by the user's answers, else Meta's body: never by the business's flow_token", () => {
     const flow = (responseJson: string) => {
