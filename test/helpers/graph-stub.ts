@@ -118,3 +118,7 @@ export async function startGraphStub(): Promise<GraphStub> {
   stub.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return stub;
 }
+
+/** The texts of the sends a Graph stub received, in order (a send that is no text: its type). */
+export const sentTextsOf = (graph: GraphStub): unknown[] =>
+  graph.sends().map((r) => (r.body['text'] as { body?: string } | undefined)?.body ?? r.body['type']);

@@ -5,6 +5,8 @@ import { loadConfig } from '../../shared/config';
 import { createDataStore, type DataStore, type ImportedMessage } from '../../shared/data';
 import { buildServices, runtimeOf, type Services } from '../../shared/deps';
 import { HANDLER_NAMES, manageApiPaths, manageHandlers } from '../../functions/manage';
+import { MessagesPageSchema, type MessageJson } from '../../shared/manage/schemas';
+import { parseBody } from './shapes';
 import type { Exchange } from './openapi-check';
 import { testDatabase, type TestDatabase } from './db';
 
@@ -184,4 +186,18 @@ export async function seedUser(
   }
   await data.maintenance.importMessages(history);
   return { userId: user.id, messageIds: ids };
+}
+
+type Handlers = ReturnType<typeof manageHandlers>;
+
+/** Calls of one user's routes with `token`: `api('userHandoff', id, 'POST')`. */
+export const userApi =
+  (handlers: Handlers, token: string) =>
+  (handler: keyof Handlers, id: string, method: string, body?: unknown) =>
+    call(handlers[handler], { token, method, params: { id }, ...(body === undefined ? {} : { body }) });
+
+/** A user's conversation as the API gives it (up to 200 messages, newest page). */
+export async function conversationOf(handlers: Handlers, token: string, id: string): Promise<MessageJson[]> {
+  const r = await call(handlers.userMessages, { token, params: { id }, query: { limit: '200' } });
+  return parseBody(MessagesPageSchema, r.body).items;
 }

@@ -9,13 +9,13 @@ import type { AiResponder } from '../../shared/bot/ports';
 import { processReplyJob } from '../../shared/bot/reply';
 import { createLogger } from '../../shared/log';
 import type { RetryPolicy } from '../../shared/whatsapp/graph';
-import { MessagesPageSchema, StatsSchema, UserSchema, type MessageJson } from '../../shared/manage/schemas';
+import { StatsSchema, UserSchema, type MessageJson } from '../../shared/manage/schemas';
 import { BOOTSTRAP_TOKEN_NAME } from '../../shared/manage/auth';
 import { manageHandlers } from '../../functions/manage';
 import { startTestApp, type TestApp } from '../helpers/app';
-import { call } from '../helpers/manage-fixture';
+import { call, conversationOf, userApi } from '../helpers/manage-fixture';
 import { textNotification } from '../helpers/meta';
-import { pairLimited } from '../helpers/graph-stub';
+import { pairLimited, sentTextsOf } from '../helpers/graph-stub';
 import { parseBody } from '../helpers/shapes';
 import { userIdOf } from '../helpers/users';
 
@@ -38,16 +38,11 @@ let h: ReturnType<typeof manageHandlers>;
 let n = 0;
 const newNumber = () => `3470${Date.now().toString().slice(-6)}${++n}`;
 
-const api = (handler: keyof typeof h, id: string, method: string, body?: unknown) =>
-  call(h[handler], { token: TOKEN, method, params: { id }, ...(body === undefined ? {} : { body }) });
+const api: ReturnType<typeof userApi> = (...args) => userApi(h, TOKEN)(...args);
 
-const sentTexts = () =>
-  app.graph.sends().map((r) => (r.body['text'] as { body?: string } | undefined)?.body ?? r.body['type']);
+const sentTexts = () => sentTextsOf(app.graph);
 
-async function messagesOf(id: string): Promise<MessageJson[]> {
-  const r = await call(h.userMessages, { token: TOKEN, params: { id }, query: { limit: '200' } });
-  return parseBody(MessagesPageSchema, r.body).items;
-}
+const messagesOf = (id: string): Promise<MessageJson[]> => conversationOf(h, TOKEN, id);
 
 async function until(done: () => boolean, what: string): Promise<void> {
   for (let i = 0; i < 400 && !done(); i++) await new Promise((r) => setTimeout(r, 10));

@@ -7,7 +7,6 @@ import { DEFAULT_ANSWER, START_ANSWER, STOP_ANSWER } from '../../shared/bot/text
 import {
   ChatsSchema,
   ErrorSchema,
-  MessagesPageSchema,
   StatsSchema,
   UserSchema,
   type MessageJson,
@@ -15,7 +14,8 @@ import {
 import { BOOTSTRAP_TOKEN_NAME } from '../../shared/manage/auth';
 import { manageHandlers } from '../../functions/manage';
 import { startTestApp, type TestApp } from '../helpers/app';
-import { call } from '../helpers/manage-fixture';
+import { sentTextsOf } from '../helpers/graph-stub';
+import { call, conversationOf, userApi } from '../helpers/manage-fixture';
 import { textMessage, notification, value } from '../helpers/meta';
 import { parseBody } from '../helpers/shapes';
 import { userIdOf } from '../helpers/users';
@@ -29,16 +29,11 @@ let clock = Date.now();
 let n = 0;
 const newNumber = () => `3480${Date.now().toString().slice(-6)}${++n}`;
 
-const api = (handler: keyof typeof h, id: string, method: string, body?: unknown) =>
-  call(h[handler], { token: TOKEN, method, params: { id }, ...(body === undefined ? {} : { body }) });
+const api: ReturnType<typeof userApi> = (...args) => userApi(h, TOKEN)(...args);
 
-const sentTexts = () =>
-  app.graph.sends().map((r) => (r.body['text'] as { body?: string } | undefined)?.body ?? r.body['type']);
+const sentTexts = () => sentTextsOf(app.graph);
 
-async function messagesOf(id: string): Promise<MessageJson[]> {
-  const r = await call(h.userMessages, { token: TOKEN, params: { id }, query: { limit: '200' } });
-  return parseBody(MessagesPageSchema, r.body).items;
-}
+const messagesOf = (id: string): Promise<MessageJson[]> => conversationOf(h, TOKEN, id);
 
 /** The user writes `text`, dated now on the test's clock (Meta's time), and the reply worker runs. */
 async function writes(waId: string, text: string): Promise<void> {

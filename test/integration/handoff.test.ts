@@ -25,7 +25,6 @@ import {
   ChatsSchema,
   ErrorSchema,
   MessageSchema,
-  MessagesPageSchema,
   StatsSchema,
   UserSchema,
   type MessageJson,
@@ -33,7 +32,7 @@ import {
 import { manageHandlers } from '../../functions/manage';
 import { startTestApp, type TestApp } from '../helpers/app';
 import { userIdOf } from '../helpers/users';
-import { answersOf, call } from '../helpers/manage-fixture';
+import { answersOf, call, conversationOf, userApi } from '../helpers/manage-fixture';
 import { checkExchange } from '../helpers/openapi-check';
 import { openApiHandler } from '../../functions/openapi';
 import {
@@ -46,7 +45,7 @@ import {
   wamid,
 } from '../helpers/meta';
 import { parseBody } from '../helpers/shapes';
-import { accepted } from '../helpers/graph-stub';
+import { accepted, sentTextsOf } from '../helpers/graph-stub';
 import { storeWithWriterBefore } from '../helpers/interleave';
 
 const TOKEN = 'manage-token-for-handoff-tests-0123';
@@ -58,16 +57,11 @@ let n = 0;
 
 const newNumber = () => `3460${Date.now().toString().slice(-6)}${++n}`;
 
-const sentTexts = () =>
-  app.graph.sends().map((r) => (r.body['text'] as { body?: string } | undefined)?.body ?? r.body['type']);
+const sentTexts = () => sentTextsOf(app.graph);
 
-const api = (handler: keyof typeof h, id: string, method: string, body?: unknown) =>
-  call(h[handler], { token: TOKEN, method, params: { id }, ...(body === undefined ? {} : { body }) });
+const api: ReturnType<typeof userApi> = (...args) => userApi(h, TOKEN)(...args);
 
-async function messagesOf(id: string): Promise<MessageJson[]> {
-  const r = await call(h.userMessages, { token: TOKEN, params: { id }, query: { limit: '200' } });
-  return parseBody(MessagesPageSchema, r.body).items;
-}
+const messagesOf = (id: string): Promise<MessageJson[]> => conversationOf(h, TOKEN, id);
 
 /**
  * A user who wrote before asks something; the bot decides to answer it, and `operator` acts while
