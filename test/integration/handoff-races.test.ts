@@ -21,7 +21,8 @@ import { userIdOf } from '../helpers/users';
 
 const TOKEN = 'manage-token-for-handoff-race-tests-0123';
 /** Long enough for an operator to act while the worker waits (production: 6 s, then doubling). */
-const PAIR: RetryPolicy = { attempts: 4, baseDelayMs: 600, maxDelayMs: 600 };
+// Two seconds: the operator's call must land inside it on a loaded CI machine too.
+const PAIR: RetryPolicy = { attempts: 4, baseDelayMs: 2_000, maxDelayMs: 2_000 };
 const USAGE = {
   provider: 'openai-compatible',
   model: 'race-model',
@@ -138,7 +139,8 @@ describe("an operator acts while the bot's answer waits out the pair rate limit"
 describe('an operator takes the conversation while the first part of a long answer goes out', () => {
   it('the parts not yet out are dropped: the message settled answered by the part that went out', async () => {
     const { id, waId, asked, jobs } = await asks();
-    app.graph.delayMs = 300;
+    // The first part's send takes 1.5 s: the operator takes the conversation meanwhile.
+    app.graph.delayMs = 1_500;
     const worker = botAnswers(jobs, LONG_ANSWER);
     await until(() => app.graph.sends().length === 1, 'the first part');
     expect((await api('userHandoff', id, 'POST')).status).toBe(200);
