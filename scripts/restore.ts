@@ -47,10 +47,11 @@ Usage: npm run restore -- FILE [--include-tokens] [--batch-size N]
 Writes the documents of a backup made with \`npm run backup\` back into the database: each
 document replaces the one with the same _id, or is inserted. Documents not in the backup are left
 alone; summaries and counters that then disagree with the stored messages (the database had
-newer messages than the file) are rebuilt as \`npm run health -- --repair\` does. A user the audit
-trail says was erased after the backup began (or up to ten minutes before: an erase still under
-way) stays erased: the file's record of them, their messages and archived items are left out, and
-the counters lose what the file held of them. Restoring the same file twice changes nothing.
+newer messages than the file, or the backup was taken while the app wrote) are rebuilt as
+\`npm run health -- --repair\` does. A user the audit trail (the database's or the file's) says
+was erased after the backup began (or up to ten minutes before: an erase still under way) stays
+erased: the file's record of them, their messages and archived items are left out, and the
+counters lose what the file held of them. Restoring the same file twice changes nothing.
 
 Every document is checked against the schema of its collection before anything is written, and
 the documents of each collection are counted against the file's header: on the first document
@@ -183,6 +184,10 @@ interface FileContents {
   readonly messagesPerUser: Map<string, number>;
   /** The user ids its archived items are filed with (another user's stay when one is erased). */
   readonly filedWith: Set<string>;
+  /** The erases its audit trail records. */
+  readonly erasures: { userId: string; at: Date }[];
+  /** Its users who hold a reply lock: their summary is the lock's (whoever takes it next recounts). */
+  readonly locked: Set<string>;
 }
 
 /** One document line of a backup, after the header. */
@@ -256,11 +261,21 @@ async function check(
     const filed = doc as { kind?: unknown; userId?: unknown };
     if (collection === 'events' && filed.kind !== AUDIT_KIND && typeof filed.userId === 'string')
       seen.filedWith.add(filed.userId);
+    const audit = doc as { kind?: unknown; reason?: unknown; userId?: unknown; createdAt?: unknown };
+    if (
+      collection === 'events' &&
+      audit.kind === AUDIT_KIND &&
+      audit.reason === 'erase' &&
+      typeof audit.userId === 'string' &&
+      audit.createdAt instanceof Date
+    )
+      seen.erasures.push({ userId: audit.userId, at: audit.createdAt });
     if (collection === 'stats' && (doc as { _id?: unknown })._id === KEYS_ID)
       seen.subjectKeys.push(...((doc as { subjectKeys?: string[] }).subjectKeys ?? []));
     if (collection === 'users') {
       const { _id, createdAt, waId, bsuid, previousWaIds, previousBsuids } = doc as BackedUpUser;
       seen.users.push({ _id, createdAt, waId, bsuid, previousWaIds, previousBsuids });
+      if ((doc as { replyLock?: unknown }).replyLock) seen.locked.add(_id);
     }
     if (++done % 1000 === 0) bar.update(done);
   }
@@ -420,6 +435,8 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
     subjectKeys: [],
     messagesPerUser: new Map(),
     filedWith: new Set(),
+    erasures: [],
+    locked: new Set(),
   };
   const found = await checkFile(file, io, seen);
   const { messagesPerUser } = seen;
@@ -437,7 +454,12 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
       writing = true;
       // The file's archived items are filed under its subject keys: kept after the database's own.
       if (seen.subjectKeys.length) await store.personal.adoptSubjectKeys(seen.subjectKeys);
-      const leftOut = await store.personal.erasedSinceBackup(seen.createdAt, seen.users, seen.filedWith);
+      const leftOut = await store.personal.erasedSinceBackup(
+        seen.createdAt,
+        seen.users,
+        seen.filedWith,
+        seen.erasures,
+      );
       erased = leftOut;
       // A person the database knows under another id (it has a key of its own) stays one user:
       // the file's records of them are written under the database's id.
@@ -446,6 +468,16 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
         messagesPerUser.set(to, messagesPerUser.get(from) ?? 0);
         messagesPerUser.delete(from);
       }
+      // The users the file holds, or holds messages of: a backup taken while the app wrote read a
+      // summary and the messages it counts at different times, so the file's may disagree. Not
+      // one holding a reply lock: its summary waits for the answers, counted by the lock's holder,
+      // and whoever takes the lock over recounts it (`recountSummary`).
+      const locked = new Set([...seen.locked].map((id) => moved.get(id) ?? id));
+      const held = new Set(
+        [...seen.users.map((u) => moved.get(u._id) ?? u._id), ...messagesPerUser.keys()].filter(
+          (id) => !locked.has(id),
+        ),
+      );
       const lines = readLines(file);
       try {
         await write(store, lines, file, wanted, total, batchSize, io, restored, leftOut, moved);
@@ -456,9 +488,10 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
       await store.personal.uncount(leftOut.delta);
       // Documents not in the file stay: over a database that moved on since the backup (newer
       // messages, a user who wrote again after an erase), a restored summary or counter would
-      // disagree with the stored messages. Those users' summaries, and counters below what is
-      // stored, are rebuilt by the rules of `npm run health -- --repair`; the file's own
-      // documents are otherwise left as it holds them.
+      // disagree with the stored messages; so would one of a backup taken while the app wrote
+      // (a message stored between its reads of messages and of users). Those users' summaries,
+      // and counters below what is stored, are rebuilt by the rules of `npm run health --
+      // --repair`; the file's own documents are otherwise left as it holds them.
       const sized = working(io, 'restore: sizing the collections');
       const checking = progress(
         io,
@@ -466,7 +499,7 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
         await store.maintenance.estimatedSize().finally(sized),
       );
       settled = await store.maintenance.settleImport(
-        (userId, stored) => stored !== (messagesPerUser.get(userId) ?? 0),
+        (userId, stored) => held.has(userId) || stored !== (messagesPerUser.get(userId) ?? 0),
         (n) => checking.update(n),
       );
       checking.done();
@@ -492,8 +525,8 @@ export async function main(argv: readonly string[], env: Env, io: Io): Promise<n
     if (found[c]) rows.push([`${c} skipped`, `${found[c]} (collection no longer used)`]);
   }
   rows.push(
-    ['summaries rebuilt (newer messages than the file)', settled.summariesRebuilt],
-    ['counters repaired (newer messages than the file)', settled.countersRepaired.length],
+    ['summaries rebuilt (disagreeing with the stored messages)', settled.summariesRebuilt],
+    ['counters repaired (below the stored documents)', settled.countersRepaired.length],
   );
   rows.push(['time', seconds(started)]);
   printSummary(io, 'restore done', rows);

@@ -590,14 +590,23 @@ export class PersonalData {
    * users erased since, or up to ERASE_STALE_MS before (an erase still under way then). `filedWith`:
    * the user ids the file's archived items are filed with; of those filed under an erased user's
    * subjects, the items of another live user (one of the file's that stays, or one the database
-   * holds) are written, as the erase left them (`othersAmong`).
+   * holds) are written, as the erase left them (`othersAmong`). `recorded`: the erases the file's
+   * own audit trail holds (restored into another database, an erase that ran while the backup read
+   * is known only there). An id erased since whose user the file does not hold (the erase came
+   * between the backup's reads of messages and of users) has its messages and items left out too.
    */
   async erasedSinceBackup(
     backupAt: Date | null,
     backedUp: readonly BackedUpUser[],
     filedWith: Iterable<string> = [],
+    recorded: Iterable<{ readonly userId: string; readonly at: Date }> = [],
   ): Promise<ErasedSinceBackup> {
-    const erasures = await this.erasuresSince(new Date((backupAt?.getTime() ?? 0) - ERASE_STALE_MS));
+    const since = new Date((backupAt?.getTime() ?? 0) - ERASE_STALE_MS);
+    const erasures = await this.erasuresSince(since);
+    for (const { userId, at } of recorded) {
+      const known = erasures.get(userId);
+      if (at >= since && (!known || at > known)) erasures.set(userId, at);
+    }
     // An erase of a user the file does not hold may be of one of its users under another id: a
     // database with a key of its own (the app ran on an empty one) named the person otherwise.
     // Users are one person by number, else bsuid: the ids that person may have had here are tried.
@@ -628,7 +637,8 @@ export class PersonalData {
       );
       live.push(...found.map((u) => u._id));
     }
-    return new ErasedSinceBackup(gone, subjects, live);
+    const absent = [...erasures.keys()].filter((id) => !inFile.has(id));
+    return new ErasedSinceBackup(gone, subjects, live, absent);
   }
 
   /** The subject keys of a restored backup, kept after the database's own (./subjects). */
@@ -742,13 +752,24 @@ export class ErasedSinceBackup {
   private readonly subjects: ReadonlySet<string>;
   /** Live users other than those left out: their items under the subjects are theirs, and stay. */
   private readonly others: ReadonlySet<string>;
+  /**
+   * Ids erased since whose user the file does not hold: their messages and items are left out;
+   * the file's counters, read after the erase took them out, are left as they are.
+   */
+  private readonly absent: ReadonlySet<string>;
   readonly delta = new CounterDelta();
   readonly left = { users: 0, messages: 0, events: 0 };
 
-  constructor(userIds: Iterable<string>, subjects: Iterable<string>, others: Iterable<string> = []) {
+  constructor(
+    userIds: Iterable<string>,
+    subjects: Iterable<string>,
+    others: Iterable<string> = [],
+    absent: Iterable<string> = [],
+  ) {
     this.userIds = new Set(userIds);
     this.subjects = new Set(subjects);
     this.others = new Set(others);
+    this.absent = new Set(absent);
   }
 
   get users(): number {
@@ -757,7 +778,15 @@ export class ErasedSinceBackup {
 
   /** True when the restore must not write this document of the file (and counts it left out). */
   leavesOut(collection: string, doc: Record<string, unknown>): boolean {
-    if (this.userIds.size === 0) return false;
+    if (this.userIds.size === 0 && this.absent.size === 0) return false;
+    if (
+      (collection === 'messages' || (collection === 'events' && doc['kind'] !== AUDIT_KIND)) &&
+      this.absent.has(doc['userId'] as string)
+    ) {
+      if (collection === 'messages') this.left.messages++;
+      else this.left.events++;
+      return true;
+    }
     if (collection === 'users' && this.userIds.has(doc['_id'] as string)) {
       // One still marked `uncounted` is not in the file's counters (./pending).
       if (doc['createdAt'] instanceof Date && doc['uncounted'] !== true)

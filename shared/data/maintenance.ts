@@ -73,7 +73,17 @@ export interface ImportedMessage {
 
 export const BACKUP_FORMAT = 'whatsapp-bot-backup';
 export const BACKUP_VERSION = 1;
-export const BACKUP_COLLECTIONS: readonly CollectionName[] = Object.values(COLLECTIONS);
+/**
+ * The collections of a backup, in the order it reads them. Messages before users: a user is never
+ * deleted but by an erase, so every message read has its user in the users read after it (a
+ * person who wrote first meanwhile too); a summary may then count a message stored after the
+ * messages were read, and a restore rebuilds the summaries that disagree with the file's messages.
+ */
+export const BACKUP_COLLECTIONS: readonly CollectionName[] = [
+  COLLECTIONS.messages,
+  COLLECTIONS.users,
+  ...Object.values(COLLECTIONS).filter((c) => c !== COLLECTIONS.messages && c !== COLLECTIONS.users),
+];
 
 export interface BackupHeader {
   format: typeof BACKUP_FORMAT;
