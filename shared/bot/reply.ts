@@ -315,20 +315,24 @@ async function replyTo(
     !answeredBy.some((m) => m.status === 'failed')
   ) {
     // The rest goes out only as a new answer would. The bot never talks over an operator: one
-    // who took the conversation since (or an erase begun) leaves the rest unsent, the message
-    // settled with the parts that went out; so does an opt-out since (a `stop` sent before this
-    // message, delivered late, is answered first): an opted-out user gets only the `start`
-    // confirmation. Once WhatsApp's 24-hour window has closed, Meta would refuse the rest (131047):
-    // the message is settled as any message answered too late is.
+    // who took the conversation since (handed back since or not), or an erase begun, leaves the
+    // rest unsent, the message settled with the parts that went out; so does an opt-out since (a
+    // `stop` sent before this message, delivered late, is answered first): an opted-out user gets
+    // only the `start` confirmation. Once WhatsApp's 24-hour window has closed, Meta would refuse
+    // the rest (131047): the message is settled as any message answered too late is.
     const fresh = await ports.data.users.getLiveUser(user.id);
     const cut = async (state: 'sent' | 'failed', error: MessageError | null) => {
       await record(ports, { inbound: waiting, parts: [], state, error, read: false });
       const index = found.recent.findIndex((m) => m.id === waiting.id);
       if (index >= 0) found.recent[index] = { ...waiting, replyState: state, error: error ?? waiting.error };
     };
+    // Taken since its first part went out, handed back since or not (`handoffTakenAt` stays):
+    // the rest was planned for a conversation an operator has had their say in.
+    const began = Math.min(...answeredBy.map((m) => m.createdAt.getTime()));
     const why = !fresh
       ? 'the user is being erased'
-      : activeHandoff(fresh, ports.now(), ports.config.handoffHours)
+      : activeHandoff(fresh, ports.now(), ports.config.handoffHours) ||
+          (fresh.handoffTakenAt?.getTime() ?? 0) > began
         ? 'the conversation was taken meanwhile'
         : fresh.optedOut
           ? 'the user opted out meanwhile'

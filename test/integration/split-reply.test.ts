@@ -176,6 +176,24 @@ describe('an answer in several parts whose worker loses the lock between two par
     expect(out.map((m) => label(m.text))).toEqual(['first']);
   }, 30_000);
 
+  it('not completed once an operator took the conversation and handed it back meanwhile: the rest is stale', async () => {
+    const waId = newNumber();
+    const { id, job } = await userWrites(waId, 'tell me everything');
+    const { data } = app.services;
+    await halfAnswered(job, 'wamid.split.handback');
+    // The user sees half an answer; an operator takes the conversation, answers, and hands it back
+    // before the job runs again: what the bot had planned no longer follows the conversation.
+    const userId = await userIdOf(data, waId);
+    expect(await data.handoff.take(userId, 'ops-token', new Date(), 24)).not.toBeNull();
+    expect(await data.handoff.handBack(userId)).not.toBeNull();
+    await processReplyJob(app.services, job, log);
+    expect(sentTo(waId)).toEqual(['first', 'second']); // the second was refused: it never went out
+    const inbound = await data.messages.getMessage(id);
+    expect([inbound?.replyState, inbound?.replyPlan]).toEqual(['sent', undefined]);
+    const out = (await data.messages.recent(userId, 10)).filter((m) => m.direction === 'outbound');
+    expect(out.map((m) => label(m.text))).toEqual(['first']);
+  }, 30_000);
+
   it('a part whose record was written but its answer lost is counted once when the write is tried again', async () => {
     const waId = newNumber();
     const { job } = await userWrites(waId, 'tell me everything');
