@@ -225,7 +225,8 @@ export class EventsRepository {
    * The wamids among `wamids` of messages an erase begun within ERASE_RECENT_MS before `at`
    * removed (its audit entry remembers them by keyed hash: ./erase): a delivery status of an
    * answer sent before the erase, arriving after it, must not leave their number (a wamid carries
-   * it) in a placeholder. One read, on the rare path of a status for a message not stored.
+   * it) in a placeholder. Two reads (the keys, the erases), on the rare path of a status for a
+   * message not stored.
    */
   async erasedAmong(wamids: readonly string[], at: Date): Promise<string[]> {
     if (wamids.length === 0) return [];
