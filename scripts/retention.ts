@@ -23,7 +23,8 @@ Deletes messages older than N days (default: the RETENTION_DAYS setting), in bat
 first, and updates each user's message count and last message. Running totals (stats) stay.
 Poisoned notifications kept for replay (never stored) go too when Meta's times in them are older,
 and so do the other items the bot archived (a group message, an echo, a history thread, ...) then,
-once 8 days old. A message still waiting for its answer goes at a later run. The audit trail stays.
+once 8 days old. A message still waiting for its answer goes at a later run (once answered, or
+7 days after it came: no reply job answers it then). The audit trail stays.
 Without --days and without RETENTION_DAYS it does nothing.
 
   --days N          keep the last N days, 1 to 36500 (overrides RETENTION_DAYS, which the same

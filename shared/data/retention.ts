@@ -2,8 +2,9 @@
 // summaries of the users whose last message went (the summary rule of ./summary). Running totals
 // stay (docs/contract.md, "Stats"); each run is recorded on the totals document so that a health
 // repair knows counters can no longer be rebuilt from the documents. A message still marked for
-// the counters (./pending), or still waiting for its answer, goes at a later run. Archived items
-// (./events: what the bot kept without storing it as a message) go by the same cutoff.
+// the counters (./pending), or still waiting for its answer (while it can be), goes at a later
+// run. Archived items (./events: what the bot kept without storing it as a message) go by the same
+// cutoff.
 import type { Gateway } from './gateway';
 import type { Filter } from 'mongodb';
 import { AUDIT_KIND, ERASE_RECENT_MS, type EventDoc } from './events';
@@ -27,15 +28,28 @@ export interface RetentionResult {
 export const retentionCutoff = (days: number, now: Date): Date => new Date(now.getTime() - days * 86_400_000);
 
 /**
+ * How long a message can still be answered after it reached us: a reply job lives at most 7 days
+ * in its queue (Azure Storage's default time to live, which the app keeps), the sweeper re-queues
+ * only what came in the last 6 hours, and WhatsApp's 24-hour window has closed long before.
+ */
+export const ANSWERABLE_MS = 7 * 24 * 3_600_000;
+
+/**
  * Messages created before the cutoff that the counters hold: one marked for the counters, or
  * whose reported failure is (./pending), is left for the sweep to count first; an inbound one
- * still waiting for its answer (Meta delivered it late: its time is Meta's) is left to be answered.
+ * still waiting for its answer (Meta delivered it late: its time is Meta's) is left to be answered,
+ * while it can be (received within ANSWERABLE_MS; one without a time of receipt, from an earlier
+ * version, never is): kept for ever, a message whose job was lost would outlive the setting.
  */
-const olderThan = (cutoff: Date): Filter<MessageDoc> => ({
+const olderThan = (cutoff: Date, now: Date): Filter<MessageDoc> => ({
   createdAt: { $lt: cutoff },
   uncounted: { $ne: true },
   failedUncounted: { $ne: true },
-  replyState: { $nin: WAITING },
+  $or: [
+    { replyState: { $nin: WAITING } },
+    { receivedAt: { $lt: new Date(now.getTime() - ANSWERABLE_MS) } },
+    { receivedAt: { $exists: false } },
+  ],
 });
 
 /**
@@ -59,8 +73,8 @@ export class Retention {
   ) {}
 
   /** How many messages are older than the cutoff (for dry runs and progress). */
-  countOlderThan(cutoff: Date): Promise<number> {
-    return this.messages.count(olderThan(cutoff));
+  countOlderThan(cutoff: Date, now = new Date()): Promise<number> {
+    return this.messages.count(olderThan(cutoff, now));
   }
 
   /** How many poisoned notifications Meta's times put before the cutoff (for dry runs). */
@@ -82,18 +96,19 @@ export class Retention {
   ): Promise<RetentionResult> {
     const result: RetentionResult = { deleted: 0, poisoned: 0, archived: 0, usersUpdated: 0, batches: 0 };
     const touched = new Set<string>();
+    const now = new Date();
     for (;;) {
       // Status placeholders (no user) carry the time of their status, so they go too. In no order:
       // every one goes, and an unsorted read streams from the `createdAt` range (a sort makes the
       // server read and order all old messages before the first batch, at every batch).
-      const batch = await this.messages.find(olderThan(cutoff), {
+      const batch = await this.messages.find(olderThan(cutoff, now), {
         projection: { _id: 1, userId: 1 },
         limit: batchSize,
       });
       if (batch.length === 0) break;
       // Deleted only while unmarked: a failure a status reports meanwhile waits for the sweep too.
       result.deleted += await this.messages.deleteMany({
-        ...olderThan(cutoff),
+        ...olderThan(cutoff, now),
         _id: { $in: batch.map((m) => m._id) },
       });
       result.batches++;
@@ -106,7 +121,7 @@ export class Retention {
     result.poisoned = await this.poisoned.deleteOlderThan(cutoff);
     // What else was archived of those days (a group message, an echo, a history thread, ...)
     // holds what people wrote as much as a message does.
-    result.archived = await this.events.deleteMany(archivedOlderThan(cutoff, new Date()));
+    result.archived = await this.events.deleteMany(archivedOlderThan(cutoff, now));
     result.usersUpdated = await this.usersRepo.recountSummaries(touched, (done) =>
       onRecount?.(done, touched.size),
     );

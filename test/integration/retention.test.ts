@@ -120,4 +120,25 @@ describe('retention during traffic', () => {
     await app.services.data.retention.deleteOlderThan(retentionCutoff(1, new Date()));
     expect(await messages().countDocuments({ _id: message.id })).toBe(0);
   });
+
+  it('deletes a message left waiting beyond the time any job could answer it (its job lost, the sweep long past)', async () => {
+    const phone = newPhone();
+    const message = textMessage(phone, 'waiting for ever', { timestamp: nowSeconds(-9 * 86_400) });
+    const posted = await app.post(
+      notification(value({ contacts: [{ waId: phone, name: 'Kim' }], messages: [message] })),
+    );
+    expect(posted.status).toBe(200);
+    // Its job lost nine days ago (the sweeper looks back 6 hours, a queue item lives 7 days, and
+    // WhatsApp's 24-hour window has closed): no one will ever answer it.
+    const nineDaysAgo = new Date(Date.now() - 9 * 86_400_000);
+    await messages().updateOne(
+      { _id: message.id },
+      { $set: { receivedAt: nineDaysAgo, seqAt: nineDaysAgo } },
+    );
+    expect((await app.services.data.messages.getMessage(message.id))?.replyState).toBe('pending');
+    await app.services.data.retention.deleteOlderThan(retentionCutoff(1, new Date()));
+    expect(await messages().countDocuments({ _id: message.id })).toBe(0);
+    await app.drain();
+    expect(repliesTo(phone)).toBe(0);
+  });
 });
